@@ -1,0 +1,130 @@
+"""The errors mlvc raises, each a complete sentence for the user, with a documented exit code.
+
+The CLI maps every ``MlvcError`` to ``exit_code`` and prints ``str(error)`` on one line;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MlvcError(Exception):
+    """Base class: a user-facing failure with a one-line message."""
+
+    exit_code = 1
+
+
+class UsageError(MlvcError):
+    """The command was given bad input (a malformed KEY=VALUE, an unreadable params file...)."""
+
+    exit_code = 2
+
+
+class NotARepository(MlvcError):
+    exit_code = 3
+
+    def __init__(self, path: str):
+        super().__init__(
+            f"not an mlvc repository (or any parent up to /): {path}; run `mlvc init` first"
+        )
+        self.path = path
+
+
+class AlreadyARepository(MlvcError):
+    exit_code = 3
+
+
+class UnknownRun(MlvcError):
+    """A run name, id prefix, tag or HEAD expression that names no run."""
+
+    exit_code = 4
+
+    def __init__(self, spec: str, candidates: list[str] | None = None):
+        hint = ""
+        if candidates:
+            hint = "; did you mean: " + ", ".join(candidates[:8])
+        super().__init__(f"unknown run {spec!r}{hint}")
+        self.spec = spec
+        self.candidates = candidates or []
+
+
+class AmbiguousRun(MlvcError):
+    exit_code = 4
+
+    def __init__(self, spec: str, candidates: list[str]):
+        shown = ", ".join(candidates[:8]) + (" ..." if len(candidates) > 8 else "")
+        super().__init__(f"run {spec!r} is ambiguous; it could be: {shown}")
+        self.spec = spec
+        self.candidates = candidates
+
+
+class PathNotInRun(MlvcError):
+    exit_code = 4
+
+
+class CorruptObject(MlvcError):
+    """An object whose bytes do not hash to its id (or cannot be decoded)."""
+
+    exit_code = 5
+
+    def __init__(self, oid: str, path: str, detail: str = "", expected=None, got=None):
+        why = f": {detail}" if detail else ""
+        super().__init__(
+            f"corrupt object {oid} at {path}{why}; run `mlvc fsck` to list every damaged object"
+        )
+        self.oid = oid
+        self.path = path
+        self.expected = expected
+        self.got = got
+
+
+class MissingObject(MlvcError):
+    exit_code = 5
+
+    def __init__(self, oid: str):
+        super().__init__(
+            f"object {oid} is missing from the store; run `mlvc fsck` to list every problem"
+        )
+        self.oid = oid
+
+
+class DirtyWorkingTree(MlvcError):
+    """Checkout would overwrite changes that no run records."""
+
+    exit_code = 6
+
+    def __init__(self, paths: list[str]):
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        super().__init__(
+            f"checkout would overwrite uncommitted changes in {shown}; "
+            "commit them, or pass --force to discard them"
+        )
+        self.paths = paths
+
+
+class UnsafePath(MlvcError):
+    """A tree entry that would escape the checkout target (``..``, absolute, via a link)."""
+
+    exit_code = 5
+
+
+class QueryError(MlvcError):
+    exit_code = 7
+
+
+class IndexBusy(MlvcError):
+    exit_code = 8
+
+
+# One table, documented in docs/cli.md: keep the two in step.
+EXIT_CODES = {
+    0: "success",
+    1: "general error",
+    2: "bad input (usage, KEY=VALUE, params file)",
+    3: "not an mlvc repository / already one",
+    4: "unknown or ambiguous run, or path not in run",
+    5: "corrupt, missing or unsafe object",
+    6: "uncommitted changes would be overwritten (use --force)",
+    7: "SQL query failed",
+    8: "index busy for too long",
+    9: "fsck found problems",
+}

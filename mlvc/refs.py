@@ -1,0 +1,181 @@
+"""Refs: the mutable names that point at immutable runs, changed atomically and logged.
+
+Layout under ``.mlvc/``:
+    HEAD               the run the working tree was last committed or checked out as
+    refs/runs/<id>     one file per recorded run: the set of all runs (never moves)
+    refs/names/<name>  a run name, pointing at the newest run given that name
+    refs/tags/<tag>    a tag set with ``mlvc tag`` (git-style, movable)
+    logs/<ref>         the reflog: ``old new time author message`` per change, append-only
+
+A ref changes by writing ``<ref>.lock`` (O_EXCL), then renaming it over the ref, as git does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from .errors import MlvcError, UsageError
+from .ids import ObjectId
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
+LOCK_WAIT = 10.0
+
+
+def check_ref_name(name: str, what: str = "name") -> str:
+    if not _NAME.match(name) or name.endswith(".lock") or ".." in name:
+        raise UsageError(
+            f"invalid run {what} {name!r}: use letters, digits and . _ - + = "
+            "(at most 200, not starting with '.' or '-')"
+        )
+    return name
+
+
+class RefLocked(MlvcError):
+    pass
+
+
+class RefStore:
+    def __init__(self, mlvc_dir: str | os.PathLike):
+        self.dir = Path(mlvc_dir)
+
+    def _path(self, ref: str) -> Path:
+        return self.dir / ref
+
+    def read(self, ref: str) -> ObjectId | None:
+        try:
+            text = self._path(ref).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not text:
+            return None
+        try:
+            return ObjectId.parse(text)
+        except ValueError:
+            raise MlvcError(
+                f"ref {ref} holds {text[:80]!r}, not a run id; run `mlvc fsck`"
+            ) from None
+
+    def write(self, ref: str, oid: ObjectId | None, message: str = "", author: str = "") -> None:
+        """Point ``ref`` at ``oid`` under its lock and log the change."""
+        path = self._path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".lock")
+        fd = self._take_lock(lock)
+        try:
+            old = self.read(ref)
+            os.write(fd, ((oid.hex if oid else "") + "\n").encode())
+            os.close(fd)
+            fd = None
+            os.replace(lock, path)
+        finally:
+            if fd is not None:
+                os.close(fd)
+                lock.unlink(missing_ok=True)
+        self._log(ref, old, oid, message, author)
+
+    def delete(self, ref: str, message: str = "", author: str = "") -> bool:
+        old = self.read(ref)
+        try:
+            self._path(ref).unlink()
+        except FileNotFoundError:
+            return False
+        self._log(ref, old, None, message, author)
+        return True
+
+    def _take_lock(self, lock: Path) -> int:
+        deadline = time.monotonic() + LOCK_WAIT
+        delay = 0.001
+        while True:
+            try:
+                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    raise RefLocked(
+                        f"ref lock {lock} is held by another process; if none is running, "
+                        "delete the lock file"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _log(self, ref, old, new, message, author) -> None:
+        log = self.dir / "logs" / ref
+        log.parent.mkdir(parents=True, exist_ok=True)
+        line = "\t".join(
+            [
+                old.hex if old else "-",
+                new.hex if new else "-",
+                f"{time.time():.6f}",
+                author.replace("\t", " "),
+                message.replace("\t", " ").replace("\n", " "),
+            ]
+        )
+        with open(log, "a") as f:  # one short O_APPEND write: atomic on local filesystems
+            f.write(line + "\n")
+
+    def reflog(self, ref: str) -> list[dict]:
+        try:
+            lines = (self.dir / "logs" / ref).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for ln in lines:
+            parts = ln.split("\t")
+            if len(parts) == 5:
+                old, new, t, author, msg = parts
+                out.append(
+                    {
+                        "old": None if old == "-" else old,
+                        "new": None if new == "-" else new,
+                        "time": float(t),
+                        "author": author,
+                        "message": msg,
+                    }
+                )
+        return out
+
+    def list(self, namespace: str) -> dict[str, ObjectId]:
+        """Every ref under ``refs/<namespace>/`` by its short name."""
+        base = self.dir / "refs" / namespace
+        out = {}
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            return out
+        for ent in entries:
+            if ent.name.endswith(".lock") or ent.name.startswith(".") or not ent.is_file():
+                continue
+            oid = self.read(f"refs/{namespace}/{ent.name}")
+            if oid is not None:
+                out[ent.name] = oid
+        return out
+
+    # -- the set of runs ------------------------------------------------------------------
+
+    def add_run(self, oid: ObjectId) -> None:
+        """Record a run as existing; creation only, so no lock is needed."""
+        path = self.dir / "refs" / "runs" / oid.hex
+        tmp = path.with_name(f".{oid.hex}.{secrets.token_hex(4)}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(oid.hex + "\n")
+        os.replace(tmp, path)
+
+    def run_ids(self) -> list[ObjectId]:
+        try:
+            names = os.listdir(self.dir / "refs" / "runs")
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            if len(n) == 64:
+                try:
+                    out.append(ObjectId(bytes.fromhex(n)))
+                except ValueError:
+                    continue
+        return out
+
+    def has_run(self, oid: ObjectId) -> bool:
+        return (self.dir / "refs" / "runs" / oid.hex).exists()
