@@ -7,13 +7,21 @@ runs not yet in the index, and the DuckDB index (a cache rebuilt from objects an
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import AlreadyARepository, NotARepository
-from .ids import HASH_ALGORITHM
-from .objects import FORMAT_VERSION
+from .checkout import CheckoutResult, checkout, compare, parse_sections, run_files
+from .commit import RunSpec, author, expand, record_run
+from .errors import AlreadyARepository, NotARepository, PathNotInRun, UsageError
+from .fsck import fsck
+from .ids import HASH_ALGORITHM, ObjectId
+from .objects import DIR, FORMAT_VERSION, Run
 from .odb import LocalStore
-from .refs import RefStore
+from .project import load_project
+from .refs import RefStore, check_ref_name
+from .resolve import resolve
+from .show import describe_run
+from .trees import lookup, read_run
 
 MLVC_DIR = ".mlvc"
 
@@ -35,6 +43,7 @@ class Repo:
         self.dir = self.root / MLVC_DIR
         self.store = LocalStore(self.dir / "objects", self.dir / "tmp")
         self.refs = RefStore(self.dir)
+        self._index = None
 
     @classmethod
     def init(cls, path: str | os.PathLike = ".") -> Repo:
@@ -55,3 +64,168 @@ class Repo:
 
     def __repr__(self) -> str:
         return f"Repo({str(self.root)!r})"
+
+    # -- components -----------------------------------------------------------------------
+
+    @property
+    def index(self):
+        """The DuckDB index (a cache of objects and refs), opened lazily."""
+        if self._index is None:
+            from .index import Index
+
+            self._index = Index(self.dir, self.store, self.refs)
+        return self._index
+
+    # -- addressing -----------------------------------------------------------------------
+
+    def resolve(self, spec: str) -> ObjectId:
+        """A run id from anything a user may type: id, prefix, name, tag, HEAD~N."""
+        return resolve(self.refs, self.store, spec)
+
+    def run(self, spec: str | ObjectId) -> Run:
+        oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
+        return read_run(self.store, oid)
+
+    def head(self) -> ObjectId | None:
+        return self.refs.read("HEAD")
+
+    # -- recording ------------------------------------------------------------------------
+
+    def commit(
+        self,
+        message: str = "",
+        *,
+        name: str = "",
+        params=None,
+        metrics=None,
+        params_files=(),
+        metrics_files=(),
+        data=(),
+        artifacts=(),
+        tags=None,
+        command=(),
+        cwd=None,
+        **more,
+    ) -> ObjectId:
+        """Record a run of the project as it is now; returns the new run's id.
+
+        Paths are relative to ``cwd`` (default: the working directory). ``tags`` maps tag
+        keys to values; a tag with value ``""`` is a label that also names the run.
+        """
+        spec = RunSpec(
+            message=message,
+            name=name,
+            params=dict(params or {}),
+            metrics=dict(metrics or {}),
+            params_files=tuple(params_files),
+            metrics_files=tuple(metrics_files),
+            data=tuple(data),
+            artifacts=tuple(artifacts),
+            tags=dict(tags or {}),
+            command=tuple(command),
+            **more,
+        )
+        return record_run(self, spec, Path(cwd) if cwd else None)
+
+    def tag(self, spec: str, tag: str) -> ObjectId:
+        """Point a movable tag at a run (``mlvc tag``)."""
+        oid = self.resolve(spec)
+        self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", author())
+        self.index.try_ingest()
+        return oid
+
+    # -- reading --------------------------------------------------------------------------
+
+    def log(self, limit: int | None = None) -> list[dict]:
+        """Runs newest first, as dicts of the index's ``runs`` columns."""
+        sql = (
+            "SELECT id, short_id, name, status, message, author, created, ended, parent "
+            "FROM runs ORDER BY created DESC, id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.index.query(sql).to_pylist()
+
+    def show(self, spec: str | ObjectId, files: bool = True) -> dict:
+        """Every section of a run as plain data (what ``mlvc show --json`` prints)."""
+        oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
+        return describe_run(
+            self.store, oid, read_run(self.store, oid), files=files, head=self.head()
+        )
+
+    def cat(self, spec: str) -> Iterator[bytes]:
+        """The content of ``RUN:path`` in blocks, verified."""
+        run_spec, _, path = spec.partition(":")
+        oid = self.resolve(run_spec)
+        run = read_run(self.store, oid)
+        path = path.strip("/")
+        for section, tree in run.sections.items():
+            entry = lookup(self.store, tree, path) if path else None
+            if entry is not None and entry.kind != DIR:
+                return self.store.iter_content(entry.id)
+            if entry is not None:
+                raise PathNotInRun(
+                    f"{path} is a folder in run {oid.short} ({section}); name a file"
+                )
+        raise PathNotInRun(
+            f"run {oid.short} has no file {path!r}; `mlvc show {run_spec}` lists them"
+        )
+
+    def diff(self, a: str, b: str, patch: bool = False):
+        from .diff import diff_runs
+
+        return diff_runs(self.store, self.resolve(a), self.resolve(b), patch=patch)
+
+    def status(self) -> dict:
+        """The working tree against the HEAD run: per section, added / removed / modified."""
+        from .capture import code_files
+
+        head = self.head()
+        run = read_run(self.store, head) if head else Run()
+        cfg = load_project(self.root)
+        paths = run.extra.get("paths", {}) if head else {}
+        data = sorted({*paths.get("data", ()), *cfg.data})
+        arts = sorted({*paths.get("artifacts", ()), *cfg.artifacts})
+        present = {
+            "code": code_files(self.root, exclude=[*data, *arts]),
+            "data": expand(self.root, [p for p in data if os.path.lexists(self.root / p)]),
+            "artifacts": expand(self.root, [p for p in arts if os.path.lexists(self.root / p)]),
+        }
+        out = {"head": head.hex if head else None}
+        for sec, files in present.items():
+            out[sec] = compare(self.store, run_files(self.store, run, [sec]), self.root, files)
+        return out
+
+    # -- writing the working tree ---------------------------------------------------------
+
+    def checkout(
+        self, spec: str, to: str | os.PathLike | None = None, only=None, force: bool = False
+    ) -> CheckoutResult:
+        """Materialize a run's files, verified; in place, also move HEAD to it."""
+        oid = self.resolve(spec)
+        run = read_run(self.store, oid)
+        sections = parse_sections(only)
+        if to is None:
+            head = self.head()
+            head_run = read_run(self.store, head) if head else None
+            result = checkout(self.store, run, self.root, sections, head=head_run, force=force)
+            self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+            return result
+        dest = Path(to).resolve()
+        if dest == self.root or self.dir in (dest, *dest.parents):
+            raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
+        dest.mkdir(parents=True, exist_ok=True)
+        return checkout(self.store, run, dest, sections, force=force)
+
+    # -- index and integrity --------------------------------------------------------------
+
+    def query(self, sql: str):
+        """Run read-only SQL over the index; returns a pyarrow Table."""
+        return self.index.query(sql)
+
+    def rebuild_index(self) -> int:
+        return self.index.rebuild()
+
+    def fsck(self) -> list[str]:
+        """Every problem in the store and refs; empty when all is well."""
+        return fsck(self.store, self.refs, self.dir / "tmp")

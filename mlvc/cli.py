@@ -1,0 +1,440 @@
+"""The ``mlvc`` command: a thin shell that parses, calls one ``Repo`` method, and renders.
+
+Every ``MlvcError`` becomes one line on stderr and its documented exit code (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import click
+
+from . import __version__
+from .errors import MlvcError
+from .params import parse_metrics, parse_params
+from .render import FORMATS, aligned, human_size, to_json, write_table
+from .repo import Repo
+
+
+class MlvcGroup(click.Group):
+    """Maps library errors to one-line messages and exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MlvcError as e:
+            click.echo(f"mlvc: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("mlvc: interrupted", err=True)
+            ctx.exit(130)
+
+
+def repo() -> Repo:
+    return Repo()
+
+
+@click.group(cls=MlvcGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlvc")
+@click.option("-C", "chdir", metavar="DIR", help="Run as if mlvc was started in DIR.")
+def main(chdir):
+    """mlvc: version every ML run — code, data, environment, params, metrics, artifacts.
+
+    \b
+    Typical session:
+      mlvc init
+      python train.py && mlvc commit -m "baseline" -p lr=0.01 -M acc=0.91 --artifacts model.pkl
+      mlvc diff HEAD~1 HEAD
+      mlvc query "SELECT id, \\"params.lr\\", \\"metrics.acc\\" FROM runs_wide"
+      mlvc checkout HEAD~1 --to /tmp/replay
+    """
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as e:
+            raise click.BadParameter(
+                f"cannot enter {chdir}: {e.strerror}", param_hint="-C"
+            ) from None
+
+
+@main.command()
+@click.argument("path", default=".", type=click.Path(file_okay=False))
+def init(path):
+    """Create an empty repository (.mlvc/) in PATH.
+
+    Example: mlvc init my-project
+    """
+    os.makedirs(path, exist_ok=True)
+    r = Repo.init(path)
+    click.echo(f"Initialized empty mlvc repository in {r.dir}")
+
+
+def _tags(values) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        out[k.strip()] = val if sep else ""
+    return out
+
+
+@main.command()
+@click.option("-m", "--message", default="", help="What this run is about.")
+@click.option("-n", "--name", default="", help="A name to address the run by.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A param (typed: int, float, bool, str). Repeatable.",
+)
+@click.option(
+    "--params",
+    "params_files",
+    multiple=True,
+    metavar="FILE",
+    help="Params from a JSON/YAML/TOML file, nested keys joined with dots.",
+)
+@click.option(
+    "-M",
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A final metric (a number). Repeatable.",
+)
+@click.option(
+    "--metrics", "metrics_files", multiple=True, metavar="FILE", help="Metrics from a JSON file."
+)
+@click.option("--data", multiple=True, metavar="PATH", help="A data file or folder. Repeatable.")
+@click.option(
+    "--artifacts",
+    multiple=True,
+    metavar="PATH",
+    help="An output file or folder (model, plots). Repeatable.",
+)
+@click.option(
+    "-t",
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG[=VALUE]",
+    help="A tag; a bare TAG also addresses the run. Repeatable.",
+)
+@click.option(
+    "--command",
+    "command",
+    default="",
+    metavar="CMD",
+    help="The command that produced this run (for `mlvc reproduce`).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the run id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def commit(
+    message,
+    name,
+    params,
+    params_files,
+    metrics,
+    metrics_files,
+    data,
+    artifacts,
+    tags,
+    command,
+    quiet,
+    as_json,
+):
+    """Record a run: code, data, artifacts, environment, params and metrics.
+
+    Example: mlvc commit -m "lr sweep" -p lr=0.01 -M acc=0.93 --data data/ --artifacts model.pkl
+    """
+    r = repo()
+    oid = r.commit(
+        message,
+        name=name,
+        params=parse_params(params),
+        metrics=parse_metrics(metrics),
+        params_files=params_files,
+        metrics_files=metrics_files,
+        data=data,
+        artifacts=artifacts,
+        tags=_tags(tags),
+        command=tuple(shlex.split(command)),
+    )
+    if as_json:
+        click.echo(to_json(r.show(oid, files=False)))
+    elif quiet:
+        click.echo(oid.hex)
+    else:
+        s = r.show(oid, files=False)
+        label = f" ({s['name']})" if s["name"] else ""
+        click.echo(f"[{oid.short}]{label} {s['message']}".rstrip())
+        parts = [
+            f"{sec} {s[sec]['files']} files {human_size(s[sec]['size'])}"
+            for sec in ("code", "data", "artifacts")
+            if s[sec]["files"]
+        ]
+        parts += [f"{len(s['params'])} params", f"{len(s['metrics'])} metrics"]
+        click.echo("  " + ", ".join(parts))
+
+
+@main.command()
+@click.option("-n", "limit", type=int, default=None, help="Show at most N runs.")
+@click.option("-l", "--long", "long_", is_flag=True, help="Show params and metrics of each run.")
+@click.option("--json", "as_json", is_flag=True)
+def log(limit, long_, as_json):
+    """List runs, newest first.
+
+    Example: mlvc log -n 10 -l
+    """
+    r = repo()
+    runs = r.log(limit)
+    if as_json:
+        click.echo(to_json(runs))
+        return
+    if not runs:
+        click.echo("no runs yet: record one with `mlvc commit`")
+        return
+    head = r.head()
+    if not long_:
+        rows = [
+            [
+                ("* " if head and x["id"] == head.hex else "  ") + x["short_id"],
+                x["name"],
+                x["status"],
+                x["created"],
+                x["message"],
+            ]
+            for x in runs
+        ]
+        click.echo(aligned(["  run", "name", "status", "created", "message"], rows))
+        return
+    for x in runs:
+        s = r.show(x["id"], files=False)
+        _echo_run_header(s)
+        click.echo()
+
+
+def _echo_run_header(s: dict) -> None:
+    head = " (HEAD)" if s["head"] else ""
+    click.echo(click.style(f"run {s['id']}{head}", fg="yellow"))
+    for label, key in (
+        ("Name", "name"),
+        ("Author", "author"),
+        ("Date", "started"),
+        ("Status", "status"),
+    ):
+        if s[key]:
+            click.echo(f"{label + ':':9}{s[key]}")
+    if s["message"]:
+        click.echo(f"\n    {s['message']}\n")
+    if s["params"]:
+        click.echo("Params:  " + ", ".join(f"{k}={v}" for k, v in s["params"].items()))
+    if s["metrics"]:
+        click.echo(
+            "Metrics: "
+            + ", ".join(
+                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in s["metrics"].items()
+            )
+        )
+
+
+@main.command()
+@click.argument("spec", metavar="RUN[:PATH]", default="HEAD")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--files/--no-files", default=True, help="List each section's files.")
+def show(spec, as_json, files):
+    """Show every section of a run, or print a stored file with RUN:PATH.
+
+    Example: mlvc show HEAD~1 ; mlvc show best:artifacts/model.pkl > model.pkl
+    """
+    r = repo()
+    if ":" in spec:
+        out = sys.stdout.buffer
+        for block in r.cat(spec):
+            out.write(block)
+        out.flush()
+        return
+    s = r.show(spec, files=files)
+    if as_json:
+        click.echo(to_json(s))
+        return
+    _echo_run_header(s)
+    for label, key in (("Parents", "parents"), ("Command", "command"), ("Tags", "tags")):
+        if s[key]:
+            value = " ".join(s[key]) if key == "command" else s[key]
+            click.echo(f"{label + ':':9}{value}")
+    if s["git"]:
+        g = s["git"]
+        dirty = " (dirty)" if g.get("dirty") else ""
+        click.echo(
+            f"Git:     {g.get('commit', '')[:12]} on {g.get('branch') or '(detached)'}{dirty}"
+        )
+    if s["env"]:
+        e = s["env"]
+        click.echo(
+            f"Env:     {e['python']}, {e['platform']}, {e['packages']} packages [{e['id'][:10]}]"
+        )
+    for sec in ("code", "data", "artifacts"):
+        info = s[sec]
+        if not info["files"]:
+            continue
+        click.echo(f"\n{sec}: {info['files']} files, {human_size(info['size'])}")
+        entries = info.get("entries", [])
+        for e in entries[:50]:
+            click.echo(f"  {e['id'][:10]}  {human_size(e['size']):>9}  {e['path']}")
+        if len(entries) > 50:
+            click.echo(f"  ... and {len(entries) - 50} more (--json lists all)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json):
+    """Compare the working tree with the HEAD run.
+
+    Example: mlvc status
+    """
+    st = repo().status()
+    if as_json:
+        click.echo(to_json(st))
+        return
+    click.echo(f"HEAD: {st['head'][:10] if st['head'] else '(no runs yet)'}")
+    clean = True
+    for sec in ("code", "data", "artifacts"):
+        changes = st[sec]
+        for mark, key in (("M", "modified"), ("A", "added"), ("D", "removed")):
+            for p in changes[key]:
+                clean = False
+                click.echo(f"  {mark} {sec}: {p}")
+    if clean:
+        click.echo("nothing changed since HEAD")
+
+
+@main.command()
+@click.argument("a", metavar="RUN1")
+@click.argument("b", metavar="RUN2", required=False)
+@click.option("--patch", is_flag=True, help="Unified diffs of changed text files in code.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--color/--no-color", default=None, help="Colour the report (default: on a terminal)."
+)
+def diff(a, b, patch, as_json, color):
+    """Compare two runs: params, metrics, code, data, artifacts, environment.
+
+    With one run, compares it with HEAD. Example: mlvc diff HEAD~1 HEAD --patch
+    """
+    from .diff import render_diff
+
+    d = repo().diff(a, b or "HEAD", patch=patch)
+    if as_json:
+        click.echo(to_json(d.to_dict()))
+        return
+    if color is None:
+        color = sys.stdout.isatty()
+    click.echo(render_diff(d, color=color))
+
+
+@main.command()
+@click.argument("spec", metavar="RUN")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write into DIR instead of the project (HEAD does not move).",
+)
+@click.option(
+    "--only",
+    default=None,
+    metavar="SECTIONS",
+    help="Comma-separated subset of code,data,artifacts.",
+)
+@click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes.")
+@click.option("-q", "--quiet", is_flag=True)
+def checkout(spec, to, only, force, quiet):
+    """Materialize a run's files exactly (verified against their hashes).
+
+    Example: mlvc checkout baseline --to /tmp/baseline
+    """
+    r = repo()
+    res = r.checkout(spec, to=to, only=only, force=force)
+    if not quiet:
+        oid = r.resolve(spec)
+        where = f" into {res.target}" if to else ""
+        click.echo(
+            f"checked out {oid.short}{where}: {len(res.written)} written, "
+            f"{res.unchanged} unchanged, {len(res.removed)} removed"
+        )
+
+
+@main.command()
+@click.argument("sql")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the result to a file.",
+)
+def query(sql, fmt, output):
+    """Run read-only SQL over the run index (tables: docs/sql-schema.md).
+
+    Example: mlvc query "SELECT id, \\"metrics.acc\\" FROM runs_wide ORDER BY 2 DESC LIMIT 5"
+    """
+    write_table(repo().query(sql), fmt, output)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def fsck(as_json):
+    """Re-hash every object and follow every ref; list every problem.
+
+    Example: mlvc fsck
+    """
+    problems = repo().fsck()
+    if as_json:
+        click.echo(to_json({"problems": problems}))
+    else:
+        for p in problems:
+            click.echo(p)
+        click.echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")
+    if problems:
+        sys.exit(9)
+
+
+@main.command()
+@click.argument("spec", metavar="RUN")
+@click.argument("tag")
+def tag(spec, tag):
+    """Point TAG at a run (moves it if it exists).
+
+    Example: mlvc tag HEAD best
+    """
+    oid = repo().tag(spec, tag)
+    click.echo(f"{tag} -> {oid.short}")
+
+
+@main.group()
+def index():
+    """Manage the DuckDB index (a cache rebuilt from objects and refs)."""
+
+
+@index.command("rebuild")
+def index_rebuild():
+    """Rebuild the index from objects and refs.
+
+    Example: mlvc index rebuild
+    """
+    n = repo().rebuild_index()
+    click.echo(f"index rebuilt: {n} runs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,54 @@
+"""The project's own settings: ``mlvc.toml`` at the project root (optional).
+
+``[track]`` gives defaults for ``mlvc commit``: ``data``, ``artifacts`` (paths), ``params``,
+``metrics`` (files). ``[env]`` ``variables`` lists extra environment variables to capture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+from .params import _toml
+
+PROJECT_FILE = "mlvc.toml"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    data: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    env_variables: tuple[str, ...] = ()
+    raw: dict = field(default_factory=dict)
+
+
+def load_project(root: Path) -> ProjectConfig:
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return ProjectConfig()
+    try:
+        raw = _toml().loads(path.read_text())
+    except Exception as e:
+        raise UsageError(f"cannot parse {path}: {e}") from None
+    track = raw.get("track", {})
+    env = raw.get("env", {})
+
+    def strings(section: dict, key: str) -> tuple[str, ...]:
+        value = section.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{path}: {key} must be a list of strings")
+        return tuple(value)
+
+    return ProjectConfig(
+        data=strings(track, "data"),
+        artifacts=strings(track, "artifacts"),
+        params=strings(track, "params"),
+        metrics=strings(track, "metrics"),
+        env_variables=strings(env, "variables"),
+        raw=raw,
+    )
