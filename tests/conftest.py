@@ -1,0 +1,52 @@
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import settings
+
+from mlvc import Repo
+from mlvc.cli import main
+
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_author(monkeypatch):
+    monkeypatch.setenv("MLVC_AUTHOR", "Test Author <test@example.com>")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A small ML project (not a git repo), initialized, with cwd inside it."""
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "train.py").write_text("print('training')\n")
+    (root / "src" / "model.py").write_text("def predict(x):\n    return x * 2\n")
+    (root / "data" / "train.csv").write_text("x,y\n1,2\n2,4\n")
+    (root / "data" / "test.csv").write_text("x,y\n3,6\n")
+    monkeypatch.chdir(root)
+    Repo.init(root)
+    return root
+
+
+@pytest.fixture
+def repo(project) -> Repo:
+    return Repo(project)
+
+
+@pytest.fixture
+def cli(project):
+    runner = CliRunner()
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"mlvc {' '.join(args)} exited {result.exit_code}:\n{result.output}")
+        return result
+
+    return invoke
