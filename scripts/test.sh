@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a virtualenv with mlvc and its dev tools, lint, and run the test suite.
+# Usage: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/ruff check mlvc tests benchmarks examples
+.venv/bin/ruff format --check mlvc tests
+.venv/bin/python -m pytest -n 2 -q "$@"
