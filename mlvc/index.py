@@ -1,0 +1,849 @@
+"""The index: DuckDB tables derived from run objects and refs, so history answers plain SQL.
+
+Objects and refs are the truth; ``.mlvc/index.duckdb`` is a cache that ``rebuild`` recreates
+from them bit for bit (docs/sql-schema.md documents every table). Terms:
+
+    journal  ``.mlvc/journal/<run id>``, an empty file a commit writes before the run's ref.
+             With a ref it marks a run not yet ingested; without one, either a commit still in
+             progress (kept, dropped as abandoned after 10 minutes) or, for a run the index
+             holds, a run whose ref was deleted (the index drops it).
+    ingest   turning journalled runs into rows: one Arrow table per table per batch.
+    lock     ``.mlvc/index.lock``, an ``flock``: exclusive to write the index, shared to read.
+
+Writers never open DuckDB without the exclusive lock, so DuckDB's own file lock never fails in
+front of a user. A committer only *tries* the lock (``try_ingest``); if it is busy the run stays
+journalled and the next reader ingests it before answering.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import json
+import logging
+import os
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import IndexBusy, MlvcError, QueryError
+from .ids import ObjectId
+from .objects import is_number
+from .trees import read_env, read_run, walk
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
+ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
+REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
+BATCH_RUNS = 1000  # runs decoded per Arrow batch: bounds memory during a rebuild
+MAX_WIDE_KEYS = 1000  # params.* / metrics.* columns in runs_wide, each
+
+DB_NAME, LOCK_NAME, JOURNAL = "index.duckdb", "index.lock", "journal"
+SECTIONS = ("code", "data", "artifacts")
+
+# Shared locks this process holds, by lock path: a nested reader must not try to upgrade.
+_held_shared: dict[str, int] = {}
+_held_guard = threading.Lock()
+
+TABLES_DDL = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE runs (
+    id VARCHAR PRIMARY KEY, short_id VARCHAR, name VARCHAR, status VARCHAR, message VARCHAR,
+    author VARCHAR, parent VARCHAR, parents VARCHAR[], created TIMESTAMPTZ,
+    started TIMESTAMPTZ, ended TIMESTAMPTZ, duration_s DOUBLE, command VARCHAR, cwd VARCHAR,
+    exit_code BIGINT, code_tree VARCHAR, data_tree VARCHAR, artifacts_tree VARCHAR,
+    series_id VARCHAR, env_id VARCHAR, git_commit VARCHAR, git_branch VARCHAR,
+    git_dirty BOOLEAN, reproduces VARCHAR);
+CREATE TABLE params (run_id VARCHAR, key VARCHAR, value VARCHAR, value_num DOUBLE,
+    type VARCHAR);
+CREATE TABLE metrics (run_id VARCHAR, key VARCHAR, step BIGINT, timestamp TIMESTAMPTZ,
+    value DOUBLE);
+CREATE TABLE metric_summary (run_id VARCHAR, key VARCHAR, last DOUBLE, min DOUBLE,
+    max DOUBLE, count BIGINT, last_step BIGINT);
+CREATE TABLE tree_files (tree_id VARCHAR, path VARCHAR, object_id VARCHAR, size BIGINT,
+    kind VARCHAR);
+CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
+CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
+CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
+CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE VIEW files AS
+    SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
+    FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
+          UNION ALL SELECT id, 'data', data_tree FROM runs
+          UNION ALL SELECT id, 'artifacts', artifacts_tree FROM runs) s
+    JOIN tree_files t ON t.tree_id = s.tree_id;
+CREATE VIEW packages AS
+    SELECT r.id AS run_id, p.name, p.version
+    FROM runs r JOIN env_packages p ON p.env_id = r.env_id;
+"""
+
+# Tables holding one run's rows, cleared when the run's ref is deleted.
+RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_errors")
+
+
+class Index:
+    """The DuckDB index of one repository, kept in step with its journal."""
+
+    def __init__(self, mlvc_dir: str | os.PathLike, store, refs):
+        self.dir = Path(mlvc_dir)
+        self.store = store
+        self.refs = refs
+        self.path = self.dir / DB_NAME
+        self.lock_path = self.dir / LOCK_NAME
+        self.journal_dir = self.dir / JOURNAL
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def journal(self, run_id: ObjectId) -> None:
+        """Mark a run for ingestion. Call before writing ``refs/runs/<id>`` (and after
+        deleting it, so the index drops the run)."""
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.journal_dir / run_id.hex, os.O_WRONLY | os.O_CREAT, 0o644))
+
+    def pending(self) -> list[ObjectId]:
+        """Runs journalled and not yet ingested (including commits still in progress)."""
+        return [oid for oid, _path, _mtime in self._journal_entries()]
+
+    def _journal_entries(self) -> list[tuple[ObjectId, Path, float]]:
+        try:
+            entries = list(os.scandir(self.journal_dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for ent in entries:
+            try:
+                oid = ObjectId.parse(ent.name)
+                out.append((oid, Path(ent.path), ent.stat().st_mtime))
+            except (ValueError, FileNotFoundError):
+                continue
+        return sorted(out)
+
+    # -- public operations ----------------------------------------------------------------
+
+    def try_ingest(self) -> bool:
+        """Ingest pending runs if the index lock is free right now; never waits.
+
+        Returns False when another process holds the lock (the runs stay journalled for
+        the next reader) or when ingestion failed (logged; the next reader raises it).
+        """
+        fd = self._take_lock(exclusive=True, wait=0.0)
+        if fd is None:
+            return False
+        try:
+            self._ingest_locked()
+            return True
+        except Exception as e:  # the run is committed either way: a reader will report this
+            log.warning("could not update the index (the next query will retry): %s", e)
+            return False
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """Ingest every pending run, waiting (bounded) for the lock."""
+        fd = self._take_lock_or_raise(exclusive=True)
+        try:
+            self._ingest_locked()
+        finally:
+            os.close(fd)
+
+    def rebuild(self) -> None:
+        """Recreate the index from every run ref, then apply the journal."""
+        fd = self._take_lock_or_raise(exclusive=True)
+        try:
+            self._rebuild_locked()
+            self._ingest_locked()
+        finally:
+            os.close(fd)
+
+    def query(self, sql: str):
+        """Run SQL on a read-only connection; returns a ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        with self.connect_readonly() as con, _query_errors():
+            rel = con.sql(sql)
+            return pa.table({}) if rel is None else rel.to_arrow_table()
+
+    def stream(self, sql: str, batch_size: int = 65536) -> Iterator:
+        """Yield the result as ``pyarrow.RecordBatch``es; memory stays bounded."""
+        with self.connect_readonly() as con, _query_errors():
+            rel = con.sql(sql)
+            if rel is None:
+                return
+            reader = rel.to_arrow_reader(batch_size)
+            yield from reader
+
+    @contextmanager
+    def connect_readonly(self):
+        """A read-only DuckDB connection to an up-to-date index, under the shared lock.
+
+        Pending runs are ingested first. Closing the ``with`` block closes the connection
+        and releases the lock; keep it short, since writers wait for it.
+        """
+        fd, con = self._open_for_reading()
+        key = str(self.lock_path)
+        with _held_guard:
+            _held_shared[key] = _held_shared.get(key, 0) + 1
+        try:
+            yield con
+        finally:
+            with _held_guard:
+                _held_shared[key] -= 1
+            con.close()
+            os.close(fd)
+
+    # -- locking --------------------------------------------------------------------------
+
+    def _take_lock(self, exclusive: bool, wait: float) -> int | None:
+        """An fd holding the index flock, or None if it stayed busy for ``wait`` seconds."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + wait
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, op)
+                return fd
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _take_lock_or_raise(self, exclusive: bool) -> int:
+        fd = self._take_lock(exclusive, LOCK_WAIT)
+        if fd is None:
+            raise IndexBusy(
+                f"the index has been locked by another mlvc process for over {LOCK_WAIT:.0f} s "
+                f"(a long query or an ingest holds {self.lock_path}); try again in a moment"
+            )
+        return fd
+
+    def _open_for_reading(self):
+        """(lock fd, read-only connection), ingesting first when the index is behind."""
+        nested = _held_shared.get(str(self.lock_path), 0) > 0
+        for attempt in range(2):
+            fd = self._take_lock_or_raise(exclusive=False)
+            try:
+                con = self._open_if_current() if attempt == 0 and not nested else self._open_ro()
+            except BaseException:
+                os.close(fd)
+                raise
+            if con is not None:
+                return fd, con
+            os.close(fd)
+            fd = self._take_lock_or_raise(exclusive=True)
+            try:
+                self._ingest_locked()
+            finally:
+                os.close(fd)
+        raise AssertionError("unreachable")
+
+    def _open_if_current(self):
+        """A read-only connection if the index needs no ingest, else None."""
+        import duckdb
+
+        if not self.path.exists():
+            return None
+        try:
+            con = self._open_ro()
+        except duckdb.Error:
+            return None  # damaged or foreign-locked: the writer path decides
+        try:
+            meta = _read_meta(con)
+            current = (
+                meta.get("schema_version") == str(SCHEMA_VERSION)
+                and _settled(meta.get("refs_fingerprint")) == self._refs_fingerprint()
+                and not self._actionable(con, self._journal_entries())
+            )
+        except duckdb.Error:
+            current = False
+        if not current:
+            con.close()
+            return None
+        return con
+
+    def _actionable(self, con, entries) -> list:
+        """Journal entries an ingest would act on now (not commits still in progress)."""
+        now = time.time()
+        out, unsure = [], []
+        for entry in entries:
+            oid, _path, mtime = entry
+            if self.refs.has_run(oid) or now - mtime > ABANDONED_AFTER:
+                out.append(entry)
+            else:
+                unsure.append(entry)
+        if unsure:
+            indexed = _indexed(con, [oid.hex for oid, _p, _m in unsure])
+            out += [e for e in unsure if e[0].hex in indexed]
+        return out
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _open_ro(self):
+        import duckdb
+
+        con = duckdb.connect(
+            str(self.path), read_only=True, config={"enable_external_access": False}
+        )
+        con.execute("SET TimeZone = 'UTC'")  # the same answers on every machine
+        return con
+
+    def _open_rw(self, path: Path | None = None):
+        """Read-write connection; only ever called under the exclusive lock."""
+        import duckdb
+
+        try:
+            con = duckdb.connect(str(path or self.path))
+        except duckdb.IOException as e:
+            if "could not set lock" in str(e).lower():
+                raise IndexBusy(
+                    f"another program has {self.path} open (a duckdb shell?); close it and "
+                    "try again"
+                ) from None
+            raise
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    # -- writing (exclusive lock held) ----------------------------------------------------
+
+    def _ingest_locked(self) -> None:
+        import duckdb
+
+        con = None
+        if self.path.exists():
+            try:
+                con = self._open_rw()
+                if _read_meta(con).get("schema_version") != str(SCHEMA_VERSION):
+                    con.close()
+                    con = None
+            except duckdb.Error as e:
+                log.warning("the index is unreadable (%s); rebuilding it", _first_line(e))
+                if con is not None:
+                    con.close()
+                con = None
+        if con is None:
+            self._rebuild_locked()
+            con = self._open_rw()
+        try:
+            done = self._apply_journal(con)
+            con.execute("CHECKPOINT")  # journal entries go only once their rows left the WAL
+        finally:
+            con.close()
+        for path in done:
+            path.unlink(missing_ok=True)
+
+    def _apply_journal(self, con) -> list[Path]:
+        """Ingest and drop what the journal says, in one transaction; returns entries done."""
+        entries = self._journal_entries()
+        fingerprint = self._refs_fingerprint()
+        meta = _read_meta(con)
+        if not entries and _settled(meta.get("refs_fingerprint")) == fingerprint:
+            return []
+        actionable = self._actionable(con, entries)
+        with_ref = [oid for oid, _p, _m in actionable if self.refs.has_run(oid)]
+        without = [oid.hex for oid, _p, _m in actionable if not self.refs.has_run(oid)]
+        dropped = sorted(_indexed(con, without))
+        indexed = _indexed(con, [oid.hex for oid in with_ref])
+        new = [oid for oid in with_ref if oid.hex not in indexed]
+        con.begin()
+        try:
+            if dropped:
+                _delete_runs(con, dropped)
+            self._insert_runs(con, new)
+            self._finish(con, fingerprint, [oid.hex for oid in new], dropped)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return [path for _oid, path, _m in actionable]
+
+    def _rebuild_locked(self) -> None:
+        """Write a whole new index to a temp file, then rename it into place."""
+        for stale in self.dir.glob(DB_NAME + ".rebuild-*"):
+            stale.unlink(missing_ok=True)
+        tmp = self.dir / f"{DB_NAME}.rebuild-{os.getpid()}"
+        con = self._open_rw(tmp)
+        try:
+            con.execute(TABLES_DDL)
+            con.execute("CREATE TABLE runs_wide AS SELECT * FROM runs")
+            _write_meta(con, {"schema_version": str(SCHEMA_VERSION)})
+            con.begin()
+            run_ids = sorted(self.refs.run_ids())
+            self._insert_runs(con, run_ids)
+            self._finish(con, self._refs_fingerprint(), [o.hex for o in run_ids], [])
+            con.commit()
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        # Anything in the old WAL had not been checkpointed, so its journal entries remain.
+        Path(str(self.path) + ".wal").unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.dir)
+
+    def _insert_runs(self, con, run_ids: list[ObjectId]) -> None:
+        for i in range(0, len(run_ids), BATCH_RUNS):
+            batch = _Batch(self.store, con)
+            batch.add_runs(run_ids[i : i + BATCH_RUNS])
+            batch.insert()
+
+    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
+        """Refresh what depends on the whole index: refs, runs_wide, meta."""
+        import pyarrow as pa
+
+        stored = _read_meta(con)
+        if stored.get("refs_fingerprint") != fingerprint:
+            rows = [
+                (kind, name, oid.hex)
+                for kind, ns in (("name", "names"), ("tag", "tags"))
+                for name, oid in sorted(self.refs.list(ns).items())
+            ]
+            con.execute("DELETE FROM refs")
+            if rows:
+                kinds, names, ids = zip(*rows, strict=True)
+                _insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+        meta = {"refs_fingerprint": fingerprint}
+        if new or dropped:
+            meta["runs_wide"] = _refresh_runs_wide(con, stored.get("runs_wide"), new)
+        _write_meta(con, meta)
+
+    def _refs_fingerprint(self) -> str:
+        """Identity of refs/names and refs/tags as of now: any ref written there changes it.
+
+        A directory changed in the last couple of seconds may change again within the same
+        mtime tick, so such a fingerprint is marked unsettled and never matches.
+        """
+        parts, newest = [], 0
+        for ns in ("names", "tags"):
+            try:
+                st = os.stat(self.dir / "refs" / ns)
+            except FileNotFoundError:
+                parts.append("-")
+                continue
+            parts.append(f"{st.st_ino}.{st.st_mtime_ns}")
+            newest = max(newest, st.st_mtime_ns)
+        fp = "/".join(parts)
+        if time.time_ns() - newest < REFS_SETTLE_NS:
+            fp += "/unsettled"
+        return fp
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+@contextmanager
+def _query_errors():
+    """DuckDB errors in user SQL become QueryError with DuckDB's own words."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as e:
+        raise QueryError(_first_line(e)) from None
+
+
+def _first_line(e: BaseException) -> str:
+    """DuckDB's message up to its caret diagram: the error and any 'Did you mean' hint."""
+    lines = []
+    for line in str(e).strip().splitlines():
+        if not line.strip() or line.startswith("LINE "):
+            break
+        lines.append(line.strip())
+    return " ".join(lines) or type(e).__name__
+
+
+def _settled(fingerprint: str | None) -> str | None:
+    """A stored refs fingerprint, or None if it was taken too soon after a change to trust."""
+    return None if fingerprint is None or fingerprint.endswith("/unsettled") else fingerprint
+
+
+def _read_meta(con) -> dict[str, str]:
+    return dict(con.execute("SELECT key, value FROM meta").fetchall())
+
+
+def _write_meta(con, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+
+def _insert(con, table: str, data) -> None:
+    """One INSERT of a whole Arrow table, matched by column name."""
+    name = f"_arrow_{table}"
+    con.register(name, data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+
+
+def _indexed(con, ids: list[str]) -> set[str]:
+    """Which of these run ids the index holds."""
+    return _present(con, "SELECT id FROM runs", ids)
+
+
+def _present(con, select: str, values) -> set[str]:
+    """Which of ``values`` the one-column query ``select`` returns."""
+    values = sorted(values)
+    if not values:
+        return set()
+    import pyarrow as pa
+
+    con.register("_arrow_probe", pa.table({"v": pa.array(values, pa.string())}))
+    try:
+        rows = con.execute(f"SELECT v FROM _arrow_probe WHERE v IN ({select})").fetchall()
+        return {r[0] for r in rows}
+    finally:
+        con.unregister("_arrow_probe")
+
+
+_USED_OBJECTS = """
+    SELECT oid FROM (
+        SELECT code_tree AS oid FROM runs UNION ALL SELECT data_tree FROM runs
+        UNION ALL SELECT artifacts_tree FROM runs UNION ALL SELECT env_id FROM runs)
+    WHERE oid IS NOT NULL"""
+
+
+def _delete_runs(con, ids: list[str]) -> None:
+    import pyarrow as pa
+
+    con.register("_arrow_drop", pa.table({"id": ids}))
+    try:
+        for table in RUN_TABLES:
+            col = "id" if table == "runs" else "run_id"
+            con.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT id FROM _arrow_drop)")
+        # Trees and envs are shared: drop only those no remaining run names.
+        con.execute(f"DELETE FROM tree_files WHERE tree_id NOT IN ({_USED_OBJECTS})")
+        con.execute(f"DELETE FROM env_packages WHERE env_id NOT IN ({_USED_OBJECTS})")
+        con.execute(
+            f"DELETE FROM ingest_errors WHERE run_id IS NULL AND object_id NOT IN ({_USED_OBJECTS})"
+        )
+    finally:
+        con.unregister("_arrow_drop")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- turning runs into rows -----------------------------------------------------------------
+
+# Tables a batch fills row by row; their DDL above fixes the column order of each row.
+BATCH_TABLES = ("runs", "params", "metrics", "tree_files", "env_packages", "tags", "ingest_errors")
+FLUSH_METRIC_ROWS = 2_000_000  # metric points held before an early insert
+
+
+class _Batch:
+    """The rows of a batch of runs as column lists; ``insert`` writes one table each."""
+
+    def __init__(self, store, con):
+        import pyarrow as pa
+
+        self.pa = pa
+        self.store = store
+        self.con = con
+        self.schemas = {
+            t: con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in BATCH_TABLES
+        }
+        self.rows = {t: [] for t in BATCH_TABLES}
+        self.series = []  # (run id, Arrow table of key, step, timestamp, value)
+        self.series_rows = 0
+
+    def add_runs(self, run_ids: list[ObjectId]) -> None:
+        runs = []
+        for oid in run_ids:
+            try:
+                run = read_run(self.store, oid)
+            except MlvcError as e:
+                self._error(oid.hex, oid.hex, f"run object unreadable: {e}")
+                continue
+            self._add_run(oid.hex, run)
+            runs.append(run)
+            if self.series_rows >= FLUSH_METRIC_ROWS:
+                self._insert_metrics()
+        trees = {t.hex for r in runs for t in r.sections.values() if t is not None}
+        known = "SELECT tree_id FROM tree_files UNION ALL SELECT object_id FROM ingest_errors"
+        for tree in sorted(trees - _present(self.con, known, trees)):
+            self._add_tree(tree)
+        envs = {r.env.hex for r in runs if r.env is not None}
+        known = "SELECT env_id FROM env_packages UNION ALL SELECT object_id FROM ingest_errors"
+        for env in sorted(envs - _present(self.con, known, envs)):
+            self._add_env(env)
+
+    def _error(self, run_id: str | None, object_id: str, message: str) -> None:
+        self.rows["ingest_errors"].append((run_id, object_id, message))
+
+    def _add_run(self, rid: str, run) -> None:
+        started, ended = _micros(run.started), _micros(run.ended)
+        git = run.git if isinstance(run.git, dict) else {}
+        parents = [p.hex for p in run.parents]
+        self.rows["runs"].append((
+            rid, rid[:10], _text(run.name), _text(run.status), _text(run.message),
+            _text(run.author), parents[0] if parents else None, parents, started, started,
+            ended, (ended - started) / 1e6 if started and ended else None,
+            shlex.join(str(a) for a in run.command), _text(run.cwd),
+            run.exit_code if isinstance(run.exit_code, int) else None,
+            _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
+            _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
+            _git_dirty(git), _hex(run.reproduces),
+        ))  # fmt: skip
+        for key, value in sorted(run.params.items()):
+            self.rows["params"].append((rid, key, *_param(value)))
+        for key, value in sorted(run.tags.items()):
+            self.rows["tags"].append((rid, key, _text(value)))
+        in_series = set()
+        if run.series is not None:
+            try:
+                table = _series_table(self.store.read_bytes(run.series))
+                if run.metrics:
+                    in_series = set(table.column("key").unique().to_pylist())
+                if len(table):
+                    self.series.append((rid, table))
+                    self.series_rows += len(table)
+            except Exception as e:  # corrupt, missing or not our Parquet shape
+                self._error(rid, run.series.hex, f"metric series unreadable: {e}")
+        for key, value in sorted(run.metrics.items()):
+            if key in in_series:
+                continue
+            if not is_number(value):
+                self._error(rid, rid, f"metric {key!r} is not a number: {value!r}")
+                continue
+            self.rows["metrics"].append((rid, key, 0, ended, float(value)))
+
+    def _add_tree(self, tree: str) -> None:
+        try:
+            files = [
+                (tree, path, e.id.hex, e.size, e.kind)
+                for path, e in walk(self.store, ObjectId.parse(tree))
+            ]
+        except MlvcError as e:
+            self._error(None, tree, f"tree unreadable: {e}")
+            return
+        self.rows["tree_files"] += files
+
+    def _add_env(self, env: str) -> None:
+        try:
+            packages = read_env(self.store, ObjectId.parse(env)).facts.get("packages") or {}
+        except MlvcError as e:
+            self._error(None, env, f"env unreadable: {e}")
+            return
+        if isinstance(packages, dict):
+            self.rows["env_packages"] += [(env, n, _text(v)) for n, v in sorted(packages.items())]
+
+    def _table(self, name: str):
+        schema = self.schemas[name]
+        columns = list(zip(*self.rows[name], strict=True)) or [[] for _ in schema]
+        return self.pa.Table.from_arrays(
+            [self.pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)],
+            schema=schema,
+        )
+
+    def _insert_metrics(self) -> None:
+        """Insert the metric points so far, with their summaries (a run's are never split)."""
+        pa, schema = self.pa, self.schemas["metrics"]
+        tables = [self._table("metrics")]
+        if self.series:
+            rids, series = zip(*self.series, strict=True)
+            points = pa.concat_tables(series, promote_options="permissive")
+            # Each series' run id, repeated along it, without a Python loop over points.
+            ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
+            run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
+            points = points.add_column(0, "run_id", _run_end_decode(run_col))
+            tables.append(points.cast(schema))
+        self.rows["metrics"], self.series, self.series_rows = [], [], 0
+        points = pa.concat_tables(tables).combine_chunks()  # DuckDB scans few chunks faster
+        if not len(points):
+            return
+        self.con.register("_arrow_points", points)
+        try:
+            self.con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_points")
+            # "last" is the value at the highest step; later timestamps, then larger values
+            # break ties, so the result never depends on scan order.
+            self.con.execute("""
+                INSERT INTO metric_summary
+                SELECT run_id, key, arg_max(value, (step, timestamp, value)),
+                       min(value) FILTER (WHERE NOT isnan(value)),
+                       max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
+                FROM _arrow_points GROUP BY run_id, key""")
+        finally:
+            self.con.unregister("_arrow_points")
+
+    def insert(self) -> None:
+        self._insert_metrics()
+        for name in BATCH_TABLES:
+            if name != "metrics" and self.rows[name]:
+                _insert(self.con, name, self._table(name))
+
+
+def _run_end_decode(array):
+    import pyarrow.compute as pc
+
+    return pc.run_end_decode(array)
+
+
+def _series_table(data: bytes):
+    """A metric series Parquet blob as a table of key, step, timestamp (UTC), value.
+
+    Timestamps may be stored as int64 microseconds or as any Arrow timestamp; other columns
+    are cast to the index's types once per batch.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    blob = pq.ParquetFile(pa.BufferReader(data))
+    names = set(blob.schema_arrow.names)
+    if not {"key", "step", "value"} <= names:
+        raise ValueError("a series needs the columns key, step and value (and timestamp)")
+    columns = ["key", "step", "timestamp", "value"] if "timestamp" in names else None
+    table = blob.read(columns=columns or ["key", "step", "value"], use_threads=False)
+    target = pa.timestamp("us", tz="UTC")
+    if columns is None:
+        ts = pa.nulls(len(table), target)
+    else:
+        ts = table.column("timestamp")
+        if pa.types.is_timestamp(ts.type) and ts.type.unit != "us":
+            ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
+        elif not pa.types.is_timestamp(ts.type):
+            ts = ts.cast(pa.int64())
+        if ts.type != target:
+            ts = ts.cast(target)
+    return table.select(["key", "step", "value"]).add_column(2, "timestamp", ts)
+
+
+def _micros(t) -> int | None:
+    """Run times are int microseconds; 0 means unknown."""
+    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _hex(oid) -> str | None:
+    return None if oid is None else oid.hex
+
+
+def _git_dirty(git: dict) -> bool | None:
+    dirty = git.get("dirty")
+    if dirty is None and "patch" in git:
+        dirty = git["patch"]
+    return None if dirty is None else bool(dirty)
+
+
+def _param(value) -> tuple[str | None, float | None, str]:
+    """(text form, numeric value, type) of a param value."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None, "bool"
+    if isinstance(value, int):
+        try:
+            return str(value), float(value), "int"
+        except OverflowError:
+            return str(value), None, "int"
+    if isinstance(value, float):
+        return repr(value), value, "float"
+    if value is None:
+        return None, None, "null"
+    if isinstance(value, str):
+        return value, None, "str"
+    return json.dumps(value, sort_keys=True, default=str), None, "str"
+
+
+# -- runs_wide ------------------------------------------------------------------------------
+
+WIDE_TYPES = {"DOUBLE": "value_num", "BOOLEAN": "value = 'true'", "VARCHAR": "value"}
+
+
+def _wide_columns(con) -> list[list[str]]:
+    """[column, family, key, SQL type] of runs_wide's params.* and metrics.* columns."""
+    out, seen = [], set()
+
+    def add(family: str, key: str, sqltype: str) -> None:
+        name = f"{family}.{key}"
+        if name.lower() not in seen:  # DuckDB identifiers ignore case: first key wins
+            seen.add(name.lower())
+            out.append([name, family, key, sqltype])
+
+    rows = con.execute(
+        "SELECT key, count(*) FILTER (WHERE type IN ('int', 'float')), "
+        "count(*) FILTER (WHERE type = 'bool'), count(*) FILTER (WHERE type = 'str') "
+        f"FROM params GROUP BY key ORDER BY key LIMIT {MAX_WIDE_KEYS}"
+    ).fetchall()
+    for key, n_num, n_bool, n_str in rows:
+        if n_num and not (n_bool or n_str):
+            add("params", key, "DOUBLE")
+        elif n_bool and not (n_num or n_str):
+            add("params", key, "BOOLEAN")
+        else:
+            add("params", key, "VARCHAR")
+    metric_keys = con.execute(
+        f"SELECT DISTINCT key FROM metric_summary ORDER BY key LIMIT {MAX_WIDE_KEYS}"
+    ).fetchall()
+    for (key,) in metric_keys:
+        add("metrics", key, "DOUBLE")
+    return out
+
+
+def _wide_select(columns: list[list[str]], only: str | None = None) -> str:
+    """SELECT producing runs_wide rows (only for run ids in table ``only`` when given)."""
+    parts = {"params": [], "metrics": []}
+    for name, family, key, sqltype in columns:
+        expr = WIDE_TYPES[sqltype] if family == "params" else "last"
+        parts[family].append(
+            f"any_value({expr}) FILTER (WHERE key = {_lit(key)}) AS {_ident(name)}"
+        )
+    where = f" WHERE run_id IN (SELECT id FROM {only})" if only else ""
+    select, joins = ["r.*"], []
+    for cols, (table, alias) in zip(
+        parts.values(), (("params", "p"), ("metric_summary", "m")), strict=True
+    ):
+        if cols:
+            sub = f"SELECT run_id, {', '.join(cols)} FROM {table}{where} GROUP BY run_id"
+            joins.append(f"LEFT JOIN ({sub}) {alias} ON {alias}.run_id = r.id")
+            select.append(f"{alias}.* EXCLUDE (run_id)")
+    sql = f"SELECT {', '.join(select)} FROM runs r {' '.join(joins)}"
+    return sql + (f" WHERE r.id IN (SELECT id FROM {only})" if only else "")
+
+
+def _refresh_runs_wide(con, old: str | None, new: list[str]) -> str:
+    """Bring runs_wide up to date; returns its column signature for ``meta``.
+
+    runs_wide is a table, not a view, so wide queries cost a scan of one row per run. New
+    runs are appended; only a change in the set of keys (or a key's type) rebuilds it.
+    """
+    columns = _wide_columns(con)
+    signature = json.dumps(columns)
+    if signature != old:
+        con.execute(f"CREATE OR REPLACE TABLE runs_wide AS {_wide_select(columns)}")
+        return signature
+    con.execute("DELETE FROM runs_wide WHERE id NOT IN (SELECT id FROM runs)")
+    if new:
+        import pyarrow as pa
+
+        con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
+        try:
+            sql = _wide_select(columns, only="_arrow_new")
+            con.execute(f"INSERT INTO runs_wide BY NAME {sql}")
+        finally:
+            con.unregister("_arrow_new")
+    return signature
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
