@@ -1,0 +1,409 @@
+"""The software environment a run ran in, as plain data, and the difference between two.
+
+``capture_env`` must be deterministic: the same interpreter, packages, files and variables
+give an equal dict (it is hashed into an ``Env`` object shared by every run that had it), so
+nothing here may depend on time, process ids or listing order. It is also cheap (tens of
+milliseconds): distributions are found by reading their metadata headers directly rather
+than through ``importlib.metadata``, and torch is never imported.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .git import strip_credentials
+
+DEFAULT_VARIABLES = (
+    "PYTHONHASHSEED",
+    "CUDA_VISIBLE_DEVICES",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+)
+REQUIREMENT_FILES = (
+    "pyproject.toml",
+    "setup.cfg",
+    "environment.yml",
+    "environment.yaml",
+    "Pipfile",
+    "Pipfile.lock",
+    "poetry.lock",
+    "uv.lock",
+    "conda-lock.yml",
+)
+MAX_REQUIREMENT_BYTES = 1 << 20
+NVIDIA_SMI_TIMEOUT = 5.0
+
+_GLOB = re.compile(r"[*?[]")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "AUTH")
+_SECRET_PARTS = ("PWD", "PRIVATE", "CREDS", "COOKIE")
+
+
+def capture_env(root: Path, variables: Iterable[str] | None = None) -> dict:
+    """The environment of this process, for a project at root, as a nested plain dict.
+
+    Keys: ``python``, ``platform``, ``packages`` (normalized name -> version),
+    ``package_sources`` (editable, VCS and local installs), ``requirements`` (root-level
+    requirement and lock files, path -> text), ``requirements_skipped`` (path -> why),
+    ``variables``, ``hardware`` and ``mlvc`` (its version).
+
+    ``variables`` adds names or glob patterns (``"MYAPP_*"``) to DEFAULT_VARIABLES; unset
+    ones are left out. A variable whose name looks secret is never captured, even when asked
+    for: one containing TOKEN, SECRET, PASSWORD, PASSWD, PASSPHRASE, CREDENTIAL or AUTH
+    anywhere (so also GIT_AUTHOR_NAME), or with an ``_``-separated part that starts or ends
+    with KEY (API_KEY, AWS_SECRET_ACCESS_KEY, APIKEY, KEYFILE) or is PWD, PRIVATE, CREDS or
+    COOKIE. Credentials inside URL values (``user:pass@``) are stripped too.
+    """
+    from .. import __version__
+
+    packages, sources, site_of = _distributions()
+    requirements, skipped = _requirements(Path(root))
+    return {
+        "python": _python(),
+        "platform": _platform(),
+        "packages": packages,
+        "package_sources": sources,
+        "requirements": requirements,
+        "requirements_skipped": skipped,
+        "variables": _variables(variables),
+        "hardware": _hardware(site_of.get("torch")),
+        "mlvc": __version__,
+    }
+
+
+def _python() -> dict:
+    return {
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "base_prefix": sys.base_prefix,
+        "is_venv": sys.prefix != sys.base_prefix,
+    }
+
+
+def _platform() -> dict:
+    libc, libc_version = platform.libc_ver()
+    facts = {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "libc": f"{libc} {libc_version}".strip(),
+        "os_id": "",
+        "os_name": "",
+        "os_version": "",
+    }
+    try:
+        release = platform.freedesktop_os_release()
+    except (OSError, AttributeError):
+        return facts
+    facts["os_id"] = release.get("ID", "")
+    facts["os_name"] = release.get("NAME", "")
+    facts["os_version"] = release.get("VERSION_ID", "")
+    return facts
+
+
+# -- packages --------------------------------------------------------------------------------
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503: lowercase, runs of ``-_.`` become one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _distributions() -> tuple[dict, dict, dict]:
+    """Every installed distribution on sys.path, first one wins as for imports.
+
+    Returns (name -> version, name -> install source, name -> folder it was found in).
+    """
+    packages: dict[str, str] = {}
+    sources: dict[str, dict] = {}
+    site_of: dict[str, str] = {}
+    for entry in sys.path:
+        folder = entry or "."
+        for meta_dir, header in _metadata_dirs(folder):
+            name, version = _name_version(header)
+            if not name or normalize_name(name) in packages:
+                continue
+            name = normalize_name(name)
+            packages[name] = version
+            site_of[name] = folder
+            source = _source(meta_dir)
+            if source:
+                sources[name] = source
+    return dict(sorted(packages.items())), dict(sorted(sources.items())), site_of
+
+
+def _metadata_dirs(folder: str) -> list[tuple[str, str]]:
+    """(metadata folder, metadata header file) of the distributions in one sys.path folder."""
+    try:
+        with os.scandir(folder) as it:
+            names = sorted(e.name for e in it)
+    except OSError:
+        return []  # missing, or a zip: zipped distributions are not captured
+    found = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.endswith(".dist-info"):
+            found.append((path, os.path.join(path, "METADATA")))
+        elif name.endswith(".egg-info"):
+            header = os.path.join(path, "PKG-INFO") if os.path.isdir(path) else path
+            found.append((path, header))
+    return found
+
+
+def _name_version(header: str) -> tuple[str, str]:
+    """Name and Version from a METADATA/PKG-INFO file, reading only its header."""
+    name = version = ""
+    try:
+        with open(header, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                if line.startswith("Name:"):
+                    name = line[5:].strip()
+                elif line.startswith("Version:"):
+                    version = line[8:].strip()
+                if name and version:
+                    break
+    except OSError:
+        pass
+    return name, version
+
+
+def _source(meta_dir: str) -> dict | None:
+    """Where an editable, VCS or local install came from (PEP 610 direct_url.json)."""
+    try:
+        with open(os.path.join(meta_dir, "direct_url.json"), encoding="utf-8") as f:
+            direct = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(direct, dict):
+        return None
+    vcs = direct.get("vcs_info") if isinstance(direct.get("vcs_info"), dict) else {}
+    dir_info = direct.get("dir_info") if isinstance(direct.get("dir_info"), dict) else {}
+    try:
+        with open(os.path.join(meta_dir, "INSTALLER"), encoding="utf-8") as f:
+            installer = f.read().strip()
+    except OSError:
+        installer = ""
+    return {
+        "installer": installer,
+        "url": strip_credentials(str(direct.get("url", ""))),
+        "editable": bool(dir_info.get("editable", False)),
+        "vcs": str(vcs.get("vcs", "")),
+        "commit": str(vcs.get("commit_id", "")),
+    }
+
+
+# -- files and variables ---------------------------------------------------------------------
+
+
+def _requirements(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    contents: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    try:
+        with os.scandir(root) as it:
+            names = sorted(e.name for e in it if e.is_file())
+    except OSError:
+        return contents, skipped
+    for name in names:
+        wanted = name in REQUIREMENT_FILES or fnmatch.fnmatchcase(name, "requirements*.txt")
+        if not wanted:
+            continue
+        try:
+            with open(root / name, "rb") as f:
+                data = f.read(MAX_REQUIREMENT_BYTES + 1)
+        except OSError as e:
+            skipped[name] = f"unreadable: {e.strerror}"
+            continue
+        if len(data) > MAX_REQUIREMENT_BYTES:
+            size = os.path.getsize(root / name)
+            skipped[name] = f"{size} bytes is over the {MAX_REQUIREMENT_BYTES} byte limit"
+            continue
+        contents[name] = data.decode("utf-8", "replace")
+    return contents, skipped
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name suggests it holds a secret (see capture_env)."""
+    upper = name.upper()
+    if any(word in upper for word in _SECRET_WORDS):
+        return True
+    parts = re.split(r"[^A-Z0-9]+", upper)
+    return any(p.startswith("KEY") or p.endswith("KEY") or p in _SECRET_PARTS for p in parts)
+
+
+def _variables(extra: Iterable[str] | None) -> dict[str, str]:
+    wanted = [*DEFAULT_VARIABLES, *(extra or ())]
+    names = {w for w in wanted if not _GLOB.search(w)}
+    globs = [w for w in wanted if _GLOB.search(w)]
+    chosen = {}
+    for name, value in os.environ.items():
+        if name not in names and not any(fnmatch.fnmatchcase(name, g) for g in globs):
+            continue
+        if not is_secret_name(name):
+            chosen[name] = _URL_USERINFO.sub(r"\1", value)
+    return dict(sorted(chosen.items()))
+
+
+# -- hardware --------------------------------------------------------------------------------
+
+
+def _hardware(torch_site: str | None) -> dict:
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count() or 0,
+        "gpu": _gpus(),
+        "cuda": _torch_cuda(torch_site),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _gpus() -> list[dict]:
+    """NVIDIA GPUs as nvidia-smi reports them; [] without the tool or when it fails."""
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    query = "--query-gpu=name,driver_version,memory.total"
+    try:
+        done = subprocess.run(
+            [smi, query, "--format=csv,noheader"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=NVIDIA_SMI_TIMEOUT,
+            text=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode != 0:
+        return []
+    gpus = []
+    for line in done.stdout.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 3:
+            gpus.append({"name": fields[0], "driver": fields[1], "memory": fields[2]})
+    return gpus
+
+
+_TORCH_CUDA = re.compile(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]*)['\"]", re.M)
+
+
+def _torch_cuda(torch_site: str | None) -> str | None:
+    """The CUDA version torch was built for, without importing torch (seconds to import).
+
+    Read from torch/version.py where the torch distribution is installed, so the answer does
+    not depend on whether the run has imported torch yet; an imported torch is the fallback.
+    """
+    if torch_site is not None:
+        try:
+            with open(os.path.join(torch_site, "torch", "version.py"), encoding="utf-8") as f:
+                found = _TORCH_CUDA.search(f.read())
+            if found:
+                return found.group(1) or None
+        except OSError:
+            pass
+    torch = sys.modules.get("torch")
+    cuda = getattr(getattr(torch, "version", None), "cuda", None)
+    return cuda if isinstance(cuda, str) else None
+
+
+# -- differences -----------------------------------------------------------------------------
+
+
+def env_diff(a: Mapping, b: Mapping) -> dict:
+    """What changed from environment a to environment b, section by section.
+
+    ``python`` is None or ``{"old", "new"}`` (the whole python sections); ``packages`` has
+    ``added``/``removed`` (name -> version), ``upgraded``/``downgraded`` (name -> [old, new])
+    and ``sources`` (name -> [old, new] install source); ``requirements`` lists changed
+    paths; every other section maps a changed key to [old, new]. Nothing changed: every
+    value is empty or None.
+    """
+    pa, pb = a.get("python"), b.get("python")
+    ma, mb = a.get("mlvc"), b.get("mlvc")
+    ra, rb = dict(a.get("requirements", {})), dict(b.get("requirements", {}))
+    ra.update({k: f"skipped: {v}" for k, v in a.get("requirements_skipped", {}).items()})
+    rb.update({k: f"skipped: {v}" for k, v in b.get("requirements_skipped", {}).items()})
+    return {
+        "python": None if pa == pb else {"old": pa, "new": pb},
+        "platform": _changed(a.get("platform", {}), b.get("platform", {})),
+        "packages": _package_diff(a, b),
+        "variables": _changed(a.get("variables", {}), b.get("variables", {})),
+        "requirements": sorted(_changed(ra, rb)),
+        "hardware": _changed(a.get("hardware", {}), b.get("hardware", {})),
+        "mlvc": None if ma == mb else {"old": ma, "new": mb},
+    }
+
+
+def _changed(a: Mapping, b: Mapping) -> dict[str, list]:
+    """key -> [old, new] for every key whose value differs (None where absent)."""
+    return {k: [a.get(k), b.get(k)] for k in sorted({*a, *b}) if a.get(k) != b.get(k)}
+
+
+def _package_diff(a: Mapping, b: Mapping) -> dict:
+    old, new = a.get("packages", {}), b.get("packages", {})
+    out: dict[str, dict] = {"added": {}, "removed": {}, "upgraded": {}, "downgraded": {}}
+    for name in sorted({*old, *new}):
+        if name not in old:
+            out["added"][name] = new[name]
+        elif name not in new:
+            out["removed"][name] = old[name]
+        elif old[name] != new[name]:
+            way = "upgraded" if is_newer(new[name], old[name]) else "downgraded"
+            out[way][name] = [old[name], new[name]]
+    out["sources"] = _changed(a.get("package_sources", {}), b.get("package_sources", {}))
+    return out
+
+
+def is_newer(new: str, old: str) -> bool:
+    """Whether version ``new`` sorts after ``old``: PEP 440 order when ``packaging`` is
+    importable and parses both, else their numbers; text order breaks ties ("1.0" vs "1.0.0")
+    so two different strings are never equal."""
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:  # pragma: no cover - packaging ships with nearly every Python
+        pass
+    else:
+        try:
+            vnew, vold = Version(new), Version(old)
+        except InvalidVersion:
+            pass
+        else:
+            if vnew != vold:
+                return vnew > vold
+    nnew, nold = _numbers(new), _numbers(old)
+    return nnew > nold if nnew != nold else new > old
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version))
