@@ -152,12 +152,18 @@ class Index:
         finally:
             os.close(fd)
 
-    def rebuild(self) -> None:
-        """Recreate the index from every run ref, then apply the journal."""
+    def rebuild(self) -> int:
+        """Recreate the index from every run ref, then apply the journal; returns the number
+        of runs in the new index."""
         fd = self._take_lock_or_raise(exclusive=True)
         try:
             self._rebuild_locked()
             self._ingest_locked()
+            con = self._open_rw()
+            try:
+                return con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            finally:
+                con.close()
         finally:
             os.close(fd)
 

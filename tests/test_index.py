@@ -10,7 +10,9 @@ import io
 import math
 import multiprocessing
 import os
+import re
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -450,6 +452,28 @@ def test_import_is_cheap():
     code = "import sys, mlvc.index; print('duckdb' in sys.modules or 'pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_documented_query_runs(repo):
+    doc = (Path(__file__).parents[1] / "docs" / "sql-schema.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", doc, re.S)
+    assert len(queries) >= 5
+    base = commit(repo, make_run(repo, 0, name="baseline"), name="baseline")
+    env = write_object(repo.store, Env({"packages": {**PACKAGES, "torch": "2.3.0"}}))
+    now = time.time_ns() // 1000
+    candidate = make_run(
+        repo, 1, name="candidate", parents=(base,), env=env, status="failed", exit_code=1,
+        started=now - 5_000_000, ended=now, metrics={"loss": 0.25, "acc": 0.9},
+    )  # fmt: skip
+    commit(repo, candidate, name="candidate")
+    index = index_of(repo)
+    results = [index.query(q).to_pylist() for q in queries]
+    assert all(results), [q for q, r in zip(queries, results, strict=True) if not r]
+    by_text = dict(zip(queries, results, strict=True))
+    changed = next(r for q, r in by_text.items() if "'added'" in q)
+    assert changed == [{"section": "code", "path": "train.py", "change": "changed"}]
+    (packages,) = [r for q, r in by_text.items() if "AS before" in q]
+    assert packages == [{"package": "torch", "before": "2.2.0", "after": "2.3.0"}]
 
 
 # -- concurrency ----------------------------------------------------------------------------------
