@@ -1,10 +1,43 @@
 """mlvc: content-addressed versioning for machine-learning runs.
 
-``Repo`` is the library API; ``mlvc.errors`` holds the errors it raises.
+``Repo`` is the library API; ``start_run`` and the ``log_*`` functions track a live run
+from a training script, like MLflow's fluent API; ``mlvc.errors`` holds the errors raised.
 """
 
 from .errors import MlvcError
 from .repo import Repo
+from .tracking import (
+    LiveRun,
+    active_run,
+    end_run,
+    log_artifact,
+    log_dict,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_text,
+    set_tag,
+    set_tags,
+    start_run,
+)
 
 __version__ = "0.1.0"
-__all__ = ["MlvcError", "Repo", "__version__"]
+__all__ = [
+    "LiveRun",
+    "MlvcError",
+    "Repo",
+    "__version__",
+    "active_run",
+    "end_run",
+    "log_artifact",
+    "log_dict",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "log_text",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]

@@ -265,6 +265,9 @@ def show(spec, as_json, files):
     if as_json:
         click.echo(to_json(s))
         return
+    if s.get("status") == "running" and "key" in s:
+        _echo_live([s])
+        return
     _echo_run_header(s)
     for label, key in (("Parents", "parents"), ("Command", "command"), ("Tags", "tags")):
         if s[key]:
@@ -291,6 +294,36 @@ def show(spec, as_json, files):
             click.echo(f"  {e['id'][:10]}  {human_size(e['size']):>9}  {e['path']}")
         if len(entries) > 50:
             click.echo(f"  ... and {len(entries) - 50} more (--json lists all)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def runs(as_json):
+    """List live runs (in progress) with their latest metrics.
+
+    Runs whose process died are recorded as `killed` first. Example: mlvc runs
+    """
+    live = repo().live_runs()
+    if as_json:
+        click.echo(to_json(live))
+    elif not live:
+        click.echo("no live runs")
+    else:
+        _echo_live(live)
+
+
+def _echo_live(live: list[dict]) -> None:
+    rows = [
+        [
+            x["key"],
+            x["name"],
+            x["pid"],
+            x["points"],
+            ", ".join(f"{k}={v:.4g}" for k, v in sorted(x["metrics"].items())),
+        ]
+        for x in live
+    ]
+    click.echo(aligned(["live run", "name", "pid", "points", "latest metrics"], rows))
 
 
 @main.command()

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import UsageError
 from .ids import ObjectId
-from .objects import Env, Run
+from .objects import Env, Run, TreeEntry
 from .params import load_metrics_file, load_params_file, metric_value
 from .project import load_project
 from .refs import check_ref_name
@@ -53,6 +53,10 @@ class RunSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
     capture_code: bool = True
     capture_env: bool = True
+    inputs: Inputs | None = None  # captured earlier (a live run captures at its start)
+    artifact_entries: Mapping[str, TreeEntry] = field(default_factory=dict)  # logged by API
+    series_metrics: Mapping[str, float] = field(default_factory=dict)  # last value per key
+    move_head: bool = True
 
 
 def now_us() -> int:
@@ -112,43 +116,86 @@ def _git_config(key: str) -> str:
         return ""
 
 
-def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
-    """Capture and store one run; returns its id. The library behind ``mlvc commit``."""
+@dataclass(frozen=True)
+class Inputs:
+    """What a run read, captured when it starts: code, git facts, environment, data."""
+
+    code: ObjectId | None
+    git: Mapping[str, Any]
+    env: ObjectId | None
+    data: ObjectId | None
+    data_paths: tuple[str, ...]
+    artifact_paths: tuple[str, ...]
+
+
+def capture_inputs(
+    repo, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
+) -> Inputs:
+    """Store the project's code, data and environment; paths are relative to ``cwd``."""
     from .capture import capture_env, code_files, git_facts
 
-    started = spec.started or now_us()
     root, store = repo.root, repo.store
     cfg = load_project(root)
-    data = sorted({project_path(root, p, cwd) for p in (*cfg.data, *spec.data)})
-    artifacts = sorted({project_path(root, p, cwd) for p in (*cfg.artifacts, *spec.artifacts)})
-    overlap = set(data) & set(artifacts)
+    # configured paths are relative to the root; configured artifacts may not exist yet
+    data_paths = sorted(
+        {project_path(root, p, root) for p in cfg.data} | {project_path(root, p, cwd) for p in data}
+    )
+    configured = [p for p in cfg.artifacts if os.path.lexists(root / p)]
+    art_paths = sorted(
+        {project_path(root, p, root) for p in configured}
+        | {project_path(root, p, cwd) for p in artifacts}
+    )
+    overlap = set(data_paths) & set(art_paths)
     if overlap:
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
-
-    params: dict[str, Any] = {}
-    for f in (*cfg.params, *spec.params_files):
-        params.update(load_params_file(Path(cwd or os.getcwd()) / f))
-    params.update(spec.params)
-    metrics: dict[str, float] = {}
-    for f in (*cfg.metrics, *spec.metrics_files):
-        metrics.update(load_metrics_file(Path(cwd or os.getcwd()) / f))
-    metrics.update({k: metric_value(k, v, k) for k, v in spec.metrics.items()})
-
-    name = check_ref_name(spec.name, "name") if spec.name else ""
-    for tag in spec.tags:
-        check_ref_name(tag, "tag")
-
-    code_tree = None
-    git: dict[str, Any] = {}
-    if spec.capture_code:
-        code_tree = build_tree(store, root, code_files(root, exclude=[*data, *artifacts]))
+    code_tree, git = None, {}
+    if code:
+        code_tree = build_tree(store, root, code_files(root, exclude=[*data_paths, *art_paths]))
         git = dict(git_facts(root))
         if git.get("patch"):
             git["patch"] = store.add_bytes(git["patch"].encode()).hex
-    env_id = None
-    if spec.capture_env:
-        env_id = write_object(store, Env(capture_env(root, cfg.env_variables)))
+    env_id = write_object(store, Env(capture_env(root, cfg.env_variables))) if env else None
+    return Inputs(
+        code_tree,
+        git,
+        env_id,
+        build_tree(store, root, expand(root, data_paths)),
+        tuple(data_paths),
+        tuple(art_paths),
+    )
 
+
+def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
+    """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
+    cfg = load_project(repo.root)
+    base = Path(cwd or os.getcwd())
+    params: dict[str, Any] = {}
+    for f in cfg.params:
+        params.update(load_params_file(repo.root / f))
+    for f in spec.params_files:
+        params.update(load_params_file(base / f))
+    params.update(spec.params)
+    metrics: dict[str, float] = {}
+    for f in cfg.metrics:
+        metrics.update(load_metrics_file(repo.root / f))
+    for f in spec.metrics_files:
+        metrics.update(load_metrics_file(base / f))
+    metrics.update({k: metric_value(k, v, k) for k, v in spec.metrics.items()})
+    return params, metrics
+
+
+def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
+    """Capture and store one run; returns its id. The library behind ``mlvc commit``."""
+    started = spec.started or now_us()
+    name = check_ref_name(spec.name, "name") if spec.name else ""
+    for tag in spec.tags:
+        check_ref_name(tag, "tag")
+    params, metrics = gather_params(repo, spec, cwd)
+    inputs = spec.inputs or capture_inputs(
+        repo, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
+    )
+    art_files = expand(repo.root, inputs.artifact_paths)
+    artifacts = build_tree(repo.store, repo.root, art_files, extra=dict(spec.artifact_entries))
     head = repo.refs.read("HEAD")
     parents = spec.parents if spec.parents is not None else ((head,) if head else ())
     run = Run(
@@ -160,24 +207,27 @@ def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
         ended=spec.ended or now_us(),
         status=spec.status,
         command=tuple(spec.command),
-        cwd=_cwd_in_project(root, cwd),
+        cwd=_cwd_in_project(repo.root, cwd),
         exit_code=spec.exit_code,
-        code=code_tree,
-        git=git,
-        data=build_tree(store, root, expand(root, data)),
-        artifacts=build_tree(store, root, expand(root, artifacts)),
+        code=inputs.code,
+        git=inputs.git,
+        data=inputs.data,
+        artifacts=artifacts,
         params=params,
-        metrics=metrics,
+        metrics={**spec.series_metrics, **metrics},
         series=spec.series,
-        env=env_id,
+        env=inputs.env,
         tags=dict(spec.tags),
         models=dict(spec.models),
         reproduces=spec.reproduces,
-        extra={**spec.extra, "paths": {"data": data, "artifacts": artifacts}},
+        extra={
+            **spec.extra,
+            "paths": {"data": list(inputs.data_paths), "artifacts": list(inputs.artifact_paths)},
+        },
     )
-    oid = write_object(store, run)
-    store.sync()
-    publish_run(repo, oid, run)
+    oid = write_object(repo.store, run)
+    repo.store.sync()
+    publish_run(repo, oid, run, move_head=spec.move_head)
     return oid
 
 

@@ -136,8 +136,22 @@ class Repo:
 
     # -- reading --------------------------------------------------------------------------
 
+    def live_runs(self) -> list[dict]:
+        """Runs in progress (``mlvc runs``), after recording any whose process died."""
+        from .tracking import live_runs, reap_dead_runs
+
+        reap_dead_runs(self)
+        return live_runs(self)
+
+    def reap(self) -> list[ObjectId]:
+        """Record live runs whose process is gone as ``killed``."""
+        from .tracking import reap_dead_runs
+
+        return reap_dead_runs(self)
+
     def log(self, limit: int | None = None) -> list[dict]:
         """Runs newest first, as dicts of the index's ``runs`` columns."""
+        self.reap()
         sql = (
             "SELECT id, short_id, name, status, message, author, created, ended, parent "
             "FROM runs ORDER BY created DESC, id"
@@ -147,7 +161,14 @@ class Repo:
         return self.index.query(sql).to_pylist()
 
     def show(self, spec: str | ObjectId, files: bool = True) -> dict:
-        """Every section of a run as plain data (what ``mlvc show --json`` prints)."""
+        """Every section of a run as plain data (what ``mlvc show --json`` prints).
+
+        A live run (by its key or name) shows its params, tags and latest metrics.
+        """
+        if isinstance(spec, str):
+            live = [r for r in self.live_runs() if spec in (r["key"], r["name"])]
+            if live and not (self.refs.read(f"refs/names/{spec}") and live[0]["key"] != spec):
+                return live[-1]
         oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
         return describe_run(
             self.store, oid, read_run(self.store, oid), files=files, head=self.head()
@@ -221,6 +242,7 @@ class Repo:
 
     def query(self, sql: str):
         """Run read-only SQL over the index; returns a pyarrow Table."""
+        self.reap()
         return self.index.query(sql)
 
     def rebuild_index(self) -> int:

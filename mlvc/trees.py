@@ -72,17 +72,25 @@ def file_entry_kind(st: os.stat_result) -> str:
 
 
 def build_tree(
-    store: ObjectStore, root: Path, paths: Iterable[str], hasher=None
+    store: ObjectStore,
+    root: Path,
+    paths: Iterable[str],
+    hasher=None,
+    extra: dict[str, TreeEntry] | None = None,
 ) -> ObjectId | None:
     """Store every file in ``paths`` (relative to root) and the trees that hold them.
 
     ``hasher(abs_path, stat) -> ObjectId`` stores one regular file; by default
-    ``store.add_file``. Symlinks are stored as a blob of their target. Returns the root tree
-    id, or None when there are no files.
+    ``store.add_file``. Symlinks are stored as a blob of their target. ``extra`` adds
+    already-stored entries by path (they win over files at the same path). Returns the root
+    tree id, or None when there are no files.
     """
     add = hasher or (lambda p, st: store.add_file(p))
     nested: dict = {}
+    extra = extra or {}
     for rel in paths:
+        if rel in extra:
+            continue
         rel = safe_relpath(rel)
         full = root / rel
         st = os.lstat(full)
@@ -94,16 +102,26 @@ def build_tree(
             oid, size = add(full, st), st.st_size
         else:
             continue  # sockets, fifos, devices: not content
-        node = nested
-        parts = rel.split("/")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
-        node[parts[-1]] = TreeEntry(parts[-1], kind, oid, size)
+        _place(nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, oid, size))
+    for rel, entry in extra.items():
+        rel = safe_relpath(rel)
+        name = rel.rsplit("/", 1)[-1]
+        _place(nested, rel, TreeEntry(name, entry.kind, entry.id, entry.size))
     if not nested:
         return None
     return _write_nested(store, nested)[0]
+
+
+def _place(nested: dict, rel: str, entry: TreeEntry) -> None:
+    node = nested
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
+    if isinstance(node.get(parts[-1]), dict):
+        raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
+    node[parts[-1]] = entry
 
 
 def _write_nested(store: ObjectStore, node: dict) -> tuple[ObjectId, int]:
