@@ -16,7 +16,7 @@ from .errors import AlreadyARepository, NotARepository, PathNotInRun, UsageError
 from .fsck import fsck
 from .ids import HASH_ALGORITHM, ObjectId
 from .objects import DIR, FORMAT_VERSION, Run
-from .odb import LocalStore
+from .pack import PackedStore
 from .project import load_project
 from .refs import RefStore, check_ref_name
 from .resolve import resolve
@@ -41,7 +41,7 @@ class Repo:
     def __init__(self, path: str | os.PathLike | None = None):
         self.root = find_root(path)
         self.dir = self.root / MLVC_DIR
-        self.store = LocalStore(self.dir / "objects", self.dir / "tmp")
+        self.store = PackedStore(self.dir / "objects", self.dir / "tmp")
         self.refs = RefStore(self.dir)
         self._index = None
 

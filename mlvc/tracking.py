@@ -284,6 +284,7 @@ class LiveRun:
     # -- ending ----------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
+        self.repo.store.flush()  # objects meta.json names must be visible to a reaper
         _atomic_json(self.dir / "meta.json", self._meta)
 
     def end(self, status: str = "finished", error: BaseException | None = None) -> ObjectId:

@@ -1,0 +1,565 @@
+"""Pack files: objects appended to one file per writer, found through sorted index files.
+
+Layout under ``objects/pack/``::
+
+    pack-<token>.pack   b"MLVCPACK" + u32 version, then per object:
+                        id (32 bytes) | u64 record length | record (tag + payload)
+    pack-<token>.idx    the packs it covers and where each of their objects lives
+
+An index file (``.idx``) is: b"MLVCIDX1"; u32 pack count, then per pack a u16 name length,
+the name and the u64 pack size it covers; u64 object count; a 256-entry u32 fanout (number of
+ids whose first byte is <= i, as in git); the sorted ids (32 bytes each); per id a location
+``<u32 pack number, u64 record offset, u64 record length>``; and a BLAKE3 of all of it. A
+lookup is a fanout step plus a binary search in an mmap: about 5 us, no load time, constant
+memory, for any number of objects. After a commit, when more than ``MAX_INDEXES`` index files
+exist they are merged into one (like git's multi-pack index).
+
+Crash safety: a writer appends to a pack of its own (a random token names it, so concurrent
+writers never share one). ``flush`` writes the index by temp file + rename; ``sync`` first
+fsyncs the pack, then writes and fsyncs the index, renames it, then syncs the filesystem, all
+before any ref moves. Readers only trust packs named by an index, and only up to the size the
+index records, so a pack torn by a crash is never read; gc and fsck remove such packs once
+they are older than the grace period.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import heapq
+import mmap
+import os
+import secrets
+import struct
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import blake3
+
+from .ids import ObjectId
+from .odb import LocalStore, sync_filesystem
+
+PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
+IDX_MAGIC = b"MLVCIDX1"
+HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
+LOC = struct.Struct("<IQQ")  # per id in an index: pack number, record offset, record length
+FANOUT = struct.Struct("<256I")
+PACK_MAX = 1 << 30  # a writer starts a new pack past this size (keeps repacks cheap)
+SMALL = 64 << 10  # records below this are gathered in a buffer before writing
+BUFFER = 1 << 20
+MAX_INDEXES = 16
+
+
+class PackError(Exception):
+    """An index file that cannot be trusted (torn, truncated or damaged)."""
+
+
+class PackIndex:
+    """One ``.idx`` file, mapped read-only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < len(IDX_MAGIC) + 4:
+                raise PackError(f"index {self.path} is truncated")
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = self._mm
+        if mm[:8] != IDX_MAGIC:
+            raise PackError(f"index {self.path} does not start with {IDX_MAGIC!r}")
+        try:
+            pos = 8
+            (npacks,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            self.packs: list[str] = []
+            self.sizes: list[int] = []
+            for _ in range(npacks):
+                (n,) = struct.unpack_from("<H", mm, pos)
+                self.packs.append(mm[pos + 2 : pos + 2 + n].decode("ascii"))
+                (sz,) = struct.unpack_from("<Q", mm, pos + 2 + n)
+                self.sizes.append(sz)
+                pos += 2 + n + 8
+            (self.count,) = struct.unpack_from("<Q", mm, pos)
+            pos += 8
+            self.fanout = FANOUT.unpack_from(mm, pos)
+            self.ids_off = pos + FANOUT.size
+            self.locs_off = self.ids_off + 32 * self.count
+            self.end = self.locs_off + LOC.size * self.count
+        except (struct.error, UnicodeDecodeError) as e:
+            raise PackError(f"index {self.path} is damaged ({e})") from None
+        if self.end + 32 != size or self.fanout[255] != self.count:
+            raise PackError(f"index {self.path} is truncated or damaged")
+        self.usable = [self._pack_ok(i) for i in range(npacks)]
+
+    def _pack_ok(self, i: int) -> bool:
+        try:
+            return os.path.getsize(self.path.parent / self.packs[i]) >= self.sizes[i]
+        except OSError:
+            return False
+
+    def find(self, oid: bytes) -> tuple[int, int, int] | None:
+        """(pack number, offset, length) of an id, or None."""
+        b = oid[0]
+        lo = self.fanout[b - 1] if b else 0
+        hi = self.fanout[b]
+        mm, base = self._mm, self.ids_off
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            key = mm[base + 32 * mid : base + 32 * mid + 32]
+            if key < oid:
+                lo = mid + 1
+            elif key > oid:
+                hi = mid
+            else:
+                loc = LOC.unpack_from(mm, self.locs_off + LOC.size * mid)
+                return loc if self.usable[loc[0]] else None
+        return None
+
+    def entries(self) -> Iterator[tuple[bytes, str, int, int]]:
+        """Every (id, pack name, offset, length), sorted by id."""
+        mm = self._mm
+        for i in range(self.count):
+            p, off, n = LOC.unpack_from(mm, self.locs_off + LOC.size * i)
+            yield mm[self.ids_off + 32 * i : self.ids_off + 32 * i + 32], self.packs[p], off, n
+
+    def verify(self) -> list[str]:
+        """Problems with the index itself and the packs it names (fsck)."""
+        out = []
+        if blake3.blake3(self._mm[: self.end]).digest() != self._mm[self.end : self.end + 32]:
+            out.append(f"pack index {self.path} is damaged: its checksum does not match")
+        for i, name in enumerate(self.packs):
+            if not self.usable[i]:
+                out.append(
+                    f"pack {self.path.parent / name} named by {self.path.name} is missing or "
+                    f"shorter than the {self.sizes[i]} bytes indexed"
+                )
+        return out
+
+
+def write_index(
+    folder: Path,
+    name: str,
+    packs: list[tuple[str, int]],
+    entries: Iterable[tuple[bytes, str, int, int]],
+    durable: bool,
+) -> Path:
+    """Write ``<folder>/<name>`` from id-sorted entries, by temp file (+ fsync) + rename."""
+    number = {p: i for i, (p, _) in enumerate(packs)}
+    ids, locs = bytearray(), bytearray()
+    fanout = [0] * 256
+    last = None
+    for oid, pack, off, n in entries:
+        if oid == last:
+            continue  # the same object in two packs: either copy will do
+        last = oid
+        ids += oid
+        locs += LOC.pack(number[pack], off, n)
+        fanout[oid[0]] += 1
+    for i in range(1, 256):
+        fanout[i] += fanout[i - 1]
+    head = bytearray(IDX_MAGIC + struct.pack("<I", len(packs)))
+    for p, size in packs:
+        head += struct.pack("<H", len(p)) + p.encode("ascii") + struct.pack("<Q", size)
+    head += struct.pack("<Q", len(ids) // 32) + FANOUT.pack(*fanout)
+    h = blake3.blake3(head)
+    h.update(ids)
+    h.update(locs)
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        _write_all(fd, [head, ids, locs, h.digest()])
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def _write_all(fd: int, parts: list) -> None:
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+class _OpenPack:
+    def __init__(self, folder: Path):
+        self.name = f"pack-{secrets.token_hex(16)}.pack"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(folder / self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
+        self.size = 0
+        self.buf = bytearray(PACK_MAGIC)
+
+    def drain(self) -> None:
+        if self.buf:
+            _write_all(self.fd, [self.buf])
+            self.buf = bytearray()
+
+
+class PackWriter:
+    """This process's open packs for one store; every PackedStore on that folder shares it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self.packs: list[_OpenPack] = []
+        self.pending: dict[bytes, tuple[int, int, int]] = {}
+
+    def append(self, oid: bytes, tag: bytes, payload) -> None:
+        n = 1 + len(payload)
+        with self.lock:
+            if oid in self.pending:
+                return
+            if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
+                if self.packs:
+                    self.packs[-1].drain()
+                self.packs.append(_OpenPack(self.folder))
+            p = self.packs[-1]
+            at = p.size + len(p.buf) + HEAD.size
+            if n < SMALL:
+                p.buf += HEAD.pack(oid, n)
+                p.buf += tag
+                p.buf += payload
+                if len(p.buf) >= BUFFER:
+                    p.size += len(p.buf)
+                    p.drain()
+            else:
+                p.size += len(p.buf)
+                _write_all(p.fd, [p.buf, HEAD.pack(oid, n), tag, payload])
+                p.buf = bytearray()
+                p.size += HEAD.size + n
+            self.pending[oid] = (len(self.packs) - 1, at, n)
+
+    def read(self, oid: bytes) -> bytes | None:
+        with self.lock:
+            loc = self.pending.get(oid)
+            if loc is None:
+                return None
+            p = self.packs[loc[0]]
+            if loc[1] >= p.size:
+                p.size += len(p.buf)
+                p.drain()
+            return os.pread(p.fd, loc[2], loc[1])
+
+    def finish(self, durable: bool) -> Path | None:
+        """Publish what was appended: (fsync packs,) write the index, close the packs."""
+        with self.lock:
+            if not self.packs:
+                return None
+            for p in self.packs:
+                p.size += len(p.buf)
+                p.drain()
+                if durable:
+                    os.fsync(p.fd)
+            entries = sorted(
+                (oid, self.packs[i].name, off, n) for oid, (i, off, n) in self.pending.items()
+            )
+            packs = [(p.name, p.size) for p in self.packs]
+            name = self.packs[0].name[: -len(".pack")] + ".idx"
+            path = write_index(self.folder, name, packs, entries, durable)
+            for p in self.packs:
+                os.close(p.fd)
+            self.packs, self.pending = [], {}
+            return path
+
+
+_writers: dict[str, PackWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(folder: Path) -> PackWriter:
+    """The writer of this process for ``folder`` (a forked child gets a fresh one)."""
+    key = str(folder)
+    with _writers_lock:
+        w = _writers.get(key)
+        if w is None or w.pid != os.getpid():
+            w = _writers[key] = PackWriter(folder)
+        return w
+
+
+@atexit.register
+def _flush_all() -> None:
+    """Publish packs a process forgot to sync (visible to others; durable only after sync)."""
+    for w in list(_writers.values()):
+        if w.pid == os.getpid():
+            try:
+                w.finish(durable=False)
+            except OSError:
+                pass
+
+
+class PackedStore(LocalStore):
+    """Objects in packs (new writes) and loose files (older repositories), read alike."""
+
+    def __init__(self, root: str | os.PathLike, tmp: str | os.PathLike | None = None):
+        super().__init__(root, tmp)
+        self.pack_dir = self.root / "pack"
+        self._indexes: dict[str, PackIndex] = {}
+        self._order: list[PackIndex] = []
+        self._stamp: tuple | None = None
+        self._fds: dict[str, int] = {}
+        self._fresh: set[str] = set()
+        self._loose = True
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._fds)
+
+    # -- finding objects ------------------------------------------------------------------
+
+    @property
+    def writer(self) -> PackWriter:
+        return writer_for(self.pack_dir)
+
+    def reload(self, force: bool = False) -> None:
+        """Pick up index files written (or removed) by other processes since the last look."""
+        try:
+            st = os.stat(self.pack_dir)
+            stamp = (st.st_mtime_ns, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp and not force:
+            return
+        with self._lock:
+            names = sorted(n for n in _listdir(self.pack_dir) if n.endswith(".idx"))
+            indexes = {}
+            for n in names:
+                idx = self._indexes.get(n)  # index files never change once renamed in
+                if idx is None:
+                    try:
+                        idx = PackIndex(self.pack_dir / n)
+                    except (PackError, OSError):
+                        continue  # torn or vanished: never trusted
+                indexes[n] = idx
+            # biggest first; an index whose packs are all covered already adds nothing
+            covered: set[str] = set()
+            order = []
+            for idx in sorted(indexes.values(), key=lambda i: -i.count):
+                if not set(idx.packs) <= covered:
+                    order.append(idx)
+                    covered.update(idx.packs)
+            self._indexes, self._order, self._stamp = indexes, order, stamp
+            self._loose = any(len(n) == 2 for n in _listdir(self.root))
+
+    def _locate(self, oid: bytes) -> tuple[PackIndex, tuple[int, int, int]] | None:
+        for idx in self._order:
+            loc = idx.find(oid)
+            if loc is not None:
+                return idx, loc
+        return None
+
+    def _has_record(self, oid) -> bool:
+        if oid in self.writer.pending:
+            return True
+        self.reload()
+        if self._locate(oid) is not None:
+            return True
+        return self._loose and super()._has_record(oid)
+
+    def has(self, oid: ObjectId) -> bool:
+        if self._has_record(oid):
+            return True
+        self.reload(force=True)
+        return self._has_record(oid)
+
+    def _exists(self, oid) -> bool:
+        """On a dedup hit, freshen the pack (or loose file) so gc's grace period covers it."""
+        if oid in self.writer.pending:
+            return True
+        self.reload()
+        found = self._locate(oid)
+        if found is not None:
+            name = found[0].packs[found[1][0]]
+            if name not in self._fresh:
+                self._fresh.add(name)
+                _touch(self.pack_dir / name)
+            return True
+        if self._loose and super()._has_record(oid):
+            _touch(self._path(oid))
+            return True
+        return False
+
+    def _get_record(self, oid):
+        for attempt in (0, 1):
+            rec = self.writer.read(oid)
+            if rec is not None:
+                return rec
+            self.reload(force=attempt == 1)
+            found = self._locate(oid)
+            if found is not None:
+                idx, (p, off, n) = found
+                try:
+                    return os.pread(self._fd(idx.packs[p]), n, off)
+                except FileNotFoundError:
+                    continue  # removed by gc since we looked: find it again
+            if self._loose:
+                rec = super()._get_record(oid)
+                if rec is not None:
+                    return rec
+        return None
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(self.pack_dir / name, os.O_RDONLY)
+        return fd
+
+    def _where(self, oid):
+        if oid in self.writer.pending:
+            return f"{self.pack_dir}/(pack being written)"
+        found = self._locate(oid)
+        if found is not None:
+            idx, (p, off, _n) = found
+            return f"{self.pack_dir / idx.packs[p]}@{off}"
+        return str(self._path(oid))
+
+    def location(self, oid: ObjectId) -> tuple[Path, int, int] | None:
+        """(file, offset, length) of an object's record on disk, after a flush; or None."""
+        self.flush()
+        self.reload(force=True)
+        found = self._locate(oid)
+        if found is not None:
+            idx, (p, off, n) = found
+            return self.pack_dir / idx.packs[p], off, n
+        path = self._path(oid)
+        return (path, 0, path.stat().st_size) if path.exists() else None
+
+    def ids(self) -> Iterator[ObjectId]:
+        self.reload(force=True)
+        seen: set[bytes] = set(self.writer.pending)
+        yield from (ObjectId(o) for o in list(seen))
+        for idx in self._order:
+            for oid, pack, _off, _n in idx.entries():
+                if oid not in seen and idx.usable[idx.packs.index(pack)]:
+                    seen.add(oid)
+                    yield ObjectId(oid)
+        for oid in super().ids():
+            if oid not in seen:
+                yield oid
+
+    def stored_size(self, oid: ObjectId) -> int:
+        """Bytes the object takes on disk (its record, plus the entry header in a pack)."""
+        loc = self.writer.pending.get(oid)
+        if loc is not None:
+            return loc[2] + HEAD.size
+        self.reload()
+        found = self._locate(oid)
+        if found is not None:
+            return found[1][2] + HEAD.size
+        try:
+            return os.path.getsize(self._path(oid))
+        except OSError:
+            return 0
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _put_record(self, oid, tag, payload):
+        self.writer.append(bytes(oid), tag, payload)
+
+    def flush(self) -> None:
+        """Make objects written so far visible to other processes (not yet durable)."""
+        if self.writer.finish(durable=False):
+            self.reload(force=True)
+
+    def sync(self) -> None:
+        """Make every write durable: fsync packs, write their indexes, then one syncfs."""
+        written = self.writer.finish(durable=True)
+        sync_filesystem(self.root)
+        if written:
+            self.reload(force=True)
+            if len(self._indexes) > MAX_INDEXES:
+                self.consolidate()
+
+    def consolidate(self) -> Path | None:
+        """Merge every index file into one (skipped if another process is at it)."""
+        self.pack_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.pack_dir / "consolidate.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            self.reload(force=True)
+            old = list(self._indexes.values())
+            path = self.rewrite_index([(i, None) for i in old])
+            for idx in old:
+                if idx.path != path:
+                    idx.path.unlink(missing_ok=True)
+            self.reload(force=True)
+            return path
+
+    def rewrite_index(self, sources: list[tuple[PackIndex, set | None]]) -> Path:
+        """One durable index over the usable packs of ``sources``; each source may keep
+        only the ids in its set (gc). Old index files are left for the caller to remove."""
+        packs: dict[str, int] = {}
+        streams = []
+        for idx, keep in sources:
+            ok = {p for i, p in enumerate(idx.packs) if idx.usable[i]}
+            for i, p in enumerate(idx.packs):
+                if p in ok:
+                    packs.setdefault(p, idx.sizes[i])
+            streams.append(_kept(idx, ok, keep))
+        name = f"pack-{secrets.token_hex(16)}.idx"
+        merged = heapq.merge(*streams, key=lambda e: e[0])
+        path = write_index(self.pack_dir, name, list(packs.items()), merged, durable=True)
+        sync_filesystem(self.pack_dir)
+        return path
+
+    def indexes(self) -> list[PackIndex]:
+        """Every trusted index file, freshly loaded."""
+        self.reload(force=True)
+        return list(self._indexes.values())
+
+    def check_packs(self) -> list[str]:
+        """Damaged indexes and packs: checksums, sizes and entry headers (fsck)."""
+        out = []
+        for n in sorted(_listdir(self.pack_dir)):
+            if n.endswith(".idx"):
+                try:
+                    PackIndex(self.pack_dir / n)
+                except PackError as e:
+                    out.append(str(e))
+        for idx in self.indexes():
+            out.extend(idx.verify())
+            for oid, pack, off, n in idx.entries():
+                if not idx.usable[idx.packs.index(pack)]:
+                    continue
+                head = os.pread(self._fd(pack), HEAD.size, off - HEAD.size)
+                if head != HEAD.pack(oid, n):
+                    out.append(
+                        f"pack {self.pack_dir / pack} entry at {off} is not object "
+                        f"{bytes(oid).hex()} as its index says"
+                    )
+        return out
+
+
+def _kept(idx: PackIndex, packs: set[str], keep: set | None):
+    return (e for e in idx.entries() if e[1] in packs and (keep is None or e[0] in keep))
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
