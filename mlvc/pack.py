@@ -515,6 +515,21 @@ class PackedStore(LocalStore):
         self.reload(force=True)
         return list(self._indexes.values())
 
+    def torn_packs(self, older_than: float) -> list[Path]:
+        """Packs no index names (a writer died, or is still writing) older than a time."""
+        named = {p for idx in self.indexes() for p in idx.packs}
+        named |= {p.name for p in self.writer.packs}
+        out = []
+        for n in _listdir(self.pack_dir):
+            path = self.pack_dir / n
+            if n.endswith(".pack") and n not in named or n.endswith(".tmp"):
+                try:
+                    if path.stat().st_mtime < older_than:
+                        out.append(path)
+                except FileNotFoundError:
+                    continue
+        return out
+
     def check_packs(self) -> list[str]:
         """Damaged indexes and packs: checksums, sizes and entry headers (fsck)."""
         out = []
