@@ -251,3 +251,20 @@ class Repo:
     def fsck(self) -> list[str]:
         """Every problem in the store and refs; empty when all is well."""
         return fsck(self.store, self.refs, self.dir / "tmp")
+
+    # -- storage (issue 4) ----------------------------------------------------------------
+
+    @property
+    def stat_cache(self):
+        """(path, size, mtime, inode, ctime) -> id for the project's files; a cache."""
+        if getattr(self, "_stat_cache", None) is None:
+            from .statcache import StatCache
+
+            self._stat_cache = StatCache(self.dir / "statcache", self.root, self.dir / "tmp")
+        return self._stat_cache
+
+    def file_hasher(self):
+        """The hasher commit gives ``build_tree``: stat cache + worker threads."""
+        from .statcache import FileHasher
+
+        return FileHasher(self.store, self.stat_cache)
