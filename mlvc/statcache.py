@@ -44,6 +44,7 @@ class StatCache:
     def __init__(self, path: Path, root: Path, tmp: Path):
         self.path = Path(path)
         self.root = Path(root)
+        self._prefix = os.path.join(os.fspath(root), "")
         self.tmp = Path(tmp)
         self._entries: dict[str, list] | None = None
         self._dirty = False
@@ -75,11 +76,10 @@ class StatCache:
             os.close(fd)
             marker.unlink(missing_ok=True)
 
-    def _key(self, path: Path) -> str | None:
-        try:
-            return Path(path).relative_to(self.root).as_posix()
-        except ValueError:
-            return None
+    def _key(self, path: str | os.PathLike) -> str | None:
+        p = os.fspath(path)
+        prefix = self._prefix
+        return p[len(prefix) :] if p.startswith(prefix) else None
 
     def get(self, path: Path, st: os.stat_result) -> ObjectId | None:
         """The id recorded for this exact file state, or None."""

@@ -57,6 +57,8 @@ def write_object(store: ObjectStore, obj) -> ObjectId:
 
 def safe_relpath(path: str) -> str:
     """Normalize a project-relative POSIX path, refusing absolute paths and '..'."""
+    if path and "\0" not in path and not {"", ".", ".."} & set(path.split("/")):
+        return path  # already normal: the common case, without pathlib's cost
     p = PurePosixPath(path)
     if p.is_absolute() or any(part in ("..", "") for part in p.parts) or "\0" in path:
         raise UnsafePath(f"path {path!r} is absolute or leaves the project; use a path inside it")
@@ -89,12 +91,13 @@ def build_tree(
     add = hasher or (lambda p, st: store.add_file(p))
     nested: dict = {}
     extra = extra or {}
-    regular: list[tuple[str, str, Path, os.stat_result]] = []
+    regular: list[tuple[str, str, str, os.stat_result]] = []
+    base = os.fspath(root)
     for rel in paths:
         if rel in extra:
             continue
         rel = safe_relpath(rel)
-        full = root / rel
+        full = os.path.join(base, rel)
         st = os.lstat(full)
         kind = file_entry_kind(st)
         if kind == SYMLINK:
