@@ -493,13 +493,15 @@ class PackedStore(LocalStore):
             self.reload(force=True)
             return path
 
-    def rewrite_index(self, sources: list[tuple[PackIndex, set | None]]) -> Path:
-        """One durable index over the usable packs of ``sources``; each source may keep
-        only the ids in its set (gc). Old index files are left for the caller to remove."""
+    def rewrite_index(
+        self, sources: list[tuple[PackIndex, set | None]], exclude: set[str] = frozenset()
+    ) -> Path:
+        """One durable index over the usable packs of ``sources`` but ``exclude``; each source
+        may keep only the ids in its set. Old index files are left for the caller to remove."""
         packs: dict[str, int] = {}
         streams = []
         for idx, keep in sources:
-            ok = {p for i, p in enumerate(idx.packs) if idx.usable[i]}
+            ok = {p for i, p in enumerate(idx.packs) if idx.usable[i] and p not in exclude}
             for i, p in enumerate(idx.packs):
                 if p in ok:
                     packs.setdefault(p, idx.sizes[i])

@@ -213,30 +213,48 @@ class Repo:
             "artifacts": expand(self.root, [p for p in arts if os.path.lexists(self.root / p)]),
         }
         out = {"head": head.hex if head else None}
+        cache = self.stat_cache
+        cache.begin()
         for sec, files in present.items():
-            out[sec] = compare(self.store, run_files(self.store, run, [sec]), self.root, files)
+            recorded = run_files(self.store, run, [sec])
+            out[sec] = compare(self.store, recorded, self.root, files, cache)
+        cache.save()
         return out
 
     # -- writing the working tree ---------------------------------------------------------
 
     def checkout(
-        self, spec: str, to: str | os.PathLike | None = None, only=None, force: bool = False
+        self,
+        spec: str,
+        to: str | os.PathLike | None = None,
+        only=None,
+        force: bool = False,
+        link: str = "copy",
     ) -> CheckoutResult:
-        """Materialize a run's files, verified; in place, also move HEAD to it."""
+        """Materialize a run's files, verified; in place, also move HEAD to it.
+
+        ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only verified
+        copies in ``.mlvc/cache/files`` (never to the store itself).
+        """
+        from .materialize import check_link
+
         oid = self.resolve(spec)
         run = read_run(self.store, oid)
         sections = parse_sections(only)
+        opts = {"force": force, "link": check_link(link), "mlvc_dir": self.dir}
         if to is None:
             head = self.head()
             head_run = read_run(self.store, head) if head else None
-            result = checkout(self.store, run, self.root, sections, head=head_run, force=force)
+            result = checkout(
+                self.store, run, self.root, sections, head=head_run, cache=self.stat_cache, **opts
+            )
             self.refs.write("HEAD", oid, f"checkout: {spec}", author())
             return result
         dest = Path(to).resolve()
         if dest == self.root or self.dir in (dest, *dest.parents):
             raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
         dest.mkdir(parents=True, exist_ok=True)
-        return checkout(self.store, run, dest, sections, force=force)
+        return checkout(self.store, run, dest, sections, **opts)
 
     # -- index and integrity --------------------------------------------------------------
 
@@ -268,3 +286,15 @@ class Repo:
         from .statcache import FileHasher
 
         return FileHasher(self.store, self.stat_cache)
+
+    def gc(self, dry_run: bool = False, grace: float | None = None):
+        """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
+        from .gc import GRACE_S, gc
+
+        return gc(self, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
+
+    def du(self, runs: list[str] | None = None) -> dict:
+        """Logical size, stored size and dedup ratio per run and for the store."""
+        from .du import disk_usage
+
+        return disk_usage(self, runs)
