@@ -147,10 +147,11 @@ class _RecordStore:
 
     def add_file(self, path: str | os.PathLike) -> ObjectId:
         """Store a file: whole if small, else as FastCDC chunks plus a chunk list."""
-        size = os.path.getsize(path)
-        if size < CHUNK_THRESHOLD:
-            with open(path, "rb") as f:
-                return self.add_bytes(f.read())
+        with open(path, "rb") as f:
+            head = f.read(CHUNK_THRESHOLD)  # one read, no stat: most files are small
+        if len(head) < CHUNK_THRESHOLD:
+            return self.add_bytes(head)
+        del head
         whole = blake3.blake3()
         chunks = []
         adaptive = zstd.Adaptive()

@@ -32,6 +32,7 @@ import os
 import secrets
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,7 +50,9 @@ FANOUT = struct.Struct("<256I")
 PACK_MAX = 1 << 30  # a writer starts a new pack past this size (keeps repacks cheap)
 SMALL = 64 << 10  # records below this are gathered in a buffer before writing
 BUFFER = 1 << 20
+WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
 MAX_INDEXES = 16
+LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
 
 
 class PackError(Exception):
@@ -189,6 +192,21 @@ def _write_all(fd: int, parts: list) -> None:
             views[0] = views[0][n:]
 
 
+def _writeback_starter():
+    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` if libc has it, else None."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        return fn
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return None
+
+
+_start_writeback = _writeback_starter()
+
+
 class _OpenPack:
     def __init__(self, folder: Path):
         self.name = f"pack-{secrets.token_hex(16)}.pack"
@@ -196,11 +214,27 @@ class _OpenPack:
         self.fd = os.open(folder / self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
         self.size = 0
         self.buf = bytearray(PACK_MAGIC)
+        self.written_back = 0  # bytes handed to the disk ahead of the final fsync
+        self.pending_io: list = []
 
     def drain(self) -> None:
         if self.buf:
             _write_all(self.fd, [self.buf])
             self.buf = bytearray()
+
+    def kick(self, pool) -> None:
+        """Have a helper thread start writing finished bytes to disk now, so that disk
+        writes overlap hashing and the final fsync has little left."""
+        if _start_writeback is not None and self.size - self.written_back >= WRITEBACK:
+            off, n = self.written_back, self.size - self.written_back
+            self.pending_io.append(pool.submit(_start_writeback, self.fd, off, n, 2))
+            self.written_back = self.size
+
+    def settle(self) -> None:
+        """Wait for the helper's writes (before fsync or close)."""
+        for f in self.pending_io:
+            f.result()
+        self.pending_io = []
 
 
 class PackWriter:
@@ -212,6 +246,7 @@ class PackWriter:
         self.lock = threading.RLock()
         self.packs: list[_OpenPack] = []
         self.pending: dict[bytes, tuple[int, int, int]] = {}
+        self._pool = None
 
     def append(self, oid: bytes, tag: bytes, payload) -> None:
         n = 1 + len(payload)
@@ -236,7 +271,15 @@ class PackWriter:
                 _write_all(p.fd, [p.buf, HEAD.pack(oid, n), tag, payload])
                 p.buf = bytearray()
                 p.size += HEAD.size + n
+                p.kick(self._io())
             self.pending[oid] = (len(self.packs) - 1, at, n)
+
+    def _io(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-writeback")
+        return self._pool
 
     def read(self, oid: bytes) -> bytes | None:
         with self.lock:
@@ -257,6 +300,7 @@ class PackWriter:
             for p in self.packs:
                 p.size += len(p.buf)
                 p.drain()
+                p.settle()
                 if durable:
                     os.fsync(p.fd)
             entries = sorted(
@@ -309,16 +353,29 @@ class PackedStore(LocalStore):
         self._fresh: set[str] = set()
         self._loose = True
         self._lock = threading.Lock()
+        self._writer: PackWriter | None = None
+        self._looked = 0.0  # when the pack folder was last checked for new indexes
         weakref.finalize(self, _close_all, self._fds)
 
     # -- finding objects ------------------------------------------------------------------
 
     @property
     def writer(self) -> PackWriter:
-        return writer_for(self.pack_dir)
+        w = self._writer
+        if w is None or w.pid != os.getpid():
+            w = self._writer = writer_for(self.pack_dir)
+        return w
 
     def reload(self, force: bool = False) -> None:
-        """Pick up index files written (or removed) by other processes since the last look."""
+        """Pick up index files written (or removed) by other processes since the last look.
+
+        Unforced, it looks at most every LOOK_EVERY seconds: a write-path miss only costs a
+        duplicate copy, and reads that miss force a look before saying an object is missing.
+        """
+        now = time.monotonic()
+        if not force and now - self._looked < LOOK_EVERY:
+            return
+        self._looked = now
         try:
             st = os.stat(self.pack_dir)
             stamp = (st.st_mtime_ns, st.st_ino)
