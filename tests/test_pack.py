@@ -143,3 +143,25 @@ def test_concurrent_writers_never_share_a_pack(tmp_path):
     assert all(store.check(o) == [] for o in wanted)
     assert len(list(store.pack_dir.glob("*.pack"))) == 4
     assert store.check_packs() == []
+
+
+def test_corrupt_chunk_in_a_pack_never_reaches_the_checkout(repo, project, tmp_path):
+    from mlvc.errors import CorruptObject
+    from mlvc.odb import CHUNK_THRESHOLD
+
+    big = project / "data" / "w.bin"
+    big.write_bytes(os.urandom(CHUNK_THRESHOLD + 100_000))
+    oid = repo.commit("big", data=["data"])
+    entry = [e for e in repo.show(oid)["data"]["entries"] if e["path"].endswith("w.bin")][0]
+    chunk = repo.store.children(ObjectId.parse(entry["id"]))[5]
+    path, offset, length = repo.store.location(chunk)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        byte = f.read(1)
+        f.seek(offset + length // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CorruptObject):
+        Repo(project).checkout(oid.hex, to=tmp_path / "out")
+    assert not (tmp_path / "out" / "data" / "w.bin").exists()
+    assert any(chunk.hex in p for p in Repo(project).fsck())
