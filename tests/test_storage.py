@@ -326,3 +326,28 @@ def test_concurrent_commit_and_gc_lose_nothing(repo, project):
     assert errors == []
     fresh = Repo(project)
     assert len(fresh.refs.run_ids()) == 5 and fresh.fsck() == []
+
+
+def test_gc_follows_kinds_it_does_not_know(repo, project):
+    """A model registry (another branch) may add kinds and ref namespaces: gc keeps what
+    they name, following any id inside any structured object."""
+    import msgpack
+
+    from mlvc.objects import FORMAT_VERSION
+
+    repo.commit("one")
+    weights = repo.store.add_bytes(os.urandom(5000))
+    card = repo.store.add_bytes(b"# model card\n" * 30)
+    version = repo.store.add_bytes(
+        msgpack.packb(
+            ["model", FORMAT_VERSION, {"weights": bytes(weights), "card": card.hex}],
+            use_bin_type=True,
+        )
+    )
+    repo.store.sync()
+    ref = repo.dir / "refs" / "models" / "clf" / "1"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(version.hex + "\n")
+    Repo(project).gc(grace=0)
+    fresh = Repo(project)
+    assert all(fresh.store.has(o) for o in (weights, card, version))
