@@ -10,8 +10,8 @@ An index file (``.idx``, packindex.py) is: b"MLVCIDX1"; u32 pack count, then per
 the name and the u64 pack size it covers; u64 object count; a 256-entry u32 fanout (number of
 ids whose first byte is <= i, as in git); the sorted ids (32 bytes each); per id a location
 ``<u32 pack number, u64 record offset, u64 record length>``; and a BLAKE3 of all of it. A
-lookup is a fanout step plus a binary search in an mmap: about 5 us, no load time, constant
-memory, for any number of objects. After a commit, when more than ``MAX_INDEXES`` index files
+lookup is a fanout step plus a binary search in an mmap: 9-15 us with a million objects on a
+loaded 2-vCPU machine, 0.3 ms to open, memory independent of the object count. After a commit, when more than ``MAX_INDEXES`` index files
 exist they are merged into one (like git's multi-pack index).
 
 Crash safety: a writer appends to a pack of its own (a random token names it, so concurrent
@@ -426,7 +426,11 @@ class PackedStore(LocalStore):
                 self.consolidate()
 
     def consolidate(self) -> Path | None:
-        """Merge every index file into one (skipped if another process is at it)."""
+        """Merge index files into one (skipped if another process is at it).
+
+        Like an LSM tree, big indexes that dwarf the rest are left alone, so a merge costs
+        about what was added since the last one, not the whole store (~1 us per entry).
+        """
         self.pack_dir.mkdir(parents=True, exist_ok=True)
         with open(self.pack_dir / "consolidate.lock", "a") as lock:
             try:
@@ -434,7 +438,9 @@ class PackedStore(LocalStore):
             except BlockingIOError:
                 return None
             self.reload(force=True)
-            old = list(self._indexes.values())
+            old = sorted(self._indexes.values(), key=lambda i: -i.count)
+            while len(old) > 2 and old[0].count > 2 * sum(i.count for i in old[1:]):
+                old.pop(0)
             path = self.rewrite_index([(i, None) for i in old])
             for idx in old:
                 if idx.path != path:
