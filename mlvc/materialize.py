@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import secrets
 from pathlib import Path
 
+import blake3
+
 from . import progress
 from .errors import CorruptObject, UsageError
 from .ids import ObjectId
-from .odb import ObjectStore, hash_file
+from .odb import HASH_WINDOW, ObjectStore, hash_file
 
 LINKS = ("copy", "hardlink", "symlink")
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -37,56 +40,93 @@ def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
     return Path(mlvc_dir) / "cache" / "files" / oid.hex[:2] / oid.hex[2:]
 
 
+class _Sink:
+    """Bytes written to one new file: progress, early writeback, and, for kernel copies, a
+    hash of each finished 64 MiB window on a helper thread (BLAKE3 drops the GIL for big
+    inputs), so verifying overlaps copying instead of following it."""
+
+    def __init__(self, fd: int, path: Path, hash_behind: bool):
+        self.fd, self.path = fd, path
+        self.written = self.kicked = self.hashed = 0
+        self.hasher = blake3.blake3() if hash_behind else None
+        self.jobs: list = []
+        self._pools: dict = {}
+        self._reader = None
+
+    def _pool(self, name: str):
+        if name not in self._pools:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"mlvc-{name}")
+        return self._pools[name]
+
+    def advance(self, n: int) -> None:
+        from .pack import WRITEBACK, _start_writeback
+
+        self.written += n
+        progress.advance(n)
+        if _start_writeback is not None and self.written - self.kicked >= WRITEBACK:
+            args = (self.fd, self.kicked, self.written - self.kicked, 2)
+            self.jobs.append(self._pool("writeback").submit(_start_writeback, *args))
+            self.kicked = self.written
+        while self.hasher is not None and self.written - self.hashed >= HASH_WINDOW:
+            self._hash_next(HASH_WINDOW)
+
+    def _hash_next(self, n: int) -> None:
+        start, self.hashed = self.hashed, self.hashed + n
+        self.jobs.append(self._pool("hash").submit(self._hash, start, n))
+
+    def _hash(self, start: int, n: int) -> None:
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        with mmap.mmap(self._reader.fileno(), n, access=mmap.ACCESS_READ, offset=start) as m:
+            self.hasher.update(m)
+
+    def finish(self) -> bytes | None:
+        """Wait for the helpers; the digest of everything written if hashing behind."""
+        if self.hasher is not None and self.written > self.hashed:
+            self._hash_next(self.written - self.hashed)
+        for j in self.jobs:
+            j.result()
+        return self.hasher.digest() if self.hasher is not None else None
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown()
+        if self._reader is not None:
+            self._reader.close()
+
+
 def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
     """Write an object's content to ``dest`` (a new file), verified before it is trusted.
 
-    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``), then the
-    written file is hashed; anything else streams through ``iter_content``, which verifies
-    as it goes. For large files a helper thread starts disk writes every 32 MiB
-    (``sync_file_range``), so a later ``sync`` finds little left to write.
+    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``) while a
+    helper thread hashes what was written; anything else streams through ``iter_content``,
+    which verifies as it goes. Disk writes start every 32 MiB (``sync_file_range``), so a
+    later ``sync`` finds little left to write.
     """
-    from .pack import WRITEBACK, _start_writeback
-
-    pool, jobs, span = None, [], [0, 0]  # span: [written back up to, written]
-
-    def advance(n: int) -> None:
-        nonlocal pool
-        span[1] += n
-        progress.advance(n)
-        if _start_writeback is not None and span[1] - span[0] >= WRITEBACK:
-            if pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-writeback")
-            jobs.append(pool.submit(_start_writeback, fd, span[0], span[1] - span[0], 2))
-            span[0] = span[1]
-
-    try:
-        with open(dest, "wb", buffering=0) as f:
-            fd = f.fileno()
-            fast = getattr(store, "copy_into", None)
-            if fast is not None and fast(oid, fd, advance):
-                for j in jobs:
-                    j.result()
-                f.close()
-                got = hash_file(dest)
+    fast = getattr(store, "copy_into", None)
+    with open(dest, "wb", buffering=0) as f:
+        sink = _Sink(f.fileno(), dest, hash_behind=fast is not None)
+        try:
+            if fast is not None and fast(oid, f.fileno(), sink.advance):
+                got = sink.finish()
                 if got != oid:
                     raise CorruptObject(
                         oid.hex,
                         str(dest),
-                        f"copied content does not match its id; it hashes to {got.hex}",
+                        f"copied content does not match its id; it hashes to {got.hex()}",
                         expected=oid.hex,
-                        got=got.hex,
+                        got=got.hex(),
                     )
                 return
+            sink.hasher = None
             for block in store.iter_content(oid):
                 f.write(block)
-                advance(len(block))
-            for j in jobs:
-                j.result()
-    finally:
-        if pool is not None:
-            pool.shutdown()
+                sink.advance(len(block))
+            sink.finish()
+        finally:
+            sink.close()
 
 
 def cached_file(store: ObjectStore, mlvc_dir: Path, oid: ObjectId) -> Path:

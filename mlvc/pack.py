@@ -352,6 +352,7 @@ class PackedStore(LocalStore):
                 return False
             idx, (p, off, n) = found
             plan.append((cid, idx.packs[p], off, n))
+        pending = 0
         for cid, pack, off, n in plan:
             src = self._fd(pack)
             if os.pread(src, 1, off) == RAW:
@@ -364,8 +365,12 @@ class PackedStore(LocalStore):
             else:
                 rec = os.pread(src, n, off)
                 write_all(fd, [self._content(cid, rec)])
-            if advance is not None:
-                advance(n - 1)
+            pending += n - 1
+            if advance is not None and pending >= 4 << 20:  # per 4 MiB, not per chunk
+                advance(pending)
+                pending = 0
+        if advance is not None and pending:
+            advance(pending)
         return True
 
     def location(self, oid: ObjectId) -> tuple[Path, int, int] | None:
