@@ -395,6 +395,8 @@ def _env_lines(e: dict) -> list[tuple[str, str]]:
     out += [("-", f"- {n} {v}") for n, v in pk["removed"].items()]
     for n, (old, new) in pk.get("sources", {}).items():
         out.append(("M", f"  {n} source {_show(old)} → {_show(new)}"))
+    for n, (old, new) in pk.get("installers", {}).items():
+        out.append(("M", f"  {n} installer {_show(old or None)} → {_show(new or None)}"))
     for k, (old, new) in e.get("variables", {}).items():
         out += _change_lines(f"${k}", old, new)
     out += [("M", f"  requirements {path} changed") for path in e.get("requirements", [])]
