@@ -468,5 +468,11 @@ def index_rebuild():
     click.echo(f"index rebuilt: {n} runs")
 
 
+from .cli_reproduce import COMMANDS as _REPRODUCE_COMMANDS  # noqa: E402
+
+for _cmd in _REPRODUCE_COMMANDS:
+    main.add_command(_cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,7 +21,7 @@ from .errors import UsageError
 from .ids import ObjectId
 from .objects import Env, Run, TreeEntry
 from .params import load_metrics_file, load_params_file, metric_value
-from .project import load_project
+from .project import ProjectConfig, load_project
 from .refs import check_ref_name
 from .trees import build_tree, safe_relpath, write_object
 
@@ -57,6 +57,7 @@ class RunSpec:
     artifact_entries: Mapping[str, TreeEntry] = field(default_factory=dict)  # logged by API
     series_metrics: Mapping[str, float] = field(default_factory=dict)  # last value per key
     move_head: bool = True
+    project_files: bool = True  # read mlvc.toml's [track] params/metrics files
 
 
 def now_us() -> int:
@@ -154,7 +155,9 @@ def capture_inputs(
         git = dict(git_facts(root))
         if git.get("patch"):
             git["patch"] = store.add_bytes(git["patch"].encode()).hex
-    env_id = write_object(store, Env(capture_env(root, cfg.env_variables))) if env else None
+    env_id = None
+    if env:
+        env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
     return Inputs(
         code_tree,
         git,
@@ -167,7 +170,7 @@ def capture_inputs(
 
 def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
-    cfg = load_project(repo.root)
+    cfg = load_project(repo.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
     params: dict[str, Any] = {}
     for f in cfg.params:

@@ -380,6 +380,11 @@ def _patch_lines(patch: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def env_lines(e: dict) -> list[str]:
+    """env_diff's result as report lines, one per change (what ``mlvc diff`` prints)."""
+    return [text for _kind, text in _env_lines(e)]
+
+
 def _env_lines(e: dict) -> list[tuple[str, str]]:
     out = []
     for name in ("python", "mlvc"):

@@ -2,6 +2,8 @@
 
 ``[track]`` gives defaults for ``mlvc commit``: ``data``, ``artifacts`` (paths), ``params``,
 ``metrics`` (files). ``[env]`` ``variables`` lists extra environment variables to capture.
+``[environment]`` ``requirements`` names requirement files captured with the environment;
+entry points and the rest of ``[environment]`` are read by ``mlvc.project_spec``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class ProjectConfig:
     params: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     env_variables: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict)
 
 
@@ -35,6 +38,9 @@ def load_project(root: Path) -> ProjectConfig:
         raise UsageError(f"cannot parse {path}: {e}") from None
     track = raw.get("track", {})
     env = raw.get("env", {})
+    environment = raw.get("environment", {})
+    if not isinstance(environment, dict):
+        raise UsageError(f"{path}: [environment] must be a table")
 
     def strings(section: dict, key: str) -> tuple[str, ...]:
         value = section.get(key, [])
@@ -50,5 +56,6 @@ def load_project(root: Path) -> ProjectConfig:
         params=strings(track, "params"),
         metrics=strings(track, "metrics"),
         env_variables=strings(env, "variables"),
+        env_files=strings(environment, "requirements"),
         raw=raw,
     )

@@ -257,3 +257,37 @@ class Repo:
     def fsck(self) -> list[str]:
         """Every problem in the store and refs; empty when all is well."""
         return fsck(self.store, self.refs, self.dir / "tmp")
+
+    # -- running and reproducing (mlvc.run_cmd, mlvc.reproduce) ---------------------------
+
+    def with_worktree(self, path: str | os.PathLike) -> Repo:
+        """This repository's store and refs, with ``path`` as the folder runs are captured
+        from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
+        import copy
+
+        view = copy.copy(self)
+        view.root = Path(path).resolve()
+        view._index = None
+        return view
+
+    def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
+        """Run an entry point and record each run (``mlvc run``); returns the outcomes.
+
+        ``params`` and ``sweeps`` are ``KEY=VALUE`` / ``KEY=a,b,c`` strings. A command that
+        fails is recorded too: ``mlvc.run_cmd.check(outcomes)`` raises for it.
+        """
+        from .run_cmd import run_entry
+
+        return run_entry(self, entry, params, sweeps, jobs, **kw)
+
+    def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
+        """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
+        from .reproduce import reproduce
+
+        return reproduce(self, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+
+    def lineage(self, spec: str | None = None):
+        """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
+        from .lineage import lineage
+
+        return lineage(self, spec)

@@ -46,6 +46,8 @@ REQUIREMENT_FILES = (
     "poetry.lock",
     "uv.lock",
     "conda-lock.yml",
+    "python_env.yaml",  # MLflow project environments
+    "conda.yaml",
 )
 MAX_REQUIREMENT_BYTES = 1 << 20
 NVIDIA_SMI_TIMEOUT = 5.0
