@@ -2,9 +2,9 @@
 
 Every run names its parents (the HEAD run when it was recorded); a reproduction also names
 the run it ``reproduces`` and has it as its parent. ``lineage`` reads these from the index;
-``render_lineage`` draws them oldest first. A straight line of runs stays in one column, and
-runs that end a line (reproductions, sweep points) hang off it, so a long history stays
-narrow::
+``render_lineage`` draws them oldest first. A straight line of runs stays in one column,
+reproductions hang off the run they reproduce, and only a run with several children (a
+sweep, say) opens branches, so a long history stays narrow::
 
     * 1a2b3c4d5e  baseline  finished  python train.py --lr 0.1
     * 2b3c4d5e6f            finished  python train.py --lr 0.5
@@ -122,28 +122,28 @@ def render_lineage(
 
 
 def _draw(nodes, nid: str, first: str, rest: str, lines: list[str], marks, seen) -> None:
-    """Draw ``nid`` (its own line starts with ``first``, all after it with ``rest``): a run
-    with one child that goes on continues in the same column; children that end there
-    hang off it; several children that go on each get an indented branch."""
+    """Draw ``nid`` (its own line starts with ``first``, all after it with ``rest``).
+
+    Reproductions that nothing descends from hang off their run; if one other child
+    remains, it continues the line in the same column; several each get a branch."""
     while nid not in seen:
         seen.add(nid)
         n = nodes[nid]
         lines.append(first + _label(n, nodes, *marks))
-        ends = [k for k in n.children if not nodes[k].children]
-        going = [k for k in n.children if nodes[k].children]
-        if len(going) > 1:
-            for i, k in enumerate(n.children):
-                last = i == len(n.children) - 1
-                branch = rest + ("└─ " if last else "├─ ")
-                _draw(nodes, k, branch, rest + ("   " if last else "│  "), lines, marks, seen)
-            return
-        for i, k in enumerate(ends):
-            last = i == len(ends) - 1 and not going
+        hang = [k for k in n.children if nodes[k].reproduces and not nodes[k].children]
+        rest_kids = [k for k in n.children if k not in hang]
+        for i, k in enumerate(hang):
+            last = i == len(hang) - 1 and not rest_kids
             lines.append(rest + ("└─ " if last else "├─ ") + _label(nodes[k], nodes, *marks))
             seen.add(k)
-        if not going:
-            return
-        nid, first = going[0], rest + "* "
+        if len(rest_kids) == 1:
+            nid, first = rest_kids[0], rest + "* "
+            continue
+        for i, k in enumerate(rest_kids):
+            last = i == len(rest_kids) - 1
+            branch = rest + ("└─ " if last else "├─ ")
+            _draw(nodes, k, branch, rest + ("   " if last else "│  "), lines, marks, seen)
+        return
 
 
 def _label(n: Node, nodes: dict[str, Node], focus: str | None, head: str | None) -> str:

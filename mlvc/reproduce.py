@@ -103,7 +103,9 @@ def judge(
         for k, v in metrics_diff.items()
     }
     params = diff_params(old.params, new.params)
-    exit_code = None if old.exit_code == new.exit_code else (old.exit_code, new.exit_code)
+    exit_code = None  # a run recorded by `mlvc commit --command` has no exit code to compare
+    if old.exit_code is not None and old.exit_code != new.exit_code:
+        exit_code = (old.exit_code, new.exit_code)
     env = _env_explanation(old_env or {}, new_env or {})
     same_params = not any(params.values())
     if not outputs and not metrics and same_params and exit_code is None:

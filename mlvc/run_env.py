@@ -24,7 +24,6 @@ from .errors import EnvironmentBuildFailed, MlvcError
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
 CAPTURE_TIMEOUT = 120.0
-NOT_INSTALLED = ("pip",)  # the installer itself: the new venv brings its own
 
 # Run by another interpreter: import mlvc.capture.env from mlvc's own folder without putting
 # that folder (or mlvc's site-packages) on sys.path, so only the target's packages are seen.
@@ -133,13 +132,11 @@ def restore_variables(
 
 
 def requirement_lines(facts: Mapping, run_label: str) -> list[str]:
-    """pip requirement lines pinning every recorded distribution (except pip itself):
-    ``name==version``, or the recorded source for editable, VCS and local installs."""
+    """pip requirement lines pinning every recorded distribution: ``name==version``, or
+    the recorded source for editable, VCS and local installs."""
     sources = facts.get("package_sources", {})
     lines = []
     for name, version in sorted(facts.get("packages", {}).items()):
-        if name in NOT_INSTALLED:
-            continue
         src = sources.get(name) or {}
         url = src.get("url", "")
         if src.get("vcs") and url:
@@ -181,24 +178,24 @@ def base_python(version: str) -> str:
 def build_venv(facts: Mapping, dest: Path, run_label: str, log=print) -> str:
     """Create a virtualenv at ``dest`` holding exactly the recorded distributions; returns
     its python. pip runs with ``--no-deps`` (the record is the full set) and its own
-    configuration (index, find-links, caches), so it works offline where pip does."""
+    configuration (index, find-links, cache), so it works offline wherever pip does."""
     py = facts.get("python", {})
     base = base_python(py.get("version", ""))
     lines = requirement_lines(facts, run_label)
     log(f"creating a virtualenv in {dest} (python {py.get('version', '?')})")
-    _check(
-        subprocess.run([base, "-m", "venv", str(dest)], capture_output=True, text=True),
-        "python -m venv",
-    )
+    outer = _pip_with_python_option()
+    cmd = [base, "-m", "venv", *(["--without-pip"] if outer else []), str(dest)]
+    _check(subprocess.run(cmd, capture_output=True, text=True), "python -m venv")
     python = str(dest / "bin" / "python")
     reqs = dest / "mlvc-requirements.txt"
     reqs.write_text("".join(line + "\n" for line in lines))
     log(f"installing {len(lines)} recorded packages with pip (its own index settings)")
+    # pip from mlvc's environment installs into the new one (--python): much faster than
+    # bootstrapping a pip into it first; the recorded pip is installed like any package
+    pip = [sys.executable, "-m", "pip", "--python", python] if outer else [python, "-m", "pip"]
     done = subprocess.run(
         [
-            python,
-            "-m",
-            "pip",
+            *pip,
             "install",
             "--no-deps",
             "--no-input",
@@ -208,11 +205,27 @@ def build_venv(facts: Mapping, dest: Path, run_label: str, log=print) -> str:
         ],
         capture_output=True,
         text=True,
+        stdin=subprocess.DEVNULL,
     )
     (dest / "mlvc-pip.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise EnvironmentBuildFailed(_pip_failure(done.stdout + done.stderr, dest, run_label))
     return python
+
+
+def _pip_with_python_option() -> bool:
+    """Whether this interpreter has a pip that can install into another (22.3+)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:
+        return False
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        numbers = tuple(int(x) for x in re.findall(r"\d+", version("pip"))[:2])
+    except PackageNotFoundError:
+        return False
+    return numbers >= (22, 3)
 
 
 def _check(done: subprocess.CompletedProcess, what: str) -> None:

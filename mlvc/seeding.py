@@ -7,7 +7,9 @@ for the script itself), and records the seed as the int param ``mlvc.seed`` of t
 
 - the active live run (``mlvc.start_run``), or
 - the run ``mlvc run`` is recording, when the script runs under it, or
-- the next top-level run the script starts.
+- the next top-level run the script starts (only that one).
+
+A run records its first seed; seeding again with another one warns and keeps the first.
 
 Called without a seed it uses ``$MLVC_SEED`` if set, else a fresh random one. ``mlvc
 reproduce`` sets ``MLVC_SEED`` to the recorded ``mlvc.seed``, so even a run that drew its
@@ -24,12 +26,14 @@ import warnings
 
 SEED_PARAM = "mlvc.seed"
 SEED_ENV = "MLVC_SEED"
-_last: int | None = None
+_pending: int | None = None  # seeded outside any run: the next top-level run records it
 
 
-def last_seed() -> int | None:
-    """The seed of the latest ``seed_everything`` call in this process, if any."""
-    return _last
+def take_pending_seed() -> int | None:
+    """The seed set while no run was active, once (for the run that starts next)."""
+    global _pending
+    seed, _pending = _pending, None
+    return seed
 
 
 def seed_everything(seed: int | None = None, deterministic_torch: bool = False) -> int:
@@ -38,7 +42,6 @@ def seed_everything(seed: int | None = None, deterministic_torch: bool = False) 
     ``deterministic_torch`` also asks torch for deterministic algorithms (slower; some ops
     then raise) and sets ``CUBLAS_WORKSPACE_CONFIG`` as CUDA requires for that.
     """
-    global _last
     if seed is None:
         env = os.environ.get(SEED_ENV, "").strip()
         seed = int(env) if env.lstrip("-").isdigit() else random.SystemRandom().randrange(2**31)
@@ -53,7 +56,6 @@ def seed_everything(seed: int | None = None, deterministic_torch: bool = False) 
         numpy.random.seed(seed)
     if importlib.util.find_spec("torch") is not None:
         _seed_torch(seed, deterministic_torch)
-    _last = seed
     _record(seed)
     return seed
 
@@ -70,6 +72,7 @@ def _seed_torch(seed: int, deterministic: bool) -> None:
 
 
 def _record(seed: int) -> None:
+    global _pending
     from .attached import stage_param
     from .errors import UsageError
     from .tracking import active_run
@@ -78,8 +81,8 @@ def _record(seed: int) -> None:
     try:
         if run is not None:
             run.log_param(SEED_PARAM, seed)
-        else:
-            stage_param(SEED_PARAM, seed)
+        elif not stage_param(SEED_PARAM, seed):
+            _pending = seed
     except UsageError:  # seeded twice with different seeds: the run keeps the first
         warnings.warn(
             f"this run already recorded another {SEED_PARAM}; keeping the first",

@@ -560,10 +560,11 @@ def start_run(
         parent=parent,
     )
     if parent is None:
-        from .seeding import last_seed
+        from .seeding import take_pending_seed
 
-        if last_seed() is not None and "mlvc.seed" not in run._params:
-            run.log_param("mlvc.seed", last_seed())
+        seed = take_pending_seed()
+        if seed is not None and "mlvc.seed" not in run._params:
+            run.log_param("mlvc.seed", seed)
     with _stack_lock:
         _stack.append(run)
     return run
