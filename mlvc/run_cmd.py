@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .attached import REPO_ENV, RUN_ENV, WORKTREE_ENV
-from .commit import Inputs, RunSpec, capture_inputs, now_us, record_run
+from .commit import Inputs, RunSpec, capture_inputs, expand, now_us, record_run
 from .errors import CommandFailed, MlvcError, UsageError
 from .ids import ObjectId
 from .objects import FILE, Env, Run, TreeEntry
@@ -237,7 +237,7 @@ def capture(repo, launch: Launch) -> tuple[Inputs, dict]:
     root = repo.root
     cfg = load_project(root)
     environ = dict(os.environ if launch.environ is None else launch.environ)
-    written = [*launch.outputs, *launch.metrics_files, *cfg.metrics]
+    written = [*launch.outputs, *launch.metrics_files, *cfg.metrics, log_name(launch)]
     present = sorted({p for p in written if os.path.lexists(root / p)})
     inputs = capture_inputs(repo, data=launch.data, artifacts=present, cwd=root, env=False)
     python = find_interpreter(launch.argv, environ, root / launch.cwd)
@@ -277,8 +277,9 @@ def execute(
     environ = dict(os.environ if launch.environ is None else launch.environ)
     environ.update({RUN_ENV: key, REPO_ENV: str(repo.dir.parent), WORKTREE_ENV: str(root)})
     _stage(live, launch, inputs, started, root)
-    before = _stamps(root, launch.outputs)
-    log_path = live / "output.log"
+    before = _snapshot(root, _written_paths(root, launch))
+    log_path = root / log_name(launch)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         code, status = _spawn(launch, root / launch.cwd, environ, log_path, interactive)
     except KeyboardInterrupt:
@@ -395,37 +396,49 @@ def _write(dst, out, data: bytes) -> None:
         pass  # our terminal went away; the log still has everything
 
 
-def _stamps(root: Path, paths: Iterable[str]) -> dict[str, tuple]:
+def _written_paths(root: Path, launch: Launch) -> list[str]:
+    """Every path the run may write: declared outputs, metrics files, [track] artifacts."""
+    cfg = load_project(root)
+    paths = [*launch.outputs, *cfg.metrics, *launch.metrics_files, *cfg.artifacts]
+    return list(dict.fromkeys(paths))
+
+
+def _snapshot(root: Path, paths: Iterable[str]) -> dict[str, dict[str, tuple]]:
+    """(inode, size, mtime) of every file at or below each path that exists."""
     out = {}
     for p in paths:
-        try:
-            st = os.stat(root / p)
-        except OSError:
-            continue
-        if not os.path.isdir(root / p):
-            out[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if os.path.lexists(root / p):
+            stamps = {}
+            for f in expand(root, [p]):
+                st = os.lstat(root / f)
+                stamps[f] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            out[p] = stamps
     return out
 
 
 def _record(repo, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
-    """Record the finished command as a run and unstage it."""
+    """Record the finished command as a run and unstage it.
+
+    A declared path whose every file is exactly as it was before the command ran was not
+    written by it: it is left out (with a warning), so a failed run never claims stale
+    results."""
     import json
 
     root = repo.root
     cfg = load_project(root)
     meta = json.loads((live / "meta.json").read_text())
     warnings = []
-    present = [p for p in launch.outputs if os.path.lexists(root / p)]
+    now = _snapshot(root, _written_paths(root, launch))
+    stale = {p for p, files in now.items() if before.get(p) == files}
     for p in launch.outputs:
-        if p not in present and status == "finished":
+        if p not in now and status == "finished":
             warnings.append(f"declared output {p} was not written")
-    for p in present:
-        if p in before and _stamps(root, [p]).get(p) == before[p]:
-            warnings.append(f"output {p} is unchanged since before the run (not rewritten?)")
+    for p in sorted(stale & {*launch.outputs, *launch.metrics_files, *cfg.metrics}):
+        warnings.append(f"{p} is unchanged since before the run, so not recorded as its output")
+    fresh = [p for p in now if p not in stale]
     metrics: dict[str, float] = {}
-    metric_files = list(dict.fromkeys([*cfg.metrics, *launch.metrics_files]))
-    for f in metric_files:
-        if (root / f).is_file():
+    for f in dict.fromkeys([*cfg.metrics, *launch.metrics_files]):
+        if f in fresh and (root / f).is_file():
             try:
                 metrics.update(load_metrics_file(root / f))
             except MlvcError as e:
@@ -435,11 +448,8 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
         if (root / f).is_file():
             params.update(load_params_file(root / f))
     params.update(meta.get("params", {}))
-    arts = {*present, *(f for f in metric_files if (root / f).is_file())}
-    arts |= {p for p in cfg.artifacts if os.path.lexists(root / p)}
-    overlap = arts & set(inputs.data_paths)
-    arts -= overlap
     log = log_name(launch)
+    arts = {*fresh, log} - set(inputs.data_paths)
     entries = {
         p: TreeEntry(p.rsplit("/", 1)[-1], k, ObjectId.parse(i), n)
         for p, (k, i, n) in meta.get("artifacts", {}).items()
@@ -474,7 +484,8 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
     )
     run_id = record_run(repo, spec, root / launch.cwd)
     shutil.rmtree(live, ignore_errors=True)
-    return Outcome(run_id, code, status, launch, sorted(arts), warnings, {**metrics})
+    outputs = sorted(arts - {log})
+    return Outcome(run_id, code, status, launch, outputs, warnings, {**metrics})
 
 
 def _safe(name: str) -> str:

@@ -85,11 +85,14 @@ params = { steps = 5 }
 
 [entry_points.fail]
 command = "python -c 'import sys; print(\\"boom\\"); sys.exit(3)'"
+outputs = ["model"]
+metrics = ["metrics.json"]
 """
 
 
 @pytest.fixture
-def proj(tmp_path) -> Path:
+def proj(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("PATH", environ()["PATH"])  # `python` is this venv's, in process too
     root = tmp_path / "proj"
     root.mkdir()
     for name, text in (("train.py", TRAIN), ("stamp.py", STAMP), ("live.py", LIVE)):
@@ -120,6 +123,18 @@ def mlvc(root: Path, *args: str, code: int = 0, **env: str) -> subprocess.Comple
     return done
 
 
+def inproc(root: Path, *args: str, code: int = 0):
+    """The same command in this process (click's runner): for checks that run nothing."""
+    from click.testing import CliRunner
+
+    from mlvc.cli import main
+
+    done = CliRunner().invoke(main, ["-C", str(root), *args])
+    assert done.exit_code == code, f"mlvc {' '.join(args)}: {done.exit_code}\n{done.output}"
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    return done
+
+
 def files(repo: Repo, spec: str, section: str = "artifacts") -> dict[str, str]:
     return {e["path"]: e["id"] for e in repo.show(spec)[section]["entries"]}
 
@@ -143,7 +158,7 @@ def test_run_records_command_params_outputs_log_and_exit_code(proj):
     env = read_env(repo.store, run.env).facts
     assert env["variables"]["PYTHONHASHSEED"] == "0"  # set by mlvc run
     assert run.extra["entry_point"]["name"] == "train"
-    mlvc(proj, "run", "train", "-P", "epochs=1", "--no-hashseed")
+    inproc(proj, "run", "train", "-P", "epochs=1", "--no-hashseed")
     second = repo.run("HEAD")
     assert second.parents == (repo.resolve("HEAD~1"),)
     assert "PYTHONHASHSEED" not in read_env(repo.store, second.env).facts["variables"]
@@ -151,18 +166,23 @@ def test_run_records_command_params_outputs_log_and_exit_code(proj):
 
 
 def test_failing_command_is_recorded_and_exits_10(proj):
+    (proj / "model").mkdir()
+    (proj / "model" / "old.bin").write_text("from an earlier run")
+    (proj / "metrics.json").write_text('{"acc": 0.99}')
     done = mlvc(proj, "run", "fail", code=10)
     assert "boom" in done.stdout
     assert "the command exited with code 3" in done.stderr
+    assert "model is unchanged since before the run, so not recorded" in done.stderr
     run = Repo(proj).run("HEAD")
     assert run.status == "failed" and run.exit_code == 3
+    assert run.metrics == {}  # the stale metrics file is not this run's
+    assert set(files(Repo(proj), "HEAD")) == {"logs/fail.log"}
     assert b"boom" in b"".join(Repo(proj).cat("HEAD:logs/fail.log"))
 
 
 def test_sweep_runs_the_grid_in_parallel_each_a_run(proj):
     repo = Repo(proj)
-    mlvc(proj, "run", "train")
-    head = repo.head()
+    head = repo.commit("before the sweep")
     done = mlvc(proj, "run", "train", "--sweep", "lr=0.1,0.2", "--sweep", "epochs=1,2", "-j", "2")
     assert "[epochs=2 lr=0.2] epoch 1 loss" in done.stdout  # parallel output is labelled
     runs = [repo.run(r["id"]) for r in repo.log() if r["id"] != head.hex]
@@ -225,7 +245,7 @@ def test_deterministic_run_reproduces_exact(proj, tmp_path):
     }
     weights = (tmp_path / "again" / "model" / "weights.json").read_text()
     assert weights == (proj / "model" / "weights.json").read_text()
-    graph = mlvc(proj, "lineage", "base").stdout
+    graph = inproc(proj, "lineage", "base").stdout
     assert f"reproduces {orig.short}: EXACT" in graph and "(HEAD)" in graph
     assert repo.fsck() == []
 
@@ -243,8 +263,8 @@ def test_clock_in_an_output_reproduces_different_and_names_the_file(proj):
 
 
 def test_a_run_without_a_command_says_so(proj):
-    mlvc(proj, "commit", "-m", "by hand")
-    done = mlvc(proj, "reproduce", "HEAD", code=12)
+    Repo(proj).commit("by hand")
+    done = inproc(proj, "reproduce", "HEAD", code=12)
     assert "records no command: it was made with `mlvc commit`" in done.stderr
 
 
@@ -330,22 +350,19 @@ def test_env_recorded_builds_a_virtualenv_from_the_record_offline(proj, tmp_path
 
 
 def test_reproduce_input_errors(proj, tmp_path):
-    mlvc(proj, "run", "stamp")
+    Repo(proj).commit("x", command=("python", "stamp.py"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    done = mlvc(proj, "reproduce", "HEAD", "--to", str(tmp_path / "full"), code=2)
+    done = inproc(proj, "reproduce", "HEAD", "--to", str(tmp_path / "full"), code=2)
     assert "is not empty" in done.stderr
-    assert "unknown run 'nope'" in mlvc(proj, "reproduce", "nope", code=4).stderr
-    assert "tolerance" in mlvc(proj, "reproduce", "HEAD", "--rtol", "-1", code=2).stderr
+    assert "unknown run 'nope'" in inproc(proj, "reproduce", "nope", code=4).stderr
+    assert "tolerance" in inproc(proj, "reproduce", "HEAD", "--rtol", "-1", code=2).stderr
 
 
 def test_run_errors_are_one_line_before_anything_runs(proj):
-    done = mlvc(proj, "run", "train", "-P", "lr=fast", code=2)
-    assert (
-        done.stderr.strip()
-        == "mlvc: error: param lr=fast is not a valid float; expected e.g. lr=0.01"
-    )
-    done = mlvc(proj, "run", "train", "--sweep", "epochs=1,x", code=2)
+    done = inproc(proj, "run", "train", "-P", "lr=fast", code=2)
+    assert done.stderr == "mlvc: error: param lr=fast is not a valid float; expected e.g. lr=0.01\n"
+    done = inproc(proj, "run", "train", "--sweep", "epochs=1,x", code=2)
     assert "param epochs=x is not a valid int" in done.stderr
     assert Repo(proj).log() == []  # nothing ran: every sweep point is checked first
-    assert json.loads(mlvc(proj, "lineage", "--json").stdout) == []
+    assert json.loads(inproc(proj, "lineage", "--json").stdout) == []
