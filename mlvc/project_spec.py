@@ -16,6 +16,7 @@ same entry point, ``mlvc.toml`` wins. Pure: files in, values out.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -245,12 +246,17 @@ def _table(raw: Mapping, key: str, where: str) -> dict:
 
 
 def _strings(body: Mapping, key: str, where: str) -> tuple[str, ...]:
+    """A list of project-relative paths (a single string is a list of one)."""
     value = body.get(key, [])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UsageError(f"{where}: {key} must be a list of paths")
-    return tuple(value)
+    for v in value:
+        parts = v.replace("\\", "/").split("/")
+        if v.startswith("/") or ".." in parts or not v.strip("./"):
+            raise UsageError(f"{where}: {key} {v!r} must be a path inside the project")
+    return tuple(os.path.normpath(v) for v in value)
 
 
 def _toml_entry(name: str, body: Any, where: str) -> EntryPoint:

@@ -10,7 +10,8 @@ metrics files and logged series, the declared outputs and the log as artifacts.
 A sweep runs the grid of ``--sweep`` values; with ``-j N`` up to N at once, each in its own
 scratch checkout of the captured code and data (``.mlvc/worktrees/<key>``), so parallel runs
 never overwrite each other's outputs. Every run of a sweep has the HEAD of its start as
-parent and the tag ``sweep=<id>``.
+parent and the tag ``sweep=<id>``. HEAD follows what the project folder holds: runs in the
+project move it, parallel runs (whose outputs stay in their artifacts) do not.
 """
 
 from __future__ import annotations
@@ -209,11 +210,18 @@ def run_all(
     inputs, facts = capture(repo, launches[0])
     for w in _python_warnings(launches[0], facts):
         echo(f"warning: {w}")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    launches = [replace(launch, move_head=False) for launch in launches]
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = [pool.submit(_isolated, repo, launch, inputs, echo) for launch in launches]
         for f in as_completed(futures):
             done(f.result())
         return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running ones record as killed
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _isolated(repo, launch: Launch, inputs: Inputs, echo: Echo) -> Outcome:

@@ -115,6 +115,8 @@ def test_values_are_shell_quoted_and_shell_templates_use_sh():
             "bad default",
         ),
         ("[entry_points.a]\n", "command must be a string"),
+        ("[entry_points.a]\ncommand = 'x'\noutputs = ['../up']\n", "must be a path inside"),
+        ("[entry_points.a]\ncommand = 'x'\noutputs = ['/abs']\n", "must be a path inside"),
     ],
 )
 def test_bad_project_files_name_the_problem(tmp_path, body, message):

@@ -190,6 +190,7 @@ def test_sweep_runs_the_grid_in_parallel_each_a_run(proj):
         (0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2),
     ]  # fmt: skip
     assert all(r.parents == (head,) for r in runs)
+    assert repo.head() == head  # parallel outputs are not in the project: HEAD stays
     assert len({r.tags["sweep"] for r in runs}) == 1
     assert len({r.artifacts for r in runs}) == 4  # each its own outputs, none overwritten
     assert not list((proj / ".mlvc" / "worktrees").iterdir())
