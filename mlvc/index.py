@@ -391,7 +391,7 @@ class Index:
             _write_meta(con, {"schema_version": str(SCHEMA_VERSION)})
             con.begin()
             run_ids = sorted(self.refs.run_ids())
-            self._insert_runs(con, run_ids)
+            self._insert_runs(con, run_ids, fresh=True)
             self._finish(con, self._refs_fingerprint(), [o.hex for o in run_ids], [])
             con.commit()
             con.execute("CHECKPOINT")
@@ -402,7 +402,7 @@ class Index:
         os.replace(tmp, self.path)
         _fsync_dir(self.dir)
 
-    def _insert_runs(self, con, run_ids: list[ObjectId]) -> None:
+    def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
         """Insert runs in batches of BATCH_RUNS, decoded in worker processes if many."""
         schemas = {
             t: con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema
@@ -418,9 +418,10 @@ class Index:
             decoded = _Workers(workers).map([(self.store, schemas, c) for c in chunks])
         else:
             decoded = (decode_runs(self.store, schemas, c) for c in chunks)
+        seen = _Seen(con, fresh)
         for tables, trees, envs in decoded:
             _insert_tables(con, tables)
-            _insert_tables(con, _shared_rows(self.store, con, schemas, trees, envs))
+            _insert_tables(con, _shared_rows(self.store, schemas, seen, trees, envs))
 
     def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
         """Refresh what depends on the whole index: refs, runs_wide, meta."""
@@ -678,11 +679,25 @@ def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, l
     return decoder.tables(), sorted(decoder.trees), sorted(decoder.envs)
 
 
-def _shared_rows(store, con, schemas: dict, trees: list[str], envs: list[str]) -> dict:
+class _Seen:
+    """Trees and envs already in the index: asked of DuckDB once, then remembered."""
+
+    def __init__(self, con, fresh: bool):
+        self.con, self.fresh, self.ids = con, fresh, set()
+
+    def new(self, ids: list[str], table: str, column: str) -> list[str]:
+        unseen = set(ids) - self.ids
+        if unseen and not self.fresh:  # a fresh index holds only what this ingest added
+            known = f"SELECT {column} FROM {table} UNION ALL SELECT object_id FROM ingest_errors"
+            unseen -= _present(self.con, known, unseen)
+        self.ids |= set(ids)
+        return sorted(unseen)
+
+
+def _shared_rows(store, schemas: dict, seen: _Seen, trees: list[str], envs: list[str]) -> dict:
     """Rows of the trees and envs not in the index yet (shared by runs: listed once)."""
     rows = _Rows({t: schemas[t] for t in SHARED_ROWS})
-    known = "SELECT tree_id FROM tree_files UNION ALL SELECT object_id FROM ingest_errors"
-    for tree in sorted(set(trees) - _present(con, known, trees)):
+    for tree in seen.new(trees, "tree_files", "tree_id"):
         try:
             files = [
                 (tree, path, e.id.hex, e.size, e.kind)
@@ -692,8 +707,7 @@ def _shared_rows(store, con, schemas: dict, trees: list[str], envs: list[str]) -
             rows.error(None, tree, f"tree unreadable: {e}")
             continue
         rows.rows["tree_files"] += files
-    known = "SELECT env_id FROM env_packages UNION ALL SELECT object_id FROM ingest_errors"
-    for env in sorted(set(envs) - _present(con, known, envs)):
+    for env in seen.new(envs, "env_packages", "env_id"):
         try:
             packages = read_env(store, ObjectId.parse(env)).facts.get("packages") or {}
         except MlvcError as e:
@@ -760,15 +774,18 @@ class _Workers:
                     raise MlvcError(f"an index worker failed: {result}")
                 yield result
         finally:
-            for proc in self.procs:
-                proc.stdin.close()
+            for proc in self.procs:  # EOF ends an idle worker, EPIPE a busy one
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()
+                    except OSError:  # the worker died with a request unread
+                        pass
             for proc in self.procs:
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                proc.stdout.close()
 
     def _send(self, k: int, request: tuple) -> None:
         pickle.dump(request, self.procs[k].stdin, protocol=pickle.HIGHEST_PROTOCOL)
