@@ -635,19 +635,14 @@ class _Decoder(_Rows):
             self.rows["params"].append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
-        in_series = set()
         if run.series is not None:
             try:
                 table = _series_table(self.store.read_bytes(run.series))
-                if run.metrics:
-                    in_series = set(table.column("key").unique().to_pylist())
                 if len(table):
                     self.series.append((rid, table))
             except Exception as e:  # corrupt, missing or not our Parquet shape
                 self.error(rid, run.series.hex, f"metric series unreadable: {e}")
         for key, value in sorted(run.metrics.items()):
-            if key in in_series:
-                continue
             if not is_number(value):
                 self.error(rid, rid, f"metric {key!r} is not a number: {value!r}")
                 continue
@@ -658,13 +653,18 @@ class _Decoder(_Rows):
             return super().table(name)
         import pyarrow as pa
 
+        schema = self.schemas["metrics"]
         rids, series = zip(*self.series, strict=True)
         points = pa.concat_tables(series, promote_options="permissive")
         # Each series' run id repeated along it, without a Python loop over the points.
         ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
         run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
         points = points.add_column(0, "run_id", _run_end_decode(run_col))
-        points = points.select(self.schemas["metrics"].names).cast(self.schemas["metrics"])
+        points = points.select(schema.names).cast(schema)
+        # A final metric is a point only where the run's series lacks that key.
+        pairs = points.group_by(["run_id", "key"]).aggregate([])
+        in_series = set(zip(pairs["run_id"].to_pylist(), pairs["key"].to_pylist(), strict=True))
+        self.rows["metrics"] = [r for r in self.rows["metrics"] if r[:2] not in in_series]
         return pa.concat_tables([super().table(name), points]).combine_chunks()
 
 
@@ -815,10 +815,10 @@ def _run_end_decode(array):
 
 
 def _series_table(data: bytes):
-    """A metric series Parquet blob as a table of key, step, timestamp (UTC), value.
+    """A metric series Parquet blob as a table of key, step, value, timestamp.
 
-    Timestamps may be stored as int64 microseconds or as any Arrow timestamp; other columns
-    are cast to the index's types once per batch.
+    Timestamps may be int64 microseconds or any Arrow timestamp; they come out as int64
+    microseconds (UTC), and every column is cast to the index's types once per batch.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -827,20 +827,18 @@ def _series_table(data: bytes):
     names = set(blob.schema_arrow.names)
     if not {"key", "step", "value"} <= names:
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
-    columns = ["key", "step", "timestamp", "value"] if "timestamp" in names else None
-    table = blob.read(columns=columns or ["key", "step", "value"], use_threads=False)
-    target = pa.timestamp("us", tz="UTC")
-    if columns is None:
-        ts = pa.nulls(len(table), target)
-    else:
-        ts = table.column("timestamp")
-        if pa.types.is_timestamp(ts.type) and ts.type.unit != "us":
+    if "timestamp" not in names:
+        table = blob.read(columns=["key", "step", "value"], use_threads=False)
+        return table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+    table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
+    ts = table.column("timestamp")
+    if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
+        if ts.type.unit != "us":
             ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
-        elif not pa.types.is_timestamp(ts.type):
-            ts = ts.cast(pa.int64())
-        if ts.type != target:
-            ts = ts.cast(target)
-    return table.select(["key", "step", "value"]).add_column(2, "timestamp", ts)
+        ts = ts.cast(pa.int64())
+    elif ts.type != pa.int64():
+        ts = ts.cast(pa.int64())
+    return table.set_column(3, "timestamp", ts)
 
 
 def _micros(t) -> int | None:
