@@ -73,7 +73,8 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
         metrics = " ".join(f"{k}={v:.6g}" for k, v in sorted(o.metrics.items())[:6])
         _status(
             f"[{o.run_id.short}] {o.launch.entry}{label}: {o.status} (exit {o.exit_code}), "
-            f"{len(o.outputs)} outputs" + (f", {metrics}" if metrics else "")
+            f"{len(o.outputs)} output{'' if len(o.outputs) == 1 else 's'}"
+            + (f", {metrics}" if metrics else "")
         )
 
     outcomes = run_entry(

@@ -16,7 +16,7 @@ same entry point, ``mlvc.toml`` wins. Pure: files in, values out.
 from __future__ import annotations
 
 import math
-import os
+import posixpath
 import re
 import shlex
 from collections.abc import Mapping
@@ -256,7 +256,7 @@ def _strings(body: Mapping, key: str, where: str) -> tuple[str, ...]:
         parts = v.replace("\\", "/").split("/")
         if v.startswith("/") or ".." in parts or not v.strip("./"):
             raise UsageError(f"{where}: {key} {v!r} must be a path inside the project")
-    return tuple(os.path.normpath(v) for v in value)
+    return tuple(posixpath.normpath(v) for v in value)
 
 
 def _toml_entry(name: str, body: Any, where: str) -> EntryPoint:

@@ -497,6 +497,7 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
 
 
 def _safe(name: str) -> str:
+    """An entry point's name as a file name (mlvc.project._entry_outputs does the same)."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip(".") or "command"
 
 
