@@ -469,5 +469,9 @@ def index_rebuild():
     click.echo(f"index rebuilt: {n} runs")
 
 
+from .cli_models import models  # noqa: E402  (the models command group, docs/models.md)
+
+main.add_command(models)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

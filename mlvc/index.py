@@ -37,7 +37,7 @@ from .trees import read_env, read_run, walk
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model registry tables
 LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
@@ -72,6 +72,13 @@ CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
 CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
 CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
 CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,
+    source VARCHAR, flavor VARCHAR, flavors VARCHAR[], signature VARCHAR,
+    registered_by VARCHAR, registered_at TIMESTAMPTZ);
+CREATE TABLE model_aliases (name VARCHAR, alias VARCHAR, version INTEGER, model_id VARCHAR,
+    set_by VARCHAR, set_at TIMESTAMPTZ);
+CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, version INTEGER,
+    previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
 CREATE VIEW files AS
     SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
     FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
@@ -418,19 +425,42 @@ class Index:
             if rows:
                 kinds, names, ids = zip(*rows, strict=True)
                 _insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+            self._refresh_models(con)
         meta = {"refs_fingerprint": fingerprint}
         if new or dropped:
             meta["runs_wide"] = _refresh_runs_wide(con, stored.get("runs_wide"), new)
         _write_meta(con, meta)
 
+    def _refresh_models(self, con) -> None:
+        """Rewrite the model registry tables from refs/models (a few rows per model)."""
+        import pyarrow as pa
+
+        from .models.registry import index_rows
+
+        for table, rows in index_rows(self.refs, self.store).items():
+            con.execute(f"DELETE FROM {table}")
+            if rows:
+                schema = con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+                cols = list(zip(*rows, strict=True))
+                arrays = [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)]
+                _insert(con, table, pa.Table.from_arrays(arrays, schema=schema))
+
     def _refs_fingerprint(self) -> str:
-        """Identity of refs/names and refs/tags as of now: any ref written there changes it.
+        """Identity of refs/names, refs/tags and the model registry's folders as of now: any
+        ref written there changes it.
 
         A directory changed in the last couple of seconds may change again within the same
         mtime tick, so such a fingerprint is marked unsettled and never matches.
         """
         parts, newest = [], 0
-        for ns in ("names", "tags"):
+        models = self.dir / "refs" / "models"
+        folders = ["names", "tags", "models"]
+        try:
+            for name in sorted(os.listdir(models)):
+                folders += [f"models/{name}/versions", f"models/{name}/aliases"]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        for ns in folders:
             try:
                 st = os.stat(self.dir / "refs" / ns)
             except FileNotFoundError:

@@ -1,0 +1,53 @@
+"""The ``sklearn`` flavor: scikit-learn estimators and pipelines, pickled with cloudpickle
+(so a FunctionTransformer around a function from ``__main__`` still loads elsewhere)."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+from . import pyfunc
+
+NAME = "sklearn"
+PACKAGES = ("scikit-learn", "numpy", "scipy", "cloudpickle")
+DATA = "model.pkl"
+
+
+def matches(model) -> bool:
+    base = sys.modules.get("sklearn.base")
+    return base is not None and isinstance(model, base.BaseEstimator)
+
+
+def save(model, path: Path) -> dict:
+    import sklearn
+
+    pyfunc.dump(model, path / DATA)
+    return {
+        "pickled_model": DATA,
+        "serialization_format": "cloudpickle",
+        "sklearn_version": sklearn.__version__,
+    }
+
+
+def load(path: Path, conf: dict):
+    fmt = conf.get("serialization_format", "cloudpickle")
+    if fmt not in ("pickle", "cloudpickle"):
+        from ..errors import ModelError
+
+        raise ModelError(f"sklearn models serialized as {fmt!r} are not supported; use pickle")
+    import cloudpickle  # noqa: F401
+
+    with open(path / conf.get("pickled_model", DATA), "rb") as f:
+        return pickle.load(f)
+
+
+def predict(native, data, kind, conf=None):
+    """Tables go in as DataFrames when the estimator was fitted on named columns."""
+    from ..signature import kind_of, to_kind, to_table
+
+    if kind_of(data) in ("arrow", "dict", "records"):
+        table = to_table(data)
+        named = hasattr(native, "feature_names_in_")
+        data = to_kind(table, "pandas" if named or kind == "pandas" else "numpy")
+    return getattr(native, (conf or {}).get("predict_fn") or "predict")(data)
