@@ -156,6 +156,7 @@ def load_example(path: Path, info: dict | None):
         return np.asarray(doc.get("inputs", doc))
     if info.get("type") == "dataframe" and isinstance(doc, dict) and "columns" in doc:
         from .payload import split_table
+        from .signature import to_kind
 
-        return split_table(doc)
+        return to_kind(split_table(doc), "pandas")
     return None

@@ -29,10 +29,34 @@ class PythonModel:
         pass
 
 
+PythonModel.__module__ = "mlflow.pyfunc.model"  # pickles refer to the base class by this path
+
+
 class PythonModelContext:
     def __init__(self, artifacts: dict, model_config: dict | None = None):
         self.artifacts = artifacts
         self.model_config = model_config or {}
+
+
+class _TypeHints:
+    """Stand-in for MLflow 3's type-hint record, which its predict wrapper refers to."""
+
+    def __init__(self, input=None, output=None):
+        self.input = input
+        self.output = output
+
+
+# What pickles of MLflow 2 and 3 custom models refer to by name (MLflow 3 wraps predict in
+# a function of mlflow.pyfunc.utils.data_validation, pickled by value).
+STAND_IN_MODULES = (
+    "mlflow",
+    "mlflow.models",
+    "mlflow.models.signature",
+    "mlflow.pyfunc",
+    "mlflow.pyfunc.model",
+    "mlflow.pyfunc.utils",
+    "mlflow.pyfunc.utils.data_validation",
+)
 
 
 @contextlib.contextmanager
@@ -44,14 +68,17 @@ def _stand_in():
         return
     except ImportError:
         pass
-    names = ("mlflow", "mlflow.pyfunc", "mlflow.pyfunc.model")
-    saved = {n: sys.modules.get(n) for n in names}
-    mods = {n: types.ModuleType(n) for n in names}
-    mods["mlflow"].pyfunc = mods["mlflow.pyfunc"]
-    mods["mlflow.pyfunc"].model = mods["mlflow.pyfunc.model"]
+    saved = {n: sys.modules.get(n) for n in STAND_IN_MODULES}
+    mods = {n: types.ModuleType(n) for n in STAND_IN_MODULES}
+    for name, mod in mods.items():  # each package holds its submodules as attributes
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(mods[parent], child, mod)
+            mods[parent].__path__ = []
     for mod in (mods["mlflow.pyfunc"], mods["mlflow.pyfunc.model"]):
         mod.PythonModel = PythonModel
         mod.PythonModelContext = PythonModelContext
+    mods["mlflow.models.signature"]._TypeHints = _TypeHints
     sys.modules.update(mods)
     try:
         yield

@@ -32,14 +32,39 @@ def save(model, path: Path) -> dict:
 
 def load(path: Path, conf: dict):
     fmt = conf.get("serialization_format", "cloudpickle")
+    if fmt == "skops":  # MLflow 3's default: a safer format than pickle
+        return _load_skops(path / conf.get("pickled_model", "model.skops"), conf)
     if fmt not in ("pickle", "cloudpickle"):
         from ..errors import ModelError
 
-        raise ModelError(f"sklearn models serialized as {fmt!r} are not supported; use pickle")
+        raise ModelError(
+            f"sklearn models serialized as {fmt!r} are not supported (pickle, cloudpickle, skops)"
+        )
     import cloudpickle  # noqa: F401
 
     with open(path / conf.get("pickled_model", DATA), "rb") as f:
         return pickle.load(f)
+
+
+def _load_skops(file: Path, conf: dict):
+    try:
+        import skops.io as sio
+    except ImportError:
+        from ..errors import MissingExtra
+
+        raise MissingExtra(
+            "this sklearn model is serialized with skops (MLflow's default): pip install skops"
+        ) from None
+    trusted = conf.get("skops_trusted_types")
+    untrusted = [t for t in sio.get_untrusted_types(file=file) if t not in (trusted or [])]
+    if untrusted:
+        from ..errors import ModelError
+
+        raise ModelError(
+            f"{file} holds types skops does not trust by default: {', '.join(untrusted)}; "
+            "list them in the MLmodel's skops_trusted_types if you trust this model"
+        )
+    return sio.load(file, trusted=trusted or None)
 
 
 def predict(native, data, kind, conf=None):
