@@ -46,7 +46,9 @@ def cli(project):
     def invoke(*args, ok=True):
         result = runner.invoke(main, list(args), catch_exceptions=False)
         if ok and result.exit_code != 0:
-            raise AssertionError(f"mlvc {' '.join(args)} exited {result.exit_code}:\n{result.output}")
+            raise AssertionError(
+                f"mlvc {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+            )
         return result
 
     return invoke

@@ -36,9 +36,29 @@ def test_outside_a_repository_says_to_init(tmp_path, monkeypatch):
 
 
 def test_commit_records_everything(cli, repo, project):
-    r = cli("commit", "-m", "first", "-n", "base", "-p", "lr=0.01", "-p", "epochs=3",
-            "-p", "opt=adam", "-p", "nesterov=true", "-M", "acc=0.91", "--data", "data",
-            "-t", "baseline", "-t", "team=vision")
+    r = cli(
+        "commit",
+        "-m",
+        "first",
+        "-n",
+        "base",
+        "-p",
+        "lr=0.01",
+        "-p",
+        "epochs=3",
+        "-p",
+        "opt=adam",
+        "-p",
+        "nesterov=true",
+        "-M",
+        "acc=0.91",
+        "--data",
+        "data",
+        "-t",
+        "baseline",
+        "-t",
+        "team=vision",
+    )
     assert "base" in r.output and "first" in r.output
     run = repo.run("HEAD")
     assert run.message == "first" and run.name == "base"
@@ -152,7 +172,9 @@ def test_checkout_to_dir_reproduces_bytes(cli, repo, project, tmp_path):
     out = tmp_path / "replay"
     cli("checkout", first.hex[:8], "--to", str(out))
     assert (out / "train.py").read_text() == "print('training')\n"
-    assert (out / "data" / "train.csv").read_bytes() == (project / "data" / "train.csv").read_bytes()
+    assert (out / "data" / "train.csv").read_bytes() == (
+        project / "data" / "train.csv"
+    ).read_bytes()
     assert os.access(out / "run.sh", os.X_OK)
     assert os.readlink(out / "link.py") == "train.py"
     assert repo.head() != first  # --to does not move HEAD
@@ -184,8 +206,10 @@ def test_query_formats(cli, repo, project, tmp_path):
     table = cli("query", sql).output
     assert "params.lr" in table and "(2 rows)" in table
     rows = json.loads(cli("query", sql, "--format", "json").output)
-    assert rows == [{"name": "a", "params.lr": 0.1, "metrics.acc": 0.5},
-                    {"name": "b", "params.lr": 0.2, "metrics.acc": 0.7}]
+    assert rows == [
+        {"name": "a", "params.lr": 0.1, "metrics.acc": 0.5},
+        {"name": "b", "params.lr": 0.2, "metrics.acc": 0.7},
+    ]
     csv = cli("query", sql, "-f", "csv").output.splitlines()
     assert csv[0].replace('"', "") == "name,params.lr,metrics.acc" and len(csv) == 3
     out = tmp_path / "r.parquet"
@@ -203,7 +227,7 @@ def test_query_formats(cli, repo, project, tmp_path):
 def test_deleted_index_is_rebuilt_identically(cli, repo, project):
     for i in range(3):
         cli("commit", "-q", "-p", f"i={i}", "-M", f"m={i / 2}", "--data", "data")
-    sql = ("SELECT * FROM runs_wide ORDER BY id")
+    sql = "SELECT * FROM runs_wide ORDER BY id"
     before = repo.query(sql)
     files_before = repo.query("SELECT * FROM files ORDER BY run_id, section, path")
     os.unlink(project / ".mlvc" / "index.duckdb")
@@ -249,7 +273,10 @@ def test_ambiguous_prefix_lists_candidates(repo, project):
     from mlvc.errors import AmbiguousRun
     from mlvc.ids import ObjectId
 
-    a, b = ObjectId(bytes.fromhex("abcd01" + "0" * 58)), ObjectId(bytes.fromhex("abcd02" + "0" * 58))
+    a, b = (
+        ObjectId(bytes.fromhex("abcd01" + "0" * 58)),
+        ObjectId(bytes.fromhex("abcd02" + "0" * 58)),
+    )
     repo.refs.add_run(a)
     repo.refs.add_run(b)
     with pytest.raises(AmbiguousRun) as err:

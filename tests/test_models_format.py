@@ -155,7 +155,9 @@ def test_model_from_main_loads_in_another_process(tmp_path):
         )
     )
     subprocess.run([sys.executable, str(script), str(tmp_path / "m")], check=True)
-    loader = f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}).predict({{'x': [2.0]}}))"
+    loader = (
+        f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}).predict({{'x': [2.0]}}))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", loader], check=True, capture_output=True, text=True, cwd="/"
     )
@@ -165,7 +167,9 @@ def test_model_from_main_loads_in_another_process(tmp_path):
 def test_code_paths_are_importable_at_load(tmp_path):
     pkg = tmp_path / "src" / "mymodels"
     pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("class Neg:\n    def predict(self, d):\n        return [-v for v in d]\n")
+    (pkg / "__init__.py").write_text(
+        "class Neg:\n    def predict(self, d):\n        return [-v for v in d]\n"
+    )
     sys.path.insert(0, str(tmp_path / "src"))
     try:
         import mymodels
@@ -275,7 +279,9 @@ def test_mlflow_sklearn_dir_loads(tmp_path, iris):
     d.mkdir()
     (d / "MLmodel").write_text(SKLEARN_MLMODEL)
     (d / "model.pkl").write_bytes(cloudpickle.dumps(clf))
-    (d / "input_example.json").write_text(json.dumps(json.loads(X.head(2).to_json(orient="split")) | {"index": None}))
+    (d / "input_example.json").write_text(
+        json.dumps(json.loads(X.head(2).to_json(orient="split")) | {"index": None})
+    )
     model = mm.load(d)
     assert model.flavor == "sklearn" and model.metadata["source_format"] == "mlflow"
     assert model.predict(X.head(5)).tolist() == clf.predict(X.head(5)).tolist()
@@ -300,7 +306,7 @@ def test_mlflow3_custom_python_model_loads_without_mlflow():
     """A custom mlflow.pyfunc.PythonModel written by MLflow 3.17 (its pickle refers into
     mlflow, which stand-in modules provide while it loads)."""
     d = FIXTURES / "mlflow3_custom_pyfunc"
-    if not sys.version_info[:2] == (3, 11):
+    if sys.version_info[:2] != (3, 11):
         pytest.skip("the fixture's pickle holds Python 3.11 code")
     model = mm.load(d)
     X = pd.DataFrame(

@@ -221,15 +221,15 @@ def test_cli_predict_reads_json_csv_and_arrow(cli, repo, project):
         mm.log_model(Plus(1), "clf", input_example=EXAMPLE, registered_model_name="p")
     (project / "in.json").write_text(json.dumps({"inputs": {"x": [1.0, 2.0]}}))
     (project / "in.csv").write_text("x\n3\n")
-    with pa.OSFile(str(project / "in.arrow"), "wb") as sink:
-        with pa.ipc.new_stream(sink, pa.schema([("x", pa.float64())])) as w:
-            w.write_table(pa.table({"x": [4.0]}))
+    schema = pa.schema([("x", pa.float64())])
+    with pa.OSFile(str(project / "in.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as w:
+        w.write_table(pa.table({"x": [4.0]}))
     assert json.loads(cli("models", "predict", "p", "-i", "in.json").output) == {
         "predictions": [2.0, 3.0]
     }
-    assert json.loads(cli("models", "predict", "p/1", "-i", "in.csv").output)[
-        "predictions"
-    ] == [4.0]
+    assert json.loads(cli("models", "predict", "p/1", "-i", "in.csv").output)["predictions"] == [
+        4.0
+    ]
     assert json.loads(cli("models", "predict", "models:/p/1", "-i", "in.arrow").output)[
         "predictions"
     ] == [5.0]

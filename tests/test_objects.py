@@ -41,13 +41,24 @@ def test_golden_bytes():
         "93a474726565019294a161a3646972c420" + A.hex + "07"
         "94a5622e747874a466696c65c420" + B.hex + "01"
     )
-    assert encode(Env({"b": 1, "a": [1.5, True]})).hex() == "93a3656e760182a16192cb3ff8000000000000c3a16201"
+    assert (
+        encode(Env({"b": 1, "a": [1.5, True]})).hex()
+        == "93a3656e760182a16192cb3ff8000000000000c3a16201"
+    )
 
 
 def test_golden_run_id_is_stable():
-    run = Run(parents=(A,), name="n", message="m", author="x", started=1, ended=2,
-              params={"lr": 0.1, "epochs": 3, "opt": "adam", "nesterov": False},
-              metrics={"acc": 0.5}, tags={"t": ""})
+    run = Run(
+        parents=(A,),
+        name="n",
+        message="m",
+        author="x",
+        started=1,
+        ended=2,
+        params={"lr": 0.1, "epochs": 3, "opt": "adam", "nesterov": False},
+        metrics={"acc": 0.5},
+        tags={"t": ""},
+    )
     assert object_id(run).hex == GOLDEN_RUN_ID
 
 
@@ -73,8 +84,17 @@ def test_unsorted_or_duplicate_tree_refused():
         Tree((TreeEntry("a", "file", A, 0), TreeEntry("a", "file", B, 0)))
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", b"\x93\xa4tree\x02\x90", b"\x93\xa3zzz\x01\x90",
-                                  b"\x91\x01", b"\x93\xa3run\x01\x81\xa3bad\x01"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        b"\x93\xa4tree\x02\x90",
+        b"\x93\xa3zzz\x01\x90",
+        b"\x91\x01",
+        b"\x93\xa3run\x01\x81\xa3bad\x01",
+    ],
+)
 def test_garbage_is_a_decode_error(data):
     with pytest.raises(DecodeError):
         decode(data)
@@ -85,27 +105,49 @@ def test_wrong_kind_refused():
         decode(encode(Tree()), expect=Run)
 
 
-scalars = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                    st.floats(allow_nan=False), st.text(max_size=20))
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
 keys = st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=12)
 names = keys.filter(lambda n: n not in (".", "..") and "/" not in n)
 ids = st.binary(min_size=32, max_size=32).map(ObjectId)
 
 
-@given(st.lists(st.tuples(names, st.sampled_from(["file", "exec", "symlink", "dir"]), ids,
-                          st.integers(0, 2**40)), max_size=20, unique_by=lambda t: t[0]))
+@given(
+    st.lists(
+        st.tuples(
+            names, st.sampled_from(["file", "exec", "symlink", "dir"]), ids, st.integers(0, 2**40)
+        ),
+        max_size=20,
+        unique_by=lambda t: t[0],
+    )
+)
 def test_tree_round_trip(entries):
     tree = Tree.of(TreeEntry(*e) for e in entries)
     assert decode(encode(tree)) == tree
     assert encode(decode(encode(tree))) == encode(tree)
 
 
-@given(params=st.dictionaries(keys, scalars, max_size=10),
-       metrics=st.dictionaries(keys, st.floats(allow_nan=False), max_size=5),
-       parents=st.lists(ids, max_size=3), code=st.none() | ids, msg=st.text(max_size=50))
+@given(
+    params=st.dictionaries(keys, scalars, max_size=10),
+    metrics=st.dictionaries(keys, st.floats(allow_nan=False), max_size=5),
+    parents=st.lists(ids, max_size=3),
+    code=st.none() | ids,
+    msg=st.text(max_size=50),
+)
 def test_run_round_trip(params, metrics, parents, code, msg):
-    run = Run(parents=tuple(parents), params=params, metrics=metrics, code=code, message=msg,
-              command=("python", "train.py"), git={"commit": "abc", "dirty": True})
+    run = Run(
+        parents=tuple(parents),
+        params=params,
+        metrics=metrics,
+        code=code,
+        message=msg,
+        command=("python", "train.py"),
+        git={"commit": "abc", "dirty": True},
+    )
     assert decode(encode(run)) == run
 
 
