@@ -398,10 +398,9 @@ def checkout(spec, to, only, force, quiet):
     r = repo()
     res = r.checkout(spec, to=to, only=only, force=force)
     if not quiet:
-        oid = r.resolve(spec)
         where = f" into {res.target}" if to else ""
         click.echo(
-            f"checked out {oid.short}{where}: {len(res.written)} written, "
+            f"checked out {res.run_id.short}{where}: {len(res.written)} written, "
             f"{res.unchanged} unchanged, {len(res.removed)} removed"
         )
 

@@ -7,6 +7,7 @@ at any point leaves either no run or a complete one; the index catches up on its
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -94,26 +95,29 @@ def expand(root: Path, rels: Iterable[str]) -> list[str]:
 
 
 def author() -> str:
-    if os.environ.get("MLVC_AUTHOR"):
-        return os.environ["MLVC_AUTHOR"]
-    name = _git_config("user.name")
-    email = _git_config("user.email")
+    """``MLVC_AUTHOR``, else git's user.name <user.email>, else user@host."""
+    return os.environ.get("MLVC_AUTHOR") or _configured_author()
+
+
+@functools.lru_cache(maxsize=1)
+def _configured_author() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "config", "--get-regexp", r"^user\.(name|email)$"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    name, email = conf.get("user.name", "").strip(), conf.get("user.email", "").strip()
     if name:
         return f"{name} <{email}>" if email else name
     try:
         return f"{getpass.getuser()}@{socket.gethostname()}"
     except Exception:
         return "unknown"
-
-
-def _git_config(key: str) -> str:
-    try:
-        r = subprocess.run(
-            ["git", "config", "--get", key], capture_output=True, text=True, timeout=5
-        )
-        return r.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 @dataclass(frozen=True)

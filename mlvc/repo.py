@@ -207,14 +207,17 @@ class Repo:
         paths = run.extra.get("paths", {}) if head else {}
         data = sorted({*paths.get("data", ()), *cfg.data})
         arts = sorted({*paths.get("artifacts", ()), *cfg.artifacts})
-        present = {
-            "code": code_files(self.root, exclude=[*data, *arts]),
-            "data": expand(self.root, [p for p in data if os.path.lexists(self.root / p)]),
-            "artifacts": expand(self.root, [p for p in arts if os.path.lexists(self.root / p)]),
-        }
+        recorded = {sec: run_files(self.store, run, [sec]) for sec in ("code", "data", "artifacts")}
+        present = {"code": code_files(self.root, exclude=[*data, *arts])}
+        for sec, paths in (("data", data), ("artifacts", arts)):
+            # files logged one by one (not under a tracked path) count where they were recorded
+            listed = expand(self.root, [p for p in paths if os.path.lexists(self.root / p)])
+            present[sec] = sorted(
+                {*listed, *(p for p in recorded[sec] if os.path.lexists(self.root / p))}
+            )
         out = {"head": head.hex if head else None}
         for sec, files in present.items():
-            out[sec] = compare(self.store, run_files(self.store, run, [sec]), self.root, files)
+            out[sec] = compare(self.store, recorded[sec], self.root, files)
         return out
 
     # -- writing the working tree ---------------------------------------------------------
@@ -231,12 +234,15 @@ class Repo:
             head_run = read_run(self.store, head) if head else None
             result = checkout(self.store, run, self.root, sections, head=head_run, force=force)
             self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+            result.run_id = oid
             return result
         dest = Path(to).resolve()
         if dest == self.root or self.dir in (dest, *dest.parents):
             raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
         dest.mkdir(parents=True, exist_ok=True)
-        return checkout(self.store, run, dest, sections, force=force)
+        result = checkout(self.store, run, dest, sections, force=force)
+        result.run_id = oid
+        return result
 
     # -- index and integrity --------------------------------------------------------------
 

@@ -214,3 +214,13 @@ def test_concurrent_writers_lose_nothing(project):
     points = repo.query("SELECT count(*) AS n FROM metrics").to_pylist()[0]["n"]
     assert points == workers * per * 20
     assert repo.fsck() == []
+
+
+def test_status_counts_logged_artifacts_where_they_were_recorded(repo, project):
+    (project / "w.bin").write_bytes(b"1")
+    with mlvc.start_run(repo=repo) as run:
+        run.log_artifact(project / "w.bin")
+    st = repo.status()
+    assert st["artifacts"] == {"added": [], "removed": [], "modified": []}
+    (project / "w.bin").write_bytes(b"2")
+    assert repo.status()["artifacts"]["modified"] == ["w.bin"]
