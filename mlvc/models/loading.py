@@ -255,6 +255,11 @@ class Model:
             data = enforce(inputs, data)
         return self._mod.predict(self._native, data, self.input_kind, self._conf)
 
+    def for_serving(self) -> Model:
+        """Let the flavor take its serving shortcuts (see flavors.sklearn.predict)."""
+        self._conf = {**self._conf, "serving": True}
+        return self
+
     def unwrap(self):
         """The native model (the estimator, module, session or object that was saved)."""
         return self._native[0] if self.flavor == "mlflow_pyfunc" else self._native

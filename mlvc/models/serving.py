@@ -85,11 +85,16 @@ def _error(status: int, code: str, message: str):
 
 def create_app(model: Model):
     """The Starlette app serving one loaded model."""
+    import warnings
+
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
+    model.for_serving()
+    # Columns are checked against the signature before sklearn sees an array (for_serving).
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     meta = metadata_doc(model)
     schema = model.signature.inputs if model.signature else None
     version_doc = {

@@ -46,6 +46,17 @@ def load(path: Path, conf: dict):
         return pickle.load(f)
 
 
+def _reads_values_only(native) -> bool:
+    """A scikit-learn estimator itself, not a pipeline or column selector (which may pick
+    columns by name)."""
+    module = type(native).__module__
+    if not module.startswith("sklearn.") or module.startswith(
+        ("sklearn.pipeline", "sklearn.compose")
+    ):
+        return False
+    return not any(hasattr(native, a) for a in ("steps", "transformers", "transformer_list"))
+
+
 def _load_skops(file: Path, conf: dict):
     try:
         import skops.io as sio
@@ -68,11 +79,19 @@ def _load_skops(file: Path, conf: dict):
 
 
 def predict(native, data, kind, conf=None):
-    """Tables go in as DataFrames when the estimator was fitted on named columns."""
+    """Tables go in as DataFrames when the estimator was fitted on named columns.
+
+    When serving (``conf["serving"]``), a plain scikit-learn estimator whose fitted column
+    names are exactly the table's, in order, gets the array instead: it reads only the
+    values, and sklearn's DataFrame checks cost several times the prediction itself.
+    """
     from ..signature import kind_of, to_kind, to_table
 
     if kind_of(data) in ("arrow", "dict", "records"):
         table = to_table(data)
-        named = hasattr(native, "feature_names_in_")
-        data = to_kind(table, "pandas" if named or kind == "pandas" else "numpy")
+        names = getattr(native, "feature_names_in_", None)
+        if names is not None and (conf or {}).get("serving") and _reads_values_only(native):
+            if list(names) == table.column_names:
+                return getattr(native, conf.get("predict_fn") or "predict")(to_kind(table, "numpy"))
+        data = to_kind(table, "pandas" if names is not None or kind == "pandas" else "numpy")
     return getattr(native, (conf or {}).get("predict_fn") or "predict")(data)
