@@ -326,3 +326,22 @@ def test_mlflow_dir_with_unknown_loader_needs_mlflow(tmp_path):
     )
     with pytest.raises(ModelError, match="needs MLflow to load: pip install mlflow"):
         mm.load(tmp_path)
+
+
+def test_serving_shortcut_gives_the_same_predictions(tmp_path, iris):
+    """Serving hands plain estimators an array; pipelines that select columns by name still
+    get a DataFrame."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf, X, y = iris
+    cols = ["petal length (cm)", "petal width (cm)"]
+    pipe = make_pipeline(
+        ColumnTransformer([("s", StandardScaler(), cols)]), type(clf)(max_iter=500)
+    ).fit(X, y)
+    for name, est in (("plain", clf), ("pipe", pipe)):
+        mm.save(est, tmp_path / name, input_example=X.head(3))
+        served = mm.load(tmp_path / name).for_serving()
+        table = pa.Table.from_pandas(X, preserve_index=False)
+        assert served.predict(table).tolist() == est.predict(X).tolist(), name
