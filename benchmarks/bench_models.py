@@ -148,7 +148,13 @@ def build_models(tmp: Path) -> tuple[Path, Path | None, str]:
         "print(mlflow.__version__)\n"
     )
     out = subprocess.run(
-        [str(PEERS / "bin" / "python"), "-c", script, str(tmp / "clf.pkl"), str(tmp / "mlflow-model")],
+        [
+            str(PEERS / "bin" / "python"),
+            "-c",
+            script,
+            str(tmp / "clf.pkl"),
+            str(tmp / "mlflow-model"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
