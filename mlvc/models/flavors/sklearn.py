@@ -90,8 +90,8 @@ def predict(native, data, kind, conf=None):
     if kind_of(data) in ("arrow", "dict", "records"):
         table = to_table(data)
         names = getattr(native, "feature_names_in_", None)
-        if names is not None and (conf or {}).get("serving") and _reads_values_only(native):
-            if list(names) == table.column_names:
-                return getattr(native, conf.get("predict_fn") or "predict")(to_kind(table, "numpy"))
+        serving = (conf or {}).get("serving") and names is not None
+        if serving and _reads_values_only(native) and list(names) == table.column_names:
+            return getattr(native, conf.get("predict_fn") or "predict")(to_kind(table, "numpy"))
         data = to_kind(table, "pandas" if names is not None or kind == "pandas" else "numpy")
     return getattr(native, (conf or {}).get("predict_fn") or "predict")(data)
