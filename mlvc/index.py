@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -642,7 +643,16 @@ class _Decoder(_Rows):
         except MlvcError as e:
             self.error(oid.hex, oid.hex, f"run object unreadable: {e}")
             return
-        self._add_run(oid.hex, run)
+        sizes = {t: len(r) for t, r in self.rows.items()}
+        n_series = len(self.series)
+        try:
+            self._add_run(oid.hex, run)
+        except Exception as e:  # a run object with values no column can hold
+            for t, n in sizes.items():
+                del self.rows[t][n:]
+            del self.series[n_series:]
+            self.error(oid.hex, oid.hex, f"run cannot be indexed: {e}")
+            return
         self.trees.update(t.hex for t in run.sections.values() if t is not None)
         if run.env is not None:
             self.envs.add(run.env.hex)
@@ -656,7 +666,7 @@ class _Decoder(_Rows):
             _text(run.author), parents[0] if parents else None, parents, started, started,
             ended, (ended - started) / 1e6 if started and ended else None,
             shlex.join(str(a) for a in run.command), _text(run.cwd),
-            run.exit_code if isinstance(run.exit_code, int) else None,
+            _int64(run.exit_code),
             _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
             _git_dirty(git), _hex(run.reproduces),
@@ -665,19 +675,14 @@ class _Decoder(_Rows):
             self.rows["params"].append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
-        in_series = set()
         if run.series is not None:
             try:
                 table = _series_table(self.store.read_bytes(run.series))
-                if run.metrics:
-                    in_series = set(table.column("key").unique().to_pylist())
                 if len(table):
                     self.series.append((rid, table))
             except Exception as e:  # corrupt, missing or not our Parquet shape
                 self.error(rid, run.series.hex, f"metric series unreadable: {e}")
         for key, value in sorted(run.metrics.items()):
-            if key in in_series:
-                continue
             if not is_number(value):
                 self.error(rid, rid, f"metric {key!r} is not a number: {value!r}")
                 continue
@@ -688,13 +693,18 @@ class _Decoder(_Rows):
             return super().table(name)
         import pyarrow as pa
 
+        schema = self.schemas["metrics"]
         rids, series = zip(*self.series, strict=True)
-        points = pa.concat_tables(series, promote_options="permissive")
+        points = pa.concat_tables(series)
         # Each series' run id repeated along it, without a Python loop over the points.
         ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
         run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
         points = points.add_column(0, "run_id", _run_end_decode(run_col))
-        points = points.select(self.schemas["metrics"].names).cast(self.schemas["metrics"])
+        points = points.select(schema.names).cast(schema)
+        # A final metric is a point only where the run's series lacks that key.
+        pairs = points.group_by(["run_id", "key"]).aggregate([])
+        in_series = set(zip(pairs["run_id"].to_pylist(), pairs["key"].to_pylist(), strict=True))
+        self.rows["metrics"] = [r for r in self.rows["metrics"] if r[:2] not in in_series]
         return pa.concat_tables([super().table(name), points]).combine_chunks()
 
 
@@ -845,10 +855,10 @@ def _run_end_decode(array):
 
 
 def _series_table(data: bytes):
-    """A metric series Parquet blob as a table of key, step, timestamp (UTC), value.
+    """A metric series Parquet blob as a table of key, step, value, timestamp (int64 µs).
 
-    Timestamps may be stored as int64 microseconds or as any Arrow timestamp; other columns
-    are cast to the index's types once per batch.
+    Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
+    the index's types cannot hold raise, so one bad blob never spoils a batch.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -857,25 +867,43 @@ def _series_table(data: bytes):
     names = set(blob.schema_arrow.names)
     if not {"key", "step", "value"} <= names:
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
-    columns = ["key", "step", "timestamp", "value"] if "timestamp" in names else None
-    table = blob.read(columns=columns or ["key", "step", "value"], use_threads=False)
-    target = pa.timestamp("us", tz="UTC")
-    if columns is None:
-        ts = pa.nulls(len(table), target)
-    else:
-        ts = table.column("timestamp")
-        if pa.types.is_timestamp(ts.type) and ts.type.unit != "us":
+    if "timestamp" not in names:
+        table = blob.read(columns=["key", "step", "value"], use_threads=False)
+        table = table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+        return _cast_as(table, _series_schema())
+    table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
+    ts = table.column("timestamp")
+    if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
+        if ts.type.unit != "us":
             ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
-        elif not pa.types.is_timestamp(ts.type):
-            ts = ts.cast(pa.int64())
-        if ts.type != target:
-            ts = ts.cast(target)
-    return table.select(["key", "step", "value"]).add_column(2, "timestamp", ts)
+        table = table.set_column(3, "timestamp", ts.cast(pa.int64()))
+    return _cast_as(table, _series_schema())
+
+
+@functools.cache
+def _series_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+         ("timestamp", pa.int64())]
+    )  # fmt: skip
+
+
+def _cast_as(table, schema):
+    """The table in ``schema``'s types; a cast (which refuses lossy values) only if needed."""
+    return table if table.schema == schema else table.cast(schema)
 
 
 def _micros(t) -> int | None:
     """Run times are int microseconds; 0 means unknown."""
-    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+    return t if _int64(t) and t > 0 else None
+
+
+def _int64(value) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
 
 
 def _text(value) -> str | None:
@@ -898,10 +926,7 @@ def _param(value) -> tuple[str | None, float | None, str]:
     if isinstance(value, bool):
         return ("true" if value else "false"), None, "bool"
     if isinstance(value, int):
-        try:
-            return str(value), float(value), "int"
-        except OverflowError:
-            return str(value), None, "int"
+        return str(value), float(value), "int"
     if isinstance(value, float):
         return repr(value), value, "float"
     if value is None:
