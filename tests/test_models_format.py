@@ -328,6 +328,7 @@ def test_mlflow_dir_with_unknown_loader_needs_mlflow(tmp_path):
         mm.load(tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 def test_serving_shortcut_gives_the_same_predictions(tmp_path, iris):
     """Serving hands plain estimators an array; pipelines that select columns by name still
     get a DataFrame."""
