@@ -25,6 +25,16 @@ from .tracking import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "models":  # imported on first use: ``mlvc.models.load(...)``
+        import importlib
+
+        return importlib.import_module(".models", __name__)
+    raise AttributeError(f"module 'mlvc' has no attribute {name!r}")
+
+
 __all__ = [
     "LiveRun",
     "MlvcError",

@@ -468,11 +468,12 @@ def index_rebuild():
     click.echo(f"index rebuilt: {n} runs")
 
 
-from .cli_reproduce import COMMANDS as _REPRODUCE_COMMANDS  # noqa: E402
+from .cli_models import models  # noqa: E402  (the models command group, docs/models.md)
+from .cli_reproduce import COMMANDS as _REPRODUCE_COMMANDS  # noqa: E402  (docs/reproduce.md)
 
+main.add_command(models)
 for _cmd in _REPRODUCE_COMMANDS:
     main.add_command(_cmd)
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

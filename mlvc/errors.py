@@ -145,7 +145,7 @@ EXIT_CODES = {
     1: "general error",
     2: "bad input (usage, KEY=VALUE, params file)",
     3: "not an mlvc repository / already one",
-    4: "unknown or ambiguous run, or path not in run",
+    4: "unknown or ambiguous run or model, or path not in run",
     5: "corrupt, missing or unsafe object",
     6: "uncommitted changes would be overwritten (use --force)",
     7: "SQL query failed",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -41,7 +42,7 @@ from .trees import read_env, read_run, walk
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model registry tables
 LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
@@ -75,6 +76,13 @@ CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
 CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
 CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
 CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,
+    source VARCHAR, flavor VARCHAR, flavors VARCHAR[], signature VARCHAR,
+    registered_by VARCHAR, registered_at TIMESTAMPTZ);
+CREATE TABLE model_aliases (name VARCHAR, alias VARCHAR, version INTEGER, model_id VARCHAR,
+    set_by VARCHAR, set_at TIMESTAMPTZ);
+CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, version INTEGER,
+    previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
 CREATE VIEW files AS
     SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
     FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
@@ -438,20 +446,43 @@ class Index:
             if rows:
                 kinds, names, ids = zip(*rows, strict=True)
                 _insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+            self._refresh_models(con)
         meta = {"refs_fingerprint": fingerprint}
         if new or dropped:
             old = stored.get("runs_wide")
             meta["runs_wide"] = _refresh_runs_wide(con, old, new, bool(dropped))
         _write_meta(con, meta)
 
+    def _refresh_models(self, con) -> None:
+        """Rewrite the model registry tables from refs/models (a few rows per model)."""
+        import pyarrow as pa
+
+        from .models.registry import index_rows
+
+        for table, rows in index_rows(self.refs, self.store).items():
+            con.execute(f"DELETE FROM {table}")
+            if rows:
+                schema = con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+                cols = list(zip(*rows, strict=True))
+                arrays = [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)]
+                _insert(con, table, pa.Table.from_arrays(arrays, schema=schema))
+
     def _refs_fingerprint(self) -> str:
-        """Identity of refs/names and refs/tags as of now: any ref written there changes it.
+        """Identity of refs/names, refs/tags and the model registry's folders as of now: any
+        ref written there changes it.
 
         A directory changed in the last couple of seconds may change again within the same
         mtime tick, so such a fingerprint is marked unsettled and never matches.
         """
         parts, newest = [], 0
-        for ns in ("names", "tags"):
+        models = self.dir / "refs" / "models"
+        folders = ["names", "tags", "models"]
+        try:
+            for name in sorted(os.listdir(models)):
+                folders += [f"models/{name}/versions", f"models/{name}/aliases"]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        for ns in folders:
             try:
                 st = os.stat(self.dir / "refs" / ns)
             except FileNotFoundError:
@@ -612,7 +643,16 @@ class _Decoder(_Rows):
         except MlvcError as e:
             self.error(oid.hex, oid.hex, f"run object unreadable: {e}")
             return
-        self._add_run(oid.hex, run)
+        sizes = {t: len(r) for t, r in self.rows.items()}
+        n_series = len(self.series)
+        try:
+            self._add_run(oid.hex, run)
+        except Exception as e:  # a run object with values no column can hold
+            for t, n in sizes.items():
+                del self.rows[t][n:]
+            del self.series[n_series:]
+            self.error(oid.hex, oid.hex, f"run cannot be indexed: {e}")
+            return
         self.trees.update(t.hex for t in run.sections.values() if t is not None)
         if run.env is not None:
             self.envs.add(run.env.hex)
@@ -626,7 +666,7 @@ class _Decoder(_Rows):
             _text(run.author), parents[0] if parents else None, parents, started, started,
             ended, (ended - started) / 1e6 if started and ended else None,
             shlex.join(str(a) for a in run.command), _text(run.cwd),
-            run.exit_code if isinstance(run.exit_code, int) else None,
+            _int64(run.exit_code),
             _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
             _git_dirty(git), _hex(run.reproduces),
@@ -655,7 +695,7 @@ class _Decoder(_Rows):
 
         schema = self.schemas["metrics"]
         rids, series = zip(*self.series, strict=True)
-        points = pa.concat_tables(series, promote_options="permissive")
+        points = pa.concat_tables(series)
         # Each series' run id repeated along it, without a Python loop over the points.
         ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
         run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
@@ -815,10 +855,10 @@ def _run_end_decode(array):
 
 
 def _series_table(data: bytes):
-    """A metric series Parquet blob as a table of key, step, value, timestamp.
+    """A metric series Parquet blob as a table of key, step, value, timestamp (int64 µs).
 
-    Timestamps may be int64 microseconds or any Arrow timestamp; they come out as int64
-    microseconds (UTC), and every column is cast to the index's types once per batch.
+    Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
+    the index's types cannot hold raise, so one bad blob never spoils a batch.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -829,21 +869,41 @@ def _series_table(data: bytes):
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
     if "timestamp" not in names:
         table = blob.read(columns=["key", "step", "value"], use_threads=False)
-        return table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+        table = table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+        return _cast_as(table, _series_schema())
     table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
     ts = table.column("timestamp")
     if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
         if ts.type.unit != "us":
             ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
-        ts = ts.cast(pa.int64())
-    elif ts.type != pa.int64():
-        ts = ts.cast(pa.int64())
-    return table.set_column(3, "timestamp", ts)
+        table = table.set_column(3, "timestamp", ts.cast(pa.int64()))
+    return _cast_as(table, _series_schema())
+
+
+@functools.cache
+def _series_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+         ("timestamp", pa.int64())]
+    )  # fmt: skip
+
+
+def _cast_as(table, schema):
+    """The table in ``schema``'s types; a cast (which refuses lossy values) only if needed."""
+    return table if table.schema == schema else table.cast(schema)
 
 
 def _micros(t) -> int | None:
     """Run times are int microseconds; 0 means unknown."""
-    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+    return t if _int64(t) and t > 0 else None
+
+
+def _int64(value) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
 
 
 def _text(value) -> str | None:
@@ -866,10 +926,7 @@ def _param(value) -> tuple[str | None, float | None, str]:
     if isinstance(value, bool):
         return ("true" if value else "false"), None, "bool"
     if isinstance(value, int):
-        try:
-            return str(value), float(value), "int"
-        except OverflowError:
-            return str(value), None, "int"
+        return str(value), float(value), "int"
     if isinstance(value, float):
         return repr(value), value, "float"
     if value is None:

@@ -476,6 +476,7 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
         params=params,
         metrics=metrics,
         tags=meta.get("tags", {}),
+        models=meta.get("models", {}),
         command=tuple(launch.argv),
         exit_code=code,
         status=status,
@@ -491,9 +492,24 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
         project_files=False,
     )
     run_id = record_run(repo, spec, root / launch.cwd)
+    if meta.get("models"):
+        _note_registered_models(repo, live.name, run_id)
     shutil.rmtree(live, ignore_errors=True)
     outputs = sorted(arts - {log})
     return Outcome(run_id, code, status, launch, outputs, warnings, {**metrics})
+
+
+def _note_registered_models(repo, key: str, run_id: ObjectId) -> None:
+    """Versions the script registered from the staged run (``run:<key>/...``) learn the
+    run id, as a live run's ``on_end`` hooks do in its own process."""
+    from .commit import author
+    from .models import registry
+
+    for name in registry.names(repo.refs):
+        for version in registry.versions(repo.refs, name):
+            info = registry.get(repo.refs, name, version)
+            if info.run_id is None and info.source.startswith(f"run:{key}"):
+                registry.note_run(repo.refs, name, version, run_id.hex, author())
 
 
 def _safe(name: str) -> str:

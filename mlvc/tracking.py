@@ -134,6 +134,7 @@ class LiveRun:
         self._tags: dict[str, str] = {}
         self._artifacts: dict[str, list] = {}
         self._children: list[str] = []
+        self.on_end: list = []  # callables given the recorded run id once the run has ended
         # metric columns; appended in this order, value last (see _flush)
         self._codes: list[int] = []
         self._steps: list[int] = []
@@ -272,6 +273,16 @@ class LiveRun:
         self._write_meta()
         return name
 
+    def forget_artifacts(self, name: str) -> None:
+        """Drop logged artifacts at ``name`` or below it (before logging a replacement)."""
+        for rel in [r for r in self._artifacts if r == name or r.startswith(name + "/")]:
+            del self._artifacts[rel]
+
+    def record_model(self, name: str, record: dict) -> None:
+        """Note a model logged by ``mlvc.models.log_model`` for the run's ``models`` field."""
+        self._meta.setdefault("models", {})[name] = record
+        self._write_meta()
+
     def log_text(self, text: str, name: str) -> str:
         return self._log_bytes(text.encode(), name)
 
@@ -316,6 +327,8 @@ class LiveRun:
         if self.parent is not None:
             self.parent._children.append(self.run_id.hex)
         _forget(self)
+        for hook in self.on_end:
+            hook(self.run_id)
         return self.run_id
 
     def __enter__(self) -> LiveRun:
@@ -430,6 +443,7 @@ def commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
         name=meta.get("name", ""),
         params=meta.get("params", {}),
         tags=meta.get("tags", {}),
+        models=meta.get("models", {}),
         command=("python", *argv) if argv and argv[0].endswith(".py") else tuple(argv),
         status=status,
         started=meta.get("started"),

@@ -288,6 +288,30 @@ def test_unreadable_series_is_reported_and_final_metrics_kept(repo):
     assert errors[0]["run_id"] == oid.hex and "metric series unreadable" in errors[0]["error"]
 
 
+def test_hostile_values_are_reported_not_fatal(repo):
+    index = index_of(repo)
+    text_values = pa.table({"key": ["loss"], "step": [1], "value": ["high"]})
+    buf = io.BytesIO()
+    pq.write_table(text_values, buf)
+    bad_series = commit(repo, make_run(repo, 0, series=buf.getvalue()), ingest=False)
+    huge = commit(
+        repo,
+        make_run(repo, 1, exit_code=2**64 - 1, params={"big": 2**64 - 1}, metrics={"m": 2**64 - 1}),
+        ingest=False,
+    )
+    fine = commit(repo, make_run(repo, 2), ingest=False)
+    assert {r["id"] for r in rows(index, "SELECT id FROM runs")} == {
+        o.hex for o in (bad_series, huge, fine)
+    }
+    errors = rows(index, "SELECT run_id, error FROM ingest_errors")
+    assert [e["run_id"] for e in errors] == [bad_series.hex]
+    big = rows(
+        index,
+        f"SELECT exit_code, p.value_num, m.value FROM runs JOIN params p ON p.run_id = id JOIN metrics m ON m.run_id = id WHERE id = '{huge.hex}' AND p.key = 'big' AND m.key = 'm'",
+    )
+    assert big == [{"exit_code": None, "value_num": 2.0**64, "value": 2.0**64}]
+
+
 def test_nan_final_metric_is_kept(repo):
     index = index_of(repo)
     commit(repo, make_run(repo, 0, metrics={"loss": float("nan")}))
