@@ -61,6 +61,8 @@ with mlvc.start_run(params={"arch": "mlp"}) as run:
     run.log_text("notes", "notes.txt")
     with mlvc.start_run(name="child-eval") as child:
         child.log_metric("acc", 0.5)
+    import mlvc.models
+    mlvc.models.log_model(lambda d: d, "ident", registered_model_name="ident")
 """
 
 TOML = """
@@ -208,6 +210,10 @@ def test_a_scripts_live_run_joins_the_run_mlvc_run_records(proj):
     (child,) = run.extra["children"]
     assert repo.run(child).name == "child-eval"
     assert len(repo.log()) == 2  # the run and its nested child, nothing else
+    assert set(run.models) == {"ident"}  # a model the script logged, registered...
+    from mlvc.models import registry
+
+    assert registry.get(repo.refs, "ident", 1).run_id == repo.head().hex  # ...knows its run
 
 
 def test_mlproject_runs_unchanged(proj):
