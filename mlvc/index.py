@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -603,6 +604,7 @@ def _fsync_dir(path: Path) -> None:
 RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors")
 SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
 PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
+READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
 
 
 class _Rows:
@@ -628,25 +630,23 @@ class _Rows:
 
 
 class _Decoder(_Rows):
-    """Turns run objects and their metric series into rows; needs the store, not DuckDB."""
+    """Turns run objects and their metric series into rows; needs no database."""
 
-    def __init__(self, store, schemas: dict):
+    def __init__(self, schemas: dict):
         super().__init__({t: schemas[t] for t in RUN_ROWS})
-        self.store = store
         self.series = []  # (run id, Arrow table of key, step, value, timestamp)
         self.trees: set[str] = set()
         self.envs: set[str] = set()
 
-    def add(self, oid: ObjectId) -> None:
-        try:
-            run = read_run(self.store, oid)
-        except MlvcError as e:
-            self.error(oid.hex, oid.hex, f"run object unreadable: {e}")
+    def add(self, oid: ObjectId, run, series) -> None:
+        """One run, as read by ``_load``."""
+        if isinstance(run, Exception):
+            self.error(oid.hex, oid.hex, f"run object unreadable: {run}")
             return
         sizes = {t: len(r) for t, r in self.rows.items()}
         n_series = len(self.series)
         try:
-            self._add_run(oid.hex, run)
+            self._add_run(oid.hex, run, series)
         except Exception as e:  # a run object with values no column can hold
             for t, n in sizes.items():
                 del self.rows[t][n:]
@@ -657,7 +657,7 @@ class _Decoder(_Rows):
         if run.env is not None:
             self.envs.add(run.env.hex)
 
-    def _add_run(self, rid: str, run) -> None:
+    def _add_run(self, rid: str, run, blob) -> None:
         started, ended = _micros(run.started), _micros(run.ended)
         git = run.git if isinstance(run.git, dict) else {}
         parents = [p.hex for p in run.parents]
@@ -677,7 +677,9 @@ class _Decoder(_Rows):
             self.rows["tags"].append((rid, key, _text(value)))
         if run.series is not None:
             try:
-                table = _series_table(self.store.read_bytes(run.series))
+                if isinstance(blob, Exception):
+                    raise blob
+                table = _series_table(blob)
                 if len(table):
                     self.series.append((rid, table))
             except Exception as e:  # corrupt, missing or not our Parquet shape
@@ -688,24 +690,26 @@ class _Decoder(_Rows):
                 continue
             self.rows["metrics"].append((rid, key, 0, ended, float(value)))
 
-    def table(self, name: str):
-        if name != "metrics" or not self.series:
-            return super().table(name)
+    def tables(self) -> dict:
+        """The rows' tables, with the metric series points apart as ``series``."""
+        return {**super().tables(), "series": self._series_points()}
+
+    def _series_points(self):
+        """All series points of the batch, run_id dictionary-encoded (no 64-byte copies)."""
         import pyarrow as pa
 
         schema = self.schemas["metrics"]
+        if not self.series:
+            return schema.empty_table()
         rids, series = zip(*self.series, strict=True)
-        points = pa.concat_tables(series)
-        # Each series' run id repeated along it, without a Python loop over the points.
-        ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
-        run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
-        points = points.add_column(0, "run_id", _run_end_decode(run_col))
-        points = points.select(schema.names).cast(schema)
-        # A final metric is a point only where the run's series lacks that key.
-        pairs = points.group_by(["run_id", "key"]).aggregate([])
-        in_series = set(zip(pairs["run_id"].to_pylist(), pairs["key"].to_pylist(), strict=True))
-        self.rows["metrics"] = [r for r in self.rows["metrics"] if r[:2] not in in_series]
-        return pa.concat_tables([super().table(name), points]).combine_chunks()
+        points = pa.concat_tables(series).combine_chunks()
+        # Each series' index repeated along it, without a Python loop over the points.
+        ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int32())
+        which = pa.RunEndEncodedArray.from_arrays(ends, pa.array(range(len(rids)), pa.int32()))
+        run_col = pa.DictionaryArray.from_arrays(_run_end_decode(which), pa.array(rids))
+        timestamps = points.column("timestamp").cast(schema.field("timestamp").type)
+        points = points.set_column(3, "timestamp", timestamps).add_column(0, "run_id", run_col)
+        return points.select(schema.names)
 
 
 def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, list]:
@@ -713,10 +717,29 @@ def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, l
 
     Pure but for reading the store, so worker processes can run it in parallel.
     """
-    decoder = _Decoder(store, schemas)
-    for rid in run_ids:
-        decoder.add(ObjectId.parse(rid))
+    decoder = _Decoder(schemas)
+    oids = [ObjectId.parse(rid) for rid in run_ids]
+    # Reading objects waits on the disk, not the GIL: overlap the reads, decode in order.
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for oid, (run, series) in zip(
+            oids, pool.map(functools.partial(_load, store), oids), strict=True
+        ):
+            decoder.add(oid, run, series)
     return decoder.tables(), sorted(decoder.trees), sorted(decoder.envs)
+
+
+def _load(store, oid: ObjectId) -> tuple:
+    """(run or the error reading it, series blob or the error reading it, or None)."""
+    try:
+        run = read_run(store, oid)
+    except MlvcError as e:
+        return e, None
+    if run.series is None:
+        return run, None
+    try:
+        return run, store.read_bytes(run.series)
+    except MlvcError as e:
+        return run, e
 
 
 class _Seen:
@@ -759,26 +782,40 @@ def _shared_rows(store, schemas: dict, seen: _Seen, trees: list[str], envs: list
 
 
 def _insert_tables(con, tables: dict) -> None:
-    """One INSERT per non-empty table; metric points also add their summaries."""
+    """One INSERT per non-empty table; metrics and series go in together."""
+    tables = dict(tables)
+    final, series = tables.pop("metrics", None), tables.pop("series", None)
     for name, table in tables.items():
-        if not len(table):
-            continue
-        if name != "metrics":
+        if len(table):
             _insert(con, name, table)
-            continue
-        con.register("_arrow_points", table)
-        try:
-            con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_points")
-            # "last" is the value at the highest step; later timestamps, then larger values
-            # break ties, so the result never depends on scan order.
-            con.execute("""
-                INSERT INTO metric_summary
-                SELECT run_id, key, arg_max(value, (step, timestamp, value)),
-                       min(value) FILTER (WHERE NOT isnan(value)),
-                       max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
-                FROM _arrow_points GROUP BY run_id, key""")
-        finally:
-            con.unregister("_arrow_points")
+    if final is not None and (len(final) or len(series)):
+        _insert_metrics(con, final, series)
+
+
+def _insert_metrics(con, final, series) -> None:
+    """Every series point, each final metric whose key the run's series lacks, summaries."""
+    con.register("_arrow_final", final)
+    con.register("_arrow_series", series)
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _final AS
+            SELECT * FROM _arrow_final
+            ANTI JOIN (SELECT DISTINCT run_id, key FROM _arrow_series) USING (run_id, key)""")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_series")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _final")
+        # "last" is the value at the highest step; later timestamps, then larger values
+        # break ties, so the result never depends on scan order.
+        con.execute("""
+            INSERT INTO metric_summary
+            SELECT run_id, key, arg_max(value, (step, timestamp, value)),
+                   min(value) FILTER (WHERE NOT isnan(value)),
+                   max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
+            FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
+            GROUP BY run_id, key""")
+        con.execute("DROP TABLE _final")
+    finally:
+        con.unregister("_arrow_final")
+        con.unregister("_arrow_series")
 
 
 class _Workers:
