@@ -273,12 +273,10 @@ def execute(
     """Run one command in ``repo.root`` and record it; never raises for a failing command."""
     root = repo.root
     started = now_us()
-    warnings: list[str] = []
     if inputs is None:
         inputs, facts = capture(repo, launch)
-        warnings += _python_warnings(launch, facts)
-        for w in warnings:
-            echo(f"warning: {w}")
+        for w in _python_warnings(launch, facts):
+            echo(f"warning: {w}")  # before the command runs, not after
     key = new_key()
     live = repo.dir / LIVE / key
     (live / "series").mkdir(parents=True)
@@ -293,9 +291,7 @@ def execute(
     except KeyboardInterrupt:
         _record(repo, launch, inputs, live, log_path, 130, "killed", started, before)
         raise
-    outcome = _record(repo, launch, inputs, live, log_path, code, status, started, before)
-    outcome.warnings[:0] = warnings
-    return outcome
+    return _record(repo, launch, inputs, live, log_path, code, status, started, before)
 
 
 def _stage(live: Path, launch: Launch, inputs: Inputs, started: int, root: Path) -> None:
