@@ -273,6 +273,10 @@ def show(spec, as_json, files):
         if s[key]:
             value = " ".join(s[key]) if key == "command" else s[key]
             click.echo(f"{label + ':':9}{value}")
+    if s.get("exit_code") is not None:
+        click.echo(f"Exit:    {s['exit_code']}")
+    if s.get("reproduces"):
+        click.echo(f"Reproduces: {s['reproduces'][:10]} (`mlvc lineage {s['short_id']}`)")
     if s["git"]:
         g = s["git"]
         dirty = " (dirty)" if g.get("dirty") else ""
