@@ -143,12 +143,25 @@ class Index:
     def try_ingest(self) -> bool:
         """Ingest pending runs if the index lock is free right now; never waits.
 
+        By default the ingest runs in a detached worker (mlvc/index_worker.py) that inherits
+        the lock, so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests
+        in this process instead.
+
         Returns False when another process holds the lock (the runs stay journalled for
         the next reader) or when ingestion failed (logged; the next reader raises it).
         """
         fd = self._take_lock(exclusive=True, wait=0.0)
         if fd is None:
             return False
+        if os.environ.get("MLVC_INDEX_SYNC", "background") != "inline":
+            from .index_worker import spawn
+
+            try:  # the detached worker inherits the locked descriptor and ingests
+                if spawn(self.dir.parent, fd):
+                    os.close(fd)  # the lock stays held by the worker's copy until it exits
+                    return True
+            except Exception as e:
+                log.warning("could not start the index worker, ingesting here: %s", e)
         try:
             self._ingest_locked()
             return True
