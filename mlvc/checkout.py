@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import progress
 from .errors import DirtyWorkingTree, UnsafePath, UsageError
 from .ids import ObjectId
+from .materialize import is_cache_link, place
 from .objects import EXEC, SYMLINK, Run, TreeEntry
 from .odb import ObjectStore, hash_file
 from .trees import file_entry_kind, safe_relpath, walk
@@ -56,18 +58,29 @@ def run_files(
     return files
 
 
-def current_entry_matches(path: Path, entry: TreeEntry) -> bool:
-    """Whether the file at ``path`` already holds exactly what ``entry`` records."""
+def current_entry_matches(path: Path, entry: TreeEntry, cache=None) -> bool:
+    """Whether the file at ``path`` already holds exactly what ``entry`` records.
+
+    ``cache`` (a StatCache) answers for files whose stat it knows, and learns the others.
+    A symlink into the link cache (a ``--link symlink`` checkout) matches its object.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
     kind = file_entry_kind(st)
+    if kind == SYMLINK and entry.kind != SYMLINK:
+        return is_cache_link(path, entry.id)
     if kind != entry.kind or (kind != SYMLINK and st.st_size != entry.size):
         return False
     if kind == SYMLINK:
         return ObjectId.of(os.readlink(path).encode()) == entry.id
-    return hash_file(path) == entry.id
+    known = cache.get(path, st) if cache is not None else None
+    if known is None:
+        known = hash_file(path)
+        if cache is not None:
+            cache.put(path, st, known)
+    return known == entry.id
 
 
 def _check_inside(dest: Path, rel: str) -> Path:
@@ -89,8 +102,19 @@ def _check_link(dest: Path, rel: str, link: str) -> None:
         raise UnsafePath(f"refusing symlink {rel} -> {link}: it points outside the checkout")
 
 
-def write_entry(store: ObjectStore, dest: Path, rel: str, entry: TreeEntry) -> None:
-    """Write one file atomically and verified (temp + rename in the same folder)."""
+def write_entry(
+    store: ObjectStore,
+    dest: Path,
+    rel: str,
+    entry: TreeEntry,
+    link: str = "copy",
+    mlvc_dir: Path | None = None,
+) -> None:
+    """Write one file atomically and verified (temp + rename in the same folder).
+
+    ``link`` (with ``mlvc_dir``, the repository's ``.mlvc``) asks for a hardlink or symlink
+    to a verified read-only copy instead of a private copy (materialize.py).
+    """
     target = _check_inside(dest, rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.mlvc-{secrets.token_hex(4)}")
@@ -100,10 +124,7 @@ def write_entry(store: ObjectStore, dest: Path, rel: str, entry: TreeEntry) -> N
             _check_link(dest, rel, link)
             os.symlink(link, tmp)
         else:
-            with open(tmp, "wb") as f:
-                for block in store.iter_content(entry.id):
-                    f.write(block)
-            os.chmod(tmp, 0o755 if entry.kind == EXEC else 0o644)
+            place(store, mlvc_dir, entry.id, tmp, link, 0o755 if entry.kind == EXEC else 0o644)
         if target.is_dir() and not target.is_symlink():
             raise UnsafePath(f"cannot write file {rel}: a folder is in the way")
         os.replace(tmp, target)
@@ -119,30 +140,45 @@ def checkout(
     sections: Iterable[str] = SECTIONS,
     head: Run | None = None,
     force: bool = False,
+    link: str = "copy",
+    mlvc_dir: Path | None = None,
+    cache=None,
 ) -> CheckoutResult:
-    """Make ``dest`` hold the run's files. ``head`` is the run ``dest`` is known to match."""
+    """Make ``dest`` hold the run's files. ``head`` is the run ``dest`` is known to match.
+
+    ``cache`` is the stat cache of ``dest`` (in place), ``link`` how files are made.
+    """
     sections = tuple(sections)
     want = run_files(store, run, sections)
     have = run_files(store, head, sections) if head is not None else {}
     result = CheckoutResult(target=str(dest))
+    if cache is not None:
+        cache.begin()
 
-    to_write = {p: e for p, e in want.items() if not current_entry_matches(dest / p, e)}
+    def matches(p: str, e: TreeEntry) -> bool:
+        return current_entry_matches(dest / p, e, cache)
+
+    to_write = {p: e for p, e in want.items() if not matches(p, e)}
     result.unchanged = len(want) - len(to_write)
     to_remove = [p for p in have if p not in want and os.path.lexists(dest / p)]
     if not force:
         dirty = [
             p
             for p in to_write
-            if os.path.lexists(dest / p)
-            and not (p in have and current_entry_matches(dest / p, have[p]))
+            if os.path.lexists(dest / p) and not (p in have and matches(p, have[p]))
         ]
-        dirty += [p for p in to_remove if not current_entry_matches(dest / p, have[p])]
+        dirty += [p for p in to_remove if not matches(p, have[p])]
         if dirty:
             raise DirtyWorkingTree(sorted(dirty))
 
-    for p in sorted(to_write):
-        write_entry(store, dest, p, to_write[p])
-        result.written.append(p)
+    total = sum(e.size for e in to_write.values())
+    with progress.bar("checkout", total_bytes=total, total_files=len(to_write)):
+        for p in sorted(to_write):
+            write_entry(store, dest, p, to_write[p], link, mlvc_dir)
+            result.written.append(p)
+            progress.advance(files=1)
+    if cache is not None:
+        cache.save()
     for p in sorted(to_remove):
         os.unlink(dest / p)
         result.removed.append(p)
@@ -160,13 +196,19 @@ def _prune_empty(dest: Path, folder: Path) -> None:
 
 
 def compare(
-    store: ObjectStore, recorded: dict[str, TreeEntry], root: Path, present: Iterable[str]
+    store: ObjectStore,
+    recorded: dict[str, TreeEntry],
+    root: Path,
+    present: Iterable[str],
+    cache=None,
 ) -> dict:
     """Added / removed / modified paths of files on disk against a run's record."""
     present = set(present)
     added = sorted(present - set(recorded))
     removed = sorted(p for p in recorded if p not in present)
     modified = sorted(
-        p for p in present & set(recorded) if not current_entry_matches(root / p, recorded[p])
+        p
+        for p in present & set(recorded)
+        if not current_entry_matches(root / p, recorded[p], cache)
     )
     return {"added": added, "removed": removed, "modified": modified}

@@ -133,7 +133,7 @@ def _tags(values) -> dict[str, str]:
     metavar="CMD",
     help="The command that produced this run (for `mlvc reproduce`).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only the run id.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the run id (no progress bar).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 def commit(
     message,
@@ -153,6 +153,9 @@ def commit(
 
     Example: mlvc commit -m "lr sweep" -p lr=0.01 -M acc=0.93 --data data/ --artifacts model.pkl
     """
+    from . import progress
+
+    progress.enable(not quiet)
     r = repo()
     oid = r.commit(
         message,
@@ -393,14 +396,23 @@ def diff(a, b, patch, as_json, color):
     help="Comma-separated subset of code,data,artifacts.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes.")
-@click.option("-q", "--quiet", is_flag=True)
-def checkout(spec, to, only, force, quiet):
+@click.option(
+    "--link",
+    type=click.Choice(["copy", "hardlink", "symlink"]),
+    default="copy",
+    help="Copy files (default), or link them to read-only verified copies in .mlvc/cache.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary and no progress bar.")
+def checkout(spec, to, only, force, link, quiet):
     """Materialize a run's files exactly (verified against their hashes).
 
     Example: mlvc checkout baseline --to /tmp/baseline
     """
+    from . import progress
+
+    progress.enable(not quiet)
     r = repo()
-    res = r.checkout(spec, to=to, only=only, force=force)
+    res = r.checkout(spec, to=to, only=only, force=force, link=link)
     if not quiet:
         where = f" into {res.target}" if to else ""
         click.echo(
@@ -478,6 +490,13 @@ from .cli_reproduce import COMMANDS as _REPRODUCE_COMMANDS  # noqa: E402  (docs/
 main.add_command(models)
 for _cmd in _REPRODUCE_COMMANDS:
     main.add_command(_cmd)
+
+# -- storage commands (issue 4) -----------------------------------------------------------
+from .cli_storage import du as _du  # noqa: E402
+from .cli_storage import gc as _gc  # noqa: E402
+
+main.add_command(_gc)
+main.add_command(_du)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,23 @@ def capture_inputs(
     repo, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
 ) -> Inputs:
     """Store the project's code, data and environment; paths are relative to ``cwd``."""
+    with _writing(repo) as hasher:
+        return _capture_inputs(repo, data, artifacts, cwd, code, env, hasher)
+
+
+@contextmanager
+def _writing(repo):
+    """Hold gc off while objects are written, hash through the stat cache, then save it."""
+    from .gc import gc_lock
+
+    with gc_lock(repo.dir):
+        hasher = repo.file_hasher() if hasattr(repo, "file_hasher") else None
+        yield hasher
+        if hasher is not None and hasher.cache is not None:
+            hasher.cache.save()
+
+
+def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
     from .capture import capture_env, code_files, git_facts
 
     root, store = repo.root, repo.store
@@ -155,7 +173,8 @@ def capture_inputs(
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
     code_tree, git = None, {}
     if code:
-        code_tree = build_tree(store, root, code_files(root, exclude=[*data_paths, *art_paths]))
+        code_files_ = code_files(root, exclude=[*data_paths, *art_paths])
+        code_tree = build_tree(store, root, code_files_, hasher=hasher)
         git = dict(git_facts(root))
         if git.get("patch"):
             git["patch"] = store.add_bytes(git["patch"].encode()).hex
@@ -166,7 +185,7 @@ def capture_inputs(
         code_tree,
         git,
         env_id,
-        build_tree(store, root, expand(root, data_paths)),
+        build_tree(store, root, expand(root, data_paths), hasher=hasher),
         tuple(data_paths),
         tuple(art_paths),
     )
@@ -193,6 +212,11 @@ def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
 
 def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
     """Capture and store one run; returns its id. The library behind ``mlvc commit``."""
+    with _writing(repo) as hasher:
+        return _record_run(repo, spec, cwd, hasher)
+
+
+def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher) -> ObjectId:
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
@@ -202,7 +226,9 @@ def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
         repo, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
     )
     art_files = expand(repo.root, inputs.artifact_paths)
-    artifacts = build_tree(repo.store, repo.root, art_files, extra=dict(spec.artifact_entries))
+    artifacts = build_tree(
+        repo.store, repo.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
+    )
     head = repo.refs.read("HEAD")
     parents = spec.parents if spec.parents is not None else ((head,) if head else ())
     run = Run(

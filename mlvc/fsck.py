@@ -22,6 +22,10 @@ TMP_GRACE_S = 3600
 
 def fsck(store: ObjectStore, refs: RefStore, tmp_dir: Path | None = None) -> list[str]:
     problems: list[str] = []
+    if hasattr(store, "check_packs"):
+        problems.extend(store.check_packs())
+        for torn in store.torn_packs(time.time() - TMP_GRACE_S):
+            torn.unlink(missing_ok=True)  # a writer killed mid-pack; never referenced
     for oid in store.ids():
         problems.extend(store.check(oid))
     bad = {p.split()[2] for p in problems if p.startswith("corrupt object")}

@@ -16,7 +16,7 @@ from .errors import AlreadyARepository, NotARepository, PathNotInRun, UsageError
 from .fsck import fsck
 from .ids import HASH_ALGORITHM, ObjectId
 from .objects import DIR, FORMAT_VERSION, Run
-from .odb import LocalStore
+from .pack import PackedStore
 from .project import load_project
 from .refs import RefStore, check_ref_name
 from .resolve import resolve
@@ -41,7 +41,7 @@ class Repo:
     def __init__(self, path: str | os.PathLike | None = None):
         self.root = find_root(path)
         self.dir = self.root / MLVC_DIR
-        self.store = LocalStore(self.dir / "objects", self.dir / "tmp")
+        self.store = PackedStore(self.dir / "objects", self.dir / "tmp")
         self.refs = RefStore(self.dir)
         self._index = None
 
@@ -216,23 +216,40 @@ class Repo:
                 {*listed, *(p for p in recorded[sec] if os.path.lexists(self.root / p))}
             )
         out = {"head": head.hex if head else None}
+        cache = self.stat_cache
+        cache.begin()
         for sec, files in present.items():
-            out[sec] = compare(self.store, recorded[sec], self.root, files)
+            out[sec] = compare(self.store, recorded[sec], self.root, files, cache)
+        cache.save()
         return out
 
     # -- writing the working tree ---------------------------------------------------------
 
     def checkout(
-        self, spec: str, to: str | os.PathLike | None = None, only=None, force: bool = False
+        self,
+        spec: str,
+        to: str | os.PathLike | None = None,
+        only=None,
+        force: bool = False,
+        link: str = "copy",
     ) -> CheckoutResult:
-        """Materialize a run's files, verified; in place, also move HEAD to it."""
+        """Materialize a run's files, verified; in place, also move HEAD to it.
+
+        ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only verified
+        copies in ``.mlvc/cache/files`` (never to the store itself).
+        """
+        from .materialize import check_link
+
         oid = self.resolve(spec)
         run = read_run(self.store, oid)
         sections = parse_sections(only)
+        opts = {"force": force, "link": check_link(link), "mlvc_dir": self.dir}
         if to is None:
             head = self.head()
             head_run = read_run(self.store, head) if head else None
-            result = checkout(self.store, run, self.root, sections, head=head_run, force=force)
+            result = checkout(
+                self.store, run, self.root, sections, head=head_run, cache=self.stat_cache, **opts
+            )
             self.refs.write("HEAD", oid, f"checkout: {spec}", author())
             result.run_id = oid
             return result
@@ -240,7 +257,7 @@ class Repo:
         if dest == self.root or self.dir in (dest, *dest.parents):
             raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
         dest.mkdir(parents=True, exist_ok=True)
-        result = checkout(self.store, run, dest, sections, force=force)
+        result = checkout(self.store, run, dest, sections, **opts)
         result.run_id = oid
         return result
 
@@ -268,6 +285,7 @@ class Repo:
         view = copy.copy(self)
         view.root = Path(path).resolve()
         view._index = None
+        view._stat_cache = None  # the cache is keyed by paths under the old root
         return view
 
     def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
@@ -291,3 +309,32 @@ class Repo:
         from .lineage import lineage
 
         return lineage(self, spec)
+
+    # -- storage (issue 4) ----------------------------------------------------------------
+
+    @property
+    def stat_cache(self):
+        """(path, size, mtime, inode, ctime) -> id for the project's files; a cache."""
+        if getattr(self, "_stat_cache", None) is None:
+            from .statcache import StatCache
+
+            self._stat_cache = StatCache(self.dir / "statcache", self.root, self.dir / "tmp")
+        return self._stat_cache
+
+    def file_hasher(self):
+        """The hasher commit gives ``build_tree``: stat cache + worker threads."""
+        from .statcache import FileHasher
+
+        return FileHasher(self.store, self.stat_cache)
+
+    def gc(self, dry_run: bool = False, grace: float | None = None):
+        """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
+        from .gc import GRACE_S, gc
+
+        return gc(self, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
+
+    def du(self, runs: list[str] | None = None) -> dict:
+        """Logical size, stored size and dedup ratio per run and for the store."""
+        from .du import disk_usage
+
+        return disk_usage(self, runs)

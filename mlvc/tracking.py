@@ -306,6 +306,7 @@ class LiveRun:
     # -- ending ----------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
+        getattr(self.repo.store, "flush", lambda: None)()  # a reaper must see its objects
         _atomic_json(self.dir / "meta.json", self._meta)
 
     def end(self, status: str = "finished", error: BaseException | None = None) -> ObjectId:

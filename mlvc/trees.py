@@ -57,6 +57,8 @@ def write_object(store: ObjectStore, obj) -> ObjectId:
 
 def safe_relpath(path: str) -> str:
     """Normalize a project-relative POSIX path, refusing absolute paths and '..'."""
+    if path and "\0" not in path and not {"", ".", ".."} & set(path.split("/")):
+        return path  # already normal: the common case, without pathlib's cost
     p = PurePosixPath(path)
     if p.is_absolute() or any(part in ("..", "") for part in p.parts) or "\0" in path:
         raise UnsafePath(f"path {path!r} is absolute or leaves the project; use a path inside it")
@@ -81,28 +83,36 @@ def build_tree(
     """Store every file in ``paths`` (relative to root) and the trees that hold them.
 
     ``hasher(abs_path, stat) -> ObjectId`` stores one regular file; by default
-    ``store.add_file``. Symlinks are stored as a blob of their target. ``extra`` adds
+    ``store.add_file``. If it also has ``map(list of (abs_path, stat)) -> list of ids``,
+    that is used instead, to store many files at once. Symlinks are stored as a blob of their target. ``extra`` adds
     already-stored entries by path (they win over files at the same path). Returns the root
     tree id, or None when there are no files.
     """
     add = hasher or (lambda p, st: store.add_file(p))
     nested: dict = {}
     extra = extra or {}
+    regular: list[tuple[str, str, str, os.stat_result]] = []
+    base = os.fspath(root)
     for rel in paths:
         if rel in extra:
             continue
         rel = safe_relpath(rel)
-        full = root / rel
+        full = os.path.join(base, rel)
         st = os.lstat(full)
         kind = file_entry_kind(st)
         if kind == SYMLINK:
             target = os.readlink(full).encode()
             oid, size = store.add_bytes(target), len(target)
+            _place(nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, oid, size))
         elif stat.S_ISREG(st.st_mode):
-            oid, size = add(full, st), st.st_size
-        else:
-            continue  # sockets, fifos, devices: not content
-        _place(nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, oid, size))
+            regular.append((rel, kind, full, st))
+        # sockets, fifos, devices: not content
+    # a hasher with .map (statcache.FileHasher) stores many files at once, in parallel
+    many = getattr(add, "map", None)
+    jobs = [(full, st) for _rel, _kind, full, st in regular]
+    oids = many(jobs) if many else [add(full, st) for full, st in jobs]
+    for (rel, kind, _full, st), oid in zip(regular, oids, strict=True):
+        _place(nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, oid, st.st_size))
     for rel, entry in extra.items():
         rel = safe_relpath(rel)
         name = rel.rsplit("/", 1)[-1]

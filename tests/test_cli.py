@@ -6,6 +6,7 @@ import os
 import pytest
 
 from mlvc import Repo
+from mlvc.ids import ObjectId
 from mlvc.objects import Run
 
 
@@ -242,10 +243,10 @@ def test_fsck_finds_flipped_byte(cli, repo, project):
     cli("commit", "-q", "--data", "data")
     assert cli("fsck").output.startswith("ok")
     entry = repo.show("HEAD")["data"]["entries"][0]
-    path = project / ".mlvc" / "objects" / entry["id"][:2] / entry["id"][2:]
+    path, offset, length = repo.store.location(ObjectId.parse(entry["id"]))
     os.chmod(path, 0o644)
     raw = bytearray(path.read_bytes())
-    raw[-1] ^= 1
+    raw[offset + length - 1] ^= 1
     path.write_bytes(bytes(raw))
     r = cli("fsck", ok=False)
     assert r.exit_code == 9 and entry["id"] in r.output

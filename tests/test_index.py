@@ -62,6 +62,7 @@ def series_blob(points: list[tuple[str, int, int, float]], ts_type=pa.int64()) -
 def commit(repo: Repo, run: Run, name: str | None = None, ingest: bool = True) -> ObjectId:
     """What ``mlvc commit`` does, in its order."""
     oid = write_object(repo.store, run)
+    repo.store.sync()  # objects are durable (and visible to other processes) before refs
     index = index_of(repo)
     index.journal(oid)
     repo.refs.add_run(oid)

@@ -10,17 +10,38 @@ from hypothesis import strategies as st
 from mlvc.errors import CorruptObject, MissingObject
 from mlvc.ids import ObjectId
 from mlvc.odb import CHUNK_THRESHOLD, LocalStore, MemoryStore, ObjectStore, hash_file
+from mlvc.pack import PackedStore
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "packed", "packed-flushed"])
 def store(request, tmp_path) -> ObjectStore:
     if request.param == "memory":
         return MemoryStore()
-    return LocalStore(tmp_path / "objects", tmp_path / "tmp")
+    if request.param == "local":
+        return LocalStore(tmp_path / "objects", tmp_path / "tmp")
+    s = PackedStore(tmp_path / "objects", tmp_path / "tmp")
+    if request.param == "packed-flushed":
+        return _Reopening(s)
+    return s
+
+
+class _Reopening:
+    """A packed store whose every read goes through a fresh instance after a flush: what
+    another process sees."""
+
+    def __init__(self, inner: PackedStore):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name in ("add_bytes", "add_file", "sync", "flush"):
+            return getattr(self._inner, name)
+        self._inner.flush()
+        fresh = PackedStore(self._inner.root, self._inner.tmp)
+        return getattr(fresh, name)
 
 
 def test_implements_protocol(store):
-    assert isinstance(store, ObjectStore)
+    assert isinstance(getattr(store, "_inner", store), ObjectStore)
 
 
 def test_bytes_round_trip_and_id_is_blake3(store):
@@ -61,6 +82,17 @@ def test_large_file_is_chunked_and_id_is_whole_file_hash(store, tmp_path):
     assert store.read_bytes(oid) == path.read_bytes()
     assert store.size(oid) == path.stat().st_size
     assert store.check(oid) == []
+
+
+def test_text_is_compressed_and_reads_back(store, tmp_path):
+    text = b"".join(b"%d,%d,label-%d\n" % (i, i * 7, i % 5) for i in range(50_000))
+    path = tmp_path / "big.csv"
+    path.write_bytes(text)
+    oid = store.add_file(path)
+    assert store.read_bytes(oid) == text and store.size(oid) == len(text)
+    assert store.check(oid) == []
+    stored = sum(store.stored_size(c) for c in store.children(oid)) + store.stored_size(oid)
+    assert stored < len(text) / 2
 
 
 def test_edited_large_file_shares_most_chunks(store, tmp_path):

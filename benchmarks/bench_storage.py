@@ -1,0 +1,441 @@
+"""Storage benchmarks (issue 4): whole CLI commands against baselines timed in the same run.
+
+Run as ``.venv/bin/python benchmarks/bench_storage.py [--quick] [--only 1,2] [--out FILE]``.
+Prints a Markdown report. Each figure is the median of ``--reps`` repetitions (default 3);
+ratios are medians of the per-repetition ratios to ``cp FILE COPY; sync`` timed in the same
+repetition. Peers (dvc, git) run beside mlvc when installed; dvc comes from the peers venv
+``benchmarks/.peers-venv`` (``benchmarks/peers.sh``), never from mlvc's own venv. Data is
+generated in a temp dir that is removed at the end.
+
+1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add
+2. 20,000 files of 4 KiB: first commit, unchanged re-commit, commit after touching 10
+3. ten checkpoints of a 1 GiB weights file, each rewriting 10% of its tensors: store size
+4. a safetensors fine-tune: only the last layers and the head change; header edits shift
+5. peak RSS committing and checking out a 4 GiB file (``--only 5``; not in ``--quick``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MLVC = str(BIN / "mlvc")
+DVC = str(HERE / ".peers-venv" / "bin" / "dvc")
+MiB, GiB = 1 << 20, 1 << 30
+ENV = {
+    **os.environ,
+    "MLVC_AUTHOR": "bench <bench@example.invalid>",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "b@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "b@example.invalid",
+}
+
+
+def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of one command, run as a user would."""
+    shell = isinstance(cmd, str)
+    start = time.perf_counter()
+    p = subprocess.Popen(
+        cmd, cwd=cwd, shell=shell, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _pid, status, usage = os.wait4(p.pid, 0)
+    took = time.perf_counter() - start
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {err.decode()[-500:]}{out[-200:]}")
+    return took, usage.ru_maxrss * 1024
+
+
+def have_dvc() -> bool:
+    return os.access(DVC, os.X_OK)
+
+
+def have_git() -> bool:
+    return shutil.which("git") is not None
+
+
+def drop(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+            left -= n
+
+
+def mlvc_init(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text("print('train')\n")
+    run([MLVC, "init", "."], folder)
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def store_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _d, names in os.walk(folder):
+        for n in names:
+            total += os.lstat(os.path.join(dirpath, n)).st_size
+    return total
+
+
+# -- 1. a new 2 GiB file --------------------------------------------------------------------
+
+
+def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
+    src = tmp / "big.bin"
+    write_random(src, size)
+    rows: dict[str, list[float]] = {}
+    rss: dict[str, list[int]] = {}
+
+    def add(name, secs, base, peak=None):
+        rows.setdefault(name, []).append(secs / base)
+        rows.setdefault(name + " s", []).append(secs)
+        if peak is not None:
+            rss.setdefault(name, []).append(peak)
+
+    for rep in range(reps):
+        base, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
+        os.unlink(tmp / "copy.bin")
+        rows.setdefault("cp+sync s", []).append(base)
+        proj = tmp / f"m{rep}"
+        mlvc_init(proj)
+        os.link(src, proj / "big.bin")
+        run("sync", tmp)
+        secs, peak = run([MLVC, "commit", "-q", "--data", "big.bin"], proj)
+        add("mlvc commit", secs, base, peak)
+        secs, peak = run(f"{MLVC} checkout -q HEAD --to {tmp / 'out'} && sync", proj)
+        add("mlvc checkout + sync", secs, base, peak)
+        drop(tmp / "out")
+        drop(proj)
+        run("sync", tmp)
+        if have_dvc():
+            d = tmp / f"d{rep}"
+            d.mkdir()
+            run([DVC, "init", "--no-scm", "-q"], d)
+            os.link(src, d / "big.bin")
+            secs, _ = run(f"{DVC} add -q big.bin && sync", d)
+            add("dvc add + sync", secs, base)
+            drop(d)
+        if have_git():
+            g = tmp / f"g{rep}"
+            g.mkdir()
+            run(["git", "init", "-q"], g)
+            os.link(src, g / "big.bin")
+            secs, _ = run("git add big.bin && sync", g)
+            add("git add + sync", secs, base)
+            drop(g)
+        run("sync", tmp)
+    os.unlink(src)
+    out = [
+        f"### 1. A new {size / GiB:g} GiB file (random bytes), {reps} repetitions",
+        "",
+        f"Baseline `cp FILE COPY; sync`: median {med(rows['cp+sync s']):.2f} s.",
+        "",
+        "| command | median s | ratio to cp+sync | target | peak RSS |",
+        "|---|---|---|---|---|",
+    ]
+    targets = {"mlvc commit": "<= 1.5x", "mlvc checkout + sync": "<= 1.2x"}
+    for name in rows:
+        if name.endswith(" s"):
+            continue
+        peak = f"{max(rss[name]) / MiB:.0f} MiB" if name in rss else ""
+        out.append(
+            f"| {name} | {med(rows[name + ' s']):.2f} | {med(rows[name]):.2f}x | "
+            f"{targets.get(name, '')} | {peak} |"
+        )
+    if not have_dvc():
+        out.append("| dvc | not installed | | | |")
+    out.append("| MLflow log_artifact | not installed | | | |")
+    return out
+
+
+# -- 2. 20,000 small files ------------------------------------------------------------------
+
+
+def make_small_files(folder: Path, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        p = folder / f"d{i // 1000:03d}" / f"f{i:06d}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(4096))
+        paths.append(p)
+    return paths
+
+
+def bench_small_files(tmp: Path, n: int, reps: int) -> list[str]:
+    res: dict[str, list[float]] = {}
+    for rep in range(reps):
+        proj = tmp / f"s{rep}"
+        mlvc_init(proj)
+        paths = make_small_files(proj / "data", n)
+        run("sync", tmp)
+        time.sleep(0.05)
+        for label in ("first commit", "unchanged re-commit"):
+            secs, _ = run([MLVC, "commit", "-q", "--data", "data"], proj)
+            res.setdefault(f"mlvc {label}", []).append(secs)
+        for p in paths[:10]:
+            os.utime(p)
+        time.sleep(0.05)
+        secs, _ = run([MLVC, "commit", "-q", "--data", "data"], proj)
+        res.setdefault("mlvc commit after touching 10", []).append(secs)
+        secs, _ = run([MLVC, "status"], proj)
+        res.setdefault("mlvc status (unchanged)", []).append(secs)
+        drop(proj)
+        if have_dvc():
+            d = tmp / f"ds{rep}"
+            d.mkdir()
+            run([DVC, "init", "--no-scm", "-q"], d)
+            paths = make_small_files(d / "data", n)
+            run("sync", tmp)
+            for label in ("first commit", "unchanged re-commit"):
+                secs, _ = run([DVC, "add", "-q", "data"], d)
+                res.setdefault(f"dvc add: {label}", []).append(secs)
+            for p in paths[:10]:
+                os.utime(p)
+            secs, _ = run([DVC, "add", "-q", "data"], d)
+            res.setdefault("dvc add: after touching 10", []).append(secs)
+            drop(d)
+        if have_git() and rep == 0:
+            g = tmp / "gs"
+            g.mkdir()
+            run(["git", "init", "-q"], g)
+            make_small_files(g / "data", n)
+            secs, _ = run(["git", "add", "data"], g)
+            res.setdefault("git add: first", []).append(secs)
+            drop(g)
+    targets = {
+        "mlvc first commit": "< 1.5 s",
+        "mlvc unchanged re-commit": "< 0.5 s",
+        "mlvc commit after touching 10": "< 0.6 s",
+    }
+    out = [
+        f"### 2. {n:,} files of 4 KiB, whole CLI commands, {reps} repetitions",
+        "",
+        "| command | median s | runs | target |",
+        "|---|---|---|---|",
+    ]
+    for name, xs in res.items():
+        out.append(
+            f"| {name} | {med(xs):.2f} | {', '.join(f'{x:.2f}' for x in xs)} | "
+            f"{targets.get(name, '')} |"
+        )
+    if not have_dvc():
+        out.append("| dvc | not installed | | |")
+    return out
+
+
+# -- 3 and 4: checkpoints --------------------------------------------------------------------
+
+
+def write_safetensors(path: Path, tensors: dict, meta: dict | None = None) -> None:
+    """The safetensors layout: u64 header length, JSON header, raw little-endian tensors."""
+    header, offset = {}, 0
+    for name, arr in tensors.items():
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    if meta:
+        header["__metadata__"] = meta
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for arr in tensors.values():
+            f.write(arr.tobytes())
+
+
+def bench_checkpoints(tmp: Path, size: int, count: int) -> list[str]:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n_tensors = 64
+    per = size // n_tensors // 4
+    tensors = {
+        f"layer.{i}.weight": rng.standard_normal(per).astype(np.float32) for i in range(n_tensors)
+    }
+    proj = tmp / "ckpt"
+    mlvc_init(proj)
+    times = []
+    path = proj / "model.safetensors"
+    for step in range(count):
+        if step:
+            for i in rng.choice(n_tensors, n_tensors // 10, replace=False):
+                tensors[f"layer.{i}.weight"] = rng.standard_normal(per).astype(np.float32)
+        write_safetensors(path, tensors)
+        secs, _ = run([MLVC, "commit", "-q", "--artifacts", "model.safetensors"], proj)
+        times.append(secs)
+    one = path.stat().st_size
+    stored = store_bytes(proj / ".mlvc" / "objects")
+    drop(proj)
+    return [
+        f"### 3. {count} checkpoints of a {one / GiB:.2f} GiB weights file, each rewriting "
+        f"10% of its {n_tensors} tensors",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| store after {count} commits | {stored / GiB:.2f} GiB | |",
+        f"| store / one checkpoint | {stored / one:.2f}x | <= 2.2x (whole-file stores: "
+        f"{count}x) |",
+        f"| commit time per checkpoint (median) | {med(times):.2f} s | |",
+    ]
+
+
+def bench_finetune(tmp: Path, hidden: int, layers: int) -> list[str]:
+    """A transformer-shaped model; fine-tunes train only the top layers and the head."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+
+    def t(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    model = {"embed.weight": t(8192, hidden)}
+    for i in range(layers):
+        for name, shape in (
+            ("attn.qkv", (hidden, 3 * hidden)),
+            ("attn.out", (hidden, hidden)),
+            ("mlp.up", (hidden, 4 * hidden)),
+            ("mlp.down", (4 * hidden, hidden)),
+            ("norm", (hidden,)),
+        ):
+            model[f"layers.{i}.{name}"] = t(*shape)
+    model["head.weight"] = t(hidden, 8192)
+    proj = tmp / "ft"
+    mlvc_init(proj)
+    path = proj / "model.safetensors"
+
+    def commit() -> int:
+        before = store_bytes(proj / ".mlvc" / "objects")
+        run([MLVC, "commit", "-q", "--artifacts", "model.safetensors"], proj)
+        return store_bytes(proj / ".mlvc" / "objects") - before
+
+    write_safetensors(path, model, {"step": "0"})
+    size = path.stat().st_size
+    rows = [("base model", size, commit())]
+    trained = [k for k in model if k.startswith(f"layers.{layers - 2}.") or "head" in k]
+    trained += [k for k in model if k.startswith(f"layers.{layers - 1}.")]
+    for step in (1, 2, 3):
+        for k in trained:
+            model[k] = model[k] + t(*model[k].shape) * 0.01
+        meta = {"step": str(step * 1000)}  # the header changes length too: data shifts
+        write_safetensors(path, model, meta)
+        share = sum(model[k].nbytes for k in trained) / size
+        rows.append((f"fine-tune step {step} ({share:.0%} of bytes trained)", size, commit()))
+    norms = [k for k in model if k.endswith(".norm")]
+    for k in norms:
+        model[k] = model[k] * 1.001
+    write_safetensors(path, model, {"step": "4000"})
+    rows.append(("only the norm layers change", size, commit()))
+    total = store_bytes(proj / ".mlvc" / "objects")
+    drop(proj)
+    out = [
+        f"### 4. Safetensors fine-tune: {layers} layers, hidden {hidden}, "
+        f"{size / MiB:.0f} MiB per checkpoint",
+        "",
+        "The header's `step` metadata changes length, shifting every tensor's bytes; only",
+        "the top two layers and the head are trained.",
+        "",
+        "| checkpoint | file | new bytes stored | share of a full copy |",
+        "|---|---|---|---|",
+    ]
+    for label, s, new in rows:
+        out.append(f"| {label} | {s / MiB:.0f} MiB | {new / MiB:.1f} MiB | {new / s:.1%} |")
+    out.append(
+        f"| all {len(rows)} checkpoints | {len(rows) * size / MiB:.0f} MiB | "
+        f"{total / MiB:.0f} MiB | {total / (len(rows) * size):.1%} |"
+    )
+    return out
+
+
+# -- 5. memory ------------------------------------------------------------------------------
+
+
+def bench_memory(tmp: Path, size: int) -> list[str]:
+    proj = tmp / "mem"
+    mlvc_init(proj)
+    write_random(proj / "huge.bin", size, seed=5)
+    c_secs, c_rss = run([MLVC, "commit", "-q", "--data", "huge.bin"], proj)
+    k_secs, k_rss = run([MLVC, "checkout", "-q", "HEAD", "--to", str(tmp / "memout")], proj)
+    drop(tmp / "memout")
+    drop(proj)
+    return [
+        f"### 5. Peak RSS with a {size / GiB:g} GiB file",
+        "",
+        "| command | seconds | peak RSS (ru_maxrss) | target |",
+        "|---|---|---|---|",
+        f"| mlvc commit | {c_secs:.1f} | {c_rss / MiB:.0f} MiB | < 300 MiB |",
+        f"| mlvc checkout | {k_secs:.1f} | {k_rss / MiB:.0f} MiB | < 300 MiB |",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="Small sizes, one repetition.")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="1,2,3,4", help="Comma-separated benchmark numbers.")
+    ap.add_argument("--out", help="Also write the report to this file.")
+    ap.add_argument("--dir", help="Work in this folder (default: a temp dir).")
+    args = ap.parse_args()
+    only = {int(x) for x in args.only.split(",")}
+    reps = 1 if args.quick else args.reps
+    tmp = Path(tempfile.mkdtemp(prefix="mlvc-bench-storage-", dir=args.dir))
+    report = [
+        f"## Storage (issue 4) — {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
+        "",
+    ]
+    try:
+        if 1 in only:
+            report += bench_big_file(tmp, 64 * MiB if args.quick else 2 * GiB, reps) + [""]
+        if 2 in only:
+            report += bench_small_files(tmp, 2000 if args.quick else 20_000, reps) + [""]
+        if 3 in only:
+            report += bench_checkpoints(tmp, 64 * MiB if args.quick else GiB, 10) + [""]
+        if 4 in only:
+            h, n = (256, 4) if args.quick else (1024, 24)
+            report += bench_finetune(tmp, h, n) + [""]
+        if 5 in only:
+            report += bench_memory(tmp, 256 * MiB if args.quick else 4 * GiB) + [""]
+    finally:
+        drop(tmp)
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Putting stored files into a working tree: copy (verified), reflink, hardlink or symlink.
+
+Packed objects are records inside pack files, so they cannot be linked. For ``--link
+hardlink|symlink`` a file is first materialized, verified, into the link cache
+``.mlvc/cache/files/ab/cdef...`` as a read-only file holding exactly its content; the working
+tree links to that. The store itself is never linked, so nothing done to a linked file can
+corrupt it; a cache file is re-verified before every reuse, and gc removes cache files whose
+objects are unreachable. Reflinks (copy-on-write clones) are used for plain copies when the
+filesystem supports them and a cache file exists; support is probed once per device.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+from pathlib import Path
+
+from . import progress
+from .errors import CorruptObject, UsageError
+from .ids import ObjectId
+from .odb import ObjectStore, hash_file
+
+LINKS = ("copy", "hardlink", "symlink")
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_reflink_ok: dict[int, bool] = {}
+
+
+def check_link(link: str) -> str:
+    if link not in LINKS:
+        raise UsageError(f"unknown link kind {link!r}: choose copy, hardlink or symlink")
+    return link
+
+
+def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
+    return Path(mlvc_dir) / "cache" / "files" / oid.hex[:2] / oid.hex[2:]
+
+
+def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
+    """Write an object's content to ``dest`` (a new file), verified before it is trusted.
+
+    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``), then the
+    written file is hashed; anything else streams through ``iter_content``, which verifies
+    as it goes. For large files a helper thread starts disk writes every 32 MiB
+    (``sync_file_range``), so a later ``sync`` finds little left to write.
+    """
+    from .pack import WRITEBACK, _start_writeback
+
+    pool, jobs, span = None, [], [0, 0]  # span: [written back up to, written]
+
+    def advance(n: int) -> None:
+        nonlocal pool
+        span[1] += n
+        progress.advance(n)
+        if _start_writeback is not None and span[1] - span[0] >= WRITEBACK:
+            if pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-writeback")
+            jobs.append(pool.submit(_start_writeback, fd, span[0], span[1] - span[0], 2))
+            span[0] = span[1]
+
+    try:
+        with open(dest, "wb", buffering=0) as f:
+            fd = f.fileno()
+            fast = getattr(store, "copy_into", None)
+            if fast is not None and fast(oid, fd, advance):
+                for j in jobs:
+                    j.result()
+                f.close()
+                got = hash_file(dest)
+                if got != oid:
+                    raise CorruptObject(
+                        oid.hex,
+                        str(dest),
+                        f"copied content does not match its id; it hashes to {got.hex}",
+                        expected=oid.hex,
+                        got=got.hex,
+                    )
+                return
+            for block in store.iter_content(oid):
+                f.write(block)
+                advance(len(block))
+            for j in jobs:
+                j.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def cached_file(store: ObjectStore, mlvc_dir: Path, oid: ObjectId) -> Path:
+    """A read-only file holding exactly the object's content, verified (made if needed)."""
+    path = cache_path(mlvc_dir, oid)
+    if path.exists():
+        if hash_file(path) == oid:
+            return path
+        path.unlink()  # changed through a link (root ignores read-only bits): remake it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[:16]}.{secrets.token_hex(4)}.tmp")
+    try:
+        copy_object(store, oid, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def reflink(src: Path, dest: Path) -> bool:
+    """Clone ``src`` to the new file ``dest`` copy-on-write, if the filesystem can."""
+    dev = os.stat(src).st_dev
+    if _reflink_ok.get(dev) is False:
+        return False
+    try:
+        with open(src, "rb") as s, open(dest, "wb") as d:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        _reflink_ok[dev] = True
+        return True
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS):
+            _reflink_ok[dev] = False
+        os.unlink(dest)
+        return False
+
+
+def place(
+    store: ObjectStore, mlvc_dir: Path | None, oid: ObjectId, tmp: Path, link: str, mode: int
+) -> str:
+    """Create ``tmp`` holding the object's content by ``link``; returns how it was done.
+
+    Hardlinks fall back to a copy across filesystems (EXDEV) or at the link limit, as do
+    executables (a shared read-only inode cannot carry their mode).
+    """
+    if mlvc_dir is not None and link != "copy" and not mode & 0o111:
+        src = cached_file(store, mlvc_dir, oid)
+        if link == "symlink":
+            os.symlink(src.resolve(), tmp)
+            return "symlink"
+        try:
+            os.link(src, tmp)
+            return "hardlink"
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                raise
+    if mlvc_dir is not None:
+        src = cache_path(mlvc_dir, oid)
+        if src.exists() and not src.stat().st_mode & 0o222 and reflink(src, tmp):
+            os.chmod(tmp, mode)
+            return "reflink"
+    copy_object(store, oid, tmp)
+    os.chmod(tmp, mode)
+    return "copy"
+
+
+def is_cache_link(path: Path, oid: ObjectId) -> bool:
+    """Whether ``path`` is a symlink into a link cache for this object (a symlink checkout)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return False
+    return target.endswith(f"/cache/files/{oid.hex[:2]}/{oid.hex[2:]}") and os.path.isfile(target)

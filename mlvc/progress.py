@@ -1,0 +1,116 @@
+"""A progress bar on stderr for long operations: bytes, files, rate and ETA.
+
+The library reports progress through ``advance``/``files_done``, which cost almost nothing
+when no bar is active. The CLI turns bars on with ``enable(True)``; a bar then appears only
+after an operation has run for ``DELAY`` seconds and only when stderr is a terminal, so
+scripts, pipes and quick commands never see one.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+DELAY = 1.0  # seconds before a bar appears
+EVERY = 0.1  # seconds between redraws
+
+_enabled = False
+_current: Bar | None = None
+
+
+def enable(on: bool = True) -> None:
+    """Allow bars (the CLI calls this unless ``-q``); they still need a terminal."""
+    global _enabled
+    _enabled = on
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+class Bar:
+    """One operation's counters, drawn on ``stream`` at most every EVERY seconds."""
+
+    def __init__(self, label: str, total_bytes: int = 0, total_files: int = 0, stream=None):
+        self.label = label
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.bytes = 0
+        self.files = 0
+        self.start = time.monotonic()
+        self.stream = stream or sys.stderr
+        self.shown = False
+        self._next = self.start + DELAY
+        self._lock = threading.Lock()
+
+    def advance(self, nbytes: int = 0, files: int = 0) -> None:
+        with self._lock:
+            self.bytes += nbytes
+            self.files += files
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + EVERY
+                self._draw(now)
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
+        rate = self.bytes / elapsed
+        parts = [self.label]
+        if self.total_bytes:
+            pct = min(100.0, 100.0 * self.bytes / self.total_bytes)
+            parts.append(f"{pct:3.0f}% {_human(self.bytes)}/{_human(self.total_bytes)}")
+        else:
+            parts.append(_human(self.bytes))
+        if self.total_files:
+            parts.append(f"{self.files}/{self.total_files} files")
+        parts.append(f"{_human(rate)}/s")
+        if self.total_bytes and rate > 0 and self.bytes < self.total_bytes:
+            eta = (self.total_bytes - self.bytes) / rate
+            parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        return "  ".join(parts)
+
+    def _draw(self, now: float) -> None:
+        self.stream.write("\r\x1b[K" + self.line(now))
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def active(stream=None) -> bool:
+    stream = stream or sys.stderr
+    try:
+        return _enabled and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def bar(label: str, total_bytes: int = 0, total_files: int = 0):
+    """Show a bar for the enclosed operation (if enabled, on a terminal, after DELAY)."""
+    global _current
+    if not active() or _current is not None:
+        yield _current
+        return
+    b = _current = Bar(label, total_bytes, total_files)
+    try:
+        yield b
+    finally:
+        _current = None
+        b.close()
+
+
+def advance(nbytes: int = 0, files: int = 0) -> None:
+    """Count work done in the active bar, if any."""
+    b = _current
+    if b is not None:
+        b.advance(nbytes, files)
