@@ -12,6 +12,7 @@ runs them. Data is generated at run time in a temp dir that is removed even on f
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -133,6 +134,32 @@ def timed_sync() -> float:
     return time.perf_counter() - t0
 
 
+def wait_for_index(project: Path, limit: float = 300.0) -> float:
+    """Wait until no process holds the project's index lock; returns the seconds waited.
+
+    ``mlvc commit`` hands index ingestion to a detached worker that holds this lock: it
+    must finish before the next step is timed, or it would run on that step's time.
+    """
+    lock = project / ".mlvc" / "index.lock"
+    if not lock.exists():
+        return 0.0
+    t0 = time.perf_counter()
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                break
+            except BlockingIOError:
+                if time.perf_counter() - t0 > limit:
+                    break
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
 def can_drop_caches() -> bool:
     try:
         os.sync()
@@ -176,6 +203,7 @@ class Sample:
     sync: float = 0.0
     maxrss: int = 0
     anon: int = 0
+    bg: float = 0.0  # mlvc's detached index worker, still running after the command returned
 
     @property
     def durable(self) -> float:
@@ -228,17 +256,31 @@ class Bench:
             s.error = str(e)
             print(f"  ! {key}: {e}", file=sys.stderr)
             return None
-        s.samples.append(Sample(p.seconds, timed_sync(), p.maxrss, p.anon))
+        bg = wait_for_index(Path(cwd)) if argv[0] == MLVC else 0.0
+        s.samples.append(Sample(p.seconds, timed_sync(), p.maxrss, p.anon, bg))
         return p
 
-    def ratio(self, key: str, base: str, attr: str = "durable") -> float | None:
-        """Median of per-repetition ratios key/base (paired: same repetition)."""
+    def ratios(self, key: str, base: str, attr: str = "durable") -> list[float]:
+        """Per-repetition ratios key/base (paired: the same repetition)."""
         a, b = self.series.get(key), self.series.get(base)
-        if not a or not b or not a.samples or not b.samples:
-            return None
+        if not a or not b or a.error or b.error:
+            return []
         pairs = zip(a.samples, b.samples, strict=False)
-        vals = [getattr(x, attr) / getattr(y, attr) for x, y in pairs if getattr(y, attr) > 0]
-        return statistics.median(vals) if vals else None
+        return [getattr(x, attr) / getattr(y, attr) for x, y in pairs if getattr(y, attr) > 0]
+
+    def ratio(self, key: str, base: str, attr: str = "durable") -> str:
+        """Formatted median of the per-repetition ratios, with their range."""
+        return fmt_ratio(self.ratios(key, base, attr))
+
+
+def fmt_ratio(vals: list[float]) -> str:
+    """Median of per-repetition ratios, with their range when there are several."""
+    if not vals:
+        return "–"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{med:.2f}x"
+    return f"{med:.2f}x ({min(vals):.1f}–{max(vals):.1f})"
 
 
 def fmt_s(v: float | None) -> str:
@@ -253,6 +295,21 @@ def fmt_x(v: float | None) -> str:
 
 def fmt_mib(v: int | float | None) -> str:
     return "–" if not v else f"{v / MiB:.0f}"
+
+
+def bg_note(b: Bench, keys: dict[str, str]) -> str:
+    """A sentence on the index work mlvc left running in the background after returning."""
+    parts = []
+    for desc, key in keys.items():
+        s = b.series.get(key)
+        if s and s.samples and any(x.bg > 0.01 for x in s.samples):
+            parts.append(f"{desc} {statistics.median(x.bg for x in s.samples):.2f} s")
+    if not parts:
+        return ""
+    return (
+        "\n\nmlvc's detached index worker went on after the command returned (waited for, "
+        "untimed, before the next step; median): " + "; ".join(parts) + "."
+    )
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -404,6 +461,10 @@ def bench_big_file(b: Bench, work: Path, size: int, reps: int, modes: list[str],
         rmtree(p)
     rmtree(src)
 
+    return render_big_file(b, size, modes, tools)
+
+
+def render_big_file(b: Bench, size: int, modes: list[str], tools) -> str:
     labels = {
         "commit": {
             "mlvc": "`mlvc commit --artifacts big.bin`",
@@ -443,7 +504,7 @@ def bench_big_file(b: Bench, work: Path, size: int, reps: int, modes: list[str],
                         str(len(s.samples)),
                         fmt_s(s.med("seconds")),
                         fmt_s(med),
-                        fmt_x(b.ratio(key, bkey)),
+                        (b.ratio(key, bkey)),
                         f"{size / MiB / med:.0f}" if med else "–",
                         fmt_mib(max(x.maxrss for x in s.samples)) if mlvc else "",
                         fmt_mib(max(x.anon for x in s.samples)) if mlvc else "",
@@ -466,7 +527,9 @@ def bench_big_file(b: Bench, work: Path, size: int, reps: int, modes: list[str],
         'same repetition. "+ sync" adds a `sync` timed after the command (mlvc syncs before it '
         "returns, git and dvc do not, and mlvc checkout does not). Peak RSS (VmHWM, sampled "
         "every 20 ms) counts the file pages a process mmaps; peak anon RSS is the memory the "
-        "process holds of its own.\n\n" + table(head, rows)
+        "process holds of its own.\n\n"
+        + table(head, rows)
+        + bg_note(b, {f"commit ({m})": f"big.commit.mlvc.{m}" for m in modes})
     )
 
 
@@ -545,6 +608,12 @@ def bench_small_files(
         rmtree(p)
     rmtree(src)
 
+    return render_small_files(b, n, dirs, size, reps, cold_first, tools)
+
+
+def render_small_files(
+    b: Bench, n: int, dirs: int, size: int, reps: int, cold_first: bool, tools
+) -> str:
     ops = [
         ("first", f"first store of {n} files", "small.first.base"),
         ("same", "unchanged re-store", "small.first.base"),
@@ -578,11 +647,11 @@ def bench_small_files(
                 desc,
                 cell(mk),
                 cell(bkey),
-                fmt_x(b.ratio(mk, bkey)),
+                (b.ratio(mk, bkey)),
                 cell(gk) if tools.get("git") or op == "checkout" else "not installed",
-                fmt_x(b.ratio(mk, gk)),
+                (b.ratio(mk, gk)),
                 cell(dk) if tools.get("dvc") or op == "checkout" else "not installed",
-                fmt_x(b.ratio(mk, dk)),
+                (b.ratio(mk, dk)),
             ]
         )
     head = [
@@ -599,7 +668,16 @@ def bench_small_files(
         f"### 2. {n} files of {size // 1024} KiB in {dirs} folders (median of {reps})\n\n"
         "Baseline: `cp -r data DEST; sync` for storing, `cp -r` + sync into a new folder for "
         "checkout. All times include a trailing `sync` (mlvc already syncs before it returns; git "
-        "and dvc do not).\n\n" + table(head, rows)
+        "and dvc do not).\n\n"
+        + table(head, rows)
+        + bg_note(
+            b,
+            {
+                "first store": "small.first.mlvc",
+                "unchanged": "small.same.mlvc",
+                "10 rewritten": "small.touched.mlvc",
+            },
+        )
     )
 
 
@@ -714,7 +792,8 @@ def bench_query(b: Bench, work: Path, n: int, reps_fast: int, reps_slow: int) ->
         made = json.loads(run([*me, "make-runs", str(root), str(n)], work).out)
     except (CommandFailed, ValueError) as e:
         b.notes.append(f"creating {n} runs through the library failed: {e}")
-        return f"### 3. Query over {n} runs\n\nFAILED to create runs: `{e}`"
+        rmtree(root)
+        return ""
     b.get("q.create").samples.append(Sample(made["write"]))
     b.get("q.lib_rebuild").samples.append(Sample(made["rebuild"]))
     for rep in range(reps_fast):
@@ -740,7 +819,12 @@ def bench_query(b: Bench, work: Path, n: int, reps_fast: int, reps_slow: int) ->
     except (CommandFailed, ValueError) as e:
         b.get("q.lib").error = str(e)
     rmtree(root)
+    return render_query(b, n, reps_fast, reps_slow)
 
+
+def render_query(b: Bench, n: int, reps_fast: int, reps_slow: int) -> str:
+    if "q.python" not in b.series:
+        return f"### 3. Query over {n} runs\n\nFAILED to create the runs (see the problems below)."
     py = b.series["q.python"].med()
 
     def row(desc: str, key: str, with_ratio: bool = True) -> list[str]:
@@ -748,9 +832,9 @@ def bench_query(b: Bench, work: Path, n: int, reps_fast: int, reps_slow: int) ->
         if s is None or s.error:
             return [desc, "FAILED: " + (s.error[:120] if s else "not run"), "", ""]
         med = s.med()
-        ratio = b.ratio(key, "q.python") if with_ratio else None
+        ratio = b.ratio(key, "q.python") if with_ratio else ""
         extra = f"{med - py:.3f}" if with_ratio and py is not None and key != "q.python" else ""
-        return [desc, fmt_s(med), fmt_x(ratio), extra]
+        return [desc, fmt_s(med), ratio, extra]
 
     rows = [
         row("`python -c pass` (baseline)", "q.python"),
@@ -786,6 +870,10 @@ def bench_startup(b: Bench, work: Path, reps: int) -> str:
         b.measure("s.help", [MLVC, "--help"], root)
         b.measure("s.log", [MLVC, "log", "-n", "5"], root)
     rmtree(root)
+    return render_startup(b, reps)
+
+
+def render_startup(b: Bench, reps: int) -> str:
     rows = []
     for desc, key in (
         ("`python -c pass` (baseline)", "s.python"),
@@ -801,7 +889,7 @@ def bench_startup(b: Bench, work: Path, reps: int) -> str:
             [
                 desc,
                 fmt_s(s.med("seconds")),
-                fmt_x(b.ratio(key, "s.python", "seconds")),
+                (b.ratio(key, "s.python", "seconds")),
                 fmt_mib(statistics.median(x.maxrss for x in s.samples)),
             ]
         )
@@ -838,6 +926,47 @@ def machine_facts(where: Path) -> list[str]:
     ]
 
 
+def render(b: Bench, meta: dict) -> str:
+    """The Markdown report of one run, from its samples and settings."""
+    m, tools, sections = meta, meta["tools"], []
+    if 1 in m["only"]:
+        sections.append(render_big_file(b, m["big"], m["modes"], tools))
+    if 2 in m["only"]:
+        n = m["dirs"] * m["per_dir"]
+        sections.append(
+            render_small_files(b, n, m["dirs"], 4096, m["reps_slow"], m["cold_ok"], tools)
+        )
+    if 3 in m["only"]:
+        sections.append(render_query(b, m["nruns"], m["reps_fast"], m["reps_slow"]))
+    if 4 in m["only"]:
+        sections.append(render_startup(b, m["reps_startup"]))
+    report = "\n".join(m["facts"]) + "\n\n" + "\n\n".join(sections) + "\n"
+    if b.notes:
+        report += "\nProblems seen while measuring:\n\n" + "\n".join(f"- {n}" for n in b.notes)
+        report += "\n"
+    return report
+
+
+def dump(b: Bench, meta: dict) -> str:
+    series = {
+        k: {"label": s.label, "error": s.error, "samples": [vars(x) for x in s.samples]}
+        for k, s in b.series.items()
+    }
+    return json.dumps({"meta": meta, "notes": b.notes, "series": series}, indent=1)
+
+
+def load(text: str) -> tuple[Bench, dict]:
+    raw = json.loads(text)
+    meta = raw["meta"]
+    b = Bench(meta["cold_ok"])
+    b.notes = raw.get("notes", [])
+    for k, v in raw["series"].items():
+        s = b.get(k, v["label"])
+        s.error = v["error"]
+        s.samples = [Sample(**x) for x in v["samples"]]
+    return b, meta
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run under a minute")
@@ -847,12 +976,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions of slow steps")
     ap.add_argument("--out", default=None, help="also write the Markdown report here")
     ap.add_argument("--json", default=None, help="write raw samples as JSON here")
+    ap.add_argument("--render", default=None, metavar="JSON", help="re-render a --json file")
     ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
-    only = {int(x) for x in args.only.split(",") if x.strip()}
+    if args.render:
+        b, meta = load(Path(args.render).read_text())
+        print(render(b, meta))
+        return 0
 
     if args.quick:
         big, dirs, per_dir, nruns = 32 * MiB, 5, 100, 200
@@ -860,10 +993,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         big, dirs, per_dir, nruns = 1024 * MiB, 100, 200, 10_000
         reps_slow, reps_fast = args.reps or 3, 5
-
     versions = tool_versions()
-    tools = {k: bool(v) for k, v in versions.items()}
     cold_ok = not args.no_cold and not args.quick and can_drop_caches()
+    meta = {
+        "only": sorted(int(x) for x in args.only.split(",") if x.strip()),
+        "big": big,
+        "dirs": dirs,
+        "per_dir": per_dir,
+        "nruns": nruns,
+        "reps_slow": reps_slow,
+        "reps_fast": reps_fast,
+        "reps_startup": max(reps_fast, 5),
+        "cold_ok": cold_ok,
+        "modes": ["warm", "cold"] if cold_ok else ["warm"],
+        "tools": {k: bool(v) for k, v in versions.items()},
+    }
     b = Bench(cold_ok)
     work = Path(tempfile.mkdtemp(prefix="mlvc-bench-", dir=args.dir))
 
@@ -871,51 +1015,39 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
-    sections = []
+    load0 = os.getloadavg()[0]
     t_all = time.perf_counter()
     try:
         facts = machine_facts(work)
+        only, tools = meta["only"], meta["tools"]
         if 1 in only:
-            modes = ["warm", "cold"] if cold_ok else ["warm"]
-            sections.append(bench_big_file(b, work, big, reps_slow, modes, tools))
+            bench_big_file(b, work, big, reps_slow, meta["modes"], tools)
         if 2 in only:
-            sections.append(
-                bench_small_files(b, work, dirs, per_dir, 4096, reps_slow, cold_ok, tools)
-            )
+            bench_small_files(b, work, dirs, per_dir, 4096, reps_slow, cold_ok, tools)
         if 3 in only:
-            sections.append(bench_query(b, work, nruns, reps_fast, reps_slow))
+            bench_query(b, work, nruns, reps_fast, reps_slow)
         if 4 in only:
-            sections.append(bench_startup(b, work, max(reps_fast, 5)))
+            bench_startup(b, work, meta["reps_startup"])
     finally:
         rmtree(work)
 
-    total = time.perf_counter() - t_all
-    facts.append(
+    cold = "page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`)" if cold_ok else "warm only"
+    facts += [
         "- peers: "
         + ", ".join(f"{k}: {v or 'not installed'}" for k, v in versions.items())
-        + f"; cold cache: {'page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`)' if cold_ok else 'not measured (warm only)'}"
-    )
-    facts.append(f"- mode: {'--quick' if args.quick else 'full'}; whole run took {total:.0f} s")
-    report = "\n".join(facts) + "\n\n" + "\n\n".join(sections) + "\n"
-    if b.notes:
-        report += (
-            "\nProblems seen while measuring:\n\n" + "\n".join(f"- {n}" for n in b.notes) + "\n"
-        )
+        + f"; cold cache: {cold}",
+        f"- mode: {'--quick' if args.quick else 'full'}; whole run took "
+        f"{time.perf_counter() - t_all:.0f} s; load average (1 min) {load0:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end (other work shares these 2 cores)",
+    ]
+    meta["facts"] = facts
+    report = render(b, meta)
     print(report)
     if args.out:
         Path(args.out).write_text(report)
     if args.json:
-        raw = {
-            k: {
-                "label": s.label,
-                "error": s.error,
-                "samples": [vars(x) for x in s.samples],
-            }
-            for k, s in b.series.items()
-        }
-        Path(args.json).write_text(json.dumps(raw, indent=1))
-    failed = [k for k, s in b.series.items() if s.error]
-    return 1 if failed else 0
+        Path(args.json).write_text(dump(b, meta))
+    return 1 if any(s.error for s in b.series.values()) else 0
 
 
 if __name__ == "__main__":
