@@ -278,7 +278,7 @@ def fmt_ratio(vals: list[float]) -> str:
     if not vals:
         return "–"
     med = statistics.median(vals)
-    if len(vals) == 1:
+    if len(vals) == 1 or f"{min(vals):.1f}" == f"{max(vals):.1f}":
         return f"{med:.2f}x"
     return f"{med:.2f}x ({min(vals):.1f}–{max(vals):.1f})"
 
