@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -124,7 +123,6 @@ def _write(model, dest: Path, mod, signature, input_example, requirements, code_
     manifest = {
         "mlvc_model": FORMAT,
         "mlvc_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "flavor": mod.NAME,
         "flavors": {
             mod.NAME: conf,
