@@ -32,6 +32,7 @@ class CheckoutResult:
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     target: str = ""
+    run_id: ObjectId | None = None
 
 
 def parse_sections(only: str | Iterable[str] | None) -> tuple[str, ...]:

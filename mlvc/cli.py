@@ -276,6 +276,10 @@ def show(spec, as_json, files):
         if s[key]:
             value = " ".join(s[key]) if key == "command" else s[key]
             click.echo(f"{label + ':':9}{value}")
+    if s.get("exit_code") is not None:
+        click.echo(f"Exit:    {s['exit_code']}")
+    if s.get("reproduces"):
+        click.echo(f"Reproduces: {s['reproduces'][:10]} (`mlvc lineage {s['short_id']}`)")
     if s["git"]:
         g = s["git"]
         dirty = " (dirty)" if g.get("dirty") else ""
@@ -410,10 +414,9 @@ def checkout(spec, to, only, force, link, quiet):
     r = repo()
     res = r.checkout(spec, to=to, only=only, force=force, link=link)
     if not quiet:
-        oid = r.resolve(spec)
         where = f" into {res.target}" if to else ""
         click.echo(
-            f"checked out {oid.short}{where}: {len(res.written)} written, "
+            f"checked out {res.run_id.short}{where}: {len(res.written)} written, "
             f"{res.unchanged} unchanged, {len(res.removed)} removed"
         )
 
@@ -481,13 +484,19 @@ def index_rebuild():
     click.echo(f"index rebuilt: {n} runs")
 
 
+from .cli_models import models  # noqa: E402  (the models command group, docs/models.md)
+from .cli_reproduce import COMMANDS as _REPRODUCE_COMMANDS  # noqa: E402  (docs/reproduce.md)
+
+main.add_command(models)
+for _cmd in _REPRODUCE_COMMANDS:
+    main.add_command(_cmd)
+
 # -- storage commands (issue 4) -----------------------------------------------------------
 from .cli_storage import du as _du  # noqa: E402
 from .cli_storage import gc as _gc  # noqa: E402
 
 main.add_command(_gc)
 main.add_command(_du)
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,6 +7,7 @@ at any point leaves either no run or a complete one; the index catches up on its
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -22,7 +23,7 @@ from .errors import UsageError
 from .ids import ObjectId
 from .objects import Env, Run, TreeEntry
 from .params import load_metrics_file, load_params_file, metric_value
-from .project import load_project
+from .project import ProjectConfig, load_project
 from .refs import check_ref_name
 from .trees import build_tree, safe_relpath, write_object
 
@@ -58,6 +59,7 @@ class RunSpec:
     artifact_entries: Mapping[str, TreeEntry] = field(default_factory=dict)  # logged by API
     series_metrics: Mapping[str, float] = field(default_factory=dict)  # last value per key
     move_head: bool = True
+    project_files: bool = True  # read mlvc.toml's [track] params/metrics files
 
 
 def now_us() -> int:
@@ -95,26 +97,29 @@ def expand(root: Path, rels: Iterable[str]) -> list[str]:
 
 
 def author() -> str:
-    if os.environ.get("MLVC_AUTHOR"):
-        return os.environ["MLVC_AUTHOR"]
-    name = _git_config("user.name")
-    email = _git_config("user.email")
+    """``MLVC_AUTHOR``, else git's user.name <user.email>, else user@host."""
+    return os.environ.get("MLVC_AUTHOR") or _configured_author()
+
+
+@functools.lru_cache(maxsize=1)
+def _configured_author() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "config", "--get-regexp", r"^user\.(name|email)$"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    name, email = conf.get("user.name", "").strip(), conf.get("user.email", "").strip()
     if name:
         return f"{name} <{email}>" if email else name
     try:
         return f"{getpass.getuser()}@{socket.gethostname()}"
     except Exception:
         return "unknown"
-
-
-def _git_config(key: str) -> str:
-    try:
-        r = subprocess.run(
-            ["git", "config", "--get", key], capture_output=True, text=True, timeout=5
-        )
-        return r.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,9 @@ def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
         git = dict(git_facts(root))
         if git.get("patch"):
             git["patch"] = store.add_bytes(git["patch"].encode()).hex
-    env_id = write_object(store, Env(capture_env(root, cfg.env_variables))) if env else None
+    env_id = None
+    if env:
+        env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
     return Inputs(
         code_tree,
         git,
@@ -186,7 +193,7 @@ def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
 
 def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
-    cfg = load_project(repo.root)
+    cfg = load_project(repo.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
     params: dict[str, Any] = {}
     for f in cfg.params:

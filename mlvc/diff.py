@@ -380,6 +380,11 @@ def _patch_lines(patch: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def env_lines(e: dict) -> list[str]:
+    """env_diff's result as report lines, one per change (what ``mlvc diff`` prints)."""
+    return [text for _kind, text in _env_lines(e)]
+
+
 def _env_lines(e: dict) -> list[tuple[str, str]]:
     out = []
     for name in ("python", "mlvc"):
@@ -395,6 +400,8 @@ def _env_lines(e: dict) -> list[tuple[str, str]]:
     out += [("-", f"- {n} {v}") for n, v in pk["removed"].items()]
     for n, (old, new) in pk.get("sources", {}).items():
         out.append(("M", f"  {n} source {_show(old)} → {_show(new)}"))
+    for n, (old, new) in pk.get("installers", {}).items():
+        out.append(("M", f"  {n} installer {_show(old or None)} → {_show(new or None)}"))
     for k, (old, new) in e.get("variables", {}).items():
         out += _change_lines(f"${k}", old, new)
     out += [("M", f"  requirements {path} changed") for path in e.get("requirements", [])]

@@ -115,16 +115,44 @@ class IndexBusy(MlvcError):
     exit_code = 8
 
 
+class CommandFailed(MlvcError):
+    """The command of ``mlvc run`` exited non-zero (the run is recorded as ``failed``)."""
+
+    exit_code = 10
+
+
+class ReproductionDiffers(MlvcError):
+    """``mlvc reproduce`` re-ran a run and the result was not the same (verdict DIFFERENT)."""
+
+    exit_code = 11
+
+
+class NotReproducible(MlvcError):
+    """A run that cannot be re-executed: it records no command, or its files are gone."""
+
+    exit_code = 12
+
+
+class EnvironmentBuildFailed(MlvcError):
+    """The recorded environment could not be rebuilt (a version pip cannot install, say)."""
+
+    exit_code = 13
+
+
 # One table, documented in docs/cli.md: keep the two in step.
 EXIT_CODES = {
     0: "success",
     1: "general error",
     2: "bad input (usage, KEY=VALUE, params file)",
     3: "not an mlvc repository / already one",
-    4: "unknown or ambiguous run, or path not in run",
+    4: "unknown or ambiguous run or model, or path not in run",
     5: "corrupt, missing or unsafe object",
     6: "uncommitted changes would be overwritten (use --force)",
     7: "SQL query failed",
     8: "index busy for too long",
     9: "fsck found problems",
+    10: "the command of `mlvc run` failed (its own exit code is recorded in the run)",
+    11: "`mlvc reproduce`: the re-run came out DIFFERENT",
+    12: "the run cannot be reproduced (no recorded command)",
+    13: "the recorded environment could not be rebuilt (`--env recorded`)",
 }

@@ -35,6 +35,7 @@ def fsck(store: ObjectStore, refs: RefStore, tmp_dir: Path | None = None) -> lis
     for rid in refs.run_ids():
         problems.extend(_check_run(store, refs, rid, seen_trees, seen_envs, bad))
     problems.extend(_check_named_refs(store, refs))
+    problems.extend(_check_model_refs(store, refs, seen_trees, bad))
     if tmp_dir is not None:
         clean_tmp(tmp_dir)
     return problems
@@ -53,6 +54,29 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
             continue
         if oid is not None and not refs.has_run(oid):
             out.append(f"ref {ref} points at {oid.hex}, which is not a recorded run")
+    return out
+
+
+def _check_model_refs(store: ObjectStore, refs: RefStore, seen: set, bad: set) -> list[str]:
+    """Registered model versions name stored trees; aliases name existing versions."""
+    out = []
+    base = refs.dir / "refs" / "models"
+    for path in sorted(base.rglob("*")) if base.is_dir() else []:
+        if not path.is_file() or path.name.endswith(".lock") or path.name.startswith("."):
+            continue
+        ref = path.relative_to(refs.dir).as_posix()
+        try:
+            oid = refs.read(ref)
+        except MlvcError as e:
+            out.append(str(e))
+            continue
+        if oid is None:
+            target = refs.read_symbolic(ref)
+            out.append(f"ref {ref} points at {target or 'nothing'}, which does not exist")
+        elif not store.has(oid):
+            out.append(f"ref {ref} names model tree {oid.hex}, which is missing")
+        else:
+            out.extend(f"ref {ref}: {m}" for m in _check_tree(store, oid, seen, bad))
     return out
 
 

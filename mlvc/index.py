@@ -19,33 +19,38 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import logging
 import os
+import pickle
 import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import IndexBusy, MlvcError, QueryError
 from .ids import ObjectId
 from .objects import is_number
+from .odb import LocalStore
 from .trees import read_env, read_run, walk
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model registry tables
 LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
-BATCH_RUNS = 1000  # runs decoded per Arrow batch: bounds memory during a rebuild
+BATCH_RUNS = 500  # runs decoded per Arrow batch: bounds memory during a rebuild
 MAX_WIDE_KEYS = 1000  # params.* / metrics.* columns in runs_wide, each
 
 DB_NAME, LOCK_NAME, JOURNAL = "index.duckdb", "index.lock", "journal"
-SECTIONS = ("code", "data", "artifacts")
 
 # Shared locks this process holds, by lock path: a nested reader must not try to upgrade.
 _held_shared: dict[str, int] = {}
@@ -72,6 +77,13 @@ CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
 CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
 CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
 CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,
+    source VARCHAR, flavor VARCHAR, flavors VARCHAR[], signature VARCHAR,
+    registered_by VARCHAR, registered_at TIMESTAMPTZ);
+CREATE TABLE model_aliases (name VARCHAR, alias VARCHAR, version INTEGER, model_id VARCHAR,
+    set_by VARCHAR, set_at TIMESTAMPTZ);
+CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, version INTEGER,
+    previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
 CREATE VIEW files AS
     SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
     FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
@@ -90,8 +102,10 @@ RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_err
 class Index:
     """The DuckDB index of one repository, kept in step with its journal."""
 
-    def __init__(self, mlvc_dir: str | os.PathLike, store, refs):
+    def __init__(self, mlvc_dir: str | os.PathLike, store, refs, workers: int | None = None):
+        """``workers``: processes decoding runs in a big rebuild (default: CPUs, at most 4)."""
         self.dir = Path(mlvc_dir)
+        self.workers = workers or min(os.cpu_count() or 1, 4)
         self.store = store
         self.refs = refs
         self.path = self.dir / DB_NAME
@@ -129,12 +143,25 @@ class Index:
     def try_ingest(self) -> bool:
         """Ingest pending runs if the index lock is free right now; never waits.
 
+        By default the ingest runs in a detached worker (mlvc/index_worker.py) that inherits
+        the lock, so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests
+        in this process instead.
+
         Returns False when another process holds the lock (the runs stay journalled for
         the next reader) or when ingestion failed (logged; the next reader raises it).
         """
         fd = self._take_lock(exclusive=True, wait=0.0)
         if fd is None:
             return False
+        if os.environ.get("MLVC_INDEX_SYNC", "background") != "inline":
+            from .index_worker import spawn
+
+            try:  # the detached worker inherits the locked descriptor and ingests
+                if spawn(self.dir.parent, fd):
+                    os.close(fd)  # the lock stays held by the worker's copy until it exits
+                    return True
+            except Exception as e:
+                log.warning("could not start the index worker, ingesting here: %s", e)
         try:
             self._ingest_locked()
             return True
@@ -386,7 +413,7 @@ class Index:
             _write_meta(con, {"schema_version": str(SCHEMA_VERSION)})
             con.begin()
             run_ids = sorted(self.refs.run_ids())
-            self._insert_runs(con, run_ids)
+            self._insert_runs(con, run_ids, fresh=True)
             self._finish(con, self._refs_fingerprint(), [o.hex for o in run_ids], [])
             con.commit()
             con.execute("CHECKPOINT")
@@ -397,11 +424,26 @@ class Index:
         os.replace(tmp, self.path)
         _fsync_dir(self.dir)
 
-    def _insert_runs(self, con, run_ids: list[ObjectId]) -> None:
-        for i in range(0, len(run_ids), BATCH_RUNS):
-            batch = _Batch(self.store, con)
-            batch.add_runs(run_ids[i : i + BATCH_RUNS])
-            batch.insert()
+    def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
+        """Insert runs in batches of BATCH_RUNS, decoded in worker processes if many."""
+        schemas = {
+            t: con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema
+            for t in {*RUN_ROWS, *SHARED_ROWS}
+        }
+        chunks = [
+            [oid.hex for oid in run_ids[i : i + BATCH_RUNS]]
+            for i in range(0, len(run_ids), BATCH_RUNS)
+        ]
+        workers = min(self.workers, len(chunks))
+        parallel = len(run_ids) >= PARALLEL_MIN_RUNS and isinstance(self.store, LocalStore)
+        if workers > 1 and parallel:
+            decoded = _Workers(workers).map([(self.store, schemas, c) for c in chunks])
+        else:
+            decoded = (decode_runs(self.store, schemas, c) for c in chunks)
+        seen = _Seen(con, fresh)
+        for tables, trees, envs in decoded:
+            _insert_tables(con, tables)
+            _insert_tables(con, _shared_rows(self.store, schemas, seen, trees, envs))
 
     def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
         """Refresh what depends on the whole index: refs, runs_wide, meta."""
@@ -418,19 +460,43 @@ class Index:
             if rows:
                 kinds, names, ids = zip(*rows, strict=True)
                 _insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+            self._refresh_models(con)
         meta = {"refs_fingerprint": fingerprint}
         if new or dropped:
-            meta["runs_wide"] = _refresh_runs_wide(con, stored.get("runs_wide"), new)
+            old = stored.get("runs_wide")
+            meta["runs_wide"] = _refresh_runs_wide(con, old, new, bool(dropped))
         _write_meta(con, meta)
 
+    def _refresh_models(self, con) -> None:
+        """Rewrite the model registry tables from refs/models (a few rows per model)."""
+        import pyarrow as pa
+
+        from .models.registry import index_rows
+
+        for table, rows in index_rows(self.refs, self.store).items():
+            con.execute(f"DELETE FROM {table}")
+            if rows:
+                schema = con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+                cols = list(zip(*rows, strict=True))
+                arrays = [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)]
+                _insert(con, table, pa.Table.from_arrays(arrays, schema=schema))
+
     def _refs_fingerprint(self) -> str:
-        """Identity of refs/names and refs/tags as of now: any ref written there changes it.
+        """Identity of refs/names, refs/tags and the model registry's folders as of now: any
+        ref written there changes it.
 
         A directory changed in the last couple of seconds may change again within the same
         mtime tick, so such a fingerprint is marked unsettled and never matches.
         """
         parts, newest = [], 0
-        for ns in ("names", "tags"):
+        models = self.dir / "refs" / "models"
+        folders = ["names", "tags", "models"]
+        try:
+            for name in sorted(os.listdir(models)):
+                folders += [f"models/{name}/versions", f"models/{name}/aliases"]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        for ns in folders:
             try:
                 st = os.stat(self.dir / "refs" / ns)
             except FileNotFoundError:
@@ -547,52 +613,64 @@ def _fsync_dir(path: Path) -> None:
 
 # -- turning runs into rows -----------------------------------------------------------------
 
-# Tables a batch fills row by row; their DDL above fixes the column order of each row.
-BATCH_TABLES = ("runs", "params", "metrics", "tree_files", "env_packages", "tags", "ingest_errors")
-FLUSH_METRIC_ROWS = 2_000_000  # metric points held before an early insert
+# Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
+RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors")
+SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
+PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
+READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
 
 
-class _Batch:
-    """The rows of a batch of runs as column lists; ``insert`` writes one table each."""
+class _Rows:
+    """Rows for some index tables, as tuples in each table's column order."""
 
-    def __init__(self, store, con):
-        import pyarrow as pa
+    def __init__(self, schemas: dict):
+        self.schemas = schemas
+        self.rows = {t: [] for t in schemas}
 
-        self.pa = pa
-        self.store = store
-        self.con = con
-        self.schemas = {
-            t: con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in BATCH_TABLES
-        }
-        self.rows = {t: [] for t in BATCH_TABLES}
-        self.series = []  # (run id, Arrow table of key, step, timestamp, value)
-        self.series_rows = 0
-
-    def add_runs(self, run_ids: list[ObjectId]) -> None:
-        runs = []
-        for oid in run_ids:
-            try:
-                run = read_run(self.store, oid)
-            except MlvcError as e:
-                self._error(oid.hex, oid.hex, f"run object unreadable: {e}")
-                continue
-            self._add_run(oid.hex, run)
-            runs.append(run)
-            if self.series_rows >= FLUSH_METRIC_ROWS:
-                self._insert_metrics()
-        trees = {t.hex for r in runs for t in r.sections.values() if t is not None}
-        known = "SELECT tree_id FROM tree_files UNION ALL SELECT object_id FROM ingest_errors"
-        for tree in sorted(trees - _present(self.con, known, trees)):
-            self._add_tree(tree)
-        envs = {r.env.hex for r in runs if r.env is not None}
-        known = "SELECT env_id FROM env_packages UNION ALL SELECT object_id FROM ingest_errors"
-        for env in sorted(envs - _present(self.con, known, envs)):
-            self._add_env(env)
-
-    def _error(self, run_id: str | None, object_id: str, message: str) -> None:
+    def error(self, run_id: str | None, object_id: str, message: str) -> None:
         self.rows["ingest_errors"].append((run_id, object_id, message))
 
-    def _add_run(self, rid: str, run) -> None:
+    def table(self, name: str):
+        import pyarrow as pa
+
+        schema = self.schemas[name]
+        columns = list(zip(*self.rows[name], strict=True)) or [[] for _ in schema]
+        arrays = [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def tables(self) -> dict:
+        return {name: self.table(name) for name in self.rows}
+
+
+class _Decoder(_Rows):
+    """Turns run objects and their metric series into rows; needs no database."""
+
+    def __init__(self, schemas: dict):
+        super().__init__({t: schemas[t] for t in RUN_ROWS})
+        self.series = []  # (run id, Arrow table of key, step, value, timestamp)
+        self.trees: set[str] = set()
+        self.envs: set[str] = set()
+
+    def add(self, oid: ObjectId, run, series) -> None:
+        """One run, as read by ``_load``."""
+        if isinstance(run, Exception):
+            self.error(oid.hex, oid.hex, f"run object unreadable: {run}")
+            return
+        sizes = {t: len(r) for t, r in self.rows.items()}
+        n_series = len(self.series)
+        try:
+            self._add_run(oid.hex, run, series)
+        except Exception as e:  # a run object with values no column can hold
+            for t, n in sizes.items():
+                del self.rows[t][n:]
+            del self.series[n_series:]
+            self.error(oid.hex, oid.hex, f"run cannot be indexed: {e}")
+            return
+        self.trees.update(t.hex for t in run.sections.values() if t is not None)
+        if run.env is not None:
+            self.envs.add(run.env.hex)
+
+    def _add_run(self, rid: str, run, blob) -> None:
         started, ended = _micros(run.started), _micros(run.ended)
         git = run.git if isinstance(run.git, dict) else {}
         parents = [p.hex for p in run.parents]
@@ -601,7 +679,7 @@ class _Batch:
             _text(run.author), parents[0] if parents else None, parents, started, started,
             ended, (ended - started) / 1e6 if started and ended else None,
             shlex.join(str(a) for a in run.command), _text(run.cwd),
-            run.exit_code if isinstance(run.exit_code, int) else None,
+            _int64(run.exit_code),
             _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
             _git_dirty(git), _hex(run.reproduces),
@@ -610,88 +688,214 @@ class _Batch:
             self.rows["params"].append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
-        in_series = set()
         if run.series is not None:
             try:
-                table = _series_table(self.store.read_bytes(run.series))
-                if run.metrics:
-                    in_series = set(table.column("key").unique().to_pylist())
+                if isinstance(blob, Exception):
+                    raise blob
+                table = _series_table(blob)
                 if len(table):
                     self.series.append((rid, table))
-                    self.series_rows += len(table)
             except Exception as e:  # corrupt, missing or not our Parquet shape
-                self._error(rid, run.series.hex, f"metric series unreadable: {e}")
+                self.error(rid, run.series.hex, f"metric series unreadable: {e}")
         for key, value in sorted(run.metrics.items()):
-            if key in in_series:
-                continue
             if not is_number(value):
-                self._error(rid, rid, f"metric {key!r} is not a number: {value!r}")
+                self.error(rid, rid, f"metric {key!r} is not a number: {value!r}")
                 continue
             self.rows["metrics"].append((rid, key, 0, ended, float(value)))
 
-    def _add_tree(self, tree: str) -> None:
+    def tables(self) -> dict:
+        """The rows' tables, with the metric series points apart as ``series``."""
+        return {**super().tables(), "series": self._series_points()}
+
+    def _series_points(self):
+        """All series points of the batch, run_id dictionary-encoded (no 64-byte copies)."""
+        import pyarrow as pa
+
+        schema = self.schemas["metrics"]
+        if not self.series:
+            return schema.empty_table()
+        rids, series = zip(*self.series, strict=True)
+        points = pa.concat_tables(series).combine_chunks()
+        # Each series' index repeated along it, without a Python loop over the points.
+        ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int32())
+        which = pa.RunEndEncodedArray.from_arrays(ends, pa.array(range(len(rids)), pa.int32()))
+        run_col = pa.DictionaryArray.from_arrays(_run_end_decode(which), pa.array(rids))
+        timestamps = points.column("timestamp").cast(schema.field("timestamp").type)
+        points = points.set_column(3, "timestamp", timestamps).add_column(0, "run_id", run_col)
+        return points.select(schema.names)
+
+
+def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, list]:
+    """Arrow tables of the rows of these runs, and the trees and envs they use.
+
+    Pure but for reading the store, so worker processes can run it in parallel.
+    """
+    decoder = _Decoder(schemas)
+    oids = [ObjectId.parse(rid) for rid in run_ids]
+    # Reading objects waits on the disk, not the GIL: overlap the reads, decode in order.
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for oid, (run, series) in zip(
+            oids, pool.map(functools.partial(_load, store), oids), strict=True
+        ):
+            decoder.add(oid, run, series)
+    return decoder.tables(), sorted(decoder.trees), sorted(decoder.envs)
+
+
+def _load(store, oid: ObjectId) -> tuple:
+    """(run or the error reading it, series blob or the error reading it, or None)."""
+    try:
+        run = read_run(store, oid)
+    except MlvcError as e:
+        return e, None
+    if run.series is None:
+        return run, None
+    try:
+        return run, store.read_bytes(run.series)
+    except MlvcError as e:
+        return run, e
+
+
+class _Seen:
+    """Trees and envs already in the index: asked of DuckDB once, then remembered."""
+
+    def __init__(self, con, fresh: bool):
+        self.con, self.fresh, self.ids = con, fresh, set()
+
+    def new(self, ids: list[str], table: str, column: str) -> list[str]:
+        unseen = set(ids) - self.ids
+        if unseen and not self.fresh:  # a fresh index holds only what this ingest added
+            known = f"SELECT {column} FROM {table} UNION ALL SELECT object_id FROM ingest_errors"
+            unseen -= _present(self.con, known, unseen)
+        self.ids |= set(ids)
+        return sorted(unseen)
+
+
+def _shared_rows(store, schemas: dict, seen: _Seen, trees: list[str], envs: list[str]) -> dict:
+    """Rows of the trees and envs not in the index yet (shared by runs: listed once)."""
+    rows = _Rows({t: schemas[t] for t in SHARED_ROWS})
+    for tree in seen.new(trees, "tree_files", "tree_id"):
         try:
             files = [
                 (tree, path, e.id.hex, e.size, e.kind)
-                for path, e in walk(self.store, ObjectId.parse(tree))
+                for path, e in walk(store, ObjectId.parse(tree))
             ]
         except MlvcError as e:
-            self._error(None, tree, f"tree unreadable: {e}")
-            return
-        self.rows["tree_files"] += files
-
-    def _add_env(self, env: str) -> None:
+            rows.error(None, tree, f"tree unreadable: {e}")
+            continue
+        rows.rows["tree_files"] += files
+    for env in seen.new(envs, "env_packages", "env_id"):
         try:
-            packages = read_env(self.store, ObjectId.parse(env)).facts.get("packages") or {}
+            packages = read_env(store, ObjectId.parse(env)).facts.get("packages") or {}
         except MlvcError as e:
-            self._error(None, env, f"env unreadable: {e}")
-            return
+            rows.error(None, env, f"env unreadable: {e}")
+            continue
         if isinstance(packages, dict):
-            self.rows["env_packages"] += [(env, n, _text(v)) for n, v in sorted(packages.items())]
+            rows.rows["env_packages"] += [(env, n, _text(v)) for n, v in sorted(packages.items())]
+    return rows.tables()
 
-    def _table(self, name: str):
-        schema = self.schemas[name]
-        columns = list(zip(*self.rows[name], strict=True)) or [[] for _ in schema]
-        return self.pa.Table.from_arrays(
-            [self.pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)],
-            schema=schema,
-        )
 
-    def _insert_metrics(self) -> None:
-        """Insert the metric points so far, with their summaries (a run's are never split)."""
-        pa, schema = self.pa, self.schemas["metrics"]
-        tables = [self._table("metrics")]
-        if self.series:
-            rids, series = zip(*self.series, strict=True)
-            points = pa.concat_tables(series, promote_options="permissive")
-            # Each series' run id, repeated along it, without a Python loop over points.
-            ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int64())
-            run_col = pa.RunEndEncodedArray.from_arrays(ends, pa.array(rids, pa.string()))
-            points = points.add_column(0, "run_id", _run_end_decode(run_col))
-            tables.append(points.cast(schema))
-        self.rows["metrics"], self.series, self.series_rows = [], [], 0
-        points = pa.concat_tables(tables).combine_chunks()  # DuckDB scans few chunks faster
-        if not len(points):
-            return
-        self.con.register("_arrow_points", points)
+def _insert_tables(con, tables: dict) -> None:
+    """One INSERT per non-empty table; metrics and series go in together."""
+    tables = dict(tables)
+    final, series = tables.pop("metrics", None), tables.pop("series", None)
+    for name, table in tables.items():
+        if len(table):
+            _insert(con, name, table)
+    if final is not None and (len(final) or len(series)):
+        _insert_metrics(con, final, series)
+
+
+def _insert_metrics(con, final, series) -> None:
+    """Every series point, each final metric whose key the run's series lacks, summaries."""
+    con.register("_arrow_final", final)
+    con.register("_arrow_series", series)
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _final AS
+            SELECT * FROM _arrow_final
+            ANTI JOIN (SELECT DISTINCT run_id, key FROM _arrow_series) USING (run_id, key)""")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_series")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _final")
+        # "last" is the value at the highest step; later timestamps, then larger values
+        # break ties, so the result never depends on scan order.
+        con.execute("""
+            INSERT INTO metric_summary
+            SELECT run_id, key, arg_max(value, (step, timestamp, value)),
+                   min(value) FILTER (WHERE NOT isnan(value)),
+                   max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
+            FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
+            GROUP BY run_id, key""")
+        con.execute("DROP TABLE _final")
+    finally:
+        con.unregister("_arrow_final")
+        con.unregister("_arrow_series")
+
+
+class _Workers:
+    """Worker processes running ``decode_runs``: a rebuild of many runs on many cores.
+
+    Plain subprocesses, not multiprocessing: spawning re-imports the caller's ``__main__``,
+    which would re-run an unguarded user script that happened to trigger a rebuild.
+    """
+
+    def __init__(self, n: int):
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        cmd = [sys.executable, "-c", "from mlvc.index import _worker_main; _worker_main()"]
+        self.procs = [
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            for _ in range(n)
+        ]
+
+    def map(self, requests: list[tuple]) -> Iterator[tuple]:
+        """Results in request order; each worker holds one request, so memory stays bounded."""
+        n = len(self.procs)
         try:
-            self.con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_points")
-            # "last" is the value at the highest step; later timestamps, then larger values
-            # break ties, so the result never depends on scan order.
-            self.con.execute("""
-                INSERT INTO metric_summary
-                SELECT run_id, key, arg_max(value, (step, timestamp, value)),
-                       min(value) FILTER (WHERE NOT isnan(value)),
-                       max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
-                FROM _arrow_points GROUP BY run_id, key""")
+            for k, request in enumerate(requests[:n]):
+                self._send(k, request)
+            for k in range(len(requests)):
+                try:
+                    ok, result = pickle.load(self.procs[k % n].stdout)
+                except EOFError:
+                    raise MlvcError("an index worker process died; see its error above") from None
+                if k + n < len(requests):
+                    self._send(k % n, requests[k + n])
+                if not ok:
+                    raise MlvcError(f"an index worker failed: {result}")
+                yield result
         finally:
-            self.con.unregister("_arrow_points")
+            for proc in self.procs:  # EOF ends an idle worker, EPIPE a busy one
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()
+                    except OSError:  # the worker died with a request unread
+                        pass
+            for proc in self.procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
-    def insert(self) -> None:
-        self._insert_metrics()
-        for name in BATCH_TABLES:
-            if name != "metrics" and self.rows[name]:
-                _insert(self.con, name, self._table(name))
+    def _send(self, k: int, request: tuple) -> None:
+        pickle.dump(request, self.procs[k].stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.procs[k].stdin.flush()
+
+
+def _worker_main() -> None:
+    """A ``_Workers`` process: decode requests from stdin until it closes."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            request = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            result = (True, decode_runs(*request))
+        except Exception as e:
+            result = (False, f"{type(e).__name__}: {e}")
+        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
 
 def _run_end_decode(array):
@@ -701,10 +905,10 @@ def _run_end_decode(array):
 
 
 def _series_table(data: bytes):
-    """A metric series Parquet blob as a table of key, step, timestamp (UTC), value.
+    """A metric series Parquet blob as a table of key, step, value, timestamp (int64 µs).
 
-    Timestamps may be stored as int64 microseconds or as any Arrow timestamp; other columns
-    are cast to the index's types once per batch.
+    Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
+    the index's types cannot hold raise, so one bad blob never spoils a batch.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -713,25 +917,43 @@ def _series_table(data: bytes):
     names = set(blob.schema_arrow.names)
     if not {"key", "step", "value"} <= names:
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
-    columns = ["key", "step", "timestamp", "value"] if "timestamp" in names else None
-    table = blob.read(columns=columns or ["key", "step", "value"], use_threads=False)
-    target = pa.timestamp("us", tz="UTC")
-    if columns is None:
-        ts = pa.nulls(len(table), target)
-    else:
-        ts = table.column("timestamp")
-        if pa.types.is_timestamp(ts.type) and ts.type.unit != "us":
+    if "timestamp" not in names:
+        table = blob.read(columns=["key", "step", "value"], use_threads=False)
+        table = table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+        return _cast_as(table, _series_schema())
+    table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
+    ts = table.column("timestamp")
+    if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
+        if ts.type.unit != "us":
             ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
-        elif not pa.types.is_timestamp(ts.type):
-            ts = ts.cast(pa.int64())
-        if ts.type != target:
-            ts = ts.cast(target)
-    return table.select(["key", "step", "value"]).add_column(2, "timestamp", ts)
+        table = table.set_column(3, "timestamp", ts.cast(pa.int64()))
+    return _cast_as(table, _series_schema())
+
+
+@functools.cache
+def _series_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+         ("timestamp", pa.int64())]
+    )  # fmt: skip
+
+
+def _cast_as(table, schema):
+    """The table in ``schema``'s types; a cast (which refuses lossy values) only if needed."""
+    return table if table.schema == schema else table.cast(schema)
 
 
 def _micros(t) -> int | None:
     """Run times are int microseconds; 0 means unknown."""
-    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+    return t if _int64(t) and t > 0 else None
+
+
+def _int64(value) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
 
 
 def _text(value) -> str | None:
@@ -754,10 +976,7 @@ def _param(value) -> tuple[str | None, float | None, str]:
     if isinstance(value, bool):
         return ("true" if value else "false"), None, "bool"
     if isinstance(value, int):
-        try:
-            return str(value), float(value), "int"
-        except OverflowError:
-            return str(value), None, "int"
+        return str(value), float(value), "int"
     if isinstance(value, float):
         return repr(value), value, "float"
     if value is None:
@@ -770,42 +989,52 @@ def _param(value) -> tuple[str | None, float | None, str]:
 # -- runs_wide ------------------------------------------------------------------------------
 
 WIDE_TYPES = {"DOUBLE": "value_num", "BOOLEAN": "value = 'true'", "VARCHAR": "value"}
+# What decides a param column's type: which classes of value the key has.
+VALUE_CLASS = "CASE WHEN type IN ('int', 'float') THEN 'num' ELSE type END"
 
 
-def _wide_columns(con) -> list[list[str]]:
-    """[column, family, key, SQL type] of runs_wide's params.* and metrics.* columns."""
+def _wide_columns(con) -> list[list]:
+    """[column, family, key, SQL type, value classes] of runs_wide's params.* and metrics.*."""
     out, seen = [], set()
 
-    def add(family: str, key: str, sqltype: str) -> None:
+    def add(family: str, key: str, sqltype: str, classes: list[str]) -> None:
         name = f"{family}.{key}"
         if name.lower() not in seen:  # DuckDB identifiers ignore case: first key wins
             seen.add(name.lower())
-            out.append([name, family, key, sqltype])
+            out.append([name, family, key, sqltype, classes])
 
     rows = con.execute(
-        "SELECT key, count(*) FILTER (WHERE type IN ('int', 'float')), "
-        "count(*) FILTER (WHERE type = 'bool'), count(*) FILTER (WHERE type = 'str') "
-        f"FROM params GROUP BY key ORDER BY key LIMIT {MAX_WIDE_KEYS}"
+        f"SELECT key, list_sort(list(DISTINCT {VALUE_CLASS})) FROM params "
+        f"GROUP BY key ORDER BY key LIMIT {MAX_WIDE_KEYS}"
     ).fetchall()
-    for key, n_num, n_bool, n_str in rows:
-        if n_num and not (n_bool or n_str):
-            add("params", key, "DOUBLE")
-        elif n_bool and not (n_num or n_str):
-            add("params", key, "BOOLEAN")
-        else:
-            add("params", key, "VARCHAR")
+    for key, classes in rows:
+        typed = sorted(set(classes) - {"null"})  # one class of value gives a typed column
+        sqltype = {"num": "DOUBLE", "bool": "BOOLEAN"}.get(typed[0]) if len(typed) == 1 else None
+        add("params", key, sqltype or "VARCHAR", classes)
     metric_keys = con.execute(
         f"SELECT DISTINCT key FROM metric_summary ORDER BY key LIMIT {MAX_WIDE_KEYS}"
     ).fetchall()
     for (key,) in metric_keys:
-        add("metrics", key, "DOUBLE")
+        add("metrics", key, "DOUBLE", ["num"])
     return out
+
+
+def _wide_fits(con, columns: list[list], table: str) -> bool:
+    """Whether runs_wide's columns stay as they are with the runs listed in ``table``."""
+    have = {(family, key): set(classes) for _n, family, key, _t, classes in columns}
+    new = con.execute(
+        f"SELECT DISTINCT 'params', key, {VALUE_CLASS} FROM params "
+        f"WHERE run_id IN (SELECT id FROM {table}) UNION ALL "
+        "SELECT DISTINCT 'metrics', key, 'num' FROM metric_summary "
+        f"WHERE run_id IN (SELECT id FROM {table})"
+    ).fetchall()
+    return all(cls in have.get((family, key), ()) for family, key, cls in new)
 
 
 def _wide_select(columns: list[list[str]], only: str | None = None) -> str:
     """SELECT producing runs_wide rows (only for run ids in table ``only`` when given)."""
     parts = {"params": [], "metrics": []}
-    for name, family, key, sqltype in columns:
+    for name, family, key, sqltype, _classes in columns:
         expr = WIDE_TYPES[sqltype] if family == "params" else "last"
         parts[family].append(
             f"any_value({expr}) FILTER (WHERE key = {_lit(key)}) AS {_ident(name)}"
@@ -823,28 +1052,43 @@ def _wide_select(columns: list[list[str]], only: str | None = None) -> str:
     return sql + (f" WHERE r.id IN (SELECT id FROM {only})" if only else "")
 
 
-def _refresh_runs_wide(con, old: str | None, new: list[str]) -> str:
+def _refresh_runs_wide(con, old: str | None, new: list[str], dropped: bool) -> str:
     """Bring runs_wide up to date; returns its column signature for ``meta``.
 
-    runs_wide is a table, not a view, so wide queries cost a scan of one row per run. New
-    runs are appended; only a change in the set of keys (or a key's type) rebuilds it.
+    runs_wide is a table, not a view, so wide queries scan one row per run. New runs are
+    appended when their keys and value types fit the columns; a new key or a column changing
+    type (or runs dropped) creates it again from params and metric_summary. Adding a column
+    in place would save little: DuckDB rewrites the table at the next checkpoint anyway.
     """
-    columns = _wide_columns(con)
-    signature = json.dumps(columns)
-    if signature != old:
-        con.execute(f"CREATE OR REPLACE TABLE runs_wide AS {_wide_select(columns)}")
-        return signature
-    con.execute("DELETE FROM runs_wide WHERE id NOT IN (SELECT id FROM runs)")
-    if new:
-        import pyarrow as pa
+    import pyarrow as pa
 
-        con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
-        try:
-            sql = _wide_select(columns, only="_arrow_new")
-            con.execute(f"INSERT INTO runs_wide BY NAME {sql}")
-        finally:
-            con.unregister("_arrow_new")
-    return signature
+    old_columns = None if dropped else _parse_signature(old)
+    con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
+    try:
+        if old_columns is not None and _wide_fits(con, old_columns, "_arrow_new"):
+            _append_wide(con, old_columns)
+            return old
+    finally:
+        con.unregister("_arrow_new")
+    columns = _wide_columns(con)
+    con.execute(f"CREATE OR REPLACE TABLE runs_wide AS {_wide_select(columns)}")
+    return json.dumps(columns)
+
+
+def _append_wide(con, columns: list[list]) -> None:
+    """Insert the runs_wide rows of the runs listed in ``_arrow_new``."""
+    con.execute(f"INSERT INTO runs_wide BY NAME {_wide_select(columns, only='_arrow_new')}")
+
+
+def _parse_signature(text: str | None) -> list[list] | None:
+    """runs_wide's columns as stored in meta, or None (none yet, or from an older mlvc)."""
+    try:
+        columns = json.loads(text or "null")
+    except ValueError:
+        return None
+    if isinstance(columns, list) and all(len(c) == 5 for c in columns):
+        return columns
+    return None
 
 
 def _lit(text: str) -> str:

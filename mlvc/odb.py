@@ -308,6 +308,10 @@ class LocalStore(_RecordStore):
         self.root = Path(root)
         self.tmp = Path(tmp) if tmp else self.root.parent / "tmp"
 
+    def __reduce__(self):
+        """Pickle as "the store at this place" (open packs and maps are per process)."""
+        return (type(self), (self.root, self.tmp))
+
     def _path(self, oid: ObjectId) -> Path:
         h = oid.hex
         return self.root / h[:2] / h[2:]

@@ -2,10 +2,15 @@
 
 ``[track]`` gives defaults for ``mlvc commit``: ``data``, ``artifacts`` (paths), ``params``,
 ``metrics`` (files). ``[env]`` ``variables`` lists extra environment variables to capture.
+``[environment]`` ``requirements`` names requirement files captured with the environment;
+entry points and the rest of ``[environment]`` are read by ``mlvc.project_spec``. What an
+entry point declares it writes (``outputs``, ``metrics`` files and its log,
+``logs/<name>.log``) counts as artifacts for every command, never as code.
 """
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +27,7 @@ class ProjectConfig:
     params: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     env_variables: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict)
 
 
@@ -35,6 +41,9 @@ def load_project(root: Path) -> ProjectConfig:
         raise UsageError(f"cannot parse {path}: {e}") from None
     track = raw.get("track", {})
     env = raw.get("env", {})
+    environment = raw.get("environment", {})
+    if not isinstance(environment, dict):
+        raise UsageError(f"{path}: [environment] must be a table")
 
     def strings(section: dict, key: str) -> tuple[str, ...]:
         value = section.get(key, [])
@@ -46,9 +55,36 @@ def load_project(root: Path) -> ProjectConfig:
 
     return ProjectConfig(
         data=strings(track, "data"),
-        artifacts=strings(track, "artifacts"),
+        artifacts=tuple(dict.fromkeys([*strings(track, "artifacts"), *_entry_outputs(raw)])),
         params=strings(track, "params"),
         metrics=strings(track, "metrics"),
         env_variables=strings(env, "variables"),
+        env_files=strings(environment, "requirements"),
         raw=raw,
     )
+
+
+def _entry_outputs(raw: dict) -> list[str]:
+    """The paths entry points write, read leniently: mlvc.project_spec reports bad ones
+    when the entry point runs, and ``mlvc commit`` must not fail over them."""
+    out = []
+    entries = raw.get("entry_points", {})
+    for name, body in entries.items() if isinstance(entries, dict) else ():
+        if not isinstance(body, dict):
+            continue
+        for key in ("outputs", "metrics"):
+            value = body.get(key, [])
+            for v in (
+                [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            ):
+                parts = str(v).replace("\\", "/").split("/")
+                if (
+                    isinstance(v, str)
+                    and not v.startswith("/")
+                    and ".." not in parts
+                    and v.strip("./")
+                ):
+                    out.append(posixpath.normpath(v))
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name)).lstrip(".")
+        out.append(f"logs/{safe or 'command'}.log")
+    return out

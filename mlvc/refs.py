@@ -5,9 +5,12 @@ Layout under ``.mlvc/``:
     refs/runs/<id>     one file per recorded run: the set of all runs (never moves)
     refs/names/<name>  a run name, pointing at the newest run given that name
     refs/tags/<tag>    a tag set with ``mlvc tag`` (git-style, movable)
+    refs/models/<name>/versions/<n>   a registered model version: a model tree (never moves)
+    refs/models/<name>/aliases/<a>    a symbolic ref (``ref: <version ref>``) to a version
     logs/<ref>         the reflog: ``old new time author message`` per change, append-only
 
 A ref changes by writing ``<ref>.lock`` (O_EXCL), then renaming it over the ref, as git does.
+A symbolic ref holds ``ref: <other ref>`` instead of an id; reading it follows the chain.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ class RefLocked(MlvcError):
     pass
 
 
+class RefExists(MlvcError):
+    """A create-only write found the ref already there (another writer won the race)."""
+
+
+SYMBOLIC = "ref: "
+MAX_SYMBOLIC_DEPTH = 5
+
+
 class RefStore:
     def __init__(self, mlvc_dir: str | os.PathLike):
         self.dir = Path(mlvc_dir)
@@ -45,11 +56,18 @@ class RefStore:
     def _path(self, ref: str) -> Path:
         return self.dir / ref
 
-    def read(self, ref: str) -> ObjectId | None:
+    def _text(self, ref: str) -> str:
         try:
-            text = self._path(ref).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            return self._path(ref).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return ""
+
+    def read(self, ref: str) -> ObjectId | None:
+        text = self._text(ref)
+        for _ in range(MAX_SYMBOLIC_DEPTH):
+            if not text.startswith(SYMBOLIC):
+                break
+            text = self._text(text[len(SYMBOLIC) :].strip())
         if not text:
             return None
         try:
@@ -59,15 +77,35 @@ class RefStore:
                 f"ref {ref} holds {text[:80]!r}, not a run id; run `mlvc fsck`"
             ) from None
 
-    def write(self, ref: str, oid: ObjectId | None, message: str = "", author: str = "") -> None:
-        """Point ``ref`` at ``oid`` under its lock and log the change."""
+    def read_symbolic(self, ref: str) -> str | None:
+        """The ref a symbolic ref points at, or None if ``ref`` is absent or not symbolic."""
+        text = self._text(ref)
+        return text[len(SYMBOLIC) :].strip() if text.startswith(SYMBOLIC) else None
+
+    def write(
+        self,
+        ref: str,
+        oid: ObjectId | None,
+        message: str = "",
+        author: str = "",
+        create_only: bool = False,
+        symbolic: str | None = None,
+    ) -> None:
+        """Point ``ref`` at ``oid`` (or, with ``symbolic``, at another ref) under its lock,
+        and log the change. ``create_only`` raises RefExists if the ref is already there,
+        checked under the lock, so concurrent creators never both succeed."""
         path = self._path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
         fd = self._take_lock(lock)
         try:
+            if create_only and path.exists():
+                raise RefExists(f"ref {ref} already exists")
             old = self.read(ref)
-            os.write(fd, ((oid.hex if oid else "") + "\n").encode())
+            text = f"{SYMBOLIC}{symbolic}" if symbolic else (oid.hex if oid else "")
+            if symbolic:
+                oid = self.read(symbolic)
+            os.write(fd, (text + "\n").encode())
             os.close(fd)
             fd = None
             os.replace(lock, path)

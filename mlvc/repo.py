@@ -207,17 +207,19 @@ class Repo:
         paths = run.extra.get("paths", {}) if head else {}
         data = sorted({*paths.get("data", ()), *cfg.data})
         arts = sorted({*paths.get("artifacts", ()), *cfg.artifacts})
-        present = {
-            "code": code_files(self.root, exclude=[*data, *arts]),
-            "data": expand(self.root, [p for p in data if os.path.lexists(self.root / p)]),
-            "artifacts": expand(self.root, [p for p in arts if os.path.lexists(self.root / p)]),
-        }
+        recorded = {sec: run_files(self.store, run, [sec]) for sec in ("code", "data", "artifacts")}
+        present = {"code": code_files(self.root, exclude=[*data, *arts])}
+        for sec, paths in (("data", data), ("artifacts", arts)):
+            # files logged one by one (not under a tracked path) count where they were recorded
+            listed = expand(self.root, [p for p in paths if os.path.lexists(self.root / p)])
+            present[sec] = sorted(
+                {*listed, *(p for p in recorded[sec] if os.path.lexists(self.root / p))}
+            )
         out = {"head": head.hex if head else None}
         cache = self.stat_cache
         cache.begin()
         for sec, files in present.items():
-            recorded = run_files(self.store, run, [sec])
-            out[sec] = compare(self.store, recorded, self.root, files, cache)
+            out[sec] = compare(self.store, recorded[sec], self.root, files, cache)
         cache.save()
         return out
 
@@ -249,12 +251,15 @@ class Repo:
                 self.store, run, self.root, sections, head=head_run, cache=self.stat_cache, **opts
             )
             self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+            result.run_id = oid
             return result
         dest = Path(to).resolve()
         if dest == self.root or self.dir in (dest, *dest.parents):
             raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
         dest.mkdir(parents=True, exist_ok=True)
-        return checkout(self.store, run, dest, sections, **opts)
+        result = checkout(self.store, run, dest, sections, **opts)
+        result.run_id = oid
+        return result
 
     # -- index and integrity --------------------------------------------------------------
 
@@ -269,6 +274,41 @@ class Repo:
     def fsck(self) -> list[str]:
         """Every problem in the store and refs; empty when all is well."""
         return fsck(self.store, self.refs, self.dir / "tmp")
+
+    # -- running and reproducing (mlvc.run_cmd, mlvc.reproduce) ---------------------------
+
+    def with_worktree(self, path: str | os.PathLike) -> Repo:
+        """This repository's store and refs, with ``path`` as the folder runs are captured
+        from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
+        import copy
+
+        view = copy.copy(self)
+        view.root = Path(path).resolve()
+        view._index = None
+        view._stat_cache = None  # the cache is keyed by paths under the old root
+        return view
+
+    def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
+        """Run an entry point and record each run (``mlvc run``); returns the outcomes.
+
+        ``params`` and ``sweeps`` are ``KEY=VALUE`` / ``KEY=a,b,c`` strings. A command that
+        fails is recorded too: ``mlvc.run_cmd.check(outcomes)`` raises for it.
+        """
+        from .run_cmd import run_entry
+
+        return run_entry(self, entry, params, sweeps, jobs, **kw)
+
+    def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
+        """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
+        from .reproduce import reproduce
+
+        return reproduce(self, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+
+    def lineage(self, spec: str | None = None):
+        """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
+        from .lineage import lineage
+
+        return lineage(self, spec)
 
     # -- storage (issue 4) ----------------------------------------------------------------
 

@@ -68,6 +68,11 @@ def _proc_start(pid: int) -> str:
         return ""
 
 
+def new_key() -> str:
+    """A fresh live-run key: sortable by start time, unique by its random tail."""
+    return f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+
 def _atomic_json(path: Path, value: dict) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     tmp.write_text(json.dumps(value, sort_keys=True))
@@ -89,25 +94,13 @@ class LiveRun:
         capture: bool = True,
     ):
         self.repo = repo
-        self.key = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+        self.key = new_key()
         self.dir = repo.dir / LIVE / self.key
         (self.dir / "series").mkdir(parents=True)
         self.parent = parent
         self.run_id: ObjectId | None = None
         self.started = now_us()
-        self._params: dict[str, Any] = {}
-        self._tags: dict[str, str] = {}
-        self._artifacts: dict[str, list] = {}
-        self._children: list[str] = []
-        # metric columns; appended in this order, value last (see _flush)
-        self._codes: list[int] = []
-        self._steps: list[int] = []
-        self._times: list[int] = []
-        self._values: list[float] = []
-        self._keys: dict[str, list] = {}  # key -> [code, next step]
-        self._names: list[str] = []
-        self._block = 0
-        self._flush_lock = threading.Lock()
+        self._init_buffers()
         self._meta = {
             "pid": os.getpid(),
             "proc_start": _proc_start(os.getpid()),
@@ -134,6 +127,25 @@ class LiveRun:
         for k, v in (tags or {}).items():
             self.set_tag(k, v)
         self._write_meta()
+        self._start_flusher()
+
+    def _init_buffers(self) -> None:
+        self._params: dict[str, Any] = {}
+        self._tags: dict[str, str] = {}
+        self._artifacts: dict[str, list] = {}
+        self._children: list[str] = []
+        self.on_end: list = []  # callables given the recorded run id once the run has ended
+        # metric columns; appended in this order, value last (see _flush)
+        self._codes: list[int] = []
+        self._steps: list[int] = []
+        self._times: list[int] = []
+        self._values: list[float] = []
+        self._keys: dict[str, list] = {}  # key -> [code, next step]
+        self._names: list[str] = []
+        self._block = 0
+        self._flush_lock = threading.Lock()
+
+    def _start_flusher(self) -> None:
         self._stop = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_loop, daemon=True, name=f"mlvc-flush-{self.key}"
@@ -261,6 +273,16 @@ class LiveRun:
         self._write_meta()
         return name
 
+    def forget_artifacts(self, name: str) -> None:
+        """Drop logged artifacts at ``name`` or below it (before logging a replacement)."""
+        for rel in [r for r in self._artifacts if r == name or r.startswith(name + "/")]:
+            del self._artifacts[rel]
+
+    def record_model(self, name: str, record: dict) -> None:
+        """Note a model logged by ``mlvc.models.log_model`` for the run's ``models`` field."""
+        self._meta.setdefault("models", {})[name] = record
+        self._write_meta()
+
     def log_text(self, text: str, name: str) -> str:
         return self._log_bytes(text.encode(), name)
 
@@ -306,6 +328,8 @@ class LiveRun:
         if self.parent is not None:
             self.parent._children.append(self.run_id.hex)
         _forget(self)
+        for hook in self.on_end:
+            hook(self.run_id)
         return self.run_id
 
     def __enter__(self) -> LiveRun:
@@ -420,6 +444,7 @@ def commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
         name=meta.get("name", ""),
         params=meta.get("params", {}),
         tags=meta.get("tags", {}),
+        models=meta.get("models", {}),
         command=("python", *argv) if argv and argv[0].endswith(".py") else tuple(argv),
         status=status,
         started=meta.get("started"),
@@ -523,11 +548,23 @@ def start_run(
     data=(),
     nested: bool = True,
 ) -> LiveRun:
-    """Start a live run; inside another active run it becomes that run's child."""
+    """Start a live run; inside another active run it becomes that run's child.
+
+    In a process started by ``mlvc run`` (or ``mlvc reproduce``), the first top-level run
+    is not a run of its own: it adds to the run ``mlvc run`` records (mlvc.attached).
+    """
     from .repo import Repo
 
-    repo = repo if repo is not None else Repo()
     parent = _stack[-1] if _stack and nested else None
+    if parent is None:
+        from .attached import attach
+
+        run = attach(repo, name=name, params=params, tags=tags)
+        if run is not None:
+            with _stack_lock:
+                _stack.append(run)
+            return run
+    repo = repo if repo is not None else Repo()
     run = LiveRun(
         repo,
         name=name or "",
@@ -537,6 +574,12 @@ def start_run(
         data=data,
         parent=parent,
     )
+    if parent is None:
+        from .seeding import take_pending_seed
+
+        seed = take_pending_seed()
+        if seed is not None and "mlvc.seed" not in run._params:
+            run.log_param("mlvc.seed", seed)
     with _stack_lock:
         _stack.append(run)
     return run

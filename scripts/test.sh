@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-.venv/bin/ruff check mlvc tests benchmarks examples
+.venv/bin/ruff check .
 .venv/bin/ruff format --check mlvc tests
 .venv/bin/python -m pytest -n 2 -q "$@"

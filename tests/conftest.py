@@ -17,6 +17,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def _isolated_author(monkeypatch):
     monkeypatch.setenv("MLVC_AUTHOR", "Test Author <test@example.com>")
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    # ingest in the committing process, so a test sees the index right after a commit;
+    # tests of the default detached worker set "background" themselves
+    monkeypatch.setenv("MLVC_INDEX_SYNC", "inline")
 
 
 @pytest.fixture

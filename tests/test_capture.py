@@ -556,6 +556,8 @@ def test_packages_sources_and_torch_cuda_from_site_folders(tmp_path, monkeypatch
         "commit": "abc123",
     }
     assert env["package_sources"]["edit"]["editable"] is True
+    assert env["installers"]["my-pkg-name"] == "pip"
+    assert env["installers"]["edit"] == ""  # no INSTALLER file
     assert "torch" not in env["package_sources"]
     assert env["hardware"]["cuda"] == "12.1"
     assert "torch" not in sys.modules
@@ -674,6 +676,7 @@ def test_env_diff_packages():
         "upgraded": {"numpy": ["1.26.4", "2.0.0"]},
         "downgraded": {"rc": ["2.0", "2.0rc1"], "torch": ["2.1.0", "1.13.1"]},
         "sources": {},
+        "installers": {},
     }
     assert diff["python"] is None and diff["platform"] == {} and diff["variables"] == {}
 

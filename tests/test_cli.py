@@ -310,3 +310,12 @@ def test_run_object_is_the_record(repo, project):
     run = repo.run(oid)
     assert isinstance(run, Run) and run.params == {"a": 1} and run.metrics == {"m": 2.5}
     assert repo.fsck() == []
+
+
+def test_checkout_relative_spec_in_place_reports_the_target(cli, repo, project):
+    cli("commit", "-q")
+    first = repo.resolve("HEAD")
+    (project / "train.py").write_text("v2\n")
+    cli("commit", "-q")
+    out = cli("checkout", "HEAD~1").output
+    assert out.startswith(f"checked out {first.short}") and repo.head() == first

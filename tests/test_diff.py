@@ -281,7 +281,7 @@ def test_env_diff_sections(store):
     e = d.env
     assert e["python"] == {"old": FACTS["python"], "new": new["python"]}
     assert e["platform"] == {"release": ["5.15", "6.1"]}
-    packages = {k: v for k, v in e["packages"].items() if k != "sources"}
+    packages = {k: v for k, v in e["packages"].items() if k not in ("sources", "installers")}
     assert packages == {
         "added": {"pkg": "1.0"},
         "removed": {"gone": "2.0"},

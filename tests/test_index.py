@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import mlvc.index
 from mlvc.errors import QueryError
 from mlvc.ids import ObjectId
 from mlvc.index import Index
@@ -211,11 +212,22 @@ def test_runs_wide_has_one_typed_column_per_key(repo):
     ]
     assert table.column("metrics.loss").to_pylist() == [1 / 3, 0.5, 1.0]
     # a new key appears, and a key turns from numeric to text: the columns follow
-    commit(repo, make_run(repo, 4, params={"lr": "auto", "momentum": 0.9}))
-    wide = index.query('SELECT "params.lr", "params.momentum" FROM runs_wide ORDER BY started')
-    assert wide.schema.field("params.lr").type == pa.string()
+    commit(repo, make_run(repo, 4, params={"lr": "auto", "momentum": 0.9, "none": None}))
+    wide = index.query(
+        'SELECT "params.lr", "params.momentum", "params.none" FROM runs_wide ORDER BY started'
+    )
+    assert [str(t) for t in wide.schema.types] == ["string", "double", "string"]
     assert wide.column("params.lr").to_pylist()[-2:] == ["0.025", "auto"]
     assert wide.column("params.momentum").to_pylist() == [None] * 4 + [0.9]
+    assert wide.column("params.none").to_pylist() == [None] * 5
+    # values that fit the columns append rows; a new class of value retypes the column
+    commit(repo, make_run(repo, 5, params={"lr": 0.5, "momentum": None, "none": 3}))
+    wide = index.query('SELECT "params.lr", "params.none" FROM runs_wide ORDER BY started')
+    assert wide.column("params.lr").to_pylist()[-1] == "0.5"
+    assert wide.schema.field("params.none").type == pa.float64()
+    before = dump(index)
+    index.rebuild()
+    assert dump(index) == before
 
 
 def test_parents_and_reproduces(repo):
@@ -277,6 +289,30 @@ def test_unreadable_series_is_reported_and_final_metrics_kept(repo):
     assert errors[0]["run_id"] == oid.hex and "metric series unreadable" in errors[0]["error"]
 
 
+def test_hostile_values_are_reported_not_fatal(repo):
+    index = index_of(repo)
+    text_values = pa.table({"key": ["loss"], "step": [1], "value": ["high"]})
+    buf = io.BytesIO()
+    pq.write_table(text_values, buf)
+    bad_series = commit(repo, make_run(repo, 0, series=buf.getvalue()), ingest=False)
+    huge = commit(
+        repo,
+        make_run(repo, 1, exit_code=2**64 - 1, params={"big": 2**64 - 1}, metrics={"m": 2**64 - 1}),
+        ingest=False,
+    )
+    fine = commit(repo, make_run(repo, 2), ingest=False)
+    assert {r["id"] for r in rows(index, "SELECT id FROM runs")} == {
+        o.hex for o in (bad_series, huge, fine)
+    }
+    errors = rows(index, "SELECT run_id, error FROM ingest_errors")
+    assert [e["run_id"] for e in errors] == [bad_series.hex]
+    big = rows(
+        index,
+        f"SELECT exit_code, p.value_num, m.value FROM runs JOIN params p ON p.run_id = id JOIN metrics m ON m.run_id = id WHERE id = '{huge.hex}' AND p.key = 'big' AND m.key = 'm'",
+    )
+    assert big == [{"exit_code": None, "value_num": 2.0**64, "value": 2.0**64}]
+
+
 def test_nan_final_metric_is_kept(repo):
     index = index_of(repo)
     commit(repo, make_run(repo, 0, metrics={"loss": float("nan")}))
@@ -317,6 +353,31 @@ def test_rebuild_equals_incremental(repo):
     incremental = dump(index)
     index.rebuild()
     assert dump(index) == incremental
+
+
+def test_parallel_rebuild_equals_sequential(repo, monkeypatch):
+    index = index_of(repo)
+    for i in range(5):
+        commit(repo, make_run(repo, i, series=series_blob([("loss", i, T0, 0.5)])), ingest=False)
+    index.sync()
+    sequential = dump(index)
+    monkeypatch.setattr("mlvc.index.BATCH_RUNS", 2)
+    monkeypatch.setattr("mlvc.index.PARALLEL_MIN_RUNS", 1)
+    started = []
+    monkeypatch.setattr(
+        "mlvc.index._Workers.__init__", _record(mlvc.index._Workers.__init__, started)
+    )
+    assert Index(repo.dir, repo.store, repo.refs, workers=2).rebuild() == 5
+    assert started == [2]
+    assert dump(index) == sequential
+
+
+def _record(init, calls):
+    def wrapped(self, n):
+        calls.append(n)
+        init(self, n)
+
+    return wrapped
 
 
 def test_schema_version_change_rebuilds(repo, monkeypatch):
@@ -386,24 +447,24 @@ def test_tag_moved_outside_a_commit_shows_up(repo):
 # -- read-only, errors, streaming -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
+def test_queries_cannot_write_or_reach_files(repo, tmp_path):
+    index = index_of(repo)
+    commit(repo, make_run(repo, 0))
+    out = tmp_path / "out.csv"
+    for sql in [
         "INSERT INTO runs (id) VALUES ('x')",
         "CREATE TABLE evil (a INT)",
         "DELETE FROM runs",
-        "COPY runs TO '/tmp/mlvc-index-test-out.csv'",
+        "DROP TABLE runs",
+        f"COPY runs TO '{out}'",
         "SELECT * FROM read_csv('/etc/passwd')",
-        "ATTACH '/tmp/mlvc-index-test.duckdb' AS other",
-    ],
-)
-def test_queries_cannot_write_or_reach_files(repo, sql):
-    index = index_of(repo)
-    commit(repo, make_run(repo, 0))
-    with pytest.raises(QueryError):
-        index.query(sql)
+        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+        "INSTALL httpfs",
+    ]:
+        with pytest.raises(QueryError):
+            index.query(sql)
     assert rows(index, "SELECT count(*) AS n FROM runs") == [{"n": 1}]
-    assert not os.path.exists("/tmp/mlvc-index-test-out.csv")
+    assert sorted(os.listdir(tmp_path)) == ["proj"]
 
 
 def test_bad_sql_gives_duckdb_message_on_one_line(repo):

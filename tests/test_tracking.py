@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -182,7 +183,7 @@ READER = textwrap.dedent("""
 def test_concurrent_writers_lose_nothing(project):
     (project / "mlvc.toml").write_text("")
     workers, per = 8, 15
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "MLVC_INDEX_SYNC": "background"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(w), str(per)],
@@ -214,3 +215,27 @@ def test_concurrent_writers_lose_nothing(project):
     points = repo.query("SELECT count(*) AS n FROM metrics").to_pylist()[0]["n"]
     assert points == workers * per * 20
     assert repo.fsck() == []
+
+
+def test_status_counts_logged_artifacts_where_they_were_recorded(repo, project):
+    (project / "w.bin").write_bytes(b"1")
+    with mlvc.start_run(repo=repo) as run:
+        run.log_artifact(project / "w.bin")
+    st = repo.status()
+    assert st["artifacts"] == {"added": [], "removed": [], "modified": []}
+    (project / "w.bin").write_bytes(b"2")
+    assert repo.status()["artifacts"]["modified"] == ["w.bin"]
+
+
+def test_commit_hands_ingest_to_a_detached_worker(repo, project, monkeypatch):
+    monkeypatch.setenv("MLVC_INDEX_SYNC", "background")
+    ids = [repo.commit(f"r{i}", params={"i": i}, capture_env=False) for i in range(3)]
+    deadline = time.time() + 60
+    while repo.index.pending() and time.time() < deadline:  # the worker ingests on its own
+        time.sleep(0.05)
+    got = repo.query("SELECT id FROM runs ORDER BY created").column("id").to_pylist()
+    assert got == [i.hex for i in ids]
+    assert not (project / ".mlvc" / "logs" / "index-worker.log").exists()
+    fd = repo.index._take_lock(exclusive=True, wait=30)  # the worker released the lock
+    assert fd is not None
+    os.close(fd)

@@ -15,7 +15,14 @@ work="${1:-$(mktemp -d)/quickstart}"
 mkdir -p "$work"
 cp "$here"/train.py "$here"/make_data.py "$here"/params.json "$here"/mlvc.toml "$work"/
 cd "$work"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+step() {  # echo the command as one would type it, then run it
+  local shown="" a
+  for a in "$@"; do
+    if [[ "$a" =~ [[:space:]\",] ]]; then shown+=" '$a'"; else shown+=" $a"; fi
+  done
+  printf '\n\033[1m$%s\033[0m\n' "$shown"
+  "$@"
+}
 
 python make_data.py
 step mlvc init
@@ -30,10 +37,12 @@ step mlvc commit -m "higher lr, more epochs" -n longer -t candidate
 step mlvc log
 step mlvc diff baseline longer
 step mlvc query 'SELECT name, "params.lr", "params.epochs", "metrics.accuracy", "metrics.loss" FROM runs_wide ORDER BY "metrics.loss"'
-step mlvc checkout baseline --to "$work/replay"
+replay="$work.replay"
+rm -rf "$replay"
+step mlvc checkout baseline --to "$replay"
 echo
 echo "== every checked-out file has the BLAKE3 id the baseline run recorded:"
-python - "$work/replay" <<'PY'
+python - "$replay" <<'PY'
 import json, subprocess, sys
 from pathlib import Path
 import blake3

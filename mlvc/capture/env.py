@@ -46,6 +46,8 @@ REQUIREMENT_FILES = (
     "poetry.lock",
     "uv.lock",
     "conda-lock.yml",
+    "python_env.yaml",  # MLflow project environments
+    "conda.yaml",
 )
 MAX_REQUIREMENT_BYTES = 1 << 20
 NVIDIA_SMI_TIMEOUT = 5.0
@@ -56,11 +58,17 @@ _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENT
 _SECRET_PARTS = ("PWD", "PRIVATE", "CREDS", "COOKIE")
 
 
-def capture_env(root: Path, variables: Iterable[str] | None = None) -> dict:
+def capture_env(
+    root: Path,
+    variables: Iterable[str] | None = None,
+    files: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict:
     """The environment of this process, for a project at root, as a nested plain dict.
 
     Keys: ``python``, ``platform``, ``packages`` (normalized name -> version),
-    ``package_sources`` (editable, VCS and local installs), ``requirements`` (root-level
+    ``package_sources`` (editable, VCS and local installs), ``installers`` (name -> the
+    tool that installed it), ``requirements`` (root-level
     requirement and lock files, path -> text), ``requirements_skipped`` (path -> why),
     ``variables``, ``hardware`` and ``mlvc`` (its version).
 
@@ -70,19 +78,24 @@ def capture_env(root: Path, variables: Iterable[str] | None = None) -> dict:
     anywhere (so also GIT_AUTHOR_NAME), or with an ``_``-separated part that starts or ends
     with KEY (API_KEY, AWS_SECRET_ACCESS_KEY, APIKEY, KEYFILE) or is PWD, PRIVATE, CREDS or
     COOKIE. Credentials inside URL values (``user:pass@``) are stripped too.
+
+    ``files`` names more requirement files (project-relative, e.g. from ``[environment]``)
+    to capture besides the root-level ones; ``environ`` is the environment the run's process
+    gets (default: this process's).
     """
     from .. import __version__
 
-    packages, sources, site_of = _distributions()
-    requirements, skipped = _requirements(Path(root))
+    packages, sources, installers, site_of = _distributions()
+    requirements, skipped = _requirements(Path(root), files)
     return {
         "python": _python(),
         "platform": _platform(),
         "packages": packages,
         "package_sources": sources,
+        "installers": installers,
         "requirements": requirements,
         "requirements_skipped": skipped,
-        "variables": _variables(variables),
+        "variables": _variables(variables, os.environ if environ is None else environ),
         "hardware": _hardware(site_of.get("torch")),
         "mlvc": __version__,
     }
@@ -128,13 +141,16 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _distributions() -> tuple[dict, dict, dict]:
+def _distributions() -> tuple[dict, dict, dict, dict]:
     """Every installed distribution on sys.path, first one wins as for imports.
 
-    Returns (name -> version, name -> install source, name -> folder it was found in).
+    Returns (name -> version, name -> install source, name -> installer, name -> folder
+    it was found in). The installer is what the INSTALLER file says (pip, uv, conda...),
+    "" when there is none (eggs, hand-copied folders).
     """
     packages: dict[str, str] = {}
     sources: dict[str, dict] = {}
+    installers: dict[str, str] = {}
     site_of: dict[str, str] = {}
     for entry in sys.path:
         folder = entry or "."
@@ -145,10 +161,16 @@ def _distributions() -> tuple[dict, dict, dict]:
             name = normalize_name(name)
             packages[name] = version
             site_of[name] = folder
-            source = _source(meta_dir)
+            installers[name] = _installer(meta_dir)
+            source = _source(meta_dir, installers[name])
             if source:
                 sources[name] = source
-    return dict(sorted(packages.items())), dict(sorted(sources.items())), site_of
+    return (
+        dict(sorted(packages.items())),
+        dict(sorted(sources.items())),
+        dict(sorted(installers.items())),
+        site_of,
+    )
 
 
 def _metadata_dirs(folder: str) -> list[tuple[str, str]]:
@@ -188,7 +210,15 @@ def _name_version(header: str) -> tuple[str, str]:
     return name, version
 
 
-def _source(meta_dir: str) -> dict | None:
+def _installer(meta_dir: str) -> str:
+    try:
+        with open(os.path.join(meta_dir, "INSTALLER"), encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _source(meta_dir: str, installer: str) -> dict | None:
     """Where an editable, VCS or local install came from (PEP 610 direct_url.json)."""
     try:
         with open(os.path.join(meta_dir, "direct_url.json"), encoding="utf-8") as f:
@@ -199,11 +229,6 @@ def _source(meta_dir: str) -> dict | None:
         return None
     vcs = direct.get("vcs_info") if isinstance(direct.get("vcs_info"), dict) else {}
     dir_info = direct.get("dir_info") if isinstance(direct.get("dir_info"), dict) else {}
-    try:
-        with open(os.path.join(meta_dir, "INSTALLER"), encoding="utf-8") as f:
-            installer = f.read().strip()
-    except OSError:
-        installer = ""
     return {
         "installer": installer,
         "url": strip_credentials(str(direct.get("url", ""))),
@@ -216,17 +241,23 @@ def _source(meta_dir: str) -> dict | None:
 # -- files and variables ---------------------------------------------------------------------
 
 
-def _requirements(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+def _requirements(root: Path, files: Iterable[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
     contents: dict[str, str] = {}
     skipped: dict[str, str] = {}
     try:
         with os.scandir(root) as it:
-            names = sorted(e.name for e in it if e.is_file())
+            names = [e.name for e in it if e.is_file()]
     except OSError:
         return contents, skipped
-    for name in names:
-        wanted = name in REQUIREMENT_FILES or fnmatch.fnmatchcase(name, "requirements*.txt")
-        if not wanted:
+    names = [
+        n for n in names if n in REQUIREMENT_FILES or fnmatch.fnmatchcase(n, "requirements*.txt")
+    ]
+    for name in sorted({*names, *(os.path.normpath(f) for f in files)}):
+        if name.startswith(("..", "/")):
+            skipped[name] = "outside the project"
+            continue
+        if not os.path.isfile(root / name):
+            skipped[name] = "missing"
             continue
         try:
             with open(root / name, "rb") as f:
@@ -242,6 +273,14 @@ def _requirements(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     return contents, skipped
 
 
+def is_captured_variable(name: str, extra: Iterable[str] | None = None) -> bool:
+    """Whether variable ``name`` is one capture_env records (secret or not)."""
+    for w in (*DEFAULT_VARIABLES, *(extra or ())):
+        if name == w or (_GLOB.search(w) and fnmatch.fnmatchcase(name, w)):
+            return True
+    return False
+
+
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name suggests it holds a secret (see capture_env)."""
     upper = name.upper()
@@ -251,13 +290,10 @@ def is_secret_name(name: str) -> bool:
     return any(p.startswith("KEY") or p.endswith("KEY") or p in _SECRET_PARTS for p in parts)
 
 
-def _variables(extra: Iterable[str] | None) -> dict[str, str]:
-    wanted = [*DEFAULT_VARIABLES, *(extra or ())]
-    names = {w for w in wanted if not _GLOB.search(w)}
-    globs = [w for w in wanted if _GLOB.search(w)]
+def _variables(extra: Iterable[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
     chosen = {}
-    for name, value in os.environ.items():
-        if name not in names and not any(fnmatch.fnmatchcase(name, g) for g in globs):
+    for name, value in environ.items():
+        if not is_captured_variable(name, extra):
             continue
         if not is_secret_name(name):
             chosen[name] = _URL_USERINFO.sub(r"\1", value)
@@ -344,8 +380,9 @@ def env_diff(a: Mapping, b: Mapping) -> dict:
     """What changed from environment a to environment b, section by section.
 
     ``python`` is None or ``{"old", "new"}`` (the whole python sections); ``packages`` has
-    ``added``/``removed`` (name -> version), ``upgraded``/``downgraded`` (name -> [old, new])
-    and ``sources`` (name -> [old, new] install source); ``requirements`` lists changed
+    ``added``/``removed`` (name -> version), ``upgraded``/``downgraded`` (name -> [old, new]),
+    ``sources`` (name -> [old, new] install source) and ``installers`` (name -> [old, new]
+    installer, for packages on both sides); ``requirements`` lists changed
     paths; every other section maps a changed key to [old, new]. Nothing changed: every
     value is empty or None.
     """
@@ -382,6 +419,8 @@ def _package_diff(a: Mapping, b: Mapping) -> dict:
             way = "upgraded" if is_newer(new[name], old[name]) else "downgraded"
             out[way][name] = [old[name], new[name]]
     out["sources"] = _changed(a.get("package_sources", {}), b.get("package_sources", {}))
+    installers = _changed(a.get("installers", {}), b.get("installers", {}))
+    out["installers"] = {k: v for k, v in installers.items() if k in old and k in new}
     return out
 
 

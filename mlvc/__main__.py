@@ -1,0 +1,5 @@
+"""``python -m mlvc`` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,261 @@
+"""Scoring payloads: request bodies in, predictions out (the server's and ``predict``'s I/O).
+
+Requests (MLflow's scoring formats, plus CSV and Arrow):
+    application/json   one of ``{"dataframe_split": {"columns": [...], "data": [[...]]}}``,
+                       ``{"dataframe_records": [{...}, ...]}``, ``{"instances": ...}``,
+                       ``{"inputs": ...}`` (a list of rows, a dict of columns, or records)
+    text/csv           a header line, then rows
+    application/vnd.apache.arrow.stream (or .file)   an Arrow IPC stream (or file)
+Responses: ``{"predictions": ...}`` as JSON, or an Arrow IPC stream when asked for one.
+Anything unreadable raises ``BadPayload`` (HTTP 400) saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import BadPayload, UnsupportedMediaType
+from .signature import is_dataframe, is_series, is_tensor
+
+JSON = "application/json"
+CSV = "text/csv"
+ARROW = "application/vnd.apache.arrow.stream"
+ARROW_FILE = "application/vnd.apache.arrow.file"
+CONTENT_TYPES = (JSON, CSV, ARROW, ARROW_FILE)
+JSON_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def media_type(header: str | None) -> str:
+    """``text/csv; charset=utf-8`` → ``text/csv``; a missing header means JSON."""
+    return (header or JSON).split(";", 1)[0].strip().lower() or JSON
+
+
+def parse(body: bytes, content_type: str | None, schema=None):
+    """The model input in a request body; ``schema`` (the signature's inputs) guides types."""
+    kind = media_type(content_type)
+    if kind == JSON:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadPayload(f"the body is not valid JSON: {e}") from None
+        data = parse_json(doc, schema)
+    elif kind == CSV:
+        data = parse_csv(body, schema)
+    elif kind in (ARROW, ARROW_FILE):
+        data = parse_arrow(body, kind)
+    else:
+        raise UnsupportedMediaType(
+            f"content type {kind!r} is not supported; send one of {', '.join(CONTENT_TYPES)}"
+        )
+    if _rows(data) == 0:
+        raise BadPayload("the input has no rows")
+    return data
+
+
+def _rows(data) -> int | None:
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def parse_json(doc: Any, schema=None):
+    if not isinstance(doc, dict):
+        raise BadPayload(
+            f"the JSON body must be an object with one of the keys {', '.join(JSON_FORMATS)}"
+        )
+    keys = [k for k in JSON_FORMATS if k in doc]
+    unknown = sorted(set(doc) - set(JSON_FORMATS))
+    if len(keys) != 1 or unknown:
+        found = ", ".join(sorted(doc)) or "none"
+        raise BadPayload(
+            f"the JSON body must have exactly one of the keys {', '.join(JSON_FORMATS)} "
+            f"(found: {found})"
+        )
+    value = doc[keys[0]]
+    if keys[0] == "dataframe_split":
+        return split_table(value, schema)
+    if keys[0] == "dataframe_records":
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            raise BadPayload("dataframe_records must be a list of objects, one per row")
+        return _records(value)
+    return _instances(value, schema)
+
+
+def split_table(value, schema=None):
+    """A table from pandas' split orient: ``{"columns": [...], "data": [[...], ...]}``."""
+    import pyarrow as pa
+
+    if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+        raise BadPayload('dataframe_split must be an object {"columns": [...], "data": [[...]]}')
+    rows = value["data"]
+    columns = value.get("columns")
+    if columns is None:
+        width = len(rows[0]) if rows and isinstance(rows[0], list) else 0
+        names = list(schema.names) if schema is not None and not is_tensor(schema) else []
+        columns = names if len(names) == width else [str(i) for i in range(width)]
+    if not isinstance(columns, list):
+        raise BadPayload("dataframe_split's columns must be a list of names")
+    columns = [str(c) for c in columns]
+    if len(set(columns)) != len(columns):
+        raise BadPayload("dataframe_split names a column twice")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise BadPayload(
+                f"row {i} of dataframe_split has {len(row) if isinstance(row, list) else 'no'} "
+                f"values; there are {len(columns)} columns"
+            )
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    arrays = {}
+    for name, values in zip(columns, cols, strict=True):
+        arrays[name] = _array(name, list(values))
+    return pa.table(arrays) if arrays else pa.table({})
+
+
+def _array(name: str, values: list):
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise BadPayload(f"column {name!r} mixes types or has bad values: {e}") from None
+
+
+def _records(rows: list):
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise BadPayload(f"the records do not form a table: {e}") from None
+
+
+def _instances(value, schema=None):
+    """``instances``/``inputs``: a dict of columns, records, or an array (list of rows)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(value, dict):
+        arrays = {}
+        for name, col in value.items():
+            arrays[str(name)] = _array(name, col if isinstance(col, list) else [col])
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) > 1:
+            raise BadPayload("the columns given as inputs have different lengths")
+        return pa.table(arrays)
+    if not isinstance(value, list):
+        raise BadPayload("instances/inputs must be a list of rows, a list of objects or an object")
+    if value and all(isinstance(r, dict) for r in value):
+        return _records(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:
+        raise BadPayload(f"instances/inputs is not a regular array: {e}") from None
+    if arr.dtype.kind == "O":
+        raise BadPayload("instances/inputs mixes lists of different lengths or types")
+    return arr
+
+
+def parse_csv(body: bytes, schema=None):
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    types = {}
+    if schema is not None and not is_tensor(schema):
+        types = {f.name: f.type for f in schema}
+    try:
+        return csv.read_csv(
+            pa.py_buffer(body), convert_options=csv.ConvertOptions(column_types=types)
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise BadPayload(f"the CSV body cannot be read: {str(e).strip().splitlines()[0]}") from None
+
+
+def parse_arrow(body: bytes, kind: str = ARROW):
+    import pyarrow as pa
+
+    try:
+        buf = pa.py_buffer(body)
+        if kind == ARROW_FILE or body[:6] == b"ARROW1":
+            return pa.ipc.open_file(buf).read_all()
+        return pa.ipc.open_stream(buf).read_all()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+        raise BadPayload(f"the body is not an Arrow IPC {kind.rsplit('.', 1)[-1]}: {e}") from None
+
+
+# -- predictions out ------------------------------------------------------------------------
+
+
+def jsonable(value):
+    """Predictions as JSON values: arrays as lists, tables as records, NaN as null."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist()) if value.dtype.kind in "fcO" else value.tolist()
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if is_dataframe(value):
+        return _clean(value.to_dict(orient="records"))
+    if is_series(value):
+        return _clean(value.tolist())
+    if isinstance(value, pa.Table | pa.RecordBatch):
+        return _clean(value.to_pylist())
+    if isinstance(value, pa.Array | pa.ChunkedArray):
+        return _clean(value.to_pylist())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _clean(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return jsonable(value) if not isinstance(value, str | int | bool | type(None)) else value
+
+
+def predictions_json(pred) -> bytes:
+    return json.dumps({"predictions": jsonable(pred)}, separators=(",", ":")).encode()
+
+
+def predictions_table(pred):
+    """Predictions as an Arrow table (for Arrow responses)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from .signature import to_table
+
+    if isinstance(pred, pa.Table):
+        return pred
+    if is_dataframe(pred) or isinstance(pred, dict):
+        return to_table(pred)
+    arr = np.asarray(pred)
+    if arr.ndim == 1:
+        return pa.table({"predictions": arr})
+    if arr.ndim == 2:
+        return pa.table({str(i): arr[:, i] for i in range(arr.shape[1])})
+    raise BadPayload(f"predictions of shape {arr.shape} cannot be sent as an Arrow table")
+
+
+def predictions_arrow(pred) -> bytes:
+    import pyarrow as pa
+
+    table = predictions_table(pred)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
