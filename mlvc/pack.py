@@ -216,6 +216,13 @@ class PackedStore(LocalStore):
         self._looked = 0.0  # when the pack folder was last checked for new indexes
         weakref.finalize(self, _close_all, self._fds)
 
+    def __getstate__(self) -> dict:
+        """Pickled as its folders only (index worker processes open their own)."""
+        return {"root": str(self.root), "tmp": str(self.tmp)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"], state["tmp"])
+
     # -- finding objects ------------------------------------------------------------------
 
     @property
@@ -323,7 +330,10 @@ class PackedStore(LocalStore):
     def _fd(self, name: str) -> int:
         fd = self._fds.get(name)
         if fd is None:
-            fd = self._fds[name] = os.open(self.pack_dir / name, os.O_RDONLY)
+            with self._lock:  # readers may be threads (index ingestion)
+                fd = self._fds.get(name)
+                if fd is None:
+                    fd = self._fds[name] = os.open(self.pack_dir / name, os.O_RDONLY)
         return fd
 
     def _where(self, oid):

@@ -165,3 +165,13 @@ def test_corrupt_chunk_in_a_pack_never_reaches_the_checkout(repo, project, tmp_p
         Repo(project).checkout(oid.hex, to=tmp_path / "out")
     assert not (tmp_path / "out" / "data" / "w.bin").exists()
     assert any(chunk.hex in p for p in Repo(project).fsck())
+
+
+def test_packed_store_pickles_as_its_folders(tmp_path):
+    import pickle
+
+    store = packed(tmp_path)
+    oid = store.add_bytes(b"sent to an index worker")
+    store.sync()
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.read_bytes(oid) == b"sent to an index worker"
