@@ -216,13 +216,6 @@ class PackedStore(LocalStore):
         self._looked = 0.0  # when the pack folder was last checked for new indexes
         weakref.finalize(self, _close_all, self._fds)
 
-    def __getstate__(self) -> dict:
-        """Pickled as its folders only (index worker processes open their own)."""
-        return {"root": str(self.root), "tmp": str(self.tmp)}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"], state["tmp"])
-
     # -- finding objects ------------------------------------------------------------------
 
     @property
