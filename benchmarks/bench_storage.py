@@ -70,12 +70,15 @@ def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
     return took, rss
 
 
+PEERS = True  # --no-peers: mlvc and the baselines only
+
+
 def have_dvc() -> bool:
-    return os.access(DVC, os.X_OK)
+    return PEERS and os.access(DVC, os.X_OK)
 
 
 def have_git() -> bool:
-    return shutil.which("git") is not None
+    return PEERS and shutil.which("git") is not None
 
 
 def drop(path: Path) -> None:
@@ -178,7 +181,7 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
             f"{targets.get(name, '')} | {peak} |"
         )
     if not have_dvc():
-        out.append("| dvc | not installed | | | |")
+        out.append("| dvc | not run (--no-peers) or not installed | | | |")
     out.append("| MLflow log_artifact | not installed | | | |")
     return out
 
@@ -254,7 +257,7 @@ def bench_small_files(tmp: Path, n: int, reps: int) -> list[str]:
             f"{targets.get(name, '')} |"
         )
     if not have_dvc():
-        out.append("| dvc | not installed | | |")
+        out.append("| dvc | not run (--no-peers) or not installed | | |")
     return out
 
 
@@ -412,7 +415,10 @@ def main() -> None:
     ap.add_argument("--only", default="1,2,3,4", help="Comma-separated benchmark numbers.")
     ap.add_argument("--out", help="Also write the report to this file.")
     ap.add_argument("--dir", help="Work in this folder (default: a temp dir).")
+    ap.add_argument("--no-peers", action="store_true", help="Skip dvc and git.")
     args = ap.parse_args()
+    global PEERS
+    PEERS = not args.no_peers
     only = {int(x) for x in args.only.split(",")}
     reps = 1 if args.quick else args.reps
     tmp = Path(tempfile.mkdtemp(prefix="mlvc-bench-storage-", dir=args.dir))
