@@ -58,7 +58,7 @@ def run_files(
     return files
 
 
-def current_entry_matches(path: Path, entry: TreeEntry, cache=None) -> bool:
+def current_entry_matches(path: str | Path, entry: TreeEntry, cache=None) -> bool:
     """Whether the file at ``path`` already holds exactly what ``entry`` records.
 
     ``cache`` (a StatCache) answers for files whose stat it knows, and learns the others.
@@ -204,11 +204,12 @@ def compare(
 ) -> dict:
     """Added / removed / modified paths of files on disk against a run's record."""
     present = set(present)
+    base = os.fspath(root)
     added = sorted(present - set(recorded))
     removed = sorted(p for p in recorded if p not in present)
     modified = sorted(
         p
         for p in present & set(recorded)
-        if not current_entry_matches(root / p, recorded[p], cache)
+        if not current_entry_matches(os.path.join(base, p), recorded[p], cache)
     )
     return {"added": added, "removed": removed, "modified": modified}

@@ -1,6 +1,7 @@
 """Per-object zstd compression, kept only where it pays.
 
-A record is compressed when a level-1 trial on its first 64 KiB saves more than 10%, and is
+Structured objects (trees, runs, envs) are never compressed, so reading them never loads
+the codec. Any other record is compressed when a level-1 trial on its first 64 KiB saves more than 10%, and is
 not even tried when its first 1 KiB holds over 200 distinct byte values (random-looking,
 about 5 us instead of 70 us for a codec call on a small file); text,
 CSV, JSON and code do (about 4-6x here), random-looking float weights do not (1.08x at best),
@@ -28,6 +29,10 @@ SIZE = struct.Struct("<Q")  # the raw size, before the zstd frame
 # A cheaper first look than any codec call: 1 KiB of random bytes or float weights shows
 # ~250 distinct byte values, text and CSV under 100. Past this many, do not even try.
 PROBE, RANDOM_LOOKING = 1024, 200
+# Trees, runs and envs (msgpack [kind, version, body]) stay raw: every command reads them,
+# and decompressing would make each command import pyarrow (0.1-0.8 s here) to save little
+# (a tree is mostly random 32-byte ids). A blob that starts with this byte stays raw too.
+STRUCTURED = b"\x93"
 
 _local = threading.local()
 
@@ -44,7 +49,9 @@ def _codec():
 def compress(data: bytes | memoryview) -> bytes | None:
     """The zstd payload (raw size + frame) if it saves more than 10%, else None."""
     n = len(data)
-    if n < MIN_SIZE or (n >= PROBE and len(set(data[:PROBE])) > RANDOM_LOOKING):
+    if n < MIN_SIZE or bytes(data[:1]) == STRUCTURED:
+        return None
+    if n >= PROBE and len(set(data[:PROBE])) > RANDOM_LOOKING:
         return None
     codec = _codec()
     if n > SAMPLE:
