@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .errors import MlvcError
-from .params import parse_metrics, parse_params
+from .params import parse_metrics, parse_params, parse_tags
 from .render import FORMATS, aligned, human_size, to_json, write_table
 from .repo import Repo
 
@@ -72,14 +72,6 @@ def init(path):
     os.makedirs(path, exist_ok=True)
     r = Repo.init(path)
     click.echo(f"Initialized empty mlvc repository in {r.dir}")
-
-
-def _tags(values) -> dict[str, str]:
-    out = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        out[k.strip()] = val if sep else ""
-    return out
 
 
 @main.command()
@@ -166,7 +158,7 @@ def commit(
         metrics_files=metrics_files,
         data=data,
         artifacts=artifacts,
-        tags=_tags(tags),
+        tags=parse_tags(tags),
         command=tuple(shlex.split(command)),
     )
     if as_json:

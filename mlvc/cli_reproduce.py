@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import click
 
+from .params import parse_tags
 from .render import to_json
 
 
 def _status(text: str) -> None:
     click.echo(click.style(f"mlvc: {text}", dim=True), err=True)
-
-
-def _tags(values) -> dict[str, str]:
-    out = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        out[k.strip()] = val if sep else ""
-    return out
 
 
 @click.command()
@@ -86,7 +79,7 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
         hashseed=not no_hashseed,
         name=name,
         message=message,
-        tags=_tags(tags),
+        tags=parse_tags(tags),
         echo=_status,
         on_done=done,
     )

@@ -74,6 +74,15 @@ def metric_value(key: str, value: Any, where: str) -> float:
     return float(value)
 
 
+def parse_tags(tokens) -> dict[str, str]:
+    """``TAG`` or ``TAG=VALUE`` tokens; a bare tag has the value ``""`` (a label)."""
+    out = {}
+    for tok in tokens:
+        k, sep, val = tok.partition("=")
+        out[k.strip()] = val if sep else ""
+    return out
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested maps to dotted keys; lists and nulls become JSON text (params are scalars)."""
     if not isinstance(value, dict):
