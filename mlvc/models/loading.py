@@ -158,16 +158,15 @@ def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
 
 
 def _run_of_live_key(repo, key: str) -> ObjectId:
-    """The recorded run that was live under ``key``: its ``extra.live_key``."""
-    from ..trees import read_run
-
-    for oid in sorted(repo.refs.run_ids(), key=lambda o: o.hex):
-        try:
-            if read_run(repo.store, oid).extra.get("live_key") == key:
-                return oid
-        except MlvcError:
-            continue
-    raise UnknownModel(f"no live or recorded run has the key {key!r}")
+    """The recorded run that was live under ``key`` (its ``extra.live_key``), looked up in
+    the index's ``live_keys`` table."""
+    with repo.index.connect_readonly() as con:
+        rows = con.execute(
+            "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id", [key]
+        ).fetchall()
+    if not rows:
+        raise UnknownModel(f"no live or recorded run has the key {key!r}")
+    return ObjectId.parse(rows[0][0])
 
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
