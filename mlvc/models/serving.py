@@ -25,6 +25,7 @@ from .errors import BadPayload, MissingExtra, SignatureError, UnsupportedMediaTy
 from .loading import Model, locate, manifest_of
 
 ENV_DIR, ENV_URI, ENV_ID = "MLVC_SERVE_MODEL_DIR", "MLVC_SERVE_URI", "MLVC_SERVE_MODEL_ID"
+ENV_TRUSTED = "MLVC_SERVE_TRUSTED"  # the serving parent's trust decision, for its workers
 MAX_BODY = int(os.environ.get("MLVC_SERVE_MAX_BODY", 64 << 20))
 EXAMPLE_ROWS = 20
 log = logging.getLogger("mlvc.serve")
@@ -155,7 +156,7 @@ def app_from_env():
     from pathlib import Path
 
     model = Model(Path(path), manifest_of(Path(path)), os.environ.get(ENV_URI, path),
-                  os.environ.get(ENV_ID) or None)  # fmt: skip
+                  os.environ.get(ENV_ID) or None, os.environ.get(ENV_TRUSTED) == "1")  # fmt: skip
     return create_app(model)
 
 
@@ -166,17 +167,23 @@ def serve(
     workers: int = 1,
     repo=None,
     access_log: bool = False,
+    trust: bool | None = None,
 ) -> None:
-    """Load the model at ``uri`` and serve it until interrupted."""
+    """Load the model at ``uri`` and serve it until interrupted. ``trust`` as for
+    ``mlvc.models.load``."""
     require_extra()
     import uvicorn
 
+    from . import trust as trust_model
+
     loc = locate(uri, repo)
+    trusted = loc.trusted or (trust_model.from_env() if trust is None else bool(trust))
+    os.environ[ENV_TRUSTED] = "1" if trusted else ""
     os.environ[ENV_DIR] = str(loc.path)
     os.environ[ENV_URI] = str(uri)
     os.environ[ENV_ID] = loc.model_id.hex if loc.model_id else ""
     # Load once here, so a model that cannot load fails before the port opens.
-    model = Model(loc.path, manifest_of(loc.path), str(uri), os.environ[ENV_ID] or None)
+    model = Model(loc.path, manifest_of(loc.path), str(uri), os.environ[ENV_ID] or None, trusted)
     print(
         f"mlvc: serving {uri} ({model.flavor}) on http://{host}:{port} with {workers} worker(s)",
         file=sys.stderr,
