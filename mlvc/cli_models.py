@@ -231,7 +231,14 @@ def predict(uri, input_path, content_type, trust):
 @click.option("-w", "--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("--trust", is_flag=True, help=TRUST_HELP)
-def serve(uri, host, port, workers, access_log, trust):
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Requests scored at once per worker; more get 503 with Retry-After "
+    "(default 8, or MLVC_SERVE_MAX_CONCURRENCY).",
+)
+def serve(uri, host, port, workers, access_log, trust, max_concurrency):
     """Serve a model over REST: /ping, /version, /metadata, POST /invocations.
 
     /invocations reads MLflow's JSON formats (dataframe_split, dataframe_records, instances,
@@ -254,4 +261,5 @@ def serve(uri, host, port, workers, access_log, trust):
         repo=repo,
         access_log=access_log,
         trust=trust or None,
+        max_concurrency=max_concurrency,
     )
