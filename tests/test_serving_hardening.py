@@ -84,6 +84,33 @@ def test_missing_values_are_named():
     assert payload.missing_values(np.array([[1, 2]])) is None
 
 
+def test_long_predictions_are_encoded_in_slices_to_the_same_json():
+    import pandas as pd
+    import pyarrow as pa
+
+    n = payload.CHUNK_ROWS * 2 + 7
+    for pred in (
+        np.arange(n, dtype=float),
+        np.arange(2 * n).reshape(n, 2),
+        pd.DataFrame({"a": np.arange(n), "b": ["x"] * n}),
+        pa.table({"a": np.arange(n)}),
+        list(range(n)),
+    ):
+        whole = json.dumps({"predictions": payload.jsonable(pred)}, separators=(",", ":"))
+        assert payload.predictions_json(pred) == whole.encode()
+
+
+def test_bad_limits_are_one_line_errors(cli, monkeypatch):
+    monkeypatch.setenv("MLVC_SERVE_MAX_CONCURRENCY", "lots")
+    r = cli("models", "serve", "models:/x/1", ok=False)
+    assert r.exit_code == 2
+    assert r.output == "mlvc: error: MLVC_SERVE_MAX_CONCURRENCY='lots' is not a number\n"
+    monkeypatch.setenv("MLVC_SERVE_MAX_CONCURRENCY", "4")
+    monkeypatch.setenv("MLVC_SERVE_BODY_TIMEOUT", "0")
+    r = cli("models", "serve", "models:/x/1", ok=False)
+    assert r.exit_code == 2 and "MLVC_SERVE_BODY_TIMEOUT must be more than 0" in r.output
+
+
 # -- a real server --------------------------------------------------------------------------
 
 
