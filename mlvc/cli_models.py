@@ -19,6 +19,12 @@ def _repo():
     return Repo()
 
 
+TRUST_HELP = (
+    "Allow unpickling a model that does not come from this repository (a folder, an MLflow "
+    "model): pickles run code, so only for a source you trust. Also MLVC_TRUST_PICKLE=1."
+)
+
+
 def _when(seconds) -> str:
     if seconds is None:
         return ""
@@ -41,7 +47,12 @@ def models():
 @models.command()
 @click.argument("name")
 @click.argument("uri")
-def register(name, uri):
+@click.option(
+    "--trust",
+    is_flag=True,
+    help="Vouch for a model from a folder: its version's pickles then load without --trust.",
+)
+def register(name, uri, trust):
     """Register the model at URI as the next version of NAME.
 
     Example: mlvc models register iris run:HEAD/models/clf
@@ -49,7 +60,7 @@ def register(name, uri):
     from . import models as api
 
     r = _repo()
-    version = api.register(name, uri, repo=r)
+    version = api.register(name, uri, repo=r, trust=trust)
     info = api.get(name, version, repo=r)
     click.echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
 
@@ -136,6 +147,14 @@ def show(target, as_json):
         click.echo(f"Registered: {_when(v['registered_at'])} by {v['registered_by']}")
         if v["aliases"]:
             click.echo(f"Aliases:    {', '.join(v['aliases'])}")
+    click.echo(
+        "Trusted:    "
+        + (
+            "yes (from this repository)"
+            if d["trusted"]
+            else "no: its pickles load only with --trust"
+        )
+    )
     fmt = "" if d["format"] == "mlvc" else f" (read from an {d['format']} model)"
     click.echo(f"Flavor:     {d['flavor']} [{', '.join(d['flavors'])}]{fmt}")
     sig = d["signature"] or {}
@@ -180,7 +199,8 @@ def _schema_line(schema) -> str:
     default=None,
     help="The input's type: json, csv or arrow (default: from the file's extension).",
 )
-def predict(uri, input_path, content_type):
+@click.option("--trust", is_flag=True, help=TRUST_HELP)
+def predict(uri, input_path, content_type, trust):
     """Score a file with a model and print the predictions as JSON.
 
     Example: mlvc models predict models:/iris@champion -i batch.csv
@@ -196,9 +216,11 @@ def predict(uri, input_path, content_type):
     with click.open_file(input_path, "rb") as f:
         body = f.read()
     target = api.model_uri(uri)
-    model = api.load(target, repo=_repo() if target.startswith(("models:/", "run:")) else None)
+    repo = _repo() if target.startswith(("models:/", "run:")) else None
+    model = api.load(target, repo=repo, trust=trust or None)
     schema = model.signature.inputs if model.signature else None
-    pred = model.predict(payload.parse(body, ctype, schema))
+    data = model.prepare(payload.parse(body, ctype, schema))
+    pred = model.predict_prepared(data)
     sys.stdout.buffer.write(payload.predictions_json(pred) + b"\n")
 
 
@@ -208,7 +230,15 @@ def predict(uri, input_path, content_type):
 @click.option("-p", "--port", default=5000, show_default=True, type=int)
 @click.option("-w", "--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--access-log", is_flag=True, help="Log every request.")
-def serve(uri, host, port, workers, access_log):
+@click.option("--trust", is_flag=True, help=TRUST_HELP)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Requests scored at once per worker; more get 503 with Retry-After "
+    "(default 8, or MLVC_SERVE_MAX_CONCURRENCY).",
+)
+def serve(uri, host, port, workers, access_log, trust, max_concurrency):
     """Serve a model over REST: /ping, /version, /metadata, POST /invocations.
 
     /invocations reads MLflow's JSON formats (dataframe_split, dataframe_records, instances,
@@ -223,4 +253,13 @@ def serve(uri, host, port, workers, access_log):
     require_extra()
     target = api.model_uri(uri)
     repo = _repo() if target.startswith(("models:/", "run:")) else None
-    run_server(target, host=host, port=port, workers=workers, repo=repo, access_log=access_log)
+    run_server(
+        target,
+        host=host,
+        port=port,
+        workers=workers,
+        repo=repo,
+        access_log=access_log,
+        trust=trust or None,
+        max_concurrency=max_concurrency,
+    )

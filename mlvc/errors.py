@@ -155,4 +155,5 @@ EXIT_CODES = {
     11: "`mlvc reproduce`: the re-run came out DIFFERENT",
     12: "the run cannot be reproduced (no recorded command)",
     13: "the recorded environment could not be rebuilt (`--env recorded`)",
+    16: "a model from outside this repository would run pickled code: pass --trust if you trust it",
 }

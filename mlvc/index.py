@@ -43,7 +43,7 @@ from .trees import read_env, read_run, walk
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: model registry tables
+SCHEMA_VERSION = 3  # 2: model registry tables; 3: live_keys
 LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
@@ -77,6 +77,7 @@ CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
 CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
 CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
 CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE TABLE live_keys (run_id VARCHAR, live_key VARCHAR);
 CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,
     source VARCHAR, flavor VARCHAR, flavors VARCHAR[], signature VARCHAR,
     registered_by VARCHAR, registered_at TIMESTAMPTZ);
@@ -96,7 +97,7 @@ CREATE VIEW packages AS
 """
 
 # Tables holding one run's rows, cleared when the run's ref is deleted.
-RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_errors")
+RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_errors", "live_keys")
 
 
 class Index:
@@ -614,7 +615,7 @@ def _fsync_dir(path: Path) -> None:
 # -- turning runs into rows -----------------------------------------------------------------
 
 # Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
-RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors")
+RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors", "live_keys")
 SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
 PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
 READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
@@ -688,6 +689,8 @@ class _Decoder(_Rows):
             self.rows["params"].append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
+        if isinstance(run.extra.get("live_key"), str):  # run:<live key>/... URIs resolve by it
+            self.rows["live_keys"].append((rid, run.extra["live_key"]))
         if run.series is not None:
             try:
                 if isinstance(blob, Exception):

@@ -462,7 +462,7 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
         log.rsplit("/", 1)[-1], FILE, repo.store.add_file(log_path), log_path.stat().st_size
     )
     series = read_series(live) if any((live / "series").glob("*.arrow")) else None
-    extra = {**launch.extra, "log": log}
+    extra = {**launch.extra, "log": log, "live_key": live.name}  # run:<key>/... URIs
     for k in ("error", "children"):
         if meta.get(k):
             extra[k] = meta[k]

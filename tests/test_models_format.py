@@ -47,7 +47,7 @@ def test_pyfunc_object_round_trip_with_manifest(tmp_path):
     assert f"numpy=={np.__version__}" in m["requirements"]
     assert m["requirements"][0].startswith("mlvc==")
     assert (tmp_path / "m" / "requirements.txt").read_text().splitlines() == m["requirements"]
-    model = mm.load(tmp_path / "m")
+    model = mm.load(tmp_path / "m", trust=True)
     assert model.predict(frame(3)).tolist() == [0.0, 2.0, 4.0]
     assert isinstance(model.input_example, pd.DataFrame)
     sig = mm.Signature.from_dict(m["signature"])
@@ -60,7 +60,7 @@ def test_every_input_form_reaches_the_model_as_its_example_kind(tmp_path):
             return [type(data).__name__] * len(data)
 
     mm.save(Spy(), tmp_path / "m", input_example=frame(2))
-    model = mm.load(tmp_path / "m")
+    model = mm.load(tmp_path / "m", trust=True)
     inputs = [
         frame(2),
         pa.table({"x": [1.0, 2.0], "y": [1, 2]}),
@@ -74,7 +74,7 @@ def test_every_input_form_reaches_the_model_as_its_example_kind(tmp_path):
 
 def test_signature_errors_are_one_clear_line(tmp_path):
     mm.save(Doubler(), tmp_path / "m", input_example=frame(2))
-    model = mm.load(tmp_path / "m")
+    model = mm.load(tmp_path / "m", trust=True)
     cases = [
         (pd.DataFrame({"x": [1.0]}), "missing column 'y'"),
         (pd.DataFrame({"x": ["a"], "y": [1]}), "column 'x' has type"),
@@ -94,7 +94,7 @@ def test_signature_errors_are_one_clear_line(tmp_path):
 
 def test_tensor_signature_from_numpy(tmp_path):
     mm.save(lambda a: a.sum(axis=1), tmp_path / "m", input_example=np.ones((2, 3), np.float32))
-    model = mm.load(tmp_path / "m")
+    model = mm.load(tmp_path / "m", trust=True)
     assert model.flavor == "python_function"
     assert mm.describe(str(tmp_path / "m"))["signature"]["inputs"] == {
         "kind": "tensor",
@@ -113,7 +113,7 @@ def test_tensor_signature_from_numpy(tmp_path):
 
 def test_no_signature_passes_input_through(tmp_path):
     mm.save(lambda d: sorted(d), tmp_path / "m")
-    model = mm.load(tmp_path / "m")
+    model = mm.load(tmp_path / "m", trust=True)
     assert model.signature is None or model.signature.inputs is None
     assert model.predict([3, 1, 2]) == [1, 2, 3]
 
@@ -121,7 +121,7 @@ def test_no_signature_passes_input_through(tmp_path):
 def test_explicit_signature_and_bad_targets(tmp_path):
     schema = pa.schema([("x", pa.float64())])
     mm.save(Doubler(), tmp_path / "m", signature=schema)
-    assert mm.load(tmp_path / "m").predict({"x": [1]}).tolist() == [2.0]
+    assert mm.load(tmp_path / "m", trust=True).predict({"x": [1]}).tolist() == [2.0]
     with pytest.raises(ModelError, match="exists and is not an empty folder"):
         mm.save(Doubler(), tmp_path / "m")
     with pytest.raises(ModelError, match="no predict method and is not callable"):
@@ -155,9 +155,7 @@ def test_model_from_main_loads_in_another_process(tmp_path):
         )
     )
     subprocess.run([sys.executable, str(script), str(tmp_path / "m")], check=True)
-    loader = (
-        f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}).predict({{'x': [2.0]}}))"
-    )
+    loader = f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}, trust=True).predict({{'x': [2.0]}}))"
     out = subprocess.run(
         [sys.executable, "-c", loader], check=True, capture_output=True, text=True, cwd="/"
     )
@@ -179,7 +177,7 @@ def test_code_paths_are_importable_at_load(tmp_path):
         sys.path.remove(str(tmp_path / "src"))
         sys.modules.pop("mymodels", None)
     shutil.rmtree(tmp_path / "src")
-    code = f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}).predict([1, 2]))"
+    code = f"import mlvc.models as m; print(m.load({str(tmp_path / 'm')!r}, trust=True).predict([1, 2]))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[-1, -2]"
 
@@ -231,7 +229,7 @@ def test_torch_flavor(tmp_path):
     torch = pytest.importorskip("torch")
     net = torch.nn.Linear(3, 1)
     mm.save(net, tmp_path / "m", input_example=np.ones((2, 3), np.float32))
-    out = mm.load(tmp_path / "m").predict(np.ones((4, 3), np.float32))
+    out = mm.load(tmp_path / "m", trust=True).predict(np.ones((4, 3), np.float32))
     assert out.shape == (4, 1)
 
 
@@ -282,7 +280,7 @@ def test_mlflow_sklearn_dir_loads(tmp_path, iris):
     (d / "input_example.json").write_text(
         json.dumps(json.loads(X.head(2).to_json(orient="split")) | {"index": None})
     )
-    model = mm.load(d)
+    model = mm.load(d, trust=True)
     assert model.flavor == "sklearn" and model.metadata["source_format"] == "mlflow"
     assert model.predict(X.head(5)).tolist() == clf.predict(X.head(5)).tolist()
     with pytest.raises(SignatureError, match="missing column 'petal width"):
@@ -308,7 +306,7 @@ def test_mlflow3_custom_python_model_loads_without_mlflow():
     d = FIXTURES / "mlflow3_custom_pyfunc"
     if sys.version_info[:2] != (3, 11):
         pytest.skip("the fixture's pickle holds Python 3.11 code")
-    model = mm.load(d)
+    model = mm.load(d, trust=True)
     X = pd.DataFrame(
         [[5.1, 3.5, 1.4, 0.2]],
         columns=["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],

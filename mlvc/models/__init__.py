@@ -11,6 +11,8 @@ Terms:
                      a folder
     version          a registered model tree under a name, numbered 1, 2, ...; immutable
     alias            a movable name for one version (``champion``); moves are logged
+    trusted          a model whose pickles may be loaded: from this repository, or by an
+                     explicit opt-in (``trust=True``); see mlvc.models.trust
 
     info = mlvc.models.log_model(clf, "clf", input_example=X[:5])   # inside a run
     v = mlvc.models.register("iris", info.uri)
@@ -30,7 +32,14 @@ from .api import (
     register,
     set_alias,
 )
-from .errors import BadPayload, MissingExtra, ModelError, SignatureError, UnknownModel
+from .errors import (
+    BadPayload,
+    MissingExtra,
+    ModelError,
+    SignatureError,
+    UnknownModel,
+    UntrustedModel,
+)
 from .format import save
 from .loading import Model, load
 from .registry import ModelVersion
@@ -48,6 +57,7 @@ __all__ = [
     "Signature",
     "SignatureError",
     "UnknownModel",
+    "UntrustedModel",
     "alias_history",
     "delete_alias",
     "describe",

@@ -107,8 +107,13 @@ def _readable(sig: dict | None) -> dict | None:
     return {k: {x: y for x, y in v.items() if x != "arrow"} if v else None for k, v in sig.items()}
 
 
-def register(name: str, uri: str, repo=None) -> int:
-    """Register the model at ``uri`` as the next version of ``name``; returns the number."""
+def register(name: str, uri: str, repo=None, trust: bool = False) -> int:
+    """Register the model at ``uri`` as the next version of ``name``; returns the number.
+
+    A model from a run of this repository (or a trusted version) makes a trusted version:
+    its pickles load without an opt-in. One from a folder does so only with ``trust=True``
+    (mlvc.models.trust); without it, loading its pickles will need ``trust=True``.
+    """
     repo = _repo(repo)
     registry.check_name(name)
     loc = locate(uri, repo, materialize=False)
@@ -121,7 +126,7 @@ def register(name: str, uri: str, repo=None) -> int:
     _check_model_tree(repo, tree, uri)
     live = run_id if run_id and _LIVE_KEY.match(run_id) else None
     version = registry.create_version(
-        repo.refs, name, tree, source, None if live else run_id, author()
+        repo.refs, name, tree, source, None if live else run_id, author(), loc.trusted or trust
     )
     if live:
         _note_run_at_end(repo, live, name, version)
@@ -232,6 +237,7 @@ def describe(target: str, repo=None) -> dict:
         "requirements": manifest.get("requirements") or [],
         "created": manifest.get("created"),
         "format": manifest.get("source_format", "mlvc"),
+        "trusted": loc.trusted,
         "version": None,
         "alias_history": [],
     }

@@ -9,6 +9,21 @@ class ModelError(MlvcError):
     """A model that cannot be saved, read or loaded (bad directory, unknown flavor...)."""
 
 
+class ModelFailed(ModelError):
+    """The model itself raised while scoring (its own bug, or input it cannot take)."""
+
+    @classmethod
+    def of(cls, e: BaseException) -> ModelFailed:
+        return cls(f"the model failed: {one_line(e)}")
+
+
+def one_line(e: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    text = str(e).strip()
+    line = f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class UnknownModel(MlvcError):
     """A model name, version, alias or URI that names nothing."""
 
@@ -29,3 +44,10 @@ class UnsupportedMediaType(UsageError):
 
 class MissingExtra(MlvcError):
     """An optional dependency a command needs is not installed."""
+
+
+class UntrustedModel(MlvcError):
+    """A model whose files would run code (a pickle) and that does not come from this
+    repository; loading it needs an explicit opt-in (``trust=True``, ``--trust``)."""
+
+    exit_code = 16

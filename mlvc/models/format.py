@@ -112,7 +112,7 @@ def _write(model, dest: Path, mod, signature, input_example, requirements, code_
     if sig is None and input_example is not None:
         sig = _infer(mod, model, input_example, input_kind)
     elif sig is None and hasattr(mod, "infer"):
-        sig = mod.infer(mod.load(dest, conf))
+        sig = mod.infer(mod.load(dest, conf, trusted=True))  # just written here
     example = _save_example(dest, input_example) if input_example is not None else None
     for src in code_paths:
         src = Path(src)

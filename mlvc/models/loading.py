@@ -9,6 +9,10 @@ URIs:
 
 Models stored in a repository are materialized, verified, into ``.mlvc/cache/models/<tree
 id>/`` (read-only files) and loaded from there; the cache is disposable.
+
+Whether a model's pickles may be loaded depends on where it comes from: see
+mlvc.models.trust. ``run:`` URIs are trusted, ``models:/`` URIs as their version was
+registered, folders only by an explicit opt-in.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from ..errors import MlvcError, PathNotInRun
 from ..ids import ObjectId
 from ..objects import DIR, TreeEntry
 from . import flavors
-from .errors import ModelError, UnknownModel
+from .errors import ModelError, ModelFailed, UnknownModel
 from .format import MANIFEST, MLFLOW_MANIFEST, is_model_dir, load_example, read_manifest
 from .signature import Signature, enforce
 
@@ -45,6 +49,7 @@ class Location:
     uri: str
     version: object = None  # registry.ModelVersion for models:/ URIs
     run_id: str | None = None
+    trusted: bool = False  # comes from this repository (mlvc.models.trust)
 
 
 def _repo(repo):
@@ -61,11 +66,12 @@ def locate(uri: str, repo=None, materialize: bool = True) -> Location:
     if uri.startswith("models:/"):
         r = _repo(repo)
         tree, version = registry_tree(r, uri)
-        return Location(_dir(r, tree, materialize), tree, uri, version, version.run_id)
+        path = _dir(r, tree, materialize)
+        return Location(path, tree, uri, version, version.run_id, version.trusted)
     if uri.startswith("run:"):
         r = _repo(repo)
         tree, run_id = run_tree(r, uri)
-        return Location(_dir(r, tree, materialize), tree, uri, None, run_id)
+        return Location(_dir(r, tree, materialize), tree, uri, None, run_id, trusted=True)
     path = Path(uri).expanduser()
     if path.is_dir():
         if not is_model_dir(path):
@@ -158,16 +164,15 @@ def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
 
 
 def _run_of_live_key(repo, key: str) -> ObjectId:
-    """The recorded run that was live under ``key``: its ``extra.live_key``."""
-    from ..trees import read_run
-
-    for oid in sorted(repo.refs.run_ids(), key=lambda o: o.hex):
-        try:
-            if read_run(repo.store, oid).extra.get("live_key") == key:
-                return oid
-        except MlvcError:
-            continue
-    raise UnknownModel(f"no live or recorded run has the key {key!r}")
+    """The recorded run that was live under ``key`` (its ``extra.live_key``), looked up in
+    the index's ``live_keys`` table."""
+    with repo.index.connect_readonly() as con:
+        rows = con.execute(
+            "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id", [key]
+        ).fetchall()
+    if not rows:
+        raise UnknownModel(f"no live or recorded run has the key {key!r}")
+    return ObjectId.parse(rows[0][0])
 
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
@@ -220,8 +225,17 @@ class Model:
     """A loaded model. ``predict(data)`` takes a pandas DataFrame, pyarrow Table, numpy array,
     dict of columns or list of records; input is checked against the signature first."""
 
-    def __init__(self, path: Path, manifest: dict, uri: str = "", model_id: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        uri: str = "",
+        model_id: str | None = None,
+        trusted: bool = False,
+    ):
+        """``trusted``: the model's pickles may be loaded (mlvc.models.trust)."""
         self.path = Path(path)
+        self.trusted = trusted
         self.metadata = manifest
         self.uri = uri or str(path)
         self.model_id = model_id
@@ -231,13 +245,13 @@ class Model:
         self._mod = flavors.get(self.flavor)
         self._conf = manifest.get("flavors", {}).get(self.flavor, {})
         pyfunc = manifest.get("flavors", {}).get(flavors.PYFUNC, {})
-        if pyfunc.get("code"):
+        if pyfunc.get("code") and trusted:  # code/ modules could shadow any import
             code = str(self.path / pyfunc["code"])
             if code not in sys.path:
                 sys.path.insert(0, code)
         _check_python(pyfunc.get("python_version"), self.uri)
         try:
-            self._native = self._mod.load(self.path, self._conf)
+            self._native = self._mod.load(self.path, self._conf, trusted)
         except MlvcError:
             raise
         except (ImportError, AttributeError) as e:
@@ -249,11 +263,25 @@ class Model:
             raise ModelError(f"cannot load the model {self.uri}: {type(e).__name__}: {e}") from None
 
     def predict(self, data):
-        """Score ``data``; raises SignatureError when it does not fit the signature."""
+        """Score ``data``; raises SignatureError when it does not fit the signature, and
+        whatever the model raises."""
+        return self._mod.predict(self._native, self.prepare(data), self.input_kind, self._conf)
+
+    def prepare(self, data):
+        """``data`` checked against the signature and cast to it (SignatureError if it
+        does not fit): what ``predict_prepared`` takes."""
         inputs = self.signature.inputs if self.signature else None
-        if inputs is not None:
-            data = enforce(inputs, data)
-        return self._mod.predict(self._native, data, self.input_kind, self._conf)
+        return enforce(inputs, data) if inputs is not None else data
+
+    def predict_prepared(self, data):
+        """Score prepared input; an exception the model raises becomes ``ModelFailed``,
+        one line without a traceback (for the CLI and the server)."""
+        try:
+            return self._mod.predict(self._native, data, self.input_kind, self._conf)
+        except MlvcError:
+            raise
+        except Exception as e:
+            raise ModelFailed.of(e) from e
 
     def for_serving(self) -> Model:
         """Let the flavor take its serving shortcuts (see flavors.sklearn.predict)."""
@@ -301,9 +329,16 @@ def manifest_of(path: Path) -> dict:
     raise ModelError(f"{path} is not a model directory: it has no {MANIFEST} or {MLFLOW_MANIFEST}")
 
 
-def load(uri: str | os.PathLike, repo=None) -> Model:
-    """Load the model at a URI (see the module docstring) for scoring."""
+def load(uri: str | os.PathLike, repo=None, trust: bool | None = None) -> Model:
+    """Load the model at a URI (see the module docstring) for scoring.
+
+    ``trust=True`` allows unpickling a model that does not come from this repository (a
+    folder, an MLflow model, a version registered from one); pickles run code, so only for
+    a source you trust. ``None`` reads the opt-in from MLVC_TRUST_PICKLE.
+    """
+    from . import trust as trust_model
+
     loc = locate(str(uri), repo)
-    return Model(
-        loc.path, manifest_of(loc.path), str(uri), loc.model_id.hex if loc.model_id else None
-    )
+    trusted = loc.trusted or (trust_model.from_env() if trust is None else bool(trust))
+    model_id = loc.model_id.hex if loc.model_id else None
+    return Model(loc.path, manifest_of(loc.path), str(uri), model_id, trusted)

@@ -7,13 +7,15 @@ Requests (MLflow's scoring formats, plus CSV and Arrow):
     text/csv           a header line, then rows
     application/vnd.apache.arrow.stream (or .file)   an Arrow IPC stream (or file)
 Responses: ``{"predictions": ...}`` as JSON, or an Arrow IPC stream when asked for one.
-Anything unreadable raises ``BadPayload`` (HTTP 400) saying what is wrong.
+Anything unreadable raises ``BadPayload`` (HTTP 400) saying what is wrong: JSON nested deeper
+than MAX_DEPTH and integers beyond 64 bits are refused before any model sees them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import BadPayload, UnsupportedMediaType
@@ -25,6 +27,12 @@ ARROW = "application/vnd.apache.arrow.stream"
 ARROW_FILE = "application/vnd.apache.arrow.file"
 CONTENT_TYPES = (JSON, CSV, ARROW, ARROW_FILE)
 JSON_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+MAX_DEPTH = 32  # a scoring payload needs 4 levels, a tensor one more per dimension
+INT64 = (-(1 << 63), (1 << 63) - 1)
+CHUNK_ROWS = 65536  # predictions are encoded this many rows at a time (each call is short)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def media_type(header: str | None) -> str:
@@ -36,11 +44,7 @@ def parse(body: bytes, content_type: str | None, schema=None):
     """The model input in a request body; ``schema`` (the signature's inputs) guides types."""
     kind = media_type(content_type)
     if kind == JSON:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadPayload(f"the body is not valid JSON: {e}") from None
-        data = parse_json(doc, schema)
+        data = parse_json(load_json(body), schema)
     elif kind == CSV:
         data = parse_csv(body, schema)
     elif kind in (ARROW, ARROW_FILE):
@@ -52,6 +56,45 @@ def parse(body: bytes, content_type: str | None, schema=None):
     if _rows(data) == 0:
         raise BadPayload("the input has no rows")
     return data
+
+
+def load_json(body: bytes):
+    """``json.loads`` with the limits a server needs: depth and 64-bit integers."""
+    depth = json_depth(body)
+    if depth > MAX_DEPTH:
+        raise BadPayload(
+            f"the JSON body is nested too deeply ({depth} levels; at most {MAX_DEPTH})"
+        )
+    hook = {"parse_int": _int64} if _LONG_DIGITS.search(body) else {}
+    try:
+        return json.loads(body, **hook)
+    except RecursionError:
+        raise BadPayload("the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadPayload(f"the body is not valid JSON: {e}") from None
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text, without parsing it (brackets in
+    strings do not count); fast on megabytes."""
+    import numpy as np
+
+    brackets = _STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+    return int(np.cumsum(steps).max())
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not INT64[0] <= value <= INT64[1]:
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise BadPayload(
+            f"the number {shown} is too big for a 64-bit integer; send it as a string or float"
+        )
+    return value
 
 
 def _rows(data) -> int | None:
@@ -119,6 +162,8 @@ def _array(name: str, values: list):
 
     try:
         return pa.array(values)
+    except OverflowError:
+        raise BadPayload(f"column {name!r} has a number too big for a 64-bit integer") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise BadPayload(f"column {name!r} mixes types or has bad values: {e}") from None
 
@@ -128,6 +173,8 @@ def _records(rows: list):
 
     try:
         return pa.Table.from_pylist(rows)
+    except OverflowError:
+        raise BadPayload("the records have a number too big for a 64-bit integer") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise BadPayload(f"the records do not form a table: {e}") from None
 
@@ -229,7 +276,44 @@ def _clean(value):
 
 
 def predictions_json(pred) -> bytes:
-    return json.dumps({"predictions": jsonable(pred)}, separators=(",", ":")).encode()
+    """``{"predictions": ...}``; long predictions are encoded CHUNK_ROWS rows at a time, so
+    a server's other threads (its event loop) are not held up by one long encoder call."""
+    n = _rows(pred) if not isinstance(pred, dict | str) else None
+    if n is None or n <= CHUNK_ROWS:
+        return json.dumps({"predictions": jsonable(pred)}, separators=(",", ":")).encode()
+    parts = []
+    for start in range(0, n, CHUNK_ROWS):
+        text = json.dumps(jsonable(_slice(pred, start, start + CHUNK_ROWS)), separators=(",", ":"))
+        parts.append(text[1:-1])  # each slice is a JSON list
+    return ('{"predictions":[' + ",".join(p for p in parts if p) + "]}").encode()
+
+
+def _slice(pred, start: int, stop: int):
+    if is_dataframe(pred) or is_series(pred):
+        return pred.iloc[start:stop]
+    return pred[start:stop] if not hasattr(pred, "slice") else pred.slice(start, stop - start)
+
+
+def missing_values(data) -> str | None:
+    """Where model input (an Arrow table or array) holds missing or non-finite values, as
+    ``column 'x' has 2``; None when it holds none."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        import pyarrow.compute as pc
+
+        for name, col in zip(data.column_names, data.columns, strict=True):
+            n = col.null_count
+            if pa.types.is_floating(col.type):
+                n += pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0
+            if n:
+                return f"column {name!r} has {n}"
+        return None
+    if isinstance(data, np.ndarray) and data.dtype.kind in "fc":
+        n = int(np.count_nonzero(~np.isfinite(data)))
+        return f"the array has {n}" if n else None
+    return None
 
 
 def predictions_table(pred):

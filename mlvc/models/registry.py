@@ -4,7 +4,8 @@ All of it is refs (see mlvc.refs), so it is as durable and as logged as run name
     refs/models/<name>/versions/<n>    the model tree of version n; created once, never moved
     refs/models/<name>/aliases/<a>     ``ref: refs/models/<name>/versions/<n>``
 Every change appends to the reflog with who and when; a version's first reflog line holds
-its source as JSON (``register {"source": ..., "run_id": ...}``), an alias's lines hold the
+its source as JSON (``register {"source": ..., "run_id": ..., "trusted": ...}``; trusted:
+it came from this repository or was registered with ``trust=True``), an alias's lines hold the
 versions it moved between. A version number is taken by a create-only write under the ref's
 lock, so concurrent registers of one name never share a number. The index derives the
 ``model_versions``, ``model_aliases`` and ``model_alias_log`` tables from these refs.
@@ -65,6 +66,7 @@ class ModelVersion:
     registered_by: str = ""
     registered_at: float | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    trusted: bool = False  # from this repository, or registered with trust=True
 
     @property
     def uri(self) -> str:
@@ -126,6 +128,9 @@ def _version_info(refs, name: str, version: int, oid: ObjectId, alias_map) -> Mo
     first = log[0] if log else {}
     _kind, value = _parse(first.get("message", ""))
     run_id = value.get("run_id")
+    source = value.get("source", "")
+    # Versions registered before trust was recorded: those from a run of this repository.
+    trusted = value.get("trusted", isinstance(source, str) and source.startswith("run:"))
     for entry in log[1:]:
         kind, note = _parse(entry["message"])
         if kind == "run-ended" and note.get("run_id"):
@@ -134,11 +139,12 @@ def _version_info(refs, name: str, version: int, oid: ObjectId, alias_map) -> Mo
         name=name,
         version=version,
         model_id=oid.hex,
-        source=value.get("source", ""),
+        source=source,
         run_id=run_id,
         registered_by=first.get("author", ""),
         registered_at=first.get("time"),
         aliases=tuple(sorted(a for a, v in alias_map.items() if v == version)),
+        trusted=trusted is True,
     )
 
 
@@ -235,11 +241,18 @@ def _alias_names(refs, name: str) -> list[str]:
 
 
 def create_version(
-    refs, name: str, tree: ObjectId, source: str, run_id: str | None, who: str
+    refs,
+    name: str,
+    tree: ObjectId,
+    source: str,
+    run_id: str | None,
+    who: str,
+    trusted: bool = False,
 ) -> int:
-    """Take the next version number for ``tree``; safe against concurrent registers."""
+    """Take the next version number for ``tree``; safe against concurrent registers.
+    ``trusted``: its pickles may be loaded without an opt-in (mlvc.models.trust)."""
     check_name(name)
-    message = _message("register", {"source": source, "run_id": run_id})
+    message = _message("register", {"source": source, "run_id": run_id, "trusted": trusted})
     for _ in range(MAX_TRIES):
         number = max(versions(refs, name), default=0) + 1
         try:

@@ -6,7 +6,9 @@ Each flavor is a module with:
     matches(model) -> bool                  whether it can save this object (never imports
                                             a framework the caller has not imported)
     save(model, path) -> dict               write the model's files; returns its manifest entry
-    load(path, conf) -> native              read them back
+    load(path, conf, trusted) -> native     read them back; a file that would run code when
+                                            read (a pickle) only when ``trusted`` (see
+                                            mlvc.models.trust)
     predict(native, data, kind) -> output   score enforced input (an Arrow table or ndarray)
                                             or, without a signature, what the caller gave
     infer(native) -> Signature | None       optional: a signature the model itself declares

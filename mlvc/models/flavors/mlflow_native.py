@@ -13,7 +13,10 @@ def matches(model) -> bool:
     return False
 
 
-def load(path: Path, conf: dict):
+def load(path: Path, conf: dict, trusted: bool = False):
+    from ..trust import require
+
+    require(path / "MLmodel", trusted, "an MLflow model that MLflow itself loads (with pickle)")
     import mlflow.pyfunc
 
     return mlflow.pyfunc.load_model(str(path))

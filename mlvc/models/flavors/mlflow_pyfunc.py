@@ -7,15 +7,21 @@ classes while the pickle loads, so such models run with mlvc alone.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import inspect
-import pickle
+import lzma
 import sys
 import types
 from pathlib import Path
 
+from ..errors import ModelError
+
 NAME = "mlflow_pyfunc"
 PACKAGES = ("cloudpickle",)
+# MLflow's python_model_compression: how python_model.pkl was compressed
+COMPRESSION = {"lzma": lzma.open, "bzip2": bz2.open, "gzip": gzip.open}
 
 
 def matches(model) -> bool:
@@ -90,16 +96,30 @@ def _stand_in():
                 sys.modules[n] = m
 
 
-def load(path: Path, conf: dict):
-    import cloudpickle  # noqa: F401
+def load(path: Path, conf: dict, trusted: bool = False):
+    from ..trust import unpickle
 
-    with _stand_in(), open(path / conf.get("python_model", "python_model.pkl"), "rb") as f:
-        model = pickle.load(f)
-    artifacts = {k: str(path / v) for k, v in (conf.get("artifacts") or {}).items()}
-    context = _context(artifacts, conf.get("model_config"))
+    opener = COMPRESSION.get(conf.get("python_model_compression") or "", open)
+    with _stand_in():
+        model = unpickle(path / conf.get("python_model", "python_model.pkl"), trusted, opener)
+    context = _context(artifacts(path, conf), conf.get("model_config"))
     if hasattr(model, "load_context"):
         model.load_context(context)
     return model, context
+
+
+def artifacts(path: Path, conf: dict) -> dict[str, str]:
+    """``context.artifacts``: each artifact's name → its file in the model folder. MLflow
+    records them as ``artifacts: {name: {path: artifacts/file, uri: where it came from}}``."""
+    out = {}
+    for name, info in (conf.get("artifacts") or {}).items():
+        rel = info.get("path") if isinstance(info, dict) else info
+        if not isinstance(rel, str) or not rel:
+            raise ModelError(f"the MLmodel's artifact {name!r} has no path")
+        if not (path / rel).resolve().is_relative_to(path.resolve()):
+            raise ModelError(f"the MLmodel's artifact {name!r} ({rel}) is outside {path}")
+        out[str(name)] = str(path / rel)
+    return out
 
 
 def _context(artifacts, model_config):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 import sysconfig
 from pathlib import Path
@@ -82,11 +81,10 @@ def save(model, path: Path) -> dict:
     }
 
 
-def load(path: Path, conf: dict):
-    import cloudpickle  # noqa: F401  (pickles of by-value code need it importable)
+def load(path: Path, conf: dict, trusted: bool = False):
+    from ..trust import unpickle
 
-    with open(path / conf.get("data", DATA), "rb") as f:
-        return pickle.load(f)
+    return unpickle(path / conf.get("data", DATA), trusted)
 
 
 def predict(native, data, kind, conf=None):

@@ -25,10 +25,14 @@ def save(model, path: Path) -> dict:
     return {"model_data": DATA, "pytorch_version": torch.__version__}
 
 
-def load(path: Path, conf: dict):
+def load(path: Path, conf: dict, trusted: bool = False):
     import torch
 
-    model = torch.load(path / conf.get("model_data", DATA), map_location="cpu", weights_only=False)
+    from ..trust import require
+
+    file = path / conf.get("model_data", DATA)
+    require(file, trusted, "a whole pickled torch module (its class is pickled code)")
+    model = torch.load(file, map_location="cpu", weights_only=False)
     model.eval()
     return model
 
