@@ -438,10 +438,13 @@ def fsck(as_json):
 
     Example: mlvc fsck
     """
-    problems = repo().fsck()
+    notes: list[str] = []
+    problems = repo().fsck(notes)
     if as_json:
-        click.echo(to_json({"problems": problems}))
+        click.echo(to_json({"problems": problems, "repaired": notes}))
     else:
+        for n in notes:
+            click.echo(f"repaired: {n}")
         for p in problems:
             click.echo(p)
         click.echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")

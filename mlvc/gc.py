@@ -32,6 +32,12 @@ class GcBusy(MlvcError):
     exit_code = 8
 
 
+class StoreNeedsRepair(MlvcError):
+    """gc found pack indexes it cannot trust: it deletes nothing until fsck has run."""
+
+    exit_code = 5
+
+
 @contextmanager
 def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Hold ``gc.lock``: shared for writers (commits), exclusive for gc."""
@@ -148,6 +154,7 @@ def gc(repo, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
         cutoff = time.time() - grace
         _sweep_loose(store, live, cutoff, report)
         if hasattr(store, "indexes"):
+            _index_torn_packs(store, report)
             _sweep_packs(store, live, cutoff, report)
         _sweep_cache(repo.dir, live, report)
         if not dry_run:
@@ -214,8 +221,7 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
             continue  # mostly live: its garbage waits until it is mostly garbage
         report.removed += len(dead)
         report.freed += dead_bytes
-    torn = store.torn_packs(cutoff)
-    report.freed += sum(p.stat().st_size for p in torn if p.exists())
+    torn = store.stale_temps(cutoff)  # index temp files of killed writers: no data
     if report.dry_run or not (drop or torn):
         return
     store.sync()  # repacked objects are durable and indexed before anything is removed
@@ -229,6 +235,36 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
     for p in torn:
         p.unlink(missing_ok=True)
     store.reload(force=True)
+
+
+def _index_torn_packs(store, report: GcReport) -> None:
+    """Refuse to sweep a store whose indexes cannot be trusted; index packs that have none.
+
+    gc holds the lock exclusive, so a pack without an index is not being written: its writer
+    died. Its records are indexed like any others (and swept by reachability like any
+    others), never deleted wholesale for lacking an index.
+    """
+    from .packscan import index_scan, scan_pack, survey
+
+    state = survey(store.pack_dir)
+    bad = [f"{n} ({why})" for n, why in {**state.damaged, **state.unreadable}.items()]
+    bad += [f"{p} (shorter than {n} says)" for p, n in state.short.items()]
+    if bad:
+        raise StoreNeedsRepair(
+            f"gc cannot trust the pack index of {bad[0]}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + "; run `mlvc fsck` to rebuild indexes from the packs, then gc again"
+        )
+    for name in state.uncovered:
+        scan = scan_pack(store.pack_dir / name)
+        if report.dry_run:
+            report.notes.append(f"would index {len(scan.entries)} objects of pack {name}")
+            continue
+        made = index_scan(store.pack_dir, scan)
+        if made is not None:
+            report.notes.append(f"indexed {len(scan.entries)} objects of pack {name} (no index)")
+    if state.uncovered and not report.dry_run:
+        store.reload(force=True)
 
 
 def _unique(entries):

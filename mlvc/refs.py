@@ -58,9 +58,15 @@ class RefStore:
 
     def _text(self, ref: str) -> str:
         try:
-            return self._path(ref).read_text().strip()
+            return self._path(ref).read_bytes().decode().strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return ""
+        except UnicodeDecodeError:
+            raise MlvcError(f"ref {ref} holds bytes that are not text; run `mlvc fsck`") from None
+        except OSError as e:
+            raise MlvcError(
+                f"ref {ref} cannot be read ({e.strerror}); check its permissions"
+            ) from None
 
     def read(self, ref: str) -> ObjectId | None:
         text = self._text(ref)
