@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MlvcError
+from .errors import MissingObject, MlvcError
 from .fsck import clean_tmp
 from .ids import ObjectId
 from .objects import DIR, DecodeError, unpack
@@ -103,9 +103,13 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
     return out
 
 
-def reachable(store, start: set[ObjectId]) -> set[bytes]:
+def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[bytes]:
     """Every object reachable from ``start``: structured objects are scanned for ids (any
-    kind, so kinds added later are followed too), trees by entry kind, chunk lists by chunk."""
+    kind, so kinds added later are followed too), trees by entry kind, chunk lists by chunk.
+
+    Objects read to find others are verified; ``damaged`` receives those that exist but do
+    not verify (what they reference cannot be known)."""
+    damaged = set() if damaged is None else damaged
     seen: set[bytes] = set()
     stack: list[tuple[ObjectId, str]] = [(o, "?") for o in start]
     while stack:
@@ -117,16 +121,23 @@ def reachable(store, start: set[ObjectId]) -> set[bytes]:
             continue
         try:
             rec = store._record(oid)
+        except MissingObject:
+            continue  # a root may be any 64-hex string; fsck reports missing objects
         except MlvcError:
-            continue  # missing or damaged: fsck reports it
+            damaged.add(oid)
+            continue
         if rec[:1] == CHUNKED:
-            seen.update(store.children(oid))
+            try:
+                seen.update(store.children(oid))
+            except MlvcError:
+                damaged.add(oid)
             continue
         if what == "small":
             continue
         try:
-            content = store._content(oid, rec)
+            content = store._verified(oid, rec)
         except MlvcError:
+            damaged.add(oid)
             continue
         if content[:1] != b"\x93":  # msgpack [kind, version, body]: structured objects only
             continue
@@ -149,12 +160,19 @@ def gc(repo, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
     store = repo.store
     with gc_lock(repo.dir, shared=False):
         store.sync()
-        live = reachable(store, roots(repo.dir))
+        if hasattr(store, "indexes"):
+            _index_torn_packs(store, report)  # before marking: their objects count
+        damaged: set = set()
+        live = reachable(store, roots(repo.dir), damaged)
+        if damaged:
+            raise StoreNeedsRepair(
+                f"object {min(damaged).hex()} is damaged, so gc cannot tell what it "
+                "references; gc deletes nothing until `mlvc fsck` reports no damage"
+            )
         report.reachable = len(live)
         cutoff = time.time() - grace
         _sweep_loose(store, live, cutoff, report)
         if hasattr(store, "indexes"):
-            _index_torn_packs(store, report)
             _sweep_packs(store, live, cutoff, report)
         _sweep_cache(repo.dir, live, report)
         if not dry_run:

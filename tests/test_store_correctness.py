@@ -143,3 +143,357 @@ def test_a_stored_entry_whose_object_is_gone_is_stored_again(repo, project):
     third = again.commit("three", data=["data"])
     assert again.store.has(ObjectId.of(b"a,b\n"))
     assert b"".join(again.cat(f"{third.hex}:data/new.csv")) == b"a,b\n"
+
+
+# -- item 2: a pack is never deleted for lacking a usable index ---------------------------
+
+
+def age_store(repo, seconds=7200):
+    """Everything under .mlvc/objects looks older than fsck's and gc's grace periods."""
+    for folder, _dirs, files in os.walk(repo.dir / "objects"):
+        for f in files:
+            age(os.path.join(folder, f), seconds)
+
+
+def _packs(repo):
+    return sorted(p.name for p in (repo.dir / "objects" / "pack").glob("*.pack"))
+
+
+def _all_readable(project, runs):
+    fresh = Repo(project)
+    for rid in runs:
+        for section in ("code", "data"):
+            fresh.checkout(rid.hex, to=project.parent / f"co-{rid.short}-{section}", only=section)
+
+
+def test_fsck_rebuilds_a_damaged_index_and_keeps_the_pack(repo, project):
+    runs = [repo.commit("one", data=["data"]), repo.commit("two", data=["data"])]
+    packs = _packs(repo)
+    idx = next(repo.store.pack_dir.glob("*.idx"))
+    os.chmod(idx, 0o644)
+    raw = bytearray(idx.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    idx.write_bytes(bytes(raw))
+    age_store(repo)
+    problems = Repo(project).fsck()
+    assert any(idx.name in p and "checksum" in p for p in problems), problems
+    assert _packs(repo) == packs
+    assert Repo(project).fsck() == []
+    _all_readable(project, runs)
+
+
+def test_fsck_indexes_a_pack_whose_index_is_gone(repo, project, cli):
+    runs = [repo.commit("one", data=["data"])]
+    packs = _packs(repo)
+    for idx in repo.store.pack_dir.glob("*.idx"):
+        idx.unlink()
+    age_store(repo)
+    out = cli("fsck").output
+    assert "repaired: pack" in out and "had no index" in out
+    assert _packs(repo) == packs
+    assert Repo(project).fsck() == []
+    _all_readable(project, runs)
+
+
+def test_a_torn_pack_keeps_its_leading_records(repo, project):
+    """A writer killed mid-append: no index, the last record cut. Every record before the
+    cut verifies and is kept, whatever the pack's age."""
+    from mlvc.pack import PackedStore
+
+    store = PackedStore(repo.dir / "objects", repo.dir / "tmp")
+    blobs = [os.urandom(1000 + i) for i in range(5)]
+    ids = [store.add_bytes(b) for b in blobs]
+    store.flush()
+    for idx in store.pack_dir.glob("*.idx"):
+        idx.unlink()
+    (pack,) = store.pack_dir.glob("*.pack")
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:
+        f.truncate(pack.stat().st_size - 500)  # the fifth record is cut
+    age_store(repo)
+    notes: list[str] = []
+    assert Repo(project).fsck(notes) == []
+    assert pack.exists() and any("had no index" in n for n in notes)
+    fresh = Repo(project).store
+    assert [fresh.read_bytes(i) for i in ids[:4]] == blobs[:4]
+    assert not fresh.has(ids[4])
+
+
+def test_gc_indexes_a_torn_pack_instead_of_deleting_it(repo, project):
+    first = repo.commit("one", data=["data"])
+    for idx in repo.store.pack_dir.glob("*.idx"):
+        idx.unlink()
+    age_store(repo)
+    report = Repo(project).gc(grace=0)
+    assert any("indexed" in n for n in report.notes)
+    assert Repo(project).fsck() == []
+    _all_readable(project, [first])
+
+
+def test_gc_refuses_when_it_cannot_read_an_index(repo, project):
+    from mlvc.gc import StoreNeedsRepair
+
+    first = repo.commit("one", data=["data"])
+    packs = _packs(repo)
+    idx = next(repo.store.pack_dir.glob("*.idx"))
+    idx.unlink()
+    idx.mkdir()  # open() fails with an OSError, as EACCES would (tests run as root)
+    age_store(repo)
+    with pytest.raises(StoreNeedsRepair, match="mlvc fsck"):
+        Repo(project).gc(grace=0)
+    assert _packs(repo) == packs
+    problems = Repo(project).fsck()
+    assert any(idx.name in p and "cannot be read" in p for p in problems), problems
+    idx.rmdir()
+    assert Repo(project).fsck() == []
+    Repo(project).gc(grace=0)
+    _all_readable(project, [first])
+
+
+def test_fsck_and_gc_handle_a_truncated_pack(repo, project):
+    repo.commit("one", data=["data"])
+    (pack,) = repo.store.pack_dir.glob("*.pack")
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:
+        f.truncate(pack.stat().st_size - 10)
+    age_store(repo)
+    from mlvc.gc import StoreNeedsRepair
+
+    with pytest.raises(StoreNeedsRepair):
+        Repo(project).gc(grace=0)
+    problems = Repo(project).fsck()
+    assert any("shorter than" in p for p in problems), problems
+    assert pack.exists()
+    after = Repo(project).fsck()
+    assert not any("shorter than" in p or "index" in p for p in after), after
+
+
+# -- item 6: files that change while they are read ----------------------------------------
+
+_TRUNCATE_WHILE_HASHING = """
+import os, sys, threading
+from mlvc.errors import FileChanged
+from mlvc.odb import hash_file
+path = sys.argv[1]
+block = os.urandom(1 << 20)
+stop = threading.Event()
+def churn():
+    while not stop.is_set():
+        with open(path, "wb") as f:
+            for _ in range(96):
+                f.write(block)
+        os.truncate(path, 0)
+with open(path, "wb") as f:
+    f.write(block * 96)
+t = threading.Thread(target=churn)
+t.start()
+outcomes = set()
+try:
+    for _ in range(40):
+        try:
+            hash_file(path)
+            outcomes.add("hashed")
+        except FileChanged:
+            outcomes.add("refused")
+finally:
+    stop.set()
+    t.join()
+print(sorted(outcomes))
+"""
+
+
+def test_a_file_truncated_while_hashed_never_kills_mlvc(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", _TRUNCATE_WHILE_HASHING, str(tmp_path / "churn.bin")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])  # SIGBUS was -7
+
+
+def test_a_file_growing_while_committed_is_refused_not_misrecorded(repo, project):
+    import threading
+
+    from mlvc.errors import FileChanged
+
+    big = project / "data" / "growing.bin"
+    big.write_bytes(os.urandom(24 << 20))
+    stop = threading.Event()
+
+    def grow():
+        with open(big, "ab") as f:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                f.write(os.urandom(64 << 10))
+                f.flush()
+                time.sleep(0.001)
+
+    t = threading.Thread(target=grow)
+    t.start()
+    try:
+        with pytest.raises(FileChanged, match="growing.bin"):
+            repo.commit("racing", data=["data"])
+    finally:
+        stop.set()
+        t.join()
+    rid = repo.commit("settled", data=["data"])
+    entry = next(e for e in repo.show(rid)["data"]["entries"] if e["path"].endswith("growing.bin"))
+    assert entry["size"] == big.stat().st_size
+    assert repo.fsck() == []
+
+
+def test_add_file_refuses_a_file_that_changed_since_it_was_listed(repo, project):
+    """The size in a tree entry is the size of the bytes whose hash is the id."""
+    from mlvc.errors import FileChanged
+
+    f = project / "data" / "train.csv"
+    hasher = repo.file_hasher()
+    st = os.lstat(f)
+    f.write_text("x,y\n1,2\n2,4\n3,6\n")  # grows after it was listed
+    with pytest.raises(FileChanged):
+        hasher(f, st)
+
+
+# -- items 12a, 12b: reads release only verified bytes, decompress within a bound --------
+
+
+def _flip(path, offset):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def _collect(blocks):
+    out = bytearray()
+    with pytest.raises(Exception) as err:
+        for b in blocks:
+            out += b
+    return bytes(out), err.value
+
+
+def test_show_of_a_chunked_file_never_releases_a_damaged_chunk(repo, project):
+    from mlvc.errors import CorruptObject
+
+    content = os.urandom(6 << 20)
+    (project / "data" / "weights.bin").write_bytes(content)
+    rid = repo.commit("big", data=["data"])
+    fid = ObjectId.of(content)
+    chunks = repo.store.children(fid)
+    assert len(chunks) > 10
+    path, off, n = repo.store.location(chunks[len(chunks) // 2])
+    _flip(path, off + n // 2)
+    got, err = _collect(Repo(project).cat(f"{rid.hex}:data/weights.bin"))
+    assert isinstance(err, CorruptObject) and chunks[len(chunks) // 2].hex in str(err)
+    assert content.startswith(got) and len(got) < len(content)
+
+
+def test_show_of_a_big_raw_record_releases_nothing_unverified(repo, project):
+    from mlvc.errors import CorruptObject
+
+    content = os.urandom(3 << 20)  # one raw record of three 1 MiB blocks
+    (project / "data" / "blob.bin").write_bytes(content)
+    rid = repo.commit("raw", data=["data"])
+    path, off, n = repo.store.location(ObjectId.of(content))
+    _flip(path, off + n - 100)  # in the last block
+    got, err = _collect(Repo(project).cat(f"{rid.hex}:data/blob.bin"))
+    assert isinstance(err, CorruptObject)
+    assert got == b""
+
+
+_ZSTD_BOMB = """
+import resource, sys
+from mlvc.compress import SIZE, _codec
+from mlvc.ids import ObjectId
+from mlvc.odb import ZSTD
+from mlvc.pack import PackedStore
+store = PackedStore(sys.argv[1])
+n = 512 << 20
+frame = _codec().compress(bytes(n), asbytes=True)  # a few KB that decode to 512 MiB
+oid = ObjectId.of(b"whatever")
+store._put_record(oid, ZSTD, SIZE.pack(n) + frame)
+store.flush()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+problems = PackedStore(sys.argv[1]).check(oid)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(frame), (peak - base) // 1024, problems)
+"""
+
+
+def test_a_crafted_compressed_record_cannot_make_reads_allocate(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", _ZSTD_BOMB, str(tmp_path / "objects")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    frame, grew_mb, problems = r.stdout.split(" ", 2)
+    assert int(frame) < 64 << 10
+    assert int(grew_mb) < 64, r.stdout  # was 512 MB
+    assert "over the" in problems and "limit" in problems
+
+
+def test_big_compressible_blobs_are_stored_raw_and_read_back(repo):
+    text = b"a fairly compressible line of text\n" * (200_000)  # 7 MB
+    oid = repo.store.add_bytes(text)
+    repo.store.flush()
+    assert Repo(repo.root).store.read_bytes(oid) == text
+
+
+# -- items 13a, 22: fsck sees an empty HEAD, sizes, and every bad ref ---------------------
+
+
+def test_fsck_reports_an_empty_head(repo, project):
+    repo.commit("one")
+    (repo.dir / "HEAD").write_text("\n")
+    problems = Repo(project).fsck()
+    assert any("HEAD is empty" in p for p in problems), problems
+
+
+def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
+    from mlvc.commit import Inputs, RunSpec, record_run
+    from mlvc.objects import FILE, Tree, TreeEntry
+    from mlvc.trees import write_object
+
+    content = b"twelve bytes"
+    oid = repo.store.add_bytes(content)
+    tree = Tree.of([TreeEntry("liar.txt", FILE, oid, 9999)])
+    inputs = Inputs(write_object(repo.store, tree), {}, None, None, (), ())
+    record_run(repo, RunSpec(message="lies", inputs=inputs))
+    problems = Repo(project).fsck()
+    assert any("liar.txt" in p and "9999" in p and "12" in p for p in problems), problems
+
+
+def test_fsck_lists_every_bad_ref_and_exits_9(cli, project):
+    cli("commit", "-m", "one", "-n", "first")
+    cli("tag", "HEAD", "good")
+    d = project / ".mlvc"
+    (d / "refs" / "tags" / "junk").write_text("not an id\n")
+    (d / "refs" / "tags" / "binary").write_bytes(b"\xff\xfe\x00garbage")
+    (d / "refs" / "names" / "first").write_text("0" * 64 + "\n")  # names no run
+    (d / "logs" / "HEAD").write_bytes((d / "logs" / "HEAD").read_bytes() + b"broken line\n")
+    r = cli("fsck", ok=False)
+    assert r.exit_code == 9, r.output
+    assert "Traceback" not in r.output
+    for needle in ("refs/tags/junk", "refs/tags/binary", "refs/names/first", "logs/HEAD"):
+        assert needle in r.output, (needle, r.output)
+
+
+def test_a_ref_of_non_utf8_bytes_is_a_clean_error(repo, project):
+    from mlvc.errors import MlvcError
+
+    repo.commit("one")
+    (repo.dir / "refs" / "tags" / "bin").write_bytes(b"\xff\xfe")
+    with pytest.raises(MlvcError, match="refs/tags/bin"):
+        repo.refs.read("refs/tags/bin")
