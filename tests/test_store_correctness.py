@@ -497,3 +497,42 @@ def test_a_ref_of_non_utf8_bytes_is_a_clean_error(repo, project):
     (repo.dir / "refs" / "tags" / "bin").write_bytes(b"\xff\xfe")
     with pytest.raises(MlvcError, match="refs/tags/bin"):
         repo.refs.read("refs/tags/bin")
+
+
+# -- item 8: a reported commit is durable --------------------------------------------------
+
+
+def test_commit_makes_its_refs_durable_before_returning(repo, project, monkeypatch):
+    """A power cut cannot be simulated here; what can be checked is that the filesystem is
+    synced after every ref of the commit is written and before commit returns."""
+    import mlvc.refs as refs_mod
+
+    seen = []
+    real = refs_mod.sync_filesystem
+
+    def watching(path):
+        head = (repo.dir / "HEAD").read_text().strip() if (repo.dir / "HEAD").exists() else ""
+        seen.append((head, sorted(os.listdir(repo.dir / "refs" / "runs"))))
+        real(path)
+
+    monkeypatch.setattr(refs_mod, "sync_filesystem", watching)
+    rid = repo.commit("durable", name="n1", tags={"best": ""})
+    assert seen and seen[-1] == (rid.hex, [rid.hex])
+    assert (repo.dir / "refs" / "tags" / "best").read_text().strip() == rid.hex
+
+
+def test_a_single_ref_write_is_fsynced_with_its_folder(repo, project, monkeypatch):
+    rid = repo.commit("one")
+    calls = []
+    real = os.fsync
+
+    def counting(fd):
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    repo.tag(rid.hex, "keep")
+    tags = str(repo.dir / "refs" / "tags")
+    assert tags in calls  # the folder holding the renamed ref
+    assert any(c.startswith(tags + "/keep") for c in calls)  # the ref itself (its lock file)
+    assert any(c.endswith("logs/refs/tags/keep") for c in calls)  # its reflog line
