@@ -145,9 +145,9 @@ def capture_inputs(
 @contextmanager
 def _writing(repo):
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
-    from .gc import gc_lock
+    from .gc import writing
 
-    with gc_lock(repo.dir):
+    with writing(repo.dir, repo.store):
         hasher = repo.file_hasher() if hasattr(repo, "file_hasher") else None
         yield hasher
         if hasher is not None and hasher.cache is not None:

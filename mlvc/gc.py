@@ -1,9 +1,12 @@
 """Garbage collection: remove objects no ref, reflog entry, journal entry or live run reaches.
 
-Safety against a concurrent commit, two ways: a commit holds ``.mlvc/gc.lock`` shared while
-it writes objects and moves refs, and gc holds it exclusive; and anything younger than the
-grace period (loose objects, packs, which a dedup hit freshens) is kept whatever its
-reachability, for writers outside the lock (a live run logging artifacts).
+Safety against concurrent writers is structural: every path that writes objects holds
+``.mlvc/gc.lock`` shared (``writing``) from its first object write until something gc reads
+as a root names them (a ref, a journal entry, a live run's ``meta.json``, a pin), and
+publishes its pack index before letting go; gc holds the lock exclusive. So whatever the
+grace period, gc never sees an object that is written but not yet named. The grace period
+(anything younger is kept; a dedup hit freshens a pack) is a second, independent margin.
+With ``MLVC_DEBUG_GC_LOCK=1`` an object written outside the lock is an error (tests).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import fcntl
 import json
 import os
 import re
+import secrets
+import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +44,36 @@ class StoreNeedsRepair(MlvcError):
     exit_code = 5
 
 
+_held: dict[tuple[int, str], int] = {}  # (pid, lock path) -> depth of shared holds
+_held_lock = threading.Lock()
+
+
+def lock_held(mlvc_dir: Path) -> bool:
+    """Whether this process holds ``gc.lock`` shared (for the debug check of writes)."""
+    return _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")), 0) > 0
+
+
 @contextmanager
 def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc."""
-    fd = os.open(Path(mlvc_dir) / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc. Shared holds nest
+    within a process (a live run's log call inside its own capture, say)."""
+    path = str(Path(mlvc_dir) / "gc.lock")
+    key = (os.getpid(), path)
+    if shared:
+        with _held_lock:
+            if _held.get(key, 0):
+                _held[key] += 1
+                nested = True
+            else:
+                nested = False
+        if nested:
+            try:
+                yield
+            finally:
+                with _held_lock:
+                    _held[key] -= 1
+            return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if shared:
@@ -58,9 +90,56 @@ def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Ite
                             "commits kept the repository busy; run `mlvc gc` again later"
                         ) from None
                     time.sleep(0.05)
-        yield
+        if shared:
+            with _held_lock:
+                _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            if shared:
+                with _held_lock:
+                    _held[key] -= 1
     finally:
         os.close(fd)
+
+
+@contextmanager
+def writing(mlvc_dir: Path, store) -> Iterator[None]:
+    """Write objects that something will name before this block ends, safe from gc: the
+    shared lock is held throughout, and the pack index is published before it is let go
+    (else another process's gc could not see them and would find their pack unindexed)."""
+    with gc_lock(mlvc_dir):
+        try:
+            yield
+        finally:
+            flush = getattr(store, "flush", None)
+            if flush is not None and lock_depth(mlvc_dir) == 1:
+                flush()
+
+
+def lock_depth(mlvc_dir: Path) -> int:
+    return _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")), 0)
+
+
+@contextmanager
+def pin(mlvc_dir: Path, ids) -> Iterator[None]:
+    """Name objects as gc roots for as long as the block runs (``live/.pin-*``), for a
+    writer that will name them later, outside the lock (``mlvc run -j``'s shared inputs).
+    Write it inside ``writing``; a pin whose process is gone is removed by gc."""
+    folder = Path(mlvc_dir) / "live" / f".pin-{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    meta = {
+        "pid": os.getpid(),
+        "proc_start": _proc_start(os.getpid()),
+        "ids": [i.hex for i in ids if i is not None],
+    }
+    tmp = folder / ".meta.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, folder / "meta.json")
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 GRACE_S = 3600.0  # objects and packs younger than this are never removed
@@ -95,12 +174,46 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
         for line in _read(f).splitlines():
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
-    for meta in (d / "live").glob("*/meta.json") if (d / "live").is_dir() else []:
+    for meta in _live_metas(d / "live"):
         try:
-            out.update(_hex_ids(_strings(json.loads(_read(meta)))))
+            doc = json.loads(_read(meta))
         except ValueError:
-            continue  # being rewritten: its objects are young, the grace period keeps them
+            continue  # damaged (fsck says so); writes are atomic, so never half-written
+        if meta.parent.name.startswith(".pin-") and not _pin_alive(doc):
+            shutil.rmtree(meta.parent, ignore_errors=True)
+            continue
+        out.update(_hex_ids(_strings(doc)))
     return out
+
+
+def _live_metas(folder: Path) -> list[Path]:
+    """meta.json of every staged run, claimed run (``.reaping-*``) and pin (``.pin-*``)."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [folder / n / "meta.json" for n in names if (folder / n / "meta.json").is_file()]
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of a process (guards against pid reuse), or ''."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pin_alive(doc) -> bool:
+    if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+        return False
+    try:
+        os.kill(doc["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not doc.get("proc_start") or _proc_start(doc["pid"]) == doc["proc_start"]
 
 
 def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[bytes]:

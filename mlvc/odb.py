@@ -161,16 +161,24 @@ class _RecordStore:
     def add_file(self, path: str | os.PathLike) -> ObjectId:
         """Store a file: whole if small, else as FastCDC chunks plus a chunk list.
 
-        Raises ``FileChanged`` if the file changes while it is read, so the id is always of
-        one state of the file and its size is that state's size.
+        The id is always of one state of the file, and of all of it: a file whose size,
+        mtime, ctime or inode changes while it is read is read again, and after
+        ``HASH_TRIES`` attempts ``FileChanged`` is raised.
         """
+        for _ in range(HASH_TRIES):
+            oid = self._add_file_once(path)
+            if oid is not None:
+                return oid
+        raise FileChanged(path)
+
+    def _add_file_once(self, path) -> ObjectId | None:
         with open(path, "rb") as f:
             before = os.fstat(f.fileno())
             head = f.read(CHUNK_THRESHOLD)  # one read: most files are small
             after = os.fstat(f.fileno())
         small = len(head) < CHUNK_THRESHOLD
         if _stamp(before) != _stamp(after) or (small and len(head) != before.st_size):
-            raise FileChanged(path)
+            return None
         if small:
             return self.add_bytes(head)
         del head
@@ -190,7 +198,7 @@ class _RecordStore:
                 progress.advance(len(data))
             end = os.fstat(f.fileno())
         if not (_stamp(before) == _stamp(start) == _stamp(end) and total == before.st_size):
-            raise FileChanged(path)  # the chunks already stored are garbage for gc
+            return None  # the chunks already stored are garbage for gc
         oid = ObjectId(whole.digest())
         if not self._exists(oid):
             self._put_record(oid, CHUNKED, msgpack.packb(chunks, use_bin_type=True))

@@ -50,6 +50,8 @@ BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
 MAX_INDEXES = 16
 LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
+# Tests set this: an object written by a process not holding gc.lock is an error (gc.py)
+_CHECK_GC_LOCK = os.environ.get("MLVC_DEBUG_GC_LOCK") == "1"
 
 
 def _writeback_starter():
@@ -419,6 +421,11 @@ class PackedStore(LocalStore):
     # -- writing --------------------------------------------------------------------------
 
     def _put_record(self, oid, tag, payload):
+        if _CHECK_GC_LOCK:
+            from .gc import lock_held
+
+            if not lock_held(self.root.parent):
+                raise AssertionError(f"object {oid.hex} written outside gc.lock")
         self.writer.append(bytes(oid), tag, payload)
 
     def flush(self) -> None:

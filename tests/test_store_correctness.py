@@ -536,3 +536,51 @@ def test_a_single_ref_write_is_fsynced_with_its_folder(repo, project, monkeypatc
     assert tags in calls  # the folder holding the renamed ref
     assert any(c.startswith(tags + "/keep") for c in calls)  # the ref itself (its lock file)
     assert any(c.endswith("logs/refs/tags/keep") for c in calls)  # its reflog line
+
+
+# -- item 8a: gc never removes what a live run will reference, whatever the grace -----------
+
+_LIVE_LOGGER = """
+import os, sys, time
+import mlvc
+n = int(sys.argv[1])
+with mlvc.start_run(name="live-under-gc") as run:
+    print("started", flush=True)
+    for i in range(n):
+        run.log_text(f"artifact {i} " + os.urandom(8).hex(), f"texts/t{i:04d}.txt")
+        run.log_metric("i", i)
+        if i % 10 == 0:
+            time.sleep(0.01)
+print(run.id, flush=True)
+"""
+
+
+def test_gc_with_no_grace_during_a_live_run_loses_nothing(repo, project):
+    import subprocess
+    import sys
+
+    repo.commit("base")
+    n = 300
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LIVE_LOGGER, str(n)],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MLVC_DEBUG_GC_LOCK": "1"},
+    )
+    assert proc.stdout.readline().strip() == "started"
+    runs = 0
+    while proc.poll() is None:
+        Repo(project).gc(grace=0)
+        runs += 1
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert runs >= 2
+    rid = out.split()[-1]
+    fresh = Repo(project)
+    assert fresh.fsck() == []
+    entries = fresh.show(rid)["artifacts"]["entries"]
+    assert len(entries) == n
+    for e in entries:
+        assert b"".join(fresh.cat(f"{rid}:{e['path']}")).startswith(b"artifact ")
