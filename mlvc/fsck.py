@@ -24,6 +24,7 @@ from .refs import RefStore
 from .trees import read_env, read_run, read_tree
 
 TMP_GRACE_S = 3600
+SETTLE_S = 60  # a ref and its reflog line are written one after the other, not at once
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[0-9a-f]{64}$|^-$")
 
@@ -55,7 +56,7 @@ def fsck(
     problems.extend(_check_run_refs(refs))
     problems.extend(_check_named_refs(store, refs))
     problems.extend(_check_model_refs(store, refs, seen_trees, bad))
-    problems.extend(_check_reflogs(refs.dir))
+    problems.extend(_check_reflogs(refs))
     problems.extend(_check_live(store, refs.dir))
     problems.extend(check_file(refs.dir / "statcache"))
     if tmp_dir is not None:
@@ -131,12 +132,19 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
     return out
 
 
-def _check_reflogs(mlvc_dir: Path) -> list[str]:
-    """Every reflog line has its five fields: old and new id (or -), a time, who, why.
+def _check_reflogs(refs: RefStore) -> list[str]:
+    """Every reflog line has its five fields: old and new id (or -), a time, who, why; it
+    ends with a newline; HEAD, names and tags have one; and every run a reflog of theirs
+    names is still in ``refs/runs`` (a lost run ref).
 
     Damage to the author or message text cannot be told from a real one: nothing checks it.
     """
+    mlvc_dir = refs.dir
     out = []
+    settled = time.time() - SETTLE_S  # a ref is renamed in just before its line is logged
+    for ref in ["HEAD"] + _ref_files(mlvc_dir, "refs/names") + _ref_files(mlvc_dir, "refs/tags"):
+        if _older((mlvc_dir / ref), settled) and not (mlvc_dir / "logs" / ref).is_file():
+            out.append(f"ref {ref} has no reflog (logs/{ref} is missing)")
     for log in _ref_files(mlvc_dir, "logs"):
         try:
             text = (mlvc_dir / log).read_bytes().decode()
@@ -146,6 +154,10 @@ def _check_reflogs(mlvc_dir: Path) -> list[str]:
         except OSError as e:
             out.append(f"reflog {log} cannot be read ({e.strerror})")
             continue
+        if text and not text.endswith("\n"):
+            out.append(f"reflog {log} does not end with a newline: its last line is cut")
+        runs_log = log.startswith(("logs/refs/names/", "logs/refs/tags/")) or log == "logs/HEAD"
+        last = None
         for i, line in enumerate(text.splitlines(), 1):
             parts = line.split("\t")
             if len(parts) != 5 or not (_ID.match(parts[0]) and _ID.match(parts[1])):
@@ -155,7 +167,24 @@ def _check_reflogs(mlvc_dir: Path) -> list[str]:
                 float(parts[2])
             except ValueError:
                 out.append(f"reflog {log} line {i} has a damaged time: {parts[2][:30]!r}")
+            new = last = parts[1]
+            if runs_log and new != "-" and not refs.has_run(ObjectId.parse(new)):
+                out.append(
+                    f"reflog {log} line {i} names run {new}, which is not in refs/runs "
+                    f"(if the run object is there, restore refs/runs/{new})"
+                )
+        ref = log[len("logs/") :]
+        gone = not (mlvc_dir / ref).exists()
+        if runs_log and last not in (None, "-") and gone and _older(mlvc_dir / log, settled):
+            out.append(f"ref {ref} is missing, but its reflog says it points at run {last}")
     return out
+
+
+def _older(path: Path, than: float) -> bool:
+    try:
+        return path.stat().st_mtime < than
+    except OSError:
+        return False
 
 
 def _check_live(store: ObjectStore, mlvc_dir: Path) -> list[str]:
@@ -174,7 +203,9 @@ def _check_live(store: ObjectStore, mlvc_dir: Path) -> list[str]:
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
         except FileNotFoundError:
-            meta = {}  # being created: nothing staged yet
+            meta = {}  # being created: nothing staged yet, unless metric blocks are there
+            if any((d / "series").glob("*.arrow")):
+                out.append(f"{where}: meta.json is missing but metric blocks are staged")
         except (OSError, ValueError) as e:
             out.append(f"{where}: meta.json is damaged ({str(e)[:80]})")
             meta = {}
@@ -197,6 +228,9 @@ def _check_blocks(folder: Path) -> list[str]:
     import pyarrow.ipc as ipc
 
     out = []
+    numbers = sorted(int(b.stem) for b in blocks if b.stem.isdigit())
+    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers)) if numbers else []
+    out.extend(f"metric block {n:08d}.arrow is missing" for n in missing)
     for b in blocks:
         try:
             with pa.memory_map(str(b)) as source:

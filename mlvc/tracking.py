@@ -533,10 +533,13 @@ def reap_dead_runs(repo) -> list[ObjectId]:
             continue
         try:
             meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
-            if time.time() - d.stat().st_mtime > 3600:
+        except FileNotFoundError:
+            staged = any((d / "series").glob("*.arrow"))
+            if not staged and time.time() - d.stat().st_mtime > 3600:
                 shutil.rmtree(d, ignore_errors=True)  # died before writing anything useful
             continue
+        except (OSError, ValueError):
+            continue  # damaged: it holds data; `mlvc fsck` names it
         if _alive(meta) or "inputs" not in meta:
             continue
         claimed = base / f".reaping-{d.name}-{os.getpid()}"
