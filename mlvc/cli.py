@@ -436,7 +436,9 @@ def query(sql, fmt, output):
 def fsck(as_json):
     """Re-hash every object and follow every ref; list every problem.
 
-    Example: mlvc fsck
+    What it can repair without loss it repairs and names: a pack whose index is damaged
+    or missing is indexed anew from the pack, a damaged stat cache is removed. It never
+    deletes a pack. Example: mlvc fsck
     """
     notes: list[str] = []
     problems = repo().fsck(notes)
