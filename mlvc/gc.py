@@ -44,61 +44,63 @@ class StoreNeedsRepair(MlvcError):
     exit_code = 5
 
 
-_held: dict[tuple[int, str], int] = {}  # (pid, lock path) -> depth of shared holds
+# (pid, lock path) -> [depth of shared holds in this process, the descriptor holding flock]
+_held: dict[tuple[int, str], list] = {}
 _held_lock = threading.Lock()
 
 
 def lock_held(mlvc_dir: Path) -> bool:
     """Whether this process holds ``gc.lock`` shared (for the debug check of writes)."""
-    return _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")), 0) > 0
+    return lock_depth(mlvc_dir) > 0
+
+
+def lock_depth(mlvc_dir: Path) -> int:
+    entry = _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")))
+    return entry[0] if entry else 0
 
 
 @contextmanager
 def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc. Shared holds nest
-    within a process (a live run's log call inside its own capture, say)."""
+    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc. Shared holds are
+    counted per process, so they nest and threads share one: the flock is released only
+    when the last holder in the process leaves."""
     path = str(Path(mlvc_dir) / "gc.lock")
-    key = (os.getpid(), path)
     if shared:
-        with _held_lock:
-            if _held.get(key, 0):
-                _held[key] += 1
-                nested = True
-            else:
-                nested = False
-        if nested:
-            try:
-                yield
-            finally:
-                with _held_lock:
-                    _held[key] -= 1
-            return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if shared:
-            fcntl.flock(fd, mode)  # gc is rare and bounded: a commit simply waits
-        else:
-            deadline = time.monotonic() + wait
-            while True:
+        key = (os.getpid(), path)
+        with _held_lock:  # a thread waiting here waits for the same flock anyway
+            entry = _held.get(key)
+            if entry is None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise GcBusy(
-                            "commits kept the repository busy; run `mlvc gc` again later"
-                        ) from None
-                    time.sleep(0.05)
-        if shared:
-            with _held_lock:
-                _held[key] = _held.get(key, 0) + 1
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # gc is rare and bounded: writers wait
+                except BaseException:
+                    os.close(fd)
+                    raise
+                entry = _held[key] = [0, fd]
+            entry[0] += 1
         try:
             yield
         finally:
-            if shared:
-                with _held_lock:
-                    _held[key] -= 1
+            with _held_lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _held[key]
+                    os.close(entry[1])
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GcBusy(
+                        "commits kept the repository busy; run `mlvc gc` again later"
+                    ) from None
+                time.sleep(0.05)
+        yield
     finally:
         os.close(fd)
 
@@ -115,10 +117,6 @@ def writing(mlvc_dir: Path, store) -> Iterator[None]:
             flush = getattr(store, "flush", None)
             if flush is not None and lock_depth(mlvc_dir) == 1:
                 flush()
-
-
-def lock_depth(mlvc_dir: Path) -> int:
-    return _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")), 0)
 
 
 @contextmanager

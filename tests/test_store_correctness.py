@@ -584,3 +584,42 @@ def test_gc_with_no_grace_during_a_live_run_loses_nothing(repo, project):
     assert len(entries) == n
     for e in entries:
         assert b"".join(fresh.cat(f"{rid}:{e['path']}")).startswith(b"artifact ")
+
+
+def test_the_shared_gc_lock_is_held_while_any_thread_of_the_process_holds_it(repo):
+    import subprocess
+    import sys
+    import threading
+
+    from mlvc.gc import gc_lock
+
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+        "except BlockingIOError:\n    print('held')\n"
+    )
+
+    def state():
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(repo.dir / "gc.lock")], capture_output=True
+        )
+        return out.stdout.decode().strip()
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with gc_lock(repo.dir):
+            a_in.set()
+            b_in.wait()
+        a_out.set()
+
+    t = threading.Thread(target=a)
+    t.start()
+    a_in.wait()
+    with gc_lock(repo.dir):
+        b_in.set()
+        a_out.wait()
+        t.join()
+        assert state() == "held"  # thread a left first; b still holds it
+    assert state() == "free"
