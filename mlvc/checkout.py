@@ -158,16 +158,16 @@ def checkout(
     def matches(p: str, e: TreeEntry) -> bool:
         return current_entry_matches(dest / p, e, cache)
 
+    def clean(p: str) -> bool:
+        """Matches HEAD's record, and the store holds those bytes (else it is the only copy)."""
+        return p in have and matches(p, have[p]) and store.has(have[p].id)
+
     to_write = {p: e for p, e in want.items() if not matches(p, e)}
     result.unchanged = len(want) - len(to_write)
     to_remove = [p for p in have if p not in want and os.path.lexists(dest / p)]
     if not force:
-        dirty = [
-            p
-            for p in to_write
-            if os.path.lexists(dest / p) and not (p in have and matches(p, have[p]))
-        ]
-        dirty += [p for p in to_remove if not matches(p, have[p])]
+        dirty = [p for p in to_write if os.path.lexists(dest / p) and not clean(p)]
+        dirty += [p for p in to_remove if not clean(p)]
         if dirty:
             raise DirtyWorkingTree(sorted(dirty))
 

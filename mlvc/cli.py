@@ -436,12 +436,17 @@ def query(sql, fmt, output):
 def fsck(as_json):
     """Re-hash every object and follow every ref; list every problem.
 
-    Example: mlvc fsck
+    What it can repair without loss it repairs and names: a pack whose index is damaged
+    or missing is indexed anew from the pack, a damaged stat cache is removed. It never
+    deletes a pack. Example: mlvc fsck
     """
-    problems = repo().fsck()
+    notes: list[str] = []
+    problems = repo().fsck(notes)
     if as_json:
-        click.echo(to_json({"problems": problems}))
+        click.echo(to_json({"problems": problems, "repaired": notes}))
     else:
+        for n in notes:
+            click.echo(f"repaired: {n}")
         for p in problems:
             click.echo(p)
         click.echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")

@@ -145,9 +145,9 @@ def capture_inputs(
 @contextmanager
 def _writing(repo):
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
-    from .gc import gc_lock
+    from .gc import writing
 
-    with gc_lock(repo.dir):
+    with writing(repo.dir, repo.store):
         hasher = repo.file_hasher() if hasattr(repo, "file_hasher") else None
         yield hasher
         if hasher is not None and hasher.cache is not None:
@@ -275,13 +275,14 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
 def publish_run(repo, oid: ObjectId, run: Run, move_head: bool = True) -> None:
     """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index."""
     repo.index.journal(oid)
-    repo.refs.add_run(oid)
-    who = run.author
-    if move_head:
-        repo.refs.write("HEAD", oid, f"commit: {run.message or run.name}", who)
-    if run.name:
-        repo.refs.write(f"refs/names/{run.name}", oid, "commit", who)
-    for tag, value in run.tags.items():
-        if value == "":
-            repo.refs.write(f"refs/tags/{tag}", oid, "commit -t", who)
+    with repo.refs.batch():  # durable on return: one syncfs for every ref and reflog
+        repo.refs.add_run(oid)
+        who = run.author
+        if move_head:
+            repo.refs.write("HEAD", oid, f"commit: {run.message or run.name}", who)
+        if run.name:
+            repo.refs.write(f"refs/names/{run.name}", oid, "commit", who)
+        for tag, value in run.tags.items():
+            if value == "":
+                repo.refs.write(f"refs/tags/{tag}", oid, "commit -t", who)
     repo.index.try_ingest()

@@ -87,6 +87,19 @@ class MissingObject(MlvcError):
         self.oid = oid
 
 
+class FileChanged(MlvcError):
+    """A file changed (size, mtime, ctime or inode) while mlvc read it."""
+
+    exit_code = 1
+
+    def __init__(self, path):
+        super().__init__(
+            f"file {path} changed while mlvc read it (is something still writing it?); "
+            "run the command again once it is complete"
+        )
+        self.path = str(path)
+
+
 class DirtyWorkingTree(MlvcError):
     """Checkout would overwrite changes that no run records."""
 

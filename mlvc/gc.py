@@ -1,9 +1,12 @@
 """Garbage collection: remove objects no ref, reflog entry, journal entry or live run reaches.
 
-Safety against a concurrent commit, two ways: a commit holds ``.mlvc/gc.lock`` shared while
-it writes objects and moves refs, and gc holds it exclusive; and anything younger than the
-grace period (loose objects, packs, which a dedup hit freshens) is kept whatever its
-reachability, for writers outside the lock (a live run logging artifacts).
+Safety against concurrent writers is structural: every path that writes objects holds
+``.mlvc/gc.lock`` shared (``writing``) from its first object write until something gc reads
+as a root names them (a ref, a journal entry, a live run's ``meta.json``, a pin), and
+publishes its pack index before letting go; gc holds the lock exclusive. So whatever the
+grace period, gc never sees an object that is written but not yet named. The grace period
+(anything younger is kept; a dedup hit freshens a pack) is a second, independent margin.
+With ``MLVC_DEBUG_GC_LOCK=1`` an object written outside the lock is an error (tests).
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import fcntl
 import json
 import os
 import re
+import secrets
+import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MlvcError
+from .errors import MissingObject, MlvcError
 from .fsck import clean_tmp
 from .ids import ObjectId
 from .objects import DIR, DecodeError, unpack
@@ -32,29 +38,106 @@ class GcBusy(MlvcError):
     exit_code = 8
 
 
+class StoreNeedsRepair(MlvcError):
+    """gc found pack indexes it cannot trust: it deletes nothing until fsck has run."""
+
+    exit_code = 5
+
+
+# (pid, lock path) -> [depth of shared holds in this process, the descriptor holding flock]
+_held: dict[tuple[int, str], list] = {}
+_held_lock = threading.Lock()
+
+
+def lock_held(mlvc_dir: Path) -> bool:
+    """Whether this process holds ``gc.lock`` shared (for the debug check of writes)."""
+    return lock_depth(mlvc_dir) > 0
+
+
+def lock_depth(mlvc_dir: Path) -> int:
+    entry = _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")))
+    return entry[0] if entry else 0
+
+
 @contextmanager
 def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc."""
-    fd = os.open(Path(mlvc_dir) / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if shared:
-            fcntl.flock(fd, mode)  # gc is rare and bounded: a commit simply waits
-        else:
-            deadline = time.monotonic() + wait
-            while True:
+    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc. Shared holds are
+    counted per process, so they nest and threads share one: the flock is released only
+    when the last holder in the process leaves."""
+    path = str(Path(mlvc_dir) / "gc.lock")
+    if shared:
+        key = (os.getpid(), path)
+        with _held_lock:  # a thread waiting here waits for the same flock anyway
+            entry = _held.get(key)
+            if entry is None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise GcBusy(
-                            "commits kept the repository busy; run `mlvc gc` again later"
-                        ) from None
-                    time.sleep(0.05)
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # gc is rare and bounded: writers wait
+                except BaseException:
+                    os.close(fd)
+                    raise
+                entry = _held[key] = [0, fd]
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with _held_lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _held[key]
+                    os.close(entry[1])
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GcBusy(
+                        "commits kept the repository busy; run `mlvc gc` again later"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def writing(mlvc_dir: Path, store) -> Iterator[None]:
+    """Write objects that something will name before this block ends, safe from gc: the
+    shared lock is held throughout, and the pack index is published before it is let go
+    (else another process's gc could not see them and would find their pack unindexed)."""
+    with gc_lock(mlvc_dir):
+        try:
+            yield
+        finally:
+            flush = getattr(store, "flush", None)
+            if flush is not None and lock_depth(mlvc_dir) == 1:
+                flush()
+
+
+@contextmanager
+def pin(mlvc_dir: Path, ids) -> Iterator[None]:
+    """Name objects as gc roots for as long as the block runs (``live/.pin-*``), for a
+    writer that will name them later, outside the lock (``mlvc run -j``'s shared inputs).
+    Write it inside ``writing``; a pin whose process is gone is removed by gc."""
+    folder = Path(mlvc_dir) / "live" / f".pin-{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    meta = {
+        "pid": os.getpid(),
+        "proc_start": _proc_start(os.getpid()),
+        "ids": [i.hex for i in ids if i is not None],
+    }
+    tmp = folder / ".meta.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, folder / "meta.json")
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 GRACE_S = 3600.0  # objects and packs younger than this are never removed
@@ -89,17 +172,55 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
         for line in _read(f).splitlines():
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
-    for meta in (d / "live").glob("*/meta.json") if (d / "live").is_dir() else []:
+    for meta in _live_metas(d / "live"):
         try:
-            out.update(_hex_ids(_strings(json.loads(_read(meta)))))
+            doc = json.loads(_read(meta))
         except ValueError:
-            continue  # being rewritten: its objects are young, the grace period keeps them
+            continue  # damaged (fsck says so); writes are atomic, so never half-written
+        if meta.parent.name.startswith(".pin-") and not _pin_alive(doc):
+            shutil.rmtree(meta.parent, ignore_errors=True)
+            continue
+        out.update(_hex_ids(_strings(doc)))
     return out
 
 
-def reachable(store, start: set[ObjectId]) -> set[bytes]:
+def _live_metas(folder: Path) -> list[Path]:
+    """meta.json of every staged run, claimed run (``.reaping-*``) and pin (``.pin-*``)."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [folder / n / "meta.json" for n in names if (folder / n / "meta.json").is_file()]
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of a process (guards against pid reuse), or ''."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pin_alive(doc) -> bool:
+    if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+        return False
+    try:
+        os.kill(doc["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not doc.get("proc_start") or _proc_start(doc["pid"]) == doc["proc_start"]
+
+
+def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[bytes]:
     """Every object reachable from ``start``: structured objects are scanned for ids (any
-    kind, so kinds added later are followed too), trees by entry kind, chunk lists by chunk."""
+    kind, so kinds added later are followed too), trees by entry kind, chunk lists by chunk.
+
+    Objects read to find others are verified; ``damaged`` receives those that exist but do
+    not verify (what they reference cannot be known)."""
+    damaged = set() if damaged is None else damaged
     seen: set[bytes] = set()
     stack: list[tuple[ObjectId, str]] = [(o, "?") for o in start]
     while stack:
@@ -111,16 +232,23 @@ def reachable(store, start: set[ObjectId]) -> set[bytes]:
             continue
         try:
             rec = store._record(oid)
+        except MissingObject:
+            continue  # a root may be any 64-hex string; fsck reports missing objects
         except MlvcError:
-            continue  # missing or damaged: fsck reports it
+            damaged.add(oid)
+            continue
         if rec[:1] == CHUNKED:
-            seen.update(store.children(oid))
+            try:
+                seen.update(store.children(oid))
+            except MlvcError:
+                damaged.add(oid)
             continue
         if what == "small":
             continue
         try:
-            content = store._content(oid, rec)
+            content = store._verified(oid, rec)
         except MlvcError:
+            damaged.add(oid)
             continue
         if content[:1] != b"\x93":  # msgpack [kind, version, body]: structured objects only
             continue
@@ -143,7 +271,15 @@ def gc(repo, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
     store = repo.store
     with gc_lock(repo.dir, shared=False):
         store.sync()
-        live = reachable(store, roots(repo.dir))
+        if hasattr(store, "indexes"):
+            _index_torn_packs(store, report)  # before marking: their objects count
+        damaged: set = set()
+        live = reachable(store, roots(repo.dir), damaged)
+        if damaged:
+            raise StoreNeedsRepair(
+                f"object {min(damaged).hex()} is damaged, so gc cannot tell what it "
+                "references; gc deletes nothing until `mlvc fsck` reports no damage"
+            )
         report.reachable = len(live)
         cutoff = time.time() - grace
         _sweep_loose(store, live, cutoff, report)
@@ -214,8 +350,7 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
             continue  # mostly live: its garbage waits until it is mostly garbage
         report.removed += len(dead)
         report.freed += dead_bytes
-    torn = store.torn_packs(cutoff)
-    report.freed += sum(p.stat().st_size for p in torn if p.exists())
+    torn = store.stale_temps(cutoff)  # index temp files of killed writers: no data
     if report.dry_run or not (drop or torn):
         return
     store.sync()  # repacked objects are durable and indexed before anything is removed
@@ -229,6 +364,36 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
     for p in torn:
         p.unlink(missing_ok=True)
     store.reload(force=True)
+
+
+def _index_torn_packs(store, report: GcReport) -> None:
+    """Refuse to sweep a store whose indexes cannot be trusted; index packs that have none.
+
+    gc holds the lock exclusive, so a pack without an index is not being written: its writer
+    died. Its records are indexed like any others (and swept by reachability like any
+    others), never deleted wholesale for lacking an index.
+    """
+    from .packscan import index_scan, scan_pack, survey
+
+    state = survey(store.pack_dir)
+    bad = [f"{n} ({why})" for n, why in {**state.damaged, **state.unreadable}.items()]
+    bad += [f"{p} (shorter than {n} says)" for p, n in state.short.items()]
+    if bad:
+        raise StoreNeedsRepair(
+            f"gc cannot trust the pack index of {bad[0]}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + "; run `mlvc fsck` to rebuild indexes from the packs, then gc again"
+        )
+    for name in state.uncovered:
+        scan = scan_pack(store.pack_dir / name)
+        if report.dry_run:
+            report.notes.append(f"would index {len(scan.entries)} objects of pack {name}")
+            continue
+        made = index_scan(store.pack_dir, scan)
+        if made is not None:
+            report.notes.append(f"indexed {len(scan.entries)} objects of pack {name} (no index)")
+    if state.uncovered and not report.dry_run:
+        store.reload(force=True)
 
 
 def _unique(entries):

@@ -16,7 +16,6 @@ implement it over pyarrow.fs.
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 import secrets
 import threading
@@ -30,17 +29,21 @@ import msgpack
 
 from . import compress as zstd
 from . import progress
-from .errors import CorruptObject, MissingObject
+from .errors import CorruptObject, FileChanged, MissingObject
 from .ids import DIGEST_SIZE, ObjectId
 
 RAW, CHUNKED, ZSTD = b"R", b"C", b"Z"
 TAGS = (RAW, CHUNKED, ZSTD)
 BLOCK = 1 << 20
-HASH_WINDOW = 64 << 20  # big files are hashed through mmap windows this size: bounded RSS
-MAX_RECORD = 1 << 32  # a compressed record may not claim more raw bytes than this
+HASH_WINDOW = 64 << 20  # checkout hashes what it wrote in steps of this size
+HASH_BLOCK = 4 << 20  # files are hashed by reads into one buffer this size (no mmap)
+HASH_TRIES = 3  # reads of a file that keeps changing before hash_file gives up
 # Files larger than this are split by FastCDC. 64 KiB average chunks kept 100% of chunks
 # shared after a 1 KiB insertion, where fixed 4 MiB blocks kept 39% (docs/object-format.md).
 CHUNK_THRESHOLD = 4 << 20
+# Writers compress only records up to this size (a small file, a chunk), so a compressed
+# record claiming more is damaged or crafted: refused before anything is allocated.
+ZSTD_MAX = CHUNK_THRESHOLD
 CHUNK_AVG, CHUNK_MIN, CHUNK_MAX = 64 << 10, 16 << 10, 256 << 10
 MAX_CHUNKS = 1 << 24
 
@@ -58,21 +61,31 @@ def _fastcdc():
     return FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
 
 
-def hash_file(path: str | os.PathLike) -> ObjectId:
-    """BLAKE3 of a file's content (equals ``b3sum``), read by mmap in 64 MiB windows.
+def _stamp(st: os.stat_result) -> tuple:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
-    Windows keep the resident set bounded for any file size (a whole-file map of a 4 GiB
-    file counts 4 GiB of RSS while it is hashed) at the speed of ``update_mmap``.
+
+def hash_file(path: str | os.PathLike) -> ObjectId:
+    """BLAKE3 of a file's content (equals ``b3sum``), read in 4 MiB blocks.
+
+    Reads, not mmap: a file truncated while it is mapped kills the process with SIGBUS. A
+    file whose size, mtime, ctime or inode changes during the read is read again, and after
+    ``HASH_TRIES`` attempts ``FileChanged`` is raised: a hash is only ever of one state.
     """
-    h = blake3.blake3()
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        for off in range(0, size, HASH_WINDOW):
-            with mmap.mmap(
-                f.fileno(), min(HASH_WINDOW, size - off), access=mmap.ACCESS_READ, offset=off
-            ) as m:
-                h.update(m)
-    return ObjectId(h.digest())
+    buf = bytearray(HASH_BLOCK)
+    view = memoryview(buf)
+    for _ in range(HASH_TRIES):
+        h = blake3.blake3()
+        total = 0
+        with open(path, "rb", buffering=0) as f:
+            before = os.fstat(f.fileno())
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                total += n
+            after = os.fstat(f.fileno())
+        if _stamp(before) == _stamp(after) and total == before.st_size:
+            return ObjectId(h.digest())
+    raise FileChanged(path)
 
 
 def iter_chunks(path: str | os.PathLike) -> Iterator[memoryview]:
@@ -134,7 +147,7 @@ class _RecordStore:
     def _store(self, oid: ObjectId, data: bytes | memoryview, comp=zstd.compress) -> None:
         if self._exists(oid):
             return
-        packed = comp(data)
+        packed = comp(data) if len(data) <= ZSTD_MAX else None
         if packed is None:
             self._put_record(oid, RAW, data)
         else:
@@ -146,21 +159,46 @@ class _RecordStore:
         return oid
 
     def add_file(self, path: str | os.PathLike) -> ObjectId:
-        """Store a file: whole if small, else as FastCDC chunks plus a chunk list."""
+        """Store a file: whole if small, else as FastCDC chunks plus a chunk list.
+
+        The id is always of one state of the file, and of all of it: a file whose size,
+        mtime, ctime or inode changes while it is read is read again, and after
+        ``HASH_TRIES`` attempts ``FileChanged`` is raised.
+        """
+        for _ in range(HASH_TRIES):
+            oid = self._add_file_once(path)
+            if oid is not None:
+                return oid
+        raise FileChanged(path)
+
+    def _add_file_once(self, path) -> ObjectId | None:
         with open(path, "rb") as f:
-            head = f.read(CHUNK_THRESHOLD)  # one read, no stat: most files are small
-        if len(head) < CHUNK_THRESHOLD:
+            before = os.fstat(f.fileno())
+            head = f.read(CHUNK_THRESHOLD)  # one read: most files are small
+            after = os.fstat(f.fileno())
+        small = len(head) < CHUNK_THRESHOLD
+        if _stamp(before) != _stamp(after) or (small and len(head) != before.st_size):
+            return None
+        if small:
             return self.add_bytes(head)
         del head
         whole = blake3.blake3()
         chunks = []
+        total = 0
         adaptive = zstd.Adaptive()
-        for data in iter_chunks(path):
-            whole.update(data)
-            cid = ObjectId(blake3.blake3(data).digest())
-            self._store(cid, data, adaptive.compress)
-            chunks.append((bytes(cid), len(data)))
-            progress.advance(len(data))
+        with open(path, "rb", buffering=0) as f:
+            start = os.fstat(f.fileno())
+            for chunk in _fastcdc().cut_stream(f):
+                data = chunk.data
+                whole.update(data)
+                total += len(data)
+                cid = ObjectId(blake3.blake3(data).digest())
+                self._store(cid, data, adaptive.compress)
+                chunks.append((bytes(cid), len(data)))
+                progress.advance(len(data))
+            end = os.fstat(f.fileno())
+        if not (_stamp(before) == _stamp(start) == _stamp(end) and total == before.st_size):
+            return None  # the chunks already stored are garbage for gc
         oid = ObjectId(whole.digest())
         if not self._exists(oid):
             self._put_record(oid, CHUNKED, msgpack.packb(chunks, use_bin_type=True))
@@ -179,20 +217,14 @@ class _RecordStore:
         if rec[:1] == RAW:
             return memoryview(rec)[1:]
         try:
-            return zstd.decompress(memoryview(rec)[1:], MAX_RECORD)
+            return zstd.decompress(memoryview(rec)[1:], ZSTD_MAX)
         except ValueError as e:
             raise CorruptObject(oid.hex, self._where(oid), str(e)) from None
 
-    def iter_content(self, oid: ObjectId) -> Iterator[bytes]:
-        """Yield the content in blocks; raises CorruptObject before the last block if bad."""
-        h = blake3.blake3()
-        pending = None
-        for block in self._raw_blocks(oid):
-            if pending is not None:
-                yield pending
-            h.update(block)
-            pending = block
-        got = h.digest()
+    def _verified(self, oid: ObjectId, rec: bytes) -> bytes | memoryview:
+        """The content of a raw or compressed record, checked against its id."""
+        content = self._content(oid, rec)
+        got = blake3.blake3(content).digest()
         if got != oid:
             raise CorruptObject(
                 oid.hex,
@@ -201,21 +233,44 @@ class _RecordStore:
                 expected=oid.hex,
                 got=got.hex(),
             )
-        if pending is not None:
-            yield pending
+        return content
 
-    def _raw_blocks(self, oid: ObjectId) -> Iterator[bytes]:
+    def iter_content(self, oid: ObjectId) -> Iterator[bytes]:
+        """The content in blocks; no block is released before it is verified.
+
+        A raw or compressed record (a few MiB at most) is checked whole before its first
+        block; a chunked file chunk by chunk, each against its own id, and the last chunk is
+        held back until the whole file's hash matches too (a damaged chunk list).
+        """
         rec = self._record(oid)
         if rec[:1] != CHUNKED:
-            view = self._content(oid, rec)
+            view = self._verified(oid, rec)
             for i in range(0, len(view), BLOCK):
                 yield bytes(view[i : i + BLOCK])
             return
-        for cid, _n in _parse_chunk_list(rec[1:], oid, self._where(oid)):
+        where = self._where(oid)
+        h = blake3.blake3()
+        pending = None
+        for cid, n in _parse_chunk_list(rec[1:], oid, where):
             crec = self._record(cid)
             if crec[:1] == CHUNKED:
                 raise CorruptObject(cid.hex, self._where(cid), "a chunk cannot be a chunk list")
-            yield bytes(self._content(cid, crec))
+            data = bytes(self._verified(cid, crec))
+            if len(data) != n:
+                raise CorruptObject(
+                    oid.hex, where, f"chunk {cid.hex} has {len(data)} bytes, not {n}"
+                )
+            h.update(data)
+            if pending is not None:
+                yield pending
+            pending = data
+        got = h.digest()
+        if got != oid:
+            raise CorruptObject(
+                oid.hex, where, "content does not match its id", expected=oid.hex, got=got.hex()
+            )
+        if pending is not None:
+            yield pending
 
     def read_bytes(self, oid: ObjectId) -> bytes:
         return b"".join(self.iter_content(oid))
@@ -243,13 +298,9 @@ class _RecordStore:
             return [str(e)]
         if rec[:1] != CHUNKED:
             try:
-                got = blake3.blake3(self._content(oid, rec)).digest()
+                self._verified(oid, rec)
             except CorruptObject as e:
                 return [str(e)]
-            if got != oid:
-                return [
-                    f"corrupt object {oid.hex} at {self._where(oid)}: content hashes to {got.hex()}"
-                ]
             return []
         try:
             chunks = _parse_chunk_list(rec[1:], oid, self._where(oid))

@@ -18,8 +18,9 @@ Crash safety: a writer appends to a pack of its own (a random token names it, so
 writers never share one). ``flush`` writes the index by temp file + rename; ``sync`` first
 fsyncs the pack, then writes and fsyncs the index, renames it, then syncs the filesystem, all
 before any ref moves. Readers only trust packs named by an index, and only up to the size the
-index records, so a pack torn by a crash is never read; gc and fsck remove such packs once
-they are older than the grace period.
+index records, so a pack torn by a crash is never read as it is. A pack is never deleted for
+lacking an index: each record carries its id, so fsck and gc rebuild the index from the pack
+(packscan.py), keeping every record that verifies.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from .errors import CorruptObject
 from .ids import ObjectId
-from .odb import CHUNKED, RAW, LocalStore, _parse_chunk_list, sync_filesystem
+from .odb import CHUNKED, RAW, ZSTD, LocalStore, _parse_chunk_list, sync_filesystem
 from .packindex import PackError, PackIndex, write_all, write_index
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
@@ -49,6 +50,8 @@ BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
 MAX_INDEXES = 16
 LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
+# Tests set this: an object written by a process not holding gc.lock is an error (gc.py)
+_CHECK_GC_LOCK = os.environ.get("MLVC_DEBUG_GC_LOCK") == "1"
 
 
 def _writeback_starter():
@@ -253,13 +256,14 @@ class PackedStore(LocalStore):
                     except (PackError, OSError):
                         continue  # torn or vanished: never trusted
                 indexes[n] = idx
-            # biggest first; an index whose packs are all covered already adds nothing
+            # biggest first; an index whose usable packs are all covered already adds nothing
             covered: set[str] = set()
             order = []
             for idx in sorted(indexes.values(), key=lambda i: -i.count):
-                if not set(idx.packs) <= covered:
+                usable = {p for i, p in enumerate(idx.packs) if idx.usable[i]}
+                if not usable <= covered:
                     order.append(idx)
-                    covered.update(idx.packs)
+                    covered.update(usable)
             self._indexes, self._order, self._stamp = indexes, order, stamp
             self._loose = any(len(n) == 2 for n in _listdir(self.root))
 
@@ -417,6 +421,11 @@ class PackedStore(LocalStore):
     # -- writing --------------------------------------------------------------------------
 
     def _put_record(self, oid, tag, payload):
+        if _CHECK_GC_LOCK:
+            from .gc import lock_held
+
+            if not lock_held(self.root.parent):
+                raise AssertionError(f"object {oid.hex} written outside gc.lock")
         self.writer.append(bytes(oid), tag, payload)
 
     def flush(self) -> None:
@@ -480,20 +489,30 @@ class PackedStore(LocalStore):
         self.reload(force=True)
         return list(self._indexes.values())
 
-    def torn_packs(self, older_than: float) -> list[Path]:
-        """Packs no index names (a writer died, or is still writing) older than a time."""
-        named = {p for idx in self.indexes() for p in idx.packs}
-        named |= {p.name for p in self.writer.packs}
+    def stale_temps(self, older_than: float) -> list[Path]:
+        """Index temp files (``.*.tmp``) left by killed writers, older than a time."""
         out = []
         for n in _listdir(self.pack_dir):
             path = self.pack_dir / n
-            if n.endswith(".pack") and n not in named or n.endswith(".tmp"):
-                try:
-                    if path.stat().st_mtime < older_than:
-                        out.append(path)
-                except FileNotFoundError:
-                    continue
+            try:
+                if n.endswith(".tmp") and path.stat().st_mtime < older_than:
+                    out.append(path)
+            except FileNotFoundError:
+                continue
         return out
+
+    def size(self, oid: ObjectId) -> int:
+        """The content size, from the record's head alone (no read of the content)."""
+        found = None if oid in self.writer.pending else self._locate(oid)
+        if found is None:
+            return super().size(oid)
+        idx, (p, off, n) = found
+        head = os.pread(self._fd(idx.packs[p]), 9, off)
+        if head[:1] == RAW:
+            return n - 1
+        if head[:1] == ZSTD and len(head) == 9:
+            return int.from_bytes(head[1:9], "little")
+        return super().size(oid)
 
     def check_packs(self) -> list[str]:
         """Damaged indexes and packs: checksums, sizes and entry headers (fsck)."""
@@ -504,6 +523,8 @@ class PackedStore(LocalStore):
                     PackIndex(self.pack_dir / n)
                 except PackError as e:
                     out.append(str(e))
+                except OSError as e:
+                    out.append(f"pack index {self.pack_dir / n} cannot be read ({e.strerror})")
         for idx in self.indexes():
             out.extend(idx.verify())
             for oid, pack, off, n in idx.entries():

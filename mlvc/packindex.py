@@ -92,10 +92,13 @@ class PackIndex:
             p, off, n = LOC.unpack_from(mm, self.locs_off + LOC.size * i)
             yield mm[self.ids_off + 32 * i : self.ids_off + 32 * i + 32], self.packs[p], off, n
 
+    def checksum_ok(self) -> bool:
+        return blake3.blake3(self._mm[: self.end]).digest() == self._mm[self.end : self.end + 32]
+
     def verify(self) -> list[str]:
         """Problems with the index itself and the packs it names (fsck)."""
         out = []
-        if blake3.blake3(self._mm[: self.end]).digest() != self._mm[self.end : self.end + 32]:
+        if not self.checksum_ok():
             out.append(f"pack index {self.path} is damaged: its checksum does not match")
         for i, name in enumerate(self.packs):
             if not self.usable[i]:

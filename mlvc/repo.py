@@ -271,9 +271,10 @@ class Repo:
     def rebuild_index(self) -> int:
         return self.index.rebuild()
 
-    def fsck(self) -> list[str]:
-        """Every problem in the store and refs; empty when all is well."""
-        return fsck(self.store, self.refs, self.dir / "tmp")
+    def fsck(self, notes: list | None = None) -> list[str]:
+        """Every problem in the store and refs; empty when all is well. ``notes`` receives
+        what was tidied that is not a problem (a killed writer's pack indexed)."""
+        return fsck(self.store, self.refs, self.dir / "tmp", notes)
 
     # -- running and reproducing (mlvc.run_cmd, mlvc.reproduce) ---------------------------
 

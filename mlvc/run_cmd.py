@@ -16,6 +16,7 @@ project move it, parallel runs (whose outputs stay in their artifacts) do not.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -32,6 +33,7 @@ from typing import Any
 from .attached import REPO_ENV, RUN_ENV, WORKTREE_ENV
 from .commit import Inputs, RunSpec, capture_inputs, expand, now_us, record_run
 from .errors import CommandFailed, MlvcError, UsageError
+from .gc import pin, writing
 from .ids import ObjectId
 from .objects import FILE, Env, Run, TreeEntry
 from .params import check_key, load_metrics_file, load_params_file
@@ -207,21 +209,24 @@ def run_all(
             outcomes.append(execute(repo, launch, echo=echo))
             done(outcomes[-1])
         return outcomes
-    inputs, facts = capture(repo, launches[0])
-    for w in _python_warnings(launches[0], facts):
-        echo(f"warning: {w}")
-    launches = [replace(launch, move_head=False) for launch in launches]
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = [pool.submit(_isolated, repo, launch, inputs, echo) for launch in launches]
-        for f in as_completed(futures):
-            done(f.result())
-        return [f.result() for f in futures]
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True, cancel_futures=True)  # the running ones record as killed
-        raise
-    finally:
-        pool.shutdown(wait=True)
+    with contextlib.ExitStack() as pinned:
+        with writing(repo.dir, repo.store):  # the inputs stay gc roots until every run is in
+            inputs, facts = capture(repo, launches[0])
+            pinned.enter_context(pin(repo.dir, (inputs.code, inputs.data, inputs.env)))
+        for w in _python_warnings(launches[0], facts):
+            echo(f"warning: {w}")
+        launches = [replace(launch, move_head=False) for launch in launches]
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            futures = [pool.submit(_isolated, repo, launch, inputs, echo) for launch in launches]
+            for f in as_completed(futures):
+                done(f.result())
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)  # the running ones record as killed
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 def _isolated(repo, launch: Launch, inputs: Inputs, echo: Echo) -> Outcome:
@@ -273,16 +278,17 @@ def execute(
     """Run one command in ``repo.root`` and record it; never raises for a failing command."""
     root = repo.root
     started = now_us()
-    if inputs is None:
-        inputs, facts = capture(repo, launch)
-        for w in _python_warnings(launch, facts):
-            echo(f"warning: {w}")  # before the command runs, not after
-    key = new_key()
-    live = repo.dir / LIVE / key
-    (live / "series").mkdir(parents=True)
-    environ = dict(os.environ if launch.environ is None else launch.environ)
-    environ.update({RUN_ENV: key, REPO_ENV: str(repo.dir.parent), WORKTREE_ENV: str(root)})
-    _stage(live, launch, inputs, started, root)
+    with writing(repo.dir, repo.store):  # gc waits until the staged meta.json names them
+        if inputs is None:
+            inputs, facts = capture(repo, launch)
+            for w in _python_warnings(launch, facts):
+                echo(f"warning: {w}")  # before the command runs, not after
+        key = new_key()
+        live = repo.dir / LIVE / key
+        (live / "series").mkdir(parents=True)
+        environ = dict(os.environ if launch.environ is None else launch.environ)
+        environ.update({RUN_ENV: key, REPO_ENV: str(repo.dir.parent), WORKTREE_ENV: str(root)})
+        _stage(live, launch, inputs, started, root)
     before = _snapshot(root, _written_paths(root, launch))
     log_path = root / log_name(launch)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,6 +432,11 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
     A declared path whose every file is exactly as it was before the command ran was not
     written by it: it is left out (with a warning), so a failed run never claims stale
     results."""
+    with writing(repo.dir, repo.store):  # the log and series blobs are named by the run only
+        return _record_held(repo, launch, inputs, live, log_path, code, status, started, before)
+
+
+def _record_held(repo, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
     import json
 
     root = repo.root

@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from .commit import Inputs, RunSpec, capture_inputs, now_us, record_run
-from .errors import MlvcError, UsageError
+from .errors import FileChanged, MlvcError, UsageError
+from .gc import writing
 from .ids import ObjectId
 from .objects import FILE, TreeEntry
+from .odb import _stamp
 from .params import check_key, flatten
 from .trees import safe_relpath
 
@@ -113,15 +115,17 @@ class LiveRun:
             "cwd": os.getcwd(),
         }
         self._write_meta()  # visible to `mlvc runs` from now on
-        inputs = capture_inputs(repo, data=data, code=capture, env=capture)
-        self._meta["inputs"] = {
-            "code": inputs.code.hex if inputs.code else None,
-            "git": dict(inputs.git),
-            "env": inputs.env.hex if inputs.env else None,
-            "data": inputs.data.hex if inputs.data else None,
-            "data_paths": list(inputs.data_paths),
-            "artifact_paths": list(inputs.artifact_paths),
-        }
+        with writing(repo.dir, repo.store):  # gc waits until meta.json names the inputs
+            inputs = capture_inputs(repo, data=data, code=capture, env=capture)
+            self._meta["inputs"] = {
+                "code": inputs.code.hex if inputs.code else None,
+                "git": dict(inputs.git),
+                "env": inputs.env.hex if inputs.env else None,
+                "data": inputs.data.hex if inputs.data else None,
+                "data_paths": list(inputs.data_paths),
+                "artifact_paths": list(inputs.artifact_paths),
+            }
+            self._write_meta()
         if params:
             self.log_params(params)
         for k, v in (tags or {}).items():
@@ -265,12 +269,17 @@ class LiveRun:
                 name = src.name
         name = safe_relpath(name)
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
-        for f in files:
-            rel = name if f == src else f"{name}/{f.relative_to(src).as_posix()}"
-            kind = "exec" if os.access(f, os.X_OK) else FILE
-            self._artifacts[rel] = [kind, self.repo.store.add_file(f).hex, f.stat().st_size]
-        self._meta["artifacts"] = self._artifacts
-        self._write_meta()
+        with writing(self.repo.dir, self.repo.store):  # until meta.json names them
+            for f in files:
+                rel = name if f == src else f"{name}/{f.relative_to(src).as_posix()}"
+                kind = "exec" if os.access(f, os.X_OK) else FILE
+                st = f.stat()
+                oid = self.repo.store.add_file(f)
+                if _stamp(f.stat()) != _stamp(st):  # the size recorded is the bytes stored
+                    raise FileChanged(f)
+                self._artifacts[rel] = [kind, oid.hex, st.st_size]
+            self._meta["artifacts"] = self._artifacts
+            self._write_meta()
         return name
 
     def forget_artifacts(self, name: str) -> None:
@@ -298,9 +307,10 @@ class LiveRun:
 
     def _log_bytes(self, data: bytes, name: str) -> str:
         name = safe_relpath(name)
-        self._artifacts[name] = [FILE, self.repo.store.add_bytes(data).hex, len(data)]
-        self._meta["artifacts"] = self._artifacts
-        self._write_meta()
+        with writing(self.repo.dir, self.repo.store):  # until meta.json names it
+            self._artifacts[name] = [FILE, self.repo.store.add_bytes(data).hex, len(data)]
+            self._meta["artifacts"] = self._artifacts
+            self._write_meta()
         return name
 
     # -- ending ----------------------------------------------------------------------------
@@ -420,6 +430,11 @@ def _series_blob(repo, table) -> ObjectId | None:
 
 def commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
     """Record a staged live run (ours at its end, or a dead one found later) and unstage it."""
+    with writing(repo.dir, repo.store):  # the series blob is named only by the run
+        return _commit_staged(repo, live_dir, meta, status)
+
+
+def _commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
     series = read_series(live_dir)
     inp = meta.get("inputs") or {}
 
@@ -518,18 +533,22 @@ def reap_dead_runs(repo) -> list[ObjectId]:
             continue
         try:
             meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
-            if time.time() - d.stat().st_mtime > 3600:
+        except FileNotFoundError:
+            staged = any((d / "series").glob("*.arrow"))
+            if not staged and time.time() - d.stat().st_mtime > 3600:
                 shutil.rmtree(d, ignore_errors=True)  # died before writing anything useful
             continue
+        except (OSError, ValueError):
+            continue  # damaged: it holds data; `mlvc fsck` names it
         if _alive(meta) or "inputs" not in meta:
             continue
         claimed = base / f".reaping-{d.name}-{os.getpid()}"
-        try:
-            os.rename(d, claimed)  # only one reaper wins the rename
-        except OSError:
-            continue
-        done.append(commit_staged(repo, claimed, meta, "killed"))
+        with writing(repo.dir, repo.store):  # gc must not list live/ mid-rename
+            try:
+                os.rename(d, claimed)  # only one reaper wins the rename
+            except OSError:
+                continue
+            done.append(commit_staged(repo, claimed, meta, "killed"))
     return done
 
 

@@ -78,7 +78,7 @@ def make_run(repo: Repo, i: int, series: bytes | None = None, **kw) -> Run:
     code = build_tree(
         repo.store, work, write_files(work, {"train.py": f"v{i % 3}", "lib/u.py": "u"})
     )
-    data = repo.root / "data"
+    data = repo.root / f"data-{os.getpid()}"  # a file rewritten while another reads it
     data_tree = build_tree(repo.store, data, write_files(data, {"x.csv": "a,b\n1,2\n"}))
     env = write_object(repo.store, Env({"packages": PACKAGES, "python": "3.11.7"}))
     fields = dict(

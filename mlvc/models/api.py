@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..commit import author
+from ..gc import writing
 from ..trees import safe_relpath
 from . import registry
 from .format import save
@@ -77,24 +78,25 @@ def log_model(
     rel = safe_relpath(f"models/{name}")
     repo = run.repo
     tmp = repo.dir / "tmp" / f"model-{secrets.token_hex(6)}"
-    try:
-        manifest = save(model, tmp, flavor, signature, input_example, requirements, code_paths)
-        tree = store_dir(repo, tmp)
-        run.forget_artifacts(rel)  # logging a name again replaces the model, not merges it
-        run.log_artifact(tmp, rel)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    sig = Signature.from_dict(manifest.get("signature"))
-    run.record_model(
-        name,
-        {
-            "path": rel,
-            "tree": tree.hex,
-            "flavor": manifest["flavor"],
-            "flavors": sorted(manifest["flavors"]),
-            "signature": _readable(manifest.get("signature")),
-        },
-    )
+    with writing(repo.dir, repo.store):  # gc waits until meta.json names the tree
+        try:
+            manifest = save(model, tmp, flavor, signature, input_example, requirements, code_paths)
+            tree = store_dir(repo, tmp)
+            run.forget_artifacts(rel)  # logging a name again replaces the model, not merges it
+            run.log_artifact(tmp, rel)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        sig = Signature.from_dict(manifest.get("signature"))
+        run.record_model(
+            name,
+            {
+                "path": rel,
+                "tree": tree.hex,
+                "flavor": manifest["flavor"],
+                "flavors": sorted(manifest["flavors"]),
+                "signature": _readable(manifest.get("signature")),
+            },
+        )
     info = ModelInfo(name, rel, tree.hex, manifest["flavor"], sig, manifest, run)
     if registered_model_name:
         info.registered_version = register(registered_model_name, info.uri, repo=repo)
@@ -116,6 +118,11 @@ def register(name: str, uri: str, repo=None, trust: bool = False) -> int:
     """
     repo = _repo(repo)
     registry.check_name(name)
+    with writing(repo.dir, repo.store):  # gc waits until the version ref names the tree
+        return _register(repo, name, uri)
+
+
+def _register(repo, name: str, uri: str) -> int:
     loc = locate(uri, repo, materialize=False)
     tree, source, run_id = loc.model_id, str(uri), loc.run_id
     if tree is None:  # a folder on disk: store it

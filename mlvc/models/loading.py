@@ -160,7 +160,10 @@ def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
     }
     if not entries:
         raise PathNotInRun(f"live run {key} has no model folder {path!r} ({uri})")
-    return build_tree(repo.store, repo.root, [], extra=entries)
+    from ..gc import writing
+
+    with writing(repo.dir, repo.store):
+        return build_tree(repo.store, repo.root, [], extra=entries)
 
 
 def _run_of_live_key(repo, key: str) -> ObjectId:
