@@ -582,6 +582,8 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
         _paths(inp.get("data_paths")),
         _paths(inp.get("artifact_paths")),
     )
+    if not meta.get("mlvc_run"):  # `mlvc run` decides its outputs itself (fresh ones only)
+        inputs = replace(inputs, artifact_paths=_outputs_now(repo, inputs))
     params, changed, dropped = storable_params(meta.get("params"))
     if changed:
         notes["params"] = changed
@@ -633,6 +635,31 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
     )
     cwd = meta.get("cwd")
     return spec, Path(cwd) if isinstance(cwd, str) and cwd else repo.root
+
+
+def _outputs_now(repo, inputs: Inputs) -> tuple[str, ...]:
+    """The artifact paths captured at the start, plus the configured ones (declared outputs,
+    ``[track]`` artifacts and metrics files) that the run created since."""
+    from .commit import project_path
+    from .project import load_project
+
+    try:
+        configured = load_project(repo.root).artifacts
+    except MlvcError:
+        return inputs.artifact_paths
+    out = set(inputs.artifact_paths)
+    for p in configured:
+        try:
+            out.add(project_path(repo.root, p, repo.root))
+        except MlvcError:
+            continue  # not there (or not inside the project): nothing to record
+    data = set(inputs.data_paths)
+    return tuple(sorted(p for p in out if not _under(p, data)))
+
+
+def _under(path: str, folders: set[str]) -> bool:
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in folders for i in range(1, len(parts) + 1))
 
 
 def _map(value: Any) -> dict:

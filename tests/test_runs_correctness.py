@@ -318,6 +318,20 @@ def test_ignored_tracked_files_are_stored_restored_and_compared(cli, repo, proje
     assert repo.fsck() == []
 
 
+def test_a_live_run_records_the_tracked_metrics_file_it_wrote(repo, project):
+    _tracked_project(project)
+    (project / "params.json").write_text('{"lr": 0.1}')
+    assert not (project / "m.json").exists()  # written by the run, so not there at its start
+    with mlvc.start_run(repo=repo) as run:
+        (project / "m.json").write_text('{"acc": 0.5}')
+    rec = repo.run(run.id)
+    assert rec.metrics == {"acc": 0.5} and rec.params == {"lr": 0.1}
+    shown = repo.show(run.id)
+    assert [e["path"] for e in shown["artifacts"]["entries"]] == ["m.json"]
+    assert "params.json" in [e["path"] for e in shown["code"]["entries"]]
+    assert repo.fsck() == []
+
+
 def test_a_run_whose_metrics_file_is_ignored_reproduces_exact(project, tmp_path):
     _tracked_project(project)
     (project / "params.json").write_text('{"lr": 0.1}')
