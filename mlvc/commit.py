@@ -22,7 +22,14 @@ from typing import Any
 from .errors import UsageError
 from .ids import ObjectId
 from .objects import Env, Run, TreeEntry
-from .params import check_case, check_metrics, check_params, load_metrics_file, load_params_file
+from .params import (
+    check_case,
+    check_metrics,
+    check_params,
+    flatten,
+    load_metrics_file,
+    load_params_file,
+)
 from .project import ProjectConfig, load_project
 from .refs import check_ref_name
 from .trees import build_tree, safe_relpath, write_object
@@ -200,7 +207,7 @@ def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
         params.update(load_params_file(repo.root / f))
     for f in spec.params_files:
         params.update(load_params_file(base / f))
-    params.update(spec.params)
+    params.update(flatten(dict(spec.params)))  # as files and live runs: nested keys dotted
     metrics: dict[str, float] = {}
     for f in cfg.metrics:
         metrics.update(load_metrics_file(repo.root / f))

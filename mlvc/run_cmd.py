@@ -41,6 +41,7 @@ from .run_env import capture_for, find_interpreter
 from .tracking import (
     LIVE,
     _atomic_json,
+    _crash_point,
     _proc_start,
     _series_blob,
     last_values,
@@ -48,6 +49,7 @@ from .tracking import (
     note_stored,
     read_meta,
     read_series,
+    unstage,
 )
 from .trees import write_object
 
@@ -506,12 +508,16 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
         move_head=launch.move_head,
         project_files=False,
     )
-    run_id = record_run(
-        repo, spec, root / launch.cwd, on_stored=lambda oid: note_stored(live, oid, spec.move_head)
-    )
+
+    def stored(oid: ObjectId) -> None:  # a reaper finishing after a crash publishes this run
+        note_stored(live, oid, spec.move_head)
+        _crash_point("run-stored")
+
+    run_id = record_run(repo, spec, root / launch.cwd, on_stored=stored)
+    _crash_point("run-published")
     if meta.get("models"):
         _note_registered_models(repo, live.name, run_id)
-    shutil.rmtree(live, ignore_errors=True)
+    unstage(live)
     outputs = sorted(arts - {log})
     return Outcome(run_id, code, status, launch, outputs, warnings, {**metrics})
 

@@ -50,6 +50,7 @@ from .trees import read_run, safe_relpath
 
 LIVE = "live"
 RECORDED = "recorded"  # in a staged run: its stored run's id, noted before any ref names it
+UNSTAGED = ".unstaged-"  # a recorded staged run being removed (left by a crash: removed later)
 FLUSH_POINTS = 50_000
 FLUSH_SECONDS = 1.0
 FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
@@ -526,8 +527,19 @@ def commit_staged(
                                message=spec.message[:1000], extra=extra)  # fmt: skip
                 oid = record_run(repo, bare, cwd, on_stored=stored)
     _crash_point(f"{phase}-published")
-    shutil.rmtree(live_dir, ignore_errors=True)
+    unstage(live_dir)
     return oid
+
+
+def unstage(live_dir: Path) -> None:
+    """Remove a recorded staged run: first renamed out of the reaper's sight in one step (a
+    half-removed folder could otherwise pass for an unrecorded run), then deleted."""
+    gone = live_dir.with_name(f"{UNSTAGED}{live_dir.name.lstrip('.')}-{secrets.token_hex(4)}")
+    try:
+        os.rename(live_dir, gone)
+    except OSError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def note_stored(live_dir: Path, oid: ObjectId, move_head: bool) -> None:
@@ -771,6 +783,9 @@ def reap_dead_runs(repo) -> list[ObjectId]:
 def _claim(base: Path, d: Path) -> tuple[Path, str, dict] | None:
     """Take a dead run (or a dead reaper's claim) for this process: (folder, key, meta)."""
     name = d.name
+    if name.startswith(UNSTAGED):  # recorded already; its remover died
+        shutil.rmtree(d, ignore_errors=True)
+        return None
     m = _OLD_CLAIM.fullmatch(name) or _CLAIM.fullmatch(name)
     if m is not None:
         start = m.groupdict().get("start") or ""

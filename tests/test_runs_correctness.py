@@ -168,6 +168,13 @@ def test_cli_numbers_out_of_range_are_one_line_errors(cli, repo, args, what):
     assert repo.head() is None
 
 
+def test_nested_params_from_the_api_are_flattened_like_files(repo):
+    oid = repo.commit("nested", params={"opt": {"lr": 0.1, "betas": [0.9, 0.99]}})
+    assert repo.run(oid).params == {"opt.lr": 0.1, "opt.betas": "[0.9, 0.99]"}
+    with pytest.raises(UsageError, match="'seed'"):
+        repo.commit("big", params={"seed": BIG})
+
+
 def test_int64_bounds_are_accepted(cli, repo):
     cli("commit", "-p", f"hi={2**63 - 1}", "-p", f"lo={-(2**63)}")
     assert repo.run("HEAD").params == {"hi": 2**63 - 1, "lo": -(2**63)}
@@ -281,6 +288,29 @@ def test_a_run_killed_while_it_records_itself_is_recorded_once(project, repo, po
     assert _live_dir(repo) == []
     assert len(repo.log()) == 1
     assert repo.fsck() == []
+
+
+@pytest.mark.parametrize("point", ["run-stored", "run-published"])
+def test_mlvc_run_killed_while_it_records_is_recorded_once(project, repo, point):
+    (project / "mlvc.toml").write_text('[entry_points.go]\ncommand = "python -c pass"\n')
+    done = _mlvc(project, "run", "go", "-n", "victim", code=-signal.SIGKILL, MLVC_FAULT=point)
+    assert done.returncode == -signal.SIGKILL
+    runs = repo.log()
+    assert [(r["name"], r["status"]) for r in runs] == [("victim", "finished")]
+    assert repo.run(runs[0]["id"]).exit_code == 0
+    assert repo.head().hex == runs[0]["id"]
+    assert _live_dir(repo) == []
+    assert repo.fsck() == []
+
+
+def test_a_half_removed_recorded_run_is_cleared_not_recorded_again(project, repo):
+    with mlvc.start_run(repo=repo, name="done") as run:
+        run.log_metric("loss", 1.0)
+    leftover = repo.dir / LIVE / f".unstaged-{run.key}-0000"  # its remover was killed
+    (leftover / "series").mkdir(parents=True)
+    (leftover / "meta.json").write_text(json.dumps({"pid": 2**22 + 1, "inputs": {}}))
+    assert [r["name"] for r in repo.log()] == ["done"]
+    assert _live_dir(repo) == []
 
 
 # -- 5. tracked params and metrics files, whatever .gitignore says ---------------------------
