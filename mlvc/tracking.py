@@ -40,6 +40,7 @@ from .params import (
     INT_MIN,
     MAX_PARAM_BYTES,
     case_twin,
+    check_case,
     check_key,
     check_param,
     flatten,
@@ -73,6 +74,15 @@ def _param_value(key: str, value: Any):
     if isinstance(value, bool | int | float | str):
         return check_param(key, value)
     raise UsageError(f"param {key!r} has a {type(value).__name__}; use int, float, bool or str")
+
+
+def _tag_value(key: str, value: Any) -> str:
+    """A tag's value as stored, after checking its key (also a ref name) and size."""
+    check_ref_name(check_key(key), "tag")
+    value = str(value)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PARAM_BYTES:
+        raise UsageError(f"tag {key!r} is over {MAX_PARAM_BYTES} bytes; keep it short")
+    return value
 
 
 def _crash_point(name: str) -> None:
@@ -115,8 +125,12 @@ class LiveRun:
         parent: LiveRun | None = None,
         capture: bool = True,
     ):
-        if name:
-            check_ref_name(name, "name")  # refused now, not when the run is recorded
+        if name:  # what cannot be recorded is refused before the run exists
+            check_ref_name(name, "name")
+        params = flatten(dict(params)) if params else {}
+        check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
+        for k, v in (tags or {}).items():
+            _tag_value(k, v)
         self.repo = repo
         self.key = new_key()
         self.dir = repo.dir / LIVE / self.key
@@ -217,11 +231,7 @@ class LiveRun:
             self.log_param(k, v)
 
     def set_tag(self, key: str, value: Any = "") -> None:
-        check_ref_name(check_key(key), "tag")
-        value = str(value)
-        if len(value.encode("utf-8", "surrogatepass")) > MAX_PARAM_BYTES:
-            raise UsageError(f"tag {key!r} is over {MAX_PARAM_BYTES} bytes; keep it short")
-        self._tags[key] = value
+        self._tags[key] = _tag_value(key, value)
         self._meta["tags"] = self._tags
         self._write_meta()
 

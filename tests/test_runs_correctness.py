@@ -435,6 +435,19 @@ def test_keys_with_a_trailing_newline_are_refused_in_live_runs(repo):
     assert repo.run(run.id).params == {"lr": 1} and repo.run(run.id).metrics == {}
 
 
+def test_start_run_refuses_bad_params_and_tags_before_the_run_exists(repo):
+    for kw in (
+        {"params": {"seed": BIG}},
+        {"params": {"LR": 1, "lr": 2}},
+        {"tags": {"a/b": "x"}},
+        {"name": "no spaces"},
+    ):
+        with pytest.raises(UsageError):
+            mlvc.start_run(repo=repo, **kw)
+    assert _live_dir(repo) == []
+    assert repo.log() == []  # nothing half-started for a reaper to record as killed
+
+
 def test_a_tag_no_ref_can_hold_is_refused_when_set_not_lost_at_the_end(repo):
     with mlvc.start_run(repo=repo) as run:
         with pytest.raises(UsageError, match="tag"):
