@@ -75,8 +75,9 @@ def check_param(key: str, value: Any, where: str = "") -> Any:
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
             raise UsageError(
-                f"param {key!r}{where} is {_short(_text(value))}, outside the 64-bit integer "
-                f"range ({INT_MIN} to {INT_MAX}) a run stores; log it as a string instead"
+                f"param {key!r}{where} is {_short(_text(value))}, outside the 64-bit "
+                f"integer range ({INT_MIN} to {INT_MAX}) a run stores; store it as a string "
+                "(quoted, on the command line)"
             )
         return value
     if isinstance(value, str):
@@ -156,7 +157,7 @@ def parse_metrics(tokens) -> dict[str, float]:
     out: dict[str, float] = {}
     for tok in tokens:
         k, v = parse_assignment(tok, "metric")
-        out[k] = metric_value(k, v, f" in {_short(tok)!r}")
+        out[k] = metric_value(k, v)
     check_case(out, "metric")
     return out
 

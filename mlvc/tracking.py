@@ -532,7 +532,8 @@ def commit_staged(
             try:
                 oid = record_run(repo, replace(spec, project_files=False, extra=extra), cwd,
                                  on_stored=stored)  # fmt: skip
-            except MlvcError:
+            except MlvcError as again:  # still too big or odd: keep the run, lose the extras
+                extra = {"live_key": spec.extra["live_key"], "record_error": str(again)[:2000]}
                 bare = replace(spec, project_files=False, params={}, tags={}, models={},
                                message=spec.message[:1000], extra=extra)  # fmt: skip
                 oid = record_run(repo, bare, cwd, on_stored=stored)
