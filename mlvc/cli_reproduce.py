@@ -102,8 +102,8 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
     "to",
     type=click.Path(file_okay=False),
     default=None,
-    help="Re-run in DIR (new or empty; kept). Default: a temporary folder, removed "
-    "when the result is EXACT.",
+    help="Re-run in DIR (new or empty; kept). Default: a temporary folder, always "
+    "removed (the re-run's files are in its run).",
 )
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for metrics.")
@@ -112,15 +112,16 @@ def reproduce(spec, env, to, rtol, atol, as_json):
     """Re-run a recorded run from its record and say whether it came out the same.
 
     Verdict: EXACT (outputs byte-identical, metrics equal), WITHIN TOLERANCE (outputs
-    differ, metrics within --rtol/--atol) or DIFFERENT (each differing output and metric is
-    named, with the environment differences that may explain it). The re-run is recorded
-    as a run that reproduces RUN. Exit code 0 only for EXACT or WITHIN TOLERANCE.
+    differ, metrics within --rtol/--atol), DIFFERENT (each differing output and metric is
+    named, with the environment differences that may explain it) or NOTHING TO COMPARE
+    (the run has no outputs and no metrics; exit 15). The re-run is recorded as a run
+    that reproduces RUN. Exit code 0 only for EXACT or WITHIN TOLERANCE.
 
     Example: mlvc reproduce baseline --env recorded --rtol 1e-6
     """
     from .cli import repo
-    from .errors import ReproductionDiffers
-    from .reproduce import render_verdict
+    from .errors import NothingToCompare, ReproductionDiffers
+    from .reproduce import NOTHING, render_verdict
 
     res = repo().reproduce(spec, env=env, to=to, rtol=rtol, atol=atol, echo=_status)
     v = res.verdict
@@ -143,8 +144,17 @@ def reproduce(spec, env, to, rtol, atol, as_json):
     else:
         for line in render_verdict(v):
             click.echo(line)
+    where = (
+        f"; its files are in {res.workdir}"
+        if res.kept
+        else f"; `mlvc checkout {res.run_id.short} --to DIR` brings its files back"
+    )
+    if v.kind == NOTHING:
+        raise NothingToCompare(
+            f"run {res.original.short} has no outputs and no metrics, so its re-run "
+            f"{res.run_id.short} proves nothing{where}"
+        )
     if not v.ok:
-        where = f"; its files are in {res.workdir}" if res.kept else ""
         raise ReproductionDiffers(
             f"run {res.original.short} did not reproduce ({v.kind}); the re-run is run "
             f"{res.run_id.short}{where}"

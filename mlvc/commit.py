@@ -22,7 +22,14 @@ from typing import Any
 from .errors import UsageError
 from .ids import ObjectId
 from .objects import Env, Run, TreeEntry
-from .params import load_metrics_file, load_params_file, metric_value
+from .params import (
+    check_case,
+    check_metrics,
+    check_params,
+    flatten,
+    load_metrics_file,
+    load_params_file,
+)
 from .project import ProjectConfig, load_project
 from .refs import check_ref_name
 from .trees import build_tree, safe_relpath, write_object
@@ -173,7 +180,7 @@ def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
     code_tree, git = None, {}
     if code:
-        code_files_ = code_files(root, exclude=[*data_paths, *art_paths])
+        code_files_ = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
         code_tree = build_tree(store, root, code_files_, hasher=hasher)
         git = dict(git_facts(root))
         if git.get("patch"):
@@ -200,28 +207,38 @@ def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
         params.update(load_params_file(repo.root / f))
     for f in spec.params_files:
         params.update(load_params_file(base / f))
-    params.update(spec.params)
+    params.update(flatten(dict(spec.params)))  # as files and live runs: nested keys dotted
     metrics: dict[str, float] = {}
     for f in cfg.metrics:
         metrics.update(load_metrics_file(repo.root / f))
     for f in spec.metrics_files:
         metrics.update(load_metrics_file(base / f))
-    metrics.update({k: metric_value(k, v, k) for k, v in spec.metrics.items()})
-    return params, metrics
+    metrics.update(check_metrics(spec.metrics))
+    check_case({**spec.series_metrics, **metrics}, "metric")
+    return check_params(params), metrics
 
 
-def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
-    """Capture and store one run; returns its id. The library behind ``mlvc commit``."""
+def record_run(repo, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> ObjectId:
+    """Capture and store one run; returns its id. The library behind ``mlvc commit``.
+
+    ``on_stored(id)`` is called once the run object is stored and synced, before any ref
+    names it (a staged run notes its id there, so a recorder killed later never records
+    it twice)."""
     with _writing(repo) as hasher:
-        return _record_run(repo, spec, cwd, hasher)
+        return _record_run(repo, spec, cwd, hasher, on_stored)
 
 
-def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher) -> ObjectId:
+def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -> ObjectId:
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
         check_ref_name(tag, "tag")
     params, metrics = gather_params(repo, spec, cwd)
+    _encoded(  # refuse a record no reader could load before anything is written
+        Run(name=name, message=spec.message, command=tuple(spec.command), params=params,
+            metrics={**spec.series_metrics, **metrics}, tags=dict(spec.tags),
+            models=dict(spec.models), extra=dict(spec.extra))
+    )  # fmt: skip
     inputs = spec.inputs or capture_inputs(
         repo, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
     )
@@ -258,10 +275,44 @@ def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher) -> ObjectId:
             "paths": {"data": list(inputs.data_paths), "artifacts": list(inputs.artifact_paths)},
         },
     )
-    oid = write_object(repo.store, run)
+    oid = repo.store.add_bytes(_encoded(run))
     repo.store.sync()
+    if on_stored is not None:
+        on_stored(oid)
     publish_run(repo, oid, run, move_head=spec.move_head)
     return oid
+
+
+def _encoded(run: Run) -> bytes:
+    """The run's canonical bytes, or a one-line UsageError naming the part that cannot be
+    stored or that makes the record bigger than a reader accepts (objects.MAX_OBJECT_BYTES)."""
+    from . import objects
+
+    parts = ("message", "name", "params", "metrics", "tags", "models", "extra", "command", "git")
+    try:
+        data = objects.encode(run)
+    except (TypeError, ValueError, OverflowError) as e:  # UnicodeEncodeError is a ValueError
+        bad = next((p for p in parts if not _packs(getattr(run, p))), "record")
+        raise UsageError(f"the run's {bad} cannot be stored: {e}") from None
+    limit = objects.MAX_OBJECT_BYTES
+    if len(data) > limit:
+        sizes = sorted(((len(objects.pack(getattr(run, p))), p) for p in parts), reverse=True)
+        big = ", ".join(f"{p} {n} bytes" for n, p in sizes[:2])
+        raise UsageError(
+            f"the run record would be {len(data)} bytes, over the {limit}-byte limit of what "
+            f"mlvc reads back (largest: {big}); keep big values in files (data or artifacts)"
+        )
+    return data
+
+
+def _packs(value) -> bool:
+    from .objects import pack
+
+    try:
+        pack(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _cwd_in_project(root: Path, cwd: Path | None) -> str:

@@ -146,6 +146,12 @@ class NotReproducible(MlvcError):
     exit_code = 12
 
 
+class NothingToCompare(MlvcError):
+    """``mlvc reproduce``: the run has no outputs and no metrics, so nothing was checked."""
+
+    exit_code = 15
+
+
 class EnvironmentBuildFailed(MlvcError):
     """The recorded environment could not be rebuilt (a version pip cannot install, say)."""
 
@@ -168,5 +174,6 @@ EXIT_CODES = {
     11: "`mlvc reproduce`: the re-run came out DIFFERENT",
     12: "the run cannot be reproduced (no recorded command)",
     13: "the recorded environment could not be rebuilt (`--env recorded`)",
+    15: "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)",
     16: "a model from outside this repository would run pickled code: pass --trust if you trust it",
 }

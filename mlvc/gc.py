@@ -181,6 +181,8 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
             shutil.rmtree(meta.parent, ignore_errors=True)
             continue
         out.update(_hex_ids(_strings(doc)))
+        # a staged run stored but not yet published (its recorder died in between)
+        out.update(_hex_ids(re.findall(r"[0-9a-f]{64}", _read(meta.parent / "recorded"))))
     return out
 
 

@@ -5,7 +5,9 @@
 ``[environment]`` ``requirements`` names requirement files captured with the environment;
 entry points and the rest of ``[environment]`` are read by ``mlvc.project_spec``. What an
 entry point declares it writes (``outputs``, ``metrics`` files and its log,
-``logs/<name>.log``) counts as artifacts for every command, never as code.
+``logs/<name>.log``) and the ``[track] metrics`` files count as artifacts for every command,
+never as code; ``[track] params`` files are code even when ``.gitignore`` ignores them. So
+both are stored, restored by checkout and compared by status whatever git ignores.
 """
 
 from __future__ import annotations
@@ -55,7 +57,11 @@ def load_project(root: Path) -> ProjectConfig:
 
     return ProjectConfig(
         data=strings(track, "data"),
-        artifacts=tuple(dict.fromkeys([*strings(track, "artifacts"), *_entry_outputs(raw)])),
+        artifacts=tuple(
+            dict.fromkeys(
+                [*strings(track, "artifacts"), *_entry_outputs(raw), *strings(track, "metrics")]
+            )
+        ),
         params=strings(track, "params"),
         metrics=strings(track, "metrics"),
         env_variables=strings(env, "variables"),

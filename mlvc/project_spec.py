@@ -168,6 +168,7 @@ class Environment:
 
     python: str = ""
     requirements: tuple[str, ...] = ()
+    docker: str = ""  # an MLproject's docker_env image: mlvc runs without Docker, and says so
 
     def python_mismatch(self, version: str) -> str:
         """Why python ``version`` does not satisfy ``self.python``, or "" when it does."""
@@ -379,7 +380,16 @@ def _load_mlproject(path: Path) -> tuple[str, dict[str, EntryPoint], Environment
     python = ""
     for f in files:
         python = python or _python_from_env_file(path.parent / f)
-    return str(raw.get("name", "")), entries, Environment(python, files)
+    return str(raw.get("name", "")), entries, Environment(python, files, _docker_image(raw))
+
+
+def _docker_image(raw: dict) -> str:
+    """The image an MLproject's ``docker_env`` names ("" without one)."""
+    docker = raw.get("docker_env")
+    if docker is None:
+        return ""
+    image = docker.get("image") if isinstance(docker, dict) else docker
+    return str(image or "an unnamed image")
 
 
 def _mlflow_param(name: str, body: Any, where: str) -> ParamSpec:

@@ -208,7 +208,7 @@ class Repo:
         data = sorted({*paths.get("data", ()), *cfg.data})
         arts = sorted({*paths.get("artifacts", ()), *cfg.artifacts})
         recorded = {sec: run_files(self.store, run, [sec]) for sec in ("code", "data", "artifacts")}
-        present = {"code": code_files(self.root, exclude=[*data, *arts])}
+        present = {"code": code_files(self.root, exclude=[*data, *arts], include=cfg.params)}
         for sec, paths in (("data", data), ("artifacts", arts)):
             # files logged one by one (not under a tracked path) count where they were recorded
             listed = expand(self.root, [p for p in paths if os.path.lexists(self.root / p)])

@@ -18,6 +18,11 @@ Verdicts:
     DIFFERENT         anything else; the report names each output (old/new hashes) and
                       metric (old/new values) that differs, and the environment differences
                       that may explain it.
+    NOTHING TO COMPARE  neither run has an output or a metric (and nothing else differs):
+                      no evidence either way, so not a success (exit 15).
+
+A temporary folder (no ``to``) is removed whatever happens: verdict, error or Ctrl-C. The
+re-run's outputs are in its run; ``mlvc checkout RUN --to DIR`` brings them back.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .seeding import SEED_ENV, SEED_PARAM
 from .trees import read_env, read_run, walk
 
 EXACT, WITHIN, DIFFERENT = "EXACT", "WITHIN TOLERANCE", "DIFFERENT"
+NOTHING = "NOTHING TO COMPARE"
 ENV_MODES = ("current", "recorded")
 # interpreter locations differ between any two virtualenvs and explain no result
 _PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
@@ -108,7 +114,10 @@ def judge(
         exit_code = (old.exit_code, new.exit_code)
     env = _env_explanation(old_env or {}, new_env or {})
     same_params = not any(params.values())
-    if not outputs and not metrics and same_params and exit_code is None:
+    nothing = not n_old and not outputs and not old.metrics and not new.metrics
+    if nothing and same_params and exit_code is None:
+        kind = NOTHING
+    elif not outputs and not metrics and same_params and exit_code is None:
         kind = EXACT
     elif (
         tol
@@ -192,6 +201,14 @@ def reproduce(
             "use --env current"
         )
     dest, temporary = _workdir(repo, oid, to)
+    try:
+        return _reproduce_in(repo, oid, run, facts, dest, env, rtol, atol, echo, temporary)
+    finally:
+        if temporary:  # whatever happened (a verdict, an error, Ctrl-C): the run has it all
+            shutil.rmtree(dest, ignore_errors=True)
+
+
+def _reproduce_in(repo, oid, run, facts, dest, env, rtol, atol, echo, temporary) -> Reproduction:
     echo(f"reproducing run {oid.short}: {' '.join(run.command)}")
     echo(f"  in {dest} (environment: {env})")
     _checkout_inputs(repo, run, dest)
@@ -216,11 +233,7 @@ def reproduce(
     new = read_run(repo.store, outcome.run_id)
     new_facts = read_env(repo.store, new.env).facts if new.env else {}
     verdict = judge(repo.store, run, new, rtol, atol, facts, new_facts)
-    kept = True
-    if temporary and verdict.ok:
-        shutil.rmtree(dest, ignore_errors=True)
-        kept = False
-    return Reproduction(oid, outcome.run_id, verdict, dest, env, kept)
+    return Reproduction(oid, outcome.run_id, verdict, dest, env, kept=not temporary)
 
 
 def _workdir(repo, oid: ObjectId, to) -> tuple[Path, bool]:
@@ -342,7 +355,7 @@ def render_verdict(v: Verdict) -> list[str]:
         lines.append(f"  param {k}: (none) -> {new!r}")
     for k, old in v.params["removed"].items():
         lines.append(f"  param {k}: {old!r} -> (none)")
-    if v.kind != EXACT:
+    if v.kind not in (EXACT, NOTHING):
         if v.env:
             lines.append("environment differences that may explain it:")
             lines += [f"  {line}" for line in v.env]
@@ -352,6 +365,12 @@ def render_verdict(v: Verdict) -> list[str]:
 
 
 def _headline(v: Verdict) -> str:
+    if v.kind == NOTHING:
+        return (
+            "NOTHING TO COMPARE: the run and its re-run have no outputs and no metrics "
+            "(params and exit code are the same); declare outputs or metrics files so it "
+            "can be checked"
+        )
     if v.kind == EXACT:
         return (
             f"EXACT: all {v.same_outputs} outputs byte-identical, "

@@ -36,18 +36,22 @@ from .errors import CommandFailed, MlvcError, UsageError
 from .gc import pin, writing
 from .ids import ObjectId
 from .objects import FILE, Env, Run, TreeEntry
-from .params import check_key, load_metrics_file, load_params_file
+from .params import check_key, check_params, load_metrics_file, load_params_file, storable_params
 from .project import load_project
 from .project_spec import EntryPoint, load_spec
 from .run_env import capture_for, find_interpreter
 from .tracking import (
     LIVE,
     _atomic_json,
+    _crash_point,
     _proc_start,
     _series_blob,
     last_values,
     new_key,
+    note_stored,
+    read_meta,
     read_series,
+    unstage,
 )
 from .trees import write_object
 
@@ -78,6 +82,7 @@ class Launch:
     label: str = ""  # prefixes every output line when runs share the terminal
     env_files: tuple[str, ...] = ()
     python_wanted: str = ""  # [environment] python
+    docker_image: str = ""  # MLproject docker_env: not used, said so before the run
     log_name: str = ""
 
 
@@ -135,7 +140,8 @@ def plan(
     spec = load_spec(repo.root)
     ep = spec.entry(entry, repo.root)
     points = grid(parse_given(params), list(sweeps))
-    values = [ep.resolve(p) for p in points]  # every point is checked before the first runs
+    # every point is checked before the first runs
+    values = [check_params(ep.resolve(p), f" of entry point {ep.name!r}") for p in points]
     environ = child_environ(os.environ, hashseed)
     sweep_tags = {"sweep": new_key()} if len(values) > 1 else {}
     head = repo.head()
@@ -158,6 +164,7 @@ def plan(
                 label=label if len(values) > 1 else "",
                 env_files=spec.environment.requirements,
                 python_wanted=spec.environment.python,
+                docker_image=spec.environment.docker,
                 extra={"entry_point": _entry_record(ep, vals, hashseed)},
             )
         )
@@ -213,7 +220,7 @@ def run_all(
         with writing(repo.dir, repo.store):  # the inputs stay gc roots until every run is in
             inputs, facts = capture(repo, launches[0])
             pinned.enter_context(pin(repo.dir, (inputs.code, inputs.data, inputs.env)))
-        for w in _python_warnings(launches[0], facts):
+        for w in _env_warnings(launches[0], facts):
             echo(f"warning: {w}")
         launches = [replace(launch, move_head=False) for launch in launches]
         pool = ThreadPoolExecutor(max_workers=jobs)
@@ -259,13 +266,20 @@ def capture(repo, launch: Launch) -> tuple[Inputs, dict]:
     return replace(inputs, env=write_object(repo.store, Env(facts))), facts
 
 
-def _python_warnings(launch: Launch, facts: Mapping) -> list[str]:
+def _env_warnings(launch: Launch, facts: Mapping) -> list[str]:
+    """What the project asks of the environment that this run does not give it."""
     from .project_spec import Environment
 
     why = Environment(launch.python_wanted).python_mismatch(
         facts.get("python", {}).get("version", "")
     )
-    return [why] if why else []
+    out = [why] if why else []
+    if launch.docker_image:
+        out.append(
+            f"the MLproject asks for docker_env (image {launch.docker_image}); mlvc does not "
+            "use Docker and runs the command in the current environment"
+        )
+    return out
 
 
 def execute(
@@ -281,7 +295,7 @@ def execute(
     with writing(repo.dir, repo.store):  # gc waits until the staged meta.json names them
         if inputs is None:
             inputs, facts = capture(repo, launch)
-            for w in _python_warnings(launch, facts):
+            for w in _env_warnings(launch, facts):
                 echo(f"warning: {w}")  # before the command runs, not after
         key = new_key()
         live = repo.dir / LIVE / key
@@ -437,11 +451,9 @@ def _record(repo, launch, inputs, live, log_path, code, status, started, before)
 
 
 def _record_held(repo, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
-    import json
-
     root = repo.root
     cfg = load_project(root)
-    meta = json.loads((live / "meta.json").read_text())
+    meta = read_meta(live) or {}
     warnings = []
     now = _snapshot(root, _written_paths(root, launch))
     stale = {p for p, files in now.items() if before.get(p) == files}
@@ -461,8 +473,15 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
     params: dict[str, Any] = dict(launch.base_params)
     for f in cfg.params:
         if (root / f).is_file():
-            params.update(load_params_file(root / f))
+            try:
+                params.update(load_params_file(root / f))
+            except MlvcError as e:  # the command has run: record it, and say what was left out
+                warnings.append(str(e))
     params.update(meta.get("params", {}))
+    # what cannot be stored is kept as text, never a reason to lose a run that happened
+    params, changed, dropped = storable_params(params)
+    for k, why in {**changed, **dropped}.items():
+        warnings.append(f"param {k}: {why}")
     log = log_name(launch)
     arts = {*fresh, log} - set(inputs.data_paths)
     entries = {
@@ -477,6 +496,8 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
     for k in ("error", "children"):
         if meta.get(k):
             extra[k] = meta[k]
+    if changed or dropped:
+        extra["unstorable"] = {"params": changed, "dropped_params": dropped}
     spec = RunSpec(
         message=launch.message,
         name=launch.name,
@@ -498,10 +519,16 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
         move_head=launch.move_head,
         project_files=False,
     )
-    run_id = record_run(repo, spec, root / launch.cwd)
+
+    def stored(oid: ObjectId) -> None:  # a reaper finishing after a crash publishes this run
+        note_stored(live, oid, spec.move_head)
+        _crash_point("run-stored")
+
+    run_id = record_run(repo, spec, root / launch.cwd, on_stored=stored)
+    _crash_point("run-published")
     if meta.get("models"):
         _note_registered_models(repo, live.name, run_id)
-    shutil.rmtree(live, ignore_errors=True)
+    unstage(live)
     outputs = sorted(arts - {log})
     return Outcome(run_id, code, status, launch, outputs, warnings, {**metrics})
 

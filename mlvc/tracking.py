@@ -18,28 +18,45 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .commit import Inputs, RunSpec, capture_inputs, now_us, record_run
+from .commit import Inputs, RunSpec, capture_inputs, now_us, publish_run, record_run
 from .errors import FileChanged, MlvcError, UsageError
 from .gc import writing
 from .ids import ObjectId
 from .objects import FILE, TreeEntry
 from .odb import _stamp
-from .params import check_key, flatten
-from .trees import safe_relpath
+from .params import (
+    INT_MAX,
+    INT_MIN,
+    MAX_PARAM_BYTES,
+    case_twin,
+    check_case,
+    check_key,
+    check_param,
+    flatten,
+    storable_params,
+)
+from .refs import check_ref_name
+from .trees import read_run, safe_relpath
 
 LIVE = "live"
+RECORDED = "recorded"  # in a staged run: its stored run's id, noted before any ref names it
+UNSTAGED = ".unstaged-"  # a recorded staged run being removed (left by a crash: removed later)
 FLUSH_POINTS = 50_000
 FLUSH_SECONDS = 1.0
+FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
 _now_ns = time.time_ns
 
 
@@ -55,10 +72,25 @@ def _param_value(key: str, value: Any):
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         value = value.item()
     if value is None or isinstance(value, list | tuple | dict):
-        return json.dumps(value, sort_keys=True, default=str)
+        value = json.dumps(value, sort_keys=True, default=str)
     if isinstance(value, bool | int | float | str):
-        return value
+        return check_param(key, value)
     raise UsageError(f"param {key!r} has a {type(value).__name__}; use int, float, bool or str")
+
+
+def _tag_value(key: str, value: Any) -> str:
+    """A tag's value as stored, after checking its key (also a ref name) and size."""
+    check_ref_name(check_key(key), "tag")
+    value = str(value)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PARAM_BYTES:
+        raise UsageError(f"tag {key!r} is over {MAX_PARAM_BYTES} bytes; keep it short")
+    return value
+
+
+def _crash_point(name: str) -> None:
+    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _proc_start(pid: int) -> str:
@@ -95,6 +127,12 @@ class LiveRun:
         parent: LiveRun | None = None,
         capture: bool = True,
     ):
+        if name:  # what cannot be recorded is refused before the run exists
+            check_ref_name(name, "name")
+        params = flatten(dict(params)) if params else {}
+        check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
+        for k, v in (tags or {}).items():
+            _tag_value(k, v)
         self.repo = repo
         self.key = new_key()
         self.dir = repo.dir / LIVE / self.key
@@ -172,8 +210,16 @@ class LiveRun:
     # -- params and tags -------------------------------------------------------------------
 
     def log_param(self, key: str, value: Any) -> None:
-        check_key(key, f"{key}={value!r}")
+        """Stage one param; what a run cannot store is refused here (UsageError) and the
+        run goes on (see mlvc.params for the limits)."""
+        check_key(key)
         value = _param_value(key, value)
+        twin = case_twin(key, self._params)
+        if twin is not None:
+            raise UsageError(
+                f"param {key!r} differs only in case from {twin!r}, already logged in this "
+                "run; SQL cannot tell them apart, so use one spelling"
+            )
         old = self._params.get(key, _MISSING)
         if old is not _MISSING and (old != value or type(old) is not type(value)):
             raise ParamConflict(
@@ -189,8 +235,7 @@ class LiveRun:
             self.log_param(k, v)
 
     def set_tag(self, key: str, value: Any = "") -> None:
-        check_key(key, f"{key}={value!r}")
-        self._tags[key] = str(value)
+        self._tags[key] = _tag_value(key, value)
         self._meta["tags"] = self._tags
         self._write_meta()
 
@@ -205,16 +250,27 @@ class LiveRun:
     ) -> None:
         """Buffer one point; ``step`` defaults to one more than this key's last step.
 
-        ``timestamp`` is in seconds since the epoch (default: now). NaN and inf are kept.
+        ``timestamp`` is in seconds since the epoch (default: now). NaN and inf are kept. A
+        point that cannot be stored (not a number, a step or time out of the 64-bit range)
+        is refused with a UsageError and the run goes on.
         """
+        try:
+            value = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(
+                f"metric {key!r}: {type(value).__name__} value is not a number a float holds"
+            ) from None
+        ns = _now_ns() if timestamp is None else _timestamp_ns(key, timestamp)
         st = self._keys.get(key) or self._new_key(key)
         if step is None:
             step = st[1]
+        elif type(step) is not int or not INT_MIN <= step < INT_MAX:
+            step = _step(key, step)
         st[1] = step + 1
         self._codes.append(st[0])
         self._steps.append(step)
-        self._times.append(_now_ns() if timestamp is None else int(timestamp * 1e9))
-        self._values.append(float(value))
+        self._times.append(ns)
+        self._values.append(value)
 
     def log_metrics(
         self, metrics: dict[str, float], step: int | None = None, timestamp: float | None = None
@@ -223,7 +279,13 @@ class LiveRun:
             self.log_metric(k, v, step, timestamp)
 
     def _new_key(self, key: str) -> list:
-        check_key(key, key)
+        check_key(key)
+        twin = case_twin(key, self._keys)
+        if twin is not None:
+            raise UsageError(
+                f"metric {key!r} differs only in case from {twin!r}, already logged in this "
+                "run; SQL cannot tell them apart, so use one spelling"
+            )
         st = [len(self._names), 0]
         self._names.append(key)
         self._keys[key] = st
@@ -356,6 +418,30 @@ class LiveRun:
 _MISSING = object()
 
 
+def _step(key: str, step: Any) -> int:
+    """A step given as another integer type (numpy), checked; else a UsageError."""
+    try:
+        as_int = int(step) if not isinstance(step, bool | float) else None
+    except (TypeError, ValueError):
+        as_int = None
+    if as_int is None or as_int != step or not INT_MIN <= as_int < INT_MAX:
+        raise UsageError(f"metric {key!r}: step {step!r} is not a 64-bit integer")
+    return as_int
+
+
+def _timestamp_ns(key: str, timestamp: Any) -> int:
+    try:
+        ns = int(float(timestamp) * 1e9)
+    except (TypeError, ValueError, OverflowError):
+        ns = None
+    if ns is None or not INT_MIN <= ns <= INT_MAX:
+        raise UsageError(
+            f"metric {key!r}: timestamp {timestamp!r} is not seconds since the epoch "
+            "(years 1678 to 2262)"
+        )
+    return ns
+
+
 def _write_block(path: Path, cols: list[list], names: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -428,54 +514,217 @@ def _series_blob(repo, table) -> ObjectId | None:
     return repo.store.add_bytes(buf.getvalue())
 
 
-def commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
-    """Record a staged live run (ours at its end, or a dead one found later) and unstage it."""
+def commit_staged(
+    repo, live_dir: Path, meta: dict, status: str, key: str | None = None, phase: str = "end"
+) -> ObjectId:
+    """Record a staged live run (ours at its end, or a dead one found later) and unstage it.
+
+    What its meta.json holds never loses the run: a value that cannot be stored is kept as
+    text (or cut) and noted in ``extra["unstorable"]``, and a run whose project params or
+    metrics files cannot be read is recorded without them (the error noted in ``extra``).
+    Finishing the job again is safe: the stored run's id is noted in the staged folder
+    (``recorded``) before any ref names it, so a recorder killed after that point is
+    followed by one that publishes the same run instead of recording a second one.
+    """
     with writing(repo.dir, repo.store):  # the series blob is named only by the run
-        return _commit_staged(repo, live_dir, meta, status)
+        return _commit_staged(repo, live_dir, meta, status, key, phase)
 
 
-def _commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
-    series = read_series(live_dir)
-    inp = meta.get("inputs") or {}
+def _commit_staged(repo, live_dir: Path, meta, status: str, key: str | None, phase: str):
+    meta = meta if isinstance(meta, dict) else {}
+    oid = stored_run(repo, live_dir)
+    if oid is None:
+        spec, cwd = _staged_spec(repo, live_dir, meta, status, key or live_dir.name)
 
-    def oid(h):
-        return ObjectId.parse(h) if h else None
+        def stored(run_id: ObjectId) -> None:
+            note_stored(live_dir, run_id, spec.move_head)
+            _crash_point(f"{phase}-stored")
 
+        try:
+            oid = record_run(repo, spec, cwd, on_stored=stored)
+        except MlvcError as e:  # a project file, a name, a size: record without the extras
+            extra = {**spec.extra, "record_error": str(e)}
+            try:
+                oid = record_run(repo, replace(spec, project_files=False, extra=extra), cwd,
+                                 on_stored=stored)  # fmt: skip
+            except MlvcError as again:  # still too big or odd: keep the run, lose the extras
+                extra = {"live_key": spec.extra["live_key"], "record_error": str(again)[:2000]}
+                bare = replace(spec, project_files=False, params={}, tags={}, models={},
+                               message=spec.message[:1000], extra=extra)  # fmt: skip
+                oid = record_run(repo, bare, cwd, on_stored=stored)
+    _crash_point(f"{phase}-published")
+    unstage(live_dir)
+    return oid
+
+
+def unstage(live_dir: Path) -> None:
+    """Remove a recorded staged run: first renamed out of the reaper's sight in one step (a
+    half-removed folder could otherwise pass for an unrecorded run), then deleted."""
+    gone = live_dir.with_name(f"{UNSTAGED}{live_dir.name.lstrip('.')}-{secrets.token_hex(4)}")
+    try:
+        os.rename(live_dir, gone)
+    except OSError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def note_stored(live_dir: Path, oid: ObjectId, move_head: bool) -> None:
+    """Note in a staged run that its run object is stored (durably, before any ref)."""
+    path = live_dir / RECORDED
+    tmp = path.with_name(f".{RECORDED}.{secrets.token_hex(4)}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"id": oid.hex, "move_head": move_head}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def stored_run(repo, live_dir: Path) -> ObjectId | None:
+    """The run a staged folder was already stored as, published now if no ref names it yet
+    (its recorder died in between); None if it was never stored."""
+    try:
+        note = json.loads((live_dir / RECORDED).read_text())
+        oid = ObjectId.parse(note["id"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not repo.store.has(oid):
+        return None  # gone (gc of an unreferenced object): record the run again
+    if not repo.refs.has_run(oid):
+        publish_run(repo, oid, read_run(repo.store, oid), move_head=note.get("move_head", True))
+    return oid
+
+
+def read_meta(live_dir: Path) -> dict | None:
+    """A staged run's meta.json, or None when it is missing or not a JSON map."""
+    try:
+        meta = json.loads((live_dir / "meta.json").read_text(), parse_int=_json_int)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _json_int(text: str) -> int | str:
+    # Python refuses to read an int of over 4,300 digits: keep it as the text it is
+    return int(text) if len(text) < 4000 else text
+
+
+def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tuple[RunSpec, Path]:
+    """The RunSpec of a staged run, read defensively: nothing in meta can make it fail."""
+    notes: dict[str, Any] = {}
+    inp = _map(meta.get("inputs"))
     inputs = Inputs(
-        oid(inp.get("code")),
-        inp.get("git", {}),
-        oid(inp.get("env")),
-        oid(inp.get("data")),
-        tuple(inp.get("data_paths", ())),
-        tuple(inp.get("artifact_paths", ())),
+        _oid(inp.get("code")),
+        _map(inp.get("git")),
+        _oid(inp.get("env")),
+        _oid(inp.get("data")),
+        _paths(inp.get("data_paths")),
+        _paths(inp.get("artifact_paths")),
     )
-    extra: dict[str, Any] = {"live_key": live_dir.name}
+    if not meta.get("mlvc_run"):  # `mlvc run` decides its outputs itself (fresh ones only)
+        inputs = replace(inputs, artifact_paths=_outputs_now(repo, inputs))
+    params, changed, dropped = storable_params(meta.get("params"))
+    if changed:
+        notes["params"] = changed
+    if dropped:
+        notes["dropped_params"] = dropped
+    tags, bad_tags = _storable_tags(meta.get("tags"))
+    if bad_tags:
+        notes["dropped_tags"] = bad_tags
+    name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+    try:
+        name = check_ref_name(name, "name") if name else ""
+    except UsageError:
+        notes["name"], name = name[:200], ""
+    artifacts = {}
+    for path, entry in _map(meta.get("artifacts")).items():
+        try:
+            kind, oid, size = entry
+            artifacts[safe_relpath(path)] = TreeEntry(
+                path.rsplit("/", 1)[-1], kind, ObjectId.parse(oid), size
+            )
+        except (TypeError, ValueError):
+            notes.setdefault("dropped_artifacts", []).append(str(path)[:200])
+    extra: dict[str, Any] = {"live_key": key}
     for k in ("error", "children", "parent"):
         if meta.get(k):
             extra[k] = meta[k]
-    argv = meta.get("argv") or []
+    if notes:
+        extra["unstorable"] = notes
+    argv = meta.get("argv")
+    argv = [str(a) for a in argv] if isinstance(argv, list) else []
+    started = meta.get("started")
+    message = meta.get("message")
+    series = read_series(live_dir)
     spec = RunSpec(
-        message=meta.get("message", ""),
-        name=meta.get("name", ""),
-        params=meta.get("params", {}),
-        tags=meta.get("tags", {}),
-        models=meta.get("models", {}),
+        message=message[:MAX_PARAM_BYTES] if isinstance(message, str) else "",
+        name=name,
+        params=params,
+        tags=tags,
+        models=_map(meta.get("models")),
         command=("python", *argv) if argv and argv[0].endswith(".py") else tuple(argv),
         status=status,
-        started=meta.get("started"),
+        started=started if type(started) is int and 0 < started <= INT_MAX else None,
         series=_series_blob(repo, series),
         series_metrics=last_values(series),
         inputs=inputs,
         extra=extra,
-        artifact_entries={
-            p: TreeEntry(p.rsplit("/", 1)[-1], k, ObjectId.parse(i), n)
-            for p, (k, i, n) in meta.get("artifacts", {}).items()
-        },
+        artifact_entries=artifacts,
         move_head=meta.get("parent") is None,
     )
-    run_id = record_run(repo, spec, Path(meta.get("cwd") or repo.root))
-    shutil.rmtree(live_dir, ignore_errors=True)
-    return run_id
+    cwd = meta.get("cwd")
+    return spec, Path(cwd) if isinstance(cwd, str) and cwd else repo.root
+
+
+def _outputs_now(repo, inputs: Inputs) -> tuple[str, ...]:
+    """The artifact paths captured at the start, plus the configured ones (declared outputs,
+    ``[track]`` artifacts and metrics files) that the run created since."""
+    from .commit import project_path
+    from .project import load_project
+
+    try:
+        configured = load_project(repo.root).artifacts
+    except MlvcError:
+        return inputs.artifact_paths
+    out = set(inputs.artifact_paths)
+    for p in configured:
+        try:
+            out.add(project_path(repo.root, p, repo.root))
+        except MlvcError:
+            continue  # not there (or not inside the project): nothing to record
+    data = set(inputs.data_paths)
+    return tuple(sorted(p for p in out if not _under(p, data)))
+
+
+def _under(path: str, folders: set[str]) -> bool:
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in folders for i in range(1, len(parts) + 1))
+
+
+def _map(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _oid(text: Any) -> ObjectId | None:
+    try:
+        return ObjectId.parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def _storable_tags(tags: Any) -> tuple[dict[str, str], dict[str, str]]:
+    out, dropped = {}, {}
+    for k, v in _map(tags).items():
+        try:
+            check_ref_name(check_key(k), "tag")
+        except UsageError:
+            dropped[repr(k)[:200]] = str(v)[:200]
+            continue
+        out[k] = str(storable_params({"t": v})[0].get("t", ""))
+    return out, dropped
 
 
 # -- finding live and dead runs ------------------------------------------------------------
@@ -484,14 +733,20 @@ def _commit_staged(repo, live_dir: Path, meta: dict, status: str) -> ObjectId:
 def _alive(meta: dict) -> bool:
     if meta.get("host") != socket.gethostname():
         return True  # another machine's run: we cannot tell, so leave it alone
-    pid = meta.get("pid")
+    return _pid_alive(meta.get("pid"), meta.get("proc_start") or "")
+
+
+def _pid_alive(pid: Any, start: str) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``start`` (if known)."""
+    if type(pid) is not int or pid <= 0:
+        return True  # cannot tell: leave it alone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, TypeError):
+    except (PermissionError, OverflowError):
         return True
-    return not meta.get("proc_start") or _proc_start(pid) == meta["proc_start"]
+    return not start or _proc_start(pid) == start
 
 
 def live_runs(repo) -> list[dict]:
@@ -499,11 +754,8 @@ def live_runs(repo) -> list[dict]:
     out = []
     base = repo.dir / LIVE
     for d in sorted(base.iterdir()) if base.is_dir() else []:
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if d.name.startswith(".") or not _alive(meta):
+        meta = None if d.name.startswith(".") else read_meta(d)
+        if meta is None or not _alive(meta):
             continue
         series = read_series(d)
         out.append(
@@ -522,34 +774,94 @@ def live_runs(repo) -> list[dict]:
     return out
 
 
+# A reaper claims a dead run by renaming its folder to .reaping-<key>-<pid>-<start time>
+# (older mlvc: .reaping-<key>-<pid>); a claim whose reaper is gone is claimed again.
+_CLAIM = re.compile(r"\.reaping-(?P<key>.+)-(?P<pid>\d+)-(?P<start>\d*)")
+_OLD_CLAIM = re.compile(r"\.reaping-(?P<key>\d{14}-[0-9a-f]{8})-(?P<pid>\d+)")
+
+
 def reap_dead_runs(repo) -> list[ObjectId]:
-    """Record every live run whose process is gone as ``killed``; returns their ids."""
+    """Record every live run whose process is gone as ``killed``; returns their ids.
+
+    Also finishes the claims of reapers that died at work. A run that cannot be recorded
+    now (a store error) is kept, with a warning, for the next mlvc command to try again.
+    """
     base = repo.dir / LIVE
     if not base.is_dir():
         return []
     done = []
     for d in sorted(base.iterdir()):
-        if d.name.startswith("."):
-            continue
         try:
-            meta = json.loads((d / "meta.json").read_text())
-        except FileNotFoundError:
-            staged = any((d / "series").glob("*.arrow"))
-            if not staged and time.time() - d.stat().st_mtime > 3600:
-                shutil.rmtree(d, ignore_errors=True)  # died before writing anything useful
-            continue
-        except (OSError, ValueError):
-            continue  # damaged: it holds data; `mlvc fsck` names it
-        if _alive(meta) or "inputs" not in meta:
-            continue
-        claimed = base / f".reaping-{d.name}-{os.getpid()}"
-        with writing(repo.dir, repo.store):  # gc must not list live/ mid-rename
-            try:
-                os.rename(d, claimed)  # only one reaper wins the rename
-            except OSError:
-                continue
-            done.append(commit_staged(repo, claimed, meta, "killed"))
+            with writing(repo.dir, repo.store):  # gc must not run between claim and record
+                claim = _claim(base, d)
+                if claim is None:
+                    continue
+                path, key, meta = claim
+                done.append(commit_staged(repo, path, meta, "killed", key=key, phase="reap"))
+        except Exception as e:  # never fail the command that happened to reap
+            print(
+                f"mlvc: warning: could not record the dead live run {d.name} ({e}); "
+                "the next mlvc command tries again",
+                file=sys.stderr,
+            )
     return done
+
+
+def _claim(base: Path, d: Path) -> tuple[Path, str, dict] | None:
+    """Take a dead run (or a dead reaper's claim) for this process: (folder, key, meta)."""
+    name = d.name
+    if name.startswith(UNSTAGED):  # recorded already; its remover died
+        shutil.rmtree(d, ignore_errors=True)
+        return None
+    m = _OLD_CLAIM.fullmatch(name) or _CLAIM.fullmatch(name)
+    if m is not None:
+        start = m.groupdict().get("start") or ""
+        meta = read_meta(d)
+        if _pid_alive(int(m["pid"]), start) or meta is None:
+            return None
+        if meta.get("host") != socket.gethostname():
+            return None  # claimed on the run's own host: only a reaper there can tell
+        key = m["key"]
+    elif name.startswith("."):
+        return None
+    else:
+        key, meta = name, read_meta(d)
+        if meta is None:
+            _drop_if_abandoned(d)
+            return None
+        if _alive(meta):
+            return None
+        if "inputs" not in meta and not _holds_anything(d, meta):
+            shutil.rmtree(d, ignore_errors=True)  # died while starting: nothing was logged
+            return None
+    me = os.getpid()
+    target = base / f".reaping-{key}-{me}-{_proc_start(me)}"
+    try:
+        os.rename(d, target)  # only one reaper wins the rename
+    except OSError:
+        return None
+    _crash_point("reap-claimed")
+    return target, key, meta
+
+
+def _holds_anything(d: Path, meta: dict) -> bool:
+    return bool(
+        meta.get("params") or any((d / "series").glob("*.arrow")) or (d / RECORDED).exists()
+    )
+
+
+def _drop_if_abandoned(d: Path) -> None:
+    """A folder without a meta.json: removed after an hour if it holds no points (its run
+    died before writing anything useful). One whose meta.json is damaged, or that holds
+    points, is left for fsck to name: it may name objects nothing else does."""
+    if os.path.lexists(d / "meta.json"):
+        return
+    try:
+        old = time.time() - d.stat().st_mtime > 3600
+    except OSError:
+        return
+    if old and not any((d / "series").glob("*.arrow")):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # -- the fluent API ------------------------------------------------------------------------

@@ -266,7 +266,10 @@ def test_clock_in_an_output_reproduces_different_and_names_the_file(proj):
     assert out.startswith("DIFFERENT: 1 output, 0 metrics differ")
     assert "output stamp.txt differs" in out and f"old {old['stamp.txt']}" in out
     assert "model/weights.json" not in out  # identical outputs are not named
-    assert "did not reproduce (DIFFERENT)" in done.stderr and "its files are in" in done.stderr
+    assert "did not reproduce (DIFFERENT)" in done.stderr
+    assert f"`mlvc checkout {repo.log()[0]['short_id']} --to DIR` brings its files back" in (
+        done.stderr
+    )  # the temporary folder is gone: the re-run's files are in its run
 
 
 def test_a_run_without_a_command_says_so(proj):

@@ -4,7 +4,8 @@ In a git work tree, git decides (tracked files plus untracked ones it does not i
 elsewhere a walk applies every ``.gitignore`` found, nested ones relative to their folder.
 Both modes then drop the same junk (caches, virtualenvs, git's and mlvc's own folders), apply
 ``.mlvcignore`` files (gitignore syntax, nested the same way; they can only remove files) and
-leave out the run's data and artifact paths.
+leave out the run's data and artifact paths. Files the project names as its params files
+(``[track] params``) are code whatever the ignore files say: a run must restore them.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ GITIGNORE, MLVCIGNORE = ".gitignore", ".mlvcignore"
 LS_FILES_TIMEOUT = 120.0
 
 
-def code_files(root: Path, exclude: Iterable[str] = ()) -> list[str]:
+def code_files(root: Path, exclude: Iterable[str] = (), include: Iterable[str] = ()) -> list[str]:
     """Sorted POSIX paths, relative to root, of every file of the project's code.
 
     ``exclude`` names project-relative files or folders (a run's data and artifacts): nothing
-    at or below them is returned. Symlinks are listed as paths, never followed. When git
-    lists nothing at all (root is ignored by an enclosing repository, say), the walk is used.
+    at or below them is returned. ``include`` names files that are code even when ignored
+    (the ``[track] params`` files), unless excluded. Symlinks are listed as paths, never
+    followed. When git lists nothing at all (root is ignored by an enclosing repository,
+    say), the walk is used.
     """
     root = Path(root)
     excludes = _normalize_excludes(root, exclude)
@@ -54,7 +57,20 @@ def code_files(root: Path, exclude: Iterable[str] = ()) -> list[str]:
         return []
     listed = _git_listing(root, excludes)
     files = _filter_listing(root, listed, excludes) if listed else _walk(root, excludes)
-    return sorted(files)
+    return sorted({*files, *_included(root, include, excludes)})
+
+
+def _included(root: Path, include: Iterable[str], excludes: frozenset[str]) -> list[str]:
+    """The files of ``include`` that exist (not folders), inside root and not excluded."""
+    out = []
+    for path in _normalize_excludes(root, include):
+        parts = path.split("/")
+        if path == "." or any("/".join(parts[:i]) in excludes for i in range(1, len(parts) + 1)):
+            continue
+        full = os.path.join(root, path)
+        if os.path.islink(full) or os.path.isfile(full):
+            out.append(path)
+    return out
 
 
 def _normalize_excludes(root: Path, exclude: Iterable[str]) -> frozenset[str]:

@@ -119,10 +119,10 @@ def register(name: str, uri: str, repo=None, trust: bool = False) -> int:
     repo = _repo(repo)
     registry.check_name(name)
     with writing(repo.dir, repo.store):  # gc waits until the version ref names the tree
-        return _register(repo, name, uri)
+        return _register(repo, name, uri, trust)
 
 
-def _register(repo, name: str, uri: str) -> int:
+def _register(repo, name: str, uri: str, trust: bool) -> int:
     loc = locate(uri, repo, materialize=False)
     tree, source, run_id = loc.model_id, str(uri), loc.run_id
     if tree is None:  # a folder on disk: store it
