@@ -445,6 +445,8 @@ def _prune_empty(dest: Path, folder: Path) -> None:
 
 def _remove_empty_tree(folder: Path) -> None:
     """Remove a tree of empty folders bottom-up (preflight made sure it holds no file)."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return  # already pruned with the files removed from it
     stack = [os.fspath(folder)]
     while stack:
         top = stack[-1]

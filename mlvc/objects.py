@@ -270,8 +270,11 @@ def _check_types(kw: dict) -> None:
 
 
 def _thaw(value):
-    """msgpack gives tuples (use_list=False); turn nested maps back into plain dicts."""
+    """msgpack gives tuples (use_list=False); turn nested maps back into plain dicts.
+    Map keys must be strings, as ``_canonical`` writes them (msgpack also admits bytes)."""
     if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise DecodeError("map keys must be strings")
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]

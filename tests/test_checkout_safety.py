@@ -514,3 +514,74 @@ def test_checkout_to_below_a_file_is_one_line(project, cli):
     r = cli("checkout", "HEAD", "--to", "train.py/sub", ok=False)
     assert r.exit_code == UsageError.exit_code, r.output
     assert "train.py" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# -- folders and files trading places; link-cache checkouts ---------------------------------
+
+
+def test_in_place_checkout_where_a_file_becomes_a_folder_and_back(repo, project, cli):
+    (project / "model").write_text("v1\n")
+    one = repo.commit("file", artifacts=["model"])
+    os.unlink(project / "model")
+    (project / "model").mkdir()
+    (project / "model" / "w.bin").write_text("v2\n")
+    two = repo.commit("folder", artifacts=["model"])
+    cli("checkout", one.hex)
+    assert (project / "model").read_text() == "v1\n"
+    cli("checkout", two.hex)
+    assert (project / "model" / "w.bin").read_text() == "v2\n"
+    assert repo.status()["artifacts"] == {"added": [], "removed": [], "modified": []}
+
+
+def test_file_in_the_way_of_a_folder_needs_force(repo, project, tmp_path):
+    a = blob(repo, "a\n")
+    sub = raw_tree(repo, [("f", "file", a[0], a[1])])
+    crafted_run(repo, code=raw_tree(repo, [("a", "file", a[0], a[1]), ("sub", "dir", sub, 2)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("mine\n")
+    with pytest.raises(MlvcError, match="sub"):
+        repo.checkout("evil", to=out)
+    assert listing(out) == {"sub": "mine\n"}
+    repo.checkout("evil", to=out, force=True)
+    assert listing(out) == {"a": "a\n", "sub": "dir", "sub/f": "a\n"}
+
+
+def test_force_replaces_a_linked_folder_never_what_it_points_to(repo, tmp_path):
+    a = blob(repo, "a\n")
+    sub = raw_tree(repo, [("f", "file", a[0], a[1])])
+    crafted_run(repo, code=raw_tree(repo, [("sub", "dir", sub, 2)]))
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "f").write_text("keep me\n")
+    os.symlink(elsewhere, out / "sub")
+    repo.checkout("evil", to=out, force=True)
+    assert listing(out) == {"sub": "dir", "sub/f": "a\n"}
+    assert (elsewhere / "f").read_text() == "keep me\n"
+
+
+def test_commit_after_symlink_checkout_records_the_files(repo, project, tmp_path):
+    one = repo.commit("x", data=["data"])
+    os.unlink(project / "data" / "train.csv")
+    repo.checkout(one.hex, link="symlink", force=True)
+    assert (project / "data" / "train.csv").is_symlink()
+    two = repo.commit("y", data=["data"])
+    kinds = {e["path"]: e["kind"] for e in repo.show(two)["data"]["entries"]}
+    assert kinds == {"data/test.csv": "file", "data/train.csv": "file"}
+    assert repo.run(two.hex).data == repo.run(one.hex).data
+    repo.checkout(two.hex, to=tmp_path / "out")
+    assert (tmp_path / "out" / "data" / "train.csv").read_text() == "x,y\n1,2\n2,4\n"
+
+
+def test_model_tree_with_escaping_link_is_refused(repo, project):
+    from mlvc.models.loading import materialize_tree
+
+    up = blob(repo, "../..")
+    esc = blob(repo, "d/e/l/..")
+    e = raw_tree(repo, [("l", "symlink", up[0], up[1])])
+    d = raw_tree(repo, [("e", "dir", e, 0)])
+    tree = raw_tree(repo, [("d", "dir", d, 0), ("esc", "symlink", esc[0], esc[1])])
+    with pytest.raises(UnsafePath, match="esc"):
+        materialize_tree(repo, tree)
+    assert not (project / ".mlvc" / "cache" / "models" / tree.hex).exists()
