@@ -35,7 +35,7 @@ from .errors import (
     UsageError,
 )
 from .ids import ObjectId
-from .links import NAME_MAX, PATH_MAX, why_outside
+from .links import NAME_MAX, PATH_MAX, shown, why_outside
 from .materialize import is_cache_link, place
 from .objects import EXEC, SYMLINK, Run, TreeEntry
 from .odb import ObjectStore, hash_file
@@ -126,9 +126,11 @@ def _make_parents(dest: Path, rel: str, made: set[str] | None = None) -> None:
         except FileExistsError:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                raise UnsafePath(f"refusing to write {rel}: {sub} is a symbolic link") from None
+                raise UnsafePath(
+                    f"refusing to write {shown(rel)}: {shown(sub)} is a symbolic link"
+                ) from None
             if not stat.S_ISDIR(st.st_mode):
-                raise UnsafePath(f"cannot write {rel}: {sub} is a file") from None
+                raise UnsafePath(f"cannot write {shown(rel)}: {shown(sub)} is a file") from None
         if made is not None:
             made.add(sub)
 
@@ -136,10 +138,10 @@ def _make_parents(dest: Path, rel: str, made: set[str] | None = None) -> None:
 def read_link(store: ObjectStore, rel: str, entry: TreeEntry) -> str:
     """The target a symlink entry records, refusing one too long to be a path."""
     if entry.size >= PATH_MAX:
-        raise UnsafePath(f"refusing symlink {rel}: its target is too long")
+        raise UnsafePath(f"refusing symlink {shown(rel)}: its target is too long")
     raw = store.read_bytes(entry.id)
     if len(raw) >= PATH_MAX:
-        raise UnsafePath(f"refusing symlink {rel}: its target is too long")
+        raise UnsafePath(f"refusing symlink {shown(rel)}: its target is too long")
     return os.fsdecode(raw)
 
 
@@ -165,12 +167,14 @@ def write_entry(
         if entry.kind == SYMLINK:
             link_target = read_link(store, rel, entry)
             if os.path.isabs(link_target):
-                raise UnsafePath(f"refusing symlink {rel} -> {link_target}: absolute target")
+                raise UnsafePath(
+                    f"refusing symlink {shown(rel)} -> {shown(link_target)}: absolute target"
+                )
             os.symlink(link_target, tmp)
         else:
             place(store, mlvc_dir, entry.id, tmp, link, 0o755 if entry.kind == EXEC else 0o644)
         if target.is_dir() and not target.is_symlink():
-            raise PathInTheWay(f"cannot write file {rel}: a folder is in the way")
+            raise PathInTheWay(f"cannot write file {shown(rel)}: a folder is in the way")
         os.replace(tmp, target)
     finally:
         if os.path.lexists(tmp):
@@ -203,13 +207,14 @@ def preflight(
     """
     if not paths_checked:
         check_paths(dest, want)
-    plan = _Plan(remove=sorted(to_remove))
-    gone = set(plan.remove)
     disk = _Disk(dest)
+    # a folder of yours where a removed file was stays (it is not the file the run recorded)
+    plan = _Plan(remove=[p for p in sorted(to_remove) if disk.kind(p) != "dir"])
+    gone = set(plan.remove)
     for p in plan.remove:
         for sub in _parents(p):
             if disk.kind(sub) == "link":
-                raise UnsafePath(f"refusing to remove {p}: {sub} is a symbolic link")
+                raise UnsafePath(f"refusing to remove {shown(p)}: {shown(sub)} is a symbolic link")
     in_the_way: list[str] = []
     for p in sorted(to_write):
         for sub in _parents(p):
@@ -219,7 +224,7 @@ def preflight(
             if not force:
                 if kind == "link":
                     raise UnsafePath(
-                        f"refusing to write {p}: {sub} is a symbolic link "
+                        f"refusing to write {shown(p)}: {shown(sub)} is a symbolic link "
                         "(--force replaces the link, never what it points to)"
                     )
                 in_the_way.append(sub)
@@ -230,13 +235,17 @@ def preflight(
             extra = disk.files_below(p) - gone
             if extra:
                 raise PathInTheWay(
-                    f"cannot write file {p}: the folder {p} is in the way and holds files "
-                    f"no run here records ({sorted(extra)[0]}); move it away first"
+                    f"cannot write file {shown(p)}: the folder {shown(p)} is in the way and holds files "
+                    f"no run here records ({shown(sorted(extra)[0])}); move it away first"
                 )
             plan.clear.append(p)
     if in_the_way:
         raise DirtyWorkingTree(sorted(set(in_the_way)))
-    links = {p: read_link(store, p, e) for p, e in want.items() if e.kind == SYMLINK}
+    links = {  # an unchanged link is on disk already, its blob need not be read
+        p: read_link(store, p, e) if p in to_write else os.readlink(os.path.join(dest, p))
+        for p, e in want.items()
+        if e.kind == SYMLINK
+    }
 
     def link_at(path: str) -> str | None:
         if path in want:
@@ -249,7 +258,7 @@ def preflight(
         if p in links:
             why = why_outside(p, links[p], link_at)
             if why:
-                raise UnsafePath(f"refusing symlink {p} -> {links[p]}: {why}")
+                raise UnsafePath(f"refusing symlink {shown(p)} -> {shown(links[p])}: {why}")
     for e in to_write.values():
         if not store.has(e.id):
             raise MissingObject(e.id.hex)
@@ -275,7 +284,7 @@ def check_paths(dest: Path, want: Iterable[str]) -> None:
     both = paths & folders
     if both:
         p = sorted(both)[0]
-        raise UnsafePath(f"the run records {p} both as a file and as a folder")
+        raise UnsafePath(f"the run records {shown(p)} both as a file and as a folder")
 
 
 def _parents(rel: str) -> list[str]:

@@ -16,7 +16,6 @@ One rule per side:
 
 from __future__ import annotations
 
-import posixpath
 from collections import deque
 from collections.abc import Callable
 
@@ -25,6 +24,12 @@ from .objects import is_reserved_name
 MAX_HOPS = 40  # links followed while resolving one path (the kernel's ELOOP limit)
 PATH_MAX = 4096  # bytes in a path, with its terminating NUL (Linux)
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs)
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """A name or link target from a run, safe to print: control characters escaped, cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
 
 
 def record_problem(rel: str, target: str) -> str | None:
@@ -42,21 +47,15 @@ def record_problem(rel: str, target: str) -> str | None:
             if is_reserved_name(part):
                 return f"points into {part} (git's or mlvc's own folder)"
         elif named:
-            plain = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            hint = "" if plain.startswith("..") else f", such as {_relative(rel, plain)!r}"
             return (
                 "may lead outside the project ('..' after a name climbs out of wherever that "
-                f"name links to); write the target without it{hint}"
+                "name links to, which can be outside)"
             )
         else:
             ups += 1
             if ups > rel.count("/"):
                 return "points outside the project"
     return None
-
-
-def _relative(rel: str, path: str) -> str:
-    return posixpath.relpath(path, posixpath.dirname(rel) or ".")
 
 
 def why_outside(rel: str, target: str, link_at: Callable[[str], str | None]) -> str | None:
@@ -84,7 +83,7 @@ def why_outside(rel: str, target: str, link_at: Callable[[str], str | None]) -> 
             here.pop()
             continue
         if is_reserved_name(part):
-            return f"it points into {part} (git's or mlvc's own folder){via}"
+            return f"it points into {shown(part)} (git's or mlvc's own folder){via}"
         here.append(part)
         path = "/".join(here)
         link = link_at(path)
@@ -93,7 +92,7 @@ def why_outside(rel: str, target: str, link_at: Callable[[str], str | None]) -> 
         hops += 1
         if hops > MAX_HOPS:
             return "it goes round a loop of links"
-        via = f" (through {path} -> {link})"
+        via = f" (through {shown(path)} -> {shown(link)})"
         if not link or link.startswith("/"):
             return f"it leads outside the checkout{via}"
         here.pop()

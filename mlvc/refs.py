@@ -91,11 +91,15 @@ class RefStore:
             ) from None
 
     def read_symbolic(self, ref: str) -> str | None:
-        """The ref a symbolic ref points at, or None if ``ref`` is absent or not symbolic."""
+        """The ref a symbolic ref points at, or None if ``ref`` is absent, not symbolic, or
+        names something outside ``refs/`` (``read`` raises for that one)."""
         text = self._text(ref)
         if not text.startswith(SYMBOLIC):
             return None
-        return check_symbolic_target(ref, text[len(SYMBOLIC) :].strip())
+        try:
+            return check_symbolic_target(ref, text[len(SYMBOLIC) :].strip())
+        except MlvcError:
+            return None
 
     def write(
         self,

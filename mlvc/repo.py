@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .checkout import SECTIONS, CheckoutResult, checkout, compare, parse_sections, run_files
 from .commit import RunSpec, author, expand, record_run
-from .errors import AlreadyARepository, NotARepository, PathNotInRun, UsageError
+from .errors import AlreadyARepository, MlvcError, NotARepository, PathNotInRun, UsageError
 from .fsck import fsck
 from .ids import HASH_ALGORITHM, ObjectId
 from .objects import DIR, FORMAT_VERSION, Run
@@ -249,7 +249,12 @@ class Repo:
         if to is None:
             head = self.head()
             head_run = read_run(self.store, head) if head else None
-            bases = {s: read_run(self.store, r) for s, r in self._only_bases(head).items()}
+            bases = {}
+            for sec, rid in self._only_bases(head).items():
+                try:
+                    bases[sec] = read_run(self.store, rid)
+                except MlvcError:
+                    pass  # gone or damaged: HEAD's record is the (stricter) baseline
             result = checkout(
                 self.store,
                 run,

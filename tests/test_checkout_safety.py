@@ -585,3 +585,24 @@ def test_model_tree_with_escaping_link_is_refused(repo, project):
     with pytest.raises(UnsafePath, match="esc"):
         materialize_tree(repo, tree)
     assert not (project / ".mlvc" / "cache" / "models" / tree.hex).exists()
+
+
+def test_status_refuses_unreadable_file_naming_it(shared_project):
+    assert run_unprivileged(shared_project, "commit", "-m", "x", "--data", "data").returncode == 0
+    (shared_project / "data" / "a.csv").write_text("a\n2\n")  # changed: status must read it
+    os.chmod(shared_project / "data" / "a.csv", 0o000)
+    r = run_unprivileged(shared_project, "status")
+    assert "data/a.csv" in one_line_error(r)
+    os.chmod(shared_project / "data" / "a.csv", 0o644)
+
+
+def test_folder_of_yours_where_a_recorded_file_was_is_kept(repo, project, cli):
+    zero = repo.commit("without model")
+    (project / "model").write_text("v1\n")
+    repo.commit("with model", artifacts=["model"])
+    os.unlink(project / "model")
+    (project / "model").mkdir()
+    (project / "model" / "mine.txt").write_text("mine\n")
+    cli("checkout", zero.hex, "--force")
+    assert (project / "model" / "mine.txt").read_text() == "mine\n"
+    assert repo.head() == zero
