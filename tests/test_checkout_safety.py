@@ -606,3 +606,12 @@ def test_folder_of_yours_where_a_recorded_file_was_is_kept(repo, project, cli):
     cli("checkout", zero.hex, "--force")
     assert (project / "model" / "mine.txt").read_text() == "mine\n"
     assert repo.head() == zero
+
+
+def test_commit_refuses_unreadable_ignore_file(shared_project):
+    (shared_project / "secret.key").write_text("k\n")
+    (shared_project / ".mlvcignore").write_text("secret.key\n")
+    os.chmod(shared_project / ".mlvcignore", 0o000)
+    r = run_unprivileged(shared_project, "commit", "-m", "x")
+    assert ".mlvcignore" in one_line_error(r)
+    os.chmod(shared_project / ".mlvcignore", 0o644)

@@ -152,8 +152,10 @@ def _load_ignore(folder: str, base: str, name: str) -> _IgnoreFile | None:
     try:
         with open(os.path.join(folder, name), encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().splitlines()
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    except OSError as e:  # unread, its rules would silently let ignored files in
+        raise UnreadablePath(base + name, e) from None
     from pathspec import GitIgnoreSpec  # 40 ms to import: only when an ignore file exists
 
     ignore = _IgnoreFile(base, GitIgnoreSpec.from_lines(lines).patterns)
