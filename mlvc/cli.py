@@ -385,7 +385,7 @@ def diff(a, b, patch, as_json, color):
     "--only",
     default=None,
     metavar="SECTIONS",
-    help="Comma-separated subset of code,data,artifacts.",
+    help="Comma-separated subset of code,data,artifacts; HEAD does not move.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes.")
 @click.option(

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import UnreadablePath, UsageError
 from .ids import ObjectId
-from .objects import Env, Run, TreeEntry
+from .objects import Env, Run, TreeEntry, is_reserved_name
 from .params import (
     check_case,
     check_metrics,
@@ -84,23 +84,66 @@ def project_path(root: Path, path: str | os.PathLike, cwd: Path | None = None) -
         raise UsageError(f"path {path} does not exist; check the spelling or create it first")
     if str(rel) == ".":
         raise UsageError(f"path {path} is the whole project; name a file or folder inside it")
+    refuse_reserved(path, rel.as_posix())
     return safe_relpath(rel.as_posix())
 
 
+def refuse_reserved(given: str | os.PathLike, rel: str) -> None:
+    """Refuse a tracked path at or inside ``.mlvc`` or ``.git`` (any case, any depth)."""
+    for part in rel.split("/"):
+        if is_reserved_name(part):
+            raise UsageError(
+                f"path {given} is inside {part}, git's or mlvc's own folder; mlvc never "
+                "records those: name a file or folder of the project instead"
+            )
+
+
+def _junk_in_data(name: str) -> bool:
+    return name in JUNK_IN_DATA or is_reserved_name(name)
+
+
 def expand(root: Path, rels: Iterable[str]) -> list[str]:
-    """Every file at or below each project-relative path (symlinks kept, not followed)."""
+    """Every file at or below each project-relative path (symlinks kept, not followed).
+
+    A folder that cannot be listed raises UnreadablePath: a run never silently lacks data.
+    """
     out: set[str] = set()
+    base = os.fspath(root)
     for rel in rels:
-        full = root / rel
-        if full.is_symlink() or not full.is_dir():
+        full = os.path.join(base, rel)
+        if os.path.islink(full) or not os.path.isdir(full):
             out.add(rel)
             continue
-        for folder, dirs, files in os.walk(full):
-            dirs[:] = [d for d in dirs if d not in JUNK_IN_DATA]
-            base = Path(folder).relative_to(root).as_posix()
-            out.update(f"{base}/{f}" for f in files if f not in JUNK_IN_DATA)
-            out.update(f"{base}/{d}" for d in dirs if os.path.islink(os.path.join(folder, d)))
+        stack = [rel]  # iterative: any depth
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(os.path.join(base, folder)) as it:
+                    entries = list(it)
+            except OSError as e:
+                raise UnreadablePath(folder, e, "list") from None
+            for entry in entries:
+                if _junk_in_data(entry.name):
+                    continue
+                path = f"{folder}/{entry.name}"
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError as e:
+                    raise UnreadablePath(path, e) from None
+                if is_dir:
+                    stack.append(path)
+                else:
+                    out.add(path)  # files, and links (to folders too), never followed
     return sorted(out)
+
+
+def _refuse_reserved_file(root: Path, path: Path, given: str | os.PathLike) -> None:
+    """Params/metrics files are tracked paths too: none inside ``.mlvc``/``.git``."""
+    try:
+        rel = Path(os.path.normpath(path.absolute())).relative_to(root)
+    except ValueError:
+        return  # outside the project: read, never recorded as a path
+    refuse_reserved(given, rel.as_posix())
 
 
 def author() -> str:
@@ -202,6 +245,10 @@ def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
     cfg = load_project(repo.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
+    for f in [*cfg.params, *cfg.metrics]:
+        _refuse_reserved_file(repo.root, repo.root / f, f)
+    for f in [*spec.params_files, *spec.metrics_files]:
+        _refuse_reserved_file(repo.root, base / f, f)
     params: dict[str, Any] = {}
     for f in cfg.params:
         params.update(load_params_file(repo.root / f))

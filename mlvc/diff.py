@@ -157,13 +157,16 @@ def _pct(x: Any, y: Any) -> float | None:
 def diff_trees(store: ObjectStore, a: ObjectId | None, b: ObjectId | None) -> dict:
     """Added, removed and modified files between two trees, each list sorted by path."""
     out: dict[str, list] = {"added": [], "removed": [], "modified": []}
-    _diff_tree(store, a, b, "", out)
+    stack = [(a, b, "")]  # iterative: trees of any depth
+    while stack:
+        _diff_tree(store, *stack.pop(), out, stack)
     for items in out.values():
         items.sort(key=lambda item: item["path"])
     return out
 
 
-def _diff_tree(store: ObjectStore, a: ObjectId | None, b: ObjectId | None, prefix, out) -> None:
+def _diff_tree(store: ObjectStore, a, b, prefix: str, out: dict, todo: list) -> None:
+    """Compare one pair of folders; pairs of subfolders that differ go on ``todo``."""
     if a == b:
         return  # equal ids mean equal content: the whole subtree is skipped unread
     old = {e.name: e for e in read_tree(store, a).entries} if a else {}
@@ -175,7 +178,7 @@ def _diff_tree(store: ObjectStore, a: ObjectId | None, b: ObjectId | None, prefi
         path = prefix + name
         dir_a, dir_b = _only(ea, dirs=True), _only(eb, dirs=True)
         if dir_a or dir_b:
-            _diff_tree(store, dir_a and dir_a.id, dir_b and dir_b.id, path + "/", out)
+            todo.append((dir_a and dir_a.id, dir_b and dir_b.id, path + "/"))
         file_a, file_b = _only(ea, dirs=False), _only(eb, dirs=False)
         if file_a and file_b:
             out["modified"].append(_modified(path, file_a, file_b))

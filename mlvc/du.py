@@ -36,26 +36,37 @@ def _objects(store, run_id: ObjectId, memo: dict) -> tuple[set[bytes], int, int]
 
 
 def _tree(store, tree_id: ObjectId, memo: dict) -> tuple[set[bytes], int, int]:
-    if tree_id in memo:
-        return memo[tree_id]
-    ids: set[bytes] = {tree_id}
-    logical = files = 0
-    for e in read_tree(store, tree_id).entries:
-        if e.kind == DIR:
-            sub = _tree(store, e.id, memo)
-            ids |= sub[0]
-            logical += sub[1]
-            files += sub[2]
+    """(ids reached, logical bytes, files) of a tree; bottom-up without recursion."""
+    stack: list = [(tree_id, None)]  # (tree id, its entries once read)
+    while stack:
+        tid, entries = stack.pop()
+        if tid in memo:
             continue
-        files += 1
-        logical += e.size
-        ids.add(e.id)
-        if e.size >= CHUNK_THRESHOLD:
-            try:
-                ids.update(store.children(e.id))
-            except MlvcError:
-                pass
-    memo[tree_id] = (ids, logical, files)
+        if entries is None:
+            entries = read_tree(store, tid).entries
+            subs = [e.id for e in entries if e.kind == DIR and e.id not in memo]
+            if subs:
+                stack.append((tid, entries))
+                stack.extend((s, None) for s in subs)
+                continue
+        ids: set[bytes] = {tid}
+        logical = files = 0
+        for e in entries:
+            if e.kind == DIR:
+                sub = memo[e.id]
+                ids |= sub[0]
+                logical += sub[1]
+                files += sub[2]
+                continue
+            files += 1
+            logical += e.size
+            ids.add(e.id)
+            if e.size >= CHUNK_THRESHOLD:
+                try:
+                    ids.update(store.children(e.id))
+                except MlvcError:
+                    pass
+        memo[tid] = (ids, logical, files)
     return memo[tree_id]
 
 

@@ -114,6 +114,18 @@ class DirtyWorkingTree(MlvcError):
         self.paths = paths
 
 
+class UnreadablePath(UsageError):
+    """A file or folder a run should record cannot be read or listed; nothing is recorded."""
+
+    def __init__(self, path: str, err: OSError, what: str = "read"):
+        why = (err.strerror or type(err).__name__).lower()
+        super().__init__(
+            f"cannot {what} {path}: {why}; fix its permissions, or leave it out of the run "
+            "(.mlvcignore for code, other --data/--artifacts paths for data)"
+        )
+        self.path = path
+
+
 class UnsafePath(MlvcError):
     """A tree entry that would escape the checkout target (``..``, absolute, via a link)."""
 

@@ -297,23 +297,28 @@ def _check_run(store, refs, rid, seen_trees, seen_envs, bad) -> list[str]:
 
 
 def _check_tree(store: ObjectStore, tid: ObjectId, seen: set, bad: set) -> list[str]:
-    if tid in seen:
-        return []
-    seen.add(tid)
-    if tid.hex in bad:
-        return []
-    try:
-        tree = read_tree(store, tid)
-    except (CorruptObject, MissingObject) as e:
-        return [str(e)]
+    """Problems in a tree and every tree below it (iterative: any depth)."""
     out = []
-    for e in tree.entries:
-        if e.kind == DIR:
-            out.extend(_check_tree(store, e.id, seen, bad))
-        elif not store.has(e.id):
-            out.append(f"tree {tid.short} entry {e.name!r} names missing object {e.id.hex}")
-        elif e.id.hex not in bad:
-            out.extend(_check_size(store, tid, e))
+    stack = [tid]
+    while stack:
+        tid = stack.pop()
+        if tid in seen:
+            continue
+        seen.add(tid)
+        if tid.hex in bad:
+            continue
+        try:
+            tree = read_tree(store, tid)
+        except (CorruptObject, MissingObject) as e:
+            out.append(str(e))
+            continue
+        for e in tree.entries:
+            if e.kind == DIR:
+                stack.append(e.id)
+            elif not store.has(e.id):
+                out.append(f"tree {tid.short} entry {e.name!r} names missing object {e.id.hex}")
+            elif e.id.hex not in bad:
+                out.extend(_check_size(store, tid, e))
     return out
 
 

@@ -90,14 +90,38 @@ class TreeEntry:
             raise DecodeError(f"unknown tree entry kind {self.kind!r}")
         if not isinstance(self.id, ObjectId):
             object.__setattr__(self, "id", ObjectId(self.id))
-        if not isinstance(self.size, int) or self.size < 0:
+        if type(self.size) is not int or self.size < 0:
             raise DecodeError(f"bad size {self.size!r} for tree entry {self.name!r}")
 
 
 def check_entry_name(name: str) -> None:
-    """Refuse names that could escape a directory: empty, '.', '..', or containing '/' or NUL."""
+    """Refuse names that could escape a directory (empty, '.', '..', '/' or NUL inside) and
+    the reserved names of ``is_reserved_name``, which checkout must never create."""
     if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
         raise DecodeError(f"unsafe tree entry name {name!r}")
+    if is_reserved_name(name):
+        raise DecodeError(f"reserved tree entry name {name!r} (git's or mlvc's own folder)")
+
+
+RESERVED_NAMES = frozenset({".git", ".mlvc", "git~1", "mlvc~1"})
+# Code points HFS+ (macOS) drops when it compares names, as git's verify_path lists them.
+_IGNORABLE = dict.fromkeys(
+    [*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether a file name is, or on some filesystem becomes, ``.git`` or ``.mlvc``.
+
+    A checkout that creates one could plant a git hook or rewrite the store. Compared as
+    case-insensitive filesystems (macOS, Windows) do: case folded, HFS+ ignorable code points
+    dropped, trailing dots and spaces (Windows) and an NTFS stream suffix (``::$DATA``) cut,
+    8.3 short names (``GIT~1``) included, like git's own check.
+    """
+    if name.isascii() and "git" not in (low := name.lower()) and "mlvc" not in low:
+        return False  # the common case, without the folding below
+    folded = name.translate(_IGNORABLE).casefold().split(":", 1)[0].rstrip(". ")
+    return folded in RESERVED_NAMES
 
 
 @dataclass(frozen=True)
@@ -188,6 +212,7 @@ class Run:
         "env",
         "reproduces",
     )
+    _MAP_FIELDS: ClassVar[tuple[str, ...]] = ("git", "params", "metrics", "tags", "models", "extra")
 
     def _body(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -206,9 +231,10 @@ class Run:
             for name in cls._ID_FIELDS:
                 if kw.get(name) is not None:
                     kw[name] = ObjectId(kw[name])
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise DecodeError(f"bad id in run: {e}") from None
-        for name in ("git", "params", "metrics", "tags", "models", "extra"):
+        _check_types(kw)
+        for name in cls._MAP_FIELDS:
             if name in kw:
                 kw[name] = _thaw(kw[name])
         if "command" in kw:
@@ -224,9 +250,31 @@ class Run:
 KINDS: dict[str, type] = {"tree": Tree, "env": Env, "run": Run}
 
 
+def _check_types(kw: dict) -> None:
+    """Refuse a run body whose fields have the wrong types (so readers never trip on them)."""
+    for name, value in kw.items():
+        if name in ("name", "message", "author", "status", "cwd"):
+            ok = isinstance(value, str)
+        elif name in ("started", "ended"):
+            ok = type(value) is int
+        elif name == "exit_code":
+            ok = value is None or type(value) is int
+        elif name == "command":
+            ok = isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
+        elif name in Run._MAP_FIELDS:
+            ok = isinstance(value, Mapping)
+        else:
+            ok = True  # ids, checked above
+        if not ok:
+            raise DecodeError(f"run field {name!r} has the wrong type ({type(value).__name__})")
+
+
 def _thaw(value):
-    """msgpack gives tuples (use_list=False); turn nested maps back into plain dicts."""
+    """msgpack gives tuples (use_list=False); turn nested maps back into plain dicts.
+    Map keys must be strings, as ``_canonical`` writes them (msgpack also admits bytes)."""
     if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise DecodeError("map keys must be strings")
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
@@ -256,7 +304,10 @@ def decode(data: bytes, expect: type | None = None):
         )
     if expect is not None and cls is not expect:
         raise DecodeError(f"expected a {expect.kind} object, found a {kind}")
-    return cls._from_body(body)
+    try:
+        return cls._from_body(body)
+    except RecursionError:
+        raise DecodeError(f"{kind} object is nested too deeply") from None
 
 
 def object_id(obj) -> ObjectId:

@@ -66,6 +66,19 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_symbolic_target(ref: str, target: str) -> str:
+    """A symbolic ref may only name a ref under ``refs/``: a normal relative path whose
+    every part is a valid ref name, so it can never read a file elsewhere."""
+    parts = target.split("/")
+    if len(parts) < 2 or parts[0] != "refs" or not all(_NAME.match(p) for p in parts[1:]):
+        shown = target[:40] + ("..." if len(target) > 40 else "")
+        raise MlvcError(
+            f"ref {ref} is a symbolic ref to {shown!r}, which is not a ref under refs/; "
+            "run `mlvc fsck`"
+        )
+    return target
+
+
 class RefStore:
     def __init__(self, mlvc_dir: str | os.PathLike):
         self.dir = Path(mlvc_dir)
@@ -113,7 +126,7 @@ class RefStore:
         for _ in range(MAX_SYMBOLIC_DEPTH):
             if not text.startswith(SYMBOLIC):
                 break
-            text = self._text(text[len(SYMBOLIC) :].strip())
+            text = self._text(check_symbolic_target(ref, text[len(SYMBOLIC) :].strip()))
         if not text:
             return None
         try:
@@ -124,9 +137,15 @@ class RefStore:
             ) from None
 
     def read_symbolic(self, ref: str) -> str | None:
-        """The ref a symbolic ref points at, or None if ``ref`` is absent or not symbolic."""
+        """The ref a symbolic ref points at, or None if ``ref`` is absent, not symbolic, or
+        names something outside ``refs/`` (``read`` raises for that one)."""
         text = self._text(ref)
-        return text[len(SYMBOLIC) :].strip() if text.startswith(SYMBOLIC) else None
+        if not text.startswith(SYMBOLIC):
+            return None
+        try:
+            return check_symbolic_target(ref, text[len(SYMBOLIC) :].strip())
+        except MlvcError:
+            return None
 
     def write(
         self,
@@ -140,6 +159,8 @@ class RefStore:
         """Point ``ref`` at ``oid`` (or, with ``symbolic``, at another ref) under its lock,
         and log the change. ``create_only`` raises RefExists if the ref is already there,
         checked under the lock, so concurrent creators never both succeed."""
+        if symbolic:
+            check_symbolic_target(ref, symbolic)
         path = self._path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")

@@ -10,9 +10,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .checkout import CheckoutResult, checkout, compare, parse_sections, run_files
+from .checkout import SECTIONS, CheckoutResult, checkout, compare, parse_sections, run_files
 from .commit import RunSpec, author, expand, record_run
-from .errors import AlreadyARepository, NotARepository, PathNotInRun, UsageError
+from .errors import AlreadyARepository, MlvcError, NotARepository, PathNotInRun, UsageError
 from .fsck import fsck
 from .ids import HASH_ALGORITHM, ObjectId
 from .objects import DIR, FORMAT_VERSION, Run
@@ -233,10 +233,12 @@ class Repo:
         force: bool = False,
         link: str = "copy",
     ) -> CheckoutResult:
-        """Materialize a run's files, verified; in place, also move HEAD to it.
+        """Materialize a run's files, verified; in place and whole, also move HEAD to it.
 
-        ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only verified
-        copies in ``.mlvc/cache/files`` (never to the store itself).
+        ``only`` (sections) leaves HEAD alone, as ``git checkout REV -- path`` does; the
+        sections it wrote are remembered so a later checkout knows they hold recorded
+        content. ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only
+        verified copies in ``.mlvc/cache/files`` (never to the store itself).
         """
         from .materialize import check_link
 
@@ -247,19 +249,69 @@ class Repo:
         if to is None:
             head = self.head()
             head_run = read_run(self.store, head) if head else None
+            bases = {}
+            for sec, rid in self._only_bases(head).items():
+                try:
+                    bases[sec] = read_run(self.store, rid)
+                except MlvcError:
+                    pass  # gone or damaged: HEAD's record is the (stricter) baseline
             result = checkout(
-                self.store, run, self.root, sections, head=head_run, cache=self.stat_cache, **opts
+                self.store,
+                run,
+                self.root,
+                sections,
+                head=head_run,
+                cache=self.stat_cache,
+                bases=bases,
+                **opts,
             )
-            self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+            if only is None:
+                self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+                self._save_only_bases(oid, {})
+            else:
+                done = {**self._only_bases(head), **dict.fromkeys(sections, oid)}
+                self._save_only_bases(head, {s: r for s, r in done.items() if r != head})
             result.run_id = oid
             return result
         dest = Path(to).resolve()
         if dest == self.root or self.dir in (dest, *dest.parents):
             raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
-        dest.mkdir(parents=True, exist_ok=True)
+        for folder in (dest, *dest.parents):
+            if os.path.lexists(folder):
+                if not folder.is_dir():
+                    raise UsageError(f"--to {to}: {folder} is a file; choose a folder")
+                break
         result = checkout(self.store, run, dest, sections, **opts)
         result.run_id = oid
         return result
+
+    _ONLY = "only-checkouts"  # under .mlvc: {"head": id, "sections": {section: run id}}
+
+    def _only_bases(self, head: ObjectId | None) -> dict[str, ObjectId]:
+        """Sections that ``checkout --only`` filled from another run than HEAD, while HEAD
+        was ``head``; what a commit or a whole checkout made stale is ignored."""
+        import json
+
+        try:
+            saved = json.loads((self.dir / self._ONLY).read_text())
+            if head is None or saved.get("head") != head.hex:
+                return {}
+            return {s: ObjectId.parse(r) for s, r in saved["sections"].items() if s in SECTIONS}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}  # absent or unreadable: HEAD alone is the baseline
+
+    def _save_only_bases(self, head: ObjectId | None, bases: dict[str, ObjectId]) -> None:
+        import json
+        import secrets
+
+        path = self.dir / self._ONLY
+        if not bases or head is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = self.dir / "tmp" / f"{self._ONLY}-{secrets.token_hex(4)}"
+        body = {"head": head.hex, "sections": {s: r.hex for s, r in sorted(bases.items())}}
+        tmp.write_text(json.dumps(body) + "\n")
+        os.replace(tmp, path)
 
     # -- index and integrity --------------------------------------------------------------
 

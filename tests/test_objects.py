@@ -15,6 +15,7 @@ from mlvc.objects import (
     TreeEntry,
     decode,
     encode,
+    is_reserved_name,
     object_id,
 )
 
@@ -112,7 +113,7 @@ scalars = st.one_of(
     st.text(max_size=20),
 )
 keys = st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=12)
-names = keys.filter(lambda n: n not in (".", "..") and "/" not in n)
+names = keys.filter(lambda n: n not in (".", "..") and "/" not in n and not is_reserved_name(n))
 ids = st.binary(min_size=32, max_size=32).map(ObjectId)
 
 

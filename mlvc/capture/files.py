@@ -18,6 +18,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import UnreadablePath
+from ..objects import is_reserved_name
 from .git import run_git
 
 JUNK_DIRS = frozenset(
@@ -40,6 +42,7 @@ JUNK_FILES = frozenset({".DS_Store", ".git"})  # a .git *file* marks a worktree 
 ENV_MARKERS = ("pyvenv.cfg", "conda-meta")
 GITIGNORE, MLVCIGNORE = ".gitignore", ".mlvcignore"
 LS_FILES_TIMEOUT = 120.0
+_UNLISTABLE = re.compile(r"^warning: could not open directory '(?P<path>.*)': (?P<why>.*)$")
 
 
 def code_files(root: Path, exclude: Iterable[str] = (), include: Iterable[str] = ()) -> list[str]:
@@ -86,11 +89,11 @@ def _normalize_excludes(root: Path, exclude: Iterable[str]) -> frozenset[str]:
 
 
 def _junk_dir(name: str) -> bool:
-    return name in JUNK_DIRS or name.endswith(".egg-info")
+    return name in JUNK_DIRS or name.endswith(".egg-info") or is_reserved_name(name)
 
 
 def _junk_file(name: str) -> bool:
-    return name in JUNK_FILES or name.endswith(".pyc")
+    return name in JUNK_FILES or name.endswith(".pyc") or is_reserved_name(name)
 
 
 # -- ignore files ----------------------------------------------------------------------------
@@ -165,8 +168,10 @@ def _load_ignore(folder: str, base: str, name: str) -> _IgnoreFile | None:
     try:
         with open(os.path.join(folder, name), encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().splitlines()
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    except OSError as e:  # unread, its rules would silently let ignored files in
+        raise UnreadablePath(base + name, e) from None
     from pathspec import GitIgnoreSpec  # 40 ms to import: only when an ignore file exists
 
     ignore = _IgnoreFile(base, GitIgnoreSpec.from_lines(lines).patterns)
@@ -210,8 +215,8 @@ def _walk(root: Path, excludes: frozenset[str]) -> list[str]:
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-        except OSError:
-            continue
+        except OSError as e:
+            raise UnreadablePath(prefix.rstrip("/") or ".", e, "list") from None
         names = {e.name for e in entries}
         if prefix and any(m in names for m in ENV_MARKERS):
             continue
@@ -222,7 +227,11 @@ def _walk(root: Path, excludes: frozenset[str]) -> list[str]:
         file_names = []
         for entry in entries:
             name = entry.name
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError as e:
+                raise UnreadablePath(prefix + name, e) from None
+            if is_dir:
                 rel = prefix + name
                 if _junk_dir(name) or rel in excludes:
                     continue
@@ -245,6 +254,7 @@ def _git_listing(root: Path, excludes: frozenset[str]) -> list[str] | None:
     """Tracked plus untracked-not-ignored paths below root, or None outside a work tree."""
     # Excluded folders are also handed to git so a big untracked data folder is never listed.
     specs = [f":(exclude,literal){e}" for e in sorted(excludes)] if len(excludes) < 256 else []
+    warnings: list[str] = []
     raw = run_git(
         root,
         "ls-files",
@@ -256,9 +266,14 @@ def _git_listing(root: Path, excludes: frozenset[str]) -> list[str] | None:
         ".",
         *specs,
         timeout=LS_FILES_TIMEOUT,
+        stderr=warnings,
     )
     if raw is None:
         return None
+    for line in warnings:  # git lists what it can and only warns about the rest
+        m = _UNLISTABLE.match(line)
+        if m:
+            raise UnreadablePath(m["path"].rstrip("/"), PermissionError(0, m["why"]), "list")
     text = raw.decode(sys.getfilesystemencoding(), "surrogateescape")
     return list(dict.fromkeys(p for p in text.split("\0") if p))
 
@@ -308,7 +323,7 @@ def _filter_listing(root: Path, listed: list[str], excludes: frozenset[str]) -> 
         if not keep_folder(folder):
             continue
         base = folder + "/" if folder else ""
-        kinds = _kinds(os.path.join(top, folder) if folder else top, names)
+        kinds = _kinds(top, folder, names)
         files = []
         for name in names:
             path = base + name
@@ -325,22 +340,29 @@ def _filter_listing(root: Path, listed: list[str], excludes: frozenset[str]) -> 
     return out
 
 
-def _kinds(folder: str, names: list[str]) -> dict[str, bool]:
-    """name -> is a real folder, for the names that exist in folder.
+def _kinds(top: str, folder: str, names: list[str]) -> dict[str, bool]:
+    """name -> is a real folder, for the names that exist in ``top/folder``.
 
     One scandir per folder rather than a stat per file: on network and virtual filesystems
     a stat costs microseconds, and a project has ten times fewer folders than files.
+    Absent names (deleted, or below a deleted folder) are left out; anything else that
+    cannot be looked at raises UnreadablePath.
     """
+    full = os.path.join(top, folder) if folder else top
     if len(names) >= 8:
         try:
-            with os.scandir(folder) as it:
+            with os.scandir(full) as it:
                 return {e.name: e.is_dir(follow_symlinks=False) for e in it}
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
+        except OSError as e:
+            raise UnreadablePath(folder or ".", e, "list") from None
     kinds = {}
     for name in names:
         try:
-            kinds[name] = stat.S_ISDIR(os.lstat(os.path.join(folder, name)).st_mode)
-        except OSError:
+            kinds[name] = stat.S_ISDIR(os.lstat(os.path.join(full, name)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
             pass
+        except OSError as e:
+            raise UnreadablePath(f"{folder}/{name}" if folder else name, e) from None
     return kinds

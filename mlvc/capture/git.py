@@ -36,19 +36,29 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def run_git(root: Path, *args: str, timeout: float = TIMEOUT) -> bytes | None:
-    """stdout of ``git ARGS`` run in root, or None if git is missing, fails or times out."""
+def run_git(
+    root: Path, *args: str, timeout: float = TIMEOUT, stderr: list[str] | None = None
+) -> bytes | None:
+    """stdout of ``git ARGS`` run in root, or None if git is missing, fails or times out.
+
+    ``stderr``, if given, receives git's warnings line by line, in English (``LC_ALL=C``).
+    """
+    env = _git_env()
+    if stderr is not None:
+        env["LC_ALL"] = "C"
     try:
         done = subprocess.run(
             ["git", *args],
             cwd=root,
-            env=_git_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
         )
     except (OSError, subprocess.SubprocessError):
         return None
+    if stderr is not None:
+        stderr.extend(done.stderr.decode(errors="replace").splitlines())
     return done.stdout if done.returncode == 0 else None
 
 

@@ -180,7 +180,7 @@ def _run_of_live_key(repo, key: str) -> ObjectId:
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
     """The model tree's files under ``.mlvc/cache/models/<id>``, verified; built once."""
-    from ..checkout import current_entry_matches, write_entry
+    from ..checkout import current_entry_matches, preflight, write_entry
     from ..trees import walk
 
     dest = repo.dir / CACHE / tree.hex
@@ -190,6 +190,7 @@ def materialize_tree(repo, tree: ObjectId) -> Path:
     tmp = repo.dir / "tmp" / f"model-{tree.short}-{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
     try:
+        preflight(repo.store, tmp, dict(files), dict(files))  # names, paths, links: all safe
         for rel, entry in files:
             write_entry(repo.store, tmp, rel, entry)
             if entry.kind != "symlink":
