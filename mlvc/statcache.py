@@ -222,7 +222,7 @@ class FileHasher:
 
     def _add(self, path: Path, st: os.stat_result) -> ObjectId:
         oid = self.store.add_file(path)
-        after = os.lstat(path)
+        after = os.stat(path)  # follows a `--link symlink` file, as its st did
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino) != (
             st.st_size,
             st.st_mtime_ns,
