@@ -191,6 +191,18 @@ class RefStore:
                 out[ent.name] = oid
         return out
 
+    def names(self, namespace: str) -> list[str]:
+        """The short names of the refs under ``refs/<namespace>/``, without reading them."""
+        try:
+            entries = list(os.scandir(self.dir / "refs" / namespace))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            ent.name
+            for ent in entries
+            if not ent.name.endswith(".lock") and not ent.name.startswith(".") and ent.is_file()
+        )
+
     # -- the set of runs ------------------------------------------------------------------
 
     def add_run(self, oid: ObjectId) -> None:
