@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from .render import aligned, to_json
+from .render import aligned, to_json, type_name
 
 
 def _repo():
@@ -160,8 +160,8 @@ def _schema_line(schema) -> str:
         return "(none)"
     if schema.get("kind") == "tensor":
         shape = ", ".join("N" if d == -1 else str(d) for d in schema["shape"])
-        return f"tensor of {schema['dtype']} ({shape})"
-    return ", ".join(f"{c['name']}: {c['type']}" for c in schema["columns"])
+        return f"tensor of {type_name(schema['dtype'])} ({shape})"
+    return ", ".join(f"{c['name']}: {type_name(c['type'])}" for c in schema["columns"])
 
 
 @models.command()

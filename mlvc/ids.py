@@ -58,9 +58,23 @@ def is_hex_prefix(text: str) -> bool:
 class RunId(str):
     """A run id as the public API returns it (``Repo.commit``, ``Repo.tag``): the 64 hex
     digits themselves, so it prints, slices, compares with text and goes into JSON; ``.oid``
-    is the ``ObjectId`` the library works with."""
+    is the ``ObjectId`` the library works with.
+
+    It also compares equal to that ``ObjectId`` (``repo.head() == run_id``), but hashes as
+    text: key sets and dicts of ids by ``.oid``.
+    """
 
     __slots__ = ()
+    __hash__ = str.__hash__
+
+    def __eq__(self, other):
+        if isinstance(other, ObjectId):
+            return bytes.hex(other) == str.__str__(self)
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __new__(cls, value: ObjectId | str):
         oid = value if isinstance(value, ObjectId) else ObjectId.parse(str(value))

@@ -379,8 +379,12 @@ class Index:
         con = duckdb.connect(
             str(self.path), read_only=True, config={"enable_external_access": False}
         )
-        con.execute("SET TimeZone = 'UTC'")  # the same answers on every machine
-        con.execute("SET lock_configuration = true")  # user SQL cannot undo the above
+        # Settings are per database in a process, and a reader nested in another shares its
+        # database: only the first sets them. UTC gives the same answers on every machine;
+        # the lock keeps user SQL from changing any setting (external access included).
+        if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            con.execute("SET lock_configuration = true")
         return con
 
     def _open_rw(self, path: Path | None = None):

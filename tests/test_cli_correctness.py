@@ -483,3 +483,33 @@ def test_show_help_example_reads_a_file_by_its_section(cli, project):
     assert cli("show", "best:data/train.csv").stdout_bytes == b"x,y\n1,2\n2,4\n"
     r = cli("show", "best:artifacts/nope.pkl", ok=False)
     assert r.exit_code == 4
+
+
+# -- 23: type names people read are plain words, not Arrow's -------------------------------------
+
+
+class _Echo:
+    def predict(self, data):
+        return list(data["name"])
+
+
+def test_model_type_errors_name_types_in_plain_words(cli, project):
+    pd = pytest.importorskip("pandas")
+    import mlvc.models as mm
+    from mlvc.models.errors import SignatureError
+
+    example = pd.DataFrame({"name": ["a", "b"], "n": [1, 2], "w": [0.5, 1.5]})
+    mm.save(_Echo(), project / "m", input_example=example)
+    model = mm.load(project / "m")
+    for data, needle in [
+        (pd.DataFrame({"name": [1.5], "n": [1], "w": [1.0]}), "'name' has type float"),
+        (pd.DataFrame({"name": ["a"], "n": ["x"], "w": [1.0]}), "the model expects integer"),
+        (pd.DataFrame({"n": [1], "w": [1.0]}), "name: text, n: integer, w: float"),
+    ]:
+        with pytest.raises(SignatureError) as e:
+            model.predict(data)
+        assert needle in str(e.value)
+        for arrow in ("large_string", "int64", "double", "string"):
+            assert arrow not in str(e.value).replace("'name' has", ""), str(e.value)
+    shown = cli("models", "show", str(project / "m")).output
+    assert "name: text, n: integer, w: float" in shown and "large_string" not in shown
