@@ -46,7 +46,7 @@ class _WarningLines(logging.Handler):
     records as they are."""
 
     def __init__(self):
-        super().__init__(logging.INFO)
+        super().__init__(logging.WARNING)
         self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:

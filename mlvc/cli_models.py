@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from .render import aligned, to_json, type_name
+from .render import aligned, echo, to_json, type_name
 
 
 def _repo():
@@ -51,7 +51,7 @@ def register(name, uri):
     r = _repo()
     version = api.register(name, uri, repo=r)
     info = api.get(name, version, repo=r)
-    click.echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
+    echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
 
 
 @models.command()
@@ -70,12 +70,12 @@ def alias(name, alias, version, delete):
 
     if delete:
         old = api.delete_alias(name, alias, repo=_repo())
-        click.echo(f"deleted {name}@{alias} (was version {old})")
+        echo(f"deleted {name}@{alias} (was version {old})")
         return
     if version is None:
         raise UsageError("give the VERSION the alias should point at, or --delete")
     info = api.set_alias(name, alias, version, repo=_repo())
-    click.echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
+    echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
 
 
 @models.command("list")
@@ -92,7 +92,7 @@ def list_(as_json):
         click.echo(to_json(found))
         return
     if not found:
-        click.echo("no registered models: add one with `mlvc models register NAME URI`")
+        echo("no registered models: add one with `mlvc models register NAME URI`")
         return
     rows = [
         [
@@ -104,7 +104,7 @@ def list_(as_json):
         ]
         for m in found
     ]
-    click.echo(aligned(["model", "versions", "latest", "aliases", "last registered"], rows))
+    echo(aligned(["model", "versions", "latest", "aliases", "last registered"], rows))
 
 
 @models.command()
@@ -123,28 +123,28 @@ def show(target, as_json):
         return
     v = d["version"]
     if v:
-        click.echo(click.style(f"model {v['name']} version {v['version']}", fg="yellow"))
-        click.echo(f"URI:        {v['uri']}")
+        echo(f"model {v['name']} version {v['version']}", fg="yellow")
+        echo(f"URI:        {v['uri']}")
     else:
-        click.echo(click.style(f"model {d['uri']}", fg="yellow"))
+        echo(f"model {d['uri']}", fg="yellow")
     if d["model_id"]:
-        click.echo(f"Model id:   {d['model_id']}")
+        echo(f"Model id:   {d['model_id']}")
     if v:
-        click.echo(f"Source:     {v['source']}")
+        echo(f"Source:     {v['source']}")
         if v["run_id"]:
-            click.echo(f"Run:        {v['run_id']}")
-        click.echo(f"Registered: {_when(v['registered_at'])} by {v['registered_by']}")
+            echo(f"Run:        {v['run_id']}")
+        echo(f"Registered: {_when(v['registered_at'])} by {v['registered_by']}")
         if v["aliases"]:
-            click.echo(f"Aliases:    {', '.join(v['aliases'])}")
+            echo(f"Aliases:    {', '.join(v['aliases'])}")
     fmt = "" if d["format"] == "mlvc" else f" (read from an {d['format']} model)"
-    click.echo(f"Flavor:     {d['flavor']} [{', '.join(d['flavors'])}]{fmt}")
+    echo(f"Flavor:     {d['flavor']} [{', '.join(d['flavors'])}]{fmt}")
     sig = d["signature"] or {}
     for side in ("inputs", "outputs"):
-        click.echo(f"{side.capitalize() + ':':12}{_schema_line(sig.get(side))}")
+        echo(f"{side.capitalize() + ':':12}{_schema_line(sig.get(side))}")
     if d["requirements"]:
-        click.echo(f"Requires:   {' '.join(d['requirements'])}")
+        echo(f"Requires:   {' '.join(d['requirements'])}")
     if d["alias_history"]:
-        click.echo("\nAlias history:")
+        echo("\nAlias history:")
         for e in d["alias_history"]:
             what = (
                 f"{e['alias']} -> {e['version']}"
@@ -152,7 +152,7 @@ def show(target, as_json):
                 if e["action"] == "set"
                 else f"{e['alias']} deleted (was {e['previous']})"
             )
-            click.echo(f"  {_when(e['at'])}  {what}  by {e['by']}")
+            echo(f"  {_when(e['at'])}  {what}  by {e['by']}")
 
 
 def _schema_line(schema) -> str:

@@ -90,15 +90,23 @@ class Repo:
         d = root / MLVC_DIR
         if (d / "config").exists():
             raise AlreadyARepository(f"{root} is already an mlvc repository ({d} exists)")
-        for sub in ("objects", "refs/runs", "refs/names", "refs/tags", "logs", "journal", "tmp"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "config").write_text(
-            "# mlvc repository settings\n"
-            "[core]\n"
-            f"format_version = {FORMAT_VERSION}\n"
-            f'hash = "{HASH_ALGORITHM}"\n'
-        )
-        (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
+        try:
+            for sub in ("objects", "refs/runs", "refs/names", "refs/tags", "logs", "journal"):
+                (d / sub).mkdir(parents=True, exist_ok=True)
+            (d / "tmp").mkdir(exist_ok=True)
+            (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
+            # the config last, whole (temp + rename): a folder without one is no repository
+            (d / "tmp" / "config").write_text(
+                "# mlvc repository settings\n"
+                "[core]\n"
+                f"format_version = {FORMAT_VERSION}\n"
+                f'hash = "{HASH_ALGORITHM}"\n'
+            )
+            os.replace(d / "tmp" / "config", d / "config")
+        except OSError as e:
+            raise MlvcError(
+                f"cannot create a repository in {root}: {e.strerror} ({e.filename})"
+            ) from None
         return cls(root)
 
     def __repr__(self) -> str:

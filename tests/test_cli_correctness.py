@@ -513,3 +513,13 @@ def test_model_type_errors_name_types_in_plain_words(cli, project):
             assert arrow not in str(e.value).replace("'name' has", ""), str(e.value)
     shown = cli("models", "show", str(project / "m")).output
     assert "name: text, n: integer, w: float" in shown and "large_string" not in shown
+
+
+def test_init_where_it_cannot_write_is_one_line(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / ".mlvc").write_text("a file in the way\n")
+    r = CliRunner().invoke(main, ["init", str(tmp_path / "p")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "cannot create a repository" in one_error_line(r.stderr)
+    r = CliRunner().invoke(main, ["init", str(tmp_path / "p" / ".mlvc" / "sub")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
