@@ -23,11 +23,21 @@ class MlvcGroup(click.Group):
     """Maps library errors to one-line messages and exit codes, and library warnings to one
     line each on stderr."""
 
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as e:  # click prints it; what the user typed is in it
+            e.message = clean(e.message)
+            raise
+
     def invoke(self, ctx):
         handler = _WarningLines()
         logging.getLogger("mlvc").addHandler(handler)
         try:
             return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = clean(e.message)
+            raise
         except MlvcError as e:
             echo(f"mlvc: error: {clean(e)}", err=True)
             ctx.exit(e.exit_code)

@@ -210,6 +210,10 @@ def test_error_messages_escape_what_the_user_typed(tty):
     r = tty("commit", "-p", f"bad\nkey{ESC}=1", code=2)
     _visible(r.stderr)
     assert r.stderr.count("\n") == 1
+    for args in (["show", f"--bogus{ESC}"], [f"nope{ESC}"], ["-C", f"/nope{ESC}", "log"]):
+        r = tty(*args, code=2)  # click's own usage errors
+        _visible(r.stderr)
+        assert "\\x1b" in r.stderr
     r = tty("commit", "--params", f"missing{ESC}\n.json", code=2)  # named without repr()
     _visible(r.stderr)
     assert r.stderr.count("\n") == 1 and "missing\\x1b" in r.stderr
