@@ -527,3 +527,19 @@ def test_init_where_it_cannot_write_is_one_line(tmp_path):
     assert "cannot create a repository" in one_error_line(r.stderr)
     r = CliRunner().invoke(main, ["init", str(tmp_path / "p" / ".mlvc" / "sub")])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_live_run_names_and_bare_tags_are_checked_when_given(repo):
+    import mlvc
+
+    ran = []
+    for bad in ("HEAD", "cafe", "bad name"):
+        with pytest.raises(UsageError), mlvc.start_run(name=bad):
+            ran.append(bad)  # never reached: refused before the run starts
+    assert ran == [] and not list((repo.dir / "live").glob("*"))
+    with mlvc.start_run(name="ok-1") as run:
+        with pytest.raises(UsageError):
+            run.set_tag("beef")
+        run.set_tag("stage", "beef")  # a tag with a value names nothing
+        run.log_metric("m", 1.0)
+    assert repo.run("ok-1").tags == {"stage": "beef"}

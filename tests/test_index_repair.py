@@ -78,11 +78,12 @@ def damage(path: Path, offset: int, n: int = 64) -> None:
         f.write(b"\xa5" * n)
 
 
-def check_all_runs(project, ids: list[str]) -> None:
+def check_all_runs(project, ids: list[str]) -> subprocess.CompletedProcess:
     log = mlvc_proc("log", "--json", cwd=project)
     no_traceback(log)
     assert log.returncode == 0, log.stderr
     assert sorted(r["id"] for r in json.loads(log.stdout)) == sorted(ids)
+    return log
 
 
 def test_damaged_data_block_is_rebuilt_for_log(runs, project):
@@ -121,7 +122,7 @@ def test_damage_met_while_ingesting_a_commit_is_rebuilt(runs, cli, project):
     (project / "train.py").write_text("print('new')\n")
     c = mlvc_proc("commit", "-q", "-m", "late", cwd=project)
     no_traceback(c)
-    assert c.returncode == 0
+    assert c.returncode == 0 and c.stderr == f"mlvc: warning: {REBUILT}\n"
     check_all_runs(project, [*runs, c.stdout.strip()])
 
 
@@ -131,7 +132,7 @@ def test_damaged_index_file_is_rebuilt(runs, project, how):
     size = path.stat().st_size
     if how == "middle":
         damage(path, size // 2, 4096)
-        damage(path, HEADER + 100, 512)
+        damage(path, block_of(project, "runs")[0], 512)
     elif how == "truncate":
         with open(path, "r+b") as f:
             f.truncate(size // 3)
@@ -141,7 +142,8 @@ def test_damaged_index_file_is_rebuilt(runs, project, how):
         path.write_bytes(b"")
     else:
         damage(path, 0, 200)
-    check_all_runs(project, runs)
+    log = check_all_runs(project, runs)
+    assert log.stderr == f"mlvc: warning: {REBUILT}\n"
     r = mlvc_proc("query", "SELECT count(*) AS n FROM runs_wide", "-f", "json", cwd=project)
     no_traceback(r)
     assert r.returncode == 0 and json.loads(r.stdout) == [{"n": 5}], r.stderr
