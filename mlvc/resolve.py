@@ -69,7 +69,7 @@ def _resolve_base(refs: RefStore, spec: str) -> ObjectId:
     named = None
     for ns in ("names", "tags"):
         if _plain(spec):
-            oid = refs.read(f"refs/{ns}/{spec}")
+            oid = _read_named(refs, f"refs/{ns}/{spec}")
             if oid is not None:
                 named = (ns[:-1], oid)
                 break
@@ -125,18 +125,21 @@ def named_runs(refs: RefStore, namespace: str) -> dict[str, ObjectId]:
     """
     out = {}
     for name in refs.names(namespace):
-        ref = f"refs/{namespace}/{name}"
-        try:
-            oid = refs.read(ref)
-        except UnicodeDecodeError:
-            log.warning("ignoring ref %s: it is not text; run `mlvc fsck`", ref)
-            continue
-        except (MlvcError, ValueError):
-            log.warning("ignoring ref %s: it does not hold a run id; run `mlvc fsck`", ref)
-            continue
-        except OSError as e:
-            log.warning("ignoring ref %s: %s; run `mlvc fsck`", ref, e.strerror)
-            continue
+        oid = _read_named(refs, f"refs/{namespace}/{name}")
         if oid is not None:
             out[name] = oid
     return out
+
+
+def _read_named(refs: RefStore, ref: str) -> ObjectId | None:
+    """The run a name or tag ref points at; None, with a warning, if the ref is damaged."""
+    try:
+        return refs.read(ref)
+    except UnicodeDecodeError:
+        why = "it is not text"
+    except (MlvcError, ValueError):
+        why = "it does not hold a run id"
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+    log.warning("ignoring ref %s: %s; run `mlvc fsck`", ref, why)
+    return None

@@ -337,6 +337,11 @@ def test_unknown_run_with_a_bad_ref_around_is_still_one_line(cli, project):
     assert r.returncode == 4
     lines = _warnings(r.stderr)
     assert lines[-1].startswith("mlvc: error: unknown run 'goo'") and len(lines) <= 2
+    r = cli("show", "broken", ok=False)  # the damaged ref itself
+    assert r.exit_code == 4
+    warning, error = _warnings(r.stderr)
+    assert "refs/tags/broken" in warning and "mlvc fsck" in warning
+    assert error.startswith("mlvc: error: unknown run 'broken'")
 
 
 @pytest.mark.xfail(reason="params.py value ranges are fixed on branch fix-runs", strict=False)
