@@ -25,7 +25,6 @@ from .objects import Env, Run, TreeEntry
 from .params import load_metrics_file, load_params_file, metric_value
 from .project import ProjectConfig, load_project
 from .refs import check_ref_name
-from .resolve import check_run_name
 from .trees import build_tree, safe_relpath, write_object
 
 JUNK_IN_DATA = {".mlvc", ".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store"}
@@ -219,9 +218,9 @@ def record_run(repo, spec: RunSpec, cwd: Path | None = None) -> ObjectId:
 
 def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher) -> ObjectId:
     started = spec.started or now_us()
-    name = check_run_name(spec.name, "name") if spec.name else ""
-    for tag, value in spec.tags.items():  # a bare tag also names the run
-        check_run_name(tag, "tag") if value == "" else check_ref_name(tag, "tag")
+    name = check_ref_name(spec.name, "name") if spec.name else ""
+    for tag in spec.tags:
+        check_ref_name(tag, "tag")
     params, metrics = gather_params(repo, spec, cwd)
     inputs = spec.inputs or capture_inputs(
         repo, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env

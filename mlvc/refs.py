@@ -22,18 +22,28 @@ import time
 from pathlib import Path
 
 from .errors import MlvcError, UsageError
-from .ids import ObjectId
+from .ids import ObjectId, is_hex_prefix
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
 LOCK_WAIT = 10.0
 
 
 def check_ref_name(name: str, what: str = "name") -> str:
+    """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
+    run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
     if not _NAME.match(name) or name.endswith(".lock") or ".." in name:
         raise UsageError(
             f"invalid run {what} {name!r}: use letters, digits and . _ - + = "
             "(at most 200, not starting with '.' or '-')"
         )
+    if what in ("name", "tag"):
+        if name == "HEAD":
+            raise UsageError(f"invalid run {what} 'HEAD': HEAD already means the current run")
+        if is_hex_prefix(name.lower()):
+            raise UsageError(
+                f"invalid run {what} {name!r}: 4 or more hex digits read as a run id "
+                "prefix; add a letter g-z or a '-'"
+            )
     return name
 
 

@@ -25,8 +25,8 @@ from .ids import HASH_ALGORITHM, ObjectId, RunId
 from .objects import DIR, FORMAT_VERSION, Run
 from .pack import PackedStore
 from .project import load_project
-from .refs import RefStore
-from .resolve import check_run_name, resolve
+from .refs import RefStore, check_ref_name
+from .resolve import resolve
 from .show import describe_run
 from .trees import lookup, read_run
 
@@ -178,9 +178,8 @@ class Repo:
 
     def tag(self, spec: str, tag: str) -> RunId:
         """Point a movable tag at a run (``mlvc tag``); returns the run's id."""
-        check_run_name(tag, "tag")
         oid = self.resolve(spec)
-        self.refs.write(f"refs/tags/{tag}", oid, "tag", author())
+        self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", author())
         self.index.try_ingest()
         return RunId(oid)
 

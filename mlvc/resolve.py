@@ -5,8 +5,8 @@ Accepted, in this order: ``HEAD`` (or ``@``); a run name (``refs/names``); a tag
 ``~N`` (N-th first parent) or ``^`` (first parent), repeatable: ``HEAD~2``, ``baseline^^``.
 
 So that one spelling never means two runs, a run name or tag cannot be ``HEAD`` nor 4-64 hex
-digits (``check_run_name``; the ref name rules already keep out ``~ ^ : @ /``). A name or tag
-made before this rule that is also the prefix of another run's id is reported as ambiguous.
+digits, nor hold ``~ ^ : @ /`` (``refs.check_ref_name``). A name or tag made before this rule
+that is also the prefix of another run's id is reported as ambiguous.
 """
 
 from __future__ import annotations
@@ -15,29 +15,15 @@ import difflib
 import logging
 import re
 
-from .errors import AmbiguousRun, MlvcError, UnknownRun, UsageError
+from .errors import AmbiguousRun, MlvcError, UnknownRun
 from .ids import ObjectId, is_hex_prefix
 from .odb import ObjectStore
-from .refs import RefStore, check_ref_name
+from .refs import RefStore
 from .trees import read_run
 
 log = logging.getLogger(__name__)
 _SUFFIX = re.compile(r"(~\d*|\^)+$")
-RESERVED = ("HEAD",)
 MIN_PREFIX = 4
-
-
-def check_run_name(name: str, what: str = "name") -> str:
-    """``name`` if it may name a run or tag it (ref rules, and no clash with addressing)."""
-    check_ref_name(name, what)
-    if name in RESERVED:
-        raise UsageError(f"invalid run {what} {name!r}: HEAD already means the current run")
-    if is_hex_prefix(name.lower()):
-        raise UsageError(
-            f"invalid run {what} {name!r}: 4 or more hex digits read as a run id prefix; "
-            "add a letter g-z or a '-'"
-        )
-    return name
 
 
 def resolve(refs: RefStore, store: ObjectStore, spec: str) -> ObjectId:
@@ -82,7 +68,7 @@ def _resolve_base(refs: RefStore, spec: str) -> ObjectId:
             hits = [oid for oid in refs.run_ids() if oid.hex.startswith(prefix)]
     if named is not None:
         others = [h for h in hits if h != named[1]]
-        if others:  # a name or tag from before check_run_name, spelled like an id prefix
+        if others:  # a name or tag from before names were checked, spelled like a prefix
             kind, oid = named
             raise AmbiguousRun(
                 spec, [f"{kind} {spec} (run {oid.short})", *sorted(h.short for h in others)]

@@ -33,7 +33,6 @@ from .errors import MlvcError, UsageError
 from .ids import ObjectId
 from .objects import FILE, TreeEntry
 from .params import check_key, flatten
-from .resolve import check_run_name
 from .trees import safe_relpath
 
 LIVE = "live"
@@ -94,8 +93,6 @@ class LiveRun:
         parent: LiveRun | None = None,
         capture: bool = True,
     ):
-        if name:  # refused now, not when the run ends and is recorded
-            check_run_name(name, "name")
         self.repo = repo
         self.key = new_key()
         self.dir = repo.dir / LIVE / self.key
@@ -189,8 +186,6 @@ class LiveRun:
 
     def set_tag(self, key: str, value: Any = "") -> None:
         check_key(key, f"{key}={value!r}")
-        if str(value) == "":  # a bare tag also names the run: checked now, not at the end
-            check_run_name(key, "tag")
         self._tags[key] = str(value)
         self._meta["tags"] = self._tags
         self._write_meta()

@@ -534,6 +534,7 @@ def test_init_where_it_cannot_write_is_one_line(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
 
 
+@pytest.mark.xfail(reason="start-time checks of live runs come with fix-runs (tracking.py)")
 def test_live_run_names_and_bare_tags_are_checked_when_given(repo):
     import mlvc
 
