@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .errors import MlvcError, UsageError
-from .ids import ObjectId, is_hex_prefix
+from .ids import ObjectId
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
 LOCK_WAIT = 10.0
@@ -37,6 +37,8 @@ def check_ref_name(name: str, what: str = "name") -> str:
             "(at most 200, not starting with '.' or '-')"
         )
     if what in ("name", "tag"):
+        from .ids import is_hex_prefix
+
         if name == "HEAD":
             raise UsageError(f"invalid run {what} 'HEAD': HEAD already means the current run")
         if is_hex_prefix(name.lower()):
