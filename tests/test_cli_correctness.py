@@ -502,8 +502,9 @@ class _Echo:
         return list(data["name"])
 
 
-def test_model_type_errors_name_types_in_plain_words(cli, project):
+def test_model_type_errors_name_types_in_plain_words(cli, project, monkeypatch):
     pd = pytest.importorskip("pandas")
+    monkeypatch.setenv("MLVC_TRUST_PICKLE", "1")  # the model below is our own pickle
     import mlvc.models as mm
     from mlvc.models.errors import SignatureError
 
