@@ -112,7 +112,12 @@ def init(path):
 
 @main.command()
 @click.option("-m", "--message", default="", help="What this run is about.")
-@click.option("-n", "--name", default="", help="A name to address the run by.")
+@click.option(
+    "-n",
+    "--name",
+    default="",
+    help="A name to address the run by (letters, digits, . _ - + =; not HEAD, not hex digits).",
+)
 @click.option(
     "-p",
     "--param",
@@ -513,6 +518,7 @@ def fsck(as_json):
 def tag(spec, tag):
     """Point TAG at a run (moves it if it exists).
 
+    TAG then addresses the run, so it cannot be HEAD nor 4-64 hex digits (an id prefix).
     Example: mlvc tag HEAD best
     """
     oid = repo().tag(spec, tag)
