@@ -36,6 +36,7 @@ READ_PRAGMAS = {
     "user_agent",
     "version",
 }
+_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+|\([^)]*\)\s*)?", re.IGNORECASE)
 _PRAGMA = re.compile(r"^\s*PRAGMA\s+(\w+)", re.IGNORECASE)
 _PIVOT = re.compile(r"^\s*(?:UN)?PIVOT\b", re.IGNORECASE)
@@ -57,6 +58,7 @@ def check_read_only(sql: str) -> None:
 def _check(kind: str, text: str) -> None:
     import duckdb
 
+    text = _COMMENTS.sub("", text, count=1)
     if kind in READS:
         return
     if kind == "EXPLAIN":
