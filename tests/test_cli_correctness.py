@@ -408,8 +408,17 @@ def test_exit_codes_are_documented():
         assert f"| {code} |" in doc
 
 
-def _interrupt(cmd: list[str], cwd, wait_for: str | None = None, delay: float = 2.0):
-    """Start ``mlvc CMD``, press Ctrl-C (SIGINT to its process group), return the result."""
+def _threads(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Threads:")))
+
+
+def _interrupt(cmd: list[str], cwd, wait_for, delay: float = 0.5):
+    """Start ``mlvc CMD``; once ``wait_for(pid)`` holds, press Ctrl-C (SIGINT to its process
+    group, as a terminal does) and return (exit code, stdout, stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlvc", *cmd],
         cwd=cwd,
@@ -420,7 +429,7 @@ def _interrupt(cmd: list[str], cwd, wait_for: str | None = None, delay: float = 
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
-    while wait_for and not (Path(cwd) / wait_for).exists() and time.monotonic() < deadline:
+    while not wait_for(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
@@ -436,7 +445,9 @@ def _interrupt(cmd: list[str], cwd, wait_for: str | None = None, delay: float = 
 def test_ctrl_c_during_a_long_query_exits_130_in_one_line(cli, project):
     cli("commit", "-q")
     code, _out, err = _interrupt(
-        ["query", "SELECT sum(hash(a)) FROM range(100000000000) t(a)"], project
+        ["query", "SELECT sum(hash(a)) FROM range(100000000000) t(a)"],
+        project,
+        wait_for=lambda pid: _threads(pid) > 1,  # DuckDB's threads: the query is running
     )
     assert code == 130, err
     assert err == "mlvc: interrupted\n"
@@ -450,7 +461,9 @@ def test_ctrl_c_during_mlvc_run_exits_130_in_one_line(cli, project):
         time.sleep(60)
         """)
     )
-    code, _out, err = _interrupt(["run", "slow.py", "-q"], project, wait_for="started", delay=0.3)
+    code, _out, err = _interrupt(
+        ["run", "slow.py", "-q"], project, wait_for=lambda _pid: (project / "started").exists()
+    )
     assert code == 130, err
     # the script's own KeyboardInterrupt is its business; mlvc's code shows no traceback
     assert f'File "{ROOT / "mlvc"}' not in err
