@@ -181,6 +181,8 @@ def table_format(fmt: str | None, out: str | None) -> str:
             f"--format {fmt} does not match {clean(out)}, a .{implied} name; "
             f"drop --format or name the file .{fmt}"
         )
+    if fmt == "parquet" and out is None:
+        raise UsageError("--format parquet needs -o FILE (Parquet is binary)")
     return fmt or implied or "table"
 
 
@@ -191,8 +193,6 @@ def write_table(table, fmt: str | None, out: str | None = None, stream: IO | Non
     means: from the file's extension (see ``table_format``).
     """
     fmt = table_format(fmt, out)
-    if fmt == "parquet" and out is None:
-        raise UsageError("--format parquet needs -o FILE (Parquet is binary)")
     if out is None:
         (stream or sys.stdout).write(_text(table, fmt))
         return
