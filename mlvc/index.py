@@ -224,7 +224,7 @@ class Index:
         for attempt in (0, 1):
             started = False
             try:
-                with self.connect_readonly() as con, interruptible(con), _query_errors():
+                with self.connect_readonly() as con, _query_errors():
                     rel = con.sql(sql)
                     if rel is None:
                         return
