@@ -480,6 +480,7 @@ def test_repo_commit_returns_a_string_id(repo, project):
     assert rid[:10] == rid.short and rid.hex == rid
     assert repo.show(rid)["id"] == rid and repo.run(rid).params == {"a": 1}
     assert repo.resolve(rid) == rid.oid and isinstance(rid.oid, ObjectId)
+    assert repo.head() == rid and rid == repo.head()  # equal to its ObjectId either way
     assert repo.checkout(rid, to=project.parent / "out").run_id.hex == rid
     tagged = repo.tag(rid, "best")
     assert isinstance(tagged, str) and tagged == rid
