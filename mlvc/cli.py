@@ -47,8 +47,19 @@ class MlvcGroup(click.Group):
         except KeyboardInterrupt:
             echo("mlvc: interrupted", err=True)
             ctx.exit(130)
+        except Exception as e:  # DuckDB stopped on Ctrl-C and said so in its own way
+            if "duckdb" not in sys.modules or not _interruption(e):
+                raise
+            echo("mlvc: interrupted", err=True)
+            ctx.exit(130)
         finally:
             logging.getLogger("mlvc").removeHandler(handler)
+
+
+def _interruption(e: BaseException) -> bool:
+    from .user_sql import is_interruption
+
+    return is_interruption(e)
 
 
 class _WarningLines(logging.Handler):

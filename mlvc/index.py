@@ -40,7 +40,7 @@ from .ids import ObjectId
 from .objects import is_number
 from .odb import LocalStore
 from .trees import read_env, read_run, walk
-from .user_sql import check_read_only, interruptible
+from .user_sql import check_read_only, interruptible, is_interruption
 from .user_sql import first_line as _first_line
 
 log = logging.getLogger(__name__)
@@ -633,6 +633,8 @@ def _query_errors():
     try:
         yield
     except duckdb.Error as e:
+        if is_interruption(e):
+            raise KeyboardInterrupt from None
         if _damaged(e):
             raise IndexDamaged(_first_line(e)) from None
         raise QueryError(_first_line(e)) from None

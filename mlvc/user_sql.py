@@ -127,8 +127,8 @@ def interruptible(con):
     watcher.start()
     try:
         yield
-    except Exception:
-        if pressed.is_set():
+    except Exception as e:
+        if pressed.is_set() or is_interruption(e):
             raise KeyboardInterrupt from None
         raise
     finally:
@@ -136,3 +136,13 @@ def interruptible(con):
         os.close(w)  # the watcher reads end-of-file and returns
         watcher.join()
         os.close(r)
+
+
+def is_interruption(e: BaseException) -> bool:
+    """Whether ``e`` is DuckDB saying it stopped on Ctrl-C. Its Python binding may notice the
+    signal itself and raise this (a plain RuntimeError) instead of KeyboardInterrupt."""
+    import duckdb
+
+    return isinstance(e, duckdb.InterruptException) or (
+        type(e) is RuntimeError and str(e) == "Query interrupted"
+    )
