@@ -5,6 +5,7 @@ Every ``MlvcError`` becomes one line on stderr and its documented exit code (doc
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -14,25 +15,68 @@ import click
 from . import __version__
 from .errors import MlvcError
 from .params import parse_metrics, parse_params, parse_tags
-from .render import FORMATS, aligned, human_size, to_json, write_table
+from .render import FORMATS, aligned, clean, echo, human_size, to_json, write_table
 from .repo import Repo
 
 
 class MlvcGroup(click.Group):
-    """Maps library errors to one-line messages and exit codes."""
+    """Maps library errors to one-line messages and exit codes, and library warnings to one
+    line each on stderr."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as e:  # click prints it; what the user typed is in it
+            e.message = clean(e.message)
+            raise
 
     def invoke(self, ctx):
+        handler = _WarningLines()
+        logging.getLogger("mlvc").addHandler(handler)
         try:
             return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = clean(e.message)
+            raise
         except MlvcError as e:
-            click.echo(f"mlvc: error: {e}", err=True)
+            echo(f"mlvc: error: {clean(e)}", err=True)
             ctx.exit(e.exit_code)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("mlvc: interrupted", err=True)
+            echo("mlvc: interrupted", err=True)
             ctx.exit(130)
+        except Exception as e:  # DuckDB stopped on Ctrl-C and said so in its own way
+            if "duckdb" not in sys.modules or not _interruption(e):
+                raise
+            echo("mlvc: interrupted", err=True)
+            ctx.exit(130)
+        finally:
+            logging.getLogger("mlvc").removeHandler(handler)
+
+
+def _interruption(e: BaseException) -> bool:
+    from .user_sql import is_interruption
+
+    return is_interruption(e)
+
+
+class _WarningLines(logging.Handler):
+    """Library warnings as ``mlvc: warning: ...``, one line each, each said once; other
+    records as they are."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno != logging.WARNING:
+            echo(message, err=True)
+        elif message not in self.seen:
+            self.seen.add(message)
+            echo(f"mlvc: warning: {clean(message)}", err=True)
 
 
 def repo() -> Repo:
@@ -69,14 +113,22 @@ def init(path):
 
     Example: mlvc init my-project
     """
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise click.BadParameter(f"cannot create {clean(path)}: {e.strerror}") from None
     r = Repo.init(path)
-    click.echo(f"Initialized empty mlvc repository in {r.dir}")
+    echo(f"Initialized empty mlvc repository in {r.dir}")
 
 
 @main.command()
 @click.option("-m", "--message", default="", help="What this run is about.")
-@click.option("-n", "--name", default="", help="A name to address the run by.")
+@click.option(
+    "-n",
+    "--name",
+    default="",
+    help="A name to address the run by (letters, digits, . _ - + =; not HEAD, not hex digits).",
+)
 @click.option(
     "-p",
     "--param",
@@ -168,18 +220,18 @@ def commit(
     else:
         s = r.show(oid, files=False)
         label = f" ({s['name']})" if s["name"] else ""
-        click.echo(f"[{oid.short}]{label} {s['message']}".rstrip())
+        echo(f"[{oid.short}]{label} {clean(s['message'])}".rstrip())
         parts = [
             f"{sec} {s[sec]['files']} files {human_size(s[sec]['size'])}"
             for sec in ("code", "data", "artifacts")
             if s[sec]["files"]
         ]
         parts += [f"{len(s['params'])} params", f"{len(s['metrics'])} metrics"]
-        click.echo("  " + ", ".join(parts))
+        echo("  " + ", ".join(parts))
 
 
 @main.command()
-@click.option("-n", "limit", type=int, default=None, help="Show at most N runs.")
+@click.option("-n", "limit", type=click.IntRange(min=0), default=None, help="Show at most N runs.")
 @click.option("-l", "--long", "long_", is_flag=True, help="Show params and metrics of each run.")
 @click.option("--json", "as_json", is_flag=True)
 def log(limit, long_, as_json):
@@ -193,7 +245,7 @@ def log(limit, long_, as_json):
         click.echo(to_json(runs))
         return
     if not runs:
-        click.echo("no runs yet: record one with `mlvc commit`")
+        echo("no runs yet: record one with `mlvc commit`")
         return
     head = r.head()
     if not long_:
@@ -207,17 +259,17 @@ def log(limit, long_, as_json):
             ]
             for x in runs
         ]
-        click.echo(aligned(["  run", "name", "status", "created", "message"], rows))
+        echo(aligned(["  run", "name", "status", "created", "message"], rows))
         return
     for x in runs:
         s = r.show(x["id"], files=False)
         _echo_run_header(s)
-        click.echo()
+        echo()
 
 
 def _echo_run_header(s: dict) -> None:
     head = " (HEAD)" if s["head"] else ""
-    click.echo(click.style(f"run {s['id']}{head}", fg="yellow"))
+    echo(f"run {s['id']}{head}", fg="yellow")
     for label, key in (
         ("Name", "name"),
         ("Author", "author"),
@@ -225,16 +277,17 @@ def _echo_run_header(s: dict) -> None:
         ("Status", "status"),
     ):
         if s[key]:
-            click.echo(f"{label + ':':9}{s[key]}")
-    if s["message"]:
-        click.echo(f"\n    {s['message']}\n")
+            echo(f"{label + ':':9}{clean(s[key])}")
+    if s["message"]:  # shown as written, indented, like git
+        body = "\n".join("    " + line for line in s["message"].splitlines())
+        echo(f"\n{body}\n")
     if s["params"]:
-        click.echo("Params:  " + ", ".join(f"{k}={v}" for k, v in s["params"].items()))
+        echo("Params:  " + ", ".join(f"{clean(k)}={clean(v)}" for k, v in s["params"].items()))
     if s["metrics"]:
-        click.echo(
+        echo(
             "Metrics: "
             + ", ".join(
-                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                f"{clean(k)}={v:.6g}" if isinstance(v, float) else f"{clean(k)}={clean(v)}"
                 for k, v in s["metrics"].items()
             )
         )
@@ -246,6 +299,9 @@ def _echo_run_header(s: dict) -> None:
 @click.option("--files/--no-files", default=True, help="List each section's files.")
 def show(spec, as_json, files):
     """Show every section of a run, or print a stored file with RUN:PATH.
+
+    PATH is as `mlvc show RUN` lists it, optionally after its section:
+    best:model.pkl and best:artifacts/model.pkl name the same artifact.
 
     Example: mlvc show HEAD~1 ; mlvc show best:artifacts/model.pkl > model.pkl
     """
@@ -266,33 +322,38 @@ def show(spec, as_json, files):
     _echo_run_header(s)
     for label, key in (("Parents", "parents"), ("Command", "command"), ("Tags", "tags")):
         if s[key]:
-            value = " ".join(s[key]) if key == "command" else s[key]
-            click.echo(f"{label + ':':9}{value}")
+            if key == "command":
+                value = shlex.join(s[key])
+            elif key == "tags":
+                value = ", ".join(f"{k}={v}" if v else k for k, v in s[key].items())
+            else:
+                value = " ".join(s[key])
+            echo(f"{label + ':':9}{clean(value)}")
     if s.get("exit_code") is not None:
-        click.echo(f"Exit:    {s['exit_code']}")
+        echo(f"Exit:    {s['exit_code']}")
     if s.get("reproduces"):
-        click.echo(f"Reproduces: {s['reproduces'][:10]} (`mlvc lineage {s['short_id']}`)")
+        echo(f"Reproduces: {s['reproduces'][:10]} (`mlvc lineage {s['short_id']}`)")
     if s["git"]:
         g = s["git"]
         dirty = " (dirty)" if g.get("dirty") else ""
-        click.echo(
-            f"Git:     {g.get('commit', '')[:12]} on {g.get('branch') or '(detached)'}{dirty}"
-        )
+        where = clean(g.get("branch") or "(detached)")
+        echo(f"Git:     {clean(str(g.get('commit', ''))[:12])} on {where}{dirty}")
     if s["env"]:
         e = s["env"]
-        click.echo(
-            f"Env:     {e['python']}, {e['platform']}, {e['packages']} packages [{e['id'][:10]}]"
+        echo(
+            f"Env:     {clean(e['python'])}, {clean(e['platform'])}, {e['packages']} packages "
+            f"[{e['id'][:10]}]"
         )
     for sec in ("code", "data", "artifacts"):
         info = s[sec]
         if not info["files"]:
             continue
-        click.echo(f"\n{sec}: {info['files']} files, {human_size(info['size'])}")
+        echo(f"\n{sec}: {info['files']} files, {human_size(info['size'])}")
         entries = info.get("entries", [])
         for e in entries[:50]:
-            click.echo(f"  {e['id'][:10]}  {human_size(e['size']):>9}  {e['path']}")
+            echo(f"  {e['id'][:10]}  {human_size(e['size']):>9}  {clean(e['path'])}")
         if len(entries) > 50:
-            click.echo(f"  ... and {len(entries) - 50} more (--json lists all)")
+            echo(f"  ... and {len(entries) - 50} more (--json lists all)")
 
 
 @main.command()
@@ -306,7 +367,7 @@ def runs(as_json):
     if as_json:
         click.echo(to_json(live))
     elif not live:
-        click.echo("no live runs")
+        echo("no live runs")
     else:
         _echo_live(live)
 
@@ -322,7 +383,7 @@ def _echo_live(live: list[dict]) -> None:
         ]
         for x in live
     ]
-    click.echo(aligned(["live run", "name", "pid", "points", "latest metrics"], rows))
+    echo(aligned(["live run", "name", "pid", "points", "latest metrics"], rows))
 
 
 @main.command()
@@ -336,16 +397,16 @@ def status(as_json):
     if as_json:
         click.echo(to_json(st))
         return
-    click.echo(f"HEAD: {st['head'][:10] if st['head'] else '(no runs yet)'}")
-    clean = True
+    echo(f"HEAD: {st['head'][:10] if st['head'] else '(no runs yet)'}")
+    unchanged = True
     for sec in ("code", "data", "artifacts"):
         changes = st[sec]
         for mark, key in (("M", "modified"), ("A", "added"), ("D", "removed")):
             for p in changes[key]:
-                clean = False
-                click.echo(f"  {mark} {sec}: {p}")
-    if clean:
-        click.echo("nothing changed since HEAD")
+                unchanged = False
+                echo(f"  {mark} {sec}: {clean(p)}")
+    if unchanged:
+        echo("nothing changed since HEAD")
 
 
 @main.command()
@@ -369,7 +430,7 @@ def diff(a, b, patch, as_json, color):
         return
     if color is None:
         color = sys.stdout.isatty()
-    click.echo(render_diff(d, color=color))
+    click.echo(render_diff(d, color=color), color=color)  # cleaned, then coloured
 
 
 @main.command()
@@ -406,8 +467,8 @@ def checkout(spec, to, only, force, link, quiet):
     r = repo()
     res = r.checkout(spec, to=to, only=only, force=force, link=link)
     if not quiet:
-        where = f" into {res.target}" if to else ""
-        click.echo(
+        where = f" into {clean(res.target)}" if to else ""
+        echo(
             f"checked out {res.run_id.short}{where}: {len(res.written)} written, "
             f"{res.unchanged} unchanged, {len(res.removed)} removed"
         )
@@ -415,19 +476,32 @@ def checkout(spec, to, only, force, link, quiet):
 
 @main.command()
 @click.argument("sql")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Output format (default: from the -o file's extension, else table).",
+)
 @click.option(
     "-o",
     "--output",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Write the result to a file.",
+    help="Write the result to a file (.csv, .json, .parquet: that format).",
 )
 def query(sql, fmt, output):
     """Run read-only SQL over the run index (tables: docs/sql-schema.md).
 
+    Only reads run: SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE, PIVOT, EXPLAIN and
+    the PRAGMAs that list tables. Ctrl-C stops a long query.
+
     Example: mlvc query "SELECT id, \\"metrics.acc\\" FROM runs_wide ORDER BY 2 DESC LIMIT 5"
     """
+    from .render import table_format
+
+    table_format(fmt, output)  # a contradiction is refused before the query runs
     write_table(repo().query(sql), fmt, output)
 
 
@@ -448,8 +522,8 @@ def fsck(as_json):
         for n in notes:
             click.echo(f"repaired: {n}")
         for p in problems:
-            click.echo(p)
-        click.echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")
+            echo(clean(p))
+        echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")
     if problems:
         sys.exit(9)
 
@@ -460,10 +534,11 @@ def fsck(as_json):
 def tag(spec, tag):
     """Point TAG at a run (moves it if it exists).
 
+    TAG then addresses the run, so it cannot be HEAD nor 4-64 hex digits (an id prefix).
     Example: mlvc tag HEAD best
     """
     oid = repo().tag(spec, tag)
-    click.echo(f"{tag} -> {oid.short}")
+    echo(f"{tag} -> {oid.short}")
 
 
 @main.group()
@@ -478,7 +553,7 @@ def index_rebuild():
     Example: mlvc index rebuild
     """
     n = repo().rebuild_index()
-    click.echo(f"index rebuilt: {n} runs")
+    echo(f"index rebuilt: {n} runs")
 
 
 from .cli_models import models  # noqa: E402  (the models command group, docs/models.md)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from .render import aligned, to_json
+from .render import aligned, echo, to_json, type_name
 
 
 def _repo():
@@ -62,7 +62,7 @@ def register(name, uri, trust):
     r = _repo()
     version = api.register(name, uri, repo=r, trust=trust)
     info = api.get(name, version, repo=r)
-    click.echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
+    echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
 
 
 @models.command()
@@ -81,12 +81,12 @@ def alias(name, alias, version, delete):
 
     if delete:
         old = api.delete_alias(name, alias, repo=_repo())
-        click.echo(f"deleted {name}@{alias} (was version {old})")
+        echo(f"deleted {name}@{alias} (was version {old})")
         return
     if version is None:
         raise UsageError("give the VERSION the alias should point at, or --delete")
     info = api.set_alias(name, alias, version, repo=_repo())
-    click.echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
+    echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
 
 
 @models.command("list")
@@ -103,7 +103,7 @@ def list_(as_json):
         click.echo(to_json(found))
         return
     if not found:
-        click.echo("no registered models: add one with `mlvc models register NAME URI`")
+        echo("no registered models: add one with `mlvc models register NAME URI`")
         return
     rows = [
         [
@@ -115,7 +115,7 @@ def list_(as_json):
         ]
         for m in found
     ]
-    click.echo(aligned(["model", "versions", "latest", "aliases", "last registered"], rows))
+    echo(aligned(["model", "versions", "latest", "aliases", "last registered"], rows))
 
 
 @models.command()
@@ -134,20 +134,20 @@ def show(target, as_json):
         return
     v = d["version"]
     if v:
-        click.echo(click.style(f"model {v['name']} version {v['version']}", fg="yellow"))
-        click.echo(f"URI:        {v['uri']}")
+        echo(f"model {v['name']} version {v['version']}", fg="yellow")
+        echo(f"URI:        {v['uri']}")
     else:
-        click.echo(click.style(f"model {d['uri']}", fg="yellow"))
+        echo(f"model {d['uri']}", fg="yellow")
     if d["model_id"]:
-        click.echo(f"Model id:   {d['model_id']}")
+        echo(f"Model id:   {d['model_id']}")
     if v:
-        click.echo(f"Source:     {v['source']}")
+        echo(f"Source:     {v['source']}")
         if v["run_id"]:
-            click.echo(f"Run:        {v['run_id']}")
-        click.echo(f"Registered: {_when(v['registered_at'])} by {v['registered_by']}")
+            echo(f"Run:        {v['run_id']}")
+        echo(f"Registered: {_when(v['registered_at'])} by {v['registered_by']}")
         if v["aliases"]:
-            click.echo(f"Aliases:    {', '.join(v['aliases'])}")
-    click.echo(
+            echo(f"Aliases:    {', '.join(v['aliases'])}")
+    echo(
         "Trusted:    "
         + (
             "yes (from this repository)"
@@ -156,14 +156,14 @@ def show(target, as_json):
         )
     )
     fmt = "" if d["format"] == "mlvc" else f" (read from an {d['format']} model)"
-    click.echo(f"Flavor:     {d['flavor']} [{', '.join(d['flavors'])}]{fmt}")
+    echo(f"Flavor:     {d['flavor']} [{', '.join(d['flavors'])}]{fmt}")
     sig = d["signature"] or {}
     for side in ("inputs", "outputs"):
-        click.echo(f"{side.capitalize() + ':':12}{_schema_line(sig.get(side))}")
+        echo(f"{side.capitalize() + ':':12}{_schema_line(sig.get(side))}")
     if d["requirements"]:
-        click.echo(f"Requires:   {' '.join(d['requirements'])}")
+        echo(f"Requires:   {' '.join(d['requirements'])}")
     if d["alias_history"]:
-        click.echo("\nAlias history:")
+        echo("\nAlias history:")
         for e in d["alias_history"]:
             what = (
                 f"{e['alias']} -> {e['version']}"
@@ -171,7 +171,7 @@ def show(target, as_json):
                 if e["action"] == "set"
                 else f"{e['alias']} deleted (was {e['previous']})"
             )
-            click.echo(f"  {_when(e['at'])}  {what}  by {e['by']}")
+            echo(f"  {_when(e['at'])}  {what}  by {e['by']}")
 
 
 def _schema_line(schema) -> str:
@@ -179,8 +179,8 @@ def _schema_line(schema) -> str:
         return "(none)"
     if schema.get("kind") == "tensor":
         shape = ", ".join("N" if d == -1 else str(d) for d in schema["shape"])
-        return f"tensor of {schema['dtype']} ({shape})"
-    return ", ".join(f"{c['name']}: {c['type']}" for c in schema["columns"])
+        return f"tensor of {type_name(schema['dtype'])} ({shape})"
+    return ", ".join(f"{c['name']}: {type_name(c['type'])}" for c in schema["columns"])
 
 
 @models.command()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from .params import parse_tags
-from .render import to_json
+from .render import echo, to_json
 
 
 def _status(text: str) -> None:
-    click.echo(click.style(f"mlvc: {text}", dim=True), err=True)
+    echo(f"mlvc: {text}", err=True, dim=True)
 
 
 @click.command()
@@ -143,7 +143,7 @@ def reproduce(spec, env, to, rtol, atol, as_json):
         )
     else:
         for line in render_verdict(v):
-            click.echo(line)
+            echo(line)
     where = (
         f"; its files are in {res.workdir}"
         if res.kept
@@ -181,11 +181,11 @@ def lineage(spec, as_json):
         click.echo(to_json([vars(n) for n in nodes.values()]))
         return
     if not nodes:
-        click.echo("no runs yet: record one with `mlvc run` or `mlvc commit`")
+        echo("no runs yet: record one with `mlvc run` or `mlvc commit`")
         return
     head = r.head()
     for line in render_lineage(nodes, focus, head.hex if head else None):
-        click.echo(line)
+        echo(line)
 
 
 COMMANDS = (run, reproduce, lineage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .render import aligned, human_size, to_json
+from .render import aligned, echo, human_size, to_json
 
 
 def _repo():
@@ -17,7 +17,7 @@ def _repo():
 @click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option(
     "--grace",
-    type=float,
+    type=click.FloatRange(min=0),
     default=3600.0,
     show_default=True,
     metavar="SECONDS",
@@ -35,7 +35,7 @@ def gc(dry_run, grace, as_json):
         click.echo(to_json(rep.__dict__))
         return
     verb = "would free" if dry_run else "freed"
-    click.echo(
+    echo(
         f"{verb} {human_size(rep.freed)}: {rep.removed} objects, {rep.packs_removed} packs "
         f"removed, {rep.packs_repacked} repacked, {rep.cache_files} link-cache files; "
         f"{rep.reachable} objects reachable, {rep.kept_young} unreachable kept (younger "
@@ -71,9 +71,9 @@ def du(runs, as_json):
         ]
         for r in d["runs"]
     ]
-    click.echo(aligned(["run", "name", "files", "logical", "stored", "new", "dedup"], rows))
+    echo(aligned(["run", "name", "files", "logical", "stored", "new", "dedup"], rows))
     s = d["store"]
-    click.echo(
+    echo(
         f"store: {s['runs']} runs, {human_size(s['logical'])} logical, "
         f"{human_size(s['stored'])} on disk in {s['packs']} packs, dedup {ratio(s['ratio'])}"
         + (f"; link cache {human_size(s['link_cache'])}" if s["link_cache"] else "")

@@ -20,7 +20,7 @@ from .capture.env import env_diff
 from .ids import ObjectId
 from .objects import DIR, Run, TreeEntry, is_finite, is_number
 from .odb import ObjectStore
-from .render import human_size
+from .render import clean, human_size
 from .trees import read_env, read_run, read_tree
 
 FILE_SECTIONS = ("code", "data", "artifacts")
@@ -295,7 +295,8 @@ def render_diff(d: RunDiff, color: bool = False) -> str:
     ]:
         if body:
             lines += [("#", name), *body]
-    return "\n".join(_paint(kind, text, color) for kind, text in lines)
+    # run data (keys, values, paths, file content) is cleaned before colour is added
+    return "\n".join(_paint(kind, clean(text, keep="\t"), color) for kind, text in lines)
 
 
 def _paint(kind: str, text: str, color: bool) -> str:

@@ -38,10 +38,10 @@ class UnknownRun(MlvcError):
 
     exit_code = 4
 
-    def __init__(self, spec: str, candidates: list[str] | None = None):
-        hint = ""
+    def __init__(self, spec: str, candidates: list[str] | None = None, why: str = ""):
+        hint = f"; {why}" if why else ""
         if candidates:
-            hint = "; did you mean: " + ", ".join(candidates[:8])
+            hint += "; did you mean: " + ", ".join(candidates[:8])
         super().__init__(f"unknown run {spec!r}{hint}")
         self.spec = spec
         self.candidates = candidates or []
@@ -170,6 +170,12 @@ class EnvironmentBuildFailed(MlvcError):
     exit_code = 13
 
 
+class UnsupportedRepository(MlvcError):
+    """The repository's config declares a format or hash this mlvc cannot read (or is not TOML)."""
+
+    exit_code = 14
+
+
 # One table, documented in docs/cli.md: keep the two in step.
 EXIT_CODES = {
     0: "success",
@@ -186,6 +192,9 @@ EXIT_CODES = {
     11: "`mlvc reproduce`: the re-run came out DIFFERENT",
     12: "the run cannot be reproduced (no recorded command)",
     13: "the recorded environment could not be rebuilt (`--env recorded`)",
+    14: "unsupported repository: .mlvc/config declares another format version or hash, "
+    "or is not TOML",
     15: "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)",
     16: "a model from outside this repository would run pickled code: pass --trust if you trust it",
+    130: "interrupted (Ctrl-C)",
 }

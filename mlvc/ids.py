@@ -53,3 +53,44 @@ class ObjectId(bytes):
 
 def is_hex_prefix(text: str) -> bool:
     return 4 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
+class RunId(str):
+    """A run id as the public API returns it (``Repo.commit``, ``Repo.tag``): the 64 hex
+    digits themselves, so it prints, slices, compares with text and goes into JSON; ``.oid``
+    is the ``ObjectId`` the library works with.
+
+    It also compares equal to that ``ObjectId`` (``repo.head() == run_id``), but hashes as
+    text: key sets and dicts of ids by ``.oid``.
+    """
+
+    __slots__ = ()
+    __hash__ = str.__hash__
+
+    def __eq__(self, other):
+        if isinstance(other, ObjectId):
+            return bytes.hex(other) == str.__str__(self)
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __new__(cls, value: ObjectId | str):
+        oid = value if isinstance(value, ObjectId) else ObjectId.parse(str(value))
+        return super().__new__(cls, oid.hex)
+
+    @property
+    def oid(self) -> ObjectId:
+        return ObjectId(bytes.fromhex(self))
+
+    @property
+    def hex(self) -> str:
+        return str.__str__(self)
+
+    @property
+    def short(self) -> str:
+        return str.__str__(self)[:SHORT_LEN]
+
+    def __repr__(self) -> str:
+        return f"RunId({str.__repr__(self)})"

@@ -40,6 +40,8 @@ from .ids import ObjectId
 from .objects import is_number
 from .odb import LocalStore
 from .trees import read_env, read_run, walk
+from .user_sql import check_read_only, interruptible, is_interruption
+from .user_sql import first_line as _first_line
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,8 @@ class Index:
         """Ingest every pending run, waiting (bounded) for the lock."""
         fd = self._take_lock_or_raise(exclusive=True)
         try:
-            self._ingest_locked()
+            with self._writing():
+                self._ingest_locked()
         finally:
             os.close(fd)
 
@@ -185,8 +188,9 @@ class Index:
         of runs in the new index."""
         fd = self._take_lock_or_raise(exclusive=True)
         try:
-            self._rebuild_locked()
-            self._ingest_locked()
+            with self._writing():
+                self._rebuild_locked()
+                self._ingest_locked()
             con = self._open_rw()
             try:
                 return con.execute("SELECT count(*) FROM runs").fetchone()[0]
@@ -196,21 +200,58 @@ class Index:
             os.close(fd)
 
     def query(self, sql: str):
-        """Run SQL on a read-only connection; returns a ``pyarrow.Table``."""
+        """Run read-only SQL (user_sql.py); returns a ``pyarrow.Table``.
+
+        A damaged index found on the way is rebuilt from objects and refs, and the query
+        run again.
+        """
+        check_read_only(sql)
+        try:
+            return self._query(sql)
+        except IndexDamaged:
+            self._repair()
+            return self._query(sql)
+
+    def _query(self, sql: str):
         import pyarrow as pa
 
-        with self.connect_readonly() as con, _query_errors():
+        with self.connect_readonly() as con, interruptible(con), _query_errors():
             rel = con.sql(sql)
             return pa.table({}) if rel is None else rel.to_arrow_table()
 
     def stream(self, sql: str, batch_size: int = 65536) -> Iterator:
         """Yield the result as ``pyarrow.RecordBatch``es; memory stays bounded."""
-        with self.connect_readonly() as con, _query_errors():
-            rel = con.sql(sql)
-            if rel is None:
-                return
-            reader = rel.to_arrow_reader(batch_size)
-            yield from reader
+        check_read_only(sql)
+        for attempt in (0, 1):
+            started = False
+            try:
+                with self.connect_readonly() as con, _query_errors():
+                    rel = con.sql(sql)
+                    if rel is None:
+                        return
+                    for batch in rel.to_arrow_reader(batch_size):
+                        started = True
+                        yield batch
+                    return
+            except IndexDamaged:
+                if attempt or started:
+                    raise
+                self._repair()
+
+    def _repair(self) -> None:
+        """Rebuild a damaged index (a cache) from objects and refs, and say so."""
+        if _held_shared.get(str(self.lock_path), 0) > 0:
+            raise IndexDamaged(
+                f"the index {self.path} is damaged; run `mlvc index rebuild`"
+            )  # a reader in this process holds the lock a rebuild needs
+        fd = self._take_lock_or_raise(exclusive=True)
+        try:
+            with self._writing():
+                self._rebuild_locked()
+                self._ingest_locked()
+        finally:
+            os.close(fd)
+        log.warning(REBUILT)
 
     @contextmanager
     def connect_readonly(self):
@@ -236,7 +277,15 @@ class Index:
     def _take_lock(self, exclusive: bool, wait: float) -> int | None:
         """An fd holding the index flock, or None if it stayed busy for ``wait`` seconds."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # .mlvc is not writable here: lock the file read-only, or, if nobody could create
+            # it, nobody can write the index either, and the folder serves as the lock
+            target = self.lock_path if self.lock_path.exists() else self.dir
+            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
         op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         deadline = time.monotonic() + wait
         delay = 0.001
@@ -278,7 +327,8 @@ class Index:
             os.close(fd)
             fd = self._take_lock_or_raise(exclusive=True)
             try:
-                self._ingest_locked()
+                with self._writing():
+                    self._ingest_locked()
             finally:
                 os.close(fd)
         raise AssertionError("unreachable")
@@ -330,7 +380,12 @@ class Index:
         con = duckdb.connect(
             str(self.path), read_only=True, config={"enable_external_access": False}
         )
-        con.execute("SET TimeZone = 'UTC'")  # the same answers on every machine
+        # Settings are per database in a process, and a reader nested in another shares its
+        # database: only the first sets them. UTC gives the same answers on every machine;
+        # the lock keeps user SQL from changing any setting (external access included).
+        if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            con.execute("SET lock_configuration = true")
         return con
 
     def _open_rw(self, path: Path | None = None):
@@ -354,7 +409,7 @@ class Index:
     def _ingest_locked(self) -> None:
         import duckdb
 
-        con = None
+        con, damaged = None, False
         if self.path.exists():
             try:
                 con = self._open_rw()
@@ -362,20 +417,57 @@ class Index:
                     con.close()
                     con = None
             except duckdb.Error as e:
-                log.warning("the index is unreadable (%s); rebuilding it", _first_line(e))
+                log.info("the index is unreadable (%s); rebuilding it", _first_line(e))
                 if con is not None:
                     con.close()
-                con = None
-        if con is None:
-            self._rebuild_locked()
-            con = self._open_rw()
+                con, damaged = None, True
         try:
-            done = self._apply_journal(con)
-            con.execute("CHECKPOINT")  # journal entries go only once their rows left the WAL
+            if con is None:
+                self._rebuild_locked()
+                con = self._open_rw()
+            try:
+                done = self._apply_journal(con)
+                con.execute("CHECKPOINT")  # journal entries go only once their rows left the WAL
+            except duckdb.Error as e:  # a damaged block met while ingesting
+                if damaged or not _damaged(e):
+                    raise
+                con.close()
+                con, damaged = None, True
+                self._rebuild_locked()
+                con = self._open_rw()
+                done = self._apply_journal(con)
+                con.execute("CHECKPOINT")
         finally:
-            con.close()
+            if con is not None:
+                con.close()
         for path in done:
             path.unlink(missing_ok=True)
+        if damaged:
+            log.warning(REBUILT)
+
+    @contextmanager
+    def _writing(self):
+        """Writing the index where .mlvc is not writable is one clear error."""
+        import duckdb
+
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise self._not_writable(e.strerror) from None
+        except duckdb.Error as e:
+            text = str(e)
+            if "Permission denied" not in text and "Read-only file system" not in text:
+                raise
+            raise self._not_writable(_first_line(e)) from None
+
+    def _not_writable(self, why: str) -> MlvcError:
+        return MlvcError(
+            f"cannot write the index in {self.dir} ({why}); it is a cache that mlvc must "
+            "update or rebuild here: make the folder writable, or ask its owner to run "
+            "`mlvc index rebuild`"
+        )
 
     def _apply_journal(self, con) -> list[Path]:
         """Ingest and drop what the journal says, in one transaction; returns entries done."""
@@ -450,12 +542,14 @@ class Index:
         """Refresh what depends on the whole index: refs, runs_wide, meta."""
         import pyarrow as pa
 
+        from .resolve import named_runs  # damaged refs are skipped, with a warning
+
         stored = _read_meta(con)
         if stored.get("refs_fingerprint") != fingerprint:
             rows = [
                 (kind, name, oid.hex)
                 for kind, ns in (("name", "names"), ("tag", "tags"))
-                for name, oid in sorted(self.refs.list(ns).items())
+                for name, oid in sorted(named_runs(self.refs, ns).items())
             ]
             con.execute("DELETE FROM refs")
             if rows:
@@ -514,6 +608,24 @@ class Index:
 # -- helpers --------------------------------------------------------------------------------
 
 
+class IndexDamaged(QueryError):
+    """The index file failed a check while a query read it (the caller rebuilds it)."""
+
+
+REBUILT = "index was damaged; rebuilt from objects and refs"
+# What DuckDB says when the file, not the query, is at fault
+DAMAGE_SIGNS = (
+    "Corrupt database file",
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "checksum",
+)
+
+
+def _damaged(e: BaseException) -> bool:
+    return any(sign in str(e) for sign in DAMAGE_SIGNS)
+
+
 @contextmanager
 def _query_errors():
     """DuckDB errors in user SQL become QueryError with DuckDB's own words."""
@@ -522,17 +634,11 @@ def _query_errors():
     try:
         yield
     except duckdb.Error as e:
+        if is_interruption(e):
+            raise KeyboardInterrupt from None
+        if _damaged(e):
+            raise IndexDamaged(_first_line(e)) from None
         raise QueryError(_first_line(e)) from None
-
-
-def _first_line(e: BaseException) -> str:
-    """DuckDB's message up to its caret diagram: the error and any 'Did you mean' hint."""
-    lines = []
-    for line in str(e).strip().splitlines():
-        if not line.strip() or line.startswith("LINE "):
-            break
-        lines.append(line.strip())
-    return " ".join(lines) or type(e).__name__
 
 
 def _settled(fingerprint: str | None) -> str | None:
@@ -1001,10 +1107,14 @@ def _wide_columns(con) -> list[list]:
     out, seen = [], set()
 
     def add(family: str, key: str, sqltype: str, classes: list[str]) -> None:
-        name = f"{family}.{key}"
-        if name.lower() not in seen:  # DuckDB identifiers ignore case: first key wins
-            seen.add(name.lower())
-            out.append([name, family, key, sqltype, classes])
+        # DuckDB identifiers ignore case: of keys differing only in case (LR, lr), the first
+        # in byte order keeps the plain name, the others get #2, #3... (docs/sql-schema.md)
+        name, n = f"{family}.{key}", 1
+        while name.lower() in seen:
+            n += 1
+            name = f"{family}.{key}#{n}"
+        seen.add(name.lower())
+        out.append([name, family, key, sqltype, classes])
 
     rows = con.execute(
         f"SELECT key, list_sort(list(DISTINCT {VALUE_CLASS})) FROM params "

@@ -37,11 +37,23 @@ LOCK_WAIT = 10.0
 
 
 def check_ref_name(name: str, what: str = "name") -> str:
+    """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
+    run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
     if not _NAME.match(name) or name.endswith(".lock") or ".." in name:
         raise UsageError(
             f"invalid run {what} {name!r}: use letters, digits and . _ - + = "
             "(at most 200, not starting with '.' or '-')"
         )
+    if what in ("name", "tag"):
+        from .ids import is_hex_prefix
+
+        if name == "HEAD":
+            raise UsageError(f"invalid run {what} 'HEAD': HEAD already means the current run")
+        if is_hex_prefix(name.lower()):
+            raise UsageError(
+                f"invalid run {what} {name!r}: 4 or more hex digits read as a run id "
+                "prefix; add a letter g-z or a '-'"
+            )
     return name
 
 
@@ -264,6 +276,18 @@ class RefStore:
             if oid is not None:
                 out[ent.name] = oid
         return out
+
+    def names(self, namespace: str) -> list[str]:
+        """The short names of the refs under ``refs/<namespace>/``, without reading them."""
+        try:
+            entries = list(os.scandir(self.dir / "refs" / namespace))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            ent.name
+            for ent in entries
+            if not ent.name.endswith(".lock") and not ent.name.startswith(".") and ent.is_file()
+        )
 
     # -- the set of runs ------------------------------------------------------------------
 

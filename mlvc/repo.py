@@ -12,9 +12,16 @@ from pathlib import Path
 
 from .checkout import SECTIONS, CheckoutResult, checkout, compare, parse_sections, run_files
 from .commit import RunSpec, author, expand, record_run
-from .errors import AlreadyARepository, MlvcError, NotARepository, PathNotInRun, UsageError
+from .errors import (
+    AlreadyARepository,
+    MlvcError,
+    NotARepository,
+    PathNotInRun,
+    UnsupportedRepository,
+    UsageError,
+)
 from .fsck import fsck
-from .ids import HASH_ALGORITHM, ObjectId
+from .ids import HASH_ALGORITHM, ObjectId, RunId
 from .objects import DIR, FORMAT_VERSION, Run
 from .pack import PackedStore
 from .project import load_project
@@ -35,12 +42,44 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
     raise NotARepository(str(here))
 
 
+def check_config(path: Path) -> None:
+    """Refuse a repository this mlvc would misread: a config that is not TOML, or that
+    declares another format version or hash algorithm than the ones this mlvc writes."""
+    supports = f'this mlvc reads format_version = {FORMAT_VERSION} and hash = "{HASH_ALGORITHM}"'
+    try:
+        core = _toml().loads(path.read_text()).get("core", {})
+    except UnicodeDecodeError:
+        raise UnsupportedRepository(f"{path} is not valid TOML (not UTF-8); {supports}") from None
+    except OSError as e:
+        raise MlvcError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:  # tomllib.TOMLDecodeError
+        raise UnsupportedRepository(f"{path} is not valid TOML ({e}); {supports}") from None
+    if not isinstance(core, dict):
+        raise UnsupportedRepository(f"{path}: [core] is not a table; {supports}")
+    for key, want in (("format_version", FORMAT_VERSION), ("hash", HASH_ALGORITHM)):
+        value = core.get(key, want)
+        if value != want or type(value) is not type(want):
+            shown = f'"{value}"' if isinstance(value, str) else str(value).lower()
+            raise UnsupportedRepository(
+                f"{path} declares {key} = {shown}; {supports} (a newer mlvc may read it)"
+            )
+
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
 class Repo:
     """An mlvc repository: ``Repo()`` finds it from the working directory."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.root = find_root(path)
         self.dir = self.root / MLVC_DIR
+        check_config(self.dir / "config")
         self.store = PackedStore(self.dir / "objects", self.dir / "tmp")
         self.refs = RefStore(self.dir)
         self._index = None
@@ -51,15 +90,23 @@ class Repo:
         d = root / MLVC_DIR
         if (d / "config").exists():
             raise AlreadyARepository(f"{root} is already an mlvc repository ({d} exists)")
-        for sub in ("objects", "refs/runs", "refs/names", "refs/tags", "logs", "journal", "tmp"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "config").write_text(
-            "# mlvc repository settings\n"
-            "[core]\n"
-            f"format_version = {FORMAT_VERSION}\n"
-            f'hash = "{HASH_ALGORITHM}"\n'
-        )
-        (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
+        try:
+            for sub in ("objects", "refs/runs", "refs/names", "refs/tags", "logs", "journal"):
+                (d / sub).mkdir(parents=True, exist_ok=True)
+            (d / "tmp").mkdir(exist_ok=True)
+            (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
+            # the config last, whole (temp + rename): a folder without one is no repository
+            (d / "tmp" / "config").write_text(
+                "# mlvc repository settings\n"
+                "[core]\n"
+                f"format_version = {FORMAT_VERSION}\n"
+                f'hash = "{HASH_ALGORITHM}"\n'
+            )
+            os.replace(d / "tmp" / "config", d / "config")
+        except OSError as e:
+            raise MlvcError(
+                f"cannot create a repository in {root}: {e.strerror} ({e.filename})"
+            ) from None
         return cls(root)
 
     def __repr__(self) -> str:
@@ -78,8 +125,10 @@ class Repo:
 
     # -- addressing -----------------------------------------------------------------------
 
-    def resolve(self, spec: str) -> ObjectId:
+    def resolve(self, spec: str | RunId) -> ObjectId:
         """A run id from anything a user may type: id, prefix, name, tag, HEAD~N."""
+        if isinstance(spec, RunId):
+            return spec.oid
         return resolve(self.refs, self.store, spec)
 
     def run(self, spec: str | ObjectId) -> Run:
@@ -106,8 +155,8 @@ class Repo:
         command=(),
         cwd=None,
         **more,
-    ) -> ObjectId:
-        """Record a run of the project as it is now; returns the new run's id.
+    ) -> RunId:
+        """Record a run of the project as it is now; returns the new run's id (a ``str``).
 
         Paths are relative to ``cwd`` (default: the working directory). ``tags`` maps tag
         keys to values; a tag with value ``""`` is a label that also names the run.
@@ -125,14 +174,14 @@ class Repo:
             command=tuple(command),
             **more,
         )
-        return record_run(self, spec, Path(cwd) if cwd else None)
+        return RunId(record_run(self, spec, Path(cwd) if cwd else None))
 
-    def tag(self, spec: str, tag: str) -> ObjectId:
-        """Point a movable tag at a run (``mlvc tag``)."""
+    def tag(self, spec: str, tag: str) -> RunId:
+        """Point a movable tag at a run (``mlvc tag``); returns the run's id."""
         oid = self.resolve(spec)
         self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", author())
         self.index.try_ingest()
-        return oid
+        return RunId(oid)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -165,7 +214,7 @@ class Repo:
 
         A live run (by its key or name) shows its params, tags and latest metrics.
         """
-        if isinstance(spec, str):
+        if isinstance(spec, str) and not isinstance(spec, RunId):
             live = [r for r in self.live_runs() if spec in (r["key"], r["name"])]
             if live and not (self.refs.read(f"refs/names/{spec}") and live[0]["key"] != spec):
                 return live[-1]
@@ -175,19 +224,27 @@ class Repo:
         )
 
     def cat(self, spec: str) -> Iterator[bytes]:
-        """The content of ``RUN:path`` in blocks, verified."""
+        """The content of ``RUN:path`` in blocks, verified.
+
+        ``path`` is as ``show`` lists it, optionally after its section's name
+        (``best:artifacts/model.pkl`` is ``model.pkl`` in the artifacts)."""
         run_spec, _, path = spec.partition(":")
         oid = self.resolve(run_spec)
         run = read_run(self.store, oid)
         path = path.strip("/")
-        for section, tree in run.sections.items():
-            entry = lookup(self.store, tree, path) if path else None
+        where = [(section, tree, path) for section, tree in run.sections.items()]
+        section, _, rest = path.partition("/")
+        if rest and section in run.sections:
+            where.append((section, run.sections[section], rest))
+        folder = None
+        for section, tree, inner in where:
+            entry = lookup(self.store, tree, inner) if inner else None
             if entry is not None and entry.kind != DIR:
                 return self.store.iter_content(entry.id)
             if entry is not None:
-                raise PathNotInRun(
-                    f"{path} is a folder in run {oid.short} ({section}); name a file"
-                )
+                folder = folder or section
+        if folder:
+            raise PathNotInRun(f"{path} is a folder in run {oid.short} ({folder}); name a file")
         raise PathNotInRun(
             f"run {oid.short} has no file {path!r}; `mlvc show {run_spec}` lists them"
         )
@@ -384,6 +441,8 @@ class Repo:
         """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
         from .gc import GRACE_S, gc
 
+        if grace is not None and not grace >= 0:
+            raise UsageError(f"the grace period must be 0 or more seconds, not {grace}")
         return gc(self, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
 
     def du(self, runs: list[str] | None = None) -> dict:

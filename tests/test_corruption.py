@@ -51,7 +51,6 @@ UNDETECTABLE = {
     ),
 }
 # the DuckDB index is checked and rebuilt by another change (issue 9 item 20, fix-cli)
-INDEX_XFAIL = pytest.mark.xfail(strict=False, reason="index repair lands in fix-cli")
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +141,7 @@ def _data_files(d: Path) -> set[str]:
 def _cases():
     for kind in KINDS:
         for how in DAMAGE:
-            marks = [INDEX_XFAIL] if kind == "index" and how != "delete" else []
-            yield pytest.param(kind, how, marks=marks, id=f"{kind}-{how}")
+            yield pytest.param(kind, how, id=f"{kind}-{how}")
 
 
 @pytest.mark.parametrize("kind,how", list(_cases()))

@@ -78,7 +78,10 @@ def test_signature_errors_are_one_clear_line(tmp_path):
     cases = [
         (pd.DataFrame({"x": [1.0]}), "missing column 'y'"),
         (pd.DataFrame({"x": ["a"], "y": [1]}), "column 'x' has type"),
-        ({"x": [1.5], "y": [2.5]}, "column 'y' (double) has values that do not fit int64"),
+        (
+            {"x": [1.5], "y": [2.5]},
+            "column 'y' (float) has values that do not fit integer: Float value 2.5",
+        ),
         ({"x": [1.0, 2.0], "y": [1]}, "different lengths"),
         (np.zeros((2, 5)), "cannot be read as a table for the model's columns x, y"),
         ("text", "cannot read a str as model input"),

@@ -200,7 +200,7 @@ def test_cli_models_commands(cli, repo):
     assert "adder" in listed and "champion=2" in listed
     assert json.loads(cli("models", "list", "--json").output)[0]["latest"] == 2
     shown = cli("models", "show", "adder@champion").output
-    assert "model adder version 2" in shown and "Inputs:     x: double" in shown
+    assert "model adder version 2" in shown and "Inputs:     x: float" in shown
     assert "champion -> 2 (was 1)" in shown
     d = json.loads(cli("models", "show", "adder/1", "--json").output)
     assert d["version"]["version"] == 1 and d["flavor"] == "python_function"

@@ -215,10 +215,10 @@ def test_server_errors_and_survival(server):
     assert status == 400
     assert json.loads(body) == {
         "error_code": "BAD_REQUEST",
-        "message": "missing column 'x': the model expects x: double",
+        "message": "missing column 'x': the model expects x: float",
     }
     status, _, body = request(url, b'{"inputs": {"x": ["a"]}}')
-    assert status == 400 and "column 'x' has type string" in json.loads(body)["message"]
+    assert status == 400 and "column 'x' has type text" in json.loads(body)["message"]
     status, _, body = request(url, b"{nope")
     assert status == 400 and "not valid JSON" in json.loads(body)["message"]
     status, _, body = request(url, b"x", "text/plain")

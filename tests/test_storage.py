@@ -213,7 +213,7 @@ def test_gc_keeps_live_run_and_reflog_objects(repo, project):
     repo.refs.write("refs/tags/moved", old)
     Repo(project).gc(grace=0)
     fresh = Repo(project)
-    assert fresh.store.has(art) and fresh.store.has(old)
+    assert fresh.store.has(art) and fresh.store.has(old.oid)
     assert fresh.fsck() == []
 
 

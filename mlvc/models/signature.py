@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..render import type_name
 from .errors import ModelError, SignatureError
 
 if TYPE_CHECKING:
@@ -123,13 +124,13 @@ def schema_from_dict(value: dict | None) -> pa.Schema | None:
 
 
 def describe(schema: pa.Schema | None) -> str:
-    """One line: ``x: double, y: int64`` or ``tensor double (-1, 4)``."""
+    """One line for people: ``x: float, y: integer`` or ``tensor float (-1, 4)``."""
     if schema is None:
         return "(none)"
     if is_tensor(schema):
         shape = ", ".join(str(d) for d in tensor_shape(schema))
-        return f"tensor {schema.field(0).type} ({shape})"
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+        return f"tensor {type_name(schema.field(0).type)} ({shape})"
+    return ", ".join(f"{f.name}: {type_name(f.type)}" for f in schema)
 
 
 @dataclass(frozen=True)
@@ -328,14 +329,15 @@ def _enforce_columns(schema: pa.Schema, data) -> pa.Table:
         if col.type != field.type:
             if not _castable(col.type, field.type):
                 raise SignatureError(
-                    f"column {field.name!r} has type {col.type}; the model expects {field.type}"
+                    f"column {field.name!r} has type {type_name(col.type)}; "
+                    f"the model expects {type_name(field.type)}"
                 )
             try:
                 col = col.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise SignatureError(
-                    f"column {field.name!r} ({col.type}) has values that do not fit "
-                    f"{field.type}: {_first(e)}"
+                    f"column {field.name!r} ({type_name(col.type)}) has values that do not "
+                    f"fit {type_name(field.type)}: {_first(e).split(' converting to ')[0]}"
                 ) from None
         if not field.nullable and col.null_count:
             raise SignatureError(
@@ -383,7 +385,7 @@ def _enforce_tensor(schema: pa.Schema, data):
             raise SignatureError(f"the input has type {got}; the model expects strings")
         arr = arr.astype(str)
     elif not _numbers_fit(got, want, arr):
-        raise SignatureError(f"the input has type {got}; the model expects {field.type}")
+        raise SignatureError(f"the input has type {got}; the model expects {type_name(field.type)}")
     else:
         arr = arr.astype(want, copy=False)
     if arr.ndim != len(shape) or any(
