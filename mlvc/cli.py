@@ -511,8 +511,9 @@ def fsck(as_json):
     """Re-hash every object and follow every ref; list every problem.
 
     What it can repair without loss it repairs and names: a pack whose index is damaged
-    or missing is indexed anew from the pack, a damaged stat cache is removed. It never
-    deletes a pack. Example: mlvc fsck
+    or missing is indexed anew from the pack, a damaged stat cache is removed, a damaged
+    index.duckdb (every table is read through) is rebuilt. It never deletes a pack.
+    Example: mlvc fsck
     """
     notes: list[str] = []
     problems = repo().fsck(notes)

@@ -238,6 +238,28 @@ class Index:
                     raise
                 self._repair()
 
+    def check(self) -> list[str]:
+        """Read every table of the index through (DuckDB checks each block it reads); a
+        damaged index is rebuilt. Returns what was repaired (``mlvc fsck`` names it)."""
+        if not self.path.exists():
+            return []
+        try:
+            with self.connect_readonly() as con, _query_errors():
+                tables = [
+                    t
+                    for (t,) in con.execute(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
+                    ).fetchall()
+                ]
+                for t in tables:
+                    for _batch in con.sql(f"SELECT * FROM {_ident(t)}").to_arrow_reader(65536):
+                        pass
+        except IndexDamaged:
+            self._repair()
+            return [f"index {self.path} was damaged: rebuilt from objects and refs"]
+        return []
+
     def _repair(self) -> None:
         """Rebuild a damaged index (a cache) from objects and refs, and say so."""
         if _held_shared.get(str(self.lock_path), 0) > 0:

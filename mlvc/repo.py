@@ -383,7 +383,11 @@ class Repo:
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives
         what was tidied that is not a problem (a killed writer's pack indexed)."""
-        return fsck(self.store, self.refs, self.dir / "tmp", notes)
+        problems = fsck(self.store, self.refs, self.dir / "tmp", notes)
+        repaired = self.index.check()  # a cache: rebuilt, not a problem
+        if notes is not None:
+            notes.extend(repaired)
+        return problems
 
     # -- running and reproducing (mlvc.run_cmd, mlvc.reproduce) ---------------------------
 
