@@ -236,7 +236,7 @@ def load_structured(path: str | Path) -> Any:
                 raise UsageError(
                     f"{p} is YAML but PyYAML is not installed; `pip install pyyaml`"
                 ) from None
-            return yaml.safe_load(text)
+            return _bounded(yaml.safe_load(text), p)
         if suffix == ".toml":
             return _toml().loads(text)
         return json.loads(text)
@@ -245,6 +245,55 @@ def load_structured(path: str | Path) -> Any:
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"cannot parse {p}: {first}") from None
+
+
+MAX_VALUES = 100_000  # values a params or metrics file may hold once YAML aliases expand
+
+
+def _bounded(value: Any, path: Path) -> Any:
+    """Refuse a document whose aliases expand to more than MAX_VALUES values.
+
+    PyYAML shares aliased nodes, so loading a "billion laughs" file is cheap, but flattening
+    it is not: count the expanded size over the shared graph (memoized, so in time linear in
+    the file) before anything walks it.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if not isinstance(v, dict | list):
+            return 1
+        known = sizes.get(id(v))
+        if known is None:
+            sizes[id(v)] = 1  # a cycle (a recursive alias) counts once, then is refused
+            children = v.values() if isinstance(v, dict) else v
+            known = 1 + sum(size(c) for c in children)
+            if known > MAX_VALUES:
+                raise UsageError(
+                    f"{path} expands to over {MAX_VALUES:,} values through YAML aliases; "
+                    "write the values out instead"
+                )
+            sizes[id(v)] = known
+        return known
+
+    try:
+        size(value)
+    except RecursionError:
+        raise UsageError(f"{path} is nested too deeply; flatten it") from None
+    if _cyclic(value, set()):
+        raise UsageError(f"{path} refers to itself through a YAML alias; write it out instead")
+    return value
+
+
+def _cyclic(v: Any, path: set[int]) -> bool:
+    if not isinstance(v, dict | list):
+        return False
+    if id(v) in path:
+        return True
+    path.add(id(v))
+    try:
+        return any(_cyclic(c, path) for c in (v.values() if isinstance(v, dict) else v))
+    finally:
+        path.discard(id(v))
 
 
 def _toml():
