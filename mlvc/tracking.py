@@ -746,7 +746,14 @@ def _pid_alive(pid: Any, start: str) -> bool:
         return False
     except (PermissionError, OverflowError):
         return True
-    return not start or _proc_start(pid) == start
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill said it exists
+    if fields[0] in ("Z", "X", "x"):
+        return False  # killed and not yet reaped by its parent: it writes nothing more
+    return not start or fields[19] == start
 
 
 def live_runs(repo) -> list[dict]:

@@ -585,3 +585,32 @@ def test_reproduce_removes_its_temporary_folder_on_ctrl_c(project, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert list(scratch.iterdir()) == []
+
+
+def test_a_zombie_run_process_counts_as_dead(project, repo):
+    """A killed training process whose parent has not waited for it yet (a zombie) holds
+    no more points: `mlvc runs` records it as killed instead of listing it as running."""
+    import time
+
+    script = project / "spin.py"
+    script.write_text(
+        "import mlvc, time\n"
+        "run = mlvc.start_run(name='z')\n"
+        "run.log_metric('loss', 1.0)\n"
+        "run.flush()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, str(script)], cwd=project, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        os.kill(p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{p.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert repo.live_runs() == []  # not waited for: still a zombie here
+        assert [r["status"] for r in repo.log()] == ["killed"]
+    finally:
+        p.wait()
