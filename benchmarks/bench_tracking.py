@@ -346,8 +346,8 @@ def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
     import pyarrow.parquet as pq
 
     from mlvc import Repo
-    from mlvc.objects import Run
-    from mlvc.trees import write_object
+    from mlvc.core.objects import Run
+    from mlvc.workspace.trees import write_object
 
     repo = Repo(root)
     n, part, parts = int(n), int(part), int(parts)

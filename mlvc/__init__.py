@@ -5,10 +5,10 @@ from a training script, like MLflow's fluent API; ``seed_everything`` seeds rand
 and torch and records the seed; ``mlvc.errors`` holds the errors raised.
 """
 
+from .api.repo import Repo
+from .api.seeding import seed_everything
 from .errors import MlvcError
-from .repo import Repo
-from .seeding import seed_everything
-from .tracking import (
+from .runs.live import (
     LiveRun,
     active_run,
     end_run,

@@ -18,7 +18,7 @@ from mlvc.capture import capture_env, code_files, env_diff, git_facts
 from mlvc.capture.env import is_newer, is_secret_name, normalize_name
 from mlvc.capture.files import _IgnoreFile
 from mlvc.capture.git import strip_credentials
-from mlvc.objects import Env, decode, encode, pack
+from mlvc.core.objects import Env, decode, encode, pack
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

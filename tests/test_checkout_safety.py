@@ -18,9 +18,9 @@ import msgpack
 import pytest
 
 from mlvc import Repo
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import FORMAT_VERSION, DecodeError, Run, Tree, TreeEntry, decode, encode
 from mlvc.errors import MlvcError, UnsafePath, UsageError
-from mlvc.ids import ObjectId
-from mlvc.objects import FORMAT_VERSION, DecodeError, Run, Tree, TreeEntry, decode, encode
 
 # -- helpers ---------------------------------------------------------------------------------
 

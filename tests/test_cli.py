@@ -6,14 +6,14 @@ import os
 import pytest
 
 from mlvc import Repo
-from mlvc.ids import ObjectId
-from mlvc.objects import Run
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import Run
 
 
 def test_init_creates_repository_found_from_subfolders(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mlvc.cli import main
+    from mlvc.cli.main import main
 
     r = CliRunner().invoke(main, ["init", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
@@ -27,7 +27,7 @@ def test_init_creates_repository_found_from_subfolders(tmp_path, monkeypatch):
 def test_outside_a_repository_says_to_init(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mlvc.cli import main
+    from mlvc.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["log"])
@@ -271,8 +271,8 @@ def test_run_addressing(cli, repo, project):
 
 
 def test_ambiguous_prefix_lists_candidates(repo, project):
+    from mlvc.core.ids import ObjectId
     from mlvc.errors import AmbiguousRun
-    from mlvc.ids import ObjectId
 
     a, b = (
         ObjectId(bytes.fromhex("abcd01" + "0" * 58)),
@@ -289,7 +289,7 @@ def test_ambiguous_prefix_lists_candidates(repo, project):
 def test_version_and_help_fast_paths():
     from click.testing import CliRunner
 
-    from mlvc.cli import main
+    from mlvc.cli.main import main
 
     assert "mlvc" in CliRunner().invoke(main, ["--version"]).output
     assert "commit" in CliRunner().invoke(main, ["--help"]).output

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlvc import Repo
-from mlvc.cli import main
+from mlvc.cli.main import main
+from mlvc.core.ids import ObjectId
 from mlvc.errors import EXIT_CODES, UsageError
-from mlvc.ids import ObjectId
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlvc import Repo
-from mlvc.cli import main
+from mlvc.cli.main import main
 from mlvc.errors import EXIT_CODES
 
 KINDS = [
@@ -55,7 +55,7 @@ UNDETECTABLE = {
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The pristine repository, built once; cases copy it."""
-    import mlvc.tracking as tracking
+    import mlvc.runs.live as tracking
 
     root = tmp_path_factory.mktemp("corruption") / "proj"
     (root / "data").mkdir(parents=True)
@@ -173,7 +173,7 @@ def test_damage_is_named_and_nothing_tracebacks(built, tmp_path, monkeypatch, ki
     target = _target(d, kind)
     needle = target.name
     if kind == "pack-index" and how == "delete":  # what fsck can name is the pack it indexed
-        from mlvc.packindex import PackIndex
+        from mlvc.store.pack.index import PackIndex
 
         needle = PackIndex(target).packs[0]
     before = _data_files(d)

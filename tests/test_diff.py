@@ -1,4 +1,4 @@
-"""Tests for mlvc.diff: runs built from real files in tmp dirs, compared section by section."""
+"""Tests for mlvc.diff.runs: runs built from real files in tmp dirs, compared section by section."""
 
 from __future__ import annotations
 
@@ -12,18 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlvc.diff import (
-    BINARY,
-    PATCH_MAX_BYTES,
-    TOO_LARGE,
-    diff_runs,
-    render_diff,
-)
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import Env, Run
+from mlvc.diff.runs import BINARY, PATCH_MAX_BYTES, TOO_LARGE, diff_runs, render_diff
 from mlvc.errors import MissingObject
-from mlvc.ids import ObjectId
-from mlvc.objects import Env, Run
-from mlvc.odb import LocalStore, MemoryStore
-from mlvc.trees import build_tree, lookup, write_object
+from mlvc.store.odb import LocalStore, MemoryStore
+from mlvc.workspace.trees import build_tree, lookup, write_object
 
 # -- helpers ---------------------------------------------------------------------------------
 

@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlvc import Repo
-from mlvc.errors import MlvcError
-from mlvc.ids import ObjectId
-from mlvc.objects import (
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import (
     FORMAT_VERSION,
     DecodeError,
     Run,
@@ -33,6 +32,7 @@ from mlvc.objects import (
     encode,
     is_reserved_name,
 )
+from mlvc.errors import MlvcError
 
 SLOW_OK = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

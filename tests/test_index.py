@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import mlvc.index
+import mlvc.index.index
+from mlvc.api.repo import Repo
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import Env, Run
 from mlvc.errors import QueryError
-from mlvc.ids import ObjectId
-from mlvc.index import Index
-from mlvc.objects import Env, Run
-from mlvc.repo import Repo
-from mlvc.trees import build_tree, write_object
+from mlvc.index.index import Index
+from mlvc.workspace.trees import build_tree, write_object
 
 T0 = 1_700_000_000_000_000  # microseconds since the epoch
 PACKAGES = {"numpy": "1.26.4", "torch": "2.2.0"}
@@ -361,11 +361,11 @@ def test_parallel_rebuild_equals_sequential(repo, monkeypatch):
         commit(repo, make_run(repo, i, series=series_blob([("loss", i, T0, 0.5)])), ingest=False)
     index.sync()
     sequential = dump(index)
-    monkeypatch.setattr("mlvc.index.BATCH_RUNS", 2)
-    monkeypatch.setattr("mlvc.index.PARALLEL_MIN_RUNS", 1)
+    monkeypatch.setattr("mlvc.index.index.BATCH_RUNS", 2)
+    monkeypatch.setattr("mlvc.index.index.PARALLEL_MIN_RUNS", 1)
     started = []
     monkeypatch.setattr(
-        "mlvc.index._Workers.__init__", _record(mlvc.index._Workers.__init__, started)
+        "mlvc.index.index._Workers.__init__", _record(mlvc.index.index._Workers.__init__, started)
     )
     assert Index(repo.dir, repo.store, repo.refs, workers=2).rebuild() == 5
     assert started == [2]
@@ -384,7 +384,7 @@ def test_schema_version_change_rebuilds(repo, monkeypatch):
     index = index_of(repo)
     commit(repo, make_run(repo, 0))
     before = dump(index)
-    monkeypatch.setattr("mlvc.index.SCHEMA_VERSION", 99)
+    monkeypatch.setattr("mlvc.index.index.SCHEMA_VERSION", 99)
     assert rows(index, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "99"}]
     assert dump(index) == before
 
@@ -511,7 +511,9 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    code = "import sys, mlvc.index; print('duckdb' in sys.modules or 'pyarrow' in sys.modules)"
+    code = (
+        "import sys, mlvc.index.index; print('duckdb' in sys.modules or 'pyarrow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

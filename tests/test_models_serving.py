@@ -132,7 +132,7 @@ def server(repo, project):
         [
             sys.executable,
             "-m",
-            "mlvc.cli",
+            "mlvc.cli.main",
             "-C",
             str(project),
             "models",

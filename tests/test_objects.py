@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlvc.ids import ObjectId
-from mlvc.objects import (
+from mlvc.core.ids import ObjectId
+from mlvc.core.objects import (
     DecodeError,
     Env,
     Run,

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mlvc.core.ids import ObjectId
 from mlvc.errors import CorruptObject, MissingObject
-from mlvc.ids import ObjectId
-from mlvc.odb import CHUNK_THRESHOLD, LocalStore, MemoryStore, ObjectStore, hash_file
-from mlvc.pack import PackedStore
+from mlvc.store.odb import CHUNK_THRESHOLD, LocalStore, MemoryStore, ObjectStore, hash_file
+from mlvc.store.pack.store import PackedStore
 
 
 @pytest.fixture(params=["memory", "local", "packed", "packed-flushed"])

@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlvc import Repo
-from mlvc import compress as zstd
+from mlvc.core.ids import ObjectId
 from mlvc.errors import MissingObject
-from mlvc.ids import ObjectId
-from mlvc.odb import ZSTD, LocalStore
-from mlvc.pack import MAX_INDEXES, PackedStore, PackIndex
+from mlvc.store import compress as zstd
+from mlvc.store.odb import ZSTD, LocalStore
+from mlvc.store.pack.store import MAX_INDEXES, PackedStore, PackIndex
 
 
 def packed(tmp_path) -> PackedStore:
@@ -147,7 +147,7 @@ def test_concurrent_writers_never_share_a_pack(tmp_path):
 
 def test_corrupt_chunk_in_a_pack_never_reaches_the_checkout(repo, project, tmp_path):
     from mlvc.errors import CorruptObject
-    from mlvc.odb import CHUNK_THRESHOLD
+    from mlvc.store.odb import CHUNK_THRESHOLD
 
     big = project / "data" / "w.bin"
     big.write_bytes(os.urandom(CHUNK_THRESHOLD + 100_000))

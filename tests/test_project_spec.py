@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mlvc.errors import UsageError
-from mlvc.project_spec import EntryPoint, Environment, ParamSpec, command_argv, load_spec
+from mlvc.workspace.project_spec import EntryPoint, Environment, ParamSpec, command_argv, load_spec
 
 TOML = """
 [environment]

@@ -11,26 +11,26 @@ from pathlib import Path
 import pytest
 
 import mlvc
+from mlvc.core.objects import Run
 from mlvc.errors import EnvironmentBuildFailed
-from mlvc.lineage import Node, render_lineage
-from mlvc.objects import Run
-from mlvc.reproduce import DIFFERENT, EXACT, WITHIN, judge, render_verdict
-from mlvc.run_cmd import child_environ, grid
-from mlvc.run_env import (
+from mlvc.exec.interpreter import (
     base_python,
     find_interpreter,
     requirement_lines,
     restore_variables,
     same_interpreter,
 )
-from mlvc.trees import build_tree
+from mlvc.exec.run import child_environ, grid
+from mlvc.reproduce.lineage import Node, render_lineage
+from mlvc.reproduce.run import DIFFERENT, EXACT, WITHIN, judge, render_verdict
+from mlvc.workspace.trees import build_tree
 
 
 @pytest.fixture(autouse=True)
 def _restore_hash_seed(monkeypatch):
     """seed_everything sets PYTHONHASHSEED; put it back as it was after each test."""
     monkeypatch.setenv("PYTHONHASHSEED", "0")
-    monkeypatch.setattr("mlvc.seeding._pending", None)
+    monkeypatch.setattr("mlvc.api.seeding._pending", None)
 
 
 def _run(store, root: Path, files: dict[str, str], **kw) -> Run:

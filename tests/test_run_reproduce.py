@@ -17,9 +17,9 @@ import pytest
 
 from mlvc import Repo
 from mlvc.capture import capture_env
-from mlvc.commit import capture_inputs
-from mlvc.objects import Env
-from mlvc.trees import read_env, write_object
+from mlvc.core.objects import Env
+from mlvc.runs.record import capture_inputs
+from mlvc.workspace.trees import read_env, write_object
 
 BIN = Path(sys.executable).parent
 
@@ -129,7 +129,7 @@ def inproc(root: Path, *args: str, code: int = 0):
     """The same command in this process (click's runner): for checks that run nothing."""
     from click.testing import CliRunner
 
-    from mlvc.cli import main
+    from mlvc.cli.main import main
 
     done = CliRunner().invoke(main, ["-C", str(root), *args])
     assert done.exit_code == code, f"mlvc {' '.join(args)}: {done.exit_code}\n{done.output}"

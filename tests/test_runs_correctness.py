@@ -16,9 +16,9 @@ import pytest
 
 import mlvc
 from mlvc import Repo
+from mlvc.core.params import MAX_PARAM_BYTES
 from mlvc.errors import UsageError
-from mlvc.params import MAX_PARAM_BYTES
-from mlvc.tracking import LIVE
+from mlvc.runs.live import LIVE
 
 BIN = Path(sys.executable).parent
 BIG = 2**100  # a 128-bit-style seed
@@ -390,7 +390,7 @@ def test_a_param_too_big_is_refused_before_anything_is_written(cli, repo, projec
 
 
 def test_a_run_record_over_the_reader_limit_is_refused(repo, project, monkeypatch):
-    from mlvc import objects
+    from mlvc.core import objects
 
     monkeypatch.setattr(objects, "MAX_OBJECT_BYTES", 200_000)  # the reader's limit, smaller
     head = repo.commit("first")
@@ -495,8 +495,8 @@ def test_a_run_with_nothing_to_compare_says_so(project, tmp_path):
 
 
 def test_nothing_to_compare_is_a_verdict_of_judge(repo):
-    from mlvc.objects import Run
-    from mlvc.reproduce import DIFFERENT, NOTHING, judge
+    from mlvc.core.objects import Run
+    from mlvc.reproduce.run import DIFFERENT, NOTHING, judge
 
     assert judge(repo.store, Run(exit_code=0), Run(exit_code=0)).kind == NOTHING
     assert not judge(repo.store, Run(exit_code=0), Run(exit_code=0)).ok
@@ -537,9 +537,9 @@ def test_reproduce_removes_its_temporary_folder_whatever_the_verdict(project, tm
     from dataclasses import replace
 
     from mlvc.capture import capture_env
-    from mlvc.commit import capture_inputs
-    from mlvc.objects import Env
-    from mlvc.trees import write_object
+    from mlvc.core.objects import Env
+    from mlvc.runs.record import capture_inputs
+    from mlvc.workspace.trees import write_object
 
     repo = Repo(project)
     facts = capture_env(project)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mlvc import Repo
-from mlvc.tracking import LIVE, RECORDED, read_series
+from mlvc.runs.live import LIVE, RECORDED, read_series
 
 pytestmark = pytest.mark.heavy
 

@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from mlvc import Repo, progress
+from mlvc import Repo
+from mlvc.core import progress
+from mlvc.core.ids import ObjectId
 from mlvc.errors import UsageError
-from mlvc.gc import gc_lock
-from mlvc.ids import ObjectId
-from mlvc.odb import CHUNK_THRESHOLD, hash_file
-from mlvc.statcache import FileHasher, StatCache
+from mlvc.maintenance.gc import gc_lock
+from mlvc.store.odb import CHUNK_THRESHOLD, hash_file
+from mlvc.workspace.statcache import FileHasher, StatCache
 
 
 def age(path, seconds=10):
@@ -100,7 +101,7 @@ def test_damaged_stat_cache_is_ignored(repo, project):
 
 
 def test_pool_gives_the_same_ids_in_order(tmp_path):
-    from mlvc.pack import PackedStore
+    from mlvc.store.pack.store import PackedStore
 
     store = PackedStore(tmp_path / "objects")
     paths = []
@@ -116,7 +117,7 @@ def test_pool_gives_the_same_ids_in_order(tmp_path):
 def test_status_uses_the_stat_cache(repo, project, monkeypatch):
     make_data(project, 5)
     repo.commit("one", data=["data"])
-    import mlvc.checkout as co
+    import mlvc.workspace.checkout as co
 
     calls = []
     monkeypatch.setattr(co, "hash_file", lambda p: calls.append(p) or hash_file(p))
@@ -218,7 +219,7 @@ def test_gc_keeps_live_run_and_reflog_objects(repo, project):
 
 
 def test_gc_waits_for_commits_in_progress(repo):
-    from mlvc.gc import GcBusy
+    from mlvc.maintenance.gc import GcBusy
 
     with (
         gc_lock(repo.dir, shared=True),  # a commit in progress
@@ -333,7 +334,7 @@ def test_gc_follows_kinds_it_does_not_know(repo, project):
     they name, following any id inside any structured object."""
     import msgpack
 
-    from mlvc.objects import FORMAT_VERSION
+    from mlvc.core.objects import FORMAT_VERSION
 
     repo.commit("one")
     weights = repo.store.add_bytes(os.urandom(5000))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlvc import Repo
-from mlvc.odb import hash_file
+from mlvc.store.odb import hash_file
 
 pytestmark = pytest.mark.heavy
 MLVC = str(Path(sys.executable).parent / "mlvc")

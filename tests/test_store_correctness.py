@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mlvc import Repo
+from mlvc.core.ids import ObjectId
 from mlvc.errors import DirtyWorkingTree
-from mlvc.ids import ObjectId
 
 
 def age(path, seconds=10):
@@ -57,9 +57,9 @@ def test_checkout_after_status_and_commit_keeps_the_only_copy(cli, project):
 def test_checkout_never_overwrites_a_file_the_store_lacks(repo, project):
     """A run recorded by an older mlvc may name an object that was never stored: the file
     on disk is then the only copy, and checkout must treat it as an uncommitted change."""
-    from mlvc.commit import Inputs, RunSpec, record_run
-    from mlvc.objects import FILE, Tree, TreeEntry
-    from mlvc.trees import write_object
+    from mlvc.core.objects import FILE, Tree, TreeEntry
+    from mlvc.runs.record import Inputs, RunSpec, record_run
+    from mlvc.workspace.trees import write_object
 
     first = repo.commit("one")
     content = b"only copy!!!\n"
@@ -116,7 +116,7 @@ def test_malformed_stat_cache_entries_are_dropped(repo, project, entry):
     import blake3
     import msgpack
 
-    from mlvc.statcache import VERSION
+    from mlvc.workspace.statcache import VERSION
 
     _committed_with_cache(repo, project)
     data = msgpack.packb([VERSION, {"train.py": entry, 7: entry}], use_bin_type=True)
@@ -198,7 +198,7 @@ def test_fsck_indexes_a_pack_whose_index_is_gone(repo, project, cli):
 def test_a_torn_pack_keeps_its_leading_records(repo, project):
     """A writer killed mid-append: no index, the last record cut. Every record before the
     cut verifies and is kept, whatever the pack's age."""
-    from mlvc.pack import PackedStore
+    from mlvc.store.pack.store import PackedStore
 
     store = PackedStore(repo.dir / "objects", repo.dir / "tmp")
     blobs = [os.urandom(1000 + i) for i in range(5)]
@@ -231,7 +231,7 @@ def test_gc_indexes_a_torn_pack_instead_of_deleting_it(repo, project):
 
 
 def test_gc_refuses_when_it_cannot_read_an_index(repo, project):
-    from mlvc.gc import StoreNeedsRepair
+    from mlvc.maintenance.gc import StoreNeedsRepair
 
     first = repo.commit("one", data=["data"])
     packs = _packs(repo)
@@ -257,7 +257,7 @@ def test_fsck_and_gc_handle_a_truncated_pack(repo, project):
     with open(pack, "r+b") as f:
         f.truncate(pack.stat().st_size - 10)
     age_store(repo)
-    from mlvc.gc import StoreNeedsRepair
+    from mlvc.maintenance.gc import StoreNeedsRepair
 
     with pytest.raises(StoreNeedsRepair):
         Repo(project).gc(grace=0)
@@ -462,9 +462,9 @@ def test_fsck_reports_an_empty_head(repo, project):
 
 
 def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
-    from mlvc.commit import Inputs, RunSpec, record_run
-    from mlvc.objects import FILE, Tree, TreeEntry
-    from mlvc.trees import write_object
+    from mlvc.core.objects import FILE, Tree, TreeEntry
+    from mlvc.runs.record import Inputs, RunSpec, record_run
+    from mlvc.workspace.trees import write_object
 
     content = b"twelve bytes"
     oid = repo.store.add_bytes(content)
@@ -505,7 +505,7 @@ def test_a_ref_of_non_utf8_bytes_is_a_clean_error(repo, project):
 def test_commit_makes_its_refs_durable_before_returning(repo, project, monkeypatch):
     """A power cut cannot be simulated here; what can be checked is that the filesystem is
     synced after every ref of the commit is written and before commit returns."""
-    import mlvc.refs as refs_mod
+    import mlvc.refs.store as refs_mod
 
     seen = []
     real = refs_mod.sync_filesystem
@@ -591,7 +591,7 @@ def test_the_shared_gc_lock_is_held_while_any_thread_of_the_process_holds_it(rep
     import sys
     import threading
 
-    from mlvc.gc import gc_lock
+    from mlvc.maintenance.gc import gc_lock
 
     probe = (
         "import fcntl, os, sys\n"

@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..commit import author
-from ..gc import writing
-from ..trees import safe_relpath
+from ..maintenance.gc import writing
+from ..runs.record import author
+from ..workspace.trees import safe_relpath
 from . import registry
 from .format import save
 from .loading import _LIVE_KEY, locate, store_dir
@@ -25,7 +25,7 @@ from .signature import Signature
 def _repo(repo):
     if repo is not None:
         return repo
-    from ..repo import Repo
+    from ..api.repo import Repo
 
     return Repo()
 
@@ -71,7 +71,7 @@ def log_model(
     Arguments are those of ``mlvc.models.save``; ``registered_model_name`` also registers
     the model as the next version of that name. Returns a ``ModelInfo``.
     """
-    from .. import tracking
+    from ..runs import live as tracking
 
     run = run or tracking._active()
     registry.check_name(name)
@@ -142,7 +142,7 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
 
 
 def _check_model_tree(repo, tree, uri: str) -> None:
-    from ..trees import read_tree
+    from ..workspace.trees import read_tree
     from .errors import ModelError
     from .format import MANIFEST, MLFLOW_MANIFEST
 
@@ -153,7 +153,7 @@ def _check_model_tree(repo, tree, uri: str) -> None:
 
 def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
     """Once the live run ends, log its run id on the version (registered before it had one)."""
-    from .. import tracking
+    from ..runs import live as tracking
 
     for run in tracking._stack:
         if run.key == key:
@@ -216,7 +216,7 @@ def describe(target: str, repo=None) -> dict:
     registered version its registration and the history of the model's aliases."""
     import json
 
-    from ..trees import lookup
+    from ..workspace.trees import lookup
     from .format import MANIFEST
     from .loading import manifest_of
 

@@ -28,9 +28,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.ids import ObjectId
+from ..core.objects import DIR, TreeEntry
 from ..errors import MlvcError, PathNotInRun
-from ..ids import ObjectId
-from ..objects import DIR, TreeEntry
 from . import flavors
 from .errors import ModelError, ModelFailed, UnknownModel
 from .format import MANIFEST, MLFLOW_MANIFEST, is_model_dir, load_example, read_manifest
@@ -55,7 +55,7 @@ class Location:
 def _repo(repo):
     if repo is not None:
         return repo
-    from ..repo import Repo
+    from ..api.repo import Repo
 
     return Repo()
 
@@ -113,7 +113,7 @@ def registry_tree(repo, uri: str):
 
 def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     """The model tree at ``run:RUN/PATH``, and the run's id (a live key while it runs)."""
-    from ..trees import lookup, read_run
+    from ..workspace.trees import lookup, read_run
 
     spec, _, path = uri[len("run:") :].partition("/")
     path = path.strip("/")
@@ -145,7 +145,7 @@ def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
 
 
 def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
-    from ..trees import build_tree
+    from ..workspace.trees import build_tree
 
     models = meta.get("models") or {}
     if not path and len(models) == 1:
@@ -160,7 +160,7 @@ def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
     }
     if not entries:
         raise PathNotInRun(f"live run {key} has no model folder {path!r} ({uri})")
-    from ..gc import writing
+    from ..maintenance.gc import writing
 
     with writing(repo.dir, repo.store):
         return build_tree(repo.store, repo.root, [], extra=entries)
@@ -180,8 +180,8 @@ def _run_of_live_key(repo, key: str) -> ObjectId:
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
     """The model tree's files under ``.mlvc/cache/models/<id>``, verified; built once."""
-    from ..checkout import current_entry_matches, preflight, write_entry
-    from ..trees import walk
+    from ..workspace.checkout import current_entry_matches, preflight, write_entry
+    from ..workspace.trees import walk
 
     dest = repo.dir / CACHE / tree.hex
     files = list(walk(repo.store, tree))
@@ -210,7 +210,7 @@ def materialize_tree(repo, tree: ObjectId) -> Path:
 
 def store_dir(repo, path: Path) -> ObjectId:
     """Store a model folder's files; returns its tree id."""
-    from ..trees import build_tree
+    from ..workspace.trees import build_tree
 
     files = sorted(
         p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink()

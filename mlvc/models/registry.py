@@ -1,6 +1,6 @@
 """The model registry: named models with numbered, immutable versions and movable aliases.
 
-All of it is refs (see mlvc.refs), so it is as durable and as logged as run names:
+All of it is refs (see mlvc.refs.store), so it is as durable and as logged as run names:
     refs/models/<name>/versions/<n>    the model tree of version n; created once, never moved
     refs/models/<name>/aliases/<a>     ``ref: refs/models/<name>/versions/<n>``
 Every change appends to the reflog with who and when; a version's first reflog line holds
@@ -18,9 +18,9 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
+from ..core.ids import ObjectId
 from ..errors import UsageError
-from ..ids import ObjectId
-from ..refs import RefExists, check_ref_name
+from ..refs.store import RefExists, check_ref_name
 from .errors import UnknownModel
 
 ROOT = "refs/models"
@@ -337,7 +337,7 @@ def _us(seconds) -> int | None:
 def _summary(store, tree: ObjectId) -> tuple[str | None, list[str] | None, str | None]:
     """(loader flavor, flavor names, readable signature JSON) from a stored model tree."""
     from ..errors import MlvcError
-    from ..trees import lookup
+    from ..workspace.trees import lookup
 
     try:
         entry = lookup(store, tree, "mlvc-model.json")

@@ -1,0 +1,463 @@
+"""``Repo``: the public library API. The CLI and any future server call only this.
+
+A repository is a project folder holding ``.mlvc/``: the object store, refs, the journal of
+runs not yet in the index, and the DuckDB index (a cache rebuilt from objects and refs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..core.ids import HASH_ALGORITHM, ObjectId, RunId
+from ..core.objects import DIR, FORMAT_VERSION, Run
+from ..errors import (
+    AlreadyARepository,
+    MlvcError,
+    NotARepository,
+    PathNotInRun,
+    UnsupportedRepository,
+    UsageError,
+)
+from ..maintenance.fsck import fsck
+from ..refs.resolve import resolve
+from ..refs.store import RefStore, check_ref_name
+from ..runs.record import RunSpec, author, expand, record_run
+from ..store.pack.store import PackedStore
+from ..workspace.checkout import (
+    SECTIONS,
+    CheckoutResult,
+    checkout,
+    compare,
+    parse_sections,
+    run_files,
+)
+from ..workspace.project import load_project
+from ..workspace.trees import lookup, read_run
+from .views import describe_run
+
+MLVC_DIR = ".mlvc"
+
+
+def find_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` that holds ``.mlvc/``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MLVC_DIR / "config").is_file():
+            return folder
+    raise NotARepository(str(here))
+
+
+def check_config(path: Path) -> None:
+    """Refuse a repository this mlvc would misread: a config that is not TOML, or that
+    declares another format version or hash algorithm than the ones this mlvc writes."""
+    supports = f'this mlvc reads format_version = {FORMAT_VERSION} and hash = "{HASH_ALGORITHM}"'
+    try:
+        core = _toml().loads(path.read_text()).get("core", {})
+    except UnicodeDecodeError:
+        raise UnsupportedRepository(f"{path} is not valid TOML (not UTF-8); {supports}") from None
+    except OSError as e:
+        raise MlvcError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:  # tomllib.TOMLDecodeError
+        raise UnsupportedRepository(f"{path} is not valid TOML ({e}); {supports}") from None
+    if not isinstance(core, dict):
+        raise UnsupportedRepository(f"{path}: [core] is not a table; {supports}")
+    for key, want in (("format_version", FORMAT_VERSION), ("hash", HASH_ALGORITHM)):
+        value = core.get(key, want)
+        if value != want or type(value) is not type(want):
+            shown = f'"{value}"' if isinstance(value, str) else str(value).lower()
+            raise UnsupportedRepository(
+                f"{path} declares {key} = {shown}; {supports} (a newer mlvc may read it)"
+            )
+
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+class Repo:
+    """An mlvc repository: ``Repo()`` finds it from the working directory."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.root = find_root(path)
+        self.dir = self.root / MLVC_DIR
+        check_config(self.dir / "config")
+        self.store = PackedStore(self.dir / "objects", self.dir / "tmp")
+        self.refs = RefStore(self.dir)
+        self._index = None
+
+    @classmethod
+    def init(cls, path: str | os.PathLike = ".") -> Repo:
+        root = Path(path).resolve()
+        d = root / MLVC_DIR
+        if (d / "config").exists():
+            raise AlreadyARepository(f"{root} is already an mlvc repository ({d} exists)")
+        try:
+            for sub in ("objects", "refs/runs", "refs/names", "refs/tags", "logs", "journal"):
+                (d / sub).mkdir(parents=True, exist_ok=True)
+            (d / "tmp").mkdir(exist_ok=True)
+            (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
+            # the config last, whole (temp + rename): a folder without one is no repository
+            (d / "tmp" / "config").write_text(
+                "# mlvc repository settings\n"
+                "[core]\n"
+                f"format_version = {FORMAT_VERSION}\n"
+                f'hash = "{HASH_ALGORITHM}"\n'
+            )
+            os.replace(d / "tmp" / "config", d / "config")
+        except OSError as e:
+            raise MlvcError(
+                f"cannot create a repository in {root}: {e.strerror} ({e.filename})"
+            ) from None
+        return cls(root)
+
+    def __repr__(self) -> str:
+        return f"Repo({str(self.root)!r})"
+
+    # -- components -----------------------------------------------------------------------
+
+    @property
+    def index(self):
+        """The DuckDB index (a cache of objects and refs), opened lazily."""
+        if self._index is None:
+            from ..index.index import Index
+
+            self._index = Index(self.dir, self.store, self.refs)
+        return self._index
+
+    # -- addressing -----------------------------------------------------------------------
+
+    def resolve(self, spec: str | RunId) -> ObjectId:
+        """A run id from anything a user may type: id, prefix, name, tag, HEAD~N."""
+        if isinstance(spec, RunId):
+            return spec.oid
+        return resolve(self.refs, self.store, spec)
+
+    def run(self, spec: str | ObjectId) -> Run:
+        oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
+        return read_run(self.store, oid)
+
+    def head(self) -> ObjectId | None:
+        return self.refs.read("HEAD")
+
+    # -- recording ------------------------------------------------------------------------
+
+    def commit(
+        self,
+        message: str = "",
+        *,
+        name: str = "",
+        params=None,
+        metrics=None,
+        params_files=(),
+        metrics_files=(),
+        data=(),
+        artifacts=(),
+        tags=None,
+        command=(),
+        cwd=None,
+        **more,
+    ) -> RunId:
+        """Record a run of the project as it is now; returns the new run's id (a ``str``).
+
+        Paths are relative to ``cwd`` (default: the working directory). ``tags`` maps tag
+        keys to values; a tag with value ``""`` is a label that also names the run.
+        """
+        spec = RunSpec(
+            message=message,
+            name=name,
+            params=dict(params or {}),
+            metrics=dict(metrics or {}),
+            params_files=tuple(params_files),
+            metrics_files=tuple(metrics_files),
+            data=tuple(data),
+            artifacts=tuple(artifacts),
+            tags=dict(tags or {}),
+            command=tuple(command),
+            **more,
+        )
+        return RunId(record_run(self, spec, Path(cwd) if cwd else None))
+
+    def tag(self, spec: str, tag: str) -> RunId:
+        """Point a movable tag at a run (``mlvc tag``); returns the run's id."""
+        oid = self.resolve(spec)
+        self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", author())
+        self.index.try_ingest()
+        return RunId(oid)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def live_runs(self) -> list[dict]:
+        """Runs in progress (``mlvc runs``), after recording any whose process died."""
+        from ..runs.live import live_runs, reap_dead_runs
+
+        reap_dead_runs(self)
+        return live_runs(self)
+
+    def reap(self) -> list[ObjectId]:
+        """Record live runs whose process is gone as ``killed``."""
+        from ..runs.live import reap_dead_runs
+
+        return reap_dead_runs(self)
+
+    def log(self, limit: int | None = None) -> list[dict]:
+        """Runs newest first, as dicts of the index's ``runs`` columns."""
+        self.reap()
+        sql = (
+            "SELECT id, short_id, name, status, message, author, created, ended, parent "
+            "FROM runs ORDER BY created DESC, id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.index.query(sql).to_pylist()
+
+    def show(self, spec: str | ObjectId, files: bool = True) -> dict:
+        """Every section of a run as plain data (what ``mlvc show --json`` prints).
+
+        A live run (by its key or name) shows its params, tags and latest metrics.
+        """
+        if isinstance(spec, str) and not isinstance(spec, RunId):
+            live = [r for r in self.live_runs() if spec in (r["key"], r["name"])]
+            if live and not (self.refs.read(f"refs/names/{spec}") and live[0]["key"] != spec):
+                return live[-1]
+        oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
+        return describe_run(
+            self.store, oid, read_run(self.store, oid), files=files, head=self.head()
+        )
+
+    def cat(self, spec: str) -> Iterator[bytes]:
+        """The content of ``RUN:path`` in blocks, verified.
+
+        ``path`` is as ``show`` lists it, optionally after its section's name
+        (``best:artifacts/model.pkl`` is ``model.pkl`` in the artifacts)."""
+        run_spec, _, path = spec.partition(":")
+        oid = self.resolve(run_spec)
+        run = read_run(self.store, oid)
+        path = path.strip("/")
+        where = [(section, tree, path) for section, tree in run.sections.items()]
+        section, _, rest = path.partition("/")
+        if rest and section in run.sections:
+            where.append((section, run.sections[section], rest))
+        folder = None
+        for section, tree, inner in where:
+            entry = lookup(self.store, tree, inner) if inner else None
+            if entry is not None and entry.kind != DIR:
+                return self.store.iter_content(entry.id)
+            if entry is not None:
+                folder = folder or section
+        if folder:
+            raise PathNotInRun(f"{path} is a folder in run {oid.short} ({folder}); name a file")
+        raise PathNotInRun(
+            f"run {oid.short} has no file {path!r}; `mlvc show {run_spec}` lists them"
+        )
+
+    def diff(self, a: str, b: str, patch: bool = False):
+        from ..diff.runs import diff_runs
+
+        return diff_runs(self.store, self.resolve(a), self.resolve(b), patch=patch)
+
+    def status(self) -> dict:
+        """The working tree against the HEAD run: per section, added / removed / modified."""
+        from ..capture import code_files
+
+        head = self.head()
+        run = read_run(self.store, head) if head else Run()
+        cfg = load_project(self.root)
+        paths = run.extra.get("paths", {}) if head else {}
+        data = sorted({*paths.get("data", ()), *cfg.data})
+        arts = sorted({*paths.get("artifacts", ()), *cfg.artifacts})
+        recorded = {sec: run_files(self.store, run, [sec]) for sec in ("code", "data", "artifacts")}
+        present = {"code": code_files(self.root, exclude=[*data, *arts], include=cfg.params)}
+        for sec, paths in (("data", data), ("artifacts", arts)):
+            # files logged one by one (not under a tracked path) count where they were recorded
+            listed = expand(self.root, [p for p in paths if os.path.lexists(self.root / p)])
+            present[sec] = sorted(
+                {*listed, *(p for p in recorded[sec] if os.path.lexists(self.root / p))}
+            )
+        out = {"head": head.hex if head else None}
+        cache = self.stat_cache
+        cache.begin()
+        for sec, files in present.items():
+            out[sec] = compare(self.store, recorded[sec], self.root, files, cache)
+        cache.save()
+        return out
+
+    # -- writing the working tree ---------------------------------------------------------
+
+    def checkout(
+        self,
+        spec: str,
+        to: str | os.PathLike | None = None,
+        only=None,
+        force: bool = False,
+        link: str = "copy",
+    ) -> CheckoutResult:
+        """Materialize a run's files, verified; in place and whole, also move HEAD to it.
+
+        ``only`` (sections) leaves HEAD alone, as ``git checkout REV -- path`` does; the
+        sections it wrote are remembered so a later checkout knows they hold recorded
+        content. ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only
+        verified copies in ``.mlvc/cache/files`` (never to the store itself).
+        """
+        from ..workspace.materialize import check_link
+
+        oid = self.resolve(spec)
+        run = read_run(self.store, oid)
+        sections = parse_sections(only)
+        opts = {"force": force, "link": check_link(link), "mlvc_dir": self.dir}
+        if to is None:
+            head = self.head()
+            head_run = read_run(self.store, head) if head else None
+            bases = {}
+            for sec, rid in self._only_bases(head).items():
+                try:
+                    bases[sec] = read_run(self.store, rid)
+                except MlvcError:
+                    pass  # gone or damaged: HEAD's record is the (stricter) baseline
+            result = checkout(
+                self.store,
+                run,
+                self.root,
+                sections,
+                head=head_run,
+                cache=self.stat_cache,
+                bases=bases,
+                **opts,
+            )
+            if only is None:
+                self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+                self._save_only_bases(oid, {})
+            else:
+                done = {**self._only_bases(head), **dict.fromkeys(sections, oid)}
+                self._save_only_bases(head, {s: r for s, r in done.items() if r != head})
+            result.run_id = oid
+            return result
+        dest = Path(to).resolve()
+        if dest == self.root or self.dir in (dest, *dest.parents):
+            raise UsageError(f"--to {to} is the project or its .mlvc folder; choose a new folder")
+        for folder in (dest, *dest.parents):
+            if os.path.lexists(folder):
+                if not folder.is_dir():
+                    raise UsageError(f"--to {to}: {folder} is a file; choose a folder")
+                break
+        result = checkout(self.store, run, dest, sections, **opts)
+        result.run_id = oid
+        return result
+
+    _ONLY = "only-checkouts"  # under .mlvc: {"head": id, "sections": {section: run id}}
+
+    def _only_bases(self, head: ObjectId | None) -> dict[str, ObjectId]:
+        """Sections that ``checkout --only`` filled from another run than HEAD, while HEAD
+        was ``head``; what a commit or a whole checkout made stale is ignored."""
+        import json
+
+        try:
+            saved = json.loads((self.dir / self._ONLY).read_text())
+            if head is None or saved.get("head") != head.hex:
+                return {}
+            return {s: ObjectId.parse(r) for s, r in saved["sections"].items() if s in SECTIONS}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}  # absent or unreadable: HEAD alone is the baseline
+
+    def _save_only_bases(self, head: ObjectId | None, bases: dict[str, ObjectId]) -> None:
+        import json
+        import secrets
+
+        path = self.dir / self._ONLY
+        if not bases or head is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = self.dir / "tmp" / f"{self._ONLY}-{secrets.token_hex(4)}"
+        body = {"head": head.hex, "sections": {s: r.hex for s, r in sorted(bases.items())}}
+        tmp.write_text(json.dumps(body) + "\n")
+        os.replace(tmp, path)
+
+    # -- index and integrity --------------------------------------------------------------
+
+    def query(self, sql: str):
+        """Run read-only SQL over the index; returns a pyarrow Table."""
+        self.reap()
+        return self.index.query(sql)
+
+    def rebuild_index(self) -> int:
+        return self.index.rebuild()
+
+    def fsck(self, notes: list | None = None) -> list[str]:
+        """Every problem in the store and refs; empty when all is well. ``notes`` receives
+        what was tidied that is not a problem (a killed writer's pack indexed)."""
+        problems = fsck(self.store, self.refs, self.dir / "tmp", notes)
+        repaired = self.index.check()  # a cache: rebuilt, not a problem
+        if notes is not None:
+            notes.extend(repaired)
+        return problems
+
+    # -- running and reproducing (mlvc.exec.run, mlvc.reproduce.run) ---------------------------
+
+    def with_worktree(self, path: str | os.PathLike) -> Repo:
+        """This repository's store and refs, with ``path`` as the folder runs are captured
+        from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
+        import copy
+
+        view = copy.copy(self)
+        view.root = Path(path).resolve()
+        view._index = None
+        view._stat_cache = None  # the cache is keyed by paths under the old root
+        return view
+
+    def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
+        """Run an entry point and record each run (``mlvc run``); returns the outcomes.
+
+        ``params`` and ``sweeps`` are ``KEY=VALUE`` / ``KEY=a,b,c`` strings. A command that
+        fails is recorded too: ``mlvc.exec.run.check(outcomes)`` raises for it.
+        """
+        from ..exec.run import run_entry
+
+        return run_entry(self, entry, params, sweeps, jobs, **kw)
+
+    def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
+        """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
+        from ..reproduce.run import reproduce
+
+        return reproduce(self, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+
+    def lineage(self, spec: str | None = None):
+        """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
+        from ..reproduce.lineage import lineage
+
+        return lineage(self, spec)
+
+    # -- storage (issue 4) ----------------------------------------------------------------
+
+    @property
+    def stat_cache(self):
+        """(path, size, mtime, inode, ctime) -> id for the project's files; a cache."""
+        if getattr(self, "_stat_cache", None) is None:
+            from ..workspace.statcache import StatCache
+
+            self._stat_cache = StatCache(self.dir / "statcache", self.root, self.dir / "tmp")
+        return self._stat_cache
+
+    def file_hasher(self):
+        """The hasher commit gives ``build_tree``: stat cache + worker threads."""
+        from ..workspace.statcache import FileHasher
+
+        return FileHasher(self.store, self.stat_cache)
+
+    def gc(self, dry_run: bool = False, grace: float | None = None):
+        """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
+        from ..maintenance.gc import GRACE_S, gc
+
+        if grace is not None and not grace >= 0:
+            raise UsageError(f"the grace period must be 0 or more seconds, not {grace}")
+        return gc(self, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
+
+    def du(self, runs: list[str] | None = None) -> dict:
+        """Logical size, stored size and dedup ratio per run and for the store."""
+        from ..maintenance.du import disk_usage
+
+        return disk_usage(self, runs)
