@@ -697,7 +697,7 @@ def make_runs(root: Path, n: int) -> dict:
     sys.path.insert(0, str(REPO))
     from mlvc import Repo
     from mlvc.core.objects import Run
-    from mlvc.workspace.trees import write_object
+    from mlvc.store.typed import write_object
 
     repo = Repo.init(root)
     rng = random.Random(42)

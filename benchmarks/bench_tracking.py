@@ -347,7 +347,7 @@ def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
 
     from mlvc import Repo
     from mlvc.core.objects import Run
-    from mlvc.workspace.trees import write_object
+    from mlvc.store.typed import write_object
 
     repo = Repo(root)
     n, part, parts = int(n), int(part), int(parts)

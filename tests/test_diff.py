@@ -17,7 +17,8 @@ from mlvc.core.objects import Env, Run
 from mlvc.diff.runs import BINARY, PATCH_MAX_BYTES, TOO_LARGE, diff_runs, render_diff
 from mlvc.errors import MissingObject
 from mlvc.store.odb import LocalStore, MemoryStore
-from mlvc.workspace.trees import build_tree, lookup, write_object
+from mlvc.store.typed import lookup, write_object
+from mlvc.workspace.trees import build_tree
 
 # -- helpers ---------------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from mlvc.core.ids import ObjectId
 from mlvc.core.objects import Env, Run
 from mlvc.errors import QueryError
 from mlvc.index.index import Index
-from mlvc.workspace.trees import build_tree, write_object
+from mlvc.store.typed import write_object
+from mlvc.workspace.trees import build_tree
 
 T0 = 1_700_000_000_000_000  # microseconds since the epoch
 PACKAGES = {"numpy": "1.26.4", "torch": "2.2.0"}

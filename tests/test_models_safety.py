@@ -12,7 +12,7 @@ import pytest
 
 import mlvc
 import mlvc.models as mm
-import mlvc.workspace.trees
+import mlvc.store.typed
 from mlvc.models.flavors.mlflow_pyfunc import PythonModel
 
 
@@ -57,17 +57,17 @@ def test_live_key_uri_of_a_script_under_mlvc_run_resolves_after_the_run(
 
 def count_run_reads_of(fn) -> int:
     calls = []
-    real = mlvc.workspace.trees.read_run
+    real = mlvc.store.typed.read_run
 
     def spy(store, oid):
         calls.append(oid)
         return real(store, oid)
 
-    mlvc.workspace.trees.read_run = spy
+    mlvc.store.typed.read_run = spy
     try:
         fn()
     finally:
-        mlvc.workspace.trees.read_run = real
+        mlvc.store.typed.read_run = real
     return len(calls)
 
 

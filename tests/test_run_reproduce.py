@@ -19,7 +19,7 @@ from mlvc import Repo
 from mlvc.capture import capture_env
 from mlvc.core.objects import Env
 from mlvc.runs.record import capture_inputs
-from mlvc.workspace.trees import read_env, write_object
+from mlvc.store.typed import read_env, write_object
 
 BIN = Path(sys.executable).parent
 

@@ -539,7 +539,7 @@ def test_reproduce_removes_its_temporary_folder_whatever_the_verdict(project, tm
     from mlvc.capture import capture_env
     from mlvc.core.objects import Env
     from mlvc.runs.record import capture_inputs
-    from mlvc.workspace.trees import write_object
+    from mlvc.store.typed import write_object
 
     repo = Repo(project)
     facts = capture_env(project)

@@ -59,7 +59,7 @@ def test_checkout_never_overwrites_a_file_the_store_lacks(repo, project):
     on disk is then the only copy, and checkout must treat it as an uncommitted change."""
     from mlvc.core.objects import FILE, Tree, TreeEntry
     from mlvc.runs.record import Inputs, RunSpec, record_run
-    from mlvc.workspace.trees import write_object
+    from mlvc.store.typed import write_object
 
     first = repo.commit("one")
     content = b"only copy!!!\n"
@@ -464,7 +464,7 @@ def test_fsck_reports_an_empty_head(repo, project):
 def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
     from mlvc.core.objects import FILE, Tree, TreeEntry
     from mlvc.runs.record import Inputs, RunSpec, record_run
-    from mlvc.workspace.trees import write_object
+    from mlvc.store.typed import write_object
 
     content = b"twelve bytes"
     oid = repo.store.add_bytes(content)

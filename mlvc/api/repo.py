@@ -25,6 +25,7 @@ from ..refs.resolve import resolve
 from ..refs.store import RefStore, check_ref_name
 from ..runs.record import RunSpec, author, expand, record_run
 from ..store.pack.store import PackedStore
+from ..store.typed import lookup, read_run
 from ..workspace.checkout import (
     SECTIONS,
     CheckoutResult,
@@ -34,7 +35,6 @@ from ..workspace.checkout import (
     run_files,
 )
 from ..workspace.project import load_project
-from ..workspace.trees import lookup, read_run
 from .views import describe_run
 
 MLVC_DIR = ".mlvc"

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from ..core.ids import ObjectId
 from ..core.objects import Run
 from ..store.odb import ObjectStore
-from ..workspace.trees import read_env, walk
+from ..store.typed import read_env, walk
 
 
 def iso(us: int) -> str:

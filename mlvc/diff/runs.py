@@ -21,7 +21,7 @@ from ..core.ids import ObjectId
 from ..core.objects import DIR, Run, TreeEntry, is_finite, is_number
 from ..render.text import clean, human_size
 from ..store.odb import ObjectStore
-from ..workspace.trees import read_env, read_run, read_tree
+from ..store.typed import read_env, read_run, read_tree
 
 FILE_SECTIONS = ("code", "data", "artifacts")
 PATCH_MAX_BYTES = 1 << 20  # files bigger than this get no patch

@@ -56,9 +56,9 @@ from ..runs.live import (
     unstage,
 )
 from ..runs.record import Inputs, RunSpec, capture_inputs, expand, now_us, record_run
+from ..store.typed import write_object
 from ..workspace.project import load_project
 from ..workspace.project_spec import EntryPoint, load_spec
-from ..workspace.trees import write_object
 from .interpreter import capture_for, find_interpreter
 
 Echo = Callable[[str], None]

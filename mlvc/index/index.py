@@ -39,7 +39,7 @@ from ..core.ids import ObjectId
 from ..core.objects import is_number
 from ..errors import IndexBusy, MlvcError, QueryError
 from ..store.odb import LocalStore
-from ..workspace.trees import read_env, read_run, walk
+from ..store.typed import read_env, read_run, walk
 from .user_sql import check_read_only, interruptible, is_interruption
 from .user_sql import first_line as _first_line
 

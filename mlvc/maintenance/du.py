@@ -14,7 +14,7 @@ from ..core.ids import ObjectId
 from ..core.objects import DIR
 from ..errors import MlvcError
 from ..store.odb import CHUNK_THRESHOLD
-from ..workspace.trees import read_run, read_tree
+from ..store.typed import read_run, read_tree
 
 
 def _objects(store, run_id: ObjectId, memo: dict) -> tuple[set[bytes], int, int]:

@@ -21,7 +21,7 @@ from ..core.objects import DIR, Run
 from ..errors import CorruptObject, MissingObject, MlvcError
 from ..refs.store import RefStore
 from ..store.odb import ObjectStore
-from ..workspace.trees import read_env, read_run, read_tree
+from ..store.typed import read_env, read_run, read_tree
 
 TMP_GRACE_S = 3600
 SETTLE_S = 60  # a ref and its reflog line are written one after the other, not at once

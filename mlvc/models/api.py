@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.names import safe_relpath
 from ..maintenance.gc import writing
 from ..runs.record import author
-from ..workspace.trees import safe_relpath
 from . import registry
 from .format import save
 from .loading import _LIVE_KEY, locate, store_dir
@@ -142,7 +142,7 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
 
 
 def _check_model_tree(repo, tree, uri: str) -> None:
-    from ..workspace.trees import read_tree
+    from ..store.typed import read_tree
     from .errors import ModelError
     from .format import MANIFEST, MLFLOW_MANIFEST
 
@@ -216,7 +216,7 @@ def describe(target: str, repo=None) -> dict:
     registered version its registration and the history of the model's aliases."""
     import json
 
-    from ..workspace.trees import lookup
+    from ..store.typed import lookup
     from .format import MANIFEST
     from .loading import manifest_of
 

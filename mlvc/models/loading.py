@@ -113,7 +113,7 @@ def registry_tree(repo, uri: str):
 
 def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     """The model tree at ``run:RUN/PATH``, and the run's id (a live key while it runs)."""
-    from ..workspace.trees import lookup, read_run
+    from ..store.typed import lookup, read_run
 
     spec, _, path = uri[len("run:") :].partition("/")
     path = path.strip("/")
@@ -180,8 +180,8 @@ def _run_of_live_key(repo, key: str) -> ObjectId:
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
     """The model tree's files under ``.mlvc/cache/models/<id>``, verified; built once."""
+    from ..store.typed import walk
     from ..workspace.checkout import current_entry_matches, preflight, write_entry
-    from ..workspace.trees import walk
 
     dest = repo.dir / CACHE / tree.hex
     files = list(walk(repo.store, tree))

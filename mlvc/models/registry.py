@@ -337,7 +337,7 @@ def _us(seconds) -> int | None:
 def _summary(store, tree: ObjectId) -> tuple[str | None, list[str] | None, str | None]:
     """(loader flavor, flavor names, readable signature JSON) from a stored model tree."""
     from ..errors import MlvcError
-    from ..workspace.trees import lookup
+    from ..store.typed import lookup
 
     try:
         entry = lookup(store, tree, "mlvc-model.json")

@@ -18,7 +18,7 @@ import re
 from ..core.ids import ObjectId, is_hex_prefix
 from ..errors import AmbiguousRun, MlvcError, UnknownRun
 from ..store.odb import ObjectStore
-from ..workspace.trees import read_run
+from ..store.typed import read_run
 from .store import RefStore
 
 log = logging.getLogger(__name__)

@@ -95,7 +95,7 @@ def _around(nodes: dict[str, Node], focus: str) -> dict[str, Node]:
 def _verdict(repo, n: Node) -> str:
     """The reproduction's verdict, judged again from the two records (tolerances included)."""
     from ..errors import MlvcError
-    from ..workspace.trees import read_env, read_run
+    from ..store.typed import read_env, read_run
     from .run import judge
 
     try:

@@ -42,8 +42,8 @@ from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
 from ..errors import NotReproducible, UsageError
 from ..exec.interpreter import build_venv, capture_for, find_interpreter, restore_variables
 from ..exec.run import Echo, Launch, Outcome, child_environ, execute
+from ..store.typed import read_env, read_run, walk
 from ..workspace.project import load_project
-from ..workspace.trees import read_env, read_run, walk
 
 EXACT, WITHIN, DIFFERENT = "EXACT", "WITHIN TOLERANCE", "DIFFERENT"
 NOTHING = "NOTHING TO COMPARE"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.ids import ObjectId
+from ..core.names import safe_relpath
 from ..core.objects import FILE, TreeEntry
 from ..core.params import (
     INT_MAX,
@@ -48,7 +49,7 @@ from ..errors import FileChanged, MlvcError, UsageError
 from ..maintenance.gc import writing
 from ..refs.store import check_ref_name
 from ..store.odb import _stamp
-from ..workspace.trees import read_run, safe_relpath
+from ..store.typed import read_run
 from .record import Inputs, RunSpec, capture_inputs, now_us, publish_run, record_run
 
 LIVE = "live"

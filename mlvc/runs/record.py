@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.ids import ObjectId
+from ..core.names import safe_relpath
 from ..core.objects import Env, Run, TreeEntry, is_reserved_name
 from ..core.params import (
     check_case,
@@ -31,8 +32,9 @@ from ..core.params import (
 )
 from ..errors import UnreadablePath, UsageError
 from ..refs.store import check_ref_name
+from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
-from ..workspace.trees import build_tree, safe_relpath, write_object
+from ..workspace.trees import build_tree
 
 JUNK_IN_DATA = {".mlvc", ".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store"}
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..core import progress
 from ..core.ids import ObjectId
+from ..core.names import safe_relpath
 from ..core.objects import EXEC, SYMLINK, Run, TreeEntry
 from ..errors import (
     DirtyWorkingTree,
@@ -37,9 +38,10 @@ from ..errors import (
     UsageError,
 )
 from ..store.odb import ObjectStore, hash_file
+from ..store.typed import walk
 from .links import NAME_MAX, PATH_MAX, shown, why_outside
 from .materialize import is_cache_link, place
-from .trees import file_entry_kind, safe_relpath, walk
+from .trees import file_entry_kind
 
 SECTIONS = ("code", "data", "artifacts")
 

@@ -1,84 +1,28 @@
-"""Reading typed objects from a store, and building / walking trees of files.
-
-``build_tree`` turns a list of project-relative paths into nested tree objects (like git);
-``walk`` yields every file entry with its full path; ``lookup`` finds one path.
-"""
+"""Building trees of files: ``build_tree`` turns project-relative paths on disk into nested
+tree objects (like git). Reading them back is ``mlvc.store.typed``."""
 
 from __future__ import annotations
 
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable
+from pathlib import Path
 
 from ..core.ids import ObjectId
+from ..core.names import safe_relpath
 from ..core.objects import (
     DIR,
     EXEC,
     FILE,
     SYMLINK,
-    DecodeError,
-    Env,
-    Run,
     Tree,
     TreeEntry,
-    decode,
-    encode,
-    is_reserved_name,
 )
-from ..errors import CorruptObject, MlvcError, UnreadablePath, UnsafePath
+from ..errors import MlvcError, UnreadablePath, UnsafePath
 from ..store.odb import ObjectStore
+from ..store.typed import write_object
 from .links import record_problem
-
-
-def read_object(store: ObjectStore, oid: ObjectId, kind: type):
-    """Read and decode one structured object, verified; bad bytes raise CorruptObject."""
-    data = store.read_bytes(oid)
-    try:
-        return decode(data, expect=kind)
-    except DecodeError as e:
-        where = getattr(store, "_where", lambda o: "?")(oid)
-        raise CorruptObject(oid.hex, where, str(e)) from None
-
-
-def read_run(store: ObjectStore, oid: ObjectId) -> Run:
-    return read_object(store, oid, Run)
-
-
-def read_tree(store: ObjectStore, oid: ObjectId) -> Tree:
-    return read_object(store, oid, Tree)
-
-
-def read_env(store: ObjectStore, oid: ObjectId) -> Env:
-    return read_object(store, oid, Env)
-
-
-def write_object(store: ObjectStore, obj) -> ObjectId:
-    return store.add_bytes(encode(obj))
-
-
-def safe_relpath(path: str) -> str:
-    """Normalize a project-relative POSIX path, refusing absolute paths, '..' and the
-    reserved names ``.git``/``.mlvc`` (``objects.is_reserved_name``) at any depth."""
-    parts = path.split("/")
-    if path and "\0" not in path and not {"", ".", ".."} & set(parts):
-        normal = path  # already normal: the common case, without pathlib's cost
-    else:
-        p = PurePosixPath(path)
-        if p.is_absolute() or any(part in ("..", "") for part in p.parts) or "\0" in path:
-            raise UnsafePath(
-                f"path {path!r} is absolute or leaves the project; use a path inside it"
-            )
-        normal = p.as_posix()
-        parts = normal.split("/")
-    for part in parts:
-        if is_reserved_name(part):
-            raise UnsafePath(
-                f"path {normal!r} is inside {part}, git's or mlvc's own folder; mlvc never "
-                "records or writes those"
-            )
-    return normal
 
 
 def file_entry_kind(st: os.stat_result) -> str:
@@ -208,43 +152,3 @@ def _write_nested(store: ObjectStore, top: dict) -> ObjectId:
         tree = Tree.of(entries)
         done[id(node)] = (write_object(store, tree), tree.size)
     return done[id(top)][0]
-
-
-def walk(
-    store: ObjectStore, tree_id: ObjectId | None, prefix: str = ""
-) -> Iterator[tuple[str, TreeEntry]]:
-    """Every non-directory entry under a tree, depth first in name order, with its full
-    POSIX path. Iterative, so a tree of any depth is walked without recursion."""
-    if tree_id is None:
-        return
-    stack = [iter([(prefix, e) for e in read_tree(store, tree_id).entries])]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        folder, e = item
-        path = f"{folder}{e.name}"
-        if e.kind == DIR:
-            sub = path + "/"
-            stack.append(iter([(sub, c) for c in read_tree(store, e.id).entries]))
-        else:
-            yield path, e
-
-
-def lookup(store: ObjectStore, tree_id: ObjectId | None, path: str) -> TreeEntry | None:
-    """The entry at a POSIX path inside a tree, or None."""
-    if tree_id is None:
-        return None
-    parts = [p for p in safe_relpath(path).split("/") if p]
-    entry = None
-    current = tree_id
-    for i, part in enumerate(parts):
-        entry = read_tree(store, current).get(part)
-        if entry is None:
-            return None
-        if i < len(parts) - 1:
-            if entry.kind != DIR:
-                return None
-            current = entry.id
-    return entry
