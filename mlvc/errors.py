@@ -198,3 +198,13 @@ EXIT_CODES = {
     16: "a model from outside this repository would run pickled code: pass --trust if you trust it",
     130: "interrupted (Ctrl-C)",
 }
+
+
+class GcBusy(MlvcError):
+    exit_code = 8
+
+
+class StoreNeedsRepair(MlvcError):
+    """gc found pack indexes it cannot trust: it deletes nothing until fsck has run."""
+
+    exit_code = 5

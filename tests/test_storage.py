@@ -12,7 +12,7 @@ from mlvc import Repo
 from mlvc.core import progress
 from mlvc.core.ids import ObjectId
 from mlvc.errors import UsageError
-from mlvc.maintenance.gc import gc_lock
+from mlvc.store.locks import gc_lock
 from mlvc.store.odb import CHUNK_THRESHOLD, hash_file
 from mlvc.workspace.statcache import FileHasher, StatCache
 
@@ -219,7 +219,7 @@ def test_gc_keeps_live_run_and_reflog_objects(repo, project):
 
 
 def test_gc_waits_for_commits_in_progress(repo):
-    from mlvc.maintenance.gc import GcBusy
+    from mlvc.errors import GcBusy
 
     with (
         gc_lock(repo.dir, shared=True),  # a commit in progress

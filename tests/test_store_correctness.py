@@ -231,7 +231,7 @@ def test_gc_indexes_a_torn_pack_instead_of_deleting_it(repo, project):
 
 
 def test_gc_refuses_when_it_cannot_read_an_index(repo, project):
-    from mlvc.maintenance.gc import StoreNeedsRepair
+    from mlvc.errors import StoreNeedsRepair
 
     first = repo.commit("one", data=["data"])
     packs = _packs(repo)
@@ -257,7 +257,7 @@ def test_fsck_and_gc_handle_a_truncated_pack(repo, project):
     with open(pack, "r+b") as f:
         f.truncate(pack.stat().st_size - 10)
     age_store(repo)
-    from mlvc.maintenance.gc import StoreNeedsRepair
+    from mlvc.errors import StoreNeedsRepair
 
     with pytest.raises(StoreNeedsRepair):
         Repo(project).gc(grace=0)
@@ -591,7 +591,7 @@ def test_the_shared_gc_lock_is_held_while_any_thread_of_the_process_holds_it(rep
     import sys
     import threading
 
-    from mlvc.maintenance.gc import gc_lock
+    from mlvc.store.locks import gc_lock
 
     probe = (
         "import fcntl, os, sys\n"

@@ -40,7 +40,6 @@ from ..core.params import (
     storable_params,
 )
 from ..errors import CommandFailed, MlvcError, UsageError
-from ..maintenance.gc import pin, writing
 from ..runs.attached import REPO_ENV, RUN_ENV, WORKTREE_ENV
 from ..runs.live import (
     LIVE,
@@ -56,6 +55,7 @@ from ..runs.live import (
     unstage,
 )
 from ..runs.record import Inputs, RunSpec, capture_inputs, expand, now_us, record_run
+from ..store.locks import pin, writing
 from ..store.typed import write_object
 from ..workspace.project import load_project
 from ..workspace.project_spec import EntryPoint, load_spec

@@ -11,134 +11,22 @@ With ``MLVC_DEBUG_GC_LOCK=1`` an object written outside the lock is an error (te
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import secrets
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..core.objects import DIR, DecodeError, unpack
-from ..errors import MissingObject, MlvcError
+from ..errors import MissingObject, MlvcError, StoreNeedsRepair
+from ..store.locks import _proc_start, gc_lock
 from ..store.odb import CHUNK_THRESHOLD, CHUNKED, LocalStore
 from ..store.pack.store import HEAD
 from .fsck import clean_tmp
-
-LOCK_WAIT = 600.0  # seconds gc waits for commits in progress to finish
-
-
-class GcBusy(MlvcError):
-    exit_code = 8
-
-
-class StoreNeedsRepair(MlvcError):
-    """gc found pack indexes it cannot trust: it deletes nothing until fsck has run."""
-
-    exit_code = 5
-
-
-# (pid, lock path) -> [depth of shared holds in this process, the descriptor holding flock]
-_held: dict[tuple[int, str], list] = {}
-_held_lock = threading.Lock()
-
-
-def lock_held(mlvc_dir: Path) -> bool:
-    """Whether this process holds ``gc.lock`` shared (for the debug check of writes)."""
-    return lock_depth(mlvc_dir) > 0
-
-
-def lock_depth(mlvc_dir: Path) -> int:
-    entry = _held.get((os.getpid(), str(Path(mlvc_dir) / "gc.lock")))
-    return entry[0] if entry else 0
-
-
-@contextmanager
-def gc_lock(mlvc_dir: Path, shared: bool = True, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """Hold ``gc.lock``: shared for writers (commits), exclusive for gc. Shared holds are
-    counted per process, so they nest and threads share one: the flock is released only
-    when the last holder in the process leaves."""
-    path = str(Path(mlvc_dir) / "gc.lock")
-    if shared:
-        key = (os.getpid(), path)
-        with _held_lock:  # a thread waiting here waits for the same flock anyway
-            entry = _held.get(key)
-            if entry is None:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH)  # gc is rare and bounded: writers wait
-                except BaseException:
-                    os.close(fd)
-                    raise
-                entry = _held[key] = [0, fd]
-            entry[0] += 1
-        try:
-            yield
-        finally:
-            with _held_lock:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del _held[key]
-                    os.close(entry[1])
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise GcBusy(
-                        "commits kept the repository busy; run `mlvc gc` again later"
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def writing(mlvc_dir: Path, store) -> Iterator[None]:
-    """Write objects that something will name before this block ends, safe from gc: the
-    shared lock is held throughout, and the pack index is published before it is let go
-    (else another process's gc could not see them and would find their pack unindexed)."""
-    with gc_lock(mlvc_dir):
-        try:
-            yield
-        finally:
-            flush = getattr(store, "flush", None)
-            if flush is not None and lock_depth(mlvc_dir) == 1:
-                flush()
-
-
-@contextmanager
-def pin(mlvc_dir: Path, ids) -> Iterator[None]:
-    """Name objects as gc roots for as long as the block runs (``live/.pin-*``), for a
-    writer that will name them later, outside the lock (``mlvc run -j``'s shared inputs).
-    Write it inside ``writing``; a pin whose process is gone is removed by gc."""
-    folder = Path(mlvc_dir) / "live" / f".pin-{os.getpid()}-{secrets.token_hex(4)}"
-    folder.mkdir(parents=True)
-    meta = {
-        "pid": os.getpid(),
-        "proc_start": _proc_start(os.getpid()),
-        "ids": [i.hex for i in ids if i is not None],
-    }
-    tmp = folder / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / "meta.json")
-    try:
-        yield
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
 
 GRACE_S = 3600.0  # objects and packs younger than this are never removed
 REPACK_GARBAGE = 0.5  # a pack more than half garbage (by bytes) is rewritten
@@ -193,15 +81,6 @@ def _live_metas(folder: Path) -> list[Path]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     return [folder / n / "meta.json" for n in names if (folder / n / "meta.json").is_file()]
-
-
-def _proc_start(pid: int) -> str:
-    """The kernel's start time of a process (guards against pid reuse), or ''."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 def _pin_alive(doc) -> bool:

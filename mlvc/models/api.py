@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.names import safe_relpath
-from ..maintenance.gc import writing
 from ..runs.record import author
+from ..store.locks import writing
 from . import registry
 from .format import save
 from .loading import _LIVE_KEY, locate, store_dir

@@ -160,7 +160,7 @@ def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
     }
     if not entries:
         raise PathNotInRun(f"live run {key} has no model folder {path!r} ({uri})")
-    from ..maintenance.gc import writing
+    from ..store.locks import writing
 
     with writing(repo.dir, repo.store):
         return build_tree(repo.store, repo.root, [], extra=entries)

@@ -46,8 +46,8 @@ from ..core.params import (
     storable_params,
 )
 from ..errors import FileChanged, MlvcError, UsageError
-from ..maintenance.gc import writing
 from ..refs.store import check_ref_name
+from ..store.locks import writing
 from ..store.odb import _stamp
 from ..store.typed import read_run
 from .record import Inputs, RunSpec, capture_inputs, now_us, publish_run, record_run

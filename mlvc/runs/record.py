@@ -197,7 +197,7 @@ def capture_inputs(
 @contextmanager
 def _writing(repo):
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
-    from ..maintenance.gc import writing
+    from ..store.locks import writing
 
     with writing(repo.dir, repo.store):
         hasher = repo.file_hasher() if hasattr(repo, "file_hasher") else None

@@ -11,14 +11,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..core.names import safe_relpath
-from ..core.objects import (
-    DIR,
-    EXEC,
-    FILE,
-    SYMLINK,
-    Tree,
-    TreeEntry,
-)
+from ..core.objects import DIR, EXEC, FILE, SYMLINK, Tree, TreeEntry
 from ..errors import MlvcError, UnreadablePath, UnsafePath
 from ..store.odb import ObjectStore
 from ..store.typed import write_object

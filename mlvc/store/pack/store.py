@@ -422,7 +422,7 @@ class PackedStore(LocalStore):
 
     def _put_record(self, oid, tag, payload):
         if _CHECK_GC_LOCK:
-            from ...maintenance.gc import lock_held
+            from ..locks import lock_held
 
             if not lock_held(self.root.parent):
                 raise AssertionError(f"object {oid.hex} written outside gc.lock")
