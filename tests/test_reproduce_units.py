@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import mlvc
+from mlvc.api import fluent
 from mlvc.core.objects import Run
 from mlvc.errors import EnvironmentBuildFailed
 from mlvc.exec.interpreter import (
@@ -30,7 +31,8 @@ from mlvc.workspace.trees import build_tree
 def _restore_hash_seed(monkeypatch):
     """seed_everything sets PYTHONHASHSEED; put it back as it was after each test."""
     monkeypatch.setenv("PYTHONHASHSEED", "0")
-    monkeypatch.setattr("mlvc.api.seeding._pending", None)
+    yield
+    fluent.take_pending_seed()  # a seed left for "the next run" must not reach another test
 
 
 def _run(store, root: Path, files: dict[str, str], **kw) -> Run:

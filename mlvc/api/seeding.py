@@ -24,16 +24,8 @@ import os
 import random
 import warnings
 
-SEED_PARAM = "mlvc.seed"
-SEED_ENV = "MLVC_SEED"
-_pending: int | None = None  # seeded outside any run: the next top-level run records it
-
-
-def take_pending_seed() -> int | None:
-    """The seed set while no run was active, once (for the run that starts next)."""
-    global _pending
-    seed, _pending = _pending, None
-    return seed
+from ..runs.attached import SEED_ENV, SEED_PARAM, stage_param
+from . import fluent
 
 
 def seed_everything(seed: int | None = None, deterministic_torch: bool = False) -> int:
@@ -72,17 +64,14 @@ def _seed_torch(seed: int, deterministic: bool) -> None:
 
 
 def _record(seed: int) -> None:
-    global _pending
     from ..errors import UsageError
-    from ..runs.attached import stage_param
-    from ..runs.live import active_run
 
-    run = active_run()
+    run = fluent.active_run()
     try:
         if run is not None:
             run.log_param(SEED_PARAM, seed)
         elif not stage_param(SEED_PARAM, seed):
-            _pending = seed
+            fluent.record_seed(seed)
     except UsageError:  # seeded twice with different seeds: the run keeps the first
         warnings.warn(
             f"this run already recorded another {SEED_PARAM}; keeping the first",

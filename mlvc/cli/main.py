@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..api.repo import Repo
 from ..core.params import parse_metrics, parse_params, parse_tags
 from ..errors import MlvcError

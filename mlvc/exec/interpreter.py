@@ -84,7 +84,7 @@ def capture_for(
 
     if same_interpreter(python):
         return capture_env(root, variables, files, environ)
-    from .. import __version__
+    from .._version import __version__
 
     pkg = str(Path(__file__).resolve().parent.parent)  # the mlvc package folder
     args = json.dumps({"variables": list(variables), "files": list(files)})

@@ -71,9 +71,9 @@ def log_model(
     Arguments are those of ``mlvc.models.save``; ``registered_model_name`` also registers
     the model as the next version of that name. Returns a ``ModelInfo``.
     """
-    from ..runs import live as tracking
+    from ..api import fluent
 
-    run = run or tracking._active()
+    run = run or fluent.active_run_or_start()
     registry.check_name(name)
     rel = safe_relpath(f"models/{name}")
     repo = run.repo
@@ -153,14 +153,13 @@ def _check_model_tree(repo, tree, uri: str) -> None:
 
 def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
     """Once the live run ends, log its run id on the version (registered before it had one)."""
-    from ..runs import live as tracking
+    from ..api import fluent
 
-    for run in tracking._stack:
-        if run.key == key:
-            run.on_end.append(
-                lambda rid: registry.note_run(repo.refs, name, version, rid.hex, author())
-            )
-            return
+    run = fluent.live_run(key)
+    if run is not None:
+        run.on_end.append(
+            lambda rid: registry.note_run(repo.refs, name, version, rid.hex, author())
+        )
 
 
 def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.ModelVersion:

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .live import LIVE, LiveRun, _atomic_json, _forget
+from .live import LIVE, LiveRun, _atomic_json
 
 RUN_ENV, REPO_ENV, WORKTREE_ENV = "MLVC_RUN", "MLVC_REPO", "MLVC_WORKTREE"
+SEED_PARAM = "mlvc.seed"  # the param mlvc.seed_everything records
+SEED_ENV = "MLVC_SEED"  # set by `mlvc reproduce` to the recorded seed
 CLAIM = "attached"
 
 
@@ -39,29 +41,21 @@ def staged_dir() -> Path | None:
     return d if (d / "meta.json").is_file() else None
 
 
-def _repo_view():
-    from ..api.repo import Repo
-
-    repo = Repo(os.environ[REPO_ENV])
-    worktree = os.environ.get(WORKTREE_ENV)
-    return repo.with_worktree(worktree) if worktree else repo
+def staged_repo_paths() -> tuple[str, str | None]:
+    """(project root, worktree or None) of the ``mlvc run`` that started this process."""
+    return os.environ[REPO_ENV], os.environ.get(WORKTREE_ENV) or None
 
 
-def attach(repo=None, name=None, params=None, tags=None) -> AttachedRun | None:
-    """The staged run as this process's live run, or None when there is none to join (not
-    under ``mlvc run``, another process claimed it, or ``repo`` names another project)."""
-    d = staged_dir()
-    if d is None:
-        return None
-    if repo is not None and Path(repo.dir).resolve() != d.parent.parent.resolve():
-        return None
+def attach(view, d: Path, name=None, params=None, tags=None) -> AttachedRun | None:
+    """Join the staged run ``d`` (``staged_dir()``) through ``view``, the repository as the
+    command sees it (its worktree); None when another process claimed it first."""
     try:
         fd = os.open(d / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return None
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
-    run = AttachedRun(_repo_view(), d)
+    run = AttachedRun(view, d)
     if name:
         run._meta["attached_name"] = name  # the staged run keeps the name `mlvc run` gave it
     if params:
@@ -128,5 +122,5 @@ class AttachedRun(LiveRun):
         self._meta["children"] = self._children
         self._meta["attached_status"] = status
         self._write_meta()
-        _forget(self)
+        self._finished()
         return None

@@ -15,7 +15,6 @@ the next mlvc command that finds the dead run's pid gone records it as ``killed`
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -178,6 +177,7 @@ class LiveRun:
         self._artifacts: dict[str, list] = {}
         self._children: list[str] = []
         self.on_end: list = []  # callables given the recorded run id once the run has ended
+        self.on_finish: list = []  # callables given the run once it has ended (fluent's stack)
         # metric columns; appended in this order, value last (see _flush)
         self._codes: list[int] = []
         self._steps: list[int] = []
@@ -400,10 +400,14 @@ class LiveRun:
         self.run_id = commit_staged(self.repo, self.dir, self._meta, status)
         if self.parent is not None:
             self.parent._children.append(self.run_id.hex)
-        _forget(self)
+        self._finished()
         for hook in self.on_end:
             hook(self.run_id)
         return self.run_id
+
+    def _finished(self) -> None:
+        for hook in self.on_finish:
+            hook(self)
 
     def __enter__(self) -> LiveRun:
         return self
@@ -870,121 +874,3 @@ def _drop_if_abandoned(d: Path) -> None:
         return
     if old and not any((d / "series").glob("*.arrow")):
         shutil.rmtree(d, ignore_errors=True)
-
-
-# -- the fluent API ------------------------------------------------------------------------
-
-_stack: list[LiveRun] = []
-_stack_lock = threading.Lock()
-
-
-def start_run(
-    name: str | None = None,
-    params: dict | None = None,
-    tags: dict | None = None,
-    message: str | None = None,
-    repo=None,
-    data=(),
-    nested: bool = True,
-) -> LiveRun:
-    """Start a live run; inside another active run it becomes that run's child.
-
-    In a process started by ``mlvc run`` (or ``mlvc reproduce``), the first top-level run
-    is not a run of its own: it adds to the run ``mlvc run`` records (mlvc.runs.attached).
-    """
-    from ..api.repo import Repo
-
-    parent = _stack[-1] if _stack and nested else None
-    if parent is None:
-        from .attached import attach
-
-        run = attach(repo, name=name, params=params, tags=tags)
-        if run is not None:
-            with _stack_lock:
-                _stack.append(run)
-            return run
-    repo = repo if repo is not None else Repo()
-    run = LiveRun(
-        repo,
-        name=name or "",
-        message=message or "",
-        params=params,
-        tags=tags,
-        data=data,
-        parent=parent,
-    )
-    if parent is None:
-        from ..api.seeding import take_pending_seed
-
-        seed = take_pending_seed()
-        if seed is not None and "mlvc.seed" not in run._params:
-            run.log_param("mlvc.seed", seed)
-    with _stack_lock:
-        _stack.append(run)
-    return run
-
-
-def _forget(run: LiveRun) -> None:
-    with _stack_lock:
-        if run in _stack:
-            _stack.remove(run)
-
-
-def active_run() -> LiveRun | None:
-    return _stack[-1] if _stack else None
-
-
-def _active() -> LiveRun:
-    if not _stack:
-        start_run()  # as MLflow does: logging outside a run starts one, ended at exit
-    return _stack[-1]
-
-
-def end_run(status: str = "finished") -> ObjectId | None:
-    return _stack[-1].end(status) if _stack else None
-
-
-def log_param(key, value):
-    _active().log_param(key, value)
-
-
-def log_params(params):
-    _active().log_params(params)
-
-
-def log_metric(key, value, step=None, timestamp=None):
-    _active().log_metric(key, value, step, timestamp)
-
-
-def log_metrics(metrics, step=None, timestamp=None):
-    _active().log_metrics(metrics, step, timestamp)
-
-
-def log_artifact(path, name=None):
-    return _active().log_artifact(path, name)
-
-
-def log_text(text, name):
-    return _active().log_text(text, name)
-
-
-def log_dict(obj, name):
-    return _active().log_dict(obj, name)
-
-
-def set_tag(key, value=""):
-    _active().set_tag(key, value)
-
-
-def set_tags(tags):
-    _active().set_tags(tags)
-
-
-@atexit.register
-def _end_all() -> None:
-    while _stack:
-        try:
-            _stack[-1].end("finished")
-        except Exception as e:  # at exit there is no caller left to raise to
-            print(f"mlvc: could not record run {_stack[-1].id}: {e}", file=sys.stderr)
-            _stack.pop()

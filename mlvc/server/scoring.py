@@ -30,7 +30,7 @@ import os
 import sys
 import traceback
 
-from .. import __version__
+from .._version import __version__
 from ..models import payload
 from ..models.errors import (
     BadPayload,
