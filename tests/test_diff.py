@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from mlvc.core.ids import ObjectId
 from mlvc.core.objects import Env, Run
-from mlvc.diff.runs import BINARY, PATCH_MAX_BYTES, TOO_LARGE, diff_runs, render_diff
+from mlvc.diff.runs import BINARY, PATCH_MAX_BYTES, TOO_LARGE, diff_runs
 from mlvc.errors import MissingObject
+from mlvc.render.diff import render_diff
 from mlvc.store.odb import LocalStore, MemoryStore
 from mlvc.store.typed import lookup, write_object
 from mlvc.workspace.trees import build_tree

@@ -13,7 +13,7 @@ import pytest
 
 import mlvc
 from mlvc import Repo
-from mlvc.runs.live import ParamConflict
+from mlvc.errors import ParamConflict
 
 
 def test_start_run_records_everything(repo, project):

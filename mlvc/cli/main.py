@@ -15,7 +15,7 @@ import click
 from .._version import __version__
 from ..api.repo import Repo
 from ..core.params import parse_metrics, parse_params, parse_tags
-from ..errors import MlvcError
+from ..errors import FsckFailed, MlvcError
 from ..render.text import FORMATS, aligned, clean, echo, human_size, to_json, write_table
 
 
@@ -422,7 +422,7 @@ def diff(a, b, patch, as_json, color):
 
     With one run, compares it with HEAD. Example: mlvc diff HEAD~1 HEAD --patch
     """
-    from ..diff.runs import render_diff
+    from ..render.diff import render_diff
 
     d = repo().diff(a, b or "HEAD", patch=patch)
     if as_json:
@@ -524,9 +524,10 @@ def fsck(as_json):
             click.echo(f"repaired: {n}")
         for p in problems:
             echo(clean(p))
-        echo(f"{len(problems)} problem(s) found" if problems else "ok: no problems found")
+        if not problems:
+            echo("ok: no problems found")
     if problems:
-        sys.exit(9)
+        raise FsckFailed(f"{len(problems)} problem(s) found")
 
 
 @main.command()

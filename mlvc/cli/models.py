@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import click
 
-from ..render.text import aligned, echo, to_json, type_name
+from ..core.typenames import type_name
+from ..render.text import aligned, echo, to_json
 
 
 def _repo():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..core.objects import is_number
-from ..errors import IndexBusy, MlvcError, QueryError
+from ..errors import IndexBusy, IndexDamaged, MlvcError, QueryError
 from ..store.odb import LocalStore
 from ..store.typed import read_env, read_run, walk
 from .user_sql import check_read_only, interruptible, is_interruption
@@ -628,10 +628,6 @@ class Index:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-class IndexDamaged(QueryError):
-    """The index file failed a check while a query read it (the caller rebuilds it)."""
 
 
 REBUILT = "index was damaged; rebuilt from objects and refs"

@@ -19,8 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..core.ids import ObjectId
-from ..errors import UsageError
-from ..refs.store import RefExists, check_ref_name
+from ..errors import RefExists, UsageError
+from ..refs.store import check_ref_name
 from .errors import UnknownModel
 
 ROOT = "refs/models"

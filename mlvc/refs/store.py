@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.ids import ObjectId
-from ..errors import MlvcError, UsageError
+from ..errors import MlvcError, RefExists, RefLocked, UsageError
 from ..store.odb import sync_filesystem
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
@@ -55,14 +55,6 @@ def check_ref_name(name: str, what: str = "name") -> str:
                 "prefix; add a letter g-z or a '-'"
             )
     return name
-
-
-class RefLocked(MlvcError):
-    pass
-
-
-class RefExists(MlvcError):
-    """A create-only write found the ref already there (another writer won the race)."""
 
 
 SYMBOLIC = "ref: "

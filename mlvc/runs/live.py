@@ -44,7 +44,7 @@ from ..core.params import (
     flatten,
     storable_params,
 )
-from ..errors import FileChanged, MlvcError, UsageError
+from ..errors import FileChanged, MlvcError, ParamConflict, UsageError
 from ..refs.store import check_ref_name
 from ..store.locks import writing
 from ..store.odb import _stamp
@@ -58,14 +58,6 @@ FLUSH_POINTS = 50_000
 FLUSH_SECONDS = 1.0
 FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
 _now_ns = time.time_ns
-
-
-class ParamConflict(UsageError):
-    pass
-
-
-class NoActiveRun(MlvcError):
-    exit_code = 2
 
 
 def _param_value(key: str, value: Any):

@@ -98,6 +98,9 @@ def _example_payload(example):
     return {"dataframe_split": {"columns": table.column_names, "data": rows}}
 
 
+_CODES = {400: "BAD_REQUEST", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
 def _error(status: int, code: str, message: str, headers: dict | None = None):
     from starlette.responses import JSONResponse
 
@@ -161,10 +164,8 @@ def score(model: Model, schema, body: bytes, ctype: str | None, accept: str) -> 
     failure is a 500."""
     try:
         data = payload.parse(body, ctype, schema)
-    except UnsupportedMediaType as e:
-        return 415, "UNSUPPORTED_MEDIA_TYPE", str(e)
-    except BadPayload as e:
-        return 400, "BAD_REQUEST", str(e)
+    except (UnsupportedMediaType, BadPayload) as e:  # their http_status says which
+        return e.http_status, _CODES.get(e.http_status, "BAD_REQUEST"), str(e)
     except RecursionError:
         return 400, "BAD_REQUEST", "the body is nested too deeply"
     except Exception as e:  # a body our parsers choke on is still the client's

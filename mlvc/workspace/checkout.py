@@ -32,7 +32,7 @@ from ..core.objects import EXEC, SYMLINK, Run, TreeEntry
 from ..errors import (
     DirtyWorkingTree,
     MissingObject,
-    MlvcError,
+    PathInTheWay,
     UnreadablePath,
     UnsafePath,
     UsageError,
@@ -44,12 +44,6 @@ from .materialize import is_cache_link, place
 from .trees import file_entry_kind
 
 SECTIONS = ("code", "data", "artifacts")
-
-
-class PathInTheWay(MlvcError):
-    """A folder holding files no run records stands where checkout must write a file."""
-
-    exit_code = DirtyWorkingTree.exit_code
 
 
 @dataclass

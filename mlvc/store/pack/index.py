@@ -15,13 +15,11 @@ from pathlib import Path
 
 import blake3
 
+from ...errors import PackError
+
 IDX_MAGIC = b"MLVCIDX1"
 LOC = struct.Struct("<IQQ")  # per id in an index: pack number, record offset, record length
 FANOUT = struct.Struct("<256I")
-
-
-class PackError(Exception):
-    """An index file that cannot be trusted (torn, truncated or damaged)."""
 
 
 class PackIndex:

@@ -20,9 +20,10 @@ from pathlib import Path
 import blake3
 
 from ...core.ids import ObjectId
+from ...errors import PackError
 from .. import compress as zstd
 from ..odb import CHUNKED, RAW, ZSTD, ZSTD_MAX, _parse_chunk_list
-from .index import PackError, PackIndex, write_index
+from .index import PackIndex, write_index
 from .store import HEAD, PACK_MAGIC
 
 READ = 4 << 20  # raw records are hashed in reads of this size: memory stays bounded

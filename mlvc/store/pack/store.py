@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...core.ids import ObjectId
-from ...errors import CorruptObject
+from ...errors import CorruptObject, PackError
 from ..odb import CHUNKED, RAW, ZSTD, LocalStore, _parse_chunk_list, sync_filesystem
-from .index import PackError, PackIndex, write_all, write_index
+from .index import PackIndex, write_all, write_index
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
 HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
