@@ -32,7 +32,7 @@ PACKAGES = {"numpy": "1.26.4", "torch": "2.2.0"}
 
 
 def index_of(repo: Repo) -> Index:
-    return Index(repo.dir, repo.store, repo.refs)
+    return Index(repo.dir, repo.store, repo.refs, settings=repo.settings)
 
 
 def write_files(root, files: dict[str, str]) -> list[str]:
@@ -368,7 +368,7 @@ def test_parallel_rebuild_equals_sequential(repo, monkeypatch):
     monkeypatch.setattr(
         "mlvc.index.index._Workers.__init__", _record(mlvc.index.index._Workers.__init__, started)
     )
-    assert Index(repo.dir, repo.store, repo.refs, workers=2).rebuild() == 5
+    assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 5
     assert started == [2]
     assert dump(index) == sequential
 

@@ -211,7 +211,7 @@ def test_a_scripts_live_run_joins_the_run_mlvc_run_records(proj):
     assert repo.run(child).name == "child-eval"
     assert len(repo.log()) == 2  # the run and its nested child, nothing else
     assert set(run.models) == {"ident"}  # a model the script logged, registered...
-    from mlvc.models import registry
+    from mlvc.refs import registry
 
     assert registry.get(repo.refs, "ident", 1).run_id == repo.head().hex  # ...knows its run
 

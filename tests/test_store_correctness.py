@@ -66,7 +66,7 @@ def test_checkout_never_overwrites_a_file_the_store_lacks(repo, project):
     (project / "train.py").write_bytes(content)
     tree = Tree.of([TreeEntry("train.py", FILE, ObjectId.of(content), len(content))])
     inputs = Inputs(write_object(repo.store, tree), {}, None, None, (), ())
-    record_run(repo, RunSpec(message="bad", inputs=inputs))
+    record_run(repo.ctx, RunSpec(message="bad", inputs=inputs))
     with pytest.raises(DirtyWorkingTree):
         repo.checkout(first.hex)
     assert (project / "train.py").read_bytes() == content
@@ -470,7 +470,7 @@ def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
     oid = repo.store.add_bytes(content)
     tree = Tree.of([TreeEntry("liar.txt", FILE, oid, 9999)])
     inputs = Inputs(write_object(repo.store, tree), {}, None, None, (), ())
-    record_run(repo, RunSpec(message="lies", inputs=inputs))
+    record_run(repo.ctx, RunSpec(message="lies", inputs=inputs))
     problems = Repo(project).fsck()
     assert any("liar.txt" in p and "9999" in p and "12" in p for p in problems), problems
 

@@ -64,7 +64,7 @@ def start_run(
         from .repo import Repo
 
         run = LiveRun(
-            repo if repo is not None else Repo(),
+            (repo if repo is not None else Repo()).ctx,
             name=name or "",
             message=message or "",
             params=params,
@@ -90,8 +90,8 @@ def _attach(repo, name, params, tags) -> LiveRun | None:
     from .repo import Repo
 
     root, worktree = staged_repo_paths()
-    view = Repo(root)
-    return attach(view.with_worktree(worktree) if worktree else view, d, name, params, tags)
+    ctx = Repo(root).ctx
+    return attach(ctx.with_worktree(worktree) if worktree else ctx, d, name, params, tags)
 
 
 def _track(run: LiveRun, stack: list[LiveRun]) -> None:

@@ -10,21 +10,21 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..core.ids import HASH_ALGORITHM, ObjectId, RunId
-from ..core.objects import DIR, FORMAT_VERSION, Run
+from ..core.ids import ObjectId, RunId
+from ..core.layout import Layout
+from ..core.layout import find_root as layout_find_root
+from ..core.objects import DIR, Run
+from ..core.settings import RepoConfig, Settings
 from ..errors import (
     AlreadyARepository,
     MlvcError,
     NotARepository,
     PathNotInRun,
-    UnsupportedRepository,
     UsageError,
 )
 from ..maintenance.fsck import fsck
-from ..refs.resolve import resolve
-from ..refs.store import RefStore, check_ref_name
-from ..runs.record import RunSpec, author, expand, record_run
-from ..store.pack.store import PackedStore
+from ..refs.store import check_ref_name
+from ..runs.record import RunSpec, expand, record_run
 from ..store.typed import lookup, read_run
 from ..workspace.checkout import (
     SECTIONS,
@@ -34,67 +34,51 @@ from ..workspace.checkout import (
     parse_sections,
     run_files,
 )
+from ..workspace.context import RepoContext
 from ..workspace.project import load_project
 from .views import describe_run
-
-MLVC_DIR = ".mlvc"
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
     """The nearest folder at or above ``start`` that holds ``.mlvc/``."""
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / MLVC_DIR / "config").is_file():
-            return folder
-    raise NotARepository(str(here))
-
-
-def check_config(path: Path) -> None:
-    """Refuse a repository this mlvc would misread: a config that is not TOML, or that
-    declares another format version or hash algorithm than the ones this mlvc writes."""
-    supports = f'this mlvc reads format_version = {FORMAT_VERSION} and hash = "{HASH_ALGORITHM}"'
-    try:
-        core = _toml().loads(path.read_text()).get("core", {})
-    except UnicodeDecodeError:
-        raise UnsupportedRepository(f"{path} is not valid TOML (not UTF-8); {supports}") from None
-    except OSError as e:
-        raise MlvcError(f"cannot read {path}: {e.strerror}") from None
-    except ValueError as e:  # tomllib.TOMLDecodeError
-        raise UnsupportedRepository(f"{path} is not valid TOML ({e}); {supports}") from None
-    if not isinstance(core, dict):
-        raise UnsupportedRepository(f"{path}: [core] is not a table; {supports}")
-    for key, want in (("format_version", FORMAT_VERSION), ("hash", HASH_ALGORITHM)):
-        value = core.get(key, want)
-        if value != want or type(value) is not type(want):
-            shown = f'"{value}"' if isinstance(value, str) else str(value).lower()
-            raise UnsupportedRepository(
-                f"{path} declares {key} = {shown}; {supports} (a newer mlvc may read it)"
-            )
-
-
-def _toml():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    return tomllib
+    root = layout_find_root(start)
+    if root is None:
+        raise NotARepository(str(Path(start or os.getcwd()).resolve()))
+    return root
 
 
 class Repo:
     """An mlvc repository: ``Repo()`` finds it from the working directory."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.root = find_root(path)
-        self.dir = self.root / MLVC_DIR
-        check_config(self.dir / "config")
-        self.store = PackedStore(self.dir / "objects", self.dir / "tmp")
-        self.refs = RefStore(self.dir)
-        self._index = None
+    def __init__(self, path: str | os.PathLike | None = None, settings: Settings | None = None):
+        layout = Layout.of(find_root(path))
+        RepoConfig.load(layout.config)
+        self.ctx = RepoContext.open(layout, settings or Settings.from_env())
+
+    @classmethod
+    def _view(cls, ctx: RepoContext) -> Repo:
+        view = cls.__new__(cls)
+        view.ctx = ctx
+        return view
+
+    # the parts of the open repository (mlvc.workspace.context)
+    root = property(lambda self: self.ctx.root)
+    dir = property(lambda self: self.ctx.dir)
+    layout = property(lambda self: self.ctx.layout)
+    store = property(lambda self: self.ctx.store)
+    refs = property(lambda self: self.ctx.refs)
+    settings = property(lambda self: self.ctx.settings)
+    index = property(lambda self: self.ctx.index, doc="The DuckDB index, opened lazily.")
+    stat_cache = property(lambda self: self.ctx.stat_cache)
+
+    def file_hasher(self):
+        """The hasher commit gives ``build_tree``: stat cache + worker threads."""
+        return self.ctx.file_hasher()
 
     @classmethod
     def init(cls, path: str | os.PathLike = ".") -> Repo:
         root = Path(path).resolve()
-        d = root / MLVC_DIR
+        d = Layout.of(root).dir
         if (d / "config").exists():
             raise AlreadyARepository(f"{root} is already an mlvc repository ({d} exists)")
         try:
@@ -103,12 +87,7 @@ class Repo:
             (d / "tmp").mkdir(exist_ok=True)
             (d / ".gitignore").write_text("# mlvc's store is versioned by mlvc, not git\n*\n")
             # the config last, whole (temp + rename): a folder without one is no repository
-            (d / "tmp" / "config").write_text(
-                "# mlvc repository settings\n"
-                "[core]\n"
-                f"format_version = {FORMAT_VERSION}\n"
-                f'hash = "{HASH_ALGORITHM}"\n'
-            )
+            (d / "tmp" / "config").write_text(RepoConfig().text())
             os.replace(d / "tmp" / "config", d / "config")
         except OSError as e:
             raise MlvcError(
@@ -119,24 +98,13 @@ class Repo:
     def __repr__(self) -> str:
         return f"Repo({str(self.root)!r})"
 
-    # -- components -----------------------------------------------------------------------
-
-    @property
-    def index(self):
-        """The DuckDB index (a cache of objects and refs), opened lazily."""
-        if self._index is None:
-            from ..index.index import Index
-
-            self._index = Index(self.dir, self.store, self.refs)
-        return self._index
-
     # -- addressing -----------------------------------------------------------------------
 
     def resolve(self, spec: str | RunId) -> ObjectId:
         """A run id from anything a user may type: id, prefix, name, tag, HEAD~N."""
         if isinstance(spec, RunId):
             return spec.oid
-        return resolve(self.refs, self.store, spec)
+        return self.ctx.resolve(spec)
 
     def run(self, spec: str | ObjectId) -> Run:
         oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
@@ -181,12 +149,12 @@ class Repo:
             command=tuple(command),
             **more,
         )
-        return RunId(record_run(self, spec, Path(cwd) if cwd else None))
+        return RunId(record_run(self.ctx, spec, Path(cwd) if cwd else None))
 
     def tag(self, spec: str, tag: str) -> RunId:
         """Point a movable tag at a run (``mlvc tag``); returns the run's id."""
         oid = self.resolve(spec)
-        self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", author())
+        self.refs.write(f"refs/tags/{check_ref_name(tag, 'tag')}", oid, "tag", self.ctx.author())
         self.index.try_ingest()
         return RunId(oid)
 
@@ -196,14 +164,14 @@ class Repo:
         """Runs in progress (``mlvc runs``), after recording any whose process died."""
         from ..runs.live import live_runs, reap_dead_runs
 
-        reap_dead_runs(self)
-        return live_runs(self)
+        reap_dead_runs(self.ctx)
+        return live_runs(self.ctx)
 
     def reap(self) -> list[ObjectId]:
         """Record live runs whose process is gone as ``killed``."""
         from ..runs.live import reap_dead_runs
 
-        return reap_dead_runs(self)
+        return reap_dead_runs(self.ctx)
 
     def log(self, limit: int | None = None) -> list[dict]:
         """Runs newest first, as dicts of the index's ``runs`` columns."""
@@ -330,7 +298,7 @@ class Repo:
                 **opts,
             )
             if only is None:
-                self.refs.write("HEAD", oid, f"checkout: {spec}", author())
+                self.refs.write("HEAD", oid, f"checkout: {spec}", self.ctx.author())
                 self._save_only_bases(oid, {})
             else:
                 done = {**self._only_bases(head), **dict.fromkeys(sections, oid)}
@@ -401,13 +369,7 @@ class Repo:
     def with_worktree(self, path: str | os.PathLike) -> Repo:
         """This repository's store and refs, with ``path`` as the folder runs are captured
         from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
-        import copy
-
-        view = copy.copy(self)
-        view.root = Path(path).resolve()
-        view._index = None
-        view._stat_cache = None  # the cache is keyed by paths under the old root
-        return view
+        return Repo._view(self.ctx.with_worktree(path))
 
     def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
         """Run an entry point and record each run (``mlvc run``); returns the outcomes.
@@ -417,36 +379,21 @@ class Repo:
         """
         from ..exec.run import run_entry
 
-        return run_entry(self, entry, params, sweeps, jobs, **kw)
+        return run_entry(self.ctx, entry, params, sweeps, jobs, **kw)
 
     def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
         """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
         from ..reproduce.run import reproduce
 
-        return reproduce(self, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+        return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
 
     def lineage(self, spec: str | None = None):
         """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
         from ..reproduce.lineage import lineage
 
-        return lineage(self, spec)
+        return lineage(self.ctx, spec)
 
     # -- storage (issue 4) ----------------------------------------------------------------
-
-    @property
-    def stat_cache(self):
-        """(path, size, mtime, inode, ctime) -> id for the project's files; a cache."""
-        if getattr(self, "_stat_cache", None) is None:
-            from ..workspace.statcache import StatCache
-
-            self._stat_cache = StatCache(self.dir / "statcache", self.root, self.dir / "tmp")
-        return self._stat_cache
-
-    def file_hasher(self):
-        """The hasher commit gives ``build_tree``: stat cache + worker threads."""
-        from ..workspace.statcache import FileHasher
-
-        return FileHasher(self.store, self.stat_cache)
 
     def gc(self, dry_run: bool = False, grace: float | None = None):
         """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
@@ -454,10 +401,10 @@ class Repo:
 
         if grace is not None and not grace >= 0:
             raise UsageError(f"the grace period must be 0 or more seconds, not {grace}")
-        return gc(self, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
+        return gc(self.ctx, dry_run=dry_run, grace=GRACE_S if grace is None else grace)
 
     def du(self, runs: list[str] | None = None) -> dict:
         """Logical size, stored size and dedup ratio per run and for the store."""
         from ..maintenance.du import disk_usage
 
-        return disk_usage(self, runs)
+        return disk_usage(self.ctx, runs)

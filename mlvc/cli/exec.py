@@ -53,7 +53,7 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
 
     Example: mlvc run train -P lr=0.01 --sweep epochs=10,20 -j 2
     """
-    from ..exec.run import check, run_entry
+    from ..exec.run import check
     from .main import repo
 
     def done(o):
@@ -70,8 +70,7 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
             + (f", {metrics}" if metrics else "")
         )
 
-    outcomes = run_entry(
-        repo(),
+    outcomes = repo().run_entry(
         entry,
         params,
         sweeps,
@@ -171,12 +170,11 @@ def lineage(spec, as_json):
 
     Example: mlvc lineage baseline
     """
-    from ..reproduce.lineage import lineage as build
     from ..reproduce.lineage import render_lineage
     from .main import repo
 
     r = repo()
-    nodes, focus = build(r, spec)
+    nodes, focus = r.lineage(spec)
     if as_json:
         click.echo(to_json([vars(n) for n in nodes.values()]))
         return

@@ -133,7 +133,7 @@ def grid(given: Mapping[str, str], sweeps: Iterable[str]) -> list[dict[str, str]
 
 
 def plan(
-    repo,
+    ctx,
     entry: str,
     params: Iterable[str] = (),
     sweeps: Iterable[str] = (),
@@ -143,14 +143,14 @@ def plan(
     tags: Mapping[str, str] | None = None,
 ) -> list[Launch]:
     """Validate everything and build one Launch per run, before anything runs."""
-    spec = load_spec(repo.root)
-    ep = spec.entry(entry, repo.root)
+    spec = load_spec(ctx.root)
+    ep = spec.entry(entry, ctx.root)
     points = grid(parse_given(params), list(sweeps))
     # every point is checked before the first runs
     values = [check_params(ep.resolve(p), f" of entry point {ep.name!r}") for p in points]
     environ = child_environ(os.environ, hashseed)
     sweep_tags = {"sweep": new_key()} if len(values) > 1 else {}
-    head = repo.head()
+    head = ctx.head()
     launches = []
     for i, vals in enumerate(values):
         label = " ".join(f"{k}={vals[k]}" for k in sorted(points[i]) if k in vals)
@@ -204,7 +204,7 @@ def child_environ(base: Mapping[str, str], hashseed: bool = True) -> dict[str, s
 
 
 def run_all(
-    repo,
+    ctx,
     launches: list[Launch],
     jobs: int = 1,
     echo: Echo = print,
@@ -219,19 +219,19 @@ def run_all(
     if jobs == 1 or len(launches) == 1:
         outcomes = []
         for launch in launches:
-            outcomes.append(execute(repo, launch, echo=echo))
+            outcomes.append(execute(ctx, launch, echo=echo))
             done(outcomes[-1])
         return outcomes
     with contextlib.ExitStack() as pinned:
-        with writing(repo.dir, repo.store):  # the inputs stay gc roots until every run is in
-            inputs, facts = capture(repo, launches[0])
-            pinned.enter_context(pin(repo.dir, (inputs.code, inputs.data, inputs.env)))
+        with writing(ctx.dir, ctx.store):  # the inputs stay gc roots until every run is in
+            inputs, facts = capture(ctx, launches[0])
+            pinned.enter_context(pin(ctx.dir, (inputs.code, inputs.data, inputs.env)))
         for w in _env_warnings(launches[0], facts):
             echo(f"warning: {w}")
         launches = [replace(launch, move_head=False) for launch in launches]
         pool = ThreadPoolExecutor(max_workers=jobs)
         try:
-            futures = [pool.submit(_isolated, repo, launch, inputs, echo) for launch in launches]
+            futures = [pool.submit(_isolated, ctx, launch, inputs, echo) for launch in launches]
             for f in as_completed(futures):
                 done(f.result())
             return [f.result() for f in futures]
@@ -242,14 +242,13 @@ def run_all(
             pool.shutdown(wait=True)
 
 
-def _isolated(repo, launch: Launch, inputs: Inputs, echo: Echo) -> Outcome:
-    from ..api.repo import Repo
+def _isolated(ctx, launch: Launch, inputs: Inputs, echo: Echo) -> Outcome:
     from ..workspace.checkout import checkout
 
-    wt = repo.dir / WORKTREES / new_key()
+    wt = ctx.dir / WORKTREES / new_key()
     try:
-        checkout(repo.store, Run(code=inputs.code, data=inputs.data), wt, ("code", "data"))
-        view = Repo(repo.root).with_worktree(wt)
+        checkout(ctx.store, Run(code=inputs.code, data=inputs.data), wt, ("code", "data"))
+        view = ctx.fresh(worktree=wt)  # a store of its own: this runs in a thread
         return execute(view, launch, inputs=inputs, echo=echo, interactive=False)
     finally:
         shutil.rmtree(wt, ignore_errors=True)
@@ -258,18 +257,18 @@ def _isolated(repo, launch: Launch, inputs: Inputs, echo: Echo) -> Outcome:
 # -- running one -----------------------------------------------------------------------------
 
 
-def capture(repo, launch: Launch) -> tuple[Inputs, dict]:
+def capture(ctx, launch: Launch) -> tuple[Inputs, dict]:
     """Store code, data and the environment the command will see (outputs left out)."""
-    root = repo.root
+    root = ctx.root
     cfg = load_project(root)
     environ = dict(os.environ if launch.environ is None else launch.environ)
     written = [*launch.outputs, *launch.metrics_files, *cfg.metrics, log_name(launch)]
     present = sorted({p for p in written if os.path.lexists(root / p)})
-    inputs = capture_inputs(repo, data=launch.data, artifacts=present, cwd=root, env=False)
+    inputs = capture_inputs(ctx, data=launch.data, artifacts=present, cwd=root, env=False)
     python = find_interpreter(launch.argv, environ, root / launch.cwd)
     files = sorted({*cfg.env_files, *launch.env_files})
     facts = capture_for(python, root, environ, cfg.env_variables, files)
-    return replace(inputs, env=write_object(repo.store, Env(facts))), facts
+    return replace(inputs, env=write_object(ctx.store, Env(facts))), facts
 
 
 def _env_warnings(launch: Launch, facts: Mapping) -> list[str]:
@@ -289,25 +288,25 @@ def _env_warnings(launch: Launch, facts: Mapping) -> list[str]:
 
 
 def execute(
-    repo,
+    ctx,
     launch: Launch,
     inputs: Inputs | None = None,
     echo: Echo = print,
     interactive: bool = True,
 ) -> Outcome:
-    """Run one command in ``repo.root`` and record it; never raises for a failing command."""
-    root = repo.root
+    """Run one command in ``ctx.root`` and record it; never raises for a failing command."""
+    root = ctx.root
     started = now_us()
-    with writing(repo.dir, repo.store):  # gc waits until the staged meta.json names them
+    with writing(ctx.dir, ctx.store):  # gc waits until the staged meta.json names them
         if inputs is None:
-            inputs, facts = capture(repo, launch)
+            inputs, facts = capture(ctx, launch)
             for w in _env_warnings(launch, facts):
                 echo(f"warning: {w}")  # before the command runs, not after
         key = new_key()
-        live = repo.dir / LIVE / key
+        live = ctx.dir / LIVE / key
         (live / "series").mkdir(parents=True)
         environ = dict(os.environ if launch.environ is None else launch.environ)
-        environ.update({RUN_ENV: key, REPO_ENV: str(repo.dir.parent), WORKTREE_ENV: str(root)})
+        environ.update({RUN_ENV: key, REPO_ENV: str(ctx.dir.parent), WORKTREE_ENV: str(root)})
         _stage(live, launch, inputs, started, root)
     before = _snapshot(root, _written_paths(root, launch))
     log_path = root / log_name(launch)
@@ -315,9 +314,9 @@ def execute(
     try:
         code, status = _spawn(launch, root / launch.cwd, environ, log_path, interactive)
     except KeyboardInterrupt:
-        _record(repo, launch, inputs, live, log_path, 130, "killed", started, before)
+        _record(ctx, launch, inputs, live, log_path, 130, "killed", started, before)
         raise
-    return _record(repo, launch, inputs, live, log_path, code, status, started, before)
+    return _record(ctx, launch, inputs, live, log_path, code, status, started, before)
 
 
 def _stage(live: Path, launch: Launch, inputs: Inputs, started: int, root: Path) -> None:
@@ -446,18 +445,18 @@ def _snapshot(root: Path, paths: Iterable[str]) -> dict[str, dict[str, tuple]]:
     return out
 
 
-def _record(repo, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
+def _record(ctx, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
     """Record the finished command as a run and unstage it.
 
     A declared path whose every file is exactly as it was before the command ran was not
     written by it: it is left out (with a warning), so a failed run never claims stale
     results."""
-    with writing(repo.dir, repo.store):  # the log and series blobs are named by the run only
-        return _record_held(repo, launch, inputs, live, log_path, code, status, started, before)
+    with writing(ctx.dir, ctx.store):  # the log and series blobs are named by the run only
+        return _record_held(ctx, launch, inputs, live, log_path, code, status, started, before)
 
 
-def _record_held(repo, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
-    root = repo.root
+def _record_held(ctx, launch, inputs, live, log_path, code, status, started, before) -> Outcome:
+    root = ctx.root
     cfg = load_project(root)
     meta = read_meta(live) or {}
     warnings = []
@@ -495,7 +494,7 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
         for p, (k, i, n) in meta.get("artifacts", {}).items()
     }
     entries[log] = TreeEntry(
-        log.rsplit("/", 1)[-1], FILE, repo.store.add_file(log_path), log_path.stat().st_size
+        log.rsplit("/", 1)[-1], FILE, ctx.store.add_file(log_path), log_path.stat().st_size
     )
     series = read_series(live) if any((live / "series").glob("*.arrow")) else None
     extra = {**launch.extra, "log": log, "live_key": live.name}  # run:<key>/... URIs
@@ -515,7 +514,7 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
         exit_code=code,
         status=status,
         started=started,
-        series=_series_blob(repo, series) if series is not None else None,
+        series=_series_blob(ctx, series) if series is not None else None,
         series_metrics=last_values(series) if series is not None else {},
         parents=launch.parents,
         reproduces=launch.reproduces,
@@ -530,26 +529,25 @@ def _record_held(repo, launch, inputs, live, log_path, code, status, started, be
         note_stored(live, oid, spec.move_head)
         _crash_point("run-stored")
 
-    run_id = record_run(repo, spec, root / launch.cwd, on_stored=stored)
+    run_id = record_run(ctx, spec, root / launch.cwd, on_stored=stored)
     _crash_point("run-published")
     if meta.get("models"):
-        _note_registered_models(repo, live.name, run_id)
+        _note_registered_models(ctx, live.name, run_id)
     unstage(live)
     outputs = sorted(arts - {log})
     return Outcome(run_id, code, status, launch, outputs, warnings, {**metrics})
 
 
-def _note_registered_models(repo, key: str, run_id: ObjectId) -> None:
+def _note_registered_models(ctx, key: str, run_id: ObjectId) -> None:
     """Versions the script registered from the staged run (``run:<key>/...``) learn the
     run id, as a live run's ``on_end`` hooks do in its own process."""
-    from ..models import registry
-    from ..runs.record import author
+    from ..refs import registry
 
-    for name in registry.names(repo.refs):
-        for version in registry.versions(repo.refs, name):
-            info = registry.get(repo.refs, name, version)
+    for name in registry.names(ctx.refs):
+        for version in registry.versions(ctx.refs, name):
+            info = registry.get(ctx.refs, name, version)
             if info.run_id is None and info.source.startswith(f"run:{key}"):
-                registry.note_run(repo.refs, name, version, run_id.hex, author())
+                registry.note_run(ctx.refs, name, version, run_id.hex, ctx.author())
 
 
 def _safe(name: str) -> str:
@@ -558,7 +556,7 @@ def _safe(name: str) -> str:
 
 
 def run_entry(
-    repo,
+    ctx,
     entry: str,
     params: Iterable[str] = (),
     sweeps: Iterable[str] = (),
@@ -571,8 +569,8 @@ def run_entry(
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """``mlvc run``: validate, run and record every point; see ``check`` for failures."""
-    launches = plan(repo, entry, params, sweeps, hashseed, name, message, tags)
-    return run_all(repo, launches, jobs, echo, on_done)
+    launches = plan(ctx, entry, params, sweeps, hashseed, name, message, tags)
+    return run_all(ctx, launches, jobs, echo, on_done)
 
 
 def check(outcomes: list[Outcome]) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..core.objects import is_number
+from ..core.settings import Settings
 from ..errors import IndexBusy, IndexDamaged, MlvcError, QueryError
 from ..store.odb import LocalStore
 from ..store.typed import read_env, read_run, walk
@@ -105,9 +106,18 @@ RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_err
 class Index:
     """The DuckDB index of one repository, kept in step with its journal."""
 
-    def __init__(self, mlvc_dir: str | os.PathLike, store, refs, workers: int | None = None):
-        """``workers``: processes decoding runs in a big rebuild (default: CPUs, at most 4)."""
+    def __init__(
+        self,
+        mlvc_dir: str | os.PathLike,
+        store,
+        refs,
+        workers: int | None = None,
+        settings: Settings | None = None,
+    ):
+        """``workers``: processes decoding runs in a big rebuild (default: CPUs, at most 4);
+        ``settings.index_sync``: commits ingest inline, or in a detached worker."""
         self.dir = Path(mlvc_dir)
+        self.settings = settings or Settings()
         self.workers = workers or min(os.cpu_count() or 1, 4)
         self.store = store
         self.refs = refs
@@ -156,7 +166,7 @@ class Index:
         fd = self._take_lock(exclusive=True, wait=0.0)
         if fd is None:
             return False
-        if os.environ.get("MLVC_INDEX_SYNC", "background") != "inline":
+        if self.settings.index_sync != "inline":
             from .worker import spawn
 
             try:  # the detached worker inherits the locked descriptor and ingests
@@ -428,6 +438,11 @@ class Index:
 
     # -- writing (exclusive lock held) ----------------------------------------------------
 
+    def ingest_holding_lock(self) -> None:
+        """Ingest the journal; the caller holds the index lock exclusively (the detached
+        worker, which inherited it from the committer that spawned it)."""
+        self._ingest_locked()
+
     def _ingest_locked(self) -> None:
         import duckdb
 
@@ -588,7 +603,7 @@ class Index:
         """Rewrite the model registry tables from refs/models (a few rows per model)."""
         import pyarrow as pa
 
-        from ..models.registry import index_rows
+        from ..refs.registry import index_rows
 
         for table, rows in index_rows(self.refs, self.store).items():
             con.execute(f"DELETE FROM {table}")

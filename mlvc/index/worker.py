@@ -37,16 +37,22 @@ def spawn(root, fd: int) -> bool:
 
 
 def main(root: str, fd: int) -> int:
-    from ..api.repo import Repo
+    from ..core.layout import Layout
+    from ..core.settings import Settings
+    from ..refs.store import RefStore
+    from ..store.pack.store import PackedStore
+    from .index import Index
 
-    repo = Repo(root)
+    layout = Layout.of(root)
     try:
+        store = PackedStore(layout.objects, layout.tmp)
+        index = Index(layout.dir, store, RefStore(layout.dir), settings=Settings.from_env())
         # one batch: runs journalled meanwhile wait for the next committer or reader, so a
         # stream of commits never starves readers of the lock
-        repo.index._ingest_locked()
+        index.ingest_holding_lock()
         return 0
     except Exception:
-        log = repo.dir / "logs" / "index-worker.log"
+        log = layout.worker_log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")

@@ -70,10 +70,10 @@ def _tree(store, tree_id: ObjectId, memo: dict) -> tuple[set[bytes], int, int]:
     return memo[tree_id]
 
 
-def disk_usage(repo, specs: list[str] | None = None) -> dict:
+def disk_usage(ctx, specs: list[str] | None = None) -> dict:
     """Per-run rows and store totals (what ``mlvc du`` prints)."""
-    store = repo.store
-    run_ids = [repo.resolve(s) for s in specs] if specs else repo.refs.run_ids()
+    store = ctx.store
+    run_ids = [ctx.resolve(s) for s in specs] if specs else ctx.refs.run_ids()
     runs = sorted(((read_run(store, r).started, r) for r in run_ids), key=lambda x: (x[0], x[1]))
     memo: dict = {}
     sizes: dict[bytes, int] = {}
@@ -100,7 +100,7 @@ def disk_usage(repo, specs: list[str] | None = None) -> dict:
                 "ratio": logical / stored if stored else None,
             }
         )
-    on_disk = _disk_bytes(repo.dir / "objects")
+    on_disk = _disk_bytes(ctx.dir / "objects")
     return {
         "runs": rows,
         "store": {
@@ -108,8 +108,8 @@ def disk_usage(repo, specs: list[str] | None = None) -> dict:
             "logical": total_logical,
             "stored": on_disk,
             "ratio": total_logical / on_disk if on_disk else None,
-            "packs": len(list((repo.dir / "objects" / "pack").glob("*.pack"))),
-            "link_cache": _disk_bytes(repo.dir / "cache" / "files"),
+            "packs": len(list((ctx.dir / "objects" / "pack").glob("*.pack"))),
+            "link_cache": _disk_bytes(ctx.dir / "cache" / "files"),
         },
     }
 

@@ -146,16 +146,16 @@ def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[by
     return seen
 
 
-def gc(repo, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
+def gc(ctx, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
     """Remove unreachable objects older than ``grace`` seconds; see the module docstring."""
     report = GcReport(dry_run=dry_run)
-    store = repo.store
-    with gc_lock(repo.dir, shared=False):
+    store = ctx.store
+    with gc_lock(ctx.dir, shared=False):
         store.sync()
         if hasattr(store, "indexes"):
             _index_torn_packs(store, report)  # before marking: their objects count
         damaged: set = set()
-        live = reachable(store, roots(repo.dir), damaged)
+        live = reachable(store, roots(ctx.dir), damaged)
         if damaged:
             raise StoreNeedsRepair(
                 f"object {min(damaged).hex()} is damaged, so gc cannot tell what it "
@@ -166,11 +166,11 @@ def gc(repo, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
         _sweep_loose(store, live, cutoff, report)
         if hasattr(store, "indexes"):
             _sweep_packs(store, live, cutoff, report)
-        _sweep_cache(repo.dir, live, report)
+        _sweep_cache(ctx.dir, live, report)
         if not dry_run:
-            clean_tmp(repo.dir / "tmp")
+            clean_tmp(ctx.dir / "tmp")
             if report.removed or report.packs_removed:
-                repo.stat_cache.clear()  # it may name removed objects
+                ctx.stat_cache.clear()  # it may name removed objects
     return report
 
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.names import safe_relpath
-from ..runs.record import author
+from ..refs import registry
 from ..store.locks import writing
-from . import registry
 from .format import save
 from .loading import _LIVE_KEY, locate, store_dir
 from .signature import Signature
@@ -76,7 +75,9 @@ def log_model(
     run = run or fluent.active_run_or_start()
     registry.check_name(name)
     rel = safe_relpath(f"models/{name}")
-    repo = run.repo
+    from ..api.repo import Repo
+
+    repo = Repo._view(run.ctx)
     tmp = repo.dir / "tmp" / f"model-{secrets.token_hex(6)}"
     with writing(repo.dir, repo.store):  # gc waits until meta.json names the tree
         try:
@@ -133,7 +134,13 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
     _check_model_tree(repo, tree, uri)
     live = run_id if run_id and _LIVE_KEY.match(run_id) else None
     version = registry.create_version(
-        repo.refs, name, tree, source, None if live else run_id, author(), loc.trusted or trust
+        repo.refs,
+        name,
+        tree,
+        source,
+        None if live else run_id,
+        repo.ctx.author(),
+        loc.trusted or trust,
     )
     if live:
         _note_run_at_end(repo, live, name, version)
@@ -158,14 +165,14 @@ def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
     run = fluent.live_run(key)
     if run is not None:
         run.on_end.append(
-            lambda rid: registry.note_run(repo.refs, name, version, rid.hex, author())
+            lambda rid: registry.note_run(repo.refs, name, version, rid.hex, repo.ctx.author())
         )
 
 
 def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.ModelVersion:
     """Point ``alias`` at a version (moving it if it exists); logged with who and when."""
     repo = _repo(repo)
-    info = registry.set_alias(repo.refs, name, alias, version, author())
+    info = registry.set_alias(repo.refs, name, alias, version, repo.ctx.author())
     repo.index.try_ingest()
     return info
 
@@ -173,7 +180,7 @@ def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.
 def delete_alias(name: str, alias: str, repo=None) -> int:
     """Remove an alias; returns the version it pointed at."""
     repo = _repo(repo)
-    version = registry.delete_alias(repo.refs, name, alias, author())
+    version = registry.delete_alias(repo.refs, name, alias, repo.ctx.author())
     repo.index.try_ingest()
     return version
 

@@ -104,7 +104,7 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 def registry_tree(repo, uri: str):
-    from . import registry
+    from ..refs import registry
 
     name, version, alias = parse_registry_uri(uri)
     info = registry.get(repo.refs, name, version, alias)

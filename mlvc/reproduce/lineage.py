@@ -35,11 +35,11 @@ class Node:
 
 
 def lineage(
-    repo, spec: str | None = None, verdicts: bool = True
+    ctx, spec: str | None = None, verdicts: bool = True
 ) -> tuple[dict[str, Node], str | None]:
     """Every run as a Node (children filled in), or, for ``spec``, only its ancestors, its
     descendants and the reproductions of either; returns (nodes, focus id)."""
-    table = repo.query(
+    table = ctx.index.query(
         "SELECT id, short_id, name, status, strftime(created, '%Y-%m-%d %H:%M') AS created, "
         "message, command, parents, reproduces FROM runs ORDER BY created, id"
     )
@@ -59,7 +59,7 @@ def lineage(
     }
     focus = None
     if spec is not None:
-        focus = repo.resolve(spec).hex
+        focus = ctx.resolve(spec).hex
         nodes = _around(nodes, focus)
     for n in nodes.values():
         first = next((p for p in n.parents if p in nodes), None)
@@ -68,7 +68,7 @@ def lineage(
     if verdicts:
         for n in nodes.values():
             if n.reproduces:
-                n.verdict = _verdict(repo, n)
+                n.verdict = _verdict(ctx, n)
     return nodes, focus
 
 
@@ -92,19 +92,19 @@ def _around(nodes: dict[str, Node], focus: str) -> dict[str, Node]:
     return {k: n for k, n in nodes.items() if k in keep}
 
 
-def _verdict(repo, n: Node) -> str:
+def _verdict(ctx, n: Node) -> str:
     """The reproduction's verdict, judged again from the two records (tolerances included)."""
     from ..errors import MlvcError
     from ..store.typed import read_env, read_run
     from .run import judge
 
     try:
-        new = read_run(repo.store, ObjectId.parse(n.id))
-        old = read_run(repo.store, ObjectId.parse(n.reproduces))
+        new = read_run(ctx.store, ObjectId.parse(n.id))
+        old = read_run(ctx.store, ObjectId.parse(n.reproduces))
         rep = new.extra.get("reproduction", {})
-        old_env = read_env(repo.store, old.env).facts if old.env else {}
-        new_env = read_env(repo.store, new.env).facts if new.env else {}
-        return judge(repo.store, old, new, rep.get("rtol"), rep.get("atol"), old_env, new_env).kind
+        old_env = read_env(ctx.store, old.env).facts if old.env else {}
+        new_env = read_env(ctx.store, new.env).facts if new.env else {}
+        return judge(ctx.store, old, new, rep.get("rtol"), rep.get("atol"), old_env, new_env).kind
     except MlvcError:
         return "unknown (original run unreadable)"
 

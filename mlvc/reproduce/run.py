@@ -170,7 +170,7 @@ def _env_explanation(old: dict, new: dict) -> list[str]:
 
 
 def reproduce(
-    repo,
+    ctx,
     spec: str,
     env: str = "current",
     to: str | os.PathLike | None = None,
@@ -184,8 +184,8 @@ def reproduce(
     for name, value in (("--rtol", rtol), ("--atol", atol)):
         if value is not None and (not math.isfinite(value) or value < 0):
             raise UsageError(f"{name} {value}: a tolerance is a finite number >= 0")
-    oid = repo.resolve(spec)
-    run = read_run(repo.store, oid)
+    oid = ctx.resolve(spec)
+    run = read_run(ctx.store, oid)
     if not run.command:
         raise NotReproducible(
             f"run {oid.short} records no command: it was made with `mlvc commit` from results "
@@ -194,31 +194,31 @@ def reproduce(
         )
     if run.code is None:
         raise NotReproducible(f"run {oid.short} records no code to check out and re-run")
-    facts = read_env(repo.store, run.env).facts if run.env else {}
+    facts = read_env(ctx.store, run.env).facts if run.env else {}
     if env == "recorded" and not facts:
         raise NotReproducible(
             f"run {oid.short} records no environment, so --env recorded has nothing to rebuild; "
             "use --env current"
         )
-    dest, temporary = _workdir(repo, oid, to)
+    dest, temporary = _workdir(ctx, oid, to)
     try:
-        return _reproduce_in(repo, oid, run, facts, dest, env, rtol, atol, echo, temporary)
+        return _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary)
     finally:
         if temporary:  # whatever happened (a verdict, an error, Ctrl-C): the run has it all
             shutil.rmtree(dest, ignore_errors=True)
 
 
-def _reproduce_in(repo, oid, run, facts, dest, env, rtol, atol, echo, temporary) -> Reproduction:
+def _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary) -> Reproduction:
     echo(f"reproducing run {oid.short}: {' '.join(run.command)}")
     echo(f"  in {dest} (environment: {env})")
-    _checkout_inputs(repo, run, dest)
+    _checkout_inputs(ctx, run, dest)
     cfg = load_project(dest)
     environ, changes = restore_variables(
         child_environ(os.environ, hashseed=False), facts.get("variables", {}), cfg.env_variables
     )
     if isinstance(run.params.get(SEED_PARAM), int):
         environ[SEED_ENV] = str(run.params[SEED_PARAM])
-    argv = _relocate(tuple(run.command), repo.root, dest)
+    argv = _relocate(tuple(run.command), ctx.root, dest)
     if env == "recorded":
         python = build_venv(facts, dest / ".venv", oid.short, echo)
         environ["PATH"] = f"{dest / '.venv' / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
@@ -229,18 +229,18 @@ def _reproduce_in(repo, oid, run, facts, dest, env, rtol, atol, echo, temporary)
         _report_current(run, facts, dest, environ, argv, cfg, echo)
     for line in changes:
         echo(f"  restoring {line}")
-    outcome = _rerun(repo, oid, run, dest, environ, argv, env, rtol, atol, echo)
-    new = read_run(repo.store, outcome.run_id)
-    new_facts = read_env(repo.store, new.env).facts if new.env else {}
-    verdict = judge(repo.store, run, new, rtol, atol, facts, new_facts)
+    outcome = _rerun(ctx, oid, run, dest, environ, argv, env, rtol, atol, echo)
+    new = read_run(ctx.store, outcome.run_id)
+    new_facts = read_env(ctx.store, new.env).facts if new.env else {}
+    verdict = judge(ctx.store, run, new, rtol, atol, facts, new_facts)
     return Reproduction(oid, outcome.run_id, verdict, dest, env, kept=not temporary)
 
 
-def _workdir(repo, oid: ObjectId, to) -> tuple[Path, bool]:
+def _workdir(ctx, oid: ObjectId, to) -> tuple[Path, bool]:
     if to is None:
         return Path(tempfile.mkdtemp(prefix=f"mlvc-reproduce-{oid.short}-")).resolve(), True
     dest = Path(to).resolve()
-    if dest in (repo.root, repo.dir) or repo.dir in dest.parents:
+    if dest in (ctx.root, ctx.dir) or ctx.dir in dest.parents:
         raise UsageError(f"--to {to} is the project or inside .mlvc; choose a new folder")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"--to {to} is not empty; reproduce into a new or empty folder")
@@ -260,16 +260,16 @@ def _relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _checkout_inputs(repo, run: Run, dest: Path) -> None:
+def _checkout_inputs(ctx, run: Run, dest: Path) -> None:
     """The run's code and data, minus every path it recorded as an output."""
     from ..workspace.checkout import checkout
 
-    checkout(repo.store, run, dest, ("code", "data"))
+    checkout(ctx.store, run, dest, ("code", "data"))
     outputs = set(run.extra.get("paths", {}).get("artifacts", ()))
     ep = run.extra.get("entry_point", {})
     outputs |= {*ep.get("outputs", ()), *ep.get("metrics", ())}
     if run.artifacts is not None:
-        outputs |= {p for p, _ in walk(repo.store, run.artifacts)}
+        outputs |= {p for p, _ in walk(ctx.store, run.artifacts)}
     for rel in sorted(outputs):
         path = dest / rel
         if path.is_dir() and not path.is_symlink():
@@ -297,7 +297,7 @@ def _report_current(run, facts, dest, environ, argv, cfg, echo: Echo) -> None:
         echo(f"  {line.strip()}")
 
 
-def _rerun(repo, oid, run: Run, dest, environ, argv, env, rtol, atol, echo) -> Outcome:
+def _rerun(ctx, oid, run: Run, dest, environ, argv, env, rtol, atol, echo) -> Outcome:
     ep = dict(run.extra.get("entry_point", {}))
     paths = run.extra.get("paths", {})
     launch = Launch(
@@ -321,7 +321,7 @@ def _rerun(repo, oid, run: Run, dest, environ, argv, env, rtol, atol, echo) -> O
         },
     )
     echo("--- output ---")
-    outcome = execute(repo.with_worktree(dest), launch, echo=echo)
+    outcome = execute(ctx.with_worktree(dest), launch, echo=echo)
     echo(f"--- exit code {outcome.exit_code}; recorded as run {outcome.run_id.short} ---")
     return outcome
 

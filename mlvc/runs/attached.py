@@ -23,8 +23,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.layout import Layout
 from ..errors import UsageError
-from .live import LIVE, LiveRun, _atomic_json
+from .live import LiveRun, _atomic_json
 
 RUN_ENV, REPO_ENV, WORKTREE_ENV = "MLVC_RUN", "MLVC_REPO", "MLVC_WORKTREE"
 SEED_PARAM = "mlvc.seed"  # the param mlvc.seed_everything records
@@ -34,10 +35,10 @@ CLAIM = "attached"
 
 def staged_dir() -> Path | None:
     """The staged run of the ``mlvc run`` that started this process, if any."""
-    key, repo = os.environ.get(RUN_ENV), os.environ.get(REPO_ENV)
-    if not key or not repo or "/" in key or key.startswith("."):
+    key, root = os.environ.get(RUN_ENV), os.environ.get(REPO_ENV)
+    if not key or not root or "/" in key or key.startswith("."):
         return None
-    d = Path(repo) / ".mlvc" / LIVE / key
+    d = Layout.of(root).staged(key)
     return d if (d / "meta.json").is_file() else None
 
 
@@ -84,8 +85,8 @@ def stage_param(key: str, value: Any) -> bool:
 class AttachedRun(LiveRun):
     """A live run that writes into the run staged by ``mlvc run`` instead of its own."""
 
-    def __init__(self, repo, live_dir: Path):
-        self.repo = repo
+    def __init__(self, ctx, live_dir: Path):
+        self.ctx = ctx
         self.key = live_dir.name
         self.dir = live_dir
         self.parent = None

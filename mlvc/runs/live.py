@@ -110,7 +110,7 @@ class LiveRun:
 
     def __init__(
         self,
-        repo,
+        ctx,
         name: str = "",
         message: str = "",
         params=None,
@@ -125,9 +125,9 @@ class LiveRun:
         check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
         for k, v in (tags or {}).items():
             _tag_value(k, v)
-        self.repo = repo
+        self.ctx = ctx
         self.key = new_key()
-        self.dir = repo.dir / LIVE / self.key
+        self.dir = ctx.dir / LIVE / self.key
         (self.dir / "series").mkdir(parents=True)
         self.parent = parent
         self.run_id: ObjectId | None = None
@@ -145,8 +145,8 @@ class LiveRun:
             "cwd": os.getcwd(),
         }
         self._write_meta()  # visible to `mlvc runs` from now on
-        with writing(repo.dir, repo.store):  # gc waits until meta.json names the inputs
-            inputs = capture_inputs(repo, data=data, code=capture, env=capture)
+        with writing(ctx.dir, ctx.store):  # gc waits until meta.json names the inputs
+            inputs = capture_inputs(ctx, data=data, code=capture, env=capture)
             self._meta["inputs"] = {
                 "code": inputs.code.hex if inputs.code else None,
                 "git": dict(inputs.git),
@@ -319,17 +319,17 @@ class LiveRun:
             raise UsageError(f"artifact {path} does not exist")
         if name is None:
             try:
-                name = src.relative_to(self.repo.root).as_posix()
+                name = src.relative_to(self.ctx.root).as_posix()
             except ValueError:
                 name = src.name
         name = safe_relpath(name)
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
-        with writing(self.repo.dir, self.repo.store):  # until meta.json names them
+        with writing(self.ctx.dir, self.ctx.store):  # until meta.json names them
             for f in files:
                 rel = name if f == src else f"{name}/{f.relative_to(src).as_posix()}"
                 kind = "exec" if os.access(f, os.X_OK) else FILE
                 st = f.stat()
-                oid = self.repo.store.add_file(f)
+                oid = self.ctx.store.add_file(f)
                 if _stamp(f.stat()) != _stamp(st):  # the size recorded is the bytes stored
                     raise FileChanged(f)
                 self._artifacts[rel] = [kind, oid.hex, st.st_size]
@@ -362,8 +362,8 @@ class LiveRun:
 
     def _log_bytes(self, data: bytes, name: str) -> str:
         name = safe_relpath(name)
-        with writing(self.repo.dir, self.repo.store):  # until meta.json names it
-            self._artifacts[name] = [FILE, self.repo.store.add_bytes(data).hex, len(data)]
+        with writing(self.ctx.dir, self.ctx.store):  # until meta.json names it
+            self._artifacts[name] = [FILE, self.ctx.store.add_bytes(data).hex, len(data)]
             self._meta["artifacts"] = self._artifacts
             self._write_meta()
         return name
@@ -371,7 +371,7 @@ class LiveRun:
     # -- ending ----------------------------------------------------------------------------
 
     def _write_meta(self) -> None:
-        getattr(self.repo.store, "flush", lambda: None)()  # a reaper must see its objects
+        getattr(self.ctx.store, "flush", lambda: None)()  # a reaper must see its objects
         _atomic_json(self.dir / "meta.json", self._meta)
 
     def end(self, status: str = "finished", error: BaseException | None = None) -> ObjectId:
@@ -389,7 +389,7 @@ class LiveRun:
                 "traceback": "".join(tb)[-4000:],
             }
         self._meta["children"] = self._children
-        self.run_id = commit_staged(self.repo, self.dir, self._meta, status)
+        self.run_id = commit_staged(self.ctx, self.dir, self._meta, status)
         if self.parent is not None:
             self.parent._children.append(self.run_id.hex)
         self._finished()
@@ -496,7 +496,7 @@ def last_values(table) -> dict[str, float]:
     return {k: v for k, (s, v) in out.items()}
 
 
-def _series_blob(repo, table) -> ObjectId | None:
+def _series_blob(ctx, table) -> ObjectId | None:
     if table.num_rows == 0:
         return None
     import io
@@ -508,11 +508,11 @@ def _series_blob(repo, table) -> ObjectId | None:
     table = table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("us", "UTC")))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    return repo.store.add_bytes(buf.getvalue())
+    return ctx.store.add_bytes(buf.getvalue())
 
 
 def commit_staged(
-    repo, live_dir: Path, meta: dict, status: str, key: str | None = None, phase: str = "end"
+    ctx, live_dir: Path, meta: dict, status: str, key: str | None = None, phase: str = "end"
 ) -> ObjectId:
     """Record a staged live run (ours at its end, or a dead one found later) and unstage it.
 
@@ -523,32 +523,32 @@ def commit_staged(
     (``recorded``) before any ref names it, so a recorder killed after that point is
     followed by one that publishes the same run instead of recording a second one.
     """
-    with writing(repo.dir, repo.store):  # the series blob is named only by the run
-        return _commit_staged(repo, live_dir, meta, status, key, phase)
+    with writing(ctx.dir, ctx.store):  # the series blob is named only by the run
+        return _commit_staged(ctx, live_dir, meta, status, key, phase)
 
 
-def _commit_staged(repo, live_dir: Path, meta, status: str, key: str | None, phase: str):
+def _commit_staged(ctx, live_dir: Path, meta, status: str, key: str | None, phase: str):
     meta = meta if isinstance(meta, dict) else {}
-    oid = stored_run(repo, live_dir)
+    oid = stored_run(ctx, live_dir)
     if oid is None:
-        spec, cwd = _staged_spec(repo, live_dir, meta, status, key or live_dir.name)
+        spec, cwd = _staged_spec(ctx, live_dir, meta, status, key or live_dir.name)
 
         def stored(run_id: ObjectId) -> None:
             note_stored(live_dir, run_id, spec.move_head)
             _crash_point(f"{phase}-stored")
 
         try:
-            oid = record_run(repo, spec, cwd, on_stored=stored)
+            oid = record_run(ctx, spec, cwd, on_stored=stored)
         except MlvcError as e:  # a project file, a name, a size: record without the extras
             extra = {**spec.extra, "record_error": str(e)}
             try:
-                oid = record_run(repo, replace(spec, project_files=False, extra=extra), cwd,
+                oid = record_run(ctx, replace(spec, project_files=False, extra=extra), cwd,
                                  on_stored=stored)  # fmt: skip
             except MlvcError as again:  # still too big or odd: keep the run, lose the extras
                 extra = {"live_key": spec.extra["live_key"], "record_error": str(again)[:2000]}
                 bare = replace(spec, project_files=False, params={}, tags={}, models={},
                                message=spec.message[:1000], extra=extra)  # fmt: skip
-                oid = record_run(repo, bare, cwd, on_stored=stored)
+                oid = record_run(ctx, bare, cwd, on_stored=stored)
     _crash_point(f"{phase}-published")
     unstage(live_dir)
     return oid
@@ -576,7 +576,7 @@ def note_stored(live_dir: Path, oid: ObjectId, move_head: bool) -> None:
     os.replace(tmp, path)
 
 
-def stored_run(repo, live_dir: Path) -> ObjectId | None:
+def stored_run(ctx, live_dir: Path) -> ObjectId | None:
     """The run a staged folder was already stored as, published now if no ref names it yet
     (its recorder died in between); None if it was never stored."""
     try:
@@ -584,10 +584,10 @@ def stored_run(repo, live_dir: Path) -> ObjectId | None:
         oid = ObjectId.parse(note["id"])
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if not repo.store.has(oid):
+    if not ctx.store.has(oid):
         return None  # gone (gc of an unreferenced object): record the run again
-    if not repo.refs.has_run(oid):
-        publish_run(repo, oid, read_run(repo.store, oid), move_head=note.get("move_head", True))
+    if not ctx.refs.has_run(oid):
+        publish_run(ctx, oid, read_run(ctx.store, oid), move_head=note.get("move_head", True))
     return oid
 
 
@@ -605,7 +605,7 @@ def _json_int(text: str) -> int | str:
     return int(text) if len(text) < 4000 else text
 
 
-def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tuple[RunSpec, Path]:
+def _staged_spec(ctx, live_dir: Path, meta: dict, status: str, key: str) -> tuple[RunSpec, Path]:
     """The RunSpec of a staged run, read defensively: nothing in meta can make it fail."""
     notes: dict[str, Any] = {}
     inp = _map(meta.get("inputs"))
@@ -618,7 +618,7 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
         _paths(inp.get("artifact_paths")),
     )
     if not meta.get("mlvc_run"):  # `mlvc run` decides its outputs itself (fresh ones only)
-        inputs = replace(inputs, artifact_paths=_outputs_now(repo, inputs))
+        inputs = replace(inputs, artifact_paths=_outputs_now(ctx, inputs))
     params, changed, dropped = storable_params(meta.get("params"))
     if changed:
         notes["params"] = changed
@@ -661,7 +661,7 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
         command=("python", *argv) if argv and argv[0].endswith(".py") else tuple(argv),
         status=status,
         started=started if type(started) is int and 0 < started <= INT_MAX else None,
-        series=_series_blob(repo, series),
+        series=_series_blob(ctx, series),
         series_metrics=last_values(series),
         inputs=inputs,
         extra=extra,
@@ -669,23 +669,23 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
         move_head=meta.get("parent") is None,
     )
     cwd = meta.get("cwd")
-    return spec, Path(cwd) if isinstance(cwd, str) and cwd else repo.root
+    return spec, Path(cwd) if isinstance(cwd, str) and cwd else ctx.root
 
 
-def _outputs_now(repo, inputs: Inputs) -> tuple[str, ...]:
+def _outputs_now(ctx, inputs: Inputs) -> tuple[str, ...]:
     """The artifact paths captured at the start, plus the configured ones (declared outputs,
     ``[track]`` artifacts and metrics files) that the run created since."""
     from ..workspace.project import load_project
     from .record import project_path
 
     try:
-        configured = load_project(repo.root).artifacts
+        configured = load_project(ctx.root).artifacts
     except MlvcError:
         return inputs.artifact_paths
     out = set(inputs.artifact_paths)
     for p in configured:
         try:
-            out.add(project_path(repo.root, p, repo.root))
+            out.add(project_path(ctx.root, p, ctx.root))
         except MlvcError:
             continue  # not there (or not inside the project): nothing to record
     data = set(inputs.data_paths)
@@ -753,10 +753,10 @@ def _pid_alive(pid: Any, start: str) -> bool:
     return not start or fields[19] == start
 
 
-def live_runs(repo) -> list[dict]:
+def live_runs(ctx) -> list[dict]:
     """Runs in progress: their metadata and latest metric values."""
     out = []
-    base = repo.dir / LIVE
+    base = ctx.dir / LIVE
     for d in sorted(base.iterdir()) if base.is_dir() else []:
         meta = None if d.name.startswith(".") else read_meta(d)
         if meta is None or not _alive(meta):
@@ -784,24 +784,24 @@ _CLAIM = re.compile(r"\.reaping-(?P<key>.+)-(?P<pid>\d+)-(?P<start>\d*)")
 _OLD_CLAIM = re.compile(r"\.reaping-(?P<key>\d{14}-[0-9a-f]{8})-(?P<pid>\d+)")
 
 
-def reap_dead_runs(repo) -> list[ObjectId]:
+def reap_dead_runs(ctx) -> list[ObjectId]:
     """Record every live run whose process is gone as ``killed``; returns their ids.
 
     Also finishes the claims of reapers that died at work. A run that cannot be recorded
     now (a store error) is kept, with a warning, for the next mlvc command to try again.
     """
-    base = repo.dir / LIVE
+    base = ctx.dir / LIVE
     if not base.is_dir():
         return []
     done = []
     for d in sorted(base.iterdir()):
         try:
-            with writing(repo.dir, repo.store):  # gc must not run between claim and record
+            with writing(ctx.dir, ctx.store):  # gc must not run between claim and record
                 claim = _claim(base, d)
                 if claim is None:
                     continue
                 path, key, meta = claim
-                done.append(commit_staged(repo, path, meta, "killed", key=key, phase="reap"))
+                done.append(commit_staged(ctx, path, meta, "killed", key=key, phase="reap"))
         except Exception as e:  # never fail the command that happened to reap
             print(
                 f"mlvc: warning: could not record the dead live run {d.name} ({e}); "

@@ -7,11 +7,7 @@ at any point leaves either no run or a complete one; the index catches up on its
 
 from __future__ import annotations
 
-import functools
-import getpass
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -148,32 +144,6 @@ def _refuse_reserved_file(root: Path, path: Path, given: str | os.PathLike) -> N
     refuse_reserved(given, rel.as_posix())
 
 
-def author() -> str:
-    """``MLVC_AUTHOR``, else git's user.name <user.email>, else user@host."""
-    return os.environ.get("MLVC_AUTHOR") or _configured_author()
-
-
-@functools.lru_cache(maxsize=1)
-def _configured_author() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "config", "--get-regexp", r"^user\.(name|email)$"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-    name, email = conf.get("user.name", "").strip(), conf.get("user.email", "").strip()
-    if name:
-        return f"{name} <{email}>" if email else name
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:
-        return "unknown"
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What a run read, captured when it starts: code, git facts, environment, data."""
@@ -187,29 +157,29 @@ class Inputs:
 
 
 def capture_inputs(
-    repo, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
+    ctx, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
 ) -> Inputs:
     """Store the project's code, data and environment; paths are relative to ``cwd``."""
-    with _writing(repo) as hasher:
-        return _capture_inputs(repo, data, artifacts, cwd, code, env, hasher)
+    with _writing(ctx) as hasher:
+        return _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher)
 
 
 @contextmanager
-def _writing(repo):
+def _writing(ctx):
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
     from ..store.locks import writing
 
-    with writing(repo.dir, repo.store):
-        hasher = repo.file_hasher() if hasattr(repo, "file_hasher") else None
+    with writing(ctx.dir, ctx.store):
+        hasher = ctx.file_hasher()
         yield hasher
         if hasher is not None and hasher.cache is not None:
             hasher.cache.save()
 
 
-def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
+def _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher) -> Inputs:
     from ..capture import capture_env, code_files, git_facts
 
-    root, store = repo.root, repo.store
+    root, store = ctx.root, ctx.store
     cfg = load_project(root)
     # configured paths are relative to the root; configured artifacts may not exist yet
     data_paths = sorted(
@@ -243,23 +213,23 @@ def _capture_inputs(repo, data, artifacts, cwd, code, env, hasher) -> Inputs:
     )
 
 
-def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
+def gather_params(ctx, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
-    cfg = load_project(repo.root) if spec.project_files else ProjectConfig()
+    cfg = load_project(ctx.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
     for f in [*cfg.params, *cfg.metrics]:
-        _refuse_reserved_file(repo.root, repo.root / f, f)
+        _refuse_reserved_file(ctx.root, ctx.root / f, f)
     for f in [*spec.params_files, *spec.metrics_files]:
-        _refuse_reserved_file(repo.root, base / f, f)
+        _refuse_reserved_file(ctx.root, base / f, f)
     params: dict[str, Any] = {}
     for f in cfg.params:
-        params.update(load_params_file(repo.root / f))
+        params.update(load_params_file(ctx.root / f))
     for f in spec.params_files:
         params.update(load_params_file(base / f))
     params.update(flatten(dict(spec.params)))  # as files and live runs: nested keys dotted
     metrics: dict[str, float] = {}
     for f in cfg.metrics:
-        metrics.update(load_metrics_file(repo.root / f))
+        metrics.update(load_metrics_file(ctx.root / f))
     for f in spec.metrics_files:
         metrics.update(load_metrics_file(base / f))
     metrics.update(check_metrics(spec.metrics))
@@ -267,46 +237,46 @@ def gather_params(repo, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     return check_params(params), metrics
 
 
-def record_run(repo, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> ObjectId:
+def record_run(ctx, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> ObjectId:
     """Capture and store one run; returns its id. The library behind ``mlvc commit``.
 
     ``on_stored(id)`` is called once the run object is stored and synced, before any ref
     names it (a staged run notes its id there, so a recorder killed later never records
     it twice)."""
-    with _writing(repo) as hasher:
-        return _record_run(repo, spec, cwd, hasher, on_stored)
+    with _writing(ctx) as hasher:
+        return _record_run(ctx, spec, cwd, hasher, on_stored)
 
 
-def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -> ObjectId:
+def _record_run(ctx, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -> ObjectId:
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
         check_ref_name(tag, "tag")
-    params, metrics = gather_params(repo, spec, cwd)
+    params, metrics = gather_params(ctx, spec, cwd)
     _encoded(  # refuse a record no reader could load before anything is written
         Run(name=name, message=spec.message, command=tuple(spec.command), params=params,
             metrics={**spec.series_metrics, **metrics}, tags=dict(spec.tags),
             models=dict(spec.models), extra=dict(spec.extra))
     )  # fmt: skip
     inputs = spec.inputs or capture_inputs(
-        repo, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
+        ctx, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
     )
-    art_files = expand(repo.root, inputs.artifact_paths)
+    art_files = expand(ctx.root, inputs.artifact_paths)
     artifacts = build_tree(
-        repo.store, repo.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
+        ctx.store, ctx.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
     )
-    head = repo.refs.read("HEAD")
+    head = ctx.refs.read("HEAD")
     parents = spec.parents if spec.parents is not None else ((head,) if head else ())
     run = Run(
         parents=tuple(parents),
         name=name,
         message=spec.message,
-        author=author(),
+        author=ctx.author(),
         started=started,
         ended=spec.ended or now_us(),
         status=spec.status,
         command=tuple(spec.command),
-        cwd=_cwd_in_project(repo.root, cwd),
+        cwd=_cwd_in_project(ctx.root, cwd),
         exit_code=spec.exit_code,
         code=inputs.code,
         git=inputs.git,
@@ -324,11 +294,11 @@ def _record_run(repo, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -
             "paths": {"data": list(inputs.data_paths), "artifacts": list(inputs.artifact_paths)},
         },
     )
-    oid = repo.store.add_bytes(_encoded(run))
-    repo.store.sync()
+    oid = ctx.store.add_bytes(_encoded(run))
+    ctx.store.sync()
     if on_stored is not None:
         on_stored(oid)
-    publish_run(repo, oid, run, move_head=spec.move_head)
+    publish_run(ctx, oid, run, move_head=spec.move_head)
     return oid
 
 
@@ -372,17 +342,17 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
     return "" if rel == "." else rel
 
 
-def publish_run(repo, oid: ObjectId, run: Run, move_head: bool = True) -> None:
+def publish_run(ctx, oid: ObjectId, run: Run, move_head: bool = True) -> None:
     """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index."""
-    repo.index.journal(oid)
-    with repo.refs.batch():  # durable on return: one syncfs for every ref and reflog
-        repo.refs.add_run(oid)
+    ctx.index.journal(oid)
+    with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
+        ctx.refs.add_run(oid)
         who = run.author
         if move_head:
-            repo.refs.write("HEAD", oid, f"commit: {run.message or run.name}", who)
+            ctx.refs.write("HEAD", oid, f"commit: {run.message or run.name}", who)
         if run.name:
-            repo.refs.write(f"refs/names/{run.name}", oid, "commit", who)
+            ctx.refs.write(f"refs/names/{run.name}", oid, "commit", who)
         for tag, value in run.tags.items():
             if value == "":
-                repo.refs.write(f"refs/tags/{tag}", oid, "commit -t", who)
-    repo.index.try_ingest()
+                ctx.refs.write(f"refs/tags/{tag}", oid, "commit -t", who)
+    ctx.index.try_ingest()

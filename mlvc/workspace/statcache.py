@@ -38,20 +38,6 @@ VERSION = 2  # 1 had no checksum and no "stored" flag: it is ignored (files are 
 POOL_MIN = 64  # fewer misses than this are hashed in the calling thread
 
 
-def default_threads() -> int:
-    """Hashing threads: ``MLVC_THREADS``, else 1.
-
-    Measured on these 2-vCPU machines (20,000 files of 4 KiB, read + BLAKE3): one thread
-    0.9-1.5 s, two threads 3.5-4.4 s (BLAKE3 keeps the GIL for small inputs, so threads
-    only contend), two processes 1.3-1.7 s (start-up and batching eat the gain). More
-    cores or larger files may differ: set MLVC_THREADS to use a pool.
-    """
-    try:
-        return max(1, int(os.environ["MLVC_THREADS"]))
-    except (KeyError, ValueError):
-        return 1
-
-
 class StatCache:
     """Path -> (size, mtime_ns, inode, ctime_ns, id) for files under one project root."""
 
@@ -216,7 +202,9 @@ class FileHasher:
     def __init__(self, store: ObjectStore, cache: StatCache | None, threads: int | None = None):
         self.store = store
         self.cache = cache
-        self.threads = threads or default_threads()
+        # one by default: measured on 2 vCPUs (20k files of 4 KiB), one thread took 0.9-1.5 s,
+        # two threads 3.5-4.4 s (BLAKE3 keeps the GIL for small inputs); MLVC_THREADS sets it
+        self.threads = threads or 1
         if cache is not None:
             cache.begin()
 

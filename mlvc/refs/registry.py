@@ -19,9 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..core.ids import ObjectId
-from ..errors import RefExists, UsageError
-from ..refs.store import check_ref_name
-from .errors import UnknownModel
+from ..errors import RefExists, UnknownModel, UsageError
+from .store import check_ref_name
 
 ROOT = "refs/models"
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
