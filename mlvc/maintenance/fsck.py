@@ -21,6 +21,7 @@ from ..core.objects import DIR, Run
 from ..errors import CorruptObject, MissingObject, MlvcError
 from ..refs.store import RefStore
 from ..store.odb import ObjectStore
+from ..store.pack import repair_for_fsck
 from ..store.typed import read_env, read_run, read_tree
 
 TMP_GRACE_S = 3600
@@ -38,7 +39,7 @@ def fsck(
 
     problems: list[str] = []
     if hasattr(store, "check_packs"):
-        damage, tidied = _repair_packs(store, refs.dir)
+        damage, tidied = repair_for_fsck(store, refs.dir, TMP_GRACE_S)
         problems.extend(damage)
         if notes is not None:
             notes.extend(tidied)
@@ -62,19 +63,6 @@ def fsck(
     if tmp_dir is not None:
         clean_tmp(tmp_dir)
     return problems
-
-
-def _repair_packs(store, mlvc_dir: Path) -> tuple[list[str], list[str]]:
-    """Index packs that have no usable index. Packs younger than the grace period are
-    left alone while another process holds the gc lock (a commit may be writing them)."""
-    from ..store.pack.scan import repair, try_exclusive
-
-    fd = try_exclusive(mlvc_dir)
-    try:
-        return repair(store, None if fd is not None else time.time() - TMP_GRACE_S)
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def _ref_files(mlvc_dir: Path, base: str) -> list[str]:

@@ -25,6 +25,7 @@ from ..core.objects import DIR, DecodeError, unpack
 from ..errors import MissingObject, MlvcError, StoreNeedsRepair
 from ..store.locks import _proc_start, gc_lock
 from ..store.odb import CHUNK_THRESHOLD, CHUNKED, LocalStore
+from ..store.pack import index_torn_packs
 from ..store.pack.store import HEAD
 from .fsck import clean_tmp
 
@@ -153,7 +154,7 @@ def gc(ctx, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
     with gc_lock(ctx.dir, shared=False):
         store.sync()
         if hasattr(store, "indexes"):
-            _index_torn_packs(store, report)  # before marking: their objects count
+            report.notes += index_torn_packs(store, report.dry_run)  # before marking
         damaged: set = set()
         live = reachable(store, roots(ctx.dir), damaged)
         if damaged:
@@ -245,36 +246,6 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
     for p in torn:
         p.unlink(missing_ok=True)
     store.reload(force=True)
-
-
-def _index_torn_packs(store, report: GcReport) -> None:
-    """Refuse to sweep a store whose indexes cannot be trusted; index packs that have none.
-
-    gc holds the lock exclusive, so a pack without an index is not being written: its writer
-    died. Its records are indexed like any others (and swept by reachability like any
-    others), never deleted wholesale for lacking an index.
-    """
-    from ..store.pack.scan import index_scan, scan_pack, survey
-
-    state = survey(store.pack_dir)
-    bad = [f"{n} ({why})" for n, why in {**state.damaged, **state.unreadable}.items()]
-    bad += [f"{p} (shorter than {n} says)" for p, n in state.short.items()]
-    if bad:
-        raise StoreNeedsRepair(
-            f"gc cannot trust the pack index of {bad[0]}"
-            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
-            + "; run `mlvc fsck` to rebuild indexes from the packs, then gc again"
-        )
-    for name in state.uncovered:
-        scan = scan_pack(store.pack_dir / name)
-        if report.dry_run:
-            report.notes.append(f"would index {len(scan.entries)} objects of pack {name}")
-            continue
-        made = index_scan(store.pack_dir, scan)
-        if made is not None:
-            report.notes.append(f"indexed {len(scan.entries)} objects of pack {name} (no index)")
-    if state.uncovered and not report.dry_run:
-        store.reload(force=True)
 
 
 def _unique(entries):

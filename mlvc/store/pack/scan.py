@@ -20,7 +20,7 @@ from pathlib import Path
 import blake3
 
 from ...core.ids import ObjectId
-from ...errors import PackError
+from ...errors import PackError, StoreNeedsRepair
 from .. import compress as zstd
 from ..odb import CHUNKED, RAW, ZSTD, ZSTD_MAX, _parse_chunk_list
 from .index import PackIndex, write_index
@@ -257,3 +257,48 @@ def _listdir(folder: Path) -> list[str]:
         return os.listdir(folder)
     except FileNotFoundError:
         return []
+
+
+def index_torn_packs(store, dry_run: bool = False) -> list[str]:
+    """For gc: refuse a store whose indexes cannot be trusted; index packs that have none.
+
+    gc holds the lock exclusive, so a pack without an index is not being written: its writer
+    died. Its records are indexed like any others (and swept by reachability like any
+    others), never deleted wholesale for lacking an index. Returns notes of what was done.
+    """
+    state = survey(store.pack_dir)
+    bad = [f"{n} ({why})" for n, why in {**state.damaged, **state.unreadable}.items()]
+    bad += [f"{p} (shorter than {n} says)" for p, n in state.short.items()]
+    if bad:
+        raise StoreNeedsRepair(
+            f"gc cannot trust the pack index of {bad[0]}"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+            + "; run `mlvc fsck` to rebuild indexes from the packs, then gc again"
+        )
+    notes = []
+    for name in state.uncovered:
+        scan = scan_pack(store.pack_dir / name)
+        if dry_run:
+            notes.append(f"would index {len(scan.entries)} objects of pack {name}")
+            continue
+        made = index_scan(store.pack_dir, scan)
+        if made is not None:
+            notes.append(f"indexed {len(scan.entries)} objects of pack {name} (no index)")
+    if state.uncovered and not dry_run:
+        store.reload(force=True)
+    return notes
+
+
+def repair_for_fsck(store, mlvc_dir: Path, grace: float) -> tuple[list[str], list[str]]:
+    """For fsck: index packs that have no usable index. Packs younger than ``grace``
+    seconds are left alone while another process holds the gc lock (a commit may be
+    writing them). Returns (problems repaired, notes)."""
+    import os
+    import time
+
+    fd = try_exclusive(mlvc_dir)
+    try:
+        return repair(store, None if fd is not None else time.time() - grace)
+    finally:
+        if fd is not None:
+            os.close(fd)
