@@ -1,6 +1,7 @@
 """``mlvc models``: register, alias, list, show, predict with and serve models.
 
 A thin shell over ``mlvc.models`` (docs/models.md); every command makes one library call.
+The library opens the repository itself when a URI needs one (``models:/``, ``run:``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,10 @@ from datetime import datetime, timezone
 
 import click
 
+from ..core.ids import short
 from ..core.typenames import type_name
-from ..render.text import aligned, echo, to_json
-
-
-def _repo():
-    from ..api.repo import Repo
-
-    return Repo()
-
+from ..render.text import aligned, echo
+from ._common import emit, json_option, open_repo
 
 TRUST_HELP = (
     "Allow unpickling a model that does not come from this repository (a folder, an MLflow "
@@ -58,12 +54,12 @@ def register(name, uri, trust):
 
     Example: mlvc models register iris run:HEAD/models/clf
     """
-    from .. import models as api
+    from ..models import api
 
-    r = _repo()
+    r = open_repo()
     version = api.register(name, uri, repo=r, trust=trust)
     info = api.get(name, version, repo=r)
-    echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
+    echo(f"registered {name} version {version} [{short(info.model_id)}] from {info.source}")
 
 
 @models.command()
@@ -77,32 +73,32 @@ def alias(name, alias, version, delete):
     Every move is logged with who and when (`mlvc models show NAME`).
     Example: mlvc models alias iris champion 3
     """
-    from .. import models as api
     from ..errors import UsageError
+    from ..models import api
 
     if delete:
-        old = api.delete_alias(name, alias, repo=_repo())
+        old = api.delete_alias(name, alias, repo=open_repo())
         echo(f"deleted {name}@{alias} (was version {old})")
         return
     if version is None:
         raise UsageError("give the VERSION the alias should point at, or --delete")
-    info = api.set_alias(name, alias, version, repo=_repo())
-    echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
+    info = api.set_alias(name, alias, version, repo=open_repo())
+    echo(f"{name}@{alias} -> version {info.version} [{short(info.model_id)}]")
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def list_(as_json):
+@json_option("the models")
+def list_():
     """List registered models with their latest version and aliases.
 
     Example: mlvc models list
     """
-    from .. import models as api
+    from ..models import api
 
-    found = api.list_models(repo=_repo())
-    if as_json:
-        click.echo(to_json(found))
-        return
+    emit(api.list_models(repo=open_repo()), _echo_models)
+
+
+def _echo_models(found: list[dict]) -> None:
     if not found:
         echo("no registered models: add one with `mlvc models register NAME URI`")
         return
@@ -121,18 +117,18 @@ def list_(as_json):
 
 @models.command()
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True)
-def show(target, as_json):
+@json_option("the model")
+def show(target):
     """Show a model: NAME (its latest version), NAME/VERSION, NAME@ALIAS, or any model URI.
 
     Example: mlvc models show iris@champion
     """
-    from .. import models as api
+    from ..models import api
 
-    d = api.describe(target)
-    if as_json:
-        click.echo(to_json(d))
-        return
+    emit(api.describe(target), _echo_model)
+
+
+def _echo_model(d: dict) -> None:
     v = d["version"]
     if v:
         echo(f"model {v['name']} version {v['version']}", fg="yellow")
@@ -206,22 +202,12 @@ def predict(uri, input_path, content_type, trust):
 
     Example: mlvc models predict models:/iris@champion -i batch.csv
     """
-    from .. import models as api
-    from ..models import payload
+    from ..models import load, model_uri, payload
 
-    types = {"json": payload.JSON, "csv": payload.CSV, "arrow": payload.ARROW}
-    ext = input_path.rsplit(".", 1)[-1].lower() if "." in input_path else "json"
-    ctype = types.get(content_type or {"arrows": "arrow", "feather": "arrow"}.get(ext, ext))
-    if ctype is None:
-        ctype = content_type or ext
     with click.open_file(input_path, "rb") as f:
         body = f.read()
-    target = api.model_uri(uri)
-    repo = _repo() if target.startswith(("models:/", "run:")) else None
-    model = api.load(target, repo=repo, trust=trust or None)
-    schema = model.signature.inputs if model.signature else None
-    data = model.prepare(payload.parse(body, ctype, schema))
-    pred = model.predict_prepared(data)
+    model = load(model_uri(uri), trust=trust or None)
+    pred = model.predict_payload(body, payload.content_type_of(input_path, content_type))
     sys.stdout.buffer.write(payload.predictions_json(pred) + b"\n")
 
 
@@ -252,15 +238,15 @@ def serve(uri, host, port, workers, access_log, trust, max_concurrency):
     from ..server.scoring import serve as run_server
 
     require_extra()
-    target = api.model_uri(uri)
-    repo = _repo() if target.startswith(("models:/", "run:")) else None
     run_server(
-        target,
+        api.model_uri(uri),
         host=host,
         port=port,
         workers=workers,
-        repo=repo,
         access_log=access_log,
         trust=trust or None,
         max_concurrency=max_concurrency,
     )
+
+
+COMMANDS = (models,)
