@@ -32,6 +32,10 @@ def open_repo() -> Repo:
 _JSON = "mlvc.json"  # where json_option leaves the flag, in the click context's meta
 
 
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    ctx.meta[_JSON] = value
+
+
 def json_option(what: str = "the result") -> Callable[[F], F]:
     """The ``--json`` flag (help: "Print WHAT as JSON."). It is not passed to the command:
     ``emit`` and ``wants_json`` read it."""
@@ -39,7 +43,7 @@ def json_option(what: str = "the result") -> Callable[[F], F]:
         "--json",
         is_flag=True,
         expose_value=False,
-        callback=lambda ctx, _param, value: ctx.meta.__setitem__(_JSON, value),
+        callback=_remember_json,
         help=f"Print {what} as JSON.",
     )
 

@@ -44,7 +44,17 @@ def _status(text: str) -> None:
     help="Do not set PYTHONHASHSEED=0 for the command (it is set unless already set).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run ids.")
-def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
+def run(
+    entry: str,
+    params: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    jobs: int,
+    name: str,
+    message: str,
+    tags: tuple[str, ...],
+    no_hashseed: bool,
+    quiet: bool,
+) -> None:
     """Run an entry point of the project and record it as a run.
 
     ENTRY is an entry point of mlvc.toml or MLproject (default: main), or a .py/.sh file.
@@ -107,7 +117,7 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for metrics.")
 @json_option("the verdict")
-def reproduce(spec, env, to, rtol, atol):
+def reproduce(spec: str, env: str, to: str | None, rtol: float | None, atol: float | None) -> None:
     """Re-run a recorded run from its record and say whether it came out the same.
 
     Verdict: EXACT (outputs byte-identical, metrics equal), WITHIN TOLERANCE (outputs
@@ -133,7 +143,7 @@ def _echo_verdict(res) -> None:
 @click.command()
 @click.argument("spec", metavar="RUN", required=False)
 @json_option("the runs")
-def lineage(spec):
+def lineage(spec: str | None) -> None:
     """Show how runs descend from each other and which runs reproduce which.
 
     With RUN, only its ancestors, its descendants and their reproductions.

@@ -29,7 +29,7 @@ def _when(seconds) -> str:
 
 
 @click.group()
-def models():
+def models() -> None:
     """Models: register versions, move aliases, list, show, predict and serve.
 
     \b
@@ -49,7 +49,7 @@ def models():
     is_flag=True,
     help="Vouch for a model from a folder: its version's pickles then load without --trust.",
 )
-def register(name, uri, trust):
+def register(name: str, uri: str, trust: bool) -> None:
     """Register the model at URI as the next version of NAME.
 
     Example: mlvc models register iris run:HEAD/models/clf
@@ -67,7 +67,7 @@ def register(name, uri, trust):
 @click.argument("alias")
 @click.argument("version", required=False)
 @click.option("-d", "--delete", is_flag=True, help="Remove the alias.")
-def alias(name, alias, version, delete):
+def alias(name: str, alias: str, version: str | None, delete: bool) -> None:
     """Point ALIAS of model NAME at VERSION (moving it), or remove it with --delete.
 
     Every move is logged with who and when (`mlvc models show NAME`).
@@ -88,7 +88,7 @@ def alias(name, alias, version, delete):
 
 @models.command("list")
 @json_option("the models")
-def list_():
+def list_() -> None:
     """List registered models with their latest version and aliases.
 
     Example: mlvc models list
@@ -118,7 +118,7 @@ def _echo_models(found: list[dict]) -> None:
 @models.command()
 @click.argument("target")
 @json_option("the model")
-def show(target):
+def show(target: str) -> None:
     """Show a model: NAME (its latest version), NAME/VERSION, NAME@ALIAS, or any model URI.
 
     Example: mlvc models show iris@champion
@@ -197,7 +197,7 @@ def _schema_line(schema) -> str:
     help="The input's type: json, csv or arrow (default: from the file's extension).",
 )
 @click.option("--trust", is_flag=True, help=TRUST_HELP)
-def predict(uri, input_path, content_type, trust):
+def predict(uri: str, input_path: str, content_type: str | None, trust: bool) -> None:
     """Score a file with a model and print the predictions as JSON.
 
     Example: mlvc models predict models:/iris@champion -i batch.csv
@@ -225,7 +225,15 @@ def predict(uri, input_path, content_type, trust):
     help="Requests scored at once per worker; more get 503 with Retry-After "
     "(default 8, or MLVC_SERVE_MAX_CONCURRENCY).",
 )
-def serve(uri, host, port, workers, access_log, trust, max_concurrency):
+def serve(
+    uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    access_log: bool,
+    trust: bool,
+    max_concurrency: int | None,
+) -> None:
     """Serve a model over REST: /ping, /version, /metadata, POST /invocations.
 
     /invocations reads MLflow's JSON formats (dataframe_split, dataframe_records, instances,

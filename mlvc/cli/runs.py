@@ -16,7 +16,7 @@ from ._common import emit, json_option, open_repo, wants_json
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
-def init(path):
+def init(path: str) -> None:
     """Create an empty repository (.mlvc/) in PATH.
 
     Example: mlvc init my-project
@@ -90,18 +90,18 @@ def init(path):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run id (no progress bar).")
 @json_option("the run")
 def commit(
-    message,
-    name,
-    params,
-    params_files,
-    metrics,
-    metrics_files,
-    data,
-    artifacts,
-    tags,
-    command,
-    quiet,
-):
+    message: str,
+    name: str,
+    params: tuple[str, ...],
+    params_files: tuple[str, ...],
+    metrics: tuple[str, ...],
+    metrics_files: tuple[str, ...],
+    data: tuple[str, ...],
+    artifacts: tuple[str, ...],
+    tags: tuple[str, ...],
+    command: str,
+    quiet: bool,
+) -> None:
     """Record a run: code, data, artifacts, environment, params and metrics.
 
     Example: mlvc commit -m "lr sweep" -p lr=0.01 -M acc=0.93 --data data/ --artifacts model.pkl
@@ -144,7 +144,7 @@ def _echo_recorded(s: dict) -> None:
 @click.option("-n", "limit", type=click.IntRange(min=0), default=None, help="Show at most N runs.")
 @click.option("-l", "--long", "long_", is_flag=True, help="Show params and metrics of each run.")
 @json_option("the runs")
-def log(limit, long_):
+def log(limit: int | None, long_: bool) -> None:
     """List runs, newest first.
 
     Example: mlvc log -n 10 -l
@@ -207,7 +207,7 @@ def _echo_run_header(s: dict) -> None:
 @click.argument("spec", metavar="RUN[:PATH]", default="HEAD")
 @json_option("the run")
 @click.option("--files/--no-files", default=True, help="List each section's files.")
-def show(spec, files):
+def show(spec: str, files: bool) -> None:
     """Show every section of a run, or print a stored file with RUN:PATH.
 
     PATH is as `mlvc show RUN` lists it, optionally after its section:
@@ -268,7 +268,7 @@ def _echo_show(s: dict) -> None:
 
 @click.command()
 @json_option("the live runs")
-def runs():
+def runs() -> None:
     """List live runs (in progress) with their latest metrics.
 
     Runs whose process died are recorded as `killed` first. Example: mlvc runs
@@ -295,7 +295,7 @@ def _echo_live(live: list[dict]) -> None:
 
 @click.command()
 @json_option("the changes")
-def status():
+def status() -> None:
     """Compare the working tree with the HEAD run.
 
     Example: mlvc status
@@ -324,7 +324,7 @@ def _echo_status(st: dict) -> None:
 @click.option(
     "--color/--no-color", default=None, help="Colour the report (default: on a terminal)."
 )
-def diff(a, b, patch, color):
+def diff(a: str, b: str | None, patch: bool, color: bool | None) -> None:
     """Compare two runs: params, metrics, code, data, artifacts, environment.
 
     With one run, compares it with HEAD. Example: mlvc diff HEAD~1 HEAD --patch
@@ -363,7 +363,9 @@ def _echo_diff(d, color: bool | None) -> None:
     help="Copy files (default), or link them to read-only verified copies in .mlvc/cache.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary and no progress bar.")
-def checkout(spec, to, only, force, link, quiet):
+def checkout(
+    spec: str, to: str | None, only: str | None, force: bool, link: str, quiet: bool
+) -> None:
     """Materialize a run's files exactly (verified against their hashes).
 
     Example: mlvc checkout baseline --to /tmp/baseline
@@ -383,7 +385,7 @@ def checkout(spec, to, only, force, link, quiet):
 @click.command()
 @click.argument("spec", metavar="RUN")
 @click.argument("tag")
-def tag(spec, tag):
+def tag(spec: str, tag: str) -> None:
     """Point TAG at a run (moves it if it exists).
 
     TAG then addresses the run, so it cannot be HEAD nor 4-64 hex digits (an id prefix).
