@@ -869,7 +869,7 @@ def bench_startup(b: Bench, work: Path, reps: int) -> str:
         run([MLVC, "commit", "-q", "-m", f"run {i}", "-p", f"lr={i}"], root)
     for _ in range(reps):
         b.measure("s.python", [PYTHON, "-c", "pass"], root)
-        b.measure("s.import", [PYTHON, "-c", "import mlvc.cli.main"], root)
+        b.measure("s.import", [PYTHON, "-c", "import mlvc.cli"], root)
         b.measure("s.help", [MLVC, "--help"], root)
         b.measure("s.log", [MLVC, "log", "-n", "5"], root)
     rmtree(root)
@@ -880,7 +880,7 @@ def render_startup(b: Bench, reps: int) -> str:
     rows = []
     for desc, key in (
         ("`python -c pass` (baseline)", "s.python"),
-        ("`python -c 'import mlvc.cli.main'`", "s.import"),
+        ("`python -c 'import mlvc.cli'`", "s.import"),
         ("`mlvc --help`", "s.help"),
         ("`mlvc log -n 5` (repo of 5 runs)", "s.log"),
     ):

@@ -1,5 +1,5 @@
 """``python -m mlvc`` runs the CLI."""
 
-from .cli.main import main
+from .cli import main
 
 main()

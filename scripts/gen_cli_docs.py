@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mlvc.cli.main import main
+from mlvc.cli import main
 from mlvc.errors import EXIT_CODES
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli.md"

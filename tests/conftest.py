@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from hypothesis import settings
 
 from mlvc import Repo
-from mlvc.cli.main import main
+from mlvc.cli import main
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
 settings.register_profile("dev", deadline=None)

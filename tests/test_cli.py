@@ -13,7 +13,7 @@ from mlvc.core.objects import Run
 def test_init_creates_repository_found_from_subfolders(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mlvc.cli.main import main
+    from mlvc.cli import main
 
     r = CliRunner().invoke(main, ["init", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
@@ -27,7 +27,7 @@ def test_init_creates_repository_found_from_subfolders(tmp_path, monkeypatch):
 def test_outside_a_repository_says_to_init(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mlvc.cli.main import main
+    from mlvc.cli import main
 
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["log"])
@@ -289,7 +289,7 @@ def test_ambiguous_prefix_lists_candidates(repo, project):
 def test_version_and_help_fast_paths():
     from click.testing import CliRunner
 
-    from mlvc.cli.main import main
+    from mlvc.cli import main
 
     assert "mlvc" in CliRunner().invoke(main, ["--version"]).output
     assert "commit" in CliRunner().invoke(main, ["--help"]).output

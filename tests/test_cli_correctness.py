@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlvc import Repo
-from mlvc.cli.main import main
+from mlvc.cli import main
 from mlvc.core.ids import ObjectId
 from mlvc.errors import EXIT_CODES, UsageError
 

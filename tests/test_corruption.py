@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlvc import Repo
-from mlvc.cli.main import main
+from mlvc.cli import main
 from mlvc.errors import EXIT_CODES
 
 KINDS = [

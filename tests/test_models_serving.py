@@ -132,7 +132,7 @@ def server(repo, project):
         [
             sys.executable,
             "-m",
-            "mlvc.cli.main",
+            "mlvc",
             "-C",
             str(project),
             "models",

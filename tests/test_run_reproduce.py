@@ -129,7 +129,7 @@ def inproc(root: Path, *args: str, code: int = 0):
     """The same command in this process (click's runner): for checks that run nothing."""
     from click.testing import CliRunner
 
-    from mlvc.cli.main import main
+    from mlvc.cli import main
 
     done = CliRunner().invoke(main, ["-C", str(root), *args])
     assert done.exit_code == code, f"mlvc {' '.join(args)}: {done.exit_code}\n{done.output}"

@@ -155,7 +155,7 @@ def server(repo, project):
         "MLVC_SERVE_BODY_TIMEOUT": str(BODY_TIMEOUT),
         "MLVC_SERVE_MAX_BODY": str(MAX_BODY),
     }
-    cmd = [sys.executable, "-m", "mlvc.cli.main", "-C", str(project), "models", "serve",
+    cmd = [sys.executable, "-m", "mlvc", "-C", str(project), "models", "serve",
            "models:/g/1", "--port", str(port), "--max-concurrency", "2"]  # fmt: skip
     proc = subprocess.Popen(
         cmd,

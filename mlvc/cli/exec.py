@@ -1,11 +1,12 @@
-"""The ``mlvc run``, ``mlvc reproduce`` and ``mlvc lineage`` commands (thin shells)."""
+"""The commands that run things: ``mlvc run``, ``mlvc reproduce`` and ``mlvc lineage``."""
 
 from __future__ import annotations
 
 import click
 
 from ..core.params import parse_tags
-from ..render.text import echo, to_json
+from ..render.text import echo
+from ._common import emit, json_option, open_repo
 
 
 def _status(text: str) -> None:
@@ -43,7 +44,17 @@ def _status(text: str) -> None:
     help="Do not set PYTHONHASHSEED=0 for the command (it is set unless already set).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run ids.")
-def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
+def run(
+    entry: str,
+    params: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    jobs: int,
+    name: str,
+    message: str,
+    tags: tuple[str, ...],
+    no_hashseed: bool,
+    quiet: bool,
+) -> None:
     """Run an entry point of the project and record it as a run.
 
     ENTRY is an entry point of mlvc.toml or MLproject (default: main), or a .py/.sh file.
@@ -54,7 +65,6 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
     Example: mlvc run train -P lr=0.01 --sweep epochs=10,20 -j 2
     """
     from ..exec.run import check
-    from .main import repo
 
     def done(o):
         if quiet:
@@ -70,7 +80,7 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
             + (f", {metrics}" if metrics else "")
         )
 
-    outcomes = repo().run_entry(
+    outcomes = open_repo().run_entry(
         entry,
         params,
         sweeps,
@@ -106,8 +116,8 @@ def run(entry, params, sweeps, jobs, name, message, tags, no_hashseed, quiet):
 )
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for metrics.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def reproduce(spec, env, to, rtol, atol, as_json):
+@json_option("the verdict")
+def reproduce(spec: str, env: str, to: str | None, rtol: float | None, atol: float | None) -> None:
     """Re-run a recorded run from its record and say whether it came out the same.
 
     Verdict: EXACT (outputs byte-identical, metrics equal), WITHIN TOLERANCE (outputs
@@ -118,66 +128,36 @@ def reproduce(spec, env, to, rtol, atol, as_json):
 
     Example: mlvc reproduce baseline --env recorded --rtol 1e-6
     """
-    from ..errors import NothingToCompare, ReproductionDiffers
-    from ..reproduce.run import NOTHING, render_verdict
-    from .main import repo
+    res = open_repo().reproduce(spec, env=env, to=to, rtol=rtol, atol=atol, echo=_status)
+    emit(res, _echo_verdict)
+    res.check()
 
-    res = repo().reproduce(spec, env=env, to=to, rtol=rtol, atol=atol, echo=_status)
-    v = res.verdict
-    if as_json:
-        click.echo(
-            to_json(
-                {
-                    "verdict": v.kind,
-                    "original": res.original.hex,
-                    "reproduction": res.run_id.hex,
-                    "workdir": str(res.workdir) if res.kept else None,
-                    "outputs": v.outputs,
-                    "metrics": v.metrics,
-                    "params": v.params,
-                    "exit_code": v.exit_code,
-                    "env": v.env,
-                }
-            )
-        )
-    else:
-        for line in render_verdict(v):
-            echo(line)
-    where = (
-        f"; its files are in {res.workdir}"
-        if res.kept
-        else f"; `mlvc checkout {res.run_id.short} --to DIR` brings its files back"
-    )
-    if v.kind == NOTHING:
-        raise NothingToCompare(
-            f"run {res.original.short} has no outputs and no metrics, so its re-run "
-            f"{res.run_id.short} proves nothing{where}"
-        )
-    if not v.ok:
-        raise ReproductionDiffers(
-            f"run {res.original.short} did not reproduce ({v.kind}); the re-run is run "
-            f"{res.run_id.short}{where}"
-        )
+
+def _echo_verdict(res) -> None:
+    from ..reproduce.run import render_verdict
+
+    for line in render_verdict(res.verdict):
+        echo(line)
 
 
 @click.command()
 @click.argument("spec", metavar="RUN", required=False)
-@click.option("--json", "as_json", is_flag=True)
-def lineage(spec, as_json):
+@json_option("the runs")
+def lineage(spec: str | None) -> None:
     """Show how runs descend from each other and which runs reproduce which.
 
     With RUN, only its ancestors, its descendants and their reproductions.
 
     Example: mlvc lineage baseline
     """
-    from ..reproduce.lineage import render_lineage
-    from .main import repo
-
-    r = repo()
+    r = open_repo()
     nodes, focus = r.lineage(spec)
-    if as_json:
-        click.echo(to_json([vars(n) for n in nodes.values()]))
-        return
+    emit([n.to_dict() for n in nodes.values()], lambda _: _echo_lineage(r, nodes, focus))
+
+
+def _echo_lineage(r, nodes: dict, focus: str | None) -> None:
+    from ..reproduce.lineage import render_lineage
+
     if not nodes:
         echo("no runs yet: record one with `mlvc run` or `mlvc commit`")
         return

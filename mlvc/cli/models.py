@@ -1,6 +1,7 @@
 """``mlvc models``: register, alias, list, show, predict with and serve models.
 
 A thin shell over ``mlvc.models`` (docs/models.md); every command makes one library call.
+The library opens the repository itself when a URI needs one (``models:/``, ``run:``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,10 @@ from datetime import datetime, timezone
 
 import click
 
+from ..core.ids import short
 from ..core.typenames import type_name
-from ..render.text import aligned, echo, to_json
-
-
-def _repo():
-    from ..api.repo import Repo
-
-    return Repo()
-
+from ..render.text import aligned, echo
+from ._common import emit, json_option, open_repo
 
 TRUST_HELP = (
     "Allow unpickling a model that does not come from this repository (a folder, an MLflow "
@@ -33,7 +29,7 @@ def _when(seconds) -> str:
 
 
 @click.group()
-def models():
+def models() -> None:
     """Models: register versions, move aliases, list, show, predict and serve.
 
     \b
@@ -53,17 +49,17 @@ def models():
     is_flag=True,
     help="Vouch for a model from a folder: its version's pickles then load without --trust.",
 )
-def register(name, uri, trust):
+def register(name: str, uri: str, trust: bool) -> None:
     """Register the model at URI as the next version of NAME.
 
     Example: mlvc models register iris run:HEAD/models/clf
     """
-    from .. import models as api
+    from ..models import api
 
-    r = _repo()
+    r = open_repo()
     version = api.register(name, uri, repo=r, trust=trust)
     info = api.get(name, version, repo=r)
-    echo(f"registered {name} version {version} [{info.model_id[:10]}] from {info.source}")
+    echo(f"registered {name} version {version} [{short(info.model_id)}] from {info.source}")
 
 
 @models.command()
@@ -71,38 +67,38 @@ def register(name, uri, trust):
 @click.argument("alias")
 @click.argument("version", required=False)
 @click.option("-d", "--delete", is_flag=True, help="Remove the alias.")
-def alias(name, alias, version, delete):
+def alias(name: str, alias: str, version: str | None, delete: bool) -> None:
     """Point ALIAS of model NAME at VERSION (moving it), or remove it with --delete.
 
     Every move is logged with who and when (`mlvc models show NAME`).
     Example: mlvc models alias iris champion 3
     """
-    from .. import models as api
     from ..errors import UsageError
+    from ..models import api
 
     if delete:
-        old = api.delete_alias(name, alias, repo=_repo())
+        old = api.delete_alias(name, alias, repo=open_repo())
         echo(f"deleted {name}@{alias} (was version {old})")
         return
     if version is None:
         raise UsageError("give the VERSION the alias should point at, or --delete")
-    info = api.set_alias(name, alias, version, repo=_repo())
-    echo(f"{name}@{alias} -> version {info.version} [{info.model_id[:10]}]")
+    info = api.set_alias(name, alias, version, repo=open_repo())
+    echo(f"{name}@{alias} -> version {info.version} [{short(info.model_id)}]")
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def list_(as_json):
+@json_option("the models")
+def list_() -> None:
     """List registered models with their latest version and aliases.
 
     Example: mlvc models list
     """
-    from .. import models as api
+    from ..models import api
 
-    found = api.list_models(repo=_repo())
-    if as_json:
-        click.echo(to_json(found))
-        return
+    emit(api.list_models(repo=open_repo()), _echo_models)
+
+
+def _echo_models(found: list[dict]) -> None:
     if not found:
         echo("no registered models: add one with `mlvc models register NAME URI`")
         return
@@ -121,18 +117,18 @@ def list_(as_json):
 
 @models.command()
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True)
-def show(target, as_json):
+@json_option("the model")
+def show(target: str) -> None:
     """Show a model: NAME (its latest version), NAME/VERSION, NAME@ALIAS, or any model URI.
 
     Example: mlvc models show iris@champion
     """
-    from .. import models as api
+    from ..models import api
 
-    d = api.describe(target)
-    if as_json:
-        click.echo(to_json(d))
-        return
+    emit(api.describe(target), _echo_model)
+
+
+def _echo_model(d: dict) -> None:
     v = d["version"]
     if v:
         echo(f"model {v['name']} version {v['version']}", fg="yellow")
@@ -201,27 +197,17 @@ def _schema_line(schema) -> str:
     help="The input's type: json, csv or arrow (default: from the file's extension).",
 )
 @click.option("--trust", is_flag=True, help=TRUST_HELP)
-def predict(uri, input_path, content_type, trust):
+def predict(uri: str, input_path: str, content_type: str | None, trust: bool) -> None:
     """Score a file with a model and print the predictions as JSON.
 
     Example: mlvc models predict models:/iris@champion -i batch.csv
     """
-    from .. import models as api
-    from ..models import payload
+    from ..models import load, model_uri, payload
 
-    types = {"json": payload.JSON, "csv": payload.CSV, "arrow": payload.ARROW}
-    ext = input_path.rsplit(".", 1)[-1].lower() if "." in input_path else "json"
-    ctype = types.get(content_type or {"arrows": "arrow", "feather": "arrow"}.get(ext, ext))
-    if ctype is None:
-        ctype = content_type or ext
     with click.open_file(input_path, "rb") as f:
         body = f.read()
-    target = api.model_uri(uri)
-    repo = _repo() if target.startswith(("models:/", "run:")) else None
-    model = api.load(target, repo=repo, trust=trust or None)
-    schema = model.signature.inputs if model.signature else None
-    data = model.prepare(payload.parse(body, ctype, schema))
-    pred = model.predict_prepared(data)
+    model = load(model_uri(uri), trust=trust or None)
+    pred = model.predict_payload(body, payload.content_type_of(input_path, content_type))
     sys.stdout.buffer.write(payload.predictions_json(pred) + b"\n")
 
 
@@ -239,7 +225,15 @@ def predict(uri, input_path, content_type, trust):
     help="Requests scored at once per worker; more get 503 with Retry-After "
     "(default 8, or MLVC_SERVE_MAX_CONCURRENCY).",
 )
-def serve(uri, host, port, workers, access_log, trust, max_concurrency):
+def serve(
+    uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    access_log: bool,
+    trust: bool,
+    max_concurrency: int | None,
+) -> None:
     """Serve a model over REST: /ping, /version, /metadata, POST /invocations.
 
     /invocations reads MLflow's JSON formats (dataframe_split, dataframe_records, instances,
@@ -252,15 +246,15 @@ def serve(uri, host, port, workers, access_log, trust, max_concurrency):
     from ..server.scoring import serve as run_server
 
     require_extra()
-    target = api.model_uri(uri)
-    repo = _repo() if target.startswith(("models:/", "run:")) else None
     run_server(
-        target,
+        api.model_uri(uri),
         host=host,
         port=port,
         workers=workers,
-        repo=repo,
         access_log=access_log,
         trust=trust or None,
         max_concurrency=max_concurrency,
     )
+
+
+COMMANDS = (models,)

@@ -1,7 +1,8 @@
 """Object ids: the BLAKE3-256 of an object's canonical bytes (for a file, of its raw content).
 
 ``ObjectId`` holds the 32 raw bytes; ``.hex`` is the 64-character form people and files see,
-``.short`` the display form. ``ObjectId.parse`` is the one way in from text.
+``.short`` the display form (``short(hex)`` for an id already written as hex).
+``ObjectId.parse`` is the one way in from text.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class ObjectId(bytes):
 
     def __repr__(self) -> str:
         return f"ObjectId({self.short})"
+
+
+def short(hex_id: str) -> str:
+    """The display form of an id written as hex (in a dict, a JSON document, the index)."""
+    return hex_id[:SHORT_LEN]
 
 
 def is_hex_prefix(text: str) -> bool:

@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.ids import ObjectId
@@ -27,9 +27,9 @@ from ..store.locks import _proc_start, gc_lock
 from ..store.odb import CHUNK_THRESHOLD, CHUNKED, LocalStore
 from ..store.pack import index_torn_packs
 from ..store.pack.store import HEAD
+from . import GRACE_S
 from .fsck import clean_tmp
 
-GRACE_S = 3600.0  # objects and packs younger than this are never removed
 REPACK_GARBAGE = 0.5  # a pack more than half garbage (by bytes) is rewritten
 SMALL_PACK = 32 << 20  # old packs smaller than this are merged into one
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -48,6 +48,10 @@ class GcReport:
     cache_files: int = 0  # link-cache files removed
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Every field by name (what ``mlvc gc --json`` prints)."""
+        return asdict(self)
 
 
 def roots(mlvc_dir: Path) -> set[ObjectId]:

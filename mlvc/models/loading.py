@@ -287,6 +287,15 @@ class Model:
         except Exception as e:
             raise ModelFailed.of(e) from e
 
+    def predict_payload(self, body: bytes, content_type: str | None):
+        """Score a request body in one of the scoring formats (mlvc.models.payload: JSON,
+        CSV, Arrow; ``content_type`` as ``payload.content_type_of`` gives it), guided by
+        the signature's inputs; what ``mlvc models predict`` does with a file."""
+        from .payload import parse
+
+        schema = self.signature.inputs if self.signature else None
+        return self.predict_prepared(self.prepare(parse(body, content_type, schema)))
+
     def for_serving(self) -> Model:
         """Let the flavor take its serving shortcuts (see flavors.sklearn.predict)."""
         self._conf = {**self._conf, "serving": True}

@@ -14,7 +14,7 @@ sweep, say) opens branches, so a long history stays narrow::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..core.ids import ObjectId
 
@@ -32,6 +32,10 @@ class Node:
     reproduces: str | None
     verdict: str = ""
     children: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Every field by name (one element of ``mlvc lineage --json``)."""
+        return asdict(self)
 
 
 def lineage(

@@ -38,7 +38,7 @@ from typing import Any
 from ..core.ids import ObjectId
 from ..core.objects import Run, is_number
 from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
-from ..errors import NotReproducible, UsageError
+from ..errors import NothingToCompare, NotReproducible, ReproductionDiffers, UsageError
 from ..exec.interpreter import build_venv, capture_for, find_interpreter, restore_variables
 from ..exec.run import Echo, Launch, Outcome, child_environ, execute
 from ..runs.attached import SEED_ENV, SEED_PARAM
@@ -73,12 +73,50 @@ class Verdict:
 
 @dataclass
 class Reproduction:
+    """A re-run and its verdict: ``original`` was re-run as ``run_id`` in ``workdir`` (which
+    is gone afterwards unless ``kept``)."""
+
     original: ObjectId
     run_id: ObjectId
     verdict: Verdict
     workdir: Path
     env_mode: str
     kept: bool = True
+
+    def to_dict(self) -> dict:
+        """The verdict as plain data (what ``mlvc reproduce --json`` prints)."""
+        v = self.verdict
+        return {
+            "verdict": v.kind,
+            "original": self.original.hex,
+            "reproduction": self.run_id.hex,
+            "workdir": str(self.workdir) if self.kept else None,
+            "outputs": v.outputs,
+            "metrics": v.metrics,
+            "params": v.params,
+            "exit_code": v.exit_code,
+            "env": v.env,
+        }
+
+    def check(self) -> None:
+        """Raise ``NothingToCompare`` or ``ReproductionDiffers`` unless the verdict is a
+        success (EXACT, or WITHIN TOLERANCE); the message says where the re-run's files are."""
+        v = self.verdict
+        where = (
+            f"; its files are in {self.workdir}"
+            if self.kept
+            else f"; `mlvc checkout {self.run_id.short} --to DIR` brings its files back"
+        )
+        if v.kind == NOTHING:
+            raise NothingToCompare(
+                f"run {self.original.short} has no outputs and no metrics, so its re-run "
+                f"{self.run_id.short} proves nothing{where}"
+            )
+        if not v.ok:
+            raise ReproductionDiffers(
+                f"run {self.original.short} did not reproduce ({v.kind}); the re-run is run "
+                f"{self.run_id.short}{where}"
+            )
 
 
 def judge(
