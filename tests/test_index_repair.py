@@ -126,6 +126,57 @@ def test_damage_met_while_ingesting_a_commit_is_rebuilt(runs, cli, project):
     check_all_runs(project, [*runs, c.stdout.strip()])
 
 
+def test_damage_met_inside_this_threads_reader_is_reported_not_rebuilt(runs, project):
+    """A rebuild needs the exclusive lock, which this thread's own reader keeps from it: the
+    nested query says what to run instead of waiting for itself."""
+    from mlvc.errors import IndexDamaged
+
+    offset, _ = block_of(project, "runs_wide")
+    damage(index_file(project), offset)
+    repo = Repo(project)
+    with repo.index.connect_readonly():
+        start = time.monotonic()
+        with pytest.raises(IndexDamaged, match="mlvc index rebuild"):
+            repo.query('SELECT "params.lr" FROM runs_wide')
+        assert time.monotonic() - start < 5.0
+    assert len(repo.query('SELECT "params.lr" FROM runs_wide')) == 5  # rebuilt now
+
+
+def test_damage_met_while_another_thread_reads_is_rebuilt_when_it_ends(runs, project):
+    """Another thread's reader is waited for, as another process's is: the query that met
+    the damage rebuilds the index once that reader ends, and answers."""
+    import threading
+
+    offset, _ = block_of(project, "runs_wide")
+    damage(index_file(project), offset)
+    repo = Repo(project)
+    holding, release = threading.Event(), threading.Event()
+    out: dict = {}
+
+    def reader() -> None:
+        with repo.index.connect_readonly():
+            holding.set()
+            release.wait(60)
+
+    def query() -> None:
+        try:
+            out["rows"] = repo.query('SELECT "params.lr" FROM runs_wide').to_pylist()
+        except Exception as e:  # the assertions below report it
+            out["error"] = e
+
+    a = threading.Thread(target=reader)
+    a.start()
+    assert holding.wait(30)
+    b = threading.Thread(target=query)
+    b.start()
+    b.join(1.0)  # with per-process nesting, B gave up at once: "run mlvc index rebuild"
+    release.set()
+    a.join(30)
+    b.join(60)
+    assert "error" not in out, out.get("error")
+    assert sorted(r["params.lr"] for r in out["rows"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
 @pytest.mark.parametrize("how", ["middle", "truncate", "garbage", "empty", "header"])
 def test_damaged_index_file_is_rebuilt(runs, project, how):
     path = index_file(project)

@@ -287,6 +287,52 @@ def test_progress_is_silent_when_not_a_terminal(monkeypatch):
         progress.enable(False)
 
 
+def test_progress_bars_of_two_threads_do_not_mix(monkeypatch):
+    """Each thread (context) has its own bar: one thread's work never lands in another's."""
+    import threading
+
+    monkeypatch.setattr("sys.stderr", Tty())
+    both_open = threading.Barrier(2, timeout=30)
+    seen = {}
+
+    def work(label: str, nbytes: int) -> None:
+        progress.enable(True)  # per context: a thread enables its own bars
+        with progress.bar(label, total_bytes=100) as b:
+            both_open.wait()
+            progress.advance(nbytes, files=1)
+            both_open.wait()
+            seen[label] = (b.label, b.bytes, b.files)
+
+    threads = [threading.Thread(target=work, args=a) for a in (("a", 1), ("b", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert seen == {"a": ("a", 1, 1), "b": ("b", 2, 1)}
+    assert not progress.active()  # enabling in other threads left this one as it was
+
+
+def test_progress_of_a_hashing_pool_counts_in_the_callers_bar(monkeypatch, tmp_path):
+    """Hashing threads start with an empty context: the caller's bar is carried to them."""
+    from mlvc.store.odb import LocalStore
+    from mlvc.workspace import statcache
+
+    monkeypatch.setattr("sys.stderr", Tty())
+    monkeypatch.setattr(statcache, "POOL_MIN", 1)
+    files = []
+    for i in range(8):
+        (tmp_path / f"f{i}").write_bytes(b"x" * (i + 1))
+        files.append((tmp_path / f"f{i}", (tmp_path / f"f{i}").stat()))
+    hasher = statcache.FileHasher(LocalStore(tmp_path / "objects"), None, threads=4)
+    progress.enable(True)
+    try:
+        with progress.bar("outer") as b:  # the hashing bar nests in it: counts go here
+            hasher.map(files)
+    finally:
+        progress.enable(False)
+    assert (b.bytes, b.files) == (sum(range(1, 9)), 8)
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 
 

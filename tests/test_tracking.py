@@ -236,6 +236,6 @@ def test_commit_hands_ingest_to_a_detached_worker(repo, project, monkeypatch):
     got = repo.query("SELECT id FROM runs ORDER BY created").column("id").to_pylist()
     assert got == [i.hex for i in ids]
     assert not (project / ".mlvc" / "logs" / "index-worker.log").exists()
-    fd = repo.index._take_lock(exclusive=True, wait=30)  # the worker released the lock
+    fd = repo.index.lock.take(exclusive=True, wait=30)  # the worker released the lock
     assert fd is not None
     os.close(fd)

@@ -4,6 +4,11 @@ The library reports progress through ``advance``/``files_done``, which cost almo
 when no bar is active. The CLI turns bars on with ``enable(True)``; a bar then appears only
 after an operation has run for ``DELAY`` seconds and only when stderr is a terminal, so
 scripts, pipes and quick commands never see one.
+
+Both switches live in context variables, not module globals: whether bars are on, and the
+bar of the operation running now, belong to one thread (or asyncio task), so two threads of
+a server or a sweep never count into each other's bar. A new thread starts with bars off;
+a pool doing one operation's work runs its tasks through ``carry`` to count in its bar.
 """
 
 from __future__ import annotations
@@ -11,19 +16,24 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DELAY = 1.0  # seconds before a bar appears
 EVERY = 0.1  # seconds between redraws
 
-_enabled = False
-_current: Bar | None = None
+_enabled: ContextVar[bool] = ContextVar("mlvc_progress_enabled", default=False)
+_current: ContextVar[Bar | None] = ContextVar("mlvc_progress_bar", default=None)
 
 
 def enable(on: bool = True) -> None:
-    """Allow bars (the CLI calls this unless ``-q``); they still need a terminal."""
-    global _enabled
-    _enabled = on
+    """Allow bars in this thread or task (the CLI calls this unless ``-q``); they still
+    need a terminal."""
+    _enabled.set(on)
 
 
 def _human(n: float) -> str:
@@ -89,28 +99,48 @@ class Bar:
 def active(stream=None) -> bool:
     stream = stream or sys.stderr
     try:
-        return _enabled and stream.isatty()
+        return _enabled.get() and stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
 @contextmanager
 def bar(label: str, total_bytes: int = 0, total_files: int = 0):
-    """Show a bar for the enclosed operation (if enabled, on a terminal, after DELAY)."""
-    global _current
-    if not active() or _current is not None:
-        yield _current
+    """Show a bar for the enclosed operation (if enabled, on a terminal, after DELAY).
+
+    Inside another bar of this context, the outer bar goes on counting (it is yielded)."""
+    outer = _current.get()
+    if not active() or outer is not None:
+        yield outer
         return
-    b = _current = Bar(label, total_bytes, total_files)
+    b = Bar(label, total_bytes, total_files)
+    token = _current.set(b)
     try:
         yield b
     finally:
-        _current = None
+        _current.reset(token)
         b.close()
 
 
 def advance(nbytes: int = 0, files: int = 0) -> None:
-    """Count work done in the active bar, if any."""
-    b = _current
+    """Count work done in this context's bar, if any."""
+    b = _current.get()
     if b is not None:
         b.advance(nbytes, files)
+
+
+def carry(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn``, counting in the caller's bar when a pool thread runs it (pool threads start
+    with an empty context, so they would count nowhere)."""
+    b = _current.get()
+    if b is None:
+        return fn
+
+    def counted(*args, **kwargs) -> T:
+        token = _current.set(b)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return counted

@@ -1,7 +1,7 @@
 """SQL from users (``mlvc query``, ``Repo.query``): only reads run, and Ctrl-C stops them.
 
 The index connection is already read-only, with external access off and its configuration
-locked (index.py), so writes, files and ``SET`` fail inside DuckDB. Statements other than
+locked (db.py), so writes, files and ``SET`` fail inside DuckDB. Statements other than
 reads are refused here before DuckDB sees them: some (``CALL enable_logging(...)`` with a
 file) abort the whole process from inside DuckDB instead of raising an error.
 """

@@ -8,7 +8,8 @@ its source as JSON (``register {"source": ..., "run_id": ..., "trusted": ...}``;
 it came from this repository or was registered with ``trust=True``), an alias's lines hold the
 versions it moved between. A version number is taken by a create-only write under the ref's
 lock, so concurrent registers of one name never share a number. The index derives the
-``model_versions``, ``model_aliases`` and ``model_alias_log`` tables from these refs.
+``model_versions``, ``model_aliases`` and ``model_alias_log`` tables from these refs
+(mlvc.index.models).
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def aliases(refs, name: str) -> dict[str, int]:
     return out
 
 
-def _version_info(refs, name: str, version: int, oid: ObjectId, alias_map) -> ModelVersion:
+def version_info(refs, name: str, version: int, oid: ObjectId, alias_map) -> ModelVersion:
+    """Version ``version`` of model ``name`` (tree ``oid``), as its reflog tells it;
+    ``alias_map`` (alias -> version) gives its aliases."""
     log = refs.reflog(version_ref(name, version))
     first = log[0] if log else {}
     _kind, value = _parse(first.get("message", ""))
@@ -172,7 +175,7 @@ def get(
             if len(found) == max(found)
             else f"model {name!r} has no version {version} (versions: {_span(found)})"
         )
-    return _version_info(refs, name, version, found[version], alias_map)
+    return version_info(refs, name, version, found[version], alias_map)
 
 
 def _span(found) -> str:
@@ -193,7 +196,7 @@ def list_models(refs) -> list[dict]:
         found = versions(refs, name)
         if not found:
             continue
-        latest = _version_info(refs, name, max(found), found[max(found)], {})
+        latest = version_info(refs, name, max(found), found[max(found)], {})
         out.append(
             {
                 "name": name,
@@ -289,76 +292,3 @@ def note_run(refs, name: str, version: int, run_id: str, who: str) -> None:
     rewritten with the same tree (versions never move) so the reflog holds the fact."""
     ref = version_ref(name, version)
     refs.write(ref, refs.read(ref), _message("run-ended", {"run_id": run_id}), who)
-
-
-# -- rows for the index ---------------------------------------------------------------------
-
-
-def index_rows(refs, store) -> dict[str, list[tuple]]:
-    """``model_versions``, ``model_aliases`` and ``model_alias_log`` rows (times in µs)."""
-    rows: dict[str, list[tuple]] = {
-        "model_versions": [],
-        "model_aliases": [],
-        "model_alias_log": [],
-    }
-    manifests: dict[ObjectId, tuple] = {}
-    for name in names(refs):
-        found = versions(refs, name)
-        alias_map = aliases(refs, name)
-        for number, oid in found.items():
-            info = _version_info(refs, name, number, oid, alias_map)
-            if oid not in manifests:
-                manifests[oid] = _summary(store, oid)
-            flavor, flavor_names, signature = manifests[oid]
-            rows["model_versions"].append((
-                name, number, oid.hex, info.run_id, info.source, flavor, flavor_names,
-                signature, info.registered_by, _us(info.registered_at),
-            ))  # fmt: skip
-        for alias, number in sorted(alias_map.items()):
-            log = refs.reflog(alias_ref(name, alias))
-            last = log[-1] if log else {}
-            oid = found.get(number)
-            rows["model_aliases"].append((
-                name, alias, number, oid.hex if oid else None, last.get("author"),
-                _us(last.get("time")),
-            ))  # fmt: skip
-        for e in alias_history(refs, name):
-            rows["model_alias_log"].append(
-                (name, e["alias"], e["action"], e["version"], e["previous"], e["by"], _us(e["at"]))
-            )
-    return rows
-
-
-def _us(seconds) -> int | None:
-    return None if seconds is None else int(round(seconds * 1e6))
-
-
-def _summary(store, tree: ObjectId) -> tuple[str | None, list[str] | None, str | None]:
-    """(loader flavor, flavor names, readable signature JSON) from a stored model tree."""
-    from ..errors import MlvcError
-    from ..store.typed import lookup
-
-    try:
-        entry = lookup(store, tree, "mlvc-model.json")
-        if entry is not None:
-            manifest = json.loads(store.read_bytes(entry.id))
-            sig = manifest.get("signature") or {}
-            readable = {
-                k: {x: y for x, y in (v or {}).items() if x != "arrow"} if v else None
-                for k, v in sig.items()
-            }
-            return (
-                manifest.get("flavor"),
-                sorted(manifest.get("flavors", {})),
-                (json.dumps(readable, sort_keys=True) if sig else None),
-            )
-        entry = lookup(store, tree, "MLmodel")
-        if entry is not None:
-            import yaml
-
-            doc = yaml.safe_load(store.read_bytes(entry.id)) or {}
-            kinds = sorted(doc.get("flavors") or {})
-            return "mlflow", kinds, None
-    except (MlvcError, ValueError, ImportError, AttributeError):
-        pass
-    return None, None, None

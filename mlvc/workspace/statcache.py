@@ -250,7 +250,8 @@ class FileHasher:
         with progress.bar("hashing", total_bytes=total, total_files=len(misses)):
             if self.threads > 1 and len(misses) >= POOL_MIN:
                 with ThreadPoolExecutor(self.threads, thread_name_prefix="mlvc-hash") as pool:
-                    done = pool.map(lambda i: self._add(*jobs[i]), misses)
+                    add = progress.carry(self._add)  # the pool counts in this bar
+                    done = pool.map(lambda i: add(*jobs[i]), misses)
                     for i, oid in zip(misses, done, strict=True):
                         out[i] = oid
             else:
