@@ -39,8 +39,10 @@ from ..core.ids import ObjectId
 from ..core.objects import Run, is_number
 from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
 from ..errors import NotReproducible, UsageError
-from ..exec.interpreter import build_venv, capture_for, find_interpreter, restore_variables
-from ..exec.run import Echo, Launch, Outcome, child_environ, execute
+from ..exec.execute import Outcome, execute
+from ..exec.interpreter import capture_for, find_interpreter, restore_variables
+from ..exec.plan import Echo, Launch, child_environ
+from ..exec.venv import build_venv
 from ..runs.attached import SEED_ENV, SEED_PARAM
 from ..store.typed import read_env, read_run, walk
 from ..workspace.project import load_project

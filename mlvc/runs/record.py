@@ -155,6 +155,43 @@ class Inputs:
     data_paths: tuple[str, ...]
     artifact_paths: tuple[str, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (ids as hex), as a staged run keeps them; ``from_dict`` reads it."""
+        return {
+            "code": self.code.hex if self.code else None,
+            "git": dict(self.git),
+            "env": self.env.hex if self.env else None,
+            "data": self.data.hex if self.data else None,
+            "data_paths": list(self.data_paths),
+            "artifact_paths": list(self.artifact_paths),
+        }
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Inputs:
+        """The inputs ``to_dict`` wrote, read defensively: what is missing or malformed (a
+        damaged staged run) reads as absent, never as an error."""
+        d = value if isinstance(value, dict) else {}
+        git = d.get("git")
+        return cls(
+            _oid(d.get("code")),
+            git if isinstance(git, dict) else {},
+            _oid(d.get("env")),
+            _oid(d.get("data")),
+            _strings(d.get("data_paths")),
+            _strings(d.get("artifact_paths")),
+        )
+
+
+def _oid(text: Any) -> ObjectId | None:
+    try:
+        return ObjectId.parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
 
 def capture_inputs(
     ctx, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
