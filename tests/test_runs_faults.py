@@ -26,7 +26,8 @@ import pytest
 
 from mlvc import Repo
 from mlvc.core.layout import Layout
-from mlvc.runs.staging import RECORDED, StagedRun
+from mlvc.runs.staging import StagedRun
+from mlvc.runs.staging.run import RECORDED
 
 pytestmark = pytest.mark.heavy
 
@@ -218,8 +219,8 @@ def test_kill_9_at_random_points_loses_no_run_and_no_flushed_point(tmp_path):
     elapsed = time.time() - started
 
     fsck = _mlvc(root, "fsck")
-    log = _mlvc(root, "log", "-n", "100000")  # reaps what is left, then lists
-    runs_out = _mlvc(root, "runs")
+    runs_out = _mlvc(root, "runs")  # reaps what is left, then lists what runs
+    log = _mlvc(root, "log", "-n", "100000")
     fsck_again = _mlvc(root, "fsck")
     for done in (fsck, log, runs_out, fsck_again):
         assert "Traceback" not in done.stderr, done.stderr

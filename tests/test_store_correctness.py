@@ -273,7 +273,7 @@ def test_fsck_and_gc_handle_a_truncated_pack(repo, project):
 _TRUNCATE_WHILE_HASHING = """
 import os, sys, threading
 from mlvc.errors import FileChanged
-from mlvc.odb import hash_file
+from mlvc.store.odb import hash_file
 path = sys.argv[1]
 block = os.urandom(1 << 20)
 stop = threading.Event()
@@ -410,10 +410,10 @@ def test_show_of_a_big_raw_record_releases_nothing_unverified(repo, project):
 
 _ZSTD_BOMB = """
 import resource, sys
-from mlvc.compress import SIZE, _codec
-from mlvc.ids import ObjectId
-from mlvc.odb import ZSTD
-from mlvc.pack import PackedStore
+from mlvc.store.compress import SIZE, _codec
+from mlvc.core.ids import ObjectId
+from mlvc.store.odb import ZSTD
+from mlvc.store.pack.store import PackedStore
 store = PackedStore(sys.argv[1])
 n = 512 << 20
 frame = _codec().compress(bytes(n), asbytes=True)  # a few KB that decode to 512 MiB

@@ -7,9 +7,9 @@ runs not yet in the index, and the DuckDB index (a cache rebuilt from objects an
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.ids import ObjectId, RunId
 from ..core.layout import Layout
@@ -39,6 +39,16 @@ from ..workspace.checkout import (
 from ..workspace.context import RepoContext
 from ..workspace.project import load_project
 from .views import describe_run
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..diff.runs import RunDiff
+    from ..exec.execute import Outcome
+    from ..maintenance.gc import GcReport
+    from ..reproduce.lineage import Node
+    from ..reproduce.run import Reproduction
+    from ..workspace.statcache import FileHasher
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
@@ -73,7 +83,7 @@ class Repo:
     index = property(lambda self: self.ctx.index, doc="The DuckDB index, opened lazily.")
     stat_cache = property(lambda self: self.ctx.stat_cache)
 
-    def file_hasher(self):
+    def file_hasher(self) -> FileHasher:
         """The hasher commit gives ``build_tree``: stat cache + worker threads."""
         return self.ctx.file_hasher()
 
@@ -235,7 +245,7 @@ class Repo:
             f"run {oid.short} has no file {path!r}; `mlvc show {run_spec}` lists them"
         )
 
-    def diff(self, a: str, b: str, patch: bool = False):
+    def diff(self, a: str, b: str, patch: bool = False) -> RunDiff:
         from ..diff.runs import diff_runs
 
         return diff_runs(self.store, self.resolve(a), self.resolve(b), patch=patch)
@@ -272,7 +282,7 @@ class Repo:
         self,
         spec: str,
         to: str | os.PathLike | None = None,
-        only=None,
+        only: str | Iterable[str] | None = None,
         force: bool = False,
         link: str = "copy",
     ) -> CheckoutResult:
@@ -358,7 +368,7 @@ class Repo:
 
     # -- index and integrity --------------------------------------------------------------
 
-    def query(self, sql: str):
+    def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over the index; returns a pyarrow Table. Only reads."""
         return self.index.query(sql)
 
@@ -381,7 +391,14 @@ class Repo:
         from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
         return Repo._view(self.ctx.with_worktree(path))
 
-    def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
+    def run_entry(
+        self,
+        entry: str = "main",
+        params: Iterable[str] = (),
+        sweeps: Iterable[str] = (),
+        jobs: int = 1,
+        **kw: Any,
+    ) -> list[Outcome]:
         """Run an entry point and record each run (``mlvc run``); returns the outcomes.
 
         ``params`` and ``sweeps`` are ``KEY=VALUE`` / ``KEY=a,b,c`` strings. A command that
@@ -392,14 +409,22 @@ class Repo:
         self.reap()
         return run_entry(self.ctx, entry, params, sweeps, jobs, **kw)
 
-    def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
+    def reproduce(
+        self,
+        spec: str,
+        env: str = "current",
+        to: str | os.PathLike | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        echo: Callable[[str], None] = print,
+    ) -> Reproduction:
         """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
         from ..reproduce.run import reproduce
 
         self.reap()
         return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
 
-    def lineage(self, spec: str | None = None):
+    def lineage(self, spec: str | None = None) -> tuple[dict[str, Node], str | None]:
         """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
         from ..reproduce.lineage import lineage
 
@@ -407,7 +432,7 @@ class Repo:
 
     # -- storage (issue 4) ----------------------------------------------------------------
 
-    def gc(self, dry_run: bool = False, grace: float | None = None):
+    def gc(self, dry_run: bool = False, grace: float | None = None) -> GcReport:
         """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
         from ..maintenance.gc import GRACE_S, gc
 

@@ -135,7 +135,9 @@ def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) 
     return _Job(launch, inputs, staged, _snapshot(ctx.root, _written_paths(ctx.root, launch)))
 
 
-def _spawn(launch: Launch, cwd: Path, environ: dict, log_path: Path, interactive: bool):
+def _spawn(
+    launch: Launch, cwd: Path, environ: dict, log_path: Path, interactive: bool
+) -> tuple[int, str]:
     """Run the command, its stdout and stderr copied to ours and to the log as they come."""
     lock = threading.Lock()
     with open(log_path, "wb") as log:

@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ FLUSH_SECONDS = 1.0
 _now_ns = time.time_ns
 
 
-def _param_value(key: str, value: Any):
+def _param_value(key: str, value: Any) -> bool | int | float | str:
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         value = value.item()
     if value is None or isinstance(value, list | tuple | dict):
@@ -114,7 +115,7 @@ class LiveRun:
         message: str = "",
         params: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
-        data=(),
+        data: Iterable[str] = (),
         parent: LiveRun | None = None,
         capture: bool = True,
     ) -> LiveRun:

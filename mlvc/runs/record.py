@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.ids import ObjectId
 from ..core.names import safe_relpath
@@ -31,6 +31,10 @@ from ..refs.store import check_ref_name
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
 from ..workspace.trees import build_tree
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
+    from ..workspace.statcache import FileHasher
 
 JUNK_IN_DATA = {".mlvc", ".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store"}
 
@@ -194,7 +198,12 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def capture_inputs(
-    ctx, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
+    ctx: RepoContext,
+    data: Iterable[str] = (),
+    artifacts: Iterable[str] = (),
+    cwd: Path | None = None,
+    code: bool = True,
+    env: bool = True,
 ) -> Inputs:
     """Store the project's code, data and environment; paths are relative to ``cwd``."""
     with _writing(ctx) as hasher:
@@ -202,7 +211,7 @@ def capture_inputs(
 
 
 @contextmanager
-def _writing(ctx):
+def _writing(ctx: RepoContext) -> Iterator[FileHasher]:
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
     from ..store.locks import writing
 
@@ -213,7 +222,15 @@ def _writing(ctx):
             hasher.cache.save()
 
 
-def _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher) -> Inputs:
+def _capture_inputs(
+    ctx: RepoContext,
+    data: Iterable[str],
+    artifacts: Iterable[str],
+    cwd: Path | None,
+    code: bool,
+    env: bool,
+    hasher: FileHasher,
+) -> Inputs:
     from ..capture import capture_env, code_files, git_facts
 
     root, store = ctx.root, ctx.store
@@ -250,7 +267,7 @@ def _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher) -> Inputs:
     )
 
 
-def gather_params(ctx, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
+def gather_params(ctx: RepoContext, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
     cfg = load_project(ctx.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
@@ -274,7 +291,12 @@ def gather_params(ctx, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     return check_params(params), metrics
 
 
-def record_run(ctx, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> ObjectId:
+def record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None = None,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
     """Capture and store one run; returns its id. The library behind ``mlvc commit``.
 
     ``on_stored(id)`` is called once the run object is stored and synced, before any ref
@@ -284,7 +306,13 @@ def record_run(ctx, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> O
         return _record_run(ctx, spec, cwd, hasher, on_stored)
 
 
-def _record_run(ctx, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -> ObjectId:
+def _record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None,
+    hasher: FileHasher,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
@@ -379,7 +407,7 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
     return "" if rel == "." else rel
 
 
-def publish_run(ctx, oid: ObjectId, run: Run, move_head: bool = True) -> None:
+def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = True) -> None:
     """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index."""
     ctx.index.journal(oid)
     with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
