@@ -259,7 +259,7 @@ def durable_write(folder: Path) -> float:
 def profile_rows(stats, runs: int) -> list[list]:
     """Cumulative seconds per run of mlvc's functions (and the duckdb/sync calls they make),
     biggest first; the ``with`` block's own wrappers are left out."""
-    wrappers = {"__exit__", "end", "commit_staged", "record_run", "small", "start_run"}
+    wrappers = {"__exit__", "end", "_conclude", "commit", "record_run", "small", "start_run"}
     rows = []
     for (path, line, func), (_cc, ncalls, _tt, cum, _callers) in stats.stats.items():
         if "/mlvc/" not in path or func in wrappers or func.startswith("<"):

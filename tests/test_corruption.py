@@ -55,7 +55,7 @@ UNDETECTABLE = {
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The pristine repository, built once; cases copy it."""
-    import mlvc.runs.live as tracking
+    from mlvc.runs.live import LiveRun
 
     root = tmp_path_factory.mktemp("corruption") / "proj"
     (root / "data").mkdir(parents=True)
@@ -71,7 +71,7 @@ def built(tmp_path_factory) -> Path:
         (root / "train.py").write_text("print('training 2')\n")
         repo.commit("two", data=["data"], tags={"best": ""})
         repo.commit("three", data=["data"], name="third")
-        run = tracking.LiveRun(repo, name="in-flight", capture=False)
+        run = LiveRun.create(repo.ctx, name="in-flight", capture=False)
         run._stop.set()
         run._flusher.join()
         run.log_text("staged artifact\n", "notes.txt")

@@ -14,14 +14,9 @@ import mlvc
 from mlvc.api import fluent
 from mlvc.core.objects import Run
 from mlvc.errors import EnvironmentBuildFailed
-from mlvc.exec.interpreter import (
-    base_python,
-    find_interpreter,
-    requirement_lines,
-    restore_variables,
-    same_interpreter,
-)
-from mlvc.exec.run import child_environ, grid
+from mlvc.exec.interpreter import find_interpreter, restore_variables, same_interpreter
+from mlvc.exec.plan import child_environ, grid
+from mlvc.exec.venv import base_python, requirement_lines
 from mlvc.reproduce.lineage import Node, render_lineage
 from mlvc.reproduce.run import DIFFERENT, EXACT, WITHIN, judge, render_verdict
 from mlvc.workspace.trees import build_tree

@@ -18,7 +18,6 @@ import mlvc
 from mlvc import Repo
 from mlvc.core.params import MAX_PARAM_BYTES
 from mlvc.errors import UsageError
-from mlvc.runs.live import LIVE
 
 BIN = Path(sys.executable).parent
 BIG = 2**100  # a 128-bit-style seed
@@ -64,7 +63,7 @@ def _one_line_error(result, code: int = 2) -> str:
 
 
 def _live_dir(repo: Repo) -> list[str]:
-    base = repo.dir / LIVE
+    base = repo.layout.live
     return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
 
 
@@ -94,7 +93,7 @@ def test_a_staged_run_whose_meta_holds_unstorable_values_is_recorded_not_lost(re
     run = mlvc.start_run(repo=repo, name="odd")
     run.log_metric("loss", 0.25)
     # what an older mlvc (or a hand edit) may have staged: none of it can be stored as is
-    run._meta["params"] = {
+    run.staged.meta["params"] = {
         "seed": BIG,
         "neg": -(2**70),
         "": 1,
@@ -104,8 +103,8 @@ def test_a_staged_run_whose_meta_holds_unstorable_values_is_recorded_not_lost(re
         "blob": "x" * (MAX_PARAM_BYTES + 10),
         "nested": {"a": [1, 2]},
     }
-    run._meta["tags"] = {"ok": "yes", "t": BIG}
-    run._write_meta()
+    run.staged.meta["tags"] = {"ok": "yes", "t": BIG}
+    run.staged.save()
     oid = run.end()
     rec = repo.run(oid)
     assert rec.status == "finished" and rec.name == "odd"
@@ -139,6 +138,8 @@ KILLED_WITH_BIG = """
 def test_the_reaper_records_a_dead_run_with_an_unstorable_param(project, repo):
     done = _py(project, KILLED_WITH_BIG)
     assert done.returncode == -signal.SIGKILL, done.stderr
+    assert repo.log() == []  # a read records nothing
+    repo.reap()
     runs = repo.log()
     assert [r["status"] for r in runs] == ["killed"]
     rec = repo.run(runs[0]["id"])
@@ -243,6 +244,7 @@ def _recorded(repo: Repo) -> list[dict]:
 
 
 def _check_one_victim(repo: Repo) -> None:
+    repo.reap()  # what the next command that writes does
     runs = _recorded(repo)
     assert len(runs) == 1, runs
     rec = repo.run(runs[0]["id"])
@@ -257,7 +259,7 @@ def test_a_claim_left_by_a_dead_reaper_is_finished_by_the_next(project, repo):
     _dead_run(project)
     (key,) = _live_dir(repo)
     # what a reaper killed right after its claim leaves (pid 2**22 + 1 cannot be running)
-    os.rename(repo.dir / LIVE / key, repo.dir / LIVE / f".reaping-{key}-{2**22 + 1}")
+    os.rename(repo.layout.live / key, repo.layout.live / f".reaping-{key}-{2**22 + 1}")
     _check_one_victim(repo)
 
 
@@ -282,6 +284,7 @@ END_KILLED = """
 def test_a_run_killed_while_it_records_itself_is_recorded_once(project, repo, point):
     done = _py(project, END_KILLED, MLVC_FAULT=point)
     assert done.returncode == -signal.SIGKILL, (point, done.stderr)
+    repo.reap()  # what the next command that writes does
     runs = _recorded(repo)
     assert len(runs) == 1, runs
     assert runs[0]["status"] == "finished"  # it had finished: the record says so
@@ -295,6 +298,7 @@ def test_mlvc_run_killed_while_it_records_is_recorded_once(project, repo, point)
     (project / "mlvc.toml").write_text('[entry_points.go]\ncommand = "python -c pass"\n')
     done = _mlvc(project, "run", "go", "-n", "victim", code=-signal.SIGKILL, MLVC_FAULT=point)
     assert done.returncode == -signal.SIGKILL
+    repo.reap()  # what the next command that writes does
     runs = repo.log()
     assert [(r["name"], r["status"]) for r in runs] == [("victim", "finished")]
     assert repo.run(runs[0]["id"]).exit_code == 0
@@ -306,9 +310,10 @@ def test_mlvc_run_killed_while_it_records_is_recorded_once(project, repo, point)
 def test_a_half_removed_recorded_run_is_cleared_not_recorded_again(project, repo):
     with mlvc.start_run(repo=repo, name="done") as run:
         run.log_metric("loss", 1.0)
-    leftover = repo.dir / LIVE / f".unstaged-{run.key}-0000"  # its remover was killed
+    leftover = repo.layout.live / f".unstaged-{run.key}-0000"  # its remover was killed
     (leftover / "series").mkdir(parents=True)
     (leftover / "meta.json").write_text(json.dumps({"pid": 2**22 + 1, "inputs": {}}))
+    repo.reap()
     assert [r["name"] for r in repo.log()] == ["done"]
     assert _live_dir(repo) == []
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 from mlvc import Repo
-from mlvc.runs.live import LIVE, RECORDED, read_series
+from mlvc.core.layout import Layout
+from mlvc.runs.staging import StagedRun
+from mlvc.runs.staging.run import RECORDED
 
 pytestmark = pytest.mark.heavy
 
@@ -80,7 +82,7 @@ def _flushed(live: Path) -> tuple[int | None, bool]:
     """(points on disk, already stored) of a staged run; (None, True) once it is gone."""
     if not live.is_dir():
         return None, True
-    return read_series(live).num_rows, (live / RECORDED).exists()
+    return StagedRun(live).read_series().num_rows, (live / RECORDED).exists()
 
 
 def _stop_count_kill(proc: subprocess.Popen, live: Path, trial: Trial, ended: bool) -> None:
@@ -134,7 +136,7 @@ def _train(root: Path, trial: Trial, rng: random.Random) -> None:
                 # killed before its inputs were captured: nothing logged, so maybe no run
             return
         trial.key = _read_line(proc, "started").split()[1]
-        live = root / ".mlvc" / LIVE / trial.key
+        live = Layout.of(root).live / trial.key
         if trial.kind in END_POINTS:
             proc.wait(timeout=120)
             assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
@@ -163,7 +165,7 @@ def _only_new_live(root: Path, proc: subprocess.Popen) -> Path | None:
         os.kill(proc.pid, signal.SIGSTOP)
     except ProcessLookupError:
         return None
-    base = root / ".mlvc" / LIVE
+    base = Layout.of(root).live
     for d in sorted(base.iterdir()) if base.is_dir() else []:
         if d.name.startswith(".") or d.name in _seen_keys:
             continue
@@ -217,8 +219,8 @@ def test_kill_9_at_random_points_loses_no_run_and_no_flushed_point(tmp_path):
     elapsed = time.time() - started
 
     fsck = _mlvc(root, "fsck")
-    log = _mlvc(root, "log", "-n", "100000")  # reaps what is left, then lists
-    runs_out = _mlvc(root, "runs")
+    runs_out = _mlvc(root, "runs")  # reaps what is left, then lists what runs
+    log = _mlvc(root, "log", "-n", "100000")
     fsck_again = _mlvc(root, "fsck")
     for done in (fsck, log, runs_out, fsck_again):
         assert "Traceback" not in done.stderr, done.stderr
@@ -253,7 +255,7 @@ def test_kill_9_at_random_points_loses_no_run_and_no_flushed_point(tmp_path):
         if row["status"] not in t.expect_status:
             problems.append(f"{t.name} ({t.kind}): status {row['status']}, {t.expect_status}")
     assert len(rows) == sum(len(v) for v in by_name.values())
-    leftovers = list((root / ".mlvc" / LIVE).iterdir())
+    leftovers = list((Layout.of(root).live).iterdir())
     assert repo.fsck() == []
 
     counts: dict[str, int] = {}

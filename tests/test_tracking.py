@@ -144,7 +144,9 @@ def test_kill_9_keeps_flushed_points_and_records_killed(project, repo):
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    runs = repo.log()  # any command notices the dead run and records it
+    assert repo.log() == []  # reads never write: the dead run waits for a writer
+    assert repo.live_runs() == []  # `mlvc runs` notices the dead run and records it
+    runs = repo.log()
     assert len(runs) == 1 and runs[0]["status"] == "killed" and runs[0]["name"] == "doomed"
     rec = repo.run(runs[0]["id"])
     assert rec.params == {"lr": 0.1}

@@ -63,7 +63,7 @@ def start_run(
     if run is None:
         from .repo import Repo
 
-        run = LiveRun(
+        run = LiveRun.create(
             (repo if repo is not None else Repo()).ctx,
             name=name or "",
             message=message or "",

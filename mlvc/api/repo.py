@@ -7,8 +7,9 @@ runs not yet in the index, and the DuckDB index (a cache rebuilt from objects an
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core.ids import ObjectId, RunId
 from ..core.layout import Layout
@@ -24,7 +25,8 @@ from ..errors import (
 )
 from ..maintenance.fsck import fsck
 from ..refs.store import check_ref_name
-from ..runs.record import RunSpec, expand, record_run
+from ..runs.reaper import live_runs, reap_dead_runs
+from ..runs.record import Inputs, RunSpec, expand, record_run
 from ..store.typed import lookup, read_run
 from ..workspace.checkout import (
     SECTIONS,
@@ -37,6 +39,16 @@ from ..workspace.checkout import (
 from ..workspace.context import RepoContext
 from ..workspace.project import load_project
 from .views import describe_run
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..diff.runs import RunDiff
+    from ..exec.execute import Outcome
+    from ..maintenance.gc import GcReport
+    from ..reproduce.lineage import Node
+    from ..reproduce.run import Reproduction
+    from ..workspace.statcache import FileHasher
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
@@ -71,7 +83,7 @@ class Repo:
     index = property(lambda self: self.ctx.index, doc="The DuckDB index, opened lazily.")
     stat_cache = property(lambda self: self.ctx.stat_cache)
 
-    def file_hasher(self):
+    def file_hasher(self) -> FileHasher:
         """The hasher commit gives ``build_tree``: stat cache + worker threads."""
         return self.ctx.file_hasher()
 
@@ -120,21 +132,26 @@ class Repo:
         message: str = "",
         *,
         name: str = "",
-        params=None,
-        metrics=None,
-        params_files=(),
-        metrics_files=(),
-        data=(),
-        artifacts=(),
-        tags=None,
-        command=(),
-        cwd=None,
-        **more,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params_files: Iterable[str] = (),
+        metrics_files: Iterable[str] = (),
+        data: Iterable[str] = (),
+        artifacts: Iterable[str] = (),
+        tags: Mapping[str, str] | None = None,
+        command: Iterable[str] = (),
+        cwd: str | os.PathLike | None = None,
+        capture_code: bool = True,
+        capture_env: bool = True,
+        inputs: Inputs | None = None,
     ) -> RunId:
         """Record a run of the project as it is now; returns the new run's id (a ``str``).
 
         Paths are relative to ``cwd`` (default: the working directory). ``tags`` maps tag
         keys to values; a tag with value ``""`` is a label that also names the run.
+        ``capture_code``/``capture_env`` off leave the code or environment out; ``inputs``
+        are inputs captured earlier (``mlvc.runs.record.capture_inputs``), used as they are.
+        Live runs whose process died are recorded first (as ``killed``).
         """
         spec = RunSpec(
             message=message,
@@ -147,8 +164,11 @@ class Repo:
             artifacts=tuple(artifacts),
             tags=dict(tags or {}),
             command=tuple(command),
-            **more,
+            capture_code=capture_code,
+            capture_env=capture_env,
+            inputs=inputs,
         )
+        self.reap()
         return RunId(record_run(self.ctx, spec, Path(cwd) if cwd else None))
 
     def tag(self, spec: str, tag: str) -> RunId:
@@ -162,20 +182,19 @@ class Repo:
 
     def live_runs(self) -> list[dict]:
         """Runs in progress (``mlvc runs``), after recording any whose process died."""
-        from ..runs.live import live_runs, reap_dead_runs
-
-        reap_dead_runs(self.ctx)
+        self.reap()
         return live_runs(self.ctx)
 
     def reap(self) -> list[ObjectId]:
-        """Record live runs whose process is gone as ``killed``."""
-        from ..runs.live import reap_dead_runs
+        """Record live runs whose process is gone as ``killed``; returns their ids.
 
+        Commands that write reap (``commit``, ``run_entry``, ``reproduce``, ``live_runs``,
+        the start of a live run); reads (``log``, ``query``, ``show``, ``lineage``) never do.
+        """
         return reap_dead_runs(self.ctx)
 
     def log(self, limit: int | None = None) -> list[dict]:
-        """Runs newest first, as dicts of the index's ``runs`` columns."""
-        self.reap()
+        """Runs newest first, as dicts of the index's ``runs`` columns. Only reads."""
         sql = (
             "SELECT id, short_id, name, status, message, author, created, ended, parent "
             "FROM runs ORDER BY created DESC, id"
@@ -187,10 +206,12 @@ class Repo:
     def show(self, spec: str | ObjectId, files: bool = True) -> dict:
         """Every section of a run as plain data (what ``mlvc show --json`` prints).
 
-        A live run (by its key or name) shows its params, tags and latest metrics.
+        A live run (by its key or name) shows its params, tags and latest metrics, with
+        ``status`` ``running``, or ``dead`` when its process is gone and it is not recorded
+        yet (the next command that writes records it). Only reads.
         """
         if isinstance(spec, str) and not isinstance(spec, RunId):
-            live = [r for r in self.live_runs() if spec in (r["key"], r["name"])]
+            live = [r for r in live_runs(self.ctx, dead=True) if spec in (r["key"], r["name"])]
             if live and not (self.refs.read(f"refs/names/{spec}") and live[0]["key"] != spec):
                 return live[-1]
         oid = spec if isinstance(spec, ObjectId) else self.resolve(spec)
@@ -224,7 +245,7 @@ class Repo:
             f"run {oid.short} has no file {path!r}; `mlvc show {run_spec}` lists them"
         )
 
-    def diff(self, a: str, b: str, patch: bool = False):
+    def diff(self, a: str, b: str, patch: bool = False) -> RunDiff:
         from ..diff.runs import diff_runs
 
         return diff_runs(self.store, self.resolve(a), self.resolve(b), patch=patch)
@@ -261,7 +282,7 @@ class Repo:
         self,
         spec: str,
         to: str | os.PathLike | None = None,
-        only=None,
+        only: str | Iterable[str] | None = None,
         force: bool = False,
         link: str = "copy",
     ) -> CheckoutResult:
@@ -347,9 +368,8 @@ class Repo:
 
     # -- index and integrity --------------------------------------------------------------
 
-    def query(self, sql: str):
-        """Run read-only SQL over the index; returns a pyarrow Table."""
-        self.reap()
+    def query(self, sql: str) -> pa.Table:
+        """Run read-only SQL over the index; returns a pyarrow Table. Only reads."""
         return self.index.query(sql)
 
     def rebuild_index(self) -> int:
@@ -371,7 +391,14 @@ class Repo:
         from (a scratch checkout for ``mlvc reproduce`` and parallel ``mlvc run``)."""
         return Repo._view(self.ctx.with_worktree(path))
 
-    def run_entry(self, entry: str = "main", params=(), sweeps=(), jobs: int = 1, **kw):
+    def run_entry(
+        self,
+        entry: str = "main",
+        params: Iterable[str] = (),
+        sweeps: Iterable[str] = (),
+        jobs: int = 1,
+        **kw: Any,
+    ) -> list[Outcome]:
         """Run an entry point and record each run (``mlvc run``); returns the outcomes.
 
         ``params`` and ``sweeps`` are ``KEY=VALUE`` / ``KEY=a,b,c`` strings. A command that
@@ -379,15 +406,25 @@ class Repo:
         """
         from ..exec.run import run_entry
 
+        self.reap()
         return run_entry(self.ctx, entry, params, sweeps, jobs, **kw)
 
-    def reproduce(self, spec: str, env: str = "current", to=None, rtol=None, atol=None, echo=print):
+    def reproduce(
+        self,
+        spec: str,
+        env: str = "current",
+        to: str | os.PathLike | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        echo: Callable[[str], None] = print,
+    ) -> Reproduction:
         """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
         from ..reproduce.run import reproduce
 
+        self.reap()
         return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
 
-    def lineage(self, spec: str | None = None):
+    def lineage(self, spec: str | None = None) -> tuple[dict[str, Node], str | None]:
         """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""
         from ..reproduce.lineage import lineage
 
@@ -395,7 +432,7 @@ class Repo:
 
     # -- storage (issue 4) ----------------------------------------------------------------
 
-    def gc(self, dry_run: bool = False, grace: float | None = None):
+    def gc(self, dry_run: bool = False, grace: float | None = None) -> GcReport:
         """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""
         from ..maintenance.gc import GRACE_S, gc
 

@@ -226,8 +226,10 @@ def show(spec: str, files: bool) -> None:
 
 
 def _echo_show(s: dict) -> None:
-    if s.get("status") == "running" and "key" in s:
+    if "key" in s and "id" not in s:  # a live run (Repo.show)
         _echo_live([s])
+        if s["status"] != "running":
+            echo("its process is gone; `mlvc runs` (or any commit) records it as killed")
         return
     _echo_run_header(s)
     for label, key in (("Parents", "parents"), ("Command", "command"), ("Tags", "tags")):

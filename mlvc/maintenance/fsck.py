@@ -10,16 +10,17 @@ the pack (packscan.py); a damaged stat cache is removed. It never deletes a pack
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from pathlib import Path
 
 from ..core.ids import ObjectId
+from ..core.layout import Layout
 from ..core.objects import DIR, Run
 from ..errors import CorruptObject, MissingObject, MlvcError
 from ..refs.store import RefStore
+from ..runs.staging import check as check_staged
 from ..store.odb import ObjectStore
 from ..store.pack import repair_for_fsck
 from ..store.typed import read_env, read_run, read_tree
@@ -58,7 +59,7 @@ def fsck(
     problems.extend(_check_named_refs(store, refs))
     problems.extend(_check_model_refs(store, refs, seen_trees, bad))
     problems.extend(_check_reflogs(refs))
-    problems.extend(_check_live(store, refs.dir))
+    problems.extend(check_staged(Layout(refs.dir), store))
     problems.extend(check_file(refs.dir / "statcache"))
     if tmp_dir is not None:
         clean_tmp(tmp_dir)
@@ -173,59 +174,6 @@ def _older(path: Path, than: float) -> bool:
         return path.stat().st_mtime < than
     except OSError:
         return False
-
-
-def _check_live(store: ObjectStore, mlvc_dir: Path) -> list[str]:
-    """Staged runs (``live/<key>/``): a readable meta.json whose objects are all stored,
-    and metric blocks that open."""
-    out = []
-    base = mlvc_dir / "live"
-    try:
-        dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except FileNotFoundError:
-        return out
-    for d in dirs:
-        where = f"live run {d.name}"
-        try:
-            meta = json.loads((d / "meta.json").read_bytes())
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            meta = {}  # being created: nothing staged yet, unless metric blocks are there
-            if any((d / "series").glob("*.arrow")):
-                out.append(f"{where}: meta.json is missing but metric blocks are staged")
-        except (OSError, ValueError) as e:
-            out.append(f"{where}: meta.json is damaged ({str(e)[:80]})")
-            meta = {}
-        inputs = meta.get("inputs") if isinstance(meta.get("inputs"), dict) else {}
-        named = [inputs.get(k) for k in ("code", "data", "env")]
-        arts = meta.get("artifacts") if isinstance(meta.get("artifacts"), dict) else {}
-        named += [v[1] for v in arts.values() if isinstance(v, list) and len(v) == 3]
-        for h in named:
-            if isinstance(h, str) and _HEX64.match(h) and not store.has(ObjectId.parse(h)):
-                out.append(f"{where} names object {h}, which is missing")
-        out.extend(f"{where}: {m}" for m in _check_blocks(d / "series"))
-    return out
-
-
-def _check_blocks(folder: Path) -> list[str]:
-    blocks = sorted(folder.glob("*.arrow")) if folder.is_dir() else []
-    if not blocks:
-        return []
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    out = []
-    numbers = sorted(int(b.stem) for b in blocks if b.stem.isdigit())
-    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers)) if numbers else []
-    out.extend(f"metric block {n:08d}.arrow is missing" for n in missing)
-    for b in blocks:
-        try:
-            with pa.memory_map(str(b)) as source:
-                ipc.open_file(source).read_all()
-        except (OSError, pa.ArrowException) as e:
-            out.append(f"metric block {b.name} is damaged ({str(e)[:80]})")
-    return out
 
 
 def _check_model_refs(store: ObjectStore, refs: RefStore, seen: set, bad: set) -> list[str]:

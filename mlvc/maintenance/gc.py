@@ -11,19 +11,19 @@ With ``MLVC_DEBUG_GC_LOCK=1`` an object written outside the lock is an error (te
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.ids import ObjectId
+from ..core.layout import Layout
 from ..core.objects import DIR, DecodeError, unpack
 from ..errors import MissingObject, MlvcError, StoreNeedsRepair
-from ..store.locks import _proc_start, gc_lock
+from ..runs.staging import roots as staged_roots
+from ..store.locks import gc_lock
 from ..store.odb import CHUNK_THRESHOLD, CHUNKED, LocalStore
 from ..store.pack import index_torn_packs
 from ..store.pack.store import HEAD
@@ -55,7 +55,7 @@ class GcReport:
 
 
 def roots(mlvc_dir: Path) -> set[ObjectId]:
-    """Every id named by a ref, a reflog entry, a journal entry or a live run's meta.json."""
+    """Every id named by a ref, a reflog entry, a journal entry or a staged run."""
     d = Path(mlvc_dir)
     out: set[ObjectId] = set()
     for base in (d / "refs", d / "HEAD"):
@@ -65,39 +65,8 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
         for line in _read(f).splitlines():
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
-    for meta in _live_metas(d / "live"):
-        try:
-            doc = json.loads(_read(meta))
-        except ValueError:
-            continue  # damaged (fsck says so); writes are atomic, so never half-written
-        if meta.parent.name.startswith(".pin-") and not _pin_alive(doc):
-            shutil.rmtree(meta.parent, ignore_errors=True)
-            continue
-        out.update(_hex_ids(_strings(doc)))
-        # a staged run stored but not yet published (its recorder died in between)
-        out.update(_hex_ids(re.findall(r"[0-9a-f]{64}", _read(meta.parent / "recorded"))))
+    out.update(staged_roots(Layout(d)))  # staged runs, claimed runs and pins
     return out
-
-
-def _live_metas(folder: Path) -> list[Path]:
-    """meta.json of every staged run, claimed run (``.reaping-*``) and pin (``.pin-*``)."""
-    try:
-        names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [folder / n / "meta.json" for n in names if (folder / n / "meta.json").is_file()]
-
-
-def _pin_alive(doc) -> bool:
-    if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
-        return False
-    try:
-        os.kill(doc["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not doc.get("proc_start") or _proc_start(doc["pid"]) == doc["proc_start"]
 
 
 def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[bytes]:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ..core.names import safe_relpath
 from ..refs import registry
+from ..runs.staging import is_key
 from ..store.locks import writing
 from .format import save
-from .loading import _LIVE_KEY, locate, store_dir
+from .loading import locate, store_dir
 from .signature import Signature
 
 
@@ -129,10 +130,10 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
     if tree is None:  # a folder on disk: store it
         tree = store_dir(repo, Path(loc.path))
         source = str(Path(loc.path).resolve())
-    elif uri.startswith("run:") and run_id and not _LIVE_KEY.match(run_id):
+    elif uri.startswith("run:") and run_id and not is_key(run_id):
         source = f"run:{run_id}/{uri.split('/', 1)[1]}" if "/" in uri else f"run:{run_id}"
     _check_model_tree(repo, tree, uri)
-    live = run_id if run_id and _LIVE_KEY.match(run_id) else None
+    live = run_id if run_id and is_key(run_id) else None
     version = registry.create_version(
         repo.refs,
         name,

@@ -17,10 +17,8 @@ registered, folders only by an explicit opt-in.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import sys
@@ -29,15 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.ids import ObjectId
-from ..core.objects import DIR, TreeEntry
+from ..core.objects import DIR
 from ..errors import MlvcError, PathNotInRun
+from ..runs.staging import StagedRun, is_key
 from . import flavors
 from .errors import ModelError, ModelFailed, UnknownModel
 from .format import MANIFEST, MLFLOW_MANIFEST, is_model_dir, load_example, read_manifest
 from .signature import Signature, enforce
 
 CACHE = "cache/models"
-_LIVE_KEY = re.compile(r"^\d{14}-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,10 @@ def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     path = path.strip("/")
     if not spec:
         raise UnknownModel(f"bad run URI {uri!r}: use run:RUN/PATH, e.g. run:HEAD/models/clf")
-    live = repo.dir / "live" / spec / "meta.json"
-    if _LIVE_KEY.match(spec) and live.is_file():
-        return _live_tree(repo, spec, json.loads(live.read_text()), path, uri), spec
-    if _LIVE_KEY.match(spec) and repo.refs.read(f"refs/names/{spec}") is None:
+    staged = StagedRun.load(repo.layout.staged(spec)) if is_key(spec) else None
+    if staged is not None:
+        return _live_tree(repo, staged, path, uri), spec
+    if is_key(spec) and repo.refs.read(f"refs/names/{spec}") is None:
         oid = _run_of_live_key(repo, spec)
     else:
         oid = repo.resolve(spec)
@@ -144,22 +142,19 @@ def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     )
 
 
-def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
+def _live_tree(repo, staged: StagedRun, path: str, uri: str) -> ObjectId:
     from ..workspace.trees import build_tree
 
-    models = meta.get("models") or {}
+    models = staged.models
     if not path and len(models) == 1:
         path = next(iter(models.values()))["path"]
     elif path in models:
         path = models[path]["path"]
     prefix = path + "/"
-    entries = {
-        p[len(prefix) :]: TreeEntry(p.rsplit("/", 1)[-1], k, ObjectId.parse(i), n)
-        for p, (k, i, n) in (meta.get("artifacts") or {}).items()
-        if p.startswith(prefix)
-    }
+    artifacts, _ = staged.artifact_entries()
+    entries = {p[len(prefix) :]: e for p, e in artifacts.items() if p.startswith(prefix)}
     if not entries:
-        raise PathNotInRun(f"live run {key} has no model folder {path!r} ({uri})")
+        raise PathNotInRun(f"live run {staged.key} has no model folder {path!r} ({uri})")
     from ..store.locks import writing
 
     with writing(repo.dir, repo.store):

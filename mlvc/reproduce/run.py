@@ -33,17 +33,22 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.ids import ObjectId
 from ..core.objects import Run, is_number
 from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
 from ..errors import NothingToCompare, NotReproducible, ReproductionDiffers, UsageError
-from ..exec.interpreter import build_venv, capture_for, find_interpreter, restore_variables
-from ..exec.run import Echo, Launch, Outcome, child_environ, execute
+from ..exec.execute import Outcome, execute
+from ..exec.interpreter import capture_for, find_interpreter, restore_variables
+from ..exec.plan import Echo, Launch, child_environ
+from ..exec.venv import build_venv
 from ..runs.attached import SEED_ENV, SEED_PARAM
 from ..store.typed import read_env, read_run, walk
 from ..workspace.project import load_project
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
 
 EXACT, WITHIN, DIFFERENT = "EXACT", "WITHIN TOLERANCE", "DIFFERENT"
 NOTHING = "NOTHING TO COMPARE"
@@ -208,7 +213,7 @@ def _env_explanation(old: dict, new: dict) -> list[str]:
 
 
 def reproduce(
-    ctx,
+    ctx: RepoContext,
     spec: str,
     env: str = "current",
     to: str | os.PathLike | None = None,
@@ -246,7 +251,9 @@ def reproduce(
             shutil.rmtree(dest, ignore_errors=True)
 
 
-def _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary) -> Reproduction:
+def _reproduce_in(
+    ctx: RepoContext, oid, run, facts, dest, env, rtol, atol, echo, temporary
+) -> Reproduction:
     echo(f"reproducing run {oid.short}: {' '.join(run.command)}")
     echo(f"  in {dest} (environment: {env})")
     _checkout_inputs(ctx, run, dest)
@@ -274,7 +281,7 @@ def _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary) 
     return Reproduction(oid, outcome.run_id, verdict, dest, env, kept=not temporary)
 
 
-def _workdir(ctx, oid: ObjectId, to) -> tuple[Path, bool]:
+def _workdir(ctx: RepoContext, oid: ObjectId, to) -> tuple[Path, bool]:
     if to is None:
         return Path(tempfile.mkdtemp(prefix=f"mlvc-reproduce-{oid.short}-")).resolve(), True
     dest = Path(to).resolve()
@@ -298,7 +305,7 @@ def _relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _checkout_inputs(ctx, run: Run, dest: Path) -> None:
+def _checkout_inputs(ctx: RepoContext, run: Run, dest: Path) -> None:
     """The run's code and data, minus every path it recorded as an output."""
     from ..workspace.checkout import checkout
 
@@ -335,7 +342,7 @@ def _report_current(run, facts, dest, environ, argv, cfg, echo: Echo) -> None:
         echo(f"  {line.strip()}")
 
 
-def _rerun(ctx, oid, run: Run, dest, environ, argv, env, rtol, atol, echo) -> Outcome:
+def _rerun(ctx: RepoContext, oid, run: Run, dest, environ, argv, env, rtol, atol, echo) -> Outcome:
     ep = dict(run.extra.get("entry_point", {}))
     paths = run.extra.get("paths", {})
     launch = Launch(

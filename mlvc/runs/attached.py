@@ -18,28 +18,36 @@ children as usual; top-level runs started after it ended are ordinary runs.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..errors import UsageError
-from .live import LiveRun, _atomic_json
+from .live import LiveRun
+from .staging import StagedRun
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
 
 RUN_ENV, REPO_ENV, WORKTREE_ENV = "MLVC_RUN", "MLVC_REPO", "MLVC_WORKTREE"
 SEED_PARAM = "mlvc.seed"  # the param mlvc.seed_everything records
 SEED_ENV = "MLVC_SEED"  # set by `mlvc reproduce` to the recorded seed
-CLAIM = "attached"
 
 
 def staged_dir() -> Path | None:
     """The staged run of the ``mlvc run`` that started this process, if any."""
+    staged = _staged()
+    return staged.path if staged is not None else None
+
+
+def _staged() -> StagedRun | None:
     key, root = os.environ.get(RUN_ENV), os.environ.get(REPO_ENV)
     if not key or not root or "/" in key or key.startswith("."):
         return None
-    d = Layout.of(root).staged(key)
-    return d if (d / "meta.json").is_file() else None
+    staged = StagedRun.at(Layout.of(root), key)
+    return staged if staged.exists() else None
 
 
 def staged_repo_paths() -> tuple[str, str | None]:
@@ -47,81 +55,55 @@ def staged_repo_paths() -> tuple[str, str | None]:
     return os.environ[REPO_ENV], os.environ.get(WORKTREE_ENV) or None
 
 
-def attach(view, d: Path, name=None, params=None, tags=None) -> AttachedRun | None:
-    """Join the staged run ``d`` (``staged_dir()``) through ``view``, the repository as the
-    command sees it (its worktree); None when another process claimed it first."""
-    try:
-        fd = os.open(d / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
+def attach(
+    ctx: RepoContext,
+    d: Path,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> AttachedRun | None:
+    """Join the staged run at ``d`` (``staged_dir()``) through ``ctx``, the repository as
+    the command sees it (its worktree); None when another process joined it first."""
+    staged = StagedRun.load(d)
+    if staged is None or not staged.join():
         return None
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    run = AttachedRun(view, d)
+    run = AttachedRun.join(ctx, staged)
     if name:
-        run._meta["attached_name"] = name  # the staged run keeps the name `mlvc run` gave it
+        staged.note_attached(name=name)  # the staged run keeps the name `mlvc run` gave it
     if params:
         run.log_params(params)
-    for k, v in (tags or {}).items():
-        run.set_tag(k, v)
+    if tags:
+        run.set_tags(tags)
     return run
 
 
 def stage_param(key: str, value: Any) -> bool:
     """Add a param to the staged run when no live run is active; False when not staged."""
-    d = staged_dir()
-    if d is None:
+    staged = _staged()
+    if staged is None:
         return False
-    meta = json.loads((d / "meta.json").read_text())
-    old = meta.setdefault("params", {}).get(key)
+    staged = StagedRun.load(staged.path)
+    if staged is None:
+        return False
+    params = staged.params
+    old = params.get(key)
     if old is not None and old != value:
         raise UsageError(
             f"param {key!r} is already {old!r} in this run; it cannot become {value!r}"
         )
-    meta["params"][key] = value
-    _atomic_json(d / "meta.json", meta)
+    staged.set_params({**params, key: value})
+    staged.save()
     return True
 
 
 class AttachedRun(LiveRun):
-    """A live run that writes into the run staged by ``mlvc run`` instead of its own."""
+    """A live run that writes into the run staged by ``mlvc run`` instead of its own.
 
-    def __init__(self, ctx, live_dir: Path):
-        self.ctx = ctx
-        self.key = live_dir.name
-        self.dir = live_dir
-        self.parent = None
-        self.run_id = None
-        self._meta = json.loads((live_dir / "meta.json").read_text())
-        self.started = self._meta.get("started", 0)
-        self._init_buffers()
-        self._params = dict(self._meta.get("params", {}))
-        self._tags = dict(self._meta.get("tags", {}))
-        self._artifacts = dict(self._meta.get("artifacts", {}))
-        (live_dir / "series").mkdir(exist_ok=True)
-        self._block = len(list((live_dir / "series").glob("*.arrow")))
-        self._ended = False
-        self._start_flusher()
+    Ending it flushes everything into the staged run and records nothing: ``mlvc run``
+    records the run when the command exits, so ``end`` returns None (there is no id yet).
+    """
 
-    def end(self, status: str = "finished", error: BaseException | None = None) -> None:
-        """Flush everything into the staged run; ``mlvc run`` records it when the command
-        exits, so there is no run id yet (returns None)."""
-        if self._ended:
-            return None
-        self._ended = True
-        self._stop.set()
-        self._flusher.join()
-        self.flush()
-        if error is not None:
-            import traceback
-
-            tb = traceback.format_exception(type(error), error, error.__traceback__)
-            self._meta["error"] = {
-                "type": type(error).__name__,
-                "message": str(error),
-                "traceback": "".join(tb)[-4000:],
-            }
-        self._meta["children"] = self._children
-        self._meta["attached_status"] = status
-        self._write_meta()
-        self._finished()
+    def _conclude(self, status: str) -> ObjectId | None:
+        self.staged.note_attached(status=status)
+        self._save()
         return None

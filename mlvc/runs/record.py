@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.ids import ObjectId
 from ..core.names import safe_relpath
@@ -31,6 +31,10 @@ from ..refs.store import check_ref_name
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
 from ..workspace.trees import build_tree
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
+    from ..workspace.statcache import FileHasher
 
 JUNK_IN_DATA = {".mlvc", ".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store"}
 
@@ -155,9 +159,51 @@ class Inputs:
     data_paths: tuple[str, ...]
     artifact_paths: tuple[str, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (ids as hex), as a staged run keeps them; ``from_dict`` reads it."""
+        return {
+            "code": self.code.hex if self.code else None,
+            "git": dict(self.git),
+            "env": self.env.hex if self.env else None,
+            "data": self.data.hex if self.data else None,
+            "data_paths": list(self.data_paths),
+            "artifact_paths": list(self.artifact_paths),
+        }
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Inputs:
+        """The inputs ``to_dict`` wrote, read defensively: what is missing or malformed (a
+        damaged staged run) reads as absent, never as an error."""
+        d = value if isinstance(value, dict) else {}
+        git = d.get("git")
+        return cls(
+            _oid(d.get("code")),
+            git if isinstance(git, dict) else {},
+            _oid(d.get("env")),
+            _oid(d.get("data")),
+            _strings(d.get("data_paths")),
+            _strings(d.get("artifact_paths")),
+        )
+
+
+def _oid(text: Any) -> ObjectId | None:
+    try:
+        return ObjectId.parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
 
 def capture_inputs(
-    ctx, data=(), artifacts=(), cwd: Path | None = None, code: bool = True, env: bool = True
+    ctx: RepoContext,
+    data: Iterable[str] = (),
+    artifacts: Iterable[str] = (),
+    cwd: Path | None = None,
+    code: bool = True,
+    env: bool = True,
 ) -> Inputs:
     """Store the project's code, data and environment; paths are relative to ``cwd``."""
     with _writing(ctx) as hasher:
@@ -165,7 +211,7 @@ def capture_inputs(
 
 
 @contextmanager
-def _writing(ctx):
+def _writing(ctx: RepoContext) -> Iterator[FileHasher]:
     """Hold gc off while objects are written, hash through the stat cache, then save it."""
     from ..store.locks import writing
 
@@ -176,7 +222,15 @@ def _writing(ctx):
             hasher.cache.save()
 
 
-def _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher) -> Inputs:
+def _capture_inputs(
+    ctx: RepoContext,
+    data: Iterable[str],
+    artifacts: Iterable[str],
+    cwd: Path | None,
+    code: bool,
+    env: bool,
+    hasher: FileHasher,
+) -> Inputs:
     from ..capture import capture_env, code_files, git_facts
 
     root, store = ctx.root, ctx.store
@@ -213,7 +267,7 @@ def _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher) -> Inputs:
     )
 
 
-def gather_params(ctx, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
+def gather_params(ctx: RepoContext, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
     cfg = load_project(ctx.root) if spec.project_files else ProjectConfig()
     base = Path(cwd or os.getcwd())
@@ -237,7 +291,12 @@ def gather_params(ctx, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
     return check_params(params), metrics
 
 
-def record_run(ctx, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> ObjectId:
+def record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None = None,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
     """Capture and store one run; returns its id. The library behind ``mlvc commit``.
 
     ``on_stored(id)`` is called once the run object is stored and synced, before any ref
@@ -247,7 +306,13 @@ def record_run(ctx, spec: RunSpec, cwd: Path | None = None, on_stored=None) -> O
         return _record_run(ctx, spec, cwd, hasher, on_stored)
 
 
-def _record_run(ctx, spec: RunSpec, cwd: Path | None, hasher, on_stored=None) -> ObjectId:
+def _record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None,
+    hasher: FileHasher,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
@@ -342,7 +407,7 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
     return "" if rel == "." else rel
 
 
-def publish_run(ctx, oid: ObjectId, run: Run, move_head: bool = True) -> None:
+def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = True) -> None:
     """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index."""
     ctx.index.journal(oid)
     with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog

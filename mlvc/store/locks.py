@@ -1,15 +1,12 @@
 """``gc.lock``: writers hold it shared while they write objects that a root will name
 before they let go; gc holds it exclusive. Shared holds nest and are counted per process.
-``pin`` names objects as gc roots for a writer that will name them later.
+(A writer that names its objects only later pins them: mlvc.runs.staging.pin.)
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -96,33 +93,3 @@ def writing(mlvc_dir: Path, store) -> Iterator[None]:
             flush = getattr(store, "flush", None)
             if flush is not None and lock_depth(mlvc_dir) == 1:
                 flush()
-
-
-@contextmanager
-def pin(mlvc_dir: Path, ids) -> Iterator[None]:
-    """Name objects as gc roots for as long as the block runs (``live/.pin-*``), for a
-    writer that will name them later, outside the lock (``mlvc run -j``'s shared inputs).
-    Write it inside ``writing``; a pin whose process is gone is removed by gc."""
-    folder = Path(mlvc_dir) / "live" / f".pin-{os.getpid()}-{secrets.token_hex(4)}"
-    folder.mkdir(parents=True)
-    meta = {
-        "pid": os.getpid(),
-        "proc_start": _proc_start(os.getpid()),
-        "ids": [i.hex for i in ids if i is not None],
-    }
-    tmp = folder / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / "meta.json")
-    try:
-        yield
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _proc_start(pid: int) -> str:
-    """The kernel's start time of a process (guards against pid reuse), or ''."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
