@@ -533,24 +533,26 @@ def oracle(t: Trial) -> None:
 
 
 def check_leftovers(t: Trial) -> None:
-    """After reaping, no live run of a dead process may remain: a claim left by a killed
-    reaper, or a staged run with its inputs, is a run nobody will record."""
+    """After reaping, no staged run of a dead process may remain with what it takes to be
+    recorded (meta.json with its inputs): a claim a killed reaper left, or a staged run, is
+    a run no later ``mlvc runs`` records. Folders without that (killed before start_run
+    returned, or while a recorded run's folder was being removed) are counted as notes."""
     base = t.proj / ".mlvc" / "live"
     for d in sorted(base.iterdir()) if base.is_dir() else []:
-        if d.name.startswith(".reaping-"):
-            t.fail("orphaned reaper claim", f"{d.name} is left under .mlvc/live after `mlvc runs`")
-            continue
         try:
             meta = json.loads((d / "meta.json").read_text())
         except (OSError, ValueError):
             meta = None
         if meta is None or "inputs" not in meta:
-            # killed before it had captured its inputs (start_run never returned): no run
             t.notes.append(
-                f"junk live dir {d.name} (meta {'without inputs' if meta else 'absent'})"
+                f"junk live dir {d.name} ({'meta without inputs' if meta else 'no meta'})"
             )
-            continue
-        t.fail("live run left unrecorded", f"{d.name} is still under .mlvc/live after `mlvc runs`")
+        elif d.name.startswith(".reaping-"):
+            t.fail("orphaned reaper claim", f"{d.name} is left under .mlvc/live after `mlvc runs`")
+        else:
+            t.fail(
+                "live run left unrecorded", f"{d.name} is still under .mlvc/live after `mlvc runs`"
+            )
 
 
 def check_run(t: Trial, rid: str) -> None:
@@ -619,7 +621,7 @@ def check_tracked(t: Trial, runs: list[dict]) -> None:
             if tr["started"] or tr["flushed"]:
                 t.lost_runs += 1
                 t.fail("lost run", f"tracked run {tr['name']} (started) is not recorded at all")
-                t.lost_points += tr["flushed"]
+                t.lost_points += max(tr["flushed"], tr["logged"] or 0)
             continue
         statuses = {x["status"] for x in mine}
         allowed = set(tr["statuses"])
@@ -1088,6 +1090,7 @@ def normalize(detail: str) -> str:
     detail = re.sub(r"/tmp/\S*?/proj", "<proj>", detail)
     detail = re.sub(r"@\d+", "@<offset>", detail)
     detail = re.sub(r"--to \S+", "--to <dir>", detail)
+    detail = re.sub(r"\.reaping-\S+", ".reaping-<key>-<pid>", detail)
     detail = re.sub(r"track-\d+-\d+", "track-<n>", detail)
     detail = re.sub(
         r"\d+ points flushed before the kill, \d+ recorded",
@@ -1190,6 +1193,15 @@ def report(trials: list[Trial], timings: dict, info: dict, elapsed: float) -> tu
                 f"- {sc}, {kind}: {detail} — {len(ts)} trial(s), {unkilled} of them not killed "
                 f"mid-op ({ex})"
             )
+    notes = Counter(
+        (t.scenario, re.sub(r" \S+ \(", " (", n) if n.startswith("junk") else n)
+        for t in trials
+        for n in t.notes
+        if not n.startswith("Traceback")
+    )
+    if notes:
+        lines += ["", "Notes (not failures):", ""]
+        lines += [f"- {sc}: {n} — {k} trial(s)" for (sc, n), k in sorted(notes.items())]
     summary = {
         "machine": info,
         "elapsed_s": round(elapsed, 1),
