@@ -392,6 +392,7 @@ class Trial:
     reproduces: str = ""  # a new run not made by a commit must reproduce this run
     before: set[str] = field(default_factory=set)  # runs of the template
     after: str = ""  # the run of the oracle's own commit
+    observed: dict = field(default_factory=dict)  # full durations of targets that beat the kill
     failures: list[tuple[str, str]] = field(default_factory=list)
     lost_runs: int = 0
     fsck_problems: int = 0
@@ -649,6 +650,12 @@ def check_tracked(t: Trial, runs: list[dict]) -> None:
 STARTUP = [0.0]  # seconds `python -m mlvc --version` takes: measured once in main()
 
 
+def _observe(t: Trial, key: str, p: Proc, t0: float | None = None) -> None:
+    """A target that finished before its kill time tells how long it takes now."""
+    if not p.killed and p.t_end is not None:
+        t.observed[key] = p.t_end - (p.t0 if t0 is None else t0)
+
+
 def _pick(t: Trial, d: float, cold: bool = False) -> float:
     """A kill time within a measured duration ``d``; for a process started cold, past most
     of the interpreter's start-up (a kill during imports tests nothing of mlvc's)."""
@@ -680,6 +687,7 @@ def sc_commit(t: Trial, timing: dict | None) -> dict:
         return {"op": p.duration}
     t.target, t.delay = "commit", _pick(t, timing["op"], cold=True)
     t.killed = p.kill_at(t.delay)
+    _observe(t, "op", p)
     t.collect(p)
     _note_new_commit(t, before, p, f"c{t.n}")
     return {}
@@ -702,6 +710,7 @@ def sc_commit_statcache(t: Trial, timing: dict | None) -> dict:
         return {"op": p.duration}
     t.target, t.delay = "commit", _pick(t, timing["op"], cold=True)
     t.killed = p.kill_at(t.delay)
+    _observe(t, "op", p)
     t.collect(p)
     _note_new_commit(t, before, p, f"c{t.n}")
     return {}
@@ -717,6 +726,7 @@ def sc_gc(t: Trial, timing: dict | None) -> dict:
         return {"op": p.duration}
     t.target, t.delay = "gc", _pick(t, timing["op"], cold=True)
     t.killed = p.kill_at(t.delay)
+    _observe(t, "op", p)
     t.collect(p)
     return {}
 
@@ -760,6 +770,7 @@ def sc_gc_live(t: Trial, timing: dict | None) -> dict:
             d = timing.get(f"gc{i}") or max(timing.values(), default=0.5)
             t.target, t.delay = "gc", _pick(t, d, cold=True)
             t.killed = p.kill_at(t.delay)
+            _observe(t, f"gc{i}", p)
         elif p.wait() != 0:
             t.fail("gc failed", f"unkilled gc exited {p.p.returncode}: {p.err().strip()[-300:]}")
         elif i < 5:
@@ -780,6 +791,7 @@ def sc_index_rebuild(t: Trial, timing: dict | None) -> dict:
         return {"op": p.duration}
     t.target, t.delay = "index rebuild", _pick(t, timing["op"], cold=True)
     t.killed = p.kill_at(t.delay)
+    _observe(t, "op", p)
     t.collect(p)
     return {}
 
@@ -869,6 +881,7 @@ def sc_tracked(t: Trial, timing: dict | None) -> dict:
         at = p.wait_for("ENDING")
         t.delay = _pick(t, timing["end"])
         t.killed = p.kill_at(t.delay, at)
+        _observe(t, "end", p, at)
     t.collect(p)
     out = p.out()
     m = re.search(r"ENDING (\d+)", out)
@@ -887,7 +900,10 @@ def sc_tracked(t: Trial, timing: dict | None) -> dict:
     t.tracked.append(tr)
     if t.variant == "reaper":
         r = t.start(mlvc("runs"), "reaper")
-        t.killed = r.kill_at(_pick(t, timing["reap"], cold=True)) or t.killed
+        if r.kill_at(_pick(t, timing["reap"], cold=True)):
+            t.killed = True
+        else:
+            _observe(t, "reap", r)
         t.collect(r)
     return {}
 
@@ -904,6 +920,7 @@ def sc_reproduce(t: Trial, timing: dict | None) -> dict:
         return {"op": p.duration}
     t.target, t.delay = "reproduce", _pick(t, timing["op"], cold=True)
     t.killed = p.kill_at(t.delay)
+    _observe(t, "op", p)
     t.collect(p)
     return {}
 
@@ -927,10 +944,14 @@ def sc_commit_gc(t: Trial, timing: dict | None) -> dict:
     if t.target in ("commit", "both"):
         t.delay = _pick(t, timing["commit"], cold=True)
         t.killed = c.kill_at(t.delay)
+        _observe(t, "commit", c)
     if t.target in ("gc", "both"):
         d = _pick(t, timing["gc"], cold=True)
         t.delay = d if t.delay is None else t.delay
-        t.killed = g.kill_at(d) or t.killed
+        if g.kill_at(d):
+            t.killed = True
+        else:
+            _observe(t, "gc", g)
     for p in (c, g):
         if p.wait() is None:
             t.fail("hang", f"{p.label} ran over {CLI_TIMEOUT:.0f} s")
@@ -1073,7 +1094,16 @@ def measure(sc: Scenario, template: Path, base: Path, reps: int, seed: int) -> d
         for k, v in t.timing.items():  # type: ignore[attr-defined]
             samples.setdefault(k, []).append(v)
         shutil.rmtree(t.dir, ignore_errors=True)
-    return {k: max(v) for k, v in samples.items()}  # the slowest: kills reach the op's end
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def adapt(timing: dict, observed: dict) -> None:
+    """Follow the machine's load: a target that finished before its kill time moves the
+    window halfway to 1.1x the duration it took, so kills keep reaching the op's last steps
+    (HEAD and name refs, unstaging) while few trials are wasted past its end."""
+    for k, v in observed.items():
+        if k in timing:
+            timing[k] = 0.5 * timing[k] + 0.5 * 1.1 * v
 
 
 def plan(total: int, only: str | None) -> list[tuple[Scenario, int]]:
@@ -1120,7 +1150,9 @@ def machine() -> dict:
     }
 
 
-def report(trials: list[Trial], timings: dict, info: dict, elapsed: float) -> tuple[str, dict]:
+def report(
+    trials: list[Trial], timings: dict, measured: dict, info: dict, elapsed: float
+) -> tuple[str, dict]:
     rows, totals = [], Counter()
     by_sc: dict[str, list[Trial]] = {}
     for t in trials:
@@ -1138,8 +1170,8 @@ def report(trials: list[Trial], timings: dict, info: dict, elapsed: float) -> tu
             failed_unkilled=sum(bool(t.failures) and not t.killed for t in ts),
         )
         totals.update(c)
-        d = timings.get(name, {})
-        rows.append((name, c, ", ".join(f"{k} {v:.2f}" for k, v in d.items())))
+        d, m = timings.get(name, {}), measured.get(name, {})
+        rows.append((name, c, ", ".join(f"{k} {m.get(k, v):.2f}→{v:.2f}" for k, v in d.items())))
     cols = [
         "trials",
         "killed",
@@ -1162,7 +1194,7 @@ def report(trials: list[Trial], timings: dict, info: dict, elapsed: float) -> tu
         "oracle failures",
         "failed trials",
         "of which not killed",
-        "measured s",
+        "kill window s (measured→last)",
     ]
     lines = [
         f"Fault injection: {totals['trials']} trials in {elapsed / 60:.1f} min, "
@@ -1208,6 +1240,7 @@ def report(trials: list[Trial], timings: dict, info: dict, elapsed: float) -> tu
         "totals": dict(totals),
         "scenarios": {name: dict(c) for name, c, _d in rows},
         "timings": timings,
+        "measured": measured,
         "failures": [
             {"scenario": sc, "kind": k, "detail": d, "trials": [t.n for t in ts]}
             for (sc, k, d), ts in kinds.items()
@@ -1227,7 +1260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scenario", choices=[s.name for s in SCENARIOS], help="only this one")
     ap.add_argument("--json", dest="json_out", metavar="FILE", help="write every trial as JSON")
     ap.add_argument("--keep-failures", metavar="DIR", help="copy failed trials' folders here")
-    ap.add_argument("--reps", type=int, default=2, help="unkilled runs to measure each op")
+    ap.add_argument("--reps", type=int, default=3, help="unkilled runs to measure each op")
     ap.add_argument("--dir", default=None, help="where to make the temporary folder")
     args = ap.parse_args(argv)
 
@@ -1238,6 +1271,7 @@ def main(argv=None) -> int:
     base = Path(tempfile.mkdtemp(prefix="mlvc-faults-", dir=args.dir)).resolve()
     trials: list[Trial] = []
     timings: dict[str, dict] = {}
+    measured: dict[str, dict] = {}
     try:
         planned = plan(args.trials, args.scenario)
         templates = build_templates(base, {s.template for s, _n in planned}, args.seed)
@@ -1245,12 +1279,14 @@ def main(argv=None) -> int:
         for sc, count in planned:
             log(f"{sc.name}: measuring ({args.reps} unkilled runs)")
             timings[sc.name] = measure(sc, templates[sc.template], base, args.reps, args.seed)
+            measured[sc.name] = dict(timings[sc.name])
             log(f"{sc.name}: {timings[sc.name]}; {count} trials")
             for n in range(count):
                 t = run_trial(
                     sc, templates[sc.template], base, n, rng.randrange(2**32), timings[sc.name]
                 )
                 trials.append(t)
+                adapt(timings[sc.name], t.observed)
                 status = (
                     "ok" if not t.failures else f"FAIL {t.failures[0][0]}: {t.failures[0][1][:160]}"
                 )
@@ -1268,7 +1304,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(t.dir, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text, summary = report(trials, timings, info, time.monotonic() - started)
+    text, summary = report(trials, timings, measured, info, time.monotonic() - started)
     print(text)
     if args.json_out:
         summary["args"] = vars(args)
