@@ -15,25 +15,34 @@ Scenarios:
     commit-statcache  ``mlvc commit`` after edits, with the stat cache warm (variant
                       ``status``: ``mlvc status`` ran after the edits, as a user would)
     gc                ``mlvc gc --grace 0`` over packs holding garbage (repack, drop, merge)
-    gc-live           the same while a tracked run logs metrics and artifacts
+    gc-live           the same, over and over while a tracked run logs metrics and
+                      artifacts; one of the first five is killed
     index-rebuild     ``mlvc index rebuild``
     index-worker      the detached ingest worker a commit spawns (mlvc/index_worker.py),
                       found in /proc and killed; variant ``no-index`` deleted the index first
     tracked-run       a script using ``mlvc.start_run`` (metrics in a loop + artifacts),
                       killed while starting, mid-loop or mid-``end()``; variant ``reaper``
                       also kills the first ``mlvc runs`` that records it as killed
+    run               ``mlvc run main`` after a code edit (its command's process group with it)
     reproduce         ``mlvc reproduce HEAD`` (its command's process group with it)
     commit+gc         ``mlvc commit`` and ``mlvc gc --grace 0`` at once; one or both killed
 
 The oracle, after every kill (and after any surviving process finished): ``mlvc runs``
-(records dead live runs as killed), ``mlvc fsck --json`` must list no problem, ``mlvc log
+(records dead live runs as killed), then ``mlvc commit`` must still work (its run is checked
+with the others), ``mlvc fsck --json`` must list no problem, ``mlvc log
 --json`` must list every run reported committed (present before the trial, or whose command
 returned) and every run under ``refs/runs``; every run is checked out with ``mlvc checkout RUN
 --to DIR`` and each file's BLAKE3 compared with ``mlvc show RUN --json``; a run the killed
 commit left must be whole (HEAD and its name moved to it); a killed tracked run must be
 recorded once, as ``killed`` (or ``finished`` if it got that far), with at least every metric
 point that was in its live ``series/*.arrow`` blocks on disk at the instant of the kill; no
-live run may be left unrecorded; no command may print a traceback.
+live run may be left unrecorded; a killed reproduction must leave HEAD alone and record what
+it reproduces; no command may print a traceback.
+
+Kill windows: each operation's duration is measured unkilled (median of ``--reps``) before its
+trials; an operation started cold is not killed during the first 80% of the interpreter's
+start-up (``mlvc --version``); a target that finished before its kill time moves the window
+halfway to 1.1x the duration it took, so the window follows the machine's load.
 """
 
 from __future__ import annotations
@@ -925,6 +934,25 @@ def sc_reproduce(t: Trial, timing: dict | None) -> dict:
     return {}
 
 
+def sc_run(t: Trial, timing: dict | None) -> dict:
+    """``mlvc run main`` right after a code edit, so its code tree is new to the store."""
+    (t.proj / "src" / "util.py").write_text(f"X = {t.rng.randint(0, 10**9)}\n")
+    p = t.start(mlvc("run", "-q", "main"), "run")
+    if timing is None:
+        p.wait()
+    else:
+        t.target, t.delay = "mlvc run", _pick(t, timing["op"], cold=True)
+        t.killed = p.kill_at(t.delay)
+        _observe(t, "op", p)
+    t.collect(p)
+    out = p.out().strip().splitlines()
+    if not p.killed and p.p.returncode == 0 and out and HEX64.match(out[-1]):
+        t.committed.add(out[-1])
+    elif not p.killed:
+        t.fail("run failed", f"unkilled mlvc run exited {p.p.returncode}: {p.err()[-300:]}")
+    return {"op": p.duration} if timing is None else {}
+
+
 def sc_commit_gc(t: Trial, timing: dict | None) -> dict:
     edit_data(t.proj, t.rng, same_size=False)
     before = run_ids(t.proj)
@@ -970,7 +998,7 @@ class Scenario:
     fn: Callable[[Trial, dict | None], dict]
 
 
-SCENARIOS = [
+SCENARIOS = [  # name, default trials (of 230), template, function
     Scenario("commit", 28, "base", sc_commit),
     Scenario("commit-statcache", 28, "base", sc_commit_statcache),
     Scenario("gc", 24, "gc", sc_gc),
@@ -978,9 +1006,10 @@ SCENARIOS = [
     Scenario("index-rebuild", 18, "index", sc_index_rebuild),
     Scenario("index-worker", 24, "pending", sc_index_worker),
     Scenario("tracked-run", 34, "base", sc_tracked),
+    Scenario("run", 16, "base", sc_run),
     Scenario("reproduce", 16, "base", sc_reproduce),
     Scenario("commit+gc", 18, "gc", sc_commit_gc),
-]  # 214 trials by default
+]
 
 
 # -- templates -----------------------------------------------------------------------------
@@ -1255,7 +1284,7 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trials", type=int, default=214, help="total trials (default 214)")
+    ap.add_argument("--trials", type=int, default=230, help="total trials (default 230)")
     ap.add_argument("--seed", type=int, default=9, help="seed of every random choice")
     ap.add_argument("--scenario", choices=[s.name for s in SCENARIOS], help="only this one")
     ap.add_argument("--json", dest="json_out", metavar="FILE", help="write every trial as JSON")
