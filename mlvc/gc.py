@@ -172,6 +172,8 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
         for line in _read(f).splitlines():
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
+    publishing = d / "publishing"  # runs a killed commit was publishing
+    out.update(_hex_ids(os.listdir(publishing) if publishing.is_dir() else []))
     for meta in _live_metas(d / "live"):
         try:
             doc = json.loads(_read(meta))

@@ -330,6 +330,10 @@ def _stage(live: Path, launch: Launch, inputs: Inputs, started: int, root: Path)
         "params": dict(launch.params),
         "tags": dict(launch.tags),
         "mlvc_run": True,
+        # what the run is recorded with, also when the reaper records it (mlvc was killed)
+        "move_head": launch.move_head,
+        "parents": None if launch.parents is None else [p.hex for p in launch.parents],
+        "reproduces": launch.reproduces.hex if launch.reproduces else None,
         "inputs": {
             "code": inputs.code.hex if inputs.code else None,
             "git": dict(inputs.git),

@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -31,7 +30,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .commit import Inputs, RunSpec, capture_inputs, now_us, publish_run, record_run
+from .commit import (
+    Inputs,
+    RunSpec,
+    capture_inputs,
+    crash_point,
+    now_us,
+    publish_run,
+    record_run,
+)
 from .errors import FileChanged, MlvcError, UsageError
 from .gc import writing
 from .ids import ObjectId
@@ -56,7 +63,6 @@ RECORDED = "recorded"  # in a staged run: its stored run's id, noted before any 
 UNSTAGED = ".unstaged-"  # a recorded staged run being removed (left by a crash: removed later)
 FLUSH_POINTS = 50_000
 FLUSH_SECONDS = 1.0
-FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
 _now_ns = time.time_ns
 
 
@@ -87,10 +93,7 @@ def _tag_value(key: str, value: Any) -> str:
     return value
 
 
-def _crash_point(name: str) -> None:
-    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+_crash_point = crash_point
 
 
 def _proc_start(pid: int) -> str:
@@ -669,10 +672,25 @@ def _staged_spec(repo, live_dir: Path, meta: dict, status: str, key: str) -> tup
         inputs=inputs,
         extra=extra,
         artifact_entries=artifacts,
-        move_head=meta.get("parent") is None,
+        move_head=_staged_bool(meta.get("move_head"), meta.get("parent") is None),
+        parents=_staged_ids(meta.get("parents")),
+        reproduces=_oid(meta.get("reproduces")),
     )
     cwd = meta.get("cwd")
     return spec, Path(cwd) if isinstance(cwd, str) and cwd else repo.root
+
+
+def _staged_bool(value: Any, default: bool) -> bool:
+    return value if isinstance(value, bool) else default
+
+
+def _staged_ids(value: Any) -> tuple[ObjectId, ...] | None:
+    """Parents a staged run was given (``mlvc run`` of a sweep, a reproduction), or None
+    (the default: HEAD when it is recorded)."""
+    if not isinstance(value, list):
+        return None
+    ids = [_oid(v) for v in value]
+    return tuple(i for i in ids if i is not None)
 
 
 def _outputs_now(repo, inputs: Inputs) -> tuple[str, ...]:
