@@ -378,8 +378,17 @@ class Repo:
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives
         what was tidied that is not a problem (a killed writer's pack indexed)."""
+        from ..runs.record import finish_publishing
+        from ..store.locks import writing
+
+        with writing(self.dir, self.store):
+            finished = finish_publishing(self.ctx)
         problems = fsck(self.store, self.refs, self.dir / "tmp", notes)
-        repaired = self.index.check()  # a cache: rebuilt, not a problem
+        repaired = [
+            f"finished publishing run {oid.short}: a commit was killed while writing its refs"
+            for oid in finished
+        ]
+        repaired += self.index.check()  # a cache: rebuilt, not a problem
         if notes is not None:
             notes.extend(repaired)
         return problems

@@ -15,6 +15,7 @@ on-disk format has one owner (as restic's backend layout does)::
       statcache           path -> (stat, id) of project files (a cache)
       only-checkouts      sections checked out with --only since HEAD
       gc.lock             writers shared, gc exclusive
+      publishing/         <run id>: the ref moves of a commit under way (finished if killed)
       tmp/                temp files before their rename
 """
 
@@ -58,6 +59,7 @@ class Layout:
     statcache = property(lambda self: self.dir / "statcache")
     only_checkouts = property(lambda self: self.dir / "only-checkouts")
     gc_lock = property(lambda self: self.dir / "gc.lock")
+    publishing = property(lambda self: self.dir / "publishing")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
 
     def staged(self, key: str) -> Path:

@@ -131,6 +131,9 @@ def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) 
             tags=launch.tags,
             inputs=replace(inputs, artifact_paths=()),  # decided when the command is done
             mlvc_run=True,
+            move_head=launch.move_head,
+            parents=launch.parents,
+            reproduces=launch.reproduces,
         )
     return _Job(launch, inputs, staged, _snapshot(ctx.root, _written_paths(ctx.root, launch)))
 

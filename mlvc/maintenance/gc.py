@@ -66,6 +66,8 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
     out.update(staged_roots(Layout(d)))  # staged runs, claimed runs and pins
+    publishing = Layout(d).publishing  # runs a killed commit was publishing
+    out.update(_hex_ids(os.listdir(publishing) if publishing.is_dir() else []))
     return out
 
 

@@ -140,6 +140,13 @@ class RefStore:
                 f"ref {ref} holds {text[:80]!r}, not a run id; run `mlvc fsck`"
             ) from None
 
+    def read_or_none(self, ref: str) -> ObjectId | None:
+        """``read``, with None also for a damaged ref (fsck names it)."""
+        try:
+            return self.read(ref)
+        except MlvcError:
+            return None
+
     def read_symbolic(self, ref: str) -> str | None:
         """The ref a symbolic ref points at, or None if ``ref`` is absent, not symbolic, or
         names something outside ``refs/`` (``read`` raises for that one)."""

@@ -81,7 +81,9 @@ def staged_spec(
         inputs=inputs,
         extra=extra,
         artifact_entries=artifacts,
-        move_head=staged.parent is None,
+        move_head=staged.move_head,
+        parents=staged.parents,
+        reproduces=staged.reproduces,
     )
     return spec, Path(staged.cwd) if staged.cwd else ctx.root
 

@@ -7,6 +7,7 @@ at any point leaves either no run or a complete one; the index catches up on its
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -303,6 +304,7 @@ def record_run(
     names it (a staged run notes its id there, so a recorder killed later never records
     it twice)."""
     with _writing(ctx) as hasher:
+        finish_publishing(ctx)  # a commit killed half way: its refs before ours
         return _record_run(ctx, spec, cwd, hasher, on_stored)
 
 
@@ -407,17 +409,99 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
     return "" if rel == "." else rel
 
 
+FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
+
+
+def crash_point(name: str) -> None:
+    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = True) -> None:
-    """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index."""
+    """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index.
+
+    The ref moves are written down first (``publishing/<id>``, each ref with the value it
+    had), so a publish killed half way is finished by the next one (``finish_publishing``):
+    a run is never left recorded without the HEAD, name or tags its commit gave it.
+    """
+    moves = {"HEAD": move_head} if move_head else {}
+    if run.name:
+        moves[f"refs/names/{run.name}"] = True
+    for tag, value in run.tags.items():
+        if value == "":
+            moves[f"refs/tags/{tag}"] = True
+    intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
+    path = _write_intent(ctx.layout.publishing, oid, intent)
+    _publish(ctx, oid, run, intent)
+    path.unlink(missing_ok=True)
+    ctx.index.try_ingest()
+
+
+def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
+    """Journal, run ref, then every ref in ``intent`` that still holds the value it had when
+    the publish began (compare and swap: a ref moved since by someone else is left alone)."""
     ctx.index.journal(oid)
     with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
         ctx.refs.add_run(oid)
         who = run.author
-        if move_head:
-            ctx.refs.write("HEAD", oid, f"commit: {run.message or run.name}", who)
-        if run.name:
-            ctx.refs.write(f"refs/names/{run.name}", oid, "commit", who)
-        for tag, value in run.tags.items():
-            if value == "":
-                ctx.refs.write(f"refs/tags/{tag}", oid, "commit -t", who)
-    ctx.index.try_ingest()
+        why = {"HEAD": f"commit: {run.message or run.name}", "refs/names": "commit"}
+        for i, (ref, old) in enumerate(sorted(intent.items(), key=lambda r: r[0] != "HEAD")):
+            now = ctx.refs.read_or_none(ref)
+            if now is not None and now != oid and now.hex != old:
+                continue  # moved by another writer meanwhile
+            if now != oid:
+                reason = why.get(ref, why.get(ref.rsplit("/", 1)[0], "commit -t"))
+                ctx.refs.write(ref, oid, reason, who)
+            if i == 0:
+                crash_point("publish-first-ref")
+
+
+def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
+    """Finish every publish a killed commit left half done; returns their run ids."""
+    from ..errors import MlvcError
+    from ..store.typed import read_run
+
+    folder = ctx.layout.publishing
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    done = []
+    for n in names:
+        path = folder / n
+        try:
+            oid = ObjectId.parse(n)
+            intent = json.loads(path.read_text())
+            run = read_run(ctx.store, oid)
+        except (ValueError, OSError):
+            continue  # being written (a temp name) or damaged: fsck names it
+        except MlvcError:
+            path.unlink(missing_ok=True)  # its run was never stored: nothing to publish
+            continue
+        if not isinstance(intent, dict):
+            continue
+        _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
+        path.unlink(missing_ok=True)
+        done.append(oid)
+    return done
+
+
+def _write_intent(folder: Path, oid: ObjectId, intent: dict) -> Path:
+    import secrets
+
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{oid.hex}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(intent, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    path = folder / oid.hex
+    os.replace(tmp, path)
+    return path
+
+
+def _hex(oid: ObjectId | None) -> str | None:
+    return oid.hex if oid is not None else None

@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import time
 import traceback
@@ -38,7 +37,6 @@ ATTACHED = "attached"
 REAPING = ".reaping-"
 UNSTAGED = ".unstaged-"  # a recorded staged run being removed (left by a crash: removed later)
 PIN = ".pin-"
-FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
 _KEY = re.compile(r"\d{14}-[0-9a-f]{8}")
 # a claim: .reaping-<key>-<pid>-<start time>, or (older mlvc) .reaping-<key>-<pid>
 _CLAIM = re.compile(r"\.reaping-(?P<key>.+)-(?P<pid>\d+)-(?P<start>\d*)")
@@ -54,12 +52,6 @@ def new_key() -> str:
 def is_key(text: str) -> bool:
     """Whether ``text`` has the shape of a live-run key (``run:<key>/...`` URIs)."""
     return _KEY.fullmatch(text) is not None
-
-
-def crash_point(name: str) -> None:
-    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def proc_start(pid: int) -> str:
@@ -128,6 +120,9 @@ class StagedRun:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         mlvc_run: bool = False,
+        move_head: bool | None = None,
+        parents: tuple[ObjectId, ...] | None = None,
+        reproduces: ObjectId | None = None,
     ) -> StagedRun:
         """A new staged run owned by this process, visible to ``mlvc runs`` on return.
 
@@ -144,6 +139,13 @@ class StagedRun:
             meta["tags"] = dict(tags)
         if mlvc_run:
             meta["mlvc_run"] = True
+        # what the run is recorded with, also when the reaper records it (mlvc was killed)
+        if move_head is not None:
+            meta["move_head"] = move_head
+        if parents is not None:
+            meta["parents"] = [p.hex for p in parents]
+        if reproduces is not None:
+            meta["reproduces"] = reproduces.hex
         if inputs is not None:
             meta["inputs"] = inputs.to_dict()
         run = cls(path, meta)
@@ -267,6 +269,24 @@ class StagedRun:
     def started(self) -> int | None:
         started = self.meta.get("started")
         return started if type(started) is int and 0 < started <= INT_MAX else None
+
+    @property
+    def move_head(self) -> bool:
+        """Whether recording the run moves HEAD: as staged, else when it has no parent run."""
+        value = self.meta.get("move_head")
+        return value if isinstance(value, bool) else self.parent is None
+
+    @property
+    def parents(self) -> tuple[ObjectId, ...] | None:
+        """Parents the run was staged with (a sweep point, a reproduction), else None."""
+        value = self.meta.get("parents")
+        if not isinstance(value, list):
+            return None
+        return tuple(i for i in (_id(v) for v in value) if i is not None)
+
+    @property
+    def reproduces(self) -> ObjectId | None:
+        return _id(self.meta.get("reproduces"))
 
     @property
     def argv(self) -> list[str]:
@@ -448,3 +468,10 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+def _id(text: Any) -> ObjectId | None:
+    try:
+        return ObjectId.parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
