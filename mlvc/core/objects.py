@@ -224,7 +224,7 @@ class Run:
         known = {f.name for f in fields(cls)}
         unknown = set(body) - known
         if unknown:
-            raise DecodeError(f"run has unknown fields {sorted(unknown)}")
+            raise DecodeError(f"run has unknown fields {sorted(map(repr, unknown))}")
         kw = dict(body)
         try:
             kw["parents"] = tuple(ObjectId(p) for p in kw.get("parents", ()))

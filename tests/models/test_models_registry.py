@@ -270,7 +270,7 @@ def test_documented_model_queries_run(repo):
         mm.register("iris", info.uri, repo=repo)
     mm.set_alias("iris", "champion", 1, repo=repo)
     mm.set_alias("iris", "champion", 2, repo=repo)
-    doc = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "models.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", doc, re.S)
     assert len(queries) >= 2
     for q in queries:

@@ -54,6 +54,7 @@ def test_checkout_after_status_and_commit_keeps_the_only_copy(cli, project):
     assert cli("fsck").exit_code == 0
 
 
+@pytest.mark.damages_repo
 def test_checkout_never_overwrites_a_file_the_store_lacks(repo, project):
     """A run recorded by an older mlvc may name an object that was never stored: the file
     on disk is then the only copy, and checkout must treat it as an uncommitted change."""
@@ -128,6 +129,7 @@ def test_malformed_stat_cache_entries_are_dropped(repo, project, entry):
     assert Repo(project).fsck() == []
 
 
+@pytest.mark.damages_repo
 def test_a_stored_entry_whose_object_is_gone_is_stored_again(repo, project):
     """The stat cache is not the store: a hit counts only if the store has the object."""
     _committed_with_cache(repo, project)
@@ -250,6 +252,7 @@ def test_gc_refuses_when_it_cannot_read_an_index(repo, project):
     _all_readable(project, [first])
 
 
+@pytest.mark.damages_repo
 def test_fsck_and_gc_handle_a_truncated_pack(repo, project):
     repo.commit("one", data=["data"])
     (pack,) = repo.store.pack_dir.glob("*.pack")
@@ -379,6 +382,7 @@ def _collect(blocks):
     return bytes(out), err.value
 
 
+@pytest.mark.damages_repo
 def test_show_of_a_chunked_file_never_releases_a_damaged_chunk(repo, project):
     from mlvc.errors import CorruptObject
 
@@ -395,6 +399,7 @@ def test_show_of_a_chunked_file_never_releases_a_damaged_chunk(repo, project):
     assert content.startswith(got) and len(got) < len(content)
 
 
+@pytest.mark.damages_repo
 def test_show_of_a_big_raw_record_releases_nothing_unverified(repo, project):
     from mlvc.errors import CorruptObject
 
@@ -454,6 +459,7 @@ def test_big_compressible_blobs_are_stored_raw_and_read_back(repo):
 # -- items 13a, 22: fsck sees an empty HEAD, sizes, and every bad ref ---------------------
 
 
+@pytest.mark.damages_repo
 def test_fsck_reports_an_empty_head(repo, project):
     repo.commit("one")
     (repo.dir / "HEAD").write_text("\n")
@@ -461,6 +467,7 @@ def test_fsck_reports_an_empty_head(repo, project):
     assert any("HEAD is empty" in p for p in problems), problems
 
 
+@pytest.mark.damages_repo
 def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
     from mlvc.core.objects import FILE, Tree, TreeEntry
     from mlvc.runs.record import Inputs, RunSpec, record_run
@@ -475,6 +482,7 @@ def test_fsck_compares_a_tree_entrys_size_with_its_blob(repo, project):
     assert any("liar.txt" in p and "9999" in p and "12" in p for p in problems), problems
 
 
+@pytest.mark.damages_repo
 def test_fsck_lists_every_bad_ref_and_exits_9(cli, project):
     cli("commit", "-m", "one", "-n", "first")
     cli("tag", "HEAD", "good")
@@ -490,6 +498,7 @@ def test_fsck_lists_every_bad_ref_and_exits_9(cli, project):
         assert needle in r.output, (needle, r.output)
 
 
+@pytest.mark.damages_repo
 def test_a_ref_of_non_utf8_bytes_is_a_clean_error(repo, project):
     from mlvc.errors import MlvcError
 

@@ -289,6 +289,7 @@ def test_folder_in_the_way_of_a_file_refused_before_writing(repo, tmp_path):
     assert listing(out) == {"b": "dir", "b/mine": "mine\n"}
 
 
+@pytest.mark.damages_repo
 def test_missing_object_refused_before_writing(repo, tmp_path):
     a = blob(repo, "a\n")
     gone = ObjectId.of(b"never stored")
@@ -321,6 +322,7 @@ def test_ordinary_names_near_reserved_ones_are_fine(name):
     assert decode(encode(Tree((e,)))) == Tree((e,))
 
 
+@pytest.mark.damages_repo
 @pytest.mark.parametrize("depth", [0, 2])
 @pytest.mark.parametrize("name", [".git", ".Mlvc"])
 def test_checkout_refuses_reserved_name_at_any_depth(repo, project, tmp_path, name, depth):
@@ -382,6 +384,7 @@ def test_commit_refuses_store_paths(project, cli, args):
 @pytest.mark.parametrize(
     "target", ["../config", "/etc/passwd", "refs/../config", "config", "refs//x", "refs/./x"]
 )
+@pytest.mark.damages_repo
 def test_symbolic_ref_outside_refs_refused(repo, project, target):
     (project / ".mlvc" / "config").write_text("SECRET-CONTENT-123\n")
     ref = project / ".mlvc" / "refs" / "tags" / "bad"

@@ -23,7 +23,7 @@ from mlvc.cli import main
 from mlvc.core.ids import ObjectId
 from mlvc.errors import EXIT_CODES, UsageError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def mlvc_proc(*args, cwd, timeout=60, env=None, **kw) -> subprocess.CompletedProcess:
@@ -308,6 +308,7 @@ def _warnings(stderr: str) -> list[str]:
         ("refs/tags/garbage", b"this is not a run id\n"),
     ],
 )
+@pytest.mark.damages_repo
 def test_bad_tag_or_name_ref_is_skipped_with_one_warning(cli, repo, project, ref, content):
     cli("commit", "-q", "-m", "one", "-t", "good")
     (project / ".mlvc" / ref).write_bytes(content)
@@ -330,6 +331,7 @@ def test_bad_tag_or_name_ref_is_skipped_with_one_warning(cli, repo, project, ref
     assert len(repo.log()) == 2
 
 
+@pytest.mark.damages_repo
 def test_unknown_run_with_a_bad_ref_around_is_still_one_line(cli, project):
     cli("commit", "-q", "-t", "good")
     (project / ".mlvc/refs/tags/broken").write_bytes(b"\xff\n")

@@ -528,7 +528,7 @@ def test_index_internals_contract_names_every_module():
     import mlvc.index
     from mlvc.core.params import _toml
 
-    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
     contracts = _toml().loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
     (contract,) = [c for c in contracts if c["name"].startswith("Index internals")]
     top = {f"mlvc.{m.name}" for m in pkgutil.iter_modules(mlvc.__path__)}
@@ -538,7 +538,7 @@ def test_index_internals_contract_names_every_module():
 
 
 def test_every_documented_query_runs(repo):
-    doc = (Path(__file__).parents[1] / "docs" / "sql-schema.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "sql-schema.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", doc, re.S)
     assert len(queries) >= 5
     base = commit(repo, make_run(repo, 0, name="baseline"), name="baseline")

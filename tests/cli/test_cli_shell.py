@@ -49,6 +49,7 @@ def test_quiet_commit_prints_the_id_and_json_wins_over_quiet(cli, repo, project)
     assert shown["id"] == repo.head().hex
 
 
+@pytest.mark.damages_repo
 def test_fsck_json_lists_problems_then_fails_with_its_code(cli, repo, project):
     cli("commit", "-q")
     victim = next(p for p in (project / ".mlvc" / "objects").rglob("*") if p.is_file())

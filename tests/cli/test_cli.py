@@ -239,6 +239,7 @@ def test_deleted_index_is_rebuilt_identically(cli, repo, project):
     assert fresh.query(sql).equals(before)
 
 
+@pytest.mark.damages_repo
 def test_fsck_finds_flipped_byte(cli, repo, project):
     cli("commit", "-q", "--data", "data")
     assert cli("fsck").output.startswith("ok")
@@ -270,6 +271,7 @@ def test_run_addressing(cli, repo, project):
     assert r.exit_code == 4 and "unknown run 'r9'" in r.output and "r0" in r.output
 
 
+@pytest.mark.damages_repo
 def test_ambiguous_prefix_lists_candidates(repo, project):
     from mlvc.core.ids import ObjectId
     from mlvc.errors import AmbiguousRun
@@ -300,7 +302,7 @@ def test_cli_reference_is_current():
     import sys
     from pathlib import Path
 
-    top = Path(__file__).resolve().parent.parent
+    top = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "scripts/gen_cli_docs.py", "--check"], cwd=top)
     assert r.returncode == 0, "docs/cli.md is stale: run python scripts/gen_cli_docs.py"
 

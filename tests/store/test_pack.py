@@ -49,6 +49,7 @@ def test_torn_pack_is_ignored_and_fsck_passes(repo, project):
     assert fresh.store.check_packs() == []
 
 
+@pytest.mark.damages_repo
 def test_truncated_pack_or_damaged_index_is_reported(repo, project):
     repo.commit("one", data=["data"])
     idx = next(repo.store.pack_dir.glob("*.idx"))
@@ -63,6 +64,7 @@ def test_truncated_pack_or_damaged_index_is_reported(repo, project):
         Repo(project).run("HEAD")
 
 
+@pytest.mark.damages_repo
 def test_damaged_index_checksum_is_reported(repo, project):
     repo.commit("one", data=["data"])
     idx = next(repo.store.pack_dir.glob("*.idx"))
@@ -145,6 +147,7 @@ def test_concurrent_writers_never_share_a_pack(tmp_path):
     assert store.check_packs() == []
 
 
+@pytest.mark.damages_repo
 def test_corrupt_chunk_in_a_pack_never_reaches_the_checkout(repo, project, tmp_path):
     from mlvc.errors import CorruptObject
     from mlvc.store.odb import CHUNK_THRESHOLD

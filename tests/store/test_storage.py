@@ -375,6 +375,7 @@ def test_concurrent_commit_and_gc_lose_nothing(repo, project):
     assert len(fresh.refs.run_ids()) == 5 and fresh.fsck() == []
 
 
+@pytest.mark.damages_repo
 def test_gc_follows_kinds_it_does_not_know(repo, project):
     """A model registry (another branch) may add kinds and ref namespaces: gc keeps what
     they name, following any id inside any structured object."""

@@ -17,7 +17,7 @@ import pytest
 from mlvc import Repo
 from mlvc.errors import EXIT_CODES, UnsupportedRepository
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REBUILT = "index was damaged; rebuilt from objects and refs"
 HEADER = 3 * 4096  # DuckDB's file header before block 0
 
@@ -263,6 +263,7 @@ def test_damaged_index_in_a_read_only_repository_is_one_clear_line(runs, project
         ('[core]\nformat_version = "one"\nhash = "blake3"\n', "format_version"),
     ],
 )
+@pytest.mark.damages_repo
 def test_unsupported_config_is_refused_with_its_own_code(cli, project, config, needle):
     cli("commit", "-q")
     (project / ".mlvc" / "config").write_text(config)

@@ -15,7 +15,7 @@ import mlvc.models as mm
 from mlvc.models.errors import ModelError, SignatureError
 
 pd = pytest.importorskip("pandas")
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 class Doubler:

@@ -24,7 +24,7 @@ from mlvc.runs.live import LiveRun
 from mlvc.runs.record import Inputs
 from mlvc.runs.staging import StagedRun
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DIES = textwrap.dedent("""
     import os, signal
