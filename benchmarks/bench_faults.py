@@ -18,7 +18,7 @@ Scenarios:
     gc-live           the same, over and over while a tracked run logs metrics and
                       artifacts; one of the first five is killed
     index-rebuild     ``mlvc index rebuild``
-    index-worker      the detached ingest worker a commit spawns (mlvc/index_worker.py),
+    index-worker      the detached ingest worker a commit spawns (mlvc/index/worker.py),
                       found in /proc and killed; variant ``no-index`` deleted the index first
     tracked-run       a script using ``mlvc.start_run`` (metrics in a loop + artifacts),
                       killed while starting, mid-loop or mid-``end()``; variant ``reaper``
@@ -815,7 +815,7 @@ def sc_index_worker(t: Trial, timing: dict | None) -> dict:
     worker, seen = None, None
     deadline = None
     while True:
-        pids = processes_under(t.proj, "mlvc.index_worker")
+        pids = processes_under(t.proj, "mlvc.index.worker")
         if pids:
             worker, seen = pids[0], time.monotonic()
             break

@@ -696,8 +696,8 @@ def make_runs(root: Path, n: int) -> dict:
 
     sys.path.insert(0, str(REPO))
     from mlvc import Repo
-    from mlvc.objects import Run
-    from mlvc.trees import write_object
+    from mlvc.core.objects import Run
+    from mlvc.store.typed import write_object
 
     repo = Repo.init(root)
     rng = random.Random(42)

@@ -259,7 +259,7 @@ def durable_write(folder: Path) -> float:
 def profile_rows(stats, runs: int) -> list[list]:
     """Cumulative seconds per run of mlvc's functions (and the duckdb/sync calls they make),
     biggest first; the ``with`` block's own wrappers are left out."""
-    wrappers = {"__exit__", "end", "commit_staged", "record_run", "small", "start_run"}
+    wrappers = {"__exit__", "end", "_conclude", "commit", "record_run", "small", "start_run"}
     rows = []
     for (path, line, func), (_cc, ncalls, _tt, cum, _callers) in stats.stats.items():
         if "/mlvc/" not in path or func in wrappers or func.startswith("<"):
@@ -346,8 +346,8 @@ def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
     import pyarrow.parquet as pq
 
     from mlvc import Repo
-    from mlvc.objects import Run
-    from mlvc.trees import write_object
+    from mlvc.core.objects import Run
+    from mlvc.store.typed import write_object
 
     repo = Repo(root)
     n, part, parts = int(n), int(part), int(parts)

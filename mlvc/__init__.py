@@ -3,36 +3,77 @@
 ``Repo`` is the library API; ``start_run`` and the ``log_*`` functions track a live run
 from a training script, like MLflow's fluent API; ``seed_everything`` seeds random, numpy
 and torch and records the seed; ``mlvc.errors`` holds the errors raised.
+
+Names are resolved on first use (PEP 562), so importing a low layer such as
+``mlvc.core.ids`` runs nothing else of the library.
 """
 
-from .errors import MlvcError
-from .repo import Repo
-from .seeding import seed_everything
-from .tracking import (
-    LiveRun,
-    active_run,
-    end_run,
-    log_artifact,
-    log_dict,
-    log_metric,
-    log_metrics,
-    log_param,
-    log_params,
-    log_text,
-    set_tag,
-    set_tags,
-    start_run,
-)
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+_FLUENT = "mlvc.api.fluent"
+_EXPORTS = {
+    "MlvcError": "mlvc.errors",
+    "Repo": "mlvc.api.repo",
+    "seed_everything": "mlvc.api.seeding",
+    "LiveRun": "mlvc.runs.live",
+    **{
+        name: _FLUENT
+        for name in (
+            "active_run",
+            "end_run",
+            "log_artifact",
+            "log_dict",
+            "log_metric",
+            "log_metrics",
+            "log_param",
+            "log_params",
+            "log_text",
+            "set_tag",
+            "set_tags",
+            "start_run",
+        )
+    },
+}
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ resolves them
+    from .api.fluent import (
+        active_run,
+        end_run,
+        log_artifact,
+        log_dict,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        log_text,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from .api.repo import Repo
+    from .api.seeding import seed_everything
+    from .errors import MlvcError
+    from .runs.live import LiveRun
 
 
 def __getattr__(name: str):
     if name == "models":  # imported on first use: ``mlvc.models.load(...)``
-        import importlib
-
         return importlib.import_module(".models", __name__)
-    raise AttributeError(f"module 'mlvc' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlvc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "models"])
 
 
 __all__ = [

@@ -1,26 +1,77 @@
-"""The errors mlvc raises, each a complete sentence for the user, with a documented exit code.
+"""Every error mlvc raises: one hierarchy, each a complete sentence for the user.
 
-The CLI maps every ``MlvcError`` to ``exit_code`` and prints ``str(error)`` on one line;
-anything else is a bug and keeps its traceback.
+Each class carries the ``exit_code`` the CLI exits with and the ``http_status`` a server
+answers with. The class that first uses an exit code owns it and says what it means
+(``meaning``); ``EXIT_CODES``, documented in docs/cli.md, is built from those owners, so
+the table and the classes cannot drift apart. Anything that is not an ``MlvcError`` is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class MlvcError(Exception):
     """Base class: a user-facing failure with a one-line message."""
 
-    exit_code = 1
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    meaning: ClassVar[str] = "general error"
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+# -- bad input -------------------------------------------------------------------------------
 
 
 class UsageError(MlvcError):
     """The command was given bad input (a malformed KEY=VALUE, an unreadable params file...)."""
 
     exit_code = 2
+    http_status = 400
+    meaning = "bad input (usage, KEY=VALUE, params file)"
+
+
+class ParamConflict(UsageError):
+    """A live run logged a param again with another value."""
+
+
+class UnreadablePath(UsageError):
+    """A file or folder a run should record cannot be read or listed; nothing is recorded."""
+
+    def __init__(self, path: str, err: OSError, what: str = "read"):
+        why = (err.strerror or type(err).__name__).lower()
+        super().__init__(
+            f"cannot {what} {path}: {why}; fix its permissions, or leave it out of the run "
+            "(.mlvcignore for code, other --data/--artifacts paths for data)"
+        )
+        self.path = path
+
+
+class SignatureError(UsageError):
+    """Input that does not fit the model's signature: a missing column, a wrong type."""
+
+
+class BadPayload(UsageError):
+    """A scoring request body that cannot be read."""
+
+
+class UnsupportedMediaType(UsageError):
+    """A scoring request in a content type the server does not read."""
+
+    http_status = 415
+
+
+# -- the repository --------------------------------------------------------------------------
 
 
 class NotARepository(MlvcError):
     exit_code = 3
+    http_status = 404
+    meaning = "not an mlvc repository / already one"
 
     def __init__(self, path: str):
         super().__init__(
@@ -31,12 +82,28 @@ class NotARepository(MlvcError):
 
 class AlreadyARepository(MlvcError):
     exit_code = 3
+    http_status = 409
+
+
+class UnsupportedRepository(MlvcError):
+    """The repository's config declares a format or hash this mlvc cannot read (or is not TOML)."""
+
+    exit_code = 14
+    meaning = (
+        "unsupported repository: .mlvc/config declares another format version or hash, "
+        "or is not TOML"
+    )
+
+
+# -- names that resolve to nothing -----------------------------------------------------------
 
 
 class UnknownRun(MlvcError):
     """A run name, id prefix, tag or HEAD expression that names no run."""
 
     exit_code = 4
+    http_status = 404
+    meaning = "unknown or ambiguous run or model, or path not in run"
 
     def __init__(self, spec: str, candidates: list[str] | None = None, why: str = ""):
         hint = f"; {why}" if why else ""
@@ -49,6 +116,7 @@ class UnknownRun(MlvcError):
 
 class AmbiguousRun(MlvcError):
     exit_code = 4
+    http_status = 400
 
     def __init__(self, spec: str, candidates: list[str]):
         shown = ", ".join(candidates[:8]) + (" ..." if len(candidates) > 8 else "")
@@ -59,12 +127,24 @@ class AmbiguousRun(MlvcError):
 
 class PathNotInRun(MlvcError):
     exit_code = 4
+    http_status = 404
+
+
+class UnknownModel(MlvcError):
+    """A model name, version, alias or URI that names nothing."""
+
+    exit_code = 4
+    http_status = 404
+
+
+# -- damage and danger -----------------------------------------------------------------------
 
 
 class CorruptObject(MlvcError):
     """An object whose bytes do not hash to its id (or cannot be decoded)."""
 
     exit_code = 5
+    meaning = "corrupt, missing or unsafe object"
 
     def __init__(self, oid: str, path: str, detail: str = "", expected=None, got=None):
         why = f": {detail}" if detail else ""
@@ -87,23 +167,41 @@ class MissingObject(MlvcError):
         self.oid = oid
 
 
-class FileChanged(MlvcError):
-    """A file changed (size, mtime, ctime or inode) while mlvc read it."""
+class UnsafePath(MlvcError):
+    """A tree entry that would escape the checkout target (``..``, absolute, via a link)."""
 
-    exit_code = 1
+    exit_code = 5
+    http_status = 400
 
-    def __init__(self, path):
-        super().__init__(
-            f"file {path} changed while mlvc read it (is something still writing it?); "
-            "run the command again once it is complete"
-        )
-        self.path = str(path)
+
+class StoreNeedsRepair(MlvcError):
+    """gc found pack indexes it cannot trust: it deletes nothing until fsck has run."""
+
+    exit_code = 5
+
+
+class PackError(MlvcError):
+    """A pack index file that cannot be trusted (torn, truncated or damaged)."""
+
+    exit_code = 5
+
+
+class FsckFailed(MlvcError):
+    """``mlvc fsck`` found problems (it lists every one before exiting)."""
+
+    exit_code = 9
+    meaning = "fsck found problems"
+
+
+# -- the working tree ------------------------------------------------------------------------
 
 
 class DirtyWorkingTree(MlvcError):
     """Checkout would overwrite changes that no run records."""
 
     exit_code = 6
+    http_status = 409
+    meaning = "uncommitted changes would be overwritten (use --force)"
 
     def __init__(self, paths: list[str]):
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
@@ -114,87 +212,168 @@ class DirtyWorkingTree(MlvcError):
         self.paths = paths
 
 
-class UnreadablePath(UsageError):
-    """A file or folder a run should record cannot be read or listed; nothing is recorded."""
+class PathInTheWay(MlvcError):
+    """A folder holding files no run records stands where checkout must write a file."""
 
-    def __init__(self, path: str, err: OSError, what: str = "read"):
-        why = (err.strerror or type(err).__name__).lower()
+    exit_code = 6
+    http_status = 409
+
+
+class FileChanged(MlvcError):
+    """A file changed (size, mtime, ctime or inode) while mlvc read it."""
+
+    exit_code = 19
+    http_status = 409
+    meaning = "a file changed while mlvc read it (run the command again once it is complete)"
+
+    def __init__(self, path):
         super().__init__(
-            f"cannot {what} {path}: {why}; fix its permissions, or leave it out of the run "
-            "(.mlvcignore for code, other --data/--artifacts paths for data)"
+            f"file {path} changed while mlvc read it (is something still writing it?); "
+            "run the command again once it is complete"
         )
-        self.path = path
+        self.path = str(path)
 
 
-class UnsafePath(MlvcError):
-    """A tree entry that would escape the checkout target (``..``, absolute, via a link)."""
-
-    exit_code = 5
+# -- the index and locks ---------------------------------------------------------------------
 
 
 class QueryError(MlvcError):
     exit_code = 7
+    http_status = 400
+    meaning = "SQL query failed"
+
+
+class IndexDamaged(QueryError):
+    """The index file failed a check while a query read it (the caller rebuilds it)."""
+
+    http_status = 500
 
 
 class IndexBusy(MlvcError):
     exit_code = 8
+    http_status = 503
+    meaning = "index busy for too long"
+
+
+class GcBusy(MlvcError):
+    """gc could not have the repository to itself: commits kept it busy."""
+
+    exit_code = 17
+    http_status = 503
+    meaning = "gc could not start: commits kept the repository busy (run it again later)"
+
+
+class RefLocked(MlvcError):
+    """A ref's lock file is held by another process (or left by a dead one)."""
+
+    exit_code = 18
+    http_status = 503
+    meaning = "a ref is locked by another process (or a stale .lock file)"
+
+
+class RefExists(MlvcError):
+    """A create-only write found the ref already there (another writer won the race)."""
+
+    http_status = 409
+
+
+# -- running and reproducing -----------------------------------------------------------------
 
 
 class CommandFailed(MlvcError):
     """The command of ``mlvc run`` exited non-zero (the run is recorded as ``failed``)."""
 
     exit_code = 10
+    meaning = "the command of `mlvc run` failed (its own exit code is recorded in the run)"
 
 
 class ReproductionDiffers(MlvcError):
     """``mlvc reproduce`` re-ran a run and the result was not the same (verdict DIFFERENT)."""
 
     exit_code = 11
+    http_status = 422
+    meaning = "`mlvc reproduce`: the re-run came out DIFFERENT"
 
 
 class NotReproducible(MlvcError):
     """A run that cannot be re-executed: it records no command, or its files are gone."""
 
     exit_code = 12
-
-
-class NothingToCompare(MlvcError):
-    """``mlvc reproduce``: the run has no outputs and no metrics, so nothing was checked."""
-
-    exit_code = 15
+    http_status = 422
+    meaning = "the run cannot be reproduced (no recorded command)"
 
 
 class EnvironmentBuildFailed(MlvcError):
     """The recorded environment could not be rebuilt (a version pip cannot install, say)."""
 
     exit_code = 13
+    meaning = "the recorded environment could not be rebuilt (`--env recorded`)"
 
 
-class UnsupportedRepository(MlvcError):
-    """The repository's config declares a format or hash this mlvc cannot read (or is not TOML)."""
+class NothingToCompare(MlvcError):
+    """``mlvc reproduce``: the run has no outputs and no metrics, so nothing was checked."""
 
-    exit_code = 14
+    exit_code = 15
+    http_status = 422
+    meaning = "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)"
 
 
-# One table, documented in docs/cli.md: keep the two in step.
-EXIT_CODES = {
-    0: "success",
-    1: "general error",
-    2: "bad input (usage, KEY=VALUE, params file)",
-    3: "not an mlvc repository / already one",
-    4: "unknown or ambiguous run or model, or path not in run",
-    5: "corrupt, missing or unsafe object",
-    6: "uncommitted changes would be overwritten (use --force)",
-    7: "SQL query failed",
-    8: "index busy for too long",
-    9: "fsck found problems",
-    10: "the command of `mlvc run` failed (its own exit code is recorded in the run)",
-    11: "`mlvc reproduce`: the re-run came out DIFFERENT",
-    12: "the run cannot be reproduced (no recorded command)",
-    13: "the recorded environment could not be rebuilt (`--env recorded`)",
-    14: "unsupported repository: .mlvc/config declares another format version or hash, "
-    "or is not TOML",
-    15: "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)",
-    16: "a model from outside this repository would run pickled code: pass --trust if you trust it",
-    130: "interrupted (Ctrl-C)",
-}
+# -- models ----------------------------------------------------------------------------------
+
+
+class ModelError(MlvcError):
+    """A model that cannot be saved, read or loaded (bad directory, unknown flavor...)."""
+
+
+class ModelFailed(ModelError):
+    """The model itself raised while scoring (its own bug, or input it cannot take)."""
+
+    @classmethod
+    def of(cls, e: BaseException) -> ModelFailed:
+        return cls(f"the model failed: {one_line(e)}")
+
+
+class UntrustedModel(MlvcError):
+    """A model whose files would run code (a pickle) and that does not come from this
+    repository; loading it needs an explicit opt-in (``trust=True``, ``--trust``)."""
+
+    exit_code = 16
+    http_status = 403
+    meaning = (
+        "a model from outside this repository would run pickled code: pass --trust if you trust it"
+    )
+
+
+class MissingExtra(MlvcError):
+    """An optional dependency a command needs is not installed."""
+
+    exit_code = 20
+    http_status = 501
+    meaning = "an optional dependency is not installed (the message names the pip extra)"
+
+
+def one_line(e: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    text = str(e).strip()
+    line = f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def error_classes() -> list[type[MlvcError]]:
+    """Every MlvcError class, base first."""
+    out, todo = [], [MlvcError]
+    while todo:
+        cls = todo.pop(0)
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def _exit_codes() -> dict[int, str]:
+    owners = {c.exit_code: c.meaning for c in error_classes() if "meaning" in vars(c)}
+    return {0: "success", **dict(sorted(owners.items())), 130: "interrupted (Ctrl-C)"}
+
+
+INTERRUPTED = 130
+# exit code -> what it means; docs/cli.md is generated from it
+EXIT_CODES = _exit_codes()

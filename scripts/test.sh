@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check mlvc tests
+.venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest -n 2 -q "$@"

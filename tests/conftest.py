@@ -23,8 +23,13 @@ def _isolated_author(monkeypatch):
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A small ML project (not a git repo), initialized, with cwd inside it."""
+def project(tmp_path, monkeypatch, request) -> Path:
+    """A small ML project (not a git repo), initialized, with cwd inside it.
+
+    Every test that uses it ends with ``fsck() == []`` on the repository it wrote (as
+    restic's tests end with its checker), unless it is marked ``damages_repo``: it damages
+    the store on purpose.
+    """
     root = tmp_path / "proj"
     (root / "data").mkdir(parents=True)
     (root / "src").mkdir()
@@ -34,7 +39,13 @@ def project(tmp_path, monkeypatch) -> Path:
     (root / "data" / "test.csv").write_text("x,y\n3,6\n")
     monkeypatch.chdir(root)
     Repo.init(root)
-    return root
+    yield root
+    if request.node.get_closest_marker("damages_repo") is None and (root / ".mlvc").is_dir():
+        os.chdir(tmp_path)  # the test may have left cwd anywhere
+        for path in root.rglob("*"):  # a test may have made files read-only
+            if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+                path.chmod(0o755)
+        assert Repo(root).fsck() == [], "the test left a repository fsck finds problems in"
 
 
 @pytest.fixture

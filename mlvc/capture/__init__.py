@@ -12,8 +12,8 @@ Terms:
                  deterministic plain dict that becomes an ``Env`` object (``capture_env``);
                  ``env_diff`` says what changed between two.
 
-Capture only reads; storing what it finds is the caller's job (``mlvc.trees.build_tree``,
-``mlvc.objects.Env``).
+Capture only reads; storing what it finds is the caller's job (``mlvc.workspace.trees.build_tree``,
+``mlvc.core.objects.Env``).
 """
 
 from .env import capture_env, env_diff

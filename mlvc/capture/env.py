@@ -83,7 +83,7 @@ def capture_env(
     to capture besides the root-level ones; ``environ`` is the environment the run's process
     gets (default: this process's).
     """
-    from .. import __version__
+    from .._version import __version__
 
     packages, sources, installers, site_of = _distributions()
     requirements, skipped = _requirements(Path(root), files)

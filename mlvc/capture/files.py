@@ -18,8 +18,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core.objects import is_reserved_name
 from ..errors import UnreadablePath
-from ..objects import is_reserved_name
 from .git import run_git
 
 JUNK_DIRS = frozenset(

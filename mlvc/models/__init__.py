@@ -20,6 +20,7 @@ Terms:
     mlvc.models.load("models:/iris@champion").predict(X)
 """
 
+from ..refs.registry import ModelVersion
 from .api import (
     ModelInfo,
     alias_history,
@@ -42,7 +43,6 @@ from .errors import (
 )
 from .format import save
 from .loading import Model, load
-from .registry import ModelVersion
 from .signature import Signature, infer_signature
 
 list = list_models  # noqa: A001  (mlvc.models.list(), as the registry's verb)

@@ -13,19 +13,19 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..commit import author
-from ..gc import writing
-from ..trees import safe_relpath
-from . import registry
+from ..core.names import safe_relpath
+from ..refs import registry
+from ..runs.staging import is_key
+from ..store.locks import writing
 from .format import save
-from .loading import _LIVE_KEY, locate, store_dir
+from .loading import locate, store_dir
 from .signature import Signature
 
 
 def _repo(repo):
     if repo is not None:
         return repo
-    from ..repo import Repo
+    from ..api.repo import Repo
 
     return Repo()
 
@@ -71,12 +71,14 @@ def log_model(
     Arguments are those of ``mlvc.models.save``; ``registered_model_name`` also registers
     the model as the next version of that name. Returns a ``ModelInfo``.
     """
-    from .. import tracking
+    from ..api import fluent
 
-    run = run or tracking._active()
+    run = run or fluent.active_run_or_start()
     registry.check_name(name)
     rel = safe_relpath(f"models/{name}")
-    repo = run.repo
+    from ..api.repo import Repo
+
+    repo = Repo._view(run.ctx)
     tmp = repo.dir / "tmp" / f"model-{secrets.token_hex(6)}"
     with writing(repo.dir, repo.store):  # gc waits until meta.json names the tree
         try:
@@ -128,12 +130,18 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
     if tree is None:  # a folder on disk: store it
         tree = store_dir(repo, Path(loc.path))
         source = str(Path(loc.path).resolve())
-    elif uri.startswith("run:") and run_id and not _LIVE_KEY.match(run_id):
+    elif uri.startswith("run:") and run_id and not is_key(run_id):
         source = f"run:{run_id}/{uri.split('/', 1)[1]}" if "/" in uri else f"run:{run_id}"
     _check_model_tree(repo, tree, uri)
-    live = run_id if run_id and _LIVE_KEY.match(run_id) else None
+    live = run_id if run_id and is_key(run_id) else None
     version = registry.create_version(
-        repo.refs, name, tree, source, None if live else run_id, author(), loc.trusted or trust
+        repo.refs,
+        name,
+        tree,
+        source,
+        None if live else run_id,
+        repo.ctx.author(),
+        loc.trusted or trust,
     )
     if live:
         _note_run_at_end(repo, live, name, version)
@@ -142,7 +150,7 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
 
 
 def _check_model_tree(repo, tree, uri: str) -> None:
-    from ..trees import read_tree
+    from ..store.typed import read_tree
     from .errors import ModelError
     from .format import MANIFEST, MLFLOW_MANIFEST
 
@@ -153,20 +161,19 @@ def _check_model_tree(repo, tree, uri: str) -> None:
 
 def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
     """Once the live run ends, log its run id on the version (registered before it had one)."""
-    from .. import tracking
+    from ..api import fluent
 
-    for run in tracking._stack:
-        if run.key == key:
-            run.on_end.append(
-                lambda rid: registry.note_run(repo.refs, name, version, rid.hex, author())
-            )
-            return
+    run = fluent.live_run(key)
+    if run is not None:
+        run.on_end.append(
+            lambda rid: registry.note_run(repo.refs, name, version, rid.hex, repo.ctx.author())
+        )
 
 
 def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.ModelVersion:
     """Point ``alias`` at a version (moving it if it exists); logged with who and when."""
     repo = _repo(repo)
-    info = registry.set_alias(repo.refs, name, alias, version, author())
+    info = registry.set_alias(repo.refs, name, alias, version, repo.ctx.author())
     repo.index.try_ingest()
     return info
 
@@ -174,7 +181,7 @@ def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.
 def delete_alias(name: str, alias: str, repo=None) -> int:
     """Remove an alias; returns the version it pointed at."""
     repo = _repo(repo)
-    version = registry.delete_alias(repo.refs, name, alias, author())
+    version = registry.delete_alias(repo.refs, name, alias, repo.ctx.author())
     repo.index.try_ingest()
     return version
 
@@ -216,7 +223,7 @@ def describe(target: str, repo=None) -> dict:
     registered version its registration and the history of the model's aliases."""
     import json
 
-    from ..trees import lookup
+    from ..store.typed import lookup
     from .format import MANIFEST
     from .loading import manifest_of
 

@@ -20,7 +20,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from . import flavors
 from .errors import ModelError
 from .signature import Signature, as_signature, infer_schema, kind_of, to_table

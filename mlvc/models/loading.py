@@ -17,10 +17,8 @@ registered, folders only by an explicit opt-in.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import sys
@@ -28,16 +26,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.ids import ObjectId
+from ..core.objects import DIR
 from ..errors import MlvcError, PathNotInRun
-from ..ids import ObjectId
-from ..objects import DIR, TreeEntry
+from ..runs.staging import StagedRun, is_key
 from . import flavors
 from .errors import ModelError, ModelFailed, UnknownModel
 from .format import MANIFEST, MLFLOW_MANIFEST, is_model_dir, load_example, read_manifest
 from .signature import Signature, enforce
 
 CACHE = "cache/models"
-_LIVE_KEY = re.compile(r"^\d{14}-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Location:
 def _repo(repo):
     if repo is not None:
         return repo
-    from ..repo import Repo
+    from ..api.repo import Repo
 
     return Repo()
 
@@ -104,7 +102,7 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 def registry_tree(repo, uri: str):
-    from . import registry
+    from ..refs import registry
 
     name, version, alias = parse_registry_uri(uri)
     info = registry.get(repo.refs, name, version, alias)
@@ -113,16 +111,16 @@ def registry_tree(repo, uri: str):
 
 def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     """The model tree at ``run:RUN/PATH``, and the run's id (a live key while it runs)."""
-    from ..trees import lookup, read_run
+    from ..store.typed import lookup, read_run
 
     spec, _, path = uri[len("run:") :].partition("/")
     path = path.strip("/")
     if not spec:
         raise UnknownModel(f"bad run URI {uri!r}: use run:RUN/PATH, e.g. run:HEAD/models/clf")
-    live = repo.dir / "live" / spec / "meta.json"
-    if _LIVE_KEY.match(spec) and live.is_file():
-        return _live_tree(repo, spec, json.loads(live.read_text()), path, uri), spec
-    if _LIVE_KEY.match(spec) and repo.refs.read(f"refs/names/{spec}") is None:
+    staged = StagedRun.load(repo.layout.staged(spec)) if is_key(spec) else None
+    if staged is not None:
+        return _live_tree(repo, staged, path, uri), spec
+    if is_key(spec) and repo.refs.read(f"refs/names/{spec}") is None:
         oid = _run_of_live_key(repo, spec)
     else:
         oid = repo.resolve(spec)
@@ -144,23 +142,20 @@ def run_tree(repo, uri: str) -> tuple[ObjectId, str | None]:
     )
 
 
-def _live_tree(repo, key: str, meta: dict, path: str, uri: str) -> ObjectId:
-    from ..trees import build_tree
+def _live_tree(repo, staged: StagedRun, path: str, uri: str) -> ObjectId:
+    from ..workspace.trees import build_tree
 
-    models = meta.get("models") or {}
+    models = staged.models
     if not path and len(models) == 1:
         path = next(iter(models.values()))["path"]
     elif path in models:
         path = models[path]["path"]
     prefix = path + "/"
-    entries = {
-        p[len(prefix) :]: TreeEntry(p.rsplit("/", 1)[-1], k, ObjectId.parse(i), n)
-        for p, (k, i, n) in (meta.get("artifacts") or {}).items()
-        if p.startswith(prefix)
-    }
+    artifacts, _ = staged.artifact_entries()
+    entries = {p[len(prefix) :]: e for p, e in artifacts.items() if p.startswith(prefix)}
     if not entries:
-        raise PathNotInRun(f"live run {key} has no model folder {path!r} ({uri})")
-    from ..gc import writing
+        raise PathNotInRun(f"live run {staged.key} has no model folder {path!r} ({uri})")
+    from ..store.locks import writing
 
     with writing(repo.dir, repo.store):
         return build_tree(repo.store, repo.root, [], extra=entries)
@@ -180,8 +175,8 @@ def _run_of_live_key(repo, key: str) -> ObjectId:
 
 def materialize_tree(repo, tree: ObjectId) -> Path:
     """The model tree's files under ``.mlvc/cache/models/<id>``, verified; built once."""
-    from ..checkout import current_entry_matches, preflight, write_entry
-    from ..trees import walk
+    from ..store.typed import walk
+    from ..workspace.checkout import current_entry_matches, preflight, write_entry
 
     dest = repo.dir / CACHE / tree.hex
     files = list(walk(repo.store, tree))
@@ -210,7 +205,7 @@ def materialize_tree(repo, tree: ObjectId) -> Path:
 
 def store_dir(repo, path: Path) -> ObjectId:
     """Store a model folder's files; returns its tree id."""
-    from ..trees import build_tree
+    from ..workspace.trees import build_tree
 
     files = sorted(
         p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink()
@@ -286,6 +281,15 @@ class Model:
             raise
         except Exception as e:
             raise ModelFailed.of(e) from e
+
+    def predict_payload(self, body: bytes, content_type: str | None):
+        """Score a request body in one of the scoring formats (mlvc.models.payload: JSON,
+        CSV, Arrow; ``content_type`` as ``payload.content_type_of`` gives it), guided by
+        the signature's inputs; what ``mlvc models predict`` does with a file."""
+        from .payload import parse
+
+        schema = self.signature.inputs if self.signature else None
+        return self.predict_prepared(self.prepare(parse(body, content_type, schema)))
 
     def for_serving(self) -> Model:
         """Let the flavor take its serving shortcuts (see flavors.sklearn.predict)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import PurePath
 from typing import Any
 
 from .errors import BadPayload, UnsupportedMediaType
@@ -38,6 +39,20 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 def media_type(header: str | None) -> str:
     """``text/csv; charset=utf-8`` → ``text/csv``; a missing header means JSON."""
     return (header or JSON).split(";", 1)[0].strip().lower() or JSON
+
+
+_TYPE_WORDS = {"json": JSON, "csv": CSV, "arrow": ARROW}  # mlvc models predict -t WORD
+_EXTENSIONS = {**_TYPE_WORDS, "arrows": ARROW, "feather": ARROW}
+
+
+def content_type_of(path: str, given: str | None = None) -> str:
+    """The media type of a scoring input file: ``given`` (json, csv or arrow), else from the
+    file's extension; no extension (``-``, stdin) means JSON. Anything else is returned as
+    it is, for ``parse`` to refuse by name."""
+    if given:
+        return _TYPE_WORDS.get(given, given)
+    ext = PurePath(path).suffix[1:].lower() or "json"
+    return _EXTENSIONS.get(ext, ext)
 
 
 def parse(body: bytes, content_type: str | None, schema=None):

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..render import type_name
+from ..core.typenames import type_name
 from .errors import ModelError, SignatureError
 
 if TYPE_CHECKING:

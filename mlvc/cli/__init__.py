@@ -1,0 +1,111 @@
+"""The ``mlvc`` command: a thin shell that parses, makes one library call, and renders.
+
+``main`` is the entry point (``mlvc = "mlvc.cli:main"``, ``python -m mlvc``). It maps every
+``MlvcError`` to one line on stderr and its documented exit code (docs/cli.md), and gathers
+the commands of the modules beside it: ``runs`` (init, commit, log, show, runs, status,
+diff, checkout, tag), ``index`` (query, index rebuild), ``storage`` (gc, du, fsck), ``exec``
+(run, reproduce, lineage) and ``models``. Those import only ``_common`` and the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from .._version import __version__
+from ..errors import MlvcError
+from ..render.text import clean, echo
+from . import exec, index, models, runs, storage
+
+
+class MlvcGroup(click.Group):
+    """Maps library errors to one-line messages and exit codes, and library warnings to one
+    line each on stderr."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as e:  # click prints it; what the user typed is in it
+            e.message = clean(e.message)
+            raise
+
+    def invoke(self, ctx: click.Context):
+        handler = _WarningLines()
+        logging.getLogger("mlvc").addHandler(handler)
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = clean(e.message)
+            raise
+        except MlvcError as e:
+            echo(f"mlvc: error: {clean(e)}", err=True)
+            ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            echo("mlvc: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # DuckDB stopped on Ctrl-C and said so in its own way
+            if "duckdb" not in sys.modules or not _interruption(e):
+                raise
+            echo("mlvc: interrupted", err=True)
+            ctx.exit(130)
+        finally:
+            logging.getLogger("mlvc").removeHandler(handler)
+
+
+def _interruption(e: BaseException) -> bool:
+    from ..index.user_sql import is_interruption
+
+    return is_interruption(e)
+
+
+class _WarningLines(logging.Handler):
+    """Library warnings as ``mlvc: warning: ...``, one line each, each said once; other
+    records as they are."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno != logging.WARNING:
+            echo(message, err=True)
+        elif message not in self.seen:
+            self.seen.add(message)
+            echo(f"mlvc: warning: {clean(message)}", err=True)
+
+
+@click.group(cls=MlvcGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlvc")
+@click.option("-C", "chdir", metavar="DIR", help="Run as if mlvc was started in DIR.")
+def main(chdir: str | None) -> None:
+    """mlvc: version every ML run — code, data, environment, params, metrics, artifacts.
+
+    \b
+    Typical session:
+      mlvc init
+      python train.py && mlvc commit -m "baseline" -p lr=0.01 -M acc=0.91 --artifacts model.pkl
+      mlvc diff HEAD~1 HEAD
+      mlvc query "SELECT id, \\"params.lr\\", \\"metrics.acc\\" FROM runs_wide"
+      mlvc checkout HEAD~1 --to /tmp/replay
+    """
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as e:
+            raise click.BadParameter(
+                f"cannot enter {chdir}: {e.strerror}", param_hint="-C"
+            ) from None
+
+
+for _module in (runs, index, storage, exec, models):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+__all__ = ["main"]

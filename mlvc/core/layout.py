@@ -1,0 +1,77 @@
+"""``Layout``: the one place that names what lives under ``.mlvc/``.
+
+Every module that touches a file of the repository asks a ``Layout`` for its path, so the
+on-disk format has one owner (as restic's backend layout does)::
+
+    .mlvc/
+      config              format version and hash algorithm (RepoConfig)
+      objects/            loose objects ab/cdef...; objects/pack/ packs and their indexes
+      refs/ HEAD logs/    refs and their reflogs (mlvc.refs)
+      journal/            runs recorded but not yet in the index
+      index.duckdb        the index (a cache); index.lock serializes its writers
+      live/               staged live runs (live/<key>/), claims and pins
+      worktrees/          scratch checkouts of parallel `mlvc run -j`
+      cache/files/        verified read-only copies for --link hardlink|symlink
+      statcache           path -> (stat, id) of project files (a cache)
+      only-checkouts      sections checked out with --only since HEAD
+      gc.lock             writers shared, gc exclusive
+      publishing/         <run id>: the ref moves of a commit under way (finished if killed)
+      tmp/                temp files before their rename
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MLVC_DIR = ".mlvc"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one repository's ``.mlvc`` folder (``dir``)."""
+
+    dir: Path
+
+    @classmethod
+    def of(cls, root: str | os.PathLike) -> Layout:
+        """The layout of the project folder ``root``."""
+        return cls(Path(root) / MLVC_DIR)
+
+    @property
+    def root(self) -> Path:
+        """The project folder holding ``.mlvc``."""
+        return self.dir.parent
+
+    config = property(lambda self: self.dir / "config")
+    objects = property(lambda self: self.dir / "objects")
+    pack = property(lambda self: self.dir / "objects" / "pack")
+    tmp = property(lambda self: self.dir / "tmp")
+    refs = property(lambda self: self.dir / "refs")
+    logs = property(lambda self: self.dir / "logs")
+    journal = property(lambda self: self.dir / "journal")
+    index_db = property(lambda self: self.dir / "index.duckdb")
+    index_lock = property(lambda self: self.dir / "index.lock")
+    live = property(lambda self: self.dir / "live")
+    worktrees = property(lambda self: self.dir / "worktrees")
+    cache_files = property(lambda self: self.dir / "cache" / "files")
+    statcache = property(lambda self: self.dir / "statcache")
+    only_checkouts = property(lambda self: self.dir / "only-checkouts")
+    gc_lock = property(lambda self: self.dir / "gc.lock")
+    publishing = property(lambda self: self.dir / "publishing")
+    worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
+
+    def staged(self, key: str) -> Path:
+        """The folder of the staged live run ``key``."""
+        return self.live / key
+
+
+def find_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working directory) that holds
+    ``.mlvc/config``, or None."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / MLVC_DIR / "config").is_file():
+            return folder
+    return None

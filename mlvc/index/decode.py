@@ -1,0 +1,272 @@
+"""Runs, trees and envs turned into index rows: Arrow tables in the index's column order.
+
+Pure but for reading the object store, and needing no database, so worker processes
+(pool.py) can decode batches of a big rebuild in parallel. A run that cannot be read, or
+holds values no column can take, becomes a row of ``ingest_errors`` instead, and never
+spoils the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+
+from ..core.ids import ObjectId
+from ..core.objects import is_number
+from ..errors import MlvcError
+from ..store.typed import read_env, read_run, walk
+from .schema import RUN_ROWS, SHARED_ROWS
+
+READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
+
+
+class _Rows:
+    """Rows for some index tables, as tuples in each table's column order."""
+
+    def __init__(self, schemas: dict):
+        self.schemas = schemas
+        self.rows = {t: [] for t in schemas}
+
+    def error(self, run_id: str | None, object_id: str, message: str) -> None:
+        self.rows["ingest_errors"].append((run_id, object_id, message))
+
+    def table(self, name: str):
+        import pyarrow as pa
+
+        schema = self.schemas[name]
+        columns = list(zip(*self.rows[name], strict=True)) or [[] for _ in schema]
+        arrays = [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def tables(self) -> dict:
+        return {name: self.table(name) for name in self.rows}
+
+
+class _Decoder(_Rows):
+    """Turns run objects and their metric series into rows; needs no database."""
+
+    def __init__(self, schemas: dict):
+        super().__init__({t: schemas[t] for t in RUN_ROWS})
+        self.series = []  # (run id, Arrow table of key, step, value, timestamp)
+        self.trees: set[str] = set()
+        self.envs: set[str] = set()
+
+    def add(self, oid: ObjectId, run, series) -> None:
+        """One run, as read by ``_load``."""
+        if isinstance(run, Exception):
+            self.error(oid.hex, oid.hex, f"run object unreadable: {run}")
+            return
+        sizes = {t: len(r) for t, r in self.rows.items()}
+        n_series = len(self.series)
+        try:
+            self._add_run(oid.hex, run, series)
+        except Exception as e:  # a run object with values no column can hold
+            for t, n in sizes.items():
+                del self.rows[t][n:]
+            del self.series[n_series:]
+            self.error(oid.hex, oid.hex, f"run cannot be indexed: {e}")
+            return
+        self.trees.update(t.hex for t in run.sections.values() if t is not None)
+        if run.env is not None:
+            self.envs.add(run.env.hex)
+
+    def _add_run(self, rid: str, run, blob) -> None:
+        started, ended = _micros(run.started), _micros(run.ended)
+        git = run.git if isinstance(run.git, dict) else {}
+        parents = [p.hex for p in run.parents]
+        self.rows["runs"].append((
+            rid, rid[:10], _text(run.name), _text(run.status), _text(run.message),
+            _text(run.author), parents[0] if parents else None, parents, started, started,
+            ended, (ended - started) / 1e6 if started and ended else None,
+            shlex.join(str(a) for a in run.command), _text(run.cwd),
+            _int64(run.exit_code),
+            _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
+            _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
+            _git_dirty(git), _hex(run.reproduces),
+        ))  # fmt: skip
+        for key, value in sorted(run.params.items()):
+            self.rows["params"].append((rid, key, *_param(value)))
+        for key, value in sorted(run.tags.items()):
+            self.rows["tags"].append((rid, key, _text(value)))
+        if isinstance(run.extra.get("live_key"), str):  # run:<live key>/... URIs resolve by it
+            self.rows["live_keys"].append((rid, run.extra["live_key"]))
+        if run.series is not None:
+            try:
+                if isinstance(blob, Exception):
+                    raise blob
+                table = _series_table(blob)
+                if len(table):
+                    self.series.append((rid, table))
+            except Exception as e:  # corrupt, missing or not our Parquet shape
+                self.error(rid, run.series.hex, f"metric series unreadable: {e}")
+        for key, value in sorted(run.metrics.items()):
+            if not is_number(value):
+                self.error(rid, rid, f"metric {key!r} is not a number: {value!r}")
+                continue
+            self.rows["metrics"].append((rid, key, 0, ended, float(value)))
+
+    def tables(self) -> dict:
+        """The rows' tables, with the metric series points apart as ``series``."""
+        return {**super().tables(), "series": self._series_points()}
+
+    def _series_points(self):
+        """All series points of the batch, run_id dictionary-encoded (no 64-byte copies)."""
+        import pyarrow as pa
+
+        schema = self.schemas["metrics"]
+        if not self.series:
+            return schema.empty_table()
+        rids, series = zip(*self.series, strict=True)
+        points = pa.concat_tables(series).combine_chunks()
+        # Each series' index repeated along it, without a Python loop over the points.
+        ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int32())
+        which = pa.RunEndEncodedArray.from_arrays(ends, pa.array(range(len(rids)), pa.int32()))
+        run_col = pa.DictionaryArray.from_arrays(_run_end_decode(which), pa.array(rids))
+        timestamps = points.column("timestamp").cast(schema.field("timestamp").type)
+        points = points.set_column(3, "timestamp", timestamps).add_column(0, "run_id", run_col)
+        return points.select(schema.names)
+
+
+def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, list]:
+    """Arrow tables of the rows of these runs, and the trees and envs they use.
+
+    Pure but for reading the store, so worker processes can run it in parallel.
+    """
+    decoder = _Decoder(schemas)
+    oids = [ObjectId.parse(rid) for rid in run_ids]
+    # Reading objects waits on the disk, not the GIL: overlap the reads, decode in order.
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for oid, (run, series) in zip(
+            oids, pool.map(functools.partial(_load, store), oids), strict=True
+        ):
+            decoder.add(oid, run, series)
+    return decoder.tables(), sorted(decoder.trees), sorted(decoder.envs)
+
+
+def _load(store, oid: ObjectId) -> tuple:
+    """(run or the error reading it, series blob or the error reading it, or None)."""
+    try:
+        run = read_run(store, oid)
+    except MlvcError as e:
+        return e, None
+    if run.series is None:
+        return run, None
+    try:
+        return run, store.read_bytes(run.series)
+    except MlvcError as e:
+        return run, e
+
+
+def shared_rows(store, schemas: dict, trees: list[str], envs: list[str]) -> dict:
+    """Rows of these trees and envs (shared by runs, so listed once, when new to the index)."""
+    rows = _Rows({t: schemas[t] for t in SHARED_ROWS})
+    for tree in trees:
+        try:
+            files = [
+                (tree, path, e.id.hex, e.size, e.kind)
+                for path, e in walk(store, ObjectId.parse(tree))
+            ]
+        except MlvcError as e:
+            rows.error(None, tree, f"tree unreadable: {e}")
+            continue
+        rows.rows["tree_files"] += files
+    for env in envs:
+        try:
+            packages = read_env(store, ObjectId.parse(env)).facts.get("packages") or {}
+        except MlvcError as e:
+            rows.error(None, env, f"env unreadable: {e}")
+            continue
+        if isinstance(packages, dict):
+            rows.rows["env_packages"] += [(env, n, _text(v)) for n, v in sorted(packages.items())]
+    return rows.tables()
+
+
+def _run_end_decode(array):
+    import pyarrow.compute as pc
+
+    return pc.run_end_decode(array)
+
+
+def _series_table(data: bytes):
+    """A metric series Parquet blob as a table of key, step, value, timestamp (int64 µs).
+
+    Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
+    the index's types cannot hold raise, so one bad blob never spoils a batch.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    blob = pq.ParquetFile(pa.BufferReader(data))
+    names = set(blob.schema_arrow.names)
+    if not {"key", "step", "value"} <= names:
+        raise ValueError("a series needs the columns key, step and value (and timestamp)")
+    if "timestamp" not in names:
+        table = blob.read(columns=["key", "step", "value"], use_threads=False)
+        table = table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
+        return _cast_as(table, _series_schema())
+    table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
+    ts = table.column("timestamp")
+    if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
+        if ts.type.unit != "us":
+            ts = ts.cast(pa.timestamp("us", tz=ts.type.tz), safe=False)
+        table = table.set_column(3, "timestamp", ts.cast(pa.int64()))
+    return _cast_as(table, _series_schema())
+
+
+@functools.cache
+def _series_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+         ("timestamp", pa.int64())]
+    )  # fmt: skip
+
+
+def _cast_as(table, schema):
+    """The table in ``schema``'s types; a cast (which refuses lossy values) only if needed."""
+    return table if table.schema == schema else table.cast(schema)
+
+
+def _micros(t) -> int | None:
+    """Run times are int microseconds; 0 means unknown."""
+    return t if _int64(t) and t > 0 else None
+
+
+def _int64(value) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _hex(oid) -> str | None:
+    return None if oid is None else oid.hex
+
+
+def _git_dirty(git: dict) -> bool | None:
+    dirty = git.get("dirty")
+    if dirty is None and "patch" in git:
+        dirty = git["patch"]
+    return None if dirty is None else bool(dirty)
+
+
+def _param(value) -> tuple[str | None, float | None, str]:
+    """(text form, numeric value, type) of a param value."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None, "bool"
+    if isinstance(value, int):
+        return str(value), float(value), "int"
+    if isinstance(value, float):
+        return repr(value), value, "float"
+    if value is None:
+        return None, None, "null"
+    if isinstance(value, str):
+        return value, None, "str"
+    return json.dumps(value, sort_keys=True, default=str), None, "str"

@@ -1,0 +1,272 @@
+"""``Index``: the public operations on one repository's index (the package docstring defines
+the terms).
+
+A commit journals its run (``journal``) and then tries to ingest it (``try_ingest``); readers
+(``query``, ``stream``, ``connect_readonly``) ingest what is pending before they answer;
+``sync``, ``rebuild`` and ``check`` serve ``mlvc index`` and ``mlvc fsck``. A damaged index
+found on the way is rebuilt from objects and refs, and the read done again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..core.ids import ObjectId
+from ..core.layout import Layout
+from ..core.settings import Settings
+from ..errors import IndexDamaged
+from . import schema
+from .db import REBUILT, connect_ro, connect_rw, query_errors, writable
+from .ingest import Writer
+from .journal import Journal, settled
+from .lock import IndexLock
+from .user_sql import check_read_only, interruptible
+
+log = logging.getLogger(__name__)
+
+
+class Index:
+    """The DuckDB index of one repository, kept in step with its journal."""
+
+    def __init__(
+        self,
+        mlvc_dir: str | os.PathLike,
+        store,
+        refs,
+        workers: int | None = None,
+        settings: Settings | None = None,
+    ):
+        """``workers``: processes decoding runs in a big rebuild (default: CPUs, at most 4);
+        ``settings.index_sync``: commits ingest inline, or in a detached worker."""
+        layout = Layout(Path(mlvc_dir))
+        self.dir = layout.dir
+        self.settings = settings or Settings()
+        self.workers = workers or min(os.cpu_count() or 1, 4)
+        self.store = store
+        self.refs = refs
+        self.path = layout.index_db
+        self.lock_path = layout.index_lock
+        self.journal_dir = layout.journal
+        self.lock = IndexLock(self.lock_path, self.dir)
+        self._journal = Journal(layout, refs)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def journal(self, run_id: ObjectId) -> None:
+        """Mark a run for ingestion. Call before writing ``refs/runs/<id>`` (and after
+        deleting it, so the index drops the run)."""
+        self._journal.add(run_id)
+
+    def pending(self) -> list[ObjectId]:
+        """Runs journalled and not yet ingested (including commits still in progress)."""
+        return [entry.oid for entry in self._journal.entries()]
+
+    # -- writing --------------------------------------------------------------------------
+
+    def try_ingest(self) -> bool:
+        """Ingest pending runs if the index lock is free right now; never waits.
+
+        By default the ingest runs in a detached worker (worker.py) that inherits the lock,
+        so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests in this
+        process instead.
+
+        Returns False when another process or thread holds the lock (the runs stay
+        journalled for the next reader) or when ingestion failed (logged; the next reader
+        raises it).
+        """
+        fd = self.lock.take(exclusive=True, wait=0.0)
+        if fd is None:
+            return False
+        if self.settings.index_sync != "inline":
+            from .worker import spawn
+
+            try:  # the detached worker inherits the locked descriptor and ingests
+                if spawn(self.dir.parent, fd):
+                    os.close(fd)  # the lock stays held by the worker's copy until it exits
+                    return True
+            except Exception as e:
+                log.warning("could not start the index worker, ingesting here: %s", e)
+        try:
+            self._writer().ingest()
+            return True
+        except Exception as e:  # the run is committed either way: a reader will report this
+            log.warning("could not update the index (the next query will retry): %s", e)
+            return False
+        finally:
+            os.close(fd)
+
+    def ingest_holding_lock(self) -> None:
+        """Ingest the journal; the caller holds the index lock exclusively (the detached
+        worker, which inherited it from the committer that spawned it)."""
+        self._writer().ingest()
+
+    def sync(self) -> None:
+        """Ingest every pending run, waiting (bounded) for the lock."""
+        self._write(rebuild=False)
+
+    def rebuild(self) -> int:
+        """Recreate the index from every run ref, then apply the journal; returns the number
+        of runs in the new index."""
+        fd = self.lock.take_or_raise(exclusive=True)
+        try:
+            self._write_locked(rebuild=True)
+            con = connect_rw(self.path)
+            try:
+                return con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            finally:
+                con.close()
+        finally:
+            os.close(fd)
+
+    def _write(self, rebuild: bool) -> None:
+        """Take the exclusive lock (bounded wait), then ``_write_locked``."""
+        fd = self.lock.take_or_raise(exclusive=True)
+        try:
+            self._write_locked(rebuild)
+        finally:
+            os.close(fd)
+
+    def _write_locked(self, rebuild: bool) -> None:
+        """Rebuild the index (if asked), then ingest the journal; the exclusive lock is held."""
+        with writable(self.dir):
+            writer = self._writer()
+            if rebuild:
+                writer.rebuild()
+            writer.ingest()
+
+    def _writer(self) -> Writer:
+        return Writer(self.path, self._journal, self.store, self.refs, self.workers)
+
+    def _repair(self) -> None:
+        """Rebuild a damaged index (a cache) from objects and refs, and say so."""
+        if self.lock.held_here():  # the rebuild would wait for this thread's own reader
+            raise IndexDamaged(f"the index {self.path} is damaged; run `mlvc index rebuild`")
+        self._write(rebuild=True)
+        log.warning(REBUILT)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def query(self, sql: str):
+        """Run read-only SQL (user_sql.py); returns a ``pyarrow.Table``.
+
+        A damaged index found on the way is rebuilt from objects and refs, and the query
+        run again.
+        """
+        check_read_only(sql)
+        try:
+            return self._query(sql)
+        except IndexDamaged:
+            self._repair()
+            return self._query(sql)
+
+    def _query(self, sql: str):
+        import pyarrow as pa
+
+        with self.connect_readonly() as con, interruptible(con), query_errors():
+            rel = con.sql(sql)
+            return pa.table({}) if rel is None else rel.to_arrow_table()
+
+    def stream(self, sql: str, batch_size: int = 65536) -> Iterator:
+        """Yield the result as ``pyarrow.RecordBatch``es; memory stays bounded."""
+        check_read_only(sql)
+        for attempt in (0, 1):
+            started = False
+            try:
+                with self.connect_readonly() as con, query_errors():
+                    rel = con.sql(sql)
+                    if rel is None:
+                        return
+                    for batch in rel.to_arrow_reader(batch_size):
+                        started = True
+                        yield batch
+                    return
+            except IndexDamaged:
+                if attempt or started:
+                    raise
+                self._repair()
+
+    def check(self) -> list[str]:
+        """Read every table of the index through (DuckDB checks each block it reads); a
+        damaged index is rebuilt. Returns what was repaired (``mlvc fsck`` names it)."""
+        if not self.path.exists():
+            return []
+        try:
+            with self.connect_readonly() as con, query_errors():
+                tables = [
+                    t
+                    for (t,) in con.execute(
+                        "SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
+                    ).fetchall()
+                ]
+                for t in tables:
+                    sql = f"SELECT * FROM {schema.ident(t)}"
+                    for _batch in con.sql(sql).to_arrow_reader(65536):
+                        pass
+        except IndexDamaged:
+            self._repair()
+            return [f"index {self.path} was damaged: rebuilt from objects and refs"]
+        return []
+
+    @contextmanager
+    def connect_readonly(self):
+        """A read-only DuckDB connection to an up-to-date index, under the shared lock.
+
+        Pending runs are ingested first, unless this thread already holds a reader (then the
+        index is read as that reader sees it). Closing the ``with`` block closes the
+        connection and releases the lock; keep it short, since writers wait for it.
+        """
+        fd, con = self._open_for_reading()
+        try:
+            with self.lock.reader():
+                yield con
+        finally:
+            con.close()
+            os.close(fd)
+
+    def _open_for_reading(self):
+        """(lock fd, read-only connection), ingesting first when the index is behind."""
+        nested = self.lock.held_here()
+        for attempt in range(2):
+            fd = self.lock.take_or_raise(exclusive=False)
+            try:
+                if attempt == 0 and not nested:
+                    con = self._open_if_current()
+                else:
+                    con = connect_ro(self.path)
+            except BaseException:
+                os.close(fd)
+                raise
+            if con is not None:
+                return fd, con
+            os.close(fd)
+            self._write(rebuild=False)
+        raise AssertionError("unreachable")
+
+    def _open_if_current(self):
+        """A read-only connection if the index needs no ingest, else None."""
+        import duckdb
+
+        if not self.path.exists():
+            return None
+        try:
+            con = connect_ro(self.path)
+        except duckdb.Error:
+            return None  # damaged or foreign-locked: the writer path decides
+        try:
+            meta = schema.read_meta(con)
+            current = (
+                schema.is_current(meta)
+                and settled(meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
+                and not self._journal.actionable(con, self._journal.entries())
+            )
+        except duckdb.Error:
+            current = False
+        if not current:
+            con.close()
+            return None
+        return con

@@ -1,0 +1,253 @@
+"""The write path: the journal applied to the index, and the index rebuilt from the refs.
+
+Everything here runs under the exclusive index lock (lock.py). An ingest applies the
+actionable journal entries in one transaction (new runs inserted in batches, runs whose ref
+is gone deleted, then the refs, model tables and runs_wide refreshed) and checkpoints before
+it deletes the entries, so a crash at any point leaves entries the next ingest applies again.
+A rebuild writes a whole new file beside the index and renames it into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..core.ids import ObjectId
+from ..store.odb import LocalStore
+from . import models, pool, schema, wide
+from .db import REBUILT, connect_rw, damaged, fsync_dir
+from .decode import decode_runs, shared_rows
+from .journal import Journal, settled
+from .user_sql import first_line
+
+log = logging.getLogger(__name__)
+
+BATCH_RUNS = 500  # runs decoded per Arrow batch: bounds memory during a rebuild
+PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
+
+
+class Writer:
+    """Writes the index file at ``path`` from ``journal``, ``store`` and ``refs``; batches of
+    a big rebuild are decoded by up to ``workers`` processes."""
+
+    def __init__(self, path: Path, journal: Journal, store, refs, workers: int):
+        self.path = Path(path)
+        self.dir = self.path.parent
+        self.journal = journal
+        self.store = store
+        self.refs = refs
+        self.workers = workers
+
+    def _connect(self, path: Path | None = None):
+        return connect_rw(path or self.path, shown=self.path)
+
+    def ingest(self) -> None:
+        """Apply the journal; an index that is missing or of another schema version is
+        rebuilt first, and so is a damaged one (with a warning)."""
+        import duckdb
+
+        con, was_damaged = None, False
+        if self.path.exists():
+            try:
+                con = self._connect()
+                if not schema.is_current(schema.read_meta(con)):
+                    con.close()
+                    con = None
+            except duckdb.Error as e:
+                log.info("the index is unreadable (%s); rebuilding it", first_line(e))
+                if con is not None:
+                    con.close()
+                con, was_damaged = None, True
+        try:
+            if con is None:
+                self.rebuild()
+                con = self._connect()
+            try:
+                done = self._apply_journal(con)
+                con.execute("CHECKPOINT")  # journal entries go only once their rows left the WAL
+            except duckdb.Error as e:  # a damaged block met while ingesting
+                if was_damaged or not damaged(e):
+                    raise
+                con.close()
+                con, was_damaged = None, True
+                self.rebuild()
+                con = self._connect()
+                done = self._apply_journal(con)
+                con.execute("CHECKPOINT")
+        finally:
+            if con is not None:
+                con.close()
+        for path in done:
+            path.unlink(missing_ok=True)
+        if was_damaged:
+            log.warning(REBUILT)
+
+    def rebuild(self) -> None:
+        """Write a whole new index from every run ref to a temp file, then rename it into
+        place (the journal is applied by the next ``ingest``)."""
+        name = self.path.name
+        for stale in self.dir.glob(name + ".rebuild-*"):
+            stale.unlink(missing_ok=True)
+        tmp = self.dir / f"{name}.rebuild-{os.getpid()}"
+        con = self._connect(tmp)
+        try:
+            schema.create(con)
+            con.begin()
+            run_ids = sorted(self.refs.run_ids())
+            self._insert_runs(con, run_ids, fresh=True)
+            self._finish(con, self.journal.refs_fingerprint(), [o.hex for o in run_ids], [])
+            con.commit()
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        # Anything in the old WAL had not been checkpointed, so its journal entries remain.
+        Path(str(self.path) + ".wal").unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+        fsync_dir(self.dir)
+
+    def _apply_journal(self, con) -> list[Path]:
+        """Ingest and drop what the journal says, in one transaction; returns entries done."""
+        entries = self.journal.entries()
+        fingerprint = self.journal.refs_fingerprint()
+        meta = schema.read_meta(con)
+        if not entries and settled(meta.get("refs_fingerprint")) == fingerprint:
+            return []
+        actionable = self.journal.actionable(con, entries)
+        with_ref = [e.oid for e in actionable if self.refs.has_run(e.oid)]
+        without = [e.oid.hex for e in actionable if not self.refs.has_run(e.oid)]
+        dropped = sorted(schema.indexed(con, without))
+        held = schema.indexed(con, [oid.hex for oid in with_ref])
+        new = [oid for oid in with_ref if oid.hex not in held]
+        con.begin()
+        try:
+            if dropped:
+                _delete_runs(con, dropped)
+            self._insert_runs(con, new)
+            self._finish(con, fingerprint, [oid.hex for oid in new], dropped)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return [e.path for e in actionable]
+
+    def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
+        """Insert runs in batches of BATCH_RUNS, decoded in worker processes if many."""
+        schemas = {t: schema.arrow_schema(con, t) for t in {*schema.RUN_ROWS, *schema.SHARED_ROWS}}
+        chunks = [
+            [oid.hex for oid in run_ids[i : i + BATCH_RUNS]]
+            for i in range(0, len(run_ids), BATCH_RUNS)
+        ]
+        workers = min(self.workers, len(chunks))
+        parallel = len(run_ids) >= PARALLEL_MIN_RUNS and isinstance(self.store, LocalStore)
+        if workers > 1 and parallel:
+            decoded = pool.Workers(workers).map([(self.store, schemas, c) for c in chunks])
+        else:
+            decoded = (decode_runs(self.store, schemas, c) for c in chunks)
+        seen = _Seen(con, fresh)
+        for tables, trees, envs in decoded:
+            _insert_tables(con, tables)
+            new_trees = seen.new(trees, "tree_files", "tree_id")
+            new_envs = seen.new(envs, "env_packages", "env_id")
+            _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
+
+    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
+        """Refresh what depends on the whole index: refs, model tables, runs_wide, meta."""
+        import pyarrow as pa
+
+        from ..refs.resolve import named_runs  # damaged refs are skipped, with a warning
+
+        stored = schema.read_meta(con)
+        if stored.get("refs_fingerprint") != fingerprint:
+            rows = [
+                (kind, name, oid.hex)
+                for kind, ns in (("name", "names"), ("tag", "tags"))
+                for name, oid in sorted(named_runs(self.refs, ns).items())
+            ]
+            con.execute("DELETE FROM refs")
+            if rows:
+                kinds, names, ids = zip(*rows, strict=True)
+                schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+            models.refresh(con, self.refs, self.store)
+        meta = {"refs_fingerprint": fingerprint}
+        if new or dropped:
+            meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped))
+        schema.write_meta(con, meta)
+
+
+_USED_OBJECTS = """
+    SELECT oid FROM (
+        SELECT code_tree AS oid FROM runs UNION ALL SELECT data_tree FROM runs
+        UNION ALL SELECT artifacts_tree FROM runs UNION ALL SELECT env_id FROM runs)
+    WHERE oid IS NOT NULL"""
+
+
+def _delete_runs(con, ids: list[str]) -> None:
+    """Delete these runs' rows, and the tree and env rows no remaining run uses."""
+    import pyarrow as pa
+
+    con.register("_arrow_drop", pa.table({"id": ids}))
+    try:
+        for table in schema.RUN_TABLES:
+            col = "id" if table == "runs" else "run_id"
+            con.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT id FROM _arrow_drop)")
+        # Trees and envs are shared: drop only those no remaining run names.
+        con.execute(f"DELETE FROM tree_files WHERE tree_id NOT IN ({_USED_OBJECTS})")
+        con.execute(f"DELETE FROM env_packages WHERE env_id NOT IN ({_USED_OBJECTS})")
+        con.execute(
+            f"DELETE FROM ingest_errors WHERE run_id IS NULL AND object_id NOT IN ({_USED_OBJECTS})"
+        )
+    finally:
+        con.unregister("_arrow_drop")
+
+
+class _Seen:
+    """Trees and envs already in the index: asked of DuckDB once, then remembered."""
+
+    def __init__(self, con, fresh: bool):
+        self.con, self.fresh, self.ids = con, fresh, set()
+
+    def new(self, ids: list[str], table: str, column: str) -> list[str]:
+        unseen = set(ids) - self.ids
+        if unseen and not self.fresh:  # a fresh index holds only what this ingest added
+            known = f"SELECT {column} FROM {table} UNION ALL SELECT object_id FROM ingest_errors"
+            unseen -= schema.present(self.con, known, unseen)
+        self.ids |= set(ids)
+        return sorted(unseen)
+
+
+def _insert_tables(con, tables: dict) -> None:
+    """One INSERT per non-empty table; metrics and series go in together."""
+    tables = dict(tables)
+    final, series = tables.pop("metrics", None), tables.pop("series", None)
+    for name, table in tables.items():
+        if len(table):
+            schema.insert(con, name, table)
+    if final is not None and (len(final) or len(series)):
+        _insert_metrics(con, final, series)
+
+
+def _insert_metrics(con, final, series) -> None:
+    """Every series point, each final metric whose key the run's series lacks, summaries."""
+    con.register("_arrow_final", final)
+    con.register("_arrow_series", series)
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _final AS
+            SELECT * FROM _arrow_final
+            ANTI JOIN (SELECT DISTINCT run_id, key FROM _arrow_series) USING (run_id, key)""")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_series")
+        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _final")
+        # "last" is the value at the highest step; later timestamps, then larger values
+        # break ties, so the result never depends on scan order.
+        con.execute("""
+            INSERT INTO metric_summary
+            SELECT run_id, key, arg_max(value, (step, timestamp, value)),
+                   min(value) FILTER (WHERE NOT isnan(value)),
+                   max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
+            FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
+            GROUP BY run_id, key""")
+        con.execute("DROP TABLE _final")
+    finally:
+        con.unregister("_arrow_final")
+        con.unregister("_arrow_series")

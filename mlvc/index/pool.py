@@ -1,0 +1,85 @@
+"""Worker processes that decode batches of runs (``decode.decode_runs``) for a big rebuild.
+
+Plain subprocesses, not multiprocessing: spawning re-imports the caller's ``__main__``, which
+would re-run an unguarded user script that happened to trigger a rebuild. Each worker runs
+``python -m mlvc.index.pool`` and answers pickled requests from its stdin on its stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import MlvcError
+from .decode import decode_runs
+
+
+class Workers:
+    """``n`` worker processes, started at once; ``map`` ends them."""
+
+    def __init__(self, n: int):
+        root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding mlvc
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        cmd = [sys.executable, "-m", "mlvc.index.pool"]
+        self.procs = [
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            for _ in range(n)
+        ]
+
+    def map(self, requests: list[tuple]) -> Iterator[tuple]:
+        """Results in request order; each worker holds one request, so memory stays bounded."""
+        n = len(self.procs)
+        try:
+            for k, request in enumerate(requests[:n]):
+                self._send(k, request)
+            for k in range(len(requests)):
+                try:
+                    ok, result = pickle.load(self.procs[k % n].stdout)
+                except EOFError:
+                    raise MlvcError("an index worker process died; see its error above") from None
+                if k + n < len(requests):
+                    self._send(k % n, requests[k + n])
+                if not ok:
+                    raise MlvcError(f"an index worker failed: {result}")
+                yield result
+        finally:
+            for proc in self.procs:  # EOF ends an idle worker, EPIPE a busy one
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()
+                    except OSError:  # the worker died with a request unread
+                        pass
+            for proc in self.procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def _send(self, k: int, request: tuple) -> None:
+        pickle.dump(request, self.procs[k].stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.procs[k].stdin.flush()
+
+
+def main() -> None:
+    """A worker process: decode requests from stdin until it closes."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            request = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            result = (True, decode_runs(*request))
+        except Exception as e:
+            result = (False, f"{type(e).__name__}: {e}")
+        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

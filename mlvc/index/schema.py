@@ -1,0 +1,122 @@
+"""The index's tables (docs/sql-schema.md documents them), its schema version, and the small
+SQL helpers every part of the index shares.
+
+An index whose stored ``schema_version`` differs from ``SCHEMA_VERSION`` is rebuilt, not
+migrated: it is a cache of objects and refs.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 3  # 2: model registry tables; 3: live_keys
+
+TABLES_DDL = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE runs (
+    id VARCHAR PRIMARY KEY, short_id VARCHAR, name VARCHAR, status VARCHAR, message VARCHAR,
+    author VARCHAR, parent VARCHAR, parents VARCHAR[], created TIMESTAMPTZ,
+    started TIMESTAMPTZ, ended TIMESTAMPTZ, duration_s DOUBLE, command VARCHAR, cwd VARCHAR,
+    exit_code BIGINT, code_tree VARCHAR, data_tree VARCHAR, artifacts_tree VARCHAR,
+    series_id VARCHAR, env_id VARCHAR, git_commit VARCHAR, git_branch VARCHAR,
+    git_dirty BOOLEAN, reproduces VARCHAR);
+CREATE TABLE params (run_id VARCHAR, key VARCHAR, value VARCHAR, value_num DOUBLE,
+    type VARCHAR);
+CREATE TABLE metrics (run_id VARCHAR, key VARCHAR, step BIGINT, timestamp TIMESTAMPTZ,
+    value DOUBLE);
+CREATE TABLE metric_summary (run_id VARCHAR, key VARCHAR, last DOUBLE, min DOUBLE,
+    max DOUBLE, count BIGINT, last_step BIGINT);
+CREATE TABLE tree_files (tree_id VARCHAR, path VARCHAR, object_id VARCHAR, size BIGINT,
+    kind VARCHAR);
+CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
+CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
+CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
+CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
+CREATE TABLE live_keys (run_id VARCHAR, live_key VARCHAR);
+CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,
+    source VARCHAR, flavor VARCHAR, flavors VARCHAR[], signature VARCHAR,
+    registered_by VARCHAR, registered_at TIMESTAMPTZ);
+CREATE TABLE model_aliases (name VARCHAR, alias VARCHAR, version INTEGER, model_id VARCHAR,
+    set_by VARCHAR, set_at TIMESTAMPTZ);
+CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, version INTEGER,
+    previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
+CREATE VIEW files AS
+    SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
+    FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
+          UNION ALL SELECT id, 'data', data_tree FROM runs
+          UNION ALL SELECT id, 'artifacts', artifacts_tree FROM runs) s
+    JOIN tree_files t ON t.tree_id = s.tree_id;
+CREATE VIEW packages AS
+    SELECT r.id AS run_id, p.name, p.version
+    FROM runs r JOIN env_packages p ON p.env_id = r.env_id;
+"""
+
+# Tables holding one run's rows, cleared when the run's ref is deleted.
+RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_errors", "live_keys")
+# Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
+RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors", "live_keys")
+SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
+
+
+def create(con) -> None:
+    """The tables of an empty index at this schema version (runs_wide without key columns)."""
+    con.execute(TABLES_DDL)
+    con.execute("CREATE TABLE runs_wide AS SELECT * FROM runs")
+    write_meta(con, {"schema_version": str(SCHEMA_VERSION)})
+
+
+def is_current(meta: dict[str, str]) -> bool:
+    """Whether an index with this ``meta`` has the tables this mlvc writes."""
+    return meta.get("schema_version") == str(SCHEMA_VERSION)
+
+
+def read_meta(con) -> dict[str, str]:
+    return dict(con.execute("SELECT key, value FROM meta").fetchall())
+
+
+def write_meta(con, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+
+def arrow_schema(con, table: str):
+    """The Arrow schema of an index table (its columns in DDL order)."""
+    return con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+
+
+def insert(con, table: str, data) -> None:
+    """One INSERT of a whole Arrow table, matched by column name."""
+    name = f"_arrow_{table}"
+    con.register(name, data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+
+
+def indexed(con, ids: list[str]) -> set[str]:
+    """Which of these run ids the index holds."""
+    return present(con, "SELECT id FROM runs", ids)
+
+
+def present(con, select: str, values) -> set[str]:
+    """Which of ``values`` the one-column query ``select`` returns."""
+    values = sorted(values)
+    if not values:
+        return set()
+    import pyarrow as pa
+
+    con.register("_arrow_probe", pa.table({"v": pa.array(values, pa.string())}))
+    try:
+        rows = con.execute(f"SELECT v FROM _arrow_probe WHERE v IN ({select})").fetchall()
+        return {r[0] for r in rows}
+    finally:
+        con.unregister("_arrow_probe")
+
+
+def lit(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ident(text: str) -> str:
+    """``text`` as an SQL identifier (any characters)."""
+    return '"' + text.replace('"', '""') + '"'

@@ -1,0 +1,148 @@
+"""SQL from users (``mlvc query``, ``Repo.query``): only reads run, and Ctrl-C stops them.
+
+The index connection is already read-only, with external access off and its configuration
+locked (db.py), so writes, files and ``SET`` fail inside DuckDB. Statements other than
+reads are refused here before DuckDB sees them: some (``CALL enable_logging(...)`` with a
+file) abort the whole process from inside DuckDB instead of raising an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from contextlib import contextmanager
+
+from ..errors import QueryError
+
+# Statement types (DuckDB's parser) that only read. SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM
+# and WITH parse as SELECT; EXPLAIN is checked by what it explains.
+READS = {"SELECT"}
+# PRAGMAs that list things (each is a table function of the same name: nothing is set)
+READ_PRAGMAS = {
+    "collations",
+    "database_list",
+    "database_size",
+    "functions",
+    "metadata_info",
+    "platform",
+    "show",
+    "show_databases",
+    "show_tables",
+    "show_tables_expanded",
+    "storage_info",
+    "table_info",
+    "user_agent",
+    "version",
+}
+_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+|\([^)]*\)\s*)?", re.IGNORECASE)
+_PRAGMA = re.compile(r"^\s*PRAGMA\s+(\w+)", re.IGNORECASE)
+_PIVOT = re.compile(r"^\s*(?:UN)?PIVOT\b", re.IGNORECASE)
+ALLOWED = "SELECT, WITH, FROM, VALUES, SHOW, DESCRIBE, SUMMARIZE, PIVOT, EXPLAIN"
+
+
+def check_read_only(sql: str) -> None:
+    """Raise QueryError unless every statement of ``sql`` only reads."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(first_line(e)) from None
+    for statement in statements:
+        _check(statement.type.name, statement.query)
+
+
+def _check(kind: str, text: str) -> None:
+    import duckdb
+
+    text = _COMMENTS.sub("", text, count=1)
+    if kind in READS:
+        return
+    if kind == "EXPLAIN":
+        inner = _EXPLAIN.sub("", text, count=1)
+        if inner != text:
+            for statement in duckdb.extract_statements(inner):
+                _check(statement.type.name, statement.query)
+            return
+    pragma = _PRAGMA.match(text)
+    if kind == "PRAGMA" and pragma and pragma.group(1).lower() in READ_PRAGMAS:
+        return
+    if kind == "MULTI" and _PIVOT.match(text):  # PIVOT parses as several statements
+        return
+    word = (text.split() or [kind])[0].upper()
+    raise QueryError(f"{word} statements are refused: queries only read ({ALLOWED})")
+
+
+def first_line(e: BaseException) -> str:
+    """DuckDB's message up to its caret diagram: the error and any 'Did you mean' hint."""
+    lines = []
+    for line in str(e).strip().splitlines():
+        if not line.strip() or line.startswith("LINE "):
+            break
+        lines.append(line.strip())
+    return " ".join(lines) or type(e).__name__
+
+
+@contextmanager
+def interruptible(con):
+    """Let Ctrl-C stop a query running on ``con`` (raising KeyboardInterrupt).
+
+    DuckDB runs a query without returning to Python, so Python's SIGINT handler would run
+    only once the query is done. ``signal.set_wakeup_fd`` has the C-level handler wake a
+    thread, which interrupts the connection at once. Only in the main thread, with Python's
+    default SIGINT handling and no other wakeup fd (an event loop's) in place.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:
+        previous = None
+    if previous != -1:  # not ours to take
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+        yield
+        return
+    pressed = threading.Event()
+
+    def watch() -> None:
+        while data := os.read(r, 64):
+            if signal.SIGINT in data:
+                pressed.set()
+                con.interrupt()
+                return
+
+    watcher = threading.Thread(target=watch, name="mlvc-query-interrupt", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except Exception as e:
+        if pressed.is_set() or is_interruption(e):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(w)  # the watcher reads end-of-file and returns
+        watcher.join()
+        os.close(r)
+
+
+def is_interruption(e: BaseException) -> bool:
+    """Whether ``e`` is DuckDB saying it stopped on Ctrl-C. Its Python binding may notice the
+    signal itself and raise this (a plain RuntimeError) instead of KeyboardInterrupt."""
+    import duckdb
+
+    return isinstance(e, duckdb.InterruptException) or (
+        type(e) is RuntimeError and str(e) == "Query interrupted"
+    )

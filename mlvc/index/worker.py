@@ -1,0 +1,66 @@
+"""A detached process that ingests journalled runs into the index, then exits.
+
+A committer that wins the index flock (non-blocking) hands the locked descriptor to this
+process and returns at once: the flock belongs to the open file description, so it stays
+held until the worker exits. Readers wait for it (bounded) as for any ingest. Failures are
+appended to ``.mlvc/logs/index-worker.log``; the journal keeps the runs for the next reader.
+
+Usage (internal): ``python -m mlvc.index.worker PROJECT_ROOT LOCK_FD``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+
+def spawn(root, fd: int) -> bool:
+    """Start a worker holding ``fd`` (an fd with the exclusive index flock); True if started."""
+    import subprocess
+
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "mlvc.index.worker", str(root), str(fd)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "MLVC_INDEX_SYNC": "inline"},
+        )
+        return True
+    except OSError:
+        return False
+
+
+def main(root: str, fd: int) -> int:
+    from ..core.layout import Layout
+    from ..core.settings import Settings
+    from ..refs.store import RefStore
+    from ..store.pack.store import PackedStore
+    from .index import Index
+
+    layout = Layout.of(root)
+    try:
+        store = PackedStore(layout.objects, layout.tmp)
+        index = Index(layout.dir, store, RefStore(layout.dir), settings=Settings.from_env())
+        # one batch: runs journalled meanwhile wait for the next committer or reader, so a
+        # stream of commits never starves readers of the lock
+        index.ingest_holding_lock()
+        return 0
+    except Exception:
+        log = layout.worker_log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
+            f.write(traceback.format_exc())
+        return 1
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))

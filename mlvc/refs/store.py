@@ -1,0 +1,322 @@
+"""Refs: the mutable names that point at immutable runs, changed atomically and logged.
+
+Layout under ``.mlvc/``:
+    HEAD               the run the working tree was last committed or checked out as
+    refs/runs/<id>     one file per recorded run: the set of all runs (never moves)
+    refs/names/<name>  a run name, pointing at the newest run given that name
+    refs/tags/<tag>    a tag set with ``mlvc tag`` (git-style, movable)
+    refs/models/<name>/versions/<n>   a registered model version: a model tree (never moves)
+    refs/models/<name>/aliases/<a>    a symbolic ref (``ref: <version ref>``) to a version
+    logs/<ref>         the reflog: ``old new time author message`` per change, append-only
+
+A ref changes by writing ``<ref>.lock`` (O_EXCL), then renaming it over the ref, as git does.
+A symbolic ref holds ``ref: <other ref>`` instead of an id; reading it follows the chain.
+
+Durability: a ref write returns only once the new ref is on disk: the lock file is fsynced
+before the rename and its folder after it, and each reflog line is fsynced when appended.
+So a commit that has been reported survives a power cut (measured: docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..core.ids import ObjectId
+from ..errors import MlvcError, RefExists, RefLocked, UsageError
+from ..store.odb import sync_filesystem
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
+LOCK_WAIT = 10.0
+
+
+def check_ref_name(name: str, what: str = "name") -> str:
+    """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
+    run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
+    if not _NAME.match(name) or name.endswith(".lock") or ".." in name:
+        raise UsageError(
+            f"invalid run {what} {name!r}: use letters, digits and . _ - + = "
+            "(at most 200, not starting with '.' or '-')"
+        )
+    if what in ("name", "tag"):
+        from ..core.ids import is_hex_prefix
+
+        if name == "HEAD":
+            raise UsageError(f"invalid run {what} 'HEAD': HEAD already means the current run")
+        if is_hex_prefix(name.lower()):
+            raise UsageError(
+                f"invalid run {what} {name!r}: 4 or more hex digits read as a run id "
+                "prefix; add a letter g-z or a '-'"
+            )
+    return name
+
+
+SYMBOLIC = "ref: "
+MAX_SYMBOLIC_DEPTH = 5
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_symbolic_target(ref: str, target: str) -> str:
+    """A symbolic ref may only name a ref under ``refs/``: a normal relative path whose
+    every part is a valid ref name, so it can never read a file elsewhere."""
+    parts = target.split("/")
+    if len(parts) < 2 or parts[0] != "refs" or not all(_NAME.match(p) for p in parts[1:]):
+        shown = target[:40] + ("..." if len(target) > 40 else "")
+        raise MlvcError(
+            f"ref {ref} is a symbolic ref to {shown!r}, which is not a ref under refs/; "
+            "run `mlvc fsck`"
+        )
+    return target
+
+
+class RefStore:
+    def __init__(self, mlvc_dir: str | os.PathLike):
+        self.dir = Path(mlvc_dir)
+        self._batch = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write several refs, then make them all durable at once (one ``syncfs`` instead
+        of an fsync per file and folder); nothing is reported durable before the end."""
+        if getattr(self._batch, "on", False):
+            yield
+            return
+        self._batch.on = True
+        try:
+            yield
+        finally:
+            self._batch.on = False
+        sync_filesystem(self.dir)
+
+    def _fsync(self, fd: int) -> None:
+        if not getattr(self._batch, "on", False):
+            os.fsync(fd)
+
+    def _fsync_dir(self, folder: Path) -> None:
+        if not getattr(self._batch, "on", False):
+            fsync_dir(folder)
+
+    def _path(self, ref: str) -> Path:
+        return self.dir / ref
+
+    def _text(self, ref: str) -> str:
+        try:
+            return self._path(ref).read_bytes().decode().strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return ""
+        except UnicodeDecodeError:
+            raise MlvcError(f"ref {ref} holds bytes that are not text; run `mlvc fsck`") from None
+        except OSError as e:
+            raise MlvcError(
+                f"ref {ref} cannot be read ({e.strerror}); check its permissions"
+            ) from None
+
+    def read(self, ref: str) -> ObjectId | None:
+        text = self._text(ref)
+        for _ in range(MAX_SYMBOLIC_DEPTH):
+            if not text.startswith(SYMBOLIC):
+                break
+            text = self._text(check_symbolic_target(ref, text[len(SYMBOLIC) :].strip()))
+        if not text:
+            return None
+        try:
+            return ObjectId.parse(text)
+        except ValueError:
+            raise MlvcError(
+                f"ref {ref} holds {text[:80]!r}, not a run id; run `mlvc fsck`"
+            ) from None
+
+    def read_or_none(self, ref: str) -> ObjectId | None:
+        """``read``, with None also for a damaged ref (fsck names it)."""
+        try:
+            return self.read(ref)
+        except MlvcError:
+            return None
+
+    def read_symbolic(self, ref: str) -> str | None:
+        """The ref a symbolic ref points at, or None if ``ref`` is absent, not symbolic, or
+        names something outside ``refs/`` (``read`` raises for that one)."""
+        text = self._text(ref)
+        if not text.startswith(SYMBOLIC):
+            return None
+        try:
+            return check_symbolic_target(ref, text[len(SYMBOLIC) :].strip())
+        except MlvcError:
+            return None
+
+    def write(
+        self,
+        ref: str,
+        oid: ObjectId | None,
+        message: str = "",
+        author: str = "",
+        create_only: bool = False,
+        symbolic: str | None = None,
+    ) -> None:
+        """Point ``ref`` at ``oid`` (or, with ``symbolic``, at another ref) under its lock,
+        and log the change. ``create_only`` raises RefExists if the ref is already there,
+        checked under the lock, so concurrent creators never both succeed."""
+        if symbolic:
+            check_symbolic_target(ref, symbolic)
+        path = self._path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".lock")
+        fd = self._take_lock(lock)
+        try:
+            if create_only and path.exists():
+                raise RefExists(f"ref {ref} already exists")
+            old = self.read(ref)
+            text = f"{SYMBOLIC}{symbolic}" if symbolic else (oid.hex if oid else "")
+            if symbolic:
+                oid = self.read(symbolic)
+            os.write(fd, (text + "\n").encode())
+            self._fsync(fd)
+            os.close(fd)
+            fd = None
+            os.replace(lock, path)
+            self._fsync_dir(path.parent)
+        finally:
+            if fd is not None:
+                os.close(fd)
+                lock.unlink(missing_ok=True)
+        self._log(ref, old, oid, message, author)
+
+    def delete(self, ref: str, message: str = "", author: str = "") -> bool:
+        old = self.read(ref)
+        try:
+            self._path(ref).unlink()
+        except FileNotFoundError:
+            return False
+        self._fsync_dir(self._path(ref).parent)
+        self._log(ref, old, None, message, author)
+        return True
+
+    def _take_lock(self, lock: Path) -> int:
+        deadline = time.monotonic() + LOCK_WAIT
+        delay = 0.001
+        while True:
+            try:
+                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    raise RefLocked(
+                        f"ref lock {lock} is held by another process; if none is running, "
+                        "delete the lock file"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _log(self, ref, old, new, message, author) -> None:
+        log = self.dir / "logs" / ref
+        log.parent.mkdir(parents=True, exist_ok=True)
+        line = "\t".join(
+            [
+                old.hex if old else "-",
+                new.hex if new else "-",
+                f"{time.time():.6f}",
+                author.replace("\t", " "),
+                message.replace("\t", " ").replace("\n", " "),
+            ]
+        )
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # one short O_APPEND write: atomic on local filesystems
+            os.write(fd, (line + "\n").encode())
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reflog(self, ref: str) -> list[dict]:
+        try:
+            lines = (self.dir / "logs" / ref).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for ln in lines:
+            parts = ln.split("\t")
+            if len(parts) == 5:
+                old, new, t, author, msg = parts
+                out.append(
+                    {
+                        "old": None if old == "-" else old,
+                        "new": None if new == "-" else new,
+                        "time": float(t),
+                        "author": author,
+                        "message": msg,
+                    }
+                )
+        return out
+
+    def list(self, namespace: str) -> dict[str, ObjectId]:
+        """Every ref under ``refs/<namespace>/`` by its short name."""
+        base = self.dir / "refs" / namespace
+        out = {}
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            return out
+        for ent in entries:
+            if ent.name.endswith(".lock") or ent.name.startswith(".") or not ent.is_file():
+                continue
+            oid = self.read(f"refs/{namespace}/{ent.name}")
+            if oid is not None:
+                out[ent.name] = oid
+        return out
+
+    def names(self, namespace: str) -> list[str]:
+        """The short names of the refs under ``refs/<namespace>/``, without reading them."""
+        try:
+            entries = list(os.scandir(self.dir / "refs" / namespace))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            ent.name
+            for ent in entries
+            if not ent.name.endswith(".lock") and not ent.name.startswith(".") and ent.is_file()
+        )
+
+    # -- the set of runs ------------------------------------------------------------------
+
+    def add_run(self, oid: ObjectId) -> None:
+        """Record a run as existing; creation only, so no lock is needed."""
+        path = self.dir / "refs" / "runs" / oid.hex
+        tmp = path.with_name(f".{oid.hex}.{secrets.token_hex(4)}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, (oid.hex + "\n").encode())
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._fsync_dir(path.parent)
+
+    def run_ids(self) -> list[ObjectId]:
+        try:
+            names = os.listdir(self.dir / "refs" / "runs")
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            if len(n) == 64:
+                try:
+                    out.append(ObjectId(bytes.fromhex(n)))
+                except ValueError:
+                    continue
+        return out
+
+    def has_run(self, oid: ObjectId) -> bool:
+        return (self.dir / "refs" / "runs" / oid.hex).exists()

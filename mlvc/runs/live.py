@@ -1,0 +1,422 @@
+"""Live runs from Python, with an API shaped like MLflow's fluent tracking.
+
+    with mlvc.start_run(name="sweep-1", params={"lr": 0.01}) as run:
+        for step in range(100):
+            run.log_metric("loss", loss, step=step)
+        run.log_artifact("model.pt")
+
+A live run captures its inputs (code, git facts, environment, data) when it starts, stages
+params, tags and metric blocks under ``.mlvc/live/<key>/`` (mlvc.runs.staging) while it
+trains, and on leaving the block is recorded like ``mlvc commit`` (status ``finished``, or
+``failed`` with the exception). Metric points are buffered in columns and flushed as Arrow
+IPC blocks every second or 50,000 points by a background thread, so ``kill -9`` loses at
+most that interval; the next mlvc command that writes finds the dead run's pid gone and
+records it as ``killed`` (mlvc.runs.reaper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.ids import ObjectId
+from ..core.names import safe_relpath
+from ..core.objects import FILE
+from ..core.params import (
+    INT_MAX,
+    INT_MIN,
+    MAX_PARAM_BYTES,
+    case_twin,
+    check_case,
+    check_key,
+    check_param,
+    flatten,
+)
+from ..errors import FileChanged, ParamConflict, UsageError
+from ..refs.store import check_ref_name
+from ..store.locks import writing
+from ..store.odb import _stamp
+from .finish import commit_staged
+from .reaper import reap_dead_runs
+from .record import capture_inputs, now_us
+from .staging import StagedRun
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
+
+FLUSH_POINTS = 50_000
+FLUSH_SECONDS = 1.0
+_now_ns = time.time_ns
+
+
+def _param_value(key: str, value: Any) -> bool | int | float | str:
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if value is None or isinstance(value, list | tuple | dict):
+        value = json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, bool | int | float | str):
+        return check_param(key, value)
+    raise UsageError(f"param {key!r} has a {type(value).__name__}; use int, float, bool or str")
+
+
+def _tag_value(key: str, value: Any) -> str:
+    """A tag's value as stored, after checking its key (also a ref name) and size."""
+    check_ref_name(check_key(key), "tag")
+    value = str(value)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PARAM_BYTES:
+        raise UsageError(f"tag {key!r} is over {MAX_PARAM_BYTES} bytes; keep it short")
+    return value
+
+
+class LiveRun:
+    """A run in progress. ``id`` is the live key until it ends, then the recorded run id.
+
+    Made by ``LiveRun.create`` (a run of its own) or ``LiveRun.join`` (the run ``mlvc run``
+    staged for this process, mlvc.runs.attached); both build it here, around its staged run.
+    """
+
+    def __init__(self, ctx: RepoContext, staged: StagedRun, parent: LiveRun | None = None):
+        self.ctx = ctx
+        self.staged = staged
+        self.key = staged.key
+        self.dir = staged.path
+        self.parent = parent
+        self.run_id: ObjectId | None = None
+        self.started = staged.started or 0
+        self._params: dict[str, Any] = dict(staged.params)
+        self._tags: dict[str, str] = dict(staged.tags)
+        self._artifacts: dict[str, list] = staged.artifacts  # path -> [kind, id hex, size]
+        self._children: list[str] = []
+        self.on_end: list = []  # callables given the recorded run id once the run has ended
+        self.on_finish: list = []  # callables given the run once it has ended (fluent's stack)
+        # metric columns; appended in this order, value last (see flush)
+        self._codes: list[int] = []
+        self._steps: list[int] = []
+        self._times: list[int] = []
+        self._values: list[float] = []
+        self._keys: dict[str, list] = {}  # key -> [code, next step]
+        self._names: list[str] = []
+        self._block = staged.block_count()
+        self._flush_lock = threading.Lock()
+        self._ended = False
+        self._start_flusher()
+
+    @classmethod
+    def create(
+        cls,
+        ctx: RepoContext,
+        name: str = "",
+        message: str = "",
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        data: Iterable[str] = (),
+        parent: LiveRun | None = None,
+        capture: bool = True,
+    ) -> LiveRun:
+        """Start a run of its own: stage it, capture its inputs, stage its params and tags.
+
+        A live run writes, so dead live runs are recorded first (mlvc.runs.reaper)."""
+        if name:  # what cannot be recorded is refused before the run exists
+            check_ref_name(name, "name")
+        params = flatten(dict(params)) if params else {}
+        check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
+        for k, v in (tags or {}).items():
+            _tag_value(k, v)
+        reap_dead_runs(ctx)
+        staged = StagedRun.create(
+            ctx.layout,
+            name=name,
+            message=message,
+            started=now_us(),
+            argv=list(sys.argv),
+            cwd=os.getcwd(),
+            parent=parent.key if parent else None,
+        )  # visible to `mlvc runs` from now on
+        with writing(ctx.dir, ctx.store):  # gc waits until meta.json names the inputs
+            staged.set_inputs(capture_inputs(ctx, data=data, code=capture, env=capture))
+            ctx.store.flush()  # a reaper must see its objects
+            staged.save()
+        run = cls(ctx, staged, parent)
+        if params:
+            run.log_params(params)
+        if tags:
+            run.set_tags(tags)
+        return run
+
+    @classmethod
+    def join(cls, ctx: RepoContext, staged: StagedRun) -> LiveRun:
+        """A live run writing into ``staged``, a run that another process staged and will
+        record (``mlvc run``)."""
+        return cls(ctx, staged)
+
+    def _start_flusher(self) -> None:
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_loop, daemon=True, name=f"mlvc-flush-{self.key}"
+        )
+        self._flusher.start()
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.run_id.hex if self.run_id else self.key
+
+    @property
+    def name(self) -> str:
+        return self.staged.name
+
+    def __repr__(self) -> str:
+        return f"<LiveRun {self.id} {self.name!r}>"
+
+    # -- params and tags -------------------------------------------------------------------
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Stage one param; what a run cannot store is refused here (UsageError) and the
+        run goes on (see mlvc.core.params for the limits)."""
+        self._stage_param(key, value)
+        self._save()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        try:
+            for k, v in flatten(dict(params)).items():
+                self._stage_param(k, v)
+        finally:  # those staged before a refused one are kept
+            self._save()
+
+    def _stage_param(self, key: str, value: Any) -> None:
+        check_key(key)
+        value = _param_value(key, value)
+        twin = case_twin(key, self._params)
+        if twin is not None:
+            raise UsageError(
+                f"param {key!r} differs only in case from {twin!r}, already logged in this "
+                "run; SQL cannot tell them apart, so use one spelling"
+            )
+        old = self._params.get(key, _MISSING)
+        if old is not _MISSING and (old != value or type(old) is not type(value)):
+            raise ParamConflict(
+                f"param {key!r} was already logged as {old!r} in this run and cannot change "
+                f"to {value!r}; start a new run for new params"
+            )
+        self._params[key] = value
+        self.staged.set_params(self._params)
+
+    def set_tag(self, key: str, value: Any = "") -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        try:
+            for k, v in tags.items():
+                self._tags[k] = _tag_value(k, v)
+        finally:
+            self.staged.set_tags(self._tags)
+            self._save()
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Buffer one point; ``step`` defaults to one more than this key's last step.
+
+        ``timestamp`` is in seconds since the epoch (default: now). NaN and inf are kept. A
+        point that cannot be stored (not a number, a step or time out of the 64-bit range)
+        is refused with a UsageError and the run goes on.
+        """
+        try:
+            value = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(
+                f"metric {key!r}: {type(value).__name__} value is not a number a float holds"
+            ) from None
+        ns = _now_ns() if timestamp is None else _timestamp_ns(key, timestamp)
+        st = self._keys.get(key) or self._new_key(key)
+        if step is None:
+            step = st[1]
+        elif type(step) is not int or not INT_MIN <= step < INT_MAX:
+            step = _step(key, step)
+        st[1] = step + 1
+        self._codes.append(st[0])
+        self._steps.append(step)
+        self._times.append(ns)
+        self._values.append(value)
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        for k, v in metrics.items():
+            self.log_metric(k, v, step, timestamp)
+
+    def _new_key(self, key: str) -> list:
+        check_key(key)
+        twin = case_twin(key, self._keys)
+        if twin is not None:
+            raise UsageError(
+                f"metric {key!r} differs only in case from {twin!r}, already logged in this "
+                "run; SQL cannot tell them apart, so use one spelling"
+            )
+        st = [len(self._names), 0]
+        self._names.append(key)
+        self._keys[key] = st
+        return st
+
+    def _flush_loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.05):
+            if len(self._values) >= FLUSH_POINTS or (
+                self._values and time.monotonic() - last >= FLUSH_SECONDS
+            ):
+                self.flush()
+                last = time.monotonic()
+
+    def flush(self) -> None:
+        """Write buffered points as one Arrow IPC block (temp + rename)."""
+        with self._flush_lock:
+            n = len(self._values)  # value is appended last: the first n rows are complete
+            if not n:
+                return
+            cols = [lst[:n] for lst in (self._codes, self._steps, self._times, self._values)]
+            names = list(self._names)
+            for lst in (self._codes, self._steps, self._times, self._values):
+                del lst[:n]
+            self._block += 1
+            self.staged.append_block(self._block, cols, names)
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    def log_artifact(self, path: str | os.PathLike, name: str | None = None) -> str:
+        """Store a file or folder now; it appears in the run's artifacts at ``name``.
+
+        ``name`` defaults to the path inside the project (so checkout puts it back where it
+        was), or the file's base name when it lies outside the project.
+        """
+        src = Path(path).absolute()
+        if not src.exists():
+            raise UsageError(f"artifact {path} does not exist")
+        if name is None:
+            try:
+                name = src.relative_to(self.ctx.root).as_posix()
+            except ValueError:
+                name = src.name
+        name = safe_relpath(name)
+        files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+        with writing(self.ctx.dir, self.ctx.store):  # until meta.json names them
+            for f in files:
+                rel = name if f == src else f"{name}/{f.relative_to(src).as_posix()}"
+                kind = "exec" if os.access(f, os.X_OK) else FILE
+                st = f.stat()
+                oid = self.ctx.store.add_file(f)
+                if _stamp(f.stat()) != _stamp(st):  # the size recorded is the bytes stored
+                    raise FileChanged(f)
+                self._artifacts[rel] = [kind, oid.hex, st.st_size]
+            self.staged.set_artifacts(self._artifacts)
+            self._save()
+        return name
+
+    def forget_artifacts(self, name: str) -> None:
+        """Drop logged artifacts at ``name`` or below it (before logging a replacement)."""
+        for rel in [r for r in self._artifacts if r == name or r.startswith(name + "/")]:
+            del self._artifacts[rel]
+        self.staged.set_artifacts(self._artifacts)  # saved with the next artifact
+
+    def record_model(self, name: str, record: dict) -> None:
+        """Note a model logged by ``mlvc.models.log_model`` for the run's ``models`` field."""
+        self.staged.set_model(name, record)
+        self._save()
+
+    def log_text(self, text: str, name: str) -> str:
+        return self._log_bytes(text.encode(), name)
+
+    def log_dict(self, obj: dict, name: str) -> str:
+        """Store a dict as JSON, or YAML when ``name`` ends in .yaml/.yml."""
+        if name.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_dump(obj, sort_keys=True).encode()
+        else:
+            data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+        return self._log_bytes(data, name)
+
+    def _log_bytes(self, data: bytes, name: str) -> str:
+        name = safe_relpath(name)
+        with writing(self.ctx.dir, self.ctx.store):  # until meta.json names it
+            self._artifacts[name] = [FILE, self.ctx.store.add_bytes(data).hex, len(data)]
+            self.staged.set_artifacts(self._artifacts)
+            self._save()
+        return name
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.ctx.store.flush()  # a reaper must see the objects meta.json names
+        self.staged.save()
+
+    def end(self, status: str = "finished", error: BaseException | None = None) -> ObjectId | None:
+        """Record the run; returns its id. Ending twice returns the same id."""
+        if self._ended:
+            return self.run_id
+        self._stop.set()
+        self._flusher.join()
+        self.flush()
+        if error is not None:
+            self.staged.note_error(error)
+        self.staged.set_children(self._children)
+        self.run_id = self._conclude(status)
+        self._ended = True  # only now: an end that failed to record can be tried again
+        if self.run_id is not None and self.parent is not None:
+            self.parent._children.append(self.run_id.hex)
+        for hook in self.on_finish:
+            hook(self)
+        if self.run_id is not None:
+            for hook in self.on_end:
+                hook(self.run_id)
+        return self.run_id
+
+    def _conclude(self, status: str) -> ObjectId | None:
+        """The last step of ending: record the staged run and unstage it. A run that joined
+        another process's staged run hands it back instead (mlvc.runs.attached)."""
+        return commit_staged(self.ctx, self.staged, status)
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is KeyboardInterrupt:
+            self.end("killed", exc)
+        else:
+            self.end("failed" if exc is not None else "finished", exc)
+        return False
+
+
+_MISSING = object()
+
+
+def _step(key: str, step: Any) -> int:
+    """A step given as another integer type (numpy), checked; else a UsageError."""
+    try:
+        as_int = int(step) if not isinstance(step, bool | float) else None
+    except (TypeError, ValueError):
+        as_int = None
+    if as_int is None or as_int != step or not INT_MIN <= as_int < INT_MAX:
+        raise UsageError(f"metric {key!r}: step {step!r} is not a 64-bit integer")
+    return as_int
+
+
+def _timestamp_ns(key: str, timestamp: Any) -> int:
+    try:
+        ns = int(float(timestamp) * 1e9)
+    except (TypeError, ValueError, OverflowError):
+        ns = None
+    if ns is None or not INT_MIN <= ns <= INT_MAX:
+        raise UsageError(
+            f"metric {key!r}: timestamp {timestamp!r} is not seconds since the epoch "
+            "(years 1678 to 2262)"
+        )
+    return ns

@@ -1,0 +1,507 @@
+"""Recording a run: capture code, data, artifacts and environment, then write the run.
+
+Write order (docs/architecture.md): every object → one filesystem sync → journal entry →
+``refs/runs/<id>`` → HEAD, name and tag refs → an attempt to ingest into the index. A crash
+at any point leaves either no run or a complete one; the index catches up on its next sync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.ids import ObjectId
+from ..core.names import safe_relpath
+from ..core.objects import Env, Run, TreeEntry, is_reserved_name
+from ..core.params import (
+    check_case,
+    check_metrics,
+    check_params,
+    flatten,
+    load_metrics_file,
+    load_params_file,
+)
+from ..errors import UnreadablePath, UsageError
+from ..refs.store import check_ref_name
+from ..store.typed import write_object
+from ..workspace.project import ProjectConfig, load_project
+from ..workspace.trees import build_tree
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
+    from ..workspace.statcache import FileHasher
+
+JUNK_IN_DATA = {".mlvc", ".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store"}
+
+
+@dataclass
+class RunSpec:
+    """Everything a caller can say about a run; the rest is captured."""
+
+    message: str = ""
+    name: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params_files: Iterable[str] = ()
+    metrics_files: Iterable[str] = ()
+    data: Iterable[str] = ()
+    artifacts: Iterable[str] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    exit_code: int | None = None
+    status: str = "finished"
+    started: int | None = None
+    ended: int | None = None
+    series: ObjectId | None = None
+    parents: tuple[ObjectId, ...] | None = None
+    reproduces: ObjectId | None = None
+    models: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    capture_code: bool = True
+    capture_env: bool = True
+    inputs: Inputs | None = None  # captured earlier (a live run captures at its start)
+    artifact_entries: Mapping[str, TreeEntry] = field(default_factory=dict)  # logged by API
+    series_metrics: Mapping[str, float] = field(default_factory=dict)  # last value per key
+    move_head: bool = True
+    project_files: bool = True  # read mlvc.toml's [track] params/metrics files
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def project_path(root: Path, path: str | os.PathLike, cwd: Path | None = None) -> str:
+    """A user-given path (relative to cwd, or absolute) as a project-relative POSIX path."""
+    full = (Path(cwd or os.getcwd()) / path).absolute()
+    try:
+        rel = Path(os.path.normpath(full)).relative_to(root)
+    except ValueError:
+        raise UsageError(f"path {path} is outside the project {root}; move it inside") from None
+    if not os.path.lexists(root / rel):
+        raise UsageError(f"path {path} does not exist; check the spelling or create it first")
+    if str(rel) == ".":
+        raise UsageError(f"path {path} is the whole project; name a file or folder inside it")
+    refuse_reserved(path, rel.as_posix())
+    return safe_relpath(rel.as_posix())
+
+
+def refuse_reserved(given: str | os.PathLike, rel: str) -> None:
+    """Refuse a tracked path at or inside ``.mlvc`` or ``.git`` (any case, any depth)."""
+    for part in rel.split("/"):
+        if is_reserved_name(part):
+            raise UsageError(
+                f"path {given} is inside {part}, git's or mlvc's own folder; mlvc never "
+                "records those: name a file or folder of the project instead"
+            )
+
+
+def _junk_in_data(name: str) -> bool:
+    return name in JUNK_IN_DATA or is_reserved_name(name)
+
+
+def expand(root: Path, rels: Iterable[str]) -> list[str]:
+    """Every file at or below each project-relative path (symlinks kept, not followed).
+
+    A folder that cannot be listed raises UnreadablePath: a run never silently lacks data.
+    """
+    out: set[str] = set()
+    base = os.fspath(root)
+    for rel in rels:
+        full = os.path.join(base, rel)
+        if os.path.islink(full) or not os.path.isdir(full):
+            out.add(rel)
+            continue
+        stack = [rel]  # iterative: any depth
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(os.path.join(base, folder)) as it:
+                    entries = list(it)
+            except OSError as e:
+                raise UnreadablePath(folder, e, "list") from None
+            for entry in entries:
+                if _junk_in_data(entry.name):
+                    continue
+                path = f"{folder}/{entry.name}"
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError as e:
+                    raise UnreadablePath(path, e) from None
+                if is_dir:
+                    stack.append(path)
+                else:
+                    out.add(path)  # files, and links (to folders too), never followed
+    return sorted(out)
+
+
+def _refuse_reserved_file(root: Path, path: Path, given: str | os.PathLike) -> None:
+    """Params/metrics files are tracked paths too: none inside ``.mlvc``/``.git``."""
+    try:
+        rel = Path(os.path.normpath(path.absolute())).relative_to(root)
+    except ValueError:
+        return  # outside the project: read, never recorded as a path
+    refuse_reserved(given, rel.as_posix())
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run read, captured when it starts: code, git facts, environment, data."""
+
+    code: ObjectId | None
+    git: Mapping[str, Any]
+    env: ObjectId | None
+    data: ObjectId | None
+    data_paths: tuple[str, ...]
+    artifact_paths: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (ids as hex), as a staged run keeps them; ``from_dict`` reads it."""
+        return {
+            "code": self.code.hex if self.code else None,
+            "git": dict(self.git),
+            "env": self.env.hex if self.env else None,
+            "data": self.data.hex if self.data else None,
+            "data_paths": list(self.data_paths),
+            "artifact_paths": list(self.artifact_paths),
+        }
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Inputs:
+        """The inputs ``to_dict`` wrote, read defensively: what is missing or malformed (a
+        damaged staged run) reads as absent, never as an error."""
+        d = value if isinstance(value, dict) else {}
+        git = d.get("git")
+        return cls(
+            _oid(d.get("code")),
+            git if isinstance(git, dict) else {},
+            _oid(d.get("env")),
+            _oid(d.get("data")),
+            _strings(d.get("data_paths")),
+            _strings(d.get("artifact_paths")),
+        )
+
+
+def _oid(text: Any) -> ObjectId | None:
+    try:
+        return ObjectId.parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def capture_inputs(
+    ctx: RepoContext,
+    data: Iterable[str] = (),
+    artifacts: Iterable[str] = (),
+    cwd: Path | None = None,
+    code: bool = True,
+    env: bool = True,
+) -> Inputs:
+    """Store the project's code, data and environment; paths are relative to ``cwd``."""
+    with _writing(ctx) as hasher:
+        return _capture_inputs(ctx, data, artifacts, cwd, code, env, hasher)
+
+
+@contextmanager
+def _writing(ctx: RepoContext) -> Iterator[FileHasher]:
+    """Hold gc off while objects are written, hash through the stat cache, then save it."""
+    from ..store.locks import writing
+
+    with writing(ctx.dir, ctx.store):
+        hasher = ctx.file_hasher()
+        yield hasher
+        if hasher is not None and hasher.cache is not None:
+            hasher.cache.save()
+
+
+def _capture_inputs(
+    ctx: RepoContext,
+    data: Iterable[str],
+    artifacts: Iterable[str],
+    cwd: Path | None,
+    code: bool,
+    env: bool,
+    hasher: FileHasher,
+) -> Inputs:
+    from ..capture import capture_env, code_files, git_facts
+
+    root, store = ctx.root, ctx.store
+    cfg = load_project(root)
+    # configured paths are relative to the root; configured artifacts may not exist yet
+    data_paths = sorted(
+        {project_path(root, p, root) for p in cfg.data} | {project_path(root, p, cwd) for p in data}
+    )
+    configured = [p for p in cfg.artifacts if os.path.lexists(root / p)]
+    art_paths = sorted(
+        {project_path(root, p, root) for p in configured}
+        | {project_path(root, p, cwd) for p in artifacts}
+    )
+    overlap = set(data_paths) & set(art_paths)
+    if overlap:
+        raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
+    code_tree, git = None, {}
+    if code:
+        code_files_ = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
+        code_tree = build_tree(store, root, code_files_, hasher=hasher)
+        git = dict(git_facts(root))
+        if git.get("patch"):
+            git["patch"] = store.add_bytes(git["patch"].encode()).hex
+    env_id = None
+    if env:
+        env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
+    return Inputs(
+        code_tree,
+        git,
+        env_id,
+        build_tree(store, root, expand(root, data_paths), hasher=hasher),
+        tuple(data_paths),
+        tuple(art_paths),
+    )
+
+
+def gather_params(ctx: RepoContext, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
+    """Params and metrics from mlvc.toml files, the spec's files, then the spec's values."""
+    cfg = load_project(ctx.root) if spec.project_files else ProjectConfig()
+    base = Path(cwd or os.getcwd())
+    for f in [*cfg.params, *cfg.metrics]:
+        _refuse_reserved_file(ctx.root, ctx.root / f, f)
+    for f in [*spec.params_files, *spec.metrics_files]:
+        _refuse_reserved_file(ctx.root, base / f, f)
+    params: dict[str, Any] = {}
+    for f in cfg.params:
+        params.update(load_params_file(ctx.root / f))
+    for f in spec.params_files:
+        params.update(load_params_file(base / f))
+    params.update(flatten(dict(spec.params)))  # as files and live runs: nested keys dotted
+    metrics: dict[str, float] = {}
+    for f in cfg.metrics:
+        metrics.update(load_metrics_file(ctx.root / f))
+    for f in spec.metrics_files:
+        metrics.update(load_metrics_file(base / f))
+    metrics.update(check_metrics(spec.metrics))
+    check_case({**spec.series_metrics, **metrics}, "metric")
+    return check_params(params), metrics
+
+
+def record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None = None,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
+    """Capture and store one run; returns its id. The library behind ``mlvc commit``.
+
+    ``on_stored(id)`` is called once the run object is stored and synced, before any ref
+    names it (a staged run notes its id there, so a recorder killed later never records
+    it twice)."""
+    with _writing(ctx) as hasher:
+        finish_publishing(ctx)  # a commit killed half way: its refs before ours
+        return _record_run(ctx, spec, cwd, hasher, on_stored)
+
+
+def _record_run(
+    ctx: RepoContext,
+    spec: RunSpec,
+    cwd: Path | None,
+    hasher: FileHasher,
+    on_stored: Callable[[ObjectId], None] | None = None,
+) -> ObjectId:
+    started = spec.started or now_us()
+    name = check_ref_name(spec.name, "name") if spec.name else ""
+    for tag in spec.tags:
+        check_ref_name(tag, "tag")
+    params, metrics = gather_params(ctx, spec, cwd)
+    _encoded(  # refuse a record no reader could load before anything is written
+        Run(name=name, message=spec.message, command=tuple(spec.command), params=params,
+            metrics={**spec.series_metrics, **metrics}, tags=dict(spec.tags),
+            models=dict(spec.models), extra=dict(spec.extra))
+    )  # fmt: skip
+    inputs = spec.inputs or capture_inputs(
+        ctx, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
+    )
+    art_files = expand(ctx.root, inputs.artifact_paths)
+    artifacts = build_tree(
+        ctx.store, ctx.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
+    )
+    head = ctx.refs.read("HEAD")
+    parents = spec.parents if spec.parents is not None else ((head,) if head else ())
+    run = Run(
+        parents=tuple(parents),
+        name=name,
+        message=spec.message,
+        author=ctx.author(),
+        started=started,
+        ended=spec.ended or now_us(),
+        status=spec.status,
+        command=tuple(spec.command),
+        cwd=_cwd_in_project(ctx.root, cwd),
+        exit_code=spec.exit_code,
+        code=inputs.code,
+        git=inputs.git,
+        data=inputs.data,
+        artifacts=artifacts,
+        params=params,
+        metrics={**spec.series_metrics, **metrics},
+        series=spec.series,
+        env=inputs.env,
+        tags=dict(spec.tags),
+        models=dict(spec.models),
+        reproduces=spec.reproduces,
+        extra={
+            **spec.extra,
+            "paths": {"data": list(inputs.data_paths), "artifacts": list(inputs.artifact_paths)},
+        },
+    )
+    oid = ctx.store.add_bytes(_encoded(run))
+    ctx.store.sync()
+    if on_stored is not None:
+        on_stored(oid)
+    publish_run(ctx, oid, run, move_head=spec.move_head)
+    return oid
+
+
+def _encoded(run: Run) -> bytes:
+    """The run's canonical bytes, or a one-line UsageError naming the part that cannot be
+    stored or that makes the record bigger than a reader accepts (objects.MAX_OBJECT_BYTES)."""
+    from ..core import objects
+
+    parts = ("message", "name", "params", "metrics", "tags", "models", "extra", "command", "git")
+    try:
+        data = objects.encode(run)
+    except (TypeError, ValueError, OverflowError) as e:  # UnicodeEncodeError is a ValueError
+        bad = next((p for p in parts if not _packs(getattr(run, p))), "record")
+        raise UsageError(f"the run's {bad} cannot be stored: {e}") from None
+    limit = objects.MAX_OBJECT_BYTES
+    if len(data) > limit:
+        sizes = sorted(((len(objects.pack(getattr(run, p))), p) for p in parts), reverse=True)
+        big = ", ".join(f"{p} {n} bytes" for n, p in sizes[:2])
+        raise UsageError(
+            f"the run record would be {len(data)} bytes, over the {limit}-byte limit of what "
+            f"mlvc reads back (largest: {big}); keep big values in files (data or artifacts)"
+        )
+    return data
+
+
+def _packs(value) -> bool:
+    from ..core.objects import pack
+
+    try:
+        pack(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _cwd_in_project(root: Path, cwd: Path | None) -> str:
+    try:
+        rel = Path(cwd or os.getcwd()).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return ""
+    return "" if rel == "." else rel
+
+
+FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
+
+
+def crash_point(name: str) -> None:
+    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = True) -> None:
+    """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index.
+
+    The ref moves are written down first (``publishing/<id>``, each ref with the value it
+    had), so a publish killed half way is finished by the next one (``finish_publishing``):
+    a run is never left recorded without the HEAD, name or tags its commit gave it.
+    """
+    moves = {"HEAD": move_head} if move_head else {}
+    if run.name:
+        moves[f"refs/names/{run.name}"] = True
+    for tag, value in run.tags.items():
+        if value == "":
+            moves[f"refs/tags/{tag}"] = True
+    intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
+    path = _write_intent(ctx.layout.publishing, oid, intent)
+    _publish(ctx, oid, run, intent)
+    path.unlink(missing_ok=True)
+    ctx.index.try_ingest()
+
+
+def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
+    """Journal, run ref, then every ref in ``intent`` that still holds the value it had when
+    the publish began (compare and swap: a ref moved since by someone else is left alone)."""
+    ctx.index.journal(oid)
+    with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
+        ctx.refs.add_run(oid)
+        who = run.author
+        why = {"HEAD": f"commit: {run.message or run.name}", "refs/names": "commit"}
+        for i, (ref, old) in enumerate(sorted(intent.items(), key=lambda r: r[0] != "HEAD")):
+            now = ctx.refs.read_or_none(ref)
+            if now is not None and now != oid and now.hex != old:
+                continue  # moved by another writer meanwhile
+            if now != oid:
+                reason = why.get(ref, why.get(ref.rsplit("/", 1)[0], "commit -t"))
+                ctx.refs.write(ref, oid, reason, who)
+            if i == 0:
+                crash_point("publish-first-ref")
+
+
+def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
+    """Finish every publish a killed commit left half done; returns their run ids."""
+    from ..errors import MlvcError
+    from ..store.typed import read_run
+
+    folder = ctx.layout.publishing
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    done = []
+    for n in names:
+        path = folder / n
+        try:
+            oid = ObjectId.parse(n)
+            intent = json.loads(path.read_text())
+            run = read_run(ctx.store, oid)
+        except (ValueError, OSError):
+            continue  # being written (a temp name) or damaged: fsck names it
+        except MlvcError:
+            path.unlink(missing_ok=True)  # its run was never stored: nothing to publish
+            continue
+        if not isinstance(intent, dict):
+            continue
+        _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
+        path.unlink(missing_ok=True)
+        done.append(oid)
+    return done
+
+
+def _write_intent(folder: Path, oid: ObjectId, intent: dict) -> Path:
+    import secrets
+
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{oid.hex}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(intent, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    path = folder / oid.hex
+    os.replace(tmp, path)
+    return path
+
+
+def _hex(oid: ObjectId | None) -> str | None:
+    return oid.hex if oid is not None else None

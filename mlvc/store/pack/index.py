@@ -1,0 +1,159 @@
+"""Pack index files: where each object of one or more packs lives (format in pack.py).
+
+``PackIndex`` maps one ``.idx`` file read-only and finds an id by its fanout slot and a
+binary search; ``write_index`` writes one from id-sorted entries by temp file + rename.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import blake3
+
+from ...errors import PackError
+
+IDX_MAGIC = b"MLVCIDX1"
+LOC = struct.Struct("<IQQ")  # per id in an index: pack number, record offset, record length
+FANOUT = struct.Struct("<256I")
+
+
+class PackIndex:
+    """One ``.idx`` file, mapped read-only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < len(IDX_MAGIC) + 4:
+                raise PackError(f"index {self.path} is truncated")
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = self._mm
+        if mm[:8] != IDX_MAGIC:
+            raise PackError(f"index {self.path} does not start with {IDX_MAGIC!r}")
+        try:
+            pos = 8
+            (npacks,) = struct.unpack_from("<I", mm, pos)
+            pos += 4
+            self.packs: list[str] = []
+            self.sizes: list[int] = []
+            for _ in range(npacks):
+                (n,) = struct.unpack_from("<H", mm, pos)
+                self.packs.append(mm[pos + 2 : pos + 2 + n].decode("ascii"))
+                (sz,) = struct.unpack_from("<Q", mm, pos + 2 + n)
+                self.sizes.append(sz)
+                pos += 2 + n + 8
+            (self.count,) = struct.unpack_from("<Q", mm, pos)
+            pos += 8
+            self.fanout = FANOUT.unpack_from(mm, pos)
+            self.ids_off = pos + FANOUT.size
+            self.locs_off = self.ids_off + 32 * self.count
+            self.end = self.locs_off + LOC.size * self.count
+        except (struct.error, UnicodeDecodeError) as e:
+            raise PackError(f"index {self.path} is damaged ({e})") from None
+        if self.end + 32 != size or self.fanout[255] != self.count:
+            raise PackError(f"index {self.path} is truncated or damaged")
+        self.usable = [self._pack_ok(i) for i in range(npacks)]
+
+    def _pack_ok(self, i: int) -> bool:
+        try:
+            return os.path.getsize(self.path.parent / self.packs[i]) >= self.sizes[i]
+        except OSError:
+            return False
+
+    def find(self, oid: bytes) -> tuple[int, int, int] | None:
+        """(pack number, offset, length) of an id, or None."""
+        b = oid[0]
+        lo = self.fanout[b - 1] if b else 0
+        hi = self.fanout[b]
+        mm, base = self._mm, self.ids_off
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            key = mm[base + 32 * mid : base + 32 * mid + 32]
+            if key < oid:
+                lo = mid + 1
+            elif key > oid:
+                hi = mid
+            else:
+                loc = LOC.unpack_from(mm, self.locs_off + LOC.size * mid)
+                return loc if self.usable[loc[0]] else None
+        return None
+
+    def entries(self) -> Iterator[tuple[bytes, str, int, int]]:
+        """Every (id, pack name, offset, length), sorted by id."""
+        mm = self._mm
+        for i in range(self.count):
+            p, off, n = LOC.unpack_from(mm, self.locs_off + LOC.size * i)
+            yield mm[self.ids_off + 32 * i : self.ids_off + 32 * i + 32], self.packs[p], off, n
+
+    def checksum_ok(self) -> bool:
+        return blake3.blake3(self._mm[: self.end]).digest() == self._mm[self.end : self.end + 32]
+
+    def verify(self) -> list[str]:
+        """Problems with the index itself and the packs it names (fsck)."""
+        out = []
+        if not self.checksum_ok():
+            out.append(f"pack index {self.path} is damaged: its checksum does not match")
+        for i, name in enumerate(self.packs):
+            if not self.usable[i]:
+                out.append(
+                    f"pack {self.path.parent / name} named by {self.path.name} is missing or "
+                    f"shorter than the {self.sizes[i]} bytes indexed"
+                )
+        return out
+
+
+def write_index(
+    folder: Path,
+    name: str,
+    packs: list[tuple[str, int]],
+    entries: Iterable[tuple[bytes, str, int, int]],
+    durable: bool,
+) -> Path:
+    """Write ``<folder>/<name>`` from id-sorted entries, by temp file (+ fsync) + rename."""
+    number = {p: i for i, (p, _) in enumerate(packs)}
+    ids, locs = bytearray(), bytearray()
+    fanout = [0] * 256
+    last = None
+    for oid, pack, off, n in entries:
+        if oid == last:
+            continue  # the same object in two packs: either copy will do
+        last = oid
+        ids += oid
+        locs += LOC.pack(number[pack], off, n)
+        fanout[oid[0]] += 1
+    for i in range(1, 256):
+        fanout[i] += fanout[i - 1]
+    head = bytearray(IDX_MAGIC + struct.pack("<I", len(packs)))
+    for p, size in packs:
+        head += struct.pack("<H", len(p)) + p.encode("ascii") + struct.pack("<Q", size)
+    head += struct.pack("<Q", len(ids) // 32) + FANOUT.pack(*fanout)
+    h = blake3.blake3(head)
+    h.update(ids)
+    h.update(locs)
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        write_all(fd, [head, ids, locs, h.digest()])
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def write_all(fd: int, parts: list) -> None:
+    """os.writev until every part is written."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]

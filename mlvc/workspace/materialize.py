@@ -1,0 +1,202 @@
+"""Putting stored files into a working tree: copy (verified), reflink, hardlink or symlink.
+
+Packed objects are records inside pack files, so they cannot be linked. For ``--link
+hardlink|symlink`` a file is first materialized, verified, into the link cache
+``.mlvc/cache/files/ab/cdef...`` as a read-only file holding exactly its content; the working
+tree links to that. The store itself is never linked, so nothing done to a linked file can
+corrupt it; a cache file is re-verified before every reuse, and gc removes cache files whose
+objects are unreachable. Reflinks (copy-on-write clones) are used for plain copies when the
+filesystem supports them and a cache file exists; support is probed once per device.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import secrets
+from pathlib import Path
+
+import blake3
+
+from ..core import progress
+from ..core.ids import ObjectId
+from ..errors import CorruptObject, UsageError
+from ..store.odb import HASH_WINDOW, ObjectStore, hash_file
+
+LINKS = ("copy", "hardlink", "symlink")
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_reflink_ok: dict[int, bool] = {}
+
+
+def check_link(link: str) -> str:
+    if link not in LINKS:
+        raise UsageError(f"unknown link kind {link!r}: choose copy, hardlink or symlink")
+    return link
+
+
+def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
+    return Path(mlvc_dir) / "cache" / "files" / oid.hex[:2] / oid.hex[2:]
+
+
+class _Sink:
+    """Bytes written to one new file: progress, early writeback, and, for kernel copies, a
+    hash of each finished 64 MiB window on a helper thread (BLAKE3 drops the GIL for big
+    inputs), so verifying overlaps copying instead of following it."""
+
+    def __init__(self, fd: int, path: Path, hash_behind: bool):
+        self.fd, self.path = fd, path
+        self.written = self.kicked = self.hashed = 0
+        self.hasher = blake3.blake3() if hash_behind else None
+        self.jobs: list = []
+        self._pools: dict = {}
+        self._reader = None
+
+    def _pool(self, name: str):
+        if name not in self._pools:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"mlvc-{name}")
+        return self._pools[name]
+
+    def advance(self, n: int) -> None:
+        from ..store.pack.store import WRITEBACK, _start_writeback
+
+        self.written += n
+        progress.advance(n)
+        if _start_writeback is not None and self.written - self.kicked >= WRITEBACK:
+            args = (self.fd, self.kicked, self.written - self.kicked, 2)
+            self.jobs.append(self._pool("writeback").submit(_start_writeback, *args))
+            self.kicked = self.written
+        while self.hasher is not None and self.written - self.hashed >= HASH_WINDOW:
+            self._hash_next(HASH_WINDOW)
+
+    def _hash_next(self, n: int) -> None:
+        start, self.hashed = self.hashed, self.hashed + n
+        self.jobs.append(self._pool("hash").submit(self._hash, start, n))
+
+    def _hash(self, start: int, n: int) -> None:
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        with mmap.mmap(self._reader.fileno(), n, access=mmap.ACCESS_READ, offset=start) as m:
+            self.hasher.update(m)
+
+    def finish(self) -> bytes | None:
+        """Wait for the helpers; the digest of everything written if hashing behind."""
+        if self.hasher is not None and self.written > self.hashed:
+            self._hash_next(self.written - self.hashed)
+        for j in self.jobs:
+            j.result()
+        return self.hasher.digest() if self.hasher is not None else None
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown()
+        if self._reader is not None:
+            self._reader.close()
+
+
+def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
+    """Write an object's content to ``dest`` (a new file), verified before it is trusted.
+
+    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``) while a
+    helper thread hashes what was written; anything else streams through ``iter_content``,
+    which verifies as it goes. Disk writes start every 32 MiB (``sync_file_range``), so a
+    later ``sync`` finds little left to write.
+    """
+    fast = getattr(store, "copy_into", None)
+    with open(dest, "wb", buffering=0) as f:
+        sink = _Sink(f.fileno(), dest, hash_behind=fast is not None)
+        try:
+            if fast is not None and fast(oid, f.fileno(), sink.advance):
+                got = sink.finish()
+                if got != oid:
+                    raise CorruptObject(
+                        oid.hex,
+                        str(dest),
+                        f"copied content does not match its id; it hashes to {got.hex()}",
+                        expected=oid.hex,
+                        got=got.hex(),
+                    )
+                return
+            sink.hasher = None
+            for block in store.iter_content(oid):
+                f.write(block)
+                sink.advance(len(block))
+            sink.finish()
+        finally:
+            sink.close()
+
+
+def cached_file(store: ObjectStore, mlvc_dir: Path, oid: ObjectId) -> Path:
+    """A read-only file holding exactly the object's content, verified (made if needed)."""
+    path = cache_path(mlvc_dir, oid)
+    if path.exists():
+        if hash_file(path) == oid:
+            return path
+        path.unlink()  # changed through a link (root ignores read-only bits): remake it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[:16]}.{secrets.token_hex(4)}.tmp")
+    try:
+        copy_object(store, oid, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def reflink(src: Path, dest: Path) -> bool:
+    """Clone ``src`` to the new file ``dest`` copy-on-write, if the filesystem can."""
+    dev = os.stat(src).st_dev
+    if _reflink_ok.get(dev) is False:
+        return False
+    try:
+        with open(src, "rb") as s, open(dest, "wb") as d:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        _reflink_ok[dev] = True
+        return True
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS):
+            _reflink_ok[dev] = False
+        os.unlink(dest)
+        return False
+
+
+def place(
+    store: ObjectStore, mlvc_dir: Path | None, oid: ObjectId, tmp: Path, link: str, mode: int
+) -> str:
+    """Create ``tmp`` holding the object's content by ``link``; returns how it was done.
+
+    Hardlinks fall back to a copy across filesystems (EXDEV) or at the link limit, as do
+    executables (a shared read-only inode cannot carry their mode).
+    """
+    if mlvc_dir is not None and link != "copy" and not mode & 0o111:
+        src = cached_file(store, mlvc_dir, oid)
+        if link == "symlink":
+            os.symlink(src.resolve(), tmp)
+            return "symlink"
+        try:
+            os.link(src, tmp)
+            return "hardlink"
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                raise
+    if mlvc_dir is not None:
+        src = cache_path(mlvc_dir, oid)
+        if src.exists() and not src.stat().st_mode & 0o222 and reflink(src, tmp):
+            os.chmod(tmp, mode)
+            return "reflink"
+    copy_object(store, oid, tmp)
+    os.chmod(tmp, mode)
+    return "copy"
+
+
+def is_cache_link(path: Path, oid: ObjectId) -> bool:
+    """Whether ``path`` is a symlink into a link cache for this object (a symlink checkout)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return False
+    return target.endswith(f"/cache/files/{oid.hex[:2]}/{oid.hex[2:]}") and os.path.isfile(target)
