@@ -688,7 +688,7 @@ def _note_new_commit(t: Trial, before: set[str], p: Proc, name: str = "") -> Non
 def sc_commit(t: Trial, timing: dict | None) -> dict:
     edit_data(t.proj, t.rng, same_size=False)
     before = run_ids(t.proj)
-    p = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"c{t.n}"), "commit")
+    p = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"trial-{t.n}"), "commit")
     if timing is None:
         p.wait()
         t.collect(p)
@@ -698,7 +698,7 @@ def sc_commit(t: Trial, timing: dict | None) -> dict:
     t.killed = p.kill_at(t.delay)
     _observe(t, "op", p)
     t.collect(p)
-    _note_new_commit(t, before, p, f"c{t.n}")
+    _note_new_commit(t, before, p, f"trial-{t.n}")
     return {}
 
 
@@ -711,7 +711,7 @@ def sc_commit_statcache(t: Trial, timing: dict | None) -> dict:
     if t.variant == "status":
         t.cli("status")
     before = run_ids(t.proj)
-    p = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"c{t.n}"), "commit")
+    p = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"trial-{t.n}"), "commit")
     if timing is None:
         p.wait()
         t.collect(p)
@@ -721,7 +721,7 @@ def sc_commit_statcache(t: Trial, timing: dict | None) -> dict:
     t.killed = p.kill_at(t.delay)
     _observe(t, "op", p)
     t.collect(p)
-    _note_new_commit(t, before, p, f"c{t.n}")
+    _note_new_commit(t, before, p, f"trial-{t.n}")
     return {}
 
 
@@ -957,7 +957,7 @@ def sc_commit_gc(t: Trial, timing: dict | None) -> dict:
     edit_data(t.proj, t.rng, same_size=False)
     before = run_ids(t.proj)
     offset = t.rng.uniform(0.0, 0.5) if timing is not None else 0.2
-    c = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"c{t.n}"), "commit")
+    c = t.start(mlvc("commit", "-q", "-m", f"trial {t.n}", "-n", f"trial-{t.n}"), "commit")
     time.sleep(offset)
     g = t.start(mlvc("gc", "--grace", "0"), "gc")
     if timing is None:
@@ -984,7 +984,7 @@ def sc_commit_gc(t: Trial, timing: dict | None) -> dict:
         if p.wait() is None:
             t.fail("hang", f"{p.label} ran over {CLI_TIMEOUT:.0f} s")
         t.collect(p)
-    _note_new_commit(t, before, c, f"c{t.n}")
+    _note_new_commit(t, before, c, f"trial-{t.n}")
     if not g.killed and g.p.returncode != 0:
         t.fail("gc failed", f"unkilled gc exited {g.p.returncode}: {g.err().strip()[-300:]}")
     return {}
