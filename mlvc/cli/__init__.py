@@ -18,7 +18,7 @@ import click
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import exec, index, models, runs, storage
+from . import exec, index, models, runs, server, storage
 
 
 class MlvcGroup(click.Group):
@@ -104,7 +104,7 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (runs, index, storage, exec, models):
+for _module in (runs, index, storage, exec, models, server):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -1,0 +1,330 @@
+"""``mlvc server``: the team server (Starlette on uvicorn: ``pip install 'mlvc[server]'``).
+
+One process serves the repository it was started in, and is the single writer of its index
+(it ingests in-process, so a request never waits on a detached worker). Route modules each
+export ``routes(state) -> list[Route]``, built with ``endpoint``:
+
+    mlvc.server.mlflow      MLflow's tracking REST API under /api/2.0/mlflow and /ajax-api/
+    mlvc.server.v1          mlvc's own API under /api/v1 (OpenAPI at /api/v1/openapi.json)
+
+``endpoint(handler, scope)`` is where every request is authenticated (mlvc.server.auth),
+checked against the scope its route needs, read (JSON bodies up to ``max_json_body``, 413
+above), handed to ``handler`` in a worker thread, and audited when it writes. A handler gets
+a ``Call`` and returns a JSON-able dict or a Starlette Response; it raises ``ApiError`` (or
+any ``MlvcError``, answered with the class's ``http_status``) for a failure. ``GET /health``
+answers 200 without credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..errors import MissingExtra, MlvcError
+from .auth import ANONYMOUS_READ, AuditLog, Principal, TokenStore, credentials
+from .limits import Limits
+
+log = logging.getLogger("mlvc.server")
+
+
+def require_extra() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise MissingExtra(
+            "`mlvc server` needs the server extra: pip install 'mlvc[server]'"
+        ) from None
+
+
+class ApiError(Exception):
+    """A failure answered as ``{"error_code": code, "message": message}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+# the MLflow error code an MlvcError's HTTP status maps to (MLflow clients read these)
+CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    422: "INVALID_STATE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+@dataclass
+class Options:
+    """How the server runs (from `mlvc server`'s options and the environment)."""
+
+    allow_anonymous_read: bool = False
+    lease_seconds: float = 300.0  # a REST run with no request for this long becomes killed
+    limits: Limits = field(default_factory=Limits)
+
+
+class ServerState:
+    """What every handler shares: the repository, tokens, the audit log, the options, and a
+    place for each route module's own state (``extras``)."""
+
+    def __init__(self, root: str | Path, options: Options | None = None):
+        from ..api.repo import Repo
+
+        self.repo = Repo(root)
+        self.ctx = self.repo.ctx
+        self.options = options or Options()
+        self.tokens = TokenStore(self.ctx.layout)
+        self.audit = AuditLog(self.ctx.layout)
+        self.extras: dict[str, Any] = {}
+        self.lock = threading.RLock()
+        self.on_shutdown: list[Callable[[], None]] = []
+
+    def authenticate(self, header: str | None) -> Principal | None:
+        secret = credentials(header)
+        if secret is None:
+            return ANONYMOUS_READ if self.options.allow_anonymous_read else None
+        token = self.tokens.verify(secret)
+        if token is None:
+            return None
+        return Principal(token.name, token.scope, token.id)
+
+    def shutdown(self) -> None:
+        for hook in reversed(self.on_shutdown):
+            try:
+                hook()
+            except Exception:  # one failing hook must not stop the others saving
+                log.exception("shutdown hook failed")
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it."""
+
+    method: str
+    path: str
+    path_params: dict[str, str]
+    query: Any  # starlette's multi-valued QueryParams
+    body: Any  # parsed JSON (a dict) or None
+    principal: Principal
+    state: ServerState
+    headers: Any
+
+
+def json_response(status: int, body: Any, headers: dict | None = None):
+    from starlette.responses import Response
+
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=True),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    return json_response(status, {"error_code": code, "message": message}, headers)
+
+
+def _from_error(e: BaseException):
+    if isinstance(e, ApiError):
+        return error_response(e.status, e.code, e.message, e.headers)
+    if isinstance(e, MlvcError):
+        status = e.http_status
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, CODES.get(status, "INTERNAL_ERROR"), e.message, headers)
+    raise e
+
+
+def endpoint(
+    state: ServerState,
+    handler: Callable[[Call], Any],
+    scope: str,
+    raw: bool = False,
+) -> Callable[[Any], Awaitable[Any]]:
+    """A Starlette endpoint around ``handler`` that needs ``scope``.
+
+    ``raw`` handlers are ``async def handler(request, principal)`` and read the body
+    themselves (streams: artifacts, objects); the others get a ``Call`` in a worker thread.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    limit = state.options.limits.max_json_body
+
+    async def run(request):
+        principal = state.authenticate(request.headers.get("authorization"))
+        if principal is None:
+            return error_response(
+                401,
+                "UNAUTHENTICATED",
+                "missing or bad credentials: send `Authorization: Bearer <token>` "
+                "(mlvc token create; MLFLOW_TRACKING_TOKEN for the MLflow client)",
+                {"WWW-Authenticate": 'Bearer realm="mlvc"'},
+            )
+        if not principal.may(scope):
+            return error_response(
+                403,
+                "PERMISSION_DENIED",
+                f"this needs a {scope} token; {principal.name!r} has scope {principal.scope}",
+            )
+        try:
+            if raw:
+                response = await handler(request, principal)
+            else:
+                body = await _json_body(request, limit)
+                call = Call(
+                    request.method,
+                    request.url.path,
+                    dict(request.path_params),
+                    request.query_params,
+                    body,
+                    principal,
+                    state,
+                    request.headers,
+                )
+                result = await run_in_threadpool(handler, call)
+                response = result if hasattr(result, "status_code") else json_response(200, result)
+        except (ApiError, MlvcError) as e:
+            response = _from_error(e)
+        if scope != "read":
+            state.audit.write(principal, request.method, request.url.path, response.status_code)
+        return response
+
+    return run
+
+
+async def _json_body(request, limit: int) -> Any:
+    if request.method in ("GET", "HEAD", "DELETE") and "content-length" not in request.headers:
+        return None
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "REQUEST_LIMIT_EXCEEDED", f"the body is over {limit} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, "REQUEST_LIMIT_EXCEEDED", f"the body is over {limit} bytes")
+    if not data.strip():
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "MALFORMED_REQUEST", f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "MALFORMED_REQUEST", "the body must be a JSON object")
+    return body
+
+
+def create_app(root: str | Path, options: Options | None = None):
+    """The ASGI app serving the repository at ``root``."""
+    require_extra()
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from . import mlflow as mlflow_api
+    from . import v1
+
+    state = ServerState(root, options)
+
+    async def health(request):
+        return json_response(200, {"status": "ok", "version": __version__})
+
+    async def not_found(request, exc):
+        return error_response(
+            404, "ENDPOINT_NOT_FOUND", f"no endpoint {request.method} {request.url.path}"
+        )
+
+    async def method_not_allowed(request, exc):
+        return error_response(
+            405, "ENDPOINT_NOT_FOUND", f"{request.method} is not allowed on {request.url.path}"
+        )
+
+    async def server_error(request, exc):
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "INTERNAL_ERROR", f"the server failed: {type(exc).__name__}")
+
+    routes = [Route("/health", health, methods=["GET"])]
+    routes += mlflow_api.routes(state)
+    routes += v1.routes(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.shutdown()  # SIGTERM/SIGINT: uvicorn drains requests, then this saves runs
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+        lifespan=lifespan,
+    )
+    app.state.mlvc = state
+    return app
+
+
+def serve(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 8,
+    options: Options | None = None,
+    access_log: bool = False,
+) -> None:
+    """Serve the repository at ``root`` until SIGTERM or SIGINT; then in-flight requests
+    finish and every open run is saved (its lease lets it go on after a restart).
+
+    ``workers`` is the number of request threads: one process is the single writer of the
+    index and holds the runs logged over REST in memory, so it scales with threads (the
+    work is in DuckDB, Arrow and hashing, which release the GIL), not processes."""
+    require_extra()
+    import anyio.to_thread
+    import uvicorn
+
+    from .http_guard import GuardedHttpToolsProtocol
+
+    options = options or Options()
+    limits = options.limits
+    os.environ.update(limits.to_env())  # the header guard reads its limits from here
+    app = create_app(root, options)
+
+    async def _threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = workers
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="warning",
+        http=GuardedHttpToolsProtocol,
+        timeout_keep_alive=limits.keep_alive,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"mlvc: serving {Path(root).resolve()} on http://{host}:{port} "
+        f"({workers} request threads; GET /health)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    async def main() -> None:
+        await _threads()
+        await server.serve()
+
+    import asyncio
+
+    asyncio.run(main())
