@@ -75,6 +75,7 @@ def token() -> None:
     Scopes: read (GET), write (log runs, register models), admin (everything).
     Clients send `Authorization: Bearer <token>`; the MLflow client does so from
     MLFLOW_TRACKING_TOKEN, or Basic auth with the token as MLFLOW_TRACKING_PASSWORD.
+    Example: mlvc token create --scope write --name ci
     """
 
 
@@ -91,7 +92,10 @@ def _tokens():
 @click.option("--name", default="", help="Who or what uses it (shown in the audit log).")
 @json_option("the token")
 def token_create(scope: str, name: str) -> None:
-    """Create a token and print it as the last line (it is shown only this once)."""
+    """Create a token and print it as the last line (it is shown only this once).
+
+    Example: export MLFLOW_TRACKING_TOKEN=$(mlvc token create --scope write | tail -1)
+    """
     record, secret = _tokens().create(scope, name)
 
     def text(_):
@@ -104,7 +108,10 @@ def token_create(scope: str, name: str) -> None:
 @token.command("list")
 @json_option("the tokens")
 def token_list() -> None:
-    """List tokens (never their secrets)."""
+    """List tokens (never their secrets).
+
+    Example: mlvc token list --json
+    """
     import time
 
     rows = [t.public() for t in _tokens().list()]
@@ -123,7 +130,10 @@ def token_list() -> None:
 @token.command("revoke")
 @click.argument("token_id")
 def token_revoke(token_id: str) -> None:
-    """Revoke a token by its id (or its name, when only one token has it)."""
+    """Revoke a token by its id (or its name, when only one token has it).
+
+    Example: mlvc token revoke f0ab20876902
+    """
     record = _tokens().revoke(token_id)
     echo(f"revoked token {record.id} ({record.name})")
 
