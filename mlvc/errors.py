@@ -277,6 +277,12 @@ class RefExists(MlvcError):
     http_status = 409
 
 
+class RefMoved(MlvcError):
+    """A compare-and-swap write found the ref somewhere else than the writer expected."""
+
+    http_status = 409
+
+
 # -- running and reproducing -----------------------------------------------------------------
 
 

@@ -318,10 +318,24 @@ class StagedRun:
 
     def alive(self) -> bool:
         """Whether the run's process still runs (a run of another host counts as alive:
-        only a reaper on its own host can tell)."""
+        only a reaper on its own host can tell), or its lease has not run out: a run a
+        server holds for a client over the network outlives a restart of the server."""
         if not self.local:
             return True
-        return pid_alive(self.meta.get("pid"), self.meta.get("proc_start") or "")
+        if pid_alive(self.meta.get("pid"), self.meta.get("proc_start") or ""):
+            return True
+        lease = self.meta.get("lease_until")
+        return type(lease) in (int, float) and lease > time.time()
+
+    def set_lease(self, until: float) -> None:
+        """Keep the run alive until ``until`` (seconds since the epoch) even when its
+        process is gone (``save`` to make it count)."""
+        self.meta["lease_until"] = until
+
+    def adopt(self) -> None:
+        """Make this process the run's owner (a restarted server taking its runs back);
+        ``save`` to make it count."""
+        self.meta.update(_owner())
 
     def holds_anything(self) -> bool:
         """Whether it holds something to record (a run killed while starting does not)."""
