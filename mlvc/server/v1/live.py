@@ -71,6 +71,9 @@ class LiveTable:
         params = arg(data, "params", dict, required=False, default={})
         tags = arg(data, "tags", dict, required=False, default={})
         client_id = _short_id(arg(data, "client_id", str, required=False), "client_id")
+        argv = arg(data, "argv", list, required=False, default=None)
+        if argv is not None and not all(isinstance(a, str) for a in argv):
+            raise bad("argv: expected an array of strings")
         with self.lock:
             if client_id and client_id in self.by_client:  # a start sent again
                 return {"key": self.by_client[client_id], "name": name}
@@ -88,6 +91,8 @@ class LiveTable:
             run.staged.meta.update(
                 {"server_api": MARK, "server_author": principal.name, "client_id": client_id}
             )
+            if argv is not None:  # the command is the client's, not the server's
+                run.staged.meta["argv"] = argv[:1000]
             self._renew(run)
             self.runs[run.key] = Entry(run)
             if client_id:
