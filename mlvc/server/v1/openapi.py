@@ -275,6 +275,7 @@ def document() -> dict:
                             "params": _ANY,
                             "tags": _ANY,
                             "client_id": {"type": "string"},
+                            "argv": {"type": "array", "items": {"type": "string"}},
                         },
                     },
                     required=False,
