@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 ENV_URI = "MLVC_TRACKING_URI"
 ENV_TOKEN = "MLVC_TRACKING_TOKEN"
 ENV_MAX_BUFFER = "MLVC_TRACKING_MAX_BUFFER"
+ENV_START_TIMEOUT = "MLVC_TRACKING_START_TIMEOUT"
 ARROW = "application/vnd.apache.arrow.stream"
 BATCH_POINTS = 10_000  # points in one batch at most (about 400 KB of JSON)
 FLUSH_SECONDS = 1.0
@@ -272,7 +273,7 @@ class RemoteRun:
             "/api/v1/runs/live",
             {"name": name, "message": message, "params": flat, "tags": tag_map,
              "client_id": self.client_id, "argv": [str(a) for a in sys.argv]},
-            deadline=time.monotonic() + START_TIMEOUT,
+            deadline=time.monotonic() + float(os.environ.get(ENV_START_TIMEOUT) or START_TIMEOUT),
         )  # fmt: skip
         self.key = started["key"]
         self._sender = threading.Thread(target=self._send_loop, daemon=True,
