@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ..core.ids import ObjectId
 from ..core.params import INT_MAX, INT_MIN, check_key, flatten
-from ..errors import MlvcError, ParamConflict, UsageError
+from ..errors import MlvcError, ParamConflict, ServerRefused, ServerUnreachable, UsageError
 from ..runs.live import _param_value, _tag_value
 
 if TYPE_CHECKING:
@@ -47,19 +47,6 @@ MAX_BUFFER = 1_000_000
 START_TIMEOUT = 30.0  # seconds start_run keeps trying to reach the server
 END_TIMEOUT = 300.0  # seconds end() keeps trying to deliver what is buffered
 PAGE = 10_000
-
-
-class ServerUnreachable(MlvcError):
-    """The server named by MLVC_TRACKING_URI does not answer."""
-
-
-class ServerRefused(MlvcError):
-    """The server answered with an error (its message, one line)."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-        self.exit_code = {400: 2, 404: 4, 409: 6}.get(status, 1)  # as the local command
 
 
 def configured() -> str | None:

@@ -35,8 +35,15 @@ def _query(name: str, schema: dict, required: bool = False) -> dict:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
-def _op(summary: str, ok: dict, *codes: int, **more) -> dict:
-    return {"summary": summary, "responses": {"200": ok, **_errors(401, 403, *codes)}, **more}
+def _op(summary: str, ok: dict, *codes: int, extra: dict | None = None, **more) -> dict:
+    responses = {"200": ok, **(extra or {}), **_errors(401, 403, *codes)}
+    return {"summary": summary, "responses": responses, **more}
+
+
+_STORED = {
+    "type": "object",
+    "properties": {"id": _ID, "size": {"type": "integer"}, "stored": {"type": "boolean"}},
+}
 
 
 _RUN_ROW = {
@@ -196,9 +203,10 @@ def document() -> dict:
             "put": {
                 **_op(
                     "Store the body if its BLAKE3 is the id (else 400, nothing stored)",
-                    _json({"type": "object"}, "Already stored"),
+                    _json(_STORED, "Already stored"),
                     400,
                     413,
+                    extra={"201": _json(_STORED, "Stored")},
                 ),
                 "requestBody": {
                     "required": True,
