@@ -295,3 +295,38 @@ def test_openapi_describes_every_route(site):
         assert path in doc["paths"], path
         for method in route.methods - {"HEAD"} if "GET" in route.methods else route.methods:
             assert method.lower() in doc["paths"][path], (method, path)
+
+
+def test_a_leased_run_outlives_its_dead_process_until_the_lease_runs_out(repo):
+    from mlvc.runs.live import LiveRun
+    from mlvc.runs.reaper import reap_dead_runs
+
+    run = LiveRun.create(repo.ctx, name="leased", capture=False)
+    run.log_metric("x", 1.0, step=0)
+    run.flush()
+    run._stop.set()  # this process stops writing it: it stands for a server that died
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run.staged.meta.update({"pid": dead.pid, "proc_start": ""})
+    run.staged.set_lease(time.time() + 60)
+    run.staged.save()
+    assert reap_dead_runs(repo.ctx) == [] and run.staged.path.is_dir()
+    run.staged.set_lease(time.time() - 1)
+    run.staged.save()
+    (recorded,) = reap_dead_runs(repo.ctx)
+    assert repo.show(recorded.hex)["status"] == "killed"
+    assert repo.query("SELECT count(*) AS n FROM metrics")["n"][0].as_py() == 1
+
+
+def test_a_ref_moves_by_compare_and_swap_under_its_lock(repo, project):
+    from mlvc.errors import RefMoved
+
+    a = repo.commit("a", cwd=project, capture_env=False)
+    b = repo.commit("b", cwd=project, capture_env=False)
+    repo.refs.write("refs/tags/t", a.oid, expected=None)
+    with pytest.raises(RefMoved):
+        repo.refs.write("refs/tags/t", b.oid, expected=None)
+    with pytest.raises(RefMoved):
+        repo.refs.write("refs/tags/t", b.oid, expected=b.oid)
+    repo.refs.write("refs/tags/t", b.oid, expected=a.oid)
+    assert repo.resolve("t") == b.oid
