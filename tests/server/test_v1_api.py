@@ -330,3 +330,32 @@ def test_a_ref_moves_by_compare_and_swap_under_its_lock(repo, project):
         repo.refs.write("refs/tags/t", b.oid, expected=b.oid)
     repo.refs.write("refs/tags/t", b.oid, expected=a.oid)
     assert repo.resolve("t") == b.oid
+
+
+def test_a_batch_is_applied_once_even_if_the_server_died_before_noting_it(tmp_path):
+    root = tmp_path / "crash"
+    root.mkdir()
+    repo = Repo.init(root)
+    token = TokenStore(Layout.of(root)).create("write", "w")[1]
+    server = Server(root).start()
+    status, _, data = server.request("POST", "/api/v1/runs/live", {"name": "c"}, token)
+    key = json.loads(data)["key"]
+    batch = {"batch_id": "once", "metrics": [["m", float(i), i, time.time_ns()] for i in range(50)]}
+    path = f"/api/v1/runs/live/{key}/batches"
+    assert json.loads(server.request("POST", path, batch, token)[2])["applied"] is True
+    server.proc.kill()  # kill -9: no shutdown hook runs
+    server.proc.wait()
+    meta_path = root / ".mlvc" / "live" / key / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["v1_batches"]  # as if it died between the block's rename and meta.json's
+    meta_path.write_text(json.dumps(meta))
+    server = Server(root).start()  # adopts the run: the lease outlived the dead process
+    try:
+        assert json.loads(server.request("POST", path, batch, token)[2])["applied"] is False
+        status, _, data = server.request("POST", f"/api/v1/runs/live/{key}/end", {}, token)
+        run_id = json.loads(data)["run_id"]
+    finally:
+        server.stop()
+    n = repo.query(f"SELECT count(*) AS n FROM metrics WHERE run_id = '{run_id}'")
+    assert n["n"][0].as_py() == 50
+    assert Repo(root).fsck() == []

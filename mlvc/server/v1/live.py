@@ -6,10 +6,11 @@ renewed by every batch) rather than by the server's process id alone, so a resta
 server does not make a reaper record it as killed: the restarted server adopts it.
 
 A client sends batches, each with a ``batch_id`` it chose (a uuid) and re-sends a batch
-until it is acknowledged. The server applies a batch once: the ids of the last
-``KEEP_BATCHES`` batches applied are kept in the run's meta.json, written after the
-batch's metric block, so a batch sent again (also after a restart) is acknowledged without
-being applied twice. A run that sends nothing for the lease time is recorded as killed.
+until it is acknowledged. The server applies a batch once: its points are written as one
+metric block that carries its id (one atomic rename), and the ids of the last
+``KEEP_BATCHES`` batches are kept in the run's meta.json too, so a batch sent again (also
+after a restart, or a ``kill -9`` between the two writes) is acknowledged without being
+applied twice. A run that sends nothing for the lease time is recorded as killed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from ...core.params import INT_MAX, INT_MIN, check_key
+from ...core.params import INT_MAX, INT_MIN
 from ...errors import MlvcError, UsageError
 from ...runs.live import LiveRun
 from ...runs.staging import StagedRun, folders, kind_of, pid_alive
@@ -117,8 +118,10 @@ class LiveTable:
             run = LiveRun.join(self._ctx(author if isinstance(author, str) else ""), staged)
             entry = Entry(run)
             batches = staged.meta.get("v1_batches")
-            for b in batches if isinstance(batches, list) else []:
-                entry.applied[str(b)] = True
+            noted = [n.get("batch") for n in staged.block_notes()]  # also those not in meta yet
+            for b in [*(batches if isinstance(batches, list) else []), *noted]:
+                if isinstance(b, str):
+                    entry.applied[b] = True
             self._renew(run)
             self.runs[run.key] = entry
             client_id = staged.meta.get("client_id")
@@ -156,8 +159,7 @@ class LiveTable:
                 return {"applied": False, "points": 0, "refused": []}
             if run._ended:
                 raise bad(f"live run {key} has ended")
-            refused = _apply(run, params, tags, points)
-            run.flush()  # the points are in a metric block before the batch counts as applied
+            refused = _apply(run, params, tags, points, batch_id)
             entry.applied[batch_id] = True
             while len(entry.applied) > KEEP_BATCHES:
                 entry.applied.popitem(last=False)
@@ -267,7 +269,7 @@ def _point(i: int, m) -> tuple:
     return key, value, step, ns
 
 
-def _apply(run: LiveRun, params: dict, tags: dict, points: list) -> dict:
+def _apply(run: LiveRun, params: dict, tags: dict, points: list, batch_id: str) -> dict:
     """Stage what can be staged; what a run cannot store is refused point by point."""
     messages, bad_points = [], []
     try:
@@ -283,14 +285,13 @@ def _apply(run: LiveRun, params: dict, tags: dict, points: list) -> dict:
             run.set_tag(k, v if isinstance(v, str) else json.dumps(v))
         except UsageError as e:
             messages.append(str(e))
-    for n, (k, v, step, ns) in enumerate(points):
-        try:
-            check_key(k)
-            run.log_metric(k, v, step, ns / 1e9)
-        except UsageError as e:
-            bad_points.append(n)
-            if len(messages) < 20:
-                messages.append(str(e))
+    # the points and the batch id reach the disk in one block (one rename): after a crash,
+    # a batch is either in a block that says so, or not applied at all
+    staged = [(k, v, step, ns / 1e9) for k, v, step, ns in points]
+    for n, why in run.log_block(staged, {"batch": batch_id}):
+        bad_points.append(n)
+        if len(messages) < 20:
+            messages.append(why)
     return {"messages": messages, "points": bad_points}
 
 
