@@ -107,7 +107,7 @@ class Client:
         """A JSON request; the decoded JSON answer (or the raw bytes for another ``accept``)."""
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
-        body = None if payload is None else json.dumps(payload, allow_nan=False).encode()
+        body = None if payload is None else json.dumps(payload).encode()  # NaN params too
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -394,8 +394,9 @@ class RemoteRun:
                 with self._cond:
                     self._points[:0] = batch["metrics"]
                 return
-            except MlvcError as e:  # refused for good: say so, keep the run going
-                print(f"mlvc: warning: a batch was refused by the server: {e}", file=sys.stderr)
+            except Exception as e:  # refused for good: say so, keep the run going
+                print(f"mlvc: warning: a batch of {len(batch['metrics'])} points was refused "
+                      f"by the server at {self.client.uri}: {e}", file=sys.stderr)  # fmt: skip
             batch = None
 
     def _deliver(self, method: str, path: str, payload: dict, deadline: float | None):
