@@ -85,22 +85,50 @@ class Client:
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
     ) -> tuple[int, bytes]:
         """One request; (status, body). Raises ServerUnreachable when there is no answer."""
-        head = {"User-Agent": "mlvc-client", **(headers or {})}
-        if self.token:
-            head["Authorization"] = f"Bearer {self.token}"
         con = self._connection()
         try:
-            con.request(method, self.base + path, body=body, headers=head)
+            con.request(method, self.base + path, body=body, headers=self._auth(headers or {}))
             response = con.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException) as e:
-            raise ServerUnreachable(
-                f"cannot reach the mlvc server at {self.uri} ({_reason(e)}): start it with "
-                f"`mlvc server`, or set {ENV_URI} to its URL (unset it to use the local "
-                "repository)"
-            ) from None
+            raise self._unreachable(e) from None
         finally:
             con.close()
+
+    def _auth(self, headers: dict) -> dict:
+        head = {"User-Agent": "mlvc-client", **headers}
+        if self.token:
+            head["Authorization"] = f"Bearer {self.token}"
+        return head
+
+    def _unreachable(self, e: BaseException) -> ServerUnreachable:
+        return ServerUnreachable(
+            f"cannot reach the mlvc server at {self.uri} ({_reason(e)}): start it with "
+            f"`mlvc server`, or set {ENV_URI} to its URL (unset it to use the local repository)"
+        )
+
+    def stream(self, path: str, block: int = 1 << 20) -> Iterator[bytes]:
+        """``GET path`` answered in blocks (an object's content: never whole in memory)."""
+        con = self._connection()
+        try:
+            con.request("GET", self.base + path, headers=self._auth({}))
+            response = con.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            con.close()
+            raise self._unreachable(e) from None
+        if response.status != 200:
+            data = response.read()
+            con.close()
+            raise self.error(response.status, data)
+
+        def blocks() -> Iterator[bytes]:
+            try:
+                while data := response.read(block):
+                    yield data
+            finally:
+                con.close()
+
+        return blocks()
 
     def call(self, method: str, path: str, payload: Any = None, query: dict | None = None,
              accept: str = "application/json") -> Any:  # fmt: skip
@@ -198,10 +226,7 @@ class RemoteRepo:
         for sec in ("code", "data", "artifacts"):
             for e in (shown.get(sec) or {}).get("entries", []):
                 if e["path"] == path or (sec == section and e["path"] == rest):
-                    status, data = self.client.send("GET", f"/api/v1/objects/{e['id']}")
-                    if status != 200:
-                        raise self.client.error(status, data)
-                    return iter([data])
+                    return self.client.stream(f"/api/v1/objects/{e['id']}")
         raise ServerRefused(
             f"run {shown['short_id']} has no file {path!r}; `mlvc show {run_spec}` lists them",
             404,

@@ -150,6 +150,10 @@ def test_diff_through_the_server_is_the_local_diff(served):
         local = mlvc(args, root, {"MLVC_TRACKING_URI": ""})
         remote = mlvc(args, root.parent, remote_env(served, served["read"]))
         assert remote.stdout == local.stdout and "lr" in local.stdout, args
+    for args in (["show", "HEAD:a.txt"], ["show", "HEAD~1:code/a.txt"]):  # streamed by id
+        local = mlvc(args, root, {"MLVC_TRACKING_URI": ""})
+        remote = mlvc(args, root.parent, remote_env(served, served["read"]))
+        assert remote.stdout == local.stdout and local.stdout in ("one\n", "two\n"), args
     r = mlvc(["show", "nosuch"], root.parent, remote_env(served), ok=False)
     assert r.returncode == 4 and "nosuch" in r.stderr
 
