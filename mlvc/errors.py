@@ -277,6 +277,12 @@ class RefExists(MlvcError):
     http_status = 409
 
 
+class RefMoved(MlvcError):
+    """A compare-and-swap write found the ref somewhere else than the writer expected."""
+
+    http_status = 409
+
+
 # -- running and reproducing -----------------------------------------------------------------
 
 
@@ -350,6 +356,25 @@ class MissingExtra(MlvcError):
     exit_code = 20
     http_status = 501
     meaning = "an optional dependency is not installed (the message names the pip extra)"
+
+
+# -- the client of a server (mlvc.api.remote) -----------------------------------------------
+
+
+class ServerUnreachable(MlvcError):
+    """The server MLVC_TRACKING_URI names does not answer."""
+
+    http_status = 502
+
+
+class ServerRefused(MlvcError):
+    """A server answered with an error: its message, and the exit code the same failure
+    has locally (400 bad input 2, 404 unknown 4, 409 conflict 6, else 1)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+        self.exit_code = {400: 2, 404: 4, 409: 6}.get(status, 1)
 
 
 def one_line(e: BaseException, limit: int = 500) -> str:

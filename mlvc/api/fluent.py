@@ -27,6 +27,7 @@ from typing import Any
 from ..core.ids import ObjectId
 from ..runs.attached import attach, staged_dir, staged_repo_paths
 from ..runs.live import LiveRun
+from . import remote
 
 _stack: ContextVar[list[LiveRun] | None] = ContextVar("mlvc_active_runs", default=None)
 _pending_seed: ContextVar[int | None] = ContextVar("mlvc_pending_seed", default=None)
@@ -56,8 +57,14 @@ def start_run(
 
     In a process started by ``mlvc run`` (or ``mlvc reproduce``), the first top-level run
     is not a run of its own: it adds to the run ``mlvc run`` records (mlvc.runs.attached).
+    With ``MLVC_TRACKING_URI`` set (and no ``repo`` given), the run is logged to that
+    server (mlvc.api.remote).
     """
     stack = _runs()
+    if repo is None and staged_dir() is None and remote.configured():
+        run = remote.start_run(name, params, tags, message)  # MLVC_TRACKING_URI: on a server
+        _track(run, stack)
+        return run
     parent = stack[-1] if stack and nested else None
     run = _attach(repo, name, params, tags) if parent is None else None
     if run is None:

@@ -29,6 +29,14 @@ def open_repo() -> Repo:
     return Repo()
 
 
+def open_reader():
+    """What the read commands (log, show, diff, query) read: the server that
+    ``MLVC_TRACKING_URI`` names (mlvc.api.remote), else the local repository."""
+    from ..api import remote
+
+    return remote.RemoteRepo.from_env() if remote.configured() else open_repo()
+
+
 _JSON = "mlvc.json"  # where json_option leaves the flag, in the click context's meta
 
 

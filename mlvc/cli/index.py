@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..render.text import FORMATS, echo
-from ._common import open_repo
+from ._common import open_reader, open_repo
 
 
 @click.command()
@@ -36,7 +36,7 @@ def query(sql: str, fmt: str | None, output: str | None) -> None:
     from ..render.text import table_format, write_table
 
     table_format(fmt, output)  # a contradiction is refused before the query runs
-    write_table(open_repo().query(sql), fmt, output)
+    write_table(open_reader().query(sql), fmt, output)
 
 
 @click.group()

@@ -11,7 +11,7 @@ import click
 from ..core.ids import short
 from ..core.params import parse_metrics, parse_params, parse_tags
 from ..render.text import aligned, clean, echo, human_size
-from ._common import emit, json_option, open_repo, wants_json
+from ._common import emit, json_option, open_reader, open_repo, wants_json
 
 
 @click.command()
@@ -149,7 +149,7 @@ def log(limit: int | None, long_: bool) -> None:
 
     Example: mlvc log -n 10 -l
     """
-    r = open_repo()
+    r = open_reader()
     emit(r.log(limit), lambda runs: _echo_log(r, runs, long_))
 
 
@@ -215,7 +215,7 @@ def show(spec: str, files: bool) -> None:
 
     Example: mlvc show HEAD~1 ; mlvc show best:artifacts/model.pkl > model.pkl
     """
-    r = open_repo()
+    r = open_reader()
     if ":" in spec:
         out = sys.stdout.buffer
         for block in r.cat(spec):
@@ -331,7 +331,7 @@ def diff(a: str, b: str | None, patch: bool, color: bool | None) -> None:
 
     With one run, compares it with HEAD. Example: mlvc diff HEAD~1 HEAD --patch
     """
-    emit(open_repo().diff(a, b or "HEAD", patch=patch), lambda d: _echo_diff(d, color))
+    emit(open_reader().diff(a, b or "HEAD", patch=patch), lambda d: _echo_diff(d, color))
 
 
 def _echo_diff(d, color: bool | None) -> None:

@@ -135,6 +135,8 @@ def _check_reflogs(refs: RefStore) -> list[str]:
         if _older((mlvc_dir / ref), settled) and not (mlvc_dir / "logs" / ref).is_file():
             out.append(f"ref {ref} has no reflog (logs/{ref} is missing)")
     for log in _ref_files(mlvc_dir, "logs"):
+        if log != "logs/HEAD" and not log.startswith("logs/refs/"):
+            continue  # not a reflog (the server's audit.log)
         try:
             text = (mlvc_dir / log).read_bytes().decode()
         except UnicodeDecodeError:

@@ -29,11 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.ids import ObjectId
-from ..errors import MlvcError, RefExists, RefLocked, UsageError
+from ..errors import MlvcError, RefExists, RefLocked, RefMoved, UsageError
 from ..store.odb import sync_filesystem
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
 LOCK_WAIT = 10.0
+ANY = object()  # ``write``'s ``expected`` when the write is no compare-and-swap
 
 
 def check_ref_name(name: str, what: str = "name") -> str:
@@ -166,10 +167,13 @@ class RefStore:
         author: str = "",
         create_only: bool = False,
         symbolic: str | None = None,
+        expected: ObjectId | None | object = ANY,
     ) -> None:
         """Point ``ref`` at ``oid`` (or, with ``symbolic``, at another ref) under its lock,
         and log the change. ``create_only`` raises RefExists if the ref is already there,
-        checked under the lock, so concurrent creators never both succeed."""
+        checked under the lock, so concurrent creators never both succeed. ``expected``
+        makes it a compare-and-swap: RefMoved unless the ref names ``expected`` now (None:
+        unless it is absent), checked under the lock."""
         if symbolic:
             check_symbolic_target(ref, symbolic)
         path = self._path(ref)
@@ -180,6 +184,9 @@ class RefStore:
             if create_only and path.exists():
                 raise RefExists(f"ref {ref} already exists")
             old = self.read(ref)
+            if expected is not ANY and old != expected:
+                now = old.hex if old else "absent"
+                raise RefMoved(f"ref {ref} is {now}, not what the writer expected")
             text = f"{SYMBOLIC}{symbolic}" if symbolic else (oid.hex if oid else "")
             if symbolic:
                 oid = self.read(symbolic)

@@ -279,15 +279,33 @@ class LiveRun:
     def flush(self) -> None:
         """Write buffered points as one Arrow IPC block (temp + rename)."""
         with self._flush_lock:
-            n = len(self._values)  # value is appended last: the first n rows are complete
-            if not n:
-                return
-            cols = [lst[:n] for lst in (self._codes, self._steps, self._times, self._values)]
-            names = list(self._names)
-            for lst in (self._codes, self._steps, self._times, self._values):
-                del lst[:n]
-            self._block += 1
-            self.staged.append_block(self._block, cols, names)
+            self._flush_locked()
+
+    def _flush_locked(self, note: dict | None = None) -> None:
+        n = len(self._values)  # value is appended last: the first n rows are complete
+        if not n:
+            return
+        cols = [lst[:n] for lst in (self._codes, self._steps, self._times, self._values)]
+        names = list(self._names)
+        for lst in (self._codes, self._steps, self._times, self._values):
+            del lst[:n]
+        self._block += 1
+        self.staged.append_block(self._block, cols, names, note)
+
+    def log_block(self, points: Iterable[tuple], note: dict) -> list[tuple[int, str]]:
+        """Stage ``points`` ((key, value, step, timestamp in s)) as one metric block of
+        their own that carries ``note`` (a server's batch id): the points and the note are
+        on disk together or not at all. Returns the points refused, (index, why)."""
+        refused = []
+        with self._flush_lock:
+            self._flush_locked()
+            for i, (key, value, step, timestamp) in enumerate(points):
+                try:
+                    self.log_metric(key, value, step, timestamp)
+                except UsageError as e:
+                    refused.append((i, str(e)))
+            self._flush_locked(note)
+        return refused
 
     # -- artifacts -------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ ATTACHED = "attached"
 REAPING = ".reaping-"
 UNSTAGED = ".unstaged-"  # a recorded staged run being removed (left by a crash: removed later)
 PIN = ".pin-"
+NOTE = "mlvc.note"  # a metric block's schema metadata key (append_block)
 _KEY = re.compile(r"\d{14}-[0-9a-f]{8}")
 # a claim: .reaping-<key>-<pid>-<start time>, or (older mlvc) .reaping-<key>-<pid>
 _CLAIM = re.compile(r"\.reaping-(?P<key>.+)-(?P<pid>\d+)-(?P<start>\d*)")
@@ -318,10 +319,24 @@ class StagedRun:
 
     def alive(self) -> bool:
         """Whether the run's process still runs (a run of another host counts as alive:
-        only a reaper on its own host can tell)."""
+        only a reaper on its own host can tell), or its lease has not run out: a run a
+        server holds for a client over the network outlives a restart of the server."""
         if not self.local:
             return True
-        return pid_alive(self.meta.get("pid"), self.meta.get("proc_start") or "")
+        if pid_alive(self.meta.get("pid"), self.meta.get("proc_start") or ""):
+            return True
+        lease = self.meta.get("lease_until")
+        return type(lease) in (int, float) and lease > time.time()
+
+    def set_lease(self, until: float) -> None:
+        """Keep the run alive until ``until`` (seconds since the epoch) even when its
+        process is gone (``save`` to make it count)."""
+        self.meta["lease_until"] = until
+
+    def adopt(self) -> None:
+        """Make this process the run's owner (a restarted server taking its runs back);
+        ``save`` to make it count."""
+        self.meta.update(_owner())
 
     def holds_anything(self) -> bool:
         """Whether it holds something to record (a run killed while starting does not)."""
@@ -335,9 +350,13 @@ class StagedRun:
     def has_series(self) -> bool:
         return any((self.path / SERIES).glob("*.arrow"))
 
-    def append_block(self, number: int, cols: list[list], names: list[str]) -> None:
+    def append_block(
+        self, number: int, cols: list[list], names: list[str], note: dict | None = None
+    ) -> None:
         """Write metric block ``number`` (temp + rename): ``cols`` are key codes into
-        ``names``, steps, times (ns since the epoch) and values."""
+        ``names``, steps, times (ns since the epoch) and values. ``note`` is kept in the
+        block's schema metadata (``block_notes``): a server's batch id lands with its points
+        in one atomic rename."""
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
@@ -350,11 +369,30 @@ class StagedRun:
                 "value": pa.array(values, pa.float64()),
             }
         )
+        if note:
+            table = table.replace_schema_metadata({NOTE: json.dumps(note, sort_keys=True)})
         path = self.path / SERIES / f"{number:08d}.arrow"
         tmp = path.with_name(f".{path.name}.tmp")
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         os.replace(tmp, path)
+
+    def block_notes(self) -> list[dict]:
+        """The notes of the metric blocks (``append_block``), oldest first; blocks without
+        one, or that cannot be read, are skipped."""
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        out = []
+        for block in sorted((self.path / SERIES).glob("*.arrow")):
+            try:
+                meta = ipc.open_file(pa.memory_map(str(block))).schema.metadata or {}
+                note = json.loads(meta[NOTE.encode()]) if NOTE.encode() in meta else None
+            except (OSError, ValueError, pa.ArrowInvalid):
+                continue
+            if isinstance(note, dict):
+                out.append(note)
+        return out
 
     def read_series(self) -> pa.Table:
         """Every flushed point as one table (key, step, timestamp µs, value); a block torn
@@ -369,6 +407,7 @@ class StagedRun:
                 t = ipc.open_file(pa.memory_map(str(block))).read_all()
             except (OSError, pa.ArrowInvalid):
                 continue
+            t = t.replace_schema_metadata(None)  # notes are no part of the series
             tables.append(t.set_column(0, "key", pc.cast(t["key"], pa.string())))
         schema = pa.schema(
             [("key", pa.string()), ("step", pa.int64()), ("timestamp", pa.int64()),

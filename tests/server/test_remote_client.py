@@ -1,0 +1,178 @@
+"""The client side of /api/v1: a training script with MLVC_TRACKING_URI logs to a real
+`mlvc server` that is restarted in the middle, and loses no point nor applies one twice;
+`mlvc log/show/diff/query` through the server print what they print locally."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mlvc import Repo
+from mlvc.core.layout import Layout
+from mlvc.server.auth import TokenStore
+
+POINTS = 10_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m mlvc server` in ``root`` on ``port`` (free by default) of 127.0.0.1."""
+
+    def __init__(self, root, port=None):
+        self.root, self.port = root, port or free_port()
+        self.env = {**os.environ, "MLVC_INDEX_SYNC": "inline"}
+        self.proc = None
+
+    def start(self):
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "mlvc", "server", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                con = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                con.request("GET", "/health")
+                if con.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            assert self.proc.poll() is None, (self.root / "server.log").read_text()
+            time.sleep(0.1)
+        raise AssertionError("the server did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) in (0, -signal.SIGTERM)
+
+
+TRAIN = """
+import sys, time, mlvc
+with mlvc.start_run(name="remote-train", params={"lr": 0.01, "layers": 3}) as run:
+    for i in range(%d):
+        run.log_metric("loss", 1.0 / (i + 1), step=i)
+        if i %% 100 == 0:
+            time.sleep(0.04)
+    run.set_tag("phase", "done")
+print("RUN", run.id)
+"""
+
+
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    Repo.init(root)
+    secret = TokenStore(Layout.of(root)).create("write", "trainer")[1]
+    read = TokenStore(Layout.of(root)).create("read", "viewer")[1]
+    server = Server(root).start()
+    site = {"root": root, "server": server, "token": secret, "read": read}
+    yield site
+    if site["server"].proc.poll() is None:
+        site["server"].stop()
+    assert "Traceback" not in (root / "server.log").read_text()
+    assert Repo(root).fsck() == []
+
+
+def mlvc(args, cwd, env=None, ok=True):
+    r = subprocess.run([sys.executable, "-m", "mlvc", *args], cwd=cwd, capture_output=True,
+                       text=True, env={**os.environ, **(env or {})}, timeout=120)  # fmt: skip
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def remote_env(served, token=None):
+    return {"MLVC_TRACKING_URI": f"http://127.0.0.1:{served['server'].port}",
+            "MLVC_TRACKING_TOKEN": token or served["token"]}  # fmt: skip
+
+
+def test_a_server_restart_mid_training_loses_no_point_and_applies_none_twice(served, tmp_path):
+    root, server = served["root"], served["server"]
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN % POINTS)
+    elsewhere = tmp_path / "elsewhere"  # no repository here: everything goes to the server
+    elsewhere.mkdir()
+    env = {**os.environ, **remote_env(served)}
+    train = subprocess.Popen([sys.executable, str(script)], cwd=elsewhere, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    live = root / ".mlvc" / "live"
+    deadline = time.monotonic() + 30
+    while not list(live.glob("*/series/*.arrow")):  # points have arrived
+        assert time.monotonic() < deadline and train.poll() is None
+        time.sleep(0.05)
+    server.stop()  # SIGTERM in the middle of the run
+    time.sleep(1.0)  # the script goes on logging into its buffer
+    assert train.poll() is None, "the run ended before the restart: make it longer"
+    served["server"] = Server(root, server.port).start()  # the same port again
+    out, err = train.communicate(timeout=120)
+    assert train.returncode == 0, err
+    run_id = out.split("RUN ")[1].strip()
+    assert f"run {run_id} recorded on" in err
+    repo = Repo(root)
+    got = repo.query(
+        f"SELECT count(*) AS n, count(DISTINCT step) AS steps, min(step) AS lo, max(step) AS hi "
+        f"FROM metrics WHERE run_id = '{run_id}' AND key = 'loss'"
+    ).to_pylist()[0]
+    assert got == {"n": POINTS, "steps": POINTS, "lo": 0, "hi": POINTS - 1}
+    shown = repo.show(run_id)
+    assert shown["params"] == {"lr": 0.01, "layers": 3} and shown["tags"] == {"phase": "done"}
+    assert shown["status"] == "finished" and shown["author"] == "trainer"
+    assert shown["command"][-1].endswith("train.py")  # the client's command, not the server's
+    # through the server and locally, the read commands print the same
+    for args in (["log"], ["log", "--json"], ["show", "--json", run_id], ["show", "HEAD"],
+                 ["query", "SELECT key, count(*), max(value) FROM metrics GROUP BY key"],
+                 ["query", "SELECT * FROM runs_wide", "-f", "json"]):  # fmt: skip
+        local = mlvc(args, root, {"MLVC_TRACKING_URI": ""})
+        remote = mlvc(args, elsewhere, remote_env(served, served["read"]))
+        assert remote.stdout == local.stdout, args
+
+
+def test_diff_through_the_server_is_the_local_diff(served):
+    root = served["root"]
+    repo = Repo(root)
+    (root / "a.txt").write_text("one\n")
+    repo.commit("first", params={"lr": 0.1}, metrics={"acc": 0.5}, cwd=root, capture_env=False)
+    (root / "a.txt").write_text("two\n")
+    repo.commit("second", params={"lr": 0.2}, metrics={"acc": 0.7}, cwd=root, capture_env=False)
+    for args in (["diff", "HEAD~1", "HEAD"], ["diff", "HEAD~1", "--json"],
+                 ["diff", "HEAD~1", "HEAD", "--patch", "--no-color"]):  # fmt: skip
+        local = mlvc(args, root, {"MLVC_TRACKING_URI": ""})
+        remote = mlvc(args, root.parent, remote_env(served, served["read"]))
+        assert remote.stdout == local.stdout and "lr" in local.stdout, args
+    for args in (["show", "HEAD:a.txt"], ["show", "HEAD~1:code/a.txt"]):  # streamed by id
+        local = mlvc(args, root, {"MLVC_TRACKING_URI": ""})
+        remote = mlvc(args, root.parent, remote_env(served, served["read"]))
+        assert remote.stdout == local.stdout and local.stdout in ("one\n", "two\n"), args
+    r = mlvc(["show", "nosuch"], root.parent, remote_env(served), ok=False)
+    assert r.returncode == 4 and "nosuch" in r.stderr
+
+
+def test_unreachable_server_and_bad_token_are_one_line_errors(served, tmp_path):
+    down = {"MLVC_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLVC_TRACKING_TOKEN": "x"}
+    for args in (["log"], ["query", "SELECT 1"], ["show", "HEAD"]):
+        r = mlvc(args, tmp_path, down, ok=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1, r.stderr
+        assert down["MLVC_TRACKING_URI"] in lines[0] and "mlvc server" in lines[0]
+    r = mlvc(["log"], tmp_path, remote_env(served, "mlvc_wrong"), ok=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "MLVC_TRACKING_TOKEN" in r.stderr and "401" in r.stderr
+    script = tmp_path / "t.py"
+    script.write_text("import mlvc\nmlvc.start_run(name='x')\n")
+    for env, words in ((remote_env(served, served["read"]), "403"),
+                       ({**down, "MLVC_TRACKING_START_TIMEOUT": "0.5"}, "cannot reach")):  # fmt: skip
+        r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                           text=True, env={**os.environ, **env}, timeout=60)  # fmt: skip
+        assert r.returncode != 0 and words in r.stderr
+    assert json.loads(mlvc(["log", "--json"], served["root"]).stdout) == []
