@@ -370,7 +370,12 @@ def child_batch_client(port: str, token: str, exp: str, idx: str, duration: str,
             body = batch_body(out["run_id"], b, ts)
             t0 = time.perf_counter()
             try:
-                status, data = c.raw("POST", f"{API}/runs/log-batch", body)
+                for attempt in range(6):  # 429/503 are retried, as the MLflow client does
+                    status, data = c.raw("POST", f"{API}/runs/log-batch", body)
+                    if status not in (429, 503) or attempt == 5:
+                        break
+                    out["retries"] = out.get("retries", 0) + 1
+                    time.sleep(0.05 * 2**attempt)
                 decode(status, data)
                 out["acked"].append(b)
             except NotServed:
@@ -470,6 +475,7 @@ def load_once(srv: Server, clients: int, duration: float, cap: int, tag: str) ->
         "rate": acked / wall if wall > 0 else None,
         "errors": errors,
         "failed_requests": sum(sum(r["errors"].values()) for r in results),
+        "retries": sum(r.get("retries", 0) for r in results),
         "lost": lost,
         "unacked_stored": unacked_stored,
         "read_s": time.perf_counter() - read_s,
@@ -516,7 +522,8 @@ def bench_batch(servers: dict, cfg: dict, raw: dict) -> str:
                 f"{sum(r['points'] for r in reps):,}",
                 f"{sum(r['lost'] for r in reps):,}",
                 f"{sum(r['unacked_stored'] for r in reps):,}",
-                "; ".join(f"{v}x {k}" for k, v in errs.items()) or "0",
+                ("; ".join(f"{v}x {k}" for k, v in errs.items()) or "0")
+                + f" ({sum(r.get('retries', 0) for r in reps)} retried 429/503)",
                 f"{fms(med([r['p50'] for r in reps]))} / {fms(med([r['p99'] for r in reps]))}",
                 f"{med([r['read_s'] for r in reps]):.1f} s",
             ]
