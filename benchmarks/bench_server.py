@@ -806,7 +806,10 @@ def child_mlvc_bulk(root: str, n: str, part: str, parts: str) -> None:
 
     repo = Repo(root)
     rows = repo.log()
-    tmpl_id = next(r["id"] for r in rows if r["name"] == "template")
+    named = [r["id"] for r in rows if r["name"] == "template"]
+    if not named and len(rows) != 1:
+        raise SystemExit(f"no run named 'template' among {len(rows)} runs")
+    tmpl_id = (named or [rows[0]["id"]])[0]
     tmpl = repo.run(tmpl_id)
     mlflow_id = os.environ.get("BENCH_TEMPLATE_RUN_ID", "")
     series = None
