@@ -312,6 +312,7 @@ def fx(v) -> str:
 
 def table(head: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [list(r) + [""] * (len(head) - len(r)) for r in rows]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
