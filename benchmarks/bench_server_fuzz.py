@@ -262,7 +262,7 @@ def garbage_query(rng: random.Random, good: dict) -> str:
     elif kind == 5 and items:
         k = rng.randrange(len(items))
         items[k] = (items[k][0], rng.choice(["-1", "0", "99999999999999999999", "NaN", "x"]))
-    qs = urllib.parse.urlencode(items, safe="")
+    qs = urllib.parse.urlencode(items, safe="", errors="surrogatepass")  # lone surrogates too
     return "?" + qs if qs else ""
 
 
@@ -274,8 +274,10 @@ class Report:
     skipped: list = field(default_factory=list)
     served: list = field(default_factory=list)
     seconds: float = 0.0
+    n_failures: int = 0  # all of them; ``failures`` keeps the first 200
 
     def fail(self, what: str, method: str, path: str, body: bytes, status, resp: bytes) -> None:
+        self.n_failures += 1
         if len(self.failures) < 200:
             self.failures.append(
                 {
@@ -315,6 +317,9 @@ class Conn:
                 if r.getheader("Connection", "").lower() == "close":
                     self.close()
                 return r.status, data, hdrs
+            except (http.client.InvalidURL, UnicodeError, ValueError):
+                self.close()  # the client itself would not send this: not the server's fault
+                return "unsendable", b"", {}
             except (http.client.HTTPException, ConnectionError, TimeoutError, OSError):
                 self.close()
                 if attempt:
@@ -333,6 +338,8 @@ class Conn:
 def check(rep: Report, method, path, body, status, data, hdrs) -> None:
     rep.requests += 1
     rep.by_status[str(status)] = rep.by_status.get(str(status), 0) + 1
+    if status == "unsendable":
+        return
     if status is None:
         # a body over the JSON limit may be answered (413, 404) and the connection closed
         # before the client has sent it all: not a failure; /health is checked anyway
@@ -601,7 +608,7 @@ def render(rep: Report, target: str, seed: int) -> str:
         f"- statuses: {', '.join(f'{k}: {v}' for k, v in sorted(rep.by_status.items()))}",
         f"- routes fuzzed ({len(rep.served)}): {', '.join(rep.served) or 'none'}",
         f"- not served, skipped ({len(rep.skipped)}): {', '.join(rep.skipped) or 'none'}",
-        f"- failures: {len(rep.failures)}",
+        f"- failures: {rep.n_failures} (distinct kinds among the first 200 below)",
     ]
     seen = set()
     for f in rep.failures:
