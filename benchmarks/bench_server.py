@@ -824,6 +824,8 @@ def child_mlvc_bulk(root: str, n: str, part: str, parts: str) -> None:
     series = None
     if tmpl.series is not None:
         series = pq.read_table(io.BytesIO(repo.store.read_bytes(tmpl.series)))
+        if not {"key", "value"} <= set(series.column_names):
+            series = None  # a layout this script does not know: copies share the template's
 
     def swap(v, old, new):
         if isinstance(v, str):
@@ -843,7 +845,7 @@ def child_mlvc_bulk(root: str, n: str, part: str, parts: str) -> None:
         params = dict(tmpl.params)
         params["lr"] = lr if isinstance(tmpl.params.get("lr"), str) else float(lr)
         started = tmpl.started + i * 1000
-        sid = None
+        sid = tmpl.series
         if series is not None:
             vals = [acc if k == "acc" else loss for k in series.column("key").to_pylist()]
             tab = series.set_column(
