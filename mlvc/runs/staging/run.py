@@ -253,6 +253,7 @@ class StagedRun:
     inputs = property(lambda self: Inputs.from_dict(self.meta.get("inputs")))
     has_inputs = property(lambda self: "inputs" in self.meta)
     mlvc_run = property(lambda self: bool(self.meta.get("mlvc_run")))
+    extra = property(lambda self: _map(self.meta.get("extra")))  # copied into the run's extra
 
     @property
     def children(self) -> list:
@@ -318,7 +319,12 @@ class StagedRun:
 
     def alive(self) -> bool:
         """Whether the run's process still runs (a run of another host counts as alive:
-        only a reaper on its own host can tell)."""
+        only a reaper on its own host can tell). A run kept alive by a lease (logged over
+        a server's REST API: ``lease_until``, seconds since the epoch) lives until it
+        expires, whatever became of the process that staged it."""
+        lease = self.meta.get("lease_until")
+        if isinstance(lease, int | float) and not isinstance(lease, bool):
+            return time.time() < lease
         if not self.local:
             return True
         return pid_alive(self.meta.get("pid"), self.meta.get("proc_start") or "")
