@@ -207,3 +207,19 @@ def server(tmp_path_factory):
         f"the server exited with {code}:\n{srv.server_log()[-3000:]}"
     )
     assert "Traceback" not in srv.server_log(), srv.server_log()[-5000:]
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """``own_server(*args)``: a server of the test's own (e.g. ``--lease 2``) in a fresh
+    repository, stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        srv = start_server(new_repo(tmp_path / f"srv{len(started)}"), *args)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 
 def test_the_shared_server_answers_health_and_unknown_routes(server):
@@ -247,3 +248,151 @@ def test_experiments_create_get_rename_delete_restore_and_tags(server):
     assert got["hidden"] and got["stage"] == "active" and got["default"] == "Default"
     assert got["tags"] == {"owner": "ann", "phase": "2"}
     assert got["loc"].startswith("mlflow-artifacts:/")
+
+
+API = "/api/2.0/mlflow"
+
+
+def _open_run(server) -> str:
+    status, body, _ = server.call("POST", f"{API}/runs/create", {"experiment_id": "0"})
+    assert status == 200, body
+    return body["run"]["info"]["run_id"]
+
+
+def test_raw_json_bad_input_is_refused_with_one_line_messages(server):
+    rid = _open_run(server)
+    m = {"key": "m", "value": 1.0, "timestamp": 1, "step": 0}
+    cases = [
+        ("POST", "/runs/log-metric", None, b"{not json", 400, "MALFORMED_REQUEST"),
+        ("POST", "/runs/log-metric", None, b"[1, 2]", 400, "MALFORMED_REQUEST"),
+        ("POST", "/runs/log-metric", {"key": "m", "value": 1.0}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-metric", {"run_id": rid, "key": "m", "value": "high"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-metric", {"run_id": rid, "key": "m", "value": 1, "step": "x"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-metric", {"run_id": rid, "key": ["m"], "value": 1}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-metric", {"run_id": "nope", "key": "m", "value": 1}, None, 404, "RESOURCE_DOES_NOT_EXIST"),
+        ("POST", "/runs/log-parameter", {"run_id": rid, "key": "p", "value": "x" * 6001}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-batch", {"run_id": rid, "metrics": [m] * 1001}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-batch", {"run_id": rid, "params": [{"key": f"k{i}", "value": "1"} for i in range(101)]}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-batch", {"run_id": rid, "metrics": [m] * 900, "tags": [{"key": f"t{i}", "value": "v"} for i in range(100)], "params": [{"key": "a", "value": "1"}]}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/log-batch", {"run_id": rid, "metrics": "lots"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/create", {"experiment_id": "424242"}, None, 404, "RESOURCE_DOES_NOT_EXIST"),
+        ("POST", "/runs/update", {"run_id": rid, "status": "DONE"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("GET", "/experiments/get", None, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("GET", "/runs/get?run_id=nope", None, None, 404, "RESOURCE_DOES_NOT_EXIST"),
+        ("POST", "/runs/search", {"experiment_ids": ["0"], "filter": "metrics.acc >> 1"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/search", {"experiment_ids": ["0"], "filter": "params.lr = 1 OR x"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/search", {"experiment_ids": ["0"], "max_results": 50001}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/search", {"experiment_ids": ["0"], "page_token": "garbage"}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/runs/search", {"experiment_ids": ["0"], "order_by": ["metrics.acc SIDEWAYS"]}, None, 400, "INVALID_PARAMETER_VALUE"),
+        ("GET", "/metrics/get-history?run_id=nope&metric_key=m", None, None, 404, "RESOURCE_DOES_NOT_EXIST"),
+        ("GET", f"/metrics/get-history?run_id={rid}&metric_key=m&max_results=abc", None, None, 400, "INVALID_PARAMETER_VALUE"),
+    ]  # fmt: skip
+    for method, path, body, raw, code, error in cases:
+        status, got, _ = server.call(method, API + path, body, raw=raw)
+        assert (status, got["error_code"]) == (code, error), (path, body, got)
+        assert "\n" not in got["message"] and "Traceback" not in got["message"]
+    # a param changed to another value is refused; the same value again is fine
+    p = {"run_id": rid, "key": "lr", "value": "0.1"}
+    assert server.call("POST", f"{API}/runs/log-parameter", p)[0] == 200
+    assert server.call("POST", f"{API}/runs/log-parameter", p)[0] == 200
+    status, got, _ = server.call("POST", f"{API}/runs/log-parameter", {**p, "value": "0.2"})
+    assert status == 400 and got["error_code"] == "INVALID_PARAMETER_VALUE"
+    # nothing half-written: the refused batches left no point
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history", query={"run_id": rid, "metric_key": "m"}
+    )
+    assert status == 200 and got.get("metrics", []) == []
+    # a read token cannot write
+    status, got, _ = server.call("POST", f"{API}/runs/create", {}, token="read")
+    assert status == 403
+
+
+def test_nan_and_infinity_round_trip_as_mlflow_json_writes_them(server):
+    rid = _open_run(server)
+    batch = [{"key": "v", "value": v, "timestamp": 5, "step": i}
+             for i, v in enumerate(["NaN", "Infinity", "-Infinity", 1.5])]  # fmt: skip
+    assert server.call("POST", f"{API}/runs/log-batch", {"run_id": rid, "metrics": batch})[0] == 200
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history", query={"run_id": rid, "metric_key": "v"}
+    )
+    assert [m["value"] for m in got["metrics"]] == ["NaN", "Infinity", "-Infinity", 1.5]
+    server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history", query={"run_id": rid, "metric_key": "v"}
+    )
+    assert [m["value"] for m in got["metrics"]] == ["NaN", "Infinity", "-Infinity", 1.5]
+
+
+def test_hostile_artifact_paths_are_refused(server):
+    rid = _open_run(server)
+    base = f"/api/2.0/mlflow-artifacts/artifacts/0/{rid}/artifacts"
+    for path in ["../../etc/passwd", "a/../../b", "a\\b", "a%00b", ".mlvc/config", ".git/x"]:
+        status, got, _ = server.call("PUT", f"{base}/{path}", raw=b"x")
+        assert status in (400, 404), (path, status, got)
+        assert isinstance(got, dict) and "\n" not in got["message"]
+    status, got, _ = server.call("PUT", "/api/2.0/mlflow-artifacts/artifacts//abs", raw=b"x")
+    assert 400 <= status < 500
+    status, got, _ = server.call("PUT", f"{base}/ok.txt", raw=b"fine")
+    assert status == 200
+    status, got, _ = server.call("PUT", f"{base}/ok.txt/inner", raw=b"clash")
+    assert status == 400
+    status, got, _ = server.call(
+        "PUT", "/api/2.0/mlflow-artifacts/artifacts/0/models/m-1/artifacts/x", raw=b"x"
+    )
+    assert status == 404
+    status, got, _ = server.call(
+        "GET", "/api/2.0/mlflow-artifacts/artifacts", query={"path": f"0/{rid}/artifacts"}
+    )
+    assert got == {"files": [{"path": "ok.txt", "is_dir": False, "file_size": 4}]}
+
+
+def _points(server, rid: str, key: str) -> list:
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history", query={"run_id": rid, "metric_key": key}
+    )
+    assert status == 200, got
+    return [(m["step"], m["value"]) for m in got.get("metrics", [])]
+
+
+def test_a_run_goes_on_across_a_server_restart_and_loses_no_point(server):
+    rid = _open_run(server)
+    batch = [{"key": "loss", "value": float(i), "timestamp": 1000 + i, "step": i}
+             for i in range(300)]  # fmt: skip
+    assert server.call("POST", f"{API}/runs/log-batch", {"run_id": rid, "metrics": batch})[0] == 200
+    server.call("POST", f"{API}/runs/log-parameter", {"run_id": rid, "key": "a", "value": "1"})
+    server.restart()  # SIGTERM right after logging: the shutdown flush makes them durable
+    status, got, _ = server.call("GET", f"{API}/runs/get", query={"run_id": rid})
+    assert status == 200 and got["run"]["info"]["status"] == "RUNNING"
+    for i in range(300, 310):
+        m = {"run_id": rid, "key": "loss", "value": float(i), "timestamp": 1000 + i, "step": i}
+        assert server.call("POST", f"{API}/runs/log-metric", m)[0] == 200
+    assert (
+        server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})[0] == 200
+    )
+    assert _points(server, rid, "loss") == [(i, float(i)) for i in range(310)]
+    q = ("SELECT r.status, count(*) AS n FROM runs r JOIN live_keys k ON k.run_id = r.id "
+         f"JOIN metrics m ON m.run_id = r.id WHERE k.live_key = '{rid}' GROUP BY 1")  # fmt: skip
+    assert json.loads(server.mlvc("query", "--format", "json", q).stdout) == [
+        {"status": "finished", "n": 310}
+    ]
+
+
+def test_a_run_left_alone_past_its_lease_is_killed_with_its_points(own_server):
+    srv = own_server("--lease", "2")
+    rid = _open_run(srv)
+    batch = [{"key": "x", "value": float(i), "timestamp": 7, "step": i} for i in range(20)]
+    assert srv.call("POST", f"{API}/runs/log-batch", {"run_id": rid, "metrics": batch})[0] == 200
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # searching reads, and keeps no run alive
+        status, got, _ = srv.call(
+            "POST", f"{API}/runs/search", {"experiment_ids": ["0"]}, token="read"
+        )
+        if got["runs"] and got["runs"][0]["info"]["status"] == "KILLED":
+            break
+        time.sleep(0.5)
+    assert got["runs"][0]["info"]["status"] == "KILLED", got
+    assert _points(srv, rid, "x") == [(i, float(i)) for i in range(20)]
+    q = "SELECT status, author FROM runs"
+    assert json.loads(srv.mlvc("query", "--format", "json", q).stdout) == [
+        {"status": "killed", "author": "write-user"}
+    ]

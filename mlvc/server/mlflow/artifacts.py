@@ -60,7 +60,7 @@ def _rel(rel: str) -> str:
 
 def _files(store, rid: str) -> dict[str, tuple[str, str, int]]:
     """path -> (kind, id hex, size) of a run's artifacts (open or recorded)."""
-    opened = store.touch(rid)
+    opened = store.open.get(rid)
     if opened is not None:
         with opened.lock:
             return {p: tuple(v) for p, v in opened.run._artifacts.items()}
@@ -98,7 +98,7 @@ def download(call):
         return _models(call.state).get(oid, rel)
     store = call.state.extras["mlflow.runs"]
     rel = _rel(rel)
-    opened = store.touch(oid)
+    opened = store.open.get(oid)
     if opened is not None:
         entry = _files(store, oid).get(rel)
         file_id = entry[1] if entry else None

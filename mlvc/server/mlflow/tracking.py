@@ -310,7 +310,7 @@ def _read_series(store: TrackingStore, oid):
 
 
 def run_json(store: TrackingStore, rid: str) -> dict:
-    opened = store.touch(rid)
+    opened = store.open.get(rid)  # reading keeps no run alive: only writes renew its lease
     if opened is not None:
         return _open_json(store, opened)
     found = store.run_record(rid)
@@ -401,7 +401,7 @@ def _set_overlay_name(call, rid: str, name: str) -> None:
 def _lifecycle(call, stage: str):
     rid = _run_id(Args(call))
     store = store_of(call)
-    if store.touch(rid) is None and store.run_record(rid) is None:
+    if rid not in store.open and store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
 
     def change(ov):
@@ -580,7 +580,7 @@ def log_model(call):
 
 def _history(store: TrackingStore, rid: str, key: str) -> list[tuple]:
     """(step, timestamp µs, value) of one metric of one run, in logged order by step."""
-    opened = store.touch(rid)
+    opened = store.open.get(rid)
     if opened is not None:
         with opened.lock:
             opened.run.flush()
