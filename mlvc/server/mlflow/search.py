@@ -319,7 +319,12 @@ def _view(args) -> tuple[str, ...]:
     return VIEW_TYPES[view]
 
 
-def search_runs(store, args, run_json: Callable, open_json: Callable) -> tuple[list, str | None]:
+def search_runs(
+    store, args, open_json: Callable, recorded_page: Callable
+) -> tuple[list, str | None]:
+    """A page of runs and the next page's token. ``open_json(store, opened)`` answers an
+    open run; ``recorded_page(store, con, [(run_id, object id)])`` answers recorded runs
+    from the index (one query per table, for the page only)."""
     experiment_ids = args.strings("experiment_ids")
     if not experiment_ids:
         raise bad("missing value for required parameter 'experiment_ids'")
@@ -359,13 +364,14 @@ def search_runs(store, args, run_json: Callable, open_json: Callable) -> tuple[l
             found = con.execute(sql).fetchall()
         finally:
             con.unregister("_mlflow_deleted")
-    open_ids = set(store.open)
-    rows += [(r[0], r[1], *r[2:]) for r in found if r[0] not in open_ids]
-    rows.sort(key=functools.cmp_to_key(lambda x, y: _cmp(order, x, y)))
-    page = rows[offset : offset + n]
+        open_ids = set(store.open)
+        rows += [(r[0], r[1], *r[2:]) for r in found if r[0] not in open_ids]
+        rows.sort(key=functools.cmp_to_key(lambda x, y: _cmp(order, x, y)))
+        page = rows[offset : offset + n]
+        recorded = recorded_page(store, con, [(r[0], r[1]) for r in page if isinstance(r[1], str)])
     runs = []
     for rid, what, *_ in page:
-        run = what if isinstance(what, dict) else run_json(store, rid)
+        run = what if isinstance(what, dict) else recorded[rid]
         if life and not all(_matches(run, c) for c in life):
             continue
         runs.append(run)

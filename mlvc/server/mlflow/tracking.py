@@ -309,6 +309,66 @@ def _read_series(store: TrackingStore, oid):
                      "timestamp": ts, "value": t["value"]})  # fmt: skip
 
 
+def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> dict[str, dict]:
+    """runs/search answers for recorded runs, read from the index (one query per table over
+    the page's runs; no run object is loaded). A metric's timestamp is the run's end."""
+    if not pairs:
+        return {}
+    import pyarrow as pa
+
+    by_oid = {oid: rid for rid, oid in pairs}
+    con.register("_mlflow_page", pa.table({"id": pa.array(list(by_oid), pa.string())}))
+    try:
+        where = "WHERE {} IN (SELECT id FROM _mlflow_page)"
+        runs = con.execute(
+            "SELECT id, name, author, status, epoch_ms(started), epoch_ms(ended), experiment_id "
+            "FROM runs " + where.format("id")
+        ).fetchall()
+        params = con.execute(
+            "SELECT run_id, key, value, type FROM params " + where.format("run_id")
+        ).fetchall()
+        tags = con.execute(
+            "SELECT run_id, key, value FROM tags " + where.format("run_id")
+        ).fetchall()
+        metrics = con.execute(
+            "SELECT run_id, key, last, last_step FROM metric_summary " + where.format("run_id")
+        ).fetchall()
+    finally:
+        con.unregister("_mlflow_page")
+    p_of: dict[str, dict] = {}
+    for oid, k, v, t in params:
+        p_of.setdefault(oid, {})[k] = (
+            {"true": "True", "false": "False"}.get(v, v) if t == "bool" else v
+        )
+    t_of: dict[str, dict] = {}
+    for oid, k, v in tags:
+        t_of.setdefault(oid, {})[k] = v
+    m_of: dict[str, list] = {}
+    for oid, k, last, step in sorted(metrics, key=lambda m: m[1]):
+        m_of.setdefault(oid, []).append((k, last, step))
+    out = {}
+    for oid, name, author, status, started, ended, eid in runs:
+        rid = by_oid[oid]
+        tags_here = dict(sorted(t_of.get(oid, {}).items()))
+        eid = eid or "0"
+        info = {
+            "run_id": rid,
+            "run_uuid": rid,
+            "run_name": tags_here.get("mlflow.runName") or name or "",
+            "experiment_id": eid,
+            "user_id": author or "",
+            "status": TERMINAL_OUT.get(status, "FINISHED"),
+            "start_time": started or 0,
+            "end_time": ended or 0,
+            "artifact_uri": artifact_uri(eid, rid),
+            "lifecycle_stage": "active",
+        }
+        mets = [metric_out(k, v, ended or 0, step or 0) for k, v, step in m_of.get(oid, [])]
+        _apply_overlay(store, rid, info, tags_here)
+        out[rid] = _run_json(info, mets, dict(sorted(p_of.get(oid, {}).items())), tags_here, {})
+    return out
+
+
 def run_json(store: TrackingStore, rid: str) -> dict:
     opened = store.open.get(rid)  # reading keeps no run alive: only writes renew its lease
     if opened is not None:
@@ -326,7 +386,7 @@ def get_run(call):
 def runs_search(call):
     args = Args(call)
     store = store_of(call)
-    runs, token = search_runs(store, args, run_json, _open_json)
+    runs, token = search_runs(store, args, _open_json, recorded_page)
     out: dict[str, Any] = {"runs": runs}
     if token:
         out["next_page_token"] = token
