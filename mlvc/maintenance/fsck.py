@@ -116,6 +116,10 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         except MlvcError as e:
             out.append(str(e))
             continue
+        if ref.startswith("refs/mlflow/"):  # the server's MLflow state: JSON blobs, not runs
+            if oid is not None and not store.has(oid):
+                out.append(f"ref {ref} points at {oid.hex}, which is missing")
+            continue
         if oid is not None and not refs.has_run(oid):
             out.append(f"ref {ref} points at {oid.hex}, which is not a recorded run")
     return out
@@ -135,6 +139,8 @@ def _check_reflogs(refs: RefStore) -> list[str]:
         if _older((mlvc_dir / ref), settled) and not (mlvc_dir / "logs" / ref).is_file():
             out.append(f"ref {ref} has no reflog (logs/{ref} is missing)")
     for log in _ref_files(mlvc_dir, "logs"):
+        if log == "logs/audit.log":
+            continue  # mlvc server's audit log of writes (JSON lines), not a reflog
         try:
             text = (mlvc_dir / log).read_bytes().decode()
         except UnicodeDecodeError:

@@ -207,6 +207,8 @@ def server(tmp_path_factory):
         f"the server exited with {code}:\n{srv.server_log()[-3000:]}"
     )
     assert "Traceback" not in srv.server_log(), srv.server_log()[-5000:]
+    fsck = srv.mlvc("fsck", ok=False)
+    assert fsck.returncode == 0, f"fsck found problems:\n{fsck.stdout}{fsck.stderr}"
 
 
 @pytest.fixture
