@@ -198,12 +198,18 @@ def _sql_cond(c: Cond) -> str:
 
 
 def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
-    joins = [
-        "LEFT JOIN (SELECT run_id, min(live_key) AS live_key FROM live_keys GROUP BY run_id) lk "
-        "ON lk.run_id = r.id",
-        "LEFT JOIN (SELECT run_id, any_value(value) AS value FROM tags WHERE key = "
-        "'mlflow.runName' GROUP BY run_id) rn ON rn.run_id = r.id",
-    ]
+    """The page's recorded runs as (rid, oid, sort keys...), ordered and limited in SQL.
+
+    Joins on the 64-character ids are the cost over 100k runs, so the live keys and the
+    run-name tags are joined only when a condition or the order needs them, and the live
+    keys of the page's rows after the LIMIT; ties are broken by the object id."""
+    used = {c.key for c in conds if c.family == "attributes"}
+    used |= {key for family, key, _ in order if family == "attributes"}
+    joins = []
+    if deleted_filter or used & {"run_id", "artifact_uri"}:
+        joins.append("LEFT JOIN live_keys lk ON lk.run_id = r.id")
+    if "run_name" in used:
+        joins.append("LEFT JOIN tags rn ON rn.run_id = r.id AND rn.key = 'mlflow.runName'")
     sorts = []
     for n, (family, key, asc) in enumerate(order):
         if family == "attributes":
@@ -211,22 +217,24 @@ def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
         else:
             table, col = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
                           "tags": ("tags", "value")}[family]  # fmt: skip
-            joins.append(
-                f"LEFT JOIN (SELECT run_id, any_value({col}) AS v FROM {table} WHERE key = "
-                f"{lit(key)} GROUP BY run_id) o{n} ON o{n}.run_id = r.id"
-            )
-            expr = f"o{n}.v"
+            joins.append(f"LEFT JOIN {table} o{n} ON o{n}.run_id = r.id AND o{n}.key = {lit(key)}")
+            expr = f"o{n}.{col}"
         sorts.append((expr, asc))
     where = [f"r.experiment_id IN ({', '.join(lit(e) for e in experiment_ids)})"]
     where += [_sql_cond(c) for c in conds]
     if deleted_filter:
         where.append(deleted_filter)
-    select = ", ".join([f"{RID} AS rid", "r.id AS oid"] + [f"{e} AS s{i}" for i, (e, _) in
-                                                            enumerate(sorts)])  # fmt: skip
-    order_sql = ", ".join([f"s{i} {'ASC' if a else 'DESC'} NULLS LAST" for i, (_, a) in
-                           enumerate(sorts)] + ["rid ASC"])  # fmt: skip
-    return (f"SELECT {select} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
-            f"ORDER BY {order_sql} LIMIT {limit}")  # fmt: skip
+    keys = [f"s{i}" for i in range(len(sorts))]
+    select = ", ".join(
+        ["r.id AS oid"] + [f"{e} AS {k}" for k, (e, _) in zip(keys, sorts, strict=True)]
+    )
+    order_sql = ", ".join([f"{k} {'ASC' if a else 'DESC'} NULLS LAST" for k, (_, a) in
+                           zip(keys, sorts, strict=True)] + ["oid ASC"])  # fmt: skip
+    inner = (f"SELECT {select} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
+             f"ORDER BY {order_sql} LIMIT {limit}")  # fmt: skip
+    outer_keys = "".join(f", i.{k}" for k in keys)
+    return (f"SELECT coalesce(k.live_key, i.oid) AS rid, i.oid{outer_keys} FROM ({inner}) i "
+            f"LEFT JOIN live_keys k ON k.run_id = i.oid ORDER BY {order_sql}")  # fmt: skip
 
 
 # -- Python over open runs ----------------------------------------------------------------------
@@ -282,7 +290,12 @@ def _cmp(order, x: tuple, y: tuple) -> int:
         except TypeError:
             lt = str(a) < str(b)
         return (-1 if lt else 1) * (1 if asc else -1)
-    return (x[0] > y[0]) - (x[0] < y[0])
+    return (_tb(x) > _tb(y)) - (_tb(x) < _tb(y))
+
+
+def _tb(row: tuple) -> str:
+    """The tie-breaker: a recorded run's object id, an open run's key."""
+    return row[1] if isinstance(row[1], str) else row[0]
 
 
 # -- the handlers' halves ---------------------------------------------------------------------------
@@ -365,7 +378,11 @@ def search_runs(
         finally:
             con.unregister("_mlflow_deleted")
         open_ids = set(store.open)
-        rows += [(r[0], r[1], *r[2:]) for r in found if r[0] not in open_ids]
+        seen: set[str] = set()
+        for r in found:  # a run with two live keys (never from this server): once
+            if r[0] not in open_ids and r[1] not in seen:
+                seen.add(r[1])
+                rows.append((r[0], r[1], *r[2:]))
         rows.sort(key=functools.cmp_to_key(lambda x, y: _cmp(order, x, y)))
         page = rows[offset : offset + n]
         recorded = recorded_page(store, con, [(r[0], r[1]) for r in page if isinstance(r[1], str)])
