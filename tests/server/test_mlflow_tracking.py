@@ -396,3 +396,32 @@ def test_a_run_left_alone_past_its_lease_is_killed_with_its_points(own_server):
     assert json.loads(srv.mlvc("query", "--format", "json", q).stdout) == [
         {"status": "killed", "author": "write-user"}
     ]
+
+
+def test_search_merges_open_and_recorded_runs_in_one_order(server):
+    _, got, _ = server.call("POST", f"{API}/experiments/create", {"name": "merge"})
+    eid = got["experiment_id"]
+    ids = []
+    for i in range(4):
+        _, got, _ = server.call("POST", f"{API}/runs/create",
+                                {"experiment_id": eid, "run_name": f"m{i}"})  # fmt: skip
+        rid = got["run"]["info"]["run_id"]
+        ids.append(rid)
+        m = {"run_id": rid, "key": "score", "value": float(i), "timestamp": 1, "step": 0}
+        assert server.call("POST", f"{API}/runs/log-metric", m)[0] == 200
+        if i % 2 == 0:  # m0 and m2 are recorded; m1 and m3 stay open
+            server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})
+    body = {"experiment_ids": [eid], "order_by": ["metrics.score DESC"], "max_results": 3}
+    _, page1, _ = server.call("POST", f"{API}/runs/search", body, token="read")
+    _, page2, _ = server.call("POST", f"{API}/runs/search",
+                              {**body, "page_token": page1["next_page_token"]}, token="read")  # fmt: skip
+    got = [(r["info"]["run_name"], r["info"]["status"]) for r in page1["runs"] + page2["runs"]]
+    assert got == [("m3", "RUNNING"), ("m2", "FINISHED"), ("m1", "RUNNING"), ("m0", "FINISHED")]
+    assert "next_page_token" not in page2
+    _, running, _ = server.call(
+        "POST", f"{API}/runs/search",
+        {"experiment_ids": [eid], "filter": "attributes.status = 'RUNNING' and metrics.score < 2"},
+    )  # fmt: skip
+    assert [r["info"]["run_id"] for r in running["runs"]] == [ids[1]]
+    for rid in ids[1::2]:
+        server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "KILLED"})
