@@ -425,3 +425,14 @@ def test_search_merges_open_and_recorded_runs_in_one_order(server):
     assert [r["info"]["run_id"] for r in running["runs"]] == [ids[1]]
     for rid in ids[1::2]:
         server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "KILLED"})
+
+
+def test_a_run_with_a_tag_mlvc_cannot_store_is_refused_before_it_exists(server):
+    search = {"experiment_ids": ["0"], "max_results": 1000}
+    before = server.call("POST", f"{API}/runs/search", search)[1]["runs"]
+    status, got, _ = server.call(
+        "POST", f"{API}/runs/create", {"experiment_id": "0", "tags": [{"key": "a b", "value": "1"}]}
+    )
+    assert status == 400 and "a b" in got["message"]
+    after = server.call("POST", f"{API}/runs/search", search)[1]["runs"]
+    assert len(after) == len(before)

@@ -30,7 +30,7 @@ from ...runs.live import LiveRun
 from ...runs.staging import StagedRun, folders, kind_of
 from ...store.locks import writing
 from ...store.typed import read_run
-from .wire import bad, not_found
+from .wire import not_found
 
 log = logging.getLogger("mlvc.server.mlflow")
 
@@ -177,7 +177,8 @@ class TrackingStore:
             name = check_ref_name(name, "name") if name else ""
         except MlvcError:
             name = ""  # MLflow names may hold anything: kept in the mlflow.runName tag
-        run = LiveRun.create(self._ctx_for(user), name=name, capture=False)
+        # tags are checked before the run exists: a refused one leaves no run behind
+        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False)
         meta = run.staged.meta
         meta["argv"] = []  # the server's own command line is not the run's
         meta["extra"] = {"experiment_id": experiment_id}
@@ -187,12 +188,6 @@ class TrackingStore:
             run.started = meta["started"]
         opened = Open(run, experiment_id, user)
         self._lease(opened, force=True)
-        if tags:
-            try:
-                run.set_tags(tags)
-            except MlvcError as e:
-                run.end("failed")
-                raise bad(str(e)) from None
         with self.lock:
             self.open[run.key] = opened
         return opened
