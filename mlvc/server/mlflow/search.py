@@ -19,8 +19,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ...index.schema import lit
 from .wire import bad
+
+
+def lit(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
 
 MAX_RESULTS, DEFAULT_RESULTS = 50_000, 1_000
 VIEW_TYPES = {"ACTIVE_ONLY": ("active",), "DELETED_ONLY": ("deleted",),
