@@ -382,6 +382,12 @@ def test_a_run_left_alone_past_its_lease_is_killed_with_its_points(own_server):
     rid = _open_run(srv)
     batch = [{"key": "x", "value": float(i), "timestamp": 7, "step": i} for i in range(20)]
     assert srv.call("POST", f"{API}/runs/log-batch", {"run_id": rid, "metrics": batch})[0] == 200
+    for i in range(6):  # a run that keeps writing more often than its lease stays open
+        time.sleep(0.6)
+        tag = {"run_id": rid, "key": "beat", "value": str(i)}
+        assert srv.call("POST", f"{API}/runs/set-tag", tag)[0] == 200
+    status, got, _ = srv.call("GET", f"{API}/runs/get", query={"run_id": rid})
+    assert got["run"]["info"]["status"] == "RUNNING"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # searching reads, and keeps no run alive
         status, got, _ = srv.call(
@@ -436,3 +442,17 @@ def test_a_run_with_a_tag_mlvc_cannot_store_is_refused_before_it_exists(server):
     assert status == 400 and "a b" in got["message"]
     after = server.call("POST", f"{API}/runs/search", search)[1]["runs"]
     assert len(after) == len(before)
+
+
+def test_a_run_whose_lease_expired_while_the_server_was_down_is_killed_at_start(own_server):
+    srv = own_server("--lease", "2")
+    rid = _open_run(srv)
+    m = {"run_id": rid, "key": "x", "value": 1.0, "timestamp": 7, "step": 3}
+    assert srv.call("POST", f"{API}/runs/log-metric", m)[0] == 200
+    srv.stop()
+    time.sleep(2.5)
+    srv.start()
+    status, got, _ = srv.call("GET", f"{API}/runs/get", query={"run_id": rid})
+    assert status == 200 and got["run"]["info"]["status"] == "KILLED"
+    assert got["run"]["info"]["user_id"] == "write-user"
+    assert _points(srv, rid, "x") == [(3, 1.0)]

@@ -26,6 +26,7 @@ from typing import Any
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError
+from ...runs.finish import commit_staged
 from ...runs.live import LiveRun
 from ...runs.staging import StagedRun, folders, kind_of
 from ...store.locks import writing
@@ -52,7 +53,8 @@ class Open:
     experiment_id: str
     user: str
     lock: threading.Lock = field(default_factory=threading.Lock)
-    lease_written: float = 0.0
+    lease_written: float = 0.0  # when lease_until was last written to the staged run
+    touched: float = field(default_factory=time.time)  # the last write request
 
 
 class TrackingStore:
@@ -193,8 +195,10 @@ class TrackingStore:
         return opened
 
     def _lease(self, opened: Open, force: bool = False) -> None:
-        now = time.time()
-        if force or now - opened.lease_written >= LEASE_WRITE_EVERY:
+        """Renew the lease: in memory at once, on disk (for reapers in other processes) at
+        most every few seconds, and always well within the lease."""
+        now = opened.touched = time.time()
+        if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
             opened.run.staged.meta["lease_until"] = now + self.lease
             opened.run._save()
             opened.lease_written = now
@@ -224,13 +228,17 @@ class TrackingStore:
         return oid
 
     def _rejoin(self) -> None:
-        """Join the staged MLflow runs whose lease still holds (a restarted server)."""
+        """Join the staged MLflow runs whose lease still holds (a restarted server), and
+        record those whose lease expired meanwhile as killed, by their own user."""
         for path in folders(self.ctx.layout):
             staged = StagedRun.load(path) if kind_of(path) == "run" else None
-            if staged is None or "mlflow" not in staged.meta or not staged.alive():
+            if staged is None or "mlflow" not in staged.meta:
                 continue
             info = staged.meta["mlflow"] if isinstance(staged.meta["mlflow"], dict) else {}
             user = str(info.get("user") or "mlflow")
+            if not staged.alive():
+                self._reap(staged, user)
+                continue
             run = LiveRun.join(self._ctx_for(user), staged)
             eid = str(staged.extra.get("experiment_id") or "0")
             opened = Open(run, eid, user)
@@ -238,12 +246,21 @@ class TrackingStore:
             self.open[run.key] = opened
             log.info("rejoined the open run %s", run.key)
 
+    def _reap(self, staged: StagedRun, user: str) -> None:
+        ctx = self._ctx_for(user)
+        try:
+            with writing(ctx.dir, ctx.store):
+                claimed = staged.claim()
+                if claimed is not None:
+                    commit_staged(ctx, claimed, "killed", phase="reap")
+        except Exception:  # the next reaper tries again
+            log.exception("could not record the expired run %s", staged.key)
+
     def _expire_loop(self) -> None:
         while not self._stop.wait(min(1.0, self.lease / 4)):
             now = time.time()
             for key, opened in list(self.open.items()):
-                until = opened.run.staged.meta.get("lease_until") or 0
-                if now >= until:
+                if now - opened.touched >= self.lease:
                     try:
                         self.end_run(key, "killed")
                         log.warning("run %s had no request for %ss: recorded as killed",
