@@ -89,6 +89,24 @@ def test_mlflow_runs_are_ordinary_mlvc_runs(server):
         "GROUP BY 1",
     )  # fmt: skip
     rows = json.loads(q.stdout)
+    # diff against another MLflow run (logged raw), then a plain mlvc commit seen by MLflow
+    _, got, _ = server.call("POST", f"{API}/runs/create", {"experiment_id": "0"})
+    other = got["run"]["info"]["run_id"]
+    server.call("POST", f"{API}/runs/log-parameter", {"run_id": other, "key": "lr", "value": "0.5"})
+    server.call("POST", f"{API}/runs/update", {"run_id": other, "status": "FINISHED"})
+    q2 = f"SELECT run_id FROM live_keys WHERE live_key = '{other}'"
+    other_id = json.loads(server.mlvc("query", "--format", "json", q2).stdout)[0]["run_id"]
+    diff = server.mlvc("diff", run_id, other_id).stdout
+    assert "lr" in diff and "0.5" in diff, diff
+    server.mlvc("commit", "-n", "plain-run", "-m", "plain")
+    status, got, _ = server.call(
+        "POST", f"{API}/runs/search",
+        {"experiment_ids": ["0"], "filter": "attributes.run_name = 'plain-run'"},
+    )  # fmt: skip
+    assert [r["info"]["status"] for r in got["runs"]] == ["FINISHED"]
+    plain = got["runs"][0]["info"]["run_id"]
+    assert len(plain) == 64
+    assert server.call("GET", f"{API}/runs/get", query={"run_id": plain})[0] == 200
     exp = _last_json(
         server.mlflow(
             "import mlflow; print(__import__('json').dumps("
