@@ -474,3 +474,43 @@ def test_a_run_whose_lease_expired_while_the_server_was_down_is_killed_at_start(
     assert status == 200 and got["run"]["info"]["status"] == "KILLED"
     assert got["run"]["info"]["user_id"] == "write-user"
     assert _points(srv, rid, "x") == [(3, 1.0)]
+
+
+def test_inputs_outputs_and_bulk_interval_history(server):
+    rid = _open_run(server)
+    ds = {"dataset": {"name": "train", "digest": "abc", "source_type": "local",
+                      "source": "{\"uri\": \"data.csv\"}"},
+          "tags": [{"key": "mlflow.data.context", "value": "training"}]}  # fmt: skip
+    assert (
+        server.call("POST", f"{API}/runs/log-inputs", {"run_id": rid, "datasets": [ds]})[0] == 200
+    )
+    out = {"run_id": rid, "models": [{"model_id": "m-1", "step": 3}]}
+    assert server.call("POST", f"{API}/runs/outputs", out)[0] == 200
+    batch = [{"key": "loss", "value": float(i), "timestamp": 9, "step": i} for i in range(100)]
+    server.call("POST", f"{API}/runs/log-batch", {"run_id": rid, "metrics": batch})
+    server.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})
+    _, got, _ = server.call("GET", f"{API}/runs/get", query={"run_id": rid})
+    assert got["run"]["inputs"]["dataset_inputs"] == [ds]
+    assert got["run"]["outputs"]["model_outputs"] == out["models"]
+    q = {"run_ids": [rid], "metric_key": "loss", "start_step": 10, "end_step": 60,
+         "max_results": 6}  # fmt: skip
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history-bulk-interval", query=q, token="read"
+    )
+    steps = [m["step"] for m in got["metrics"]]
+    assert status == 200 and len(steps) == 6 and steps[0] == 10 and steps[-1] == 60
+    assert all(m["run_id"] == rid for m in got["metrics"]) and steps == sorted(steps)
+    status, got, _ = server.call(
+        "GET", f"{API}/metrics/get-history",
+        query={"run_id": rid, "metric_key": "loss", "max_results": 40},
+    )  # fmt: skip
+    pages = [got["metrics"]]
+    while "next_page_token" in got:
+        _, got, _ = server.call(
+            "GET", f"{API}/metrics/get-history",
+            query={"run_id": rid, "metric_key": "loss", "max_results": 40,
+                   "page_token": got["next_page_token"]},
+        )  # fmt: skip
+        pages.append(got["metrics"])
+    assert [len(p) for p in pages] == [40, 40, 20]
+    assert [m["step"] for p in pages for m in p] == list(range(100))
