@@ -151,6 +151,8 @@ c.delete_run(ids[0])
 out["after_delete"] = names()
 from mlflow.entities import ViewType
 out["deleted_only"] = names(run_view_type=ViewType.DELETED_ONLY)
+out["stage_filter"] = names(run_view_type=ViewType.ALL,
+                            filter_string="attributes.lifecycle_stage = 'deleted'")
 c.restore_run(ids[0])
 out["after_restore"] = len(names())
 print(json.dumps(out))
@@ -168,7 +170,7 @@ def test_search_runs_filters_orders_and_pages(server):
     assert got["pages"] == [["trial-0", "trial-1", "trial-2"], ["trial-3"], None]
     assert got["pandas"] == ["trial-2", "trial-3"]
     assert got["after_delete"] == ["trial-3", "trial-2", "trial-1"]
-    assert got["deleted_only"] == ["trial-0"]
+    assert got["deleted_only"] == ["trial-0"] and got["stage_filter"] == ["trial-0"]
     assert got["after_restore"] == 4
 
 

@@ -352,6 +352,17 @@ def search_runs(
     offset = offset_of(args.string("page_token"))
     stages = _view(args)
     life = [c for c in conds if c.family == "attributes" and c.key == "lifecycle_stage"]
+    for c in life:  # the stage is the overlay's, so it narrows the view instead of the SQL
+        view = {"info": {"lifecycle_stage": None}, "data": {}}
+        kept = []
+        for stage in stages:
+            view["info"]["lifecycle_stage"] = stage
+            if _matches(view, c):
+                kept.append(stage)
+        stages = tuple(kept)
+    conds = [c for c in conds if c not in life]
+    if not stages:
+        return [], None
     deleted = store.deleted()
     want = offset + n + 1
 
@@ -394,8 +405,6 @@ def search_runs(
     runs = []
     for rid, what, *_ in page:
         run = what if isinstance(what, dict) else recorded[rid]
-        if life and not all(_matches(run, c) for c in life):
-            continue
         runs.append(run)
     token = token_for(offset + n) if len(rows) > offset + n else None
     return runs, token
