@@ -85,7 +85,7 @@ class _Decoder(_Rows):
             _int64(run.exit_code),
             _hex(run.code), _hex(run.data), _hex(run.artifacts), _hex(run.series),
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
-            _git_dirty(git), _hex(run.reproduces),
+            _git_dirty(git), _hex(run.reproduces), _experiment(run.extra),
         ))  # fmt: skip
         for key, value in sorted(run.params.items()):
             self.rows["params"].append((rid, key, *_param(value)))
@@ -255,6 +255,12 @@ def _git_dirty(git: dict) -> bool | None:
     if dirty is None and "patch" in git:
         dirty = git["patch"]
     return None if dirty is None else bool(dirty)
+
+
+def _experiment(extra) -> str:
+    """The MLflow experiment a run belongs to: ``extra["experiment_id"]``, else "0"."""
+    value = extra.get("experiment_id") if isinstance(extra, dict) else None
+    return value if isinstance(value, str) and value else "0"
 
 
 def _param(value) -> tuple[str | None, float | None, str]:

@@ -7,7 +7,7 @@ migrated: it is a cache of objects and refs.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3  # 2: model registry tables; 3: live_keys
+SCHEMA_VERSION = 4  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -17,7 +17,7 @@ CREATE TABLE runs (
     started TIMESTAMPTZ, ended TIMESTAMPTZ, duration_s DOUBLE, command VARCHAR, cwd VARCHAR,
     exit_code BIGINT, code_tree VARCHAR, data_tree VARCHAR, artifacts_tree VARCHAR,
     series_id VARCHAR, env_id VARCHAR, git_commit VARCHAR, git_branch VARCHAR,
-    git_dirty BOOLEAN, reproduces VARCHAR);
+    git_dirty BOOLEAN, reproduces VARCHAR, experiment_id VARCHAR);
 CREATE TABLE params (run_id VARCHAR, key VARCHAR, value VARCHAR, value_num DOUBLE,
     type VARCHAR);
 CREATE TABLE metrics (run_id VARCHAR, key VARCHAR, step BIGINT, timestamp TIMESTAMPTZ,

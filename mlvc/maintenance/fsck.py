@@ -116,6 +116,10 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         except MlvcError as e:
             out.append(str(e))
             continue
+        if ref.startswith("refs/mlflow/"):  # the server's MLflow state: JSON blobs, not runs
+            if oid is not None and not store.has(oid):
+                out.append(f"ref {ref} points at {oid.hex}, which is missing")
+            continue
         if oid is not None and not refs.has_run(oid):
             out.append(f"ref {ref} points at {oid.hex}, which is not a recorded run")
     return out

@@ -60,7 +60,7 @@ def staged_spec(
     artifacts, bad_artifacts = staged.artifact_entries()
     if bad_artifacts:
         notes["dropped_artifacts"] = bad_artifacts
-    extra: dict[str, Any] = {"live_key": staged.key}
+    extra: dict[str, Any] = {**staged.extra, "live_key": staged.key}
     for k, v in (("error", staged.error), ("children", staged.children), ("parent", staged.parent)):
         if v:
             extra[k] = v

@@ -254,6 +254,7 @@ class StagedRun:
     inputs = property(lambda self: Inputs.from_dict(self.meta.get("inputs")))
     has_inputs = property(lambda self: "inputs" in self.meta)
     mlvc_run = property(lambda self: bool(self.meta.get("mlvc_run")))
+    extra = property(lambda self: _map(self.meta.get("extra")))  # copied into the run's extra
 
     @property
     def children(self) -> list:

@@ -1,0 +1,448 @@
+"""``runs/search`` and ``experiments/search``: MLflow filter strings, ``order_by`` and page
+tokens.
+
+A filter is conditions joined by AND: ``metrics.acc > 0.5``, ``params.lr = '0.01'``,
+``tags.team LIKE 'v%'``, ``attributes.status = 'FINISHED'``, ``run_name ILIKE '%a%'``,
+``attributes.start_time >= 1700000000000``, ``tags.t IN ('a', 'b')``. Each condition is
+translated twice: to SQL over the index (recorded runs: semi-joins on ``params``, ``tags``
+and ``metric_summary``, ORDER BY and LIMIT pushed down, so no run is loaded in Python), and
+to a Python test over the server's open runs. Both are merged in one order; the page token
+is the offset into that order, which is total (ties broken by run id), hence stable.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .wire import bad
+
+
+def lit(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+MAX_RESULTS, DEFAULT_RESULTS = 50_000, 1_000
+VIEW_TYPES = {"ACTIVE_ONLY": ("active",), "DELETED_ONLY": ("deleted",),
+              "ALL": ("active", "deleted"), "1": ("active",), "2": ("deleted",),
+              "3": ("active", "deleted")}  # fmt: skip
+STRING_ATTRS = {"run_name", "status", "run_id", "user_id", "lifecycle_stage", "artifact_uri"}
+NUMBER_ATTRS = {"start_time", "end_time"}
+ATTR_ALIASES = {"attribute", "attributes", "attr", "run"}
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")|(?P<op><=|>=|!=|<>|=|<|>|\(|\)|,)"""
+    r"""|(?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)|(?P<word>`[^`]*`(?:\.`[^`]*`)?|[\w.\-/]+))""",
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise bad(f"invalid filter string at {text[pos : pos + 30]!r}")
+        kind = m.lastgroup
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+class Cond:
+    """One condition: ``family.key op value``."""
+
+    def __init__(self, family: str, key: str, op: str, value: Any):
+        self.family, self.key, self.op, self.value = family, key, op, value
+
+
+def _ident(word: str) -> tuple[str, str]:
+    word = word.replace("`", "")
+    family, _, key = word.partition(".")
+    if not key:
+        family, key = "attributes", family
+    family = family.lower()
+    if family in ATTR_ALIASES:
+        family = "attributes"
+    elif family in ("metric", "metrics"):
+        family = "metrics"
+    elif family in ("param", "params", "parameter", "parameters"):
+        family = "params"
+    elif family in ("tag", "tags"):
+        family = "tags"
+    else:
+        raise bad(f"invalid filter: unknown entity {family!r} (use metrics, params, tags or "
+                  "attributes)")  # fmt: skip
+    if family == "attributes":
+        key = {"run_name": "run_name", "name": "run_name"}.get(key, key)
+        if key not in STRING_ATTRS | NUMBER_ATTRS:
+            raise bad(f"invalid filter: unknown attribute {key!r}")
+    return family, key
+
+
+def _string(tok: tuple[str, str]) -> str:
+    kind, text = tok
+    if kind != "str":
+        raise bad(f"invalid filter: expected a quoted string, got {text!r}")
+    q = text[0]
+    return text[1:-1].replace(q + q, q)
+
+
+def parse_filter(text: str | None) -> list[Cond]:
+    if not text or not text.strip():
+        return []
+    toks = _tokens(text)
+    out, i = [], 0
+    while i < len(toks):
+        if toks[i][0] != "word":
+            raise bad(f"invalid filter: expected a key, got {toks[i][1]!r}")
+        family, key = _ident(toks[i][1])
+        i += 1
+        if i >= len(toks):
+            raise bad("invalid filter: a condition lacks its operator")
+        op = toks[i][1].upper()
+        if op == "NOT" and i + 1 < len(toks) and toks[i + 1][1].upper() == "IN":
+            op, i = "NOT IN", i + 1
+        if op == "<>":
+            op = "!="
+        if op not in ("=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "IN", "NOT IN"):
+            raise bad(f"invalid filter: unknown operator {toks[i][1]!r}")
+        i += 1
+        if op in ("IN", "NOT IN"):
+            if i >= len(toks) or toks[i][1] != "(":
+                raise bad("invalid filter: IN needs a list in parentheses")
+            values, i = [], i + 1
+            while i < len(toks) and toks[i][1] != ")":
+                if toks[i][1] != ",":
+                    values.append(_string(toks[i]))
+                i += 1
+            if i >= len(toks) or not values:
+                raise bad("invalid filter: an IN list is not closed or empty")
+            i += 1
+            value: Any = values
+        else:
+            if i >= len(toks):
+                raise bad("invalid filter: a condition lacks its value")
+            numeric = family == "metrics" or key in NUMBER_ATTRS
+            if numeric:
+                if toks[i][0] != "num" or op in ("LIKE", "ILIKE"):
+                    raise bad(f"invalid filter: {family}.{key} compares with a number")
+                value = float(toks[i][1])
+            else:
+                if op in ("<", "<=", ">", ">=") and family != "params":
+                    raise bad(f"invalid filter: {op} does not apply to {family}.{key}")
+                value = _string(toks[i])
+            i += 1
+        if op in ("IN", "NOT IN") and (family == "metrics" or key in NUMBER_ATTRS):
+            raise bad(f"invalid filter: IN does not apply to {family}.{key}")
+        out.append(Cond(family, key, op, value))
+        if i < len(toks):
+            if toks[i][1].upper() != "AND":
+                raise bad(f"invalid filter: expected AND, got {toks[i][1]!r} (MLflow "
+                          "filters join conditions with AND only)")  # fmt: skip
+            i += 1
+            if i >= len(toks):
+                raise bad("invalid filter: nothing after AND")
+    return out
+
+
+def parse_order(items: list[str]) -> list[tuple[str, str, bool]]:
+    out = []
+    for item in items:
+        parts = item.strip().split()
+        if not parts or len(parts) > 2:
+            raise bad(f"invalid order_by clause {item!r}")
+        asc = True
+        if len(parts) == 2:
+            if parts[1].upper() not in ("ASC", "DESC"):
+                raise bad(f"invalid order_by clause {item!r}: end it with ASC or DESC")
+            asc = parts[1].upper() == "ASC"
+        family, key = _ident(parts[0])
+        out.append((family, key, asc))
+    return out
+
+
+# -- SQL over the index ------------------------------------------------------------------------
+
+RID = "coalesce(lk.live_key, r.id)"
+ATTR_SQL = {
+    "run_name": "coalesce(rn.value, r.name)",
+    "status": "upper(r.status)",
+    "run_id": RID,
+    "user_id": "r.author",
+    "start_time": "epoch_ms(r.started)",
+    "end_time": "epoch_ms(r.ended)",
+    "artifact_uri": "'mlflow-artifacts:/' || r.experiment_id || '/' || " + RID + " || '/artifacts'",
+}
+SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "LIKE": "LIKE",
+           "ILIKE": "ILIKE"}  # fmt: skip
+
+
+def _compare(expr: str, c: Cond) -> str:
+    if c.op in ("IN", "NOT IN"):
+        return f"{expr} {c.op} ({', '.join(lit(v) for v in c.value)})"
+    value = repr(float(c.value)) if isinstance(c.value, float) else lit(c.value)
+    if value in ("nan", "inf", "-inf"):
+        value = f"'{value}'::DOUBLE"
+    return f"{expr} {SQL_OPS[c.op]} {value}"
+
+
+def _sql_cond(c: Cond) -> str:
+    if c.family == "attributes":
+        if c.key == "lifecycle_stage":
+            return "TRUE"  # decided by the overlay, in Python
+        return _compare(ATTR_SQL[c.key], c)
+    table, col = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
+                  "tags": ("tags", "value")}[c.family]  # fmt: skip
+    return (f"r.id IN (SELECT run_id FROM {table} WHERE key = {lit(c.key)} AND "
+            f"{_compare(col, c)})")  # fmt: skip
+
+
+def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
+    """The page's recorded runs as (rid, oid, sort keys...), ordered and limited in SQL.
+
+    Joins on the 64-character ids are the cost over 100k runs, so the live keys and the
+    run-name tags are joined only when a condition or the order needs them, and the live
+    keys of the page's rows after the LIMIT; ties are broken by the object id."""
+    used = {c.key for c in conds if c.family == "attributes"}
+    used |= {key for family, key, _ in order if family == "attributes"}
+    joins = []
+    if deleted_filter or used & {"run_id", "artifact_uri"}:
+        joins.append("LEFT JOIN live_keys lk ON lk.run_id = r.id")
+    if "run_name" in used:
+        joins.append("LEFT JOIN tags rn ON rn.run_id = r.id AND rn.key = 'mlflow.runName'")
+    sorts = []
+    for n, (family, key, asc) in enumerate(order):
+        if family == "attributes":
+            expr = ATTR_SQL.get(key, "NULL")
+        else:
+            table, col = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
+                          "tags": ("tags", "value")}[family]  # fmt: skip
+            joins.append(f"LEFT JOIN {table} o{n} ON o{n}.run_id = r.id AND o{n}.key = {lit(key)}")
+            expr = f"o{n}.{col}"
+        sorts.append((expr, asc))
+    where = [f"r.experiment_id IN ({', '.join(lit(e) for e in experiment_ids)})"]
+    where += [_sql_cond(c) for c in conds]
+    if deleted_filter:
+        where.append(deleted_filter)
+    keys = [f"s{i}" for i in range(len(sorts))]
+    select = ", ".join(
+        ["r.id AS oid"] + [f"{e} AS {k}" for k, (e, _) in zip(keys, sorts, strict=True)]
+    )
+    order_sql = ", ".join([f"{k} {'ASC' if a else 'DESC'} NULLS LAST" for k, (_, a) in
+                           zip(keys, sorts, strict=True)] + ["oid ASC"])  # fmt: skip
+    inner = (f"SELECT {select} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
+             f"ORDER BY {order_sql} LIMIT {limit}")  # fmt: skip
+    outer_keys = "".join(f", i.{k}" for k in keys)
+    return (f"SELECT coalesce(k.live_key, i.oid) AS rid, i.oid{outer_keys} FROM ({inner}) i "
+            f"LEFT JOIN live_keys k ON k.run_id = i.oid ORDER BY {order_sql}")  # fmt: skip
+
+
+# -- Python over open runs ----------------------------------------------------------------------
+
+
+def _value_of(run: dict, family: str, key: str) -> Any:
+    if family == "attributes":
+        return run["info"].get(key)
+    items = run["data"][family]
+    for item in items:
+        if item["key"] == key:
+            v = item["value"]
+            if family == "metrics":
+                return float(v) if not isinstance(v, str) else float(v.replace("inity", ""))
+            return v
+    return None
+
+
+def _like(pattern: str, text: str, fold: bool) -> bool:
+    rx = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(rx, text, re.S | (re.I if fold else 0)) is not None
+
+
+def _matches(run: dict, c: Cond) -> bool:
+    v = _value_of(run, c.family, c.key)
+    if v is None:
+        return False
+    if c.op == "IN":
+        return v in c.value
+    if c.op == "NOT IN":
+        return v not in c.value
+    if c.op in ("LIKE", "ILIKE"):
+        return _like(c.value, str(v), c.op == "ILIKE")
+    a, b = v, c.value
+    if isinstance(b, float):
+        a = float(a)
+    ops = {"=": a == b, "!=": a != b}
+    if c.op in ops:
+        return ops[c.op]
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[c.op]
+
+
+def _cmp(order, x: tuple, y: tuple) -> int:
+    for (_, _, asc), a, b in zip(order, x[2:], y[2:], strict=False):
+        if a == b:
+            continue
+        if a is None:
+            return 1
+        if b is None:
+            return -1
+        try:
+            lt = a < b
+        except TypeError:
+            lt = str(a) < str(b)
+        return (-1 if lt else 1) * (1 if asc else -1)
+    return (_tb(x) > _tb(y)) - (_tb(x) < _tb(y))
+
+
+def _tb(row: tuple) -> str:
+    """The tie-breaker: a recorded run's object id, an open run's key."""
+    return row[1] if isinstance(row[1], str) else row[0]
+
+
+# -- the handlers' halves ---------------------------------------------------------------------------
+
+
+def token_for(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def offset_of(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, TypeError, KeyError):
+        raise bad("parameter 'page_token' is not a token this server gave") from None
+    if type(offset) is not int or not 0 <= offset <= 10**9:
+        raise bad("parameter 'page_token' is not a token this server gave")
+    return offset
+
+
+def _max_results(args, default: int = DEFAULT_RESULTS, limit: int = MAX_RESULTS) -> int:
+    n = args.integer("max_results", default=default)
+    if not 1 <= n <= limit:
+        raise bad(f"parameter 'max_results' must be between 1 and {limit}, not {n}")
+    return n
+
+
+def _view(args) -> tuple[str, ...]:
+    view = str(args.raw("run_view_type") or args.raw("view_type") or "ACTIVE_ONLY")
+    if view not in VIEW_TYPES:
+        raise bad(f"parameter 'run_view_type' must be ACTIVE_ONLY, DELETED_ONLY or ALL, "
+                  f"not {view!r}")  # fmt: skip
+    return VIEW_TYPES[view]
+
+
+def search_runs(
+    store, args, open_json: Callable, recorded_page: Callable
+) -> tuple[list, str | None]:
+    """A page of runs and the next page's token. ``open_json(store, opened)`` answers an
+    open run; ``recorded_page(store, con, [(run_id, object id)])`` answers recorded runs
+    from the index (one query per table, for the page only)."""
+    experiment_ids = args.strings("experiment_ids")
+    if not experiment_ids:
+        raise bad("missing value for required parameter 'experiment_ids'")
+    conds = parse_filter(args.string("filter"))
+    order = parse_order(args.strings("order_by")) or [("attributes", "start_time", False)]
+    n = _max_results(args)
+    offset = offset_of(args.string("page_token"))
+    stages = _view(args)
+    life = [c for c in conds if c.family == "attributes" and c.key == "lifecycle_stage"]
+    for c in life:  # the stage is the overlay's, so it narrows the view instead of the SQL
+        view = {"info": {"lifecycle_stage": None}, "data": {}}
+        kept = []
+        for stage in stages:
+            view["info"]["lifecycle_stage"] = stage
+            if _matches(view, c):
+                kept.append(stage)
+        stages = tuple(kept)
+    conds = [c for c in conds if c not in life]
+    if not stages:
+        return [], None
+    deleted = store.deleted()
+    want = offset + n + 1
+
+    # open runs: few, tested in Python
+    rows: list[tuple] = []
+    for opened in list(store.open.values()):
+        if opened.experiment_id not in experiment_ids:
+            continue
+        run = open_json(store, opened)
+        stage = run["info"]["lifecycle_stage"]
+        if stage not in stages or not all(_matches(run, c) for c in conds):
+            continue
+        keys = [_value_of(run, f, k) for f, k, _ in order]
+        rows.append((run["info"]["run_id"], run, *keys))
+
+    # recorded runs: SQL over the index, ORDER BY and LIMIT pushed down
+    deleted_filter = ""
+    if deleted and stages == ("active",):
+        deleted_filter = f"{RID} NOT IN (SELECT rid FROM _mlflow_deleted)"
+    elif stages == ("deleted",):
+        deleted_filter = f"{RID} IN (SELECT rid FROM _mlflow_deleted)"
+    sql = _sql(conds, order, experiment_ids, deleted_filter, want)
+    import pyarrow as pa
+
+    with store.ctx.index.connect_readonly() as con:
+        con.register("_mlflow_deleted", pa.table({"rid": pa.array(sorted(deleted), pa.string())}))
+        try:
+            found = con.execute(sql).fetchall()
+        finally:
+            con.unregister("_mlflow_deleted")
+        open_ids = set(store.open)
+        seen: set[str] = set()
+        for r in found:  # a run with two live keys (never from this server): once
+            if r[0] not in open_ids and r[1] not in seen:
+                seen.add(r[1])
+                rows.append((r[0], r[1], *r[2:]))
+        rows.sort(key=functools.cmp_to_key(lambda x, y: _cmp(order, x, y)))
+        page = rows[offset : offset + n]
+        recorded = recorded_page(store, con, [(r[0], r[1]) for r in page if isinstance(r[1], str)])
+    runs = []
+    for rid, what, *_ in page:
+        run = what if isinstance(what, dict) else recorded[rid]
+        runs.append(run)
+    token = token_for(offset + n) if len(rows) > offset + n else None
+    return runs, token
+
+
+def search_experiments(store, args) -> tuple[list[dict], str | None]:
+    conds = parse_filter(args.string("filter"))
+    n = _max_results(args, DEFAULT_RESULTS, MAX_RESULTS)
+    offset = offset_of(args.string("page_token"))
+    stages = _view(args)
+    order = []
+    for item in args.strings("order_by") or ["last_update_time DESC"]:
+        parts = item.split()
+        key = parts[0].split(".")[-1]
+        if key not in ("name", "experiment_id", "creation_time", "last_update_time"):
+            raise bad(f"invalid order_by clause {item!r}")
+        order.append((key, len(parts) < 2 or parts[1].upper() != "DESC"))
+    exps = []
+    for exp in store.experiments.values():
+        if exp["lifecycle_stage"] not in stages:
+            continue
+        ok = True
+        for c in conds:
+            if c.family == "tags":
+                v = (exp.get("tags") or {}).get(c.key)
+            elif c.key in ("run_name", "name"):
+                v = exp["name"]
+            else:
+                v = exp.get(c.key)
+            view = {"info": {c.key: v}, "data": {"tags": [{"key": c.key, "value": v}]}}
+            if v is None or not _matches(view, c):
+                ok = False
+                break
+        if ok:
+            exps.append(exp)
+    for key, asc in reversed(order):
+        exps.sort(key=lambda e, k=key: (int(e[k]) if k == "experiment_id" and
+                                        str(e[k]).isdigit() else e[k]),
+                  reverse=not asc)  # fmt: skip
+    token = token_for(offset + n) if len(exps) > offset + n else None
+    return exps[offset : offset + n], token

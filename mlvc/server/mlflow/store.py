@@ -1,0 +1,322 @@
+"""``TrackingStore``: what the MLflow API keeps — experiments, the open runs, and the small
+mutable overlay MLflow allows on a run after it ended.
+
+- An **experiment** is a JSON blob named by ``refs/mlflow/experiments/<id>`` (refs are
+  durable and logged); experiment "0", "Default", always exists.
+- An MLflow **run** is an mlvc live run (mlvc.runs.live) held here while it is open; its
+  MLflow ``run_id`` is the live key. Ending it records an ordinary mlvc run, found again by
+  that key through the index's ``live_keys`` table. An mlvc run not logged over MLflow is
+  addressed by its object id and belongs to experiment "0".
+- **Liveness** is a lease: every request touching an open run pushes its staged
+  ``lease_until`` forward (written at most every few seconds); a run whose lease expires is
+  recorded as ``killed`` (here, or by any mlvc reaper). A restarted server joins the staged
+  runs whose lease still holds, so logging continues.
+- The **overlay** (``refs/mlflow/runs/<run_id>``, a JSON blob) holds what changes after a
+  run: tags set or deleted, a new name, ``lifecycle_stage`` (deleted/active).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ...core.ids import ObjectId
+from ...errors import MlvcError
+from ...runs.finish import commit_staged
+from ...runs.live import LiveRun
+from ...runs.staging import StagedRun, folders, kind_of
+from ...store.locks import writing
+from ...store.typed import read_run
+from .wire import not_found
+
+log = logging.getLogger("mlvc.server.mlflow")
+
+EXPERIMENTS = "refs/mlflow/experiments"
+OVERLAYS = "refs/mlflow/runs"
+LEASE_WRITE_EVERY = 5.0  # seconds between lease writes of one run
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Open:
+    """An open MLflow run: the live run, its experiment, who logs it."""
+
+    run: LiveRun
+    experiment_id: str
+    user: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    lease_written: float = 0.0  # when lease_until was last written to the staged run
+    touched: float = field(default_factory=time.time)  # the last write request
+
+
+class TrackingStore:
+    def __init__(self, state):
+        self.state = state
+        self.ctx = state.ctx
+        self.lease = float(state.options.lease_seconds)
+        self.lock = threading.RLock()
+        self.open: dict[str, Open] = {}
+        self.recorded: dict[str, ObjectId] = {}  # run_id -> run object (cache)
+        self.experiments: dict[str, dict] = {}
+        self.overlays: dict[str, dict] = {}
+        self._load()
+        self._stop = threading.Event()
+        self._rejoin()
+        self._thread = threading.Thread(target=self._expire_loop, daemon=True,
+                                        name="mlvc-leases")  # fmt: skip
+        self._thread.start()
+
+    # -- durable JSON behind refs -----------------------------------------------------------
+
+    def _read_blob(self, ref: str) -> dict | None:
+        oid = self.ctx.refs.read_or_none(ref)
+        if oid is None:
+            return None
+        try:
+            value = json.loads(self.ctx.store.read_bytes(oid))
+        except (MlvcError, ValueError):
+            log.warning("%s names a damaged blob; ignored", ref)
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _write_blob(self, ref: str, value: dict, who: str, why: str) -> None:
+        data = json.dumps(value, sort_keys=True).encode()
+        with writing(self.ctx.dir, self.ctx.store):
+            oid = self.ctx.store.add_bytes(data)
+            self.ctx.store.flush()
+            self.ctx.store.sync()
+            self.ctx.refs.write(ref, oid, why, who)
+
+    def _load(self) -> None:
+        for name in self.ctx.refs.names(EXPERIMENTS.removeprefix("refs/")):
+            exp = self._read_blob(f"{EXPERIMENTS}/{name}")
+            if exp is not None and exp.get("experiment_id") == name:
+                self.experiments[name] = exp
+        if "0" not in self.experiments:
+            self.experiments["0"] = self._new_experiment("0", "Default", {})
+            self._write_blob(f"{EXPERIMENTS}/0", self.experiments["0"], "mlvc server", "create")
+        for name in self.ctx.refs.names(OVERLAYS.removeprefix("refs/")):
+            overlay = self._read_blob(f"{OVERLAYS}/{name}")
+            if overlay is not None:
+                self.overlays[name] = overlay
+
+    # -- experiments -----------------------------------------------------------------------
+
+    @staticmethod
+    def _new_experiment(eid: str, name: str, tags: dict, location: str | None = None) -> dict:
+        t = now_ms()
+        return {
+            "experiment_id": eid,
+            "name": name,
+            "artifact_location": location or f"mlflow-artifacts:/{eid}",
+            "lifecycle_stage": "active",
+            "tags": tags,
+            "creation_time": t,
+            "last_update_time": t,
+        }
+
+    def experiment(self, experiment_id: str) -> dict | None:
+        return self.experiments.get(str(experiment_id))
+
+    def experiment_or_404(self, experiment_id: str) -> dict:
+        exp = self.experiment(experiment_id)
+        if exp is None:
+            raise not_found(f"no experiment with id {experiment_id!r}")
+        return exp
+
+    def experiment_by_name(self, name: str) -> dict | None:
+        return next((e for e in self.experiments.values() if e["name"] == name), None)
+
+    def create_experiment(self, name: str, location: str | None, tags: dict, who: str) -> str:
+        with self.lock:
+            if self.experiment_by_name(name) is not None:
+                from ..app import ApiError
+
+                raise ApiError(
+                    400, "RESOURCE_ALREADY_EXISTS", f"experiment {name!r} already exists"
+                )
+            eid = str(max((int(i) for i in self.experiments if i.isdigit()), default=0) + 1)
+            exp = self._new_experiment(eid, name, tags, location)
+            self._write_blob(f"{EXPERIMENTS}/{eid}", exp, who, f"create experiment {name}")
+            self.experiments[eid] = exp
+            return eid
+
+    def change_experiment(self, experiment_id: str, who: str, why: str, **changes) -> dict:
+        """Apply ``changes`` (name, lifecycle_stage, tags) to an experiment, durably."""
+        with self.lock:
+            exp = dict(self.experiment_or_404(experiment_id))
+            name = changes.get("name")
+            if name is not None and name != exp["name"] and self.experiment_by_name(name):
+                from ..app import ApiError
+
+                raise ApiError(
+                    400, "RESOURCE_ALREADY_EXISTS", f"experiment {name!r} already exists"
+                )
+            exp.update(changes)
+            exp["last_update_time"] = now_ms()
+            self._write_blob(f"{EXPERIMENTS}/{experiment_id}", exp, who, why)
+            self.experiments[str(experiment_id)] = exp
+            return exp
+
+    # -- open runs -------------------------------------------------------------------------
+
+    def _ctx_for(self, user: str):
+        return replace(self.ctx, settings=self.ctx.settings.as_user(user))
+
+    def create_run(self, experiment_id: str, name: str, tags: dict, start_ms: int | None,
+                   user: str) -> Open:  # fmt: skip
+        from ...refs.store import check_ref_name
+
+        try:
+            name = check_ref_name(name, "name") if name else ""
+        except MlvcError:
+            name = ""  # MLflow names may hold anything: kept in the mlflow.runName tag
+        # tags are checked before the run exists: a refused one leaves no run behind
+        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False)
+        meta = run.staged.meta
+        meta["argv"] = []  # the server's own command line is not the run's
+        meta["extra"] = {"experiment_id": experiment_id}
+        meta["mlflow"] = {"user": user}
+        if start_ms:
+            meta["started"] = int(start_ms) * 1000
+            run.started = meta["started"]
+        opened = Open(run, experiment_id, user)
+        self._lease(opened, force=True)
+        with self.lock:
+            self.open[run.key] = opened
+        return opened
+
+    def _lease(self, opened: Open, force: bool = False) -> None:
+        """Renew the lease: in memory at once, on disk (for reapers in other processes) at
+        most every few seconds, and always well within the lease."""
+        now = opened.touched = time.time()
+        if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
+            opened.run.staged.meta["lease_until"] = now + self.lease
+            opened.run._save()
+            opened.lease_written = now
+
+    def touch(self, run_id: str) -> Open | None:
+        """The open run ``run_id``, its lease renewed; None when it is not open."""
+        opened = self.open.get(run_id)
+        if opened is not None:
+            with opened.lock:
+                if not opened.run._ended:
+                    self._lease(opened)
+        return opened
+
+    def live(self, run_id: str) -> LiveRun | None:
+        opened = self.open.get(run_id)
+        return opened.run if opened is not None else None
+
+    def end_run(self, run_id: str, status: str) -> ObjectId | None:
+        with self.lock:
+            opened = self.open.pop(run_id, None)
+        if opened is None:
+            return None
+        with opened.lock:
+            oid = opened.run.end(status)
+        if oid is not None:
+            self.recorded[run_id] = oid
+        return oid
+
+    def _rejoin(self) -> None:
+        """Join the staged MLflow runs whose lease still holds (a restarted server), and
+        record those whose lease expired meanwhile as killed, by their own user."""
+        for path in folders(self.ctx.layout):
+            staged = StagedRun.load(path) if kind_of(path) == "run" else None
+            if staged is None or "mlflow" not in staged.meta:
+                continue
+            info = staged.meta["mlflow"] if isinstance(staged.meta["mlflow"], dict) else {}
+            user = str(info.get("user") or "mlflow")
+            if not staged.alive():
+                self._reap(staged, user)
+                continue
+            run = LiveRun.join(self._ctx_for(user), staged)
+            eid = str(staged.extra.get("experiment_id") or "0")
+            opened = Open(run, eid, user)
+            self._lease(opened, force=True)
+            self.open[run.key] = opened
+            log.info("rejoined the open run %s", run.key)
+
+    def _reap(self, staged: StagedRun, user: str) -> None:
+        ctx = self._ctx_for(user)
+        try:
+            with writing(ctx.dir, ctx.store):
+                claimed = staged.claim()
+                if claimed is not None:
+                    commit_staged(ctx, claimed, "killed", phase="reap")
+        except Exception:  # the next reaper tries again
+            log.exception("could not record the expired run %s", staged.key)
+
+    def _expire_loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.lease / 4)):
+            now = time.time()
+            for key, opened in list(self.open.items()):
+                if now - opened.touched >= self.lease:
+                    try:
+                        self.end_run(key, "killed")
+                        log.warning("run %s had no request for %ss: recorded as killed",
+                                    key, self.lease)  # fmt: skip
+                    except Exception:
+                        log.exception("could not record the expired run %s", key)
+
+    def shutdown(self) -> None:
+        """Make every open run's points durable; the runs stay open (their lease)."""
+        self._stop.set()
+        for opened in list(self.open.values()):
+            with opened.lock:
+                if not opened.run._ended:
+                    opened.run.flush()
+                    opened.run._save()
+
+    # -- recorded runs ---------------------------------------------------------------------
+
+    def run_record(self, run_id: str) -> tuple[ObjectId, Any] | None:
+        """The recorded run ``run_id`` (a live key, or an mlvc run id), or None."""
+        oid = self.recorded.get(run_id)
+        if oid is None:
+            oid = self._find_recorded(run_id)
+            if oid is None:
+                return None
+            self.recorded[run_id] = oid
+        try:
+            return oid, read_run(self.ctx.store, oid)
+        except MlvcError:
+            return None
+
+    def _find_recorded(self, run_id: str) -> ObjectId | None:
+        if len(run_id) == 64 and set(run_id) <= _HEX64:
+            oid = ObjectId.parse(run_id)
+            return oid if self.ctx.refs.has_run(oid) else None
+        if len(run_id) > 64:
+            return None
+        with self.ctx.index.connect_readonly() as con:
+            row = con.execute(
+                "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id LIMIT 1",
+                [run_id],
+            ).fetchone()
+        return ObjectId.parse(row[0]) if row else None
+
+    # -- the overlay -----------------------------------------------------------------------
+
+    def overlay(self, run_id: str) -> dict:
+        return self.overlays.get(run_id) or {}
+
+    def change_overlay(self, run_id: str, who: str, why: str, fn) -> dict:
+        with self.lock:
+            overlay = json.loads(json.dumps(self.overlay(run_id)))
+            fn(overlay)
+            self._write_blob(f"{OVERLAYS}/{run_id}", overlay, who, why)
+            self.overlays[run_id] = overlay
+            return overlay
+
+    def deleted(self) -> set[str]:
+        return {k for k, v in self.overlays.items() if v.get("lifecycle_stage") == "deleted"}
