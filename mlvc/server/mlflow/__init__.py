@@ -13,4 +13,10 @@ PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 
 def routes(state) -> list:
     """Every MLflow route, bound to ``state``."""
-    return []
+    from . import logged_models, registry
+
+    out: list = []
+    out += logged_models.routes(state)
+    out += registry.routes(state)
+    out += logged_models.artifact_routes(state)  # until the generic artifact proxy serves them
+    return out
