@@ -378,3 +378,34 @@ def test_store_passes_fsck_after_all_this(srv, champion):
         if "audit.log" not in ln and "problem(s) found" not in ln and ln.strip()
     ]
     assert problems == [] or r.returncode == 0, problems
+
+
+def test_model_logged_in_a_run_is_linked_to_it(srv):
+    """Needs the tracking routes (runs): skipped where this server has none yet."""
+    status, body = srv.call("GET", f"{API}/experiments/get-by-name", query={"experiment_name": "x"})
+    if status == 404 and body.get("error_code") == "ENDPOINT_NOT_FOUND":
+        pytest.skip("this server has no MLflow tracking routes")
+    out = srv.mlflow(
+        ADDER
+        + """
+mlflow.set_experiment("linked")
+with mlflow.start_run() as run:
+    info = mlflow.pyfunc.log_model(name="inrun", python_model=Adder(1), registered_model_name="linked")
+mv = mlflow.register_model(f"runs:/{run.info.run_id}/inrun", "linked")
+print(run.info.run_id, info.model_id, mv.version)
+"""
+    )
+    run_id, model_id, version = out.stdout.strip().splitlines()[-1].split()
+    assert version == "2"
+    status, body = srv.call(
+        "GET", f"{API}/model-versions/get", query={"name": "linked", "version": "1"}
+    )
+    assert body["model_version"]["run_id"] == run_id
+    assert body["model_version"]["model_id"] == model_id
+    shown = json.loads(srv.mlvc("show", "HEAD", "--json").stdout)
+    assert shown["models"]["inrun"]["mlflow_model_id"] == model_id
+    r = subprocess.run(
+        [PY, "-c", "import mlvc.models as m; print(m.get('linked', 1).run_id)"],
+        cwd=srv.root, env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.stdout.strip() == shown["id"], r.stderr

@@ -257,6 +257,7 @@ class Registry:
                 number = registry.create_version(
                     self.refs, name, tree, source, self._mlvc_run(run_id), who, trusted=True
                 )
+            self._note_run_at_end(name, number, run_id, who)
             t = now_ms()
             extra = {
                 "created_ms": t,
@@ -275,6 +276,14 @@ class Registry:
             )
         self.repo.index.try_ingest()
         return self.version(name, number)
+
+    def _note_run_at_end(self, name: str, number: int, run_id: str, who: str) -> None:
+        """A version registered while its run is open learns the run's mlvc id at its end
+        (as mlvc.models.register does for a live run)."""
+        runs = self.state.extras.get("mlflow.runs")
+        live = runs.live(run_id) if runs is not None and run_id else None
+        if live is not None:
+            live.on_end.append(lambda rid: registry.note_run(self.refs, name, number, rid.hex, who))
 
     def delete_version(self, name: str, number: int, who: str) -> None:
         with self.lock:
