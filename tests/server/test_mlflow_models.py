@@ -409,3 +409,42 @@ print(run.info.run_id, info.model_id, mv.version)
         cwd=srv.root, env=_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.stdout.strip() == shown["id"], r.stderr
+
+
+@pytest.mark.parametrize(
+    "method, path, body, field",
+    [
+        ("POST", "/registered-models/create", {"name": 123}, "name"),
+        ("POST", "/registered-models/create", {"name": "ok-name", "tags": "x"}, "tags"),
+        ("POST", "/model-versions/create", {"name": "adder"}, "source"),
+        ("POST", "/registered-models/alias", {"name": "adder", "alias": "a", "version": True}, "version"),
+        ("POST", "/logged-models/search", {"experiment_ids": "0"}, "experiment_ids"),
+        ("POST", "/logged-models/search", {"experiment_ids": ["0"], "max_results": "x"}, "max_results"),
+        ("POST", "/logged-models/search", {"experiment_ids": ["0"], "page_token": "zz"}, "page_token"),
+        ("POST", "/logged-models/search", {"experiment_ids": ["0"], "filter": "name IN ('a')"}, "filter"),
+        ("POST", "/logged-models/search", {"experiment_ids": ["0"], "order_by": ["name"]}, "order_by"),
+        ("POST", "/model-versions/transition-stage", {"name": "adder", "version": "1", "stage": "gold"}, "stage"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_400_naming_the_field(srv, champion, method, path, body, field):
+    status, answer = srv.call(method, API + path, body)
+    assert status == 400, answer
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert field in answer["message"]
+
+
+def test_bad_queries_are_400(srv, champion):
+    status, body = srv.call(
+        "GET", f"{API}/registered-models/search", query={"order_by": "nope DESC"}
+    )
+    assert status == 400 and "order_by" in body["message"]
+    status, body = srv.call(
+        "GET", f"{API}/model-versions/search", query={"filter": "name = 'adder' AND"}
+    )
+    assert status == 400 and "AND" in body["message"]
+    status, body = srv.call(
+        "GET", f"{API}/model-versions/get", query={"name": "adder", "version": "x"}
+    )
+    assert status == 400 and "version" in body["message"]
+    status, body = srv.call("PATCH", f"{API}/logged-models/{champion['id']}", {"status": "DONE"})
+    assert status == 400 and "status" in body["message"]

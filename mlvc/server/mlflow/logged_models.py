@@ -177,6 +177,8 @@ def parse_filter(text: str | None) -> list[tuple[str, str, Any]]:
         if rest[:3].upper() != "AND" or (len(rest) > 3 and not rest[3].isspace()):
             raise bad(f"invalid filter {text!r}: join conditions with AND")
         pos = len(text) - len(rest) + 3
+        if not text[pos:].strip():
+            raise bad(f"invalid filter {text!r}: a condition must follow AND")
     return out
 
 
