@@ -448,3 +448,28 @@ def test_bad_queries_are_400(srv, champion):
     assert status == 400 and "version" in body["message"]
     status, body = srv.call("PATCH", f"{API}/logged-models/{champion['id']}", {"status": "DONE"})
     assert status == 400 and "status" in body["message"]
+
+
+def test_sklearn_model_registered_over_mlflow_loads_in_mlvc(srv):
+    pytest.importorskip("sklearn")
+    out = srv.mlflow(
+        """
+        import mlflow, mlflow.sklearn, numpy as np
+        from sklearn.linear_model import LinearRegression
+        X = np.array([[0.0], [1.0], [2.0]]); y = 2 * X[:, 0] + 1
+        info = mlflow.sklearn.log_model(
+            LinearRegression().fit(X, y), name="lr", registered_model_name="linear"
+        )
+        mlflow.MlflowClient().set_registered_model_alias("linear", "live", "1")
+        m = mlflow.pyfunc.load_model("models:/linear@live")
+        print([round(float(v), 6) for v in m.predict(np.array([[3.0]]))])
+        """
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[7.0]"
+    r = subprocess.run(
+        [PY, "-c", "import mlvc.models as m, numpy as np; md = m.load('models:/linear@live'); "
+         "print(md.flavor, [round(float(v), 6) for v in md.predict(np.array([[4.0]]))])"],
+        cwd=srv.root, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "sklearn [9.0]"
