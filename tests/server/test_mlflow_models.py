@@ -61,10 +61,13 @@ class Server:
             scope: self.mlvc("token", "create", "--scope", scope).stdout.strip().splitlines()[-1]
             for scope in ("write", "read")
         }
+        self.start()
+
+    def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [PY, "-m", "mlvc", "server", "--port", str(self.port)],
-                cwd=root, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.root, env=_env(), stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
@@ -232,7 +235,7 @@ print([m.name for m in c.search_registered_models(filter_string="name LIKE 'add%
 print([m.name for m in c.search_registered_models(filter_string="tags.team = 'red'")])
 print(sorted(v.version for v in c.search_model_versions("name = 'adder'")))
 print(c.get_model_version_by_alias("adder", "champion").version)
-c.set_registered_model_alias("adder", "champion", "2")
+c.set_registered_model_alias("adder", "best", "2")
 c.set_model_version_tag("adder", "2", "ok", "yes")
 c.update_model_version("adder", "2", description="better")
 v = c.get_model_version("adder", "2")
@@ -244,10 +247,10 @@ print(v.description, v.tags, v.aliases)
     assert lines[1] == "['other-model']"
     assert lines[2] == "['1', '2']"
     assert lines[3] == "1"
-    assert lines[4] == "better {'ok': 'yes'} ['champion']"
-    assert "model adder version 2" in srv.mlvc("models", "show", "adder@champion").stdout
+    assert lines[4] == "better {'ok': 'yes'} ['best']"
+    assert "model adder version 2" in srv.mlvc("models", "show", "adder@best").stdout
     r = subprocess.run(
-        [PY, "-c", "import mlvc.models as m; print(m.get('adder@champion').version)"],
+        [PY, "-c", "import mlvc.models as m; print(m.get('adder@best').version)"],
         cwd=srv.root, env=_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.stdout.strip() == "2", r.stderr
@@ -473,3 +476,29 @@ def test_sklearn_model_registered_over_mlflow_loads_in_mlvc(srv):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "sklearn [9.0]"
+
+
+def test_everything_survives_a_restart(srv, champion):
+    srv.call(
+        "POST",
+        f"{API}/registered-models/create",
+        {"name": "kept", "tags": [{"key": "k", "value": "v"}]},
+    )
+    srv.stop()
+    srv.start()
+    status, body = srv.call("GET", f"{API}/logged-models/{champion['id']}")
+    assert status == 200 and body["model"]["info"]["status"] == "LOGGED_MODEL_READY"
+    status, body = srv.call(
+        "GET", f"{API}/registered-models/alias", query={"name": "adder", "alias": "champion"}
+    )
+    assert status == 200 and body["model_version"]["model_id"]
+    status, body = srv.call("GET", f"{API}/registered-models/get", query={"name": "kept"})
+    assert status == 200 and body["registered_model"]["tags"] == [{"key": "k", "value": "v"}]
+    out = srv.mlflow(
+        """
+        import pandas as pd, mlflow.pyfunc
+        m = mlflow.pyfunc.load_model("models:/adder/1")
+        print(list(m.predict(pd.DataFrame({"x": [1]}))))
+        """
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[11]"
