@@ -108,7 +108,9 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
     except OSError as e:
         out.append(f"ref HEAD cannot be read ({e.strerror})")
     named = ["HEAD"] + [
-        r for r in _ref_files(refs.dir, "refs") if not r.startswith(("refs/runs/", "refs/models/"))
+        r
+        for r in _ref_files(refs.dir, "refs")
+        if not r.startswith(("refs/runs/", "refs/models/", "refs/mlflow/"))
     ]
     for ref in named:
         try:

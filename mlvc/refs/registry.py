@@ -257,6 +257,8 @@ def create_version(
     message = _message("register", {"source": source, "run_id": run_id, "trusted": trusted})
     for _ in range(MAX_TRIES):
         number = max(versions(refs, name), default=0) + 1
+        while refs.reflog(version_ref(name, number)):
+            number += 1  # a deleted version's number is never given to another tree
         try:
             refs.write(version_ref(name, number), tree, message, who, create_only=True)
             return number

@@ -56,7 +56,7 @@ def routes(state) -> list:
     from starlette.routing import Route
 
     from ..app import endpoint
-    from . import artifacts, tracking
+    from . import artifacts, logged_models, registry, tracking
     from .store import TrackingStore
 
     store = TrackingStore(state)
@@ -95,4 +95,5 @@ def routes(state) -> list:
                 methods=["DELETE"],
             ),  # fmt: skip
         ]
+    out += logged_models.routes(state) + registry.routes(state)
     return out
