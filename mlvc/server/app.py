@@ -224,6 +224,8 @@ async def _json_body(request, limit: int) -> Any:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "MALFORMED_REQUEST", f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # json's C parser recurses per level of nesting
+        raise ApiError(400, "MALFORMED_REQUEST", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "MALFORMED_REQUEST", "the body must be a JSON object")
     return body

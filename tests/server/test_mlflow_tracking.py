@@ -285,6 +285,9 @@ def test_raw_json_bad_input_is_refused_with_one_line_messages(server):
     cases = [
         ("POST", "/runs/log-metric", None, b"{not json", 400, "MALFORMED_REQUEST"),
         ("POST", "/runs/log-metric", None, b"[1, 2]", 400, "MALFORMED_REQUEST"),
+        # nested past json's recursion limit: was a 500 RecursionError (found by the fuzzer)
+        ("POST", "/runs/log-metric", None, b"[" * 100_000, 400, "MALFORMED_REQUEST"),
+        ("POST", "/runs/log-metric", None, b'{"a":' * 100_000, 400, "MALFORMED_REQUEST"),
         ("POST", "/runs/log-metric", {"key": "m", "value": 1.0}, None, 400, "INVALID_PARAMETER_VALUE"),
         ("POST", "/runs/log-metric", {"run_id": rid, "key": "m", "value": "high"}, None, 400, "INVALID_PARAMETER_VALUE"),
         ("POST", "/runs/log-metric", {"run_id": rid, "key": "m", "value": 1, "step": "x"}, None, 400, "INVALID_PARAMETER_VALUE"),
