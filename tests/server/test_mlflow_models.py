@@ -9,16 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import textwrap
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -30,115 +22,19 @@ API = "/api/2.0/mlflow"
 PROXY = "/api/2.0/mlflow-artifacts/artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
+def _env() -> dict[str, str]:
+    """The environment of an mlvc process the tests start beside the server."""
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(
-        MLVC_INDEX_SYNC="inline",
-        GIT_CONFIG_NOSYSTEM="1",
-        MLVC_AUTHOR="Test Author <test@example.com>",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
+    env.update(MLVC_INDEX_SYNC="inline", GIT_CONFIG_NOSYSTEM="1",
+               MLVC_AUTHOR="Test Author <test@example.com>")  # fmt: skip
     return env
 
 
-class Server:
-    """A real `mlvc server` process on a fresh repository, with write and read tokens."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root.parent / "server.log"
-        self.tokens = {
-            scope: self.mlvc("token", "create", "--scope", scope).stdout.strip().splitlines()[-1]
-            for scope in ("write", "read")
-        }
-        self.start()
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [PY, "-m", "mlvc", "server", "--port", str(self.port)],
-                cwd=self.root, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def mlvc(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(
-            [PY, "-m", "mlvc", *args], cwd=self.root, env=_env(), capture_output=True,
-            text=True, timeout=120,
-        )  # fmt: skip
-        assert not ok or r.returncode == 0, f"mlvc {args} failed:\n{r.stderr}"
-        return r
-
-    def call(self, method, path, body=None, token="write", query=None, raw=None):
-        url = self.url + path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(url, data=data, method=method)
-        if body is not None:
-            req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", f"Bearer {self.tokens.get(token, token)}")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                status, payload, ctype = r.status, r.read(), r.headers.get("content-type", "")
-        except urllib.error.HTTPError as e:
-            status, payload, ctype = e.code, e.read(), e.headers.get("content-type", "")
-        return status, (json.loads(payload or b"null") if "json" in ctype else payload)
-
-    def mlflow(self, script: str, token: str = "write", ok: bool = True):
-        env = _env(
-            MLFLOW_TRACKING_URI=self.url,
-            MLFLOW_TRACKING_TOKEN=self.tokens.get(token, token),
-            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-            MLFLOW_ENABLE_ASYNC_LOGGING="false",
-            GIT_PYTHON_REFRESH="quiet",
-        )
-        r = subprocess.run(
-            [PY, "-c", textwrap.dedent(script)], cwd=self.root.parent, env=env,
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert not ok or r.returncode == 0, (
-            f"MLflow script failed:\n{r.stderr[-4000:]}\nserver log:\n"
-            f"{self.log.read_text(errors='replace')[-3000:]}"
-        )
-        return r
-
-
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-models") / "proj"
-    root.mkdir()
-    subprocess.run(
-        [PY, "-m", "mlvc", "init"], cwd=root, env=_env(), check=True, capture_output=True
-    )
-    server = Server(root)
-    yield server
-    server.stop()
+def srv(server):
+    """The module's real `mlvc server` (tests/server/conftest.py)."""
+    return server
 
 
 ADDER = """
@@ -199,26 +95,26 @@ def test_mlvc_sees_the_version_registered_over_mlflow(srv, champion):
 
 
 def test_logged_model_get_search_and_files(srv, champion):
-    status, body = srv.call("GET", f"{API}/logged-models/{champion['id']}")
+    status, body, _ = srv.call("GET", f"{API}/logged-models/{champion['id']}")
     assert status == 200
     info = body["model"]["info"]
     assert info["status"] == "LOGGED_MODEL_READY" and info["name"] == "m"
     assert info["artifact_uri"] == f"mlflow-artifacts:/0/models/{champion['id']}/artifacts"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/logged-models/search", {"experiment_ids": ["0"], "filter": "name = 'm'"}
     )
     assert status == 200 and [m["info"]["model_id"] for m in body["models"]] == [champion["id"]]
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/logged-models/search", {"experiment_ids": ["0"], "filter": "name = 'x'"}
     )
     assert status == 200 and body.get("models", []) == []
-    status, body = srv.call("GET", PROXY, query={"path": f"0/models/{champion['id']}/artifacts"})
+    status, body, _ = srv.call("GET", PROXY, query={"path": f"0/models/{champion['id']}/artifacts"})
     names = {f["path"] for f in body["files"]}
     assert "MLmodel" in names and "python_model.pkl" in names
-    status, data = srv.call("GET", f"{PROXY}/0/models/{champion['id']}/artifacts/MLmodel")
+    status, data, _ = srv.call("GET", f"{PROXY}/0/models/{champion['id']}/artifacts/MLmodel")
     assert status == 200 and b"python_function" in data
     # a READY model's files are final
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "PUT", f"{PROXY}/0/models/{champion['id']}/artifacts/extra.txt", raw=b"x"
     )
     assert status == 400 and body["error_code"] == "INVALID_STATE"
@@ -257,72 +153,76 @@ print(v.description, v.tags, v.aliases)
 
 
 def test_registry_errors(srv, champion):
-    status, body = srv.call("GET", f"{API}/registered-models/get", query={"name": "nope"})
+    status, body, _ = srv.call("GET", f"{API}/registered-models/get", query={"name": "nope"})
     assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    status, body = srv.call("POST", f"{API}/registered-models/create", {"name": "adder"})
+    status, body, _ = srv.call("POST", f"{API}/registered-models/create", {"name": "adder"})
     assert status == 409 and body["error_code"] == "RESOURCE_ALREADY_EXISTS"
-    status, body = srv.call("POST", f"{API}/registered-models/create", {"name": "bad/name"})
+    status, body, _ = srv.call("POST", f"{API}/registered-models/create", {"name": "bad/name"})
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "name" in body["message"]
-    status, body = srv.call("POST", f"{API}/registered-models/create", {})
+    status, body, _ = srv.call("POST", f"{API}/registered-models/create", {})
     assert status == 400 and "'name'" in body["message"]
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/model-versions/get", query={"name": "adder", "version": "99"}
     )
     assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/registered-models/alias", {"name": "adder", "alias": "7", "version": "1"}
     )
     assert status == 400 and "alias" in body["message"]
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/registered-models/alias", query={"name": "adder", "alias": "nope"}
     )
     assert status == 404
-    status, body = srv.call("GET", f"{API}/logged-models/m-{'0' * 32}")
+    status, body, _ = srv.call("GET", f"{API}/logged-models/m-{'0' * 32}")
     assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/model-versions/create", {"name": "adder", "source": "s3://x/y"}
     )
     assert status == 400 and "source" in body["message"]
-    status, body = srv.call("POST", f"{API}/logged-models", {"name": "x"})
+    status, body, _ = srv.call("POST", f"{API}/logged-models", {"name": "x"})
     assert status == 400 and "experiment_id" in body["message"]
 
 
 def test_artifact_paths_are_refused(srv):
-    status, body = srv.call("POST", f"{API}/logged-models", {"experiment_id": "0", "name": "p"})
+    status, body, _ = srv.call("POST", f"{API}/logged-models", {"experiment_id": "0", "name": "p"})
     mid = body["model"]["info"]["model_id"]
     assert body["model"]["info"]["status"] == "LOGGED_MODEL_PENDING"
     base = f"{PROXY}/0/models/{mid}/artifacts"
     assert srv.call("PUT", f"{base}/a/b.txt", raw=b"hello")[0] == 200
     for bad in ("a/../../x", "%2e%2e/x", "a/%00b"):
-        status, body = srv.call("PUT", f"{base}/{bad}", raw=b"no")
+        status, body, _ = srv.call("PUT", f"{base}/{bad}", raw=b"no")
         assert status in (400, 404), (bad, status, body)
     assert srv.call("GET", f"{base}/a/b.txt")[1] == b"hello"
     # finalizing READY needs files; it has one, and not an MLmodel: registering it is refused
-    status, body = srv.call("PATCH", f"{API}/logged-models/{mid}", {"status": "LOGGED_MODEL_READY"})
+    status, body, _ = srv.call(
+        "PATCH", f"{API}/logged-models/{mid}", {"status": "LOGGED_MODEL_READY"}
+    )
     assert status == 200 and body["model"]["info"]["status"] == "LOGGED_MODEL_READY"
     srv.call("POST", f"{API}/registered-models/create", {"name": "nomodel"})
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/model-versions/create", {"name": "nomodel", "source": f"models:/{mid}"}
     )
     assert status == 400 and "MLmodel" in body["message"]
 
 
 def test_a_read_token_cannot_register(srv, champion):
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/registered-models/create", {"name": "readers"}, token="read"
     )
     assert status == 403 and body["error_code"] == "PERMISSION_DENIED"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/registered-models/alias",
         {"name": "adder", "alias": "x", "version": "1"}, token="read",
     )  # fmt: skip
     assert status == 403
-    status, _ = srv.call(
+    status, _, _ = srv.call(
         "GET", f"{API}/registered-models/get", query={"name": "adder"}, token="read"
     )
     assert status == 200
-    status, _ = srv.call("GET", f"{API}/registered-models/get", query={"name": "adder"}, token=None)
+    status, _, _ = srv.call(
+        "GET", f"{API}/registered-models/get", query={"name": "adder"}, token=None
+    )
     assert status == 401
 
 
@@ -330,15 +230,15 @@ def test_delete_version_never_reuses_its_number(srv, champion):
     srv.call("POST", f"{API}/registered-models/create", {"name": "reuse"})
     src = f"models:/{champion['id']}"
     for want in ("1", "2"):
-        status, body = srv.call(
+        status, body, _ = srv.call(
             "POST", f"{API}/model-versions/create", {"name": "reuse", "source": src}
         )
         assert status == 200 and body["model_version"]["version"] == want
-    status, _ = srv.call(
+    status, _, _ = srv.call(
         "DELETE", f"{API}/model-versions/delete", {"name": "reuse", "version": "2"}
     )
     assert status == 200
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/model-versions/create", {"name": "reuse", "source": src}
     )
     assert body["model_version"]["version"] == "3"
@@ -358,7 +258,7 @@ def test_rename_and_delete_registered_model(srv, champion):
         f"{API}/registered-models/alias",
         {"name": "old-name", "alias": "prod", "version": "1"},
     )
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "POST", f"{API}/registered-models/rename", {"name": "old-name", "new_name": "new-name"}
     )
     assert status == 200 and body["registered_model"]["aliases"] == [
@@ -366,7 +266,7 @@ def test_rename_and_delete_registered_model(srv, champion):
     ]
     assert srv.call("GET", f"{API}/registered-models/get", query={"name": "old-name"})[0] == 404
     assert "new-name" in srv.mlvc("models", "list").stdout
-    status, _ = srv.call("DELETE", f"{API}/registered-models/delete", {"name": "new-name"})
+    status, _, _ = srv.call("DELETE", f"{API}/registered-models/delete", {"name": "new-name"})
     assert status == 200
     assert srv.call("GET", f"{API}/registered-models/get", query={"name": "new-name"})[0] == 404
     assert "new-name" not in srv.mlvc("models", "list").stdout
@@ -385,7 +285,9 @@ def test_store_passes_fsck_after_all_this(srv, champion):
 
 def test_model_logged_in_a_run_is_linked_to_it(srv):
     """Needs the tracking routes (runs): skipped where this server has none yet."""
-    status, body = srv.call("GET", f"{API}/experiments/get-by-name", query={"experiment_name": "x"})
+    status, body, _ = srv.call(
+        "GET", f"{API}/experiments/get-by-name", query={"experiment_name": "x"}
+    )
     if status == 404 and body.get("error_code") == "ENDPOINT_NOT_FOUND":
         pytest.skip("this server has no MLflow tracking routes")
     out = srv.mlflow(
@@ -400,7 +302,7 @@ print(run.info.run_id, info.model_id, mv.version)
     )
     run_id, model_id, version = out.stdout.strip().splitlines()[-1].split()
     assert version == "2"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/model-versions/get", query={"name": "linked", "version": "1"}
     )
     assert body["model_version"]["run_id"] == run_id
@@ -430,26 +332,26 @@ print(run.info.run_id, info.model_id, mv.version)
     ],
 )  # fmt: skip
 def test_bad_input_is_400_naming_the_field(srv, champion, method, path, body, field):
-    status, answer = srv.call(method, API + path, body)
+    status, answer, _ = srv.call(method, API + path, body)
     assert status == 400, answer
     assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
     assert field in answer["message"]
 
 
 def test_bad_queries_are_400(srv, champion):
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/registered-models/search", query={"order_by": "nope DESC"}
     )
     assert status == 400 and "order_by" in body["message"]
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/model-versions/search", query={"filter": "name = 'adder' AND"}
     )
     assert status == 400 and "AND" in body["message"]
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/model-versions/get", query={"name": "adder", "version": "x"}
     )
     assert status == 400 and "version" in body["message"]
-    status, body = srv.call("PATCH", f"{API}/logged-models/{champion['id']}", {"status": "DONE"})
+    status, body, _ = srv.call("PATCH", f"{API}/logged-models/{champion['id']}", {"status": "DONE"})
     assert status == 400 and "status" in body["message"]
 
 
@@ -486,13 +388,13 @@ def test_everything_survives_a_restart(srv, champion):
     )
     srv.stop()
     srv.start()
-    status, body = srv.call("GET", f"{API}/logged-models/{champion['id']}")
+    status, body, _ = srv.call("GET", f"{API}/logged-models/{champion['id']}")
     assert status == 200 and body["model"]["info"]["status"] == "LOGGED_MODEL_READY"
-    status, body = srv.call(
+    status, body, _ = srv.call(
         "GET", f"{API}/registered-models/alias", query={"name": "adder", "alias": "champion"}
     )
     assert status == 200 and body["model_version"]["model_id"]
-    status, body = srv.call("GET", f"{API}/registered-models/get", query={"name": "kept"})
+    status, body, _ = srv.call("GET", f"{API}/registered-models/get", query={"name": "kept"})
     assert status == 200 and body["registered_model"]["tags"] == [{"key": "k", "value": "v"}]
     out = srv.mlflow(
         """

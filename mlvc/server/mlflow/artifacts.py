@@ -119,7 +119,7 @@ def download(call):
 def delete(call):
     kind, _eid, oid, rel = split(call.path_params["path"])
     if kind == "model":
-        _models(call.state).delete(oid, rel)
+        _models(call.state).delete(oid, rel, call.principal.name)
         return {}
     store = call.state.extras["mlflow.runs"]
     opened = store.touch(oid)
@@ -140,7 +140,7 @@ def uploader(state):
     async def upload(request, principal):
         kind, _eid, oid, rel = split(request.path_params["path"])
         if kind == "model":
-            return await _models(state).put(oid, rel, request)
+            return await _models(state).put(oid, rel, request, principal.name)
         store = state.extras["mlflow.runs"]
         rel = _rel(rel)
         if not rel:

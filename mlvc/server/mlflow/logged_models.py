@@ -706,46 +706,4 @@ def routes(state) -> list:
     return out
 
 
-# -- until the generic artifact proxy is merged: the model part of it ------------------------
-
-ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
-_MODEL_PATH = re.compile(r"^[^/]+/models/(m-[0-9a-f]{32})/artifacts(?:/(.*))?$")
-
-
-def artifact_routes(state) -> list:
-    """PUT/GET/DELETE of ``<exp>/models/<model_id>/artifacts/<path>`` and the listing of such
-    paths (``GET ?path=``), for when no generic artifact proxy serves them."""
-    from starlette.routing import Route
-
-    install(state)
-    files: ModelArtifacts = state.extras["mlflow.model_artifacts"]
-
-    async def put(request, principal):
-        p = request.path_params
-        return await files.put(p["model_id"], p["relpath"], request, principal.name)
-
-    def download(call):
-        return files.get(call.path_params["model_id"], call.path_params["relpath"])
-
-    def remove(call):
-        return files.delete(
-            call.path_params["model_id"], call.path_params["relpath"], call.principal.name
-        )
-
-    def listing(call):
-        path = str(call.query.get("path", "")).strip("/")
-        m = _MODEL_PATH.match(path)
-        if not m:
-            raise not_found(f"no artifacts at {path!r}")
-        return {"files": files.list(m.group(1), m.group(2) or "")}
-
-    one = ARTIFACTS + "/{exp}/models/{model_id}/artifacts/{relpath:path}"
-    return [
-        Route(one, endpoint(state, put, "write", raw=True), methods=["PUT"]),
-        Route(one, endpoint(state, download, "read"), methods=["GET"]),
-        Route(one, endpoint(state, remove, "write"), methods=["DELETE"]),
-        Route(ARTIFACTS, endpoint(state, listing, "read"), methods=["GET"]),
-    ]
-
-
-__all__ = ["LoggedModels", "ModelArtifacts", "artifact_routes", "install", "routes"]
+__all__ = ["LoggedModels", "ModelArtifacts", "install", "routes"]
