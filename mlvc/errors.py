@@ -377,6 +377,28 @@ class ServerRefused(MlvcError):
         self.exit_code = {400: 2, 404: 4, 409: 6}.get(status, 1)
 
 
+# -- remotes (mlvc.remotes) --------------------------------------------------------------
+
+
+class RemoteError(MlvcError):
+    """A remote could not be reached or answered with an error (the message says which)."""
+
+    http_status = 502
+
+
+class MissingOnRemote(RemoteError):
+    """A path the remote should hold is not there."""
+
+    http_status = 404
+
+
+class RemoteRejected(MlvcError):
+    """A push lost a race on a moving name: fetch first (like git's non-fast-forward)."""
+
+    exit_code = 6
+    http_status = 409
+
+
 def one_line(e: BaseException, limit: int = 500) -> str:
     """``Type: first line of the message``, cut to ``limit`` characters."""
     text = str(e).strip()
