@@ -361,6 +361,12 @@ class MissingExtra(MlvcError):
 # -- the client of a server (mlvc.api.remote) -----------------------------------------------
 
 
+class ServerAlreadyRunning(MlvcError):
+    """Another ``mlvc server`` serves this repository (one process is its index's writer)."""
+
+    http_status = 409
+
+
 class ServerUnreachable(MlvcError):
     """The server MLVC_TRACKING_URI names does not answer."""
 

@@ -16,6 +16,7 @@ on-disk format has one owner (as restic's backend layout does)::
       only-checkouts      sections checked out with --only since HEAD
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
+      server.lock         held by the one `mlvc server` serving the repository (its pid, URL)
       tmp/                temp files before their rename
 """
 
@@ -60,6 +61,7 @@ class Layout:
     only_checkouts = property(lambda self: self.dir / "only-checkouts")
     gc_lock = property(lambda self: self.dir / "gc.lock")
     publishing = property(lambda self: self.dir / "publishing")
+    server_lock = property(lambda self: self.dir / "server.lock")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
 
     def staged(self, key: str) -> Path:

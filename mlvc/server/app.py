@@ -301,6 +301,7 @@ def serve(
     limits = options.limits
     os.environ.update(limits.to_env())  # the header guard reads its limits from here
     app = create_app(root, options)
+    _claim(Path(root), f"pid {os.getpid()}, http://{host}:{port}")
 
     async def _threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = workers
@@ -330,3 +331,22 @@ def serve(
     import asyncio
 
     asyncio.run(main())
+
+
+def _claim(root: Path, who: str) -> None:
+    """Hold the repository's server lock until this process exits, or refuse to start: two
+    servers on one repository would each believe they are its index's single writer."""
+    from ..core.layout import Layout
+    from ..errors import ServerAlreadyRunning
+    from ..store.locks import hold_exclusive
+
+    path = Layout.of(root).server_lock
+    if hold_exclusive(path, who) is None:
+        try:
+            holder = path.read_text().strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise ServerAlreadyRunning(
+            f"another mlvc server ({holder}) already serves {root.resolve()}; stop it first, "
+            "or serve a clone of the repository"
+        )

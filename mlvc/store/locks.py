@@ -93,3 +93,17 @@ def writing(mlvc_dir: Path, store) -> Iterator[None]:
             flush = getattr(store, "flush", None)
             if flush is not None and lock_depth(mlvc_dir) == 1:
                 flush()
+
+
+def hold_exclusive(path: Path, note: str) -> int | None:
+    """Take ``path``'s flock exclusively for the life of the process and write ``note`` in
+    it; None when another process holds it (its note says who). The fd is kept open."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, note.encode(), 0)
+    return fd
