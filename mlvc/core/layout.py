@@ -16,6 +16,7 @@ on-disk format has one owner (as restic's backend layout does)::
       only-checkouts      sections checked out with --only since HEAD
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
+      remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
       tmp/                temp files before their rename
 """
 
@@ -61,6 +62,10 @@ class Layout:
     gc_lock = property(lambda self: self.dir / "gc.lock")
     publishing = property(lambda self: self.dir / "publishing")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
+
+    def remote(self, name: str) -> Path:
+        """The cache of the remote ``name``: its index and runs files, its refs last seen."""
+        return self.dir / "remotes" / name
 
     def staged(self, key: str) -> Path:
         """The folder of the staged live run ``key``."""

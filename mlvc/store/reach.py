@@ -20,8 +20,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 # What an id is known to be before its record is read: "?" anything, "blob" a chunk (never
 # read: it references nothing), "small" a file under the chunking threshold (only a chunk
-# list if crafted), "big" a file that may be a chunk list.
-ANY, BLOB, SMALL, BIG = "?", "blob", "small", "big"
+# list if crafted), "big" a file that may be a chunk list, "tree" a folder's tree.
+ANY, BLOB, SMALL, BIG, TREE = "?", "blob", "small", "big", "tree"
 
 
 def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | memoryview],
@@ -44,7 +44,7 @@ def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | me
     if kind == "tree":
         out = []
         for _name, k, cid, size in body:
-            sub = ANY if k == DIR else (BIG if size >= CHUNK_THRESHOLD else SMALL)
+            sub = TREE if k == DIR else (BIG if size >= CHUNK_THRESHOLD else SMALL)
             out.append((ObjectId(cid), sub))
         return out
     return [(c, ANY) for c in ids_in(body)]
