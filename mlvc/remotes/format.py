@@ -130,7 +130,7 @@ def decode_refs(remote: str, data: bytes | None) -> dict[str, str]:
         raise RemoteError(f'remote {remote}: refs.json is not {{"format": 1, "refs": {{...}}}}')
     if doc.get("format") != FORMAT:
         raise RemoteError(
-            f"remote {remote}: refs.json has format {str(doc.get('format'))[:20]!r}; this mlvc "
+            f"remote {remote}: refs.json has format {json.dumps(doc.get('format'))[:20]}; this mlvc "
             f"reads format {FORMAT} (upgrade mlvc)"
         )
     return {key: check_ref(remote, key, value) for key, value in doc["refs"].items()}

@@ -66,7 +66,7 @@ class ArrowTransport:
         try:
             self.fs, base = pafs.FileSystem.from_uri(url)
         except (OSError, ValueError, TypeError) as e:
-            raise RemoteError(f"remote {name}: cannot open {url} ({e})") from None
+            raise RemoteError(f"remote {name}: cannot open {url} ({_first_line(e)})") from None
         self.base = base.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.requests = 0
@@ -89,7 +89,9 @@ class ArrowTransport:
         return f"{self.base}/{path}" if path else self.base
 
     def _fail(self, what: str, path: str, e: BaseException) -> RemoteError:
-        return RemoteError(f"remote {self.name}: cannot {what} {self._full(path)} ({e})")
+        return RemoteError(
+            f"remote {self.name}: cannot {what} {self._full(path)} ({_first_line(e)})"
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -348,6 +350,11 @@ def _object_store(url: str, name: str):
         f"remote {name}: {parts.scheme}:// has no compare-and-swap mlvc can use to update "
         "refs safely; use a folder, s3://, gs:// or abfs://"
     )
+
+
+def _first_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _digest(data: bytes) -> str:
