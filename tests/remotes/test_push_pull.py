@@ -162,3 +162,39 @@ def test_pull_one_run_moves_little_more_than_it_lacks(project, tmp_path, remote_
     assert got["bytes_received"] <= 1.05 * got["object_bytes"], got
     assert runs[2] not in got["runs"]
     assert Repo(fresh).fsck() == []
+
+
+class Plus:
+    def __init__(self, k):
+        self.k = k
+
+    def predict(self, data):
+        return [v + self.k for v in data["x"]]
+
+
+def test_model_versions_and_aliases_travel(project, tmp_path):
+    import mlvc.models as mm
+    from mlvc import start_run
+
+    repo = Repo(project)
+    with start_run(name="train", repo=repo):
+        info = mm.log_model(Plus(1), "plus", input_example={"x": [1.0]})
+    mm.register("adder", info.uri, repo=repo)
+    mm.register("adder", info.uri, repo=repo)
+    mm.set_alias("adder", "champion", 2, repo=repo)
+    url = "file://" + str(tmp_path / "remote")
+    mlvc(project, "remote", "add", "origin", url)
+    sent = mlvc_json(project, "push")
+    assert sent["refs"]["models/adder/aliases/champion"] == "ref: models/adder/versions/2"
+    clone = tmp_path / "clone"
+    mlvc(tmp_path, "clone", "-q", url, clone)
+    theirs = Repo(clone)
+    assert mm.get("adder", alias="champion", repo=theirs).model_id == info.model_id
+    # a pickle that came from a remote is not trusted until you say so
+    from mlvc.errors import UntrustedModel
+
+    with pytest.raises(UntrustedModel):
+        mm.load("models:/adder@champion", repo=theirs)
+    model = mm.load("models:/adder@champion", repo=theirs, trust=True)
+    assert model.predict({"x": [1.0]}) == [2.0]
+    assert theirs.fsck() == []
