@@ -32,6 +32,7 @@ from .refsync import target
 from .state import RemoteState, Tracking, save_tracking
 
 MAX_GAP = 64 << 10  # never read across a gap wider than this
+MAX_RANGE = 16 << 20  # one ranged read at most (memory stays bounded)
 WASTE = 0.03  # bytes read beside wanted records, at most this share of the wanted bytes
 
 
@@ -144,7 +145,8 @@ class _Walk:
         for item in items[1:]:
             last = groups[-1][-1]
             gap = item[0] - HEAD.size - (last[0] + last[1])
-            if 0 <= gap <= MAX_GAP and gap <= budget:
+            span = item[0] + item[1] - (groups[-1][0][0] - HEAD.size)
+            if 0 <= gap <= MAX_GAP and gap <= budget and span <= MAX_RANGE:
                 budget -= gap
                 groups[-1].append(item)
             else:
