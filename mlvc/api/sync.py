@@ -20,6 +20,8 @@ from ..remotes import config
 from ..remotes.fetch import FetchReport
 from ..remotes.fetch import fetch as fetch_objects
 from ..remotes.fs import open_transport
+from ..remotes.lazy import LAZY_FROM, mark_lazy
+from ..remotes.lazy import MARKER as LAZY_MARKER
 from ..remotes.push import PushReport
 from ..remotes.push import push as push_objects
 from ..remotes.refsync import local_refs, plan_pull, target, write_local
@@ -52,9 +54,11 @@ def fetch(repo: Repo, remote: str | None = None, runs: Sequence[str] = ()) -> Fe
     """Bring the remote's runs this repository lacks (or ``runs``), verified, and index them."""
     r, transport = _open(repo, remote)
     ctx = repo.ctx
+    cache = ctx.layout.remote(r.name)
+    lazy = LAZY_FROM if (cache / LAZY_MARKER).exists() else None
     with writing(ctx.dir, ctx.store):
-        report, new = fetch_objects(ctx.store, ctx.refs, ctx.layout.remote(r.name), transport,
-                                    r.name, list(runs) or None)  # fmt: skip
+        report, new = fetch_objects(ctx.store, ctx.refs, cache, transport, r.name,
+                                    list(runs) or None, lazy)  # fmt: skip
         _publish(repo, new)
     if new:
         ctx.index.try_ingest()
@@ -129,7 +133,8 @@ def _value(repo: Repo, key: str) -> str | None:
 
 
 def clone(url: str, path: str | os.PathLike, lazy: bool = False) -> tuple[Repo, PullReport]:
-    """A new repository at ``path`` with ``url`` as ``origin``, and everything pulled."""
+    """A new repository at ``path`` with ``url`` as ``origin``, and everything pulled;
+    ``lazy``: files of 1 MiB or more stay on origin until first read."""
     from .repo import Repo
 
     target_dir = Path(path)
@@ -140,4 +145,7 @@ def clone(url: str, path: str | os.PathLike, lazy: bool = False) -> tuple[Repo, 
     target_dir.mkdir(parents=True, exist_ok=True)
     repo = Repo.init(target_dir)
     config.add(repo.layout, config.DEFAULT, url)
+    if lazy:
+        mark_lazy(repo.layout.remote(config.DEFAULT))
+        repo = Repo(target_dir)  # opened again: its store now keeps origin's promises
     return repo, pull(repo, config.DEFAULT)

@@ -154,9 +154,10 @@ def _echo_fetch(rep) -> None:
     if not rep.runs and not rep.objects:
         echo(f"{rep.remote}: up to date ({_requests(rep)})")
         return
+    promised = f", {rep.promised} large files left on the remote" if rep.promised else ""
     echo(
         f"{rep.remote}: {len(rep.runs)} new runs, {rep.objects} objects "
-        f"({human_size(rep.bytes_received)} received, {_requests(rep)})"
+        f"({human_size(rep.bytes_received)} received, {_requests(rep)}){promised}"
     )
 
 
@@ -199,15 +200,18 @@ def _echo_pull(rep) -> None:
 @click.option(
     "--lazy",
     is_flag=True,
-    help="Fetch run records and small files now, large files when first read "
-    "(not implemented yet: clones whole).",
+    help="Fetch runs, trees, params, metrics and files under 1 MiB now; larger files "
+    "when first read (checkout, model load, show RUN:PATH).",
 )
 @QUIET
 @json_option("a summary")
 def clone(url: str, directory: str, lazy: bool, quiet: bool) -> None:
     """Make DIR a new repository with URL as its remote origin, and pull everything.
 
-    Example: mlvc clone s3://team-bucket/mlvc?region=eu-west-1 project
+    \b
+    Example:
+      mlvc clone s3://team-bucket/mlvc?region=eu-west-1 project
+      mlvc clone --lazy /mnt/team/mlvc project   # big files arrive when read
     """
     from ..api import sync
 

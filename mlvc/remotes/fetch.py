@@ -44,6 +44,7 @@ class FetchReport:
     url: str
     runs: list[str] = field(default_factory=list)  # new runs, hex
     objects: int = 0
+    promised: int = 0  # files left on the remote by a lazy fetch (fetched when read)
     object_bytes: int = 0  # bytes of the records fetched (what was lacking)
     pack_bytes: int = 0  # bytes read from packs to get them (ranged reads)
     bytes_received: int = 0
@@ -55,11 +56,12 @@ class FetchReport:
         return asdict(self)
 
 
-def fetch(store, refs, cache: Path, transport, name: str,
-          specs: list[str] | None = None) -> tuple[FetchReport, list[ObjectId]]:  # fmt: skip
+def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | None = None,
+          lazy_from: int | None = None) -> tuple[FetchReport, list[ObjectId]]:  # fmt: skip
     """Fetch every run of the remote this repository lacks (or the runs ``specs`` name)
     and the objects of the refs' targets. Returns the report and the new run ids, whose
-    objects are stored and synced."""
+    objects are stored and synced. ``lazy_from``: files of this size or more stay on the
+    remote, promised (read later through ``lazy.Promisor``)."""
     report = FetchReport(name, transport.url)
     state = RemoteState.load(transport, name, cache)
     data, token = transport.read_versioned(fmt.REFS)
@@ -71,7 +73,7 @@ def fetch(store, refs, cache: Path, transport, name: str,
     else:
         roots = {r for r in state.runs if r not in known}
         roots |= {t for v in remote_refs.values() if (t := target(v)) is not None}
-    fetched = _Walk(store, state, transport, name, report).run(roots)
+    fetched = _Walk(store, state, transport, name, report, lazy_from).run(roots)
     store.sync()
     new = sorted(
         r for r in state.runs & (roots | fetched) if r not in known and store._has_record(r)
@@ -100,10 +102,13 @@ def _resolve(name: str, spec: str, state: RemoteState, remote_refs: dict) -> Obj
 
 
 class _Walk:
-    def __init__(self, store, state: RemoteState, transport, name: str, report: FetchReport):
+    def __init__(self, store, state: RemoteState, transport, name: str, report: FetchReport,
+                 lazy_from: int | None = None):  # fmt: skip
         self.store, self.state, self.transport = store, state, transport
         self.name, self.report = name, report
         self.chunked: list[tuple[ObjectId, bytes, str]] = []
+        self.lazy_from = lazy_from
+        self.sizes: dict[bytes, int] = {}
 
     def run(self, roots: set[ObjectId]) -> set[ObjectId]:
         """Fetch the closure of ``roots``; returns the ids fetched."""
@@ -119,6 +124,9 @@ class _Walk:
                     seen.add(oid)
                     if self.store._has_record(oid):
                         continue  # here already, and so is what it references
+                    if self.lazy_from is not None and self.sizes.get(oid, -1) >= self.lazy_from:
+                        self.report.promised += 1  # large: stays on the remote until read
+                        continue
                     loc = self.state.find(oid)
                     if loc is None:
                         if what == ANY:
@@ -190,7 +198,8 @@ class _Walk:
         if blake3.blake3(content).digest() != oid:
             raise self._damaged(oid, where, "content does not match its id")
         try:
-            found = links(oid, rec, "?" if what == "root" else what, lambda: content, where)
+            found = links(oid, rec, "?" if what == "root" else what, lambda: content, where,
+                          self.sizes)  # fmt: skip
         except MlvcError:
             found = []
         self._write(oid, rec)

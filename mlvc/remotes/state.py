@@ -60,6 +60,26 @@ class RemoteState:
         state.indexes.sort(key=lambda i: -i.count)
         return state
 
+    @classmethod
+    def cached(cls, name: str, cache: Path) -> RemoteState:
+        """The remote as its cached index files last showed it (no request): what a lazy
+        clone counts as promised."""
+        folder = cache / "packs"
+        files = {}
+        for n in sorted(os.listdir(folder)) if folder.is_dir() else []:
+            if fmt.is_idx(fmt.PACKS + n) or fmt.is_runs(fmt.PACKS + n):
+                files[fmt.PACKS + n] = (folder / n).stat().st_size
+        state = cls(name, cache, files)
+        for path in files:
+            if fmt.is_idx(path):
+                try:
+                    idx = PackIndex(cache / path)
+                except PackError:
+                    continue
+                idx.usable = [fmt.is_pack_name(p) for p in idx.packs]
+                state.indexes.append(idx)
+        return state
+
     def _index(self, local: Path, path: str) -> PackIndex:
         try:
             idx = PackIndex(local)

@@ -25,11 +25,12 @@ ANY, BLOB, SMALL, BIG, TREE = "?", "blob", "small", "big", "tree"
 
 
 def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | memoryview],
-          where: str = "") -> list[tuple[ObjectId, str]]:  # fmt: skip
+          where: str = "", sizes: dict | None = None) -> list[tuple[ObjectId, str]]:  # fmt: skip
     """The ids one record references, each with what it is known to be.
 
     ``content`` returns the record's verified content (called only for structured
-    objects); it and the chunk-list parser raise MlvcError for a damaged record."""
+    objects); it and the chunk-list parser raise MlvcError for a damaged record. ``sizes``
+    receives the size a tree gives each file it names."""
     if rec[:1] == CHUNKED:
         return [(c, BLOB) for c, _n in _parse_chunk_list(rec[1:], oid, where or oid.hex)]
     if what in (BLOB, SMALL):
@@ -46,6 +47,8 @@ def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | me
         for _name, k, cid, size in body:
             sub = TREE if k == DIR else (BIG if size >= CHUNK_THRESHOLD else SMALL)
             out.append((ObjectId(cid), sub))
+            if sizes is not None and k != DIR:
+                sizes[cid] = size
         return out
     return [(c, ANY) for c in ids_in(body)]
 
@@ -74,7 +77,7 @@ def reachable(
         if what == BLOB:
             continue
         try:
-            rec = store._record(oid)
+            rec = store._record(oid, fetch=False)  # a lazy clone's promises stay remote
         except MissingObject:
             continue  # a root may be any 64-hex string; fsck reports missing objects
         except MlvcError:
