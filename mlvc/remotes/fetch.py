@@ -15,6 +15,7 @@ and indexes them, in that order, after ``fetch`` synced the store.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +27,12 @@ from ..core.ids import ObjectId, is_hex_prefix
 from ..errors import CorruptObject, MlvcError, RemoteError, UsageError
 from ..store.odb import CHUNKED, TAGS, _parse_chunk_list
 from ..store.pack.store import HEAD
-from ..store.reach import ANY, links
+from ..store.reach import ANY, BLOB, links
 from . import format as fmt
 from .refsync import target
-from .state import RemoteState, Tracking, save_tracking
+from .state import RemoteState, Tracking, cache_file, save_tracking
 
+FAULT_ENV = "MLVC_FAULT"  # tests: SIGKILL this process at the named point of a fetch
 MAX_GAP = 64 << 10  # never read across a gap wider than this
 MAX_RANGE = 16 << 20  # one ranged read at most (memory stays bounded)
 WASTE = 0.03  # bytes read beside wanted records, at most this share of the wanted bytes
@@ -73,8 +75,16 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     else:
         roots = {r for r in state.runs if r not in known}
         roots |= {t for v in remote_refs.values() if (t := target(v)) is not None}
-    fetched = _Walk(store, state, transport, name, report, lazy_from).run(roots)
+    # A fetch killed half way may have left upper levels (a run, a tree) without what they
+    # reference, and fsck or gc can later index what it wrote: until a fetch completes,
+    # an object being here does not vouch for its references (the walk reads them).
+    unfinished = cache / "fetching"
+    recovering = unfinished.exists()
+    cache_file(unfinished, b"")
+    walk = _Walk(store, state, transport, name, report, lazy_from, trust_local=not recovering)
+    fetched = walk.run(roots)
     store.sync()
+    unfinished.unlink(missing_ok=True)
     new = sorted(
         r for r in state.runs & (roots | fetched) if r not in known and store._has_record(r)
     )
@@ -83,6 +93,13 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     report.requests, report.bytes_received = transport.requests, transport.bytes_in
     report.bytes_sent = transport.bytes_out
     return report, new
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _resolve(name: str, spec: str, state: RemoteState, remote_refs: dict) -> ObjectId:
@@ -103,11 +120,12 @@ def _resolve(name: str, spec: str, state: RemoteState, remote_refs: dict) -> Obj
 
 class _Walk:
     def __init__(self, store, state: RemoteState, transport, name: str, report: FetchReport,
-                 lazy_from: int | None = None):  # fmt: skip
+                 lazy_from: int | None = None, trust_local: bool = True):  # fmt: skip
         self.store, self.state, self.transport = store, state, transport
         self.name, self.report = name, report
         self.chunked: list[tuple[ObjectId, bytes, str]] = []
         self.lazy_from = lazy_from
+        self.trust_local = trust_local
         self.sizes: dict[bytes, int] = {}
 
     def run(self, roots: set[ObjectId]) -> set[ObjectId]:
@@ -118,11 +136,14 @@ class _Walk:
         with progress.bar(f"fetch {self.name}"):
             while level:
                 want: dict[str, list] = defaultdict(list)
+                level_here: list = []
                 for oid, what in level:
                     if oid in seen:
                         continue
                     seen.add(oid)
                     if self.store._has_record(oid):
+                        if not self.trust_local:  # follow its references from the copy here
+                            level_here.append((oid, what))
                         continue  # here already, and so is what it references
                     if self.lazy_from is not None and self.sizes.get(oid, -1) >= self.lazy_from:
                         self.report.promised += 1  # large: stays on the remote until read
@@ -137,10 +158,12 @@ class _Walk:
                             f"{self.name}`)"
                         )
                     want[loc[0]].append((loc[1], loc[2], oid, what))
-                level = []
+                level = [n for oid, what in level_here for n in self._links_here(oid, what)]
                 for pack, items in sorted(want.items()):
                     level.extend(self._read_pack(pack, items))
                     fetched.update(i[2] for i in items)
+                    if self.report.object_bytes > 64 << 10:  # some of it reached the disk
+                        _crash_point("fetch-wrote-64k")
             for oid, rec, where in reversed(self.chunked):
                 self._finish_chunked(oid, rec, where)
         return fetched
@@ -174,6 +197,17 @@ class _Walk:
                 out.extend(self._accept(ObjectId(oid), rec, what, where))
                 progress.advance(n + HEAD.size, 1)
         return out
+
+    def _links_here(self, oid: ObjectId, what: str) -> list:
+        """What a local object references (verified; a damaged one is fsck's to report)."""
+        if what in ("chunk", BLOB):
+            return []
+        try:
+            rec = self.store._record(oid, fetch=False)
+            return links(oid, rec, ANY if what == "root" else what,
+                         lambda: self.store._verified(oid, rec), "", self.sizes)  # fmt: skip
+        except MlvcError:
+            return []
 
     def _damaged(self, oid: bytes, where: str, why: str) -> RemoteError:
         return RemoteError(

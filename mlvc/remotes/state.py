@@ -44,8 +44,8 @@ class RemoteState:
         folder = cache / "packs"
         folder.mkdir(parents=True, exist_ok=True)
         wanted = {p for p in files if fmt.is_idx(p) or fmt.is_runs(p)}
-        for stale in os.listdir(folder):  # replaced by a merged index, or a temp file
-            if fmt.PACKS + stale not in wanted:
+        for stale in os.listdir(folder):  # replaced by a merged index
+            if fmt.PACKS + stale not in wanted and not stale.startswith("."):
                 (folder / stale).unlink(missing_ok=True)
         for path in sorted(wanted):
             local = cache / path

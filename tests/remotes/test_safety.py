@@ -166,3 +166,28 @@ def test_kill_9_at_a_random_moment_of_a_push(project, remote_url):
     check_remote_consistent(remote_url)
     refs = json.loads(transport_for(remote_url).get(fmt.REFS))["refs"]
     assert set(refs) == {f"names/r{i}" for i in range(4)}
+
+
+def test_kill_9_mid_fetch_then_repair_then_pull_completes(project, tmp_path, remote_url):
+    """A killed fetch wrote a run record but not its trees; once fsck indexed that torn
+    pack the record is visible, and the next pull must still bring what it references."""
+    # levels: run, root tree, {top.bin, data/}, data/deep/, data/deep/w.bin: the kill
+    # comes once top.bin is written (with the run and trees buffered before it)
+    files = {"top.bin": os.urandom(100_000), "data/deep/w.bin": os.urandom(100_000)}
+    run = commit(project, "one", files, "--name", "base")
+    mlvc(project, "remote", "add", "origin", remote_url)
+    mlvc(project, "push", "-q")
+    other = fresh_repo(tmp_path / "other")
+    mlvc(other, "remote", "add", "origin", remote_url)
+    p = mlvc_proc(other, "pull", "-q", env={"MLVC_FAULT": "fetch-wrote-64k"})
+    p.communicate(timeout=120)
+    assert p.returncode == -signal.SIGKILL
+    mlvc(other, "fsck")  # indexes the killed fetch's pack: the run record is now here
+    from mlvc.core.ids import ObjectId
+
+    assert Repo(other).store.present(ObjectId.parse(run))
+    assert Repo(other).log() == []  # but no run was published
+    got = mlvc_json(other, "pull")
+    assert got["fetch"]["runs"] == [run] and got["fetch"]["objects"] > 0
+    assert Repo(other).fsck() == []
+    assert Repo(other).show("base")["name"] == "base"
