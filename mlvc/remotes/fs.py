@@ -29,7 +29,6 @@ from ..errors import MissingExtra, MissingOnRemote, RemoteError, UsageError
 LIST_PAGE = 1000  # keys per listing request on object stores (S3's ListObjectsV2 page)
 PART = 10 << 20  # pyarrow's S3 upload part size: a multipart upload costs a request per part
 LOCK_WAIT = 10.0  # seconds a local compare-and-swap waits for another writer's lock
-LOCK_STALE = 60.0  # a refs lock older than this was left by a killed writer
 
 
 def open_transport(remote, environ: Mapping[str, str] = os.environ):
@@ -299,11 +298,12 @@ class ArrowTransport:
         return True
 
     def _put_if_local(self, path: str, data: bytes, token: str | None) -> bool:
-        """Lock file (O_EXCL) + compare + temp file + fsync + rename, like a ref write."""
+        """Under an exclusive lock: compare, then temp file + fsync + rename, like a ref
+        write. The lock is a ``flock`` on ``.<name>.lock``, so a writer killed while holding
+        it (kill -9 mid-push) releases it with its process and never blocks the next push."""
         dest = Path(self._full(path))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        lock = dest.with_name(dest.name + ".lock")
-        fd = _take_lock(lock, self.name)
+        fd = _lock(dest.with_name(f".{dest.name}.lock"), self.name)
         self._tally()
         try:
             try:
@@ -312,16 +312,18 @@ class ArrowTransport:
                 now = None
             if now != token:
                 return False
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            fd = None
-            os.replace(lock, dest)
+            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
             _fsync_dir(dest.parent)
         finally:
-            if fd is not None:
-                os.close(fd)
-                lock.unlink(missing_ok=True)
+            os.close(fd)
         self.last_token = _digest(data)
         return True
 
@@ -382,21 +384,22 @@ def _digest(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def _take_lock(lock: Path, name: str) -> int:
+def _lock(path: Path, name: str) -> int:
+    """An open descriptor holding ``flock(LOCK_EX)`` on ``path`` (waits LOCK_WAIT at most)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
-            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > LOCK_STALE:
-                    lock.unlink(missing_ok=True)  # a writer killed while holding it
-                    continue
-            except FileNotFoundError:
-                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
             if time.monotonic() > deadline:
+                os.close(fd)
                 raise RemoteError(
-                    f"remote {name}: {lock} is held by another push; if none is running, delete it"
+                    f"remote {name}: {path} stayed locked by another push for {LOCK_WAIT:.0f} s; "
+                    "try again"
                 ) from None
             time.sleep(0.01)
 

@@ -3,7 +3,9 @@ compare-and-swap that refs.json relies on (the stores enforce it, not mlvc)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 import pytest
 from remote_helpers import transport_for
@@ -47,11 +49,30 @@ def test_compare_and_swap_is_enforced_by_the_store(remote_url):
     assert token2 != token and token2 == b.last_token
 
 
-def test_local_cas_leaves_no_lock_or_temp_behind(tmp_path):
+def test_local_cas_leaves_no_temp_behind(tmp_path):
     t = transport_for("file://" + str(tmp_path / "r"))
     assert t.put_if("refs.json", b"x", None)
     assert not t.put_if("refs.json", b"y", None)
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["refs.json"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".refs.json.lock", "refs.json"]
+
+
+def test_a_writer_killed_holding_the_local_lock_blocks_nobody(tmp_path):
+    """Regression: an O_EXCL lock file left by a kill -9 mid-push made the next push wait
+    and fail ("held by another push"); the lock is now a flock, released with its process."""
+    url = "file://" + str(tmp_path / "r")
+    code = (
+        "import sys, time; from pathlib import Path; from mlvc.remotes.fs import _lock; "
+        f"Path({str(tmp_path / 'r')!r}).mkdir(); "
+        f"_lock(Path({str(tmp_path / 'r' / '.refs.json.lock')!r}), 'origin'); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()  # SIGKILL while holding it
+    holder.wait()
+    start = time.monotonic()
+    assert transport_for(url).put_if("refs.json", b"x", None)
+    assert time.monotonic() - start < 1.0
 
 
 def test_cas_on_an_object_store_needs_the_cloud_extra(s3_bucket, monkeypatch):
