@@ -78,9 +78,13 @@ def push(
     runs: Iterable[ObjectId] | None = None,
     all_runs: bool = False,
     force: bool = False,
+    before_send=None,
 ) -> PushReport:
     """Push ``runs`` (default: HEAD's run and every run or model a ref names; ``all_runs``:
-    every recorded run) and the refs whose targets the remote then holds."""
+    every recorded run) and the refs whose targets the remote then holds.
+
+    ``before_send(runs)``, if given, sees the runs about to be sent before anything is
+    written to the remote and may raise to stop the push (the seam for pre-push hooks)."""
     report = PushReport(name, transport.url)
     store.flush()
     state = RemoteState.load(transport, name, cache)
@@ -96,6 +100,8 @@ def push(
             "references; run `mlvc fsck`"
         )
     new_runs |= {ObjectId(o) for o in todo if o in local_runs and o not in state.runs}
+    if before_send is not None:
+        before_send(sorted(new_runs))
     sent = _send_packs(store, transport, state, sorted(todo), tmp, report)
     if new_runs:
         data = fmt.encode_runs(new_runs)
