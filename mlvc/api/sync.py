@@ -44,6 +44,12 @@ def push(repo: Repo, remote: str | None = None, runs: Sequence[str] = (),
         from ..errors import UsageError
 
         raise UsageError("give runs or --all, not both")
+    if remote is not None and remote not in {r.name for r in config.list_remotes(repo.layout)}:
+        try:  # `mlvc push RUN`: a run, not a remote (when no remote has that name)
+            repo.resolve(remote)
+            remote, runs = None, (remote, *runs)
+        except MlvcError:
+            pass  # config.get names the unknown remote below
     r, transport = _open(repo, remote)
     ids = [repo.resolve(s) for s in runs] or None
     return push_objects(repo.store, repo.refs, repo.layout.remote(r.name), repo.layout.tmp,

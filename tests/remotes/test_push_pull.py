@@ -129,8 +129,9 @@ def test_force_push_overrides(project, tmp_path, remote_url):
 def test_push_named_runs_only(project, tmp_path, remote_url):
     a, b = _two_runs(project)
     mlvc(project, "remote", "add", "origin", remote_url)
-    sent = mlvc_json(project, "push", "origin", a)
+    sent = mlvc_json(project, "push", "first")  # a run, not a remote: pushed to origin
     assert sent["runs"] == 1 and set(sent["refs"]) == {"tags/first"}
+    assert "no remote named 'nowhere'" in mlvc(project, "push", "nowhere", code=2)
     fresh = fresh_repo(tmp_path / "other")
     mlvc(fresh, "remote", "add", "origin", remote_url)
     pulled = mlvc_json(fresh, "pull")
