@@ -14,9 +14,9 @@ on-disk format has one owner (as restic's backend layout does)::
       cache/files/        verified read-only copies for --link hardlink|symlink
       statcache           path -> (stat, id) of project files (a cache)
       only-checkouts      sections checked out with --only since HEAD
+      remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
-      remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
       tmp/                temp files before their rename
 """
 
