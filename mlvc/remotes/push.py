@@ -27,6 +27,7 @@ from ..store.pack.store import HEAD, PACK_MAGIC
 from ..store.reach import reachable
 from ..store.typed import read_run
 from . import format as fmt
+from .consolidate import consolidate
 from .refsync import local_refs, target
 from .state import (
     RemoteState,
@@ -60,6 +61,7 @@ class PushReport:
     packs_resumed: int = 0  # already on the remote from an interrupted push
     runs: int = 0
     refs: dict[str, str] = field(default_factory=dict)  # refs set on the remote
+    merged: int = 0  # index and runs files replaced by merged ones (a shorter listing)
     bytes_sent: int = 0
     bytes_received: int = 0
     requests: int = 0
@@ -116,6 +118,7 @@ def push(
     on_remote = lambda oid: oid in sent or state.has(oid)  # noqa: E731
     wanted = {k: v for k, v in mine.items() if runs is None or _pushable(v, on_remote)}
     report.refs = _update_refs(transport, name, cache, wanted, on_remote, force)
+    report.merged = consolidate(transport, state, tmp)
     report.requests, report.bytes_sent = transport.requests, transport.bytes_out
     report.bytes_received = transport.bytes_in
     return report

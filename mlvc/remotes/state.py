@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.ids import ObjectId
-from ..errors import PackError, RemoteError
+from ..errors import MissingOnRemote, PackError, RemoteError
 from ..store.pack.index import PackIndex
 from . import format as fmt
 
@@ -38,7 +38,18 @@ class RemoteState:
 
     @classmethod
     def load(cls, transport, name: str, cache: Path) -> RemoteState:
-        """One listing, then whatever index and runs files the cache lacks."""
+        """One listing, then whatever index and runs files the cache lacks. A file merged
+        away between the listing and its download means listing again (rare)."""
+        for attempt in range(3):
+            try:
+                return cls._load(transport, name, cache)
+            except MissingOnRemote:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, transport, name: str, cache: Path) -> RemoteState:
         files = transport.listing("")
         state = cls(name, cache, files)
         folder = cache / "packs"

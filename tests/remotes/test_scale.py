@@ -84,3 +84,19 @@ def test_no_op_push_and_pull_against_a_million_objects(project, tmp_path, remote
     state = RemoteState.load(transport_for(remote_url), "origin", clone / ".mlvc/remotes/origin")
     assert state.object_count() > 1_000_000
     assert Repo(clone).fsck() == []
+
+
+def test_many_pushes_keep_the_listing_short(project, tmp_path, remote_url):
+    mlvc(project, "remote", "add", "origin", remote_url)
+    runs = []
+    for i in range(18):
+        runs.append(commit(project, f"r{i}", {f"f{i}.txt": f"{i}\n"}, "--name", f"r{i}"))
+        mlvc(project, "push", "-q")
+    files = transport_for(remote_url).listing("")
+    assert sum(fmt.is_idx(p) for p in files) <= 2 and sum(fmt.is_runs(p) for p in files) <= 2
+    check_remote_consistent(remote_url)
+    clone = tmp_path / "clone"
+    got = mlvc_json(tmp_path, "clone", remote_url, clone)
+    assert sorted(got["fetch"]["runs"]) == sorted(runs)
+    assert mlvc_json(project, "push")["requests"] == 1  # the merged files were cached
+    assert Repo(clone).fsck() == []
