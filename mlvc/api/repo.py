@@ -66,6 +66,10 @@ class Repo:
         layout = Layout.of(find_root(path))
         RepoConfig.load(layout.config)
         self.ctx = RepoContext.open(layout, settings or Settings.from_env())
+        if (layout.dir / "remotes").is_dir():  # a lazy clone: large files arrive when read
+            from ..remotes.lazy import promisor_of
+
+            self.ctx.store.lazy = promisor_of(layout, self.ctx.store)
 
     @classmethod
     def _view(cls, ctx: RepoContext) -> Repo:

@@ -14,6 +14,7 @@ on-disk format has one owner (as restic's backend layout does)::
       cache/files/        verified read-only copies for --link hardlink|symlink
       statcache           path -> (stat, id) of project files (a cache)
       only-checkouts      sections checked out with --only since HEAD
+      remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
       server.lock         held by the one `mlvc server` serving the repository (its pid, URL)
@@ -63,6 +64,10 @@ class Layout:
     publishing = property(lambda self: self.dir / "publishing")
     server_lock = property(lambda self: self.dir / "server.lock")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
+
+    def remote(self, name: str) -> Path:
+        """The cache of the remote ``name``: its index and runs files, its refs last seen."""
+        return self.dir / "remotes" / name
 
     def staged(self, key: str) -> Path:
         """The folder of the staged live run ``key``."""

@@ -261,7 +261,7 @@ def _check_tree(store: ObjectStore, tid: ObjectId, seen: set, bad: set) -> list[
                 stack.append(e.id)
             elif not store.has(e.id):
                 out.append(f"tree {tid.short} entry {e.name!r} names missing object {e.id.hex}")
-            elif e.id.hex not in bad:
+            elif e.id.hex not in bad and store.present(e.id):  # not a lazy clone's promise
                 out.extend(_check_size(store, tid, e))
     return out
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..core.layout import Layout
-from ..core.objects import DIR, DecodeError, unpack
-from ..errors import MissingObject, MlvcError, StoreNeedsRepair
+from ..errors import StoreNeedsRepair
 from ..runs.staging import roots as staged_roots
 from ..store.locks import gc_lock
-from ..store.odb import CHUNK_THRESHOLD, CHUNKED, LocalStore
+from ..store.odb import LocalStore
 from ..store.pack import index_torn_packs
 from ..store.pack.store import HEAD
+from ..store.reach import reachable
 from . import GRACE_S
 from .fsck import clean_tmp
 
@@ -69,57 +69,6 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
     publishing = Layout(d).publishing  # runs a killed commit was publishing
     out.update(_hex_ids(os.listdir(publishing) if publishing.is_dir() else []))
     return out
-
-
-def reachable(store, start: set[ObjectId], damaged: set | None = None) -> set[bytes]:
-    """Every object reachable from ``start``: structured objects are scanned for ids (any
-    kind, so kinds added later are followed too), trees by entry kind, chunk lists by chunk.
-
-    Objects read to find others are verified; ``damaged`` receives those that exist but do
-    not verify (what they reference cannot be known)."""
-    damaged = set() if damaged is None else damaged
-    seen: set[bytes] = set()
-    stack: list[tuple[ObjectId, str]] = [(o, "?") for o in start]
-    while stack:
-        oid, what = stack.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        if what == "blob":
-            continue
-        try:
-            rec = store._record(oid)
-        except MissingObject:
-            continue  # a root may be any 64-hex string; fsck reports missing objects
-        except MlvcError:
-            damaged.add(oid)
-            continue
-        if rec[:1] == CHUNKED:
-            try:
-                seen.update(store.children(oid))
-            except MlvcError:
-                damaged.add(oid)
-            continue
-        if what == "small":
-            continue
-        try:
-            content = store._verified(oid, rec)
-        except MlvcError:
-            damaged.add(oid)
-            continue
-        if content[:1] != b"\x93":  # msgpack [kind, version, body]: structured objects only
-            continue
-        try:
-            kind, _version, body = unpack(bytes(content))
-        except (DecodeError, ValueError, TypeError):
-            continue
-        if kind == "tree":
-            for _name, k, cid, size in body:
-                sub = "?" if k == DIR else ("big" if size >= CHUNK_THRESHOLD else "small")
-                stack.append((ObjectId(cid), sub))
-        else:
-            stack.extend((c, "?") for c in _ids_in(body))
-    return seen
 
 
 def gc(ctx, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
@@ -248,21 +197,6 @@ def _sweep_cache(mlvc_dir: Path, live: set[bytes], report: GcReport) -> None:
             report.freed += f.stat().st_size
             if not report.dry_run:
                 f.unlink(missing_ok=True)
-
-
-def _ids_in(value) -> Iterator[ObjectId]:
-    if isinstance(value, bytes) and len(value) == 32:
-        yield ObjectId(value)
-    elif isinstance(value, str):
-        if len(value) == 64 and _HEX64.match(value):
-            yield ObjectId.parse(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _ids_in(k)
-            yield from _ids_in(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _ids_in(v)
 
 
 def _strings(value) -> Iterator[str]:

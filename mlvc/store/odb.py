@@ -137,7 +137,16 @@ class _RecordStore:
     # subclasses provide: _get_record(oid) -> bytes | None, _put_record(oid, tag, payload),
     # _has_record(oid) -> bool, ids(), _where(oid) -> str
 
+    # Objects a remote promised (a lazy clone): an object with ``promised(oid)`` and
+    # ``fetch(oid) -> bool``, installed by the repository opener (mlvc.api); this layer
+    # never imports remotes. Promised objects count as present and arrive on first read.
+    lazy = None
+
     def has(self, oid: ObjectId) -> bool:
+        return self.present(oid) or (self.lazy is not None and self.lazy.promised(oid))
+
+    def present(self, oid: ObjectId) -> bool:
+        """Whether this store itself holds the object (not only a remote's promise)."""
         return self._has_record(oid)
 
     def _exists(self, oid: ObjectId) -> bool:
@@ -204,8 +213,12 @@ class _RecordStore:
             self._put_record(oid, CHUNKED, msgpack.packb(chunks, use_bin_type=True))
         return oid
 
-    def _record(self, oid: ObjectId) -> bytes:
+    def _record(self, oid: ObjectId, fetch: bool = True) -> bytes:
+        """The raw record; a promised object is fetched first unless ``fetch`` is False."""
         rec = self._get_record(oid)
+        lazy = self.lazy if fetch and rec is None else None
+        if lazy is not None and lazy.promised(oid) and lazy.fetch(oid):
+            rec = self._get_record(oid)
         if rec is None:
             raise MissingObject(oid.hex)
         if rec[:1] not in TAGS:

@@ -90,3 +90,12 @@ def s3_bucket(s3):
     name = f"mlvc-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(name)
     return s3, name
+
+
+@pytest.fixture(params=["file", "s3"])
+def remote_url(request, tmp_path):
+    """The URL of an empty remote: a folder, or a prefix of a fresh moto S3 bucket."""
+    if request.param == "file":
+        return "file://" + str(tmp_path / "remote")
+    server, bucket = request.getfixturevalue("s3_bucket")
+    return server.url(bucket, "team/mlvc")

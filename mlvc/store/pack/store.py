@@ -282,7 +282,7 @@ class PackedStore(LocalStore):
             return True
         return self._loose and super()._has_record(oid)
 
-    def has(self, oid: ObjectId) -> bool:
+    def present(self, oid: ObjectId) -> bool:
         if self._has_record(oid):
             return True
         self.reload(force=True)
