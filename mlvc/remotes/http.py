@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import ssl
+import threading
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..errors import MissingOnRemote, RemoteError, UsageError
@@ -41,6 +42,8 @@ class ServerTransport:
         self._port = parts.port
         self._base = parts.path.rstrip("/") + API
         self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # one connection: one request at a time
+        self.last_token: str | None = None  # the version token a successful put_if made
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -94,10 +97,12 @@ class ServerTransport:
 
     def put_if(self, path: str, data: bytes, token: str | None) -> bool:
         cas = {"If-None-Match": "*"} if token is None else {"If-Match": f'"{token}"'}
-        status, body, _h = self._request("PUT", path, body=bytes(data), headers=cas)
+        status, body, headers = self._request("PUT", path, body=bytes(data), headers=cas)
         if status == 412:
             return False
         self._check(status, body, f"write {path}", path)
+        etag = headers.get("etag")
+        self.last_token = _unquote(etag) if etag else None
         return True
 
     def delete(self, path: str) -> None:
@@ -144,6 +149,10 @@ class ServerTransport:
             sent["Content-Length"] = str(n)
             sent["Content-Type"] = "application/octet-stream"
         sent.update(headers or {})
+        with self._lock:
+            return self._send(method, target, body, sent)
+
+    def _send(self, method: str, target: str, body, sent: dict):
         for attempt in (0, 1):
             reused = self._conn is not None
             conn = self._connect()

@@ -12,7 +12,7 @@ The files are built from the repository, not kept as uploaded:
     packs/pack-<t>.pack|.idx  the store's own packs and the index files that cover them
                               (an index may cover several packs; only packs every trusted
                               index finds whole are listed)
-    packs/pack-<h>.runs       every recorded run id, one per line, sorted; ``<h>`` is the
+    packs/runs-<h>.runs       every recorded run id, one per line, sorted; ``<h>`` is the
                               BLAKE3 of that text, so the name changes only when runs do
     refs.json                 names, tags, model versions and aliases (not runs), with an
                               ETag (the BLAKE3 of its bytes); absent while there is none
@@ -51,7 +51,9 @@ REMOTE_JSON = b'{"format": 1}\n'
 MAX_PACK = 1 << 30  # a pushed pack (clients cut them at 256 MiB); streamed to disk
 BLOCK = 1 << 20
 RUN_SETS = 4  # run-set files remembered by name, so a listing's name stays readable
-_PACK_FILE = re.compile(r"^pack-[A-Za-z0-9_-]{1,100}\.(pack|idx|runs)$")
+_PACK_FILE = re.compile(
+    r"^(pack-[A-Za-z0-9_-]{1,100}\.(pack|idx)|(runs|pack)-[A-Za-z0-9_-]{1,100}\.runs)$"
+)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -117,7 +119,7 @@ def run_set(refs) -> tuple[str, bytes] | None:
     if not ids:
         return None
     body = ("\n".join(ids) + "\n").encode()
-    return f"pack-{version_token(body)}.runs", body
+    return f"runs-{version_token(body)}.runs", body
 
 
 def _packs(store) -> tuple[dict[str, int], dict[str, int]]:
@@ -299,7 +301,7 @@ def put_handler(state):
                 return put_marker(request.headers, data)
             if not _PACK_FILE.match(name):
                 raise bad(f"path: {path[:200]!r} is not a file a remote holds (refs.json, "
-                          "mlvc-remote.json, packs/pack-<name>.pack|.idx|.runs)")  # fmt: skip
+                          "mlvc-remote.json, packs/pack-<h>.pack|.idx, packs/runs-<h>.runs)")  # fmt: skip
             if name.endswith(".runs"):
                 data = await _read(request, limits.max_body)
                 return await run_in_threadpool(put_runs, state, principal, name, data)
