@@ -268,8 +268,12 @@ def test_a_pushed_run_appears_in_the_servers_log_query_show_and_api(srv, tmp_pat
     t.put(f"packs/{name}", pack)
     assert missing_on_server(srv, ids) == set()
     assert t.bytes_out == len(pack)
-    t.put(f"packs/{name[:-5]}.idx", build_index(tmp_path, name, len(pack), entries))
+    sent_idx = build_index(tmp_path, name, len(pack), entries)
+    t.put(f"packs/{name[:-5]}.idx", sent_idx)
     assert run not in srv.mlvc("log", "--json").stdout  # objects alone are no run
+    # the pack became one of the server's own, as sent: a client has nothing to download
+    files = t.listing("packs/")
+    assert files[f"packs/{name}"] == len(pack) and t.get(f"packs/{name[:-5]}.idx") == sent_idx
     t.put(f"packs/runs-{name[5:-5]}.runs", (run + "\n").encode())
     log = json.loads(srv.mlvc("log", "--json").stdout)
     assert run in [r["id"] for r in log]
@@ -316,17 +320,66 @@ def test_a_pack_with_a_flipped_byte_is_refused_whole_and_nothing_is_stored(srv, 
     assert leftovers(srv) == []
 
 
-def test_a_chunk_list_whose_chunks_do_not_make_its_id_is_refused(srv, tmp_path):
-    repo, run = local_repo(tmp_path, "chunky", big=True)
-    ids = closure(repo, run)
+def pack_of(records: list[tuple[bytes, bytes]]) -> tuple[str, bytes]:
+    """(name, bytes) of a pack of the given (id, record) pairs, as they are."""
+    body = bytearray(PACK_MAGIC)
+    for oid, rec in records:
+        body += HEAD.pack(oid, len(rec)) + rec
+    return f"pack-{blake3(bytes(body)).hexdigest()[:32]}.pack", bytes(body)
+
+
+def chunked_file(repo: Repo, run: str) -> tuple[bytes, list[bytes]]:
+    """(id of the run's chunked file, its chunk ids)."""
     store = repo.ctx.store
-    listed = next(i for i in ids if store._get_record(ObjectId(i))[:1] == b"C")
-    chunks = [bytes(c) for c in store.children(ObjectId(listed))]
-    # a pack of the chunks but one: the list names a chunk that is nowhere
-    name, pack, _e = build_pack(repo, [listed, *chunks[1:]])
+    listed = next(i for i in closure(repo, run) if store._get_record(ObjectId(i))[:1] == b"C")
+    return listed, [bytes(c) for c in store.children(ObjectId(listed))]
+
+
+def test_a_chunk_list_waits_for_the_chunks_a_later_pack_brings(srv, tmp_path):
+    repo, run = local_repo(tmp_path, "chunky", big=True)
+    listed, chunks = chunked_file(repo, run)
+    t = transport(srv)
+    # a push cuts packs in id order: the list may come before some of its chunks
+    name, pack, entries = build_pack(repo, [listed, *chunks[1:]])
     status, out, _h = raw(srv, "PUT", f"/api/v1/remote/packs/{name}", pack)
-    assert status == 400 and ObjectId(chunks[0]).hex in out["message"]
-    assert missing_on_server(srv, [listed]) == {ObjectId(listed).hex}
+    assert status == 201 and out["waiting"] == 1
+    assert missing_on_server(srv, [listed]) == {ObjectId(listed).hex}  # not before verified
+    t.put(f"packs/{name[:-5]}.idx", build_index(tmp_path, name, len(pack), entries))
+    name2, pack2, _e = build_pack(repo, [chunks[0]])
+    status, out, _h = raw(srv, "PUT", f"/api/v1/remote/packs/{name2}", pack2)
+    assert status == 201
+    assert missing_on_server(srv, [listed]) == set()
+    content = b"".join(Repo(srv.root).ctx.store.iter_content(ObjectId(listed)))
+    assert content == (repo.root / "data" / "big.bin").read_bytes()
+    assert not list((srv.root / ".mlvc" / "tmp" / "remote-waiting").iterdir())
+
+
+def test_a_chunk_list_whose_chunks_do_not_make_its_id_is_refused(srv, tmp_path):
+    repo, run = local_repo(tmp_path, "liar", big=True)
+    listed, chunks = chunked_file(repo, run)
+    store = repo.ctx.store
+    record = store._get_record(ObjectId(listed))
+    fake = blake3(b"not the file").digest()
+    with_chunks = [(c, store._get_record(ObjectId(c))) for c in chunks]
+    # its chunks in the same pack: refused at once, nothing stored
+    name, pack = pack_of([(fake, record), *with_chunks])
+    status, out, _h = raw(srv, "PUT", f"/api/v1/remote/packs/{name}", pack)
+    assert (
+        status == 400 and fake.hex() in out["message"] and "chunks put together" in out["message"]
+    )
+    assert missing_on_server(srv, [fake, *chunks]) == {ObjectId(i).hex for i in [fake, *chunks]}
+    # its chunks in a later pack: it waits, then is dropped when they arrive
+    name, pack = pack_of([(fake, record)])
+    assert raw(srv, "PUT", f"/api/v1/remote/packs/{name}", pack)[0] == 201
+    name, pack = pack_of(with_chunks)
+    status, out, _h = raw(srv, "PUT", f"/api/v1/remote/packs/{name}", pack)
+    assert status == 400 and fake.hex() in out["message"] and "dropped" in out["message"]
+    assert missing_on_server(srv, [fake]) == {fake.hex()}
+    assert not list((srv.root / ".mlvc" / "tmp" / "remote-waiting").iterdir())
+    # a list whose chunk is a chunk list itself
+    name, pack = pack_of([(listed, record), (chunks[0], record)])
+    status, out, _h = raw(srv, "PUT", f"/api/v1/remote/packs/{name}", pack)
+    assert status == 400, out
 
 
 def test_an_index_naming_objects_the_server_lacks_is_refused(srv, tmp_path):
@@ -479,6 +532,11 @@ def test_model_versions_and_aliases_travel_in_refs_json(srv, tmp_path):
     refs = json.loads(t.get("refs.json"))["refs"]
     assert refs["models/clf/versions/1"] == tree
     assert refs["models/clf/aliases/prod"] == "ref: models/clf/versions/1"
+    # a version an alias still points at cannot go
+    doc, token = t.read_versioned("refs.json")
+    with pytest.raises(RemoteError, match="409.*does not hold"):
+        t.put_if("refs.json", _with(doc, models__clf__versions__1=None), token)
+    assert json.loads(t.get("refs.json"))["refs"]["models/clf/versions/1"] == tree
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,13 @@ The files are built from the repository, not kept as uploaded:
                               ETag (the BLAKE3 of its bytes); absent while there is none
 
 A PUT of ``packs/<name>.pack`` is streamed to a temporary file, every record verified by
-hash (one bad record refuses the pack, 400 naming it, nothing kept) and the records the
-store lacks appended by its pack writer, durably. ``.idx`` is checked to name only stored
+hash (one bad record refuses the pack, 400 naming it, nothing kept), then made durable:
+a pack named by its content (what mlvc push sends) becomes one of the store's packs as it
+is, with an index of its own, so the client's next listing shows the pack and index it sent
+(nothing to download again, and a resumed push skips it); any other has the records the
+store lacks appended by the store's pack writer. A chunk list whose chunks are not all
+here yet (a push cuts packs in id order, so a big file's chunks may come in the next pack)
+waits in ``.mlvc/tmp/remote-waiting/`` and is stored, verified whole, once they arrive. ``.idx`` is checked to name only stored
 objects (and dropped: the server indexes its packs itself). ``.runs`` records each run whose
 every object is stored here (else 400 naming the missing object) and indexes it: this
 process is the index's single writer. ``refs.json`` is a compare-and-swap (``If-Match:
@@ -371,21 +376,31 @@ def put_marker(headers, data: bytes):
     return json_response(200, {"format": 1})
 
 
+def _waiting(state):
+    """Where chunk lists wait for chunks a later pack of the same push brings."""
+    return state.ctx.layout.tmp / "remote-waiting"
+
+
 def put_pack(state, name: str, spill):
-    from ...remotes.receive import receive_pack
+    from ...remotes.receive import receive_pack, settle
 
     ctx = state.ctx
     try:
-        got = receive_pack(ctx.store, ctx.dir, spill, name)
+        got = receive_pack(ctx.store, ctx.dir, spill, name, _waiting(state), adopt=True)
     except PackError as e:
         raise bad(e.message) from None
-    return json_response(201, {"records": got.records, "stored": got.stored,
-                               "stored_bytes": got.stored_bytes})  # fmt: skip
+    settled, problems = settle(ctx.store, ctx.dir, _waiting(state))
+    if problems:
+        raise bad(f"{problems[0]} (this pack's own records verified and were stored)")
+    return json_response(201, {"records": got.records, "stored": got.stored + settled,
+                               "stored_bytes": got.stored_bytes,
+                               "waiting": len(got.waiting)})  # fmt: skip
 
 
 def put_index(state, name: str, spill):
-    """An index of a pack just sent: every object it names must be stored here now."""
-    from ...remotes.receive import index_ids
+    """An index of a pack just sent: every object it names must be stored here now (or be
+    a chunk list waiting for the chunks a later pack brings)."""
+    from ...remotes.receive import index_ids, is_waiting
 
     store = state.ctx.store
     try:
@@ -394,7 +409,7 @@ def put_index(state, name: str, spill):
         raise bad(e.message) from None
     store.reload(force=True)
     for oid in ids:
-        if not store.has(ObjectId(oid)):
+        if not store.has(ObjectId(oid)) and not is_waiting(_waiting(state), oid):
             raise bad(f"index {name} names object {oid.hex()}, which is not stored here: "
                       "PUT the pack holding it first")  # fmt: skip
     return json_response(201, {"objects": len(ids)})
@@ -532,6 +547,10 @@ def _unquote(tag: str) -> str:
 def _check_targets(ctx, new: dict, changed: list[str]) -> None:
     """Every changed ref names a run recorded here, a model tree whose objects are all here,
     or a version that exists (here or in the same document)."""
+    for key, (kind, value) in new.items():  # unchanged aliases too: a version may go
+        if kind == "alias" and value[len("ref: ") :] not in new:
+            raise ApiError(409, "RESOURCE_DOES_NOT_EXIST", f"refs: {key} points at "
+                           f"{value[len('ref: ') :]}, which refs.json does not hold")  # fmt: skip
     trees = set()
     for key in changed:
         kind, value = new[key]
@@ -546,11 +565,6 @@ def _check_targets(ctx, new: dict, changed: list[str]) -> None:
                 raise ApiError(409, "RESOURCE_DOES_NOT_EXIST", f"refs: {key} names model tree "
                                f"{value}, which is not stored here: push its objects first")  # fmt: skip
             trees.add(oid)
-        else:
-            target = value[len("ref: ") :]
-            if target not in new:
-                raise ApiError(409, "RESOURCE_DOES_NOT_EXIST",
-                               f"refs: {key} points at {target}, which refs.json does not hold")  # fmt: skip
     if trees:
         _check_closure(ctx.store, trees, "model tree")
 
