@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
-import os
 import random
 import socket
 import threading
@@ -579,11 +578,11 @@ def test_refs_json_without_a_precondition_is_refused(srv):
     ("method", "path", "body", "headers"),
     [
         ("PUT", "packs/pack-x.pack", b"", None),
-        ("PUT", "packs/pack-x.pack", os.urandom(5000), None),
+        ("PUT", "packs/pack-x.pack", random.Random(5000).randbytes(5000), None),
         ("PUT", "packs/pack-x.pack", PACK_MAGIC + HEAD.pack(b"\0" * 32, 0), None),
         ("PUT", "packs/pack-x.pack", PACK_MAGIC + HEAD.pack(b"\0" * 32, 3) + b"Zab", None),
-        ("PUT", "packs/pack-x.idx", os.urandom(100), None),
-        ("PUT", "packs/runs-x.runs", os.urandom(100), None),
+        ("PUT", "packs/pack-x.idx", random.Random(100).randbytes(100), None),
+        ("PUT", "packs/runs-x.runs", random.Random(100).randbytes(100), None),
         ("PUT", "packs/pack-x.zip", b"x", None),
         ("PUT", "packs/../../tokens.json", b"x", None),
         ("PUT", "mlvc-remote.json", b'{"format": 9}', None),
