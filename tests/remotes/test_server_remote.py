@@ -502,6 +502,37 @@ def test_two_writers_racing_on_one_name_get_one_winner(srv, tmp_path):
     assert json.loads(transport(srv).get("refs.json"))["refs"]["names/race"] == winners[0]
 
 
+def test_two_clients_pushing_different_runs_at_once_both_land(srv, tmp_path):
+    repos = [local_repo(tmp_path, f"parallel{i}", big=i == 0) for i in range(2)]
+    errors = []
+
+    def push(i):
+        repo, run = repos[i]
+        t = transport(srv)
+        try:
+            push_run(t, tmp_path / str(i), repo, run)
+            for _ in range(10):  # what mlvc push does on a lost race: read, merge, retry
+                doc, token = t.read_versioned("refs.json")
+                if t.put_if("refs.json", _with(doc, **{f"names__parallel{i}": run}), token):
+                    return
+            errors.append(f"client {i} never won")
+        except Exception as e:  # the assertion below shows it
+            errors.append(repr(e))
+
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    log = {r["id"] for r in json.loads(srv.mlvc("log", "--json").stdout)}
+    refs = json.loads(transport(srv).get("refs.json"))["refs"]
+    for i, (_repo, run) in enumerate(repos):
+        assert run in log and refs[f"names/parallel{i}"] == run
+
+
 def test_refs_json_may_only_name_what_the_server_holds(srv, tmp_path):
     t = transport(srv)
     doc, token = t.read_versioned("refs.json")
