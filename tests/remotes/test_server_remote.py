@@ -709,5 +709,10 @@ def _push_then_clone(server, tmp_path, subprocess, sys):
     mlvc(copy, "checkout", "e2e")
     assert (copy / "data" / "big.bin").read_bytes() == (repo.root / "data" / "big.bin").read_bytes()
     assert mlvc(copy, "fsck").returncode == 0
+    # a lazy clone fetches the big file by range reads when it is checked out
+    mlvc(tmp_path, "clone", "--lazy", server.url, "lazy")
+    mlvc(tmp_path / "lazy", "checkout", "e2e")
+    big = (tmp_path / "lazy" / "data" / "big.bin").read_bytes()
+    assert big == (repo.root / "data" / "big.bin").read_bytes()
     again = mlvc(repo.root, "push", "origin", "--json")  # nothing new: listing + refs.json
     assert json.loads(again.stdout)["requests"] <= 3
