@@ -55,6 +55,7 @@ BASE = "/api/v1/remote"
 REMOTE_JSON = b'{"format": 1}\n'
 MAX_PACK = 1 << 30  # a pushed pack (clients cut them at 256 MiB); streamed to disk
 BLOCK = 1 << 20
+ATTRIBUTE = 64  # roots walked one by one to name whose object is missing
 RUN_SETS = 4  # run-set files remembered by name, so a listing's name stays readable
 _PACK_FILE = re.compile(
     r"^(pack-[A-Za-z0-9_-]{1,100}\.(pack|idx)|(runs|pack)-[A-Za-z0-9_-]{1,100}\.runs)$"
@@ -445,14 +446,18 @@ def _check_closure(store, roots, what: str) -> None:
     missing, damaged = _first_missing(store, roots)
     if missing is None and damaged is None:
         return
-    for root in sorted(roots):  # the slow walk, once, to say whose object it is
-        m, d = _first_missing(store, [root])
-        if m is not None or d is not None:
-            if m is not None:
-                raise bad(f"{what} {root.hex} needs object {ObjectId(m).hex}, which is not "
-                          "stored here: push its objects first; nothing was recorded")  # fmt: skip
-            raise bad(f"{what} {root.hex} needs object {ObjectId(d).hex}, which does not "
-                      "verify here; nothing was recorded")  # fmt: skip
+    whose = f"one of {len(roots)} {what}s"
+    if len(roots) <= ATTRIBUTE:  # walk each root to say whose object it is (a failure only)
+        for root in sorted(roots):
+            m, d = _first_missing(store, [root])
+            if m is not None or d is not None:
+                whose, missing, damaged = f"{what} {root.hex}", m, d
+                break
+    if missing is not None:
+        raise bad(f"{whose} needs object {ObjectId(missing).hex}, which is not stored here: "
+                  "push its objects first; nothing was recorded")  # fmt: skip
+    raise bad(f"{whose} needs object {ObjectId(damaged).hex}, which does not verify here; "
+              "nothing was recorded")  # fmt: skip
 
 
 def put_runs(state, principal, name: str, data: bytes):
