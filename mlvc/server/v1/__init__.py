@@ -7,12 +7,14 @@ objects   HEAD/GET (streamed, verified)/PUT (re-hashed, refused on a mismatch) b
 refs      list, get, compare-and-swap PUT; the model registry's aliases refs.py
 live      runs logged by ``mlvc.start_run`` with MLVC_TRACKING_URI: start, idempotent
           batches (params, tags, metric points), end                     live.py
+remote    the repository as a remote (push, fetch, clone over http): the
+          bucket layout of docs/remotes.md, built from its packs and refs  remote.py
 """
 
 from __future__ import annotations
 
 from ..app import endpoint
-from . import live, objects, refs, runs
+from . import live, objects, refs, remote, runs
 from .openapi import document
 
 
@@ -30,4 +32,5 @@ def routes(state) -> list:
         *runs.routes(state),
         *objects.routes(state),
         *refs.routes(state),
+        *remote.routes(state),
     ]

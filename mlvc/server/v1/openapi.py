@@ -19,7 +19,9 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 def _errors(*codes: int) -> dict:
     words = {400: "Bad request", 401: "No or bad token", 403: "Too little scope",
-             404: "Not found", 409: "Conflict", 413: "Body too large", 503: "Busy"}  # fmt: skip
+             404: "Not found", 405: "Refused", 409: "Conflict", 413: "Body too large",
+             412: "Precondition failed", 416: "Range not satisfiable",
+             428: "Precondition required", 503: "Busy"}  # fmt: skip
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, words[c]) for c in codes}
 
 
@@ -331,6 +333,7 @@ def document() -> dict:
             }
         },
     }
+    paths.update(_remote_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlvc server API", "version": __version__},
@@ -340,4 +343,46 @@ def document() -> dict:
         },
         "security": [{"bearer": []}],
         "paths": paths,
+    }
+
+
+def _remote_paths() -> dict:
+    """The repository as a remote (v1/remote.py): the bucket layout of docs/remotes.md."""
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    path = _path("path")
+    return {
+        "/api/v1/remote": {
+            "get": _op(
+                "One listing of the remote's files: {files: {path: size}}",
+                _json(_ANY),
+                400,
+                parameters=[_query("prefix", {"type": "string"})],
+            ),  # fmt: skip
+        },
+        "/api/v1/remote/{path}": {
+            "parameters": [path],
+            "get": _op(
+                "A file (mlvc-remote.json, refs.json with an ETag, packs/*.pack|.idx|.runs); "
+                "Range: bytes=a-b answers 206",
+                {"description": "The file", "content": octets},
+                404,
+                416,
+                extra={"206": {"description": "One range of the file", "content": octets}},
+            ),  # fmt: skip
+            "put": {
+                **_op(
+                    "Write a file: a pack (verified record by record, then stored), its "
+                    ".idx, a .runs file (records the runs), refs.json by compare-and-swap "
+                    "(If-Match / If-None-Match: *)",
+                    _json(_ANY),
+                    400,
+                    409,
+                    412,
+                    413,
+                    428,
+                ),  # fmt: skip
+                "requestBody": {"required": True, "content": octets},
+            },
+            "delete": _op("Refused: the server keeps its own packs and refs", _json(_ANY), 405),
+        },
     }
