@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
+    from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
@@ -374,6 +375,22 @@ class Repo:
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()
+
+    # -- export (mlvc.maintenance.export, docs/export.md) ----------------------------------
+
+    def export_parquet(self, dest: str) -> ExportReport:
+        """Write what the index holds and ``dest`` lacks as Hive-partitioned Parquet; ``dest``
+        is a folder, a pyarrow.fs URL or a configured remote's name."""
+        from ..maintenance.export import destination_url, export_parquet
+
+        return export_parquet(self.index, destination_url(self.layout, dest))
+
+    def export_iceberg(self, dest: str, catalog: str | None = None) -> ExportReport:
+        """Append what ``dest``'s Iceberg tables lack (extra ``mlvc[iceberg]``)."""
+        from ..maintenance.export import destination_url
+        from ..maintenance.iceberg import export_iceberg
+
+        return export_iceberg(self.index, destination_url(self.layout, dest, "iceberg"), catalog)
 
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives

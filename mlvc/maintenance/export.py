@@ -102,16 +102,32 @@ class Destination:
         return f"{self.root}/{rel}" if rel else self.root
 
 
-def destination_url(layout: Layout | None, dest: str) -> str:
-    """The URL ``dest`` names: a configured remote's export folder (when ``dest`` is the name
-    of one), else ``dest`` itself (a folder becomes ``file://``)."""
+def destination_url(layout: Layout | None, dest: str, folder: str = REMOTE_FOLDER) -> str:
+    """The URL ``dest`` names: a configured remote's ``folder`` (``export/`` for Parquet,
+    ``iceberg/`` for Iceberg) when ``dest`` is a remote's name, else ``dest`` itself (a
+    folder becomes ``file://``)."""
+    remote = _remote_url(layout, dest)
+    return check_export_url(dest) if remote is None else _child(remote, folder)
+
+
+def source_url(layout: Layout | None, source: str) -> str:
+    """The URL an export is read from: a configured remote's (its ``export/`` folder is found
+    by ``open_export``), else ``source`` itself."""
+    remote = _remote_url(layout, source)
+    return check_export_url(source) if remote is None else remote
+
+
+def _remote_url(layout: Layout | None, name: str) -> str | None:
+    """The URL of the configured remote ``name``, None when there is none by that name."""
     from ..remotes import config
 
-    if layout is not None and dest in {r.name for r in config.list_remotes(layout)}:
-        remote = config.get(layout, dest)
-        _refuse_http(remote.url, f"remote {dest!r}")
-        return _child(remote.url, REMOTE_FOLDER)
-    return check_export_url(dest)
+    if layout is None:
+        return None
+    for remote in config.list_remotes(layout):
+        if remote.name == name:
+            _refuse_http(remote.url, f"remote {name!r}")
+            return remote.url
+    return None
 
 
 def check_export_url(url: str) -> str:
@@ -301,6 +317,7 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)
     removed_leftovers: int = 0
     seconds: float = 0.0
+    unit: str = "files"  # what files_written counts (Iceberg: table commits)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
