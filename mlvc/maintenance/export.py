@@ -166,7 +166,10 @@ def open_destination(url: str) -> Destination:
         fs, root = pafs.FileSystem.from_uri(url)
     except (pa.ArrowException, OSError, ValueError, TypeError) as e:
         raise UsageError(f"export destination {url!r}: {_one_line(e)}") from None
-    return Destination(url, fs, root.rstrip("/") or root)
+    root = root.rstrip("/") or root
+    if urlsplit(url).scheme in OBJECT_STORES and not root.strip("/"):
+        raise UsageError(f"export destination {url!r}: name a bucket (s3://BUCKET/PREFIX)")
+    return Destination(url, fs, root)
 
 
 def _one_line(e: BaseException) -> str:
