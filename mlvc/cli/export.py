@@ -21,7 +21,8 @@ def _summary(report) -> None:
         echo(f"up to date: {report.destination} holds all {report.runs_total} runs")
         return
     echo(
-        f"exported {report.runs_added} runs to {report.destination} "
+        f"exported {report.runs_added} run{'s' * (report.runs_added != 1)} to "
+        f"{report.destination} "
         f"(generation {report.generation}, {report.runs_total} runs in all): "
         f"{report.files_written} {report.unit}"
         + (f", {human_size(report.bytes_written)}" if report.bytes_written else "")

@@ -135,6 +135,12 @@ def check_export_url(url: str) -> str:
     server)."""
     from ..remotes.config import check_url
 
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme and scheme not in (*OBJECT_STORES, "file", "hdfs", "viewfs", "http", "https"):
+        raise UsageError(
+            f"export destination {url!r}: unknown scheme {scheme!r}; use a folder, file://, "
+            "s3://, gs://, abfs:// or hdfs://"
+        )
     url = check_url(url)
     _refuse_http(url, url)
     parts = urlsplit(url)

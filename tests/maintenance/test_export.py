@@ -169,6 +169,10 @@ def test_export_to_s3_and_to_a_configured_remote(repo, cli, s3_bucket):
     assert report["runs_added"] == 1 and report["runs_total"] == 7
     count = "SELECT count(*) AS n FROM runs"
     assert cli("query", "--remote", "origin", count).output == cli("query", count).output
+    # a bucket that does not exist: one line, exit 1
+    result = cli("export", "parquet", server.url("no-such-bucket", "x"), ok=False)
+    assert result.exit_code == 1 and "Bucket 'no-such-bucket' not found" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def _add_remote(repo: Repo, name: str, url: str) -> None:
