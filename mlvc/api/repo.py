@@ -383,7 +383,8 @@ class Repo:
         is a folder, a pyarrow.fs URL or a configured remote's name."""
         from ..maintenance.export import destination_url, export_parquet
 
-        return export_parquet(self.index, destination_url(self.layout, dest))
+        url = destination_url(self.layout, dest)
+        return export_parquet(self.index, url, scratch=self.layout.tmp)
 
     def export_iceberg(self, dest: str, catalog: str | None = None) -> ExportReport:
         """Append what ``dest``'s Iceberg tables lack (extra ``mlvc[iceberg]``)."""

@@ -32,13 +32,14 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from .._version import __version__
 from ..core.layout import Layout
-from ..errors import QueryError, RemoteError, UsageError
+from ..errors import MlvcError, QueryError, RemoteError, UsageError
 
 MANIFEST = "_mlvc_export.json"
 FORMAT = 1
@@ -332,9 +333,14 @@ class ExportReport:
         return dict(self.__dict__)
 
 
-def export_parquet(index, url: str) -> ExportReport:
+def export_parquet(index, url: str, scratch: str | os.PathLike | None = None) -> ExportReport:
     """Export what ``index`` holds that the destination lacks (the whole index the first time)
-    as Parquet; returns what was written. Running it again with nothing new writes nothing."""
+    as Parquet; returns what was written. Running it again with nothing new writes nothing.
+
+    The index is read (under its shared lock) into Parquet files on local disk: in the
+    destination's ``_staging/`` when it is a local folder, else in ``scratch`` (default: the
+    system's temp folder). They are moved or uploaded after the lock is released, so a slow
+    upload never keeps the index's writers waiting."""
     started = time.monotonic()
     dest = open_destination(url)
     _check_writable(dest)
@@ -344,28 +350,35 @@ def export_parquet(index, url: str) -> ExportReport:
         manifest = Manifest()
     removed = _remove_leftovers(dest, manifest)
     exported = _exported(dest, manifest)
-    writer = _Writer(dest, manifest.generation + 1)
+    writer = _Writer(dest, manifest.generation + 1, scratch)
     report = ExportReport(url, manifest.generation, 0, manifest.runs, removed_leftovers=removed)
-    with index.connect_readonly() as con:
-        new = _new_runs(con, exported["id"])
-        changed = _write_tables(con, writer, manifest, exported, new)
-    if changed:
-        old_snapshots = _apply(manifest, writer, changed)
-        manifest.generation = writer.generation
-        manifest.runs += new.num_rows
-        writer.finish()
-        _write_manifest(dest, manifest)
-        for rel in old_snapshots:
-            _delete(dest, dest.path(rel))
-        report.generation = manifest.generation
-        report.runs_added = new.num_rows
-        report.runs_total = manifest.runs
-        report.files_written = len(writer.written)
-        report.bytes_written = sum(f["bytes"] for f in writer.written)
-        report.rows = {t: sum(f["rows"] for f in files) for t, files in writer.by_table.items()}
-    writer.cleanup()
+    try:
+        with index.connect_readonly() as con:
+            new = _new_runs(con, exported["id"])
+            changed = _write_tables(con, writer, manifest, exported, new)
+        if changed:
+            _commit(dest, manifest, writer, changed, new.num_rows, report)
+    finally:
+        writer.cleanup()
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _commit(dest, manifest: Manifest, writer: _Writer, changed, added: int, report) -> None:
+    """Files into place, then the manifest, then the snapshot files it no longer names."""
+    old_snapshots = _apply(manifest, writer, changed)
+    manifest.generation = writer.generation
+    manifest.runs += added
+    writer.finish()
+    _write_manifest(dest, manifest)
+    for rel in old_snapshots:
+        _delete(dest, dest.path(rel))
+    report.generation = manifest.generation
+    report.runs_added = added
+    report.runs_total = manifest.runs
+    report.files_written = len(writer.written)
+    report.bytes_written = sum(f["bytes"] for f in writer.written)
+    report.rows = {t: sum(f["rows"] for f in files) for t, files in writer.by_table.items()}
 
 
 def _check_writable(dest: Destination) -> None:
@@ -547,28 +560,31 @@ def _apply(manifest: Manifest, writer: _Writer, changed: set[str]) -> list[str]:
 
 
 class _Writer:
-    """Writes one generation's files, staged and renamed where the filesystem renames."""
+    """Writes one generation's files on local disk, then moves or uploads them into place."""
 
-    def __init__(self, dest: Destination, generation: int):
+    def __init__(self, dest: Destination, generation: int, scratch=None):
+        import pyarrow.fs as pafs
+
         self.dest = dest
         self.generation = generation
         self.token = f"{generation:06d}-{secrets.token_hex(4)}"
-        self.staged: list[tuple[str, str]] = []  # (staged path, final path)
+        self.local = pafs.LocalFileSystem()
+        if isinstance(dest.fs, pafs.LocalFileSystem):
+            self.stage = dest.path(f"{STAGING}/{self.token}")  # renamed into place
+        else:
+            scratch = str(scratch or tempfile.gettempdir())
+            self.stage = f"{os.path.abspath(scratch)}/mlvc-export-{self.token}"
+        self.staged: list[tuple[str, str]] = []  # (staged local path, path in the export)
         self.written: list[dict] = []
         self.by_table: dict[str, list[dict]] = {}
         self.schemas: dict[str, object] = {}
         self.digests: dict[str, str] = {}
 
-    def _base(self, table: str) -> str:
-        if self.dest.renames:
-            return self.dest.path(f"{STAGING}/{self.token}/{table}")
-        return self.dest.path(table)
-
     def write(self, table: str, reader, partitioned: bool = False) -> None:
         import pyarrow as pa
         import pyarrow.dataset as ds
 
-        base = self._base(table)
+        base = f"{self.stage}/{table}"
         files: list = []
         partitioning = (
             ds.partitioning(pa.schema([("month", pa.string())]), flavor="hive")
@@ -582,42 +598,67 @@ class _Writer:
                 base,
                 format=fmt,
                 file_options=fmt.make_write_options(compression="zstd"),
-                filesystem=self.dest.fs,
+                filesystem=self.local,
                 partitioning=partitioning,
                 basename_template=f"part-{self.generation:06d}-{{i}}.parquet",
                 existing_data_behavior="overwrite_or_ignore",
                 file_visitor=files.append,
-                create_dir=self.dest.renames,
             )
         except (pa.ArrowException, OSError) as e:
-            raise RemoteError(f"cannot write {table} to {self.dest.url}: {_one_line(e)}") from None
+            raise MlvcError(f"cannot write {table} under {self.stage}: {_one_line(e)}") from None
         for f in files:
             rel = table + f.path[len(base) :]
             entry = {"path": rel, "rows": f.metadata.num_rows, "bytes": f.size}
             self.by_table.setdefault(table, []).append(entry)
             self.written.append(entry)
-            if self.dest.renames:
-                self.staged.append((f.path, self.dest.path(rel)))
+            self.staged.append((f.path, rel))
 
     def finish(self) -> None:
-        """Move staged files into place (each rename whole), synced before the manifest."""
-        dirs = set()
-        for src, dst in self.staged:
-            _sync(self.dest, src)
-            parent = dst.rsplit("/", 1)[0]
-            if parent not in dirs:
-                self.dest.fs.create_dir(parent)
-                dirs.add(parent)
-            self.dest.fs.move(src, dst)
+        """Every file into place whole: a rename on local disk (fsynced first), one upload
+        each to an object store (complete or absent), an upload then a rename on HDFS."""
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+
+        local = isinstance(self.dest.fs, pafs.LocalFileSystem)
+        dirs: set[str] = set()
+        try:
+            for src, rel in self.staged:
+                final = self.dest.path(rel)
+                if local:
+                    _sync(self.dest, src)
+                elif self.dest.renames:  # HDFS: upload beside, then rename
+                    remote = self.dest.path(f"{STAGING}/{self.token}/{rel}")
+                    self._upload(src, remote)
+                    src = remote
+                else:
+                    self._upload(src, final)
+                    continue
+                parent = final.rsplit("/", 1)[0]
+                if parent not in dirs:
+                    self.dest.fs.create_dir(parent)
+                    dirs.add(parent)
+                self.dest.fs.move(src, final)
+        except (pa.ArrowException, OSError) as e:
+            raise RemoteError(f"cannot write to {self.dest.url}: {_one_line(e)}") from None
         for d in dirs:
             _sync_dir(self.dest, d)
 
-    def cleanup(self) -> None:
+    def _upload(self, src: str, dst: str) -> None:
         import pyarrow.fs as pafs
 
-        path = self.dest.path(STAGING)
-        if self.dest.fs.get_file_info(path).type == pafs.FileType.Directory:
-            self.dest.fs.delete_dir(path)
+        pafs.copy_files(src, dst, source_filesystem=self.local, destination_filesystem=self.dest.fs)
+
+    def cleanup(self) -> None:
+        """Remove what was staged (locally, and in the destination's ``_staging/``)."""
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+
+        for fs, path in ((self.local, self.stage), (self.dest.fs, self.dest.path(STAGING))):
+            try:
+                if fs.get_file_info(path).type == pafs.FileType.Directory:
+                    fs.delete_dir(path)
+            except (pa.ArrowException, OSError):
+                pass  # the next export removes leftovers
 
 
 # -- reading an export ------------------------------------------------------------------------

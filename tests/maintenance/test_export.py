@@ -148,6 +148,8 @@ def test_export_to_s3_and_to_a_configured_remote(repo, cli, s3_bucket):
     build(repo)
     url = server.url(bucket, "team/history")
     cli("export", "parquet", url)
+    # staged on local disk under .mlvc/tmp, uploaded, and the stage removed
+    assert not [p for p in (repo.dir / "tmp").iterdir() if p.name.startswith("mlvc-export-")]
     fs, root = pafs.FileSystem.from_uri(url)
     for table in ("runs", "params", "metrics", "tags", "metric_summary"):
         assert rows(plain_pyarrow(fs, root, table)) == rows(local(repo, TABLES[table])), table
