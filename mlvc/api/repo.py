@@ -391,7 +391,8 @@ class Repo:
         from ..maintenance.export import destination_url
         from ..maintenance.iceberg import export_iceberg
 
-        return export_iceberg(self.index, destination_url(self.layout, dest, "iceberg"), catalog)
+        url = destination_url(self.layout, dest, "iceberg")
+        return export_iceberg(self.index, url, catalog, scratch=self.layout.tmp)
 
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives

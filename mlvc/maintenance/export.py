@@ -559,6 +559,27 @@ def _apply(manifest: Manifest, writer: _Writer, changed: set[str]) -> list[str]:
     return old
 
 
+SCRATCH_GRACE_S = 3600.0  # a stage this old belongs to a killed export
+
+
+def clean_scratch(scratch: str | os.PathLike) -> None:
+    """Remove the local stages killed exports left in ``scratch`` (older than an hour)."""
+    import shutil
+
+    cutoff = time.time() - SCRATCH_GRACE_S
+    try:
+        entries = list(os.scandir(scratch))
+    except OSError:
+        return
+    for ent in entries:
+        if ent.name.startswith(("mlvc-export-", "mlvc-iceberg-")):
+            try:
+                if ent.is_dir(follow_symlinks=False) and ent.stat().st_mtime < cutoff:
+                    shutil.rmtree(ent.path, ignore_errors=True)
+            except OSError:
+                continue
+
+
 class _Writer:
     """Writes one generation's files on local disk, then moves or uploads them into place."""
 
@@ -573,6 +594,7 @@ class _Writer:
             self.stage = dest.path(f"{STAGING}/{self.token}")  # renamed into place
         else:
             scratch = str(scratch or tempfile.gettempdir())
+            clean_scratch(scratch)
             self.stage = f"{os.path.abspath(scratch)}/mlvc-export-{self.token}"
         self.staged: list[tuple[str, str]] = []  # (staged local path, path in the export)
         self.written: list[dict] = []

@@ -17,8 +17,13 @@ the rows of its new runs from a table that is a generation ahead of ``runs``.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import MissingExtra, MlvcError, RemoteError, UsageError
@@ -30,6 +35,7 @@ from .export import (
     ExportReport,
     _digest,
     _one_line,
+    clean_scratch,
     open_destination,
 )
 
@@ -102,71 +108,89 @@ def open_catalog(url: str, catalog: str | None):
         raise UsageError(f"cannot open the Iceberg catalog {catalog}: {_one_line(e)}") from None
 
 
-def export_iceberg(index, url: str, catalog: str | None = None) -> ExportReport:
-    """Append to ``url``'s Iceberg tables what ``index`` holds and they lack."""
+def export_iceberg(
+    index, url: str, catalog: str | None = None, scratch: str | os.PathLike | None = None
+) -> ExportReport:
+    """Append to ``url``'s Iceberg tables what ``index`` holds and they lack.
+
+    The new rows are read (under the index's shared lock) into Parquet files in ``scratch``
+    (default: the system's temp folder), then appended with the lock released, so slow
+    commits to the warehouse never keep the index's writers waiting."""
     started = time.monotonic()
     cat = open_catalog(url, catalog)
+    scratch = Path(scratch or tempfile.gettempdir())
+    clean_scratch(scratch)
+    stage = scratch / f"mlvc-iceberg-{secrets.token_hex(6)}"
     try:
-        report = _export(cat, index, url)
+        report = _export(cat, index, url, stage)
     except MlvcError:
         raise
     except Exception as e:
         raise RemoteError(f"Iceberg export to {url} failed: {_one_line(e)}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
 
-def _export(cat, index, url: str) -> ExportReport:
+def _export(cat, index, url: str, stage: Path) -> ExportReport:
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     cat.create_namespace_if_not_exists(NAMESPACE)
-    with index.connect_readonly() as con:
+    stage.mkdir(parents=True)
+    with index.connect_readonly() as con:  # what to add, read into local files
         schemas = _schemas(con)
         tables = {name: _table(cat, name, schema) for name, schema in schemas.items()}
-        runs = tables["runs"]
-        generation = _generation(runs) + 1
-        exported = _exported(runs)
+        generation = _generation(tables["runs"]) + 1
+        exported = _exported(tables["runs"])
         new = con.sql(
             f"SELECT id, {MONTH} AS month FROM runs ORDER BY created, id"
         ).to_arrow_table()
         if exported["id"]:
             known = pa.array(sorted(exported["id"]), pa.string())
             new = new.filter(pc.invert(pc.is_in(new["id"], value_set=known)))
-        report = ExportReport(url, generation - 1, new.num_rows, len(exported["id"]))
-        report.unit = "table commits"
         con.register("_mlvc_new", new)
         trees, envs = _new_shared(con, exported)
         con.register("_mlvc_trees", trees)
         con.register("_mlvc_envs", envs)
         names = {"new": "_mlvc_new", "trees": "_mlvc_trees", "envs": "_mlvc_envs"}
-        props = {GENERATION: str(generation)}
-        # the column each table's rows belong by, and the ids this export adds
-        owners = {name: ("run_id", new) for name in RUN_TABLES}
-        owners |= {"runs": ("id", new), "tree_files": ("tree_id", trees)}
-        owners["env_packages"] = ("env_id", envs)
-        order = [t for t in RUN_TABLES if t != "runs"] + list(SHARED_TABLES) + ["runs"]
-        for name in order:
-            key, ids = owners[name]
-            sql = (RUN_TABLES | SHARED_TABLES)[name]
-            data = con.sql(sql.format(**names)).to_arrow_table()
-            if not data.num_rows:
-                continue
-            table = tables[name]
-            if name != "runs" and _generation(table) >= generation:  # a crashed export's rows
-                _delete_ids(table, key, ids["id"].to_pylist())
-            table.append(data, snapshot_properties=props)
+        queries = {n: sql.format(**names) for n, sql in (RUN_TABLES | SHARED_TABLES).items()}
+        queries |= {n: f"SELECT * FROM {n} ORDER BY ALL" for n in SNAPSHOT_TABLES}
+        for name, sql in queries.items():
+            reader = con.sql(sql).to_arrow_reader(1 << 16)
+            with pq.ParquetWriter(stage / f"{name}.parquet", reader.schema) as w:
+                for batch in reader:
+                    w.write_batch(batch)
+    report = ExportReport(url, generation - 1, new.num_rows, len(exported["id"]))
+    report.unit = "table commits"
+    props = {GENERATION: str(generation)}
+    # the column each table's rows belong by, and the ids this export adds
+    owners = {name: ("run_id", new) for name in RUN_TABLES}
+    owners |= {"runs": ("id", new), "tree_files": ("tree_id", trees)}
+    owners["env_packages"] = ("env_id", envs)
+    order = [t for t in RUN_TABLES if t != "runs"] + list(SHARED_TABLES) + ["runs"]
+    for name in order:  # runs last: it is what the next export learns from
+        key, ids = owners[name]
+        data = pq.read_table(stage / f"{name}.parquet")
+        if not data.num_rows:
+            continue
+        table = tables[name]
+        if name != "runs" and _generation(table) >= generation:  # a crashed export's rows
+            _delete_ids(table, key, ids["id"].to_pylist())
+        table.append(data, snapshot_properties=props)
+        report.rows[name] = data.num_rows
+        report.files_written += 1
+    for name in SNAPSHOT_TABLES:
+        data = pq.read_table(stage / f"{name}.parquet")
+        digest = _digest(data)
+        if _summary(tables[name]).get(DIGEST) != digest:
+            with warnings.catch_warnings():  # "delete did not match any records": fine
+                warnings.simplefilter("ignore")
+                tables[name].overwrite(data, snapshot_properties={**props, DIGEST: digest})
             report.rows[name] = data.num_rows
             report.files_written += 1
-        for name in SNAPSHOT_TABLES:
-            data = con.sql(f"SELECT * FROM {name} ORDER BY ALL").to_arrow_table()
-            digest = _digest(data)
-            if _summary(tables[name]).get(DIGEST) != digest:
-                with warnings.catch_warnings():  # "delete did not match any records": fine
-                    warnings.simplefilter("ignore")
-                    tables[name].overwrite(data, snapshot_properties={**props, DIGEST: digest})
-                report.rows[name] = data.num_rows
-                report.files_written += 1
     if report.files_written:
         report.generation = generation
     report.runs_total = len(exported["id"]) + new.num_rows

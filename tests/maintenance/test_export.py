@@ -319,3 +319,18 @@ def test_export_of_an_empty_repository_is_queryable(repo, cli, tmp_path):
     assert report["runs_total"] == 0 and (dest / MANIFEST).exists()
     out = cli("query", "--remote", str(dest), "-f", "json", "SELECT count(*) AS n FROM metrics")
     assert json.loads(out.output) == [{"n": 0}]
+
+
+def test_a_killed_exports_local_stage_is_removed_by_the_next_one(repo, cli, s3_bucket):
+    server, bucket = s3_bucket
+    build(repo)
+    tmp = repo.dir / "tmp"
+    stale = tmp / "mlvc-export-000001-deadbeef" / "runs"
+    stale.mkdir(parents=True)
+    (stale / "part-000001-0.parquet").write_bytes(b"half")
+    fresh = tmp / "mlvc-export-000001-cafecafe"  # maybe another export's, running now
+    fresh.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale.parent, (old, old))
+    cli("export", "parquet", server.url(bucket, "h"))
+    assert not stale.parent.exists() and fresh.exists()
