@@ -108,14 +108,35 @@ def destination_url(layout: Layout | None, dest: str, folder: str = REMOTE_FOLDE
     ``iceberg/`` for Iceberg) when ``dest`` is a remote's name, else ``dest`` itself (a
     folder becomes ``file://``)."""
     remote = _remote_url(layout, dest)
-    return check_export_url(dest) if remote is None else _child(remote, folder)
+    if remote is None:
+        _refuse_bare_name(layout, dest)
+        return check_export_url(dest)
+    return _child(remote, folder)
 
 
 def source_url(layout: Layout | None, source: str) -> str:
     """The URL an export is read from: a configured remote's (its ``export/`` folder is found
     by ``open_export``), else ``source`` itself."""
     remote = _remote_url(layout, source)
-    return check_export_url(source) if remote is None else remote
+    if remote is None:
+        _refuse_bare_name(layout, source)
+        return check_export_url(source)
+    return remote
+
+
+def _refuse_bare_name(layout: Layout | None, text: str) -> None:
+    """A bare word that names no remote and no folder here is a typo or a remote not yet
+    added, not a new folder to create in the working directory."""
+    if "/" in text or ":" in text or os.path.isdir(text) or text in (".", ".."):
+        return
+    from ..remotes import config
+
+    known = ", ".join(r.name for r in config.list_remotes(layout)) if layout else ""
+    raise UsageError(
+        f"no remote named {text!r} (configured: {known or 'none'}) and no folder {text!r} "
+        f"here; add the remote with `mlvc remote add {text} URL`, or write ./{text} for a "
+        "folder"
+    )
 
 
 def _remote_url(layout: Layout | None, name: str) -> str | None:

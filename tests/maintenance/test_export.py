@@ -334,3 +334,28 @@ def test_a_killed_exports_local_stage_is_removed_by_the_next_one(repo, cli, s3_b
     os.utime(stale.parent, (old, old))
     cli("export", "parquet", server.url(bucket, "h"))
     assert not stale.parent.exists() and fresh.exists()
+
+
+def test_a_bare_name_that_is_no_remote_is_refused_not_made_a_folder(repo, cli, project):
+    build(repo)
+    result = cli("export", "parquet", "origin", ok=False)
+    assert result.exit_code == 2 and "no remote named 'origin'" in result.output
+    assert "mlvc remote add origin URL" in result.output and not (project / "origin").exists()
+    result = cli("query", "--remote", "origin", "SELECT 1", ok=False)
+    assert result.exit_code == 2 and "no remote named 'origin'" in result.output
+    cli("export", "parquet", "./origin")  # an explicit folder is fine
+    assert (project / "origin" / MANIFEST).is_file()
+
+
+def test_query_remote_outside_any_repository(repo, cli, tmp_path, monkeypatch):
+    build(repo)
+    dest = tmp_path / "history"
+    cli("export", "parquet", str(dest))
+    here = cli("query", "-f", "json", "SELECT name FROM runs ORDER BY name").output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    there = cli(
+        "query", "--remote", f"file://{dest}", "-f", "json", "SELECT name FROM runs ORDER BY name"
+    )
+    assert there.output == here
