@@ -53,14 +53,12 @@ OBJECT_STORES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
 # and months, {trees}/{envs} the new tree and environment ids.
 RUN_TABLES = {
     "runs": "SELECT r.*, n.month FROM runs r JOIN {new} n ON r.id = n.id ORDER BY r.created, r.id",
-    "params": "SELECT t.*, n.month FROM params t JOIN {new} n ON t.run_id = n.id "
-    "ORDER BY t.run_id, t.key",
-    "metrics": "SELECT t.*, n.month FROM metrics t JOIN {new} n ON t.run_id = n.id "
-    "ORDER BY t.run_id, t.key, t.step",
-    "metric_summary": "SELECT t.*, n.month FROM metric_summary t JOIN {new} n ON t.run_id = n.id "
-    "ORDER BY t.run_id, t.key",
-    "tags": "SELECT t.*, n.month FROM tags t JOIN {new} n ON t.run_id = n.id "
-    "ORDER BY t.run_id, t.key",
+    # in the index's order, which groups a run's rows (sorting 50 M metric points would cost
+    # a third of the export for little: row groups already cover few runs each)
+    "params": "SELECT t.*, n.month FROM params t JOIN {new} n ON t.run_id = n.id",
+    "metrics": "SELECT t.*, n.month FROM metrics t JOIN {new} n ON t.run_id = n.id",
+    "metric_summary": "SELECT t.*, n.month FROM metric_summary t JOIN {new} n ON t.run_id = n.id",
+    "tags": "SELECT t.*, n.month FROM tags t JOIN {new} n ON t.run_id = n.id",
 }
 SHARED_TABLES = {
     "tree_files": "SELECT * FROM tree_files WHERE tree_id IN (SELECT id FROM {trees}) "
@@ -645,6 +643,8 @@ class _Writer:
                 partitioning=partitioning,
                 basename_template=f"part-{self.generation:06d}-{{i}}.parquet",
                 existing_data_behavior="overwrite_or_ignore",
+                min_rows_per_group=1 << 17,  # not one row group per streamed batch
+                max_rows_per_group=1 << 20,
                 file_visitor=files.append,
             )
         except (pa.ArrowException, OSError) as e:
