@@ -107,8 +107,9 @@ def destination_url(layout: Layout | None, dest: str, folder: str = REMOTE_FOLDE
     folder becomes ``file://``)."""
     remote = _remote_url(layout, dest)
     if remote is None:
+        url = check_export_url(dest)
         _refuse_bare_name(layout, dest)
-        return check_export_url(dest)
+        return url
     return _child(remote, folder)
 
 
@@ -117,8 +118,9 @@ def source_url(layout: Layout | None, source: str) -> str:
     by ``open_export``), else ``source`` itself."""
     remote = _remote_url(layout, source)
     if remote is None:
+        url = check_export_url(source)
         _refuse_bare_name(layout, source)
-        return check_export_url(source)
+        return url
     return remote
 
 
