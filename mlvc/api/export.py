@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def query_remote(remote: str, sql: str, start: str | os.PathLike | None = None) -> pa.Table:
     """Run read-only SQL over the Parquet export of ``remote``: a configured remote's name
     (when run inside a repository) or a folder or URL."""
-    from ..maintenance.export import query_export, source_url
+    from ..maintenance.export_layout import source_url
+    from ..maintenance.export_query import query_export
 
     root = layout_find_root(start)
     layout = Layout.of(root) if root is not None else None

@@ -381,14 +381,15 @@ class Repo:
     def export_parquet(self, dest: str) -> ExportReport:
         """Write what the index holds and ``dest`` lacks as Hive-partitioned Parquet; ``dest``
         is a folder, a pyarrow.fs URL or a configured remote's name."""
-        from ..maintenance.export import destination_url, export_parquet
+        from ..maintenance.export import export_parquet
+        from ..maintenance.export_layout import destination_url
 
         url = destination_url(self.layout, dest)
         return export_parquet(self.index, url, scratch=self.layout.tmp)
 
     def export_iceberg(self, dest: str, catalog: str | None = None) -> ExportReport:
         """Append what ``dest``'s Iceberg tables lack (extra ``mlvc[iceberg]``)."""
-        from ..maintenance.export import destination_url
+        from ..maintenance.export_layout import destination_url
         from ..maintenance.iceberg import export_iceberg
 
         url = destination_url(self.layout, dest, "iceberg")

@@ -27,15 +27,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import MissingExtra, MlvcError, RemoteError, UsageError
-from .export import (
+from .export import ExportReport, clean_scratch, content_digest
+from .export_layout import (
     MONTH,
     RUN_TABLES,
     SHARED_TABLES,
     SNAPSHOT_TABLES,
-    ExportReport,
-    _digest,
-    _one_line,
-    clean_scratch,
+    one_line,
     open_destination,
 )
 
@@ -105,7 +103,7 @@ def open_catalog(url: str, catalog: str | None):
     except MlvcError:
         raise
     except Exception as e:  # pyiceberg and SQLAlchemy raise many kinds
-        raise UsageError(f"cannot open the Iceberg catalog {catalog}: {_one_line(e)}") from None
+        raise UsageError(f"cannot open the Iceberg catalog {catalog}: {one_line(e)}") from None
 
 
 def export_iceberg(
@@ -126,7 +124,7 @@ def export_iceberg(
     except MlvcError:
         raise
     except Exception as e:
-        raise RemoteError(f"Iceberg export to {url} failed: {_one_line(e)}") from None
+        raise RemoteError(f"Iceberg export to {url} failed: {one_line(e)}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     report.seconds = round(time.monotonic() - started, 3)
@@ -184,7 +182,7 @@ def _export(cat, index, url: str, stage: Path) -> ExportReport:
         report.files_written += 1
     for name in SNAPSHOT_TABLES:
         data = pq.read_table(stage / f"{name}.parquet")
-        digest = _digest(data)
+        digest = content_digest(data)
         if _summary(tables[name]).get(DIGEST) != digest:
             with warnings.catch_warnings():  # "delete did not match any records": fine
                 warnings.simplefilter("ignore")
