@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
+    from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
@@ -378,6 +379,25 @@ class Repo:
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()
+
+    # -- export (mlvc.maintenance.export, docs/export.md) ----------------------------------
+
+    def export_parquet(self, dest: str) -> ExportReport:
+        """Write what the index holds and ``dest`` lacks as Hive-partitioned Parquet; ``dest``
+        is a folder, a pyarrow.fs URL or a configured remote's name."""
+        from ..maintenance.export import export_parquet
+        from ..maintenance.export_layout import destination_url
+
+        url = destination_url(self.layout, dest)
+        return export_parquet(self.index, url, scratch=self.layout.tmp)
+
+    def export_iceberg(self, dest: str, catalog: str | None = None) -> ExportReport:
+        """Append what ``dest``'s Iceberg tables lack (extra ``mlvc[iceberg]``)."""
+        from ..maintenance.export_layout import destination_url
+        from ..maintenance.iceberg import export_iceberg
+
+        url = destination_url(self.layout, dest, "iceberg")
+        return export_iceberg(self.index, url, catalog, scratch=self.layout.tmp)
 
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives

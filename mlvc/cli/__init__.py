@@ -4,8 +4,8 @@
 ``MlvcError`` to one line on stderr and its documented exit code (docs/cli.md), and gathers
 the commands of the modules beside it: ``runs`` (init, commit, log, show, runs, status,
 diff, checkout, tag), ``index`` (query, index rebuild), ``storage`` (gc, du, fsck), ``exec``
-(run, reproduce, lineage), ``models`` and ``remote`` (remote, push, fetch, pull,
-clone). Those import only ``_common`` and the library.
+(run, reproduce, lineage), ``models``, ``server``, ``remote`` (remote, push, fetch, pull,
+clone) and ``export``. Those import only ``_common`` and the library.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import click
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import exec, index, models, remote, runs, server, storage
+from . import exec, export, index, models, remote, runs, server, storage
 
 
 class MlvcGroup(click.Group):
@@ -105,7 +105,7 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (runs, index, storage, exec, models, server, remote):
+for _module in (runs, index, storage, exec, models, server, remote, export):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

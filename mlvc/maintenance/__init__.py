@@ -1,5 +1,7 @@
 """Keeping a repository sound and small: ``fsck`` (check and repair), ``gc`` (remove what
-nothing reaches), ``du`` (what takes the space).
+nothing reaches), ``du`` (what takes the space); and ``export`` (``export_layout``: its
+destination, tables and manifest; ``export_query``: reading one) and ``iceberg``, the index as
+Parquet or Iceberg tables where engines bigger than one machine read it (docs/export.md).
 
 Terms:
     reachable     named by a ref, a reflog or journal entry, a live run or a pin, or inside
