@@ -36,16 +36,10 @@ def open_transport(remote, environ: Mapping[str, str] = os.environ):
     ``http(s)://`` is an mlvc server (remotes/http.py), everything else pyarrow.fs."""
     scheme = urlsplit(remote.url).scheme
     if scheme in ("http", "https"):
-        try:
-            from .http import ServerTransport  # another module of this layer, loaded lazily
-        except ImportError:
-            raise UsageError(
-                f"remote {remote.name}: http(s) remotes (an mlvc server) are not supported by "
-                "this mlvc yet"
-            ) from None
         from .config import token_for
+        from .http import ServerTransport  # loaded only for a server remote
 
-        return ServerTransport(remote.url, token_for(remote, environ))
+        return ServerTransport(remote.url, token_for(remote, environ), name=remote.name)
     return ArrowTransport(remote.url, name=remote.name)
 
 

@@ -663,19 +663,6 @@ def test_a_keep_alive_connection_dropped_by_the_server_is_opened_again(srv):
 # -- end to end: mlvc push / clone (issue 12's commands, built by the remotes core) ---------
 
 
-def _sync_available() -> bool:
-    for module in ("mlvc.remotes.sync", "mlvc.remotes.push"):  # one module, or one per verb
-        try:
-            importlib.import_module(module)
-            return True
-        except ImportError:
-            continue
-    return False
-
-
-@pytest.mark.skipif(
-    not _sync_available(), reason="push/clone (mlvc.remotes.sync or .push) not merged yet"
-)
 def test_push_to_a_server_then_clone_from_it(tmp_path):
     import subprocess
     import sys
