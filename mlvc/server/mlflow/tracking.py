@@ -225,7 +225,8 @@ def _open_json(store: TrackingStore, opened: Open) -> dict:
     run = opened.run
     with opened.lock:
         run.flush()
-        points = _series_points(run.staged.read_series())
+        # a run with no metric block yet (just created) has no points: no folder to read
+        points = _series_points(run.staged.read_series()) if run._block else []
         params = dict(run._params)
         tags = dict(run._tags)
         extra = dict(run.staged.extra)
@@ -489,17 +490,20 @@ def _metric(m: dict, where: str = "") -> tuple[str, float, int, int]:
     return key, value, ts, step
 
 
-def _log_points(opened: Open, points: list[tuple[str, float, int, int]]) -> None:
+def _log_points(call, opened: Open, points: list[tuple[str, float, int, int]]) -> None:
     run = opened.run
     with opened.lock:
-        for key, value, ts, step in points:
-            _mlvc(run.log_metric, key, value, step, ts / 1000)
+        try:
+            for key, value, ts, step in points:
+                _mlvc(run.log_metric, key, value, step, ts / 1000)
+        finally:
+            store_of(call).logged(opened)
 
 
 def log_metric(call):
     args = Args(call)
     point = _metric(call.body or {})
-    _log_points(_open_or_refuse(call, _run_id(args)), [point])
+    _log_points(call, _open_or_refuse(call, _run_id(args)), [point])
     return {}
 
 
@@ -600,7 +604,7 @@ def log_batch(call):
     if new_tags:
         with opened.lock:
             _mlvc(opened.run.set_tags, new_tags)
-    _log_points(opened, points)
+    _log_points(call, opened, points)
     return {}
 
 
