@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -89,3 +90,77 @@ def test_a_run_created_over_the_api_takes_none_of_the_server_files(own_server):
     srv.mlvc("commit", "-n", "local", "-m", "local")
     local = srv.mlvc("show", "local", "--json", "--files").stdout
     assert "server-data.txt" in local and "server-model.bin" in local, local
+
+
+def _search(srv, **body) -> list[dict]:
+    status, got, _ = srv.call(
+        "POST", f"{API}/runs/search", {"experiment_ids": ["0"], **body}, token="read"
+    )
+    assert status == 200, got
+    return got.get("runs", [])
+
+
+def _names(srv, **body) -> list[str]:
+    return [r["info"]["run_name"] for r in _search(srv, **body)]
+
+
+def test_a_kept_reader_lets_other_processes_write_the_index(own_server):
+    srv = own_server()
+    rid = _open_run(srv, run_name="remote")
+    assert srv.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})[0] == 200
+    assert _names(srv) == ["remote"]  # the server now keeps a read-only index connection
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def read_on() -> None:  # searches keep coming while another process writes
+        while not stop.is_set():
+            try:
+                _search(srv)
+                reads[0] += 1
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+            time.sleep(0.02)
+
+    reader = threading.Thread(target=read_on)
+    reader.start()
+    try:
+        for i in range(2):  # each commit ingests at once (MLVC_INDEX_SYNC=inline)
+            out = srv.mlvc("commit", "-n", f"plain-{i}", "-m", "plain")
+            assert "warning" not in out.stderr.lower(), out.stderr
+        rebuilt = srv.mlvc("index", "rebuild")
+        assert "warning" not in rebuilt.stderr.lower(), rebuilt.stderr
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors and reads[0] > 0, errors
+    assert sorted(_names(srv)) == ["plain-0", "plain-1", "remote"]
+    q = "SELECT name FROM runs ORDER BY name"
+    assert [r["name"] for r in json.loads(srv.mlvc("query", "--format", "json", q).stdout)] == [
+        "plain-0", "plain-1", "remote"
+    ]  # fmt: skip
+
+
+def test_search_answers_kept_runs_with_what_changed_since(own_server):
+    srv = own_server()
+    ids = []
+    for i in range(3):
+        rid = _open_run(srv, run_name=f"run-{i}")
+        m = {"run_id": rid, "key": "acc", "value": i / 10, "timestamp": 5, "step": 0}
+        assert srv.call("POST", f"{API}/runs/log-metric", m)[0] == 200
+        assert (
+            srv.call("POST", f"{API}/runs/update", {"run_id": rid, "status": "FINISHED"})[0] == 200
+        )
+        ids.append(rid)
+    order = {"order_by": ["metrics.acc DESC"]}
+    assert _names(srv, **order) == ["run-2", "run-1", "run-0"]  # now kept by the server
+    tag = {"run_id": ids[1], "key": "mlflow.runName", "value": "renamed"}
+    assert srv.call("POST", f"{API}/runs/set-tag", tag)[0] == 200
+    assert srv.call("POST", f"{API}/runs/set-tag", {**tag, "key": "team", "value": "b"})[0] == 200
+    assert srv.call("POST", f"{API}/runs/delete", {"run_id": ids[2]})[0] == 200
+    runs = _search(srv, **order)
+    assert [r["info"]["run_name"] for r in runs] == ["renamed", "run-0"]
+    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    assert tags["team"] == "b" and tags["mlflow.runName"] == "renamed"
+    assert [r["info"]["run_id"] for r in runs] == [ids[1], ids[0]]
+    assert _names(srv, run_view_type="DELETED_ONLY") == ["run-2"]
+    filt = {"filter": "metrics.acc >= 0.1", **order}
+    assert _names(srv, **filt) == ["renamed"]

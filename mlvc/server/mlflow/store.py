@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,12 +43,43 @@ OVERLAYS = "refs/mlflow/runs"
 LEASE_WRITE_EVERY = 5.0  # seconds between lease writes of one run
 REAP_EVERY = 30.0  # seconds between looks for dead live runs of other processes
 FLUSH_EVERY = 0.05  # seconds between looks at the open runs' buffered points
+PAGES_KEPT = 20_000  # recorded runs whose runs/search answer is kept (a few KiB each)
 _HEX64 = frozenset("0123456789abcdef")
 NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Pages:
+    """What runs/search answers for recorded runs, by object id, the most recent
+    ``limit``: a recorded run never changes (what changes after, the overlay, is applied
+    on each answer), so nothing here goes stale."""
+
+    def __init__(self, limit: int = PAGES_KEPT):
+        self.limit = limit
+        self._items: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: str) -> tuple | None:
+        with self._lock:
+            parts = self._items.get(oid)
+            if parts is not None:
+                self._items.move_to_end(oid)
+            return parts
+
+    def put(self, oid: str, parts: tuple) -> None:
+        with self._lock:
+            self._items[oid] = parts
+            self._items.move_to_end(oid)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def run_id(self, oid: str) -> str | None:
+        """The MLflow run id (live key, else the object id) of a kept run."""
+        parts = self.get(oid)
+        return parts[0]["run_id"] if parts is not None else None
 
 
 @dataclass
@@ -74,6 +106,7 @@ class TrackingStore:
         self.overlays: dict[str, dict] = {}
         # open runs holding buffered points: one thread flushes them (not a thread per run)
         self.dirty: set[str] = set()
+        self.pages = Pages()
         self._load()
         self._stop = threading.Event()
         self._rejoin()
