@@ -20,7 +20,9 @@ from them bit for bit (docs/sql-schema.md documents every table). Terms:
                a table kept in step by each ingest.
 
 Writers never open DuckDB without the exclusive lock, so DuckDB's own file lock never fails in
-front of a user. A committer only *tries* the lock (``try_ingest``); if it is busy the run stays
+front of a user. A server keeps one read-only connection open between its reads
+(``Index.keep_readers``), closes it before it writes, and lets it go after a moment without
+reads, which a writer in another process waits for (a few seconds at most). A committer only *tries* the lock (``try_ingest``); if it is busy the run stays
 journalled and the next reader ingests it before answering.
 
 Public: ``Index`` (``mlvc.index.index``, re-exported here) and ``user_sql`` (the rules for SQL

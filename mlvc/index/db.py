@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..errors import IndexBusy, IndexDamaged, MlvcError, QueryError
 from .user_sql import first_line, is_interruption
 
 REBUILT = "index was damaged; rebuilt from objects and refs"
+KEPT_WAIT = 5.0  # seconds a writer waits for DuckDB's own lock (a server's kept reader)
 # What DuckDB says when the file, not the query, is at fault
 DAMAGE_SIGNS = (
     "Corrupt database file",
@@ -51,15 +53,22 @@ def connect_rw(path: Path, shown: Path | None = None):
     ``shown``: the path to name if another program holds DuckDB's own lock on it."""
     import duckdb
 
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.IOException as e:
-        if "could not set lock" in str(e).lower():
-            raise IndexBusy(
-                f"another program has {shown or path} open (a duckdb shell?); close it and "
-                "try again"
-            ) from None
-        raise
+    deadline = time.monotonic() + KEPT_WAIT
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException as e:
+            if "could not set lock" not in str(e).lower():
+                raise
+            # a server keeps a reader open between its reads, and lets it go once idle
+            # (it is, while this process holds the exclusive lock): wait a little for that
+            if time.monotonic() >= deadline:
+                raise IndexBusy(
+                    f"another program has {shown or path} open (a duckdb shell?); close it "
+                    "and try again"
+                ) from None
+            time.sleep(0.02)
     con.execute("SET TimeZone = 'UTC'")
     return con
 

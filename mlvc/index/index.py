@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,23 @@ from .lock import IndexLock
 from .user_sql import check_read_only, interruptible
 
 log = logging.getLogger(__name__)
+
+
+class _Kept:
+    """A read-only connection a long-lived process (the server) keeps open between reads;
+    each reader gets a cursor of it. While it is open no other process can write the file
+    (DuckDB's own lock), so what it read of ``meta`` stays true; a writer in this process
+    closes it once it holds the exclusive lock, and one in another process waits for the
+    keeper to let it go (``Index.release_idle``; ``connect_rw`` waits a little for that)."""
+
+    def __init__(self, con, meta: dict[str, str]):
+        self.con, self.meta = con, meta
+        self.users = 0
+        self.used = time.monotonic()
+
+
+_KEPT: dict[str, _Kept] = {}  # index path -> its kept connection, in this process
+_KEPT_LOCK = threading.Lock()
 
 
 class Index:
@@ -53,6 +72,78 @@ class Index:
         self.journal_dir = layout.journal
         self.lock = IndexLock(self.lock_path, self.dir)
         self._journal = Journal(layout, refs)
+        self._keep = False
+
+    # -- a kept reader (a server's) ---------------------------------------------------------
+
+    def keep_readers(self) -> None:
+        """Keep one read-only connection open between reads and hand readers cursors of it
+        (for a long-lived process, with ``release_idle`` called often): a read then costs no
+        DuckDB open. Writers are not kept out for longer than the keeper's reads."""
+        self._keep = True
+
+    def release_idle(self, idle: float) -> bool:
+        """Close the kept connection if no reader has used it for ``idle`` seconds (a writer
+        of another process may be waiting for it); returns whether one was closed."""
+        key = str(self.path)
+        with _KEPT_LOCK:
+            kept = _KEPT.get(key)
+            if kept is None or kept.users or time.monotonic() - kept.used < idle:
+                return False
+            del _KEPT[key]
+        kept.con.close()
+        return True
+
+    def _drop_kept(self) -> None:
+        """Close the kept connection; the caller holds the exclusive lock, so no reader of
+        this process is using it (readers hold the shared lock while they read)."""
+        with _KEPT_LOCK:
+            kept = _KEPT.pop(str(self.path), None)
+        if kept is not None:
+            kept.con.close()
+
+    def _kept_cursor(self):
+        """A cursor of the kept connection if the index is current, else None (the kept
+        connection closed when it is behind: the caller ingests, then a new one is kept)."""
+        import duckdb
+
+        key = str(self.path)
+        with _KEPT_LOCK:
+            kept = _KEPT.get(key)
+        try:
+            if kept is None:
+                if not self.path.exists():
+                    return None
+                con = connect_ro(self.path)
+                kept = _Kept(con, schema.read_meta(con))
+                with _KEPT_LOCK:
+                    if key in _KEPT:  # another thread kept one meanwhile: use it
+                        con.close()
+                        kept = _KEPT[key]
+                    else:
+                        _KEPT[key] = kept
+            cur = kept.con.cursor()
+            current = (
+                schema.is_current(kept.meta)
+                and settled(kept.meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
+                and not self._journal.actionable(cur, self._journal.entries())
+            )
+        except duckdb.Error:
+            current, cur = False, None
+        if not current:
+            if cur is not None:
+                cur.close()
+            return None
+        with _KEPT_LOCK:
+            kept.users += 1
+        return cur
+
+    def _kept_done(self) -> None:
+        with _KEPT_LOCK:
+            kept = _KEPT.get(str(self.path))
+            if kept is not None and kept.users:
+                kept.users -= 1
+                kept.used = time.monotonic()
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -81,6 +172,7 @@ class Index:
         fd = self.lock.take(exclusive=True, wait=0.0)
         if fd is None:
             return False
+        self._drop_kept()
         if self.settings.index_sync != "inline":
             from .worker import spawn
 
@@ -113,6 +205,7 @@ class Index:
         of runs in the new index."""
         fd = self.lock.take_or_raise(exclusive=True)
         try:
+            self._drop_kept()
             self._write_locked(rebuild=True)
             con = connect_rw(self.path)
             try:
@@ -126,6 +219,7 @@ class Index:
         """Take the exclusive lock (bounded wait), then ``_write_locked``."""
         fd = self.lock.take_or_raise(exclusive=True)
         try:
+            self._drop_kept()
             self._write_locked(rebuild)
         finally:
             os.close(fd)
@@ -220,20 +314,27 @@ class Index:
         index is read as that reader sees it). Closing the ``with`` block closes the
         connection and releases the lock; keep it short, since writers wait for it.
         """
-        fd, con = self._open_for_reading()
+        fd, con, kept = self._open_for_reading()
         try:
             with self.lock.reader():
                 yield con
         finally:
             con.close()
+            if kept:
+                self._kept_done()
             os.close(fd)
 
     def _open_for_reading(self):
-        """(lock fd, read-only connection), ingesting first when the index is behind."""
+        """(lock fd, read-only connection, whether it is a kept connection's cursor),
+        ingesting first when the index is behind."""
         nested = self.lock.held_here()
         for attempt in range(2):
             fd = self.lock.take_or_raise(exclusive=False)
             try:
+                if self._keep and not nested:
+                    con = self._kept_cursor()
+                    if con is not None:
+                        return fd, con, True
                 if attempt == 0 and not nested:
                     con = self._open_if_current()
                 else:
@@ -242,7 +343,7 @@ class Index:
                 os.close(fd)
                 raise
             if con is not None:
-                return fd, con
+                return fd, con, False
             os.close(fd)
             self._write(rebuild=False)
         raise AssertionError("unreachable")

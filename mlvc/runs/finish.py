@@ -42,7 +42,7 @@ def staged_spec(
     noted in ``extra["unstorable"]``. ``base_params`` go under the staged params."""
     notes: dict[str, Any] = {}
     inputs = staged.inputs
-    if not staged.mlvc_run:  # `mlvc run` decides its outputs itself
+    if not staged.own_outputs:  # `mlvc run`, a server's run: the run's outputs are its own
         inputs = replace(inputs, artifact_paths=_outputs_now(ctx, inputs))
     params, changed, dropped = storable_params({**(base_params or {}), **staged.params})
     if changed:

@@ -44,7 +44,7 @@ from ..store.locks import writing
 from ..store.odb import _stamp
 from .finish import commit_staged
 from .reaper import reap_dead_runs
-from .record import capture_inputs, now_us
+from .record import Inputs, capture_inputs, now_us
 from .staging import StagedRun
 
 if TYPE_CHECKING:
@@ -81,7 +81,15 @@ class LiveRun:
     staged for this process, mlvc.runs.attached); both build it here, around its staged run.
     """
 
-    def __init__(self, ctx: RepoContext, staged: StagedRun, parent: LiveRun | None = None):
+    def __init__(
+        self,
+        ctx: RepoContext,
+        staged: StagedRun,
+        parent: LiveRun | None = None,
+        flusher: bool = True,
+    ):
+        """``flusher=False``: no flushing thread of its own; the owner calls ``flush_due``
+        often (a server holding thousands of open runs flushes them from one thread)."""
         self.ctx = ctx
         self.staged = staged
         self.key = staged.key
@@ -104,8 +112,12 @@ class LiveRun:
         self._names: list[str] = []
         self._block = staged.block_count()
         self._flush_lock = threading.Lock()
+        self._flushed_at = time.monotonic()
         self._ended = False
-        self._start_flusher()
+        self._stop: threading.Event | None = None
+        self._flusher: threading.Thread | None = None
+        if flusher:
+            self._start_flusher()
 
     @classmethod
     def create(
@@ -118,42 +130,59 @@ class LiveRun:
         data: Iterable[str] = (),
         parent: LiveRun | None = None,
         capture: bool = True,
+        reap: bool = True,
+        meta: dict[str, Any] | None = None,
+        flusher: bool = True,
+        inputs: Inputs | None = None,
     ) -> LiveRun:
         """Start a run of its own: stage it, capture its inputs, stage its params and tags.
 
-        A live run writes, so dead live runs are recorded first (mlvc.runs.reaper)."""
+        A live run writes, so dead live runs are recorded first (mlvc.runs.reaper), unless
+        ``reap`` is False (a server reaps on a timer instead of on every run it opens).
+        ``meta``: more fields of its meta.json, in its first write. ``flusher``: see
+        ``__init__``. ``inputs``: the run's inputs as given, nothing captured (a server's
+        run read the client's files, not the server's working tree)."""
         if name:  # what cannot be recorded is refused before the run exists
             check_ref_name(name, "name")
         params = flatten(dict(params)) if params else {}
         check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
-        for k, v in (tags or {}).items():
-            _tag_value(k, v)
-        reap_dead_runs(ctx)
-        staged = StagedRun.create(
-            ctx.layout,
-            name=name,
-            message=message,
-            started=now_us(),
-            argv=list(sys.argv),
-            cwd=os.getcwd(),
-            parent=parent.key if parent else None,
-        )  # visible to `mlvc runs` from now on
-        with writing(ctx.dir, ctx.store):  # gc waits until meta.json names the inputs
-            staged.set_inputs(capture_inputs(ctx, data=data, code=capture, env=capture))
-            ctx.store.flush()  # a reaper must see its objects
-            staged.save()
-        run = cls(ctx, staged, parent)
+        tags = {k: _tag_value(k, v) for k, v in (tags or {}).items()}
+        if reap:
+            reap_dead_runs(ctx)
+        how = {
+            "name": name,
+            "message": message,
+            "started": now_us(),
+            "argv": list(sys.argv),
+            "cwd": os.getcwd(),
+            "parent": parent.key if parent else None,
+            "tags": tags,
+            "meta": meta,
+        }
+        if inputs is not None:  # nothing to capture: one durable write of meta.json
+            staged = StagedRun.create(ctx.layout, inputs=inputs, **how)
+        elif capture or data:
+            # visible to `mlvc runs` at once, while its code, env and data are stored
+            staged = StagedRun.create(ctx.layout, **how)
+            with writing(ctx.dir, ctx.store):  # gc waits until meta.json names the inputs
+                staged.set_inputs(capture_inputs(ctx, data=data, code=capture, env=capture))
+                ctx.store.flush()  # a reaper must see its objects
+                staged.save()
+        else:  # little to capture: one durable write of meta.json
+            with writing(ctx.dir, ctx.store):
+                inputs = capture_inputs(ctx, data=data, code=False, env=False)
+                ctx.store.flush()
+                staged = StagedRun.create(ctx.layout, inputs=inputs, **how)
+        run = cls(ctx, staged, parent, flusher=flusher)
         if params:
             run.log_params(params)
-        if tags:
-            run.set_tags(tags)
         return run
 
     @classmethod
-    def join(cls, ctx: RepoContext, staged: StagedRun) -> LiveRun:
+    def join(cls, ctx: RepoContext, staged: StagedRun, flusher: bool = True) -> LiveRun:
         """A live run writing into ``staged``, a run that another process staged and will
         record (``mlvc run``)."""
-        return cls(ctx, staged)
+        return cls(ctx, staged, flusher=flusher)
 
     def _start_flusher(self) -> None:
         self._stop = threading.Event()
@@ -268,13 +297,18 @@ class LiveRun:
         return st
 
     def _flush_loop(self) -> None:
-        last = time.monotonic()
         while not self._stop.wait(0.05):
-            if len(self._values) >= FLUSH_POINTS or (
-                self._values and time.monotonic() - last >= FLUSH_SECONDS
-            ):
-                self.flush()
-                last = time.monotonic()
+            self.flush_due()
+
+    def flush_due(self) -> bool:
+        """Flush the buffered points if there are 50,000 or the last flush was a second
+        ago (what the flusher thread does every 50 ms); returns whether points remain
+        buffered."""
+        if len(self._values) >= FLUSH_POINTS or (
+            self._values and time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+        ):
+            self.flush()
+        return bool(self._values)
 
     def flush(self) -> None:
         """Write buffered points as one Arrow IPC block (temp + rename)."""
@@ -291,6 +325,7 @@ class LiveRun:
             del lst[:n]
         self._block += 1
         self.staged.append_block(self._block, cols, names, note)
+        self._flushed_at = time.monotonic()
 
     def log_block(self, points: Iterable[tuple], note: dict) -> list[tuple[int, str]]:
         """Stage ``points`` ((key, value, step, timestamp in s)) as one metric block of
@@ -380,8 +415,9 @@ class LiveRun:
         """Record the run; returns its id. Ending twice returns the same id."""
         if self._ended:
             return self.run_id
-        self._stop.set()
-        self._flusher.join()
+        if self._flusher is not None:
+            self._stop.set()
+            self._flusher.join()
         self.flush()
         if error is not None:
             self.staged.note_error(error)

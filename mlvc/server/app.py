@@ -34,6 +34,7 @@ from .auth import ANONYMOUS_READ, AuditLog, Principal, TokenStore, credentials
 from .limits import Limits
 
 log = logging.getLogger("mlvc.server")
+KEPT_IDLE = 0.25  # seconds without a read after which the kept index connection is closed
 
 
 def require_extra() -> None:
@@ -93,6 +94,24 @@ class ServerState:
         self.extras: dict[str, Any] = {}
         self.lock = threading.RLock()
         self.on_shutdown: list[Callable[[], None]] = []
+        # reads use cursors of one kept DuckDB connection instead of opening the index each
+        # time; it is let go after KEPT_IDLE s without a read, so another process's write
+        # (a `mlvc commit` here) waits for it at most that long
+        self.ctx.index.keep_readers()
+        self._stop = threading.Event()
+        threading.Thread(target=self._release_idle, daemon=True, name="mlvc-index").start()
+        self.on_shutdown.append(self._stop_reads)
+
+    def _release_idle(self) -> None:
+        while not self._stop.wait(KEPT_IDLE / 2):
+            try:
+                self.ctx.index.release_idle(KEPT_IDLE)
+            except Exception:  # the next round tries again
+                log.exception("could not close the kept index connection")
+
+    def _stop_reads(self) -> None:
+        self._stop.set()
+        self.ctx.index.release_idle(0.0)
 
     def authenticate(self, header: str | None) -> Principal | None:
         secret = credentials(header)

@@ -25,6 +25,8 @@ roots (``roots``) and fsck checks them (``check``). No other module spells these
     error                   {type, message, traceback} of a run that raised
     children                ids of the child runs recorded
     mlvc_run                true when ``mlvc run`` staged it (it decides its outputs itself)
+    own_outputs             true when its artifacts are only those logged to it, none of the
+                            project's configured outputs (a run a server holds for a client)
     attached_name, attached_status   what a script that joined an ``mlvc run`` said
 
 Whatever a staged run holds, reading it never fails: a reaper must record every run that

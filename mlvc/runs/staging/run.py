@@ -84,9 +84,16 @@ def pid_alive(pid: Any, start: str) -> bool:
     return not start or fields[19] == start
 
 
+_OWNER: dict[int, dict[str, Any]] = {}  # pid -> its owner fields (a forked child has its own)
+
+
 def _owner() -> dict[str, Any]:
     pid = os.getpid()
-    return {"pid": pid, "proc_start": proc_start(pid), "host": socket.gethostname()}
+    owner = _OWNER.get(pid)
+    if owner is None:
+        owner = {"pid": pid, "proc_start": proc_start(pid), "host": socket.gethostname()}
+        _OWNER[pid] = owner
+    return dict(owner)
 
 
 class StagedRun:
@@ -124,14 +131,17 @@ class StagedRun:
         move_head: bool | None = None,
         parents: tuple[ObjectId, ...] | None = None,
         reproduces: ObjectId | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> StagedRun:
         """A new staged run owned by this process, visible to ``mlvc runs`` on return.
 
         ``mlvc_run``: staged by ``mlvc run``, which decides the run's outputs itself (a
-        reaper records none)."""
+        reaper records none). ``meta``: more fields of meta.json (a server's lease, its
+        experiment), written with the rest in the one durable write."""
         key = new_key()
         path = layout.staged(key)
-        (path / SERIES).mkdir(parents=True)
+        path.mkdir(parents=True)  # its series folder comes with the first metric block
+        extra_meta = meta
         meta = {**_owner(), "name": name, "message": message, "started": started}
         meta.update({"argv": list(argv), "parent": parent, "cwd": cwd})
         if params is not None:
@@ -149,6 +159,8 @@ class StagedRun:
             meta["reproduces"] = reproduces.hex
         if inputs is not None:
             meta["inputs"] = inputs.to_dict()
+        if extra_meta:
+            meta.update(extra_meta)
         run = cls(path, meta)
         run.save()
         return run
@@ -254,6 +266,7 @@ class StagedRun:
     inputs = property(lambda self: Inputs.from_dict(self.meta.get("inputs")))
     has_inputs = property(lambda self: "inputs" in self.meta)
     mlvc_run = property(lambda self: bool(self.meta.get("mlvc_run")))
+    own_outputs = property(lambda self: self.mlvc_run or bool(self.meta.get("own_outputs")))
     extra = property(lambda self: _map(self.meta.get("extra")))  # copied into the run's extra
 
     @property
@@ -374,7 +387,12 @@ class StagedRun:
             table = table.replace_schema_metadata({NOTE: json.dumps(note, sort_keys=True)})
         path = self.path / SERIES / f"{number:08d}.arrow"
         tmp = path.with_name(f".{path.name}.tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        try:
+            sink = pa.OSFile(str(tmp), "wb")
+        except FileNotFoundError:  # the first block: the series folder is made now
+            path.parent.mkdir(exist_ok=True)
+            sink = pa.OSFile(str(tmp), "wb")
+        with sink, ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         os.replace(tmp, path)
 

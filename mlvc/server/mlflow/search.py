@@ -202,12 +202,18 @@ def _sql_cond(c: Cond) -> str:
             f"{_compare(col, c)})")  # fmt: skip
 
 
+FAMILY_TABLES = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
+                 "tags": ("tags", "value")}  # fmt: skip
+
+
 def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
-    """The page's recorded runs as (rid, oid, sort keys...), ordered and limited in SQL.
+    """The page's recorded runs as (oid, sort keys...), ordered and limited in SQL.
 
     Joins on the 64-character ids are the cost over 100k runs, so the live keys and the
-    run-name tags are joined only when a condition or the order needs them, and the live
-    keys of the page's rows after the LIMIT; ties are broken by the object id."""
+    run-name tags are joined only when a condition or the order needs them (the page's
+    live keys are looked up after the LIMIT, ``live_keys``), and an order key that a
+    condition also tests is joined once, with the condition (a key has one value a run, so
+    the inner join keeps the runs the semi-join did); ties are broken by the object id."""
     used = {c.key for c in conds if c.family == "attributes"}
     used |= {key for family, key, _ in order if family == "attributes"}
     joins = []
@@ -216,17 +222,22 @@ def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
     if "run_name" in used:
         joins.append("LEFT JOIN tags rn ON rn.run_id = r.id AND rn.key = 'mlflow.runName'")
     sorts = []
+    joined: set[int] = set()  # conditions tested in an order key's join
     for n, (family, key, asc) in enumerate(order):
         if family == "attributes":
             expr = ATTR_SQL.get(key, "NULL")
         else:
-            table, col = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
-                          "tags": ("tags", "value")}[family]  # fmt: skip
-            joins.append(f"LEFT JOIN {table} o{n} ON o{n}.run_id = r.id AND o{n}.key = {lit(key)}")
+            table, col = FAMILY_TABLES[family]
+            on = f"o{n}.run_id = r.id AND o{n}.key = {lit(key)}"
+            tested = [i for i, c in enumerate(conds) if (c.family, c.key) == (family, key)]
+            if tested:
+                on += "".join(f" AND {_compare(f'o{n}.{col}', conds[i])}" for i in tested)
+                joined.update(tested)
+            joins.append(f"{'JOIN' if tested else 'LEFT JOIN'} {table} o{n} ON {on}")
             expr = f"o{n}.{col}"
         sorts.append((expr, asc))
     where = [f"r.experiment_id IN ({', '.join(lit(e) for e in experiment_ids)})"]
-    where += [_sql_cond(c) for c in conds]
+    where += [_sql_cond(c) for i, c in enumerate(conds) if i not in joined]
     if deleted_filter:
         where.append(deleted_filter)
     keys = [f"s{i}" for i in range(len(sorts))]
@@ -235,11 +246,31 @@ def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
     )
     order_sql = ", ".join([f"{k} {'ASC' if a else 'DESC'} NULLS LAST" for k, (_, a) in
                            zip(keys, sorts, strict=True)] + ["oid ASC"])  # fmt: skip
-    inner = (f"SELECT {select} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
-             f"ORDER BY {order_sql} LIMIT {limit}")  # fmt: skip
-    outer_keys = "".join(f", i.{k}" for k in keys)
-    return (f"SELECT coalesce(k.live_key, i.oid) AS rid, i.oid{outer_keys} FROM ({inner}) i "
-            f"LEFT JOIN live_keys k ON k.run_id = i.oid ORDER BY {order_sql}")  # fmt: skip
+    return (f"SELECT {select} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
+            f"ORDER BY {order_sql} LIMIT {limit}")  # fmt: skip
+
+
+def live_keys(store, con, oids: list[str]) -> dict[str, str]:
+    """The MLflow run id of each recorded run in ``oids``: its live key (the least, for a
+    run with two, never made by this server), else its object id. Kept runs (``store.pages``)
+    are not looked up."""
+    out: dict[str, str] = {}
+    missing = []
+    for oid in oids:
+        rid = store.pages.run_id(oid)
+        if rid is None:
+            missing.append(oid)
+        else:
+            out[oid] = rid
+    if missing:
+        found = con.execute(
+            "SELECT run_id, min(live_key) FROM live_keys WHERE run_id IN "
+            "(SELECT unnest(?::VARCHAR[])) GROUP BY run_id",
+            [missing],
+        ).fetchall()
+        keys = dict(found)
+        out.update({oid: keys.get(oid) or oid for oid in missing})
+    return out
 
 
 # -- Python over open runs ----------------------------------------------------------------------
@@ -394,11 +425,10 @@ def search_runs(
         finally:
             con.unregister("_mlflow_deleted")
         open_ids = set(store.open)
-        seen: set[str] = set()
-        for r in found:  # a run with two live keys (never from this server): once
-            if r[0] not in open_ids and r[1] not in seen:
-                seen.add(r[1])
-                rows.append((r[0], r[1], *r[2:]))
+        rids = live_keys(store, con, [r[0] for r in found])
+        for r in found:
+            if rids[r[0]] not in open_ids:  # a run ending right now: answered as open
+                rows.append((rids[r[0]], r[0], *r[1:]))
         rows.sort(key=functools.cmp_to_key(lambda x, y: _cmp(order, x, y)))
         page = rows[offset : offset + n]
         recorded = recorded_page(store, con, [(r[0], r[1]) for r in page if isinstance(r[1], str)])

@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +29,8 @@ from ...core.ids import ObjectId
 from ...errors import MlvcError
 from ...runs.finish import commit_staged
 from ...runs.live import LiveRun
+from ...runs.reaper import reap_dead_runs
+from ...runs.record import Inputs
 from ...runs.staging import StagedRun, folders, kind_of
 from ...store.locks import writing
 from ...store.typed import read_run
@@ -38,11 +41,45 @@ log = logging.getLogger("mlvc.server.mlflow")
 EXPERIMENTS = "refs/mlflow/experiments"
 OVERLAYS = "refs/mlflow/runs"
 LEASE_WRITE_EVERY = 5.0  # seconds between lease writes of one run
+REAP_EVERY = 30.0  # seconds between looks for dead live runs of other processes
+FLUSH_EVERY = 0.05  # seconds between looks at the open runs' buffered points
+PAGES_KEPT = 20_000  # recorded runs whose runs/search answer is kept (a few KiB each)
 _HEX64 = frozenset("0123456789abcdef")
+NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Pages:
+    """What runs/search answers for recorded runs, by object id, the most recent
+    ``limit``: a recorded run never changes (what changes after, the overlay, is applied
+    on each answer), so nothing here goes stale."""
+
+    def __init__(self, limit: int = PAGES_KEPT):
+        self.limit = limit
+        self._items: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: str) -> tuple | None:
+        with self._lock:
+            parts = self._items.get(oid)
+            if parts is not None:
+                self._items.move_to_end(oid)
+            return parts
+
+    def put(self, oid: str, parts: tuple) -> None:
+        with self._lock:
+            self._items[oid] = parts
+            self._items.move_to_end(oid)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def run_id(self, oid: str) -> str | None:
+        """The MLflow run id (live key, else the object id) of a kept run."""
+        parts = self.get(oid)
+        return parts[0]["run_id"] if parts is not None else None
 
 
 @dataclass
@@ -67,12 +104,18 @@ class TrackingStore:
         self.recorded: dict[str, ObjectId] = {}  # run_id -> run object (cache)
         self.experiments: dict[str, dict] = {}
         self.overlays: dict[str, dict] = {}
+        # open runs holding buffered points: one thread flushes them (not a thread per run)
+        self.dirty: set[str] = set()
+        self.pages = Pages()
         self._load()
         self._stop = threading.Event()
         self._rejoin()
         self._thread = threading.Thread(target=self._expire_loop, daemon=True,
                                         name="mlvc-leases")  # fmt: skip
         self._thread.start()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name="mlvc-flush")  # fmt: skip
+        self._flusher.start()
 
     # -- durable JSON behind refs -----------------------------------------------------------
 
@@ -179,17 +222,26 @@ class TrackingStore:
             name = check_ref_name(name, "name") if name else ""
         except MlvcError:
             name = ""  # MLflow names may hold anything: kept in the mlflow.runName tag
-        # tags are checked before the run exists: a refused one leaves no run behind
-        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False)
-        meta = run.staged.meta
-        meta["argv"] = []  # the server's own command line is not the run's
-        meta["extra"] = {"experiment_id": experiment_id}
-        meta["mlflow"] = {"user": user}
+        meta: dict[str, Any] = {
+            "argv": [],  # the server's own command line is not the run's
+            "extra": {"experiment_id": experiment_id},
+            "mlflow": {"user": user},
+            "lease_until": time.time() + self.lease,
+            "own_outputs": True,  # not the files the server's mlvc.toml names
+        }
         if start_ms:
             meta["started"] = int(start_ms) * 1000
-            run.started = meta["started"]
+        # tags are checked before the run exists: a refused one leaves no run behind. Its
+        # inputs are none of the server's files (code, env, the [track] data and artifacts
+        # of the server's mlvc.toml): the client's process read its own. Dead runs of other
+        # processes are reaped by the lease thread, not on every create (a look at every
+        # staged run); the run is written once, lease included.
+        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False,
+                             reap=False, meta=meta, flusher=False,
+                             inputs=NO_INPUTS)  # fmt: skip
+        run.started = run.staged.started or run.started
         opened = Open(run, experiment_id, user)
-        self._lease(opened, force=True)
+        opened.lease_written = opened.touched
         with self.lock:
             self.open[run.key] = opened
         return opened
@@ -239,7 +291,7 @@ class TrackingStore:
             if not staged.alive():
                 self._reap(staged, user)
                 continue
-            run = LiveRun.join(self._ctx_for(user), staged)
+            run = LiveRun.join(self._ctx_for(user), staged, flusher=False)
             eid = str(staged.extra.get("experiment_id") or "0")
             opened = Open(run, eid, user)
             self._lease(opened, force=True)
@@ -256,8 +308,33 @@ class TrackingStore:
         except Exception:  # the next reaper tries again
             log.exception("could not record the expired run %s", staged.key)
 
+    def logged(self, opened: Open) -> None:
+        """``opened`` buffered points: the flusher thread writes them within a second."""
+        self.dirty.add(opened.run.key)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY):
+            for key in list(self.dirty):
+                self.dirty.discard(key)  # before the look: a point logged meanwhile re-adds it
+                opened = self.open.get(key)
+                if opened is None or opened.run._ended:
+                    continue
+                try:
+                    if opened.run.flush_due():
+                        self.dirty.add(key)
+                except Exception:  # a full disk: kept buffered, tried again
+                    self.dirty.add(key)
+                    log.exception("could not flush the points of run %s", key)
+
     def _expire_loop(self) -> None:
+        reaped = time.monotonic()
         while not self._stop.wait(min(1.0, self.lease / 4)):
+            if time.monotonic() - reaped >= REAP_EVERY:
+                reaped = time.monotonic()
+                try:
+                    reap_dead_runs(self.ctx)
+                except Exception:
+                    log.exception("could not reap dead live runs")
             now = time.time()
             for key, opened in list(self.open.items()):
                 if now - opened.touched >= self.lease:

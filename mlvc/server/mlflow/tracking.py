@@ -225,7 +225,8 @@ def _open_json(store: TrackingStore, opened: Open) -> dict:
     run = opened.run
     with opened.lock:
         run.flush()
-        points = _series_points(run.staged.read_series())
+        # a run with no metric block yet (just created) has no points: no folder to read
+        points = _series_points(run.staged.read_series()) if run._block else []
         params = dict(run._params)
         tags = dict(run._tags)
         extra = dict(run.staged.extra)
@@ -310,13 +311,24 @@ def _read_series(store: TrackingStore, oid):
 
 
 def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> dict[str, dict]:
-    """runs/search answers for recorded runs, read from the index (one query per table over
-    the page's runs; no run object is loaded). A metric's timestamp is the run's end."""
-    if not pairs:
-        return {}
+    """runs/search answers for recorded runs. A recorded run never changes, so what the
+    index holds for it is kept by object id (``store.pages``) and only the runs not kept yet
+    are read (one query per table over those runs; no run object is loaded); the overlay
+    (tags, name, lifecycle changed since) is applied on every answer. A metric's timestamp
+    is the run's end."""
+    out: dict[str, dict] = {}
+    missing = []
+    for rid, oid in pairs:
+        parts = store.pages.get(oid)
+        if parts is None:
+            missing.append((rid, oid))
+        else:
+            out[rid] = _page_json(store, rid, parts)
+    if not missing:
+        return out
     import pyarrow as pa
 
-    by_oid = {oid: rid for rid, oid in pairs}
+    by_oid = {oid: rid for rid, oid in missing}
     con.register("_mlflow_page", pa.table({"id": pa.array(list(by_oid), pa.string())}))
     try:
         where = "WHERE {} IN (SELECT id FROM _mlflow_page)"
@@ -346,7 +358,6 @@ def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> di
     m_of: dict[str, list] = {}
     for oid, k, last, step in sorted(metrics, key=lambda m: m[1]):
         m_of.setdefault(oid, []).append((k, last, step))
-    out = {}
     for oid, name, author, status, started, ended, eid in runs:
         rid = by_oid[oid]
         tags_here = dict(sorted(t_of.get(oid, {}).items()))
@@ -364,9 +375,18 @@ def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> di
             "lifecycle_stage": "active",
         }
         mets = [metric_out(k, v, ended or 0, step or 0) for k, v, step in m_of.get(oid, [])]
-        _apply_overlay(store, rid, info, tags_here)
-        out[rid] = _run_json(info, mets, dict(sorted(p_of.get(oid, {}).items())), tags_here, {})
+        parts = (info, mets, dict(sorted(p_of.get(oid, {}).items())), tags_here)
+        store.pages.put(oid, parts)
+        out[rid] = _page_json(store, rid, parts)
     return out
+
+
+def _page_json(store: TrackingStore, rid: str, parts: tuple) -> dict:
+    """A recorded run's answer from its kept parts (shared: copied before the overlay)."""
+    info, mets, params, tags = parts
+    info, tags = dict(info), dict(tags)
+    _apply_overlay(store, rid, info, tags)
+    return _run_json(info, [dict(m) for m in mets], dict(params), tags, {})
 
 
 def run_json(store: TrackingStore, rid: str) -> dict:
@@ -489,17 +509,20 @@ def _metric(m: dict, where: str = "") -> tuple[str, float, int, int]:
     return key, value, ts, step
 
 
-def _log_points(opened: Open, points: list[tuple[str, float, int, int]]) -> None:
+def _log_points(call, opened: Open, points: list[tuple[str, float, int, int]]) -> None:
     run = opened.run
     with opened.lock:
-        for key, value, ts, step in points:
-            _mlvc(run.log_metric, key, value, step, ts / 1000)
+        try:
+            for key, value, ts, step in points:
+                _mlvc(run.log_metric, key, value, step, ts / 1000)
+        finally:
+            store_of(call).logged(opened)
 
 
 def log_metric(call):
     args = Args(call)
     point = _metric(call.body or {})
-    _log_points(_open_or_refuse(call, _run_id(args)), [point])
+    _log_points(call, _open_or_refuse(call, _run_id(args)), [point])
     return {}
 
 
@@ -600,7 +623,7 @@ def log_batch(call):
     if new_tags:
         with opened.lock:
             _mlvc(opened.run.set_tags, new_tags)
-    _log_points(opened, points)
+    _log_points(call, opened, points)
     return {}
 
 
