@@ -464,8 +464,15 @@ def _step(key: str, step: Any) -> int:
 
 
 def _timestamp_ns(key: str, timestamp: Any) -> int:
+    """Seconds since the epoch as ns, rounded to the microsecond: a float near 1.7e9 s holds
+    only ~0.2 us, so ``int(t * 1e9)`` truncated 1764547200.123 to ...122999808 ns, and an
+    MLflow millisecond came back one short."""
     try:
-        ns = int(float(timestamp) * 1e9)
+        ns = (
+            int(timestamp) * 10**9
+            if type(timestamp) is int
+            else round(float(timestamp) * 1e6) * 1000
+        )
     except (TypeError, ValueError, OverflowError):
         ns = None
     if ns is None or not INT_MIN <= ns <= INT_MAX:

@@ -219,6 +219,19 @@ def test_log_metric_refuses_what_cannot_be_a_point(repo):
     assert repo.fsck() == []
 
 
+def test_a_millisecond_timestamp_comes_back_the_same_millisecond(repo):
+    # MLflow sends integer milliseconds; seconds as a float times 1e9 truncated one short
+    stamps = [1764547200.123, 1764547200.999, 1700000000.001, 1764547200.011, 1764547200]
+    stamps += [ms / 1000 for ms in range(1764547200000, 1764547200400)]
+    with mlvc.start_run(repo=repo) as run:
+        for i, ts in enumerate(stamps):
+            run.log_metric("loss", 0.5, step=i, timestamp=ts)
+    rows = repo.query(
+        "SELECT epoch_us(timestamp) AS us FROM metrics WHERE key = 'loss' ORDER BY step"
+    )
+    assert rows.column("us").to_pylist() == [round(ts * 1000) * 1000 for ts in stamps]
+
+
 # -- 4. a reaper killed while it works -------------------------------------------------------
 
 DEAD_RUN = """
