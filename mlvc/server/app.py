@@ -231,6 +231,18 @@ async def _json_body(request, limit: int) -> Any:
     return body
 
 
+def _allowed(request) -> str:
+    """The methods some route serves at the request's path (several routes may share it)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def create_app(root: str | Path, options: Options | None = None):
     """The ASGI app serving the repository at ``root``."""
     require_extra()
@@ -252,7 +264,10 @@ def create_app(root: str | Path, options: Options | None = None):
 
     async def method_not_allowed(request, exc):
         return error_response(
-            405, "ENDPOINT_NOT_FOUND", f"{request.method} is not allowed on {request.url.path}"
+            405,
+            "ENDPOINT_NOT_FOUND",
+            f"{request.method} is not allowed on {request.url.path}",
+            {"Allow": _allowed(request)},  # RFC 9110: a 405 lists the methods served
         )
 
     async def server_error(request, exc):

@@ -200,7 +200,7 @@ class TrackingStore:
         now = opened.touched = time.time()
         if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
             opened.run.staged.meta["lease_until"] = now + self.lease
-            opened.run._save()
+            opened.run.save()
             opened.lease_written = now
 
     def touch(self, run_id: str) -> Open | None:
@@ -208,7 +208,7 @@ class TrackingStore:
         opened = self.open.get(run_id)
         if opened is not None:
             with opened.lock:
-                if not opened.run._ended:
+                if not opened.run.has_ended:
                     self._lease(opened)
         return opened
 
@@ -273,9 +273,9 @@ class TrackingStore:
         self._stop.set()
         for opened in list(self.open.values()):
             with opened.lock:
-                if not opened.run._ended:
+                if not opened.run.has_ended:
                     opened.run.flush()
-                    opened.run._save()
+                    opened.run.save()
 
     # -- recorded runs ---------------------------------------------------------------------
 

@@ -226,8 +226,8 @@ def _open_json(store: TrackingStore, opened: Open) -> dict:
     with opened.lock:
         run.flush()
         points = _series_points(run.staged.read_series())
-        params = dict(run._params)
-        tags = dict(run._tags)
+        params = run.params
+        tags = run.tags
         extra = dict(run.staged.extra)
     info = {
         "run_id": run.key,
@@ -562,9 +562,7 @@ def delete_tag(call):
     opened = store.touch(rid)
     if opened is not None:
         with opened.lock:
-            opened.run._tags.pop(key, None)
-            opened.run.staged.set_tags(opened.run._tags)
-            opened.run._save()
+            opened.run.delete_tag(key)
         return {}
 
     def change(ov):
@@ -609,7 +607,7 @@ def _extra_list(call, field: str, items: list) -> dict:
     with opened.lock:
         extra = opened.run.staged.meta.setdefault("extra", {})
         extra[field] = [*(extra.get(field) or []), *items][:1000]
-        opened.run._save()
+        opened.run.save()
     return {}
 
 
@@ -631,7 +629,7 @@ def log_model(call):
     with opened.lock:
         extra = opened.run.staged.meta.setdefault("extra", {})
         extra["mlflow_models"] = [*(extra.get("mlflow_models") or []), text][:100]
-        opened.run._save()
+        opened.run.save()
     return {}
 
 
