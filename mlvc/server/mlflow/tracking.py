@@ -217,8 +217,7 @@ def _apply_overlay(store: TrackingStore, rid: str, info: dict, tags: dict) -> No
     if ov.get("name"):
         info["run_name"] = ov["name"]
         tags["mlflow.runName"] = ov["name"]
-    if ov.get("lifecycle_stage"):
-        info["lifecycle_stage"] = ov["lifecycle_stage"]
+    info["lifecycle_stage"] = store.stage_of(rid, info["experiment_id"])
 
 
 def _open_json(store: TrackingStore, opened: Open) -> dict:
@@ -418,9 +417,11 @@ def _open_or_refuse(call, rid: str) -> Open:
     store = store_of(call)
     opened = store.touch(rid)
     if opened is not None:
+        store.check_active(rid, opened.experiment_id)
         return opened
     if store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
+    store.check_active(rid)
     raise bad(
         f"run {rid} has ended and is recorded; mlvc runs are immutable, so metrics and "
         "params cannot be added (tags can); start a new run"
@@ -440,9 +441,11 @@ def update_run(call):
         found = store.run_record(rid)
         if found is None:
             raise not_found(f"no run with id {rid!r}")
+        store.check_active(rid)
         if name:
             _set_overlay_name(call, rid, name)
         return {"run_info": run_json(store, rid)["info"]}
+    store.check_active(rid, opened.experiment_id)
     if name:
         with opened.lock:
             _mlvc(opened.run.set_tags, {"mlflow.runName": name})
@@ -464,10 +467,7 @@ def _lifecycle(call, stage: str):
     if rid not in store.open and store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
 
-    def change(ov):
-        ov["lifecycle_stage"] = stage
-
-    store.change_overlay(rid, call.principal.name, stage, change)
+    store.set_stage(rid, stage, call.principal.name)
     return {}
 
 
@@ -529,11 +529,13 @@ def _set_tags(call, rid: str, tags: dict[str, str]) -> None:
     store = store_of(call)
     opened = store.touch(rid)
     if opened is not None:
+        store.check_active(rid, opened.experiment_id)
         with opened.lock:
             _mlvc(opened.run.set_tags, tags)
         return
     if store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
+    store.check_active(rid)
 
     def change(ov):
         ov.setdefault("tags", {}).update(tags)
@@ -557,6 +559,7 @@ def delete_tag(call):
     key = _key(args.raw("key"), "tag")
     store = store_of(call)
     current = run_json(store, rid)["data"]["tags"]
+    store.check_active(rid)
     if not any(t["key"] == key for t in current):
         raise not_found(f"run {rid} has no tag {key!r}")
     opened = store.touch(rid)
@@ -592,6 +595,8 @@ def log_batch(call):
             _set_tags(call, rid, new_tags)
         elif store_of(call).touch(rid) is None and store_of(call).run_record(rid) is None:
             raise not_found(f"no run with id {rid!r}")
+        else:
+            store_of(call).check_active(rid)
         return {}
     opened = _open_or_refuse(call, rid)
     _log_params(opened, new_params)
