@@ -37,6 +37,12 @@ LOCK_WAIT = 10.0
 ANY = object()  # ``write``'s ``expected`` when the write is no compare-and-swap
 
 
+def _one_line(text: str) -> str:
+    """``text`` as one reflog field: no tab, and none of the characters ``splitlines`` (the
+    readers, fsck) breaks a line at (\\r, \\x0b, \\x1c, \\x85, \\u2028, ...), not only \\n."""
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
 def check_ref_name(name: str, what: str = "name") -> str:
     """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
     run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
@@ -235,8 +241,8 @@ class RefStore:
                 old.hex if old else "-",
                 new.hex if new else "-",
                 f"{time.time():.6f}",
-                author.replace("\t", " "),
-                message.replace("\t", " ").replace("\n", " "),
+                _one_line(author),
+                _one_line(message),
             ]
         )
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

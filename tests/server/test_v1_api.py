@@ -289,8 +289,8 @@ def test_openapi_describes_every_route(site):
     assert status == 200 and doc["openapi"].startswith("3.")
     app = create_app(site["root"])
     for route in app.routes:
-        if not route.path.startswith("/api/v1"):
-            continue
+        if not route.path.startswith("/api/v1") or route.name == "method_not_allowed":
+            continue  # the second: the 405 answers of paths for the methods they lack
         path = route.path.replace(":path}", "}")
         assert path in doc["paths"], path
         for method in route.methods - {"HEAD"} if "GET" in route.methods else route.methods:

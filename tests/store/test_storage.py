@@ -399,3 +399,14 @@ def test_gc_follows_kinds_it_does_not_know(repo, project):
     Repo(project).gc(grace=0)
     fresh = Repo(project)
     assert all(fresh.store.has(o) for o in (weights, card, version))
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\r\n"])
+def test_a_reflog_line_stays_one_line_whatever_the_message_holds(repo, brk):
+    # found by the /api/v1 fuzz: a run message with "\x85" split a HEAD reflog line in two,
+    # which fsck then reported as damaged (readers split lines as str.splitlines does)
+    rid = repo.commit("one")
+    repo.refs.write("refs/tags/t", rid.oid, f"why{brk}not\there", f"ann{brk}bob")
+    log = repo.refs.reflog("refs/tags/t")
+    assert [(e["message"], e["author"]) for e in log][-1:] == [("why not here", "ann bob")]
+    assert repo.fsck() == []

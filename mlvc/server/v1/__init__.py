@@ -35,6 +35,7 @@ def routes(state) -> list:
     )
 
 
+REFUSAL = "method_not_allowed"  # the name of the 405 routes literal_first adds
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 
 
@@ -63,5 +64,6 @@ def literal_first(routes: list) -> list:
             )
 
         last = max(i for i, r in enumerate(out) if r.path == path)
-        out.insert(last + 1, Route(path, refuse, methods=sorted(METHODS - methods)))
+        refusal = Route(path, refuse, methods=sorted(METHODS - methods), name=REFUSAL)
+        out.insert(last + 1, refusal)
     return out
