@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -228,7 +229,21 @@ async def _json_body(request, limit: int) -> Any:
         raise ApiError(400, "MALFORMED_REQUEST", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "MALFORMED_REQUEST", "the body must be a JSON object")
+    if _SURROGATE.search(data):  # only then: is one unpaired (no text can hold it)?
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except (UnicodeEncodeError, RecursionError):
+            raise ApiError(
+                400,
+                "MALFORMED_REQUEST",
+                "the body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff alone), "
+                "which is not text",
+            ) from None
     return body
+
+
+# a \uD800-\uDFFF escape: a string holding one alone cannot be stored, indexed or encoded
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _allowed(request) -> str:

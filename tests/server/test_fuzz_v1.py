@@ -173,3 +173,34 @@ def test_the_document_describes_what_the_server_checks(server):
     assert ref["schema"]["pattern"].startswith("^(HEAD|refs")
     alias = doc["paths"]["/api/v1/models/{name}/aliases/{alias}"]["parameters"][1]
     assert alias["schema"]["not"] == {"pattern": "^[0-9]+$"}
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/2.0/mlflow/runs/log-inputs", b'{"run_id": "\\ud800", "datasets": []}'),
+        ("/api/2.0/mlflow/runs/get", b'{"run_id": "a\\uDFFFb"}'),
+        (
+            "/api/2.0/mlflow/runs/search",
+            b'{"experiment_ids": ["0"], "filter": "tags.t = \'\\ud83d\'"}',
+        ),
+        ("/api/v1/runs/live", b'{"message": "\\udc00"}'),
+    ],
+)
+def test_an_unpaired_surrogate_escape_is_a_400_not_a_500(server, path, body):
+    # found by the MLflow-route garbage fuzz (seed 7, 20k requests): the run id reached a
+    # DuckDB query, which cannot take it (InvalidInputException: 500)
+    method = "GET" if path.endswith("runs/get") else "POST"
+    st, got, _ = server.call(method, path, raw=body, headers={"Content-Type": "application/json"})
+    assert st == 400 and got["error_code"] == "MALFORMED_REQUEST", got
+    assert "surrogate" in got["message"]
+
+
+def test_a_paired_surrogate_escape_is_text(server):
+    body = b'{"name": "emoji", "message": "\\ud83d\\ude00"}'
+    st, started, _ = server.call("POST", "/api/v1/runs/live", raw=body,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert st == 200, started
+    st, ended, _ = server.call("POST", f"/api/v1/runs/live/{started['key']}/end", {})
+    st, shown, _ = server.call("GET", f"/api/v1/runs/{ended['run_id']}")
+    assert shown["message"] == "\U0001f600"
