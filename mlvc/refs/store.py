@@ -183,6 +183,7 @@ class RefStore:
         if symbolic:
             check_symbolic_target(ref, symbolic)
         path = self._path(ref)
+        self._check_file_or_folder(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
         fd = self._take_lock(lock)
@@ -207,6 +208,19 @@ class RefStore:
                 os.close(fd)
                 lock.unlink(missing_ok=True)
         self._log(ref, old, oid, message, author)
+
+    def _check_file_or_folder(self, ref: str) -> None:
+        """A ref is a file: ``refs/a`` and ``refs/a/b`` cannot both exist (nor their reflogs)."""
+        for base in (self.dir, self.dir / "logs"):
+            path = base / ref
+            taken = next((p for p in path.parents if p != base and p.is_file()
+                          and base in p.parents), None)  # fmt: skip
+            if taken is not None or path.is_dir():
+                what = taken.relative_to(base).as_posix() if taken is not None else f"{ref}/..."
+                raise UsageError(
+                    f"ref {ref} cannot be written: {what} is a ref (or its log) already, and "
+                    "a ref name is a file or a folder, not both"
+                )
 
     def delete(self, ref: str, message: str = "", author: str = "") -> bool:
         old = self.read(ref)

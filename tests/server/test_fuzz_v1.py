@@ -204,3 +204,15 @@ def test_a_paired_surrogate_escape_is_text(server):
     st, ended, _ = server.call("POST", f"/api/v1/runs/live/{started['key']}/end", {})
     st, shown, _ = server.call("GET", f"/api/v1/runs/{ended['run_id']}")
     assert shown["message"] == "\U0001f600"
+
+
+def test_a_ref_below_a_ref_is_a_400_not_a_500(server):
+    # found by the /api/v1 fuzz (seed 31): FileExistsError making refs/x/ where refs/x is a file
+    rid = live_run(server, "df")
+    put = {"new": rid, "old": None}
+    st, got, _ = server.call("PUT", "/api/v1/refs/refs/tags/df-a", put)
+    assert st == 200, got
+    st, got, _ = server.call("PUT", "/api/v1/refs/refs/tags/df-a/b", put)
+    assert st == 400 and "file or a folder" in got["message"], got
+    st, got, _ = server.call("GET", "/api/v1/refs/refs/tags/df-a")
+    assert st == 200 and got["id"] == rid

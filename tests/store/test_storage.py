@@ -410,3 +410,20 @@ def test_a_reflog_line_stays_one_line_whatever_the_message_holds(repo, brk):
     log = repo.refs.reflog("refs/tags/t")
     assert [(e["message"], e["author"]) for e in log][-1:] == [("why not here", "ann bob")]
     assert repo.fsck() == []
+
+
+def test_a_ref_cannot_be_both_a_file_and_a_folder(repo):
+    # found by the /api/v1 fuzz: PUT refs/x/y after refs/x was a 500 (FileExistsError)
+    from mlvc.errors import UsageError
+
+    rid = repo.commit("one")
+    repo.refs.write("refs/tags/a", rid.oid)
+    with pytest.raises(UsageError, match="refs/tags/a is a ref"):
+        repo.refs.write("refs/tags/a/b", rid.oid)
+    repo.refs.write("refs/tags/c/d", rid.oid)
+    with pytest.raises(UsageError, match="file or a folder"):
+        repo.refs.write("refs/tags/c", rid.oid)
+    repo.refs.delete("refs/tags/a")  # its reflog stays: the name below it is still taken
+    with pytest.raises(UsageError, match="refs/tags/a is a ref"):
+        repo.refs.write("refs/tags/a/b", rid.oid)
+    assert repo.refs.read("refs/tags/c/d") == rid.oid and repo.fsck() == []
