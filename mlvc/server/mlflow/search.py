@@ -191,22 +191,34 @@ def _compare(expr: str, c: Cond) -> str:
     return f"{expr} {SQL_OPS[c.op]} {value}"
 
 
-def _sql_cond(c: Cond) -> str:
-    if c.family == "attributes":
-        if c.key == "lifecycle_stage":
-            return "TRUE"  # decided by the overlay, in Python
-        return _compare(ATTR_SQL[c.key], c)
-    table, col = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
-                  "tags": ("tags", "value")}[c.family]  # fmt: skip
-    return (f"r.id IN (SELECT run_id FROM {table} WHERE key = {lit(c.key)} AND "
-            f"{_compare(col, c)})")  # fmt: skip
-
-
 FAMILY_TABLES = {"metrics": ("metric_summary", "last"), "params": ("params", "value"),
                  "tags": ("tags", "value")}  # fmt: skip
 
 
-def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
+def _sql_cond(c: Cond, overlay: bool = False) -> str:
+    if c.family == "attributes":
+        if c.key == "lifecycle_stage":
+            return "TRUE"  # decided by the overlay, in Python
+        return _compare(_attr_sql(c.key, overlay), c)
+    table, col = FAMILY_TABLES[c.family]
+    recorded = (f"r.id IN (SELECT run_id FROM {table} WHERE key = {lit(c.key)} AND "
+                f"{_compare(col, c)})")  # fmt: skip
+    if c.family != "tags" or not overlay:
+        return recorded
+    # a tag set after the run ended (the overlay) wins over the recorded one
+    return (f"({RID} IN (SELECT rid FROM _mlflow_tags WHERE key = {lit(c.key)} AND "
+            f"{_compare('value', c)}) OR ({recorded} AND {RID} NOT IN "
+            f"(SELECT rid FROM _mlflow_masks WHERE key = {lit(c.key)})))")  # fmt: skip
+
+
+def _attr_sql(key: str, overlay: bool) -> str:
+    if key == "run_name" and overlay:  # a name given after the run ended
+        return "coalesce(ovn.value, rn.value, r.name)"
+    return ATTR_SQL.get(key, "NULL")
+
+
+def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int,
+         overlay: bool = False) -> str:  # fmt: skip
     """The page's recorded runs as (oid, sort keys...), ordered and limited in SQL.
 
     Joins on the 64-character ids are the cost over 100k runs, so the live keys and the
@@ -217,27 +229,41 @@ def _sql(conds, order, experiment_ids, deleted_filter: str, limit: int) -> str:
     used = {c.key for c in conds if c.family == "attributes"}
     used |= {key for family, key, _ in order if family == "attributes"}
     joins = []
-    if deleted_filter or used & {"run_id", "artifact_uri"}:
+    tagged = overlay and (any(c.family == "tags" for c in conds) or
+                          any(f == "tags" for f, _, _ in order) or "run_name" in used)  # fmt: skip
+    if deleted_filter or used & {"run_id", "artifact_uri"} or tagged:
         joins.append("LEFT JOIN live_keys lk ON lk.run_id = r.id")
     if "run_name" in used:
         joins.append("LEFT JOIN tags rn ON rn.run_id = r.id AND rn.key = 'mlflow.runName'")
+        if overlay:
+            joins.append(f"LEFT JOIN _mlflow_tags ovn ON ovn.rid = {RID} AND "
+                         "ovn.key = 'mlflow.runName'")  # fmt: skip
     sorts = []
     joined: set[int] = set()  # conditions tested in an order key's join
     for n, (family, key, asc) in enumerate(order):
         if family == "attributes":
-            expr = ATTR_SQL.get(key, "NULL")
+            expr = _attr_sql(key, overlay)
         else:
             table, col = FAMILY_TABLES[family]
             on = f"o{n}.run_id = r.id AND o{n}.key = {lit(key)}"
-            tested = [i for i, c in enumerate(conds) if (c.family, c.key) == (family, key)]
+            # a tag the overlay may have changed is tested with it (_sql_cond), not here
+            folds = not (family == "tags" and overlay)
+            tested = [
+                i for i, c in enumerate(conds) if folds and (c.family, c.key) == (family, key)
+            ]
             if tested:
                 on += "".join(f" AND {_compare(f'o{n}.{col}', conds[i])}" for i in tested)
                 joined.update(tested)
             joins.append(f"{'JOIN' if tested else 'LEFT JOIN'} {table} o{n} ON {on}")
             expr = f"o{n}.{col}"
+            if family == "tags" and overlay:
+                joins.append(f"LEFT JOIN _mlflow_tags v{n} ON v{n}.rid = {RID} AND "
+                             f"v{n}.key = {lit(key)} LEFT JOIN _mlflow_masks m{n} ON "
+                             f"m{n}.rid = {RID} AND m{n}.key = {lit(key)}")  # fmt: skip
+                expr = f"coalesce(v{n}.value, CASE WHEN m{n}.rid IS NULL THEN o{n}.value END)"
         sorts.append((expr, asc))
     where = [f"r.experiment_id IN ({', '.join(lit(e) for e in experiment_ids)})"]
-    where += [_sql_cond(c) for i, c in enumerate(conds) if i not in joined]
+    where += [_sql_cond(c, overlay) for i, c in enumerate(conds) if i not in joined]
     if deleted_filter:
         where.append(deleted_filter)
     keys = [f"s{i}" for i in range(len(sorts))]
@@ -271,6 +297,19 @@ def live_keys(store, con, oids: list[str]) -> dict[str, str]:
         keys = dict(found)
         out.update({oid: keys.get(oid) or oid for oid in missing})
     return out
+
+
+def overlay_tags(store) -> tuple[list[tuple], list[tuple]]:
+    """Tags changed after runs ended (the overlay): [(rid, key, value)] set, and
+    [(rid, key)] whose recorded value no longer holds (set again or deleted)."""
+    rows, masks = [], []
+    for rid, ov in list(store.overlays.items()):
+        tags = dict(ov.get("tags") or {})
+        if ov.get("name"):
+            tags["mlflow.runName"] = ov["name"]
+        rows += [(rid, k, str(v)) for k, v in tags.items()]
+        masks += [(rid, k) for k in {*tags, *(ov.get("deleted_tags") or [])}]
+    return rows, masks
 
 
 # -- Python over open runs ----------------------------------------------------------------------
@@ -394,7 +433,7 @@ def search_runs(
     conds = [c for c in conds if c not in life]
     if not stages:
         return [], None
-    deleted = store.deleted()
+    dead, alive, gone = store.lifecycle()
     want = offset + n + 1
 
     # open runs: few, tested in Python
@@ -410,20 +449,38 @@ def search_runs(
         rows.append((run["info"]["run_id"], run, *keys))
 
     # recorded runs: SQL over the index, ORDER BY and LIMIT pushed down
+    # a run's stage: its own (the overlay) or its experiment's, whichever was set last
+    gone_exps = "r.experiment_id IN (SELECT eid FROM _mlflow_gone)"
     deleted_filter = ""
-    if deleted and stages == ("active",):
-        deleted_filter = f"{RID} NOT IN (SELECT rid FROM _mlflow_deleted)"
+    if stages == ("active",) and (dead or gone):
+        deleted_filter = (f"{RID} NOT IN (SELECT rid FROM _mlflow_dead) AND "
+                          f"({RID} IN (SELECT rid FROM _mlflow_alive) OR NOT {gone_exps})")  # fmt: skip
     elif stages == ("deleted",):
-        deleted_filter = f"{RID} IN (SELECT rid FROM _mlflow_deleted)"
-    sql = _sql(conds, order, experiment_ids, deleted_filter, want)
+        deleted_filter = (f"({RID} IN (SELECT rid FROM _mlflow_dead) OR "
+                          f"({RID} NOT IN (SELECT rid FROM _mlflow_alive) AND {gone_exps}))")  # fmt: skip
+    tags = overlay_tags(store)
+    sql = _sql(conds, order, experiment_ids, deleted_filter, want, bool(tags[0] or tags[1]))
     import pyarrow as pa
 
+    def table(names: tuple, rows) -> dict:
+        rows = list(rows)
+        return {n: pa.array([r[i] for r in rows], pa.string()) for i, n in enumerate(names)}
+
+    tables = {
+        "_mlflow_dead": table(("rid",), ((r,) for r in sorted(dead))),
+        "_mlflow_alive": table(("rid",), ((r,) for r in sorted(alive))),
+        "_mlflow_gone": table(("eid",), ((e,) for e in sorted(gone))),
+        "_mlflow_tags": table(("rid", "key", "value"), tags[0]),
+        "_mlflow_masks": table(("rid", "key"), tags[1]),
+    }
     with store.ctx.index.connect_readonly() as con:
-        con.register("_mlflow_deleted", pa.table({"rid": pa.array(sorted(deleted), pa.string())}))
+        for name, cols in tables.items():
+            con.register(name, pa.table(cols))
         try:
             found = con.execute(sql).fetchall()
         finally:
-            con.unregister("_mlflow_deleted")
+            for name in tables:
+                con.unregister(name)
         open_ids = set(store.open)
         rids = live_keys(store, con, [r[0] for r in found])
         for r in found:

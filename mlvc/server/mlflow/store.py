@@ -34,7 +34,7 @@ from ...runs.record import Inputs
 from ...runs.staging import StagedRun, folders, kind_of
 from ...store.locks import writing
 from ...store.typed import read_run
-from .wire import not_found
+from .wire import bad, not_found
 
 log = logging.getLogger("mlvc.server.mlflow")
 
@@ -107,6 +107,7 @@ class TrackingStore:
         # open runs holding buffered points: one thread flushes them (not a thread per run)
         self.dirty: set[str] = set()
         self.pages = Pages()
+        self._experiment_of: dict[str, str] = {}
         self._load()
         self._stop = threading.Event()
         self._rejoin()
@@ -205,6 +206,8 @@ class TrackingStore:
                 )
             exp.update(changes)
             exp["last_update_time"] = now_ms()
+            if "lifecycle_stage" in changes:  # its runs follow (``stage_of``)
+                exp["stage_ns"] = time.time_ns()
             self._write_blob(f"{EXPERIMENTS}/{experiment_id}", exp, who, why)
             self.experiments[str(experiment_id)] = exp
             return exp
@@ -252,7 +255,7 @@ class TrackingStore:
         now = opened.touched = time.time()
         if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
             opened.run.staged.meta["lease_until"] = now + self.lease
-            opened.run._save()
+            opened.run.save()
             opened.lease_written = now
 
     def touch(self, run_id: str) -> Open | None:
@@ -260,7 +263,7 @@ class TrackingStore:
         opened = self.open.get(run_id)
         if opened is not None:
             with opened.lock:
-                if not opened.run._ended:
+                if not opened.run.has_ended:
                     self._lease(opened)
         return opened
 
@@ -317,7 +320,7 @@ class TrackingStore:
             for key in list(self.dirty):
                 self.dirty.discard(key)  # before the look: a point logged meanwhile re-adds it
                 opened = self.open.get(key)
-                if opened is None or opened.run._ended:
+                if opened is None or opened.run.has_ended:
                     continue
                 try:
                     if opened.run.flush_due():
@@ -350,9 +353,9 @@ class TrackingStore:
         self._stop.set()
         for opened in list(self.open.values()):
             with opened.lock:
-                if not opened.run._ended:
+                if not opened.run.has_ended:
                     opened.run.flush()
-                    opened.run._save()
+                    opened.run.save()
 
     # -- recorded runs ---------------------------------------------------------------------
 
@@ -395,5 +398,59 @@ class TrackingStore:
             self.overlays[run_id] = overlay
             return overlay
 
+    # -- lifecycle: a run's own (the overlay) or its experiment's, whichever changed last ----
+    #
+    # MLflow marks every run of an experiment deleted when the experiment is deleted, and
+    # every one active when it is restored. Here that is derived, not written run by run:
+    # a run's stage is the one its overlay or its experiment was given last (``stage_ns``).
+
+    def experiment_of(self, rid: str) -> str:
+        opened = self.open.get(rid)
+        if opened is not None:
+            return opened.experiment_id
+        ov = self.overlays.get(rid) or {}
+        if isinstance(ov.get("experiment_id"), str):
+            return ov["experiment_id"]
+        eid = self._experiment_of.get(rid)
+        if eid is None:  # a recorded run's experiment never changes: asked once
+            found = self.run_record(rid)
+            eid = found[1].extra.get("experiment_id") if found is not None else None
+            eid = eid if isinstance(eid, str) else "0"
+            if found is not None:
+                self._experiment_of[rid] = eid
+        return eid
+
+    def stage_of(self, rid: str, experiment_id: str | None = None) -> str:
+        eid = self.experiment_of(rid) if experiment_id is None else experiment_id
+        exp = self.experiments.get(str(eid)) or {}
+        ov = self.overlays.get(rid) or {}
+        if ov.get("lifecycle_stage") and ov.get("stage_ns", 0) >= exp.get("stage_ns", 0):
+            return ov["lifecycle_stage"]
+        return exp.get("lifecycle_stage") or "active"
+
+    def set_stage(self, rid: str, stage: str, who: str) -> None:
+        eid = self.experiment_of(rid)
+
+        def change(ov):
+            ov.update(lifecycle_stage=stage, stage_ns=time.time_ns(), experiment_id=eid)
+
+        self.change_overlay(rid, who, stage, change)
+
+    def lifecycle(self) -> tuple[set[str], set[str], set[str]]:
+        """(runs deleted by their own overlay or not, runs active by it, experiments
+        deleted): a run with no stage of its own has its experiment's."""
+        dead, alive = set(), set()
+        for rid, ov in list(self.overlays.items()):
+            if ov.get("lifecycle_stage"):
+                (dead if self.stage_of(rid) == "deleted" else alive).add(rid)
+        gone = {e for e, x in self.experiments.items() if x.get("lifecycle_stage") == "deleted"}
+        return dead, alive, gone
+
     def deleted(self) -> set[str]:
-        return {k for k, v in self.overlays.items() if v.get("lifecycle_stage") == "deleted"}
+        """Runs with a stage of their own that is deleted (see ``lifecycle``)."""
+        return self.lifecycle()[0]
+
+    def check_active(self, rid: str, experiment_id: str | None = None) -> None:
+        """MLflow's refusal to change a deleted run (its words and code)."""
+        if self.stage_of(rid, experiment_id) != "active":
+            raise bad(f"The run {rid} must be in the 'active' state. Current state is deleted.")

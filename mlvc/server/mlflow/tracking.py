@@ -217,8 +217,7 @@ def _apply_overlay(store: TrackingStore, rid: str, info: dict, tags: dict) -> No
     if ov.get("name"):
         info["run_name"] = ov["name"]
         tags["mlflow.runName"] = ov["name"]
-    if ov.get("lifecycle_stage"):
-        info["lifecycle_stage"] = ov["lifecycle_stage"]
+    info["lifecycle_stage"] = store.stage_of(rid, info["experiment_id"])
 
 
 def _open_json(store: TrackingStore, opened: Open) -> dict:
@@ -226,9 +225,9 @@ def _open_json(store: TrackingStore, opened: Open) -> dict:
     with opened.lock:
         run.flush()
         # a run with no metric block yet (just created) has no points: no folder to read
-        points = _series_points(run.staged.read_series()) if run._block else []
-        params = dict(run._params)
-        tags = dict(run._tags)
+        points = _series_points(run.staged.read_series()) if run.has_points else []
+        params = run.params
+        tags = run.tags
         extra = dict(run.staged.extra)
     info = {
         "run_id": run.key,
@@ -438,9 +437,11 @@ def _open_or_refuse(call, rid: str) -> Open:
     store = store_of(call)
     opened = store.touch(rid)
     if opened is not None:
+        store.check_active(rid, opened.experiment_id)
         return opened
     if store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
+    store.check_active(rid)
     raise bad(
         f"run {rid} has ended and is recorded; mlvc runs are immutable, so metrics and "
         "params cannot be added (tags can); start a new run"
@@ -460,9 +461,11 @@ def update_run(call):
         found = store.run_record(rid)
         if found is None:
             raise not_found(f"no run with id {rid!r}")
+        store.check_active(rid)
         if name:
             _set_overlay_name(call, rid, name)
         return {"run_info": run_json(store, rid)["info"]}
+    store.check_active(rid, opened.experiment_id)
     if name:
         with opened.lock:
             _mlvc(opened.run.set_tags, {"mlflow.runName": name})
@@ -484,10 +487,7 @@ def _lifecycle(call, stage: str):
     if rid not in store.open and store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
 
-    def change(ov):
-        ov["lifecycle_stage"] = stage
-
-    store.change_overlay(rid, call.principal.name, stage, change)
+    store.set_stage(rid, stage, call.principal.name)
     return {}
 
 
@@ -552,11 +552,13 @@ def _set_tags(call, rid: str, tags: dict[str, str]) -> None:
     store = store_of(call)
     opened = store.touch(rid)
     if opened is not None:
+        store.check_active(rid, opened.experiment_id)
         with opened.lock:
             _mlvc(opened.run.set_tags, tags)
         return
     if store.run_record(rid) is None:
         raise not_found(f"no run with id {rid!r}")
+    store.check_active(rid)
 
     def change(ov):
         ov.setdefault("tags", {}).update(tags)
@@ -580,14 +582,13 @@ def delete_tag(call):
     key = _key(args.raw("key"), "tag")
     store = store_of(call)
     current = run_json(store, rid)["data"]["tags"]
+    store.check_active(rid)
     if not any(t["key"] == key for t in current):
         raise not_found(f"run {rid} has no tag {key!r}")
     opened = store.touch(rid)
     if opened is not None:
         with opened.lock:
-            opened.run._tags.pop(key, None)
-            opened.run.staged.set_tags(opened.run._tags)
-            opened.run._save()
+            opened.run.delete_tag(key)
         return {}
 
     def change(ov):
@@ -617,6 +618,8 @@ def log_batch(call):
             _set_tags(call, rid, new_tags)
         elif store_of(call).touch(rid) is None and store_of(call).run_record(rid) is None:
             raise not_found(f"no run with id {rid!r}")
+        else:
+            store_of(call).check_active(rid)
         return {}
     opened = _open_or_refuse(call, rid)
     _log_params(opened, new_params)
@@ -632,7 +635,7 @@ def _extra_list(call, field: str, items: list) -> dict:
     with opened.lock:
         extra = opened.run.staged.meta.setdefault("extra", {})
         extra[field] = [*(extra.get(field) or []), *items][:1000]
-        opened.run._save()
+        opened.run.save()
     return {}
 
 
@@ -654,7 +657,7 @@ def log_model(call):
     with opened.lock:
         extra = opened.run.staged.meta.setdefault("extra", {})
         extra["mlflow_models"] = [*(extra.get("mlflow_models") or []), text][:100]
-        opened.run._save()
+        opened.run.save()
     return {}
 
 

@@ -26,11 +26,47 @@ def routes(state) -> list:
     def openapi(call):
         return doc
 
-    return [
-        Route("/api/v1/openapi.json", endpoint(state, openapi, "read"), methods=["GET"]),
-        *live.routes(state),  # before runs/{ref}: POST /api/v1/runs/live is theirs
-        *runs.routes(state),
-        *objects.routes(state),
-        *refs.routes(state),
-        *remote.routes(state),
-    ]
+    return literal_first(
+        [
+            Route("/api/v1/openapi.json", endpoint(state, openapi, "read"), methods=["GET"]),
+            *live.routes(state),  # before runs/{ref}: POST /api/v1/runs/live is theirs
+            *runs.routes(state),
+            *objects.routes(state),
+            *refs.routes(state),
+            *remote.routes(state),
+        ]
+    )
+
+
+REFUSAL = "method_not_allowed"  # the name of the 405 routes literal_first adds
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
+
+
+def literal_first(routes: list) -> list:
+    """A path without parameters answers 405 (with its ``Allow``) to the methods it does not
+    serve, rather than falling through to a templated route: as OpenAPI reads paths
+    (``PUT /api/v1/objects/missing`` is not a PUT of object "missing")."""
+    from starlette.routing import Route
+
+    from ..app import error_response
+
+    served: dict[str, set[str]] = {}
+    for r in routes:
+        if "{" not in r.path:
+            served.setdefault(r.path, set()).update(r.methods or ())
+    out = list(routes)
+    for path, methods in served.items():
+        allow = ", ".join(sorted(methods))
+
+        async def refuse(request, allow=allow):
+            return error_response(
+                405,
+                "ENDPOINT_NOT_FOUND",
+                f"{request.method} is not allowed on {request.url.path}",
+                {"Allow": allow},
+            )
+
+        last = max(i for i, r in enumerate(out) if r.path == path)
+        refusal = Route(path, refuse, methods=sorted(METHODS - methods), name=REFUSAL)
+        out.insert(last + 1, refusal)
+    return out

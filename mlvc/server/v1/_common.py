@@ -4,6 +4,7 @@ answering JSON the way ``mlvc ... --json`` prints it."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ...api.views import jsonable
@@ -11,6 +12,7 @@ from ...core.ids import ObjectId
 from ..app import ApiError
 
 BAD = "INVALID_PARAMETER_VALUE"
+_INT = re.compile(r"-?[0-9]+")
 
 
 def bad(message: str) -> ApiError:
@@ -50,23 +52,35 @@ def object_id(text: Any, field: str) -> ObjectId:
 
 def int_arg(query, name: str, default: int, lo: int, hi: int) -> int:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad(f"{name}: {text[:40]!r} is not an integer") from None
+    if not _INT.fullmatch(text):  # not int(): it takes " 1", "1_0" and "+1"
+        raise bad(f"{name}: {text[:40]!r} is not an integer")
+    value = int(text) if len(text) < 30 else hi + 1
     if not lo <= value <= hi:
-        raise bad(f"{name}: {value} is out of range ({lo} to {hi})")
+        raise bad(f"{name}: {text[:40]} is out of range ({lo} to {hi})")
     return value
 
 
-def text_arg(query, name: str, required: bool = True, limit: int = 1000) -> str | None:
+def bool_arg(query, name: str, default: bool) -> bool:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
+        return default
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise bad(f"{name}: {text[:40]!r} is not a boolean (true or false)")
+
+
+def text_arg(
+    query, name: str, required: bool = True, limit: int = 1000, empty: bool = False
+) -> str | None:
+    text = query.get(name)
+    if text is None:
         if required:
             raise bad(f"{name}: missing (a query argument)")
         return None
+    if text == "" and not empty:
+        raise bad(f"{name}: empty")
     if len(text) > limit or "\x00" in text:
         raise bad(f"{name}: too long or holds a NUL character")
     return text

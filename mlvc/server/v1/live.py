@@ -75,6 +75,8 @@ class LiveTable:
         argv = arg(data, "argv", list, required=False, default=None)
         if argv is not None and not all(isinstance(a, str) for a in argv):
             raise bad("argv: expected an array of strings")
+        tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
+        LiveRun.check_start(name, params, tags)  # a start sent again is checked the same
         with self.lock:
             if client_id and client_id in self.by_client:  # a start sent again
                 return {"key": self.by_client[client_id], "name": name}
@@ -86,14 +88,14 @@ class LiveTable:
                 name=name,
                 message=message,
                 params=params,
-                tags={k: str(v) for k, v in tags.items()},
+                tags=tags,
                 capture=False,
             )
             run.staged.meta.update(
                 {"server_api": MARK, "server_author": principal.name, "client_id": client_id}
             )
-            if argv is not None:  # the command is the client's, not the server's
-                run.staged.meta["argv"] = argv[:1000]
+            # the command is the client's (if it sent one), never the server's own
+            run.staged.meta["argv"] = argv[:1000] if argv is not None else []
             self._renew(run)
             self.runs[run.key] = Entry(run)
             if client_id:
@@ -157,7 +159,7 @@ class LiveTable:
             run = entry.run
             if batch_id in entry.applied:
                 return {"applied": False, "points": 0, "refused": []}
-            if run._ended:
+            if run.has_ended:
                 raise bad(f"live run {key} has ended")
             refused = _apply(run, params, tags, points, batch_id)
             entry.applied[batch_id] = True
@@ -259,14 +261,21 @@ def _point(i: int, m) -> tuple:
         value = math.nan
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise bad(f'{where}: the value must be a number (or "nan", "inf", "-inf")')
-    for what, v in (("step", step), ("timestamp_ns", ns)):
-        if isinstance(v, bool) or not isinstance(v, int) or not INT_MIN <= v <= INT_MAX:
-            raise bad(f"{where}: the {what} must be a 64-bit integer")
+    step, ns = _int64(step, where, "step"), _int64(ns, where, "timestamp_ns")
     try:
         value = float(value)
     except OverflowError:
         raise bad(f"{where}: the value is too large for a float") from None
     return key, value, step, ns
+
+
+def _int64(v, where: str, what: str) -> int:
+    """A 64-bit integer; JSON does not tell 3 from 3.0, so an integral float is one too."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not INT_MIN <= v <= INT_MAX:
+        raise bad(f"{where}: the {what} must be a 64-bit integer")
+    return v
 
 
 def _apply(run: LiveRun, params: dict, tags: dict, points: list, batch_id: str) -> dict:
@@ -313,7 +322,7 @@ def routes(state) -> list:
     live = table(state)
 
     def start(call):
-        return live.start(call.principal, body(call))
+        return live.start(call.principal, {} if call.body is None else body(call))  # optional
 
     def batch(call):
         return live.batch(call.path_params["key"], body(call))

@@ -11,6 +11,48 @@ _ERROR = {
     "required": ["error_code", "message"],
 }
 _ANY = {"type": "object", "additionalProperties": True}
+# what the server accepts, so a generated request that fits the document is served (the
+# server's own checks: mlvc.refs.store.check_ref_name, registry.check_alias, check_ref)
+_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_+=-]|\.[A-Za-z0-9_+=-])*\.?"  # no ".."
+_NAME = {"type": "string", "pattern": f"^{_PART}$", "maxLength": 200,
+         "description": "letters, digits and . _ - + = (not starting with . or -, no ..)"}  # fmt: skip
+_ALIAS = {**_NAME, "not": {"pattern": "^[0-9]+$"}, "description": "a name, not a number"}
+_REF_NAME = {
+    "type": "string",
+    "pattern": r"^(HEAD|refs(/[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}){1,7})$",
+    "description": "HEAD, or refs/ then 1 to 7 parts of letters, digits and . _ - + =",
+}
+_RUN_REF = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+_CLIENT_ID = {"type": "string", "minLength": 1, "maxLength": 200}
+_INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+_KEY = {"type": "string", "pattern": "^[A-Za-z_][\\w./-]{0,249}$"}  # core.params
+_TAG_KEY = {"type": "string", "pattern": "^[A-Za-z_](?:[A-Za-z0-9_-]|\\.[A-Za-z0-9_-])*$",
+            "maxLength": 200, "not": {"pattern": "^([0-9a-fA-F]{4,64}|HEAD)$"},
+            "description": "a key that is also a ref name: no / or .., not HEAD or 4+ hex digits"}  # fmt: skip
+_RUN_NAME = {"anyOf": [{"const": ""}, {**_NAME, "not": {"pattern": "^([0-9a-fA-F]{4,64}|HEAD)$"}}]}
+# a param: a string of at most 64 KiB (UTF-8), a 64-bit integer, a float, a boolean, null;
+# an array is stored as its JSON text, an object's keys are flattened with dots (a.b)
+_PARAM_VALUE = {
+    "anyOf": [
+        {"type": "string", "maxLength": 65536},
+        {"type": ["boolean", "null"]},
+        {"type": "number", "description": "an integer literal must fit 64 bits"},
+        {"type": "array"},
+        {"$ref": "#/components/schemas/NestedParams"},
+    ]
+}
+_PARAMS = {"type": "object", "propertyNames": _KEY, "additionalProperties": _PARAM_VALUE}
+_NESTED = {  # {"opt": {"lr": 0.1}} is the param opt.lr
+    "type": "object",
+    "propertyNames": {"type": "string", "pattern": "^[\\w./-]{0,249}$"},
+    "additionalProperties": _PARAM_VALUE,
+}
+# a tag: a string (at most 64 KiB); another JSON value is stored as its JSON text. A batch
+# applies the tags it can and lists the others in "refused"; a start refuses them all (400)
+_TAG_VALUE = {"anyOf": [{"type": "string", "maxLength": 65536}, {"not": {"type": "string"}}]}
+_TAGS = {"type": "object", "propertyNames": _TAG_KEY, "additionalProperties": _TAG_VALUE}
+# a batch applies what it can and lists each param or tag it could not in "refused"
+_BATCH_TAGS = {"type": "object", "additionalProperties": True}
 
 
 def _json(schema: dict, description: str = "OK") -> dict:
@@ -29,12 +71,19 @@ def _body(schema: dict, required: bool = True) -> dict:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
-def _path(name: str, schema: dict | None = None) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+def _path(name: str, schema: dict | None = None, example: str | None = None) -> dict:
+    p = {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+    return p if example is None else {**p, "example": example}
 
 
-def _query(name: str, schema: dict, required: bool = False) -> dict:
-    return {"name": name, "in": "query", "required": required, "schema": schema}
+def _opt(schema: dict) -> dict:
+    """An optional field: absent and null mean the same (the default)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _query(name: str, schema: dict, required: bool = False, example=None) -> dict:
+    q = {"name": name, "in": "query", "required": required, "schema": schema}
+    return q if example is None else {**q, "example": example}
 
 
 def _op(summary: str, ok: dict, *codes: int, extra: dict | None = None, **more) -> dict:
@@ -75,12 +124,45 @@ _METRIC = {
     "maxItems": 4,
     "prefixItems": [
         {"type": "string"},
-        {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["nan", "inf", "-inf"]}]},
-        {"type": "integer"},
-        {"type": "integer"},
+        {
+            "oneOf": [
+                {"type": ["number", "null"]},
+                {"type": "string", "enum": ["nan", "inf", "-inf"]},
+            ]
+        },
+        _INT64,
+        _INT64,
     ],
     "description": "[key, value, step, timestamp in ns since the epoch]",
 }
+
+
+_LIVE = {
+    "type": "object",
+    "required": ["key", "name"],
+    "properties": {
+        "key": {"type": "string"},
+        "name": {"type": "string"},
+        "run_id": {**_ID, "description": "when a start sent again names a run that has ended"},
+    },
+}
+_BATCH = {
+    "type": "object",
+    "required": ["applied", "points", "refused"],
+    "properties": {
+        "applied": {"type": "boolean", "description": "false: this batch_id was applied before"},
+        "points": {"type": "integer", "description": "metric points stored"},
+        "refused": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_ENDED = {"type": "object", "required": ["key", "run_id"],
+          "properties": {"key": {"type": "string"}, "run_id": _ID}}  # fmt: skip
+
+
+def _linked(response: dict, links: dict) -> dict:
+    """``response`` with OpenAPI links: {operationId: {parameter: runtime expression}}."""
+    return {**response, "links": {op: {"operationId": op, "parameters": params}
+                                  for op, params in links.items()}}  # fmt: skip
 
 
 def document() -> dict:
@@ -102,7 +184,7 @@ def document() -> dict:
                 400,
                 parameters=[
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 100000}),
-                    _query("offset", {"type": "integer", "minimum": 0}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**62}),
                 ],
             )
         },
@@ -112,7 +194,11 @@ def document() -> dict:
                 _json(_ANY),
                 400,
                 404,
-                parameters=[_path("ref"), _query("files", {"type": "boolean"})],
+                operationId="getRun",
+                parameters=[
+                    _path("ref", _RUN_REF, example="HEAD"),
+                    _query("files", {"type": "boolean"}),
+                ],
             )
         },
         "/api/v1/diff": {
@@ -122,8 +208,8 @@ def document() -> dict:
                 400,
                 404,
                 parameters=[
-                    _query("a", {"type": "string"}, required=True),
-                    _query("b", {"type": "string"}),
+                    _query("a", _RUN_REF, required=True, example="HEAD~1"),
+                    _query("b", _RUN_REF, example="HEAD"),
                     _query("patch", {"type": "boolean"}),
                 ],
             )
@@ -207,6 +293,7 @@ def document() -> dict:
                     "Store the body if its BLAKE3 is the id (else 400, nothing stored)",
                     _json(_STORED, "Already stored"),
                     400,
+                    404,  # a path that is no route (e.g. an id holding a newline)
                     413,
                     extra={"201": _json(_STORED, "Stored")},
                 ),
@@ -227,17 +314,22 @@ def document() -> dict:
                     {"type": "object", "properties": {"refs": {"type": "array", "items": _REF}}}
                 ),  # fmt: skip
                 400,
-                parameters=[_query("prefix", {"type": "string"})],
+                parameters=[
+                    _query(
+                        "prefix", {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+                    )
+                ],  # fmt: skip
             )
         },
         "/api/v1/refs/{name}": {
-            "parameters": [_path("name")],
+            "parameters": [_path("name", _REF_NAME, example="refs/tags/baseline")],
             "get": _op("One ref (HEAD or refs/...)", _json(_REF), 400, 404),
             "put": {
                 **_op(
                     "Compare-and-swap: move the ref to new if it is at old (null: absent)",
                     _json(_REF),
                     400,
+                    404,  # a path that is no route (e.g. a name holding a newline)
                     409,
                 ),  # fmt: skip
                 "requestBody": _body(
@@ -252,11 +344,18 @@ def document() -> dict:
         "/api/v1/models": {"get": _op("Registered models", _json(_ANY))},
         "/api/v1/models/{name}": {
             "get": _op(
-                "A model's versions and aliases", _json(_ANY), 400, 404, parameters=[_path("name")]
+                "A model's versions and aliases",
+                _json(_ANY),
+                400,
+                404,
+                parameters=[_path("name", _NAME)],
             ),  # fmt: skip
         },
         "/api/v1/models/{name}/aliases/{alias}": {
-            "parameters": [_path("name"), _path("alias")],
+            "parameters": [
+                _path("name", _NAME, example="demo"),
+                _path("alias", _ALIAS, example="champion"),
+            ],
             "put": {
                 **_op("Point (or move) an alias at a version", _json(_ANY), 400, 404),
                 "requestBody": _body(
@@ -274,18 +373,28 @@ def document() -> dict:
         "/api/v1/runs/live": {
             "post": {
                 **_op(
-                    "Start a live run held by the server; returns its key", _json(_ANY), 400, 413
+                    "Start a live run held by the server; returns its key",
+                    _linked(
+                        _json(_LIVE),
+                        {
+                            "liveBatch": {"key": "$response.body#/key"},
+                            "liveEnd": {"key": "$response.body#/key"},
+                        },
+                    ),
+                    400,
+                    413,
+                    operationId="liveStart",
                 ),  # fmt: skip
                 "requestBody": _body(
                     {
                         "type": "object",
                         "properties": {
-                            "name": {"type": "string"},
-                            "message": {"type": "string"},
-                            "params": _ANY,
-                            "tags": _ANY,
-                            "client_id": {"type": "string"},
-                            "argv": {"type": "array", "items": {"type": "string"}},
+                            "name": _opt(_RUN_NAME),
+                            "message": _opt({"type": "string"}),
+                            "params": _opt(_PARAMS),
+                            "tags": _opt(_TAGS),
+                            "client_id": _opt(_CLIENT_ID),
+                            "argv": _opt({"type": "array", "items": {"type": "string"}}),
                         },
                     },
                     required=False,
@@ -296,21 +405,22 @@ def document() -> dict:
             "post": {
                 **_op(
                     "Apply a batch once (idempotent on batch_id)",
-                    _json(_ANY),
+                    _json(_BATCH),
                     400,
                     404,
                     413,
                     parameters=[key],
+                    operationId="liveBatch",
                 ),  # fmt: skip
                 "requestBody": _body(
                     {
                         "type": "object",
                         "required": ["batch_id"],
                         "properties": {
-                            "batch_id": {"type": "string"},
-                            "params": _ANY,
-                            "tags": _ANY,
-                            "metrics": {"type": "array", "items": _METRIC},
+                            "batch_id": _CLIENT_ID,
+                            "params": _opt(_BATCH_TAGS),
+                            "tags": _opt(_BATCH_TAGS),
+                            "metrics": _opt({"type": "array", "items": _METRIC}),
                         },
                     }
                 ),  # fmt: skip
@@ -319,13 +429,20 @@ def document() -> dict:
         "/api/v1/runs/live/{key}/end": {
             "post": {
                 **_op(
-                    "Record the run; returns its run id", _json(_ANY), 400, 404, parameters=[key]
+                    "Record the run; returns its run id",
+                    _linked(_json(_ENDED), {"getRun": {"ref": "$response.body#/run_id"}}),
+                    400,
+                    404,
+                    parameters=[key],
+                    operationId="liveEnd",
                 ),  # fmt: skip
                 "requestBody": _body(
                     {
                         "type": "object",
                         "properties": {
-                            "status": {"type": "string", "enum": ["finished", "failed", "killed"]}
+                            "status": _opt(
+                                {"type": "string", "enum": ["finished", "failed", "killed"]}
+                            )
                         },
                     },
                     required=False,
@@ -338,7 +455,7 @@ def document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "mlvc server API", "version": __version__},
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": {"Error": _ERROR, "NestedParams": _NESTED},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -356,7 +473,11 @@ def _remote_paths() -> dict:
                 "One listing of the remote's files: {files: {path: size}}",
                 _json(_ANY),
                 400,
-                parameters=[_query("prefix", {"type": "string"})],
+                parameters=[
+                    _query(
+                        "prefix", {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+                    )
+                ],
             ),  # fmt: skip
         },
         "/api/v1/remote/{path}": {
@@ -376,6 +497,7 @@ def _remote_paths() -> dict:
                     "(If-Match / If-None-Match: *)",
                     _json(_ANY),
                     400,
+                    404,
                     409,
                     412,
                     413,
@@ -383,6 +505,5 @@ def _remote_paths() -> dict:
                 ),  # fmt: skip
                 "requestBody": {"required": True, "content": octets},
             },
-            "delete": _op("Refused: the server keeps its own packs and refs", _json(_ANY), 405),
         },
     }

@@ -43,7 +43,7 @@ def _entry(refs, name: str) -> dict | None:
 
 def list_refs(call):
     """``GET /api/v1/refs?prefix=``: every ref whose full name starts with ``prefix``."""
-    prefix = text_arg(call.query, "prefix", required=False) or ""
+    prefix = text_arg(call.query, "prefix", required=False, empty=True) or ""
     refs = call.state.ctx.refs
     names = ["HEAD"]
     base = refs.dir / "refs"

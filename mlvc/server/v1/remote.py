@@ -4,7 +4,7 @@ every remote takes (mlvc.remotes.http.ServerTransport speaks this).
 
     GET  /api/v1/remote?prefix=        one listing: {"files": {path: size}}
     GET  /api/v1/remote/<path>         a file; ``Range: bytes=a-b`` answers 206
-    PUT  /api/v1/remote/<path>         write (write scope); DELETE is refused (405)
+    PUT  /api/v1/remote/<path>         write (write scope); nothing else (405: gc runs on the server)
 
 The files are built from the repository, not kept as uploaded:
 
@@ -147,7 +147,7 @@ def _packs(store) -> tuple[dict[str, int], dict[str, int]]:
 
 def listing(call):
     """``GET /api/v1/remote?prefix=``: every file with its size, in one answer."""
-    prefix = text_arg(call.query, "prefix", required=False) or ""
+    prefix = text_arg(call.query, "prefix", required=False, empty=True) or ""
     ctx = call.state.ctx
     files = {"mlvc-remote.json": len(REMOTE_JSON)}
     doc = refs_doc(ctx.refs)
@@ -651,11 +651,6 @@ def put_refs(state, principal, headers, data: bytes):
                          {"ETag": f'"{token}"'})  # fmt: skip
 
 
-def delete_file(call):
-    raise ApiError(405, "INVALID_STATE", "this server keeps its own packs and refs: nothing "
-                   "is deleted through the remote API (gc runs on the server)")  # fmt: skip
-
-
 def routes(state) -> list:
     from starlette.routing import Route
 
@@ -665,5 +660,4 @@ def routes(state) -> list:
         Route(BASE + "/{path:path}", get, methods=["GET", "HEAD"]),
         Route(BASE + "/{path:path}", endpoint(state, put_handler(state), "write", raw=True),
               methods=["PUT"]),
-        Route(BASE + "/{path:path}", endpoint(state, delete_file, "write"), methods=["DELETE"]),
     ]  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..app import endpoint
-from ._common import answer, bad, body, field, int_arg, text_arg
+from ._common import answer, bad, body, bool_arg, field, int_arg, text_arg
 
 ARROW = "application/vnd.apache.arrow.stream"
 MAX_LIMIT = 100_000
@@ -25,7 +25,7 @@ def list_runs(call):
 
 def get_run(call):
     """``GET /api/v1/runs/{ref}?files=``: what ``mlvc show --json REF`` prints."""
-    files = (call.query.get("files") or "true").lower() not in ("0", "false", "no")
+    files = bool_arg(call.query, "files", True)
     ref = call.path_params["ref"]
     if len(ref) > 1000 or "\x00" in ref:
         raise bad("ref: too long or holds a NUL character")
@@ -37,7 +37,7 @@ def diff(call):
     ``unchanged_metrics`` for the text report."""
     a = text_arg(call.query, "a")
     b = text_arg(call.query, "b", required=False) or "HEAD"
-    patch = (call.query.get("patch") or "").lower() in ("1", "true", "yes")
+    patch = bool_arg(call.query, "patch", False)
     d = call.state.repo.diff(a, b, patch=patch)
     return answer({**d.to_dict(), "unchanged_metrics": d.unchanged_metrics})
 
