@@ -10,7 +10,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from remote_helpers import commit, mlvc, remote_files, transport_for
 
 from mlvc import Repo
@@ -236,3 +235,42 @@ def test_fsck_of_a_server_remote(project, tmp_path, monkeypatch):
         biggest.write_bytes(bytes(data))
     finally:
         server.stop()
+
+
+def test_small_windows_read_the_same(project, remote_url, monkeypatch):
+    """Records straddling the bounded reads' windows are checked the same; reads stay small."""
+    from mlvc.remotes import check
+
+    commit(project, "one", {"data/w.bin": os.urandom(200_000), "data/s.txt": "x" * 5000})
+    mlvc(project, "remote", "add", "origin", remote_url)
+    mlvc(project, "push", "-q")
+    whole = _fsck(project, 0)
+    monkeypatch.setattr(check, "WINDOW", 4096)
+    small = _fsck(project, 0)
+    assert small["objects"] == whole["objects"] and small["problems"] == []
+    assert small["bytes_checked"] == whole["bytes_checked"]
+    assert small["requests"] >= whole["requests"] + small["bytes_checked"] // 4096 - 1
+    t = transport_for(remote_url)
+    pack = _one_pack(remote_url)
+    data = bytearray(t.get(pack))
+    data[-3] ^= 0x01  # the last record
+    t.put(pack, bytes(data))
+    (line,) = _fsck(project, 9)["problems"]
+    assert pack in line and "is damaged" in line
+
+
+def test_a_push_killed_after_its_pack_leaves_an_orphan_not_damage(project, tmp_path):
+    from remote_helpers import mlvc_proc
+
+    url = "file://" + str(tmp_path / "remote")
+    _pushed(project, url)
+    commit(project, "two", {"data/more.bin": os.urandom(100_000)}, "--name", "base")
+    proc = mlvc_proc(project, "push", "-q", env={"MLVC_FAULT": "push-pack-sent"})
+    proc.communicate(timeout=60)
+    assert proc.returncode == -9
+    rep = _fsck(project, 0)
+    assert rep["problems"] == [] and len(rep["orphans"]) == 1 and rep["runs"] == 1
+    assert rep["orphans"][0]["bytes"] > 100_000
+    mlvc(project, "push", "-q")  # the resumed push indexes the pack: no orphan any more
+    rep = _fsck(project, 0)
+    assert rep["problems"] == [] and rep["orphans"] == [] and rep["runs"] == 2
