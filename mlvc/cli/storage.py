@@ -142,7 +142,8 @@ def _echo_fsck_remote(rep) -> None:
     for o in rep.orphans:
         age = "" if o["age_s"] is None else f", {_age(o['age_s'])} old"
         what = "pruned" if o["pruned"] else "orphan pack (interrupted push)"
-        echo(clean(f"{what}: {o['pack']}, {o['bytes']} bytes{age}"))
+        kept = f" (not pruned: {o['kept']})" if o.get("kept") else ""
+        echo(clean(f"{what}: {o['pack']}, {o['bytes']} bytes{age}{kept}"))
     for p in rep.problems:
         echo(clean(p))
     s = "" if rep.requests == 1 else "s"

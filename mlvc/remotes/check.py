@@ -75,7 +75,7 @@ class RemoteFsckReport:
     remote: str
     url: str
     problems: list[str] = field(default_factory=list)
-    orphans: list[dict] = field(default_factory=list)  # {pack, bytes, age_s, pruned}
+    orphans: list[dict] = field(default_factory=list)  # {pack, bytes, age_s, pruned[, kept]}
     indexes: int = 0
     packs: int = 0
     objects: int = 0  # records re-hashed
@@ -110,6 +110,8 @@ class _Check:
         self.indexes: list[PackIndex] = []
         self.entries: dict[str, list[tuple[int, bytes, int]]] = {}  # pack -> (off, id, n)
         self.indexed_size: dict[str, int] = {}
+        self.damaged_indexes = 0  # an index not read: what it covers is unknown, no prune
+        self.unreadable_index = False
         self.bad: set[bytes] = set()  # damaged or lost: reported once, not followed
         self.links: dict[bytes, list[tuple[ObjectId, str]]] = {}
 
@@ -123,6 +125,7 @@ class _Check:
         self._marker()
         for path in sorted(p for p in files if fmt.is_idx(p)):
             self._index(path)
+            self.damaged_indexes += self.unreadable_index
         for pack in sorted(self.entries):
             self._pack(pack)
         runs: dict[bytes, str] = {}
@@ -164,6 +167,7 @@ class _Check:
             )
 
     def _index(self, path: str) -> None:
+        self.unreadable_index = True  # until this one is read whole (no prune otherwise)
         data = self._get(path, MAX_IDX_BYTES)
         if data is None:
             return
@@ -179,6 +183,7 @@ class _Check:
         except PackError as e:
             self.problems.append(f"remote {self.name}: {path} is damaged ({e})")
             return
+        self.unreadable_index = False
         self.report.indexes += 1
         idx.usable = [True] * len(idx.packs)
         self.indexes.append(idx)
@@ -256,10 +261,13 @@ class _Check:
                                      "mlvc's pack magic")  # fmt: skip
                 damaged = True
             for i, (off, oid, n) in enumerate(entries):
-                if off + n > have:
-                    self.bad.update(o for _f, o, _n in entries[i:])  # said: truncated
+                if off + n > end:
                     damaged = True
-                    break
+                    if have < self.indexed_size[pack]:  # said above: truncated
+                        self.bad.update(o for _f, o, _n in entries[i:])
+                        break
+                    self._damaged(oid, pack, off, "its index places it past the pack's end")
+                    continue
                 if i and entries[i - 1][1] == oid and entries[i - 1][0] == off:
                     continue  # the same entry in two indexes
                 if off - HEAD.size < stream.pos:
@@ -393,7 +401,9 @@ class _Check:
             mtime = modified(path) if modified is not None else None
             age = None if mtime is None else max(0.0, time.time() - mtime)
             orphan = {"pack": path, "bytes": self.files[path], "age_s": age, "pruned": False}
-            if prune and age is not None and age >= grace:
+            if prune and self.damaged_indexes:
+                orphan["kept"] = "an index file is damaged: what it covers is unknown"
+            elif prune and age is not None and age >= grace:
                 try:  # an index sent since the listing: a push resumed it, keep the pack
                     if fmt.idx_path(h) not in self.t.listing(fmt.PACKS):
                         self.t.delete(path)

@@ -274,3 +274,41 @@ def test_a_push_killed_after_its_pack_leaves_an_orphan_not_damage(project, tmp_p
     mlvc(project, "push", "-q")  # the resumed push indexes the pack: no orphan any more
     rep = _fsck(project, 0)
     assert rep["problems"] == [] and rep["orphans"] == [] and rep["runs"] == 2
+
+
+def test_no_prune_while_an_index_is_damaged(project, tmp_path):
+    """A damaged merged index may be the only one covering a pack: until it is whole, no
+    pack counts as prunable, however old."""
+    url = "file://" + str(tmp_path / "remote")
+    _pushed(project, url)
+    t = transport_for(url)
+    orphan = fmt.pack_path("e" * 32)
+    t.put(orphan, PACK_MAGIC)
+    old = time.time() - 2 * 86400
+    os.utime(tmp_path / "remote" / orphan, (old, old))
+    t.put(fmt.idx_path("f" * 32), b"garbage")
+    rep = _fsck(project, 9, "--prune-orphans")
+    assert not rep["orphans"][0]["pruned"] and "index file is damaged" in rep["orphans"][0]["kept"]
+    assert orphan in remote_files(url)
+
+
+def test_an_index_placing_a_record_past_the_pack_end_is_named(project, tmp_path):
+    url = "file://" + str(tmp_path / "remote")
+    _pushed(project, url)
+    t = transport_for(url)
+    pack = _one_pack(url)
+    (idx,) = [p for p in remote_files(url) if fmt.is_idx(p)]
+    local = tmp_path / "old.idx"
+    local.write_bytes(t.get(idx))
+    from mlvc.store.pack.index import PackIndex
+
+    old = PackIndex(local)
+    size = remote_files(url)[pack]
+    name = pack[len(fmt.PACKS) :]
+    entries = [(o, p, off, n) for o, p, off, n in old.entries()]
+    o, p, off, n = entries[-1]
+    entries[-1] = (o, p, off, size * 10)  # a hostile length, within a pack said whole
+    new = write_index(tmp_path, "new.idx", [(name, size)], entries, durable=False)
+    t.put(idx, new.read_bytes())
+    problems = _fsck(project, 9)["problems"]
+    assert any("past the pack's end" in x and o.hex() in x for x in problems), problems
