@@ -53,7 +53,7 @@ def test_a_clean_remote_has_no_problems(project, remote_url):
     assert rep["problems"] == [] and rep["orphans"] == []
     assert rep["runs"] == 2 and rep["refs"] == 2 and rep["packs"] == 1
     indexed = RemoteState.load(transport_for(remote_url), "origin", project.parent / "c")
-    assert rep["objects"] == indexed.object_count() > 80  # 5 MiB in ~64 KiB chunks
+    assert rep["objects"] == indexed.object_count() > 50  # 5 MiB in chunks of 16-256 KiB
     assert rep["bytes_checked"] == sum(s for p, s in files.items() if fmt.is_pack(p))
     # bounded reads: 8 MiB windows, so a 5 MiB pack takes one; idx, runs, refs, marker, list
     assert rep["requests"] <= 12, rep
