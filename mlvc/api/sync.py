@@ -155,3 +155,15 @@ def clone(url: str, path: str | os.PathLike, lazy: bool = False) -> tuple[Repo, 
         mark_lazy(repo.layout.remote(config.DEFAULT))
         repo = Repo(target_dir)  # opened again: its store now keeps origin's promises
     return repo, pull(repo, config.DEFAULT)
+
+
+def fsck_remote(repo: Repo, remote: str | None = None, prune_orphans: bool = False,
+                grace: float | None = None):  # fmt: skip
+    """Verify a remote through its transport (mlvc.remotes.check); with ``prune_orphans``,
+    delete the packs interrupted pushes left without an index, once older than ``grace``."""
+    from ..remotes.check import GRACE_S, check_remote
+
+    r, transport = _open(repo, remote)
+    repo.layout.tmp.mkdir(parents=True, exist_ok=True)
+    return check_remote(transport, r.name, prune_orphans,
+                        GRACE_S if grace is None else grace, repo.layout.tmp)  # fmt: skip

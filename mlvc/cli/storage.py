@@ -78,20 +78,53 @@ def _echo_du(d: dict) -> None:
 
 
 @click.command()
+@click.option(
+    "--remote",
+    "remote_name",
+    metavar="NAME",
+    help="Check the remote NAME instead of this repository (through its transport).",
+)
+@click.option(
+    "--prune-orphans",
+    is_flag=True,
+    help="With --remote: delete packs an interrupted push left without an index, "
+    "once older than --orphan-grace.",
+)
+@click.option(
+    "--orphan-grace",
+    type=click.FloatRange(min=0),
+    default=86400.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --prune-orphans: keep orphan packs younger than this (a push in flight).",
+)
 @json_option("the problems and what was repaired")
-def fsck() -> None:
+def fsck(remote_name: str | None, prune_orphans: bool, orphan_grace: float) -> None:
     """Re-hash every object and follow every ref; list every problem.
 
     What it can repair without loss it repairs and names: a pack whose index is damaged
     or missing is indexed anew from the pack, a damaged stat cache is removed, a damaged
     index.duckdb (every table is read through) is rebuilt. It never deletes a pack.
-    Example: mlvc fsck
-    """
-    from ..errors import FsckFailed
 
-    notes: list[str] = []
-    problems = open_repo().fsck(notes)
-    emit({"problems": problems, "repaired": notes}, _echo_fsck)
+    With --remote NAME it checks a remote instead: every index file, every pack record
+    re-hashed (read by bounded ranged reads), every run of its runs files with all it
+    reaches, every refs.json target; packs left without an index by an interrupted push
+    are listed (and deleted with --prune-orphans). Example: mlvc fsck --remote origin
+    """
+    from ..errors import FsckFailed, UsageError
+
+    if remote_name is None:
+        if prune_orphans:
+            raise UsageError("--prune-orphans needs --remote NAME")
+        notes: list[str] = []
+        problems = open_repo().fsck(notes)
+        emit({"problems": problems, "repaired": notes}, _echo_fsck)
+    else:
+        from ..api import sync
+
+        rep = sync.fsck_remote(open_repo(), remote_name, prune_orphans, orphan_grace)
+        emit(rep, _echo_fsck_remote)
+        problems = rep.problems
     if problems:
         raise FsckFailed(f"{len(problems)} problem(s) found")
 
@@ -103,6 +136,34 @@ def _echo_fsck(report: dict) -> None:
         echo(clean(p))
     if not report["problems"]:
         echo("ok: no problems found")
+
+
+def _echo_fsck_remote(rep) -> None:
+    for o in rep.orphans:
+        age = "" if o["age_s"] is None else f", {_age(o['age_s'])} old"
+        what = "pruned" if o["pruned"] else "orphan pack (interrupted push)"
+        kept = f" (not pruned: {o['kept']})" if o.get("kept") else ""
+        echo(clean(f"{what}: {o['pack']}, {o['bytes']} bytes{age}{kept}"))
+    for p in rep.problems:
+        echo(clean(p))
+    s = "" if rep.requests == 1 else "s"
+    echo(
+        f"remote {rep.remote}: {rep.objects} objects in {rep.packs} packs "
+        f"({human_size(rep.bytes_checked)} checked), {rep.indexes} indexes, {rep.runs} runs, "
+        f"{rep.refs} refs ({rep.requests} request{s})"
+    )
+    if not rep.problems:
+        echo("ok: no problems found")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
 
 
 COMMANDS = (gc, du, fsck)

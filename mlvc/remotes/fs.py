@@ -226,6 +226,17 @@ class ArrowTransport:
             tmp.unlink(missing_ok=True)
             raise self._fail("write", path, e) from None
 
+    def modified(self, path: str) -> float | None:
+        """When a file was last written (seconds since the epoch), or None if unknown (not
+        part of the Transport protocol: fsck --remote ages orphan packs with it)."""
+        try:
+            info = self.fs.get_file_info(self._full(path))
+        except OSError:
+            return None
+        finally:
+            self._tally()
+        return info.mtime.timestamp() if info.mtime is not None else None
+
     def delete(self, path: str) -> None:
         try:
             self.fs.delete_file(self._full(path))
