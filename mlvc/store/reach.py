@@ -22,6 +22,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # read: it references nothing), "small" a file under the chunking threshold (only a chunk
 # list if crafted), "big" a file that may be a chunk list, "tree" a folder's tree.
 ANY, BLOB, SMALL, BIG, TREE = "?", "blob", "small", "big", "tree"
+# A run record's own sections: anything, but a run without it is incomplete (fetch refuses it)
+NEEDED = "needed"
+RUN_SECTIONS = ("code", "data", "artifacts", "env", "series")
 
 
 def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | memoryview],
@@ -50,7 +53,10 @@ def links(oid: ObjectId, rec: bytes, what: str, content: Callable[[], bytes | me
             if sizes is not None and k != DIR:
                 sizes[cid] = size
         return out
-    return [(c, ANY) for c in ids_in(body)]
+    needed = set()
+    if kind == "run" and isinstance(body, dict):
+        needed = {v for k in RUN_SECTIONS if isinstance(v := body.get(k), bytes) and len(v) == 32}
+    return [(c, NEEDED if c in needed else ANY) for c in ids_in(body)]
 
 
 def reachable(

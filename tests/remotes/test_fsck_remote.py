@@ -312,3 +312,21 @@ def test_an_index_placing_a_record_past_the_pack_end_is_named(project, tmp_path)
     t.put(idx, new.read_bytes())
     problems = _fsck(project, 9)["problems"]
     assert any("past the pack's end" in x and o.hex() in x for x in problems), problems
+
+
+def test_a_run_whose_tree_is_missing_is_not_fetched(project, remote_url, tmp_path):
+    # the same damaged remote: a clone stops with the damage named, and publishes no run
+    _pushed(project, remote_url)
+    run2 = commit(project, "two", {"data/more.bin": os.urandom(50_000)}, "--name", "second")
+    repo = Repo(project)
+    rid = repo.resolve(run2)
+    t = transport_for(remote_url)
+    _send(t, repo, [rid], tmp_path)
+    runs = fmt.encode_runs([rid])
+    t.put(fmt.runs_path(fmt.content_name(runs)), runs)
+    out = mlvc(tmp_path, "clone", remote_url, tmp_path / "copy", code=1)
+    assert "lacks object" in out and "damaged" in out and "Traceback" not in out
+    copy = tmp_path / "copy"
+    if (copy / ".mlvc").exists():
+        assert rid.hex not in mlvc(copy, "log")
+        assert Repo(copy).fsck() == []
