@@ -183,10 +183,7 @@ class _Walk:
             else:
                 groups.append([item])
         out = []
-        for group in groups:
-            start = group[0][0] - HEAD.size
-            end = group[-1][0] + group[-1][1]
-            blob = self.transport.get_range(pack, start, end - start)
+        for group, start, blob in self._ranges(pack, groups):
             self.report.pack_bytes += len(blob)
             for off, n, oid, what in group:
                 head = blob[off - HEAD.size - start : off - start]
@@ -197,6 +194,36 @@ class _Walk:
                 out.extend(self._accept(ObjectId(oid), rec, what, where))
                 progress.advance(n + HEAD.size, 1)
         return out
+
+    def _ranges(self, pack: str, groups: list[list]):
+        """(group, offset, bytes) of each group's ranged read, in order, with up to the
+        transport's ``parallel_reads`` requests in flight (a clone is mostly waiting on
+        them); at most that many ranges (each ≤ MAX_RANGE) are held at once."""
+
+        def read(group):
+            start = group[0][0] - HEAD.size
+            end = group[-1][0] + group[-1][1]
+            return group, start, self.transport.get_range(pack, start, end - start)
+
+        width = max(1, self.transport.parallel_reads)
+        if width == 1 or len(groups) == 1:
+            yield from map(read, groups)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(width, thread_name_prefix="mlvc-fetch") as pool:
+            todo, running = iter(groups), deque()
+            try:
+                for group in todo:
+                    running.append(pool.submit(read, group))
+                    if len(running) >= width:
+                        yield running.popleft().result()
+                while running:
+                    yield running.popleft().result()
+            finally:
+                for future in running:
+                    future.cancel()
 
     def _links_here(self, oid: ObjectId, what: str) -> list:
         """What a local object references (verified; a damaged one is fsck's to report)."""

@@ -65,6 +65,7 @@ class ArrowTransport:
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.parallel_reads = 1 if self.local else 4  # object stores answer reads at once
         self.last_token: str | None = None  # the version token a successful put_if made
         self._count = threading.Lock()
         self._store = None  # the obstore store, built on first need

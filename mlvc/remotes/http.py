@@ -47,6 +47,7 @@ class ServerTransport:
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.parallel_reads = 1  # one keep-alive connection: reads go one at a time
 
     # -- the protocol ---------------------------------------------------------------------
 

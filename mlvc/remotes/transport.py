@@ -17,6 +17,7 @@ class Transport(Protocol):
     requests: int
     bytes_in: int
     bytes_out: int
+    parallel_reads: int  # ranged reads a fetch may have in flight at once (1: one at a time)
 
     def listing(self, prefix: str = "") -> dict[str, int]:
         """Every file under ``prefix`` with its size, in one recursive listing."""
