@@ -29,7 +29,9 @@ def open_export(url: str) -> tuple[Destination, Manifest]:
         dest = inner
     if manifest is None:
         raise UsageError(
-            f"no mlvc export at {url} (no {MANIFEST}); write one with `mlvc export parquet {url}`"
+            f"no mlvc export at {url} (no {MANIFEST}, nor in its {REMOTE_FOLDER}/ folder); write "
+            "one with `mlvc export parquet REMOTE` (a remote's name: into its export/ folder) "
+            "or `mlvc export parquet URL`"
         )
     return dest, manifest
 
