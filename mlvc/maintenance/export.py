@@ -207,7 +207,7 @@ def _write_tables(con, writer: _Writer, manifest: Manifest, exported, new) -> se
 
     changed: set[str] = set()
     con.register("_mlvc_new", new)
-    trees, envs = _new_shared(con, new, exported)
+    trees, envs = new_shared(con, exported)
     con.register("_mlvc_trees", trees)
     con.register("_mlvc_envs", envs)
     names = {"new": "_mlvc_new", "trees": "_mlvc_trees", "envs": "_mlvc_envs"}
@@ -242,8 +242,9 @@ def _write_tables(con, writer: _Writer, manifest: Manifest, exported, new) -> se
     return changed
 
 
-def _new_shared(con, new, exported):
-    """The tree and environment ids that new runs name and exported runs do not."""
+def new_shared(con, exported):
+    """The tree and environment ids that the new runs (``_mlvc_new``) name and exported runs
+    do not: the Parquet and the Iceberg exports add only those."""
     import pyarrow as pa
 
     rows = con.sql(

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import MissingExtra, MlvcError, RemoteError, UsageError
-from .export import ExportReport, clean_scratch, content_digest
+from .export import ExportReport, clean_scratch, content_digest, new_shared
 from .export_layout import (
     MONTH,
     RUN_TABLES,
@@ -150,7 +150,7 @@ def _export(cat, index, url: str, stage: Path) -> ExportReport:
             known = pa.array(sorted(exported["id"]), pa.string())
             new = new.filter(pc.invert(pc.is_in(new["id"], value_set=known)))
         con.register("_mlvc_new", new)
-        trees, envs = _new_shared(con, exported)
+        trees, envs = new_shared(con, exported)
         con.register("_mlvc_trees", trees)
         con.register("_mlvc_envs", envs)
         names = {"new": "_mlvc_new", "trees": "_mlvc_trees", "envs": "_mlvc_envs"}
@@ -246,21 +246,6 @@ def _exported(runs) -> dict[str, set[str]]:
         out["trees"].update(v for v in data[c].to_pylist() if v)
     out["envs"] = {v for v in data["env_id"].to_pylist() if v}
     return out
-
-
-def _new_shared(con, exported):
-    import pyarrow as pa
-
-    rows = con.sql(
-        "SELECT code_tree, data_tree, artifacts_tree, env_id FROM runs "
-        "WHERE id IN (SELECT id FROM _mlvc_new)"
-    ).fetchall()
-    trees = {t for r in rows for t in r[:3] if t} - exported["trees"]
-    envs = {r[3] for r in rows if r[3]} - exported["envs"]
-    return (
-        pa.table({"id": pa.array(sorted(trees), pa.string())}),
-        pa.table({"id": pa.array(sorted(envs), pa.string())}),
-    )
 
 
 def _delete_ids(table, key: str, ids: list[str]) -> None:

@@ -18,7 +18,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -89,6 +90,19 @@ class ArrowTransport:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @contextmanager
+    def _reading(self, path: str, errors: type[BaseException]) -> Iterator[None]:
+        """A failed read is counted and becomes MissingOnRemote (absent) or RemoteError
+        (``errors``: what the library raises for anything else)."""
+        try:
+            yield
+        except FileNotFoundError:
+            self._tally()
+            raise MissingOnRemote(f"remote {self.name} has no {path}") from None
+        except errors as e:
+            self._tally()
+            raise self._fail("read", path, e) from None
+
     def listing(self, prefix: str = "") -> dict[str, int]:
         import pyarrow.fs as pafs
 
@@ -108,25 +122,12 @@ class ArrowTransport:
         if not self.local and _has_obstore():
             import obstore
 
-            try:
+            with self._reading(path, Exception):
                 data = bytes(obstore.get(self._obstore(), self._key(path)).bytes())
-            except FileNotFoundError:
-                self._tally()
-                raise MissingOnRemote(f"remote {self.name} has no {path}") from None
-            except Exception as e:
-                self._tally()
-                raise self._fail("read", path, e) from None
             self._tally(bytes_in=len(data))
             return data
-        try:
-            with self.fs.open_input_stream(self._full(path)) as f:
-                data = f.read()
-        except FileNotFoundError:
-            self._tally()
-            raise MissingOnRemote(f"remote {self.name} has no {path}") from None
-        except OSError as e:
-            self._tally()
-            raise self._fail("read", path, e) from None
+        with self._reading(path, OSError), self.fs.open_input_stream(self._full(path)) as f:
+            data = f.read()
         self._tally(1 if self.local else 2, bytes_in=len(data))
         return data
 
@@ -134,26 +135,13 @@ class ArrowTransport:
         if not self.local and _has_obstore():
             import obstore
 
-            try:
+            with self._reading(path, Exception):
                 data = bytes(
                     obstore.get_range(self._obstore(), self._key(path), start=offset, length=length)
                 )
-            except FileNotFoundError:
-                self._tally()
-                raise MissingOnRemote(f"remote {self.name} has no {path}") from None
-            except Exception as e:
-                self._tally()
-                raise self._fail("read", path, e) from None
         else:
-            try:
-                with self.fs.open_input_file(self._full(path)) as f:
-                    data = f.read_at(length, offset)
-            except FileNotFoundError:
-                self._tally()
-                raise MissingOnRemote(f"remote {self.name} has no {path}") from None
-            except OSError as e:
-                self._tally()
-                raise self._fail("read", path, e) from None
+            with self._reading(path, OSError), self.fs.open_input_file(self._full(path)) as f:
+                data = f.read_at(length, offset)
             if not self.local:
                 self._tally()  # pyarrow opens an object with a HEAD request
         self._tally(bytes_in=len(data))
@@ -262,14 +250,11 @@ class ArrowTransport:
         import obstore
 
         try:
-            got = obstore.get(self._obstore(), self._key(path))
-            data = bytes(got.bytes())
-        except FileNotFoundError:
-            self._tally()
+            with self._reading(path, Exception):
+                got = obstore.get(self._obstore(), self._key(path))
+                data = bytes(got.bytes())
+        except MissingOnRemote:
             return None, None
-        except Exception as e:
-            self._tally()
-            raise self._fail("read", path, e) from None
         self._tally(bytes_in=len(data))
         return data, got.meta["e_tag"]
 
@@ -318,16 +303,7 @@ class ArrowTransport:
                 now = None
             if now != token:
                 return False
-            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(dest.parent)
+            self._put_local(path, data)  # under the lock: temp, fsync, rename, fsync dir
         finally:
             os.close(fd)
         self.last_token = _digest(data)

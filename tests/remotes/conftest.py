@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ CREDENTIALS = {
 class S3Server:
     endpoint: str  # host:port
     proc: subprocess.Popen
+    log: Path  # moto's access log: one line a request
 
     def url(self, bucket: str, prefix: str = "") -> str:
         path = f"{bucket}/{prefix}".rstrip("/")
@@ -56,16 +58,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3():
+def s3(tmp_path_factory):
     """A moto S3 server for the whole session (credentials set in this process's env)."""
     os.environ.update(CREDENTIALS)
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **CREDENTIALS},
-    )
+    log = tmp_path_factory.mktemp("moto") / "access.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **CREDENTIALS},
+        )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -76,7 +80,7 @@ def s3():
                 proc.kill()
                 pytest.fail("the moto S3 server did not start")
             time.sleep(0.1)
-    yield S3Server(f"127.0.0.1:{port}", proc)
+    yield S3Server(f"127.0.0.1:{port}", proc, log)
     proc.terminate()
     try:
         proc.wait(10)

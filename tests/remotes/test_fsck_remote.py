@@ -102,16 +102,22 @@ def test_a_damaged_index_is_named(project, remote_url):
     assert rep["orphans"] == []
 
 
-def test_a_run_whose_tree_is_missing_is_named(project, remote_url, tmp_path):
+def _run_without_its_tree(project, remote_url, tmp_path) -> tuple[ObjectId, bytes]:
+    """A remote with a pack holding a run record alone (not its new data tree), its index
+    and a runs file naming it: (the run's id, that runs file)."""
     _pushed(project, remote_url)
     run2 = commit(project, "two", {"data/more.bin": os.urandom(50_000)}, "--name", "second")
     repo = Repo(project)
     rid = repo.resolve(run2)
-    # a pack with the run record alone (not its new data tree), its index and a runs file
     t = transport_for(remote_url)
     _send(t, repo, [rid], tmp_path)
     runs = fmt.encode_runs([rid])
     t.put(fmt.runs_path(fmt.content_name(runs)), runs)
+    return rid, runs
+
+
+def test_a_run_whose_tree_is_missing_is_named(project, remote_url, tmp_path):
+    rid, runs = _run_without_its_tree(project, remote_url, tmp_path)
     rep = _fsck(project, 9)
     missing = [p for p in rep["problems"] if rid.hex in p]
     assert missing and all("is missing" in p for p in missing), rep["problems"]
@@ -316,14 +322,7 @@ def test_an_index_placing_a_record_past_the_pack_end_is_named(project, tmp_path)
 
 def test_a_run_whose_tree_is_missing_is_not_fetched(project, remote_url, tmp_path):
     # the same damaged remote: a clone stops with the damage named, and publishes no run
-    _pushed(project, remote_url)
-    run2 = commit(project, "two", {"data/more.bin": os.urandom(50_000)}, "--name", "second")
-    repo = Repo(project)
-    rid = repo.resolve(run2)
-    t = transport_for(remote_url)
-    _send(t, repo, [rid], tmp_path)
-    runs = fmt.encode_runs([rid])
-    t.put(fmt.runs_path(fmt.content_name(runs)), runs)
+    rid, _runs = _run_without_its_tree(project, remote_url, tmp_path)
     out = mlvc(tmp_path, "clone", remote_url, tmp_path / "copy", code=1)
     assert "lacks object" in out and "damaged" in out and "Traceback" not in out
     copy = tmp_path / "copy"

@@ -4,66 +4,13 @@ access log, for a first push, a no-op push, an incremental push and two pulls.""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 
-import pytest
 from remote_helpers import commit, mlvc, mlvc_json
 
 from mlvc import Repo
 
 _REQUEST = re.compile(rb'" \d{3} ')
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def logged_s3(tmp_path_factory):
-    """A moto server of this module's own, its access log (one line a request) in a file."""
-    import os
-
-    os.environ.update(CREDENTIALS)
-    log = tmp_path_factory.mktemp("moto") / "access.log"
-    port = _free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=out,
-            env={**os.environ, **CREDENTIALS},
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("the moto S3 server did not start")
-            time.sleep(0.1)
-    import pyarrow.fs as pafs
-
-    endpoint = f"127.0.0.1:{port}"
-    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                      allow_bucket_creation=True).create_dir("counted")  # fmt: skip
-    yield endpoint, log
-    proc.terminate()
-    proc.wait(10)
 
 
 def _seen(log) -> int:
@@ -71,9 +18,9 @@ def _seen(log) -> int:
     return len(_REQUEST.findall(log.read_bytes()))
 
 
-def test_counted_requests_are_the_requests_the_server_saw(project, tmp_path, logged_s3):
-    endpoint, log = logged_s3
-    url = f"s3://counted/m?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+def test_counted_requests_are_the_requests_the_server_saw(project, tmp_path, s3_bucket):
+    server, bucket = s3_bucket
+    log, url = server.log, server.url(bucket, "m")
     for i in range(30):
         (project / f"f{i}.txt").write_text(f"file {i}\n")
     commit(project, "one", {}, "--name", "exp")
