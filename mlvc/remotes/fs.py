@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import blake3
 
 from ..errors import MissingExtra, MissingOnRemote, RemoteError, UsageError
+from ..refs.store import fsync_dir
 
 LIST_PAGE = 1000  # keys per listing request on object stores (S3's ListObjectsV2 page)
 PART = 10 << 20  # pyarrow's S3 upload part size: a multipart upload costs a request per part
@@ -166,12 +167,7 @@ class ArrowTransport:
             return
         try:
             with self.fs.open_output_stream(self._full(path)) as out:
-                if isinstance(source, bytes | bytearray):
-                    out.write(source)
-                else:
-                    with open(source, "rb") as f:
-                        while block := f.read(8 << 20):
-                            out.write(block)
+                _copy(source, out)
         except OSError as e:
             raise self._fail("write", path, e) from None
         parts = -(-size // PART)
@@ -201,16 +197,11 @@ class ArrowTransport:
         tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
         try:
             with open(tmp, "wb") as out:
-                if isinstance(source, bytes | bytearray):
-                    out.write(source)
-                else:
-                    with open(source, "rb") as f:
-                        while block := f.read(8 << 20):
-                            out.write(block)
+                _copy(source, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise self._fail("write", path, e) from None
@@ -386,9 +377,11 @@ def _lock(path: Path, name: str) -> int:
             time.sleep(0.01)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _copy(source: str | os.PathLike | bytes, out) -> None:
+    """Write ``source`` (bytes, or a local file streamed in 8 MiB blocks) to ``out``."""
+    if isinstance(source, bytes | bytearray):
+        out.write(source)
+        return
+    with open(source, "rb") as f:
+        while block := f.read(8 << 20):
+            out.write(block)
