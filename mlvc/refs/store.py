@@ -47,8 +47,9 @@ def check_ref_name(name: str, what: str = "name") -> str:
     """``name`` if it may be a ref's name; a run ``name`` or ``tag`` also may not read as a
     run address (docs/user-guide.md, "Addressing"): not ``HEAD``, not 4-64 hex digits."""
     if not _NAME.match(name) or name.endswith(".lock") or ".." in name:
+        noun = f"run {what}" if what in ("name", "tag") else what
         raise UsageError(
-            f"invalid run {what} {name!r}: use letters, digits and . _ - + = "
+            f"invalid {noun} {name!r}: use letters, digits and . _ - + = "
             "(at most 200, not starting with '.' or '-')"
         )
     if what in ("name", "tag"):

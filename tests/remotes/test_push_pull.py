@@ -199,3 +199,14 @@ def test_model_versions_and_aliases_travel(project, tmp_path):
     model = mm.load("models:/adder@champion", repo=theirs, trust=True)
     assert model.predict({"x": [1.0]}) == [2.0]
     assert theirs.fsck() == []
+
+
+def test_a_hostile_remote_name_or_url_is_refused_in_one_line(project):
+    for name, url, says in (
+        ("../evil", "/tmp/x", "invalid remote name '../evil'"),
+        ("ok", "/tmp/x\nurl = 'elsewhere'", "invalid remote URL"),
+    ):
+        out = mlvc(project, "remote", "add", name, url, code=2)
+        assert says in out and "Traceback" not in out
+    listed = mlvc(project, "remote", "list")
+    assert "evil" not in listed and "ok" not in listed  # nothing was configured
