@@ -358,6 +358,15 @@ class MissingExtra(MlvcError):
     meaning = "an optional dependency is not installed (the message names the pip extra)"
 
 
+class ImportSourceError(MlvcError):
+    """An import source (an MLflow store or server) cannot be read: missing, unreachable,
+    refusing us, or of a schema this mlvc does not know."""
+
+    exit_code = 21
+    http_status = 502
+    meaning = "an import source could not be read (missing, unreachable, or an unknown schema)"
+
+
 # -- the client of a server (mlvc.api.remote) -----------------------------------------------
 
 

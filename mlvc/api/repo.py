@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
+    from ..importers.mlflow import ImportReport
     from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
     from ..reproduce.lineage import Node
@@ -398,6 +399,17 @@ class Repo:
 
         url = destination_url(self.layout, dest, "iceberg")
         return export_iceberg(self.index, url, catalog, scratch=self.layout.tmp)
+
+    def import_mlflow(
+        self, source: str, experiments: Iterable[str] = (), token: str | None = None
+    ) -> ImportReport:
+        """Import an MLflow history (``sqlite:///mlflow.db``, ``postgresql://...``,
+        ``mysql://...``, a ``./mlruns`` folder or an ``http(s)://`` server with ``token``):
+        experiments, runs with their params, tags, metric series, dataset inputs and
+        artifacts. Runs already imported are skipped, so importing again adds only new runs."""
+        from ..importers.mlflow import import_mlflow
+
+        return import_mlflow(self.ctx, source, experiments, token)
 
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives

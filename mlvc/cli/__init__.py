@@ -5,7 +5,7 @@
 the commands of the modules beside it: ``runs`` (init, commit, log, show, runs, status,
 diff, checkout, tag), ``index`` (query, index rebuild), ``storage`` (gc, du, fsck), ``exec``
 (run, reproduce, lineage), ``models``, ``server``, ``remote`` (remote, push, fetch, pull,
-clone) and ``export``. Those import only ``_common`` and the library.
+clone), ``export`` and ``interop`` (import). Those import only ``_common`` and the library.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import click
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import exec, export, index, models, remote, runs, server, storage
+from . import exec, export, index, interop, models, remote, runs, server, storage
 
 
 class MlvcGroup(click.Group):
@@ -105,7 +105,7 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (runs, index, storage, exec, models, server, remote, export):
+for _module in (runs, index, storage, exec, models, server, remote, export, interop):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

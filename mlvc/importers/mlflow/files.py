@@ -1,0 +1,188 @@
+"""Reading MLflow's file store (a ``./mlruns`` folder): ``<experiment>/meta.yaml``,
+``<experiment>/<run>/{meta.yaml, params/, tags/, metrics/, inputs/, artifacts/}`` and
+``<experiment>/datasets/<id>/meta.yaml``; deleted experiments sit in ``.trash/``. Keys
+with slashes are nested folders. A metric file holds ``timestamp value step`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ...errors import ImportSourceError
+from .source import Artifact, Experiment, RunData, RunInfo, dataset_input, metrics_table
+
+STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local folder an artifact URI names (a path or file://), else None."""
+    if not uri:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def local_artifacts(uri: str) -> Iterator[Artifact]:
+    """Every file under a run's local artifact folder (symlinks not followed); nothing for
+    an artifact store that is not a local folder (the run is imported without them)."""
+    root = _local_path(uri)
+    if root is None or not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_symlink() or not full.is_file():
+                continue
+            rel = full.relative_to(root).as_posix()
+            yield Artifact(rel, full.stat().st_size, lambda f=full: open(f, "rb"), str(full))
+
+
+def _values(folder: Path) -> dict[str, str]:
+    """key -> file content for every file below ``folder`` (keys with / are folders)."""
+    out = {}
+    if not folder.is_dir():
+        return out
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            full = Path(dirpath) / name
+            try:
+                out[full.relative_to(folder).as_posix()] = full.read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+    return out
+
+
+class FileSource:
+    def __init__(self, uri: str):
+        root = _local_path(uri)
+        if root is None or not root.is_dir():
+            raise ImportSourceError(f"no MLflow file store at {uri}; give the ./mlruns folder")
+        if not any((p / "meta.yaml").is_file() for p in root.iterdir() if p.is_dir()):
+            raise ImportSourceError(
+                f"{uri} holds no MLflow experiment (no <id>/meta.yaml); give the ./mlruns folder"
+            )
+        self.root = root
+        self.description = str(root)
+        self._folders: dict[str, Path] = {}
+
+    def close(self) -> None:
+        pass
+
+    def experiments(self) -> list[Experiment]:
+        out = []
+        for base in (self.root, self.root / ".trash"):
+            if not base.is_dir():
+                continue
+            for folder in sorted(base.iterdir()):
+                meta = _yaml(folder / "meta.yaml") if folder.is_dir() else {}
+                if "experiment_id" not in meta or "name" not in meta:
+                    continue
+                eid = str(meta["experiment_id"])
+                self._folders[eid] = folder
+                out.append(Experiment(
+                    eid, str(meta["name"]), str(meta.get("artifact_location") or ""),
+                    str(meta.get("lifecycle_stage") or "active"), _int(meta.get("creation_time")),
+                    _int(meta.get("last_update_time")), _values(folder / "tags"),
+                ))  # fmt: skip
+        return out
+
+    def runs(self, experiment_ids: list[str]) -> list[RunInfo]:
+        out = []
+        for eid in experiment_ids:
+            folder = self._folders.get(eid)
+            if folder is None:
+                continue
+            for run in sorted(folder.iterdir()):
+                meta = _yaml(run / "meta.yaml") if run.is_dir() else {}
+                rid = meta.get("run_id") or meta.get("run_uuid")
+                if not rid or not isinstance(rid, str):
+                    continue
+                status = meta.get("status")
+                status = STATUS.get(status, status) if isinstance(status, int) else str(status)
+                out.append(RunInfo(
+                    rid, eid, str(meta.get("run_name") or ""), str(meta.get("user_id") or ""),
+                    status, _int(meta.get("start_time")), _int(meta.get("end_time")),
+                    str(meta.get("lifecycle_stage") or "active"),
+                    str(meta.get("artifact_uri") or ""),
+                ))  # fmt: skip
+        out.sort(key=lambda r: (r.start_time or 0, r.run_id))
+        return out
+
+    def _run_dir(self, run: RunInfo) -> Path:
+        return self._folders[run.experiment_id] / run.run_id
+
+    def details(self, runs: list[RunInfo]) -> Iterator[RunData]:
+        for run in runs:
+            d = self._run_dir(run)
+            yield RunData(run, _values(d / "params"), _values(d / "tags"), _metrics(d / "metrics"),
+                          self._inputs(run, d / "inputs"))  # fmt: skip
+
+    def _inputs(self, run: RunInfo, folder: Path) -> list[dict[str, Any]]:
+        if not folder.is_dir():
+            return []
+        out = []
+        for inp in sorted(folder.iterdir()):
+            meta = _yaml(inp / "meta.yaml")
+            if meta.get("source_type") != "DATASET":
+                continue
+            ds_dir = self._folders[run.experiment_id] / "datasets" / str(meta.get("source_id"))
+            ds = _yaml(ds_dir / "meta.yaml")
+            if not ds:
+                continue
+            dataset = {"name": ds.get("name"), "digest": ds.get("digest"),
+                       "source_type": ds.get("source_type"), "source": ds.get("source"),
+                       "schema": ds.get("schema"), "profile": ds.get("profile")}  # fmt: skip
+            tags = meta.get("tags") if isinstance(meta.get("tags"), dict) else {}
+            out.append(dataset_input(dataset, {str(k): str(v) for k, v in tags.items()}))
+        return out
+
+    def artifacts(self, run: RunInfo) -> Iterator[Artifact]:
+        uri = run.artifact_uri
+        if _local_path(uri) is None or not _local_path(uri).is_dir():
+            uri = str(self._run_dir(run) / "artifacts")  # a moved ./mlruns: its own folder
+        return local_artifacts(uri)
+
+
+def _metrics(folder: Path):
+    cols: dict[str, list] = {"key": [], "step": [], "timestamp": [], "value": []}
+    for key, text in sorted(_values(folder).items()):
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            try:
+                ts, value = int(parts[0]), float(parts[1])
+                step = int(parts[2]) if len(parts) > 2 else 0
+            except ValueError:
+                continue
+            cols["key"].append(key)
+            cols["step"].append(step)
+            cols["timestamp"].append(ts)
+            cols["value"].append(value)
+    return metrics_table(cols)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

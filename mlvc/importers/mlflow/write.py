@@ -1,0 +1,328 @@
+"""Recording an MLflow history as mlvc runs, the way ``mlvc server`` records a run the
+MLflow client logs to it (mlvc.server.mlflow.store), so its MLflow API answers for both alike:
+
+- an experiment is a JSON blob named by ``refs/mlflow/experiments/<id>``; a source
+  experiment keeps its id unless the repository holds another experiment under it (then it
+  joins the experiment of the same name, or takes the next free id);
+- a run is an ordinary mlvc run whose ``extra.live_key`` is its MLflow run id (the index's
+  ``live_keys`` table answers ``get_run(<mlflow id>)``), with ``extra.experiment_id``, the
+  MLflow user as author, its tags (every ``mlflow.*`` one, ``mlflow.parentRunId`` included),
+  params typed as the server types them, its whole series as the run's Parquet blob, its
+  dataset inputs in ``extra.mlflow_inputs`` and its artifacts in the run's artifacts tree;
+- a deleted run gets the server's overlay ``refs/mlflow/runs/<id>`` with its stage.
+
+Each run is recorded on its own (objects → sync → journal → run ref), so an import killed at
+any point leaves whole runs only; a run already in the repository (its live key is known) is
+never recorded twice, which makes importing again idempotent and resumable. Runs still
+``RUNNING`` in the source are left for a later import (mlvc runs are immutable once
+recorded): importing again after they end brings them in whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from ...core import progress
+from ...core.ids import ObjectId
+from ...core.names import safe_relpath
+from ...core.objects import FILE, TreeEntry
+from ...core.params import check_key, storable_params, typed_value
+from ...errors import MlvcError, UsageError
+from ...refs.store import check_ref_name
+from ...runs.finish import series_blob
+from ...runs.record import Inputs, RunSpec, record_run
+from ...runs.staging import last_values
+from ...store.locks import writing
+from .source import ENDED, Artifact, Experiment, RunData, Source
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ...workspace.context import RepoContext
+
+EXPERIMENTS = "refs/mlflow/experiments"  # the server's format (mlvc.server.mlflow.store)
+OVERLAYS = "refs/mlflow/runs"
+NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
+BATCH = 200  # runs whose details are read from the source at once
+
+
+@dataclass
+class ImportReport:
+    """What an import did (``mlvc import mlflow`` prints it as one line)."""
+
+    source: str
+    experiments_new: int = 0
+    experiments: int = 0
+    runs_new: int = 0
+    runs_present: int = 0
+    runs_running: int = 0
+    points: int = 0
+    artifact_files: int = 0
+    artifact_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"imported {self.runs_new} runs ({self.points} metric points, "
+            f"{self.artifact_files} artifact files, {self.artifact_bytes} bytes) and "
+            f"{self.experiments_new} new experiments from {self.source} in {self.seconds:.1f}s; "
+            f"{self.runs_present} runs already here, {self.runs_running} still running "
+            "(imported once they end)"
+        )
+
+
+def param_in(text: str) -> Any:
+    """A param as the server stores an MLflow param: typed when its text reads back the
+    same (mlvc.server.mlflow.tracking.param_in), else the text."""
+    value = typed_value(text)
+    out = repr(value) if isinstance(value, float) else str(value)
+    return value if out == text else text
+
+
+def import_history(
+    ctx: RepoContext, source: Source, experiments: Iterable[str] = ()
+) -> ImportReport:
+    """Import ``source`` (every experiment, or those named) into the repository."""
+    started = time.monotonic()
+    report = ImportReport(source.description)
+    chosen = _chosen(source, list(experiments))
+    ids = _import_experiments(ctx, chosen, report)
+    known = _known_keys(ctx)
+    infos = source.runs([e.experiment_id for e in chosen])
+    todo = []
+    for r in infos:
+        if r.run_id in known:
+            report.runs_present += 1
+        elif not r.ended:
+            report.runs_running += 1
+        else:
+            todo.append(r)
+    with progress.bar("import", total_files=len(todo)):
+        for i in range(0, len(todo), BATCH):
+            for data in source.details(todo[i : i + BATCH]):
+                _import_run(ctx, source, data, ids[data.info.experiment_id], report)
+                progress.advance(files=1)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _chosen(source: Source, names: list[str]) -> list[Experiment]:
+    exps = source.experiments()
+    if not names:
+        return exps
+    by_name = {e.name: e for e in exps}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        have = ", ".join(sorted(by_name)[:10]) or "none"
+        raise UsageError(
+            f"no experiment named {missing[0]!r} in {source.description} (it has: {have})"
+        )
+    return [by_name[n] for n in names]
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+def _read_blob(ctx: RepoContext, ref: str) -> dict | None:
+    oid = ctx.refs.read_or_none(ref)
+    if oid is None:
+        return None
+    try:
+        value = json.loads(ctx.store.read_bytes(oid))
+    except (MlvcError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_blob(ctx: RepoContext, ref: str, value: dict, why: str) -> None:
+    data = json.dumps(value, sort_keys=True).encode()
+    with writing(ctx.dir, ctx.store):
+        oid = ctx.store.add_bytes(data)
+        ctx.store.flush()
+        ctx.store.sync()
+        ctx.refs.write(ref, oid, why, ctx.author())
+
+
+def _import_experiments(
+    ctx: RepoContext, chosen: list[Experiment], report: ImportReport
+) -> dict[str, str]:
+    """Source experiment id -> the repository's, writing the experiments it lacks."""
+    here: dict[str, dict] = {}
+    for name in ctx.refs.names(EXPERIMENTS.removeprefix("refs/")):
+        exp = _read_blob(ctx, f"{EXPERIMENTS}/{name}")
+        if exp is not None and exp.get("experiment_id") == name:
+            here[name] = exp
+    by_name = {e["name"]: i for i, e in here.items()}
+    out: dict[str, str] = {}
+    for exp in chosen:
+        report.experiments += 1
+        if exp.name in by_name:
+            out[exp.experiment_id] = by_name[exp.name]
+            continue
+        eid = exp.experiment_id
+        if eid in here or not eid.isdigit():
+            eid = str(max((int(i) for i in here if i.isdigit()), default=0) + 1)
+        value = {
+            "experiment_id": eid,
+            "name": exp.name,
+            "artifact_location": f"mlflow-artifacts:/{eid}",  # served by mlvc from now on
+            "lifecycle_stage": exp.lifecycle_stage,
+            "tags": dict(exp.tags),
+            "creation_time": exp.creation_time,
+            "last_update_time": exp.last_update_time,
+        }
+        if exp.lifecycle_stage != "active":
+            value["stage_ns"] = time.time_ns()
+        _write_blob(ctx, f"{EXPERIMENTS}/{eid}", value, f"import mlflow experiment {exp.name}")
+        here[eid], by_name[exp.name], out[exp.experiment_id] = value, eid, eid
+        report.experiments_new += 1
+    return out
+
+
+def _known_keys(ctx: RepoContext) -> set[str]:
+    """MLflow run ids (live keys) of the runs the repository holds."""
+    with ctx.index.connect_readonly() as con:
+        return {r[0] for r in con.execute("SELECT DISTINCT live_key FROM live_keys").fetchall()}
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def _import_run(
+    ctx: RepoContext, source: Source, data: RunData, eid: str, report: ImportReport
+) -> ObjectId:
+    info = data.info
+    user_ctx = replace(ctx, settings=ctx.settings.as_user(info.user_id or "mlflow"))
+    notes: dict[str, Any] = {}
+    with writing(ctx.dir, ctx.store):  # until the run names its objects
+        artifacts = _store_artifacts(ctx, source.artifacts(info), report, notes)
+        series, points = _series(ctx, data.metrics, notes)
+        params, changed, dropped = storable_params({k: param_in(v) for k, v in data.params.items()})
+        if changed or dropped:
+            notes["params"] = {**changed, **dropped}
+        tags, bad_tags = _tags(data.tags)
+        if bad_tags:
+            notes["dropped_tags"] = bad_tags
+        extra: dict[str, Any] = {
+            "experiment_id": eid,
+            "live_key": info.run_id,
+            "imported_from": {"tool": "mlflow", "source": source.description},
+        }
+        if data.inputs:
+            extra["mlflow_inputs"] = data.inputs[:1000]
+        if notes:
+            extra["unstorable"] = notes
+        started = (info.start_time or info.end_time or 0) * 1000
+        spec = RunSpec(
+            name=_name(info.name),
+            params=params,
+            tags=tags,
+            status=ENDED[info.status],
+            started=started,
+            ended=(info.end_time * 1000) if info.end_time else started,
+            series=series,
+            series_metrics=last_values(points) if series is not None else {},
+            extra=extra,
+            capture_code=False,
+            capture_env=False,
+            inputs=NO_INPUTS,
+            artifact_entries=artifacts,
+            move_head=False,
+            parents=(),
+            project_files=False,
+        )
+        oid = record_run(user_ctx, spec, ctx.root)
+    if info.lifecycle_stage == "deleted":
+        overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
+        _write_blob(ctx, f"{OVERLAYS}/{info.run_id}", overlay, "import mlflow: deleted")
+    report.runs_new += 1
+    report.points += points.num_rows if series is not None else 0
+    return oid
+
+
+def _name(name: str) -> str:
+    try:
+        return check_ref_name(name, "name") if name else ""
+    except MlvcError:
+        return ""  # kept in the mlflow.runName tag, as the server keeps it
+
+
+def _tags(tags: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    out, dropped = {}, {}
+    for k, v in tags.items():
+        try:
+            check_ref_name(check_key(k), "tag")
+        except MlvcError:
+            dropped[repr(k)[:200]] = str(v)[:200]
+            continue
+        out[k] = str(storable_params({"t": v})[0].get("t", ""))
+    return out, dropped
+
+
+def _series(ctx: RepoContext, metrics: pa.Table, notes: dict) -> tuple[ObjectId | None, pa.Table]:
+    """The run's series blob (timestamps ms → µs) and the points in it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if metrics.num_rows == 0:
+        return None, metrics
+    keys = pc.unique(metrics["key"]).to_pylist()
+    bad = []
+    for k in keys:
+        try:
+            check_key(k)
+        except MlvcError:
+            bad.append(k)
+    if bad:
+        notes["dropped_metrics"] = [str(k)[:200] for k in bad[:100]]
+        metrics = metrics.filter(pc.invert(pc.is_in(metrics["key"], pa.array(bad, pa.string()))))
+        if metrics.num_rows == 0:
+            return None, metrics
+    points = pa.table({
+        "key": metrics["key"], "step": metrics["step"],
+        "timestamp": pc.multiply(metrics["timestamp"], 1000), "value": metrics["value"],
+    })  # fmt: skip
+    return series_blob(ctx.store, points), points
+
+
+def _store_artifacts(
+    ctx: RepoContext, files: Iterable[Artifact], report: ImportReport, notes: dict
+) -> dict[str, TreeEntry]:
+    entries: dict[str, TreeEntry] = {}
+    bad = []
+    for a in files:
+        try:
+            rel = safe_relpath(a.path)
+        except MlvcError:
+            bad.append(a.path[:200])
+            continue
+        oid, size = _store_file(ctx, a)
+        entries[rel] = TreeEntry(rel.rsplit("/", 1)[-1], FILE, oid, size)
+        report.artifact_files += 1
+        report.artifact_bytes += size
+    if bad:
+        notes["dropped_artifacts"] = bad[:100]
+    return entries
+
+
+def _store_file(ctx: RepoContext, a: Artifact) -> tuple[ObjectId, int]:
+    """Store one artifact (a local file directly, else streamed to a temp file first)."""
+    if a.local is not None:
+        return ctx.store.add_file(a.local), os.path.getsize(a.local)
+    tmp_dir = ctx.layout.tmp
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"import-{secrets.token_hex(8)}"
+    try:
+        with a.open() as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return ctx.store.add_file(tmp), tmp.stat().st_size
+    finally:
+        tmp.unlink(missing_ok=True)
