@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,6 +315,32 @@ def _record_run(
     hasher: FileHasher,
     on_stored: Callable[[ObjectId], None] | None = None,
 ) -> ObjectId:
+    run = _build_run(ctx, spec, cwd, hasher)
+    oid = ctx.store.add_bytes(_encoded(run))
+    ctx.store.sync()
+    if on_stored is not None:
+        on_stored(oid)
+    publish_run(ctx, oid, run, move_head=spec.move_head)
+    return oid
+
+
+def record_runs(ctx: RepoContext, items: Sequence[tuple[RepoContext, RunSpec]]) -> list[ObjectId]:
+    """Record runs given whole (an importer's): each stored as ``record_run`` stores it
+    (``items`` pair a spec with the context of its author), then one filesystem sync for
+    them all, their refs in one batch, and one index update."""
+    with _writing(ctx) as hasher:
+        finish_publishing(ctx)
+        stored = []
+        for run_ctx, spec in items:
+            run = _build_run(run_ctx, spec, ctx.root, hasher)
+            stored.append((ctx.store.add_bytes(_encoded(run)), run, spec.move_head))
+        ctx.store.sync()
+        publish_runs(ctx, stored)
+    return [oid for oid, _run, _move in stored]
+
+
+def _build_run(ctx: RepoContext, spec: RunSpec, cwd: Path | None, hasher: FileHasher) -> Run:
+    """The run ``spec`` describes, its inputs captured and artifacts stored (not the run)."""
     started = spec.started or now_us()
     name = check_ref_name(spec.name, "name") if spec.name else ""
     for tag in spec.tags:
@@ -332,9 +358,9 @@ def _record_run(
     artifacts = build_tree(
         ctx.store, ctx.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
     )
-    head = ctx.refs.read("HEAD")
+    head = ctx.refs.read("HEAD") if spec.parents is None else None
     parents = spec.parents if spec.parents is not None else ((head,) if head else ())
-    run = Run(
+    return Run(
         parents=tuple(parents),
         name=name,
         message=spec.message,
@@ -361,12 +387,6 @@ def _record_run(
             "paths": {"data": list(inputs.data_paths), "artifacts": list(inputs.artifact_paths)},
         },
     )
-    oid = ctx.store.add_bytes(_encoded(run))
-    ctx.store.sync()
-    if on_stored is not None:
-        on_stored(oid)
-    publish_run(ctx, oid, run, move_head=spec.move_head)
-    return oid
 
 
 def _encoded(run: Run) -> bytes:
@@ -427,16 +447,32 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
     had), so a publish killed half way is finished by the next one (``finish_publishing``):
     a run is never left recorded without the HEAD, name or tags its commit gave it.
     """
-    moves = {"HEAD": move_head} if move_head else {}
-    if run.name:
-        moves[f"refs/names/{run.name}"] = True
-    for tag, value in run.tags.items():
-        if value == "":
-            moves[f"refs/tags/{tag}"] = True
-    intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
-    path = _write_intent(ctx.layout.publishing, oid, intent)
-    _publish(ctx, oid, run, intent)
-    path.unlink(missing_ok=True)
+    publish_runs(ctx, [(oid, run, move_head)])
+
+
+def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -> None:
+    """``publish_run`` for several stored runs: every intent durable first (one sync for
+    them all), then every ref in one batch, then one index update."""
+    from ..store.odb import sync_filesystem
+
+    one = len(runs) == 1
+    started = []
+    for oid, run, move_head in runs:
+        moves = {"HEAD": move_head} if move_head else {}
+        if run.name:
+            moves[f"refs/names/{run.name}"] = True
+        for tag, value in run.tags.items():
+            if value == "":
+                moves[f"refs/tags/{tag}"] = True
+        intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
+        started.append((oid, run, intent, _write_intent(ctx.layout.publishing, oid, intent, one)))
+    if not one and started:
+        sync_filesystem(ctx.layout.publishing)
+    with ctx.refs.batch():
+        for oid, run, intent, _path in started:
+            _publish(ctx, oid, run, intent)
+    for *_rest, path in started:
+        path.unlink(missing_ok=True)
     ctx.index.try_ingest()
 
 
@@ -489,7 +525,8 @@ def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
     return done
 
 
-def _write_intent(folder: Path, oid: ObjectId, intent: dict) -> Path:
+def _write_intent(folder: Path, oid: ObjectId, intent: dict, sync: bool = True) -> Path:
+    """Write ``publishing/<id>``; ``sync=False``: the caller syncs the filesystem after."""
     import secrets
 
     folder.mkdir(exist_ok=True)
@@ -497,7 +534,8 @@ def _write_intent(folder: Path, oid: ObjectId, intent: dict) -> Path:
     with open(tmp, "w") as f:
         f.write(json.dumps(intent, sort_keys=True))
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     path = folder / oid.hex
     os.replace(tmp, path)
     return path

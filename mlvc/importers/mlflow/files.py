@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ...errors import ImportSourceError
+from ...errors import ImportSourceError, MissingExtra
 from .source import Artifact, Experiment, RunData, RunInfo, dataset_input, metrics_table
 
 STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 
 
 def _yaml(path: Path) -> dict:
-    import yaml
+    try:
+        import yaml
+    except ImportError:
+        raise MissingExtra(
+            "reading an MLflow file store needs PyYAML: pip install 'mlvc[mlflow-import]'"
+        ) from None
 
     try:
         value = yaml.safe_load(path.read_text())
@@ -53,7 +59,7 @@ def local_artifacts(uri: str) -> Iterator[Artifact]:
             if full.is_symlink() or not full.is_file():
                 continue
             rel = full.relative_to(root).as_posix()
-            yield Artifact(rel, full.stat().st_size, lambda f=full: open(f, "rb"), str(full))
+            yield Artifact(rel, full.stat().st_size, partial(open, full, "rb"), str(full))
 
 
 def _values(folder: Path) -> dict[str, str]:

@@ -37,10 +37,10 @@ from ...core.params import check_key, storable_params, typed_value
 from ...errors import MlvcError, UsageError
 from ...refs.store import check_ref_name
 from ...runs.finish import series_blob
-from ...runs.record import Inputs, RunSpec, record_run
+from ...runs.record import Inputs, RunSpec, record_runs
 from ...runs.staging import last_values
 from ...store.locks import writing
-from .source import ENDED, Artifact, Experiment, RunData, Source
+from .source import ENDED, Artifact, Experiment, RunData, RunInfo, Source
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -105,11 +105,9 @@ def import_history(
             report.runs_running += 1
         else:
             todo.append(r)
-    with progress.bar("import", total_files=len(todo)):
+    with progress.bar("import runs", total_files=len(todo)):
         for i in range(0, len(todo), BATCH):
-            for data in source.details(todo[i : i + BATCH]):
-                _import_run(ctx, source, data, ids[data.info.experiment_id], report)
-                progress.advance(files=1)
+            _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -196,56 +194,73 @@ def _known_keys(ctx: RepoContext) -> set[str]:
 # -- runs ----------------------------------------------------------------------------------
 
 
-def _import_run(
-    ctx: RepoContext, source: Source, data: RunData, eid: str, report: ImportReport
-) -> ObjectId:
-    info = data.info
-    user_ctx = replace(ctx, settings=ctx.settings.as_user(info.user_id or "mlflow"))
-    notes: dict[str, Any] = {}
-    with writing(ctx.dir, ctx.store):  # until the run names its objects
-        artifacts = _store_artifacts(ctx, source.artifacts(info), report, notes)
-        series, points = _series(ctx, data.metrics, notes)
-        params, changed, dropped = storable_params({k: param_in(v) for k, v in data.params.items()})
-        if changed or dropped:
-            notes["params"] = {**changed, **dropped}
-        tags, bad_tags = _tags(data.tags)
-        if bad_tags:
-            notes["dropped_tags"] = bad_tags
-        extra: dict[str, Any] = {
-            "experiment_id": eid,
-            "live_key": info.run_id,
-            "imported_from": {"tool": "mlflow", "source": source.description},
-        }
-        if data.inputs:
-            extra["mlflow_inputs"] = data.inputs[:1000]
-        if notes:
-            extra["unstorable"] = notes
-        started = (info.start_time or info.end_time or 0) * 1000
-        spec = RunSpec(
-            name=_name(info.name),
-            params=params,
-            tags=tags,
-            status=ENDED[info.status],
-            started=started,
-            ended=(info.end_time * 1000) if info.end_time else started,
-            series=series,
-            series_metrics=last_values(points) if series is not None else {},
-            extra=extra,
-            capture_code=False,
-            capture_env=False,
-            inputs=NO_INPUTS,
-            artifact_entries=artifacts,
-            move_head=False,
-            parents=(),
-            project_files=False,
-        )
-        oid = record_run(user_ctx, spec, ctx.root)
-    if info.lifecycle_stage == "deleted":
+def _import_batch(
+    ctx: RepoContext, source: Source, runs: list[RunInfo], ids: dict[str, str],
+    report: ImportReport,
+) -> None:  # fmt: skip
+    """Record a batch of runs: their objects, then the runs (one sync, one ref batch)."""
+    items, deleted, points = [], [], 0
+    with writing(ctx.dir, ctx.store):  # until the runs name their objects
+        for data in source.details(runs):
+            eid = ids[data.info.experiment_id]
+            spec, n = _spec(ctx, source, data, eid, report)
+            user = data.info.user_id or "mlflow"
+            items.append((replace(ctx, settings=ctx.settings.as_user(user)), spec))
+            points += n
+            if data.info.lifecycle_stage == "deleted":
+                deleted.append((data.info.run_id, eid))
+        record_runs(ctx, items)
+    for rid, eid in deleted:
         overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
-        _write_blob(ctx, f"{OVERLAYS}/{info.run_id}", overlay, "import mlflow: deleted")
-    report.runs_new += 1
-    report.points += points.num_rows if series is not None else 0
-    return oid
+        _write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, "import mlflow: deleted")
+    report.runs_new += len(items)
+    report.points += points
+    progress.advance(files=len(items))
+
+
+def _spec(
+    ctx: RepoContext, source: Source, data: RunData, eid: str, report: ImportReport
+) -> tuple[RunSpec, int]:
+    """The RunSpec of one MLflow run (its artifacts and series stored), and its points."""
+    info = data.info
+    notes: dict[str, Any] = {}
+    artifacts = _store_artifacts(ctx, source.artifacts(info), report, notes)
+    series, points = _series(ctx, data.metrics, notes)
+    params, changed, dropped = storable_params({k: param_in(v) for k, v in data.params.items()})
+    if changed or dropped:
+        notes["params"] = {**changed, **dropped}
+    tags, bad_tags = _tags(data.tags)
+    if bad_tags:
+        notes["dropped_tags"] = bad_tags
+    extra: dict[str, Any] = {
+        "experiment_id": eid,
+        "live_key": info.run_id,
+        "imported_from": {"tool": "mlflow", "source": source.description},
+    }
+    if data.inputs:
+        extra["mlflow_inputs"] = data.inputs[:1000]
+    if notes:
+        extra["unstorable"] = notes
+    started = (info.start_time or info.end_time or 0) * 1000
+    spec = RunSpec(
+        name=_name(info.name),
+        params=params,
+        tags=tags,
+        status=ENDED[info.status],
+        started=started,
+        ended=(info.end_time * 1000) if info.end_time else started,
+        series=series,
+        series_metrics=last_values(points) if series is not None else {},
+        extra=extra,
+        capture_code=False,
+        capture_env=False,
+        inputs=NO_INPUTS,
+        artifact_entries=artifacts,
+        move_head=False,
+        parents=(),
+        project_files=False,
+    )
+    return spec, points.num_rows if series is not None else 0
 
 
 def _name(name: str) -> str:

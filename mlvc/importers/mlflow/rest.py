@@ -1,0 +1,227 @@
+"""Reading an MLflow tracking server over its REST API, as MLflow's own client reads it:
+``experiments/search`` and ``runs/search`` in pages of 1,000 (params, tags and inputs come
+with each run), one ``metrics/get-history`` per run and key (pages of 25,000 points) and the
+artifact listing and downloads (``artifacts/list``, the ``mlflow-artifacts`` proxy). The
+history requests of a batch of runs go out from a pool of threads, each holding one
+keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a bearer token.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from ...errors import ImportSourceError, UsageError
+from .files import local_artifacts
+from .source import (
+    Artifact,
+    Experiment,
+    RunData,
+    RunInfo,
+    check_run_id,
+    metrics_table,
+)
+
+THREADS = 8
+PAGE = 1000
+HISTORY_PAGE = 25_000
+RETRY = {429, 500, 502, 503, 504}
+TIMEOUT = 60.0
+
+
+class RestSource:
+    def __init__(self, uri: str, token: str | None = None):
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise UsageError(f"no host in {uri!r}; give http(s)://HOST[:PORT][/prefix]")
+        self.description = uri
+        self.https = parts.scheme == "https"
+        self.host, self.port = parts.hostname, parts.port
+        self.prefix = parts.path.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="mlvc-import")
+        self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = self._local.conn = cls(self.host, self.port, timeout=TIMEOUT)
+        return conn
+
+    def _request(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
+        """One request, retried on a dropped connection or a 429/5xx (a few times)."""
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(4):
+            conn = self._conn()
+            try:
+                conn.request(method, self.prefix + path, body=data, headers=self.headers)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self._local.conn = None
+                if attempt == 3:
+                    raise ImportSourceError(
+                        f"cannot reach the MLflow server {self.description}: {e}"
+                    ) from None
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if resp.status in RETRY and attempt < 3:
+                resp.read()
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _json(self, method: str, path: str, body: Any = None) -> dict:
+        resp = self._request(method, path, body)
+        raw = resp.read()
+        if resp.status != 200:
+            try:
+                message = json.loads(raw).get("message") or raw[:200].decode(errors="replace")
+            except ValueError:
+                message = raw[:200].decode(errors="replace")
+            if resp.status in (401, 403):
+                message += " (set MLFLOW_TRACKING_TOKEN to the server's token)"
+            raise ImportSourceError(
+                f"the MLflow server {self.description} answered {resp.status} to {path}: {message}"
+            )
+        try:
+            out = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ImportSourceError(
+                f"{self.description} answered {path} with no JSON: is it an MLflow server?"
+            ) from None
+        return out if isinstance(out, dict) else {}
+
+    def _pages(self, path: str, body: dict, field: str) -> Iterator[dict]:
+        token = None
+        while True:
+            answer = self._json("POST", path, {**body, **({"page_token": token} if token else {})})
+            yield from answer.get(field) or []
+            token = answer.get("next_page_token")
+            if not token:
+                return
+
+    # -- experiments and runs ----------------------------------------------------------------
+
+    def experiments(self) -> list[Experiment]:
+        out = []
+        body = {"max_results": PAGE, "view_type": "ALL"}
+        for e in self._pages("/api/2.0/mlflow/experiments/search", body, "experiments"):
+            tags = {t["key"]: t.get("value", "") for t in e.get("tags") or []}
+            out.append(Experiment(
+                str(e["experiment_id"]), e["name"], e.get("artifact_location", ""),
+                e.get("lifecycle_stage", "active"), _int(e.get("creation_time")),
+                _int(e.get("last_update_time")), tags,
+            ))  # fmt: skip
+        return out
+
+    def runs(self, experiment_ids: list[str]) -> list[RunInfo]:
+        out = []
+        for i in range(0, len(experiment_ids), 100):  # runs/search takes 100 at most
+            body = {"experiment_ids": experiment_ids[i : i + 100], "max_results": PAGE,
+                    "run_view_type": "ALL"}  # fmt: skip
+            for r in self._pages("/api/2.0/mlflow/runs/search", body, "runs"):
+                info = r.get("info") or {}
+                rid = check_run_id(info.get("run_id") or info.get("run_uuid"))
+                self._runs[rid] = r
+                out.append(RunInfo(
+                    rid, str(info.get("experiment_id")), info.get("run_name", ""),
+                    info.get("user_id", ""), info.get("status", "FINISHED"),
+                    _int(info.get("start_time")), _int(info.get("end_time")),
+                    info.get("lifecycle_stage", "active"), info.get("artifact_uri", ""),
+                ))  # fmt: skip
+        out.sort(key=lambda r: (r.start_time or 0, r.run_id))
+        return out
+
+    def details(self, runs: list[RunInfo]) -> Iterator[RunData]:
+        jobs = []
+        for run in runs:
+            found = self._runs.get(run.run_id) or {}
+            keys = [m["key"] for m in (found.get("data") or {}).get("metrics") or []]
+            jobs.append(self._pool.map(lambda k, rid=run.run_id: self._history(rid, k), keys))
+        for run, history in zip(runs, jobs, strict=True):
+            found = self._runs.pop(run.run_id, None) or {}
+            data = found.get("data") or {}
+            cols: dict[str, list] = {"key": [], "step": [], "timestamp": [], "value": []}
+            for points in history:
+                for m in points:
+                    cols["key"].append(m["key"])
+                    cols["step"].append(int(m.get("step") or 0))
+                    cols["timestamp"].append(int(m.get("timestamp") or 0))
+                    cols["value"].append(_float(m.get("value")))
+            inputs = (found.get("inputs") or {}).get("dataset_inputs") or []
+            yield RunData(
+                run,
+                {p["key"]: p.get("value", "") for p in data.get("params") or []},
+                {t["key"]: t.get("value", "") for t in data.get("tags") or []},
+                metrics_table(cols),
+                inputs,
+            )
+
+    def _history(self, run_id: str, key: str) -> list[dict]:
+        out, token = [], None
+        while True:
+            q = {"run_id": run_id, "metric_key": key, "max_results": HISTORY_PAGE}
+            if token:
+                q["page_token"] = token
+            answer = self._json("GET", "/api/2.0/mlflow/metrics/get-history?" + urlencode(q))
+            out.extend(answer.get("metrics") or [])
+            token = answer.get("next_page_token")
+            if not token:
+                return out
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def artifacts(self, run: RunInfo) -> Iterator[Artifact]:
+        uri = run.artifact_uri
+        if not uri.startswith("mlflow-artifacts:"):
+            return local_artifacts(uri)  # a server on this machine storing them in a folder
+        base = uri.removeprefix("mlflow-artifacts:").lstrip("/")
+        return self._walk(run.run_id, base, "")
+
+    def _walk(self, run_id: str, base: str, path: str) -> Iterator[Artifact]:
+        q = {"run_id": run_id, **({"path": path} if path else {})}
+        answer = self._json("GET", "/api/2.0/mlflow/artifacts/list?" + urlencode(q))
+        for f in answer.get("files") or []:
+            if f.get("is_dir"):
+                yield from self._walk(run_id, base, f["path"])
+                continue
+            url = "/api/2.0/mlflow-artifacts/artifacts/" + quote(f"{base}/{f['path']}")
+            yield Artifact(f["path"], int(f.get("file_size") or 0), lambda u=url: self._open(u))
+
+    def _open(self, url: str):
+        resp = self._request("GET", url)
+        if resp.status != 200:
+            resp.read()
+            raise ImportSourceError(
+                f"the MLflow server {self.description} answered {resp.status} to {url}"
+            )
+        return resp
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float:
+    """A metric value as MLflow's JSON carries it (NaN and ±inf as strings or bare)."""
+    return float(value) if value is not None else float("nan")
