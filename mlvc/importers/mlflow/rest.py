@@ -1,7 +1,7 @@
 """Reading an MLflow tracking server over its REST API, as MLflow's own client reads it:
 ``experiments/search`` and ``runs/search`` in pages of 1,000 (params, tags and inputs come
 with each run), one ``metrics/get-history`` per run and key (pages of 25,000 points) and the
-artifact listing and downloads (``artifacts/list``, the ``mlflow-artifacts`` proxy). The
+artifacts through the ``mlflow-artifacts`` proxy (listing and downloads). The
 history requests of a batch of runs go out from a pool of threads, each holding one
 keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a bearer token.
 """
@@ -28,7 +28,7 @@ from .source import (
     metrics_table,
 )
 
-THREADS = 8
+THREADS = 16
 PAGE = 1000
 HISTORY_PAGE = 25_000
 RETRY = {429, 500, 502, 503, 504}
@@ -50,6 +50,7 @@ class RestSource:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="mlvc-import")
         self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
+        self._listed: dict[str, list[Artifact]] = {}  # run id -> its artifacts (details)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -150,16 +151,14 @@ class RestSource:
         return out
 
     def details(self, runs: list[RunInfo]) -> Iterator[RunData]:
-        jobs = []
-        for run in runs:
-            found = self._runs.get(run.run_id) or {}
-            keys = [m["key"] for m in (found.get("data") or {}).get("metrics") or []]
-            jobs.append(self._pool.map(lambda k, rid=run.run_id: self._history(rid, k), keys))
-        for run, history in zip(runs, jobs, strict=True):
+        """The batch's histories and artifact listings are fetched by the pool at once."""
+        jobs = [self._pool.submit(self._fetch, run) for run in runs]
+        for run, job in zip(runs, jobs, strict=True):
+            histories, self._listed[run.run_id] = job.result()
             found = self._runs.pop(run.run_id, None) or {}
             data = found.get("data") or {}
             cols: dict[str, list] = {"key": [], "step": [], "timestamp": [], "value": []}
-            for points in history:
+            for points in histories:
                 for m in points:
                     cols["key"].append(m["key"])
                     cols["step"].append(int(m.get("step") or 0))
@@ -173,6 +172,11 @@ class RestSource:
                 metrics_table(cols),
                 inputs,
             )
+
+    def _fetch(self, run: RunInfo) -> tuple[list[list[dict]], list[Artifact]]:
+        found = self._runs.get(run.run_id) or {}
+        keys = [m["key"] for m in (found.get("data") or {}).get("metrics") or []]
+        return [self._history(run.run_id, k) for k in keys], list(self._artifacts(run))
 
     def _history(self, run_id: str, key: str) -> list[dict]:
         out, token = [], None
@@ -189,6 +193,9 @@ class RestSource:
     # -- artifacts ---------------------------------------------------------------------------
 
     def artifacts(self, run: RunInfo) -> Iterator[Artifact]:
+        return iter(self._listed.pop(run.run_id, []))
+
+    def _artifacts(self, run: RunInfo) -> Iterator[Artifact]:
         uri = run.artifact_uri
         if not uri.startswith("mlflow-artifacts:"):
             return local_artifacts(uri)  # a server on this machine storing them in a folder
@@ -196,14 +203,19 @@ class RestSource:
         return self._walk(run.run_id, base, "")
 
     def _walk(self, run_id: str, base: str, path: str) -> Iterator[Artifact]:
-        q = {"run_id": run_id, **({"path": path} if path else {})}
-        answer = self._json("GET", "/api/2.0/mlflow/artifacts/list?" + urlencode(q))
+        """The files below ``path``, listed through the artifact proxy (as MLflow's client
+        lists an ``mlflow-artifacts:`` location)."""
+        where = f"{base}/{path}" if path else base
+        answer = self._json(
+            "GET", "/api/2.0/mlflow-artifacts/artifacts?" + urlencode({"path": where})
+        )
         for f in answer.get("files") or []:
+            rel = f"{path}/{f['path']}" if path else f["path"]
             if f.get("is_dir"):
-                yield from self._walk(run_id, base, f["path"])
+                yield from self._walk(run_id, base, rel)
                 continue
-            url = "/api/2.0/mlflow-artifacts/artifacts/" + quote(f"{base}/{f['path']}")
-            yield Artifact(f["path"], int(f.get("file_size") or 0), lambda u=url: self._open(u))
+            url = "/api/2.0/mlflow-artifacts/artifacts/" + quote(f"{base}/{rel}")
+            yield Artifact(rel, int(f.get("file_size") or 0), lambda u=url: self._open(u))
 
     def _open(self, url: str):
         resp = self._request("GET", url)

@@ -69,6 +69,11 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
     def summary(self) -> str:
         return (
             f"imported {self.runs_new} runs ({self.points} metric points, "
