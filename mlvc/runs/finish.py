@@ -49,7 +49,7 @@ def staged_spec(
         notes["params"] = changed
     if dropped:
         notes["dropped_params"] = dropped
-    tags, bad_tags = _storable_tags(staged.tags)
+    tags, bad_tags = storable_tags(staged.tags)
     if bad_tags:
         notes["dropped_tags"] = bad_tags
     name = staged.name
@@ -204,7 +204,9 @@ def _map(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _storable_tags(tags: Any) -> tuple[dict[str, str], dict[str, str]]:
+def storable_tags(tags: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The tags a run can record, and the refused ones (repr of the key -> the start of
+    its value), from whatever a staged run or an importer holds (never raises)."""
     out, dropped = {}, {}
     for k, v in _map(tags).items():
         try:

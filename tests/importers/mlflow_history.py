@@ -42,21 +42,29 @@ while made < n_runs:
     tags = {"mlflow.source.name": "train.py", "mlflow.user": "alice", "kind": "sweep"}
     if made % 10 in (1, 2) and parent is not None:
         tags["mlflow.parentRunId"] = parent
-    run = client.create_run(eid, start_time=t0 + made * 1000, tags=tags,
-                            run_name=f"run-{made:05d}")
+    run = client.create_run(eid, start_time=t0 + made * 1000, tags=tags, run_name=f"run-{made:05d}")
     rid = run.info.run_id
     if made % 10 == 0:
         parent = rid
     metrics = [Metric("loss", 1.0 / (s + 1), t0 + made * 1000 + s, s) for s in range(n_points)]
     metrics.append(Metric("acc", 0.5 + made / (2 * n_runs), t0 + made * 1000 + n_points, 0))
     if made == 3:
-        metrics += [Metric("odd", v, t0 + i, i)
-                    for i, v in enumerate([math.nan, math.inf, -math.inf, 1.5])]
-    params = [Param("lr", str(0.001 * (made % 7 + 1))), Param("layers", str(made % 4 + 1)),
-              Param("opt", "adam" if made % 2 else "sgd"), Param("flag", "True")]
+        metrics += [
+            Metric("odd", v, t0 + i, i) for i, v in enumerate([math.nan, math.inf, -math.inf, 1.5])
+        ]
+    params = [
+        Param("lr", str(0.001 * (made % 7 + 1))),
+        Param("layers", str(made % 4 + 1)),
+        Param("opt", "adam" if made % 2 else "sgd"),
+        Param("flag", "True"),
+    ]
     for i in range(0, len(metrics), 1000):
-        client.log_batch(rid, metrics=metrics[i:i + 1000], params=params if i == 0 else [],
-                         tags=[RunTag("seed", str(made))] if i == 0 else [])
+        client.log_batch(
+            rid,
+            metrics=metrics[i : i + 1000],
+            params=params if i == 0 else [],
+            tags=[RunTag("seed", str(made))] if i == 0 else [],
+        )
     if made in (5, 6):
         client.log_artifact(rid, "shared.bin")
         client.log_artifact(rid, "report")
@@ -65,8 +73,9 @@ while made < n_runs:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
-        ds = MetaDataset(HTTPDatasetSource("http://data.example/train.csv"), name="train",
-                         digest="d1g35t")._to_mlflow_entity()
+        ds = MetaDataset(
+            HTTPDatasetSource("http://data.example/train.csv"), name="train", digest="d1g35t"
+        )._to_mlflow_entity()
         client.log_inputs(rid, [DatasetInput(ds, [InputTag("mlflow.data.context", "training")])])
     if made == n_runs - 1:
         pass  # left RUNNING

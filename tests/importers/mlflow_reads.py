@@ -29,22 +29,40 @@ def num(v):
 def run_dict(r):
     i = r.info
     return {
-        "info": [i.run_id, i.run_name, i.experiment_id, i.user_id, i.status, i.start_time,
-                 i.end_time, i.lifecycle_stage],
+        "info": [
+            i.run_id,
+            i.run_name,
+            i.experiment_id,
+            i.user_id,
+            i.status,
+            i.start_time,
+            i.end_time,
+            i.lifecycle_stage,
+        ],
         "params": dict(sorted(r.data.params.items())),
         "tags": dict(sorted(r.data.tags.items())),
         "metrics": {k: num(v) for k, v in sorted(r.data.metrics.items())},
         "inputs": sorted(
-            [d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source,
-             sorted((t.key, t.value) for t in d.tags)]
+            [
+                d.dataset.name,
+                d.dataset.digest,
+                d.dataset.source_type,
+                d.dataset.source,
+                sorted((t.key, t.value) for t in d.tags),
+            ]
             for d in (r.inputs.dataset_inputs if r.inputs else [])
         ),
     }
 
 
 def exp_dict(e):
-    return [e.experiment_id, e.name, e.lifecycle_stage, dict(sorted(e.tags.items())),
-            e.creation_time]
+    return [
+        e.experiment_id,
+        e.name,
+        e.lifecycle_stage,
+        dict(sorted(e.tags.items())),
+        e.creation_time,
+    ]
 
 
 out = {}
@@ -60,21 +78,35 @@ out["active_count"] = len(active)
 deleted = client.search_runs(ids, max_results=5000, run_view_type=ViewType.DELETED_ONLY)
 out["deleted"] = sorted(r.info.run_id for r in deleted)
 page = client.search_runs(
-    [alpha.experiment_id], "params.opt = 'adam' and metrics.acc > 0.7",
-    order_by=["start_time DESC"], max_results=30,
+    [alpha.experiment_id],
+    "params.opt = 'adam' and metrics.acc > 0.7",
+    order_by=["start_time DESC"],
+    max_results=30,
 )
 out["filtered_page"] = [run_dict(r) for r in page]
 parent = sorted(every, key=lambda r: r.info.start_time)[0].info.run_id
 kids = client.search_runs(ids, f"tags.mlflow.parentRunId = '{parent}'")
 out["children"] = sorted(r.info.run_name for r in kids)
 by_name = {r.info.run_name: r.info.run_id for r in every}
-sample = ["run-00000", "run-00001", "run-00003", "run-00005", "run-00006", "run-00007",
-          "run-00009", "run-00013", "run-00500"]
+sample = [
+    "run-00000",
+    "run-00001",
+    "run-00003",
+    "run-00005",
+    "run-00006",
+    "run-00007",
+    "run-00009",
+    "run-00013",
+    "run-00500",
+]
 out["get_run"] = {n: run_dict(client.get_run(by_name[n])) for n in sample if n in by_name}
 out["history"] = {
-    n: {k: [(m.step, m.timestamp, num(m.value)) for m in client.get_metric_history(by_name[n], k)]
-        for k in ("loss", "acc", "odd")}
-    for n in ("run-00003", "run-00500") if n in by_name
+    n: {
+        k: [(m.step, m.timestamp, num(m.value)) for m in client.get_metric_history(by_name[n], k)]
+        for k in ("loss", "acc", "odd")
+    }
+    for n in ("run-00003", "run-00500")
+    if n in by_name
 }
 files = {}
 for n in ("run-00005", "run-00006"):

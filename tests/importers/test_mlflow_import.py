@@ -129,8 +129,10 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
         ours = _reads(srv.url, tmp_path / "mlvc", srv.tokens["read"])
         _assert_same(theirs, ours)
         assert ended in ours["all_runs"]
-        assert ours["history"]["run-00003"]["odd"][1:3] == [[1, 1700000000001, "inf"],
-                                                           [2, 1700000000002, "-inf"]]
+        assert ours["history"]["run-00003"]["odd"][1:3] == [
+            [1, 1700000000001, "inf"],
+            [2, 1700000000002, "-inf"],
+        ]
         assert ours["get_run"]["run-00007"]["inputs"][0][:2] == ["train", "d1g35t"]
 
         # the same history over REST, from the mlvc server as an MLflow server

@@ -175,6 +175,11 @@ class RestSource:
 
     def _fetch(self, run: RunInfo) -> tuple[list[list[dict]], list[Artifact]]:
         found = self._runs.get(run.run_id) or {}
+        if not (found.get("inputs") or {}).get("dataset_inputs"):
+            # a server may leave inputs out of runs/search answers (mlvc's does): runs/get
+            # is the one that always carries them
+            got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
+            found["inputs"] = (got.get("run") or {}).get("inputs") or {}
         keys = [m["key"] for m in (found.get("data") or {}).get("metrics") or []]
         return [self._history(run.run_id, k) for k in keys], list(self._artifacts(run))
 

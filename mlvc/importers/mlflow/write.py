@@ -36,7 +36,7 @@ from ...core.objects import FILE, TreeEntry
 from ...core.params import check_key, storable_params, typed_value
 from ...errors import MlvcError, UsageError
 from ...refs.store import check_ref_name
-from ...runs.finish import series_blob
+from ...runs.finish import series_blob, storable_tags
 from ...runs.record import Inputs, RunSpec, record_runs
 from ...runs.staging import last_values
 from ...store.locks import writing
@@ -234,7 +234,7 @@ def _spec(
     params, changed, dropped = storable_params({k: param_in(v) for k, v in data.params.items()})
     if changed or dropped:
         notes["params"] = {**changed, **dropped}
-    tags, bad_tags = _tags(data.tags)
+    tags, bad_tags = storable_tags(data.tags)
     if bad_tags:
         notes["dropped_tags"] = bad_tags
     extra: dict[str, Any] = {
@@ -273,18 +273,6 @@ def _name(name: str) -> str:
         return check_ref_name(name, "name") if name else ""
     except MlvcError:
         return ""  # kept in the mlflow.runName tag, as the server keeps it
-
-
-def _tags(tags: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    out, dropped = {}, {}
-    for k, v in tags.items():
-        try:
-            check_ref_name(check_key(k), "tag")
-        except MlvcError:
-            dropped[repr(k)[:200]] = str(v)[:200]
-            continue
-        out[k] = str(storable_params({"t": v})[0].get("t", ""))
-    return out, dropped
 
 
 def _series(ctx: RepoContext, metrics: pa.Table, notes: dict) -> tuple[ObjectId | None, pa.Table]:

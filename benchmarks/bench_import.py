@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""`mlvc import mlflow` speed (issue 15): metric points/s from ``mlflow.db`` and runs/min
+over REST, each against a baseline measured in the same run.
+
+1. **SQL store.** The real MLflow (benchmarks/.mlflow-venv, ``peers_mlflow.sh``) writes a
+   history of RUNS runs x POINTS points into ``mlflow.db`` (tests/importers/mlflow_history.py).
+   Timed: ``mlvc import mlflow sqlite:///mlflow.db`` into a fresh repository (the whole
+   command: start-up, reading, Parquet series, run records, index), against the floor of
+   reading the same metrics table raw with the standard library's ``sqlite3`` (fetchall).
+2. **REST.** ``mlflow server`` (the same venv) serves a history of REST_RUNS runs without
+   artifacts; timed: ``mlvc import mlflow http://...`` against MLflow's own client reading
+   the same (``search_runs`` pages plus one ``get_metric_history`` per run and key, as
+   ``mlflow`` does, one request at a time).
+
+Medians of ``--repeat`` runs; markdown on stdout, progress on stderr. ``--quick`` is smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV = HERE / ".mlflow-venv"
+GEN = ROOT / "tests" / "importers" / "mlflow_history.py"
+MLVC = [sys.executable, "-m", "mlvc"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench_import {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def mlflow_python() -> str:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run(["bash", str(HERE / "peers_mlflow.sh")], check=True)
+    return str(py)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, MLVC_INDEX_SYNC="inline", GIT_PYTHON_REFRESH="quiet")
+    e.pop("MLFLOW_TRACKING_URI", None)
+    return e
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{r.stderr}")
+    return time.perf_counter() - t
+
+
+def fresh_repo(base: Path, i: int) -> Path:
+    root = base / f"repo{i}"
+    root.mkdir()
+    subprocess.run([*MLVC, "init"], cwd=root, env=env(), check=True, capture_output=True)
+    return root
+
+
+def raw_sqlite(db: Path) -> float:
+    code = (
+        "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); t=time.perf_counter();"
+        "rows=c.execute('SELECT run_uuid,key,step,timestamp,value,is_nan FROM metrics')"
+        ".fetchall(); print(time.perf_counter()-t, len(rows))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True)
+    return float(out.stdout.split()[0])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_sql(py: str, base: Path, runs: int, points: int, repeat: int) -> dict:
+    work = base / "sql"
+    work.mkdir()
+    db = work / "mlflow.db"
+    log(f"MLflow writes {runs} runs x {points} points into {db}")
+    subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), str(points)],
+                   env=env(), check=True, capture_output=True)  # fmt: skip
+    total = (runs - 1) * (points + 1) + 4  # the last run is left RUNNING (not imported)
+    ours, floor = [], []
+    for i in range(repeat):
+        floor.append(raw_sqlite(db))
+        ours.append(timed([*MLVC, "import", "mlflow", f"sqlite:///{db}", "-q"],
+                          fresh_repo(base / "sql", i)))  # fmt: skip
+        log(f"sql {i}: mlvc {ours[-1]:.2f} s, raw sqlite3 {floor[-1]:.2f} s")
+    return {"points": total, "mlvc": statistics.median(ours), "raw": statistics.median(floor)}
+
+
+def bench_rest(py: str, base: Path, runs: int, repeat: int) -> dict:
+    work = base / "rest"
+    work.mkdir()
+    db = work / "mlflow.db"
+    log(f"MLflow writes {runs} runs for the REST source")
+    subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), "5"],
+                   env=env(), check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [py, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{db}", "--workers", "2"],
+        cwd=work, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("mlflow server did not start") from None
+                time.sleep(0.3)
+        client = (
+            "import sys,time; from mlflow import MlflowClient; c=MlflowClient(sys.argv[1]);"
+            "t=time.perf_counter(); ids=[e.experiment_id for e in c.search_experiments()];"
+            "rs=c.search_runs(ids, max_results=50000);"
+            "[c.get_metric_history(r.info.run_id, k) for r in rs for k in r.data.metrics];"
+            "print(time.perf_counter()-t)"
+        )
+        ours, theirs = [], []
+        for i in range(repeat):
+            out = subprocess.run([py, "-c", client, url], env=env(), capture_output=True,
+                                 text=True, check=True)  # fmt: skip
+            theirs.append(float(out.stdout.split()[-1]))
+            ours.append(timed([*MLVC, "import", "mlflow", url, "-q"], fresh_repo(work, i)))
+            log(f"rest {i}: mlvc {ours[-1]:.2f} s, MlflowClient reads {theirs[-1]:.2f} s")
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"runs": runs - 1, "mlvc": statistics.median(ours), "client": statistics.median(theirs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    runs, points, rest_runs = (50, 2000, 500) if a.quick else (100, 10_000, 2000)
+    py = mlflow_python()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        base = Path(tmp)
+        sql = bench_sql(py, base, runs, points, a.repeat)
+        rest = bench_rest(py, base, rest_runs, a.repeat)
+    print(
+        f"## Import from MLflow (bench_import.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n"
+    )
+    print(f"Load average at start: {' '.join(load)}; medians of {a.repeat} runs.\n")
+    print("| measure | mlvc | baseline | ratio |")
+    print("|---|---|---|---|")
+    n = sql["points"]
+    print(
+        f"| `import mlflow sqlite:///` {n:,} points, whole command | "
+        f"{sql['mlvc']:.2f} s = {n / sql['mlvc']:,.0f} points/s | raw `sqlite3` fetchall "
+        f"{sql['raw']:.2f} s = {n / sql['raw']:,.0f} points/s | {sql['mlvc'] / sql['raw']:.2f}x |"
+    )
+    r = rest["runs"]
+    print(
+        f"| `import mlflow http://` {r:,} runs (`mlflow server`) | {rest['mlvc']:.2f} s = "
+        f"{r / rest['mlvc'] * 60:,.0f} runs/min | MlflowClient reads {rest['client']:.2f} s = "
+        f"{r / rest['client'] * 60:,.0f} runs/min | {rest['mlvc'] / rest['client']:.2f}x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
