@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from mlvc.errors import PathNotInRun
+
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location(
     "server_conftest", HERE.parent / "server" / "conftest.py"
@@ -257,3 +259,51 @@ class socket_port:
 
     def __exit__(self, *exc) -> None:
         self.s.close()
+
+
+def _hand_made_store(base: Path) -> Path:
+    """A ./mlruns folder written by hand in MLflow's file-store format, with hostile parts:
+    a metric key and a tag key mlvc cannot name, an artifact that is a symlink leading out,
+    a run folder with no meta.yaml, a file that is not a metric line."""
+    mlruns = base / "mlruns"
+    exp = mlruns / "7"
+    exp.mkdir(parents=True)
+    (exp / "meta.yaml").write_text(
+        "artifact_location: file:///nowhere\nexperiment_id: '7'\nlifecycle_stage: active\n"
+        "name: hand\ncreation_time: 1700000000000\nlast_update_time: 1700000000000\n"
+    )
+    run = exp / "abc123"
+    for sub in ("metrics", "params", "tags", "artifacts/deep"):
+        (run / sub).mkdir(parents=True)
+    (run / "meta.yaml").write_text(
+        "run_id: abc123\nrun_name: hand-run\nexperiment_id: '7'\nuser_id: bob\nstatus: 3\n"
+        "start_time: 1700000000000\nend_time: 1700000005000\nlifecycle_stage: active\n"
+        f"artifact_uri: file://{run / 'artifacts'}\n"
+    )
+    (run / "metrics" / "loss").write_text("1700000000001 0.5 0\nnot a line\n1700000000002 nan 1\n")
+    (run / "metrics" / "val loss").write_text("1700000000001 0.7 0\n")
+    (run / "params" / "lr").write_text("0.01")
+    (run / "tags" / "mlflow.runName").write_text("hand-run")
+    (run / "tags" / "bad tag").write_text("x")
+    (run / "artifacts" / "deep" / "model.txt").write_text("weights\n")
+    secret = base / "secret.txt"
+    secret.write_text("do not import me\n")
+    (run / "artifacts" / "leak").symlink_to(secret)
+    (exp / "nometa").mkdir()
+    return mlruns
+
+
+def test_hostile_file_store_imports_what_it_can_and_notes_the_rest(repo, project, tmp_path):
+    mlruns = _hand_made_store(tmp_path)
+    report = repo.import_mlflow(str(mlruns))
+    assert (report.runs_new, report.points, report.artifact_files) == (1, 2, 1)
+    oid = repo.resolve("hand-run")
+    run = repo.run(oid)
+    assert run.author == "bob" and run.status == "finished"
+    assert run.params == {"lr": 0.01} and run.extra["live_key"] == "abc123"
+    assert run.extra["unstorable"]["dropped_metrics"] == ["val loss"]
+    assert "'bad tag'" in run.extra["unstorable"]["dropped_tags"]
+    assert b"".join(repo.cat(f"{oid.hex}:artifacts/deep/model.txt")) == b"weights\n"
+    with pytest.raises(PathNotInRun):  # the symlink leading out was not followed
+        b"".join(repo.cat(f"{oid.hex}:artifacts/leak"))
+    assert repo.import_mlflow(str(mlruns)).runs_new == 0

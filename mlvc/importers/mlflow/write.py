@@ -38,7 +38,6 @@ from ...errors import MlvcError, UsageError
 from ...refs.store import check_ref_name
 from ...runs.finish import series_blob, storable_tags
 from ...runs.record import Inputs, RunSpec, record_runs
-from ...runs.staging import last_values
 from ...store.locks import writing
 from .source import ENDED, Artifact, Experiment, RunData, RunInfo, Source
 
@@ -255,7 +254,7 @@ def _spec(
         started=started,
         ended=(info.end_time * 1000) if info.end_time else started,
         series=series,
-        series_metrics=last_values(points) if series is not None else {},
+        series_metrics=_last_values(points) if series is not None else {},
         extra=extra,
         capture_code=False,
         capture_env=False,
@@ -299,6 +298,22 @@ def _series(ctx: RepoContext, metrics: pa.Table, notes: dict) -> tuple[ObjectId 
         "timestamp": pc.multiply(metrics["timestamp"], 1000), "value": metrics["value"],
     })  # fmt: skip
     return series_blob(ctx.store, points), points
+
+
+def _last_values(points: pa.Table) -> dict[str, float]:
+    """Each key's value at its highest step (then latest time, then largest value: the
+    point MLflow's ``latest_metrics`` keeps), computed in Arrow, not point by point."""
+    import itertools
+
+    import pyarrow.compute as pc
+
+    t = points.sort_by([("key", "ascending"), ("step", "ascending"),
+                        ("timestamp", "ascending"), ("value", "ascending")])  # fmt: skip
+    counts = pc.value_counts(t["key"])
+    last = list(itertools.accumulate(counts.field("counts").to_pylist()))
+    keys = counts.field("values").to_pylist()
+    values = t["value"].take([i - 1 for i in last]).to_pylist()
+    return dict(zip(keys, values, strict=True))
 
 
 def _store_artifacts(
