@@ -250,11 +250,17 @@ def create_version(
     run_id: str | None,
     who: str,
     trusted: bool = False,
+    number: int | None = None,
 ) -> int:
     """Take the next version number for ``tree``; safe against concurrent registers.
-    ``trusted``: its pickles may be loaded without an opt-in (mlvc.models.trust)."""
+    ``trusted``: its pickles may be loaded without an opt-in (mlvc.models.trust).
+    ``number``: exactly this version (an importer keeping another registry's numbers);
+    RefExists if it is taken."""
     check_name(name)
     message = _message("register", {"source": source, "run_id": run_id, "trusted": trusted})
+    if number is not None:
+        refs.write(version_ref(name, number), tree, message, who, create_only=True)
+        return number
     for _ in range(MAX_TRIES):
         number = max(versions(refs, name), default=0) + 1
         while refs.reflog(version_ref(name, number)):

@@ -32,11 +32,17 @@ client.set_experiment_tag(exps[0], "team", "vision")
 with open("shared.bin", "wb") as f:
     f.write(os.urandom(4096))
 os.makedirs("report", exist_ok=True)
+os.makedirs("model", exist_ok=True)
+with open("model/MLmodel", "w") as f:
+    f.write("flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n")
+with open("model/model.pkl", "wb") as f:
+    f.write(os.urandom(256))
 with open("report/summary.txt", "w") as f:
     f.write("a summary\n")
 t0 = 1_700_000_000_000
 made = 0
 parent = None
+model_runs = []
 while made < n_runs:
     eid = exps[made % 2]
     tags = {"mlflow.source.name": "train.py", "mlflow.user": "alice", "kind": "sweep"}
@@ -68,6 +74,8 @@ while made < n_runs:
     if made in (5, 6):
         client.log_artifact(rid, "shared.bin")
         client.log_artifact(rid, "report")
+        client.log_artifacts(rid, "model", "model")
+        model_runs.append(rid)
     if made == 7:
         from mlflow.data.http_dataset_source import HTTPDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
@@ -85,4 +93,12 @@ while made < n_runs:
     if made == 9:
         client.delete_run(rid)
     made += 1
+if "sqlite" in uri:  # the registry (read by the importer from SQL stores)
+    client.create_registered_model("clf", tags={"owner": "vision"}, description="a classifier")
+    for i, rid in enumerate(model_runs):
+        client.create_model_version(
+            "clf", f"runs:/{rid}/model", rid, description=f"v{i + 1}", tags={"round": str(i)}
+        )
+    client.set_registered_model_alias("clf", "champion", "1")
+    client.set_registered_model_alias("clf", "challenger", "2")
 print(time.time())

@@ -5,7 +5,7 @@ answers of the source store and of `mlvc server` over the imported repository co
 Normalized, for both sides alike, only what must differ: artifact locations (the files moved
 into mlvc's store, served by its proxy), and ±max float read back as ±inf (MLflow's SQL store
 writes a logged ±inf as ±max, as MySQL holds no inf; the file store and REST keep inf).
-Floats are compared by repr, so NaN equals NaN.
+Floats are compared by repr, so NaN equals NaN. Registry answers: see ``version_dict``.
 """
 
 import hashlib
@@ -124,4 +124,33 @@ for n in ("run-00005", "run-00006"):
                 digests[os.path.relpath(p, local)] = hashlib.sha256(f.read()).hexdigest()
     files[n] = {"list": sorted(listing), "sha256": dict(sorted(digests.items()))}
 out["artifacts"] = files
+
+
+def version_dict(v, aliases=True):
+    """A model version; its number as text and no user as "" (MLflow's SQL store answers
+    1 and None where its REST API answers "1" and ""); ``aliases=False`` for
+    search_model_versions, where MLflow's SQL store leaves aliases out."""
+    return [v.name, str(v.version), v.creation_timestamp, v.last_updated_timestamp,
+            v.description, v.user_id or "", v.current_stage, v.source, v.run_id, v.status,
+            dict(sorted(v.tags.items())), sorted(v.aliases) if aliases else None]  # fmt: skip
+
+
+models = client.search_registered_models()
+out["registered_models"] = [
+    [
+        m.name,
+        m.creation_timestamp,
+        m.description,
+        dict(sorted(m.tags.items())),
+        sorted((a.alias, str(a.version)) for a in m.aliases)
+        if isinstance(m.aliases, list)
+        else sorted((k, str(v)) for k, v in m.aliases.items()),
+    ]
+    for m in models
+]
+if models:
+    out["by_alias"] = version_dict(client.get_model_version_by_alias("clf", "champion"))
+    out["versions"] = sorted(
+        version_dict(v, aliases=False) for v in client.search_model_versions("name = 'clf'")
+    )
 print(json.dumps(out, sort_keys=True))

@@ -136,6 +136,7 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
             [2, 1700000000002, "-inf"],
         ]
         assert ours["get_run"]["run-00007"]["inputs"][0][:2] == ["train", "d1g35t"]
+        assert ours["by_alias"][:2] == ["clf", "1"] and len(ours["versions"]) == 2
 
         # the same history over REST, from the mlvc server as an MLflow server
         other = _server.new_repo(tmp_path / "b")
@@ -146,9 +147,13 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
         srv.stop()
     srv2 = _server.start_server(other)
     try:
-        _assert_same(theirs, _reads(srv2.url, tmp_path / "rest", srv2.tokens["read"]))
+        over_rest = _reads(srv2.url, tmp_path / "rest", srv2.tokens["read"])
     finally:
         srv2.stop()
+    # the registry is not read over REST yet (docs/coming-from-mlflow.md says so)
+    assert over_rest.pop("registered_models") == []
+    _assert_same({k: v for k, v in theirs.items() if k not in ("registered_models", "by_alias",
+                  "versions")}, over_rest)  # fmt: skip
     # artifacts are stored once: the same file in two runs is one object
     shared = _mlvc(root, "query", "-f", "csv",
                    "SELECT count(DISTINCT id), count(*) FROM files "

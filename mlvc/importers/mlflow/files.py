@@ -90,6 +90,12 @@ class FileSource:
         self.description = str(root)
         self._folders: dict[str, Path] = {}
 
+    def registry(self) -> list:
+        return []  # not read from this kind of source yet (docs/coming-from-mlflow.md)
+
+    def model_files(self, version, runs) -> list:
+        return []
+
     def close(self) -> None:
         pass
 

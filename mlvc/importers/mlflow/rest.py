@@ -52,6 +52,12 @@ class RestSource:
         self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
         self._listed: dict[str, list[Artifact]] = {}  # run id -> its artifacts (details)
 
+    def registry(self) -> list:
+        return []  # not read from this kind of source yet (docs/coming-from-mlflow.md)
+
+    def model_files(self, version, runs) -> list:
+        return []
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -72,6 +72,30 @@ class RunData:
     inputs: list[dict[str, Any]] = field(default_factory=list)  # DatasetInput proto JSON
 
 
+@dataclass
+class ModelVersion:
+    version: int
+    creation_time: int | None
+    last_updated_time: int | None
+    description: str
+    user_id: str
+    stage: str
+    source: str
+    run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    creation_time: int | None
+    last_updated_time: int | None
+    description: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    versions: list[ModelVersion] = field(default_factory=list)
+
+
 class Source(Protocol):
     """An MLflow history to import from."""
 
@@ -86,6 +110,14 @@ class Source(Protocol):
         ...
 
     def artifacts(self, run: RunInfo) -> Iterator[Artifact]: ...
+
+    def registry(self) -> list[RegisteredModel]:
+        """Registered models with their versions and aliases ([] where not read yet)."""
+        ...
+
+    def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
+        """The files of a version's model folder ([] when its source cannot be read here)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -115,6 +147,26 @@ def check_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise UsageError(f"the MLflow source names a run {str(run_id)[:80]!r} that is no run id")
     return run_id
+
+
+def version_files(version: ModelVersion, runs: dict[str, RunInfo], artifacts) -> list[Artifact]:
+    """A version's files when its source is ``runs:/<run id>/<path>`` (``artifacts(run)``
+    lists the run's) or a local folder; [] otherwise."""
+    src = version.source
+    if src.startswith("runs:/"):
+        rid, _, path = src.removeprefix("runs:/").strip("/").partition("/")
+        run = runs.get(rid)
+        if run is None:
+            return []
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        out = []
+        for a in artifacts(run):
+            if a.path.startswith(prefix):
+                out.append(Artifact(a.path[len(prefix) :], a.size, a.open, a.local))
+        return out
+    from .files import local_artifacts
+
+    return list(local_artifacts(src))
 
 
 def open_source(uri: str, token: str | None = None) -> Source:

@@ -17,7 +17,17 @@ from urllib.parse import unquote, urlsplit
 
 from ...errors import ImportSourceError, MissingExtra, UsageError
 from .files import local_artifacts
-from .source import Artifact, Experiment, RunData, RunInfo, check_run_id, dataset_input
+from .source import (
+    Artifact,
+    Experiment,
+    ModelVersion,
+    RegisteredModel,
+    RunData,
+    RunInfo,
+    check_run_id,
+    dataset_input,
+    version_files,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,6 +46,12 @@ COLUMNS = {
     "datasets": ("dataset_uuid", "name", "digest", "dataset_source_type", "dataset_source",
                  "dataset_schema", "dataset_profile"),
     "input_tags": ("input_uuid", "name", "value"),
+    "registered_models": ("name", "creation_time", "last_updated_time", "description"),
+    "registered_model_tags": ("key", "value", "name"),
+    "registered_model_aliases": ("alias", "version", "name"),
+    "model_versions": ("name", "version", "creation_time", "last_updated_time", "description",
+                       "user_id", "current_stage", "source", "run_id"),
+    "model_version_tags": ("key", "value", "name", "version"),
 }  # fmt: skip
 MAX_FLOAT = sys.float_info.max  # MLflow's SQL store writes ±inf as ±max (MySQL has no inf)
 
@@ -265,6 +281,42 @@ class SqlSource:
 
     def artifacts(self, run: RunInfo) -> Iterator[Artifact]:
         return local_artifacts(run.artifact_uri)
+
+    def registry(self) -> list[RegisteredModel]:
+        models = {}
+        for name, created, updated, desc in self.rows(
+            "SELECT name, creation_time, last_updated_time, description FROM registered_models "
+            "ORDER BY name"
+        ):
+            models[name] = RegisteredModel(name, _int(created), _int(updated), desc or "")
+        for k, v, name in self.rows("SELECT key, value, name FROM registered_model_tags"):
+            if name in models:
+                models[name].tags[k] = v or ""
+        for alias, version, name in self.rows(
+            "SELECT alias, version, name FROM registered_model_aliases"
+        ):
+            if name in models:
+                models[name].aliases[alias] = int(version)
+        tags: dict[tuple, dict[str, str]] = {}
+        for k, v, name, version in self.rows(
+            "SELECT key, value, name, version FROM model_version_tags"
+        ):
+            tags.setdefault((name, int(version)), {})[k] = v or ""
+        for row in self.rows(
+            "SELECT name, version, creation_time, last_updated_time, description, user_id, "
+            "current_stage, source, run_id FROM model_versions ORDER BY name, version"
+        ):
+            name, version, created, updated, desc, user, stage, source, run_id = row
+            if name in models:
+                models[name].versions.append(ModelVersion(
+                    int(version), _int(created), _int(updated), desc or "", user or "",
+                    stage or "None", source or "", run_id or "",
+                    tags.get((name, int(version)), {}),
+                ))  # fmt: skip
+        return list(models.values())
+
+    def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
+        return version_files(version, runs, self.artifacts)
 
 
 def split_by_run(run_ids: pa.ChunkedArray, points: pa.Table) -> dict[str, pa.Table]:

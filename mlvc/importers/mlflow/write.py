@@ -65,6 +65,7 @@ class ImportReport:
     points: int = 0
     artifact_files: int = 0
     artifact_bytes: int = 0
+    model_versions_new: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -77,9 +78,10 @@ class ImportReport:
         return (
             f"imported {self.runs_new} runs ({self.points} metric points, "
             f"{self.artifact_files} artifact files, {self.artifact_bytes} bytes) and "
-            f"{self.experiments_new} new experiments from {self.source} in {self.seconds:.1f}s; "
+            f"{self.experiments_new} new experiments, {self.model_versions_new} new model "
+            f"versions from {self.source} in {self.seconds:.1f}s; "
             f"{self.runs_present} runs already here, {self.runs_running} still running "
-            "(imported once they end)"
+            "(imported once they end)" + "".join(f"; {n}" for n in self.notes[:5])
         )
 
 
@@ -112,6 +114,7 @@ def import_history(
     with progress.bar("import runs", total_files=len(todo)):
         for i in range(0, len(todo), BATCH):
             _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
+    _import_registry(ctx, source, {r.run_id: r for r in infos}, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -349,3 +352,82 @@ def _store_file(ctx: RepoContext, a: Artifact) -> tuple[ObjectId, int]:
         return ctx.store.add_file(tmp), tmp.stat().st_size
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# -- the model registry ----------------------------------------------------------------------
+
+REGISTERED = "refs/mlflow/registered-models"  # the server's overlay (mlvc.server.mlflow.registry)
+
+
+def _import_registry(
+    ctx: RepoContext, source: Source, runs: dict[str, RunInfo], report: ImportReport
+) -> None:
+    """Registered models: each version an mlvc model version under the same number (its
+    files stored as a model tree), aliases as mlvc aliases, and what MLflow keeps beside
+    (descriptions, tags, stages, times, the MLflow run id) in the server's overlay."""
+    from ...refs import registry
+
+    for model in source.registry():
+        try:
+            registry.check_name(model.name)
+        except MlvcError:
+            report.notes.append(f"model {model.name[:80]!r} skipped: not a name mlvc takes")
+            continue
+        have = registry.versions(ctx.refs, model.name)
+        doc = _read_blob(ctx, f"{REGISTERED}/{model.name}") or {
+            "name": model.name, "created_ms": model.creation_time,
+            "updated_ms": model.last_updated_time, "description": model.description,
+            "tags": dict(model.tags), "versions": {},
+        }  # fmt: skip
+        changed = not have and not doc.get("versions")
+        for v in model.versions:
+            if v.version in have:
+                continue
+            tree = _model_tree(ctx, source, v, runs)
+            if tree is None:
+                report.notes.append(
+                    f"{model.name} version {v.version} skipped: its source {v.source[:100]} "
+                    "is not a model folder mlvc can read"
+                )
+                continue
+            with writing(ctx.dir, ctx.store):
+                registry.create_version(ctx.refs, model.name, tree, v.source,
+                                        _mlvc_run(ctx, v.run_id), v.user_id or "mlflow",
+                                        trusted=True, number=v.version)  # fmt: skip
+            doc.setdefault("versions", {})[str(v.version)] = {
+                "created_ms": v.creation_time, "updated_ms": v.last_updated_time,
+                "user_id": v.user_id, "description": v.description, "source": v.source,
+                "run_id": v.run_id, "run_link": "", "model_id": "", "stage": v.stage,
+                "tags": dict(v.tags),
+            }  # fmt: skip
+            report.model_versions_new += 1
+            changed = True
+        now = registry.versions(ctx.refs, model.name)
+        for alias, number in model.aliases.items():
+            if number in now and alias not in registry.aliases(ctx.refs, model.name):
+                registry.set_alias(ctx.refs, model.name, alias, number, ctx.author())
+        if changed:
+            _write_blob(ctx, f"{REGISTERED}/{model.name}", doc, f"import mlflow model {model.name}")
+    ctx.index.try_ingest()
+
+
+def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -> ObjectId | None:
+    from ...workspace.trees import build_tree
+
+    files = source.model_files(v, runs)
+    if not any(a.path == "MLmodel" for a in files):
+        return None
+    with writing(ctx.dir, ctx.store):
+        entries = _store_artifacts(ctx, files, ImportReport(""), {})
+        return build_tree(ctx.store, ctx.root, [], extra=entries)
+
+
+def _mlvc_run(ctx: RepoContext, mlflow_run_id: str) -> str | None:
+    if not mlflow_run_id:
+        return None
+    with ctx.index.connect_readonly() as con:
+        row = con.execute(
+            "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id LIMIT 1",
+            [mlflow_run_id],
+        ).fetchone()
+    return row[0] if row else None
