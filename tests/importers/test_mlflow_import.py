@@ -111,10 +111,11 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
     root = _server.new_repo(tmp_path / "a")
     first = _mlvc(root, "import", "mlflow", source)
     assert f"imported {RUNS - 1} runs" in first.stdout
-    assert "1 still running" in first.stdout
+    assert "1 still running" in first.stdout and "2 new model versions" in first.stdout
     assert first.stderr == ""
     again = _mlvc(root, "import", "mlflow", source)
     assert "imported 0 runs" in again.stdout and f"{RUNS - 1} runs already here" in again.stdout
+    assert "0 new model versions" in again.stdout
 
     # the run that was RUNNING ends in MLflow: the next import adds it, and only it
     ended = _end_running_run(db)

@@ -241,10 +241,11 @@ class SqlSource:
 
         t = self.table(
             "SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics "
-            f"WHERE run_uuid IN {where} ORDER BY run_uuid"
+            f"WHERE run_uuid IN {where}"
         )
         if t.num_rows == 0:
             return {}
+        t = t.take(pc.sort_indices(t, [("run_uuid", "ascending")]))  # Arrow sorts faster
         value = t["value"].cast(pa.float64())
         is_nan = pc.not_equal(t["is_nan"].cast(pa.int64()), 0)
         value = pc.if_else(is_nan, math.nan, value)
