@@ -157,7 +157,7 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
                   "versions")}, over_rest)  # fmt: skip
     # artifacts are stored once: the same file in two runs is one object
     shared = _mlvc(root, "query", "-f", "csv",
-                   "SELECT count(DISTINCT id), count(*) FROM files "
+                   "SELECT count(DISTINCT object_id), count(*) FROM files "
                    "WHERE section = 'artifacts' AND path = 'shared.bin'").stdout  # fmt: skip
     assert shared.split()[-1] == "1,2"
     _fsck_clean(root)
