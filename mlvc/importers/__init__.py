@@ -1,4 +1,5 @@
-"""Importers (coming, issue 15): bring another tool's history in as ordinary mlvc runs
-(MLflow's sqlite/SQL/file stores and REST servers first), through ``runs.record`` with
-explicit inputs, parents and no HEAD move. This layer sits beside reproduce.
+"""Importers: bring another tool's history in as ordinary mlvc runs, through
+``runs.record`` with explicit inputs, no parents and no HEAD move. ``importers.mlflow``
+reads MLflow's SQL stores, ``./mlruns`` file stores and REST servers (issue 15). This layer
+sits beside reproduce.
 """
