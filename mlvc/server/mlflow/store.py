@@ -95,8 +95,18 @@ class Open:
 
 
 class TrackingStore:
-    def __init__(self, state):
+    """What MLflow's tracking API changes: experiments, open runs, overlays.
+
+    A server's store (``owned=False``) keeps its REST runs alive by a lease and takes back
+    the open MLflow runs a restart left behind. The MLflow plugin's store (``owned=True``,
+    mlvc.mlflow_plugin) holds only the runs of its own process: they live as long as the
+    process does (pid, like any live run), with no lease, and other processes' runs are
+    left alone.
+    """
+
+    def __init__(self, state, owned: bool = False):
         self.state = state
+        self.owned = owned
         self.ctx = state.ctx
         self.lease = float(state.options.lease_seconds)
         self.lock = threading.RLock()
@@ -110,7 +120,8 @@ class TrackingStore:
         self._experiment_of: dict[str, str] = {}
         self._load()
         self._stop = threading.Event()
-        self._rejoin()
+        if not owned:
+            self._rejoin()
         self._thread = threading.Thread(target=self._expire_loop, daemon=True,
                                         name="mlvc-leases")  # fmt: skip
         self._thread.start()
@@ -229,9 +240,12 @@ class TrackingStore:
             "argv": [],  # the server's own command line is not the run's
             "extra": {"experiment_id": experiment_id},
             "mlflow": {"user": user},
-            "lease_until": time.time() + self.lease,
             "own_outputs": True,  # not the files the server's mlvc.toml names
         }
+        if self.owned:  # the run of this very process: its argv, code and environment
+            del meta["argv"], meta["own_outputs"]
+        else:
+            meta["lease_until"] = time.time() + self.lease
         if start_ms:
             meta["started"] = int(start_ms) * 1000
         # tags are checked before the run exists: a refused one leaves no run behind. Its
@@ -239,9 +253,10 @@ class TrackingStore:
         # of the server's mlvc.toml): the client's process read its own. Dead runs of other
         # processes are reaped by the lease thread, not on every create (a look at every
         # staged run); the run is written once, lease included.
-        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False,
+        inputs = None if self.owned else NO_INPUTS
+        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=self.owned,
                              reap=False, meta=meta, flusher=False,
-                             inputs=NO_INPUTS)  # fmt: skip
+                             inputs=inputs)  # fmt: skip
         run.started = run.staged.started or run.started
         opened = Open(run, experiment_id, user)
         opened.lease_written = opened.touched
@@ -253,6 +268,8 @@ class TrackingStore:
         """Renew the lease: in memory at once, on disk (for reapers in other processes) at
         most every few seconds, and always well within the lease."""
         now = opened.touched = time.time()
+        if self.owned:  # alive while this process is
+            return
         if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
             opened.run.staged.meta["lease_until"] = now + self.lease
             opened.run.save()
@@ -339,7 +356,7 @@ class TrackingStore:
                 except Exception:
                     log.exception("could not reap dead live runs")
             now = time.time()
-            for key, opened in list(self.open.items()):
+            for key, opened in list(self.open.items()) if not self.owned else ():
                 if now - opened.touched >= self.lease:
                     try:
                         self.end_run(key, "killed")
