@@ -66,7 +66,7 @@ def start_run(
         _track(run, stack)
         return run
     parent = stack[-1] if stack and nested else None
-    run = _attach(repo, name, params, tags) if parent is None else None
+    run = attach_staged(repo, name, params, tags) if parent is None else None
     if run is None:
         from .repo import Repo
 
@@ -87,7 +87,7 @@ def start_run(
     return run
 
 
-def _attach(repo, name, params, tags) -> LiveRun | None:
+def attach_staged(repo, name, params, tags) -> LiveRun | None:
     """The run ``mlvc run`` staged for this process, if it started it and it is free."""
     d = staged_dir()
     if d is None:

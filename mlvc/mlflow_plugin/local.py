@@ -96,6 +96,7 @@ class Local:
         self.runs = TrackingStore(self.state, owned=True)
         self.state.extras["mlflow.runs"] = self.runs
         self.state.on_shutdown.append(self.runs.shutdown)
+        self.runs.attach = self._attach
         logged_models.install(self.state)
         registry.setup(self.state)
         self.principal = Principal(self.state.ctx.settings.who(), "admin")
@@ -127,6 +128,12 @@ class Local:
 
             return json.loads(bytes(result.body) or b"{}")
         return result
+
+    def _attach(self, name: str, tags: dict):
+        """In a command `mlvc run` started: the run it records, for the first MLflow run."""
+        from ..api.fluent import attach_staged
+
+        return attach_staged(self.state.repo, name, None, tags)
 
     def _route(self, method: str, path: str):
         for m, pattern, handler in self.routes:

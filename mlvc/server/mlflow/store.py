@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -107,10 +108,13 @@ class TrackingStore:
     def __init__(self, state, owned: bool = False):
         self.state = state
         self.owned = owned
+        # (name, tags) -> the live run a new top-level run joins instead, or None
+        self.attach: Callable[[str, dict], LiveRun | None] | None = None
         self.ctx = state.ctx
         self.lease = float(state.options.lease_seconds)
         self.lock = threading.RLock()
         self.open: dict[str, Open] = {}
+        self.handed: dict[str, tuple[Open, str]] = {}  # ended attached runs, with status
         self.recorded: dict[str, ObjectId] = {}  # run_id -> run object (cache)
         self.experiments: dict[str, dict] = {}
         self.overlays: dict[str, dict] = {}
@@ -253,6 +257,12 @@ class TrackingStore:
         # of the server's mlvc.toml): the client's process read its own. Dead runs of other
         # processes are reaped by the lease thread, not on every create (a look at every
         # staged run); the run is written once, lease included.
+        run = self.attach(name, tags) if self.attach and "mlflow.parentRunId" not in tags else None
+        if run is not None:  # the run `mlvc run` records (mlvc.runs.attached)
+            opened = Open(run, experiment_id, user)
+            with self.lock:
+                self.open[run.key] = opened
+            return opened
         inputs = None if self.owned else NO_INPUTS
         run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=self.owned,
                              reap=False, meta=meta, flusher=False,
@@ -297,6 +307,9 @@ class TrackingStore:
             oid = opened.run.end(status)
         if oid is not None:
             self.recorded[run_id] = oid
+        else:  # an attached run: `mlvc run` records it when its command exits
+            with self.lock:
+                self.handed[run_id] = (opened, status)
         return oid
 
     def _rejoin(self) -> None:
