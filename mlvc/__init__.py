@@ -22,7 +22,7 @@ _EXPORTS = {
     "seed_everything": "mlvc.api.seeding",
     "LiveRun": "mlvc.runs.live",
     **{
-        name: _FLUENT
+        name: "mlvc.models.autolog" if name == "autolog" else _FLUENT
         for name in (
             "active_run",
             "end_run",
@@ -36,6 +36,17 @@ _EXPORTS = {
             "set_tag",
             "set_tags",
             "start_run",
+            "set_experiment",
+            "log_artifacts",
+            "log_figure",
+            "log_image",
+            "log_table",
+            "load_table",
+            "log_input",
+            "search_runs",
+            "get_run",
+            "last_active_run",
+            "autolog",
         )
     },
 }
@@ -94,4 +105,15 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "set_experiment",
+    "log_artifacts",
+    "log_figure",
+    "log_image",
+    "log_table",
+    "load_table",
+    "log_input",
+    "search_runs",
+    "get_run",
+    "last_active_run",
+    "autolog",
 ]

@@ -28,6 +28,7 @@ from typing import Any
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError
+from ...runs.experiments import EXPERIMENTS, new_experiment, next_id, read_blob, write_blob
 from ...runs.finish import commit_staged
 from ...runs.live import LiveRun
 from ...runs.reaper import reap_dead_runs
@@ -39,7 +40,6 @@ from .wire import bad, not_found
 
 log = logging.getLogger("mlvc.server.mlflow")
 
-EXPERIMENTS = "refs/mlflow/experiments"
 OVERLAYS = "refs/mlflow/runs"
 LEASE_WRITE_EVERY = 5.0  # seconds between lease writes of one run
 REAP_EVERY = 30.0  # seconds between looks for dead live runs of other processes
@@ -136,23 +136,10 @@ class TrackingStore:
     # -- durable JSON behind refs -----------------------------------------------------------
 
     def _read_blob(self, ref: str) -> dict | None:
-        oid = self.ctx.refs.read_or_none(ref)
-        if oid is None:
-            return None
-        try:
-            value = json.loads(self.ctx.store.read_bytes(oid))
-        except (MlvcError, ValueError):
-            log.warning("%s names a damaged blob; ignored", ref)
-            return None
-        return value if isinstance(value, dict) else None
+        return read_blob(self.ctx, ref)
 
     def _write_blob(self, ref: str, value: dict, who: str, why: str) -> None:
-        data = json.dumps(value, sort_keys=True).encode()
-        with writing(self.ctx.dir, self.ctx.store):
-            oid = self.ctx.store.add_bytes(data)
-            self.ctx.store.flush()
-            self.ctx.store.sync()
-            self.ctx.refs.write(ref, oid, why, who)
+        write_blob(self.ctx, ref, value, who, why)
 
     def _load(self) -> None:
         for name in self.ctx.refs.names(EXPERIMENTS.removeprefix("refs/")):
@@ -169,18 +156,7 @@ class TrackingStore:
 
     # -- experiments -----------------------------------------------------------------------
 
-    @staticmethod
-    def _new_experiment(eid: str, name: str, tags: dict, location: str | None = None) -> dict:
-        t = now_ms()
-        return {
-            "experiment_id": eid,
-            "name": name,
-            "artifact_location": location or f"mlflow-artifacts:/{eid}",
-            "lifecycle_stage": "active",
-            "tags": tags,
-            "creation_time": t,
-            "last_update_time": t,
-        }
+    _new_experiment = staticmethod(new_experiment)
 
     def experiment(self, experiment_id: str) -> dict | None:
         return self.experiments.get(str(experiment_id))
@@ -202,7 +178,7 @@ class TrackingStore:
                 raise ApiError(
                     400, "RESOURCE_ALREADY_EXISTS", f"experiment {name!r} already exists"
                 )
-            eid = str(max((int(i) for i in self.experiments if i.isdigit()), default=0) + 1)
+            eid = next_id(self.experiments)
             exp = self._new_experiment(eid, name, tags, location)
             self._write_blob(f"{EXPERIMENTS}/{eid}", exp, who, f"create experiment {name}")
             self.experiments[eid] = exp
