@@ -132,24 +132,37 @@ def _definer(cls: type, attr: str) -> tuple[type, ...]:
     return ()
 
 
-def _sklearn_fit(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def fit(self, *args, **kwargs):
-        with _run() as run:
-            if run is None:
-                return original(self, *args, **kwargs)
-            X = args[0] if args else kwargs.get("X")
-            y = args[1] if len(args) > 1 else kwargs.get("y")
-            params = {k: _param_value(v) for k, v in self.get_params(deep=False).items()}
-            _quietly("params", run.log_params, params)
-            out = original(self, *args, **kwargs)
-            if y is not None:
-                _quietly("training metrics", run.log_metrics, _sklearn_metrics(self, X, y))
-            if _settings["log_models"]:
-                _quietly("the model", _log_sklearn_model, self, X, run)
-            return out
+def _autologged(body: Callable) -> Callable[[Callable], Callable]:
+    """A patch: ``body(run, original, *args, **kwargs)`` inside a run (see ``_run``), the
+    original call alone inside another autologged call."""
 
-    return fit
+    def make(original: Callable) -> Callable:
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            with _run() as run:
+                if run is None:
+                    return original(*args, **kwargs)
+                return body(run, original, *args, **kwargs)
+
+        return call
+
+    return make
+
+
+def _fit_body(run, original: Callable, self, *args, **kwargs):
+    X = args[0] if args else kwargs.get("X")
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    params = {k: _param_value(v) for k, v in self.get_params(deep=False).items()}
+    _quietly("params", run.log_params, params)
+    out = original(self, *args, **kwargs)
+    if y is not None:
+        _quietly("training metrics", run.log_metrics, _sklearn_metrics(self, X, y))
+    if _settings["log_models"]:
+        _quietly("the model", _log_sklearn_model, self, X, run)
+    return out
+
+
+_sklearn_fit = _autologged(_fit_body)
 
 
 def _sklearn_metrics(model, X, y) -> dict[str, float]:
@@ -205,26 +218,19 @@ def _setup_lightgbm() -> bool:
 
 
 def _booster_train(kind: str) -> Callable[[Callable], Callable]:
-    def make(original: Callable) -> Callable:
-        @functools.wraps(original)
-        def train(params, *args, **kwargs):
-            with _run() as run:
-                if run is None:
-                    return original(params, *args, **kwargs)
-                flat = {k: _param_value(v) for k, v in dict(params or {}).items()}
-                _quietly("params", run.log_params, flat)
-                callbacks = list(kwargs.get("callbacks") or [])
-                callbacks.append(_xgb_callback(run) if kind == "xgboost" else _lgb_callback(run))
-                kwargs["callbacks"] = callbacks
-                booster = original(params, *args, **kwargs)
-                if _settings["log_models"]:
-                    name = "model/model.json" if kind == "xgboost" else "model/model.txt"
-                    _quietly("the model", _log_booster, run, booster, name)
-                return booster
+    def body(run, original: Callable, params, *args, **kwargs):
+        flat = {k: _param_value(v) for k, v in dict(params or {}).items()}
+        _quietly("params", run.log_params, flat)
+        callbacks = list(kwargs.get("callbacks") or [])
+        callbacks.append(_xgb_callback(run) if kind == "xgboost" else _lgb_callback(run))
+        kwargs["callbacks"] = callbacks
+        booster = original(params, *args, **kwargs)
+        if _settings["log_models"]:
+            name = "model/model.json" if kind == "xgboost" else "model/model.txt"
+            _quietly("the model", _log_booster, run, booster, name)
+        return booster
 
-        return train
-
-    return make
+    return _autologged(body)
 
 
 def _xgb_callback(run):
@@ -296,17 +302,26 @@ def _setup_lightning() -> bool:
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             log_epoch(dict(trainer.callback_metrics), trainer.current_epoch)
 
-    def make(original):
+    def add(trainer, args, kwargs) -> None:
+        if not any(isinstance(c, MlvcCallback) for c in trainer.callbacks):
+            trainer.callbacks.append(MlvcCallback())
+
+    _patch(pl.Trainer, "fit", _before(add))
+    return True
+
+
+def _before(add: Callable[[Any, tuple, dict], None]) -> Callable[[Callable], Callable]:
+    """A patch that lets ``add(self, args, kwargs)`` put a callback in before the call."""
+
+    def make(original: Callable) -> Callable:
         @functools.wraps(original)
-        def fit(self, *args, **kwargs):
-            if not any(isinstance(c, MlvcCallback) for c in self.callbacks):
-                self.callbacks.append(MlvcCallback())
+        def call(self, *args, **kwargs):
+            add(self, args, kwargs)
             return original(self, *args, **kwargs)
 
-        return fit
+        return call
 
-    _patch(pl.Trainer, "fit", make)
-    return True
+    return make
 
 
 def _setup_keras() -> bool:
@@ -318,15 +333,10 @@ def _setup_keras() -> bool:
         def on_epoch_end(self, epoch, logs=None) -> None:
             log_epoch(logs or {}, epoch)
 
-    def make(original):
-        @functools.wraps(original)
-        def fit(self, *args, **kwargs):
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), MlvcCallback()]
-            return original(self, *args, **kwargs)
+    def add(model, args, kwargs) -> None:
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), MlvcCallback()]
 
-        return fit
-
-    _patch(keras.Model, "fit", make)
+    _patch(keras.Model, "fit", _before(add))
     return True
 
 
