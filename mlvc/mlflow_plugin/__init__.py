@@ -32,9 +32,11 @@ def registry_store(store_uri: str, tracking_uri: str | None = None):
     return RegistryStore(store_uri)
 
 
-def __getattr__(name: str):
-    if name == "ArtifactRepository":  # the ``mlflow.artifact_repository`` entry point
-        from .artifacts import MlvcArtifactRepository
+def artifact_repository(artifact_uri: str, tracking_uri: str | None = None,
+                        registry_uri: str | None = None):  # fmt: skip
+    """The ``mlflow.artifact_repository`` entry point (a factory, so that loading the entry
+    point imports nothing of MLflow's while MLflow itself is still importing)."""
+    from .artifacts import MlvcArtifactRepository
 
-        return MlvcArtifactRepository
-    raise AttributeError(name)
+    return MlvcArtifactRepository(artifact_uri, tracking_uri=tracking_uri,
+                                  registry_uri=registry_uri)  # fmt: skip
