@@ -202,3 +202,23 @@ def test_bad_tracking_uris_name_the_problem(tmp_path, monkeypatch):
         tracking_store("mlvc://example.com/repo")
     with pytest.raises(MlvcError, match="not an mlvc repository"):
         tracking_store(f"mlvc://{tmp_path}/missing")
+
+
+def test_processes_logging_at_once_lose_nothing(project, repo):
+    script = textwrap.dedent("""
+        import mlflow, sys
+        with mlflow.start_run(run_name=f"w{sys.argv[1]}"):
+            mlflow.log_param("i", int(sys.argv[1]))
+            for s in range(100):
+                mlflow.log_metric("m", float(s), step=s)
+    """)
+    env = dict(os.environ, MLFLOW_TRACKING_URI="mlvc:")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=project, env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]  # fmt: skip
+    for p in procs:
+        assert p.wait(timeout=180) == 0, p.stderr.read()[-2000:]
+    counts = repo.query(
+        "SELECT r.name, count(*) AS n FROM metrics m JOIN runs r ON r.id = m.run_id "
+        "GROUP BY r.name ORDER BY r.name"
+    ).to_pylist()
+    assert counts == [{"name": f"w{i}", "n": 100} for i in range(3)]
