@@ -121,8 +121,9 @@ def _track(run: LiveRun, stack: list[LiveRun]) -> None:
 
 def _untrack(run: LiveRun, stack: list[LiveRun]) -> None:
     global _last
-    if getattr(run, "run_id", None) is not None:
-        _last = (run.ctx.layout.root, run.run_id)
+    ctx = getattr(run, "ctx", None)  # a run on a server (api.remote) has none here
+    if ctx is not None and getattr(run, "run_id", None) is not None:
+        _last = (ctx.layout.root, run.run_id)
     _open.discard(run)
     if run in stack:
         stack.remove(run)
