@@ -15,30 +15,46 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 
+__all__ = [
+    "LiveRun",
+    "MlvcError",
+    "Repo",
+    "__version__",
+    "active_run",
+    "autolog",
+    "end_run",
+    "get_run",
+    "last_active_run",
+    "load_table",
+    "log_artifact",
+    "log_artifacts",
+    "log_dict",
+    "log_figure",
+    "log_image",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "log_table",
+    "log_text",
+    "search_runs",
+    "seed_everything",
+    "set_experiment",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]
 _FLUENT = "mlvc.api.fluent"
-_EXPORTS = {
+_ELSEWHERE = {
     "MlvcError": "mlvc.errors",
     "Repo": "mlvc.api.repo",
     "seed_everything": "mlvc.api.seeding",
     "LiveRun": "mlvc.runs.live",
-    **{
-        name: _FLUENT
-        for name in (
-            "active_run",
-            "end_run",
-            "log_artifact",
-            "log_dict",
-            "log_metric",
-            "log_metrics",
-            "log_param",
-            "log_params",
-            "log_text",
-            "set_tag",
-            "set_tags",
-            "start_run",
-        )
-    },
+    "autolog": "mlvc.models.autolog",
 }
+# every public name but __version__ is resolved on first use: the fluent API unless noted
+_EXPORTS = {n: _ELSEWHERE.get(n, _FLUENT) for n in __all__ if n != "__version__"}
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ resolves them
     from .api.fluent import (
@@ -74,24 +90,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS, "models"])
-
-
-__all__ = [
-    "LiveRun",
-    "MlvcError",
-    "Repo",
-    "__version__",
-    "active_run",
-    "end_run",
-    "log_artifact",
-    "log_dict",
-    "log_metric",
-    "log_metrics",
-    "log_param",
-    "log_params",
-    "log_text",
-    "seed_everything",
-    "set_tag",
-    "set_tags",
-    "start_run",
-]

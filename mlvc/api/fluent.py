@@ -24,7 +24,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from ..core.ids import ObjectId
+from ..core.ids import ObjectId, RunId
+from ..errors import UsageError
 from ..runs.attached import attach, staged_dir, staged_repo_paths
 from ..runs.live import LiveRun
 from . import remote
@@ -34,6 +35,9 @@ _pending_seed: ContextVar[int | None] = ContextVar("mlvc_pending_seed", default=
 _open: weakref.WeakSet[LiveRun] = weakref.WeakSet()  # every unfinished run, for atexit
 _exit_hook = threading.Lock()
 _hooked = False
+# (repository root, experiment id) chosen by set_experiment for the runs started next
+_experiment: ContextVar[tuple[Path, str] | None] = ContextVar("mlvc_experiment", default=None)
+_last: tuple[Path, ObjectId] | None = None  # the run this process recorded last
 
 
 def _runs() -> list[LiveRun]:
@@ -66,18 +70,21 @@ def start_run(
         _track(run, stack)
         return run
     parent = stack[-1] if stack and nested else None
-    run = _attach(repo, name, params, tags) if parent is None else None
+    run = attach_staged(repo, name, params, tags) if parent is None else None
     if run is None:
         from .repo import Repo
 
+        ctx = (repo if repo is not None else Repo()).ctx
+        eid = _experiment_for(ctx, parent)
         run = LiveRun.create(
-            (repo if repo is not None else Repo()).ctx,
+            ctx,
             name=name or "",
             message=message or "",
             params=params,
             tags=tags,
             data=data,
             parent=parent,
+            meta={"extra": {"experiment_id": eid}} if eid else None,
         )
         if parent is None:
             seed = take_pending_seed()
@@ -87,7 +94,7 @@ def start_run(
     return run
 
 
-def _attach(repo, name, params, tags) -> LiveRun | None:
+def attach_staged(repo, name, params, tags) -> LiveRun | None:
     """The run ``mlvc run`` staged for this process, if it started it and it is free."""
     d = staged_dir()
     if d is None:
@@ -113,6 +120,10 @@ def _track(run: LiveRun, stack: list[LiveRun]) -> None:
 
 
 def _untrack(run: LiveRun, stack: list[LiveRun]) -> None:
+    global _last
+    ctx = getattr(run, "ctx", None)  # a run on a server (api.remote) has none here
+    if ctx is not None and getattr(run, "run_id", None) is not None:
+        _last = (ctx.layout.root, run.run_id)
     _open.discard(run)
     if run in stack:
         stack.remove(run)
@@ -137,9 +148,11 @@ def live_run(key: str) -> LiveRun | None:
     return None
 
 
-def end_run(status: str = "finished") -> ObjectId | None:
+def end_run(status: str = "finished") -> RunId | None:
+    """End the active run; its id (text that is also typed: ``RunId``), or None."""
     run = active_run()
-    return run.end(status) if run is not None else None
+    oid = run.end(status) if run is not None else None
+    return RunId(oid) if oid is not None else None
 
 
 def record_seed(seed: int) -> bool:
@@ -204,3 +217,165 @@ def _end_all() -> None:
             run.end("finished")
         except Exception as e:  # at exit there is no caller left to raise to
             print(f"mlvc: could not record run {run.id}: {e}", file=sys.stderr)
+
+
+# -- MLflow's other fluent calls --------------------------------------------------------------
+
+
+def _experiment_for(ctx, parent: LiveRun | None) -> str | None:
+    if parent is not None:
+        return parent.staged.extra.get("experiment_id")
+    chosen = _experiment.get()
+    return chosen[1] if chosen and chosen[0] == ctx.layout.root else None
+
+
+def set_experiment(
+    experiment_name: str | None = None, experiment_id: str | None = None, repo=None
+) -> dict:
+    """Runs started after this (in this context) belong to the experiment, created when
+    there is none of that name; returns ``{"experiment_id", "name"}``. Without it a run
+    belongs to "Default" (id "0"), as in MLflow."""
+    from ..runs import experiments
+    from .repo import Repo
+
+    ctx = (repo if repo is not None else Repo()).ctx
+    if experiment_name:
+        eid = experiments.ensure(ctx, experiment_name, ctx.settings.who())
+    elif experiment_id is not None:
+        eid = str(experiment_id)
+        if eid not in experiments.load(ctx):
+            raise UsageError(f"no experiment with id {eid!r}")
+    else:
+        raise UsageError("set_experiment needs an experiment_name or an experiment_id")
+    _experiment.set((ctx.layout.root, eid))
+    return {"experiment_id": eid, "name": experiments.load(ctx)[eid]["name"]}
+
+
+def log_artifacts(local_dir: str, artifact_path: str | None = None) -> list[str]:
+    """Store what the folder ``local_dir`` holds under ``artifact_path`` (the folder's
+    contents, not the folder itself, as MLflow does); returns the names stored."""
+    src = Path(local_dir)
+    if not src.is_dir():
+        raise UsageError(f"log_artifacts: {local_dir} is not a folder")
+    run = active_run_or_start()
+    prefix = artifact_path.strip("/") + "/" if artifact_path and artifact_path.strip("/") else ""
+    return [run.log_artifact(child, f"{prefix}{child.name}") for child in sorted(src.iterdir())]
+
+
+def log_figure(figure: Any, artifact_file: str) -> str:
+    """A matplotlib figure (PNG, SVG, PDF by the name's suffix) or a plotly figure (HTML)."""
+    from .media import figure_bytes
+
+    return active_run_or_start().log_bytes(figure_bytes(figure, artifact_file), artifact_file)
+
+
+def log_image(image: Any, artifact_file: str) -> str:
+    """A numpy array (uint8, or floats in [0, 1]) or a PIL image, stored as PNG."""
+    from .media import image_bytes
+
+    return active_run_or_start().log_bytes(image_bytes(image), artifact_file)
+
+
+def log_table(data: Any, artifact_file: str) -> str:
+    """A pandas DataFrame, an Arrow table or a dict of columns, stored as Parquet
+    (``load_table`` reads it back)."""
+    from .media import table_bytes
+
+    return active_run_or_start().log_bytes(table_bytes(data), artifact_file)
+
+
+def load_table(artifact_file: str, run_id: str | None = None, output_format: str = "pandas",
+               repo=None):  # fmt: skip
+    """A table ``log_table`` stored: of the active run, or of the recorded run ``run_id``."""
+    from .media import read_table
+
+    run = active_run() if run_id is None else None
+    if run is not None and hasattr(run, "artifacts") and artifact_file in run.artifacts:
+        data = run.ctx.store.read_bytes(ObjectId.parse(run.artifacts[artifact_file][1]))
+    else:
+        from .repo import Repo
+
+        r = repo if repo is not None else Repo()
+        rid = run_id or (str(_last[1].hex) if _last else None)
+        if rid is None:
+            raise UsageError("load_table needs a run_id: no run is active or ended here")
+        data = b"".join(r.cat(f"{rid}:artifacts/{artifact_file}"))
+    return read_table(data, output_format)
+
+
+def log_input(dataset: Any, name: str | None = None, source: str | None = None,
+              context: str | None = None) -> dict:  # fmt: skip
+    """Note a dataset the run read, by content id: a file or folder (stored, its id is the
+    BLAKE3 of its content / its tree), or the id of content already stored. Kept as
+    MLflow's dataset input (name, digest, source), which ``mlflow`` readers see too."""
+    run = active_run_or_start()
+    digest, where = _content_id(run.ctx, dataset)
+    item = {"dataset": {"name": name or Path(where).name or digest[:12], "digest": digest,
+                        "source_type": "mlvc", "source": source or where},
+            "tags": [{"key": "mlflow.data.context", "value": context}] if context else []}  # fmt: skip
+    run.add_extra("mlflow_inputs", [item])
+    return item
+
+
+def _content_id(ctx, dataset: Any) -> tuple[str, str]:
+    """(id hex, where it came from) of a dataset given as a path or an id."""
+    from ..store.locks import writing
+
+    if isinstance(dataset, ObjectId):
+        dataset = dataset.hex
+    path = Path(str(dataset))
+    if path.exists():
+        with writing(ctx.dir, ctx.store):
+            if path.is_file():
+                oid = ctx.store.add_file(path)
+            else:
+                from ..workspace.trees import build_tree
+
+                files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                               if p.is_file())  # fmt: skip
+                oid = build_tree(ctx.store, path, files)
+                if oid is None:
+                    raise UsageError(f"log_input: the folder {path} holds no files")
+            ctx.store.flush()
+        return oid.hex, str(path)
+    text = str(dataset)
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        if not ctx.store.has(ObjectId.parse(text)):
+            raise UsageError(f"log_input: no stored content has id {text}")
+        return text, text
+    raise UsageError(f"log_input: {text[:200]!r} is neither a file, a folder nor a content id")
+
+
+def search_runs(filter_string: str | None = None, sql: str | None = None,
+                experiment_names: list[str] | None = None,
+                experiment_ids: list[str] | None = None, order_by: list[str] | None = None,
+                max_results: int = 1000, output_format: str = "pandas", repo=None):  # fmt: skip
+    """Runs matching an MLflow filter string (``"metrics.acc > 0.9 AND params.lr = '0.1'"``)
+    in the experiments named (all by default), ordered (``["metrics.acc DESC"]``); or the
+    rows of a read-only SQL query. A pandas DataFrame, or an Arrow table."""
+    from . import search
+    from .repo import Repo
+
+    return search.search_runs(repo if repo is not None else Repo(), filter_string, sql,
+                              experiment_names, experiment_ids, order_by, max_results,
+                              output_format)  # fmt: skip
+
+
+def get_run(run_id: str, repo=None) -> dict:
+    """A recorded run (any id, prefix or name ``mlvc show`` takes) as a dict."""
+    from . import search
+    from .repo import Repo
+
+    return search.get_run(repo if repo is not None else Repo(), str(run_id))
+
+
+def last_active_run():
+    """The active run, else the run this process recorded last (a dict), else None."""
+    run = active_run()
+    if run is not None:
+        return run
+    if _last is None:
+        return None
+    from .repo import Repo
+
+    return get_run(_last[1].hex, Repo(_last[0]))

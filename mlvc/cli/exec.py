@@ -60,7 +60,8 @@ def run(
     ENTRY is an entry point of mlvc.toml or MLproject (default: main), or a .py/.sh file.
     The command's output is streamed and kept as the artifact logs/ENTRY.log; its declared
     outputs become the run's artifacts; the exit code is recorded. A script that calls
-    mlvc.start_run() adds to this run (see docs/reproduce.md).
+    mlvc.start_run() adds to this run (see docs/reproduce.md); so does one that calls
+    mlflow.start_run(): MLFLOW_TRACKING_URI is set to this repository unless it is set.
 
     Example: mlvc run train -P lr=0.01 --sweep epochs=10,20 -j 2
     """

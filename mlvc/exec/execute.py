@@ -23,7 +23,7 @@ from ..core.ids import ObjectId
 from ..core.objects import FILE, Env, TreeEntry
 from ..core.params import load_metrics_file, load_params_file
 from ..errors import MlvcError
-from ..runs.attached import REPO_ENV, RUN_ENV, WORKTREE_ENV
+from ..runs.attached import MLFLOW_URI_ENV, REPO_ENV, RUN_ENV, WORKTREE_ENV
 from ..runs.finish import record_staged, staged_spec
 from ..runs.record import Inputs, capture_inputs, expand, now_us
 from ..runs.staging import StagedRun
@@ -93,6 +93,8 @@ def execute(
     environ.update(
         {RUN_ENV: job.staged.key, REPO_ENV: str(ctx.layout.root), WORKTREE_ENV: str(ctx.root)}
     )
+    # MLflow code logs into this run (mlvc.mlflow_plugin), unless the user chose a store
+    environ.setdefault(MLFLOW_URI_ENV, f"mlvc://{ctx.layout.root}")
     log_path = ctx.root / log_name(launch)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..workspace.context import RepoContext
 
 RUN_ENV, REPO_ENV, WORKTREE_ENV = "MLVC_RUN", "MLVC_REPO", "MLVC_WORKTREE"
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"  # `mlvc run` sets mlvc:///ROOT unless the user set it
 SEED_PARAM = "mlvc.seed"  # the param mlvc.seed_everything records
 SEED_ENV = "MLVC_SEED"  # set by `mlvc reproduce` to the recorded seed
 

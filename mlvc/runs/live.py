@@ -439,6 +439,16 @@ class LiveRun:
             data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
         return self._log_bytes(data, name)
 
+    def log_bytes(self, data: bytes, name: str) -> str:
+        """Store ``data`` as the artifact ``name`` (a figure, an image, a table...)."""
+        return self._log_bytes(data, name)
+
+    def add_extra(self, field: str, items: list, limit: int = 1000) -> None:
+        """Append ``items`` to the list ``extra[field]`` of the run (its dataset inputs)."""
+        extra = self.staged.meta.setdefault("extra", {})
+        extra[field] = [*(extra.get(field) or []), *items][:limit]
+        self._save()
+
     def _log_bytes(self, data: bytes, name: str) -> str:
         name = safe_relpath(name)
         with writing(self.ctx.dir, self.ctx.store):  # until meta.json names it

@@ -18,7 +18,6 @@ from typing import Any
 from ...core.names import safe_relpath
 from ...errors import MlvcError
 from ...store.typed import lookup, walk
-from ..app import ApiError
 from .wire import bad, not_found
 
 
@@ -96,7 +95,12 @@ def download(call):
     kind, _eid, oid, rel = split(call.path_params["path"])
     if kind == "model":
         return _models(call.state).get(oid, rel)
-    store = call.state.extras["mlflow.runs"]
+    chunks = run_file(call.state.extras["mlflow.runs"], oid, rel)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+def run_file(store, oid: str, rel: str):
+    """The bytes (an iterator of chunks) of the artifact ``rel`` of run ``oid``."""
     rel = _rel(rel)
     opened = store.open.get(oid)
     if opened is not None:
@@ -112,8 +116,7 @@ def download(call):
         raise not_found(f"run {oid} has no artifact file {rel!r}")
     from ...core.ids import ObjectId
 
-    chunks = store.ctx.store.iter_content(ObjectId.parse(file_id))
-    return StreamingResponse(chunks, media_type="application/octet-stream")
+    return store.ctx.store.iter_content(ObjectId.parse(file_id))
 
 
 def delete(call):
@@ -142,14 +145,7 @@ def uploader(state):
         if kind == "model":
             return await _models(state).put(oid, rel, request, principal.name)
         store = state.extras["mlflow.runs"]
-        rel = _rel(rel)
-        if not rel:
-            raise bad("an artifact upload needs a file path after artifacts/")
-        opened = await run_in_threadpool(store.touch, oid)
-        if opened is None:
-            if await run_in_threadpool(store.run_record, oid) is None:
-                raise not_found(f"no run with id {oid!r}")
-            raise bad(f"run {oid} has ended; mlvc runs are immutable once recorded")
+        opened, rel = await run_in_threadpool(open_for_upload, store, oid, rel)
         tmp_dir = state.ctx.layout.tmp
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"upload-{secrets.token_hex(8)}"
@@ -157,25 +153,7 @@ def uploader(state):
             with open(tmp, "wb") as f:
                 async for chunk in request.stream():
                     f.write(chunk)
-
-            def store_it():
-                with opened.lock:
-                    if opened.run.has_ended:
-                        raise bad(f"run {oid} ended during the upload")
-                    for p in opened.run.artifacts:
-                        if p.startswith(rel + "/") or rel.startswith(p + "/"):
-                            raise bad(f"artifact {rel!r} clashes with {p!r}: a path is a file "
-                                      "or a folder, not both")  # fmt: skip
-                    opened.run.log_artifact(tmp, name=rel)
-
-            try:
-                await run_in_threadpool(store_it)
-            except ApiError:
-                raise
-            except MlvcError as e:
-                if e.http_status >= 500:
-                    raise
-                raise bad(e.message) from None
+            await run_in_threadpool(add_file, opened, oid, rel, tmp)
         finally:
             os.unlink(tmp) if tmp.exists() else None
         from ..app import json_response
@@ -183,3 +161,34 @@ def uploader(state):
         return json_response(200, {})
 
     return upload
+
+
+def open_for_upload(store, oid: str, rel: str):
+    """(the open run ``oid``, the checked path ``rel``) for an upload; 404 for an unknown
+    run, 400 for a recorded one or an empty path."""
+    rel = _rel(rel)
+    if not rel:
+        raise bad("an artifact upload needs a file path after artifacts/")
+    opened = store.touch(oid)
+    if opened is None:
+        if store.run_record(oid) is None:
+            raise not_found(f"no run with id {oid!r}")
+        raise bad(f"run {oid} has ended; mlvc runs are immutable once recorded")
+    return opened, rel
+
+
+def add_file(opened, oid: str, rel: str, path) -> None:
+    """Store the file at ``path`` as the artifact ``rel`` of the open run."""
+    with opened.lock:
+        if opened.run.has_ended:
+            raise bad(f"run {oid} ended during the upload")
+        for p in opened.run.artifacts:
+            if p.startswith(rel + "/") or rel.startswith(p + "/"):
+                raise bad(f"artifact {rel!r} clashes with {p!r}: a path is a file "
+                          "or a folder, not both")  # fmt: skip
+        try:
+            opened.run.log_artifact(path, name=rel)
+        except MlvcError as e:
+            if e.http_status >= 500:
+                raise
+            raise bad(e.message) from None

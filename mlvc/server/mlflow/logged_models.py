@@ -490,12 +490,12 @@ class ModelArtifacts:
                     if chunk:
                         f.write(chunk)
                         size += len(chunk)
-            await run_in_threadpool(self._store, model_id, relpath, tmp, size, who)
+            await run_in_threadpool(self.store_file, model_id, relpath, tmp, size, who)
         finally:
             tmp.unlink(missing_ok=True)
         return json_response(200, {})
 
-    def _store(self, model_id: str, relpath: str, tmp, size: int, who: str) -> None:
+    def store_file(self, model_id: str, relpath: str, tmp, size: int, who: str) -> None:
         with writing(self.repo.dir, self.repo.store):  # gc waits until the files ref names it
             oid = self.repo.store.add_file(tmp)
             self.models.add_file(model_id, relpath, oid, size, who)
@@ -504,17 +504,21 @@ class ModelArtifacts:
         """The file's bytes, streamed from the store."""
         from starlette.responses import StreamingResponse
 
+        size, chunks = self.content(model_id, relpath)
+        return StreamingResponse(
+            chunks,
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size)},
+        )
+
+    def content(self, model_id: str, relpath: str):
+        """(size, an iterator of the bytes) of a file of the model; 404 when it has none."""
         relpath = check_relpath(relpath)
         self.models.get(model_id)
         entry = lookup(self.repo.store, self.models.files(model_id), relpath) if relpath else None
         if entry is None or entry.kind == DIR:
             raise not_found(f"no artifact file {relpath!r} in logged model {model_id}")
-        store = self.repo.store
-        return StreamingResponse(
-            store.iter_content(entry.id),
-            media_type="application/octet-stream",
-            headers={"Content-Length": str(entry.size)},
-        )
+        return entry.size, self.repo.store.iter_content(entry.id)
 
     def list(self, model_id: str, relpath: str) -> list[dict]:
         """MLflow's ``files`` for the folder ``relpath`` (names relative to it); [] for a
@@ -682,6 +686,19 @@ def install(state) -> LoggedModels:
     return state.extras["mlflow.logged_models"]
 
 
+# (path under a prefix, handler, scope, methods)
+TABLE = [
+    ("/logged-models", create, "write", ["POST"]),
+    ("/logged-models/search", search, "read", ["POST"]),
+    ("/logged-models/{model_id}", get, "read", ["GET"]),
+    ("/logged-models/{model_id}", finalize, "write", ["PATCH"]),
+    ("/logged-models/{model_id}", delete, "write", ["DELETE"]),
+    ("/logged-models/{model_id}/tags", set_tags, "write", ["PATCH"]),
+    ("/logged-models/{model_id}/tags/{tag_key:path}", delete_tag, "write", ["DELETE"]),
+    ("/logged-models/{model_id}/params", log_params, "write", ["POST"]),
+]
+
+
 def routes(state) -> list:
     """The logged-model routes under both MLflow prefixes."""
     from starlette.routing import Route
@@ -689,19 +706,9 @@ def routes(state) -> list:
     from . import PREFIXES
 
     install(state)
-    table = [
-        ("/logged-models", create, "write", ["POST"]),
-        ("/logged-models/search", search, "read", ["POST"]),
-        ("/logged-models/{model_id}", get, "read", ["GET"]),
-        ("/logged-models/{model_id}", finalize, "write", ["PATCH"]),
-        ("/logged-models/{model_id}", delete, "write", ["DELETE"]),
-        ("/logged-models/{model_id}/tags", set_tags, "write", ["PATCH"]),
-        ("/logged-models/{model_id}/tags/{tag_key:path}", delete_tag, "write", ["DELETE"]),
-        ("/logged-models/{model_id}/params", log_params, "write", ["POST"]),
-    ]
     out = []
     for prefix in PREFIXES:
-        for path, handler, scope, methods in table:
+        for path, handler, scope, methods in TABLE:
             out.append(Route(prefix + path, endpoint(state, handler, scope), methods=methods))
     return out
 

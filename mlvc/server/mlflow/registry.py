@@ -359,6 +359,12 @@ def _check_model_tree(repo, tree: ObjectId, source: str) -> None:
 # -- handlers ------------------------------------------------------------------------------
 
 
+def setup(state) -> Registry:
+    """The registry of ``state`` and the logged models it links to (made once)."""
+    install(state)
+    return _reg(state)
+
+
 def _reg(state) -> Registry:
     if "mlflow.registry" not in state.extras:
         state.extras["mlflow.registry"] = Registry(state)
@@ -678,41 +684,43 @@ def download_uri(call):
     )
 
 
+_RM, _MV = "/registered-models", "/model-versions"
+# (path under a prefix, handler, scope, methods)
+TABLE = [
+    (_RM + "/create", create_model, "write", ["POST"]),
+    (_RM + "/get", get_model, "read", ["GET"]),
+    (_RM + "/rename", rename_model, "write", ["POST"]),
+    (_RM + "/update", update_model, "write", ["PATCH"]),
+    (_RM + "/delete", delete_model, "write", ["DELETE"]),
+    (_RM + "/search", search_models, "read", ["GET"]),
+    (_RM + "/get-latest-versions", latest_versions, "read", ["GET", "POST"]),
+    (_RM + "/set-tag", set_model_tag, "write", ["POST"]),
+    (_RM + "/delete-tag", delete_model_tag, "write", ["DELETE"]),
+    (_RM + "/alias", set_alias, "write", ["POST"]),
+    (_RM + "/alias", delete_alias, "write", ["DELETE"]),
+    (_RM + "/alias", get_by_alias, "read", ["GET"]),
+    (_MV + "/create", create_version, "write", ["POST"]),
+    (_MV + "/get", get_version, "read", ["GET"]),
+    (_MV + "/update", update_version, "write", ["PATCH"]),
+    (_MV + "/delete", delete_version, "write", ["DELETE"]),
+    (_MV + "/search", search_versions, "read", ["GET"]),
+    (_MV + "/get-download-uri", download_uri, "read", ["GET"]),
+    (_MV + "/set-tag", set_version_tag, "write", ["POST"]),
+    (_MV + "/delete-tag", delete_version_tag, "write", ["DELETE"]),
+    (_MV + "/transition-stage", transition_stage, "write", ["POST"]),
+]
+
+
 def routes(state) -> list:
     """The registry routes under both MLflow prefixes."""
     from starlette.routing import Route
 
     from . import PREFIXES
 
-    install(state)
-    _reg(state)
-    rm, mv = "/registered-models", "/model-versions"
-    table = [
-        (rm + "/create", create_model, "write", ["POST"]),
-        (rm + "/get", get_model, "read", ["GET"]),
-        (rm + "/rename", rename_model, "write", ["POST"]),
-        (rm + "/update", update_model, "write", ["PATCH"]),
-        (rm + "/delete", delete_model, "write", ["DELETE"]),
-        (rm + "/search", search_models, "read", ["GET"]),
-        (rm + "/get-latest-versions", latest_versions, "read", ["GET", "POST"]),
-        (rm + "/set-tag", set_model_tag, "write", ["POST"]),
-        (rm + "/delete-tag", delete_model_tag, "write", ["DELETE"]),
-        (rm + "/alias", set_alias, "write", ["POST"]),
-        (rm + "/alias", delete_alias, "write", ["DELETE"]),
-        (rm + "/alias", get_by_alias, "read", ["GET"]),
-        (mv + "/create", create_version, "write", ["POST"]),
-        (mv + "/get", get_version, "read", ["GET"]),
-        (mv + "/update", update_version, "write", ["PATCH"]),
-        (mv + "/delete", delete_version, "write", ["DELETE"]),
-        (mv + "/search", search_versions, "read", ["GET"]),
-        (mv + "/get-download-uri", download_uri, "read", ["GET"]),
-        (mv + "/set-tag", set_version_tag, "write", ["POST"]),
-        (mv + "/delete-tag", delete_version_tag, "write", ["DELETE"]),
-        (mv + "/transition-stage", transition_stage, "write", ["POST"]),
-    ]
+    setup(state)
     out = []
     for prefix in PREFIXES:
-        for path, handler, scope, methods in table:
+        for path, handler, scope, methods in TABLE:
             out.append(Route(prefix + path, endpoint(state, handler, scope), methods=methods))
     return out
 

@@ -22,11 +22,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError
+from ...runs.experiments import EXPERIMENTS, new_experiment, next_id, read_blob, write_blob
 from ...runs.finish import commit_staged
 from ...runs.live import LiveRun
 from ...runs.reaper import reap_dead_runs
@@ -38,7 +40,6 @@ from .wire import bad, not_found
 
 log = logging.getLogger("mlvc.server.mlflow")
 
-EXPERIMENTS = "refs/mlflow/experiments"
 OVERLAYS = "refs/mlflow/runs"
 LEASE_WRITE_EVERY = 5.0  # seconds between lease writes of one run
 REAP_EVERY = 30.0  # seconds between looks for dead live runs of other processes
@@ -95,12 +96,25 @@ class Open:
 
 
 class TrackingStore:
-    def __init__(self, state):
+    """What MLflow's tracking API changes: experiments, open runs, overlays.
+
+    A server's store (``owned=False``) keeps its REST runs alive by a lease and takes back
+    the open MLflow runs a restart left behind. The MLflow plugin's store (``owned=True``,
+    mlvc.mlflow_plugin) holds only the runs of its own process: they live as long as the
+    process does (pid, like any live run), with no lease, and other processes' runs are
+    left alone.
+    """
+
+    def __init__(self, state, owned: bool = False):
         self.state = state
+        self.owned = owned
+        # (name, tags) -> the live run a new top-level run joins instead, or None
+        self.attach: Callable[[str, dict], LiveRun | None] | None = None
         self.ctx = state.ctx
         self.lease = float(state.options.lease_seconds)
         self.lock = threading.RLock()
         self.open: dict[str, Open] = {}
+        self.handed: dict[str, tuple[Open, str]] = {}  # ended attached runs, with status
         self.recorded: dict[str, ObjectId] = {}  # run_id -> run object (cache)
         self.experiments: dict[str, dict] = {}
         self.overlays: dict[str, dict] = {}
@@ -110,7 +124,8 @@ class TrackingStore:
         self._experiment_of: dict[str, str] = {}
         self._load()
         self._stop = threading.Event()
-        self._rejoin()
+        if not owned:
+            self._rejoin()
         self._thread = threading.Thread(target=self._expire_loop, daemon=True,
                                         name="mlvc-leases")  # fmt: skip
         self._thread.start()
@@ -121,23 +136,10 @@ class TrackingStore:
     # -- durable JSON behind refs -----------------------------------------------------------
 
     def _read_blob(self, ref: str) -> dict | None:
-        oid = self.ctx.refs.read_or_none(ref)
-        if oid is None:
-            return None
-        try:
-            value = json.loads(self.ctx.store.read_bytes(oid))
-        except (MlvcError, ValueError):
-            log.warning("%s names a damaged blob; ignored", ref)
-            return None
-        return value if isinstance(value, dict) else None
+        return read_blob(self.ctx, ref)
 
     def _write_blob(self, ref: str, value: dict, who: str, why: str) -> None:
-        data = json.dumps(value, sort_keys=True).encode()
-        with writing(self.ctx.dir, self.ctx.store):
-            oid = self.ctx.store.add_bytes(data)
-            self.ctx.store.flush()
-            self.ctx.store.sync()
-            self.ctx.refs.write(ref, oid, why, who)
+        write_blob(self.ctx, ref, value, who, why)
 
     def _load(self) -> None:
         for name in self.ctx.refs.names(EXPERIMENTS.removeprefix("refs/")):
@@ -154,18 +156,7 @@ class TrackingStore:
 
     # -- experiments -----------------------------------------------------------------------
 
-    @staticmethod
-    def _new_experiment(eid: str, name: str, tags: dict, location: str | None = None) -> dict:
-        t = now_ms()
-        return {
-            "experiment_id": eid,
-            "name": name,
-            "artifact_location": location or f"mlflow-artifacts:/{eid}",
-            "lifecycle_stage": "active",
-            "tags": tags,
-            "creation_time": t,
-            "last_update_time": t,
-        }
+    _new_experiment = staticmethod(new_experiment)
 
     def experiment(self, experiment_id: str) -> dict | None:
         return self.experiments.get(str(experiment_id))
@@ -187,7 +178,7 @@ class TrackingStore:
                 raise ApiError(
                     400, "RESOURCE_ALREADY_EXISTS", f"experiment {name!r} already exists"
                 )
-            eid = str(max((int(i) for i in self.experiments if i.isdigit()), default=0) + 1)
+            eid = next_id(self.experiments)
             exp = self._new_experiment(eid, name, tags, location)
             self._write_blob(f"{EXPERIMENTS}/{eid}", exp, who, f"create experiment {name}")
             self.experiments[eid] = exp
@@ -229,9 +220,12 @@ class TrackingStore:
             "argv": [],  # the server's own command line is not the run's
             "extra": {"experiment_id": experiment_id},
             "mlflow": {"user": user},
-            "lease_until": time.time() + self.lease,
             "own_outputs": True,  # not the files the server's mlvc.toml names
         }
+        if self.owned:  # the run of this very process: its argv, code and environment
+            del meta["argv"], meta["own_outputs"]
+        else:
+            meta["lease_until"] = time.time() + self.lease
         if start_ms:
             meta["started"] = int(start_ms) * 1000
         # tags are checked before the run exists: a refused one leaves no run behind. Its
@@ -239,9 +233,16 @@ class TrackingStore:
         # of the server's mlvc.toml): the client's process read its own. Dead runs of other
         # processes are reaped by the lease thread, not on every create (a look at every
         # staged run); the run is written once, lease included.
-        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=False,
+        run = self.attach(name, tags) if self.attach and "mlflow.parentRunId" not in tags else None
+        if run is not None:  # the run `mlvc run` records (mlvc.runs.attached)
+            opened = Open(run, experiment_id, user)
+            with self.lock:
+                self.open[run.key] = opened
+            return opened
+        inputs = None if self.owned else NO_INPUTS
+        run = LiveRun.create(self._ctx_for(user), name=name, tags=tags, capture=self.owned,
                              reap=False, meta=meta, flusher=False,
-                             inputs=NO_INPUTS)  # fmt: skip
+                             inputs=inputs)  # fmt: skip
         run.started = run.staged.started or run.started
         opened = Open(run, experiment_id, user)
         opened.lease_written = opened.touched
@@ -253,6 +254,8 @@ class TrackingStore:
         """Renew the lease: in memory at once, on disk (for reapers in other processes) at
         most every few seconds, and always well within the lease."""
         now = opened.touched = time.time()
+        if self.owned:  # alive while this process is
+            return
         if force or now - opened.lease_written >= min(LEASE_WRITE_EVERY, self.lease / 4):
             opened.run.staged.meta["lease_until"] = now + self.lease
             opened.run.save()
@@ -280,6 +283,9 @@ class TrackingStore:
             oid = opened.run.end(status)
         if oid is not None:
             self.recorded[run_id] = oid
+        else:  # an attached run: `mlvc run` records it when its command exits
+            with self.lock:
+                self.handed[run_id] = (opened, status)
         return oid
 
     def _rejoin(self) -> None:
@@ -339,7 +345,7 @@ class TrackingStore:
                 except Exception:
                     log.exception("could not reap dead live runs")
             now = time.time()
-            for key, opened in list(self.open.items()):
+            for key, opened in list(self.open.items()) if not self.owned else ():
                 if now - opened.touched >= self.lease:
                     try:
                         self.end_run(key, "killed")

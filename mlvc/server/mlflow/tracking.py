@@ -220,10 +220,11 @@ def _apply_overlay(store: TrackingStore, rid: str, info: dict, tags: dict) -> No
     info["lifecycle_stage"] = store.stage_of(rid, info["experiment_id"])
 
 
-def _open_json(store: TrackingStore, opened: Open) -> dict:
+def _open_json(store: TrackingStore, opened: Open, status: str = "running") -> dict:
     run = opened.run
     with opened.lock:
-        run.flush()
+        if not run.has_ended:
+            run.flush()
         # a run with no metric block yet (just created) has no points: no folder to read
         points = _series_points(run.staged.read_series()) if run.has_points else []
         params = run.params
@@ -235,7 +236,7 @@ def _open_json(store: TrackingStore, opened: Open) -> dict:
         "run_name": tags.get("mlflow.runName") or run.name,
         "experiment_id": opened.experiment_id,
         "user_id": opened.user,
-        "status": "RUNNING",
+        "status": status.upper(),
         "start_time": run.started // 1000,
         "artifact_uri": artifact_uri(opened.experiment_id, run.key),
         "lifecycle_stage": "active",
@@ -394,6 +395,9 @@ def run_json(store: TrackingStore, rid: str) -> dict:
         return _open_json(store, opened)
     found = store.run_record(rid)
     if found is None:
+        handed = store.handed.get(rid)
+        if handed is not None:  # ended, not yet recorded by the `mlvc run` it joined
+            return _open_json(store, *handed)
         raise not_found(f"no run with id {rid!r}")
     return _recorded_json(store, rid, *found)
 
@@ -459,6 +463,8 @@ def update_run(call):
     opened = store.touch(rid)
     if opened is None:
         found = store.run_record(rid)
+        if found is None and rid in store.handed:
+            return {"run_info": run_json(store, rid)["info"]}
         if found is None:
             raise not_found(f"no run with id {rid!r}")
         store.check_active(rid)
@@ -522,8 +528,33 @@ def _log_points(call, opened: Open, points: list[tuple[str, float, int, int]]) -
 def log_metric(call):
     args = Args(call)
     point = _metric(call.body or {})
-    _log_points(call, _open_or_refuse(call, _run_id(args)), [point])
+    rid = _run_id(args)
+    opened = _open_or_refuse(call, rid)
+    _log_points(call, opened, _not_copies(store_of(call), rid, [call.body or {}], [point]))
     return {}
+
+
+def _not_copies(store: TrackingStore, rid: str, items: list[dict], points: list) -> list:
+    """``points`` without the copies MLflow sends when a model is logged in a run: the run's
+    points again, each with the new ``model_id`` (MLflow's own store keeps one row of
+    each, its metrics' key includes key, step, time and value, not the model)."""
+    linked = {i for i, m in enumerate(items) if m.get("model_id")}
+    if not linked:
+        return points
+    seen: dict[str, set] = {}
+    out = []
+    for i, (key, value, ts, step) in enumerate(points):
+        if i in linked:
+            if key not in seen:
+                seen[key] = {(s, t // 1000, _same(v)) for s, t, v in _history(store, rid, key)}
+            if (step, ts, _same(value)) in seen[key]:
+                continue
+        out.append((key, value, ts, step))
+    return out
+
+
+def _same(value: float) -> float | str:
+    return "nan" if value != value else value
 
 
 def _params(items: list[dict]) -> dict[str, Any]:
@@ -626,7 +657,7 @@ def log_batch(call):
     if new_tags:
         with opened.lock:
             _mlvc(opened.run.set_tags, new_tags)
-    _log_points(call, opened, points)
+    _log_points(call, opened, _not_copies(store_of(call), rid, metrics, points))
     return {}
 
 

@@ -1,0 +1,111 @@
+"""mlvc.autolog(): scikit-learn, XGBoost and LightGBM training logs itself (for real, on
+tens of rows and a few rounds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlvc
+from mlvc.models.autolog import autolog
+
+sklearn = pytest.importorskip("sklearn")
+
+
+@pytest.fixture
+def on(project):
+    yield autolog()
+    autolog(disable=True)
+
+
+def _data():
+    X = np.random.RandomState(0).rand(40, 3)
+    return X, (X[:, 0] > 0.5).astype(int)
+
+
+def _runs(repo):
+    return {r["name"] or r["id"]: repo.show(r["id"]) for r in repo.log()}
+
+
+def test_sklearn_fit_logs_params_metrics_and_a_loadable_model(on, repo):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    assert "sklearn" in on
+    X, y = _data()
+    model = LogisticRegression(C=0.5).fit(X, y)  # no run active: one is made for it
+    with mlvc.start_run(name="reg"):
+        Ridge(alpha=2.0).fit(X, X[:, 1])
+    runs = _runs(mlvc.Repo())
+    (clf,) = [r for name, r in runs.items() if name != "reg"]
+    assert clf["params"]["C"] == 0.5 and clf["status"] == "finished"
+    assert clf["metrics"]["training_accuracy_score"] == pytest.approx(model.score(X, y))
+    assert "training_f1_score" in clf["metrics"]
+    loaded = mlvc.models.load(f"run:{clf['id']}/models/model")
+    assert list(loaded.predict(X[:5])) == list(model.predict(X[:5]))
+    paths = {e["path"] for e in clf["artifacts"]["entries"]}
+    assert {"models/model/mlvc-model.json", "models/model/input_example.npy"} <= paths
+    reg = runs["reg"]
+    assert reg["params"]["alpha"] == 2.0
+    assert {"training_r2_score", "training_mean_squared_error"} <= set(reg["metrics"])
+
+
+def test_a_meta_estimator_logs_once_and_disable_stops_logging(on, repo):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = _data()
+    with mlvc.start_run(name="grid") as run:
+        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2).fit(X, y)
+    shown = mlvc.Repo().show(run.run_id.hex)
+    assert shown["params"]["cv"] == 2 and "C" not in shown["params"]  # inner fits are quiet
+    assert [p["step"] for p in _points(repo, run.run_id.hex, "training_score")] == [0]
+    autolog(disable=True)
+    LogisticRegression().fit(X, y)
+    assert len(repo.log()) == 1
+
+
+def _points(repo, rid: str, key: str) -> list[dict]:
+    table = repo.query(f"SELECT step, value FROM metrics WHERE run_id = '{rid}' AND key = '{key}' "
+                       "ORDER BY step")  # fmt: skip
+    return table.to_pylist()
+
+
+def test_xgboost_logs_each_iteration_and_the_booster(on, repo):
+    xgb = pytest.importorskip("xgboost")
+    X, y = _data()
+    d = xgb.DMatrix(X, label=y)
+    with mlvc.start_run(name="xgb") as run:
+        booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, d,
+                            num_boost_round=4, evals=[(d, "train")], verbose_eval=False)  # fmt: skip
+    rid = run.run_id.hex
+    shown = repo.show(rid)
+    assert shown["params"]["max_depth"] == 2
+    points = _points(repo, rid, "train-logloss")
+    assert [p["step"] for p in points] == [0, 1, 2, 3]
+    assert points[-1]["value"] == pytest.approx(float(booster.eval(d).split(":")[1]), rel=1e-4)
+    saved = b"".join(repo.cat(f"{rid}:artifacts/model/model.json"))
+    again = xgb.Booster()
+    again.load_model(bytearray(saved))
+    assert np.allclose(again.predict(d), booster.predict(d))
+    xgb.XGBClassifier(n_estimators=3, max_depth=2).fit(X, y, eval_set=[(X, y)], verbose=False)
+    assert len(repo.log()) == 2  # the sklearn wrapper logs through train, in a run of its own
+
+
+def test_lightgbm_logs_each_iteration_and_the_booster(on, repo):
+    lgb = pytest.importorskip("lightgbm")
+    X, y = _data()
+    params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 2}
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=3,
+                        valid_sets=[lgb.Dataset(X, y)], valid_names=["train"])  # fmt: skip
+    (row,) = repo.log()
+    rid = row["id"]
+    assert repo.show(rid)["params"]["objective"] == "binary"
+    assert [p["step"] for p in _points(repo, rid, "train-binary_logloss")] == [0, 1, 2]
+    text = b"".join(repo.cat(f"{rid}:artifacts/model/model.txt")).decode()
+    again = lgb.Booster(model_str=text)
+    assert np.allclose(again.predict(X), booster.predict(X))
+
+
+def test_unknown_frameworks_are_refused(project):
+    with pytest.raises(mlvc.MlvcError, match="autolog knows sklearn"):
+        autolog(["caffe"])
