@@ -223,7 +223,7 @@ class Watcher:
     def _run(self, staged: StagedRun, alive: bool, now_us: int) -> None:
         st = self._state(staged.key)
         events: list[Event] = []
-        blocks = _new_blocks(staged.path, st.block)
+        blocks = [(n, _by_metric(t)) for n, t in staged.blocks_after(st.block)]
         if st.last_point_us == 0:
             st.last_point_us = int(staged.started or now_us)
         for number, points in blocks:
@@ -356,33 +356,6 @@ def _about(staged: StagedRun) -> dict[str, Any]:
         "name": meta.get("name") or "",
         "experiment_id": str(meta.get("experiment_id") or "0"),
     }
-
-
-def _new_blocks(folder: Path, after: int) -> list[tuple[int, dict[str, list]]]:
-    """Metric blocks numbered after ``after``, in order: (number, {metric: [(step, value)]})."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    out = []
-    try:
-        names = sorted(os.listdir(folder / "series"))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if not name.endswith(".arrow") or name.startswith("."):
-            continue
-        try:
-            number = int(name[: -len(".arrow")])
-        except ValueError:
-            continue
-        if number <= after:
-            continue
-        try:
-            t = ipc.open_file(pa.memory_map(str(folder / "series" / name))).read_all()
-        except (OSError, pa.ArrowInvalid):
-            break  # torn by a crash: what follows waits
-        out.append((number, _by_metric(t)))
-    return out
 
 
 def _by_metric(table) -> dict[str, list]:
