@@ -25,8 +25,10 @@ from ..core.params import load_metrics_file, load_params_file
 from ..errors import MlvcError
 from ..runs.attached import MLFLOW_URI_ENV, REPO_ENV, RUN_ENV, WORKTREE_ENV
 from ..runs.finish import record_staged, staged_spec
+from ..runs.notify import run_started
 from ..runs.record import Inputs, capture_inputs, expand, now_us
 from ..runs.staging import StagedRun
+from ..runs.watch import ensure_watcher, load_config
 from ..store.locks import writing
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
@@ -117,6 +119,7 @@ class _Job:
 
 def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) -> _Job:
     """Capture the inputs (unless given) and stage the run with the entry point's params."""
+    watching = load_config(ctx.root)  # a bad alert rule is refused before anything runs
     with writing(ctx.dir, ctx.store):  # gc waits until the staged meta.json names them
         if inputs is None:
             inputs, facts = capture(ctx, launch)
@@ -137,6 +140,8 @@ def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) 
             parents=launch.parents,
             reproduces=launch.reproduces,
         )
+    run_started(ctx, staged)
+    ensure_watcher(ctx, watching)
     return _Job(launch, inputs, staged, _snapshot(ctx.root, _written_paths(ctx.root, launch)))
 
 

@@ -24,7 +24,7 @@ from ..errors import IndexDamaged
 from . import schema
 from .db import REBUILT, connect_ro, connect_rw, query_errors, writable
 from .ingest import Writer
-from .journal import Journal, settled
+from .journal import Journal
 from .lock import IndexLock
 from .user_sql import check_read_only, interruptible
 
@@ -73,6 +73,7 @@ class Index:
         self.lock = IndexLock(self.lock_path, self.dir)
         self._journal = Journal(layout, refs)
         self._keep = False
+        self._rebuilt_damaged = False  # by an ingest, since check() began
 
     # -- a kept reader (a server's) ---------------------------------------------------------
 
@@ -123,11 +124,7 @@ class Index:
                     else:
                         _KEPT[key] = kept
             cur = kept.con.cursor()
-            current = (
-                schema.is_current(kept.meta)
-                and settled(kept.meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
-                and not self._journal.actionable(cur, self._journal.entries())
-            )
+            current = self._journal.current(cur, kept.meta)
         except duckdb.Error:
             current, cur = False, None
         if not current:
@@ -230,7 +227,8 @@ class Index:
             writer = self._writer()
             if rebuild:
                 writer.rebuild()
-            writer.ingest()
+            if writer.ingest():
+                self._rebuilt_damaged = True
 
     def _writer(self) -> Writer:
         return Writer(self.path, self._journal, self.store, self.refs, self.workers)
@@ -288,6 +286,7 @@ class Index:
         damaged index is rebuilt. Returns what was repaired (``mlvc fsck`` names it)."""
         if not self.path.exists():
             return []
+        self._rebuilt_damaged = False
         try:
             with self.connect_readonly() as con, query_errors():
                 tables = [
@@ -303,6 +302,8 @@ class Index:
                         pass
         except IndexDamaged:
             self._repair()
+            self._rebuilt_damaged = True
+        if self._rebuilt_damaged:  # here, or by the ingest that opening it needed first
             return [f"index {self.path} was damaged: rebuilt from objects and refs"]
         return []
 
@@ -359,12 +360,7 @@ class Index:
         except duckdb.Error:
             return None  # damaged or foreign-locked: the writer path decides
         try:
-            meta = schema.read_meta(con)
-            current = (
-                schema.is_current(meta)
-                and settled(meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
-                and not self._journal.actionable(con, self._journal.entries())
-            )
+            current = self._journal.current(con, schema.read_meta(con))
         except duckdb.Error:
             current = False
         if not current:

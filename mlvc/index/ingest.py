@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..store.odb import LocalStore
-from . import models, pool, schema, wide
+from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, shared_rows
 from .journal import Journal, settled
@@ -42,9 +42,9 @@ class Writer:
     def _connect(self, path: Path | None = None):
         return connect_rw(path or self.path, shown=self.path)
 
-    def ingest(self) -> None:
+    def ingest(self) -> bool:
         """Apply the journal; an index that is missing or of another schema version is
-        rebuilt first, and so is a damaged one (with a warning)."""
+        rebuilt first, and so is a damaged one (with a warning; then True)."""
         import duckdb
 
         con, was_damaged = None, False
@@ -82,6 +82,7 @@ class Writer:
             path.unlink(missing_ok=True)
         if was_damaged:
             log.warning(REBUILT)
+        return was_damaged
 
     def rebuild(self) -> None:
         """Write a whole new index from every run ref to a temp file, then rename it into
@@ -111,7 +112,11 @@ class Writer:
         entries = self.journal.entries()
         fingerprint = self.journal.refs_fingerprint()
         meta = schema.read_meta(con)
-        if not entries and settled(meta.get("refs_fingerprint")) == fingerprint:
+        if (
+            not entries
+            and settled(meta.get("refs_fingerprint")) == fingerprint
+            and meta.get("events_fingerprint") == self.journal.events_fingerprint()
+        ):
             return []
         actionable = self.journal.actionable(con, entries)
         with_ref = [e.oid for e in actionable if self.refs.has_run(e.oid)]
@@ -170,6 +175,9 @@ class Writer:
                 schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
             models.refresh(con, self.refs, self.store)
         meta = {"refs_fingerprint": fingerprint}
+        meta["events_fingerprint"] = events.refresh(
+            con, self.journal.layout, stored.get("events_fingerprint")
+        )
         if new or dropped:
             meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped))
         schema.write_meta(con, meta)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-import traceback
 
 
 def spawn(root, fd: int) -> bool:
@@ -37,6 +35,7 @@ def spawn(root, fd: int) -> bool:
 
 
 def main(root: str, fd: int) -> int:
+    from ..core.crashlog import append_log
     from ..core.layout import Layout
     from ..core.settings import Settings
     from ..refs.store import RefStore
@@ -52,11 +51,7 @@ def main(root: str, fd: int) -> int:
         index.ingest_holding_lock()
         return 0
     except Exception:
-        log = layout.worker_log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-            f.write(traceback.format_exc())
+        append_log(layout.worker_log)
         return 1
     finally:
         os.close(fd)

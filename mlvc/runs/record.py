@@ -32,6 +32,7 @@ from ..refs.store import check_ref_name
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
 from ..workspace.trees import build_tree
+from .notify import run_published
 
 if TYPE_CHECKING:
     from ..workspace.context import RepoContext
@@ -478,7 +479,8 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
 
 def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
     """Journal, run ref, then every ref in ``intent`` that still holds the value it had when
-    the publish began (compare and swap: a ref moved since by someone else is left alone)."""
+    the publish began (compare and swap: a ref moved since by someone else is left alone),
+    then the run's events, made durable with the refs."""
     ctx.index.journal(oid)
     with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
         ctx.refs.add_run(oid)
@@ -493,6 +495,9 @@ def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | 
                 ctx.refs.write(ref, oid, reason, who)
             if i == 0:
                 crash_point("publish-first-ref")
+        # durable with the refs (the batch's one sync), before the intent goes: a publish
+        # killed before its end is finished by the next one, which emits again
+        run_published(ctx, oid, run)
 
 
 def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
