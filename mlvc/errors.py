@@ -405,6 +405,24 @@ class RemoteRejected(MlvcError):
     http_status = 409
 
 
+# -- hooks (mlvc.events.hooks) ---------------------------------------------------------------
+
+
+class HookRejected(MlvcError):
+    """A ``pre-commit``, ``pre-alias`` or ``pre-push`` hook vetoed the change: nothing
+    changed. The message is one line, then the hook's own lines."""
+
+    exit_code = 23
+    http_status = 409
+    meaning = "a pre-commit, pre-alias or pre-push hook refused the change"
+
+    def __init__(self, hook: str, why: str, lines: list[str]):
+        said = f": {lines[0]}" if lines else ""
+        head = f"the {hook} hook refused the change ({why}){said}"
+        super().__init__("\n".join([head, *(f"  {hook}: {ln}" for ln in lines[1:])]))
+        self.hook, self.lines = hook, lines
+
+
 def one_line(e: BaseException, limit: int = 500) -> str:
     """``Type: first line of the message``, cut to ``limit`` characters."""
     text = str(e).strip()

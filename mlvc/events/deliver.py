@@ -1,0 +1,276 @@
+"""The webhook deliverer: a detached process that empties the outbox, then exits.
+
+``wake`` (mlvc.events.consumers) puts each new event in the outbox for every endpoint that
+wants it, then starts a deliverer unless one runs: one holds the flock on
+``.mlvc/webhooks/deliver.lock`` for its whole life (handed over as an open descriptor, as the
+index worker's is). It POSTs due messages one by one, each connecting to an address checked
+just before (mlvc.events.addresses), and logs every attempt. A failure puts the whole endpoint
+on hold for a backoff (``BACKOFF``, with ±20% jitter) so a receiver that is down is not
+hammered; ``max_failures`` failures in a row (about 27 hours with the defaults) disable it,
+with a ``webhook.disabled`` event. While retries are pending the deliverer sleeps; with
+nothing left to send it lingers a moment (a burst of events needs one process) and exits.
+Killed, it loses nothing: the messages stay in the outbox for the next one, which the next
+event (or ``mlvc webhook enable|redeliver``) starts.
+
+Usage (internal): ``python -m mlvc.events.deliver PROJECT_ROOT LOCK_FD``
+"""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import os
+import random
+import socket
+import ssl
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..core.events import Event, iso_utc
+from ..core.layout import Layout
+from ..errors import UsageError
+from . import outbox, payloads, webhooks
+from .addresses import check_url
+
+# seconds on hold after the 1st, 2nd... straight failure: the Standard Webhooks reference
+# schedule (Svix); after the last, the last again
+BACKOFF = (5, 300, 1800, 7200, 18000, 36000, 36000)
+TIMEOUT = 10.0  # seconds for one attempt
+LINGER = 2.0  # seconds with nothing to send before exiting
+POLL = 0.05  # seconds between looks at the outbox while lingering or waiting
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What tests and benchmarks may change (from the deliverer's environment)."""
+
+    backoff_scale: float = 1.0
+    timeout: float = TIMEOUT
+    linger: float = LINGER
+
+    @classmethod
+    def from_env(cls, environ: Any) -> Tuning:
+        def num(name: str, default: float) -> float:
+            try:
+                return max(0.0, float(environ.get(name, default)))
+            except ValueError:
+                return default
+
+        return cls(
+            num("MLVC_WEBHOOK_BACKOFF_SCALE", 1.0),
+            num("MLVC_WEBHOOK_TIMEOUT", TIMEOUT),
+            num("MLVC_WEBHOOK_LINGER", LINGER),
+        )
+
+
+def backoff(streak: int, scale: float = 1.0) -> float:
+    """Seconds an endpoint waits after its ``streak``-th straight failure (jittered)."""
+    base = BACKOFF[min(streak, len(BACKOFF)) - 1]
+    return base * scale * random.uniform(0.8, 1.2)
+
+
+# -- one request ----------------------------------------------------------------------------
+
+
+class _Pinned(http.client.HTTPSConnection):
+    """An HTTP(S) connection to ``host`` that connects to the checked ``address`` only."""
+
+    def __init__(self, host: str, port: int, address: str, tls: bool, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address, self._tls = address, tls
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        if self._tls:
+            sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = sock
+
+
+def post(
+    url: str, body: bytes, headers: dict, allow_private: bool, timeout: float
+) -> tuple[int | None, str | None]:
+    """POST ``body`` to ``url`` after checking where it resolves to; (status, error)."""
+    try:
+        addresses = check_url(url, allow_private)
+    except UsageError as e:
+        return None, str(e)
+    parts = urlsplit(url)
+    scheme, host, port = parts.scheme, parts.hostname or "", parts.port
+    port = port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = _Pinned(host, port, addresses[0], scheme == "https", timeout)
+    try:
+        conn.request("POST", target, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(1 << 16)
+        if 200 <= resp.status < 300:
+            return resp.status, None
+        return resp.status, f"HTTP {resp.status} {resp.reason}".strip()
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"{type(e).__name__}: {e}".strip()
+    finally:
+        conn.close()
+
+
+def attempt(
+    layout: Layout, endpoint: webhooks.Endpoint, msg_id: str, event: Event, timeout: float
+) -> dict[str, Any]:
+    """Send one message once; the delivery-log entry (without the outcome)."""
+    start = time.time()
+    try:
+        secret = webhooks.secret_of(layout, endpoint)
+    except UsageError as e:
+        status, error = None, str(e)
+    else:
+        body = payloads.body(event, endpoint.format)
+        heads = payloads.headers(secret, msg_id, int(start), body, endpoint.format)
+        status, error = post(endpoint.url, body, heads, endpoint.allow_private, timeout)
+    return {
+        "at": iso_utc(int(start * 1e6)),
+        "message": msg_id,
+        "endpoint": endpoint.id,
+        "event": event.id,
+        "type": event.type,
+        "status": status,
+        "error": error,
+        "latency_ms": round((time.time() - start) * 1000, 1),
+    }
+
+
+def send_test(layout: Layout, endpoint_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send a ``webhook.test`` event to one endpoint now (even a disabled one) and log it."""
+    endpoint = webhooks.get(layout, endpoint_id)
+    event = Event.new("webhook.test", {"endpoint": endpoint.id, "url": endpoint.url})
+    msg_id = outbox.message_id(event.id, endpoint.id)
+    entry = attempt(layout, endpoint, msg_id, event, timeout)
+    entry.update(attempt=1, test=True, outcome="delivered" if entry["error"] is None else "failed")
+    outbox.record(layout, entry)
+    return entry
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+def _failed(layout: Layout, ep: webhooks.Endpoint, now: float, tuning: Tuning, error: str):
+    streak = ep.streak + 1
+    if streak >= ep.max_failures:
+        why = f"{streak} deliveries failed in a row, the last: {error}"
+        new = webhooks.set_state(layout, ep.id, streak=streak, disabled=why)
+        _emit_disabled(layout, ep, why)
+        return new, "disabled"
+    wait = backoff(streak, tuning.backoff_scale)
+    return webhooks.set_state(layout, ep.id, streak=streak, retry_at=now + wait), "retrying"
+
+
+def _emit_disabled(layout: Layout, ep: webhooks.Endpoint, why: str) -> None:
+    from types import SimpleNamespace
+
+    from ..core.settings import Settings
+    from . import emit
+
+    ctx = SimpleNamespace(layout=layout, settings=Settings.from_env())
+    emit(ctx, "webhook.disabled", {"endpoint": ep.id, "url": ep.url, "reason": why})
+
+
+def deliver_due(layout: Layout, tuning: Tuning) -> float | None:
+    """Attempt every message whose endpoint is not on hold; when the next one is due
+    (None: nothing deliverable is left)."""
+    endpoints = {e.id: e for e in webhooks.load(layout)}
+    next_due: float | None = None
+    for message in outbox.pending(layout):
+        ep = endpoints.get(message.endpoint)
+        if ep is None:
+            outbox.done(layout, message.id)  # its endpoint was removed
+            continue
+        if ep.disabled is not None:
+            continue  # held until `mlvc webhook enable`
+        now = time.time()
+        if ep.retry_at > now:
+            next_due = ep.retry_at if next_due is None else min(next_due, ep.retry_at)
+            continue
+        message = outbox.attempted(layout, message)
+        entry = attempt(layout, ep, message.id, message.event, tuning.timeout)
+        entry["attempt"] = message.attempts
+        if entry["error"] is None:
+            outbox.done(layout, message.id)
+            entry["outcome"] = "delivered"
+            if ep.streak or ep.retry_at:
+                ep = webhooks.set_state(layout, ep.id, streak=0, retry_at=0.0) or ep
+        else:
+            ep, entry["outcome"] = _failed(layout, ep, now, tuning, entry["error"])
+            ep = ep or endpoints[message.endpoint]
+            if ep.disabled is None:
+                next_due = ep.retry_at if next_due is None else min(next_due, ep.retry_at)
+        outbox.record(layout, entry)
+        endpoints[ep.id] = ep
+    return next_due
+
+
+def run(layout: Layout, fd: int, tuning: Tuning) -> None:
+    """Deliver until nothing is left to send for ``tuning.linger`` seconds."""
+    idle_since: float | None = None
+    while True:
+        next_due = deliver_due(layout, tuning)
+        now = time.time()
+        if next_due is not None:
+            idle_since = None
+            time.sleep(min(max(next_due - now, 0.0), POLL * 5) or POLL)
+            continue
+        idle_since = idle_since or now
+        if now - idle_since < tuning.linger:
+            time.sleep(POLL)
+            continue
+        # exit; but an event enqueued while we held the lock saw it held and started no one
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if not outbox.has_pending(layout) or _all_held(layout):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a new deliverer took over
+        idle_since = None
+
+
+def _all_held(layout: Layout) -> bool:
+    live = {e.id for e in webhooks.load(layout) if e.disabled is None}
+    return not any(m.endpoint in live for m in outbox.pending(layout))
+
+
+def ensure_running(layout: Layout) -> bool:
+    """Start a deliverer unless one runs (its lock is held); True if one was started."""
+    from ..core.spawn import spawn_detached
+
+    layout.webhooks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.deliver_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return spawn_detached("mlvc.events.deliver", [str(layout.root), str(fd)], pass_fds=(fd,))
+    finally:
+        os.close(fd)
+
+
+def main(root: str, fd: int) -> int:
+    import traceback
+
+    layout = Layout.of(root)
+    try:
+        run(layout, fd, Tuning.from_env(os.environ))
+        return 0
+    except Exception:
+        layout.deliver_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(layout.deliver_log, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
+            f.write(traceback.format_exc())
+        return 1
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))
