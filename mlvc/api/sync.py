@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..core.ids import ObjectId
 from ..errors import MlvcError
+from ..events import emit
 from ..remotes import config
 from ..remotes.fetch import FetchReport
 from ..remotes.fetch import fetch as fetch_objects
@@ -52,8 +53,12 @@ def push(repo: Repo, remote: str | None = None, runs: Sequence[str] = (),
             pass  # config.get names the unknown remote below
     r, transport = _open(repo, remote)
     ids = [repo.resolve(s) for s in runs] or None
-    return push_objects(repo.store, repo.refs, repo.layout.remote(r.name), repo.layout.tmp,
-                        transport, r.name, ids, all_runs, force)  # fmt: skip
+    report = push_objects(repo.store, repo.refs, repo.layout.remote(r.name), repo.layout.tmp,
+                          transport, r.name, ids, all_runs, force)  # fmt: skip
+    for ref, value in sorted(report.refs.items()):
+        emit(repo.ctx, "ref.updated", {"ref": ref, "new": value, "remote": r.name,
+                                       "url": report.url, "via": "push"})  # fmt: skip
+    return report
 
 
 def fetch(repo: Repo, remote: str | None = None, runs: Sequence[str] = ()) -> FetchReport:

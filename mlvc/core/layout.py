@@ -21,6 +21,9 @@ on-disk format has one owner (as restic's backend layout does)::
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
       server.lock         held by the one `mlvc server` serving the repository (its pid, URL)
+      events/             <event id>.json: the event journal (mlvc.core.events)
+      alerts/             state of metric alert rules per (rule, run) (mlvc.events.alerts)
+      hooks/              executables run on events (mlvc.events)
       tmp/                temp files before their rename
 """
 
@@ -66,6 +69,9 @@ class Layout:
     gc_lock = property(lambda self: self.dir / "gc.lock")
     publishing = property(lambda self: self.dir / "publishing")
     server_lock = property(lambda self: self.dir / "server.lock")
+    events = property(lambda self: self.dir / "events")
+    alerts = property(lambda self: self.dir / "alerts")
+    hooks = property(lambda self: self.dir / "hooks")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
     webhooks = property(lambda self: self.dir / "webhooks")
     webhook_endpoints = property(lambda self: self.dir / "webhooks" / "endpoints.json")

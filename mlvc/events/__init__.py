@@ -1,8 +1,106 @@
-"""Events (coming, issue 14): the lifecycle tells people when it changes.
+"""Events: the lifecycle tells people when it changes (issue 14).
 
 Terms: an *event* (``run.finished``, ``model_version.created``...) is written with the change
-that caused it, journal style, under ``.mlvc/events/``; *hooks* are executables in
-``.mlvc/hooks/`` that receive it; *webhooks* are delivered by a detached worker from a
-durable outbox; *alerts* are rules over metrics evaluated after ingest. This layer sits
-beside the workspace: recorders above it emit, nothing below imports it.
+that caused it, journal style, as ``.mlvc/events/<id>.json`` (the format: mlvc.core.events);
+*consumers* are what reacts to a new event (hooks, the webhook deliverer:
+mlvc.events.consumers); *alerts* are rules over metrics evaluated after points are flushed,
+off the training process (mlvc.events.alerts). This layer sits beside the workspace:
+recorders above it emit, nothing below imports it (the index reads the journal through
+mlvc.core.events).
+
+    emit(ctx, "run.finished", {"run_id": ...})   # after the change is durable
+    for event in read_events(ctx, after=cursor, types=["run.*"]): ...
 """
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..core.events import Event, event_path, follow, is_event_type, type_matches
+from ..core.events import read_events as _read_events
+from ..core.layout import Layout
+
+if TYPE_CHECKING:
+    from ..workspace.context import RepoContext
+
+__all__ = ["Event", "emit", "read_events", "follow_events", "type_matches", "write_event"]
+
+log = logging.getLogger("mlvc.events")
+
+
+def emit(ctx: RepoContext, type: str, data: dict[str, Any] | None = None) -> Event:
+    """Record the event ``type`` with ``data``, after the change it reports is durable.
+
+    Writes ``.mlvc/events/<id>.json`` durably (temp file, fsync, rename, folder fsync), then
+    wakes the consumers (mlvc.events.consumers.wake). Never raises for an I/O problem: the
+    change already happened, so a failure to record it is a warning, not the caller's error.
+    No network I/O happens here. With events off (``MLVC_EVENTS=0``) nothing is written.
+    """
+    if not is_event_type(type):
+        raise ValueError(f"bad event type {type!r}")  # a programming error, not I/O
+    event = Event.new(type, data)
+    if not events_enabled(ctx):
+        return event
+    try:
+        write_event(ctx.layout, event)
+    except OSError as e:
+        log.warning("could not record the event %s (%s): %s", type, event.id, e)
+        return event
+    try:
+        from . import consumers
+
+        consumers.wake(ctx, event)
+    except Exception as e:  # a consumer's failure is never the emitter's
+        log.warning("an event consumer failed on %s (%s): %s", type, event.id, e)
+    return event
+
+
+def events_enabled(ctx: Any) -> bool:
+    """Events are on unless the settings' environment says ``MLVC_EVENTS=0``/``off``."""
+    environ = getattr(getattr(ctx, "settings", None), "environ", None) or {}
+    return str(environ.get("MLVC_EVENTS", "1")).lower() not in ("0", "off", "false", "no")
+
+
+def write_event(layout: Layout, event: Event) -> None:
+    """Write ``event`` into the journal durably; a reader sees all of it or nothing."""
+    from ..refs.store import fsync_dir
+
+    layout.events.mkdir(parents=True, exist_ok=True)
+    layout.tmp.mkdir(parents=True, exist_ok=True)
+    tmp = layout.tmp / f"event-{os.getpid()}-{secrets.token_hex(6)}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(event.to_json().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, event_path(layout, event.id))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(layout.events)
+
+
+def read_events(
+    ctx: RepoContext | Layout, after: str | None = None, types: Iterable[str] | None = None
+) -> Iterator[Event]:
+    """Events in id order after the cursor ``after``, of the type globs ``types``
+    (``["run.*"]``). A damaged event file is skipped with a warning (fsck reports it)."""
+    layout = ctx if isinstance(ctx, Layout) else ctx.layout
+    return _read_events(layout, after, types)
+
+
+def follow_events(
+    ctx: RepoContext | Layout,
+    after: str | None = None,
+    types: Iterable[str] | None = None,
+    poll: float = 0.2,
+    stop=None,
+) -> Iterator[Event]:
+    """``read_events``, then every new event as it lands (polling), until ``stop()``;
+    events renamed in late by a slower writer are delivered too, each once."""
+    layout = ctx if isinstance(ctx, Layout) else ctx.layout
+    return follow(layout, after, types, poll, stop)

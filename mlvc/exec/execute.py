@@ -25,6 +25,7 @@ from ..core.params import load_metrics_file, load_params_file
 from ..errors import MlvcError
 from ..runs.attached import REPO_ENV, RUN_ENV, WORKTREE_ENV
 from ..runs.finish import record_staged, staged_spec
+from ..runs.notify import run_started
 from ..runs.record import Inputs, capture_inputs, expand, now_us
 from ..runs.staging import StagedRun
 from ..store.locks import writing
@@ -135,6 +136,7 @@ def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) 
             parents=launch.parents,
             reproduces=launch.reproduces,
         )
+    run_started(ctx, staged)
     return _Job(launch, inputs, staged, _snapshot(ctx.root, _written_paths(ctx.root, launch)))
 
 

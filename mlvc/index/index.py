@@ -24,7 +24,7 @@ from ..errors import IndexDamaged
 from . import schema
 from .db import REBUILT, connect_ro, connect_rw, query_errors, writable
 from .ingest import Writer
-from .journal import Journal, settled
+from .journal import Journal
 from .lock import IndexLock
 from .user_sql import check_read_only, interruptible
 
@@ -123,11 +123,7 @@ class Index:
                     else:
                         _KEPT[key] = kept
             cur = kept.con.cursor()
-            current = (
-                schema.is_current(kept.meta)
-                and settled(kept.meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
-                and not self._journal.actionable(cur, self._journal.entries())
-            )
+            current = self._journal.current(cur, kept.meta)
         except duckdb.Error:
             current, cur = False, None
         if not current:
@@ -359,12 +355,7 @@ class Index:
         except duckdb.Error:
             return None  # damaged or foreign-locked: the writer path decides
         try:
-            meta = schema.read_meta(con)
-            current = (
-                schema.is_current(meta)
-                and settled(meta.get("refs_fingerprint")) == self._journal.refs_fingerprint()
-                and not self._journal.actionable(con, self._journal.entries())
-            )
+            current = self._journal.current(con, schema.read_meta(con))
         except duckdb.Error:
             current = False
         if not current:

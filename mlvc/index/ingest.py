@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..store.odb import LocalStore
-from . import models, pool, schema, wide
+from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, shared_rows
 from .journal import Journal, settled
@@ -111,7 +111,11 @@ class Writer:
         entries = self.journal.entries()
         fingerprint = self.journal.refs_fingerprint()
         meta = schema.read_meta(con)
-        if not entries and settled(meta.get("refs_fingerprint")) == fingerprint:
+        if (
+            not entries
+            and settled(meta.get("refs_fingerprint")) == fingerprint
+            and meta.get("events_fingerprint") == self.journal.events_fingerprint()
+        ):
             return []
         actionable = self.journal.actionable(con, entries)
         with_ref = [e.oid for e in actionable if self.refs.has_run(e.oid)]
@@ -170,6 +174,9 @@ class Writer:
                 schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
             models.refresh(con, self.refs, self.store)
         meta = {"refs_fingerprint": fingerprint}
+        meta["events_fingerprint"] = events.refresh(
+            con, self.journal.layout, stored.get("events_fingerprint")
+        )
         if new or dropped:
             meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped))
         schema.write_meta(con, meta)

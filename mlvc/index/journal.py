@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from ..core.ids import ObjectId
 from ..core.layout import Layout
+from . import schema
 from .schema import indexed
 
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
@@ -37,6 +38,7 @@ class Journal:
 
     def __init__(self, layout: Layout, refs):
         self.dir = layout.journal
+        self.layout = layout
         self.refs_dir = layout.refs
         self.refs = refs
 
@@ -74,6 +76,22 @@ class Journal:
             held = indexed(con, [e.oid.hex for e in unsure])
             out += [e for e in unsure if e.oid.hex in held]
         return out
+
+    def events_fingerprint(self) -> str:
+        """The event journal as of now (``<count>:<newest id>``): the index's ``events``
+        table is current when it noted the same."""
+        from .events import fingerprint
+
+        return fingerprint(self.layout)
+
+    def current(self, con, meta: dict[str, str]) -> bool:
+        """Whether an index with ``meta`` (read on ``con``) needs no ingest now."""
+        return (
+            schema.is_current(meta)
+            and settled(meta.get("refs_fingerprint")) == self.refs_fingerprint()
+            and meta.get("events_fingerprint") == self.events_fingerprint()
+            and not self.actionable(con, self.entries())
+        )
 
     def refs_fingerprint(self) -> str:
         """Identity of refs/names, refs/tags and the model registry's folders as of now: any

@@ -7,7 +7,7 @@ migrated: it is a cache of objects and refs.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id
+SCHEMA_VERSION = 5  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id; 5: events
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -38,6 +38,8 @@ CREATE TABLE model_aliases (name VARCHAR, alias VARCHAR, version INTEGER, model_
     set_by VARCHAR, set_at TIMESTAMPTZ);
 CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, version INTEGER,
     previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
+CREATE TABLE events (id VARCHAR PRIMARY KEY, type VARCHAR, timestamp TIMESTAMPTZ,
+    run_id VARCHAR, name VARCHAR, data VARCHAR);
 CREATE VIEW files AS
     SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
     FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs

@@ -15,6 +15,7 @@ import re
 import time
 from pathlib import Path
 
+from ..core.events import check as check_events
 from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..core.objects import DIR, Run
@@ -60,6 +61,7 @@ def fsck(
     problems.extend(_check_model_refs(store, refs, seen_trees, bad))
     problems.extend(_check_reflogs(refs))
     problems.extend(check_staged(Layout(refs.dir), store))
+    problems.extend(check_events(Layout(refs.dir)))
     problems.extend(check_file(refs.dir / "statcache"))
     if tmp_dir is not None:
         clean_tmp(tmp_dir)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..errors import StoreNeedsRepair
+from ..events import emit
 from ..runs.staging import roots as staged_roots
 from ..store.locks import gc_lock
 from ..store.odb import LocalStore
@@ -96,6 +97,8 @@ def gc(ctx, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
             clean_tmp(ctx.dir / "tmp")
             if report.removed or report.packs_removed:
                 ctx.stat_cache.clear()  # it may name removed objects
+    if not dry_run:
+        emit(ctx, "gc.completed", report.to_dict())
     return report
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.names import safe_relpath
+from ..events import registry as model_events
 from ..refs import registry
 from ..runs.staging import is_key
 from ..store.locks import writing
@@ -134,8 +135,8 @@ def _register(repo, name: str, uri: str, trust: bool) -> int:
         source = f"run:{run_id}/{uri.split('/', 1)[1]}" if "/" in uri else f"run:{run_id}"
     _check_model_tree(repo, tree, uri)
     live = run_id if run_id and is_key(run_id) else None
-    version = registry.create_version(
-        repo.refs,
+    version = model_events.create_version(
+        repo.ctx,
         name,
         tree,
         source,
@@ -173,7 +174,7 @@ def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
 def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.ModelVersion:
     """Point ``alias`` at a version (moving it if it exists); logged with who and when."""
     repo = _repo(repo)
-    info = registry.set_alias(repo.refs, name, alias, version, repo.ctx.author())
+    info = model_events.set_alias(repo.ctx, name, alias, version, repo.ctx.author())
     repo.index.try_ingest()
     return info
 
@@ -181,7 +182,7 @@ def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.
 def delete_alias(name: str, alias: str, repo=None) -> int:
     """Remove an alias; returns the version it pointed at."""
     repo = _repo(repo)
-    version = registry.delete_alias(repo.refs, name, alias, repo.ctx.author())
+    version = model_events.delete_alias(repo.ctx, name, alias, repo.ctx.author())
     repo.index.try_ingest()
     return version
 

@@ -39,6 +39,7 @@ from ..core.ids import ObjectId
 from ..core.objects import Run, is_number
 from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
 from ..errors import NothingToCompare, NotReproducible, ReproductionDiffers, UsageError
+from ..events import emit
 from ..exec.execute import Outcome, execute
 from ..exec.interpreter import capture_for, find_interpreter, restore_variables
 from ..exec.plan import Echo, Launch, child_environ
@@ -245,7 +246,9 @@ def reproduce(
         )
     dest, temporary = _workdir(ctx, oid, to)
     try:
-        return _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary)
+        result = _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary)
+        emit(ctx, "reproduce.verdict", {**result.to_dict(), "name": run.name})
+        return result
     finally:
         if temporary:  # whatever happened (a verdict, an error, Ctrl-C): the run has it all
             shutil.rmtree(dest, ignore_errors=True)

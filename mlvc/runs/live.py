@@ -43,6 +43,7 @@ from ..refs.store import check_ref_name
 from ..store.locks import writing
 from ..store.odb import _stamp
 from .finish import commit_staged
+from .notify import run_started
 from .reaper import reap_dead_runs
 from .record import Inputs, capture_inputs, now_us
 from .staging import StagedRun
@@ -173,6 +174,7 @@ class LiveRun:
         run = cls(ctx, staged, parent, flusher=flusher)
         if params:
             run.log_params(params)
+        run_started(ctx, staged)
         return run
 
     @staticmethod

@@ -32,6 +32,7 @@ from ..refs.store import check_ref_name
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
 from ..workspace.trees import build_tree
+from .notify import run_published
 
 if TYPE_CHECKING:
     from ..workspace.context import RepoContext
@@ -436,6 +437,7 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
     intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
     path = _write_intent(ctx.layout.publishing, oid, intent)
     _publish(ctx, oid, run, intent)
+    run_published(ctx, oid, run)  # before the intent goes: a kill here emits again, not never
     path.unlink(missing_ok=True)
     ctx.index.try_ingest()
 
@@ -484,6 +486,7 @@ def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
         if not isinstance(intent, dict):
             continue
         _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
+        run_published(ctx, oid, run)
         path.unlink(missing_ok=True)
         done.append(oid)
     return done

@@ -24,6 +24,7 @@ import threading
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError, UnknownModel, UsageError
+from ...events import registry as model_events
 from ...refs import registry
 from ...store.locks import writing
 from ...store.typed import read_tree
@@ -254,9 +255,10 @@ class Registry:
             _check_model_tree(self.repo, tree, source)
             run_id = string_field(body, "run_id") or (meta or {}).get("source_run_id", "")
             with writing(self.repo.dir, self.repo.store):
-                number = registry.create_version(
-                    self.refs, name, tree, source, self._mlvc_run(run_id), who, trusted=True
-                )
+                number = model_events.create_version(
+                    self.repo.ctx, name, tree, source, self._mlvc_run(run_id), who,
+                    trusted=True, announce_model=False,
+                )  # fmt: skip
             self._note_run_at_end(name, number, run_id, who)
             t = now_ms()
             extra = {
@@ -290,7 +292,7 @@ class Registry:
             self.version(name, number)
             for alias, n in registry.aliases(self.refs, name).items():
                 if n == number:
-                    registry.delete_alias(self.refs, name, alias, who)
+                    model_events.delete_alias(self.repo.ctx, name, alias, who)
             self.refs.delete(registry.version_ref(name, number), "delete-version", who)
             if self.overlay(name) is not None or registry.versions(self.refs, name):
                 self.change(
@@ -303,7 +305,7 @@ class Registry:
             self._doc(name)
             doc = self.overlay(name)
             for alias in registry.aliases(self.refs, name):
-                registry.delete_alias(self.refs, name, alias, who)
+                model_events.delete_alias(self.repo.ctx, name, alias, who)
             for number in registry.versions(self.refs, name):
                 self.refs.delete(registry.version_ref(name, number), "delete-model", who)
             if doc is not None:
@@ -325,12 +327,12 @@ class Registry:
                 ref = registry.version_ref(new, number)
                 self.refs.write(ref, tree, message, who, create_only=True)
             for alias, number in aliases.items():
-                registry.set_alias(self.refs, new, alias, number, who)
+                model_events.set_alias(self.repo.ctx, new, alias, number, who)
             doc["name"] = new
             doc["updated_ms"] = now_ms()
             self._save(new, doc, who, f"rename from {name}")
             for alias in aliases:
-                registry.delete_alias(self.refs, name, alias, who)
+                model_events.delete_alias(self.repo.ctx, name, alias, who)
             for number in versions:
                 self.refs.delete(registry.version_ref(name, number), f"rename to {new}", who)
             if self.overlay(name) is not None:
@@ -385,6 +387,7 @@ def create_model(call):
             "versions": {},
         }
         reg._save(name, doc, call.principal.name, "create")
+    model_events.model_created(call.state.repo.ctx, name, call.principal.name)
     return {"registered_model": reg.model(name)}
 
 
@@ -550,7 +553,7 @@ def set_alias(call):
     with reg.lock:
         reg.version(name, number)
         try:
-            registry.set_alias(reg.refs, name, alias, number, call.principal.name)
+            model_events.set_alias(call.state.repo.ctx, name, alias, number, call.principal.name)
         except UsageError as e:
             raise bad(f"invalid value for parameter 'alias': {e}") from None
     call.state.repo.index.try_ingest()
@@ -565,7 +568,7 @@ def delete_alias(call):
     with reg.lock:
         reg._doc(name)
         try:
-            registry.delete_alias(reg.refs, name, alias, call.principal.name)
+            model_events.delete_alias(call.state.repo.ctx, name, alias, call.principal.name)
         except UsageError as e:
             raise bad(f"invalid value for parameter 'alias': {e}") from None
         except UnknownModel as e:

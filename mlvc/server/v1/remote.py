@@ -46,6 +46,7 @@ from blake3 import blake3
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError, PackError, RefMoved, UsageError
+from ...events import emit
 from ...refs import registry
 from ...refs.store import check_ref_name
 from ..app import ApiError, endpoint, error_response, json_response
@@ -582,23 +583,31 @@ def _apply(ctx, who: str, cur: dict[str, str], new: dict, order: list[str]) -> N
         ref = f"refs/{key}"
         before = cur.get(key)
         expected = _resolved(refs, before)
-        if key not in new:
-            _delete(refs, ref, expected, who)
-            continue
-        kind, value = new[key]
-        if kind == "alias":
-            target = "refs/" + value[len("ref: ") :]
-            previous = before.rsplit("/", 1)[-1] if before else None
-            message = registry._message("alias", {"version": int(target.rsplit("/", 1)[-1]),
-                                                  "previous": previous and int(previous)})  # fmt: skip
-            refs.write(ref, None, message, who, symbolic=target, expected=expected)
-        elif kind == "version":
-            message = (registry._message("register", {"source": "mlvc push", "run_id": None,
-                                                      "trusted": False})
-                       if before is None else "push: moved by mlvc push --force")  # fmt: skip
-            refs.write(ref, ObjectId.parse(value), message, who, expected=expected)
-        else:
-            refs.write(ref, ObjectId.parse(value), "push", who, expected=expected)
+        _apply_one(refs, ref, before, expected, new.get(key), who)
+        after = new[key][1] if key in new else None
+        emit(ctx, "ref.updated", {"ref": ref, "old": before, "new": after, "by": who,
+                                  "via": "server"})  # fmt: skip
+
+
+def _apply_one(refs, ref: str, before, expected, new: tuple[str, str] | None, who: str) -> None:
+    """One ref of a push: deleted (``new`` None), or set to an alias, version or run."""
+    if new is None:
+        _delete(refs, ref, expected, who)
+        return
+    kind, value = new
+    if kind == "alias":
+        target = "refs/" + value[len("ref: ") :]
+        previous = before.rsplit("/", 1)[-1] if before else None
+        message = registry._message("alias", {"version": int(target.rsplit("/", 1)[-1]),
+                                              "previous": previous and int(previous)})  # fmt: skip
+        refs.write(ref, None, message, who, symbolic=target, expected=expected)
+    elif kind == "version":
+        message = (registry._message("register", {"source": "mlvc push", "run_id": None,
+                                                  "trusted": False})
+                   if before is None else "push: moved by mlvc push --force")  # fmt: skip
+        refs.write(ref, ObjectId.parse(value), message, who, expected=expected)
+    else:
+        refs.write(ref, ObjectId.parse(value), "push", who, expected=expected)
 
 
 def _resolved(refs, value: str | None) -> ObjectId | None:
