@@ -239,6 +239,24 @@ def _all_held(layout: Layout) -> bool:
     return not any(m.endpoint in live for m in outbox.pending(layout))
 
 
+def enable(layout: Layout, endpoint_id: str) -> webhooks.Endpoint:
+    """Enable a disabled endpoint, and start a deliverer for its held messages."""
+    endpoint = webhooks.enable(layout, endpoint_id)
+    ensure_running(layout)
+    return endpoint
+
+
+def redeliver(layout: Layout, msg_id: str) -> outbox.Message:
+    """Put a logged message back in the outbox (same ``webhook-id``) and start a deliverer."""
+    webhooks_known = {e.id for e in webhooks.load(layout)}
+    message = outbox.requeue(layout, msg_id, time.time())
+    if message.endpoint not in webhooks_known:
+        outbox.done(layout, message.id)
+        raise UsageError(f"the webhook {message.endpoint} of {msg_id} was removed")
+    ensure_running(layout)
+    return message
+
+
 def ensure_running(layout: Layout) -> bool:
     """Start a deliverer unless one runs (its lock is held); True if one was started."""
     from ..core.spawn import spawn_detached

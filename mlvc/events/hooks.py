@@ -75,7 +75,7 @@ def run_pre(
     try:
         done = subprocess.run(
             [str(path)],
-            input=json.dumps({"hook": name, "data": data}, sort_keys=True).encode(),
+            input=json.dumps({"hook": name, "data": data}, sort_keys=True, default=str).encode(),
             capture_output=True,
             cwd=layout.root,
             env=_environ(layout, name, environ),
