@@ -278,6 +278,8 @@ def main(root: str, fd: int) -> int:
 
     layout = Layout.of(root)
     try:
+        os.ftruncate(fd, 0)  # who holds the lock, for people (and tests) to see
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         run(layout, fd, Tuning.from_env(os.environ))
         return 0
     except Exception:
