@@ -418,9 +418,14 @@ class HookRejected(MlvcError):
 
     def __init__(self, hook: str, why: str, lines: list[str]):
         said = f": {lines[0]}" if lines else ""
-        head = f"the {hook} hook refused the change ({why}){said}"
-        super().__init__("\n".join([head, *(f"  {hook}: {ln}" for ln in lines[1:])]))
+        super().__init__(f"the {hook} hook refused the change ({why}){said}")
         self.hook, self.lines = hook, lines
+        self.details = [f"{hook}: {ln}" for ln in lines[1:]]  # printed under the error
+
+    @property
+    def message(self) -> str:
+        """The line and the hook's further lines (what a server answers)."""
+        return "\n".join([str(self), *self.details])
 
 
 def one_line(e: BaseException, limit: int = 500) -> str:

@@ -43,6 +43,8 @@ class MlvcGroup(click.Group):
             raise
         except MlvcError as e:
             echo(f"mlvc: error: {clean(e)}", err=True)
+            for line in getattr(e, "details", ()):  # a hook's own lines, under the error
+                echo(f"  {clean(line)}", err=True)
             ctx.exit(e.exit_code)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
