@@ -44,6 +44,7 @@ from .views import describe_run, jsonable
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ..core.events import Event
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
     from ..maintenance.export import ExportReport
@@ -466,6 +467,22 @@ class Repo:
         return lineage(self.ctx, spec)
 
     # -- storage (issue 4) ----------------------------------------------------------------
+
+    def events(
+        self,
+        since: str | None = None,
+        types: Iterable[str] | None = None,
+        follow: bool = False,
+        after: str | None = None,
+        poll: float = 0.2,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
+        """Events in time order (``mlvc events``): since ``since`` (ISO time, or ``10m``,
+        ``2h``, ``1d`` back), after the id ``after``, of the type globs ``types``
+        (``["run.*"]``); with ``follow``, new ones as they come until ``stop()``."""
+        from ..events import events
+
+        return events(self.ctx, since, types, follow, after, poll, stop)
 
     def gc(self, dry_run: bool = False, grace: float | None = None) -> GcReport:
         """Remove unreachable objects (``mlvc gc``); returns a ``gc.GcReport``."""

@@ -19,7 +19,7 @@ import click
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import exec, export, index, models, remote, runs, server, storage, webhooks
+from . import events, exec, export, index, models, remote, runs, server, storage, webhooks
 
 
 class MlvcGroup(click.Group):
@@ -107,7 +107,7 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (runs, index, storage, exec, models, server, remote, export, webhooks):
+for _module in (runs, index, storage, exec, models, server, remote, export, events, webhooks):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

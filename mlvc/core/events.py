@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -78,7 +79,7 @@ class Event:
     def new(cls, type: str, data: dict[str, Any] | None = None) -> Event:
         """A new event of ``type`` made now."""
         us = time.time_ns() // 1000
-        return cls(new_id(us), type, iso_utc(us), dict(data or {}))
+        return cls(new_id(us), type, iso_utc(us), jsonable(dict(data or {})))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "timestamp": self.timestamp, "data": self.data}
@@ -116,6 +117,18 @@ class Event:
 
     def matches(self, patterns: Iterable[str] | None) -> bool:
         return type_matches(self.type, patterns)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with what strict JSON cannot hold made plain: NaN and infinities as the
+    strings ``"nan"``, ``"inf"``, ``"-inf"``, tuples as lists, keys as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def type_matches(kind: str, patterns: Iterable[str] | None) -> bool:
@@ -234,3 +247,41 @@ def check(layout: Layout) -> list[str]:
         except (OSError, ValueError) as e:
             problems.append(f"event journal: {path} is damaged ({e}); remove it or restore it")
     return problems
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``30s``, ``10m``, ``2h``, ``1d``, ``1h30m``; ValueError if not."""
+    t = str(text).strip().lower()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(t):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(t):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 10m, 2h or 1d")
+    return total
+
+
+def parse_since(text: str, now_us: int | None = None) -> int:
+    """µs since the epoch for ``--since``: an ISO-8601 time (UTC unless it says otherwise)
+    or a duration back from now (``10m``, ``2h``, ``1d``); ValueError if neither."""
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    try:
+        return now_us - int(parse_duration(text) * 1_000_000)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO time (2026-12-01T09:00:00Z) nor a duration back "
+            "from now (10m, 2h, 1d)"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp() * 1_000_000)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,16 @@ from ..core.layout import Layout
 if TYPE_CHECKING:
     from ..workspace.context import RepoContext
 
-__all__ = ["Event", "emit", "read_events", "follow_events", "type_matches", "write_event"]
+__all__ = [
+    "Event",
+    "emit",
+    "events",
+    "follow_events",
+    "publish",
+    "read_events",
+    "type_matches",
+    "write_event",
+]
 
 log = logging.getLogger("mlvc.events")
 
@@ -42,7 +52,13 @@ def emit(ctx: RepoContext, type: str, data: dict[str, Any] | None = None) -> Eve
     """
     if not is_event_type(type):
         raise ValueError(f"bad event type {type!r}")  # a programming error, not I/O
-    event = Event.new(type, data)
+    return publish(ctx, Event.new(type, data))
+
+
+def publish(ctx: RepoContext, event: Event) -> Event:
+    """``emit`` for an event made beforehand (its id fixed: writing it again is harmless,
+    which is how alert state makes a restart neither lose nor repeat an event)."""
+    type = event.type
     if not events_enabled(ctx):
         return event
     try:
@@ -104,3 +120,36 @@ def follow_events(
     events renamed in late by a slower writer are delivered too, each once."""
     layout = ctx if isinstance(ctx, Layout) else ctx.layout
     return follow(layout, after, types, poll, stop)
+
+
+def events(
+    ctx: RepoContext | Layout,
+    since: str | None = None,
+    types: Iterable[str] | None = None,
+    follow: bool = False,
+    after: str | None = None,
+    poll: float = 0.2,
+    stop=None,
+) -> Iterator[Event]:
+    """What ``mlvc events`` and ``Repo.events`` list: events since ``since`` (an ISO time or
+    ``10m``/``2h``/``1d`` back from now) or after the id ``after``, of the type globs
+    ``types``; with ``follow``, then each new one as it lands until ``stop()``."""
+    from ..core.events import id_at, parse_since
+    from ..errors import UsageError
+
+    patterns = [t for t in types or () if t] or None
+    for p in patterns or ():
+        if not re.fullmatch(r"[a-z0-9_.*?\[\]!-]+", p):
+            raise UsageError(f"--type {p!r}: a type pattern is a glob such as run.* or alert.fired")
+    cursor = after
+    if since is not None:
+        try:
+            start = id_at(parse_since(since))
+        except ValueError as e:
+            raise UsageError(f"--since {e}") from None
+        # the first id of that µs is itself an event's smallest possible id: step back one
+        start = start[:-1] + "/"  # '/' sorts before every hex digit
+        cursor = max(cursor, start) if cursor else start
+    if follow:
+        return follow_events(ctx, cursor, patterns, poll, stop)
+    return read_events(ctx, cursor, patterns)

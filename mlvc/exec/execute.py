@@ -28,6 +28,7 @@ from ..runs.finish import record_staged, staged_spec
 from ..runs.notify import run_started
 from ..runs.record import Inputs, capture_inputs, expand, now_us
 from ..runs.staging import StagedRun
+from ..runs.watch import ensure_watcher, load_config
 from ..store.locks import writing
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
@@ -116,6 +117,7 @@ class _Job:
 
 def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) -> _Job:
     """Capture the inputs (unless given) and stage the run with the entry point's params."""
+    watching = load_config(ctx.root)  # a bad alert rule is refused before anything runs
     with writing(ctx.dir, ctx.store):  # gc waits until the staged meta.json names them
         if inputs is None:
             inputs, facts = capture(ctx, launch)
@@ -137,6 +139,7 @@ def _stage(ctx: RepoContext, launch: Launch, inputs: Inputs | None, echo: Echo) 
             reproduces=launch.reproduces,
         )
     run_started(ctx, staged)
+    ensure_watcher(ctx, watching)
     return _Job(launch, inputs, staged, _snapshot(ctx.root, _written_paths(ctx.root, launch)))
 
 

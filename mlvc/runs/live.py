@@ -47,6 +47,7 @@ from .notify import run_started
 from .reaper import reap_dead_runs
 from .record import Inputs, capture_inputs, now_us
 from .staging import StagedRun
+from .watch import ensure_watcher, load_config
 
 if TYPE_CHECKING:
     from ..workspace.context import RepoContext
@@ -144,6 +145,7 @@ class LiveRun:
         ``__init__``. ``inputs``: the run's inputs as given, nothing captured (a server's
         run read the client's files, not the server's working tree)."""
         params = cls.check_start(name, params, tags)  # refused before the run exists
+        watching = load_config(ctx.layout.root)  # a bad alert rule too
         tags = {k: _tag_value(k, v) for k, v in (tags or {}).items()}
         if reap:
             reap_dead_runs(ctx)
@@ -175,6 +177,7 @@ class LiveRun:
         if params:
             run.log_params(params)
         run_started(ctx, staged)
+        ensure_watcher(ctx, watching)
         return run
 
     @staticmethod

@@ -76,6 +76,19 @@ def test_registry_versions_aliases_and_history(repo, project):
     assert mm.get("adder", repo=repo).version == 3
     assert mm.get("adder", 2, repo=repo).aliases == ("champion",)
     assert mm.delete_alias("adder", "challenger", repo=repo) == 3
+    got = [(e.type, e.data.get("version"), e.data.get("alias"), e.data.get("previous"))
+           for e in repo.events(types=["registered_model.*", "model_version*"])]  # fmt: skip
+    assert got == [
+        ("registered_model.created", None, None, None),
+        ("model_version.created", 1, None, None),
+        ("model_version.created", 2, None, None),
+        ("model_version.created", 3, None, None),
+        ("model_version_alias.created", 1, "champion", None),
+        ("model_version_alias.created", 2, "champion", 1),
+        ("model_version_alias.created", 3, "challenger", None),
+        ("model_version_alias.deleted", 3, "challenger", None),
+    ]
+    assert repo.events(types=["model_version.created"]).__next__().data["uri"] == "models:/adder/1"
     [listed] = mm.list(repo=repo)
     assert listed["name"] == "adder" and listed["versions"] == 3 and listed["latest"] == 3
     assert listed["aliases"] == {"champion": 2}

@@ -246,6 +246,11 @@ def test_deterministic_run_reproduces_exact(proj, tmp_path):
     new = repo.run(repo.log()[0]["id"])
     assert new.reproduces == orig and new.parents == (orig,)
     assert repo.head() == orig  # a reproduction does not move HEAD
+    [verdict] = repo.events(types=["reproduce.verdict"])
+    assert verdict.data["verdict"] == "EXACT" and verdict.data["original"] == orig.hex
+    assert verdict.data["reproduction"] == str(repo.log()[0]["id"])
+    runs = [e.type for e in repo.events(types=["run.*"])]
+    assert runs == ["run.started", "run.finished"] * 2  # mlvc run, then the reproduction
     assert files(repo, new.reproduces) == {
         **files(repo, repo.log()[0]["id"]),
         "logs/train.log": files(repo, "base")["logs/train.log"],

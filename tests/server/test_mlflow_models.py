@@ -92,6 +92,16 @@ def test_mlvc_sees_the_version_registered_over_mlflow(srv, champion):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[15]"
+    # the MLflow routes emit the registry's events, as mlvc's own commands do
+    events = srv.mlvc("events", "--json", "--type", "registered_model.*", "--type",
+                      "model_version*").stdout  # fmt: skip
+    got = [(e["type"], e["data"].get("version")) for e in map(json.loads, events.splitlines())
+           if e["data"]["name"] == "adder"]  # fmt: skip
+    assert got[:3] == [
+        ("registered_model.created", None),
+        ("model_version.created", 1),
+        ("model_version_alias.created", 1),
+    ]
 
 
 def test_logged_model_get_search_and_files(srv, champion):

@@ -64,6 +64,10 @@ def test_a_typical_script_logs_a_run_that_mlflow_reads_back(server):
     assert got["hist"] == [[s, 1.0 / (s + 1)] for s in range(5)]
     assert got["files"] == ["blob.bin", "cfg.json", "notes/hello.txt"]
     assert got["blob"] and got["exp"] == "exp-a"
+    # an MLflow client's run goes through the library's paths: it emits run events too
+    out = server.mlvc("events", "--json", "--type", "run.*").stdout
+    mine = [e for e in map(json.loads, out.splitlines()) if e["data"].get("live_key") == rid]
+    assert [e["type"] for e in mine] == ["run.started", "run.finished"]
 
 
 def _last_json(r):

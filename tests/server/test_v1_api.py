@@ -16,6 +16,7 @@ import pytest
 from blake3 import blake3
 
 from mlvc import Repo
+from mlvc.events import read_events
 from mlvc.core.layout import Layout
 from mlvc.refs import registry
 from mlvc.render.text import to_json
@@ -225,6 +226,15 @@ def test_registry_aliases_move_and_are_logged_with_the_token_name(site):
     assert call(site, "PUT", alias, {"version": [1]})[0] == 400
     assert call(site, "DELETE", alias)[1]["previous"] == 2
     assert call(site, "GET", "/api/v1/models/nomodel", token="read")[0] == 404
+    # the server's registry changes emit what the CLI's do, naming the token's user
+    got = [(e.type, e.data["version"], e.data["by"])
+           for e in read_events(Repo(site["root"]).ctx, types=["model_version_alias.*"])
+           if e.data["name"] == "clf"]  # fmt: skip
+    assert got == [
+        ("model_version_alias.created", 1, "writer"),
+        ("model_version_alias.created", 2, "writer"),
+        ("model_version_alias.deleted", 2, "writer"),
+    ]
 
 
 def test_tokens_are_required_and_scoped(site):
@@ -268,6 +278,9 @@ def test_live_batches_apply_once_and_end_as_a_recorded_run(site):
     n = repo.query(f"SELECT count(*) AS n FROM metrics WHERE run_id = '{ended['run_id']}'")
     assert n["n"][0].as_py() == 501
     assert call(site, "POST", "/api/v1/runs/live/nokey/batches", {"batch_id": "x"})[0] == 404
+    mine = [e for e in read_events(repo.ctx, types=["run.*"]) if e.data.get("live_key") == key]
+    assert [e.type for e in mine] == ["run.started", "run.finished"]
+    assert mine[1].data["run_id"] == ended["run_id"] and mine[1].data["author"] == "writer"
 
 
 def test_a_live_run_without_requests_for_the_lease_is_killed(site):
@@ -282,6 +295,8 @@ def test_a_live_run_without_requests_for_the_lease_is_killed(site):
         time.sleep(0.5)
     assert rows["status"].to_pylist() == ["killed"]
     assert call(site, "POST", f"/api/v1/runs/live/{key}/batches", {"batch_id": "2"})[0] == 400
+    killed = [e for e in read_events(Repo(site["root"]).ctx, types=["run.killed"])]
+    assert [e.data["name"] for e in killed if e.data.get("live_key") == key] == ["silent"]
 
 
 def test_openapi_describes_every_route(site):
