@@ -16,8 +16,8 @@ import pytest
 from blake3 import blake3
 
 from mlvc import Repo
-from mlvc.events import read_events
 from mlvc.core.layout import Layout
+from mlvc.events import read_events
 from mlvc.refs import registry
 from mlvc.render.text import to_json
 from mlvc.server.auth import TokenStore
