@@ -41,6 +41,7 @@ BACKOFF = (5, 300, 1800, 7200, 18000, 36000, 36000)
 TIMEOUT = 10.0  # seconds for one attempt
 LINGER = 2.0  # seconds with nothing to send before exiting
 POLL = 0.05  # seconds between looks at the outbox while lingering or waiting
+WORKERS = 4  # endpoints sent to at once (one slow receiver does not hold up the others)
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,23 @@ def backoff(streak: int, scale: float = 1.0) -> float:
 
 
 class _Pinned(http.client.HTTPSConnection):
-    """An HTTP(S) connection to ``host`` that connects to the checked ``address`` only."""
+    """An HTTP(S) connection to ``host`` that connects to the checked ``addresses`` only
+    (TLS still verifies the certificate for ``host``)."""
 
-    def __init__(self, host: str, port: int, address: str, tls: bool, timeout: float):
+    def __init__(self, host: str, port: int, addresses: list, tls: bool, timeout: float):
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address, self._tls = address, tls
+        self._addresses, self._tls = addresses, tls
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        error: OSError | None = None
+        for address in self._addresses:  # each one checked; never re-resolved
+            try:
+                sock = socket.create_connection((address, self.port), self.timeout)
+                break
+            except OSError as e:
+                error = e
+        else:
+            raise error or OSError("no address to connect to")
         if self._tls:
             sock = self._context.wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
@@ -101,7 +111,7 @@ def post(
     scheme, host, port = parts.scheme, parts.hostname or "", parts.port
     port = port or (443 if scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn = _Pinned(host, port, addresses[0], scheme == "https", timeout)
+    conn = _Pinned(host, port, addresses, scheme == "https", timeout)
     try:
         conn.request("POST", target, body=body, headers=headers)
         resp = conn.getresponse()
@@ -175,63 +185,101 @@ def _emit_disabled(layout: Layout, ep: webhooks.Endpoint, why: str) -> None:
     emit(ctx, "webhook.disabled", {"endpoint": ep.id, "url": ep.url, "reason": why})
 
 
-def deliver_due(layout: Layout, tuning: Tuning) -> float | None:
-    """Attempt every message whose endpoint is not on hold; when the next one is due
-    (None: nothing deliverable is left)."""
+def deliver_due(layout: Layout, tuning: Tuning, pool=None) -> float | None:
+    """Attempt the messages of every endpoint not on hold (endpoints in parallel on
+    ``pool``, each one's messages in order); when the next is due (None: none waits)."""
     endpoints = {e.id: e for e in webhooks.load(layout)}
-    next_due: float | None = None
+    queues: dict[str, list[outbox.Message]] = {}
+    waits: list[float] = []
+    now = time.time()
     for message in outbox.pending(layout):
         ep = endpoints.get(message.endpoint)
         if ep is None:
             outbox.done(layout, message.id)  # its endpoint was removed
-            continue
-        if ep.disabled is not None:
+        elif ep.disabled is not None:
             continue  # held until `mlvc webhook enable`
+        elif ep.retry_at > now:
+            waits.append(ep.retry_at)
+        else:
+            queues.setdefault(ep.id, []).append(message)
+
+    def drain(key: str) -> float | None:
+        return _drain(layout, endpoints[key], queues[key], tuning)
+
+    keys = sorted(queues)
+    results = pool.map(drain, keys) if pool is not None and len(keys) > 1 else map(drain, keys)
+    waits += [due for due in results if due is not None]
+    return min(waits, default=None)
+
+
+def _drain(
+    layout: Layout, ep: webhooks.Endpoint, messages: list[outbox.Message], tuning: Tuning
+) -> float | None:
+    """Send one endpoint's due messages in order until one fails; when to try again (None:
+    all were sent, or the endpoint is now disabled)."""
+    for message in messages:
         now = time.time()
-        if ep.retry_at > now:
-            next_due = ep.retry_at if next_due is None else min(next_due, ep.retry_at)
-            continue
         message = outbox.attempted(layout, message)
         entry = attempt(layout, ep, message.id, message.event, tuning.timeout)
         entry["attempt"] = message.attempts
         if entry["error"] is None:
             outbox.done(layout, message.id)
             entry["outcome"] = "delivered"
+            outbox.record(layout, entry)
             if ep.streak or ep.retry_at:
                 ep = webhooks.set_state(layout, ep.id, streak=0, retry_at=0.0) or ep
-        else:
-            ep, entry["outcome"] = _failed(layout, ep, now, tuning, entry["error"])
-            ep = ep or endpoints[message.endpoint]
-            if ep.disabled is None:
-                next_due = ep.retry_at if next_due is None else min(next_due, ep.retry_at)
+            continue
+        changed, entry["outcome"] = _failed(layout, ep, now, tuning, entry["error"])
         outbox.record(layout, entry)
-        endpoints[ep.id] = ep
-    return next_due
+        ep = changed or ep
+        return None if ep.disabled is not None else ep.retry_at
+    return None
+
+
+def _stamp(layout: Layout) -> tuple[int, int]:
+    """What changes when a message or an endpoint does (folder and file mtimes)."""
+    out = []
+    for path in (layout.outbox, layout.webhook_endpoints):
+        try:
+            out.append(path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            out.append(0)
+    return out[0], out[1]
 
 
 def run(layout: Layout, fd: int, tuning: Tuning) -> None:
-    """Deliver until nothing is left to send for ``tuning.linger`` seconds."""
+    """Deliver until nothing is left to send for ``tuning.linger`` seconds. The outbox is
+    read again only when it or the endpoints changed, or a backoff ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: tuple[int, int] | None = None
+    next_due: float | None = None
     idle_since: float | None = None
-    while True:
-        next_due = deliver_due(layout, tuning)
-        now = time.time()
-        if next_due is not None:
-            idle_since = None
-            time.sleep(min(max(next_due - now, 0.0), POLL * 5) or POLL)
-            continue
-        idle_since = idle_since or now
-        if now - idle_since < tuning.linger:
-            time.sleep(POLL)
-            continue
-        # exit; but an event enqueued while we held the lock saw it held and started no one
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        if not outbox.has_pending(layout) or _all_held(layout):
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # a new deliverer took over
-        idle_since = None
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="deliver") as pool:
+        while True:
+            stamp = _stamp(layout)
+            if stamp != seen or (next_due is not None and time.time() >= next_due):
+                seen = stamp
+                next_due = deliver_due(layout, tuning, pool)
+                continue  # until a look finds nothing new
+            now = time.time()
+            if next_due is not None:  # a backoff runs: wait for it (or for news)
+                idle_since = None
+                time.sleep(POLL)
+                continue
+            idle_since = idle_since or now
+            if now - idle_since < tuning.linger:
+                time.sleep(POLL)
+                continue
+            # exit; but an event enqueued while we held the lock saw it held and started none
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            if not outbox.has_pending(layout) or _all_held(layout):
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a new deliverer took over
+            idle_since, seen = None, None
 
 
 def _all_held(layout: Layout) -> bool:

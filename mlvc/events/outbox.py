@@ -131,9 +131,17 @@ def drop_endpoint(layout: Layout, endpoint_id: str) -> int:
 # -- the delivery log -----------------------------------------------------------------------
 
 
+MAX_LOG_BYTES = 16 << 20  # then deliveries.jsonl becomes deliveries.jsonl.1 (one kept)
+
+
 def record(layout: Layout, entry: dict[str, Any]) -> None:
-    """Append one attempt to the delivery log."""
+    """Append one attempt to the delivery log (rotated past MAX_LOG_BYTES)."""
     layout.webhooks.mkdir(parents=True, exist_ok=True)
+    try:
+        if layout.deliveries.stat().st_size > MAX_LOG_BYTES:
+            os.replace(layout.deliveries, layout.deliveries.with_name("deliveries.jsonl.1"))
+    except FileNotFoundError:
+        pass
     line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
     fd = os.open(layout.deliveries, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
