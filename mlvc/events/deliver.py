@@ -18,6 +18,7 @@ Usage (internal): ``python -m mlvc.events.deliver PROJECT_ROOT LOCK_FD``
 from __future__ import annotations
 
 import fcntl
+import functools
 import http.client
 import os
 import random
@@ -25,7 +26,7 @@ import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,12 +77,18 @@ def backoff(streak: int, scale: float = 1.0) -> float:
 # -- one request ----------------------------------------------------------------------------
 
 
-class _Pinned(http.client.HTTPSConnection):
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per deliverer (loading the CA store takes tens of ms)."""
+    return ssl.create_default_context()
+
+
+class _Pinned(http.client.HTTPConnection):
     """An HTTP(S) connection to ``host`` that connects to the checked ``addresses`` only
     (TLS still verifies the certificate for ``host``)."""
 
     def __init__(self, host: str, port: int, addresses: list, tls: bool, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout)
         self._addresses, self._tls = addresses, tls
 
     def connect(self) -> None:
@@ -94,8 +101,9 @@ class _Pinned(http.client.HTTPSConnection):
                 error = e
         else:
             raise error or OSError("no address to connect to")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls:
-            sock = self._context.wrap_socket(sock, server_hostname=self.host)
+            sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
 
 
@@ -219,7 +227,7 @@ def _drain(
     all were sent, or the endpoint is now disabled)."""
     for message in messages:
         now = time.time()
-        message = outbox.attempted(layout, message)
+        message = replace(message, attempts=message.attempts + 1)
         entry = attempt(layout, ep, message.id, message.event, tuning.timeout)
         entry["attempt"] = message.attempts
         if entry["error"] is None:
@@ -229,6 +237,7 @@ def _drain(
             if ep.streak or ep.retry_at:
                 ep = webhooks.set_state(layout, ep.id, streak=0, retry_at=0.0) or ep
             continue
+        outbox.failed(layout, message)
         changed, entry["outcome"] = _failed(layout, ep, now, tuning, entry["error"])
         outbox.record(layout, entry)
         ep = changed or ep
@@ -236,15 +245,20 @@ def _drain(
     return None
 
 
-def _stamp(layout: Layout) -> tuple[int, int]:
-    """What changes when a message or an endpoint does (folder and file mtimes)."""
-    out = []
-    for path in (layout.outbox, layout.webhook_endpoints):
-        try:
-            out.append(path.stat().st_mtime_ns)
-        except FileNotFoundError:
-            out.append(0)
-    return out[0], out[1]
+def _stamp(layout: Layout) -> tuple:
+    """What changes when a message or an endpoint does: the outbox's names and message
+    files' mtimes are not compared (a rewrite within one clock tick would hide), only names
+    and the endpoints file's size and mtime."""
+    try:
+        names = tuple(sorted(os.listdir(layout.outbox)))
+    except FileNotFoundError:
+        names = ()
+    try:
+        st = layout.webhook_endpoints.stat()
+        endpoints = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except FileNotFoundError:
+        endpoints = None
+    return names, endpoints
 
 
 def run(layout: Layout, fd: int, tuning: Tuning) -> None:
@@ -252,7 +266,7 @@ def run(layout: Layout, fd: int, tuning: Tuning) -> None:
     read again only when it or the endpoints changed, or a backoff ended."""
     from concurrent.futures import ThreadPoolExecutor
 
-    seen: tuple[int, int] | None = None
+    seen: tuple | None = None
     next_due: float | None = None
     idle_since: float | None = None
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="deliver") as pool:

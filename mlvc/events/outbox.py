@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.events import Event
@@ -110,12 +110,11 @@ def done(layout: Layout, msg_id: str) -> None:
     path_of(layout, msg_id).unlink(missing_ok=True)
 
 
-def attempted(layout: Layout, message: Message) -> Message:
-    """Record one more attempt on a message still to deliver."""
-    message = replace(message, attempts=message.attempts + 1)
+def failed(layout: Layout, message: Message) -> None:
+    """Keep the attempt count of a message that failed (a message being sent is not
+    rewritten first: a deliverer killed mid-attempt only undercounts by one)."""
     if path_of(layout, message.id).exists():  # not removed meanwhile
         save(layout, message)
-    return message
 
 
 def drop_endpoint(layout: Layout, endpoint_id: str) -> int:
