@@ -75,12 +75,31 @@ def mlflow_data(event: Event) -> dict[str, Any]:
     return out
 
 
+def _run_name(d: dict[str, Any]) -> str:
+    name = d.get("name") or ""
+    run = str(d.get("run_id") or d.get("live_key") or "")
+    short = run[:12] if d.get("run_id") else run
+    return f"{name} ({short})" if name and short else name or short or "?"
+
+
 def slack_text(event: Event) -> str:
-    """One line for people: the type, then the event's short facts."""
-    facts = []
-    for key, value in event.data.items():
-        if isinstance(value, (str, int, float, bool)) and len(str(value)) <= 80:
-            facts.append(f"{key}={value}")
+    """One line for people: a headline for alerts and runs, else the type and the event's
+    short facts (empty ones left out)."""
+    d = event.data
+    kind, _, action = event.type.rpartition(".")
+    if kind == "alert":
+        at = f" at step {d['step']}" if d.get("step") is not None else ""
+        return (
+            f"mlvc alert {d.get('rule', '?')} {action}: {d.get('metric', '?')} = "
+            f"{d.get('value', '?')}{at} in run {_run_name(d)}"
+        )
+    if kind == "run":
+        return f"mlvc run {_run_name(d)} {action}"
+    facts = [
+        f"{key}={value}"
+        for key, value in d.items()
+        if isinstance(value, (str, int, float, bool)) and value != "" and len(str(value)) <= 80
+    ]
     return f"mlvc {event.type}" + (": " + ", ".join(facts[:8]) if facts else "")
 
 

@@ -338,8 +338,15 @@ def test_the_slack_format_is_one_text_line(repo, idle_at_end):
     with Receiver() as rx:
         add(repo, rx.url, format="slack")
         emit(repo.ctx, "run.failed", {"run_id": "ab" * 32, "name": "resnet", "tags": {"a": 1}})
-        got = rx.wait(1)[0]
-    assert got.json() == {"text": f"mlvc run.failed: run_id={'ab' * 32}, name=resnet"}
+        emit(repo.ctx, "alert.fired", {"rule": "loss-nan", "metric": "loss", "value": "nan",
+                                       "step": 3, "live_key": "20261201-ab", "name": ""})  # fmt: skip
+        emit(repo.ctx, "gc.completed", {"objects_removed": 2, "note": "", "big": {"a": 1}})
+        got = rx.wait(3)
+    assert [g.json() for g in sorted(got, key=lambda g: g.headers["webhook-id"])] == [
+        {"text": f"mlvc run resnet ({'ab' * 6}) failed"},
+        {"text": "mlvc alert loss-nan fired: loss = nan at step 3 in run 20261201-ab"},
+        {"text": "mlvc gc.completed: objects_removed=2"},
+    ]
 
 
 def test_a_webhook_test_reports_the_answer(repo):
