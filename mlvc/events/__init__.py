@@ -46,7 +46,9 @@ def emit(ctx: RepoContext, type: str, data: dict[str, Any] | None = None) -> Eve
     """Record the event ``type`` with ``data``, after the change it reports is durable.
 
     Writes ``.mlvc/events/<id>.json`` durably (temp file, fsync, rename, folder fsync), then
-    wakes the consumers (mlvc.events.consumers.wake). Never raises for an I/O problem: the
+    wakes the consumers (mlvc.events.consumers.wake). Inside a refs batch (the refs of a
+    commit) the event is written without its own fsyncs and the consumers are woken once the
+    batch's one filesystem sync has made refs and event durable together. Never raises for an I/O problem: the
     change already happened, so a failure to record it is a warning, not the caller's error.
     No network I/O happens here. With events off (``MLVC_EVENTS=0``) nothing is written.
     """
@@ -61,18 +63,27 @@ def publish(ctx: RepoContext, event: Event) -> Event:
     type = event.type
     if not events_enabled(ctx):
         return event
-    try:
-        write_event(ctx.layout, event)
+    refs = getattr(ctx, "refs", None)
+    batched = bool(getattr(refs, "batching", False))
+    try:  # inside a refs batch, the batch's one filesystem sync makes the event durable
+        write_event(ctx.layout, event, sync=not batched)
     except OSError as e:
         log.warning("could not record the event %s (%s): %s", type, event.id, e)
         return event
+    if batched:
+        refs.after_batch(lambda: _wake(ctx, event))
+    else:
+        _wake(ctx, event)
+    return event
+
+
+def _wake(ctx: RepoContext, event: Event) -> None:
     try:
         from . import consumers
 
         consumers.wake(ctx, event)
     except Exception as e:  # a consumer's failure is never the emitter's
-        log.warning("an event consumer failed on %s (%s): %s", type, event.id, e)
-    return event
+        log.warning("an event consumer failed on %s (%s): %s", event.type, event.id, e)
 
 
 def events_enabled(ctx: Any) -> bool:
@@ -81,8 +92,9 @@ def events_enabled(ctx: Any) -> bool:
     return str(environ.get("MLVC_EVENTS", "1")).lower() not in ("0", "off", "false", "no")
 
 
-def write_event(layout: Layout, event: Event) -> None:
-    """Write ``event`` into the journal durably; a reader sees all of it or nothing."""
+def write_event(layout: Layout, event: Event, sync: bool = True) -> None:
+    """Write ``event`` into the journal durably; a reader sees all of it or nothing.
+    ``sync=False``: the caller syncs the filesystem next (a refs batch)."""
     from ..refs.store import fsync_dir
 
     layout.events.mkdir(parents=True, exist_ok=True)
@@ -91,13 +103,15 @@ def write_event(layout: Layout, event: Event) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(event.to_json().encode())
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, event_path(layout, event.id))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(layout.events)
+    if sync:
+        fsync_dir(layout.events)
 
 
 def read_events(

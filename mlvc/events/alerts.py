@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.events import parse_duration
-from ..errors import UsageError
+from ..errors import MlvcError, UsageError
 
 AGGS = {"mean": "avg", "min": "min", "max": "max", "last": "last"}
 DIRECTIONS = ("min", "max")
@@ -206,8 +206,8 @@ def check_when(rule: Rule, source: str = "mlvc.toml", con=None) -> None:
         check_read_only(sql)
         if len(duckdb.extract_statements(sql)) != 1:
             raise UsageError("it must be one expression")
-    except (UsageError, duckdb.Error) as e:
-        msg = e.message if isinstance(e, UsageError) else first_line(e)
+    except (MlvcError, duckdb.Error) as e:
+        msg = e.message if isinstance(e, MlvcError) else first_line(e)
         raise UsageError(f"{where}: {msg}") from None
     own = con is None
     con = con or connect()

@@ -104,11 +104,28 @@ class RefStore:
             yield
             return
         self._batch.on = True
+        self._batch.after = []
         try:
             yield
         finally:
             self._batch.on = False
-        sync_filesystem(self.dir)
+            sync_filesystem(self.dir)
+            after, self._batch.after = self._batch.after, []
+            for fn in after:
+                fn()
+
+    @property
+    def batching(self) -> bool:
+        """Whether this thread is inside ``batch()``: files written now in this repository's
+        filesystem are made durable by its end (an event written with the refs it reports)."""
+        return bool(getattr(self._batch, "on", False))
+
+    def after_batch(self, fn) -> None:
+        """Call ``fn()`` once the current batch is durable (at once outside a batch)."""
+        if self.batching:
+            self._batch.after.append(fn)
+        else:
+            fn()
 
     def _fsync(self, fd: int) -> None:
         if not getattr(self._batch, "on", False):

@@ -437,14 +437,14 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
     intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
     path = _write_intent(ctx.layout.publishing, oid, intent)
     _publish(ctx, oid, run, intent)
-    run_published(ctx, oid, run)  # before the intent goes: a kill here emits again, not never
     path.unlink(missing_ok=True)
     ctx.index.try_ingest()
 
 
 def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
     """Journal, run ref, then every ref in ``intent`` that still holds the value it had when
-    the publish began (compare and swap: a ref moved since by someone else is left alone)."""
+    the publish began (compare and swap: a ref moved since by someone else is left alone),
+    then the run's events, made durable with the refs."""
     ctx.index.journal(oid)
     with ctx.refs.batch():  # durable on return: one syncfs for every ref and reflog
         ctx.refs.add_run(oid)
@@ -459,6 +459,9 @@ def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | 
                 ctx.refs.write(ref, oid, reason, who)
             if i == 0:
                 crash_point("publish-first-ref")
+        # durable with the refs (the batch's one sync), before the intent goes: a publish
+        # killed before its end is finished by the next one, which emits again
+        run_published(ctx, oid, run)
 
 
 def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
@@ -486,7 +489,6 @@ def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
         if not isinstance(intent, dict):
             continue
         _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
-        run_published(ctx, oid, run)
         path.unlink(missing_ok=True)
         done.append(oid)
     return done

@@ -159,6 +159,7 @@ class Watcher:
         self.config = WatchConfig()
         self._config_stamp: tuple | None = None
         self.states: dict[str, RunState] = {}
+        self.done: set[str] = set()  # recorded runs whose folder may linger a moment
         self.cursor: str | None = None  # commit.created events read up to here
         self.layout.alerts.mkdir(parents=True, exist_ok=True)
         self._reload()
@@ -187,7 +188,7 @@ class Watcher:
             if kind_of(path) != "run":
                 continue
             staged = StagedRun.load(path)
-            if staged is None:
+            if staged is None or staged.key in self.done:
                 continue
             seen.add(staged.key)
             alive = staged.alive()
@@ -284,7 +285,7 @@ class Watcher:
                 rid = parents[0] if parents else self.ctx.refs.read("HEAD")
             else:
                 name, alias, version = model_ref(rule.compare)
-                info = registry.get(self.ctx.refs, name, alias if alias else version)
+                info = registry.get(self.ctx.refs, name, version, alias)
                 rid = ObjectId.parse(info.run_id) if info.run_id else None
             if rid is None:
                 return None
@@ -298,14 +299,15 @@ class Watcher:
         block read (from the stored series), then drop their state."""
         from ..core.events import read_events
 
-        gone = [k for k in self.states if k not in seen]
         if self.cursor is None:
             self.cursor = _start_cursor()
         for event in read_events(self.layout, self.cursor, ["commit.created"]):
             self.cursor = event.id
             key = event.data.get("live_key")
-            if key in gone:
+            if key in self.states:  # recorded: its folder goes next (or went)
                 self._finish_one(self.states[key], event)
+                self.done.add(key)
+        gone = [k for k in self.states if k not in seen]
         for key in gone:  # the run left live/ with no commit.created yet: keep a while
             st = self.states.get(key)
             if st is not None and time.time_ns() // 1000 - st.last_point_us > 60e6:

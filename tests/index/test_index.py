@@ -23,6 +23,7 @@ from mlvc.api.repo import Repo
 from mlvc.core.ids import ObjectId
 from mlvc.core.objects import Env, Run
 from mlvc.errors import QueryError
+from mlvc.events import emit
 from mlvc.index.index import Index
 from mlvc.store.typed import write_object
 from mlvc.workspace.trees import build_tree
@@ -549,6 +550,7 @@ def test_every_documented_query_runs(repo):
         started=now - 5_000_000, ended=now, metrics={"loss": 0.25, "acc": 0.9},
     )  # fmt: skip
     commit(repo, candidate, name="candidate")
+    emit(repo.ctx, "alert.fired", {"rule": "loss-nan", "name": "candidate"})
     index = index_of(repo)
     results = [index.query(q).to_pylist() for q in queries]
     assert all(results), [q for q, r in zip(queries, results, strict=True) if not r]
