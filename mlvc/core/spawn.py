@@ -40,3 +40,16 @@ def spawn_detached(
         return True
     except OSError:
         return False
+
+
+def log_crash(path: os.PathLike) -> None:
+    """Append the exception being handled, with the time and this pid, to ``path`` (where a
+    detached worker, which has no terminal, leaves its failures)."""
+    import time
+    import traceback
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
+        f.write(traceback.format_exc())

@@ -336,8 +336,6 @@ def ensure_running(layout: Layout) -> bool:
 
 
 def main(root: str, fd: int) -> int:
-    import traceback
-
     layout = Layout.of(root)
     try:
         os.ftruncate(fd, 0)  # who holds the lock, for people (and tests) to see
@@ -345,10 +343,9 @@ def main(root: str, fd: int) -> int:
         run(layout, fd, Tuning.from_env(os.environ))
         return 0
     except Exception:
-        layout.deliver_log.parent.mkdir(parents=True, exist_ok=True)
-        with open(layout.deliver_log, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-            f.write(traceback.format_exc())
+        from ..core.spawn import log_crash
+
+        log_crash(layout.deliver_log)
         return 1
     finally:
         os.close(fd)

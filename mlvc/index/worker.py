@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-import traceback
 
 
 def spawn(root, fd: int) -> bool:
@@ -41,11 +39,9 @@ def main(root: str, fd: int) -> int:
         index.ingest_holding_lock()
         return 0
     except Exception:
-        log = layout.worker_log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-            f.write(traceback.format_exc())
+        from ..core.spawn import log_crash
+
+        log_crash(layout.worker_log)
         return 1
     finally:
         os.close(fd)
