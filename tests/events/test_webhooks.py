@@ -9,6 +9,8 @@ import stat
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import Receiver, _quick_deliverer, deliverer_pid, idle_at_end, wait_idle
 
@@ -401,3 +403,41 @@ def test_a_repository_without_webhooks_starts_no_deliverer(repo):
     emit(repo.ctx, "gc.completed", {})
     assert not repo.layout.webhooks.exists()
     assert Repo(repo.root).fsck() == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    data=st.dictionaries(st.text(max_size=10), json_values, max_size=5),
+    kind=st.sampled_from(sorted(GOLDEN)),
+    fmt=st.sampled_from(webhooks.FORMATS),
+    key=st.binary(min_size=24, max_size=64),
+)
+def test_any_event_in_any_format_verifies_with_the_reference_library(data, kind, fmt, key):
+    import base64
+
+    secret = "whsec_" + base64.b64encode(key).decode()
+    event = Event.new(kind, data)
+    body = payloads.body(event, fmt)
+    msg = outbox.message_id(event.id, "wh_0123abcd")
+    heads = payloads.headers(secret, msg, int(time.time()), body, fmt)
+    verified = Webhook(secret).verify(body, {k.lower(): v for k, v in heads.items()})
+    assert verified == json.loads(body)
+    if fmt == "standard":
+        assert Event.from_dict(verified) == event
+
+
+def test_a_damaged_endpoints_file_never_fails_the_change(repo, caplog):
+    repo.layout.webhooks.mkdir(parents=True)
+    repo.layout.webhook_endpoints.write_text("{garbage")
+    oid = repo.commit("still recorded")
+    assert repo.log()[0]["id"] == oid
+    assert "endpoints.json is damaged" in caplog.text
+    repo.layout.webhook_endpoints.unlink()
