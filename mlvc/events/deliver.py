@@ -172,7 +172,9 @@ def send_test(layout: Layout, endpoint_id: str, timeout: float = TIMEOUT) -> dic
 # -- the loop -------------------------------------------------------------------------------
 
 
-def _failed(layout: Layout, ep: webhooks.Endpoint, now: float, tuning: Tuning, error: str):
+def _failed(layout: Layout, ep: webhooks.Endpoint, tuning: Tuning, error: str):
+    """Count a failed attempt: put the endpoint on hold for its backoff (from now, after
+    the attempt), or disable it after ``max_failures`` in a row."""
     streak = ep.streak + 1
     if streak >= ep.max_failures:
         why = f"{streak} deliveries failed in a row, the last: {error}"
@@ -180,7 +182,8 @@ def _failed(layout: Layout, ep: webhooks.Endpoint, now: float, tuning: Tuning, e
         _emit_disabled(layout, ep, why)
         return new, "disabled"
     wait = backoff(streak, tuning.backoff_scale)
-    return webhooks.set_state(layout, ep.id, streak=streak, retry_at=now + wait), "retrying"
+    retry_at = time.time() + wait
+    return webhooks.set_state(layout, ep.id, streak=streak, retry_at=retry_at), "retrying"
 
 
 def _emit_disabled(layout: Layout, ep: webhooks.Endpoint, why: str) -> None:
@@ -226,7 +229,6 @@ def _drain(
     """Send one endpoint's due messages in order until one fails; when to try again (None:
     all were sent, or the endpoint is now disabled)."""
     for message in messages:
-        now = time.time()
         message = replace(message, attempts=message.attempts + 1)
         entry = attempt(layout, ep, message.id, message.event, tuning.timeout)
         entry["attempt"] = message.attempts
@@ -238,7 +240,7 @@ def _drain(
                 ep = webhooks.set_state(layout, ep.id, streak=0, retry_at=0.0) or ep
             continue
         outbox.failed(layout, message)
-        changed, entry["outcome"] = _failed(layout, ep, now, tuning, entry["error"])
+        changed, entry["outcome"] = _failed(layout, ep, tuning, entry["error"])
         outbox.record(layout, entry)
         ep = changed or ep
         return None if ep.disabled is not None else ep.retry_at

@@ -103,11 +103,11 @@ def run_post(layout: Layout, event: Event, environ: Mapping[str, str] | None = N
     path = _runnable(layout, event.type)
     if path is None:
         return False
-    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.hooks_log.parent.mkdir(parents=True, exist_ok=True)
     try:
         with (
             open(event_path(layout, event.id), "rb") as stdin,
-            open(layout.logs / "hooks.log", "ab") as out,
+            open(layout.hooks_log, "ab") as out,
         ):
             subprocess.Popen(
                 [str(path)],

@@ -120,7 +120,7 @@ def write_atomic(layout: Layout, path: Path, data: bytes, mode: int = 0o644) -> 
 @contextmanager
 def _locked(layout: Layout):
     layout.webhooks.mkdir(parents=True, exist_ok=True)
-    with open(layout.webhooks / "endpoints.lock", "a+b") as f:
+    with open(layout.webhooks_lock, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
