@@ -51,6 +51,18 @@ class UnreadablePath(UsageError):
         self.path = path
 
 
+class AddressRefused(UsageError):
+    """A webhook URL that is not https, or whose host is or resolves to a private address."""
+
+
+class UnknownWebhook(UsageError):
+    """No webhook endpoint has the given id."""
+
+
+class UnknownMessage(UsageError):
+    """No webhook delivery of the given message id is known."""
+
+
 class SignatureError(UsageError):
     """Input that does not fit the model's signature: a missing column, a wrong type."""
 

@@ -14,11 +14,7 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from ..errors import UsageError
-
-
-class AddressRefused(UsageError):
-    """A webhook URL that is not https, or whose host is or resolves to a private address."""
+from ..errors import AddressRefused
 
 
 def _resolve(host: str, port: int) -> list[str]:

@@ -25,15 +25,11 @@ from typing import Any
 
 from ..core.events import Event
 from ..core.layout import Layout
-from ..errors import UsageError
+from ..errors import UnknownMessage
 from .webhooks import Endpoint, write_atomic
 
 log = logging.getLogger("mlvc.events")
 SUFFIX = ".json"
-
-
-class UnknownMessage(UsageError):
-    """No delivery of the given message id is known."""
 
 
 def message_id(event_id: str, endpoint_id: str) -> str:

@@ -26,17 +26,13 @@ from typing import Any
 
 from ..core.events import type_matches
 from ..core.layout import Layout
-from ..errors import UsageError
+from ..errors import UnknownWebhook, UsageError
 from .addresses import check_url
 
 FORMATS = ("standard", "mlflow", "slack")
 DEFAULT_MAX_FAILURES = 8  # with BACKOFF's spacing: about 27 hours of straight failures
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ID = re.compile(r"wh_[0-9a-f]{8}")
-
-
-class UnknownWebhook(UsageError):
-    """No webhook endpoint has the given id."""
 
 
 @dataclass(frozen=True)
