@@ -1,7 +1,7 @@
 """Start a detached helper process (``python -m MODULE ARGS...``) that outlives its parent.
 
 Used by the index worker (mlvc.index.worker) and the webhook deliverer
-(mlvc.events.deliver): both are started by a process that must not wait for them (a commit,
+(mlvc.events.deliver), which leave their failures with mlvc.core.crashlog: both are started by a process that must not wait for them (a commit,
 a training loop), so the child gets its own session, no terminal, and only the descriptors
 it is handed (an fd holding a flock: the lock belongs to the open file description, so it
 stays held by the child after the parent closes its copy).
@@ -40,16 +40,3 @@ def spawn_detached(
         return True
     except OSError:
         return False
-
-
-def log_crash(path: os.PathLike) -> None:
-    """Append the exception being handled, with the time and this pid, to ``path`` (where a
-    detached worker, which has no terminal, leaves its failures)."""
-    import time
-    import traceback
-    from pathlib import Path
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-        f.write(traceback.format_exc())

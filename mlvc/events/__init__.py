@@ -67,7 +67,7 @@ def publish(ctx: RepoContext, event: Event) -> Event:
     batched = bool(getattr(refs, "batching", False))
     try:  # inside a refs batch, the batch's one filesystem sync makes the event durable
         write_event(ctx.layout, event, sync=not batched)
-    except OSError as e:
+    except (OSError, TypeError, ValueError) as e:  # full disk, or data JSON cannot hold
         log.warning("could not record the event %s (%s): %s", type, event.id, e)
         return event
     if batched:

@@ -345,9 +345,9 @@ def main(root: str, fd: int) -> int:
         run(layout, fd, Tuning.from_env(os.environ))
         return 0
     except Exception:
-        from ..core.spawn import log_crash
+        from ..core.crashlog import append_log
 
-        log_crash(layout.deliver_log)
+        append_log(layout.deliver_log)
         return 1
     finally:
         os.close(fd)

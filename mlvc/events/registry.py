@@ -15,7 +15,6 @@ from ..refs import registry
 from . import emit
 
 if TYPE_CHECKING:
-    from ..core.ids import ObjectId
     from ..workspace.context import RepoContext
 
 
@@ -23,32 +22,25 @@ def model_created(ctx: RepoContext, name: str, who: str) -> None:
     emit(ctx, "registered_model.created", {"name": name, "by": who})
 
 
-def create_version(
-    ctx: RepoContext,
-    name: str,
-    tree: ObjectId,
-    source: str,
-    run_id: str | None,
-    who: str,
-    trusted: bool = False,
-    announce_model: bool = True,
-) -> int:
-    """``registry.create_version``, then its events (``announce_model``: a first version
-    also creates the registered model; False where that was announced already)."""
-    number = registry.create_version(ctx.refs, name, tree, source, run_id, who, trusted)
+def create_version(ctx: RepoContext, name: str, *args, announce_model: bool = True,
+                   **kwargs) -> int:  # fmt: skip
+    """``registry.create_version(refs, name, ...)``, then its events (``announce_model``: a
+    first version also creates the registered model; False where that was announced)."""
+    number = registry.create_version(ctx.refs, name, *args, **kwargs)
+    info = registry.get(ctx.refs, name, number)
     if announce_model and number == 1:
-        model_created(ctx, name, who)
+        model_created(ctx, name, info.registered_by)
     emit(
         ctx,
         "model_version.created",
         {
             "name": name,
             "version": number,
-            "model_id": tree.hex,
-            "source": source,
-            "run_id": run_id,
+            "model_id": info.model_id,
+            "source": info.source,
+            "run_id": info.run_id,
             "uri": f"models:/{name}/{number}",
-            "by": who,
+            "by": info.registered_by,
         },
     )
     return number

@@ -73,6 +73,7 @@ class Index:
         self.lock = IndexLock(self.lock_path, self.dir)
         self._journal = Journal(layout, refs)
         self._keep = False
+        self._rebuilt_damaged = False  # by an ingest, since check() began
 
     # -- a kept reader (a server's) ---------------------------------------------------------
 
@@ -226,7 +227,8 @@ class Index:
             writer = self._writer()
             if rebuild:
                 writer.rebuild()
-            writer.ingest()
+            if writer.ingest():
+                self._rebuilt_damaged = True
 
     def _writer(self) -> Writer:
         return Writer(self.path, self._journal, self.store, self.refs, self.workers)
@@ -284,6 +286,7 @@ class Index:
         damaged index is rebuilt. Returns what was repaired (``mlvc fsck`` names it)."""
         if not self.path.exists():
             return []
+        self._rebuilt_damaged = False
         try:
             with self.connect_readonly() as con, query_errors():
                 tables = [
@@ -299,6 +302,8 @@ class Index:
                         pass
         except IndexDamaged:
             self._repair()
+            self._rebuilt_damaged = True
+        if self._rebuilt_damaged:  # here, or by the ingest that opening it needed first
             return [f"index {self.path} was damaged: rebuilt from objects and refs"]
         return []
 

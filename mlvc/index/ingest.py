@@ -42,9 +42,9 @@ class Writer:
     def _connect(self, path: Path | None = None):
         return connect_rw(path or self.path, shown=self.path)
 
-    def ingest(self) -> None:
+    def ingest(self) -> bool:
         """Apply the journal; an index that is missing or of another schema version is
-        rebuilt first, and so is a damaged one (with a warning)."""
+        rebuilt first, and so is a damaged one (with a warning; then True)."""
         import duckdb
 
         con, was_damaged = None, False
@@ -82,6 +82,7 @@ class Writer:
             path.unlink(missing_ok=True)
         if was_damaged:
             log.warning(REBUILT)
+        return was_damaged
 
     def rebuild(self) -> None:
         """Write a whole new index from every run ref to a temp file, then rename it into

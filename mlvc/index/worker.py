@@ -24,6 +24,7 @@ def spawn(root, fd: int) -> bool:
 
 
 def main(root: str, fd: int) -> int:
+    from ..core.crashlog import append_log
     from ..core.layout import Layout
     from ..core.settings import Settings
     from ..refs.store import RefStore
@@ -39,9 +40,7 @@ def main(root: str, fd: int) -> int:
         index.ingest_holding_lock()
         return 0
     except Exception:
-        from ..core.spawn import log_crash
-
-        log_crash(layout.worker_log)
+        append_log(layout.worker_log)
         return 1
     finally:
         os.close(fd)

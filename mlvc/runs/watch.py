@@ -26,11 +26,11 @@ import secrets
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.crashlog import append_log
 from ..core.events import Event
 from ..core.ids import ObjectId
 from ..core.layout import Layout
@@ -133,15 +133,20 @@ class RunState:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls(key)
 
-    def save(self, layout: Layout) -> None:
+    def save(self, layout: Layout, sync: bool = True) -> None:
+        """Replace the state file. ``sync=False`` when no event was decided: a state lost
+        to a power cut then is an older one that every event written so far came after, so
+        reading the same points again from it decides nothing already announced."""
         path = layout.alerts / f"{self.key}.json"
         tmp = layout.alerts / f".{self.key}.{secrets.token_hex(4)}.tmp"
         with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(layout.alerts)
+        if sync:
+            fsync_dir(layout.alerts)
 
 
 # -- one pass -----------------------------------------------------------------------------
@@ -213,12 +218,12 @@ class Watcher:
             except ValueError:
                 continue
         st.pending = []
-        st.save(self.layout)
+        st.save(self.layout, sync=False)  # writing them again would be harmless
 
     def _run(self, staged: StagedRun, alive: bool, now_us: int) -> None:
         st = self._state(staged.key)
         events: list[Event] = []
-        blocks = _new_blocks(staged.path, st.block)
+        blocks = [(n, _by_metric(t)) for n, t in staged.blocks_after(st.block)]
         if st.last_point_us == 0:
             st.last_point_us = int(staged.started or now_us)
         for number, points in blocks:
@@ -239,7 +244,8 @@ class Watcher:
 
     def _commit(self, st: RunState, events: list[Event]) -> None:
         st.pending = [e.to_dict() for e in events]
-        st.save(self.layout)  # decided durably first: a restart writes them, never twice
+        # decided durably first: a restart writes them, never twice
+        st.save(self.layout, sync=bool(events))
         self._flush_pending(st)
 
     def _evaluate(
@@ -334,8 +340,7 @@ class Watcher:
         (self.layout.alerts / f"{key}.json").unlink(missing_ok=True)
 
     def _log(self, text: str) -> None:
-        with open(self.layout.alerts / LOG, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: {text}\n")
+        append_log(self.layout.alerts / LOG, text)
 
 
 def _start_cursor() -> str:
@@ -351,33 +356,6 @@ def _about(staged: StagedRun) -> dict[str, Any]:
         "name": meta.get("name") or "",
         "experiment_id": str(meta.get("experiment_id") or "0"),
     }
-
-
-def _new_blocks(folder: Path, after: int) -> list[tuple[int, dict[str, list]]]:
-    """Metric blocks numbered after ``after``, in order: (number, {metric: [(step, value)]})."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    out = []
-    try:
-        names = sorted(os.listdir(folder / "series"))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if not name.endswith(".arrow") or name.startswith("."):
-            continue
-        try:
-            number = int(name[: -len(".arrow")])
-        except ValueError:
-            continue
-        if number <= after:
-            continue
-        try:
-            t = ipc.open_file(pa.memory_map(str(folder / "series" / name))).read_all()
-        except (OSError, pa.ArrowInvalid):
-            break  # torn by a crash: what follows waits
-        out.append((number, _by_metric(t)))
-    return out
 
 
 def _by_metric(table) -> dict[str, list]:
@@ -429,9 +407,7 @@ def main(root: str) -> int:
                 idle_since = time.monotonic()
             time.sleep(POLL_S)
     except Exception:
-        with open(layout.alerts / LOG, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-            f.write(traceback.format_exc())
+        append_log(layout.alerts / LOG)
         return 1
     finally:
         os.close(fd)

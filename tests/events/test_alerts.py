@@ -148,6 +148,12 @@ def _stop_watcher(project):
     )
 
 
+def _rule_file(project, name: str, when: str) -> None:
+    (project / "mlvc.toml").write_text(
+        f'[[alerts]]\nname = "{name}"\nmetric = "loss"\nwhen = "{when}"\n'
+    )
+
+
 def _watcher_pids(project):
     out = subprocess.run(["pgrep", "-f", f"mlvc.runs.watch {project}"], capture_output=True,
                          text=True).stdout  # fmt: skip
@@ -155,12 +161,7 @@ def _watcher_pids(project):
 
 
 def test_a_training_script_logging_nan_raises_an_alert_within_a_second(project):
-    (project / "mlvc.toml").write_text(textwrap.dedent("""
-        [[alerts]]
-        name = "loss-nan"
-        metric = "loss"
-        when = "isnan(value)"
-    """))  # fmt: skip
+    _rule_file(project, "loss-nan", "isnan(value)")
     proc = subprocess.Popen([sys.executable, "-c", TRAIN, "nan-run", "20", "3"], cwd=project,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     flushed = float(proc.stdout.readline())
@@ -176,12 +177,7 @@ def test_a_training_script_logging_nan_raises_an_alert_within_a_second(project):
 
 
 def test_a_killed_watcher_is_followed_by_one_that_neither_repeats_nor_misses(project):
-    (project / "mlvc.toml").write_text(textwrap.dedent("""
-        [[alerts]]
-        name = "high"
-        metric = "loss"
-        when = "value > 0.5"
-    """))  # fmt: skip
+    _rule_file(project, "high", "value > 0.5")
     repo = Repo(project)
     run = mlvc.start_run(name="long", repo=repo)
     try:
@@ -255,3 +251,20 @@ def test_compare_against_a_model_alias(project):
     _stop_watcher(project)
     assert fired.data["step"] == 1 and fired.data["reference"] == 0.9
     assert fired.data["compare"] == "models:/clf@champion"
+
+
+def test_compare_against_the_parent_run(project):
+    (project / "mlvc.toml").write_text(
+        '[[alerts]]\nname = "regressed"\nmetric = "loss"\ncompare = "parent"\nworse_by = 0.1\n'
+    )
+    repo = Repo(project)
+    with mlvc.start_run(name="parent", repo=repo) as run:
+        run.log_metric("loss", 0.5)
+    with mlvc.start_run(name="child", repo=repo) as run:
+        run.log_metric("loss", 0.55, step=0)  # worse, but by less than 0.1
+        run.log_metric("loss", 0.7, step=1)
+        run.flush()
+        [fired] = _wait_for(repo, "alert.fired")
+    _stop_watcher(project)
+    assert fired.data["name"] == "child" and fired.data["step"] == 1
+    assert fired.data["reference"] == 0.5 and fired.data["direction"] == "min"

@@ -413,6 +413,26 @@ class StagedRun:
                 out.append(note)
         return out
 
+    def blocks_after(self, after: int) -> Iterator[tuple[int, pa.Table]]:
+        """(number, points) of each metric block numbered after ``after``, in order; stops
+        at a block it cannot read (torn by a crash, or being replaced: read it next time)."""
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        try:
+            names = sorted(os.listdir(self.path / SERIES))
+        except FileNotFoundError:
+            return
+        for name in names:
+            stem, dot, ext = name.partition(".")
+            if ext != "arrow" or not dot or not stem.isdigit() or int(stem) <= after:
+                continue
+            try:
+                t = ipc.open_file(pa.memory_map(str(self.path / SERIES / name))).read_all()
+            except (OSError, pa.ArrowInvalid):
+                return
+            yield int(stem), t
+
     def read_series(self) -> pa.Table:
         """Every flushed point as one table (key, step, timestamp µs, value); a block torn
         by a crash is skipped (everything before it is intact)."""
