@@ -51,6 +51,18 @@ class UnreadablePath(UsageError):
         self.path = path
 
 
+class AddressRefused(UsageError):
+    """A webhook URL that is not https, or whose host is or resolves to a private address."""
+
+
+class UnknownWebhook(UsageError):
+    """No webhook endpoint has the given id."""
+
+
+class UnknownMessage(UsageError):
+    """No webhook delivery of the given message id is known."""
+
+
 class SignatureError(UsageError):
     """Input that does not fit the model's signature: a missing column, a wrong type."""
 
@@ -412,6 +424,29 @@ class RemoteRejected(MlvcError):
 
     exit_code = 6
     http_status = 409
+
+
+# -- hooks (mlvc.events.hooks) ---------------------------------------------------------------
+
+
+class HookRejected(MlvcError):
+    """A ``pre-commit``, ``pre-alias`` or ``pre-push`` hook vetoed the change: nothing
+    changed. The message is one line, then the hook's own lines."""
+
+    exit_code = 23
+    http_status = 409
+    meaning = "a pre-commit, pre-alias or pre-push hook refused the change"
+
+    def __init__(self, hook: str, why: str, lines: list[str]):
+        said = f": {lines[0]}" if lines else ""
+        super().__init__(f"the {hook} hook refused the change ({why}){said}")
+        self.hook, self.lines = hook, lines
+        self.details = [f"{hook}: {ln}" for ln in lines[1:]]  # printed under the error
+
+    @property
+    def message(self) -> str:
+        """The line and the hook's further lines (what a server answers)."""
+        return "\n".join([str(self), *self.details])
 
 
 def one_line(e: BaseException, limit: int = 500) -> str:

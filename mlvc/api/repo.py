@@ -23,6 +23,7 @@ from ..errors import (
     PathNotInRun,
     UsageError,
 )
+from ..events import pre
 from ..maintenance.fsck import fsck
 from ..refs.store import check_ref_name
 from ..runs.reaper import live_runs, reap_dead_runs
@@ -38,7 +39,7 @@ from ..workspace.checkout import (
 )
 from ..workspace.context import RepoContext
 from ..workspace.project import load_project
-from .views import describe_run
+from .views import describe_run, jsonable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -175,6 +176,7 @@ class Repo:
             capture_env=capture_env,
             inputs=inputs,
         )
+        pre.commit(self.ctx, _described(spec))
         self.reap()
         return RunId(record_run(self.ctx, spec, Path(cwd) if cwd else None))
 
@@ -507,3 +509,19 @@ class Repo:
         from ..maintenance.du import disk_usage
 
         return disk_usage(self.ctx, runs)
+
+
+def _described(spec: RunSpec) -> dict[str, Any]:
+    """What a pre-commit hook is told about the run about to be recorded."""
+    return jsonable(
+        {
+            "message": spec.message,
+            "name": spec.name,
+            "params": dict(spec.params),
+            "metrics": dict(spec.metrics),
+            "tags": dict(spec.tags),
+            "data": list(spec.data),
+            "artifacts": list(spec.artifacts),
+            "command": list(spec.command),
+        }
+    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..core.ids import ObjectId
 from ..errors import MlvcError
-from ..events import emit
+from ..events import emit, pre
 from ..remotes import config
 from ..remotes.fetch import FetchReport
 from ..remotes.fetch import fetch as fetch_objects
@@ -53,8 +53,9 @@ def push(repo: Repo, remote: str | None = None, runs: Sequence[str] = (),
             pass  # config.get names the unknown remote below
     r, transport = _open(repo, remote)
     ids = [repo.resolve(s) for s in runs] or None
+    before = lambda new: pre.push(repo.ctx, r.name, transport.url, new)  # noqa: E731
     report = push_objects(repo.store, repo.refs, repo.layout.remote(r.name), repo.layout.tmp,
-                          transport, r.name, ids, all_runs, force)  # fmt: skip
+                          transport, r.name, ids, all_runs, force, before)  # fmt: skip
     for ref, value in sorted(report.refs.items()):
         emit(repo.ctx, "ref.updated", {"ref": ref, "new": value, "remote": r.name,
                                        "url": report.url, "via": "push"})  # fmt: skip

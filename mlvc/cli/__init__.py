@@ -19,7 +19,7 @@ import click
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import events, exec, export, index, interop, models, remote, runs, server, storage
+from . import events, exec, export, index, interop, models, remote, runs, server, storage, webhooks
 
 
 class MlvcGroup(click.Group):
@@ -43,6 +43,8 @@ class MlvcGroup(click.Group):
             raise
         except MlvcError as e:
             echo(f"mlvc: error: {clean(e)}", err=True)
+            for line in getattr(e, "details", ()):  # a hook's own lines, under the error
+                echo(f"  {clean(line)}", err=True)
             ctx.exit(e.exit_code)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -105,7 +107,19 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (runs, index, storage, exec, models, server, remote, export, interop, events):
+for _module in (
+    runs,
+    index,
+    storage,
+    exec,
+    models,
+    server,
+    remote,
+    export,
+    interop,
+    events,
+    webhooks,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

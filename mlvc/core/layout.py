@@ -15,6 +15,10 @@ on-disk format has one owner (as restic's backend layout does)::
       statcache           path -> (stat, id) of project files (a cache)
       only-checkouts      sections checked out with --only since HEAD
       remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
+      webhooks/           endpoints.json (no secrets) and its endpoints.lock, secrets/<endpoint>
+                          (0600), outbox/<message>.json (deliveries due), deliveries.jsonl
+                          (the attempt log), deliver.lock (held by the one deliverer: its pid)
+                          (mlvc.events.webhooks, outbox, deliver); logs/hooks.log, deliver.log
       gc.lock             writers shared, gc exclusive
       publishing/         <run id>: the ref moves of a commit under way (finished if killed)
       server.lock         held by the one `mlvc server` serving the repository (its pid, URL)
@@ -70,6 +74,15 @@ class Layout:
     alerts = property(lambda self: self.dir / "alerts")
     hooks = property(lambda self: self.dir / "hooks")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
+    webhooks = property(lambda self: self.dir / "webhooks")
+    webhook_endpoints = property(lambda self: self.dir / "webhooks" / "endpoints.json")
+    webhook_secrets = property(lambda self: self.dir / "webhooks" / "secrets")
+    outbox = property(lambda self: self.dir / "webhooks" / "outbox")
+    deliveries = property(lambda self: self.dir / "webhooks" / "deliveries.jsonl")
+    deliver_lock = property(lambda self: self.dir / "webhooks" / "deliver.lock")
+    deliver_log = property(lambda self: self.dir / "logs" / "deliver.log")
+    webhooks_lock = property(lambda self: self.dir / "webhooks" / "endpoints.lock")
+    hooks_log = property(lambda self: self.dir / "logs" / "hooks.log")
 
     def remote(self, name: str) -> Path:
         """The cache of the remote ``name``: its index and runs files, its refs last seen."""

@@ -16,22 +16,11 @@ import sys
 
 def spawn(root, fd: int) -> bool:
     """Start a worker holding ``fd`` (an fd with the exclusive index flock); True if started."""
-    import subprocess
+    from ..core.spawn import spawn_detached
 
-    try:
-        subprocess.Popen(
-            [sys.executable, "-m", "mlvc.index.worker", str(root), str(fd)],
-            pass_fds=(fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, "MLVC_INDEX_SYNC": "inline"},
-        )
-        return True
-    except OSError:
-        return False
+    return spawn_detached(
+        "mlvc.index.worker", [str(root), str(fd)], pass_fds=(fd,), env={"MLVC_INDEX_SYNC": "inline"}
+    )
 
 
 def main(root: str, fd: int) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.names import safe_relpath
+from ..events import pre
 from ..events import registry as model_events
 from ..refs import registry
 from ..runs.staging import is_key
@@ -174,6 +175,7 @@ def _note_run_at_end(repo, key: str, name: str, version: int) -> None:
 def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.ModelVersion:
     """Point ``alias`` at a version (moving it if it exists); logged with who and when."""
     repo = _repo(repo)
+    pre.alias(repo.ctx, name, alias, version, repo.ctx.author())
     info = model_events.set_alias(repo.ctx, name, alias, version, repo.ctx.author())
     repo.index.try_ingest()
     return info
@@ -182,6 +184,7 @@ def set_alias(name: str, alias: str, version: int | str, repo=None) -> registry.
 def delete_alias(name: str, alias: str, repo=None) -> int:
     """Remove an alias; returns the version it pointed at."""
     repo = _repo(repo)
+    pre.alias(repo.ctx, name, alias, None, repo.ctx.author())
     version = model_events.delete_alias(repo.ctx, name, alias, repo.ctx.author())
     repo.index.try_ingest()
     return version

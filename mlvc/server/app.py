@@ -95,6 +95,7 @@ class ServerState:
         self.extras: dict[str, Any] = {}
         self.lock = threading.RLock()
         self.on_shutdown: list[Callable[[], None]] = []
+        self.closing = threading.Event()  # set on SIGTERM/SIGINT: streams end, then drain
         # reads use cursors of one kept DuckDB connection instead of opening the index each
         # time; it is let go after KEPT_IDLE s without a read, so another process's write
         # (a `mlvc commit` here) waits for it at most that long
@@ -366,6 +367,13 @@ def serve(
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    exit_on_signal = server.handle_exit
+
+    def handle_exit(sig, frame) -> None:
+        app.state.mlvc.closing.set()  # open event streams end so the drain is quick
+        exit_on_signal(sig, frame)
+
+    server.handle_exit = handle_exit
     print(
         f"mlvc: serving {Path(root).resolve()} on http://{host}:{port} "
         f"({workers} request threads; GET /health)",

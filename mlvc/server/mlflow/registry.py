@@ -24,6 +24,7 @@ import threading
 
 from ...core.ids import ObjectId
 from ...errors import MlvcError, UnknownModel, UsageError
+from ...events import pre
 from ...events import registry as model_events
 from ...refs import registry
 from ...store.locks import writing
@@ -558,6 +559,7 @@ def set_alias(call):
     reg = _reg(call.state)
     with reg.lock:
         reg.version(name, number)
+        pre.alias(call.state.repo.ctx, name, alias, number, call.principal.name)
         try:
             model_events.set_alias(call.state.repo.ctx, name, alias, number, call.principal.name)
         except UsageError as e:
@@ -573,6 +575,7 @@ def delete_alias(call):
     reg = _reg(call.state)
     with reg.lock:
         reg._doc(name)
+        pre.alias(call.state.repo.ctx, name, alias, None, call.principal.name)
         try:
             model_events.delete_alias(call.state.repo.ctx, name, alias, call.principal.name)
         except UsageError as e:

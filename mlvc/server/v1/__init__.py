@@ -7,6 +7,7 @@ objects   HEAD/GET (streamed, verified)/PUT (re-hashed, refused on a mismatch) b
 refs      list, get, compare-and-swap PUT; the model registry's aliases refs.py
 live      runs logged by ``mlvc.start_run`` with MLVC_TRACKING_URI: start, idempotent
           batches (params, tags, metric points), end                     live.py
+events    the event journal as a server-sent-events stream            events.py
 remote    the repository as a remote (push, fetch, clone over http): the
           bucket layout of docs/remotes.md, built from its packs and refs  remote.py
 """
@@ -14,7 +15,7 @@ remote    the repository as a remote (push, fetch, clone over http): the
 from __future__ import annotations
 
 from ..app import endpoint
-from . import live, objects, refs, remote, runs
+from . import events, live, objects, refs, remote, runs
 from .openapi import document
 
 
@@ -34,6 +35,7 @@ def routes(state) -> list:
             *objects.routes(state),
             *refs.routes(state),
             *remote.routes(state),
+            *events.routes(state),
         ]
     )
 

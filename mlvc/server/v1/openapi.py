@@ -451,6 +451,7 @@ def document() -> dict:
         },
     }
     paths.update(_remote_paths())
+    paths.update(_events_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlvc server API", "version": __version__},
@@ -507,3 +508,26 @@ def _remote_paths() -> dict:
             },
         },
     }
+
+
+def _events_paths() -> dict:
+    evt_id = {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"}
+    stream = {
+        "description": "A server-sent-events stream: per event `id:` (its id), `event:` (its "
+        'type) and `data:` (its JSON {"id", "type", "timestamp", "data"}); `: keep-alive` '
+        "comments between events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    params = [
+        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": evt_id},
+        _query("after", evt_id),
+        _query("types", {"type": "string", "maxLength": 1000}, example="run.*,model_version.*"),
+        _query("follow", {"type": "boolean"}),
+        _query("keepalive", {"type": "integer", "minimum": 1, "maximum": 3600}),
+        _query("timeout", {"type": "integer", "minimum": 0, "maximum": 86400}),
+    ]
+    summary = (
+        "The event journal as server-sent events, after `Last-Event-ID` (or `after`), of "
+        "the `types` globs; `follow=false` sends what is there and ends"
+    )
+    return {"/api/v1/events": {"get": _op(summary, stream, 400, parameters=params)}}

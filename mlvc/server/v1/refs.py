@@ -6,6 +6,7 @@ import os
 import re
 
 from ...errors import MlvcError
+from ...events import pre
 from ...events import registry as model_events
 from ...refs import registry
 from ...store.typed import read_run
@@ -129,6 +130,7 @@ def put_alias(call):
     name = registry.check_name(call.path_params["name"])
     alias = registry.check_alias(call.path_params["alias"])
     version = field(body(call), "version", (int, str))
+    pre.alias(call.state.ctx, name, alias, version, call.principal.name)
     info = model_events.set_alias(call.state.ctx, name, alias, version, call.principal.name)
     call.state.ctx.index.try_ingest()
     return info.to_dict()
@@ -137,6 +139,7 @@ def put_alias(call):
 def delete_alias(call):
     name = registry.check_name(call.path_params["name"])
     alias = registry.check_alias(call.path_params["alias"])
+    pre.alias(call.state.ctx, name, alias, None, call.principal.name)
     previous = model_events.delete_alias(call.state.ctx, name, alias, call.principal.name)
     call.state.ctx.index.try_ingest()
     return {"name": name, "alias": alias, "previous": previous}

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Webhooks' cost to a commit, and how fast an event reaches a receiver (issue 14, item 8).
+
+1. Commit overhead: ``Repo.commit`` in a repository with no webhook (the baseline) and in one
+   with a webhook configured (a receiver on 127.0.0.1 that answers 200), the two interleaved
+   commit by commit so load on the shared machine hits both alike. Two webhook cases: a
+   deliverer already running (commits in a burst, the usual case), and ``cold`` (the
+   deliverer exits at once, so every commit starts one: the worst case). Medians per case
+   and their ratio to the baseline, over ``--repeat`` runs (median of the runs' medians).
+2. Delivery latency: the time from an event's id (taken when it is made, just before it is
+   written) to its arrival at the receiver: ``warm`` (events 20 ms apart, the deliverer
+   running) and ``cold`` (events 1 s apart, a deliverer started for each). p50/p95.
+
+Markdown on stdout, progress on stderr; ``--quick`` for a short run. Data (a small project,
+the repositories) is made at run time in a temp folder; only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def log(msg: str) -> None:
+    print(f"[bench_webhooks {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Receiver:
+    """Records arrival times by event id; answers 200."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                import json
+
+                owner.arrived.setdefault(json.loads(body)["id"], time.time())
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def project(root: Path, files: int) -> Path:
+    (root / "data").mkdir(parents=True)
+    (root / "train.py").write_text("print('train')\n")
+    for i in range(files):
+        (root / "data" / f"part-{i:03d}.csv").write_text(f"x,y\n{i},{i * 2}\n" * 50)
+    from mlvc import Repo
+
+    Repo.init(root)
+    return root
+
+
+def wait_idle(root: Path, timeout: float = 60) -> None:
+    import fcntl
+
+    from mlvc.core.layout import Layout
+
+    path = Layout.of(root).deliver_lock
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(0.05)
+
+
+def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
+    """Median seconds per commit: none, webhook (deliverer warm), webhook (cold)."""
+    from mlvc import Repo
+    from mlvc.events import webhooks
+
+    repos = {}
+    for case in ("none", "webhook", "webhook-cold"):
+        root = project(tmp / case, files)
+        if case != "none":
+            webhooks.add(Repo(root).layout, rx.url, allow_private=True)
+        repos[case] = Repo(root)
+    times: dict[str, list[float]] = {k: [] for k in repos}
+    for i in range(n):
+        for case, repo in repos.items():
+            # cold: the deliverer exits as soon as it is idle, so each commit starts one
+            os.environ["MLVC_WEBHOOK_LINGER"] = "0" if case == "webhook-cold" else "5"
+            if case == "webhook-cold":
+                wait_idle(repo.root)
+            (repo.root / "train.py").write_text(f"print('train {i}')\n")
+            start = time.perf_counter()
+            repo.commit(f"c{i}", params={"i": i})
+            times[case].append(time.perf_counter() - start)
+    for repo in repos.values():
+        wait_idle(repo.root)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def latency(tmp: Path, rx: Receiver, n: int, gap: float, linger: str) -> list[float]:
+    """Seconds from each event's id time to its arrival."""
+    from mlvc import Repo
+    from mlvc.events import emit, webhooks
+
+    root = project(tmp, 1)
+    repo = Repo(root)
+    webhooks.add(repo.layout, rx.url, allow_private=True)
+    os.environ["MLVC_WEBHOOK_LINGER"] = linger
+    sent = []
+    for i in range(n):
+        if linger == "0":
+            wait_idle(root)
+        sent.append(emit(repo.ctx, "gc.completed", {"i": i}))
+        time.sleep(gap)
+    deadline = time.monotonic() + 60
+    while any(e.id not in rx.arrived for e in sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wait_idle(root)
+    return [rx.arrived[e.id] - e.time_us / 1e6 for e in sent if e.id in rx.arrived]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--commits", type=int, default=30)
+    ap.add_argument("--files", type=int, default=200, help="data files in the project")
+    a = ap.parse_args()
+    if a.quick:
+        a.repeat, a.commits, a.files = 1, 8, 50
+    os.environ.setdefault("MLVC_AUTHOR", "bench <bench@example.com>")
+    rx = Receiver()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
+        for r in range(a.repeat):
+            log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
+            runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
+        n_warm, n_cold = (40, 8) if a.quick else (200, 30)
+        log(f"latency: {n_warm} events 20 ms apart (deliverer running)")
+        warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
+        log(f"latency: {n_cold} events, a deliverer started for each")
+        cold = latency(Path(tmp) / "cold", rx, n_cold, 0.3, "0")
+    base = statistics.median(r["none"] for r in runs)
+    print(f"load average at start: {' '.join(load)}; {a.repeat} run(s) of {a.commits} commits "
+          f"per case, {a.files} data files\n")  # fmt: skip
+    print("| case | median commit (ms) | vs no webhook |")
+    print("|---|---:|---:|")
+    for case in ("none", "webhook", "webhook-cold"):
+        med = statistics.median(r[case] for r in runs)
+        print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x |")
+    print("\nper run (ms, none / webhook / cold): " + "; ".join(
+        " / ".join(f"{r[k] * 1000:.1f}" for k in ("none", "webhook", "webhook-cold")) for r in runs
+    ))  # fmt: skip
+    print("\n| delivery latency | events | p50 (ms) | p95 (ms) |")
+    print("|---|---:|---:|---:|")
+    for name, values in (("warm (deliverer running)", warm), ("cold (deliverer started)", cold)):
+        print(f"| {name} | {len(values)} | {pct(values, 0.5) * 1000:.1f} | "
+              f"{pct(values, 0.95) * 1000:.1f} |")  # fmt: skip
+    print(f"\nload average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+
+
+if __name__ == "__main__":
+    main()
