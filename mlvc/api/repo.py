@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
+    from ..index.series import SeriesSet
     from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
     from ..reproduce.lineage import Node
@@ -376,6 +377,22 @@ class Repo:
     def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over the index; returns a pyarrow Table. Only reads."""
         return self.index.query(sql)
+
+    def series(
+        self,
+        runs: Iterable[str],
+        keys: Iterable[str],
+        x: str = "step",
+        window: tuple[float, float] | None = None,
+        limit: int = 2500,
+    ) -> SeriesSet:
+        """Metric series of ``keys`` for ``runs`` (any run specs), each at most ``limit``
+        points (min/max per bucket; full resolution when the ``window`` on ``x`` holds
+        fewer); docs/ui-compare.md."""
+        from ..index.series import read_series
+
+        ids = list(dict.fromkeys(self.resolve(r).hex for r in runs))
+        return read_series(self.index, ids, list(dict.fromkeys(keys)), x, window, limit)
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()

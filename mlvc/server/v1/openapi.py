@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..._version import __version__
+from ...index.series import MAX_KEYS, MAX_LIMIT, MAX_RUNS, MIN_LIMIT, X_AXES
 
 _ID = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _ERROR = {
@@ -214,6 +215,35 @@ def document() -> dict:
                 ],
             )
         },
+        "/api/v1/series": {
+            "get": _op(
+                "Metric series of runs x keys for charts, each sampled server-side to at "
+                "most `limit` points (min/max per bucket; NaN and infinities kept as "
+                "'nan', 'inf', '-inf'); full resolution when the x window holds fewer",
+                _json(_ANY),
+                400,
+                404,
+                parameters=[
+                    _query(
+                        "run",
+                        {"type": "array", "items": _RUN_REF, "minItems": 1, "maxItems": MAX_RUNS},
+                        required=True,
+                        example=["HEAD"],
+                    ),
+                    _query(
+                        "key",
+                        {"type": "array", "items": _RUN_REF, "maxItems": MAX_KEYS},
+                        example=["loss"],
+                    ),
+                    _query("x", {"type": "string", "enum": list(X_AXES)}),
+                    _query("x_min", {"type": "number"}),
+                    _query("x_max", {"type": "number"}),
+                    _query(
+                        "limit", {"type": "integer", "minimum": MIN_LIMIT, "maximum": MAX_LIMIT}
+                    ),
+                ],
+            )
+        },  # fmt: skip
         "/api/v1/query": {
             "post": {
                 **_op(
