@@ -117,7 +117,7 @@ def _sql(x: str, window: tuple[float, float] | None) -> str:
     """Every point of the wanted series in the window, ordered by series then x."""
     origin = (
         "JOIN (SELECT run_id, min(epoch_us(timestamp)) AS t0 FROM metrics "
-        "WHERE run_id IN (SELECT run FROM _want) GROUP BY run_id) o USING (run_id)"
+        "WHERE run_id IN (SELECT run FROM _runs) GROUP BY run_id) o USING (run_id)"
         if x == "relative"
         else ""
     )
@@ -153,18 +153,20 @@ def read_series(
     )
     with index.connect_readonly() as con:
         con.register("_want", want)
+        con.register("_runs", pa.table({"run": pa.array(runs, pa.string())}))
         try:
             have = [
                 k
                 for (k,) in con.execute(
                     "SELECT DISTINCT key FROM metric_summary "
-                    "WHERE run_id IN (SELECT run FROM _want) ORDER BY key"
+                    "WHERE run_id IN (SELECT run FROM _runs) ORDER BY key"
                 ).fetchall()
             ]
             params = {"lo": window[0], "hi": window[1]} if window else {}
             table = con.sql(_sql(x, window), params=params).to_arrow_table() if pairs else None
         finally:
             con.unregister("_want")
+            con.unregister("_runs")
     out = SeriesSet(x, limit, window, have)
     if table is not None:
         out.series = _split(table, pairs, limit)
