@@ -481,6 +481,7 @@ def document() -> dict:
         },
     }
     paths.update(_remote_paths())
+    paths.update(_ui_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlvc server API", "version": __version__},
@@ -535,5 +536,38 @@ def _remote_paths() -> dict:
                 ),  # fmt: skip
                 "requestBody": {"required": True, "content": octets},
             },
+        },
+    }
+
+
+def _ui_paths() -> dict:
+    """What the web UI reads beyond the rest of /api/v1 (mlvc.server.ui, docs/ui.md)."""
+    session = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "scope": {"type": "string"},
+                       "anonymous": {"type": "boolean"}, "version": {"type": "string"}},
+    }  # fmt: skip
+    return {
+        "/api/v1/ui/session": {
+            "get": _op(
+                "Who this request is (the web UI's session, a token, or anonymous)", _json(session)
+            ),  # fmt: skip
+            "post": {
+                **_op(
+                    "Trade a token for an HttpOnly, SameSite=Strict session cookie (needs "
+                    "the header X-Requested-With: mlvc-ui)",
+                    _json(session),
+                    400,
+                ),
+                "security": [],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {"token": {"type": "string", "maxLength": 200}},
+                    }  # fmt: skip
+                ),
+            },
+            "delete": {**_op("End the session of the cookie sent", _json(_ANY)), "security": []},
         },
     }

@@ -1,0 +1,3 @@
+export async function render(root, ctx) {
+  root.append(ctx.el('h1', {}, 'runs'));
+}
