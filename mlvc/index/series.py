@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ class Series:
     step: list[int]
     time: list[float]  # seconds since the epoch (microsecond precision)
     value: list[Any]  # floats; 'nan', 'inf', '-inf' as strings (JSON has no such numbers)
+    origin: float | None = None  # x = relative: the run's first point's time (x = time - it)
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +59,7 @@ class Series:
             "step": self.step,
             "time": self.time,
             "value": self.value,
+            "origin": self.origin,
         }
 
 
@@ -113,19 +116,20 @@ def _x_expr(x: str) -> str:
     return "(epoch_us(m.timestamp) - o.t0) / 1e6"
 
 
-def _sql(x: str, window: tuple[float, float] | None) -> str:
+def _sql(x: str, window: tuple[float, float] | None, want: str, runs: str) -> str:
     """Every point of the wanted series in the window, ordered by series then x."""
     origin = (
         "JOIN (SELECT run_id, min(epoch_us(timestamp)) AS t0 FROM metrics "
-        "WHERE run_id IN (SELECT run FROM _runs) GROUP BY run_id) o USING (run_id)"
+        f"WHERE run_id IN (SELECT run FROM {runs}) GROUP BY run_id) o USING (run_id)"
         if x == "relative"
         else ""
     )
     where = "WHERE x IS NOT NULL" + ("" if window is None else " AND x BETWEEN $lo AND $hi")
     return f"""
     SELECT * FROM (
-        SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x
-        FROM metrics m JOIN _want w ON m.run_id = w.run AND m.key = w.key {origin}
+        SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x,
+               {"o.t0" if x == "relative" else "NULL::BIGINT"} AS t0
+        FROM metrics m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
     ) {where}
     ORDER BY i, x"""  # ties in x (a step logged twice) keep any order
 
@@ -151,22 +155,27 @@ def read_series(
             "key": pa.array([k for _, k in pairs], pa.string()),
         }
     )
+    # names of this call's own: a server's concurrent reads are cursors of one connection,
+    # which share its registered views
+    tag = uuid.uuid4().hex
+    want_name, runs_name = f"_want_{tag}", f"_runs_{tag}"
     with index.connect_readonly() as con:
-        con.register("_want", want)
-        con.register("_runs", pa.table({"run": pa.array(runs, pa.string())}))
+        con.register(want_name, want)
+        con.register(runs_name, pa.table({"run": pa.array(runs, pa.string())}))
         try:
             have = [
                 k
                 for (k,) in con.execute(
                     "SELECT DISTINCT key FROM metric_summary "
-                    "WHERE run_id IN (SELECT run FROM _runs) ORDER BY key"
+                    f"WHERE run_id IN (SELECT run FROM {runs_name}) ORDER BY key"
                 ).fetchall()
             ]
             params = {"lo": window[0], "hi": window[1]} if window else {}
-            table = con.sql(_sql(x, window), params=params).to_arrow_table() if pairs else None
+            sql = _sql(x, window, want_name, runs_name)
+            table = con.sql(sql, params=params).to_arrow_table() if pairs else None
         finally:
-            con.unregister("_want")
-            con.unregister("_runs")
+            con.unregister(want_name)
+            con.unregister(runs_name)
     out = SeriesSet(x, limit, window, have)
     if table is not None:
         out.series = _split(table, pairs, limit)
@@ -197,6 +206,9 @@ def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:
                 step=col["step"][a:b][keep].tolist(),
                 time=(col["ts"][a:b][keep] / 1e6).tolist(),
                 value=_json_values(col["value"][a:b][keep]),
+                origin=None
+                if col["t0"][a] is None or col["t0"][a] != col["t0"][a]
+                else float(col["t0"][a]) / 1e6,
             )
         )
     return out

@@ -126,6 +126,7 @@ def test_time_axes(runs):
     assert wall.series[0].step == [20, 30]
     rel = runs.series(["a"], ["loss"], x="relative", window=(0, 2)).series[0]
     assert rel.step == [0, 1, 2]  # seconds since the run's first point
+    assert rel.origin == 1_700_000_000.0 and wall.series[0].origin is None
     assert runs.series(["a"], []).keys == ["acc", "loss"]
 
 
