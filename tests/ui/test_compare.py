@@ -18,6 +18,7 @@ from mlvc import Repo
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 POINTS = 6000  # over the page's 2,500-point limit: the first answer is sampled
+MANY = 24
 
 
 def make_compare_repo(root: Path) -> list[str]:
@@ -43,6 +44,10 @@ def make_compare_repo(root: Path) -> list[str]:
                     run.log_metric("acc", math.inf, step=POINTS + 1)
                 run.set_tag("who", HOSTILE)
             ids.append(repo.resolve(name).hex)
+        for i in range(MANY):  # short runs, for a compare of many
+            with mlvc.start_run(name=f"sweep-{i:02d}", repo=repo, params={"lr": i / 100}) as run:
+                for s in range(200):
+                    run.log_metric("loss", (1 + i / 10) / (1 + s), step=s)
     finally:
         os.chdir(old)
     return ids
@@ -162,3 +167,19 @@ def test_an_unknown_run_is_named_on_the_page(page, compare_server):
     login(page, compare_server, "read", "/compare?runs=alpha,nosuch")
     page.wait_for_selector("[role=alert]")
     assert "nosuch" in page.locator("[role=alert]").inner_text()
+
+
+def test_many_runs_stay_usable(page, compare_server):
+    names = [f"sweep-{i:02d}" for i in range(MANY)]
+    requests = series_requests(page)
+    open_compare(page, compare_server, f"runs={','.join(names)}&metrics=loss")
+    chart = page.locator(".cmp-chart[data-key=loss]")
+    assert chart.locator(".u-legend .u-series").count() == MANY + 1  # x, then each run
+    legend = chart.locator(".u-legend").bounding_box()
+    assert legend["height"] <= 130  # scrolls instead of growing with the runs
+    assert chart.bounding_box()["width"] <= 700
+    assert any("limit=833" in u for u in requests)  # fewer points per run when many share
+    assert len(set(chart.locator(".u-legend .u-marker").evaluate_all(
+        "ms => ms.map(m => getComputedStyle(m).borderColor)"))) == MANY + 1
+    shot(page, "compare-many")
+    assert page.errors == []

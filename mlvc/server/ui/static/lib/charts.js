@@ -150,7 +150,9 @@ export async function metricChart(box, key, runs, opts) {
     },
     axes: [{}, { size: 64 }],
     legend: { live: true },
+    focus: { alpha: 0.3 },  // the run under the cursor stands out among many
     cursor: {
+      focus: { prox: 16 },
       drag: { x: true, y: false, setScale: true },
       bind: { dblclick: () => (e) => { if (e.button === 0) reset(); return null; } },
     },
