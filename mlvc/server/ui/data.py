@@ -104,6 +104,13 @@ def file(call):
     return StreamingResponse(body(), media_type=media, headers=headers)
 
 
+def alias_history(call):
+    """``GET /api/v1/ui/models/{name}/history``: every alias move of a model, oldest first."""
+    from ...models.api import alias_history
+
+    return answer({"history": alias_history(call.path_params["name"], repo=call.state.repo)})
+
+
 def routes(state) -> list:
     from starlette.routing import Route
 
@@ -117,4 +124,5 @@ def routes(state) -> list:
         get("/api/v1/ui/runs/{ref}/relatives", relatives),
         get("/api/v1/ui/runs/{ref}/preview", preview),
         get("/api/v1/ui/runs/{ref}/file", file),
+        get("/api/v1/ui/models/{name}/history", alias_history),
     ]

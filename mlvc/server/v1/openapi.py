@@ -581,6 +581,10 @@ def _ui_paths() -> dict:
                 parameters=[_query("path", _PATH, required=True)],
             ),
         },
+        "/api/v1/ui/models/{name}/history": {
+            "parameters": [_path("name", _NAME, "demo")],
+            "get": _op("Every alias move of a model, oldest first", _json(_ANY), 400),
+        },
         "/api/v1/ui/runs/{ref}/file": {
             "parameters": [ref],
             "get": _op(
