@@ -11,6 +11,7 @@ repository, and Debian's Chromium through Playwright (tests/ui/conftest.py has t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -156,3 +157,73 @@ def copy_shot(src: Path, dest: Path) -> None:
 def launch_chromium(playwright):
     """Debian's chromium, headless (Playwright gives each launch a fresh user-data-dir)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+XSS = '<img src=x onerror="window.__pwned=1">'
+SCRIPT = "</script><script>window.__pwned=2</script>"
+
+
+def tiny_png() -> bytes:
+    """A 2x2 red PNG, written by hand (no imaging library needed)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def make_showcase(root: Path) -> dict[str, str]:
+    """A repository with a run holding every section the run page shows: params, metrics
+    over steps, tags, artifacts (PNG, CSV, JSON, Parquet, a log, an HTML page), a model
+    registered twice with an alias, a child run, a reproduction-like relative, and hostile
+    text (XSS, SCRIPT) in its message, a param, a tag and an artifact's name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import mlvc
+    import mlvc.models as mm
+    from mlvc import Repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    repo = Repo.init(root)
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        (root / "train.py").write_text("print('train')\n")
+        out = root / "out"
+        out.mkdir()
+        (out / "confusion.png").write_bytes(tiny_png())
+        (out / "preds.csv").write_text("x,y\n" + "".join(f"{i},{i * 2}\n" for i in range(80)))
+        (out / "report.json").write_text(json.dumps({"acc": 0.9, "note": SCRIPT}))
+        (out / "page.html").write_text(f"<html><body>{SCRIPT}</body></html>")
+        (out / f"{XSS}.txt").write_text("hostile name\n")
+        pq.write_table(pa.table({"a": list(range(120)), "b": [f"v{i}" for i in range(120)]}),
+                       out / "table.parquet")  # fmt: skip
+        (out / "train.log").write_text("epoch 1 loss 0.5\nepoch 2 loss 0.3\n")
+        with mlvc.start_run(name="showcase", repo=repo, message=f"showcase {XSS}",
+                            params={"lr": 0.01, "note": XSS, "html": SCRIPT},
+                            tags={"team": "vision", "evil": XSS}) as run:  # fmt: skip
+            for step in range(20):
+                run.log_metric("loss", 1 / (step + 1), step=step)
+                run.log_metric("acc", step / 20, step=step)
+            for name in ("confusion.png", "preds.csv", "report.json", "page.html",
+                         f"{XSS}.txt", "table.parquet"):  # fmt: skip
+                mlvc.log_artifact(str(out / name))
+            mlvc.log_artifact(str(out / "train.log"), "logs/train.log")
+            mm.log_model(lambda d: d, "echo", input_example={"x": [1.0, 2.0]},
+                         registered_model_name="demo")  # fmt: skip
+        first = run.id
+        with mlvc.start_run(name="second", repo=repo, params={"lr": 0.02}) as run2:
+            run2.log_metric("loss", 0.2, step=0)
+            mm.log_model(lambda d: d, "echo", registered_model_name="demo")
+        mm.set_alias("demo", "prod", 1, repo=repo)
+        mm.set_alias("demo", "prod", 2, repo=repo)
+        mm.set_alias("demo", "staging", 1, repo=repo)
+        return {"showcase": first, "second": run2.id}
+    finally:
+        os.chdir(old)

@@ -540,8 +540,13 @@ def _remote_paths() -> dict:
     }
 
 
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+_PATH = {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[^\\x00]*$"}
+
+
 def _ui_paths() -> dict:
     """What the web UI reads beyond the rest of /api/v1 (mlvc.server.ui, docs/ui.md)."""
+    ref = _path("ref", _RUN_REF, "HEAD")
     session = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "scope": {"type": "string"},
@@ -569,5 +574,56 @@ def _ui_paths() -> dict:
                 ),
             },
             "delete": {**_op("End the session of the cookie sent", _json(_ANY)), "security": []},
+        },
+        "/api/v1/ui/table": {
+            "get": _op(
+                "A page of the runs table (runs_wide): filtered by a SQL WHERE clause, sorted "
+                "(sort=COLUMN or -COLUMN, repeated), with the columns asked for (col=, "
+                "repeated); group=experiment sorts by experiment and lists the groups",
+                _json(_ANY),
+                400,
+                parameters=[
+                    _query("where", {"type": "string", "maxLength": 10000}),
+                    _query("sort", {"type": "array", "items": _TEXT, "maxItems": 20}),
+                    _query("col", {"type": "array", "items": _TEXT, "maxItems": 500}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": 1 << 40}),
+                    _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
+                    _query("group", {"type": "string", "enum": ["", "experiment"]}),
+                ],
+            )
+        },
+        "/api/v1/ui/columns": {
+            "get": _op("The columns the runs table can show, and experiment names", _json(_ANY))
+        },
+        "/api/v1/ui/live": {"get": _op("The runs in progress", _json(_ANY))},
+        "/api/v1/ui/runs/{ref}/relatives": {
+            "parameters": [ref],
+            "get": _op("A run's children and reproductions", _json(_ANY), 400, 404),
+        },
+        "/api/v1/ui/runs/{ref}/preview": {
+            "parameters": [ref],
+            "get": _op(
+                "The head of a run's file: text, JSON, or the first 50 rows of a CSV, TSV or "
+                "Parquet table",
+                _json(_ANY),
+                400,
+                404,
+                parameters=[_query("path", _PATH, required=True)],
+            ),
+        },
+        "/api/v1/ui/models/{name}/history": {
+            "parameters": [_path("name", _NAME, "demo")],
+            "get": _op("Every alias move of a model, oldest first", _json(_ANY), 400),
+        },
+        "/api/v1/ui/runs/{ref}/file": {
+            "parameters": [ref],
+            "get": _op(
+                "A run's file, under Content-Security-Policy: default-src 'none'; sandbox. "
+                "Images and text inline, anything else as an attachment",
+                {"description": "The file", "content": {"application/octet-stream": {}}},
+                400,
+                404,
+                parameters=[_query("path", _PATH, required=True)],
+            ),
         },
     }
