@@ -47,10 +47,12 @@ export async function render(root, ctx) {
     root.append(el('p', { class: 'muted' }, 'Select runs in the runs table, then Compare (or open /compare?runs=A,B).'));
     return undefined;
   }
-  const shown = await Promise.all(specs.map((s) => api(path('api', 'v1', 'runs', s), { query: { files: 'false' } })));
+  // the runs and the keys they logged, asked for at once (the series endpoint takes run specs)
+  const [shown, { keys }] = await Promise.all([
+    Promise.all(specs.map((s) => api(path('api', 'v1', 'runs', s), { query: { files: 'false' } }))),
+    fetchSeries(api, specs, null, 'step', 8, null),
+  ]);
   const runs = labelled(shown);
-  const ids = runs.map((r) => r.id);
-  const { keys } = await fetchSeries(api, ids, null, 'step', 8, null);
 
   const state = {
     metrics: params.has('metrics') ? list(params.get('metrics')).filter((k) => keys.includes(k)) : keys.slice(0, DEFAULT_CHARTS),
