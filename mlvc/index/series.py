@@ -12,8 +12,8 @@ x range and each bucket keeps only the points a line chart needs to look the sam
 
 A bucket keeps at most 7 points, so a series with non-finite values gets ``limit // 7``
 buckets and any other ``limit // 4``; a window holding ``limit`` points or fewer is returned
-whole. One DuckDB query reads the window's points of every series asked for, ordered by x,
-from the index's ``metrics`` table; the bucketing is vectorized numpy over those columns.
+whole. One DuckDB query over the index's ``metrics`` table does it all for every series
+asked for (hash aggregates per series and per bucket, no Python loop over points).
 
 x is one of ``step``, ``time`` (wall time, seconds since the epoch) or ``relative``
 (seconds since the run's first metric point, over all its keys).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,21 +115,53 @@ def _x_expr(x: str) -> str:
     return "(epoch_us(m.timestamp) - o.t0) / 1e6"
 
 
-def _sql(x: str, window: tuple[float, float] | None, want: str, runs: str) -> str:
-    """Every point of the wanted series in the window, ordered by series then x."""
+def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs: str) -> str:
+    """The points to draw of every wanted series, ordered by series then x: one scan and
+    two hash aggregates (per series, then per bucket), no sort of the whole window."""
     origin = (
         "JOIN (SELECT run_id, min(epoch_us(timestamp)) AS t0 FROM metrics "
-        f"WHERE run_id IN (SELECT run FROM {runs}) GROUP BY run_id) o USING (run_id)"
+        f"WHERE run_id IN {runs} GROUP BY run_id) o USING (run_id)"
         if x == "relative"
         else ""
     )
     where = "WHERE x IS NOT NULL" + ("" if window is None else " AND x BETWEEN $lo AND $hi")
+    first = "arg_min(p, x) FILTER (WHERE {})"
     return f"""
-    SELECT * FROM (
-        SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x,
-               {"o.t0" if x == "relative" else "NULL::BIGINT"} AS t0
-        FROM metrics m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
-    ) {where}
+    WITH pts AS (
+        SELECT * FROM (
+            SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x,
+                   {"o.t0" if x == "relative" else "NULL::BIGINT"} AS t0
+            FROM metrics m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
+        ) {where}
+    ),
+    stats AS (
+        SELECT i, count(*) AS n, min(x) AS x0, max(x) AS x1,
+               CASE WHEN bool_and(isfinite(value)) THEN {limit // 4} ELSE {limit // 7} END AS nb
+        FROM pts GROUP BY i
+    ),
+    big AS (
+        SELECT p.i, s.n, p.x, p.value,
+               {{'step': p.step, 'ts': p.ts, 'value': p.value, 'x': p.x, 't0': p.t0}} AS p,
+               coalesce(least(floor((p.x - s.x0) / nullif(s.x1 - s.x0, 0) * s.nb),
+                              s.nb - 1), 0) AS b
+        FROM pts p JOIN stats s USING (i) WHERE s.n > {limit}
+    ),
+    picked AS (
+        SELECT DISTINCT i, n, p FROM (
+            SELECT i, n, unnest([
+                arg_min(p, x), arg_max(p, x),
+                arg_min(p, value) FILTER (WHERE isfinite(value)),
+                arg_max(p, value) FILTER (WHERE isfinite(value)),
+                {first.format("isnan(value)")},
+                {first.format("value = 'inf'::DOUBLE")},
+                {first.format("value = '-inf'::DOUBLE")}]) AS p
+            FROM big GROUP BY i, n, b)
+        WHERE p IS NOT NULL
+    )
+    SELECT i, n, p.step, p.ts, p.value, p.x, p.t0 FROM picked
+    UNION ALL
+    SELECT p.i, s.n, p.step, p.ts, p.value, p.x, p.t0
+    FROM pts p JOIN stats s USING (i) WHERE s.n <= {limit}
     ORDER BY i, x"""  # ties in x (a step logged twice) keep any order
 
 
@@ -143,39 +174,42 @@ def read_series(
     limit: int = DEFAULT_LIMIT,
 ) -> SeriesSet:
     """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for."""
-    import pyarrow as pa
+    with index.connect_readonly() as con:
+        return read_series_from(con, runs, keys, x, window, limit)
 
+
+def read_series_from(
+    con,
+    runs: list[str],
+    keys: list[str],
+    x: str = "step",
+    window: tuple[float, float] | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> SeriesSet:
+    """``read_series`` on a DuckDB connection that holds the index's tables."""
     window = check_request(x, limit, window, len(runs), len(keys))
     started = time.perf_counter()
     pairs = [(r, k) for r in runs for k in keys]
-    want = pa.table(
-        {
-            "i": pa.array(range(len(pairs)), pa.int64()),
-            "run": pa.array([r for r, _ in pairs], pa.string()),
-            "key": pa.array([k for _, k in pairs], pa.string()),
-        }
-    )
-    # names of this call's own: a server's concurrent reads are cursors of one connection,
-    # which share its registered views
-    tag = uuid.uuid4().hex
-    want_name, runs_name = f"_want_{tag}", f"_runs_{tag}"
-    with index.connect_readonly() as con:
-        con.register(want_name, want)
-        con.register(runs_name, pa.table({"run": pa.array(runs, pa.string())}))
-        try:
-            have = [
-                k
-                for (k,) in con.execute(
-                    "SELECT DISTINCT key FROM metric_summary "
-                    f"WHERE run_id IN (SELECT run FROM {runs_name}) ORDER BY key"
-                ).fetchall()
-            ]
-            params = {"lo": window[0], "hi": window[1]} if window else {}
-            sql = _sql(x, window, want_name, runs_name)
-            table = con.sql(sql, params=params).to_arrow_table() if pairs else None
-        finally:
-            con.unregister(want_name)
-            con.unregister(runs_name)
+    # the wanted pairs and runs as bound lists, not registered Arrow tables: a server's
+    # concurrent reads are cursors of one connection, and registering on them races
+    want = "(SELECT i - 1 AS i, $pr[i] AS run, $pk[i] AS key FROM range(1, len($pr) + 1) t(i))"
+    wanted_runs = "(SELECT unnest($runs) AS run)"
+    have = [
+        k
+        for (k,) in con.execute(
+            f"SELECT DISTINCT key FROM metric_summary WHERE run_id IN {wanted_runs} ORDER BY key",
+            {"runs": runs},
+        ).fetchall()
+    ]
+    table = None
+    if pairs:
+        params = {"pr": [r for r, _ in pairs], "pk": [k for _, k in pairs]}
+        if x == "relative":  # DuckDB refuses a parameter the statement does not use
+            params["runs"] = runs
+        if window:
+            params.update(lo=window[0], hi=window[1])
+        sql = _sql(x, window, limit, want, wanted_runs)
+        table = con.sql(sql, params=params).to_arrow_table()
     out = SeriesSet(x, limit, window, have)
     if table is not None:
         out.series = _split(table, pairs, limit)
@@ -184,7 +218,7 @@ def read_series(
 
 
 def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:
-    """The query's rows (ordered by series, then x) as one sampled ``Series`` per pair."""
+    """The query's rows (ordered by series, then x) as one ``Series`` per pair."""
     import numpy as np
 
     if table.num_rows == 0:
@@ -196,66 +230,20 @@ def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:
     out = []
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         run, key = pairs[int(i[a])]
-        keep = sample(col["x"][a:b], col["value"][a:b], limit)
+        t0 = col["t0"][a]
         out.append(
             Series(
                 run=run,
                 key=key,
-                total=b - a,
-                sampled=len(keep) < b - a,
-                step=col["step"][a:b][keep].tolist(),
-                time=(col["ts"][a:b][keep] / 1e6).tolist(),
-                value=_json_values(col["value"][a:b][keep]),
-                origin=None
-                if col["t0"][a] is None or col["t0"][a] != col["t0"][a]
-                else float(col["t0"][a]) / 1e6,
+                total=int(col["n"][a]),
+                sampled=int(col["n"][a]) > limit,
+                step=col["step"][a:b].tolist(),
+                time=(col["ts"][a:b] / 1e6).tolist(),
+                value=_json_values(col["value"][a:b]),
+                origin=None if t0 is None or t0 != t0 else float(t0) / 1e6,
             )
         )
     return out
-
-
-def sample(x, value, limit: int):
-    """Indices of the points to draw (sorted): all of them when there are ``limit`` or
-    fewer, else per equal-width bucket of ``x`` its first, last, finite min and max, and
-    first NaN, +inf and -inf (see the module's docstring). ``x`` must be sorted."""
-    import numpy as np
-
-    n = len(x)
-    if n <= limit:
-        return np.arange(n)
-    finite = np.isfinite(value)
-    buckets = limit // 4 if finite.all() else limit // 7
-    span = float(x[-1] - x[0])
-    if span > 0 and math.isfinite(span):
-        bucket = np.minimum(((x - x[0]) / span * buckets).astype(np.int64), buckets - 1)
-    else:
-        bucket = np.zeros(n, np.int64)
-    first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    last = np.r_[first[1:], n] - 1
-    low = np.where(finite, value, np.inf)
-    high = np.where(finite, value, -np.inf)
-    row_bucket = np.cumsum(np.r_[True, bucket[1:] != bucket[:-1]]) - 1
-    lows = np.minimum.reduceat(low, first)[row_bucket]
-    highs = np.maximum.reduceat(high, first)[row_bucket]
-    marks = [
-        finite & (value == lows),
-        finite & (value == highs),
-        np.isnan(value),
-        value == np.inf,
-        value == -np.inf,
-    ]
-    picks = [first, last] + [_first_per_bucket(np.flatnonzero(m), row_bucket) for m in marks]
-    return np.unique(np.concatenate(picks))
-
-
-def _first_per_bucket(rows, row_bucket):
-    """The first of ``rows`` (sorted indices) in each bucket that has one."""
-    import numpy as np
-
-    if len(rows) == 0:
-        return rows
-    b = row_bucket[rows]
-    return rows[np.r_[True, b[1:] != b[:-1]]]
 
 
 def _json_values(values) -> list:

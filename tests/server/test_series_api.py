@@ -66,6 +66,22 @@ def test_a_zoomed_window_is_full_resolution(server, two):
     assert got["series"][0]["step"][0] == 49_990 and got["window"] == [49990.0, None]
 
 
+def test_concurrent_reads_all_answer(server, two):
+    """A page asks for every chart at once: the server's reads share one DuckDB
+    connection (cursors), and none may fail for another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n: int):
+        q = [("run", "long"), ("run", "short"), ("key", "loss"), ("x_min", str(n * 100))]
+        st, got, _ = server.call("GET", "/api/v1/series", token="read", query=q)
+        return st, got["series"][0]["step"][0] if st == 200 else got
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, range(36)))
+    assert answers == [(200, n * 100) for n in range(36)]
+    assert "Traceback" not in server.server_log()
+
+
 def test_without_keys_it_lists_the_keys(server, two):
     st, got, _ = server.call("GET", "/api/v1/series", token="read", query={"run": "long"})
     assert st == 200 and got["keys"] == ["loss"] and got["series"] == []

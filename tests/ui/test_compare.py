@@ -179,7 +179,15 @@ def test_many_runs_stay_usable(page, compare_server):
     assert legend["height"] <= 130  # scrolls instead of growing with the runs
     assert chart.bounding_box()["width"] <= 700
     assert any("limit=833" in u for u in requests)  # fewer points per run when many share
-    assert len(set(chart.locator(".u-legend .u-marker").evaluate_all(
-        "ms => ms.map(m => getComputedStyle(m).borderColor)"))) == MANY + 1
+    assert (
+        len(
+            set(
+                chart.locator(".u-legend .u-marker").evaluate_all(
+                    "ms => ms.map(m => getComputedStyle(m).borderColor)"
+                )
+            )
+        )
+        == MANY + 1
+    )
     shot(page, "compare-many")
     assert page.errors == []
