@@ -56,7 +56,10 @@ def test_the_run_page_shows_every_section_and_previews(showcase, page):
     page.wait_for_function(
         "() => { const i = document.querySelector('.preview img'); return i && i.complete && i.naturalWidth === 2; }"
     )
-    shot(page, "run-page", full_page=True)
+    page.locator(".model-card").scroll_into_view_if_needed()
+    shot(page, "run-page-previews")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "run-page")
     assert page.evaluate("window.__pwned") is None
     assert page.errors == []
 
@@ -119,6 +122,7 @@ def test_run_files_are_served_sandboxed_with_an_allow_listed_type(showcase):
 def test_the_models_registry_and_moving_an_alias(showcase, page):
     login(page, showcase, "read", "/models")
     page.wait_for_selector("#models")
+    shot(page, "models")
     assert "@prod → v2" in page.text_content("#models")
     page.click("#models a:has-text('demo')")
     page.wait_for_selector("#history")
@@ -126,7 +130,6 @@ def test_the_models_registry_and_moving_an_alias(showcase, page):
     assert "v1 → v2" in history and "set to v1" in history
     assert page.locator("#move-alias").count() == 0  # a read session cannot move aliases
     assert "write token" in page.text_content("main")
-    shot(page, "model-page")
     # a write session moves prod back to v1 from the page
     login(page, showcase, "write", "/models/demo")
     page.wait_for_selector("#move-alias")
@@ -137,6 +140,7 @@ def test_the_models_registry_and_moving_an_alias(showcase, page):
         "() => document.querySelector('#history') && document.querySelector('#history').textContent.includes('v2 → v1')"
     )
     assert "@prod → v1" in page.text_content("#aliases")
+    shot(page, "model-page")
     # a bad alias is refused with the server's one-line message
     page.fill("#move-alias input[name=alias]", "12")
     page.click("#move-alias button[type=submit]")

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from uikit import free_port, server_env
+from uikit import free_port, login, make_runs, server_env, shot, start_ui_server
 
 STATIC = Path(__file__).parents[2] / "mlvc" / "server" / "ui" / "static"
 
@@ -158,6 +158,7 @@ def test_el_never_parses_html_and_refuses_script_urls():
 def test_the_router_logs_in_with_the_form_and_moves_between_pages(ui_server, page):
     page.goto(ui_server.url + "/models")
     page.wait_for_url("**/login?next=%2Fmodels")
+    shot(page, "login")
     page.fill("input[name=token]", "mlvc_not-a-token")
     page.click("button[type=submit]")
     page.get_by_text("that token is not valid").wait_for()
@@ -167,9 +168,32 @@ def test_the_router_logs_in_with_the_form_and_moves_between_pages(ui_server, pag
     page.get_by_text("read-user (read)").wait_for()
     page.click("#nav a[data-page=events]")
     page.get_by_role("heading", name="Events").wait_for()
+    page.get_by_text("Events are not yet available on this server.").wait_for()
     page.go_back()
     page.wait_for_url("**/models")
     assert page.errors == []
+
+
+def test_an_anonymous_read_server_shows_pages_without_login_and_no_write_form(tmp_path, page):
+    root = tmp_path / "proj"
+    make_runs(root, [dict(message="open", name="open", params={"lr": 0.1})])
+    server = start_ui_server(root, "--allow-anonymous-read")
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector(".vt-row:has-text('open')")
+        assert page.text_content("#who") == "log in"
+        page.goto(server.url + "/compare?runs=a,b")
+        page.get_by_role("heading", name="Compare").wait_for()
+        # anonymous reads never write: a write with no credentials is refused
+        status, _, _ = fetch(server.url + "/api/v1/models/m/aliases/prod", "PUT",
+                             {"Content-Type": "application/json", "X-Requested-With": "mlvc-ui"},
+                             b'{"version": 1}')  # fmt: skip
+        assert status == 403
+        login(page, server, "read", "/")
+        page.get_by_text("read-user (read)").wait_for()
+        assert page.errors == []
+    finally:
+        server.check()
 
 
 def test_mlvc_ui_serves_with_a_token_of_its_own_and_refuses_a_second_server(tmp_path):

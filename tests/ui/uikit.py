@@ -11,6 +11,7 @@ repository, and Debian's Chromium through Playwright (tests/ui/conftest.py has t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +46,21 @@ def server_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _as_test_author():
+    """Runs made here are by the tests' author, whatever the machine's git config says."""
+    old = os.environ.get("MLVC_AUTHOR"), os.getcwd()
+    os.environ["MLVC_AUTHOR"] = "Test Author <test@example.com>"
+    try:
+        yield
+    finally:
+        if old[0] is None:
+            os.environ.pop("MLVC_AUTHOR", None)
+        else:
+            os.environ["MLVC_AUTHOR"] = old[0]
+        os.chdir(old[1])
+
+
 def make_runs(root: Path, runs: list[dict]) -> list[str]:
     """A repository at ``root`` with one run per dict (``Repo.commit`` arguments, plus
     ``files``: {relative path: bytes} written before the commit); returns the run ids."""
@@ -53,9 +69,8 @@ def make_runs(root: Path, runs: list[dict]) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     repo = Repo.init(root) if not (root / ".mlvc").is_dir() else Repo(root)
     ids = []
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with _as_test_author():
+        os.chdir(root)
         for spec in runs:
             spec = dict(spec)
             for rel, content in spec.pop("files", {}).items():
@@ -63,8 +78,6 @@ def make_runs(root: Path, runs: list[dict]) -> list[str]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
             ids.append(repo.commit(capture_env=False, **spec))
-    finally:
-        os.chdir(old)
     return ids
 
 
@@ -191,9 +204,8 @@ def make_showcase(root: Path) -> dict[str, str]:
 
     root.mkdir(parents=True, exist_ok=True)
     repo = Repo.init(root)
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with _as_test_author():
+        os.chdir(root)
         (root / "train.py").write_text("print('train')\n")
         out = root / "out"
         out.mkdir()
@@ -225,5 +237,3 @@ def make_showcase(root: Path) -> dict[str, str]:
         mm.set_alias("demo", "prod", 2, repo=repo)
         mm.set_alias("demo", "staging", 1, repo=repo)
         return {"showcase": first, "second": run2.id}
-    finally:
-        os.chdir(old)

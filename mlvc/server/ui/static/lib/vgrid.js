@@ -18,6 +18,7 @@ export class VirtualGrid {
     this.box = el('div', { class: 'vt', tabindex: 0, role: 'grid' }, this.head, this.body);
     root.append(this.box);
     this.frame = 0;
+    this.drawn = new Map();  // position -> {node, key, values, cls}
     this.box.addEventListener('scroll', () => this.schedule(), { passive: true });
     this.resize = new ResizeObserver(() => this.schedule());
     this.resize.observe(this.box);
@@ -33,12 +34,20 @@ export class VirtualGrid {
     this.head.style.width = `${left}px`;
     this.body.style.width = `${left}px`;
     this.headerKey = null;
+    this.clear();
     this.schedule();
+  }
+
+  /** Draw every row again (their data or selection changed). */
+  clear() {
+    for (const old of this.drawn.values()) old.node.remove();
+    this.drawn = new Map();
   }
 
   setCount(count) {
     this.count = count;
     this.body.style.height = `${count * ROW}px`;
+    this.clear();
     this.schedule();
   }
 
@@ -76,29 +85,51 @@ export class VirtualGrid {
     const top = Math.max(0, this.box.scrollTop - ROW);
     const first = Math.floor(top / ROW);
     const last = Math.min(this.count - 1, Math.ceil((this.box.scrollTop + this.box.clientHeight) / ROW) + 2);
-    const rows = [];
+    const pad = cols.length ? this.lefts[cols[0]] : 0;
+    const kept = new Map();
     const wanted = [];
     for (let i = first; i <= last; i += 1) {
       const item = this.opts.itemAt(i);
-      const y = `${i * ROW}px`;
-      if (item.kind === 'group') {
-        rows.push(el('div', { class: 'vt-group', style: { top: y, width: `${this.width}px` } }, item.label));
+      if (item.kind === 'row') wanted.push(item.index);
+      // a row already drawn with the same columns and data is kept as it is
+      const values = item.kind === 'row' ? this.opts.rowAt(item.index) : item.label;
+      const cls = item.kind === 'row' && this.opts.rowClass ? this.opts.rowClass(item.index) : '';
+      const old = this.drawn.get(i);
+      if (old && old.key === key && old.values === values && old.cls === cls) {
+        kept.set(i, old);
         continue;
       }
-      wanted.push(item.index);
-      const values = this.opts.rowAt(item.index);
-      const cls = this.opts.rowClass ? this.opts.rowClass(item.index) : '';
-      rows.push(el('div', {
-        class: `vt-row${cls ? ` ${cls}` : ''}`, role: 'row',
-        style: { top: y, width: `${this.width}px` }, dataset: { index: item.index },
-      }, cols.map((ci) => {
-        const c = this.columns[ci];
-        const v = values === null ? '…' : c.cell(values, item.index);
-        return el('div', { class: `vt-cell${c.num ? ' num' : ''}${c.cls ? ` ${c.cls}` : ''}`, style: { left: `${this.lefts[ci]}px`, width: `${c.width}px` } }, v);
-      })));
+      const node = item.kind === 'group'
+        ? el('div', { class: 'vt-group', style: { top: `${i * ROW}px`, width: `${this.width}px` } }, item.label)
+        : this.row(item.index, values, cols, pad, cls, i);
+      if (old) old.node.replaceWith(node);
+      else this.body.append(node);
+      kept.set(i, { node, key, values, cls });
     }
-    this.body.replaceChildren(...rows);
+    for (const [i, old] of this.drawn) if (!kept.has(i)) old.node.remove();
+    this.drawn = kept;
     if (wanted.length && this.opts.onRange) this.opts.onRange(wanted[0], wanted[wanted.length - 1]);
+  }
+
+  row(index, values, cols, pad, cls, i) {
+    const node = document.createElement('div');
+    node.className = cls ? `vt-row ${cls}` : 'vt-row';
+    node.setAttribute('role', 'row');
+    node.dataset.index = index;
+    node.style.top = `${i * ROW}px`;
+    node.style.width = `${this.width}px`;
+    node.style.paddingLeft = `${pad}px`;
+    for (const ci of cols) {
+      const c = this.columns[ci];
+      const cell = document.createElement('div');
+      cell.className = `vt-cell${c.num ? ' num' : ''}${c.cls ? ` ${c.cls}` : ''}`;
+      cell.style.width = `${c.width}px`;
+      const v = values === null ? '…' : c.cell(values, index);
+      if (v instanceof Node) cell.append(v);
+      else { cell.textContent = v; cell.title = v; }
+      node.append(cell);
+    }
+    return node;
   }
 
   destroy() {

@@ -84,8 +84,7 @@ export async function render(root, ctx) {
   function rowAt(index) {
     const page = pages.get(Math.floor(index / PAGE));
     if (!page || page === 'loading') return null;
-    const k = index % PAGE;
-    return k < page.ids.length ? { id: page.ids[k], values: page.rows[k] } : null;
+    return page[index % PAGE] || null;
   }
 
   function query(offset, limit) {
@@ -102,7 +101,7 @@ export async function render(root, ctx) {
     try {
       const data = await api(query(n * PAGE, PAGE));
       if (gen !== generation) return null;
-      pages.set(n, { ids: data.ids, rows: data.rows });
+      pages.set(n, data.ids.map((id, k) => ({ id, values: data.rows[k] })));
       grid.schedule();
       return data;
     } catch (e) {
@@ -122,7 +121,7 @@ export async function render(root, ctx) {
     const check = {
       key: '', label: '', width: 34, title: 'select runs to compare', cls: 'check',
       cell: (r) => el('input', { type: 'checkbox', checked: selected.has(r.id), 'aria-label': 'select run', dataset: { id: r.id },
-        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); showCompare(); grid.headerKey = null; grid.schedule(); } }),
+        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); showCompare(); grid.schedule(); } }),
     };
     return [check, ...data.columns.map((c, k) => ({
       key: c.name, label: c.name, title: `${c.name} (${c.type})`,
@@ -132,7 +131,7 @@ export async function render(root, ctx) {
         const text = cellText(r.values[k], c.type);
         return c.name === 'short_id' || c.name === 'name'
           ? el('a', { href: path('runs', r.id) }, text || (c.name === 'name' ? '' : r.id.slice(0, 10)))
-          : el('span', { title: text }, text);
+          : text;
       },
     }))];
   }
