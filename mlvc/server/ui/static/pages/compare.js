@@ -1,4 +1,4 @@
-// /compare?runs=A,B[,C...]&metrics=loss,acc&x=step|time|relative&smooth=0.6&log=1&only=1&a=A&b=B
+// /compare?runs=A,B[,C...]&metrics=loss,acc (or metric=loss)&x=step|time|relative&smooth=0.6&log=1&only=1&a=A&b=B
 // Metric charts of the runs (lib/charts.js), their params and final metrics side by side
 // (optionally only the rows that differ), and the six-section diff of a pair of them
 // (GET /api/v1/diff?patch=true: what `mlvc diff` prints). Every choice is in the address.
@@ -55,7 +55,10 @@ export async function render(root, ctx) {
   const runs = labelled(shown);
 
   const state = {
-    metrics: params.has('metrics') ? list(params.get('metrics')).filter((k) => keys.includes(k)) : keys.slice(0, DEFAULT_CHARTS),
+    // `metric=` (one key) is what the run page's chart links use
+    metrics: params.has('metrics') || params.has('metric')
+      ? list(params.get('metrics') || params.get('metric')).filter((k) => keys.includes(k))
+      : keys.slice(0, DEFAULT_CHARTS),
     x: X_AXES.some(([v]) => v === params.get('x')) ? params.get('x') : 'step',
     smooth: Math.min(0.99, Math.max(0, Number(params.get('smooth')) || 0)),
     log: params.get('log') === '1',
