@@ -392,7 +392,8 @@ class Repo:
         from ..index.series import read_series
 
         ids = list(dict.fromkeys(self.resolve(r).hex for r in runs))
-        return read_series(self.index, ids, list(dict.fromkeys(keys)), x, window, limit)
+        with self.index.connect_readonly() as con:
+            return read_series(con, ids, list(dict.fromkeys(keys)), x, window, limit)
 
     def table_columns(self) -> list[dict]:
         """The columns the runs table can show: ``{"name", "family", "type"}`` each."""

@@ -166,19 +166,6 @@ def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs
 
 
 def read_series(
-    index,
-    runs: list[str],
-    keys: list[str],
-    x: str = "step",
-    window: tuple[float, float] | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> SeriesSet:
-    """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for."""
-    with index.connect_readonly() as con:
-        return read_series_from(con, runs, keys, x, window, limit)
-
-
-def read_series_from(
     con,
     runs: list[str],
     keys: list[str],
@@ -186,7 +173,8 @@ def read_series_from(
     window: tuple[float, float] | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> SeriesSet:
-    """``read_series`` on a DuckDB connection that holds the index's tables."""
+    """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for, read on
+    ``con``: a DuckDB connection holding the index's tables (``Index.connect_readonly``)."""
     window = check_request(x, limit, window, len(runs), len(keys))
     started = time.perf_counter()
     pairs = [(r, k) for r in runs for k in keys]

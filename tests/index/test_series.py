@@ -43,7 +43,7 @@ def sample(x, v, limit: int) -> list[int]:
     import pyarrow as pa
 
     from mlvc.index import schema
-    from mlvc.index.series import read_series_from
+    from mlvc.index.series import read_series
 
     con = duckdb.connect()
     schema.create(con)
@@ -56,7 +56,7 @@ def sample(x, v, limit: int) -> list[int]:
     con.register("rows", rows)
     con.execute("INSERT INTO metrics SELECT * FROM rows")
     con.execute("INSERT INTO metric_summary SELECT 'r', 'k', 0, 0, 0, 1, 0")
-    got = read_series_from(con, ["r"], ["k"], limit=limit).series
+    got = read_series(con, ["r"], ["k"], limit=limit).series
     if not got:
         return []
     (s,) = got
