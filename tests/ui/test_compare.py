@@ -96,9 +96,11 @@ def test_charts_of_three_runs_with_legends_log_scale_and_x_axis(page, compare_se
     page.select_option("#x-axis", "relative")
     page.wait_for_selector("#charts[data-drawn=true]")
     assert "x=relative" in page.url and any("x=relative" in u for u in requests)
+    asked = len(requests)
     page.fill("#smooth", "0.6")
     page.wait_for_url(re.compile(r"smooth=0\.6"))
     page.wait_for_selector("#charts[data-drawn=true]")
+    assert len(requests) == asked  # smoothing redraws what the page has
     assert page.errors == []
 
     # deep link: the same choices come back from the address

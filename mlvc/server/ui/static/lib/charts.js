@@ -101,12 +101,18 @@ function markersPlugin(state) {
 
 /**
  * One chart in `box` for `key` over `runs` ({id, label}); returns {destroy, reset, zoom}.
- * opts: {api, x, smooth, log, width, onDrawn(), onError(e)}.
+ * opts: {api, x, smooth, log, width, cache (a Map), onDrawn(), onError(e)}.
  */
 export async function metricChart(box, key, runs, opts) {
   const ids = runs.map((r) => r.id);
   const limit = limitFor(ids.length);
-  const full = await fetchSeries(opts.api, ids, key, opts.x, limit, null);
+  // the whole series per (key, x): smoothing and log scale redraw without asking again
+  const cached = `${key}\u0000${opts.x}`;
+  let full = opts.cache && opts.cache.get(cached);
+  if (!full) {
+    full = await fetchSeries(opts.api, ids, key, opts.x, limit, null);
+    if (opts.cache) opts.cache.set(cached, full);
+  }
   const state = { marks: [], window: null, controller: null, full };
   const first = toData(full, ids, opts.x, opts.smooth, opts.log);
   state.marks = first.marks;

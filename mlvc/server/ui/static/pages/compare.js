@@ -85,6 +85,7 @@ export async function render(root, ctx) {
   const charts = el('div', { class: 'cmp-charts', id: 'charts' });
   let live = [];
   let generation = 0;
+  const cache = new Map();
   async function drawCharts() {
     const mine = ++generation;
     for (const c of live) c.destroy();
@@ -100,7 +101,7 @@ export async function render(root, ctx) {
     charts.append(...boxes);
     let pending = boxes.length;
     const made = await Promise.all(state.metrics.map((key, i) => metricChart(boxes[i], key, runs, {
-      api, x: state.x, smooth: state.smooth, log: state.log, width,
+      api, x: state.x, smooth: state.smooth, log: state.log, width, cache,
       onError: (e) => boxes[i].append(el('p', { class: 'error' }, e.message || String(e))),
       onDrawn: () => {
         pending -= 1;
