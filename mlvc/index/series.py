@@ -32,6 +32,7 @@ X_AXES = ("step", "time", "relative")
 DEFAULT_LIMIT = 2500
 MIN_LIMIT = 8  # one bucket of 7 points, and a point more than that to bucket at all
 MAX_LIMIT = 100_000
+MAX_POINTS = 2_000_000  # in one answer, over all its series
 MAX_RUNS = 100  # in one request
 MAX_KEYS = 20
 
@@ -176,6 +177,9 @@ def read_series(
     """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for, read on
     ``con``: a DuckDB connection holding the index's tables (``Index.connect_readonly``)."""
     window = check_request(x, limit, window, len(runs), len(keys))
+    # an answer stays bounded whatever is asked: the limit per series is lowered so that
+    # all of them together hold at most MAX_POINTS (the answer's `limit` is the one used)
+    limit = max(MIN_LIMIT, min(limit, MAX_POINTS // max(1, len(runs) * len(keys))))
     started = time.perf_counter()
     pairs = [(r, k) for r in runs for k in keys]
     # the wanted pairs and runs as bound lists, not registered Arrow tables: a server's

@@ -161,6 +161,13 @@ def test_time_axes(runs):
     assert runs.series(["a"], []).keys == ["acc", "loss"]
 
 
+def test_an_answer_stays_bounded_however_many_series_are_asked(runs):
+    keys = [f"k{i}" for i in range(20)]
+    got = runs.series(["a", "b"], ["loss", *keys[:19]], limit=100_000)
+    assert got.limit == 50_000  # 2,000,000 points over 2 x 20 series
+    assert runs.series(["a"], ["loss"], limit=100_000).limit == 100_000
+
+
 def test_to_dict_is_json(runs):
     import json
 
