@@ -115,6 +115,10 @@ export async function render(root, ctx) {
     live = made;
   }
 
+  // from a control: a failure shows where the charts were, not as an uncaught error
+  const redraw = () => drawCharts().catch((e) => charts.replaceChildren(
+    el('p', { class: 'error', role: 'alert' }, e.message || String(e))));
+
   const chooser = el('details', { class: 'chooser cmp-metrics' },
     el('summary', {}, 'Metrics'),
     el('div', { class: 'chooser-panel' }, keys.map((k) => el('label', {},
@@ -122,10 +126,10 @@ export async function render(root, ctx) {
         type: 'checkbox', value: k, checked: state.metrics.includes(k),
         onchange: (e) => {
           state.metrics = keys.filter((key) => (key === k ? e.target.checked : state.metrics.includes(key)));
-          save(); drawCharts();
+          save(); redraw();
         },
       }), ' ', k))));
-  const xSelect = el('select', { id: 'x-axis', onchange: (e) => { state.x = e.target.value; save(); drawCharts(); } },
+  const xSelect = el('select', { id: 'x-axis', onchange: (e) => { state.x = e.target.value; save(); redraw(); } },
     X_AXES.map(([v, text]) => el('option', { value: v, selected: v === state.x }, text)));
   const smoothLabel = el('span', { class: 'mono' }, state.smooth.toFixed(2));
   let smoothTimer = null;
@@ -135,10 +139,10 @@ export async function render(root, ctx) {
       state.smooth = Number(e.target.value);
       smoothLabel.textContent = state.smooth.toFixed(2);
       clearTimeout(smoothTimer);
-      smoothTimer = setTimeout(() => { save(); drawCharts(); }, 150);
+      smoothTimer = setTimeout(() => { save(); redraw(); }, 150);
     },
   });
-  const log = el('input', { type: 'checkbox', id: 'log-scale', checked: state.log, onchange: (e) => { state.log = e.target.checked; save(); drawCharts(); } });
+  const log = el('input', { type: 'checkbox', id: 'log-scale', checked: state.log, onchange: (e) => { state.log = e.target.checked; save(); redraw(); } });
   const resetZoom = el('button', { type: 'button', id: 'reset-zoom', onclick: () => live.forEach((c) => c.reset()) }, 'Reset zoom');
   root.append(
     el('h2', {}, 'Metrics'),
