@@ -169,6 +169,7 @@ def test_an_unknown_run_is_named_on_the_page(page, compare_server):
     login(page, compare_server, "read", "/compare?runs=alpha,nosuch")
     page.wait_for_selector("[role=alert]")
     assert "nosuch" in page.locator("[role=alert]").inner_text()
+    assert page.errors == []  # told on the page, not thrown
 
 
 def test_many_runs_stay_usable(page, compare_server):

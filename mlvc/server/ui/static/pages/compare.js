@@ -48,10 +48,18 @@ export async function render(root, ctx) {
     return undefined;
   }
   // the runs and the keys they logged, asked for at once (the series endpoint takes run specs)
-  const [shown, { keys }] = await Promise.all([
-    Promise.all(specs.map((s) => api(path('api', 'v1', 'runs', s), { query: { files: 'false' } }))),
-    fetchSeries(api, specs, null, 'step', 8, null),
-  ]);
+  let shown;
+  let keys;
+  try {
+    [shown, { keys }] = await Promise.all([
+      Promise.all(specs.map((s) => api(path('api', 'v1', 'runs', s), { query: { files: 'false' } }))),
+      fetchSeries(api, specs, null, 'step', 8, null),
+    ]);
+  } catch (e) {
+    if (e.status !== 404 && e.status !== 400) throw e;
+    root.append(el('p', { class: 'error', role: 'alert' }, e.message));  // an unknown run, named
+    return undefined;
+  }
   const runs = labelled(shown);
 
   const state = {
