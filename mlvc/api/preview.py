@@ -17,6 +17,7 @@ HEAD_ROWS = 50
 TEXT_BYTES = 64 * 1024
 JSON_BYTES = 1024 * 1024
 CSV_BYTES = 1024 * 1024
+PARQUET_BYTES = 512 * 1024 * 1024  # copied whole to read its footer: larger ones are refused
 # images by name, with the content type they are served as (mlvc.server.ui.data)
 IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
           ".gif": "image/gif", ".webp": "image/webp"}  # fmt: skip
@@ -103,7 +104,14 @@ def _parquet_head(repo, chunks, rows: int) -> dict[str, Any]:
 
     repo.layout.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=repo.layout.tmp, suffix=".parquet") as tmp:
+        size = 0
         for chunk in chunks:
+            size += len(chunk)
+            if size > PARQUET_BYTES:
+                raise UsageError(
+                    f"this Parquet file is over {PARQUET_BYTES >> 20} MiB: too large to "
+                    "preview; download it"
+                )
             tmp.write(chunk)
         tmp.flush()
         try:

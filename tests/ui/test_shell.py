@@ -128,6 +128,12 @@ def test_cookie_writes_need_the_ui_header_and_a_write_token(ui_server):
     s, _, _ = fetch(ui_server.url + "/api/v1/ui/session", "POST", base,
                     json.dumps({"token": ui_server.tokens["read"]}).encode())  # fmt: skip
     assert s == 403
+    ui = {**base, "X-Requested-With": "mlvc-ui"}
+    for garbage in (b"[1]", b"not json", b'{"token": 5}', b"[" * 100_000, b"x" * 10_000):
+        s, _, msg = fetch(ui_server.url + "/api/v1/ui/session", "POST", ui, garbage)
+        assert s in (400, 413) and b"error_code" in msg, garbage[:20]
+    s, _, _ = fetch(ui_server.url + "/api/v1/ui/session", "POST", ui, b'{"token": "mlvc_x"}')
+    assert s == 401
     fetch(ui_server.url + "/api/v1/ui/session", "DELETE", {"Cookie": read})
     assert fetch(ui_server.url + "/api/v1/runs", headers={"Cookie": read})[0] == 401
 

@@ -35,6 +35,7 @@ TYPES = {
     ".json": "application/json",
 }
 LONG_CACHE = "public, max-age=31536000, immutable"
+LOGIN_BODY = 4096  # bytes: {"token": "mlvc_..."} is under 100
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,14 @@ def routes(state) -> list:
 
         if not _from_ui(request):
             return error_response(403, "PERMISSION_DENIED", "log in from the web UI's form")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > LOGIN_BODY:
+                return error_response(413, "REQUEST_LIMIT_EXCEEDED", "the body is too large")
         try:
-            secret = json.loads(await request.body()).get("token")
-        except (ValueError, AttributeError, UnicodeDecodeError):
+            secret = json.loads(data).get("token")
+        except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
             secret = None
         if not isinstance(secret, str) or len(secret) > 200:
             return error_response(400, "INVALID_PARAMETER_VALUE", "token: missing")
