@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# the web UI's tests (tests/ui) drive Debian's chromium through Playwright
+if ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q chromium
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check mlvc tests
 .venv/bin/lint-imports --no-cache

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ..diff.runs import RunDiff
     from ..exec.execute import Outcome
     from ..importers.mlflow import ImportReport
+    from ..index.series import SeriesSet
     from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
     from ..reproduce.lineage import Node
@@ -380,6 +381,66 @@ class Repo:
     def query(self, sql: str) -> pa.Table:
         """Run read-only SQL over the index; returns a pyarrow Table. Only reads."""
         return self.index.query(sql)
+
+    def series(
+        self,
+        runs: Iterable[str],
+        keys: Iterable[str],
+        x: str = "step",
+        window: tuple[float, float] | None = None,
+        limit: int = 2500,
+    ) -> SeriesSet:
+        """Metric series of ``keys`` for ``runs`` (any run specs), each at most ``limit``
+        points (min/max per bucket; full resolution when the ``window`` on ``x`` holds
+        fewer); docs/ui-compare.md."""
+        from ..index.series import read_series
+
+        ids = list(dict.fromkeys(self.resolve(r).hex for r in runs))
+        with self.index.connect_readonly() as con:
+            return read_series(con, ids, list(dict.fromkeys(keys)), x, window, limit)
+
+    def table_columns(self) -> list[dict]:
+        """The columns the runs table can show: ``{"name", "family", "type"}`` each."""
+        from dataclasses import asdict
+
+        from .table import columns
+
+        return [asdict(c) for c in columns(self.index)]
+
+    def table_page(
+        self,
+        where: str = "",
+        order: Iterable[str] = (),
+        columns: Iterable[str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        group: str = "",
+    ) -> dict:
+        """One page of the runs table (``mlvc.api.table.page``): filtered by a SQL ``WHERE``
+        clause, sorted, with the columns asked for. Only reads."""
+        from .table import page
+
+        shown = list(columns) if columns is not None else None
+        return page(self.index, where, list(order), shown, offset, limit, group)
+
+    def preview(self, spec: str, path: str, rows: int = 50) -> dict:
+        """The head of a run's file for the web UI (``mlvc.api.preview``): text, JSON, or
+        the first ``rows`` rows of a CSV, TSV or Parquet table. Only reads."""
+        from .preview import preview
+
+        return preview(self, spec, path, rows)
+
+    def relatives(self, spec: str) -> dict:
+        """The runs that have run ``spec`` as a parent (children) or reproduce it."""
+        from .preview import relatives
+
+        return relatives(self.index, self.resolve(spec).hex)
+
+    def experiments(self) -> dict[str, str]:
+        """{experiment id: name} ("0" is "Default"; others come from the MLflow API)."""
+        from .table import experiment_names
+
+        return experiment_names(self.refs, self.store)
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()

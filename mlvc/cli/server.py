@@ -138,4 +138,27 @@ def token_revoke(token_id: str) -> None:
     echo(f"revoked token {record.id} ({record.name})")
 
 
-COMMANDS = (server, token)
+@click.command("ui")
+@click.option(
+    "--port", default=0, type=click.IntRange(0, 65535), help="Port (default: a free one)."
+)
+@click.option("--no-browser", is_flag=True, help="Print the address; do not open a browser.")
+def ui(port: int, no_browser: bool) -> None:
+    """Open the web UI of this repository: runs, run pages, models (docs/ui.md).
+
+    Serves on 127.0.0.1 with a token made for this process only (it stops working when
+    the process ends) and prints the address that logs you in. If `mlvc server` already
+    serves the repository, use that server's web UI instead. Needs the server extra.
+
+    \b
+    Example:
+      mlvc ui --port 8080 --no-browser
+    """
+    from ..server.app import require_extra
+    from ..server.ui.launch import serve_ui
+
+    require_extra()
+    serve_ui(open_repo().root, port=port, browser=not no_browser, echo=echo)
+
+
+COMMANDS = (server, token, ui)

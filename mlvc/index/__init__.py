@@ -25,8 +25,8 @@ front of a user. A server keeps one read-only connection open between its reads
 reads, which a writer in another process waits for (a few seconds at most). A committer only *tries* the lock (``try_ingest``); if it is busy the run stays
 journalled and the next reader ingests it before answering.
 
-Public: ``Index`` (``mlvc.index.index``, re-exported here) and ``user_sql`` (the rules for SQL
-from users). The other modules are this package's own (an import-linter contract keeps them
+Public: ``Index`` (``mlvc.index.index``, re-exported here), ``user_sql`` (the rules for SQL
+from users) and ``series`` (metric series sampled for charts, docs/ui-compare.md). The other modules are this package's own (an import-linter contract keeps them
 so): ``schema`` (tables, schema version, SQL helpers), ``journal``, ``lock``, ``db``
 (connections, what DuckDB's errors mean), ``ingest`` (the write path), ``decode`` (runs into
 rows), ``pool`` (decoding in worker processes), ``wide`` (runs_wide), ``models`` (the model

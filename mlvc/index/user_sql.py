@@ -15,6 +15,9 @@ import threading
 from contextlib import contextmanager
 
 from ..errors import QueryError
+from .schema import ident, lit  # quoting user values into SQL: re-exported for other layers
+
+__all__ = ["check_read_only", "first_line", "ident", "interruptible", "lit"]
 
 # Statement types (DuckDB's parser) that only read. SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM
 # and WITH parse as SELECT; EXPLAIN is checked by what it explains.

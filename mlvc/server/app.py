@@ -6,6 +6,7 @@ export ``routes(state) -> list[Route]``, built with ``endpoint``:
 
     mlvc.server.mlflow      MLflow's tracking REST API under /api/2.0/mlflow and /ajax-api/
     mlvc.server.v1          mlvc's own API under /api/v1 (OpenAPI at /api/v1/openapi.json)
+    mlvc.server.ui          the web UI: its pages, /ui/static/ and /api/v1/ui (docs/ui.md)
 
 ``endpoint(handler, scope)`` is where every request is authenticated (mlvc.server.auth),
 checked against the scope its route needs, read (JSON bodies up to ``max_json_body``, 413
@@ -18,6 +19,7 @@ answers 200 without credentials.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -31,7 +33,16 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import MissingExtra, MlvcError
-from .auth import ANONYMOUS_READ, AuditLog, Principal, TokenStore, credentials
+from .auth import (
+    ANONYMOUS_READ,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    AuditLog,
+    Principal,
+    Sessions,
+    TokenStore,
+    credentials,
+)
 from .limits import Limits
 
 log = logging.getLogger("mlvc.server")
@@ -78,6 +89,8 @@ class Options:
     allow_anonymous_read: bool = False
     lease_seconds: float = 300.0  # a REST run with no request for this long becomes killed
     limits: Limits = field(default_factory=Limits)
+    # `mlvc ui`: a token made for this process only (never stored), with write scope
+    session_token: str | None = None
 
 
 class ServerState:
@@ -92,6 +105,7 @@ class ServerState:
         self.options = options or Options()
         self.tokens = TokenStore(self.ctx.layout)
         self.audit = AuditLog(self.ctx.layout)
+        self.sessions = Sessions(self.tokens)
         self.extras: dict[str, Any] = {}
         self.lock = threading.RLock()
         self.on_shutdown: list[Callable[[], None]] = []
@@ -119,10 +133,28 @@ class ServerState:
         secret = credentials(header)
         if secret is None:
             return ANONYMOUS_READ if self.options.allow_anonymous_read else None
+        return self.verify(secret)
+
+    def verify(self, secret: str) -> Principal | None:
+        """Who a token's secret stands for, or None."""
+        own = self.options.session_token
+        if own and hmac.compare_digest(own.encode(), secret.encode("utf-8", "surrogatepass")):
+            return Principal("mlvc ui", "write")
         token = self.tokens.verify(secret)
         if token is None:
             return None
         return Principal(token.name, token.scope, token.id)
+
+    def identify(self, request) -> tuple[Principal | None, bool]:
+        """Who sent ``request``, and whether by the web UI's session cookie: a token in the
+        Authorization header comes first; without one, the cookie; without that, anonymous
+        when reads are open."""
+        header = request.headers.get("authorization")
+        if header is None:
+            principal = self.sessions.principal(request.cookies.get(SESSION_COOKIE))
+            if principal is not None:
+                return principal, True
+        return self.authenticate(header), False
 
     def shutdown(self) -> None:
         for hook in reversed(self.on_shutdown):
@@ -187,7 +219,16 @@ def endpoint(
     limit = state.options.limits.max_json_body
 
     async def run(request):
-        principal = state.authenticate(request.headers.get("authorization"))
+        principal, by_cookie = state.identify(request)
+        if by_cookie and request.method not in ("GET", "HEAD") and not _from_ui(request):
+            # a cookie rides along with any request the browser makes, even one another site
+            # triggers; a custom header cannot be sent cross-site without CORS, which is off
+            return error_response(
+                403,
+                "PERMISSION_DENIED",
+                "a write with the web UI's session cookie needs the header "
+                "`X-Requested-With: mlvc-ui` (or send `Authorization: Bearer <token>`)",
+            )
         if principal is None:
             return error_response(
                 401,
@@ -226,6 +267,10 @@ def endpoint(
         return response
 
     return run
+
+
+def _from_ui(request) -> bool:
+    return request.headers.get(CSRF_HEADER, "").lower() == "mlvc-ui"
 
 
 async def _json_body(request, limit: int) -> Any:
@@ -285,7 +330,7 @@ def create_app(root: str | Path, options: Options | None = None):
     from starlette.routing import Route
 
     from . import mlflow as mlflow_api
-    from . import v1
+    from . import ui, v1
 
     state = ServerState(root, options)
 
@@ -312,6 +357,7 @@ def create_app(root: str | Path, options: Options | None = None):
     routes = [Route("/health", health, methods=["GET"])]
     routes += mlflow_api.routes(state)
     routes += v1.routes(state)
+    routes += ui.routes(state)  # last: the web UI's pages never shadow an API path
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -334,13 +380,15 @@ def serve(
     workers: int = 8,
     options: Options | None = None,
     access_log: bool = False,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve the repository at ``root`` until SIGTERM or SIGINT; then in-flight requests
     finish and every open run is saved (its lease lets it go on after a restart).
 
     ``workers`` is the number of request threads: one process is the single writer of the
     index and holds the runs logged over REST in memory, so it scales with threads (the
-    work is in DuckDB, Arrow and hashing, which release the GIL), not processes."""
+    work is in DuckDB, Arrow and hashing, which release the GIL), not processes.
+    ``ready`` is called once the server accepts connections."""
     require_extra()
     import anyio.to_thread
     import uvicorn
@@ -383,7 +431,15 @@ def serve(
 
     async def main() -> None:
         await _threads()
-        await server.serve()
+        if ready is None:
+            await server.serve()
+            return
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            ready()
+        await task
 
     import asyncio
 

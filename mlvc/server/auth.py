@@ -213,3 +213,50 @@ class AuditLog:
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
+
+
+SESSION_COOKIE = "mlvc_session"
+SESSION_SECONDS = 12 * 3600
+CSRF_HEADER = "x-requested-with"  # the web UI sends `X-Requested-With: mlvc-ui` on writes
+
+
+class Sessions:
+    """Browser sessions of the web UI: a random cookie value standing for a token.
+
+    A page opened with ``?token=`` (or the login form) trades the token for a session; the
+    browser then sends only the HttpOnly, SameSite=Strict cookie. Sessions live in the
+    server's memory (a restart asks to log in again) for at most ``SESSION_SECONDS``, and
+    end when their token is revoked."""
+
+    def __init__(self, tokens: TokenStore):
+        self.tokens = tokens
+        self._live: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, principal: Principal) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            self._live = {k: v for k, v in self._live.items() if v[1] > now}  # drop expired
+            self._live[sid] = (principal, now + SESSION_SECONDS)
+        return sid
+
+    def close(self, sid: str | None) -> None:
+        with self._lock:
+            self._live.pop(sid or "", None)
+
+    def principal(self, sid: str | None) -> Principal | None:
+        """Who holds session ``sid``, or None (unknown, expired, or its token revoked)."""
+        if not sid:
+            return None
+        with self._lock:
+            held = self._live.get(sid)
+        if held is None or held[1] < time.time():
+            return None
+        principal = held[0]
+        if principal.token_id and not any(
+            t.id == principal.token_id and t.revoked is None for t in self.tokens.list()
+        ):
+            self.close(sid)
+            return None
+        return principal

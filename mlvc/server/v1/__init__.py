@@ -5,6 +5,7 @@ runs      list (newest first), get by any ref the CLI takes, diff, read-only SQL
 objects   HEAD/GET (streamed, verified)/PUT (re-hashed, refused on a mismatch) by id,
           and which of a list of ids the server lacks                   objects.py
 refs      list, get, compare-and-swap PUT; the model registry's aliases refs.py
+series    metric series for charts, sampled to a few thousand points each  series.py
 live      runs logged by ``mlvc.start_run`` with MLVC_TRACKING_URI: start, idempotent
           batches (params, tags, metric points), end                     live.py
 events    the event journal as a server-sent-events stream            events.py
@@ -15,7 +16,7 @@ remote    the repository as a remote (push, fetch, clone over http): the
 from __future__ import annotations
 
 from ..app import endpoint
-from . import events, live, objects, refs, remote, runs
+from . import events, live, objects, refs, remote, runs, series
 from .openapi import document
 
 
@@ -32,6 +33,7 @@ def routes(state) -> list:
             Route("/api/v1/openapi.json", endpoint(state, openapi, "read"), methods=["GET"]),
             *live.routes(state),  # before runs/{ref}: POST /api/v1/runs/live is theirs
             *runs.routes(state),
+            *series.routes(state),
             *objects.routes(state),
             *refs.routes(state),
             *remote.routes(state),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..._version import __version__
+from ...index.series import MAX_KEYS, MAX_LIMIT, MAX_RUNS, MIN_LIMIT, X_AXES
 
 _ID = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _ERROR = {
@@ -214,6 +215,35 @@ def document() -> dict:
                 ],
             )
         },
+        "/api/v1/series": {
+            "get": _op(
+                "Metric series of runs x keys for charts, each sampled server-side to at "
+                "most `limit` points (min/max per bucket; NaN and infinities kept as "
+                "'nan', 'inf', '-inf'); full resolution when the x window holds fewer",
+                _json(_ANY),
+                400,
+                404,
+                parameters=[
+                    _query(
+                        "run",
+                        {"type": "array", "items": _RUN_REF, "minItems": 1, "maxItems": MAX_RUNS},
+                        required=True,
+                        example=["HEAD"],
+                    ),
+                    _query(
+                        "key",
+                        {"type": "array", "items": _RUN_REF, "maxItems": MAX_KEYS},
+                        example=["loss"],
+                    ),
+                    _query("x", {"type": "string", "enum": list(X_AXES)}),
+                    _query("x_min", {"type": "number"}),
+                    _query("x_max", {"type": "number"}),
+                    _query(
+                        "limit", {"type": "integer", "minimum": MIN_LIMIT, "maximum": MAX_LIMIT}
+                    ),
+                ],
+            )
+        },  # fmt: skip
         "/api/v1/query": {
             "post": {
                 **_op(
@@ -452,6 +482,7 @@ def document() -> dict:
     }
     paths.update(_remote_paths())
     paths.update(_events_paths())
+    paths.update(_ui_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlvc server API", "version": __version__},
@@ -531,3 +562,92 @@ def _events_paths() -> dict:
         "the `types` globs; `follow=false` sends what is there and ends"
     )
     return {"/api/v1/events": {"get": _op(summary, stream, 400, parameters=params)}}
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+_PATH = {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[^\\x00]*$"}
+
+
+def _ui_paths() -> dict:
+    """What the web UI reads beyond the rest of /api/v1 (mlvc.server.ui, docs/ui.md)."""
+    ref = _path("ref", _RUN_REF, "HEAD")
+    session = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "scope": {"type": "string"},
+                       "anonymous": {"type": "boolean"}, "version": {"type": "string"}},
+    }  # fmt: skip
+    return {
+        "/api/v1/ui/session": {
+            "get": _op(
+                "Who this request is (the web UI's session, a token, or anonymous)", _json(session)
+            ),  # fmt: skip
+            "post": {
+                **_op(
+                    "Trade a token for an HttpOnly, SameSite=Strict session cookie (needs "
+                    "the header X-Requested-With: mlvc-ui)",
+                    _json(session),
+                    400,
+                ),
+                "security": [],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {"token": {"type": "string", "maxLength": 200}},
+                    }  # fmt: skip
+                ),
+            },
+            "delete": {**_op("End the session of the cookie sent", _json(_ANY)), "security": []},
+        },
+        "/api/v1/ui/table": {
+            "get": _op(
+                "A page of the runs table (runs_wide): filtered by a SQL WHERE clause, sorted "
+                "(sort=COLUMN or -COLUMN, repeated), with the columns asked for (col=, "
+                "repeated); group=experiment sorts by experiment and lists the groups",
+                _json(_ANY),
+                400,
+                parameters=[
+                    _query("where", {"type": "string", "maxLength": 10000}),
+                    _query("sort", {"type": "array", "items": _TEXT, "maxItems": 20}),
+                    _query("col", {"type": "array", "items": _TEXT, "maxItems": 500}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": 1 << 40}),
+                    _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
+                    _query("group", {"type": "string", "enum": ["", "experiment"]}),
+                ],
+            )
+        },
+        "/api/v1/ui/columns": {
+            "get": _op("The columns the runs table can show, and experiment names", _json(_ANY))
+        },
+        "/api/v1/ui/live": {"get": _op("The runs in progress", _json(_ANY))},
+        "/api/v1/ui/runs/{ref}/relatives": {
+            "parameters": [ref],
+            "get": _op("A run's children and reproductions", _json(_ANY), 400, 404),
+        },
+        "/api/v1/ui/runs/{ref}/preview": {
+            "parameters": [ref],
+            "get": _op(
+                "The head of a run's file: text, JSON, or the first 50 rows of a CSV, TSV or "
+                "Parquet table",
+                _json(_ANY),
+                400,
+                404,
+                parameters=[_query("path", _PATH, required=True)],
+            ),
+        },
+        "/api/v1/ui/models/{name}/history": {
+            "parameters": [_path("name", _NAME, "demo")],
+            "get": _op("Every alias move of a model, oldest first", _json(_ANY), 400),
+        },
+        "/api/v1/ui/runs/{ref}/file": {
+            "parameters": [ref],
+            "get": _op(
+                "A run's file, under Content-Security-Policy: default-src 'none'; sandbox. "
+                "Images and text inline, anything else as an attachment",
+                {"description": "The file", "content": {"application/octet-stream": {}}},
+                400,
+                404,
+                parameters=[_query("path", _PATH, required=True)],
+            ),
+        },
+    }

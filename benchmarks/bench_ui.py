@@ -1,0 +1,200 @@
+"""Web UI benchmark (issue 13): the runs table in headless Chromium against a real server.
+
+Run as ``.venv/bin/python benchmarks/bench_ui.py [--quick] [--reps N] [--keep DIR]``.
+
+1. **First paint** of the runs table (first rows visible, from navigation start) over a
+   repository of 1,500 runs x 1,500 metrics (and 20 params), beside two baselines timed in
+   the same repetition: the app's own shell with no data (``/login``), and a static HTML page
+   of the same size as the table's rendered DOM, served by the same browser.
+2. **Scrolling 100,000 runs** top to bottom (400 jumps of 250 rows, then 300 frames of
+   smooth scrolling in the middle) while a PerformanceObserver records long tasks: the
+   longest main-thread task, and how many took over 50 ms / 100 ms.
+
+The repositories are built below the CLI for speed: run objects (final metrics only, no
+series) are written with the library's object writer and refs, then ``rebuild_index``
+ingests them in one pass (the same rows ``mlvc commit`` would give; see bench_tracking).
+Prints a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "ui"))
+
+FIRST_ROWS = """
+window.__firstRows = null;
+new MutationObserver((_, obs) => {
+  if (document.querySelector('.vt-row a')) { window.__firstRows = performance.now(); obs.disconnect(); }
+}).observe(document, {childList: true, subtree: true});
+window.__longTasks = [];
+try {
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]); })
+    .observe({type: 'longtask', buffered: true});
+} catch (e) {}
+"""
+
+
+def build(root: Path, runs: int, params: int, metrics: int) -> float:
+    """``runs`` runs with ``params`` params and ``metrics`` final metrics each; seconds."""
+    import random
+
+    from mlvc import Repo
+    from mlvc.core.objects import Run
+    from mlvc.store.typed import write_object
+
+    t0 = time.perf_counter()
+    repo = Repo.init(root)
+    rnd = random.Random(13)
+    base = 1_764_000_000_000_000
+    for i in range(runs):
+        run = Run(
+            name=f"run{i}",
+            message=f"synthetic run {i}",
+            author="bench",
+            started=base + i * 1_000_000,
+            ended=base + i * 1_000_000 + 30_000_000,
+            params={f"p{k}": rnd.random() for k in range(params)},
+            metrics={f"m{k:04d}": rnd.random() for k in range(metrics)},
+            tags={"team": f"t{i % 5}"},
+        )
+        repo.refs.add_run(write_object(repo.store, run))
+    repo.store.flush()
+    repo.store.sync()
+    repo.rebuild_index()
+    return time.perf_counter() - t0
+
+
+def first_paint(browser, server, reps: int) -> dict:
+    from uikit import login
+
+    out = {"table": [], "shell": [], "static": []}
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    login(page, server, "read", "/login")  # the session cookie
+    page.add_init_script(FIRST_ROWS)
+    html = None
+    for _ in range(reps):
+        page.goto(server.url + "/login")
+        page.wait_for_selector("form.login")
+        out["shell"].append(
+            page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+        )
+        page.goto(server.url + "/")
+        page.wait_for_function("() => window.__firstRows !== null", timeout=30_000)
+        out["table"].append(page.evaluate("window.__firstRows"))
+        if html is None:  # the rendered table as a static page: no script, same bytes
+            html = re.sub(r"<script[^>]*>.*?</script>", "", page.content(), flags=re.S)
+        page.goto("data:text/html;base64," + base64.b64encode(html.encode()).decode())
+        page.wait_for_load_state("load")
+        out["static"].append(
+            page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+        )
+    ctx.close()
+    out["html_bytes"] = len(html.encode())
+    return out
+
+
+def scroll(browser, server) -> dict:
+    from uikit import login
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    login(page, server, "read", "/login")
+    page.add_init_script(FIRST_ROWS)
+    page.goto(server.url + "/")
+    page.wait_for_function("() => window.__firstRows !== null", timeout=60_000)
+    t0 = time.perf_counter()
+    page.evaluate("""async () => {
+      const box = document.querySelector('.vt');
+      const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+      window.__t0 = performance.now();
+      const jumps = 400;
+      for (let i = 1; i <= jumps; i += 1) {
+        box.scrollTop = (box.scrollHeight - box.clientHeight) * i / jumps;
+        await frame(); await frame();
+      }
+      box.scrollTop = box.scrollHeight / 2;
+      for (let i = 0; i < 300; i += 1) { box.scrollTop += 40; await frame(); }
+      box.scrollTop = box.scrollHeight;
+      await frame();
+    }""")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.vt-row')].some(r => r.textContent.includes('run0'))",
+        timeout=60_000,
+    )
+    seconds = time.perf_counter() - t0
+    # long tasks that started once the scrolling did (not the page's load)
+    tasks = page.evaluate("window.__longTasks.filter(([s]) => s >= window.__t0).map(([, d]) => d)")
+    rows_in_dom = page.locator(".vt-row").count()
+    total = page.text_content("#run-count")
+    ctx.close()
+    return {"seconds": seconds, "tasks": tasks, "rows_in_dom": rows_in_dom, "count": total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="150 x 150 and 10,000 runs")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--keep", help="build the repositories here and keep them")
+    args = ap.parse_args()
+    os.environ.setdefault("MLVC_INDEX_SYNC", "inline")
+    wide = (150, 150) if args.quick else (1500, 1500)
+    tall = 10_000 if args.quick else 100_000
+    from playwright.sync_api import sync_playwright
+    from uikit import launch_chromium, start_ui_server
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench-ui-", dir=os.environ.get("TMPDIR")))
+    report = []
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        root = work / "wide"
+        built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
+        print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
+        server = start_ui_server(root)
+        try:
+            fp = first_paint(browser, server, args.reps)
+        finally:
+            server.stop()
+        med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
+        report.append(
+            f"| first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
+            f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
+            f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
+            f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "
+            f"{args.reps} (all: {', '.join(f'{x:.0f}' for x in fp['table'])}) |"
+        )
+        root = work / "tall"
+        built = build(root, tall, 10, 10) if not root.exists() else 0.0
+        print(f"built {tall} runs in {built:.1f} s", file=sys.stderr)
+        server = start_ui_server(root)
+        try:
+            sc = scroll(browser, server)
+        finally:
+            server.stop()
+        tasks = sc["tasks"]
+        report.append(
+            f"| scroll {tall:,} runs top to bottom ({sc['count']}) | longest task "
+            f"{max(tasks, default=0):.0f} ms | {len(tasks)} long tasks (>50 ms), "
+            f"{sum(t > 100 for t in tasks)} over 100 ms; {sc['rows_in_dom']} rows in the DOM | "
+            f"{sc['seconds']:.1f} s for 400 jumps + 300 frames | 1 |"
+        )
+        browser.close()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average {' '.join(load)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| measure | mlvc | baseline | ratio | n |")
+    print("| --- | --- | --- | --- | --- |")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Metric series for charts: every point of a window, or a bounded sample of it.
+
+A chart cannot draw more points than it has pixels, and a browser cannot parse a million of
+them quickly, so a series longer than ``limit`` points is cut into equal-width buckets of its
+x range and each bucket keeps only the points a line chart needs to look the same
+(min/max per bucket, as M4 does):
+
+- its first and last point (so lines join the next bucket where they should),
+- the point of its smallest and of its largest finite value (so no spike disappears),
+- its first NaN, its first +inf and its first -inf (non-finite values are never dropped
+  silently; a chart shows them as markers).
+
+A bucket keeps at most 7 points, so a series with non-finite values gets ``limit // 7``
+buckets and any other ``limit // 4``; a window holding ``limit`` points or fewer is returned
+whole. One DuckDB query over the index's ``metrics`` table does it all for every series
+asked for (hash aggregates per series and per bucket, no Python loop over points).
+
+x is one of ``step``, ``time`` (wall time, seconds since the epoch) or ``relative``
+(seconds since the run's first metric point, over all its keys).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+
+X_AXES = ("step", "time", "relative")
+DEFAULT_LIMIT = 2500
+MIN_LIMIT = 8  # one bucket of 7 points, and a point more than that to bucket at all
+MAX_LIMIT = 100_000
+MAX_POINTS = 2_000_000  # in one answer, over all its series
+MAX_RUNS = 100  # in one request
+MAX_KEYS = 20
+
+
+@dataclass
+class Series:
+    """One run's one key: columns of equal length, ordered by x."""
+
+    run: str
+    key: str
+    total: int  # points in the window before sampling
+    sampled: bool
+    step: list[int]
+    time: list[float]  # seconds since the epoch (microsecond precision)
+    value: list[Any]  # floats; 'nan', 'inf', '-inf' as strings (JSON has no such numbers)
+    origin: float | None = None  # x = relative: the run's first point's time (x = time - it)
+
+    def to_dict(self) -> dict:
+        return {
+            "run": self.run,
+            "key": self.key,
+            "total": self.total,
+            "sampled": self.sampled,
+            "step": self.step,
+            "time": self.time,
+            "value": self.value,
+            "origin": self.origin,
+        }
+
+
+@dataclass
+class SeriesSet:
+    """The answer for runs x keys: what the runs have, and the series asked for."""
+
+    x: str
+    limit: int
+    window: tuple[float, float] | None
+    keys: list[str]  # every metric key the runs have, sorted
+    series: list[Series] = field(default_factory=list)
+    seconds: float = 0.0  # time the query took (benchmarks report it)
+
+    def to_dict(self) -> dict:
+        return {
+            "x": self.x,
+            "limit": self.limit,
+            "window": [None if math.isinf(v) else v for v in self.window] if self.window else None,
+            "keys": self.keys,
+            "series": [s.to_dict() for s in self.series],
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def check_request(
+    x: str, limit: int, window: tuple[float, float] | None, runs: int, keys: int
+) -> tuple[float, float] | None:
+    """Refuse what the query cannot answer, with a message naming the argument. A window
+    may be open at either end (an infinite bound); one with x_min > x_max holds no point."""
+    if x not in X_AXES:
+        raise UsageError(f"x: {x!r} is not one of {', '.join(X_AXES)}")
+    if not MIN_LIMIT <= limit <= MAX_LIMIT:
+        raise UsageError(f"limit: {limit} is out of range ({MIN_LIMIT} to {MAX_LIMIT})")
+    if runs > MAX_RUNS or keys > MAX_KEYS:
+        raise UsageError(
+            f"{runs} runs and {keys} keys asked for; at most {MAX_RUNS} runs and "
+            f"{MAX_KEYS} keys in one request"
+        )
+    if window is None:
+        return None
+    lo, hi = (float(v) for v in window)
+    if math.isnan(lo) or math.isnan(hi):
+        raise UsageError("window: x_min and x_max must be numbers, not NaN")
+    return lo, hi
+
+
+def _x_expr(x: str) -> str:
+    if x == "step":
+        return "CAST(m.step AS DOUBLE)"
+    if x == "time":
+        return "epoch_us(m.timestamp) / 1e6"
+    # relative: from the run's first point over all its keys (one time origin per run)
+    return "(epoch_us(m.timestamp) - o.t0) / 1e6"
+
+
+def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs: str) -> str:
+    """The points to draw of every wanted series, ordered by series then x: one scan and
+    two hash aggregates (per series, then per bucket), no sort of the whole window."""
+    origin = (
+        "JOIN (SELECT run_id, min(epoch_us(timestamp)) AS t0 FROM metrics "
+        f"WHERE run_id IN {runs} GROUP BY run_id) o USING (run_id)"
+        if x == "relative"
+        else ""
+    )
+    where = "WHERE x IS NOT NULL" + ("" if window is None else " AND x BETWEEN $lo AND $hi")
+    first = "arg_min(p, x) FILTER (WHERE {})"
+    return f"""
+    WITH pts AS (
+        SELECT * FROM (
+            SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x,
+                   {"o.t0" if x == "relative" else "NULL::BIGINT"} AS t0
+            FROM metrics m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
+        ) {where}
+    ),
+    stats AS (
+        SELECT i, count(*) AS n, min(x) AS x0, max(x) AS x1,
+               CASE WHEN bool_and(isfinite(value)) THEN {limit // 4} ELSE {limit // 7} END AS nb
+        FROM pts GROUP BY i
+    ),
+    big AS (
+        SELECT p.i, s.n, p.x, p.value,
+               {{'step': p.step, 'ts': p.ts, 'value': p.value, 'x': p.x, 't0': p.t0}} AS p,
+               coalesce(least(floor((p.x - s.x0) / nullif(s.x1 - s.x0, 0) * s.nb),
+                              s.nb - 1), 0) AS b
+        FROM pts p JOIN stats s USING (i) WHERE s.n > {limit}
+    ),
+    picked AS (
+        SELECT DISTINCT i, n, p FROM (
+            SELECT i, n, unnest([
+                arg_min(p, x), arg_max(p, x),
+                arg_min(p, value) FILTER (WHERE isfinite(value)),
+                arg_max(p, value) FILTER (WHERE isfinite(value)),
+                {first.format("isnan(value)")},
+                {first.format("value = 'inf'::DOUBLE")},
+                {first.format("value = '-inf'::DOUBLE")}]) AS p
+            FROM big GROUP BY i, n, b)
+        WHERE p IS NOT NULL
+    )
+    SELECT i, n, p.step, p.ts, p.value, p.x, p.t0 FROM picked
+    UNION ALL
+    SELECT p.i, s.n, p.step, p.ts, p.value, p.x, p.t0
+    FROM pts p JOIN stats s USING (i) WHERE s.n <= {limit}
+    ORDER BY i, x"""  # ties in x (a step logged twice) keep any order
+
+
+def read_series(
+    con,
+    runs: list[str],
+    keys: list[str],
+    x: str = "step",
+    window: tuple[float, float] | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> SeriesSet:
+    """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for, read on
+    ``con``: a DuckDB connection holding the index's tables (``Index.connect_readonly``)."""
+    window = check_request(x, limit, window, len(runs), len(keys))
+    # an answer stays bounded whatever is asked: the limit per series is lowered so that
+    # all of them together hold at most MAX_POINTS (the answer's `limit` is the one used)
+    limit = max(MIN_LIMIT, min(limit, MAX_POINTS // max(1, len(runs) * len(keys))))
+    started = time.perf_counter()
+    pairs = [(r, k) for r in runs for k in keys]
+    # the wanted pairs and runs as bound lists, not registered Arrow tables: a server's
+    # concurrent reads are cursors of one connection, and registering on them races
+    want = "(SELECT i - 1 AS i, $pr[i] AS run, $pk[i] AS key FROM range(1, len($pr) + 1) t(i))"
+    wanted_runs = "(SELECT unnest($runs) AS run)"
+    have = [
+        k
+        for (k,) in con.execute(
+            f"SELECT DISTINCT key FROM metric_summary WHERE run_id IN {wanted_runs} ORDER BY key",
+            {"runs": runs},
+        ).fetchall()
+    ]
+    table = None
+    if pairs:
+        params = {"pr": [r for r, _ in pairs], "pk": [k for _, k in pairs]}
+        if x == "relative":  # DuckDB refuses a parameter the statement does not use
+            params["runs"] = runs
+        if window:
+            params.update(lo=window[0], hi=window[1])
+        sql = _sql(x, window, limit, want, wanted_runs)
+        table = con.sql(sql, params=params).to_arrow_table()
+    out = SeriesSet(x, limit, window, have)
+    if table is not None:
+        out.series = _split(table, pairs, limit)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:
+    """The query's rows (ordered by series, then x) as one ``Series`` per pair."""
+    import numpy as np
+
+    if table.num_rows == 0:
+        return []
+    col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    i = col["i"]
+    starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+    ends = np.r_[starts[1:], len(i)]
+    out = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        run, key = pairs[int(i[a])]
+        t0 = col["t0"][a]
+        out.append(
+            Series(
+                run=run,
+                key=key,
+                total=int(col["n"][a]),
+                sampled=int(col["n"][a]) > limit,
+                step=col["step"][a:b].tolist(),
+                time=(col["ts"][a:b] / 1e6).tolist(),
+                value=_json_values(col["value"][a:b]),
+                origin=None if t0 is None or t0 != t0 else float(t0) / 1e6,
+            )
+        )
+    return out
+
+
+def _json_values(values) -> list:
+    """Floats, with NaN and infinities as the strings mlvc's JSON uses for them."""
+    import numpy as np
+
+    out = values.tolist()
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        v = out[i]
+        out[i] = "nan" if v != v else ("inf" if v > 0 else "-inf")
+    return out

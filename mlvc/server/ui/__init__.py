@@ -1,0 +1,22 @@
+"""The web UI of ``mlvc server`` and ``mlvc ui`` (docs/ui.md).
+
+A single-page app of hand-written ES modules in ``static/`` (no build step): the server
+answers its ``index.html`` for every page path (``/``, ``/runs/<id>``, ``/compare``,
+``/models``, ``/models/<name>``, ``/events``, ``/login``), its files under
+``/ui/static/``, and the JSON it needs under ``/api/v1/ui/`` (data.py); everything else
+comes from ``/api/v1``.
+
+pages.py   the page paths, the static files (long-cached under a content hash), and the
+           browser session: ``?token=`` or the login form trade a token for an HttpOnly,
+           SameSite=Strict cookie (mlvc.server.auth.Sessions)
+data.py    the runs table page by page, a run's artifacts (bytes with a sandboxing CSP,
+           and server-side previews of tables)
+"""
+
+from __future__ import annotations
+
+
+def routes(state) -> list:
+    from . import data, pages
+
+    return [*data.routes(state), *pages.routes(state)]

@@ -1,0 +1,240 @@
+// /: every run in one virtual table, paged from the server (GET /api/v1/ui/table): a SQL
+// filter, sort by any column, a column chooser, grouping by experiment, selection for
+// compare. Its state lives in the address (where, sort, col, group).
+import { VirtualGrid } from '../lib/vgrid.js';
+import { el, path, fmtNumber, fmtTime } from '../lib/dom.js';
+
+const PAGE = 200;
+const POLL_MS = 5000;
+const WIDTHS = { short_id: 104, name: 170, message: 240, created: 160, started: 160, ended: 160, status: 90 };
+
+function cellText(value, type) {
+  if (value === null || value === undefined) return '';
+  if (typeof value === 'number') return fmtNumber(value);
+  if (typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return value.join(', ');
+  if (type && type.startsWith('TIMESTAMP')) return fmtTime(value);
+  return String(value);
+}
+
+export async function render(root, ctx) {
+  const { api, params, setParams } = ctx;
+  const state = {
+    where: params.get('where') || '',
+    sort: params.getAll('sort'),
+    cols: params.getAll('col'),
+    group: params.get('group') === 'experiment' ? 'experiment' : '',
+  };
+  const selected = new Set();
+  const pages = new Map();
+  let meta = { columns: [], total: 0, groups: [] };
+  let experiments = { 0: 'Default' };
+  let generation = 0;
+  let allColumns = null;
+  const timers = [];
+
+  // -- the toolbar --------------------------------------------------------------------
+  const filter = el('input', {
+    type: 'search', class: 'grow mono', name: 'where', value: state.where, spellcheck: 'false',
+    placeholder: 'SQL filter, e.g. "metrics.acc" > 0.8 AND status = \'finished\'',
+    'aria-label': 'filter (a SQL WHERE clause)',
+    onkeydown: (e) => { if (e.key === 'Enter') apply(); },
+  });
+  const error = el('p', { class: 'error', role: 'alert', id: 'filter-error' });
+  const count = el('span', { class: 'muted', id: 'run-count' });
+  const compare = el('span', { id: 'compare-link' });
+  const groupBox = el('input', { type: 'checkbox', checked: state.group === 'experiment', onchange: () => {
+    state.group = groupBox.checked ? 'experiment' : '';
+    saveAndLoad();
+  } });
+  const chooser = el('div', { class: 'chooser' });
+  const chooserButton = el('button', { type: 'button', onclick: () => toggleChooser() }, 'Columns');
+  chooser.append(chooserButton);
+  const live = el('div', { id: 'live' });
+  const gridRoot = el('div');
+  root.append(
+    el('div', { class: 'toolbar' }, el('h1', {}, 'Runs'), count, compare),
+    el('div', { class: 'toolbar' }, filter, el('button', { type: 'button', onclick: () => apply() }, 'Filter'),
+      chooser, el('label', {}, groupBox, ' group by experiment')),
+    error, live, gridRoot,
+  );
+
+  const grid = new VirtualGrid(gridRoot, {
+    columns: [], count: 0,
+    itemAt, rowAt,
+    rowClass: (i) => { const r = rowAt(i); return r && selected.has(r.id) ? 'selected' : ''; },
+    onHeader: (c, e) => sortBy(c, e.shiftKey),
+    onRange: (a, b) => fetchRange(a, b),
+  });
+
+  function itemAt(i) {
+    if (!state.group) return { kind: 'row', index: i };
+    let pos = 0;
+    for (const g of meta.groups) {
+      if (i === pos) {
+        const name = experiments[g.experiment_id];
+        return { kind: 'group', label: `experiment ${g.experiment_id ?? '(none)'}${name ? ` · ${name}` : ''} · ${g.count} runs` };
+      }
+      if (i <= pos + g.count) return { kind: 'row', index: g.start + (i - pos - 1) };
+      pos += g.count + 1;
+    }
+    return { kind: 'row', index: i };
+  }
+
+  function rowAt(index) {
+    const page = pages.get(Math.floor(index / PAGE));
+    if (!page || page === 'loading') return null;
+    return page[index % PAGE] || null;
+  }
+
+  function query(offset, limit) {
+    const q = new URLSearchParams({ offset, limit });
+    if (state.where.trim()) q.set('where', state.where);
+    for (const s of state.sort) q.append('sort', s);
+    for (const c of state.cols) q.append('col', c);
+    if (state.group) q.set('group', state.group);
+    return `/api/v1/ui/table?${q}`;
+  }
+
+  async function fetchPage(n, gen) {
+    pages.set(n, 'loading');
+    try {
+      const data = await api(query(n * PAGE, PAGE));
+      if (gen !== generation) return null;
+      pages.set(n, data.ids.map((id, k) => ({ id, values: data.rows[k] })));
+      grid.schedule();
+      return data;
+    } catch (e) {
+      if (gen === generation) { pages.delete(n); error.textContent = e.message; }
+      return null;
+    }
+  }
+
+  function fetchRange(a, b) {
+    for (let n = Math.floor(a / PAGE); n <= Math.floor(b / PAGE); n += 1) {
+      if (!pages.has(n)) fetchPage(n, generation);
+    }
+  }
+
+  function columnsOf(data) {
+    const sorts = new Map(state.sort.map((s) => (s.startsWith('-') ? [s.slice(1), 'desc'] : [s, 'asc'])));
+    const check = {
+      key: '', label: '', width: 34, title: 'select runs to compare', cls: 'check',
+      cell: (r) => el('input', { type: 'checkbox', checked: selected.has(r.id), 'aria-label': 'select run', dataset: { id: r.id },
+        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); showCompare(); grid.schedule(); } }),
+    };
+    return [check, ...data.columns.map((c, k) => ({
+      key: c.name, label: c.name, title: `${c.name} (${c.type})`,
+      width: WIDTHS[c.name] || (c.family === 'params' || c.family === 'metrics' ? 110 : 130),
+      num: /^(DOUBLE|BIGINT|INTEGER|FLOAT|HUGEINT|DECIMAL)/.test(c.type), sorted: sorts.get(c.name),
+      cell: (r) => {
+        const text = cellText(r.values[k], c.type);
+        return c.name === 'short_id' || c.name === 'name'
+          ? el('a', { href: path('runs', r.id) }, text || (c.name === 'name' ? '' : r.id.slice(0, 10)))
+          : text;
+      },
+    }))];
+  }
+
+  async function load(keepScroll = false) {
+    generation += 1;
+    const gen = generation;
+    pages.clear();
+    error.textContent = '';
+    const data = await fetchPage(0, gen);
+    if (gen !== generation) return;
+    if (data === null) { meta = { columns: [], total: 0, groups: [] }; grid.setColumns([]); grid.setCount(0); count.textContent = ''; return; }
+    meta = data;
+    grid.setColumns(columnsOf(data));
+    grid.setCount(data.total + (state.group ? data.groups.length : 0));
+    if (!keepScroll) grid.box.scrollTop = 0;
+    count.textContent = `${data.total} run${data.total === 1 ? '' : 's'}${state.where.trim() ? ' match the filter' : ''}`;
+  }
+
+  function save() {
+    const q = new URLSearchParams();
+    if (state.where.trim()) q.set('where', state.where);
+    for (const s of state.sort) q.append('sort', s);
+    for (const c of state.cols) q.append('col', c);
+    if (state.group) q.set('group', state.group);
+    setParams(q);
+  }
+
+  function saveAndLoad() { save(); return load(); }
+
+  function apply() {
+    state.where = filter.value;
+    saveAndLoad();
+  }
+
+  function sortBy(column, add) {
+    if (!column.key) return;
+    const now = state.sort.find((s) => s === column.key || s === `-${column.key}`);
+    const next = now === undefined ? column.key : now === column.key ? `-${column.key}` : null;
+    const rest = add ? state.sort.filter((s) => s !== now) : [];
+    state.sort = next === null ? rest : [...rest, next];
+    saveAndLoad();
+  }
+
+  function showCompare() {
+    const ids = [...selected];
+    compare.replaceChildren(ids.length >= 2
+      ? el('a', { href: `/compare?runs=${ids.map(encodeURIComponent).join(',')}`, class: 'pill' }, `Compare ${ids.length} runs`)
+      : el('span', { class: 'muted' }, ids.length ? 'select one more run to compare' : 'select runs to compare'));
+  }
+
+  // -- the column chooser: type-ahead over every param, metric, tag and run column --------
+  let panel = null;
+  async function toggleChooser() {
+    if (panel) { panel.remove(); panel = null; return; }
+    panel = el('div', { class: 'chooser-panel', role: 'dialog', 'aria-label': 'columns' }, el('p', { class: 'muted' }, 'Loading…'));
+    chooser.append(panel);
+    if (allColumns === null) {
+      const data = await api('/api/v1/ui/columns');
+      allColumns = data.columns;
+      experiments = data.experiments;
+    }
+    if (!panel) return;
+    const shown = () => (state.cols.length ? state.cols : meta.columns.map((c) => c.name));
+    const list = el('div');
+    const search = el('input', { type: 'search', placeholder: 'type to find a column', 'aria-label': 'find a column', oninput: () => fill() });
+    function fill() {
+      const needle = search.value.toLowerCase();
+      const on = new Set(shown());
+      const hits = allColumns.filter((c) => c.name.toLowerCase().includes(needle));
+      list.replaceChildren(...hits.slice(0, 200).map((c) => el('label', { title: c.name },
+        el('input', { type: 'checkbox', checked: on.has(c.name), value: c.name, onchange: (e) => {
+          const cols = shown().filter((n) => n !== c.name);
+          if (e.target.checked) cols.push(c.name);
+          state.cols = cols;
+          saveAndLoad();
+        } }), ` ${c.name} `, el('span', { class: 'muted' }, c.family))),
+      ...(hits.length > 200 ? [el('p', { class: 'muted' }, `${hits.length - 200} more: type to narrow`)] : []));
+    }
+    panel.replaceChildren(search, el('button', { type: 'button', class: 'link', onclick: () => { state.cols = []; saveAndLoad(); fill(); } }, 'defaults'), list);
+    fill();
+    search.focus();
+  }
+
+  // -- runs in progress, and new runs, by polling ---------------------------------------
+  async function poll() {
+    try {
+      const [head, running] = await Promise.all([api(query(0, 0)), api('/api/v1/ui/live')]);
+      const groups = JSON.stringify(head.groups);
+      if (head.total !== meta.total || groups !== JSON.stringify(meta.groups)) await load(true);
+      live.replaceChildren(...(running.runs.length ? [el('h2', {}, `In progress (${running.runs.length})`),
+        el('table', { class: 'grid' }, el('tbody', {}, running.runs.map((r) => el('tr', {},
+          el('td', {}, el('span', { class: `status-${r.status}` }, r.status)), el('td', {}, r.name || r.key),
+          el('td', { class: 'muted' }, `${r.points} points`),
+          el('td', {}, Object.entries(r.metrics || {}).slice(0, 8).map(([k, v]) => el('span', { class: 'pill' }, `${k} ${fmtNumber(v)}`)))))))] : []));
+    } catch (e) {
+      if (e.status === 401) throw e;
+    }
+  }
+
+  showCompare();
+  await load();
+  timers.push(setInterval(() => poll().catch(() => {}), POLL_MS));
+  poll().catch(() => {});
+  return () => { for (const t of timers) clearInterval(t); generation += 1; grid.destroy(); };
+}

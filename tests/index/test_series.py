@@ -1,0 +1,197 @@
+"""Metric series for charts (mlvc.index.series, Repo.series): sampling invariants and the
+library answer over a real repository."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mlvc
+from mlvc.errors import UnknownRun, UsageError
+
+SPECIAL = [math.nan, math.inf, -math.inf]
+values = st.one_of(st.floats(-1e6, 1e6), st.sampled_from(SPECIAL))
+
+
+@st.composite
+def series(draw):
+    n = draw(st.integers(0, 600))
+    steps = sorted(draw(st.lists(st.integers(-50, 10_000), min_size=n, max_size=n)))
+    vals = draw(st.lists(values, min_size=n, max_size=n))
+    return np.array(steps, dtype=float), np.array(vals, dtype=float)
+
+
+def buckets_of(x, v, limit):
+    """The buckets as the docstring defines them, computed the slow, obvious way."""
+    nb = limit // 4 if np.isfinite(v).all() else limit // 7
+    span = x[-1] - x[0]
+    out: dict[int, list[int]] = {}
+    for i, xi in enumerate(x):
+        b = 0 if span == 0 else min(int((xi - x[0]) / span * nb), nb - 1)
+        out.setdefault(b, []).append(i)
+    return out
+
+
+def sample(x, v, limit: int) -> list[int]:
+    """The indices of the points read_series keeps of one series (x sorted), through the
+    real query on an in-memory DuckDB holding the index's tables."""
+    import duckdb
+    import pyarrow as pa
+
+    from mlvc.index import schema
+    from mlvc.index.series import read_series
+
+    con = duckdb.connect()
+    schema.create(con)
+    rows = pa.table({
+        "run_id": pa.array(["r"] * len(x)), "key": pa.array(["k"] * len(x)),
+        "step": pa.array(np.asarray(x, dtype=np.int64)),
+        "timestamp": pa.array(np.arange(len(x), dtype=np.int64) * 1000, pa.timestamp("us", "UTC")),
+        "value": pa.array(np.asarray(v, dtype=float)),
+    })  # fmt: skip
+    con.register("rows", rows)
+    con.execute("INSERT INTO metrics SELECT * FROM rows")
+    con.execute("INSERT INTO metric_summary SELECT 'r', 'k', 0, 0, 0, 1, 0")
+    got = read_series(con, ["r"], ["k"], limit=limit).series
+    if not got:
+        return []
+    (s,) = got
+    assert s.total == len(x) and s.sampled == (len(x) > limit)
+    # the timestamp is each point's index: it names the point kept
+    return [round(t * 1e3) for t in s.time]
+
+
+@settings(max_examples=40)  # each example is a DuckDB database of its own
+@given(series(), st.integers(8, 300))
+def test_sampling_keeps_what_a_chart_needs_and_no_more(s, limit):
+    x, v = s
+    keep = sample(x, v, limit)
+    kept = set(keep)
+    assert [x[i] for i in keep] == sorted(x[i] for i in keep)  # ordered by x
+    assert len(keep) == len(kept)  # no point twice
+    if len(x) <= limit:
+        assert sorted(keep) == list(range(len(x)))  # full resolution when small
+        return
+    assert len(keep) <= limit
+    for rows in buckets_of(x, v, limit).values():
+        in_bucket = kept & set(rows)
+        # the first and last x of the bucket (which point of equal x is kept may vary)
+        assert any(x[i] == x[rows[0]] for i in in_bucket)
+        assert any(x[i] == x[rows[-1]] for i in in_bucket)
+        fin = [i for i in rows if math.isfinite(v[i])]
+        if fin:
+            lo, hi = min(v[i] for i in fin), max(v[i] for i in fin)
+            assert any(v[i] == lo for i in in_bucket)
+            assert any(v[i] == hi for i in in_bucket)
+        for special in ("nan", "inf", "-inf"):  # never dropped silently
+            if any(_kind(v[i]) == special for i in rows):
+                assert any(_kind(v[i]) == special for i in in_bucket)
+    assert any(x[i] == x[0] for i in kept) and any(x[i] == x[-1] for i in kept)
+
+
+def _kind(f: float) -> str:
+    return "nan" if f != f else ("inf" if f == math.inf else "-inf" if f == -math.inf else "")
+
+
+def test_a_spike_in_a_million_points_survives_sampling():
+    x = np.arange(1_000_000, dtype=float)
+    v = np.sin(x / 1000)
+    v[777_777] = 50.0
+    v[123_456] = math.nan
+    keep = sample(x, v, 2500)
+    assert len(keep) <= 2500 and 777_777 in keep and 123_456 in keep
+
+
+def test_all_points_at_one_x_are_one_bucket():
+    keep = sample(np.zeros(100), np.arange(100, dtype=float), 8)
+    assert len(keep) <= 4 and 0 in keep and 99 in keep  # its min and max, whatever else
+
+
+@pytest.fixture
+def runs(repo):
+    with mlvc.start_run(name="a", repo=repo) as a:
+        for i in range(5000):
+            a.log_metric("loss", 1 / (i + 1), step=i, timestamp=1_700_000_000 + i)
+        a.log_metric("acc", math.nan, step=0, timestamp=1_700_000_000)
+        a.log_metric("acc", math.inf, step=1, timestamp=1_700_000_001)
+        a.log_metric("acc", 0.5, step=2, timestamp=1_700_000_002)
+    with mlvc.start_run(name="b", repo=repo) as b:
+        for i in range(10):
+            b.log_metric("loss", 2.0 - i / 10, step=i * 10, timestamp=1_700_000_100 + i)
+    return repo
+
+
+def test_series_samples_long_series_and_returns_short_ones_whole(runs):
+    got = runs.series(["a", "b"], ["loss", "acc", "absent"], limit=1000)
+    assert got.keys == ["acc", "loss"]
+    by = {(s.run, s.key): s for s in got.series}
+    a, b = runs.resolve("a").hex, runs.resolve("b").hex
+    assert [(s.run, s.key) for s in got.series] == [(a, "loss"), (a, "acc"), (b, "loss")]
+    loss = by[(a, "loss")]
+    assert loss.total == 5000 and loss.sampled and len(loss.step) <= 1000
+    assert loss.step[0] == 0 and loss.step[-1] == 4999 and loss.value[0] == 1.0
+    assert loss.step == sorted(loss.step) and len(loss.time) == len(loss.value)
+    assert by[(a, "acc")].value == ["nan", "inf", 0.5]  # kept, as mlvc's JSON writes them
+    short = by[(b, "loss")]
+    assert not short.sampled and short.step == list(range(0, 100, 10))
+    assert short.time[0] == 1_700_000_100.0
+
+
+def test_a_window_small_enough_comes_back_at_full_resolution(runs):
+    got = runs.series(["a"], ["loss"], window=(1000, 1500), limit=1000)
+    (s,) = got.series
+    assert not s.sampled and s.total == 501 and s.step == list(range(1000, 1501))
+    wide = runs.series(["a"], ["loss"], window=(0, 4000), limit=1000).series[0]
+    assert wide.sampled and wide.total == 4001 and wide.step[-1] == 4000
+    open_end = runs.series(["a"], ["loss"], window=(4990, math.inf)).series[0]
+    assert open_end.step == list(range(4990, 5000))
+    assert runs.series(["a"], ["loss"], window=(5, 4)).series == []  # holds no point
+
+
+def test_time_axes(runs):
+    wall = runs.series(["b"], ["loss"], x="time", window=(1_700_000_102, 1_700_000_103))
+    assert wall.series[0].step == [20, 30]
+    rel = runs.series(["a"], ["loss"], x="relative", window=(0, 2)).series[0]
+    assert rel.step == [0, 1, 2]  # seconds since the run's first point
+    assert rel.origin == 1_700_000_000.0 and wall.series[0].origin is None
+    assert runs.series(["a"], []).keys == ["acc", "loss"]
+
+
+def test_an_answer_stays_bounded_however_many_series_are_asked(runs):
+    keys = [f"k{i}" for i in range(20)]
+    got = runs.series(["a", "b"], ["loss", *keys[:19]], limit=100_000)
+    assert got.limit == 50_000  # 2,000,000 points over 2 x 20 series
+    assert runs.series(["a"], ["loss"], limit=100_000).limit == 100_000
+
+
+def test_to_dict_is_json(runs):
+    import json
+
+    d = runs.series(["a"], ["acc"], window=(-math.inf, 10)).to_dict()
+    text = json.dumps(d, allow_nan=False)
+    assert '"value":["nan","inf",0.5]' in text.replace(" ", "")
+    assert d["window"] == [None, 10.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"x": "epoch"}, "x: 'epoch' is not one of step, time, relative"),
+        ({"limit": 3}, "limit: 3 is out of range"),
+        ({"window": (math.nan, 1)}, "not NaN"),
+        ({"keys": [f"k{i}" for i in range(21)]}, "at most 100 runs and 20 keys"),
+    ],
+)
+def test_bad_requests_are_refused_naming_the_argument(runs, kwargs, words):
+    args = {"runs": ["a"], "keys": ["loss"], **kwargs}
+    with pytest.raises(UsageError, match=words.replace("(", r"\(")):
+        runs.series(**args)
+
+
+def test_an_unknown_run_is_named(runs):
+    with pytest.raises(UnknownRun, match="nosuch"):
+        runs.series(["nosuch"], ["loss"])
