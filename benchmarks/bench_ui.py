@@ -146,54 +146,74 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="150 x 150 and 10,000 runs")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--keep", help="build the repositories here and keep them")
+    ap.add_argument("--wide", help="RUNS,METRICS of the first-paint repository (0 skips it)")
+    ap.add_argument("--tall", type=int, help="runs of the scrolling repository (0 skips it)")
     args = ap.parse_args()
     os.environ.setdefault("MLVC_INDEX_SYNC", "inline")
     wide = (150, 150) if args.quick else (1500, 1500)
+    if args.wide:
+        wide = tuple(int(x) for x in args.wide.split(","))
     tall = 10_000 if args.quick else 100_000
+    if args.tall is not None:
+        tall = args.tall
     from playwright.sync_api import sync_playwright
-    from uikit import launch_chromium, start_ui_server
+    from uikit import launch_chromium
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-ui-", dir=os.environ.get("TMPDIR")))
     report = []
     with sync_playwright() as p:
         browser = launch_chromium(p)
         root = work / "wide"
-        built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
-        print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
-        server = start_ui_server(root)
-        try:
-            fp = first_paint(browser, server, args.reps)
-        finally:
-            server.stop()
-        med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
-        report.append(
-            f"| first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
-            f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
-            f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
-            f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "
-            f"{args.reps} (all: {', '.join(f'{x:.0f}' for x in fp['table'])}) |"
-        )
+        if wide[0]:
+            report.append(wide_paint(browser, root, wide, args.reps))
         root = work / "tall"
-        built = build(root, tall, 10, 10) if not root.exists() else 0.0
-        print(f"built {tall} runs in {built:.1f} s", file=sys.stderr)
-        server = start_ui_server(root)
-        try:
-            sc = scroll(browser, server)
-        finally:
-            server.stop()
-        tasks = sc["tasks"]
-        report.append(
-            f"| scroll {tall:,} runs top to bottom ({sc['count']}) | longest task "
-            f"{max(tasks, default=0):.0f} ms | {len(tasks)} long tasks (>50 ms), "
-            f"{sum(t > 100 for t in tasks)} over 100 ms; {sc['rows_in_dom']} rows in the DOM | "
-            f"{sc['seconds']:.1f} s for 400 jumps + 300 frames | 1 |"
-        )
+        if tall:
+            report.append(tall_scroll(browser, root, tall))
         browser.close()
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average {' '.join(load)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| measure | mlvc | baseline | ratio | n |")
     print("| --- | --- | --- | --- | --- |")
     print("\n".join(report))
+
+
+def wide_paint(browser, root: Path, wide: tuple[int, int], reps: int) -> str:
+    from uikit import start_ui_server
+
+    built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
+    print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
+    server = start_ui_server(root)
+    try:
+        fp = first_paint(browser, server, reps)
+    finally:
+        server.stop()
+    med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
+    return (
+        f"| first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
+        f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
+        f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
+        f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "
+        f"{reps} (all: {', '.join(f'{x:.0f}' for x in fp['table'])}) |"
+    )
+
+
+def tall_scroll(browser, root: Path, tall: int) -> str:
+    from uikit import start_ui_server
+
+    built = build(root, tall, 10, 10) if not root.exists() else 0.0
+    print(f"built {tall} runs in {built:.1f} s", file=sys.stderr)
+    server = start_ui_server(root)
+    try:
+        sc = scroll(browser, server)
+    finally:
+        server.stop()
+    tasks = sc["tasks"]
+    return (
+        f"| scroll {tall:,} runs top to bottom ({sc['count']}) | longest task "
+        f"{max(tasks, default=0):.0f} ms | {len(tasks)} long tasks (>50 ms), "
+        f"{sum(t > 100 for t in tasks)} over 100 ms; {sc['rows_in_dom']} rows in the DOM | "
+        f"{sc['seconds']:.1f} s for 400 jumps + 300 frames | 1 |"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def test_the_run_page_shows_every_section_and_previews(showcase, page):
     page.wait_for_function(
         "() => { const i = document.querySelector('.preview img'); return i && i.complete && i.naturalWidth === 2; }"
     )
-    page.locator(".model-card").scroll_into_view_if_needed()
+    page.click("button[data-path='artifacts/out/preds.csv']")  # the docs' picture: a table head
+    page.get_by_text("first 50 rows").wait_for()
+    page.locator(".preview table").first.scroll_into_view_if_needed()
     shot(page, "run-page-previews")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "run-page")
