@@ -137,6 +137,20 @@ class UnknownModel(MlvcError):
     http_status = 404
 
 
+class UnknownObject(MlvcError):
+    """A file id prefix that no file of any run or registered model has (``mlvc which``)."""
+
+    exit_code = 4
+    http_status = 404
+
+
+class AmbiguousObject(MlvcError):
+    """A file id prefix that several files share (``mlvc which``)."""
+
+    exit_code = 4
+    http_status = 400
+
+
 # -- damage and danger -----------------------------------------------------------------------
 
 
@@ -322,6 +336,23 @@ class NothingToCompare(MlvcError):
     exit_code = 15
     http_status = 422
     meaning = "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)"
+
+
+class BisectFailed(MlvcError):
+    """``mlvc bisect`` could not name a culprit: a probe failed, or A or B re-ran to a
+    different value of the metric (the runs are not deterministic)."""
+
+    exit_code = 21
+    http_status = 422
+    meaning = "`mlvc bisect`: a probe failed, or A or B did not reproduce their own metric"
+
+
+class ProbeFailed(BisectFailed):
+    """A probe's command exited non-zero or wrote no value of the metric."""
+
+
+class NotDeterministic(BisectFailed):
+    """Re-running A or B unchanged gave another value of the metric."""
 
 
 # -- models ----------------------------------------------------------------------------------

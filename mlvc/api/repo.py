@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
     from ..workspace.statcache import FileHasher
+    from .which import Provenance
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
@@ -379,6 +380,14 @@ class Repo:
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()
+
+    def which(self, target: str | os.PathLike) -> Provenance:
+        """Every run that consumed or produced a file, and the model versions holding it,
+        found by content (``mlvc which``): ``target`` is a path (anywhere) or a file id or
+        unique id prefix."""
+        from .which import which
+
+        return which(self.ctx, str(target))
 
     # -- export (mlvc.maintenance.export, docs/export.md) ----------------------------------
 
