@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..exec.execute import Outcome
     from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
+    from ..reproduce.bisect import Bisection
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
     from ..workspace.statcache import FileHasher
@@ -465,6 +466,23 @@ class Repo:
 
         self.reap()
         return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+
+    def bisect(
+        self,
+        a: str,
+        b: str,
+        metric: str,
+        rtol: float | None = None,
+        jobs: int = 1,
+        echo: Callable[[str], None] = print,
+    ) -> Bisection:
+        """Which changes between runs ``a`` and ``b`` move ``metric`` from a's value to
+        b's (``mlvc bisect``): probes mixing the two are re-run and recorded as runs."""
+        from ..reproduce.bisect import DEFAULT_RTOL, bisect
+
+        self.reap()
+        rtol = DEFAULT_RTOL if rtol is None else rtol
+        return bisect(self.ctx, a, b, metric, rtol=rtol, jobs=jobs, echo=echo)
 
     def lineage(self, spec: str | None = None) -> tuple[dict[str, Node], str | None]:
         """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""

@@ -263,7 +263,7 @@ def _reproduce_in(
     )
     if isinstance(run.params.get(SEED_PARAM), int):
         environ[SEED_ENV] = str(run.params[SEED_PARAM])
-    argv = _relocate(tuple(run.command), ctx.root, dest)
+    argv = relocate(tuple(run.command), ctx.root, dest)
     if env == "recorded":
         python = build_venv(facts, dest / ".venv", oid.short, echo)
         environ["PATH"] = f"{dest / '.venv' / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
@@ -293,7 +293,7 @@ def _workdir(ctx: RepoContext, oid: ObjectId, to) -> tuple[Path, bool]:
     return dest, False
 
 
-def _relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
+def relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
     """Absolute paths into the project (``python /home/me/proj/train.py``) point into the
     checkout instead, so the re-run never reads the project's current files."""
     out = []
@@ -315,7 +315,12 @@ def _checkout_inputs(ctx: RepoContext, run: Run, dest: Path) -> None:
     outputs |= {*ep.get("outputs", ()), *ep.get("metrics", ())}
     if run.artifacts is not None:
         outputs |= {p for p, _ in walk(ctx.store, run.artifacts)}
-    for rel in sorted(outputs):
+    remove_paths(dest, outputs)
+
+
+def remove_paths(dest: Path, rels) -> None:
+    """Remove each of these project-relative paths (file or folder) under ``dest``."""
+    for rel in sorted(rels):
         path = dest / rel
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
