@@ -144,10 +144,9 @@ class UnknownObject(MlvcError):
     http_status = 404
 
 
-class AmbiguousObject(MlvcError):
-    """A file id prefix that several files share (``mlvc which``)."""
+class AmbiguousObject(UnknownObject):
+    """A file id prefix that several files share (``mlvc which``): no one file is named."""
 
-    exit_code = 4
     http_status = 400
 
 

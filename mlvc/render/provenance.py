@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .text import human_size
+from .text import aligned, human_size
 
 if TYPE_CHECKING:
     from ..api.which import Provenance
@@ -24,10 +24,15 @@ def render_provenance(p: Provenance) -> list[str]:
         lines.append(f"first produced by run {_run(first)} as {first['path']}")
     else:
         lines.append("produced by no run: it came from outside (an input only)")
-    for title, rows in (("produced by", p.produced), ("consumed by", p.consumed)):
-        if rows:
-            lines.append(f"{title} {len(rows)} run{'s' if len(rows) != 1 else ''}:")
-            lines += [f"  {_run(r)}  {r['section']:<9} {r['path']}" for r in rows]
+    runs = [("produced", r) for r in p.produced] + [("consumed", r) for r in p.consumed]
+    if runs:
+        n_p, n_c = len(p.produced), len(p.consumed)
+        lines.append(f"produced by {_count(n_p)}, consumed by {_count(n_c)}:")
+        rows = [
+            [r["short"], r["name"], _when(r), role, r["section"], r["path"]] for role, r in runs
+        ]
+        table = aligned(["run", "name", "started", "role", "section", "path"], rows, 80)
+        lines += [f"  {line}" for line in table.splitlines()]
     if p.models:
         lines.append("in registered models:")
         lines += [
@@ -38,7 +43,14 @@ def render_provenance(p: Provenance) -> list[str]:
     return lines
 
 
+def _count(n: int) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
+def _when(r: dict) -> str:
+    return r["started"][:19].replace("T", " ") if r["started"] else ""
+
+
 def _run(r: dict) -> str:
     name = f" ({r['name']})" if r["name"] else ""
-    when = f" {r['started'][:19].replace('T', ' ')}" if r["started"] else ""
-    return f"{r['short']}{name}{when}"
+    return f"{r['short']}{name} {_when(r)}".rstrip()

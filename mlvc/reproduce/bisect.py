@@ -440,9 +440,11 @@ def render_bisection(r: Bisection) -> list[str]:
             "the culprits are what it takes to reach B's value)"
         )
     lines.append(counts)
-    for p in r.probes:
+    values = [f"{r.metric}={p.value:.10g}" for p in r.probes]
+    width = max(map(len, values), default=0)
+    for p, value in zip(r.probes, values, strict=True):
         took = ", ".join(f"{s} {side}" for s, side in r.sections_of(p.from_b).items())
-        lines.append(f"  {p.run_id.short}  {r.metric}={p.value:.10g}  {p.outcome:<7}  {took}")
+        lines.append(f"  {p.run_id.short}  {value:<{width}}  {p.outcome:<7}  {took}")
     return lines
 
 

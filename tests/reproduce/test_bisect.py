@@ -51,21 +51,17 @@ log_every = { type = "int", default = 10 }
 
 
 @pytest.fixture
-def proj(tmp_path, monkeypatch) -> Path:
+def proj(project, monkeypatch) -> Path:
+    """conftest's project (it ends with fsck) made a tiny trainer whose accuracy depends on
+    its code, two data files, two params and the variable $BIAS."""
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("BIAS", raising=False)
-    root = tmp_path / "proj"
-    (root / "data").mkdir(parents=True)
-    (root / "train.py").write_text(TRAIN)
-    (root / "helper.py").write_text("HELP = 1\n")
-    (root / "mlvc.toml").write_text(TOML)
-    (root / "data" / "values.csv").write_text("0.9\n0.98\n")
-    (root / "data" / "flag.txt").write_text("off\n")
-    (root / "data" / "readme.txt").write_text("first\n")
-    monkeypatch.chdir(root)
-    Repo.init(root)
-    yield root
-    assert Repo(root).fsck() == []
+    (project / "train.py").write_text(TRAIN)
+    (project / "helper.py").write_text("HELP = 1\n")
+    (project / "mlvc.toml").write_text(TOML)
+    (project / "data" / "values.csv").write_text("0.9\n0.98\n")
+    (project / "data" / "flag.txt").write_text("off\n")
+    return project
 
 
 def record(repo: Repo, name: str, *params: str) -> str:
