@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,11 +130,19 @@ def _prefix_matches(ctx: RepoContext, prefix: str) -> list[str]:
 def _lookup(ctx: RepoContext, oid_hex: str) -> list[dict]:
     """Every provenance row of one file id: the indexed point lookup."""
     rows = ctx.index.query(
-        "SELECT run_id, run_name, section, role, path, size, created, model_name, "
+        # times as epoch µs: Arrow's timestamp-with-zone conversion would import pandas
+        "SELECT run_id, run_name, section, role, path, size, epoch_us(created) AS us, "
+        "model_name, "
         f"model_version FROM provenance WHERE object_id = '{oid_hex}' "
         "ORDER BY created NULLS LAST, run_id, section, path"
     )
     return rows.to_pylist()
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat()
 
 
 def _shape(
@@ -157,7 +166,7 @@ def _shape(
             "name": r["run_name"] or "",
             "section": r["section"],
             "path": r["path"],
-            "started": r["created"].isoformat() if r["created"] else None,
+            "started": _iso(r["us"]),
         }
         (out.produced if r["role"] == "produced" else out.consumed).append(entry)
     return out

@@ -23,11 +23,11 @@ def render_provenance(p: Provenance) -> list[str]:
     if first:
         lines.append(f"first produced by run {_run(first)} as {first['path']}")
     else:
-        lines.append("produced by no run: it came from outside (an input only)")
+        lines.append("no run produced it: it came from outside the runs")
     runs = [("produced", r) for r in p.produced] + [("consumed", r) for r in p.consumed]
     if runs:
         n_p, n_c = len(p.produced), len(p.consumed)
-        lines.append(f"produced by {_count(n_p)}, consumed by {_count(n_c)}:")
+        lines.append(f"{_count(len(runs))}: {n_p} produced it, {n_c} consumed it")
         rows = [
             [r["short"], r["name"], _when(r), role, r["section"], r["path"]] for role, r in runs
         ]

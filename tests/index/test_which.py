@@ -53,7 +53,7 @@ def test_consumers_producers_paths_and_first_producer(repo, project, cli, tmp_pa
     # the CLI: text and JSON say the same
     text = cli("which", str(outside)).output
     assert f"first produced by run {first[:10]} (maker)" in text and "out/model.bin" in text
-    assert "produced by 2 runs, consumed by 1 run:" in text and "data/copy.bin" in text
+    assert "3 runs: 2 produced it, 1 consumed it" in text and "data/copy.bin" in text
     doc = json.loads(cli("which", str(outside), "--json").output)
     assert doc["id"] == res.object_id and doc["first_producer"]["run"] == first
     assert len(doc["produced"]) == 2 and len(doc["consumed"]) == 1
