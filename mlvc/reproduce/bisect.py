@@ -41,7 +41,19 @@ from ..exec.plan import Echo
 from ..runs.staging import pin
 from ..store.locks import writing
 from ..store.typed import read_run
-from .probe import PROBE_TAG, SECTIONS, Change, Probe, Side, changes, mix, probe_log, run_probe
+from .probe import (
+    PROBE_TAG,
+    SECTIONS,
+    Change,
+    Probe,
+    Side,
+    changes,
+    mix,
+    probe_log,
+    run_probe,
+    templated,
+)
+from .run import PATH_FACTS
 
 if TYPE_CHECKING:
     from ..workspace.context import RepoContext
@@ -49,7 +61,6 @@ if TYPE_CHECKING:
 DEFAULT_RTOL = 1e-6
 A_LIKE, B_LIKE, NEITHER = "A", "B", "neither"
 _HUNK = re.compile(r"^(@@ [^@]* @@)", re.M)
-_PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
 
 
 @dataclass
@@ -216,12 +227,12 @@ def _not_varied(a: Side, b: Side) -> list[str]:
             {
                 **f,
                 "variables": {},
-                "python": {k: v for k, v in f.get("python", {}).items() if k not in _PATH_FACTS},
+                "python": {k: v for k, v in f.get("python", {}).items() if k not in PATH_FACTS},
             }
             for f in (a.facts, b.facts)
         ]
         out += [f"environment {line.strip()}" for line in env_lines(env_diff(*strip))]
-    inputs = {*a.params, *b.params} if a.template and b.template else set()
+    inputs = {*a.params, *b.params} if templated(a, b) else set()
     for key in sorted({*a.run.params, *b.run.params} - inputs):
         old, new = a.run.params.get(key), b.run.params.get(key)
         if old != new:

@@ -112,7 +112,7 @@ def changes(a: Side, b: Side) -> list[Change]:
             ea, eb = old.get(path), new.get(path)
             if ea is None or eb is None or (ea.id, ea.kind) != (eb.id, eb.kind):
                 out.append(Change(section, path, ea, eb))
-    if a.template is not None and b.template is not None:
+    if templated(a, b):
         for key in sorted(a.params.keys() | b.params.keys()):
             if a.params.get(key) != b.params.get(key) or (key in a.params) != (key in b.params):
                 out.append(Change("params", key, a.params.get(key), b.params.get(key)))
@@ -124,6 +124,12 @@ def changes(a: Side, b: Side) -> list[Change]:
         if a.variables.get(name) != b.variables.get(name):
             out.append(Change("env", name, a.variables.get(name), b.variables.get(name)))
     return out
+
+
+def templated(a: Side, b: Side) -> bool:
+    """Whether params can be varied one by one: both runs ran an entry point whose template
+    renders their recorded command lines again (else the command line is one change)."""
+    return all(s.template is not None and render(s.template, s.params) == s.command for s in (a, b))
 
 
 @dataclass
@@ -158,7 +164,7 @@ def mix(ctx: RepoContext, a: Side, b: Side, all_changes: list[Change], from_b) -
         else:
             command = c.b
     trees = {s: build_tree(ctx.store, ctx.root, [], extra=f) for s, f in files.items()}
-    argv = render(template, params) if template is not None else tuple(command)
+    argv = render(template, params) if templated(a, b) else tuple(command)
     key = probe_key(trees["code"], trees["data"], argv, params, variables, a.run.cwd)
     return Probe(frozenset(from_b), trees["code"], trees["data"], argv, params, variables, key)
 

@@ -54,7 +54,7 @@ EXACT, WITHIN, DIFFERENT = "EXACT", "WITHIN TOLERANCE", "DIFFERENT"
 NOTHING = "NOTHING TO COMPARE"
 ENV_MODES = ("current", "recorded")
 # interpreter locations differ between any two virtualenvs and explain no result
-_PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
+PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
 
 
 @dataclass
@@ -203,7 +203,7 @@ def _env_explanation(old: dict, new: dict) -> list[str]:
     if not old or not new:
         return ["(the environment of one of the runs was not captured)"] if old or new else []
     strip = [
-        {**e, "python": {k: v for k, v in e.get("python", {}).items() if k not in _PATH_FACTS}}
+        {**e, "python": {k: v for k, v in e.get("python", {}).items() if k not in PATH_FACTS}}
         for e in (old, new)
     ]
     return [line.strip() for line in env_lines(env_diff(*strip))]

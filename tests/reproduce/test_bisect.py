@@ -283,3 +283,25 @@ def test_what_probes_cannot_vary_is_reported(proj):
     assert any("numpy 1.26.0 → 2.0.1" in line for line in lines)
     assert "param epochs_run 3 → 5 (logged by the script)" in lines
     assert not any("$X" in line or "lr" in line for line in lines)  # varied, or unchanged
+
+
+def test_a_run_without_a_template_is_bisected_by_its_whole_command(proj):
+    repo = Repo(proj)
+    record(repo, "A")  # from the entry point's template
+    argv = ["python", "train.py", "0.5", "lenient"]
+    subprocess.run(argv, cwd=proj, check=True)
+    value = json.loads((proj / "metrics.json").read_text())["accuracy"]
+    (proj / "helper.py").write_text("HELP = 9\n")
+    repo.commit("by hand", name="B", command=argv, metrics={"accuracy": value}, data=["data"])
+    doc = repo.bisect("A", "B", "accuracy", echo=lambda _: None).to_dict()
+    assert doc["culprits"] == [
+        {
+            "section": "command",
+            "key": "argv",
+            "a": ["python", "train.py", "1.0", "lenient", "--log-every", "10"],
+            "b": argv,
+        }
+    ]
+    # `mlvc run` set PYTHONHASHSEED=0 and `mlvc commit` did not: a change, and innocent
+    innocent = [(c["section"], c.get("path") or c.get("key")) for c in doc["not_culprits"]]
+    assert innocent == [("code", "helper.py"), ("env", "PYTHONHASHSEED")]
