@@ -305,3 +305,38 @@ def test_a_run_without_a_template_is_bisected_by_its_whole_command(proj):
     # `mlvc run` set PYTHONHASHSEED=0 and `mlvc commit` did not: a change, and innocent
     innocent = [(c["section"], c.get("path") or c.get("key")) for c in doc["not_culprits"]]
     assert innocent == [("code", "helper.py"), ("env", "PYTHONHASHSEED")]
+
+
+def test_two_bisects_at_once_then_one_killed_and_run_again(proj, monkeypatch):
+    repo = Repo(proj)
+    record(repo, "A")
+    record(repo, "B", *plant_together(proj, monkeypatch))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLVC_INDEX")}
+    cmd = [str(BIN / "mlvc"), "bisect", "A", "B", "--metric", "accuracy", "--json"]
+    procs = [
+        subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    docs = [json.loads(o) for o, _ in outs]
+    assert docs[0]["culprits"] == docs[1]["culprits"] and len(docs[0]["culprits"]) == 2
+    # kill -9 a third bisect (of other runs) as soon as its first probe is recorded
+    record(repo, "C", "scale=0.5")
+    victim = subprocess.Popen(
+        [*cmd[:2], "A", "C", *cmd[4:]], cwd=proj, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in victim.stderr:
+        if "(ran)" in line:
+            victim.kill()
+            break
+    victim.wait()
+    victim.stderr.close()
+    res = repo.bisect("A", "C", "accuracy", echo=lambda _: None).to_dict()
+    assert [c["key"] for c in res["culprits"]] == ["scale"]
+    assert res["reruns"] < len(res["probes"])  # what the killed one recorded is reused
+    live = proj / ".mlvc" / "live"
+    assert not [p for p in live.iterdir() if not p.name.startswith(".pin-")]  # none staged
+    repo.gc()  # the killed process's pins (its probes' trees) go with it
+    assert not list(live.iterdir())
