@@ -139,7 +139,7 @@ def test_the_lookup_is_served_by_the_object_id_index(repo, project):
     assert {"provenance", "files"} <= {v["view_name"] for v in views}
 
 
-@hsettings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=300), name=st.sampled_from(["a b.txt", "ü.bin", "x"]))
 def test_any_content_under_any_name_is_found(project, content, name):
     repo = Repo(project)

@@ -177,6 +177,10 @@ def test_errors_are_one_line(proj, monkeypatch):
         repo.bisect("A", "B", "loss")
     with pytest.raises(UsageError, match="-j 0"):
         repo.bisect("A", "B", "accuracy", jobs=0)
+    with pytest.raises(UsageError, match="--rtol -1"):
+        repo.bisect("A", "B", "accuracy", rtol=-1)
+    with pytest.raises(UsageError, match=r"the same in both runs \(0.94 and 0.47, within rtol 1\)"):
+        repo.bisect("A", "B", "accuracy", rtol=1.0)  # 0.47 is within 100% of 0.94
     r = CliRunner().invoke(main, ["bisect", "A", "B", "--metric", "loss"])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "Traceback" not in r.output
 
@@ -310,23 +314,25 @@ def test_a_run_without_a_template_is_bisected_by_its_whole_command(proj):
 def test_two_bisects_at_once_then_one_killed_and_run_again(proj, monkeypatch):
     repo = Repo(proj)
     record(repo, "A")
-    record(repo, "B", *plant_together(proj, monkeypatch))
+    record(repo, "B", "scale=0.5")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLVC_INDEX")}
-    cmd = [str(BIN / "mlvc"), "bisect", "A", "B", "--metric", "accuracy", "--json"]
-    procs = [
-        subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
+
+    def bisect_process(b: str, **kw) -> subprocess.Popen:
+        cmd = [str(BIN / "mlvc"), "bisect", "A", b, "--metric", "accuracy", "--json"]
+        return subprocess.Popen(cmd, cwd=proj, env=env, text=True, stderr=subprocess.PIPE, **kw)
+
+    procs = [bisect_process("B", stdout=subprocess.PIPE) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     docs = [json.loads(o) for o, _ in outs]
-    assert docs[0]["culprits"] == docs[1]["culprits"] and len(docs[0]["culprits"]) == 2
-    # kill -9 a third bisect (of other runs) as soon as its first probe is recorded
-    record(repo, "C", "scale=0.5")
-    victim = subprocess.Popen(
-        [*cmd[:2], "A", "C", *cmd[4:]], cwd=proj, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    assert (
+        docs[0]["culprits"]
+        == docs[1]["culprits"]
+        == [{"section": "params", "key": "scale", "a": 1.0, "b": 0.5}]
+    )
+    # kill -9 a bisect of other runs as soon as its first probe is recorded
+    record(repo, "C", *plant_together(proj, monkeypatch))
+    victim = bisect_process("C", stdout=subprocess.DEVNULL)
     for line in victim.stderr:
         if "(ran)" in line:
             victim.kill()
@@ -334,7 +340,7 @@ def test_two_bisects_at_once_then_one_killed_and_run_again(proj, monkeypatch):
     victim.wait()
     victim.stderr.close()
     res = repo.bisect("A", "C", "accuracy", echo=lambda _: None).to_dict()
-    assert [c["key"] for c in res["culprits"]] == ["scale"]
+    assert [c.get("path") or c.get("key") for c in res["culprits"]] == ["data/flag.txt", "mode"]
     assert res["reruns"] < len(res["probes"])  # what the killed one recorded is reused
     live = proj / ".mlvc" / "live"
     assert not [p for p in live.iterdir() if not p.name.startswith(".pin-")]  # none staged
