@@ -149,6 +149,19 @@ class UnknownModel(MlvcError):
     http_status = 404
 
 
+class UnknownObject(MlvcError):
+    """A file id prefix that no file of any run or registered model has (``mlvc which``)."""
+
+    exit_code = 4
+    http_status = 404
+
+
+class AmbiguousObject(UnknownObject):
+    """A file id prefix that several files share (``mlvc which``): no one file is named."""
+
+    http_status = 400
+
+
 # -- damage and danger -----------------------------------------------------------------------
 
 
@@ -336,6 +349,23 @@ class NothingToCompare(MlvcError):
     meaning = "`mlvc reproduce`: NOTHING TO COMPARE (the run has no outputs and no metrics)"
 
 
+class BisectFailed(MlvcError):
+    """``mlvc bisect`` could not name a culprit: a probe failed, or A or B re-ran to a
+    different value of the metric (the runs are not deterministic)."""
+
+    exit_code = 22
+    http_status = 422
+    meaning = "`mlvc bisect`: a probe failed, or A or B did not reproduce their own metric"
+
+
+class ProbeFailed(BisectFailed):
+    """A probe's command exited non-zero or wrote no value of the metric."""
+
+
+class NotDeterministic(BisectFailed):
+    """Re-running A or B unchanged gave another value of the metric."""
+
+
 # -- models ----------------------------------------------------------------------------------
 
 
@@ -467,7 +497,12 @@ def error_classes() -> list[type[MlvcError]]:
 
 
 def _exit_codes() -> dict[int, str]:
-    owners = {c.exit_code: c.meaning for c in error_classes() if "meaning" in vars(c)}
+    owners: dict[int, str] = {}
+    for c in error_classes():
+        if "meaning" in vars(c):
+            if c.exit_code in owners:  # two owners of one code: a merge or a slip, never meant
+                raise AssertionError(f"exit code {c.exit_code} has two owners ({c.__name__})")
+            owners[c.exit_code] = c.meaning
     return {0: "success", **dict(sorted(owners.items())), 130: "interrupted (Ctrl-C)"}
 
 

@@ -124,3 +124,12 @@ def test_command_modules_import_only_the_common_module_of_the_shell():
     for module in commands:
         shell = {m for m in graph.find_modules_directly_imported_by(module) if "mlvc.cli" in m}
         assert shell <= {"mlvc.cli._common"}, (module, shell)
+
+
+def test_every_exit_code_has_one_owner():
+    # two branches once both took exit code 21; the table kept one meaning and lost the other
+    from mlvc.errors import _exit_codes, error_classes
+
+    owned = [c.exit_code for c in error_classes() if "meaning" in vars(c)]
+    assert len(owned) == len(set(owned))
+    assert set(owned) <= set(_exit_codes())

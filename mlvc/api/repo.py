@@ -51,9 +51,11 @@ if TYPE_CHECKING:
     from ..index.series import SeriesSet
     from ..maintenance.export import ExportReport
     from ..maintenance.gc import GcReport
+    from ..reproduce.bisect import Bisection
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
     from ..workspace.statcache import FileHasher
+    from .which import Provenance
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
@@ -445,6 +447,14 @@ class Repo:
     def rebuild_index(self) -> int:
         return self.index.rebuild()
 
+    def which(self, target: str | os.PathLike) -> Provenance:
+        """Every run that consumed or produced a file, and the model versions holding it,
+        found by content (``mlvc which``): ``target`` is a path (anywhere) or a file id or
+        unique id prefix."""
+        from .which import which
+
+        return which(self.ctx, str(target))
+
     # -- export (mlvc.maintenance.export, docs/export.md) ----------------------------------
 
     def export_parquet(self, dest: str) -> ExportReport:
@@ -532,6 +542,23 @@ class Repo:
 
         self.reap()
         return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+
+    def bisect(
+        self,
+        a: str,
+        b: str,
+        metric: str,
+        rtol: float | None = None,
+        jobs: int = 1,
+        echo: Callable[[str], None] = print,
+    ) -> Bisection:
+        """Which changes between runs ``a`` and ``b`` move ``metric`` from a's value to
+        b's (``mlvc bisect``): probes mixing the two are re-run and recorded as runs."""
+        from ..reproduce.bisect import DEFAULT_RTOL, bisect
+
+        self.reap()
+        rtol = DEFAULT_RTOL if rtol is None else rtol
+        return bisect(self.ctx, a, b, metric, rtol=rtol, jobs=jobs, echo=echo)
 
     def lineage(self, spec: str | None = None) -> tuple[dict[str, Node], str | None]:
         """Runs with their children and reproductions (``mlvc lineage``): (nodes, focus)."""

@@ -1,4 +1,5 @@
-"""The commands that run things: ``mlvc run``, ``mlvc reproduce`` and ``mlvc lineage``."""
+"""The commands that run things: ``mlvc run``, ``mlvc reproduce``, ``mlvc lineage`` and
+``mlvc bisect``."""
 
 from __future__ import annotations
 
@@ -167,4 +168,41 @@ def _echo_lineage(r, nodes: dict, focus: str | None) -> None:
         echo(line)
 
 
-COMMANDS = (run, reproduce, lineage)
+@click.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--metric", "-M", "metric", required=True, help="The metric that moved.")
+@click.option(
+    "--rtol",
+    type=float,
+    default=None,
+    help="Relative tolerance: a probe within it of A's (B's) value is A-like (B-like) "
+    "[default: 1e-6].",
+)
+@click.option("-j", "--jobs", default=1, show_default=True, help="Probes at once.")
+@json_option("the verdict, culprits and probes")
+def bisect(a: str, b: str, metric: str, rtol: float | None, jobs: int) -> None:
+    """Find which change between runs A and B moved a metric.
+
+    Re-runs probes that take some of the changes between A and B (code and data files,
+    entry point params, captured environment variables) from B and the rest from A,
+    narrowing by section, then by file or key, with delta debugging, to the smallest set of
+    changes that moves the metric from A's value to B's. A and B are re-run first and must
+    reproduce their own value. Each probe is recorded as a run with A and B as parents
+    (see `mlvc lineage`); a probe with the same inputs is reused, not run again. The
+    Python environment (interpreter, packages) is not varied: probes run in this one.
+
+    Example: mlvc bisect baseline candidate --metric accuracy -j 2
+    """
+    res = open_repo().bisect(a, b, metric, rtol=rtol, jobs=jobs, echo=_status)
+    emit(res, _echo_bisection)
+
+
+def _echo_bisection(res) -> None:
+    from ..reproduce.bisect import render_bisection
+
+    for line in render_bisection(res):
+        echo(line)
+
+
+COMMANDS = (run, reproduce, lineage, bisect)

@@ -1,11 +1,11 @@
-"""The commands over the run index: ``mlvc query`` and ``mlvc index rebuild``."""
+"""The commands over the run index: ``mlvc query``, ``mlvc index rebuild`` and ``mlvc which``."""
 
 from __future__ import annotations
 
 import click
 
 from ..render.text import FORMATS, echo
-from ._common import open_reader, open_repo
+from ._common import emit, json_option, open_reader, open_repo
 
 
 @click.command()
@@ -76,4 +76,28 @@ def index_rebuild() -> None:
     echo(f"index rebuilt: {n} runs")
 
 
-COMMANDS = (query, index)
+@click.command()
+@click.argument("target", metavar="PATH|HASH")
+@json_option("what was found")
+def which(target: str) -> None:
+    """Which runs consumed or produced this exact file, found by its content.
+
+    PATH is hashed (BLAKE3, as `b3sum` prints it; the file may lie outside the
+    repository); HASH is a file id or a unique prefix of one (at least 4 hex digits). Lists
+    every run that had the file as code or data (consumed) or as an artifact, output or
+    model file (produced), with the path it had there, the first producer, and the
+    registered model versions that contain it.
+
+    Example: mlvc which ~/Downloads/model.pkl
+    """
+    emit(open_repo().which(target), _echo_which)
+
+
+def _echo_which(res) -> None:
+    from ..render.provenance import render_provenance
+
+    for line in render_provenance(res):
+        echo(line)
+
+
+COMMANDS = (query, index, which)

@@ -168,7 +168,10 @@ def _spawn(
         prefix = f"[{launch.label}] ".encode() if launch.label else b""
         pumps = [
             threading.Thread(target=_pump, args=(src, dst, log, lock, prefix), daemon=True)
-            for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
+            for src, dst in (
+                (proc.stdout, sys.stdout if launch.show_output else None),
+                (proc.stderr, sys.stderr if launch.show_output else None),
+            )
         ]
         for t in pumps:
             t.start()
@@ -204,12 +207,14 @@ def _pump(src, dst, log, lock: threading.Lock, prefix: bytes) -> None:
             break
         with lock:
             log.write(chunk)
+            if dst is None:
+                continue
             if prefix:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 chunk = b"".join(prefix + ln + b"\n" for ln in lines)
             _write(dst, out, chunk)
-    if prefix and pending:
+    if prefix and pending and dst is not None:
         with lock:
             _write(dst, out, prefix + pending + b"\n")
 

@@ -51,6 +51,7 @@ class Launch:
     python_wanted: str = ""  # [environment] python
     docker_image: str = ""  # MLproject docker_env: not used, said so before the run
     log_name: str = ""
+    show_output: bool = True  # False: the command's output goes to its log only (bisect probes)
 
 
 def parse_given(tokens: Iterable[str], what: str = "-P") -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The model registry's tables: ``model_versions``, ``model_aliases`` and ``model_alias_log``.
+"""The model registry's tables: ``model_versions``, ``model_aliases``, ``model_alias_log`` and
+``model_files`` (every file of each registered model tree, for the ``provenance`` view).
 
 The registry is refs (mlvc.refs.registry); these rows derive from them, and from each model
 tree's manifest (its flavor and readable signature). They are rewritten whole whenever the
@@ -12,7 +13,7 @@ import json
 from ..core.ids import ObjectId
 from ..errors import MlvcError
 from ..refs import registry
-from ..store.typed import lookup
+from ..store.typed import lookup, walk
 from .schema import arrow_schema, insert
 
 
@@ -35,6 +36,7 @@ def rows(refs, store) -> dict[str, list[tuple]]:
         "model_versions": [],
         "model_aliases": [],
         "model_alias_log": [],
+        "model_files": [],
     }
     manifests: dict[ObjectId, tuple] = {}
     for name in registry.names(refs):
@@ -44,6 +46,7 @@ def rows(refs, store) -> dict[str, list[tuple]]:
             info = registry.version_info(refs, name, number, oid, alias_map)
             if oid not in manifests:
                 manifests[oid] = _summary(store, oid)
+                out["model_files"] += _files(store, oid)
             flavor, flavor_names, signature = manifests[oid]
             out["model_versions"].append((
                 name, number, oid.hex, info.run_id, info.source, flavor, flavor_names,
@@ -62,6 +65,15 @@ def rows(refs, store) -> dict[str, list[tuple]]:
                 (name, e["alias"], e["action"], e["version"], e["previous"], e["by"], _us(e["at"]))
             )
     return out
+
+
+def _files(store, tree: ObjectId) -> list[tuple]:
+    """(model id, path, file id, size, kind) of every file in a model tree; none if unreadable
+    (the version's row still says where it points)."""
+    try:
+        return [(tree.hex, p, e.id.hex, e.size, e.kind) for p, e in walk(store, tree)]
+    except MlvcError:
+        return []
 
 
 def _us(seconds) -> int | None:

@@ -7,7 +7,8 @@ migrated: it is a cache of objects and refs.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id; 5: events
+SCHEMA_VERSION = 6  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
+# 5: events; 6: model_files, the provenance view and the index on tree_files.object_id
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -40,12 +41,31 @@ CREATE TABLE model_alias_log (name VARCHAR, alias VARCHAR, action VARCHAR, versi
     previous INTEGER, changed_by VARCHAR, changed_at TIMESTAMPTZ);
 CREATE TABLE events (id VARCHAR PRIMARY KEY, type VARCHAR, timestamp TIMESTAMPTZ,
     run_id VARCHAR, name VARCHAR, data VARCHAR);
+CREATE TABLE model_files (model_id VARCHAR, path VARCHAR, object_id VARCHAR, size BIGINT,
+    kind VARCHAR);
+-- `mlvc which` looks files up by content: one ART probe instead of a scan of every file row
+CREATE INDEX tree_files_object_id ON tree_files (object_id);
 CREATE VIEW files AS
     SELECT s.run_id, s.section, t.path, t.object_id, t.size, t.kind
     FROM (SELECT id AS run_id, 'code' AS section, code_tree AS tree_id FROM runs
           UNION ALL SELECT id, 'data', data_tree FROM runs
           UNION ALL SELECT id, 'artifacts', artifacts_tree FROM runs) s
     JOIN tree_files t ON t.tree_id = s.tree_id;
+CREATE VIEW provenance AS
+    SELECT t.object_id, s.run_id, s.run_name, s.section,
+           CASE s.section WHEN 'artifacts' THEN 'produced' ELSE 'consumed' END AS role,
+           t.path, t.size, t.kind, s.created, NULL::VARCHAR AS model_name,
+           NULL::INTEGER AS model_version
+    FROM tree_files t
+    JOIN (SELECT id AS run_id, name AS run_name, 'code' AS section, code_tree AS tree_id,
+                 created FROM runs
+          UNION ALL SELECT id, name, 'data', data_tree, created FROM runs
+          UNION ALL SELECT id, name, 'artifacts', artifacts_tree, created FROM runs) s
+      ON s.tree_id = t.tree_id
+    UNION ALL
+    SELECT m.object_id, v.run_id, NULL, 'model', 'registered', m.path, m.size, m.kind,
+           v.registered_at, v.name, v.version
+    FROM model_files m JOIN model_versions v ON v.model_id = m.model_id;
 CREATE VIEW packages AS
     SELECT r.id AS run_id, p.name, p.version
     FROM runs r JOIN env_packages p ON p.env_id = r.env_id;

@@ -55,7 +55,7 @@ EXACT, WITHIN, DIFFERENT = "EXACT", "WITHIN TOLERANCE", "DIFFERENT"
 NOTHING = "NOTHING TO COMPARE"
 ENV_MODES = ("current", "recorded")
 # interpreter locations differ between any two virtualenvs and explain no result
-_PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
+PATH_FACTS = ("executable", "prefix", "base_prefix", "is_venv")
 
 
 @dataclass
@@ -204,7 +204,7 @@ def _env_explanation(old: dict, new: dict) -> list[str]:
     if not old or not new:
         return ["(the environment of one of the runs was not captured)"] if old or new else []
     strip = [
-        {**e, "python": {k: v for k, v in e.get("python", {}).items() if k not in _PATH_FACTS}}
+        {**e, "python": {k: v for k, v in e.get("python", {}).items() if k not in PATH_FACTS}}
         for e in (old, new)
     ]
     return [line.strip() for line in env_lines(env_diff(*strip))]
@@ -266,7 +266,7 @@ def _reproduce_in(
     )
     if isinstance(run.params.get(SEED_PARAM), int):
         environ[SEED_ENV] = str(run.params[SEED_PARAM])
-    argv = _relocate(tuple(run.command), ctx.root, dest)
+    argv = relocate(tuple(run.command), ctx.root, dest)
     if env == "recorded":
         python = build_venv(facts, dest / ".venv", oid.short, echo)
         environ["PATH"] = f"{dest / '.venv' / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
@@ -296,7 +296,7 @@ def _workdir(ctx: RepoContext, oid: ObjectId, to) -> tuple[Path, bool]:
     return dest, False
 
 
-def _relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
+def relocate(argv: tuple[str, ...], root: Path, dest: Path) -> tuple[str, ...]:
     """Absolute paths into the project (``python /home/me/proj/train.py``) point into the
     checkout instead, so the re-run never reads the project's current files."""
     out = []
@@ -318,7 +318,12 @@ def _checkout_inputs(ctx: RepoContext, run: Run, dest: Path) -> None:
     outputs |= {*ep.get("outputs", ()), *ep.get("metrics", ())}
     if run.artifacts is not None:
         outputs |= {p for p, _ in walk(ctx.store, run.artifacts)}
-    for rel in sorted(outputs):
+    remove_paths(dest, outputs)
+
+
+def remove_paths(dest: Path, rels) -> None:
+    """Remove each of these project-relative paths (file or folder) under ``dest``."""
+    for rel in sorted(rels):
         path = dest / rel
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
