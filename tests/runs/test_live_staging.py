@@ -221,3 +221,19 @@ def test_only_staging_spells_the_live_run_format():
             if _FORMAT.search(line):
                 spelled.append(f"{rel}:{n}: {line.strip()}")
     assert spelled == []
+
+
+def test_gc_removes_a_pin_whose_writer_died_before_its_meta(repo, project):
+    # bisect's kill -9 test found one: a process killed between the pin's mkdir and the rename
+    # of its meta.json left `.mlvc/live/.pin-<pid>-<random>/` with a temp file, kept forever
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pin = project / ".mlvc" / "live" / f".pin-{dead.pid}-0badc0de"
+    pin.mkdir(parents=True)
+    (pin / ".meta.json.1234abcd").write_bytes(b'{"pid": ')
+    mine = project / ".mlvc" / "live" / f".pin-{os.getpid()}-0badc0df"
+    mine.mkdir()
+    repo.gc()
+    assert not pin.exists()
+    assert mine.exists()  # a live writer's pin, even one without its meta yet, stays
+    shutil.rmtree(mine)

@@ -85,6 +85,8 @@ def roots(layout: Layout) -> set[ObjectId]:
     out: set[ObjectId] = set()
     for path in folders(layout):
         if not (path / META).is_file():
+            if kind_of(path) == "pin" and not _pin_folder_alive(path.name):
+                shutil.rmtree(path, ignore_errors=True)  # its writer died before naming ids
             continue
         staged = StagedRun.load(path)
         if staged is None:
@@ -108,6 +110,13 @@ def _pin_alive(meta: dict) -> bool:
     if type(pid) is not int:
         return False  # not a pin mlvc wrote
     return pid_alive(pid, meta.get("proc_start") or "")
+
+
+def _pin_folder_alive(name: str) -> bool:
+    """Whether the process named in a pin folder's name (``.pin-<pid>-<random>``) runs: the
+    test for a pin killed between its mkdir and its meta.json, which names no ids yet."""
+    pid = name[len(PIN) :].split("-", 1)[0]
+    return pid.isdigit() and pid_alive(int(pid), "")
 
 
 def check(layout: Layout, store: ObjectStore) -> list[str]:
