@@ -174,7 +174,7 @@ def test_the_router_logs_in_with_the_form_and_moves_between_pages(ui_server, pag
     page.get_by_text("read-user (read)").wait_for()
     page.click("#nav a[data-page=events]")
     page.get_by_role("heading", name="Events").wait_for()
-    page.get_by_text("Events are not yet available on this server.").wait_for()
+    page.wait_for_selector("#events tr[data-type='commit.created']")
     page.go_back()
     page.wait_for_url("**/models")
     assert page.errors == []
