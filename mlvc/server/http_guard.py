@@ -15,7 +15,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .limits import Limits
 
-_CLOSING = b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+# answered in the API's error shape, so a client (or a fuzzer) reads it like any other refusal
+_CLOSING = (
+    b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+    b"connection: close\r\n\r\n%s"
+)
+_CODES = {408: b"TEMPORARILY_UNAVAILABLE", 431: b"REQUEST_LIMIT_EXCEEDED"}
 
 
 @functools.cache
@@ -43,11 +48,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is None and idle and not self.transport.is_closing():
             self._arm()  # bytes of a request whose head is still to come (keep-alive's next)
         waiting = self._head_timer is not None
+        if waiting:  # counted before httptools parses it: a head over the limit never reaches it
+            end = data.find(b"\r\n\r\n")
+            if self._head_bytes + (len(data) if end < 0 else end + 4) > _limits().max_header_bytes:
+                self._refuse(431, b"Request Header Fields Too Large")
+                return
         super().data_received(data)
         if waiting and self._head_timer is not None:  # the head is not complete yet
             self._head_bytes += len(data)
-            if self._head_bytes > _limits().max_header_bytes:
-                self._refuse(431, b"Request Header Fields Too Large")
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -68,5 +76,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: bytes) -> None:
         self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(_CLOSING % (status, reason))
+            body = b'{"error_code": "%s", "message": "%s"}' % (_CODES[status], reason)
+            self.transport.write(_CLOSING % (status, reason, len(body), body))
             self.transport.close()

@@ -64,7 +64,8 @@ def _errors(*codes: int) -> dict:
     words = {400: "Bad request", 401: "No or bad token", 403: "Too little scope",
              404: "Not found", 405: "Refused", 409: "Conflict", 413: "Body too large",
              412: "Precondition failed", 416: "Range not satisfiable",
-             428: "Precondition required", 503: "Busy"}  # fmt: skip
+             428: "Precondition required", 503: "Busy",
+             431: "Request line and headers over the server's limit (64 KiB by default)"}  # fmt: skip
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, words[c]) for c in codes}
 
 
@@ -88,7 +89,7 @@ def _query(name: str, schema: dict, required: bool = False, example=None) -> dic
 
 
 def _op(summary: str, ok: dict, *codes: int, extra: dict | None = None, **more) -> dict:
-    responses = {"200": ok, **(extra or {}), **_errors(401, 403, *codes)}
+    responses = {"200": ok, **(extra or {}), **_errors(401, 403, *codes, 431)}
     return {"summary": summary, "responses": responses, **more}
 
 
