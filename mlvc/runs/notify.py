@@ -3,6 +3,7 @@ their payloads in one place, so every path (CLI, Python API, server, reaper) sen
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..events import emit
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .staging import StagedRun
 
 ENDED = {"finished", "failed", "killed"}
+log = logging.getLogger("mlvc.events")
 
 
 def run_started(ctx: RepoContext, staged: StagedRun) -> None:
@@ -63,3 +65,20 @@ def run_published(ctx: RepoContext, oid: ObjectId, run: Run) -> None:
     emit(ctx, "commit.created", data)
     if run.status in ENDED and "live_key" in data:
         emit(ctx, f"run.{run.status}", data)
+    if "live_key" not in data:  # a snapshot's final metrics meet the alert rules too
+        _watch_snapshot(ctx)
+
+
+def _watch_snapshot(ctx: RepoContext) -> None:
+    """Start the alert watcher for a recorded snapshot when the project has rules (a live
+    run started it when it began). The run is recorded: a bad rule only warns here."""
+    from ..errors import MlvcError
+    from .watch import ensure_watcher, load_config
+
+    try:
+        config = load_config(ctx.layout.root, check_sql=False)
+    except (MlvcError, OSError) as e:
+        log.warning("alert rules not evaluated: %s", e)
+        return
+    if config.rules:
+        ensure_watcher(ctx, config)

@@ -47,6 +47,7 @@ POLL_S = 0.1
 IDLE_S = 5.0
 LOCK = "watcher.lock"
 LOG = "watcher.log"
+CURSOR = "watcher.cursor"  # the last commit.created a watcher read
 
 
 @dataclass
@@ -306,13 +307,18 @@ class Watcher:
         from ..core.events import read_events
 
         if self.cursor is None:
-            self.cursor = _start_cursor()
+            self.cursor = _start_cursor(self.layout)
+        read = False
         for event in read_events(self.layout, self.cursor, ["commit.created"]):
-            self.cursor = event.id
+            self.cursor, read = event.id, True
             key = event.data.get("live_key")
             if key in self.states:  # recorded: its folder goes next (or went)
                 self._finish_one(self.states[key], event)
                 self.done.add(key)
+            elif key not in self.done and self.config.rules:
+                self._finish_unseen(event)  # `mlvc commit --metric`, or a run too quick to see
+        if read:
+            _save_cursor(self.layout, self.cursor)
         gone = [k for k in self.states if k not in seen]
         for key in gone:  # the run left live/ with no commit.created yet: keep a while
             st = self.states.get(key)
@@ -328,9 +334,35 @@ class Watcher:
         except Exception as e:
             self._log(f"could not read the series of run {event.data.get('run_id')}: {e}")
             points = {}
+        self._finish_one_points(st, event, points)
+
+    def _finish_unseen(self, event: Event) -> None:
+        """A run recorded without this watcher seeing it live: its whole series (or, for a
+        snapshot, its final metrics as step 0) evaluated once, under its run id."""
+        from ..store.typed import read_run
+
+        run_id = event.data.get("run_id")
+        if not isinstance(run_id, str):
+            return
+        points: dict[str, list] = {}
+        try:
+            run = read_run(self.ctx.store, ObjectId.parse(run_id))
+            if run.series:
+                points = _series_after(self.ctx.store, run.series, {})
+        except Exception as e:
+            self._log(f"could not read run {run_id}: {e}")
+            return
+        for k, v in run.metrics.items():  # the record's floats (the event's JSON says "nan")
+            if k not in points and isinstance(v, (int, float)) and not isinstance(v, bool):
+                points[k] = [(0, float(v))]
+        if points:
+            st = self._state(run_id)
+            self._finish_one_points(st, event, points)
+
+    def _finish_one_points(self, st: RunState, event: Event, points: dict[str, list]) -> None:
         about = {k: event.data.get(k) for k in ("live_key", "name", "run_id", "experiment_id")}
         about["tags"] = event.data.get("tags") or {}
-        events = self._evaluate(None, st, points, time.time_ns() // 1000, about) if points else []
+        events = self._evaluate(None, st, points, time.time_ns() // 1000, about)
         if events:
             self._commit(st, events)
         self._drop(st.key)
@@ -343,10 +375,23 @@ class Watcher:
         append_log(self.layout.alerts / LOG, text)
 
 
-def _start_cursor() -> str:
+def _start_cursor(layout: Layout) -> str:
+    """Where a new watcher starts reading commit.created: after the last one a watcher read
+    (so a restart evaluates no run twice), and at most two minutes back (recent commits only)."""
     from ..core.events import id_at
 
-    return id_at(time.time_ns() // 1000 - 120_000_000)  # recent commits only
+    recent = id_at(time.time_ns() // 1000 - 120_000_000)
+    try:
+        saved = (layout.alerts / CURSOR).read_text().strip()
+    except OSError:
+        return recent
+    return max(saved, recent) if saved.startswith("evt_") else recent
+
+
+def _save_cursor(layout: Layout, cursor: str) -> None:
+    tmp = layout.alerts / f".{CURSOR}.{secrets.token_hex(4)}"
+    tmp.write_text(cursor)
+    os.replace(tmp, layout.alerts / CURSOR)  # a lost update re-reads two minutes at most
 
 
 def _about(staged: StagedRun) -> dict[str, Any]:

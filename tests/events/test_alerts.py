@@ -268,3 +268,20 @@ def test_compare_against_the_parent_run(project):
     _stop_watcher(project)
     assert fired.data["name"] == "child" and fired.data["step"] == 1
     assert fired.data["reference"] == 0.5 and fired.data["direction"] == "min"
+
+
+def test_a_snapshot_commit_meets_the_rules_once_even_across_watcher_restarts(project):
+    # a plain `mlvc commit --metric loss=nan` had no live run, so no watcher ever saw it
+    _rule_file(project, "loss-nan", "isnan(value)")
+    repo = Repo(project)
+    bad = repo.commit(message="diverged", metrics={"loss": float("nan")}, capture_env=False)
+    [fired] = _wait_for(repo, "alert.fired")
+    assert fired.data["run_id"] == bad.hex and fired.data["rule"] == "loss-nan"
+    assert fired.data["value"] == "nan" and fired.data["step"] == 0
+    _stop_watcher(project)
+    # a new watcher (started by the next snapshot) starts after what the last one read
+    repo.commit(message="fine", metrics={"loss": 0.2}, capture_env=False)
+    again = repo.commit(message="again", metrics={"loss": float("nan")}, capture_env=False)
+    fired = _wait_for(repo, "alert.fired", n=2)
+    _stop_watcher(project)
+    assert [e.data["run_id"] for e in fired] == [bad.hex, again.hex]  # the first not twice
