@@ -20,7 +20,6 @@ recorded): importing again after they end brings them in whole.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -36,6 +35,7 @@ from ...core.objects import FILE, TreeEntry
 from ...core.params import check_key, storable_params, typed_value
 from ...errors import MlvcError, UsageError
 from ...refs.store import check_ref_name
+from ...runs.experiments import EXPERIMENTS, read_blob, write_blob
 from ...runs.finish import series_blob, storable_tags
 from ...runs.record import Inputs, RunSpec, record_runs
 from ...store.locks import writing
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
     from ...workspace.context import RepoContext
 
-EXPERIMENTS = "refs/mlflow/experiments"  # the server's format (mlvc.server.mlflow.store)
 OVERLAYS = "refs/mlflow/runs"
 NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
 BATCH = 200  # runs whose details are read from the source at once
@@ -136,33 +135,13 @@ def _chosen(source: Source, names: list[str]) -> list[Experiment]:
 # -- experiments ---------------------------------------------------------------------------
 
 
-def _read_blob(ctx: RepoContext, ref: str) -> dict | None:
-    oid = ctx.refs.read_or_none(ref)
-    if oid is None:
-        return None
-    try:
-        value = json.loads(ctx.store.read_bytes(oid))
-    except (MlvcError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _write_blob(ctx: RepoContext, ref: str, value: dict, why: str) -> None:
-    data = json.dumps(value, sort_keys=True).encode()
-    with writing(ctx.dir, ctx.store):
-        oid = ctx.store.add_bytes(data)
-        ctx.store.flush()
-        ctx.store.sync()
-        ctx.refs.write(ref, oid, why, ctx.author())
-
-
 def _import_experiments(
     ctx: RepoContext, chosen: list[Experiment], report: ImportReport
 ) -> dict[str, str]:
     """Source experiment id -> the repository's, writing the experiments it lacks."""
     here: dict[str, dict] = {}
     for name in ctx.refs.names(EXPERIMENTS.removeprefix("refs/")):
-        exp = _read_blob(ctx, f"{EXPERIMENTS}/{name}")
+        exp = read_blob(ctx, f"{EXPERIMENTS}/{name}")
         if exp is not None and exp.get("experiment_id") == name:
             here[name] = exp
     by_name = {e["name"]: i for i, e in here.items()}
@@ -186,7 +165,9 @@ def _import_experiments(
         }
         if exp.lifecycle_stage != "active":
             value["stage_ns"] = time.time_ns()
-        _write_blob(ctx, f"{EXPERIMENTS}/{eid}", value, f"import mlflow experiment {exp.name}")
+        write_blob(
+            ctx, f"{EXPERIMENTS}/{eid}", value, ctx.author(), f"import mlflow experiment {exp.name}"
+        )
         here[eid], by_name[exp.name], out[exp.experiment_id] = value, eid, eid
         report.experiments_new += 1
     return out
@@ -219,7 +200,7 @@ def _import_batch(
         record_runs(ctx, items)
     for rid, eid in deleted:
         overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
-        _write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, "import mlflow: deleted")
+        write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, ctx.author(), "import mlflow: deleted")
     report.runs_new += len(items)
     report.points += points
     progress.advance(files=len(items))
@@ -374,7 +355,7 @@ def _import_registry(
             report.notes.append(f"model {model.name[:80]!r} skipped: not a name mlvc takes")
             continue
         have = registry.versions(ctx.refs, model.name)
-        doc = _read_blob(ctx, f"{REGISTERED}/{model.name}") or {
+        doc = read_blob(ctx, f"{REGISTERED}/{model.name}") or {
             "name": model.name, "created_ms": model.creation_time,
             "updated_ms": model.last_updated_time, "description": model.description,
             "tags": dict(model.tags), "versions": {},
@@ -407,7 +388,13 @@ def _import_registry(
             if number in now and alias not in registry.aliases(ctx.refs, model.name):
                 registry.set_alias(ctx.refs, model.name, alias, number, ctx.author())
         if changed:
-            _write_blob(ctx, f"{REGISTERED}/{model.name}", doc, f"import mlflow model {model.name}")
+            write_blob(
+                ctx,
+                f"{REGISTERED}/{model.name}",
+                doc,
+                ctx.author(),
+                f"import mlflow model {model.name}",
+            )
     ctx.index.try_ingest()
 
 
