@@ -15,12 +15,11 @@ mlvc.core.events).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..core.durable import replace_file
 from ..core.events import Event, event_path, follow, is_event_type, type_matches
 from ..core.events import read_events as _read_events
 from ..core.layout import Layout
@@ -95,23 +94,11 @@ def events_enabled(ctx: Any) -> bool:
 def write_event(layout: Layout, event: Event, sync: bool = True) -> None:
     """Write ``event`` into the journal durably; a reader sees all of it or nothing.
     ``sync=False``: the caller syncs the filesystem next (a refs batch)."""
-    from ..refs.store import fsync_dir
-
     layout.events.mkdir(parents=True, exist_ok=True)
     layout.tmp.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp / f"event-{os.getpid()}-{secrets.token_hex(6)}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(event.to_json().encode())
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, event_path(layout, event.id))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync:
-        fsync_dir(layout.events)
+    path = event_path(layout, event.id)
+    data = event.to_json().encode()
+    replace_file(path, data, tmp_dir=layout.tmp, tmp_prefix="event-", sync=sync)
 
 
 def read_events(

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.durable import replace_file
 from ..core.events import type_matches
 from ..core.layout import Layout
 from ..errors import UnknownWebhook, UsageError
@@ -95,22 +96,9 @@ def secret_key(secret: str) -> bytes:
 
 def write_atomic(layout: Layout, path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``path`` whole or not at all: temp file (``mode``), fsync, rename, folder fsync."""
-    from ..refs.store import fsync_dir
-
     path.parent.mkdir(parents=True, exist_ok=True)
     layout.tmp.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp / f"{path.name}-{os.getpid()}-{secrets.token_hex(6)}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    replace_file(path, data, tmp_dir=layout.tmp, tmp_prefix=f"{path.name}-", mode=mode)
 
 
 @contextmanager

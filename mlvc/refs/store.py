@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.durable import fsync_dir  # noqa: F401 (re-exported: refs.store.fsync_dir)
 from ..core.ids import ObjectId
 from ..errors import MlvcError, RefExists, RefLocked, RefMoved, UsageError
 from ..store.odb import sync_filesystem
@@ -67,15 +68,6 @@ def check_ref_name(name: str, what: str = "name") -> str:
 
 SYMBOLIC = "ref: "
 MAX_SYMBOLIC_DEPTH = 5
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_symbolic_target(ref: str, target: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -31,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.crashlog import append_log
+from ..core.durable import replace_file
 from ..core.events import Event
 from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..events import publish
 from ..events.alerts import Rule, RuleState, load_rules, stall_after, step_rule
-from ..refs.store import fsync_dir
 from ..workspace.project import load_project
 from .staging import StagedRun, folders, kind_of
 
@@ -138,16 +137,8 @@ class RunState:
         """Replace the state file. ``sync=False`` when no event was decided: a state lost
         to a power cut then is an older one that every event written so far came after, so
         reading the same points again from it decides nothing already announced."""
-        path = layout.alerts / f"{self.key}.json"
-        tmp = layout.alerts / f".{self.key}.{secrets.token_hex(4)}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, sort_keys=True)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if sync:
-            fsync_dir(layout.alerts)
+        data = json.dumps(self.to_dict(), sort_keys=True).encode()
+        replace_file(layout.alerts / f"{self.key}.json", data, sync=sync)
 
 
 # -- one pass -----------------------------------------------------------------------------
@@ -389,9 +380,8 @@ def _start_cursor(layout: Layout) -> str:
 
 
 def _save_cursor(layout: Layout, cursor: str) -> None:
-    tmp = layout.alerts / f".{CURSOR}.{secrets.token_hex(4)}"
-    tmp.write_text(cursor)
-    os.replace(tmp, layout.alerts / CURSOR)  # a lost update re-reads two minutes at most
+    # unsynced: a lost update re-reads two minutes at most
+    replace_file(layout.alerts / CURSOR, cursor.encode(), sync=False)
 
 
 def _about(staged: StagedRun) -> dict[str, Any]:
