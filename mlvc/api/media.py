@@ -91,7 +91,7 @@ def table_bytes(data: Any) -> bytes:
 
 def read_table(data: bytes, output_format: str = "pandas"):
     """Parquet bytes back as a pandas DataFrame or an Arrow table."""
-    import pyarrow.parquet as pq
+    from ..core.parquet import read_parquet
 
-    table = pq.read_table(io.BytesIO(data))
+    table = read_parquet(data)
     return table.to_pandas() if output_format == "pandas" else table

@@ -403,10 +403,9 @@ def _by_metric(table) -> dict[str, list]:
 
 
 def _series_after(store, series: ObjectId, counts: dict[str, int]) -> dict[str, list]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from ..core.parquet import read_parquet
 
-    points = _by_metric(pq.read_table(pa.BufferReader(store.read_bytes(series))))
+    points = _by_metric(read_parquet(store.read_bytes(series)))
     return {k: p[counts.get(k, 0) :] for k, p in points.items() if len(p) > counts.get(k, 0)}
 
 

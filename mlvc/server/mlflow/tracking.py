@@ -297,12 +297,11 @@ def _recorded_json(store: TrackingStore, rid: str, oid, run) -> dict:
 
 def _read_series(store: TrackingStore, oid):
     """A recorded series blob as (key, step, timestamp µs, value)."""
-    import io
-
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    t = pq.read_table(io.BytesIO(store.ctx.store.read_bytes(oid)))
+    from ...core.parquet import read_parquet
+
+    t = read_parquet(store.ctx.store.read_bytes(oid))
     ts = t["timestamp"]
     if pa.types.is_timestamp(ts.type):
         ts = ts.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
