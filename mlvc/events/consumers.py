@@ -2,27 +2,36 @@
 
 ``emit`` calls ``wake(ctx, event)`` once the event is durable in the journal. Reacting
 belongs here: starting the ``.mlvc/hooks/<event type>`` hook (detached, mlvc.events.hooks),
-and putting the event in the webhook outbox for every endpoint that wants it, then starting
-the detached deliverer unless one runs (mlvc.events.deliver). Rules for what goes here: no
-network I/O and nothing slow in the caller's process (spawn a detached worker instead), and
-nothing that raises for a consumer's own failure (``emit`` logs one as a warning anyway).
+and making sure the webhook deliverer runs when webhooks are configured
+(mlvc.events.deliver). Rules for what goes here: no network I/O and nothing slow in the
+caller's process (spawn a detached worker instead), and nothing that raises for a consumer's
+own failure (``emit`` logs one as a warning anyway).
 
-The cost in the emitting process: a stat of the hook, a read of ``endpoints.json`` when it
-exists, and per matching endpoint one small fsynced file and a non-blocking flock (plus a
-process start when no deliverer runs).
+The webhook side writes nothing: the deliverer reads the event journal from its own durable
+cursor and keeps its outbox itself. What a commit pays for a webhook is a stat of
+``endpoints.json``, an ``open`` and a non-blocking flock of ``deliver.lock``; only when no
+deliverer holds that lock, a read of ``endpoints.json`` (does any endpoint want this event?)
+and a process start. This module imports only what that needs (no http, ssl or the
+deliverer itself).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
-import time
+import os
 from typing import TYPE_CHECKING
+
+from ..core.events import type_matches
 
 if TYPE_CHECKING:
     from ..core.events import Event
+    from ..core.layout import Layout
     from ..workspace.context import RepoContext
 
 log = logging.getLogger("mlvc.events")
+DELIVERER = "mlvc.events.deliver"
 
 
 def wake(ctx: RepoContext, event: Event) -> None:
@@ -36,19 +45,70 @@ def wake(ctx: RepoContext, event: Event) -> None:
     except Exception as e:  # one consumer's failure does not stop the next
         log.warning("the hook of %s (%s) failed to start: %s", event.type, event.id, e)
     if layout.webhook_endpoints.exists():
-        enqueue(ctx, event)
+        ensure_running(layout, event)
 
 
-def enqueue(ctx: RepoContext, event: Event) -> int:
-    """Put ``event`` in the outbox for each endpoint that wants it and make sure a deliverer
-    runs; how many endpoints want it."""
-    from . import deliver, outbox, webhooks
+def ensure_running(layout: Layout, event: Event | None = None) -> bool:
+    """Start a deliverer unless one runs (its lock is held); True if one was started.
 
-    layout = ctx.layout
-    wanted = [e for e in webhooks.load(layout) if e.wants(event.type)]
-    now = time.time()
-    for endpoint in wanted:
-        outbox.enqueue(layout, endpoint, event, now)
-    if wanted:
-        deliver.ensure_running(layout)
-    return len(wanted)
+    With ``event``: start one only if some enabled endpoint wants that event (a running
+    deliverer reads it from the journal anyway). Never blocks: a deliverer about to exit
+    looks at the journal once more after letting go of its lock, so either it sees the
+    event or this sees the lock free.
+    """
+    from ..core.spawn import spawn_detached
+
+    try:
+        fd = os.open(layout.deliver_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        layout.webhooks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(layout.deliver_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # one runs: it reads the journal
+        if event is not None and not wanted(layout, event):
+            return False
+        return spawn_detached(DELIVERER, [str(layout.root), str(fd)], pass_fds=(fd,))
+    finally:
+        os.close(fd)  # the child holds the lock through its own copy
+
+
+def wanted(layout: Layout, event: Event) -> bool:
+    """Whether an enabled endpoint created before ``event`` wants it (endpoints.json read
+    as plain JSON: importing the endpoint module costs more than this check). UsageError if
+    the file is damaged."""
+    us = event.time_us
+    try:
+        return any(
+            e.get("disabled") is None
+            and us >= float(e.get("created") or 0) * 1e6
+            and type_matches(event.type, e.get("events") or None)
+            for e in endpoint_dicts(layout)
+        )
+    except (ValueError, TypeError, AttributeError) as e:
+        raise damaged(layout, e) from None
+
+
+def endpoint_dicts(layout: Layout) -> list[dict]:
+    """The raw endpoint records of ``endpoints.json`` (none if it is absent)."""
+    try:
+        raw = layout.webhook_endpoints.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        found = json.loads(raw)["endpoints"]
+        if not isinstance(found, list):
+            raise TypeError("'endpoints' is not a list")
+        return found
+    except (ValueError, KeyError, TypeError) as e:
+        raise damaged(layout, e) from None
+
+
+def damaged(layout: Layout, e: Exception):
+    from ..errors import UsageError
+
+    return UsageError(
+        f"{layout.webhook_endpoints} is damaged ({e}); remove it and add the webhooks again"
+    )

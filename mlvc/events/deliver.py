@@ -1,16 +1,19 @@
-"""The webhook deliverer: a detached process that empties the outbox, then exits.
+"""The webhook deliverer: a detached process that reads new events from the journal, sends
+them, then exits.
 
-``wake`` (mlvc.events.consumers) puts each new event in the outbox for every endpoint that
-wants it, then starts a deliverer unless one runs: one holds the flock on
-``.mlvc/webhooks/deliver.lock`` for its whole life (handed over as an open descriptor, as the
-index worker's is). It POSTs due messages one by one, each connecting to an address checked
-just before (mlvc.events.addresses), and logs every attempt. A failure puts the whole endpoint
-on hold for a backoff (``BACKOFF``, with ±20% jitter) so a receiver that is down is not
-hammered; ``max_failures`` failures in a row (about 27 hours with the defaults) disable it,
-with a ``webhook.disabled`` event. While retries are pending the deliverer sleeps; with
-nothing left to send it lingers a moment (a burst of events needs one process) and exits.
-Killed, it loses nothing: the messages stay in the outbox for the next one, which the next
-event (or ``mlvc webhook enable|redeliver``) starts.
+A commit (any ``emit``) only makes sure a deliverer runs (mlvc.events.consumers.wake: a
+non-blocking flock of ``.mlvc/webhooks/deliver.lock``, which a deliverer holds for its whole
+life, handed over as an open descriptor as the index worker's is). The deliverer reads the
+event journal from its own durable cursor and puts each new event in the outbox for every
+endpoint that wants it (mlvc.events.intake), then POSTs due messages, each connecting to an
+address checked just before (mlvc.events.addresses), and logs every attempt. A failure puts
+the whole endpoint on hold for a backoff (``BACKOFF``, with ±20% jitter) so a receiver that
+is down is not hammered; ``max_failures`` failures in a row (about 27 hours with the
+defaults) disable it, with a ``webhook.disabled`` event. While retries are pending the
+deliverer sleeps; with nothing left to send it lingers a moment (a burst of events needs one
+process) and exits. Killed, it loses nothing: the messages stay in the outbox and unread
+events in the journal for the next one, which the next event (or ``mlvc webhook
+enable|redeliver``) starts.
 
 Usage (internal): ``python -m mlvc.events.deliver PROJECT_ROOT LOCK_FD``
 """
@@ -41,7 +44,8 @@ from .addresses import check_url
 BACKOFF = (5, 300, 1800, 7200, 18000, 36000, 36000)
 TIMEOUT = 10.0  # seconds for one attempt
 LINGER = 2.0  # seconds with nothing to send before exiting
-POLL = 0.05  # seconds between looks at the outbox while lingering or waiting
+POLL = 0.05  # seconds between looks at the outbox and journal while lingering or waiting
+RESCAN = 1.0  # seconds: the journal is read again even if its folder's mtime did not change
 WORKERS = 4  # endpoints sent to at once (one slow receiver does not hold up the others)
 
 
@@ -248,37 +252,50 @@ def _drain(
 
 
 def _stamp(layout: Layout) -> tuple:
-    """What changes when a message or an endpoint does: the outbox's names and message
-    files' mtimes are not compared (a rewrite within one clock tick would hide), only names
-    and the endpoints file's size and mtime."""
+    """What changes when a message, an endpoint or the journal does: the outbox's names
+    (message files' mtimes are not compared: a rewrite within one clock tick would hide),
+    the endpoints file's size and mtime, and the journal folder's mtime (coarse: ``run``
+    reads the journal every RESCAN seconds anyway)."""
     try:
         names = tuple(sorted(os.listdir(layout.outbox)))
     except FileNotFoundError:
         names = ()
+    return names, _stat(layout.webhook_endpoints), _stat(layout.events)
+
+
+def _stat(path) -> tuple | None:
     try:
-        st = layout.webhook_endpoints.stat()
-        endpoints = (st.st_mtime_ns, st.st_size, st.st_ino)
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size, st.st_ino
     except FileNotFoundError:
-        endpoints = None
-    return names, endpoints
+        return None
 
 
 def run(layout: Layout, fd: int, tuning: Tuning) -> None:
-    """Deliver until nothing is left to send for ``tuning.linger`` seconds. The outbox is
-    read again only when it or the endpoints changed, or a backoff ended."""
+    """Deliver until nothing is left to send for ``tuning.linger`` seconds. The journal and
+    the outbox are read again only when they or the endpoints changed, a backoff ended, or
+    RESCAN seconds passed."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .intake import Intake
+
+    intake = Intake.open(layout)
     seen: tuple | None = None
     next_due: float | None = None
     idle_since: float | None = None
+    read_at = 0.0
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="deliver") as pool:
         while True:
             stamp = _stamp(layout)
-            if stamp != seen or (next_due is not None and time.time() >= next_due):
-                seen = stamp
-                next_due = deliver_due(layout, tuning, pool)
-                continue  # until a look finds nothing new
             now = time.time()
+            due = next_due is not None and now >= next_due
+            if stamp != seen or due or now - read_at >= RESCAN:
+                seen, read_at = stamp, now
+                taken = intake.take()
+                next_due = deliver_due(layout, tuning, pool)
+                if taken or stamp != _stamp(layout):
+                    idle_since = None
+                    continue  # until a look finds nothing new
             if next_due is not None:  # a backoff runs: wait for it (or for news)
                 idle_since = None
                 time.sleep(POLL)
@@ -287,9 +304,9 @@ def run(layout: Layout, fd: int, tuning: Tuning) -> None:
             if now - idle_since < tuning.linger:
                 time.sleep(POLL)
                 continue
-            # exit; but an event enqueued while we held the lock saw it held and started none
+            # exit; but an event emitted while we held the lock saw it held and started none
             fcntl.flock(fd, fcntl.LOCK_UN)
-            if not outbox.has_pending(layout) or _all_held(layout):
+            if not intake.pending() and (not outbox.has_pending(layout) or _all_held(layout)):
                 return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -323,18 +340,9 @@ def redeliver(layout: Layout, msg_id: str) -> outbox.Message:
 
 def ensure_running(layout: Layout) -> bool:
     """Start a deliverer unless one runs (its lock is held); True if one was started."""
-    from ..core.spawn import spawn_detached
+    from .consumers import ensure_running as ensure
 
-    layout.webhooks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.deliver_lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return spawn_detached("mlvc.events.deliver", [str(layout.root), str(fd)], pass_fds=(fd,))
-    finally:
-        os.close(fd)
+    return ensure(layout)
 
 
 def main(root: str, fd: int) -> int:

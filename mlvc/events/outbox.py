@@ -1,9 +1,10 @@
 """The durable outbox of webhook messages, and the log of delivery attempts.
 
 A *message* is one event for one endpoint: ``.mlvc/webhooks/outbox/<message id>.json``
-holding the event itself, the endpoint's id and the attempts made so far. It is written
-(temp file, fsync, rename) when the event is emitted, before the deliverer is woken, and
-removed only once a receiver answered 2xx (or the endpoint was removed), so a deliverer killed
+holding the event itself, the endpoint's id and the attempts made so far. The deliverer
+writes it (temp file, rename, then one filesystem sync with its journal cursor) when it reads
+the event from the journal (mlvc.events.deliver), before its first attempt, and removes it
+only once a receiver answered 2xx (or the endpoint was removed), so a deliverer killed
 at any instant loses nothing: the next one sends it again under the same ``webhook-id``
 (at-least-once). The message id is derived from the event and endpoint ids, so enqueueing
 twice is harmless.
@@ -65,14 +66,18 @@ def path_of(layout: Layout, msg_id: str):
     return layout.outbox / f"{msg_id}{SUFFIX}"
 
 
-def save(layout: Layout, message: Message) -> None:
-    write_atomic(layout, path_of(layout, message.id), json.dumps(message.to_dict()).encode())
+def save(layout: Layout, message: Message, sync: bool = True) -> None:
+    """Write ``message`` whole (``sync=False``: the caller syncs the filesystem next)."""
+    data = json.dumps(message.to_dict()).encode()
+    write_atomic(layout, path_of(layout, message.id), data, sync=sync)
 
 
-def enqueue(layout: Layout, endpoint: Endpoint, event: Event, now: float) -> Message:
-    """Put ``event`` in the outbox for ``endpoint`` (durably)."""
+def enqueue(
+    layout: Layout, endpoint: Endpoint, event: Event, now: float, sync: bool = True
+) -> Message:
+    """Put ``event`` in the outbox for ``endpoint`` (durably, unless ``sync=False``)."""
     message = Message(message_id(event.id, endpoint.id), endpoint.id, event, 0, now)
-    save(layout, message)
+    save(layout, message, sync)
     return message
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.durable import replace_file
-from ..core.events import type_matches
+from ..core.events import Event, type_matches
 from ..core.layout import Layout
 from ..errors import UnknownWebhook, UsageError
 from .addresses import check_url
@@ -55,6 +55,11 @@ class Endpoint:
 
     def wants(self, kind: str) -> bool:
         return self.disabled is None and type_matches(kind, self.events or None)
+
+    def wants_event(self, event: Event) -> bool:
+        """Whether to deliver ``event`` here: enabled, of a wanted type, and made after the
+        endpoint was added (an endpoint never gets the events from before it existed)."""
+        return self.wants(event.type) and event.time_us >= self.created * 1e6
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -94,11 +99,14 @@ def secret_key(secret: str) -> bytes:
 # -- the file -------------------------------------------------------------------------------
 
 
-def write_atomic(layout: Layout, path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` whole or not at all: temp file (``mode``), fsync, rename, folder fsync."""
+def write_atomic(
+    layout: Layout, path: Path, data: bytes, mode: int = 0o644, sync: bool = True
+) -> None:
+    """Write ``path`` whole or not at all: temp file (``mode``), fsync, rename, folder fsync
+    (``sync=False``: no fsyncs, the caller syncs the filesystem next)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     layout.tmp.mkdir(parents=True, exist_ok=True)
-    replace_file(path, data, tmp_dir=layout.tmp, tmp_prefix=f"{path.name}-", mode=mode)
+    replace_file(path, data, tmp_dir=layout.tmp, tmp_prefix=f"{path.name}-", mode=mode, sync=sync)
 
 
 @contextmanager
@@ -111,16 +119,12 @@ def _locked(layout: Layout):
 
 def load(layout: Layout) -> list[Endpoint]:
     """The configured endpoints (none if the file is absent)."""
+    from .consumers import damaged, endpoint_dicts
+
     try:
-        raw = layout.webhook_endpoints.read_bytes()
-    except FileNotFoundError:
-        return []
-    try:
-        return [Endpoint.from_dict(d) for d in json.loads(raw)["endpoints"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(
-            f"{layout.webhook_endpoints} is damaged ({e}); remove it and add the webhooks again"
-        ) from None
+        return [Endpoint.from_dict(d) for d in endpoint_dicts(layout)]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise damaged(layout, e) from None
 
 
 def _save(layout: Layout, endpoints: list[Endpoint]) -> None:

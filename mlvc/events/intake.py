@@ -1,0 +1,126 @@
+"""The deliverer's intake: new events read from the journal, matched to the endpoints, and
+put in the outbox (mlvc.events.outbox), on the deliverer's side, never the committer's.
+
+The event is already durable in the journal when its change is (a commit writes it inside
+its refs batch, one filesystem sync). The deliverer keeps its own durable cursor in
+``.mlvc/webhooks/deliver.cursor``: ``{"cursor": <id>, "seen": [<ids>]}``, every event id
+after ``cursor`` that it has already matched. Writers take an event's id a little before
+they rename its file in, so another process's event may land with an id older than one
+already read: the cursor trails the newest event read by ``LATE_WINDOW_US`` (5 s, as
+``mlvc events --follow``) and ``seen`` holds the ids read inside that window, each matched
+once.
+
+One ``take`` writes the new messages and the cursor without fsyncs, then syncs the
+filesystem once before any of them is sent, which also makes durable the journal entries
+(and the refs written before them) it read: a receiver never hears of a change a power loss
+could still undo. A deliverer killed before that sync matches the same events again (same
+message ids, nothing was sent yet); killed after it, it never matches them again: an event is
+sent twice only when a send was not acknowledged (at-least-once).
+
+Which endpoints get an event: the enabled ones whose type patterns match it, added before
+the event was made (``Endpoint.wants_event``). An endpoint never gets the events from before
+it existed, and a disabled endpoint keeps only what it held when it was disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..core.events import LATE_WINDOW_US, event_ids, id_at, id_time_us, load
+from ..core.layout import Layout
+from . import outbox, webhooks
+
+log = logging.getLogger("mlvc.events")
+CURSOR = "deliver.cursor"
+
+
+def cursor_path(layout: Layout):
+    return layout.webhooks / CURSOR
+
+
+@dataclass
+class Intake:
+    """The journal read from a durable cursor (one per running deliverer)."""
+
+    layout: Layout
+    cursor: str | None = None
+    seen: set[str] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, layout: Layout) -> Intake:
+        """The cursor as the last deliverer left it; a missing or damaged file starts from
+        the oldest endpoint's creation (nothing older is wanted anyway)."""
+        intake = cls(layout)
+        try:
+            saved = json.loads(cursor_path(layout).read_bytes())
+            cursor, seen = saved["cursor"], saved["seen"]
+            if isinstance(cursor, str) and cursor.startswith("evt_") and isinstance(seen, list):
+                intake.cursor, intake.seen = cursor, {s for s in seen if isinstance(s, str)}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("the webhook cursor %s is damaged (%s); reading from the oldest "
+                        "webhook's creation", cursor_path(layout), e)  # fmt: skip
+        return intake
+
+    def _floor(self, endpoints: list[webhooks.Endpoint]) -> str:
+        """Where reading starts: the cursor, but never before the oldest endpoint's creation
+        (less the late window: an event made just before may land after)."""
+        oldest = min((e.created for e in endpoints), default=time.time())
+        start = id_at(max(0, int(oldest * 1e6) - LATE_WINDOW_US))
+        return max(self.cursor, start) if self.cursor else start
+
+    def unread(self, endpoints: list[webhooks.Endpoint] | None = None) -> list[str]:
+        """Ids of the journal's events not matched yet (read-only)."""
+        endpoints = webhooks.load(self.layout) if endpoints is None else endpoints
+        return [i for i in event_ids(self.layout, self._floor(endpoints)) if i not in self.seen]
+
+    def pending(self) -> bool:
+        """Whether an unread event is wanted by an endpoint (read-only: a deliverer about
+        to exit asks this after letting go of its lock)."""
+        endpoints = webhooks.load(self.layout)
+        for event in self._events(self.unread(endpoints)):
+            if any(e.wants_event(event) for e in endpoints):
+                return True
+        return False
+
+    def take(self) -> int:
+        """Match every unread event to the endpoints, put the messages in the outbox and
+        advance the cursor, durably (one filesystem sync); how many messages."""
+        endpoints = webhooks.load(self.layout)
+        ids = self.unread(endpoints)
+        if not ids:
+            return 0
+        now, n = time.time(), 0
+        for event in self._events(ids):
+            for endpoint in endpoints:
+                if endpoint.wants_event(event):
+                    outbox.enqueue(self.layout, endpoint, event, now, sync=False)
+                    n += 1
+        self._advance(ids)
+        from ..store.odb import sync_filesystem
+
+        sync_filesystem(self.layout.dir)
+        return n
+
+    def _events(self, ids: list[str]):
+        for eid in ids:
+            try:
+                yield load(self.layout, eid)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:  # fsck reports it; never retried
+                log.warning("skipping the damaged event %s: %s", eid, e)
+
+    def _advance(self, ids: list[str]) -> None:
+        """Mark ``ids`` read; the cursor trails the newest read by the late window."""
+        self.seen.update(ids)
+        newest = max(id_time_us(i) for i in self.seen)
+        floor = id_at(max(0, newest - LATE_WINDOW_US))
+        self.cursor = max(self.cursor, floor) if self.cursor else floor
+        self.seen = {i for i in self.seen if i > self.cursor}
+        body = json.dumps({"cursor": self.cursor, "seen": sorted(self.seen)}).encode()
+        webhooks.write_atomic(self.layout, cursor_path(self.layout), body, sync=False)
