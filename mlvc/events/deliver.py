@@ -144,12 +144,13 @@ def attempt(
     start = time.time()
     try:
         secret = webhooks.secret_of(layout, endpoint)
+        url = webhooks.url_of(layout, endpoint)
     except UsageError as e:
         status, error = None, str(e)
     else:
         body = payloads.body(event, endpoint.format)
         heads = payloads.headers(secret, msg_id, int(start), body, endpoint.format)
-        status, error = post(endpoint.url, body, heads, endpoint.allow_private, timeout)
+        status, error = post(url, body, heads, endpoint.allow_private, timeout)
     return {
         "at": iso_utc(int(start * 1e6)),
         "message": msg_id,

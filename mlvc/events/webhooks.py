@@ -5,7 +5,10 @@ The endpoints live in ``.mlvc/webhooks/endpoints.json`` (Layout), written whole 
 when it may be tried again, whether it is disabled). Secrets are never written there: an
 endpoint either names the environment variable holding its ``whsec_`` secret
 (``secret_env``), or mlvc generated one and keeps it in ``.mlvc/webhooks/secrets/<id>``
-(mode 0600), shown once when the endpoint is added. The file lets the detached deliverer
+(mode 0600), shown once when the endpoint is added. A Slack incoming-webhook URL is a secret
+itself (whoever has it can post): a ``slack`` endpoint's URL is kept in
+``secrets/<id>.url`` (0600) and ``endpoints.json`` (so ``mlvc webhook list``, events and logs)
+holds it redacted (``https://hooks.slack.com/services/…``). The file lets the detached deliverer
 sign without the secret being in the environment of every process that emits an event;
 the variable suits a secret managed elsewhere (a vault, CI).
 """
@@ -48,6 +51,7 @@ class Endpoint:
     allow_private: bool = False
     max_failures: int = DEFAULT_MAX_FAILURES
     created: float = 0.0
+    url_file: bool = False  # True: ``url`` is redacted, the URL itself is in secrets/<id>.url
     # delivery state, kept by the deliverer
     streak: int = 0  # attempts failed in a row
     retry_at: float = 0.0  # no attempt before this time (backing off)
@@ -227,6 +231,9 @@ def add(
         max_failures=max_failures,
         created=time.time(),
     )
+    if format == "slack":  # the URL is the credential: kept like a secret, shown redacted
+        write_atomic(layout, url_path(layout, endpoint.id), url.encode(), mode=0o600)
+        endpoint = replace(endpoint, url=redact(url), url_file=True)
     secret = None
     if secret_env is None:
         secret = new_secret()
@@ -243,6 +250,7 @@ def remove(layout: Layout, endpoint_id: str) -> Endpoint:
     gone = get(layout, endpoint_id)
     update(layout, lambda eps: [e for e in eps if e.id != endpoint_id])
     secret_path(layout, endpoint_id).unlink(missing_ok=True)
+    url_path(layout, endpoint_id).unlink(missing_ok=True)
     drop_endpoint(layout, endpoint_id)
     return gone
 
@@ -260,6 +268,38 @@ def secret_path(layout: Layout, endpoint_id: str) -> Path:
     if not _ID.fullmatch(endpoint_id):
         raise UnknownWebhook(f"invalid webhook id {endpoint_id!r} (ids look like wh_0123abcd)")
     return layout.webhook_secrets / endpoint_id
+
+
+def url_path(layout: Layout, endpoint_id: str) -> Path:
+    return secret_path(layout, endpoint_id).with_name(f"{endpoint_id}.url")
+
+
+def redact(url: str) -> str:
+    """``url`` with its path past the first segment and its query hidden:
+    ``https://hooks.slack.com/services/…``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    first = parts.path.lstrip("/").split("/", 1)[0]
+    return (
+        f"{parts.scheme}://{parts.netloc}/{first}/…"
+        if first
+        else f"{parts.scheme}://{parts.netloc}/…"
+    )
+
+
+def url_of(layout: Layout, endpoint: Endpoint) -> str:
+    """Where to POST: the URL itself (read from its 0600 file for a ``url_file`` endpoint);
+    UsageError if that file is gone."""
+    if not endpoint.url_file:
+        return endpoint.url
+    try:
+        return url_path(layout, endpoint.id).read_text().strip()
+    except FileNotFoundError:
+        raise UsageError(
+            f"webhook {endpoint.id}: the file {url_path(layout, endpoint.id)} holding its URL is "
+            "gone; remove the webhook and add it again"
+        ) from None
 
 
 def secret_of(layout: Layout, endpoint: Endpoint, environ: dict | None = None) -> str:

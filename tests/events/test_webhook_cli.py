@@ -66,3 +66,32 @@ def test_a_failed_test_exits_non_zero(cli, project):
     assert r.exit_code == 1
     assert "failed: msg_" in r.output and "status 503" in r.output
     assert "the test was not delivered: HTTP 503" in r.output
+
+
+def test_a_slack_url_is_kept_like_a_secret_and_shown_redacted(cli, project, idle_at_end):
+    import stat
+
+    from mlvc.core.layout import Layout
+    from mlvc.events import webhooks
+
+    token = "B0SECRET/XyZ123tokenpart"
+    with Receiver() as rx:
+        url = f"http://127.0.0.1:{rx.port}/services/T0/{token}"
+        r = cli("webhook", "add", url, "--allow-private", "--format", "slack", "--events", "gc.*")
+        wid = r.output.split()[1].rstrip(":")
+        assert token not in r.output and f"127.0.0.1:{rx.port}/services/…" in r.output
+        listed = cli("webhook", "list").output + cli("webhook", "list", "--json").output
+        assert token not in listed and "/services/…" in listed
+        assert cli("webhook", "test", wid).output.startswith("delivered: msg_")
+        cli("gc")
+        got = rx.wait(2)
+        wait_idle(project)
+    assert [g.path for g in got] == [f"/services/T0/{token}"] * 2  # posted to the real URL
+    layout = Layout.of(project)
+    url_file = webhooks.url_path(layout, wid)
+    assert url_file.read_text() == url and stat.S_IMODE(url_file.stat().st_mode) == 0o600
+    for path in layout.dir.rglob("*"):  # endpoints.json, events, the delivery log...
+        if path.is_file() and path != url_file:
+            assert token.encode() not in path.read_bytes(), path
+    cli("webhook", "remove", wid)
+    assert not url_file.exists()
