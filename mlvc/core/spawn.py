@@ -1,10 +1,11 @@
 """Start a detached helper process (``python -m MODULE ARGS...``) that outlives its parent.
 
-Used by the index worker (mlvc.index.worker) and the webhook deliverer
-(mlvc.events.deliver), which leave their failures with mlvc.core.crashlog: both are started by a process that must not wait for them (a commit,
-a training loop), so the child gets its own session, no terminal, and only the descriptors
-it is handed (an fd holding a flock: the lock belongs to the open file description, so it
-stays held by the child after the parent closes its copy).
+Used by the index worker (mlvc.index.worker), the webhook deliverer (mlvc.events.deliver) and
+the alert watcher (mlvc.runs.watch), which leave their failures with mlvc.core.crashlog: all
+are started by a process that must not wait for them (a commit, a training loop), so the
+child gets its own session, no terminal, and only the descriptors it is handed (an fd
+holding a flock: the lock belongs to the open file description, so it stays held by the
+child after the parent closes its copy).
 """
 
 from __future__ import annotations

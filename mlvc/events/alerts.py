@@ -193,7 +193,9 @@ def connect():
 
 
 def check_when(rule: Rule, source: str = "mlvc.toml", con=None) -> None:
-    """Refuse a ``when`` that is not one read-only boolean expression over value and step."""
+    """Refuse a ``when`` that is not one read-only boolean expression over value and step;
+    the error names the rule's own expression and one reason (DuckDB's text rewritten: it
+    speaks of the query the expression is wrapped in)."""
     if not rule.when:
         return
     import duckdb
@@ -201,25 +203,38 @@ def check_when(rule: Rule, source: str = "mlvc.toml", con=None) -> None:
     from ..index.user_sql import check_read_only, first_line
 
     where = f"{source}: alert rule {rule.name!r}: when {rule.when!r}"
-    sql = _sql(rule, "SELECT 1::BIGINT AS seq, 0::BIGINT AS step, 0.5::DOUBLE AS value")
-    try:
-        check_read_only(sql)
-        if len(duckdb.extract_statements(sql)) != 1:
-            raise UsageError("it must be one expression")
-    except (MlvcError, duckdb.Error) as e:
-        msg = e.message if isinstance(e, MlvcError) else first_line(e)
-        raise UsageError(f"{where}: {msg}") from None
+    points = "SELECT 1::BIGINT AS seq, 0::BIGINT AS step, 0.5::DOUBLE AS value"
     own = con is None
     con = con or connect()
     try:
-        types = [d[1] for d in con.execute(sql).description]
+        check_read_only(f"SELECT {rule.when}")
+        if len(duckdb.extract_statements(f"SELECT {rule.when}")) != 1:
+            raise UsageError("it must be one expression (no ';')")
+        con.execute(f"SELECT ({rule.when}) AS hit FROM ({points}) AS points")  # its own errors
+        types = [d[1] for d in con.execute(_sql(rule, points)).description]
+    except MlvcError as e:
+        raise UsageError(f"{where}: {_reason(e.message)}") from None
     except duckdb.Error as e:
-        raise UsageError(f"{where}: {first_line(e)}") from None
+        raise UsageError(f"{where}: {_reason(first_line(e))}") from None
     finally:
         if own:
             con.close()
     if str(types[-1]).upper() != "BOOLEAN":
         raise UsageError(f"{where}: it is {types[-1]}, not a true/false condition")
+
+
+def _reason(error: str) -> str:
+    """One line saying what is wrong with a rule's expression, from DuckDB's error."""
+    msg = re.sub(r"^[A-Za-z ]*Error: ", "", error.strip())
+    column = re.search(r'Referenced column "([^"]+)" not found', msg)
+    if column:
+        return f'unknown name "{column.group(1)}": a rule sees value and step'
+    if "GROUP BY" in msg or "aggregate" in msg.lower():
+        return (
+            "aggregate functions are not allowed in when; to look at several points use "
+            f"window = k with agg = one of {', '.join(AGGS)}"
+        )
+    return msg.split("! Candidate bindings")[0].rstrip("!")
 
 
 def _sql(rule: Rule, source: str) -> str:

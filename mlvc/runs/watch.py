@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -82,18 +81,9 @@ def ensure_watcher(ctx: RepoContext, config: WatchConfig | None = None) -> bool:
         return False  # one is watching
     finally:
         os.close(fd)
-    try:
-        subprocess.Popen(
-            [sys.executable, "-m", "mlvc.runs.watch", str(ctx.layout.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-        return True
-    except OSError:
-        return False
+    from ..core.spawn import spawn_detached
+
+    return spawn_detached("mlvc.runs.watch", [str(ctx.layout.root)])
 
 
 def _lock_path(layout: Layout) -> Path:

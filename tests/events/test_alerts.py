@@ -52,6 +52,26 @@ def test_a_bad_rule_is_refused_in_one_line_naming_it(body, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "when, reason",
+    [
+        ("value >", 'syntax error at or near ">"'),
+        ("isnan(value", 'syntax error at or near "value"'),
+        ("foo > 1", 'unknown name "foo": a rule sees value and step'),
+        ("sum(value) > 1", "aggregate functions are not allowed in when"),
+        ("value > 1; DROP TABLE runs", "DROP statements are refused"),
+    ],
+)
+def test_a_bad_when_shows_the_expression_and_why_not_the_wrapped_query(when, reason):
+    with pytest.raises(UsageError) as e:
+        rules(f'[[alerts]]\nname = "x"\nmetric = "loss"\nwhen = "{when}"')
+    text = str(e.value)
+    assert text.startswith(f"mlvc.toml: alert rule 'x': when {when!r}: ")
+    assert reason in text and "\n" not in text
+    for internal in ("seq", "AS hit", "Candidate bindings", "GROUP BY", "Error:", "FROM clause"):
+        assert internal not in text
+
+
 def test_a_rule_defined_twice_is_refused():
     with pytest.raises(UsageError, match="'a' is defined twice"):
         rules('[[alerts]]\nname="a"\nmetric="m"\nwhen="true"\n' * 2)
