@@ -167,25 +167,29 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _stop_deliverer(root: Path) -> None:
-    """End a lingering deliverer (the warm case's: the one holding the lock) and wait."""
+def _stop_deliverer(root: Path, timeout: float = 30) -> None:
+    """End a lingering deliverer (the warm case's: the one holding the lock) and wait.
+    A deliverer just started holds the lock before it has written its pid: try again."""
     import fcntl
     import signal
 
     from mlvc.core.layout import Layout
 
     path = Layout.of(root).deliver_lock
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return  # none runs
-        except BlockingIOError:
-            pid = f.read().strip()
-    if pid.isdigit():
-        os.kill(int(pid), signal.SIGTERM)
-    wait_idle(root)
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # none runs
+            except BlockingIOError:
+                pid = f.read().strip()
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
 
 
 def latency(tmp: Path, rx: Receiver, n: int, gap: float, linger: str) -> list[float]:

@@ -7,11 +7,12 @@ and making sure the webhook deliverer runs when webhooks are configured
 caller's process (spawn a detached worker instead), and nothing that raises for a consumer's
 own failure (``emit`` logs one as a warning anyway).
 
-The webhook side writes nothing: the deliverer reads the event journal from its own durable
-cursor and keeps its outbox itself. What a commit pays for a webhook is a stat of
-``endpoints.json``, an ``open`` and a non-blocking flock of ``deliver.lock``; only when no
-deliverer holds that lock, a read of ``endpoints.json`` (does any endpoint want this event?)
-and a process start. This module imports only what that needs (no http, ssl or the
+The webhook side writes nothing durable: the deliverer reads the event journal from its own
+durable cursor and keeps its outbox itself. What a commit pays for a webhook is a stat of
+``endpoints.json``, an ``open`` and a non-blocking flock of ``deliver.lock``, and, when a
+deliverer holds it, one byte appended (no fsync) to ``.mlvc/webhooks/wake`` to wake it; only
+when none does, a read of ``endpoints.json`` (does any endpoint want this event?) and a
+process start. This module imports only what that needs (no http, ssl or the
 deliverer itself).
 """
 
@@ -67,12 +68,37 @@ def ensure_running(layout: Layout, event: Event | None = None) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # one runs: it reads the journal
+            poke(layout)  # one runs: tell it to read the journal now
+            return False
         if event is not None and not wanted(layout, event):
             return False
         return spawn_detached(DELIVERER, [str(layout.root), str(fd)], pass_fds=(fd,))
     finally:
         os.close(fd)  # the child holds the lock through its own copy
+
+
+WAKE = "wake"  # .mlvc/webhooks/wake: a byte appended per event for a running deliverer
+WAKE_MAX = 4096  # bytes; the deliverer empties it past this
+
+
+def wake_path(layout: Layout):
+    return layout.webhooks / WAKE
+
+
+def poke(layout: Layout) -> None:
+    """Tell a running deliverer that an event is durable: one byte appended to the wake file
+    (no fsync; the deliverer watches its size). It reads the journal when poked, not when
+    an event's file appears, so its I/O does not run during the emitter's own sync."""
+    try:
+        fd = os.open(wake_path(layout), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return  # it reads the journal every second anyway
+    try:
+        os.write(fd, b".")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def wanted(layout: Layout, event: Event) -> bool:

@@ -38,6 +38,7 @@ from ..core.layout import Layout
 from ..errors import UsageError
 from . import outbox, payloads, webhooks
 from .addresses import check_url
+from .consumers import WAKE_MAX, wake_path
 
 # seconds on hold after the 1st, 2nd... straight failure: the Standard Webhooks reference
 # schedule (Svix); after the last, the last again
@@ -255,13 +256,18 @@ def _drain(
 def _stamp(layout: Layout) -> tuple:
     """What changes when a message, an endpoint or the journal does: the outbox's names
     (message files' mtimes are not compared: a rewrite within one clock tick would hide),
-    the endpoints file's size and mtime, and the journal folder's mtime (coarse: ``run``
-    reads the journal every RESCAN seconds anyway)."""
+    the endpoints file's size and mtime, and the wake file's size (an emitter appends a byte
+    once its event is durable: mlvc.events.consumers.poke). Not the journal folder: an
+    event's file appears before its emitter's sync, which reading then would slow down;
+    ``run`` reads the journal every RESCAN seconds anyway."""
     try:
         names = tuple(sorted(os.listdir(layout.outbox)))
     except FileNotFoundError:
         names = ()
-    return names, _stat(layout.webhook_endpoints), _stat(layout.events)
+    wake = _stat(wake_path(layout))
+    if wake is not None and wake[1] > WAKE_MAX:
+        os.truncate(wake_path(layout), 0)  # a poke meanwhile still changes the size
+    return names, _stat(layout.webhook_endpoints), wake
 
 
 def _stat(path) -> tuple | None:

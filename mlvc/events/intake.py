@@ -10,12 +10,12 @@ already read: the cursor trails the newest event read by ``LATE_WINDOW_US`` (5 s
 ``mlvc events --follow``) and ``seen`` holds the ids read inside that window, each matched
 once.
 
-One ``take`` writes the new messages and the cursor without fsyncs, then syncs the
-filesystem once before any of them is sent, which also makes durable the journal entries
-(and the refs written before them) it read: a receiver never hears of a change a power loss
-could still undo. A deliverer killed before that sync matches the same events again (same
-message ids, nothing was sent yet); killed after it, it never matches them again: an event is
-sent twice only when a send was not acknowledged (at-least-once).
+One ``take`` fsyncs the journal entries it read (their emitter's own sync may still be
+running: a receiver never hears of a change a power loss could undo), writes the new
+messages and fsyncs them, then writes the cursor durably, before any message is sent. A
+deliverer killed before the cursor is written matches the same events again (same message
+ids, nothing was sent yet); killed after, it never matches them again: an event is sent twice
+only when a send was not acknowledged (at-least-once).
 
 Which endpoints get an event: the enabled ones whose type patterns match it, added before
 the event was made (``Endpoint.wants_event``). An endpoint never gets the events from before
@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
-from ..core.events import LATE_WINDOW_US, event_ids, id_at, id_time_us, load
+from ..core.durable import fsync_dir
+from ..core.events import LATE_WINDOW_US, event_ids, event_path, id_at, id_time_us, load
 from ..core.layout import Layout
 from . import outbox, webhooks
 
@@ -94,17 +96,19 @@ class Intake:
         ids = self.unread(endpoints)
         if not ids:
             return 0
-        now, n = time.time(), 0
+        now = time.time()
+        written = []
         for event in self._events(ids):
             for endpoint in endpoints:
                 if endpoint.wants_event(event):
-                    outbox.enqueue(self.layout, endpoint, event, now, sync=False)
-                    n += 1
+                    message = outbox.enqueue(self.layout, endpoint, event, now, sync=False)
+                    written.append(outbox.path_of(self.layout, message.id))
+        # durable before any is sent: the events read (their emitter's sync may still be
+        # running), the messages, then the cursor that says they exist
+        _fsync_all([event_path(self.layout, i) for i in ids], self.layout.events)
+        _fsync_all(written, self.layout.outbox)
         self._advance(ids)
-        from ..store.odb import sync_filesystem
-
-        sync_filesystem(self.layout.dir)
-        return n
+        return len(written)
 
     def _events(self, ids: list[str]):
         for eid in ids:
@@ -123,4 +127,22 @@ class Intake:
         self.cursor = max(self.cursor, floor) if self.cursor else floor
         self.seen = {i for i in self.seen if i > self.cursor}
         body = json.dumps({"cursor": self.cursor, "seen": sorted(self.seen)}).encode()
-        webhooks.write_atomic(self.layout, cursor_path(self.layout), body, sync=False)
+        webhooks.write_atomic(self.layout, cursor_path(self.layout), body)
+
+
+def _fsync_all(paths: list, folder) -> None:
+    """fsync each file of ``paths`` (one already on disk costs little) and ``folder``.
+    Files and folder only, not ``syncfs``: on a shared disk that would also flush every other
+    process's writes, and slow the commits running meanwhile."""
+    if not paths:
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(folder)

@@ -45,7 +45,9 @@ def test_a_commit_with_a_webhook_writes_nothing_for_it(project, repo, idle_at_en
         with held(repo.layout):
             before = files_under(repo.layout.webhooks)
             oid = repo.commit("first")
-            assert files_under(repo.layout.webhooks) == before  # no outbox file, no cursor
+            after = files_under(repo.layout.webhooks)
+            assert set(after.pop("wake")) == {ord(".")}  # the running deliverer poked
+            assert after == before  # no outbox file, no cursor
         assert deliver.ensure_running(repo.layout)  # reads the commit's event from the journal
         got = rx.wait(1)
         wait_idle(repo.root)
