@@ -116,6 +116,24 @@ def deliverer_pid(root) -> int | None:
         return None
 
 
+def wait_for(condition, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` is true (fail after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def kill_deliverer(root) -> None:
+    """kill -9 the running deliverer of the repository at ``root``, and wait for it."""
+    import signal
+
+    pid = deliverer_pid(root)
+    assert pid and pid > 0
+    os.kill(pid, signal.SIGKILL)
+    wait_idle(root)
+
+
 def wait_idle(root, timeout: float = 20.0) -> None:
     """Wait until no deliverer runs in the repository at ``root``."""
     deadline = time.monotonic() + timeout

@@ -293,13 +293,7 @@ def url_of(layout: Layout, endpoint: Endpoint) -> str:
     UsageError if that file is gone."""
     if not endpoint.url_file:
         return endpoint.url
-    try:
-        return url_path(layout, endpoint.id).read_text().strip()
-    except FileNotFoundError:
-        raise UsageError(
-            f"webhook {endpoint.id}: the file {url_path(layout, endpoint.id)} holding its URL is "
-            "gone; remove the webhook and add it again"
-        ) from None
+    return _private(url_path(layout, endpoint.id), endpoint, "the file {} holding its URL")
 
 
 def secret_of(layout: Layout, endpoint: Endpoint, environ: dict | None = None) -> str:
@@ -313,10 +307,15 @@ def secret_of(layout: Layout, endpoint: Endpoint, environ: dict | None = None) -
             )
         secret_key(value)
         return value.strip()
+    return _private(secret_path(layout, endpoint.id), endpoint, "its secret file {}")
+
+
+def _private(path: Path, endpoint: Endpoint, what: str) -> str:
+    """The content of one of an endpoint's 0600 files; UsageError naming it if it is gone."""
     try:
-        return secret_path(layout, endpoint.id).read_text().strip()
+        return path.read_text().strip()
     except FileNotFoundError:
         raise UsageError(
-            f"webhook {endpoint.id}: its secret file {secret_path(layout, endpoint.id)} is "
-            "gone; remove the webhook and add it again"
+            f"webhook {endpoint.id}: {what.format(path)} is gone; remove the webhook and add "
+            "it again"
         ) from None

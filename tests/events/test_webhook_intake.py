@@ -4,17 +4,16 @@ endpoint gets only the events made after it was added."""
 
 import fcntl
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 
+import webhook_receiver as rx_tools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
-from webhook_receiver import Receiver, _quick_deliverer, deliverer_pid, idle_at_end, wait_idle
+from webhook_receiver import Receiver, _quick_deliverer, idle_at_end
 
 from mlvc.core.events import LATE_WINDOW_US, Event, new_id
 from mlvc.core.layout import Layout
@@ -50,7 +49,7 @@ def test_a_commit_with_a_webhook_writes_nothing_for_it(project, repo, idle_at_en
             assert after == before  # no outbox file, no cursor
         assert deliver.ensure_running(repo.layout)  # reads the commit's event from the journal
         got = rx.wait(1)
-        wait_idle(repo.root)
+        rx_tools.wait_idle(repo.root)
     payload = Webhook(added.secret).verify(got[0].body, {k.lower(): v for k, v in got[0].headers.items()})  # fmt: skip
     assert payload["type"] == "commit.created" and payload["data"]["run_id"] == oid
     assert not list(outbox.pending(repo.layout))
@@ -76,17 +75,14 @@ def test_an_endpoint_gets_only_the_events_made_after_it_was_added(repo, idle_at_
         add(repo, first.url)
         first.gate.clear()  # the deliverer is busy with the first event
         emit(repo.ctx, "gc.completed", {"n": 1})
-        deadline = time.monotonic() + 10
-        while first.started == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        rx_tools.wait_for(lambda: first.started > 0)
         emit(repo.ctx, "gc.completed", {"n": 2})  # read by the deliverer after `later` exists
         add(repo, later.url)
         new = emit(repo.ctx, "gc.completed", {"n": 3})
         first.gate.set()
         got = first.wait(3)
         later.wait(1)
-        wait_idle(repo.root)
+        rx_tools.wait_idle(repo.root)
     assert [g.json()["data"]["n"] for g in got] == [1, 2, 3]
     assert [g.json()["id"] for g in later.got] == [new.id]
 
@@ -97,18 +93,12 @@ def test_a_deliverer_killed_after_delivering_does_not_deliver_again(repo, idle_a
         monkeypatch.setenv("MLVC_WEBHOOK_LINGER", "60")  # it stays, idle, until killed
         a = emit(repo.ctx, "gc.completed", {"n": 1})
         rx.wait(1)
-        deadline = time.monotonic() + 10
-        while not outbox.attempts(repo.layout):  # delivered and logged
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        pid = deliverer_pid(repo.root)
-        assert pid and pid > 0
-        os.kill(pid, signal.SIGKILL)
-        wait_idle(repo.root)
+        rx_tools.wait_for(lambda: outbox.attempts(repo.layout))  # delivered and logged
+        rx_tools.kill_deliverer(repo.root)
         monkeypatch.setenv("MLVC_WEBHOOK_LINGER", "0.3")
         b = emit(repo.ctx, "gc.completed", {"n": 2})  # a new deliverer, from the saved cursor
         rx.wait(2)
-        wait_idle(repo.root)
+        rx_tools.wait_idle(repo.root)
     assert [g.json()["id"] for g in rx.got] == [a.id, b.id]
 
 
@@ -123,7 +113,7 @@ def test_a_damaged_cursor_starts_from_the_oldest_webhook(repo, idle_at_end, capl
         assert "the webhook cursor" in caplog.text and "damaged" in caplog.text
         new = emit(repo.ctx, "gc.completed", {"n": 1})  # the deliverer rewrites the cursor
         rx.wait(1)
-        wait_idle(repo.root)
+        rx_tools.wait_idle(repo.root)
     assert [g.json()["id"] for g in rx.got] == [new.id]
     assert reader.unread()  # a fresh reader would match again: only one deliverer runs
     assert intake.Intake.open(repo.layout).take() == 0  # the deliverer's cursor covers all

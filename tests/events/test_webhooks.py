@@ -3,8 +3,6 @@ with the `standardwebhooks` package, retries until the receiver is up, kill -9 o
 deliverer, disabling after straight failures, address checks, secrets kept out of files."""
 
 import json
-import os
-import signal
 import stat
 import time
 
@@ -12,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
-from webhook_receiver import Receiver, _quick_deliverer, deliverer_pid, idle_at_end, wait_idle
+from webhook_receiver import (
+    Receiver,
+    _quick_deliverer,
+    idle_at_end,
+    kill_deliverer,
+    wait_for,
+    wait_idle,
+)
 
 from mlvc import Repo
 from mlvc.core.events import Event
@@ -142,14 +147,8 @@ def test_a_deliverer_killed_mid_request_loses_nothing(repo, idle_at_end):
         rx.gate.clear()  # the receiver holds the request while we kill the sender
         add(repo, rx.url)
         event = emit(repo.ctx, "model_version.created", {"name": "clf", "version": 1})
-        deadline = time.monotonic() + 10
-        while rx.started == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        pid = deliverer_pid(repo.root)
-        assert pid and pid > 0
-        os.kill(pid, signal.SIGKILL)
-        wait_idle(repo.root)
+        wait_for(lambda: rx.started > 0)
+        kill_deliverer(repo.root)
         assert [m.event.id for m in outbox.pending(repo.layout)] == [event.id]
         rx.gate.set()
         emit(repo.ctx, "gc.completed", {})  # the next event starts a new deliverer
