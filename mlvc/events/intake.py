@@ -53,19 +53,25 @@ class Intake:
 
     @classmethod
     def open(cls, layout: Layout) -> Intake:
-        """The cursor as the last deliverer left it; a missing or damaged file starts from
-        the oldest endpoint's creation (nothing older is wanted anyway)."""
+        """The cursor as the last deliverer left it. Without one (a first deliverer, a
+        damaged file, or a repository whose emitters filled the outbox themselves, before
+        this intake existed), reading starts after the newest event already in the outbox
+        or the delivery log, else from the oldest endpoint's creation (nothing older is
+        wanted anyway): nothing delivered is sent again."""
         intake = cls(layout)
         try:
             saved = json.loads(cursor_path(layout).read_bytes())
             cursor, seen = saved["cursor"], saved["seen"]
-            if isinstance(cursor, str) and cursor.startswith("evt_") and isinstance(seen, list):
-                intake.cursor, intake.seen = cursor, {s for s in seen if isinstance(s, str)}
+            if not (isinstance(cursor, str) and cursor.startswith("evt_")):
+                raise ValueError(f"bad cursor {cursor!r}")
+            intake.cursor, intake.seen = cursor, {s for s in seen if isinstance(s, str)}
+            return intake
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("the webhook cursor %s is damaged (%s); reading from the oldest "
-                        "webhook's creation", cursor_path(layout), e)  # fmt: skip
+            log.warning("the webhook cursor %s is damaged (%s); reading after the last event "
+                        "delivered", cursor_path(layout), e)  # fmt: skip
+        intake.cursor = _last_handled(layout)
         return intake
 
     def _floor(self, endpoints: list[webhooks.Endpoint]) -> str:
@@ -128,6 +134,14 @@ class Intake:
         self.seen = {i for i in self.seen if i > self.cursor}
         body = json.dumps({"cursor": self.cursor, "seen": sorted(self.seen)}).encode()
         webhooks.write_atomic(self.layout, cursor_path(self.layout), body)
+
+
+def _last_handled(layout: Layout) -> str | None:
+    """The newest event id in the outbox or the delivery log (test messages aside): every
+    event up to it was matched by whoever put it there."""
+    ids = [m.event.id for m in outbox.pending(layout)]
+    ids += [a["event"] for a in outbox.attempts(layout) if not a.get("test")]
+    return max((i for i in ids if isinstance(i, str) and i.startswith("evt_")), default=None)
 
 
 def _fsync_all(paths: list, folder) -> None:

@@ -111,6 +111,7 @@ def test_a_damaged_cursor_starts_from_the_oldest_webhook(repo, idle_at_end, capl
         intake.cursor_path(repo.layout).write_text("{garbage")
         reader = intake.Intake.open(repo.layout)
         assert "the webhook cursor" in caplog.text and "damaged" in caplog.text
+        assert reader.cursor is None  # nothing delivered yet: from the webhook's creation
         new = emit(repo.ctx, "gc.completed", {"n": 1})  # the deliverer rewrites the cursor
         rx.wait(1)
         rx_tools.wait_idle(repo.root)
@@ -121,6 +122,21 @@ def test_a_damaged_cursor_starts_from_the_oldest_webhook(repo, idle_at_end, capl
     assert saved["cursor"] < new.id and new.id in saved["seen"]
     for m in outbox.pending(repo.layout):
         outbox.done(repo.layout, m.id)
+
+
+def test_a_repository_without_a_cursor_does_not_get_its_delivered_events_again(repo, idle_at_end):
+    """Upgraded from emitters that filled the outbox themselves (no cursor file), or the
+    cursor lost: the first deliverer starts after the last event delivered."""
+    with Receiver() as rx:
+        add(repo, rx.url)
+        old = [emit(repo.ctx, "gc.completed", {"n": n}) for n in range(3)]
+        rx.wait(3)
+        rx_tools.wait_idle(repo.root)
+        intake.cursor_path(repo.layout).unlink()
+        new = emit(repo.ctx, "gc.completed", {"n": 3})
+        rx.wait(4)
+        rx_tools.wait_idle(repo.root)
+    assert sorted(g.json()["id"] for g in rx.got) == sorted(e.id for e in [*old, new])
 
 
 def test_a_disabled_endpoint_is_not_given_new_events(repo):
