@@ -46,7 +46,7 @@ BACKOFF = (5, 300, 1800, 7200, 18000, 36000, 36000)
 TIMEOUT = 10.0  # seconds for one attempt
 LINGER = 2.0  # seconds with nothing to send before exiting
 POLL = 0.05  # seconds between looks at the outbox and journal while lingering or waiting
-RESCAN = 1.0  # seconds: the journal is read again even if its folder's mtime did not change
+RESCAN = 1.0  # seconds: the journal is read again this often even without a poke
 WORKERS = 4  # endpoints sent to at once (one slow receiver does not hold up the others)
 
 
