@@ -234,15 +234,17 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         rx = Receiver(Path(tmp))
-        for r in range(a.repeat):
-            log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
-            runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
-        n_warm, n_cold = (40, 8) if a.quick else (200, 30)
-        log(f"latency: {n_warm} events 20 ms apart (deliverer running)")
-        warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
-        log(f"latency: {n_cold} events, a deliverer started for each")
-        cold = latency(Path(tmp) / "cold", rx, n_cold, 0.3, "0")
-        rx.stop()
+        try:
+            for r in range(a.repeat):
+                log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
+                runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
+            n_warm, n_cold = (40, 8) if a.quick else (200, 30)
+            log(f"latency: {n_warm} events 20 ms apart (deliverer running)")
+            warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
+            log(f"latency: {n_cold} events, a deliverer started for each")
+            cold = latency(Path(tmp) / "cold", rx, n_cold, 0.3, "0")
+        finally:
+            rx.stop()  # even when a run fails: no receiver left behind
     base = statistics.median(r["none"] for r in runs)
     print(f"load average at start: {' '.join(load)}; {a.repeat} run(s) of {a.commits} commits "
           f"per case, {a.files} data files\n")  # fmt: skip
