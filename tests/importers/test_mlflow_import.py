@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -97,16 +98,37 @@ def _end_running_run(db: Path) -> str:
     return r.stdout.strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def history(tmp_path_factory) -> Path:
-    """A generated MLflow history: ``mlflow.db`` (and its ./mlruns artifacts) in the folder."""
-    work = tmp_path_factory.mktemp("mlflow")
-    _generate(f"sqlite:///{work / 'mlflow.db'}", work, RUNS, POINTS)
+    """A generated MLflow history: ``mlflow.db`` (and its ./mlruns artifacts) in the folder,
+    generated once for the whole test session: the pytest-xdist workers share it (the first
+    to take the lock writes it, in ~1-2 min). Read only: a test that changes the history
+    works on a copy of ``mlflow.db`` (``_own_copy``)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder the workers' own temp folders share
+    work = base / f"mlflow-history-{RUNS}x{POINTS}"
+    with open(base / f"mlflow-history-{RUNS}x{POINTS}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (work / "complete").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            _generate(f"sqlite:///{work / 'mlflow.db'}", work, RUNS, POINTS)
+            (work / "complete").touch()
     return work
 
 
+def _own_copy(history: Path, dest: Path) -> Path:
+    """A copy of the shared history's ``mlflow.db`` to change (its artifacts stay shared:
+    the runs name them by absolute path)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(history / "mlflow.db", dest / "mlflow.db")
+    return dest / "mlflow.db"
+
+
 def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_path):
-    db = history / "mlflow.db"
+    db = _own_copy(history, tmp_path / "source")  # a run ends in it below
     source = f"sqlite:///{db}"
     root = _server.new_repo(tmp_path / "a")
     first = _mlvc(root, "import", "mlflow", source)

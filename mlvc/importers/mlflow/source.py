@@ -70,6 +70,7 @@ class RunData:
     tags: dict[str, str]
     metrics: pa.Table  # key, step, timestamp (ms), value
     inputs: list[dict[str, Any]] = field(default_factory=list)  # DatasetInput proto JSON
+    metrics_sorted: bool = False  # the points are in (key, step) order already
 
 
 @dataclass

@@ -68,13 +68,13 @@ def _connect(uri: str) -> tuple[Any, str]:
             return _sqlite(path), "sqlite"
         if dialect in ("postgresql", "postgres"):
             try:
-                import adbc_driver_postgresql.dbapi as pg
+                import adbc_driver_postgresql as pg
             except ImportError:
                 raise MissingExtra(
                     "reading a PostgreSQL MLflow store needs adbc-driver-postgresql: "
                     "pip install 'mlvc[mlflow-import]'"
                 ) from None
-            return pg.connect(parts._replace(scheme="postgresql").geturl()), "postgresql"
+            return Adbc(pg.connect(parts._replace(scheme="postgresql").geturl())), "postgresql"
         if dialect == "mysql":
             try:
                 import pymysql
@@ -101,13 +101,40 @@ def _sqlite(path: str):
     if not os.path.isfile(path):
         raise ImportSourceError(f"no MLflow database at {path}; check the sqlite:/// path")
     try:
-        import adbc_driver_sqlite.dbapi as lite
-
-        return lite.connect(f"file:{path}?mode=ro")
+        import adbc_driver_sqlite as lite
     except ImportError:  # the standard library's driver: the same SQL, fetched in bulk
         import sqlite3
 
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    return Adbc(lite.connect(f"file:{path}?mode=ro"))
+
+
+class Adbc:
+    """An ADBC connection through the driver manager's low-level API: Arrow streams straight
+    from the driver, without its DB-API layer (whose import brings pandas: ~1 s of CPU at
+    start-up, a third of a million-point import)."""
+
+    def __init__(self, database):
+        import adbc_driver_manager as adbc
+
+        self.database = database
+        self.conn = adbc.AdbcConnection(database)
+
+    def table(self, sql: str) -> pa.Table:
+        import adbc_driver_manager as adbc
+        import pyarrow as pa
+
+        stmt = adbc.AdbcStatement(self.conn)
+        try:
+            stmt.set_sql_query(sql)
+            stream, _ = stmt.execute_query()
+            return pa.RecordBatchReader._import_from_c(stream.address).read_all()
+        finally:
+            stmt.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.database.close()
 
 
 def _first(e: BaseException) -> str:
@@ -145,6 +172,8 @@ class SqlSource:
         """The answer to ``sql`` as an Arrow table (Arrow straight from ADBC drivers)."""
         import pyarrow as pa
 
+        if isinstance(self.con, Adbc):
+            return self.con.table(sql)
         cur = self.con.cursor()
         try:
             cur.execute(sql)
@@ -158,6 +187,9 @@ class SqlSource:
         return pa.table({n: pa.array(list(c)) for n, c in zip(names, cols, strict=True)})
 
     def rows(self, sql: str) -> list[tuple]:
+        if isinstance(self.con, Adbc):
+            t = self.con.table(sql)
+            return list(zip(*(c.to_pylist() for c in t.columns), strict=True))
         cur = self.con.cursor()
         try:
             cur.execute(sql)
@@ -232,20 +264,21 @@ class SqlSource:
         series = self._metrics(where)
         for r in runs:
             yield RunData(r, params.get(r.run_id, {}), tags.get(r.run_id, {}),
-                          series.get(r.run_id) or _empty(), inputs.get(r.run_id, []))  # fmt: skip
+                          series.get(r.run_id) or _empty(), inputs.get(r.run_id, []),
+                          metrics_sorted=True)  # fmt: skip
 
     def _metrics(self, where: str) -> dict[str, pa.Table]:
-        """Each run's points, read as one Arrow table for the batch and cut by run."""
+        """Each run's points, read as one Arrow table for the batch, in the order of MLflow's
+        (run_uuid, key, step) index (the database walks it: no sort), and cut by run."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         t = self.table(
             "SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics "
-            f"WHERE run_uuid IN {where}"
+            f"WHERE run_uuid IN {where} ORDER BY run_uuid, key, step"
         )
         if t.num_rows == 0:
             return {}
-        t = t.take(pc.sort_indices(t, [("run_uuid", "ascending")]))  # Arrow sorts faster
         value = t["value"].cast(pa.float64())
         is_nan = pc.not_equal(t["is_nan"].cast(pa.int64()), 0)
         value = pc.if_else(is_nan, math.nan, value)
