@@ -14,7 +14,17 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...errors import ImportSourceError, MissingExtra
-from .source import Artifact, Experiment, RunData, RunInfo, dataset_input, metrics_table
+from .source import (
+    Artifact,
+    Experiment,
+    ModelVersion,
+    RegisteredModel,
+    RunData,
+    RunInfo,
+    dataset_input,
+    metrics_table,
+    version_files,
+)
 
 STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 
@@ -90,11 +100,43 @@ class FileSource:
         self.description = str(root)
         self._folders: dict[str, Path] = {}
 
-    def registry(self) -> list:
-        return []  # not read from this kind of source yet (docs/coming-from-mlflow.md)
+    def registry(self) -> list[RegisteredModel]:
+        """``models/<name>/{meta.yaml, tags/, aliases/, version-<n>/{meta.yaml, tags/}}``;
+        a version MLflow deleted (stage ``Deleted_Internal``) is left out."""
+        out = []
+        folder = self.root / "models"
+        for m in sorted(folder.iterdir()) if folder.is_dir() else []:
+            meta = _yaml(m / "meta.yaml") if m.is_dir() else {}
+            if not isinstance(meta.get("name"), str):
+                continue
+            model = RegisteredModel(
+                meta["name"], _int(meta.get("creation_timestamp")),
+                _int(meta.get("last_updated_timestamp")), str(meta.get("description") or ""),
+                _values(m / "tags"),
+            )  # fmt: skip
+            aliases = meta.get("aliases") if isinstance(meta.get("aliases"), dict) else {}
+            for alias, number in {**aliases, **_values(m / "aliases")}.items():
+                if _int(number) is not None:
+                    model.aliases[str(alias)] = _int(number)
+            for v in sorted(m.glob("version-*")):
+                vm = _yaml(v / "meta.yaml")
+                number = _int(vm.get("version"))
+                if number is None or vm.get("current_stage") == "Deleted_Internal":
+                    continue
+                model.versions.append(ModelVersion(
+                    number, _int(vm.get("creation_timestamp")),
+                    _int(vm.get("last_updated_timestamp")), str(vm.get("description") or ""),
+                    str(vm.get("user_id") or ""), str(vm.get("current_stage") or "None"),
+                    str(vm.get("source") or ""), str(vm.get("run_id") or ""),
+                    _values(v / "tags"), str(vm.get("run_link") or ""),
+                    str(vm.get("status") or "READY"),
+                ))  # fmt: skip
+            model.versions.sort(key=lambda x: x.version)
+            out.append(model)
+        return out
 
-    def model_files(self, version, runs) -> list:
-        return []
+    def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
+        return version_files(version, runs, self.artifacts)
 
     def close(self) -> None:
         pass

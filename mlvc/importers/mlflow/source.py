@@ -84,6 +84,8 @@ class ModelVersion:
     source: str
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
+    run_link: str = ""
+    status: str = "READY"  # PENDING_REGISTRATION and FAILED_REGISTRATION are not imported
 
 
 @dataclass

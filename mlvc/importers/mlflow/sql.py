@@ -168,9 +168,16 @@ class SqlSource:
         except Exception:
             pass
 
+    def _dialect(self, sql: str) -> str:
+        """``sql`` (identifiers quoted "so", as ``key``, reserved in MySQL) for the dialect:
+        MySQL quotes them `so` (string literals here are always in single quotes)."""
+        return sql.replace('"', "`") if self.dialect == "mysql" else sql
+
     def table(self, sql: str) -> pa.Table:
         """The answer to ``sql`` as an Arrow table (Arrow straight from ADBC drivers)."""
         import pyarrow as pa
+
+        sql = self._dialect(sql)
 
         if isinstance(self.con, Adbc):
             return self.con.table(sql)
@@ -187,6 +194,7 @@ class SqlSource:
         return pa.table({n: pa.array(list(c)) for n, c in zip(names, cols, strict=True)})
 
     def rows(self, sql: str) -> list[tuple]:
+        sql = self._dialect(sql)
         if isinstance(self.con, Adbc):
             t = self.con.table(sql)
             return list(zip(*(c.to_pylist() for c in t.columns), strict=True))
@@ -207,7 +215,8 @@ class SqlSource:
         version_text = version[0][0] if version else "none"
         for table, columns in COLUMNS.items():
             try:
-                self.rows(f"SELECT {', '.join(columns)} FROM {table} WHERE 1 = 0")
+                quoted = ", ".join(f'"{c}"' for c in columns)
+                self.rows(f"SELECT {quoted} FROM {table} WHERE 1 = 0")
             except Exception:
                 raise ImportSourceError(
                     f"MLflow schema version {version_text} of {self.description} is not one mlvc "
@@ -220,7 +229,7 @@ class SqlSource:
 
     def experiments(self) -> list[Experiment]:
         tags: dict[str, dict[str, str]] = {}
-        for k, v, eid in self.rows("SELECT key, value, experiment_id FROM experiment_tags"):
+        for k, v, eid in self.rows('SELECT "key", value, experiment_id FROM experiment_tags'):
             tags.setdefault(str(eid), {})[k] = v or ""
         out = []
         for eid, name, loc, stage, created, updated in self.rows(
@@ -252,12 +261,12 @@ class SqlSource:
         where = _in([r.run_id for r in runs])
         params: dict[str, dict[str, str]] = {}
         for k, v, rid in self.rows(
-            f"SELECT key, value, run_uuid FROM params WHERE run_uuid IN {where}"
+            f'SELECT "key", value, run_uuid FROM params WHERE run_uuid IN {where}'
         ):
             params.setdefault(rid, {})[k] = v if v is not None else ""
         tags: dict[str, dict[str, str]] = {}
         for k, v, rid in self.rows(
-            f"SELECT key, value, run_uuid FROM tags WHERE run_uuid IN {where}"
+            f'SELECT "key", value, run_uuid FROM tags WHERE run_uuid IN {where}'
         ):
             tags.setdefault(rid, {})[k] = v if v is not None else ""
         inputs = self._inputs(where)
@@ -274,8 +283,8 @@ class SqlSource:
         import pyarrow.compute as pc
 
         t = self.table(
-            "SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics "
-            f"WHERE run_uuid IN {where} ORDER BY run_uuid, key, step"
+            'SELECT run_uuid, "key", step, timestamp, value, is_nan FROM metrics '
+            f'WHERE run_uuid IN {where} ORDER BY run_uuid, "key", step'
         )
         if t.num_rows == 0:
             return {}
@@ -323,7 +332,7 @@ class SqlSource:
             "ORDER BY name"
         ):
             models[name] = RegisteredModel(name, _int(created), _int(updated), desc or "")
-        for k, v, name in self.rows("SELECT key, value, name FROM registered_model_tags"):
+        for k, v, name in self.rows('SELECT "key", value, name FROM registered_model_tags'):
             if name in models:
                 models[name].tags[k] = v or ""
         for alias, version, name in self.rows(
@@ -333,7 +342,7 @@ class SqlSource:
                 models[name].aliases[alias] = int(version)
         tags: dict[tuple, dict[str, str]] = {}
         for k, v, name, version in self.rows(
-            "SELECT key, value, name, version FROM model_version_tags"
+            'SELECT "key", value, name, version FROM model_version_tags'
         ):
             tags.setdefault((name, int(version)), {})[k] = v or ""
         for row in self.rows(

@@ -378,6 +378,11 @@ def _import_registry(
         for v in model.versions:
             if v.version in have:
                 continue
+            if v.status != "READY":
+                report.notes.append(
+                    f"{model.name} version {v.version} skipped: its registration is {v.status}"
+                )
+                continue
             tree = _model_tree(ctx, source, v, runs)
             if tree is None:
                 report.notes.append(
@@ -392,7 +397,7 @@ def _import_registry(
             doc.setdefault("versions", {})[str(v.version)] = {
                 "created_ms": v.creation_time, "updated_ms": v.last_updated_time,
                 "user_id": v.user_id, "description": v.description, "source": v.source,
-                "run_id": v.run_id, "run_link": "", "model_id": "", "stage": v.stage,
+                "run_id": v.run_id, "run_link": v.run_link, "model_id": "", "stage": v.stage,
                 "tags": dict(v.tags),
             }  # fmt: skip
             report.model_versions_new += 1
