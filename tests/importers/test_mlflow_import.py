@@ -78,6 +78,15 @@ def _fsck_clean(root: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _served_reads(root: Path, out: Path) -> dict:
+    """The MLflow client's reads of a real `mlvc server` over ``root``."""
+    srv = _server.start_server(root)
+    try:
+        return _reads(srv.url, out, srv.tokens["read"])
+    finally:
+        srv.stop()
+
+
 def _assert_same(source: dict, mlvc: dict) -> None:
     for key in source:
         assert source[key] == mlvc.get(key), f"the answers to {key} differ"
@@ -160,6 +169,8 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
         ]
         assert ours["get_run"]["run-00007"]["inputs"][0][:2] == ["train", "d1g35t"]
         assert ours["by_alias"][:2] == ["clf", "1"] and len(ours["versions"]) == 2
+        assert ours["logged_models"][0][1:3] == ["clf-model", "2"]  # MLflow 3, in beta
+        assert ["MLmodel", False, 62] in ours["logged_model_files"]
 
         # the same history over REST, from the mlvc server as an MLflow server
         other = _server.new_repo(tmp_path / "b")
@@ -170,11 +181,7 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
         assert "imported 0 runs" in again.stdout and "0 new model versions" in again.stdout
     finally:
         srv.stop()
-    srv2 = _server.start_server(other)
-    try:
-        over_rest = _reads(srv2.url, tmp_path / "rest", srv2.tokens["read"])
-    finally:
-        srv2.stop()
+    over_rest = _served_reads(other, tmp_path / "rest")
     _assert_same(theirs, over_rest)  # the registry too: models, versions, aliases
     # artifacts are stored once: the same file in two runs is one object
     shared = _mlvc(root, "query", "-f", "csv",
@@ -371,11 +378,7 @@ def test_database_server_import_answers_like_mlflow(kind, tmp_path):
         theirs = _reads(server.url.replace(f"{kind}://", f"{driver}://", 1), tmp_path / "src")
     finally:
         server.stop()
-    srv = _server.start_server(root)
-    try:
-        ours = _reads(srv.url, tmp_path / "mlvc", srv.tokens["read"])
-    finally:
-        srv.stop()
+    ours = _served_reads(root, tmp_path / "mlvc")
     theirs["all_runs"].remove(next(r for r in theirs["all_runs"] if r not in ours["all_runs"]))
     theirs["active_count"] -= 1  # the run still RUNNING waits for its end
     _assert_same(theirs, ours)

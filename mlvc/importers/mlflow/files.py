@@ -15,14 +15,18 @@ from urllib.parse import unquote, urlsplit
 
 from ...errors import ImportSourceError, MissingExtra
 from .source import (
+    LOGGED_MODEL_ID,
     Artifact,
     Experiment,
+    LoggedModel,
     ModelVersion,
     RegisteredModel,
     RunData,
     RunInfo,
     dataset_input,
+    logged_status,
     metrics_table,
+    model_version,
     version_files,
 )
 
@@ -120,23 +124,39 @@ class FileSource:
                     model.aliases[str(alias)] = _int(number)
             for v in sorted(m.glob("version-*")):
                 vm = _yaml(v / "meta.yaml")
-                number = _int(vm.get("version"))
-                if number is None or vm.get("current_stage") == "Deleted_Internal":
-                    continue
-                model.versions.append(ModelVersion(
-                    number, _int(vm.get("creation_timestamp")),
-                    _int(vm.get("last_updated_timestamp")), str(vm.get("description") or ""),
-                    str(vm.get("user_id") or ""), str(vm.get("current_stage") or "None"),
-                    str(vm.get("source") or ""), str(vm.get("run_id") or ""),
-                    _values(v / "tags"), str(vm.get("run_link") or ""),
-                    str(vm.get("status") or "READY"),
-                ))  # fmt: skip
+                version = model_version(vm, _values(v / "tags"))
+                if version is not None and vm.get("current_stage") != "Deleted_Internal":
+                    model.versions.append(version)
             model.versions.sort(key=lambda x: x.version)
             out.append(model)
         return out
 
     def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
         return version_files(version, runs, self.artifacts)
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """``<experiment>/models/<model id>/{meta.yaml, params/, tags/, artifacts/}``."""
+        out = []
+        for eid in experiment_ids:
+            folder = self._folders.get(eid)
+            models = folder / "models" if folder is not None else None
+            for m in sorted(models.iterdir()) if models and models.is_dir() else []:
+                meta = _yaml(m / "meta.yaml")
+                mid = str(meta.get("model_id") or "")
+                if not LOGGED_MODEL_ID.match(mid) or mid != m.name:
+                    continue
+                out.append(LoggedModel(
+                    mid, eid, str(meta.get("name") or ""), str(m / "artifacts"),
+                    _int(meta.get("creation_timestamp")), _int(meta.get("last_updated_timestamp")),
+                    logged_status(meta.get("status")), str(meta.get("model_type") or ""),
+                    str(meta.get("source_run_id") or ""), str(meta.get("status_message") or ""),
+                    _values(m / "params"), _values(m / "tags"),
+                    deleted=meta.get("lifecycle_stage") == "deleted",
+                ))  # fmt: skip
+        return out
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]:
+        return local_artifacts(model.artifact_location)
 
     def close(self) -> None:
         pass

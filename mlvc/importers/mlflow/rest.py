@@ -20,14 +20,18 @@ from urllib.parse import quote, urlencode, urlsplit
 from ...errors import ImportSourceError, UsageError
 from .files import local_artifacts
 from .source import (
+    LOGGED_MODEL_ID,
     Artifact,
     Experiment,
+    LoggedModel,
     ModelVersion,
     RegisteredModel,
     RunData,
     RunInfo,
     check_run_id,
+    logged_status,
     metrics_table,
+    model_version,
     version_files,
 )
 
@@ -75,16 +79,9 @@ class RestSource:
             q = {"filter": f"name = '{name}'", "max_results": 10_000}
             for v in self._get_pages("/api/2.0/mlflow/model-versions/search", q,
                                      "model_versions"):  # fmt: skip
-                number = _int(v.get("version"))
-                if number is None or v.get("name") != model.name:
-                    continue
-                model.versions.append(ModelVersion(
-                    number, _int(v.get("creation_timestamp")),
-                    _int(v.get("last_updated_timestamp")), v.get("description") or "",
-                    v.get("user_id") or "", v.get("current_stage") or "None",
-                    v.get("source") or "", v.get("run_id") or "", _kv(v),
-                    v.get("run_link") or "", v.get("status") or "READY",
-                ))  # fmt: skip
+                version = model_version(v, _kv(v))
+                if version is not None and v.get("name") == model.name:
+                    model.versions.append(version)
             model.versions.sort(key=lambda x: x.version)
             out.append(model)
         return out
@@ -92,6 +89,38 @@ class RestSource:
     def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
         """A ``runs:/`` version's files, listed and read through the artifact proxy."""
         return version_files(version, runs, self._artifacts)
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """``logged-models/search`` in pages (a server without it: [])."""
+        out = []
+        for i in range(0, len(experiment_ids), 100):
+            body = {"experiment_ids": experiment_ids[i : i + 100], "max_results": 100}
+            try:
+                found = list(self._pages("/api/2.0/mlflow/logged-models/search", body, "models"))
+            except ImportSourceError as e:
+                if " 404 " in str(e) or " 501 " in str(e):
+                    return []  # an MLflow 2 server
+                raise
+            for m in found:
+                info, data = m.get("info") or {}, m.get("data") or {}
+                mid = str(info.get("model_id") or "")
+                if not LOGGED_MODEL_ID.match(mid):
+                    continue
+                out.append(LoggedModel(
+                    mid, str(info.get("experiment_id") or ""), info.get("name") or "",
+                    info.get("artifact_uri") or "", _int(info.get("creation_timestamp_ms")),
+                    _int(info.get("last_updated_timestamp_ms")), logged_status(info.get("status")),
+                    info.get("model_type") or "", info.get("source_run_id") or "",
+                    info.get("status_message") or "", _kv({"tags": data.get("params")}),
+                    _kv(info),
+                ))  # fmt: skip
+        return out
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]:
+        uri = model.artifact_location
+        if not uri.startswith("mlflow-artifacts:"):
+            return local_artifacts(uri)
+        return self._walk(model.model_id, uri.removeprefix("mlflow-artifacts:").lstrip("/"), "")
 
     def _get_pages(self, path: str, query: dict, field: str) -> Iterator[dict]:
         token = None
@@ -233,9 +262,9 @@ class RestSource:
         """A run's artifact listing, its inputs when runs/search left them out, and its
         histories when the bulk endpoint is not there."""
         found = self._runs.get(run.run_id) or {}
-        if "inputs" not in found:
-            # a server may leave inputs out of runs/search answers (mlvc's does): runs/get
-            # is the one that always carries them
+        if not (found.get("inputs") or {}).get("dataset_inputs"):
+            # a server may leave inputs out of runs/search answers (mlvc's answers none
+            # there): runs/get is the one that always carries them
             got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
             found["inputs"] = (got.get("run") or {}).get("inputs") or {}
         keys = [] if self._has_bulk else _keys(found)

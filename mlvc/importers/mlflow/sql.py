@@ -18,14 +18,17 @@ from urllib.parse import unquote, urlsplit
 from ...errors import ImportSourceError, MissingExtra, UsageError
 from .files import local_artifacts
 from .source import (
+    LOGGED_MODEL_ID,
     Artifact,
     Experiment,
+    LoggedModel,
     ModelVersion,
     RegisteredModel,
     RunData,
     RunInfo,
     check_run_id,
     dataset_input,
+    logged_status,
     version_files,
 )
 
@@ -360,6 +363,43 @@ class SqlSource:
 
     def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
         return version_files(version, runs, self.artifacts)
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """``logged_models`` with its params and tags (a schema older than MLflow 3 has
+        none: [])."""
+        ids = ",".join(str(int(e)) for e in experiment_ids if e.isdigit())
+        if not ids:
+            return []
+        try:
+            rows = self.rows(
+                "SELECT model_id, experiment_id, name, artifact_location, creation_timestamp_ms, "
+                "last_updated_timestamp_ms, status, lifecycle_stage, model_type, source_run_id, "
+                f"status_message FROM logged_models WHERE experiment_id IN ({ids}) "
+                "ORDER BY creation_timestamp_ms, model_id"
+            )
+            params = self.rows("SELECT model_id, param_key, param_value FROM logged_model_params")
+            tags = self.rows("SELECT model_id, tag_key, tag_value FROM logged_model_tags")
+        except Exception:  # no such tables: an MLflow 2 schema
+            return []
+        out = {}
+        for mid, eid, name, loc, created, updated, status, stage, mtype, rid, message in rows:
+            if not LOGGED_MODEL_ID.match(str(mid)):
+                continue
+            out[mid] = LoggedModel(
+                mid, str(eid), name or "", loc or "", _int(created), _int(updated),
+                logged_status(status), mtype or "", rid or "", message or "",
+                deleted=stage == "deleted",
+            )  # fmt: skip
+        for mid, k, v in params:
+            if mid in out:
+                out[mid].params[k] = v or ""
+        for mid, k, v in tags:
+            if mid in out:
+                out[mid].tags[k] = v or ""
+        return list(out.values())
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]:
+        return local_artifacts(model.artifact_location)
 
 
 def split_by_run(run_ids: pa.ChunkedArray, points: pa.Table) -> dict[str, pa.Table]:

@@ -21,6 +21,7 @@ recorded): importing again after they end brings them in whole.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import time
@@ -65,6 +66,7 @@ class ImportReport:
     artifact_files: int = 0
     artifact_bytes: int = 0
     model_versions_new: int = 0
+    logged_models_new: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -78,7 +80,8 @@ class ImportReport:
             f"imported {self.runs_new} runs ({self.points} metric points, "
             f"{self.artifact_files} artifact files, {self.artifact_bytes} bytes) and "
             f"{self.experiments_new} new experiments, {self.model_versions_new} new model "
-            f"versions from {self.source} in {self.seconds:.1f}s; "
+            f"versions, {self.logged_models_new} new logged models from {self.source} in "
+            f"{self.seconds:.1f}s; "
             f"{self.runs_present} runs already here, {self.runs_running} still running "
             "(imported once they end)" + "".join(f"; {n}" for n in self.notes[:5])
         )
@@ -113,6 +116,7 @@ def import_history(
     with progress.bar("import runs", total_files=len(todo)):
         for i in range(0, len(todo), BATCH):
             _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
+    _import_logged_models(ctx, source, chosen, ids, report)
     _import_registry(ctx, source, {r.run_id: r for r in infos}, report)
     report.seconds = time.monotonic() - started
     return report
@@ -349,6 +353,52 @@ def _store_file(ctx: RepoContext, a: Artifact) -> tuple[ObjectId, int]:
         tmp.unlink(missing_ok=True)
 
 
+# -- MLflow 3 logged models -------------------------------------------------------------------
+
+LOGGED = "refs/mlflow/logged-models"  # the server's refs (mlvc.server.mlflow.logged_models)
+LOGGED_FILES = "refs/mlflow/logged-model-files"
+
+
+def _import_logged_models(
+    ctx: RepoContext, source: Source, chosen: list[Experiment], ids: dict[str, str],
+    report: ImportReport,
+) -> None:  # fmt: skip
+    """Each logged model the repository lacks, as ``mlvc server`` keeps one an MLflow client
+    logs to it: its files as an mlvc model tree (``refs/mlflow/logged-model-files/<id>``,
+    written first), then its fields (``refs/mlflow/logged-models/<id>``: the same id, name,
+    experiment, source run by its MLflow id, status, params, tags, times)."""
+    have = set(ctx.refs.names(LOGGED.removeprefix("refs/")))
+    for m in source.logged_models([e.experiment_id for e in chosen]):
+        if m.model_id in have or m.experiment_id not in ids:
+            continue
+        tree = None
+        with writing(ctx.dir, ctx.store):
+            if m.status == "READY":
+                tree = _files_tree(ctx, source.logged_model_files(m))
+                ctx.store.sync()
+                if tree is not None:
+                    ctx.refs.write(f"{LOGGED_FILES}/{m.model_id}", tree,
+                                   "import mlflow logged model", ctx.author())  # fmt: skip
+        meta = {
+            "model_id": m.model_id, "experiment_id": ids[m.experiment_id], "name": m.name,
+            "model_type": m.model_type, "source_run_id": m.source_run_id,
+            "creator": "mlflow", "created_ms": m.creation_time, "updated_ms": m.last_updated_time,
+            "status": m.status if tree is not None or m.status != "READY" else "FAILED",
+            "status_message": m.status_message, "tags": dict(m.tags), "params": dict(m.params),
+            "deleted": m.deleted, "tree": tree.hex if tree is not None else None,
+        }  # fmt: skip
+        write_blob(ctx, f"{LOGGED}/{m.model_id}", meta, ctx.author(), "import mlflow logged model")
+        report.logged_models_new += 1
+
+
+def _files_tree(ctx: RepoContext, files: Iterable[Artifact]) -> ObjectId | None:
+    """The files stored as a tree (None when there are none)."""
+    from ...workspace.trees import build_tree
+
+    entries = _store_artifacts(ctx, files, ImportReport(""), {})
+    return build_tree(ctx.store, ctx.root, [], extra=entries) if entries else None
+
+
 # -- the model registry ----------------------------------------------------------------------
 
 REGISTERED = "refs/mlflow/registered-models"  # the server's overlay (mlvc.server.mlflow.registry)
@@ -418,14 +468,15 @@ def _import_registry(
 
 
 def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -> ObjectId | None:
-    from ...workspace.trees import build_tree
 
+    logged = re.match(r"^models:/+(m-[0-9a-f]{32})/?$", v.source)
+    if logged:  # an MLflow 3 version of a logged model: the files imported with it
+        return ctx.refs.read_or_none(f"{LOGGED_FILES}/{logged.group(1)}")
     files = source.model_files(v, runs)
     if not any(a.path == "MLmodel" for a in files):
         return None
     with writing(ctx.dir, ctx.store):
-        entries = _store_artifacts(ctx, files, ImportReport(""), {})
-        return build_tree(ctx.store, ctx.root, [], extra=entries)
+        return _files_tree(ctx, files)
 
 
 def _mlvc_run(ctx: RepoContext, mlflow_run_id: str) -> str | None:
