@@ -262,9 +262,11 @@ class RestSource:
         """A run's artifact listing, its inputs when runs/search left them out, and its
         histories when the bulk endpoint is not there."""
         found = self._runs.get(run.run_id) or {}
-        if not (found.get("inputs") or {}).get("dataset_inputs"):
-            # a server may leave inputs out of runs/search answers (mlvc's answers none
-            # there): runs/get is the one that always carries them
+        inputs = found.get("inputs")
+        if not isinstance(inputs, dict) or inputs.get("dataset_inputs") == []:
+            # MLflow's runs/search carries a run's inputs ({} when it has none: proto JSON
+            # leaves an empty list out); a server answering none, or an explicit empty list
+            # (mlvc's search does), may have left them out: runs/get always carries them
             got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
             found["inputs"] = (got.get("run") or {}).get("inputs") or {}
         keys = [] if self._has_bulk else _keys(found)
