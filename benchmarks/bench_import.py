@@ -52,12 +52,19 @@ def env() -> dict[str, str]:
     return e
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the command and its children)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{r.stderr}")
-    return time.perf_counter() - t
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def fresh_repo(base: Path, i: int) -> Path:
@@ -67,14 +74,17 @@ def fresh_repo(base: Path, i: int) -> Path:
     return root
 
 
-def raw_sqlite(db: Path) -> float:
+def raw_sqlite(db: Path) -> tuple[float, float]:
+    """The floor: the standard library's sqlite3 fetching the same rows (wall, CPU)."""
     code = (
         "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); t=time.perf_counter();"
+        "p=time.process_time();"
         "rows=c.execute('SELECT run_uuid,key,step,timestamp,value,is_nan FROM metrics')"
-        ".fetchall(); print(time.perf_counter()-t, len(rows))"
+        ".fetchall(); print(time.perf_counter()-t, time.process_time()-p, len(rows))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True)
-    return float(out.stdout.split()[0])
+    wall, cpu, _n = out.stdout.split()
+    return float(wall), float(cpu)
 
 
 def free_port() -> int:
@@ -83,30 +93,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_sql(py: str, base: Path, runs: int, points: int, repeat: int) -> dict:
+def bench_sql(py: str, base: Path, runs: int, points: int, repeat: int, db: Path | None) -> dict:
     work = base / "sql"
     work.mkdir()
-    db = work / "mlflow.db"
-    log(f"MLflow writes {runs} runs x {points} points into {db}")
-    subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), str(points)],
-                   env=env(), check=True, capture_output=True)  # fmt: skip
-    total = (runs - 1) * (points + 1) + 4  # the last run is left RUNNING (not imported)
+    if db is None:  # --sql-db reuses a history generated before (it takes minutes)
+        db = work / "mlflow.db"
+        log(f"MLflow writes {runs} runs x {points} points into {db}")
+        subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), str(points)],
+                       env=env(), check=True, capture_output=True)  # fmt: skip
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    total = con.execute("SELECT count(*) FROM metrics m JOIN runs r USING (run_uuid) "
+                        "WHERE r.status != 'RUNNING'").fetchone()[0]  # fmt: skip
+    con.close()
     ours, floor = [], []
     for i in range(repeat):
         floor.append(raw_sqlite(db))
         ours.append(timed([*MLVC, "import", "mlflow", f"sqlite:///{db}", "-q"],
                           fresh_repo(base / "sql", i)))  # fmt: skip
-        log(f"sql {i}: mlvc {ours[-1]:.2f} s, raw sqlite3 {floor[-1]:.2f} s")
-    return {"points": total, "mlvc": statistics.median(ours), "raw": statistics.median(floor)}
+        log(f"sql {i}: mlvc {ours[-1][0]:.2f} s (CPU {ours[-1][1]:.2f} s), raw sqlite3 "
+            f"{floor[-1][0]:.2f} s (CPU {floor[-1][1]:.2f} s)")  # fmt: skip
+    return {"points": total, "mlvc": statistics.median(w for w, _ in ours),
+            "mlvc_cpu": statistics.median(c for _, c in ours),
+            "raw": statistics.median(w for w, _ in floor),
+            "raw_cpu": statistics.median(c for _, c in floor)}  # fmt: skip
 
 
-def bench_rest(py: str, base: Path, runs: int, repeat: int) -> dict:
+def bench_rest(py: str, base: Path, runs: int, repeat: int, db: Path | None) -> dict:
     work = base / "rest"
     work.mkdir()
-    db = work / "mlflow.db"
-    log(f"MLflow writes {runs} runs for the REST source")
-    subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), "5"],
-                   env=env(), check=True, capture_output=True)  # fmt: skip
+    if db is None:  # --rest-db reuses a history generated before
+        db = work / "mlflow.db"
+        log(f"MLflow writes {runs} runs for the REST source")
+        subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), "5"],
+                       env=env(), check=True, capture_output=True)  # fmt: skip
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    con.close()
     port = free_port()
     server = subprocess.Popen(
         [py, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -136,7 +162,7 @@ def bench_rest(py: str, base: Path, runs: int, repeat: int) -> dict:
             out = subprocess.run([py, "-c", client, url], env=env(), capture_output=True,
                                  text=True, check=True)  # fmt: skip
             theirs.append(float(out.stdout.split()[-1]))
-            ours.append(timed([*MLVC, "import", "mlflow", url, "-q"], fresh_repo(work, i)))
+            ours.append(timed([*MLVC, "import", "mlflow", url, "-q"], fresh_repo(work, i))[0])
             log(f"rest {i}: mlvc {ours[-1]:.2f} s, MlflowClient reads {theirs[-1]:.2f} s")
     finally:
         server.terminate()
@@ -148,18 +174,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sql-db", type=Path, help="an mlflow.db generated before (reused)")
+    ap.add_argument("--rest-db", type=Path, help="the same for the REST source")
+    ap.add_argument("--skip-rest", action="store_true")
     a = ap.parse_args()
     runs, points, rest_runs = (50, 2000, 500) if a.quick else (100, 10_000, 2000)
     py = mlflow_python()
     load = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         base = Path(tmp)
-        sql = bench_sql(py, base, runs, points, a.repeat)
-        rest = bench_rest(py, base, rest_runs, a.repeat)
+        sql = bench_sql(py, base, runs, points, a.repeat, a.sql_db)
+        rest = None if a.skip_rest else bench_rest(py, base, rest_runs, a.repeat, a.rest_db)
+    after = Path("/proc/loadavg").read_text().split()[:3]
     print(
         f"## Import from MLflow (bench_import.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n"
     )
-    print(f"Load average at start: {' '.join(load)}; medians of {a.repeat} runs.\n")
+    print(f"Load average at start: {' '.join(load)}, at the end: {' '.join(after)}; "
+          f"medians of {a.repeat} runs.\n")  # fmt: skip
     print("| measure | mlvc | baseline | ratio |")
     print("|---|---|---|---|")
     n = sql["points"]
@@ -168,6 +199,13 @@ def main() -> None:
         f"{sql['mlvc']:.2f} s = {n / sql['mlvc']:,.0f} points/s | raw `sqlite3` fetchall "
         f"{sql['raw']:.2f} s = {n / sql['raw']:,.0f} points/s | {sql['mlvc'] / sql['raw']:.2f}x |"
     )
+    print(
+        f"| the same, CPU time (user + system) | {sql['mlvc_cpu']:.2f} s = "
+        f"{n / sql['mlvc_cpu']:,.0f} points/s | raw `sqlite3` fetchall CPU {sql['raw_cpu']:.2f} s "
+        f"= {n / sql['raw_cpu']:,.0f} points/s | {sql['mlvc_cpu'] / sql['raw_cpu']:.2f}x |"
+    )
+    if rest is None:
+        return
     r = rest["runs"]
     print(
         f"| `import mlflow http://` {r:,} runs (`mlflow server`) | {rest['mlvc']:.2f} s = "

@@ -7,9 +7,17 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 # the web UI's tests (tests/ui) drive Debian's chromium through Playwright
-if ! command -v chromium >/dev/null; then
+# and the SQL importer's tests (tests/importers) start real PostgreSQL and MariaDB servers
+need=""
+command -v chromium >/dev/null || need="$need chromium"
+command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || need="$need postgresql"
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need="$need mariadb-server"
+if [ -n "$need" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q && $SUDO apt-get install -y -q chromium
+  $SUDO apt-get update -q
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check mlvc tests

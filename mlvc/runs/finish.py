@@ -159,8 +159,13 @@ def _record_keeping_the_run(
             return _record_once(ctx, staged, bare, cwd, phase)
 
 
-def series_blob(store: ObjectStore, table: pa.Table) -> ObjectId | None:
-    """The series as the Parquet blob a run names (sorted by key and step), or None."""
+def series_blob(
+    store: ObjectStore, table: pa.Table, *, presorted: bool = False, fast: bool = False
+) -> ObjectId | None:
+    """The series as the Parquet blob a run names (sorted by key and step), or None.
+    ``presorted``: the rows are in that order already; ``fast``: written for speed (an
+    importer's million points: Snappy, a dictionary for keys only, no statistics, ~4x less
+    CPU than zstd for ~7% more bytes)."""
     if table.num_rows == 0:
         return None
     import io
@@ -168,10 +173,15 @@ def series_blob(store: ObjectStore, table: pa.Table) -> ObjectId | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = table.sort_by([("key", "ascending"), ("step", "ascending")])
+    if not presorted:
+        table = table.sort_by([("key", "ascending"), ("step", "ascending")])
     table = table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("us", "UTC")))
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    if fast:
+        pq.write_table(table, buf, compression="snappy", use_dictionary=["key"],
+                       write_statistics=False)  # fmt: skip
+    else:
+        pq.write_table(table, buf, compression="zstd")
     return store.add_bytes(buf.getvalue())
 
 

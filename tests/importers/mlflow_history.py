@@ -4,7 +4,8 @@ the benchmark): ``python mlflow_history.py TRACKING_URI WORKDIR RUNS POINTS``.
 Experiments "alpha" and "beta" (and Default); RUNS runs in all, every tenth a parent with
 two nested children; each run has params, tags, a series "loss" of POINTS points and a final
 "acc"; one run has NaN, +inf and -inf points; a few runs have artifacts, two of them the same
-file (deduplicated in mlvc), one a dataset input; one run is deleted, one still running.
+file (deduplicated in mlvc), one a dataset input; run 5 logs an MLflow 3 logged model; one run is deleted, one still
+running.
 """
 
 import math
@@ -76,6 +77,14 @@ while made < n_runs:
         client.log_artifact(rid, "report")
         client.log_artifacts(rid, "model", "model")
         model_runs.append(rid)
+    if made == 5:  # an MLflow 3 logged model, with its own id, params, tags and files
+        from mlflow.entities import LoggedModelStatus
+
+        lm = client.create_logged_model(eid, name="clf-model", source_run_id=rid,
+                                        params={"alpha": "0.1"}, tags={"stage": "dev"},
+                                        model_type="sklearn")  # fmt: skip
+        client.log_model_artifacts(lm.model_id, "model")
+        client.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
     if made == 7:
         from mlflow.data.http_dataset_source import HTTPDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
@@ -93,7 +102,7 @@ while made < n_runs:
     if made == 9:
         client.delete_run(rid)
     made += 1
-if "sqlite" in uri:  # the registry (read by the importer from SQL stores)
+if model_runs:  # the registry (SQL and file stores both keep one)
     client.create_registered_model("clf", tags={"owner": "vision"}, description="a classifier")
     for i, rid in enumerate(model_runs):
         client.create_model_version(

@@ -153,4 +153,21 @@ if models:
     out["versions"] = sorted(
         version_dict(v, aliases=False) for v in client.search_model_versions("name = 'clf'")
     )
+
+
+def logged_dict(m):
+    """A logged model (its artifact location left out: the files moved into mlvc)."""
+    return [m.model_id, m.name, m.experiment_id, m.source_run_id, str(m.status), m.model_type,
+            m.creation_timestamp, m.last_updated_timestamp, dict(sorted(m.tags.items())),
+            dict(sorted(m.params.items())), len(m.metrics or [])]  # fmt: skip
+
+
+logged = client.search_logged_models(experiment_ids=ids)
+out["logged_models"] = sorted(logged_dict(m) for m in logged)
+if logged:
+    first = sorted(logged, key=lambda m: m.model_id)[0]
+    out["get_logged_model"] = logged_dict(client.get_logged_model(first.model_id))
+    out["logged_model_files"] = sorted(
+        (f.path, f.is_dir, f.file_size) for f in client.list_logged_model_artifacts(first.model_id)
+    )
 print(json.dumps(out, sort_keys=True))

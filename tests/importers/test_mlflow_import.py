@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -77,6 +78,15 @@ def _fsck_clean(root: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _served_reads(root: Path, out: Path) -> dict:
+    """The MLflow client's reads of a real `mlvc server` over ``root``."""
+    srv = _server.start_server(root)
+    try:
+        return _reads(srv.url, out, srv.tokens["read"])
+    finally:
+        srv.stop()
+
+
 def _assert_same(source: dict, mlvc: dict) -> None:
     for key in source:
         assert source[key] == mlvc.get(key), f"the answers to {key} differ"
@@ -97,16 +107,37 @@ def _end_running_run(db: Path) -> str:
     return r.stdout.strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def history(tmp_path_factory) -> Path:
-    """A generated MLflow history: ``mlflow.db`` (and its ./mlruns artifacts) in the folder."""
-    work = tmp_path_factory.mktemp("mlflow")
-    _generate(f"sqlite:///{work / 'mlflow.db'}", work, RUNS, POINTS)
+    """A generated MLflow history: ``mlflow.db`` (and its ./mlruns artifacts) in the folder,
+    generated once for the whole test session: the pytest-xdist workers share it (the first
+    to take the lock writes it, in ~1-2 min). Read only: a test that changes the history
+    works on a copy of ``mlflow.db`` (``_own_copy``)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder the workers' own temp folders share
+    work = base / f"mlflow-history-{RUNS}x{POINTS}"
+    with open(base / f"mlflow-history-{RUNS}x{POINTS}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (work / "complete").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            _generate(f"sqlite:///{work / 'mlflow.db'}", work, RUNS, POINTS)
+            (work / "complete").touch()
     return work
 
 
+def _own_copy(history: Path, dest: Path) -> Path:
+    """A copy of the shared history's ``mlflow.db`` to change (its artifacts stay shared:
+    the runs name them by absolute path)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(history / "mlflow.db", dest / "mlflow.db")
+    return dest / "mlflow.db"
+
+
 def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_path):
-    db = history / "mlflow.db"
+    db = _own_copy(history, tmp_path / "source")  # a run ends in it below
     source = f"sqlite:///{db}"
     root = _server.new_repo(tmp_path / "a")
     first = _mlvc(root, "import", "mlflow", source)
@@ -138,23 +169,20 @@ def test_sqlite_import_answers_like_mlflow_then_adds_only_new_runs(history, tmp_
         ]
         assert ours["get_run"]["run-00007"]["inputs"][0][:2] == ["train", "d1g35t"]
         assert ours["by_alias"][:2] == ["clf", "1"] and len(ours["versions"]) == 2
+        assert ours["logged_models"][0][1:3] == ["clf-model", "2"]  # MLflow 3, in beta
+        assert ["MLmodel", False, 62] in ours["logged_model_files"]
 
         # the same history over REST, from the mlvc server as an MLflow server
         other = _server.new_repo(tmp_path / "b")
         env = _server._env(MLFLOW_TRACKING_TOKEN=srv.tokens["read"])
         rest = _mlvc(other, "import", "mlflow", srv.url, env=env)
-        assert f"imported {RUNS} runs" in rest.stdout
+        assert f"imported {RUNS} runs" in rest.stdout and "2 new model versions" in rest.stdout
+        again = _mlvc(other, "import", "mlflow", srv.url, env=env)
+        assert "imported 0 runs" in again.stdout and "0 new model versions" in again.stdout
     finally:
         srv.stop()
-    srv2 = _server.start_server(other)
-    try:
-        over_rest = _reads(srv2.url, tmp_path / "rest", srv2.tokens["read"])
-    finally:
-        srv2.stop()
-    # the registry is not read over REST yet (docs/coming-from-mlflow.md says so)
-    assert over_rest.pop("registered_models") == []
-    _assert_same({k: v for k, v in theirs.items() if k not in ("registered_models", "by_alias",
-                  "versions")}, over_rest)  # fmt: skip
+    over_rest = _served_reads(other, tmp_path / "rest")
+    _assert_same(theirs, over_rest)  # the registry too: models, versions, aliases
     # artifacts are stored once: the same file in two runs is one object
     shared = _mlvc(root, "query", "-f", "csv",
                    "SELECT count(DISTINCT object_id), count(*) FROM files "
@@ -170,7 +198,9 @@ def test_file_store_import_answers_like_mlflow(tmp_path):
     _generate(f"file://{mlruns}", work, 30, 5)
     root = _server.new_repo(tmp_path / "a")
     out = _mlvc(root, "import", "mlflow", str(mlruns))
-    assert "imported 29 runs" in out.stdout
+    assert "imported 29 runs" in out.stdout and "2 new model versions" in out.stdout
+    again = _mlvc(root, "import", "mlflow", str(mlruns))
+    assert "imported 0 runs" in again.stdout and "0 new model versions" in again.stdout
     srv = _server.start_server(root)
     try:
         ours = _reads(srv.url, tmp_path / "mlvc", srv.tokens["read"])
@@ -319,3 +349,38 @@ def test_hostile_file_store_imports_what_it_can_and_notes_the_rest(repo, project
     with pytest.raises(PathNotInRun):  # the symlink leading out was not followed
         b"".join(repo.cat(f"{oid.hex}:artifacts/leak"))
     assert repo.import_mlflow(str(mlruns)).runs_new == 0
+
+
+def _load_dbservers():
+    spec = importlib.util.spec_from_file_location("dbservers", HERE / "dbservers.py")
+    module = sys.modules.setdefault("dbservers", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)  # (a dataclass needs its module in sys.modules)
+    return module
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_database_server_import_answers_like_mlflow(kind, tmp_path):
+    """MLflow's own SQLAlchemy store writes a history into a real PostgreSQL / MariaDB
+    server; the import reads it (ADBC for PostgreSQL, PyMySQL for MySQL) and answers like it."""
+    db = _load_dbservers()
+    server = db.start_postgres() if kind == "postgresql" else db.start_mariadb()
+    if server is None:
+        pytest.skip(f"no {kind} server installed here (scripts/test.sh installs it)")
+    try:
+        driver = "postgresql+psycopg2" if kind == "postgresql" else "mysql+pymysql"
+        _generate(server.url.replace(f"{kind}://", f"{driver}://", 1), tmp_path / "w", 30, 5)
+        root = _server.new_repo(tmp_path / "a")
+        out = _mlvc(root, "import", "mlflow", server.url)
+        assert "imported 29 runs" in out.stdout and "2 new model versions" in out.stdout
+        assert "pw" not in out.stdout  # the password is not printed
+        again = _mlvc(root, "import", "mlflow", server.url)
+        assert "imported 0 runs" in again.stdout and "29 runs already here" in again.stdout
+        theirs = _reads(server.url.replace(f"{kind}://", f"{driver}://", 1), tmp_path / "src")
+    finally:
+        server.stop()
+    ours = _served_reads(root, tmp_path / "mlvc")
+    theirs["all_runs"].remove(next(r for r in theirs["all_runs"] if r not in ours["all_runs"]))
+    theirs["active_count"] -= 1  # the run still RUNNING waits for its end
+    _assert_same(theirs, ours)
+    assert ours["history"]["run-00003"]["odd"][0][2] == "nan"
+    _fsck_clean(root)

@@ -14,7 +14,21 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...errors import ImportSourceError, MissingExtra
-from .source import Artifact, Experiment, RunData, RunInfo, dataset_input, metrics_table
+from .source import (
+    LOGGED_MODEL_ID,
+    Artifact,
+    Experiment,
+    LoggedModel,
+    ModelVersion,
+    RegisteredModel,
+    RunData,
+    RunInfo,
+    dataset_input,
+    logged_status,
+    metrics_table,
+    model_version,
+    version_files,
+)
 
 STATUS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 
@@ -90,11 +104,59 @@ class FileSource:
         self.description = str(root)
         self._folders: dict[str, Path] = {}
 
-    def registry(self) -> list:
-        return []  # not read from this kind of source yet (docs/coming-from-mlflow.md)
+    def registry(self) -> list[RegisteredModel]:
+        """``models/<name>/{meta.yaml, tags/, aliases/, version-<n>/{meta.yaml, tags/}}``;
+        a version MLflow deleted (stage ``Deleted_Internal``) is left out."""
+        out = []
+        folder = self.root / "models"
+        for m in sorted(folder.iterdir()) if folder.is_dir() else []:
+            meta = _yaml(m / "meta.yaml") if m.is_dir() else {}
+            if not isinstance(meta.get("name"), str):
+                continue
+            model = RegisteredModel(
+                meta["name"], _int(meta.get("creation_timestamp")),
+                _int(meta.get("last_updated_timestamp")), str(meta.get("description") or ""),
+                _values(m / "tags"),
+            )  # fmt: skip
+            aliases = meta.get("aliases") if isinstance(meta.get("aliases"), dict) else {}
+            for alias, number in {**aliases, **_values(m / "aliases")}.items():
+                if _int(number) is not None:
+                    model.aliases[str(alias)] = _int(number)
+            for v in sorted(m.glob("version-*")):
+                vm = _yaml(v / "meta.yaml")
+                version = model_version(vm, _values(v / "tags"))
+                if version is not None and vm.get("current_stage") != "Deleted_Internal":
+                    model.versions.append(version)
+            model.versions.sort(key=lambda x: x.version)
+            out.append(model)
+        return out
 
-    def model_files(self, version, runs) -> list:
-        return []
+    def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
+        return version_files(version, runs, self.artifacts)
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """``<experiment>/models/<model id>/{meta.yaml, params/, tags/, artifacts/}``."""
+        out = []
+        for eid in experiment_ids:
+            folder = self._folders.get(eid)
+            models = folder / "models" if folder is not None else None
+            for m in sorted(models.iterdir()) if models and models.is_dir() else []:
+                meta = _yaml(m / "meta.yaml")
+                mid = str(meta.get("model_id") or "")
+                if not LOGGED_MODEL_ID.match(mid) or mid != m.name:
+                    continue
+                out.append(LoggedModel(
+                    mid, eid, str(meta.get("name") or ""), str(m / "artifacts"),
+                    _int(meta.get("creation_timestamp")), _int(meta.get("last_updated_timestamp")),
+                    logged_status(meta.get("status")), str(meta.get("model_type") or ""),
+                    str(meta.get("source_run_id") or ""), str(meta.get("status_message") or ""),
+                    _values(m / "params"), _values(m / "tags"),
+                    deleted=meta.get("lifecycle_stage") == "deleted",
+                ))  # fmt: skip
+        return out
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]:
+        return local_artifacts(model.artifact_location)
 
     def close(self) -> None:
         pass

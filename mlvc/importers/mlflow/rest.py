@@ -20,17 +20,25 @@ from urllib.parse import quote, urlencode, urlsplit
 from ...errors import ImportSourceError, UsageError
 from .files import local_artifacts
 from .source import (
+    LOGGED_MODEL_ID,
     Artifact,
     Experiment,
+    LoggedModel,
+    ModelVersion,
+    RegisteredModel,
     RunData,
     RunInfo,
     check_run_id,
+    logged_status,
     metrics_table,
+    model_version,
+    version_files,
 )
 
 THREADS = 16
 PAGE = 1000
 HISTORY_PAGE = 25_000
+BULK_PAGE = 2500  # get-history-bulk-interval's largest page (points per run)
 RETRY = {429, 500, 502, 503, 504}
 TIMEOUT = 60.0
 
@@ -52,11 +60,77 @@ class RestSource:
         self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
         self._listed: dict[str, list[Artifact]] = {}  # run id -> its artifacts (details)
 
-    def registry(self) -> list:
-        return []  # not read from this kind of source yet (docs/coming-from-mlflow.md)
+    def registry(self) -> list[RegisteredModel]:
+        """``registered-models/search`` (with tags and aliases), then each model's
+        ``model-versions/search``, in pages."""
+        out = []
+        for m in self._get_pages("/api/2.0/mlflow/registered-models/search",
+                                 {"max_results": PAGE}, "registered_models"):  # fmt: skip
+            if not isinstance(m.get("name"), str):
+                continue
+            model = RegisteredModel(
+                m["name"], _int(m.get("creation_timestamp")),
+                _int(m.get("last_updated_timestamp")), m.get("description") or "", _kv(m),
+            )  # fmt: skip
+            for a in m.get("aliases") or []:
+                if _int(a.get("version")) is not None and a.get("alias"):
+                    model.aliases[str(a["alias"])] = _int(a["version"])
+            name = model.name.replace("'", "\\'")
+            q = {"filter": f"name = '{name}'", "max_results": 10_000}
+            for v in self._get_pages("/api/2.0/mlflow/model-versions/search", q,
+                                     "model_versions"):  # fmt: skip
+                version = model_version(v, _kv(v))
+                if version is not None and v.get("name") == model.name:
+                    model.versions.append(version)
+            model.versions.sort(key=lambda x: x.version)
+            out.append(model)
+        return out
 
-    def model_files(self, version, runs) -> list:
-        return []
+    def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
+        """A ``runs:/`` version's files, listed and read through the artifact proxy."""
+        return version_files(version, runs, self._artifacts)
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """``logged-models/search`` in pages (a server without it: [])."""
+        out = []
+        for i in range(0, len(experiment_ids), 100):
+            body = {"experiment_ids": experiment_ids[i : i + 100], "max_results": 100}
+            try:
+                found = list(self._pages("/api/2.0/mlflow/logged-models/search", body, "models"))
+            except ImportSourceError as e:
+                if " 404 " in str(e) or " 501 " in str(e):
+                    return []  # an MLflow 2 server
+                raise
+            for m in found:
+                info, data = m.get("info") or {}, m.get("data") or {}
+                mid = str(info.get("model_id") or "")
+                if not LOGGED_MODEL_ID.match(mid):
+                    continue
+                out.append(LoggedModel(
+                    mid, str(info.get("experiment_id") or ""), info.get("name") or "",
+                    info.get("artifact_uri") or "", _int(info.get("creation_timestamp_ms")),
+                    _int(info.get("last_updated_timestamp_ms")), logged_status(info.get("status")),
+                    info.get("model_type") or "", info.get("source_run_id") or "",
+                    info.get("status_message") or "", _kv({"tags": data.get("params")}),
+                    _kv(info),
+                ))  # fmt: skip
+        return out
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]:
+        uri = model.artifact_location
+        if not uri.startswith("mlflow-artifacts:"):
+            return local_artifacts(uri)
+        return self._walk(model.model_id, uri.removeprefix("mlflow-artifacts:").lstrip("/"), "")
+
+    def _get_pages(self, path: str, query: dict, field: str) -> Iterator[dict]:
+        token = None
+        while True:
+            q = {**query, **({"page_token": token} if token else {})}
+            answer = self._json("GET", f"{path}?{urlencode(q)}")
+            yield from answer.get(field) or []
+            token = answer.get("next_page_token")
+            if not token:
+                return
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -157,10 +231,15 @@ class RestSource:
         return out
 
     def details(self, runs: list[RunInfo]) -> Iterator[RunData]:
-        """The batch's histories and artifact listings are fetched by the pool at once."""
+        """The batch's histories and artifact listings are fetched by the pool at once:
+        each metric key's histories for up to 100 runs in one ``get-history-bulk-interval``
+        request (complete when a run has fewer points than the page: MLflow samples only
+        beyond it), ``get-history`` for the rest (and where a server lacks the former)."""
         jobs = [self._pool.submit(self._fetch, run) for run in runs]
+        bulk = self._bulk_histories(runs)
         for run, job in zip(runs, jobs, strict=True):
             histories, self._listed[run.run_id] = job.result()
+            histories += bulk.pop(run.run_id, [])
             found = self._runs.pop(run.run_id, None) or {}
             data = found.get("data") or {}
             cols: dict[str, list] = {"key": [], "step": [], "timestamp": [], "value": []}
@@ -180,14 +259,58 @@ class RestSource:
             )
 
     def _fetch(self, run: RunInfo) -> tuple[list[list[dict]], list[Artifact]]:
+        """A run's artifact listing, its inputs when runs/search left them out, and its
+        histories when the bulk endpoint is not there."""
         found = self._runs.get(run.run_id) or {}
-        if not (found.get("inputs") or {}).get("dataset_inputs"):
-            # a server may leave inputs out of runs/search answers (mlvc's does): runs/get
-            # is the one that always carries them
+        inputs = found.get("inputs")
+        if not isinstance(inputs, dict) or inputs.get("dataset_inputs") == []:
+            # MLflow's runs/search carries a run's inputs ({} when it has none: proto JSON
+            # leaves an empty list out); a server answering none, or an explicit empty list
+            # (mlvc's search does), may have left them out: runs/get always carries them
             got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
             found["inputs"] = (got.get("run") or {}).get("inputs") or {}
-        keys = [m["key"] for m in (found.get("data") or {}).get("metrics") or []]
+        keys = [] if self._has_bulk else _keys(found)
         return [self._history(run.run_id, k) for k in keys], list(self._artifacts(run))
+
+    _has_bulk = True  # until the server answers 404 to get-history-bulk-interval
+
+    def _bulk_histories(self, runs: list[RunInfo]) -> dict[str, list[list[dict]]]:
+        """run id -> its histories, each key's read for 100 runs at once; a run with a full
+        page (maybe sampled) is read again whole with ``get-history``."""
+        by_key: dict[str, list[str]] = {}
+        for run in runs:
+            for k in _keys(self._runs.get(run.run_id) or {}):
+                by_key.setdefault(k, []).append(run.run_id)
+        jobs = [
+            (key, self._pool.submit(self._bulk, ids[i : i + 100], key))
+            for key, ids in by_key.items()
+            for i in range(0, len(ids), 100)
+        ]
+        out: dict[str, list[list[dict]]] = {}
+        for key, job in jobs:
+            for rid, points in job.result().items():
+                if len(points) >= BULK_PAGE:
+                    points = self._history(rid, key)
+                out.setdefault(rid, []).append(points)
+        return out
+
+    def _bulk(self, run_ids: list[str], key: str) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {rid: [] for rid in run_ids}
+        if not self._has_bulk:
+            return {rid: self._history(rid, key) for rid in run_ids}
+        q = [("run_ids", r) for r in run_ids] + [("metric_key", key), ("max_results", BULK_PAGE)]
+        resp = self._request("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?"
+                             + urlencode(q))  # fmt: skip
+        raw = resp.read()
+        if resp.status == 404:  # an older server: one history at a time
+            self._has_bulk = False
+            return {rid: self._history(rid, key) for rid in run_ids}
+        if resp.status != 200:
+            return {rid: self._history(rid, key) for rid in run_ids}
+        for m in json.loads(raw).get("metrics") or []:
+            if m.get("run_id") in out:
+                out[m["run_id"]].append(m)
+        return out
 
     def _history(self, run_id: str, key: str) -> list[dict]:
         out, token = [], None
@@ -243,6 +366,17 @@ def _int(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _keys(run: dict) -> list[str]:
+    """The metric keys of a runs/search answer (its latest metrics)."""
+    return [m["key"] for m in (run.get("data") or {}).get("metrics") or [] if "key" in m]
+
+
+def _kv(entity: dict) -> dict[str, str]:
+    """An entity's ``tags`` list as a dict."""
+    tags = entity.get("tags") or []
+    return {t["key"]: t.get("value", "") for t in tags if isinstance(t, dict) and "key" in t}
 
 
 def _float(value: Any) -> float:

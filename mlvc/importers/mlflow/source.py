@@ -70,6 +70,7 @@ class RunData:
     tags: dict[str, str]
     metrics: pa.Table  # key, step, timestamp (ms), value
     inputs: list[dict[str, Any]] = field(default_factory=list)  # DatasetInput proto JSON
+    metrics_sorted: bool = False  # the points are in (key, step) order already
 
 
 @dataclass
@@ -83,6 +84,32 @@ class ModelVersion:
     source: str
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
+    run_link: str = ""
+    status: str = "READY"  # PENDING_REGISTRATION and FAILED_REGISTRATION are not imported
+
+
+def model_version(fields: dict[str, Any], tags: dict[str, str]) -> ModelVersion | None:
+    """A version from MLflow's fields for it (a file store's ``meta.yaml`` and the REST API
+    name them alike), or None without a version number."""
+    try:
+        number = int(fields.get("version"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+    def text(key: str, default: str = "") -> str:
+        return str(fields.get(key) or default)
+
+    def ms(key: str) -> int | None:
+        try:
+            return int(fields[key]) if fields.get(key) is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    return ModelVersion(
+        number, ms("creation_timestamp"), ms("last_updated_timestamp"), text("description"),
+        text("user_id"), text("current_stage", "None"), text("source"), text("run_id"), tags,
+        text("run_link"), text("status", "READY"),
+    )  # fmt: skip
 
 
 @dataclass
@@ -94,6 +121,36 @@ class RegisteredModel:
     tags: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
     versions: list[ModelVersion] = field(default_factory=list)
+
+
+@dataclass
+class LoggedModel:
+    """An MLflow 3 logged model (``mlflow.<flavor>.log_model``): its own id, fields, params
+    and tags; its files under ``artifact_location``."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_time: int | None
+    last_updated_time: int | None
+    status: str  # PENDING, READY or FAILED
+    model_type: str = ""
+    source_run_id: str = ""
+    status_message: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    deleted: bool = False
+
+
+LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
+LOGGED_STATUS = {"1": "PENDING", "2": "READY", "3": "FAILED", "LOGGED_MODEL_PENDING": "PENDING",
+                 "LOGGED_MODEL_READY": "READY", "LOGGED_MODEL_UPLOAD_FAILED": "FAILED",
+                 "PENDING": "PENDING", "READY": "READY", "FAILED": "FAILED"}  # fmt: skip
+
+
+def logged_status(value: Any) -> str:
+    return LOGGED_STATUS.get(str(value), "FAILED")
 
 
 class Source(Protocol):
@@ -118,6 +175,12 @@ class Source(Protocol):
     def model_files(self, version: ModelVersion, runs: dict[str, RunInfo]) -> list[Artifact]:
         """The files of a version's model folder ([] when its source cannot be read here)."""
         ...
+
+    def logged_models(self, experiment_ids: list[str]) -> list[LoggedModel]:
+        """The experiments' MLflow 3 logged models ([] where the source has none)."""
+        ...
+
+    def logged_model_files(self, model: LoggedModel) -> Iterator[Artifact]: ...
 
     def close(self) -> None: ...
 

@@ -21,6 +21,7 @@ recorded): importing again after they end brings them in whole.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import time
@@ -65,6 +66,7 @@ class ImportReport:
     artifact_files: int = 0
     artifact_bytes: int = 0
     model_versions_new: int = 0
+    logged_models_new: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -78,7 +80,8 @@ class ImportReport:
             f"imported {self.runs_new} runs ({self.points} metric points, "
             f"{self.artifact_files} artifact files, {self.artifact_bytes} bytes) and "
             f"{self.experiments_new} new experiments, {self.model_versions_new} new model "
-            f"versions from {self.source} in {self.seconds:.1f}s; "
+            f"versions, {self.logged_models_new} new logged models from {self.source} in "
+            f"{self.seconds:.1f}s; "
             f"{self.runs_present} runs already here, {self.runs_running} still running "
             "(imported once they end)" + "".join(f"; {n}" for n in self.notes[:5])
         )
@@ -113,6 +116,7 @@ def import_history(
     with progress.bar("import runs", total_files=len(todo)):
         for i in range(0, len(todo), BATCH):
             _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
+    _import_logged_models(ctx, source, chosen, ids, report)
     _import_registry(ctx, source, {r.run_id: r for r in infos}, report)
     report.seconds = time.monotonic() - started
     return report
@@ -213,7 +217,7 @@ def _spec(
     info = data.info
     notes: dict[str, Any] = {}
     artifacts = _store_artifacts(ctx, source.artifacts(info), report, notes)
-    series, points = _series(ctx, data.metrics, notes)
+    series, points = _series(ctx, data.metrics, notes, data.metrics_sorted)
     params, changed, dropped = storable_params({k: param_in(v) for k, v in data.params.items()})
     if changed or dropped:
         notes["params"] = {**changed, **dropped}
@@ -238,7 +242,7 @@ def _spec(
         started=started,
         ended=(info.end_time * 1000) if info.end_time else started,
         series=series,
-        series_metrics=_last_values(points) if series is not None else {},
+        series_metrics=_last_values(points, data.metrics_sorted) if series is not None else {},
         extra=extra,
         capture_code=False,
         capture_env=False,
@@ -258,8 +262,11 @@ def _name(name: str) -> str:
         return ""  # kept in the mlflow.runName tag, as the server keeps it
 
 
-def _series(ctx: RepoContext, metrics: pa.Table, notes: dict) -> tuple[ObjectId | None, pa.Table]:
-    """The run's series blob (timestamps ms → µs) and the points in it."""
+def _series(
+    ctx: RepoContext, metrics: pa.Table, notes: dict, presorted: bool
+) -> tuple[ObjectId | None, pa.Table]:
+    """The run's series blob (timestamps ms → µs) and the points in it, written for speed
+    (series_blob ``fast``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -281,16 +288,27 @@ def _series(ctx: RepoContext, metrics: pa.Table, notes: dict) -> tuple[ObjectId 
         "key": metrics["key"], "step": metrics["step"],
         "timestamp": pc.multiply(metrics["timestamp"], 1000), "value": metrics["value"],
     })  # fmt: skip
-    return series_blob(ctx.store, points), points
+    return series_blob(ctx.store, points, presorted=presorted, fast=True), points
 
 
-def _last_values(points: pa.Table) -> dict[str, float]:
+def _last_values(points: pa.Table, presorted: bool = False) -> dict[str, float]:
     """Each key's value at its highest step (then latest time, then largest value: the
-    point MLflow's ``latest_metrics`` keeps), computed in Arrow, not point by point."""
+    point MLflow's ``latest_metrics`` keeps), computed in Arrow, not point by point.
+    ``presorted`` (by key, step): each key's last row is it, unless its step is shared."""
     import itertools
 
     import pyarrow.compute as pc
 
+    if presorted:
+        counts = pc.value_counts(points["key"])  # sorted keys: in order
+        ends = list(itertools.accumulate(counts.field("counts").to_pylist()))
+        steps = points["step"]
+        if all(
+            n == 1 or steps[e - 1] != steps[e - 2]
+            for e, n in zip(ends, counts.field("counts").to_pylist(), strict=True)
+        ):
+            values = points["value"].take([e - 1 for e in ends]).to_pylist()
+            return dict(zip(counts.field("values").to_pylist(), values, strict=True))
     t = points.sort_by([("key", "ascending"), ("step", "ascending"),
                         ("timestamp", "ascending"), ("value", "ascending")])  # fmt: skip
     counts = pc.value_counts(t["key"])
@@ -335,6 +353,52 @@ def _store_file(ctx: RepoContext, a: Artifact) -> tuple[ObjectId, int]:
         tmp.unlink(missing_ok=True)
 
 
+# -- MLflow 3 logged models -------------------------------------------------------------------
+
+LOGGED = "refs/mlflow/logged-models"  # the server's refs (mlvc.server.mlflow.logged_models)
+LOGGED_FILES = "refs/mlflow/logged-model-files"
+
+
+def _import_logged_models(
+    ctx: RepoContext, source: Source, chosen: list[Experiment], ids: dict[str, str],
+    report: ImportReport,
+) -> None:  # fmt: skip
+    """Each logged model the repository lacks, as ``mlvc server`` keeps one an MLflow client
+    logs to it: its files as an mlvc model tree (``refs/mlflow/logged-model-files/<id>``,
+    written first), then its fields (``refs/mlflow/logged-models/<id>``: the same id, name,
+    experiment, source run by its MLflow id, status, params, tags, times)."""
+    have = set(ctx.refs.names(LOGGED.removeprefix("refs/")))
+    for m in source.logged_models([e.experiment_id for e in chosen]):
+        if m.model_id in have or m.experiment_id not in ids:
+            continue
+        tree = None
+        with writing(ctx.dir, ctx.store):
+            if m.status == "READY":
+                tree = _files_tree(ctx, source.logged_model_files(m))
+                ctx.store.sync()
+                if tree is not None:
+                    ctx.refs.write(f"{LOGGED_FILES}/{m.model_id}", tree,
+                                   "import mlflow logged model", ctx.author())  # fmt: skip
+        meta = {
+            "model_id": m.model_id, "experiment_id": ids[m.experiment_id], "name": m.name,
+            "model_type": m.model_type, "source_run_id": m.source_run_id,
+            "creator": "mlflow", "created_ms": m.creation_time, "updated_ms": m.last_updated_time,
+            "status": m.status if tree is not None or m.status != "READY" else "FAILED",
+            "status_message": m.status_message, "tags": dict(m.tags), "params": dict(m.params),
+            "deleted": m.deleted, "tree": tree.hex if tree is not None else None,
+        }  # fmt: skip
+        write_blob(ctx, f"{LOGGED}/{m.model_id}", meta, ctx.author(), "import mlflow logged model")
+        report.logged_models_new += 1
+
+
+def _files_tree(ctx: RepoContext, files: Iterable[Artifact]) -> ObjectId | None:
+    """The files stored as a tree (None when there are none)."""
+    from ...workspace.trees import build_tree
+
+    entries = _store_artifacts(ctx, files, ImportReport(""), {})
+    return build_tree(ctx.store, ctx.root, [], extra=entries) if entries else None
+
+
 # -- the model registry ----------------------------------------------------------------------
 
 REGISTERED = "refs/mlflow/registered-models"  # the server's overlay (mlvc.server.mlflow.registry)
@@ -364,6 +428,11 @@ def _import_registry(
         for v in model.versions:
             if v.version in have:
                 continue
+            if v.status != "READY":
+                report.notes.append(
+                    f"{model.name} version {v.version} skipped: its registration is {v.status}"
+                )
+                continue
             tree = _model_tree(ctx, source, v, runs)
             if tree is None:
                 report.notes.append(
@@ -378,7 +447,7 @@ def _import_registry(
             doc.setdefault("versions", {})[str(v.version)] = {
                 "created_ms": v.creation_time, "updated_ms": v.last_updated_time,
                 "user_id": v.user_id, "description": v.description, "source": v.source,
-                "run_id": v.run_id, "run_link": "", "model_id": "", "stage": v.stage,
+                "run_id": v.run_id, "run_link": v.run_link, "model_id": "", "stage": v.stage,
                 "tags": dict(v.tags),
             }  # fmt: skip
             report.model_versions_new += 1
@@ -399,14 +468,15 @@ def _import_registry(
 
 
 def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -> ObjectId | None:
-    from ...workspace.trees import build_tree
 
+    logged = re.match(r"^models:/+(m-[0-9a-f]{32})/?$", v.source)
+    if logged:  # an MLflow 3 version of a logged model: the files imported with it
+        return ctx.refs.read_or_none(f"{LOGGED_FILES}/{logged.group(1)}")
     files = source.model_files(v, runs)
     if not any(a.path == "MLmodel" for a in files):
         return None
     with writing(ctx.dir, ctx.store):
-        entries = _store_artifacts(ctx, files, ImportReport(""), {})
-        return build_tree(ctx.store, ctx.root, [], extra=entries)
+        return _files_tree(ctx, files)
 
 
 def _mlvc_run(ctx: RepoContext, mlflow_run_id: str) -> str | None:
