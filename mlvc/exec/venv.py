@@ -151,6 +151,7 @@ def _build_with_uv(uv: str, base: str, dest: Path, lines, run_label, log, log_fi
     log(f"installing {len(lines)} recorded packages with uv (pip's index settings)")
     done = subprocess.run(
         [uv, "pip", "install", "--no-config", "--python", python, "--no-deps"]
+        + ["--index-strategy", "unsafe-best-match"]  # as pip: any index may have a version
         + options
         + ["-r", str(reqs)],
         capture_output=True,
