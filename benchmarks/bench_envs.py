@@ -33,11 +33,55 @@ from importlib.metadata import version
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-PACKAGES = """numpy pandas scipy scikit-learn joblib threadpoolctl matplotlib contourpy cycler
-fonttools kiwisolver pillow pyparsing python-dateutil six packaging pyarrow duckdb click
-blake3 msgpack pyyaml requests urllib3 idna certifi charset-normalizer jinja2 markupsafe rich
-pygments markdown-it-py mdurl sympy mpmath networkx protobuf typing-extensions attrs
-cloudpickle sqlalchemy narwhals alembic mako pydantic pydantic-core annotated-types""".split()
+PACKAGES = [
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "joblib",
+    "threadpoolctl",
+    "matplotlib",
+    "contourpy",
+    "cycler",
+    "fonttools",
+    "kiwisolver",
+    "pillow",
+    "pyparsing",
+    "python-dateutil",
+    "six",
+    "packaging",
+    "pyarrow",
+    "duckdb",
+    "click",
+    "blake3",
+    "msgpack",
+    "pyyaml",
+    "requests",
+    "urllib3",
+    "idna",
+    "certifi",
+    "charset-normalizer",
+    "jinja2",
+    "markupsafe",
+    "rich",
+    "pygments",
+    "markdown-it-py",
+    "mdurl",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "protobuf",
+    "typing-extensions",
+    "attrs",
+    "cloudpickle",
+    "sqlalchemy",
+    "narwhals",
+    "alembic",
+    "mako",
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+]
 SCRIPT = """import json, numpy, pandas, scipy, sklearn, matplotlib, pyarrow, duckdb, sympy
 from pathlib import Path
 x = numpy.arange(10.0)
