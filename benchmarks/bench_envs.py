@@ -100,13 +100,22 @@ def facts_47() -> dict:
     return facts
 
 
-def build(folder: Path, facts: dict, env_id, installer: str) -> float:
+def build(folder: Path, facts: dict, env_id, installer: str, uv_cache: str = "") -> float:
     from mlvc.exec.envcache import recorded_env
 
     os.environ["MLVC_ENV_INSTALLER"] = installer
-    start = time.perf_counter()
-    recorded_env(folder, env_id, facts, "bench", log=lambda _m: None)
-    return time.perf_counter() - start
+    saved = os.environ.get("UV_CACHE_DIR")
+    if uv_cache:
+        os.environ["UV_CACHE_DIR"] = uv_cache
+    try:
+        start = time.perf_counter()
+        recorded_env(folder, env_id, facts, "bench", log=lambda _m: None)
+        return time.perf_counter() - start
+    finally:
+        if uv_cache:
+            os.environ.pop("UV_CACHE_DIR")
+            if saved is not None:
+                os.environ["UV_CACHE_DIR"] = saved
 
 
 def spread(xs: list[float]) -> str:
@@ -151,7 +160,8 @@ def main() -> None:
         rid = repo.commit("47", command=("python", "check.py"), inputs=inputs.__class__(
             **{**inputs.__dict__, "env": env_id}))  # fmt: skip
 
-        first_uv = build(tmp / "c-first", facts, env_id, "uv") if a.reps else 0.0
+        empty = str(tmp / "uv-cache-empty")  # wheels fetched from the indexes again
+        first_uv = build(tmp / "c-first", facts, env_id, "uv", uv_cache=empty) if a.reps else 0.0
         times: dict[str, list[float]] = {}
         for installer, reps in (("uv", a.reps), ("pip", a.pip_reps)):
             build(tmp / f"warm-{installer}", facts, env_id, installer)  # download caches
