@@ -38,15 +38,21 @@ def recorded(tmp_path, monkeypatch):
         "import mlvctinypkg\nopen('out.txt', 'w').write(mlvctinypkg.VERSION)\n"
     )
     (proj / "out.txt").write_text("1.0")
-    repo = Repo(proj)
-    facts = capture_env(proj)
-    facts.update(packages={"mlvctinypkg": "1.0"}, package_sources={}, installers={})
-    inputs = capture_inputs(repo, artifacts=["out.txt"], cwd=proj, env=False)
-    env_id = write_object(repo.store, Env(facts))
-    rid = repo.commit("v1", command=("python", "check.py"), inputs=replace(inputs, env=env_id))
+    rid, env_id = record_run(proj, "1.0")
     offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     yield proj, rid.hex, proj / ".mlvc" / "cache" / "envs" / env_id.hex, offline
     assert Repo(proj).fsck() == []
+
+
+def record_run(proj, version: str):
+    """A run of ``python check.py`` whose environment records mlvctinypkg ``version``."""
+    repo = Repo(proj)
+    facts = capture_env(proj)
+    facts.update(packages={"mlvctinypkg": version}, package_sources={}, installers={})
+    inputs = capture_inputs(repo, artifacts=["out.txt"], cwd=proj, env=False)
+    env_id = write_object(repo.store, Env(facts))
+    rid = repo.commit(version, command=("python", "check.py"), inputs=replace(inputs, env=env_id))
+    return rid, env_id
 
 
 def reproduce(proj, rid, offline, *more, code=0):
@@ -157,12 +163,7 @@ def test_gc_removes_builds_no_run_needs_and_keeps_the_rest(recorded):
 
 def test_an_uninstallable_version_is_one_line_with_uv_and_pip(recorded, tmp_path):
     proj, _rid, _venv, offline = recorded
-    repo = Repo(proj)
-    facts = capture_env(proj)
-    facts.update(packages={"mlvctinypkg": "9.9"}, package_sources={}, installers={})
-    inputs = capture_inputs(repo, artifacts=["out.txt"], cwd=proj, env=False)
-    env_id = write_object(repo.store, Env(facts))
-    rid = repo.commit("v9", command=("python", "check.py"), inputs=replace(inputs, env=env_id))
+    rid, env_id = record_run(proj, "9.9")
     for installer in ("uv", "pip"):
         env = {**offline, "MLVC_ENV_INSTALLER": installer}
         bad = mlvc(proj, "reproduce", rid.hex, "--env", "recorded", code=13, **env)
