@@ -536,12 +536,17 @@ class Repo:
         rtol: float | None = None,
         atol: float | None = None,
         echo: Callable[[str], None] = print,
+        rebuild_env: bool = False,
     ) -> Reproduction:
-        """Re-run a recorded run and judge the result (``mlvc reproduce``)."""
+        """Re-run a recorded run and judge the result (``mlvc reproduce``). With
+        ``env="recorded"`` the environment is built once per env id and cached;
+        ``rebuild_env`` builds it anew."""
         from ..reproduce.run import reproduce
 
         self.reap()
-        return reproduce(self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo)
+        return reproduce(
+            self.ctx, spec, env=env, to=to, rtol=rtol, atol=atol, echo=echo, rebuild_env=rebuild_env
+        )
 
     def bisect(
         self,

@@ -105,7 +105,8 @@ def run(
     type=click.Choice(["current", "recorded"]),
     default="current",
     show_default=True,
-    help="recorded: a new virtualenv with the recorded package versions; "
+    help="recorded: a virtualenv with the recorded package versions (built with uv, or "
+    "pip without it; cached by environment, see --rebuild-env); "
     "current: this environment, after listing how it differs.",
 )
 @click.option(
@@ -118,8 +119,21 @@ def run(
 )
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for metrics.")
+@click.option(
+    "--rebuild-env",
+    is_flag=True,
+    help="With --env recorded: build the environment anew instead of reusing the cached "
+    "build (.mlvc/cache/envs; `mlvc gc` removes builds no run needs).",
+)
 @json_option("the verdict")
-def reproduce(spec: str, env: str, to: str | None, rtol: float | None, atol: float | None) -> None:
+def reproduce(
+    spec: str,
+    env: str,
+    to: str | None,
+    rtol: float | None,
+    atol: float | None,
+    rebuild_env: bool,
+) -> None:
     """Re-run a recorded run from its record and say whether it came out the same.
 
     Verdict: EXACT (outputs byte-identical, metrics equal), WITHIN TOLERANCE (outputs
@@ -130,7 +144,9 @@ def reproduce(spec: str, env: str, to: str | None, rtol: float | None, atol: flo
 
     Example: mlvc reproduce baseline --env recorded --rtol 1e-6
     """
-    res = open_repo().reproduce(spec, env=env, to=to, rtol=rtol, atol=atol, echo=_status)
+    res = open_repo().reproduce(
+        spec, env=env, to=to, rtol=rtol, atol=atol, echo=_status, rebuild_env=rebuild_env
+    )
     emit(res, _echo_verdict)
     res.check()
 

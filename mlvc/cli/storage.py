@@ -34,7 +34,8 @@ def _echo_gc(rep) -> None:
     verb = "would free" if rep.dry_run else "freed"
     echo(
         f"{verb} {human_size(rep.freed)}: {rep.removed} objects, {rep.packs_removed} packs "
-        f"removed, {rep.packs_repacked} repacked, {rep.cache_files} link-cache files; "
+        f"removed, {rep.packs_repacked} repacked, {rep.cache_files} link-cache files, "
+        f"{rep.cache_envs} cached environments; "
         f"{rep.reachable} objects reachable, {rep.kept_young} unreachable kept (younger "
         "than the grace period)"
     )

@@ -12,6 +12,8 @@ on-disk format has one owner (as restic's backend layout does)::
       live/               staged live runs (live/<key>/), claims and pins
       worktrees/          scratch checkouts of parallel `mlvc run -j`
       cache/files/        verified read-only copies for --link hardlink|symlink
+      cache/envs/         virtualenvs rebuilt by `reproduce --env recorded`, by env id
+                          (<id>/ and <id>.lock; mlvc.exec.envcache)
       statcache           path -> (stat, id) of project files (a cache)
       only-checkouts      sections checked out with --only since HEAD
       remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
@@ -65,6 +67,7 @@ class Layout:
     live = property(lambda self: self.dir / "live")
     worktrees = property(lambda self: self.dir / "worktrees")
     cache_files = property(lambda self: self.dir / "cache" / "files")
+    cache_envs = property(lambda self: self.dir / "cache" / "envs")
     statcache = property(lambda self: self.dir / "statcache")
     only_checkouts = property(lambda self: self.dir / "only-checkouts")
     gc_lock = property(lambda self: self.dir / "gc.lock")

@@ -1,8 +1,9 @@
 """Rebuilding a recorded environment as a fresh virtualenv (``mlvc reproduce --env recorded``).
 
 The run's environment object lists every distribution it had, with its version and, for
-editable, VCS and local installs, its source; pip installs exactly those, without
-resolving dependencies (the record is the full set).
+editable, VCS and local installs, its source; uv (when installed: the ``mlvc[uv]`` extra or
+``uv`` on PATH) or else pip installs exactly those, without resolving dependencies (the
+record is the full set). Built environments are cached by env id (``envcache``).
 """
 
 from __future__ import annotations
@@ -64,16 +65,48 @@ def base_python(version: str) -> str:
     return found
 
 
+def find_uv() -> str | None:
+    """The ``uv`` binary that installs environments, or None for pip.
+
+    The ``uv`` package (``pip install 'mlvc[uv]'``) ships one; otherwise ``uv`` on PATH.
+    ``MLVC_ENV_INSTALLER=pip`` forces pip (``=uv`` insists on uv: an error without it)."""
+    choice = os.environ.get("MLVC_ENV_INSTALLER", "").strip().lower()
+    if choice == "pip":
+        return None
+    try:
+        import uv  # the mlvc[uv] extra
+
+        found = uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+    if found is None and choice == "uv":
+        raise EnvironmentBuildFailed(
+            "MLVC_ENV_INSTALLER=uv, and uv is not installed: pip install 'mlvc[uv]', "
+            "or unset MLVC_ENV_INSTALLER to use pip"
+        )
+    return found
+
+
 def build_venv(
-    facts: Mapping, dest: Path, run_label: str, log: Callable[[str], None] = print
+    facts: Mapping,
+    dest: Path,
+    run_label: str,
+    log: Callable[[str], None] = print,
+    log_file: Path | None = None,
 ) -> str:
     """Create a virtualenv at ``dest`` holding exactly the recorded distributions; returns
-    its python. pip runs with ``--no-deps`` (the record is the full set) and its own
-    configuration (index, find-links, cache), so it works offline wherever pip does."""
+    its python. The installer (uv when available, else pip) runs with ``--no-deps`` (the
+    record is the full set) and pip's own configuration (index, find-links, certificate),
+    so it works offline wherever pip does. The installer's output goes to ``log_file``
+    (default: ``dest/mlvc-pip.log``)."""
     py = facts.get("python", {})
+    log_file = log_file or dest / "mlvc-pip.log"
     base = base_python(py.get("version", ""))
     lines = requirement_lines(facts, run_label)
+    uv = find_uv()
     log(f"creating a virtualenv in {dest} (python {py.get('version', '?')})")
+    if uv is not None:
+        return _build_with_uv(uv, base, dest, lines, run_label, log, log_file)
     outer = _pip_with_python_option()
     cmd = [base, "-m", "venv", *(["--without-pip"] if outer else []), str(dest)]
     _check(subprocess.run(cmd, capture_output=True, text=True), "python -m venv")
@@ -98,10 +131,85 @@ def build_venv(
         text=True,
         stdin=subprocess.DEVNULL,
     )
-    (dest / "mlvc-pip.log").write_text(done.stdout + done.stderr)
+    log_file.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise EnvironmentBuildFailed(_pip_failure(done.stdout + done.stderr, dest, run_label))
+        raise EnvironmentBuildFailed(_pip_failure(done.stdout + done.stderr, log_file, run_label))
     return python
+
+
+def _build_with_uv(uv: str, base: str, dest: Path, lines, run_label, log, log_file) -> str:
+    """``uv venv`` + ``uv pip install --no-deps``, with pip's index settings translated."""
+    environ = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+    options, cert = pip_settings()
+    if cert and "SSL_CERT_FILE" not in environ:
+        environ["SSL_CERT_FILE"] = cert  # uv trusts its bundled roots unless told otherwise
+    cmd = [uv, "venv", "--no-config", "--quiet", "--python", base, str(dest)]
+    _check(subprocess.run(cmd, capture_output=True, text=True, env=environ), "uv venv")
+    python = str(dest / "bin" / "python")
+    reqs = dest / "mlvc-requirements.txt"
+    reqs.write_text("".join(line + "\n" for line in lines))
+    log(f"installing {len(lines)} recorded packages with uv (pip's index settings)")
+    done = subprocess.run(
+        [uv, "pip", "install", "--no-config", "--python", python, "--no-deps"]
+        + ["--index-strategy", "unsafe-best-match"]  # as pip: any index may have a version
+        + options
+        + ["-r", str(reqs)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=environ,
+    )
+    log_file.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise EnvironmentBuildFailed(_pip_failure(done.stdout + done.stderr, log_file, run_label))
+    return python
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def pip_settings() -> tuple[list[str], str]:
+    """pip's index settings as uv options, and pip's certificate file ("" if none).
+
+    Read as pip reads them: config files (global, user, site, ``PIP_CONFIG_FILE``; the
+    ``[install]`` section over ``[global]``), then ``PIP_*`` variables over the files."""
+    import configparser
+
+    values: dict[str, str] = {}
+    files = [
+        Path("/etc/xdg/pip/pip.conf"),
+        Path("/etc/pip.conf"),
+        Path.home() / ".pip" / "pip.conf",
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "pip" / "pip.conf",
+        Path(sys.prefix) / "pip.conf",
+    ]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    for f in files:
+        cfg = configparser.RawConfigParser()
+        try:
+            cfg.read(f)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            if cfg.has_section(section):
+                values.update(cfg.items(section))
+    for key, value in os.environ.items():
+        if key.startswith("PIP_"):
+            values[key[4:].lower().replace("_", "-")] = value
+    options: list[str] = []
+    if values.get("no-index", "").strip().lower() in _TRUE:
+        options.append("--no-index")
+    if values.get("index-url", "").strip():
+        options += ["--index-url", values["index-url"].strip()]
+    for key, flag in (
+        ("extra-index-url", "--extra-index-url"),
+        ("find-links", "--find-links"),
+        ("constraint", "--constraint"),
+    ):
+        for item in values.get(key, "").split():
+            options += [flag, item]
+    return options, values.get("cert", "").strip()
 
 
 def _pip_with_python_option() -> bool:
@@ -125,19 +233,21 @@ def _check(done: subprocess.CompletedProcess, what: str) -> None:
         raise EnvironmentBuildFailed(f"{what} failed: {last}")
 
 
-def _pip_failure(output: str, dest: Path, run_label: str) -> str:
-    """One line naming the package pip could not install, from pip's own messages."""
-    log = dest / "mlvc-pip.log"
+def _pip_failure(output: str, log: Path, run_label: str) -> str:
+    """One line naming the package that could not be installed, from the installer's
+    own messages (pip's or uv's)."""
     for pattern in (
         r"No matching distribution found for (\S+)",
         r"Could not find a version that satisfies the requirement (\S+)",
+        r"there is no version of (\S+?)(?:,| and |$)",  # uv
+        r"Because (\S+) was not found in the ",  # uv, for a name no index has
     ):
         m = re.search(pattern, output)
         if m:
             return (
-                f"cannot install {m.group(1)} (recorded by run {run_label}): pip finds no such "
-                f"version with its current index settings; details in {log}"
+                f"cannot install {m.group(1)} (run {run_label}): no such version with "
+                f"pip's index settings; see {log}"
             )
-    errors = [ln for ln in output.splitlines() if ln.startswith("ERROR")]
-    last = (errors or output.strip().splitlines() or ["no output"])[-1]
-    return f"pip could not install the recorded packages: {last}; details in {log}"
+    errors = [ln for ln in output.splitlines() if ln.startswith(("ERROR", "error:", "  × "))]
+    last = (errors or output.strip().splitlines() or ["no output"])[-1].strip()
+    return f"the recorded packages could not be installed: {last}; details in {log}"

@@ -47,6 +47,7 @@ class GcReport:
     packs_repacked: int = 0
     kept_young: int = 0  # unreachable but younger than the grace period
     cache_files: int = 0  # link-cache files removed
+    cache_envs: int = 0  # rebuilt environments removed (their env is in no reachable run)
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ def gc(ctx, dry_run: bool = False, grace: float = GRACE_S) -> GcReport:
         if hasattr(store, "indexes"):
             _sweep_packs(store, live, cutoff, report)
         _sweep_cache(ctx.dir, live, report)
+        _sweep_envs(Layout(ctx.dir).cache_envs, live, report)
         if not dry_run:
             clean_tmp(ctx.dir / "tmp")
             if report.removed or report.packs_removed:
@@ -200,6 +202,38 @@ def _sweep_cache(mlvc_dir: Path, live: set[bytes], report: GcReport) -> None:
             report.freed += f.stat().st_size
             if not report.dry_run:
                 f.unlink(missing_ok=True)
+
+
+def _sweep_envs(folder: Path, live: set[bytes], report: GcReport) -> None:
+    """Remove rebuilt environments (mlvc.exec.envcache) whose env no reachable run names,
+    and builds a killed process left (``.build-*``), each under its lock, skipped if busy."""
+    import fcntl
+    import shutil
+
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return
+    for name in names:
+        leftover = name.startswith(".build-")  # a killed build, or an entry moved aside
+        key = name.split("-")[1] if leftover else name.removesuffix(".log")
+        if not _HEX64.match(key) or (not leftover and bytes.fromhex(key) in live):
+            continue
+        fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built or used right now
+            path = folder / name
+            report.cache_envs += int(path.is_dir() and not leftover)
+            if not report.dry_run:  # lock files stay: a waiter may hold one open
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _strings(value) -> Iterator[str]:

@@ -2,7 +2,8 @@
 
 Steps: check the run's code and data out into a fresh folder (every path the run recorded as
 an output is left out, so nothing stale can pass for a result) → prepare the environment
-(``recorded``: a new virtualenv with exactly the recorded distributions; ``current``: the
+(``recorded``: a virtualenv with exactly the recorded distributions, built with uv or pip
+and cached by env id under .mlvc/cache/envs, mlvc.exec.envcache; ``current``: the
 interpreter at hand, after reporting every difference from the recorded environment) → set
 the recorded environment variables and ``MLVC_SEED`` (the recorded ``mlvc.seed``) → run the
 recorded command with the recorded params (mlvc.exec.run) → record the result in the original
@@ -40,10 +41,10 @@ from ..core.objects import Run, is_number
 from ..diff.runs import diff_metrics, diff_params, diff_trees, env_lines
 from ..errors import NothingToCompare, NotReproducible, ReproductionDiffers, UsageError
 from ..events import emit
+from ..exec.envcache import cache_folder, recorded_env
 from ..exec.execute import Outcome, execute
 from ..exec.interpreter import capture_for, find_interpreter, restore_variables
 from ..exec.plan import Echo, Launch, child_environ
-from ..exec.venv import build_venv
 from ..runs.attached import SEED_ENV, SEED_PARAM
 from ..store.typed import read_env, read_run, walk
 from ..workspace.project import load_project
@@ -221,8 +222,10 @@ def reproduce(
     rtol: float | None = None,
     atol: float | None = None,
     echo: Echo = print,
+    rebuild_env: bool = False,
 ) -> Reproduction:
-    """Re-run ``spec`` and judge it; see the module docstring."""
+    """Re-run ``spec`` and judge it; see the module docstring. ``rebuild_env``: build the
+    recorded environment anew instead of reusing its cached build."""
     if env not in ENV_MODES:
         raise UsageError(f"--env {env}: choose recorded or current")
     for name, value in (("--rtol", rtol), ("--atol", atol)):
@@ -246,7 +249,9 @@ def reproduce(
         )
     dest, temporary = _workdir(ctx, oid, to)
     try:
-        result = _reproduce_in(ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary)
+        result = _reproduce_in(
+            ctx, oid, run, facts, dest, env, rtol, atol, echo, temporary, rebuild_env
+        )
         emit(ctx, "reproduce.verdict", {**result.to_dict(), "name": run.name})
         return result
     finally:
@@ -255,7 +260,7 @@ def reproduce(
 
 
 def _reproduce_in(
-    ctx: RepoContext, oid, run, facts, dest, env, rtol, atol, echo, temporary
+    ctx: RepoContext, oid, run, facts, dest, env, rtol, atol, echo, temporary, rebuild_env
 ) -> Reproduction:
     echo(f"reproducing run {oid.short}: {' '.join(run.command)}")
     echo(f"  in {dest} (environment: {env})")
@@ -268,9 +273,11 @@ def _reproduce_in(
         environ[SEED_ENV] = str(run.params[SEED_PARAM])
     argv = relocate(tuple(run.command), ctx.root, dest)
     if env == "recorded":
-        python = build_venv(facts, dest / ".venv", oid.short, echo)
-        environ["PATH"] = f"{dest / '.venv' / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
-        environ["VIRTUAL_ENV"] = str(dest / ".venv")
+        folder = cache_folder(ctx.layout.cache_envs)
+        venv = recorded_env(folder, run.env, facts, oid.short, echo, rebuild=rebuild_env)
+        python = str(venv / "bin" / "python")
+        environ["PATH"] = f"{venv / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
+        environ["VIRTUAL_ENV"] = str(venv)
         if "/" in argv[0] and find_interpreter(argv[:1], environ, dest):
             argv = (python, *argv[1:])
     else:

@@ -16,6 +16,7 @@ implement it over pyarrow.fs.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import secrets
 import threading
@@ -45,6 +46,7 @@ CHUNK_THRESHOLD = 4 << 20
 # record claiming more is damaged or crafted: refused before anything is allocated.
 ZSTD_MAX = CHUNK_THRESHOLD
 CHUNK_AVG, CHUNK_MIN, CHUNK_MAX = 64 << 10, 16 << 10, 256 << 10
+WINDOW = 16 << 20  # big files are read, chunked and hashed in windows of this size
 MAX_CHUNKS = 1 << 24
 
 
@@ -191,27 +193,71 @@ class _RecordStore:
         if small:
             return self.add_bytes(head)
         del head
-        whole = blake3.blake3()
-        chunks = []
-        total = 0
-        adaptive = zstd.Adaptive()
         with open(path, "rb", buffering=0) as f:
             start = os.fstat(f.fileno())
-            for chunk in _fastcdc().cut_stream(f):
-                data = chunk.data
-                whole.update(data)
-                total += len(data)
-                cid = ObjectId(blake3.blake3(data).digest())
-                self._store(cid, data, adaptive.compress)
-                chunks.append((bytes(cid), len(data)))
-                progress.advance(len(data))
+            whole, total, chunks = self._store_chunks(f)
             end = os.fstat(f.fileno())
         if not (_stamp(before) == _stamp(start) == _stamp(end) and total == before.st_size):
             return None  # the chunks already stored are garbage for gc
-        oid = ObjectId(whole.digest())
+        oid = ObjectId(whole)
         if not self._exists(oid):
             self._put_record(oid, CHUNKED, msgpack.packb(chunks, use_bin_type=True))
         return oid
+
+    def _store_chunks(self, f) -> tuple[bytes, int, list]:
+        """Store the FastCDC chunks of an open file; (BLAKE3 of it all, size, chunk list).
+
+        The file is read in ``WINDOW`` blocks into two reused buffers and chunked in place
+        (no copy per chunk); while this thread chunks, hashes and stores one window, a
+        helper thread hashes the previous one for the whole file's id (BLAKE3 releases the
+        GIL), so the two hashes of every byte run side by side. The last chunk of a window
+        is cut again with the next one: a FastCDC cut depends only on the bytes from the
+        chunk's start, so the chunks are exactly those of a single pass over the file.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        whole = blake3.blake3()
+        bufs = [bytearray(WINDOW + CHUNK_MAX) for _ in range(2)]
+        hashed = [None, None]  # the helper's job still reading each buffer
+        chunks: list = []
+        total = carry = 0
+        tail = b""  # the bytes after the last cut, carried into the next window
+        adaptive = zstd.Adaptive()
+        cdc = _fastcdc()
+        with ThreadPoolExecutor(1, thread_name_prefix="mlvc-hash") as pool:
+            for turn in itertools.count():
+                i = turn % 2
+                if hashed[i] is not None:
+                    hashed[i].result()
+                buf, view = bufs[i], memoryview(bufs[i])
+                buf[:carry] = tail
+                filled, eof = carry, False
+                while filled < WINDOW + carry and not eof:
+                    n = f.readinto(view[filled : WINDOW + carry])
+                    eof = not n
+                    filled += n or 0
+                if not filled:
+                    break
+                done = 0
+                for c in cdc.cut_buf(view[:filled]):
+                    if not eof and c.offset + c.length == filled and c.offset:
+                        break  # cut by the window's end: cut again with the next window
+                    data = view[c.offset : c.offset + c.length]
+                    cid = ObjectId(blake3.blake3(data).digest())
+                    self._store(cid, data, adaptive.compress)
+                    chunks.append((bytes(cid), c.length))
+                    progress.advance(c.length)
+                    done = c.offset + c.length
+                hashed[i] = pool.submit(whole.update, view[:done])
+                total += done
+                carry = filled - done
+                tail = bytes(view[done:filled]) if carry else b""
+                if eof and not carry:
+                    break
+            for job in hashed:
+                if job is not None:
+                    job.result()
+        return whole.digest(), total, chunks
 
     def _record(self, oid: ObjectId, fetch: bool = True) -> bytes:
         """The raw record; a promised object is fetched first unless ``fetch`` is False."""

@@ -328,7 +328,8 @@ def make_wheel(folder: Path, name: str, version: str) -> Path:
     return wheel
 
 
-def test_env_recorded_builds_a_virtualenv_from_the_record_offline(proj, tmp_path):
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_env_recorded_builds_a_virtualenv_from_the_record_offline(proj, tmp_path, installer):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     make_wheel(wheels, "mlvctinypkg", "1.0")
@@ -347,17 +348,23 @@ def test_env_recorded_builds_a_virtualenv_from_the_record_offline(proj, tmp_path
         ids[version] = repo.commit(
             version, command=("python", "check.py"), inputs=replace(inputs, env=env_id)
         )
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+    offline = {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "MLVC_ENV_INSTALLER": installer,
+    }
     done = mlvc(
         proj, "reproduce", ids["1.0"].hex, "--env", "recorded", "--to", str(tmp_path / "r"),
         **offline,
     )  # fmt: skip
     assert "\nEXACT" in "\n" + done.stdout, done.stdout + done.stderr
-    assert "installing 1 recorded packages" in done.stderr
+    assert f"installing 1 recorded packages with {installer}" in done.stderr
     new = repo.run(repo.log()[0]["id"])
     got = read_env(repo.store, new.env).facts
     assert got["packages"]["mlvctinypkg"] == "1.0"
-    assert got["python"]["executable"].startswith(str(tmp_path / "r" / ".venv"))
+    cached = proj / ".mlvc" / "cache" / "envs" / repo.run(ids["1.0"]).env.hex
+    assert got["python"]["executable"].startswith(str(cached))
+    assert json.loads((cached / "mlvc-env.json").read_text())["installer"] == installer
 
     bad = mlvc(proj, "reproduce", ids["9.9"].hex, "--env", "recorded", code=13, **offline)
     assert "cannot install mlvctinypkg==9.9" in bad.stderr

@@ -4,7 +4,7 @@ import os
 
 import blake3
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlvc.core.ids import ObjectId
@@ -149,3 +149,108 @@ def test_stored_files_are_read_only(tmp_path):
     store = LocalStore(tmp_path / "objects", tmp_path / "tmp")
     oid = store.add_bytes(b"x")
     assert not os.stat(store._path(oid)).st_mode & 0o222
+
+
+# -- big files: windowed chunking (odb._store_chunks) -----------------------------------------
+
+
+@given(
+    parts=st.lists(
+        st.tuples(st.integers(1, 200_000), st.sampled_from(["random", "zeros", "text"])),
+        min_size=1,
+        max_size=30,
+    ),
+    window=st.sampled_from([1 << 18, (1 << 18) + 4097, 1 << 20]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=15, deadline=None)
+def test_windowed_chunks_equal_one_pass_over_the_file(parts, window, seed, monkeypatch_module):
+    """Whatever the window, a file's chunks are those of one streaming FastCDC pass, and its
+    id is the BLAKE3 of all of it: the cut carried over a window's end changes nothing."""
+    import random
+    import tempfile
+
+    from mlvc.store import odb
+
+    rnd = random.Random(seed)
+    data = b"".join(
+        rnd.randbytes(n) if kind == "random" else bytes(n) if kind == "zeros" else
+        (b"a,b,c\n%d,%d\n" % (n, seed)) * (n // 10 + 1)
+        for n, kind in parts
+    )  # fmt: skip
+    data += rnd.randbytes(max(0, CHUNK_THRESHOLD + 1 - len(data)))  # big enough to chunk
+    monkeypatch_module.setattr(odb, "WINDOW", window)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "f")
+        with open(path, "wb") as f:
+            f.write(data)
+        s = MemoryStore()
+        oid = s.add_file(path)
+        want = [blake3.blake3(bytes(c)).digest() for c in odb.iter_chunks(path)]
+    assert bytes(oid) == blake3.blake3(data).digest()
+    assert [bytes(c) for c in s.children(oid)] == want
+    assert s.read_bytes(oid) == data
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_a_file_growing_while_it_is_chunked_is_read_again_or_refused(tmp_path, monkeypatch):
+    """A writer appending between windows changes the file's stamp: never a mixed id."""
+    from mlvc.errors import FileChanged
+    from mlvc.store import odb
+
+    path = tmp_path / "grow.bin"
+    path.write_bytes(os.urandom(CHUNK_THRESHOLD * 2))
+    monkeypatch.setattr(odb, "WINDOW", 1 << 20)
+    real = MemoryStore._store
+    grew = []
+
+    def store_and_grow(self, oid, data, comp=None):
+        with open(path, "ab") as f:  # keeps growing through every retry
+            f.write(b"x" * 10)
+        grew.append(1)
+        return real(self, oid, data) if comp is None else real(self, oid, data, comp)
+
+    monkeypatch.setattr(MemoryStore, "_store", store_and_grow)
+    s = MemoryStore()
+    with pytest.raises(FileChanged):
+        s.add_file(path)
+    assert len(grew) > 3 * 64  # three whole tries, each past several windows
+
+
+def test_kill_9_while_storing_a_big_file_leaves_a_store_fsck_passes(tmp_path):
+    """A commit of a big file killed at several instants: no half object is ever read, the
+    repository checks clean, and the file commits afterwards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlvc import Repo
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    Repo.init(root)
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(48 << 20))
+    code = (
+        "import sys; from mlvc import Repo; r = Repo(sys.argv[1]); "
+        "r.commit('big', data=['big.bin'], capture_env=False)"
+    )
+    for delay in (0.3, 0.8, 1.5):
+        p = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=root)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert Repo(root).fsck() == []
+    repo = Repo(root)
+    rid = repo.commit("big", data=["big.bin"], cwd=root, capture_env=False)
+    assert repo.fsck() == []
+    out = tmp_path / "out"
+    repo.checkout(rid.hex, to=out)
+    assert blake3.blake3((out / "big.bin").read_bytes()).digest() == hash_file(big)
