@@ -191,8 +191,6 @@ def bench_small_files(work: Path, reps: int, n: int, size: int = 4096) -> str:
     for k in keys:
         s = summary(times[f"mlvc.{k}"], times[f"git.{k}"])
         lines.append(row(names[k], s, goals[k], "`git add -A`"))
-    for tool in trees.values():
-        shutil.rmtree(tool, ignore_errors=True)  # an index worker may still be writing
     return "\n".join(lines)
 
 
@@ -215,24 +213,26 @@ def main() -> None:
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"median of {args.reps}; load average before: {before}"
     ]
-    with tempfile.TemporaryDirectory(
+    tmp = tempfile.TemporaryDirectory(
         dir=args.dir, prefix="bench-startup-", ignore_cleanup_errors=True
-    ) as tmp:
-        work = Path(tmp)
-        if "1" in only:
-            parts.append(
-                "#### Start-up of read commands\n\n" + bench_startup(work, args.reps, args.runs)
-            )
-        if "2" in only:
-            parts.append(
-                f"#### {args.files} files of 4 KiB\n\n"
-                + bench_small_files(work, args.reps, args.files)
-            )
+    )
+    work = Path(tmp.name)
+    if "1" in only:
+        parts.append(
+            "#### Start-up of read commands\n\n" + bench_startup(work, args.reps, args.runs)
+        )
+        print(parts[-1], flush=True)
+    if "2" in only:
+        parts.append(
+            f"#### {args.files} files of 4 KiB\n\n" + bench_small_files(work, args.reps, args.files)
+        )
+        print(parts[-1], flush=True)
     parts.append(f"Load average after: {loadavg()}")
     report = "\n\n".join(parts) + "\n"
-    print(report)
     if args.out:
         Path(args.out).write_text(report)
+    print(report, flush=True)
+    tmp.cleanup()  # after the report: removing 40k files is slow on some disks
 
 
 if __name__ == "__main__":
