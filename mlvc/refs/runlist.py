@@ -16,6 +16,7 @@ read-only repository) only means the runs are read each time. ``refs/runs`` stay
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -38,14 +39,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlvc")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _FIELDS = ("name", "status", "message", "author", "started", "ended", "parent")
+_HEX = frozenset("0123456789abcdef")
 REWRITE_SLACK = 1024  # lines for runs no longer listed (or repeated) tolerated before a rewrite
 
 
 def summary(oid: ObjectId, run: Run) -> list:
-    """A run's line in the run list: its id, then ``_FIELDS``."""
+    """A run's line in the run list: its id, then ``_FIELDS`` (unknown times as None)."""
     parent = run.parents[0].hex if run.parents else None
-    return [oid.hex, run.name, run.status, run.message, run.author, run.started, run.ended,
-            parent]  # fmt: skip
+    return [oid.hex, run.name, run.status, run.message, run.author, _micros(run.started),
+            _micros(run.ended), parent]  # fmt: skip
 
 
 def remember(path: Path, runs: Iterable[tuple[ObjectId, Run]]) -> None:
@@ -58,7 +60,7 @@ def recent_runs(
 ) -> list[dict[str, Any]]:
     """Runs newest first, as the rows of the index's ``runs`` columns that ``log`` shows:
     id, short_id, name, status, message, author, created, ended, parent."""
-    ids = {oid.hex for oid in refs.run_ids()}
+    ids = _run_ids(refs)
     cached, lines = _read(path)
     known = {rid: row for rid, row in cached.items() if rid in ids}
     missing = sorted(ids - known.keys())
@@ -74,12 +76,25 @@ def recent_runs(
         _rewrite(path, list(known.values()))
     elif new:
         _append(path, new)
-    rows = sorted(known.values(), key=_order)
-    return [_dict(row) for row in (rows if limit is None else rows[: max(limit, 0)])]
+    if limit is None:
+        rows = sorted(known.values(), key=_order)
+    else:
+        rows = heapq.nsmallest(max(limit, 0), known.values(), key=_order)
+    return [_dict(row) for row in rows]
+
+
+def _run_ids(refs: RefStore) -> set[str]:
+    """The ids ``refs/runs`` lists, as hex (``RefStore.run_ids`` without making ObjectIds)."""
+    try:
+        names = os.listdir(refs.dir / "refs" / "runs")
+    except FileNotFoundError:
+        return set()
+    return {n for n in names if len(n) == 64 and _HEX.issuperset(n)}
 
 
 def _order(row: list) -> tuple:
-    created = _micros(row[5])
+    """The index's ``ORDER BY created DESC, id`` (DuckDB puts NULLs last)."""
+    created = row[5]
     return (created is None, -(created or 0), row[0])
 
 
@@ -108,18 +123,22 @@ def _micros(value) -> int | None:
     return value if ok else None
 
 
-def _time(value) -> datetime | None:
-    us = _micros(value)
+def _time(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
 def _valid(row) -> bool:
-    if not (isinstance(row, list) and len(row) == 1 + len(_FIELDS)):
+    """A line as ``summary`` writes it; any other is ignored (its run is read again)."""
+    if type(row) is not list or len(row) != 1 + len(_FIELDS):
         return False
-    rid, parent = row[0], row[-1]
-    if not (isinstance(rid, str) and len(rid) == 64 and rid == rid.lower()):
-        return False
-    return parent is None or (isinstance(parent, str) and len(parent) == 64)
+    rid, started, ended, parent = row[0], row[5], row[6], row[7]
+    return (
+        type(rid) is str
+        and len(rid) == 64
+        and (started is None or _micros(started) is not None)
+        and (ended is None or _micros(ended) is not None)
+        and (parent is None or (type(parent) is str and len(parent) == 64))
+    )
 
 
 def _read(path: Path) -> tuple[dict[str, list], int]:
@@ -129,16 +148,19 @@ def _read(path: Path) -> tuple[dict[str, list], int]:
             data = f.read()
     except OSError:
         return {}, 0
-    rows = {}
     lines = data.split(b"\n")
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # torn by a writer killed mid-line, or not ours
-        if _valid(row):
-            rows[row[0]] = row
-    return rows, len(lines) - 1
+    try:  # one parse for the whole file: the common case, every line whole
+        parsed = json.loads(b"[" + b",".join(line for line in lines if line) + b"]")
+    except ValueError:
+        parsed = [_loads(line) for line in lines]
+    return {row[0]: row for row in parsed if _valid(row)}, len(lines) - 1
+
+
+def _loads(line: bytes):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None  # torn by a writer killed mid-line, or not ours
 
 
 def _encode(rows: list[list]) -> bytes:
