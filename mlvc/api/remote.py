@@ -13,7 +13,6 @@ and none is applied twice. Memory is bounded: past ``MLVC_TRACKING_MAX_BUFFER`` 
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
@@ -29,9 +28,10 @@ from urllib.parse import quote, urlencode, urlsplit
 from ..core.ids import ObjectId
 from ..core.params import INT_MAX, INT_MIN, check_key, flatten
 from ..errors import MlvcError, ParamConflict, ServerRefused, ServerUnreachable, UsageError
-from ..runs.live import _param_value, _tag_value
 
 if TYPE_CHECKING:
+    import http.client
+
     import pyarrow as pa
 
     from ..diff.runs import RunDiff
@@ -78,6 +78,8 @@ class Client:
         return cls(uri, os.environ.get(ENV_TOKEN, "").strip() or None)
 
     def _connection(self) -> http.client.HTTPConnection:
+        import http.client  # here: ssl and email load only when a server is called
+
         kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return kind(self.host, self.port, timeout=self.timeout)
 
@@ -85,6 +87,8 @@ class Client:
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
     ) -> tuple[int, bytes]:
         """One request; (status, body). Raises ServerUnreachable when there is no answer."""
+        import http.client
+
         con = self._connection()
         try:
             con.request(method, self.base + path, body=body, headers=self._auth(headers or {}))
@@ -109,6 +113,8 @@ class Client:
 
     def stream(self, path: str, block: int = 1 << 20) -> Iterator[bytes]:
         """``GET path`` answered in blocks (an object's content: never whole in memory)."""
+        import http.client
+
         con = self._connection()
         try:
             con.request("GET", self.base + path, headers=self._auth({}))
@@ -275,6 +281,8 @@ class RemoteRun:
         self._closing = False
         self._ended = False
         self._sent = 0
+        from ..runs.live import _param_value, _tag_value
+
         flat = {k: _param_value(check_key(k), v) for k, v in flatten(dict(params or {})).items()}
         tag_map = {k: _tag_value(k, v) for k, v in (tags or {}).items()}
         self._params.update(flat)
@@ -311,6 +319,8 @@ class RemoteRun:
     def log_params(self, params: dict[str, Any]) -> None:
         staged = {}
         for k, v in flatten(dict(params)).items():
+            from ..runs.live import _param_value
+
             value = _param_value(check_key(k), v)
             old = self._params.get(k, _MISSING)
             if old is not _MISSING and (old != value or type(old) is not type(value)):
@@ -327,6 +337,8 @@ class RemoteRun:
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        from ..runs.live import _tag_value
+
         checked = {k: _tag_value(k, v) for k, v in tags.items()}
         with self._cond:
             self._tags.update(checked)

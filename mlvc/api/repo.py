@@ -23,24 +23,13 @@ from ..errors import (
     PathNotInRun,
     UsageError,
 )
-from ..events import pre
-from ..maintenance.fsck import fsck
 from ..refs.store import check_ref_name
-from ..runs.reaper import live_runs, reap_dead_runs
-from ..runs.record import Inputs, RunSpec, expand, record_run
 from ..store.typed import lookup, read_run
-from ..workspace.checkout import (
-    SECTIONS,
-    CheckoutResult,
-    checkout,
-    compare,
-    parse_sections,
-    run_files,
-)
 from ..workspace.context import RepoContext
-from ..workspace.project import load_project
 from .views import describe_run, jsonable
 
+# Writing, reaping, checking and the working tree's modules are imported by the methods that
+# use them, so a read (``log``, ``show``) loads only what it reads with.
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -54,6 +43,8 @@ if TYPE_CHECKING:
     from ..reproduce.bisect import Bisection
     from ..reproduce.lineage import Node
     from ..reproduce.run import Reproduction
+    from ..runs.record import Inputs, RunSpec
+    from ..workspace.checkout import CheckoutResult
     from ..workspace.statcache import FileHasher
     from .which import Provenance
 
@@ -164,6 +155,9 @@ class Repo:
         are inputs captured earlier (``mlvc.runs.record.capture_inputs``), used as they are.
         Live runs whose process died are recorded first (as ``killed``).
         """
+        from ..events import pre
+        from ..runs.record import RunSpec, record_run
+
         spec = RunSpec(
             message=message,
             name=name,
@@ -194,6 +188,8 @@ class Repo:
 
     def live_runs(self) -> list[dict]:
         """Runs in progress (``mlvc runs``), after recording any whose process died."""
+        from ..runs.reaper import live_runs
+
         self.reap()
         return live_runs(self.ctx)
 
@@ -203,17 +199,17 @@ class Repo:
         Commands that write reap (``commit``, ``run_entry``, ``reproduce``, ``live_runs``,
         the start of a live run); reads (``log``, ``query``, ``show``, ``lineage``) never do.
         """
+        from ..runs.reaper import reap_dead_runs
+
         return reap_dead_runs(self.ctx)
 
     def log(self, limit: int | None = None) -> list[dict]:
-        """Runs newest first, as dicts of the index's ``runs`` columns. Only reads."""
-        sql = (
-            "SELECT id, short_id, name, status, message, author, created, ended, parent "
-            "FROM runs ORDER BY created DESC, id"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self.index.query(sql).to_pylist()
+        """Runs newest first, as dicts of the index's ``runs`` columns (id, short_id, name,
+        status, message, author, created, ended, parent), read from the refs and run objects
+        through the run list (mlvc.refs.runlist), never from the index."""
+        from ..refs.runlist import recent_runs
+
+        return recent_runs(self.layout.runlist, self.refs, self.store, limit)
 
     def show(self, spec: str | ObjectId, files: bool = True) -> dict:
         """Every section of a run as plain data (what ``mlvc show --json`` prints).
@@ -222,7 +218,9 @@ class Repo:
         ``status`` ``running``, or ``dead`` when its process is gone and it is not recorded
         yet (the next command that writes records it). Only reads.
         """
-        if isinstance(spec, str) and not isinstance(spec, RunId):
+        if isinstance(spec, str) and not isinstance(spec, RunId) and self.layout.live.is_dir():
+            from ..runs.reaper import live_runs
+
             live = [r for r in live_runs(self.ctx, dead=True) if spec in (r["key"], r["name"])]
             if live and not (self.refs.read(f"refs/names/{spec}") and live[0]["key"] != spec):
                 return live[-1]
@@ -265,6 +263,9 @@ class Repo:
     def status(self) -> dict:
         """The working tree against the HEAD run: per section, added / removed / modified."""
         from ..capture import code_files
+        from ..runs.record import expand
+        from ..workspace.checkout import compare, run_files
+        from ..workspace.project import load_project
 
         head = self.head()
         run = read_run(self.store, head) if head else Run()
@@ -305,6 +306,7 @@ class Repo:
         content. ``link``: ``copy`` (default), or ``hardlink``/``symlink`` to read-only
         verified copies in ``.mlvc/cache/files`` (never to the store itself).
         """
+        from ..workspace.checkout import checkout, parse_sections
         from ..workspace.materialize import check_link
 
         oid = self.resolve(spec)
@@ -356,6 +358,8 @@ class Repo:
         """Sections that ``checkout --only`` filled from another run than HEAD, while HEAD
         was ``head``; what a commit or a whole checkout made stale is ignored."""
         import json
+
+        from ..workspace.checkout import SECTIONS
 
         try:
             saved = json.loads((self.dir / self._ONLY).read_text())
@@ -488,6 +492,7 @@ class Repo:
     def fsck(self, notes: list | None = None) -> list[str]:
         """Every problem in the store and refs; empty when all is well. ``notes`` receives
         what was tidied that is not a problem (a killed writer's pack indexed)."""
+        from ..maintenance.fsck import fsck
         from ..runs.record import finish_publishing
         from ..store.locks import writing
 

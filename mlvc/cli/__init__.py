@@ -2,24 +2,76 @@
 
 ``main`` is the entry point (``mlvc = "mlvc.cli:main"``, ``python -m mlvc``). It maps every
 ``MlvcError`` to one line on stderr and its documented exit code (docs/cli.md), and gathers
-the commands of the modules beside it: ``runs`` (init, commit, log, show, runs, status,
-diff, checkout, tag), ``index`` (query, index rebuild), ``storage`` (gc, du, fsck), ``exec``
-(run, reproduce, lineage), ``models``, ``server``, ``remote`` (remote, push, fetch, pull,
-clone), ``export`` and ``interop`` (import). Those import only ``_common`` and the library.
+the commands of the modules beside it (``COMMAND_MODULES``). Those import only ``_common``
+and the library.
+
+A command's module is imported when the command runs (click's lazy-group pattern): ``mlvc
+log`` loads ``cli.runs`` only, not the server's or the registry's commands. ``--help`` and
+the documentation generator list every command, so they load every module.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
 
 import click
 
 from .._version import __version__
 from ..errors import MlvcError
 from ..render.text import clean, echo
-from . import events, exec, export, index, interop, models, remote, runs, server, storage, webhooks
+
+# command name -> the module of mlvc.cli that defines it (in its COMMANDS); a test checks it
+COMMAND_MODULES = {
+    **dict.fromkeys(
+        ("init", "commit", "log", "show", "runs", "status", "diff", "checkout", "tag"), "runs"
+    ),
+    **dict.fromkeys(("query", "index", "which"), "index"),
+    **dict.fromkeys(("gc", "du", "fsck"), "storage"),
+    **dict.fromkeys(("run", "reproduce", "lineage", "bisect"), "exec"),
+    "models": "models",
+    **dict.fromkeys(("server", "token", "ui"), "server"),
+    **dict.fromkeys(("remote", "push", "fetch", "pull", "clone"), "remote"),
+    "export": "export",
+    "import": "interop",
+    "events": "events",
+    "webhook": "webhooks",
+}
+
+
+class _LazyCommands(MutableMapping):
+    """A group's ``commands``: every name is listed at once, and a command's module is
+    imported the first time the command itself is looked up."""
+
+    def __init__(self, modules: dict[str, str]):
+        self.modules = modules
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded and name in self.modules:
+            module = importlib.import_module(f"{__name__}.{self.modules[name]}")
+            for command in module.COMMANDS:
+                self.loaded.setdefault(command.name, command)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self.loaded.pop(name, None)
+        self.modules = {k: v for k, v in self.modules.items() if k != name}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self.modules), **dict.fromkeys(self.loaded)})
+
+    def __len__(self) -> int:
+        return len({*self.modules, *self.loaded})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.modules or name in self.loaded
 
 
 class MlvcGroup(click.Group):
@@ -107,20 +159,6 @@ def main(chdir: str | None) -> None:
             ) from None
 
 
-for _module in (
-    runs,
-    index,
-    storage,
-    exec,
-    models,
-    server,
-    remote,
-    export,
-    interop,
-    events,
-    webhooks,
-):
-    for _command in _module.COMMANDS:
-        main.add_command(_command)
+main.commands = _LazyCommands(COMMAND_MODULES)
 
 __all__ = ["main"]

@@ -28,6 +28,7 @@ from ..core.params import (
     load_params_file,
 )
 from ..errors import UnreadablePath, UsageError
+from ..refs.runlist import remember
 from ..refs.store import check_ref_name
 from ..store.typed import write_object
 from ..workspace.project import ProjectConfig, load_project
@@ -474,6 +475,7 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
             _publish(ctx, oid, run, intent)
     for *_rest, path in started:
         path.unlink(missing_ok=True)
+    remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
     ctx.index.try_ingest()
 
 

@@ -144,14 +144,22 @@ class StatCache:
 
 
 def _valid(key, e) -> bool:
+    # spelled out, not all(...) over a generator: it runs once per file on every load
+    if type(key) is not str or type(e) is not list or len(e) != 6:
+        return False
+    size, mtime, ino, ctime, oid, stored = e
     return (
-        isinstance(key, str)
-        and isinstance(e, list)
-        and len(e) == 6
-        and all(type(v) is int and v >= 0 for v in e[:4])
-        and isinstance(e[4], bytes)
-        and len(e[4]) == DIGEST_SIZE
-        and type(e[5]) is bool
+        type(size) is int
+        and type(mtime) is int
+        and type(ino) is int
+        and type(ctime) is int
+        and size >= 0
+        and mtime >= 0
+        and ino >= 0
+        and ctime >= 0
+        and type(oid) is bytes
+        and len(oid) == DIGEST_SIZE
+        and type(stored) is bool
     )
 
 

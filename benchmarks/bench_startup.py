@@ -1,0 +1,239 @@
+"""Start-up of read commands and small-file commits, each as a ratio to its baseline (issue 16,
+items 1 and 2).
+
+1. Start-up: ``mlvc --help``, ``log -n 1``, ``show HEAD``, ``status`` on the quickstart
+   project, and ``query`` over 10k runs, against ``python -c pass`` with the same interpreter,
+   each repetition timed beside its baseline (interleaved, so load hits both alike).
+2. Small files: 20k files of 4 KiB: first commit, unchanged re-commit, and a commit after
+   rewriting 10 files, against ``git add -A`` on an identical tree (same steps, same files).
+
+Each figure: the median of ``--reps`` repetitions (at least 5), its spread (min-max of the
+per-repetition ratios), and the load average before and after. Data is generated at run
+time under ``--dir`` (default: $TMPDIR).
+
+Usage: python benchmarks/bench_startup.py [--reps 7] [--files 20000] [--runs 10000]
+       [--only 1,2] [--quick] [--out report.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MLVC = str(BIN / "mlvc")
+PY = sys.executable
+QUERY = (
+    'SELECT id, "params.lr", "metrics.val_acc" FROM runs_wide '
+    'WHERE "params.optimizer" = \'adam\' ORDER BY "metrics.val_acc" DESC LIMIT 10'
+)
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def timed(argv: list[str], cwd: Path, env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{argv} failed in {cwd}: {p.stderr.decode()[-500:]}")
+    return dt
+
+
+def summary(values: list[float], bases: list[float]) -> dict:
+    ratios = [v / b for v, b in zip(values, bases, strict=True)]
+    return {
+        "med": statistics.median(values),
+        "base": statistics.median(bases),
+        "ratio": statistics.median(values) / statistics.median(bases),
+        "lo": min(ratios),
+        "hi": max(ratios),
+    }
+
+
+def row(name: str, s: dict, goal: float, base_name: str) -> str:
+    ok = "yes" if s["ratio"] <= goal else "**no**"
+    return (
+        f"| {name} | {s['med'] * 1000:.0f} ms | {base_name} {s['base'] * 1000:.0f} ms | "
+        f"**{s['ratio']:.2f}x** | {s['lo']:.2f}-{s['hi']:.2f}x | ≤ {goal:g}x | {ok} |"
+    )
+
+
+HEAD = (
+    "| figure | mlvc (median) | baseline (median) | ratio of medians | spread of ratios "
+    "| goal | met |\n|---|---|---|---|---|---|---|"
+)
+
+
+# -- 1. start-up -------------------------------------------------------------------------------
+
+
+def quickstart(work: Path) -> Path:
+    """The quickstart example, initialized, with two recorded runs and a changed file."""
+    root = work / "quickstart"
+    root.mkdir()
+    for f in (HERE.parent / "examples" / "quickstart").iterdir():
+        if f.is_file():
+            shutil.copy(f, root / f.name)
+    subprocess.run([PY, "make_data.py"], cwd=root, check=True, capture_output=True)
+    subprocess.run([MLVC, "init"], cwd=root, check=True, capture_output=True)
+    for lr in ("0.1", "0.05"):
+        (root / "params.json").write_text(f'{{"lr": {lr}, "epochs": 5, "l2": 0.0, "seed": 42}}\n')
+        for argv in ([PY, "train.py"], [MLVC, "commit", "-q", "-m", f"lr {lr}"]):
+            subprocess.run(argv, cwd=root, check=True, capture_output=True)
+    with open(root / "train.py", "a") as f:
+        f.write("# changed\n")
+    return root
+
+
+def many_runs(work: Path, n: int) -> Path:
+    root = work / "runs"
+    root.mkdir()
+    subprocess.run(
+        [PY, str(HERE / "bench_foundation.py"), "--child", "make-runs", str(root), str(n)],
+        check=True,
+        capture_output=True,
+    )
+    return root
+
+
+def bench_startup(work: Path, reps: int, n_runs: int) -> str:
+    qs = quickstart(work)
+    print(f"[1] writing {n_runs} runs", file=sys.stderr)
+    big = many_runs(work, n_runs)
+    cases = [
+        ("`mlvc --help`", [MLVC, "--help"], qs, 5),
+        ("`mlvc log -n 1`", [MLVC, "log", "-n", "1"], qs, 8),
+        ("`mlvc show HEAD`", [MLVC, "show", "HEAD"], qs, 8),
+        ("`mlvc status` (quickstart)", [MLVC, "status"], qs, 10),
+        (f"`mlvc log -n 1` ({n_runs} runs)", [MLVC, "log", "-n", "1"], big, 8),
+        (f"`mlvc query` ({n_runs} runs)", [MLVC, "query", QUERY], big, 15),
+    ]
+    for _name, argv, cwd, _goal in cases:  # warm the page cache and the run list once
+        timed(argv, cwd)
+    samples = {name: [] for name, *_ in cases}
+    bases = {name: [] for name, *_ in cases}
+    for rep in range(reps):
+        print(f"[1] rep {rep + 1}/{reps}", file=sys.stderr)
+        for name, argv, cwd, _goal in cases:
+            bases[name].append(timed([PY, "-c", "pass"], cwd))
+            samples[name].append(timed(argv, cwd))
+    lines = [HEAD]
+    for name, _argv, _cwd, goal in cases:
+        lines.append(row(name, summary(samples[name], bases[name]), goal, "`python -c pass`"))
+    return "\n".join(lines)
+
+
+# -- 2. small files ----------------------------------------------------------------------------
+
+
+def make_tree(root: Path, n: int, size: int) -> list[str]:
+    per_dir = 200
+    paths = []
+    for i in range(n):
+        rel = f"data/d{i // per_dir:03d}/f{i % per_dir:04d}.bin"
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(size))
+        paths.append(rel)
+    return paths
+
+
+def bench_small_files(work: Path, reps: int, n: int, size: int = 4096) -> str:
+    print(f"[2] writing {n} files of {size} bytes", file=sys.stderr)
+    src = work / "small-src"
+    paths = make_tree(src, n, size)
+    touched = paths[:: max(1, n // 10)][:10]
+    trees = {}
+    for tool in ("mlvc", "git"):
+        trees[tool] = work / f"small-{tool}"
+        shutil.copytree(src, trees[tool])
+    shutil.rmtree(src)
+    genv = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
+    commit = [MLVC, "commit", "-q", "-m", "data", "--data", "data"]
+    add = ["git", "add", "-A"]
+    keys = ("first", "same", "touched")
+    times = {f"{t}.{k}": [] for t in ("mlvc", "git") for k in keys}
+    for rep in range(reps):
+        print(f"[2] rep {rep + 1}/{reps}", file=sys.stderr)
+        for tool in ("git", "mlvc"):
+            root = trees[tool]
+            shutil.rmtree(root / (".git" if tool == "git" else ".mlvc"), ignore_errors=True)
+            if tool == "git":
+                subprocess.run(["git", "init", "-q"], cwd=root, env=genv, check=True)
+            else:
+                subprocess.run([MLVC, "init"], cwd=root, check=True, capture_output=True)
+            argv = add if tool == "git" else commit
+            os.sync()
+            times[f"{tool}.first"].append(timed(argv, root, genv))
+            times[f"{tool}.same"].append(timed(argv, root, genv))
+            for rel in touched:
+                (root / rel).write_bytes(os.urandom(size))
+            times[f"{tool}.touched"].append(timed(argv, root, genv))
+    goals = {"first": 0.8, "same": 3, "touched": 3}
+    names = {
+        "first": f"first commit of {n} files",
+        "same": "unchanged re-commit",
+        "touched": "commit after rewriting 10 files",
+    }
+    lines = [HEAD]
+    for k in keys:
+        s = summary(times[f"mlvc.{k}"], times[f"git.{k}"])
+        lines.append(row(names[k], s, goals[k], "`git add -A`"))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--files", type=int, default=20_000)
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--only", default="1,2")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.reps, args.files, args.runs = 5, 2000, 500
+    only = set(args.only.split(","))
+    before = loadavg()
+    parts = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"median of {args.reps}; load average before: {before}"
+    ]
+    tmp = tempfile.TemporaryDirectory(
+        dir=args.dir, prefix="bench-startup-", ignore_cleanup_errors=True
+    )
+    work = Path(tmp.name)
+    if "1" in only:
+        parts.append(
+            "#### Start-up of read commands\n\n" + bench_startup(work, args.reps, args.runs)
+        )
+        print(parts[-1], flush=True)
+    if "2" in only:
+        parts.append(
+            f"#### {args.files} files of 4 KiB\n\n" + bench_small_files(work, args.reps, args.files)
+        )
+        print(parts[-1], flush=True)
+    parts.append(f"Load average after: {loadavg()}")
+    report = "\n\n".join(parts) + "\n"
+    if args.out:
+        Path(args.out).write_text(report)
+    print(report, flush=True)
+    tmp.cleanup()  # after the report: removing 40k files is slow on some disks
+
+
+if __name__ == "__main__":
+    main()
