@@ -65,7 +65,6 @@ def spread(xs: list[float]) -> str:
 
 def child_rebuild(root: str) -> dict:
     """Rebuild the index; then insert the same rows, read back as Arrow, into a fresh file."""
-    import duckdb
 
     from mlvc import Repo
 
@@ -77,17 +76,26 @@ def child_rebuild(root: str) -> dict:
         t: repo.query(f"SELECT * FROM {t}")
         for t in ("runs", "params", "metrics", "metric_summary", "tree_files", "env_packages")
     }
+    out.update(duckdb_baseline(root, lambda: tables))
+    return out
+
+
+def duckdb_baseline(root: str, make_tables) -> dict:
+    """Seconds to make the Arrow tables (``make_tables()``) and insert each into a fresh
+    DuckDB file, checkpointed: what the index's writes are set beside."""
+    import duckdb
+
     path = Path(root) / "baseline.duckdb"
     path.unlink(missing_ok=True)
     c0, t0 = cpu(), time.perf_counter()
     con = duckdb.connect(str(path))
-    for name, table in tables.items():
+    for name, table in make_tables().items():
         con.register("t", table)
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
         con.unregister("t")
     con.execute("CHECKPOINT")
     con.close()
-    out.update(base_wall=time.perf_counter() - t0, base_cpu=cpu() - c0)
+    out = {"base_wall": time.perf_counter() - t0, "base_cpu": cpu() - c0}
     path.unlink()
     return out
 
@@ -135,7 +143,6 @@ def child_bigrun(root: str, points: str) -> dict:
     """Ingest one run with a ``points``-point series; then DuckDB inserting the same table."""
     import io
 
-    import duckdb
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -163,17 +170,10 @@ def child_bigrun(root: str, points: str) -> dict:
     c0, t0 = cpu(), time.perf_counter()
     repo.index.sync()
     out = {"wall": time.perf_counter() - t0, "cpu": cpu() - c0}
-    path = Path(root) / "baseline.duckdb"
-    path.unlink(missing_ok=True)
-    c0, t0 = cpu(), time.perf_counter()
-    read = pq.ParquetFile(pa.BufferReader(buf.getvalue())).read(use_threads=False)
-    con = duckdb.connect(str(path))
-    con.register("t", read)
-    con.execute("CREATE TABLE metrics AS SELECT 'x' AS run_id, * FROM t")
-    con.execute("CHECKPOINT")
-    con.close()
-    out.update(base_wall=time.perf_counter() - t0, base_cpu=cpu() - c0)
-    path.unlink()
+    blob = pa.BufferReader(buf.getvalue())
+    out.update(
+        duckdb_baseline(root, lambda: {"metrics": pq.ParquetFile(blob).read(use_threads=False)})
+    )
     return out
 
 
@@ -211,10 +211,14 @@ CHILDREN = {
 # -- the report ------------------------------------------------------------------------------
 
 
-def make_runs(root: Path, n: int) -> None:
+def init_project(root: Path) -> None:
     root.mkdir(parents=True)
-    subprocess.run([str(Path(PYTHON).parent / "mlvc"), "init"], cwd=root, check=True,
-                   capture_output=True)  # fmt: skip
+    mlvc = str(Path(PYTHON).parent / "mlvc")
+    subprocess.run([mlvc, "init"], cwd=root, check=True, capture_output=True)
+
+
+def make_runs(root: Path, n: int) -> None:
+    init_project(root)
     procs = [
         subprocess.Popen([PYTHON, TRACKING, "--child", "make-runs", str(root), str(n), str(p), "2"])
         for p in range(2)
@@ -281,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if 3 in only:
             log("[3] one run with many points")
             small = work / "big"
-            small.mkdir()
-            subprocess.run([str(Path(PYTHON).parent / "mlvc"), "init"], cwd=small, check=True,
-                           capture_output=True)  # fmt: skip
+            init_project(small)
             res = [child("bigrun", small, args.points) for _ in range(args.reps)]
             lines += [
                 f"### 3. Ingest of one run with {args.points:,} points "
@@ -301,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if 4 in only:
             log("[4] log_metric")
             lm = work / "lm"
-            lm.mkdir()
-            subprocess.run([str(Path(PYTHON).parent / "mlvc"), "init"], cwd=lm, check=True,
-                           capture_output=True)  # fmt: skip
+            init_project(lm)
             n = 1_000_000
             r = child("logmetric", lm, n, max(args.reps, 5))
             lines += [
