@@ -135,7 +135,8 @@ def child_newkey(root: str, reps: str) -> dict:
         repo.index.sync()
         out["new"].append(time.perf_counter() - t0)
     layout = repo.query("SELECT value FROM meta WHERE key = 'runs_wide'").column(0)[0].as_py()
-    out["side_tables"] = len(json.loads(layout)["tables"])
+    layout = json.loads(layout)  # a list of columns before runs_wide had side tables
+    out["side_tables"] = len(layout["tables"]) if isinstance(layout, dict) else 0
     return out
 
 
