@@ -203,11 +203,11 @@ def _grow(con, state: dict) -> dict | None:
     base = [c for c in layout if c[5] == BASE]
     con.execute(f"INSERT INTO {BASE} BY NAME {_base_select(base, only='_arrow_new')}")
     side_rows = state["side_rows"]
-    for table in tables:
-        cols = [c for c in layout if c[5] == table]
-        before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        con.execute(f"INSERT INTO {table} BY NAME {_side_select(cols, '_arrow_new')}")
-        side_rows += con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+    for table in tables:  # only those holding a key of the new runs get rows
+        cols = [c for c in layout if c[5] == table and (c[1], c[2]) in found]
+        if cols:
+            sql = f"INSERT INTO {table} BY NAME {_side_select(cols, '_arrow_new')}"
+            side_rows += con.execute(sql).fetchall()[0][0]  # rows inserted
     if side_rows > SIDE_SHARE * max(
         con.execute("SELECT count(*) FROM runs").fetchall()[0][0], 4000
     ):
