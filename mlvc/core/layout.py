@@ -9,6 +9,7 @@ on-disk format has one owner (as restic's backend layout does)::
       refs/ HEAD logs/    refs and their reflogs (mlvc.refs)
       journal/            runs recorded but not yet in the index
       index.duckdb        the index (a cache); index.lock serializes its writers
+      index.wanted/       markers of readers waiting for index.lock (mlvc.index.lock)
       live/               staged live runs (live/<key>/), claims and pins
       worktrees/          scratch checkouts of parallel `mlvc run -j`
       cache/files/        verified read-only copies for --link hardlink|symlink

@@ -17,13 +17,15 @@ from them bit for bit (docs/sql-schema.md documents every table). Terms:
                every writer out, itself included. Nesting is counted per thread, never per
                process: another thread's reader is waited for, as another process's is.
     runs_wide  one row per run with a ``params.<key>`` and a ``metrics.<key>`` column per key,
-               a table kept in step by each ingest.
+               a view over ``wide_base`` and side tables for keys added since (wide.py),
+               kept in step by each ingest.
 
 Writers never open DuckDB without the exclusive lock, so DuckDB's own file lock never fails in
 front of a user. A server keeps one read-only connection open between its reads
 (``Index.keep_readers``), closes it before it writes, and lets it go after a moment without
-reads, which a writer in another process waits for (a few seconds at most). A committer only *tries* the lock (``try_ingest``); if it is busy the run stays
-journalled and the next reader ingests it before answering.
+reads, which a writer in another process waits for (a few seconds at most). A committer only *tries* the lock (``try_ingest``); if it is busy, or a reader is
+waiting for it (a marker in ``.mlvc/index.wanted/``), the run stays journalled and the next
+reader ingests it before answering.
 
 Public: ``Index`` (``mlvc.index.index``, re-exported here), ``user_sql`` (the rules for SQL
 from users) and ``series`` (metric series sampled for charts, docs/ui-compare.md). The other modules are this package's own (an import-linter contract keeps them

@@ -162,10 +162,12 @@ class Index:
         so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests in this
         process instead.
 
-        Returns False when another process or thread holds the lock (the runs stay
-        journalled for the next reader) or when ingestion failed (logged; the next reader
+        Returns False when another process or thread holds the lock, or a reader waits for
+        it (the runs stay journalled for the next reader) or when ingestion failed (logged; the next reader
         raises it).
         """
+        if self.lock.wanted():  # a reader waits for the lock: it ingests these runs
+            return False
         fd = self.lock.take(exclusive=True, wait=0.0)
         if fd is None:
             return False

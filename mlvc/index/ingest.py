@@ -17,7 +17,7 @@ from ..core.ids import ObjectId
 from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
-from .decode import decode_runs, shared_rows
+from .decode import decode_runs, no_gc, shared_rows
 from .journal import Journal, settled
 from .user_sql import first_line
 
@@ -150,11 +150,12 @@ class Writer:
         else:
             decoded = (decode_runs(self.store, schemas, c) for c in chunks)
         seen = _Seen(con, fresh)
-        for tables, trees, envs in decoded:
-            _insert_tables(con, tables)
-            new_trees = seen.new(trees, "tree_files", "tree_id")
-            new_envs = seen.new(envs, "env_packages", "env_id")
-            _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
+        with no_gc():
+            for tables, trees, envs in decoded:
+                _insert_tables(con, tables)
+                new_trees = seen.new(trees, "tree_files", "tree_id")
+                new_envs = seen.new(envs, "env_packages", "env_id")
+                _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
 
     def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
         """Refresh what depends on the whole index: refs, model tables, runs_wide, meta."""

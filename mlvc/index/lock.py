@@ -1,6 +1,10 @@
 """The index lock, an ``flock`` on ``.mlvc/index.lock``, and the readers a thread holds.
 
-Exclusive to write the index, shared to read it. An flock belongs to an open file
+Exclusive to write the index, shared to read it. An flock is not fair: under a storm of
+commits, each starting an ingest the moment the lock is free, a reader polling for it could
+wait for dozens of them. So a reader (or ``sync``) that has to wait leaves a marker in
+``.mlvc/index.wanted/`` while it waits, and committers start no ingest while one is there:
+their runs stay journalled, and the waiting reader ingests them all at once. An flock belongs to an open file
 description, so two threads of one process, each with its own descriptor, exclude each other
 as two processes do: a writer in one thread waits (bounded) for a reader in another.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ from pathlib import Path
 from ..errors import IndexBusy
 
 LOCK_WAIT = 30.0  # seconds a reader or ``sync`` waits for the index lock
+WANTED = "index.wanted"  # the folder of markers of waiting readers, in .mlvc
 
 # Lock paths of the readers this context holds, once per reader (nested ones included).
 _readers: ContextVar[tuple[str, ...]] = ContextVar("mlvc_index_readers", default=())
@@ -68,14 +74,53 @@ class IndexLock:
             delay = min(delay * 2, 0.05)
 
     def take_or_raise(self, exclusive: bool) -> int:
-        """An fd holding the lock, waiting at most LOCK_WAIT seconds, else ``IndexBusy``."""
-        fd = self.take(exclusive, LOCK_WAIT)
+        """An fd holding the lock, waiting at most LOCK_WAIT seconds, else ``IndexBusy``;
+        while it waits, committers start no ingest (``wanted``)."""
+        fd = self.take(exclusive, 0.0)
+        if fd is None:
+            with self._waiting():
+                fd = self.take(exclusive, LOCK_WAIT)
         if fd is None:
             raise IndexBusy(
                 f"the index has been locked by another mlvc process for over {LOCK_WAIT:.0f} s "
                 f"(a long query or an ingest holds {self.path}); try again in a moment"
             )
         return fd
+
+    def wanted(self) -> bool:
+        """Whether a reader is waiting for the lock now (a marker younger than LOCK_WAIT;
+        older ones were left by a process that died, and are removed)."""
+        try:
+            markers = list(os.scandir(self.folder / WANTED))
+        except OSError:
+            return False
+        now = time.time()
+        for marker in markers:
+            try:
+                if now - marker.stat().st_mtime < LOCK_WAIT + 5:
+                    return True
+                os.unlink(marker.path)
+            except OSError:
+                continue
+        return False
+
+    @contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """A marker in ``index.wanted`` while the block runs (none if .mlvc is read-only)."""
+        path = self.folder / WANTED / f"{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError:
+            path = None
+        try:
+            yield
+        finally:
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def held_here(self) -> bool:
         """Whether this thread (or task) holds a reader of this index."""

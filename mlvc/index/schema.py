@@ -7,8 +7,9 @@ migrated: it is a cache of objects and refs.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
-# 5: events; 6: model_files, the provenance view and the index on tree_files.object_id
+SCHEMA_VERSION = 7  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
+# 5: events; 6: model_files, the provenance view and the index on tree_files.object_id;
+# 7: runs_wide a view over wide_base and side tables (wide.py)
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -80,8 +81,10 @@ SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
 
 def create(con) -> None:
     """The tables of an empty index at this schema version (runs_wide without key columns)."""
+    from . import wide
+
     con.execute(TABLES_DDL)
-    con.execute("CREATE TABLE runs_wide AS SELECT * FROM runs")
+    wide.rewrite(con)
     write_meta(con, {"schema_version": str(SCHEMA_VERSION)})
 
 

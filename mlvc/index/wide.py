@@ -1,9 +1,20 @@
 """runs_wide: one row per run, with a ``params.<key>`` and a ``metrics.<key>`` column per key.
 
-It is a table, not a view, so wide queries scan one row per run. Each ingest keeps it in
-step: new runs are appended when their keys and value types fit the columns, and the table
-is created again otherwise. Its columns are stored in ``meta`` as a JSON signature
-(docs/sql-schema.md says how keys become column names and types).
+runs_wide is a view over tables, so that a new key costs no rewrite of 100,000 rows:
+
+- ``wide_base``: every column of ``runs``, plus the key columns known when it was last
+  written whole; one row per run.
+- ``wide_1``, ``wide_2``, ...: side tables, one per ingest that brought new keys: ``id`` and
+  those keys' columns, with a row only for the runs holding one of them (runs are immutable,
+  so only new runs can).
+
+The view lists the columns in one canonical order (``runs``' columns, then params, then
+metrics, each by key), so its answers do not depend on the order keys arrived in. Adding a
+column to ``wide_base`` in place would not help: DuckDB rewrites the whole table at the next
+checkpoint. It is written whole again (side tables folded in) when runs are dropped, a column
+changes type or name, or the side tables grow past MAX_SIDE_TABLES or SIDE_SHARE of the runs.
+The layout is stored in ``meta`` as JSON (docs/sql-schema.md says how keys become column names
+and types).
 """
 
 from __future__ import annotations
@@ -13,106 +24,225 @@ import json
 from .schema import ident, lit
 
 MAX_WIDE_KEYS = 1000  # params.* / metrics.* columns in runs_wide, each
+MAX_SIDE_TABLES = 8  # side tables before wide_base is written whole again
+SIDE_SHARE = 0.25  # ... or when they hold more rows than this share of the runs
+BASE = "wide_base"
 WIDE_TYPES = {"DOUBLE": "value_num", "BOOLEAN": "value = 'true'", "VARCHAR": "value"}
 # What decides a param column's type: which classes of value the key has.
 VALUE_CLASS = "CASE WHEN type IN ('int', 'float') THEN 'num' ELSE type END"
+FAMILIES = {"params": ("params", "p"), "metrics": ("metric_summary", "m")}
 
 
-def _columns(con) -> list[list]:
-    """[column, family, key, SQL type, value classes] of runs_wide's params.* and metrics.*."""
-    out, seen = [], set()
+def _sqltype(family: str, classes) -> str:
+    if family == "metrics":
+        return "DOUBLE"
+    typed = sorted(set(classes) - {"null"})  # one class of value gives a typed column
+    one = typed[0] if len(typed) == 1 else None
+    return {"num": "DOUBLE", "bool": "BOOLEAN"}.get(one, "VARCHAR")
 
-    def add(family: str, key: str, sqltype: str, classes: list[str]) -> None:
-        # DuckDB identifiers ignore case: of keys differing only in case (LR, lr), the first
-        # in byte order keeps the plain name, the others get #2, #3... (docs/sql-schema.md)
-        name, n = f"{family}.{key}", 1
-        while name.lower() in seen:
-            n += 1
-            name = f"{family}.{key}#{n}"
-        seen.add(name.lower())
-        out.append([name, family, key, sqltype, classes])
 
-    rows = con.execute(
-        f"SELECT key, list_sort(list(DISTINCT {VALUE_CLASS})) FROM params "
-        f"GROUP BY key ORDER BY key LIMIT {MAX_WIDE_KEYS}"
-    ).fetchall()
-    for key, classes in rows:
-        typed = sorted(set(classes) - {"null"})  # one class of value gives a typed column
-        sqltype = {"num": "DOUBLE", "bool": "BOOLEAN"}.get(typed[0]) if len(typed) == 1 else None
-        add("params", key, sqltype or "VARCHAR", classes)
-    metric_keys = con.execute(
-        f"SELECT DISTINCT key FROM metric_summary ORDER BY key LIMIT {MAX_WIDE_KEYS}"
-    ).fetchall()
-    for (key,) in metric_keys:
-        add("metrics", key, "DOUBLE", ["num"])
+def _names(keys: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """Column name of each (family, key), keys given sorted per family.
+
+    DuckDB identifiers ignore case: of keys differing only in case (LR, lr), the first in
+    byte order keeps the plain name, the others get #2, #3... (docs/sql-schema.md)
+    """
+    out, seen = {}, set()
+    for family, family_keys in keys.items():
+        for key in family_keys:
+            name, n = f"{family}.{key}", 1
+            while name.lower() in seen:
+                n += 1
+                name = f"{family}.{key}#{n}"
+            seen.add(name.lower())
+            out[family, key] = name
     return out
 
 
-def _fits(con, columns: list[list], table: str) -> bool:
-    """Whether runs_wide's columns stay as they are with the runs listed in ``table``."""
-    have = {(family, key): set(classes) for _n, family, key, _t, classes in columns}
-    new = con.execute(
-        f"SELECT DISTINCT 'params', key, {VALUE_CLASS} FROM params "
-        f"WHERE run_id IN (SELECT id FROM {table}) UNION ALL "
-        "SELECT DISTINCT 'metrics', key, 'num' FROM metric_summary "
-        f"WHERE run_id IN (SELECT id FROM {table})"
-    ).fetchall()
-    return all(cls in have.get((family, key), ()) for family, key, cls in new)
+def _columns(con) -> list[list]:
+    """[column, family, key, SQL type, value classes, table] of every key column, all in
+    wide_base (the layout of a whole rewrite)."""
+    classes = {
+        ("params", key): cls
+        for key, cls in con.execute(
+            f"SELECT key, list_sort(list(DISTINCT {VALUE_CLASS})) FROM params "
+            f"GROUP BY key ORDER BY key LIMIT {MAX_WIDE_KEYS}"
+        ).fetchall()
+    }
+    for (key,) in con.execute(
+        f"SELECT DISTINCT key FROM metric_summary ORDER BY key LIMIT {MAX_WIDE_KEYS}"
+    ).fetchall():
+        classes["metrics", key] = ["num"]
+    return _layout(classes, {})
 
 
-def _select(columns: list[list[str]], only: str | None = None) -> str:
-    """SELECT producing runs_wide rows (only for run ids in table ``only`` when given)."""
-    parts = {"params": [], "metrics": []}
-    for name, family, key, sqltype, _classes in columns:
-        expr = WIDE_TYPES[sqltype] if family == "params" else "last"
-        parts[family].append(f"any_value({expr}) FILTER (WHERE key = {lit(key)}) AS {ident(name)}")
-    where = f" WHERE run_id IN (SELECT id FROM {only})" if only else ""
+def _layout(classes: dict[tuple, list[str]], tables: dict[tuple, str]) -> list[list]:
+    """Columns in canonical order (params, then metrics, by key), each in ``tables``' table
+    (default wide_base)."""
+    keys = {f: sorted(k for fam, k in classes if fam == f) for f in FAMILIES}
+    names = _names(keys)
+    return [
+        [names[f, k], f, k, _sqltype(f, classes[f, k]), classes[f, k], tables.get((f, k), BASE)]
+        for f in FAMILIES
+        for k in keys[f]
+    ]
+
+
+def _pivot(columns: list[list], only: str | None) -> dict[str, str]:
+    """Per family, a subquery of run_id and these columns' values (runs in ``only``)."""
+    out = {}
+    for family, (table, _alias) in FAMILIES.items():
+        cols = [c for c in columns if c[1] == family]
+        if not cols:
+            continue
+        exprs = ", ".join(
+            f"any_value({WIDE_TYPES[c[3]] if family == 'params' else 'last'}) "
+            f"FILTER (WHERE key = {lit(c[2])}) AS {ident(c[0])}"
+            for c in cols
+        )
+        where = [f"key IN ({', '.join(lit(c[2]) for c in cols)})"]
+        if only:
+            where.append(f"run_id IN (SELECT id FROM {only})")
+        out[family] = (
+            f"SELECT run_id, {exprs} FROM {table} WHERE {' AND '.join(where)} GROUP BY run_id"
+        )
+    return out
+
+
+def _base_select(columns: list[list], only: str | None = None) -> str:
+    """SELECT producing wide_base rows: runs' columns and these key columns."""
     select, joins = ["r.*"], []
-    for cols, (table, alias) in zip(
-        parts.values(), (("params", "p"), ("metric_summary", "m")), strict=True
-    ):
-        if cols:
-            sub = f"SELECT run_id, {', '.join(cols)} FROM {table}{where} GROUP BY run_id"
-            joins.append(f"LEFT JOIN ({sub}) {alias} ON {alias}.run_id = r.id")
-            select.append(f"{alias}.* EXCLUDE (run_id)")
+    for family, sub in _pivot(columns, only).items():
+        alias = FAMILIES[family][1]
+        joins.append(f"LEFT JOIN ({sub}) {alias} ON {alias}.run_id = r.id")
+        select.append(f"{alias}.* EXCLUDE (run_id)")
     sql = f"SELECT {', '.join(select)} FROM runs r {' '.join(joins)}"
     return sql + (f" WHERE r.id IN (SELECT id FROM {only})" if only else "")
 
 
-def refresh(con, old: str | None, new: list[str], dropped: bool) -> str:
-    """Bring runs_wide up to date; returns its column signature for ``meta``.
+def _side_select(columns: list[list], only: str) -> str:
+    """SELECT producing side table rows: runs in ``only`` holding one of these keys."""
+    subs = _pivot(columns, only)
+    ids = " UNION ".join(f"SELECT run_id FROM ({sub})" for sub in subs.values())
+    select, joins = ["i.run_id AS id"], []
+    for family, sub in subs.items():
+        alias = FAMILIES[family][1]
+        joins.append(f"LEFT JOIN ({sub}) {alias} ON {alias}.run_id = i.run_id")
+        select.append(f"{alias}.* EXCLUDE (run_id)")
+    return f"SELECT {', '.join(select)} FROM ({ids}) i {' '.join(joins)}"
 
-    runs_wide is a table, not a view, so wide queries scan one row per run. New runs are
-    appended when their keys and value types fit the columns; a new key or a column changing
-    type (or runs dropped) creates it again from params and metric_summary. Adding a column
-    in place would save little: DuckDB rewrites the table at the next checkpoint anyway.
-    """
+
+def refresh(con, old: str | None, new: list[str], dropped: bool) -> str:
+    """Bring runs_wide up to date with the runs ``new`` (ingested) and ``dropped``; returns
+    its layout for ``meta``."""
     import pyarrow as pa
 
-    old_columns = None if dropped else _parse_signature(old)
-    con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
-    try:
-        if old_columns is not None and _fits(con, old_columns, "_arrow_new"):
-            _append(con, old_columns)
-            return old
-    finally:
-        con.unregister("_arrow_new")
+    state = None if dropped else _parse(old)
+    if state is not None:
+        con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
+        try:
+            grown = _grow(con, state)
+        finally:
+            con.unregister("_arrow_new")
+        if grown is not None:
+            return json.dumps(grown)
+    return json.dumps(rewrite(con, state))
+
+
+def rewrite(con, state: dict | None = None) -> dict:
+    """Write wide_base whole from params and metric_summary, dropping side tables."""
+    for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE regexp_matches(table_name, '^wide_[0-9]+$')"
+    ).fetchall():
+        con.execute(f"DROP TABLE {ident(name)}")
     columns = _columns(con)
-    con.execute(f"CREATE OR REPLACE TABLE runs_wide AS {_select(columns)}")
-    return json.dumps(columns)
+    con.execute(f"CREATE OR REPLACE TABLE {BASE} AS {_base_select(columns)}")
+    state = {"columns": columns, "tables": [], "side_rows": 0}
+    _view(con, state)
+    return state
 
 
-def _append(con, columns: list[list]) -> None:
-    """Insert the runs_wide rows of the runs listed in ``_arrow_new``."""
-    con.execute(f"INSERT INTO runs_wide BY NAME {_select(columns, only='_arrow_new')}")
+def _grow(con, state: dict) -> dict | None:
+    """Append the runs in ``_arrow_new``: new keys go to a new side table. None when
+    wide_base must be written whole instead."""
+    columns, tables = state["columns"], list(state["tables"])
+    have = {(c[1], c[2]): c for c in columns}
+    found: dict[tuple, set] = {}
+    for family, key, cls in con.execute(
+        f"SELECT DISTINCT 'params', key, {VALUE_CLASS} FROM params "
+        "WHERE run_id IN (SELECT id FROM _arrow_new) UNION ALL "
+        "SELECT DISTINCT 'metrics', key, 'num' FROM metric_summary "
+        "WHERE run_id IN (SELECT id FROM _arrow_new)"
+    ).fetchall():
+        found.setdefault((family, key), set()).add(cls)
+    if any(k in have and not cls <= set(have[k][4]) for k, cls in found.items()):
+        return None  # a column changes type
+    classes = {k: c[4] for k, c in have.items()}
+    for k, cls in found.items():
+        classes.setdefault(k, sorted(cls))
+    for family in FAMILIES:  # the first MAX_WIDE_KEYS keys of each family, as a rewrite
+        extra = sorted(k for f, k in classes if f == family)[MAX_WIDE_KEYS:]
+        for key in extra:
+            if (family, key) in have:
+                return None  # a new key pushes an old column out
+            del classes[family, key]
+    added = [k for k in classes if k not in have]
+    side = f"wide_{len(tables) + 1}"
+    layout = _layout(classes, {**{k: c[5] for k, c in have.items()}, **dict.fromkeys(added, side)})
+    if any(c[0] != have[c[1], c[2]][0] for c in layout if (c[1], c[2]) in have):
+        return None  # a new key renames an old column (keys differing in case)
+    if added and len(tables) >= MAX_SIDE_TABLES:
+        return None
+    if added:
+        con.execute(
+            f"CREATE TABLE {side} (id VARCHAR, "
+            + ", ".join(f"{ident(c[0])} {c[3]}" for c in layout if c[5] == side)
+            + ")"
+        )
+        tables.append(side)
+    base = [c for c in layout if c[5] == BASE]
+    con.execute(f"INSERT INTO {BASE} BY NAME {_base_select(base, only='_arrow_new')}")
+    side_rows = state["side_rows"]
+    for table in tables:  # only those holding a key of the new runs get rows
+        cols = [c for c in layout if c[5] == table and (c[1], c[2]) in found]
+        if cols:
+            sql = f"INSERT INTO {table} BY NAME {_side_select(cols, '_arrow_new')}"
+            side_rows += con.execute(sql).fetchall()[0][0]  # rows inserted
+    if side_rows > SIDE_SHARE * max(
+        con.execute("SELECT count(*) FROM runs").fetchall()[0][0], 4000
+    ):
+        return None
+    state = {"columns": layout, "tables": tables, "side_rows": side_rows}
+    if added:
+        _view(con, state)
+    return state
 
 
-def _parse_signature(text: str | None) -> list[list] | None:
-    """runs_wide's columns as stored in meta, or None (none yet, or from an older mlvc)."""
+def _view(con, state: dict) -> None:
+    """runs_wide: runs' columns, then the key columns in canonical order."""
+    run_cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+    aliases = {BASE: "b", **{t: f"s{n}" for n, t in enumerate(state["tables"], 1)}}
+    select = [f"b.{ident(c)}" for c in run_cols]
+    select += [f"{aliases[c[5]]}.{ident(c[0])}" for c in state["columns"]]
+    joins = "".join(
+        f" LEFT JOIN {t} {aliases[t]} ON {aliases[t]}.id = b.id" for t in state["tables"]
+    )
+    con.execute(
+        f"CREATE OR REPLACE VIEW runs_wide AS SELECT {', '.join(select)} FROM {BASE} b{joins}"
+    )
+
+
+def _parse(text: str | None) -> dict | None:
+    """runs_wide's layout as stored in meta, or None (none yet, or unreadable)."""
     try:
-        columns = json.loads(text or "null")
+        state = json.loads(text or "null")
     except ValueError:
         return None
-    if isinstance(columns, list) and all(len(c) == 5 for c in columns):
-        return columns
+    if (
+        isinstance(state, dict)
+        and all(len(c) == 6 for c in state.get("columns", [None]))
+        and isinstance(state.get("tables"), list)
+        and isinstance(state.get("side_rows"), int)
+    ):
+        return state
     return None

@@ -103,7 +103,7 @@ def test_damaged_data_block_is_rebuilt_for_the_runs_table(runs, project):
 
 
 def test_damaged_data_block_is_rebuilt_for_query(runs, project):
-    offset, _ = block_of(project, "runs_wide")
+    offset, _ = block_of(project, "wide_base")
     damage(index_file(project), offset)
     q = mlvc_proc("query", 'SELECT id, "params.lr" FROM runs_wide', "-f", "json", cwd=project)
     no_traceback(q)
@@ -135,7 +135,7 @@ def test_damage_met_inside_this_threads_reader_is_reported_not_rebuilt(runs, pro
     nested query says what to run instead of waiting for itself."""
     from mlvc.errors import IndexDamaged
 
-    offset, _ = block_of(project, "runs_wide")
+    offset, _ = block_of(project, "wide_base")
     damage(index_file(project), offset)
     repo = Repo(project)
     with repo.index.connect_readonly():
@@ -151,7 +151,7 @@ def test_damage_met_while_another_thread_reads_is_rebuilt_when_it_ends(runs, pro
     the damage rebuilds the index once that reader ends, and answers."""
     import threading
 
-    offset, _ = block_of(project, "runs_wide")
+    offset, _ = block_of(project, "wide_base")
     damage(index_file(project), offset)
     repo = Repo(project)
     holding, release = threading.Event(), threading.Event()

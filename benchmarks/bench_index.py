@@ -1,0 +1,340 @@
+"""Index benchmarks (issue 16, items 4-5), each beside a baseline timed in the same run.
+
+Run as ``.venv/bin/python benchmarks/bench_index.py [--runs 10000] [--reuse DIR] [--reps 3]``.
+Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
+
+1. Rebuild of N synthetic runs (20 params, 5 metrics x 100 steps; made by bench_tracking's
+   generator) vs DuckDB inserting the same rows (Arrow tables read back from the index) into
+   a fresh file: wall and CPU seconds (CPU: this machine is shared, so wall depends on load).
+2. Ingest of one run bringing a new param key into the N-run index vs one run with the
+   keys the index has (runs_wide grows by a side table instead of a rewrite).
+3. Ingest of one run with a 1M-point metric series vs DuckDB inserting the same Arrow table.
+4. ``log_metric`` vs a bare list-append loop in the same process.
+
+Library steps run in child processes (this file with ``--child``). The storm of writers with a
+reader is ``bench_tracking.py --only 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+SELF = str(Path(__file__).resolve())
+TRACKING = str(HERE / "bench_tracking.py")
+T0 = 1_800_000_000_000_000
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu() -> float:
+    """CPU seconds of this process and its finished children."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def child(*args) -> dict:
+    out = subprocess.run(
+        [PYTHON, SELF, "--child", *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})"
+
+
+# -- children ------------------------------------------------------------------------------
+
+
+def child_rebuild(root: str) -> dict:
+    """Rebuild the index; then insert the same rows, read back as Arrow, into a fresh file."""
+
+    from mlvc import Repo
+
+    repo = Repo(root)
+    c0, t0 = cpu(), time.perf_counter()
+    n = repo.rebuild_index()
+    out = {"runs": n, "wall": time.perf_counter() - t0, "cpu": cpu() - c0}
+    tables = {
+        t: repo.query(f"SELECT * FROM {t}")
+        for t in ("runs", "params", "metrics", "metric_summary", "tree_files", "env_packages")
+    }
+    out.update(duckdb_baseline(root, lambda: tables))
+    return out
+
+
+def duckdb_baseline(root: str, make_tables) -> dict:
+    """Seconds to make the Arrow tables (``make_tables()``) and insert each into a fresh
+    DuckDB file, checkpointed: what the index's writes are set beside."""
+    import duckdb
+
+    path = Path(root) / "baseline.duckdb"
+    path.unlink(missing_ok=True)
+    c0, t0 = cpu(), time.perf_counter()
+    con = duckdb.connect(str(path))
+    for name, table in make_tables().items():
+        con.register("t", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
+        con.unregister("t")
+    con.execute("CHECKPOINT")
+    con.close()
+    out = {"base_wall": time.perf_counter() - t0, "base_cpu": cpu() - c0}
+    path.unlink()
+    return out
+
+
+def _commit(repo, params: dict, metrics: dict, series: bytes | None = None, i: int = 0):
+    from mlvc.core.objects import Run
+    from mlvc.store.typed import write_object
+
+    sid = repo.store.add_bytes(series) if series else None
+    run = Run(
+        name=f"bench-{time.time_ns()}", started=T0 + i, ended=T0 + i + 1, params=params,
+        metrics=metrics, series=sid,
+    )  # fmt: skip
+    oid = write_object(repo.store, run)
+    repo.store.sync()
+    repo.index.journal(oid)
+    repo.refs.add_run(oid)
+    return oid
+
+
+def child_newkey(root: str, reps: str) -> dict:
+    """Ingest (``Index.sync``) one run with the index's keys, then one with a new key."""
+    from mlvc import Repo
+
+    repo = Repo(root)
+    repo.index.sync()
+    params = {f"p{k}": 0.5 for k in range(20)}
+    metrics = {f"m{k}": 0.5 for k in range(5)}
+    out = {"same": [], "new": []}
+    for _ in range(int(reps)):
+        _commit(repo, params, metrics)
+        t0 = time.perf_counter()
+        repo.index.sync()
+        out["same"].append(time.perf_counter() - t0)
+        _commit(repo, {**params, f"new_{time.time_ns()}": 1.0}, metrics)
+        t0 = time.perf_counter()
+        repo.index.sync()
+        out["new"].append(time.perf_counter() - t0)
+    layout = repo.query("SELECT value FROM meta WHERE key = 'runs_wide'").column(0)[0].as_py()
+    layout = json.loads(layout)  # a list of columns before runs_wide had side tables
+    out["side_tables"] = len(layout["tables"]) if isinstance(layout, dict) else 0
+    return out
+
+
+def child_bigrun(root: str, points: str) -> dict:
+    """Ingest one run with a ``points``-point series; then DuckDB inserting the same table."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlvc import Repo
+
+    n = int(points)
+    keys = 5
+    per = n // keys
+    table = pa.table(
+        {
+            "key": pa.array(np.repeat([f"m{k}" for k in range(keys)], per)),
+            "step": pa.array(np.tile(np.arange(per, dtype=np.int64), keys)),
+            "timestamp": pa.array(
+                np.tile(T0 + np.arange(per, dtype=np.int64) * 1000, keys), pa.timestamp("us", "UTC")
+            ),
+            "value": pa.array(np.random.default_rng(1).random(per * keys)),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    repo = Repo(root)
+    repo.index.sync()
+    _commit(repo, {"lr": 0.1}, {}, series=buf.getvalue())
+    c0, t0 = cpu(), time.perf_counter()
+    repo.index.sync()
+    out = {"wall": time.perf_counter() - t0, "cpu": cpu() - c0}
+    blob = pa.BufferReader(buf.getvalue())
+    out.update(
+        duckdb_baseline(root, lambda: {"metrics": pq.ParquetFile(blob).read(use_threads=False)})
+    )
+    return out
+
+
+def child_logmetric(root: str, n: str, reps: str) -> dict:
+    """log_metric in one run vs appending the same (key, value, step) tuples to a list."""
+    os.chdir(root)
+    import mlvc
+
+    n, out = int(n), {"bare": [], "mlvc": [], "bare_cpu": [], "mlvc_cpu": []}
+    with mlvc.start_run() as run:
+        for rep in range(int(reps)):
+            points = []
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(n):
+                points.append(("loss", i * 0.001, i))
+            out["bare"].append(time.perf_counter() - t0)
+            out["bare_cpu"].append(time.process_time() - c0)
+            del points
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(n):
+                run.log_metric("loss", i * 0.001, step=rep * n + i)
+            out["mlvc"].append(time.perf_counter() - t0)
+            out["mlvc_cpu"].append(time.process_time() - c0)
+    return out
+
+
+CHILDREN = {
+    "rebuild": child_rebuild,
+    "newkey": child_newkey,
+    "bigrun": child_bigrun,
+    "logmetric": child_logmetric,
+}
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def init_project(root: Path) -> None:
+    root.mkdir(parents=True)
+    mlvc = str(Path(PYTHON).parent / "mlvc")
+    subprocess.run([mlvc, "init"], cwd=root, check=True, capture_output=True)
+
+
+def make_runs(root: Path, n: int) -> None:
+    init_project(root)
+    procs = [
+        subprocess.Popen([PYTHON, TRACKING, "--child", "make-runs", str(root), str(n), str(p), "2"])
+        for p in range(2)
+    ]
+    for p in procs:
+        if p.wait():
+            raise RuntimeError("make-runs failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--reuse", default=None, help="a project holding --runs synthetic runs")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--only", default="1,2,3,4")
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child[0]](*args.child[1:])))
+        return 0
+    only = {int(x) for x in args.only.split(",")}
+    work = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.dir))
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    lines = []
+    try:
+        root = Path(args.reuse) if args.reuse else work / "runs"
+        if not args.reuse and only & {1, 2}:
+            log(f"making {args.runs:,} runs")
+            make_runs(root, args.runs)
+        if 1 in only:
+            log("[1] rebuild")
+            res = [child("rebuild", root) for _ in range(args.reps)]
+            walls, cpus = [r["wall"] for r in res], [r["cpu"] for r in res]
+            lines += [
+                f"### 1. Rebuild of {res[0]['runs']:,} runs (median of {args.reps}, min-max)\n",
+                "| | wall s | CPU s | ratio wall | ratio CPU |",
+                "| --- | --- | --- | --- | --- |",
+                f"| `Repo.rebuild_index()` | {spread(walls)} | {spread(cpus)} | "
+                f"{spread([r['wall'] / r['base_wall'] for r in res])} | "
+                f"{spread([r['cpu'] / r['base_cpu'] for r in res])} |",
+                f"| baseline: DuckDB inserting the same rows from Arrow | "
+                f"{spread([r['base_wall'] for r in res])} | "
+                f"{spread([r['base_cpu'] for r in res])} | 1 | 1 |",
+                "",
+            ]
+        if 2 in only:
+            log("[2] a new key")
+            r = child("newkey", root, max(args.reps, 5))
+            lines += [
+                f"### 2. Ingest of one run into the {args.runs:,}-run index "
+                f"(median of {len(r['new'])}, min-max)\n",
+                "| run | ingest (`Index.sync`) s | ratio |",
+                "| --- | --- | --- |",
+                f"| with a new param key | {spread(r['new'])} | "
+                f"{spread([a / b for a, b in zip(r['new'], r['same'], strict=True)])} |",
+                f"| baseline: the index's keys only | {spread(r['same'])} | 1 |",
+                "",
+                f"runs_wide side tables afterwards: {r['side_tables']}.",
+                "",
+            ]
+        if 3 in only:
+            log("[3] one run with many points")
+            small = work / "big"
+            init_project(small)
+            res = [child("bigrun", small, args.points) for _ in range(args.reps)]
+            lines += [
+                f"### 3. Ingest of one run with {args.points:,} points "
+                f"(median of {args.reps}, min-max)\n",
+                "| | wall s | CPU s | ratio wall |",
+                "| --- | --- | --- | --- |",
+                f"| `Index.sync` | {spread([r['wall'] for r in res])} | "
+                f"{spread([r['cpu'] for r in res])} | "
+                f"{spread([r['wall'] / r['base_wall'] for r in res])} |",
+                f"| baseline: Parquet read + DuckDB insert of the same table | "
+                f"{spread([r['base_wall'] for r in res])} | "
+                f"{spread([r['base_cpu'] for r in res])} | 1 |",
+                "",
+            ]
+        if 4 in only:
+            log("[4] log_metric")
+            lm = work / "lm"
+            init_project(lm)
+            n = 1_000_000
+            r = child("logmetric", lm, n, max(args.reps, 5))
+            lines += [
+                f"### 4. `log_metric`, {n:,} points (median of {len(r['mlvc'])}, min-max)\n",
+                "| | Mpoints/s wall | ratio wall | ratio CPU |",
+                "| --- | --- | --- | --- |",
+                f"| `run.log_metric('loss', v, step=i)` | "
+                f"{spread([n / x / 1e6 for x in r['mlvc']])} | "
+                f"{spread([b / m for b, m in zip(r['bare'], r['mlvc'], strict=True)])} | "
+                f"{spread([b / m for b, m in zip(r['bare_cpu'], r['mlvc_cpu'], strict=True)])} |",
+                f"| baseline: `points.append(('loss', v, i))` | "
+                f"{spread([n / x / 1e6 for x in r['bare']])} | 1 | 1 |",
+                "",
+            ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    head = [
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- load average before: {' '.join(load_before)}; after: {' '.join(load_after)} "
+        "(the machine is shared with other helpers)",
+        "",
+    ]
+    report = "\n".join(head + lines)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""runs_wide grown run by run (side tables for new keys) answers as one written whole by a
+rebuild, whatever keys arrive, in whatever order, with whatever types and cases."""
+
+from __future__ import annotations
+
+import json
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from mlvc.api.repo import Repo
+from mlvc.core.objects import Run
+from mlvc.index import wide
+from mlvc.index.index import Index
+from mlvc.store.typed import write_object
+
+T0 = 1_700_000_000_000_000
+
+KEYS = st.sampled_from(["lr", "LR", "Lr", "a", "b", "z", "é", 'q"x', "m.1"])
+VALUES = st.one_of(
+    st.integers(-5, 5), st.floats(allow_nan=False, width=32), st.booleans(), st.none(),
+    st.sampled_from(["adam", "0.1"]),
+)  # fmt: skip
+RUN = st.tuples(
+    st.dictionaries(KEYS, VALUES, max_size=3),
+    st.dictionaries(KEYS, st.floats(-1, 1, width=32), max_size=2),
+)
+
+
+def index_of(repo: Repo) -> Index:
+    return Index(repo.dir, repo.store, repo.refs, settings=repo.settings)
+
+
+def commit_runs(repo: Repo, runs, first: int) -> list:
+    """Commit these (params, metrics) runs and ingest them as one batch."""
+    index = index_of(repo)
+    ids = []
+    for i, (params, metrics) in enumerate(runs, first):
+        lowered = {}  # a run may not hold two keys differing only in case (core.params)
+        params = {k: v for k, v in params.items() if lowered.setdefault(k.lower(), k) == k}
+        metrics = {k: v for k, v in metrics.items() if k.lower() not in lowered or k in params}
+        run = Run(name=f"r{i}", started=T0 + i, ended=T0 + i + 1, params=params, metrics=metrics)
+        oid = write_object(repo.store, run)
+        index.journal(oid)
+        repo.refs.add_run(oid)
+        ids.append(oid)
+    repo.store.sync()
+    index.sync()
+    return ids
+
+
+def wide_rows(repo: Repo):
+    table = index_of(repo).query("SELECT * FROM runs_wide ORDER BY started")
+    return table.schema, table.to_pylist()
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 4)  # keys pushed out of the columns
+    monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables folded into wide_base
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(RUN, min_size=1, max_size=3), min_size=1, max_size=5))
+def test_grown_runs_wide_equals_rebuilt(tmp_path_factory, small_limits, batches):
+    repo = Repo.init(tmp_path_factory.mktemp("wide") / "proj")
+    n = 0
+    for batch in batches:
+        commit_runs(repo, batch, n)
+        n += len(batch)
+    grown = wide_rows(repo)
+    index_of(repo).rebuild()
+    assert wide_rows(repo) == grown
+    assert repo.fsck() == []
+
+
+def layout(repo: Repo) -> dict:
+    rows = index_of(repo).query("SELECT value FROM meta WHERE key = 'runs_wide'").to_pylist()
+    return json.loads(rows[0]["value"])
+
+
+def test_new_key_goes_to_a_side_table_and_old_rows_stay(repo_dir):
+    repo = Repo.init(repo_dir)
+    commit_runs(repo, [({"lr": 0.1, "opt": "adam"}, {"loss": 0.5})] * 3, 0)
+    base = layout(repo)
+    assert base["tables"] == []
+    commit_runs(repo, [({"lr": 0.2, "wd": 1}, {"acc": 0.9})], 3)
+    grown = layout(repo)
+    assert grown["tables"] == ["wide_1"] and grown["side_rows"] == 1
+    assert {c[0]: c[5] for c in grown["columns"]} == {
+        "params.lr": "wide_base", "params.opt": "wide_base", "params.wd": "wide_1",
+        "metrics.acc": "wide_1", "metrics.loss": "wide_base",
+    }  # fmt: skip
+    names, rows = wide_rows(repo)
+    assert names.names[-5:] == [
+        "params.lr",
+        "params.opt",
+        "params.wd",
+        "metrics.acc",
+        "metrics.loss",
+    ]
+    assert [r["params.wd"] for r in rows] == [None, None, None, 1.0]
+    assert [r["metrics.loss"] for r in rows] == [0.5, 0.5, 0.5, None]
+    # the same keys again fill the side table; a type change writes wide_base whole
+    commit_runs(repo, [({"wd": 2}, {})], 4)
+    assert layout(repo)["side_rows"] == 2
+    commit_runs(repo, [({"wd": "auto"}, {})], 5)
+    assert layout(repo)["tables"] == []
+    assert [r["params.wd"] for r in wide_rows(repo)[1]] == [None] * 3 + ["1", "2", "auto"]
+    assert repo.fsck() == []
+
+
+@pytest.fixture
+def repo_dir(tmp_path):
+    return tmp_path / "proj"
