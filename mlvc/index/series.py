@@ -233,8 +233,8 @@ def read_series(
     started = time.perf_counter()
     pairs = [(r, k) for r in runs for k in keys]
     wanted_runs = "(SELECT unnest($runs) AS run)"
-    summary = {
-        (r, k): (n, last_step, last)
+    summary = {  # repr: a last value of NaN must equal itself in a cache key
+        (r, k): (n, last_step, repr(last))
         for r, k, n, last_step, last in con.execute(
             "SELECT run_id, key, count, last_step, last FROM metric_summary "
             f"WHERE run_id IN {wanted_runs}",
