@@ -65,7 +65,10 @@ def test_the_table_pages_sorts_and_filters_450_runs(many, page):
 
 def test_after_long_scrolls_the_rows_on_screen_are_the_right_ones(many, page):
     """Pooled rows: after jumps back and forth (pages fetched as they come into view) the
-    rows on screen are consecutive, in order, once each, and no node was made per jump."""
+    rows on screen are consecutive, in order, once each, and no node was made per jump.
+    No chart loads on its own in the table: no series asked for, no chart library."""
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
     login(page, many, "read")
     page.wait_for_selector(".vt-row")
     made = page.evaluate("document.querySelector('.vt-body').childElementCount")
@@ -90,6 +93,8 @@ def test_after_long_scrolls_the_rows_on_screen_are_the_right_ones(many, page):
     # back at the top, the newest run is first again
     page.eval_on_selector(".vt", "b => b.scrollTop = 0")
     page.wait_for_function(f"() => ({IN_ORDER})[0]?.textContent.includes('r449')")
+    assert any("/api/v1/ui/table" in u for u in asked)
+    assert not [u for u in asked if "/api/v1/series" in u or "uPlot" in u or "charts.js" in u]
     assert page.errors == []
 
 
