@@ -38,6 +38,7 @@ export class VirtualGrid {
     this.head.style.width = `${left}px`;
     this.body.style.width = `${left}px`;
     this.headerKey = null;
+    for (const slot of this.slots) slot.cellsKey = null;  // the same indices, other columns
     this.clear();
     this.schedule();
   }
