@@ -44,7 +44,7 @@ MAX_LIMIT = 100_000
 MAX_POINTS = 2_000_000  # in one answer, over all its series
 MAX_RUNS = 100  # in one request
 MAX_KEYS = 20
-CACHE_POINTS = 4_000_000  # sampled points a SeriesCache holds at most (~100 MB of floats)
+CACHE_POINTS = 1_000_000  # sampled points a SeriesCache holds (~100 MB as Python lists)
 
 
 @dataclass
