@@ -44,8 +44,11 @@ try {
 """
 
 
-def build(root: Path, runs: int, params: int, metrics: int) -> float:
-    """``runs`` runs with ``params`` params and ``metrics`` final metrics each; seconds."""
+def build(root: Path, runs: int, params: int, metrics: int, batch: int = 250) -> float:
+    """``runs`` runs with ``params`` params and ``metrics`` final metrics each; seconds.
+
+    Ingested incrementally, ``batch`` runs at a time (journal, ref, ``Index.sync``), as
+    commits would be: one ``rebuild_index`` of 1,500 x 1,500 needed 4.7 GB."""
     import random
 
     from mlvc import Repo
@@ -56,21 +59,27 @@ def build(root: Path, runs: int, params: int, metrics: int) -> float:
     repo = Repo.init(root)
     rnd = random.Random(13)
     base = 1_764_000_000_000_000
-    for i in range(runs):
-        run = Run(
-            name=f"run{i}",
-            message=f"synthetic run {i}",
-            author="bench",
-            started=base + i * 1_000_000,
-            ended=base + i * 1_000_000 + 30_000_000,
-            params={f"p{k}": rnd.random() for k in range(params)},
-            metrics={f"m{k:04d}": rnd.random() for k in range(metrics)},
-            tags={"team": f"t{i % 5}"},
-        )
-        repo.refs.add_run(write_object(repo.store, run))
-    repo.store.flush()
-    repo.store.sync()
-    repo.rebuild_index()
+    for start in range(0, runs, batch):
+        ids = []
+        for i in range(start, min(runs, start + batch)):
+            run = Run(
+                name=f"run{i}",
+                message=f"synthetic run {i}",
+                author="bench",
+                started=base + i * 1_000_000,
+                ended=base + i * 1_000_000 + 30_000_000,
+                params={f"p{k}": rnd.random() for k in range(params)},
+                metrics={f"m{k:04d}": rnd.random() for k in range(metrics)},
+                tags={"team": f"t{i % 5}"},
+            )
+            ids.append(write_object(repo.store, run))
+        repo.store.flush()
+        repo.store.sync()
+        for oid in ids:
+            repo.index.journal(oid)
+            repo.refs.add_run(oid)
+        repo.index.sync()
+        print(f"  {start + len(ids)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return time.perf_counter() - t0
 
 
@@ -130,12 +139,12 @@ def scroll(browser, server) -> dict:
     }""")
     page.wait_for_function(
         "() => [...document.querySelectorAll('.vt-row')].some(r => r.textContent.includes('run0'))",
-        timeout=60_000,
+        timeout=900_000,  # main's table queued a page request per page scrolled past: minutes
     )
     seconds = time.perf_counter() - t0
     # long tasks that started once the scrolling did (not the page's load)
     tasks = page.evaluate("window.__longTasks.filter(([s]) => s >= window.__t0).map(([, d]) => d)")
-    rows_in_dom = page.locator(".vt-row").count()
+    rows_in_dom = page.locator(".vt-body > *").count()  # row nodes, pooled or not
     total = page.text_content("#run-count")
     ctx.close()
     return {"seconds": seconds, "tasks": tasks, "rows_in_dom": rows_in_dom, "count": total}
@@ -145,9 +154,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="150 x 150 and 10,000 runs")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--scrolls", type=int, default=3, help="scroll runs, per code")
     ap.add_argument("--keep", help="build the repositories here and keep them")
     ap.add_argument("--wide", help="RUNS,METRICS of the first-paint repository (0 skips it)")
     ap.add_argument("--tall", type=int, help="runs of the scrolling repository (0 skips it)")
+    ap.add_argument("--base", help="a checkout of older mlvc (e.g. main) whose server is "
+                    "measured too, alternating with this one, on the same repositories")  # fmt: skip
     args = ap.parse_args()
     os.environ.setdefault("MLVC_INDEX_SYNC", "inline")
     wide = (150, 150) if args.quick else (1500, 1500)
@@ -159,61 +171,92 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     from uikit import launch_chromium
 
+    codes = [("this", None)] + ([("base", str(Path(args.base).resolve()))] if args.base else [])
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-ui-", dir=os.environ.get("TMPDIR")))
     report = []
+    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     with sync_playwright() as p:
         browser = launch_chromium(p)
         root = work / "wide"
         if wide[0]:
-            report.append(wide_paint(browser, root, wide, args.reps))
+            report += wide_paint(browser, root, wide, args.reps, codes)
         root = work / "tall"
         if tall:
-            report.append(tall_scroll(browser, root, tall))
+            report += tall_scroll(browser, root, tall, args.scrolls, codes)
         browser.close()
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"load average {' '.join(load)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| measure | mlvc | baseline | ratio | n |")
-    print("| --- | --- | --- | --- | --- |")
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"load average {load0} before, {load} after; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
+    print("| code | measure | mlvc | baseline | ratio | n |")
+    print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(report))
 
 
-def wide_paint(browser, root: Path, wide: tuple[int, int], reps: int) -> str:
+def serving(root: Path, code: str | None):
+    """``mlvc server`` over ``root`` running this checkout's code, or the one at ``code``."""
     from uikit import start_ui_server
 
-    built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
+    old = os.environ.get("PYTHONPATH")
+    if code:
+        os.environ["PYTHONPATH"] = code  # the server's mlvc (and its static files) from there
+    try:
+        return start_ui_server(root)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def wide_paint(browser, root: Path, wide, reps: int, codes) -> list[str]:
+    built = build(root, wide[0], 20, wide[1], batch=wide[0]) if not root.exists() else 0.0
     print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
-    server = start_ui_server(root)
-    try:
-        fp = first_paint(browser, server, reps)
-    finally:
-        server.stop()
-    med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
-    return (
-        f"| first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
-        f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
-        f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
-        f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "
-        f"{reps} (all: {', '.join(f'{x:.0f}' for x in fp['table'])}) |"
-    )
+    out = []
+    for name, code in codes:
+        server = serving(root, code)
+        try:
+            fp = first_paint(browser, server, reps)
+        finally:
+            server.stop()
+        med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
+        print(f"{name}: first rows {med['table']:.0f} ms", file=sys.stderr)
+        out.append(
+            f"| {name} | first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
+            f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
+            f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
+            f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "
+            f"{reps} (all: {', '.join(f'{x:.0f}' for x in fp['table'])}) |"
+        )
+    return out
 
 
-def tall_scroll(browser, root: Path, tall: int) -> str:
-    from uikit import start_ui_server
-
-    built = build(root, tall, 10, 10) if not root.exists() else 0.0
+def tall_scroll(browser, root: Path, tall: int, reps: int, codes) -> list[str]:
+    built = build(root, tall, 10, 10, batch=tall) if not root.exists() else 0.0
     print(f"built {tall} runs in {built:.1f} s", file=sys.stderr)
-    server = start_ui_server(root)
-    try:
-        sc = scroll(browser, server)
-    finally:
-        server.stop()
-    tasks = sc["tasks"]
-    return (
-        f"| scroll {tall:,} runs top to bottom ({sc['count']}) | longest task "
-        f"{max(tasks, default=0):.0f} ms | {len(tasks)} long tasks (>50 ms), "
-        f"{sum(t > 100 for t in tasks)} over 100 ms; {sc['rows_in_dom']} rows in the DOM | "
-        f"{sc['seconds']:.1f} s for 400 jumps + 300 frames | 1 |"
-    )
+    runs = {name: [] for name, _ in codes}
+    for _ in range(reps):  # the codes alternate, so both see the same moments of load
+        for name, code in codes:
+            server = serving(root, code)
+            try:
+                runs[name].append(scroll(browser, server))
+            finally:
+                server.stop()
+            longest = max(runs[name][-1]["tasks"], default=0)
+            print(f"{name}: scroll longest task {longest:.0f} ms", file=sys.stderr)
+    out = []
+    for name, got in runs.items():
+        longest = [max(sc["tasks"], default=0) for sc in got]
+        over = [sum(t > 100 for t in sc["tasks"]) for sc in got]
+        out.append(
+            f"| {name} | scroll {tall:,} runs top to bottom ({got[0]['count']}) | longest task "
+            f"median {statistics.median(longest):.0f} ms (all: "
+            f"{', '.join(f'{x:.0f}' for x in longest)}) | long tasks (>50 ms) per run: "
+            f"{', '.join(str(len(sc['tasks'])) for sc in got)}; over 100 ms: "
+            f"{', '.join(map(str, over))}; {got[0]['rows_in_dom']} rows in the DOM | "
+            f"{statistics.median(sc['seconds'] for sc in got):.1f} s for 400 jumps + 300 "
+            f"frames | {reps} |"
+        )
+    return out
 
 
 if __name__ == "__main__":

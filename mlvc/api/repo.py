@@ -399,11 +399,15 @@ class Repo:
         """Metric series of ``keys`` for ``runs`` (any run specs), each at most ``limit``
         points (min/max per bucket; full resolution when the ``window`` on ``x`` holds
         fewer); docs/ui-compare.md."""
-        from ..index.series import read_series
+        from ..index.series import SeriesCache, read_series
 
         ids = list(dict.fromkeys(self.resolve(r).hex for r in runs))
+        # kept by this Repo (a server's one), keyed by content: see mlvc.index.series
+        cache = self.__dict__.get("_series_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_series_cache", SeriesCache())
         with self.index.connect_readonly() as con:
-            return read_series(con, ids, list(dict.fromkeys(keys)), x, window, limit)
+            return read_series(con, ids, list(dict.fromkeys(keys)), x, window, limit, cache)
 
     def table_columns(self) -> list[dict]:
         """The columns the runs table can show: ``{"name", "family", "type"}`` each."""

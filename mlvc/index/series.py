@@ -17,12 +17,21 @@ asked for (hash aggregates per series and per bucket, no Python loop over points
 
 x is one of ``step``, ``time`` (wall time, seconds since the epoch) or ``relative``
 (seconds since the run's first metric point, over all its keys).
+
+A ``SeriesCache`` keeps sampled answers by content: a recorded run's id is the hash of what
+it holds, so its series under one (key, x, window, limit) never changes. The key also holds
+the run's ``metric_summary`` row for the key (points, last step, last value), so an index
+that has not ingested a run yet, or holds it again after a rebuild, misses rather than
+answers old points; a run still in progress has no id in the index until it is recorded,
+and the name it is asked by then names a new id.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +44,7 @@ MAX_LIMIT = 100_000
 MAX_POINTS = 2_000_000  # in one answer, over all its series
 MAX_RUNS = 100  # in one request
 MAX_KEYS = 20
+CACHE_POINTS = 1_000_000  # sampled points a SeriesCache holds (~100 MB as Python lists)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class SeriesSet:
     keys: list[str]  # every metric key the runs have, sorted
     series: list[Series] = field(default_factory=list)
     seconds: float = 0.0  # time the query took (benchmarks report it)
+    cached: int = 0  # series answered from a SeriesCache, without the query
 
     def to_dict(self) -> dict:
         return {
@@ -82,7 +93,44 @@ class SeriesSet:
             "keys": self.keys,
             "series": [s.to_dict() for s in self.series],
             "seconds": round(self.seconds, 6),
+            "cached": self.cached,
         }
+
+
+class SeriesCache:
+    """Sampled series by content (see the module's docstring), least recently used out
+    first once they hold more than ``max_points`` points. Safe across threads (a server's
+    requests share one)."""
+
+    def __init__(self, max_points: int = CACHE_POINTS):
+        self.max_points = max_points
+        self.points = 0
+        self.hits = 0
+        self._items: OrderedDict[tuple, Series] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Series | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+            return found
+
+    def put(self, key: tuple, series: Series) -> None:
+        size = len(series.step)
+        if size > self.max_points:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self.points += size - (len(old.step) if old is not None else 0)
+            self._items[key] = series
+            while self.points > self.max_points:
+                _, out = self._items.popitem(last=False)
+                self.points -= len(out.step)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def check_request(
@@ -173,40 +221,59 @@ def read_series(
     x: str = "step",
     window: tuple[float, float] | None = None,
     limit: int = DEFAULT_LIMIT,
+    cache: SeriesCache | None = None,
 ) -> SeriesSet:
     """Series of ``keys`` for the run ids ``runs`` (hex), in the order asked for, read on
-    ``con``: a DuckDB connection holding the index's tables (``Index.connect_readonly``)."""
+    ``con``: a DuckDB connection holding the index's tables (``Index.connect_readonly``).
+    With a ``cache``, series it holds are not queried again, and those queried are kept."""
     window = check_request(x, limit, window, len(runs), len(keys))
     # an answer stays bounded whatever is asked: the limit per series is lowered so that
     # all of them together hold at most MAX_POINTS (the answer's `limit` is the one used)
     limit = max(MIN_LIMIT, min(limit, MAX_POINTS // max(1, len(runs) * len(keys))))
     started = time.perf_counter()
     pairs = [(r, k) for r in runs for k in keys]
+    wanted_runs = "(SELECT unnest($runs) AS run)"
+    summary = {  # repr: a last value of NaN must equal itself in a cache key
+        (r, k): (n, last_step, repr(last))
+        for r, k, n, last_step, last in con.execute(
+            "SELECT run_id, key, count, last_step, last FROM metric_summary "
+            f"WHERE run_id IN {wanted_runs}",
+            {"runs": runs},
+        ).fetchall()
+    }
+    out = SeriesSet(x, limit, window, sorted({k for _, k in summary}))
+    found: dict[tuple[str, str], Series] = {}
+    cache_keys = {p: (*p, x, window, limit, summary.get(p)) for p in pairs}
+    if cache is not None:
+        for p in pairs:
+            hit = cache.get(cache_keys[p]) if p in summary else None
+            if hit is not None:
+                found[p] = hit
+    missing = [p for p in pairs if p not in found]
+    if missing:
+        for s in _query(con, missing, runs, x, window, limit):
+            found[(s.run, s.key)] = s
+            if cache is not None:
+                cache.put(cache_keys[(s.run, s.key)], s)
+    out.series = [found[p] for p in pairs if p in found]
+    out.cached = len(pairs) - len(missing)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _query(con, pairs, runs, x, window, limit) -> list[Series]:
+    """The sampled series of ``pairs`` (run, key), in one query."""
     # the wanted pairs and runs as bound lists, not registered Arrow tables: a server's
     # concurrent reads are cursors of one connection, and registering on them races
     want = "(SELECT i - 1 AS i, $pr[i] AS run, $pk[i] AS key FROM range(1, len($pr) + 1) t(i))"
     wanted_runs = "(SELECT unnest($runs) AS run)"
-    have = [
-        k
-        for (k,) in con.execute(
-            f"SELECT DISTINCT key FROM metric_summary WHERE run_id IN {wanted_runs} ORDER BY key",
-            {"runs": runs},
-        ).fetchall()
-    ]
-    table = None
-    if pairs:
-        params = {"pr": [r for r, _ in pairs], "pk": [k for _, k in pairs]}
-        if x == "relative":  # DuckDB refuses a parameter the statement does not use
-            params["runs"] = runs
-        if window:
-            params.update(lo=window[0], hi=window[1])
-        sql = _sql(x, window, limit, want, wanted_runs)
-        table = con.sql(sql, params=params).to_arrow_table()
-    out = SeriesSet(x, limit, window, have)
-    if table is not None:
-        out.series = _split(table, pairs, limit)
-    out.seconds = time.perf_counter() - started
-    return out
+    params = {"pr": [r for r, _ in pairs], "pk": [k for _, k in pairs]}
+    if x == "relative":  # DuckDB refuses a parameter the statement does not use
+        params["runs"] = runs
+    if window:
+        params.update(lo=window[0], hi=window[1])
+    sql = _sql(x, window, limit, want, wanted_runs)
+    return _split(con.sql(sql, params=params).to_arrow_table(), pairs, limit)
 
 
 def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:

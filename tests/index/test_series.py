@@ -195,3 +195,82 @@ def test_bad_requests_are_refused_naming_the_argument(runs, kwargs, words):
 def test_an_unknown_run_is_named(runs):
     with pytest.raises(UnknownRun, match="nosuch"):
         runs.series(["nosuch"], ["loss"])
+
+
+def test_a_series_asked_again_comes_from_the_cache_until_the_run_changes(runs):
+    """Sampled answers are kept by content: asked again, the same run's series is not
+    queried; once the name names another run (a run recorded again, with more points),
+    the answer is that run's."""
+    first = runs.series(["a", "b"], ["loss"], limit=1000)
+    assert first.cached == 0
+    again = runs.series(["a", "b"], ["loss"], limit=1000)
+    assert again.cached == 2 and again.to_dict()["series"] == first.to_dict()["series"]
+    # a series whose last value is NaN (NaN equals nothing, itself included) is found too
+    with mlvc.start_run(name="n", repo=runs) as n:
+        n.log_metric("loss", 1.0, step=0)
+        n.log_metric("loss", math.nan, step=1)
+    assert runs.series(["n"], ["loss"]).cached == 0
+    assert runs.series(["n"], ["loss"]).cached == 1
+    # another window, limit or x axis is another answer
+    assert runs.series(["a"], ["loss"], limit=500).cached == 0
+    assert runs.series(["a"], ["loss"], x="time", limit=1000).cached == 0
+    assert runs.series(["a"], ["loss"], window=(0, 10), limit=1000).cached == 0
+    old = runs.resolve("a").hex
+    with mlvc.start_run(name="a", repo=runs) as a:  # "a" now names a new run
+        for i in range(6000):
+            a.log_metric("loss", 2 / (i + 1), step=i, timestamp=1_700_000_000 + i)
+    now = runs.series(["a"], ["loss"], limit=1000)
+    (s,) = now.series
+    assert now.cached == 0 and s.run != old and s.total == 6000 and s.value[0] == 2.0
+    assert runs.series([old], ["loss"], limit=1000).cached == 1  # the old run is unchanged
+    assert runs.fsck() == []
+
+
+def test_a_cached_series_is_not_answered_once_the_index_lost_its_run(runs, tmp_path):
+    """The cache key holds the run's metric_summary row: an index without the run (being
+    rebuilt, say) misses instead of answering the old points."""
+    import duckdb
+
+    from mlvc.index.series import SeriesCache, read_series
+
+    a = runs.resolve("a").hex
+    cache = SeriesCache()
+    with runs.index.connect_readonly() as con:
+        assert read_series(con, [a], ["loss"], cache=cache).series[0].total == 5000
+        assert read_series(con, [a], ["loss"], cache=cache).cached == 1
+    empty = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    from mlvc.index import schema
+
+    schema.create(empty)
+    got = read_series(empty, [a], ["loss"], cache=cache)
+    assert got.series == [] and got.cached == 0 and got.keys == []
+
+
+def test_the_cache_holds_at_most_its_points_least_recently_used_out_first():
+    from mlvc.index.series import Series, SeriesCache
+
+    def one(n):
+        return Series("r", "k", n, False, list(range(n)), [0.0] * n, [0.0] * n)
+
+    cache = SeriesCache(max_points=100)
+    for k in range(5):
+        cache.put(("k", k), one(30))
+    assert cache.points == 90 and len(cache) == 3  # 0 and 1 went out
+    assert cache.get(("k", 0)) is None and cache.get(("k", 2)) is not None
+    cache.put(("k", 5), one(30))  # 2 was used last: 3 goes
+    assert cache.get(("k", 3)) is None and cache.get(("k", 2)) is not None
+    cache.put(("big",), one(101))  # larger than the whole cache: not kept
+    assert cache.get(("big",)) is None and cache.points <= 100
+
+
+def test_threads_sharing_the_cache_get_the_same_answers(runs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    want = runs.series(["a", "b"], ["loss", "acc"], limit=400).to_dict()["series"]
+    limits = [400, 300, 400, 200] * 8
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda n: runs.series(["a", "b"], ["loss", "acc"], limit=n), limits))
+    for n, answer in zip(limits, got, strict=True):
+        assert answer.limit == n
+        if n == 400:
+            assert answer.to_dict()["series"] == want

@@ -20,8 +20,15 @@ def many(tmp_path_factory):
     server.check()
 
 
+# rows on screen, top to bottom: the grid pools its row nodes, so DOM order is not screen
+# order; aria-rowindex is (the header is row 1)
+IN_ORDER = (
+    "[...document.querySelectorAll('.vt-row')].sort((a, b) => a.ariaRowIndex - b.ariaRowIndex)"
+)
+
+
 def rows(page) -> list[str]:
-    return page.eval_on_selector_all(".vt-row", "rs => rs.map(r => r.textContent)")
+    return page.evaluate(f"() => {IN_ORDER}.map(r => r.textContent)")
 
 
 def test_the_table_pages_sorts_and_filters_450_runs(many, page):
@@ -39,9 +46,7 @@ def test_the_table_pages_sorts_and_filters_450_runs(many, page):
     page.click(".vt-head [data-key='metrics.acc']")
     page.click(".vt-head [data-key='metrics.acc']")
     page.wait_for_url("**sort=-metrics.acc**")
-    page.wait_for_function(
-        "() => document.querySelector('.vt-row') && document.querySelector('.vt-row').textContent.includes('0.96')"
-    )
+    page.wait_for_function(f"() => ({IN_ORDER})[0]?.textContent.includes('0.96')")
     # a filter narrows it; a bad one shows DuckDB's error inline and no traceback
     page.fill("input[name=where]", '"params.lr" < 0.01 AND "params.opt" = \'sgd\'')
     page.press("input[name=where]", "Enter")
@@ -55,6 +60,41 @@ def test_the_table_pages_sorts_and_filters_450_runs(many, page):
     page.fill("input[name=where]", "1=1; DROP TABLE runs")
     page.press("input[name=where]", "Enter")
     page.wait_for_selector("#filter-error:has-text('syntax error')")
+    assert page.errors == []
+
+
+def test_after_long_scrolls_the_rows_on_screen_are_the_right_ones(many, page):
+    """Pooled rows: after jumps back and forth (pages fetched as they come into view) the
+    rows on screen are consecutive, in order, once each, and no node was made per jump.
+    No chart loads on its own in the table: no series asked for, no chart library."""
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
+    login(page, many, "read")
+    page.wait_for_selector(".vt-row")
+    made = page.evaluate("document.querySelector('.vt-body').childElementCount")
+    page.evaluate("""async () => {
+        const box = document.querySelector('.vt');
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        for (const row of [449, 3, 250, 120, 400, 17, 300]) {
+            box.scrollTop = row * 28; await frame(); await frame();
+        }
+    }""")
+    # row 300 (newest first: run r149) is at the top once its page has come
+    page.wait_for_function(f"() => ({IN_ORDER})[1]?.textContent.includes('r149')")
+    shown = rows(page)
+    names = [int(t.split("r", 1)[1][:3]) for t in shown if "…" not in t]
+    assert len(names) == len(shown) > 20 and len(set(names)) == len(names)
+    assert names == list(range(names[0], names[0] - len(names), -1))  # consecutive, in order
+    assert names[0] == 150  # one row above the top one is drawn too
+    order = page.evaluate(f"() => {IN_ORDER}.map(r => r.ariaRowIndex)")
+    assert [int(i) for i in order] == list(range(int(order[0]), int(order[0]) + len(order)))
+    # the pool did not grow with the jumps: nodes are reused, never made per scroll
+    assert page.evaluate("document.querySelector('.vt-body').childElementCount") <= made + 2
+    # back at the top, the newest run is first again
+    page.eval_on_selector(".vt", "b => b.scrollTop = 0")
+    page.wait_for_function(f"() => ({IN_ORDER})[0]?.textContent.includes('r449')")
+    assert any("/api/v1/ui/table" in u for u in asked)
+    assert not [u for u in asked if "/api/v1/series" in u or "uPlot" in u or "charts.js" in u]
     assert page.errors == []
 
 

@@ -80,12 +80,15 @@ async function route() {
     canWrite: () => !!session && (session.scope === 'write' || session.scope === 'admin'),
   };
   try {
+    // the page's code loads while the session is asked for, not after
+    const loading = import(`./pages/${page}.js`);
+    loading.catch(() => {});  // awaited below; a failure is reported there
     if (page !== 'login' && session === null) await whoami();
     if (page !== 'login' && session === null) {
       await navigate(`/login?next=${encodeURIComponent(location.pathname + location.search)}`, { replace: true });
       return;
     }
-    const module = await import(`./pages/${page}.js`);
+    const module = await loading;
     if (mine !== current) return;
     root.replaceChildren();
     document.title = `mlvc · ${page}`;

@@ -14,11 +14,12 @@ export function limitFor(runs) {
   return Math.max(500, Math.min(2500, Math.floor(20000 / Math.max(1, runs))));
 }
 
-/** GET /api/v1/series for `runs` x [key]; the URL is built here (run and key repeat). */
-export async function fetchSeries(api, runs, key, x, limit, win, signal) {
+/** GET /api/v1/series for `runs` x `keys` (one key, a list, or none: only the runs' key
+ * names); the URL is built here (run and key repeat). */
+export async function fetchSeries(api, runs, keys, x, limit, win, signal) {
   const q = new URLSearchParams();
   for (const r of runs) q.append('run', r);
-  if (key) q.append('key', key);
+  for (const k of Array.isArray(keys) ? keys : keys ? [keys] : []) q.append('key', k);
   q.set('x', x);
   q.set('limit', String(limit));
   if (win) { q.set('x_min', String(win[0])); q.set('x_max', String(win[1])); }

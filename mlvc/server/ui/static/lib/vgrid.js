@@ -1,5 +1,7 @@
 // A virtual grid: only the rows and columns in view are in the DOM, so 100,000 runs by
 // 1,000 columns scroll as fast as 30 by 10. Rows come from `rowAt(i)` (null while loading).
+// Row nodes are pooled and moved (a transform), never made per scroll; their order in the
+// DOM is not the order on screen, which aria-rowindex gives (as ARIA asks of virtual grids).
 import { el } from './dom.js';
 
 export const ROW = 28;
@@ -18,7 +20,9 @@ export class VirtualGrid {
     this.box = el('div', { class: 'vt', tabindex: 0, role: 'grid' }, this.head, this.body);
     root.append(this.box);
     this.frame = 0;
-    this.drawn = new Map();  // position -> {node, key, values, cls}
+    // a fixed pool of row nodes, reused as rows scroll in and out of view (moved by a
+    // transform, their cells' text replaced): a jump of 1,000 rows creates no node
+    this.slots = [];  // {node, pos, key, values, cls, cellsKey}
     this.box.addEventListener('scroll', () => this.schedule(), { passive: true });
     this.resize = new ResizeObserver(() => this.schedule());
     this.resize.observe(this.box);
@@ -34,14 +38,14 @@ export class VirtualGrid {
     this.head.style.width = `${left}px`;
     this.body.style.width = `${left}px`;
     this.headerKey = null;
+    for (const slot of this.slots) slot.cellsKey = null;  // the same indices, other columns
     this.clear();
     this.schedule();
   }
 
-  /** Draw every row again (their data or selection changed). */
+  /** Draw every row again (their data or selection changed); their nodes are kept. */
   clear() {
-    for (const old of this.drawn.values()) old.node.remove();
-    this.drawn = new Map();
+    for (const slot of this.slots) slot.key = null;
   }
 
   setCount(count) {
@@ -68,6 +72,9 @@ export class VirtualGrid {
   }
 
   draw() {
+    // every layout read first (scroll position, size), then only writes
+    const scrollTop = this.box.scrollTop;
+    const height = this.box.clientHeight;
     const cols = this.visibleColumns();
     const key = cols.join(',');
     if (key !== this.headerKey) {
@@ -82,54 +89,98 @@ export class VirtualGrid {
         }, c.label);
       }));
     }
-    const top = Math.max(0, this.box.scrollTop - ROW);
-    const first = Math.floor(top / ROW);
-    const last = Math.min(this.count - 1, Math.ceil((this.box.scrollTop + this.box.clientHeight) / ROW) + 2);
+    const first = Math.floor(Math.max(0, scrollTop - ROW) / ROW);
+    const last = Math.min(this.count - 1, Math.ceil((scrollTop + height) / ROW) + 2);
     const pad = cols.length ? this.lefts[cols[0]] : 0;
     const kept = new Map();
+    const free = [];
+    for (const slot of this.slots) {
+      if (slot.pos >= first && slot.pos <= last && !kept.has(slot.pos)) kept.set(slot.pos, slot);
+      else free.push(slot);
+    }
     const wanted = [];
     for (let i = first; i <= last; i += 1) {
       const item = this.opts.itemAt(i);
       if (item.kind === 'row') wanted.push(item.index);
-      // a row already drawn with the same columns and data is kept as it is
       const values = item.kind === 'row' ? this.opts.rowAt(item.index) : item.label;
       const cls = item.kind === 'row' && this.opts.rowClass ? this.opts.rowClass(item.index) : '';
-      const old = this.drawn.get(i);
-      if (old && old.key === key && old.values === values && old.cls === cls) {
-        kept.set(i, old);
-        continue;
+      let slot = kept.get(i);
+      if (!slot) {
+        slot = free.pop() || this.slot();
+        slot.pos = i;
+        slot.key = null;
+        slot.node.style.transform = `translateY(${i * ROW}px)`;
+        slot.node.hidden = false;
       }
-      const node = item.kind === 'group'
-        ? el('div', { class: 'vt-group', style: { top: `${i * ROW}px`, width: `${this.width}px` } }, item.label)
-        : this.row(item.index, values, cols, pad, cls, i);
-      if (old) old.node.replaceWith(node);
-      else this.body.append(node);
-      kept.set(i, { node, key, values, cls });
+      // a row already drawn with the same columns and data is kept as it is
+      if (slot.key === key && slot.values === values && slot.cls === cls) continue;
+      if (item.kind === 'group') this.group(slot, item.label);
+      else this.row(slot, item.index, values, cols, key, pad, cls, i);
+      Object.assign(slot, { key, values, cls });
     }
-    for (const [i, old] of this.drawn) if (!kept.has(i)) old.node.remove();
-    this.drawn = kept;
+    for (const slot of free) {  // out of view: hidden, kept for the next rows
+      if (slot.pos === -1) continue;
+      slot.pos = -1;
+      slot.node.hidden = true;
+      slot.node.className = 'vt-spare';
+      slot.cellsKey = null;
+    }
     if (wanted.length && this.opts.onRange) this.opts.onRange(wanted[0], wanted[wanted.length - 1]);
   }
 
-  row(index, values, cols, pad, cls, i) {
-    const node = document.createElement('div');
+  slot() {
+    const slot = { node: document.createElement('div'), pos: -1, key: null, values: undefined, cls: '', cellsKey: null };
+    this.body.append(slot.node);
+    this.slots.push(slot);
+    return slot;
+  }
+
+  group(slot, label) {
+    const { node } = slot;
+    node.className = 'vt-group';
+    node.removeAttribute('role');
+    node.removeAttribute('aria-rowindex');
+    delete node.dataset.index;
+    node.style.width = `${this.width}px`;
+    node.style.paddingLeft = '';
+    node.textContent = label;
+    slot.cellsKey = null;
+  }
+
+  row(slot, index, values, cols, key, pad, cls, i) {
+    const { node } = slot;
     node.className = cls ? `vt-row ${cls}` : 'vt-row';
     node.setAttribute('role', 'row');
+    node.setAttribute('aria-rowindex', String(i + 2));  // the header is row 1
     node.dataset.index = index;
-    node.style.top = `${i * ROW}px`;
-    node.style.width = `${this.width}px`;
-    node.style.paddingLeft = `${pad}px`;
-    for (const ci of cols) {
-      const c = this.columns[ci];
-      const cell = document.createElement('div');
-      cell.className = `vt-cell${c.num ? ' num' : ''}${c.cls ? ` ${c.cls}` : ''}`;
-      cell.style.width = `${c.width}px`;
-      const v = values === null ? '…' : c.cell(values, index);
-      if (v instanceof Node) cell.append(v);
-      else { cell.textContent = v; cell.title = v; }
-      node.append(cell);
+    if (slot.cellsKey !== key) {  // the columns in view changed: the cells' shape too
+      node.textContent = '';
+      node.style.width = `${this.width}px`;
+      node.style.paddingLeft = `${pad}px`;
+      for (const ci of cols) {
+        const c = this.columns[ci];
+        const cell = document.createElement('div');
+        cell.className = `vt-cell${c.num ? ' num' : ''}${c.cls ? ` ${c.cls}` : ''}`;
+        cell.style.width = `${c.width}px`;
+        node.append(cell);
+      }
+      slot.cellsKey = key;
     }
-    return node;
+    let cell = node.firstChild;
+    for (const ci of cols) {
+      const v = values === null ? '…' : this.columns[ci].cell(values, index);
+      if (v instanceof Node) {
+        cell.replaceChildren(v);
+        cell.removeAttribute('title');
+      } else {
+        const text = String(v);
+        const t = cell.firstChild;
+        if (t && t.nodeType === 3 && !t.nextSibling) { if (t.data !== text) t.data = text; }
+        else cell.textContent = text;
+        cell.title = text;
+      }
+      cell = cell.nextSibling;
+    }
   }
 
   destroy() {

@@ -2,7 +2,7 @@
 // Metric charts of the runs (lib/charts.js), their params and final metrics side by side
 // (optionally only the rows that differ), and the six-section diff of a pair of them
 // (GET /api/v1/diff?patch=true: what `mlvc diff` prints). Every choice is in the address.
-import { colour, fetchSeries, metricChart } from '../lib/charts.js';
+import { colour, fetchSeries, limitFor, metricChart } from '../lib/charts.js';
 import { fmtNumber, path } from '../lib/dom.js';
 
 const X_AXES = [['step', 'step'], ['time', 'wall time'], ['relative', 'relative time']];
@@ -47,14 +47,24 @@ export async function render(root, ctx) {
     root.append(el('p', { class: 'muted' }, 'Select runs in the runs table, then Compare (or open /compare?runs=A,B).'));
     return undefined;
   }
-  // the runs and the keys they logged, asked for at once (the series endpoint takes run specs)
+  // the runs and the keys they logged, asked for at once (the series endpoint takes run specs);
+  // with the metrics named in the address, their series come in that same answer
+  const named = list(params.get('metrics') || params.get('metric'));
+  const x0 = X_AXES.some(([v]) => v === params.get('x')) ? params.get('x') : 'step';
+  const early = named.length && named.length <= 20 ? named : null;
+  const cache = new Map();  // (key, x) -> the series answer for that key
   let shown;
   let keys;
   try {
-    [shown, { keys }] = await Promise.all([
+    let answer;
+    [shown, answer] = await Promise.all([
       Promise.all(specs.map((s) => api(path('api', 'v1', 'runs', s), { query: { files: 'false' } }))),
-      fetchSeries(api, specs, null, 'step', 8, null),
+      fetchSeries(api, specs, early, x0, early ? limitFor(specs.length) : 8, null),
     ]);
+    keys = answer.keys;
+    for (const key of early || []) {
+      cache.set(`${key}\u0000${x0}`, { ...answer, series: answer.series.filter((s) => s.key === key) });
+    }
   } catch (e) {
     if (e.status !== 404 && e.status !== 400) throw e;
     root.append(el('p', { class: 'error', role: 'alert' }, e.message));  // an unknown run, named
@@ -93,7 +103,6 @@ export async function render(root, ctx) {
   const charts = el('div', { class: 'cmp-charts', id: 'charts' });
   let live = [];
   let generation = 0;
-  const cache = new Map();
   async function drawCharts() {
     const mine = ++generation;
     for (const c of live) c.destroy();
