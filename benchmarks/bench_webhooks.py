@@ -113,10 +113,25 @@ def wait_free(path: Path, timeout: float = 60) -> None:
 
 
 def wait_idle(root: Path, timeout: float = 60) -> None:
-    """Wait until the repository's webhook deliverer exited."""
+    """Wait until the repository's webhook deliverer exited: its lock free, then its
+    process gone (it lets go of the lock, looks at the journal once more, then shuts its
+    interpreter down; a commit measured meanwhile would share the CPU with that)."""
     from mlvc.core.layout import Layout
 
-    wait_free(Layout.of(root).deliver_lock, timeout)
+    lock = Layout.of(root).deliver_lock
+    wait_free(lock, timeout)
+    try:
+        pid = lock.read_text().strip()
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid.isdigit() and time.monotonic() < deadline:
+        try:  # a zombie (this process's child, not reaped yet) has exited too
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.005)
 
 
 def settle(repos: dict, done: dict[str, int], timeout: float = 60) -> None:
