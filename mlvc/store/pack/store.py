@@ -39,7 +39,16 @@ from pathlib import Path
 
 from ...core.ids import ObjectId
 from ...errors import CorruptObject, PackError
-from ..odb import CHUNKED, RAW, ZSTD, LocalStore, _parse_chunk_list, sync_filesystem
+from ..compress import compress
+from ..odb import (
+    CHUNKED,
+    RAW,
+    ZSTD,
+    ZSTD_MAX,
+    LocalStore,
+    _parse_chunk_list,
+    sync_filesystem,
+)
 from .index import PackIndex, write_all, write_index
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
@@ -110,16 +119,20 @@ class PackWriter:
         self.pending: dict[bytes, tuple[int, int, int]] = {}
         self._pool = None
 
+    def _open_pack(self) -> _OpenPack:
+        """The pack to append to (a new one past PACK_MAX); called holding the lock."""
+        if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
+            if self.packs:
+                self.packs[-1].drain()
+            self.packs.append(_OpenPack(self.folder))
+        return self.packs[-1]
+
     def append(self, oid: bytes, tag: bytes, payload) -> None:
         n = 1 + len(payload)
         with self.lock:
             if oid in self.pending:
                 return
-            if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
-                if self.packs:
-                    self.packs[-1].drain()
-                self.packs.append(_OpenPack(self.folder))
-            p = self.packs[-1]
+            p = self._open_pack()
             at = p.size + len(p.buf) + HEAD.size
             if n < SMALL:
                 p.buf += HEAD.pack(oid, n)
@@ -135,6 +148,27 @@ class PackWriter:
                 p.size += HEAD.size + n
                 p.kick(self._io())
             self.pending[oid] = (len(self.packs) - 1, at, n)
+
+    def append_many(self, records: list) -> None:
+        """Append ``(id, tag, payload)`` records in order with vectored writes (a group of
+        a big file's chunks); ids already pending, or repeated, are skipped."""
+        if not records:
+            return
+        with self.lock:
+            p, pack = self._open_pack(), len(self.packs) - 1
+            p.size += len(p.buf)
+            parts, at = [p.buf], p.size
+            for oid, tag, payload in records:
+                if oid in self.pending:
+                    continue
+                n = 1 + len(payload)
+                self.pending[oid] = (pack, at + HEAD.size, n)
+                parts += (HEAD.pack(oid, n) + tag, payload)
+                at += HEAD.size + n
+            write_all(p.fd, parts)
+            p.buf = bytearray()
+            p.size = at
+            p.kick(self._io())
 
     def _io(self):
         if self._pool is None:
@@ -427,6 +461,26 @@ class PackedStore(LocalStore):
             if not lock_held(self.root.parent):
                 raise AssertionError(f"object {oid.hex} written outside gc.lock")
         self.writer.append(bytes(oid), tag, payload)
+
+    def _store_batch(self, items: list, comp=None) -> None:
+        """Store a group of a big file's chunks: each checked for a copy already stored, the
+        new ones compressed where it pays and appended in one vectored write."""
+        if _CHECK_GC_LOCK:
+            from ..locks import lock_held
+
+            if not lock_held(self.root.parent):
+                raise AssertionError(f"object {items[0][0].hex} written outside gc.lock")
+        comp = comp or compress
+        pending = self.writer.pending
+        records = []
+        for oid, data in items:
+            if oid in pending or self._exists(oid):
+                continue
+            packed = comp(data) if len(data) <= ZSTD_MAX else None
+            records.append(
+                (bytes(oid), RAW, data) if packed is None else (bytes(oid), ZSTD, packed)
+            )
+        self.writer.append_many(records)
 
     def flush(self) -> None:
         """Make objects written so far visible to other processes (not yet durable)."""
