@@ -36,7 +36,7 @@ from . import compress as zstd
 RAW, CHUNKED, ZSTD = b"R", b"C", b"Z"
 TAGS = (RAW, CHUNKED, ZSTD)
 BLOCK = 1 << 20
-HASH_WINDOW = 64 << 20  # checkout hashes what it wrote in steps of this size
+HASH_STEP = 1 << 20  # checkout reads back and hashes what it wrote in steps of this size
 HASH_BLOCK = 4 << 20  # files are hashed by reads into one buffer this size (no mmap)
 HASH_TRIES = 3  # reads of a file that keeps changing before hash_file gives up
 # Files larger than this are split by FastCDC. 64 KiB average chunks kept 100% of chunks

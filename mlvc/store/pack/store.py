@@ -57,10 +57,36 @@ PACK_MAX = 1 << 30  # a writer starts a new pack past this size (keeps repacks c
 SMALL = 64 << 10  # records below this are gathered in a buffer before writing
 BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
+FALLOC_FL_KEEP_SIZE = 1
+ADVANCE = 1 << 20  # copy_into reports progress (and checkout hashes) every this many bytes
 MAX_INDEXES = 16
 LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
 # Tests set this: an object written by a process not holding gc.lock is an error (gc.py)
 _CHECK_GC_LOCK = os.environ.get("MLVC_DEBUG_GC_LOCK") == "1"
+
+
+def _fallocator():
+    """Linux ``fallocate(fd, mode, 0, n)`` if libc has it (no emulation by writing zeros, as
+    glibc's ``posix_fallocate`` does where the filesystem cannot), else None."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        return fn
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return None
+
+
+_fallocate = _fallocator()
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve a new file's blocks at once (fewer, larger extents), keeping its size, so
+    a copy cut short never looks longer than what was written. Only a hint: a failure
+    (EOPNOTSUPP, ENOSPC) is left for the writes to report."""
+    if _fallocate is not None and size > 0:
+        _fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)
 
 
 def _writeback_starter():
@@ -387,12 +413,14 @@ class PackedStore(LocalStore):
         if rec is None or rec[:1] != CHUNKED:
             return False
         plan = []
+        pending = self.writer.pending
         for cid, _size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
-            found = self._locate(cid)
-            if found is None or cid in self.writer.pending:
+            found = None if cid in pending else self._locate(cid)
+            if found is None:
                 return False
             idx, (p, off, n) = found
             plan.append((cid, idx.packs[p], off, n))
+        _preallocate(fd, sum(n - 1 for _c, _p, _o, n in plan))
         pending = 0
         for cid, pack, off, n in plan:
             src = self._fd(pack)
@@ -407,7 +435,7 @@ class PackedStore(LocalStore):
                 rec = os.pread(src, n, off)
                 write_all(fd, [self._content(cid, rec)])
             pending += n - 1
-            if advance is not None and pending >= 4 << 20:  # per 4 MiB, not per chunk
+            if advance is not None and pending >= ADVANCE:  # per MiB, not per chunk
                 advance(pending)
                 pending = 0
         if advance is not None and pending:
