@@ -414,13 +414,15 @@ class PackedStore(LocalStore):
             return False
         plan = []
         pending = self.writer.pending
-        for cid, _size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
+        total = 0
+        for cid, size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
             found = None if cid in pending else self._locate(cid)
             if found is None:
                 return False
             idx, (p, off, n) = found
             plan.append((cid, idx.packs[p], off, n))
-        _preallocate(fd, sum(n - 1 for _c, _p, _o, n in plan))
+            total += size
+        _preallocate(fd, total)
         pending = 0
         for cid, pack, off, n in plan:
             src = self._fd(pack)
@@ -431,10 +433,11 @@ class PackedStore(LocalStore):
                     if done <= 0:
                         raise CorruptObject(cid.hex, f"{self.pack_dir / pack}@{off}", "short")
                     left, at = left - done, at + done
+                pending += n - 1
             else:
-                rec = os.pread(src, n, off)
-                write_all(fd, [self._content(cid, rec)])
-            pending += n - 1
+                content = self._content(cid, os.pread(src, n, off))
+                write_all(fd, [content])
+                pending += len(content)  # not n - 1: the record's compressed size
             if advance is not None and pending >= ADVANCE:  # per MiB, not per chunk
                 advance(pending)
                 pending = 0
