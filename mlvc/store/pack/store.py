@@ -65,20 +65,23 @@ LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new inde
 _CHECK_GC_LOCK = os.environ.get("MLVC_DEBUG_GC_LOCK") == "1"
 
 
-def _fallocator():
-    """Linux ``fallocate(fd, mode, 0, n)`` if libc has it (no emulation by writing zeros, as
-    glibc's ``posix_fallocate`` does where the filesystem cannot), else None."""
+def _libc(name: str, *argtypes):
+    """A libc function by name with its argument types, or None where libc lacks it."""
     try:
         import ctypes
 
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+        fn.argtypes = [getattr(ctypes, t) for t in argtypes]
         return fn
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         return None
 
 
-_fallocate = _fallocator()
+# sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE): start writing a range to disk now
+_start_writeback = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
+# Linux fallocate(fd, mode, off, n): no emulation by writing zeros where the filesystem
+# cannot, as glibc's posix_fallocate does
+_fallocate = _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -87,21 +90,6 @@ def _preallocate(fd: int, size: int) -> None:
     (EOPNOTSUPP, ENOSPC) is left for the writes to report."""
     if _fallocate is not None and size > 0:
         _fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)
-
-
-def _writeback_starter():
-    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` if libc has it, else None."""
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        return fn
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return None
-
-
-_start_writeback = _writeback_starter()
 
 
 class _OpenPack:
