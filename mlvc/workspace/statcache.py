@@ -1,10 +1,19 @@
 """The stat cache: (path, size, mtime_ns, inode, ctime_ns) -> id, so unchanged files are not
 re-read, and the worker pool that hashes the files that did change.
 
-The cache lives in ``.mlvc/statcache``: msgpack ``[VERSION, {path: entry}]`` followed by the
-BLAKE3 of those bytes, replaced by temp file + rename. A file whose checksum does not match,
+The cache lives in ``.mlvc/statcache``: msgpack ``[VERSION, {folder: [[signature, tree id,
+size], ...]}, files]`` followed by the BLAKE3 of those bytes, replaced by temp file + rename;
+``files`` is the msgpack of ``{path: entry}`` kept as bytes, unpacked only when a file is
+looked up (an unchanged commit needs only the folders). A file whose checksum does not match,
 and any entry that is not well formed, is ignored (the file is re-hashed); deleting the
 cache loses nothing. gc deletes it whenever it removes objects.
+
+Folders (``tree_get``/``tree_put``): the tree id ``build_tree`` stored for a folder, keyed by
+a signature of everything the tree was made from (each entry's name, kind, size, mtime, inode,
+ctime, mode and device, a link's target, each subfolder's signature). A folder whose
+signature matches reuses its tree without reading a file or a file's entry; one file
+changed, added, removed, renamed or re-permissioned changes its folder's signature and every
+parent's. Only folders whose every file is older than the operation's clock are recorded.
 
 An entry also says whether the file's bytes were *stored*: ``status`` and checkout learn a
 file's hash without storing it, and such an entry must never let a commit record an id
@@ -34,7 +43,8 @@ from ..core.ids import DIGEST_SIZE, ObjectId
 from ..errors import FileChanged
 from ..store.odb import CHUNK_THRESHOLD, ObjectStore
 
-VERSION = 2  # 1 had no checksum and no "stored" flag: it is ignored (files are re-hashed)
+VERSION = 3  # 1: no checksum, no "stored" flag; 2: no folders. Older ones are ignored.
+TREE_SLOTS = 4  # signatures kept per folder (the code, data and artifacts trees share "")
 POOL_MIN = 64  # fewer misses than this are hashed in the calling thread
 
 
@@ -47,20 +57,53 @@ class StatCache:
         self._prefix = os.path.join(os.fspath(root), "")
         self.tmp = Path(tmp)
         self._entries: dict[str, list] | None = None
+        self._packed: bytes | None = None  # the files section, not unpacked yet
+        self._trees: dict[str, list] | None = None
         self.problem = ""  # why the file on disk was (partly) ignored, for fsck
         self._dirty = False
         self._lock = threading.Lock()
         self.clock = 0  # filesystem time at the start of the current operation
 
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw = b""
+        self._trees, self._packed, self.problem = _split(raw)
+
     def _load(self) -> dict[str, list]:
+        """The file entries (unpacked on first use; each is checked when it is used)."""
         if self._entries is None:
-            try:
-                with open(self.path, "rb") as f:
-                    raw = f.read()
-            except OSError:
-                raw = b""
-            self._entries, self.problem = parse(raw)
+            if self._trees is None:
+                self._read()
+            self._entries, problem = _unpack_files(self._packed)
+            self._packed = None
+            self.problem = self.problem or problem
         return self._entries
+
+    def _folders(self) -> dict[str, list]:
+        if self._trees is None:
+            self._read()
+        return self._trees  # type: ignore[return-value]
+
+    def tree_get(self, folder: str, sig: bytes) -> tuple[ObjectId, int] | None:
+        """(tree id, size) recorded for a folder with this signature, or None."""
+        for slot in self._folders().get(folder, ()):
+            if slot[0] == sig:
+                return ObjectId(slot[1]), slot[2]
+        return None
+
+    def tree_put(self, folder: str, sig: bytes, oid: ObjectId, size: int) -> None:
+        """Remember a folder's stored tree (the caller checks every file is older than the
+        clock); the most recent ``TREE_SLOTS`` signatures of a folder are kept."""
+        with self._lock:
+            slots = self._folders().setdefault(folder, [])
+            entry = [sig, bytes(oid), size]
+            if slots and slots[0] == entry:
+                return
+            slots[:] = [entry, *(s for s in slots if s[0] != sig)][:TREE_SLOTS]
+            self._dirty = True
 
     def begin(self) -> None:
         """Read the filesystem's clock; files modified at or after it are not cached."""
@@ -90,6 +133,7 @@ class StatCache:
         e = self._load().get(key)
         if (
             e is not None
+            and _valid(key, e)
             and e[0] == st.st_size
             and e[1] == st.st_mtime_ns
             and e[2] == st.st_ino
@@ -121,10 +165,10 @@ class StatCache:
 
     def save(self) -> None:
         """Write the cache if anything changed (temp file + rename; no fsync: a cache)."""
-        if not self._dirty or self._entries is None:
+        if not self._dirty or self._trees is None:
             return
         with self._lock:
-            data = msgpack.packb([VERSION, self._entries], use_bin_type=True)
+            data = encode(self._entries, self._trees, self._packed)
             self.tmp.mkdir(parents=True, exist_ok=True)
             tmp = self.tmp / f"statcache-{os.getpid()}-{secrets.token_hex(4)}"
             with open(tmp, "wb") as f:
@@ -136,7 +180,7 @@ class StatCache:
     def clear(self) -> None:
         """Forget everything (gc does this after removing objects)."""
         with self._lock:
-            self._entries, self._dirty = {}, False
+            self._entries, self._trees, self._packed, self._dirty = {}, {}, None, False
             self.path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
@@ -163,24 +207,75 @@ def _valid(key, e) -> bool:
     )
 
 
-def parse(raw: bytes) -> tuple[dict[str, list], str]:
-    """The valid entries of a stat cache file, and why any of it was ignored ("" if none)."""
+def encode(entries: dict | None, trees: dict, packed: bytes | None = None) -> bytes:
+    """A stat cache file's bytes before the checksum; ``packed`` stands for unread entries."""
+    files = packed if entries is None else msgpack.packb(entries, use_bin_type=True)
+    return msgpack.packb([VERSION, trees, files or b"\x80"], use_bin_type=True)
+
+
+def _split(raw: bytes) -> tuple[dict[str, list], bytes | None, str]:
+    """(valid folders, the files section still packed, why any of it was ignored)."""
     if not raw:
-        return {}, ""
+        return {}, None, ""
     data, digest = raw[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
     if len(raw) <= DIGEST_SIZE or blake3.blake3(data).digest() != digest:
-        return {}, "its checksum does not match"
+        return {}, None, "its checksum does not match"
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as e:
-        return {}, f"it does not decode ({e})"
-    if not (isinstance(doc, list) and len(doc) == 2 and isinstance(doc[1], dict)):
-        return {}, "it is not a stat cache"
+        return {}, None, f"it does not decode ({e})"
+    if not (isinstance(doc, list) and doc and isinstance(doc[0], int)):
+        return {}, None, "it is not a stat cache"
     if doc[0] != VERSION:
-        return {}, f"it has format version {doc[0]!r}, not {VERSION}"
-    entries = {k: e for k, e in doc[1].items() if _valid(k, e)}
-    bad = len(doc[1]) - len(entries)
-    return entries, f"{bad} malformed entries" if bad else ""
+        return {}, None, f"it has format version {doc[0]!r}, not {VERSION}"
+    if not (len(doc) == 3 and isinstance(doc[1], dict) and isinstance(doc[2], bytes)):
+        return {}, None, "it is not a stat cache"
+    trees = {k: slots for k, v in doc[1].items() if (slots := _valid_slots(k, v))}
+    bad = len(doc[1]) - len(trees)
+    return trees, doc[2], f"{bad} malformed folder entries" if bad else ""
+
+
+def _valid_slots(key, v) -> list | None:
+    if type(key) is not str or type(v) is not list or not v:
+        return None
+    for slot in v:
+        if not (
+            type(slot) is list
+            and len(slot) == 3
+            and type(slot[0]) is bytes
+            and type(slot[1]) is bytes
+            and len(slot[1]) == DIGEST_SIZE
+            and type(slot[2]) is int
+            and slot[2] >= 0
+        ):
+            return None
+    return v
+
+
+def _unpack_files(packed: bytes | None) -> tuple[dict[str, list], str]:
+    """The files section's entries, unchecked (``get`` checks the one it uses)."""
+    if not packed:
+        return {}, ""
+    try:
+        entries = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        return {}, f"its files do not decode ({e})"
+    if not isinstance(entries, dict):
+        return {}, "its files are not a map"
+    return entries, ""
+
+
+def parse(raw: bytes) -> tuple[dict[str, list], str]:
+    """The valid file entries of a stat cache file, and why any of it was ignored ("" if
+    none): everything checked, as fsck does."""
+    _trees, packed, why = _split(raw)
+    if why and packed is None:
+        return {}, why
+    files, problem = _unpack_files(packed)
+    entries = {k: e for k, e in files.items() if _valid(k, e)}
+    bad = len(files) - len(entries)
+    why = why or problem or (f"{bad} malformed entries" if bad else "")
+    return entries, why
 
 
 def check_file(path: Path, repair: bool = True) -> list[str]:
