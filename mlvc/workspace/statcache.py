@@ -2,11 +2,12 @@
 re-read, and the worker pool that hashes the files that did change.
 
 The cache lives in ``.mlvc/statcache``: msgpack ``[VERSION, {folder: [[signature, tree id,
-size], ...]}, files]`` followed by the BLAKE3 of those bytes, replaced by temp file + rename;
-``files`` is the msgpack of ``{path: entry}`` kept as bytes, unpacked only when a file is
-looked up (an unchanged commit needs only the folders). A file whose checksum does not match,
-and any entry that is not well formed, is ignored (the file is re-hashed); deleting the
-cache loses nothing. gc deletes it whenever it removes objects.
+size], ...]}, {folder: packed {name: entry}}]`` followed by the BLAKE3 of those bytes,
+replaced by temp file + rename. Each folder's file entries stay packed until a file of that
+folder is looked up, so a commit that reuses a folder's tree never unpacks them and one that
+touches ten files unpacks ten folders' worth. A file whose checksum does not match, and any
+entry that is not well formed, is ignored (the file is re-hashed); deleting the cache loses
+nothing. gc deletes it whenever it removes objects.
 
 Folders (``tree_get``/``tree_put``): the tree id ``build_tree`` stored for a folder, keyed by
 a signature of everything the tree was made from (each entry's name, kind, size, mtime, inode,
@@ -49,15 +50,16 @@ POOL_MIN = 64  # fewer misses than this are hashed in the calling thread
 
 
 class StatCache:
-    """Path -> (size, mtime_ns, inode, ctime_ns, id) for files under one project root."""
+    """Path -> (size, mtime_ns, inode, ctime_ns, id) for files under one project root, and
+    folder -> (signature, tree id, size) for the trees commits stored."""
 
     def __init__(self, path: Path, root: Path, tmp: Path):
         self.path = Path(path)
         self.root = Path(root)
         self._prefix = os.path.join(os.fspath(root), "")
         self.tmp = Path(tmp)
-        self._entries: dict[str, list] | None = None
-        self._packed: bytes | None = None  # the files section, not unpacked yet
+        # folder -> {name: entry}, or the folder's entries still packed (bytes)
+        self._files: dict[str, dict | bytes] | None = None
         self._trees: dict[str, list] | None = None
         self.problem = ""  # why the file on disk was (partly) ignored, for fsck
         self._dirty = False
@@ -65,26 +67,30 @@ class StatCache:
         self.clock = 0  # filesystem time at the start of the current operation
 
     def _read(self) -> None:
+        if self._files is not None:
+            return
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
         except OSError:
             raw = b""
-        self._trees, self._packed, self.problem = _split(raw)
+        self._trees, self._files, self.problem = _split(raw)
 
-    def _load(self) -> dict[str, list]:
-        """The file entries (unpacked on first use; each is checked when it is used)."""
-        if self._entries is None:
-            if self._trees is None:
-                self._read()
-            self._entries, problem = _unpack_files(self._packed)
-            self._packed = None
+    def _group(self, folder: str) -> dict[str, list]:
+        """One folder's file entries, unpacked on first use (each checked when used)."""
+        self._read()
+        files = self._files
+        group = files.get(folder)  # type: ignore[union-attr]
+        if type(group) is bytes:
+            group, problem = _unpack(group)
             self.problem = self.problem or problem
-        return self._entries
+            files[folder] = group  # type: ignore[index]
+        elif group is None:
+            group = files[folder] = {}  # type: ignore[index]
+        return group  # type: ignore[return-value]
 
     def _folders(self) -> dict[str, list]:
-        if self._trees is None:
-            self._read()
+        self._read()
         return self._trees  # type: ignore[return-value]
 
     def tree_get(self, folder: str, sig: bytes) -> tuple[ObjectId, int] | None:
@@ -130,7 +136,8 @@ class StatCache:
         key = self._key(path)
         if key is None:
             return None
-        e = self._load().get(key)
+        folder, _, name = key.rpartition("/")
+        e = self._group(folder).get(name)
         if (
             e is not None
             and _valid(key, e)
@@ -154,21 +161,22 @@ class StatCache:
         if st.st_mtime_ns >= self.clock or st.st_ctime_ns >= self.clock:
             return  # racy: it could still change within the same tick
         entry = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, bytes(oid), stored]
+        folder, _, name = key.rpartition("/")
         with self._lock:
-            entries = self._load()
-            old = entries.get(key)
+            group = self._group(folder)
+            old = group.get(name)
             if old is not None and old[:5] == entry[:5] and old[5]:
                 return  # hashing again does not make stored bytes unstored
             if old != entry:
-                entries[key] = entry
+                group[name] = entry
                 self._dirty = True
 
     def save(self) -> None:
         """Write the cache if anything changed (temp file + rename; no fsync: a cache)."""
-        if not self._dirty or self._trees is None:
+        if not self._dirty or self._files is None:
             return
         with self._lock:
-            data = encode(self._entries, self._trees, self._packed)
+            data = _encode(self._files, self._trees or {})
             self.tmp.mkdir(parents=True, exist_ok=True)
             tmp = self.tmp / f"statcache-{os.getpid()}-{secrets.token_hex(4)}"
             with open(tmp, "wb") as f:
@@ -180,11 +188,12 @@ class StatCache:
     def clear(self) -> None:
         """Forget everything (gc does this after removing objects)."""
         with self._lock:
-            self._entries, self._trees, self._packed, self._dirty = {}, {}, None, False
+            self._files, self._trees, self._dirty = {}, {}, False
             self.path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
-        return len(self._load())
+        self._read()
+        return sum(len(self._group(f)) for f in list(self._files or ()))
 
 
 def _valid(key, e) -> bool:
@@ -207,32 +216,45 @@ def _valid(key, e) -> bool:
     )
 
 
-def encode(entries: dict | None, trees: dict, packed: bytes | None = None) -> bytes:
-    """A stat cache file's bytes before the checksum; ``packed`` stands for unread entries."""
-    files = packed if entries is None else msgpack.packb(entries, use_bin_type=True)
-    return msgpack.packb([VERSION, trees, files or b"\x80"], use_bin_type=True)
+def encode(entries: dict, trees: dict) -> bytes:
+    """A stat cache file's bytes before its checksum, from ``{path: entry}`` (tests)."""
+    files: dict = {}
+    for key, e in entries.items():
+        folder, _, name = key.rpartition("/") if type(key) is str else ("", "", key)
+        files.setdefault(folder, {})[name] = e
+    return _encode(files, trees)
 
 
-def _split(raw: bytes) -> tuple[dict[str, list], bytes | None, str]:
-    """(valid folders, the files section still packed, why any of it was ignored)."""
+def _encode(files: dict, trees: dict) -> bytes:
+    packed = {
+        folder: group if type(group) is bytes else msgpack.packb(group, use_bin_type=True)
+        for folder, group in files.items()
+        if group
+    }
+    return msgpack.packb([VERSION, trees, packed], use_bin_type=True)
+
+
+def _split(raw: bytes) -> tuple[dict[str, list], dict[str, dict | bytes], str]:
+    """(valid folders, each folder's file entries still packed, why any was ignored)."""
     if not raw:
-        return {}, None, ""
+        return {}, {}, ""
     data, digest = raw[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
     if len(raw) <= DIGEST_SIZE or blake3.blake3(data).digest() != digest:
-        return {}, None, "its checksum does not match"
+        return {}, {}, "its checksum does not match"
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as e:
-        return {}, None, f"it does not decode ({e})"
+        return {}, {}, f"it does not decode ({e})"
     if not (isinstance(doc, list) and doc and isinstance(doc[0], int)):
-        return {}, None, "it is not a stat cache"
+        return {}, {}, "it is not a stat cache"
     if doc[0] != VERSION:
-        return {}, None, f"it has format version {doc[0]!r}, not {VERSION}"
-    if not (len(doc) == 3 and isinstance(doc[1], dict) and isinstance(doc[2], bytes)):
-        return {}, None, "it is not a stat cache"
+        return {}, {}, f"it has format version {doc[0]!r}, not {VERSION}"
+    if not (len(doc) == 3 and isinstance(doc[1], dict) and isinstance(doc[2], dict)):
+        return {}, {}, "it is not a stat cache"
     trees = {k: slots for k, v in doc[1].items() if (slots := _valid_slots(k, v))}
-    bad = len(doc[1]) - len(trees)
-    return trees, doc[2], f"{bad} malformed folder entries" if bad else ""
+    files = {k: v for k, v in doc[2].items() if type(k) is str and type(v) is bytes}
+    bad = len(doc[1]) - len(trees) + len(doc[2]) - len(files)
+    return trees, files, f"{bad} malformed folder entries" if bad else ""
 
 
 def _valid_slots(key, v) -> list | None:
@@ -252,30 +274,33 @@ def _valid_slots(key, v) -> list | None:
     return v
 
 
-def _unpack_files(packed: bytes | None) -> tuple[dict[str, list], str]:
-    """The files section's entries, unchecked (``get`` checks the one it uses)."""
-    if not packed:
-        return {}, ""
+def _unpack(packed: bytes) -> tuple[dict, str]:
+    """One folder's entries, unchecked (``get`` checks the one it uses)."""
     try:
-        entries = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+        group = msgpack.unpackb(packed, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as e:
-        return {}, f"its files do not decode ({e})"
-    if not isinstance(entries, dict):
-        return {}, "its files are not a map"
-    return entries, ""
+        return {}, f"a folder's files do not decode ({e})"
+    if not isinstance(group, dict):
+        return {}, "a folder's files are not a map"
+    return group, ""
 
 
 def parse(raw: bytes) -> tuple[dict[str, list], str]:
-    """The valid file entries of a stat cache file, and why any of it was ignored ("" if
-    none): everything checked, as fsck does."""
-    _trees, packed, why = _split(raw)
-    if why and packed is None:
-        return {}, why
-    files, problem = _unpack_files(packed)
-    entries = {k: e for k, e in files.items() if _valid(k, e)}
-    bad = len(files) - len(entries)
-    why = why or problem or (f"{bad} malformed entries" if bad else "")
-    return entries, why
+    """The valid file entries (by path) of a stat cache file, and why any of it was ignored
+    ("" if none): everything checked, as fsck does."""
+    _trees, files, why = _split(raw)
+    entries: dict[str, list] = {}
+    bad = 0
+    for folder, packed in files.items():
+        group, problem = _unpack(packed)  # type: ignore[arg-type]
+        why = why or problem
+        for name, e in group.items():
+            key = f"{folder}/{name}" if folder and type(name) is str else name
+            if type(name) is str and _valid(key, e):
+                entries[key] = e
+            else:
+                bad += 1
+    return entries, why or (f"{bad} malformed entries" if bad else "")
 
 
 def check_file(path: Path, repair: bool = True) -> list[str]:
