@@ -69,10 +69,15 @@ def small_tree(root: Path) -> None:
             write(root / "data" / d / f"f{i}.bin", f"{d}:{i}".encode().ljust(16, b"."))
 
 
-def test_unchanged_folders_reuse_their_trees(repo, project):
+def start(repo: Repo, project: Path):
+    """The small tree, old enough to be cached, committed once."""
     small_tree(project)
     age_all(project / "data")
-    first = commit(repo, project)
+    return commit(repo, project)
+
+
+def test_unchanged_folders_reuse_their_trees(repo, project):
+    first = start(repo, project)
     cached = folders(repo)
     assert {"data", "data/a", "data/b", "data/c", "data/c/d"} <= set(cached)
     second = commit(repo, project)
@@ -100,9 +105,7 @@ def test_a_folder_with_a_racy_file_is_not_recorded(repo, project):
 
 
 def test_same_size_same_mtime_rewrite_is_seen(repo, project):
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     path = project / "data" / "c" / "d" / "f1.bin"
     before = path.stat()
     write(path, path.read_bytes().replace(b"c/d:1", b"c/d:Z"))
@@ -112,9 +115,7 @@ def test_same_size_same_mtime_rewrite_is_seen(repo, project):
 
 
 def test_file_replaced_by_one_of_same_size_and_mtime_from_another_folder(repo, project):
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     src, dest = project / "data" / "a" / "f1.bin", project / "data" / "b" / "f1.bin"
     mtime = dest.stat().st_mtime_ns
     os.utime(src, ns=(mtime, mtime))
@@ -141,9 +142,7 @@ def test_folders_renamed_and_swapped(repo, project):
 
 
 def test_file_turned_into_a_folder_and_back(repo, project):
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     path = project / "data" / "a" / "f2.bin"
     path.unlink()
     write(path / "inner.bin", b"inside")
@@ -156,9 +155,7 @@ def test_file_turned_into_a_folder_and_back(repo, project):
 
 
 def test_permission_change_is_recorded(repo, project):
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     path = project / "data" / "c" / "d" / "f0.bin"
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     time.sleep(0.03)
@@ -167,9 +164,7 @@ def test_permission_change_is_recorded(repo, project):
 
 
 def test_added_and_removed_files_are_seen(repo, project):
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     (project / "data" / "b" / "f0.bin").unlink()
     write(project / "data" / "b" / "new.bin", b"new")
     time.sleep(0.03)
@@ -182,9 +177,7 @@ def test_a_reused_tree_missing_from_the_store_is_built_again(repo, project):
 
     from mlvc.workspace.statcache import encode, parse
 
-    small_tree(project)
-    age_all(project / "data")
-    commit(repo, project)
+    start(repo, project)
     cache = StatCache(repo.dir / "statcache", repo.root, repo.dir / "tmp")
     trees = cache._folders()
     for slots in trees.values():
