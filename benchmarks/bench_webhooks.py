@@ -23,6 +23,7 @@ the repositories) is made at run time in a temp folder; only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -149,8 +150,29 @@ def settle(repos: dict, done: dict[str, int], timeout: float = 60) -> None:
             continue
         while len(outbox.attempts(repo.layout)) < done[case] and time.monotonic() < deadline:
             time.sleep(0.01)
-        if case == "webhook-cold":
+        if case.startswith("webhook-cold"):
             wait_idle(repo.root)
+
+
+CASES = ("none", "webhook", "webhook-cold", "webhook-cold-2starts")
+
+
+@contextlib.contextmanager
+def two_starts(on: bool):
+    """With ``on``, a commit starts the deliverer and the index worker as two processes (as
+    mlvc did before 2026-12-01) instead of one (mlvc.core.spawn.gathered): the old cold
+    case, measured in the same run as a baseline."""
+    from mlvc.core import spawn
+
+    if not on:
+        yield
+        return
+    saved = spawn.gathered
+    spawn.gathered = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        spawn.gathered = saved
 
 
 def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
@@ -159,7 +181,7 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
     from mlvc.events import webhooks
 
     repos = {}
-    for case in ("none", "webhook", "webhook-cold"):
+    for case in CASES:
         root = project(tmp / case, files)
         if case != "none":
             webhooks.add(Repo(root).layout, rx.url, allow_private=True)
@@ -170,12 +192,13 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
         for case, repo in repos.items():
             # cold: the deliverer exits as soon as it is idle, so each commit starts one;
             # warm: it outlives the pauses settle makes
-            os.environ["MLVC_WEBHOOK_LINGER"] = "0" if case == "webhook-cold" else "60"
+            os.environ["MLVC_WEBHOOK_LINGER"] = "0" if case.startswith("webhook-cold") else "60"
             settle(repos, done)
             (repo.root / "train.py").write_text(f"print('train {i}')\n")
-            start = time.perf_counter()
-            repo.commit(f"c{i}", params={"i": i})
-            times[case].append(time.perf_counter() - start)
+            with two_starts(case == "webhook-cold-2starts"):
+                start = time.perf_counter()
+                repo.commit(f"c{i}", params={"i": i})
+                times[case].append(time.perf_counter() - start)
             done[case] += 1
     for repo in repos.values():
         _stop_deliverer(repo.root)
@@ -230,6 +253,31 @@ def latency(tmp: Path, rx: Receiver, n: int, gap: float, linger: str) -> list[fl
     return [arrived[e.id] - e.time_us / 1e6 for e in sent if e.id in arrived]
 
 
+def commit_latency(tmp: Path, rx: Receiver, n: int, gap: float) -> list[float]:
+    """Seconds from each ``commit.created`` event's id time to its arrival, each commit
+    starting the deliverer (in one process with the index worker: the usual cold case)."""
+    from mlvc import Repo
+    from mlvc.events import read_events, webhooks
+
+    root = project(tmp, 20)
+    repo = Repo(root)
+    webhooks.add(repo.layout, rx.url, allow_private=True)
+    os.environ["MLVC_WEBHOOK_LINGER"] = "0"
+    for i in range(n):
+        wait_idle(root)
+        wait_free(repo.layout.index_lock)
+        (root / "train.py").write_text(f"print('train {i}')\n")
+        repo.commit(f"c{i}")
+        time.sleep(gap)
+    sent = list(read_events(repo.layout, types=["commit.created"]))
+    deadline = time.monotonic() + 60
+    while any(e.id not in rx.arrived for e in sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wait_idle(root)
+    arrived = rx.arrived
+    return [arrived[e.id] - e.time_us / 1e6 for e in sent if e.id in arrived]
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
@@ -258,6 +306,8 @@ def main() -> None:
             warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
             log(f"latency: {n_cold} events, a deliverer started for each")
             cold = latency(Path(tmp) / "cold", rx, n_cold, 0.3, "0")
+            log(f"latency: {n_cold} commits, each starting the deliverer")
+            by_commit = commit_latency(Path(tmp) / "cold-commit", rx, n_cold, 0.3)
         finally:
             rx.stop()  # even when a run fails: no receiver left behind
     base = statistics.median(r["none"] for r in runs)
@@ -265,15 +315,19 @@ def main() -> None:
           f"per case, {a.files} data files\n")  # fmt: skip
     print("| case | median commit (ms) | vs no webhook |")
     print("|---|---:|---:|")
-    for case in ("none", "webhook", "webhook-cold"):
+    for case in CASES:
         med = statistics.median(r[case] for r in runs)
         print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x |")
-    print("\nper run (ms, none / webhook / cold): " + "; ".join(
-        " / ".join(f"{r[k] * 1000:.1f}" for k in ("none", "webhook", "webhook-cold")) for r in runs
+    print(f"\nper run (ms, {' / '.join(CASES)}): " + "; ".join(
+        " / ".join(f"{r[k] * 1000:.1f}" for k in CASES) for r in runs
     ))  # fmt: skip
     print("\n| delivery latency | events | p50 (ms) | p95 (ms) |")
     print("|---|---:|---:|---:|")
-    for name, values in (("warm (deliverer running)", warm), ("cold (deliverer started)", cold)):
+    for name, values in (
+        ("warm (deliverer running)", warm),
+        ("cold (deliverer started)", cold),
+        ("cold, a commit (one start with the index worker)", by_commit),
+    ):
         print(f"| {name} | {len(values)} | {pct(values, 0.5) * 1000:.1f} | "
               f"{pct(values, 0.95) * 1000:.1f} |")  # fmt: skip
     print(f"\nload average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
