@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from webhook_receiver import (
     Receiver,
     _quick_deliverer,
