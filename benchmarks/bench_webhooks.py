@@ -202,7 +202,11 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
             done[case] += 1
     for repo in repos.values():
         _stop_deliverer(repo.root)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
+    for case in CASES[1:]:  # the median of commit-by-commit ratios: steadier under load
+        ratios = [t / b for t, b in zip(times[case], times["none"], strict=True)]
+        out[f"{case}/none"] = statistics.median(ratios)
+    return out
 
 
 def _stop_deliverer(root: Path, timeout: float = 30) -> None:
@@ -289,6 +293,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--commits", type=int, default=30)
     ap.add_argument("--files", type=int, default=200, help="data files in the project")
+    ap.add_argument("--no-latency", action="store_true", help="measure commit overhead only")
     a = ap.parse_args()
     if a.quick:
         a.repeat, a.commits, a.files = 1, 8, 50
@@ -302,6 +307,8 @@ def main() -> None:
                 log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
                 runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
             n_warm, n_cold = (40, 8) if a.quick else (200, 30)
+            if a.no_latency:
+                n_warm = n_cold = 0
             log(f"latency: {n_warm} events 20 ms apart (deliverer running)")
             warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
             log(f"latency: {n_cold} events, a deliverer started for each")
@@ -313,11 +320,14 @@ def main() -> None:
     base = statistics.median(r["none"] for r in runs)
     print(f"load average at start: {' '.join(load)}; {a.repeat} run(s) of {a.commits} commits "
           f"per case, {a.files} data files\n")  # fmt: skip
-    print("| case | median commit (ms) | vs no webhook |")
-    print("|---|---:|---:|")
+    print("| case | median commit (ms) | vs no webhook | paired ratio (median, min-max of runs) |")
+    print("|---|---:|---:|---:|")
     for case in CASES:
         med = statistics.median(r[case] for r in runs)
-        print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x |")
+        paired = [r[f"{case}/none"] for r in runs] if case != "none" else [1.0]
+        spread = f"{min(paired):.3f}-{max(paired):.3f}"
+        print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x | "
+              f"{statistics.median(paired):.3f}x ({spread}) |")  # fmt: skip
     print(f"\nper run (ms, {' / '.join(CASES)}): " + "; ".join(
         " / ".join(f"{r[k] * 1000:.1f}" for k in CASES) for r in runs
     ))  # fmt: skip
@@ -328,6 +338,8 @@ def main() -> None:
         ("cold (deliverer started)", cold),
         ("cold, a commit (one start with the index worker)", by_commit),
     ):
+        if not values:
+            continue
         print(f"| {name} | {len(values)} | {pct(values, 0.5) * 1000:.1f} | "
               f"{pct(values, 0.95) * 1000:.1f} |")  # fmt: skip
     print(f"\nload average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
