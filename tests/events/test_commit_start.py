@@ -67,3 +67,33 @@ def test_killing_the_commits_background_process_loses_neither_run_nor_event(
         wait_idle(repo.root)
     assert not list(outbox.pending(repo.layout))
     assert indexed(repo) == 2
+
+
+def test_a_snapshot_with_alert_rules_gets_its_alert_sent_and_indexed(project, repo, idle_at_end):
+    """A snapshot commit in a project with rules gathers three jobs (the alert watcher, the
+    deliverer, the index worker) into one process: the alert it fires is delivered too."""
+    (project / "mlvc.toml").write_text(
+        '[[alerts]]\nname = "loss-nan"\nmetric = "loss"\nwhen = "isnan(value)"\n'
+    )
+    with Receiver() as rx:
+        webhooks.add(repo.layout, rx.url, allow_private=True, events=["alert.*", "commit.*"])
+        oid = repo.commit(message="diverged", metrics={"loss": float("nan")}, capture_env=False)
+        wait_for(lambda: len(rx.got) >= 2, timeout=30)
+        wait_idle(repo.root)
+    by_type = {g.json()["type"]: g.json()["data"] for g in rx.got}
+    assert by_type["alert.fired"]["run_id"] == oid.hex
+    assert by_type["commit.created"]["run_id"] == oid.hex
+    assert indexed(repo) == 1
+    lock = Path(project / ".mlvc" / "alerts" / "watcher.lock")
+    wait_for(lambda: _free(lock), timeout=20)  # the watcher thread ends too
+
+
+def _free(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
