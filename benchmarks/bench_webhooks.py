@@ -249,12 +249,7 @@ def latency(tmp: Path, rx: Receiver, n: int, gap: float, linger: str) -> list[fl
             wait_idle(root)
         sent.append(emit(repo.ctx, "gc.completed", {"i": i}))
         time.sleep(gap)
-    deadline = time.monotonic() + 60
-    while any(e.id not in rx.arrived for e in sent) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    wait_idle(root)
-    arrived = rx.arrived
-    return [arrived[e.id] - e.time_us / 1e6 for e in sent if e.id in arrived]
+    return arrivals(rx, root, sent)
 
 
 def commit_latency(tmp: Path, rx: Receiver, n: int, gap: float) -> list[float]:
@@ -274,6 +269,12 @@ def commit_latency(tmp: Path, rx: Receiver, n: int, gap: float) -> list[float]:
         repo.commit(f"c{i}")
         time.sleep(gap)
     sent = list(read_events(repo.layout, types=["commit.created"]))
+    return arrivals(rx, root, sent)
+
+
+def arrivals(rx: Receiver, root: Path, sent: list) -> list[float]:
+    """Seconds from each of the ``sent`` events' id time to its arrival (waiting up to a
+    minute for them all), once the deliverer has exited."""
     deadline = time.monotonic() + 60
     while any(e.id not in rx.arrived for e in sent) and time.monotonic() < deadline:
         time.sleep(0.05)
