@@ -175,8 +175,9 @@ def two_starts(on: bool):
         spawn.gathered = saved
 
 
-def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
-    """Median seconds per commit: none, webhook (deliverer warm), webhook (cold)."""
+def each_commit(tmp: Path, rx: Receiver, n: int, files: int, measure) -> None:
+    """``n`` commits per case, interleaved, each once the earlier ones' background work is
+    over; ``measure(case, commit)`` makes each (``commit()`` commits)."""
     from mlvc import Repo
     from mlvc.events import webhooks
 
@@ -186,7 +187,6 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
         if case != "none":
             webhooks.add(Repo(root).layout, rx.url, allow_private=True)
         repos[case] = Repo(root)
-    times: dict[str, list[float]] = {k: [] for k in repos}
     done = dict.fromkeys(repos, 0)
     for i in range(n):
         for case, repo in repos.items():
@@ -196,16 +196,51 @@ def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, fl
             settle(repos, done)
             (repo.root / "train.py").write_text(f"print('train {i}')\n")
             with two_starts(case == "webhook-cold-2starts"):
-                start = time.perf_counter()
-                repo.commit(f"c{i}", params={"i": i})
-                times[case].append(time.perf_counter() - start)
+                measure(case, lambda: repo.commit(f"c{i}", params={"i": i}))  # noqa: B023
             done[case] += 1
+    settle(repos, done)
     for repo in repos.values():
         _stop_deliverer(repo.root)
+
+
+def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
+    """Median seconds per commit per case, and the median commit-by-commit ratios."""
+    times: dict[str, list[float]] = {k: [] for k in CASES}
+
+    def timed(case: str, commit) -> None:
+        start = time.perf_counter()
+        commit()
+        times[case].append(time.perf_counter() - start)
+
+    each_commit(tmp, rx, n, files, timed)
     out = {k: statistics.median(v) for k, v in times.items()}
     for case in CASES[1:]:  # the median of commit-by-commit ratios: steadier under load
         ratios = [t / b for t, b in zip(times[case], times["none"], strict=True)]
         out[f"{case}/none"] = statistics.median(ratios)
+    return out
+
+
+def process_starts(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, tuple]:
+    """Per case, under cProfile: process starts (``fork_exec`` calls) per commit and the ms
+    per commit spent in them. Counting is immune to the machine's load, unlike the times."""
+    import cProfile
+    import pstats
+
+    profiles = {k: cProfile.Profile() for k in CASES}
+
+    def profiled(case: str, commit) -> None:
+        profiles[case].enable()
+        commit()
+        profiles[case].disable()
+
+    each_commit(tmp, rx, n, files, profiled)
+    out = {}
+    for case, prof in profiles.items():
+        calls = seconds = 0.0
+        for (_file, _line, name), (_cc, nc, tt, _ct, _callers) in pstats.Stats(prof).stats.items():
+            if "fork_exec" in name:
+                calls, seconds = calls + nc, seconds + tt
+        out[case] = (calls / n, seconds * 1000 / n)
     return out
 
 
@@ -307,6 +342,8 @@ def main() -> None:
             for r in range(a.repeat):
                 log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
                 runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
+            log(f"process starts under cProfile: {a.commits} commits per case")
+            starts = process_starts(Path(tmp) / "profiled", rx, a.commits, a.files)
             n_warm, n_cold = (40, 8) if a.quick else (200, 30)
             if a.no_latency:
                 n_warm = n_cold = 0
@@ -332,6 +369,10 @@ def main() -> None:
     print(f"\nper run (ms, {' / '.join(CASES)}): " + "; ".join(
         " / ".join(f"{r[k] * 1000:.1f}" for k in CASES) for r in runs
     ))  # fmt: skip
+    print("\n| case (under cProfile) | process starts per commit | ms in them per commit |")
+    print("|---|---:|---:|")
+    for case in CASES:
+        print(f"| {case} | {starts[case][0]:.2f} | {starts[case][1]:.2f} |")
     print("\n| delivery latency | events | p50 (ms) | p95 (ms) |")
     print("|---|---:|---:|---:|")
     for name, values in (
