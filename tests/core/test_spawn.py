@@ -117,3 +117,15 @@ def test_jobs_wanting_different_environments_start_apart(jobs, tmp_path):
 def test_outside_gathered_a_start_is_immediate(jobs, tmp_path):
     assert start(jobs[0], {"PYTHONPATH": str(tmp_path)})
     assert out(jobs[0])[2] == "MainThread"
+
+
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_a_job_that_cannot_start_does_not_stop_the_other(jobs, tmp_path, bad_first):
+    env = {"PYTHONPATH": str(tmp_path)}
+    with spawn.gathered():
+        if bad_first:
+            spawn.spawn_detached("mlvc_no_such_module", [str(tmp_path)], (), env)
+        start(jobs[0], env)
+        if not bad_first:
+            spawn.spawn_detached("mlvc_no_such_module", [str(tmp_path)], (), env)
+    assert out(jobs[0])
