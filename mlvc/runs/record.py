@@ -469,6 +469,7 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
 def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -> None:
     """``publish_run`` for several stored runs: every intent durable first (one sync for
     them all), then every ref in one batch, then one index update."""
+    from ..core.spawn import gathered
     from ..store.odb import sync_filesystem
 
     one = len(runs) == 1
@@ -484,13 +485,16 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
         started.append((oid, run, intent, _write_intent(ctx.layout.publishing, oid, intent, one)))
     if not one and started:
         sync_filesystem(ctx.layout.publishing)
-    with ctx.refs.batch():
-        for oid, run, intent, _path in started:
-            _publish(ctx, oid, run, intent)
-    for *_rest, path in started:
-        path.unlink(missing_ok=True)
-    remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
-    ctx.index.try_ingest()
+    # one process start for the commit's background work (the index worker, and the webhook
+    # deliverer the events' consumers start), made last: two cost a commit far more
+    with gathered():
+        with ctx.refs.batch():
+            for oid, run, intent, _path in started:
+                _publish(ctx, oid, run, intent)
+        for *_rest, path in started:
+            path.unlink(missing_ok=True)
+        remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
+        ctx.index.try_ingest()
 
 
 def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
