@@ -376,6 +376,43 @@ def test_parallel_rebuild_equals_sequential(repo, monkeypatch):
     assert dump(index) == sequential
 
 
+def test_batches_bounded_by_points_equal_one_batch(repo, monkeypatch):
+    """A budget of metric points splits a rebuild's batches (memory stays bounded however
+    many metrics runs have), in one process and in worker processes, with the same rows."""
+    index = index_of(repo)
+    for i in range(5):
+        points = [(f"m{k}", s, T0 + s, float(i * k + s)) for k in range(3) for s in range(2)]
+        commit(repo, make_run(repo, i, series=series_blob(points)), ingest=False)
+    commit(repo, make_run(repo, 5, series=b"not parquet"), ingest=False)
+    index.sync()
+    whole = dump(index)
+    monkeypatch.setattr("mlvc.index.ingest.BATCH_POINTS", 7)  # about one run per batch
+    batches = []
+    monkeypatch.setattr(
+        "mlvc.index.ingest._insert_tables",
+        _record_batches(mlvc.index.ingest._insert_tables, batches),
+    )
+    assert index.rebuild() == 6
+    assert dump(index) == whole
+    assert len(batches) >= 5 and max(batches) <= 2 * 7 + 2  # runs' series and final metrics
+    monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
+    batches.clear()
+    assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 6
+    assert dump(index) == whole
+    assert len(batches) >= 5
+
+
+def _record_batches(insert, sizes):
+    """``_insert_tables`` noting the metric rows of each per-run batch it inserts."""
+
+    def wrapped(con, tables):
+        if "series" in tables:
+            sizes.append(len(tables["series"]) + len(tables["metrics"]))
+        insert(con, tables)
+
+    return wrapped
+
+
 def _record(init, calls):
     def wrapped(self, n):
         calls.append(n)
