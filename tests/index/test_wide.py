@@ -59,6 +59,7 @@ def wide_rows(repo: Repo):
 def small_limits(monkeypatch):
     monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 4)  # keys pushed out of the columns
     monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables folded into wide_base
+    monkeypatch.setattr(wide, "FILTER_MAX_COLUMNS", 1)  # both ways of pivoting, side by side
 
 
 @settings(
