@@ -11,6 +11,8 @@ import math
 import multiprocessing
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -411,6 +413,70 @@ def _record_batches(insert, sizes):
         insert(con, tables)
 
     return wrapped
+
+
+KILLED_REBUILD = """
+import os, sys, time
+import mlvc.index.ingest as ingest
+import mlvc.index.pool as pool
+from mlvc.api.repo import Repo
+from mlvc.index.index import Index
+ingest.BATCH_POINTS, ingest.BATCH_RUNS, ingest.PARALLEL_MIN_RUNS = 2, 2, 1
+started = pool.Workers.__init__
+def workers(self, n):
+    started(self, n)
+    print(*[p.pid for p in self.procs], flush=True)
+pool.Workers.__init__ = workers
+insert = ingest._insert_tables
+def slow(con, tables):
+    insert(con, tables)
+    print("inserted", flush=True)
+    time.sleep(60)
+ingest._insert_tables = slow
+repo = Repo(sys.argv[1])
+Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild()
+"""
+
+
+def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path):
+    """kill -9 of a rebuild while its workers stream batches: the index in place answers as
+    before, its workers end, and the next rebuild clears the half-written file."""
+    index = index_of(repo)
+    for i in range(4):
+        points = [("loss", s, T0 + s, float(i + s)) for s in range(3)]
+        commit(repo, make_run(repo, i, series=series_blob(points)), ingest=False)
+    index.sync()
+    before = dump(index)
+    script = tmp_path / "killed_rebuild.py"
+    script.write_text(KILLED_REBUILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(repo.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(workers) == 2 and proc.stdout.readline() == "inserted\n"
+        assert list(index.path.parent.glob("index.duckdb.rebuild-*"))  # half written
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)  # EOF or EPIPE ended them
+    assert dump(index) == before
+    assert index.rebuild() == 4
+    assert not list(index.path.parent.glob("index.duckdb.rebuild-*"))
+    assert dump(index) == before
+    assert repo.fsck() == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _record(init, calls):
