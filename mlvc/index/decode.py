@@ -8,7 +8,6 @@ spoils the rest of its batch.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import gc
@@ -16,8 +15,8 @@ import itertools
 import json
 import shlex
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
+from ..core.ahead import ordered
 from ..core.ids import ObjectId
 from ..core.objects import is_number
 from ..errors import MlvcError
@@ -25,7 +24,6 @@ from ..store.typed import read_env, read_run, walk
 from .schema import RUN_ROWS, SHARED_ROWS
 
 READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
-READ_AHEAD = 32  # runs read and not yet decoded, at most
 
 
 class _Rows:
@@ -166,18 +164,9 @@ def decode_runs(
 
 
 def _read_ahead(store, oids: list[ObjectId]) -> Iterator[tuple]:
-    """``_load`` of each run in order, with up to READ_AHEAD reads in flight: reading
-    objects waits on the disk, not the GIL, so reads overlap the decoding; the window keeps
-    the blobs read but not yet decoded few."""
-    load = functools.partial(_load, store)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        pending: collections.deque = collections.deque()
-        for oid in oids:
-            pending.append(pool.submit(load, oid))
-            if len(pending) >= READ_AHEAD:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    """``_load`` of each run in order, READ_THREADS reads in flight: reading objects waits on
+    the disk, not the GIL, so reads overlap the decoding, and few blobs wait to be decoded."""
+    return ordered(functools.partial(_load, store), oids, READ_THREADS, "mlvc-index-read")
 
 
 @contextlib.contextmanager

@@ -473,10 +473,10 @@ def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path):
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone
         return False
+    return "\nState:\tZ" not in status
 
 
 def _record(init, calls):
