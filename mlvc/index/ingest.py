@@ -150,15 +150,13 @@ class Writer:
         workers = min(self.workers, len(chunks))
         parallel = len(run_ids) >= PARALLEL_MIN_RUNS and isinstance(self.store, LocalStore)
         requests = [(self.store, schemas, c, BATCH_POINTS) for c in chunks]
-        if workers > 1 and parallel:
+        in_workers = workers > 1 and parallel
+        if in_workers:
             decoded = pool.Workers(workers).map(requests)
-            # The workers use the other cores: DuckDB's own threads would only contend with
-            # them (measured: a tenth of a rebuild's CPU, its checkpoint's compression).
-            con.execute("SET threads = 1")
         else:
             decoded = itertools.chain.from_iterable(decode_runs(*r) for r in requests)
         seen = _Seen(con, fresh)
-        with no_gc(), _threads_reset(con):
+        with no_gc(), _one_thread(con, in_workers):
             for tables, trees, envs in decoded:
                 _insert_tables(con, tables)
                 new_trees = seen.new(trees, "tree_files", "tree_id")
@@ -219,13 +217,22 @@ def _delete_runs(con, ids: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def _threads_reset(con):
-    """DuckDB's thread count back to its default afterwards: settings outlive a connection
-    in a process that keeps the database open (a server)."""
+def _one_thread(con, one: bool):
+    """DuckDB on one thread while ``one`` (worker processes use the other cores: DuckDB's own
+    threads only contended with them, a tenth of a rebuild's CPU, its compression); its
+    default back afterwards, since settings outlive a connection in a process that keeps the
+    database open (a server). A failing reset never hides the error that ended the block."""
+    import duckdb
+
+    if not one:
+        yield
+        return
+    con.execute("SET threads = 1")
     try:
         yield
     finally:
-        con.execute("RESET threads")
+        with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses it
+            con.execute("RESET threads")
 
 
 class _Seen:
