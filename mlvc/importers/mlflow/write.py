@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -103,21 +103,14 @@ def import_history(
     report = ImportReport(source.description)
     chosen = _chosen(source, list(experiments))
     ids = _import_experiments(ctx, chosen, report)
-    known = _known_keys(ctx)
-    infos = source.runs([e.experiment_id for e in chosen])
-    todo = []
-    for r in infos:
-        if r.run_id in known:
-            report.runs_present += 1
-        elif not r.ended:
-            report.runs_running += 1
-        else:
-            todo.append(r)
-    with progress.bar("import runs", total_files=len(todo)):
-        for i in range(0, len(todo), BATCH):
-            _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
+    infos: dict[str, RunInfo] = {}
+    with progress.bar("import runs") as bar:
+        batches = _batches(source, [e.experiment_id for e in chosen], _known_keys(ctx),
+                           infos, report, bar)  # fmt: skip
+        for datas in _read_ahead(source, batches):
+            _import_batch(ctx, source, datas, ids, report)
     _import_logged_models(ctx, source, chosen, ids, report)
-    _import_registry(ctx, source, {r.run_id: r for r in infos}, report)
+    _import_registry(ctx, source, infos, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -186,14 +179,60 @@ def _known_keys(ctx: RepoContext) -> set[str]:
 # -- runs ----------------------------------------------------------------------------------
 
 
+def _batches(
+    source: Source, experiment_ids: list[str], known: set[str], infos: dict[str, RunInfo],
+    report: ImportReport, bar: progress.Bar | None,
+) -> Iterator[list[RunInfo]]:  # fmt: skip
+    """The runs to import, BATCH at a time, as the source lists them (a REST source page by
+    page: the first batch is recorded while later pages are still coming); every run listed
+    is kept in ``infos``, those already here or still running are counted, not imported."""
+    batch: list[RunInfo] = []
+    for r in source.runs(experiment_ids):
+        infos[r.run_id] = r
+        if r.run_id in known:
+            report.runs_present += 1
+            continue
+        if not r.ended:
+            report.runs_running += 1
+            continue
+        batch.append(r)
+        if bar is not None:
+            bar.total_files += 1
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_ahead(source: Source, batches: Iterator[list[RunInfo]]) -> Iterator[list[RunData]]:
+    """Each batch's details, the next batch read by a thread while the caller records this
+    one (reading the source, SQLite or HTTP, overlaps writing the repository). One batch
+    ahead at most: memory stays two batches. An error in the thread is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read() -> list[RunData] | None:
+        batch = next(batches, None)
+        return None if batch is None else list(source.details(batch))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mlvc-import-read") as pool:
+        ahead = pool.submit(progress.carry(read))
+        while True:
+            datas = ahead.result()
+            if datas is None:
+                return
+            ahead = pool.submit(progress.carry(read))
+            yield datas
+
+
 def _import_batch(
-    ctx: RepoContext, source: Source, runs: list[RunInfo], ids: dict[str, str],
+    ctx: RepoContext, source: Source, datas: list[RunData], ids: dict[str, str],
     report: ImportReport,
 ) -> None:  # fmt: skip
     """Record a batch of runs: their objects, then the runs (one sync, one ref batch)."""
     items, deleted, points = [], [], 0
     with writing(ctx.dir, ctx.store):  # until the runs name their objects
-        for data in source.details(runs):
+        for data in datas:
             eid = ids[data.info.experiment_id]
             spec, n = _spec(ctx, source, data, eid, report)
             user = data.info.user_id or "mlflow"

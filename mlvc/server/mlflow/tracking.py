@@ -253,7 +253,9 @@ def _run_json(info: dict, metrics: list, params: dict, tags: dict, extra: dict) 
     }
     out: dict[str, Any] = {"info": info, "data": data}
     inputs = extra.get("mlflow_inputs")
-    out["inputs"] = {"dataset_inputs": inputs if isinstance(inputs, list) else []}
+    # as MLflow's proto JSON: a run with no inputs answers {} (an importer reading this
+    # server then knows runs/search left nothing out, and asks no runs/get)
+    out["inputs"] = {"dataset_inputs": inputs} if isinstance(inputs, list) and inputs else {}
     outputs = extra.get("mlflow_outputs")
     if isinstance(outputs, list) and outputs:
         out["outputs"] = {"model_outputs": outputs}
