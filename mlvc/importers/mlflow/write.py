@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 OVERLAYS = "refs/mlflow/runs"
 NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
-BATCH = 200  # runs whose details are read from the source at once
+BATCH = 500  # runs read from the source, then recorded and published, at once
 
 
 @dataclass
