@@ -69,11 +69,14 @@ class ImportReport:
     logged_models_new: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    recorded: dict[str, str] = field(default_factory=dict, repr=False)  # MLflow id -> run
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        del out["recorded"]
+        return out
 
     def summary(self) -> str:
         return (
@@ -171,7 +174,14 @@ def _import_experiments(
 
 
 def _known_keys(ctx: RepoContext) -> set[str]:
-    """MLflow run ids (live keys) of the runs the repository holds."""
+    """MLflow run ids (live keys) of the runs the repository holds (none, without opening
+    the index, in a repository with no run yet: a first import never needs DuckDB here)."""
+    try:
+        with os.scandir(ctx.dir / "refs" / "runs") as it:
+            if not any(not e.name.startswith(".") for e in it):
+                return set()
+    except FileNotFoundError:
+        return set()
     with ctx.index.connect_readonly() as con:
         return {r[0] for r in con.execute("SELECT DISTINCT live_key FROM live_keys").fetchall()}
 
@@ -240,7 +250,8 @@ def _import_batch(
             points += n
             if data.info.lifecycle_stage == "deleted":
                 deleted.append((data.info.run_id, eid))
-        record_runs(ctx, items)
+        for data, oid in zip(datas, record_runs(ctx, items), strict=True):
+            report.recorded[data.info.run_id] = oid.hex
     for rid, eid in deleted:
         overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
         write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, ctx.author(), "import mlflow: deleted")
@@ -481,7 +492,7 @@ def _import_registry(
                 continue
             with writing(ctx.dir, ctx.store):
                 registry.create_version(ctx.refs, model.name, tree, v.source,
-                                        _mlvc_run(ctx, v.run_id), v.user_id or "mlflow",
+                                        _mlvc_run(ctx, v.run_id, report), v.user_id or "mlflow",
                                         trusted=True, number=v.version)  # fmt: skip
             doc.setdefault("versions", {})[str(v.version)] = {
                 "created_ms": v.creation_time, "updated_ms": v.last_updated_time,
@@ -518,9 +529,12 @@ def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -
         return _files_tree(ctx, files)
 
 
-def _mlvc_run(ctx: RepoContext, mlflow_run_id: str) -> str | None:
+def _mlvc_run(ctx: RepoContext, mlflow_run_id: str, report: ImportReport) -> str | None:
+    """The mlvc run of an MLflow run: recorded by this import, else by an earlier one."""
     if not mlflow_run_id:
         return None
+    if mlflow_run_id in report.recorded:
+        return report.recorded[mlflow_run_id]
     with ctx.index.connect_readonly() as con:
         row = con.execute(
             "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id LIMIT 1",
