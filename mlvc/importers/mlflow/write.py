@@ -483,6 +483,12 @@ def _import_registry(
                     f"{model.name} version {v.version} skipped: its registration is {v.status}"
                 )
                 continue
+            if v.source.startswith("runs:/") and v.run_id and v.run_id not in runs:
+                report.notes.append(  # --experiment left its run out: say so, not "unreadable"
+                    f"{model.name} version {v.version} skipped: its run {v.run_id} is in an "
+                    "experiment not imported (import that one too, or all: no --experiment)"
+                )
+                continue
             tree = _model_tree(ctx, source, v, runs)
             if tree is None:
                 report.notes.append(
