@@ -22,6 +22,7 @@ from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..errors import StoreNeedsRepair
 from ..events import emit
+from ..runs.record import publishing_ids
 from ..runs.staging import roots as staged_roots
 from ..store.locks import gc_lock
 from ..store.odb import LocalStore
@@ -68,8 +69,7 @@ def roots(mlvc_dir: Path) -> set[ObjectId]:
             out.update(_hex_ids(line.split("\t")[:2]))
     out.update(_hex_ids(os.listdir(d / "journal") if (d / "journal").is_dir() else []))
     out.update(staged_roots(Layout(d)))  # staged runs, claimed runs and pins
-    publishing = Layout(d).publishing  # runs a killed commit was publishing
-    out.update(_hex_ids(os.listdir(publishing) if publishing.is_dir() else []))
+    out.update(publishing_ids(Layout(d).publishing))  # runs a killed commit was publishing
     return out
 
 

@@ -467,13 +467,12 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
 
 
 def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -> None:
-    """``publish_run`` for several stored runs: every intent durable first (one sync for
-    them all), then every ref in one batch, then one index update."""
+    """``publish_run`` for several stored runs: their intents written durable first, in one
+    file for the batch (``publishing/batch-<first run id>``: one create, fsync and unlink
+    for them all), then every ref in one batch, then one index update."""
     from ..core.spawn import gathered
-    from ..store.odb import sync_filesystem
 
-    one = len(runs) == 1
-    started = []
+    intents = []
     for oid, run, move_head in runs:
         moves = {"HEAD": move_head} if move_head else {}
         if run.name:
@@ -481,20 +480,59 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
         for tag, value in run.tags.items():
             if value == "":
                 moves[f"refs/tags/{tag}"] = True
-        intent = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
-        started.append((oid, run, intent, _write_intent(ctx.layout.publishing, oid, intent, one)))
-    if not one and started:
-        sync_filesystem(ctx.layout.publishing)
+        intents.append((oid, run, {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}))
+    if not intents:
+        return
+    if len(intents) == 1:
+        oid, _run, intent = intents[0]
+        path = _write_intent(ctx.layout.publishing, oid.hex, intent, sync_folder=False)
+    else:
+        batch = [[oid.hex, intent] for oid, _run, intent in intents]
+        path = _write_intent(ctx.layout.publishing, f"{BATCH_PREFIX}{intents[0][0].hex}", batch)
+    crash_point("publish-intent-written")
     # one process start for the commit's background work (the index worker, and the webhook
     # deliverer the events' consumers start), made last: two cost a commit far more
     with gathered():
         with ctx.refs.batch():
-            for oid, run, intent, _path in started:
+            for oid, run, intent in intents:
                 _publish(ctx, oid, run, intent)
-        for *_rest, path in started:
-            path.unlink(missing_ok=True)
-        remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
+        path.unlink(missing_ok=True)
+        remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent in intents])
         ctx.index.try_ingest()
+
+
+BATCH_PREFIX = "batch-"  # publishing/batch-<id>: [[run id, intent], ...] of a batch
+
+
+def publishing_ids(folder: Path) -> list[ObjectId]:
+    """The run ids the intents in ``publishing/`` name (gc keeps them: their runs are
+    stored and about to be published)."""
+    out = []
+    for _name, entries in _intents(folder):
+        out += [oid for oid, _intent in entries]
+    return out
+
+
+def _intents(folder: Path) -> list[tuple[str, list[tuple[ObjectId, dict]]]]:
+    """Each intent file's name and its (run id, intent) pairs, in name order; a file being
+    written (a temp name) or damaged is skipped (fsck names what is damaged)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        try:
+            if n.startswith(BATCH_PREFIX):
+                ObjectId.parse(n.removeprefix(BATCH_PREFIX))
+                value = json.loads((folder / n).read_text())
+                pairs = [(ObjectId.parse(h), i) for h, i in value]
+            else:
+                pairs = [(ObjectId.parse(n), json.loads((folder / n).read_text()))]
+        except (ValueError, TypeError, OSError):
+            continue
+        out.append((n, [(oid, i) for oid, i in pairs if isinstance(i, dict)]))
+    return out
 
 
 def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:
@@ -521,48 +559,43 @@ def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | 
 
 
 def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
-    """Finish every publish a killed commit left half done; returns their run ids."""
+    """Finish every publish a killed commit (or a killed batch of runs) left half done;
+    returns their run ids."""
     from ..errors import MlvcError
     from ..store.typed import read_run
 
     folder = ctx.layout.publishing
-    try:
-        names = sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
     done = []
-    for n in names:
-        path = folder / n
-        try:
-            oid = ObjectId.parse(n)
-            intent = json.loads(path.read_text())
-            run = read_run(ctx.store, oid)
-        except (ValueError, OSError):
-            continue  # being written (a temp name) or damaged: fsck names it
-        except MlvcError:
-            path.unlink(missing_ok=True)  # its run was never stored: nothing to publish
-            continue
-        if not isinstance(intent, dict):
-            continue
-        _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
-        path.unlink(missing_ok=True)
-        done.append(oid)
+    for name, entries in _intents(folder):
+        for oid, intent in entries:
+            try:
+                run = read_run(ctx.store, oid)
+            except MlvcError:
+                continue  # its run was never stored: nothing to publish
+            _publish(ctx, oid, run, {str(k): v for k, v in intent.items()})
+            done.append(oid)
+        (folder / name).unlink(missing_ok=True)
     return done
 
 
-def _write_intent(folder: Path, oid: ObjectId, intent: dict, sync: bool = True) -> Path:
-    """Write ``publishing/<id>``; ``sync=False``: the caller syncs the filesystem after."""
+def _write_intent(folder: Path, name: str, intent: Any, sync_folder: bool = True) -> Path:
+    """Write ``publishing/<name>``: temp file, fsync, rename, then (``sync_folder``) an
+    fsync of the folder; one run's intent leaves that to the refs' sync after it, as it
+    always has."""
     import secrets
 
+    from ..core.durable import fsync_dir
+
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{oid.hex}.{secrets.token_hex(4)}.tmp"
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(intent, sort_keys=True))
         f.flush()
-        if sync:
-            os.fsync(f.fileno())
-    path = folder / oid.hex
+        os.fsync(f.fileno())
+    path = folder / name
     os.replace(tmp, path)
+    if sync_folder:
+        fsync_dir(folder)
     return path
 
 

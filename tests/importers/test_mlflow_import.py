@@ -254,6 +254,47 @@ def test_import_killed_then_again_ends_as_one_import(history, clean_beta, tmp_pa
     _fsck_clean(root)
 
 
+def test_a_version_whose_run_was_left_out_by_experiment_says_so_then_comes_in(history, tmp_path):
+    """--experiment beta leaves out alpha's runs: a registered version made from one of them
+    is named as waiting for its experiment (not as an unreadable folder), and an import of
+    everything then brings it in."""
+    source = f"sqlite:///{history / 'mlflow.db'}"
+    root = _server.new_repo(tmp_path / "r")
+    beta = _mlvc(root, "import", "mlflow", source, "--experiment", "beta", "--json")
+    notes = json.loads(beta.stdout)["notes"]
+    assert notes and all("is in an experiment not imported" in n for n in notes), notes
+    assert not any("not a model folder" in n for n in notes)
+    rest = json.loads(_mlvc(root, "import", "mlflow", source, "--json").stdout)
+    assert rest["model_versions_new"] == len(notes) and rest["notes"] == []
+    _fsck_clean(root)
+
+
+def test_a_batch_killed_after_its_intent_keeps_its_runs_through_gc(history, clean_beta, tmp_path):
+    """A batch of runs is published from one intent file (publishing/batch-<id>): killed
+    after writing it and before any ref, its stored runs survive ``gc --grace 0`` (the file
+    names them) and are published by the next fsck; importing again adds nothing."""
+    source = f"sqlite:///{history / 'mlflow.db'}"
+    root = _server.new_repo(tmp_path / "killed")
+    args = [PY, "-m", "mlvc", "import", "mlflow", source, "--experiment", "beta"]
+    env = _server._env(MLVC_FAULT="publish-intent-written")
+    r = subprocess.run(args, cwd=root, env=env, capture_output=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL
+    [intent] = os.listdir(root / ".mlvc/publishing")
+    assert intent.startswith("batch-")
+    batch = [h for h, _moves in json.loads((root / ".mlvc/publishing" / intent).read_text())]
+    assert len(batch) > 100
+    runs_dir = root / ".mlvc/refs/runs"
+    assert not (runs_dir.is_dir() and os.listdir(runs_dir))  # no run published yet
+    _mlvc(root, "gc", "--grace", "0")
+    fsck = _mlvc(root, "fsck")
+    assert fsck.stdout.count("finished publishing run") == len(batch)
+    assert not os.listdir(root / ".mlvc/publishing")
+    assert sorted(os.listdir(runs_dir)) == sorted(batch)
+    _mlvc(root, "import", "mlflow", source, "--experiment", "beta")
+    assert _same_state(root) == clean_beta
+    _fsck_clean(root)
+
+
 def test_bad_sources_fail_in_one_line(tmp_path, history):
     root = _server.new_repo(tmp_path / "a")
     bad_db = tmp_path / "other.db"

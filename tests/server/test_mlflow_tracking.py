@@ -523,3 +523,34 @@ def test_inputs_outputs_and_bulk_interval_history(server):
         pages.append(got["metrics"])
     assert [len(p) for p in pages] == [40, 40, 20]
     assert [m["step"] for p in pages for m in p] == list(range(100))
+
+
+def test_search_runs_answers_a_recorded_runs_dataset_inputs_to_the_mlflow_client(server):
+    """runs/search carries each recorded run's dataset inputs, as runs/get does (it answered
+    none for recorded runs: the index keeps no inputs)."""
+    r = server.mlflow(
+        """
+        import json, mlflow, numpy as np
+        from mlflow import MlflowClient
+        mlflow.set_experiment("with-inputs")
+        ds = mlflow.data.from_numpy(np.arange(6.0).reshape(3, 2), source="data.npy", name="train")
+        with mlflow.start_run(run_name="fed") as run:
+            mlflow.log_input(ds, context="training")
+        with mlflow.start_run(run_name="plain"):
+            mlflow.log_metric("x", 1.0)
+        c = MlflowClient()
+        eid = run.info.experiment_id
+        def seen(r):
+            return [(d.dataset.name, d.dataset.digest, sorted((t.key, t.value) for t in d.tags))
+                    for d in (r.inputs.dataset_inputs if r.inputs else [])]
+        print(json.dumps({
+            "search": {r.info.run_name: seen(r) for r in c.search_runs([eid])},
+            "get": seen(c.get_run(run.info.run_id)),
+            "digest": ds.digest,
+        }))
+        """
+    )
+    got = _last_json(r)
+    want = [["train", got["digest"], [["mlflow.data.context", "training"]]]]
+    assert got["get"] == want
+    assert got["search"] == {"fed": want, "plain": []}

@@ -10,7 +10,7 @@ Values are MLflow's own: times in ms since the epoch, statuses as MLflow names t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -160,7 +160,10 @@ class Source(Protocol):
 
     def experiments(self) -> list[Experiment]: ...
 
-    def runs(self, experiment_ids: list[str]) -> list[RunInfo]: ...
+    def runs(self, experiment_ids: list[str]) -> Iterable[RunInfo]:
+        """The runs of the experiments, as the source lists them (a stream: a REST source
+        yields a page while it fetches the next)."""
+        ...
 
     def details(self, runs: list[RunInfo]) -> Iterator[RunData]:
         """Params, tags, metrics and inputs of ``runs`` (a batch), in any order."""

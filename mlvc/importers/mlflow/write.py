@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 OVERLAYS = "refs/mlflow/runs"
 NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
-BATCH = 200  # runs whose details are read from the source at once
+BATCH = 500  # runs read from the source, then recorded and published, at once
 
 
 @dataclass
@@ -69,11 +69,14 @@ class ImportReport:
     logged_models_new: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    recorded: dict[str, str] = field(default_factory=dict, repr=False)  # MLflow id -> run
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        del out["recorded"]
+        return out
 
     def summary(self) -> str:
         return (
@@ -103,21 +106,14 @@ def import_history(
     report = ImportReport(source.description)
     chosen = _chosen(source, list(experiments))
     ids = _import_experiments(ctx, chosen, report)
-    known = _known_keys(ctx)
-    infos = source.runs([e.experiment_id for e in chosen])
-    todo = []
-    for r in infos:
-        if r.run_id in known:
-            report.runs_present += 1
-        elif not r.ended:
-            report.runs_running += 1
-        else:
-            todo.append(r)
-    with progress.bar("import runs", total_files=len(todo)):
-        for i in range(0, len(todo), BATCH):
-            _import_batch(ctx, source, todo[i : i + BATCH], ids, report)
+    infos: dict[str, RunInfo] = {}
+    with progress.bar("import runs") as bar:
+        batches = _batches(source, [e.experiment_id for e in chosen], _known_keys(ctx),
+                           infos, report, bar)  # fmt: skip
+        for datas in _read_ahead(source, batches):
+            _import_batch(ctx, source, datas, ids, report)
     _import_logged_models(ctx, source, chosen, ids, report)
-    _import_registry(ctx, source, {r.run_id: r for r in infos}, report)
+    _import_registry(ctx, source, infos, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -178,7 +174,14 @@ def _import_experiments(
 
 
 def _known_keys(ctx: RepoContext) -> set[str]:
-    """MLflow run ids (live keys) of the runs the repository holds."""
+    """MLflow run ids (live keys) of the runs the repository holds (none, without opening
+    the index, in a repository with no run yet: a first import never needs DuckDB here)."""
+    try:
+        with os.scandir(ctx.dir / "refs" / "runs") as it:
+            if not any(not e.name.startswith(".") for e in it):
+                return set()
+    except FileNotFoundError:
+        return set()
     with ctx.index.connect_readonly() as con:
         return {r[0] for r in con.execute("SELECT DISTINCT live_key FROM live_keys").fetchall()}
 
@@ -186,14 +189,60 @@ def _known_keys(ctx: RepoContext) -> set[str]:
 # -- runs ----------------------------------------------------------------------------------
 
 
+def _batches(
+    source: Source, experiment_ids: list[str], known: set[str], infos: dict[str, RunInfo],
+    report: ImportReport, bar: progress.Bar | None,
+) -> Iterator[list[RunInfo]]:  # fmt: skip
+    """The runs to import, BATCH at a time, as the source lists them (a REST source page by
+    page: the first batch is recorded while later pages are still coming); every run listed
+    is kept in ``infos``, those already here or still running are counted, not imported."""
+    batch: list[RunInfo] = []
+    for r in source.runs(experiment_ids):
+        infos[r.run_id] = r
+        if r.run_id in known:
+            report.runs_present += 1
+            continue
+        if not r.ended:
+            report.runs_running += 1
+            continue
+        batch.append(r)
+        if bar is not None:
+            bar.total_files += 1
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_ahead(source: Source, batches: Iterator[list[RunInfo]]) -> Iterator[list[RunData]]:
+    """Each batch's details, the next batch read by a thread while the caller records this
+    one (reading the source, SQLite or HTTP, overlaps writing the repository). One batch
+    ahead at most: memory stays two batches. An error in the thread is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read() -> list[RunData] | None:
+        batch = next(batches, None)
+        return None if batch is None else list(source.details(batch))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mlvc-import-read") as pool:
+        ahead = pool.submit(progress.carry(read))
+        while True:
+            datas = ahead.result()
+            if datas is None:
+                return
+            ahead = pool.submit(progress.carry(read))
+            yield datas
+
+
 def _import_batch(
-    ctx: RepoContext, source: Source, runs: list[RunInfo], ids: dict[str, str],
+    ctx: RepoContext, source: Source, datas: list[RunData], ids: dict[str, str],
     report: ImportReport,
 ) -> None:  # fmt: skip
     """Record a batch of runs: their objects, then the runs (one sync, one ref batch)."""
     items, deleted, points = [], [], 0
     with writing(ctx.dir, ctx.store):  # until the runs name their objects
-        for data in source.details(runs):
+        for data in datas:
             eid = ids[data.info.experiment_id]
             spec, n = _spec(ctx, source, data, eid, report)
             user = data.info.user_id or "mlflow"
@@ -201,7 +250,8 @@ def _import_batch(
             points += n
             if data.info.lifecycle_stage == "deleted":
                 deleted.append((data.info.run_id, eid))
-        record_runs(ctx, items)
+        for data, oid in zip(datas, record_runs(ctx, items), strict=True):
+            report.recorded[data.info.run_id] = oid.hex
     for rid, eid in deleted:
         overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
         write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, ctx.author(), "import mlflow: deleted")
@@ -433,6 +483,12 @@ def _import_registry(
                     f"{model.name} version {v.version} skipped: its registration is {v.status}"
                 )
                 continue
+            if v.source.startswith("runs:/") and v.run_id and v.run_id not in runs:
+                report.notes.append(  # --experiment left its run out: say so, not "unreadable"
+                    f"{model.name} version {v.version} skipped: its run {v.run_id} is in an "
+                    "experiment not imported (import that one too, or all: no --experiment)"
+                )
+                continue
             tree = _model_tree(ctx, source, v, runs)
             if tree is None:
                 report.notes.append(
@@ -442,7 +498,7 @@ def _import_registry(
                 continue
             with writing(ctx.dir, ctx.store):
                 registry.create_version(ctx.refs, model.name, tree, v.source,
-                                        _mlvc_run(ctx, v.run_id), v.user_id or "mlflow",
+                                        _mlvc_run(ctx, v.run_id, report), v.user_id or "mlflow",
                                         trusted=True, number=v.version)  # fmt: skip
             doc.setdefault("versions", {})[str(v.version)] = {
                 "created_ms": v.creation_time, "updated_ms": v.last_updated_time,
@@ -479,9 +535,12 @@ def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -
         return _files_tree(ctx, files)
 
 
-def _mlvc_run(ctx: RepoContext, mlflow_run_id: str) -> str | None:
+def _mlvc_run(ctx: RepoContext, mlflow_run_id: str, report: ImportReport) -> str | None:
+    """The mlvc run of an MLflow run: recorded by this import, else by an earlier one."""
     if not mlflow_run_id:
         return None
+    if mlflow_run_id in report.recorded:
+        return report.recorded[mlflow_run_id]
     with ctx.index.connect_readonly() as con:
         row = con.execute(
             "SELECT run_id FROM live_keys WHERE live_key = ? ORDER BY run_id LIMIT 1",

@@ -253,7 +253,9 @@ def _run_json(info: dict, metrics: list, params: dict, tags: dict, extra: dict) 
     }
     out: dict[str, Any] = {"info": info, "data": data}
     inputs = extra.get("mlflow_inputs")
-    out["inputs"] = {"dataset_inputs": inputs if isinstance(inputs, list) else []}
+    # as MLflow's proto JSON: a run with no inputs answers {} (an importer reading this
+    # server then knows runs/search left nothing out, and asks no runs/get)
+    out["inputs"] = {"dataset_inputs": inputs} if isinstance(inputs, list) and inputs else {}
     outputs = extra.get("mlflow_outputs")
     if isinstance(outputs, list) and outputs:
         out["outputs"] = {"model_outputs": outputs}
@@ -374,7 +376,8 @@ def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> di
             "lifecycle_stage": "active",
         }
         mets = [metric_out(k, v, ended or 0, step or 0) for k, v, step in m_of.get(oid, [])]
-        parts = (info, mets, dict(sorted(p_of.get(oid, {}).items())), tags_here)
+        params_here = dict(sorted(p_of.get(oid, {}).items()))
+        parts = (info, mets, params_here, tags_here, _run_links(store, oid))
         store.pages.put(oid, parts)
         out[rid] = _page_json(store, rid, parts)
     return out
@@ -382,10 +385,26 @@ def recorded_page(store: TrackingStore, con, pairs: list[tuple[str, str]]) -> di
 
 def _page_json(store: TrackingStore, rid: str, parts: tuple) -> dict:
     """A recorded run's answer from its kept parts (shared: copied before the overlay)."""
-    info, mets, params, tags = parts
+    info, mets, params, tags, links = parts
     info, tags = dict(info), dict(tags)
     _apply_overlay(store, rid, info, tags)
-    return _run_json(info, [dict(m) for m in mets], dict(params), tags, {})
+    return _run_json(info, [dict(m) for m in mets], dict(params), tags, links)
+
+
+def _run_links(store: TrackingStore, oid: str) -> dict:
+    """A recorded run's dataset inputs and model outputs (``extra.mlflow_inputs`` /
+    ``mlflow_outputs``: the index keeps neither), read from its run object once: runs/search
+    answers them as runs/get does. A run object that cannot be read answers none."""
+    from ...core.ids import ObjectId
+    from ...store.typed import read_run
+
+    try:
+        extra = read_run(store.ctx.store, ObjectId.parse(oid)).extra
+    except (MlvcError, ValueError, OSError):
+        return {}
+    return {
+        k: extra[k] for k in ("mlflow_inputs", "mlflow_outputs") if isinstance(extra.get(k), list)
+    }
 
 
 def run_json(store: TrackingStore, rid: str) -> dict:
