@@ -127,17 +127,33 @@ def page(
     for name in named:
         if name not in known:
             raise UsageError(f"unknown column {name[:200]!r}: the table has no such column")
-    base = _relation(joined)
+    # joined columns are computed for the page's rows only, unless the filter or the sort
+    # needs them for every run
+    in_filter = {c.name for c in joined if _mentions(where, c.name)}
+    sorted_by = {k for k, _ in keys}
+    late = [c for c in joined if c.name not in in_filter | sorted_by]
+    filtered = _relation([c for c in joined if c.name in in_filter])
+    base = _relation([c for c in joined if c.name in in_filter | sorted_by])
     # the filter sits on lines of its own so a trailing -- comment cannot swallow the rest
     filt = f"WHERE (\n{where}\n)" if where.strip() else ""
     sort = [f"{ident(k)} {'DESC' if desc else 'ASC'} NULLS LAST" for k, desc in keys]
-    sort = (["experiment_id"] if group else []) + (sort or ["created DESC"]) + ["id"]
-    select = ", ".join(ident(n) for n in ["id", *(s for s in shown if s != "id")])
-    rows = index.query(
-        f"WITH t AS ({base}) SELECT {select} FROM t {filt}\n"
-        f"ORDER BY {', '.join(sort)} LIMIT {int(limit)} OFFSET {int(offset)}"
-    )
-    total = index.query(f"WITH t AS ({base}) SELECT count(*) AS n FROM t {filt}\n")
+    sort = ", ".join((["experiment_id"] if group else []) + (sort or ["created DESC"]) + ["id"])
+    names = ["id", *(s for s in shown if s != "id")]
+    select = ", ".join(ident(n) for n in names)
+    window = f"LIMIT {int(limit)} OFFSET {int(offset)}"
+    if not late:
+        rows = index.query(
+            f"WITH t AS ({base}) SELECT {select} FROM t {filt}\nORDER BY {sort} {window}"
+        )
+    else:
+        ahead = ", ".join(ident(n) for n in names if n not in {c.name for c in late})
+        picks, joins = _joins(late, runs="w")
+        rows = index.query(
+            f"WITH t AS ({base}), w AS (SELECT {ahead}, row_number() OVER (ORDER BY {sort}) AS "
+            f"_pos FROM t {filt}\nORDER BY {sort} {window}) SELECT {select} FROM w {joins} "
+            "ORDER BY w._pos"
+        )
+    total = index.query(f"WITH t AS ({filtered}) SELECT count(*) AS n FROM t {filt}\n")
     out = {
         "columns": [asdict(known[n]) for n in shown],
         "ids": rows.column("id").to_pylist(),
@@ -148,7 +164,7 @@ def page(
     }
     if group:
         counts = index.query(
-            f"WITH t AS ({base}) SELECT experiment_id, count(*) AS n FROM t {filt}\n"
+            f"WITH t AS ({filtered}) SELECT experiment_id, count(*) AS n FROM t {filt}\n"
             "GROUP BY experiment_id ORDER BY experiment_id"
         ).to_pylist()
         start = 0
@@ -157,6 +173,10 @@ def page(
                                   "start": start})  # fmt: skip
             start += g["n"]
     return out
+
+
+def _mentions(where: str, name: str) -> bool:
+    return any(q.lower() == name.lower() for q in _quoted(where))
 
 
 def _column(name: str, sqltype: str) -> Column:
@@ -195,7 +215,14 @@ def _joined(index, names: list[str], mentioned: list[str], wide: set[str]) -> li
 
 def _relation(joined: list[Column]) -> str:
     """runs_wide, with the ``joined`` columns (tags, and keys it has no column for) beside."""
-    select, joins = ["w.*"], []
+    picks, joins = _joins(joined)
+    return f"SELECT {', '.join(['w.*', *picks])} FROM runs_wide w {joins}"
+
+
+def _joins(joined: list[Column], runs: str | None = None) -> tuple[list[str], str]:
+    """The ``joined`` columns' select items and LEFT JOINs onto ``w.id`` (for the runs of
+    the relation ``runs`` only, if given)."""
+    select, joins = [], []
     for n, family in enumerate(f for f in JOINED if any(c.family == f for c in joined)):
         cols = [c for c in joined if c.family == family]
         table, value = JOINED[family]
@@ -203,16 +230,18 @@ def _relation(joined: list[Column]) -> str:
         # one map per run, read once per column: a FILTER aggregate per column would scan
         # every row once per column
         picks = ", ".join(f"m[{lit(c.name.split('.', 1)[1])}] AS {ident(c.name)}" for c in cols)
+        where = f"key IN ({', '.join(map(lit, keys))})"
+        if runs:
+            where += f" AND run_id IN (SELECT id FROM {runs})"
         one = (  # a key twice in a run (a tag set twice) gives its largest value
-            f"SELECT run_id, key, max({value}) AS v FROM {table} "
-            f"WHERE key IN ({', '.join(map(lit, keys))}) GROUP BY run_id, key"
+            f"SELECT run_id, key, max({value}) AS v FROM {table} WHERE {where} GROUP BY run_id, key"
         )
         joins.append(
             f"LEFT JOIN (SELECT run_id, {picks} FROM (SELECT run_id, map_from_entries(list((key, "
             f"v))) AS m FROM ({one}) GROUP BY run_id)) j{n} ON j{n}.run_id = w.id"
         )
         select += [f"j{n}.{ident(c.name)}" for c in cols]
-    return f"SELECT {', '.join(select)} FROM runs_wide w {' '.join(joins)}"
+    return select, " ".join(joins)
 
 
 def _rows(table, shown: list[str]) -> list[list]:
