@@ -3,7 +3,7 @@
 Filtered by a user's SQL ``WHERE`` clause (checked read-only like any user SQL, on the
 index's read-only connection), sorted by any columns, optionally grouped by experiment, with
 only the columns asked for. Tag columns (``tags.<key>``) are joined from ``tags`` for the keys
-a request names, and so are the params and metrics past runs_wide's MAX_WIDE_KEYS columns per
+a request names, and so are the params and metrics past runs_wide's 1,000 columns per
 family (a repository of 1,500 metric keys shows all of them): from ``params`` and
 ``metric_summary``, one map per run read once per column. Paging is by offset over a stable
 order (the run id breaks ties).
@@ -43,15 +43,11 @@ class Column:
 
 def columns(index, described: list[tuple[str, str]] | None = None) -> list[Column]:
     """Every column of ``runs_wide`` (``described``, if already read); the params (VARCHAR)
-    and metrics (DOUBLE) it has no column for (past MAX_WIDE_KEYS); then ``tags.<key>`` for
-    each tag key (VARCHAR)."""
-    from ..index.wide import MAX_WIDE_KEYS
-
+    and metrics (DOUBLE) it has no column for (past its 1,000 per family); then
+    ``tags.<key>`` for each tag key (VARCHAR)."""
     out = [_column(name, sqltype) for name, sqltype in described or _described(index)]
     taken = {c.name.lower() for c in out}
     for family, sqltype in (("params", "VARCHAR"), ("metrics", "DOUBLE")):
-        if sum(c.family == family for c in out) < MAX_WIDE_KEYS:
-            continue  # runs_wide has a column for every key
         table, _ = JOINED[family]
         keys = index.query(
             f"SELECT DISTINCT key FROM {table} ORDER BY key LIMIT {MAX_EXTRA_KEYS}"
