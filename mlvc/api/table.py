@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import QueryError, UsageError
 from ..index.user_sql import ident, lit
 
 MAX_LIMIT = 1000
@@ -136,20 +136,19 @@ def page(
     sort = ", ".join((["experiment_id"] if group else []) + (sort or ["created DESC"]) + ["id"])
     names = ["id", *(s for s in shown if s != "id")]
     select = ", ".join(ident(n) for n in names)
+    query = _filtered_query(index, where)
     window = f"LIMIT {int(limit)} OFFSET {int(offset)}"
     if not late:
-        rows = index.query(
-            f"WITH t AS ({base}) SELECT {select} FROM t {filt}\nORDER BY {sort} {window}"
-        )
+        rows = query(f"WITH t AS ({base}) SELECT {select} FROM t {filt}\nORDER BY {sort} {window}")
     else:
         ahead = ", ".join(ident(n) for n in names if n not in {c.name for c in late})
         picks, joins = _joins(late, runs="w")
-        rows = index.query(
+        rows = query(
             f"WITH t AS ({base}), w AS (SELECT {ahead}, row_number() OVER (ORDER BY {sort}) AS "
             f"_pos FROM t {filt}\nORDER BY {sort} {window}) SELECT {select} FROM w {joins} "
             "ORDER BY w._pos"
         )
-    total = index.query(f"WITH t AS ({filtered}) SELECT count(*) AS n FROM t {filt}\n")
+    total = query(f"WITH t AS ({filtered}) SELECT count(*) AS n FROM t {filt}\n")
     out = {
         "columns": [asdict(known[n]) for n in shown],
         "ids": rows.column("id").to_pylist(),
@@ -159,7 +158,7 @@ def page(
         "groups": [],
     }
     if group:
-        counts = index.query(
+        counts = query(
             f"WITH t AS ({filtered}) SELECT experiment_id, count(*) AS n FROM t {filt}\n"
             "GROUP BY experiment_id ORDER BY experiment_id"
         ).to_pylist()
@@ -169,6 +168,24 @@ def page(
                                   "start": start})  # fmt: skip
             start += g["n"]
     return out
+
+
+def _filtered_query(index, where: str):
+    """``index.query``, whose SQL errors name the filter when there is one: DuckDB's message
+    points into the statement the filter was put in, which people never see."""
+
+    def query(sql: str):
+        try:
+            return index.query(sql)
+        except QueryError as e:
+            if not where.strip() or type(e) is not QueryError:
+                raise
+            raise QueryError(
+                f"the filter is not a valid SQL condition over the table's columns (it is read "
+                f"as WHERE (<filter>)): {e}"
+            ) from None
+
+    return query
 
 
 def _mentions(where: str, name: str) -> bool:

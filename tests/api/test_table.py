@@ -86,6 +86,7 @@ def test_filters_sorts_and_tag_columns(table_repo):
         (dict(where="1=1; DELETE FROM runs"), QueryError, "syntax error"),
         (dict(where="no_such > 1"), QueryError, "no_such"),
         (dict(where="1=1) UNION ALL (SELECT 1"), QueryError, ""),
+        (dict(where="nonsense =="), QueryError, "the filter is not a valid SQL condition"),
     ],
 )
 def test_bad_input_is_one_line_error(table_repo, kwargs, error, words):
