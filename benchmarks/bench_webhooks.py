@@ -23,6 +23,7 @@ the repositories) is made at run time in a temp folder; only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -149,37 +150,98 @@ def settle(repos: dict, done: dict[str, int], timeout: float = 60) -> None:
             continue
         while len(outbox.attempts(repo.layout)) < done[case] and time.monotonic() < deadline:
             time.sleep(0.01)
-        if case == "webhook-cold":
+        if case.startswith("webhook-cold"):
             wait_idle(repo.root)
 
 
-def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
-    """Median seconds per commit: none, webhook (deliverer warm), webhook (cold)."""
+CASES = ("none", "webhook", "webhook-cold", "webhook-cold-2starts")
+
+
+@contextlib.contextmanager
+def two_starts(on: bool):
+    """With ``on``, a commit starts the deliverer and the index worker as two processes (as
+    mlvc did before 2026-12-01) instead of one (mlvc.core.spawn.gathered): the old cold
+    case, measured in the same run as a baseline."""
+    from mlvc.core import spawn
+
+    if not on:
+        yield
+        return
+    saved = spawn.gathered
+    spawn.gathered = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        spawn.gathered = saved
+
+
+def each_commit(tmp: Path, rx: Receiver, n: int, files: int, measure) -> None:
+    """``n`` commits per case, interleaved, each once the earlier ones' background work is
+    over; ``measure(case, commit)`` makes each (``commit()`` commits)."""
     from mlvc import Repo
     from mlvc.events import webhooks
 
     repos = {}
-    for case in ("none", "webhook", "webhook-cold"):
+    for case in CASES:
         root = project(tmp / case, files)
         if case != "none":
             webhooks.add(Repo(root).layout, rx.url, allow_private=True)
         repos[case] = Repo(root)
-    times: dict[str, list[float]] = {k: [] for k in repos}
     done = dict.fromkeys(repos, 0)
     for i in range(n):
         for case, repo in repos.items():
             # cold: the deliverer exits as soon as it is idle, so each commit starts one;
             # warm: it outlives the pauses settle makes
-            os.environ["MLVC_WEBHOOK_LINGER"] = "0" if case == "webhook-cold" else "60"
+            os.environ["MLVC_WEBHOOK_LINGER"] = "0" if case.startswith("webhook-cold") else "60"
             settle(repos, done)
             (repo.root / "train.py").write_text(f"print('train {i}')\n")
-            start = time.perf_counter()
-            repo.commit(f"c{i}", params={"i": i})
-            times[case].append(time.perf_counter() - start)
+            with two_starts(case == "webhook-cold-2starts"):
+                measure(case, lambda: repo.commit(f"c{i}", params={"i": i}))  # noqa: B023
             done[case] += 1
+    settle(repos, done)
     for repo in repos.values():
         _stop_deliverer(repo.root)
-    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def commit_overhead(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, float]:
+    """Median seconds per commit per case, and the median commit-by-commit ratios."""
+    times: dict[str, list[float]] = {k: [] for k in CASES}
+
+    def timed(case: str, commit) -> None:
+        start = time.perf_counter()
+        commit()
+        times[case].append(time.perf_counter() - start)
+
+    each_commit(tmp, rx, n, files, timed)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    for case in CASES[1:]:  # the median of commit-by-commit ratios: steadier under load
+        ratios = [t / b for t, b in zip(times[case], times["none"], strict=True)]
+        out[f"{case}/none"] = statistics.median(ratios)
+    return out
+
+
+def process_starts(tmp: Path, rx: Receiver, n: int, files: int) -> dict[str, tuple]:
+    """Per case, under cProfile: process starts (``fork_exec`` calls) per commit and the ms
+    per commit spent in them. Counting is immune to the machine's load, unlike the times."""
+    import cProfile
+    import pstats
+
+    profiles = {k: cProfile.Profile() for k in CASES}
+
+    def profiled(case: str, commit) -> None:
+        profiles[case].enable()
+        commit()
+        profiles[case].disable()
+
+    each_commit(tmp, rx, n, files, profiled)
+    out = {}
+    for case, prof in profiles.items():
+        calls = seconds = 0.0
+        for (_file, _line, name), (_cc, nc, tt, _ct, _callers) in pstats.Stats(prof).stats.items():
+            if "fork_exec" in name:
+                calls, seconds = calls + nc, seconds + tt
+        out[case] = (calls / n, seconds * 1000 / n)
+    return out
 
 
 def _stop_deliverer(root: Path, timeout: float = 30) -> None:
@@ -222,6 +284,32 @@ def latency(tmp: Path, rx: Receiver, n: int, gap: float, linger: str) -> list[fl
             wait_idle(root)
         sent.append(emit(repo.ctx, "gc.completed", {"i": i}))
         time.sleep(gap)
+    return arrivals(rx, root, sent)
+
+
+def commit_latency(tmp: Path, rx: Receiver, n: int, gap: float) -> list[float]:
+    """Seconds from each ``commit.created`` event's id time to its arrival, each commit
+    starting the deliverer (in one process with the index worker: the usual cold case)."""
+    from mlvc import Repo
+    from mlvc.events import read_events, webhooks
+
+    root = project(tmp, 20)
+    repo = Repo(root)
+    webhooks.add(repo.layout, rx.url, allow_private=True)
+    os.environ["MLVC_WEBHOOK_LINGER"] = "0"
+    for i in range(n):
+        wait_idle(root)
+        wait_free(repo.layout.index_lock)
+        (root / "train.py").write_text(f"print('train {i}')\n")
+        repo.commit(f"c{i}")
+        time.sleep(gap)
+    sent = list(read_events(repo.layout, types=["commit.created"]))
+    return arrivals(rx, root, sent)
+
+
+def arrivals(rx: Receiver, root: Path, sent: list) -> list[float]:
+    """Seconds from each of the ``sent`` events' id time to its arrival (waiting up to a
+    minute for them all), once the deliverer has exited."""
     deadline = time.monotonic() + 60
     while any(e.id not in rx.arrived for e in sent) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -241,6 +329,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--commits", type=int, default=30)
     ap.add_argument("--files", type=int, default=200, help="data files in the project")
+    ap.add_argument("--no-latency", action="store_true", help="measure commit overhead only")
     a = ap.parse_args()
     if a.quick:
         a.repeat, a.commits, a.files = 1, 8, 50
@@ -253,27 +342,46 @@ def main() -> None:
             for r in range(a.repeat):
                 log(f"commit overhead, run {r + 1}/{a.repeat}: {a.commits} commits per case")
                 runs.append(commit_overhead(Path(tmp) / f"c{r}", rx, a.commits, a.files))
+            log(f"process starts under cProfile: {a.commits} commits per case")
+            starts = process_starts(Path(tmp) / "profiled", rx, a.commits, a.files)
             n_warm, n_cold = (40, 8) if a.quick else (200, 30)
+            if a.no_latency:
+                n_warm = n_cold = 0
             log(f"latency: {n_warm} events 20 ms apart (deliverer running)")
             warm = latency(Path(tmp) / "warm", rx, n_warm, 0.02, "5")
             log(f"latency: {n_cold} events, a deliverer started for each")
             cold = latency(Path(tmp) / "cold", rx, n_cold, 0.3, "0")
+            log(f"latency: {n_cold} commits, each starting the deliverer")
+            by_commit = commit_latency(Path(tmp) / "cold-commit", rx, n_cold, 0.3)
         finally:
             rx.stop()  # even when a run fails: no receiver left behind
     base = statistics.median(r["none"] for r in runs)
     print(f"load average at start: {' '.join(load)}; {a.repeat} run(s) of {a.commits} commits "
           f"per case, {a.files} data files\n")  # fmt: skip
-    print("| case | median commit (ms) | vs no webhook |")
-    print("|---|---:|---:|")
-    for case in ("none", "webhook", "webhook-cold"):
+    print("| case | median commit (ms) | vs no webhook | paired ratio (median, min-max of runs) |")
+    print("|---|---:|---:|---:|")
+    for case in CASES:
         med = statistics.median(r[case] for r in runs)
-        print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x |")
-    print("\nper run (ms, none / webhook / cold): " + "; ".join(
-        " / ".join(f"{r[k] * 1000:.1f}" for k in ("none", "webhook", "webhook-cold")) for r in runs
+        paired = [r[f"{case}/none"] for r in runs] if case != "none" else [1.0]
+        spread = f"{min(paired):.3f}-{max(paired):.3f}"
+        print(f"| {case} | {med * 1000:.1f} | {med / base:.3f}x | "
+              f"{statistics.median(paired):.3f}x ({spread}) |")  # fmt: skip
+    print(f"\nper run (ms, {' / '.join(CASES)}): " + "; ".join(
+        " / ".join(f"{r[k] * 1000:.1f}" for k in CASES) for r in runs
     ))  # fmt: skip
+    print("\n| case (under cProfile) | process starts per commit | ms in them per commit |")
+    print("|---|---:|---:|")
+    for case in CASES:
+        print(f"| {case} | {starts[case][0]:.2f} | {starts[case][1]:.2f} |")
     print("\n| delivery latency | events | p50 (ms) | p95 (ms) |")
     print("|---|---:|---:|---:|")
-    for name, values in (("warm (deliverer running)", warm), ("cold (deliverer started)", cold)):
+    for name, values in (
+        ("warm (deliverer running)", warm),
+        ("cold (deliverer started)", cold),
+        ("cold, a commit (one start with the index worker)", by_commit),
+    ):
+        if not values:
+            continue
         print(f"| {name} | {len(values)} | {pct(values, 0.5) * 1000:.1f} | "
               f"{pct(values, 0.95) * 1000:.1f} |")  # fmt: skip
     print(f"\nload average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

@@ -36,13 +36,34 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+def in_git_work_tree(root: str | os.PathLike) -> bool:
+    """False when no folder from root up holds a ``.git``: git would find no work tree.
+
+    Git finds its repository only through a ``.git`` folder or file in root or a parent
+    (the variables that point it elsewhere are removed, ``_RELOCATING``), so this saves
+    starting git (milliseconds, more on a loaded machine) in projects outside git. True
+    means git may find one: it is asked.
+    """
+    folder = os.path.realpath(root)
+    while True:
+        if os.path.lexists(os.path.join(folder, ".git")):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
 def run_git(
     root: Path, *args: str, timeout: float = TIMEOUT, stderr: list[str] | None = None
 ) -> bytes | None:
-    """stdout of ``git ARGS`` run in root, or None if git is missing, fails or times out.
+    """stdout of ``git ARGS`` run in root, or None if git is missing, fails or times out
+    (or root is in no git work tree: ``in_git_work_tree``).
 
     ``stderr``, if given, receives git's warnings line by line, in English (``LC_ALL=C``).
     """
+    if not in_git_work_tree(root):
+        return None
     env = _git_env()
     if stderr is not None:
         env["LC_ALL"] = "C"

@@ -45,10 +45,13 @@ def events(since: str | None, types: tuple[str, ...], follow: bool) -> None:
 def _line(event) -> str:
     data = event.data
     about = data.get("name") or data.get("ref") or ""
-    rid = data.get("run_id")
+    # the run it is about: recorded (a verdict's is the original), else live (its key)
+    rid = data.get("run_id") or data.get("original")
     bits = [event.timestamp, f"{event.type:<28}"]
     if rid:
         bits.append(str(rid)[:12])
+    elif data.get("live_key"):
+        bits.append(clean(str(data["live_key"])))
     if about:
         bits.append(clean(str(about)))
     rest = {k: v for k, v in data.items() if k in _SHOWN}

@@ -180,9 +180,9 @@ def webhook_deliveries(endpoint_id: str | None, limit: int) -> None:
 
     Example: mlvc webhook deliveries --id wh_0123abcd -n 50
     """
-    from ..events import outbox
+    from ..events import deliver
 
-    emit(outbox.attempts(open_repo().layout, endpoint_id, limit=limit), _echo_deliveries)
+    emit(deliver.deliveries(open_repo().layout, endpoint_id, limit), _echo_deliveries)
 
 
 def _echo_deliveries(rows: list[dict]) -> None:

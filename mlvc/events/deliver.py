@@ -345,6 +345,20 @@ def redeliver(layout: Layout, msg_id: str) -> outbox.Message:
     return message
 
 
+def deliveries(
+    layout: Layout, endpoint_id: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The last ``limit`` logged attempts (of one endpoint), oldest first. UsageError for a
+    limit below 1, and for an endpoint that neither exists nor ever had an attempt (a
+    removed one's attempts are still shown): a typo is not "no deliveries yet"."""
+    if limit < 1:
+        raise UsageError(f"--limit {limit}: show at least 1 delivery")
+    found = outbox.attempts(layout, endpoint_id, limit=limit)
+    if endpoint_id is not None and not found:
+        webhooks.get(layout, endpoint_id)  # UnknownWebhook names the ones there are
+    return found
+
+
 def ensure_running(layout: Layout) -> bool:
     """Start a deliverer unless one runs (its lock is held); True if one was started."""
     from .consumers import ensure_running as ensure

@@ -95,12 +95,56 @@ def slack_text(event: Event) -> str:
         )
     if kind == "run":
         return f"mlvc run {_run_name(d)} {action}"
+    headline = _HEADLINES.get(event.type)
+    if headline is not None:
+        return headline(d)
     facts = [
-        f"{key}={value}"
+        f"{key}={_short(value)}"
         for key, value in d.items()
         if isinstance(value, (str, int, float, bool)) and value != "" and len(str(value)) <= 80
     ]
     return f"mlvc {event.type}" + (": " + ", ".join(facts[:8]) if facts else "")
+
+
+def _short(value: Any) -> Any:
+    """A run or object id (64 hex digits) as its 12-digit short form; anything else as is."""
+    text = str(value)
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text[:12]
+    return value
+
+
+def _commit(d: dict[str, Any]) -> str:
+    by = f" by {d['author']}" if d.get("author") else ""
+    said = f": {d['message']}" if d.get("message") else ""
+    return f"mlvc commit {_run_name(d)}{by} ({d.get('status', '?')}){said}"
+
+
+def _verdict(d: dict[str, Any]) -> str:
+    again = f" as {_short(d['reproduction'])}" if d.get("reproduction") else ""
+    return f"mlvc reproduce of {_short(d.get('original', '?'))}: {d.get('verdict', '?')}{again}"
+
+
+def _version(d: dict[str, Any]) -> str:
+    run = f" from run {_short(d['run_id'])}" if d.get("run_id") else ""
+    return f"mlvc model {d.get('name', '?')} version {d.get('version', '?')} created{run}"
+
+
+def _alias(action: str):
+    def line(d: dict[str, Any]) -> str:
+        to = "now points at" if action == "created" else "removed from"
+        return f"mlvc model alias {d.get('name', '?')}@{d.get('alias', '?')} {to} version {d.get('version', '?')}"
+
+    return line
+
+
+_HEADLINES = {
+    "commit.created": _commit,
+    "reproduce.verdict": _verdict,
+    "model_version.created": _version,
+    "model_version_alias.created": _alias("created"),
+    "model_version_alias.deleted": _alias("deleted"),
+}
 
 
 def body(event: Event, format: str) -> bytes:

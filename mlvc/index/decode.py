@@ -14,8 +14,9 @@ import gc
 import itertools
 import json
 import shlex
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
+from ..core.ahead import ordered
 from ..core.ids import ObjectId
 from ..core.objects import is_number
 from ..errors import MlvcError
@@ -55,9 +56,16 @@ class _Decoder(_Rows):
         self.series = []  # (run id, Arrow table of key, step, value, timestamp)
         self.trees: set[str] = set()
         self.envs: set[str] = set()
+        self.runs = 0  # runs added (indexed, or reported in ingest_errors)
+        self.points = 0  # metric rows held: series points and final metrics
+
+    def batch(self) -> tuple[dict, list, list]:
+        """The rows' tables, and the trees and envs the runs use."""
+        return self.tables(), sorted(self.trees), sorted(self.envs)
 
     def add(self, oid: ObjectId, run, series) -> None:
         """One run, as read by ``_load``."""
+        self.runs += 1
         if isinstance(run, Exception):
             self.error(oid.hex, oid.hex, f"run object unreadable: {run}")
             return
@@ -71,6 +79,7 @@ class _Decoder(_Rows):
             del self.series[n_series:]
             self.error(oid.hex, oid.hex, f"run cannot be indexed: {e}")
             return
+        self.points += len(run.metrics) + sum(len(t) for _, t in self.series[n_series:])
         self.trees.update(t.hex for t in run.sections.values() if t is not None)
         if run.env is not None:
             self.envs.add(run.env.hex)
@@ -132,20 +141,32 @@ class _Decoder(_Rows):
         return points.select(schema.names)
 
 
-def decode_runs(store, schemas: dict, run_ids: list[str]) -> tuple[dict, list, list]:
-    """Arrow tables of the rows of these runs, and the trees and envs they use.
+def decode_runs(
+    store, schemas: dict, run_ids: list[str], max_points: int = 0
+) -> Iterator[tuple[dict, list, list]]:
+    """Arrow tables of the rows of these runs, and the trees and envs they use: one batch,
+    or several when ``max_points`` (if > 0) bounds the metric points a batch may hold.
 
-    Pure but for reading the store, so worker processes can run it in parallel.
+    Pure but for reading the store, so worker processes can run it in parallel. Memory
+    stays bounded by the batch: runs with 1,500 metrics of 100 steps each make 150,000
+    points per run, and 500 of them at once took gigabytes.
     """
     decoder = _Decoder(schemas)
     oids = [ObjectId.parse(rid) for rid in run_ids]
-    # Reading objects waits on the disk, not the GIL: overlap the reads, decode in order.
-    with no_gc(), ThreadPoolExecutor(READ_THREADS) as pool:
-        for oid, (run, series) in zip(
-            oids, pool.map(functools.partial(_load, store), oids), strict=True
-        ):
+    with no_gc():
+        for oid, (run, series) in zip(oids, _read_ahead(store, oids), strict=True):
             decoder.add(oid, run, series)
-        return decoder.tables(), sorted(decoder.trees), sorted(decoder.envs)
+            if max_points and decoder.points >= max_points:
+                yield decoder.batch()
+                decoder = _Decoder(schemas)
+        if decoder.runs or not max_points:
+            yield decoder.batch()
+
+
+def _read_ahead(store, oids: list[ObjectId]) -> Iterator[tuple]:
+    """``_load`` of each run in order, READ_THREADS reads in flight: reading objects waits on
+    the disk, not the GIL, so reads overlap the decoding, and few blobs wait to be decoded."""
+    return ordered(functools.partial(_load, store), oids, READ_THREADS, "mlvc-index-read")
 
 
 @contextlib.contextmanager

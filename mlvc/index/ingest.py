@@ -9,6 +9,8 @@ A rebuild writes a whole new file beside the index and renames it into place.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -24,7 +26,8 @@ from .user_sql import first_line
 
 log = logging.getLogger(__name__)
 
-BATCH_RUNS = 500  # runs decoded per Arrow batch: bounds memory during a rebuild
+BATCH_RUNS = 500  # runs decoded per request to a worker
+BATCH_POINTS = 2_000_000  # metric points per Arrow batch, at most (but for one huge run)
 PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
 
 
@@ -138,7 +141,8 @@ class Writer:
         return [e.path for e in actionable]
 
     def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
-        """Insert runs in batches of BATCH_RUNS, decoded in worker processes if many."""
+        """Insert runs in batches of BATCH_RUNS runs or BATCH_POINTS metric points, whichever
+        comes first, decoded in worker processes if many."""
         schemas = {t: schema.arrow_schema(con, t) for t in {*schema.RUN_ROWS, *schema.SHARED_ROWS}}
         chunks = [
             [oid.hex for oid in run_ids[i : i + BATCH_RUNS]]
@@ -146,12 +150,14 @@ class Writer:
         ]
         workers = min(self.workers, len(chunks))
         parallel = len(run_ids) >= PARALLEL_MIN_RUNS and isinstance(self.store, LocalStore)
-        if workers > 1 and parallel:
-            decoded = pool.Workers(workers).map([(self.store, schemas, c) for c in chunks])
+        requests = [(self.store, schemas, c, BATCH_POINTS) for c in chunks]
+        in_workers = workers > 1 and parallel
+        if in_workers:
+            decoded = pool.Workers(workers).map(requests)
         else:
-            decoded = (decode_runs(self.store, schemas, c) for c in chunks)
+            decoded = itertools.chain.from_iterable(decode_runs(*r) for r in requests)
         seen = _Seen(con, fresh)
-        with no_gc():
+        with no_gc(), _one_thread(con, in_workers):
             for tables, trees, envs in decoded:
                 _insert_tables(con, tables)
                 new_trees = seen.new(trees, "tree_files", "tree_id")
@@ -209,6 +215,25 @@ def _delete_runs(con, ids: list[str]) -> None:
         )
     finally:
         con.unregister("_arrow_drop")
+
+
+@contextlib.contextmanager
+def _one_thread(con, one: bool):
+    """DuckDB on one thread while ``one`` (worker processes use the other cores: DuckDB's own
+    threads only contended with them, a tenth of a rebuild's CPU, its compression); its
+    default back afterwards, since settings outlive a connection in a process that keeps the
+    database open (a server). A failing reset never hides the error that ended the block."""
+    import duckdb
+
+    if not one:
+        yield
+        return
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses it
+            con.execute("RESET threads")
 
 
 class _Seen:

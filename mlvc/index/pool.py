@@ -2,7 +2,10 @@
 
 Plain subprocesses, not multiprocessing: spawning re-imports the caller's ``__main__``, which
 would re-run an unguarded user script that happened to trigger a rebuild. Each worker runs
-``python -m mlvc.index.pool`` and answers pickled requests from its stdin on its stdout.
+``python -m mlvc.index.pool`` and answers pickled requests from its stdin on its stdout: one
+message per decoded batch (a request may make several, ``decode_runs``' points budget), then
+one saying the request is done. A worker blocks on its pipe until its batch is read, so
+memory stays bounded by a batch per worker.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 from ..errors import MlvcError
 from .decode import decode_runs
+
+BATCH, DONE, FAILED = "batch", "done", "failed"  # a worker's messages
 
 
 class Workers:
@@ -31,21 +36,15 @@ class Workers:
         ]
 
     def map(self, requests: list[tuple]) -> Iterator[tuple]:
-        """Results in request order; each worker holds one request, so memory stays bounded."""
+        """Batches in request order; each worker holds one request, so memory stays bounded."""
         n = len(self.procs)
         try:
             for k, request in enumerate(requests[:n]):
                 self._send(k, request)
             for k in range(len(requests)):
-                try:
-                    ok, result = pickle.load(self.procs[k % n].stdout)
-                except EOFError:
-                    raise MlvcError("an index worker process died; see its error above") from None
+                yield from self._results(k % n)
                 if k + n < len(requests):
                     self._send(k % n, requests[k + n])
-                if not ok:
-                    raise MlvcError(f"an index worker failed: {result}")
-                yield result
         finally:
             for proc in self.procs:  # EOF ends an idle worker, EPIPE a busy one
                 for pipe in (proc.stdin, proc.stdout):
@@ -59,6 +58,19 @@ class Workers:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+    def _results(self, k: int) -> Iterator[tuple]:
+        """The batches of worker ``k``'s current request, until it says it is done."""
+        while True:
+            try:
+                kind, result = pickle.load(self.procs[k].stdout)
+            except EOFError:
+                raise MlvcError("an index worker process died; see its error above") from None
+            if kind == DONE:
+                return
+            if kind == FAILED:
+                raise MlvcError(f"an index worker failed: {result}")
+            yield result
 
     def _send(self, k: int, request: tuple) -> None:
         pickle.dump(request, self.procs[k].stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -74,11 +86,16 @@ def main() -> None:
         except EOFError:
             return
         try:
-            result = (True, decode_runs(*request))
+            for batch in decode_runs(*request):
+                _put(out, (BATCH, batch))
+            _put(out, (DONE, None))
         except Exception as e:
-            result = (False, f"{type(e).__name__}: {e}")
-        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
+            _put(out, (FAILED, f"{type(e).__name__}: {e}"))
+
+
+def _put(out, message: tuple) -> None:
+    pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Layout under ``.mlvc/``:
     logs/<ref>         the reflog: ``old new time author message`` per change, append-only
 
 A ref changes by writing ``<ref>.lock`` (O_EXCL), then renaming it over the ref, as git does.
+The writer also holds an ``flock`` on its lock file until the rename is done, so a lock file
+left by a process killed mid-write (kill -9, a power cut) is told from a live one: the next
+writer that finds it unflocked and older than STALE_LOCK seconds removes it (under the
+flock, after checking the path still names that file) and goes on.
 A symbolic ref holds ``ref: <other ref>`` instead of an id; reading it follows the chain.
 
 Durability: a ref write returns only once the new ref is on disk: the lock file is fsynced
@@ -19,6 +23,8 @@ So a commit that has been reported survives a power cut (measured: docs/architec
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import re
 import secrets
@@ -35,7 +41,43 @@ from ..store.odb import sync_filesystem
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}$")
 LOCK_WAIT = 10.0
+log = logging.getLogger("mlvc.refs")
+STALE_LOCK = 2.0  # seconds: a lock file older than this that nobody flocks is a dead writer's
 ANY = object()  # ``write``'s ``expected`` when the write is no compare-and-swap
+
+
+def _break_stale(lock: Path) -> bool:
+    """Remove ``lock`` if its writer died: nobody flocks it and it is older than STALE_LOCK
+    (a live writer flocks its lock right after creating it). True if removed.
+
+    Safe against two breakers and a new writer: the breaker holds the flock of the dead
+    file while it checks that the path still names that file and unlinks it; another breaker
+    gets the flock only after, and then finds the path gone or naming a new lock."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # gone meanwhile: try to create it again
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if time.time() - st.st_mtime < STALE_LOCK:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        try:
+            now = os.stat(lock)
+        except FileNotFoundError:
+            return True
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return True  # another breaker removed it and a new writer made a new one
+        os.unlink(lock)
+        log.warning("removed %s, left by a writer that died", lock)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _one_line(text: str) -> str:
@@ -197,6 +239,7 @@ class RefStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
         fd = self._take_lock(lock)
+        renamed = False
         try:
             if create_only and path.exists():
                 raise RefExists(f"ref {ref} already exists")
@@ -209,14 +252,13 @@ class RefStore:
                 oid = self.read(symbolic)
             os.write(fd, (text + "\n").encode())
             self._fsync(fd)
-            os.close(fd)
-            fd = None
-            os.replace(lock, path)
+            os.replace(lock, path)  # still flocked: nobody takes this for a dead writer's
+            renamed = True
             self._fsync_dir(path.parent)
         finally:
-            if fd is not None:
-                os.close(fd)
+            if not renamed:
                 lock.unlink(missing_ok=True)
+            os.close(fd)
         self._log(ref, old, oid, message, author)
 
     def _check_file_or_folder(self, ref: str) -> None:
@@ -243,12 +285,16 @@ class RefStore:
         return True
 
     def _take_lock(self, lock: Path) -> int:
+        """An fd of the new lock file ``lock``, flocked; waits for a live writer's lock at
+        most LOCK_WAIT seconds, and removes a dead writer's."""
         deadline = time.monotonic() + LOCK_WAIT
         delay = 0.001
         while True:
             try:
-                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                if _break_stale(lock):
+                    continue
                 if time.monotonic() > deadline:
                     raise RefLocked(
                         f"ref lock {lock} is held by another process; if none is running, "
@@ -256,6 +302,9 @@ class RefStore:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+            return fd
 
     def _log(self, ref, old, new, message, author) -> None:
         log = self.dir / "logs" / ref

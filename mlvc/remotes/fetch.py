@@ -23,6 +23,7 @@ from pathlib import Path
 import blake3
 
 from ..core import progress
+from ..core.ahead import ordered
 from ..core.ids import ObjectId, is_hex_prefix
 from ..errors import CorruptObject, MlvcError, RemoteError, UsageError
 from ..store.odb import CHUNKED, TAGS, _parse_chunk_list
@@ -205,25 +206,8 @@ class _Walk:
             end = group[-1][0] + group[-1][1]
             return group, start, self.transport.get_range(pack, start, end - start)
 
-        width = max(1, self.transport.parallel_reads)
-        if width == 1 or len(groups) == 1:
-            yield from map(read, groups)
-            return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(width, thread_name_prefix="mlvc-fetch") as pool:
-            todo, running = iter(groups), deque()
-            try:
-                for group in todo:
-                    running.append(pool.submit(read, group))
-                    if len(running) >= width:
-                        yield running.popleft().result()
-                while running:
-                    yield running.popleft().result()
-            finally:
-                for future in running:
-                    future.cancel()
+        width = max(1, self.transport.parallel_reads) if len(groups) > 1 else 1
+        yield from ordered(read, groups, width, "mlvc-fetch")
 
     def _links_here(self, oid: ObjectId, what: str) -> list:
         """What a local object references (verified; a damaged one is fsck's to report)."""

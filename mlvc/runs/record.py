@@ -7,6 +7,7 @@ at any point leaves either no run or a complete one; the index catches up on its
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -251,23 +252,36 @@ def _capture_inputs(
     if overlap:
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
     code_tree, git = None, {}
-    if code:
-        code_files_ = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
-        code_tree = build_tree(store, root, code_files_, hasher=hasher)
-        git = dict(git_facts(root))
-        if git.get("patch"):
-            git["patch"] = store.add_bytes(git["patch"].encode()).hex
-    env_id = None
-    if env:
-        env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
-    return Inputs(
-        code_tree,
-        git,
-        env_id,
-        build_tree(store, root, expand(root, data_paths), hasher=hasher),
-        tuple(data_paths),
-        tuple(art_paths),
-    )
+    # The data (where the big files are) is stored on a helper thread while the code, git
+    # facts and environment are captured here: those wait on git and scan installed
+    # packages, and would otherwise come before the first byte of data is read. The pool's
+    # exit waits for the helper, so nothing is written once this returns or raises.
+    with _helper() as pool:
+        data = pool.submit(
+            contextvars.copy_context().run,  # the caller's progress bar settings
+            build_tree,
+            store,
+            root,
+            expand(root, data_paths),
+            hasher=hasher,
+        )
+        if code:
+            files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
+            code_tree = build_tree(store, root, files, hasher=hasher)
+            git = dict(git_facts(root))
+            if git.get("patch"):
+                git["patch"] = store.add_bytes(git["patch"].encode()).hex
+        env_id = None
+        if env:
+            env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
+        data_tree = data.result()
+    return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
+
+
+def _helper():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(1, thread_name_prefix="mlvc-data")
 
 
 def gather_params(ctx: RepoContext, spec: RunSpec, cwd: Path | None) -> tuple[dict, dict]:
@@ -455,6 +469,7 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
 def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -> None:
     """``publish_run`` for several stored runs: every intent durable first (one sync for
     them all), then every ref in one batch, then one index update."""
+    from ..core.spawn import gathered
     from ..store.odb import sync_filesystem
 
     one = len(runs) == 1
@@ -470,13 +485,16 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
         started.append((oid, run, intent, _write_intent(ctx.layout.publishing, oid, intent, one)))
     if not one and started:
         sync_filesystem(ctx.layout.publishing)
-    with ctx.refs.batch():
-        for oid, run, intent, _path in started:
-            _publish(ctx, oid, run, intent)
-    for *_rest, path in started:
-        path.unlink(missing_ok=True)
-    remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
-    ctx.index.try_ingest()
+    # one process start for the commit's background work (the index worker, and the webhook
+    # deliverer the events' consumers start), made last: two cost a commit far more
+    with gathered():
+        with ctx.refs.batch():
+            for oid, run, intent, _path in started:
+                _publish(ctx, oid, run, intent)
+        for *_rest, path in started:
+            path.unlink(missing_ok=True)
+        remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent, _path in started])
+        ctx.index.try_ingest()
 
 
 def _publish(ctx: RepoContext, oid: ObjectId, run: Run, intent: dict[str, str | None]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import mmap
 import os
 import secrets
 from pathlib import Path
@@ -23,7 +22,7 @@ import blake3
 from ..core import progress
 from ..core.ids import ObjectId
 from ..errors import CorruptObject, UsageError
-from ..store.odb import HASH_WINDOW, ObjectStore, hash_file
+from ..store.odb import HASH_STEP, ObjectStore, hash_file
 
 LINKS = ("copy", "hardlink", "symlink")
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -42,23 +41,17 @@ def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
 
 class _Sink:
     """Bytes written to one new file: progress, early writeback, and, for kernel copies, a
-    hash of each finished 64 MiB window on a helper thread (BLAKE3 drops the GIL for big
-    inputs), so verifying overlaps copying instead of following it."""
+    hash of what was written, read back every ``HASH_STEP`` bytes right after the copy (the
+    kernel's copy has just brought those bytes into the CPU's cache; hashing them later on
+    a helper thread, from memory, cost this machine more CPU and time, benchmarks/RESULTS.md)."""
 
     def __init__(self, fd: int, path: Path, hash_behind: bool):
         self.fd, self.path = fd, path
         self.written = self.kicked = self.hashed = 0
         self.hasher = blake3.blake3() if hash_behind else None
         self.jobs: list = []
-        self._pools: dict = {}
-        self._reader = None
-
-    def _pool(self, name: str):
-        if name not in self._pools:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"mlvc-{name}")
-        return self._pools[name]
+        self._pool = None
+        self._buf: memoryview | None = None
 
     def advance(self, n: int) -> None:
         from ..store.pack.store import WRITEBACK, _start_writeback
@@ -66,47 +59,50 @@ class _Sink:
         self.written += n
         progress.advance(n)
         if _start_writeback is not None and self.written - self.kicked >= WRITEBACK:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-writeback")
             args = (self.fd, self.kicked, self.written - self.kicked, 2)
-            self.jobs.append(self._pool("writeback").submit(_start_writeback, *args))
+            self.jobs.append(self._pool.submit(_start_writeback, *args))
             self.kicked = self.written
-        while self.hasher is not None and self.written - self.hashed >= HASH_WINDOW:
-            self._hash_next(HASH_WINDOW)
+        if self.hasher is not None and self.written - self.hashed >= HASH_STEP:
+            self._hash_written()
 
-    def _hash_next(self, n: int) -> None:
-        start, self.hashed = self.hashed, self.hashed + n
-        self.jobs.append(self._pool("hash").submit(self._hash, start, n))
-
-    def _hash(self, start: int, n: int) -> None:
-        if self._reader is None:
-            self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        with mmap.mmap(self._reader.fileno(), n, access=mmap.ACCESS_READ, offset=start) as m:
-            self.hasher.update(m)
+    def _hash_written(self) -> None:
+        if self._buf is None:
+            self._buf = memoryview(bytearray(HASH_STEP))
+        while self.hashed < self.written:
+            want = min(HASH_STEP, self.written - self.hashed)
+            got = os.preadv(self.fd, [self._buf[:want]], self.hashed)
+            if got <= 0:
+                return  # cut short behind our back: the digest will not match
+            self.hasher.update(self._buf[:got])
+            self.hashed += got
 
     def finish(self) -> bytes | None:
         """Wait for the helpers; the digest of everything written if hashing behind."""
-        if self.hasher is not None and self.written > self.hashed:
-            self._hash_next(self.written - self.hashed)
+        if self.hasher is not None:
+            self._hash_written()
         for j in self.jobs:
             j.result()
         return self.hasher.digest() if self.hasher is not None else None
 
     def close(self) -> None:
-        for pool in self._pools.values():
-            pool.shutdown()
-        if self._reader is not None:
-            self._reader.close()
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
     """Write an object's content to ``dest`` (a new file), verified before it is trusted.
 
-    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``) while a
-    helper thread hashes what was written; anything else streams through ``iter_content``,
-    which verifies as it goes. Disk writes start every 32 MiB (``sync_file_range``), so a
-    later ``sync`` finds little left to write.
+    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``), and what
+    was written is read back and hashed every ``HASH_STEP`` bytes as it goes; anything else
+    streams through ``iter_content``, which verifies as it goes. Disk writes start every
+    32 MiB (``sync_file_range``), so a later ``sync`` finds little left to write.
     """
     fast = getattr(store, "copy_into", None)
-    with open(dest, "wb", buffering=0) as f:
+    with open(dest, "w+b", buffering=0) as f:
         sink = _Sink(f.fileno(), dest, hash_behind=fast is not None)
         try:
             if fast is not None and fast(oid, f.fileno(), sink.advance):

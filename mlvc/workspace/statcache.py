@@ -1,10 +1,20 @@
 """The stat cache: (path, size, mtime_ns, inode, ctime_ns) -> id, so unchanged files are not
 re-read, and the worker pool that hashes the files that did change.
 
-The cache lives in ``.mlvc/statcache``: msgpack ``[VERSION, {path: entry}]`` followed by the
-BLAKE3 of those bytes, replaced by temp file + rename. A file whose checksum does not match,
-and any entry that is not well formed, is ignored (the file is re-hashed); deleting the
-cache loses nothing. gc deletes it whenever it removes objects.
+The cache lives in ``.mlvc/statcache``: msgpack ``[VERSION, {folder: [[signature, tree id,
+size], ...]}, {folder: packed {name: entry}}]`` followed by the BLAKE3 of those bytes,
+replaced by temp file + rename. Each folder's file entries stay packed until a file of that
+folder is looked up, so a commit that reuses a folder's tree never unpacks them and one that
+touches ten files unpacks ten folders' worth. A file whose checksum does not match, and any
+entry that is not well formed, is ignored (the file is re-hashed); deleting the cache loses
+nothing. gc deletes it whenever it removes objects.
+
+Folders (``tree_get``/``tree_put``): the tree id ``build_tree`` stored for a folder, keyed by
+a signature of everything the tree was made from (each entry's name, kind, size, mtime, inode,
+ctime, mode and device, a link's target, each subfolder's signature). A folder whose
+signature matches reuses its tree without reading a file or a file's entry; one file
+changed, added, removed, renamed or re-permissioned changes its folder's signature and every
+parent's. Only folders whose every file is older than the operation's clock are recorded.
 
 An entry also says whether the file's bytes were *stored*: ``status`` and checkout learn a
 file's hash without storing it, and such an entry must never let a commit record an id
@@ -34,33 +44,72 @@ from ..core.ids import DIGEST_SIZE, ObjectId
 from ..errors import FileChanged
 from ..store.odb import CHUNK_THRESHOLD, ObjectStore
 
-VERSION = 2  # 1 had no checksum and no "stored" flag: it is ignored (files are re-hashed)
+VERSION = 3  # 1: no checksum, no "stored" flag; 2: no folders. Older ones are ignored.
+TREE_SLOTS = 4  # signatures kept per folder (the code, data and artifacts trees share "")
 POOL_MIN = 64  # fewer misses than this are hashed in the calling thread
 
 
 class StatCache:
-    """Path -> (size, mtime_ns, inode, ctime_ns, id) for files under one project root."""
+    """Path -> (size, mtime_ns, inode, ctime_ns, id) for files under one project root, and
+    folder -> (signature, tree id, size) for the trees commits stored."""
 
     def __init__(self, path: Path, root: Path, tmp: Path):
         self.path = Path(path)
         self.root = Path(root)
         self._prefix = os.path.join(os.fspath(root), "")
         self.tmp = Path(tmp)
-        self._entries: dict[str, list] | None = None
+        # folder -> {name: entry}, or the folder's entries still packed (bytes)
+        self._files: dict[str, dict | bytes] | None = None
+        self._trees: dict[str, list] | None = None
         self.problem = ""  # why the file on disk was (partly) ignored, for fsck
         self._dirty = False
         self._lock = threading.Lock()
         self.clock = 0  # filesystem time at the start of the current operation
 
-    def _load(self) -> dict[str, list]:
-        if self._entries is None:
-            try:
-                with open(self.path, "rb") as f:
-                    raw = f.read()
-            except OSError:
-                raw = b""
-            self._entries, self.problem = parse(raw)
-        return self._entries
+    def _read(self) -> None:
+        if self._files is not None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw = b""
+        self._trees, self._files, self.problem = _split(raw)
+
+    def _group(self, folder: str) -> dict[str, list]:
+        """One folder's file entries, unpacked on first use (each checked when used)."""
+        self._read()
+        files = self._files
+        group = files.get(folder)  # type: ignore[union-attr]
+        if type(group) is bytes:
+            group, problem = _unpack(group)
+            self.problem = self.problem or problem
+            files[folder] = group  # type: ignore[index]
+        elif group is None:
+            group = files[folder] = {}  # type: ignore[index]
+        return group  # type: ignore[return-value]
+
+    def _folders(self) -> dict[str, list]:
+        self._read()
+        return self._trees  # type: ignore[return-value]
+
+    def tree_get(self, folder: str, sig: bytes) -> tuple[ObjectId, int] | None:
+        """(tree id, size) recorded for a folder with this signature, or None."""
+        for slot in self._folders().get(folder, ()):
+            if slot[0] == sig:
+                return ObjectId(slot[1]), slot[2]
+        return None
+
+    def tree_put(self, folder: str, sig: bytes, oid: ObjectId, size: int) -> None:
+        """Remember a folder's stored tree (the caller checks every file is older than the
+        clock); the most recent ``TREE_SLOTS`` signatures of a folder are kept."""
+        with self._lock:
+            slots = self._folders().setdefault(folder, [])
+            entry = [sig, bytes(oid), size]
+            if slots and slots[0] == entry:
+                return
+            slots[:] = [entry, *(s for s in slots if s[0] != sig)][:TREE_SLOTS]
+            self._dirty = True
 
     def begin(self) -> None:
         """Read the filesystem's clock; files modified at or after it are not cached."""
@@ -87,9 +136,11 @@ class StatCache:
         key = self._key(path)
         if key is None:
             return None
-        e = self._load().get(key)
+        folder, _, name = key.rpartition("/")
+        e = self._group(folder).get(name)
         if (
             e is not None
+            and _valid(key, e)
             and e[0] == st.st_size
             and e[1] == st.st_mtime_ns
             and e[2] == st.st_ino
@@ -110,21 +161,22 @@ class StatCache:
         if st.st_mtime_ns >= self.clock or st.st_ctime_ns >= self.clock:
             return  # racy: it could still change within the same tick
         entry = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, bytes(oid), stored]
+        folder, _, name = key.rpartition("/")
         with self._lock:
-            entries = self._load()
-            old = entries.get(key)
+            group = self._group(folder)
+            old = group.get(name)
             if old is not None and old[:5] == entry[:5] and old[5]:
                 return  # hashing again does not make stored bytes unstored
             if old != entry:
-                entries[key] = entry
+                group[name] = entry
                 self._dirty = True
 
     def save(self) -> None:
         """Write the cache if anything changed (temp file + rename; no fsync: a cache)."""
-        if not self._dirty or self._entries is None:
+        if not self._dirty or self._files is None:
             return
         with self._lock:
-            data = msgpack.packb([VERSION, self._entries], use_bin_type=True)
+            data = _encode(self._files, self._trees or {})
             self.tmp.mkdir(parents=True, exist_ok=True)
             tmp = self.tmp / f"statcache-{os.getpid()}-{secrets.token_hex(4)}"
             with open(tmp, "wb") as f:
@@ -136,11 +188,12 @@ class StatCache:
     def clear(self) -> None:
         """Forget everything (gc does this after removing objects)."""
         with self._lock:
-            self._entries, self._dirty = {}, False
+            self._files, self._trees, self._dirty = {}, {}, False
             self.path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
-        return len(self._load())
+        self._read()
+        return sum(len(self._group(f)) for f in list(self._files or ()))
 
 
 def _valid(key, e) -> bool:
@@ -163,24 +216,91 @@ def _valid(key, e) -> bool:
     )
 
 
-def parse(raw: bytes) -> tuple[dict[str, list], str]:
-    """The valid entries of a stat cache file, and why any of it was ignored ("" if none)."""
+def encode(entries: dict, trees: dict) -> bytes:
+    """A stat cache file's bytes before its checksum, from ``{path: entry}`` (tests)."""
+    files: dict = {}
+    for key, e in entries.items():
+        folder, _, name = key.rpartition("/") if type(key) is str else ("", "", key)
+        files.setdefault(folder, {})[name] = e
+    return _encode(files, trees)
+
+
+def _encode(files: dict, trees: dict) -> bytes:
+    packed = {
+        folder: group if type(group) is bytes else msgpack.packb(group, use_bin_type=True)
+        for folder, group in files.items()
+        if group
+    }
+    return msgpack.packb([VERSION, trees, packed], use_bin_type=True)
+
+
+def _split(raw: bytes) -> tuple[dict[str, list], dict[str, dict | bytes], str]:
+    """(valid folders, each folder's file entries still packed, why any was ignored)."""
     if not raw:
-        return {}, ""
+        return {}, {}, ""
     data, digest = raw[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
     if len(raw) <= DIGEST_SIZE or blake3.blake3(data).digest() != digest:
-        return {}, "its checksum does not match"
+        return {}, {}, "its checksum does not match"
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as e:
-        return {}, f"it does not decode ({e})"
-    if not (isinstance(doc, list) and len(doc) == 2 and isinstance(doc[1], dict)):
-        return {}, "it is not a stat cache"
+        return {}, {}, f"it does not decode ({e})"
+    if not (isinstance(doc, list) and doc and isinstance(doc[0], int)):
+        return {}, {}, "it is not a stat cache"
     if doc[0] != VERSION:
-        return {}, f"it has format version {doc[0]!r}, not {VERSION}"
-    entries = {k: e for k, e in doc[1].items() if _valid(k, e)}
-    bad = len(doc[1]) - len(entries)
-    return entries, f"{bad} malformed entries" if bad else ""
+        return {}, {}, f"it has format version {doc[0]!r}, not {VERSION}"
+    if not (len(doc) == 3 and isinstance(doc[1], dict) and isinstance(doc[2], dict)):
+        return {}, {}, "it is not a stat cache"
+    trees = {k: slots for k, v in doc[1].items() if (slots := _valid_slots(k, v))}
+    files = {k: v for k, v in doc[2].items() if type(k) is str and type(v) is bytes}
+    bad = len(doc[1]) - len(trees) + len(doc[2]) - len(files)
+    return trees, files, f"{bad} malformed folder entries" if bad else ""
+
+
+def _valid_slots(key, v) -> list | None:
+    if type(key) is not str or type(v) is not list or not v:
+        return None
+    for slot in v:
+        if not (
+            type(slot) is list
+            and len(slot) == 3
+            and type(slot[0]) is bytes
+            and type(slot[1]) is bytes
+            and len(slot[1]) == DIGEST_SIZE
+            and type(slot[2]) is int
+            and slot[2] >= 0
+        ):
+            return None
+    return v
+
+
+def _unpack(packed: bytes) -> tuple[dict, str]:
+    """One folder's entries, unchecked (``get`` checks the one it uses)."""
+    try:
+        group = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        return {}, f"a folder's files do not decode ({e})"
+    if not isinstance(group, dict):
+        return {}, "a folder's files are not a map"
+    return group, ""
+
+
+def parse(raw: bytes) -> tuple[dict[str, list], str]:
+    """The valid file entries (by path) of a stat cache file, and why any of it was ignored
+    ("" if none): everything checked, as fsck does."""
+    _trees, files, why = _split(raw)
+    entries: dict[str, list] = {}
+    bad = 0
+    for folder, packed in files.items():
+        group, problem = _unpack(packed)  # type: ignore[arg-type]
+        why = why or problem
+        for name, e in group.items():
+            key = f"{folder}/{name}" if folder and type(name) is str else name
+            if type(name) is str and _valid(key, e):
+                entries[key] = e
+            else:
+                bad += 1
+    return entries, why or (f"{bad} malformed entries" if bad else "")
 
 
 def check_file(path: Path, repair: bool = True) -> list[str]:

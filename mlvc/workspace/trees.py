@@ -3,15 +3,18 @@ tree objects (like git). Reading them back is ``mlvc.store.typed``."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..core.ids import ObjectId
+import blake3
+
+from ..core.ids import DIGEST_SIZE, ObjectId
 from ..core.names import safe_relpath
-from ..core.objects import DIR, EXEC, FILE, SYMLINK, Tree, TreeEntry
+from ..core.objects import DIR, EXEC, FILE, SYMLINK, Tree, TreeEntry, is_reserved_name
 from ..errors import MlvcError, UnreadablePath, UnsafePath
 from ..store.odb import ObjectStore
 from ..store.typed import write_object
@@ -37,31 +40,48 @@ def build_tree(
 
     ``hasher(abs_path, stat) -> ObjectId`` stores one regular file; by default
     ``store.add_file``. If it also has ``map(list of (abs_path, stat)) -> list of ids``,
-    that is used instead, to store many files at once. Symlinks are stored as a blob of
-    their target, and only if ``links.record_problem`` finds none (else UnsafePath).
-    ``extra`` adds already-stored entries by path (they win over files at the same path).
-    Returns the root tree id, or None when there are no files. A file that cannot be read
-    raises UnreadablePath naming it, before anything refers to what was stored.
+    that is used instead, to store many files at once; if its ``cache`` has ``tree_get``
+    and ``tree_put`` (statcache.StatCache), a folder whose files' stats all match those
+    its stored tree was made from reuses that tree without reading its files (see
+    ``_signatures``). Symlinks are stored as a blob of their target, and only if
+    ``links.record_problem`` finds none (else UnsafePath). ``extra`` adds already-stored
+    entries by path (they win over files at the same path). Returns the root tree id, or
+    None when there are no files. A file that cannot be read raises UnreadablePath naming
+    it, before anything refers to what was stored.
     """
     add = hasher or (lambda p, st: store.add_file(p))
     nested: dict = {}
     extra = extra or {}
-    regular: list[tuple[str, str, str, os.stat_result]] = []
-    base = os.fspath(root)
+    prefix = os.path.join(os.fspath(root), "")
+    checked: set[str] = set()  # folders whose path is normal and safe
+    nodes: dict[str, dict] = {}  # folder path -> its dict in nested
+    lstat, islink = os.lstat, stat.S_ISLNK
     for rel in paths:
         if rel in extra:
             continue
-        rel = safe_relpath(rel)
-        full = os.path.join(base, rel)
+        folder, _, name = rel.rpartition("/")
+        if folder not in checked or name in _ODD or "\0" in name or is_reserved_name(name):
+            rel = safe_relpath(rel)  # the whole path checked once per folder (or raises)
+            folder, _, name = rel.rpartition("/")
+            checked.add(folder)
+        full = prefix + rel
         try:
-            st = os.lstat(full)
-            kind = file_entry_kind(st)
-            target = os.readlink(full) if kind == SYMLINK else ""
+            st = lstat(full)
+            link = islink(st.st_mode)
+            target = os.readlink(full) if link else ""
         except OSError as e:
             raise _unreadable(rel, e) from None
-        if kind == SYMLINK and _CACHE_LINK.search(target) and _is_file(full):
+        kind = SYMLINK if link else EXEC if st.st_mode & 0o111 else FILE
+        if link and _CACHE_LINK.search(target) and _is_file(full):
             kind = FILE  # a `checkout --link symlink` file: record the content it stands for
             st = os.stat(full)
+        if not (link or stat.S_ISREG(st.st_mode)):
+            continue  # sockets, fifos, devices: not content
+        node = nodes.get(folder)
+        if node is None:
+            node = nodes[folder] = _folder_node(nested, rel)
+        if type(node.get(name)) is dict:
+            raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
         if kind == SYMLINK:
             problem = record_problem(rel, target)
             if problem:
@@ -71,29 +91,125 @@ def build_tree(
                     "files themselves, or leave it out (.mlvcignore for code)"
                 )
             raw = os.fsencode(target)
-            _place(
-                nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, store.add_bytes(raw), len(raw))
-            )
-        elif stat.S_ISREG(st.st_mode):
-            regular.append((rel, kind, full, st))
-        # sockets, fifos, devices: not content
-    # a hasher with .map (statcache.FileHasher) stores many files at once, in parallel
-    many = getattr(add, "map", None)
-    jobs = [(full, st) for _rel, _kind, full, st in regular]
-    try:
-        oids = many(jobs) if many else [add(full, st) for full, st in jobs]
-    except OSError as e:
-        where = os.path.relpath(e.filename, base) if isinstance(e.filename, str) else "a file"
-        raise _unreadable(where, e) from None
-    for (rel, kind, _full, st), oid in zip(regular, oids, strict=True):
-        _place(nested, rel, TreeEntry(rel.rsplit("/", 1)[-1], kind, oid, st.st_size))
+            node[name] = TreeEntry(name, kind, store.add_bytes(raw), len(raw))
+        else:
+            node[name] = _File(name, kind, full, st, target)
     for rel, entry in extra.items():
         rel = safe_relpath(rel)
         name = rel.rsplit("/", 1)[-1]
         _place(nested, rel, TreeEntry(name, entry.kind, entry.id, entry.size))
     if not nested:
         return None
-    return _write_nested(store, nested)
+    cache = getattr(add, "cache", None)
+    if not (getattr(add, "map", None) and hasattr(cache, "tree_get")):
+        cache = None
+    folders = _folders(nested)
+    sigs = _signatures(folders, cache.clock) if cache is not None else {}
+    reused = _reusable(store, cache, folders, sigs) if cache is not None else {}
+    build = [(path, node) for path, node in folders if id(node) not in reused]
+    # the files of every folder that is not reused, stored at once (in parallel with .map)
+    _store_files(
+        add, os.fspath(root), [c for _p, n in build for c in n.values() if type(c) is _File]
+    )
+    return _write_trees(store, nested, build, reused, sigs, cache)
+
+
+class _File:
+    """A regular file found by build_tree: its name, kind, path, stat, and id once stored."""
+
+    __slots__ = ("name", "kind", "full", "st", "target", "oid")
+
+    def __init__(self, name: str, kind: str, full: str, st: os.stat_result, target: str):
+        self.name, self.kind, self.full, self.st, self.target = name, kind, full, st, target
+        self.oid: ObjectId | None = None
+
+
+def _folders(top: dict) -> list[tuple[str, dict]]:
+    """Every folder of a nested dict as (path, node), children before their parent."""
+    out: list[tuple[str, dict]] = []
+    stack: list[tuple[str, dict, bool]] = [("", top, False)]
+    while stack:
+        path, node, children_done = stack.pop()
+        if children_done:
+            out.append((path, node))
+            continue
+        stack.append((path, node, True))
+        for name, child in node.items():
+            if type(child) is dict:
+                stack.append((f"{path}/{name}" if path else name, child, False))
+    return out
+
+
+def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[bytes, bool]]:
+    """id(folder) -> (signature, cacheable), bottom-up.
+
+    The signature is the BLAKE3 of the folder's path and, per entry in name order, its
+    name and kind and: for a file, size, mtime, inode, ctime, mode, device and link target
+    (a ``--link symlink`` file); for an already-stored entry, its id and size; for a
+    subfolder, its signature. Any change the stat cache would see in any file below
+    changes it. Cacheable: every file below is strictly older than ``clock`` (racy git:
+    a file written in the same tick as the look could change again unseen).
+    """
+    out: dict[int, tuple[bytes, bool]] = {}
+    dumps, digest = marshal.dumps, blake3.blake3
+    for path, node in folders:
+        items: list[tuple] = []
+        newest = 0
+        ok = clock > 0
+        for name in sorted(node):
+            child = node[name]
+            if type(child) is _File:
+                st = child.st
+                m, c = st.st_mtime_ns, st.st_ctime_ns
+                newest = max(newest, m, c)
+                items.append(
+                    (name, child.kind, st.st_size, m, st.st_ino, c, st.st_mode, st.st_dev,
+                     child.target)
+                )  # fmt: skip
+            elif type(child) is dict:
+                sig, child_ok = out[id(child)]
+                ok = ok and child_ok
+                items.append((name, DIR, sig))
+            else:
+                items.append((name, child.kind, bytes(child.id), child.size))
+        # marshal: one C call for the whole folder (its bytes are stable within a Python
+        # version; another version only misses the cache)
+        sig = digest(dumps((path, items), 4)).digest()
+        out[id(node)] = (sig, ok and newest < clock)
+    return out
+
+
+def _reusable(store, cache, folders, sigs) -> dict[int, tuple[ObjectId, int]]:
+    """id(folder) -> (tree id, size) for every folder whose stored tree is reused, and for
+    every folder below those (marked so nothing below a reused folder is looked at)."""
+    reused: dict[int, tuple[ObjectId, int]] = {}
+    skip = (ObjectId(bytes(DIGEST_SIZE)), 0)
+    for path, node in reversed(folders):  # parents before children
+        if id(node) in reused:
+            below = skip
+        else:
+            sig, _ok = sigs[id(node)]
+            hit = cache.tree_get(path, sig)
+            if hit is None or not store.has(hit[0]):
+                continue
+            reused[id(node)] = hit
+            below = skip
+        for child in node.values():
+            if type(child) is dict:
+                reused[id(child)] = below
+    return reused
+
+
+def _store_files(add, base: str, files: list[_File]) -> None:
+    many = getattr(add, "map", None)
+    jobs = [(f.full, f.st) for f in files]
+    try:
+        oids = many(jobs) if many else [add(full, st) for full, st in jobs]
+    except OSError as e:
+        where = os.path.relpath(e.filename, base) if isinstance(e.filename, str) else "a file"
+        raise _unreadable(where, e) from None
+    for f, oid in zip(files, oids, strict=True):
+        f.oid = oid
 
 
 # where materialize.place links a file for ``--link symlink`` (an absolute path)
@@ -113,35 +229,47 @@ def _unreadable(rel: str, e: OSError) -> MlvcError:
     return UnreadablePath(rel, e)
 
 
-def _place(nested: dict, rel: str, entry: TreeEntry) -> None:
+_ODD = frozenset({"", ".", ".."})
+
+
+def _folder_node(nested: dict, rel: str) -> dict:
+    """The dict in ``nested`` for the folder holding ``rel``, made as needed."""
     node = nested
-    parts = rel.split("/")
-    for part in parts[:-1]:
+    for part in rel.split("/")[:-1]:
         node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        if type(node) is not dict:
             raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
+    return node
+
+
+def _place(nested: dict, rel: str, entry: TreeEntry) -> None:
+    node = _folder_node(nested, rel)
+    parts = rel.split("/")
     if isinstance(node.get(parts[-1]), dict):
         raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
     node[parts[-1]] = entry
 
 
-def _write_nested(store: ObjectStore, top: dict) -> ObjectId:
-    """Store the trees of a nested dict bottom-up, without recursion (any depth)."""
-    done: dict[int, tuple[ObjectId, int]] = {}  # id(folder dict) -> (tree id, size)
-    stack: list[tuple[dict, bool]] = [(top, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not children_done:
-            stack.append((node, True))
-            stack.extend((c, False) for c in node.values() if isinstance(c, dict))
-            continue
+def _write_trees(store, top, build, reused, sigs, cache) -> ObjectId:
+    """Store the trees of the folders in ``build`` (children first); the root's id.
+
+    A folder whose signature is cacheable is remembered in ``cache`` with its tree."""
+    done = dict(reused)  # id(folder dict) -> (tree id, size)
+    for path, node in build:
         entries = []
         for name, child in node.items():
-            if isinstance(child, dict):
-                oid, size = done.pop(id(child))
+            if type(child) is dict:
+                oid, size = done[id(child)]
                 entries.append(TreeEntry(name, DIR, oid, size))
+            elif type(child) is _File:
+                entries.append(TreeEntry(name, child.kind, child.oid, child.st.st_size))
             else:
                 entries.append(child)
         tree = Tree.of(entries)
-        done[id(node)] = (write_object(store, tree), tree.size)
+        oid = write_object(store, tree)
+        done[id(node)] = (oid, tree.size)
+        if cache is not None:
+            sig, ok = sigs[id(node)]
+            if ok:
+                cache.tree_put(path, sig, oid, tree.size)
     return done[id(top)][0]

@@ -101,3 +101,20 @@ def test_an_event_renamed_in_late_still_reaches_the_index(repo):
     write_event(repo.ctx.layout, late)  # an older id than the newest already indexed
     ids = repo.query("SELECT id FROM events ORDER BY id")["id"].to_pylist()
     assert late.id in ids and len(ids) == 4
+
+
+def test_each_line_names_the_run_it_is_about(repo, cli):
+    """A live run's events name its key and a verdict its original run (both lines named
+    no run at all: an alert could not be told apart from another run's)."""
+    key, original = "20261201101313-a8a0d188", "ab" * 32
+    for kind, data in (
+        ("run.started", {"live_key": key, "name": ""}),
+        ("alert.fired", {"live_key": key, "rule": "loss-nan", "metric": "loss", "value": "nan"}),
+        (
+            "reproduce.verdict",
+            {"original": original, "reproduction": "cd" * 32, "verdict": "EXACT"},
+        ),
+    ):
+        mlvc.events.emit(repo.ctx, kind, data)
+    lines = cli("events").output.splitlines()
+    assert [line.split()[2] for line in lines] == [key, key, original[:12]]

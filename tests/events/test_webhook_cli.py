@@ -49,6 +49,10 @@ def test_bad_input_is_one_line_and_changes_nothing(cli, project):
         (("webhook", "test", "nope"), "no webhook 'nope'"),
         (("webhook", "redeliver", "msg_x"), "no delivery 'msg_x'"),
         (("webhook", "enable", "wh_00000000"), "no webhook"),
+        # a typo'd id was "no deliveries yet" (exit 0); -n 0 listed all, -n -3 the last 3
+        (("webhook", "deliveries", "--id", "wh_zzz"), "no webhook 'wh_zzz'"),
+        (("webhook", "deliveries", "-n", "0"), "--limit 0: show at least 1 delivery"),
+        (("webhook", "deliveries", "-n", "-3"), "--limit -3: show at least 1"),
     ]  # fmt: skip
     for args, message in cases:
         r = cli(*args, ok=False)

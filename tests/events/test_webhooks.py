@@ -440,3 +440,29 @@ def test_a_damaged_endpoints_file_never_fails_the_change(repo, caplog):
     assert repo.log()[0]["id"] == oid
     assert "endpoints.json is damaged" in caplog.text
     repo.layout.webhook_endpoints.unlink()
+
+
+def test_slack_lines_for_commits_verdicts_and_models_name_short_ids(repo, idle_at_end):
+    """A Slack line is for people: no 64-digit ids or microsecond stamps (a commit's line
+    was once every field of its event, raw)."""
+    with Receiver() as rx:
+        add(repo, rx.url, format="slack", events=["commit.*"])
+        oid = repo.commit("first try")
+        text = rx.wait(1)[0].json()["text"]
+    assert text == f"mlvc commit {oid[:12]} by {repo.settings.author} (finished): first try"
+    original, again = "ab" * 32, "cd" * 32
+    verdict = Event.new(
+        "reproduce.verdict", {"original": original, "reproduction": again, "verdict": "EXACT"}
+    )
+    assert payloads.slack_text(verdict) == f"mlvc reproduce of {'ab' * 6}: EXACT as {'cd' * 6}"
+    version = Event.new(
+        "model_version.created",
+        {"name": "clf", "version": 2, "run_id": original, "model_id": again, "by": "me"},
+    )
+    assert payloads.slack_text(version) == f"mlvc model clf version 2 created from run {'ab' * 6}"
+    alias = Event.new(
+        "model_version_alias.created", {"name": "clf", "alias": "champion", "version": 2}
+    )
+    assert payloads.slack_text(alias) == "mlvc model alias clf@champion now points at version 2"
+    other = Event.new("ref.updated", {"ref": "refs/heads/main", "new": original})
+    assert payloads.slack_text(other) == f"mlvc ref.updated: ref=refs/heads/main, new={'ab' * 6}"

@@ -11,6 +11,8 @@ import math
 import multiprocessing
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -374,6 +376,107 @@ def test_parallel_rebuild_equals_sequential(repo, monkeypatch):
     assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 5
     assert started == [2]
     assert dump(index) == sequential
+
+
+def test_batches_bounded_by_points_equal_one_batch(repo, monkeypatch):
+    """A budget of metric points splits a rebuild's batches (memory stays bounded however
+    many metrics runs have), in one process and in worker processes, with the same rows."""
+    index = index_of(repo)
+    for i in range(5):
+        points = [(f"m{k}", s, T0 + s, float(i * k + s)) for k in range(3) for s in range(2)]
+        commit(repo, make_run(repo, i, series=series_blob(points)), ingest=False)
+    commit(repo, make_run(repo, 5, series=b"not parquet"), ingest=False)
+    index.sync()
+    whole = dump(index)
+    monkeypatch.setattr("mlvc.index.ingest.BATCH_POINTS", 7)  # about one run per batch
+    batches = []
+    monkeypatch.setattr(
+        "mlvc.index.ingest._insert_tables",
+        _record_batches(mlvc.index.ingest._insert_tables, batches),
+    )
+    assert index.rebuild() == 6
+    assert dump(index) == whole
+    assert len(batches) >= 5 and max(batches) <= 2 * 7 + 2  # runs' series and final metrics
+    monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
+    batches.clear()
+    assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 6
+    assert dump(index) == whole
+    assert len(batches) >= 5
+
+
+def _record_batches(insert, sizes):
+    """``_insert_tables`` noting the metric rows of each per-run batch it inserts."""
+
+    def wrapped(con, tables):
+        if "series" in tables:
+            sizes.append(len(tables["series"]) + len(tables["metrics"]))
+        insert(con, tables)
+
+    return wrapped
+
+
+KILLED_REBUILD = """
+import os, sys, time
+import mlvc.index.ingest as ingest
+import mlvc.index.pool as pool
+from mlvc.api.repo import Repo
+from mlvc.index.index import Index
+ingest.BATCH_POINTS, ingest.BATCH_RUNS, ingest.PARALLEL_MIN_RUNS = 2, 2, 1
+started = pool.Workers.__init__
+def workers(self, n):
+    started(self, n)
+    print(*[p.pid for p in self.procs], flush=True)
+pool.Workers.__init__ = workers
+insert = ingest._insert_tables
+def slow(con, tables):
+    insert(con, tables)
+    print("inserted", flush=True)
+    time.sleep(60)
+ingest._insert_tables = slow
+repo = Repo(sys.argv[1])
+Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild()
+"""
+
+
+def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path):
+    """kill -9 of a rebuild while its workers stream batches: the index in place answers as
+    before, its workers end, and the next rebuild clears the half-written file."""
+    index = index_of(repo)
+    for i in range(4):
+        points = [("loss", s, T0 + s, float(i + s)) for s in range(3)]
+        commit(repo, make_run(repo, i, series=series_blob(points)), ingest=False)
+    index.sync()
+    before = dump(index)
+    script = tmp_path / "killed_rebuild.py"
+    script.write_text(KILLED_REBUILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(repo.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(workers) == 2 and proc.stdout.readline() == "inserted\n"
+        assert list(index.path.parent.glob("index.duckdb.rebuild-*"))  # half written
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)  # EOF or EPIPE ended them
+    assert dump(index) == before
+    assert index.rebuild() == 4
+    assert not list(index.path.parent.glob("index.duckdb.rebuild-*"))
+    assert dump(index) == before
+    assert repo.fsck() == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone
+        return False
+    return "\nState:\tZ" not in status
 
 
 def _record(init, calls):

@@ -59,6 +59,7 @@ def wide_rows(repo: Repo):
 def small_limits(monkeypatch):
     monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 4)  # keys pushed out of the columns
     monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables folded into wide_base
+    monkeypatch.setattr(wide, "FILTER_MAX_COLUMNS", 1)  # both ways of pivoting, side by side
 
 
 @settings(
@@ -116,3 +117,28 @@ def test_new_key_goes_to_a_side_table_and_old_rows_stay(repo_dir):
 @pytest.fixture
 def repo_dir(tmp_path):
     return tmp_path / "proj"
+
+
+def test_runs_past_max_wide_keys_do_not_rewrite_wide_base(repo_dir):
+    """With more metric keys per run than runs_wide has columns for (1,500 > MAX_WIDE_KEYS),
+    each ingest appends its runs' rows: wide_base is never written whole again."""
+    repo = Repo.init(repo_dir)
+    keys = {f"m{k:04d}": k / 1500 for k in range(1500)}
+    commit_runs(repo, [({"lr": 0.1}, keys)], 0)
+
+    def base_oid():
+        rows = index_of(repo).query(
+            f"SELECT table_oid FROM duckdb_tables() WHERE table_name = '{wide.BASE}'"
+        )
+        return rows.column(0).to_pylist()
+
+    first = base_oid()
+    for n in (1, 2):
+        commit_runs(repo, [({"lr": 0.1 * n}, keys)], n)
+        assert base_oid() == first  # the same table: rows appended, not rewritten
+    assert layout(repo)["tables"] == []
+    table = index_of(repo).query("SELECT * FROM runs_wide ORDER BY started")
+    metric_cols = [c for c in table.column_names if c.startswith("metrics.")]
+    assert len(metric_cols) == wide.MAX_WIDE_KEYS and metric_cols[-1] == "metrics.m0999"
+    assert table.column("metrics.m0999").to_pylist() == [999 / 1500] * 3
+    assert repo.fsck() == []

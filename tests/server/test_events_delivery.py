@@ -55,6 +55,10 @@ def test_the_event_stream_sends_resumes_filters_and_keeps_alive(own_server):
     assert [f["id"] for f in after] == ids[1:]
     _, gc_only, _, _ = sse(srv, "follow=false&types=gc.*,nothing.*")
     assert [f["event"] for f in gc_only] == ["gc.completed"]
+    # `type`, repeatable as the CLI's --type, filters too (it was ignored: all came)
+    _, picked, _, _ = sse(srv, "follow=false&type=gc.*&type=nothing.*")
+    assert [f["event"] for f in picked] == ["gc.completed"]
+    assert sse(srv, "follow=false&type=RUN")[0] == 400
     # following: the stream stays open, with keep-alive comments, until its timeout
     start = time.monotonic()
     _, _, comments, _ = sse(srv, f"after={ids[-1]}&keepalive=1&timeout=3")

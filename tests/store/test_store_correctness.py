@@ -115,15 +115,14 @@ def test_stat_cache_entry_naming_nothing_is_not_trusted(repo, project):
 )
 def test_malformed_stat_cache_entries_are_dropped(repo, project, entry):
     import blake3
-    import msgpack
 
-    from mlvc.workspace.statcache import VERSION
+    from mlvc.workspace.statcache import encode
 
     _committed_with_cache(repo, project)
-    data = msgpack.packb([VERSION, {"train.py": entry, 7: entry}], use_bin_type=True)
+    data = encode({"train.py": entry, 7: entry}, {})
     (repo.dir / "statcache").write_bytes(data + blake3.blake3(data).digest())
     problems = Repo(project).fsck()
-    assert any("stat cache" in p and "malformed" in p for p in problems)
+    assert any("stat cache" in p and "2 malformed entries" in p for p in problems)
     assert Repo(project).fsck() == []  # fsck removed it: only a cache
     Repo(project).commit("two")
     assert Repo(project).fsck() == []

@@ -5,7 +5,7 @@ reconnects with ``Last-Event-ID`` and resumes after it), ``event:`` its type, ``
 JSON (``{"id", "type", "timestamp", "data"}``, as webhooks send it). A comment line
 (``: keep-alive``) goes out every ``keepalive`` seconds so proxies keep the connection open.
 Arguments: ``after`` (an event id; ``Last-Event-ID`` wins), ``types`` (comma-separated globs,
-``run.*,model_version.*``), ``follow`` (false: send what is there and end), ``timeout``
+``run.*,model_version.*``) or ``type`` (one glob, repeatable), ``follow`` (false: send what is there and end), ``timeout``
 (seconds before the server ends the stream; a client reconnects with its last id).
 
 Events renamed into the journal late by a slower writer (their id older than one already
@@ -61,11 +61,18 @@ def _arguments(request) -> tuple[str | None, list[str] | None, bool, int, int]:
         raise bad(f"after: {after[:40]!r} is not an event id (evt_ and 24 hex digits)")
     types_text = text_arg(q, "types", required=False)
     types = None
-    if types_text is not None:
-        types = [t.strip() for t in types_text.split(",") if t.strip()]
-        for t in types:
-            if not _GLOB.fullmatch(t):
-                raise bad(f"types: {t[:40]!r} is not an event type or glob (run.*)")
+    # ``type`` (repeatable) as ``mlvc events --type`` has it: once ignored, it streamed all
+    texts = [("types", types_text)] if types_text is not None else []
+    texts += [("type", t) for t in q.getlist("type")]
+    if texts:
+        types = []
+        for name, text in texts:
+            if len(text) > 1000 or not text.strip():
+                raise bad(f"{name}: empty or too long")
+            types += [t.strip() for t in text.split(",") if t.strip()]
+            for t in types:
+                if not _GLOB.fullmatch(t):
+                    raise bad(f"{name}: {t[:40]!r} is not an event type or glob (run.*)")
     follow = bool_arg(q, "follow", True)
     keepalive = int_arg(q, "keepalive", 15, 1, 3600)
     timeout = int_arg(q, "timeout", 3600, 0, 86400)

@@ -554,13 +554,14 @@ def _events_paths() -> dict:
         {"name": "Last-Event-ID", "in": "header", "required": False, "schema": evt_id},
         _query("after", evt_id),
         _query("types", {"type": "string", "maxLength": 1000}, example="run.*,model_version.*"),
+        _query("type", {"type": "string", "maxLength": 1000}, example="run.*"),
         _query("follow", {"type": "boolean"}),
         _query("keepalive", {"type": "integer", "minimum": 1, "maximum": 3600}),
         _query("timeout", {"type": "integer", "minimum": 0, "maximum": 86400}),
     ]
     summary = (
         "The event journal as server-sent events, after `Last-Event-ID` (or `after`), of "
-        "the `types` globs; `follow=false` sends what is there and ends"
+        "the `types` globs (or each `type`, repeatable); `follow=false` sends what is there and ends"
     )
     return {"/api/v1/events": {"get": _op(summary, stream, 400, parameters=params)}}
 

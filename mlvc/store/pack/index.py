@@ -147,13 +147,17 @@ def write_index(
     return folder / name
 
 
+IOV_MAX = 1024  # buffers one writev takes on Linux
+
+
 def write_all(fd: int, parts: list) -> None:
-    """os.writev until every part is written."""
+    """os.writev until every part is written (at most IOV_MAX buffers a call)."""
     views = [memoryview(p).cast("B") for p in parts if len(p)]
-    while views:
-        n = os.writev(fd, views)
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + IOV_MAX])
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]

@@ -39,7 +39,16 @@ from pathlib import Path
 
 from ...core.ids import ObjectId
 from ...errors import CorruptObject, PackError
-from ..odb import CHUNKED, RAW, ZSTD, LocalStore, _parse_chunk_list, sync_filesystem
+from ..compress import compress
+from ..odb import (
+    CHUNKED,
+    RAW,
+    ZSTD,
+    ZSTD_MAX,
+    LocalStore,
+    _parse_chunk_list,
+    sync_filesystem,
+)
 from .index import PackIndex, write_all, write_index
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
@@ -48,25 +57,39 @@ PACK_MAX = 1 << 30  # a writer starts a new pack past this size (keeps repacks c
 SMALL = 64 << 10  # records below this are gathered in a buffer before writing
 BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
+FALLOC_FL_KEEP_SIZE = 1
+ADVANCE = 1 << 20  # copy_into reports progress (and checkout hashes) every this many bytes
 MAX_INDEXES = 16
 LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
 # Tests set this: an object written by a process not holding gc.lock is an error (gc.py)
 _CHECK_GC_LOCK = os.environ.get("MLVC_DEBUG_GC_LOCK") == "1"
 
 
-def _writeback_starter():
-    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)`` if libc has it, else None."""
+def _libc(name: str, *argtypes):
+    """A libc function by name with its argument types, or None where libc lacks it."""
     try:
         import ctypes
 
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+        fn.argtypes = [getattr(ctypes, t) for t in argtypes]
         return fn
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         return None
 
 
-_start_writeback = _writeback_starter()
+# sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE): start writing a range to disk now
+_start_writeback = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
+# Linux fallocate(fd, mode, off, n): no emulation by writing zeros where the filesystem
+# cannot, as glibc's posix_fallocate does
+_fallocate = _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve a new file's blocks at once (fewer, larger extents), keeping its size, so
+    a copy cut short never looks longer than what was written. Only a hint: a failure
+    (EOPNOTSUPP, ENOSPC) is left for the writes to report."""
+    if _fallocate is not None and size > 0:
+        _fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)
 
 
 class _OpenPack:
@@ -110,16 +133,20 @@ class PackWriter:
         self.pending: dict[bytes, tuple[int, int, int]] = {}
         self._pool = None
 
+    def _open_pack(self) -> _OpenPack:
+        """The pack to append to (a new one past PACK_MAX); called holding the lock."""
+        if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
+            if self.packs:
+                self.packs[-1].drain()
+            self.packs.append(_OpenPack(self.folder))
+        return self.packs[-1]
+
     def append(self, oid: bytes, tag: bytes, payload) -> None:
         n = 1 + len(payload)
         with self.lock:
             if oid in self.pending:
                 return
-            if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
-                if self.packs:
-                    self.packs[-1].drain()
-                self.packs.append(_OpenPack(self.folder))
-            p = self.packs[-1]
+            p = self._open_pack()
             at = p.size + len(p.buf) + HEAD.size
             if n < SMALL:
                 p.buf += HEAD.pack(oid, n)
@@ -135,6 +162,27 @@ class PackWriter:
                 p.size += HEAD.size + n
                 p.kick(self._io())
             self.pending[oid] = (len(self.packs) - 1, at, n)
+
+    def append_many(self, records: list) -> None:
+        """Append ``(id, tag, payload)`` records in order with vectored writes (a group of
+        a big file's chunks); ids already pending, or repeated, are skipped."""
+        if not records:
+            return
+        with self.lock:
+            p, pack = self._open_pack(), len(self.packs) - 1
+            p.size += len(p.buf)
+            parts, at = [p.buf], p.size
+            for oid, tag, payload in records:
+                if oid in self.pending:
+                    continue
+                n = 1 + len(payload)
+                self.pending[oid] = (pack, at + HEAD.size, n)
+                parts += (HEAD.pack(oid, n) + tag, payload)
+                at += HEAD.size + n
+            write_all(p.fd, parts)
+            p.buf = bytearray()
+            p.size = at
+            p.kick(self._io())
 
     def _io(self):
         if self._pool is None:
@@ -353,12 +401,16 @@ class PackedStore(LocalStore):
         if rec is None or rec[:1] != CHUNKED:
             return False
         plan = []
-        for cid, _size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
-            found = self._locate(cid)
-            if found is None or cid in self.writer.pending:
+        pending = self.writer.pending
+        total = 0
+        for cid, size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
+            found = None if cid in pending else self._locate(cid)
+            if found is None:
                 return False
             idx, (p, off, n) = found
             plan.append((cid, idx.packs[p], off, n))
+            total += size
+        _preallocate(fd, total)
         pending = 0
         for cid, pack, off, n in plan:
             src = self._fd(pack)
@@ -369,11 +421,12 @@ class PackedStore(LocalStore):
                     if done <= 0:
                         raise CorruptObject(cid.hex, f"{self.pack_dir / pack}@{off}", "short")
                     left, at = left - done, at + done
+                pending += n - 1
             else:
-                rec = os.pread(src, n, off)
-                write_all(fd, [self._content(cid, rec)])
-            pending += n - 1
-            if advance is not None and pending >= 4 << 20:  # per 4 MiB, not per chunk
+                content = self._content(cid, os.pread(src, n, off))
+                write_all(fd, [content])
+                pending += len(content)  # not n - 1: the record's compressed size
+            if advance is not None and pending >= ADVANCE:  # per MiB, not per chunk
                 advance(pending)
                 pending = 0
         if advance is not None and pending:
@@ -427,6 +480,26 @@ class PackedStore(LocalStore):
             if not lock_held(self.root.parent):
                 raise AssertionError(f"object {oid.hex} written outside gc.lock")
         self.writer.append(bytes(oid), tag, payload)
+
+    def _store_batch(self, items: list, comp=None) -> None:
+        """Store a group of a big file's chunks: each checked for a copy already stored, the
+        new ones compressed where it pays and appended in one vectored write."""
+        if _CHECK_GC_LOCK:
+            from ..locks import lock_held
+
+            if not lock_held(self.root.parent):
+                raise AssertionError(f"object {items[0][0].hex} written outside gc.lock")
+        comp = comp or compress
+        pending = self.writer.pending
+        records = []
+        for oid, data in items:
+            if oid in pending or self._exists(oid):
+                continue
+            packed = comp(data) if len(data) <= ZSTD_MAX else None
+            records.append(
+                (bytes(oid), RAW, data) if packed is None else (bytes(oid), ZSTD, packed)
+            )
+        self.writer.append_many(records)
 
     def flush(self) -> None:
         """Make objects written so far visible to other processes (not yet durable)."""
