@@ -5,14 +5,20 @@ Run as ``.venv/bin/python benchmarks/bench_ui.py [--quick] [--reps N] [--keep DI
 1. **First paint** of the runs table (first rows visible, from navigation start) over a
    repository of 1,500 runs x 1,500 metrics (and 20 params), beside two baselines timed in
    the same repetition: the app's own shell with no data (``/login``), and a static HTML page
-   of the same size as the table's rendered DOM, served by the same browser.
+   of the same size as the table's rendered DOM, served by the same browser. Twice: with the
+   default columns, and with 500 columns chosen (the most a page takes: name and 499
+   metrics, the last 499 keys, past runs_wide's 1,000 columns, so joined per page).
 2. **Scrolling 100,000 runs** top to bottom (400 jumps of 250 rows, then 300 frames of
    smooth scrolling in the middle) while a PerformanceObserver records long tasks: the
    longest main-thread task, and how many took over 50 ms / 100 ms.
 
 The repositories are built below the CLI for speed: run objects (final metrics only, no
-series) are written with the library's object writer and refs, then ``rebuild_index``
-ingests them in one pass (the same rows ``mlvc commit`` would give; see bench_tracking).
+series) are written with the library's object writer and refs, then ingested by
+``Index.sync`` (the same rows ``mlvc commit`` would give; see bench_tracking): the tall one
+in one pass, the wide one 250 runs at a time. With main's runs_wide pivot (one FILTER
+aggregate per key column) the wide one took ~40 min (250 runs in 295 s, 500 in 702 s at
+load 12-16); a map per run read once per column builds it in 41 s (a patch for
+mlvc/index/wide.py given to the lead; build it once with ``--keep``).
 Prints a Markdown report.
 """
 
@@ -83,7 +89,7 @@ def build(root: Path, runs: int, params: int, metrics: int, batch: int = 250) ->
     return time.perf_counter() - t0
 
 
-def first_paint(browser, server, reps: int) -> dict:
+def first_paint(browser, server, reps: int, query: str = "") -> dict:
     from uikit import login
 
     out = {"table": [], "shell": [], "static": []}
@@ -98,7 +104,7 @@ def first_paint(browser, server, reps: int) -> dict:
         out["shell"].append(
             page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
         )
-        page.goto(server.url + "/")
+        page.goto(server.url + "/" + query)
         page.wait_for_function("() => window.__firstRows !== null", timeout=30_000)
         out["table"].append(page.evaluate("window.__firstRows"))
         if html is None:  # the rendered table as a static page: no script, same bytes
@@ -209,19 +215,25 @@ def serving(root: Path, code: str | None):
 
 
 def wide_paint(browser, root: Path, wide, reps: int, codes) -> list[str]:
-    built = build(root, wide[0], 20, wide[1], batch=wide[0]) if not root.exists() else 0.0
+    built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
     print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
+    import urllib.parse
+
+    last = [f"metrics.m{k:04d}" for k in range(wide[1])][-499:]
+    chosen = "?" + urllib.parse.urlencode([("col", c) for c in ["name", *last]])
     out = []
-    for name, code in codes:
+    for (name, code), (cols, query) in [
+        (c, q) for c in codes for q in (("default columns", ""), ("500 columns", chosen))
+    ]:
         server = serving(root, code)
         try:
-            fp = first_paint(browser, server, reps)
+            fp = first_paint(browser, server, reps, query)
         finally:
             server.stop()
         med = {k: statistics.median(v) for k, v in fp.items() if isinstance(v, list)}
-        print(f"{name}: first rows {med['table']:.0f} ms", file=sys.stderr)
+        print(f"{name}: first rows {med['table']:.0f} ms ({cols})", file=sys.stderr)
         out.append(
-            f"| {name} | first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics | "
+            f"| {name} | first rows visible, {wide[0]:,} runs x {wide[1]:,} metrics, {cols} | "
             f"{med['table']:.0f} ms | shell {med['shell']:.0f} ms · static HTML of the same "
             f"size ({fp['html_bytes'] / 1024:.0f} KiB) {med['static']:.0f} ms | "
             f"{med['table'] / med['shell']:.1f}x · {med['table'] / med['static']:.1f}x | "

@@ -15,6 +15,14 @@ browser context (logged in first, static files cached as a returning user has th
 and, outside the browser, the series endpoint itself: the server's query + sampling time
 (the answer's ``seconds``), the request's wall time, and the payload size; plus the raw 1M
 points fetched without sampling (``POST /api/v1/query`` JSON) as the other baseline.
+
+First viewers (a fresh server each that has drawn only the small run's chart, so its
+modules are imported and the index open; nothing of the big run cached): the whole series
+sampled from its
+level (stored at ingest, series_levels) beside the same request made to read every point
+(a window of +-1e18 holding them all: what every first viewer paid before levels), a zoom
+(a window of 1% of the steps, read at full resolution from ``metrics``), and what storing
+the level cost the ingest (``level_sql`` over the run's points, timed on its own).
 Medians of ``--repeat`` runs. Markdown on stdout, progress on stderr.
 """
 
@@ -96,6 +104,22 @@ def browser_times(browser, server, run: str, repeat: int):
     return first, nav, req
 
 
+def ingest_level_cost(root: Path) -> float:
+    """Seconds ``level_sql`` takes over every point of the repository (what the ingest of
+    these runs spent storing their levels), median of 3."""
+    from mlvc import Repo
+    from mlvc.index.series import level_sql
+
+    repo = Repo(root)
+    times = []
+    with repo.index.connect_readonly() as con:
+        for _ in range(3):
+            t = time.perf_counter()
+            con.sql(f"SELECT count(*) FROM ({level_sql('metrics')})").fetchall()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=1_000_000)
@@ -124,6 +148,23 @@ def main() -> None:
                     cold += browser_times(browser, server, "big", 1)[0]
                 browser.close()
             log(f"big, first viewer: nav->drawn {statistics.median(cold):.0f} ms")
+            first_viewer = {"level": [], "points": [], "zoom": []}
+            lo, hi = args.points * 2 // 5, args.points * 2 // 5 + args.points // 100
+            asks = {"level": "", "points": "&x_min=-1e18&x_max=1e18",
+                    "zoom": f"&x_min={lo}&x_max={hi}"}  # fmt: skip
+            for k in range(args.cold):
+                server.stop()
+                server.start()
+                # a server that has drawn another chart (its modules imported, the index
+                # open), first asked for the big series; each order in turn
+                http(server, "/api/v1/series?run=small&key=loss")
+                for name, extra in sorted(asks.items(), reverse=bool(k % 2)):
+                    wall, data = http(server, f"/api/v1/series?run=big&key=loss&limit=2500{extra}")
+                    first_viewer[name].append((wall, json.loads(data)["seconds"]))
+            log("first viewers: " + ", ".join(
+                f"{k} {statistics.median(w for w, _ in v) * 1000:.0f} ms"
+                for k, v in first_viewer.items()))  # fmt: skip
+            level_cost = ingest_level_cost(root)
             server.stop()
             server.start()
             http(server, "/api/v1/series?run=small")  # the index opened once (no key: no series)
@@ -183,6 +224,19 @@ def main() -> None:
           f"{med(raw_walls):.2f} s and {raw_size / 2**20:.1f} MiB before any drawing; "
           f"goal nav->drawn <= 500 ms: "
           f"{'met' if med(rows['big']['nav']) <= 500 else 'NOT met'}.")  # fmt: skip
+    print(f"\nFirst viewers of the {args.points:,}-point series, endpoint wall ms (server "
+          f"ms), a fresh server each, {args.cold} runs:\n")  # fmt: skip
+    print("| request | wall ms | server ms |\n|---|---:|---:|")
+    labels = {"level": "whole series, sampled from its level (this)",
+              "points": "the same, reading every point (baseline: before levels)",
+              "zoom": "zoom: a window of 1% of the steps, from the points"}  # fmt: skip
+    for name, got in first_viewer.items():
+        print(f"| {labels[name]} | {med(w for w, _ in got) * 1000:.0f} | "
+              f"{med(s for _, s in got) * 1000:.0f} |")  # fmt: skip
+    print(
+        f"\nStoring the level at ingest (level_sql over the {args.points:,} + 2,400 points, "
+        f"both axes): {level_cost * 1000:.0f} ms."
+    )
 
 
 if __name__ == "__main__":

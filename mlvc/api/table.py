@@ -3,7 +3,10 @@
 Filtered by a user's SQL ``WHERE`` clause (checked read-only like any user SQL, on the
 index's read-only connection), sorted by any columns, optionally grouped by experiment, with
 only the columns asked for. Tag columns (``tags.<key>``) are joined from ``tags`` for the keys
-a request names. Paging is by offset over a stable order (the run id breaks ties).
+a request names, and so are the params and metrics past runs_wide's 1,000 columns per
+family (a repository of 1,500 metric keys shows all of them): from ``params`` and
+``metric_summary``, one map per run read once per column. Paging is by offset over a stable
+order (the run id breaks ties).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import QueryError, UsageError
 from ..index.user_sql import ident, lit
 
 MAX_LIMIT = 1000
@@ -21,6 +24,10 @@ MAX_WHERE = 10_000  # characters
 DEFAULT_RUN_COLUMNS = ("short_id", "name", "status", "created", "duration_s", "message")
 DEFAULT_KEYS = 6  # params and metrics shown by default, each
 MAX_TAG_KEYS = 1000
+MAX_EXTRA_KEYS = 100_000  # params / metrics past runs_wide's columns, each
+# family -> (table, value column) of the keys joined beside runs_wide
+JOINED = {"tags": ("tags", "value"), "params": ("params", "value"),
+          "metrics": ("metric_summary", "last")}  # fmt: skip
 GROUPS = ("", "experiment")
 
 
@@ -34,12 +41,22 @@ class Column:
     type: str
 
 
-def columns(index) -> list[Column]:
-    """Every column of ``runs_wide``, then ``tags.<key>`` for each tag key (VARCHAR)."""
-    out = []
-    for name, sqltype in _described(index):
-        family = name.split(".", 1)[0] if name.startswith(("params.", "metrics.")) else "run"
-        out.append(Column(name, family, sqltype))
+def columns(index, described: list[tuple[str, str]] | None = None) -> list[Column]:
+    """Every column of ``runs_wide`` (``described``, if already read); the params (VARCHAR)
+    and metrics (DOUBLE) it has no column for (past its 1,000 per family); then
+    ``tags.<key>`` for each tag key (VARCHAR)."""
+    out = [_column(name, sqltype) for name, sqltype in described or _described(index)]
+    taken = {c.name.lower() for c in out}
+    for family, sqltype in (("params", "VARCHAR"), ("metrics", "DOUBLE")):
+        table, _ = JOINED[family]
+        keys = index.query(
+            f"SELECT DISTINCT key FROM {table} ORDER BY key LIMIT {MAX_EXTRA_KEYS}"
+        ).column("key")
+        for key in keys.to_pylist():
+            name = f"{family}.{key}"
+            if name.lower() not in taken:  # keys differing in case: only the first
+                taken.add(name.lower())
+                out.append(Column(name, family, sqltype))
     tag_keys = index.query(
         f"SELECT DISTINCT key FROM tags ORDER BY key LIMIT {MAX_TAG_KEYS}"
     ).column("key")
@@ -87,33 +104,51 @@ def page(
     Returns ``{"columns", "rows" (lists, in column order), "ids", "total", "offset",
     "groups" ([{"experiment_id", "count", "start"}] when grouped)}``.
     """
-    known = {c.name: c for c in columns(index)}
-    shown = list(shown) if shown else default_columns(list(known.values()))
+    described = _described(index)
+    wide = {name: _column(name, sqltype) for name, sqltype in described}
+    shown = list(shown) if shown else default_columns(list(wide.values()))
     if len(shown) > MAX_COLUMNS:
         raise UsageError(f"too many columns ({len(shown)}): at most {MAX_COLUMNS}")
     keys = [(o[1:], True) if o.startswith("-") else (o, False) for o in order]
-    for name in [*shown, *(k for k, _ in keys)]:
-        if name not in known:
-            raise UsageError(f"unknown column {name[:200]!r}: the table has no such column")
     if group not in GROUPS:
         raise UsageError(f"unknown grouping {group[:40]!r}: use 'experiment' or nothing")
     if len(where) > MAX_WHERE or "\x00" in where:
         raise UsageError(f"the filter is over {MAX_WHERE} characters or holds a NUL character")
     if not 0 <= limit <= MAX_LIMIT or offset < 0:
         raise UsageError(f"limit must be 0 to {MAX_LIMIT} and offset 0 or more")
-    tags = {n for n in [*shown, *(k for k, _ in keys)] if known[n].family == "tags"}
-    tags |= {n for n in known if n.startswith("tags.") and _mentions(where, n)}
-    base = _relation(sorted(tags))
+    named = [*shown, *(k for k, _ in keys)]
+    # tags, and keys runs_wide has no column for, are joined when named or in the filter
+    joined = _joined(index, [n for n in named if n not in wide], _quoted(where), set(wide))
+    known = {**wide, **{c.name: c for c in joined}}
+    for name in named:
+        if name not in known:
+            raise UsageError(f"unknown column {name[:200]!r}: the table has no such column")
+    # joined columns are computed for the page's rows only, unless the filter or the sort
+    # needs them for every run
+    in_filter = {c.name for c in joined if _mentions(where, c.name)}
+    sorted_by = {k for k, _ in keys}
+    late = [c for c in joined if c.name not in in_filter | sorted_by]
+    filtered = _relation([c for c in joined if c.name in in_filter])
+    base = _relation([c for c in joined if c.name in in_filter | sorted_by])
     # the filter sits on lines of its own so a trailing -- comment cannot swallow the rest
     filt = f"WHERE (\n{where}\n)" if where.strip() else ""
     sort = [f"{ident(k)} {'DESC' if desc else 'ASC'} NULLS LAST" for k, desc in keys]
-    sort = (["experiment_id"] if group else []) + (sort or ["created DESC"]) + ["id"]
-    select = ", ".join(ident(n) for n in ["id", *(s for s in shown if s != "id")])
-    rows = index.query(
-        f"WITH t AS ({base}) SELECT {select} FROM t {filt}\n"
-        f"ORDER BY {', '.join(sort)} LIMIT {int(limit)} OFFSET {int(offset)}"
-    )
-    total = index.query(f"WITH t AS ({base}) SELECT count(*) AS n FROM t {filt}\n")
+    sort = ", ".join((["experiment_id"] if group else []) + (sort or ["created DESC"]) + ["id"])
+    names = ["id", *(s for s in shown if s != "id")]
+    select = ", ".join(ident(n) for n in names)
+    query = _filtered_query(index, where)
+    window = f"LIMIT {int(limit)} OFFSET {int(offset)}"
+    if not late:
+        rows = query(f"WITH t AS ({base}) SELECT {select} FROM t {filt}\nORDER BY {sort} {window}")
+    else:
+        ahead = ", ".join(ident(n) for n in names if n not in {c.name for c in late})
+        picks, joins = _joins(late, runs="w")
+        rows = query(
+            f"WITH t AS ({base}), w AS (SELECT {ahead}, row_number() OVER (ORDER BY {sort}) AS "
+            f"_pos FROM t {filt}\nORDER BY {sort} {window}) SELECT {select} FROM w {joins} "
+            "ORDER BY w._pos"
+        )
+    total = query(f"WITH t AS ({filtered}) SELECT count(*) AS n FROM t {filt}\n")
     out = {
         "columns": [asdict(known[n]) for n in shown],
         "ids": rows.column("id").to_pylist(),
@@ -123,8 +158,8 @@ def page(
         "groups": [],
     }
     if group:
-        counts = index.query(
-            f"WITH t AS ({base}) SELECT experiment_id, count(*) AS n FROM t {filt}\n"
+        counts = query(
+            f"WITH t AS ({filtered}) SELECT experiment_id, count(*) AS n FROM t {filt}\n"
             "GROUP BY experiment_id ORDER BY experiment_id"
         ).to_pylist()
         start = 0
@@ -135,20 +170,91 @@ def page(
     return out
 
 
+def _filtered_query(index, where: str):
+    """``index.query``, whose SQL errors name the filter when there is one: DuckDB's message
+    points into the statement the filter was put in, which people never see."""
+
+    def query(sql: str):
+        try:
+            return index.query(sql)
+        except QueryError as e:
+            if not where.strip() or type(e) is not QueryError:
+                raise
+            raise QueryError(
+                f"the filter is not a valid SQL condition over the table's columns (it is read "
+                f"as WHERE (<filter>)): {e}"
+            ) from None
+
+    return query
+
+
 def _mentions(where: str, name: str) -> bool:
-    return re.search(re.escape(ident(name)), where, re.IGNORECASE) is not None
+    return any(q.lower() == name.lower() for q in _quoted(where))
 
 
-def _relation(tag_columns: list[str]) -> str:
-    if not tag_columns:
-        return "SELECT * FROM runs_wide"
-    picks = ", ".join(
-        f"max(value) FILTER (WHERE key = {lit(n[5:])}) AS {ident(n)}" for n in tag_columns
-    )
-    return (
-        f"SELECT w.*, {', '.join('g.' + ident(n) for n in tag_columns)} FROM runs_wide w "
-        f"LEFT JOIN (SELECT run_id, {picks} FROM tags GROUP BY run_id) g ON g.run_id = w.id"
-    )
+def _column(name: str, sqltype: str) -> Column:
+    family = name.split(".", 1)[0] if name.startswith(("params.", "metrics.")) else "run"
+    return Column(name, family, sqltype)
+
+
+def _quoted(where: str) -> list[str]:
+    """The quoted identifiers in a filter (``"metrics.acc"``, ``"tags.team"``)."""
+    return [m.replace('""', '"') for m in re.findall(r'"((?:[^"]|"")+)"', where)]
+
+
+def _joined(index, names: list[str], mentioned: list[str], wide: set[str]) -> list[Column]:
+    """The columns among ``names`` (exactly) and ``mentioned`` (in any case, as SQL reads
+    identifiers) that are a tag or a param or metric key runs_wide has no column for:
+    one query per family."""
+    taken = {n.lower() for n in wide}
+    out: dict[str, Column] = {}
+    for family, (table, _value) in JOINED.items():
+        prefix = family + "."
+        exact = {n[len(prefix) :] for n in names if n.startswith(prefix)}
+        loose = {n[len(prefix) :].lower() for n in mentioned if n.lower().startswith(prefix)}
+        if not exact and not loose:
+            continue
+        found = index.query(
+            f"SELECT DISTINCT key FROM {table} WHERE key IN ({', '.join(map(lit, exact or ['']))}) "
+            f"OR lower(key) IN ({', '.join(map(lit, loose or ['']))}) ORDER BY key"
+        ).column("key")
+        sqltype = "DOUBLE" if family == "metrics" else "VARCHAR"
+        for key in found.to_pylist():
+            name = prefix + key
+            if family == "tags" or name.lower() not in taken:
+                out.setdefault(name, Column(name, family, sqltype))
+    return sorted(out.values(), key=lambda c: c.name)
+
+
+def _relation(joined: list[Column]) -> str:
+    """runs_wide, with the ``joined`` columns (tags, and keys it has no column for) beside."""
+    picks, joins = _joins(joined)
+    return f"SELECT {', '.join(['w.*', *picks])} FROM runs_wide w {joins}"
+
+
+def _joins(joined: list[Column], runs: str | None = None) -> tuple[list[str], str]:
+    """The ``joined`` columns' select items and LEFT JOINs onto ``w.id`` (for the runs of
+    the relation ``runs`` only, if given)."""
+    select, joins = [], []
+    for n, family in enumerate(f for f in JOINED if any(c.family == f for c in joined)):
+        cols = [c for c in joined if c.family == family]
+        table, value = JOINED[family]
+        keys = [c.name.split(".", 1)[1] for c in cols]
+        # one map per run, read once per column: a FILTER aggregate per column would scan
+        # every row once per column
+        picks = ", ".join(f"m[{lit(c.name.split('.', 1)[1])}] AS {ident(c.name)}" for c in cols)
+        where = f"key IN ({', '.join(map(lit, keys))})"
+        if runs:
+            where += f" AND run_id IN (SELECT id FROM {runs})"
+        one = (  # a key twice in a run (a tag set twice) gives its largest value
+            f"SELECT run_id, key, max({value}) AS v FROM {table} WHERE {where} GROUP BY run_id, key"
+        )
+        joins.append(
+            f"LEFT JOIN (SELECT run_id, {picks} FROM (SELECT run_id, map_from_entries(list((key, "
+            f"v))) AS m FROM ({one}) GROUP BY run_id)) j{n} ON j{n}.run_id = w.id"
+        )
+        select += [f"j{n}.{ident(c.name)}" for c in cols]
+    return select, " ".join(joins)
 
 
 def _rows(table, shown: list[str]) -> list[list]:

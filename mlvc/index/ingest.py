@@ -21,6 +21,7 @@ from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
 from .journal import Journal, settled
+from .series import write_levels as series_levels
 from .user_sql import first_line
 
 log = logging.getLogger(__name__)
@@ -281,6 +282,7 @@ def _insert_metrics(con, final, series) -> None:
                    max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
             FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
             GROUP BY run_id, key""")
+        series_levels(con, "_arrow_series")  # long series sampled once, for charts
         con.execute("DROP TABLE _final")
     finally:
         con.unregister("_arrow_final")

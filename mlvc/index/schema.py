@@ -7,9 +7,9 @@ migrated: it is a cache of objects and refs.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
+SCHEMA_VERSION = 8  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
 # 5: events; 6: model_files, the provenance view and the index on tree_files.object_id;
-# 7: runs_wide a view over wide_base and side tables (wide.py)
+# 7: runs_wide a view over wide_base and side tables (wide.py); 8: series_levels
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -26,6 +26,9 @@ CREATE TABLE metrics (run_id VARCHAR, key VARCHAR, step BIGINT, timestamp TIMEST
     value DOUBLE);
 CREATE TABLE metric_summary (run_id VARCHAR, key VARCHAR, last DOUBLE, min DOUBLE,
     max DOUBLE, count BIGINT, last_step BIGINT);
+-- long series sampled once, at ingest, for charts (series.py: level_sql)
+CREATE TABLE series_levels (run_id VARCHAR, key VARCHAR, axis VARCHAR, step BIGINT,
+    timestamp TIMESTAMPTZ, value DOUBLE);
 CREATE TABLE tree_files (tree_id VARCHAR, path VARCHAR, object_id VARCHAR, size BIGINT,
     kind VARCHAR);
 CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
@@ -73,7 +76,16 @@ CREATE VIEW packages AS
 """
 
 # Tables holding one run's rows, cleared when the run's ref is deleted.
-RUN_TABLES = ("runs", "params", "metrics", "metric_summary", "tags", "ingest_errors", "live_keys")
+RUN_TABLES = (
+    "runs",
+    "params",
+    "metrics",
+    "metric_summary",
+    "series_levels",
+    "tags",
+    "ingest_errors",
+    "live_keys",
+)
 # Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
 RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors", "live_keys")
 SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")

@@ -18,6 +18,17 @@ asked for (hash aggregates per series and per bucket, no Python loop over points
 x is one of ``step``, ``time`` (wall time, seconds since the epoch) or ``relative``
 (seconds since the run's first metric point, over all its keys).
 
+A long recorded series is also sampled once, when the index ingests its run: its **level**
+(``series_levels``) holds the points of the same buckets at ``LEVEL_BUCKETS`` buckets per series
+(on x = step, and on x = time, which also serves x = relative: a shift by the run's origin
+keeps every bucket). A request for a whole series (no window) at a limit of at most
+``LEVEL_LIMIT`` points is then sampled from those few thousand points rather than from
+millions: a coarser bucket holds whole level buckets when its count divides
+``LEVEL_BUCKETS`` (625 at the default limit), so it keeps the same first, last, smallest,
+largest and non-finite points (else a level bucket straddling two may lend its extreme to
+the next one). So no first viewer of a million-point series pays for scanning it; a window
+(zoom) is read from ``metrics`` at full resolution.
+
 A ``SeriesCache`` keeps sampled answers by content: a recorded run's id is the hash of what
 it holds, so its series under one (key, x, window, limit) never changes. The key also holds
 the run's ``metric_summary`` row for the key (points, last step, last value), so an index
@@ -36,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from .schema import lit
 
 X_AXES = ("step", "time", "relative")
 DEFAULT_LIMIT = 2500
@@ -45,6 +57,10 @@ MAX_POINTS = 2_000_000  # in one answer, over all its series
 MAX_RUNS = 100  # in one request
 MAX_KEYS = 20
 CACHE_POINTS = 1_000_000  # sampled points a SeriesCache holds (~100 MB as Python lists)
+LEVEL_BUCKETS = 2500  # buckets of a stored level (series_levels), per series and axis
+LEVEL_MIN_POINTS = 4 * LEVEL_BUCKETS  # series longer than this get a level at ingest
+LEVEL_LIMIT = 4 * LEVEL_BUCKETS  # requests up to this limit sample the level, not the points
+LEVEL_AXES = ("step", "time")  # x = relative uses the time level
 
 
 @dataclass
@@ -164,9 +180,31 @@ def _x_expr(x: str) -> str:
     return "(epoch_us(m.timestamp) - o.t0) / 1e6"
 
 
-def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs: str) -> str:
+def _picks(point: str) -> str:
+    """The points one bucket keeps (the module's docstring), as a list of ``point`` structs
+    (NULL where a bucket has no such point); ties go to the smallest x, step, then time, so
+    that the same points always give the same picks (a rebuilt index equals an ingested one)."""
+    at = "(x, step, ts)"
+    first = f"arg_min({point}, {at}) FILTER (WHERE {{}})"
+    return f"""[
+        arg_min({point}, {at}), arg_max({point}, {at}),
+        arg_min({point}, (value, x, step, ts)) FILTER (WHERE isfinite(value)),
+        arg_max({point}, (value, x, step, ts)) FILTER (WHERE isfinite(value)),
+        {first.format("isnan(value)")},
+        {first.format("value = 'inf'::DOUBLE")},
+        {first.format("value = '-inf'::DOUBLE")}]"""
+
+
+# a point's bucket among s.nb equal-width ones over its series' x range [s.x0, s.x1]
+_BUCKET = "coalesce(least(floor((p.x - s.x0) / nullif(s.x1 - s.x0, 0) * s.nb), s.nb - 1), 0)"
+
+
+def _sql(
+    x: str, window: tuple[float, float] | None, limit: int, want: str, runs: str, source: str
+) -> str:
     """The points to draw of every wanted series, ordered by series then x: one scan and
-    two hash aggregates (per series, then per bucket), no sort of the whole window."""
+    two hash aggregates (per series, then per bucket), no sort of the whole window. The
+    points come from ``source`` (``metrics``, or one axis of ``series_levels``)."""
     origin = (
         "JOIN (SELECT run_id, min(epoch_us(timestamp)) AS t0 FROM metrics "
         f"WHERE run_id IN {runs} GROUP BY run_id) o USING (run_id)"
@@ -174,13 +212,12 @@ def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs
         else ""
     )
     where = "WHERE x IS NOT NULL" + ("" if window is None else " AND x BETWEEN $lo AND $hi")
-    first = "arg_min(p, x) FILTER (WHERE {})"
     return f"""
     WITH pts AS (
         SELECT * FROM (
             SELECT w.i, m.step, epoch_us(m.timestamp) AS ts, m.value, {_x_expr(x)} AS x,
                    {"o.t0" if x == "relative" else "NULL::BIGINT"} AS t0
-            FROM metrics m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
+            FROM {source} m JOIN {want} w ON m.run_id = w.run AND m.key = w.key {origin}
         ) {where}
     ),
     stats AS (
@@ -189,22 +226,14 @@ def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs
         FROM pts GROUP BY i
     ),
     big AS (
-        SELECT p.i, s.n, p.x, p.value,
+        SELECT p.i, s.n, p.x, p.value, p.step, p.ts,
                {{'step': p.step, 'ts': p.ts, 'value': p.value, 'x': p.x, 't0': p.t0}} AS p,
-               coalesce(least(floor((p.x - s.x0) / nullif(s.x1 - s.x0, 0) * s.nb),
-                              s.nb - 1), 0) AS b
+               {_BUCKET} AS b
         FROM pts p JOIN stats s USING (i) WHERE s.n > {limit}
     ),
     picked AS (
         SELECT DISTINCT i, n, p FROM (
-            SELECT i, n, unnest([
-                arg_min(p, x), arg_max(p, x),
-                arg_min(p, value) FILTER (WHERE isfinite(value)),
-                arg_max(p, value) FILTER (WHERE isfinite(value)),
-                {first.format("isnan(value)")},
-                {first.format("value = 'inf'::DOUBLE")},
-                {first.format("value = '-inf'::DOUBLE")}]) AS p
-            FROM big GROUP BY i, n, b)
+            SELECT i, n, unnest({_picks("p")}) AS p FROM big GROUP BY i, n, b)
         WHERE p IS NOT NULL
     )
     SELECT i, n, p.step, p.ts, p.value, p.x, p.t0 FROM picked
@@ -212,6 +241,46 @@ def _sql(x: str, window: tuple[float, float] | None, limit: int, want: str, runs
     SELECT p.i, s.n, p.step, p.ts, p.value, p.x, p.t0
     FROM pts p JOIN stats s USING (i) WHERE s.n <= {limit}
     ORDER BY i, x"""  # ties in x (a step logged twice) keep any order
+
+
+def level_sql(source: str) -> str:
+    """The ``series_levels`` rows of every series in ``source`` (a relation of run_id, key,
+    step, timestamp, value) holding more than LEVEL_MIN_POINTS points: per axis of
+    LEVEL_AXES, the points its LEVEL_BUCKETS buckets keep."""
+    axes = ", ".join(f"('{a}')" for a in LEVEL_AXES)
+    return f"""
+    WITH long AS (
+        SELECT run_id, key FROM {source} GROUP BY run_id, key
+        HAVING count(*) > {LEVEL_MIN_POINTS}
+    ),
+    pts AS (
+        SELECT * FROM (
+            SELECT a.axis, m.run_id, m.key, m.step, m.timestamp, epoch_us(m.timestamp) AS ts,
+                   m.value, CASE a.axis WHEN 'step' THEN CAST(m.step AS DOUBLE)
+                                        ELSE epoch_us(m.timestamp) / 1e6 END AS x
+            FROM {source} m SEMI JOIN long USING (run_id, key), (VALUES {axes}) a(axis)
+        ) WHERE x IS NOT NULL
+    ),
+    stats AS (
+        SELECT axis, run_id, key, min(x) AS x0, max(x) AS x1, {LEVEL_BUCKETS} AS nb
+        FROM pts GROUP BY axis, run_id, key
+    ),
+    big AS (
+        SELECT p.*, {{'step': p.step, 'timestamp': p.timestamp, 'value': p.value}} AS pt,
+               {_BUCKET} AS b
+        FROM pts p JOIN stats s USING (axis, run_id, key)
+    )
+    SELECT DISTINCT run_id, key, axis, pt.step AS step, pt.timestamp AS timestamp,
+           pt.value AS value
+    FROM (SELECT axis, run_id, key, unnest({_picks("pt")}) AS pt
+          FROM big GROUP BY axis, run_id, key, b)
+    WHERE pt IS NOT NULL"""
+
+
+def write_levels(con, source: str) -> None:
+    """Store the levels of the long series in ``source`` (see ``level_sql``); the index's
+    ingest calls it with each batch of new runs' series points, in its transaction."""
+    con.execute(f"INSERT INTO series_levels BY NAME {level_sql(source)}")
 
 
 def read_series(
@@ -250,8 +319,17 @@ def read_series(
             if hit is not None:
                 found[p] = hit
     missing = [p for p in pairs if p not in found]
-    if missing:
-        for s in _query(con, missing, runs, x, window, limit):
+    # a whole long series is sampled from its level (stored at ingest), not its points
+    leveled = window is None and limit <= LEVEL_LIMIT
+    from_level = [p for p in missing if leveled and summary.get(p, (0,))[0] > LEVEL_MIN_POINTS]
+    from_points = [p for p in missing if p not in set(from_level)]
+    for group, level in ((from_points, False), (from_level, True)):
+        if not group:
+            continue
+        for s in _query(con, group, runs, x, window, limit, level):
+            if level:  # the whole series' count, and sampled whatever the level held
+                s.total = summary[(s.run, s.key)][0]
+                s.sampled = s.total > limit
             found[(s.run, s.key)] = s
             if cache is not None:
                 cache.put(cache_keys[(s.run, s.key)], s)
@@ -261,8 +339,9 @@ def read_series(
     return out
 
 
-def _query(con, pairs, runs, x, window, limit) -> list[Series]:
-    """The sampled series of ``pairs`` (run, key), in one query."""
+def _query(con, pairs, runs, x, window, limit, level: bool = False) -> list[Series]:
+    """The sampled series of ``pairs`` (run, key), in one query over ``metrics`` or, with
+    ``level``, over their levels (x = relative uses the time axis's)."""
     # the wanted pairs and runs as bound lists, not registered Arrow tables: a server's
     # concurrent reads are cursors of one connection, and registering on them races
     want = "(SELECT i - 1 AS i, $pr[i] AS run, $pk[i] AS key FROM range(1, len($pr) + 1) t(i))"
@@ -272,8 +351,32 @@ def _query(con, pairs, runs, x, window, limit) -> list[Series]:
         params["runs"] = runs
     if window:
         params.update(lo=window[0], hi=window[1])
-    sql = _sql(x, window, limit, want, wanted_runs)
+    source = "metrics"
+    if level:
+        axis = "step" if x == "step" else "time"
+        source = f"(SELECT * FROM series_levels WHERE axis = '{axis}')"
+    # the runs, keys (and steps) as constants too: DuckDB then skips the row groups of
+    # other runs (a range read) instead of joining every point of the index
+    only = [
+        f"run_id IN ({', '.join(map(lit, sorted({r for r, _ in pairs})))})",
+        f"key IN ({', '.join(map(lit, sorted({k for _, k in pairs})))})",
+    ]
+    if window and x == "step":
+        only.append(f"step BETWEEN {_int_bound(window[0], math.ceil)} AND "
+                    f"{_int_bound(window[1], math.floor)}")  # fmt: skip
+    source = f"(SELECT * FROM {source} WHERE {' AND '.join(only)})"
+    sql = _sql(x, window, limit, want, wanted_runs, source)
     return _split(con.sql(sql, params=params).to_arrow_table(), pairs, limit)
+
+
+def _int_bound(bound: float, to_int) -> int:
+    """A window's bound on x = step as a BIGINT bound (an infinite one: the type's end)."""
+    most = 2**63 - 1
+    return (
+        max(-most, min(most, to_int(bound)))
+        if math.isfinite(bound)
+        else int(math.copysign(most, bound))
+    )
 
 
 def _split(table, pairs: list[tuple[str, str]], limit: int) -> list[Series]:

@@ -86,6 +86,7 @@ def test_filters_sorts_and_tag_columns(table_repo):
         (dict(where="1=1; DELETE FROM runs"), QueryError, "syntax error"),
         (dict(where="no_such > 1"), QueryError, "no_such"),
         (dict(where="1=1) UNION ALL (SELECT 1"), QueryError, ""),
+        (dict(where="nonsense =="), QueryError, "the filter is not a valid SQL condition"),
     ],
 )
 def test_bad_input_is_one_line_error(table_repo, kwargs, error, words):
@@ -93,3 +94,41 @@ def test_bad_input_is_one_line_error(table_repo, kwargs, error, words):
         table_repo.table_page(**kwargs)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert table_repo.table_page(limit=1)["total"] == 24  # nothing was changed
+
+
+def test_keys_past_runs_wide_columns_are_offered_shown_sorted_and_filtered(repo, monkeypatch):
+    """runs_wide holds MAX_WIDE_KEYS columns per family (1,000): a repository with more
+    metric and param keys (the issue's 1,500) still shows, sorts and filters every one."""
+    from mlvc.index import wide
+
+    monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 3)
+    for i in range(6):
+        repo.commit(
+            f"run {i}",
+            name=f"r{i}",
+            params={f"p{k}": f"v{i}" for k in range(5)},
+            metrics={f"m{k}": i * 10 + k for k in range(5)} if i != 2 else {"m0": 1.0},
+            capture_code=False,
+            capture_env=False,
+        )
+    cols = {c["name"]: c for c in repo.table_columns()}
+    in_wide = {n for n in cols if n.startswith("metrics.") and n in _wide_names(repo)}
+    assert in_wide == {"metrics.m0", "metrics.m1", "metrics.m2"}
+    assert {f"metrics.m{k}" for k in range(5)} <= set(cols)  # m3, m4 joined
+    assert cols["metrics.m4"]["type"] == "DOUBLE" and cols["params.p4"]["type"] == "VARCHAR"
+    page = repo.table_page(
+        where='"metrics.m4" >= 14 AND "Params.P3" <> \'v5\'',
+        order=["-metrics.m3"],
+        columns=["name", "metrics.m4", "params.p4", "metrics.m0"],
+    )
+    assert [r[0] for r in page["rows"]] == ["r4", "r3", "r1"]  # r2 lacks m4; r5 filtered
+    assert page["rows"][0] == ["r4", 44.0, "v4", 40.0] and page["total"] == 3
+    assert [c["name"] for c in page["columns"]] == ["name", "metrics.m4", "params.p4",
+                                                    "metrics.m0"]  # fmt: skip
+    with pytest.raises(UsageError, match="unknown column 'metrics.m9'"):
+        repo.table_page(columns=["metrics.m9"])
+    assert repo.fsck() == []
+
+
+def _wide_names(repo) -> set[str]:
+    return set(repo.query("DESCRIBE runs_wide").column("column_name").to_pylist())

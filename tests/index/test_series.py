@@ -274,3 +274,84 @@ def test_threads_sharing_the_cache_get_the_same_answers(runs):
         assert answer.limit == n
         if n == 400:
             assert answer.to_dict()["series"] == want
+
+
+# -- levels: a long series sampled once, at ingest ------------------------------------------
+
+
+@pytest.fixture
+def long_run(repo):
+    """One run with two 12,000-point keys (over LEVEL_MIN_POINTS): ``loss`` distinct random
+    values with a spike, ``gap`` with a NaN, an inf and a -inf; and a short run."""
+    rng = np.random.default_rng(13)
+    loss = rng.normal(size=12_000)
+    loss[7_777] = 50.0
+    gap = np.arange(12_000, dtype=float) % 97
+    gap[[5_000, 9_001, 11_002]] = [math.nan, math.inf, -math.inf]
+    with mlvc.start_run(name="long", repo=repo) as r:
+        for i in range(12_000):
+            t = 1_700_000_000 + i * 0.5
+            r.log_metrics({"loss": float(loss[i]), "gap": float(gap[i])}, step=i, timestamp=t)
+    with mlvc.start_run(name="short", repo=repo) as r:
+        r.log_metric("loss", 1.0, step=0)
+    return repo
+
+
+def _levels(repo) -> list[tuple]:
+    return sorted(
+        repo.query(
+            "SELECT r.name, l.key, l.axis, l.step, l.value FROM series_levels l "
+            "JOIN runs r ON r.id = l.run_id"
+        )
+        .to_pandas()
+        .itertuples(index=False, name=None),
+        key=repr,
+    )
+
+
+def test_a_long_series_is_sampled_once_at_ingest_and_a_rebuild_gives_the_same(long_run):
+    from mlvc.index.series import LEVEL_BUCKETS
+
+    levels = _levels(long_run)
+    assert {(n, k, a) for n, k, a, _, _ in levels} == {
+        ("long", k, a) for k in ("loss", "gap") for a in ("step", "time")
+    }  # the short run has none
+    for key, axis in [("loss", "step"), ("gap", "time")]:
+        rows = [(s, v) for n, k, a, s, v in levels if (k, a) == (key, axis)]
+        assert 2 * LEVEL_BUCKETS <= len(rows) <= 7 * LEVEL_BUCKETS
+        steps = {s for s, _ in rows}
+        assert {0, 11_999} <= steps
+    assert (7_777, 50.0) in [(s, v) for n, k, a, s, v in levels if k == "loss"]
+    assert {5_000, 9_001, 11_002} <= {s for n, k, a, s, v in levels if k == "gap"}
+    long_run.index.rebuild()
+    assert list(map(repr, _levels(long_run))) == list(map(repr, levels))  # NaN == NaN
+    assert long_run.fsck() == []
+
+
+@pytest.mark.parametrize("x", ["step", "time", "relative"])
+def test_a_whole_long_series_sampled_from_its_level_equals_it_sampled_from_its_points(long_run, x):
+    """Without a window, the series comes from the level; a window holding every point
+    (-inf, inf) makes the same request read every point: the answers are the same when
+    the request's bucket count divides the level's (625 at 2,500 points, 250 at 1,000)."""
+    everything = (-math.inf, math.inf)
+    for key, limit in [("loss", 2500), ("loss", 1000), ("gap", 1750)]:
+        level = long_run.series(["long"], [key], x=x, limit=limit).series[0]
+        points = long_run.series(["long"], [key], x=x, limit=limit, window=everything).series[0]
+        assert level.total == points.total == 12_000 and level.sampled and points.sampled
+        assert (level.step, level.time, level.value) == (points.step, points.time, points.value)
+        assert level.origin == points.origin
+
+
+def test_any_limit_sampled_from_a_level_keeps_spikes_and_non_finite_points(long_run):
+    for limit in (8, 500, 2222, 2500, 10_000):
+        loss, gap = long_run.series(["long"], ["loss", "gap"], limit=limit).series
+        for s in (loss, gap):
+            assert s.total == 12_000 and len(s.step) <= limit and s.step == sorted(s.step)
+            assert s.step[0] == 0 and s.step[-1] == 11_999
+        assert 50.0 in loss.value
+        assert {"nan", "inf", "-inf"} <= set(gap.value)
+    # above the level's resolution, and in a window, every point is read again
+    whole = long_run.series(["long"], ["loss"], limit=20_000).series[0]
+    assert not whole.sampled and whole.step == list(range(12_000))
+    zoom = long_run.series(["long"], ["loss"], window=(7_000, 8_000)).series[0]
+    assert not zoom.sampled and zoom.step == list(range(7_000, 8_001))

@@ -194,3 +194,52 @@ def test_many_runs_stay_usable(page, compare_server):
     )
     shot(page, "compare-many")
     assert page.errors == []
+
+
+def test_short_runs_show_their_points_and_ticks_and_the_diff_no_stray_text(tmp_path, page):
+    """Found walking the page: a run of one point drew nothing (a line needs two), the
+    relative-time ticks of a run logged within milliseconds all read "0", and the diff of
+    two runs began with the text "null"."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    repo = Repo.init(root)
+    with mlvc.start_run(name="quick", repo=repo) as run:
+        for s in range(20):
+            run.log_metric("loss", 1 / (s + 1), step=s, timestamp=1_700_000_000 + s * 0.0001)
+    with mlvc.start_run(name="blip", repo=repo) as run:
+        run.log_metric("loss", 0.5, step=3, timestamp=1_700_000_000)
+    server = start_ui_server(root)
+    try:
+        open_compare(page, server, "runs=quick,blip&metrics=loss&x=relative")
+        chart = page.locator(".cmp-chart[data-key=loss]")
+        ticks = chart.get_attribute("data-x-ticks").split()
+        assert len(ticks) >= 3 and len(set(ticks)) == len(ticks)  # each tick its own label
+        assert any(t.startswith("0.00") and t != "0" for t in ticks)
+        # the blip's one point is drawn: pixels of its colour (the second run's) on the canvas
+        painted = page.evaluate("""() => {
+            const probe = document.createElement('canvas').getContext('2d');
+            probe.fillStyle = 'hsl(138, 65%, 38%)';
+            probe.fillRect(0, 0, 1, 1);
+            const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+            const c = document.querySelector('.cmp-chart[data-key=loss] canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) {
+              if (Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 40) n += 1;
+            }
+            return n;
+        }""")
+        assert painted >= 9
+        page.wait_for_selector("#diff section[data-section=params]")
+        stray = page.evaluate("""() => {
+            const w = document.createTreeWalker(document.querySelector('#app'), NodeFilter.SHOW_TEXT);
+            const out = [];
+            while (w.nextNode()) if (['null', 'undefined'].includes(w.currentNode.data.trim())) out.push(w.currentNode.data);
+            return out;
+        }""")
+        assert stray == []
+        assert page.errors == []
+        shot(page, "compare-short-runs", full_page=True)
+    finally:
+        server.stop()
+    assert Repo(root).fsck() == []

@@ -70,7 +70,23 @@ export function toData(answer, runs, x, smooth, log) {
     tables.push([xcol, ema(ycol, smooth)]);
   });
   const data = tables.length ? uPlot.join(tables) : [[]];
-  return { data, marks, sampled: answer.series.some((s) => s.sampled) };
+  // how many points each run draws: a run of one point is drawn as a dot (no line to draw)
+  const counts = tables.map(([, y]) => y.reduce((n, v) => n + (v === null || v === undefined ? 0 : 1), 0));
+  return { data, marks, counts, sampled: answer.series.some((s) => s.sampled) };
+}
+
+/** Decimals that write `incr` (a tick spacing) exactly, at most 12. */
+function decimalsOf(incr) {
+  let d = 0;
+  while (d < 12 && Math.abs(Math.round(incr * 10 ** d) - incr * 10 ** d) > 1e-9 * 10 ** d) d += 1;
+  return d;
+}
+
+/** Tick labels of a numeric axis, with the decimals its tick spacing needs (uPlot's own keep
+ * at most 3: ticks 0.0002 s apart would all read "0"). */
+export function tickLabels(splits, incr) {
+  const d = incr > 0 && Number.isFinite(incr) ? decimalsOf(incr) : 3;
+  return splits.map((v) => (v === null || v === undefined ? '' : String(+v.toFixed(d))));
 }
 
 /** Draws a small triangle per NaN (middle), +inf (top) and -inf (bottom) point. */
@@ -117,6 +133,7 @@ export async function metricChart(box, key, runs, opts) {
   const state = { marks: [], window: null, controller: null, full };
   const first = toData(full, ids, opts.x, opts.smooth, opts.log);
   state.marks = first.marks;
+  state.counts = first.counts;
   let drawn = false;
 
   async function load(win) {
@@ -129,6 +146,7 @@ export async function metricChart(box, key, runs, opts) {
       if (controller.signal.aborted) return;
       const next = toData(answer, ids, opts.x, opts.smooth, opts.log);
       state.marks = next.marks;
+      state.counts = next.counts;
       state.window = win;
       box.dataset.sampled = String(next.sampled);
       box.dataset.window = win ? `${win[0]},${win[1]}` : '';
@@ -144,8 +162,16 @@ export async function metricChart(box, key, runs, opts) {
   const reset = () => load(null);
   const series = [{ label: opts.x === 'step' ? 'step' : opts.x === 'time' ? 'time' : 'seconds' }];
   runs.forEach((r, i) => series.push({
-    label: r.label, stroke: colour(i), width: 1.25, spanGaps: false, points: { show: false },
+    label: r.label, stroke: colour(i), width: 1.25, spanGaps: false,
+    points: { show: () => state.counts[i] === 1, size: 7, fill: colour(i) },
   }));
+  // numeric axes label their ticks with the decimals the spacing needs; the x ticks are
+  // kept on the box too (uPlot draws them on a canvas), for people's tools and the tests
+  const numeric = (axis) => (self, splits, _i, _space, incr) => {
+    const labels = tickLabels(splits, incr);
+    if (axis === 'x') box.dataset.xTicks = labels.join(' ');
+    return labels;
+  };
   const u = new uPlot({
     width: opts.width,
     height: 260,
@@ -155,7 +181,10 @@ export async function metricChart(box, key, runs, opts) {
       x: { time: opts.x === 'time' },
       y: opts.log ? { distr: 3, log: 10 } : {},
     },
-    axes: [{}, { size: 64 }],
+    axes: [
+      opts.x === 'time' ? {} : { values: numeric('x') },
+      opts.log ? { size: 64 } : { size: 64, values: numeric('y') },
+    ],
     legend: { live: true },
     focus: { alpha: 0.3 },  // the run under the cursor stands out among many
     cursor: {

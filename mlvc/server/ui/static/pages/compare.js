@@ -209,8 +209,9 @@ export async function render(root, ctx) {
       onchange: (e) => { state[side] = e.target.value; save(); drawDiff().catch(fail); },
     }, runs.map((r, i) => el('option', { value: specs[i], selected: specs[i] === state[side] }, r.label)));
     const fail = (e) => diffBox.replaceChildren(el('p', { class: 'error', role: 'alert' }, e.message || String(e)));
+    // (a DOM append writes null as the text "null": only nodes go in)
     root.append(el('h2', {}, 'Diff'),
-      runs.length > 2 ? el('div', { class: 'toolbar' }, el('label', {}, 'from ', pick('a')), el('label', {}, 'to ', pick('b'))) : null,
+      ...(runs.length > 2 ? [el('div', { class: 'toolbar' }, el('label', {}, 'from ', pick('a')), el('label', {}, 'to ', pick('b')))] : []),
       diffBox);
     drawDiff().catch(fail);
   }
