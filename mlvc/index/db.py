@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ def damaged(e: BaseException) -> bool:
     return any(sign in str(e) for sign in DAMAGE_SIGNS)
 
 
+_CONFIGURING = threading.Lock()
+
+
 def connect_ro(path: Path):
     """A read-only connection for readers (user SQL included)."""
     import duckdb
@@ -42,10 +46,19 @@ def connect_ro(path: Path):
     con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
     # Settings are per database in a process, and readers open at once in one process share
     # its database: only the first sets them. UTC gives the same answers on every machine;
-    # the lock keeps user SQL from changing any setting (external access included).
-    if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
-        con.execute("SET GLOBAL TimeZone = 'UTC'")
-        con.execute("SET lock_configuration = true")
+    # the lock keeps user SQL from changing any setting (external access included). Checking
+    # and setting is one step for the process's threads: two readers that both saw it unset
+    # once raced, the second's SET failed, and its connection, kept alive by the error's
+    # traceback, kept the database open read-only so that no writer of the process could
+    # open it (CI: test_threads_sharing_the_cache_get_the_same_answers).
+    try:
+        with _CONFIGURING:
+            if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+                con.execute("SET GLOBAL TimeZone = 'UTC'")
+                con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -882,3 +882,35 @@ def test_scale(tmp_path):
     total = index.query("SELECT count(*) AS n FROM metrics").column("n")[0].as_py()
     print(f"count(*) of {total} metric points: {(time.perf_counter() - t) * 1000:.0f} ms")
     assert total == n * 500 + 2 * 2
+
+
+def test_readers_opening_at_once_in_threads_all_get_a_connection(repo):
+    """The first readers of a process configure its DuckDB database (UTC, settings locked);
+    two threads that both saw it unconfigured once raced, and the loser's SET failed."""
+    import threading
+
+    from mlvc.index.db import connect_ro
+
+    repo.commit("first")
+    path = repo.index.path
+    for _round in range(20):
+        barrier, errors, cons = threading.Barrier(8), [], []
+
+        def open_one(barrier=barrier, cons=cons, errors=errors):
+            barrier.wait()
+            try:
+                cons.append(connect_ro(path))
+            except Exception as e:  # noqa: BLE001 - the test reports any failure
+                errors.append(e)
+
+        threads = [threading.Thread(target=open_one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for con in cons:
+            assert con.execute("SELECT current_setting('TimeZone')").fetchall() == [("UTC",)]
+            con.close()
+        assert errors == []
+    repo.commit("second")  # a writer of this process can open the index again
+    assert [r["message"] for r in repo.log()][:2] == ["second", "first"]
