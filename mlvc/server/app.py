@@ -284,7 +284,7 @@ async def _json_body(request, limit: int) -> Any:
         data += chunk
         if len(data) > limit:
             raise ApiError(413, "REQUEST_LIMIT_EXCEEDED", f"the body is over {limit} bytes")
-    if not data.strip():
+    if not data.strip(b" \t\n\r"):  # JSON's whitespace only: a form feed is no JSON
         return None
     try:
         body = json.loads(data)

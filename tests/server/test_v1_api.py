@@ -376,3 +376,18 @@ def test_a_batch_is_applied_once_even_if_the_server_died_before_noting_it(tmp_pa
     n = repo.query(f"SELECT count(*) AS n FROM metrics WHERE run_id = '{run_id}'")
     assert n["n"][0].as_py() == 50
     assert Repo(root).fsck() == []
+
+
+def test_a_body_of_non_json_whitespace_is_refused_not_read_as_no_body(site):
+    """schemathesis (stateful, CI) found POST .../end with the body b'\\x0c' answered 200:
+    bytes.strip() took the form feed for whitespace, so the body counted as absent."""
+    status, started = call(site, "POST", "/api/v1/runs/live", {"name": "ws"})
+    assert status == 200
+    end = f"/api/v1/runs/live/{started['key']}/end"
+    for raw in (b"\x0c", b"\x0b", b" \x0c\n"):
+        status, err = call(site, "POST", end, raw, headers={"Content-Type": "application/json"})
+        assert status == 400 and "not valid JSON" in err["message"], raw
+    status, ended = call(
+        site, "POST", end, b" \r\n\t", headers={"Content-Type": "application/json"}
+    )
+    assert status == 200 and ended["run_id"]  # JSON whitespace alone is no body, as before
