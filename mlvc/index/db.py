@@ -9,7 +9,6 @@ rather than the query means the file is damaged, and the index, a cache, is rebu
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import threading
 import time
@@ -72,18 +71,6 @@ def connect_rw(path: Path, shown: Path | None = None):
         try:
             con = duckdb.connect(str(path))
             break
-        except duckdb.ConnectionException as e:
-            # a read-only database instance of this process outlives its last reader's
-            # lock while something (a result, a cycle the GC has not collected) still holds
-            # it: collect, and wait as for a kept reader (seen once in CI, threads reading)
-            if "different configuration" not in str(e):
-                raise
-            gc.collect()
-            if time.monotonic() >= deadline:
-                raise IndexBusy(
-                    f"a reader in this process still has {shown or path} open; try again"
-                ) from None
-            time.sleep(0.02)
         except duckdb.IOException as e:
             if "could not set lock" not in str(e).lower():
                 raise
