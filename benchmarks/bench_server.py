@@ -823,7 +823,9 @@ def child_mlvc_bulk(root: str, n: str, part: str, parts: str) -> None:
     mlflow_id = os.environ.get("BENCH_TEMPLATE_RUN_ID", "")
     series = None
     if tmpl.series is not None:
-        series = pq.read_table(io.BytesIO(repo.store.read_bytes(tmpl.series)))
+        from mlvc.core.series_blob import read_series
+
+        series = read_series(repo.store.read_bytes(tmpl.series))
         if not {"key", "value"} <= set(series.column_names):
             series = None  # a layout this script does not know: copies share the template's
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from ..core.ahead import ordered
 from ..core.ids import ObjectId
 from ..core.objects import is_number
+from ..core.series_blob import read_series
 from ..errors import MlvcError
 from ..store.typed import read_env, read_run, walk
 from .schema import RUN_ROWS, SHARED_ROWS
@@ -120,8 +121,15 @@ class _Decoder(_Rows):
             self.rows["metrics"].append((rid, key, 0, ended, float(value)))
 
     def tables(self) -> dict:
-        """The rows' tables, with the metric series points apart as ``series``."""
-        return {**super().tables(), "series": self._series_points()}
+        """The rows' tables, with the metric series points apart as ``series``, and the
+        points of the long series' stored samples as ``levels`` (series.py)."""
+        from .series import level_points
+
+        return {
+            **super().tables(),
+            "series": self._series_points(),
+            "levels": level_points(self.series),
+        }
 
     def _series_points(self):
         """All series points of the batch, run_id dictionary-encoded (no 64-byte copies)."""
@@ -228,23 +236,23 @@ def _run_end_decode(array):
 
 
 def _series_table(data: bytes):
-    """A metric series Parquet blob as a table of key, step, value, timestamp (int64 µs).
+    """A metric series blob (Arrow IPC or Parquet: core/series_blob.py) as a table of key,
+    step, value, timestamp (int64 µs).
 
     Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
     the index's types cannot hold raise, so one bad blob never spoils a batch.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    blob = pq.ParquetFile(pa.BufferReader(data))
-    names = set(blob.schema_arrow.names)
+    table = read_series(data)
+    names = set(table.column_names)
     if not {"key", "step", "value"} <= names:
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
     if "timestamp" not in names:
-        table = blob.read(columns=["key", "step", "value"], use_threads=False)
+        table = table.select(["key", "step", "value"])
         table = table.append_column("timestamp", pa.nulls(len(table), pa.int64()))
         return _cast_as(table, _series_schema())
-    table = blob.read(columns=["key", "step", "value", "timestamp"], use_threads=False)
+    table = table.select(["key", "step", "value", "timestamp"])
     ts = table.column("timestamp")
     if pa.types.is_timestamp(ts.type):  # stored as UTC: the int64 view is epoch time
         if ts.type.unit != "us":

@@ -255,11 +255,14 @@ def _insert_tables(con, tables: dict) -> None:
     """One INSERT per non-empty table; metrics and series go in together."""
     tables = dict(tables)
     final, series = tables.pop("metrics", None), tables.pop("series", None)
+    levels = tables.pop("levels", None)
     for name, table in tables.items():
         if len(table):
             schema.insert(con, name, table)
     if final is not None and (len(final) or len(series)):
         _insert_metrics(con, final, series)
+    if levels is not None:
+        series_levels(con, levels)  # long series sampled once, for charts
 
 
 def _insert_metrics(con, final, series) -> None:
@@ -282,7 +285,6 @@ def _insert_metrics(con, final, series) -> None:
                    max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
             FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
             GROUP BY run_id, key""")
-        series_levels(con, "_arrow_series")  # long series sampled once, for charts
         con.execute("DROP TABLE _final")
     finally:
         con.unregister("_arrow_final")

@@ -277,10 +277,124 @@ def level_sql(source: str) -> str:
     WHERE pt IS NOT NULL"""
 
 
-def write_levels(con, source: str) -> None:
-    """Store the levels of the long series in ``source`` (see ``level_sql``); the index's
-    ingest calls it with each batch of new runs' series points, in its transaction."""
-    con.execute(f"INSERT INTO series_levels BY NAME {level_sql(source)}")
+def write_levels(con, levels) -> None:
+    """Store ``levels`` (an Arrow table made by ``level_points``) in ``series_levels``; the
+    index's ingest calls it with each batch of new runs, in its transaction. DISTINCT: one
+    point may be a bucket's pick several times over, and two equal points are one."""
+    if not len(levels):
+        return
+    con.register("_arrow_levels", levels)
+    try:
+        con.execute("INSERT INTO series_levels BY NAME SELECT DISTINCT * FROM _arrow_levels")
+    finally:
+        con.unregister("_arrow_levels")
+
+
+def level_points(series: list[tuple[str, Any]]):
+    """The level points (before DISTINCT) of the long series among ``series``: (run id,
+    Arrow table of key, step, value, timestamp as int64 µs) pairs, each run's points in any
+    order. The same points as ``level_sql`` (a test holds the two equal), computed with
+    numpy from the arrays a decoder holds already: a SQL pass over the inserted points cost
+    a 1M-point ingest 1.7-3.2 s, this ~0.1 s."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for rid, table in series:
+        if len(table) <= LEVEL_MIN_POINTS:
+            continue
+        counts = pc.value_counts(table.column("key"))
+        for key, n in zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True):
+            if n <= LEVEL_MIN_POINTS or key is None:
+                continue
+            one = table.filter(pc.equal(table.column("key"), key)) if len(counts) > 1 else table
+            for axis in LEVEL_AXES:
+                picked = _level_picks(one, axis)
+                if len(picked):
+                    rows = one.take(pa.array(picked))
+                    parts.append(_level_table(rid, key, axis, rows))
+    if not parts:
+        return _level_table("", "", "", pa.table({
+            "step": pa.array([], pa.int64()), "value": pa.array([], pa.float64()),
+            "timestamp": pa.array([], pa.int64())}))  # fmt: skip
+    return pa.concat_tables(parts)
+
+
+def _level_table(rid: str, key: str, axis: str, rows):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(rows)
+    return pa.table({
+        "run_id": pa.array([rid] * n, pa.string()), "key": pa.array([key] * n, pa.string()),
+        "axis": pa.array([axis] * n, pa.string()), "step": rows.column("step"),
+        "timestamp": rows.column("timestamp").cast(pa.timestamp("us", "UTC")),
+        "value": pc.add(rows.column("value"), 0.0),  # -0.0 as 0.0, as DuckDB's picks give it
+    })  # fmt: skip
+
+
+def _level_picks(table, axis: str):
+    """Row numbers of ``table`` (one series) that its LEVEL_BUCKETS buckets on ``axis`` keep:
+    ``_picks`` and ``_BUCKET`` in numpy. Ties go to the smallest (x, step, timestamp), a
+    missing timestamp ordering last, as DuckDB's do."""
+    import numpy as np
+
+    def col(name, fill):
+        c = table.column(name)
+        valid = np.ones(len(c), bool) if c.null_count == 0 else c.is_valid().to_numpy(False)
+        return c.fill_null(fill).to_numpy(), valid
+
+    step, step_ok = col("step", 0)
+    ts, ts_ok = col("timestamp", np.iinfo(np.int64).max)
+    value, value_ok = col("value", np.nan)
+    if axis == "step":
+        x, keep = step.astype(np.float64), step_ok
+    else:
+        x, keep = ts.astype(np.float64) / 1e6, ts_ok
+    rows = np.flatnonzero(keep)
+    if len(rows) < len(x):
+        x, step, ts, value, value_ok = x[rows], step[rows], ts[rows], value[rows], value_ok[rows]
+    if not len(rows):
+        return rows
+    x0, x1 = x.min(), x.max()
+    if x1 == x0:
+        b = np.zeros(len(x), np.int64)
+    else:
+        b = np.minimum(np.floor((x - x0) / (x1 - x0) * LEVEL_BUCKETS), LEVEL_BUCKETS - 1)
+        b = b.astype(np.int64)
+    if np.all(x[1:] > x[:-1]):  # the usual case: x increases, buckets follow in order
+        order = np.arange(len(x))
+    else:
+        order = np.lexsort((ts, step, x, b))
+    b, v, ok = b[order], value[order], value_ok[order]
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    ends = np.r_[starts[1:], len(b)]
+    bucket = np.repeat(np.arange(len(starts)), ends - starts)
+    finite = ok & np.isfinite(v)
+    lo = np.minimum.reduceat(np.where(finite, v, np.inf), starts)[bucket]
+    hi = np.maximum.reduceat(np.where(finite, v, -np.inf), starts)[bucket]
+    picks = [starts, ends - 1]
+    for mask, last in (
+        (finite & (v == lo), False),  # the smallest value; ties: the first in x
+        (finite & (v == hi), True),  # the largest value; ties: the last in x
+        (ok & np.isnan(v), False),
+        (v == np.inf, False),
+        (v == -np.inf, False),
+    ):
+        picks.append(_first_per_bucket(np.flatnonzero(mask), bucket, last))
+    return rows[order[np.unique(np.concatenate(picks))]]
+
+
+def _first_per_bucket(positions, bucket, last: bool):
+    """Of ``positions`` (increasing), the first (or ``last``) one in each bucket."""
+    import numpy as np
+
+    if not len(positions):
+        return positions
+    if last:
+        positions = positions[::-1]
+    _, first = np.unique(bucket[positions], return_index=True)
+    return positions[first]
 
 
 def read_series(

@@ -393,9 +393,9 @@ def _by_metric(table) -> dict[str, list]:
 
 
 def _series_after(store, series: ObjectId, counts: dict[str, int]) -> dict[str, list]:
-    from ..core.parquet import read_parquet
+    from ..core.series_blob import read_series
 
-    points = _by_metric(read_parquet(store.read_bytes(series)))
+    points = _by_metric(read_series(store.read_bytes(series)))
     return {k: p[counts.get(k, 0) :] for k, p in points.items() if len(p) > counts.get(k, 0)}
 
 

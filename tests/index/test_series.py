@@ -355,3 +355,72 @@ def test_any_limit_sampled_from_a_level_keeps_spikes_and_non_finite_points(long_
     assert not whole.sampled and whole.step == list(range(12_000))
     zoom = long_run.series(["long"], ["loss"], window=(7_000, 8_000)).series[0]
     assert not zoom.sampled and zoom.step == list(range(7_000, 8_001))
+
+
+# -- levels computed with numpy at decode equal the SQL definition ---------------------------
+
+point_values = st.one_of(
+    st.floats(-3, 3).map(lambda v: round(v, 1)), st.sampled_from([*SPECIAL, None])
+)
+
+
+@st.composite
+def level_series(draw):
+    """Points of two keys, in any order: (step, timestamp) unique per key, so that every
+    pick is defined (a full tie has no order to break it in either implementation), steps
+    and values often repeated, timestamps sometimes missing."""
+    n = draw(st.integers(0, 80))
+    steps = draw(st.lists(st.integers(-5, 30), min_size=n, max_size=n))
+    stamps = draw(st.lists(st.one_of(st.none(), st.integers(0, 40)), min_size=n, max_size=n))
+    keys = draw(st.lists(st.sampled_from(["a", "b"]), min_size=n, max_size=n))
+    vals = draw(st.lists(point_values, min_size=n, max_size=n))
+    seen, rows = set(), []
+    for k, s, t, v in zip(keys, steps, stamps, vals, strict=True):
+        if (k, s, t) not in seen:
+            seen.add((k, s, t))
+            rows.append((k, s, None if t is None else 1_700_000_000_000_000 + t * 250_000, v))
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(level_series(), st.sampled_from([1, 2, 3, 7]))
+def test_levels_computed_with_numpy_equal_level_sql(rows, buckets):
+    """``level_points`` (numpy, in the decoder) keeps exactly the points ``level_sql``
+    (DuckDB, the definition) keeps, for any order, ties, gaps and non-finite values."""
+    import duckdb
+    import pyarrow as pa
+
+    from mlvc.index import series as S
+
+    table = pa.table(
+        {
+            "key": pa.array([r[0] for r in rows], pa.string()),
+            "step": pa.array([r[1] for r in rows], pa.int64()),
+            "value": pa.array([r[3] for r in rows], pa.float64()),
+            "timestamp": pa.array([r[2] for r in rows], pa.int64()),
+        }
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "LEVEL_BUCKETS", buckets)
+        mp.setattr(S, "LEVEL_MIN_POINTS", 4)
+        got = S.level_points([("r1", table), ("r2", table.slice(0, len(table) // 2))])
+        con = duckdb.connect()
+        pts = pa.concat_tables(
+            [
+                table.add_column(0, "run_id", pa.array(["r1"] * len(table), pa.string())),
+                table.slice(0, len(table) // 2).add_column(
+                    0, "run_id", pa.array(["r2"] * (len(table) // 2), pa.string())
+                ),
+            ]
+        )
+        pts = pts.set_column(
+            4, "timestamp", pts.column("timestamp").cast(pa.timestamp("us", "UTC"))
+        )
+        con.register("pts", pts)
+        con.register("got", got)
+        want = con.sql(f"SELECT DISTINCT * FROM ({S.level_sql('pts')}) ORDER BY ALL").fetchall()
+        have = con.sql(
+            "SELECT DISTINCT run_id, key, axis, step, timestamp, value FROM got ORDER BY ALL"
+        ).fetchall()
+        con.close()
+    assert list(map(repr, have)) == list(map(repr, want))

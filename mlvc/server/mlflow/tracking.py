@@ -301,9 +301,9 @@ def _read_series(store: TrackingStore, oid):
     """A recorded series blob as (key, step, timestamp µs, value)."""
     import pyarrow as pa
 
-    from ...core.parquet import read_parquet
+    from ...core.series_blob import read_series
 
-    t = read_parquet(store.ctx.store.read_bytes(oid))
+    t = read_series(store.ctx.store.read_bytes(oid))
     ts = t["timestamp"]
     if pa.types.is_timestamp(ts.type):
         ts = ts.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
