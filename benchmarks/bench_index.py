@@ -3,12 +3,14 @@
 Run as ``.venv/bin/python benchmarks/bench_index.py [--runs 10000] [--reuse DIR] [--reps 3]``.
 Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
 
-1. Rebuild of N synthetic runs (20 params, 5 metrics x 100 steps; made by bench_tracking's
-   generator) vs DuckDB inserting the same rows (Arrow tables read back from the index) into
+1. Rebuild of N synthetic runs (20 params, 5 metrics x 100 steps; bench_tracking's values),
+   their series blobs as new runs write them (Arrow IPC) and as runs recorded before did
+   (Parquet), each vs DuckDB inserting the same rows (Arrow tables read back from the index) into
    a fresh file: wall and CPU seconds (CPU: this machine is shared, so wall depends on load).
 2. Ingest of one run bringing a new param key into the N-run index vs one run with the
    keys the index has (runs_wide grows by a side table instead of a rewrite).
-3. Ingest of one run with a 1M-point metric series vs DuckDB inserting the same Arrow table.
+3. Ingest of one run with a 1M-point metric series (its blob as a finished run writes it) vs
+   reading the blob and DuckDB inserting the same Arrow table.
 4. ``log_metric`` vs a bare list-append loop in the same process.
 
 Library steps run in child processes (this file with ``--child``). The storm of writers with a
@@ -33,8 +35,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 SELF = str(Path(__file__).resolve())
-TRACKING = str(HERE / "bench_tracking.py")
 T0 = 1_800_000_000_000_000
+FORMATS = {"ipc": "Arrow IPC (new runs)", "parquet": "Parquet (runs recorded before)"}
 
 
 def log(msg: str) -> None:
@@ -112,11 +114,11 @@ def duckdb_baseline(root: str, make_tables) -> dict:
     return out
 
 
-def _commit(repo, params: dict, metrics: dict, series: bytes | None = None, i: int = 0):
+def _commit(repo, params: dict, metrics: dict, series_id=None, i: int = 0):
     from mlvc.core.objects import Run
     from mlvc.store.typed import write_object
 
-    sid = repo.store.add_bytes(series) if series else None
+    sid = series_id
     run = Run(
         name=f"bench-{time.time_ns()}", started=T0 + i, ended=T0 + i + 1, params=params,
         metrics=metrics, series=sid,
@@ -154,13 +156,12 @@ def child_newkey(root: str, reps: str) -> dict:
 
 def child_bigrun(root: str, points: str) -> dict:
     """Ingest one run with a ``points``-point series; then DuckDB inserting the same table."""
-    import io
-
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from mlvc import Repo
+    from mlvc.core.series_blob import read_series
+    from mlvc.runs.finish import series_blob
 
     n = int(points)
     keys = 5
@@ -175,18 +176,15 @@ def child_bigrun(root: str, points: str) -> dict:
             "value": pa.array(np.random.default_rng(1).random(per * keys)),
         }
     )
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
     repo = Repo(root)
     repo.index.sync()
-    _commit(repo, {"lr": 0.1}, {}, series=buf.getvalue())
+    sid = series_blob(repo.store, table, presorted=True)  # as a finished run writes it
+    _commit(repo, {"lr": 0.1}, {}, series_id=sid)
     c0, t0, q0 = cpu(), time.perf_counter(), runq()
     repo.index.sync()
     out = {"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "runq": runq() - q0}
-    blob = pa.BufferReader(buf.getvalue())
-    out.update(
-        duckdb_baseline(root, lambda: {"metrics": pq.ParquetFile(blob).read(use_threads=False)})
-    )
+    data = repo.store.read_bytes(sid)
+    out.update(duckdb_baseline(root, lambda: {"metrics": read_series(data)}))
     return out
 
 
@@ -213,7 +211,62 @@ def child_logmetric(root: str, n: str, reps: str) -> dict:
     return out
 
 
+def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str) -> dict:
+    """bench_tracking's synthetic runs (the same values), the series blob written as new runs
+    write it (``fmt`` "ipc": ``series_blob``, an Arrow IPC file) or as runs recorded before
+    this format did ("parquet", zstd)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(HERE))
+    from _mlflow_driver import BASE_US, BATCH, METRICS, PARAMS, STEPS, synthetic
+
+    from mlvc import Repo
+    from mlvc.core.objects import Run
+    from mlvc.runs.finish import series_blob
+    from mlvc.store.typed import write_object
+
+    repo = Repo(root)
+    n, part, parts = int(n), int(part), int(parts)
+    keys = pa.array([f"m{k}" for k in range(METRICS) for _ in range(STEPS)], pa.string())
+    steps_np = np.tile(np.arange(STEPS, dtype=np.int64), METRICS)
+    steps = pa.array(steps_np)
+    made = 0
+    for b in range(part, (n + BATCH - 1) // BATCH, parts):
+        m = min(BATCH, n - b * BATCH)
+        values, params = synthetic(b, m)
+        plist = params.tolist()
+        for j in range(m):
+            i = b * BATCH + j
+            start_us = BASE_US + i * 60_000_000
+            ts = pa.array(start_us + steps_np * 100_000, pa.timestamp("us", "UTC"))
+            series = pa.table(
+                {"key": keys, "step": steps, "timestamp": ts, "value": pa.array(values[j])}
+            )
+            if fmt == "ipc":
+                sid = series_blob(repo.store, series, presorted=True)
+            else:
+                buf = io.BytesIO()
+                pq.write_table(series, buf, compression="zstd")
+                sid = repo.store.add_bytes(buf.getvalue())
+            last = values[j, STEPS - 1 :: STEPS].tolist()
+            run_obj = Run(
+                name=f"run{i}", message=f"synthetic run {i}", author="bench",
+                started=start_us, ended=start_us + 30_000_000,
+                params={f"p{k}": plist[j][k] for k in range(PARAMS)},
+                metrics={f"m{k}": last[k] for k in range(METRICS)}, series=sid,
+            )  # fmt: skip
+            repo.refs.add_run(write_object(repo.store, run_obj))
+            made += 1
+    repo.store.sync()
+    return {"runs": made}
+
+
 CHILDREN = {
+    "make-runs": child_make_runs,
     "rebuild": child_rebuild,
     "newkey": child_newkey,
     "bigrun": child_bigrun,
@@ -230,10 +283,12 @@ def init_project(root: Path) -> None:
     subprocess.run([mlvc, "init"], cwd=root, check=True, capture_output=True)
 
 
-def make_runs(root: Path, n: int) -> None:
+def make_runs(root: Path, n: int, fmt: str = "ipc") -> None:
     init_project(root)
     procs = [
-        subprocess.Popen([PYTHON, TRACKING, "--child", "make-runs", str(root), str(n), str(p), "2"])
+        subprocess.Popen(
+            [PYTHON, SELF, "--child", "make-runs", str(root), str(n), str(p), "2", fmt]
+        )
         for p in range(2)
     ]
     for p in procs:
@@ -248,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--only", default="1,2,3,4")
+    ap.add_argument(
+        "--series", default="ipc,parquet",
+        help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs before)",
+    )  # fmt: skip
     ap.add_argument("--dir", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -260,27 +319,39 @@ def main(argv: list[str] | None = None) -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     lines = []
     try:
-        root = Path(args.reuse) if args.reuse else work / "runs"
-        if not args.reuse and only & {1, 2}:
-            log(f"making {args.runs:,} runs")
-            make_runs(root, args.runs)
+        formats = args.series.split(",")
+        roots = {f: Path(args.reuse) if args.reuse else work / f"runs-{f}" for f in formats}
+        root = roots[formats[0]]
+        for fmt in formats if not args.reuse and only & {1, 2} else ():
+            log(f"making {args.runs:,} runs, series as {fmt}")
+            make_runs(roots[fmt], args.runs, fmt)
+            if 1 not in only:
+                break
         if 1 in only:
-            log("[1] rebuild")
-            res = [child("rebuild", root) for _ in range(args.reps)]
-            walls, cpus = [r["wall"] for r in res], [r["cpu"] for r in res]
             lines += [
-                f"### 1. Rebuild of {res[0]['runs']:,} runs (median of {args.reps}, min-max)\n",
-                "| | wall s | CPU s | ratio wall | ratio CPU |",
-                "| --- | --- | --- | --- | --- |",
-                f"| `Repo.rebuild_index()` | {spread(walls)} | {spread(cpus)} | "
-                f"{spread([r['wall'] / r['base_wall'] for r in res])} | "
-                f"{spread([r['cpu'] / r['base_cpu'] for r in res])} |",
-                f"| baseline: DuckDB inserting the same rows from Arrow | "
-                f"{spread([r['base_wall'] for r in res])} | "
-                f"{spread([r['base_cpu'] for r in res])} | 1 | 1 |",
+                f"### 1. Rebuild of {args.runs:,} runs (median of {args.reps}, min-max)\n",
+                "| series blobs | | wall s | CPU s | ratio wall | ratio CPU |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            waits = []
+            for fmt in formats:
+                log(f"[1] rebuild ({fmt})")
+                res = [child("rebuild", roots[fmt]) for _ in range(args.reps)]
+                walls, cpus = [r["wall"] for r in res], [r["cpu"] for r in res]
+                lines += [
+                    f"| {FORMATS.get(fmt, fmt)} | `Repo.rebuild_index()` | {spread(walls)} | "
+                    f"{spread(cpus)} | {spread([r['wall'] / r['base_wall'] for r in res])} | "
+                    f"{spread([r['cpu'] / r['base_cpu'] for r in res])} |",
+                    f"| | baseline: DuckDB inserting the same rows from Arrow | "
+                    f"{spread([r['base_wall'] for r in res])} | "
+                    f"{spread([r['base_cpu'] for r in res])} | 1 | 1 |",
+                ]
+                waits.append(f"{fmt} {spread([r['runq'] for r in res])} s")
+            lines += [
                 "",
-                f"The rebuilding process waited for a CPU (runnable, not running) "
-                f"{spread([r['runq'] for r in res])} s of its wall time.",
+                "The rebuilding process waited for a CPU (runnable, not running): "
+                + "; ".join(waits)
+                + ".",
                 "",
             ]
         if 2 in only:
@@ -311,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| `Index.sync` | {spread([r['wall'] for r in res])} | "
                 f"{spread([r['cpu'] for r in res])} | "
                 f"{spread([r['wall'] / r['base_wall'] for r in res])} |",
-                f"| baseline: Parquet read + DuckDB insert of the same table | "
+                f"| baseline: the blob read + DuckDB insert of the same table | "
                 f"{spread([r['base_wall'] for r in res])} | "
                 f"{spread([r['base_cpu'] for r in res])} | 1 |",
                 "",

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MlvcError
-from .decode import decode_runs
+from .decode import arrow_without_pandas, decode_runs
 
 BATCH, DONE, FAILED = "batch", "done", "failed"  # a worker's messages
 
@@ -79,6 +79,7 @@ class Workers:
 
 def main() -> None:
     """A worker process: decode requests from stdin until it closes."""
+    arrow_without_pandas()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:

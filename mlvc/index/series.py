@@ -362,10 +362,9 @@ def _level_picks(table, axis: str):
     else:
         b = np.minimum(np.floor((x - x0) / (x1 - x0) * LEVEL_BUCKETS), LEVEL_BUCKETS - 1)
         b = b.astype(np.int64)
-    if np.all(x[1:] > x[:-1]):  # the usual case: x increases, buckets follow in order
-        order = np.arange(len(x))
-    else:
-        order = np.lexsort((ts, step, x, b))
+    # the usual case: x increases, and the buckets follow in order without a sort
+    increasing = np.all(x[1:] > x[:-1])
+    order = np.arange(len(x)) if increasing else np.lexsort((ts, step, x, b))
     b, v, ok = b[order], value[order], value_ok[order]
     starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
     ends = np.r_[starts[1:], len(b)]

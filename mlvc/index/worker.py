@@ -29,8 +29,10 @@ def main(root: str, fd: int) -> int:
     from ..core.settings import Settings
     from ..refs.store import RefStore
     from ..store.pack.store import PackedStore
+    from .decode import arrow_without_pandas
     from .index import Index
 
+    arrow_without_pandas()
     layout = Layout.of(root)
     try:
         store = PackedStore(layout.objects, layout.tmp)

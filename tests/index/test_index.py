@@ -914,3 +914,71 @@ def test_readers_opening_at_once_in_threads_all_get_a_connection(repo):
         assert errors == []
     repo.commit("second")  # a writer of this process can open the index again
     assert [r["message"] for r in repo.log()][:2] == ["second", "first"]
+
+
+# -- series blobs: Arrow IPC (new runs) and Parquet (runs recorded before) ------------------
+
+
+def ipc_blob(points: list[tuple[str, int, int, float]]) -> bytes:
+    """The points as a finished run stores them now (runs/finish.series_blob's bytes)."""
+    from mlvc.core.series_blob import encode_series
+
+    keys, steps, stamps, values = zip(*points, strict=True)
+    return encode_series(
+        pa.table(
+            {
+                "key": pa.array(keys, pa.string()),
+                "step": pa.array(steps, pa.int64()),
+                "timestamp": pa.array(stamps, pa.timestamp("us", "UTC")),
+                "value": pa.array(values, pa.float64()),
+            }
+        )
+    )
+
+
+def _per_run(index: Index, table: str, cols: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in rows(index, f"SELECT r.name, {cols} FROM {table} t JOIN runs r ON r.id = t.run_id"):
+        out.setdefault(r.pop("name"), []).append(repr(sorted(r.items())))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_a_series_stored_as_arrow_ipc_or_as_parquet_indexes_the_same(repo, monkeypatch):
+    """The same points, one run's blob in each format: equal metrics, summaries and stored
+    samples (a key long enough for series_levels, with NaN and infinities); and a rebuild
+    in worker processes gives the index the incremental ingest made."""
+    long = [("long", s, T0 + s * 1000, float(s % 89)) for s in range(10_050)]
+    long[77] = ("long", 77, T0 + 77_000, math.nan)
+    long[5000] = ("long", 5000, T0 + 5_000_000, math.inf)
+    points = [*long, *[("short", s, T0 + s, -float(s)) for s in range(7)]]
+    index = index_of(repo)
+    commit(repo, make_run(repo, 0, series=series_blob(points), metrics={}), name="pq")
+    commit(repo, make_run(repo, 1, series=ipc_blob(points), metrics={}), name="ipc")
+    assert rows(index, "SELECT count(*) AS n FROM ingest_errors") == [{"n": 0}]
+    for table, cols in (
+        ("metrics", "key, step, timestamp, value"),
+        ("metric_summary", "key, last, min, max, count, last_step"),
+        ("series_levels", "key, axis, step, timestamp, value"),
+    ):
+        got = _per_run(index, table, cols)
+        assert got["run0"] == got["run1"] and got["run0"], table
+    assert len(_per_run(index, "series_levels", "key")["run1"]) > 100
+    incremental = dump(index)
+    monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
+    assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 2
+    assert dump(index) == incremental
+
+
+@pytest.mark.parametrize("cut", ["magic only", "truncated", "footer gone"])
+def test_a_damaged_arrow_ipc_series_is_reported_and_final_metrics_kept(repo, cut):
+    good = ipc_blob([("loss", s, T0 + s, 0.5) for s in range(50)])
+    bad = {
+        "magic only": b"ARROW1" + b"\0" * 40,
+        "truncated": good[: len(good) // 2],
+        "footer gone": good[:-10],
+    }[cut]
+    index = index_of(repo)
+    oid = commit(repo, make_run(repo, 0, series=bad))
+    assert rows(index, "SELECT key FROM metrics ORDER BY key") == [{"key": "acc"}, {"key": "loss"}]
+    errors = rows(index, "SELECT run_id, error FROM ingest_errors")
+    assert errors[0]["run_id"] == oid.hex and "metric series unreadable" in errors[0]["error"]
