@@ -26,7 +26,7 @@ CREATE TABLE metrics (run_id VARCHAR, key VARCHAR, step BIGINT, timestamp TIMEST
     value DOUBLE);
 CREATE TABLE metric_summary (run_id VARCHAR, key VARCHAR, last DOUBLE, min DOUBLE,
     max DOUBLE, count BIGINT, last_step BIGINT);
--- long series sampled once, at ingest, for charts (series.py: level_sql)
+-- long series sampled once, at ingest, for charts (series.py: level_points)
 CREATE TABLE series_levels (run_id VARCHAR, key VARCHAR, axis VARCHAR, step BIGINT,
     timestamp TIMESTAMPTZ, value DOUBLE);
 CREATE TABLE tree_files (tree_id VARCHAR, path VARCHAR, object_id VARCHAR, size BIGINT,
