@@ -58,7 +58,7 @@ def wide_rows(repo: Repo):
 @pytest.fixture
 def small_limits(monkeypatch):
     monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 4)  # keys pushed out of the columns
-    monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables folded into wide_base
+    monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables merged into one
     monkeypatch.setattr(wide, "FILTER_MAX_COLUMNS", 1)  # both ways of pivoting, side by side
 
 
@@ -141,4 +141,26 @@ def test_runs_past_max_wide_keys_do_not_rewrite_wide_base(repo_dir):
     metric_cols = [c for c in table.column_names if c.startswith("metrics.")]
     assert len(metric_cols) == wide.MAX_WIDE_KEYS and metric_cols[-1] == "metrics.m0999"
     assert table.column("metrics.m0999").to_pylist() == [999 / 1500] * 3
+    assert repo.fsck() == []
+
+
+def test_side_tables_past_the_limit_merge_without_rewriting_wide_base(repo_dir, monkeypatch):
+    """A new key at each of 12 ingests (MAX_SIDE_TABLES is 8): the side tables are merged
+    into one (a copy of their few rows) instead of wide_base being written whole again,
+    and runs_wide answers what a rebuild's does."""
+    repo = Repo.init(repo_dir)
+    commit_runs(repo, [({"lr": 0.1}, {"loss": 0.5})] * 20, 0)
+    rewrites = []
+    real = wide.rewrite
+    monkeypatch.setattr(wide, "rewrite", lambda *a, **k: rewrites.append(1) or real(*a, **k))
+    for n in range(12):
+        commit_runs(repo, [({"lr": 0.2, f"k{n:02d}": n}, {f"m{n % 3}": 0.1 * n})], 20 + n)
+        assert rewrites == [], n
+        assert 1 <= len(layout(repo)["tables"]) <= wide.MAX_SIDE_TABLES
+    assert layout(repo)["tables"][0] == "wide_1" and len(layout(repo)["tables"]) == 5
+    grown = wide_rows(repo)
+    assert [r["params.k11"] for r in grown[1]][-2:] == [None, 11.0]
+    assert [r["metrics.m2"] for r in grown[1]][-2:] == [None, 0.1 * 11]
+    index_of(repo).rebuild()
+    assert wide_rows(repo) == grown
     assert repo.fsck() == []
