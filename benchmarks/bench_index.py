@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 SELF = str(Path(__file__).resolve())
+TRACKING = str(HERE / "bench_tracking.py")
 T0 = 1_800_000_000_000_000
 FORMATS = {"ipc": "Arrow IPC (new runs)", "parquet": "Parquet (runs recorded before)"}
 
@@ -211,62 +212,7 @@ def child_logmetric(root: str, n: str, reps: str) -> dict:
     return out
 
 
-def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str) -> dict:
-    """bench_tracking's synthetic runs (the same values), the series blob written as new runs
-    write it (``fmt`` "ipc": ``series_blob``, an Arrow IPC file) or as runs recorded before
-    this format did ("parquet", zstd)."""
-    import io
-
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sys.path.insert(0, str(HERE))
-    from _mlflow_driver import BASE_US, BATCH, METRICS, PARAMS, STEPS, synthetic
-
-    from mlvc import Repo
-    from mlvc.core.objects import Run
-    from mlvc.runs.finish import series_blob
-    from mlvc.store.typed import write_object
-
-    repo = Repo(root)
-    n, part, parts = int(n), int(part), int(parts)
-    keys = pa.array([f"m{k}" for k in range(METRICS) for _ in range(STEPS)], pa.string())
-    steps_np = np.tile(np.arange(STEPS, dtype=np.int64), METRICS)
-    steps = pa.array(steps_np)
-    made = 0
-    for b in range(part, (n + BATCH - 1) // BATCH, parts):
-        m = min(BATCH, n - b * BATCH)
-        values, params = synthetic(b, m)
-        plist = params.tolist()
-        for j in range(m):
-            i = b * BATCH + j
-            start_us = BASE_US + i * 60_000_000
-            ts = pa.array(start_us + steps_np * 100_000, pa.timestamp("us", "UTC"))
-            series = pa.table(
-                {"key": keys, "step": steps, "timestamp": ts, "value": pa.array(values[j])}
-            )
-            if fmt == "ipc":
-                sid = series_blob(repo.store, series, presorted=True)
-            else:
-                buf = io.BytesIO()
-                pq.write_table(series, buf, compression="zstd")
-                sid = repo.store.add_bytes(buf.getvalue())
-            last = values[j, STEPS - 1 :: STEPS].tolist()
-            run_obj = Run(
-                name=f"run{i}", message=f"synthetic run {i}", author="bench",
-                started=start_us, ended=start_us + 30_000_000,
-                params={f"p{k}": plist[j][k] for k in range(PARAMS)},
-                metrics={f"m{k}": last[k] for k in range(METRICS)}, series=sid,
-            )  # fmt: skip
-            repo.refs.add_run(write_object(repo.store, run_obj))
-            made += 1
-    repo.store.sync()
-    return {"runs": made}
-
-
 CHILDREN = {
-    "make-runs": child_make_runs,
     "rebuild": child_rebuild,
     "newkey": child_newkey,
     "bigrun": child_bigrun,
@@ -287,7 +233,7 @@ def make_runs(root: Path, n: int, fmt: str = "ipc") -> None:
     init_project(root)
     procs = [
         subprocess.Popen(
-            [PYTHON, SELF, "--child", "make-runs", str(root), str(n), str(p), "2", fmt]
+            [PYTHON, TRACKING, "--child", "make-runs", str(root), str(n), str(p), "2", fmt]
         )
         for p in range(2)
     ]

@@ -336,10 +336,12 @@ def child_storm_reader(root: str, stop: str) -> None:
     print(json.dumps({"ops": ops, "errors": errors}), flush=True)
 
 
-def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
+def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str = "parquet") -> dict:
     """Write synthetic runs n (batches part, part+parts, ...) through the library's objects:
-    a Parquet metric series blob and a run object each, and the run's ref. The values come in
-    bulk from ``synthetic`` (numpy, a batch of 1,000 runs at a time), so MLflow gets the same."""
+    a metric series blob and a run object each, and the run's ref. The values come in
+    bulk from ``synthetic`` (numpy, a batch of 1,000 runs at a time), so MLflow gets the same.
+    ``fmt``: the series blob as runs recorded before Arrow IPC stored it (``parquet``, zstd),
+    or as new runs store it (``ipc``: ``series_blob``)."""
     import io
 
     import pyarrow as pa
@@ -347,6 +349,7 @@ def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
 
     from mlvc import Repo
     from mlvc.core.objects import Run
+    from mlvc.runs.finish import series_blob
     from mlvc.store.typed import write_object
 
     repo = Repo(root)
@@ -369,9 +372,12 @@ def child_make_runs(root: str, n: str, part: str, parts: str) -> dict:
             series = pa.table(
                 {"key": keys, "step": steps, "timestamp": ts, "value": pa.array(values[j])}
             )
-            buf = io.BytesIO()
-            pq.write_table(series, buf, compression="zstd")
-            sid = repo.store.add_bytes(buf.getvalue())
+            if fmt == "ipc":
+                sid = series_blob(repo.store, series, presorted=True)
+            else:
+                buf = io.BytesIO()
+                pq.write_table(series, buf, compression="zstd")
+                sid = repo.store.add_bytes(buf.getvalue())
             last = values[j, STEPS - 1 :: STEPS].tolist()
             run_obj = Run(
                 name=f"run{i}",
