@@ -101,13 +101,15 @@ def test_a_write_error_on_the_helper_is_the_error_of_the_put(tmp_path, monkeypat
     assert not [t for t in threading.enumerate() if t.name.startswith("mlvc-store")]
 
 
+@pytest.mark.parametrize("pipeline", [True, False])
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
-def test_checkout_detects_a_chunk_damaged_in_the_pack(tmp_path, where):
+def test_checkout_detects_a_chunk_damaged_in_the_pack(tmp_path, monkeypatch, where, pipeline):
     """A raw chunk flipped in the pack after the commit: the kernel copy propagates it, the
     hash of what was written (read back behind the copy) catches it, and copy_object fails
     rather than leave a file that passes for whole."""
     from mlvc.errors import CorruptObject
 
+    monkeypatch.setattr(odb, "PIPELINE", pipeline)
     data = os.urandom(3 * CHUNK_THRESHOLD + 999)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -132,3 +134,29 @@ def test_checkout_detects_a_chunk_damaged_in_the_pack(tmp_path, where):
     store2.sync()
     copy_object(PackedStore(clean), oid2, out)
     assert out.read_bytes() == data
+
+
+def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch):
+    """The hash of a checkout is computed by the helper thread, in order, and matches."""
+    from mlvc.workspace import materialize
+
+    data = _mixed(5 * CHUNK_THRESHOLD + 77, seed=3)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    store = PackedStore(tmp_path / "objects")
+    oid = store.add_file(path)
+    store.sync()
+    seen = []
+    real = materialize._Sink._hash_range
+
+    def spy(self, start, end):
+        seen.append((threading.current_thread().name, start, end))
+        return real(self, start, end)
+
+    monkeypatch.setattr(materialize._Sink, "_hash_range", spy)
+    out = tmp_path / "out.bin"
+    copy_object(PackedStore(tmp_path / "objects"), oid, out)
+    assert out.read_bytes() == data
+    assert all(name.startswith("mlvc-hash") for name, _s, _e in seen)
+    assert [s for _n, s, _e in seen] == [0] + [e for _n, _s, e in seen[:-1]]  # contiguous
+    assert seen[-1][2] == len(data)
