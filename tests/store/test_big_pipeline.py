@@ -140,6 +140,7 @@ def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch)
     """The hash of a checkout is computed by the helper thread, in order, and matches."""
     from mlvc.workspace import materialize
 
+    monkeypatch.setattr(odb, "PIPELINE", "1")
     data = _mixed(5 * CHUNK_THRESHOLD + 77, seed=3)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -160,3 +161,13 @@ def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch)
     assert all(name.startswith("mlvc-hash") for name, _s, _e in seen)
     assert [s for _n, s, _e in seen] == [0] + [e for _n, _s, e in seen[:-1]]  # contiguous
     assert seen[-1][2] == len(data)
+
+
+@pytest.mark.parametrize(
+    ("setting", "load", "want"),
+    [("1", 50.0, True), ("0", 0.0, False), ("auto", 0.0, True), ("auto", 50.0, False)],
+)
+def test_the_pipeline_is_used_when_a_core_is_idle_unless_forced(monkeypatch, setting, load, want):
+    monkeypatch.setattr(odb, "PIPELINE", setting)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert odb.pipelined() is want
