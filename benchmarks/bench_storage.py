@@ -12,6 +12,9 @@ generated in a temp dir that is removed at the end.
 3. ten checkpoints of a 1 GiB weights file, each rewriting 10% of its tensors: store size
 4. a safetensors fine-tune: only the last layers and the head change; header edits shift
 5. peak RSS committing and checking out a 4 GiB file (``--only 5``; not in ``--quick``)
+6. CPU per thread storing and checking out a new big file in one process (``--only 6``): the
+   busiest thread's CPU bounds the wall time on an idle machine, and it is measured alike at
+   any load; the pipelined and inline paths, and ``--old-src``'s code, in the same run
 """
 
 from __future__ import annotations
@@ -450,6 +453,77 @@ def bench_memory(tmp: Path, size: int) -> list[str]:
     ]
 
 
+# -- 6. CPU per thread of the big-file paths ------------------------------------------------
+
+THREADS = r"""
+import json, os, sys, time
+from pathlib import Path
+from mlvc.store.pack.store import PackedStore
+from mlvc.workspace.materialize import copy_object
+src, root = sys.argv[1], Path(sys.argv[2])
+cpu = lambda a, b: (b.user - a.user) + (b.system - a.system)
+s = PackedStore(root / "objects")
+c0, m0 = os.times(), time.thread_time()
+oid = s.add_file(src)
+s.sync()
+c1, m1 = os.times(), time.thread_time()
+copy_object(s, oid, root / "out.bin")
+c2, m2 = os.times(), time.thread_time()
+print(json.dumps({"put": [m1 - m0, cpu(c0, c1) - (m1 - m0)],
+                  "checkout": [m2 - m1, cpu(c1, c2) - (m2 - m1)]}))
+"""
+
+
+def bench_threads(tmp: Path, size: int, reps: int) -> list[str]:
+    src = tmp / "big.bin"
+    write_random(src, size, seed=6)
+    kinds = {"pipelined (this code)": ("1", ""), "inline (this code)": ("0", "")}
+    if OLD_SRC:
+        kinds[OLD_LABEL] = ("", OLD_SRC)
+    got: dict[str, dict[str, list]] = {k: {"put": [], "checkout": []} for k in kinds}
+    loads = [os.getloadavg()]
+    for _rep in range(reps):
+        for kind, (pipe, path) in kinds.items():
+            root = tmp / "threads"
+            drop(root)
+            root.mkdir()
+            env = {**ENV, "MLVC_BIG_PIPELINE": pipe}
+            if path:
+                env["PYTHONPATH"] = path
+            p = subprocess.run(
+                [sys.executable, "-c", THREADS, str(src), str(root)],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            for step, pair in json.loads(p.stdout.splitlines()[-1]).items():
+                got[kind][step].append(pair)
+            drop(root)
+    loads.append(os.getloadavg())
+    os.unlink(src)
+    out = [
+        f"### 6. CPU per thread, a new {size / GiB:g} GiB file stored and checked out "
+        f"in one process, {reps} repetitions",
+        "",
+        "Seconds of CPU (median): the calling thread (it reads, cuts and hashes chunks; in a "
+        "checkout it copies) and all other threads (writes, whole-file hash, writeback; in a "
+        "checkout the read-back hash). On an idle 2-core machine the busier of the two bounds "
+        f"the wall time. Load average before: {', '.join(f'{x:.1f}' for x in loads[0])}; "
+        f"after: {', '.join(f'{x:.1f}' for x in loads[1])}.",
+        "",
+        "| code | put: calling thread | put: other threads | put: total | "
+        "checkout: calling thread | checkout: other | checkout: total |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, steps in got.items():
+        cells = []
+        for step in ("put", "checkout"):
+            mine = med([a for a, _b in steps[step]])
+            other = med([b for _a, b in steps[step]])
+            total = med([a + b for a, b in steps[step]])
+            cells += [f"{mine:.2f}", f"{other:.2f}", f"{total:.2f}"]
+        out.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Small sizes, one repetition.")
@@ -491,6 +565,9 @@ def main() -> None:
             report += bench_finetune(tmp, h, n) + [""]
         if 5 in only:
             report += bench_memory(tmp, 256 * MiB if args.quick else 4 * GiB) + [""]
+        if 6 in only:
+            size = 64 * MiB if args.quick else int(args.big_gib * GiB)
+            report += bench_threads(tmp, size, reps) + [""]
     finally:
         drop(tmp)
     text = "\n".join(report)

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import secrets
+from collections import deque
 from pathlib import Path
 
 import blake3
@@ -22,11 +23,12 @@ import blake3
 from ..core import progress
 from ..core.ids import ObjectId
 from ..errors import CorruptObject, UsageError
-from ..store.odb import HASH_STEP, ObjectStore, hash_file
+from ..store.odb import HASH_STEP, ObjectStore, hash_file, pipelined
 
 LINKS = ("copy", "hardlink", "symlink")
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _reflink_ok: dict[int, bool] = {}
+HASH_LAG = 4  # steps of HASH_STEP the checkout's hash may run behind its copy
 
 
 def check_link(link: str) -> str:
@@ -41,17 +43,24 @@ def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
 
 class _Sink:
     """Bytes written to one new file: progress, early writeback, and, for kernel copies, a
-    hash of what was written, read back every ``HASH_STEP`` bytes right after the copy (the
-    kernel's copy has just brought those bytes into the CPU's cache; hashing them later on
-    a helper thread, from memory, cost this machine more CPU and time, benchmarks/RESULTS.md)."""
+    hash of what was written, read back every ``HASH_STEP`` bytes a few steps behind the
+    copy by one helper thread, so the copy (this thread, in the kernel) and the hash (the
+    other core) run side by side. The helper stays at most ``HASH_LAG`` steps behind: the
+    bytes it reads back were just copied and are still in the CPU's shared cache (hashing
+    64 MiB behind, from memory, cost this machine more CPU and time, benchmarks/RESULTS.md).
+    When no core is idle (``odb.pipelined()``) each step is hashed by this thread right
+    after its copy instead."""
 
     def __init__(self, fd: int, path: Path, hash_behind: bool):
         self.fd, self.path = fd, path
-        self.written = self.kicked = self.hashed = 0
+        self.written = self.kicked = self.queued = self.hashed = 0
         self.hasher = blake3.blake3() if hash_behind else None
         self.jobs: list = []
-        self._pool = None
+        self.hashing: deque = deque()
+        self._pool = self._hash_pool = None
         self._buf: memoryview | None = None
+        self.short = False
+        self.pipelined = hash_behind and pipelined()
 
     def advance(self, n: int) -> None:
         from ..store.pack.store import WRITEBACK, _start_writeback
@@ -66,31 +75,54 @@ class _Sink:
             args = (self.fd, self.kicked, self.written - self.kicked, 2)
             self.jobs.append(self._pool.submit(_start_writeback, *args))
             self.kicked = self.written
-        if self.hasher is not None and self.written - self.hashed >= HASH_STEP:
-            self._hash_written()
+        if self.hasher is not None and self.written - self.queued >= HASH_STEP:
+            self._hash_up_to(self.written)
 
-    def _hash_written(self) -> None:
+    def _hash_up_to(self, end: int) -> None:
+        if not self.pipelined:
+            self._hash_range(self.queued, end)
+            self.queued = end
+            return
+        if self._hash_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-hash")
+        self.hashing.append(self._hash_pool.submit(self._hash_range, self.queued, end))
+        self.queued = end
+        while len(self.hashing) > HASH_LAG:
+            self.hashing.popleft().result()
+
+    def _hash_range(self, start: int, end: int) -> None:
+        """Hash bytes [start, end) of the file (the helper's jobs run in order)."""
         if self._buf is None:
             self._buf = memoryview(bytearray(HASH_STEP))
-        while self.hashed < self.written:
-            want = min(HASH_STEP, self.written - self.hashed)
-            got = os.preadv(self.fd, [self._buf[:want]], self.hashed)
+        at = start
+        while at < end and not self.short:
+            want = min(HASH_STEP, end - at)
+            got = os.preadv(self.fd, [self._buf[:want]], at)
             if got <= 0:
-                return  # cut short behind our back: the digest will not match
+                self.short = True  # cut short behind our back: the digest will not match
+                return
             self.hasher.update(self._buf[:got])
-            self.hashed += got
+            at += got
+        self.hashed = at
 
     def finish(self) -> bytes | None:
         """Wait for the helpers; the digest of everything written if hashing behind."""
-        if self.hasher is not None:
-            self._hash_written()
+        if self.hasher is not None and self.queued < self.written:
+            self._hash_up_to(self.written)
+        while self.hashing:
+            self.hashing.popleft().result()
         for j in self.jobs:
             j.result()
-        return self.hasher.digest() if self.hasher is not None else None
+        if self.hasher is None:
+            return None
+        return self.hasher.digest() if not self.short else b"short:" + self.hasher.digest()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
+        for pool in (self._pool, self._hash_pool):
+            if pool is not None:
+                pool.shutdown()
 
 
 def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:

@@ -223,9 +223,13 @@ def test_a_file_growing_while_it_is_chunked_is_read_again_or_refused(tmp_path, m
     assert len(grew) > 3 * 64  # three whole tries, each past several windows
 
 
-def test_kill_9_while_storing_a_big_file_leaves_a_store_fsck_passes(tmp_path):
+@pytest.mark.parametrize("pipeline", ["1", "0"])
+def test_kill_9_while_storing_a_big_file_leaves_a_store_fsck_passes(
+    tmp_path, monkeypatch, pipeline
+):
     """A commit of a big file killed at several instants: no half object is ever read, the
-    repository checks clean, and the file commits afterwards."""
+    repository checks clean, and the file commits afterwards (chunks written by a helper
+    thread, and inline)."""
     import signal
     import subprocess
     import sys
@@ -233,6 +237,7 @@ def test_kill_9_while_storing_a_big_file_leaves_a_store_fsck_passes(tmp_path):
 
     from mlvc import Repo
 
+    monkeypatch.setenv("MLVC_BIG_PIPELINE", pipeline)
     root = tmp_path / "proj"
     root.mkdir()
     Repo.init(root)
