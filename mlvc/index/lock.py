@@ -87,6 +87,34 @@ class IndexLock:
             )
         return fd
 
+    def downgrade(self, fd: int) -> None:
+        """Turn the exclusive lock held on ``fd`` into a shared one, so that no writer takes
+        the index between a reader's ingest and its read (a committer's worker that did would
+        keep the reader waiting for a whole ingest more). Linux makes the change in two steps,
+        so another process may take the lock in between: then this waits for it, bounded,
+        like ``take_or_raise``."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        with self._waiting():
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise IndexBusy(
+                        f"the index has been locked by another mlvc process for over "
+                        f"{LOCK_WAIT:.0f} s ({self.path}); try again in a moment"
+                    )
+                time.sleep(0.01)
+
     def wanted(self) -> bool:
         """Whether a reader is waiting for the lock now (a marker younger than LOCK_WAIT;
         older ones were left by a process that died, and are removed)."""
