@@ -492,7 +492,6 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
     got = child(root, "logmetric", root, n, reps)
     raw["logmetric"] = got
     wait_for_index(root)
-    rmtree(root)
     floor = [n / s for s in got["floor"]]
     calls = [n / s for s in got["calls"]]
     total = [n / s for s in got["total"]]
@@ -530,6 +529,8 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
     load0 = os.getloadavg()[0]
     ratio = child(root, "logratio", root, n, cfg["ratio_chunk"], cfg["ratio_reps"])
     raw["logratio"] = ratio
+    wait_for_index(root)
+    rmtree(root)
 
     def spread(xs):
         return f"{fx(med(xs))} ({fx(min(xs))}-{fx(max(xs))})"
