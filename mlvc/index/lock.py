@@ -18,6 +18,7 @@ query skip the journal and answer without runs committed since.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -93,22 +94,13 @@ class IndexLock:
         keep the reader waiting for a whole ingest more). Linux makes the change in two steps,
         so another process may take the lock in between: then this waits for it, bounded,
         like ``take_or_raise``."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-        with self._waiting():
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    return
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                if time.monotonic() >= deadline:
+        with contextlib.ExitStack() as waiting:
+            deadline = None
+            while not _try_flock(fd, fcntl.LOCK_SH):
+                if deadline is None:
+                    waiting.enter_context(self._waiting())
+                    deadline = time.monotonic() + LOCK_WAIT
+                elif time.monotonic() >= deadline:
                     raise IndexBusy(
                         f"the index has been locked by another mlvc process for over "
                         f"{LOCK_WAIT:.0f} s ({self.path}); try again in a moment"
@@ -166,3 +158,14 @@ class IndexLock:
             if key in held:  # a generator finished in another context holds none here
                 held.remove(key)
             _readers.set(tuple(held))
+
+
+def _try_flock(fd: int, op: int) -> bool:
+    """Whether ``flock(fd, op)`` succeeded without waiting."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return False

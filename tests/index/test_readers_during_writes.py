@@ -106,3 +106,21 @@ def test_a_writer_killed_mid_storm_loses_no_committed_run(project):
     _assert_each_query_saw_what_came_before(seen, committed)
     final = set(repo.query("SELECT id FROM runs").column("id").to_pylist())
     assert set(committed) <= final  # plus, maybe, the victim's unreported or killed runs
+
+
+def test_a_downgraded_lock_admits_readers_and_keeps_writers_out(tmp_path):
+    from mlvc.index.lock import IndexLock
+
+    lock = IndexLock(tmp_path / "index.lock", tmp_path)
+    fd = lock.take(exclusive=True, wait=0.0)
+    assert lock.take(exclusive=False, wait=0.0) is None
+    lock.downgrade(fd)
+    other = lock.take(exclusive=False, wait=0.0)
+    assert other is not None  # another reader gets in
+    assert lock.take(exclusive=True, wait=0.0) is None  # a writer does not
+    os.close(other)
+    assert lock.take(exclusive=True, wait=0.0) is None  # still held by the downgraded fd
+    os.close(fd)
+    again = lock.take(exclusive=True, wait=0.0)
+    assert again is not None
+    os.close(again)
