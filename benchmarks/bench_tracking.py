@@ -75,6 +75,12 @@ def med(xs) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def p95(xs) -> float | None:
+    """The 95th percentile (nearest rank)."""
+    xs = sorted(x for x in xs if x is not None)
+    return xs[max(0, -(-len(xs) * 95 // 100) - 1)] if xs else None
+
+
 def paired(a: list[float], b: list[float]) -> float | None:
     """Median of per-repetition ratios a[i] / b[i]."""
     return med([x / y for x, y in zip(a, b, strict=False) if y])
@@ -184,6 +190,53 @@ def child_logmetric(root: str, n: str, reps: str) -> dict:
         out["indexed"].append(t3 - t0)
         out["ids"].append(r.id)
         out["stored"] += got.as_py()
+    return out
+
+
+def child_logratio(root: str, n: str, chunk: str, reps: str) -> dict:
+    """log_metric against a bare ``points.append(("loss", v, i))`` loop in this process, robust
+    to the load of a shared machine: each repetition logs ``n`` points in one run and appends
+    ``n`` tuples to one list, alternating chunks of ``chunk`` points between the two, so both
+    see the same load at nearly the same moments (and the list grows, as a buffer of every
+    point must). Per repetition: the ratio of the summed times, wall and CPU (process time:
+    the run's flusher thread included)."""
+    import mlvc
+
+    repo = mlvc.Repo(root)
+    n, chunk = int(n), int(chunk)
+    pc, pt = time.process_time, time.perf_counter
+    with mlvc.start_run(name="warm-up", repo=repo) as r:  # lazy imports, first flush
+        for _ in range(chunk):
+            r.log_metric("x", 1.0)
+        time.sleep(1.2)
+    out = {
+        "wall": [],
+        "cpu": [],
+        "bare_ns": [],
+        "mlvc_ns": [],
+        "bare_cpu_ns": [],
+        "mlvc_cpu_ns": [],
+    }
+    for rep in range(int(reps)):
+        bw = bc = mw = mc = 0.0
+        points: list = []
+        with mlvc.start_run(name=f"log-ratio-{rep}", repo=repo) as r:
+            for c in range(0, n, chunk):
+                c0, t0 = pc(), pt()
+                for i in range(c, c + chunk):
+                    points.append(("loss", i * 0.001, i))
+                t1, c1 = pt(), pc()
+                for i in range(c, c + chunk):
+                    r.log_metric("loss", i * 0.001, step=i)
+                t2, c2 = pt(), pc()
+                bw, bc, mw, mc = bw + t1 - t0, bc + c1 - c0, mw + t2 - t1, mc + c2 - c1
+        del points
+        out["wall"].append(bw / mw)
+        out["cpu"].append(bc / mc)
+        out["bare_ns"].append(bw / n * 1e9)
+        out["mlvc_ns"].append(mw / n * 1e9)
+        out["bare_cpu_ns"].append(bc / n * 1e9)
+        out["mlvc_cpu_ns"].append(mc / n * 1e9)
     return out
 
 
@@ -425,6 +478,7 @@ def child_lib_query(root: str, reps: str) -> dict:
 
 CHILDREN = {
     "logmetric": child_logmetric,
+    "logratio": child_logratio,
     "commit": child_commit,
     "storm-writer": child_storm_writer,
     "storm-reader": child_storm_reader,
@@ -444,7 +498,6 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
     got = child(root, "logmetric", root, n, reps)
     raw["logmetric"] = got
     wait_for_index(root)
-    rmtree(root)
     floor = [n / s for s in got["floor"]]
     calls = [n / s for s in got["calls"]]
     total = [n / s for s in got["total"]]
@@ -476,6 +529,39 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
             f"after the block {fs(med([t - c for t, c in zip(got['indexed'], got['total'], strict=True)]))}",
         ],
     ]
+    log(
+        f"[1] log_metric vs a bare list-append loop, interleaved: {n:,} points x {cfg['ratio_reps']}"
+    )
+    load0 = os.getloadavg()[0]
+    ratio = child(root, "logratio", root, n, cfg["ratio_chunk"], cfg["ratio_reps"])
+    raw["logratio"] = ratio
+    wait_for_index(root)
+    rmtree(root)
+
+    def spread(xs):
+        return f"{fx(med(xs))} ({fx(min(xs))}-{fx(max(xs))})"
+
+    rows.append(
+        [
+            "mlvc `run.log_metric` / a bare `points.append((key, v, i))` loop, interleaved in "
+            f"chunks of {cfg['ratio_chunk']:,} (goal >= 0.5x): wall",
+            f"{n:,}",
+            f"{med(ratio['mlvc_ns']):.0f} ns vs {med(ratio['bare_ns']):.0f} ns a point",
+            spread(ratio["wall"]),
+            "",
+            f"median of {cfg['ratio_reps']} (min-max); load {load0:.1f} -> {os.getloadavg()[0]:.1f}",
+        ]
+    )
+    rows.append(
+        [
+            "the same, CPU (process time, the flusher thread included)",
+            f"{n:,}",
+            f"{med(ratio['mlvc_cpu_ns']):.0f} ns vs {med(ratio['bare_cpu_ns']):.0f} ns a point",
+            spread(ratio["cpu"]),
+            "",
+            "",
+        ]
+    )
     notes = []
     if got["stored"] != n * reps:
         notes.append(f"**LOST POINTS**: the index holds {got['stored']:,} of {n * reps:,}")
@@ -852,7 +938,8 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
     last = samples[-1]["many"]
     ops = last["reader"]["ops"] if last["reader"] else {}
     reader_rows = [
-        [f"`{k}`", str(len(v)), fs(med(v)), fs(max(v) if v else None)] for k, v in ops.items()
+        [f"`{k}`", str(len(v)), fs(med(v)), fs(p95(v)), fs(max(v) if v else None)]
+        for k, v in ops.items()
     ]
     notes = []
     for k, s in enumerate(samples):
@@ -972,7 +1059,7 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         "`log_batch` of the 100 points (its fastest path), on one SQLite file; one repetition.\n\n"
         + table(head, rows)
         + "\n\nReader latency during the last storm:\n\n"
-        + table(["reader operation", "calls", "median", "max"], reader_rows)
+        + table(["reader operation", "calls", "median", "p95 (goal <= 1 s)", "max"], reader_rows)
         + "\n\n"
         + "\n".join(f"- {x}" for x in notes)
     )
@@ -1278,6 +1365,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dict(
             points=200_000,
             reps=3,
+            ratio_chunk=10_000,
+            ratio_reps=3,
             ml_points=200,
             ml_budget=5.0,
             ml_batch=5_000,
@@ -1302,6 +1391,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dict(
             points=1_000_000,
             reps=3,
+            ratio_chunk=10_000,
+            ratio_reps=7,
             ml_points=2_000,
             ml_budget=10.0,
             ml_batch=10_000,

@@ -223,6 +223,20 @@ class Index:
         finally:
             os.close(fd)
 
+    def _ingest_for_reading(self) -> int:
+        """Ingest what is pending, then keep the lock, shared: returns its fd. A reader that
+        let the lock go between its ingest and its read could wait there for a committer's
+        whole ingest (the worker it starts holds the lock from its start-up on)."""
+        fd = self.lock.take_or_raise(exclusive=True)
+        try:
+            self._drop_kept()
+            self._write_locked(rebuild=False)
+            self.lock.downgrade(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def _write_locked(self, rebuild: bool) -> None:
         """Rebuild the index (if asked), then ingest the journal; the exclusive lock is held."""
         with writable(self.dir):
@@ -331,25 +345,38 @@ class Index:
         """(lock fd, read-only connection, whether it is a kept connection's cursor),
         ingesting first when the index is behind."""
         nested = self.lock.held_here()
-        for attempt in range(2):
-            fd = self.lock.take_or_raise(exclusive=False)
-            try:
-                if self._keep and not nested:
-                    con = self._kept_cursor()
-                    if con is not None:
-                        return fd, con, True
-                if attempt == 0 and not nested:
-                    con = self._open_if_current()
-                else:
-                    con = connect_ro(self.path)
-            except BaseException:
-                os.close(fd)
-                raise
-            if con is not None:
-                return fd, con, False
+        fd = self.lock.take_or_raise(exclusive=False)
+        try:
+            if self._keep and not nested:
+                con = self._kept_cursor()
+                if con is not None:
+                    return fd, con, True
+            if nested:
+                con = connect_ro(self.path)
+            elif self._surely_behind():  # no DuckDB open to learn it
+                con = None
+            else:
+                con = self._open_if_current()
+        except BaseException:
             os.close(fd)
-            self._write(rebuild=False)
-        raise AssertionError("unreachable")
+            raise
+        if con is not None:
+            return fd, con, False
+        os.close(fd)
+        fd = self._ingest_for_reading()
+        try:
+            return fd, connect_ro(self.path), False
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _surely_behind(self) -> bool:
+        """Whether the index needs an ingest, as far as the file system tells without
+        opening DuckDB: a journalled run whose ref exists, or named refs changed too recently
+        for a stored fingerprint to match (during a stream of commits, nearly always)."""
+        if self._journal.refs_fingerprint().endswith("/unsettled"):
+            return True
+        return any(self.refs.has_run(e.oid) for e in self._journal.entries())
 
     def _open_if_current(self):
         """A read-only connection if the index needs no ingest, else None."""

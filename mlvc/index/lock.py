@@ -18,6 +18,7 @@ query skip the journal and answer without runs committed since.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -87,6 +88,25 @@ class IndexLock:
             )
         return fd
 
+    def downgrade(self, fd: int) -> None:
+        """Turn the exclusive lock held on ``fd`` into a shared one, so that no writer takes
+        the index between a reader's ingest and its read (a committer's worker that did would
+        keep the reader waiting for a whole ingest more). Linux makes the change in two steps,
+        so another process may take the lock in between: then this waits for it, bounded,
+        like ``take_or_raise``."""
+        with contextlib.ExitStack() as waiting:
+            deadline = None
+            while not _try_flock(fd, fcntl.LOCK_SH):
+                if deadline is None:
+                    waiting.enter_context(self._waiting())
+                    deadline = time.monotonic() + LOCK_WAIT
+                elif time.monotonic() >= deadline:
+                    raise IndexBusy(
+                        f"the index has been locked by another mlvc process for over "
+                        f"{LOCK_WAIT:.0f} s ({self.path}); try again in a moment"
+                    )
+                time.sleep(0.01)
+
     def wanted(self) -> bool:
         """Whether a reader is waiting for the lock now (a marker younger than LOCK_WAIT;
         older ones were left by a process that died, and are removed)."""
@@ -138,3 +158,14 @@ class IndexLock:
             if key in held:  # a generator finished in another context holds none here
                 held.remove(key)
             _readers.set(tuple(held))
+
+
+def _try_flock(fd: int, op: int) -> bool:
+    """Whether ``flock(fd, op)`` succeeded without waiting."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return False

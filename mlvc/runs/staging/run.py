@@ -374,13 +374,16 @@ class StagedRun:
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
-        codes, steps, times, values = cols
+        codes, steps, times, values = (
+            c if isinstance(c, pa.Array) else pa.array(c, t)  # Arrow arrays are taken as made
+            for c, t in zip(cols, (pa.int32(), pa.int64(), pa.int64(), pa.float64()), strict=True)
+        )
         table = pa.table(
             {
-                "key": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names)),
-                "step": pa.array(steps, pa.int64()),
-                "timestamp": pa.array(times, pa.int64()),
-                "value": pa.array(values, pa.float64()),
+                "key": pa.DictionaryArray.from_arrays(codes, pa.array(names)),
+                "step": steps,
+                "timestamp": times,
+                "value": values,
             }
         )
         if note:
