@@ -35,6 +35,7 @@ def build_tree(
     paths: Iterable[str],
     hasher=None,
     extra: dict[str, TreeEntry] | None = None,
+    stats: dict[str, os.stat_result] | None = None,
 ) -> ObjectId | None:
     """Store every file in ``paths`` (relative to root) and the trees that hold them.
 
@@ -45,7 +46,9 @@ def build_tree(
     its stored tree was made from reuses that tree without reading its files (see
     ``_signatures``). Symlinks are stored as a blob of their target, and only if
     ``links.record_problem`` finds none (else UnsafePath). ``extra`` adds already-stored
-    entries by path (they win over files at the same path). Returns the root tree id, or
+    entries by path (they win over files at the same path). ``stats`` holds the ``lstat``
+    of paths already taken by the walk that listed them (``runs.record.expand``): those
+    are not statted again. Returns the root tree id, or
     None when there are no files. A file that cannot be read raises UnreadablePath naming
     it, before anything refers to what was stored.
     """
@@ -56,17 +59,24 @@ def build_tree(
     checked: set[str] = set()  # folders whose path is normal and safe
     nodes: dict[str, dict] = {}  # folder path -> its dict in nested
     lstat, islink = os.lstat, stat.S_ISLNK
+    known = stats.get if stats else _nothing
     for rel in paths:
         if rel in extra:
             continue
+        st = known(rel)
         folder, _, name = rel.rpartition("/")
-        if folder not in checked or name in _ODD or "\0" in name or is_reserved_name(name):
+        # a walked name (st known) came from its folder's listing, junk and reserved names
+        # already dropped: once its folder is checked, nothing in it needs a look
+        if st is not None and folder in checked:
+            pass
+        elif folder not in checked or name in _ODD or "\0" in name or is_reserved_name(name):
             rel = safe_relpath(rel)  # the whole path checked once per folder (or raises)
             folder, _, name = rel.rpartition("/")
             checked.add(folder)
         full = prefix + rel
         try:
-            st = lstat(full)
+            if st is None:
+                st = lstat(full)
             link = islink(st.st_mode)
             target = os.readlink(full) if link else ""
         except OSError as e:
@@ -112,6 +122,10 @@ def build_tree(
         add, os.fspath(root), [c for _p, n in build for c in n.values() if type(c) is _File]
     )
     return _write_trees(store, nested, build, reused, sigs, cache)
+
+
+def _nothing(_key: str) -> None:
+    return None
 
 
 class _File:
@@ -161,7 +175,8 @@ def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[
             if type(child) is _File:
                 st = child.st
                 m, c = st.st_mtime_ns, st.st_ctime_ns
-                newest = max(newest, m, c)
+                if m > newest or c > newest:
+                    newest = m if m > c else c
                 items.append(
                     (name, child.kind, st.st_size, m, st.st_ino, c, st.st_mode, st.st_dev,
                      child.target)
