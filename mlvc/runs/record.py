@@ -109,20 +109,13 @@ def _junk_in_data(name: str) -> bool:
     return name in JUNK_IN_DATA or is_reserved_name(name)
 
 
-def expand(
-    root: Path, rels: Iterable[str], stats: dict[str, os.stat_result] | None = None
-) -> list[str]:
+def expand(root: Path, rels: Iterable[str]) -> list[str]:
     """Every file at or below each project-relative path (symlinks kept, not followed).
 
-    With ``stats``, each file found in a folder is also ``lstat``-ed there (relative to the
-    open folder: no path lookup per file) and its stat put in ``stats`` by path, so
-    ``build_tree`` does not stat it again: one pass lists and stats each folder once. A file
-    that vanishes before its stat is left to ``build_tree`` to report. A folder that cannot
-    be listed raises UnreadablePath: a run never silently lacks data.
+    A folder that cannot be listed raises UnreadablePath: a run never silently lacks data.
     """
     out: set[str] = set()
     base = os.fspath(root)
-    lstat, isdir = os.lstat, stat.S_ISDIR
     for rel in rels:
         full = os.path.join(base, rel)
         if os.path.islink(full) or not os.path.isdir(full):
@@ -131,57 +124,77 @@ def expand(
         stack = [rel]  # iterative: any depth
         while stack:
             folder = stack.pop()
+            try:
+                with os.scandir(os.path.join(base, folder)) as it:
+                    entries = list(it)
+            except OSError as e:
+                raise UnreadablePath(folder, e, "list") from None
+            for entry in entries:
+                if _junk_in_data(entry.name):
+                    continue
+                path = f"{folder}/{entry.name}"
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError as e:
+                    raise UnreadablePath(path, e) from None
+                if is_dir:
+                    stack.append(path)
+                else:
+                    out.add(path)  # files, and links (to folders too), never followed
+    return sorted(out)
+
+
+def walk_data(
+    root: Path, rels: Iterable[str]
+) -> tuple[list[str], dict[str, list[tuple[str, os.stat_result]]]]:
+    """What ``expand`` finds, listed and ``lstat``-ed in one pass for ``build_tree``:
+    (paths not found by listing a folder, {folder: [(name, lstat), ...]}).
+
+    Each folder is opened once and its entries are statted relative to it (no path lookup
+    per file); junk and reserved names are dropped as ``expand`` drops them. The listing
+    is what ``build_tree(listing=...)`` takes, so no file is looked at twice. A name gone
+    between the listing and its stat is returned as a path, for ``build_tree`` to report;
+    a folder that cannot be listed raises UnreadablePath: a run never silently lacks data.
+    """
+    loose: set[str] = set()
+    listing: dict[str, list[tuple[str, os.stat_result]]] = {}
+    base = os.fspath(root)
+    lstat, isdir = os.lstat, stat.S_ISDIR
+    for rel in rels:
+        full = os.path.join(base, rel)
+        if os.path.islink(full) or not os.path.isdir(full):
+            loose.add(rel)
+            continue
+        stack = [rel]  # iterative: any depth
+        while stack:
+            folder = stack.pop()
+            if folder in listing:
+                continue  # given twice (a folder and one inside it)
             try:  # O_NOFOLLOW: a folder swapped for a link since it was listed is refused
                 fd = os.open(os.path.join(base, folder), _DIR_FLAGS)
             except OSError as e:
                 raise UnreadablePath(folder, e, "list") from None
             try:
-                prefix = folder + "/"
-                if stats is None:  # no stats wanted: the listing's d_type says what is a folder
-                    _list_kinds(fd, folder, prefix, stack, out)
-                    continue
                 try:
                     names = os.listdir(fd)
                 except OSError as e:
                     raise UnreadablePath(folder, e, "list") from None
+                files = listing[folder] = []
                 for name in _data_names(names):
-                    path = prefix + name
                     try:
                         st = lstat(name, dir_fd=fd)
                     except FileNotFoundError:
-                        out.add(path)  # gone since the listing: build_tree says so
+                        loose.add(f"{folder}/{name}")  # gone since the listing
                         continue
                     except OSError as e:
-                        raise UnreadablePath(path, e) from None
+                        raise UnreadablePath(f"{folder}/{name}", e) from None
                     if isdir(st.st_mode):
-                        stack.append(path)
+                        stack.append(f"{folder}/{name}")
                     else:
-                        out.add(path)  # files, and links (to folders too), never followed
-                        if stats is not None:
-                            stats[path] = st
+                        files.append((name, st))  # files, and links (never followed)
             finally:
                 os.close(fd)
-    return sorted(out)
-
-
-def _list_kinds(fd: int, folder: str, prefix: str, stack: list[str], out: set[str]) -> None:
-    try:
-        with os.scandir(fd) as it:
-            entries = list(it)
-    except OSError as e:
-        raise UnreadablePath(folder, e, "list") from None
-    for entry in entries:
-        if _junk_in_data(entry.name):
-            continue
-        path = prefix + entry.name
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError as e:
-            raise UnreadablePath(path, e) from None
-        if is_dir:
-            stack.append(path)
-        else:
-            out.add(path)  # files, and links (to folders too), never followed
+    return sorted(loose), listing
 
 
 _DIR_FLAGS = (
@@ -314,15 +327,15 @@ def _capture_inputs(
     # packages, and would otherwise come before the first byte of data is read. The pool's
     # exit waits for the helper, so nothing is written once this returns or raises.
     with _helper() as pool:
-        stats: dict[str, os.stat_result] = {}  # the walk's lstat of each file, reused
+        loose, listing = walk_data(root, data_paths)  # every file listed and statted once
         data = pool.submit(
             contextvars.copy_context().run,  # the caller's progress bar settings
             build_tree,
             store,
             root,
-            expand(root, data_paths, stats),
+            loose,
             hasher=hasher,
-            stats=stats,
+            listing=listing,
         )
         if code:
             files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
@@ -335,6 +348,18 @@ def _capture_inputs(
             env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
         data_tree = data.result()
     return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
+
+
+def _ask_author(ctx: RepoContext):
+    """A started thread that looks the author up (its answer is cached for the process),
+    or None when the settings name one."""
+    import threading
+
+    if ctx.settings.author:
+        return None
+    thread = threading.Thread(target=ctx.author, name="mlvc-author", daemon=True)
+    thread.start()
+    return thread
 
 
 def _helper():
@@ -426,13 +451,22 @@ def _build_run(ctx: RepoContext, spec: RunSpec, cwd: Path | None, hasher: FileHa
             metrics={**spec.series_metrics, **metrics}, tags=dict(spec.tags),
             models=dict(spec.models), extra=dict(spec.extra))
     )  # fmt: skip
+    # git's author (a `git config` process) is asked while the files are captured
+    author = _ask_author(ctx) if spec.inputs is None else None
     inputs = spec.inputs or capture_inputs(
         ctx, spec.data, spec.artifacts, cwd, spec.capture_code, spec.capture_env
     )
-    art_files = expand(ctx.root, inputs.artifact_paths)
+    art_files, art_listing = walk_data(ctx.root, inputs.artifact_paths)
     artifacts = build_tree(
-        ctx.store, ctx.root, art_files, hasher=hasher, extra=dict(spec.artifact_entries)
+        ctx.store,
+        ctx.root,
+        art_files,
+        hasher=hasher,
+        extra=dict(spec.artifact_entries),
+        listing=art_listing,
     )
+    if author is not None:
+        author.join()
     head = ctx.refs.read("HEAD") if spec.parents is None else None
     parents = spec.parents if spec.parents is not None else ((head,) if head else ())
     return Run(

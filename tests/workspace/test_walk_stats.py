@@ -1,7 +1,8 @@
-"""The data walk stats each file once (``runs.record.expand`` with ``stats``) and
-``build_tree`` reuses those stats: the trees must be exactly those of the walk without
-stats, junk and hostile names are dropped the same way, a file gone or changed since the
-walk is reported or re-read, and threads sharing a stat cache lose nothing."""
+"""The data walk lists and stats each file once (``runs.record.walk_data``) and
+``build_tree(listing=...)`` places those files by folder: the trees must be exactly those of
+``expand`` + per-path ``build_tree``, junk and hostile names are dropped the same way, a
+file gone or changed since the walk is reported, and threads sharing a stat cache lose
+nothing."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlvc.errors import MlvcError
-from mlvc.runs.record import expand
+from mlvc.runs.record import expand, walk_data
 from mlvc.workspace.statcache import StatCache
 from mlvc.workspace.trees import build_tree
 
@@ -39,41 +42,93 @@ def make(root: Path) -> None:
     (root / "data/empty-folder").mkdir()
 
 
-def test_walk_with_stats_lists_and_builds_the_same(repo, project):
+def listed(loose: list[str], listing: dict) -> set[str]:
+    return {
+        *loose,
+        *(f"{folder}/{name}" for folder, entries in listing.items() for name, _ in entries),
+    }
+
+
+def test_walk_lists_and_builds_the_same(repo, project):
     make(project)
     plain = expand(project, ["data"])
-    stats: dict = {}
-    walked = expand(project, ["data"], stats)
-    assert walked == plain
-    assert "data/a/x.bin" in walked and "data/link" in walked and "data/folder-link" in walked
-    assert not any(p.startswith(("data/__pycache__", "data/.git")) for p in walked)
-    assert "data/GIT~1" not in walked and "data/.DS_Store" not in walked
-    assert set(stats) == set(walked)
-    for path, st in stats.items():
-        assert os.lstat(project / path) == st
+    loose, listing = walk_data(project, ["data"])
+    assert listed(loose, listing) == set(plain)
+    assert loose == []
+    assert "data/a/x.bin" in plain and "data/link" in plain and "data/folder-link" in plain
+    assert not any(p.startswith(("data/__pycache__", "data/.git")) for p in plain)
+    assert "data/GIT~1" not in plain and "data/.DS_Store" not in plain
+    for folder, entries in listing.items():
+        for name, stat_ in entries:
+            assert os.lstat(project / folder / name) == stat_
     store = repo.store
-    assert build_tree(store, project, walked, stats=stats) == build_tree(store, project, plain)
+    walked = build_tree(store, project, loose, listing=listing)
+    assert walked == build_tree(store, project, plain)
+    # a folder given twice (and one inside it) is listed once
+    loose2, listing2 = walk_data(project, ["data", "data/a"])
+    assert build_tree(store, project, loose2, listing=listing2) == walked
 
 
 def test_a_file_gone_since_the_walk_is_named(repo, project):
     make(project)
-    stats: dict = {}
-    walked = expand(project, ["data"], stats)
+    loose, listing = walk_data(project, ["data"])
     (project / "data/a/x.bin").unlink()
     with pytest.raises(MlvcError, match="data/a/x.bin disappeared"):
-        build_tree(repo.store, project, walked, stats=stats)
+        build_tree(repo.store, project, loose, listing=listing)
 
 
 def test_a_file_rewritten_since_the_walk_is_refused_by_the_commit_hasher(repo, project):
     """The walk's stat is what the tree records the size from: bytes that changed after it
     must not be stored under it (FileHasher compares the stat after reading)."""
     make(project)
-    stats: dict = {}
-    walked = expand(project, ["data"], stats)
+    loose, listing = walk_data(project, ["data"])
     (project / "data/a/x.bin").write_bytes(b"longer than before")
     hasher = repo.ctx.file_hasher()
     with pytest.raises(MlvcError, match="x.bin"):
-        build_tree(repo.store, project, walked, hasher=hasher, stats=stats)
+        build_tree(repo.store, project, loose, hasher=hasher, listing=listing)
+
+
+NAMES = st.sampled_from(["a", "b", "B", ".git", "__pycache__", "x.bin", "caf\u00e9", "GIT~1", "m"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    files=st.lists(st.tuples(st.lists(NAMES, min_size=1, max_size=3), st.booleans()), max_size=12),
+    links=st.lists(st.tuples(st.lists(NAMES, min_size=1, max_size=2), NAMES), max_size=3),
+)
+def test_walk_and_paths_give_the_same_trees(tmp_path_factory, files, links):
+    """Random trees of files, executables, links (inside and to folders), junk and reserved
+    names: the listing and the per-path route record the same tree."""
+    from mlvc.store.odb import MemoryStore
+
+    root = tmp_path_factory.mktemp("walk")
+    for parts, executable in files:
+        path = root.joinpath("data", *parts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes("/".join(parts).encode())
+        except OSError:
+            continue  # a file where a folder is wanted, or the reverse
+        if executable:
+            path.chmod(0o755)
+    for parts, target in links:
+        path = root.joinpath("data", *parts)
+        if path.parent.is_dir() and not os.path.lexists(path):
+            os.symlink(target, path)
+    store = MemoryStore()
+    plain = expand(root, ["data"]) if (root / "data").is_dir() else []
+    loose, listing = walk_data(root, ["data"]) if plain else ([], {})
+    assert listed(loose, listing) == set(plain)
+    outcomes = []
+    for route in (
+        lambda: build_tree(store, root, plain),
+        lambda: build_tree(store, root, loose, listing=listing),
+    ):
+        try:
+            outcomes.append(route())
+        except MlvcError as e:  # a link that leaves the project: refused alike
+            outcomes.append(type(e))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_threads_sharing_a_stat_cache_lose_no_folder(tmp_path):
