@@ -116,11 +116,7 @@ def expand(root: Path, rels: Iterable[str]) -> list[str]:
     """
     out: set[str] = set()
     base = os.fspath(root)
-    for rel in rels:
-        full = os.path.join(base, rel)
-        if os.path.islink(full) or not os.path.isdir(full):
-            out.add(rel)
-            continue
+    for rel in _folders_given(base, rels, out):
         stack = [rel]  # iterative: any depth
         while stack:
             folder = stack.pop()
@@ -144,6 +140,16 @@ def expand(root: Path, rels: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+def _folders_given(base: str, rels: Iterable[str], files: set[str]) -> Iterator[str]:
+    """The paths of ``rels`` that are real folders; the others (files, links) go in files."""
+    for rel in rels:
+        full = os.path.join(base, rel)
+        if os.path.islink(full) or not os.path.isdir(full):
+            files.add(rel)
+        else:
+            yield rel
+
+
 def walk_data(
     root: Path, rels: Iterable[str]
 ) -> tuple[list[str], dict[str, list[tuple[str, os.stat_result]]]]:
@@ -160,11 +166,7 @@ def walk_data(
     listing: dict[str, list[tuple[str, os.stat_result]]] = {}
     base = os.fspath(root)
     lstat, isdir = os.lstat, stat.S_ISDIR
-    for rel in rels:
-        full = os.path.join(base, rel)
-        if os.path.islink(full) or not os.path.isdir(full):
-            loose.add(rel)
-            continue
+    for rel in _folders_given(base, rels, loose):
         stack = [rel]  # iterative: any depth
         while stack:
             folder = stack.pop()
