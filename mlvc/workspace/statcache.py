@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -387,6 +386,8 @@ class FileHasher:
         total = sum(jobs[i][1].st_size for i in misses)
         with progress.bar("hashing", total_bytes=total, total_files=len(misses)):
             if self.threads > 1 and len(misses) >= POOL_MIN:
+                from concurrent.futures import ThreadPoolExecutor  # not for 1 thread: ~3 ms
+
                 with ThreadPoolExecutor(self.threads, thread_name_prefix="mlvc-hash") as pool:
                     add = progress.carry(self._add)  # the pool counts in this bar
                     done = pool.map(lambda i: add(*jobs[i]), misses)
