@@ -13,8 +13,11 @@ Each figure: the median of ``--reps`` repetitions (at least 5), its spread (min-
 per-repetition ratios), and the load average before and after. Data is generated at run
 time under ``--dir`` (default: $TMPDIR).
 
+With ``--compare PATH`` (another mlvc executable, e.g. main's venv), that mlvc commits a
+third copy of the small-file tree in the same repetitions: a before/after under one load.
+
 Usage: python benchmarks/bench_startup.py [--reps 7] [--files 20000] [--runs 10000]
-       [--only 1,2] [--quick] [--out report.md]
+       [--only 1,2] [--quick] [--out report.md] [--compare /path/to/other/mlvc]
 """
 
 from __future__ import annotations
@@ -185,32 +188,35 @@ def make_tree(root: Path, n: int, size: int) -> list[str]:
     return paths
 
 
-def bench_small_files(work: Path, reps: int, n: int, size: int = 4096) -> str:
+def bench_small_files(
+    work: Path, reps: int, n: int, size: int = 4096, compare: str | None = None
+) -> str:
     print(f"[2] writing {n} files of {size} bytes", file=sys.stderr)
     src = work / "small-src"
     paths = make_tree(src, n, size)
     touched = paths[:: max(1, n // 10)][:10]
+    tools = ("git", "mlvc", "base") if compare else ("git", "mlvc")
     trees = {}
-    for tool in ("mlvc", "git"):
+    for tool in tools:
         trees[tool] = work / f"small-{tool}"
         shutil.copytree(src, trees[tool])
     shutil.rmtree(src)
     genv = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
-    commit = [MLVC, "commit", "-q", "-m", "data", "--data", "data"]
+    bins = {"mlvc": MLVC, "base": compare}
     add = ["git", "add", "-A"]
     keys = ("first", "same", "touched")
-    times = {f"{t}.{k}": [] for t in ("mlvc", "git") for k in keys}
-    cpu = {f"{t}.{k}": [] for t in ("mlvc", "git") for k in keys}
+    times = {f"{t}.{k}": [] for t in tools for k in keys}
+    cpu = {f"{t}.{k}": [] for t in tools for k in keys}
     for rep in range(reps):
         print(f"[2] rep {rep + 1}/{reps}", file=sys.stderr)
-        for tool in ("git", "mlvc"):
+        for tool in tools:
             root = trees[tool]
             shutil.rmtree(root / (".git" if tool == "git" else ".mlvc"), ignore_errors=True)
             if tool == "git":
                 subprocess.run(["git", "init", "-q"], cwd=root, env=genv, check=True)
             else:
-                subprocess.run([MLVC, "init"], cwd=root, check=True, capture_output=True)
-            argv = add if tool == "git" else commit
+                subprocess.run([bins[tool], "init"], cwd=root, check=True, capture_output=True)
+            argv = add if tool == "git" else [bins[tool], *COMMIT]
             os.sync()
             times[f"{tool}.first"].append(timed(argv, root, genv, cpu[f"{tool}.first"]))
             settle(root)
@@ -234,7 +240,28 @@ def bench_small_files(work: Path, reps: int, n: int, size: int = 4096) -> str:
     for k in keys:
         s = summary(cpu[f"mlvc.{k}"], cpu[f"git.{k}"])
         lines.append(row(names[k] + " (CPU)", s, goals[k], "`git add -A`"))
+    if compare:
+        lines += ["", f"This mlvc against `{compare}` (--compare), same runs:", "", VS]
+        for k in keys:
+            lines.append(vs_row(names[k], times, cpu, k))
     return "\n".join(lines)
+
+
+COMMIT = ["commit", "-q", "-m", "data", "--data", "data"]
+VS = (
+    "| figure | this: wall | --compare: wall | ratio | this: CPU | --compare: CPU | ratio |\n"
+    "|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def vs_row(name: str, times: dict, cpu: dict, k: str) -> str:
+    med = statistics.median
+    w, bw = med(times[f"mlvc.{k}"]), med(times[f"base.{k}"])
+    c, bc = med(cpu[f"mlvc.{k}"]), med(cpu[f"base.{k}"])
+    return (
+        f"| {name} | {w * 1000:.0f} ms | {bw * 1000:.0f} ms | {w / bw:.2f}x "
+        f"| {c * 1000:.0f} ms | {bc * 1000:.0f} ms | {c / bc:.2f}x |"
+    )
 
 
 def main() -> None:
@@ -246,6 +273,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--compare",
+        default=None,
+        help="another mlvc executable (main's) timed on a third copy of the small-file tree, "
+        "interleaved: a before/after under the same load",
+    )
     args = ap.parse_args()
     if args.quick:
         args.reps, args.files, args.runs = 5, 2000, 500
@@ -268,7 +301,8 @@ def main() -> None:
         print(parts[-1], flush=True)
     if "2" in only:
         parts.append(
-            f"#### {args.files} files of 4 KiB\n\n" + bench_small_files(work, args.reps, args.files)
+            f"#### {args.files} files of 4 KiB\n\n"
+            + bench_small_files(work, args.reps, args.files, compare=args.compare)
         )
         print(parts[-1], flush=True)
     parts.append(f"Load average after: {loadavg()}")

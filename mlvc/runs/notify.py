@@ -73,6 +73,13 @@ def _watch_snapshot(ctx: RepoContext) -> None:
     """Start the alert watcher for a recorded snapshot when the project has rules (a live
     run started it when it began). The run is recorded: a bad rule only warns here."""
     from ..errors import MlvcError
+    from ..workspace.project import load_project
+
+    try:  # no [[alerts]]: nothing to watch, and mlvc.runs.watch (~10 ms of imports) unread
+        if not load_project(ctx.layout.root).raw.get("alerts"):
+            return
+    except (MlvcError, OSError):
+        pass  # load_config below says what is wrong
     from .watch import ensure_watcher, load_config
 
     try:

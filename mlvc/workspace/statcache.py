@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -63,30 +62,40 @@ class StatCache:
         self._trees: dict[str, list] | None = None
         self.problem = ""  # why the file on disk was (partly) ignored, for fsck
         self._dirty = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # put and tree_put read the file under it
         self.clock = 0  # filesystem time at the start of the current operation
 
     def _read(self) -> None:
         if self._files is not None:
             return
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except OSError:
-            raw = b""
-        self._trees, self._files, self.problem = _split(raw)
+        # under the lock: build_tree runs for the data on a helper thread while the code's
+        # runs here, and two threads reading at once would each install their own dicts,
+        # so the folders one of them recorded in the meantime were lost
+        with self._lock:
+            if self._files is not None:
+                return
+            try:
+                with open(self.path, "rb") as f:
+                    raw = f.read()
+            except OSError:
+                raw = b""
+            self._trees, self._files, self.problem = _split(raw)
 
     def _group(self, folder: str) -> dict[str, list]:
         """One folder's file entries, unpacked on first use (each checked when used)."""
         self._read()
         files = self._files
         group = files.get(folder)  # type: ignore[union-attr]
-        if type(group) is bytes:
-            group, problem = _unpack(group)
-            self.problem = self.problem or problem
-            files[folder] = group  # type: ignore[index]
-        elif group is None:
-            group = files[folder] = {}  # type: ignore[index]
+        if type(group) is dict:
+            return group
+        with self._lock:  # one thread unpacks a folder; another's entries are not replaced
+            group = files.get(folder)  # type: ignore[union-attr]
+            if type(group) is bytes:
+                group, problem = _unpack(group)
+                self.problem = self.problem or problem
+                files[folder] = group  # type: ignore[index]
+            elif group is None:
+                group = files[folder] = {}  # type: ignore[index]
         return group  # type: ignore[return-value]
 
     def _folders(self) -> dict[str, list]:
@@ -377,6 +386,8 @@ class FileHasher:
         total = sum(jobs[i][1].st_size for i in misses)
         with progress.bar("hashing", total_bytes=total, total_files=len(misses)):
             if self.threads > 1 and len(misses) >= POOL_MIN:
+                from concurrent.futures import ThreadPoolExecutor  # not for 1 thread: ~3 ms
+
                 with ThreadPoolExecutor(self.threads, thread_name_prefix="mlvc-hash") as pool:
                     add = progress.carry(self._add)  # the pool counts in this bar
                     done = pool.map(lambda i: add(*jobs[i]), misses)

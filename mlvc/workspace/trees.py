@@ -35,6 +35,7 @@ def build_tree(
     paths: Iterable[str],
     hasher=None,
     extra: dict[str, TreeEntry] | None = None,
+    listing: dict[str, list[tuple[str, os.stat_result]]] | None = None,
 ) -> ObjectId | None:
     """Store every file in ``paths`` (relative to root) and the trees that hold them.
 
@@ -45,7 +46,10 @@ def build_tree(
     its stored tree was made from reuses that tree without reading its files (see
     ``_signatures``). Symlinks are stored as a blob of their target, and only if
     ``links.record_problem`` finds none (else UnsafePath). ``extra`` adds already-stored
-    entries by path (they win over files at the same path). Returns the root tree id, or
+    entries by path (they win over files at the same path). ``listing`` adds whole folders
+    as ``runs.record.walk_data`` listed them, ``{folder: [(name, lstat), ...]}``: their
+    files are placed by folder with the walk's stat, not looked at again. Returns the root
+    tree id, or
     None when there are no files. A file that cannot be read raises UnreadablePath naming
     it, before anything refers to what was stored.
     """
@@ -56,8 +60,11 @@ def build_tree(
     checked: set[str] = set()  # folders whose path is normal and safe
     nodes: dict[str, dict] = {}  # folder path -> its dict in nested
     lstat, islink = os.lstat, stat.S_ISLNK
+    paths = list(paths)
+    if listing:  # regular files placed by folder; links go the way of single paths
+        paths += _place_listing(nested, nodes, prefix, listing, extra)
     for rel in paths:
-        if rel in extra:
+        if extra and rel in extra:
             continue
         folder, _, name = rel.rpartition("/")
         if folder not in checked or name in _ODD or "\0" in name or is_reserved_name(name):
@@ -114,6 +121,38 @@ def build_tree(
     return _write_trees(store, nested, build, reused, sigs, cache)
 
 
+def _place_listing(
+    nested: dict, nodes: dict[str, dict], prefix: str, listing: dict, extra: dict
+) -> list[str]:
+    """Put the regular files of walked folders in ``nested`` (one check per folder: the
+    walk dropped junk and reserved names, and a listed name has no "/" or NUL); return the
+    paths of the links found, for the per-path code (targets checked there)."""
+    links = []
+    isreg, islink = stat.S_ISREG, stat.S_ISLNK
+    for folder, entries in listing.items():
+        if not entries:
+            continue
+        folder = safe_relpath(folder)
+        node = None  # made at the first file: a folder of sockets or links alone has none
+        base = f"{prefix}{folder}/"
+        for name, st in entries:
+            mode = st.st_mode
+            if extra and f"{folder}/{name}" in extra:
+                continue
+            if isreg(mode):
+                if node is None:
+                    node = nodes.get(folder)
+                    if node is None:
+                        node = nodes[folder] = _folder_node(nested, f"{folder}/{name}")
+                if type(node.get(name)) is dict:
+                    rel = f"{folder}/{name}"
+                    raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
+                node[name] = _File(name, EXEC if mode & 0o111 else FILE, base + name, st, "")
+            elif islink(mode):
+                links.append(f"{folder}/{name}")
+    return links
+
+
 class _File:
     """A regular file found by build_tree: its name, kind, path, stat, and id once stored."""
 
@@ -161,7 +200,8 @@ def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[
             if type(child) is _File:
                 st = child.st
                 m, c = st.st_mtime_ns, st.st_ctime_ns
-                newest = max(newest, m, c)
+                if m > newest or c > newest:
+                    newest = m if m > c else c
                 items.append(
                     (name, child.kind, st.st_size, m, st.st_ino, c, st.st_mode, st.st_dev,
                      child.target)
