@@ -143,3 +143,35 @@ def test_table_page_through_the_library(many):
         repo.table_page(where="1=1) UNION ALL (SELECT 1); CREATE TABLE x(a INT); SELECT (1")
     # a trailing comment cannot swallow the LIMIT
     assert len(repo.table_page(where="true -- the rest", limit=7)["rows"]) == 7
+
+
+def test_many_chosen_columns_come_in_smaller_pages_counted_once(tmp_path, page):
+    """With 211 columns chosen a page holds fewer rows (the first shows sooner), only the
+    first page asks the server to count the runs, and every row is right wherever its page
+    came from: the cells of the last column of the last page included."""
+    runs = [dict(message=f"run {i}", name=f"w{i:03d}", capture_code=False,
+                 metrics={f"m{k:03d}": i * 1000 + k for k in range(210)}) for i in range(100)]  # fmt: skip
+    make_runs(tmp_path / "proj", runs)
+    server = start_ui_server(tmp_path / "proj")
+    try:
+        asked = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/v1/ui/table" in r.url else None)
+        cols = "&".join(["col=name", *(f"col=metrics.m{k:03d}" for k in range(210))])
+        login(page, server, "read", "/?" + cols)
+        page.wait_for_selector(".vt-row a")
+        assert page.text_content("#run-count") == "100 runs"
+        page.eval_on_selector(".vt", "b => b.scrollTop = b.scrollHeight")
+        page.wait_for_function(f"() => ({IN_ORDER}).some(r => r.textContent.includes('w000'))")
+        page.eval_on_selector(".vt", "b => b.scrollLeft = b.scrollWidth")  # the last column
+        # run w001 is the 99th row (newest first; the header is row 1): its m209 is 1209
+        page.wait_for_function(
+            "() => document.querySelector('.vt-row[aria-rowindex=\"100\"]')"
+            "?.lastElementChild?.textContent === '1209'"
+        )
+        pages = [u for u in asked if "limit=0" not in u]
+        assert all("limit=94" in u for u in pages), pages  # 20,000 cells / 211 columns
+        assert "count=false" not in pages[0] and all("count=false" in u for u in pages[1:])
+        assert len(pages) >= 2 and page.errors == []
+    finally:
+        server.stop()
+    server.check()
