@@ -19,19 +19,27 @@ from __future__ import annotations
 def routes(state) -> list:
     from . import data, pages
 
-    _warm_imports()
+    _warm_up(state)
     return [*data.routes(state), *pages.routes(state)]
 
 
-def _warm_imports() -> None:
+def _warm_up(state) -> None:
     """Import what the UI's data endpoints need (DuckDB, pyarrow, numpy) in a background
-    thread as the server starts, so its first viewer does not wait for them (~0.3 s, over
-    1 s on a loaded machine)."""
+    thread as the server starts, and read the index once (bringing it up to date if it is
+    behind), so its first viewer does not wait for them (~0.5 s, over 1 s on a loaded
+    machine)."""
+    import logging
     import threading
 
     def load() -> None:
-        import duckdb  # noqa: F401
+        import duckdb
         import numpy  # noqa: F401
         import pyarrow  # noqa: F401
+
+        duckdb.extract_statements("SELECT 1")  # its first call sets DuckDB up (~0.2 s)
+        try:
+            state.repo.index.query("SELECT count(*) FROM runs")
+        except Exception:  # the first request meets it again, and says so
+            logging.getLogger("mlvc.server").debug("warming the index failed", exc_info=True)
 
     threading.Thread(target=load, name="mlvc-ui-warm", daemon=True).start()
