@@ -9,7 +9,8 @@ export const ROW = 28;
 export class VirtualGrid {
   /**
    * @param {HTMLElement} root  where the grid goes
-   * @param {object} opts  {columns: [{key, label, width, num, cell(value, i) -> Node|string}],
+   * @param {object} opts  {columns: [{key, label, width, num, cell(value, i) -> Node|string,
+   *   fill(cellElement, value, i) (optional: updates the cell's own nodes in place)}],
    *   count, itemAt(i) -> {kind: 'row', index} | {kind: 'group', label}, rowAt(index),
    *   onHeader(column, event), onRange(firstIndex, lastIndex), rowClass(index)}
    */
@@ -168,7 +169,14 @@ export class VirtualGrid {
     }
     let cell = node.firstChild;
     for (const ci of cols) {
-      const v = values === null ? '…' : this.columns[ci].cell(values, index);
+      const c = this.columns[ci];
+      if (values !== null && c.fill) {  // the column updates the node its cell holds
+        c.fill(cell, values, index);
+        if (cell.title) cell.removeAttribute('title');
+        cell = cell.nextSibling;
+        continue;
+      }
+      const v = values === null ? '…' : c.cell(values, index);
       if (v instanceof Node) {
         cell.replaceChildren(v);
         cell.removeAttribute('title');

@@ -143,21 +143,37 @@ export async function render(root, ctx) {
 
   function columnsOf(data) {
     const sorts = new Map(state.sort.map((s) => (s.startsWith('-') ? [s.slice(1), 'desc'] : [s, 'asc'])));
+    // cells holding a node fill the one they have (a pooled row's checkbox or link is
+    // updated as rows scroll, not made again)
     const check = {
       key: '', label: '', width: 34, title: 'select runs to compare', cls: 'check',
-      cell: (r) => el('input', { type: 'checkbox', checked: selected.has(r.id), 'aria-label': 'select run', dataset: { id: r.id },
-        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); showCompare(); grid.schedule(); } }),
+      fill: (cell, r) => {
+        let box = cell.firstChild;
+        if (!box || box.tagName !== 'INPUT') {
+          box = el('input', { type: 'checkbox', 'aria-label': 'select run', onchange: (e) => {
+            const { id } = e.target.dataset;
+            if (e.target.checked) selected.add(id); else selected.delete(id);
+            showCompare(); grid.schedule();
+          } });
+          cell.replaceChildren(box);
+        }
+        if (box.dataset.id !== r.id) box.dataset.id = r.id;
+        box.checked = selected.has(r.id);
+      },
     };
     return [check, ...data.columns.map((c, k) => ({
       key: c.name, label: c.name, title: `${c.name} (${c.type})`,
       width: WIDTHS[c.name] || (c.family === 'params' || c.family === 'metrics' ? 110 : 130),
       num: /^(DOUBLE|BIGINT|INTEGER|FLOAT|HUGEINT|DECIMAL)/.test(c.type), sorted: sorts.get(c.name),
-      cell: (r) => {
-        const text = cellText(r.values[k], c.type);
-        return c.name === 'short_id' || c.name === 'name'
-          ? el('a', { href: path('runs', r.id) }, text || (c.name === 'name' ? '' : r.id.slice(0, 10)))
-          : text;
-      },
+      cell: (r) => cellText(r.values[k], c.type),
+      fill: c.name === 'short_id' || c.name === 'name' ? (cell, r) => {
+        const text = cellText(r.values[k], c.type) || (c.name === 'name' ? '' : r.id.slice(0, 10));
+        let a = cell.firstChild;
+        if (!a || a.tagName !== 'A') { a = document.createElement('a'); cell.replaceChildren(a); }
+        const href = path('runs', r.id);
+        if (a.getAttribute('href') !== href) a.setAttribute('href', href);
+        if (a.textContent !== text) a.textContent = text;
+      } : null,
     }))];
   }
 
