@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "ui"))
 FIRST_ROWS = """
 window.__firstRows = null;
 new MutationObserver((_, obs) => {
-  if (document.querySelector('.vt-row a')) { window.__firstRows = performance.now(); obs.disconnect(); }
+  if (document.querySelector('.vt-row a[href]')) { window.__firstRows = performance.now(); obs.disconnect(); }
 }).observe(document, {childList: true, subtree: true});
 window.__longTasks = [];
 window.__added = 0;  // element nodes added to the table's rows while it scrolls

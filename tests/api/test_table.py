@@ -171,6 +171,13 @@ def test_joined_columns_of_a_page_match_the_whole_table_and_counting_is_optional
         assert page["total"] is None and page["columns"] == whole["columns"]
         seen += page["rows"]
     assert seen == whole["rows"]
+    # a key no run of the page has is looked up (it exists: NULLs; it does not: an error)
+    only = repo.table_page(where="name = 'r3'", columns=["name", "metrics.m3", "tags.team"])
+    assert only["rows"] == [["r3", None, None]]
+    with pytest.raises(UsageError, match="unknown column 'metrics.nope'"):
+        repo.table_page(columns=["name", "metrics.nope"])
+    with pytest.raises(UsageError, match="unknown column 'tags.nope'"):
+        repo.table_page(columns=["tags.nope"], limit=0)
     head = repo.table_page(where="\"tags.team\" = 'a'", columns=cols, limit=0)
     assert head["rows"] == [] and head["ids"] == [] and head["total"] == 4
     assert repo.fsck() == []
@@ -182,11 +189,13 @@ def test_a_table_page_imports_neither_pandas_nor_pyarrow_compute(table_repo):
     import subprocess
     import sys
 
-    code = (
+    code = (  # the index brought up to date first (an ingest may import anything)
         "import sys, json; from mlvc import Repo\n"
-        f"page = Repo({str(table_repo.root)!r}).table_page(columns=['name', 'created'], limit=3)\n"
-        "print(json.dumps([sorted(m for m in ('pandas', 'pyarrow.compute') if m in sys.modules),"
-        " [r[1].isoformat() for r in page['rows']]]))"
+        f"repo = Repo({str(table_repo.root)!r}); repo.query('SELECT 1')\n"
+        "before = {m for m in ('pandas', 'pyarrow.compute') if m in sys.modules}\n"
+        "page = repo.table_page(columns=['name', 'created'], limit=3)\n"
+        "print(json.dumps([sorted(m for m in ('pandas', 'pyarrow.compute') if m in sys.modules"
+        " and m not in before), [r[1].isoformat() for r in page['rows']]]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     imported, times = json.loads(out.stdout)

@@ -175,7 +175,7 @@ def test_many_chosen_columns_come_in_smaller_pages_counted_once(tmp_path, page):
         page.on("request", lambda r: asked.append(r.url) if "/api/v1/ui/table" in r.url else None)
         cols = "&".join(["col=name", *(f"col=metrics.m{k:03d}" for k in range(210))])
         login(page, server, "read", "/?" + cols)
-        page.wait_for_selector(".vt-row a")
+        page.wait_for_selector(".vt-row a[href]")
         assert page.text_content("#run-count") == "100 runs"
         page.eval_on_selector(".vt", "b => b.scrollTop = b.scrollHeight")
         page.wait_for_function(f"() => ({IN_ORDER}).some(r => r.textContent.includes('w000'))")

@@ -276,5 +276,5 @@ def test_a_browser_on_a_mistyped_address_can_go_home(page, ui_server):
     assert response.status == 404
     assert page.text_content("h1") == "Not found" and "/runz" in page.text_content("main")
     page.click("text=Go to the runs table")
-    page.wait_for_selector(".vt-row a")
+    page.wait_for_selector(".vt-row a[href]")
     assert page.url == ui_server.url + "/" and not page.errors

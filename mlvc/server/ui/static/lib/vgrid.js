@@ -10,7 +10,8 @@ export class VirtualGrid {
   /**
    * @param {HTMLElement} root  where the grid goes
    * @param {object} opts  {columns: [{key, label, width, num, cell(value, i) -> Node|string,
-   *   fill(cellElement, value, i) (optional: updates the cell's own nodes in place)}],
+   *   fill(cellElement, value or null while loading, i) (optional: updates the cell's own
+   *   nodes in place)}],
    *   count, itemAt(i) -> {kind: 'row', index} | {kind: 'group', label}, rowAt(index),
    *   onHeader(column, event), onRange(firstIndex, lastIndex), rowClass(index)}
    */
@@ -170,7 +171,7 @@ export class VirtualGrid {
     let cell = node.firstChild;
     for (const ci of cols) {
       const c = this.columns[ci];
-      if (values !== null && c.fill) {  // the column updates the node its cell holds
+      if (c.fill) {  // the column updates the node its cell holds (values null: loading)
         c.fill(cell, values, index);
         if (cell.title) cell.removeAttribute('title');
         cell = cell.nextSibling;

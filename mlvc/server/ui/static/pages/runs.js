@@ -98,12 +98,12 @@ export async function render(root, ctx) {
     return page[index % pageRows] || null;
   }
 
-  function query(offset, limit, counted = true) {
+  function query(offset, limit, counted = true, columns = true) {
     const q = new URLSearchParams({ offset, limit });
     if (!counted) q.set('count', 'false');  // the first page counted them
     if (state.where.trim()) q.set('where', state.where);
     for (const s of state.sort) q.append('sort', s);
-    for (const c of state.cols) q.append('col', c);
+    if (columns) for (const c of state.cols) q.append('col', c);
     if (state.group) q.set('group', state.group);
     return `/api/v1/ui/table?${q}`;
   }
@@ -157,8 +157,10 @@ export async function render(root, ctx) {
           } });
           cell.replaceChildren(box);
         }
-        if (box.dataset.id !== r.id) box.dataset.id = r.id;
-        box.checked = selected.has(r.id);
+        box.disabled = r === null;  // its row is loading
+        const id = r === null ? '' : r.id;
+        if (box.dataset.id !== id) box.dataset.id = id;
+        box.checked = r !== null && selected.has(id);
       },
     };
     return [check, ...data.columns.map((c, k) => ({
@@ -167,9 +169,14 @@ export async function render(root, ctx) {
       num: /^(DOUBLE|BIGINT|INTEGER|FLOAT|HUGEINT|DECIMAL)/.test(c.type), sorted: sorts.get(c.name),
       cell: (r) => cellText(r.values[k], c.type),
       fill: c.name === 'short_id' || c.name === 'name' ? (cell, r) => {
-        const text = cellText(r.values[k], c.type) || (c.name === 'name' ? '' : r.id.slice(0, 10));
         let a = cell.firstChild;
         if (!a || a.tagName !== 'A') { a = document.createElement('a'); cell.replaceChildren(a); }
+        if (r === null) {  // loading: no link yet
+          a.removeAttribute('href');
+          a.textContent = '…';
+          return;
+        }
+        const text = cellText(r.values[k], c.type) || (c.name === 'name' ? '' : r.id.slice(0, 10));
         const href = path('runs', r.id);
         if (a.getAttribute('href') !== href) a.setAttribute('href', href);
         if (a.textContent !== text) a.textContent = text;
@@ -261,7 +268,7 @@ export async function render(root, ctx) {
   // -- runs in progress, and new runs, by polling ---------------------------------------
   async function poll() {
     try {
-      const [head, running] = await Promise.all([api(query(0, 0)), api('/api/v1/ui/live')]);
+      const [head, running] = await Promise.all([api(query(0, 0, true, false)), api('/api/v1/ui/live')]);
       const groups = JSON.stringify(head.groups);
       if (head.total !== meta.total || groups !== JSON.stringify(meta.groups)) await load(true);
       live.replaceChildren(...(running.runs.length ? [el('h2', {}, `In progress (${running.runs.length})`),
