@@ -192,3 +192,21 @@ def test_many_chosen_columns_come_in_smaller_pages_counted_once(tmp_path, page):
     finally:
         server.stop()
     server.check()
+
+
+def test_a_column_added_with_the_chooser_is_scrolled_into_view(many, page):
+    """A column ticked in the chooser goes last; on a narrow window it was past the right
+    edge (its header not even drawn), so ticking it seemed to do nothing."""
+    page.set_viewport_size({"width": 800, "height": 600})
+    login(page, many, "read")
+    page.wait_for_selector(".vt-row a[href]")
+    page.click("text=Columns")
+    page.fill("[aria-label='find a column']", "team")
+    page.check(".chooser-panel input[value='tags.team']")
+    page.wait_for_url("**col=tags.team**")
+    header = page.locator(".vt-head [data-key='tags.team']")
+    header.wait_for()
+    box, vt = header.bounding_box(), page.locator(".vt").bounding_box()
+    assert vt["x"] <= box["x"] and box["x"] + box["width"] <= vt["x"] + vt["width"] + 1
+    page.wait_for_function(f"() => ({IN_ORDER})[0]?.lastElementChild.textContent === 't2'")  # r449
+    assert page.errors == []

@@ -37,6 +37,7 @@ export async function render(root, ctx) {
   let experiments = { 0: 'Default' };
   let generation = 0;
   let allColumns = null;
+  let reveal = null;  // the column the chooser just added
   const timers = [];
 
   // -- the toolbar --------------------------------------------------------------------
@@ -197,6 +198,14 @@ export async function render(root, ctx) {
     grid.setColumns(columnsOf(data));
     grid.setCount(data.total + (state.group ? data.groups.length : 0));
     if (!keepScroll) grid.box.scrollTop = 0;
+    if (reveal !== null) {  // a column just added goes last: scroll it into view
+      const at = grid.columns.findIndex((col) => col.key === reveal);
+      reveal = null;
+      if (at >= 0) {
+        const right = grid.lefts[at] + grid.columns[at].width;
+        if (right > grid.box.scrollLeft + grid.box.clientWidth) grid.box.scrollLeft = right - grid.box.clientWidth;
+      }
+    }
     count.textContent = `${data.total} run${data.total === 1 ? '' : 's'}${state.where.trim() ? ' match the filter' : ''}`;
   }
 
@@ -254,7 +263,7 @@ export async function render(root, ctx) {
       list.replaceChildren(...hits.slice(0, 200).map((c) => el('label', { title: c.name },
         el('input', { type: 'checkbox', checked: on.has(c.name), value: c.name, onchange: (e) => {
           const cols = shown().filter((n) => n !== c.name);
-          if (e.target.checked) cols.push(c.name);
+          if (e.target.checked) { cols.push(c.name); reveal = c.name; }
           state.cols = cols;
           saveAndLoad();
         } }), ` ${c.name} `, el('span', { class: 'muted' }, c.family))),
