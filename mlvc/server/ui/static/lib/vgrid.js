@@ -120,12 +120,11 @@ export class VirtualGrid {
       else this.row(slot, item.index, values, cols, key, pad, cls, i);
       Object.assign(slot, { key, values, cls });
     }
-    for (const slot of free) {  // out of view: hidden, kept for the next rows
+    for (const slot of free) {  // out of view: hidden, kept (cells and all) for the next rows
       if (slot.pos === -1) continue;
       slot.pos = -1;
       slot.node.hidden = true;
       slot.node.className = 'vt-spare';
-      slot.cellsKey = null;
     }
     if (wanted.length && this.opts.onRange) this.opts.onRange(wanted[0], wanted[wanted.length - 1]);
   }
