@@ -19,16 +19,18 @@ from __future__ import annotations
 def routes(state) -> list:
     from . import data, pages
 
-    _warm_up(state)
+    _warm_up()
     return [*data.routes(state), *pages.routes(state)]
 
 
-def _warm_up(state) -> None:
+def _warm_up() -> None:
     """Import what the UI's data endpoints need (DuckDB, pyarrow, numpy) in a background
-    thread as the server starts, and read the index once (bringing it up to date if it is
-    behind), so its first viewer does not wait for them (~0.5 s, over 1 s on a loaded
-    machine)."""
-    import logging
+    thread as the server starts, and make DuckDB's first call (it sets itself up, ~0.2 s),
+    so its first viewer does not wait for them (~0.5 s, over 1 s on a loaded machine).
+
+    Not a daemon thread: one still inside DuckDB when the interpreter exits is unwound
+    through C++ and aborts the process ("FATAL: exception not rethrown"); this one ends in
+    a second or so. It reads no index (that could take as long as an ingest)."""
     import threading
 
     def load() -> None:
@@ -36,10 +38,6 @@ def _warm_up(state) -> None:
         import numpy  # noqa: F401
         import pyarrow  # noqa: F401
 
-        duckdb.extract_statements("SELECT 1")  # its first call sets DuckDB up (~0.2 s)
-        try:
-            state.repo.index.query("SELECT count(*) FROM runs")
-        except Exception:  # the first request meets it again, and says so
-            logging.getLogger("mlvc.server").debug("warming the index failed", exc_info=True)
+        duckdb.extract_statements("SELECT 1")
 
-    threading.Thread(target=load, name="mlvc-ui-warm", daemon=True).start()
+    threading.Thread(target=load, name="mlvc-ui-warm").start()
