@@ -111,7 +111,8 @@ def page(
     """
     described = _described(index)
     wide = {name: _column(name, sqltype) for name, sqltype in described}
-    shown = list(shown) if shown else default_columns(list(wide.values()))
+    # a column asked for twice (?col=name&col=name) comes once
+    shown = list(dict.fromkeys(shown)) if shown else default_columns(list(wide.values()))
     if len(shown) > MAX_COLUMNS:
         raise UsageError(f"too many columns ({len(shown)}): at most {MAX_COLUMNS}")
     keys = [(o[1:], True) if o.startswith("-") else (o, False) for o in order]

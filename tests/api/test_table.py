@@ -178,6 +178,8 @@ def test_joined_columns_of_a_page_match_the_whole_table_and_counting_is_optional
         repo.table_page(columns=["name", "metrics.nope"])
     with pytest.raises(UsageError, match="unknown column 'tags.nope'"):
         repo.table_page(columns=["tags.nope"], limit=0)
+    twice = repo.table_page(columns=["name", "name", "tags.team", "tags.team"], limit=2)
+    assert [c["name"] for c in twice["columns"]] == ["name", "tags.team"]  # was a KeyError
     head = repo.table_page(where="\"tags.team\" = 'a'", columns=cols, limit=0)
     assert head["rows"] == [] and head["ids"] == [] and head["total"] == 4
     assert repo.fsck() == []
