@@ -40,9 +40,13 @@ sys.path.insert(0, str(HERE.parent / "tests" / "ui"))
 FIRST_ROWS = """
 window.__firstRows = null;
 new MutationObserver((_, obs) => {
-  if (document.querySelector('.vt-row a')) { window.__firstRows = performance.now(); obs.disconnect(); }
+  if (document.querySelector('.vt-row a[href]')) { window.__firstRows = performance.now(); obs.disconnect(); }
 }).observe(document, {childList: true, subtree: true});
 window.__longTasks = [];
+window.__added = 0;  // element nodes added to the table's rows while it scrolls
+document.addEventListener('DOMContentLoaded', () => new MutationObserver((list) => {
+  for (const m of list) for (const n of m.addedNodes) if (n.nodeType === 1 && n.closest('.vt-body')) window.__added += 1;
+}).observe(document.body, {childList: true, subtree: true}));
 try {
   new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]); })
     .observe({type: 'longtask', buffered: true});
@@ -62,6 +66,10 @@ def build(root: Path, runs: int, params: int, metrics: int, batch: int = 250) ->
     from mlvc.store.typed import write_object
 
     t0 = time.perf_counter()
+    if root.exists():  # a build that did not finish: start again
+        import shutil
+
+        shutil.rmtree(root)
     repo = Repo.init(root)
     rnd = random.Random(13)
     base = 1_764_000_000_000_000
@@ -86,7 +94,21 @@ def build(root: Path, runs: int, params: int, metrics: int, batch: int = 250) ->
             repo.refs.add_run(oid)
         repo.index.sync()
         print(f"  {start + len(ids)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    (root / BUILT).write_text(f"{runs} {params} {metrics}\n")
     return time.perf_counter() - t0
+
+
+BUILT = ".bench-built"  # written last by build(): "RUNS PARAMS METRICS"
+
+
+def built(root: Path, runs: int, params: int, metrics: int, batch: int = 250) -> float:
+    """Build the repository at ``root`` unless a finished build of the same shape is there
+    (``--keep DIR`` reuses it: the 100,000-run one takes ~15 minutes); seconds spent."""
+    marker = root / BUILT
+    if marker.exists() and marker.read_text().split() == [str(runs), str(params), str(metrics)]:
+        print(f"reusing {root} ({runs} runs)", file=sys.stderr)
+        return 0.0
+    return build(root, runs, params, metrics, batch)
 
 
 def first_paint(browser, server, reps: int, query: str = "") -> dict:
@@ -133,6 +155,7 @@ def scroll(browser, server) -> dict:
       const box = document.querySelector('.vt');
       const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
       window.__t0 = performance.now();
+      window.__added = 0;
       const jumps = 400;
       for (let i = 1; i <= jumps; i += 1) {
         box.scrollTop = (box.scrollHeight - box.clientHeight) * i / jumps;
@@ -148,12 +171,14 @@ def scroll(browser, server) -> dict:
         timeout=900_000,  # main's table queued a page request per page scrolled past: minutes
     )
     seconds = time.perf_counter() - t0
+    added = page.evaluate("window.__added")
     # long tasks that started once the scrolling did (not the page's load)
     tasks = page.evaluate("window.__longTasks.filter(([s]) => s >= window.__t0).map(([, d]) => d)")
     rows_in_dom = page.locator(".vt-body > *").count()  # row nodes, pooled or not
     total = page.text_content("#run-count")
     ctx.close()
-    return {"seconds": seconds, "tasks": tasks, "rows_in_dom": rows_in_dom, "count": total}
+    return {"seconds": seconds, "tasks": tasks, "rows_in_dom": rows_in_dom, "count": total,
+            "added": added}  # fmt: skip
 
 
 def main() -> None:
@@ -161,7 +186,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="150 x 150 and 10,000 runs")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--scrolls", type=int, default=3, help="scroll runs, per code")
-    ap.add_argument("--keep", help="build the repositories here and keep them")
+    ap.add_argument("--keep", help="build the repositories here and keep them; a finished "
+                    "build of the same shape found there is reused")  # fmt: skip
     ap.add_argument("--wide", help="RUNS,METRICS of the first-paint repository (0 skips it)")
     ap.add_argument("--tall", type=int, help="runs of the scrolling repository (0 skips it)")
     ap.add_argument("--base", help="a checkout of older mlvc (e.g. main) whose server is "
@@ -215,8 +241,8 @@ def serving(root: Path, code: str | None):
 
 
 def wide_paint(browser, root: Path, wide, reps: int, codes) -> list[str]:
-    built = build(root, wide[0], 20, wide[1]) if not root.exists() else 0.0
-    print(f"built {wide[0]} x {wide[1]} in {built:.1f} s", file=sys.stderr)
+    took = built(root, wide[0], 20, wide[1])
+    print(f"built {wide[0]} x {wide[1]} in {took:.1f} s", file=sys.stderr)
     import urllib.parse
 
     last = [f"metrics.m{k:04d}" for k in range(wide[1])][-499:]
@@ -243,8 +269,8 @@ def wide_paint(browser, root: Path, wide, reps: int, codes) -> list[str]:
 
 
 def tall_scroll(browser, root: Path, tall: int, reps: int, codes) -> list[str]:
-    built = build(root, tall, 10, 10, batch=tall) if not root.exists() else 0.0
-    print(f"built {tall} runs in {built:.1f} s", file=sys.stderr)
+    took = built(root, tall, 10, 10, batch=tall)
+    print(f"built {tall} runs in {took:.1f} s", file=sys.stderr)
     runs = {name: [] for name, _ in codes}
     for _ in range(reps):  # the codes alternate, so both see the same moments of load
         for name, code in codes:
@@ -264,7 +290,8 @@ def tall_scroll(browser, root: Path, tall: int, reps: int, codes) -> list[str]:
             f"median {statistics.median(longest):.0f} ms (all: "
             f"{', '.join(f'{x:.0f}' for x in longest)}) | long tasks (>50 ms) per run: "
             f"{', '.join(str(len(sc['tasks'])) for sc in got)}; over 100 ms: "
-            f"{', '.join(map(str, over))}; {got[0]['rows_in_dom']} rows in the DOM | "
+            f"{', '.join(map(str, over))}; {got[0]['rows_in_dom']} rows in the DOM; nodes "
+            f"added while scrolling: {', '.join(str(sc['added']) for sc in got)} | "
             f"{statistics.median(sc['seconds'] for sc in got):.1f} s for 400 jumps + 300 "
             f"frames | {reps} |"
         )

@@ -425,13 +425,15 @@ class Repo:
         offset: int = 0,
         limit: int = 100,
         group: str = "",
+        count: bool = True,
     ) -> dict:
         """One page of the runs table (``mlvc.api.table.page``): filtered by a SQL ``WHERE``
-        clause, sorted, with the columns asked for. Only reads."""
+        clause, sorted, with the columns asked for; ``count=False`` leaves ``total`` out
+        (None). Only reads."""
         from .table import page
 
         shown = list(columns) if columns is not None else None
-        return page(self.index, where, list(order), shown, offset, limit, group)
+        return page(self.index, where, list(order), shown, offset, limit, group, count)
 
     def preview(self, spec: str, path: str, rows: int = 50) -> dict:
         """The head of a run's file for the web UI (``mlvc.api.preview``): text, JSON, or

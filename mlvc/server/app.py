@@ -331,6 +331,7 @@ def create_app(root: str | Path, options: Options | None = None):
 
     from . import mlflow as mlflow_api
     from . import ui, v1
+    from .ui.pages import not_found_page
 
     state = ServerState(root, options)
 
@@ -338,6 +339,9 @@ def create_app(root: str | Path, options: Options | None = None):
         return json_response(200, {"status": "ok", "version": __version__})
 
     async def not_found(request, exc):
+        page = not_found_page(request, state)  # a browser's page: HTML
+        if page is not None:
+            return page
         return error_response(
             404, "ENDPOINT_NOT_FOUND", f"no endpoint {request.method} {request.url.path}"
         )

@@ -3,6 +3,8 @@ filter (every run once, none twice), tag columns join, and bad input is refused 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,3 +134,74 @@ def test_keys_past_runs_wide_columns_are_offered_shown_sorted_and_filtered(repo,
 
 def _wide_names(repo) -> set[str]:
     return set(repo.query("DESCRIBE runs_wide").column("column_name").to_pylist())
+
+
+def test_joined_columns_of_a_page_match_the_whole_table_and_counting_is_optional(repo, monkeypatch):
+    """Keys past runs_wide's columns, and tags, shown but neither sorted nor filtered on, are
+    read for the page's runs only (pivoted from long rows): every page's values are those
+    the join over every run gives (sorting by a column takes that path), in the page's order,
+    with NULLs where a run lacks the key. ``count=False`` skips the count; ``limit=0`` the rows."""
+    from mlvc.index import wide
+
+    monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 2)
+    for i in range(7):
+        repo.commit(
+            f"run {i}",
+            name=f"r{i}",
+            params={f"p{k}": f"v{i}.{k}" for k in range(4) if (i + k) % 3},
+            metrics={f"m{k}": i * 10 + k for k in range(4) if (i * k) % 4 != 1},
+            tags={"team": "ab"[i % 2], "stage": f"s{i}"} if i != 3 else {},
+            capture_code=False,
+            capture_env=False,
+        )
+    late = ["metrics.m3", "params.p3", "tags.team", "metrics.m2", "params.p2"]
+    cols = ["name", *late]
+    # sorted by a late column, the whole table takes the join over every run
+    whole = repo.table_page(order=["-name"], columns=cols, limit=100)
+    for col in late:
+        joined = repo.table_page(order=[col, "-name"], columns=cols, limit=100)
+        assert sorted(map(repr, joined["rows"])) == sorted(map(repr, whole["rows"]))
+    by_name = {r[0]: r for r in whole["rows"]}
+    assert by_name["r3"][3] is None and by_name["r1"][1] == 13.0  # no tag; a metric
+    assert by_name["r3"][1] is None and by_name["r0"][2] is None  # r3 lacks m3, r0 p3
+    assert by_name["r4"][2:4] == ["v4.3", "a"] and by_name["r5"][5] == "v5.2"
+    seen = []
+    for offset in range(0, 7, 3):
+        page = repo.table_page(order=["-name"], columns=cols, offset=offset, limit=3, count=False)
+        assert page["total"] is None and page["columns"] == whole["columns"]
+        seen += page["rows"]
+    assert seen == whole["rows"]
+    # a key no run of the page has is looked up (it exists: NULLs; it does not: an error)
+    only = repo.table_page(where="name = 'r3'", columns=["name", "metrics.m3", "tags.team"])
+    assert only["rows"] == [["r3", None, None]]
+    with pytest.raises(UsageError, match="unknown column 'metrics.nope'"):
+        repo.table_page(columns=["name", "metrics.nope"])
+    with pytest.raises(UsageError, match="unknown column 'tags.nope'"):
+        repo.table_page(columns=["tags.nope"], limit=0)
+    twice = repo.table_page(columns=["name", "name", "tags.team", "tags.team"], limit=2)
+    assert [c["name"] for c in twice["columns"]] == ["name", "tags.team"]  # was a KeyError
+    head = repo.table_page(where="\"tags.team\" = 'a'", columns=cols, limit=0)
+    assert head["rows"] == [] and head["ids"] == [] and head["total"] == 4
+    assert repo.fsck() == []
+
+
+def test_a_table_page_imports_neither_pandas_nor_pyarrow_compute(table_repo):
+    """A fresh server's first page paid pyarrow's conversion of timestamps, which imports
+    pandas (0.3 s quiet, over 1 s loaded); the page's times are the same datetimes."""
+    import subprocess
+    import sys
+
+    code = (  # the index brought up to date first (an ingest may import anything)
+        "import sys, json; from mlvc import Repo\n"
+        f"repo = Repo({str(table_repo.root)!r}); repo.query('SELECT 1')\n"
+        "before = {m for m in ('pandas', 'pyarrow.compute') if m in sys.modules}\n"
+        "page = repo.table_page(columns=['name', 'created'], limit=3)\n"
+        "print(json.dumps([sorted(m for m in ('pandas', 'pyarrow.compute') if m in sys.modules"
+        " and m not in before), [r[1].isoformat() for r in page['rows']]]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, times = json.loads(out.stdout)
+    assert imported == []
+    expected = table_repo.query("SELECT created FROM runs_wide ORDER BY created DESC, id LIMIT 3")
+    assert times == [t.isoformat() for t in expected.column("created").to_pylist()]
+    assert times[0].endswith("+00:00")

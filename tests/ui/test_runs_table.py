@@ -90,6 +90,23 @@ def test_after_long_scrolls_the_rows_on_screen_are_the_right_ones(many, page):
     assert [int(i) for i in order] == list(range(int(order[0]), int(order[0]) + len(order)))
     # the pool did not grow with the jumps: nodes are reused, never made per scroll
     assert page.evaluate("document.querySelector('.vt-body').childElementCount") <= made + 2
+    # over rows already fetched, a jump makes no node at all: the pooled rows' links and
+    # checkboxes are updated in place, not made again (less style and layout per frame)
+    added = page.evaluate("""async () => {
+        const box = document.querySelector('.vt');
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        let added = 0;
+        const obs = new MutationObserver((list) => {
+            for (const m of list) for (const n of m.addedNodes) if (n.nodeType === 1) added += 1;
+        });
+        obs.observe(box, { childList: true, subtree: true });
+        for (const row of [300, 17, 250, 120, 310, 290]) {
+            box.scrollTop = row * 28; await frame(); await frame();
+        }
+        obs.disconnect();
+        return added;
+    }""")
+    assert added == 0
     # back at the top, the newest run is first again
     page.eval_on_selector(".vt", "b => b.scrollTop = 0")
     page.wait_for_function(f"() => ({IN_ORDER})[0]?.textContent.includes('r449')")
@@ -143,3 +160,53 @@ def test_table_page_through_the_library(many):
         repo.table_page(where="1=1) UNION ALL (SELECT 1); CREATE TABLE x(a INT); SELECT (1")
     # a trailing comment cannot swallow the LIMIT
     assert len(repo.table_page(where="true -- the rest", limit=7)["rows"]) == 7
+
+
+def test_many_chosen_columns_come_in_smaller_pages_counted_once(tmp_path, page):
+    """With 211 columns chosen a page holds fewer rows (the first shows sooner), only the
+    first page asks the server to count the runs, and every row is right wherever its page
+    came from: the cells of the last column of the last page included."""
+    runs = [dict(message=f"run {i}", name=f"w{i:03d}", capture_code=False,
+                 metrics={f"m{k:03d}": i * 1000 + k for k in range(210)}) for i in range(100)]  # fmt: skip
+    make_runs(tmp_path / "proj", runs)
+    server = start_ui_server(tmp_path / "proj")
+    try:
+        asked = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/v1/ui/table" in r.url else None)
+        cols = "&".join(["col=name", *(f"col=metrics.m{k:03d}" for k in range(210))])
+        login(page, server, "read", "/?" + cols)
+        page.wait_for_selector(".vt-row a[href]")
+        assert page.text_content("#run-count") == "100 runs"
+        page.eval_on_selector(".vt", "b => b.scrollTop = b.scrollHeight")
+        page.wait_for_function(f"() => ({IN_ORDER}).some(r => r.textContent.includes('w000'))")
+        page.eval_on_selector(".vt", "b => b.scrollLeft = b.scrollWidth")  # the last column
+        # run w001 is the 99th row (newest first; the header is row 1): its m209 is 1209
+        page.wait_for_function(
+            "() => document.querySelector('.vt-row[aria-rowindex=\"100\"]')"
+            "?.lastElementChild?.textContent === '1209'"
+        )
+        pages = [u for u in asked if "limit=0" not in u]
+        assert all("limit=94" in u for u in pages), pages  # 20,000 cells / 211 columns
+        assert "count=false" not in pages[0] and all("count=false" in u for u in pages[1:])
+        assert len(pages) >= 2 and page.errors == []
+    finally:
+        server.stop()
+    server.check()
+
+
+def test_a_column_added_with_the_chooser_is_scrolled_into_view(many, page):
+    """A column ticked in the chooser goes last; on a narrow window it was past the right
+    edge (its header not even drawn), so ticking it seemed to do nothing."""
+    page.set_viewport_size({"width": 800, "height": 600})
+    login(page, many, "read")
+    page.wait_for_selector(".vt-row a[href]")
+    page.click("text=Columns")
+    page.fill("[aria-label='find a column']", "team")
+    page.check(".chooser-panel input[value='tags.team']")
+    page.wait_for_url("**col=tags.team**")
+    header = page.locator(".vt-head [data-key='tags.team']")
+    header.wait_for()
+    box, vt = header.bounding_box(), page.locator(".vt").bounding_box()
+    assert vt["x"] <= box["x"] and box["x"] + box["width"] <= vt["x"] + vt["width"] + 1
+    page.wait_for_function(f"() => ({IN_ORDER})[0]?.lastElementChild.textContent === 't2'")  # r449
+    assert page.errors == []

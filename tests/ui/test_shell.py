@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -238,3 +239,42 @@ def test_mlvc_ui_serves_with_a_token_of_its_own_and_refuses_a_second_server(tmp_
     from mlvc import Repo
 
     assert Repo(root).fsck() == []
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_an_unknown_page_path_shows_a_browser_an_html_not_found_page(ui_server):
+    hostile = '/runs/a/<script>alert(1)</script>&"x'
+    status, headers, body = fetch(
+        ui_server.url + urllib.parse.quote(hostile), headers={"Accept": BROWSER_ACCEPT}
+    )
+    assert status == 404 and headers["content-type"].startswith("text/html")
+    assert headers["content-security-policy"].startswith("default-src 'self'")
+    assert headers["x-content-type-options"] == "nosniff"
+    text = body.decode()
+    assert "<h1>Not found</h1>" in text and '<a href="/">' in text
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x" in text
+    # its stylesheet is the UI's own, at the long-cached address the app uses
+    css = re.search(r'href="(/ui/static/[0-9a-f]{16}/app.css)"', text).group(1)
+    assert fetch(ui_server.url + css)[0] == 200
+    # API clients get JSON, even when they say they accept HTML; so do non-GET requests
+    for path, method in (("/api/v1/nothing", "GET"), ("/ajax-api/2.0/x", "GET"),
+                         ("/ui/static/nope.js", "GET"), ("/nowhere", "POST")):  # fmt: skip
+        status, headers, body = fetch(
+            ui_server.url + path, method, headers={"Accept": BROWSER_ACCEPT}
+        )
+        assert status in (401, 404, 405) and headers["content-type"] == "application/json", path
+        assert b"error_code" in body
+    status, headers, _ = fetch(ui_server.url + "/nowhere", headers={"Accept": "application/json"})
+    assert status == 404 and headers["content-type"] == "application/json"
+
+
+def test_a_browser_on_a_mistyped_address_can_go_home(page, ui_server):
+    login(page, ui_server, "read", "/")
+    response = page.goto(ui_server.url + "/runz")
+    assert response.status == 404
+    assert page.text_content("h1") == "Not found" and "/runz" in page.text_content("main")
+    page.click("text=Go to the runs table")
+    page.wait_for_selector(".vt-row a[href]")
+    assert page.url == ui_server.url + "/" and not page.errors

@@ -9,7 +9,7 @@ import urllib.parse
 
 from ...api.preview import IMAGES, kind_of
 from ..app import endpoint
-from ..v1._common import answer, bad, int_arg, text_arg
+from ..v1._common import answer, bad, bool_arg, int_arg, text_arg
 
 FILE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -46,7 +46,8 @@ def _list(query, name: str, limit: int = 500) -> list[str]:
 
 
 def table(call):
-    """``GET /api/v1/ui/table?where=&sort=&col=&offset=&limit=&group=``: a page of runs."""
+    """``GET /api/v1/ui/table?where=&sort=&col=&offset=&limit=&group=&count=``: a page of
+    runs (``count=0``: without counting them, ``total`` null)."""
     q = call.query
     where = text_arg(q, "where", required=False, limit=10_000, empty=True) or ""
     group = text_arg(q, "group", required=False, empty=True) or ""
@@ -58,6 +59,7 @@ def table(call):
             offset=int_arg(q, "offset", 0, 0, 1 << 40),
             limit=int_arg(q, "limit", 100, 0, 1000),
             group=group,
+            count=bool_arg(q, "count", True),
         )
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import json
 import urllib.parse
 from dataclasses import dataclass
@@ -36,6 +37,28 @@ TYPES = {
 }
 LONG_CACHE = "public, max-age=31536000, immutable"
 LOGIN_BODY = 4096  # bytes: {"token": "mlvc_..."} is under 100
+# paths whose clients read JSON (and never get the HTML "not found" page)
+API_PREFIXES = ("/api/", "/ajax-api/", "/health", "/ui/static/")
+NOT_FOUND = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Not found · mlvc</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{static}/app.css">
+</head>
+<body>
+<header id="top"><a class="brand" href="/">mlvc</a></header>
+<main id="app">
+<h1>Not found</h1>
+<p>There is no page at <code>{path}</code>.</p>
+<p><a href="/">Go to the runs table</a> · <a href="/models">models</a> · \
+<a href="/events">events</a></p>
+</main>
+</body>
+</html>
+"""
 
 
 @dataclass(frozen=True)
@@ -94,12 +117,37 @@ def _cookie(response, request, value: str, max_age: int) -> None:
     )
 
 
+def not_found_page(request, state):
+    """The UI's HTML "not found" page for a browser asking for a page path that does not
+    exist (a GET accepting text/html outside the API's paths), else None: API clients,
+    and anything not a browser's page load, get JSON."""
+    from starlette.responses import Response
+
+    prefix = state.extras.get("ui_static")
+    path = request.url.path
+    if (
+        prefix is None
+        or request.method not in ("GET", "HEAD")
+        or path.startswith(API_PREFIXES)
+        or "text/html" not in request.headers.get("accept", "")
+    ):
+        return None
+    body = NOT_FOUND.format(static=prefix, path=html.escape(path[:500]))
+    return Response(
+        body,
+        status_code=404,
+        media_type="text/html; charset=utf-8",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
+
+
 def routes(state) -> list:
     from starlette.responses import RedirectResponse, Response
     from starlette.routing import Route
 
     version, assets = load_assets()
     prefix = f"/ui/static/{version}"
+    state.extras["ui_static"] = prefix  # for not_found_page
     index = assets["index.html"].body.replace(b"{{static}}", prefix.encode())
 
     async def page(request):

@@ -605,7 +605,8 @@ def _ui_paths() -> dict:
             "get": _op(
                 "A page of the runs table (runs_wide): filtered by a SQL WHERE clause, sorted "
                 "(sort=COLUMN or -COLUMN, repeated), with the columns asked for (col=, "
-                "repeated); group=experiment sorts by experiment and lists the groups",
+                "repeated); group=experiment sorts by experiment and lists the groups; "
+                "count=false leaves the runs uncounted (total null)",
                 _json(_ANY),
                 400,
                 parameters=[
@@ -615,6 +616,7 @@ def _ui_paths() -> dict:
                     _query("offset", {"type": "integer", "minimum": 0, "maximum": 1 << 40}),
                     _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
                     _query("group", {"type": "string", "enum": ["", "experiment"]}),
+                    _query("count", {"type": "boolean"}),
                 ],
             )
         },

@@ -9,7 +9,9 @@ export const ROW = 28;
 export class VirtualGrid {
   /**
    * @param {HTMLElement} root  where the grid goes
-   * @param {object} opts  {columns: [{key, label, width, num, cell(value, i) -> Node|string}],
+   * @param {object} opts  {columns: [{key, label, width, num, cell(value, i) -> Node|string,
+   *   fill(cellElement, value or null while loading, i) (optional: updates the cell's own
+   *   nodes in place)}],
    *   count, itemAt(i) -> {kind: 'row', index} | {kind: 'group', label}, rowAt(index),
    *   onHeader(column, event), onRange(firstIndex, lastIndex), rowClass(index)}
    */
@@ -118,12 +120,11 @@ export class VirtualGrid {
       else this.row(slot, item.index, values, cols, key, pad, cls, i);
       Object.assign(slot, { key, values, cls });
     }
-    for (const slot of free) {  // out of view: hidden, kept for the next rows
+    for (const slot of free) {  // out of view: hidden, kept (cells and all) for the next rows
       if (slot.pos === -1) continue;
       slot.pos = -1;
       slot.node.hidden = true;
       slot.node.className = 'vt-spare';
-      slot.cellsKey = null;
     }
     if (wanted.length && this.opts.onRange) this.opts.onRange(wanted[0], wanted[wanted.length - 1]);
   }
@@ -168,7 +169,14 @@ export class VirtualGrid {
     }
     let cell = node.firstChild;
     for (const ci of cols) {
-      const v = values === null ? '…' : this.columns[ci].cell(values, index);
+      const c = this.columns[ci];
+      if (c.fill) {  // the column updates the node its cell holds (values null: loading)
+        c.fill(cell, values, index);
+        if (cell.title) cell.removeAttribute('title');
+        cell = cell.nextSibling;
+        continue;
+      }
+      const v = values === null ? '…' : c.cell(values, index);
       if (v instanceof Node) {
         cell.replaceChildren(v);
         cell.removeAttribute('title');

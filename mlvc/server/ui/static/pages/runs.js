@@ -4,7 +4,10 @@
 import { VirtualGrid } from '../lib/vgrid.js';
 import { el, path, fmtNumber, fmtTime } from '../lib/dom.js';
 
-const PAGE = 200;
+// a page of rows holds at most this many cells: 200 rows of up to 100 columns, 40 rows of
+// 500 (the server reads, and the browser parses, a fifth of 200 rows' cells before the
+// first rows show)
+const PAGE_CELLS = 20000;
 const AHEAD = 60;  // rows below the view whose page is fetched before it scrolls in
 const MAX_INFLIGHT = 2;  // page requests at once
 const POLL_MS = 5000;
@@ -29,10 +32,12 @@ export async function render(root, ctx) {
   };
   const selected = new Set();
   const pages = new Map();
+  let pageRows = pageSize();
   let meta = { columns: [], total: 0, groups: [] };
   let experiments = { 0: 'Default' };
   let generation = 0;
   let allColumns = null;
+  let reveal = null;  // the column the chooser just added
   const timers = [];
 
   // -- the toolbar --------------------------------------------------------------------
@@ -83,17 +88,23 @@ export async function render(root, ctx) {
     return { kind: 'row', index: i };
   }
 
-  function rowAt(index) {
-    const page = pages.get(Math.floor(index / PAGE));
-    if (!page || page === 'loading') return null;
-    return page[index % PAGE] || null;
+  function pageSize() {
+    const n = state.cols.length || 12;
+    return Math.max(25, Math.min(200, Math.floor(PAGE_CELLS / n)));
   }
 
-  function query(offset, limit) {
+  function rowAt(index) {
+    const page = pages.get(Math.floor(index / pageRows));
+    if (!page || page === 'loading') return null;
+    return page[index % pageRows] || null;
+  }
+
+  function query(offset, limit, counted = true, columns = true) {
     const q = new URLSearchParams({ offset, limit });
+    if (!counted) q.set('count', 'false');  // the first page counted them
     if (state.where.trim()) q.set('where', state.where);
     for (const s of state.sort) q.append('sort', s);
-    for (const c of state.cols) q.append('col', c);
+    if (columns) for (const c of state.cols) q.append('col', c);
     if (state.group) q.set('group', state.group);
     return `/api/v1/ui/table?${q}`;
   }
@@ -101,7 +112,7 @@ export async function render(root, ctx) {
   async function fetchPage(n, gen) {
     pages.set(n, 'loading');
     try {
-      const data = await api(query(n * PAGE, PAGE));
+      const data = await api(query(n * pageRows, pageRows, n === 0));
       if (gen !== generation) return null;
       pages.set(n, data.ids.map((id, k) => ({ id, values: data.rows[k] })));
       grid.schedule();
@@ -119,7 +130,7 @@ export async function render(root, ctx) {
   let inflight = 0;
   function fetchRange(a, b) {
     const end = Math.min(b + AHEAD, Math.max(0, meta.total - 1));
-    want = [Math.floor(a / PAGE), Math.floor(Math.max(a, end) / PAGE)];
+    want = [Math.floor(a / pageRows), Math.floor(Math.max(a, end) / pageRows)];
     pump();
   }
 
@@ -133,21 +144,44 @@ export async function render(root, ctx) {
 
   function columnsOf(data) {
     const sorts = new Map(state.sort.map((s) => (s.startsWith('-') ? [s.slice(1), 'desc'] : [s, 'asc'])));
+    // cells holding a node fill the one they have (a pooled row's checkbox or link is
+    // updated as rows scroll, not made again)
     const check = {
       key: '', label: '', width: 34, title: 'select runs to compare', cls: 'check',
-      cell: (r) => el('input', { type: 'checkbox', checked: selected.has(r.id), 'aria-label': 'select run', dataset: { id: r.id },
-        onchange: (e) => { if (e.target.checked) selected.add(r.id); else selected.delete(r.id); showCompare(); grid.schedule(); } }),
+      fill: (cell, r) => {
+        let box = cell.firstChild;
+        if (!box || box.tagName !== 'INPUT') {
+          box = el('input', { type: 'checkbox', 'aria-label': 'select run', onchange: (e) => {
+            const { id } = e.target.dataset;
+            if (e.target.checked) selected.add(id); else selected.delete(id);
+            showCompare(); grid.schedule();
+          } });
+          cell.replaceChildren(box);
+        }
+        box.disabled = r === null;  // its row is loading
+        const id = r === null ? '' : r.id;
+        if (box.dataset.id !== id) box.dataset.id = id;
+        box.checked = r !== null && selected.has(id);
+      },
     };
     return [check, ...data.columns.map((c, k) => ({
       key: c.name, label: c.name, title: `${c.name} (${c.type})`,
       width: WIDTHS[c.name] || (c.family === 'params' || c.family === 'metrics' ? 110 : 130),
       num: /^(DOUBLE|BIGINT|INTEGER|FLOAT|HUGEINT|DECIMAL)/.test(c.type), sorted: sorts.get(c.name),
-      cell: (r) => {
-        const text = cellText(r.values[k], c.type);
-        return c.name === 'short_id' || c.name === 'name'
-          ? el('a', { href: path('runs', r.id) }, text || (c.name === 'name' ? '' : r.id.slice(0, 10)))
-          : text;
-      },
+      cell: (r) => cellText(r.values[k], c.type),
+      fill: c.name === 'short_id' || c.name === 'name' ? (cell, r) => {
+        let a = cell.firstChild;
+        if (!a || a.tagName !== 'A') { a = document.createElement('a'); cell.replaceChildren(a); }
+        if (r === null) {  // loading: no link yet
+          a.removeAttribute('href');
+          a.textContent = '…';
+          return;
+        }
+        const text = cellText(r.values[k], c.type) || (c.name === 'name' ? '' : r.id.slice(0, 10));
+        const href = path('runs', r.id);
+        if (a.getAttribute('href') !== href) a.setAttribute('href', href);
+        if (a.textContent !== text) a.textContent = text;
+      } : null,
     }))];
   }
 
@@ -155,6 +189,7 @@ export async function render(root, ctx) {
     generation += 1;
     const gen = generation;
     pages.clear();
+    pageRows = pageSize();
     error.textContent = '';
     const data = await fetchPage(0, gen);
     if (gen !== generation) return;
@@ -163,6 +198,14 @@ export async function render(root, ctx) {
     grid.setColumns(columnsOf(data));
     grid.setCount(data.total + (state.group ? data.groups.length : 0));
     if (!keepScroll) grid.box.scrollTop = 0;
+    if (reveal !== null) {  // a column just added goes last: scroll it into view
+      const at = grid.columns.findIndex((col) => col.key === reveal);
+      reveal = null;
+      if (at >= 0) {
+        const right = grid.lefts[at] + grid.columns[at].width;
+        if (right > grid.box.scrollLeft + grid.box.clientWidth) grid.box.scrollLeft = right - grid.box.clientWidth;
+      }
+    }
     count.textContent = `${data.total} run${data.total === 1 ? '' : 's'}${state.where.trim() ? ' match the filter' : ''}`;
   }
 
@@ -220,7 +263,7 @@ export async function render(root, ctx) {
       list.replaceChildren(...hits.slice(0, 200).map((c) => el('label', { title: c.name },
         el('input', { type: 'checkbox', checked: on.has(c.name), value: c.name, onchange: (e) => {
           const cols = shown().filter((n) => n !== c.name);
-          if (e.target.checked) cols.push(c.name);
+          if (e.target.checked) { cols.push(c.name); reveal = c.name; }
           state.cols = cols;
           saveAndLoad();
         } }), ` ${c.name} `, el('span', { class: 'muted' }, c.family))),
@@ -234,7 +277,7 @@ export async function render(root, ctx) {
   // -- runs in progress, and new runs, by polling ---------------------------------------
   async function poll() {
     try {
-      const [head, running] = await Promise.all([api(query(0, 0)), api('/api/v1/ui/live')]);
+      const [head, running] = await Promise.all([api(query(0, 0, true, false)), api('/api/v1/ui/live')]);
       const groups = JSON.stringify(head.groups);
       if (head.total !== meta.total || groups !== JSON.stringify(meta.groups)) await load(true);
       live.replaceChildren(...(running.runs.length ? [el('h2', {}, `In progress (${running.runs.length})`),
