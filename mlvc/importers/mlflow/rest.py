@@ -60,6 +60,7 @@ class RestSource:
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="mlvc-import")
         self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
         self._listed: dict[str, list[Artifact]] = {}  # run id -> its artifacts (details)
+        self._parents: dict[str, set[str] | None] = {}  # _folders' listings
 
     def registry(self) -> list[RegisteredModel]:
         """``registered-models/search`` (with tags and aliases), then each model's
@@ -254,7 +255,8 @@ class RestSource:
         each metric key's histories for up to 100 runs in one ``get-history-bulk-interval``
         request (complete when a run has fewer points than the page: MLflow samples only
         beyond it), ``get-history`` for the rest (and where a server lacks the former)."""
-        jobs = [self._pool.submit(self._fetch, run) for run in runs]
+        with_files = self._with_artifacts(runs)
+        jobs = [self._pool.submit(self._fetch, run, run.run_id in with_files) for run in runs]
         bulk = self._bulk_histories(runs)
         for run, job in zip(runs, jobs, strict=True):
             histories, self._listed[run.run_id] = job.result()
@@ -277,9 +279,9 @@ class RestSource:
                 inputs,
             )
 
-    def _fetch(self, run: RunInfo) -> tuple[list[list[dict]], list[Artifact]]:
-        """A run's artifact listing, its inputs when runs/search left them out, and its
-        histories when the bulk endpoint is not there."""
+    def _fetch(self, run: RunInfo, listed: bool) -> tuple[list[list[dict]], list[Artifact]]:
+        """A run's artifact listing (``listed``: it may have artifacts), its inputs when
+        runs/search left them out, and its histories when the bulk endpoint is not there."""
         found = self._runs.get(run.run_id) or {}
         inputs = found.get("inputs")
         if not isinstance(inputs, dict) or inputs.get("dataset_inputs") == []:
@@ -289,7 +291,46 @@ class RestSource:
             got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
             found["inputs"] = (got.get("run") or {}).get("inputs") or {}
         keys = [] if self._has_bulk else _keys(found)
-        return [self._history(run.run_id, k) for k in keys], list(self._artifacts(run))
+        files = list(self._artifacts(run)) if listed else []
+        return [self._history(run.run_id, k) for k in keys], files
+
+    def _with_artifacts(self, runs: list[RunInfo]) -> set[str]:
+        """The runs of the batch whose artifacts must be listed: with the artifact proxy's
+        usual ``<experiment>/<run id>/artifacts`` locations, one listing of each experiment
+        folder names the runs that have any (a run with none has no folder there: no request
+        per run for it); a run elsewhere, or a server that does not list that folder (mlvc's
+        answers 404), is listed run by run as before."""
+        out: set[str] = set()
+        parents: dict[str, list[str]] = {}
+        for run in runs:
+            parts = run.artifact_uri.removeprefix("mlflow-artifacts:").strip("/").split("/")
+            proxied = run.artifact_uri.startswith("mlflow-artifacts:")
+            if proxied and len(parts) >= 3 and parts[-2:] == [run.run_id, "artifacts"]:
+                parents.setdefault("/".join(parts[:-2]), []).append(run.run_id)
+            else:
+                out.add(run.run_id)
+        for parent, ids in parents.items():
+            present = self._folders(parent)
+            out.update(ids if present is None else (i for i in ids if i in present))
+        return out
+
+    def _folders(self, parent: str) -> set[str] | None:
+        """The folder names in the artifact proxy's ``parent`` (None when it does not list
+        it), listed once per import: the runs imported have ended."""
+        if parent not in self._parents:
+            resp = self._request("GET", "/api/2.0/mlflow-artifacts/artifacts?"
+                                 + urlencode({"path": parent}))  # fmt: skip
+            raw = resp.read()
+            try:
+                files = json.loads(raw).get("files", []) if resp.status == 200 else None
+            except (ValueError, AttributeError):
+                files = None
+            self._parents[parent] = (
+                {f.get("path") for f in files if isinstance(f, dict) and f.get("is_dir")}
+                if isinstance(files, list)
+                else None
+            )
+        return self._parents[parent]
 
     _has_bulk = True  # until the server answers 404 to get-history-bulk-interval
 
