@@ -1,10 +1,11 @@
-"""Reading an MLflow tracking server over its REST API, as MLflow's own client reads it:
-``experiments/search`` and ``runs/search`` in pages of 1,000 (params, tags and inputs come
-with each run), one ``metrics/get-history`` per run and key (pages of 25,000 points) and the
-artifacts through the ``mlflow-artifacts`` proxy (listing and downloads). The
-history requests of a batch of runs go out from a pool of threads, each holding one
-keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a bearer token.
-"""
+"""Reading an MLflow tracking server over its REST API: ``experiments/search`` and
+``runs/search`` in pages (params, tags, latest metrics and inputs come with each run), each
+metric's whole history for 100 runs in one ``metrics/get-history-bulk`` request (falling back
+to ``get-history-bulk-interval`` and ``get-history``), and the artifacts through the
+``mlflow-artifacts`` proxy (one listing of an experiment's folder names the runs that have
+any; those are listed and downloaded). The requests of a batch of runs go out from a pool of
+threads, each holding one keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a
+bearer token."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ Each run is recorded on its own (objects → sync → journal → run ref), so a
 any point leaves whole runs only; a run already in the repository (its live key is known) is
 never recorded twice, which makes importing again idempotent and resumable. Runs still
 ``RUNNING`` in the source are left for a later import (mlvc runs are immutable once
-recorded): importing again after they end brings them in whole.
+recorded): importing again after they end brings them in whole. The index is updated once
+at the end (or every HELD_POINTS points), from the runs and points the import holds
+(``Index.try_ingest``'s bulk ingest); runs journalled meanwhile are ingested by any reader.
 """
 
 from __future__ import annotations
