@@ -93,7 +93,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_sql(py: str, base: Path, runs: int, points: int, repeat: int, db: Path | None) -> dict:
+def grow(src: Path, dst: Path, k: int) -> None:
+    """``dst``: ``src`` with each run copied k-1 more times under new run ids (its metrics,
+    params, tags, latest metrics too): k times the points, for the cost per point with the
+    fixed costs (start-up, imports, opening the index) spread over more of them."""
+    import shutil
+    import sqlite3
+
+    shutil.copyfile(src, dst)
+    con = sqlite3.connect(dst)
+    con.execute("CREATE TEMP TABLE orig AS SELECT run_uuid FROM runs")
+    tables = ("runs", "metrics", "params", "tags", "latest_metrics")
+    cols = {t: [r[1] for r in con.execute(f"PRAGMA table_info({t})")] for t in tables}
+    for i in range(1, k):
+        new = f"substr(run_uuid, 1, 28) || printf('%04d', {i})"
+        for t, cs in cols.items():
+            sel = ", ".join(new if c == "run_uuid" else f"name || '-{i}'"
+                            if (t, c) == ("runs", "name") else f'"{c}"' for c in cs)  # fmt: skip
+            names = ", ".join(f'"{c}"' for c in cs)
+            con.execute(f"INSERT INTO {t} ({names}) SELECT {sel} FROM {t} "
+                        "WHERE run_uuid IN (SELECT run_uuid FROM orig)")  # fmt: skip
+        con.commit()
+    con.close()
+
+
+def bench_sql(
+    py: str, base: Path, runs: int, points: int, repeat: int, db: Path | None, k: int = 1
+) -> dict:
     work = base / "sql"
     work.mkdir()
     if db is None:  # --sql-db reuses a history generated before (it takes minutes)
@@ -101,6 +127,10 @@ def bench_sql(py: str, base: Path, runs: int, points: int, repeat: int, db: Path
         log(f"MLflow writes {runs} runs x {points} points into {db}")
         subprocess.run([py, str(GEN), f"sqlite:///{db}", str(work), str(runs), str(points)],
                        env=env(), check=True, capture_output=True)  # fmt: skip
+    if k > 1:
+        log(f"copying each run of {db} {k - 1} more times (--grow {k})")
+        grow(db, work / f"mlflow-x{k}.db", k)
+        db = work / f"mlflow-x{k}.db"
     import sqlite3
 
     con = sqlite3.connect(db)
@@ -159,21 +189,32 @@ def bench_rest(
             "[c.get_metric_history(r.info.run_id, k) for r in rs for k in r.data.metrics];"
             "print(time.perf_counter()-t)"
         )
-        ours, theirs = [], []
+        reader = (  # the floor: mlvc's REST reader asking for every run's details, no recording
+            "import sys,time; from mlvc.importers.mlflow.rest import RestSource;"
+            "s=RestSource(sys.argv[1]); t=time.perf_counter();"
+            "rs=[r for r in s.runs([e.experiment_id for e in s.experiments()]) if r.ended];"
+            "[list(s.details(rs[i:i+500])) for i in range(0, len(rs), 500)];"
+            "print(time.perf_counter()-t); s.close()"
+        )
+        ours, theirs, floor = [], [], []
         for i in range(repeat):
+            out = subprocess.run([sys.executable, "-c", reader, url], env=env(),
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            floor.append(float(out.stdout.split()[-1]))
             if i < client_repeat:  # MLflow's client is slow (a request per run and key)
                 out = subprocess.run([py, "-c", client, url], env=env(), capture_output=True,
                                      text=True, check=True)  # fmt: skip
                 theirs.append(float(out.stdout.split()[-1]))
             ours.append(timed([*MLVC, "import", "mlflow", url, "-q"], fresh_repo(work, i)))
-            log(f"rest {i}: mlvc {ours[-1][0]:.2f} s (CPU {ours[-1][1]:.2f} s), MlflowClient "
+            log(f"rest {i}: mlvc {ours[-1][0]:.2f} s (CPU {ours[-1][1]:.2f} s), reading alone "
+                f"{floor[-1]:.2f} s, MlflowClient "
                 f"reads {theirs[-1] if i < client_repeat else float('nan'):.2f} s")  # fmt: skip
     finally:
         server.terminate()
         server.wait(30)
     return {"runs": runs - 1, "mlvc": statistics.median(w for w, _ in ours),
             "mlvc_cpu": statistics.median(c for _, c in ours), "client_n": len(theirs),
-            "client": statistics.median(theirs)}  # fmt: skip
+            "client": statistics.median(theirs), "read": statistics.median(floor)}  # fmt: skip
 
 
 def main() -> None:
@@ -184,13 +225,15 @@ def main() -> None:
     ap.add_argument("--rest-db", type=Path, help="the same for the REST source")
     ap.add_argument("--skip-rest", action="store_true")
     ap.add_argument("--client-repeat", type=int, help="MlflowClient's runs (default --repeat)")
+    ap.add_argument("--grow", type=int, default=1,
+                    help="import the SQL history copied K times over (K x the points)")  # fmt: skip
     a = ap.parse_args()
     runs, points, rest_runs = (50, 2000, 500) if a.quick else (100, 10_000, 2000)
     py = mlflow_python()
     load = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         base = Path(tmp)
-        sql = bench_sql(py, base, runs, points, a.repeat, a.sql_db)
+        sql = bench_sql(py, base, runs, points, a.repeat, a.sql_db, a.grow)
         n_client = a.repeat if a.client_repeat is None else min(a.client_repeat, a.repeat)
         rest = None if a.skip_rest else bench_rest(py, base, rest_runs, a.repeat, a.rest_db,
                                                    max(n_client, 1))  # fmt: skip
@@ -225,6 +268,10 @@ def main() -> None:
     print(
         f"| the same, mlvc's CPU time (user + system) | {rest['mlvc_cpu']:.2f} s = "
         f"{r / rest['mlvc_cpu'] * 60:,.0f} runs/min | | |"
+    )
+    print(
+        f"| mlvc's REST reader alone (every run's details, nothing recorded) | "
+        f"{rest['read']:.2f} s = {r / rest['read'] * 60:,.0f} runs/min | | |"
     )
 
 

@@ -155,8 +155,11 @@ class Index:
 
     # -- writing --------------------------------------------------------------------------
 
-    def try_ingest(self) -> bool:
+    def try_ingest(self, known=None) -> bool:
         """Ingest pending runs if the index lock is free right now; never waits.
+
+        ``known`` (bulk.py): run id hex -> (run, series points) of runs the caller has just
+        written; an inline ingest decodes those from memory instead of the store.
 
         By default the ingest runs in a detached worker (worker.py) that inherits the lock,
         so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests in this
@@ -182,7 +185,7 @@ class Index:
             except Exception as e:
                 log.warning("could not start the index worker, ingesting here: %s", e)
         try:
-            self._writer().ingest()
+            self._writer(known).ingest()
             return True
         except Exception as e:  # the run is committed either way: a reader will report this
             log.warning("could not update the index (the next query will retry): %s", e)
@@ -246,7 +249,12 @@ class Index:
             if writer.ingest():
                 self._rebuilt_damaged = True
 
-    def _writer(self) -> Writer:
+    def _writer(self, known=None) -> Writer:
+        if known:
+            from .bulk import BulkWriter
+
+            args = (self.path, self._journal, self.store, self.refs, self.workers)
+            return BulkWriter(*args, known=known)
         return Writer(self.path, self._journal, self.store, self.refs, self.workers)
 
     def _repair(self) -> None:

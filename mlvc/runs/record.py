@@ -447,10 +447,13 @@ def _record_run(
     return oid
 
 
-def record_runs(ctx: RepoContext, items: Sequence[tuple[RepoContext, RunSpec]]) -> list[ObjectId]:
+def record_runs(
+    ctx: RepoContext, items: Sequence[tuple[RepoContext, RunSpec]], ingest: bool = True
+) -> list[tuple[ObjectId, Run]]:
     """Record runs given whole (an importer's): each stored as ``record_run`` stores it
     (``items`` pair a spec with the context of its author), then one filesystem sync for
-    them all, their refs in one batch, and one index update."""
+    them all, their refs in one batch, and one index update (none if not ``ingest``: the
+    caller updates the index later, or a reader does). Returns each run's id and object."""
     with _writing(ctx) as hasher:
         finish_publishing(ctx)
         stored = []
@@ -458,8 +461,8 @@ def record_runs(ctx: RepoContext, items: Sequence[tuple[RepoContext, RunSpec]]) 
             run = _build_run(run_ctx, spec, ctx.root, hasher)
             stored.append((ctx.store.add_bytes(_encoded(run)), run, spec.move_head))
         ctx.store.sync()
-        publish_runs(ctx, stored)
-    return [oid for oid, _run, _move in stored]
+        publish_runs(ctx, stored, ingest)
+    return [(oid, run) for oid, run, _move in stored]
 
 
 def _build_run(ctx: RepoContext, spec: RunSpec, cwd: Path | None, hasher: FileHasher) -> Run:
@@ -582,10 +585,12 @@ def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = Tru
     publish_runs(ctx, [(oid, run, move_head)])
 
 
-def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -> None:
+def publish_runs(
+    ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]], ingest: bool = True
+) -> None:
     """``publish_run`` for several stored runs: their intents written durable first, in one
     file for the batch (``publishing/batch-<first run id>``: one create, fsync and unlink
-    for them all), then every ref in one batch, then one index update."""
+    for them all), then every ref in one batch, then one index update (if ``ingest``)."""
     from ..core.spawn import gathered
 
     intents = []
@@ -614,7 +619,8 @@ def publish_runs(ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]]) -
                 _publish(ctx, oid, run, intent)
         path.unlink(missing_ok=True)
         remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent in intents])
-        ctx.index.try_ingest()
+        if ingest:
+            ctx.index.try_ingest()
 
 
 BATCH_PREFIX = "batch-"  # publishing/batch-<id>: [[run id, intent], ...] of a batch

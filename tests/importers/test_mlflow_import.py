@@ -425,3 +425,86 @@ def test_database_server_import_answers_like_mlflow(kind, tmp_path):
     _assert_same(theirs, ours)
     assert ours["history"]["run-00003"]["odd"][0][2] == "nan"
     _fsck_clean(root)
+
+
+# -- the index's bulk ingest, and a REST import killed and resumed ---------------------------
+
+
+def _index_tables(root: Path) -> dict[str, str]:
+    """Every index table's rows (but ``meta``, which names what the ingest saw), sorted."""
+    names = _mlvc(root, "query", "-f", "csv",
+                  "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                  "AND table_type = 'BASE TABLE' AND table_name != 'meta' ORDER BY 1").stdout  # fmt: skip
+    out = {}
+    for name in names.split()[1:]:
+        out[name] = _mlvc(root, "query", "-f", "csv", f"SELECT * FROM {name} ORDER BY ALL").stdout
+    return out
+
+
+def test_bulk_ingest_rows_equal_a_rebuild_from_the_store(history, project, monkeypatch):
+    """The import hands the index the runs and points it has just written (mlvc.index.bulk)
+    instead of letting it decode them back from the store: every index table must hold what
+    a rebuild from objects and refs makes. HELD_POINTS is cut so that the import updates the
+    index several times, the first creating it, the next ones adding to it."""
+    from mlvc.importers.mlflow import write
+
+    monkeypatch.setattr(write, "HELD_POINTS", 1500)
+    monkeypatch.setattr(write, "BATCH", 120)
+    from mlvc import Repo
+
+    repo = Repo(project)
+    report = repo.import_mlflow(f"sqlite:///{history / 'mlflow.db'}", experiments=["beta"])
+    assert report.runs_new > 400 and report.points > 2000
+    assert not repo.ctx.index.pending()  # ingested by the import itself, not left to a reader
+    bulk = _index_tables(project)
+    assert bulk["metrics"].count("\n") > report.points  # every point, and the final metrics
+    repo.ctx.index.rebuild()
+    assert _index_tables(project) == bulk
+
+
+@pytest.fixture(scope="module")
+def served_beta(history, tmp_path_factory):
+    """A real `mlvc server` speaking MLflow's API over experiment beta imported (the source
+    of the REST imports below), and its read token."""
+    root = _server.new_repo(tmp_path_factory.mktemp("served"))
+    _mlvc(root, "import", "mlflow", f"sqlite:///{history / 'mlflow.db'}", "--experiment", "beta")
+    srv = _server.start_server(root)
+    try:
+        yield srv.url, srv.tokens["read"]
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("how", ["publish-first-ref", "timer"])
+def test_rest_import_killed_then_again_loses_and_doubles_nothing(served_beta, clean_beta,
+                                                                 tmp_path, how):  # fmt: skip
+    """kill -9 of an import reading a real server over HTTP (MLflow's REST API), at a crash
+    point between a batch's refs or at whatever point a timer finds it: fsck is clean, and
+    importing again ends as one uninterrupted import would (each run once)."""
+    url, token = served_beta
+    root = _server.new_repo(tmp_path / "killed")
+    args = [PY, "-m", "mlvc", "import", "mlflow", url]
+    if how == "timer":
+        env = _server._env(MLFLOW_TRACKING_TOKEN=token)
+        proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        runs = root / ".mlvc/refs/runs"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (runs.is_dir() and os.listdir(runs)):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    else:
+        env = _server._env(MLFLOW_TRACKING_TOKEN=token, MLVC_FAULT=how)
+        r = subprocess.run(args, cwd=root, env=env, capture_output=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL
+    _fsck_clean(root)
+    env = _server._env(MLFLOW_TRACKING_TOKEN=token)
+    _mlvc(root, "import", "mlflow", url, env=env)
+    assert _same_state(root) == clean_beta
+    keys = _mlvc(root, "query", "-f", "csv",
+                 "SELECT count(*) = count(DISTINCT live_key) FROM live_keys").stdout  # fmt: skip
+    assert keys.split()[-1] == "true"
+    again = _mlvc(root, "import", "mlflow", url, env=env)
+    assert "imported 0 runs" in again.stdout
+    _fsck_clean(root)

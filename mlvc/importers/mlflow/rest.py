@@ -1,10 +1,11 @@
-"""Reading an MLflow tracking server over its REST API, as MLflow's own client reads it:
-``experiments/search`` and ``runs/search`` in pages of 1,000 (params, tags and inputs come
-with each run), one ``metrics/get-history`` per run and key (pages of 25,000 points) and the
-artifacts through the ``mlflow-artifacts`` proxy (listing and downloads). The
-history requests of a batch of runs go out from a pool of threads, each holding one
-keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a bearer token.
-"""
+"""Reading an MLflow tracking server over its REST API: ``experiments/search`` and
+``runs/search`` in pages (params, tags, latest metrics and inputs come with each run), each
+metric's whole history for 100 runs in one ``metrics/get-history-bulk`` request (falling back
+to ``get-history-bulk-interval`` and ``get-history``), and the artifacts through the
+``mlflow-artifacts`` proxy (one listing of an experiment's folder names the runs that have
+any; those are listed and downloaded). The requests of a batch of runs go out from a pool of
+threads, each holding one keep-alive connection. ``MLFLOW_TRACKING_TOKEN`` is sent as a
+bearer token."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class RestSource:
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="mlvc-import")
         self._runs: dict[str, dict] = {}  # run id -> its runs/search answer
         self._listed: dict[str, list[Artifact]] = {}  # run id -> its artifacts (details)
+        self._parents: dict[str, set[str] | None] = {}  # _folders' listings
 
     def registry(self) -> list[RegisteredModel]:
         """``registered-models/search`` (with tags and aliases), then each model's
@@ -254,7 +256,8 @@ class RestSource:
         each metric key's histories for up to 100 runs in one ``get-history-bulk-interval``
         request (complete when a run has fewer points than the page: MLflow samples only
         beyond it), ``get-history`` for the rest (and where a server lacks the former)."""
-        jobs = [self._pool.submit(self._fetch, run) for run in runs]
+        with_files = self._with_artifacts(runs)
+        jobs = [self._pool.submit(self._fetch, run, run.run_id in with_files) for run in runs]
         bulk = self._bulk_histories(runs)
         for run, job in zip(runs, jobs, strict=True):
             histories, self._listed[run.run_id] = job.result()
@@ -277,9 +280,9 @@ class RestSource:
                 inputs,
             )
 
-    def _fetch(self, run: RunInfo) -> tuple[list[list[dict]], list[Artifact]]:
-        """A run's artifact listing, its inputs when runs/search left them out, and its
-        histories when the bulk endpoint is not there."""
+    def _fetch(self, run: RunInfo, listed: bool) -> tuple[list[list[dict]], list[Artifact]]:
+        """A run's artifact listing (``listed``: it may have artifacts), its inputs when
+        runs/search left them out, and its histories when the bulk endpoint is not there."""
         found = self._runs.get(run.run_id) or {}
         inputs = found.get("inputs")
         if not isinstance(inputs, dict) or inputs.get("dataset_inputs") == []:
@@ -289,7 +292,46 @@ class RestSource:
             got = self._json("GET", "/api/2.0/mlflow/runs/get?" + urlencode({"run_id": run.run_id}))
             found["inputs"] = (got.get("run") or {}).get("inputs") or {}
         keys = [] if self._has_bulk else _keys(found)
-        return [self._history(run.run_id, k) for k in keys], list(self._artifacts(run))
+        files = list(self._artifacts(run)) if listed else []
+        return [self._history(run.run_id, k) for k in keys], files
+
+    def _with_artifacts(self, runs: list[RunInfo]) -> set[str]:
+        """The runs of the batch whose artifacts must be listed: with the artifact proxy's
+        usual ``<experiment>/<run id>/artifacts`` locations, one listing of each experiment
+        folder names the runs that have any (a run with none has no folder there: no request
+        per run for it); a run elsewhere, or a server that does not list that folder (mlvc's
+        answers 404), is listed run by run as before."""
+        out: set[str] = set()
+        parents: dict[str, list[str]] = {}
+        for run in runs:
+            parts = run.artifact_uri.removeprefix("mlflow-artifacts:").strip("/").split("/")
+            proxied = run.artifact_uri.startswith("mlflow-artifacts:")
+            if proxied and len(parts) >= 3 and parts[-2:] == [run.run_id, "artifacts"]:
+                parents.setdefault("/".join(parts[:-2]), []).append(run.run_id)
+            else:
+                out.add(run.run_id)
+        for parent, ids in parents.items():
+            present = self._folders(parent)
+            out.update(ids if present is None else (i for i in ids if i in present))
+        return out
+
+    def _folders(self, parent: str) -> set[str] | None:
+        """The folder names in the artifact proxy's ``parent`` (None when it does not list
+        it), listed once per import: the runs imported have ended."""
+        if parent not in self._parents:
+            resp = self._request("GET", "/api/2.0/mlflow-artifacts/artifacts?"
+                                 + urlencode({"path": parent}))  # fmt: skip
+            raw = resp.read()
+            try:
+                files = json.loads(raw).get("files", []) if resp.status == 200 else None
+            except (ValueError, AttributeError):
+                files = None
+            self._parents[parent] = (
+                {f.get("path") for f in files if isinstance(f, dict) and f.get("is_dir")}
+                if isinstance(files, list)
+                else None
+            )
+        return self._parents[parent]
 
     _has_bulk = True  # until the server answers 404 to get-history-bulk-interval
 
@@ -313,7 +355,31 @@ class RestSource:
                 out.setdefault(rid, []).append(points)
         return out
 
+    _has_plain_bulk = True  # until the server answers 404 to get-history-bulk
+
     def _bulk(self, run_ids: list[str], key: str) -> dict[str, list[dict]]:
+        """One key's histories of up to 100 runs: ``get-history-bulk`` (one SQL query on
+        MLflow's side for them all, every point, at most HISTORY_PAGE in all), else, when
+        the page is full or the server lacks it (mlvc's), ``get-history-bulk-interval``."""
+        if self._has_plain_bulk:
+            q = [("run_id", r) for r in run_ids] + [("metric_key", key),
+                                                    ("max_results", HISTORY_PAGE)]  # fmt: skip
+            resp = self._request("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk?"
+                                 + urlencode(q))  # fmt: skip
+            raw = resp.read()
+            if resp.status == 404:
+                self._has_plain_bulk = False
+            elif resp.status == 200:
+                found = _metric_list(raw)
+                if found is not None and len(found) < HISTORY_PAGE:  # not cut: all of them
+                    out: dict[str, list[dict]] = {rid: [] for rid in run_ids}
+                    for m in found:
+                        if m.get("run_id") in out:
+                            out[m["run_id"]].append(m)
+                    return out
+        return self._bulk_interval(run_ids, key)
+
+    def _bulk_interval(self, run_ids: list[str], key: str) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {rid: [] for rid in run_ids}
         if not self._has_bulk:
             return {rid: self._history(rid, key) for rid in run_ids}
@@ -385,6 +451,15 @@ def _int(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _metric_list(raw: bytes) -> list[dict] | None:
+    """The ``metrics`` of a history answer (None when it is not one)."""
+    try:
+        found = json.loads(raw).get("metrics", [])
+    except (ValueError, AttributeError):
+        return None
+    return [m for m in found if isinstance(m, dict)] if isinstance(found, list) else None
 
 
 def _keys(run: dict) -> list[str]:

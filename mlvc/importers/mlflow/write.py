@@ -15,7 +15,9 @@ Each run is recorded on its own (objects → sync → journal → run ref), so a
 any point leaves whole runs only; a run already in the repository (its live key is known) is
 never recorded twice, which makes importing again idempotent and resumable. Runs still
 ``RUNNING`` in the source are left for a later import (mlvc runs are immutable once
-recorded): importing again after they end brings them in whole.
+recorded): importing again after they end brings them in whole. The index is updated once
+at the end (or every HELD_POINTS points), from the runs and points the import holds
+(``Index.try_ingest``'s bulk ingest); runs journalled meanwhile are ingested by any reader.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 OVERLAYS = "refs/mlflow/runs"
 NO_INPUTS = Inputs(code=None, git={}, env=None, data=None, data_paths=(), artifact_paths=())
 BATCH = 500  # runs read from the source, then recorded and published, at once
+HELD_POINTS = 2_000_000  # metric points kept for the index (bulk ingest) before it is updated
 
 
 @dataclass
@@ -107,13 +110,15 @@ def import_history(
     chosen = _chosen(source, list(experiments))
     ids = _import_experiments(ctx, chosen, report)
     infos: dict[str, RunInfo] = {}
+    held: dict[str, tuple] = {}  # for the index: run id -> (run, its points), see _held
     with progress.bar("import runs") as bar:
         batches = _batches(source, [e.experiment_id for e in chosen], _known_keys(ctx),
                            infos, report, bar)  # fmt: skip
         for datas in _read_ahead(source, batches):
-            _import_batch(ctx, source, datas, ids, report)
+            _import_batch(ctx, source, datas, ids, report, held)
     _import_logged_models(ctx, source, chosen, ids, report)
     _import_registry(ctx, source, infos, report)
+    ctx.index.try_ingest(held)  # once, at the end: the runs, models and versions imported
     report.seconds = time.monotonic() - started
     return report
 
@@ -237,33 +242,42 @@ def _read_ahead(source: Source, batches: Iterator[list[RunInfo]]) -> Iterator[li
 
 def _import_batch(
     ctx: RepoContext, source: Source, datas: list[RunData], ids: dict[str, str],
-    report: ImportReport,
+    report: ImportReport, held: dict[str, tuple],
 ) -> None:  # fmt: skip
-    """Record a batch of runs: their objects, then the runs (one sync, one ref batch)."""
-    items, deleted, points = [], [], 0
+    """Record a batch of runs: their objects, then the runs (one sync, one ref batch). The
+    index is not updated here but once at the end, or when ``held`` (the runs and their
+    points, for ``Index.try_ingest``'s bulk ingest) reaches HELD_POINTS points."""
+    items, deleted, points, tables = [], [], 0, []
     with writing(ctx.dir, ctx.store):  # until the runs name their objects
         for data in datas:
             eid = ids[data.info.experiment_id]
-            spec, n = _spec(ctx, source, data, eid, report)
+            spec, table = _spec(ctx, source, data, eid, report)
             user = data.info.user_id or "mlflow"
             items.append((replace(ctx, settings=ctx.settings.as_user(user)), spec))
-            points += n
+            tables.append(table)
+            points += table.num_rows if table is not None else 0
             if data.info.lifecycle_stage == "deleted":
                 deleted.append((data.info.run_id, eid))
-        for data, oid in zip(datas, record_runs(ctx, items), strict=True):
+        recorded = record_runs(ctx, items, ingest=False)
+        for data, (oid, run), table in zip(datas, recorded, tables, strict=True):
             report.recorded[data.info.run_id] = oid.hex
+            held[oid.hex] = (run, table)
     for rid, eid in deleted:
         overlay = {"lifecycle_stage": "deleted", "stage_ns": time.time_ns(), "experiment_id": eid}
         write_blob(ctx, f"{OVERLAYS}/{rid}", overlay, ctx.author(), "import mlflow: deleted")
     report.runs_new += len(items)
     report.points += points
     progress.advance(files=len(items))
+    if sum(t.num_rows for _run, t in held.values() if t is not None) >= HELD_POINTS:
+        ctx.index.try_ingest(held)
+        held.clear()
 
 
 def _spec(
     ctx: RepoContext, source: Source, data: RunData, eid: str, report: ImportReport
-) -> tuple[RunSpec, int]:
-    """The RunSpec of one MLflow run (its artifacts and series stored), and its points."""
+) -> tuple[RunSpec, pa.Table | None]:
+    """The RunSpec of one MLflow run (its artifacts and series stored), and the points of
+    its series (key, step, timestamp µs, value; None without one)."""
     info = data.info
     notes: dict[str, Any] = {}
     artifacts = _store_artifacts(ctx, source.artifacts(info), report, notes)
@@ -302,7 +316,7 @@ def _spec(
         parents=(),
         project_files=False,
     )
-    return spec, points.num_rows if series is not None else 0
+    return spec, points if series is not None else None
 
 
 def _name(name: str) -> str:
@@ -520,7 +534,6 @@ def _import_registry(
                 ctx.author(),
                 f"import mlflow model {model.name}",
             )
-    ctx.index.try_ingest()
 
 
 def _model_tree(ctx: RepoContext, source: Source, v, runs: dict[str, RunInfo]) -> ObjectId | None:
