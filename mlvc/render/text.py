@@ -174,6 +174,27 @@ def _write(table, fmt: str, f) -> None:
         f.write(_text(table, fmt).encode())
 
 
+def _flat(table):
+    """``table`` with each list, struct or map column as JSON text (CSV has no nesting;
+    pyarrow's writer refuses those types), other columns as they are."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            values = table.column(i).to_pylist()
+            if pa.types.is_map(field.type):  # pairs to an object, as JSON readers expect
+                values = [None if v is None else {str(k): x for k, x in v} for v in values]
+            text = [None if v is None else _compact(v) for v in values]
+            table = table.set_column(i, field.name, pa.array(text, pa.string()))
+    return table
+
+
+def _compact(value: Any) -> str:
+    from ..api.views import jsonable
+
+    return json.dumps(jsonable(value), separators=(",", ":"), default=_json_default)
+
+
 def _text(table, fmt: str) -> str:
     if fmt == "csv":
         import io
@@ -181,7 +202,7 @@ def _text(table, fmt: str) -> str:
         import pyarrow.csv as pacsv
 
         buf = io.BytesIO()
-        pacsv.write_csv(table, buf)
+        pacsv.write_csv(_flat(table), buf)
         return buf.getvalue().decode()
     if fmt == "json":
         return to_json(table.to_pylist()) + "\n"

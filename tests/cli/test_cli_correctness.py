@@ -403,6 +403,23 @@ def test_query_output_format_follows_the_file_name(cli, repo, project, tmp_path)
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_query_writes_list_and_struct_columns_as_csv(cli, repo, tmp_path):
+    """CSV has no nesting: a list, struct or map column is written as compact JSON text
+    (pyarrow's CSV writer refused them, and `mlvc query -f csv` ended in a traceback)."""
+    sql = "SELECT [1, 2] AS l, {'a': 'x', 'b': NULL} AS s, MAP {'k': 1.5::DOUBLE} AS m, 3 AS n"
+    r = cli("query", "-f", "csv", sql)
+    lines = r.output.splitlines()
+    assert lines[0].replace('"', "") == "l,s,m,n"
+    import csv
+    import io
+
+    row = next(csv.reader(io.StringIO(lines[1])))
+    assert [json.loads(v) for v in row[:3]] == [[1, 2], {"a": "x", "b": None}, {"k": 1.5}]
+    assert row[3] == "3"
+    cli("query", sql, "-o", str(tmp_path / "q.csv"))
+    assert (tmp_path / "q.csv").read_text() == r.output
+
+
 def test_exit_codes_are_documented():
     assert EXIT_CODES[130].startswith("interrupted")
     assert EXIT_CODES[14].startswith("unsupported repository")

@@ -432,11 +432,11 @@ def test_database_server_import_answers_like_mlflow(kind, tmp_path):
 
 def _index_tables(root: Path) -> dict[str, str]:
     """Every index table's rows (but ``meta``, which names what the ingest saw), sorted."""
-    names = _mlvc(root, "query", "-f", "csv",
+    names = _mlvc(root, "query", "-f", "json",
                   "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
                   "AND table_type = 'BASE TABLE' AND table_name != 'meta' ORDER BY 1").stdout  # fmt: skip
     out = {}
-    for name in names.split()[1:]:
+    for name in [row["table_name"] for row in json.loads(names)]:
         out[name] = _mlvc(root, "query", "-f", "csv", f"SELECT * FROM {name} ORDER BY ALL").stdout
     return out
 
