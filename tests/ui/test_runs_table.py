@@ -210,3 +210,38 @@ def test_a_column_added_with_the_chooser_is_scrolled_into_view(many, page):
     assert vt["x"] <= box["x"] and box["x"] + box["width"] <= vt["x"] + vt["width"] + 1
     page.wait_for_function(f"() => ({IN_ORDER})[0]?.lastElementChild.textContent === 't2'")  # r449
     assert page.errors == []
+
+
+def test_groups_are_labelled_with_their_experiments_names_at_once(tmp_path, page):
+    """Grouped by experiment, each group shows its experiment's name (escaped) on the first
+    paint: the names used to arrive only once the column chooser had been opened, so an
+    imported MLflow experiment read "experiment 1 · 3 runs"."""
+    import os
+
+    import mlvc
+    from mlvc import Repo
+
+    root = tmp_path / "proj"
+    make_runs(root, [dict(message="default run", name="d0", capture_code=False)])
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        repo = Repo(root)
+        assert mlvc.set_experiment("vision <b>v2</b>", repo=repo)["experiment_id"] == "1"
+        for i in range(3):
+            with mlvc.start_run(name=f"v{i}", repo=repo):
+                mlvc.log_metric("acc", i / 10)
+    finally:
+        os.chdir(here)
+    server = start_ui_server(root)
+    try:
+        login(page, server, "read", "/?group=experiment")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.vt-group')].some("
+            "g => g.textContent === 'experiment 1 · vision <b>v2</b> · 3 runs')"
+        )
+        assert page.locator(".vt-group b").count() == 0  # the name is text, not markup
+        assert page.locator(".chooser-panel").count() == 0  # without opening the chooser
+    finally:
+        server.stop()
+    server.check()

@@ -88,6 +88,18 @@ export async function render(root, ctx) {
     return { kind: 'row', index: i };
   }
 
+  // the chooser's columns and the experiments' names, asked once (the names label groups)
+  let columnsAsked = null;
+  function loadColumns() {
+    if (!columnsAsked) {
+      columnsAsked = api('/api/v1/ui/columns').then((data) => {
+        allColumns = data.columns;
+        experiments = data.experiments;
+      }, (e) => { columnsAsked = null; throw e; });
+    }
+    return columnsAsked;
+  }
+
   function pageSize() {
     const n = state.cols.length || 12;
     return Math.max(25, Math.min(200, Math.floor(PAGE_CELLS / n)));
@@ -195,6 +207,7 @@ export async function render(root, ctx) {
     if (gen !== generation) return;
     if (data === null) { meta = { columns: [], total: 0, groups: [] }; grid.setColumns([]); grid.setCount(0); count.textContent = ''; return; }
     meta = data;
+    if (state.group && allColumns === null) loadColumns().then(() => grid.schedule(), () => {});
     grid.setColumns(columnsOf(data));
     grid.setCount(data.total + (state.group ? data.groups.length : 0));
     if (!keepScroll) grid.box.scrollTop = 0;
@@ -247,11 +260,7 @@ export async function render(root, ctx) {
     if (panel) { panel.remove(); panel = null; return; }
     panel = el('div', { class: 'chooser-panel', role: 'dialog', 'aria-label': 'columns' }, el('p', { class: 'muted' }, 'Loading…'));
     chooser.append(panel);
-    if (allColumns === null) {
-      const data = await api('/api/v1/ui/columns');
-      allColumns = data.columns;
-      experiments = data.experiments;
-    }
+    await loadColumns();
     if (!panel) return;
     const shown = () => (state.cols.length ? state.cols : meta.columns.map((c) => c.name));
     const list = el('div');
