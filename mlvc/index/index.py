@@ -250,12 +250,12 @@ class Index:
                 self._rebuilt_damaged = True
 
     def _writer(self, known=None) -> Writer:
+        args = (self.path, self._journal, self.store, self.refs, self.workers)
         if known:
             from .bulk import BulkWriter
 
-            args = (self.path, self._journal, self.store, self.refs, self.workers)
             return BulkWriter(*args, known=known)
-        return Writer(self.path, self._journal, self.store, self.refs, self.workers)
+        return Writer(*args)
 
     def _repair(self) -> None:
         """Rebuild a damaged index (a cache) from objects and refs, and say so."""

@@ -111,10 +111,13 @@ def _json_default(v):
     return str(v)
 
 
-def to_json(value: Any) -> str:
+def to_json(value: Any, indent: int | None = 2) -> str:
+    """``value`` as JSON; ``indent=None``: on one line, without spaces."""
     from ..api.views import jsonable
 
-    return json.dumps(jsonable(value), indent=2, default=_json_default, allow_nan=False)
+    seps = (",", ":") if indent is None else None
+    return json.dumps(jsonable(value), indent=indent, separators=seps, default=_json_default,
+                      allow_nan=False)  # fmt: skip
 
 
 def table_format(fmt: str | None, out: str | None) -> str:
@@ -184,15 +187,9 @@ def _flat(table):
             values = table.column(i).to_pylist()
             if pa.types.is_map(field.type):  # pairs to an object, as JSON readers expect
                 values = [None if v is None else {str(k): x for k, x in v} for v in values]
-            text = [None if v is None else _compact(v) for v in values]
+            text = [None if v is None else to_json(v, indent=None) for v in values]
             table = table.set_column(i, field.name, pa.array(text, pa.string()))
     return table
-
-
-def _compact(value: Any) -> str:
-    from ..api.views import jsonable
-
-    return json.dumps(jsonable(value), separators=(",", ":"), default=_json_default)
 
 
 def _text(table, fmt: str) -> str:

@@ -159,12 +159,9 @@ def _record_keeping_the_run(
             return _record_once(ctx, staged, bare, cwd, phase)
 
 
-def series_blob(
-    store: ObjectStore, table: pa.Table, *, presorted: bool = False, fast: bool = True
-) -> ObjectId | None:
+def series_blob(store: ObjectStore, table: pa.Table, *, presorted: bool = False) -> ObjectId | None:
     """The series as the blob a run names (core/series_blob.py: an Arrow IPC file, sorted by
-    key and step), or None. ``presorted``: the rows are in that order already. ``fast`` is
-    accepted for the importers that ask for it: the IPC form has no slower setting."""
+    key and step), or None. ``presorted``: the rows are in that order already."""
     if table.num_rows == 0:
         return None
     import pyarrow as pa

@@ -263,6 +263,14 @@ class _RecordStore:
             jobs[i] = []
 
         with ThreadPoolExecutor(1, thread_name_prefix="mlvc-store") as pool:
+
+            def put(i: int, group: list) -> None:
+                """Store a group of chunks: on the helper (``pipeline``) or here."""
+                if pipeline:
+                    jobs[i].append(pool.submit(self._store_batch, group, comp))
+                else:
+                    self._store_batch(group, comp)
+
             try:
                 for turn in itertools.count():
                     i = turn % 2
@@ -287,18 +295,12 @@ class _RecordStore:
                         group.append((ObjectId(cid), data))
                         chunks.append((cid, c.length))
                         if end - grouped >= GROUP:
-                            if pipeline:
-                                jobs[i].append(pool.submit(self._store_batch, group, comp))
-                            else:
-                                self._store_batch(group, comp)
+                            put(i, group)
                             progress.advance(end - grouped)
                             group, grouped = [], end
                         done = end
                     if group:
-                        if pipeline:
-                            jobs[i].append(pool.submit(self._store_batch, group, comp))
-                        else:
-                            self._store_batch(group, comp)
+                        put(i, group)
                         progress.advance(done - grouped)
                     jobs[i].append(pool.submit(whole.update, view[:done]))
                     total += done

@@ -352,7 +352,7 @@ def _series(
         "key": metrics["key"], "step": metrics["step"],
         "timestamp": pc.multiply(metrics["timestamp"], 1000), "value": metrics["value"],
     })  # fmt: skip
-    return series_blob(ctx.store, points, presorted=presorted, fast=True), points
+    return series_blob(ctx.store, points, presorted=presorted), points
 
 
 def _last_values(points: pa.Table, presorted: bool = False) -> dict[str, float]:
