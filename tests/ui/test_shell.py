@@ -278,3 +278,26 @@ def test_a_browser_on_a_mistyped_address_can_go_home(page, ui_server):
     page.click("text=Go to the runs table")
     page.wait_for_selector(".vt-row a[href]")
     assert page.url == ui_server.url + "/" and not page.errors
+
+
+def test_a_page_left_while_loading_never_draws_over_the_next(ui_server, page):
+    """Back from a run page whose data was still on its way: the late answer drew the run
+    page over the events page the user had returned to (its Filter button was detached
+    under the user's click; CI lost test_events_arrive_live... to it twice)."""
+    login(page, ui_server, "read", "/events")
+    page.wait_for_selector("#events")
+    page.evaluate(
+        """() => {  // the run page's answers arrive 800 ms late (the real server's answers)
+          const real = window.fetch;
+          window.fetch = (url, opts) => String(url).includes('/api/v1/runs/')
+            ? new Promise((ok) => setTimeout(ok, 800)).then(() => real(url, opts))
+            : real(url, opts);
+          history.pushState({}, '', '/runs/HEAD');
+          dispatchEvent(new PopStateEvent('popstate'));
+          setTimeout(() => history.back(), 100);
+        }"""
+    )
+    page.wait_for_url("**/events")
+    page.wait_for_timeout(1500)  # past the run page's late answers
+    assert page.locator("#events").count() == 1
+    assert page.text_content("#app h1") == "Events"

@@ -90,9 +90,12 @@ async function route() {
     }
     const module = await loading;
     if (mine !== current) return;
-    root.replaceChildren();
+    // each page draws into a view of its own: a page left while its data was still
+    // loading then draws into a detached node, never over the page that replaced it
+    const view = el('div', { class: 'view' });
+    root.replaceChildren(view);
     document.title = `mlvc · ${page}`;
-    const done = await module.render(root, ctx);
+    const done = await module.render(view, ctx);
     if (typeof done === 'function') {
       if (mine === current) cleanup = done;
       else done();
