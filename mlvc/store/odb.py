@@ -54,18 +54,32 @@ MAX_CHUNKS = 1 << 24
 # Big files: chunks are written (and a checkout's copy hashed) by a helper thread beside the
 # one cutting or copying (see _store_chunks): ~8% more CPU for a third less time on the
 # busier thread, which pays only when a core is idle. MLVC_BIG_PIPELINE=1 or 0 forces it;
-# by default ("auto") it is used while the load average is below the number of cores.
+# by default ("auto") it is used while another core is idle, measured as the work goes
+# (core.cores.IdleWatch: the one-minute load average lags by a minute).
 PIPELINE = os.environ.get("MLVC_BIG_PIPELINE", "auto")
 
 
-def pipelined() -> bool:
-    """Whether big-file work is split over two threads now (``PIPELINE``)."""
+class _Forced:
+    def __init__(self, answer: bool):
+        self.answer = answer
+
+    def spare(self) -> bool:
+        return self.answer
+
+
+def pipeline_switch():
+    """An object whose ``spare()`` says whether big-file work should use two threads now
+    (``PIPELINE``); ask it again as the work goes, the answer follows the machine's load."""
     if PIPELINE in ("0", "1", True, False):
-        return PIPELINE in ("1", True)
-    try:
-        return os.getloadavg()[0] < (os.cpu_count() or 1)
-    except OSError:  # pragma: no cover - no load average on this platform
-        return True
+        return _Forced(PIPELINE in ("1", True))
+    from ..core.cores import IdleWatch
+
+    return IdleWatch()
+
+
+def pipelined() -> bool:
+    """Whether big-file work would be split over two threads now (``pipeline_switch``)."""
+    return pipeline_switch().spare()
 
 
 def _fastcdc():
@@ -239,8 +253,10 @@ class _RecordStore:
         few hundred KiB behind the cutter, from the shared cache rather than from memory.
         The two cores share the work about evenly (read, cut and chunk hashes here; writes
         and the whole-file hash there), so on an idle machine a big commit runs near the
-        disk's speed. When no core is idle (``pipelined()``) the groups are written by this
-        thread right after hashing instead, which costs ~8% less CPU but takes longer.
+        disk's speed. When no core is idle (``pipeline_switch``, asked again at each window)
+        the groups are written by this thread right after hashing instead, which costs ~8%
+        less CPU but takes longer; before it switches to that, the helper's queued groups
+        are waited for, so the pack still holds the chunks in file order.
         The last chunk of a window is cut again with the next one: a FastCDC cut depends
         only on the bytes from the chunk's start, so the chunks are exactly those of a
         single pass over the file.
@@ -255,7 +271,8 @@ class _RecordStore:
         tail = b""  # the bytes after the last cut, carried into the next window
         comp = zstd.Adaptive().compress
         cdc = _fastcdc()
-        pipeline = pipelined()
+        switch = pipeline_switch()
+        pipeline = False
 
         def settle(i: int) -> None:
             for job in jobs[i]:
@@ -275,6 +292,9 @@ class _RecordStore:
                 for turn in itertools.count():
                     i = turn % 2
                     settle(i)
+                    pipeline, was = switch.spare(), pipeline
+                    if was and not pipeline:
+                        settle(1 - i)
                     buf, view = bufs[i], memoryview(bufs[i])
                     buf[:carry] = tail
                     filled, eof = carry, False

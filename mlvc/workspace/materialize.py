@@ -23,7 +23,7 @@ import blake3
 from ..core import progress
 from ..core.ids import ObjectId
 from ..errors import CorruptObject, UsageError
-from ..store.odb import HASH_STEP, ObjectStore, hash_file, pipelined
+from ..store.odb import HASH_STEP, ObjectStore, hash_file, pipeline_switch
 
 LINKS = ("copy", "hardlink", "symlink")
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -48,8 +48,8 @@ class _Sink:
     other core) run side by side. The helper stays at most ``HASH_LAG`` steps behind: the
     bytes it reads back were just copied and are still in the CPU's shared cache (hashing
     64 MiB behind, from memory, cost this machine more CPU and time, benchmarks/RESULTS.md).
-    When no core is idle (``odb.pipelined()``) each step is hashed by this thread right
-    after its copy instead."""
+    When no core is idle (``odb.pipeline_switch``, asked at each step) each step is hashed
+    by this thread right after its copy instead, once the helper's queue has run out."""
 
     def __init__(self, fd: int, path: Path, hash_behind: bool):
         self.fd, self.path = fd, path
@@ -60,7 +60,7 @@ class _Sink:
         self._pool = self._hash_pool = None
         self._buf: memoryview | None = None
         self.short = False
-        self.pipelined = hash_behind and pipelined()
+        self.switch = pipeline_switch() if hash_behind else None
 
     def advance(self, n: int) -> None:
         from ..store.pack.store import WRITEBACK, _start_writeback
@@ -79,7 +79,9 @@ class _Sink:
             self._hash_up_to(self.written)
 
     def _hash_up_to(self, end: int) -> None:
-        if not self.pipelined:
+        if not self.switch.spare():
+            while self.hashing:  # in order: the helper's steps come first
+                self.hashing.popleft().result()
             self._hash_range(self.queued, end)
             self.queued = end
             return

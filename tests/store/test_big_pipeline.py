@@ -164,10 +164,16 @@ def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
-    ("setting", "load", "want"),
-    [("1", 50.0, True), ("0", 0.0, False), ("auto", 0.0, True), ("auto", 50.0, False)],
+    ("setting", "running", "want"),
+    [("1", 50, True), ("0", 1, False), ("auto", 1, True), ("auto", 50, False)],
 )
-def test_the_pipeline_is_used_when_a_core_is_idle_unless_forced(monkeypatch, setting, load, want):
+def test_the_pipeline_is_used_when_a_core_is_idle_unless_forced(
+    monkeypatch, setting, running, want
+):
+    """The first answer comes from the threads running this instant (the caller is one)."""
+    from mlvc.core import cores
+
     monkeypatch.setattr(odb, "PIPELINE", setting)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(cores, "_cpus", lambda: 2)
+    monkeypatch.setattr(cores, "_stat", lambda: (100, 1000, running))
     assert odb.pipelined() is want
