@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import secrets
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -41,26 +43,20 @@ def cache_path(mlvc_dir: Path, oid: ObjectId) -> Path:
     return Path(mlvc_dir) / "cache" / "files" / oid.hex[:2] / oid.hex[2:]
 
 
-class _Sink:
-    """Bytes written to one new file: progress, early writeback, and, for kernel copies, a
-    hash of what was written, read back every ``HASH_STEP`` bytes a few steps behind the
-    copy by one helper thread, so the copy (this thread, in the kernel) and the hash (the
-    other core) run side by side. The helper stays at most ``HASH_LAG`` steps behind: the
-    bytes it reads back were just copied and are still in the CPU's shared cache (hashing
-    64 MiB behind, from memory, cost this machine more CPU and time, benchmarks/RESULTS.md).
-    When no core is idle (``odb.pipeline_switch``, asked at each step) each step is hashed
-    by this thread right after its copy instead, once the helper's queue has run out."""
+def _hash_group(hasher, group: list) -> None:
+    for part in group:
+        hasher.update(part)
 
-    def __init__(self, fd: int, path: Path, hash_behind: bool):
-        self.fd, self.path = fd, path
-        self.written = self.kicked = self.queued = self.hashed = 0
-        self.hasher = blake3.blake3() if hash_behind else None
+
+class _Sink:
+    """Bytes written to one new file: progress, and disk writes started every ``WRITEBACK``
+    bytes (``sync_file_range``, on a helper thread), so a later ``sync`` finds little left."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.written = self.kicked = 0
         self.jobs: list = []
-        self.hashing: deque = deque()
         self._pool = self._hash_pool = None
-        self._buf: memoryview | None = None
-        self.short = False
-        self.switch = pipeline_switch() if hash_behind else None
 
     def advance(self, n: int) -> None:
         from ..store.pack.store import WRITEBACK, _start_writeback
@@ -68,58 +64,69 @@ class _Sink:
         self.written += n
         progress.advance(n)
         if _start_writeback is not None and self.written - self.kicked >= WRITEBACK:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-writeback")
             args = (self.fd, self.kicked, self.written - self.kicked, 2)
-            self.jobs.append(self._pool.submit(_start_writeback, *args))
+            self.jobs.append(
+                self._helper("_pool", "mlvc-writeback").submit(_start_writeback, *args)
+            )
             self.kicked = self.written
-        if self.hasher is not None and self.written - self.queued >= HASH_STEP:
-            self._hash_up_to(self.written)
 
-    def _hash_up_to(self, end: int) -> None:
-        if not self.switch.spare():
-            while self.hashing:  # in order: the helper's steps come first
-                self.hashing.popleft().result()
-            self._hash_range(self.queued, end)
-            self.queued = end
-            return
-        if self._hash_pool is None:
+    def _helper(self, name: str, prefix: str):
+        if getattr(self, name) is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="mlvc-hash")
-        self.hashing.append(self._hash_pool.submit(self._hash_range, self.queued, end))
-        self.queued = end
-        while len(self.hashing) > HASH_LAG:
-            self.hashing.popleft().result()
+            setattr(self, name, ThreadPoolExecutor(1, thread_name_prefix=prefix))
+        return getattr(self, name)
 
-    def _hash_range(self, start: int, end: int) -> None:
-        """Hash bytes [start, end) of the file (the helper's jobs run in order)."""
-        if self._buf is None:
-            self._buf = memoryview(bytearray(HASH_STEP))
-        at = start
-        while at < end and not self.short:
-            want = min(HASH_STEP, end - at)
-            got = os.preadv(self.fd, [self._buf[:want]], at)
-            if got <= 0:
-                self.short = True  # cut short behind our back: the digest will not match
-                return
-            self.hasher.update(self._buf[:got])
-            at += got
-        self.hashed = at
+    def copy(self, parts: Iterator) -> bytes:
+        """Write ``parts`` (a chunked object's chunks, in order) in groups of about
+        ``HASH_STEP`` bytes, one ``writev`` each, and return the BLAKE3 of them all.
 
-    def finish(self) -> bytes | None:
-        """Wait for the helpers; the digest of everything written if hashing behind."""
-        if self.hasher is not None and self.queued < self.written:
-            self._hash_up_to(self.written)
-        while self.hashing:
-            self.hashing.popleft().result()
+        Each group is hashed from the same memory the write reads (for a pack, its mapped
+        pages): on a helper thread at most ``HASH_LAG`` groups behind while another core is
+        idle (``odb.pipeline_switch``, asked at each group), so the copy and the hash run
+        side by side; otherwise here, right before the group's write, so the write finds
+        the bytes in the CPU's cache. Reading the written file back to hash it cost this
+        machine a third more CPU (benchmarks/RESULTS.md).
+        """
+        from ..store.pack.index import write_all
+
+        hasher = blake3.blake3()
+        switch = pipeline_switch()
+        hashing: deque = deque()
+        try:
+            group: list = []
+            size = 0
+            for part in itertools.chain(parts, [None]):
+                if part is not None:
+                    group.append(part)
+                    size += len(part)
+                    if size < HASH_STEP:
+                        continue
+                if not group:
+                    break
+                if switch.spare():
+                    pool = self._helper("_hash_pool", "mlvc-hash")
+                    hashing.append(pool.submit(_hash_group, hasher, group))
+                    while len(hashing) > HASH_LAG:
+                        hashing.popleft().result()
+                else:
+                    while hashing:  # in order: the helper's groups come first
+                        hashing.popleft().result()
+                    _hash_group(hasher, group)
+                write_all(self.fd, group)
+                self.advance(size)
+                group, size = [], 0
+        finally:
+            for job in hashing:
+                job.exception()  # every hash ends before its views go; the first error wins
+        while hashing:
+            hashing.popleft().result()
+        return hasher.digest()
+
+    def finish(self) -> None:
+        """Wait for the writeback helper."""
         for j in self.jobs:
             j.result()
-        if self.hasher is None:
-            return None
-        return self.hasher.digest() if not self.short else b"short:" + self.hasher.digest()
 
     def close(self) -> None:
         for pool in (self._pool, self._hash_pool):
@@ -130,17 +137,23 @@ class _Sink:
 def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
     """Write an object's content to ``dest`` (a new file), verified before it is trusted.
 
-    Chunked objects in packs are copied in the kernel (``PackedStore.copy_into``), and what
-    was written is read back and hashed every ``HASH_STEP`` bytes as it goes; anything else
-    streams through ``iter_content``, which verifies as it goes. Disk writes start every
-    32 MiB (``sync_file_range``), so a later ``sync`` finds little left to write.
+    A chunked object in packs is written from maps of its packs (``PackedStore.chunk_views``)
+    into a preallocated file, its chunks hashed as they go (``_Sink.copy``), and the file
+    refused if that hash is not its id; anything else streams through ``iter_content``,
+    which verifies as it goes.
     """
-    fast = getattr(store, "copy_into", None)
+    from ..store.pack.store import _preallocate
+
+    views = getattr(store, "chunk_views", None)
+    planned = views(oid) if views is not None else None
     with open(dest, "w+b", buffering=0) as f:
-        sink = _Sink(f.fileno(), dest, hash_behind=fast is not None)
+        sink = _Sink(f.fileno())
         try:
-            if fast is not None and fast(oid, f.fileno(), sink.advance):
-                got = sink.finish()
+            if planned is not None:
+                size, parts = planned
+                _preallocate(f.fileno(), size)  # keeps the size: a cut-short copy looks short
+                got = sink.copy(parts)
+                sink.finish()
                 if got != oid:
                     raise CorruptObject(
                         oid.hex,
@@ -150,7 +163,6 @@ def copy_object(store: ObjectStore, oid: ObjectId, dest: Path) -> None:
                         got=got.hex(),
                     )
                 return
-            sink.hasher = None
             for block in store.iter_content(oid):
                 f.write(block)
                 sink.advance(len(block))

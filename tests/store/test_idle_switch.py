@@ -147,16 +147,16 @@ def test_a_checkout_whose_path_changes_hashes_every_byte_once_in_order(tmp_path,
     store.sync()
     monkeypatch.setattr(materialize, "pipeline_switch", _Toggle)
     seen = []
-    real = materialize._Sink._hash_range
+    real = materialize._hash_group
 
-    def spy(self, start, end):
+    def spy(hasher, group):
         time.sleep(0.002)
-        seen.append((start, end))
-        return real(self, start, end)
+        seen.append((threading.current_thread().name, b"".join(group)))
+        return real(hasher, group)
 
-    monkeypatch.setattr(materialize._Sink, "_hash_range", spy)
+    monkeypatch.setattr(materialize, "_hash_group", spy)
     out = tmp_path / "out.bin"
     copy_object(PackedStore(tmp_path / "objects"), oid, out)
     assert out.read_bytes() == data
-    assert [s for s, _e in seen] == [0] + [e for _s, e in seen[:-1]]  # contiguous, in order
-    assert seen[-1][1] == len(data)
+    assert b"".join(part for _name, part in seen) == data  # every byte once, in order
+    assert len({name.split("_")[0] for name, _part in seen}) == 2  # on both threads

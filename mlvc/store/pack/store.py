@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...core.ids import ObjectId
-from ...errors import CorruptObject, PackError
+from ...errors import PackError
 from ..compress import compress
 from ..odb import (
     CHUNKED,
@@ -58,7 +58,7 @@ SMALL = 64 << 10  # records below this are gathered in a buffer before writing
 BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
 FALLOC_FL_KEEP_SIZE = 1
-ADVANCE = 1 << 20  # copy_into reports progress (and checkout hashes) every this many bytes
+MAP_WINDOW = 16 << 20  # a checkout maps packs this much at a time (chunk_views)
 MAX_INDEXES = 16
 LOOK_EVERY = 0.2  # seconds between unforced looks for other processes' new indexes
 # Tests set this: an object written by a process not holding gc.lock is an error (gc.py)
@@ -390,48 +390,55 @@ class PackedStore(LocalStore):
             return f"{self.pack_dir / idx.packs[p]}@{off}"
         return str(self._path(oid))
 
-    def copy_into(self, oid: ObjectId, fd: int, advance=None) -> bool:
-        """Write a chunked object's content to ``fd``, raw chunks by in-kernel copies
-        (``copy_file_range``: no trip through Python), compressed ones decompressed.
+    def chunk_views(self, oid: ObjectId) -> tuple[int, Iterator] | None:
+        """A chunked object's content as ``(size, parts)``: ``parts`` yields its chunks in
+        order, raw ones as read-only views into maps of their packs (no copy and no system
+        call per chunk: a checkout writes many with one ``writev``), compressed ones
+        decompressed. Nothing is verified here: the caller hashes the parts in order before
+        trusting what it made of them, so a chunk damaged in its pack is caught.
 
-        Not verified here: the caller hashes what was written before trusting it. Returns
-        False, having written nothing, when the object is not chunked or not all in packs.
+        None when the object is not chunked or not all in packs, or when a pack is shorter
+        than its index says: a map read past a file's end would kill the process (SIGBUS);
+        mlvc only ever appends to a pack of its own and never shortens one.
         """
         rec = self._get_record(oid)
         if rec is None or rec[:1] != CHUNKED:
-            return False
-        plan = []
+            return None
+        plan, sizes, total = [], {}, 0
         pending = self.writer.pending
-        total = 0
         for cid, size in _parse_chunk_list(rec[1:], oid, self._where(oid)):
             found = None if cid in pending else self._locate(cid)
             if found is None:
-                return False
+                return None
             idx, (p, off, n) = found
-            plan.append((cid, idx.packs[p], off, n))
+            pack = idx.packs[p]
+            if pack not in sizes:
+                sizes[pack] = os.fstat(self._fd(pack)).st_size
+            if n < 1 or off + n > sizes[pack]:
+                return None
+            plan.append((cid, pack, off, n))
             total += size
-        _preallocate(fd, total)
-        pending = 0
+        return total, self._views(plan, sizes)
+
+    def _views(self, plan: list, sizes: dict) -> Iterator:
+        """The chunks of ``plan`` through maps of ``MAP_WINDOW`` bytes of their packs: a map
+        is unmapped once no view of it is left, so memory stays bounded (a mapped page that
+        was read counts in the process's RSS)."""
+        import mmap
+
+        pack_now, start, end, window = None, 0, 0, memoryview(b"")
         for cid, pack, off, n in plan:
-            src = self._fd(pack)
-            if os.pread(src, 1, off) == RAW:
-                left, at = n - 1, off + 1
-                while left:
-                    done = os.copy_file_range(src, fd, left, at)
-                    if done <= 0:
-                        raise CorruptObject(cid.hex, f"{self.pack_dir / pack}@{off}", "short")
-                    left, at = left - done, at + done
-                pending += n - 1
+            if pack != pack_now or off < start or off + n > end:
+                start = off - off % mmap.ALLOCATIONGRANULARITY
+                end = min(max(start + MAP_WINDOW, off + n), sizes[pack])
+                m = mmap.mmap(self._fd(pack), end - start, prot=mmap.PROT_READ, offset=start)
+                pack_now, window = pack, memoryview(m)
+                del m  # the views hold the map; the last one released unmaps it
+            rec = window[off - start : off - start + n]
+            if rec[0] == RAW[0]:
+                yield rec[1:]
             else:
-                content = self._content(cid, os.pread(src, n, off))
-                write_all(fd, [content])
-                pending += len(content)  # not n - 1: the record's compressed size
-            if advance is not None and pending >= ADVANCE:  # per MiB, not per chunk
-                advance(pending)
-                pending = 0
-        if advance is not None and pending:
-            advance(pending)
-        return True
+                yield self._content(cid, bytes(rec))
 
     def location(self, oid: ObjectId) -> tuple[Path, int, int] | None:
         """(file, offset, length) of an object's record on disk, after a flush; or None."""
