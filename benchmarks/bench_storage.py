@@ -205,7 +205,9 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         f"(range {min(base_s):.2f}–{max(base_s):.2f}). Load average before: "
         f"{', '.join(f'{x:.1f}' for x in loads[0])}; after: "
         f"{', '.join(f'{x:.1f}' for x in loads[1])}. CPU s is user + system time of "
-        "the whole command (GNU time), median; it moves far less with the load than wall time.",
+        "the whole command (GNU time), median (range); it moves far less with the load than "
+        "wall time. Without MLVC_BIG_PIPELINE set, each command picks one or two threads "
+        "by the idle CPU it measures as it goes (the old code: by the load average).",
         "",
         "| command | median s | ratio to cp+sync: median (range) | target | CPU s | peak RSS |",
         "|---|---|---|---|---|---|",
@@ -219,7 +221,11 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         if name.endswith(" s"):
             continue
         peak = f"{max(rss[name]) / MiB:.0f} MiB" if name in rss else ""
-        used = f"{med(cpu[name]):.2f}" if name in cpu else ""
+        used = (
+            f"{med(cpu[name]):.2f} ({min(cpu[name]):.2f}–{max(cpu[name]):.2f})"
+            if name in cpu
+            else ""
+        )
         r = rows[name]
         out.append(
             f"| {name} | {med(rows[name + ' s']):.2f} | {med(r):.2f}x "
@@ -504,8 +510,9 @@ def bench_threads(tmp: Path, size: int, reps: int) -> list[str]:
         f"in one process, {reps} repetitions",
         "",
         "Seconds of CPU (median): the calling thread (it reads, cuts and hashes chunks; in a "
-        "checkout it copies) and all other threads (writes, whole-file hash, writeback; in a "
-        "checkout the read-back hash). On an idle 2-core machine the busier of the two bounds "
+        "checkout it writes the chunks) and all other threads (writes, whole-file hash, "
+        "writeback; in a checkout the hash of the chunks). On an idle 2-core machine the "
+        "busier of the two bounds "
         f"the wall time. Load average before: {', '.join(f'{x:.1f}' for x in loads[0])}; "
         f"after: {', '.join(f'{x:.1f}' for x in loads[1])}.",
         "",
