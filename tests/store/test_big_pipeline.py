@@ -4,6 +4,7 @@ content must be those of the one-thread path; a slow or failing helper must neve
 buffer be reused early, nor an error be lost."""
 
 import errno
+import itertools
 import os
 import threading
 import time
@@ -27,15 +28,38 @@ def _mixed(n: int, seed: int) -> bytes:
     return part + bytes(n // 8) + rnd.randbytes(n // 4) + part + bytes(n - n // 8 - 3 * (n // 4))
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
+class _Toggle:
+    """A switch whose answer changes between windows (tests/store/test_idle_switch.py)."""
+
+    def __init__(self):
+        self.answers = itertools.cycle([True, True, False, True, False, False])
+
+    def spare(self) -> bool:
+        return next(self.answers)
+
+
+@pytest.mark.parametrize("pipeline", [True, False, "toggle"])
 def test_pipelined_and_inline_stores_hold_the_same_chunks_in_file_order(
     tmp_path, monkeypatch, pipeline
 ):
-    data = _mixed(3 * CHUNK_THRESHOLD + 12345, seed=7)
+    """Also when the path changes between windows ("toggle"): groups still queued on a slow
+    helper when the switch says "one thread" are written first."""
+    data = _mixed(5 * CHUNK_THRESHOLD + 12345, seed=7)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     monkeypatch.setattr(odb, "WINDOW", 1 << 20)
     monkeypatch.setattr(odb, "PIPELINE", pipeline)
+    where = set()
+    if pipeline == "toggle":
+        monkeypatch.setattr(odb, "pipeline_switch", _Toggle)
+        real = PackedStore._store_batch
+
+        def slow(self, items, comp=None):
+            where.add(threading.current_thread().name.split("_")[0])
+            time.sleep(0.005)
+            return real(self, items, comp)
+
+        monkeypatch.setattr(PackedStore, "_store_batch", slow)
     store = PackedStore(tmp_path / "objects")
     oid = store.add_file(path)
     store.sync()
@@ -50,6 +74,7 @@ def test_pipelined_and_inline_stores_hold_the_same_chunks_in_file_order(
     fresh = PackedStore(tmp_path / "objects")
     assert fresh.read_bytes(oid) == data
     assert fresh.check(oid) == []
+    assert len(where) == (2 if pipeline == "toggle" else 0)  # both paths wrote groups
 
 
 def test_a_slow_writer_never_sees_its_window_reused(tmp_path, monkeypatch):
@@ -136,11 +161,15 @@ def test_checkout_detects_a_chunk_damaged_in_the_pack(tmp_path, monkeypatch, whe
     assert out.read_bytes() == data
 
 
-def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch):
-    """The hash of a checkout is computed by the helper thread, in order, and matches."""
+@pytest.mark.parametrize("pipeline", ["1", "toggle"])
+def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch, pipeline):
+    """The hash of a checkout is computed by the helper thread, in order, and matches; when
+    the path changes at every group ("toggle"), every byte is still hashed once, in order."""
     from mlvc.workspace import materialize
 
-    monkeypatch.setattr(odb, "PIPELINE", "1")
+    monkeypatch.setattr(odb, "PIPELINE", pipeline)
+    if pipeline == "toggle":
+        monkeypatch.setattr(materialize, "pipeline_switch", _Toggle)
     data = _mixed(5 * CHUNK_THRESHOLD + 77, seed=3)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -151,15 +180,17 @@ def test_checkout_hash_runs_behind_the_copy_on_one_helper(tmp_path, monkeypatch)
     real = materialize._hash_group
 
     def spy(hasher, group):
-        seen.append((threading.current_thread().name, sum(len(p) for p in group)))
+        time.sleep(0.002)  # the helper lags: a switch to this thread must wait for it
+        seen.append((threading.current_thread().name, b"".join(group)))
         return real(hasher, group)
 
     monkeypatch.setattr(materialize, "_hash_group", spy)
     out = tmp_path / "out.bin"
     copy_object(PackedStore(tmp_path / "objects"), oid, out)
     assert out.read_bytes() == data
-    assert all(name.startswith("mlvc-hash") for name, _n in seen)
-    assert sum(n for _name, n in seen) == len(data)  # every byte hashed once
+    assert b"".join(part for _name, part in seen) == data  # every byte once, in order
+    names = {name.split("_")[0] for name, _part in seen}
+    assert names == ({"mlvc-hash"} if pipeline == "1" else {"mlvc-hash", "MainThread"})
 
 
 @pytest.mark.parametrize(

@@ -2,23 +2,14 @@
 measures the machine now, not the one-minute load average, and a path changed in the middle
 of a file must give the same chunks, ids and pack order as either path alone."""
 
-import itertools
 import os
 import subprocess
 import sys
-import threading
 import time
 
-import blake3
 import pytest
 
 from mlvc.core import cores
-from mlvc.core.ids import ObjectId
-from mlvc.store import odb
-from mlvc.store.odb import CHUNK_THRESHOLD, iter_chunks
-from mlvc.store.pack.store import PackedStore
-from mlvc.workspace import materialize
-from mlvc.workspace.materialize import copy_object
 
 
 def test_the_watch_follows_the_cpu_the_others_use(monkeypatch):
@@ -87,76 +78,3 @@ def test_real_busy_processes_turn_the_helper_off(monkeypatch):
         for p in spin:
             p.kill()
             p.wait()
-
-
-class _Toggle:
-    """A switch whose answer flips at every question (the path changes every window)."""
-
-    def __init__(self):
-        self.answers = itertools.cycle([True, True, False, True, False, False])
-
-    def spare(self) -> bool:
-        return next(self.answers)
-
-
-def _mixed(n: int, seed: int) -> bytes:
-    import random
-
-    rnd = random.Random(seed)
-    part = rnd.randbytes(n // 4)
-    return part + bytes(n // 8) + rnd.randbytes(n // 4) + part + bytes(n - n // 8 - 3 * (n // 4))
-
-
-def test_a_path_changed_between_windows_keeps_chunks_ids_and_pack_order(tmp_path, monkeypatch):
-    """Groups still queued on a slow helper when the switch says "one thread" are written
-    first: the pack holds each new chunk once, in the order the file first has it."""
-    data = _mixed(5 * CHUNK_THRESHOLD + 777, seed=11)
-    path = tmp_path / "big.bin"
-    path.write_bytes(data)
-    monkeypatch.setattr(odb, "WINDOW", 1 << 20)
-    monkeypatch.setattr(odb, "pipeline_switch", _Toggle)
-    real = PackedStore._store_batch
-    where = set()
-
-    def slow(self, items, comp=None):
-        where.add(threading.current_thread().name.split("_")[0])
-        time.sleep(0.005)
-        return real(self, items, comp)
-
-    monkeypatch.setattr(PackedStore, "_store_batch", slow)
-    store = PackedStore(tmp_path / "objects")
-    oid = store.add_file(path)
-    store.sync()
-    assert len(where) == 2  # both paths wrote groups
-    want = [blake3.blake3(bytes(c)).digest() for c in iter_chunks(path)]
-    assert bytes(oid) == blake3.blake3(data).digest()
-    assert [bytes(c) for c in store.children(oid)] == want
-    order = sorted((store.location(ObjectId(c))[1], c) for c in dict.fromkeys(want))
-    assert [c for _off, c in order] == list(dict.fromkeys(want))
-    fresh = PackedStore(tmp_path / "objects")
-    assert fresh.read_bytes(oid) == data
-    assert fresh.check(oid) == []
-
-
-def test_a_checkout_whose_path_changes_hashes_every_byte_once_in_order(tmp_path, monkeypatch):
-    data = os.urandom(3 * CHUNK_THRESHOLD + 4321)
-    path = tmp_path / "big.bin"
-    path.write_bytes(data)
-    store = PackedStore(tmp_path / "objects")
-    oid = store.add_file(path)
-    store.sync()
-    monkeypatch.setattr(materialize, "pipeline_switch", _Toggle)
-    seen = []
-    real = materialize._hash_group
-
-    def spy(hasher, group):
-        time.sleep(0.002)
-        seen.append((threading.current_thread().name, b"".join(group)))
-        return real(hasher, group)
-
-    monkeypatch.setattr(materialize, "_hash_group", spy)
-    out = tmp_path / "out.bin"
-    copy_object(PackedStore(tmp_path / "objects"), oid, out)
-    assert out.read_bytes() == data
-    assert b"".join(part for _name, part in seen) == data  # every byte once, in order
-    assert len({name.split("_")[0] for name, _part in seen}) == 2  # on both threads
