@@ -3,8 +3,8 @@
 The one-minute load average lags: right after other work it still says "busy" for a minute,
 and it counts this process's own earlier commands. This measures the present instead:
 
-- at the start, the number of threads running on the machine this instant
-  (``procs_running`` in ``/proc/stat``, which counts the caller itself);
+- at the start, the number of threads of other processes running this instant
+  (``procs_running`` in ``/proc/stat`` less this process's running threads);
 - then, at most every ``EVERY`` seconds, the CPU the *other* processes used since the last
   look: all CPUs' busy time from ``/proc/stat`` minus this process's own
   (``time.process_time``), over the wall time between the looks.
@@ -46,6 +46,23 @@ def _stat() -> tuple[int, int, int] | None:
     return sum(ticks[:8]) - idle, sum(ticks[:8]), running
 
 
+def _mine_running() -> int:
+    """Threads of this process running or runnable now (at least the caller)."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                text = f.read(512)
+        except OSError:
+            continue  # the thread ended meanwhile
+        n += text[text.rfind(b")") + 2 : text.rfind(b")") + 3] == b"R"
+    return max(n, 1)
+
+
 class IdleWatch:
     """``spare()``: whether another core is free for a helper thread, looked at now."""
 
@@ -59,8 +76,8 @@ class IdleWatch:
             self.answer = False
         elif self.last is None:
             self.answer = True
-        else:  # the caller is one of the threads running now
-            self.answer = self.last[2] - 1 <= self.cpus - 1 - SPARE
+        else:
+            self.answer = self.last[2] - _mine_running() <= self.cpus - 1 - SPARE
 
     def spare(self) -> bool:
         if self.last is None or self.cpus < 2:
