@@ -88,7 +88,7 @@ class _Sink:
         the bytes in the CPU's cache. Reading the written file back to hash it cost this
         machine a third more CPU (benchmarks/RESULTS.md).
         """
-        from ..store.pack.index import write_all
+        from ..store.pack.store import write_all
 
         hasher = blake3.blake3()
         switch = pipeline_switch()
