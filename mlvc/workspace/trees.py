@@ -374,6 +374,19 @@ def _folder_node(nested: dict, rel: str) -> dict:
     return node
 
 
+def _not_utf8(path: str, node: dict) -> UnsafePath:
+    for name in node:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            shown = os.fsencode(f"{path}/{name}" if path else name)
+            return UnsafePath(
+                f"{shown!r} is a file name that is not valid UTF-8; mlvc records names as "
+                "UTF-8 (a run's trees are read on every system): rename it, or leave it out"
+            )
+    return UnsafePath(f"a name in {path!r} is not valid UTF-8: rename it, or leave it out")
+
+
 def _place(nested: dict, rel: str, entry: TreeEntry) -> None:
     node = _folder_node(nested, rel)
     parts = rel.split("/")
@@ -398,7 +411,10 @@ def _write_trees(store, top, build, reused, sigs, cache) -> ObjectId:
             else:
                 entries.append(child)
         tree = Tree.of(entries)
-        oid = write_object(store, tree)
+        try:
+            oid = write_object(store, tree)
+        except UnicodeEncodeError:  # a name os.fsdecode could only decode with surrogates
+            raise _not_utf8(path, node) from None
         done[id(node)] = (oid, tree.size)
         if cache is not None:
             sig, ok = sigs[id(node)]
