@@ -91,8 +91,8 @@ def build_tree(
         node = nodes.get(folder)
         if node is None:
             node = nodes[folder] = _folder_node(nested, rel)
-        if packs and id(node) in packs:
-            _unpack(node, *packs.pop(id(node)))  # a path given alone in a listed folder
+        if packs and not link and id(node) in packs:  # a file also given alone: unpacked,
+            _unpack(node, *packs.pop(id(node)))  # so that it is placed once, as without C
         if type(node.get(name)) is dict:
             raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
         if kind == SYMLINK:

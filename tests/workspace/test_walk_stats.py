@@ -97,6 +97,10 @@ def test_walk_lists_and_builds_the_same(repo, project):
     # a folder given twice (and one inside it) is listed once
     loose2, listing2 = walk_data(project, ["data", "data/a"])
     assert build_tree(store, project, loose2, listing=listing2) == walked
+    # a file and a link given alone as well as in their folder: placed once each
+    loose3, listing3 = walk_data(project, ["data", "data/a/x.bin", "data/link"])
+    assert loose3 == ["data/a/x.bin", "data/link"]
+    assert build_tree(store, project, loose3, listing=listing3) == walked
 
 
 def test_a_file_gone_since_the_walk_is_named(repo, project):
