@@ -16,8 +16,9 @@ def walk() -> ModuleType | None:
 
 def walk_module() -> ModuleType | None:
     """``mlvc._walk`` whatever MLVC_PURE says, or None if it was not built."""
+    import importlib  # by name: `from .. import _walk` reads as importing the package root
+
     try:
-        from .. import _walk
+        return importlib.import_module("mlvc._walk")
     except ImportError:
         return None
-    return _walk
