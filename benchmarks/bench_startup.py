@@ -15,9 +15,10 @@ time under ``--dir`` (default: $TMPDIR).
 
 With ``--compare PATH`` (another mlvc executable, e.g. main's venv), that mlvc commits a
 third copy of the small-file tree in the same repetitions: a before/after under one load.
+With ``--pure``, this mlvc with ``MLVC_PURE=1`` (no C speedups) commits a fourth copy.
 
 Usage: python benchmarks/bench_startup.py [--reps 7] [--files 20000] [--runs 10000]
-       [--only 1,2] [--quick] [--out report.md] [--compare /path/to/other/mlvc]
+       [--only 1,2] [--quick] [--out report.md] [--compare /path/to/other/mlvc] [--pure]
 """
 
 from __future__ import annotations
@@ -189,20 +190,21 @@ def make_tree(root: Path, n: int, size: int) -> list[str]:
 
 
 def bench_small_files(
-    work: Path, reps: int, n: int, size: int = 4096, compare: str | None = None
+    work: Path, reps: int, n: int, size: int = 4096, compare: str | None = None, pure=False
 ) -> str:
     print(f"[2] writing {n} files of {size} bytes", file=sys.stderr)
     src = work / "small-src"
     paths = make_tree(src, n, size)
     touched = paths[:: max(1, n // 10)][:10]
-    tools = ("git", "mlvc", "base") if compare else ("git", "mlvc")
+    tools = ("git", "mlvc", *(["base"] if compare else []), *(["pure"] if pure else []))
     trees = {}
     for tool in tools:
         trees[tool] = work / f"small-{tool}"
         shutil.copytree(src, trees[tool])
     shutil.rmtree(src)
     genv = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
-    bins = {"mlvc": MLVC, "base": compare}
+    bins = {"mlvc": MLVC, "base": compare, "pure": MLVC}
+    envs = {"git": genv, "mlvc": genv, "base": genv, "pure": {**genv, "MLVC_PURE": "1"}}
     add = ["git", "add", "-A"]
     keys = ("first", "same", "touched")
     times = {f"{t}.{k}": [] for t in tools for k in keys}
@@ -218,13 +220,14 @@ def bench_small_files(
                 subprocess.run([bins[tool], "init"], cwd=root, check=True, capture_output=True)
             argv = add if tool == "git" else [bins[tool], *COMMIT]
             os.sync()
-            times[f"{tool}.first"].append(timed(argv, root, genv, cpu[f"{tool}.first"]))
+            env = envs[tool]
+            times[f"{tool}.first"].append(timed(argv, root, env, cpu[f"{tool}.first"]))
             settle(root)
-            times[f"{tool}.same"].append(timed(argv, root, genv, cpu[f"{tool}.same"]))
+            times[f"{tool}.same"].append(timed(argv, root, env, cpu[f"{tool}.same"]))
             settle(root)
             for rel in touched:
                 (root / rel).write_bytes(os.urandom(size))
-            times[f"{tool}.touched"].append(timed(argv, root, genv, cpu[f"{tool}.touched"]))
+            times[f"{tool}.touched"].append(timed(argv, root, env, cpu[f"{tool}.touched"]))
             settle(root)
     goals = {"first": 0.8, "same": 3, "touched": 3}
     names = {
@@ -244,6 +247,11 @@ def bench_small_files(
         lines += ["", f"This mlvc against `{compare}` (--compare), same runs:", "", VS]
         for k in keys:
             lines.append(vs_row(names[k], times, cpu, k))
+    if pure:
+        lines += ["", "This mlvc against itself with `MLVC_PURE=1` (--pure), same runs:", ""]
+        lines.append(VS.replace("--compare", "MLVC_PURE=1"))
+        for k in keys:
+            lines.append(vs_row(names[k], times, cpu, k, "pure"))
     return "\n".join(lines)
 
 
@@ -254,10 +262,10 @@ VS = (
 )
 
 
-def vs_row(name: str, times: dict, cpu: dict, k: str) -> str:
+def vs_row(name: str, times: dict, cpu: dict, k: str, other: str = "base") -> str:
     med = statistics.median
-    w, bw = med(times[f"mlvc.{k}"]), med(times[f"base.{k}"])
-    c, bc = med(cpu[f"mlvc.{k}"]), med(cpu[f"base.{k}"])
+    w, bw = med(times[f"mlvc.{k}"]), med(times[f"{other}.{k}"])
+    c, bc = med(cpu[f"mlvc.{k}"]), med(cpu[f"{other}.{k}"])
     return (
         f"| {name} | {w * 1000:.0f} ms | {bw * 1000:.0f} ms | {w / bw:.2f}x "
         f"| {c * 1000:.0f} ms | {bc * 1000:.0f} ms | {c / bc:.2f}x |"
@@ -278,6 +286,9 @@ def main() -> None:
         default=None,
         help="another mlvc executable (main's) timed on a third copy of the small-file tree, "
         "interleaved: a before/after under the same load",
+    )
+    ap.add_argument(
+        "--pure", action="store_true", help="also this mlvc with MLVC_PURE=1 (no C speedups)"
     )
     args = ap.parse_args()
     if args.quick:
@@ -302,7 +313,7 @@ def main() -> None:
     if "2" in only:
         parts.append(
             f"#### {args.files} files of 4 KiB\n\n"
-            + bench_small_files(work, args.reps, args.files, compare=args.compare)
+            + bench_small_files(work, args.reps, args.files, compare=args.compare, pure=args.pure)
         )
         print(parts[-1], flush=True)
     parts.append(f"Load average after: {loadavg()}")

@@ -199,6 +199,12 @@ class Repo:
         Commands that write reap (``commit``, ``run_entry``, ``reproduce``, ``live_runs``,
         the start of a live run); reads (``log``, ``query``, ``show``, ``lineage``) never do.
         """
+        try:  # nothing live (the common case): the reaper and its imports are not needed
+            with os.scandir(self.layout.live) as it:
+                if next(it, None) is None:
+                    return []
+        except (FileNotFoundError, NotADirectoryError):
+            return []
         from ..runs.reaper import reap_dead_runs
 
         return reap_dead_runs(self.ctx)

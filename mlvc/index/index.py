@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.ids import ObjectId
 from ..core.layout import Layout
@@ -23,10 +24,12 @@ from ..core.settings import Settings
 from ..errors import IndexDamaged
 from . import schema
 from .db import REBUILT, connect_ro, connect_rw, query_errors, writable
-from .ingest import Writer
 from .journal import Journal
 from .lock import IndexLock
 from .user_sql import check_read_only, interruptible
+
+if TYPE_CHECKING:
+    from .ingest import Writer  # imported where used: a commit only journals (pickle, ...)
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +253,8 @@ class Index:
                 self._rebuilt_damaged = True
 
     def _writer(self, known=None) -> Writer:
+        from .ingest import Writer
+
         args = (self.path, self._journal, self.store, self.refs, self.workers)
         if known:
             from .bulk import BulkWriter

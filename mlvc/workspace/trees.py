@@ -7,6 +7,7 @@ import marshal
 import os
 import re
 import stat
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def build_tree(
     paths: Iterable[str],
     hasher=None,
     extra: dict[str, TreeEntry] | None = None,
-    listing: dict[str, list[tuple[str, os.stat_result]]] | None = None,
+    listing: dict[str, list[tuple[str, os.stat_result]] | Packed] | None = None,
 ) -> ObjectId | None:
     """Store every file in ``paths`` (relative to root) and the trees that hold them.
 
@@ -47,8 +48,10 @@ def build_tree(
     ``_signatures``). Symlinks are stored as a blob of their target, and only if
     ``links.record_problem`` finds none (else UnsafePath). ``extra`` adds already-stored
     entries by path (they win over files at the same path). ``listing`` adds whole folders
-    as ``runs.record.walk_data`` listed them, ``{folder: [(name, lstat), ...]}``: their
-    files are placed by folder with the walk's stat, not looked at again. Returns the root
+    as ``runs.record.walk_data`` listed them, ``{folder: [(name, lstat), ...]}`` or
+    ``{folder: Packed}`` (the C walk): their files are placed by folder with the walk's
+    stat, not looked at again; a packed folder becomes Python objects only if its tree is
+    not reused. Returns the root
     tree id, or
     None when there are no files. A file that cannot be read raises UnreadablePath naming
     it, before anything refers to what was stored.
@@ -61,8 +64,9 @@ def build_tree(
     nodes: dict[str, dict] = {}  # folder path -> its dict in nested
     lstat, islink = os.lstat, stat.S_ISLNK
     paths = list(paths)
+    packs: dict[int, tuple] = {}  # id(folder) -> (base, Packed, folder): files still packed
     if listing:  # regular files placed by folder; links go the way of single paths
-        paths += _place_listing(nested, nodes, prefix, listing, extra)
+        paths += _place_listing(nested, nodes, prefix, listing, extra, packs)
     for rel in paths:
         if extra and rel in extra:
             continue
@@ -87,6 +91,8 @@ def build_tree(
         node = nodes.get(folder)
         if node is None:
             node = nodes[folder] = _folder_node(nested, rel)
+        if packs and not link and id(node) in packs:  # a file also given alone: unpacked,
+            _unpack(node, *packs.pop(id(node)))  # so that it is placed once, as without C
         if type(node.get(name)) is dict:
             raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
         if kind == SYMLINK:
@@ -111,9 +117,12 @@ def build_tree(
     if not (getattr(add, "map", None) and hasattr(cache, "tree_get")):
         cache = None
     folders = _folders(nested)
-    sigs = _signatures(folders, cache.clock) if cache is not None else {}
+    sigs = _signatures(folders, cache.clock, packs) if cache is not None else {}
     reused = _reusable(store, cache, folders, sigs) if cache is not None else {}
     build = [(path, node) for path, node in folders if id(node) not in reused]
+    for _path, node in build:
+        if id(node) in packs:
+            _unpack(node, *packs.pop(id(node)))
     # the files of every folder that is not reused, stored at once (in parallel with .map)
     _store_files(
         add, os.fspath(root), [c for _p, n in build for c in n.values() if type(c) is _File]
@@ -122,14 +131,26 @@ def build_tree(
 
 
 def _place_listing(
-    nested: dict, nodes: dict[str, dict], prefix: str, listing: dict, extra: dict
+    nested: dict, nodes: dict[str, dict], prefix: str, listing: dict, extra: dict, packs: dict
 ) -> list[str]:
     """Put the regular files of walked folders in ``nested`` (one check per folder: the
     walk dropped junk and reserved names, and a listed name has no "/" or NUL); return the
-    paths of the links found, for the per-path code (targets checked there)."""
+    paths of the links found, for the per-path code (targets checked there). A ``Packed``
+    folder gets its node, and its files stay packed in ``packs`` by the node's id."""
     links = []
     isreg, islink = stat.S_ISREG, stat.S_ISLNK
     for folder, entries in listing.items():
+        if type(entries) is Packed:
+            links += [f"{folder}/{name}" for name in entries.links]
+            if entries.data:
+                folder = safe_relpath(folder)
+                node = nodes.get(folder)
+                if node is None:
+                    node = nodes[folder] = _folder_node(nested, f"{folder}/-")
+                packs[id(node)] = (f"{prefix}{folder}/", entries, folder)
+                if extra:  # entries given by path win over listed files: placed one by one
+                    _unpack(node, *packs.pop(id(node)), skip=extra)
+            continue
         if not entries:
             continue
         folder = safe_relpath(folder)
@@ -151,6 +172,58 @@ def _place_listing(
             elif islink(mode):
                 links.append(f"{folder}/{name}")
     return links
+
+
+class Packed:
+    """One folder as the C walk (mlvc._walk) lists it: ``data``, its regular files' stats
+    packed as ``_pack_file`` packs them, sorted by name bytes; ``links``, its symlinks'
+    names; ``newest``, the largest mtime_ns or ctime_ns of those files."""
+
+    __slots__ = ("data", "links", "newest")
+
+    def __init__(self, data: bytes, links: list[str], newest: int):
+        self.data, self.links, self.newest = data, links, newest
+
+
+class _St:
+    """The part of a stat a packed file carries (what hashers and the stat cache read)."""
+
+    __slots__ = ("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns", "st_dev")
+
+
+# a packed file: u32 name length, u32 mode, u64 size, mtime_ns as (i64 >> 32, u32 low
+# bits), u64 inode, ctime_ns likewise, u64 device, then the name's bytes (mlvc/_walk.c)
+_ENTRY = struct.Struct("=IIQqIQqIQ")
+_LOW = 0xFFFFFFFF
+
+
+def _pack_file(name: str, st) -> bytes:
+    raw = os.fsencode(name)
+    m, c = st.st_mtime_ns, st.st_ctime_ns
+    head = _ENTRY.pack(
+        len(raw), st.st_mode, st.st_size, m >> 32, m & _LOW, st.st_ino, c >> 32, c & _LOW,
+        st.st_dev,
+    )  # fmt: skip
+    return head + raw
+
+
+def _unpack(node: dict, base: str, packed: Packed, folder: str, skip=None) -> None:
+    """Put a packed folder's files in its node as ``_File``s (its tree is being built)."""
+    data, at, end, size = packed.data, 0, len(packed.data), _ENTRY.size
+    unpack, decode = _ENTRY.unpack_from, os.fsdecode
+    while at < end:
+        n, mode, fsize, mh, ml, ino, ch, cl, dev = unpack(data, at)
+        name = decode(data[at + size : at + size + n])
+        at += size + n
+        if skip and f"{folder}/{name}" in skip:
+            continue
+        st = _St()
+        st.st_mode, st.st_size, st.st_ino, st.st_dev = mode, fsize, ino, dev
+        st.st_mtime_ns, st.st_ctime_ns = (mh << 32) | ml, (ch << 32) | cl
+        if type(node.get(name)) is dict:
+            rel = f"{folder}/{name}"
+            raise UnsafePath(f"{rel!r} is both a file and a folder in the captured set")
+        node[name] = _File(name, EXEC if mode & 0o111 else FILE, base + name, st, "")
 
 
 class _File:
@@ -179,20 +252,26 @@ def _folders(top: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[bytes, bool]]:
+def _signatures(
+    folders: list[tuple[str, dict]], clock: int, packs: dict
+) -> dict[int, tuple[bytes, bool]]:
     """id(folder) -> (signature, cacheable), bottom-up.
 
     The signature is the BLAKE3 of the folder's path and, per entry in name order, its
-    name and kind and: for a file, size, mtime, inode, ctime, mode, device and link target
-    (a ``--link symlink`` file); for an already-stored entry, its id and size; for a
-    subfolder, its signature. Any change the stat cache would see in any file below
-    changes it. Cacheable: every file below is strictly older than ``clock`` (racy git:
-    a file written in the same tick as the look could change again unseen).
+    name and kind and: for a link-to-cache file (``--link symlink``), size, mtime, inode,
+    ctime, mode, device and target; for an already-stored entry, its id and size; for a
+    subfolder, its signature; followed by its regular files packed as ``_pack_file``
+    packs them (size, mtimes, inode, ctime, mode, device, name), in name-bytes order:
+    the bytes the C walk returns, so a packed folder is signed without unpacking it. Any
+    change the stat cache would see in any file below changes it. Cacheable: every file
+    below is strictly older than ``clock`` (racy git: a file written in the same tick as
+    the look could change again unseen).
     """
     out: dict[int, tuple[bytes, bool]] = {}
     dumps, digest = marshal.dumps, blake3.blake3
     for path, node in folders:
         items: list[tuple] = []
+        plain: list[_File] = []
         newest = 0
         ok = clock > 0
         for name in sorted(node):
@@ -202,6 +281,9 @@ def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[
                 m, c = st.st_mtime_ns, st.st_ctime_ns
                 if m > newest or c > newest:
                     newest = m if m > c else c
+                if not child.target:
+                    plain.append(child)
+                    continue
                 items.append(
                     (name, child.kind, st.st_size, m, st.st_ino, c, st.st_mode, st.st_dev,
                      child.target)
@@ -212,9 +294,19 @@ def _signatures(folders: list[tuple[str, dict]], clock: int) -> dict[int, tuple[
                 items.append((name, DIR, sig))
             else:
                 items.append((name, child.kind, bytes(child.id), child.size))
-        # marshal: one C call for the whole folder (its bytes are stable within a Python
-        # version; another version only misses the cache)
-        sig = digest(dumps((path, items), 4)).digest()
+        pack = packs.get(id(node))
+        if pack is not None:  # the C walk's bytes (a node has these or plain files)
+            files = pack[1].data
+            newest = max(newest, pack[1].newest)
+        elif plain:
+            if not "".join([f.name for f in plain]).isascii():
+                plain.sort(key=lambda f: os.fsencode(f.name))  # the C walk's order
+            files = b"".join([_pack_file(f.name, f.st) for f in plain])
+        else:
+            files = b""
+        # marshal: one C call for the folder's other entries (its bytes are stable within a
+        # Python version; another version only misses the cache)
+        sig = digest(dumps((path, items), 4) + files).digest()
         out[id(node)] = (sig, ok and newest < clock)
     return out
 
@@ -282,6 +374,19 @@ def _folder_node(nested: dict, rel: str) -> dict:
     return node
 
 
+def _not_utf8(path: str, node: dict) -> UnsafePath:
+    for name in node:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            shown = os.fsencode(f"{path}/{name}" if path else name)
+            return UnsafePath(
+                f"{shown!r} is a file name that is not valid UTF-8; mlvc records names as "
+                "UTF-8 (a run's trees are read on every system): rename it, or leave it out"
+            )
+    return UnsafePath(f"a name in {path!r} is not valid UTF-8: rename it, or leave it out")
+
+
 def _place(nested: dict, rel: str, entry: TreeEntry) -> None:
     node = _folder_node(nested, rel)
     parts = rel.split("/")
@@ -306,7 +411,10 @@ def _write_trees(store, top, build, reused, sigs, cache) -> ObjectId:
             else:
                 entries.append(child)
         tree = Tree.of(entries)
-        oid = write_object(store, tree)
+        try:
+            oid = write_object(store, tree)
+        except UnicodeEncodeError:  # a name os.fsdecode could only decode with surrogates
+            raise _not_utf8(path, node) from None
         done[id(node)] = (oid, tree.size)
         if cache is not None:
             sig, ok = sigs[id(node)]

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ from mlvc import Repo
 from mlvc.core.objects import EXEC, FILE
 from mlvc.store.typed import walk
 from mlvc.workspace.statcache import StatCache
+
+pytestmark = pytest.mark.usefixtures("walker")  # every test on the C walk and the pure one
 
 
 def age_all(folder: Path, seconds: int = 60) -> None:

@@ -18,7 +18,25 @@ from hypothesis import strategies as st
 from mlvc.errors import MlvcError
 from mlvc.runs.record import expand, walk_data
 from mlvc.workspace.statcache import StatCache
-from mlvc.workspace.trees import build_tree
+from mlvc.workspace.trees import Packed, build_tree
+
+pytestmark = pytest.mark.usefixtures("walker")  # every test on the C walk and the pure one
+
+
+def entries_of(entries) -> list:
+    """A folder of a listing as [(name, stat)], whichever walk made it."""
+    if type(entries) is not Packed:
+        return entries
+    from mlvc.workspace.trees import _unpack
+
+    node: dict = {}
+    _unpack(node, "/", entries, "f")
+    return [(name, f.st) for name, f in node.items()]
+
+
+def same_stat(a, b) -> bool:
+    fields = ("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns", "st_dev")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def make(root: Path) -> None:
@@ -45,7 +63,17 @@ def make(root: Path) -> None:
 def listed(loose: list[str], listing: dict) -> set[str]:
     return {
         *loose,
-        *(f"{folder}/{name}" for folder, entries in listing.items() for name, _ in entries),
+        *(
+            f"{folder}/{name}"
+            for folder, entries in listing.items()
+            for name, _ in entries_of(entries)
+        ),
+        *(
+            f"{folder}/{name}"
+            for folder, entries in listing.items()
+            if type(entries) is Packed
+            for name in entries.links
+        ),
     }
 
 
@@ -59,14 +87,20 @@ def test_walk_lists_and_builds_the_same(repo, project):
     assert not any(p.startswith(("data/__pycache__", "data/.git")) for p in plain)
     assert "data/GIT~1" not in plain and "data/.DS_Store" not in plain
     for folder, entries in listing.items():
-        for name, stat_ in entries:
-            assert os.lstat(project / folder / name) == stat_
+        for name, stat_ in entries_of(entries):
+            assert same_stat(os.lstat(project / folder / name), stat_)
+        if type(entries) is Packed:
+            assert all(os.path.islink(project / folder / n) for n in entries.links)
     store = repo.store
     walked = build_tree(store, project, loose, listing=listing)
     assert walked == build_tree(store, project, plain)
     # a folder given twice (and one inside it) is listed once
     loose2, listing2 = walk_data(project, ["data", "data/a"])
     assert build_tree(store, project, loose2, listing=listing2) == walked
+    # a file and a link given alone as well as in their folder: placed once each
+    loose3, listing3 = walk_data(project, ["data", "data/a/x.bin", "data/link"])
+    assert loose3 == ["data/a/x.bin", "data/link"]
+    assert build_tree(store, project, loose3, listing=listing3) == walked
 
 
 def test_a_file_gone_since_the_walk_is_named(repo, project):

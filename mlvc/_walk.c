@@ -1,0 +1,388 @@
+/* mlvc._walk: the stat walk of data folders in C (optional; mlvc/core/speedups.py).
+ *
+ * walk(base, rel, junk) walks the folder `rel` of `base` and every folder below it, and
+ * returns one tuple per folder:
+ *
+ *     (folder, packed, links, gone, newest)
+ *
+ * folder  the folder's path relative to base (str, os.fsdecode rules);
+ * packed  its regular files, sorted by their name's bytes, each as ENTRY (native byte
+ *         order: u32 name length, u32 mode, u64 size, i64 mtime_ns >> 32,
+ *         u32 mtime_ns & 0xffffffff, u64 inode, i64 ctime_ns >> 32, u32 ctime_ns low bits,
+ *         u64 device) followed by the name's bytes: the bytes mlvc.workspace.trees packs
+ *         for a folder signature, so an unchanged folder costs no Python object per file;
+ * links   names of its symlinks (str), never followed;
+ * gone    names listed but gone before their lstat (str);
+ * newest  the largest mtime_ns or ctime_ns of its regular files (int; 0 if none).
+ *
+ * It does what mlvc.runs.record.walk_data does: each folder opened by path with
+ * O_NOFOLLOW | O_DIRECTORY, listed, and each name lstat-ed relative to it (fstatat with
+ * AT_SYMLINK_NOFOLLOW); names for which `junk(name)` is true are dropped before their
+ * stat (junk is only called for names that are not plainly ASCII without "git"/"mlvc"
+ * and are not one of the junk names, which are checked here); sockets, fifos and devices
+ * are left out. An error opening or listing a folder raises OSError(errno, strerror,
+ * folder, "list"); an lstat error other than ENOENT raises OSError(..., path, "read").
+ * The system calls of one folder run without the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+#define ENTRY 56 /* bytes before the name in a packed entry */
+
+typedef struct {
+    char *name;
+    size_t len;
+    struct stat st;
+    int err; /* errno of its lstat, 0 if it worked */
+} item;
+
+typedef struct {
+    item *v;
+    size_t n, cap;
+} items;
+
+static void items_free(items *it) {
+    for (size_t i = 0; i < it->n; i++) free(it->v[i].name);
+    free(it->v);
+    it->v = NULL;
+    it->n = it->cap = 0;
+}
+
+static int items_push(items *it, const char *name, size_t len) {
+    if (it->n == it->cap) {
+        size_t cap = it->cap ? it->cap * 2 : 64;
+        item *v = realloc(it->v, cap * sizeof(item));
+        if (!v) return -1;
+        it->v = v;
+        it->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return -1;
+    memcpy(copy, name, len + 1);
+    it->v[it->n].name = copy;
+    it->v[it->n].len = len;
+    it->v[it->n].err = 0;
+    it->n++;
+    return 0;
+}
+
+static int by_name(const void *a, const void *b) {
+    const item *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->name, y->name, n);
+    if (c) return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Open, list and lstat one folder, without the GIL. 0, or an errno (of open/readdir). */
+static int list_folder(const char *path, items *out) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    struct dirent *d;
+    errno = 0;
+    while ((d = readdir(dir)) != NULL) {
+        const char *n = d->d_name;
+        if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0))) continue;
+        if (items_push(out, n, strlen(n)) < 0) {
+            closedir(dir);
+            return ENOMEM;
+        }
+        errno = 0;
+    }
+    if (errno) {
+        int e = errno;
+        closedir(dir);
+        return e;
+    }
+    for (size_t i = 0; i < out->n; i++) {
+        if (fstatat(fd, out->v[i].name, &out->v[i].st, AT_SYMLINK_NOFOLLOW) != 0)
+            out->v[i].err = errno;
+    }
+    closedir(dir);
+    return 0;
+}
+
+/* Whether a name is plainly not junk: ASCII, no "git" or "mlvc" in any case, and not one
+ * of the junk names that lack both. Anything else is asked of the Python callback. */
+static int plainly_kept(const char *n, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)n[i] >= 0x80) return 0;
+    for (size_t i = 0; i + 3 <= len; i++) {
+        if (strncasecmp(n + i, "git", 3) == 0) return 0;
+        if (i + 4 <= len && strncasecmp(n + i, "mlvc", 4) == 0) return 0;
+    }
+    return strcmp(n, "__pycache__") && strcmp(n, ".ipynb_checkpoints") &&
+           strcmp(n, ".DS_Store");
+}
+
+static void put_u32(char **p, uint32_t v) { memcpy(*p, &v, 4); *p += 4; }
+static void put_u64(char **p, uint64_t v) { memcpy(*p, &v, 8); *p += 8; }
+static void put_i64(char **p, int64_t v) { memcpy(*p, &v, 8); *p += 8; }
+
+/* A timestamp in nanoseconds, as (high: ns >> 32, low: ns & 0xffffffff); exact for any
+ * time_t (the 128-bit product cannot overflow). */
+static void split_ns(time_t sec, long nsec, int64_t *hi, uint32_t *lo) {
+    __int128 ns = (__int128)sec * 1000000000 + nsec;
+    *hi = (int64_t)(ns >> 32);
+    *lo = (uint32_t)(ns & 0xffffffffu);
+}
+
+static PyObject *ns_long(int64_t hi, uint32_t lo) {
+    PyObject *h = PyLong_FromLongLong(hi), *shift = NULL, *l = NULL, *out = NULL;
+    if (!h) return NULL;
+    PyObject *k = PyLong_FromLong(32);
+    if (k) shift = PyNumber_Lshift(h, k);
+    Py_XDECREF(k);
+    Py_DECREF(h);
+    if (!shift) return NULL;
+    l = PyLong_FromUnsignedLong(lo);
+    if (l) out = PyNumber_Or(shift, l);
+    Py_DECREF(shift);
+    Py_XDECREF(l);
+    return out;
+}
+
+static PyObject *os_error(int err, const char *rel, size_t len, const char *what) {
+    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(rel, (Py_ssize_t)len);
+    PyObject *op = PyUnicode_FromString(what);
+    if (name && op) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObjects(PyExc_OSError, name, op);
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(op);
+    return NULL;
+}
+
+/* a growable stack of folder paths (relative, bytes) */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} stack;
+
+static int stack_push(stack *s, char *path) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        char **v = realloc(s->v, cap * sizeof(char *));
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = path;
+    return 0;
+}
+
+static char *join(const char *a, size_t alen, const char *b, size_t blen) {
+    char *out = malloc(alen + 1 + blen + 1);
+    if (!out) return NULL;
+    memcpy(out, a, alen);
+    out[alen] = '/';
+    memcpy(out + alen + 1, b, blen);
+    out[alen + 1 + blen] = 0;
+    return out;
+}
+
+/* The tuple of one listed folder; pushes its subfolders on `todo`. NULL on error. */
+static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject *junk,
+                               stack *todo) {
+    PyObject *links = PyList_New(0), *gone = PyList_New(0), *packed = NULL, *res = NULL;
+    PyObject *folder = NULL, *newest = NULL;
+    char *keep = calloc(it->n ? it->n : 1, 1);
+    if (!links || !gone || !keep) {
+        if (!keep) PyErr_NoMemory();
+        goto done;
+    }
+    qsort(it->v, it->n, sizeof(item), by_name);
+    size_t total = 0;
+    int have_newest = 0;
+    int64_t new_hi = 0;
+    uint32_t new_lo = 0;
+    for (size_t i = 0; i < it->n; i++) {
+        item *e = &it->v[i];
+        if (!plainly_kept(e->name, e->len)) {
+            PyObject *n = PyUnicode_DecodeFSDefaultAndSize(e->name, (Py_ssize_t)e->len);
+            if (!n) goto done;
+            PyObject *r = PyObject_CallOneArg(junk, n);
+            Py_DECREF(n);
+            if (!r) goto done;
+            int t = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (t < 0) goto done;
+            if (t) continue;
+        }
+        if (e->err == ENOENT) {
+            PyObject *n = PyUnicode_DecodeFSDefaultAndSize(e->name, (Py_ssize_t)e->len);
+            if (!n || PyList_Append(gone, n) < 0) {
+                Py_XDECREF(n);
+                goto done;
+            }
+            Py_DECREF(n);
+            continue;
+        }
+        if (e->err) {
+            char *path = join(rel, rlen, e->name, e->len);
+            if (!path) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            os_error(e->err, path, rlen + 1 + e->len, "read");
+            free(path);
+            goto done;
+        }
+        mode_t m = e->st.st_mode;
+        if (S_ISDIR(m)) {
+            char *path = join(rel, rlen, e->name, e->len);
+            if (!path || stack_push(todo, path) < 0) {
+                free(path);
+                PyErr_NoMemory();
+                goto done;
+            }
+        } else if (S_ISLNK(m)) {
+            PyObject *n = PyUnicode_DecodeFSDefaultAndSize(e->name, (Py_ssize_t)e->len);
+            if (!n || PyList_Append(links, n) < 0) {
+                Py_XDECREF(n);
+                goto done;
+            }
+            Py_DECREF(n);
+        } else if (S_ISREG(m)) {
+            keep[i] = 1;
+            total += ENTRY + e->len;
+            int64_t hi;
+            uint32_t lo;
+            split_ns(e->st.st_mtim.tv_sec, e->st.st_mtim.tv_nsec, &hi, &lo);
+            if (!have_newest || hi > new_hi || (hi == new_hi && lo > new_lo))
+                new_hi = hi, new_lo = lo, have_newest = 1;
+            split_ns(e->st.st_ctim.tv_sec, e->st.st_ctim.tv_nsec, &hi, &lo);
+            if (hi > new_hi || (hi == new_hi && lo > new_lo)) new_hi = hi, new_lo = lo;
+        }
+    }
+    packed = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!packed) goto done;
+    char *p = PyBytes_AS_STRING(packed);
+    for (size_t i = 0; i < it->n; i++) {
+        if (!keep[i]) continue;
+        item *e = &it->v[i];
+        int64_t hi;
+        uint32_t lo;
+        put_u32(&p, (uint32_t)e->len);
+        put_u32(&p, (uint32_t)e->st.st_mode);
+        put_u64(&p, (uint64_t)e->st.st_size);
+        split_ns(e->st.st_mtim.tv_sec, e->st.st_mtim.tv_nsec, &hi, &lo);
+        put_i64(&p, hi);
+        put_u32(&p, lo);
+        put_u64(&p, (uint64_t)e->st.st_ino);
+        split_ns(e->st.st_ctim.tv_sec, e->st.st_ctim.tv_nsec, &hi, &lo);
+        put_i64(&p, hi);
+        put_u32(&p, lo);
+        put_u64(&p, (uint64_t)e->st.st_dev);
+        memcpy(p, e->name, e->len);
+        p += e->len;
+    }
+    folder = PyUnicode_DecodeFSDefaultAndSize(rel, (Py_ssize_t)rlen);
+    newest = have_newest ? ns_long(new_hi, new_lo) : PyLong_FromLong(0);
+    if (folder && newest) res = PyTuple_Pack(5, folder, packed, links, gone, newest);
+done:
+    free(keep);
+    Py_XDECREF(links);
+    Py_XDECREF(gone);
+    Py_XDECREF(packed);
+    Py_XDECREF(folder);
+    Py_XDECREF(newest);
+    return res;
+}
+
+static PyObject *walk(PyObject *self, PyObject *args) {
+    PyObject *base_b = NULL, *rel_b = NULL, *junk, *out = NULL;
+    stack todo = {0};
+    items it = {0};
+    if (!PyArg_ParseTuple(args, "O&O&O:walk", PyUnicode_FSConverter, &base_b,
+                          PyUnicode_FSConverter, &rel_b, &junk))
+        goto fail;
+    if (!PyCallable_Check(junk)) {
+        PyErr_SetString(PyExc_TypeError, "walk: junk must be callable");
+        goto fail;
+    }
+    const char *base = PyBytes_AS_STRING(base_b);
+    size_t blen = (size_t)PyBytes_GET_SIZE(base_b);
+    const char *rel0 = PyBytes_AS_STRING(rel_b);
+    size_t r0 = (size_t)PyBytes_GET_SIZE(rel_b);
+    if (strlen(base) != blen || strlen(rel0) != r0) {
+        PyErr_SetString(PyExc_ValueError, "walk: embedded null byte");
+        goto fail;
+    }
+    out = PyList_New(0);
+    char *first = malloc(r0 + 1);
+    if (!out || !first || (memcpy(first, rel0, r0 + 1), stack_push(&todo, first) < 0)) {
+        free(first);
+        if (out) PyErr_NoMemory();
+        goto fail;
+    }
+    while (todo.n) {
+        char *rel = todo.v[--todo.n];
+        size_t rlen = strlen(rel);
+        char *full = join(base, blen, rel, rlen);
+        if (!full) {
+            free(rel);
+            PyErr_NoMemory();
+            goto fail;
+        }
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = list_folder(full, &it);
+        Py_END_ALLOW_THREADS
+        free(full);
+        PyObject *res = NULL;
+        if (err)
+            os_error(err, rel, rlen, "list");
+        else
+            res = folder_result(rel, rlen, &it, junk, &todo);
+        free(rel);
+        items_free(&it);
+        if (!res) goto fail;
+        int bad = PyList_Append(out, res);
+        Py_DECREF(res);
+        if (bad < 0) goto fail;
+    }
+    free(todo.v);
+    Py_DECREF(base_b);
+    Py_DECREF(rel_b);
+    return out;
+fail:
+    while (todo.n) free(todo.v[--todo.n]);
+    free(todo.v);
+    items_free(&it);
+    Py_XDECREF(out);
+    Py_XDECREF(base_b);
+    Py_XDECREF(rel_b);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_VARARGS, "walk(base, rel, junk) -> [(folder, packed, links, gone, newest)]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "mlvc._walk",
+                                    "The stat walk of data folders in C.", -1, methods};
+
+PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
