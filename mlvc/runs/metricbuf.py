@@ -27,9 +27,10 @@ from ..errors import UsageError
 _now_ns = time.time_ns
 
 
-def new_buffer() -> Any:
-    """The C buffer when built and not ``MLVC_PURE=1``, else the Python one."""
-    c = extension("mlvc._metricbuf")
+def new_buffer(pure: bool = False) -> Any:
+    """The C buffer when it was built, unless ``pure`` or ``MLVC_PURE=1``; else the Python
+    one."""
+    c = None if pure else extension("mlvc._metricbuf")
     return c.MetricBuffer(_slow) if c is not None else PyMetricBuffer()
 
 
