@@ -46,35 +46,31 @@ typedef struct {
 static PyObject *kw_metric[4];  /* key, value, step, timestamp (interned) */
 static PyObject *kw_metrics[3]; /* metrics, step, timestamp */
 
+/* *p reallocated to cap items of size bytes; on failure *p is left as it was. 0 or -1. */
+static int
+resize(void **p, Py_ssize_t cap, size_t size)
+{
+    void *q = PyMem_Realloc(*p, cap * size);
+    if (q == NULL)
+        return -1;
+    *p = q;
+    return 0;
+}
+
 static int
 grow(Buf *self)
 {
-    Py_ssize_t cap = self->cap ? self->cap * 2 : 1024;
-    if (cap > PY_SSIZE_T_MAX / 8) {
+    Py_ssize_t cap = self->cap ? self->cap * 2 : 64; /* small: a server holds many runs */
+    /* the arrays that grew keep their points; cap stays the smallest size */
+    if (cap > PY_SSIZE_T_MAX / 8 || resize((void **)&self->codes, cap, sizeof(int32_t)) < 0 ||
+        resize((void **)&self->steps, cap, sizeof(int64_t)) < 0 ||
+        resize((void **)&self->times, cap, sizeof(int64_t)) < 0 ||
+        resize((void **)&self->values, cap, sizeof(double)) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    int32_t *c = PyMem_Realloc(self->codes, cap * sizeof(int32_t));
-    if (c == NULL)
-        goto fail;
-    self->codes = c;
-    int64_t *s = PyMem_Realloc(self->steps, cap * sizeof(int64_t));
-    if (s == NULL)
-        goto fail;
-    self->steps = s;
-    int64_t *t = PyMem_Realloc(self->times, cap * sizeof(int64_t));
-    if (t == NULL)
-        goto fail;
-    self->times = t;
-    double *v = PyMem_Realloc(self->values, cap * sizeof(double));
-    if (v == NULL)
-        goto fail;
-    self->values = v;
     self->cap = cap;
     return 0;
-fail: /* the arrays that grew keep their points; cap stays the smallest size */
-    PyErr_NoMemory();
-    return -1;
 }
 
 static inline int
