@@ -20,7 +20,9 @@
  * with respect to the flusher thread's take() and to other threads logging: take() sees
  * complete points only. The slow path runs Python code, then appends with push(), which is
  * again atomic. take() copies the arrays into bytes (one memcpy a column; numpy and pyarrow
- * read them without another copy through the buffer protocol) and empties the buffer.
+ * read them without another copy through the buffer protocol) and empties the buffer. The
+ * module does not declare Py_mod_gil, so a free-threaded CPython turns the GIL back on when it
+ * imports it: this atomicity needs the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

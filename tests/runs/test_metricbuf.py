@@ -298,6 +298,8 @@ def test_a_million_calls_leak_nothing(path):
     def burst(points: int) -> None:
         for i in range(points):
             b.log_metric("loss", i * 0.5, step=i)
+            if i % 10 == 0:
+                b.log_metrics({"a": i, "b": 0.5}, i, 1.7e9)
             if i % 50_000 == 0:
                 b.take()
         for i in range(points // 10):
