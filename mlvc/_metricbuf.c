@@ -539,9 +539,11 @@ Buf_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static PyMethodDef Buf_methods[] = {
     {"log_metric", (PyCFunction)(void (*)(void))Buf_log_metric, METH_FASTCALL | METH_KEYWORDS,
-     "log_metric(key, value, step=None, timestamp=None): buffer one point."},
+     "log_metric($self, /, key, value, step=None, timestamp=None)\n--\n\n"
+     "Buffer one point (the checks and defaults of LiveRun.log_metric)."},
     {"log_metrics", (PyCFunction)(void (*)(void))Buf_log_metrics, METH_FASTCALL | METH_KEYWORDS,
-     "log_metrics(metrics, step=None, timestamp=None): log_metric for each item."},
+     "log_metrics($self, /, metrics, step=None, timestamp=None)\n--\n\n"
+     "log_metric for each item of metrics; the points before a refused one are kept."},
     {"code", (PyCFunction)Buf_code, METH_O, "code(key): the key's code, or None."},
     {"add_key", (PyCFunction)Buf_add_key, METH_O, "add_key(key) -> code of a new key."},
     {"next_step", (PyCFunction)Buf_next_step, METH_O, "next_step(code): its default step."},

@@ -3,6 +3,7 @@ pure-Python one (MLVC_PURE=1) accept, refuse and record exactly the same points.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import signal
@@ -183,6 +184,17 @@ def test_wrong_arguments_raise_type_error_on_both_paths(path):
     assert [r[:2] for r in _rows(b.take())] == [("k", 3), ("m", 7)]
 
 
+def test_both_paths_show_log_metric_s_signature(path):
+    b = new_buffer(pure=path == "pure")
+    for fn, names in (
+        (b.log_metric, "key value step timestamp"),
+        (b.log_metrics, "metrics step timestamp"),
+    ):
+        sig = inspect.signature(fn)
+        assert list(sig.parameters) == names.split()
+        assert [p.default for p in sig.parameters.values()][-2:] == [None, None]
+
+
 def test_log_metrics_takes_any_mapping_and_keeps_points_before_a_refused_one(path):
     b = new_buffer(pure=path == "pure")
 
@@ -355,6 +367,9 @@ def test_kill_9_mid_run_keeps_every_flushed_point(project, path):
             time.sleep(0.1)
         time.sleep(0.5)
         os.kill(proc.pid, signal.SIGSTOP)
+        tasks = Path(f"/proc/{proc.pid}/task")
+        while any(t.read_text().rsplit(")", 1)[1].split()[0] != "T" for t in tasks.glob("*/stat")):
+            time.sleep(0.01)  # kill() returns before a thread running elsewhere has stopped
         on_disk = StagedRun(live).read_series().num_rows
         proc.kill()
         proc.wait()
