@@ -1,5 +1,7 @@
-"""Optional C speedups (plain CPython C API); an install without a compiler still works:
-each has a pure-Python fallback with identical results (mlvc/core/speedups.py)."""
+"""Optional C speedups (plain CPython C API), built by setuptools beside pyproject.toml's
+metadata. Each is ``optional=True``: without a compiler the install still succeeds and mlvc
+runs its pure-Python fallback, with identical results (``MLVC_PURE=1`` forces that fallback;
+mlvc/core/speedups.py)."""
 
 from setuptools import Extension, setup
 
@@ -7,5 +9,7 @@ setup(
     ext_modules=[
         # the stat walk of data folders (mlvc/_walk.c; fallback mlvc.runs.record.walk_data)
         Extension("mlvc._walk", ["mlvc/_walk.c"], optional=True),
+        # a live run's metric buffer: log_metric without a Python frame (runs/metricbuf.py)
+        Extension("mlvc._metricbuf", ["mlvc/_metricbuf.c"], optional=True),
     ]
 )

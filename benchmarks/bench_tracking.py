@@ -193,50 +193,73 @@ def child_logmetric(root: str, n: str, reps: str) -> dict:
     return out
 
 
-def child_logratio(root: str, n: str, chunk: str, reps: str) -> dict:
+def child_logratio(root: str, n: str, chunk: str, reps: str, pure: str = "0") -> dict:
     """log_metric against a bare ``points.append(("loss", v, i))`` loop in this process, robust
     to the load of a shared machine: each repetition logs ``n`` points in one run and appends
-    ``n`` tuples to one list, alternating chunks of ``chunk`` points between the two, so both
-    see the same load at nearly the same moments (and the list grows, as a buffer of every
-    point must). Per repetition: the ratio of the summed times, wall and CPU (process time:
-    the run's flusher thread included)."""
+    ``n`` tuples to one list, alternating chunks of ``chunk`` points between the two (which one
+    goes first alternates too), so both see the same load at nearly the same moments (and the
+    list grows, as a buffer of every point must). Per repetition: the CPU ratio of the summed
+    thread CPU times (this thread's, plus all the CPU of the run's flusher thread on mlvc's
+    side: a flush must not count against the bare loop when it lands in its chunk), and the
+    wall ratio as the median of the chunks' ratios (a load spike spoils one chunk, not the
+    repetition). ``pure`` "1": MLVC_PURE=1, the pure-Python path."""
+    if pure == "1":
+        os.environ["MLVC_PURE"] = "1"  # before mlvc is imported: its one switch
     import mlvc
 
     repo = mlvc.Repo(root)
     n, chunk = int(n), int(chunk)
-    pc, pt = time.process_time, time.perf_counter
+    tc, pt = time.thread_time, time.perf_counter
     with mlvc.start_run(name="warm-up", repo=repo) as r:  # lazy imports, first flush
         for _ in range(chunk):
             r.log_metric("x", 1.0)
         time.sleep(1.2)
-    out = {
-        "wall": [],
-        "cpu": [],
-        "bare_ns": [],
-        "mlvc_ns": [],
-        "bare_cpu_ns": [],
-        "mlvc_cpu_ns": [],
-    }
-    for rep in range(int(reps)):
+    out = {k: [] for k in ("wall", "cpu", "bare_ns", "mlvc_ns", "bare_cpu_ns", "mlvc_cpu_ns")}
+    out["flush_cpu_ns"] = []
+    out["compiled"] = type(r.log_metric).__name__ == "builtin_function_or_method"
+
+    def bare(c: int, points: list) -> tuple[float, float]:
+        c0, t0 = tc(), pt()
+        for i in range(c, c + chunk):
+            points.append(("loss", i * 0.001, i))
+        return pt() - t0, tc() - c0
+
+    def logged(c: int, r) -> tuple[float, float]:
+        c0, t0 = tc(), pt()
+        for i in range(c, c + chunk):
+            r.log_metric("loss", i * 0.001, step=i)
+        return pt() - t0, tc() - c0
+
+    for _rep in range(int(reps)):
         bw = bc = mw = mc = 0.0
+        ratios = []
         points: list = []
-        with mlvc.start_run(name=f"log-ratio-{rep}", repo=repo) as r:
-            for c in range(0, n, chunk):
-                c0, t0 = pc(), pt()
-                for i in range(c, c + chunk):
-                    points.append(("loss", i * 0.001, i))
-                t1, c1 = pt(), pc()
-                for i in range(c, c + chunk):
-                    r.log_metric("loss", i * 0.001, step=i)
-                t2, c2 = pt(), pc()
-                bw, bc, mw, mc = bw + t1 - t0, bc + c1 - c0, mw + t2 - t1, mc + c2 - c1
+        with mlvc.start_run(name=f"log-ratio-{_rep}", repo=repo) as r:
+            clock = time.pthread_getcpuclockid(r._flusher.ident)
+            f0 = time.clock_gettime(clock)
+            for k, c in enumerate(range(0, n, chunk)):
+                if k % 2:
+                    (w2, c2), (w1, c1) = logged(c, r), bare(c, points)
+                else:
+                    (w1, c1), (w2, c2) = bare(c, points), logged(c, r)
+                ratios.append(w1 / w2)
+                bw, bc, mw, mc = bw + w1, bc + c1, mw + w2, mc + c2
+            flush = time.clock_gettime(clock) - f0  # while the thread lives
+            r._stop.set()
+            r._flusher.join()
+            r._flusher = None  # joined: end() need not
+            c0 = tc()
+            r.flush()  # the last points, counted before leaving the block
+            flush += tc() - c0
         del points
-        out["wall"].append(bw / mw)
+        mc += flush
+        out["wall"].append(statistics.median(ratios))
         out["cpu"].append(bc / mc)
         out["bare_ns"].append(bw / n * 1e9)
         out["mlvc_ns"].append(mw / n * 1e9)
         out["bare_cpu_ns"].append(bc / n * 1e9)
         out["mlvc_cpu_ns"].append(mc / n * 1e9)
+        out["flush_cpu_ns"].append(flush / n * 1e9)
     return out
 
 
@@ -529,39 +552,10 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
             f"after the block {fs(med([t - c for t, c in zip(got['indexed'], got['total'], strict=True)]))}",
         ],
     ]
-    log(
-        f"[1] log_metric vs a bare list-append loop, interleaved: {n:,} points x {cfg['ratio_reps']}"
-    )
-    load0 = os.getloadavg()[0]
-    ratio = child(root, "logratio", root, n, cfg["ratio_chunk"], cfg["ratio_reps"])
-    raw["logratio"] = ratio
+    ratios = logratio_variants(root, n, cfg, raw)
     wait_for_index(root)
     rmtree(root)
-
-    def spread(xs):
-        return f"{fx(med(xs))} ({fx(min(xs))}-{fx(max(xs))})"
-
-    rows.append(
-        [
-            "mlvc `run.log_metric` / a bare `points.append((key, v, i))` loop, interleaved in "
-            f"chunks of {cfg['ratio_chunk']:,} (goal >= 0.5x): wall",
-            f"{n:,}",
-            f"{med(ratio['mlvc_ns']):.0f} ns vs {med(ratio['bare_ns']):.0f} ns a point",
-            spread(ratio["wall"]),
-            "",
-            f"median of {cfg['ratio_reps']} (min-max); load {load0:.1f} -> {os.getloadavg()[0]:.1f}",
-        ]
-    )
-    rows.append(
-        [
-            "the same, CPU (process time, the flusher thread included)",
-            f"{n:,}",
-            f"{med(ratio['mlvc_cpu_ns']):.0f} ns vs {med(ratio['bare_cpu_ns']):.0f} ns a point",
-            spread(ratio["cpu"]),
-            "",
-            "",
-        ]
-    )
+    rows += ratio_rows(ratios, n, cfg)
     notes = []
     if got["stored"] != n * reps:
         notes.append(f"**LOST POINTS**: the index holds {got['stored']:,} of {n * reps:,}")
@@ -631,6 +625,66 @@ def bench_logmetric(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         + table(head, rows)
         + ("\n\n" + "\n".join(f"- {x}" for x in notes) if notes else "")
     )
+
+
+def logratio_variants(root: Path, n: int, cfg: dict, raw: dict) -> dict:
+    """child_logratio for each variant (this code; MLVC_PURE=1; ``cfg["compare"]``, another
+    interpreter's mlvc such as main's venv), in ``rounds`` rounds that take turns, so that
+    every variant sees the load of every part of the run."""
+    variants = {"this code": (PYTHON, "0"), "this code, MLVC_PURE=1": (PYTHON, "1")}
+    if cfg.get("compare"):
+        variants[f"{cfg['compare']} (compare)"] = (cfg["compare"], "0")
+    rounds = cfg["ratio_rounds"]
+    per = max(1, -(-cfg["ratio_reps"] // rounds))
+    log(
+        f"[1] log_metric vs a bare list-append loop, interleaved: {n:,} points, "
+        f"{len(variants)} variants x {rounds} rounds x {per} repetitions"
+    )
+    out: dict = {name: {"load": []} for name in variants}
+    for _ in range(rounds):
+        for name, (python, pure) in variants.items():
+            load = os.getloadavg()[0]
+            argv = [python, SELF, "--child", "logratio", str(root), str(n)]
+            got = last_json(run([*argv, str(cfg["ratio_chunk"]), str(per), pure], root).out)
+            got["load"] = [load, os.getloadavg()[0]]
+            for k, v in got.items():
+                if isinstance(v, list):
+                    out[name].setdefault(k, []).extend(v)
+                else:
+                    out[name][k] = v
+    raw["logratio"] = out
+    return out
+
+
+def ratio_rows(ratios: dict, n: int, cfg: dict) -> list[list]:
+    def spread(xs):
+        return f"{fx(med(xs))} ({fx(min(xs))}-{fx(max(xs))})"
+
+    rows = []
+    for name, r in ratios.items():
+        what = "compiled" if r.get("compiled") else "pure Python"
+        load = f"load {min(r['load']):.1f}-{max(r['load']):.1f}"
+        rows += [
+            [
+                f"{name} ({what}): `run.log_metric` / a bare `points.append((key, v, i))` "
+                f"loop, chunks of {cfg['ratio_chunk']:,} interleaved (goal >= 0.5x): CPU",
+                f"{n:,}",
+                f"{med(r['mlvc_cpu_ns']):.0f} ns vs {med(r['bare_cpu_ns']):.0f} ns a point "
+                f"(flush {med(r['flush_cpu_ns']):.0f} ns)",
+                spread(r["cpu"]),
+                "",
+                f"thread CPU, the flusher's included; median of {len(r['cpu'])} (min-max); {load}",
+            ],
+            [
+                f"{name}: the same, wall (median chunk ratio)",
+                f"{n:,}",
+                f"{med(r['mlvc_ns']):.0f} ns vs {med(r['bare_ns']):.0f} ns a point",
+                spread(r["wall"]),
+                "",
+                "",
+            ],
+        ]
+    return rows
 
 
 # -- 2. commit overhead ----------------------------------------------------------------------
@@ -1349,6 +1403,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--runs", default=None, help="run counts of benchmark 4 (default 10000)")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
+    ap.add_argument(
+        "--compare",
+        default=None,
+        help="benchmark 1's ratio also with this Python's mlvc (e.g. main's .venv/bin/python)",
+    )
     ap.add_argument("--no-cold", action="store_true", help="skip cold-cache variants")
     ap.add_argument("--dir", default=None, help="where to make the temp dir")
     ap.add_argument("--out", default=None, help="also write the Markdown report here")
@@ -1367,6 +1426,7 @@ def main(argv: list[str] | None = None) -> int:
             reps=3,
             ratio_chunk=10_000,
             ratio_reps=3,
+            ratio_rounds=1,
             ml_points=200,
             ml_budget=5.0,
             ml_batch=5_000,
@@ -1392,7 +1452,8 @@ def main(argv: list[str] | None = None) -> int:
             points=1_000_000,
             reps=3,
             ratio_chunk=10_000,
-            ratio_reps=7,
+            ratio_reps=9,
+            ratio_rounds=3,
             ml_points=2_000,
             ml_budget=10.0,
             ml_batch=10_000,
@@ -1419,6 +1480,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["q_runs"] = [int(x) for x in args.runs.split(",")]
     if args.storm_reps:
         cfg["storm_reps"] = args.storm_reps
+    cfg["compare"] = args.compare
     mlflow = "" if args.no_mlflow else mlflow_version()
     cold = not args.no_cold and can_drop_caches()
     work = Path(tempfile.mkdtemp(prefix="mlvc-bench-tracking-", dir=args.dir))

@@ -1,24 +1,26 @@
-"""The optional C speedups, in one place: ``MLVC_PURE=1`` in the environment forces the
-pure-Python path of every one of them (each gives identical results either way)."""
+"""The optional C speedups, in one place (built from setup.py when a compiler is there):
+``MLVC_PURE=1`` in the environment makes every caller take its pure-Python path, which gives
+identical results."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 PURE = os.environ.get("MLVC_PURE", "") not in ("", "0")  # read here only (tests set it)
 
 
-def walk() -> ModuleType | None:
-    """``mlvc._walk`` (the stat walk of data folders), or None: MLVC_PURE, or not built."""
-    return None if PURE else walk_module()
+def extension(name: str) -> ModuleType | None:
+    """The compiled module ``name`` (e.g. ``"mlvc._metricbuf"``), or None when ``PURE`` is set
+    or it was not built. ``PURE`` is read at each call, so a test can flip it."""
+    return None if PURE else built(name)
 
 
-def walk_module() -> ModuleType | None:
-    """``mlvc._walk`` whatever MLVC_PURE says, or None if it was not built."""
-    import importlib  # by name: `from .. import _walk` reads as importing the package root
-
+def built(name: str) -> ModuleType | None:
+    """The compiled module ``name`` whatever ``PURE`` says, or None if it was not built (by
+    name: ``from .. import _walk`` would read as importing the package root)."""
     try:
-        return importlib.import_module("mlvc._walk")
+        return importlib.import_module(name)
     except ImportError:
         return None

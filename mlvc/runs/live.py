@@ -29,8 +29,6 @@ from ..core.ids import ObjectId
 from ..core.names import safe_relpath
 from ..core.objects import FILE
 from ..core.params import (
-    INT_MAX,
-    INT_MIN,
     MAX_PARAM_BYTES,
     case_twin,
     check_case,
@@ -43,6 +41,7 @@ from ..refs.store import check_ref_name
 from ..store.locks import writing
 from ..store.odb import _stamp
 from .finish import commit_staged
+from .metricbuf import columns, new_buffer
 from .notify import run_started
 from .reaper import reap_dead_runs
 from .record import Inputs, capture_inputs, now_us
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
 
 FLUSH_POINTS = 50_000
 FLUSH_SECONDS = 1.0
-_now_ns = time.time_ns
 
 
 def _param_value(key: str, value: Any) -> bool | int | float | str:
@@ -105,13 +103,13 @@ class LiveRun:
         self._children: list[str] = []
         self.on_end: list = []  # callables given the recorded run id once the run has ended
         self.on_finish: list = []  # callables given the run once it has ended (fluent's stack)
-        # metric columns; appended in this order, value last (see flush)
-        self._codes: list[int] = []
-        self._steps: list[int] = []
-        self._times: list[int] = []
-        self._values: list[float] = []
-        self._keys: dict[str, list] = {}  # key -> [code, next step]
-        self._names: list[str] = []
+        # the points since the last flush (mlvc.runs.metricbuf: in C when it was built);
+        # its bound methods serve log_metric(s) with no Python frame of this class's
+        self._buf = new_buffer()
+        if type(self).log_metric is LiveRun.log_metric:
+            self.log_metric = self._buf.log_metric
+        if type(self).log_metrics is LiveRun.log_metrics:
+            self.log_metrics = self._buf.log_metrics
         self._block = staged.block_count()
         self._flush_lock = threading.Lock()
         self._flushed_at = time.monotonic()
@@ -304,40 +302,17 @@ class LiveRun:
 
         ``timestamp`` is in seconds since the epoch (default: now). NaN and inf are kept. A
         point that cannot be stored (not a number, a step or time out of the 64-bit range)
-        is refused with a UsageError and the run goes on.
+        is refused with a UsageError and the run goes on. (A run's instances call their
+        buffer's method directly: ``__init__`` binds it over this one.)
         """
-        if type(value) is not float:  # a type check costs less than a float() call
-            value = _value(key, value)
-        ns = _now_ns() if timestamp is None else _timestamp_ns(key, timestamp)
-        st = self._keys.get(key) or self._new_key(key)
-        if step is None:
-            step = st[1]
-        elif type(step) is not int or not INT_MIN <= step < INT_MAX:
-            step = _step(key, step)
-        st[1] = step + 1
-        self._codes.append(st[0])
-        self._steps.append(step)
-        self._times.append(ns)
-        self._values.append(value)
+        self._buf.log_metric(key, value, step, timestamp)
 
     def log_metrics(
         self, metrics: dict[str, float], step: int | None = None, timestamp: float | None = None
     ) -> None:
-        for k, v in metrics.items():
-            self.log_metric(k, v, step, timestamp)
-
-    def _new_key(self, key: str) -> list:
-        check_key(key)
-        twin = case_twin(key, self._keys)
-        if twin is not None:
-            raise UsageError(
-                f"metric {key!r} differs only in case from {twin!r}, already logged in this "
-                "run; SQL cannot tell them apart, so use one spelling"
-            )
-        st = [len(self._names), 0]
-        self._names.append(key)
-        self._keys[key] = st
-        return st
+        """``log_metric`` for each item of ``metrics``; the points before a refused one are
+        kept."""
+        self._buf.log_metrics(metrics, step, timestamp)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(0.05):
@@ -347,11 +322,10 @@ class LiveRun:
         """Flush the buffered points if there are 50,000 or the last flush was a second
         ago (what the flusher thread does every 50 ms); returns whether points remain
         buffered."""
-        if len(self._values) >= FLUSH_POINTS or (
-            self._values and time.monotonic() - self._flushed_at >= FLUSH_SECONDS
-        ):
+        n = len(self._buf)
+        if n >= FLUSH_POINTS or (n and time.monotonic() - self._flushed_at >= FLUSH_SECONDS):
             self.flush()
-        return bool(self._values)
+        return len(self._buf) > 0
 
     def flush(self) -> None:
         """Write buffered points as one Arrow IPC block (temp + rename)."""
@@ -359,15 +333,11 @@ class LiveRun:
             self._flush_locked()
 
     def _flush_locked(self, note: dict | None = None) -> None:
-        n = len(self._values)  # value is appended last: the first n rows are complete
-        if not n:
+        taken = self._buf.take()  # whole points only, the buffer emptied
+        if taken is None:
             return
-        cols = _columns([lst[:n] for lst in (self._codes, self._steps, self._times, self._values)])
-        names = list(self._names)
-        for lst in (self._codes, self._steps, self._times, self._values):
-            del lst[:n]
         self._block += 1
-        self.staged.append_block(self._block, cols, names, note)
+        self.staged.append_block(self._block, columns(taken), taken[0], note)
         self._flushed_at = time.monotonic()
 
     def log_block(self, points: Iterable[tuple], note: dict) -> list[tuple[int, str]]:
@@ -508,65 +478,3 @@ class LiveRun:
 
 
 _MISSING = object()
-
-
-def _value(key: str, value: Any) -> float:
-    """A metric value given as another type (int, numpy, a numeric string) as a float;
-    else a UsageError."""
-    try:
-        return float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(
-            f"metric {key!r}: {type(value).__name__} value is not a number a float holds"
-        ) from None
-
-
-def _columns(cols: list[list]) -> list:
-    """The buffered columns (key codes, steps, times, values) as Arrow arrays, converted at
-    C speed: pyarrow converts a list of Python ints at 30-50 ns a point, numpy's ``fromiter``
-    (when numpy is installed, as it is where models train) at ~10, and a block of one key
-    needs no per-point codes at all. The flusher thread holds the GIL while it converts, so
-    this time is taken from the training loop."""
-    import pyarrow as pa
-
-    codes, steps, times, values = cols
-    n = len(codes)
-    if codes.count(codes[0]) == n:  # one key
-        codes = pa.repeat(pa.scalar(codes[0], pa.int32()), n)
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover (numpy is a test dependency)
-        return [codes, steps, times, values]
-    ints = [pa.array(np.fromiter(c, np.int64, n)) for c in (steps, times)]
-    return [codes, *ints, pa.array(np.fromiter(values, np.float64, n))]
-
-
-def _step(key: str, step: Any) -> int:
-    """A step given as another integer type (numpy), checked; else a UsageError."""
-    try:
-        as_int = int(step) if not isinstance(step, bool | float) else None
-    except (TypeError, ValueError):
-        as_int = None
-    if as_int is None or as_int != step or not INT_MIN <= as_int < INT_MAX:
-        raise UsageError(f"metric {key!r}: step {step!r} is not a 64-bit integer")
-    return as_int
-
-
-def _timestamp_ns(key: str, timestamp: Any) -> int:
-    """Seconds since the epoch as ns, rounded to the microsecond: a float near 1.7e9 s holds
-    only ~0.2 us, so ``int(t * 1e9)`` truncated 1764547200.123 to ...122999808 ns, and an
-    MLflow millisecond came back one short."""
-    try:
-        ns = (
-            int(timestamp) * 10**9
-            if type(timestamp) is int
-            else round(float(timestamp) * 1e6) * 1000
-        )
-    except (TypeError, ValueError, OverflowError):
-        ns = None
-    if ns is None or not INT_MIN <= ns <= INT_MAX:
-        raise UsageError(
-            f"metric {key!r}: timestamp {timestamp!r} is not seconds since the epoch "
-            "(years 1678 to 2262)"
-        )
-    return ns

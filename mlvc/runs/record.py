@@ -170,7 +170,7 @@ def walk_data(
     listing: dict[str, list[tuple[str, os.stat_result]] | Packed] = {}
     base = os.fspath(root)
     lstat, isdir = os.lstat, stat.S_ISDIR
-    fast = speedups.walk()
+    fast = speedups.extension("mlvc._walk")
     for rel in _folders_given(base, rels, loose):
         if fast is not None:
             try:

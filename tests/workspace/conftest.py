@@ -10,7 +10,7 @@ from mlvc.core import speedups
 
 @pytest.fixture(params=["c", "pure"])
 def walker(request, monkeypatch) -> str:
-    if request.param == "c" and speedups.walk_module() is None:
+    if request.param == "c" and speedups.built("mlvc._walk") is None:
         pytest.skip("mlvc._walk is not built (no compiler)")
     monkeypatch.setattr(speedups, "PURE", request.param == "pure")
     monkeypatch.setenv("MLVC_PURE", "1" if request.param == "pure" else "0")  # processes

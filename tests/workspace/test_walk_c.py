@@ -23,7 +23,7 @@ from mlvc.store.odb import MemoryStore
 from mlvc.workspace.statcache import FileHasher, StatCache
 from mlvc.workspace.trees import Packed, build_tree
 
-_walk = speedups.walk_module()
+_walk = speedups.built("mlvc._walk")
 pytestmark = pytest.mark.skipif(_walk is None, reason="mlvc._walk is not built")
 
 NAMES = st.sampled_from(
