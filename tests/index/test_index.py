@@ -682,7 +682,8 @@ def test_index_internals_contract_names_every_module():
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     contracts = _toml().loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
     (contract,) = [c for c in contracts if c["name"].startswith("Index internals")]
-    here = Path(mlvc.__path__[0])  # compiled speedups (mlvc._walk, ._metricbuf): import-linter sees only Python sources
+    # compiled speedups (mlvc._walk, ._metricbuf): import-linter sees only Python sources
+    here = Path(mlvc.__path__[0])
     top = {
         f"mlvc.{m.name}"
         for m in pkgutil.iter_modules(mlvc.__path__)
