@@ -143,7 +143,7 @@ class Writer:
     def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
         """Insert runs in batches of BATCH_RUNS runs or BATCH_POINTS metric points, whichever
         comes first, decoded in worker processes if many."""
-        schemas = {t: schema.arrow_schema(con, t) for t in {*schema.RUN_ROWS, *schema.SHARED_ROWS}}
+        schemas = {t: schema.arrow_schema(con, t) for t in set(schema.DECODED)}
         chunks = [
             [oid.hex for oid in run_ids[i : i + BATCH_RUNS]]
             for i in range(0, len(run_ids), BATCH_RUNS)
@@ -252,40 +252,12 @@ class _Seen:
 
 
 def _insert_tables(con, tables: dict) -> None:
-    """One INSERT per non-empty table; metrics and series go in together."""
+    """One INSERT per non-empty table (``decode._Decoder.tables``): series points and final
+    metrics both into ``metrics``, the long series' samples into ``series_levels``."""
     tables = dict(tables)
-    final, series = tables.pop("metrics", None), tables.pop("series", None)
     levels = tables.pop("levels", None)
     for name, table in tables.items():
         if len(table):
-            schema.insert(con, name, table)
-    if final is not None and (len(final) or len(series)):
-        _insert_metrics(con, final, series)
+            schema.insert(con, "metrics" if name == "series" else name, table)
     if levels is not None:
         series_levels(con, levels)  # long series sampled once, for charts
-
-
-def _insert_metrics(con, final, series) -> None:
-    """Every series point, each final metric whose key the run's series lacks, summaries."""
-    con.register("_arrow_final", final)
-    con.register("_arrow_series", series)
-    try:
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE _final AS
-            SELECT * FROM _arrow_final
-            ANTI JOIN (SELECT DISTINCT run_id, key FROM _arrow_series) USING (run_id, key)""")
-        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_series")
-        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _final")
-        # "last" is the value at the highest step; later timestamps, then larger values
-        # break ties, so the result never depends on scan order.
-        con.execute("""
-            INSERT INTO metric_summary
-            SELECT run_id, key, arg_max(value, (step, timestamp, value)),
-                   min(value) FILTER (WHERE NOT isnan(value)),
-                   max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
-            FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
-            GROUP BY run_id, key""")
-        con.execute("DROP TABLE _final")
-    finally:
-        con.unregister("_arrow_final")
-        con.unregister("_arrow_series")
