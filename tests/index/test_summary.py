@@ -116,3 +116,65 @@ def test_summary_of_no_points_is_empty():
 @pytest.mark.parametrize("value", [math.nan, None])
 def test_a_key_without_a_finite_value_has_no_min_or_max(value):
     _check([[("a", 1, 0, value), ("a", 2, None, value)]])
+
+
+# -- end to end: ingest and a parallel rebuild write the summary the SQL makes of metrics ------
+
+T0 = 1_700_000_000_000_000
+
+
+def _parquet_blob(rows) -> bytes:
+    """A series blob as runs recorded before Arrow IPC stored it."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(_points(rows), buf)
+    return buf.getvalue()
+
+
+def _table_rows(repo, sql: str) -> list[str]:
+    return sorted(map(repr, repo.query(sql).to_pylist()))
+
+
+def test_ingest_and_parallel_rebuild_write_the_summary_sql_makes_of_metrics(project, monkeypatch):
+    """Runs with series (Parquet and Arrow IPC blobs, unsorted, NaN, a key logged only as a
+    final metric, a final metric whose key has a series) ingested one by one: metric_summary
+    is SUMMARY_SQL over metrics, and a rebuild in worker processes writes the same rows."""
+    from mlvc import Repo
+    from mlvc.core.objects import Run
+    from mlvc.index.index import Index
+    from mlvc.runs.finish import series_blob
+    from mlvc.store.typed import write_object
+
+    repo = Repo(project)
+    index = Index(repo.dir, repo.store, repo.refs, settings=repo.settings)
+    for i in range(6):
+        rows = [("loss", s, s, 1.0 / (s + 1 + i)) for s in (3, 1, 2, 0)]
+        rows += [("acc", 5, None, math.nan), ("acc", 5, 4, 0.25 * i)] if i % 2 else []
+        if i % 3 == 0:
+            sid = repo.store.add_bytes(_parquet_blob(rows))
+        else:
+            sid = series_blob(
+                repo.store, _points(rows).select(["key", "step", "timestamp", "value"])
+            )
+        metrics = {"loss": 9.0, "final_only": math.nan if i == 4 else i / 2, "-0": -0.0}
+        run = Run(name=f"r{i}", started=T0 + i, ended=T0 + i + 5, metrics=metrics, series=sid)
+        oid = write_object(repo.store, run)
+        repo.store.sync()
+        index.journal(oid)
+        repo.refs.add_run(oid)
+        index.try_ingest()
+    definition = SUMMARY_SQL.format(source="metrics")
+    incremental = _table_rows(repo, "SELECT * FROM metric_summary")
+    assert incremental == _table_rows(repo, definition)
+    assert len(incremental) == 6 * 3 + 3  # loss, final_only, -0 each; acc in three runs
+    assert _table_rows(repo, "SELECT * FROM ingest_errors") == []
+    metrics = _table_rows(repo, "SELECT * FROM metrics")
+    assert sum("'loss'" in r for r in metrics) == 6 * 4  # the final loss: a series has it
+    monkeypatch.setattr("mlvc.index.ingest.BATCH_RUNS", 2)
+    monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
+    assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 6
+    assert _table_rows(repo, "SELECT * FROM metric_summary") == incremental
+    assert _table_rows(repo, "SELECT * FROM metrics") == metrics
