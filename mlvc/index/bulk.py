@@ -48,6 +48,8 @@ class BulkWriter(Writer):
         seen = _Seen(con, fresh and not rest)  # fresh: the index holds only this ingest's
         with no_gc():
             for tables, trees, envs in _decode(schemas, mine, self.known):
+                if self.kept is not None:
+                    self.kept.add(tables)
                 _insert_tables(con, tables)
                 new_trees = seen.new(trees, "tree_files", "tree_id")
                 new_envs = seen.new(envs, "env_packages", "env_id")
