@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..core.ids import ObjectId
 from .decode import _cast_as, _Decoder, _series_schema, no_gc, shared_rows
 from .ingest import BATCH_POINTS, Writer, _insert_tables, _Seen
-from .schema import RUN_ROWS, SHARED_ROWS, arrow_schema
+from .schema import DECODED, arrow_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,10 +44,12 @@ class BulkWriter(Writer):
             super()._insert_runs(con, rest, fresh)
         if not mine:
             return
-        schemas = {t: arrow_schema(con, t) for t in {*RUN_ROWS, *SHARED_ROWS}}
+        schemas = {t: arrow_schema(con, t) for t in set(DECODED)}
         seen = _Seen(con, fresh and not rest)  # fresh: the index holds only this ingest's
         with no_gc():
             for tables, trees, envs in _decode(schemas, mine, self.known):
+                if self.kept is not None:
+                    self.kept.add(tables)
                 _insert_tables(con, tables)
                 new_trees = seen.new(trees, "tree_files", "tree_id")
                 new_envs = seen.new(envs, "env_packages", "env_id")

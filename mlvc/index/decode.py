@@ -13,6 +13,7 @@ import functools
 import gc
 import itertools
 import json
+import math
 import shlex
 from collections.abc import Iterator
 
@@ -54,6 +55,7 @@ class _Decoder(_Rows):
 
     def __init__(self, schemas: dict):
         super().__init__({t: schemas[t] for t in RUN_ROWS})
+        self.summary_schema = schemas["metric_summary"]
         self.series = []  # (run id, Arrow table of key, step, value, timestamp)
         self.trees: set[str] = set()
         self.envs: set[str] = set()
@@ -121,27 +123,59 @@ class _Decoder(_Rows):
             self.rows["metrics"].append((rid, key, 0, ended, float(value)))
 
     def tables(self) -> dict:
-        """The rows' tables, with the metric series points apart as ``series``, and the
-        points of the long series' stored samples as ``levels`` (series.py)."""
-        from .series import level_points
+        """Arrow tables of the batch's rows, by index table, each to be inserted as it is:
+        ``series`` (every series point, rows of ``metrics`` too), ``metrics`` (the run
+        objects' final metrics whose key has no series in the run), ``metric_summary`` of
+        both, and ``levels``, the points of the long series' stored samples (rows of
+        ``series_levels``, series.py)."""
+        import pyarrow as pa
 
+        from .series import level_points
+        from .summary import summarize
+
+        rids = [rid for rid, _ in self.series]
+        lengths = [len(t) for _, t in self.series]
+        points = self._points()
+        summary = summarize(rids, lengths, points, self.summary_schema)
+        has_series = set(zip(summary.column("run_id").to_pylist(),
+                             summary.column("key").to_pylist(), strict=True))  # fmt: skip
+        final = [r for r in self.rows["metrics"] if (r[0], r[1]) not in has_series]
+        self.rows["metrics"] = final
+        if final:  # a final metric alone is its summary: its value is last, min and max
+            run_ids, keys, _, _, values = zip(*final, strict=True)
+            finite = [None if math.isnan(v) else v for v in values]
+            alone = pa.table(
+                {"run_id": run_ids, "key": keys, "last": [v + 0.0 for v in values],
+                 "min": finite, "max": finite, "count": [1] * len(final),
+                 "last_step": [0] * len(final)},
+                schema=self.summary_schema,
+            )  # fmt: skip
+            summary = pa.concat_tables([summary.cast(alone.schema), alone])
         return {
             **super().tables(),
-            "series": self._series_points(),
+            "series": self._series_points(rids, lengths, points),
+            "metric_summary": summary,
             "levels": level_points(self.series),
         }
 
-    def _series_points(self):
-        """All series points of the batch, run_id dictionary-encoded (no 64-byte copies)."""
+    def _points(self):
+        """The batch's series points, concatenated (key, step, value, timestamp µs)."""
+        import pyarrow as pa
+
+        if not self.series:
+            return _series_schema().empty_table()
+        return pa.concat_tables([t for _, t in self.series]).combine_chunks()
+
+    def _series_points(self, rids: list[str], lengths: list[int], points):
+        """All series points of the batch as ``metrics`` rows, run_id dictionary-encoded (no
+        64-byte copies)."""
         import pyarrow as pa
 
         schema = self.schemas["metrics"]
-        if not self.series:
+        if not rids:
             return schema.empty_table()
-        rids, series = zip(*self.series, strict=True)
-        points = pa.concat_tables(series).combine_chunks()
         # Each series' index repeated along it, without a Python loop over the points.
-        ends = pa.array(list(itertools.accumulate(len(t) for t in series)), pa.int32())
+        ends = pa.array(list(itertools.accumulate(lengths)), pa.int32())
         which = pa.RunEndEncodedArray.from_arrays(ends, pa.array(range(len(rids)), pa.int32()))
         run_col = pa.DictionaryArray.from_arrays(_run_end_decode(which), pa.array(rids))
         timestamps = points.column("timestamp").cast(schema.field("timestamp").type)
@@ -235,7 +269,10 @@ def _load(store, oid: ObjectId) -> tuple:
 
 
 def shared_rows(store, schemas: dict, trees: list[str], envs: list[str]) -> dict:
-    """Rows of these trees and envs (shared by runs, so listed once, when new to the index)."""
+    """Rows of these trees and envs (shared by runs, so listed once, when new to the index);
+    no tables for none (pyarrow's first table, even empty, imports pandas: 0.25 s)."""
+    if not trees and not envs:
+        return {}
     rows = _Rows({t: schemas[t] for t in SHARED_ROWS})
     for tree in trees:
         try:

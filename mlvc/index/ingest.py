@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BATCH_RUNS = 500  # runs decoded per request to a worker
 BATCH_POINTS = 2_000_000  # metric points per Arrow batch, at most (but for one huge run)
 PARALLEL_MIN_RUNS = 4000  # below this, starting worker processes costs more than it saves
+KEEP_ROWS = 200_000  # params and summary rows of an ingest's new runs held for runs_wide
 
 
 class Writer:
@@ -42,6 +43,7 @@ class Writer:
         self.store = store
         self.refs = refs
         self.workers = workers
+        self.kept: _Kept | None = None  # the new runs' rows, while an ingest applies the journal
 
     def _connect(self, path: Path | None = None):
         return connect_rw(path or self.path, shown=self.path)
@@ -129,6 +131,7 @@ class Writer:
         held = schema.indexed(con, [oid.hex for oid in with_ref])
         new = [oid for oid in with_ref if oid.hex not in held]
         con.begin()
+        self.kept = _Kept()
         try:
             if dropped:
                 _delete_runs(con, dropped)
@@ -138,12 +141,14 @@ class Writer:
         except BaseException:
             con.rollback()
             raise
+        finally:
+            self.kept = None
         return [e.path for e in actionable]
 
     def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
         """Insert runs in batches of BATCH_RUNS runs or BATCH_POINTS metric points, whichever
         comes first, decoded in worker processes if many."""
-        schemas = {t: schema.arrow_schema(con, t) for t in {*schema.RUN_ROWS, *schema.SHARED_ROWS}}
+        schemas = {t: schema.arrow_schema(con, t) for t in set(schema.DECODED)}
         chunks = [
             [oid.hex for oid in run_ids[i : i + BATCH_RUNS]]
             for i in range(0, len(run_ids), BATCH_RUNS)
@@ -159,6 +164,8 @@ class Writer:
         seen = _Seen(con, fresh)
         with no_gc(), _one_thread(con, in_workers):
             for tables, trees, envs in decoded:
+                if self.kept is not None:
+                    self.kept.add(tables)
                 _insert_tables(con, tables)
                 new_trees = seen.new(trees, "tree_files", "tree_id")
                 new_envs = seen.new(envs, "env_packages", "env_id")
@@ -187,7 +194,8 @@ class Writer:
             con, self.journal.layout, stored.get("events_fingerprint")
         )
         if new or dropped:
-            meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped))
+            rows = self.kept.tables(con) if self.kept is not None else None
+            meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped), rows)
         schema.write_meta(con, meta)
 
 
@@ -251,41 +259,47 @@ class _Seen:
         return sorted(unseen)
 
 
+class _Kept:
+    """The ``params`` and ``metric_summary`` rows an ingest inserted, held while fewer than
+    KEEP_ROWS, so that runs_wide grows from them (wide.refresh) instead of a scan."""
+
+    NAMES = ("params", "metric_summary")
+
+    def __init__(self):
+        self.parts: dict | None = {name: [] for name in self.NAMES}
+        self.rows = 0
+
+    def add(self, tables: dict) -> None:
+        if self.parts is None:
+            return
+        for name, parts in self.parts.items():
+            table = tables.get(name)
+            if table is not None and len(table):
+                parts.append(table)
+                self.rows += len(table)
+        if self.rows > KEEP_ROWS:
+            self.parts = None
+
+    def tables(self, con) -> dict | None:
+        """The rows kept, an Arrow table per name (run ids decoded); None if too many."""
+        import pyarrow as pa
+
+        if self.parts is None:
+            return None
+        out = {}
+        for name, parts in self.parts.items():
+            plain = schema.arrow_schema(con, name)
+            out[name] = pa.concat_tables([plain.empty_table(), *(t.cast(plain) for t in parts)])
+        return out
+
+
 def _insert_tables(con, tables: dict) -> None:
-    """One INSERT per non-empty table; metrics and series go in together."""
+    """One INSERT per non-empty table (``decode._Decoder.tables``): series points and final
+    metrics both into ``metrics``, the long series' samples into ``series_levels``."""
     tables = dict(tables)
-    final, series = tables.pop("metrics", None), tables.pop("series", None)
     levels = tables.pop("levels", None)
     for name, table in tables.items():
         if len(table):
-            schema.insert(con, name, table)
-    if final is not None and (len(final) or len(series)):
-        _insert_metrics(con, final, series)
+            schema.insert(con, "metrics" if name == "series" else name, table)
     if levels is not None:
         series_levels(con, levels)  # long series sampled once, for charts
-
-
-def _insert_metrics(con, final, series) -> None:
-    """Every series point, each final metric whose key the run's series lacks, summaries."""
-    con.register("_arrow_final", final)
-    con.register("_arrow_series", series)
-    try:
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE _final AS
-            SELECT * FROM _arrow_final
-            ANTI JOIN (SELECT DISTINCT run_id, key FROM _arrow_series) USING (run_id, key)""")
-        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _arrow_series")
-        con.execute("INSERT INTO metrics BY NAME SELECT * FROM _final")
-        # "last" is the value at the highest step; later timestamps, then larger values
-        # break ties, so the result never depends on scan order.
-        con.execute("""
-            INSERT INTO metric_summary
-            SELECT run_id, key, arg_max(value, (step, timestamp, value)),
-                   min(value) FILTER (WHERE NOT isnan(value)),
-                   max(value) FILTER (WHERE NOT isnan(value)), count(*), max(step)
-            FROM (SELECT * FROM _arrow_series UNION ALL SELECT * FROM _final)
-            GROUP BY run_id, key""")
-        con.execute("DROP TABLE _final")
-    finally:
-        con.unregister("_arrow_final")
-        con.unregister("_arrow_series")

@@ -89,6 +89,8 @@ RUN_TABLES = (
 # Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
 RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors", "live_keys")
 SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
+# Tables whose Arrow schemas a decoder needs (decode.py): those above, and metric_summary.
+DECODED = (*RUN_ROWS, "metric_summary", *SHARED_ROWS)
 
 
 def create(con) -> None:

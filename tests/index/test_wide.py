@@ -60,6 +60,8 @@ def small_limits(monkeypatch):
     monkeypatch.setattr(wide, "MAX_WIDE_KEYS", 4)  # keys pushed out of the columns
     monkeypatch.setattr(wide, "MAX_SIDE_TABLES", 2)  # side tables merged into one
     monkeypatch.setattr(wide, "FILTER_MAX_COLUMNS", 1)  # both ways of pivoting, side by side
+    # an ingest's new rows held for runs_wide (up to 5 rows), or the tables scanned for them
+    monkeypatch.setattr("mlvc.index.ingest.KEEP_ROWS", 5)
 
 
 @settings(
