@@ -189,15 +189,19 @@ def test_deep_trees_walk_alike_and_too_deep_is_a_clear_error(tmp_path, monkeypat
             os.mkdir("d", dir_fd=fd)
         os.close(fd)
 
-    deep("ok", 1200)  # 2.4k characters: walked
-    leaf = tmp_path / "ok" / "/".join(["d"] * 1200) / "f"
-    leaf.write_text("leaf")
-    out = walk_both(tmp_path, ["ok"], monkeypatch)
-    assert out["c"] == out["pure"] and len(out["c"][1]) == 1201
-    deep("far", 2100)  # longer than PATH_MAX: a folder that cannot be listed, named
-    out = walk_both(tmp_path, ["far"], monkeypatch)
-    assert out["c"] == out["pure"]
-    assert out["c"].startswith("cannot list far/d/d/") and "file name too long" in out["c"]
+    try:
+        deep("ok", 1200)  # 2.4k characters: walked
+        leaf = tmp_path / "ok" / "/".join(["d"] * 1200) / "f"
+        leaf.write_text("leaf")
+        out = walk_both(tmp_path, ["ok"], monkeypatch)
+        assert out["c"] == out["pure"] and len(out["c"][1]) == 1201
+        deep("far", 2100)  # longer than PATH_MAX: a folder that cannot be listed, named
+        out = walk_both(tmp_path, ["far"], monkeypatch)
+        assert out["c"] == out["pure"]
+        assert out["c"].startswith("cannot list far/d/d/") and "file name too long" in out["c"]
+    finally:  # shutil.rmtree recurses once per level: pytest's own cleanup of the base temp
+        # folder would hit the recursion limit on these (an INTERNALERROR at the next start)
+        subprocess.run(["rm", "-rf", "ok", "far"], cwd=tmp_path, check=True)
 
 
 def test_no_reference_leak(tmp_path):
