@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..core.ids import ObjectId
-from .decode import _cast_as, _Decoder, _series_schema, no_gc, shared_rows
-from .ingest import BATCH_POINTS, Writer, _insert_tables, _Seen
+from .decode import _cast_as, _Decoder, _series_schema, no_gc
+from .ingest import BATCH_POINTS, Writer, _Seen
 from .schema import DECODED, arrow_schema
 
 if TYPE_CHECKING:
@@ -47,13 +47,7 @@ class BulkWriter(Writer):
         schemas = {t: arrow_schema(con, t) for t in set(DECODED)}
         seen = _Seen(con, fresh and not rest)  # fresh: the index holds only this ingest's
         with no_gc():
-            for tables, trees, envs in _decode(schemas, mine, self.known):
-                if self.kept is not None:
-                    self.kept.add(tables)
-                _insert_tables(con, tables)
-                new_trees = seen.new(trees, "tree_files", "tree_id")
-                new_envs = seen.new(envs, "env_packages", "env_id")
-                _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
+            self._insert_decoded(con, schemas, _decode(schemas, mine, self.known), seen)
 
 
 def _decode(schemas: dict, oids: list[ObjectId], known: Known):

@@ -161,15 +161,19 @@ class Writer:
             decoded = pool.Workers(workers).map(requests)
         else:
             decoded = itertools.chain.from_iterable(decode_runs(*r) for r in requests)
-        seen = _Seen(con, fresh)
         with no_gc(), _one_thread(con, in_workers):
-            for tables, trees, envs in decoded:
-                if self.kept is not None:
-                    self.kept.add(tables)
-                _insert_tables(con, tables)
-                new_trees = seen.new(trees, "tree_files", "tree_id")
-                new_envs = seen.new(envs, "env_packages", "env_id")
-                _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
+            self._insert_decoded(con, schemas, decoded, _Seen(con, fresh))
+
+    def _insert_decoded(self, con, schemas: dict, decoded, seen: _Seen) -> None:
+        """Insert the batches ``decode_runs`` yields, with the trees and envs ``seen`` has not
+        met yet, keeping each batch's tables for runs_wide when asked."""
+        for tables, trees, envs in decoded:
+            if self.kept is not None:
+                self.kept.add(tables)
+            _insert_tables(con, tables)
+            new_trees = seen.new(trees, "tree_files", "tree_id")
+            new_envs = seen.new(envs, "env_packages", "env_id")
+            _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
 
     def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
         """Refresh what depends on the whole index: refs, model tables, runs_wide, meta."""

@@ -52,14 +52,7 @@ def test_pipelined_and_inline_stores_hold_the_same_chunks_in_file_order(
     where = set()
     if pipeline == "toggle":
         monkeypatch.setattr(odb, "pipeline_switch", _Toggle)
-        real = PackedStore._store_batch
-
-        def slow(self, items, comp=None):
-            where.add(threading.current_thread().name.split("_")[0])
-            time.sleep(0.005)
-            return real(self, items, comp)
-
-        monkeypatch.setattr(PackedStore, "_store_batch", slow)
+        _slow_batches(monkeypatch, 0.005, lambda name: where.add(name.split("_")[0]))
     store = PackedStore(tmp_path / "objects")
     oid = store.add_file(path)
     store.sync()
@@ -85,15 +78,8 @@ def test_a_slow_writer_never_sees_its_window_reused(tmp_path, monkeypatch):
     path.write_bytes(data)
     monkeypatch.setattr(odb, "WINDOW", 1 << 20)
     monkeypatch.setattr(odb, "PIPELINE", True)
-    real = PackedStore._store_batch
     threads = set()
-
-    def slow(self, items, comp=None):
-        threads.add(threading.current_thread().name)
-        time.sleep(0.01)
-        return real(self, items, comp)
-
-    monkeypatch.setattr(PackedStore, "_store_batch", slow)
+    _slow_batches(monkeypatch, 0.01, threads.add)
     store = PackedStore(tmp_path / "objects")
     oid = store.add_file(path)
     store.sync()
@@ -207,3 +193,16 @@ def test_the_pipeline_is_used_when_a_core_is_idle_unless_forced(
     monkeypatch.setattr(cores, "_cpus", lambda: 2)
     monkeypatch.setattr(cores, "_stat", lambda: (100, 1000, running))
     assert odb.pipelined() is want
+
+
+def _slow_batches(monkeypatch, delay: float, note) -> None:
+    """Each group the store writes waits ``delay`` s first, and ``note`` gets the name of
+    the thread that writes it."""
+    real = PackedStore._store_batch
+
+    def slow(self, items, comp=None):
+        note(threading.current_thread().name)
+        time.sleep(delay)
+        return real(self, items, comp)
+
+    monkeypatch.setattr(PackedStore, "_store_batch", slow)
