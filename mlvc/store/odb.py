@@ -20,6 +20,7 @@ import itertools
 import os
 import secrets
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,18 @@ MAX_CHUNKS = 1 << 24
 # by default ("auto") it is used while another core is idle, measured as the work goes
 # (core.cores.IdleWatch: the one-minute load average lags by a minute).
 PIPELINE = os.environ.get("MLVC_BIG_PIPELINE", "auto")
+# For benchmarks: with MLVC_BIG_STATS=FILE each big-file put (and each durable pack sync)
+# appends one JSON line to FILE: windows cut on two threads and on one, seconds, bytes.
+STATS = os.environ.get("MLVC_BIG_STATS", "")
+
+
+def note_stats(**fields) -> None:
+    """Append one line of figures to ``MLVC_BIG_STATS``'s file (nothing when it is unset)."""
+    if STATS:
+        import json
+
+        with open(STATS, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
 
 
 class _Forced:
@@ -273,6 +286,8 @@ class _RecordStore:
         cdc = _fastcdc()
         switch = pipeline_switch()
         pipeline = False
+        paths = [0, 0]  # windows cut with the chunks written here, and on the helper
+        started = time.perf_counter()
 
         def settle(i: int) -> None:
             for job in jobs[i]:
@@ -293,6 +308,7 @@ class _RecordStore:
                     i = turn % 2
                     settle(i)
                     pipeline, was = switch.spare(), pipeline
+                    paths[pipeline] += 1
                     if was and not pipeline:
                         settle(1 - i)
                     buf, view = bufs[i], memoryview(bufs[i])
@@ -334,6 +350,8 @@ class _RecordStore:
                         job.exception()
                 settle(0)
                 settle(1)
+        took = time.perf_counter() - started
+        note_stats(step="put", size=total, one=paths[0], two=paths[1], secs=round(took, 4))
         return whole.digest(), total, chunks
 
     def _record(self, oid: ObjectId, fetch: bool = True) -> bytes:

@@ -47,6 +47,7 @@ from ..odb import (
     ZSTD_MAX,
     LocalStore,
     _parse_chunk_list,
+    note_stats,
     sync_filesystem,
 )
 from .index import PackIndex, write_all, write_index
@@ -57,6 +58,11 @@ PACK_MAX = 1 << 30  # a writer starts a new pack past this size (keeps repacks c
 SMALL = 64 << 10  # records below this are gathered in a buffer before writing
 BUFFER = 1 << 20
 WRITEBACK = 32 << 20  # start disk writes of a pack every this many bytes
+# A big file's chunks go to blocks reserved this much ahead (fallocate, the size kept): ext4
+# then skips its per-page delayed-allocation work, ~40% of the kernel's CPU for the writes
+# (0.2-0.3 s -> 0.12-0.15 s per GiB measured). What is left reserved past the end when the
+# pack is finished is given back (a truncate to its own size), so it takes no more space.
+RESERVE = 64 << 20
 FALLOC_FL_KEEP_SIZE = 1
 MAP_WINDOW = 16 << 20  # a checkout maps packs this much at a time (chunk_views)
 MAX_INDEXES = 16
@@ -101,6 +107,23 @@ class _OpenPack:
         self.buf = bytearray(PACK_MAGIC)
         self.written_back = 0  # bytes handed to the disk ahead of the final fsync
         self.pending_io: list = []
+        self.reserved = 0  # blocks up to here are reserved (RESERVE), maybe past the end
+
+    def reserve(self, end: int) -> None:
+        """Reserve blocks ``RESERVE`` at a time so that writes up to ``end`` find them."""
+        if _fallocate is not None and end > self.reserved:
+            n = max(RESERVE, end - self.reserved)
+            if _fallocate(self.fd, FALLOC_FL_KEEP_SIZE, self.reserved, n) == 0:
+                self.reserved += n
+            else:  # a hint: unsupported or no space, the writes will say
+                self.reserved = 1 << 62
+
+    def release(self) -> None:
+        """Give back the blocks reserved past the pack's end (before its fsync): a truncate
+        to the file's own size (not to ``size``: it never cuts what was written)."""
+        if self.reserved:
+            os.ftruncate(self.fd, os.fstat(self.fd).st_size)
+        self.reserved = 0
 
     def drain(self) -> None:
         if self.buf:
@@ -137,7 +160,10 @@ class PackWriter:
         """The pack to append to (a new one past PACK_MAX); called holding the lock."""
         if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
             if self.packs:
-                self.packs[-1].drain()
+                old = self.packs[-1]
+                old.size += len(old.buf)  # the size its index records covers the buffer
+                old.drain()
+                old.release()
             self.packs.append(_OpenPack(self.folder))
         return self.packs[-1]
 
@@ -179,6 +205,7 @@ class PackWriter:
                 self.pending[oid] = (pack, at + HEAD.size, n)
                 parts += (HEAD.pack(oid, n) + tag, payload)
                 at += HEAD.size + n
+            p.reserve(at)
             write_all(p.fd, parts)
             p.buf = bytearray()
             p.size = at
@@ -207,12 +234,17 @@ class PackWriter:
         with self.lock:
             if not self.packs:
                 return None
+            started = time.perf_counter()
             for p in self.packs:
                 p.size += len(p.buf)
                 p.drain()
+                p.release()
                 p.settle()
                 if durable:
                     os.fsync(p.fd)
+            if durable:
+                took = time.perf_counter() - started
+                note_stats(step="fsync packs", packs=len(self.packs), secs=round(took, 4))
             entries = sorted(
                 (oid, self.packs[i].name, off, n) for oid, (i, off, n) in self.pending.items()
             )
@@ -516,7 +548,9 @@ class PackedStore(LocalStore):
     def sync(self) -> None:
         """Make every write durable: fsync packs, write their indexes, then one syncfs."""
         written = self.writer.finish(durable=True)
+        started = time.perf_counter()
         sync_filesystem(self.root)
+        note_stats(step="syncfs", secs=round(time.perf_counter() - started, 4))
         if written:
             self.reload(force=True)
             if len(self._indexes) > MAX_INDEXES:
