@@ -209,6 +209,9 @@ class _RecordStore:
         else:
             self._put_record(oid, ZSTD, packed)
 
+    def _expect(self, n: int) -> None:
+        """A big file of about ``n`` bytes is about to be stored (a store may reserve room)."""
+
     def _store_batch(self, items: list, comp=zstd.compress) -> None:
         """Store ``(id, content)`` pairs in order (a group of a big file's chunks)."""
         for oid, data in items:
@@ -245,6 +248,7 @@ class _RecordStore:
         del head
         with open(path, "rb", buffering=0) as f:
             start = os.fstat(f.fileno())
+            self._expect(start.st_size)
             whole, total, chunks = self._store_chunks(f)
             end = os.fstat(f.fileno())
         if not (_stamp(before) == _stamp(start) == _stamp(end) and total == before.st_size):

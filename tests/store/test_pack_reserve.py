@@ -43,6 +43,8 @@ def test_big_file_pack_gives_back_what_it_reserved(tmp_path, monkeypatch):
     src.write_bytes(os.urandom(CHUNK_THRESHOLD * 3 + 12345))
     s = packed(tmp_path)
     oid = s.add_file(src)
+    open_pack = s.writer.packs[-1]
+    open_pack.reserve(open_pack.size + (8 << 20))  # as a file that shrank would leave it
     pack = next(s.pack_dir.glob("*.pack"))
     if packstore._fallocate is not None and _blocks_beyond(pack) < (1 << 20):
         pytest.skip("this filesystem does not reserve blocks with fallocate")
@@ -96,3 +98,26 @@ def test_big_stats_say_which_path_each_window_took(tmp_path, monkeypatch, pipeli
     put = lines[0]
     assert put["size"] == src.stat().st_size and put["one"] + put["two"] == 3
     assert put["two" if pipeline == "1" else "one"] == 3
+
+
+def test_a_big_put_reserves_its_size_at_its_first_group(tmp_path, monkeypatch):
+    """One reservation covers the whole file (no call per RESERVE step while it fits)."""
+    if packstore._fallocate is None:
+        pytest.skip("no fallocate here")
+    calls = []
+    real = packstore._fallocate
+
+    def counting(fd, mode, off, n):
+        calls.append((off, n))
+        return real(fd, mode, off, n)
+
+    monkeypatch.setattr(packstore, "_fallocate", counting)
+    monkeypatch.setattr(packstore, "RESERVE", 1 << 20)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(CHUNK_THRESHOLD * 4))
+    s = packed(tmp_path)
+    oid = s.add_file(src)
+    assert len(calls) <= 2 and calls[0][1] >= src.stat().st_size  # 1 MiB steps would be 16
+    s.sync()
+    assert packed(tmp_path).read_bytes(oid) == src.read_bytes()
+    assert s.writer.ahead == 0
