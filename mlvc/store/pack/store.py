@@ -112,11 +112,13 @@ class _OpenPack:
         self.reserved = 0  # blocks up to here are reserved (RESERVE), maybe past the end
 
     def reserve(self, end: int) -> None:
-        """Reserve blocks ``RESERVE`` at a time so that writes up to ``end`` find them."""
+        """Reserve blocks (``RESERVE`` at least) so that writes up to ``end`` find them,
+        from the first whole block past what was written (written pages are left alone)."""
         if _fallocate is not None and end > self.reserved:
-            n = max(RESERVE, end - self.reserved)
-            if _fallocate(self.fd, FALLOC_FL_KEEP_SIZE, self.reserved, n) == 0:
-                self.reserved += n
+            start = max(self.reserved, -(-self.size // 4096) * 4096)
+            n = max(RESERVE, end - start)
+            if _fallocate(self.fd, FALLOC_FL_KEEP_SIZE, start, n) == 0:
+                self.reserved = start + n
             else:  # a hint: unsupported or no space, the writes will say
                 self.reserved = 1 << 62
 
