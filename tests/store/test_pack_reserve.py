@@ -121,3 +121,48 @@ def test_a_big_put_reserves_its_size_at_its_first_group(tmp_path, monkeypatch):
     s.sync()
     assert packed(tmp_path).read_bytes(oid) == src.read_bytes()
     assert s.writer.ahead == 0
+
+
+@pytest.mark.parametrize("share", [1, 2, 3])
+@pytest.mark.parametrize("pipeline", ["1", "toggle"])
+def test_chunks_hashed_on_either_thread_give_the_same_ids_in_order(
+    tmp_path, monkeypatch, share, pipeline
+):
+    """The helper hashes one group in ``HASH_SHARE`` (all of them with 1): the chunk list,
+    the file's id and the pack's order are those of one thread cutting and hashing alone,
+    also when the path changes between windows."""
+    import itertools
+
+    import blake3
+
+    from mlvc.core.ids import ObjectId
+    from mlvc.store import odb
+
+    class Toggle:
+        def __init__(self):
+            self.answers = itertools.cycle([True, False, True, True, False])
+
+        def spare(self):
+            return next(self.answers)
+
+    rnd = __import__("random").Random(share)
+    part = rnd.randbytes(CHUNK_THRESHOLD)
+    data = part + rnd.randbytes(2 * CHUNK_THRESHOLD) + part + bytes(300_000) + b"end"
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    monkeypatch.setattr(odb, "WINDOW", 1 << 20)
+    monkeypatch.setattr(odb, "GROUP", 128 << 10)
+    monkeypatch.setattr(odb, "HASH_SHARE", share)
+    monkeypatch.setattr(odb, "PIPELINE", "1")
+    if pipeline == "toggle":
+        monkeypatch.setattr(odb, "pipeline_switch", Toggle)
+    s = packed(tmp_path)
+    oid = s.add_file(src)
+    s.sync()
+    want = [blake3.blake3(bytes(c)).digest() for c in odb.iter_chunks(src)]
+    assert bytes(oid) == blake3.blake3(data).digest()
+    assert [bytes(c) for c in s.children(oid)] == want
+    order = sorted((s.location(ObjectId(c))[1], c) for c in dict.fromkeys(want))
+    assert [c for _off, c in order] == list(dict.fromkeys(want))
+    fresh = packed(tmp_path)
+    assert fresh.read_bytes(oid) == data and fresh.check(oid) == []
