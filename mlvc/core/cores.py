@@ -5,8 +5,8 @@ and it counts this process's own earlier commands. This measures the present ins
 
 - at the start, the number of threads of other processes running this instant
   (``procs_running`` in ``/proc/stat`` less this process's running threads);
-- then, at most every ``EVERY`` seconds, the CPU the *other* processes used since the last
-  look: all CPUs' busy time from ``/proc/stat`` minus this process's own
+- then, at most every ``EVERY`` seconds (the first time after ``FIRST`` when the start said
+  no), the CPU the *other* processes used since the last look: all CPUs' busy time from ``/proc/stat`` minus this process's own
   (``time.process_time``), over the wall time between the looks.
 
 A helper is worth starting when the others leave at least ``SPARE`` of a core beside the one
@@ -19,6 +19,10 @@ import os
 import time
 
 EVERY = 0.2  # seconds between looks at /proc/stat (its counters tick every 10 ms)
+# A "no" from the first instant is looked at again this soon: a process running just then (a
+# kernel flusher, the shell that started this one) would otherwise keep a big commit on one
+# thread for EVERY seconds, ~300 MiB of a file. 50 ms is 10 ticks of 2 CPUs: coarse, enough.
+FIRST = 0.05
 SPARE = 0.5  # a helper pays when the others leave at least this much of a core free
 
 
@@ -72,6 +76,7 @@ class IdleWatch:
         self.last = _stat()
         self.at = time.monotonic()
         self.mine = time.process_time()
+        self.looks = 0  # looks at /proc/stat since the first
         if self.cpus < 2:
             self.answer = False
         elif self.last is None:
@@ -83,7 +88,7 @@ class IdleWatch:
         if self.last is None or self.cpus < 2:
             return self.answer
         now = time.monotonic()
-        if now - self.at < EVERY:
+        if now - self.at < (EVERY if self.looks or self.answer else FIRST):
             return self.answer
         got, mine = _stat(), time.process_time()
         if got is not None and got[1] > self.last[1]:
@@ -91,4 +96,5 @@ class IdleWatch:
             others = share * self.machine - (mine - self.mine) / (now - self.at)
             self.answer = others <= self.cpus - 1 - SPARE
             self.last, self.at, self.mine = got, now, mine
+            self.looks += 1
         return self.answer

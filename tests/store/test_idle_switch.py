@@ -78,3 +78,30 @@ def test_real_busy_processes_turn_the_helper_off(monkeypatch):
         for p in spin:
             p.kill()
             p.wait()
+
+
+def test_a_busy_first_instant_is_looked_at_again_soon(monkeypatch):
+    """Another process running at the very start (procs_running 3 with the caller) says no,
+    but only until the first look after FIRST, which measures the CPU used meanwhile; later
+    looks wait EVERY again."""
+    samples = iter([(0, 0, 3), (20, 200, 1)])
+    calls = []
+
+    def stat():
+        calls.append(1)
+        return next(samples)
+
+    monkeypatch.setattr(cores, "_stat", stat)
+    monkeypatch.setattr(cores, "_cpus", lambda: 2)
+    monkeypatch.setattr(cores, "_mine_running", lambda: 1)
+    monkeypatch.setattr(cores, "EVERY", 60.0)
+    monkeypatch.setattr(cores, "FIRST", 0.01)
+    watch = cores.IdleWatch()
+    watch.machine = 2
+    assert watch.spare() is False  # two others running at the start
+    time.sleep(0.02)
+    watch.mine = time.process_time()
+    assert watch.spare() is True  # 10% of 2 CPUs busy since: a core is free
+    for _ in range(50):
+        watch.spare()
+    assert len(calls) == 2  # the next look waits EVERY
