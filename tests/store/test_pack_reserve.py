@@ -166,3 +166,29 @@ def test_chunks_hashed_on_either_thread_give_the_same_ids_in_order(
     assert [c for _off, c in order] == list(dict.fromkeys(want))
     fresh = packed(tmp_path)
     assert fresh.read_bytes(oid) == data and fresh.check(oid) == []
+
+
+def test_a_big_put_across_packs_reserves_once_per_pack(tmp_path, monkeypatch):
+    if packstore._fallocate is None:
+        pytest.skip("no fallocate here")
+    calls = []
+    real = packstore._fallocate
+
+    def counting(fd, mode, off, n):
+        calls.append((fd, off, n))
+        return real(fd, mode, off, n)
+
+    monkeypatch.setattr(packstore, "_fallocate", counting)
+    monkeypatch.setattr(packstore, "RESERVE", 256 << 10)
+    monkeypatch.setattr(packstore, "PACK_MAX", 6 << 20)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(CHUNK_THRESHOLD * 4 + 777))  # 16 MiB: three packs
+    s = packed(tmp_path)
+    oid = s.add_file(src)
+    packs = len(s.writer.packs)
+    assert packs >= 3 and len(calls) <= packs + 1  # 256 KiB steps would be ~64
+    s.sync()
+    fresh = packed(tmp_path)
+    assert fresh.read_bytes(oid) == src.read_bytes() and fresh.check_packs() == []
+    for pack in fresh.pack_dir.glob("*.pack"):
+        assert _blocks_beyond(pack) < 64 << 10

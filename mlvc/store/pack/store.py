@@ -163,7 +163,8 @@ class PackWriter:
 
     def expect(self, n: int) -> None:
         """A big file of ``n`` bytes is about to be appended: its first group reserves the
-        blocks for all of it (within PACK_MAX) in one call."""
+        blocks for all of it (within PACK_MAX) in one call, and the first group in each
+        next pack (past PACK_MAX) for what is left of it."""
         with self.lock:
             self.ahead = n
 
@@ -209,6 +210,7 @@ class PackWriter:
             p, pack = self._open_pack(), len(self.packs) - 1
             p.size += len(p.buf)
             parts, at = [p.buf], p.size
+            parts_at = at
             for oid, tag, payload in records:
                 if oid in self.pending:
                     continue
@@ -217,7 +219,7 @@ class PackWriter:
                 parts += (HEAD.pack(oid, n) + tag, payload)
                 at += HEAD.size + n
             p.reserve(min(at + self.ahead, max(at, PACK_MAX + (1 << 20))))
-            self.ahead = 0
+            self.ahead = max(0, self.ahead - (at - parts_at))  # the rest: the next pack's
             write_all(p.fd, parts)
             p.buf = bytearray()
             p.size = at
