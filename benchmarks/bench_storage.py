@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_faults import processes_under  # noqa: E402
+
 BIN = Path(sys.executable).parent
 MLVC = str(BIN / "mlvc")
 DVC = str(HERE / ".peers-venv" / "bin" / "dvc")
@@ -56,7 +60,7 @@ TIME = "/usr/bin/time"  # GNU time: its small RSS is what a child inherits at ex
 CPU: list[float] = []  # user + system seconds of the last command run (GNU time), if known
 
 
-WORK_DIR = b""  # this run's temp folder: only index workers of its repositories are waited for
+WORK_DIR: Path | None = None  # this run's temp folder: only its index workers are waited for
 
 
 def settle_workers(timeout: float = 60.0) -> None:
@@ -65,20 +69,8 @@ def settle_workers(timeout: float = 60.0) -> None:
     cores with the next timed command and take a core from whichever code ran right after
     (the repetitions' spread; the other code's commit came ~0.3 s after this code's)."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        busy = False
-        for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if b"mlvc.index.worker" in cmd and WORK_DIR and WORK_DIR in cmd:
-                busy = True
-                break
-        if not busy:
+    while WORK_DIR and processes_under(WORK_DIR, "mlvc.index.worker"):
+        if time.monotonic() > end:
             return
         time.sleep(0.05)
 
@@ -613,7 +605,7 @@ def main() -> None:
     reps = 1 if args.quick else args.reps
     tmp = Path(tempfile.mkdtemp(prefix="mlvc-bench-storage-", dir=args.dir))
     global WORK_DIR
-    WORK_DIR = os.fsencode(tmp)
+    WORK_DIR = tmp
     report = [
         f"## Storage (issue 4) — {time.strftime('%Y-%m-%d')}",
         "",

@@ -100,18 +100,24 @@ def test_big_stats_say_which_path_each_window_took(tmp_path, monkeypatch, pipeli
     assert put["two" if pipeline == "1" else "one"] == 3
 
 
-def test_a_big_put_reserves_its_size_at_its_first_group(tmp_path, monkeypatch):
-    """One reservation covers the whole file (no call per RESERVE step while it fits)."""
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """The (offset, length) of every fallocate the pack writer makes."""
     if packstore._fallocate is None:
         pytest.skip("no fallocate here")
-    calls = []
+    made = []
     real = packstore._fallocate
 
     def counting(fd, mode, off, n):
-        calls.append((off, n))
+        made.append((off, n))
         return real(fd, mode, off, n)
 
     monkeypatch.setattr(packstore, "_fallocate", counting)
+    return made
+
+
+def test_a_big_put_reserves_its_size_at_its_first_group(tmp_path, monkeypatch, calls):
+    """One reservation covers the whole file (no call per RESERVE step while it fits)."""
     monkeypatch.setattr(packstore, "RESERVE", 1 << 20)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(CHUNK_THRESHOLD * 4))
@@ -168,17 +174,7 @@ def test_chunks_hashed_on_either_thread_give_the_same_ids_in_order(
     assert fresh.read_bytes(oid) == data and fresh.check(oid) == []
 
 
-def test_a_big_put_across_packs_reserves_once_per_pack(tmp_path, monkeypatch):
-    if packstore._fallocate is None:
-        pytest.skip("no fallocate here")
-    calls = []
-    real = packstore._fallocate
-
-    def counting(fd, mode, off, n):
-        calls.append((fd, off, n))
-        return real(fd, mode, off, n)
-
-    monkeypatch.setattr(packstore, "_fallocate", counting)
+def test_a_big_put_across_packs_reserves_once_per_pack(tmp_path, monkeypatch, calls):
     monkeypatch.setattr(packstore, "RESERVE", 256 << 10)
     monkeypatch.setattr(packstore, "PACK_MAX", 6 << 20)
     src = tmp_path / "big.bin"
