@@ -353,7 +353,10 @@ def _capture_inputs(
                 git["patch"] = store.add_bytes(git["patch"].encode()).hex
         env_id = None
         if env:
-            env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
+            found = capture_env(
+                root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
+            )
+            env_id = write_object(store, Env(found))
         data_tree = data.result()
     return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
 
