@@ -722,12 +722,11 @@ def _write_intent(folder: Path, name: str, intent: Any, sync_folder: bool = True
     """Write ``publishing/<name>``: temp file, fsync, rename, then (``sync_folder``) an
     fsync of the folder; one run's intent leaves that to the refs' sync after it, as it
     always has."""
-    import secrets
 
     from ..core.durable import fsync_dir
 
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(intent, sort_keys=True))
         f.flush()
