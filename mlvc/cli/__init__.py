@@ -86,7 +86,8 @@ class MlvcGroup(click.Group):
         try:
             super().main(None, *rest, standalone_mode=True, **kwargs)
         except SystemExit as e:
-            _exit_now(e)
+            if _ran[-1:] and _ran[-1] in FAST_EXIT:
+                _exit_now(e)
             raise
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -122,6 +123,13 @@ class MlvcGroup(click.Group):
             ctx.exit(130)
         finally:
             logging.getLogger("mlvc").removeHandler(handler)
+            _ran.append(ctx.invoked_subcommand)
+
+
+# the commands a process ends with _exit_now after (their paths audited: no file object
+# left for teardown to flush, no DuckDB connection, no pool); others end the ordinary way
+FAST_EXIT = frozenset({"commit", "status", "log", "show", "diff", "runs"})
+_ran: list[str | None] = []  # the command the top-level group invoked
 
 
 def _exit_now(done: SystemExit) -> None:

@@ -47,10 +47,11 @@ def probe(cwd, setup: str, *args: str, env=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "args, code, out",
     [
-        (["--version"], 0, "mlvc, version"),
         (["log", "-n", "1"], 0, "first"),
+        (["status"], 0, ""),
         (["show", "nosuchrun"], None, ""),  # an MlvcError: its own exit code
-        (["commit", "--no-such-option"], 2, ""),  # click's usage error
+        (["diff", "HEAD", "HEAD"], 0, "no differences"),
+        (["commit", "--no-such-option"], 2, ""),  # click's usage error, nothing done
     ],
 )
 def test_output_exit_code_and_atexit_hooks_are_kept(project, args, code, out):
@@ -72,9 +73,17 @@ def test_output_exit_code_and_atexit_hooks_are_kept(project, args, code, out):
 
 
 def test_a_running_thread_that_is_not_a_daemon_is_waited_for(project):
-    r = probe(project, "thread", "--version")
-    assert r.returncode == 0 and "mlvc, version" in r.stdout
+    subprocess.run([sys.executable, "-m", "mlvc", "commit", "-q", "-m", "first"], check=True)
+    r = probe(project, "thread", "log")
+    assert r.returncode == 0 and "first" in r.stdout
     assert "teardown" in r.stderr  # the ordinary exit: it joins the thread
+
+
+@pytest.mark.parametrize("args", [["--version"], ["du"], ["no-such-command"]])
+def test_other_commands_end_the_ordinary_way(project, args):
+    r = probe(project, "", *args)
+    assert "teardown" in r.stderr and r.stderr.count("atexit hook") == 1
+    assert r.returncode == (2 if "no-such" in args[0] else 0)
 
 
 def test_a_commit_ended_fast_is_complete(project):
