@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .git import strip_credentials
 
@@ -63,6 +64,8 @@ def capture_env(
     variables: Iterable[str] | None = None,
     files: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
+    cache: Path | None = None,
+    tmp: Path | None = None,
 ) -> dict:
     """The environment of this process, for a project at root, as a nested plain dict.
 
@@ -82,10 +85,16 @@ def capture_env(
     ``files`` names more requirement files (project-relative, e.g. from ``[environment]``)
     to capture besides the root-level ones; ``environ`` is the environment the run's process
     gets (default: this process's).
+
+    ``cache`` is a file where what was read of each distribution is kept with the stat data
+    of what it was read from (``DistCache``; ``tmp`` is where its temp file is written,
+    default its folder): the result is the same as without it.
     """
     from .._version import __version__
 
-    packages, sources, installers, site_of = _distributions()
+    packages, sources, installers, site_of = _distributions(
+        DistCache(cache, tmp) if cache is not None else None
+    )
     requirements, skipped = _requirements(Path(root), files)
     return {
         "python": _python(),
@@ -141,36 +150,52 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _distributions() -> tuple[dict, dict, dict, dict]:
+def _distributions(cache: DistCache | None = None) -> tuple[dict, dict, dict, dict]:
     """Every installed distribution on sys.path, first one wins as for imports.
 
     Returns (name -> version, name -> install source, name -> installer, name -> folder
     it was found in). The installer is what the INSTALLER file says (pip, uv, conda...),
-    "" when there is none (eggs, hand-copied folders).
+    "" when there is none (eggs, hand-copied folders). With a ``cache``, folders and
+    distributions whose stat data did not change since it was written are not read again.
     """
     packages: dict[str, str] = {}
     sources: dict[str, dict] = {}
     installers: dict[str, str] = {}
     site_of: dict[str, str] = {}
-    for entry in sys.path:
-        folder = entry or "."
-        for meta_dir, header in _metadata_dirs(folder):
-            name, version = _name_version(header)
-            if not name or normalize_name(name) in packages:
-                continue
-            name = normalize_name(name)
-            packages[name] = version
-            site_of[name] = folder
-            installers[name] = _installer(meta_dir)
-            source = _source(meta_dir, installers[name])
-            if source:
-                sources[name] = source
+    if cache is not None:
+        cache.load()
+    try:
+        _scan(cache, packages, sources, installers, site_of)
+    except BaseException:
+        if cache is not None:
+            cache.discard()
+        raise
+    if cache is not None:
+        cache.save()
     return (
         dict(sorted(packages.items())),
         dict(sorted(sources.items())),
         dict(sorted(installers.items())),
         site_of,
     )
+
+
+def _scan(cache: DistCache | None, packages, sources, installers, site_of) -> None:
+    for entry in sys.path:
+        folder = entry or "."
+        listing = _metadata_dirs(folder) if cache is None else cache.listing(folder)
+        for meta_dir, header in listing:
+            if cache is None:
+                name, version, installer, source = _read_dist(meta_dir, header, packages)
+            else:
+                name, version, installer, source = cache.dist(meta_dir, header, packages)
+            if not name:
+                continue
+            packages[name] = version
+            site_of[name] = folder
+            installers[name] = installer
+            if source:
+                sources[name] = source
 
 
 def _metadata_dirs(folder: str) -> list[tuple[str, str]]:
@@ -189,6 +214,169 @@ def _metadata_dirs(folder: str) -> list[tuple[str, str]]:
             header = os.path.join(path, "PKG-INFO") if os.path.isdir(path) else path
             found.append((path, header))
     return found
+
+
+def _read_dist(meta_dir: str, header: str, seen: Mapping | None = None) -> tuple:
+    """(normalized name, version, installer, install source or None) of one distribution;
+    the name is "" when there is none or it is in ``seen`` (an earlier folder won)."""
+    name, version = _name_version(header)
+    if not name or normalize_name(name) in (seen or {}):
+        return "", "", "", None
+    installer = _installer(meta_dir)
+    return normalize_name(name), version, installer, _source(meta_dir, installer)
+
+
+class DistCache:
+    """What ``_distributions`` read, kept in a file between captures and trusted only where
+    the stat data of everything it was read from is unchanged.
+
+    The file (JSON, replaced by temp file + rename; a cache, so not fsynced) holds the
+    filesystem clock of its writing and, per sys.path folder, the folder's stat data with
+    its list of metadata folders, and per distribution the stat data of the files read
+    (metadata header, INSTALLER, direct_url.json; absent ones as null) with what was read:
+    (name, version, installer, source). Stat data is (size, mtime_ns, inode, ctime_ns).
+    Racy entries (git's "racy clean"): one whose mtime or ctime is not older than the clock
+    of the cache it came from could have changed again within the same tick, so it is read
+    again. A file that is unreadable or not well formed is ignored whole."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path, tmp: Path | None = None):
+        self.path = Path(path)
+        self.tmp = Path(tmp) if tmp is not None else self.path.parent
+        self.clock = 0  # the loaded cache's clock: entries at or after it are not trusted
+        self.folders: dict[str, list] = {}
+        self.dists: dict[str, list] = {}
+        self.new_folders: dict[str, list] = {}
+        self.new_dists: dict[str, list] = {}
+        self.changed = False
+        self.fd: int | None = None  # the temp file, made before the first read (its clock)
+        self.new_clock = 0
+
+    def load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read())
+            if not isinstance(doc, dict) or doc.get("version") != self.VERSION:
+                raise ValueError("another version")
+            clock, folders, dists = doc["clock"], doc["folders"], doc["dists"]
+            if not isinstance(clock, int) or not isinstance(folders, dict):
+                raise ValueError("not well formed")
+            if not isinstance(dists, dict):
+                raise ValueError("not well formed")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            self.changed = True
+            return
+        self.clock, self.folders, self.dists = clock, folders, dists
+
+    def _stat(self, path: str) -> list | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+    def _trusted(self, old: Any, now: list) -> bool:
+        """Whether stat data ``now`` (each a list or None) matches the cached ``old`` and
+        was not racy when it was cached."""
+        if old != now:
+            return False
+        clock = self.clock
+        return all(s is None or (s[1] < clock and s[3] < clock) for s in now)
+
+    def _reading(self) -> None:
+        """Before the first read: the temp file whose mtime is the new cache's clock."""
+        if self.new_clock:
+            return
+        self.changed = True
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            name = self.tmp / f"dists.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+            self.fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.tmp_name = name
+            self.new_clock = os.fstat(self.fd).st_mtime_ns
+        except OSError:
+            self.fd = None
+            self.new_clock = -1  # nothing can be saved
+
+    def listing(self, folder: str) -> list[tuple[str, str]]:
+        key = os.path.abspath(folder)
+        now = [self._stat(folder)]
+        old = self.folders.get(key)
+        if isinstance(old, list) and len(old) == 2 and self._trusted(old[0], now):
+            listing = old[1]
+            if isinstance(listing, list) and all(
+                isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x)
+                for x in listing
+            ):
+                self.new_folders[key] = old
+                return [(a, b) for a, b in listing]
+        self._reading()
+        found = _metadata_dirs(folder)
+        self.new_folders[key] = [now, [list(x) for x in found]]
+        return found
+
+    def dist(self, meta_dir: str, header: str, seen: Mapping) -> tuple:
+        key = os.path.abspath(meta_dir)
+        paths = (header, os.path.join(meta_dir, "INSTALLER"))
+        paths += (os.path.join(meta_dir, "direct_url.json"),)
+        now = [self._stat(p) for p in paths]
+        old = self.dists.get(key)
+        fits = isinstance(old, list) and len(old) == 3 and old[0] == header
+        if fits and self._trusted(old[1], now) and _well_formed(old[2]):
+            self.new_dists[key] = old
+            name, version, installer, source = old[2]
+            if not name or name in seen:
+                return "", "", "", None
+            return name, version, installer, source
+        self._reading()
+        # read whatever the name says (seen or not): the entry holds for the next capture
+        read = _read_dist(meta_dir, header)
+        self.new_dists[key] = [header, now, list(read)]
+        if not read[0] or read[0] in seen:
+            return "", "", "", None
+        return read
+
+    def save(self) -> None:
+        """Write the cache if anything was read (temp file + rename); never raises."""
+        if not self.changed and self.new_folders.keys() == self.folders.keys():
+            return
+        self._reading()
+        if self.fd is None:
+            return
+        doc = {
+            "version": self.VERSION,
+            "clock": self.new_clock,
+            "folders": self.new_folders,
+            "dists": self.new_dists,
+        }
+        try:
+            with os.fdopen(self.fd, "wb") as f:
+                self.fd = None
+                f.write(json.dumps(doc, sort_keys=True).encode())
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp_name, self.path)
+        except OSError:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temp file, if one was made (a failed scan saves nothing)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.new_clock:
+            try:
+                os.unlink(self.tmp_name)
+            except (OSError, AttributeError):
+                pass
+
+
+def _well_formed(read: Any) -> bool:
+    if not isinstance(read, list) or len(read) != 4:
+        return False
+    name, version, installer, source = read
+    strings = all(isinstance(x, str) for x in (name, version, installer))
+    return strings and (source is None or isinstance(source, dict))
 
 
 def _name_version(header: str) -> tuple[str, str]:

@@ -78,6 +78,18 @@ class MlvcGroup(click.Group):
     """Maps library errors to one-line messages and exit codes, and library warnings to one
     line each on stderr."""
 
+    def main(self, args=None, *rest, standalone_mode: bool = True, **kwargs):
+        """click's main; a process started from the command line then ends through
+        ``_exit_now`` (no interpreter teardown) when that is safe."""
+        if args is not None or not standalone_mode:  # CliRunner, or a caller wanting a value
+            return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
+        try:
+            super().main(None, *rest, standalone_mode=True, **kwargs)
+        except SystemExit as e:
+            if _ran[-1:] and _ran[-1] in FAST_EXIT:
+                _exit_now(e)
+            raise
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
@@ -111,6 +123,43 @@ class MlvcGroup(click.Group):
             ctx.exit(130)
         finally:
             logging.getLogger("mlvc").removeHandler(handler)
+            _ran.append(ctx.invoked_subcommand)
+
+
+# the commands a process ends with _exit_now after (their paths audited: no file object
+# left for teardown to flush, no DuckDB connection, no pool); others end the ordinary way
+FAST_EXIT = frozenset({"commit", "status", "log", "show", "diff", "runs"})
+_ran: list[str | None] = []  # the command the top-level group invoked
+
+
+def _exit_now(done: SystemExit) -> None:
+    """End the process with ``done``'s exit code without the interpreter's teardown (freeing
+    every module and object: ~15 ms of CPU after a commit's output), once what teardown does
+    that matters is done: the atexit hooks (packs, open fluent runs, logging, finalizers of
+    temporary files) and flushing stdout and stderr. Returns, so the caller ends the ordinary
+    way, when teardown may do more: an exit code that is not a number (printed by Python), a
+    thread that is not a daemon still running (Python waits for it), DuckDB loaded (a
+    connection left open checkpoints as it is freed), or a flush that fails (Python reports
+    it and exits 120)."""
+    import atexit
+    import threading
+
+    code = done.code
+    if code is not None and not isinstance(code, int):
+        return
+    if "duckdb" in sys.modules:
+        return
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code or 0)
 
 
 def _interruption(e: BaseException) -> bool:

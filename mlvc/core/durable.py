@@ -4,7 +4,6 @@ a temporary file, fsync, rename over the target, fsync of the folder."""
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 
@@ -32,7 +31,7 @@ def replace_file(
     (a secret is never readable by others, even for a moment). ``sync=False`` when the caller
     makes it durable otherwise (a later filesystem sync) or may lose it."""
     folder = tmp_dir if tmp_dir is not None else path.parent
-    tmp = folder / f"{tmp_prefix or '.' + path.name + '.'}{os.getpid()}-{secrets.token_hex(6)}"
+    tmp = folder / f"{tmp_prefix or '.' + path.name + '.'}{os.getpid()}-{os.urandom(6).hex()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as f:

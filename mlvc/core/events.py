@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ _TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 def new_id(us: int | None = None) -> str:
     """A fresh event id for the time ``us`` (µs since the epoch; default: now)."""
     us = time.time_ns() // 1000 if us is None else us
-    return f"evt_{us:016x}{secrets.token_hex(4)}"
+    return f"evt_{us:016x}{os.urandom(4).hex()}"
 
 
 def id_time_us(event_id: str) -> int:

@@ -16,6 +16,8 @@ on-disk format has one owner (as restic's backend layout does)::
       cache/envs/         virtualenvs rebuilt by `reproduce --env recorded`, by env id
                           (<id>/ and <id>.lock; mlvc.exec.envcache)
       statcache           path -> (stat, id) of project files (a cache)
+      cache/dists         what the environment capture read of each installed distribution,
+                          with the stat data it was read from (a cache; mlvc.capture.env)
       runlist             one JSON line per run: what `mlvc log` shows (a cache of run objects)
       only-checkouts      sections checked out with --only since HEAD
       remotes/<name>/     a remote's cached .idx/.runs files and the refs last seen there
@@ -71,6 +73,7 @@ class Layout:
     cache_files = property(lambda self: self.dir / "cache" / "files")
     cache_envs = property(lambda self: self.dir / "cache" / "envs")
     statcache = property(lambda self: self.dir / "statcache")
+    dists = property(lambda self: self.dir / "cache" / "dists")
     runlist = property(lambda self: self.dir / "runlist")
     only_checkouts = property(lambda self: self.dir / "only-checkouts")
     gc_lock = property(lambda self: self.dir / "gc.lock")

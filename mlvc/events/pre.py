@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlvcError
-from ..refs import registry
 from .hooks import run_pre
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ def alias(ctx: RepoContext, name: str, alias: str, to: int | str | None, who: st
     version (``from``; None: new) to ``to`` (None: deleted)."""
     if not (ctx.layout.hooks / "pre-alias").exists():
         return
+    from ..refs import registry  # here: a commit's pre-commit call does not need it
+
     previous = registry.aliases(ctx.refs, name).get(alias)
     target = int(to) if isinstance(to, str) and to.isdigit() else to
     data = {"model": name, "alias": alias, "from": previous, "to": target, "by": who}

@@ -20,7 +20,6 @@ import heapq
 import json
 import logging
 import os
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -183,7 +182,7 @@ def _append(path: Path, rows: list[list]) -> None:
 
 def _rewrite(path: Path, rows: list[list]) -> None:
     """The run list holding only ``rows`` (temp file + rename; a cache, so no fsync)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:
         tmp.write_bytes(_encode(rows))
         os.replace(tmp, path)

@@ -27,7 +27,6 @@ import fcntl
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -379,7 +378,7 @@ class RefStore:
     def add_run(self, oid: ObjectId) -> None:
         """Record a run as existing; creation only, so no lock is needed."""
         path = self.dir / "refs" / "runs" / oid.hex
-        tmp = path.with_name(f".{oid.hex}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{oid.hex}.{os.urandom(4).hex()}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:

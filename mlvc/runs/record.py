@@ -353,7 +353,10 @@ def _capture_inputs(
                 git["patch"] = store.add_bytes(git["patch"].encode()).hex
         env_id = None
         if env:
-            env_id = write_object(store, Env(capture_env(root, cfg.env_variables, cfg.env_files)))
+            found = capture_env(
+                root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
+            )
+            env_id = write_object(store, Env(found))
         data_tree = data.result()
     return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
 
@@ -719,12 +722,11 @@ def _write_intent(folder: Path, name: str, intent: Any, sync_folder: bool = True
     """Write ``publishing/<name>``: temp file, fsync, rename, then (``sync_folder``) an
     fsync of the folder; one run's intent leaves that to the refs' sync after it, as it
     always has."""
-    import secrets
 
     from ..core.durable import fsync_dir
 
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(intent, sort_keys=True))
         f.flush()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
-import secrets
 import threading
 import time
 import warnings
@@ -575,7 +574,7 @@ class LocalStore(_RecordStore):
 
     def _put_record(self, oid, tag, payload):
         dest = self._path(oid)
-        tmp = self.tmp / f"obj-{os.getpid()}-{secrets.token_hex(8)}"
+        tmp = self.tmp / f"obj-{os.getpid()}-{os.urandom(8).hex()}"
         self.tmp.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(tag)

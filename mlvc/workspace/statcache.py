@@ -31,7 +31,6 @@ they age. The filesystem's clock, not the system's, so network filesystems are h
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 from pathlib import Path
 
@@ -123,7 +122,7 @@ class StatCache:
     def begin(self) -> None:
         """Read the filesystem's clock; files modified at or after it are not cached."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        marker = self.tmp / f"clock-{os.getpid()}-{secrets.token_hex(4)}"
+        marker = self.tmp / f"clock-{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, b"x")
@@ -187,7 +186,7 @@ class StatCache:
         with self._lock:
             data = _encode(self._files, self._trees or {})
             self.tmp.mkdir(parents=True, exist_ok=True)
-            tmp = self.tmp / f"statcache-{os.getpid()}-{secrets.token_hex(4)}"
+            tmp = self.tmp / f"statcache-{os.getpid()}-{os.urandom(4).hex()}"
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.write(blake3.blake3(data).digest())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -135,7 +134,7 @@ def write_index(
     h = blake3.blake3(head)
     h.update(ids)
     h.update(locs)
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         write_all(fd, [head, ids, locs, h.digest()])

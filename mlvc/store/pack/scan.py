@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +119,7 @@ def index_scan(folder: Path, scan: Scan) -> Path | None:
         return None
     name = scan.path.name
     entries = sorted((oid, name, off, n) for oid, off, n in scan.entries)
-    idx = f"pack-{secrets.token_hex(16)}.idx"
+    idx = f"pack-{os.urandom(16).hex()}.idx"
     return write_index(folder, idx, [(name, scan.end)], entries, durable=True)
 
 

@@ -29,7 +29,6 @@ import atexit
 import fcntl
 import heapq
 import os
-import secrets
 import struct
 import threading
 import time
@@ -102,7 +101,7 @@ def _preallocate(fd: int, size: int) -> None:
 
 class _OpenPack:
     def __init__(self, folder: Path):
-        self.name = f"pack-{secrets.token_hex(16)}.pack"
+        self.name = f"pack-{os.urandom(16).hex()}.pack"
         folder.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(folder / self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
         self.size = 0
@@ -609,7 +608,7 @@ class PackedStore(LocalStore):
                 if p in ok:
                     packs.setdefault(p, idx.sizes[i])
             streams.append(_kept(idx, ok, keep))
-        name = f"pack-{secrets.token_hex(16)}.idx"
+        name = f"pack-{os.urandom(16).hex()}.idx"
         merged = heapq.merge(*streams, key=lambda e: e[0])
         path = write_index(self.pack_dir, name, list(packs.items()), merged, durable=True)
         sync_filesystem(self.pack_dir)
