@@ -102,8 +102,12 @@ class _Decoder(_Rows):
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
             _git_dirty(git), _hex(run.reproduces), _experiment(run.extra),
         ))  # fmt: skip
+        params = self.rows["params"]
         for key, value in sorted(run.params.items()):
-            self.rows["params"].append((rid, key, *_param(value)))
+            if type(value) is float:  # most params: _param's answer without the call
+                params.append((rid, key, repr(value), value, "float"))
+            else:
+                params.append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
         if isinstance(run.extra.get("live_key"), str):  # run:<live key>/... URIs resolve by it
