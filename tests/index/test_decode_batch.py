@@ -133,3 +133,21 @@ def test_rebuild_of_mixed_blobs_in_workers(repo, monkeypatch, workers):
     rebuilt = Index(repo.dir, repo.store, repo.refs, workers=workers, settings=repo.settings)
     assert rebuilt.rebuild() == len(kinds)
     assert dump(index) == alone
+
+
+def test_workers_run_this_mlvc_whatever_the_working_directory_holds(repo, monkeypatch, tmp_path):
+    """An ``mlvc`` folder in the working directory (another checkout) is not what decodes."""
+    commit_runs(repo, ["ipc", "parquet", "none"])
+    index = index_of(repo)
+    alone = dump(index)
+    impostor = tmp_path / "elsewhere" / "mlvc" / "index"
+    impostor.mkdir(parents=True)
+    (impostor.parent / "__init__.py").write_text("")
+    (impostor / "__init__.py").write_text("")
+    (impostor / "pool.py").write_text("raise SystemExit('the wrong mlvc')\n")
+    monkeypatch.chdir(impostor.parent.parent)
+    monkeypatch.setattr("mlvc.index.ingest.BATCH_RUNS", 1)
+    monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
+    rebuilt = Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings)
+    assert rebuilt.rebuild() == 3
+    assert dump(index) == alone
