@@ -1,6 +1,8 @@
 """Index benchmarks (issue 16, items 4-5), each beside a baseline timed in the same run.
 
-Run as ``.venv/bin/python benchmarks/bench_index.py [--runs 10000] [--reuse DIR] [--reps 3]``.
+Run as ``.venv/bin/python benchmarks/bench_index.py [--runs 10000] [--reuse DIR] [--reps 3]
+[--compare /work/main/.venv/bin/python]`` (``--compare``: the rebuilds of section 1 also
+with another checkout's interpreter, alternately, and their ratios pair by pair).
 Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
 
 1. Rebuild of N synthetic runs (20 params, 5 metrics x 100 steps; bench_tracking's values),
@@ -62,9 +64,11 @@ def runq() -> float:
     return total / 1e9
 
 
-def child(*args) -> dict:
+def child(*args, python: str = PYTHON) -> dict:
+    """A child step run by ``python`` (another checkout's venv with ``--compare``: its own
+    mlvc answers the same public calls)."""
     out = subprocess.run(
-        [PYTHON, SELF, "--child", *map(str, args)], capture_output=True, text=True, check=False
+        [python, SELF, "--child", *map(str, args)], capture_output=True, text=True, check=False
     )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
@@ -84,9 +88,12 @@ def child_rebuild(root: str) -> dict:
     from mlvc import Repo
 
     repo = Repo(root)
+    s0 = resource.getrusage(resource.RUSAGE_SELF)
     c0, t0, q0 = cpu(), time.perf_counter(), runq()
     n = repo.rebuild_index()
     out = {"runs": n, "wall": time.perf_counter() - t0, "cpu": cpu() - c0, "runq": runq() - q0}
+    s1 = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_self"] = s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime  # workers apart
     tables = {
         t: repo.query(f"SELECT * FROM {t}")
         for t in ("runs", "params", "metrics", "metric_summary", "tree_files", "env_packages")
@@ -256,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs before)",
     )  # fmt: skip
     ap.add_argument("--dir", default=None)
+    ap.add_argument(
+        "--compare", default=None, metavar="PYTHON",
+        help="also rebuild with this interpreter (e.g. main's venv), alternating (section 1)",
+    )  # fmt: skip
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -281,10 +292,14 @@ def main(argv: list[str] | None = None) -> int:
                 "| series blobs | | wall s | CPU s | ratio wall | ratio CPU |",
                 "| --- | --- | --- | --- | --- | --- |",
             ]
-            waits = []
+            waits, compared = [], []
             for fmt in formats:
                 log(f"[1] rebuild ({fmt})")
-                res = [child("rebuild", roots[fmt]) for _ in range(args.reps)]
+                res, other = [], []
+                for _ in range(args.reps):  # alternately, so both meet the same load
+                    res.append(child("rebuild", roots[fmt]))
+                    if args.compare:
+                        other.append(child("rebuild", roots[fmt], python=args.compare))
                 walls, cpus = [r["wall"] for r in res], [r["cpu"] for r in res]
                 lines += [
                     f"| {FORMATS.get(fmt, fmt)} | `Repo.rebuild_index()` | {spread(walls)} | "
@@ -294,6 +309,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"{spread([r['base_wall'] for r in res])} | "
                     f"{spread([r['base_cpu'] for r in res])} | 1 | 1 |",
                 ]
+                if other:
+                    lines.append(
+                        f"| | `--compare` ({args.compare}) | {spread([r['wall'] for r in other])}"
+                        f" | {spread([r['cpu'] for r in other])} | "
+                        f"{spread([r['wall'] / r['base_wall'] for r in other])} | "
+                        f"{spread([r['cpu'] / r['base_cpu'] for r in other])} |"
+                    )
+                    pairs = list(zip(res, other, strict=True))
+                    compared.append(
+                        f"{fmt}: wall {spread([a['wall'] / b['wall'] for a, b in pairs])}"
+                        f", CPU {spread([a['cpu'] / b['cpu'] for a, b in pairs])}"
+                        f" (rebuilding process {spread([r['cpu_self'] for r in res])} s vs "
+                        f"{spread([r.get('cpu_self', 0) for r in other])} s)"
+                    )
                 waits.append(f"{fmt} {spread([r['runq'] for r in res])} s")
             lines += [
                 "",
@@ -302,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 + ".",
                 "",
             ]
+            if compared:
+                lines += ["This run / `--compare`, pair by pair: " + "; ".join(compared) + ".", ""]
         if 2 in only:
             log("[2] a new key")
             r = child("newkey", root, max(args.reps, 5))

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 
 from ..core.ahead import ordered
 from ..core.ids import ObjectId
-from ..core.objects import is_number
+from ..core.objects import Run, is_number
 from ..core.series_blob import read_series
 from ..errors import MlvcError
-from ..store.typed import read_env, read_run, walk
+from ..store.odb import LocalStore
+from ..store.typed import decode_object, read_env, walk
 from .schema import RUN_ROWS, SHARED_ROWS
 
 READ_THREADS = 8  # object reads in flight while decoding: the disk, not the CPU, is the limit
@@ -101,8 +102,12 @@ class _Decoder(_Rows):
             _hex(run.env), _text(git.get("commit")), _text(git.get("branch")),
             _git_dirty(git), _hex(run.reproduces), _experiment(run.extra),
         ))  # fmt: skip
+        params = self.rows["params"]
         for key, value in sorted(run.params.items()):
-            self.rows["params"].append((rid, key, *_param(value)))
+            if type(value) is float:  # most params: _param's answer without the call
+                params.append((rid, key, repr(value), value, "float"))
+            else:
+                params.append((rid, key, *_param(value)))
         for key, value in sorted(run.tags.items()):
             self.rows["tags"].append((rid, key, _text(value)))
         if isinstance(run.extra.get("live_key"), str):  # run:<live key>/... URIs resolve by it
@@ -130,17 +135,14 @@ class _Decoder(_Rows):
         ``series_levels``, series.py)."""
         import pyarrow as pa
 
-        from .series import level_points
+        from .series import LEVEL_MIN_POINTS, level_points
         from .summary import summarize
 
         rids = [rid for rid, _ in self.series]
         lengths = [len(t) for _, t in self.series]
         points = self._points()
         summary = summarize(rids, lengths, points, self.summary_schema)
-        has_series = set(zip(summary.column("run_id").to_pylist(),
-                             summary.column("key").to_pylist(), strict=True))  # fmt: skip
-        final = [r for r in self.rows["metrics"] if (r[0], r[1]) not in has_series]
-        self.rows["metrics"] = final
+        final = self.rows["metrics"] = _without_series(self.rows["metrics"], summary)
         if final:  # a final metric alone is its summary: its value is last, min and max
             run_ids, keys, _, _, values = zip(*final, strict=True)
             finite = [None if math.isnan(v) else v for v in values]
@@ -155,16 +157,26 @@ class _Decoder(_Rows):
             **super().tables(),
             "series": self._series_points(rids, lengths, points),
             "metric_summary": summary,
-            "levels": level_points(self.series),
+            "levels": level_points(
+                [(rid, _plain(t)) for rid, t in self.series if len(t) > LEVEL_MIN_POINTS]
+            ),
         }
 
     def _points(self):
-        """The batch's series points, concatenated (key, step, value, timestamp µs)."""
+        """The batch's series points, concatenated (key, step, value, timestamp µs). Blobs
+        as runs write them (``_series_table``) are made plain a run of them at a time."""
         import pyarrow as pa
 
         if not self.series:
             return _series_schema().empty_table()
-        return pa.concat_tables([t for _, t in self.series]).combine_chunks()
+        ipc = _ipc_schema()
+        parts = [
+            _plain(pa.concat_tables(list(g))) if as_written else pa.concat_tables(list(g))
+            for as_written, g in itertools.groupby(
+                (t for _, t in self.series), key=lambda t: t.schema.equals(ipc)
+            )
+        ]
+        return pa.concat_tables(parts).combine_chunks()
 
     def _series_points(self, rids: list[str], lengths: list[int], points):
         """All series points of the batch as ``metrics`` rows, run_id dictionary-encoded (no
@@ -181,6 +193,23 @@ class _Decoder(_Rows):
         timestamps = points.column("timestamp").cast(schema.field("timestamp").type)
         points = points.set_column(3, "timestamp", timestamps).add_column(0, "run_id", run_col)
         return points.select(schema.names)
+
+
+def _without_series(final: list[tuple], summary) -> list[tuple]:
+    """The final-metric rows (run id, key, ...) whose key has no series in the run, the
+    series' keys being those of their ``summary`` rows. Matched in Arrow on run id + key
+    (run ids are all 64 hex digits long, so the pair is unambiguous without a separator):
+    two Python lists of every summary row cost a tenth of a decode."""
+    if not final or not len(summary):
+        return final
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    run_ids = summary.column("run_id").cast(pa.string())
+    with_series = pc.binary_join_element_wise(run_ids, summary.column("key"), "")
+    mine = pa.array([r[0] + r[1] for r in final], pa.string())
+    keep = pc.invert(pc.is_in(mine, value_set=with_series)).to_numpy(zero_copy_only=False)
+    return [r for r, k in zip(final, keep, strict=True) if k]
 
 
 def decode_runs(
@@ -206,9 +235,15 @@ def decode_runs(
 
 
 def _read_ahead(store, oids: list[ObjectId]) -> Iterator[tuple]:
-    """``_load`` of each run in order, READ_THREADS reads in flight: reading objects waits on
-    the disk, not the GIL, so reads overlap the decoding, and few blobs wait to be decoded."""
-    return ordered(functools.partial(_load, store), oids, READ_THREADS, "mlvc-index-read")
+    """``_load`` of each run in order. From a local store one after another: its records
+    are in the page cache (a pread or a mapped page), and handing each to a thread cost a
+    quarter of a decode's CPU (futures, locks, the GIL passed back and forth). From any
+    other store READ_THREADS reads are in flight, so waiting on a disk or a network
+    overlaps the decoding."""
+    load = functools.partial(_load, store)
+    if isinstance(store, LocalStore):
+        return map(load, oids)
+    return ordered(load, oids, READ_THREADS, "mlvc-index-read")
 
 
 @contextlib.contextmanager
@@ -255,15 +290,17 @@ def arrow_without_pandas() -> None:
 
 
 def _load(store, oid: ObjectId) -> tuple:
-    """(run or the error reading it, series blob or the error reading it, or None)."""
+    """(run or the error reading it, series blob or the error reading it, or None). Both
+    verified against their ids; read as views where the store gives them (no copies)."""
+    read = getattr(store, "read_view", store.read_bytes)
     try:
-        run = read_run(store, oid)
+        run = decode_object(store, oid, read(oid), Run)
     except MlvcError as e:
         return e, None
     if run.series is None:
         return run, None
     try:
-        return run, store.read_bytes(run.series)
+        return run, read(run.series)
     except MlvcError as e:
         return run, e
 
@@ -303,7 +340,8 @@ def _run_end_decode(array):
 
 def _series_table(data: bytes):
     """A metric series blob (Arrow IPC or Parquet: core/series_blob.py) as a table of key,
-    step, value, timestamp (int64 µs).
+    step, value, timestamp (int64 µs), or, when it is as runs write it, as it is stored
+    (``_ipc_schema``: ``_plain`` makes it the former, and ``_points`` a batch at once).
 
     Timestamps may be stored as int64 microseconds or as any Arrow timestamp. Values that
     the index's types cannot hold raise, so one bad blob never spoils a batch.
@@ -311,6 +349,8 @@ def _series_table(data: bytes):
     import pyarrow as pa
 
     table = read_series(data)
+    if table.schema.equals(_ipc_schema()):  # as runs write it: made plain a batch at a time
+        return table
     names = set(table.column_names)
     if not {"key", "step", "value"} <= names:
         raise ValueError("a series needs the columns key, step and value (and timestamp)")
@@ -335,6 +375,28 @@ def _series_schema():
         [("key", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
          ("timestamp", pa.int64())]
     )  # fmt: skip
+
+
+@functools.cache
+def _ipc_schema():
+    """The columns of a series blob as runs write it (runs/finish.py): key, step,
+    timestamp (µs, UTC), value."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [("key", pa.string()), ("step", pa.int64()), ("timestamp", pa.timestamp("us", "UTC")),
+         ("value", pa.float64())]
+    )  # fmt: skip
+
+
+def _plain(table):
+    """A table of ``_series_schema`` (from one in ``_ipc_schema``, or already plain)."""
+    import pyarrow as pa
+
+    if not table.schema.equals(_ipc_schema()):
+        return table
+    ts = table.column("timestamp").cast(pa.int64())
+    return table.select(["key", "step", "value"]).append_column("timestamp", ts)
 
 
 def _cast_as(table, schema):

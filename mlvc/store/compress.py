@@ -64,15 +64,16 @@ def compress(data: bytes | memoryview) -> bytes | None:
     return SIZE.pack(n) + frame
 
 
-def decompress(payload: bytes | memoryview, limit: int) -> bytes:
-    """The raw bytes of a zstd payload; raises ValueError if damaged or over ``limit``."""
+def decompress(payload: bytes | memoryview, limit: int, asbytes: bool = True) -> bytes:
+    """The raw bytes of a zstd payload; raises ValueError if damaged or over ``limit``.
+    ``asbytes=False``: as the codec's ``pyarrow.Buffer`` (bytes-like), saving a copy."""
     if len(payload) < SIZE.size:
         raise ValueError("compressed record too short")
     (n,) = SIZE.unpack_from(payload)
     if n > limit:
         raise ValueError(f"compressed record claims {n} bytes, over the {limit} limit")
     try:
-        out = _codec().decompress(memoryview(payload)[SIZE.size :], n, asbytes=True)
+        out = _codec().decompress(memoryview(payload)[SIZE.size :], n, asbytes=asbytes)
     except Exception as e:  # pyarrow raises OSError/ArrowInvalid on damaged frames
         raise ValueError(f"zstd frame does not decompress ({e})") from None
     if len(out) != n:

@@ -18,7 +18,12 @@ from .odb import ObjectStore
 
 def read_object(store: ObjectStore, oid: ObjectId, kind: type):
     """Read and decode one structured object, verified; bad bytes raise CorruptObject."""
-    data = store.read_bytes(oid)
+    return decode_object(store, oid, store.read_bytes(oid), kind)
+
+
+def decode_object(store: ObjectStore, oid: ObjectId, data, kind: type):
+    """Decode the verified content ``data`` of the object ``oid`` of ``store`` (any
+    bytes-like object); bad bytes raise CorruptObject, naming where the object lies."""
     try:
         return decode(data, expect=kind)
     except DecodeError as e:
