@@ -211,21 +211,23 @@ class Index:
             os.close(held)  # the worker's copy keeps it held until it exits
         return False
 
-    def ingest_as_worker(self, budget: float) -> None:
+    def ingest_as_worker(self, budget: float) -> bool:
         """The detached worker's loop: take the index lock (waiting briefly for a reader's
         read), ingest, let it go, and again while runs are journalled, for at most
-        ``budget`` seconds; stop as soon as a reader waits for the lock (it ingests)."""
+        ``budget`` seconds; stop as soon as a reader waits for the lock (it ingests).
+        Returns False if the lock stayed busy (the runs wait for the next reader)."""
         deadline = time.monotonic() + budget
         while not self.lock.wanted():
             fd = self.lock.take(exclusive=True, wait=min(1.0, budget))
             if fd is None:
-                return
+                return False
             try:
                 self._writer().ingest()
             finally:
                 os.close(fd)
             if time.monotonic() >= deadline or not self.runs_journalled():
-                return
+                break
+        return True
 
     def runs_journalled(self) -> bool:
         """Whether a journalled run has its ref (a committed run the index may lack)."""
@@ -307,7 +309,6 @@ class Index:
         A damaged index found on the way is rebuilt from objects and refs, and the query
         run again.
         """
-        check_read_only(sql)
         try:
             return self._query(sql)
         except IndexDamaged:
@@ -318,16 +319,17 @@ class Index:
         import pyarrow as pa
 
         with self.connect_readonly() as con, interruptible(con), query_errors():
+            check_read_only(sql, con)
             rel = con.sql(sql)
             return pa.table({}) if rel is None else rel.to_arrow_table()
 
     def stream(self, sql: str, batch_size: int = 65536) -> Iterator:
         """Yield the result as ``pyarrow.RecordBatch``es; memory stays bounded."""
-        check_read_only(sql)
         for attempt in (0, 1):
             started = False
             try:
                 with self.connect_readonly() as con, query_errors():
+                    check_read_only(sql, con)
                     rel = con.sql(sql)
                     if rel is None:
                         return

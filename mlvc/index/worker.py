@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
-
-BUDGET = 5.0  # seconds a worker goes on ingesting runs committed while it works
+BUDGET = 5.0  # seconds between two looks at whether the worker may go on
+LIFE = 60.0  # seconds a worker lives at most (then the next commit starts another)
 
 
 def spawn(root, fd: int) -> bool:
@@ -45,12 +46,15 @@ def main(root: str, fd: int) -> int:
     try:
         store = PackedStore(layout.objects, layout.tmp)
         index = Index(layout.dir, store, RefStore(layout.dir), settings=Settings.from_env())
+        end = time.monotonic() + LIFE
         while True:
-            index.ingest_as_worker(BUDGET)
+            took = index.ingest_as_worker(BUDGET)
             os.close(fd)
             fd = -1
             # a commit that saw this worker alive started none: its run is journalled by now
-            if index.lock.wanted() or not index.runs_journalled():
+            if not took or index.lock.wanted() or not index.runs_journalled():
+                return 0
+            if time.monotonic() >= end:
                 return 0
             fd = index.worker_lock.take(exclusive=True, wait=0.0)
             if fd is None:  # another worker started
