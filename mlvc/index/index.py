@@ -165,9 +165,9 @@ class Index:
         ``known`` (bulk.py): run id hex -> (run, series points) of runs the caller has just
         written; an inline ingest decodes those from memory instead of the store.
 
-        By default the ingest runs in a detached worker (worker.py) that inherits the lock,
-        so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests in this
-        process instead.
+        By default the ingest runs in a detached worker (worker.py; one at a time, and a
+        commit while it lives leaves its run to it), so a commit does not pay DuckDB's cost;
+        ``MLVC_INDEX_SYNC=inline`` ingests in this process instead.
 
         Returns False when another process or thread holds the lock, or a reader waits for
         it (the runs stay journalled for the next reader) or when ingestion failed (logged; the next reader
