@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def command_process() -> None:
+    """Set up a command's own short-lived process that holds no user objects (``mlvc
+    query``): the ingest a reader may do on the way to its answer then does not import
+    pandas (pyarrow's first ``pa.array`` of a list imports it to ask whether the list is a
+    pandas object: ~0.2 s of CPU, more than the rest of the ingest; decode.py,
+    ``arrow_without_pandas``). Not for a user's process, whose pandas objects pyarrow must
+    keep recognising."""
+    from .decode import arrow_without_pandas
+
+    arrow_without_pandas()
+
+
 class _Kept:
     """A read-only connection a long-lived process (the server) keeps open between reads;
     each reader gets a cursor of it. While it is open no other process can write the file

@@ -155,3 +155,35 @@ def test_the_read_only_check_is_the_same_on_a_connection(sql, reads, tmp_path):
                     check_read_only(sql, parser)
     finally:
         con.close()
+
+
+def test_mlvc_query_ingests_without_importing_pandas(project, monkeypatch, tmp_path):
+    """`mlvc query` holds no user objects: the ingest it does on the way (a run journalled
+    while the worker is away) does not import pandas for pyarrow's probe, and answers with
+    the run."""
+    import subprocess
+    import sys
+
+    repo = Repo(project)
+    held = repo.index.lock.take(exclusive=True, wait=0.0)  # the commit leaves it journalled
+    try:
+        run = repo.commit("r0", params={"i": 0}, metrics={"acc": 0.5}, capture_env=False)
+    finally:
+        os.close(held)
+    assert repo.index.pending() == [run]
+    code = (
+        "import sys\n"
+        "from mlvc.cli import main\n"
+        "try:\n"
+        "    main(['query', '--format', 'csv', 'SELECT id FROM runs'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-3:] == ['"id"', f'"{run.hex}"', "False"]
+    assert repo.index.pending() == []
