@@ -377,13 +377,42 @@ def child_storm_writer(root: str, writer: str, runs: str, points: str) -> None:
 def child_storm_reader(root: str, stop: str) -> None:
     """Until the stop file appears: `mlvc query`, Repo.log, `mlvc log`, Repo.query in turn.
     Any non-zero exit, exception or stderr output is an error."""
+    import resource
     import traceback
 
     import mlvc
+    from mlvc.index import lock as index_lock
 
     repo = mlvc.Repo(root)
+    waited = [0.0]  # seconds this process spent in IndexLock.take (waiting for the index lock)
+    take = index_lock.IndexLock.take
+
+    def timed_take(self, exclusive, wait):
+        t = time.perf_counter()
+        try:
+            return take(self, exclusive, wait)
+        finally:
+            waited[0] += time.perf_counter() - t
+
+    index_lock.IndexLock.take = timed_take
     print("ready", flush=True)
     ops = {"mlvc query": [], "Repo.log": [], "mlvc log -n 5": [], "Repo.query": []}
+    # where each call's wall time went: CPU (the child's, for commands), time runnable but
+    # not running (/proc/self/schedstat, in-process calls only) and waiting for the index lock
+    parts: dict[str, dict[str, list[float | None]]] = {
+        k: {"cpu": [], "runq": [], "lock": []} for k in ops
+    }
+
+    def usage():
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            with open("/proc/self/schedstat") as f:
+                runq = int(f.read().split()[1]) / 1e9
+        except OSError:
+            runq = 0.0
+        return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, runq, waited[0]
+
     errors: list[str] = []
     cli = {
         "mlvc query": [MLVC, "query", "--format", "csv", "SELECT count(*) AS n FROM runs"],
@@ -394,6 +423,7 @@ def child_storm_reader(root: str, stop: str) -> None:
         name = list(ops)[k % len(ops)]
         k += 1
         t0 = time.perf_counter()
+        u0 = usage()
         try:
             if name in cli:
                 p = subprocess.run(
@@ -409,7 +439,11 @@ def child_storm_reader(root: str, stop: str) -> None:
             errors.append(f"{name}: {type(e).__name__}: {e}")
             traceback.print_exc()
         ops[name].append(time.perf_counter() - t0)
-    print(json.dumps({"ops": ops, "errors": errors}), flush=True)
+        u1 = usage()
+        parts[name]["cpu"].append(u1[1] - u0[1] if name in cli else u1[0] - u0[0])
+        parts[name]["runq"].append(None if name in cli else u1[2] - u0[2])
+        parts[name]["lock"].append(None if name in cli else u1[3] - u0[3])
+    print(json.dumps({"ops": ops, "parts": parts, "errors": errors}), flush=True)
 
 
 def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str = "parquet") -> dict:
@@ -991,8 +1025,15 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
     ]
     last = samples[-1]["many"]
     ops = last["reader"]["ops"] if last["reader"] else {}
+    parts = last["reader"].get("parts", {}) if last["reader"] else {}
+
+    def part(k: str, what: str) -> str:
+        xs = parts.get(k, {}).get(what)
+        return fs(med(xs)) if xs else "–"
+
     reader_rows = [
         [f"`{k}`", str(len(v)), fs(med(v)), fs(p95(v)), fs(max(v) if v else None)]
+        + [part(k, "cpu"), part(k, "runq"), part(k, "lock")]
         for k, v in ops.items()
     ]
     notes = []
@@ -1113,7 +1154,19 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         "`log_batch` of the 100 points (its fastest path), on one SQLite file; one repetition.\n\n"
         + table(head, rows)
         + "\n\nReader latency during the last storm:\n\n"
-        + table(["reader operation", "calls", "median", "p95 (goal <= 1 s)", "max"], reader_rows)
+        + table(
+            [
+                "reader operation",
+                "calls",
+                "median",
+                "p95 (goal <= 1 s)",
+                "max",
+                "CPU (median)",
+                "runnable, not running (median)",
+                "waiting for the index lock (median)",
+            ],
+            reader_rows,
+        )
         + "\n\n"
         + "\n".join(f"- {x}" for x in notes)
     )

@@ -9,6 +9,7 @@ on-disk format has one owner (as restic's backend layout does)::
       refs/ HEAD logs/    refs and their reflogs (mlvc.refs)
       journal/            runs recorded but not yet in the index
       index.duckdb        the index (a cache); index.lock serializes its writers
+      index.worker.lock   held by the one detached index worker while it lives
       index.wanted/       markers of readers waiting for index.lock (mlvc.index.lock)
       live/               staged live runs (live/<key>/), claims and pins
       worktrees/          scratch checkouts of parallel `mlvc run -j`
@@ -68,6 +69,7 @@ class Layout:
     journal = property(lambda self: self.dir / "journal")
     index_db = property(lambda self: self.dir / "index.duckdb")
     index_lock = property(lambda self: self.dir / "index.lock")
+    index_worker_lock = property(lambda self: self.dir / "index.worker.lock")
     live = property(lambda self: self.dir / "live")
     worktrees = property(lambda self: self.dir / "worktrees")
     cache_files = property(lambda self: self.dir / "cache" / "files")

@@ -10,6 +10,8 @@ from them bit for bit (docs/sql-schema.md documents every table). Terms:
     ingest     turning journalled runs into rows: one Arrow table per table per batch, decoded
                in worker processes when a rebuild has many runs.
     lock       ``.mlvc/index.lock``, an ``flock``: exclusive to write the index, shared to read.
+               ``.mlvc/index.worker.lock`` is held by the one detached worker (worker.py)
+               for its life; it takes the index lock only around its ingests.
     reader     a holder of the shared lock with a read-only connection (``connect_readonly``).
                A reader ingests the journal first, so no run reported committed is missing
                from its answers. A reader opened by a thread (or task) that already holds one

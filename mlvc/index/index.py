@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def command_process() -> None:
+    """Set up a command's own short-lived process that holds no user objects (``mlvc
+    query``): the ingest a reader may do on the way to its answer then does not import
+    pandas (pyarrow's first ``pa.array`` of a list imports it to ask whether the list is a
+    pandas object: ~0.2 s of CPU, more than the rest of the ingest; decode.py,
+    ``arrow_without_pandas``). Not for a user's process, whose pandas objects pyarrow must
+    keep recognising."""
+    from .decode import arrow_without_pandas
+
+    arrow_without_pandas()
+
+
 class _Kept:
     """A read-only connection a long-lived process (the server) keeps open between reads;
     each reader gets a cursor of it. While it is open no other process can write the file
@@ -74,6 +86,7 @@ class Index:
         self.lock_path = layout.index_lock
         self.journal_dir = layout.journal
         self.lock = IndexLock(self.lock_path, self.dir)
+        self.worker_lock = IndexLock(layout.index_worker_lock, self.dir)
         self._journal = Journal(layout, refs)
         self._keep = False
         self._rebuilt_damaged = False  # by an ingest, since check() began
@@ -164,9 +177,9 @@ class Index:
         ``known`` (bulk.py): run id hex -> (run, series points) of runs the caller has just
         written; an inline ingest decodes those from memory instead of the store.
 
-        By default the ingest runs in a detached worker (worker.py) that inherits the lock,
-        so a commit does not pay DuckDB's cost; ``MLVC_INDEX_SYNC=inline`` ingests in this
-        process instead.
+        By default the ingest runs in a detached worker (worker.py; one at a time, and a
+        commit while it lives leaves its run to it), so a commit does not pay DuckDB's cost;
+        ``MLVC_INDEX_SYNC=inline`` ingests in this process instead.
 
         Returns False when another process or thread holds the lock, or a reader waits for
         it (the runs stay journalled for the next reader) or when ingestion failed (logged; the next reader
@@ -178,15 +191,8 @@ class Index:
         if fd is None:
             return False
         self._drop_kept()
-        if self.settings.index_sync != "inline":
-            from .worker import spawn
-
-            try:  # the detached worker inherits the locked descriptor and ingests
-                if spawn(self.dir.parent, fd):
-                    os.close(fd)  # the lock stays held by the worker's copy until it exits
-                    return True
-            except Exception as e:
-                log.warning("could not start the index worker, ingesting here: %s", e)
+        if self.settings.index_sync != "inline" and self._spawn_worker(fd):
+            return True
         try:
             self._writer(known).ingest()
             return True
@@ -196,10 +202,48 @@ class Index:
         finally:
             os.close(fd)
 
-    def ingest_holding_lock(self) -> None:
-        """Ingest the journal; the caller holds the index lock exclusively (the detached
-        worker, which inherited it from the committer that spawned it)."""
-        self._writer().ingest()
+    def _spawn_worker(self, fd: int) -> bool:
+        """Start the detached worker unless one lives (it holds the worker lock for its
+        life), letting the index lock ``fd`` go first: the worker takes the index lock
+        only once its imports are done, so readers never wait for a process start. True
+        if a worker has the journal (``fd`` is closed then); False to ingest here."""
+        from .worker import spawn
+
+        held = self.worker_lock.take(exclusive=True, wait=0.0)
+        if held is None:  # a worker lives, and ingests what is journalled before it ends
+            os.close(fd)
+            return True
+        try:
+            if spawn(self.dir.parent, held):
+                os.close(fd)
+                return True
+        except Exception as e:
+            log.warning("could not start the index worker, ingesting here: %s", e)
+        finally:
+            os.close(held)  # the worker's copy keeps it held until it exits
+        return False
+
+    def ingest_as_worker(self, budget: float) -> bool:
+        """The detached worker's loop: take the index lock (waiting briefly for a reader's
+        read), ingest, let it go, and again while runs are journalled, for at most
+        ``budget`` seconds; stop as soon as a reader waits for the lock (it ingests).
+        Returns False if the lock stayed busy (the runs wait for the next reader)."""
+        deadline = time.monotonic() + budget
+        while not self.lock.wanted():
+            fd = self.lock.take(exclusive=True, wait=min(1.0, budget))
+            if fd is None:
+                return False
+            try:
+                self._writer().ingest()
+            finally:
+                os.close(fd)
+            if time.monotonic() >= deadline or not self.runs_journalled():
+                break
+        return True
+
+    def runs_journalled(self) -> bool:
+        """Whether a journalled run has its ref (a committed run the index may lack)."""
+        return any(self.refs.has_run(e.oid) for e in self._journal.entries())
 
     def sync(self) -> None:
         """Ingest every pending run, waiting (bounded) for the lock."""
@@ -277,7 +321,6 @@ class Index:
         A damaged index found on the way is rebuilt from objects and refs, and the query
         run again.
         """
-        check_read_only(sql)
         try:
             return self._query(sql)
         except IndexDamaged:
@@ -288,16 +331,17 @@ class Index:
         import pyarrow as pa
 
         with self.connect_readonly() as con, interruptible(con), query_errors():
+            check_read_only(sql, con)
             rel = con.sql(sql)
             return pa.table({}) if rel is None else rel.to_arrow_table()
 
     def stream(self, sql: str, batch_size: int = 65536) -> Iterator:
         """Yield the result as ``pyarrow.RecordBatch``es; memory stays bounded."""
-        check_read_only(sql)
         for attempt in (0, 1):
             started = False
             try:
                 with self.connect_readonly() as con, query_errors():
+                    check_read_only(sql, con)
                     rel = con.sql(sql)
                     if rel is None:
                         return
@@ -358,24 +402,28 @@ class Index:
         """(lock fd, read-only connection, whether it is a kept connection's cursor),
         ingesting first when the index is behind."""
         nested = self.lock.held_here()
-        fd = self.lock.take_or_raise(exclusive=False)
-        try:
-            if self._keep and not nested:
-                con = self._kept_cursor()
-                if con is not None:
-                    return fd, con, True
-            if nested:
-                con = connect_ro(self.path)
-            elif self._surely_behind():  # no DuckDB open to learn it
-                con = None
-            else:
-                con = self._open_if_current()
-        except BaseException:
+        # behind for sure (no DuckDB open to learn it): straight to the exclusive lock, so
+        # as not to wait for it twice (first shared, then again for an ingest started between)
+        behind = not nested and not self._keep and self._surely_behind()
+        if not behind:
+            fd = self.lock.take_or_raise(exclusive=False)
+            try:
+                if self._keep and not nested:
+                    con = self._kept_cursor()
+                    if con is not None:
+                        return fd, con, True
+                if nested:
+                    con = connect_ro(self.path)
+                elif self._surely_behind():
+                    con = None
+                else:
+                    con = self._open_if_current()
+            except BaseException:
+                os.close(fd)
+                raise
+            if con is not None:
+                return fd, con, False
             os.close(fd)
-            raise
-        if con is not None:
-            return fd, con, False
-        os.close(fd)
         fd = self._ingest_for_reading()
         try:
             return fd, connect_ro(self.path), False
@@ -389,7 +437,7 @@ class Index:
         for a stored fingerprint to match (during a stream of commits, nearly always)."""
         if self._journal.refs_fingerprint().endswith("/unsettled"):
             return True
-        return any(self.refs.has_run(e.oid) for e in self._journal.entries())
+        return self.runs_journalled()
 
     def _open_if_current(self):
         """A read-only connection if the index needs no ingest, else None."""

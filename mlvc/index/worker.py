@@ -1,21 +1,30 @@
 """A detached process that ingests journalled runs into the index, then exits.
 
-A committer that wins the index flock (non-blocking) hands the locked descriptor to this
-process and returns at once: the flock belongs to the open file description, so it stays
-held until the worker exits. Readers wait for it (bounded) as for any ingest. Failures are
-appended to ``.mlvc/logs/index-worker.log``; the journal keeps the runs for the next reader.
+A committer that finds no worker alive takes ``.mlvc/index.worker.lock`` (non-blocking),
+hands the locked descriptor to this process and returns at once: the flock belongs to the
+open file description, so it stays held until the worker exits, and commits meanwhile
+start no other worker. The worker takes the index lock itself, once its imports are done
+(a process start costs more CPU than a small ingest, and readers used to wait for it),
+ingests, and again while runs are journalled, for a few seconds at most; it stops as soon
+as a reader waits for the index lock (that reader ingests). Failures are appended to
+``.mlvc/logs/index-worker.log``; the journal keeps the runs for the next reader.
 
-Usage (internal): ``python -m mlvc.index.worker PROJECT_ROOT LOCK_FD``
+Usage (internal): ``python -m mlvc.index.worker PROJECT_ROOT WORKER_LOCK_FD``
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+
+BUDGET = 5.0  # seconds between two looks at whether the worker may go on
+LIFE = 60.0  # seconds a worker lives at most (then the next commit starts another)
 
 
 def spawn(root, fd: int) -> bool:
-    """Start a worker holding ``fd`` (an fd with the exclusive index flock); True if started."""
+    """Start a worker holding ``fd`` (an fd with the exclusive worker flock); True if
+    started."""
     from ..core.spawn import spawn_detached
 
     return spawn_detached(
@@ -37,15 +46,25 @@ def main(root: str, fd: int) -> int:
     try:
         store = PackedStore(layout.objects, layout.tmp)
         index = Index(layout.dir, store, RefStore(layout.dir), settings=Settings.from_env())
-        # one batch: runs journalled meanwhile wait for the next committer or reader, so a
-        # stream of commits never starves readers of the lock
-        index.ingest_holding_lock()
-        return 0
+        end = time.monotonic() + LIFE
+        while True:
+            took = index.ingest_as_worker(BUDGET)
+            os.close(fd)
+            fd = -1
+            # a commit that saw this worker alive started none: its run is journalled by now
+            if not took or index.lock.wanted() or not index.runs_journalled():
+                return 0
+            if time.monotonic() >= end:
+                return 0
+            fd = index.worker_lock.take(exclusive=True, wait=0.0)
+            if fd is None:  # another worker started
+                return 0
     except Exception:
         append_log(layout.worker_log)
         return 1
     finally:
-        os.close(fd)
+        if fd is not None and fd >= 0:
+            os.close(fd)
 
 
 if __name__ == "__main__":
