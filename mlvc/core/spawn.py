@@ -1,4 +1,4 @@
-"""Start a detached helper process (``python -m MODULE ARGS...``) that outlives its parent.
+"""Start a detached helper process (MODULE run as ``__main__`` with ARGS) that outlives its parent.
 
 Used by the index worker (mlvc.index.worker), the webhook deliverer (mlvc.events.deliver) and
 the alert watcher (mlvc.runs.watch), which leave their failures with mlvc.core.crashlog: all
@@ -11,7 +11,7 @@ A commit starts two of them (the index worker, and the deliverer when no deliver
 Two process starts back to back cost a commit far more than one (the second fork and exec
 compete on the CPU with the first child's start), so inside ``gathered()`` the starts are
 collected and made at its end as **one** process, which runs each module's
-``main(root, fd)`` in a thread of its own (``python -m mlvc.core.spawn JOBS_JSON``). This
+``main(root, fd)`` in a thread of its own (``mlvc.core.spawn JOBS_JSON``). This
 module names the modules only as strings: it imports none of them.
 """
 
@@ -45,7 +45,7 @@ def spawn_detached(
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
 ) -> bool:
-    """Run ``python -m module *args`` detached (own session, no stdio); True if started.
+    """Run ``module`` as ``__main__`` with ``args`` detached (own session, no stdio); True if started.
 
     ``env`` is added to this process's environment for the child. Inside ``gathered()`` the
     start is made at its end (True then means: will be started); a descriptor in
@@ -62,12 +62,22 @@ def spawn_detached(
     return _start([module, *map(str, args)], pass_fds, env)
 
 
+def own_python(code: str) -> list[str]:
+    """The command that runs ``code`` in this interpreter with this process's mlvc first on
+    sys.path. Not ``python -m``: that puts the working directory first, so an ``mlvc`` folder
+    in a user's project (another checkout, or a hostile clone) would run in mlvc's place."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [sys.executable, "-c", f"import sys; sys.path[0] = {root!r}; {code}"]
+
+
 def _start(argv: list[str], pass_fds: Sequence[int], env: Mapping[str, str] | None) -> bool:
     import subprocess
 
+    module, args = argv[0], argv[1:]
+    run = f"import runpy; sys.argv[1:] = {args!r}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     try:
         subprocess.Popen(
-            [sys.executable, "-m", *argv],
+            own_python(run),
             pass_fds=tuple(pass_fds),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core.spawn import own_python
 from ..errors import MlvcError
 from .decode import arrow_without_pandas, decode_runs
 
@@ -30,9 +31,7 @@ class Workers:
     def __init__(self, n: int):
         root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding mlvc
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-        # Not ``-m``: it puts the working directory first on sys.path, and an ``mlvc`` folder
-        # there (another checkout) would decode instead of this one; ``-P`` is 3.11+.
-        cmd = [sys.executable, "-c", f"import sys; sys.path[0] = {root!r}; {_MAIN}"]
+        cmd = own_python(_MAIN)
         self.procs = [
             subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
             for _ in range(n)

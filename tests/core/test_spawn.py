@@ -129,3 +129,19 @@ def test_a_job_that_cannot_start_does_not_stop_the_other(jobs, tmp_path, bad_fir
         if not bad_first:
             spawn.spawn_detached("mlvc_no_such_module", [str(tmp_path)], (), env)
     assert out(jobs[0])
+
+
+def test_an_mlvc_folder_in_the_working_directory_is_not_what_runs(jobs, tmp_path, monkeypatch):
+    """``python -m`` put the working directory first on sys.path: a project holding an
+    ``mlvc`` folder (another checkout, or a hostile clone) ran its own code as mlvc's
+    detached helper."""
+    project = tmp_path / "project"
+    (project / "mlvc").mkdir(parents=True)
+    marker = tmp_path / "impostor-ran"
+    (project / "mlvc" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(project)
+    env = {"PYTHONPATH": str(tmp_path)}
+    with spawn.gathered():
+        assert start(jobs[0], env) and start(jobs[1], env)
+    assert out(jobs[0])[0] == out(jobs[1])[0]  # mlvc.core.spawn ran both, in one process
+    assert not marker.exists()
