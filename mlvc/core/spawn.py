@@ -73,11 +73,11 @@ def own_python(code: str) -> list[str]:
 def _start(argv: list[str], pass_fds: Sequence[int], env: Mapping[str, str] | None) -> bool:
     import subprocess
 
-    module, args = argv[0], argv[1:]
-    run = f"import runpy; sys.argv[1:] = {args!r}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    # the module and its arguments stay words of the command line (``ps`` shows them)
+    run = "import runpy; runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
     try:
         subprocess.Popen(
-            own_python(run),
+            [*own_python(run), *argv],
             pass_fds=tuple(pass_fds),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
