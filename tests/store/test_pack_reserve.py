@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlvc.store import odb
 from mlvc.store.odb import CHUNK_THRESHOLD
 from mlvc.store.pack import store as packstore
 from mlvc.store.pack.store import PackedStore
@@ -84,8 +85,6 @@ def test_reserving_any_steps_never_changes_what_is_read(tmp_path_factory, sizes,
 def test_big_stats_say_which_path_each_window_took(tmp_path, monkeypatch, pipeline):
     import json
 
-    from mlvc.store import odb
-
     monkeypatch.setattr(odb, "PIPELINE", pipeline)
     monkeypatch.setattr(odb, "STATS", str(tmp_path / "stats.jsonl"))
     src = tmp_path / "big.bin"
@@ -142,7 +141,6 @@ def test_chunks_hashed_on_either_thread_give_the_same_ids_in_order(
     import blake3
 
     from mlvc.core.ids import ObjectId
-    from mlvc.store import odb
 
     class Toggle:
         def __init__(self):
@@ -174,7 +172,11 @@ def test_chunks_hashed_on_either_thread_give_the_same_ids_in_order(
     assert fresh.read_bytes(oid) == data and fresh.check(oid) == []
 
 
-def test_a_big_put_across_packs_reserves_once_per_pack(tmp_path, monkeypatch, calls):
+@pytest.mark.parametrize("pipeline", ["0", "1"])
+def test_a_big_put_across_packs_reserves_once_per_pack(tmp_path, monkeypatch, calls, pipeline):
+    # one path for the whole file: left to the idle switch, a path changed mid-file (CI, under
+    # load) made one more RESERVE step in a pack (5 calls for 3 packs), harmless but not this count
+    monkeypatch.setattr(odb, "PIPELINE", pipeline)
     monkeypatch.setattr(packstore, "RESERVE", 256 << 10)
     monkeypatch.setattr(packstore, "PACK_MAX", 6 << 20)
     src = tmp_path / "big.bin"
