@@ -251,6 +251,7 @@ class DistCache:
         self.new_dists: dict[str, list] = {}
         self.changed = False
         self.fd: int | None = None  # the temp file, made before the first read (its clock)
+        self.tmp_name: Path | None = None
         self.new_clock = 0
 
     def load(self) -> None:
@@ -364,10 +365,10 @@ class DistCache:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if self.new_clock:
+        if self.tmp_name is not None:
             try:
                 os.unlink(self.tmp_name)
-            except (OSError, AttributeError):
+            except OSError:
                 pass
 
 

@@ -414,7 +414,7 @@ class Index:
                         return fd, con, True
                 if nested:
                     con = connect_ro(self.path)
-                elif self._surely_behind():
+                elif self._keep and self._surely_behind():  # not asked above
                     con = None
                 else:
                     con = self._open_if_current()

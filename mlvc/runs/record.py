@@ -722,7 +722,6 @@ def _write_intent(folder: Path, name: str, intent: Any, sync_folder: bool = True
     """Write ``publishing/<name>``: temp file, fsync, rename, then (``sync_folder``) an
     fsync of the folder; one run's intent leaves that to the refs' sync after it, as it
     always has."""
-
     from ..core.durable import fsync_dir
 
     folder.mkdir(exist_ok=True)

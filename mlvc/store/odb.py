@@ -299,7 +299,7 @@ class _RecordStore:
         switch = pipeline_switch()
         pipeline = False
         paths = [0, 0]  # windows cut with the chunks written here, and on the helper
-        handed = 0  # groups handed to the helper so far (every other one it hashes too)
+        handed = 0  # groups handed to the helper so far (one in HASH_SHARE it hashes too)
         started = time.perf_counter()
 
         def settle(i: int) -> None:
@@ -308,6 +308,10 @@ class _RecordStore:
             jobs[i] = []
 
         with ThreadPoolExecutor(1, thread_name_prefix="mlvc-store") as pool:
+
+            def cutter_hashes() -> bool:
+                """Whether the cutter hashes the next group (the helper one in HASH_SHARE)."""
+                return not pipeline or handed % HASH_SHARE != HASH_SHARE - 1
 
             def put(i: int, group: list, mine: bool) -> bool:
                 """Store a group of chunks: on the helper (``pipeline``) or here. A group
@@ -324,7 +328,7 @@ class _RecordStore:
                     args = (chunks, first, group, comp)
                     jobs[i].append(pool.submit(self._hash_and_store, *args))
                 handed += 1
-                return handed % HASH_SHARE != HASH_SHARE - 1
+                return cutter_hashes()
 
             try:
                 for turn in itertools.count():
@@ -345,7 +349,7 @@ class _RecordStore:
                         break
                     done = grouped = 0
                     group: list = []
-                    mine = not pipeline or handed % HASH_SHARE != HASH_SHARE - 1
+                    mine = cutter_hashes()
                     for c in cdc.cut_buf(view[:filled]):
                         end = c.offset + c.length
                         if not eof and end == filled and c.offset:

@@ -129,6 +129,9 @@ class _OpenPack:
         self.reserved = 0
 
     def drain(self) -> None:
+        """Write the buffered small records; ``size`` then covers them (what the pack's
+        index records as its size)."""
+        self.size += len(self.buf)
         if self.buf:
             write_all(self.fd, [self.buf])
             self.buf = bytearray()
@@ -171,10 +174,8 @@ class PackWriter:
         """The pack to append to (a new one past PACK_MAX); called holding the lock."""
         if not self.packs or self.packs[-1].size + len(self.packs[-1].buf) > PACK_MAX:
             if self.packs:
-                old = self.packs[-1]
-                old.size += len(old.buf)  # the size its index records covers the buffer
-                old.drain()
-                old.release()
+                self.packs[-1].drain()
+                self.packs[-1].release()
             self.packs.append(_OpenPack(self.folder))
         return self.packs[-1]
 
@@ -190,7 +191,6 @@ class PackWriter:
                 p.buf += tag
                 p.buf += payload
                 if len(p.buf) >= BUFFER:
-                    p.size += len(p.buf)
                     p.drain()
             else:
                 p.size += len(p.buf)
@@ -238,7 +238,6 @@ class PackWriter:
                 return None
             p = self.packs[loc[0]]
             if loc[1] >= p.size:
-                p.size += len(p.buf)
                 p.drain()
             return os.pread(p.fd, loc[2], loc[1])
 
@@ -249,7 +248,6 @@ class PackWriter:
                 return None
             started = time.perf_counter()
             for p in self.packs:
-                p.size += len(p.buf)
                 p.drain()
                 p.release()
                 p.settle()
