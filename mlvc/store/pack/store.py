@@ -217,7 +217,9 @@ class PackWriter:
                 self.pending[oid] = (pack, at + HEAD.size, n)
                 parts += (HEAD.pack(oid, n) + tag, payload)
                 at += HEAD.size + n
-            p.reserve(min(at + self.ahead, max(at, PACK_MAX + (1 << 20))))
+            # headroom: the records' headers (41 bytes a chunk of 16 KiB or more: < 0.3%), and
+            # at PACK_MAX the group that crosses it (up to GROUP plus a chunk past it)
+            p.reserve(min(at + self.ahead + (self.ahead >> 6), max(at, PACK_MAX + (2 << 20))))
             self.ahead = max(0, self.ahead - (at - parts_at))  # the rest: the next pack's
             write_all(p.fd, parts)
             p.buf = bytearray()
