@@ -322,8 +322,6 @@ def _capture_inputs(
     env: bool,
     hasher: FileHasher,
 ) -> Inputs:
-    from ..capture import capture_env, code_files, git_facts
-
     root, store = ctx.root, ctx.store
     cfg = load_project(root)
     # configured paths are relative to the root; configured artifacts may not exist yet
@@ -338,27 +336,44 @@ def _capture_inputs(
     overlap = set(data_paths) & set(art_paths)
     if overlap:
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
-    code_tree, git = None, {}
-    # The data (where the big files are) is stored on a helper thread while the code, git
-    # facts and environment are captured here: those wait on git and scan installed
-    # packages, and would otherwise come before the first byte of data is read. The
+    # The code, git facts and environment are captured on a helper thread while the data is
+    # walked and stored here: they wait on git and scan installed packages, and the C walk
+    # makes its system calls without the GIL, so on two cores the two run side by side. The
     # helper is waited for on the way out, so nothing is written once this returns or raises.
-    loose, listing = walk_data(root, data_paths)  # every file listed and statted once
-    with _Helper(build_tree, store, root, loose, hasher=hasher, listing=listing) as data:
-        if code:
-            files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
-            code_tree = build_tree(store, root, files, hasher=hasher)
-            git = dict(git_facts(root))
-            if git.get("patch"):
-                git["patch"] = store.add_bytes(git["patch"].encode()).hex
-        env_id = None
-        if env:
-            found = capture_env(
-                root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
-            )
-            env_id = write_object(store, Env(found))
-        data_tree = data.result()
+    with _Helper(_capture_rest, ctx, data_paths, art_paths, cfg, code, env, hasher) as rest:
+        loose, listing = walk_data(root, data_paths)  # every file listed and statted once
+        data_tree = build_tree(store, root, loose, hasher=hasher, listing=listing)
+        code_tree, git, env_id = rest.result()
     return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
+
+
+def _capture_rest(
+    ctx: RepoContext,
+    data_paths: list[str],
+    art_paths: list[str],
+    cfg: ProjectConfig,
+    code: bool,
+    env: bool,
+    hasher: FileHasher,
+) -> tuple[ObjectId | None, dict, ObjectId | None]:
+    """What a capture stores besides the data: the code tree, git facts and environment."""
+    from ..capture import capture_env, code_files, git_facts
+
+    root, store = ctx.root, ctx.store
+    code_tree, git = None, {}
+    if code:
+        files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
+        code_tree = build_tree(store, root, files, hasher=hasher)
+        git = dict(git_facts(root))
+        if git.get("patch"):
+            git["patch"] = store.add_bytes(git["patch"].encode()).hex
+    env_id = None
+    if env:
+        found = capture_env(
+            root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
+        )
+        env_id = write_object(store, Env(found))
+    return code_tree, git, env_id
 
 
 def _ask_author(ctx: RepoContext):
