@@ -474,10 +474,10 @@ def _record_run(
     run = _build_run(ctx, spec, cwd, hasher)
     oid = ctx.store.add_bytes(_encoded(run))
     # the intent's bytes go to disk with the objects' and its name right after the objects
-    # are visible, in the store's syncs: no wait for the disk of its own (PackedStore.sync)
+    # are visible, in the store's sync: no wait for the disk of its own (PackedStore.sync)
     intent = _Intent(ctx, [(oid, run, spec.move_head)], durable=False)
     try:
-        ctx.store.sync(publish=intent.place)
+        ctx.store.sync(publish=intent.place, files=[intent.tmp] if intent.tmp else [])
     finally:
         intent.discard()
     if on_stored is not None:

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -182,7 +182,9 @@ class ObjectStore(Protocol):
 
     def children(self, oid: ObjectId) -> list[ObjectId]: ...
 
-    def sync(self, publish: Callable[[], None] | None = None) -> None: ...
+    def sync(
+        self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()
+    ) -> None: ...
 
 
 class _RecordStore:
@@ -523,7 +525,7 @@ class _RecordStore:
             return [str(e)]
         return []
 
-    def sync(self, publish: Callable[[], None] | None = None) -> None:
+    def sync(self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()) -> None:
         """Make writes durable (a memory store has nothing to do), then run ``publish``."""
         if publish is not None:
             publish()
@@ -621,9 +623,10 @@ class LocalStore(_RecordStore):
         except OSError:
             return 0
 
-    def sync(self, publish: Callable[[], None] | None = None) -> None:
-        """Make every write so far durable: one syncfs for the store's filesystem; then
-        ``publish`` and another syncfs for what it did (PackedStore.sync)."""
+    def sync(self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()) -> None:
+        """Make every write so far durable: one syncfs for the store's filesystem (``files``,
+        the caller's, with it); then ``publish`` and another syncfs for what it did
+        (PackedStore.sync)."""
         sync_filesystem(self.root)
         if publish is not None:
             publish()

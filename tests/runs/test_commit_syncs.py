@@ -1,8 +1,9 @@
 """A commit's waits for the disk (perf-smallfiles4): the run's intent is written with the
-objects and renamed in between the store's two filesystem syncs, so a small commit waits
-three times (objects and intent bytes, the renames, the refs) instead of five, and no file
-of its own is fsynced. What each sync must find on disk is checked at the moment it runs:
-nothing is named before the bytes it names were synced."""
+objects, and a small commit makes its pack, the index's temp file and the intent's temp file
+durable together with fsyncs (no syncfs, which would wait for every other process's writes),
+renames the index and then the intent in, fsyncs their two folders, and only then writes
+its refs (one syncfs, as before). What each sync must find on disk is checked at the moment
+it runs: nothing is named before the bytes it names were synced."""
 
 from __future__ import annotations
 
@@ -35,60 +36,75 @@ def _state(root: Path) -> dict:
     }
 
 
-def _spy(monkeypatch, root: Path) -> tuple[list, list]:
-    syncs, fsyncs = [], []
+def _spy(monkeypatch, root: Path) -> list:
+    calls = []
     real_sync, real_fsync = pack_store.sync_filesystem, os.fsync
 
     def sync(path):
-        syncs.append(_state(root))
+        calls.append(("syncfs", "", _state(root)))
         real_sync(path)
 
     def fsync(fd):
-        fsyncs.append(os.readlink(f"/proc/self/fd/{fd}"))
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        calls.append(("fsync", os.path.relpath(path, root / ".mlvc"), _state(root)))
         real_fsync(fd)
 
     monkeypatch.setattr(pack_store, "sync_filesystem", sync)
     monkeypatch.setattr(refs_store, "sync_filesystem", sync)
     monkeypatch.setattr(os, "fsync", fsync)
-    return syncs, fsyncs
+    return calls
 
 
-def test_a_small_commit_syncs_three_times_and_names_nothing_before_its_bytes(
-    project, repo, monkeypatch
-):
+def test_a_small_commit_names_nothing_before_its_bytes_are_synced(project, repo, monkeypatch):
     first = repo.commit("first")
-    syncs, fsyncs = _spy(monkeypatch, project)
+    calls = _spy(monkeypatch, project)
     second = repo.commit("second")
     monkeypatch.undo()
-    assert fsyncs == []
-    assert len(syncs) == 3, syncs
-    objects, renames, refs = syncs
-    # 1: the pack, the index's temp file and the intent's temp file, none named yet
-    assert len(objects["intent_tmp"]) == 1 and objects["intent"] == []
-    assert len(objects["idx_tmp"]) == 1 and objects["head"] == first.oid.hex
-    # 2: the index renamed in (the run readable by any process), then the intent
-    assert renames["intent_tmp"] == [] and renames["intent"] == [second.oid.hex]
-    assert renames["idx_tmp"] == [] and len(renames["idx"]) == len(objects["idx"]) + 1
-    assert renames["head"] == first.oid.hex
-    # 3: the refs, with the intent still there to finish them after a crash
+    what = [(kind, path.split("/")[-1][:5] if kind == "fsync" else "") for kind, path, _ in calls]
+    assert what == [("fsync", "pack-"), ("fsync", ".pack"), ("fsync", f".{second.oid.hex[:4]}"),
+                    ("fsync", "pack"), ("fsync", "publi"), ("syncfs", "")], calls  # fmt: skip
+    files, folders, refs = calls[2][2], calls[3][2], calls[5][2]
+    # the pack, the index's temp file and the intent's temp file, none named yet
+    assert len(files["intent_tmp"]) == 1 and files["intent"] == []
+    assert len(files["idx_tmp"]) == 1 and files["head"] == first.oid.hex
+    # the index renamed in (the run readable by any process), then the intent
+    assert folders["intent_tmp"] == [] and folders["intent"] == [second.oid.hex]
+    assert folders["idx_tmp"] == [] and len(folders["idx"]) == len(files["idx"]) + 1
+    assert folders["head"] == first.oid.hex
+    # the refs, with the intent still there to finish them after a crash
     assert refs["head"] == second.oid.hex and refs["intent"] == [second.oid.hex]
     assert _state(project)["intent"] == []  # gone once the refs are durable
     fresh = PackedStore(project / ".mlvc" / "objects", project / ".mlvc" / "tmp")
     assert fresh.has(ObjectId.parse(second.oid.hex))
 
 
+def test_a_commit_after_a_flush_syncs_the_filesystem(project, repo, monkeypatch):
+    """Objects made visible earlier without their fsync (a live run's flush) are not in the
+    pack being synced: the commit then syncs the whole filesystem before its refs."""
+    repo.commit("first")
+    repo.store.add_bytes(b"flushed, not synced")
+    repo.store.flush()
+    calls = _spy(monkeypatch, project)
+    second = repo.commit("second")
+    monkeypatch.undo()
+    kinds = [kind for kind, _path, _state in calls]
+    assert kinds.count("syncfs") == 2, calls
+    first_syncfs = calls[kinds.index("syncfs")][2]
+    assert first_syncfs["intent"] == [second.oid.hex] and first_syncfs["head"] != second.oid.hex
+
+
 def test_when_the_objects_cannot_be_synced_nothing_is_named(project, repo, monkeypatch):
     first = repo.commit("first")
-    real = pack_store.sync_filesystem
+    real = pack_store.sync_files
 
-    def full(path):
+    def full(paths):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pack_store, "sync_filesystem", full)
+    monkeypatch.setattr(pack_store, "sync_files", full)
     (project / "train.py").write_text("print('v2')\n")
     with pytest.raises(OSError):
         repo.commit("second")
-    monkeypatch.setattr(pack_store, "sync_filesystem", real)
+    monkeypatch.setattr(pack_store, "sync_files", real)
     state = _state(project)
     assert state["intent_tmp"] == state["intent"] == state["idx_tmp"] == []
     assert state["head"] == first.oid.hex and len(repo.log()) == 1

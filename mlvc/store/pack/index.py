@@ -112,11 +112,11 @@ def write_index(
     packs: list[tuple[str, int]],
     entries: Iterable[tuple[bytes, str, int, int]],
     durable: bool,
-    barrier: Callable[[], None] | None = None,
+    barrier: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``<folder>/<name>`` from id-sorted entries, by temp file (+ fsync) + rename;
-    ``barrier`` (a filesystem sync) runs between the write and the rename instead of the
-    temp file's own fsync."""
+    ``barrier(temp file)`` (which makes it durable with other files) runs between the write
+    and the rename instead of the temp file's own fsync."""
     number = {p: i for i, (p, _) in enumerate(packs)}
     ids, locs = bytearray(), bytearray()
     fanout = [0] * 256
@@ -147,7 +147,7 @@ def write_index(
         os.close(fd)
     if barrier is not None:
         try:
-            barrier()
+            barrier(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

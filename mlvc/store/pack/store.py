@@ -33,9 +33,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ...core.durable import fsync_dir
 from ...core.ids import ObjectId
 from ...errors import PackError
 from ..compress import compress
@@ -93,6 +94,23 @@ _start_writeback = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_ui
 # Linux fallocate(fd, mode, off, n): no emulation by writing zeros where the filesystem
 # cannot, as glibc's posix_fallocate does
 _fallocate = _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
+
+
+def sync_files(paths: Sequence[Path]) -> None:
+    """fsync each file, all handed to the disk first: their blocks are then allocated in one
+    journal transaction, which the first fsync commits (the others find it done). Folders
+    are left to the caller (fsync_dir)."""
+    fds = []
+    try:
+        for path in paths:
+            fds.append(os.open(path, os.O_RDONLY))
+            if _start_writeback is not None:
+                _start_writeback(fds[-1], 0, 0, 2)  # SYNC_FILE_RANGE_WRITE
+        for fd in fds:
+            os.fsync(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -166,6 +184,7 @@ class PackWriter:
         self.pending: dict[bytes, tuple[int, int, int]] = {}
         self._pool = None
         self.ahead = 0  # bytes a big file's put expects to append (expect())
+        self.unsynced = False  # an index was published by a flush, its packs not fsynced
 
     def expect(self, n: int) -> None:
         """A big file of ``n`` bytes is about to be appended: its first group reserves the
@@ -252,11 +271,14 @@ class PackWriter:
         with self.lock:
             return sum(p.size + len(p.buf) for p in self.packs)
 
-    def finish(self, durable: bool, barrier: Callable[[], None] | None = None) -> Path | None:
+    def finish(
+        self, durable: bool, barrier: Callable[[list[Path]], None] | None = None
+    ) -> Path | None:
         """Publish what was appended: (fsync packs,) write the index, close the packs.
-        With ``barrier`` (durable only: one filesystem sync), neither the packs nor the
-        index's temp file are fsynced one by one; the barrier makes them durable together
-        before the index is renamed in."""
+        With ``barrier`` (durable only), neither the packs nor the index's temp file are
+        fsynced one by one: ``barrier(their paths)`` makes them durable together before the
+        index is renamed in. ``unsynced`` notes an index published without its packs'
+        fsync (a flush: a later sync must then sync the filesystem)."""
         with self.lock:
             if not self.packs:
                 return None
@@ -275,7 +297,13 @@ class PackWriter:
             )
             packs = [(p.name, p.size) for p in self.packs]
             name = self.packs[0].name[: -len(".pack")] + ".idx"
-            path = write_index(self.folder, name, packs, entries, durable, barrier)
+            with_packs = None
+            if barrier is not None:
+                paths = [self.folder / p.name for p in self.packs]
+                with_packs = lambda tmp: barrier([*paths, tmp])  # noqa: E731
+            path = write_index(self.folder, name, packs, entries, durable, with_packs)
+            if not durable:
+                self.unsynced = True
             for p in self.packs:
                 os.close(p.fd)
             self.packs, self.pending, self.ahead = [], {}, 0
@@ -573,31 +601,37 @@ class PackedStore(LocalStore):
         if self.writer.finish(durable=False):
             self.reload(force=True)
 
-    def sync(self, publish: Callable[[], None] | None = None) -> None:
+    def sync(self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()) -> None:
         """Make every write durable: fsync packs, write their indexes, then one syncfs.
 
         ``publish`` (a commit renaming its intent into place) runs once the objects are
-        visible, and what it did is durable on return with them; so are files the caller
-        wrote before this call (the intent's temp file). When the packs hold little
-        (SYNC_TOGETHER), one syncfs makes packs, index and the caller's files durable before
-        the index is renamed in, and a second one the renames: two waits for the disk
-        instead of four (fsync of the packs, of the index, syncfs, then another for what
-        ``publish`` did)."""
-        together = publish is not None and self.writer.pending_bytes() <= SYNC_TOGETHER
-        synced: list[bool] = []
-
-        def barrier() -> None:
-            sync_filesystem(self.root)
-            synced.append(True)
-
-        written = self.writer.finish(durable=True, barrier=barrier if together else None)
+        visible and their bytes and those of ``files`` (the caller's temp files that it
+        renames) are durable; what it did is durable on return. When the packs hold little
+        (SYNC_TOGETHER) and everything this process stored is in them, no syncfs is made
+        (it would also wait for every other process's writes): the packs, the index's temp
+        file and ``files`` are handed to the disk together and fsynced (one journal commit
+        for all), then the index and what ``publish`` named are renamed in and their
+        folders fsynced."""
+        w = self.writer
+        together = publish is not None and not w.unsynced and w.pending_bytes() <= SYNC_TOGETHER
         started = time.perf_counter()
-        if publish is not None:
-            if not synced:  # the caller's files' bytes before the names publish gives them
-                sync_filesystem(self.root)
+        if together:
+            written = w.finish(durable=True, barrier=lambda paths: sync_files([*paths, *files]))
+            if written is None:
+                sync_files(files)
             publish()
-        sync_filesystem(self.root)
-        note_stats(step="syncfs", secs=round(time.perf_counter() - started, 4))
+            for folder in dict.fromkeys([*([self.pack_dir] if written else []),
+                                         *(Path(f).parent for f in files)]):  # fmt: skip
+                fsync_dir(folder)
+        else:
+            written = w.finish(durable=True)
+            if publish is not None:
+                sync_files(files)
+                publish()
+            sync_filesystem(self.root)
+            w.unsynced = False
+        step = "fsync files" if together else "syncfs"
+        note_stats(step=step, secs=round(time.perf_counter() - started, 4))
         if written:
             self.reload(force=True)
             if len(self._indexes) > MAX_INDEXES:
