@@ -1,7 +1,7 @@
 /* mlvc._walk: the stat walk of data folders in C (optional; mlvc/core/speedups.py).
  *
- * walk(base, rel, junk) walks the folder `rel` of `base` and every folder below it, and
- * returns one tuple per folder:
+ * walk(base, rel, junk[, batch]) walks the folder `rel` of `base` and every folder below
+ * it, and returns one tuple per folder:
  *
  *     (folder, packed, links, gone, newest)
  *
@@ -22,7 +22,12 @@
  * and are not one of the junk names, which are checked here); sockets, fifos and devices
  * are left out. An error opening or listing a folder raises OSError(errno, strerror,
  * folder, "list"); an lstat error other than ENOENT raises OSError(..., path, "read").
- * The system calls of one folder run without the GIL.
+ * The system calls run without the GIL, many folders at a time (up to `batch` entries,
+ * default BATCH): the folders below a folder whose name is plainly kept are found and
+ * listed in the same GIL-free pass, so a Python thread (the commit's environment capture)
+ * runs beside the whole walk instead of waiting for the GIL between folders. Only then are
+ * the results built and `junk` asked, with the GIL, in the order the folders were listed; a
+ * folder whose name `junk` must judge is listed in the next pass if kept.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -42,6 +47,7 @@
 #endif
 
 #define ENTRY 56 /* bytes before the name in a packed entry */
+#define BATCH 65536 /* entries listed per GIL-free pass (bounds what is held at once) */
 
 typedef struct {
     char *name;
@@ -202,7 +208,9 @@ static char *join(const char *a, size_t alen, const char *b, size_t blen) {
     return out;
 }
 
-/* The tuple of one listed folder; pushes its subfolders on `todo`. NULL on error. */
+/* The tuple of one listed folder (its items sorted by name already); pushes on `todo` its
+ * subfolders whose name is not plainly kept and that `junk` keeps (the GIL-free pass
+ * pushed the others). NULL on error. */
 static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject *junk,
                                stack *todo) {
     PyObject *links = PyList_New(0), *gone = PyList_New(0), *packed = NULL, *res = NULL;
@@ -212,14 +220,14 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
         if (!keep) PyErr_NoMemory();
         goto done;
     }
-    qsort(it->v, it->n, sizeof(item), by_name);
     size_t total = 0;
     int have_newest = 0;
     int64_t new_hi = 0;
     uint32_t new_lo = 0;
     for (size_t i = 0; i < it->n; i++) {
         item *e = &it->v[i];
-        if (!plainly_kept(e->name, e->len)) {
+        int plain = plainly_kept(e->name, e->len);
+        if (!plain) {
             PyObject *n = PyUnicode_DecodeFSDefaultAndSize(e->name, (Py_ssize_t)e->len);
             if (!n) goto done;
             PyObject *r = PyObject_CallOneArg(junk, n);
@@ -251,6 +259,7 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
         }
         mode_t m = e->st.st_mode;
         if (S_ISDIR(m)) {
+            if (plain) continue; /* listed already, in the GIL-free pass */
             char *path = join(rel, rlen, e->name, e->len);
             if (!path || stack_push(todo, path) < 0) {
                 free(path);
@@ -311,13 +320,81 @@ done:
     return res;
 }
 
+/* folders listed in one GIL-free pass, in the order they were listed */
+typedef struct {
+    char *rel; /* owned */
+    size_t rlen;
+    items it;
+    int err; /* errno of opening or listing it, 0 if it worked */
+} listed;
+
+typedef struct {
+    listed *v;
+    size_t n, cap;
+} batch;
+
+static void batch_clear(batch *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->v[i].rel);
+        items_free(&b->v[i].it);
+    }
+    b->n = 0;
+}
+
+/* Without the GIL: list the folders of `todo` (last pushed first: depth first) until it is
+ * empty, `limit` entries are held or a folder cannot be listed. Each folder's items are
+ * sorted, and its subfolders whose name is plainly kept are pushed on `todo` in name order,
+ * as folder_result pushed them before. 0, or -1 when out of memory. */
+static int list_batch(const char *base, size_t blen, stack *todo, batch *out,
+                      size_t limit) {
+    size_t held = 0;
+    while (todo->n && held < limit) {
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? out->cap * 2 : 64;
+            listed *v = realloc(out->v, cap * sizeof(listed));
+            if (!v) return -1;
+            out->v = v;
+            out->cap = cap;
+        }
+        listed *f = &out->v[out->n++];
+        f->rel = todo->v[--todo->n];
+        f->rlen = strlen(f->rel);
+        f->it = (items){0};
+        char *full = join(base, blen, f->rel, f->rlen);
+        if (!full) {
+            f->err = 0;
+            return -1;
+        }
+        f->err = list_folder(full, &f->it);
+        free(full);
+        if (f->err) return 0; /* raised when its turn comes, as before */
+        qsort(f->it.v, f->it.n, sizeof(item), by_name);
+        held += f->it.n + 1;
+        for (size_t i = 0; i < f->it.n; i++) {
+            item *e = &f->it.v[i];
+            if (e->err || !S_ISDIR(e->st.st_mode) || !plainly_kept(e->name, e->len)) continue;
+            char *path = join(f->rel, f->rlen, e->name, e->len);
+            if (!path || stack_push(todo, path) < 0) {
+                free(path);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *base_b = NULL, *rel_b = NULL, *junk, *out = NULL;
+    Py_ssize_t limit = BATCH;
     stack todo = {0};
-    items it = {0};
-    if (!PyArg_ParseTuple(args, "O&O&O:walk", PyUnicode_FSConverter, &base_b,
-                          PyUnicode_FSConverter, &rel_b, &junk))
+    batch done = {0};
+    if (!PyArg_ParseTuple(args, "O&O&O|n:walk", PyUnicode_FSConverter, &base_b,
+                          PyUnicode_FSConverter, &rel_b, &junk, &limit))
         goto fail;
+    if (limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "walk: batch must be at least 1");
+        goto fail;
+    }
     if (!PyCallable_Check(junk)) {
         PyErr_SetString(PyExc_TypeError, "walk: junk must be callable");
         goto fail;
@@ -338,39 +415,38 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         goto fail;
     }
     while (todo.n) {
-        char *rel = todo.v[--todo.n];
-        size_t rlen = strlen(rel);
-        char *full = join(base, blen, rel, rlen);
-        if (!full) {
-            free(rel);
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = list_batch(base, blen, &todo, &done, (size_t)limit);
+        Py_END_ALLOW_THREADS
+        if (err) {
             PyErr_NoMemory();
             goto fail;
         }
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        err = list_folder(full, &it);
-        Py_END_ALLOW_THREADS
-        free(full);
-        PyObject *res = NULL;
-        if (err)
-            os_error(err, rel, rlen, "list");
-        else
-            res = folder_result(rel, rlen, &it, junk, &todo);
-        free(rel);
-        items_free(&it);
-        if (!res) goto fail;
-        int bad = PyList_Append(out, res);
-        Py_DECREF(res);
-        if (bad < 0) goto fail;
+        for (size_t i = 0; i < done.n; i++) {
+            listed *f = &done.v[i];
+            PyObject *res = NULL;
+            if (f->err)
+                os_error(f->err, f->rel, f->rlen, "list");
+            else
+                res = folder_result(f->rel, f->rlen, &f->it, junk, &todo);
+            if (!res) goto fail;
+            int bad = PyList_Append(out, res);
+            Py_DECREF(res);
+            if (bad < 0) goto fail;
+        }
+        batch_clear(&done);
     }
     free(todo.v);
+    free(done.v);
     Py_DECREF(base_b);
     Py_DECREF(rel_b);
     return out;
 fail:
     while (todo.n) free(todo.v[--todo.n]);
     free(todo.v);
-    items_free(&it);
+    batch_clear(&done);
+    free(done.v);
     Py_XDECREF(out);
     Py_XDECREF(base_b);
     Py_XDECREF(rel_b);
@@ -378,7 +454,8 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_VARARGS, "walk(base, rel, junk) -> [(folder, packed, links, gone, newest)]"},
+    {"walk", walk, METH_VARARGS,
+     "walk(base, rel, junk, batch=65536) -> [(folder, packed, links, gone, newest)]"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,7 +24,10 @@ def _environ(ctx: RepoContext):
 
 def commit(ctx: RepoContext, spec: dict[str, Any]) -> None:
     """``pre-commit``: ``spec`` says what is about to be recorded (message, name, params,
-    tags, the paths given)."""
+    tags, the paths given). Without a hook the author is not looked up here: that is a
+    ``git config`` process, which the commit then asks beside its file walk."""
+    if not (ctx.layout.hooks / "pre-commit").exists():
+        return
     run_pre(ctx.layout, "pre-commit", {**spec, "author": ctx.author()}, _environ(ctx))
 
 

@@ -322,8 +322,6 @@ def _capture_inputs(
     env: bool,
     hasher: FileHasher,
 ) -> Inputs:
-    from ..capture import capture_env, code_files, git_facts
-
     root, store = ctx.root, ctx.store
     cfg = load_project(root)
     # configured paths are relative to the root; configured artifacts may not exist yet
@@ -338,27 +336,44 @@ def _capture_inputs(
     overlap = set(data_paths) & set(art_paths)
     if overlap:
         raise UsageError(f"{sorted(overlap)[0]} is given as both data and artifacts; pick one")
-    code_tree, git = None, {}
-    # The data (where the big files are) is stored on a helper thread while the code, git
-    # facts and environment are captured here: those wait on git and scan installed
-    # packages, and would otherwise come before the first byte of data is read. The
+    # The code, git facts and environment are captured on a helper thread while the data is
+    # walked and stored here: they wait on git and scan installed packages, and the C walk
+    # makes its system calls without the GIL, so on two cores the two run side by side. The
     # helper is waited for on the way out, so nothing is written once this returns or raises.
-    loose, listing = walk_data(root, data_paths)  # every file listed and statted once
-    with _Helper(build_tree, store, root, loose, hasher=hasher, listing=listing) as data:
-        if code:
-            files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
-            code_tree = build_tree(store, root, files, hasher=hasher)
-            git = dict(git_facts(root))
-            if git.get("patch"):
-                git["patch"] = store.add_bytes(git["patch"].encode()).hex
-        env_id = None
-        if env:
-            found = capture_env(
-                root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
-            )
-            env_id = write_object(store, Env(found))
-        data_tree = data.result()
+    with _Helper(_capture_rest, ctx, data_paths, art_paths, cfg, code, env, hasher) as rest:
+        loose, listing = walk_data(root, data_paths)  # every file listed and statted once
+        data_tree = build_tree(store, root, loose, hasher=hasher, listing=listing)
+        code_tree, git, env_id = rest.result()
     return Inputs(code_tree, git, env_id, data_tree, tuple(data_paths), tuple(art_paths))
+
+
+def _capture_rest(
+    ctx: RepoContext,
+    data_paths: list[str],
+    art_paths: list[str],
+    cfg: ProjectConfig,
+    code: bool,
+    env: bool,
+    hasher: FileHasher,
+) -> tuple[ObjectId | None, dict, ObjectId | None]:
+    """What a capture stores besides the data: the code tree, git facts and environment."""
+    from ..capture import capture_env, code_files, git_facts
+
+    root, store = ctx.root, ctx.store
+    code_tree, git = None, {}
+    if code:
+        files = code_files(root, exclude=[*data_paths, *art_paths], include=cfg.params)
+        code_tree = build_tree(store, root, files, hasher=hasher)
+        git = dict(git_facts(root))
+        if git.get("patch"):
+            git["patch"] = store.add_bytes(git["patch"].encode()).hex
+    env_id = None
+    if env:
+        found = capture_env(
+            root, cfg.env_variables, cfg.env_files, cache=ctx.layout.dists, tmp=ctx.layout.tmp
+        )
+        env_id = write_object(store, Env(found))
+    return code_tree, git, env_id
 
 
 def _ask_author(ctx: RepoContext):
@@ -458,10 +473,16 @@ def _record_run(
 ) -> ObjectId:
     run = _build_run(ctx, spec, cwd, hasher)
     oid = ctx.store.add_bytes(_encoded(run))
-    ctx.store.sync()
+    # the intent's bytes go to disk with the objects' and its name right after the objects
+    # are visible, in the store's sync: no wait for the disk of its own (PackedStore.sync)
+    intent = _Intent(ctx, [(oid, run, spec.move_head)], durable=False)
+    try:
+        ctx.store.sync(publish=intent.place, files=[intent.tmp] if intent.tmp else [])
+    finally:
+        intent.discard()
     if on_stored is not None:
         on_stored(oid)
-    publish_run(ctx, oid, run, move_head=spec.move_head)
+    _publish_staged(ctx, intent)
     return oid
 
 
@@ -609,34 +630,66 @@ def publish_runs(
     """``publish_run`` for several stored runs: their intents written durable first, in one
     file for the batch (``publishing/batch-<first run id>``: one create, fsync and unlink
     for them all), then every ref in one batch, then one index update (if ``ingest``)."""
+    if runs:
+        _publish_staged(ctx, _Intent(ctx, runs, durable=True), ingest)
+
+
+class _Intent:
+    """The ref moves of runs about to be published, written to ``path`` (``publishing/``)
+    before any ref moves. ``durable=False``: only its temp file is written so far, without
+    fsync; ``place`` renames it in, inside the store's sync that makes both durable."""
+
+    def __init__(self, ctx: RepoContext, runs: Sequence[tuple[ObjectId, Run, bool]], durable: bool):
+        self.entries = []
+        for oid, run, move_head in runs:
+            moves = {"HEAD": move_head} if move_head else {}
+            if run.name:
+                moves[f"refs/names/{run.name}"] = True
+            for tag, value in run.tags.items():
+                if value == "":
+                    moves[f"refs/tags/{tag}"] = True
+            old = {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}
+            self.entries.append((oid, run, old))
+        folder = ctx.layout.publishing
+        if len(self.entries) == 1:
+            oid, _run, old = self.entries[0]
+            self.path, content = folder / oid.hex, old
+        else:
+            content = [[oid.hex, old] for oid, _run, old in self.entries]
+            self.path = folder / f"{BATCH_PREFIX}{self.entries[0][0].hex}"
+        self.tmp: Path | None = _intent_file(self.path, content, sync=durable)
+        if durable:  # one run's folder entry is made durable by the refs' sync after it
+            self.place(sync_folder=len(self.entries) > 1)
+
+    def place(self, sync_folder: bool = False) -> None:
+        from ..core.durable import fsync_dir
+
+        if self.tmp is not None:
+            os.replace(self.tmp, self.path)
+            self.tmp = None
+            if sync_folder:
+                fsync_dir(self.path.parent)
+        crash_point("publish-intent-written")
+
+    def discard(self) -> None:
+        """Remove the temp file if it was never placed (the store's sync failed)."""
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def _publish_staged(ctx: RepoContext, intent: _Intent, ingest: bool = True) -> None:
+    """Every ref of a placed intent in one batch, then the intent goes, then the index."""
     from ..core.spawn import gathered
 
-    intents = []
-    for oid, run, move_head in runs:
-        moves = {"HEAD": move_head} if move_head else {}
-        if run.name:
-            moves[f"refs/names/{run.name}"] = True
-        for tag, value in run.tags.items():
-            if value == "":
-                moves[f"refs/tags/{tag}"] = True
-        intents.append((oid, run, {ref: _hex(ctx.refs.read_or_none(ref)) for ref in moves}))
-    if not intents:
-        return
-    if len(intents) == 1:
-        oid, _run, intent = intents[0]
-        path = _write_intent(ctx.layout.publishing, oid.hex, intent, sync_folder=False)
-    else:
-        batch = [[oid.hex, intent] for oid, _run, intent in intents]
-        path = _write_intent(ctx.layout.publishing, f"{BATCH_PREFIX}{intents[0][0].hex}", batch)
-    crash_point("publish-intent-written")
     # one process start for the commit's background work (the index worker, and the webhook
     # deliverer the events' consumers start), made last: two cost a commit far more
     with gathered():
         with ctx.refs.batch():
-            for oid, run, intent in intents:
-                _publish(ctx, oid, run, intent)
-        path.unlink(missing_ok=True)
-        remember(ctx.layout.runlist, [(oid, run) for oid, run, _intent in intents])
+            for oid, run, old in intent.entries:
+                _publish(ctx, oid, run, old)
+        intent.path.unlink(missing_ok=True)
+        remember(ctx.layout.runlist, [(oid, run) for oid, run, _old in intent.entries])
         if ingest:
             ctx.index.try_ingest()
 
@@ -718,23 +771,16 @@ def finish_publishing(ctx: RepoContext) -> list[ObjectId]:
     return done
 
 
-def _write_intent(folder: Path, name: str, intent: Any, sync_folder: bool = True) -> Path:
-    """Write ``publishing/<name>``: temp file, fsync, rename, then (``sync_folder``) an
-    fsync of the folder; one run's intent leaves that to the refs' sync after it, as it
-    always has."""
-    from ..core.durable import fsync_dir
-
-    folder.mkdir(exist_ok=True)
-    tmp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
+def _intent_file(path: Path, content: Any, sync: bool) -> Path:
+    """Write the temp file of ``publishing/<name>`` (fsynced if ``sync``); returns its path."""
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}.tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(intent, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    path = folder / name
-    os.replace(tmp, path)
-    if sync_folder:
-        fsync_dir(folder)
-    return path
+        f.write(json.dumps(content, sort_keys=True))
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    return tmp
 
 
 def _hex(oid: ObjectId | None) -> str | None:

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -182,7 +182,9 @@ class ObjectStore(Protocol):
 
     def children(self, oid: ObjectId) -> list[ObjectId]: ...
 
-    def sync(self) -> None: ...
+    def sync(
+        self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()
+    ) -> None: ...
 
 
 class _RecordStore:
@@ -523,8 +525,10 @@ class _RecordStore:
             return [str(e)]
         return []
 
-    def sync(self) -> None:
-        pass
+    def sync(self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()) -> None:
+        """Make writes durable (a memory store has nothing to do), then run ``publish``."""
+        if publish is not None:
+            publish()
 
     def flush(self) -> None:
         """Make writes visible to other processes (loose and memory stores already are)."""
@@ -619,9 +623,14 @@ class LocalStore(_RecordStore):
         except OSError:
             return 0
 
-    def sync(self) -> None:
-        """Make every write so far durable: one syncfs for the store's filesystem."""
+    def sync(self, publish: Callable[[], None] | None = None, files: Sequence[Path] = ()) -> None:
+        """Make every write so far durable: one syncfs for the store's filesystem (``files``,
+        the caller's, with it); then ``publish`` and another syncfs for what it did
+        (PackedStore.sync)."""
         sync_filesystem(self.root)
+        if publish is not None:
+            publish()
+            sync_filesystem(self.root)
 
 
 def sync_filesystem(path: str | os.PathLike) -> None:

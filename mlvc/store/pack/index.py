@@ -9,7 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import blake3
@@ -112,8 +112,11 @@ def write_index(
     packs: list[tuple[str, int]],
     entries: Iterable[tuple[bytes, str, int, int]],
     durable: bool,
+    barrier: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``<folder>/<name>`` from id-sorted entries, by temp file (+ fsync) + rename."""
+    """Write ``<folder>/<name>`` from id-sorted entries, by temp file (+ fsync) + rename;
+    ``barrier(temp file)`` (which makes it durable with other files) runs between the write
+    and the rename instead of the temp file's own fsync."""
     number = {p: i for i, (p, _) in enumerate(packs)}
     ids, locs = bytearray(), bytearray()
     fanout = [0] * 256
@@ -138,10 +141,16 @@ def write_index(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         write_all(fd, [head, ids, locs, h.digest()])
-        if durable:
+        if durable and barrier is None:
             os.fsync(fd)
     finally:
         os.close(fd)
+    if barrier is not None:
+        try:
+            barrier(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, folder / name)
     return folder / name
 
