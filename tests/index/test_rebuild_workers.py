@@ -1,0 +1,169 @@
+"""A big rebuild's decode workers: forked from the rebuilding process where no other thread
+runs, started as subprocesses otherwise; both give the index an ingest of each run gives,
+and neither outlives the rebuild, whether it ends well, fails, or loses a worker.
+
+Runs of every series kind (Arrow IPC as runs write it, Parquet as runs recorded before, other
+timestamp types, a damaged blob) are ingested one by one, then rebuilt in small batches by two
+workers of each kind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from test_decode_batch import KINDS, commit_runs
+from test_index import KILLED_REBUILD, _alive, commit, dump, index_of, make_run
+
+import mlvc.index.ingest
+import mlvc.index.pool as pool
+from mlvc.errors import MlvcError
+from mlvc.index.index import Index
+
+MIXED = [*KINDS, "none", "ipc", "parquet"]
+RUNS = len(MIXED) + 2  # and _mixed's two runs with keys of their own
+
+
+def _workers_of(repo) -> Index:
+    return Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings)
+
+
+@pytest.fixture
+def started(monkeypatch) -> list:
+    """Small batches, workers for any rebuild, and the ``Workers`` each rebuild starts."""
+    monkeypatch.setattr(mlvc.index.ingest, "BATCH_RUNS", 3)
+    monkeypatch.setattr(mlvc.index.ingest, "PARALLEL_MIN_RUNS", 1)
+    made = []
+    init = pool.Workers.__init__
+
+    def recorded(self, n):
+        init(self, n)
+        made.append(self)
+
+    monkeypatch.setattr(pool.Workers, "__init__", recorded)
+    return made
+
+
+def _mixed(repo) -> dict:
+    """Runs of every kind, two with a param key of their own, one named; ingested one by
+    one: the index's tables."""
+    commit_runs(repo, MIXED)
+    commit(repo, make_run(repo, 40, params={"lr": 0.5, "only_here": "x"}), name="special")
+    commit(repo, make_run(repo, 41, params={"lr": "text now", "LR": 2}))
+    return dump(index_of(repo))
+
+
+def _gone(workers) -> bool:
+    """Whether every worker process ended and was reaped."""
+    return all(not _alive(p.pid) for w in workers for p in w.procs)
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
+def test_rebuild_by_workers_equals_ingesting_each_run(repo, monkeypatch, started, fork):
+    incremental = _mixed(repo)
+    monkeypatch.setattr(pool, "FORK", fork)
+    assert _workers_of(repo).rebuild() == RUNS
+    assert dump(index_of(repo)) == incremental
+    (workers,) = started
+    kind = pool._Forked if fork else subprocess.Popen
+    assert [type(p) for p in workers.procs] == [kind, kind]
+    assert _gone(started)
+    assert repo.fsck() == []
+
+
+def test_workers_are_not_forked_while_another_thread_runs(repo, started):
+    """A process running other threads (a server) starts subprocesses: a forked child could
+    wait forever on a lock one of them held."""
+    incremental = _mixed(repo)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert _workers_of(repo).rebuild() == RUNS
+    finally:
+        release.set()
+        other.join()
+    assert [type(p) for p in started[0].procs] == [subprocess.Popen] * 2
+    assert dump(index_of(repo)) == incremental
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
+def test_a_failing_insert_ends_the_workers_and_keeps_the_index(repo, monkeypatch, started, fork):
+    before = _mixed(repo)
+    monkeypatch.setattr(pool, "FORK", fork)
+    insert = mlvc.index.ingest._insert_tables
+    calls = []
+
+    def failing(con, tables):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        insert(con, tables)
+
+    monkeypatch.setattr(mlvc.index.ingest, "_insert_tables", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _workers_of(repo).rebuild()
+    assert _gone(started)
+    assert dump(index_of(repo)) == before
+    monkeypatch.setattr(mlvc.index.ingest, "_insert_tables", insert)
+    assert _workers_of(repo).rebuild() == RUNS
+    assert not list(repo.dir.glob("index.duckdb.rebuild-*"))
+    assert dump(index_of(repo)) == before
+    assert repo.fsck() == []
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
+def test_a_worker_killed_is_an_error_not_a_hang(repo, monkeypatch, started, fork):
+    """A worker killed before it read its requests: the rebuild says so, the other worker
+    ends, and the index in place is untouched."""
+    before = _mixed(repo)
+    monkeypatch.setattr(pool, "FORK", fork)
+    send = pool._send
+
+    def send_then_kill(stream, requests):
+        send(stream, requests)
+        victim = started[-1].procs[-1]
+        if stream is victim.stdin:
+            os.kill(victim.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(pool, "_send", send_then_kill)
+    t0 = time.monotonic()
+    with pytest.raises(MlvcError, match="index worker process died"):
+        _workers_of(repo).rebuild()
+    assert time.monotonic() - t0 < 30
+    assert _gone(started)
+    assert dump(index_of(repo)) == before
+    assert repo.fsck() == []
+
+
+def test_rebuild_by_subprocesses_killed_leaves_the_index_whole(repo, tmp_path):
+    """kill -9 of a rebuild whose workers are subprocesses (forked ones: test_index's
+    test_rebuild_killed_between_batches_leaves_the_index_whole): they end, the index in
+    place answers as before."""
+    index = index_of(repo)
+    commit_runs(repo, ["ipc", "parquet", "ipc", "none"])
+    before = dump(index)
+    script = tmp_path / "killed_rebuild.py"
+    script.write_text("import mlvc.index.pool\nmlvc.index.pool.FORK = False\n" + KILLED_REBUILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(repo.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(workers) == 2 and proc.stdout.readline() == "inserted\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+    assert dump(index) == before
+    assert index.rebuild() == 4
+    assert dump(index) == before
+    assert repo.fsck() == []
