@@ -107,9 +107,13 @@ class Writer:
             try:
                 schema.create(con)
                 con.begin()
+                # refs, models and events first, while the workers decode the first batches
+                meta = self._shared(con, self.journal.refs_fingerprint())
                 self._insert_runs(con, run_ids, fresh=True, workers=workers)
-                fingerprint = self.journal.refs_fingerprint()
-                self._finish(con, fingerprint, [o.hex for o in run_ids], [], whole=True)
+                # runs_wide written whole once (growing it from empty wrote every run into a
+                # side table first, then wrote it whole again)
+                meta["runs_wide"] = json.dumps(wide.rewrite(con))
+                schema.write_meta(con, meta)
                 con.commit()
                 con.execute("CHECKPOINT")
             finally:
@@ -188,17 +192,23 @@ class Writer:
             new_envs = seen.new(envs, "env_packages", "env_id")
             _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
 
-    def _finish(
-        self, con, fingerprint: str, new: list[str], dropped: list[str], whole: bool = False
-    ) -> None:
-        """Refresh what depends on the whole index: refs, model tables, runs_wide, meta.
-        ``whole``: the index was empty before these runs, so runs_wide is written whole at
-        once (growing it first wrote every run into a side table, then wrote it again)."""
+    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
+        """Refresh what depends on the whole index: refs, model tables, runs_wide, meta."""
+        stored = schema.read_meta(con)
+        meta = self._shared(con, fingerprint, stored)
+        if new or dropped:
+            rows = self.kept.tables(con) if self.kept is not None else None
+            meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped), rows)
+        schema.write_meta(con, meta)
+
+    def _shared(self, con, fingerprint: str, stored: dict | None = None) -> dict:
+        """Refresh the refs and model tables (if the refs changed) and the events; returns
+        their entries for ``meta``."""
         import pyarrow as pa
 
         from ..refs.resolve import named_runs  # damaged refs are skipped, with a warning
 
-        stored = schema.read_meta(con)
+        stored = schema.read_meta(con) if stored is None else stored
         if stored.get("refs_fingerprint") != fingerprint:
             rows = [
                 (kind, name, oid.hex)
@@ -210,16 +220,8 @@ class Writer:
                 kinds, names, ids = zip(*rows, strict=True)
                 schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
             models.refresh(con, self.refs, self.store)
-        meta = {"refs_fingerprint": fingerprint}
-        meta["events_fingerprint"] = events.refresh(
-            con, self.journal.layout, stored.get("events_fingerprint")
-        )
-        if whole:
-            meta["runs_wide"] = json.dumps(wide.rewrite(con))
-        elif new or dropped:
-            rows = self.kept.tables(con) if self.kept is not None else None
-            meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped), rows)
-        schema.write_meta(con, meta)
+        events_fp = events.refresh(con, self.journal.layout, stored.get("events_fingerprint"))
+        return {"refs_fingerprint": fingerprint, "events_fingerprint": events_fp}
 
 
 _USED_OBJECTS = """

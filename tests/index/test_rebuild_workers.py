@@ -167,3 +167,20 @@ def test_rebuild_by_subprocesses_killed_leaves_the_index_whole(repo, tmp_path):
     assert index.rebuild() == 4
     assert dump(index) == before
     assert repo.fsck() == []
+
+
+def test_an_import_that_finds_no_index_rebuilds_with_workers(repo, monkeypatch, started):
+    """An importer's ingest (runs it holds in memory, ``known``) into a repository whose
+    index is gone rebuilds it with workers first, then ingests its runs as any ingest."""
+    _mixed(repo)
+    held = make_run(repo, 50, params={"imported": 1.0})
+    oid = commit(repo, held, ingest=False)
+    index_of(repo).path.unlink()
+    index = _workers_of(repo)
+    assert index.try_ingest(known={oid.hex: (held, None)})
+    assert len(started) == 1 and _gone(started)
+    assert index.query("SELECT count(*) AS n FROM runs").to_pylist() == [{"n": RUNS + 1}]
+    imported = dump(index)
+    assert index_of(repo).rebuild() == RUNS + 1  # in one process
+    assert dump(index) == imported
+    assert repo.fsck() == []
