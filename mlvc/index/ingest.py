@@ -173,7 +173,8 @@ class Writer:
             for i in range(0, len(run_ids), BATCH_RUNS)
         ]
         n = 0 if workers is not None else self._parallel(len(run_ids))
-        with pool.Workers(n) if n else contextlib.nullcontext(workers) as workers:
+        # started here, the index is open: subprocesses (a rebuild forks before it opens)
+        with pool.Workers(n, fork=False) if n else contextlib.nullcontext(workers) as workers:
             if workers is not None:
                 decoded = workers.map(requests)
             else:

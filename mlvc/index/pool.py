@@ -76,15 +76,17 @@ def can_fork() -> bool:
 
 
 class Workers:
-    """``n`` worker processes, started at once (forked where ``can_fork``); ``map`` ends them."""
+    """``n`` worker processes, started at once; ``map`` ends them. Forked where ``can_fork``
+    and the caller allows it: ``fork=False`` where this process has a DuckDB database open
+    (its threads are not Python threads, and a child must not copy them mid-work)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, fork: bool = True):
         self.procs: list = []
         self.ended = False
         self.stop = threading.Event()  # tells the reader threads to give up
         self.readers: list[threading.Thread] = []
         try:
-            if can_fork():
+            if fork and can_fork():
                 _warm()
                 for _ in range(n):
                     self.procs.append(self._fork())

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from test_decode_batch import KINDS, commit_runs
+from test_decode_batch import KINDS, blob, commit_runs
 from test_index import KILLED_REBUILD, _alive, commit, dump, index_of, make_run
 
 import mlvc.index.ingest
@@ -41,8 +41,8 @@ def started(monkeypatch) -> list:
     made = []
     init = pool.Workers.__init__
 
-    def recorded(self, n):
-        init(self, n)
+    def recorded(self, n, **kw):
+        init(self, n, **kw)
         made.append(self)
 
     monkeypatch.setattr(pool.Workers, "__init__", recorded)
@@ -183,4 +183,19 @@ def test_an_import_that_finds_no_index_rebuilds_with_workers(repo, monkeypatch, 
     imported = dump(index)
     assert index_of(repo).rebuild() == RUNS + 1  # in one process
     assert dump(index) == imported
+    assert repo.fsck() == []
+
+
+def test_an_ingest_of_many_runs_decodes_in_subprocesses(repo, started):
+    """Workers an ingest starts, its DuckDB connection open, are not forked (DuckDB's
+    threads are no Python threads ``can_fork`` would see); the rows are an ingest's."""
+    index_of(repo).sync()  # an index of no runs
+    for i, kind in enumerate(MIXED):
+        commit(repo, make_run(repo, i, series=blob(kind, i, ["loss"])), ingest=False)
+    _workers_of(repo).sync()
+    assert [type(p) for p in started[0].procs] == [subprocess.Popen] * 2
+    assert _gone(started)
+    ingested = dump(index_of(repo))
+    assert index_of(repo).rebuild() == len(MIXED)  # in one process
+    assert dump(index_of(repo)) == ingested
     assert repo.fsck() == []
