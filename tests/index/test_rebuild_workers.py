@@ -1,6 +1,8 @@
 """A big rebuild's decode workers: forked from the rebuilding process where no other thread
 runs, started as subprocesses otherwise; both give the index an ingest of each run gives,
-and neither outlives the rebuild, whether it ends well, fails, or loses a worker.
+and neither outlives the rebuild, whether it ends well, fails, or loses a worker (kill -9
+of the rebuild itself: test_index's test_rebuild_killed_between_batches_leaves_the_index_whole,
+for both kinds).
 
 Runs of every series kind (Arrow IPC as runs write it, Parquet as runs recorded before, other
 timestamp types, a damaged blob) are ingested one by one, then rebuilt in small batches by two
@@ -12,13 +14,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 from test_decode_batch import KINDS, blob, commit_runs
-from test_index import KILLED_REBUILD, _alive, commit, dump, index_of, make_run
+from test_index import _alive, commit, dump, index_of, make_run
 
 import mlvc.index.ingest
 import mlvc.index.pool as pool
@@ -138,34 +139,6 @@ def test_a_worker_killed_is_an_error_not_a_hang(repo, monkeypatch, started, fork
     assert time.monotonic() - t0 < 30
     assert _gone(started)
     assert dump(index_of(repo)) == before
-    assert repo.fsck() == []
-
-
-def test_rebuild_by_subprocesses_killed_leaves_the_index_whole(repo, tmp_path):
-    """kill -9 of a rebuild whose workers are subprocesses (forked ones: test_index's
-    test_rebuild_killed_between_batches_leaves_the_index_whole): they end, the index in
-    place answers as before."""
-    index = index_of(repo)
-    commit_runs(repo, ["ipc", "parquet", "ipc", "none"])
-    before = dump(index)
-    script = tmp_path / "killed_rebuild.py"
-    script.write_text("import mlvc.index.pool\nmlvc.index.pool.FORK = False\n" + KILLED_REBUILD)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(repo.root)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        workers = [int(pid) for pid in proc.stdout.readline().split()]
-        assert len(workers) == 2 and proc.stdout.readline() == "inserted\n"
-    finally:
-        proc.kill()
-        proc.wait()
-    deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers)
-    assert dump(index) == before
-    assert index.rebuild() == 4
-    assert dump(index) == before
     assert repo.fsck() == []
 
 
