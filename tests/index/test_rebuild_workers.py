@@ -59,6 +59,12 @@ def _mixed(repo) -> dict:
     return dump(index_of(repo))
 
 
+def _fork(monkeypatch, fork: bool) -> None:
+    """Workers forked, or subprocesses; forked even if an earlier test in this process left
+    a thread running (``can_fork`` itself: test_workers_are_not_forked_while_...)."""
+    monkeypatch.setattr(pool, "can_fork", lambda: fork)
+
+
 def _gone(workers) -> bool:
     """Whether every worker process ended and was reaped."""
     return all(not _alive(p.pid) for w in workers for p in w.procs)
@@ -67,7 +73,7 @@ def _gone(workers) -> bool:
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
 def test_rebuild_by_workers_equals_ingesting_each_run(repo, monkeypatch, started, fork):
     incremental = _mixed(repo)
-    monkeypatch.setattr(pool, "FORK", fork)
+    _fork(monkeypatch, fork)
     assert _workers_of(repo).rebuild() == RUNS
     assert dump(index_of(repo)) == incremental
     (workers,) = started
@@ -96,7 +102,7 @@ def test_workers_are_not_forked_while_another_thread_runs(repo, started):
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
 def test_a_failing_insert_ends_the_workers_and_keeps_the_index(repo, monkeypatch, started, fork):
     before = _mixed(repo)
-    monkeypatch.setattr(pool, "FORK", fork)
+    _fork(monkeypatch, fork)
     insert = mlvc.index.ingest._insert_tables
     calls = []
 
@@ -123,7 +129,7 @@ def test_a_worker_killed_is_an_error_not_a_hang(repo, monkeypatch, started, fork
     """A worker killed before it read its requests: the rebuild says so, the other worker
     ends, and the index in place is untouched."""
     before = _mixed(repo)
-    monkeypatch.setattr(pool, "FORK", fork)
+    _fork(monkeypatch, fork)
     send = pool._send
 
     def send_then_kill(stream, requests):
