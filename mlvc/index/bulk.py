@@ -37,11 +37,11 @@ class BulkWriter(Writer):
         # a run naming a series given without its points is decoded from the store
         self.known = {k: v for k, v in known.items() if v[0].series is None or v[1] is not None}
 
-    def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False) -> None:
+    def _insert_runs(self, con, run_ids: list[ObjectId], fresh: bool = False, workers=None) -> None:
         mine = [oid for oid in run_ids if oid.hex in self.known]
         rest = [oid for oid in run_ids if oid.hex not in self.known]
         if rest or not mine:
-            super()._insert_runs(con, rest, fresh)
+            super()._insert_runs(con, rest, fresh, workers)
         if not mine:
             return
         schemas = {t: arrow_schema(con, t) for t in set(DECODED)}

@@ -438,9 +438,11 @@ Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuil
 """
 
 
-def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path):
-    """kill -9 of a rebuild while its workers stream batches: the index in place answers as
-    before, its workers end, and the next rebuild clears the half-written file."""
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "subprocesses"])
+def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path, fork):
+    """kill -9 of a rebuild while its workers (forked, or subprocesses: pool.py) stream
+    batches: the index in place answers as before, its workers end, and the next rebuild
+    clears the half-written file."""
     index = index_of(repo)
     for i in range(4):
         points = [("loss", s, T0 + s, float(i + s)) for s in range(3)]
@@ -448,7 +450,7 @@ def test_rebuild_killed_between_batches_leaves_the_index_whole(repo, tmp_path):
     index.sync()
     before = dump(index)
     script = tmp_path / "killed_rebuild.py"
-    script.write_text(KILLED_REBUILD)
+    script.write_text(f"import mlvc.index.pool\nmlvc.index.pool.FORK = {fork}\n{KILLED_REBUILD}")
     proc = subprocess.Popen(
         [sys.executable, str(script), str(repo.root)], stdout=subprocess.PIPE, text=True
     )
