@@ -374,8 +374,21 @@ def child_storm_writer(root: str, writer: str, runs: str, points: str) -> None:
     )
 
 
+STORM_OPS = ("mlvc query", "Repo.log", "mlvc log -n 5", "Repo.query")
+STORM_BASELINES = {
+    "python -c pass": [PYTHON, "-c", "pass"],
+    "python: import duckdb, select 1": [
+        PYTHON,
+        "-c",
+        "import duckdb; duckdb.connect().execute('select 1')",
+    ],
+}
+
+
 def child_storm_reader(root: str, stop: str) -> None:
-    """Until the stop file appears: `mlvc query`, Repo.log, `mlvc log`, Repo.query in turn.
+    """Until the stop file appears: `mlvc query`, Repo.log, `mlvc log`, Repo.query and two
+    baselines in turn (a bare ``python -c pass`` and a python that imports duckdb and runs
+    ``select 1``: the floor of any `mlvc query` process in the same storm).
     Any non-zero exit, exception or stderr output is an error."""
     import resource
     import traceback
@@ -396,7 +409,7 @@ def child_storm_reader(root: str, stop: str) -> None:
 
     index_lock.IndexLock.take = timed_take
     print("ready", flush=True)
-    ops = {"mlvc query": [], "Repo.log": [], "mlvc log -n 5": [], "Repo.query": []}
+    ops: dict[str, list[float]] = {k: [] for k in (*STORM_OPS, *STORM_BASELINES)}
     # where each call's wall time went: CPU (the child's, for commands), time runnable but
     # not running (/proc/self/schedstat, in-process calls only) and waiting for the index lock
     parts: dict[str, dict[str, list[float | None]]] = {
@@ -417,6 +430,7 @@ def child_storm_reader(root: str, stop: str) -> None:
     cli = {
         "mlvc query": [MLVC, "query", "--format", "csv", "SELECT count(*) AS n FROM runs"],
         "mlvc log -n 5": [MLVC, "log", "-n", "5"],
+        **STORM_BASELINES,
     }
     k = 0
     while not os.path.exists(stop):
@@ -1023,9 +1037,15 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
             str(sum(len(s["many"]["reader"]["errors"]) for s in samples if s["many"]["reader"])),
         ],
     ]
-    last = samples[-1]["many"]
-    ops = last["reader"]["ops"] if last["reader"] else {}
-    parts = last["reader"].get("parts", {}) if last["reader"] else {}
+    # every storm's calls pooled (a storm gives ~10 calls of each: too few for a p95)
+    ops: dict[str, list[float]] = {}
+    parts: dict[str, dict[str, list]] = {}
+    for s in samples:
+        got = s["many"]["reader"] or {}
+        for k, v in got.get("ops", {}).items():
+            ops.setdefault(k, []).extend(v)
+            for what, xs in got.get("parts", {}).get(k, {}).items():
+                parts.setdefault(k, {}).setdefault(what, []).extend(x for x in xs if x is not None)
 
     def part(k: str, what: str) -> str:
         xs = parts.get(k, {}).get(what)
@@ -1036,6 +1056,24 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         + [part(k, "cpu"), part(k, "runq"), part(k, "lock")]
         for k, v in ops.items()
     ]
+    floor = ops.get("python: import duckdb, select 1")
+    if floor and ops.get("mlvc query"):
+        q = ops["mlvc query"]
+        cpu_q, cpu_f = parts["mlvc query"].get("cpu"), parts[
+            "python: import duckdb, select 1"
+        ].get("cpu")
+        reader_rows.append(
+            [
+                "`mlvc query` / the duckdb baseline",
+                "",
+                fx(med(q) / med(floor)),
+                fx(p95(q) / p95(floor)),
+                "",
+                fx(med(cpu_q) / med(cpu_f)) if cpu_q and cpu_f else "–",
+                "",
+                "",
+            ]
+        )
     notes = []
     for k, s in enumerate(samples):
         m = s["many"]
@@ -1055,7 +1093,7 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
             + (m["reader"]["errors"][:3] if m["reader"] else [])
         ):
             notes.append("error output: `" + text.strip().splitlines()[-1][:300] + "`")
-    fsck = last.get("fsck")
+    fsck = samples[-1]["many"].get("fsck")
     if fsck:
         notes.append(
             f"`mlvc fsck` afterwards: exit {fsck['rc']} in {fsck['seconds']:.1f} s: "
@@ -1153,7 +1191,7 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         "failures. MLflow writers do the same with `start_run`, `log_params` and one "
         "`log_batch` of the 100 points (its fastest path), on one SQLite file; one repetition.\n\n"
         + table(head, rows)
-        + "\n\nReader latency during the last storm:\n\n"
+        + f"\n\nReader latency during the storms ({reps}, calls pooled):\n\n"
         + table(
             [
                 "reader operation",
