@@ -22,9 +22,8 @@ PROBE = textwrap.dedent(
     atexit.register(lambda: sys.stderr.write("atexit hook\\n"))
     if "{setup}" == "duckdb":
         import duckdb
-    if "{setup}" == "thread":
-        import time
-        threading.Thread(target=time.sleep, args=(0.3,)).start()
+    if "{setup}" == "thread":  # alive until the main thread has ended, however slow the command
+        threading.Thread(target=threading.main_thread().join).start()
     from mlvc.cli import main
     sys.argv[0] = "mlvc"
     main()
