@@ -61,9 +61,12 @@ def test_a_small_commit_names_nothing_before_its_bytes_are_synced(project, repo,
     second = repo.commit("second")
     monkeypatch.undo()
     what = [(kind, path.split("/")[-1][:5] if kind == "fsync" else "") for kind, path, _ in calls]
+    # its pack, the index's and intent's temp files, then the first commit's pack and index
+    # (the objects it shares with the first: see the next test)
     assert what == [("fsync", "pack-"), ("fsync", ".pack"), ("fsync", f".{second.oid.hex[:4]}"),
+                    ("fsync", "pack-"), ("fsync", "pack-"),
                     ("fsync", "pack"), ("fsync", "publi"), ("syncfs", "")], calls  # fmt: skip
-    files, folders, refs = calls[2][2], calls[3][2], calls[5][2]
+    files, folders, refs = calls[4][2], calls[5][2], calls[7][2]
     # the pack, the index's temp file and the intent's temp file, none named yet
     assert len(files["intent_tmp"]) == 1 and files["intent"] == []
     assert len(files["idx_tmp"]) == 1 and files["head"] == first.oid.hex
@@ -97,7 +100,7 @@ def test_when_the_objects_cannot_be_synced_nothing_is_named(project, repo, monke
     first = repo.commit("first")
     real = pack_store.sync_files
 
-    def full(paths):
+    def full(paths, gone_ok=()):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pack_store, "sync_files", full)
@@ -133,3 +136,38 @@ def test_a_commit_killed_after_its_intent_is_finished_by_the_next(project, repo,
     assert repo.run(killed).parents == (first.oid,)
     assert _state(project)["intent"] == []
     assert Repo(project).fsck() == []
+
+
+def test_objects_found_in_another_process_s_flushed_pack_are_synced_before_the_intent(
+    project, repo, monkeypatch
+):
+    """Another process (a live run) flushes its pack: its objects are visible, not durable.
+    A commit whose files have the same bytes stores none of them; without a syncfs its run
+    would be published (the intent made durable) naming objects a power cut could take. The
+    flushed pack and its index are fsynced with the commit's own files, before the intent."""
+    repo.commit("first")
+    (project / "ckpt.bin").write_bytes(os.urandom(200_000))
+    live = subprocess.run(
+        [sys.executable, "-c", FLUSHER, str(project / ".mlvc" / "objects"), str(project / "ckpt.bin")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    flushed = set(live.stdout.split())  # the pack and index it published, not synced
+    assert len(flushed) == 2
+    calls = _spy(monkeypatch, project)
+    repo.commit("with the checkpoint")
+    monkeypatch.undo()
+    synced = [path for kind, path, state in calls if kind == "fsync" and not state["intent"]]
+    assert flushed <= {os.path.basename(p) for p in synced}, calls
+    assert ("syncfs", "") not in [(k, "") for k, _p, st in calls if not st["intent"]]
+
+
+FLUSHER = """
+import os, sys
+from pathlib import Path
+from mlvc.store.pack.store import PackedStore
+store = PackedStore(sys.argv[1], Path(sys.argv[1]).parent / "tmp")
+before = set(os.listdir(store.pack_dir))
+store.add_file(sys.argv[2])
+store.flush()  # as a live run does for its artifacts: visible, not durable
+print(*sorted(set(os.listdir(store.pack_dir)) - before))
+"""

@@ -102,14 +102,20 @@ _start_writeback = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_ui
 _fallocate = _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
 
 
-def sync_files(paths: Sequence[Path]) -> None:
-    """fsync each file, all handed to the disk first: their blocks are then allocated in one
-    journal transaction, which the first fsync commits (the others find it done). Folders
-    are left to the caller (fsync_dir)."""
+def sync_files(paths: Sequence[Path], gone_ok: Sequence[Path] = ()) -> None:
+    """fsync each file of ``paths`` and ``gone_ok`` (skipped if it no longer exists: another
+    process's pack index merged away), all handed to the disk first: their blocks are then
+    allocated in one journal transaction, which the first fsync commits (the others find it
+    done). Folders are left to the caller (fsync_dir)."""
     fds = []
     try:
-        for path in paths:
-            fds.append(os.open(path, os.O_RDONLY))
+        for path in [*paths, *gone_ok]:
+            try:
+                fds.append(os.open(path, os.O_RDONLY))
+            except FileNotFoundError:
+                if path not in gone_ok:
+                    raise
+                continue
             if _start_writeback is not None:
                 _start_writeback(fds[-1], 0, 0, 2)  # SYNC_FILE_RANGE_WRITE
         for fd in fds:
@@ -361,6 +367,10 @@ class PackedStore(LocalStore):
         self._stamp: tuple | None = None
         self._fds: dict[str, int] = {}
         self._fresh: set[str] = set()
+        # the packs (and their indexes) that answered a dedup hit since the last sync: a
+        # commit's objects may be there, and another process may have published them by a
+        # flush (visible, not yet durable); a sync without syncfs fsyncs them too
+        self._deduped: set[Path] = set()
         self._loose = True
         self._lock = threading.Lock()
         self._writer: PackWriter | None = None
@@ -444,6 +454,8 @@ class PackedStore(LocalStore):
         found = self._locate(oid)
         if found is not None:
             name = found[0].packs[found[1][0]]
+            self._deduped.add(self.pack_dir / name)
+            self._deduped.add(found[0].path)
             if name not in self._fresh:
                 self._fresh.add(name)
                 _touch(self.pack_dir / name)
@@ -631,11 +643,18 @@ class PackedStore(LocalStore):
         together = publish is not None and not w.unsynced and w.pending_bytes() <= SYNC_TOGETHER
         started = time.perf_counter()
         if together:
-            written = w.finish(durable=True, barrier=lambda paths: sync_files([*paths, *files]))
+            # what this commit's objects may be in besides its own packs: another process's
+            # pack published by a flush is visible but not durable (fsyncing a clean file
+            # costs next to nothing; a touched one joins the same journal commit)
+            foreign = sorted(self._deduped)
+            written = w.finish(
+                durable=True, barrier=lambda paths: sync_files([*paths, *files], foreign)
+            )
             if written is None:
-                sync_files(files)
+                sync_files(files, foreign)
             publish()
-            for folder in dict.fromkeys([*([self.pack_dir] if written else []),
+            self._deduped.clear()
+            for folder in dict.fromkeys([*([self.pack_dir] if written or foreign else []),
                                          *(Path(f).parent for f in files)]):  # fmt: skip
                 fsync_dir(folder)
         else:
@@ -645,6 +664,7 @@ class PackedStore(LocalStore):
                 publish()
             sync_filesystem(self.root)
             w.unsynced = False
+            self._deduped.clear()
         step = "fsync files" if together else "syncfs"
         note_stats(step=step, secs=round(time.perf_counter() - started, 4))
         if written:
