@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,40 @@ def cli(project):
         return result
 
     return invoke
+
+
+@pytest.fixture
+def merge_while_listed():
+    """``merge_while_listed(objects, times=2)``: the next ``times`` listings of the pack folder
+    of the store at ``objects`` (by this process) are each followed at once by another process
+    merging its pack indexes (the merged one renamed in, then its sources removed), before
+    this process opens what it listed: the window a reader descheduled under load falls into
+    (twice: a read that misses looks again). Returns the list of merges done. Requested
+    after ``project``, it is undone before that fixture's fsck."""
+    import mlvc.store.pack.scan as pack_scan
+    import mlvc.store.pack.store as pack_store
+
+    modules = (pack_store, pack_scan)  # each lists the folder with its own _listdir
+    real = [m._listdir for m in modules]
+
+    def arm(objects: Path, times: int = 2) -> list[int]:
+        done: list[int] = []
+        merge = f"from mlvc.store.pack.store import PackedStore; PackedStore({str(objects)!r}).consolidate()"
+
+        def racing(listdir):
+            def listing(folder):
+                names = listdir(folder)
+                if Path(folder) == Path(objects) / "pack" and len(done) < times:
+                    done.append(1)
+                    subprocess.run([sys.executable, "-c", merge], check=True, timeout=120)
+                return names
+
+            return listing
+
+        for m, listdir in zip(modules, real, strict=True):
+            m._listdir = racing(listdir)
+        return done
+
+    yield arm
+    for m, listdir in zip(modules, real, strict=True):  # before the project fixture's fsck
+        m._listdir = listdir

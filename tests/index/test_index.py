@@ -990,3 +990,25 @@ def test_a_damaged_arrow_ipc_series_is_reported_and_final_metrics_kept(repo, cut
     assert rows(index, "SELECT key FROM metrics ORDER BY key") == [{"key": "acc"}, {"key": "loss"}]
     errors = rows(index, "SELECT run_id, error FROM ingest_errors")
     assert errors[0]["run_id"] == oid.hex and "metric series unreadable" in errors[0]["error"]
+
+
+def test_a_run_read_while_another_process_merges_indexes_is_ingested(project, merge_while_listed):
+    """Regression (CI: a table of 450 runs showed 449): the ingest read a journalled run
+    while the next commit merged the pack indexes; its store listed the index files before
+    the merge and opened them after, found the run missing, and the run went to
+    ingest_errors with its journal entry deleted: lost to every query until a rebuild."""
+    repo = Repo(project)
+    first = repo.commit("first")
+    reader = Repo(project)
+    reader.index.store.reload(force=True)  # a reader that looked a moment ago
+    index = repo.index
+    held = index.lock.take(exclusive=True, wait=0.0)  # an ingest under way elsewhere
+    try:
+        second = repo.commit("second")  # journalled, not ingested
+    finally:
+        os.close(held)
+    assert index.pending() == [second]
+    merged = merge_while_listed(project / ".mlvc" / "objects")
+    got = {r["id"] for r in reader.query("SELECT id FROM runs").to_pylist()}
+    assert merged and got == {first.hex, second.hex}
+    assert reader.query("SELECT count(*) AS n FROM ingest_errors").to_pylist() == [{"n": 0}]

@@ -221,3 +221,36 @@ def test_write_all_writes_more_parts_than_one_writev_takes(tmp_path):
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"".join(parts) + b"end"
+
+
+def test_an_index_merged_away_between_listing_and_open_is_still_read(tmp_path, merge_while_listed):
+    """Regression: a reader listed the index files, another process merged them (the merged
+    one renamed in, then the sources removed) before the reader opened them, and the reader
+    reported the newest objects missing. An index ingest then dropped a committed run."""
+    writer = packed(tmp_path)
+    ids = []
+    for i in range(5):
+        ids.append(writer.add_bytes(b"object %d" % i))
+        writer.sync()
+    reader = packed(tmp_path)
+    reader.reload(force=True)  # it knows the first five indexes
+    new = writer.add_bytes(b"the newest")
+    writer.sync()
+    merged = merge_while_listed(tmp_path / "objects")
+    assert reader.read_bytes(new) == b"the newest"
+    assert len(merged) == 2 and len(list((tmp_path / "objects" / "pack").glob("*.idx"))) == 1
+    assert all(reader.read_bytes(o) == b"object %d" % i for i, o in enumerate(ids))
+
+
+def test_fsck_during_a_merge_of_indexes_finds_nothing_wrong(tmp_path, merge_while_listed):
+    """fsck (which runs beside commits when it cannot take the gc lock) listed an index
+    that a commit then merged away, and reported it unreadable ("fix its permissions")."""
+    from mlvc.store.pack.scan import repair
+
+    store = packed(tmp_path)
+    for i in range(4):
+        store.add_bytes(b"object %d" % i)
+        store.sync()
+    merged = merge_while_listed(tmp_path / "objects", times=1)
+    assert repair(store, cutoff=0.0) == ([], [])
+    assert merged == [1]

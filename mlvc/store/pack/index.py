@@ -19,6 +19,9 @@ from ...errors import PackError
 IDX_MAGIC = b"MLVCIDX1"
 LOC = struct.Struct("<IQQ")  # per id in an index: pack number, record offset, record length
 FANOUT = struct.Struct("<256I")
+# listings of a folder's index files while one listed vanishes before it is opened (a merge
+# renames the merged index in before it removes the sources, so a new listing has it)
+RELIST_TRIES = 8
 
 
 class PackIndex:

@@ -22,7 +22,7 @@ from ...core.ids import ObjectId
 from ...errors import PackError, StoreNeedsRepair
 from .. import compress as zstd
 from ..odb import CHUNKED, RAW, ZSTD, ZSTD_MAX, _parse_chunk_list
-from .index import PackIndex, write_index
+from .index import RELIST_TRIES, PackIndex, write_index
 from .store import HEAD, PACK_MAGIC
 
 READ = 4 << 20  # raw records are hashed in reads of this size: memory stays bounded
@@ -137,21 +137,26 @@ class PackState:
 def survey(folder: Path) -> PackState:
     """Which index files can be trusted (they open and their checksum matches), and which
     packs no trusted index makes readable."""
-    state = PackState()
-    names = _listdir(folder)
-    for n in sorted(x for x in names if x.endswith(".idx")):
-        try:
-            idx = PackIndex(folder / n)
-        except PackError as e:
-            state.damaged[n] = str(e)
-            continue
-        except OSError as e:
-            state.unreadable[n] = e.strerror or str(e)
-            continue
-        if not idx.checksum_ok():
-            state.damaged[n] = f"index {folder / n} is damaged: its checksum does not match"
-            continue
-        state.trusted.append(idx)
+    for _ in range(RELIST_TRIES):
+        state, names, vanished = PackState(), _listdir(folder), False
+        for n in sorted(x for x in names if x.endswith(".idx")):
+            try:
+                idx = PackIndex(folder / n)
+            except PackError as e:
+                state.damaged[n] = str(e)
+                continue
+            except FileNotFoundError:  # merged away since the listing: list again
+                vanished = True
+                break
+            except OSError as e:
+                state.unreadable[n] = e.strerror or str(e)
+                continue
+            if not idx.checksum_ok():
+                state.damaged[n] = f"index {folder / n} is damaged: its checksum does not match"
+                continue
+            state.trusted.append(idx)
+        if not vanished:
+            break
     covered = set()
     for idx in state.trusted:
         for i, p in enumerate(idx.packs):

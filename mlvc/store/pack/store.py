@@ -50,7 +50,7 @@ from ..odb import (
     note_stats,
     sync_filesystem,
 )
-from .index import PackIndex, write_all, write_index
+from .index import RELIST_TRIES, PackIndex, write_all, write_index
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
 HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
@@ -396,24 +396,18 @@ class PackedStore(LocalStore):
         if not force and now - self._looked < LOOK_EVERY:
             return
         self._looked = now
-        try:
-            st = os.stat(self.pack_dir)
-            stamp = (st.st_mtime_ns, st.st_ino)
-        except FileNotFoundError:
-            stamp = None
+        stamp = self._folder_stamp()
         if stamp == self._stamp and not force:
             return
         with self._lock:
-            names = sorted(n for n in _listdir(self.pack_dir) if n.endswith(".idx"))
-            indexes = {}
-            for n in names:
-                idx = self._indexes.get(n)  # index files never change once renamed in
-                if idx is None:
-                    try:
-                        idx = PackIndex(self.pack_dir / n)
-                    except (PackError, OSError):
-                        continue  # torn or vanished: never trusted
-                indexes[n] = idx
+            for _ in range(RELIST_TRIES):
+                indexes, vanished = self._open_indexes()
+                if not vanished:
+                    break
+                # merged away between the listing and the open: the merged index was renamed
+                # in before its sources went, so a new listing has it (without one, every
+                # object of those indexes looked missing: an ingest then dropped the run)
+                stamp = self._folder_stamp()
             # biggest first; an index whose usable packs are all covered already adds nothing
             covered: set[str] = set()
             order = []
@@ -424,6 +418,30 @@ class PackedStore(LocalStore):
                     covered.update(usable)
             self._indexes, self._order, self._stamp = indexes, order, stamp
             self._loose = any(len(n) == 2 for n in _listdir(self.root))
+
+    def _folder_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.pack_dir)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    def _open_indexes(self) -> tuple[dict[str, PackIndex], bool]:
+        """The index files listed now, by name (those already open reused: they never
+        change once renamed in), and whether a listed one vanished before it was opened."""
+        indexes, vanished = {}, False
+        for n in sorted(n for n in _listdir(self.pack_dir) if n.endswith(".idx")):
+            idx = self._indexes.get(n)
+            if idx is None:
+                try:
+                    idx = PackIndex(self.pack_dir / n)
+                except FileNotFoundError:
+                    vanished = True
+                    continue
+                except (PackError, OSError):
+                    continue  # torn: never trusted
+            indexes[n] = idx
+        return indexes, vanished
 
     def _locate(self, oid: bytes) -> tuple[PackIndex, tuple[int, int, int]] | None:
         for idx in self._order:
