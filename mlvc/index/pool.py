@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from ..core.spawn import own_python
 from ..errors import MlvcError
@@ -91,15 +90,10 @@ class Workers:
                 for _ in range(n):
                     self.procs.append(self._fork())
             else:
-                root = str(Path(__file__).resolve().parent.parent.parent)  # the folder of mlvc
-                path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
-                env = dict(os.environ, PYTHONPATH=path)
-                cmd = own_python(_MAIN)
+                cmd = own_python(_MAIN)  # this process's mlvc first on sys.path
                 for _ in range(n):
                     self.procs.append(
-                        subprocess.Popen(
-                            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-                        )
+                        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                     )
         except BaseException:
             self._end(kill=True)
