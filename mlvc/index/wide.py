@@ -34,6 +34,7 @@ WIDE_TYPES = {"DOUBLE": "value_num", "BOOLEAN": "value = 'true'", "VARCHAR": "va
 VALUE_CLASS = "CASE WHEN type IN ('int', 'float') THEN 'num' ELSE type END"
 FAMILIES = {"params": ("params", "p"), "metrics": ("metric_summary", "m")}
 PIVOT_IN_PYTHON = 5000  # the new runs' key rows pivoted in Python up to this; SQL beyond
+HELD = tuple(table for table, _ in FAMILIES.values())  # the key rows' tables
 
 
 def _sqltype(family: str, classes) -> str:
@@ -151,28 +152,32 @@ def _side_select(columns: list[list], only: str, sources=None) -> str:
 
 def refresh(con, old: str | None, new: list[str], dropped: bool, rows: dict | None = None) -> str:
     """Bring runs_wide up to date with the runs ``new`` (ingested) and ``dropped``; returns
-    its layout for ``meta``. ``rows``: the ``params`` and ``metric_summary`` rows of the new
-    runs (Arrow tables), if the caller holds them: then growing runs_wide reads those instead
-    of scanning the whole tables for the new runs' rows (at 100,000 runs, 2 M params rows:
-    most of the 85 ms of CPU an ingest of one run with a new key took)."""
+    its layout for ``meta``. ``rows``: the ``runs``, ``params`` and ``metric_summary`` rows
+    of the new runs (Arrow tables), if the caller holds them: then growing runs_wide reads
+    those instead of scanning the whole tables for the new runs' rows (at 100,000 runs, 2 M
+    params rows: most of the 85 ms of CPU an ingest of one run with a new key took), and
+    pivots them in Python when they are few (PIVOT_IN_PYTHON)."""
     import pyarrow as pa
 
     state = None if dropped else _parse(old)
-    if state is not None:
+    if state is None:
+        return json.dumps(rewrite(con, state))
+    rows = {t: (rows or {}).get(t) for t in ("runs", *HELD)}
+    if None not in rows.values() and sum(len(rows[t]) for t in HELD) <= PIVOT_IN_PYTHON:
+        grown = _grow(con, state, {}, rows)  # few rows in hand: nothing to register
+    else:
         con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
         sources = {}
         for source, table in (*((f, t) for f, (t, _) in FAMILIES.items()), ("runs", "runs")):
-            if rows is not None and rows.get(table) is not None:
+            if rows.get(table) is not None:
                 sources[source] = f"_arrow_new_{table}"
                 con.register(sources[source], rows[table])
         try:
-            grown = _grow(con, state, sources, rows)
+            grown = _grow(con, state, sources)
         finally:
             for name in ["_arrow_new", *sources.values()]:
                 con.unregister(name)
-        if grown is not None:
-            return json.dumps(grown)
-    return json.dumps(rewrite(con, state))
+    return json.dumps(rewrite(con, state) if grown is None else grown)
 
 
 def rewrite(con, state: dict | None = None) -> dict:
@@ -189,7 +194,8 @@ def rewrite(con, state: dict | None = None) -> dict:
 
 
 def _grow(con, state: dict, sources: dict, rows: dict | None = None) -> dict | None:
-    """Append the runs in ``_arrow_new``: new keys go to a new side table. None when
+    """Append the new runs, from their ``rows`` in hand (pivoted in Python) or by SQL over
+    ``sources`` and ``_arrow_new`` (their ids): new keys go to a new side table. None when
     wide_base must be written whole instead."""
     columns, tables = state["columns"], list(state["tables"])
     have = {(c[1], c[2]): c for c in columns}
@@ -223,7 +229,7 @@ def _grow(con, state: dict, sources: dict, rows: dict | None = None) -> dict | N
         )
         tables.append(side)
     base = [c for c in layout if c[5] == BASE]
-    few = rows is not None and "runs" in sources and _rows_held(rows) <= PIVOT_IN_PYTHON
+    few = rows is not None
     if few:
         pivoted = _pivot_rows(base + [c for c in layout if c[5] != BASE], rows)
         _insert_pivoted(con, BASE, base, pivoted, rows["runs"])
@@ -245,10 +251,6 @@ def _grow(con, state: dict, sources: dict, rows: dict | None = None) -> dict | N
     if added:
         _view(con, state)
     return state
-
-
-def _rows_held(rows: dict) -> int:
-    return sum(len(rows[table]) for table, _ in FAMILIES.values())
 
 
 def _pivot_rows(columns: list[list], rows: dict) -> dict[str, dict[str, object]]:
@@ -301,8 +303,8 @@ def _insert_pivoted(con, table: str, columns: list[list], pivoted: dict, runs=No
 
 def _found(con, sources: dict, rows: dict | None) -> list[tuple]:
     """(family, key, value class) of the new runs' keys, distinct: from their rows in hand
-    (``rows``, as ``sources`` names them) without a query, else from the tables."""
-    if rows is not None and {"params", "metrics"} <= sources.keys():
+    without a query, else from ``sources`` or the tables."""
+    if rows is not None:
         params = rows["params"].group_by(["key", "type"]).aggregate([])
         classes = {"int": "num", "float": "num"}  # VALUE_CLASS
         out = {
