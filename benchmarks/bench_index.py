@@ -1,8 +1,9 @@
 """Index benchmarks (issue 16, items 4-5), each beside a baseline timed in the same run.
 
 Run as ``.venv/bin/python benchmarks/bench_index.py [--runs 10000] [--reuse DIR] [--reps 3]
-[--compare /work/main/.venv/bin/python]`` (``--compare``: the rebuilds of section 1 also
-with another checkout's interpreter, alternately, and their ratios pair by pair).
+[--compare /work/main/.venv/bin/python]`` (``--compare``: the rebuilds of section 1 and the
+ingests of section 2 also with another checkout's interpreter, alternately, and their ratios
+pair by pair; ``--reuse``: a fixture project made once, e.g. of 100,000 runs).
 Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
 
 1. Rebuild of N synthetic runs (20 params, 5 metrics x 100 steps; bench_tracking's values),
@@ -232,6 +233,46 @@ CHILDREN = {
 # -- the report ------------------------------------------------------------------------------
 
 
+def newkey_section(args, root: Path) -> list[str]:
+    """Section 2: ingests of one run, alternately by this checkout and by ``--compare``'s
+    (each child: ``reps`` runs with a new key, each after one with the index's keys)."""
+    reps = max(args.reps, 5)
+    mine, other = [], []
+    for _ in range(2 if args.compare else 1):  # alternately, so both meet the same load
+        mine.append(child("newkey", root, reps))
+        if args.compare:
+            other.append(child("newkey", root, reps, python=args.compare))
+
+    def pooled(res: list[dict], key: str) -> list[float]:
+        return [x for r in res for x in r[key]]
+
+    r = {k: pooled(mine, k) for k in ("new", "same", "new_cpu", "same_cpu")}
+    lines = [
+        f"### 2. Ingest of one run into the {args.runs:,}-run index "
+        f"(median of {len(r['new'])}, min-max)\n",
+        "| run | ingest (`Index.sync`) wall s | CPU s | ratio wall |",
+        "| --- | --- | --- | --- |",
+        f"| with a new param key | {spread(r['new'])} | {spread(r['new_cpu'])} | "
+        f"{spread([a / b for a, b in zip(r['new'], r['same'], strict=True)])} |",
+        f"| baseline: the index's keys only | {spread(r['same'])} | {spread(r['same_cpu'])} | 1 |",
+    ]
+    if other:
+        o = {k: pooled(other, k) for k in ("new", "same", "new_cpu", "same_cpu")}
+        lines += [
+            f"| `--compare`: with a new param key | {spread(o['new'])} | "
+            f"{spread(o['new_cpu'])} | |",
+            f"| `--compare`: the index's keys only | {spread(o['same'])} | "
+            f"{spread(o['same_cpu'])} | |",
+            "",
+            "This checkout / `--compare`, sample by sample in alternating children: new key "
+            f"wall {spread([a / b for a, b in zip(r['new'], o['new'], strict=True)])}, CPU "
+            f"{spread([a / b for a, b in zip(r['new_cpu'], o['new_cpu'], strict=True)])}; "
+            f"index's keys wall {spread([a / b for a, b in zip(r['same'], o['same'], strict=True)])}"
+            f", CPU {spread([a / b for a, b in zip(r['same_cpu'], o['same_cpu'], strict=True)])}.",
+        ]
+    return [*lines, "", f"runs_wide side tables afterwards: {mine[-1]['side_tables']}.", ""]
+
+
 def init_project(root: Path) -> None:
     root.mkdir(parents=True)
     mlvc = str(Path(PYTHON).parent / "mlvc")
@@ -265,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=None)
     ap.add_argument(
         "--compare", default=None, metavar="PYTHON",
-        help="also rebuild with this interpreter (e.g. main's venv), alternating (section 1)",
+        help="also run sections 1-2 with this interpreter (e.g. main's venv), alternating",
     )  # fmt: skip
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -335,20 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines += ["This run / `--compare`, pair by pair: " + "; ".join(compared) + ".", ""]
         if 2 in only:
             log("[2] a new key")
-            r = child("newkey", root, max(args.reps, 5))
-            lines += [
-                f"### 2. Ingest of one run into the {args.runs:,}-run index "
-                f"(median of {len(r['new'])}, min-max)\n",
-                "| run | ingest (`Index.sync`) wall s | CPU s | ratio wall |",
-                "| --- | --- | --- | --- |",
-                f"| with a new param key | {spread(r['new'])} | {spread(r['new_cpu'])} | "
-                f"{spread([a / b for a, b in zip(r['new'], r['same'], strict=True)])} |",
-                f"| baseline: the index's keys only | {spread(r['same'])} | "
-                f"{spread(r['same_cpu'])} | 1 |",
-                "",
-                f"runs_wide side tables afterwards: {r['side_tables']}.",
-                "",
-            ]
+            lines += newkey_section(args, root)
         if 3 in only:
             log("[3] one run with many points")
             small = work / "big"

@@ -54,11 +54,12 @@ class Writer:
         rebuilt first, and so is a damaged one (with a warning; then True)."""
         import duckdb
 
-        con, was_damaged = None, False
+        con, was_damaged, meta = None, False, None
         if self.path.exists():
             try:
                 con = self._connect()
-                if not schema.is_current(schema.read_meta(con)):
+                meta = schema.read_meta(con)
+                if not schema.is_current(meta):
                     con.close()
                     con = None
             except duckdb.Error as e:
@@ -69,9 +70,9 @@ class Writer:
         try:
             if con is None:
                 self.rebuild()
-                con = self._connect()
+                con, meta = self._connect(), None
             try:
-                done = self._apply_journal(con)
+                done = self._apply_journal(con, meta)
                 con.execute("CHECKPOINT")  # journal entries go only once their rows left the WAL
             except duckdb.Error as e:  # a damaged block met while ingesting
                 if was_damaged or not damaged(e):
@@ -135,11 +136,12 @@ class Writer:
             return workers
         return 0
 
-    def _apply_journal(self, con) -> list[Path]:
-        """Ingest and drop what the journal says, in one transaction; returns entries done."""
+    def _apply_journal(self, con, meta: dict | None = None) -> list[Path]:
+        """Ingest and drop what the journal says, in one transaction; returns entries done.
+        ``meta``: the index's, if the caller has just read it."""
         entries = self.journal.entries()
         fingerprint = self.journal.refs_fingerprint()
-        meta = schema.read_meta(con)
+        meta = schema.read_meta(con) if meta is None else meta
         if (
             not entries
             and settled(meta.get("refs_fingerprint")) == fingerprint
@@ -147,18 +149,17 @@ class Writer:
         ):
             return []
         actionable = self.journal.actionable(con, entries)
-        with_ref = [e.oid for e in actionable if self.refs.has_run(e.oid)]
-        without = [e.oid.hex for e in actionable if not self.refs.has_run(e.oid)]
-        dropped = sorted(schema.indexed(con, without))
-        held = schema.indexed(con, [oid.hex for oid in with_ref])
-        new = [oid for oid in with_ref if oid.hex not in held]
+        has_ref = {e.oid: self.refs.has_run(e.oid) for e in actionable}
+        held = schema.indexed(con, [e.oid.hex for e in actionable])  # one probe for both
+        dropped = sorted(oid.hex for oid, ref in has_ref.items() if not ref and oid.hex in held)
+        new = [oid for oid, ref in has_ref.items() if ref and oid.hex not in held]
         con.begin()
         self.kept = _Kept()
         try:
             if dropped:
                 _delete_runs(con, dropped)
             self._insert_runs(con, new)
-            self._finish(con, fingerprint, [oid.hex for oid in new], dropped)
+            self._finish(con, fingerprint, [oid.hex for oid in new], dropped, meta)
             con.commit()
         except BaseException:
             con.rollback()
@@ -196,14 +197,14 @@ class Writer:
             new_envs = seen.new(envs, "env_packages", "env_id")
             _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
 
-    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str]) -> None:
-        """Refresh what depends on the whole index: refs, model tables, runs_wide, meta."""
-        stored = schema.read_meta(con)
+    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str], stored: dict):
+        """Refresh what depends on the whole index: refs, model tables, runs_wide, and the
+        entries of ``meta`` (``stored``: as read at the start) that changed."""
         meta = self._shared(con, fingerprint, stored)
         if new or dropped:
             rows = self.kept.tables(con) if self.kept is not None else None
             meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped), rows)
-        schema.write_meta(con, meta)
+        schema.write_meta(con, {k: v for k, v in meta.items() if stored.get(k) != v})
 
     def _shared(self, con, fingerprint: str, stored: dict | None = None) -> dict:
         """Refresh the refs and model tables (if the refs changed) and the events; returns
@@ -289,10 +290,11 @@ class _Seen:
 
 
 class _Kept:
-    """The ``params`` and ``metric_summary`` rows an ingest inserted, held while fewer than
-    KEEP_ROWS, so that runs_wide grows from them (wide.refresh) instead of a scan."""
+    """The ``runs``, ``params`` and ``metric_summary`` rows an ingest inserted, held while
+    fewer than KEEP_ROWS, so that runs_wide grows from them (wide.refresh) instead of scans
+    of the whole tables (at 100,000 runs, 2 M params rows)."""
 
-    NAMES = ("params", "metric_summary")
+    NAMES = ("runs", "params", "metric_summary")
 
     def __init__(self):
         self.parts: dict | None = {name: [] for name in self.NAMES}

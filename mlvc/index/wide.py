@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from .schema import ident, lit
+from .schema import arrow_schema, ident, insert, lit
 
 MAX_WIDE_KEYS = 1000  # params.* / metrics.* columns in runs_wide, each
 FILTER_MAX_COLUMNS = 32  # columns of one type pivoted by filters; more go through PIVOT
@@ -33,6 +33,8 @@ WIDE_TYPES = {"DOUBLE": "value_num", "BOOLEAN": "value = 'true'", "VARCHAR": "va
 # What decides a param column's type: which classes of value the key has.
 VALUE_CLASS = "CASE WHEN type IN ('int', 'float') THEN 'num' ELSE type END"
 FAMILIES = {"params": ("params", "p"), "metrics": ("metric_summary", "m")}
+PIVOT_IN_PYTHON = 5000  # the new runs' key rows pivoted in Python up to this; SQL beyond
+HELD = tuple(table for table, _ in FAMILIES.values())  # the key rows' tables
 
 
 def _sqltype(family: str, classes) -> str:
@@ -126,13 +128,15 @@ def _pivot(columns: list[list], only: str | None, sources: dict | None = None) -
 
 
 def _base_select(columns: list[list], only: str | None = None, sources=None) -> str:
-    """SELECT producing wide_base rows: runs' columns and these key columns."""
+    """SELECT producing wide_base rows: runs' columns and these key columns (the runs in
+    ``only``: all of ``sources["runs"]`` when given, which holds just those runs' rows)."""
     select, joins = ["r.*"], []
     for alias, sub in _pivot(columns, only, sources).items():
         joins.append(f"LEFT JOIN ({sub}) {alias} ON {alias}.run_id = r.id")
         select.append(f"{alias}.* EXCLUDE (run_id)")
-    sql = f"SELECT {', '.join(select)} FROM runs r {' '.join(joins)}"
-    return sql + (f" WHERE r.id IN (SELECT id FROM {only})" if only else "")
+    runs = (sources or {}).get("runs")
+    sql = f"SELECT {', '.join(select)} FROM {runs or 'runs'} r {' '.join(joins)}"
+    return sql + (f" WHERE r.id IN (SELECT id FROM {only})" if only and not runs else "")
 
 
 def _side_select(columns: list[list], only: str, sources=None) -> str:
@@ -148,28 +152,32 @@ def _side_select(columns: list[list], only: str, sources=None) -> str:
 
 def refresh(con, old: str | None, new: list[str], dropped: bool, rows: dict | None = None) -> str:
     """Bring runs_wide up to date with the runs ``new`` (ingested) and ``dropped``; returns
-    its layout for ``meta``. ``rows``: the ``params`` and ``metric_summary`` rows of the new
-    runs (Arrow tables), if the caller holds them: then growing runs_wide reads those instead
-    of scanning the whole tables for the new runs' rows (at 100,000 runs, 2 M params rows:
-    most of the 85 ms of CPU an ingest of one run with a new key took)."""
+    its layout for ``meta``. ``rows``: the ``runs``, ``params`` and ``metric_summary`` rows
+    of the new runs (Arrow tables), if the caller holds them: then growing runs_wide reads
+    those instead of scanning the whole tables for the new runs' rows (at 100,000 runs, 2 M
+    params rows: most of the 85 ms of CPU an ingest of one run with a new key took), and
+    pivots them in Python when they are few (PIVOT_IN_PYTHON)."""
     import pyarrow as pa
 
     state = None if dropped else _parse(old)
-    if state is not None:
+    if state is None:
+        return json.dumps(rewrite(con, state))
+    rows = {t: (rows or {}).get(t) for t in ("runs", *HELD)}
+    if None not in rows.values() and sum(len(rows[t]) for t in HELD) <= PIVOT_IN_PYTHON:
+        grown = _grow(con, state, {}, rows)  # few rows in hand: nothing to register
+    else:
         con.register("_arrow_new", pa.table({"id": pa.array(new, pa.string())}))
         sources = {}
-        for family, (table, _) in FAMILIES.items():
-            if rows is not None and rows.get(table) is not None:
-                sources[family] = f"_arrow_new_{table}"
-                con.register(sources[family], rows[table])
+        for source, table in (*((f, t) for f, (t, _) in FAMILIES.items()), ("runs", "runs")):
+            if rows.get(table) is not None:
+                sources[source] = f"_arrow_new_{table}"
+                con.register(sources[source], rows[table])
         try:
             grown = _grow(con, state, sources)
         finally:
             for name in ["_arrow_new", *sources.values()]:
                 con.unregister(name)
-        if grown is not None:
-            return json.dumps(grown)
-    return json.dumps(rewrite(con, state))
+    return json.dumps(rewrite(con, state) if grown is None else grown)
 
 
 def rewrite(con, state: dict | None = None) -> dict:
@@ -185,18 +193,14 @@ def rewrite(con, state: dict | None = None) -> dict:
     return state
 
 
-def _grow(con, state: dict, sources: dict) -> dict | None:
-    """Append the runs in ``_arrow_new``: new keys go to a new side table. None when
+def _grow(con, state: dict, sources: dict, rows: dict | None = None) -> dict | None:
+    """Append the new runs, from their ``rows`` in hand (pivoted in Python) or by SQL over
+    ``sources`` and ``_arrow_new`` (their ids): new keys go to a new side table. None when
     wide_base must be written whole instead."""
     columns, tables = state["columns"], list(state["tables"])
     have = {(c[1], c[2]): c for c in columns}
     found: dict[tuple, set] = {}
-    for family, key, cls in con.execute(
-        f"SELECT DISTINCT 'params', key, {VALUE_CLASS} FROM {sources.get('params', 'params')} "
-        "WHERE run_id IN (SELECT id FROM _arrow_new) UNION ALL "
-        f"SELECT DISTINCT 'metrics', key, 'num' FROM {sources.get('metrics', 'metric_summary')} "
-        "WHERE run_id IN (SELECT id FROM _arrow_new)"
-    ).fetchall():
+    for family, key, cls in _found(con, sources, rows):
         found.setdefault((family, key), set()).add(cls)
     if any(k in have and not cls <= set(have[k][4]) for k, cls in found.items()):
         return None  # a column changes type
@@ -225,11 +229,18 @@ def _grow(con, state: dict, sources: dict) -> dict | None:
         )
         tables.append(side)
     base = [c for c in layout if c[5] == BASE]
-    con.execute(f"INSERT INTO {BASE} BY NAME {_base_select(base, '_arrow_new', sources)}")
+    few = rows is not None
+    if few:
+        pivoted = _pivot_rows(base + [c for c in layout if c[5] != BASE], rows)
+        _insert_pivoted(con, BASE, base, pivoted, rows["runs"])
+    else:
+        con.execute(f"INSERT INTO {BASE} BY NAME {_base_select(base, '_arrow_new', sources)}")
     side_rows = state["side_rows"]
     for table in tables:  # only those holding a key of the new runs get rows
         cols = [c for c in layout if c[5] == table and (c[1], c[2]) in found]
-        if cols:
+        if cols and few:
+            side_rows += _insert_pivoted(con, table, cols, pivoted)
+        elif cols:
             sql = f"INSERT INTO {table} BY NAME {_side_select(cols, '_arrow_new', sources)}"
             side_rows += con.execute(sql).fetchall()[0][0]  # rows inserted
     if side_rows > SIDE_SHARE * max(
@@ -240,6 +251,74 @@ def _grow(con, state: dict, sources: dict) -> dict | None:
     if added:
         _view(con, state)
     return state
+
+
+def _pivot_rows(columns: list[list], rows: dict) -> dict[str, dict[str, object]]:
+    """run id -> {column name: value} of these key columns, from the new runs' ``rows``:
+    what ``_pivot``'s SQL gives (a run with a row of the key gets the column, even if the
+    value is null), without planning a query of one FILTER per column (~15 ms a run)."""
+    by_key = {(c[1], c[2]): c for c in columns}
+    out: dict[str, dict[str, object]] = {}
+    params = rows["params"]
+    for rid, key, value, num in zip(
+        *(params[n].to_pylist() for n in ("run_id", "key", "value", "value_num")), strict=True
+    ):
+        col = by_key.get(("params", key))
+        if col is not None:  # WIDE_TYPES: the value each SQL type takes
+            if col[3] == "DOUBLE":
+                value = num
+            elif col[3] == "BOOLEAN" and value is not None:
+                value = value == "true"
+            out.setdefault(rid, {})[col[0]] = value
+    summary = rows["metric_summary"]
+    for rid, key, last in zip(
+        *(summary[n].to_pylist() for n in ("run_id", "key", "last")), strict=True
+    ):
+        col = by_key.get(("metrics", key))
+        if col is not None:
+            out.setdefault(rid, {})[col[0]] = last
+    return out
+
+
+def _insert_pivoted(con, table: str, columns: list[list], pivoted: dict, runs=None) -> int:
+    """Insert into ``table`` one row per run of ``runs`` (Arrow rows of ``runs``) with these
+    key columns, or without ``runs``, an ``id`` row per run holding one of them; returns
+    the rows inserted."""
+    import pyarrow as pa
+
+    types = {"DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}
+    names = {c[0] for c in columns}
+    if runs is None:
+        ids = sorted(rid for rid, values in pivoted.items() if names & values.keys())
+        data = pa.table({"id": pa.array(ids, pa.string())})
+    else:
+        ids, data = runs["id"].to_pylist(), runs
+    for col in columns:
+        values = [pivoted.get(rid, {}).get(col[0]) for rid in ids]
+        data = data.append_column(col[0], pa.array(values, types[col[3]]))
+    if len(data):
+        insert(con, table, data)
+    return len(data)
+
+
+def _found(con, sources: dict, rows: dict | None) -> list[tuple]:
+    """(family, key, value class) of the new runs' keys, distinct: from their rows in hand
+    without a query, else from ``sources`` or the tables."""
+    if rows is not None:
+        params = rows["params"].group_by(["key", "type"]).aggregate([])
+        classes = {"int": "num", "float": "num"}  # VALUE_CLASS
+        out = {
+            ("params", key, classes.get(kind, kind))
+            for key, kind in zip(params["key"].to_pylist(), params["type"].to_pylist(), strict=True)
+        }
+        summary = rows["metric_summary"].group_by(["key"]).aggregate([])
+        return [*out, *(("metrics", key, "num") for key in summary["key"].to_pylist())]
+    return con.execute(
+        f"SELECT DISTINCT 'params', key, {VALUE_CLASS} FROM {sources.get('params', 'params')} "
+        "WHERE run_id IN (SELECT id FROM _arrow_new) UNION ALL "
+        f"SELECT DISTINCT 'metrics', key, 'num' FROM {sources.get('metrics', 'metric_summary')} "
+        "WHERE run_id IN (SELECT id FROM _arrow_new)"
+    ).fetchall()
 
 
 def _merge_sides(con, columns: list[list], tables: list[str]) -> tuple[list[list], list[str]]:
@@ -260,7 +339,7 @@ def _merge_sides(con, columns: list[list], tables: list[str]) -> tuple[list[list
 
 def _view(con, state: dict) -> None:
     """runs_wide: runs' columns, then the key columns in canonical order."""
-    run_cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+    run_cols = arrow_schema(con, "runs").names
     aliases = {BASE: "b", **{t: f"s{n}" for n, t in enumerate(state["tables"], 1)}}
     select = [f"b.{ident(c)}" for c in run_cols]
     select += [f"{aliases[c[5]]}.{ident(c[0])}" for c in state["columns"]]

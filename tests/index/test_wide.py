@@ -67,8 +67,14 @@ def small_limits(monkeypatch):
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(batches=st.lists(st.lists(RUN, min_size=1, max_size=3), min_size=1, max_size=5))
-def test_grown_runs_wide_equals_rebuilt(tmp_path_factory, small_limits, batches):
+@given(
+    batches=st.lists(st.lists(RUN, min_size=1, max_size=3), min_size=1, max_size=5),
+    in_python=st.booleans(),  # the new rows pivoted in Python (few), or by SQL
+)
+def test_grown_runs_wide_equals_rebuilt(
+    tmp_path_factory, small_limits, monkeypatch, batches, in_python
+):
+    monkeypatch.setattr(wide, "PIVOT_IN_PYTHON", 5000 if in_python else -1)
     repo = Repo.init(tmp_path_factory.mktemp("wide") / "proj")
     n = 0
     for batch in batches:
