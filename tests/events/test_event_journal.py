@@ -177,3 +177,27 @@ def test_follow_delivers_new_and_late_events_once(repo):
     for event in follow_events(repo.ctx, poll=0.01, stop=stop):
         seen.append(event.type)
     assert sorted(seen) == ["run.finished", "run.late", "run.started"]
+
+
+def test_hostile_names_in_the_event_journal_neither_break_queries_nor_fsck(repo, project):
+    """Files in .mlvc/events named like events but not ones (a non-UTF-8 name, an id that is
+    not hex) made every index ingest fail (DuckDB cannot take the name): every query failed."""
+    good = emit(repo.ctx, "run.finished", {"n": 1})
+    folder = bytes(repo.ctx.layout.events)
+    hostile = [b"evt_\xff\xfe.json", b"evt_" + b"0" * 23 + b"\xff.json", b"evt_nothex.json"]
+    for name in hostile:
+        os.close(os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT, 0o644))
+    try:
+        repo.commit("after")
+        ids = repo.query("SELECT id FROM events ORDER BY id").column("id").to_pylist()
+        assert ids[0] == good.id and all(i.startswith("evt_") and len(i) == 28 for i in ids)
+        assert [e.id for e in read_events(repo.ctx)][0] == good.id
+        out = subprocess.run(
+            [sys.executable, "-m", "mlvc", "fsck"], cwd=project, capture_output=True,
+            encoding="utf-8", errors="replace",  # the names are printed as they are
+        )  # fmt: skip
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        assert (out.stdout + out.stderr).count("is not an event file") == 3
+    finally:  # the project fixture's fsck at the end
+        for name in hostile:
+            os.unlink(os.path.join(folder, name))
