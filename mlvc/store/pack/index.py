@@ -85,6 +85,43 @@ class PackIndex:
                 return loc if self.usable[loc[0]] else None
         return None
 
+    def find_many(self, oids: list | tuple, fast=None) -> list[tuple[int, int]]:
+        """``(k, position)`` for each ``oids[k]`` this index holds, in order: its position
+        among the sorted ids (``location(position)``); an id not 32 bytes long is never
+        found. ``fast``: the ``mlvc._packfind`` module (``speedups.extension``), one call in
+        C for all of them (~0.1 us an id against ~3 us in this loop)."""
+        if fast is not None:
+            return fast.find(self._mm, self.ids_off, self.count, oids)
+        if not isinstance(oids, (list, tuple)):
+            raise TypeError("ids must be a list or a tuple of bytes")
+        mm, base, fanout, count = self._mm, self.ids_off, self.fanout, self.count
+        out = []
+        for k, oid in enumerate(oids):
+            if not isinstance(oid, bytes):
+                raise TypeError(f"ids[{k}] is {type(oid).__name__}, not bytes")
+            if len(oid) != 32:
+                continue
+            b = oid[0]
+            hi = min(fanout[b], count)
+            lo = min(fanout[b - 1] if b else 0, hi)
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                key = mm[base + 32 * mid : base + 32 * mid + 32]
+                if key < oid:
+                    lo = mid + 1
+                elif key > oid:
+                    hi = mid
+                else:
+                    out.append((k, mid))
+                    break
+        return out
+
+    def location(self, position: int) -> tuple[int, int, int] | None:
+        """(pack number, offset, length) of the id at ``position``, or None when its pack
+        is missing or shorter than indexed (as ``find``)."""
+        loc = LOC.unpack_from(self._mm, self.locs_off + LOC.size * position)
+        return loc if self.usable[loc[0]] else None
+
     def entries(self) -> Iterator[tuple[bytes, str, int, int]]:
         """Every (id, pack name, offset, length), sorted by id."""
         mm = self._mm
