@@ -102,8 +102,12 @@ class PackIndex:
             if len(oid) != 32:
                 continue
             b = oid[0]
-            hi = min(fanout[b], count)
-            lo = min(fanout[b - 1] if b else 0, hi)
+            hi = fanout[b]
+            lo = fanout[b - 1] if b else 0
+            if hi > count:  # a damaged fanout: never past the ids (as in C)
+                hi = count
+            if lo > hi:
+                lo = hi
             while lo < hi:
                 mid = (lo + hi) >> 1
                 key = mm[base + 32 * mid : base + 32 * mid + 32]

@@ -501,10 +501,11 @@ class PackedStore(LocalStore):
         self.reload()
         found = [False] * len(oids)
         left = list(range(len(oids)))  # positions in oids not found yet
+        asked = oids  # the ids at those positions (new data: all of them, every index)
         for idx in self._order:
             if not left:
                 break
-            hits = idx.find_many([oids[k] for k in left], fast)
+            hits = idx.find_many(asked, fast)
             if not hits:
                 continue
             gone = set()
@@ -515,6 +516,7 @@ class PackedStore(LocalStore):
                     found[left[j]] = True
                     gone.add(j)
             left = [k for j, k in enumerate(left) if j not in gone]
+            asked = [oids[k] for k in left]
         for k in left:
             found[k] = self._loose_exists(oids[k])
         return found
