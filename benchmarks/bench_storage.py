@@ -7,7 +7,8 @@ repetition. Peers (dvc, git) run beside mlvc when installed; dvc comes from the 
 ``benchmarks/.peers-venv`` (``benchmarks/peers.sh``), never from mlvc's own venv. Data is
 generated in a temp dir that is removed at the end.
 
-1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add
+1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add;
+   and the commit into a repository with ``--indexes`` pack indexes (15 small runs first)
 2. 20,000 files of 4 KiB: first commit, unchanged re-commit, commit after touching 10
 3. ten checkpoints of a 1 GiB weights file, each rewriting 10% of its tensors: store size
 4. a safetensors fine-tune: only the last layers and the head change; header edits shift
@@ -121,6 +122,7 @@ def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
 
 PEERS = True  # --no-peers: mlvc and the baselines only
 OLD_SRC, OLD_LABEL = "", ""  # --old-src DIR: also time the commit with that checkout's code
+INDEXES = 0  # --indexes N: also time the commit into a repository with N pack indexes
 
 
 def have_dvc() -> bool:
@@ -192,6 +194,7 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         if peak is not None:
             rss.setdefault(name, []).append(peak)
 
+    template = many_indexes(tmp / "template", INDEXES) if INDEXES else None
     for rep in range(reps):
         CPU.clear()
         base, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
@@ -228,6 +231,19 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         drop(tmp / "out")
         drop(proj)
         run("sync", tmp)
+        if template is not None:  # the same commit into a repository with many indexes
+            codes = [("", "")] + ([(OLD_SRC, f" ({OLD_LABEL})")] if OLD_SRC else [])
+            for k, (code, label) in enumerate(codes if rep % 2 == 0 else codes[::-1]):
+                many = tmp / f"m{rep}-indexes{k}"  # the order alternates between repetitions
+                shutil.copytree(template, many, symlinks=True)
+                os.link(src, many / "big.bin")
+                run("sync", tmp)
+                env = f"PYTHONPATH={code} " if code else ""
+                secs, peak = run(f"{env}{MLVC} commit -q --data big.bin", many)
+                add(f"mlvc commit, {INDEXES} indexes{label}", secs, base, peak)
+                settle_workers()  # its index worker writes in the folder
+                drop(many)
+                run("sync", tmp)
         if have_dvc():
             d = tmp / f"d{rep}"
             d.mkdir()
@@ -303,6 +319,22 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
     ]
     out += [f"| {i + 1} | {line}" for i, line in enumerate(reps_seen)]
     return out
+
+
+def many_indexes(folder: Path, n: int) -> Path:
+    """A repository with ``n`` pack indexes, as a user's has between consolidations
+    (``MAX_INDEXES`` is 16; a commit past it merges them): ``n`` small runs committed, each
+    with 32 files of 2 KiB. A big put looks each of its chunks up in every index."""
+    mlvc_init(folder)
+    for i in range(n):
+        data = folder / "data" / f"s{i}"
+        data.mkdir(parents=True)
+        for j in range(32):
+            (data / f"f{j}.bin").write_bytes(os.urandom(2048))
+        run([MLVC, "commit", "-q", "--data", f"data/s{i}"], folder)
+    got = len(list((folder / ".mlvc" / "objects" / "pack").glob("*.idx")))
+    assert got == n, f"{got} indexes, not {n}"
+    return folder
 
 
 def describe_put(stats: Path, secs: float, base: float, cpu: float) -> str:
@@ -629,8 +661,16 @@ def main() -> None:
     ap.add_argument(
         "--old-src", default="", help="Benchmark 1 also commits with this checkout's mlvc code."
     )
+    ap.add_argument(
+        "--indexes",
+        type=int,
+        default=15,
+        help="Benchmark 1 also commits into a repository with this many pack indexes "
+        "(15: the next commit makes 16, MAX_INDEXES, and merges none; 0: not timed).",
+    )
     args = ap.parse_args()
-    global PEERS, OLD_SRC, OLD_LABEL
+    global PEERS, OLD_SRC, OLD_LABEL, INDEXES
+    INDEXES = args.indexes
     PEERS = not args.no_peers
     OLD_SRC = args.old_src
     OLD_LABEL = f"code of {Path(OLD_SRC).name}" if OLD_SRC else ""
