@@ -72,11 +72,13 @@ def test_find_many_agrees_with_find_on_both_paths(tmp_path_factory, stored, extr
     query = extra + [stored[p % len(stored)] for p in picks if stored]
     query += [ObjectId(q) for q in query if len(q) == 32][:5]  # the subclass callers pass
     want = one_by_one(idx, query)
+    assert want == [k for k, q in enumerate(query) if len(q) == 32 and q in set(stored)]
     results = []
     for module in (None, _packfind) if _packfind else (None,):
         hits = idx.find_many(query, module)
         assert [k for k, _pos in hits] == want
         for k, pos in hits:  # the position is the id's own: its location is find's
+            assert idx._mm[idx.ids_off + 32 * pos : idx.ids_off + 32 * pos + 32] == query[k]
             assert idx.location(pos) == idx.find(query[k])
         results.append(hits)
         assert idx.find_many(tuple(query), module) == hits
