@@ -346,6 +346,8 @@ def many_indexes(folder: Path, n: int) -> Path:
         for j in range(1000):
             (data / f"f{j}.bin").write_bytes(os.urandom(256))
         run([MLVC, "commit", "-q", "--data", f"data/s{i}"], folder)
+    # the files go (their objects stay): else each timed commit's code capture walks them
+    shutil.rmtree(folder / "data")
     got = len(list((folder / ".mlvc" / "objects" / "pack").glob("*.idx")))
     assert got == n, f"{got} indexes, not {n}"
     return folder
