@@ -11,5 +11,8 @@ setup(
         Extension("mlvc._walk", ["mlvc/_walk.c"], optional=True),
         # a live run's metric buffer: log_metric without a Python frame (runs/metricbuf.py)
         Extension("mlvc._metricbuf", ["mlvc/_metricbuf.c"], optional=True),
+        # a batch of ids looked up in one pack index (mlvc/_packfind.c; fallback
+        # mlvc.store.pack.index.PackIndex.find_many's loop)
+        Extension("mlvc._packfind", ["mlvc/_packfind.c"], optional=True),
     ]
 )

@@ -3,11 +3,13 @@
 Run as ``.venv/bin/python benchmarks/bench_storage.py [--quick] [--only 1,2] [--out FILE]``.
 Prints a Markdown report. Each figure is the median of ``--reps`` repetitions (default 3);
 ratios are medians of the per-repetition ratios to ``cp FILE COPY; sync`` timed in the same
-repetition. Peers (dvc, git) run beside mlvc when installed; dvc comes from the peers venv
+repetition (benchmark 1 also times one right after this code's commit, shown beside it). Peers (dvc, git) run beside mlvc when installed; dvc comes from the peers venv
 ``benchmarks/.peers-venv`` (``benchmarks/peers.sh``), never from mlvc's own venv. Data is
 generated in a temp dir that is removed at the end.
 
-1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add
+1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add;
+   and the commit into a repository with ``--indexes`` pack indexes (15 runs of 1,000 small
+   files first)
 2. 20,000 files of 4 KiB: first commit, unchanged re-commit, commit after touching 10
 3. ten checkpoints of a 1 GiB weights file, each rewriting 10% of its tensors: store size
 4. a safetensors fine-tune: only the last layers and the head change; header edits shift
@@ -121,6 +123,7 @@ def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
 
 PEERS = True  # --no-peers: mlvc and the baselines only
 OLD_SRC, OLD_LABEL = "", ""  # --old-src DIR: also time the commit with that checkout's code
+INDEXES = 0  # --indexes N: also time the commit into a repository with N pack indexes
 
 
 def have_dvc() -> bool:
@@ -192,6 +195,7 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         if peak is not None:
             rss.setdefault(name, []).append(peak)
 
+    template = many_indexes(tmp / "template", INDEXES) if INDEXES else None
     for rep in range(reps):
         CPU.clear()
         base, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
@@ -206,10 +210,20 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         run("sync", tmp)
         stats.unlink(missing_ok=True)
         secs, peak = run([MLVC, "commit", "-q", "--data", "big.bin"], proj)
+        commit_cpu, commit_others = list(CPU), list(OTHERS)
+        # The baseline is timed again right after the commit (after a `sync`), shown beside
+        # the first: in the quiet run of perf-bigfiles5's merge `cp; sync` alone moved
+        # 0.77-1.50 s between repetitions, as much as the commit did (1.02-1.47 s). The
+        # ratios stay to the first: loaded, a `cp` right after a commit measured slower than
+        # one right after another `cp` (perf-bigfiles6), so a mean would flatter the commit.
+        run("sync", tmp)
+        after, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
+        os.unlink(tmp / "copy.bin")
+        CPU[:], OTHERS[:] = commit_cpu, commit_others
         add("mlvc commit", secs, base, peak)
         others = f"{base_others:.2f} / {OTHERS[0]:.2f}" if OTHERS else ""
         line = describe_put(stats, secs, base, CPU[0] if CPU else 0.0)
-        reps_seen.append(f"{base:.2f} | {line} {others} |")
+        reps_seen.append(f"{base:.2f} / {after:.2f} | {line} {others} |")
         if OLD_SRC:  # the same command on another checkout's code, for a before/after
             drop(proj / ".mlvc")
             run([MLVC, "init", "."], proj)
@@ -228,6 +242,19 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         drop(tmp / "out")
         drop(proj)
         run("sync", tmp)
+        if template is not None:  # the same commit into a repository with many indexes
+            codes = [("", "")] + ([(OLD_SRC, f" ({OLD_LABEL})")] if OLD_SRC else [])
+            for k, (code, label) in enumerate(codes if rep % 2 == 0 else codes[::-1]):
+                many = tmp / f"m{rep}-indexes{k}"  # the order alternates between repetitions
+                shutil.copytree(template, many, symlinks=True)
+                os.link(src, many / "big.bin")
+                run("sync", tmp)
+                env = f"PYTHONPATH={code} " if code else ""
+                secs, peak = run(f"{env}{MLVC} commit -q --data big.bin", many)
+                add(f"mlvc commit, {INDEXES} indexes{label}", secs, base, peak)
+                settle_workers()  # its index worker writes in the folder
+                drop(many)
+                run("sync", tmp)
         if have_dvc():
             d = tmp / f"d{rep}"
             d.mkdir()
@@ -288,6 +315,7 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
     out += [
         "",
         "Each repetition of `mlvc commit` (this code): the baseline's wall in that repetition, "
+        "before and right after this code's commit (the ratios are to the first), "
         "then from MLVC_BIG_STATS the windows cut with a helper thread writing (2T) or on one "
         "thread (1T), the put's seconds, the packs' final fsync and the store's syncfs; then "
         "the command's wall, ratio and CPU; last, the CPU seconds the rest of the machine "
@@ -297,12 +325,32 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         "a `sync` and once the index "
         "workers of earlier commands have ended.",
         "",
-        "| rep | cp+sync s | windows 2T / 1T | put s | fsync packs s | syncfs s | command s "
+        "| rep | cp+sync s: before / after | windows 2T / 1T | put s | fsync packs s | syncfs s | command s "
         "| ratio | CPU s | others' CPU s: cp / commit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += [f"| {i + 1} | {line}" for i, line in enumerate(reps_seen)]
     return out
+
+
+def many_indexes(folder: Path, n: int) -> Path:
+    """A repository with ``n`` pack indexes, as a user's has between consolidations
+    (``MAX_INDEXES`` is 16; a commit past it merges them): ``n`` small runs committed, each
+    with 1,000 files of 256 bytes (an index of ~1,000 ids, as a run of 64 MiB of chunks
+    makes; with 32 ids most fanout slots are empty and a lookup costs little even in
+    Python). A big put looks each of its chunks up in every index."""
+    mlvc_init(folder)
+    for i in range(n):
+        data = folder / "data" / f"s{i}"
+        data.mkdir(parents=True)
+        for j in range(1000):
+            (data / f"f{j}.bin").write_bytes(os.urandom(256))
+        run([MLVC, "commit", "-q", "--data", f"data/s{i}"], folder)
+    # the files go (their objects stay): else each timed commit's code capture walks them
+    shutil.rmtree(folder / "data")
+    got = len(list((folder / ".mlvc" / "objects" / "pack").glob("*.idx")))
+    assert got == n, f"{got} indexes, not {n}"
+    return folder
 
 
 def describe_put(stats: Path, secs: float, base: float, cpu: float) -> str:
@@ -629,8 +677,16 @@ def main() -> None:
     ap.add_argument(
         "--old-src", default="", help="Benchmark 1 also commits with this checkout's mlvc code."
     )
+    ap.add_argument(
+        "--indexes",
+        type=int,
+        default=15,
+        help="Benchmark 1 also commits into a repository with this many pack indexes "
+        "(15: the next commit makes 16, MAX_INDEXES, and merges none; 0: not timed).",
+    )
     args = ap.parse_args()
-    global PEERS, OLD_SRC, OLD_LABEL
+    global PEERS, OLD_SRC, OLD_LABEL, INDEXES
+    INDEXES = args.indexes
     PEERS = not args.no_peers
     OLD_SRC = args.old_src
     OLD_LABEL = f"code of {Path(OLD_SRC).name}" if OLD_SRC else ""

@@ -69,9 +69,19 @@ class PackIndex:
 
     def find(self, oid: bytes) -> tuple[int, int, int] | None:
         """(pack number, offset, length) of an id, or None."""
-        b = oid[0]
-        lo = self.fanout[b - 1] if b else 0
-        hi = self.fanout[b]
+        position = self._search(oid)
+        return None if position < 0 else self.location(position)
+
+    def _search(self, oid: bytes) -> int:
+        """The position of an id among the sorted ids, or -1: its fanout slot, then a binary
+        search (a damaged fanout is clamped to the ids, as in mlvc/_packfind.c)."""
+        b, fanout, count = oid[0], self.fanout, self.count
+        hi = fanout[b]
+        lo = fanout[b - 1] if b else 0
+        if hi > count:
+            hi = count
+        if lo > hi:
+            lo = hi
         mm, base = self._mm, self.ids_off
         while lo < hi:
             mid = (lo + hi) >> 1
@@ -81,9 +91,33 @@ class PackIndex:
             elif key > oid:
                 hi = mid
             else:
-                loc = LOC.unpack_from(mm, self.locs_off + LOC.size * mid)
-                return loc if self.usable[loc[0]] else None
-        return None
+                return mid
+        return -1
+
+    def find_many(self, oids: list | tuple, fast=None) -> list[tuple[int, int]]:
+        """``(k, position)`` for each ``oids[k]`` this index holds, in order: its position
+        among the sorted ids (``location(position)``); an id not 32 bytes long is never
+        found. ``fast``: the ``mlvc._packfind`` module (``speedups.extension``), one call in
+        C for all of them (~0.1 us an id against ~3 us in this loop)."""
+        if fast is not None:
+            return fast.find(self._mm, self.ids_off, self.count, oids)
+        if not isinstance(oids, (list, tuple)):
+            raise TypeError("ids must be a list or a tuple of bytes")
+        out = []
+        for k, oid in enumerate(oids):
+            if not isinstance(oid, bytes):
+                raise TypeError(f"ids[{k}] is {type(oid).__name__}, not bytes")
+            if len(oid) == 32:
+                position = self._search(oid)
+                if position >= 0:
+                    out.append((k, position))
+        return out
+
+    def location(self, position: int) -> tuple[int, int, int] | None:
+        """(pack number, offset, length) of the id at ``position``, or None when its pack
+        is missing or shorter than indexed (as ``find``)."""
+        loc = LOC.unpack_from(self._mm, self.locs_off + LOC.size * position)
+        return loc if self.usable[loc[0]] else None
 
     def entries(self) -> Iterator[tuple[bytes, str, int, int]]:
         """Every (id, pack name, offset, length), sorted by id."""
