@@ -292,6 +292,9 @@ def test_progress_bars_of_two_threads_do_not_mix(monkeypatch):
     import threading
 
     monkeypatch.setattr("sys.stderr", Tty())
+    # off here whatever an earlier test of this process left (a CliRunner command runs in
+    # this thread and turns bars on: an order-dependent failure under xdist)
+    progress.enable(False)
     both_open = threading.Barrier(2, timeout=30)
     seen = {}
 
