@@ -57,7 +57,9 @@ def test_runs_ingested_one_at_a_time_equal_a_rebuild(repo, monkeypatch, pivot):
     assert index.query("SELECT * FROM runs_wide ORDER BY id").to_pylist() == wide_rows
     rebuilt = meta(index)
     for key in ("schema_version", "refs_fingerprint", "events_fingerprint"):
-        assert stored[key] == rebuilt[key]
+        # a refs fingerprint taken within REFS_SETTLE_NS of a ref change is marked unsettled;
+        # the rebuild may come after that (CI, loaded): the same refs either way
+        assert stored[key].removesuffix("/unsettled") == rebuilt[key].removesuffix("/unsettled")
     assert repo.fsck() == []
 
 
