@@ -78,30 +78,23 @@ def merge_while_listed():
     this process opens what it listed: the window a reader descheduled under load falls into
     (twice: a read that misses looks again). Returns the list of merges done. Requested
     after ``project``, it is undone before that fixture's fsck."""
-    import mlvc.store.pack.scan as pack_scan
-    import mlvc.store.pack.store as pack_store
+    import mlvc.store.pack.index as pack_index
 
-    modules = (pack_store, pack_scan)  # each lists the folder with its own _listdir
-    real = [m._listdir for m in modules]
+    real = pack_index.listdir  # the store's and fsck's listing of index files (open_listed)
 
     def arm(objects: Path, times: int = 2) -> list[int]:
         done: list[int] = []
         merge = f"from mlvc.store.pack.store import PackedStore; PackedStore({str(objects)!r}).consolidate()"
 
-        def racing(listdir):
-            def listing(folder):
-                names = listdir(folder)
-                if Path(folder) == Path(objects) / "pack" and len(done) < times:
-                    done.append(1)
-                    subprocess.run([sys.executable, "-c", merge], check=True, timeout=120)
-                return names
+        def listing(folder):
+            names = real(folder)
+            if Path(folder) == Path(objects) / "pack" and len(done) < times:
+                done.append(1)
+                subprocess.run([sys.executable, "-c", merge], check=True, timeout=120)
+            return names
 
-            return listing
-
-        for m, listdir in zip(modules, real, strict=True):
-            m._listdir = racing(listdir)
+        pack_index.listdir = listing
         return done
 
     yield arm
-    for m, listdir in zip(modules, real, strict=True):  # before the project fixture's fsck
-        m._listdir = listdir
+    pack_index.listdir = real  # before the project fixture's fsck

@@ -150,7 +150,9 @@ def event_ids(layout: Layout, after: str | None = None) -> list[str]:
         return []
     # only well-formed ids: a stray name (not UTF-8, not hex) is fsck's to report, and
     # would fail every index ingest (DuckDB takes no lone surrogate)
-    ids = sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and _ID.fullmatch(n[:-5]))
+    ids = sorted(
+        i for i in (n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX)) if _ID.fullmatch(i)
+    )
     if after is not None:
         import bisect
 

@@ -24,6 +24,37 @@ FANOUT = struct.Struct("<256I")
 RELIST_TRIES = 8
 
 
+def listdir(folder: Path) -> list[str]:
+    """The names in ``folder`` (none if it does not exist)."""
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def open_listed(
+    folder: Path, known: dict[str, PackIndex] | None = None
+) -> tuple[list[str], dict[str, PackIndex | Exception]]:
+    """Every name in ``folder``, and each index file among them opened (those in ``known``
+    reused: index files never change once renamed in) or the error opening it. One that
+    vanished between the listing and its open was merged away: the folder is listed again
+    (without that, a reader found none of a merge's sources nor the merged index, and took
+    the newest objects for missing: an ingest then dropped a committed run)."""
+    known = known or {}
+    for _ in range(RELIST_TRIES):
+        names, opened = listdir(folder), {}
+        for n in sorted(x for x in names if x.endswith(".idx")):
+            try:
+                opened[n] = known.get(n) or PackIndex(folder / n)
+            except FileNotFoundError:
+                break
+            except (PackError, OSError) as e:
+                opened[n] = e
+        else:
+            break
+    return names, opened
+
+
 class PackIndex:
     """One ``.idx`` file, mapped read-only."""
 

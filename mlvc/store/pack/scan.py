@@ -22,7 +22,7 @@ from ...core.ids import ObjectId
 from ...errors import PackError, StoreNeedsRepair
 from .. import compress as zstd
 from ..odb import CHUNKED, RAW, ZSTD, ZSTD_MAX, _parse_chunk_list
-from .index import RELIST_TRIES, PackIndex, write_index
+from .index import PackIndex, open_listed, write_index
 from .store import HEAD, PACK_MAGIC
 
 READ = 4 << 20  # raw records are hashed in reads of this size: memory stays bounded
@@ -137,26 +137,17 @@ class PackState:
 def survey(folder: Path) -> PackState:
     """Which index files can be trusted (they open and their checksum matches), and which
     packs no trusted index makes readable."""
-    for _ in range(RELIST_TRIES):
-        state, names, vanished = PackState(), _listdir(folder), False
-        for n in sorted(x for x in names if x.endswith(".idx")):
-            try:
-                idx = PackIndex(folder / n)
-            except PackError as e:
-                state.damaged[n] = str(e)
-                continue
-            except FileNotFoundError:  # merged away since the listing: list again
-                vanished = True
-                break
-            except OSError as e:
-                state.unreadable[n] = e.strerror or str(e)
-                continue
-            if not idx.checksum_ok():
-                state.damaged[n] = f"index {folder / n} is damaged: its checksum does not match"
-                continue
+    state = PackState()
+    names, opened = open_listed(folder)
+    for n, idx in opened.items():
+        if isinstance(idx, PackError):
+            state.damaged[n] = str(idx)
+        elif isinstance(idx, OSError):
+            state.unreadable[n] = idx.strerror or str(idx)
+        elif not idx.checksum_ok():
+            state.damaged[n] = f"index {folder / n} is damaged: its checksum does not match"
+        else:
             state.trusted.append(idx)
-        if not vanished:
-            break
     covered = set()
     for idx in state.trusted:
         for i, p in enumerate(idx.packs):
@@ -254,13 +245,6 @@ def try_exclusive(mlvc_dir: Path):
         os.close(fd)
         return None
     return fd
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except FileNotFoundError:
-        return []
 
 
 def index_torn_packs(store, dry_run: bool = False) -> list[str]:

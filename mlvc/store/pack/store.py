@@ -50,7 +50,8 @@ from ..odb import (
     note_stats,
     sync_filesystem,
 )
-from .index import RELIST_TRIES, PackIndex, write_all, write_index
+from .index import PackIndex, open_listed, write_all, write_index
+from .index import listdir as _listdir
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
 HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
@@ -400,14 +401,10 @@ class PackedStore(LocalStore):
         if stamp == self._stamp and not force:
             return
         with self._lock:
-            for _ in range(RELIST_TRIES):
-                indexes, vanished = self._open_indexes()
-                if not vanished:
-                    break
-                # merged away between the listing and the open: the merged index was renamed
-                # in before its sources went, so a new listing has it (without one, every
-                # object of those indexes looked missing: an ingest then dropped the run)
-                stamp = self._folder_stamp()
+            # (the stamp, taken before the listing, may predate a merge listed past: the next
+            # look then lists once more, no harm)
+            _names, opened = open_listed(self.pack_dir, self._indexes)
+            indexes = {n: i for n, i in opened.items() if isinstance(i, PackIndex)}
             # biggest first; an index whose usable packs are all covered already adds nothing
             covered: set[str] = set()
             order = []
@@ -425,23 +422,6 @@ class PackedStore(LocalStore):
         except FileNotFoundError:
             return None
         return st.st_mtime_ns, st.st_ino
-
-    def _open_indexes(self) -> tuple[dict[str, PackIndex], bool]:
-        """The index files listed now, by name (those already open reused: they never
-        change once renamed in), and whether a listed one vanished before it was opened."""
-        indexes, vanished = {}, False
-        for n in sorted(n for n in _listdir(self.pack_dir) if n.endswith(".idx")):
-            idx = self._indexes.get(n)
-            if idx is None:
-                try:
-                    idx = PackIndex(self.pack_dir / n)
-                except FileNotFoundError:
-                    vanished = True
-                    continue
-                except (PackError, OSError):
-                    continue  # torn: never trusted
-            indexes[n] = idx
-        return indexes, vanished
 
     def _locate(self, oid: bytes) -> tuple[PackIndex, tuple[int, int, int]] | None:
         for idx in self._order:
@@ -829,13 +809,6 @@ class PackedStore(LocalStore):
 
 def _kept(idx: PackIndex, packs: set[str], keep: set | None):
     return (e for e in idx.entries() if e[1] in packs and (keep is None or e[0] in keep))
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except FileNotFoundError:
-        return []
 
 
 def _touch(path: Path) -> None:
