@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from ..core.ids import ObjectId
 from ..core.objects import Run
 from ..store.odb import ObjectStore
-from ..store.typed import read_env, walk
+from ..store.typed import read_env, totals, walk
 
 
 def iso(us: int) -> str:
@@ -74,14 +74,17 @@ def describe_run(
     if run.env is not None:
         out["env"] = {"id": run.env.hex, **env_summary(read_env(store, run.env).facts)}
     for section, tree in run.sections.items():
+        if not files:
+            count, size = totals(store, tree)
+            out[section] = {"tree": tree.hex if tree else None, "files": count, "size": size}
+            continue
         entries = list(walk(store, tree)) if tree is not None else []
         out[section] = {
             "tree": tree.hex if tree else None,
             "files": len(entries),
             "size": sum(e.size for _, e in entries),
-        }
-        if files:
-            out[section]["entries"] = [
+            "entries": [
                 {"path": p, "kind": e.kind, "size": e.size, "id": e.id.hex} for p, e in entries
-            ]
+            ],
+        }
     return out

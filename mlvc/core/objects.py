@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from .ids import ObjectId
+from .ids import DIGEST_SIZE, ObjectId
 
 FORMAT_VERSION = 1
 MAX_OBJECT_BYTES = 256 * 1024 * 1024  # structured objects bigger than this are refused
@@ -305,6 +305,33 @@ def encode(obj) -> bytes:
 
 def decode(data: bytes, expect: type | None = None):
     """Parse canonical bytes into an object; ``expect`` restricts the kind."""
+    cls, body = _open(data, expect)
+    try:
+        return cls._from_body(body)
+    except RecursionError:
+        raise DecodeError(f"{cls.kind} object is nested too deeply") from None
+
+
+def tree_rows(data: bytes) -> tuple:
+    """The entries of a tree object's canonical bytes as ``(name, kind, id, size)`` tuples
+    of plain values, kinds, ids and sizes checked but names not, and no TreeEntry made: for
+    sums over big trees (``typed.totals``), which building 20k entries would slow tenfold."""
+    _cls, body = _open(data, Tree)
+    try:
+        for _name, kind, oid, size in body:
+            if kind not in ENTRY_KINDS or type(size) is not int or type(oid) is not bytes:
+                raise DecodeError(f"bad tree entry {kind!r} {size!r}")
+            if len(oid) != DIGEST_SIZE:
+                raise DecodeError(f"an object id has {DIGEST_SIZE} bytes, not {len(oid)}")
+            if size < 0:
+                raise DecodeError(f"bad size {size!r} in a tree entry")
+    except (TypeError, ValueError) as e:
+        raise DecodeError(f"bad tree: {e}") from None
+    return body
+
+
+def _open(data: bytes, expect: type | None) -> tuple[type, Any]:
+    """The class and undecoded body of canonical bytes, the header checked."""
     value = unpack(data)
     if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str)):
         raise DecodeError("not an mlvc object (expected [kind, version, body])")
@@ -318,10 +345,7 @@ def decode(data: bytes, expect: type | None = None):
         )
     if expect is not None and cls is not expect:
         raise DecodeError(f"expected a {expect.kind} object, found a {kind}")
-    try:
-        return cls._from_body(body)
-    except RecursionError:
-        raise DecodeError(f"{kind} object is nested too deeply") from None
+    return cls, body
 
 
 def object_id(obj) -> ObjectId:
