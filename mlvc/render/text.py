@@ -24,8 +24,9 @@ FORMATS = ("table", "csv", "json", "parquet")
 EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
 # C0 and C1 controls, DEL, and the Unicode marks that reorder text or break lines: what a
-# terminal would act on rather than show.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# terminal would act on rather than show; and the lone surrogates by which Python carries
+# the bytes of a file name that is not UTF-8 (shown as \xNN, the byte, as git quotes them).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -41,7 +42,10 @@ def clean(value: Any, keep: str = "") -> str:
 def _escape(ch: str) -> str:
     if ch in _NAMED:
         return _NAMED[ch]
-    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the undecodable byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def echo(text: Any = "", err: bool = False, **style) -> None:

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlvc import Repo
 from mlvc.cli import main
 from mlvc.core.ids import ObjectId
 from mlvc.errors import EXIT_CODES, UsageError
+from mlvc.render.text import clean
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -331,6 +334,39 @@ def test_bad_tag_or_name_ref_is_skipped_with_one_warning(cli, repo, project, ref
     out = mlvc_proc("query", "SELECT name FROM refs", "-f", "json", cwd=project).stdout
     assert json.loads(out) == [{"name": "good"}]
     assert len(repo.log()) == 2
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=())))
+def test_clean_text_is_always_printable_utf8(text):
+    shown = clean(text)
+    shown.encode("utf-8")  # no lone surrogate left: printing it cannot fail or emit raw bytes
+    assert not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in shown)
+    if text.isprintable():  # plain text is shown as it is
+        assert shown == text
+
+
+def test_clean_shows_undecodable_bytes_as_git_does():
+    assert clean(os.fsdecode(b"t\xffg\x80")) == "t\\xffg\\x80"
+    assert clean("a\ud800b") == "a\\ud800b"  # a surrogate no file name makes
+
+
+@pytest.mark.damages_repo
+def test_fsck_shows_a_name_that_is_not_utf8_as_escaped_bytes(cli, project):
+    """A ref whose file name is not UTF-8: fsck names it with the byte as \\xNN, like git,
+    not the raw byte (which a terminal may act on, and which is not text)."""
+    cli("commit", "-q", "-m", "one")
+    (project / ".mlvc" / "refs" / "tags").mkdir(parents=True, exist_ok=True)
+    (project / os.fsdecode(b".mlvc/refs/tags/t\xffg")).write_bytes(b"zz\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "mlvc", "fsck"],
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 9, r
+    assert b"\xff" not in r.stdout + r.stderr
+    assert b"refs/tags/t\\xffg holds 'zz', not a run id" in r.stdout, r.stdout
 
 
 @pytest.mark.damages_repo
