@@ -7,14 +7,16 @@ the server). A ``RemoteRun`` buffers params, tags and metric points in memory an
 background thread sends them in batches (every second, or every ``BATCH_POINTS`` points),
 each with a uuid ``batch_id``; a batch is sent again, with the same id, until the server
 acknowledges it, backing off while the server is down or restarting, so no point is lost
-and none is applied twice. Memory is bounded: past ``MLVC_TRACKING_MAX_BUFFER`` points
-(default 1,000,000) logging waits for the server, after one warning.
+and none is applied twice. Points are logged into the C metric buffer a local run uses (no
+Python frame per call) and travel as an Arrow stream, columns of keys, values, steps and
+times (the server also takes JSON, for other languages). Memory is bounded: past
+``MLVC_TRACKING_MAX_BUFFER`` points (default 1,000,000; looked at every 50 ms, so a fast
+loop may pass it by what it logs meanwhile) logging waits for the server, after one warning.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import threading
@@ -26,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..core.ids import ObjectId
-from ..core.params import INT_MAX, INT_MIN, check_key, flatten
+from ..core.params import check_key, flatten
 from ..errors import MlvcError, ParamConflict, ServerRefused, ServerUnreachable, UsageError
+from ..runs.metricbuf import new_buffer
 
 if TYPE_CHECKING:
     import http.client
@@ -41,8 +44,9 @@ ENV_TOKEN = "MLVC_TRACKING_TOKEN"
 ENV_MAX_BUFFER = "MLVC_TRACKING_MAX_BUFFER"
 ENV_START_TIMEOUT = "MLVC_TRACKING_START_TIMEOUT"
 ARROW = "application/vnd.apache.arrow.stream"
-BATCH_POINTS = 10_000  # points in one batch at most (about 400 KB of JSON)
+BATCH_POINTS = 100_000  # points in one batch at most (~2.5 MB as Arrow)
 FLUSH_SECONDS = 1.0
+POLL_SECONDS = 0.05  # how often the sender looks at the buffer
 MAX_BUFFER = 1_000_000
 START_TIMEOUT = 30.0  # seconds start_run keeps trying to reach the server
 END_TIMEOUT = 300.0  # seconds end() keeps trying to deliver what is buffered
@@ -142,9 +146,14 @@ class Client:
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         body = None if payload is None else json.dumps(payload).encode()  # NaN params too
+        return self.call_bytes(method, path, body, "application/json", accept)
+
+    def call_bytes(self, method: str, path: str, body: bytes | None, content_type: str,
+                   accept: str = "application/json") -> Any:  # fmt: skip
+        """A request with ``body`` of ``content_type``; the answer as ``call`` gives it."""
         headers = {"Accept": accept}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         status, data = self.send(method, path, body, headers)
         if status >= 300:
             raise self.error(status, data)
@@ -271,10 +280,16 @@ class RemoteRun:
         self._name = name
         self._params: dict[str, Any] = {}
         self._tags: dict[str, str] = {}
-        self._steps: dict[str, int] = {}
         self._pending_params: dict[str, Any] = {}
         self._pending_tags: dict[str, str] = {}
-        self._points: list[list] = []
+        # Points go into the metric buffer a local run uses (mlvc.runs.metricbuf: in C when
+        # it was built), its bound methods serving log_metric(s) with no Python frame; the
+        # sender takes them as columns into ``_queue`` (Arrow tables not yet acknowledged).
+        self._buf = new_buffer()
+        self._fast()
+        self._queue: list[pa.Table] = []
+        self._queued = 0  # points in _queue
+        self._waiting = False  # log_metric(s) wait for room (the buffer is full)
         self._cond = threading.Condition()
         self._max = int(os.environ.get(ENV_MAX_BUFFER) or MAX_BUFFER)
         self._warned = False
@@ -347,47 +362,59 @@ class RemoteRun:
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: float | None = None
     ) -> None:
-        """Buffer one point (sent within about a second); the same rules as ``LiveRun``."""
-        try:
-            value = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise UsageError(
-                f"metric {key!r}: {type(value).__name__} value is not a number a float holds"
-            ) from None
-        ns = time.time_ns() if timestamp is None else int(float(timestamp) * 1e9)
-        if key not in self._steps:
-            check_key(key)
-        if step is None:
-            step = self._steps.get(key, 0)
-        if isinstance(step, bool) or not isinstance(step, int) or not INT_MIN <= step < INT_MAX:
-            raise UsageError(f"metric {key!r}: step {step!r} is not a 64-bit integer")
-        self._steps[key] = step + 1
-        point = [key, value if math.isfinite(value) else str(value).lower(), step, ns]
-        with self._cond:
-            if len(self._points) >= self._max:
-                self._wait_for_room()
-            self._points.append(point)
-            if len(self._points) >= BATCH_POINTS:
-                self._cond.notify_all()
+        """Buffer one point (sent within about a second); the same rules as ``LiveRun``.
+        (A run's instances call their buffer's method directly: ``_fast`` binds it over
+        this one while the buffer has room.)"""
+        if self._waiting:
+            self._wait_for_room()
+        self._buf.log_metric(key, value, step, timestamp)
 
     def log_metrics(
         self, metrics: dict[str, float], step: int | None = None, timestamp: float | None = None
     ) -> None:
-        for k, v in metrics.items():
-            self.log_metric(k, v, step, timestamp)
+        """``log_metric`` for each item; the points before a refused one are kept."""
+        if self._waiting:
+            self._wait_for_room()
+        self._buf.log_metrics(metrics, step, timestamp)
+
+    def _fast(self) -> None:
+        """log_metric(s) straight into the buffer (undone by ``_full``)."""
+        if type(self).log_metric is RemoteRun.log_metric:
+            self.log_metric = self._buf.log_metric
+        if type(self).log_metrics is RemoteRun.log_metrics:
+            self.log_metrics = self._buf.log_metrics
+
+    def _held(self) -> int:
+        return len(self._buf) + self._queued
+
+    def _check_room(self) -> None:
+        """(The sender, under the lock, every POLL_SECONDS.) Past the cap, log_metric(s) go
+        through the class's methods, which wait for room; once there is room, straight to
+        the buffer again. The cap is checked this often, so a loop may overshoot it by what
+        it logs in that time."""
+        full = self._held() >= self._max and not self._closing
+        if full and not self._waiting:
+            self._waiting = True
+            self.__dict__.pop("log_metric", None)
+            self.__dict__.pop("log_metrics", None)
+        elif not full and self._waiting:
+            self._waiting = False
+            self._fast()
+            self._cond.notify_all()
 
     def _wait_for_room(self) -> None:
-        if not self._warned:
-            self._warned = True
-            print(
-                f"mlvc: warning: {len(self._points)} metric points wait for the server at "
-                f"{self.client.uri} ({ENV_MAX_BUFFER} caps the buffer); logging waits until "
-                "it takes them",
-                file=sys.stderr,
-                flush=True,
-            )
-        while len(self._points) >= self._max:
-            self._cond.wait(1.0)
+        with self._cond:
+            if self._waiting and not self._warned:
+                self._warned = True
+                print(
+                    f"mlvc: warning: {self._held()} metric points wait for the server at "
+                    f"{self.client.uri} ({ENV_MAX_BUFFER} caps the buffer); logging waits "
+                    "until it takes them",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            while self._waiting and self._sender.is_alive():
+                self._cond.wait(1.0)
 
     def _unsupported(self, *_a, **_k):
         raise UsageError(
@@ -399,49 +426,78 @@ class RemoteRun:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _take(self) -> dict | None:
-        """The next batch (under the condition's lock), or None when nothing is pending."""
-        if not (self._points or self._pending_params or self._pending_tags):
+    def _due(self, since: float) -> bool:
+        """Whether to send now: closing, a batch's worth held, or anything held for
+        FLUSH_SECONDS."""
+        held = self._held()
+        if self._closing or held >= BATCH_POINTS:
+            return True
+        pending = held or self._pending_params or self._pending_tags
+        return bool(pending) and time.monotonic() - since >= FLUSH_SECONDS
+
+    def _take(self) -> tuple[dict, pa.Table] | None:
+        """The next batch (under the condition's lock): its JSON head and its points, at
+        most BATCH_POINTS of the oldest; None when nothing is pending."""
+        from ..runs.metricbuf import table_of
+
+        taken = self._buf.take()
+        if taken is not None:
+            self._queue.append(table_of(taken))
+            self._queued += self._queue[-1].num_rows
+        if not (self._queue or self._pending_params or self._pending_tags):
             return None
-        points = self._points[:BATCH_POINTS]
-        del self._points[:BATCH_POINTS]
-        batch = {"batch_id": uuid.uuid4().hex, "params": self._pending_params,
-                 "tags": self._pending_tags, "metrics": points}  # fmt: skip
+        points = self._queue.pop(0) if self._queue else None
+        if points is not None and points.num_rows > BATCH_POINTS:
+            self._queue.insert(0, points.slice(BATCH_POINTS))
+            points = points.slice(0, BATCH_POINTS)
+        head = {"batch_id": uuid.uuid4().hex, "params": self._pending_params,
+                "tags": self._pending_tags}  # fmt: skip
         self._pending_params, self._pending_tags = {}, {}
-        self._cond.notify_all()  # room in the buffer
-        return batch
+        return head, points
 
     def _send_loop(self) -> None:
-        batch = None
+        batch, since = None, time.monotonic()
         while True:
             with self._cond:
                 if batch is None:
-                    if not self._closing and len(self._points) < BATCH_POINTS:
-                        self._cond.wait(FLUSH_SECONDS)
-                    batch = self._take()
+                    self._check_room()
+                    if not self._due(since):
+                        self._cond.wait(POLL_SECONDS)
+                        continue
+                    batch, since = self._take(), time.monotonic()
                     if batch is None:
                         if self._closing:
                             return
                         continue
+            head, points = batch
+            n = points.num_rows if points is not None else 0
             try:
-                self._deliver("POST", f"/api/v1/runs/live/{self.key}/batches", batch,
-                              deadline=None)  # fmt: skip
-                self._sent += len(batch["metrics"])
+                body = _arrow_batch(head, points)
+                self._deliver("POST", f"/api/v1/runs/live/{self.key}/batches", head,
+                              deadline=None, body=body)  # fmt: skip
+                self._sent += n
             except ServerUnreachable:  # end() gave up: keep the points for its count
-                with self._cond:
-                    self._points[:0] = batch["metrics"]
+                if points is not None:
+                    with self._cond:
+                        self._queue.insert(0, points)
                 return
             except Exception as e:  # refused for good: say so, keep the run going
-                print(f"mlvc: warning: a batch of {len(batch['metrics'])} points was refused "
-                      f"by the server at {self.client.uri}: {e}", file=sys.stderr)  # fmt: skip
+                print(f"mlvc: warning: a batch of {n} points was refused by the server at "
+                      f"{self.client.uri}: {e}", file=sys.stderr)  # fmt: skip
+            with self._cond:
+                self._queued -= n
             batch = None
 
-    def _deliver(self, method: str, path: str, payload: dict, deadline: float | None):
+    def _deliver(self, method: str, path: str, payload: dict, deadline: float | None,
+                 body: bytes | None = None):  # fmt: skip
         """Send until the server answers; retry (same payload, so the same batch id) with
-        backoff on no answer, 429 and 5xx. ``deadline`` None: until ``end`` gives up."""
+        backoff on no answer, 429 and 5xx. ``deadline`` None: until ``end`` gives up.
+        ``body``: an Arrow stream sent instead of ``payload`` as JSON."""
         delay = 0.05
         while True:
             try:
+                if body is not None:
+                    return self.client.call_bytes(method, path, body, ARROW)
                 return self.client.call(method, path, payload)
             except ServerUnreachable:
                 if deadline is not None and time.monotonic() > deadline:
@@ -454,10 +510,19 @@ class RemoteRun:
             give_up = self._give_up_at if deadline is None else None
             if give_up is not None and time.monotonic() > give_up:
                 raise ServerUnreachable(f"gave up delivering to {self.client.uri}")
-            time.sleep(delay)
+            self._pause(delay)
             delay = min(delay * 2, 2.0)
 
     _give_up_at: float | None = None
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries, still looking at the buffer every POLL_SECONDS: logging
+        goes on meanwhile, and past the cap it must wait."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            with self._cond:
+                self._check_room()
+            time.sleep(min(left, POLL_SECONDS))
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -473,7 +538,7 @@ class RemoteRun:
             self._cond.notify_all()
         self._sender.join()
         with self._cond:
-            left = len(self._points)
+            left = self._held()
         if left:
             print(f"mlvc: warning: {left} points could not be sent to {self.client.uri}",
                   file=sys.stderr)  # fmt: skip
@@ -505,6 +570,23 @@ class RemoteRun:
 
 
 _MISSING = object()
+
+
+def _arrow_batch(head: dict, points: pa.Table | None) -> bytes:
+    """A batch as the server's Arrow form takes it: the points' columns, ``head`` (batch
+    id, params, tags) as JSON in the schema's ``mlvc.batch`` metadata."""
+    import pyarrow as pa
+
+    from ..runs.metricbuf import table_of
+
+    if points is None:
+        points = table_of(([], [], [], [], []))
+    meta = {b"mlvc.batch": json.dumps(head).encode()}  # NaN params too, as in call()
+    points = points.replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, points.schema) as writer:
+        writer.write_table(points)
+    return sink.getvalue().to_pybytes()
 
 
 def start_run(name: str | None = None, params: dict | None = None, tags: dict | None = None,

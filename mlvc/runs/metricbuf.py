@@ -199,3 +199,22 @@ def columns(taken: tuple) -> list:
     if isinstance(codes, int):
         cols[0] = pa.repeat(pa.scalar(codes, pa.int32()), n)
     return cols
+
+
+def table_of(taken: tuple) -> Any:
+    """The points of ``take()`` as an Arrow table of ``key`` (dictionary-encoded text),
+    ``value``, ``step`` and ``timestamp_ns``: what a run on a server sends (its batches'
+    Arrow form, mlvc.server.v1.live.arrow_batch)."""
+    import pyarrow as pa
+
+    names = taken[0]
+    codes, steps, times, values = columns(taken) if len(taken[4]) else [[], [], [], []]
+    keys = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string()))
+    return pa.table(
+        {
+            "key": keys,
+            "value": pa.array(values, pa.float64()),
+            "step": pa.array(steps, pa.int64()),
+            "timestamp_ns": pa.array(times, pa.int64()),
+        }
+    )

@@ -172,7 +172,7 @@ class Call:
     path: str
     path_params: dict[str, str]
     query: Any  # starlette's multi-valued QueryParams
-    body: Any  # parsed JSON (a dict) or None
+    body: Any  # parsed JSON (a dict) or None; bytes for an endpoint's ``binary`` type
     principal: Principal
     state: ServerState
     headers: Any
@@ -208,15 +208,19 @@ def endpoint(
     handler: Callable[[Call], Any],
     scope: str,
     raw: bool = False,
+    binary: str | None = None,
 ) -> Callable[[Any], Awaitable[Any]]:
     """A Starlette endpoint around ``handler`` that needs ``scope``.
 
     ``raw`` handlers are ``async def handler(request, principal)`` and read the body
-    themselves (streams: artifacts, objects); the others get a ``Call`` in a worker thread.
+    themselves (streams: artifacts, objects); the others get a ``Call`` in a worker thread,
+    its body parsed JSON, or the body's bytes (up to ``max_body``) when the request's
+    Content-Type is the media type ``binary`` (an Arrow stream of metric points).
     """
     from starlette.concurrency import run_in_threadpool
 
     limit = state.options.limits.max_json_body
+    binary_limit = state.options.limits.max_body
 
     async def run(request):
         principal, by_cookie = state.identify(request)
@@ -247,7 +251,10 @@ def endpoint(
             if raw:
                 response = await handler(request, principal)
             else:
-                body = await _json_body(request, limit)
+                if binary and _media_type(request) == binary:
+                    body = bytes(await _read_body(request, binary_limit))
+                else:
+                    body = await _json_body(request, limit)
                 call = Call(
                     request.method,
                     request.url.path,
@@ -273,9 +280,12 @@ def _from_ui(request) -> bool:
     return request.headers.get(CSRF_HEADER, "").lower() == "mlvc-ui"
 
 
-async def _json_body(request, limit: int) -> Any:
-    if request.method in ("GET", "HEAD", "DELETE") and "content-length" not in request.headers:
-        return None
+def _media_type(request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _read_body(request, limit: int) -> bytearray:
+    """The request's body; 413 past ``limit`` bytes (declared or read)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "REQUEST_LIMIT_EXCEEDED", f"the body is over {limit} bytes")
@@ -284,6 +294,13 @@ async def _json_body(request, limit: int) -> Any:
         data += chunk
         if len(data) > limit:
             raise ApiError(413, "REQUEST_LIMIT_EXCEEDED", f"the body is over {limit} bytes")
+    return data
+
+
+async def _json_body(request, limit: int) -> Any:
+    if request.method in ("GET", "HEAD", "DELETE") and "content-length" not in request.headers:
+        return None
+    data = await _read_body(request, limit)
     if not data.strip(b" \t\n\r"):  # JSON's whitespace only: a form feed is no JSON
         return None
     try:

@@ -176,3 +176,69 @@ def test_unreachable_server_and_bad_token_are_one_line_errors(served, tmp_path):
                            text=True, env={**os.environ, **env}, timeout=60)  # fmt: skip
         assert r.returncode != 0 and words in r.stderr
     assert json.loads(mlvc(["log", "--json"], served["root"]).stdout) == []
+
+
+CAPPED = """
+import sys, time, mlvc
+run = mlvc.start_run(name="capped")
+run.log_metric("warm", 1.0)
+print("STARTED", flush=True)
+sys.stdin.readline()  # the server is down now
+for i in range(5000):
+    run.log_metric("loss", i / 10, step=i)
+    if i % 100 == 0:
+        time.sleep(0.01)  # the sender looks at the buffer every 50 ms: let it see this
+print("LOGGED", flush=True)
+run.end()
+print("RUN", run.id, flush=True)
+"""
+
+
+def test_logging_waits_at_the_buffer_cap_while_the_server_is_down(served, tmp_path):
+    """Past MLVC_TRACKING_MAX_BUFFER points held, log_metric waits (after one warning)
+    instead of growing the buffer; it goes on once the server takes them, and every point
+    arrives once."""
+    import threading
+
+    root, server = served["root"], served["server"]
+    script = tmp_path / "capped.py"
+    script.write_text(CAPPED)
+    env = {**os.environ, **remote_env(served), "MLVC_TRACKING_MAX_BUFFER": "1000"}
+    train = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    lines: list[str] = []
+    errors: list[str] = []
+    readers = [threading.Thread(target=lambda s=s, into=into: into.extend(iter(s.readline, "")))
+               for s, into in ((train.stdout, lines), (train.stderr, errors))]  # fmt: skip
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + 60
+    while "STARTED\n" not in lines:
+        assert time.monotonic() < deadline and train.poll() is None, errors
+        time.sleep(0.05)
+    server.stop()
+    train.stdin.write("go\n")
+    train.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not any("caps the buffer" in e for e in errors):
+        assert time.monotonic() < deadline and train.poll() is None, (lines, errors)
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert "LOGGED\n" not in lines and train.poll() is None  # waiting, not buffering
+    served["server"] = Server(root, server.port).start()
+    assert train.wait(120) == 0, errors
+    for t in readers:
+        t.join(10)
+    assert "LOGGED\n" in lines
+    run_id = [ln.split()[1] for ln in lines if ln.startswith("RUN ")][0]
+    got = (
+        Repo(root)
+        .query(
+            f"SELECT count(*) AS n, count(DISTINCT step) AS steps FROM metrics "
+            f"WHERE run_id = '{run_id}' AND key = 'loss'"
+        )
+        .to_pylist()
+    )
+    assert got == [{"n": 5000, "steps": 5000}]
+    assert sum("caps the buffer" in e for e in errors) == 1, errors

@@ -283,6 +283,73 @@ def test_live_batches_apply_once_and_end_as_a_recorded_run(site):
     assert mine[1].data["run_id"] == ended["run_id"] and mine[1].data["author"] == "writer"
 
 
+ARROW = {"Content-Type": "application/vnd.apache.arrow.stream"}
+
+
+def arrow_body(head, columns, meta_key=b"mlvc.batch", schema=None):
+    """An Arrow IPC stream of ``columns`` with ``head`` as JSON in its schema's metadata."""
+    import pyarrow as pa
+
+    table = pa.table(columns, schema=schema)
+    if head is not None:
+        table = table.replace_schema_metadata({meta_key: json.dumps(head).encode()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_live_batches_as_arrow_apply_once_like_json(site):
+    """The columnar form the mlvc client sends: the same run as the JSON form would make,
+    applied once, with bad points refused one by one and bad bodies refused whole (400)."""
+    import pyarrow as pa
+
+    key = call(site, "POST", "/api/v1/runs/live", {"name": "arrow"})[1]["key"]
+    path = f"/api/v1/runs/live/{key}/batches"
+    n, now = 1000, time.time_ns()
+    keys = pa.DictionaryArray.from_arrays(pa.array([i % 2 for i in range(n)], pa.int32()),
+                                          pa.array(["loss", "acc"]))  # fmt: skip
+    columns = {"key": keys, "value": [float(i) if i else float("nan") for i in range(n)],
+               "step": list(range(n)), "timestamp_ns": [now + i for i in range(n)]}  # fmt: skip
+    body = arrow_body({"batch_id": "a1", "params": {"lr": 0.1}, "tags": {"t": "x"}}, columns)
+    assert call(site, "POST", path, body, headers=ARROW)[1] == {
+        "applied": True, "points": n, "refused": []}  # fmt: skip
+    assert call(site, "POST", path, body, headers=ARROW)[1]["applied"] is False  # once
+    partly = arrow_body({"batch_id": "a2"}, {"key": ["bad key!", "ok"], "value": [1.0, None],
+                                             "step": [0, 1], "timestamp_ns": [now, now]})  # fmt: skip
+    got = call(site, "POST", path, partly, headers=ARROW)[1]
+    assert got["points"] == 1 and "bad key!" in got["refused"][0]
+    good = {"key": ["x"], "value": [1.0], "step": [0], "timestamp_ns": [now]}
+    for body in (
+        b"not arrow at all",
+        b"",
+        arrow_body(None, good),  # no batch header
+        arrow_body({"batch_id": "b"}, good, meta_key=b"other"),
+        arrow_body({"batch_id": ""}, good),
+        arrow_body({"batch_id": "b"}, {**good, "value": ["1.0"]}),  # text values
+        arrow_body({"batch_id": "b"}, {**good, "step": [0.5]}),  # a float step
+        arrow_body({"batch_id": "b"}, {**good, "step": [None]}),
+        arrow_body({"batch_id": "b"}, {**good, "key": [None]}),
+        arrow_body({"batch_id": "b"}, {**good, "timestamp_ns": pa.array([2**64 - 1], pa.uint64())}),
+        arrow_body({"batch_id": "b"}, {**good, "extra": [1]}),
+        arrow_body({"batch_id": "b"}, {"key": ["x"], "value": [1.0], "step": [0]}),
+        arrow_body({"batch_id": "b"}, good)[:-40],  # cut short
+    ):
+        status, err = call(site, "POST", path, body, headers=ARROW)
+        assert status == 400 and err["message"] and "\n" not in err["message"], (status, err)
+    ended = call(site, "POST", f"/api/v1/runs/live/{key}/end", {})[1]
+    repo = Repo(site["root"])
+    shown = repo.show(ended["run_id"])
+    assert shown["params"] == {"lr": 0.1} and shown["tags"] == {"t": "x"}
+    rows = repo.query(
+        f"SELECT key, count(*) AS n, max(step) AS hi, sum(CASE WHEN isnan(value) THEN 1 END) "
+        f"AS nans FROM metrics WHERE run_id = '{ended['run_id']}' GROUP BY key ORDER BY key"
+    ).to_pylist()
+    assert rows == [{"key": "acc", "n": 500, "hi": 999, "nans": None},
+                    {"key": "loss", "n": 500, "hi": 998, "nans": 1},
+                    {"key": "ok", "n": 1, "hi": 1, "nans": 1}]  # fmt: skip
+
+
 def test_a_live_run_without_requests_for_the_lease_is_killed(site):
     key = call(site, "POST", "/api/v1/runs/live", {"name": "silent"})[1]["key"]
     call(site, "POST", f"/api/v1/runs/live/{key}/batches",

@@ -37,6 +37,7 @@ KEEP_BATCHES = 1000
 KEEP_ENDED = 1000
 STATUSES = ("finished", "failed", "killed")
 MAX_ID = 200  # characters of a batch or client id
+ARROW = "application/vnd.apache.arrow.stream"  # a batch's points as columns (arrow_batch)
 
 
 @dataclass
@@ -147,12 +148,15 @@ class LiveTable:
             raise not_found(f"no live run {key!r} on this server")
         return entry
 
-    def batch(self, key: str, data: dict) -> dict:
+    def batch(self, key: str, data: dict, points: list | None = None) -> dict:
+        """Apply a batch once: ``data`` as JSON gives it, its points in ``metrics``; or, from
+        an Arrow stream (``arrow_batch``), the rest of it with the ``points`` checked."""
         batch_id = _short_id(arg(data, "batch_id", str), "batch_id")
         params = arg(data, "params", dict, required=False, default={})
         tags = arg(data, "tags", dict, required=False, default={})
-        metrics = arg(data, "metrics", list, required=False, default=[])
-        points = [_point(i, m) for i, m in enumerate(metrics)]  # all checked before any
+        if points is None:
+            metrics = arg(data, "metrics", list, required=False, default=[])
+            points = [_point(i, m) for i, m in enumerate(metrics)]  # all checked before any
         entry = self.entry(key)
         with entry.lock:
             entry.last = time.monotonic()
@@ -269,6 +273,48 @@ def _point(i: int, m) -> tuple:
     return key, value, step, ns
 
 
+def arrow_batch(data: bytes) -> tuple[dict, list]:
+    """A batch sent as an Arrow IPC stream (``ARROW``): the JSON object of its schema's
+    ``mlvc.batch`` metadata (batch_id, params, tags) and its points, (key, value, step,
+    timestamp_ns) from the columns ``key`` (text), ``value`` (a float; null is NaN),
+    ``step`` and ``timestamp_ns`` (64-bit integers). What the JSON form refuses, this
+    refuses too, with a 400 naming the column."""
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise bad(f"the body is not an Arrow IPC stream: {str(e)[:200]}") from None
+    meta = (table.schema.metadata or {}).get(b"mlvc.batch")
+    try:
+        head = json.loads(meta) if meta is not None else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        head = None
+    if not isinstance(head, dict):
+        raise bad("the Arrow stream's schema metadata must hold mlvc.batch, a JSON object")
+    names = set(table.column_names)
+    if names != {"key", "value", "step", "timestamp_ns"}:
+        raise bad("the Arrow stream's columns must be key, value, step, timestamp_ns")
+    key, value = table.column("key"), table.column("value")
+    if pt.is_dictionary(key.type):
+        key = key.cast(key.type.value_type)
+    if not (pt.is_string(key.type) or pt.is_large_string(key.type)) or key.null_count:
+        raise bad("the key column must be text, with no nulls")
+    if not (pt.is_floating(value.type) or pt.is_integer(value.type)):
+        raise bad("the value column must hold numbers")
+    columns = [key.to_pylist(), value.cast(pa.float64()).fill_null(math.nan).to_pylist()]
+    for name in ("step", "timestamp_ns"):
+        col = table.column(name)
+        if not pt.is_integer(col.type) or col.null_count:
+            raise bad(f"the {name} column must hold integers, with no nulls")
+        try:
+            columns.append(col.cast(pa.int64()).to_pylist())  # a uint64 past INT64_MAX: refused
+        except pa.ArrowInvalid:
+            raise bad(f"the {name} column must hold 64-bit integers") from None
+    return head, list(zip(*columns, strict=True))
+
+
 def _int64(v, where: str, what: str) -> int:
     """A 64-bit integer; JSON does not tell 3 from 3.0, so an integral float is one too."""
     if isinstance(v, float) and v.is_integer():
@@ -325,6 +371,8 @@ def routes(state) -> list:
         return live.start(call.principal, {} if call.body is None else body(call))  # optional
 
     def batch(call):
+        if isinstance(call.body, bytes):  # an Arrow stream: what the mlvc client sends
+            return live.batch(call.path_params["key"], *arrow_batch(call.body))
         return live.batch(call.path_params["key"], body(call))
 
     def end(call):
@@ -335,6 +383,10 @@ def routes(state) -> list:
     base = "/api/v1/runs/live"
     return [
         Route(base, endpoint(state, start, "write"), methods=["POST"]),
-        Route(base + "/{key}/batches", endpoint(state, batch, "write"), methods=["POST"]),
+        Route(
+            base + "/{key}/batches",
+            endpoint(state, batch, "write", binary=ARROW),
+            methods=["POST"],
+        ),
         Route(base + "/{key}/end", endpoint(state, end, "write"), methods=["POST"]),
     ]

@@ -73,6 +73,18 @@ def _body(schema: dict, required: bool = True) -> dict:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
+def _with_arrow(body: dict) -> dict:
+    """A live batch's body: its JSON form, or the same batch as an Arrow IPC stream (what
+    the mlvc client sends; ``live.arrow_batch``)."""
+    arrow = {
+        "schema": {"type": "string", "format": "binary"},
+        "description": "An Arrow IPC stream with columns key (text), value (float; null is "
+        "NaN), step and timestamp_ns (int64), and the batch's batch_id, params and tags as a "
+        "JSON object in the schema metadata `mlvc.batch`.",
+    }
+    return {**body, "content": {**body["content"], "application/vnd.apache.arrow.stream": arrow}}
+
+
 def _path(name: str, schema: dict | None = None, example: str | None = None) -> dict:
     p = {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
     return p if example is None else {**p, "example": example}
@@ -443,17 +455,19 @@ def document() -> dict:
                     parameters=[key],
                     operationId="liveBatch",
                 ),  # fmt: skip
-                "requestBody": _body(
-                    {
-                        "type": "object",
-                        "required": ["batch_id"],
-                        "properties": {
-                            "batch_id": _CLIENT_ID,
-                            "params": _opt(_BATCH_TAGS),
-                            "tags": _opt(_BATCH_TAGS),
-                            "metrics": _opt({"type": "array", "items": _METRIC}),
-                        },
-                    }
+                "requestBody": _with_arrow(
+                    _body(
+                        {
+                            "type": "object",
+                            "required": ["batch_id"],
+                            "properties": {
+                                "batch_id": _CLIENT_ID,
+                                "params": _opt(_BATCH_TAGS),
+                                "tags": _opt(_BATCH_TAGS),
+                                "metrics": _opt({"type": "array", "items": _METRIC}),
+                            },
+                        }
+                    )
                 ),  # fmt: skip
             }
         },
