@@ -236,15 +236,17 @@ def parse_csv(body: bytes, schema=None):
 
 
 def parse_arrow(body: bytes, kind: str = ARROW):
-    import pyarrow as pa
+    """The table of an Arrow IPC stream or file body (compressed buffers refused: see
+    mlvc.core.ipc)."""
+    from ..core.ipc import IpcRefused, read_ipc
 
+    what = f"the body is not an Arrow IPC {kind.rsplit('.', 1)[-1]}"
+    if kind == ARROW_FILE and body[:6] != b"ARROW1":
+        raise BadPayload(f"{what}: it does not start with ARROW1")
     try:
-        buf = pa.py_buffer(body)
-        if kind == ARROW_FILE or body[:6] == b"ARROW1":
-            return pa.ipc.open_file(buf).read_all()
-        return pa.ipc.open_stream(buf).read_all()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-        raise BadPayload(f"the body is not an Arrow IPC {kind.rsplit('.', 1)[-1]}: {e}") from None
+        return read_ipc(body)
+    except IpcRefused as e:
+        raise BadPayload(f"{what}: {e}") from None
 
 
 # -- predictions out ------------------------------------------------------------------------

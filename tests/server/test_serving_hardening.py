@@ -215,6 +215,28 @@ def test_client_mistakes_are_400_and_model_failures_500(server):
     assert request(url, b'{"inputs": {"x": [1.0]}}')[0] == 200
 
 
+def test_a_compressed_arrow_body_is_refused_before_it_inflates(server):
+    """4 KB of zstd in an Arrow stream inflated to 128 MiB of zeros in the scoring process
+    (and 64 MiB of body could ask for terabytes): compressed buffers are a 400."""
+    import pyarrow as pa
+
+    zeros = pa.table({"x": np.zeros(16 << 20, dtype=np.float64)})
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    for kind, new in (("stream", pa.ipc.new_stream), ("file", pa.ipc.new_file)):
+        sink = pa.BufferOutputStream()
+        with new(sink, zeros.schema, options=options) as writer:
+            writer.write_table(zeros)
+        body = sink.getvalue().to_pybytes()
+        assert len(body) < 1 << 20
+        status, message = error(request(server.url, body, f"application/vnd.apache.arrow.{kind}"))
+        assert status == 400 and "compressed" in message, (kind, message)
+    plain = pa.BufferOutputStream()
+    with pa.ipc.new_stream(plain, pa.schema([("x", pa.float64())])) as writer:
+        writer.write_table(pa.table({"x": [1.0, 2.0]}))
+    body = plain.getvalue().to_pybytes()
+    assert request(server.url, body, "application/vnd.apache.arrow.stream")[0] == 200
+
+
 def csv_body(size: int) -> bytes:
     """A CSV of about ``size`` bytes: a column x, and padding the signature drops."""
     pad = "p" * 100

@@ -286,15 +286,16 @@ def test_live_batches_apply_once_and_end_as_a_recorded_run(site):
 ARROW = {"Content-Type": "application/vnd.apache.arrow.stream"}
 
 
-def arrow_body(head, columns, meta_key=b"mlvc.batch", schema=None):
+def arrow_body(head, columns, meta_key=b"mlvc.batch", compression=None):
     """An Arrow IPC stream of ``columns`` with ``head`` as JSON in its schema's metadata."""
     import pyarrow as pa
 
-    table = pa.table(columns, schema=schema)
+    table = pa.table(columns)
     if head is not None:
         table = table.replace_schema_metadata({meta_key: json.dumps(head).encode()})
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -334,6 +335,7 @@ def test_live_batches_as_arrow_apply_once_like_json(site):
         arrow_body({"batch_id": "b"}, {**good, "extra": [1]}),
         arrow_body({"batch_id": "b"}, {"key": ["x"], "value": [1.0], "step": [0]}),
         arrow_body({"batch_id": "b"}, good)[:-40],  # cut short
+        arrow_body({"batch_id": "b"}, good, compression="zstd"),  # could inflate unbounded
     ):
         status, err = call(site, "POST", path, body, headers=ARROW)
         assert status == 400 and err["message"] and "\n" not in err["message"], (status, err)

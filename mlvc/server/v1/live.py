@@ -282,10 +282,12 @@ def arrow_batch(data: bytes) -> tuple[dict, list]:
     import pyarrow as pa
     import pyarrow.types as pt
 
+    from ...core.ipc import IpcRefused, read_ipc
+
     try:
-        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise bad(f"the body is not an Arrow IPC stream: {str(e)[:200]}") from None
+        table = read_ipc(data)
+    except IpcRefused as e:
+        raise bad(f"the body is not an Arrow batch mlvc takes: {e}") from None
     meta = (table.schema.metadata or {}).get(b"mlvc.batch")
     try:
         head = json.loads(meta) if meta is not None else None

@@ -1,0 +1,89 @@
+"""mlvc.core.ipc: Arrow IPC bodies from others are read whole, but never inflated from
+compressed buffers (a few KB of zstd could ask for gigabytes), and bad bytes are one
+IpcRefused, whatever they are."""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlvc.core.ipc import IpcRefused, read_ipc
+
+TABLE = pa.table(
+    {
+        "key": pa.array(["loss", "acc", "loss"]).dictionary_encode(),
+        "value": [1.0, float("nan"), 3.0],
+        "step": pa.array([0, 1, 2], pa.int64()),
+    }
+)
+
+
+def encode(table: pa.Table, file: bool = False, compression=None, rows: int = 2) -> bytes:
+    """``table`` as an IPC stream or file in batches of ``rows`` (several batches and
+    dictionaries by default)."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    new = pa.ipc.new_file if file else pa.ipc.new_stream
+    with new(sink, table.schema, options=options) as writer:
+        for batch in table.to_batches(max_chunksize=rows):
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("file", [False, True])
+def test_uncompressed_streams_and_files_read_back(file):
+    got = read_ipc(encode(TABLE, file))
+    assert got.to_pylist()[0] == TABLE.to_pylist()[0] and got.num_rows == 3
+    assert got.column("key").to_pylist() == ["loss", "acc", "loss"]
+
+
+@pytest.mark.parametrize("file", [False, True])
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_compressed_buffers_are_refused(file, codec):
+    with pytest.raises(IpcRefused, match="compressed"):
+        read_ipc(encode(TABLE, file, codec))
+
+
+def test_a_compression_bomb_is_refused_before_it_inflates():
+    zeros = pa.table({"x": np.zeros(16 << 20, dtype=np.int64)})
+    bomb = encode(zeros, compression="zstd", rows=zeros.num_rows)
+    assert len(bomb) < 1 << 20  # 128 MiB of zeros in a few KB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IpcRefused, match="compressed"):
+        read_ipc(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not arrow", b"ARROW1", b"ARROW1\0\0" + b"\xff" * 40 + b"ARROW1", b"\xff" * 64],
+)
+def test_bad_bytes_are_one_refusal(data):
+    with pytest.raises(IpcRefused) as e:
+        read_ipc(data)
+    assert "\n" not in str(e.value)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    st.integers(0, 10_000),
+)
+def test_damaged_bodies_read_or_are_refused_never_anything_else(file, packed, flips, cut):
+    data = bytearray(encode(TABLE, file, "zstd" if packed else None))
+    for at, byte in flips:
+        data[at % len(data)] = byte
+    if cut:
+        del data[-(cut % len(data)) :]
+    try:
+        table = read_ipc(bytes(data))
+    except IpcRefused:
+        return
+    assert table.num_rows <= 3 * 1000  # what it read came from the body, not from a codec
