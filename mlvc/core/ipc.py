@@ -36,8 +36,7 @@ def read_ipc(data: bytes) -> Any:
     buf = pa.py_buffer(data)
     try:
         if bytes(data[:6]) == _MAGIC:
-            for offset in _file_blocks(data):
-                _refuse_compressed(pa.ipc.read_message(buf.slice(offset)))
+            check_file(data)
             return pa.ipc.open_file(buf).read_all()
         reader = pa.ipc.MessageReader.open_stream(buf)
         while True:
@@ -51,6 +50,19 @@ def read_ipc(data: bytes) -> Any:
         if isinstance(e, IpcRefused):
             raise
         raise IpcRefused(f"it is not a readable Arrow IPC stream or file ({_first(e)})") from None
+
+
+def check_file(data) -> None:
+    """Refuse (IpcRefused) an Arrow IPC file any of whose batches is compressed, before a
+    reader inflates it (~6 us for a run's series blob, against ~9 us to read it)."""
+    import pyarrow as pa
+
+    buf = pa.py_buffer(data)
+    try:
+        for offset in _file_blocks(data):
+            _refuse_compressed(pa.ipc.read_message(buf.slice(offset)))
+    except (pa.ArrowException, OSError, struct.error, IndexError) as e:
+        raise IpcRefused(f"it is not a readable Arrow IPC file ({_first(e)})") from None
 
 
 def _first(e: BaseException) -> str:

@@ -87,3 +87,14 @@ def test_damaged_bodies_read_or_are_refused_never_anything_else(file, packed, fl
     except IpcRefused:
         return
     assert table.num_rows <= 3 * 1000  # what it read came from the body, not from a codec
+
+
+def test_a_series_blob_with_compressed_batches_is_refused():
+    """A series blob pushed by someone else is read by the index: the same refusal (mlvc
+    writes its own uncompressed), as the ValueError read_series raises for bad bytes."""
+    from mlvc.core.series_blob import encode_series, read_series
+
+    series = pa.table({"key": ["loss"] * 3, "step": [0, 1, 2], "value": [1.0, 2.0, 3.0]})
+    assert read_series(encode_series(series)).equals(series)
+    with pytest.raises(ValueError, match="compressed"):
+        read_series(encode(series, file=True, compression="zstd"))
