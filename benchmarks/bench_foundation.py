@@ -137,6 +137,22 @@ def timed_sync() -> float:
     return time.perf_counter() - t0
 
 
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Wait until ``url`` answers (a server ``proc`` started); RuntimeError naming ``what``
+    if the process ends or ``timeout`` seconds pass first."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
 def wait_for_index(project: Path, limit: float = 300.0) -> float:
     """Wait until no process holds the project's index lock; returns the seconds waited.
 

@@ -90,7 +90,8 @@ def served(root: Path):
     """A real `mlvc server` on a free port of 127.0.0.1 serving ``root``; yields the
     environment that sends a training script's run to it."""
     import socket
-    import urllib.request
+
+    from bench_foundation import wait_http
 
     from mlvc.core.layout import Layout
     from mlvc.server.auth import TokenStore
@@ -104,15 +105,9 @@ def served(root: Path):
         proc = subprocess.Popen([mlvc, "server", "--port", str(port)], cwd=root, stdout=out,
                                 stderr=out)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
-                time.sleep(0.1)
+        wait_http(
+            f"http://127.0.0.1:{port}/health", proc, 30, f"mlvc server (see {root}/server.log)"
+        )
         yield {"MLVC_TRACKING_URI": f"http://127.0.0.1:{port}", "MLVC_TRACKING_TOKEN": token}
     finally:
         proc.terminate()

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +47,7 @@ from bench_foundation import (  # noqa: E402
     rmtree,
     run,
     wait_for_index,
+    wait_http,
     write_random,
 )
 
@@ -88,16 +88,11 @@ class Moto:
                 stderr=out,
                 env=CHILD_ENV,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise RuntimeError("the moto S3 server did not start") from None
-                time.sleep(0.1)
+        try:
+            wait_http(f"http://{self.endpoint}/moto-api/", self.proc, 60, "the moto S3 server")
+        except RuntimeError:
+            self.proc.kill()
+            raise
         import pyarrow.fs as pafs
 
         self.fs = pafs.S3FileSystem(
