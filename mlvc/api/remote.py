@@ -17,6 +17,7 @@ loop may pass it by what it logs meanwhile) logging waits for the server, after 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -472,9 +473,7 @@ class RemoteRun:
             head, points = batch
             n = points.num_rows if points is not None else 0
             try:
-                body = _arrow_batch(head, points)
-                self._deliver("POST", f"/api/v1/runs/live/{self.key}/batches", head,
-                              deadline=None, body=body)  # fmt: skip
+                self._send_batch(head, points)
                 self._sent += n
             except ServerUnreachable:  # end() gave up: keep the points for its count
                 if points is not None:
@@ -487,6 +486,22 @@ class RemoteRun:
             with self._cond:
                 self._queued -= n
             batch = None
+
+    _json_only = False  # the server takes batches as JSON only (an mlvc before Arrow ones)
+
+    def _send_batch(self, head: dict, points: pa.Table | None) -> None:
+        """Deliver one batch as an Arrow stream; to a server that answers that it is not
+        JSON (one from before Arrow batches), as JSON rows, this one and the rest."""
+        path = f"/api/v1/runs/live/{self.key}/batches"
+        if not self._json_only:
+            try:
+                self._deliver("POST", path, head, None, body=_arrow_batch(head, points))
+                return
+            except ServerRefused as e:
+                if not (e.status == 415 or (e.status == 400 and "not valid JSON" in str(e))):
+                    raise
+                self._json_only = True
+        self._deliver("POST", path, {**head, "metrics": _json_rows(points)}, None)
 
     def _deliver(self, method: str, path: str, payload: dict, deadline: float | None,
                  body: bytes | None = None):  # fmt: skip
@@ -570,6 +585,20 @@ class RemoteRun:
 
 
 _MISSING = object()
+
+
+def _json_rows(points: pa.Table | None) -> list[list]:
+    """A batch's points as the JSON form's ``[key, value, step, timestamp_ns]`` rows (NaN
+    and infinities as ``"nan"``, ``"inf"``, ``"-inf"``)."""
+    if points is None:
+        return []
+    keys = points.column("key").cast("string").to_pylist()
+    values = points.column("value").to_pylist()
+    steps, times = points.column("step").to_pylist(), points.column("timestamp_ns").to_pylist()
+    return [
+        [k, v if math.isfinite(v) else str(v).lower(), s, t]
+        for k, v, s, t in zip(keys, values, steps, times, strict=True)
+    ]
 
 
 def _arrow_batch(head: dict, points: pa.Table | None) -> bytes:

@@ -242,3 +242,66 @@ def test_logging_waits_at_the_buffer_cap_while_the_server_is_down(served, tmp_pa
     )
     assert got == [{"n": 5000, "steps": 5000}]
     assert sum("caps the buffer" in e for e in errors) == 1, errors
+
+
+def test_a_server_from_before_arrow_batches_gets_json(tmp_path):
+    """A server of an mlvc from before Arrow batches reads every body as JSON and answers
+    400 "the body is not valid JSON" to an Arrow stream (what its _json_body said): the
+    client sends that batch again as JSON rows, and the rest of the run too. The old server
+    is stood in for by a stdlib HTTP server answering as it did (that version is not
+    installed here)."""
+    import http.server
+    import threading
+
+    from mlvc.api.remote import Client, RemoteRun
+
+    got = {"rows": [], "arrow": 0, "ids": []}
+
+    class Old(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, doc):
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"] or 0))
+            try:
+                doc = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                got["arrow"] += 1
+                return self.answer(400, {"error_code": "MALFORMED_REQUEST",
+                                         "message": f"the body is not valid JSON: {e}"})  # fmt: skip
+            if self.path.endswith("/live"):
+                return self.answer(200, {"key": "k1"})
+            if self.path.endswith("/batches"):
+                got["rows"] += doc.get("metrics", [])
+                got["ids"].append(doc["batch_id"])
+                return self.answer(200, {"applied": True, "points": len(doc.get("metrics", [])),
+                                         "refused": []})  # fmt: skip
+            return self.answer(200, {"run_id": "ab" * 32})
+
+    old = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Old)
+    threading.Thread(target=old.serve_forever, daemon=True).start()
+    try:
+        run = RemoteRun(Client(f"http://127.0.0.1:{old.server_port}", "t"), name="old")
+        for i in range(1000):
+            run.log_metric("loss", float("nan") if i == 3 else 1 / (i + 1), step=i)
+        run.log_metric("acc", float("-inf"))
+        run.flush()
+        time.sleep(1.5)  # a first batch goes, the rest after
+        for i in range(1000, 2000):
+            run.log_metric("loss", 1 / (i + 1), step=i)
+        assert run.end().hex == "ab" * 32
+    finally:
+        old.shutdown()
+    assert got["arrow"] == 1  # tried once, then JSON for the rest of the run
+    loss = [r for r in got["rows"] if r[0] == "loss"]
+    assert [r[2] for r in loss] == list(range(2000)) and loss[3][1] == "nan"
+    assert [r[:3] for r in got["rows"] if r[0] == "acc"] == [["acc", "-inf", 0]]
+    assert len(got["ids"]) == len(set(got["ids"])) >= 2
