@@ -292,7 +292,7 @@ class RemoteRun:
         self._queued = 0  # points in _queue
         self._waiting = False  # log_metric(s) wait for room (the buffer is full)
         self._cond = threading.Condition()
-        self._max = int(os.environ.get(ENV_MAX_BUFFER) or MAX_BUFFER)
+        self._max = int(_env_number(ENV_MAX_BUFFER, MAX_BUFFER, whole=True))
         self._warned = False
         self._closing = False
         self._ended = False
@@ -309,7 +309,7 @@ class RemoteRun:
             "/api/v1/runs/live",
             {"name": name, "message": message, "params": flat, "tags": tag_map,
              "client_id": self.client_id, "argv": [str(a) for a in sys.argv]},
-            deadline=time.monotonic() + float(os.environ.get(ENV_START_TIMEOUT) or START_TIMEOUT),
+            deadline=time.monotonic() + _env_number(ENV_START_TIMEOUT, START_TIMEOUT),
         )  # fmt: skip
         self.key = started["key"]
         self._sender = threading.Thread(target=self._send_loop, daemon=True,
@@ -585,6 +585,22 @@ class RemoteRun:
 
 
 _MISSING = object()
+
+
+def _env_number(name: str, default: float, whole: bool = False) -> float:
+    """A positive number from the environment variable ``name`` (``default`` if unset); a
+    one-line UsageError naming it otherwise."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        kind = "a whole number" if whole else "a number of seconds"
+        raise UsageError(f"{name}={text!r} is not {kind} above 0")
+    return value
 
 
 def _json_rows(points: pa.Table | None) -> list[list]:

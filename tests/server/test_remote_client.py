@@ -305,3 +305,24 @@ def test_a_server_from_before_arrow_batches_gets_json(tmp_path):
     assert [r[2] for r in loss] == list(range(2000)) and loss[3][1] == "nan"
     assert [r[:3] for r in got["rows"] if r[0] == "acc"] == [["acc", "-inf", 0]]
     assert len(got["ids"]) == len(set(got["ids"])) >= 2
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MLVC_TRACKING_MAX_BUFFER", "lots"),
+        ("MLVC_TRACKING_MAX_BUFFER", "0"),
+        ("MLVC_TRACKING_MAX_BUFFER", "1.5"),
+        ("MLVC_TRACKING_START_TIMEOUT", "soon"),
+        ("MLVC_TRACKING_START_TIMEOUT", "nan"),
+        ("MLVC_TRACKING_START_TIMEOUT", "-1"),
+    ],
+)
+def test_bad_tracking_settings_are_one_usage_error_naming_them(monkeypatch, name, value):
+    from mlvc.api.remote import Client, RemoteRun
+    from mlvc.errors import UsageError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=f"^{name}='{value}' is not a") as e:
+        RemoteRun(Client(f"http://127.0.0.1:{free_port()}"), name="x")
+    assert "\n" not in str(e.value)
