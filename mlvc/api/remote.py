@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from ..core.ids import ObjectId
 from ..core.params import check_key, flatten
 from ..errors import MlvcError, ParamConflict, ServerRefused, ServerUnreachable, UsageError
-from ..runs.metricbuf import new_buffer
+from ..runs.metricbuf import new_buffer, table_of
 
 if TYPE_CHECKING:
     import http.client
@@ -379,7 +379,7 @@ class RemoteRun:
         self._buf.log_metrics(metrics, step, timestamp)
 
     def _fast(self) -> None:
-        """log_metric(s) straight into the buffer (undone by ``_full``)."""
+        """log_metric(s) straight into the buffer (undone by ``_check_room`` at the cap)."""
         if type(self).log_metric is RemoteRun.log_metric:
             self.log_metric = self._buf.log_metric
         if type(self).log_metrics is RemoteRun.log_metrics:
@@ -439,8 +439,6 @@ class RemoteRun:
     def _take(self) -> tuple[dict, pa.Table] | None:
         """The next batch (under the condition's lock): its JSON head and its points, at
         most BATCH_POINTS of the oldest; None when nothing is pending."""
-        from ..runs.metricbuf import table_of
-
         taken = self._buf.take()
         if taken is not None:
             self._queue.append(table_of(taken))
@@ -621,8 +619,6 @@ def _arrow_batch(head: dict, points: pa.Table | None) -> bytes:
     """A batch as the server's Arrow form takes it: the points' columns, ``head`` (batch
     id, params, tags) as JSON in the schema's ``mlvc.batch`` metadata."""
     import pyarrow as pa
-
-    from ..runs.metricbuf import table_of
 
     if points is None:
         points = table_of(([], [], [], [], []))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .ipc import check_file
+
 IPC_MAGIC = b"ARROW1"
 PARQUET_MAGIC = b"PAR1"
 
@@ -39,8 +41,6 @@ def read_series(data: bytes, columns: Sequence[str] | None = None):
 
     head = bytes(data[:6])
     if head == IPC_MAGIC:
-        from .ipc import check_file
-
         check_file(data)  # a pushed blob's compressed batches could inflate without bound
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
         if columns is None:

@@ -12,6 +12,7 @@ from ...core.ids import ObjectId
 from ..app import ApiError
 
 BAD = "INVALID_PARAMETER_VALUE"
+ARROW = "application/vnd.apache.arrow.stream"  # query answers, live batches' points
 _INT = re.compile(r"-?[0-9]+")
 
 

@@ -28,7 +28,7 @@ from ...errors import MlvcError, UsageError
 from ...runs.live import LiveRun
 from ...runs.staging import StagedRun, folders, kind_of, pid_alive
 from ..app import endpoint, log
-from ._common import bad, body, not_found
+from ._common import ARROW, bad, body, not_found
 from ._common import field as arg
 
 TABLE = "v1.live"  # state.extras key
@@ -37,7 +37,6 @@ KEEP_BATCHES = 1000
 KEEP_ENDED = 1000
 STATUSES = ("finished", "failed", "killed")
 MAX_ID = 200  # characters of a batch or client id
-ARROW = "application/vnd.apache.arrow.stream"  # a batch's points as columns (arrow_batch)
 
 
 @dataclass

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from ..app import endpoint
-from ._common import answer, bad, body, bool_arg, field, int_arg, text_arg
+from ._common import ARROW, answer, bad, body, bool_arg, field, int_arg, text_arg
 
-ARROW = "application/vnd.apache.arrow.stream"
 MAX_LIMIT = 100_000
 MAX_SQL = 100_000  # characters
 
