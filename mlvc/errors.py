@@ -409,6 +409,13 @@ class ImportSourceError(MlvcError):
     meaning = "an import source could not be read (missing, unreachable, or an unknown schema)"
 
 
+# -- the command server (mlvc daemon) -------------------------------------------------------
+
+
+class CommandServerFailed(MlvcError):
+    """``mlvc daemon start`` saw no command server answer (its log file says why)."""
+
+
 # -- the client of a server (mlvc.api.remote) -----------------------------------------------
 
 

@@ -39,6 +39,7 @@ COMMAND_MODULES = {
     "import": "interop",
     "events": "events",
     "webhook": "webhooks",
+    "daemon": "daemon",
 }
 
 

@@ -1,0 +1,375 @@
+"""The command server: one process that imports the CLI and the library once, then forks a
+child per command a launcher hands it (mlvc.launch; wire format in mlvc.core.cmdserver).
+
+``mlvc daemon start`` starts it detached, as ``__main__`` with its socket's path and its
+idle time. It listens until ``mlvc daemon stop`` (or SIGTERM), until ``idle`` seconds pass
+without a command, or until its code changes on disk (a launcher is then told ``stale`` and
+runs the command itself). It stops accepting first, and reports every running command's
+exit status before it ends.
+
+The server stays single-threaded (a fork copies only the forking thread; a lock another
+thread held would stay held in the child forever), so it preloads nothing that starts a
+thread: not pyarrow or numpy, which a command imports itself when it needs them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import importlib
+import io
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from ..core import cmdserver
+from ..core.crashlog import append_log
+
+# what the served commands use, imported before the first fork (none starts a thread)
+PRELOAD = (
+    *("mlvc.cli", "mlvc.cli.runs", "mlvc.cli.index", "mlvc.cli.storage", "mlvc.cli.events"),
+    *("mlvc.cli.server", "mlvc.api.repo", "mlvc.api.remote", "mlvc.api.views"),
+    *("mlvc.runs.record", "mlvc.runs.notify", "mlvc.diff.runs", "mlvc.render.diff"),
+    *("mlvc.workspace.checkout", "mlvc.workspace.project", "mlvc.index.index"),
+    *("mlvc.index.user_sql", "mlvc.index.db", "mlvc.index.decode", "mlvc.index.schema"),
+    *("mlvc.refs.runlist", "mlvc.refs.resolve", "mlvc.events.hooks", "mlvc.events.consumers"),
+    *("mlvc.capture.env", "mlvc.capture.git", "mlvc.capture.files", "mlvc.store.typed"),
+    *("mlvc.core.ipc", "mlvc.core.series_blob", "mlvc.core.spawn", "mlvc.store.locks"),
+    *("mlvc.workspace.statcache", "mlvc.events.pre", "mlvc.index.worker", "shutil", "tomllib"),
+)
+
+
+class Request:
+    """A command to run, as received: in the child of the fork that runs it."""
+
+    def __init__(self, fields: list[bytes], fds: list[int]):
+        self.cwd, self.umask, self.argv, self.env = cmdserver.decode_run(fields)
+        if len(fds) != 3:
+            raise ValueError("expected descriptors 0, 1 and 2")
+        self.fds = fds
+
+
+class Server:
+    def __init__(self, path: str, idle: float):
+        self.path, self.idle = path, idle
+        self.log = cmdserver.log_path(path)
+        self.started = time.time()
+        self.served = 0
+        self.stopping = False
+        self.listener: socket.socket | None = None
+        self.lock_fd: int | None = None
+        self.sel = selectors.DefaultSelector()
+        self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn"}
+        self.files: dict[str, tuple[int, int]] = {}
+        self.last = time.monotonic()
+
+    # -- start ---------------------------------------------------------------------------
+
+    def bind(self) -> bool:
+        """Take the server's lock and its socket; False if another server has them."""
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not cmdserver.private(folder):
+            append_log_line(self.log, f"refused: {folder} is not a private directory of this user")
+            return False
+        self.lock_fd = os.open(cmdserver.lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another server listens there (or is starting)
+        try:
+            os.unlink(self.path)  # left by a server that was killed
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        self.sel.register(self.listener, selectors.EVENT_READ, ("accept",))
+        return True
+
+    def preload(self) -> None:
+        for name in PRELOAD:
+            importlib.import_module(name)
+        if len(os.listdir("/proc/self/task")) > 1:  # a fork would copy one thread of several
+            raise RuntimeError("a preloaded module started a thread")
+        paths = [
+            sys.executable,
+            *(getattr(m, "__file__", None) for m in list(sys.modules.values())),
+        ]
+        for p in paths:
+            if isinstance(p, str) and p not in self.files:
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                self.files[p] = (st.st_mtime_ns, st.st_size)
+        gc.collect()
+        gc.freeze()  # the children then do not touch (copy) these objects' pages to collect
+
+    def stale(self) -> bool:
+        """Whether a file the server imported changed since (an upgrade, an edit)."""
+        for p, was in self.files.items():
+            try:
+                st = os.stat(p)
+            except OSError:
+                return True
+            if (st.st_mtime_ns, st.st_size) != was:
+                return True
+        return False
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def serve(self) -> Request | None:
+        """Accept and fork until stopped; returns the request in each child, None in the
+        server once it has stopped and every command it started has ended."""
+        self.last = time.monotonic()  # of a command (asking the status is not one)
+        while True:
+            if self.stopping and self.listener is not None:
+                self.close_listener()
+            if self.listener is None and not self.running:
+                return None
+            if self.running:
+                self.last = time.monotonic()
+            elif self.idle and time.monotonic() - self.last > self.idle:
+                self.stopping = True
+                continue
+            for key, _ in self.sel.select(timeout=min(0.5, self.idle or 0.5)):
+                what = key.data
+                if what[0] == "accept":
+                    request = self.accept()
+                    if request is not None:  # the child's way out of the loop
+                        return request
+                elif what[0] == "ended":
+                    self.reap(what[1])
+                else:  # the launcher hung up (killed): hang up on its command
+                    self.hung_up(what[1])
+
+    def accept(self) -> Request | None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return None
+        fds: list[int] = []
+        try:
+            conn.settimeout(5.0)
+            _pid, uid, _gid = struct.unpack(
+                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
+            if uid != os.getuid():
+                raise ValueError(f"a process of uid {uid} connected")
+            fields, fds = receive(conn)
+            if fields[0] == cmdserver.STATUS:
+                conn.sendall(self.status().encode() + b"\n")
+            elif fields[0] == cmdserver.STOP:
+                self.stopping = True
+                conn.sendall(b"stopping\n")
+            elif self.stopping:
+                conn.sendall(b"stale\n")  # nothing ran: the launcher runs it itself
+            elif self.stale():
+                self.stopping = True
+                append_log_line(self.log, "stopping: its code changed on disk")
+                conn.sendall(b"stale\n")
+            else:
+                return self.fork(conn, Request(fields, fds))
+        except (OSError, ValueError) as e:
+            append_log_line(self.log, f"refused a request: {e}")
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return None
+
+    def fork(self, conn: socket.socket, request: Request) -> Request | None:
+        pid = os.fork()
+        if pid == 0:
+            self.close_in_child(conn)
+            return request
+        self.served += 1
+        self.last = time.monotonic()
+        for fd in request.fds:
+            os.close(fd)
+        conn.settimeout(None)
+        pidfd = os.pidfd_open(pid)
+        self.running[pid] = {"pidfd": pidfd, "conn": conn}
+        self.sel.register(pidfd, selectors.EVENT_READ, ("ended", pid))
+        self.sel.register(conn, selectors.EVENT_READ, ("conn", pid))
+        try:
+            conn.sendall(b"pid %d\n" % pid)
+        except OSError:
+            self.hung_up(pid)
+        return None
+
+    def reap(self, pid: int) -> None:
+        _, status = os.waitpid(pid, 0)
+        run = self.running.pop(pid)
+        self.sel.unregister(run["pidfd"])
+        os.close(run["pidfd"])
+        conn = run["conn"]
+        if conn is not None:
+            self.sel.unregister(conn)
+            try:
+                conn.sendall(b"exit %d\n" % os.waitstatus_to_exitcode(status))
+            except OSError:
+                pass
+            conn.close()
+
+    def hung_up(self, pid: int) -> None:
+        run = self.running[pid]
+        conn = run["conn"]
+        try:
+            if conn.recv(64):  # a launcher sends nothing after its request: not a hang-up
+                return
+        except OSError:
+            pass
+        self.sel.unregister(conn)
+        conn.close()
+        run["conn"] = None
+        try:
+            os.killpg(pid, signal.SIGHUP)
+        except OSError:
+            pass
+
+    def close_listener(self) -> None:
+        self.sel.unregister(self.listener)
+        self.listener.close()
+        self.listener = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close_in_child(self, conn: socket.socket) -> None:
+        """Drop the server's descriptors in a fork (closing the lock's copy keeps the
+        server's flock: it belongs to the open file description)."""
+        conn.close()
+        for run in self.running.values():
+            os.close(run["pidfd"])
+            if run["conn"] is not None:
+                run["conn"].close()
+        self.listener.close()
+        self.sel.close()
+        os.close(self.lock_fd)
+
+    def status(self) -> str:
+        return (
+            f"status pid={os.getpid()} started={int(self.started)} served={self.served} "
+            f"running={len(self.running)} idle={self.idle:g}"
+        )
+
+
+def receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
+    """One request's fields and the descriptors that came with it."""
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+    try:
+        if len(data) < 4:
+            raise ValueError("a short request")
+        size = int.from_bytes(data[:4], "big")
+        if size > cmdserver.MAX_REQUEST:
+            raise ValueError(f"a request of {size} bytes")
+        body = bytearray(data[4:])
+        while len(body) < size:
+            more = conn.recv(min(1 << 20, size - len(body)))
+            if not more:
+                raise ValueError("a request cut short")
+            body += more
+        if len(body) != size:
+            raise ValueError("bytes after the request")
+        return bytes(body).split(b"\0"), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def append_log_line(path: str, text: str | None) -> None:
+    from pathlib import Path
+
+    try:
+        append_log(Path(path), text)
+    except OSError:
+        pass
+
+
+# -- in the child ---------------------------------------------------------------------------
+
+_old_streams: list = []  # the server's own stdio objects: freeing one would close fd 0, 1 or 2
+
+
+def _stdio(fd: int, errors: str, line_buffering: bool) -> io.TextIOWrapper:
+    """A text stream on ``fd`` made as the interpreter makes its stdio at start-up."""
+    raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+    return io.TextIOWrapper(
+        buffered,
+        encoding=sys.stdout.encoding,
+        errors=errors,
+        newline="\n",
+        line_buffering=line_buffering,
+    )
+
+
+def become(request: Request) -> None:
+    """Make this fork the launcher's process as far as the command can tell: its own
+    process group (the launcher signals it), the launcher's stdio, directory, umask,
+    environment and arguments, and Python's default signal handlers."""
+    os.setpgid(0, 0)
+    for target, fd in enumerate(request.fds):
+        os.dup2(fd, target)
+    for fd in request.fds:
+        if fd > 2:
+            os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _old_streams.extend((sys.stdin, sys.stdout, sys.stderr))
+    sys.stdin = sys.__stdin__ = _stdio(0, sys.stdin.errors, line_buffering=False)
+    sys.stdout = sys.__stdout__ = _stdio(1, sys.stdout.errors, line_buffering=os.isatty(1))
+    sys.stderr = sys.__stderr__ = _stdio(2, "backslashreplace", line_buffering=True)
+    os.environ.clear()
+    os.environ.update(request.env)
+    time.tzset()
+    os.umask(request.umask)
+    sys.argv = request.argv
+    os.chdir(request.cwd)
+
+
+
+def main(path: str, idle: str) -> int:
+    server = Server(path, float(idle))
+    if not server.bind():
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
+    try:
+        server.preload()
+    except Exception:
+        append_log_line(server.log, None)  # the traceback
+        server.close_listener()
+        return 1
+    append_log_line(server.log, f"listening at {path} (idle {float(idle):g} s)")
+    try:
+        request = server.serve()
+    except Exception:  # in the server (a child has left serve() before it runs anything)
+        append_log_line(server.log, None)
+        if server.listener is not None:
+            server.close_listener()
+        return 1
+    if request is None:  # the server, stopped
+        append_log_line(server.log, f"stopped after {server.served} commands")
+        return 0
+    try:
+        become(request)
+    except OSError as e:  # the launcher's directory went away meanwhile
+        sys.stderr.write(f"mlvc: error: cannot run the command here: {e.strerror}\n")
+        return 1
+    from ..cli import main as cli
+
+    # the name click would take from a console script (this __main__ is a module's)
+    cli(prog_name=os.path.basename(sys.argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

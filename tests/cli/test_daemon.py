@@ -1,0 +1,313 @@
+"""The command server (``mlvc daemon``; mlvc.launch, mlvc.launch.server): commands handed to
+it behave as in their own process (output, exit codes, directory, environment, umask,
+signals), the server is refused to other users and survives garbage, and it steps aside
+when its code changes on disk. Every test drives the real ``mlvc`` script and a real
+server process, in a runtime directory of its own."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mlvc
+from mlvc.core import cmdserver
+
+MLVC = str(Path(sys.executable).parent / "mlvc")
+
+
+@pytest.fixture
+def env(project):
+    """An environment whose command server lives in a runtime directory of its own (short:
+    a socket's path holds 107 bytes); the server is stopped afterwards."""
+    run = tempfile.mkdtemp(prefix="mlvcd-", dir="/tmp")
+    environ = {**os.environ, "XDG_RUNTIME_DIR": run}
+    environ.pop("MLVC_DAEMON", None)
+    yield environ
+    subprocess.run([MLVC, "daemon", "stop"], env=environ, capture_output=True, timeout=60)
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def mlvc_run(env, *args, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("timeout", 120)
+    return subprocess.run([MLVC, *args], env=env, capture_output=True, text=True, **kw)
+
+
+def start(env, *extra) -> str:
+    out = mlvc_run(env, "daemon", "start", *extra)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def served(env) -> int:
+    out = mlvc_run(env, "daemon", "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return int(out.stdout.split(" commands served")[0].rsplit(" ", 1)[1])
+
+
+def running(env) -> int:
+    out = mlvc_run(env, "daemon", "status").stdout
+    return int(out.split(" running")[0].rsplit(" ", 1)[1])
+
+
+def test_commands_in_the_server_answer_as_in_their_own_process(project, env):
+    own = {**env, "MLVC_DAEMON": "0"}
+    assert mlvc_run(own, "commit", "-q", "-m", "first").returncode == 0
+    assert "listening at" in start(env)
+    before = served(env)
+    cases = [
+        ("log", "-n", "1"),
+        ("status",),
+        ("show", "HEAD", "--json"),
+        ("show", "nosuchrun"),  # an error: exit 4, one line on stderr
+        ("diff", "HEAD", "HEAD"),
+        ("commit", "--no-such-option"),  # click's usage error
+        ("query", "--format", "csv", "SELECT count(*) AS n FROM runs"),
+        ("query", "SELECT * FROM nosuchtable"),
+        ("-C", str(project / "src"), "log", "-n", "1"),
+    ]
+    for args in cases:
+        mine, theirs = mlvc_run(env, *args), mlvc_run(own, *args)
+        assert (mine.returncode, mine.stdout, mine.stderr) == (
+            theirs.returncode,
+            theirs.stdout,
+            theirs.stderr,
+        ), args
+    assert served(env) - before == len(cases)
+    # a commit through the server is a commit like any other
+    out = mlvc_run(env, "commit", "-q", "-m", "second")
+    assert out.returncode == 0 and len(out.stdout.strip()) == 64
+    assert "second" in mlvc_run(own, "log", "-n", "1").stdout
+
+
+def test_the_command_gets_this_directory_environment_umask_and_stdin(project, env, tmp_path):
+    start(env)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    out = subprocess.run(
+        f"umask 077 && {MLVC} init",
+        shell=True,
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (fresh / ".mlvc" / "config").stat().st_mode & 0o077 == 0
+    assert served(env) == 1  # init was served, not run here
+    author = {**env, "MLVC_AUTHOR": "Ada <ada@example.com>"}
+    out = mlvc_run(author, "commit", "-q", "-m", "by ada", cwd=fresh)
+    assert out.returncode == 0, out.stderr
+    shown = mlvc_run(env, "log", "-n", "1", "--json", cwd=fresh)
+    assert '"author": "Ada <ada@example.com>"' in shown.stdout
+    # the command reads this process's stdin (a closed one: the server runs nothing then)
+    out = mlvc_run(env, "log", "-n", "1", cwd=fresh, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and "by ada" in out.stdout
+
+
+def test_ctrl_c_reaches_the_command(project, env):
+    start(env)
+    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
+    client = subprocess.Popen(
+        [MLVC, "query", slow], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while running(env) == 0:
+        assert time.monotonic() < deadline, "the query never started in the server"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into DuckDB's execution
+    client.send_signal(signal.SIGINT)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 130, err
+    assert err.strip() == "mlvc: interrupted"
+    assert running(env) == 0
+
+
+def test_a_killed_launcher_hangs_up_its_command(project, env):
+    start(env)
+    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
+    client = subprocess.Popen([MLVC, "query", slow], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while running(env) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    client.kill()
+    client.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while running(env):  # the command got SIGHUP and ended
+        assert time.monotonic() < deadline, "the command outlived its launcher"
+        time.sleep(0.05)
+
+
+def test_concurrent_commits_through_the_server(project, env):
+    start(env)
+    procs = [
+        subprocess.Popen(
+            [MLVC, "commit", "-q", "-m", f"c{i}"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for i in range(4)
+    ]
+    ids = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4
+    assert len(set(ids)) == 4
+    log = mlvc_run({**env, "MLVC_DAEMON": "0"}, "log").stdout
+    assert all(f"c{i}" in log for i in range(4))
+
+
+def test_start_status_stop(project, env):
+    out = mlvc_run(env, "daemon", "status")
+    assert out.returncode == 1 and "no command server" in out.stdout
+    first = start(env, "--idle", "120")
+    assert start(env) == first  # already running: the same server
+    assert "idle timeout 120 s" in mlvc_run(env, "daemon", "status").stdout
+    out = mlvc_run(env, "daemon", "stop")
+    assert out.returncode == 0 and "stopped" in out.stdout
+    assert mlvc_run(env, "daemon", "status").returncode == 1
+    # without a server every command runs in its own process
+    assert mlvc_run(env, "log").returncode == 0
+    bad = mlvc_run(env, "daemon", "start", "--idle", "-1")
+    assert bad.returncode == 2 and bad.stderr.startswith("mlvc: error: --idle")
+
+
+def test_the_server_stops_when_idle(project, env):
+    start(env, "--idle", "0.5")
+    deadline = time.monotonic() + 30
+    while mlvc_run(env, "daemon", "status").returncode == 0:
+        assert time.monotonic() < deadline, "the idle server did not stop"
+        time.sleep(0.2)
+    assert mlvc_run(env, "log").returncode == 0  # in its own process
+
+
+def test_a_directory_others_may_enter_is_not_used(project, env):
+    folder = Path(cmdserver.runtime_dir(env))
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o777)  # another user could have put a socket here
+    out = mlvc_run(env, "daemon", "start")
+    assert out.returncode == 1 and out.stderr.startswith(f"mlvc: error: {folder} is not")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert mlvc_run(env, "log").returncode == 0  # runs here, talks to no socket
+
+
+def test_garbage_on_the_socket_is_refused_and_the_server_goes_on(project, env):
+    start(env)
+    path = cmdserver.address(env)
+    for junk in (
+        b"",
+        b"\x00\x00",
+        b"\xff\xff\xff\xff" + b"x" * 100,  # claims 4 GiB
+        cmdserver.encode([b"RUN", b"/", b"18", b"5", b"mlvc"]),  # no descriptors, bad count
+        cmdserver.encode([b"HELLO"]),
+        os.urandom(5000),
+    ):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) in (b"", b"stale\n")
+    assert mlvc_run(env, "log", "-n", "1").returncode == 0
+    assert served(env) == 1
+
+
+def test_a_server_whose_code_changed_steps_aside(project, env, tmp_path):
+    """A copy of the package (its own server: the address names the package's folder);
+    editing one of its files makes the server say ``stale``: the command runs in its own
+    process, and the server stops."""
+    copy = tmp_path / "site"
+    shutil.copytree(Path(mlvc.__file__).parent, copy / "mlvc")
+    cenv = {**env, "PYTHONPATH": str(copy)}
+    launch = [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv[0] = 'mlvc'; import mlvc.launch as l; l.main()",
+    ]
+
+    def run(*args):
+        return subprocess.run(
+            [*launch, *args], env=cenv, capture_output=True, text=True, timeout=120
+        )
+
+    assert run("daemon", "start").returncode == 0
+    assert run("daemon", "status").stdout.count("0 commands served") == 1
+    assert run("log").returncode == 0
+    assert "1 commands served" in run("daemon", "status").stdout
+    edited = copy / "mlvc" / "render" / "text.py"
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    out = run("log", "-n", "1")
+    assert out.returncode == 0 and out.stderr == ""
+    deadline = time.monotonic() + 30
+    while run("daemon", "status").returncode == 0:
+        assert time.monotonic() < deadline, "the stale server did not stop"
+        time.sleep(0.1)
+
+
+def test_the_address_depends_on_start_up_variables_only():
+    base = {"HOME": "/h", "LANG": "C.UTF-8", "XDG_RUNTIME_DIR": "/run/user/1"}
+    here = cmdserver.address(base)
+    assert here.startswith("/run/user/1/mlvc/cmd-") and len(here) <= cmdserver.MAX_SOCKET_PATH
+    assert cmdserver.address({**base, "MLVC_AUTHOR": "x", "TERM": "dumb"}) == here
+    for name in ("LANG", "LC_ALL", "PYTHONPATH", "PYTHONHASHSEED", *cmdserver.IMPORT_TIME_ENV):
+        assert cmdserver.address({**base, name: "other"}) != here, name
+    long = {**base, "XDG_RUNTIME_DIR": "/" + "x" * 100}
+    assert cmdserver.address(long).startswith(f"/tmp/mlvc-{os.getuid()}/")
+
+
+def test_every_variable_read_at_import_time_names_the_server():
+    """A server keeps what its modules read from the environment when imported; such a
+    variable must be keyed (cmdserver.IMPORT_TIME_ENV), or a launcher with another value
+    would get the server's."""
+    found: set[str] = set()
+
+    def scan(node) -> None:  # what runs on import: not function bodies
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) in ("os.environ.get", "os.getenv")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.add(node.args[0].value)
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            found.add(ast.unparse(node.slice).strip("'\""))
+        for child in ast.iter_child_nodes(node):
+            scan(child)
+
+    for path in Path(mlvc.__file__).parent.rglob("*.py"):
+        scan(ast.parse(path.read_text()))
+    assert found, "the scan found nothing: it no longer sees the reads"
+    assert found <= {n for n in found if cmdserver.keyed(n)}, sorted(
+        n for n in found if not cmdserver.keyed(n)
+    )
+
+
+names = st.text(st.characters(blacklist_characters="\0=", blacklist_categories=("Cs",)), min_size=1)
+values = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)))
+
+
+@given(
+    argv=st.lists(
+        st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",))),
+        min_size=1,
+        max_size=5,
+    ),
+    environ=st.dictionaries(names, values, max_size=5),
+)
+def test_run_requests_round_trip(argv, environ):
+    body = cmdserver.run_request(argv, {os.fsencode(k): os.fsencode(v) for k, v in environ.items()})
+    assert int.from_bytes(body[:4], "big") == len(body) - 4
+    cwd, umask, got_argv, got_env = cmdserver.decode_run(body[4:].split(b"\0"))
+    assert (cwd, got_argv, got_env) == (os.getcwd(), argv, environ)
+    assert 0 <= umask <= 0o777
