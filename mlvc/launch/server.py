@@ -336,7 +336,6 @@ def become(request: Request) -> None:
     os.chdir(request.cwd)
 
 
-
 def main(path: str, idle: str) -> int:
     server = Server(path, float(idle))
     if not server.bind():
