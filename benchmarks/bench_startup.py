@@ -16,13 +16,17 @@ time under ``--dir`` (default: $TMPDIR).
 With ``--compare PATH`` (another mlvc executable, e.g. main's venv), that mlvc commits a
 third copy of the small-file tree in the same repetitions: a before/after under one load.
 With ``--pure``, this mlvc with ``MLVC_PURE=1`` (no C speedups) commits a fourth copy.
+With ``--daemon``, every mlvc figure is also taken through a command server (``mlvc daemon
+start``, in a runtime folder of its own): the same commands, handed to a fork of a process
+that has mlvc loaded. The other mlvc rows run with ``MLVC_DAEMON=0``. A command's CPU is then
+the server's child's, which wait4 does not see: the daemon rows give wall time only.
 With ``--wheel``, "this mlvc" is a wheel of this checkout installed in a venv of its own (its
 dependencies from this venv), as users install it: an editable install (``pip install -e``,
 this venv's) loads an import hook and pathlib at every start, ~10-18 ms that users never pay.
 
 Usage: python benchmarks/bench_startup.py [--reps 7] [--files 20000] [--runs 10000]
        [--only 1,2] [--quick] [--out report.md] [--compare /path/to/other/mlvc] [--pure]
-       [--wheel]
+       [--wheel] [--daemon]
 """
 
 from __future__ import annotations
@@ -71,6 +75,23 @@ def wheel_install(work: Path) -> tuple[str, str]:
     return str(venv / "bin" / "mlvc"), str(py)
 
 
+OWN = {**os.environ, "MLVC_DAEMON": "0"}  # the rows without a command server
+
+
+def start_daemon() -> dict:
+    """An environment whose command server (this mlvc's) runs in a folder of its own."""
+    run = tempfile.mkdtemp(prefix="mlvcb-", dir="/tmp")
+    env = {**os.environ, "XDG_RUNTIME_DIR": run}
+    env.pop("MLVC_DAEMON", None)
+    subprocess.run([MLVC, "daemon", "start", "--idle", "0"], env=env, check=True)
+    return env
+
+
+def stop_daemon(env: dict) -> None:
+    subprocess.run([MLVC, "daemon", "stop"], env=env, check=True, capture_output=True)
+    shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
+
+
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -106,15 +127,17 @@ def timed(argv: list[str], cwd: Path, env: dict | None = None, cpu: list | None 
 
 
 def settle(root: Path) -> None:
-    """Wait for the index worker a commit left behind (it holds ``.mlvc/index.lock``), so
-    its DuckDB ingest does not run during the next timed command of either tool."""
+    """Wait for the index worker a commit left behind (it holds ``.mlvc/index.worker.lock``
+    for its whole life, and ``.mlvc/index.lock`` only once its imports are done), so its
+    start-up and DuckDB ingest do not run during the next timed command of either tool."""
     import fcntl
 
-    lock = root / ".mlvc" / "index.lock"
-    if lock.exists():
-        with open(lock, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)
-            fcntl.flock(f, fcntl.LOCK_UN)
+    for name in ("index.worker.lock", "index.lock"):
+        lock = root / ".mlvc" / name
+        if lock.exists():
+            with open(lock, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_SH)
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def summary(values: list[float], bases: list[float]) -> dict:
@@ -174,7 +197,7 @@ def many_runs(work: Path, n: int) -> Path:
     return root
 
 
-def bench_startup(work: Path, reps: int, n_runs: int) -> str:
+def bench_startup(work: Path, reps: int, n_runs: int, daemon: dict | None = None) -> str:
     qs = quickstart(work)
     print(f"[1] writing {n_runs} runs", file=sys.stderr)
     big = many_runs(work, n_runs)
@@ -186,18 +209,23 @@ def bench_startup(work: Path, reps: int, n_runs: int) -> str:
         (f"`mlvc log -n 1` ({n_runs} runs)", [MLVC, "log", "-n", "1"], big, 8),
         (f"`mlvc query` ({n_runs} runs)", [MLVC, "query", QUERY], big, 15),
     ]
+    envs = {"": OWN, **({" (mlvc daemon)": daemon} if daemon else {})}
     for _name, argv, cwd, _goal in cases:  # warm the page cache and the run list once
-        timed(argv, cwd)
-    samples = {name: [] for name, *_ in cases}
-    bases = {name: [] for name, *_ in cases}
+        for env in envs.values():
+            timed(argv, cwd, env)
+    samples = {name + how: [] for name, *_ in cases for how in envs}
+    bases = {name + how: [] for name, *_ in cases for how in envs}
     for rep in range(reps):
         print(f"[1] rep {rep + 1}/{reps}", file=sys.stderr)
         for name, argv, cwd, _goal in cases:
-            bases[name].append(timed([PY, "-c", "pass"], cwd))
-            samples[name].append(timed(argv, cwd))
+            for how, env in envs.items():
+                bases[name + how].append(timed([PY, "-c", "pass"], cwd))
+                samples[name + how].append(timed(argv, cwd, env))
     lines = [HEAD]
-    for name, _argv, _cwd, goal in cases:
-        lines.append(row(name, summary(samples[name], bases[name]), goal, "`python -c pass`"))
+    for how in envs:
+        for name, _argv, _cwd, goal in cases:
+            s = summary(samples[name + how], bases[name + how])
+            lines.append(row(name + how, s, goal, "`python -c pass`"))
     return "\n".join(lines)
 
 
@@ -217,21 +245,32 @@ def make_tree(root: Path, n: int, size: int) -> list[str]:
 
 
 def bench_small_files(
-    work: Path, reps: int, n: int, size: int = 4096, compare: str | None = None, pure=False
+    work: Path,
+    reps: int,
+    n: int,
+    size: int = 4096,
+    compare: str | None = None,
+    pure=False,
+    daemon: dict | None = None,
 ) -> str:
     print(f"[2] writing {n} files of {size} bytes", file=sys.stderr)
     src = work / "small-src"
     paths = make_tree(src, n, size)
     touched = paths[:: max(1, n // 10)][:10]
     tools = ("git", "mlvc", *(["base"] if compare else []), *(["pure"] if pure else []))
+    tools += ("daemon",) if daemon else ()
     trees = {}
     for tool in tools:
         trees[tool] = work / f"small-{tool}"
         shutil.copytree(src, trees[tool])
     shutil.rmtree(src)
     genv = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
-    bins = {"mlvc": MLVC, "base": compare, "pure": MLVC}
-    envs = {"git": genv, "mlvc": genv, "base": genv, "pure": {**genv, "MLVC_PURE": "1"}}
+    bins = {"mlvc": MLVC, "base": compare, "pure": MLVC, "daemon": MLVC}
+    own = {**genv, "MLVC_DAEMON": "0"}
+    envs = {"git": genv, "mlvc": own, "base": own, "pure": {**own, "MLVC_PURE": "1"}}
+    if daemon:
+        envs["daemon"] = {**genv, "XDG_RUNTIME_DIR": daemon["XDG_RUNTIME_DIR"]}
+        envs["daemon"].pop("MLVC_DAEMON", None)
     add = ["git", "add", "-A"]
     keys = ("first", "same", "touched")
     times = {f"{t}.{k}": [] for t in tools for k in keys}
@@ -270,6 +309,11 @@ def bench_small_files(
     for k in keys:
         s = summary(cpu[f"mlvc.{k}"], cpu[f"git.{k}"])
         lines.append(row(names[k] + " (CPU)", s, goals[k], "`git add -A`"))
+    if daemon:
+        lines += ["", "Through a command server (`mlvc daemon`; wall time), same runs:", "", HEAD]
+        for k in keys:
+            s = summary(times[f"daemon.{k}"], times[f"git.{k}"])
+            lines.append(row(names[k] + " (mlvc daemon)", s, goals[k], "`git add -A`"))
     if compare:
         lines += ["", f"This mlvc against `{compare}` (--compare), same runs:", "", VS]
         for k in keys:
@@ -318,6 +362,11 @@ def main() -> None:
         "--pure", action="store_true", help="also this mlvc with MLVC_PURE=1 (no C speedups)"
     )
     ap.add_argument(
+        "--daemon",
+        action="store_true",
+        help="also every mlvc figure through a command server (mlvc daemon start)",
+    )
+    ap.add_argument(
         "--wheel",
         action="store_true",
         help="time a wheel of this checkout installed in a venv of its own (as users install "
@@ -342,17 +391,22 @@ def main() -> None:
         global MLVC, PY
         MLVC, PY = wheel_install(work)
         parts[0] += f"; this mlvc: a wheel of this checkout installed in {Path(PY).parent.parent}"
+    daemon = start_daemon() if args.daemon else None
     if "1" in only:
         parts.append(
-            "#### Start-up of read commands\n\n" + bench_startup(work, args.reps, args.runs)
+            "#### Start-up of read commands\n\n" + bench_startup(work, args.reps, args.runs, daemon)
         )
         print(parts[-1], flush=True)
     if "2" in only:
         parts.append(
             f"#### {args.files} files of 4 KiB\n\n"
-            + bench_small_files(work, args.reps, args.files, compare=args.compare, pure=args.pure)
+            + bench_small_files(
+                work, args.reps, args.files, compare=args.compare, pure=args.pure, daemon=daemon
+            )
         )
         print(parts[-1], flush=True)
+    if daemon:
+        stop_daemon(daemon)
     parts.append(f"Load average after: {loadavg()}")
     report = "\n\n".join(parts) + "\n"
     if args.out:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import sys
 
-# the everyday commands; not those that run a user's program or serve for hours (run,
-# reproduce, bisect, server, ui, models), nor ``daemon`` itself
+# the everyday commands and the help; not those that run a user's program or serve for
+# hours (run, reproduce, bisect, server, ui, models), nor ``daemon`` itself
 SERVED = frozenset(
     {
         *("init", "commit", "log", "show", "runs", "status", "diff", "checkout", "tag"),
         *("query", "index", "which", "gc", "du", "fsck", "lineage", "token", "events"),
+        *("--help", "-h", "--version"),
     }
 )
 

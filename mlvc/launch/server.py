@@ -31,8 +31,9 @@ from ..core.crashlog import append_log
 
 # what the served commands use, imported before the first fork (none starts a thread)
 PRELOAD = (
-    *("mlvc.cli", "mlvc.cli.runs", "mlvc.cli.index", "mlvc.cli.storage", "mlvc.cli.events"),
-    *("mlvc.cli.server", "mlvc.api.repo", "mlvc.api.remote", "mlvc.api.views"),
+    *(f"mlvc.cli.{m}" for m in ("runs", "index", "storage", "exec", "models", "server")),
+    *(f"mlvc.cli.{m}" for m in ("remote", "export", "interop", "events", "webhooks", "daemon")),
+    *("mlvc.cli", "mlvc.api.repo", "mlvc.api.remote", "mlvc.api.views"),
     *("mlvc.runs.record", "mlvc.runs.notify", "mlvc.diff.runs", "mlvc.render.diff"),
     *("mlvc.workspace.checkout", "mlvc.workspace.project", "mlvc.index.index"),
     *("mlvc.index.user_sql", "mlvc.index.db", "mlvc.index.decode", "mlvc.index.schema"),

@@ -311,3 +311,17 @@ def test_run_requests_round_trip(argv, environ):
     cwd, umask, got_argv, got_env = cmdserver.decode_run(body[4:].split(b"\0"))
     assert (cwd, got_argv, got_env) == (os.getcwd(), argv, environ)
     assert 0 <= umask <= 0o777
+
+
+def test_the_server_preloads_every_command_module_and_no_thread():
+    code = (
+        "import importlib, os, sys\n"
+        "from mlvc.launch.server import PRELOAD\n"
+        "for m in PRELOAD: importlib.import_module(m)\n"
+        "from mlvc.cli import COMMAND_MODULES\n"
+        "print(sorted(set(COMMAND_MODULES.values()) - {m[9:] for m in PRELOAD if m.startswith('mlvc.cli.')}))\n"
+        "print(sorted(m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules))\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:3] == ["[]", "[]", "1"]
