@@ -48,8 +48,9 @@ def daemon() -> None:
     long). They behave as before: same directory, environment, input, output, exit code
     and signals. Commands that run your programs (run, reproduce, bisect) or serve
     (server, ui, models) always run in their own process; MLVC_DAEMON=0 runs any
-    command in its own. One server per user, Python, mlvc installation and locale; it
-    stops after --idle seconds without a command, and by itself when mlvc is upgraded.
+    command in its own, and MLVC_DAEMON=1 starts the server by itself when a command
+    finds none. One server per user, Python, mlvc installation and locale; it stops after
+    --idle seconds without a command, and by itself when mlvc is upgraded.
 
     \b
     Example:
@@ -64,7 +65,7 @@ def daemon() -> None:
 @click.option(
     "--idle",
     type=float,
-    default=3600.0,
+    default=cmdserver.IDLE,
     show_default=True,
     metavar="SECONDS",
     help="Stop after this long without a command (0: never).",

@@ -3,8 +3,10 @@
 A command a command server may run (``SERVED``) is handed to the server of this
 interpreter, mlvc and environment when one listens (``mlvc daemon start``; the wire format
 is mlvc.core.cmdserver's): the command then costs no interpreter start-up and no imports.
-Otherwise, or with ``MLVC_DAEMON=0``, the CLI runs here as it always has. Nothing of the
-CLI is imported before that is known.
+Otherwise, or with ``MLVC_DAEMON=0``, the CLI runs here as it always has; with
+``MLVC_DAEMON=1`` a launcher that finds no server also starts one in the background (this
+command runs here, the next ones in it). Nothing of the CLI is imported before that is
+known.
 
 While the server's fork runs the command, this process waits for its exit status and
 passes on the signals it gets (Ctrl-C, ``kill``, a closed terminal; Ctrl-Z stops both);
@@ -53,22 +55,40 @@ def _hand_over(argv: list[str]) -> int | None:
     from ..core import cmdserver
 
     path = cmdserver.address()
-    if not cmdserver.private(os.path.dirname(path)):
+    folder = os.path.dirname(path)
+    if not cmdserver.private(folder):
+        if not os.path.lexists(folder):
+            _start_server(path)
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             sock.connect(path)
+        except OSError:  # no server (ENOENT, ECONNREFUSED)
+            _start_server(path)
+            return None
+        try:
             message = cmdserver.run_request(argv, dict(os.environb))
             fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
             rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)]
             sent = sock.sendmsg([message], rights)
             sock.sendall(message[sent:])
-        except OSError:  # no server (ENOENT, ECONNREFUSED), or a closed descriptor 0-2
+        except OSError:  # a closed descriptor 0-2, or the server went away
             return None
         return _wait(sock)
     finally:
         sock.close()
+
+
+def _start_server(path: str) -> None:
+    """With ``MLVC_DAEMON=1``, start the server of ``path`` in the background (when several
+    launchers do at once, one server wins its lock and the others end)."""
+    if os.environ.get("MLVC_DAEMON") != "1":
+        return
+    from ..core import cmdserver
+    from ..core.spawn import spawn_detached
+
+    spawn_detached("mlvc.launch.server", [path, repr(cmdserver.IDLE)])
 
 
 def _wait(sock) -> int | None:

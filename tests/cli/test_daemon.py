@@ -61,6 +61,19 @@ def running(env) -> int:
     return int(out.split(" running")[0].rsplit(" ", 1)[1])
 
 
+def processes_naming(word: str) -> list[int]:
+    """The pids whose command line has ``word`` as an argument."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.fsencode(word) in args:
+            pids.append(int(entry.name))
+    return pids
+
+
 def test_commands_in_the_server_answer_as_in_their_own_process(project, env):
     own = {**env, "MLVC_DAEMON": "0"}
     assert mlvc_run(own, "commit", "-q", "-m", "first").returncode == 0
@@ -325,3 +338,51 @@ def test_the_server_preloads_every_command_module_and_no_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:3] == ["[]", "[]", "1"]
+
+
+def test_a_launcher_whose_server_dies_waits_for_its_command(project, env):
+    """kill -9 of the server: the command runs on (it is its own process group); the
+    launcher still passes signals to it, waits for it to end, then says the status is
+    lost (exit 1) rather than guessing."""
+    start(env)
+    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
+    client = subprocess.Popen(
+        [MLVC, "query", slow], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while running(env) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(mlvc_run(env, "daemon", "status").stdout.split("server ")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert client.poll() is None  # waiting for the command, not guessing
+    client.send_signal(signal.SIGINT)  # reaches the command, which ends
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 1, err
+    assert "mlvc: interrupted" in err and "the command server stopped" in err
+
+
+def test_mlvc_daemon_1_starts_a_server_when_none_listens(project, env):
+    auto = {**env, "MLVC_DAEMON": "1"}
+    assert mlvc_run(auto, "log").returncode == 0  # ran here, and started a server
+    deadline = time.monotonic() + 30
+    while mlvc_run(env, "daemon", "status").returncode != 0:
+        assert time.monotonic() < deadline, "MLVC_DAEMON=1 started no server"
+        time.sleep(0.1)
+    assert mlvc_run(auto, "log").returncode == 0
+    assert served(env) == 1
+    # many launchers at once, no server: every command answered, one server left
+    assert mlvc_run(env, "daemon", "stop").returncode == 0
+    procs = [
+        subprocess.Popen([MLVC, "status"], env=auto, stdout=subprocess.DEVNULL) for _ in range(6)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 6
+    path = cmdserver.address(env)
+    deadline = time.monotonic() + 30
+    while True:
+        found = processes_naming(path)
+        if len(found) == 1 and mlvc_run(env, "daemon", "status").returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"servers: {found}"
+        time.sleep(0.1)
