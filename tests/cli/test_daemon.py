@@ -125,21 +125,27 @@ def test_the_command_gets_this_directory_environment_umask_and_stdin(project, en
     assert out.returncode == 0, out.stderr
     shown = mlvc_run(env, "log", "-n", "1", "--json", cwd=fresh)
     assert '"author": "Ada <ada@example.com>"' in shown.stdout
-    # the command reads this process's stdin (a closed one: the server runs nothing then)
+    # the command gets this process's stdin (here /dev/null)
     out = mlvc_run(env, "log", "-n", "1", cwd=fresh, stdin=subprocess.DEVNULL)
     assert out.returncode == 0 and "by ada" in out.stdout
 
 
-def test_ctrl_c_reaches_the_command(project, env):
-    start(env)
-    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
-    client = subprocess.Popen(
-        [MLVC, "query", slow], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+SLOW = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
+
+
+def slow_query(env, **kw) -> subprocess.Popen:
+    """A `mlvc query` that runs for minutes, once the server runs it."""
+    client = subprocess.Popen([MLVC, "query", SLOW], env=env, **kw)
     deadline = time.monotonic() + 60
     while running(env) == 0:
         assert time.monotonic() < deadline, "the query never started in the server"
         time.sleep(0.05)
+    return client
+
+
+def test_ctrl_c_reaches_the_command(project, env):
+    start(env)
+    client = slow_query(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # into DuckDB's execution
     client.send_signal(signal.SIGINT)
     out, err = client.communicate(timeout=60)
@@ -150,12 +156,7 @@ def test_ctrl_c_reaches_the_command(project, env):
 
 def test_a_killed_launcher_hangs_up_its_command(project, env):
     start(env)
-    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
-    client = subprocess.Popen([MLVC, "query", slow], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while running(env) == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    client = slow_query(env, stdout=subprocess.DEVNULL)
     client.kill()
     client.wait(timeout=30)
     deadline = time.monotonic() + 60
@@ -345,14 +346,7 @@ def test_a_launcher_whose_server_dies_waits_for_its_command(project, env):
     launcher still passes signals to it, waits for it to end, then says the status is
     lost (exit 1) rather than guessing."""
     start(env)
-    slow = "SELECT sum(a.range * b.range) FROM range(100000000) a, range(1000) b"
-    client = subprocess.Popen(
-        [MLVC, "query", slow], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 60
-    while running(env) == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    client = slow_query(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = int(mlvc_run(env, "daemon", "status").stdout.split("server ")[1].split()[0])
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
