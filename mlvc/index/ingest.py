@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from ..core.ids import ObjectId
@@ -21,7 +22,7 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import Journal, settled
+from .journal import REFS_SETTLE_NS, Journal, settled
 from .series import write_levels as series_levels
 from .user_sql import first_line
 
@@ -209,24 +210,65 @@ class Writer:
     def _shared(self, con, fingerprint: str, stored: dict | None = None) -> dict:
         """Refresh the refs and model tables (if the refs changed) and the events; returns
         their entries for ``meta``."""
-        import pyarrow as pa
-
-        from ..refs.resolve import named_runs  # damaged refs are skipped, with a warning
-
         stored = schema.read_meta(con) if stored is None else stored
         if stored.get("refs_fingerprint") != fingerprint:
-            rows = [
-                (kind, name, oid.hex)
-                for kind, ns in (("name", "names"), ("tag", "tags"))
-                for name, oid in sorted(named_runs(self.refs, ns).items())
-            ]
-            con.execute("DELETE FROM refs")
-            if rows:
-                kinds, names, ids = zip(*rows, strict=True)
-                schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+            refresh_refs(con, self.refs)
             models.refresh(con, self.refs, self.store)
         events_fp = events.refresh(con, self.journal.layout, stored.get("events_fingerprint"))
         return {"refs_fingerprint": fingerprint, "events_fingerprint": events_fp}
+
+
+REF_KINDS = (("name", "names"), ("tag", "tags"))
+
+
+def refresh_refs(con, refs, now_ns: int | None = None) -> None:
+    """Bring the ``refs`` table up to date with refs/names and refs/tags, reading only the
+    ref files whose identity (inode, mtime, size; ``ref_files``) changed since the last
+    refresh. A file is noted there only when its own content is the run id (not a symbolic
+    ref, whose target may change alone) and its mtime is older than REFS_SETTLE_NS at
+    ``now_ns`` (a rewrite within one tick of a coarse clock could keep it): the others are
+    read again every time. During a stream of named commits this reads the few refs that
+    changed instead of every one (1,600 files: ~40 ms of a reader's ingest)."""
+    import pyarrow as pa
+
+    from ..refs.resolve import read_named  # a damaged ref is skipped, with a warning
+
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    kept = {
+        (k, n): (ino, mtime, size)
+        for k, n, ino, mtime, size in con.execute(
+            "SELECT kind, name, ino, mtime_ns, size FROM ref_files"
+        ).fetchall()
+    }
+    on_disk = {(k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items()}
+    held = {tuple(r) for r in con.execute("SELECT kind, name FROM refs").fetchall()}
+    stale = sorted(k for k in on_disk if kept.get(k) != on_disk[k])
+    drop = sorted(set(stale) | (held - on_disk.keys()) | (kept.keys() - on_disk.keys()))
+    if drop:
+        kinds, names = zip(*drop, strict=True)
+        con.register("_dropped_refs", pa.table({"kind": kinds, "name": names}))
+        for table in ("refs", "ref_files"):
+            con.execute(
+                f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _dropped_refs k "
+                "WHERE k.kind = t.kind AND k.name = t.name)"
+            )
+        con.unregister("_dropped_refs")
+    rows, files = [], []
+    prefix = {k: f"refs/{ns}/" for k, ns in REF_KINDS}
+    for kind, name in stale:
+        oid, direct = read_named(refs, prefix[kind] + name)
+        if oid is not None:
+            rows.append((kind, name, oid.hex))
+        st = on_disk[(kind, name)]
+        if direct and oid is not None and now_ns - st[1] >= REFS_SETTLE_NS:
+            files.append((kind, name, *st))
+    if rows:
+        kinds, names, ids = zip(*rows, strict=True)
+        schema.insert(con, "refs", pa.table({"kind": kinds, "name": names, "run_id": ids}))
+    if files:
+        k, n, ino, mtime, size = zip(*files, strict=True)
+        table = {"kind": k, "name": n, "ino": pa.array(ino, pa.uint64()), "mtime_ns": mtime}
+        schema.insert(con, "ref_files", pa.table({**table, "size": size}))
 
 
 _USED_OBJECTS = """

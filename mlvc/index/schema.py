@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 8  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
+SCHEMA_VERSION = 9  # 2: model registry tables; 3: live_keys; 4: runs.experiment_id;
 # 5: events; 6: model_files, the provenance view and the index on tree_files.object_id;
-# 7: runs_wide a view over wide_base and side tables (wide.py); 8: series_levels
+# 7: runs_wide a view over wide_base and side tables (wide.py); 8: series_levels;
+# 9: ref_files
 
 TABLES_DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -36,6 +37,9 @@ CREATE TABLE tree_files (tree_id VARCHAR, path VARCHAR, object_id VARCHAR, size 
 CREATE TABLE env_packages (env_id VARCHAR, name VARCHAR, version VARCHAR);
 CREATE TABLE tags (run_id VARCHAR, key VARCHAR, value VARCHAR);
 CREATE TABLE refs (kind VARCHAR, name VARCHAR, run_id VARCHAR);
+-- internal: the identity of each name or tag ref file whose refs row may be kept unread
+CREATE TABLE ref_files (kind VARCHAR, name VARCHAR, ino UBIGINT, mtime_ns BIGINT,
+    size BIGINT);
 CREATE TABLE ingest_errors (run_id VARCHAR, object_id VARCHAR, error VARCHAR);
 CREATE TABLE live_keys (run_id VARCHAR, live_key VARCHAR);
 CREATE TABLE model_versions (name VARCHAR, version INTEGER, model_id VARCHAR, run_id VARCHAR,

@@ -119,8 +119,14 @@ def named_runs(refs: RefStore, namespace: str) -> dict[str, ObjectId]:
 
 def _read_named(refs: RefStore, ref: str) -> ObjectId | None:
     """The run a name or tag ref points at; None, with a warning, if the ref is damaged."""
+    return read_named(refs, ref)[0]
+
+
+def read_named(refs: RefStore, ref: str) -> tuple[ObjectId | None, bool]:
+    """(the run a name or tag ref points at, whether the ref's own file holds it: not a
+    symbolic ref); (None, False), with a warning, if the ref is damaged."""
     try:
-        return refs.read(ref)
+        return refs.read_direct(ref)
     except UnicodeDecodeError:
         why = "it is not text"
     except (MlvcError, ValueError):
@@ -128,4 +134,4 @@ def _read_named(refs: RefStore, ref: str) -> ObjectId | None:
     except OSError as e:
         why = e.strerror or type(e).__name__
     log.warning("ignoring ref %s: %s; run `mlvc fsck`", ref, why)
-    return None
+    return None, False

@@ -184,15 +184,22 @@ class RefStore:
             ) from None
 
     def read(self, ref: str) -> ObjectId | None:
+        return self.read_direct(ref)[0]
+
+    def read_direct(self, ref: str) -> tuple[ObjectId | None, bool]:
+        """``read(ref)``, and whether ``ref``'s own file holds the answer (it is not a
+        symbolic ref to another): only then may a caller keep the answer for as long as
+        that file's identity (``name_stats``) stays the same."""
         text = self._text(ref)
+        direct = not text.startswith(SYMBOLIC)
         for _ in range(MAX_SYMBOLIC_DEPTH):
             if not text.startswith(SYMBOLIC):
                 break
             text = self._text(check_symbolic_target(ref, text[len(SYMBOLIC) :].strip()))
         if not text:
-            return None
+            return None, direct
         try:
-            return ObjectId.parse(text)
+            return ObjectId.parse(text), direct
         except ValueError:
             raise MlvcError(
                 f"ref {ref} holds {text[:80]!r}, not a run id; run `mlvc fsck`"
@@ -363,15 +370,31 @@ class RefStore:
 
     def names(self, namespace: str) -> list[str]:
         """The short names of the refs under ``refs/<namespace>/``, without reading them."""
+        return sorted(ent.name for ent in self._entries(namespace))
+
+    def name_stats(self, namespace: str) -> dict[str, tuple[int, int, int]]:
+        """``names(namespace)``, each with its file's (inode, mtime_ns, size): a ref changes
+        only by a rename over it (a new inode), so an unchanged identity is an unchanged
+        ref, once its mtime is older than the file system's clock can blur."""
+        out = {}
+        for ent in self._entries(namespace):
+            try:
+                st = ent.stat()
+            except FileNotFoundError:  # deleted since the listing
+                continue
+            out[ent.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        return out
+
+    def _entries(self, namespace: str) -> list[os.DirEntry]:
         try:
             entries = list(os.scandir(self.dir / "refs" / namespace))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            ent.name
+        return [
+            ent
             for ent in entries
             if not ent.name.endswith(".lock") and not ent.name.startswith(".") and ent.is_file()
-        )
+        ]
 
     # -- the set of runs ------------------------------------------------------------------
 
