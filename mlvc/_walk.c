@@ -53,7 +53,7 @@
 
 #define ENTRY 56 /* bytes before the name in a packed entry */
 #define BATCH 65536 /* entries listed per GIL-free pass (bounds what is held at once) */
-#define DRAIN 128   /* folders listed (and held open) before their names are lstat-ed */
+#define DRAIN 64    /* folders listed (and held open) before their names are lstat-ed */
 #define CHUNK 16    /* names a thread takes at a time */
 #define SHARED 256  /* names worth a second thread */
 
@@ -262,6 +262,19 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
             if (t < 0) goto done;
             if (t) continue;
         }
+        if (e->pushed && (e->err || !S_ISDIR(e->st.st_mode))) {
+            /* listed as a folder (its d_type), gone or no folder by its lstat: it changed
+             * while the walk read it, and its listing is in the results already; fail as
+             * a folder that cannot be listed, not with a tree that holds both */
+            char *path = join(rel, rlen, e->name, e->len);
+            if (!path) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            os_error(e->err ? e->err : ENOTDIR, path, rlen + 1 + e->len, "list");
+            free(path);
+            goto done;
+        }
         if (e->err == ENOENT) {
             PyObject *n = PyUnicode_DecodeFSDefaultAndSize(e->name, (Py_ssize_t)e->len);
             if (!n || PyList_Append(gone, n) < 0) {
@@ -452,6 +465,15 @@ static int list_batch(const char *base, size_t blen, stack *todo, batch *out,
             break;
         }
         f->err = list_folder(full, &f->it, &f->dir);
+        if ((f->err == EMFILE || f->err == ENFILE) && out->n - 1 > from) {
+            /* out of descriptors while holding listed folders open: lstat and close them
+             * (f has none open), then list f again */
+            items_free(&f->it);
+            drain(out, from, names);
+            from = out->n - 1;
+            names = 0;
+            f->err = list_folder(full, &f->it, &f->dir);
+        }
         free(full);
         if (f->err) break; /* raised when its turn comes, as before */
         qsort(f->it.v, f->it.n, sizeof(item), by_name);

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 
@@ -22,18 +21,17 @@ def _answer(path: str) -> dict[str, str] | None:
     return dict(part.partition("=")[::2] for part in line.split()[1:])
 
 
-def _gone(path: str) -> bool:
-    """Whether no server holds the lock of ``path`` (it has ended, not just stopped
-    listening)."""
+def _ended(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for process ``pid`` to end; whether it has. (Not by
+    taking the server's lock, even for a moment: a server starting then would fail it.)"""
+    import select
+
     try:
-        fd = os.open(cmdserver.lock_path(path), os.O_RDWR)
-    except FileNotFoundError:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
+        return bool(select.select([fd], [], [], timeout)[0])
     finally:
         os.close(fd)
 
@@ -140,13 +138,14 @@ def stop() -> None:
       mlvc daemon stop
     """
     path = cmdserver.address()
-    if cmdserver.control(path, cmdserver.STOP) is None:
+    known = _answer(path)
+    if known is None or cmdserver.control(path, cmdserver.STOP) is None:
         echo(f"mlvc: no command server listens at {path}")
         return
-    deadline = time.monotonic() + 30.0
-    while not _gone(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    echo("mlvc: command server stopped" if _gone(path) else "mlvc: command server stopping")
+    if _ended(int(known["pid"]), 30.0):
+        echo("mlvc: command server stopped")
+    else:
+        echo(f"mlvc: command server stopping: {known['running']} commands still running")
 
 
 COMMANDS = (daemon,)

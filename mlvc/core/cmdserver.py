@@ -17,12 +17,17 @@ Wire format, on an AF_UNIX stream socket in a directory only its user can enter:
 - launcher to server, one message: a 4-byte big-endian length, then that many bytes of
   NUL-separated fields, with the launcher's descriptors 0, 1 and 2 attached (SCM_RIGHTS)
   to its first bytes. Fields: ``RUN``, the working directory, the umask (decimal), the
-  number of arguments, the arguments (``argv[0]`` first), then ``NAME=VALUE`` per
+  signals the launcher ignores (``2,3``: kept ignored in the command, as ``nohup`` or a
+  shell's background job expect), the number of ``sys.path`` entries and the entries, the
+  number of arguments and the arguments (``argv[0]`` first), then ``NAME=VALUE`` per
   environment variable. A control message is ``STATUS`` or ``STOP`` with no descriptors.
-- server to launcher, lines: ``pid N`` once the command's process exists, then ``exit N``
-  (its exit status, or ``-S`` if signal S ended it); or ``stale`` when the server's code
-  changed on disk since it started (nothing ran: the launcher runs the command itself,
-  and the server stops); or one ``status ...`` / ``stopping`` line for control messages.
+- server to launcher, lines: ``pid N`` from the command's process once it has its own
+  process group and the launcher's signal dispositions (signals passed on from then reach
+  it), then ``exit N`` from the server (its exit status, or ``-S`` if signal S ended it); or
+  ``stale`` when the server's code changed on disk since it started (nothing ran: the
+  launcher runs the command itself, and the server stops); or one ``status ...`` /
+  ``stopping`` line for control messages. A launcher that got no ``pid`` line knows the
+  command never started.
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ def address(environ=os.environ) -> str:
         from hashlib import blake2b
     h = blake2b(digest_size=12)
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for part in (sys.executable, sys.version, package):
+    groups = ",".join(map(str, sorted(os.getgroups())))  # sg/newgrp: other permissions
+    for part in (sys.executable, sys.version, package, f"{os.getgid()}:{groups}"):
         h.update(os.fsencode(part) + b"\0")
     for name in sorted(n for n in environ if keyed(n)):
         h.update(os.fsencode(f"{name}={environ[name]}") + b"\0")
@@ -91,31 +97,54 @@ def encode(fields: list[bytes]) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def run_request(argv: list[str], environ: dict[bytes, bytes]) -> bytes:
+class Run:
+    """What a RUN message asks: run ``argv`` as the launcher would have."""
+
+    def __init__(self, cwd, umask, ignored, path, argv, env):
+        self.cwd: str = cwd
+        self.umask: int = umask
+        self.ignored: list[int] = ignored
+        self.path: list[str] = path
+        self.argv: list[str] = argv
+        self.env: dict[str, str] = env
+
+
+def run_request(argv: list[str], environ: dict[bytes, bytes], ignored=(), path=()) -> bytes:
     """The message that asks a server to run ``argv`` here, as this process would."""
     umask = os.umask(0o022)
     os.umask(umask)
     env = [k + b"=" + v for k, v in environ.items()]
     args = [os.fsencode(a) for a in argv]
+    paths = [os.fsencode(p) for p in path]
     cwd = os.fsencode(os.getcwd())
-    return encode([RUN, cwd, b"%d" % umask, b"%d" % len(args), *args, *env])
+    head = [RUN, cwd, b"%d" % umask, ",".join(map(str, ignored)).encode()]
+    return encode([*head, b"%d" % len(paths), *paths, b"%d" % len(args), *args, *env])
 
 
-def decode_run(fields: list[bytes]) -> tuple[str, int, list[str], dict[str, str]]:
-    """(cwd, umask, argv, environment) of a RUN message's fields; ValueError if malformed."""
-    if len(fields) < 4 or fields[0] != RUN:
+def decode_run(fields: list[bytes]) -> Run:
+    """The request of a RUN message's fields; ValueError if malformed."""
+    if len(fields) < 6 or fields[0] != RUN:
         raise ValueError("not a RUN message")
-    cwd, umask, argc = os.fsdecode(fields[1]), int(fields[2]), int(fields[3])
-    if not 0 < argc <= len(fields) - 4 or not 0 <= umask <= 0o777:
-        raise ValueError("bad argument count or umask")
-    argv = [os.fsdecode(a) for a in fields[4 : 4 + argc]]
+    cwd, umask = os.fsdecode(fields[1]), int(fields[2])
+    ignored = [int(s) for s in fields[3].split(b",") if s]
+    if not 0 <= umask <= 0o777 or not all(0 < s < 65 for s in ignored):
+        raise ValueError("bad umask or signal")
+    npath = int(fields[4])
+    if not 0 <= npath <= len(fields) - 6:
+        raise ValueError("bad path count")
+    path = [os.fsdecode(p) for p in fields[5 : 5 + npath]]
+    at = 5 + npath
+    argc = int(fields[at])
+    if not 0 < argc <= len(fields) - at - 1:
+        raise ValueError("bad argument count")
+    argv = [os.fsdecode(a) for a in fields[at + 1 : at + 1 + argc]]
     env = {}
-    for entry in fields[4 + argc :]:
+    for entry in fields[at + 1 + argc :]:
         name, eq, value = entry.partition(b"=")
         if not eq or not name:
             raise ValueError("bad environment entry")
         env[os.fsdecode(name)] = os.fsdecode(value)
-    return cwd, umask, argv, env
+    return Run(cwd, umask, ignored, path, argv, env)
 
 
 def control(path: str, what: bytes, timeout: float = 5.0) -> str | None:

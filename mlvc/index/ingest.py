@@ -242,8 +242,9 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
     }
     on_disk = {(k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items()}
     held = {tuple(r) for r in con.execute("SELECT kind, name FROM refs").fetchall()}
-    stale = sorted(k for k in on_disk if kept.get(k) != on_disk[k])
-    drop = sorted(set(stale) | (held - on_disk.keys()) | (kept.keys() - on_disk.keys()))
+    stale = sorted(k for k in on_disk if kept.get(k) != on_disk[k] and _text_name(*k))
+    known = held | kept.keys()  # rows to delete: known ones gone, or to be read again
+    drop = sorted((known & set(stale)) | (known - on_disk.keys()))
     if drop:
         kinds, names = zip(*drop, strict=True)
         con.register("_dropped_refs", pa.table({"kind": kinds, "name": names}))
@@ -269,6 +270,18 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
         k, n, ino, mtime, size = zip(*files, strict=True)
         table = {"kind": k, "name": n, "ino": pa.array(ino, pa.uint64()), "mtime_ns": mtime}
         schema.insert(con, "ref_files", pa.table({**table, "size": size}))
+
+
+def _text_name(kind: str, name: str) -> bool:
+    """Whether a ref's file name is text (UTF-8); one that is not cannot be a row, and is
+    left out with a warning (``mlvc fsck`` names it)."""
+    try:
+        name.encode()
+        return True
+    except UnicodeEncodeError:
+        shown = os.fsencode(name).decode(errors="backslashreplace")
+        log.warning("ignoring %s ref %s: its name is not UTF-8; run `mlvc fsck`", kind, shown)
+        return False
 
 
 _USED_OBJECTS = """

@@ -67,17 +67,34 @@ def _hand_over(argv: list[str]) -> int | None:
         except OSError:  # no server (ENOENT, ECONNREFUSED)
             _start_server(path)
             return None
+        import signal
+
+        forwarder = _Forwarder(signal)  # from here on, signals wait for the command
         try:
-            message = cmdserver.run_request(argv, dict(os.environb))
+            if not _ours(sock):
+                return None
+            message = cmdserver.run_request(
+                argv, dict(os.environb), ignored=forwarder.ignored, path=sys.path
+            )
             fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
             rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)]
             sent = sock.sendmsg([message], rights)
             sock.sendall(message[sent:])
         except OSError:  # a closed descriptor 0-2, or the server went away
+            forwarder.restore()
             return None
-        return _wait(sock)
+        return _wait(sock, forwarder)
     finally:
         sock.close()
+
+
+def _ours(sock) -> bool:
+    """Whether the process at the socket runs as this user (the folder was checked before
+    the connect; this closes the gap between the two)."""
+    import _socket
+
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # pid, uid, gid
+    return int.from_bytes(cred[4:8], sys.byteorder) == os.getuid()
 
 
 def _start_server(path: str) -> None:
@@ -91,11 +108,8 @@ def _start_server(path: str) -> None:
     spawn_detached("mlvc.launch.server", [path, repr(cmdserver.IDLE)])
 
 
-def _wait(sock) -> int | None:
+def _wait(sock, state: _Forwarder) -> int | None:
     """Read the server's lines until the exit status, passing signals on meanwhile."""
-    import signal
-
-    state = _Forwarder(signal)
     buf = b""
     try:
         while True:
@@ -121,7 +135,9 @@ def _wait(sock) -> int | None:
 
 class _Forwarder:
     """Passes the signals this process gets to the command's process group (the command's
-    fork made one of its own, so its children get them too, as from a terminal)."""
+    fork made one of its own, so its children get them too, as from a terminal). A signal
+    this process ignores (``nohup``, a shell's background job) is not caught: the command
+    ignores it too (``ignored`` goes with the request)."""
 
     FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
@@ -130,9 +146,13 @@ class _Forwarder:
         self.pid: int | None = None
         self.early: list[int] = []
         self.old = {}
+        self.ignored: list[int] = []
         for name in (*self.FORWARDED, "SIGTSTP"):
             sig = getattr(signal, name)
-            self.old[sig] = signal.signal(sig, self.forward)
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                self.ignored.append(int(sig))
+            else:
+                self.old[sig] = signal.signal(sig, self.forward)
 
     def forward(self, sig: int, _frame) -> None:
         if self.pid is None:

@@ -14,6 +14,7 @@ thread: not pyarrow or numpy, which a command imports itself when it needs them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import importlib
@@ -48,10 +49,10 @@ class Request:
     """A command to run, as received: in the child of the fork that runs it."""
 
     def __init__(self, fields: list[bytes], fds: list[int]):
-        self.cwd, self.umask, self.argv, self.env = cmdserver.decode_run(fields)
+        self.run = cmdserver.decode_run(fields)
         if len(fds) != 3:
             raise ValueError("expected descriptors 0, 1 and 2")
-        self.fds = fds
+        self.fds = fds  # the caller's list: emptied once they are closed
 
 
 class Server:
@@ -156,7 +157,6 @@ class Server:
             return None
         fds: list[int] = []
         try:
-            conn.settimeout(5.0)
             _pid, uid, _gid = struct.unpack(
                 "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
             )
@@ -186,21 +186,28 @@ class Server:
     def fork(self, conn: socket.socket, request: Request) -> Request | None:
         pid = os.fork()
         if pid == 0:
+            # before anything else: its own process group and the launcher's signal
+            # dispositions, then the pid line (the launcher passes signals on from there)
+            os.setpgid(0, 0)
+            signal_defaults(request.run.ignored)
+            try:
+                conn.sendall(b"pid %d\n" % os.getpid())
+            except OSError:  # the launcher is gone: nothing has run
+                os._exit(129)
             self.close_in_child(conn)
             return request
-        self.served += 1
-        self.last = time.monotonic()
         for fd in request.fds:
             os.close(fd)
+        request.fds.clear()  # closed: accept's error path must not close them again
+        self.served += 1
+        self.last = time.monotonic()
+        with contextlib.suppress(OSError):  # the child made its group first
+            os.setpgid(pid, pid)
         conn.settimeout(None)
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.pidfd_open(pid)  # main() checked that the kernel has it
         self.running[pid] = {"pidfd": pidfd, "conn": conn}
         self.sel.register(pidfd, selectors.EVENT_READ, ("ended", pid))
         self.sel.register(conn, selectors.EVENT_READ, ("conn", pid))
-        try:
-            conn.sendall(b"pid %d\n" % pid)
-        except OSError:
-            self.hung_up(pid)
         return None
 
     def reap(self, pid: int) -> None:
@@ -218,8 +225,10 @@ class Server:
             conn.close()
 
     def hung_up(self, pid: int) -> None:
-        run = self.running[pid]
-        conn = run["conn"]
+        run = self.running.get(pid)  # reaped already in this round of events
+        conn = run["conn"] if run is not None else None
+        if conn is None:
+            return
         try:
             if conn.recv(64):  # a launcher sends nothing after its request: not a hang-up
                 return
@@ -228,10 +237,9 @@ class Server:
         self.sel.unregister(conn)
         conn.close()
         run["conn"] = None
-        try:
+        with contextlib.suppress(OSError):  # a stopped command (Ctrl-Z) must wake to end
             os.killpg(pid, signal.SIGHUP)
-        except OSError:
-            pass
+            os.killpg(pid, signal.SIGCONT)
 
     def close_listener(self) -> None:
         self.sel.unregister(self.listener)
@@ -261,8 +269,15 @@ class Server:
         )
 
 
+REQUEST_TIME = 2.0  # seconds a launcher has to send its whole request
+
+
 def receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """One request's fields and the descriptors that came with it."""
+    """One request's fields and the descriptors that came with it, within REQUEST_TIME
+    (the server serves one request at a time: a client that trickles bytes may not hold
+    the others up for longer)."""
+    deadline = time.monotonic() + REQUEST_TIME
+    conn.settimeout(REQUEST_TIME)
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
     try:
         if len(data) < 4:
@@ -272,6 +287,10 @@ def receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
             raise ValueError(f"a request of {size} bytes")
         body = bytearray(data[4:])
         while len(body) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ValueError("a request too slow to arrive")
+            conn.settimeout(left)
             more = conn.recv(min(1 << 20, size - len(body)))
             if not more:
                 raise ValueError("a request cut short")
@@ -299,46 +318,71 @@ def append_log_line(path: str, text: str | None) -> None:
 _old_streams: list = []  # the server's own stdio objects: freeing one would close fd 0, 1 or 2
 
 
-def _stdio(fd: int, errors: str, line_buffering: bool) -> io.TextIOWrapper:
-    """A text stream on ``fd`` made as the interpreter makes its stdio at start-up."""
+def _stdio(fd: int, errors: str, line_buffering: bool, through: bool) -> io.TextIOWrapper:
+    """A text stream on ``fd`` made as the interpreter makes its stdio at start-up
+    (``through``: stdout and stderr unbuffered, as the server's own are under
+    PYTHONUNBUFFERED, a start-up variable it shares with the launcher)."""
     raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
-    buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+    through = through and fd != 0
+    stream = io.BufferedReader(raw) if fd == 0 else raw if through else io.BufferedWriter(raw)
     return io.TextIOWrapper(
-        buffered,
+        stream,
         encoding=sys.stdout.encoding,
         errors=errors,
         newline="\n",
         line_buffering=line_buffering,
+        write_through=through,
     )
 
 
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTSTP")
+
+
+def signal_defaults(ignored: list[int]) -> None:
+    """Python's start-up dispositions for the signals a launcher passes on, except those it
+    ignores (``nohup``), which stay ignored, as they would in a process it started."""
+    for name in FORWARDED:
+        sig = getattr(signal, name)
+        if int(sig) in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        elif sig == signal.SIGINT:
+            signal.signal(sig, signal.default_int_handler)
+        else:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def become(request: Request) -> None:
-    """Make this fork the launcher's process as far as the command can tell: its own
-    process group (the launcher signals it), the launcher's stdio, directory, umask,
-    environment and arguments, and Python's default signal handlers."""
-    os.setpgid(0, 0)
+    """Make this fork the launcher's process as far as the command can tell: the
+    launcher's stdio, directory, umask, environment, ``sys.path`` and arguments (its
+    process group and signal dispositions were set at the fork)."""
+    run = request.run
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
     for fd in request.fds:
         if fd > 2:
             os.close(fd)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     _old_streams.extend((sys.stdin, sys.stdout, sys.stderr))
-    sys.stdin = sys.__stdin__ = _stdio(0, sys.stdin.errors, line_buffering=False)
-    sys.stdout = sys.__stdout__ = _stdio(1, sys.stdout.errors, line_buffering=os.isatty(1))
-    sys.stderr = sys.__stderr__ = _stdio(2, "backslashreplace", line_buffering=True)
+    through = sys.stdout.write_through  # -u or PYTHONUNBUFFERED, as the server started
+    sys.stdin = sys.__stdin__ = _stdio(0, sys.stdin.errors, False, through)
+    sys.stdout = sys.__stdout__ = _stdio(1, sys.stdout.errors, os.isatty(1), through)
+    sys.stderr = sys.__stderr__ = _stdio(2, "backslashreplace", True, through)
     os.environ.clear()
-    os.environ.update(request.env)
+    os.environ.update(run.env)
     time.tzset()
-    os.umask(request.umask)
-    sys.argv = request.argv
-    os.chdir(request.cwd)
+    os.umask(run.umask)
+    sys.argv = run.argv
+    if run.path:  # what the command sees of sys.path (capture_env scans it)
+        sys.path[:] = run.path
+    os.chdir(run.cwd)
 
 
 def main(path: str, idle: str) -> int:
     server = Server(path, float(idle))
+    try:  # a status per child needs pidfds (Linux 5.3): without them, no server
+        os.close(os.pidfd_open(os.getpid()))
+    except (OSError, AttributeError) as e:
+        append_log_line(server.log, f"not started: this system has no pidfd_open ({e})")
+        return 1
     if not server.bind():
         return 1
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))

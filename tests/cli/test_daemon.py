@@ -7,6 +7,7 @@ server process, in a runtime directory of its own."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import signal
@@ -318,13 +319,24 @@ values = st.text(st.characters(blacklist_characters="\0", blacklist_categories=(
         max_size=5,
     ),
     environ=st.dictionaries(names, values, max_size=5),
+    path=st.lists(
+        st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",))), max_size=4
+    ),
+    ignored=st.lists(st.integers(1, 64), max_size=3),
 )
-def test_run_requests_round_trip(argv, environ):
-    body = cmdserver.run_request(argv, {os.fsencode(k): os.fsencode(v) for k, v in environ.items()})
+def test_run_requests_round_trip(argv, environ, path, ignored):
+    env = {os.fsencode(k): os.fsencode(v) for k, v in environ.items()}
+    body = cmdserver.run_request(argv, env, ignored=ignored, path=path)
     assert int.from_bytes(body[:4], "big") == len(body) - 4
-    cwd, umask, got_argv, got_env = cmdserver.decode_run(body[4:].split(b"\0"))
-    assert (cwd, got_argv, got_env) == (os.getcwd(), argv, environ)
-    assert 0 <= umask <= 0o777
+    run = cmdserver.decode_run(body[4:].split(b"\0"))
+    assert (run.cwd, run.argv, run.env, run.path, run.ignored) == (
+        os.getcwd(),
+        argv,
+        environ,
+        path,
+        ignored,
+    )
+    assert 0 <= run.umask <= 0o777
 
 
 def test_the_server_preloads_every_command_module_and_no_thread():
@@ -380,3 +392,70 @@ def test_mlvc_daemon_1_starts_a_server_when_none_listens(project, env):
             break
         assert time.monotonic() < deadline, f"servers: {found}"
         time.sleep(0.1)
+
+
+def test_a_stopped_command_of_a_killed_launcher_still_ends(project, env):
+    """Ctrl-Z, then kill -9 of the launcher: the stopped command gets SIGHUP and SIGCONT
+    (SIGHUP alone stays pending in a stopped process: it lingered, and the server with it)."""
+    start(env)
+    client = slow_query(env, stdout=subprocess.DEVNULL)
+    client.send_signal(signal.SIGTSTP)  # what Ctrl-Z sends: the command stops, then this
+    time.sleep(0.5)
+    client.kill()
+    client.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while running(env):
+        assert time.monotonic() < deadline, "the stopped command outlived its launcher"
+        time.sleep(0.05)
+
+
+def test_signals_the_launcher_ignores_stay_ignored(project, env):
+    """A launcher started with SIGINT ignored (a shell script's background job) passes its
+    disposition on: Ctrl-C's signal does not stop the command, as in its own process."""
+    start(env)
+
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    client = subprocess.Popen(
+        [MLVC, "query", SLOW], env=env, stdout=subprocess.DEVNULL, preexec_fn=ignore_sigint
+    )
+    deadline = time.monotonic() + 60
+    while running(env) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    client.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert client.poll() is None and running(env) == 1
+    client.send_signal(signal.SIGTERM)  # not ignored: reaches the command, which ends by it
+    assert client.wait(timeout=60) == -signal.SIGTERM
+    assert running(env) == 0
+
+
+def test_a_commit_through_the_server_records_the_same_environment(project, env):
+    """The command sees the launcher's sys.path (the server's first entry differs): the
+    environment a commit captures, which scans it, is the same object."""
+    own = {**env, "MLVC_DAEMON": "0"}
+    start(env)
+    mine = mlvc_run(env, "commit", "-q", "-m", "served")
+    theirs = mlvc_run(own, "commit", "-q", "-m", "own")
+    assert mine.returncode == theirs.returncode == 0
+    assert served(env) == 1
+    shown = [
+        json.loads(mlvc_run(own, "show", r.stdout.strip(), "--json").stdout) for r in (mine, theirs)
+    ]
+    assert shown[0]["env"] == shown[1]["env"]
+    assert shown[0]["code"] == shown[1]["code"]
+
+
+def test_a_client_that_trickles_its_request_holds_others_up_briefly(project, env):
+    start(env)
+    with socket.socket(socket.AF_UNIX) as slow:
+        slow.connect(cmdserver.address(env))
+        slow.sendall(b"\x00\x00\x10\x00RUN")  # a 4 KiB request that never comes
+        t0 = time.monotonic()
+        out = mlvc_run(env, "log", "-n", "1")
+        took = time.monotonic() - t0
+    assert out.returncode == 0
+    assert served(env) == 1
+    assert took < 4.5, took  # the server waits REQUEST_TIME (2 s) for a request (was 5 s a read)

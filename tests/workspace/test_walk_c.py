@@ -257,3 +257,23 @@ def test_two_commits_at_once_through_the_c_walk(project):
     repo = Repo(project)
     runs = repo.log()
     assert len(runs) == 2 and len({repo.run(r["id"]).data for r in runs}) == 1
+
+
+def test_a_walk_holding_folders_open_survives_a_low_descriptor_limit(tmp_path):
+    """The walk keeps up to 64 listed folders open for their lstat pass; with few
+    descriptors left it lstats and closes them, then lists on (it failed with EMFILE)."""
+    for i in range(150):
+        (tmp_path / "d" / f"f{i:03d}").mkdir(parents=True)
+        (tmp_path / "d" / f"f{i:03d}" / "x").write_text(str(i))
+    code = (
+        "import resource, sys\n"
+        "from mlvc import _walk\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))\n"
+        "found = _walk.walk(sys.argv[1], 'd', lambda name: False)\n"
+        "print(len(found), sum(len(f[1]) > 0 for f in found))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["151", "150"]
