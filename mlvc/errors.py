@@ -110,6 +110,18 @@ class UnsupportedRepository(MlvcError):
 # -- names that resolve to nothing -----------------------------------------------------------
 
 
+def quoted(spec: str) -> str:
+    r"""``repr(spec)`` for a message, with an undecodable byte of a command-line argument
+    (a lone surrogate, os.fsdecode's) shown as git and fsck show it, ``\xff``, not
+    ``\udcff`` (a backslash the user typed stays as repr shows it)."""
+    text = repr(spec)
+    if "\\udc" not in text:
+        return text
+    import re
+
+    return re.sub(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])", r"\1\\x\2", text)
+
+
 class UnknownRun(MlvcError):
     """A run name, id prefix, tag or HEAD expression that names no run."""
 
@@ -121,7 +133,7 @@ class UnknownRun(MlvcError):
         hint = f"; {why}" if why else ""
         if candidates:
             hint += "; did you mean: " + ", ".join(candidates[:8])
-        super().__init__(f"unknown run {spec!r}{hint}")
+        super().__init__(f"unknown run {quoted(spec)}{hint}")
         self.spec = spec
         self.candidates = candidates or []
 
@@ -132,7 +144,7 @@ class AmbiguousRun(MlvcError):
 
     def __init__(self, spec: str, candidates: list[str]):
         shown = ", ".join(candidates[:8]) + (" ..." if len(candidates) > 8 else "")
-        super().__init__(f"run {spec!r} is ambiguous; it could be: {shown}")
+        super().__init__(f"run {quoted(spec)} is ambiguous; it could be: {shown}")
         self.spec = spec
         self.candidates = candidates
 

@@ -636,3 +636,23 @@ def test_live_run_names_and_bare_tags_are_checked_when_given(project):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[('stage', 'beef')]"
     assert not list((project / ".mlvc" / "live").glob("*"))
+
+
+def test_an_unknown_run_named_with_a_byte_that_is_not_utf8_shows_it_as_xnn(project):
+    """The message showed repr's ``\\udcff`` for the byte 0xff of the argument."""
+    r = subprocess.run(
+        [sys.executable, "-m", "mlvc", "show", os.fsdecode(b"bad\xffname")],
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 4
+    assert r.stderr == b"mlvc: error: unknown run 'bad\\xffname'\n"
+
+
+@given(st.text())
+def test_quoted_is_repr_for_text_without_undecodable_bytes(text):
+    from mlvc.errors import quoted
+
+    assert quoted(text) == repr(text) or any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
