@@ -7,6 +7,7 @@ server process, in a runtime directory of its own."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -36,8 +37,25 @@ def env(project):
     environ = {**os.environ, "XDG_RUNTIME_DIR": run}
     environ.pop("MLVC_DAEMON", None)
     yield environ
+    # a test that failed may leave a server running a long command: end both
+    for server in processes_naming(cmdserver.address(environ)):
+        for pid in children_of(server):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
     subprocess.run([MLVC, "daemon", "stop"], env=environ, capture_output=True, timeout=60)
     shutil.rmtree(run, ignore_errors=True)
+
+
+def children_of(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(entry.name))
+    return pids
 
 
 def mlvc_run(env, *args, **kw) -> subprocess.CompletedProcess:
