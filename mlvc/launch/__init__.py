@@ -79,8 +79,9 @@ def _hand_over(argv: list[str]) -> int | None:
             fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
             rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)]
             sent = sock.sendmsg([message], rights)
-            sock.sendall(message[sent:])
-        except OSError:  # a closed descriptor 0-2, or the server went away
+            if sent < len(message):  # not an empty send: the command may have run and
+                sock.sendall(message[sent:])  # its server closed the socket (EPIPE) by now
+        except OSError:  # a closed descriptor 0-2, or the server went away: nothing ran
             forwarder.restore()
             return None
         return _wait(sock, forwarder)

@@ -477,3 +477,29 @@ def test_a_client_that_trickles_its_request_holds_others_up_briefly(project, env
     assert out.returncode == 0
     assert served(env) == 1
     assert took < 4.5, took  # the server waits REQUEST_TIME (2 s) for a request (was 5 s a read)
+
+
+def test_a_launcher_slow_after_sending_runs_the_command_once(project, env):
+    """A launcher descheduled right after sending its request (a loaded machine) found the
+    command done and the socket closed: an empty send then raised EPIPE, and the launcher
+    ran the command a second time itself (its output twice; CI caught it under load)."""
+    start(env)
+    mlvc_run({**env, "MLVC_DAEMON": "0"}, "commit", "-q", "-m", "once")
+    code = (
+        "import _socket, sys, time\n"
+        "class Slow(_socket.socket):\n"
+        "    def sendmsg(self, *args):\n"
+        "        sent = super().sendmsg(*args)\n"
+        "        time.sleep(1.5)  # the command runs and ends meanwhile\n"
+        "        return sent\n"
+        "_socket.socket = Slow\n"
+        "sys.argv = ['mlvc', 'log', '-n', '1']\n"
+        "from mlvc.launch import main\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("once") == 1, out.stdout
+    assert served(env) == 1
