@@ -39,6 +39,9 @@ import sys
 RUN, STATUS, STOP = b"RUN", b"STATUS", b"STOP"
 MAX_REQUEST = 4 << 20  # bytes: arguments and environment of one command
 IDLE = 3600.0  # seconds a server waits for a command before it stops, by default
+# the signals a launcher passes on to its command (SIGTSTP: Ctrl-Z stops both); the ones it
+# ignores travel with the request and stay ignored in the command
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTSTP")
 
 # read by mlvc's modules when they are imported, so a server keeps the values it started
 # with; tests/cli/test_daemon.py checks this list against the module-level reads

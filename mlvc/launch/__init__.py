@@ -140,15 +140,15 @@ class _Forwarder:
     this process ignores (``nohup``, a shell's background job) is not caught: the command
     ignores it too (``ignored`` goes with the request)."""
 
-    FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
-
     def __init__(self, signal):
         self.signal = signal
         self.pid: int | None = None
         self.early: list[int] = []
         self.old = {}
         self.ignored: list[int] = []
-        for name in (*self.FORWARDED, "SIGTSTP"):
+        from ..core.cmdserver import SIGNALS
+
+        for name in SIGNALS:
             sig = getattr(signal, name)
             if signal.getsignal(sig) is signal.SIG_IGN:
                 self.ignored.append(int(sig))

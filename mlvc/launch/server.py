@@ -67,7 +67,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn"}
         self.files: dict[str, tuple[int, int]] = {}
-        self.last = time.monotonic()
+        self.last = time.monotonic()  # of a command (asking the status is not one)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -128,7 +128,6 @@ class Server:
     def serve(self) -> Request | None:
         """Accept and fork until stopped; returns the request in each child, None in the
         server once it has stopped and every command it started has ended."""
-        self.last = time.monotonic()  # of a command (asking the status is not one)
         while True:
             if self.stopping and self.listener is not None:
                 self.close_listener()
@@ -335,13 +334,10 @@ def _stdio(fd: int, errors: str, line_buffering: bool, through: bool) -> io.Text
     )
 
 
-FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTSTP")
-
-
 def signal_defaults(ignored: list[int]) -> None:
     """Python's start-up dispositions for the signals a launcher passes on, except those it
     ignores (``nohup``), which stay ignored, as they would in a process it started."""
-    for name in FORWARDED:
+    for name in cmdserver.SIGNALS:
         sig = getattr(signal, name)
         if int(sig) in ignored:
             signal.signal(sig, signal.SIG_IGN)
