@@ -15,6 +15,14 @@
  * gone    names listed but gone before their lstat (str);
  * newest  the largest mtime_ns or ctime_ns of its regular files (int; 0 if none).
  *
+ * `mode` (default 0) is a sum of MODE_SHARED (2: each tuple has a sixth item, whether a
+ * regular file of the folder has other hard links, st_nlink > 1) and MODE_ONE (1: only
+ * `rel` is listed, not the folders below it, and the result is (tuples, subfolders): the
+ * paths of its subfolders the walk would have gone on to). The command server's monitor
+ * (mlvc/core/fsmonitor.py) walks again only the folders that changed, and never trusts a
+ * folder holding a file with other links (changed through another name, inotify tells
+ * the other folder's watchers).
+ *
  * It does what mlvc.runs.record.walk_data does: each folder opened by path with
  * O_NOFOLLOW | O_DIRECTORY, listed, and each name lstat-ed relative to it (fstatat with
  * AT_SYMLINK_NOFOLLOW); names for which `junk(name)` is true are dropped before their
@@ -44,7 +52,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #ifndef O_CLOEXEC
@@ -236,7 +246,7 @@ static char *join(const char *a, size_t alen, const char *b, size_t blen) {
  * subfolders whose name is not plainly kept and that `junk` keeps (the GIL-free pass
  * pushed the others). NULL on error. */
 static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject *junk,
-                               stack *todo) {
+                               stack *todo, int with_shared) {
     PyObject *links = PyList_New(0), *gone = PyList_New(0), *packed = NULL, *res = NULL;
     PyObject *folder = NULL, *newest = NULL;
     char *keep = calloc(it->n ? it->n : 1, 1);
@@ -245,7 +255,7 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
         goto done;
     }
     size_t total = 0;
-    int have_newest = 0;
+    int have_newest = 0, shared = 0;
     int64_t new_hi = 0;
     uint32_t new_lo = 0;
     for (size_t i = 0; i < it->n; i++) {
@@ -312,6 +322,7 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
             Py_DECREF(n);
         } else if (S_ISREG(m)) {
             keep[i] = 1;
+            if (e->st.st_nlink > 1) shared = 1;
             total += ENTRY + e->len;
             int64_t hi;
             uint32_t lo;
@@ -346,7 +357,10 @@ static PyObject *folder_result(const char *rel, size_t rlen, items *it, PyObject
     }
     folder = PyUnicode_DecodeFSDefaultAndSize(rel, (Py_ssize_t)rlen);
     newest = have_newest ? ns_long(new_hi, new_lo) : PyLong_FromLong(0);
-    if (folder && newest) res = PyTuple_Pack(5, folder, packed, links, gone, newest);
+    if (folder && newest)
+        res = with_shared ? PyTuple_Pack(6, folder, packed, links, gone, newest,
+                                         shared ? Py_True : Py_False)
+                          : PyTuple_Pack(5, folder, packed, links, gone, newest);
 done:
     free(keep);
     Py_XDECREF(links);
@@ -438,10 +452,10 @@ static void drain(batch *out, size_t from, size_t names) {
  * pushed on `todo` in name order, as folder_result pushed them before. 0, or -1 when out
  * of memory. */
 static int list_batch(const char *base, size_t blen, stack *todo, batch *out,
-                      size_t limit) {
+                      size_t limit, int one) {
     size_t held = 0, from = 0, names = 0;
     int bad = 0;
-    while (todo->n && held < limit) {
+    while (todo->n && held < limit && !(one && out->n)) {
         if (out->n == out->cap) {
             size_t cap = out->cap ? out->cap * 2 : 64;
             listed *v = realloc(out->v, cap * sizeof(listed));
@@ -501,13 +515,17 @@ static int list_batch(const char *base, size_t blen, stack *todo, batch *out,
     return bad;
 }
 
+#define MODE_ONE 1    /* list `rel` alone; return (results, its subfolders' paths) */
+#define MODE_SHARED 2 /* a 6th item per folder: whether a regular file has other links */
+
 static PyObject *walk(PyObject *self, PyObject *args) {
-    PyObject *base_b = NULL, *rel_b = NULL, *junk, *out = NULL;
+    PyObject *base_b = NULL, *rel_b = NULL, *junk, *out = NULL, *ret = NULL;
     Py_ssize_t limit = BATCH;
+    int mode = 0;
     stack todo = {0};
     batch done = {0};
-    if (!PyArg_ParseTuple(args, "O&O&O|n:walk", PyUnicode_FSConverter, &base_b,
-                          PyUnicode_FSConverter, &rel_b, &junk, &limit))
+    if (!PyArg_ParseTuple(args, "O&O&O|ni:walk", PyUnicode_FSConverter, &base_b,
+                          PyUnicode_FSConverter, &rel_b, &junk, &limit, &mode))
         goto fail;
     if (limit < 1) {
         PyErr_SetString(PyExc_ValueError, "walk: batch must be at least 1");
@@ -515,6 +533,10 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     }
     if (!PyCallable_Check(junk)) {
         PyErr_SetString(PyExc_TypeError, "walk: junk must be callable");
+        goto fail;
+    }
+    if (mode & ~(MODE_ONE | MODE_SHARED)) {
+        PyErr_SetString(PyExc_ValueError, "walk: unknown mode bits");
         goto fail;
     }
     const char *base = PyBytes_AS_STRING(base_b);
@@ -525,6 +547,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "walk: embedded null byte");
         goto fail;
     }
+    int one = mode & MODE_ONE, with_shared = (mode & MODE_SHARED) != 0;
     out = PyList_New(0);
     char *first = malloc(r0 + 1);
     if (!out || !first || (memcpy(first, rel0, r0 + 1), stack_push(&todo, first) < 0)) {
@@ -532,10 +555,10 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         if (out) PyErr_NoMemory();
         goto fail;
     }
-    while (todo.n) {
+    do {
         int err;
         Py_BEGIN_ALLOW_THREADS
-        err = list_batch(base, blen, &todo, &done, (size_t)limit);
+        err = list_batch(base, blen, &todo, &done, (size_t)limit, one);
         Py_END_ALLOW_THREADS
         if (err) {
             PyErr_NoMemory();
@@ -547,13 +570,32 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             if (f->err)
                 os_error(f->err, f->rel, f->rlen, "list");
             else
-                res = folder_result(f->rel, f->rlen, &f->it, junk, &todo);
+                res = folder_result(f->rel, f->rlen, &f->it, junk, &todo, with_shared);
             if (!res) goto fail;
             int bad = PyList_Append(out, res);
             Py_DECREF(res);
             if (bad < 0) goto fail;
         }
         batch_clear(&done);
+    } while (todo.n && !one);
+    if (one) { /* what is left on the stack: the folder's subfolders, none of them listed */
+        PyObject *subs = PyList_New(0);
+        if (!subs) goto fail;
+        for (size_t i = 0; i < todo.n; i++) {
+            PyObject *p = PyUnicode_DecodeFSDefault(todo.v[i]);
+            if (!p || PyList_Append(subs, p) < 0) {
+                Py_XDECREF(p);
+                Py_DECREF(subs);
+                goto fail;
+            }
+            Py_DECREF(p);
+        }
+        while (todo.n) free(todo.v[--todo.n]);
+        ret = PyTuple_Pack(2, out, subs);
+        Py_DECREF(subs);
+        Py_DECREF(out);
+        out = ret;
+        if (!out) goto fail;
     }
     free(todo.v);
     free(done.v);
@@ -571,9 +613,64 @@ fail:
     return NULL;
 }
 
+/* inotify and statfs for the command server's file-system monitor (mlvc/core/fsmonitor.py):
+ * the standard library has neither. */
+static PyObject *watch_open(PyObject *self, PyObject *noargs) {
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *watch_add(PyObject *self, PyObject *args) {
+    int fd;
+    unsigned int mask;
+    PyObject *path_b = NULL;
+    if (!PyArg_ParseTuple(args, "iO&I:watch_add", &fd, PyUnicode_FSConverter, &path_b, &mask))
+        return NULL;
+    int wd;
+    Py_BEGIN_ALLOW_THREADS
+    wd = inotify_add_watch(fd, PyBytes_AS_STRING(path_b), mask);
+    Py_END_ALLOW_THREADS
+    if (wd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_b);
+        Py_DECREF(path_b);
+        return NULL;
+    }
+    Py_DECREF(path_b);
+    return PyLong_FromLong(wd);
+}
+
+static PyObject *watch_remove(PyObject *self, PyObject *args) {
+    int fd, wd;
+    if (!PyArg_ParseTuple(args, "ii:watch_remove", &fd, &wd)) return NULL;
+    if (inotify_rm_watch(fd, wd) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fs_magic(PyObject *self, PyObject *args) {
+    PyObject *path_b = NULL;
+    if (!PyArg_ParseTuple(args, "O&:fs_magic", PyUnicode_FSConverter, &path_b)) return NULL;
+    struct statfs sf;
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = statfs(PyBytes_AS_STRING(path_b), &sf);
+    Py_END_ALLOW_THREADS
+    if (r != 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_b);
+        Py_DECREF(path_b);
+        return NULL;
+    }
+    Py_DECREF(path_b);
+    return PyLong_FromUnsignedLongLong((unsigned long long)sf.f_type);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(base, rel, junk, batch=65536) -> [(folder, packed, links, gone, newest)]"},
+     "walk(base, rel, junk, batch=65536, mode=0) -> [(folder, packed, links, gone, newest)]"},
+    {"watch_open", watch_open, METH_NOARGS, "watch_open() -> an inotify descriptor"},
+    {"watch_add", watch_add, METH_VARARGS, "watch_add(fd, path, mask) -> watch descriptor"},
+    {"watch_remove", watch_remove, METH_VARARGS, "watch_remove(fd, wd)"},
+    {"fs_magic", fs_magic, METH_VARARGS, "fs_magic(path) -> statfs f_type"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -126,6 +126,13 @@ def status() -> None:
         f"{known['served']} commands served, {known['running']} running, "
         f"idle timeout {known['idle']} s"
     )
+    if "watched" in known:  # its file-system monitor (mlvc.core.fsmonitor)
+        echo(
+            f"mlvc: data folders watched: {known['watched']}; walks asked: {known['walks']}, "
+            f"folders taken unchanged: {known['reused']}"
+        )
+    else:
+        echo("mlvc: data folders are not watched (MLVC_FSMONITOR=0, or no inotify here)")
 
 
 @daemon.command("stop")

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 
-from ..core import cmdserver
+from ..core import cmdserver, fsmonitor
 from ..core.crashlog import append_log
 
 # what the served commands use, imported before the first fork (none starts a thread)
@@ -53,6 +53,7 @@ class Request:
         if len(fds) != 3:
             raise ValueError("expected descriptors 0, 1 and 2")
         self.fds = fds  # the caller's list: emptied once they are closed
+        self.monitor: fsmonitor.Session | None = None
 
 
 class Server:
@@ -65,7 +66,8 @@ class Server:
         self.listener: socket.socket | None = None
         self.lock_fd: int | None = None
         self.sel = selectors.DefaultSelector()
-        self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn"}
+        self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn", "ask", "report"}
+        self.monitor: fsmonitor.Watcher | None = None
         self.files: dict[str, tuple[int, int]] = {}
         self.last = time.monotonic()  # of a command (asking the status is not one)
 
@@ -109,6 +111,9 @@ class Server:
                 except OSError:
                     continue
                 self.files[p] = (st.st_mtime_ns, st.st_size)
+        self.monitor = fsmonitor.start()
+        if self.monitor is not None:
+            self.sel.register(self.monitor.fd, selectors.EVENT_READ, ("events",))
         gc.collect()
         gc.freeze()  # the children then do not touch (copy) these objects' pages to collect
 
@@ -146,6 +151,10 @@ class Server:
                         return request
                 elif what[0] == "ended":
                     self.reap(what[1])
+                elif what[0] == "events":
+                    self.monitor.drain()
+                elif what[0] == "ask":
+                    self.asked(what[1])
                 else:  # the launcher hung up (killed): hang up on its command
                     self.hung_up(what[1])
 
@@ -183,6 +192,10 @@ class Server:
         return None
 
     def fork(self, conn: socket.socket, request: Request) -> Request | None:
+        ask = report = None
+        if self.monitor is not None:  # the command's line to the monitor (fsmonitor.py)
+            ask = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            report = os.memfd_create("mlvc-walks", os.MFD_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             # before anything else: its own process group and the launcher's signal
@@ -194,6 +207,9 @@ class Server:
             except OSError:  # the launcher is gone: nothing has run
                 os._exit(129)
             self.close_in_child(conn)
+            if ask is not None:
+                ask[0].close()
+                request.monitor = fsmonitor.Session(self.monitor, ask[1], report)
             return request
         for fd in request.fds:
             os.close(fd)
@@ -204,8 +220,13 @@ class Server:
             os.setpgid(pid, pid)
         conn.settimeout(None)
         pidfd = os.pidfd_open(pid)  # main() checked that the kernel has it
-        self.running[pid] = {"pidfd": pidfd, "conn": conn}
+        self.running[pid] = {"pidfd": pidfd, "conn": conn, "ask": None, "report": report}
         self.sel.register(pidfd, selectors.EVENT_READ, ("ended", pid))
+        if ask is not None:
+            ask[1].close()
+            ask[0].setblocking(False)
+            self.running[pid]["ask"] = ask[0]
+            self.sel.register(ask[0], selectors.EVENT_READ, ("ask", pid))
         self.sel.register(conn, selectors.EVENT_READ, ("conn", pid))
         return None
 
@@ -214,6 +235,7 @@ class Server:
         run = self.running.pop(pid)
         self.sel.unregister(run["pidfd"])
         os.close(run["pidfd"])
+        self.end_monitoring(run)
         conn = run["conn"]
         if conn is not None:
             self.sel.unregister(conn)
@@ -222,6 +244,36 @@ class Server:
             except OSError:
                 pass
             conn.close()
+
+    def asked(self, pid: int) -> None:
+        """A command's question to the monitor (fsmonitor.Watcher.answer); a hang-up or
+        garbage ends its line (it then walks in full)."""
+        run = self.running.get(pid)
+        ask = run["ask"] if run is not None else None
+        if ask is None:
+            return
+        try:
+            question = ask.recv(1 << 16)
+            if question:
+                ask.send(self.monitor.answer(question))
+                return
+        except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
+            pass
+        self.sel.unregister(ask)
+        ask.close()
+        run["ask"] = None
+
+    def end_monitoring(self, run: dict) -> None:
+        """Close an ended command's line to the monitor, and take in what it walked."""
+        if run.get("ask") is not None:
+            self.sel.unregister(run["ask"])
+            run["ask"].close()
+        if run.get("report") is not None:
+            try:
+                self.monitor.collect(run["report"])
+            except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+                append_log_line(self.log, f"a command's walk report was refused: {e!r}")
+            os.close(run["report"])
 
     def hung_up(self, pid: int) -> None:
         run = self.running.get(pid)  # reaped already in this round of events
@@ -257,14 +309,21 @@ class Server:
             os.close(run["pidfd"])
             if run["conn"] is not None:
                 run["conn"].close()
+            if run["ask"] is not None:
+                run["ask"].close()
+            if run["report"] is not None:
+                os.close(run["report"])
+        if self.monitor is not None:
+            self.monitor.close()
         self.listener.close()
         self.sel.close()
         os.close(self.lock_fd)
 
     def status(self) -> str:
+        watched = f" {self.monitor.status()}" if self.monitor is not None else ""
         return (
             f"status pid={os.getpid()} started={int(self.started)} served={self.served} "
-            f"running={len(self.running)} idle={self.idle:g}"
+            f"running={len(self.running)} idle={self.idle:g}{watched}"
         )
 
 
@@ -404,6 +463,8 @@ def main(path: str, idle: str) -> int:
     except OSError as e:  # the launcher's directory went away meanwhile
         sys.stderr.write(f"mlvc: error: cannot run the command here: {e.strerror}\n")
         return 1
+    if request.monitor is not None and os.environ.get("MLVC_FSMONITOR") != "0":
+        fsmonitor.session = request.monitor
     from ..cli import main as cli
 
     # the name click would take from a console script (this __main__ is a module's)

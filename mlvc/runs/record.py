@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import speedups
+from ..core import fsmonitor, speedups
 from ..core.ids import ObjectId
 from ..core.names import safe_relpath
 from ..core.objects import Env, Run, TreeEntry, is_reserved_name
@@ -174,7 +174,10 @@ def walk_data(
     for rel in _folders_given(base, rels, loose):
         if fast is not None:
             try:
-                found = fast.walk(base, rel, _junk_in_data)
+                if fsmonitor.session is not None:  # served: the folders changed since
+                    found = fsmonitor.session.walk(fast, base, rel, _junk_in_data)
+                else:
+                    found = fast.walk(base, rel, _junk_in_data)
             except OSError as e:
                 raise UnreadablePath(e.filename, e, e.filename2) from None
             for folder, packed, links, gone, newest in found:

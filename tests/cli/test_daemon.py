@@ -7,7 +7,6 @@ server process, in a runtime directory of its own."""
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import shutil
@@ -15,58 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from daemon_helpers import MLVC, mlvc_run, processes_naming, start
 from hypothesis import given
 from hypothesis import strategies as st
 
 import mlvc
 from mlvc.core import cmdserver
-
-MLVC = str(Path(sys.executable).parent / "mlvc")
-
-
-@pytest.fixture
-def env(project):
-    """An environment whose command server lives in a runtime directory of its own (short:
-    a socket's path holds 107 bytes); the server is stopped afterwards."""
-    run = tempfile.mkdtemp(prefix="mlvcd-", dir="/tmp")
-    environ = {**os.environ, "XDG_RUNTIME_DIR": run}
-    environ.pop("MLVC_DAEMON", None)
-    yield environ
-    # a test that failed may leave a server running a long command: end both
-    for server in processes_naming(cmdserver.address(environ)):
-        for pid in children_of(server):
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-    subprocess.run([MLVC, "daemon", "stop"], env=environ, capture_output=True, timeout=60)
-    shutil.rmtree(run, ignore_errors=True)
-
-
-def children_of(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == parent:
-            pids.append(int(entry.name))
-    return pids
-
-
-def mlvc_run(env, *args, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("timeout", 120)
-    return subprocess.run([MLVC, *args], env=env, capture_output=True, text=True, **kw)
-
-
-def start(env, *extra) -> str:
-    out = mlvc_run(env, "daemon", "start", *extra)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def served(env) -> int:
@@ -78,19 +34,6 @@ def served(env) -> int:
 def running(env) -> int:
     out = mlvc_run(env, "daemon", "status").stdout
     return int(out.split(" running")[0].rsplit(" ", 1)[1])
-
-
-def processes_naming(word: str) -> list[int]:
-    """The pids whose command line has ``word`` as an argument."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.fsencode(word) in args:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_commands_in_the_server_answer_as_in_their_own_process(project, env):

@@ -154,7 +154,7 @@ def test_non_utf8_names_are_refused_alike_and_utf8_ones_commit_alike(repo, proje
 def test_hostile_arguments_raise_not_crash(tmp_path):
     (tmp_path / "d").mkdir()
     for args in [(), (1, "d", _junk_in_data), (str(tmp_path), 2, _junk_in_data),
-                 (str(tmp_path), "d"), (str(tmp_path), "d", _junk_in_data, 4, 5),
+                 (str(tmp_path), "d"), (str(tmp_path), "d", _junk_in_data, 4, 2, 6),
                  (str(tmp_path), "d", _junk_in_data, "4"),
                  (str(tmp_path), "d", _junk_in_data, 4.0)]:  # fmt: skip
         with pytest.raises(TypeError):
@@ -162,6 +162,9 @@ def test_hostile_arguments_raise_not_crash(tmp_path):
     for batch in (0, -1):
         with pytest.raises(ValueError):
             _walk.walk(str(tmp_path), "d", _junk_in_data, batch)
+    for mode in (4, -1, 8 | 1):
+        with pytest.raises(ValueError):
+            _walk.walk(str(tmp_path), "d", _junk_in_data, 4, mode)
     with pytest.raises(OverflowError):
         _walk.walk(str(tmp_path), "d", _junk_in_data, 1 << 70)
     assert _walk.walk(str(tmp_path), "d", _junk_in_data, 1 << 62)[0][0] == "d"
@@ -180,6 +183,27 @@ def test_hostile_arguments_raise_not_crash(tmp_path):
     with pytest.raises(RuntimeError, match="GIT"):
         _walk.walk(str(tmp_path), "d", boom)
     assert _walk.walk(os.fsencode(tmp_path), b"d", lambda n: 0)[0][0] == "d"
+
+
+def test_one_folder_alone_and_the_shared_flag(tmp_path):
+    """MODE_ONE lists one folder as the whole walk lists it, with the subfolders it would
+    go on to; MODE_SHARED adds whether a regular file there has other hard links (what the
+    command server's monitor needs: mlvc.core.fsmonitor)."""
+    for sub in ("a", "a/x", "a/y", "b", "Git-junk-kept", "ünï"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+        (tmp_path / "d" / sub / "f").write_text(sub)
+    (tmp_path / "d" / "top").write_text("top")
+    os.link(tmp_path / "d" / "a" / "f", tmp_path / "elsewhere")
+    base = str(tmp_path)
+    whole = {t[0]: t for t in _walk.walk(base, "d", _junk_in_data, 65536, 2)}
+    assert {f for f, t in whole.items() if t[5]} == {"d/a"}
+    assert [t[:5] for t in whole.values()] == _walk.walk(base, "d", _junk_in_data)
+    for folder, t in whole.items():
+        (one,), below = _walk.walk(base, folder, _junk_in_data, 65536, 3)
+        assert one == t
+        assert sorted(below) == sorted(f for f in whole if f.rpartition("/")[0] == folder)
+        ((plain,), _) = _walk.walk(base, folder, _junk_in_data, 65536, 1)
+        assert plain == t[:5]
 
 
 def test_a_file_where_a_folder_was_given_is_unreadable_alike(project, monkeypatch):

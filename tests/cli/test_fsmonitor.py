@@ -1,0 +1,268 @@
+"""The command server's file-system monitor (mlvc.core.fsmonitor): a commit through a real
+``mlvc daemon`` walks again only the data folders that changed, and records exactly what a
+commit in its own process records after any change to the data (content, times, modes,
+links, files and folders made, moved and removed, a hook's own edits, a hard link written
+through its other name, the folder replaced). Real server, real inotify, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from daemon_helpers import mlvc_run, start
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlvc.core import fsmonitor, speedups
+
+_walk = speedups.built("mlvc._walk")
+pytestmark = pytest.mark.skipif(
+    _walk is None or not hasattr(_walk, "watch_open"), reason="mlvc._walk is not built"
+)
+
+
+def data_tree(env) -> str:
+    out = mlvc_run(env, "show", "HEAD", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["data"]["tree"]
+
+
+def commit(env) -> str:
+    out = mlvc_run(env, "commit", "-q", "-m", "x", "--data", "data")
+    assert out.returncode == 0, out.stderr
+    return data_tree(env)
+
+
+def monitor_status(env) -> dict[str, int]:
+    line = mlvc_run(env, "daemon", "status").stdout.splitlines()[-1]
+    assert "walks asked" in line, line
+    watched = int(line.split("watched: ")[1].split(";")[0])
+    walks = int(line.split("walks asked: ")[1].split(",")[0])
+    reused = int(line.split("unchanged: ")[1])
+    return {"watched": watched, "walks": walks, "reused": reused}
+
+
+def both(env) -> tuple[str, str]:
+    """The data tree a served commit records, then one in its own process (the truth)."""
+    served = commit(env)
+    own = commit({**env, "MLVC_DAEMON": "0"})
+    return served, own
+
+
+def make_data(project: Path) -> None:
+    for d in range(4):
+        for f in range(5):
+            p = project / "data" / f"d{d}" / f"f{f}.txt"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"{d}-{f}\n")
+    (project / "data" / "d1" / "deep").mkdir()
+    (project / "data" / "d1" / "deep" / "x.txt").write_text("deep\n")
+
+
+@pytest.fixture
+def watched(project, env):
+    """A project whose data folders the server watches and trusts (two walks made)."""
+    make_data(project)
+    start(env)
+    for _ in range(3):
+        served, own = both(env)
+        assert served == own
+    return project
+
+
+def test_an_unchanged_commit_takes_every_folder_from_the_monitor(watched, env):
+    before = monitor_status(env)
+    assert before["watched"] == 1
+    served, own = both(env)
+    after = monitor_status(env)
+    assert served == own
+    assert after["walks"] == before["walks"] + 1
+    # data, d0..d3 and d1/deep: six folders, none walked again
+    assert after["reused"] - before["reused"] == 6
+
+
+def test_a_changed_file_is_walked_again_alone(watched, env):
+    before = monitor_status(env)
+    old = data_tree(env)
+    (watched / "data" / "d2" / "f3.txt").write_text("changed, same folder\n")
+    served, own = both(env)
+    assert served == own != old
+    assert monitor_status(env)["reused"] - before["reused"] == 5  # d2 walked again
+
+
+def test_a_pre_commit_hook_that_edits_data_is_seen(watched, env):
+    """The command asks the server when it walks, not when it was forked: its own hook's
+    change (made after the fork) is in what it records."""
+    hook = watched / ".mlvc" / "hooks" / "pre-commit"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text("#!/bin/sh\necho from-the-hook > data/d0/f0.txt\n")
+    hook.chmod(0o755)
+    served = commit(env)
+    assert (watched / "data" / "d0" / "f0.txt").read_text() == "from-the-hook\n"
+    hook.unlink()
+    assert served == commit({**env, "MLVC_DAEMON": "0"})
+
+
+def test_a_file_written_through_another_hard_link_is_seen(watched, env, tmp_path):
+    """A folder holding a file with other links is walked every time (a write through the
+    other name is told to the other folder's watchers), once a walk has seen the link: a
+    link made from outside is not an event of the folder (documented), so here the
+    folder changes once after it."""
+    outside = tmp_path / "elsewhere.txt"
+    os.link(watched / "data" / "d3" / "f1.txt", outside)
+    (watched / "data" / "d3" / "f4.txt").write_text("d3 walked again\n")
+    for _ in range(3):
+        served, own = both(env)
+        assert served == own
+    with open(outside, "r+") as f:
+        f.write("9")
+    assert (watched / "data" / "d3" / "f1.txt").read_text().startswith("9")
+    served, own = both(env)
+    assert served == own
+
+
+def test_the_data_folder_replaced_is_walked_in_full(watched, env):
+    shutil.move(watched / "data", watched / "old-data")
+    (watched / "data" / "d0").mkdir(parents=True)
+    (watched / "data" / "d0" / "f0.txt").write_text("0-0\n")  # the old d0/f0's content
+    served, own = both(env)
+    assert served == own
+    assert monitor_status(env)["watched"] == 1  # watched anew
+
+
+def test_with_MLVC_FSMONITOR_0_a_command_walks_in_full(watched, env):
+    before = monitor_status(env)
+    out = mlvc_run({**env, "MLVC_FSMONITOR": "0"}, "commit", "-q", "-m", "x", "--data", "data")
+    assert out.returncode == 0, out.stderr
+    assert monitor_status(env)["walks"] == before["walks"]
+
+
+OPS = st.sampled_from(
+    ["rewrite", "append", "touch", "create", "delete", "rename", "move", "mkdir", "rmtree",
+     "rename_dir", "chmod", "symlink", "replace_by_dir", "none"]
+)  # fmt: skip
+
+
+def apply(project: Path, op: str, k: int) -> None:
+    """One change to the data, at a place picked by ``k``."""
+    data = project / "data"
+    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink())
+    dirs = sorted(p for p in data.rglob("*") if p.is_dir() and not p.is_symlink())
+    f = files[k % len(files)] if files else None
+    d = dirs[k % len(dirs)] if dirs else data
+    if op == "rewrite" and f:
+        f.write_bytes(f.read_bytes()[::-1] or b"x")  # same size, same second
+    elif op == "append" and f:
+        with open(f, "ab") as out:
+            out.write(b"+")
+    elif op == "touch" and f:
+        os.utime(f, ns=(1_000_000_000 * k, 1_000_000_000 * k))
+    elif op == "create":
+        (d / f"new{k}.txt").write_text(f"new {k}\n")
+    elif op == "delete" and f and len(files) > 1:
+        f.unlink()
+    elif op == "rename" and f:
+        f.rename(f.with_name(f"renamed{k}.txt"))
+    elif op == "move" and f:
+        f.rename(d / f"moved{k}-{f.name}")
+    elif op == "mkdir":
+        (d / f"sub{k}").mkdir(exist_ok=True)
+        (d / f"sub{k}" / "in.txt").write_text(f"in {k}\n")
+    elif op == "rmtree" and d != data:
+        shutil.rmtree(d)
+    elif op == "rename_dir" and d != data:
+        d.rename(d.with_name(f"{d.name}-r{k}"))
+    elif op == "chmod" and f:
+        f.chmod(f.stat().st_mode ^ 0o100)
+    elif op == "symlink" and f and not (d / f"link{k}").exists():
+        os.symlink(os.path.relpath(f, d), d / f"link{k}")
+    elif op == "replace_by_dir" and f and len(files) > 1:
+        f.unlink()
+        f.mkdir()
+        (f / "now-a-folder.txt").write_text("folder\n")
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(st.tuples(OPS, st.integers(0, 50)), min_size=1, max_size=4))
+def test_served_commits_record_what_an_own_process_records(watched, env, ops):
+    for op, k in ops:
+        apply(watched, op, k)
+    served, own = both(env)
+    assert served == own, ops
+
+
+def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp_path):
+    """The server's half in this process: a full walk's report makes watches; an event marks
+    its folder; a question is answered with the folders changed since a token; an
+    overflow, or a change of the mount table, drops every root."""
+    base = str(tmp_path)
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "a" / "f").write_text("1")
+    (tmp_path / "data" / "b").mkdir()
+    watcher = fsmonitor.start()
+    try:
+        st_ = os.lstat(tmp_path / "data")
+        ident = (st_.st_dev, st_.st_ino)
+        key = (base, "data")
+
+        def ask(held: int):
+            import marshal
+
+            return marshal.loads(watcher.answer(marshal.dumps((key, ident, held))))
+
+        def report(token: int) -> None:
+            found = _walk.walk(base, "data", lambda n: False, 65536, fsmonitor.MODE_SHARED)
+            watcher._report(key, ident, token, 0, found)
+
+        t1, changed = ask(0)
+        assert changed is None  # nothing held
+        report(t1)  # first walk: watches made, not trusted
+        assert set(watcher.roots[key].wds) == {"data", "data/a", "data/b"}
+        assert watcher.roots[key].listing is None
+        t2, _ = ask(0)
+        report(t2)
+        assert watcher.roots[key].token == t2
+        assert ask(t2)[1] == []
+        (tmp_path / "data" / "a" / "f").write_text("2")
+        assert ask(t2)[1] == ["data/a"]
+        (tmp_path / "data" / "b" / "sub").mkdir()  # a folder made: the root is dropped
+        assert ask(t2)[1] is None and key not in watcher.roots
+        report(ask(0)[0])
+        report(ask(0)[0])
+        assert watcher.roots[key].listing is not None
+        watcher._event(-1, fsmonitor.IN_Q_OVERFLOW)
+        assert not watcher.roots and not watcher.by_wd
+        report(ask(0)[0])
+        watcher.mounts = b"another mount table"
+        watcher.drain()
+        assert not watcher.roots
+    finally:
+        watcher.close()
+
+
+def test_a_command_without_its_server_walks_in_full(tmp_path):
+    """A command whose server died (its socket closed) walks as without a monitor."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_text("1")
+    watcher = fsmonitor.start()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report = os.memfd_create("test")
+    try:
+        session = fsmonitor.Session(watcher, theirs, report)
+        mine.close()
+        t0 = time.monotonic()
+        found = session.walk(_walk, str(tmp_path), "data", lambda n: False)
+        assert time.monotonic() - t0 < fsmonitor.ASK_TIME
+        assert found == _walk.walk(str(tmp_path), "data", lambda n: False)
+        assert os.fstat(report).st_size == 0  # nothing reported
+    finally:
+        watcher.close()
+        theirs.close()
+        os.close(report)
