@@ -125,6 +125,9 @@ class Watcher:
                 data = os.read(self.fd, 1 << 16)
             except BlockingIOError:
                 break
+            except OSError:  # the queue cannot be read: nothing it held is known
+                self._forget_all()
+                return
             at = 0
             while at + EVENT.size <= len(data):
                 wd, mask, _cookie, n = EVENT.unpack_from(data, at)
@@ -132,13 +135,15 @@ class Watcher:
                 self._event(wd, mask)
         if self.roots and _mounts() != self.mounts:  # a mount inside a root is not an event
             self.mounts = _mounts()
-            for root in list(self.roots.values()):
-                self.drop(root)
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        for root in list(self.roots.values()):
+            self.drop(root)
 
     def _event(self, wd: int, mask: int) -> None:
         if mask & IN_Q_OVERFLOW:  # events were lost: nothing is known
-            for root in list(self.roots.values()):
-                self.drop(root)
+            self._forget_all()
             return
         hit = self.by_wd.get(wd)
         if hit is None:  # a watch dropped already (its IN_IGNORED, late events)
@@ -307,12 +312,16 @@ class Session:
             st = os.lstat(os.path.join(base, rel))
         except OSError:
             return walker.walk(base, rel, junk)  # raises as a walk does
+        if self.ask is None or not os.path.isabs(base):  # the server resolves no cwd
+            return walker.walk(base, rel, junk)
         ident = (st.st_dev, st.st_ino)
         root = self.roots.get(key)
         held = root if root is not None and root.listing is not None else None
         try:
             token, changed = self._ask(key, ident, held.token if held else 0)
         except (OSError, ValueError, EOFError, TypeError):  # no server to ask: walk in full
+            self.ask.close()  # and never again: a late answer would answer the next question
+            self.ask = None
             return walker.walk(base, rel, junk)
         found = None
         if held is not None and changed is not None:

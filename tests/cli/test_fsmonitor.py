@@ -7,6 +7,7 @@ through its other name, the folder replaced). Real server, real inotify, real fi
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import shutil
 import socket
@@ -213,14 +214,15 @@ def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp
         key = (base, "data")
 
         def ask(held: int):
-            import marshal
-
             return marshal.loads(watcher.answer(marshal.dumps((key, ident, held))))
 
         def report(token: int) -> None:
             found = _walk.walk(base, "data", lambda n: False, 65536, fsmonitor.MODE_SHARED)
             watcher._report(key, ident, token, 0, found)
 
+        for garbage in (b"", b"\x00garbage", marshal.dumps(("just", "two"))):
+            with pytest.raises((ValueError, EOFError, TypeError)):
+                watcher.answer(garbage)  # the server closes that command's line
         t1, changed = ask(0)
         assert changed is None  # nothing held
         report(t1)  # first walk: watches made, not trusted
@@ -262,7 +264,8 @@ def test_a_command_without_its_server_walks_in_full(tmp_path):
         assert time.monotonic() - t0 < fsmonitor.ASK_TIME
         assert found == _walk.walk(str(tmp_path), "data", lambda n: False)
         assert os.fstat(report).st_size == 0  # nothing reported
+        assert session.ask is None  # not asked again (a late answer would be misread)
+        assert session.walk(_walk, str(tmp_path), "data", lambda n: False) == found
     finally:
         watcher.close()
-        theirs.close()
         os.close(report)
