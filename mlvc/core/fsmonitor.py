@@ -249,6 +249,8 @@ class Watcher:
             return
         except OSError:  # gone meanwhile: a later walk tries again
             return
+        if not self.roots:  # the mount table the watches are good for
+            self.mounts = _mounts()
         root = self.roots[key] = Root(key, ident, self.gen)
         try:
             for folder in folders:
@@ -256,8 +258,15 @@ class Watcher:
                 if os.lstat(path).st_dev != ident[0]:  # a mount point inside it
                     raise _Refused
                 wd = self.c.watch_add(self.fd, path, MASK)
-                if wd in self.by_wd:  # the same folder under another root (a bind mount)
-                    raise _Refused
+                if wd in self.by_wd:  # this folder is watched already, by another path
+                    other = self.by_wd[wd][0]
+                    if other is root:  # twice in this root: a bind mount inside it
+                        raise _Refused
+                    # the project moved (its old root's paths are stale), or one folder
+                    # is reached by two paths: the newest walk wins; its watch was the
+                    # other root's, dropped with it
+                    self.drop(other)
+                    wd = self.c.watch_add(self.fd, path, MASK)
                 root.wds[folder] = wd
                 self.by_wd[wd] = (root, folder)
         except _Refused:

@@ -136,6 +136,33 @@ def test_the_data_folder_replaced_is_walked_in_full(watched, env):
     assert monitor_status(env)["watched"] == 1  # watched anew
 
 
+def test_a_moved_project_is_watched_at_its_new_path(watched, env):
+    """The watches follow the folders' inodes: after the project moves, the old root's paths
+    are stale, and a walk at the new path takes the watches over (same inodes)."""
+    moved = watched.with_name("moved")
+    watched.rename(moved)
+    try:
+        for _ in range(3):
+            served = commit_in(env, moved)
+            assert served == commit_in({**env, "MLVC_DAEMON": "0"}, moved)
+        before = monitor_status(env)
+        assert before["watched"] == 1
+        (moved / "data" / "d0" / "f1.txt").write_text("after the move\n")
+        served = commit_in(env, moved)
+        assert served == commit_in({**env, "MLVC_DAEMON": "0"}, moved)
+        assert monitor_status(env)["reused"] - before["reused"] == 5
+    finally:
+        moved.rename(watched)
+        os.chdir(watched)
+
+
+def commit_in(env, where: Path) -> str:
+    out = mlvc_run(env, "-C", str(where), "commit", "-q", "-m", "x", "--data", "data")
+    assert out.returncode == 0, out.stderr
+    out = mlvc_run(env, "-C", str(where), "show", "HEAD", "--json")
+    return json.loads(out.stdout)["data"]["tree"]
+
+
 def test_with_MLVC_FSMONITOR_0_a_command_walks_in_full(watched, env):
     before = monitor_status(env)
     out = mlvc_run({**env, "MLVC_FSMONITOR": "0"}, "commit", "-q", "-m", "x", "--data", "data")
