@@ -226,6 +226,49 @@ def test_served_commits_record_what_an_own_process_records(watched, env, ops):
     assert served == own, ops
 
 
+def test_changes_during_served_commits_are_never_lost(watched, env):
+    """Files change while two served commits walk at once (a thread rewriting, creating
+    and removing files and folders throughout): whatever those commits recorded, once the
+    writing stops the next served commit records what a walk in its own process does."""
+    import random
+    import subprocess
+    import threading
+
+    from daemon_helpers import MLVC
+
+    stop = threading.Event()
+    rng = random.Random(7)
+
+    def churn():
+        k = 0
+        while not stop.is_set():
+            k += 1
+            try:
+                apply(watched, rng.choice(["rewrite", "append", "create", "touch", "mkdir"]), k)
+            except OSError:  # a file another step removed meanwhile
+                pass
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        for _ in range(4):
+            procs = [
+                subprocess.Popen(
+                    [MLVC, "commit", "-q", "-m", "busy", "--data", "data"], env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                for _ in range(2)
+            ]  # fmt: skip
+            for p in procs:
+                p.wait(timeout=120)  # may fail: "disappeared while it was being recorded"
+    finally:
+        stop.set()
+        writer.join()
+    for _ in range(2):
+        served, own = both(env)
+        assert served == own
+
+
 def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp_path):
     """The server's half in this process: a full walk's report makes watches; an event marks
     its folder; a question is answered with the folders changed since a token; an
