@@ -163,6 +163,24 @@ def commit_in(env, where: Path) -> str:
     return json.loads(out.stdout)["data"]["tree"]
 
 
+@pytest.mark.parametrize("link", ["copy", "hardlink", "symlink"])
+def test_a_checkout_through_the_server_then_a_commit_records_the_checked_out_data(
+    watched, env, link
+):
+    """``mlvc checkout`` writes the data folders (events the monitor marks); a commit after
+    it records the run checked out, through the server as in its own process."""
+    first = mlvc_run(env, "show", "HEAD", "--json")
+    old_run, old_tree = json.loads(first.stdout)["id"], data_tree(env)
+    (watched / "data" / "d1" / "f0.txt").write_text("newer\n")
+    (watched / "data" / "d2" / "f4.txt").unlink()
+    assert commit(env) != old_tree
+    out = mlvc_run(env, "checkout", old_run, "--force", "--link", link)
+    assert out.returncode == 0, out.stderr
+    assert (watched / "data" / "d1" / "f0.txt").read_text() == "1-0\n"
+    served, own = both(env)
+    assert served == own == old_tree
+
+
 def test_with_MLVC_FSMONITOR_0_a_command_walks_in_full(watched, env):
     before = monitor_status(env)
     out = mlvc_run({**env, "MLVC_FSMONITOR": "0"}, "commit", "-q", "-m", "x", "--data", "data")
