@@ -13,7 +13,7 @@ and marks each event's folder with the current generation, then hands out that
 generation as a token and counts one up. So a folder whose mark is at most a listing's
 token has not changed since a walk that began after that token was handed out.
 
-**A command** (``Session``, in the fork that runs it) asks before each walk of a root,
+**A command** (``Session``, ``SESSION`` in the fork that runs it) asks before each walk of a root,
 over its own socket pair: "which folders of this root changed since the token of the
 listing I hold?" (it holds the listing the fork copied). It walks those folders again,
 each alone (``mlvc._walk.walk`` with MODE_ONE), takes the others from the listing, and
@@ -40,6 +40,7 @@ command's environment makes it walk in full.
 
 from __future__ import annotations
 
+import contextvars
 import marshal
 import os
 import socket
@@ -80,7 +81,8 @@ RECORD = struct.Struct(">I")  # a report record's length
 ASK_TIME = 2.0  # seconds a command waits for the server's answer before walking in full
 MAX_ANSWER = 1 << 16  # bytes of an answer (a datagram); more changed folders: walk in full
 
-session: Session | None = None  # set in a served command's fork
+# the served command's line to the monitor: set by the server in the fork that runs it
+SESSION: contextvars.ContextVar[Session | None] = contextvars.ContextVar("fsmonitor", default=None)
 
 
 class Root:

@@ -464,7 +464,7 @@ def main(path: str, idle: str) -> int:
         sys.stderr.write(f"mlvc: error: cannot run the command here: {e.strerror}\n")
         return 1
     if request.monitor is not None and os.environ.get("MLVC_FSMONITOR") != "0":
-        fsmonitor.session = request.monitor
+        fsmonitor.SESSION.set(request.monitor)
     from ..cli import main as cli
 
     # the name click would take from a console script (this __main__ is a module's)

@@ -171,11 +171,12 @@ def walk_data(
     base = os.fspath(root)
     lstat, isdir = os.lstat, stat.S_ISDIR
     fast = speedups.extension("mlvc._walk")
+    monitor = fsmonitor.SESSION.get()
     for rel in _folders_given(base, rels, loose):
         if fast is not None:
             try:
-                if fsmonitor.session is not None:  # served: the folders changed since
-                    found = fsmonitor.session.walk(fast, base, rel, _junk_in_data)
+                if monitor is not None:  # served: only the folders changed since
+                    found = monitor.walk(fast, base, rel, _junk_in_data)
                 else:
                     found = fast.walk(base, rel, _junk_in_data)
             except OSError as e:
