@@ -25,12 +25,14 @@ changes (a pre-commit hook rewriting a data file) count.
 
 **Never trusted**, so walked in full (the old listing dropped, the watches made again
 from the next full walk): a root on a file system that is not local (NFS, SMB, FUSE: a
-change made on another machine is not seen); one holding a mount point; one whose folder
-is another inode than the one watched; any folder created, deleted or moved inside it
-(its set of folders is then fixed while it is trusted); a queue overflow (every root); a
-change of the mount table. A folder holding a regular file with other hard links is
-walked every time (a write through the other name is told to the other folder's
-watchers). A root's first walk through the server is untrusted by construction: it is
+change made on another machine is not seen); one that would take the server past
+MAX_FOLDERS watches or WATCH_SHARE of the user's inotify watches; one holding a mount
+point; one whose folder is another inode than the one watched; any folder created,
+deleted or moved inside it (its set of folders is then fixed while it is trusted); a
+queue overflow (every root); a change of the mount table. A folder holding a regular file
+with other hard links is walked every time (a write through the other name is told to
+the other folder's watchers); a link made from outside raises no event in the folder, so
+that rule applies from the folder's next walk. A root's first walk through the server is untrusted by construction: it is
 watched only once its folders are known, so the second walk makes the first trusted
 listing and the third is the first to use it. Not seen by inotify, as by git's monitor:
 writes through a shared ``mmap`` that are never followed by a ``write``, ``utime`` or
@@ -77,6 +79,8 @@ LOCAL = frozenset({
 MODE_ONE, MODE_SHARED = 1, 2  # mlvc._walk.walk modes
 BATCH = 65536  # mlvc._walk's default batch
 MAX_FOLDERS = 100_000  # watches one root may take (each costs the kernel ~1 KiB)
+WATCH_SHARE = 0.5  # of the user's inotify watches (fs.inotify.max_user_watches) we may hold:
+# editors and other tools of the same user need the rest
 RECORD = struct.Struct(">I")  # a report record's length
 ASK_TIME = 2.0  # seconds a command waits for the server's answer before walking in full
 MAX_ANSWER = 1 << 16  # bytes of an answer (a datagram); more changed folders: walk in full
@@ -112,6 +116,7 @@ class Watcher:
         self.by_wd: dict[int, tuple[Root, str]] = {}
         self.refused: set[tuple[str, str]] = set()  # roots never watched (see ``_watch``)
         self.mounts = _mounts()
+        self.budget = min(MAX_FOLDERS, int(_user_watches() * WATCH_SHARE))
         self.walks = 0  # walks answered
         self.reused = 0  # folders commands took from a listing instead of walking
 
@@ -244,7 +249,7 @@ class Watcher:
             st = os.lstat(top)
             if (st.st_dev, st.st_ino) != ident or self.c.fs_magic(top) not in LOCAL:
                 raise _Refused
-            if len(folders) > MAX_FOLDERS:
+            if len(folders) + len(self.by_wd) > self.budget:
                 raise _Refused
         except _Refused:
             self.refused.add(key)
@@ -285,6 +290,14 @@ class Watcher:
 
 class _Refused(Exception):
     pass
+
+
+def _user_watches() -> int:
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 8192  # the kernel's old default
 
 
 def _mounts() -> bytes:

@@ -333,6 +333,9 @@ def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp
         watcher.mounts = b"another mount table"
         watcher.drain()
         assert not watcher.roots
+        watcher.budget = 2  # fewer watches left than the root has folders: never watched
+        report(ask(0)[0])
+        assert not watcher.roots and key in watcher.refused
     finally:
         watcher.close()
 
