@@ -192,11 +192,15 @@ class Server:
         return None
 
     def fork(self, conn: socket.socket, request: Request) -> Request | None:
-        ask = report = None
-        if self.monitor is not None:  # the command's line to the monitor (fsmonitor.py)
-            ask = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            report = os.memfd_create("mlvc-walks", os.MFD_CLOEXEC)
-        pid = os.fork()
+        ask, report = self.monitor_line()
+        try:
+            pid = os.fork()
+        except OSError:  # accept() logs it; the launcher, with no pid, runs the command
+            for end in ask or ():
+                end.close()
+            if report is not None:
+                os.close(report)
+            raise
         if pid == 0:
             # before anything else: its own process group and the launcher's signal
             # dispositions, then the pid line (the launcher passes signals on from there)
@@ -244,6 +248,21 @@ class Server:
             except OSError:
                 pass
             conn.close()
+
+    def monitor_line(self) -> tuple:
+        """A command's line to the monitor (fsmonitor.py): a socket pair to ask on and a
+        memfd to report to; none (the command walks in full) without a monitor or when
+        descriptors run out."""
+        if self.monitor is None:
+            return None, None
+        ask = None
+        try:
+            ask = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            return ask, os.memfd_create("mlvc-walks", os.MFD_CLOEXEC)
+        except OSError:
+            for end in ask or ():
+                end.close()
+            return None, None
 
     def asked(self, pid: int) -> None:
         """A command's question to the monitor (fsmonitor.Watcher.answer); a hang-up or
