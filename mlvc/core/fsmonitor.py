@@ -36,7 +36,8 @@ that rule applies from the folder's next walk. A root's first walk through the s
 watched only once its folders are known, so the second walk makes the first trusted
 listing and the third is the first to use it. Not seen by inotify, as by git's monitor:
 writes through a shared ``mmap`` that are never followed by a ``write``, ``utime`` or
-close (the file's mtime moves at writeback without an event). ``MLVC_FSMONITOR=0`` in a
+close (the file's mtime moves at writeback without an event); writes through a loop device
+backed by the file, or by NFS clients of a folder this machine exports. ``MLVC_FSMONITOR=0`` in a
 command's environment makes it walk in full.
 """
 
@@ -47,6 +48,8 @@ import marshal
 import os
 import socket
 import struct
+import threading
+import time
 
 from .speedups import extension
 
@@ -82,7 +85,10 @@ MAX_FOLDERS = 100_000  # watches one root may take (each costs the kernel ~1 KiB
 WATCH_SHARE = 0.5  # of the user's inotify watches (fs.inotify.max_user_watches) we may hold:
 # editors and other tools of the same user need the rest
 RECORD = struct.Struct(">I")  # a report record's length
-ASK_TIME = 2.0  # seconds a command waits for the server's answer before walking in full
+ASK_TIME = 1.0  # seconds a command waits for the server's answer before walking in full
+RETIRE_BATCH = 1000  # watches removed per drain (each removal queues an IN_IGNORED event:
+# removing a big root's at once overflowed the queue, which forgets every root)
+REFUSE_FOR = 60.0  # seconds a refused root is not tried again (nesting, the budget...)
 MAX_ANSWER = 1 << 16  # bytes of an answer (a datagram); more changed folders: walk in full
 
 # the served command's line to the monitor: set by the server in the fork that runs it
@@ -114,7 +120,8 @@ class Watcher:
         self.gen = 1
         self.roots: dict[tuple[str, str], Root] = {}
         self.by_wd: dict[int, tuple[Root, str]] = {}
-        self.refused: set[tuple[str, str]] = set()  # roots never watched (see ``_watch``)
+        self.refused: dict[tuple[str, str], float] = {}  # root -> when (see ``_watch``)
+        self.retired: set[int] = set()  # watches of dropped roots, removed a batch a drain
         self.mounts = _mounts()
         self.budget = min(MAX_FOLDERS, int(_user_watches() * WATCH_SHARE))
         self.walks = 0  # walks answered
@@ -140,9 +147,11 @@ class Watcher:
                 wd, mask, _cookie, n = EVENT.unpack_from(data, at)
                 at += EVENT.size + n
                 self._event(wd, mask)
-        if self.roots and _mounts() != self.mounts:  # a mount inside a root is not an event
-            self.mounts = _mounts()
-            self._forget_all()
+        for _ in range(min(RETIRE_BATCH, len(self.retired))):  # the queue is empty now
+            try:
+                self.c.watch_remove(self.fd, self.retired.pop())
+            except OSError:  # gone with its folder already
+                pass
 
     def _forget_all(self) -> None:
         for root in list(self.roots.values()):
@@ -162,13 +171,11 @@ class Watcher:
             root.marks[folder] = self.gen
 
     def drop(self, root: Root) -> None:
-        """Forget a root: its watches, listing and marks (its next walk is in full)."""
+        """Forget a root: its listing and marks (its next walk is in full); its watches
+        are removed by the next drains, a batch at a time."""
         for wd in root.wds.values():
-            self.by_wd.pop(wd, None)
-            try:
-                self.c.watch_remove(self.fd, wd)
-            except OSError:  # gone with its folder already
-                pass
+            if self.by_wd.pop(wd, None) is not None:
+                self.retired.add(wd)
         root.wds.clear()
         self.roots.pop(root.key, None)
 
@@ -180,6 +187,9 @@ class Watcher:
         with an event since its token, or None when its listing cannot be trusted."""
         key, ident, held = marshal.loads(question)
         self.drain()
+        if self.roots and _mounts() != self.mounts:  # a mount inside a root is not an event
+            self.mounts = _mounts()
+            self._forget_all()
         token = self.gen
         self.gen += 1
         self.walks += 1
@@ -216,7 +226,8 @@ class Watcher:
             self.drop(root)
             root = None
         if root is None:
-            if not base and key not in self.refused:
+            if not base and time.monotonic() - self.refused.get(key, -REFUSE_FOR) >= REFUSE_FOR:
+                self.refused.pop(key, None)
                 self._watch(key, ident, [t[0] for t in folders])
             return
         if token < root.since:
@@ -240,49 +251,53 @@ class Watcher:
         be trusted (see the module's docstring)."""
         base, rel = key
         top = os.path.join(base, rel)
+        mounts = _mounts()
+        if mounts != self.mounts:  # what is watched was watched under another table
+            self._forget_all()
+            self.mounts = mounts
         for other in self.roots:  # one watch per folder: nested roots would share some
             o = os.path.join(*other)
             if top == o or top.startswith(o + os.sep) or o.startswith(top + os.sep):
-                self.refused.add(key)
+                self.refused[key] = time.monotonic()
                 return
         try:
             st = os.lstat(top)
             if (st.st_dev, st.st_ino) != ident or self.c.fs_magic(top) not in LOCAL:
                 raise _Refused
-            if len(folders) + len(self.by_wd) > self.budget:
+            if len(folders) + len(self.by_wd) + len(self.retired) > self.budget:
                 raise _Refused
+            if _mounted_at_or_below(mounts, os.path.realpath(top)):
+                raise _Refused  # a mounted file or folder: its events go elsewhere
         except _Refused:
-            self.refused.add(key)
+            self.refused[key] = time.monotonic()
             return
         except OSError:  # gone meanwhile: a later walk tries again
             return
-        if not self.roots:  # the mount table the watches are good for
-            self.mounts = _mounts()
         root = self.roots[key] = Root(key, ident, self.gen)
         try:
             for folder in folders:
                 path = os.path.join(base, folder)
                 if os.lstat(path).st_dev != ident[0]:  # a mount point inside it
                     raise _Refused
-                wd = self.c.watch_add(self.fd, path, MASK)
+                wd = self.c.watch_add(self.fd, path, MASK)  # an existing watch: its wd
+                self.retired.discard(wd)
                 if wd in self.by_wd:  # this folder is watched already, by another path
                     other = self.by_wd[wd][0]
                     if other is root:  # twice in this root: a bind mount inside it
                         raise _Refused
                     # the project moved (its old root's paths are stale), or one folder
-                    # is reached by two paths: the newest walk wins; its watch was the
-                    # other root's, dropped with it
+                    # is reached by two paths: the newest walk wins the watch
                     self.drop(other)
-                    wd = self.c.watch_add(self.fd, path, MASK)
+                    self.retired.discard(wd)
                 root.wds[folder] = wd
                 self.by_wd[wd] = (root, folder)
         except _Refused:
             self.drop(root)
-            self.refused.add(key)
+            self.refused[key] = time.monotonic()
         except OSError as e:  # ENOSPC: the user's watch limit; others: changed meanwhile
             self.drop(root)
             if e.errno == 28:
-                self.refused.add(key)
+                self.refused[key] = time.monotonic()
 
     def status(self) -> str:
         return f"watched={len(self.roots)} walks={self.walks} reused={self.reused}"
@@ -298,6 +313,34 @@ def _user_watches() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 8192  # the kernel's old default
+
+
+def _mounted_at_or_below(mountinfo: bytes, top: str) -> bool:
+    """Whether the mount table (/proc/self/mountinfo) has a mount point at ``top`` or
+    below it (a bind-mounted file's events go to its source folder's watchers)."""
+    below = os.fsencode(top.rstrip("/") + "/")
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            point = _unescape(fields[4])
+            if point == below[:-1] or point.startswith(below):
+                return True
+    return False
+
+
+def _unescape(field: bytes) -> bytes:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    if b"\\" not in field:
+        return field
+    out, i = bytearray(), 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out += field[i : i + 1]
+            i += 1
+    return bytes(out)
 
 
 def _mounts() -> bytes:
@@ -328,9 +371,14 @@ class Session:
     def __init__(self, watcher: Watcher, ask: socket.socket, report: int):
         self.roots = watcher.roots
         self.ask, self.report = ask, report
+        self.lock = threading.Lock()  # one question at a time on the socket
 
     def walk(self, walker, base: str, rel: str, junk) -> list[tuple]:
         """``walker.walk(base, rel, junk)``'s answer, walking again only what changed."""
+        with self.lock:
+            return self._walk(walker, base, rel, junk)
+
+    def _walk(self, walker, base: str, rel: str, junk) -> list[tuple]:
         key = (base, rel)
         try:
             st = os.lstat(os.path.join(base, rel))
@@ -394,6 +442,10 @@ def _again(walker, base: str, junk, listing: dict, changed: list[str]):
         except (OSError, ValueError):
             return None  # a full walk raises what it must
         if set(below) != subs.get(folder, set()):
+            return None
+        if one[5] and not listing[folder][5]:
+            # a hard link made since (inside the root: its other folder was told, not this
+            # one's, and another folder may hold the file's first name): walk in full
             return None
         fresh[folder] = one
     out = [fresh.get(f, t) for f, t in listing.items()]

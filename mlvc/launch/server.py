@@ -223,14 +223,22 @@ class Server:
         with contextlib.suppress(OSError):  # the child made its group first
             os.setpgid(pid, pid)
         conn.settimeout(None)
-        pidfd = os.pidfd_open(pid)  # main() checked that the kernel has it
-        self.running[pid] = {"pidfd": pidfd, "conn": conn, "ask": None, "report": report}
-        self.sel.register(pidfd, selectors.EVENT_READ, ("ended", pid))
         if ask is not None:
-            ask[1].close()
-            ask[0].setblocking(False)
-            self.running[pid]["ask"] = ask[0]
-            self.sel.register(ask[0], selectors.EVENT_READ, ("ask", pid))
+            ask[1].close()  # the child's end
+        try:
+            pidfd = os.pidfd_open(pid)  # main() checked that the kernel has it
+        except OSError:  # out of descriptors: accept() logs it
+            if ask is not None:
+                ask[0].close()
+            if report is not None:
+                os.close(report)
+            raise
+        mine = ask[0] if ask is not None else None
+        self.running[pid] = {"pidfd": pidfd, "conn": conn, "ask": mine, "report": report}
+        self.sel.register(pidfd, selectors.EVENT_READ, ("ended", pid))
+        if mine is not None:
+            mine.setblocking(False)
+            self.sel.register(mine, selectors.EVENT_READ, ("ask", pid))
         self.sel.register(conn, selectors.EVENT_READ, ("conn", pid))
         return None
 

@@ -127,6 +127,20 @@ def test_a_file_written_through_another_hard_link_is_seen(watched, env, tmp_path
     assert served == own
 
 
+def test_a_hard_link_made_inside_the_root_then_written_through_is_seen(watched, env):
+    """Both the link and the write are told to the link's folder only: the folder of the
+    file's first name must not be trusted from then on (review finding; failed before)."""
+    os.link(watched / "data" / "d0" / "f0.txt", watched / "data" / "d1" / "alias.txt")
+    served, own = both(env)
+    assert served == own
+    with open(watched / "data" / "d1" / "alias.txt", "r+") as f:
+        f.write("CHANGED")
+    assert (watched / "data" / "d0" / "f0.txt").read_text().startswith("CHANGED")
+    for _ in range(2):
+        served, own = both(env)
+        assert served == own
+
+
 def test_the_data_folder_replaced_is_walked_in_full(watched, env):
     shutil.move(watched / "data", watched / "old-data")
     (watched / "data" / "d0").mkdir(parents=True)
@@ -331,13 +345,57 @@ def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp
         assert not watcher.roots and not watcher.by_wd
         report(ask(0)[0])
         watcher.mounts = b"another mount table"
-        watcher.drain()
+        ask(0)  # read when a command asks (not at every event: storms cost the server)
         assert not watcher.roots
         watcher.budget = 2  # fewer watches left than the root has folders: never watched
         report(ask(0)[0])
         assert not watcher.roots and key in watcher.refused
+        report(ask(0)[0])  # refused: not tried again for a while...
+        assert not watcher.roots
+        watcher.budget = 1000
+        watcher.refused[key] -= fsmonitor.REFUSE_FOR  # ...then tried again
+        report(ask(0)[0])
+        assert key in watcher.roots
+        # a file or folder mounted at or below the root: its events go elsewhere
+        table = watcher.mounts + b"99 1 0:5 / " + os.fsencode(base) + b"/data/a/f rw - x y z\n"
+        watcher.drop(watcher.roots[key])
+        real = fsmonitor._mounts
+        try:
+            fsmonitor._mounts = lambda: table
+            report(ask(0)[0])
+        finally:
+            fsmonitor._mounts = real
+        assert key not in watcher.roots and key in watcher.refused
+        # a dropped root's watches go a batch per drain (all at once overflowed the queue)
+        del watcher.refused[key]
+        watcher.mounts = fsmonitor._mounts()
+        report(ask(0)[0])
+        wds = set(watcher.roots[key].wds.values())
+        watcher.drop(watcher.roots[key])
+        assert watcher.retired == wds
+        batch, fsmonitor.RETIRE_BATCH = fsmonitor.RETIRE_BATCH, 1
+        try:
+            watcher.drain()
+            assert len(watcher.retired) == len(wds) - 1
+        finally:
+            fsmonitor.RETIRE_BATCH = batch
+        report(ask(0)[0])  # the same folders again: their live watches are taken back
+        assert not watcher.retired & set(watcher.roots[key].wds.values())
     finally:
         watcher.close()
+
+
+def test_mount_points_at_or_below_a_folder():
+    table = (
+        b"22 1 8:1 / / rw - ext4 /dev/vda rw\n"
+        b"30 22 0:5 / /proj/data/my\\040files rw - tmpfs t rw\n"
+        b"31 22 0:6 / /proj/database rw - tmpfs t rw\n"
+    )
+    assert fsmonitor._mounted_at_or_below(table, "/proj/data")
+    assert fsmonitor._mounted_at_or_below(table, "/proj/data/my files")
+    assert not fsmonitor._mounted_at_or_below(table, "/proj/data/my")
+    assert not fsmonitor._mounted_at_or_below(table, "/proj/dat")
+    assert not fsmonitor._mounted_at_or_below(table, "/elsewhere")
 
 
 def test_a_command_without_its_server_walks_in_full(tmp_path):
