@@ -255,11 +255,10 @@ class Watcher:
         if mounts != self.mounts:  # what is watched was watched under another table
             self._forget_all()
             self.mounts = mounts
-        for other in self.roots:  # one watch per folder: nested roots would share some
-            o = os.path.join(*other)
+        for other in list(self.roots.values()):  # one watch per folder: the root walked
+            o = os.path.join(*other.key)  # last wins over one nested in it or holding it
             if top == o or top.startswith(o + os.sep) or o.startswith(top + os.sep):
-                self.refused[key] = time.monotonic()
-                return
+                self.drop(other)
         try:
             st = os.lstat(top)
             if (st.st_dev, st.st_ino) != ident or self.c.fs_magic(top) not in LOCAL:
