@@ -196,10 +196,7 @@ class Server:
         try:
             pid = os.fork()
         except OSError:  # accept() logs it; the launcher, with no pid, runs the command
-            for end in ask or ():
-                end.close()
-            if report is not None:
-                os.close(report)
+            close_line(ask, report)
             raise
         if pid == 0:
             # before anything else: its own process group and the launcher's signal
@@ -225,13 +222,11 @@ class Server:
         conn.settimeout(None)
         if ask is not None:
             ask[1].close()  # the child's end
+            ask = (ask[0],)
         try:
             pidfd = os.pidfd_open(pid)  # main() checked that the kernel has it
         except OSError:  # out of descriptors: accept() logs it
-            if ask is not None:
-                ask[0].close()
-            if report is not None:
-                os.close(report)
+            close_line(ask, report)
             raise
         mine = ask[0] if ask is not None else None
         self.running[pid] = {"pidfd": pidfd, "conn": conn, "ask": mine, "report": report}
@@ -268,8 +263,7 @@ class Server:
             ask = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             return ask, os.memfd_create("mlvc-walks", os.MFD_CLOEXEC)
         except OSError:
-            for end in ask or ():
-                end.close()
+            close_line(ask, None)
             return None, None
 
     def asked(self, pid: int) -> None:
@@ -352,6 +346,15 @@ class Server:
             f"status pid={os.getpid()} started={int(self.started)} served={self.served} "
             f"running={len(self.running)} idle={self.idle:g}{watched}"
         )
+
+
+def close_line(ask: tuple | None, report: int | None) -> None:
+    """Close what is left of a command's line to the monitor (ends of its socket pair,
+    its report memfd) when it cannot be handed over."""
+    for end in ask or ():
+        end.close()
+    if report is not None:
+        os.close(report)
 
 
 REQUEST_TIME = 2.0  # seconds a launcher has to send its whole request
