@@ -132,7 +132,10 @@ class Server:
 
     def serve(self) -> Request | None:
         """Accept and fork until stopped; returns the request in each child, None in the
-        server once it has stopped and every command it started has ended."""
+        server once it has stopped and every command it started has ended. The idle clock
+        starts here: a preload slower than the idle time must not stop a server that has
+        answered nobody yet (the ``daemon start`` that spawned it waits in the backlog)."""
+        self.last = time.monotonic()
         while True:
             if self.stopping and self.listener is not None:
                 self.close_listener()

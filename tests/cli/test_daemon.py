@@ -446,3 +446,30 @@ def test_a_launcher_slow_after_sending_runs_the_command_once(project, env):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("once") == 1, out.stdout
     assert served(env) == 1
+
+
+def test_the_idle_clock_starts_when_the_server_serves():
+    """A preload slower than --idle (a loaded machine) stopped the server before it had
+    answered the `daemon start` waiting in its backlog (CI failure of 2026-12-02)."""
+    import tempfile
+    import threading
+
+    from mlvc.launch.server import Server
+
+    folder = tempfile.mkdtemp(prefix="mlvcd-", dir="/tmp")
+    try:
+        path = os.path.join(folder, "cmd-test.sock")
+        server = Server(path, 0.3)
+        assert server.bind()
+        time.sleep(0.6)  # as a slow preload would
+        answers = []
+        asker = threading.Thread(
+            target=lambda: answers.append(cmdserver.control(path, cmdserver.STATUS))
+        )
+        asker.start()
+        time.sleep(0.1)  # its connection waits in the backlog, as `daemon start`'s does
+        assert server.serve() is None  # and it stops once idle
+        asker.join()
+        assert answers[0] is not None and answers[0].startswith("status ")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
