@@ -35,7 +35,8 @@ def encode_series(table) -> bytes:
 
 def read_series(data: bytes, columns: Sequence[str] | None = None):
     """A series blob (Arrow IPC or Parquet) as a ``pyarrow.Table`` (``columns``: only
-    those). Raises ValueError for bytes that are neither (pyarrow's errors for damaged
+    those). Raises ValueError for bytes that are neither, for a Parquet one that would
+    decode past ``core.parquet.decoded_limit`` of its size (pyarrow's errors for damaged
     ones are ValueErrors as well)."""
     import pyarrow as pa
 
@@ -50,7 +51,8 @@ def read_series(data: bytes, columns: Sequence[str] | None = None):
             raise ValueError(f"the series has no column {missing[0]!r}")
         return table.select(list(columns))
     if head[:4] == PARQUET_MAGIC:
-        from .parquet import read_parquet
+        from .parquet import decoded_limit, read_parquet
 
-        return read_parquet(data, columns)
+        # pushed by anyone a server lets in, and read by its index unasked: bounded
+        return read_parquet(data, columns, limit=decoded_limit(len(data)))
     raise ValueError("not a metric series blob (neither Arrow IPC nor Parquet)")

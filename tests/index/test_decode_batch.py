@@ -151,3 +151,26 @@ def test_workers_run_this_mlvc_whatever_the_working_directory_holds(repo, monkey
     rebuilt = Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings)
     assert rebuilt.rebuild() == 3
     assert dump(index) == alone
+
+
+def test_a_parquet_bomb_series_becomes_an_ingest_error(repo):
+    """A run pushed with a Parquet series blob of a few hundred KB that inflates to 256 MiB
+    is indexed, its series refused as unreadable (core/parquet.py), the rest as any run."""
+    import numpy as np
+
+    n = 8 << 20
+    zeros = pa.table({"key": pa.array([""] * 1).take(pa.array(np.zeros(n, np.int32)))} | {
+        c: np.zeros(n, dtype=np.int64) for c in ("step", "timestamp")} | {
+        "value": np.zeros(n)})  # fmt: skip
+    buf = io.BytesIO()
+    pq.write_table(zeros, buf, compression="zstd", use_dictionary=False, compression_level=19)
+    assert len(buf.getvalue()) < 1 << 20
+    del zeros
+    run_id = commit(repo, make_run(repo, 0, series=buf.getvalue(), metrics={"loss": 0.5}))
+    index = index_of(repo)
+    errors = index.query("SELECT run_id, error FROM ingest_errors").to_pylist()
+    assert [e["run_id"] for e in errors] == [run_id.hex]
+    assert "metric series unreadable" in errors[0]["error"]
+    assert "decode to over" in errors[0]["error"]
+    rows = index.query("SELECT key, value FROM metrics").to_pylist()
+    assert rows == [{"key": "loss", "value": 0.5}]  # the run's final metric still answers

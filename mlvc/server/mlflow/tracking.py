@@ -7,6 +7,7 @@ from typing import Any
 
 from ...core.params import typed_value
 from ...errors import MlvcError, ParamConflict
+from ..app import ApiError
 from .search import offset_of as _page
 from .search import search_experiments, search_runs
 from .search import token_for as _token
@@ -727,7 +728,11 @@ def _history(store: TrackingStore, rid: str, key: str) -> list[tuple]:
         run = found[1]
         if run.series is None:
             return [(0, run.ended, float(run.metrics[key]))] if key in run.metrics else []
-        table = _read_series(store, run.series)
+        try:
+            table = _read_series(store, run.series)
+        except ValueError as e:  # damaged, or a Parquet blob that would inflate past its bound
+            message = f"run {rid}'s metric series is unreadable: {e}"
+            raise ApiError(500, "INTERNAL_ERROR", message) from None
     pts = [(s, t, v) for k, s, t, v in _series_points(table) if k == key]
     return sorted(pts, key=lambda p: (p[0], p[1]))
 
