@@ -67,6 +67,7 @@ class Server:
         self.lock_fd: int | None = None
         self.sel = selectors.DefaultSelector()
         self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn", "ask", "report"}
+        self.arriving: dict[int, Arriving] = {}  # requests being read, by socket fd
         self.monitor: fsmonitor.Watcher | None = None
         self.files: dict[str, tuple[int, int]] = {}
         self.last = time.monotonic()  # of a command (asking the status is not one)
@@ -139,17 +140,20 @@ class Server:
         while True:
             if self.stopping and self.listener is not None:
                 self.close_listener()
-            if self.listener is None and not self.running:
+            if self.listener is None and not self.running and not self.arriving:
                 return None
             if self.running:
                 self.last = time.monotonic()
             elif self.idle and time.monotonic() - self.last > self.idle:
                 self.stopping = True
                 continue
+            self.expire()
             for key, _ in self.sel.select(timeout=min(0.5, self.idle or 0.5)):
                 what = key.data
                 if what[0] == "accept":
-                    request = self.accept()
+                    self.accept()
+                elif what[0] == "request":
+                    request = self.read_request(what[1])
                     if request is not None:  # the child's way out of the loop
                         return request
                 elif what[0] == "ended":
@@ -161,19 +165,45 @@ class Server:
                 else:  # the launcher hung up (killed): hang up on its command
                     self.hung_up(what[1])
 
-    def accept(self) -> Request | None:
+    def accept(self) -> None:
+        """Take a connection and start reading its request (``read_request``): the server
+        reads requests as their bytes come, so a client that sends slowly, or not at all,
+        holds up nobody but itself for up to REQUEST_TIME."""
         try:
             conn, _ = self.listener.accept()
         except OSError:
-            return None
-        fds: list[int] = []
+            return
         try:
             _pid, uid, _gid = struct.unpack(
                 "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
             )
             if uid != os.getuid():
                 raise ValueError(f"a process of uid {uid} connected")
-            fields, fds = receive(conn)
+            if len(self.arriving) >= MAX_ARRIVING:
+                raise ValueError(f"{MAX_ARRIVING} requests were arriving already")
+            conn.setblocking(False)
+            self.sel.register(conn, selectors.EVENT_READ, ("request", conn.fileno()))
+        except (OSError, ValueError) as e:
+            append_log_line(self.log, f"refused a request: {e}")
+            conn.close()
+            return
+        self.arriving[conn.fileno()] = Arriving(conn)
+
+    def read_request(self, fd: int) -> Request | None:
+        """Read what has come of a request; once it is whole, answer it (status, stop) or
+        fork its command. Returns the request in the child that runs it."""
+        arriving = self.arriving[fd]
+        try:
+            if not arriving.read():
+                return None
+        except (OSError, ValueError) as e:
+            self.drop(fd, f"refused a request: {e}")
+            return None
+        self.sel.unregister(arriving.conn)
+        del self.arriving[fd]
+        conn, fields, fds = arriving.conn, arriving.fields(), arriving.fds
+        try:
+            conn.setblocking(True)
             if fields[0] == cmdserver.STATUS:
                 conn.sendall(self.status().encode() + b"\n")
             elif fields[0] == cmdserver.STOP:
@@ -193,6 +223,18 @@ class Server:
             os.close(fd)
         conn.close()
         return None
+
+    def expire(self) -> None:
+        """Drop the requests that did not arrive whole within REQUEST_TIME."""
+        now = time.monotonic()
+        for fd in [fd for fd, a in self.arriving.items() if now > a.deadline]:
+            self.drop(fd, "refused a request: too slow to arrive")
+
+    def drop(self, fd: int, why: str) -> None:
+        arriving = self.arriving.pop(fd)
+        self.sel.unregister(arriving.conn)
+        arriving.close()
+        append_log_line(self.log, why)
 
     def fork(self, conn: socket.socket, request: Request) -> Request | None:
         ask, report = self.monitor_line()
@@ -329,6 +371,8 @@ class Server:
         """Drop the server's descriptors in a fork (closing the lock's copy keeps the
         server's flock: it belongs to the open file description)."""
         conn.close()
+        for arriving in self.arriving.values():
+            arriving.close()
         for run in self.running.values():
             os.close(run["pidfd"])
             if run["conn"] is not None:
@@ -361,38 +405,54 @@ def close_line(ask: tuple | None, report: int | None) -> None:
 
 
 REQUEST_TIME = 2.0  # seconds a launcher has to send its whole request
+MAX_ARRIVING = 32  # requests read at once; past this a new connection is refused
+MAX_FDS = 3  # a command's stdin, stdout and stderr
 
 
-def receive(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """One request's fields and the descriptors that came with it, within REQUEST_TIME
-    (the server serves one request at a time: a client that trickles bytes may not hold
-    the others up for longer)."""
-    deadline = time.monotonic() + REQUEST_TIME
-    conn.settimeout(REQUEST_TIME)
-    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
-    try:
-        if len(data) < 4:
-            raise ValueError("a short request")
-        size = int.from_bytes(data[:4], "big")
-        if size > cmdserver.MAX_REQUEST:
-            raise ValueError(f"a request of {size} bytes")
-        body = bytearray(data[4:])
-        while len(body) < size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ValueError("a request too slow to arrive")
-            conn.settimeout(left)
-            more = conn.recv(min(1 << 20, size - len(body)))
-            if not more:
-                raise ValueError("a request cut short")
-            body += more
-        if len(body) != size:
+class Arriving:
+    """A request being read as its bytes come (``Server.read_request``): a 4-byte length,
+    then that many bytes of fields (cmdserver.encode), and with them up to MAX_FDS
+    descriptors, within REQUEST_TIME."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+        self.deadline = time.monotonic() + REQUEST_TIME
+        self.data = bytearray()
+        self.fds: list[int] = []
+        self.size: int | None = None
+
+    def read(self) -> bool:
+        """Take what has come; whether the request is whole. ValueError (or OSError) for
+        one that cannot be."""
+        want = 65536 if self.size is None else min(1 << 20, self.size + 4 - len(self.data))
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.conn, max(want, 1), MAX_FDS)
+        except BlockingIOError:
+            return False
+        self.fds += fds
+        if len(self.fds) > MAX_FDS:
+            raise ValueError(f"a request with {len(self.fds)} descriptors")
+        if not data:
+            raise ValueError("a request cut short" if self.data else "an empty request")
+        self.data += data
+        if self.size is None and len(self.data) >= 4:
+            self.size = int.from_bytes(self.data[:4], "big")
+            if self.size > cmdserver.MAX_REQUEST:
+                raise ValueError(f"a request of {self.size} bytes")
+        if self.size is None:
+            return False
+        if len(self.data) > self.size + 4:
             raise ValueError("bytes after the request")
-        return bytes(body).split(b"\0"), fds
-    except BaseException:
-        for fd in fds:
+        return len(self.data) == self.size + 4
+
+    def fields(self) -> list[bytes]:
+        return bytes(self.data[4:]).split(b"\0")
+
+    def close(self) -> None:
+        for fd in self.fds:
             os.close(fd)
-        raise
+        self.fds = []
+        self.conn.close()
 
 
 def append_log_line(path: str, text: str | None) -> None:
