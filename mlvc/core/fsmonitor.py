@@ -34,7 +34,9 @@ with other hard links is walked every time (a write through the other name is to
 the other folder's watchers); a link made from outside raises no event in the folder, so
 that rule applies from the folder's next walk. A root's first walk through the server is untrusted by construction: it is
 watched only once its folders are known, so the second walk makes the first trusted
-listing and the third is the first to use it. Not seen by inotify, as by git's monitor:
+listing and the third is the first to use it. Its watches are added WATCH_BATCH per turn
+of the server's loop (``Watcher.work``), parents first, and its listings count only from
+the first answer after the last one is added. Not seen by inotify, as by git's monitor:
 writes through a shared ``mmap`` that are never followed by a ``write``, ``utime`` or
 close (the file's mtime moves at writeback without an event); writes through a loop device
 backed by the file, or by NFS clients of a folder this machine exports. ``MLVC_FSMONITOR=0`` in a
@@ -90,6 +92,9 @@ RETIRE_BATCH = 1000  # watches removed per drain (each removal queues an IN_IGNO
 # removing a big root's at once overflowed the queue, which forgets every root)
 REFUSE_FOR = 60.0  # seconds a refused root is not tried again (nesting, the budget...)
 MAX_ANSWER = 1 << 16  # bytes of an answer (a datagram); more changed folders: walk in full
+WATCH_BATCH = 2000  # watches added per turn of the server's loop (~35 ms): a new root of
+# 20k folders took ~350 ms at once, during which the server answered nothing
+PENDING = 1 << 62  # a root's ``since`` while its watches are being added (never trusted)
 
 # the served command's line to the monitor: set by the server in the fork that runs it
 SESSION: contextvars.ContextVar[Session | None] = contextvars.ContextVar("fsmonitor", default=None)
@@ -99,16 +104,18 @@ class Root:
     """A watched data folder: ``key`` (project root, path below it), ``ident`` (device,
     inode) of the folder, ``since`` (the generation its watches were complete at),
     ``wds`` (folder -> watch), ``listing`` (folder -> the walk's tuple, in walk order)
-    valid at ``token``, ``marks`` (folder -> generation of its last event)."""
+    valid at ``token``, ``marks`` (folder -> generation of its last event), ``queue``
+    (folders still to watch, last first; ``since`` is PENDING until it is empty)."""
 
-    __slots__ = ("key", "ident", "since", "wds", "listing", "token", "marks")
+    __slots__ = ("key", "ident", "since", "wds", "listing", "token", "marks", "queue")
 
-    def __init__(self, key: tuple[str, str], ident: tuple[int, int], since: int):
-        self.key, self.ident, self.since = key, ident, since
+    def __init__(self, key: tuple[str, str], ident: tuple[int, int], queue: list[str]):
+        self.key, self.ident, self.since = key, ident, PENDING
         self.wds: dict[str, int] = {}
         self.listing: dict[str, tuple] | None = None
         self.token = 0
         self.marks: dict[str, int] = {}
+        self.queue = queue[::-1]
 
 
 class Watcher:
@@ -122,6 +129,7 @@ class Watcher:
         self.by_wd: dict[int, tuple[Root, str]] = {}
         self.refused: dict[tuple[str, str], float] = {}  # root -> when (see ``_watch``)
         self.retired: set[int] = set()  # watches of dropped roots, removed a batch a drain
+        self.pending: list[Root] = []  # roots whose watches are being added (``work``)
         self.mounts = _mounts()
         self.budget = min(MAX_FOLDERS, int(_user_watches() * WATCH_SHARE))
         self.walks = 0  # walks answered
@@ -263,7 +271,8 @@ class Watcher:
             st = os.lstat(top)
             if (st.st_dev, st.st_ino) != ident or self.c.fs_magic(top) not in LOCAL:
                 raise _Refused
-            if len(folders) + len(self.by_wd) + len(self.retired) > self.budget:
+            queued = sum(len(r.queue) for r in self.pending)
+            if len(folders) + len(self.by_wd) + len(self.retired) + queued > self.budget:
                 raise _Refused
             if _mounted_at_or_below(mounts, os.path.realpath(top)):
                 raise _Refused  # a mounted file or folder: its events go elsewhere
@@ -272,9 +281,29 @@ class Watcher:
             return
         except OSError:  # gone meanwhile: a later walk tries again
             return
-        root = self.roots[key] = Root(key, ident, self.gen)
+        root = self.roots[key] = Root(key, ident, folders)
+        self.pending.append(root)
+        self._add_watches(root)
+
+    def work(self) -> None:
+        """Add the next WATCH_BATCH watches of the roots being watched (the server calls it
+        between its other work while ``pending`` holds any)."""
+        while self.pending:
+            root = self.pending[0]
+            if self.roots.get(root.key) is not root:  # dropped meanwhile
+                self.pending.pop(0)
+                continue
+            self._add_watches(root)
+            return
+
+    def _add_watches(self, root: Root) -> None:
+        """Up to WATCH_BATCH of ``root``'s folders watched, parents first (a folder made,
+        removed or moved meanwhile is an event of its watched parent, which drops the
+        root); once all are, its listings may be trusted from the next generation on."""
+        base, ident = root.key[0], root.ident
         try:
-            for folder in folders:
+            for _ in range(min(WATCH_BATCH, len(root.queue))):
+                folder = root.queue.pop()
                 path = os.path.join(base, folder)
                 if os.lstat(path).st_dev != ident[0]:  # a mount point inside it
                     raise _Refused
@@ -292,11 +321,18 @@ class Watcher:
                 self.by_wd[wd] = (root, folder)
         except _Refused:
             self.drop(root)
-            self.refused[key] = time.monotonic()
+            self.refused[root.key] = time.monotonic()
         except OSError as e:  # ENOSPC: the user's watch limit; others: changed meanwhile
             self.drop(root)
             if e.errno == 28:
-                self.refused[key] = time.monotonic()
+                self.refused[root.key] = time.monotonic()
+        if root.queue or self.roots.get(root.key) is not root:
+            return
+        root.since = self.gen  # a walk from the next answer on sees every later change
+        if self.pending and self.pending[0] is root:
+            self.pending.pop(0)
+        elif root in self.pending:
+            self.pending.remove(root)
 
     def status(self) -> str:
         return f"watched={len(self.roots)} walks={self.walks} reused={self.reused}"

@@ -148,7 +148,11 @@ class Server:
                 self.stopping = True
                 continue
             self.expire()
-            for key, _ in self.sel.select(timeout=min(0.5, self.idle or 0.5)):
+            wait = min(0.5, self.idle or 0.5)
+            if self.monitor is not None and self.monitor.pending:
+                self.monitor.work()  # a batch of a new root's watches, between requests
+                wait = 0
+            for key, _ in self.sel.select(timeout=wait):
                 what = key.data
                 if what[0] == "accept":
                     self.accept()

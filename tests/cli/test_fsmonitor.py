@@ -392,6 +392,53 @@ def test_the_watcher_marks_changed_folders_and_forgets_on_overflow_or_mounts(tmp
         watcher.close()
 
 
+def test_a_new_roots_watches_are_added_a_batch_per_turn(tmp_path, monkeypatch):
+    """A new root's watches go in batches between the server's other work (20k folders at
+    once held its loop ~350 ms); until the last is added its listings are not trusted, and
+    a folder made meanwhile drops it."""
+    base = str(tmp_path)
+    for i in range(7):
+        (tmp_path / "data" / f"d{i}").mkdir(parents=True)
+    monkeypatch.setattr(fsmonitor, "WATCH_BATCH", 3)
+    watcher = fsmonitor.start()
+    try:
+        key, ident = (base, "data"), _ident(tmp_path / "data")
+
+        def ask(held: int):
+            return marshal.loads(watcher.answer(marshal.dumps((key, ident, held))))
+
+        def report(token: int) -> None:
+            found = _walk.walk(base, "data", lambda n: False, 65536, fsmonitor.MODE_SHARED)
+            watcher._report(key, ident, token, 0, found)
+
+        report(ask(0)[0])  # 8 folders: 3 watched now, parents first
+        root = watcher.roots[key]
+        assert len(root.wds) == 3 and next(iter(root.wds)) == "data"
+        assert watcher.pending == [root]
+        t, _ = ask(0)
+        report(t)  # walked while watches are missing: never a listing
+        assert root.listing is None and ask(t)[1] is None
+        watcher.work()
+        watcher.work()
+        assert len(root.wds) == 8 and not watcher.pending
+        t, _ = ask(0)
+        report(t)
+        assert root.listing is not None and ask(t)[1] == []
+        (tmp_path / "data" / "d6" / "f").write_text("x")
+        assert ask(t)[1] == ["data/d6"]
+        # a folder made while the watches go in: the root is dropped, its batches stop
+        watcher.drop(root)
+        report(ask(0)[0])
+        root = watcher.roots[key]
+        (tmp_path / "data" / "new").mkdir()  # in a watched folder (parents go first)
+        watcher.drain()
+        assert key not in watcher.roots
+        watcher.work()
+        assert not watcher.pending and len(root.wds) == 0
+    finally:
+        watcher.close()
+
+
 def _ident(path: Path) -> tuple[int, int]:
     st_ = os.lstat(path)
     return (st_.st_dev, st_.st_ino)
