@@ -144,7 +144,7 @@ class Server:
                 return None
             if self.running:
                 self.last = time.monotonic()
-            elif self.idle and time.monotonic() - self.last > self.idle:
+            elif not self.stopping and self.idle and time.monotonic() - self.last > self.idle:
                 self.stopping = True
                 continue
             self.expire()

@@ -494,3 +494,34 @@ def test_the_idle_clock_starts_when_the_server_serves():
         assert answers[0] is not None and answers[0].startswith("status ")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_server_stopping_with_a_request_arriving_answers_it_and_ends():
+    """An idle server that stops while a request is half-read goes on reading it (and the
+    loop waits in select): the idle check ran again and again instead, a busy loop that
+    never ended (found as a stray server at 77% CPU)."""
+    import tempfile
+    import threading
+
+    from mlvc.launch.server import Server
+
+    folder = tempfile.mkdtemp(prefix="mlvcd-", dir="/tmp")
+    try:
+        path = os.path.join(folder, "cmd-test.sock")
+        server = Server(path, 0.2)
+        assert server.bind()
+        ended = []
+        serving = threading.Thread(target=lambda: ended.append(server.serve()), daemon=True)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            request = cmdserver.encode([cmdserver.STATUS])
+            client.sendall(request[:3])
+            serving.start()
+            time.sleep(0.6)  # idle: the server stops, the request still arriving
+            client.sendall(request[3:])
+            client.settimeout(30)
+            assert client.recv(4096).startswith(b"status ")
+        serving.join(30)
+        assert ended == [None], "the server did not end"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
