@@ -14,5 +14,8 @@ setup(
         # a batch of ids looked up in one pack index (mlvc/_packfind.c; fallback
         # mlvc.store.pack.index.PackIndex.find_many's loop)
         Extension("mlvc._packfind", ["mlvc/_packfind.c"], optional=True),
+        # the page headers of a Parquet column chunk summed before pyarrow inflates them
+        # (mlvc/_pqpages.c; fallback mlvc.core.parquet._walk_py)
+        Extension("mlvc._pqpages", ["mlvc/_pqpages.c"], optional=True),
     ]
 )

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .speedups import extension
+
 # What a table may take decoded, by default, for ``len(data)`` bytes of Parquet: real series
 # (float values barely compress) read back at a few times their size.
 DECODED_RATIO = 64
@@ -60,9 +62,13 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     fixed, spread = check_pages(data, reader, names, limit)
     # dictionary columns (as the file's Arrow schema may say) come back plain: a caller's
     # cast of a one-entry dictionary indexed a million times would be the bomb
-    plain = pa.schema([f.with_type(_plain_type(f.type)) for f in reader.schema_arrow])
+    arrow = reader.schema_arrow
+    plain = arrow
+    if any(pa.types.is_dictionary(f.type) for f in arrow):
+        plain = pa.schema([f.with_type(_plain_type(f.type)) for f in arrow])
     if fixed + spread <= limit:  # even at its longest value, every string fits
-        return _as(reader.read(columns=wanted, use_threads=False), plain)
+        table = reader.read(columns=wanted, use_threads=False)
+        return table if plain is arrow else _as(table, plain)
     text = [f.name for f in plain if (names is None or f.name in names) and _is_text(f.type)]
     reader = pq.ParquetFile(  # strings as indices into the file's values, counted first
         pa.BufferReader(data), pre_buffer=False, metadata=reader.metadata, read_dictionary=text
@@ -153,112 +159,131 @@ def check_pages(
 
 def _walk(data, start: int, length: int) -> tuple[int, int, int]:
     """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size)
-    of the pages in ``data[start:start + length]``."""
-    if start < 0 or length < 0 or start + length > len(data):
+    of the pages in ``data[start:start + length]`` (bytes, a memoryview or a mapped file:
+    never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``."""
+    end = start + length
+    if start < 0 or length < 0 or end > len(data):
         raise ParquetRefused("a column chunk lies outside the file")
-    if isinstance(data, bytes):
-        return _pages(data, start, start + length)
-    with memoryview(data) as view:  # released before a mapped file is closed
-        return _pages(view, start, start + length)
+    c = extension("mlvc._pqpages")
+    if c is None:
+        return _walk_py(data, start, end)
+    try:
+        return c.walk(data, start, end, MAX_HEADER)
+    except ValueError as e:
+        raise ParquetRefused(f"a page header does not parse ({e})") from None
 
 
-def _pages(view, pos: int, end: int) -> tuple[int, int, int]:
+def _walk_py(data, start: int, end: int) -> tuple[int, int, int]:
+    """``_walk`` in Python, with the same results (read a byte at a time)."""
+    pos = start
     inflated = values = dictionary = 0
     while pos < end:
-        try:
-            header, pos = _struct(view, pos, 0)
+        try:  # a header ends within its chunk and MAX_HEADER (pyarrow's own bound)
+            header, pos = _struct(data, pos, 0, min(end, pos + MAX_HEADER))
         except (IndexError, ValueError) as e:
             raise ParquetRefused(f"a page header does not parse ({e})") from None
         kind, size, stored = header.get(1), header.get(2), header.get(3)
-        if not all(isinstance(x, int) and x >= 0 for x in (kind, size, stored)):
+        if not all(type(x) is int and x >= 0 for x in (kind, size, stored)):
             raise ParquetRefused("a page header lacks its sizes")
         inflated += size
         for field in (5, 8):  # data_page_header, data_page_header_v2: num_values first
             sub = header.get(field)
-            if isinstance(sub, dict) and isinstance(sub.get(1), int):
+            if type(sub) is dict and type(sub.get(1)) is int:
                 values += max(0, sub[1])
-        if isinstance(header.get(7), dict):  # dictionary_page_header
+        if type(header.get(7)) is dict:  # dictionary_page_header
             dictionary = max(dictionary, size)
+        if inflated >> 63 or values >> 63:
+            raise ParquetRefused("its pages' sizes overflow")
         pos += stored
     return inflated, values, dictionary
 
 
 # -- Thrift compact protocol: just enough to read a PageHeader --------------------------------
 
+MAX_HEADER = 16 << 20  # bytes of a page header (Arrow's default limit)
 _MAX_DEPTH = 16
+_MAX_ITEMS = 1000  # of a list, set or map (a page header has none: a later version's field)
+_FIXED = {1: 1, 2: 1, 3: 1, 7: 8}  # bytes of a bool (in a list), byte, double
 
 
-def _varint(view, pos: int) -> tuple[int, int]:
+def _varint(b, pos: int) -> tuple[int, int]:
     shift = result = 0
     while True:
-        byte = view[pos]
+        byte = b[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
+        if byte < 0x80:
+            if result >> 64:
+                raise ValueError("varint too long")
             return result, pos
         shift += 7
-        if shift > 63:
+        if shift > 63 or result >> 64:
             raise ValueError("varint too long")
 
 
-def _zigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
-
-
-def _value(view, pos: int, kind: int, depth: int):
-    """One value of compact type ``kind`` at ``pos``: (value, next position). Kept: integers
-    and structs (as {field id: value}); anything else is skipped (None)."""
-    if kind in (1, 2):  # a bool inside a list: one byte
-        return None, pos + 1
-    if kind == 3:
-        return None, pos + 1
-    if kind in (4, 5, 6):
-        n, pos = _varint(view, pos)
-        return _zigzag(n), pos
-    if kind == 7:
-        return None, pos + 8
-    if kind == 8:
-        n, pos = _varint(view, pos)
-        return None, pos + n
-    if kind in (9, 10):
-        head = view[pos]
-        pos += 1
-        count, element = head >> 4, head & 0x0F
-        if count == 15:
-            count, pos = _varint(view, pos)
-        for _ in range(count):
-            _, pos = _value(view, pos, element, depth + 1)
-        return None, pos
-    if kind == 11:
-        count, pos = _varint(view, pos)
-        if count:
-            types = view[pos]
-            pos += 1
-            for _ in range(count):
-                _, pos = _value(view, pos, types >> 4, depth + 1)
-                _, pos = _value(view, pos, types & 0x0F, depth + 1)
-        return None, pos
-    if kind == 12:
-        return _struct(view, pos, depth + 1)
-    raise ValueError(f"unknown compact type {kind}")
-
-
-def _struct(view, pos: int, depth: int) -> tuple[dict, int]:
+def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, int]:
+    """The struct at ``pos`` of ``b`` as {field id: value} (integers, and structs as dicts;
+    other values skipped) and the position after it; ValueError if it runs past ``stop``."""
     if depth > _MAX_DEPTH:
         raise ValueError("structs nested too deep")
     fields, last = {}, 0
     while True:
-        head = view[pos]
+        if pos >= stop:
+            raise ValueError("it runs past its chunk or MAX_HEADER")
+        head = b[pos]
         pos += 1
         if head == 0:
             return fields, pos
-        delta, kind = head >> 4, head & 0x0F
-        if delta:
-            last += delta
+        kind = head & 0x0F
+        if head >> 4:
+            last += head >> 4
         else:
-            n, pos = _varint(view, pos)
-            last = _zigzag(n)
-        if kind in (1, 2):  # a bool field's value is its type
+            n, pos = _varint(b, pos)
+            last = (n >> 1) ^ -(n & 1)
+        if 4 <= kind <= 6:  # i16, i32, i64 (zigzag varints): most fields
+            n = b[pos]
+            pos += 1
+            if n >= 0x80:
+                n, pos = _varint(b, pos - 1)
+            fields[last] = (n >> 1) ^ -(n & 1)
+        elif kind == 12:
+            fields[last], pos = _struct(b, pos, depth + 1, stop)
+        elif kind == 1 or kind == 2:  # a bool field's value is its type
             fields[last] = kind == 1
-            continue
-        fields[last], pos = _value(view, pos, kind, depth)
+        else:
+            pos = _skip(b, pos, kind, depth, stop)
+
+
+def _skip(b, pos: int, kind: int, depth: int, stop: int) -> int:
+    """The position after a value of compact type ``kind`` at ``pos`` (not kept)."""
+    if kind in _FIXED:
+        return pos + _FIXED[kind]
+    if 4 <= kind <= 6:
+        return _varint(b, pos)[1]
+    if kind == 8:  # binary: a varint length, then the bytes
+        n, pos = _varint(b, pos)
+        if pos + n > stop:
+            raise ValueError("a binary runs past its chunk or MAX_HEADER")
+        return pos + n
+    if kind == 12:
+        return _struct(b, pos, depth + 1, stop)[1]
+    if kind in (9, 10, 11):  # list, set: (size << 4 | type); map: varint size, types
+        if depth > _MAX_DEPTH:
+            raise ValueError("containers nested too deep")
+        if kind == 11:
+            count, pos = _varint(b, pos)
+            types = (b[pos] >> 4, b[pos] & 0x0F) if count else ()
+            pos += 1 if count else 0
+        else:
+            head = b[pos]
+            pos += 1
+            count, types = head >> 4, (head & 0x0F,)
+            if count == 15:
+                count, pos = _varint(b, pos)
+        if count > _MAX_ITEMS:
+            raise ValueError(f"a container of {count} items in a page header")
+        for _ in range(count):
+            for t in types:
+                pos = _skip(b, pos, t, depth + 1, stop)
+        return pos
+    raise ValueError(f"unknown compact type {kind}")

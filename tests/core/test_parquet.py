@@ -124,3 +124,104 @@ def test_damaged_files_read_or_fail_as_value_or_os_errors(flips, cut):
         bounded(data)
     except (ValueError, OSError):  # ParquetRefused, pyarrow's ArrowInvalid / ArrowIOError
         pass
+
+
+# -- the C page walk (mlvc/_pqpages.c) gives what the Python walk gives ------------------------
+
+_pqpages = pytest.importorskip("mlvc._pqpages")
+
+
+def both(data: bytes, start: int, end: int, max_header: int, monkeypatch):
+    """(C's outcome, Python's): the sums, or "refused"."""
+    from mlvc.core import parquet as module
+
+    monkeypatch.setattr(module, "MAX_HEADER", max_header)
+    outcomes = []
+    for walk in (lambda: _pqpages.walk(data, start, end, max_header),
+                 lambda: module._walk_py(data, start, end)):  # fmt: skip
+        try:
+            outcomes.append(walk())
+        except ValueError:  # ParquetRefused is one
+            outcomes.append("refused")
+    return outcomes
+
+
+FILES = [parquet(series(300), **o) for o in OPTIONS]
+
+
+def chunks(data: bytes) -> list[tuple[int, int]]:
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    out = []
+    for g in range(meta.num_row_groups):
+        for i in range(meta.num_columns):
+            c = meta.row_group(g).column(i)
+            start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+            out.append((start, start + c.total_compressed_size))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    which=st.integers(0, len(FILES) - 1),
+    flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=3),
+    max_header=st.sampled_from([7, 20, 64, 1 << 24]),
+)
+def test_the_c_walk_equals_the_python_walk_on_damaged_files(which, flips, max_header, monkeypatch):
+    original = FILES[which]
+    data = bytearray(original)
+    for at, bits in flips:
+        data[at % len(data)] ^= bits
+    data = bytes(data)
+    for start, end in chunks(original):
+        c, py = both(data, start, end, max_header, monkeypatch)
+        assert c == py, (start, end)
+
+
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(data=st.binary(max_size=200), max_header=st.integers(1, 300))
+def test_the_c_walk_equals_the_python_walk_on_any_bytes(data, max_header, monkeypatch):
+    c, py = both(data, 0, len(data), max_header, monkeypatch)
+    assert c == py
+
+
+def test_thrift_edge_cases_walk_alike(monkeypatch):
+    def header(*fields: bytes) -> bytes:
+        return b"".join(fields) + b"\x00"
+
+    i32 = lambda fid_delta, v: bytes([fid_delta << 4 | 5]) + _zigzag_varint(v)  # noqa: E731
+    cases = {
+        "sizes": header(i32(1, 0), i32(1, 10), i32(1, 0)),
+        "negative size": header(i32(1, 0), i32(1, -1), i32(1, 0)),
+        "bool as size": header(i32(1, 0), b"\x11", i32(1, 0)),
+        "size then skipped binary keeps it": header(
+            i32(1, 0), i32(1, 5), b"\x08\x04\x01x", i32(1, 0)
+        ),
+        "long field id": header(i32(1, 0), b"\x05\x04" + _zigzag_varint(7), i32(1, 0)),
+        "11-byte varint": header(b"\x15" + b"\xff" * 10 + b"\x01"),
+        "deep lists": header(i32(1, 0), i32(1, 1), i32(1, 0), b"\x19" + b"\x19" * 40),
+        "big list": header(i32(1, 0), i32(1, 1), i32(1, 0), b"\x19\xf5\xff\xff\x03"),
+        "data page values": header(i32(1, 0), i32(1, 8), i32(1, 0), b"\x2c" + i32(1, 3) + b"\x00"),
+        "dictionary page": header(i32(1, 2), i32(1, 9), i32(1, 0), b"\x4c" + i32(1, 3) + b"\x00"),
+        "overflow": header(i32(1, 0), b"\x16" + _zigzag_varint(1 << 62), i32(1, 0)) * 3,
+    }
+    for name, data in cases.items():
+        for max_header in (len(data), 1 << 24):
+            c, py = both(data, 0, len(data), max_header, monkeypatch)
+            assert c == py, name
+    assert both(cases["data page values"], 0, len(cases["data page values"]), 99, monkeypatch)[
+        0
+    ] == (8, 3, 0)
+
+
+def _zigzag_varint(v: int) -> bytes:
+    n = (v << 1) ^ (v >> 63)
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        if n < 0x80:
+            out.append(n)
+            return bytes(out)
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
