@@ -19,6 +19,13 @@ from mlvc.core.parquet import ParquetRefused, check_pages, decoded_limit, read_p
 from mlvc.core.series_blob import read_series
 
 
+@pytest.fixture(params=["c", "pure"])
+def walk(request, monkeypatch):
+    """Each test that takes it runs with the C page walk and with the Python one."""
+    monkeypatch.setattr("mlvc.core.speedups.PURE", request.param == "pure")
+    return request.param
+
+
 def parquet(table: pa.Table, **options) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, **options)
@@ -49,7 +56,7 @@ OPTIONS = [
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
-def test_series_read_back_as_written(options):
+def test_series_read_back_as_written(options, walk):
     table = series(1000)
     data = parquet(table, **options)
     assert bounded(data).equals(table)
@@ -71,7 +78,7 @@ def test_any_table_reads_back_as_pyarrow_reads_it(keys, options, nested):
     assert bounded(data).equals(pq.read_table(io.BytesIO(data)))
 
 
-def test_a_zstd_bomb_is_refused_before_it_inflates():
+def test_a_zstd_bomb_is_refused_before_it_inflates(walk):
     n = 8 << 20  # 256 MiB of zeros across four columns, in a few hundred KB
     zeros = pa.table({c: np.zeros(n, dtype=np.int64) for c in ("step", "a", "b", "c")})
     bomb = parquet(zeros, compression="zstd", use_dictionary=False, compression_level=19)
@@ -84,7 +91,7 @@ def test_a_zstd_bomb_is_refused_before_it_inflates():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10  # KiB
 
 
-def test_one_long_string_repeated_by_its_dictionary_is_refused():
+def test_one_long_string_repeated_by_its_dictionary_is_refused(walk):
     """A 1 MB dictionary entry indexed 200,000 times: 900 bytes of Parquet, 200 GB as the
     string column a caller would cast it to (its Arrow schema says dictionary)."""
     key = pa.DictionaryArray.from_arrays(pa.array([0] * 200_000, pa.int32()), ["x" * 1_000_000])
@@ -96,7 +103,7 @@ def test_one_long_string_repeated_by_its_dictionary_is_refused():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10
 
 
-def test_a_series_of_many_keys_is_counted_exactly_not_refused():
+def test_a_series_of_many_keys_is_counted_exactly_not_refused(walk):
     """1,500 metrics x 100 steps: each key could be as long as the whole dictionary (4 GB
     at that bound), so the strings are counted as read: 2.4 MB."""
     table = series(150_000, keys=1500)
