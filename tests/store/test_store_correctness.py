@@ -631,3 +631,35 @@ def test_the_shared_gc_lock_is_held_while_any_thread_of_the_process_holds_it(rep
         t.join()
         assert state() == "held"  # thread a left first; b still holds it
     assert state() == "free"
+
+
+def test_fsck_gives_back_what_a_killed_writer_reserved(repo, project):
+    """A writer killed while it stored a big file leaves blocks reserved past its pack's end
+    (fallocate keeping the size: as much as the whole file); indexing that pack gives them
+    back, and every byte of the pack stays."""
+    from mlvc.store.pack import store as packstore
+    from mlvc.store.pack.store import PackedStore
+
+    store = PackedStore(repo.dir / "objects", repo.dir / "tmp")
+    blobs = [os.urandom(1000 + i) for i in range(5)]
+    ids = [store.add_bytes(b) for b in blobs]
+    store.flush()
+    for idx in store.pack_dir.glob("*.idx"):
+        idx.unlink()
+    (pack,) = store.pack_dir.glob("*.pack")
+    size, mode = pack.stat().st_size, pack.stat().st_mode & 0o777
+    fd = os.open(pack, os.O_RDWR)
+    try:
+        if packstore._fallocate is None or packstore._fallocate(fd, 1, size, 64 << 20) != 0:
+            pytest.skip("this file system does not reserve blocks with fallocate")
+    finally:
+        os.close(fd)
+    assert pack.stat().st_blocks * 512 >= size + (60 << 20)  # reserved, not counted in size
+    age_store(repo)
+    notes: list[str] = []
+    assert Repo(project).fsck(notes) == []
+    assert any("gave back 64 MiB reserved past its end" in n for n in notes), notes
+    assert pack.stat().st_blocks * 512 < size + (1 << 20)
+    assert pack.stat().st_size == size and pack.stat().st_mode & 0o777 == mode
+    fresh = Repo(project).store
+    assert [fresh.read_bytes(i) for i in ids] == blobs

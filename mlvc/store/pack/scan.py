@@ -113,6 +113,27 @@ def scan_pack(path: Path) -> Scan:
     return scan
 
 
+def release_reserved(path: Path) -> int:
+    """Give back the blocks a writer reserved past a pack's end (store.py ``reserve``:
+    fallocate keeping the size, as much as the big file it was writing) and did not live to
+    give back: a truncate to the file's own size, which never cuts a byte of it. Returns
+    the bytes given back (0 if none, or if the file system does not say)."""
+    try:
+        st = os.stat(path)
+        beyond = st.st_blocks * 512 - (-(-st.st_size // st.st_blksize) * st.st_blksize)
+        if beyond <= 0:
+            return 0
+        mode = st.st_mode & 0o777
+        os.chmod(path, mode | 0o200)  # packs are read-only: writable for the truncate
+        try:
+            os.truncate(path, st.st_size)
+        finally:
+            os.chmod(path, mode)
+        return max(0, (st.st_blocks - os.stat(path).st_blocks) * 512)
+    except OSError:
+        return 0
+
+
 def index_scan(folder: Path, scan: Scan) -> Path | None:
     """Write a new durable index over a scanned pack's verified records (None if none)."""
     if not scan.entries:
@@ -196,7 +217,10 @@ def repair(store, cutoff: float | None) -> tuple[list[str], list[str]]:
             skipped = True
             continue
         made = index_scan(folder, scan)
+        released = release_reserved(path)
         done = f"indexed its {len(scan.entries)} objects in {made.name}" if made else ""
+        if released:
+            done += f"; gave back {released >> 20} MiB reserved past its end"
         bad = [p for p in scan.problems if "not a whole record" not in p]
         if name in state.short:
             problems.append(
