@@ -1,22 +1,29 @@
 /* mlvc._pqpages: the page headers of a Parquet column chunk walked in C (optional;
- * mlvc/core/speedups.py; the pure-Python fallback, with the same results, is
+ * mlvc/core/speedups.py; the pure-Python twin, with the same results, is
  * mlvc.core.parquet._walk_py).
  *
- * walk(data, start, end, max_header) -> (inflated, values, dictionary)
+ * walk(data, start, end, max_header, soft) -> (inflated, values, dictionary, delta, pos)
  *
  * data        a buffer (bytes, memoryview, mmap) holding a Parquet file;
- * start, end  the column chunk's byte range in it (the caller checks 0 <= start <= end <=
- *             len(data));
- * max_header  the most bytes one page header may take.
+ * start, end  the byte range to walk (0 <= start <= end <= len(data));
+ * max_header  the most bytes one page header may take;
+ * soft        a header that does not parse (or lacks its sizes) ends the walk instead of
+ *             raising.
  * Each page header (parquet.thrift PageHeader, Thrift compact protocol) gives its
- * uncompressed size (field 2) and stored size (field 3); the data page headers (fields 5 and
- * 8) their number of values (their field 1), and a dictionary page header (field 7) marks
- * the dictionary page. Returns the sum of the uncompressed sizes, the sum of the values (a
- * negative count as 0) and the largest dictionary page's uncompressed size. Raises
- * ValueError for a header that does not parse (a read at or past the end of its chunk or
- * max_header, a struct or container nested past 16 levels, a container of over 1000 items,
- * a varint of over 64 bits, an unknown type), whose fields 1-3 are not integers >= 0, or
- * sums that overflow 63 bits. About 0.5 us a header, where the Python walk takes ~9 us.
+ * uncompressed size (field 2) and stored size (field 3); a data page header (field 5, or 8
+ * for v2) its number of values (its field 1) and encoding (field 2, or 4 for v2); a
+ * dictionary page header (field 7) marks the dictionary page. A field counts only when it
+ * has the type parquet.thrift gives it (i32, or struct for 5, 7, 8), as Arrow's Thrift
+ * reader skips a field of another type and keeps the value it read before; an i32 is the
+ * varint's low 32 bits, zigzag-decoded, as Thrift reads one. Returns the sum of the
+ * uncompressed sizes, the sum of the values (a negative count as 0), the largest
+ * dictionary page's uncompressed size, the sum over DELTA_BYTE_ARRAY data pages of values
+ * times uncompressed size, and the position the walk ended at (after the last page's
+ * stored bytes). Raises ValueError for a header that does not parse (a read at or past the
+ * end of the range or max_header, a struct or container nested past 16 levels, a container
+ * of over 1000 items, a varint of over 64 bits, an unknown type) or whose fields 1-3 are
+ * missing or negative, unless soft, and for sums over 63 bits. About 0.5 us a header,
+ * where the Python walk takes ~9 us.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,6 +32,9 @@
 
 #define MAX_DEPTH 16
 #define MAX_ITEMS 1000
+#define I32 5
+#define STRUCT 12
+#define DELTA_BYTE_ARRAY 7
 
 typedef struct {
     const unsigned char *b;
@@ -60,16 +70,22 @@ static int varint(Reader *r, uint64_t *out) {
 
 static int64_t zigzag(uint64_t n) { return (int64_t)(n >> 1) ^ -(int64_t)(n & 1); }
 
-/* A struct's integer fields 1..8 and, for struct fields 1..8, their own field 1 (when an
- * integer). Bits: ints (last value of that id an integer), structs (a struct). */
+/* A struct's i32 fields 1..8 and, for its struct fields 1..8, their i32 fields 1..8. */
 typedef struct {
-    int64_t value[9], sub[9];
-    unsigned ints, structs, subs;
+    int64_t value[9];
+    unsigned ints;
+} Ints;
+
+typedef struct {
+    Ints own, sub[9];
+    unsigned structs;
 } Fields;
 
 static int skip(Reader *r, unsigned kind, int depth);
 
-static int parse_struct(Reader *r, int depth, Fields *f) {
+/* ``f``: where to put what is read (NULL: nothing kept); ``sub``: the struct is itself a
+ * field of the header (its own struct fields are then not kept). */
+static int parse_struct(Reader *r, int depth, Fields *f, Ints *sub) {
     if (depth > MAX_DEPTH) return fail(r, "structs nested too deep");
     int64_t last = 0;
     for (;;) {
@@ -78,41 +94,31 @@ static int parse_struct(Reader *r, int depth, Fields *f) {
         if (head == 0) return 0;
         unsigned kind = head & 0x0F;
         if (head >> 4) {
+            if (last > INT64_MAX - 15) last = INT64_MAX - 15;  /* never a kept id again */
             last += head >> 4;
         } else {
             uint64_t n;
             if (varint(r, &n) < 0) return -1;
             last = zigzag(n);
         }
-        int tracked = f != NULL && last >= 1 && last <= 8;
-        unsigned bit = tracked ? 1u << last : 0;
-        int assigns = (kind >= 1 && kind <= 2) || (kind >= 4 && kind <= 6) || kind == 12;
-        if (tracked && assigns) {  /* this id's value is replaced (skipped kinds keep it) */
-            f->ints &= ~bit;
-            f->structs &= ~bit;
-            f->subs &= ~bit;
-        }
-        if (kind >= 4 && kind <= 6) {
+        int kept = last >= 1 && last <= 8;
+        if (kind == I32) {
             uint64_t n;
             if (varint(r, &n) < 0) return -1;
-            if (tracked) {
-                f->value[last] = zigzag(n);
-                f->ints |= bit;
+            Ints *into = f ? &f->own : sub;
+            if (into && kept) {
+                into->value[last] = zigzag(n & 0xFFFFFFFFu);
+                into->ints |= 1u << last;
             }
-        } else if (kind == 12) {
-            Fields sub;
-            Fields *into = tracked ? &sub : NULL;
-            if (into) sub.ints = sub.structs = sub.subs = 0;
-            if (parse_struct(r, depth + 1, into) < 0) return -1;
-            if (tracked) {
-                f->structs |= bit;
-                if (sub.ints & 2u) {
-                    f->sub[last] = sub.value[1];
-                    f->subs |= bit;
-                }
+        } else if (kind == STRUCT) {
+            Ints fresh = {{0}, 0};
+            if (parse_struct(r, depth + 1, NULL, (f && kept) ? &fresh : NULL) < 0) return -1;
+            if (f && kept) {
+                f->sub[last] = fresh;
+                f->structs |= 1u << last;
             }
         } else if (kind == 1 || kind == 2) {
-            /* a bool field: its value is its type (not an integer) */
+            /* a bool field: its value is its type */
         } else if (skip(r, kind, depth) < 0) {
             return -1;
         }
@@ -138,7 +144,7 @@ static int skip(Reader *r, unsigned kind, int depth) {
         r->pos += (Py_ssize_t)n;
         return 0;
     case 12:
-        return parse_struct(r, depth + 1, NULL);
+        return parse_struct(r, depth + 1, NULL, NULL);
     case 9: case 10: case 11: {
         unsigned types[2];
         int ntypes;
@@ -170,10 +176,18 @@ static int skip(Reader *r, unsigned kind, int depth) {
     }
 }
 
+static int add(int64_t *sum, int64_t n) {
+    if (n > INT64_MAX - *sum) return -1;
+    *sum += n;
+    return 0;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *data;
     Py_ssize_t start, end, max_header;
-    if (!PyArg_ParseTuple(args, "Onnn", &data, &start, &end, &max_header)) return NULL;
+    int soft;
+    if (!PyArg_ParseTuple(args, "Onnnp", &data, &start, &end, &max_header, &soft)) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     if (start < 0 || end < start || end > view.len || max_header < 1) {
@@ -181,60 +195,62 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a range outside the buffer");
         return NULL;
     }
-    const int64_t LIMIT = INT64_MAX;
-    int64_t inflated = 0, values = 0, dictionary = 0;
-    Py_ssize_t pos = start;
+    int64_t inflated = 0, values = 0, dictionary = 0, delta = 0, pos = start;
     const char *error = NULL;
     while (pos < end) {
-        Reader r = {view.buf, pos, pos + (end - pos < max_header ? end - pos : max_header), NULL};
+        Py_ssize_t stop = end - pos < max_header ? end : pos + max_header;
+        Reader r = {view.buf, (Py_ssize_t)pos, stop, NULL};
         Fields f;
-        f.ints = f.structs = f.subs = 0;
-        if (parse_struct(&r, 0, &f) < 0) {
-            error = r.error;
+        memset(&f, 0, sizeof f);
+        if (parse_struct(&r, 0, &f, NULL) < 0) {
+            if (!soft) error = r.error;
             break;
         }
         pos = r.pos;
-        if ((f.ints & 0xE) != 0xE || f.value[1] < 0 || f.value[2] < 0 || f.value[3] < 0) {
-            error = "a page header lacks its sizes";
+        if ((f.own.ints & 0xE) != 0xE || f.own.value[1] < 0 || f.own.value[2] < 0 ||
+            f.own.value[3] < 0) {
+            if (!soft) error = "a page header lacks its sizes";
             break;
         }
-        int64_t size = f.value[2], stored = f.value[3];
-        if (size > LIMIT - inflated) {
+        int64_t size = f.own.value[2], stored = f.own.value[3];
+        if (add(&inflated, size) < 0) {
             error = "its pages' sizes overflow";
             break;
         }
-        inflated += size;
-        for (int field = 5; field <= 8; field += 3) {
-            unsigned bit = 1u << field;
-            if ((f.structs & bit) && (f.subs & bit) && f.sub[field] > 0) {
-                if (f.sub[field] > LIMIT - values) {
-                    error = "its pages' sizes overflow";
-                    break;
-                }
-                values += f.sub[field];
+        static const int kinds[2][2] = {{5, 2}, {8, 4}};  /* data page headers: v1, v2 */
+        for (int k = 0; k < 2 && !error; k++) {
+            int field = kinds[k][0], encoding = kinds[k][1];
+            Ints *sub = &f.sub[field];
+            if (!(f.structs & (1u << field)) || !(sub->ints & 2u) || sub->value[1] <= 0)
+                continue;
+            if (add(&values, sub->value[1]) < 0) error = "its pages' sizes overflow";
+            if ((sub->ints & (1u << encoding)) && sub->value[encoding] == DELTA_BYTE_ARRAY) {
+                if (size && sub->value[1] > INT64_MAX / size) error = "its pages' sizes overflow";
+                else if (add(&delta, sub->value[1] * size) < 0) error = "its pages' sizes overflow";
             }
         }
         if (error) break;
         if ((f.structs & (1u << 7)) && size > dictionary) dictionary = size;
-        if (stored >= end - pos) break;
-        pos += (Py_ssize_t)stored;
+        pos = stored > INT64_MAX - pos ? INT64_MAX : pos + stored;
     }
     PyBuffer_Release(&view);
     if (error) {
         PyErr_SetString(PyExc_ValueError, error);
         return NULL;
     }
-    return Py_BuildValue("(LLL)", (long long)inflated, (long long)values, (long long)dictionary);
+    return Py_BuildValue("(LLLLL)", (long long)inflated, (long long)values,
+                         (long long)dictionary, (long long)delta, (long long)pos);
 }
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(data, start, end, max_header) -> (inflated, values, dictionary): the page headers "
-     "of a Parquet column chunk summed (see the module's comment)."},
+     "walk(data, start, end, max_header, soft) -> (inflated, values, dictionary, delta, pos): "
+     "the page headers of a Parquet column chunk summed (see the module's comment)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "mlvc._pqpages",
-                                    "Parquet page headers walked in C.", -1, methods};
+                                    "Parquet page headers walked in C.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__pqpages(void) { return PyModule_Create(&module); }

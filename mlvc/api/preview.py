@@ -100,7 +100,8 @@ def _parquet_head(repo, chunks, rows: int) -> dict[str, Any]:
     import tempfile
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from ..core.parquet import ParquetRefused, decoded_limit, read_head
 
     repo.layout.tmp.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=repo.layout.tmp, suffix=".parquet") as tmp:
@@ -114,34 +115,15 @@ def _parquet_head(repo, chunks, rows: int) -> dict[str, Any]:
                 )
             tmp.write(chunk)
         tmp.flush()
-        try:
-            pf = pq.ParquetFile(tmp.name)
-            _first_group_bounded(tmp, pf, size)
-            batch = next(pf.iter_batches(batch_size=max(rows, 1)), None)
-        except (pa.ArrowException, OSError) as e:
-            raise UsageError(f"not a readable Parquet file: {e}") from None
-        columns = pf.schema_arrow.names
-        table = pa.Table.from_batches([batch]) if batch is not None else None
-        body = [] if table is None else [list(r.values()) for r in table.slice(0, rows).to_pylist()]
-        return {"columns": columns, "rows": body, "truncated": pf.metadata.num_rows > rows,
-                "total_rows": pf.metadata.num_rows}  # fmt: skip
-
-
-def _first_group_bounded(file, pf, size: int) -> None:
-    """Refuse a file whose first row group (what the preview reads) could inflate past
-    ``core.parquet.decoded_limit`` of its size: anyone may have pushed it, and the preview
-    runs in the server (its pages' headers are walked before pyarrow inflates one)."""
-    import mmap
-
-    from ..core.parquet import ParquetRefused, check_pages, decoded_limit
-
-    if not pf.metadata.num_row_groups:
-        return
-    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        try:
-            check_pages(mapped, pf, None, decoded_limit(size), groups=[0])
+        try:  # anyone may have pushed it, and the preview runs in the server: bounded
+            table, schema, meta = read_head(tmp.name, rows, decoded_limit(size))
         except ParquetRefused as e:
             raise UsageError(f"cannot preview this Parquet file: {e}; download it") from None
+        except (pa.ArrowException, OSError) as e:
+            raise UsageError(f"not a readable Parquet file: {e}") from None
+        body = [] if table is None else [list(r.values()) for r in table.slice(0, rows).to_pylist()]
+        return {"columns": schema.names, "rows": body, "truncated": meta.num_rows > rows,
+                "total_rows": meta.num_rows}  # fmt: skip
 
 
 def relatives(index, run_id: str) -> dict[str, list[dict]]:

@@ -60,20 +60,65 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
         return reader.read(columns=wanted, use_threads=False)
     names = set(wanted) if wanted is not None else None
     fixed, spread = check_pages(data, reader, names, limit)
+    spreading = {name for name, n in spread.items() if n}
+    spread = sum(spread.values())
     # dictionary columns (as the file's Arrow schema may say) come back plain: a caller's
     # cast of a one-entry dictionary indexed a million times would be the bomb
     arrow = reader.schema_arrow
-    plain = arrow
-    if any(pa.types.is_dictionary(f.type) for f in arrow):
-        plain = pa.schema([f.with_type(_plain_type(f.type)) for f in arrow])
+    plain = _plain_schema(arrow)
     if fixed + spread <= limit:  # even at its longest value, every string fits
         table = reader.read(columns=wanted, use_threads=False)
         return table if plain is arrow else _as(table, plain)
-    text = [f.name for f in plain if (names is None or f.name in names) and _is_text(f.type)]
+    text = _counted_text(plain, names, spreading)
     reader = pq.ParquetFile(  # strings as indices into the file's values, counted first
         pa.BufferReader(data), pre_buffer=False, metadata=reader.metadata, read_dictionary=text
     )
-    table = reader.read(columns=wanted, use_threads=False)
+    return _counted(reader.read(columns=wanted, use_threads=False), text, plain, limit)
+
+
+def read_head(path: str, rows: int, limit: int):
+    """The first ``rows`` rows of the Parquet file at ``path`` (a preview), read from as
+    few row groups as hold them, each walked first (``check_pages``); its strings counted
+    before they are copied out. Returns (the rows as a table, or None for none; the file's
+    Arrow schema; its metadata). ParquetRefused past ``limit``."""
+    import mmap
+
+    import pyarrow.parquet as pq
+
+    reader = pq.ParquetFile(path, pre_buffer=False)
+    meta, groups, held = reader.metadata, [], 0
+    while len(groups) < meta.num_row_groups and held < rows:
+        held += max(meta.row_group(len(groups)).num_rows, 0)
+        groups.append(len(groups))
+    if not groups:
+        return None, reader.schema_arrow, meta
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        check_pages(mapped, reader, None, limit, groups)
+    arrow = reader.schema_arrow
+    plain = _plain_schema(arrow)
+    text = _counted_text(plain, None, {f.name for f in plain if _is_text(f.type)})
+    reader = pq.ParquetFile(path, pre_buffer=False, metadata=meta, read_dictionary=text)
+    batch = next(reader.iter_batches(batch_size=max(rows, 1), row_groups=groups), None)
+    if batch is None:
+        return None, arrow, meta
+    import pyarrow as pa
+
+    return _counted(pa.Table.from_batches([batch]), text, plain, limit), arrow, meta
+
+
+def _counted_text(plain, names: set[str] | None, spreading: set[str]) -> list[str]:
+    """The top-level string columns to read as dictionaries (counted before they are copied
+    out); ParquetRefused if one of ``spreading`` (columns that could inflate) is not one."""
+    text = [f.name for f in plain if (names is None or f.name in names) and _is_text(f.type)]
+    uncounted = sorted(spreading - set(text))
+    if uncounted:  # an extension type over strings, say: read as it is, it would inflate
+        raise ParquetRefused(f"its column {uncounted[0]!r} cannot be counted before it is read")
+    return text
+
+
+def _counted(table, text: list[str], plain, limit: int):
+    """``table`` (its ``text`` columns read as dictionaries) in ``plain``'s types, once its
+    size decoded is known to fit ``limit``."""
     size = sum(
         _text_size(column) if name in text else column.nbytes
         for name, column in zip(table.column_names, table.columns, strict=True)
@@ -81,6 +126,15 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     if size > limit:
         raise ParquetRefused(f"it would decode to {size} bytes, over the {limit} limit")
     return _as(table, plain)
+
+
+def _plain_schema(arrow):
+    """``arrow`` with its dictionary columns as their value types."""
+    import pyarrow as pa
+
+    if not any(pa.types.is_dictionary(f.type) for f in arrow):
+        return arrow
+    return pa.schema([f.with_type(_plain_type(f.type)) for f in arrow])
 
 
 def _plain_type(t):
@@ -101,8 +155,8 @@ def _is_text(t) -> bool:
     import pyarrow as pa
 
     return (
-        pa.types.is_string(t) or pa.types.is_large_string(t)
-        or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+        or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
     )  # fmt: skip
 
 
@@ -121,13 +175,19 @@ def _text_size(column) -> int:
 
 def check_pages(
     data, reader, names: set[str] | None, limit: int, groups: Sequence[int] | None = None
-) -> tuple[int, int]:
+) -> tuple[int, dict[str, int]]:
     """Walk the pages of each wanted column chunk (step 1 of the module's docstring) of the
     file ``reader`` reads from ``data`` (bytes, or a mapped file), in row groups ``groups``
     (None: all): (bytes the columns could take decoded, but for the top-level string values
     a dictionary page holds; bytes those could take more, each at the dictionary's whole
-    size). ParquetRefused if the first is over ``limit``."""
+    size). ParquetRefused if the first is over ``limit``.
+
+    The second is by top-level column name. A value is counted at its decoded width (a decimal as 16 or 32 bytes, whatever its
+    stored width), plus 4 bytes per level of lists (offsets) and 1 of validity; a string
+    ``DELTA_BYTE_ARRAY`` page's values each at the page's whole uncompressed size (each
+    may share all of the previous value); at least the chunk's ``num_values`` values."""
     meta, schema = reader.metadata, reader.schema
+    padded = (meta.created_by or "").startswith("parquet-mr")  # PARQUET-816: see _walk
     leaves = []
     for i in range(len(schema)):
         leaf = schema.column(i)
@@ -135,9 +195,15 @@ def check_pages(
         if names is not None and path.split(".")[0] not in names:
             continue
         width = leaf.length if kind == "FIXED_LEN_BYTE_ARRAY" else _WIDTH.get(kind, 8)
+        width = max(width or 0, 1)
+        logical = leaf.logical_type
+        if logical is not None and logical.type == "DECIMAL":  # decimal128 or decimal256
+            width = max(width, 16 if leaf.precision <= 38 else 32)
+        # a list's offsets per level (each value may be a list of its own), and validity
+        width += 4 * leaf.max_repetition_level + (1 if leaf.max_definition_level else 0)
         nested = leaf.max_repetition_level > 0 or "." in path
-        leaves.append((i, path, max(width or 0, 1), kind == "BYTE_ARRAY", nested))
-    fixed = spread = 0
+        leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
+    fixed, spread = 0, {}
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
         for i, path, width, strings, nested in leaves:
@@ -145,57 +211,93 @@ def check_pages(
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
             if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
                 start = dictionary_at
-            inflated, values, dictionary = _walk(data, start, chunk.total_compressed_size)
+            inflated, values, dictionary, delta = _walk(
+                data, start, chunk.total_compressed_size, padded
+            )
+            values = max(values, chunk.num_values)  # what the reader reads pages up to
             fixed += inflated + width * values
+            if strings:
+                fixed += delta
             if strings and dictionary:  # each value may be as long as the whole dictionary
                 if nested:
                     fixed += values * dictionary
                 else:
-                    spread += values * dictionary
+                    top = path.split(".")[0]
+                    spread[top] = spread.get(top, 0) + values * dictionary
             if fixed > limit:
-                raise ParquetRefused(f"it could decode to over {limit} bytes (column {path})")
+                column = path if len(path) <= 60 else path[:57] + "..."
+                raise ParquetRefused(f"it could decode to over {limit} bytes (column {column})")
     return fixed, spread
 
 
-def _walk(data, start: int, length: int) -> tuple[int, int, int]:
-    """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size)
-    of the pages in ``data[start:start + length]`` (bytes, a memoryview or a mapped file:
-    never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``."""
+PADDING = 100  # bytes Arrow reads past an old parquet-mr chunk (PARQUET-816, IMPALA-694)
+
+
+def _walk(data, start: int, length: int, padded: bool = False) -> tuple[int, int, int, int]:
+    """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size,
+    bytes the DELTA_BYTE_ARRAY pages' values could take) of the pages in
+    ``data[start:start + length]`` (bytes, a memoryview or a mapped file: never copied). In
+    C (mlvc/_pqpages.c) when built, else ``_walk_py``.
+
+    ``padded`` (a file parquet-mr wrote): Arrow reads up to PADDING bytes past the chunk
+    too (old parquet-mr left the dictionary page header out of the chunk's size), so the
+    pages that begin there are counted as well; bytes there that are no page header (the
+    next chunk) end the walk, as they would end Arrow's read."""
     end = start + length
     if start < 0 or length < 0 or end > len(data):
         raise ParquetRefused("a column chunk lies outside the file")
     c = extension("mlvc._pqpages")
-    if c is None:
-        return _walk_py(data, start, end)
+    walk = _walk_py if c is None else c.walk
     try:
-        return c.walk(data, start, end, MAX_HEADER)
+        *sums, pos = walk(data, start, end, MAX_HEADER, False)
+        tail = min(len(data), end + PADDING)
+        if padded and pos < tail:
+            *more, _ = walk(data, pos, tail, MAX_HEADER, True)
+            sums = [sums[0] + more[0], sums[1] + more[1], max(sums[2], more[2]), sums[3] + more[3]]
     except ValueError as e:
         raise ParquetRefused(f"a page header does not parse ({e})") from None
+    return tuple(sums)
 
 
-def _walk_py(data, start: int, end: int) -> tuple[int, int, int]:
-    """``_walk`` in Python, with the same results (read a byte at a time)."""
+_I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
+DELTA_BYTE_ARRAY = 7  # parquet.thrift Encoding
+
+
+def _walk_py(data, start: int, end: int, max_header: int, soft: bool) -> tuple[int, ...]:
+    """``_walk`` in Python, with the same results as the C walk: (the sums, the position
+    the walk ended at). ``soft``: a header that does not parse ends the walk, not raises.
+
+    A field is taken only when it has the type parquet.thrift gives it (i32 for the sizes
+    and counts, a struct for the page kinds): Arrow's Thrift reader skips one of another
+    type and keeps what it read before, so a walk that took the last one whatever its type
+    would count what the reader does not."""
     pos = start
-    inflated = values = dictionary = 0
+    inflated = values = dictionary = delta = 0
     while pos < end:
-        try:  # a header ends within its chunk and MAX_HEADER (pyarrow's own bound)
-            header, pos = _struct(data, pos, 0, min(end, pos + MAX_HEADER))
+        try:  # a header ends within its chunk and MAX_HEADER (Arrow's own bound)
+            ints, structs, pos = _struct(data, pos, 0, min(end, pos + max_header))
         except (IndexError, ValueError) as e:
-            raise ParquetRefused(f"a page header does not parse ({e})") from None
-        kind, size, stored = header.get(1), header.get(2), header.get(3)
-        if not all(type(x) is int and x >= 0 for x in (kind, size, stored)):
-            raise ParquetRefused("a page header lacks its sizes")
+            if soft:
+                break
+            raise ValueError(str(e)) from None
+        size, stored = ints.get(2), ints.get(3)
+        if ints.get(1) is None or size is None or stored is None or min(ints[1], size, stored) < 0:
+            if soft:
+                break
+            raise ValueError("a page header lacks its sizes")
         inflated += size
-        for field in (5, 8):  # data_page_header, data_page_header_v2: num_values first
-            sub = header.get(field)
-            if type(sub) is dict and type(sub.get(1)) is int:
-                values += max(0, sub[1])
-        if type(header.get(7)) is dict:  # dictionary_page_header
+        for field, encoding_field in ((5, 2), (8, 4)):  # data page headers, v1 and v2
+            sub = structs.get(field)
+            if sub is not None and sub[0].get(1) is not None and sub[0][1] > 0:
+                values += sub[0][1]
+                if sub[0].get(encoding_field) == DELTA_BYTE_ARRAY:
+                    delta += sub[0][1] * size
+        if 7 in structs:  # a dictionary page header
             dictionary = max(dictionary, size)
-        if inflated >> 63 or values >> 63:
-            raise ParquetRefused("its pages' sizes overflow")
+        if inflated >> 63 or values >> 63 or delta >> 63:
+            raise ValueError("its pages' sizes overflow")
         pos += stored
-    return inflated, values, dictionary
+    return inflated, values, dictionary, delta, min(pos, (1 << 63) - 1)
 
 
 # -- Thrift compact protocol: just enough to read a PageHeader --------------------------------
@@ -221,35 +323,38 @@ def _varint(b, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, int]:
-    """The struct at ``pos`` of ``b`` as {field id: value} (integers, and structs as dicts;
-    other values skipped) and the position after it; ValueError if it runs past ``stop``."""
+def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
+    """The struct at ``pos`` of ``b``: its i32 fields ({id: value}, as Thrift reads an i32:
+    the varint's low 32 bits), its struct fields ({id: (ints, structs)}), and the position
+    after it; other fields are skipped. ValueError if it runs past ``stop``."""
     if depth > _MAX_DEPTH:
         raise ValueError("structs nested too deep")
-    fields, last = {}, 0
+    ints, structs, last = {}, {}, 0
     while True:
         if pos >= stop:
             raise ValueError("it runs past its chunk or MAX_HEADER")
         head = b[pos]
         pos += 1
         if head == 0:
-            return fields, pos
+            return ints, structs, pos
         kind = head & 0x0F
         if head >> 4:
             last += head >> 4
         else:
             n, pos = _varint(b, pos)
             last = (n >> 1) ^ -(n & 1)
-        if 4 <= kind <= 6:  # i16, i32, i64 (zigzag varints): most fields
+        if kind == _I32:
             n = b[pos]
             pos += 1
             if n >= 0x80:
                 n, pos = _varint(b, pos - 1)
-            fields[last] = (n >> 1) ^ -(n & 1)
-        elif kind == 12:
-            fields[last], pos = _struct(b, pos, depth + 1, stop)
-        elif kind == 1 or kind == 2:  # a bool field's value is its type
-            fields[last] = kind == 1
+            n &= 0xFFFFFFFF
+            ints[last] = (n >> 1) ^ -(n & 1)
+        elif kind == _STRUCT:
+            sub_ints, sub_structs, pos = _struct(b, pos, depth + 1, stop)
+            structs[last] = (sub_ints, sub_structs)
+        elif kind == 1 or kind == 2:  # a bool field: its value is its type
+            continue
         else:
             pos = _skip(b, pos, kind, depth, stop)
 
@@ -266,7 +371,7 @@ def _skip(b, pos: int, kind: int, depth: int, stop: int) -> int:
             raise ValueError("a binary runs past its chunk or MAX_HEADER")
         return pos + n
     if kind == 12:
-        return _struct(b, pos, depth + 1, stop)[1]
+        return _struct(b, pos, depth + 1, stop)[2]
     if kind in (9, 10, 11):  # list, set: (size << 4 | type); map: varint size, types
         if depth > _MAX_DEPTH:
             raise ValueError("containers nested too deep")

@@ -109,6 +109,7 @@ def test_a_series_of_many_keys_is_counted_exactly_not_refused(walk):
     table = series(150_000, keys=1500)
     data = parquet(table)
     fixed, spread = check_pages(data, pq.ParquetFile(io.BytesIO(data)), None, 1 << 62)
+    spread = sum(spread.values())
     assert fixed < decoded_limit(len(data)) < fixed + spread  # the exact count decides
     assert bounded(data).equals(table)
 
@@ -138,17 +139,15 @@ def test_damaged_files_read_or_fail_as_value_or_os_errors(flips, cut):
 _pqpages = pytest.importorskip("mlvc._pqpages")
 
 
-def both(data: bytes, start: int, end: int, max_header: int, monkeypatch):
-    """(C's outcome, Python's): the sums, or "refused"."""
+def both(data: bytes, start: int, end: int, max_header: int, soft: bool = False):
+    """(C's outcome, Python's): the sums and end position, or "refused"."""
     from mlvc.core import parquet as module
 
-    monkeypatch.setattr(module, "MAX_HEADER", max_header)
     outcomes = []
-    for walk in (lambda: _pqpages.walk(data, start, end, max_header),
-                 lambda: module._walk_py(data, start, end)):  # fmt: skip
+    for walk in (_pqpages.walk, module._walk_py):
         try:
-            outcomes.append(walk())
-        except ValueError:  # ParquetRefused is one
+            outcomes.append(walk(data, start, end, max_header, soft))
+        except ValueError:
             outcomes.append("refused")
     return outcomes
 
@@ -173,53 +172,25 @@ def chunks(data: bytes) -> list[tuple[int, int]]:
     which=st.integers(0, len(FILES) - 1),
     flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=3),
     max_header=st.sampled_from([7, 20, 64, 1 << 24]),
+    soft=st.booleans(),
 )
-def test_the_c_walk_equals_the_python_walk_on_damaged_files(which, flips, max_header, monkeypatch):
+def test_the_c_walk_equals_the_python_walk_on_damaged_files(which, flips, max_header, soft):
     original = FILES[which]
     data = bytearray(original)
     for at, bits in flips:
         data[at % len(data)] ^= bits
     data = bytes(data)
     for start, end in chunks(original):
-        c, py = both(data, start, end, max_header, monkeypatch)
+        c, py = both(data, start, end, max_header, soft)
         assert c == py, (start, end)
 
 
 @settings(max_examples=500, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(data=st.binary(max_size=200), max_header=st.integers(1, 300))
-def test_the_c_walk_equals_the_python_walk_on_any_bytes(data, max_header, monkeypatch):
-    c, py = both(data, 0, len(data), max_header, monkeypatch)
+@given(data=st.binary(max_size=200), max_header=st.integers(1, 300), soft=st.booleans())
+def test_the_c_walk_equals_the_python_walk_on_any_bytes(data, max_header, soft):
+    c, py = both(data, 0, len(data), max_header, soft)
     assert c == py
-
-
-def test_thrift_edge_cases_walk_alike(monkeypatch):
-    def header(*fields: bytes) -> bytes:
-        return b"".join(fields) + b"\x00"
-
-    i32 = lambda fid_delta, v: bytes([fid_delta << 4 | 5]) + _zigzag_varint(v)  # noqa: E731
-    cases = {
-        "sizes": header(i32(1, 0), i32(1, 10), i32(1, 0)),
-        "negative size": header(i32(1, 0), i32(1, -1), i32(1, 0)),
-        "bool as size": header(i32(1, 0), b"\x11", i32(1, 0)),
-        "size then skipped binary keeps it": header(
-            i32(1, 0), i32(1, 5), b"\x08\x04\x01x", i32(1, 0)
-        ),
-        "long field id": header(i32(1, 0), b"\x05\x04" + _zigzag_varint(7), i32(1, 0)),
-        "11-byte varint": header(b"\x15" + b"\xff" * 10 + b"\x01"),
-        "deep lists": header(i32(1, 0), i32(1, 1), i32(1, 0), b"\x19" + b"\x19" * 40),
-        "big list": header(i32(1, 0), i32(1, 1), i32(1, 0), b"\x19\xf5\xff\xff\x03"),
-        "data page values": header(i32(1, 0), i32(1, 8), i32(1, 0), b"\x2c" + i32(1, 3) + b"\x00"),
-        "dictionary page": header(i32(1, 2), i32(1, 9), i32(1, 0), b"\x4c" + i32(1, 3) + b"\x00"),
-        "overflow": header(i32(1, 0), b"\x16" + _zigzag_varint(1 << 62), i32(1, 0)) * 3,
-    }
-    for name, data in cases.items():
-        for max_header in (len(data), 1 << 24):
-            c, py = both(data, 0, len(data), max_header, monkeypatch)
-            assert c == py, name
-    assert both(cases["data page values"], 0, len(cases["data page values"]), 99, monkeypatch)[
-        0
-    ] == (8, 3, 0)
 
 
 def _zigzag_varint(v: int) -> bytes:
@@ -232,3 +203,128 @@ def _zigzag_varint(v: int) -> bytes:
             return bytes(out)
         out.append(n & 0x7F | 0x80)
         n >>= 7
+
+
+def _field(delta: int, kind: int, payload: bytes, fid: int | None = None) -> bytes:
+    """One compact-protocol field: a short header (id delta) or, with ``fid``, a long one."""
+    if fid is not None:
+        return bytes([kind]) + _zigzag_varint(fid) + payload
+    return bytes([delta << 4 | kind]) + payload
+
+
+def _i32(delta: int, v: int, fid: int | None = None) -> bytes:
+    return _field(delta, 5, _zigzag_varint(v), fid)
+
+
+def _header(*fields: bytes) -> bytes:
+    return b"".join(fields) + b"\x00"
+
+
+def _page(size: int, values: int | None = None, encoding: int = 0, kind: int = 5) -> bytes:
+    """A page header of ``size`` bytes uncompressed, none stored; with ``values``, a data
+    page header (field 5) of that many values in ``encoding``, or (``kind`` 7) a
+    dictionary page header."""
+    sub = b""
+    if values is not None:
+        sub = _field(kind - 3, 12, _i32(1, values) + _i32(1, encoding) + b"\x00")
+    return _header(_i32(1, 0), _i32(1, size), _i32(1, 0), sub)
+
+
+EDGES = {
+    "sizes": _page(10),
+    "negative size": _header(_i32(1, 0), _i32(1, -1), _i32(1, 0)),
+    "bool as size": _header(_i32(1, 0), b"\x11", _i32(1, 0)),
+    "size then skipped binary keeps it": _header(
+        _i32(1, 0), _i32(1, 5), _field(0, 8, b"\x01x", fid=2), _i32(1, 0)
+    ),
+    "an i64 decoy keeps the i32 size": _header(
+        _i32(1, 0), _i32(1, 7 << 20), _field(0, 6, _zigzag_varint(1), fid=2), _i32(1, 0)
+    ),
+    "an i32 is its low 32 bits": _header(  # 2**33 + 20 as a varint: Thrift keeps 20
+        _i32(1, 0), _field(1, 5, bytes([0x94, 0x80, 0x80, 0x80, 0x20])), _i32(1, 0)
+    ),
+    "a struct decoy keeps the dictionary page": _header(
+        _i32(1, 2), _i32(1, 9), _i32(1, 0), _field(4, 12, _i32(1, 3) + b"\x00"), _i32(0, 1, fid=7)
+    ),
+    "long field id": _header(_i32(1, 0), _i32(0, 7, fid=2), _i32(1, 0)),
+    "11-byte varint": _header(b"\x15" + b"\xff" * 10 + b"\x01"),
+    "deep lists": _header(_i32(1, 0), _i32(1, 1), _i32(1, 0), b"\x19" + b"\x19" * 40),
+    "big list": _header(_i32(1, 0), _i32(1, 1), _i32(1, 0), b"\x19\xf5\xff\xff\x03"),
+    "data page values": _page(8, 3),
+    "dictionary page": _page(9, 3, kind=7),
+    "delta strings": _page(1000, 50, encoding=7),
+    "delta overflow": _page(2**31 - 1, 2**31 - 1, encoding=7) * 3,
+    "huge field ids": _header(_i32(1, 0), _i32(0, 5, fid=2**63 - 1), *[_i32(15, 1)] * 3),
+}
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_thrift_edge_cases_walk_alike(soft):
+    for name, data in EDGES.items():
+        for max_header in (len(data), 1 << 24):
+            c, py = both(data, 0, len(data), max_header, soft)
+            assert c == py, name
+
+    def walked(name: str):
+        data = EDGES[name]
+        return both(data, 0, len(data), 99)[0]
+
+    assert walked("data page values") == (8, 3, 0, 0, len(EDGES["data page values"]))
+    assert walked("dictionary page") == (9, 0, 9, 0, len(EDGES["dictionary page"]))
+    assert walked("delta strings") == (1000, 50, 0, 50_000, len(EDGES["delta strings"]))
+    assert walked("an i64 decoy keeps the i32 size")[0] == 7 << 20
+    assert walked("a struct decoy keeps the dictionary page")[2] == 9
+    assert walked("an i32 is its low 32 bits")[0] == 10
+    assert walked("delta overflow") == "refused"
+
+
+# -- bombs a review found (each read back far past the limit before its fix) ------------------
+
+
+def refused_without_inflating(data: bytes, read=None) -> str:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ParquetRefused) as e:
+        (read or bounded)(data)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 48 << 10  # KiB
+    return str(e.value)
+
+
+def test_delta_byte_array_strings_sharing_a_long_prefix_are_refused(walk):
+    """Each value shares all of the previous one: stored once, 335 MB as strings."""
+    base = "x" * (1 << 20)
+    table = pa.table({"key": pa.array([base] * 320)})
+    data = parquet(
+        table, use_dictionary=False, column_encoding={"key": "DELTA_BYTE_ARRAY"},
+        compression="zstd",
+    )  # fmt: skip
+    assert len(data) < 100_000
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_string_view_and_decimal_columns_are_counted_as_read(walk):
+    view = pa.array(["y" * 1_000_000] * 300, pa.string_view())
+    assert "would decode to" in refused_without_inflating(
+        parquet(pa.table({"key": view}), compression="zstd")
+    )
+    cents = pa.array([0] * (6 << 20), pa.decimal128(2, 0))  # 1 byte stored, 16 read
+    assert "could decode to over" in refused_without_inflating(
+        parquet(pa.table({"value": cents}), compression="zstd", use_dictionary=False)
+    )
+
+
+def test_a_preview_reads_only_the_row_groups_it_checked(tmp_path, walk):
+    """The first batch of 50 rows filled itself from row group 1 (never walked): a 1-row
+    group, then 8M zeros."""
+    from mlvc.core.parquet import read_head
+
+    path = tmp_path / "t.parquet"
+    schema = pa.schema([("x", pa.int64())])
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=False) as w:
+        w.write_table(pa.table({"x": [7]}, schema=schema))
+        zeros = pa.table({"x": np.zeros(8 << 20, dtype=np.int64)}, schema=schema)
+        w.write_table(zeros, row_group_size=16 << 20)  # one group
+    size = path.stat().st_size
+    with pytest.raises(ParquetRefused):
+        read_head(str(path), 50, decoded_limit(size))
+    table, schema_, meta = read_head(str(path), 1, decoded_limit(size))
+    assert table.to_pylist() == [{"x": 7}] and meta.num_rows == 1 + (8 << 20)
