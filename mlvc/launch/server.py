@@ -15,6 +15,7 @@ thread: not pyarrow or numpy, which a command imports itself when it needs them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import importlib
@@ -68,6 +69,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.running: dict[int, dict] = {}  # pid -> {"pidfd", "conn", "ask", "report"}
         self.arriving: dict[int, Arriving] = {}  # requests being read, by socket fd
+        self.paused = 0.0  # accepting again at this time (out of descriptors), if set
         self.monitor: fsmonitor.Watcher | None = None
         self.files: dict[str, tuple[int, int]] = {}
         self.last = time.monotonic()  # of a command (asking the status is not one)
@@ -149,6 +151,12 @@ class Server:
                 continue
             self.expire()
             wait = min(0.5, self.idle or 0.5)
+            if self.paused and self.listener is not None:
+                if time.monotonic() >= self.paused:
+                    self.paused = 0.0
+                    self.sel.register(self.listener, selectors.EVENT_READ, ("accept",))
+                else:
+                    wait = min(wait, self.paused - time.monotonic())
             if self.monitor is not None and self.monitor.pending:
                 self.monitor.work()  # a batch of a new root's watches, between requests
                 wait = 0
@@ -175,7 +183,12 @@ class Server:
         holds up nobody but itself for up to REQUEST_TIME."""
         try:
             conn, _ = self.listener.accept()
-        except OSError:
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # the listener stays readable: without a pause the loop would spin until
+                # a descriptor is freed (a command ends, a request is dropped)
+                self.sel.unregister(self.listener)
+                self.paused = time.monotonic() + ACCEPT_PAUSE
             return
         try:
             _pid, uid, _gid = struct.unpack(
@@ -363,7 +376,9 @@ class Server:
             os.killpg(pid, signal.SIGCONT)
 
     def close_listener(self) -> None:
-        self.sel.unregister(self.listener)
+        if not self.paused:
+            self.sel.unregister(self.listener)
+        self.paused = 0.0
         self.listener.close()
         self.listener = None
         try:
@@ -411,6 +426,7 @@ def close_line(ask: tuple | None, report: int | None) -> None:
 REQUEST_TIME = 2.0  # seconds a launcher has to send its whole request
 MAX_ARRIVING = 32  # requests read at once; past this a new connection is refused
 MAX_FDS = 3  # a command's stdin, stdout and stderr
+ACCEPT_PAUSE = 0.1  # seconds the server stops accepting when it is out of descriptors
 
 
 class Arriving:
@@ -430,10 +446,12 @@ class Arriving:
         one that cannot be."""
         want = 65536 if self.size is None else min(1 << 20, self.size + 4 - len(self.data))
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.conn, max(want, 1), MAX_FDS)
+            data, fds, flags, _addr = socket.recv_fds(self.conn, max(want, 1), MAX_FDS)
         except BlockingIOError:
             return False
         self.fds += fds
+        if flags & socket.MSG_CTRUNC:  # descriptors lost: over 3, or none left here
+            raise ValueError("a request whose descriptors did not all arrive")
         if len(self.fds) > MAX_FDS:
             raise ValueError(f"a request with {len(self.fds)} descriptors")
         if not data:

@@ -525,3 +525,38 @@ def test_a_server_stopping_with_a_request_arriving_answers_it_and_ends():
         assert ended == [None], "the server did not end"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_server_out_of_descriptors_waits_instead_of_spinning(project, env):
+    """Connections that use up the server's descriptors (here a limit of 24): accept()
+    fails with EMFILE and the listener stays readable, so the loop spun at full CPU until a
+    descriptor was freed. It now stops accepting for a moment; commands run again after."""
+    import resource
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    out = mlvc_run(env, "daemon", "start", preexec_fn=few_descriptors)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split("server ")[1].split()[0])
+    path = cmdserver.address(env)
+    clients = []
+    try:
+        for _ in range(30):  # more than it can hold: each waits as a request arriving
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            clients.append(s)
+        time.sleep(0.3)
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu()
+        time.sleep(1.0)
+        assert cpu() - before < 0.3  # spinning took the whole second
+    finally:
+        for s in clients:
+            s.close()
+    assert mlvc_run(env, "log").returncode == 0
+    assert served(env) >= 1
