@@ -196,9 +196,9 @@ def test_fsck_indexes_a_pack_whose_index_is_gone(repo, project, cli):
     _all_readable(project, runs)
 
 
-def test_a_torn_pack_keeps_its_leading_records(repo, project):
-    """A writer killed mid-append: no index, the last record cut. Every record before the
-    cut verifies and is kept, whatever the pack's age."""
+def unindexed_pack(repo):
+    """Five blobs in a pack whose index is gone, as a writer killed before indexing leaves
+    it: (the blobs, their ids, the pack's path)."""
     from mlvc.store.pack.store import PackedStore
 
     store = PackedStore(repo.dir / "objects", repo.dir / "tmp")
@@ -208,6 +208,13 @@ def test_a_torn_pack_keeps_its_leading_records(repo, project):
     for idx in store.pack_dir.glob("*.idx"):
         idx.unlink()
     (pack,) = store.pack_dir.glob("*.pack")
+    return blobs, ids, pack
+
+
+def test_a_torn_pack_keeps_its_leading_records(repo, project):
+    """A writer killed mid-append: no index, the last record cut. Every record before the
+    cut verifies and is kept, whatever the pack's age."""
+    blobs, ids, pack = unindexed_pack(repo)
     os.chmod(pack, 0o644)
     with open(pack, "r+b") as f:
         f.truncate(pack.stat().st_size - 500)  # the fifth record is cut
@@ -638,15 +645,8 @@ def test_fsck_gives_back_what_a_killed_writer_reserved(repo, project):
     (fallocate keeping the size: as much as the whole file); indexing that pack gives them
     back, and every byte of the pack stays."""
     from mlvc.store.pack import store as packstore
-    from mlvc.store.pack.store import PackedStore
 
-    store = PackedStore(repo.dir / "objects", repo.dir / "tmp")
-    blobs = [os.urandom(1000 + i) for i in range(5)]
-    ids = [store.add_bytes(b) for b in blobs]
-    store.flush()
-    for idx in store.pack_dir.glob("*.idx"):
-        idx.unlink()
-    (pack,) = store.pack_dir.glob("*.pack")
+    blobs, ids, pack = unindexed_pack(repo)
     size, mode = pack.stat().st_size, pack.stat().st_mode & 0o777
     fd = os.open(pack, os.O_RDWR)
     try:
