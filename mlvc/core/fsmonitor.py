@@ -329,10 +329,7 @@ class Watcher:
         if root.queue or self.roots.get(root.key) is not root:
             return
         root.since = self.gen  # a walk from the next answer on sees every later change
-        if self.pending and self.pending[0] is root:
-            self.pending.pop(0)
-        elif root in self.pending:
-            self.pending.remove(root)
+        self.pending.remove(root)
 
     def status(self) -> str:
         return f"watched={len(self.roots)} walks={self.walks} reused={self.reused}"

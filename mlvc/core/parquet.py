@@ -83,6 +83,7 @@ def read_head(path: str, rows: int, limit: int):
     Arrow schema; its metadata). ParquetRefused past ``limit``."""
     import mmap
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     reader = pq.ParquetFile(path, pre_buffer=False)
@@ -93,16 +94,14 @@ def read_head(path: str, rows: int, limit: int):
     if not groups:
         return None, reader.schema_arrow, meta
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        check_pages(mapped, reader, None, limit, groups)
+        _, spread = check_pages(mapped, reader, None, limit, groups)
     arrow = reader.schema_arrow
     plain = _plain_schema(arrow)
-    text = _counted_text(plain, None, {f.name for f in plain if _is_text(f.type)})
+    text = _counted_text(plain, None, {name for name, n in spread.items() if n})
     reader = pq.ParquetFile(path, pre_buffer=False, metadata=meta, read_dictionary=text)
     batch = next(reader.iter_batches(batch_size=max(rows, 1), row_groups=groups), None)
     if batch is None:
         return None, arrow, meta
-    import pyarrow as pa
-
     return _counted(pa.Table.from_batches([batch]), text, plain, limit), arrow, meta
 
 
