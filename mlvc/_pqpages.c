@@ -2,13 +2,19 @@
  * mlvc/core/speedups.py; the pure-Python twin, with the same results, is
  * mlvc.core.parquet._walk_py).
  *
- * walk(data, start, end, max_header, soft) -> (inflated, values, dictionary, delta, pos)
+ * walk(data, start, end, max_header, soft[, rows, flat])
+ *     -> (inflated, values, dictionary, delta, pos)
  *
  * data        a buffer (bytes, memoryview, mmap) holding a Parquet file;
  * start, end  the byte range to walk (0 <= start <= end <= len(data));
  * max_header  the most bytes one page header may take;
  * soft        a header that does not parse (or lacks its sizes) ends the walk instead of
- *             raising.
+ *             raising;
+ * rows        (>= 0) the walk ends one data page after the first data page at which the
+ *             rows counted so far reach ``rows`` (what a reader of the chunk's first
+ *             ``rows`` rows inflates: it may look at one page more for where a row ends);
+ *             a v2 data page counts its num_rows (its field 3), a v1 one its values when
+ *             ``flat`` (a column of no lists: a value is a row), else none; -1: no end.
  * Each page header (parquet.thrift PageHeader, Thrift compact protocol) gives its
  * uncompressed size (field 2) and stored size (field 3); a data page header (field 5, or 8
  * for v2) its number of values (its field 1) and encoding (field 2, or 4 for v2); a
@@ -186,8 +192,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *data;
     Py_ssize_t start, end, max_header;
-    int soft;
-    if (!PyArg_ParseTuple(args, "Onnnp", &data, &start, &end, &max_header, &soft)) return NULL;
+    Py_ssize_t rows = -1;
+    int soft, flat = 0;
+    if (!PyArg_ParseTuple(args, "Onnnp|np", &data, &start, &end, &max_header, &soft, &rows,
+                          &flat))
+        return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     if (start < 0 || end < start || end > view.len || max_header < 1) {
@@ -195,7 +204,8 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a range outside the buffer");
         return NULL;
     }
-    int64_t inflated = 0, values = 0, dictionary = 0, delta = 0, pos = start;
+    int64_t inflated = 0, values = 0, dictionary = 0, delta = 0, pos = start, counted = 0;
+    int reached = 0;  /* the rows were counted: the next data page is the last walked */
     const char *error = NULL;
     while (pos < end) {
         Py_ssize_t stop = end - pos < max_header ? end : pos + max_header;
@@ -232,6 +242,14 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         if (error) break;
         if ((f.structs & (1u << 7)) && size > dictionary) dictionary = size;
         pos = stored > INT64_MAX - pos ? INT64_MAX : pos + stored;
+        int v1 = (f.structs >> 5) & 1, v2 = (f.structs >> 8) & 1;
+        if (rows < 0 || !(v1 || v2)) continue;
+        if (reached) break;
+        int64_t n = 0;
+        if (v2 && (f.sub[8].ints & 8u) && f.sub[8].value[3] > 0) n = f.sub[8].value[3];
+        else if (v1 && flat && (f.sub[5].ints & 2u) && f.sub[5].value[1] > 0) n = f.sub[5].value[1];
+        if (add(&counted, n) < 0) counted = INT64_MAX;
+        if (counted >= rows) reached = 1;
     }
     PyBuffer_Release(&view);
     if (error) {
@@ -244,7 +262,8 @@ static PyObject *walk(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(data, start, end, max_header, soft) -> (inflated, values, dictionary, delta, pos): "
+     "walk(data, start, end, max_header, soft[, rows, flat]) -> "
+     "(inflated, values, dictionary, delta, pos): "
      "the page headers of a Parquet column chunk summed (see the module's comment)."},
     {NULL, NULL, 0, NULL},
 };

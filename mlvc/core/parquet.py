@@ -76,17 +76,23 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     return _counted(reader.read(columns=wanted, use_threads=False), text, plain, limit)
 
 
+HEAD_BUFFER = 1 << 20
+
+
 def read_head(path: str, rows: int, limit: int):
     """The first ``rows`` rows of the Parquet file at ``path`` (a preview), read from as
-    few row groups as hold them, each walked first (``check_pages``); its strings counted
-    before they are copied out. Returns (the rows as a table, or None for none; the file's
-    Arrow schema; its metadata). ParquetRefused past ``limit``."""
+    few row groups as hold them, and of those from the pages that hold them (and one
+    more), each walked first (``check_pages``); its strings counted before they are copied
+    out. Returns (the rows as a table, or None for none; the file's Arrow schema; its
+    metadata). ParquetRefused past ``limit``."""
     import mmap
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    reader = pq.ParquetFile(path, pre_buffer=False)
+    # buffered: the reader inflates page by page as the rows need, from a 1 MiB window of
+    # the chunk (unbuffered, it reads the whole chunk first)
+    reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=HEAD_BUFFER)
     meta, groups, held = reader.metadata, [], 0
     while len(groups) < meta.num_row_groups and held < rows:
         held += max(meta.row_group(len(groups)).num_rows, 0)
@@ -94,11 +100,13 @@ def read_head(path: str, rows: int, limit: int):
     if not groups:
         return None, reader.schema_arrow, meta
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        _, spread = check_pages(mapped, reader, None, limit, groups)
+        _, spread = check_pages(mapped, reader, None, limit, groups, rows)
     arrow = reader.schema_arrow
     plain = _plain_schema(arrow)
     text = _counted_text(plain, None, {name for name, n in spread.items() if n})
-    reader = pq.ParquetFile(path, pre_buffer=False, metadata=meta, read_dictionary=text)
+    reader = pq.ParquetFile(
+        path, pre_buffer=False, buffer_size=HEAD_BUFFER, metadata=meta, read_dictionary=text
+    )
     batch = next(reader.iter_batches(batch_size=max(rows, 1), row_groups=groups), None)
     if batch is None:
         return None, arrow, meta
@@ -173,13 +181,19 @@ def _text_size(column) -> int:
 
 
 def check_pages(
-    data, reader, names: set[str] | None, limit: int, groups: Sequence[int] | None = None
+    data,
+    reader,
+    names: set[str] | None,
+    limit: int,
+    groups: Sequence[int] | None = None,
+    rows: int | None = None,
 ) -> tuple[int, dict[str, int]]:
     """Walk the pages of each wanted column chunk (step 1 of the module's docstring) of the
     file ``reader`` reads from ``data`` (bytes, or a mapped file), in row groups ``groups``
     (None: all): (bytes the columns could take decoded, but for the top-level string values
     a dictionary page holds; bytes those could take more, each at the dictionary's whole
-    size). ParquetRefused if the first is over ``limit``.
+    size). ParquetRefused if the first is over ``limit``. ``rows``: only the pages that a
+    read of the first ``rows`` rows of those groups inflates (a preview's).
 
     The second is by top-level column name. A value is counted at its decoded width (a decimal as 16 or 32 bytes, whatever its
     stored width), plus 4 bytes per level of lists (offsets) and 1 of validity; a string
@@ -202,7 +216,7 @@ def check_pages(
         width += 4 * leaf.max_repetition_level + (1 if leaf.max_definition_level else 0)
         nested = leaf.max_repetition_level > 0 or "." in path
         leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
-    fixed, spread = 0, {}
+    fixed, spread, left = 0, {}, -1 if rows is None else rows
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
         for i, path, width, strings, nested in leaves:
@@ -210,10 +224,16 @@ def check_pages(
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
             if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
                 start = dictionary_at
-            inflated, values, dictionary, delta = _walk(
-                data, start, chunk.total_compressed_size, padded
-            )
-            values = max(values, chunk.num_values)  # what the reader reads pages up to
+            repeated = schema.column(i).max_repetition_level
+            walked = (data, start, chunk.total_compressed_size, padded)
+            if left < 0 or not repeated:
+                inflated, values, dictionary, delta, whole = _walk(*walked, left, not repeated)
+            else:  # rows of lists: a page's rows are where its levels say one starts
+                starts = _row_starts(data, chunk.compression, repeated, limit - fixed)
+                # the page in which the row after the last one wanted starts ends them all
+                inflated, values, dictionary, delta, whole = _walk(*walked, left + 1, starts=starts)
+            if whole:  # what the reader reads pages up to
+                values = max(values, chunk.num_values)
             fixed += inflated + width * values
             if strings:
                 fixed += delta
@@ -226,17 +246,30 @@ def check_pages(
             if fixed > limit:
                 column = path if len(path) <= 60 else path[:57] + "..."
                 raise ParquetRefused(f"it could decode to over {limit} bytes (column {column})")
+        if left >= 0:
+            left = max(left - max(group.num_rows, 0), 0)
     return fixed, spread
 
 
 PADDING = 100  # bytes Arrow reads past an old parquet-mr chunk (PARQUET-816, IMPALA-694)
 
 
-def _walk(data, start: int, length: int, padded: bool = False) -> tuple[int, int, int, int]:
+def _walk(
+    data,
+    start: int,
+    length: int,
+    padded: bool = False,
+    rows: int = -1,
+    flat: bool = False,
+    starts=None,
+) -> tuple[int, int, int, int, bool]:
     """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size,
-    bytes the DELTA_BYTE_ARRAY pages' values could take) of the pages in
-    ``data[start:start + length]`` (bytes, a memoryview or a mapped file: never copied). In
-    C (mlvc/_pqpages.c) when built, else ``_walk_py``.
+    bytes the DELTA_BYTE_ARRAY pages' values could take, whether the walk went to the end)
+    of the pages in ``data[start:start + length]`` (bytes, a memoryview or a mapped file:
+    never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``. ``rows`` and
+    ``flat``: only the pages a reader of the chunk's first ``rows`` rows reads, and
+    ``starts`` (``_row_starts``: in Python) the rows that start in a v1 page (see
+    ``_walk_py``).
 
     ``padded`` (a file parquet-mr wrote): Arrow reads up to PADDING bytes past the chunk
     too (old parquet-mr left the dictionary page header out of the chunk's size), so the
@@ -246,32 +279,49 @@ def _walk(data, start: int, length: int, padded: bool = False) -> tuple[int, int
     if start < 0 or length < 0 or end > len(data):
         raise ParquetRefused("a column chunk lies outside the file")
     c = extension("mlvc._pqpages")
-    walk = _walk_py if c is None else c.walk
+    walk = _walk_py if c is None or starts is not None else c.walk
+    extra = () if starts is None else (starts,)
     try:
-        *sums, pos = walk(data, start, end, MAX_HEADER, False)
+        *sums, pos = walk(data, start, end, MAX_HEADER, False, rows, flat, *extra)
+        whole = pos >= end
         tail = min(len(data), end + PADDING)
-        if padded and pos < tail:
-            *more, _ = walk(data, pos, tail, MAX_HEADER, True)
+        if padded and whole and pos < tail:
+            *more, _ = walk(data, pos, tail, MAX_HEADER, True, rows, flat, *extra)
             sums = [sums[0] + more[0], sums[1] + more[1], max(sums[2], more[2]), sums[3] + more[3]]
+    except ParquetRefused:
+        raise
     except ValueError as e:
         raise ParquetRefused(f"a page header does not parse ({e})") from None
-    return tuple(sums)
+    return (*sums, whole)
 
 
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
 DELTA_BYTE_ARRAY = 7  # parquet.thrift Encoding
 
 
-def _walk_py(data, start: int, end: int, max_header: int, soft: bool) -> tuple[int, ...]:
+def _walk_py(
+    data,
+    start: int,
+    end: int,
+    max_header: int,
+    soft: bool,
+    rows: int = -1,
+    flat: bool = False,
+    starts=None,
+) -> tuple[int, ...]:
     """``_walk`` in Python, with the same results as the C walk: (the sums, the position
     the walk ended at). ``soft``: a header that does not parse ends the walk, not raises.
+    ``rows`` (>= 0): the walk ends one data page after the first at which the rows counted
+    reach it (a v2 data page's num_rows; a v1 one's values when ``flat``), as the C walk's;
+    ``starts(page_at, stored, header, inflated)``: else a v1 page's rows (not in C).
 
     A field is taken only when it has the type parquet.thrift gives it (i32 for the sizes
     and counts, a struct for the page kinds): Arrow's Thrift reader skips one of another
     type and keeps what it read before, so a walk that took the last one whatever its type
     would count what the reader does not."""
     pos = start
-    inflated = values = dictionary = delta = 0
+    inflated = values = dictionary = delta = counted = 0
+    reached = False  # the rows were counted: the next data page is the last walked
     while pos < end:
         try:  # a header ends within its chunk and MAX_HEADER (Arrow's own bound)
             ints, structs, pos = _struct(data, pos, 0, min(end, pos + max_header))
@@ -296,7 +346,90 @@ def _walk_py(data, start: int, end: int, max_header: int, soft: bool) -> tuple[i
         if inflated >> 63 or values >> 63 or delta >> 63:
             raise ValueError("its pages' sizes overflow")
         pos += stored
+        v1, v2 = structs.get(5), structs.get(8)
+        if rows < 0 or (v1 is None and v2 is None):
+            continue
+        if reached:
+            break
+        n2, n1 = (v2 or ({},))[0].get(3, 0), (v1 or ({},))[0].get(1, 0)
+        if n2 <= 0 and flat:
+            n2 = n1
+        elif n2 <= 0 and starts is not None and v1 is not None:
+            n2 = starts(pos - stored, stored, ints, v1[0], inflated)
+        counted += max(n2, 0)
+        reached = counted >= rows
     return inflated, values, dictionary, delta, min(pos, (1 << 63) - 1)
+
+
+RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
+MAX_LEVELS = 1 << 22  # levels decoded (in Python) for one column's head; then not told
+_CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
+           "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
+
+
+def _row_starts(data, codec: str, repeated: int, budget: int):
+    """For a column of lists read in part: ``starts`` for ``_walk_py``, which gives the rows
+    that start in a v1 data page (the zeros among its repetition levels, read from the page
+    inflated), or 0 where that cannot be told here (a codec or level encoding not read
+    here, a page that does not inflate, past MAX_LEVELS levels in all: a bound on the CPU a
+    preview spends): the walk then goes on, to the chunk's end at worst. ParquetRefused
+    before a page is inflated past ``budget`` bytes (with those before it)."""
+    import pyarrow as pa
+
+    width, decoded = max(repeated.bit_length(), 1), [0]
+
+    def starts(at: int, stored: int, header: dict, page: dict, inflated: int) -> int:
+        if inflated > budget:
+            raise ParquetRefused(f"it could decode to over {budget} bytes (a page of lists)")
+        if codec not in _CODECS or page.get(4) != RLE or page.get(1, 0) <= 0:
+            return 0
+        decoded[0] += page[1]
+        if decoded[0] > MAX_LEVELS:
+            return 0
+        raw = data[at : at + stored]
+        try:
+            if _CODECS[codec] is not None:
+                raw = pa.Codec(_CODECS[codec]).decompress(raw, decompressed_size=header[2])
+            raw = memoryview(raw).cast("B")  # a pyarrow Buffer's items are signed bytes
+            size = int.from_bytes(raw[:4], "little")
+            return _zeros(raw[4 : 4 + size], width, page[1])
+        except (ValueError, OSError, IndexError):  # pyarrow's errors are both
+            return 0
+
+    return starts
+
+
+def _zeros(levels, width: int, count: int) -> int:
+    """The zeros among the first ``count`` values of an RLE / bit-packed hybrid run of
+    ``width``-bit values (parquet-format Encodings.md)."""
+    pos = seen = zeros = 0
+    mask = (1 << width) - 1
+    while seen < count and pos < len(levels):
+        header, pos = _varint(levels, pos)
+        if header & 1:  # bit-packed: groups of 8 values in ``width`` bytes each
+            groups = header >> 1
+            packed = levels[pos : pos + groups * width]
+            pos += groups * width
+            take = min(groups * 8, count - seen, len(packed) * 8 // width)
+            if width == 1:
+                ones = int.from_bytes(packed[: (take + 7) // 8], "little") & ((1 << take) - 1)
+                zeros += take - ones.bit_count()
+            else:
+                for g in range((take + 7) // 8):
+                    bits, n = int.from_bytes(packed[g * width : (g + 1) * width], "little"), 0
+                    for _ in range(min(8, take - g * 8)):
+                        n += not bits & mask
+                        bits >>= width
+                    zeros += n
+        else:  # a run: one value repeated
+            take = min(header >> 1, count - seen)
+            value = int.from_bytes(levels[pos : pos + (width + 7) // 8], "little")
+            pos += (width + 7) // 8
+            zeros += take if value == 0 else 0
+        if take <= 0:
+            break
+        seen += take
+    return zeros
 
 
 # -- Thrift compact protocol: just enough to read a PageHeader --------------------------------

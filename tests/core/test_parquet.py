@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlvc.core.parquet import ParquetRefused, check_pages, decoded_limit, read_parquet
@@ -139,14 +139,15 @@ def test_damaged_files_read_or_fail_as_value_or_os_errors(flips, cut):
 _pqpages = pytest.importorskip("mlvc._pqpages")
 
 
-def both(data: bytes, start: int, end: int, max_header: int, soft: bool = False):
+def both(data: bytes, start: int, end: int, max_header: int, soft: bool = False, rows=-1,
+         flat=False):  # fmt: skip
     """(C's outcome, Python's): the sums and end position, or "refused"."""
     from mlvc.core import parquet as module
 
     outcomes = []
     for walk in (_pqpages.walk, module._walk_py):
         try:
-            outcomes.append(walk(data, start, end, max_header, soft))
+            outcomes.append(walk(data, start, end, max_header, soft, rows, flat))
         except ValueError:
             outcomes.append("refused")
     return outcomes
@@ -173,23 +174,28 @@ def chunks(data: bytes) -> list[tuple[int, int]]:
     flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=3),
     max_header=st.sampled_from([7, 20, 64, 1 << 24]),
     soft=st.booleans(),
+    rows=st.sampled_from([-1, 0, 1, 50, 299, 1 << 40]),
+    flat=st.booleans(),
 )
-def test_the_c_walk_equals_the_python_walk_on_damaged_files(which, flips, max_header, soft):
+def test_the_c_walk_equals_the_python_walk_on_damaged_files(
+    which, flips, max_header, soft, rows, flat
+):
     original = FILES[which]
     data = bytearray(original)
     for at, bits in flips:
         data[at % len(data)] ^= bits
     data = bytes(data)
     for start, end in chunks(original):
-        c, py = both(data, start, end, max_header, soft)
+        c, py = both(data, start, end, max_header, soft, rows, flat)
         assert c == py, (start, end)
 
 
 @settings(max_examples=500, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(data=st.binary(max_size=200), max_header=st.integers(1, 300), soft=st.booleans())
-def test_the_c_walk_equals_the_python_walk_on_any_bytes(data, max_header, soft):
-    c, py = both(data, 0, len(data), max_header, soft)
+@given(data=st.binary(max_size=200), max_header=st.integers(1, 300), soft=st.booleans(),
+       rows=st.integers(-1, 40), flat=st.booleans())  # fmt: skip
+def test_the_c_walk_equals_the_python_walk_on_any_bytes(data, max_header, soft, rows, flat):
+    c, py = both(data, 0, len(data), max_header, soft, rows, flat)
     assert c == py
 
 
@@ -255,6 +261,21 @@ EDGES = {
     "delta strings": _page(1000, 50, encoding=7),
     "delta overflow": _page(2**31 - 1, 2**31 - 1, encoding=7) * 3,
     "huge field ids": _header(_i32(1, 0), _i32(0, 5, fid=2**63 - 1), *[_i32(15, 1)] * 3),
+    "v2 pages of rows": b"".join(  # num_rows (field 3) 4, 5, then -1 and an i64 decoy
+        _header(
+            _i32(1, 3),
+            _i32(1, 10 + k),
+            _i32(1, 0),
+            _field(5, 12, _i32(1, 9) + _i32(2, rows, fid=3 if rows < 0 else None) + b"\x00"),
+        )  # fmt: skip
+        for k, rows in enumerate([4, 5, -1, 6])
+    )
+    + _header(
+        _i32(1, 3),
+        _i32(1, 99),
+        _i32(1, 0),
+        _field(5, 12, _i32(1, 9) + _field(2, 6, _zigzag_varint(50)) + b"\x00"),
+    ),
 }
 
 
@@ -276,12 +297,21 @@ def test_thrift_edge_cases_walk_alike(soft):
     assert walked("a struct decoy keeps the dictionary page")[2] == 9
     assert walked("an i32 is its low 32 bits")[0] == 10
     assert walked("delta overflow") == "refused"
+    pages = EDGES["v2 pages of rows"]
+    for rows, end in ((-1, 5), (0, 2), (4, 2), (5, 3), (9, 3), (10, 5), (1 << 40, 5)):
+        # the walk ends one data page after the rows counted reach ``rows``
+        sums = both(pages, 0, len(pages), 99, False, rows)[0]
+        assert sums[0] == sum([10, 11, 12, 13, 99][:end]), rows
+    for flat in (False, True):  # a v1 page counts its values when flat
+        values = EDGES["data page values"] * 3
+        c, py = both(values, 0, len(values), 99, False, 2, flat)
+        assert c == py and c[0] == (16 if flat else 24)
 
 
 # -- bombs a review found (each read back far past the limit before its fix) ------------------
 
 
-def refused_without_inflating(data: bytes, read=None) -> str:
+def refused_without_inflating(data, read=None) -> str:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ParquetRefused) as e:
         (read or bounded)(data)
@@ -312,19 +342,154 @@ def test_string_view_and_decimal_columns_are_counted_as_read(walk):
     )
 
 
-def test_a_preview_reads_only_the_row_groups_it_checked(tmp_path, walk):
-    """The first batch of 50 rows filled itself from row group 1 (never walked): a 1-row
-    group, then 8M zeros."""
+def head(path, rows: int):
+    """``read_head`` of ``rows`` rows at the default bound, and how much RSS it took (KiB)."""
     from mlvc.core.parquet import read_head
 
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    table, _schema, meta = read_head(str(path), rows, decoded_limit(path.stat().st_size))
+    return table, meta, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+@pytest.mark.parametrize("page", [1 << 20, 1 << 30], ids=["pages", "one-page"])
+def test_a_preview_reads_only_the_pages_its_rows_are_in(tmp_path, walk, page, version):
+    """The first batch of 50 rows fills itself from row group 1: a 1-row group, then 8M
+    zeros (64 MiB decoded, 8 KB stored). Of those it reads (and counts) the pages its rows
+    are in, and one more: 1 MiB pages give the head (the whole group was once refused); all
+    of them in one page is refused before that page inflates."""
     path = tmp_path / "t.parquet"
     schema = pa.schema([("x", pa.int64())])
-    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=False) as w:
+    options = {"compression": "zstd", "use_dictionary": False, "data_page_version": version}
+    pages = {"data_page_size": page, "max_rows_per_page": page}  # 20k rows at most else
+    with pq.ParquetWriter(path, schema, **pages, **options) as w:
         w.write_table(pa.table({"x": [7]}, schema=schema))
         zeros = pa.table({"x": np.zeros(8 << 20, dtype=np.int64)}, schema=schema)
         w.write_table(zeros, row_group_size=16 << 20)  # one group
-    size = path.stat().st_size
-    with pytest.raises(ParquetRefused):
-        read_head(str(path), 50, decoded_limit(size))
-    table, schema_, meta = read_head(str(path), 1, decoded_limit(size))
+    del zeros
+    table, meta, _ = head(path, 1)
     assert table.to_pylist() == [{"x": 7}] and meta.num_rows == 1 + (8 << 20)
+    if page == 1 << 30:
+        assert "could decode to over" in refused_without_inflating(path, lambda p: head(p, 50))
+        return
+    table, meta, grew = head(path, 50)
+    assert table.column("x").to_pylist() == [7] + [0] * 49
+    assert grew < 32 << 10  # KiB: the group decoded is 64 MiB
+
+
+def tokens(rows: int, width: int, seed: int = 0) -> pa.Table:
+    """A tokenized dataset as Hugging Face's ``datasets`` saves one: ids padded to
+    ``width`` with zeros, an attention mask, a label."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((rows, width), np.int32)
+    for i, k in enumerate(rng.integers(10, width // 4, rows)):
+        ids[i, :k] = rng.integers(1000, 30000, k)
+    flat = pa.array(ids.ravel())
+    return pa.table({
+        "input_ids": pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(pa.int32())),
+        "attention_mask": pa.FixedSizeListArray.from_arrays(
+            pa.array((ids.ravel() != 0).astype(np.int8)), width
+        ).cast(pa.list_(pa.int8())),
+        "label": pa.array(rng.integers(0, 2, rows)),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_a_padded_tokenized_dataset_previews_its_head(tmp_path, walk, version):
+    """10k rows of 2048 padded token ids in one row group: 72x the file's size decoded, so
+    walking the whole group refused it. Lists' rows are where their repetition levels say
+    one starts (v1 pages, read inflated) or as a v2 page header counts them."""
+    table = tokens(10_000, 2048)
+    path = tmp_path / "tokens.parquet"
+    pq.write_table(table, path, compression="zstd", row_group_size=10_000,
+                   data_page_version=version)  # fmt: skip
+    with pytest.raises(ParquetRefused):  # the whole group: what a preview once walked
+        check_pages(path.read_bytes(), pq.ParquetFile(path), None,
+                    decoded_limit(path.stat().st_size))  # fmt: skip
+    got, meta, grew = head(path, 20)
+    assert got.equals(table.slice(0, 20)) and meta.num_rows == 10_000
+    assert grew < 32 << 10
+
+
+@pytest.mark.parametrize("levels", [None, 1000], ids=["", "few-levels-decoded"])
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_a_row_of_lists_spanning_pages_is_counted_to_its_end(
+    tmp_path, walk, version, levels, monkeypatch
+):
+    """The first row is one list of 8M zeros: v1 pages split it (no page holds a row
+    start until the second row), so all of them are what a reader of one row inflates.
+    Past MAX_LEVELS decoded, pages are no longer inflated to be told: counted all the same."""
+    if levels:
+        monkeypatch.setattr("mlvc.core.parquet.MAX_LEVELS", levels)
+    path = tmp_path / "long.parquet"
+    long = pa.array([np.zeros(8 << 20, np.int64), [1]], pa.list_(pa.int64()))
+    pq.write_table(pa.table({"x": long}), path, compression="zstd", use_dictionary=False,
+                   data_page_version=version)  # fmt: skip
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size > 8 << 20
+    assert "could decode to over" in refused_without_inflating(path, lambda p: head(p, 1))
+
+
+LISTS = st.lists(  # lists of 8 or more: bit-packed groups of a byte >= 0x80
+    st.none() | st.lists(st.none() | st.lists(st.integers(0, 3), max_size=5), max_size=40),
+    min_size=1,
+    max_size=150,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lists=LISTS, options=st.sampled_from(OPTIONS), deep=st.booleans())
+@example(  # runs of 99 levels (a run's header byte >= 0x80) in pages of the default size
+    lists=[[[1]] * 100] * 5,
+    options={"compression": "zstd", "data_page_size": 1 << 20, "write_batch_size": 1024},
+    deep=True,
+)
+def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep):
+    """Each row starts once: over a chunk's v1 pages, the rows ``_row_starts`` tells (read
+    from each page inflated, its levels 1 or 2 bits wide) add up to the group's rows."""
+    from mlvc.core import parquet as module
+
+    kind = pa.list_(pa.list_(pa.int8())) if deep else pa.list_(pa.int8())
+    if not deep:
+        lists = [None if x is None else [len(y or ()) for y in x] for x in lists]
+    data = parquet(pa.table({"x": pa.array(lists, kind)}),
+                   **{"data_page_size": 64, "write_batch_size": 7, **options})  # fmt: skip
+    reader = pq.ParquetFile(io.BytesIO(data))
+    repeated = reader.schema.column(0).max_repetition_level
+    for g in range(reader.metadata.num_row_groups):
+        chunk = reader.metadata.row_group(g).column(0)
+        told = module._row_starts(data, chunk.compression, repeated, 1 << 40)
+        seen: list[int] = []
+        start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
+        start = start or chunk.data_page_offset
+        end = start + chunk.total_compressed_size
+
+        def record(*page, told=told, seen=seen) -> int:
+            seen.append(told(*page))
+            return seen[-1]
+
+        module._walk_py(data, start, end, 1 << 24, False, 1 << 62, False, record)
+        if options.get("data_page_version") == "2.0":
+            assert seen == []  # its header counts its rows
+        else:
+            assert sum(seen) == reader.metadata.row_group(g).num_rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lists=st.lists(
+        st.none() | st.lists(st.none() | st.lists(st.integers(0, 3), max_size=5), max_size=6),
+        min_size=1,
+        max_size=300,
+    ),
+    rows=st.integers(1, 320),
+    options=st.sampled_from(OPTIONS),
+)
+def test_any_preview_is_the_tables_head(tmp_path_factory, lists, rows, options):
+    """Lists of lists (repetition levels of 2 bits, bit-packed and run-length) in small
+    pages: the head read is the table's head."""
+    table = pa.table({"x": pa.array(lists, pa.list_(pa.list_(pa.int8()))),
+                      "n": pa.array(range(len(lists)))})  # fmt: skip
+    path = tmp_path_factory.mktemp("head") / "t.parquet"
+    pq.write_table(table, path, **{"data_page_size": 64, "write_batch_size": 7, **options})
+    got, meta, _ = head(path, rows)
+    assert got.equals(table.slice(0, rows)) and meta.num_rows == len(lists)
