@@ -80,10 +80,11 @@ def wheel_install(work: Path) -> tuple[str, str]:
 OWN = {**os.environ, "MLVC_DAEMON": "0"}  # the rows without a command server
 
 
-def start_daemon() -> dict:
-    """An environment whose command server (this mlvc's) runs in a folder of its own."""
+def start_daemon(base: dict | None = None) -> dict:
+    """An environment (``base``'s, else this process's) whose command server (this mlvc's)
+    runs in a folder of its own."""
     run = tempfile.mkdtemp(prefix="mlvcb-", dir="/tmp")
-    env = {**os.environ, "XDG_RUNTIME_DIR": run}
+    env = {**(os.environ if base is None else base), "XDG_RUNTIME_DIR": run}
     env.pop("MLVC_DAEMON", None)
     subprocess.run([MLVC, "daemon", "start", "--idle", "0"], env=env, check=True)
     return env

@@ -8,6 +8,8 @@ repetition (benchmark 1 also times one right after this code's commit, shown bes
 generated in a temp dir that is removed at the end.
 
 1. a new 2 GiB file: commit (durable) and checkout (+ sync) vs ``cp; sync``; dvc, git add;
+   with ``--daemon`` also both through a command server (``mlvc daemon``: no interpreter
+   start-up or imports; wall time only);
    and the commit into a repository with ``--indexes`` pack indexes (15 runs of 1,000 small
    files first)
 2. 20,000 files of 4 KiB: first commit, unchanged re-commit, commit after touching 10
@@ -37,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_faults import processes_under  # noqa: E402
+from bench_startup import start_daemon, stop_daemon  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MLVC = str(BIN / "mlvc")
@@ -54,6 +57,8 @@ ENV = {
 # An installed mlvc runs from compiled bytecode; with this set (as in some shells and CI
 # images) every command recompiles ~80 modules first, ~0.25 s that no user pays.
 ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+ENV["MLVC_DAEMON"] = "0"  # every row runs its own process unless it says otherwise
+DAEMON: dict | None = None  # --daemon: the environment whose command server is running
 
 
 TIME = "/usr/bin/time"  # GNU time: its small RSS is what a child inherits at exec
@@ -91,7 +96,7 @@ def settle_workers(timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
+def run(cmd: str | list, cwd: Path, env: dict | None = None) -> tuple[float, int]:
     """Seconds and peak RSS (bytes, 0 if unknown) of one command, run as a user would.
 
     The RSS comes from GNU time when installed: a child forked straight from this process
@@ -105,7 +110,7 @@ def run(cmd: str | list, cwd: Path) -> tuple[float, int]:
     settle_workers()
     busy = busy_seconds()
     start = time.perf_counter()
-    p = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True)
+    p = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True)
     took = time.perf_counter() - start
     after = busy_seconds()
     if p.returncode:
@@ -242,6 +247,22 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         drop(tmp / "out")
         drop(proj)
         run("sync", tmp)
+        if DAEMON is not None:  # the same two through a command server (wall time only)
+            proj = tmp / f"m{rep}-daemon"
+            mlvc_init(proj)
+            os.link(src, proj / "big.bin")
+            run("sync", tmp)
+            secs, _ = run([MLVC, "commit", "-q", "--data", "big.bin"], proj, DAEMON)
+            CPU.clear()  # GNU time sees the launcher's, not the server's child's
+            add("mlvc commit (mlvc daemon)", secs, base)
+            run("sync", tmp)
+            out = tmp / "out"
+            secs, _ = run(f"{MLVC} checkout -q HEAD --to {out} && sync", proj, DAEMON)
+            CPU.clear()
+            add("mlvc checkout + sync (mlvc daemon)", secs, base)
+            drop(out)
+            drop(proj)
+            run("sync", tmp)
         if template is not None:  # the same commit into a repository with many indexes
             codes = [("", "")] + ([(OLD_SRC, f" ({OLD_LABEL})")] if OLD_SRC else [])
             for k, (code, label) in enumerate(codes if rep % 2 == 0 else codes[::-1]):
@@ -678,6 +699,12 @@ def main() -> None:
         "--old-src", default="", help="Benchmark 1 also commits with this checkout's mlvc code."
     )
     ap.add_argument(
+        "--daemon",
+        action="store_true",
+        help="Benchmark 1 also commits and checks out through a command server "
+        "(mlvc daemon start, in a runtime folder of its own); wall time only.",
+    )
+    ap.add_argument(
         "--indexes",
         type=int,
         default=15,
@@ -693,8 +720,10 @@ def main() -> None:
     only = {int(x) for x in args.only.split(",")}
     reps = 1 if args.quick else args.reps
     tmp = Path(tempfile.mkdtemp(prefix="mlvc-bench-storage-", dir=args.dir))
-    global WORK_DIR
+    global WORK_DIR, DAEMON
     WORK_DIR = tmp
+    if args.daemon:
+        DAEMON = start_daemon(ENV)  # without MLVC_DAEMON=0: served commands go to it
     report = [
         f"## Storage (issue 4) — {time.strftime('%Y-%m-%d')}",
         "",
@@ -719,7 +748,17 @@ def main() -> None:
         if 6 in only:
             size = 64 * MiB if args.quick else int(args.big_gib * GiB)
             report += bench_threads(tmp, size, reps) + [""]
+        if DAEMON is not None:  # the daemon rows were served, not run in their own process
+            status = subprocess.run(
+                [MLVC, "daemon", "status"], env=DAEMON, capture_output=True, text=True
+            )
+            status = status.stdout + status.stderr
+            served = int(status.split(" commands served")[0].rsplit(" ", 1)[-1])
+            report.append(f"Commands served by the command server: {served}.")
+            assert served >= 2 * reps or 1 not in only, status
     finally:
+        if DAEMON is not None:
+            stop_daemon(DAEMON)
         drop(tmp)
     text = "\n".join(report)
     print(text)
