@@ -264,30 +264,24 @@ def log_artifacts(local_dir: str, artifact_path: str | None = None) -> list[str]
 
 def log_figure(figure: Any, artifact_file: str) -> str:
     """A matplotlib figure (PNG, SVG, PDF by the name's suffix) or a plotly figure (HTML)."""
-    from .media import figure_bytes
-
-    return active_run_or_start().log_bytes(figure_bytes(figure, artifact_file), artifact_file)
+    return active_run_or_start().log_figure(figure, artifact_file)
 
 
 def log_image(image: Any, artifact_file: str) -> str:
     """A numpy array (uint8, or floats in [0, 1]) or a PIL image, stored as PNG."""
-    from .media import image_bytes
-
-    return active_run_or_start().log_bytes(image_bytes(image), artifact_file)
+    return active_run_or_start().log_image(image, artifact_file)
 
 
 def log_table(data: Any, artifact_file: str) -> str:
     """A pandas DataFrame, an Arrow table or a dict of columns, stored as Parquet
     (``load_table`` reads it back)."""
-    from .media import table_bytes
-
-    return active_run_or_start().log_bytes(table_bytes(data), artifact_file)
+    return active_run_or_start().log_table(data, artifact_file)
 
 
 def load_table(artifact_file: str, run_id: str | None = None, output_format: str = "pandas",
                repo=None):  # fmt: skip
     """A table ``log_table`` stored: of the active run, or of the recorded run ``run_id``."""
-    from .media import read_table
+    from ..runs.media import read_table
 
     run = active_run() if run_id is None else None
     if run is not None and hasattr(run, "artifacts") and artifact_file in run.artifacts:

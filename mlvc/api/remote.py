@@ -423,7 +423,8 @@ class RemoteRun:
             "metrics, or unset it to record the run locally"
         )
 
-    log_artifact = log_text = log_dict = record_model = _unsupported
+    log_artifact = log_text = log_dict = log_bytes = record_model = _unsupported
+    log_figure = log_image = log_table = _unsupported
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -414,6 +414,26 @@ class LiveRun:
         """Store ``data`` as the artifact ``name`` (a figure, an image, a table...)."""
         return self._log_bytes(data, name)
 
+    def log_figure(self, figure: Any, name: str) -> str:
+        """A matplotlib figure (PNG, SVG, PDF by ``name``'s suffix) or a plotly figure
+        (HTML) as the artifact ``name``."""
+        from .media import figure_bytes
+
+        return self._log_bytes(figure_bytes(figure, name), name)
+
+    def log_image(self, image: Any, name: str) -> str:
+        """A numpy array (uint8, or floats in [0, 1]) or a PIL image, as the PNG ``name``."""
+        from .media import image_bytes
+
+        return self._log_bytes(image_bytes(image), name)
+
+    def log_table(self, data: Any, name: str) -> str:
+        """A pandas DataFrame, an Arrow table or a dict of columns, as the Parquet file
+        ``name`` (``mlvc.load_table`` reads it back)."""
+        from .media import table_bytes
+
+        return self._log_bytes(table_bytes(data), name)
+
     def add_extra(self, field: str, items: list, limit: int = 1000) -> None:
         """Append ``items`` to the list ``extra[field]`` of the run (its dataset inputs)."""
         extra = self.staged.meta.setdefault("extra", {})

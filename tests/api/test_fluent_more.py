@@ -119,6 +119,31 @@ def test_figures_from_matplotlib(project, repo):
     assert b"<svg" in b"".join(repo.cat(f"{rid}:artifacts/plots/line.svg"))
 
 
+def test_a_run_object_logs_images_tables_and_figures_itself(project, repo):
+    """``with mlvc.start_run() as run: run.log_image(...)``, as on an MLflow run's client:
+    the run object has what the module-level functions do (it once had only log_bytes)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    with mlvc.start_run() as run:
+        run.log_image(np.zeros((4, 6, 3), np.uint8), "images/black.png")
+        run.log_table({"epoch": [1, 2], "acc": [0.5, 0.75]}, "tables/acc.parquet")
+        run.log_figure(fig, "plots/line.svg")
+    plt.close(fig)
+    rid = run.run_id.hex
+    png = b"".join(repo.cat(f"{rid}:artifacts/images/black.png"))
+    assert png.startswith(b"\x89PNG") and png[16:24] == (6).to_bytes(4, "big") + (4).to_bytes(
+        4, "big"
+    )
+    table = mlvc.load_table("tables/acc.parquet", run_id=rid, output_format="arrow")
+    assert table.to_pydict() == {"epoch": [1, 2], "acc": [0.5, 0.75]}
+    assert b"<svg" in b"".join(repo.cat(f"{rid}:artifacts/plots/line.svg"))
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -185,7 +210,7 @@ def test_a_script_that_ends_right_after_reading_a_table_exits_cleanly(project, r
     import sys
 
     code = (
-        "import mlvc.api.media as m\n"
+        "import mlvc.runs.media as m\n"
         "data = m.table_bytes({'x': list(range(2000))})\n"
         "assert m.read_table(data, 'arrow').num_rows == 2000\n"
     )

@@ -158,6 +158,35 @@ def test_diff_through_the_server_is_the_local_diff(served):
     assert r.returncode == 4 and "nosuch" in r.stderr
 
 
+FILES = """
+import mlvc
+with mlvc.start_run(name="files") as run:
+    run.log_metric("loss", 0.5)
+    for call in (lambda: mlvc.log_image([[0]], "i.png"), lambda: run.log_table({"a": [1]}, "t.parquet"),
+                 lambda: mlvc.log_text("x", "t.txt"), lambda: run.log_figure(None, "f.png")):
+        try:
+            call()
+        except mlvc.MlvcError as e:
+            print("REFUSED", e)
+print("RUN", run.id)
+"""
+
+
+def test_files_logged_to_a_server_are_refused_by_name_and_the_run_goes_on(served, tmp_path):
+    """A run on a server takes no files yet: each way of logging one (the module's
+    functions and the run's methods) is one clear error (log_image was an AttributeError),
+    and the run's metrics still arrive."""
+    script = tmp_path / "files.py"
+    script.write_text(FILES)
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, env={**os.environ, **remote_env(served)}, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    refused = [line for line in r.stdout.splitlines() if line.startswith("REFUSED")]
+    assert len(refused) == 4 and all("cannot be logged to a server" in x for x in refused)
+    run_id = r.stdout.split("RUN ")[-1].strip()
+    assert Repo(served["root"]).show(run_id)["metrics"] == {"loss": 0.5}
+
+
 def test_unreachable_server_and_bad_token_are_one_line_errors(served, tmp_path):
     down = {"MLVC_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLVC_TRACKING_TOKEN": "x"}
     for args in (["log"], ["query", "SELECT 1"], ["show", "HEAD"]):
