@@ -2,8 +2,8 @@
  * mlvc/core/speedups.py; the pure-Python twin, with the same results, is
  * mlvc.core.parquet._walk_py).
  *
- * walk(data, start, end, max_header, soft[, rows, flat])
- *     -> (inflated, values, dictionary, delta, pos)
+ * walk(data, start, end, max_header, soft[, rows, flat, starts])
+ *     -> (inflated, values, dictionary, delta, pos, counted)
  *
  * data        a buffer (bytes, memoryview, mmap) holding a Parquet file;
  * start, end  the byte range to walk (0 <= start <= end <= len(data));
@@ -13,19 +13,29 @@
  * rows        (>= 0) the walk ends one data page after the first data page at which the
  *             rows counted so far reach ``rows`` (what a reader of the chunk's first
  *             ``rows`` rows inflates: it may look at one page more for where a row ends);
- *             a v2 data page counts its num_rows (its field 3), a v1 one its values when
- *             ``flat`` (a column of no lists: a value is a row), else none; -1: no end.
+ *             -1: no end. A data page is one of type DATA_PAGE (0) with its v1 header
+ *             (field 5) or DATA_PAGE_V2 (3) with its v2 header (field 8): its rows are its
+ *             values (field 1 of that header, as the reader reads it) when ``flat`` (a
+ *             column of no lists), else what ``starts`` returns for it, else none;
+ * starts      None, or called for each data page while rows are counted, as
+ *             starts(at, stored, size, v2, values, levels, inflated): the page's bytes
+ *             ``data[at:at + stored]``, its uncompressed size, whether it is v2, its
+ *             values, its repetition levels' encoding (v1, field 4) or byte length (v2,
+ *             field 6), -1 when absent, and the inflated sum so far; it returns the rows
+ *             that start in the page (a negative number counts as 0), or raises.
  * Each page header (parquet.thrift PageHeader, Thrift compact protocol) gives its
  * uncompressed size (field 2) and stored size (field 3); a data page header (field 5, or 8
  * for v2) its number of values (its field 1) and encoding (field 2, or 4 for v2); a
- * dictionary page header (field 7) marks the dictionary page. A field counts only when it
+ * dictionary page header (field 7) marks the dictionary page, and its values (its field 1)
+ * are counted in ``inflated`` at DICT_ENTRY bytes each, beside a second copy of the page (a
+ * reader keeps a pointer and a length per entry, and copies the values). A field counts only when it
  * has the type parquet.thrift gives it (i32, or struct for 5, 7, 8), as Arrow's Thrift
  * reader skips a field of another type and keeps the value it read before; an i32 is the
  * varint's low 32 bits, zigzag-decoded, as Thrift reads one. Returns the sum of the
  * uncompressed sizes, the sum of the values (a negative count as 0), the largest
  * dictionary page's uncompressed size, the sum over DELTA_BYTE_ARRAY data pages of values
- * times uncompressed size, and the position the walk ended at (after the last page's
- * stored bytes). Raises ValueError for a header that does not parse (a read at or past the
+ * times uncompressed size, the position the walk ended at (after the last page's
+ * stored bytes), and the rows counted (above). Raises ValueError for a header that does not parse (a read at or past the
  * end of the range or max_header, a struct or container nested past 16 levels, a container
  * of over 1000 items, a varint of over 64 bits, an unknown type) or whose fields 1-3 are
  * missing or negative, unless soft, and for sums over 63 bits. About 0.5 us a header,
@@ -41,6 +51,7 @@
 #define I32 5
 #define STRUCT 12
 #define DELTA_BYTE_ARRAY 7
+#define DICT_ENTRY 24
 
 typedef struct {
     const unsigned char *b;
@@ -188,15 +199,37 @@ static int add(int64_t *sum, int64_t n) {
     return 0;
 }
 
+/* The rows that start in a data page (see the module's comment); -1 with an exception set. */
+static int64_t page_rows(PyObject *starts, int flat, int64_t at, int64_t stored, int64_t size,
+                         int v2, const Ints *sub, int64_t inflated) {
+    int64_t n = (sub->ints & 2u) && sub->value[1] > 0 ? sub->value[1] : 0;
+    if (flat) return n;
+    if (starts == Py_None) return 0;
+    int field = v2 ? 6 : 4;
+    int64_t levels = (sub->ints & (1u << field)) ? sub->value[field] : -1;
+    PyObject *got = PyObject_CallFunction(starts, "LLLOLLL", (long long)at, (long long)stored,
+                                          (long long)size, v2 ? Py_True : Py_False,
+                                          (long long)n, (long long)levels, (long long)inflated);
+    if (got == NULL) return -1;
+    long long rows = PyLong_AsLongLong(got);
+    Py_DECREF(got);
+    if (rows == -1 && PyErr_Occurred()) return -1;
+    return rows > 0 ? rows : 0;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *data;
+    PyObject *data, *starts = Py_None;
     Py_ssize_t start, end, max_header;
     Py_ssize_t rows = -1;
     int soft, flat = 0;
-    if (!PyArg_ParseTuple(args, "Onnnp|np", &data, &start, &end, &max_header, &soft, &rows,
-                          &flat))
+    if (!PyArg_ParseTuple(args, "Onnnp|npO", &data, &start, &end, &max_header, &soft, &rows,
+                          &flat, &starts))
         return NULL;
+    if (starts != Py_None && !PyCallable_Check(starts)) {
+        PyErr_SetString(PyExc_TypeError, "starts must be callable or None");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     if (start < 0 || end < start || end > view.len || max_header < 1) {
@@ -207,6 +240,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     int64_t inflated = 0, values = 0, dictionary = 0, delta = 0, pos = start, counted = 0;
     int reached = 0;  /* the rows were counted: the next data page is the last walked */
     const char *error = NULL;
+    int raised = 0;  /* starts raised: its exception is set */
     while (pos < end) {
         Py_ssize_t stop = end - pos < max_header ? end : pos + max_header;
         Reader r = {view.buf, (Py_ssize_t)pos, stop, NULL};
@@ -239,31 +273,42 @@ static PyObject *walk(PyObject *self, PyObject *args) {
                 else if (add(&delta, sub->value[1] * size) < 0) error = "its pages' sizes overflow";
             }
         }
+        if (!error && (f.structs & (1u << 7))) {  /* a dictionary page header */
+            if (size > dictionary) dictionary = size;
+            int64_t entries = (f.sub[7].ints & 2u) && f.sub[7].value[1] > 0 ? f.sub[7].value[1] : 0;
+            if (add(&inflated, size) < 0 || add(&inflated, DICT_ENTRY * entries) < 0)
+                error = "its pages' sizes overflow";
+        }
         if (error) break;
-        if ((f.structs & (1u << 7)) && size > dictionary) dictionary = size;
+        int64_t at = pos;
         pos = stored > INT64_MAX - pos ? INT64_MAX : pos + stored;
-        int v1 = (f.structs >> 5) & 1, v2 = (f.structs >> 8) & 1;
+        int64_t kind = f.own.value[1];
+        int v1 = kind == 0 && (f.structs & (1u << 5)), v2 = kind == 3 && (f.structs & (1u << 8));
         if (rows < 0 || !(v1 || v2)) continue;
         if (reached) break;
-        int64_t n = 0;
-        if (v2 && (f.sub[8].ints & 8u) && f.sub[8].value[3] > 0) n = f.sub[8].value[3];
-        else if (v1 && flat && (f.sub[5].ints & 2u) && f.sub[5].value[1] > 0) n = f.sub[5].value[1];
+        int64_t n = page_rows(starts, flat, at, stored, size, v2, &f.sub[v2 ? 8 : 5], inflated);
+        if (n < 0) {
+            raised = 1;
+            break;
+        }
         if (add(&counted, n) < 0) counted = INT64_MAX;
         if (counted >= rows) reached = 1;
     }
     PyBuffer_Release(&view);
+    if (raised) return NULL;
     if (error) {
         PyErr_SetString(PyExc_ValueError, error);
         return NULL;
     }
-    return Py_BuildValue("(LLLLL)", (long long)inflated, (long long)values,
-                         (long long)dictionary, (long long)delta, (long long)pos);
+    return Py_BuildValue("(LLLLLL)", (long long)inflated, (long long)values,
+                         (long long)dictionary, (long long)delta, (long long)pos,
+                         (long long)counted);
 }
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(data, start, end, max_header, soft[, rows, flat]) -> "
-     "(inflated, values, dictionary, delta, pos): "
+     "walk(data, start, end, max_header, soft[, rows, flat, starts]) -> "
+     "(inflated, values, dictionary, delta, pos, counted): "
      "the page headers of a Parquet column chunk summed (see the module's comment)."},
     {NULL, NULL, 0, NULL},
 };

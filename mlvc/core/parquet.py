@@ -107,10 +107,16 @@ def read_head(path: str, rows: int, limit: int):
     reader = pq.ParquetFile(
         path, pre_buffer=False, buffer_size=HEAD_BUFFER, metadata=meta, read_dictionary=text
     )
-    batch = next(reader.iter_batches(batch_size=max(rows, 1), row_groups=groups), None)
-    if batch is None:
+    batches, held = [], 0
+    for batch in reader.iter_batches(batch_size=max(rows, 1), row_groups=groups):
+        batches.append(batch)  # a batch of dictionaries ends where a group does
+        held += batch.num_rows
+        if held >= rows:
+            break
+    if not batches:
         return None, arrow, meta
-    return _counted(pa.Table.from_batches([batch]), text, plain, limit), arrow, meta
+    table = pa.Table.from_batches(batches).slice(0, rows)
+    return _counted(table, text, plain, limit), arrow, meta
 
 
 def _counted_text(plain, names: set[str] | None, spreading: set[str]) -> list[str]:
@@ -193,7 +199,8 @@ def check_pages(
     (None: all): (bytes the columns could take decoded, but for the top-level string values
     a dictionary page holds; bytes those could take more, each at the dictionary's whole
     size). ParquetRefused if the first is over ``limit``. ``rows``: only the pages that a
-    read of the first ``rows`` rows of those groups inflates (a preview's).
+    read of up to ``rows`` rows from each of those groups inflates (a preview's: its first
+    batch may end at a group's end, and the next asks for ``rows`` more).
 
     The second is by top-level column name. A value is counted at its decoded width (a decimal as 16 or 32 bytes, whatever its
     stored width), plus 4 bytes per level of lists (offsets) and 1 of validity; a string
@@ -217,6 +224,7 @@ def check_pages(
         nested = leaf.max_repetition_level > 0 or "." in path
         leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
     fixed, spread, left = 0, {}, -1 if rows is None else rows
+    spent = [0, 0]  # pages of lists told, runs of levels decoded: see _row_starts
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
         for i, path, width, strings, nested in leaves:
@@ -227,11 +235,12 @@ def check_pages(
             repeated = schema.column(i).max_repetition_level
             walked = (data, start, chunk.total_compressed_size, padded)
             if left < 0 or not repeated:
-                inflated, values, dictionary, delta, whole = _walk(*walked, left, not repeated)
+                inflated, values, dictionary, delta, whole, _ = _walk(*walked, left, True)
             else:  # rows of lists: a page's rows are where its levels say one starts
-                starts = _row_starts(data, chunk.compression, repeated, limit - fixed)
+                starts = _row_starts(data, chunk.compression, repeated, limit - fixed, spent)
                 # the page in which the row after the last one wanted starts ends them all
-                inflated, values, dictionary, delta, whole = _walk(*walked, left + 1, starts=starts)
+                walk = _walk(*walked, left + 1, False, starts)
+                inflated, values, dictionary, delta, whole, _ = walk
             if whole:  # what the reader reads pages up to
                 values = max(values, chunk.num_values)
             fixed += inflated + width * values
@@ -246,8 +255,6 @@ def check_pages(
             if fixed > limit:
                 column = path if len(path) <= 60 else path[:57] + "..."
                 raise ParquetRefused(f"it could decode to over {limit} bytes (column {column})")
-        if left >= 0:
-            left = max(left - max(group.num_rows, 0), 0)
     return fixed, spread
 
 
@@ -262,37 +269,35 @@ def _walk(
     rows: int = -1,
     flat: bool = False,
     starts=None,
-) -> tuple[int, int, int, int, bool]:
+) -> tuple[int, int, int, int, bool, int]:
     """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size,
-    bytes the DELTA_BYTE_ARRAY pages' values could take, whether the walk went to the end)
-    of the pages in ``data[start:start + length]`` (bytes, a memoryview or a mapped file:
-    never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``. ``rows`` and
-    ``flat``: only the pages a reader of the chunk's first ``rows`` rows reads, and
-    ``starts`` (``_row_starts``: in Python) the rows that start in a v1 page (see
-    ``_walk_py``).
+    bytes the DELTA_BYTE_ARRAY pages' values could take, whether the walk went to the end,
+    the rows counted) of the pages in ``data[start:start + length]`` (bytes, a memoryview
+    or a mapped file: never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``.
+    ``rows``, ``flat`` and ``starts``: only the pages a reader of the chunk's first
+    ``rows`` rows reads (see ``_walk_py``).
 
     ``padded`` (a file parquet-mr wrote): Arrow reads up to PADDING bytes past the chunk
     too (old parquet-mr left the dictionary page header out of the chunk's size), so the
-    pages that begin there are counted as well; bytes there that are no page header (the
-    next chunk) end the walk, as they would end Arrow's read."""
+    pages that begin there are counted as well (all of them, their rows not); bytes there
+    that are no page header (the next chunk) end the walk, as they would end Arrow's read."""
     end = start + length
     if start < 0 or length < 0 or end > len(data):
         raise ParquetRefused("a column chunk lies outside the file")
     c = extension("mlvc._pqpages")
-    walk = _walk_py if c is None or starts is not None else c.walk
-    extra = () if starts is None else (starts,)
+    walk = _walk_py if c is None else c.walk
     try:
-        *sums, pos = walk(data, start, end, MAX_HEADER, False, rows, flat, *extra)
+        *sums, pos, counted = walk(data, start, end, MAX_HEADER, False, rows, flat, starts)
         whole = pos >= end
         tail = min(len(data), end + PADDING)
         if padded and whole and pos < tail:
-            *more, _ = walk(data, pos, tail, MAX_HEADER, True, rows, flat, *extra)
+            *more, _, _ = walk(data, pos, tail, MAX_HEADER, True)
             sums = [sums[0] + more[0], sums[1] + more[1], max(sums[2], more[2]), sums[3] + more[3]]
     except ParquetRefused:
         raise
     except ValueError as e:
         raise ParquetRefused(f"a page header does not parse ({e})") from None
-    return (*sums, whole)
+    return (*sums, whole, counted)
 
 
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
@@ -309,11 +314,13 @@ def _walk_py(
     flat: bool = False,
     starts=None,
 ) -> tuple[int, ...]:
-    """``_walk`` in Python, with the same results as the C walk: (the sums, the position
-    the walk ended at). ``soft``: a header that does not parse ends the walk, not raises.
-    ``rows`` (>= 0): the walk ends one data page after the first at which the rows counted
-    reach it (a v2 data page's num_rows; a v1 one's values when ``flat``), as the C walk's;
-    ``starts(page_at, stored, header, inflated)``: else a v1 page's rows (not in C).
+    """``_walk`` in Python, with the same results as the C walk (mlvc/_pqpages.c says them
+    in full): (the sums, the position the walk ended at, the rows counted). ``soft``: a
+    header that does not parse ends the walk, not raises. ``rows`` (>= 0): the walk ends
+    one data page after the first at which the rows counted reach it; a data page (of type
+    DATA_PAGE with its v1 header, or DATA_PAGE_V2 with its v2 header) has as rows its values
+    when ``flat``, else what ``starts(at, stored, size, v2, values, levels, inflated)``
+    says (``_row_starts``).
 
     A field is taken only when it has the type parquet.thrift gives it (i32 for the sizes
     and counts, a struct for the page kinds): Arrow's Thrift reader skips one of another
@@ -341,91 +348,102 @@ def _walk_py(
                 values += sub[0][1]
                 if sub[0].get(encoding_field) == DELTA_BYTE_ARRAY:
                     delta += sub[0][1] * size
-        if 7 in structs:  # a dictionary page header
+        if 7 in structs:  # a dictionary page header: a reader copies it, and indexes it
             dictionary = max(dictionary, size)
+            inflated += size + DICT_ENTRY * max(structs[7][0].get(1, 0), 0)
         if inflated >> 63 or values >> 63 or delta >> 63:
             raise ValueError("its pages' sizes overflow")
-        pos += stored
-        v1, v2 = structs.get(5), structs.get(8)
-        if rows < 0 or (v1 is None and v2 is None):
+        at, pos = pos, pos + stored
+        v2 = ints[1] == DATA_PAGE_V2 and 8 in structs
+        if rows < 0 or not (v2 or ints[1] == DATA_PAGE and 5 in structs):
             continue
         if reached:
             break
-        n2, n1 = (v2 or ({},))[0].get(3, 0), (v1 or ({},))[0].get(1, 0)
-        if n2 <= 0 and flat:
-            n2 = n1
-        elif n2 <= 0 and starts is not None and v1 is not None:
-            n2 = starts(pos - stored, stored, ints, v1[0], inflated)
-        counted += max(n2, 0)
+        page = structs[8 if v2 else 5][0]
+        n = max(page.get(1, 0), 0)
+        if not flat:
+            levels = page.get(6 if v2 else 4, -1)
+            n = 0 if starts is None else starts(at, stored, size, v2, n, levels, inflated)
+        counted += max(n, 0)
         reached = counted >= rows
-    return inflated, values, dictionary, delta, min(pos, (1 << 63) - 1)
+    return inflated, values, dictionary, delta, min(pos, (1 << 63) - 1), counted
 
 
+DATA_PAGE, DATA_PAGE_V2 = 0, 3  # parquet.thrift PageType
+DICT_ENTRY = 24  # bytes a reader keeps for each entry of a dictionary (pointer, length)
 RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
-MAX_LEVELS = 1 << 22  # levels decoded (in Python) for one column's head; then not told
+# What telling the rows of pages of lists may cost one read (then they are not told, and
+# the walk counts on to the chunk's end): pages, and runs of levels decoded in Python
+MAX_TOLD_PAGES = 10_000
+MAX_RUNS = 1 << 18
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
            "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
 
 
-def _row_starts(data, codec: str, repeated: int, budget: int):
-    """For a column of lists read in part: ``starts`` for ``_walk_py``, which gives the rows
-    that start in a v1 data page (the zeros among its repetition levels, read from the page
-    inflated), or 0 where that cannot be told here (a codec or level encoding not read
-    here, a page that does not inflate, past MAX_LEVELS levels in all: a bound on the CPU a
-    preview spends): the walk then goes on, to the chunk's end at worst. ParquetRefused
-    before a page is inflated past ``budget`` bytes (with those before it)."""
+def _row_starts(data, codec: str, repeated: int, budget: int, spent: list[int]):
+    """For a column of lists read in part: ``starts`` for the walk, which gives the rows
+    that start in a data page: the zeros among its repetition levels, read from the page
+    inflated (v1) or from its head (v2: levels are stored uncompressed), or 0 where that
+    cannot be told here (a codec or level encoding not read here, a page that does not
+    inflate, past MAX_TOLD_PAGES pages or MAX_RUNS runs of levels in ``spent``, shared by a
+    read's columns: a bound on the CPU a preview spends). ParquetRefused before a page is
+    inflated past ``budget`` bytes (with those before it)."""
     import pyarrow as pa
 
-    width, decoded = max(repeated.bit_length(), 1), [0]
+    width = max(repeated.bit_length(), 1)
 
-    def starts(at: int, stored: int, header: dict, page: dict, inflated: int) -> int:
+    def starts(at, stored, size, v2, values, levels, inflated) -> int:
         if inflated > budget:
             raise ParquetRefused(f"it could decode to over {budget} bytes (a page of lists)")
-        if codec not in _CODECS or page.get(4) != RLE or page.get(1, 0) <= 0:
+        spent[0] += 1
+        if values <= 0 or spent[0] > MAX_TOLD_PAGES or spent[1] >= MAX_RUNS:
             return 0
-        decoded[0] += page[1]
-        if decoded[0] > MAX_LEVELS:
+        if v2:  # the repetition levels come first, uncompressed, ``levels`` bytes of them
+            if not 0 <= levels <= stored:
+                return 0
+            raw = memoryview(data[at : at + levels]).cast("B")
+            return _zeros(raw, width, values, spent)
+        if codec not in _CODECS or levels != RLE:
             return 0
         raw = data[at : at + stored]
         try:
             if _CODECS[codec] is not None:
-                raw = pa.Codec(_CODECS[codec]).decompress(raw, decompressed_size=header[2])
+                raw = pa.Codec(_CODECS[codec]).decompress(raw, decompressed_size=size)
             raw = memoryview(raw).cast("B")  # a pyarrow Buffer's items are signed bytes
-            size = int.from_bytes(raw[:4], "little")
-            return _zeros(raw[4 : 4 + size], width, page[1])
+            length = int.from_bytes(raw[:4], "little")
+            return _zeros(raw[4 : 4 + length], width, values, spent)
         except (ValueError, OSError, IndexError):  # pyarrow's errors are both
             return 0
 
     return starts
 
 
-def _zeros(levels, width: int, count: int) -> int:
+def _zeros(levels, width: int, count: int, spent: list[int]) -> int:
     """The zeros among the first ``count`` values of an RLE / bit-packed hybrid run of
-    ``width``-bit values (parquet-format Encodings.md)."""
+    ``width``-bit values (parquet-format Encodings.md); each run adds 1 to ``spent[1]``,
+    and past MAX_RUNS the count so far is returned (fewer rows: the walk counts on)."""
     pos = seen = zeros = 0
-    mask = (1 << width) - 1
-    while seen < count and pos < len(levels):
-        header, pos = _varint(levels, pos)
+    step = (width + 7) // 8
+    while seen < count and pos < len(levels) and spent[1] < MAX_RUNS:
+        spent[1] += 1
+        try:
+            header, pos = _varint(levels, pos)
+        except (IndexError, ValueError):
+            break
         if header & 1:  # bit-packed: groups of 8 values in ``width`` bytes each
-            groups = header >> 1
+            groups = min(header >> 1, len(levels))
             packed = levels[pos : pos + groups * width]
             pos += groups * width
             take = min(groups * 8, count - seen, len(packed) * 8 // width)
-            if width == 1:
-                ones = int.from_bytes(packed[: (take + 7) // 8], "little") & ((1 << take) - 1)
-                zeros += take - ones.bit_count()
-            else:
-                for g in range((take + 7) // 8):
-                    bits, n = int.from_bytes(packed[g * width : (g + 1) * width], "little"), 0
-                    for _ in range(min(8, take - g * 8)):
-                        n += not bits & mask
-                        bits >>= width
-                    zeros += n
+            bits = int.from_bytes(packed, "little") & ((1 << (take * width)) - 1)
+            for shift in range(1, width):  # each value's bits or-ed into its lowest
+                bits |= bits >> shift
+            lowest = ((1 << (take * width)) - 1) // ((1 << width) - 1)  # 1 at each value
+            zeros += take - (bits & lowest).bit_count()
         else:  # a run: one value repeated
             take = min(header >> 1, count - seen)
-            value = int.from_bytes(levels[pos : pos + (width + 7) // 8], "little")
-            pos += (width + 7) // 8
-            zeros += take if value == 0 else 0
+            zeros += take if not any(levels[pos : pos + step]) else 0
+            pos += step
         if take <= 0:
             break
         seen += take

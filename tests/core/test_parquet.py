@@ -261,14 +261,17 @@ EDGES = {
     "delta strings": _page(1000, 50, encoding=7),
     "delta overflow": _page(2**31 - 1, 2**31 - 1, encoding=7) * 3,
     "huge field ids": _header(_i32(1, 0), _i32(0, 5, fid=2**63 - 1), *[_i32(15, 1)] * 3),
-    "v2 pages of rows": b"".join(  # num_rows (field 3) 4, 5, then -1 and an i64 decoy
+    # v2 data pages of 9 values each, whose num_rows (field 3: 1000, 5, -1, and an i64
+    # decoy) a reader ignores; an INDEX_PAGE (1) and a DICTIONARY_PAGE (2) carrying a v1
+    # data page header of 1000 values, which a reader skips or does not read as one
+    "v2 pages of values": b"".join(
         _header(
             _i32(1, 3),
             _i32(1, 10 + k),
             _i32(1, 0),
             _field(5, 12, _i32(1, 9) + _i32(2, rows, fid=3 if rows < 0 else None) + b"\x00"),
         )  # fmt: skip
-        for k, rows in enumerate([4, 5, -1, 6])
+        for k, rows in enumerate([1000, 5, -1, 6])
     )
     + _header(
         _i32(1, 3),
@@ -276,6 +279,11 @@ EDGES = {
         _i32(1, 0),
         _field(5, 12, _i32(1, 9) + _field(2, 6, _zigzag_varint(50)) + b"\x00"),
     ),
+    "decoy data pages": b"".join(
+        _header(_i32(1, kind), _i32(1, 5), _i32(1, 0), _field(2, 12, _i32(1, 1000) + b"\x00"))
+        for kind in (1, 2)
+    )
+    + _page(7, 1) * 3,
 }
 
 
@@ -290,22 +298,56 @@ def test_thrift_edge_cases_walk_alike(soft):
         data = EDGES[name]
         return both(data, 0, len(data), 99)[0]
 
-    assert walked("data page values") == (8, 3, 0, 0, len(EDGES["data page values"]))
-    assert walked("dictionary page") == (9, 0, 9, 0, len(EDGES["dictionary page"]))
-    assert walked("delta strings") == (1000, 50, 0, 50_000, len(EDGES["delta strings"]))
+    assert walked("data page values") == (8, 3, 0, 0, len(EDGES["data page values"]), 0)
+    # a dictionary page of 3 values: its size twice, and 24 bytes an entry (F5 below)
+    assert walked("dictionary page") == (9 + 9 + 72, 0, 9, 0, len(EDGES["dictionary page"]), 0)
+    assert walked("delta strings") == (1000, 50, 0, 50_000, len(EDGES["delta strings"]), 0)
     assert walked("an i64 decoy keeps the i32 size")[0] == 7 << 20
     assert walked("a struct decoy keeps the dictionary page")[2] == 9
     assert walked("an i32 is its low 32 bits")[0] == 10
     assert walked("delta overflow") == "refused"
-    pages = EDGES["v2 pages of rows"]
-    for rows, end in ((-1, 5), (0, 2), (4, 2), (5, 3), (9, 3), (10, 5), (1 << 40, 5)):
-        # the walk ends one data page after the rows counted reach ``rows``
-        sums = both(pages, 0, len(pages), 99, False, rows)[0]
-        assert sums[0] == sum([10, 11, 12, 13, 99][:end]), rows
+    pages = EDGES["v2 pages of values"]
+    for rows, end, counted in ((-1, 5, 0), (0, 2, 9), (9, 2, 9), (10, 3, 18), (18, 3, 18),
+                               (19, 4, 27), (28, 5, 36), (1 << 40, 5, 45)):  # fmt: skip
+        # the walk ends one data page after the values counted reach ``rows``
+        c, py = both(pages, 0, len(pages), 99, False, rows, True)
+        assert c == py and c[0] == sum([10, 11, 12, 13, 99][:end]) and c[5] == counted, rows
+    assert both(pages, 0, len(pages), 99, False, 10)[0][0] == 145  # no rows told: to the end
+    decoys = EDGES["decoy data pages"]
+    c, py = both(decoys, 0, len(decoys), 99, False, 1, True)  # 1 + the page after
+    assert c == py and c[5] == 1 and c[0] == 5 + 5 + 7 + 7
     for flat in (False, True):  # a v1 page counts its values when flat
         values = EDGES["data page values"] * 3
         c, py = both(values, 0, len(values), 99, False, 2, flat)
         assert c == py and c[0] == (16 if flat else 24)
+
+
+@pytest.mark.parametrize("rows", [-1, 0, 3, 8, 100])
+def test_the_c_walk_asks_starts_what_the_python_walk_asks(rows):
+    """A column of lists: each data page's rows come from ``starts``, called alike (the
+    same arguments, in the same order, while rows are counted) by both walks."""
+    pages = b"".join(_page(8, 3) for _ in range(4)) + EDGES["v2 pages of values"]
+    outcomes = []
+    for walk in (_pqpages.walk, __import__("mlvc.core.parquet").core.parquet._walk_py):
+        calls = []
+
+        def starts(*args, calls=calls):
+            calls.append(args)
+            return len(calls) % 3 - 1  # -1, 0 and 1 rows in turn
+
+        outcomes.append((walk(pages, 0, len(pages), 99, False, rows, False, starts), calls))
+    assert outcomes[0] == outcomes[1]
+    (sums, calls) = outcomes[0]
+    assert (len(calls) > 0) == (rows >= 0) and all(len(c) == 7 for c in calls)
+    assert calls[:1] == ([] if rows < 0 else [(calls[0][0], 0, 8, False, 3, -1, 8)])
+
+    def refuse(*_args):
+        raise ParquetRefused("no")
+
+    for walk in (_pqpages.walk, __import__("mlvc.core.parquet").core.parquet._walk_py):
+        if rows >= 0:
+            with pytest.raises(ParquetRefused, match="no"):
+                walk(pages, 0, len(pages), 99, False, rows, False, refuse)
 
 
 # -- bombs a review found (each read back far past the limit before its fix) ------------------
@@ -411,16 +453,19 @@ def test_a_padded_tokenized_dataset_previews_its_head(tmp_path, walk, version):
     assert grew < 32 << 10
 
 
-@pytest.mark.parametrize("levels", [None, 1000], ids=["", "few-levels-decoded"])
+@pytest.mark.parametrize(
+    "cap", [None, ("MAX_RUNS", 10), ("MAX_TOLD_PAGES", 1)], ids=["", "few-runs", "one-page"]
+)
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 def test_a_row_of_lists_spanning_pages_is_counted_to_its_end(
-    tmp_path, walk, version, levels, monkeypatch
+    tmp_path, walk, version, cap, monkeypatch
 ):
     """The first row is one list of 8M zeros: v1 pages split it (no page holds a row
     start until the second row), so all of them are what a reader of one row inflates.
-    Past MAX_LEVELS decoded, pages are no longer inflated to be told: counted all the same."""
-    if levels:
-        monkeypatch.setattr("mlvc.core.parquet.MAX_LEVELS", levels)
+    Past MAX_RUNS runs of levels or MAX_TOLD_PAGES pages, pages are no longer told (a bound
+    on a preview's CPU): counted all the same."""
+    if cap:
+        monkeypatch.setattr(f"mlvc.core.parquet.{cap[0]}", cap[1])
     path = tmp_path / "long.parquet"
     long = pa.array([np.zeros(8 << 20, np.int64), [1]], pa.list_(pa.int64()))
     pq.write_table(pa.table({"x": long}), path, compression="zstd", use_dictionary=False,
@@ -444,8 +489,9 @@ LISTS = st.lists(  # lists of 8 or more: bit-packed groups of a byte >= 0x80
     deep=True,
 )
 def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep):
-    """Each row starts once: over a chunk's v1 pages, the rows ``_row_starts`` tells (read
-    from each page inflated, its levels 1 or 2 bits wide) add up to the group's rows."""
+    """Each row starts once: over a chunk's pages, the rows ``_row_starts`` tells (read from
+    each v1 page inflated, or a v2 page's head; levels 1 or 2 bits wide) add up to the
+    group's rows."""
     from mlvc.core import parquet as module
 
     kind = pa.list_(pa.list_(pa.int8())) if deep else pa.list_(pa.int8())
@@ -457,7 +503,7 @@ def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep)
     repeated = reader.schema.column(0).max_repetition_level
     for g in range(reader.metadata.num_row_groups):
         chunk = reader.metadata.row_group(g).column(0)
-        told = module._row_starts(data, chunk.compression, repeated, 1 << 40)
+        told = module._row_starts(data, chunk.compression, repeated, 1 << 40, [0, 0])
         seen: list[int] = []
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
         start = start or chunk.data_page_offset
@@ -468,10 +514,7 @@ def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep)
             return seen[-1]
 
         module._walk_py(data, start, end, 1 << 24, False, 1 << 62, False, record)
-        if options.get("data_page_version") == "2.0":
-            assert seen == []  # its header counts its rows
-        else:
-            assert sum(seen) == reader.metadata.row_group(g).num_rows
+        assert sum(seen) == reader.metadata.row_group(g).num_rows
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -493,3 +536,140 @@ def test_any_preview_is_the_tables_head(tmp_path_factory, lists, rows, options):
     pq.write_table(table, path, **{"data_page_size": 64, "write_batch_size": 7, **options})
     got, meta, _ = head(path, rows)
     assert got.equals(table.slice(0, rows)) and meta.num_rows == len(lists)
+
+
+# -- what a second review crafted against the preview's page walk (each read back 8-32x the
+# limit, or took 18-36 s of CPU, before its fix) --------------------------------------------
+
+BOMB = 64 << 20  # zeros: 512 MiB decoded as int64, ~16 KB stored
+
+
+def crafted(tmp_path, data: bytes):
+    path = tmp_path / "crafted.parquet"
+    path.write_bytes(data)
+    return path
+
+
+def refused_head(path, rows: int = 50) -> str:
+    return refused_without_inflating(path, lambda p: head(p, rows))
+
+
+@pytest.mark.parametrize("how", ["v2", "v1 with a v2 header", "lists"])
+def test_a_pages_claimed_rows_are_not_what_it_holds(tmp_path, walk, how):
+    """A reader reads a page by its values: the rows a v2 header claims (1000, holding 1)
+    end nothing, and the 512 MiB page after the next is counted."""
+    from parquet_craft import int64s, leaf, parquet_file, v1_page, v2_page, varint
+
+    if how == "lists":  # ``repeated int64 x``: levels say one row starts in each page
+
+        def page(n, raw, rows):
+            rep = varint(2) + b"\x00" + (varint((n - 1) << 1) + b"\x01" if n > 1 else b"")
+            return v2_page(raw, n, rows, rep=rep, defs=varint(n << 1) + b"\x01")
+
+        pages = page(1, int64s(1, 7), 1000) + page(1, int64s(1), 1) + page(BOMB, int64s(BOMB), 1)
+        element = leaf("x", 2, 2)
+    else:
+        claim = [(8, "struct", [(1, "i32", 1), (3, "i32", 1000)])]
+        first = (
+            v2_page(int64s(1, 7), 1, 1000) if how == "v2" else v1_page(int64s(1, 7), 1, extra=claim)
+        )
+        pages = first + v2_page(int64s(1), 1, 1) + v2_page(int64s(BOMB), BOMB, BOMB)
+        element = leaf("x", 2)
+    path = crafted(tmp_path, parquet_file([[(pages, BOMB + 2)]], [BOMB + 2], [element]))
+    assert "could decode to over" in refused_head(path)
+
+
+@pytest.mark.parametrize("kind", [1, 2], ids=["index page", "dictionary page"])
+def test_a_page_of_another_type_carrying_a_data_header_counts_no_rows(tmp_path, walk, kind):
+    """An INDEX_PAGE (skipped by a reader) or the DICTIONARY_PAGE carrying a v1 data page
+    header of 1000 values: pages are told by their type."""
+    from parquet_craft import dictionary_page, int64s, leaf, parquet_file, thrift, v1_page
+
+    decoy = [(5, "struct", [(1, "i32", 1000), (2, "i32", 0), (3, "i32", 3), (4, "i32", 3)])]
+    if kind == 1:
+        first = thrift([(1, "i32", 1), (2, "i32", 0), (3, "i32", 0), *decoy])
+        second = v1_page(int64s(1, 8), 1)
+    else:
+        first = dictionary_page(int64s(1, 42), 1, extra=decoy)
+        second = v1_page(b"\x01\x02\x00", 1, encoding=8)  # one index: 0
+    pages = first + second + v1_page(int64s(BOMB), BOMB)
+    path = crafted(tmp_path, parquet_file([[(pages, BOMB + 1)]], [BOMB + 1], [leaf("x", 2)]))
+    assert "could decode to over" in refused_head(path)
+
+
+def test_a_row_group_holding_fewer_rows_than_the_footer_says(tmp_path, walk):
+    """Group 0 claims 49 rows and holds 1: the batch fills from group 1, whose pages are
+    counted for as many rows as the preview shows (1, 1, then the 512 MiB page)."""
+    from parquet_craft import int64s, leaf, parquet_file, v1_page
+
+    late = v1_page(int64s(1, 8), 1) + v1_page(int64s(1, 9), 1) + v1_page(int64s(BOMB), BOMB)
+    data = parquet_file([[(v1_page(int64s(1, 7), 1), 49)], [(late, BOMB + 2)]], [49, BOMB + 2],
+                        [leaf("x", 2)])  # fmt: skip
+    assert "could decode to over" in refused_head(crafted(tmp_path, data))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["fixed-1-byte", "empty-strings"])
+def test_a_dictionary_of_many_tiny_entries_counts_what_a_reader_keeps_of_each(
+    tmp_path, walk, binary
+):
+    """60M one-byte (or 15M empty-string) dictionary entries in 2 KB: a reader keeps a
+    pointer and a length per entry (8.9x the limit); a preview and a series read refuse."""
+    from parquet_craft import dictionary_page, leaf, parquet_file, v1_page, varint
+
+    n = 15_000_000 if binary else 60_000_000
+    raw = bytes(4 * n) if binary else bytes(n)
+    indices = v1_page(b"\x01" + varint(50 << 1) + b"\x00", 50, encoding=8)
+    element = leaf("x", 6) if binary else leaf(
+        "x", 7, 0, (6, "i32", 5), (7, "i32", 0), (8, "i32", 2))  # fmt: skip
+    if not binary:
+        element.insert(1, (2, "i32", 1))  # type_length 1: decimal(2, 0)
+    data = parquet_file([[(dictionary_page(raw, n) + indices, 50)]], [50], [element])
+    assert "could decode to over" in refused_head(crafted(tmp_path, data))
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_telling_the_rows_of_pages_of_lists_costs_a_bounded_cpu(tmp_path, monkeypatch):
+    """Two columns of 4M repetition levels, each its own run (2 bytes a level, a few KB
+    zstd): no row starts, so every level was decoded in Python, ~18 s. Runs decoded in a
+    read stop at MAX_RUNS; pages told at MAX_TOLD_PAGES."""
+    import struct
+
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    from mlvc.core import parquet as module
+
+    n = 1 << 22
+    rep, defs = b"\x02\x01" * n, varint(n << 1) + b"\x01"
+    raw = struct.pack("<I", len(rep)) + rep + struct.pack("<I", len(defs)) + defs
+    leaves = [leaf(f"c{i}", 0, 2) for i in range(2)]  # ``repeated boolean``
+    path = crafted(tmp_path, parquet_file([[(v1_page(raw, n), n)] * 2], [1000], leaves))
+    runs = [0]
+    varint_ = module._varint
+
+    def counted(b, pos):
+        runs[0] += 1
+        return varint_(b, pos)
+
+    monkeypatch.setattr(module, "_varint", counted)
+    with pytest.raises((ParquetRefused, OSError)):
+        head(path, 50)
+    assert module.MAX_RUNS <= runs[0] <= module.MAX_RUNS + 100  # of 8M
+    told = []
+    monkeypatch.setattr(module, "MAX_TOLD_PAGES", 5)
+    zeros = module._zeros
+    monkeypatch.setattr(module, "_zeros", lambda *a: told.append(1) or zeros(*a))
+    tiny = pa.table({"x": pa.array([[1]] * 300, pa.list_(pa.int8()))})
+    path = tmp_path / "tiny.parquet"
+    pq.write_table(tiny, path, data_page_size=1, write_batch_size=1, compression="zstd")
+    got, _, _ = head(path, 300)
+    assert got.equals(tiny) and len(told) == 5
+
+
+def test_a_preview_of_dictionary_strings_across_groups_shows_every_row_asked(tmp_path, walk):
+    """A batch of dictionary-read strings ends where its row group does: the preview reads
+    on to the rows asked (it showed 10 of 25)."""
+    table = pa.table({"s": [f"row {i}" for i in range(100)], "n": list(range(100))})
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=10)
+    got, meta, _ = head(path, 25)
+    assert got.equals(table.slice(0, 25)) and meta.num_row_groups == 10

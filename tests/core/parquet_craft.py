@@ -1,0 +1,110 @@
+"""Parquet files written by hand (the Thrift compact protocol, field by field), to craft
+what pyarrow's writer never produces: page headers whose counts lie, pages of a type that
+carries another's header, row groups whose row counts lie. A struct is a list of
+(field id, type, value)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pyarrow as pa
+
+TYPES = {"i32": 5, "i64": 6, "bin": 8, "list": 9, "struct": 12}
+CODECS = {None: 0, "zstd": 6}
+
+
+def varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _zigzag(v: int) -> bytes:
+    return varint((v << 1) ^ (v >> 63))
+
+
+def _value(kind: str, v) -> bytes:
+    if kind in ("i32", "i64"):
+        return _zigzag(v)
+    if kind == "bin":
+        v = v.encode() if isinstance(v, str) else v
+        return varint(len(v)) + v
+    if kind == "struct":
+        return thrift(v)
+    etype, items = v  # a list
+    head = bytes([len(items) << 4 | TYPES[etype]]) if len(items) < 15 else (
+        bytes([0xF0 | TYPES[etype]]) + varint(len(items)))  # fmt: skip
+    return head + b"".join(_value(etype, x) for x in items)
+
+
+def thrift(fields) -> bytes:
+    """A struct, each field with a long header (its type, then its id)."""
+    out = b"".join(bytes([TYPES[k]]) + _zigzag(fid) + _value(k, v) for fid, k, v in fields)
+    return out + b"\x00"
+
+
+def _compress(raw: bytes, codec: str | None) -> bytes:
+    return raw if codec is None else pa.compress(raw, codec=codec, asbytes=True)
+
+
+def v1_page(raw: bytes, values: int, codec="zstd", encoding=0, kind=0, extra=()) -> bytes:
+    """A page of type ``kind`` (DATA_PAGE) with a v1 data page header."""
+    body = _compress(raw, codec)
+    header = [(1, "i32", kind), (2, "i32", len(raw)), (3, "i32", len(body)),
+              (5, "struct", [(1, "i32", values), (2, "i32", encoding), (3, "i32", 3),
+                             (4, "i32", 3)]), *extra]  # fmt: skip
+    return thrift(header) + body
+
+
+def v2_page(raw: bytes, values: int, rows: int, rep=b"", defs=b"", codec="zstd") -> bytes:
+    """A DATA_PAGE_V2 whose header says ``rows`` rows; levels stored uncompressed first."""
+    body = _compress(raw, codec)
+    sub = [(1, "i32", values), (2, "i32", 0), (3, "i32", rows), (4, "i32", 0),
+           (5, "i32", len(defs)), (6, "i32", len(rep))]  # fmt: skip
+    header = [(1, "i32", 3), (2, "i32", len(rep) + len(defs) + len(raw)),
+              (3, "i32", len(rep) + len(defs) + len(body)), (8, "struct", sub)]  # fmt: skip
+    return thrift(header) + rep + defs + body
+
+
+def dictionary_page(raw: bytes, entries: int, codec="zstd", extra=()) -> bytes:
+    body = _compress(raw, codec)
+    header = [(1, "i32", 2), (2, "i32", len(raw)), (3, "i32", len(body)),
+              (7, "struct", [(1, "i32", entries), (2, "i32", 0)]), *extra]  # fmt: skip
+    return thrift(header) + body
+
+
+def int64s(n: int, v: int = 0) -> bytes:
+    return np.full(n, v, dtype=np.int64).tobytes()
+
+
+def leaf(name: str, physical: int, repetition: int = 0, *extra) -> list:
+    """A schema element: ``repetition`` 0 required, 1 optional, 2 repeated."""
+    return [(1, "i32", physical), (3, "i32", repetition), (4, "bin", name), *extra]
+
+
+def parquet_file(groups, rows_by_group, leaves, codec="zstd") -> bytes:
+    """``groups``: per row group, per leaf of ``leaves``, (its pages' bytes, values the
+    chunk's metadata claims); ``rows_by_group``: what the footer says each group holds."""
+    out = bytearray(b"PAR1")
+    written = []
+    for chunks, rows in zip(groups, rows_by_group, strict=True):
+        columns = []
+        for (pages, values), element in zip(chunks, leaves, strict=True):
+            start = len(out)
+            out += pages
+            fields = {fid: v for fid, _kind, v in element}  # 1: physical type, 4: name
+            meta = [(1, "i32", fields[1]), (2, "list", ("i32", [0, 3, 8])),
+                    (3, "list", ("bin", [fields[4]])), (4, "i32", CODECS[codec]),
+                    (5, "i64", values), (6, "i64", len(pages)), (7, "i64", len(pages)),
+                    (9, "i64", start)]  # fmt: skip
+            columns.append([(2, "i64", start), (3, "struct", meta)])
+        written.append([(1, "list", ("struct", columns)), (2, "i64", 0), (3, "i64", rows)])
+    schema = [[(4, "bin", "schema"), (5, "i32", len(leaves))], *leaves]
+    footer = thrift([(1, "i32", 1), (2, "list", ("struct", schema)),
+                     (3, "i64", sum(rows_by_group)), (4, "list", ("struct", written)),
+                     (6, "bin", "parquet-cpp-arrow version 26.0.1")])  # fmt: skip
+    return bytes(out) + footer + struct.pack("<I", len(footer)) + b"PAR1"
