@@ -224,7 +224,7 @@ def check_pages(
         nested = leaf.max_repetition_level > 0 or "." in path
         leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
     fixed, spread, left = 0, {}, -1 if rows is None else rows
-    spent = [0, 0]  # pages of lists told, runs of levels decoded: see _row_starts
+    spent = [0, 0]  # pages of lists told, runs of levels decoded: see _RowStarts
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
         for i, path, width, strings, nested in leaves:
@@ -236,13 +236,17 @@ def check_pages(
             walked = (data, start, chunk.total_compressed_size, padded)
             if left < 0 or not repeated:
                 inflated, values, dictionary, delta, whole, _ = _walk(*walked, left, True)
+                upto = left  # a value is a row
             else:  # rows of lists: a page's rows are where its levels say one starts
-                starts = _row_starts(data, chunk.compression, repeated, limit - fixed, spent)
+                starts = _RowStarts(data, chunk.compression, repeated, limit - fixed, spent, left)
                 # the page in which the row after the last one wanted starts ends them all
                 walk = _walk(*walked, left + 1, False, starts)
                 inflated, values, dictionary, delta, whole, _ = walk
+                upto = -1 if starts.levels is None else starts.levels
             if whole:  # what the reader reads pages up to
                 values = max(values, chunk.num_values)
+            elif upto >= 0:  # it decodes the levels and values of the rows it reads
+                values = min(values, upto + SLACK)
             fixed += inflated + width * values
             if strings:
                 fixed += delta
@@ -320,7 +324,7 @@ def _walk_py(
     one data page after the first at which the rows counted reach it; a data page (of type
     DATA_PAGE with its v1 header, or DATA_PAGE_V2 with its v2 header) has as rows its values
     when ``flat``, else what ``starts(at, stored, size, v2, values, levels, inflated)``
-    says (``_row_starts``).
+    says (``_RowStarts``).
 
     A field is taken only when it has the type parquet.thrift gives it (i32 for the sizes
     and counts, a struct for the page kinds): Arrow's Thrift reader skips one of another
@@ -380,49 +384,66 @@ _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "
            "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
 
 
-def _row_starts(data, codec: str, repeated: int, budget: int, spent: list[int]):
-    """For a column of lists read in part: ``starts`` for the walk, which gives the rows
-    that start in a data page: the zeros among its repetition levels, read from the page
-    inflated (v1) or from its head (v2: levels are stored uncompressed), or 0 where that
-    cannot be told here (a codec or level encoding not read here, a page that does not
-    inflate, past MAX_TOLD_PAGES pages or MAX_RUNS runs of levels in ``spent``, shared by a
-    read's columns: a bound on the CPU a preview spends). ParquetRefused before a page is
-    inflated past ``budget`` bytes (with those before it)."""
-    import pyarrow as pa
+class _RowStarts:
+    """For a column of lists read in part, ``starts`` for the walk: the rows that start in a
+    data page, the zeros among its repetition levels, read from the page inflated (v1) or
+    from its head (v2: levels are stored uncompressed), or 0 where that cannot be told here
+    (a codec or level encoding not read here, a page that does not inflate, past
+    MAX_TOLD_PAGES pages or MAX_RUNS runs of levels in ``spent``, shared by a read's
+    columns: a bound on the CPU a preview spends). ParquetRefused before a page is inflated
+    past ``budget`` bytes (with those before it).
 
-    width = max(repeated.bit_length(), 1)
+    ``levels``: once the row after the first ``rows`` has been seen to start, how many
+    levels come before it (at most: to the end of the run of levels it starts in): what a
+    reader of those rows decodes of the pages (it decodes a page's levels as it goes)."""
 
-    def starts(at, stored, size, v2, values, levels, inflated) -> int:
-        if inflated > budget:
-            raise ParquetRefused(f"it could decode to over {budget} bytes (a page of lists)")
-        spent[0] += 1
-        if values <= 0 or spent[0] > MAX_TOLD_PAGES or spent[1] >= MAX_RUNS:
+    def __init__(self, data, codec: str, repeated: int, budget: int, spent: list[int], rows):
+        self.data, self.codec, self.budget, self.spent = data, codec, budget, spent
+        self.width = max(repeated.bit_length(), 1)
+        self.need = rows + 1  # row starts to see: the one after the last row wanted ends it
+        self.seen = self.before = 0  # row starts told, levels in the pages before this one
+        self.levels: int | None = None
+
+    def __call__(self, at, stored, size, v2, values, levels, inflated) -> int:
+        if inflated > self.budget:
+            raise ParquetRefused(f"it could decode to over {self.budget} bytes (a page of lists)")
+        before, self.before = self.before, self.before + max(values, 0)
+        self.spent[0] += 1
+        if values <= 0 or self.spent[0] > MAX_TOLD_PAGES or self.spent[1] >= MAX_RUNS:
             return 0
         if v2:  # the repetition levels come first, uncompressed, ``levels`` bytes of them
             if not 0 <= levels <= stored:
                 return 0
-            raw = memoryview(data[at : at + levels]).cast("B")
-            return _zeros(raw, width, values, spent)
-        if codec not in _CODECS or levels != RLE:
+            raw = memoryview(self.data[at : at + levels]).cast("B")
+        elif self.codec not in _CODECS or levels != RLE:
             return 0
-        raw = data[at : at + stored]
-        try:
-            if _CODECS[codec] is not None:
-                raw = pa.Codec(_CODECS[codec]).decompress(raw, decompressed_size=size)
-            raw = memoryview(raw).cast("B")  # a pyarrow Buffer's items are signed bytes
-            length = int.from_bytes(raw[:4], "little")
-            return _zeros(raw[4 : 4 + length], width, values, spent)
-        except (ValueError, OSError, IndexError):  # pyarrow's errors are both
-            return 0
+        else:
+            raw = self.data[at : at + stored]
+            try:
+                if _CODECS[self.codec] is not None:
+                    import pyarrow as pa
 
-    return starts
+                    raw = pa.Codec(_CODECS[self.codec]).decompress(raw, decompressed_size=size)
+                raw = memoryview(raw).cast("B")  # a pyarrow Buffer's items are signed bytes
+                length = int.from_bytes(raw[:4], "little")
+                raw = raw[4 : 4 + length]
+            except (ValueError, OSError, IndexError):  # pyarrow's errors are both
+                return 0
+        zeros, upto = _zeros(raw, self.width, values, self.spent, self.need - self.seen)
+        if upto is not None and self.levels is None:
+            self.levels = before + upto
+        self.seen += zeros
+        return zeros
 
 
-def _zeros(levels, width: int, count: int, spent: list[int]) -> int:
-    """The zeros among the first ``count`` values of an RLE / bit-packed hybrid run of
-    ``width``-bit values (parquet-format Encodings.md); each run adds 1 to ``spent[1]``,
-    and past MAX_RUNS the count so far is returned (fewer rows: the walk counts on)."""
+def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> tuple:
+    """(the zeros among the first ``count`` values of an RLE / bit-packed hybrid run of
+    ``width``-bit values (parquet-format Encodings.md), and, when a ``stop``-th zero (>= 1)
+    is among them, the values up to the end of the run it is in (within a run of zeros: up
+    to it), else None). Each run adds 1 to ``spent[1]``; past MAX_RUNS the count so far is
+    returned (fewer rows: the walk counts on)."""
     pos = seen = zeros = 0
+    upto = None
     step = (width + 7) // 8
     while seen < count and pos < len(levels) and spent[1] < MAX_RUNS:
         spent[1] += 1
@@ -439,15 +460,23 @@ def _zeros(levels, width: int, count: int, spent: list[int]) -> int:
             for shift in range(1, width):  # each value's bits or-ed into its lowest
                 bits |= bits >> shift
             lowest = ((1 << (take * width)) - 1) // ((1 << width) - 1)  # 1 at each value
-            zeros += take - (bits & lowest).bit_count()
+            here = take - (bits & lowest).bit_count()
+            if upto is None and 0 < stop <= zeros + here:
+                upto = seen + take
         else:  # a run: one value repeated
             take = min(header >> 1, count - seen)
-            zeros += take if not any(levels[pos : pos + step]) else 0
+            here = take if not any(levels[pos : pos + step]) else 0
+            if upto is None and 0 < stop <= zeros + here:
+                upto = seen + stop - zeros
             pos += step
         if take <= 0:
             break
+        zeros += here
         seen += take
-    return zeros
+    return zeros, upto
+
+
+SLACK = 8192  # values a reader may decode past the rows it was asked for (its level batches)
 
 
 # -- Thrift compact protocol: just enough to read a PageHeader --------------------------------

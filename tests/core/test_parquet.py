@@ -489,7 +489,7 @@ LISTS = st.lists(  # lists of 8 or more: bit-packed groups of a byte >= 0x80
     deep=True,
 )
 def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep):
-    """Each row starts once: over a chunk's pages, the rows ``_row_starts`` tells (read from
+    """Each row starts once: over a chunk's pages, the rows ``_RowStarts`` tells (read from
     each v1 page inflated, or a v2 page's head; levels 1 or 2 bits wide) add up to the
     group's rows."""
     from mlvc.core import parquet as module
@@ -503,7 +503,7 @@ def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep)
     repeated = reader.schema.column(0).max_repetition_level
     for g in range(reader.metadata.num_row_groups):
         chunk = reader.metadata.row_group(g).column(0)
-        told = module._row_starts(data, chunk.compression, repeated, 1 << 40, [0, 0])
+        told = module._RowStarts(data, chunk.compression, repeated, 1 << 40, [0, 0], 1 << 40)
         seen: list[int] = []
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
         start = start or chunk.data_page_offset
@@ -673,3 +673,38 @@ def test_a_preview_of_dictionary_strings_across_groups_shows_every_row_asked(tmp
     pq.write_table(table, path, row_group_size=10)
     got, meta, _ = head(path, 25)
     assert got.equals(table.slice(0, 25)) and meta.num_row_groups == 10
+
+
+def test_a_page_of_many_rows_of_lists_counts_the_levels_of_the_rows_shown(tmp_path, walk):
+    """60k blank 28x28 images as lists: one page of 47M levels, 16 KB stored. A reader of
+    50 rows decodes their levels only (0.6 MiB measured), so that is what counts (the whole
+    page's values once refused it); 50 rows of a million zeros each are refused."""
+    images = pa.table({"pixels": pa.array([np.zeros(784, np.uint8)] * 60_000, pa.list_(pa.uint8())),
+                       "label": np.zeros(60_000, np.int64)})  # fmt: skip
+    path = tmp_path / "images.parquet"
+    pq.write_table(images, path)
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).num_values == 47_040_000
+    got, _, grew = head(path, 50)
+    assert got.equals(images.slice(0, 50)) and grew < 32 << 10
+    big = pa.table({"x": pa.array([np.zeros(1 << 20, np.uint8)] * 60, pa.list_(pa.uint8()))})
+    path = tmp_path / "big-rows.parquet"
+    pq.write_table(big, path, compression="zstd")
+    assert "could decode to over" in refused_head(path)
+    got, _, _ = head(path, 2)  # 2 rows of a million bytes: within the bound
+    assert got.equals(big.slice(0, 2))
+
+
+def test_zeros_says_where_the_row_after_the_last_wanted_starts():
+    """``_zeros``'s ``stop``: within a run of zeros, the values up to that zero; in a
+    bit-packed run, up to the run's end (a bound the reader stays within)."""
+    from mlvc.core.parquet import _zeros
+
+    run_of_ones, run_of_zeros = bytes([8 << 1, 1]), bytes([10 << 1, 0])
+    packed = bytes([1 << 1 | 1, 0b10110110])  # one group: 0 1 1 0 1 1 0 1 (LSB first)
+    levels = run_of_ones + run_of_zeros + packed
+    assert _zeros(levels, 1, 26, [0, 0]) == (13, None)
+    assert _zeros(levels, 1, 26, [0, 0], stop=3) == (13, 8 + 3)
+    assert _zeros(levels, 1, 26, [0, 0], stop=11) == (13, 26)  # in the bit-packed group
+    assert _zeros(levels, 1, 26, [0, 0], stop=14) == (13, None)
+    wide = bytes([1 << 1 | 1]) + (0b_01_00_10_00_00_01_11_01).to_bytes(2, "little")  # 2 bits
+    assert _zeros(wide, 2, 8, [0, 0], stop=3) == (3, 8)
