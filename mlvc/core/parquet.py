@@ -440,8 +440,9 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
     """(the zeros among the first ``count`` values of an RLE / bit-packed hybrid run of
     ``width``-bit values (parquet-format Encodings.md), and, when a ``stop``-th zero (>= 1)
     is among them, the values up to the end of the run it is in (within a run of zeros: up
-    to it), else None). Each run adds 1 to ``spent[1]``; past MAX_RUNS the count so far is
-    returned (fewer rows: the walk counts on)."""
+    to it), else None). Runs after that one are not read (their zeros not counted). Each
+    run adds 1 to ``spent[1]``; past MAX_RUNS the count so far is returned (fewer rows: the
+    walk counts on)."""
     pos = seen = zeros = 0
     upto = None
     step = (width + 7) // 8
@@ -473,6 +474,8 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
             break
         zeros += here
         seen += take
+        if upto is not None:  # the rows wanted are all begun and ended: enough told
+            break
     return zeros, upto
 
 

@@ -703,7 +703,7 @@ def test_zeros_says_where_the_row_after_the_last_wanted_starts():
     packed = bytes([1 << 1 | 1, 0b10110110])  # one group: 0 1 1 0 1 1 0 1 (LSB first)
     levels = run_of_ones + run_of_zeros + packed
     assert _zeros(levels, 1, 26, [0, 0]) == (13, None)
-    assert _zeros(levels, 1, 26, [0, 0], stop=3) == (13, 8 + 3)
+    assert _zeros(levels, 1, 26, [0, 0], stop=3) == (10, 8 + 3)  # the runs after: unread
     assert _zeros(levels, 1, 26, [0, 0], stop=11) == (13, 26)  # in the bit-packed group
     assert _zeros(levels, 1, 26, [0, 0], stop=14) == (13, None)
     wide = bytes([1 << 1 | 1]) + (0b_01_00_10_00_00_01_11_01).to_bytes(2, "little")  # 2 bits
