@@ -202,12 +202,20 @@ def check_pages(
     read of up to ``rows`` rows from each of those groups inflates (a preview's: its first
     batch may end at a group's end, and the next asks for ``rows`` more).
 
-    The second is by top-level column name. A value is counted at its decoded width (a decimal as 16 or 32 bytes, whatever its
-    stored width), plus 4 bytes per level of lists (offsets) and 1 of validity; a string
-    ``DELTA_BYTE_ARRAY`` page's values each at the page's whole uncompressed size (each
-    may share all of the previous value); at least the chunk's ``num_values`` values."""
+    The second is by top-level column name. A value is counted at its decoded width (a
+    decimal as 16 or 32 bytes, whatever its stored width), plus 4 bytes per level of lists
+    (offsets), 2 for each kind of level it has (definition, repetition: a reader keeps
+    them as 16-bit numbers) and a byte of validity per 8 optional levels above it (a
+    bitmap each); a string ``DELTA_BYTE_ARRAY`` page's values each at the page's whole
+    uncompressed size (each may share all of the previous value); at least the chunk's
+    ``num_values`` values. Chunks whose bytes overlap are refused (a file that walks one
+    page many times)."""
+    import bisect
+
     meta, schema = reader.metadata, reader.schema
-    padded = (meta.created_by or "").startswith("parquet-mr")  # PARQUET-816: see _walk
+    # PARQUET-816 (see _walk): Arrow pads for an old parquet-mr, and does for " parquet-mr"
+    # too; padding any name that says parquet-mr only counts more
+    padded = "parquet-mr" in (meta.created_by or "").lower()
     leaves = []
     for i in range(len(schema)):
         leaf = schema.column(i)
@@ -219,12 +227,15 @@ def check_pages(
         logical = leaf.logical_type
         if logical is not None and logical.type == "DECIMAL":  # decimal128 or decimal256
             width = max(width, 16 if leaf.precision <= 38 else 32)
-        # a list's offsets per level (each value may be a list of its own), and validity
-        width += 4 * leaf.max_repetition_level + (1 if leaf.max_definition_level else 0)
+        # a list's offsets per level (each value may be a list of its own), its levels,
+        # and validity bitmaps
+        optional, repeated = leaf.max_definition_level, leaf.max_repetition_level
+        width += 4 * repeated + 2 * ((optional > 0) + (repeated > 0)) + (optional + 7) // 8
         nested = leaf.max_repetition_level > 0 or "." in path
         leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
     fixed, spread, left = 0, {}, -1 if rows is None else rows
-    spent = [0, 0]  # pages of lists told, runs of levels decoded: see _RowStarts
+    spent = [0, 0, 0]  # pages of lists told, runs and bytes of levels decoded: _RowStarts
+    taken: list[tuple[int, int]] = []  # the byte ranges of the chunks walked, in order
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
         for i, path, width, strings, nested in leaves:
@@ -232,6 +243,14 @@ def check_pages(
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
             if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
                 start = dictionary_at
+            end = start + max(chunk.total_compressed_size, 0)
+            at = bisect.bisect_left(taken, (start, end))
+            if end > start and (
+                (at > 0 and taken[at - 1][1] > start) or (at < len(taken) and taken[at][0] < end)
+            ):
+                raise ParquetRefused(f"its column chunks overlap (column {path[:60]})")
+            if end > start:
+                taken.insert(at, (start, end))
             repeated = schema.column(i).max_repetition_level
             walked = (data, start, chunk.total_compressed_size, padded)
             if left < 0 or not repeated:
@@ -380,6 +399,7 @@ RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
 # the walk counts on to the chunk's end): pages, and runs of levels decoded in Python
 MAX_TOLD_PAGES = 10_000
 MAX_RUNS = 1 << 18
+MAX_BYTES = 32 << 20  # of bit-packed levels
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
            "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
 
@@ -389,8 +409,8 @@ class _RowStarts:
     data page, the zeros among its repetition levels, read from the page inflated (v1) or
     from its head (v2: levels are stored uncompressed), or 0 where that cannot be told here
     (a codec or level encoding not read here, a page that does not inflate, past
-    MAX_TOLD_PAGES pages or MAX_RUNS runs of levels in ``spent``, shared by a read's
-    columns: a bound on the CPU a preview spends). ParquetRefused before a page is inflated
+    MAX_TOLD_PAGES pages, MAX_RUNS runs or MAX_BYTES bytes of levels in ``spent``, shared by
+    a read's columns: a bound on the CPU a preview spends). ParquetRefused before a page is inflated
     past ``budget`` bytes (with those before it).
 
     ``levels``: once the row after the first ``rows`` has been seen to start, how many
@@ -409,7 +429,13 @@ class _RowStarts:
             raise ParquetRefused(f"it could decode to over {self.budget} bytes (a page of lists)")
         before, self.before = self.before, self.before + max(values, 0)
         self.spent[0] += 1
-        if values <= 0 or self.spent[0] > MAX_TOLD_PAGES or self.spent[1] >= MAX_RUNS:
+        spent = self.spent
+        if (
+            values <= 0
+            or spent[0] > MAX_TOLD_PAGES
+            or spent[1] >= MAX_RUNS
+            or spent[2] >= MAX_BYTES
+        ):
             return 0
         if v2:  # the repetition levels come first, uncompressed, ``levels`` bytes of them
             if not 0 <= levels <= stored:
@@ -441,12 +467,12 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
     ``width``-bit values (parquet-format Encodings.md), and, when a ``stop``-th zero (>= 1)
     is among them, the values up to the end of the run it is in (within a run of zeros: up
     to it), else None). Runs after that one are not read (their zeros not counted). Each
-    run adds 1 to ``spent[1]``; past MAX_RUNS the count so far is returned (fewer rows: the
-    walk counts on)."""
+    run adds 1 to ``spent[1]`` and its bit-packed bytes to ``spent[2]``; past MAX_RUNS or
+    MAX_BYTES the count so far is returned (fewer rows: the walk counts on)."""
     pos = seen = zeros = 0
     upto = None
     step = (width + 7) // 8
-    while seen < count and pos < len(levels) and spent[1] < MAX_RUNS:
+    while seen < count and pos < len(levels) and spent[1] < MAX_RUNS and spent[2] < MAX_BYTES:
         spent[1] += 1
         try:
             header, pos = _varint(levels, pos)
@@ -454,9 +480,10 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
             break
         if header & 1:  # bit-packed: groups of 8 values in ``width`` bytes each
             groups = min(header >> 1, len(levels))
-            packed = levels[pos : pos + groups * width]
+            take = min(groups * 8, count - seen, (len(levels) - pos) * 8 // width)
+            packed = levels[pos : pos + (take * width + 7) // 8]  # only what is counted
             pos += groups * width
-            take = min(groups * 8, count - seen, len(packed) * 8 // width)
+            spent[2] += len(packed)
             bits = int.from_bytes(packed, "little") & ((1 << (take * width)) - 1)
             for shift in range(1, width):  # each value's bits or-ed into its lowest
                 bits |= bits >> shift

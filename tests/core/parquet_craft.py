@@ -86,25 +86,54 @@ def leaf(name: str, physical: int, repetition: int = 0, *extra) -> list:
     return [(1, "i32", physical), (3, "i32", repetition), (4, "bin", name), *extra]
 
 
-def parquet_file(groups, rows_by_group, leaves, codec="zstd") -> bytes:
+def group(name: str, children: int, repetition: int = 1) -> list:
+    """A schema element holding ``children`` (a struct)."""
+    return [(3, "i32", repetition), (4, "bin", name), (5, "i32", children)]
+
+
+def parquet_file(groups, rows_by_group, leaves, codec="zstd", schema=None, paths=None,
+                 created_by="parquet-cpp-arrow version 26.0.1", after=b"",
+                 shared=False) -> bytes:  # fmt: skip
     """``groups``: per row group, per leaf of ``leaves``, (its pages' bytes, values the
-    chunk's metadata claims); ``rows_by_group``: what the footer says each group holds."""
+    chunk's metadata claims); ``rows_by_group``: what the footer says each group holds.
+    ``schema``: the elements under the root when not just ``leaves`` (``paths``: each
+    leaf's path then); ``after``: bytes right after the last chunk, in no chunk;
+    ``shared``: every group's chunks say they are the first group's (their bytes)."""
     out = bytearray(b"PAR1")
-    written = []
+    written, firsts = [], []  # firsts: the first group's chunks (start, bytes)
     for chunks, rows in zip(groups, rows_by_group, strict=True):
         columns = []
-        for (pages, values), element in zip(chunks, leaves, strict=True):
+        for k, ((pages, values), element) in enumerate(zip(chunks, leaves, strict=True)):
             start = len(out)
             out += pages
+            if not written:
+                firsts.append((start, pages))
+            elif shared:  # the first group's chunk k: its start and length
+                start, pages = firsts[k]
             fields = {fid: v for fid, _kind, v in element}  # 1: physical type, 4: name
+            path = paths[k] if paths else [fields[4]]
             meta = [(1, "i32", fields[1]), (2, "list", ("i32", [0, 3, 8])),
-                    (3, "list", ("bin", [fields[4]])), (4, "i32", CODECS[codec]),
+                    (3, "list", ("bin", path)), (4, "i32", CODECS[codec]),
                     (5, "i64", values), (6, "i64", len(pages)), (7, "i64", len(pages)),
                     (9, "i64", start)]  # fmt: skip
             columns.append([(2, "i64", start), (3, "struct", meta)])
         written.append([(1, "list", ("struct", columns)), (2, "i64", 0), (3, "i64", rows)])
-    schema = [[(4, "bin", "schema"), (5, "i32", len(leaves))], *leaves]
+    elements = schema or leaves
+    top = sum(1 for _ in _top_level(elements))
+    schema = [[(4, "bin", "schema"), (5, "i32", top)], *elements]
     footer = thrift([(1, "i32", 1), (2, "list", ("struct", schema)),
                      (3, "i64", sum(rows_by_group)), (4, "list", ("struct", written)),
-                     (6, "bin", "parquet-cpp-arrow version 26.0.1")])  # fmt: skip
-    return bytes(out) + footer + struct.pack("<I", len(footer)) + b"PAR1"
+                     (6, "bin", created_by)])  # fmt: skip
+    return bytes(out) + after + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
+def _top_level(elements):
+    """The elements directly under the root (each group's children follow it)."""
+    i = 0
+    while i < len(elements):
+        yield elements[i]
+        pending = {fid: v for fid, _k, v in elements[i]}.get(5, 0)
+        i += 1
+        while pending:
+            pending += {fid: v for fid, _k, v in elements[i]}.get(5, 0) - 1
+            i += 1

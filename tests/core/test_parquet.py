@@ -503,7 +503,7 @@ def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep)
     repeated = reader.schema.column(0).max_repetition_level
     for g in range(reader.metadata.num_row_groups):
         chunk = reader.metadata.row_group(g).column(0)
-        told = module._RowStarts(data, chunk.compression, repeated, 1 << 40, [0, 0], 1 << 40)
+        told = module._RowStarts(data, chunk.compression, repeated, 1 << 40, [0, 0, 0], 1 << 40)
         seen: list[int] = []
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
         start = start or chunk.data_page_offset
@@ -702,9 +702,79 @@ def test_zeros_says_where_the_row_after_the_last_wanted_starts():
     run_of_ones, run_of_zeros = bytes([8 << 1, 1]), bytes([10 << 1, 0])
     packed = bytes([1 << 1 | 1, 0b10110110])  # one group: 0 1 1 0 1 1 0 1 (LSB first)
     levels = run_of_ones + run_of_zeros + packed
-    assert _zeros(levels, 1, 26, [0, 0]) == (13, None)
-    assert _zeros(levels, 1, 26, [0, 0], stop=3) == (10, 8 + 3)  # the runs after: unread
-    assert _zeros(levels, 1, 26, [0, 0], stop=11) == (13, 26)  # in the bit-packed group
-    assert _zeros(levels, 1, 26, [0, 0], stop=14) == (13, None)
+    assert _zeros(levels, 1, 26, [0, 0, 0]) == (13, None)
+    assert _zeros(levels, 1, 26, [0, 0, 0], stop=3) == (10, 8 + 3)  # the runs after: unread
+    assert _zeros(levels, 1, 26, [0, 0, 0], stop=11) == (13, 26)  # in the bit-packed group
+    assert _zeros(levels, 1, 26, [0, 0, 0], stop=14) == (13, None)
     wide = bytes([1 << 1 | 1]) + (0b_01_00_10_00_00_01_11_01).to_bytes(2, "little")  # 2 bits
-    assert _zeros(wide, 2, 8, [0, 0], stop=3) == (3, 8)
+    assert _zeros(wide, 2, 8, [0, 0, 0], stop=3) == (3, 8)
+
+
+# -- a third review's (read back 7-20x the limit, or 10-34 s of CPU, before its fix) ---------
+
+
+@pytest.mark.parametrize("prefix", ["", " ", "\t", "\n"], ids=["", "space", "tab", "newline"])
+def test_a_page_in_the_bytes_read_past_an_old_parquet_mr_chunk_is_counted(walk, prefix):
+    """Arrow reads 100 bytes past a chunk of an old parquet-mr (PARQUET-816), whatever
+    whitespace comes before the name: a 35-byte page of 100M nulls there (205 bytes read
+    back as 1.36 GB, 20x the limit, with a leading space)."""
+    import struct
+
+    from parquet_craft import leaf, parquet_file, thrift, varint
+
+    def page(values: int, raw: bytes) -> bytes:
+        sub = [(1, "i32", values), (2, "i32", 0), (3, "i32", 3), (4, "i32", 3)]
+        return thrift([(1, "i32", 0), (2, "i32", len(raw)), (3, "i32", len(raw)),
+                       (5, "struct", sub)]) + raw  # fmt: skip
+
+    n = 100_000_000
+    one, nulls = varint(2) + b"\x01", varint(n << 1) + b"\x00"
+    first = page(1, struct.pack("<I", len(one)) + one + struct.pack("<q", 7))
+    bomb = page(n, struct.pack("<I", len(nulls)) + nulls)
+    data = parquet_file([[(first, 2)]], [n], [leaf("x", 2, 1)], codec=None, after=bomb,
+                        created_by=prefix + "parquet-mr version 1.2.8")  # fmt: skip
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_levels_and_bitmaps_of_deep_structs_are_counted(walk):
+    """98 optional structs around an all-null boolean: a reader keeps a 16-bit level per
+    value and a validity bitmap per struct (1.8 KB read back as 7x the limit)."""
+    import struct
+
+    from parquet_craft import group, leaf, parquet_file, thrift, varint
+
+    depth, n = 98, 30_000_000
+    levels = varint(n << 1) + bytes([depth])
+    raw = struct.pack("<I", len(levels)) + levels
+    sub = [(1, "i32", n), (2, "i32", 0), (3, "i32", 3), (4, "i32", 3)]
+    page = thrift([(1, "i32", 0), (2, "i32", len(raw)), (3, "i32", len(raw)), (5, "struct", sub)])
+    schema = [group(f"s{d}", 1) for d in range(depth)] + [leaf("b", 0, 1)]
+    data = parquet_file([[(page + raw, n)]], [n], [leaf("b", 0, 1)], codec=None, schema=schema,
+                        paths=[[f"s{d}" for d in range(depth)] + ["b"]])  # fmt: skip
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_column_chunks_that_share_bytes_are_refused(tmp_path, walk):
+    """2,000 row groups pointing at one chunk of 50,000 empty pages: each walked again
+    (10 s of CPU for 1.35 MB). A file's chunks never overlap."""
+    from parquet_craft import leaf, parquet_file, thrift
+
+    sub = [(1, "i32", 0), (2, "i32", 0), (3, "i32", 3), (4, "i32", 3)]
+    empty = thrift([(1, "i32", 0), (2, "i32", 0), (3, "i32", 0), (5, "struct", sub)])
+    groups = [[(empty * 5000, 0)]] + [[(b"", 0)]] * 1999
+    shared = parquet_file(groups, [0] * 2000, [leaf("x", 2)], shared=True)
+    with pytest.raises(ParquetRefused, match="column chunks overlap"):
+        read_parquet(shared, limit=decoded_limit(len(shared)))
+    assert "column chunks overlap" in refused_head(crafted(tmp_path, shared))
+    apart = parquet_file([[(empty * 5000, 0)]] * 2, [0, 0], [leaf("x", 2)])
+    assert bounded(apart).num_rows == 0  # the same pages in chunks of their own: read
+
+
+def test_a_long_bit_packed_run_is_read_as_far_as_its_values_are_counted():
+    """A page of 1 value whose levels are one 1 MB bit-packed run: only the byte of that
+    value is decoded (the run was converted whole, 3.4 ms a MB, at every page told)."""
+    from mlvc.core.parquet import _zeros
+
+    run = bytes([0xFF, 0xFF, 0x03]) + bytes(1 << 20)  # header: 2**17 - 1 groups of 8
+    spent = [0, 0, 0]
+    assert _zeros(run, 1, 1, spent) == (1, None) and spent[2] == 1
