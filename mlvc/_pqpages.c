@@ -34,7 +34,8 @@
  * varint's low 32 bits, zigzag-decoded, as Thrift reads one. Returns the sum of the
  * uncompressed sizes, the sum of the values (a negative count as 0), the largest
  * dictionary page's uncompressed size, the sum over DELTA_BYTE_ARRAY data pages of values
- * times uncompressed size, the position the walk ended at (after the last page's
+ * times uncompressed size and over DELTA_(LENGTH_)BYTE_ARRAY ones of DELTA_LENGTHS times
+ * it, the position the walk ended at (after the last page's
  * stored bytes), and the rows counted (above). Raises ValueError for a header that does not parse (a read at or past the
  * end of the range or max_header, a struct or container nested past 16 levels, a container
  * of over 1000 items, a varint of over 64 bits, an unknown type) or whose fields 1-3 are
@@ -50,7 +51,11 @@
 #define MAX_ITEMS 1000
 #define I32 5
 #define STRUCT 12
+#define DELTA_LENGTH_BYTE_ARRAY 6
 #define DELTA_BYTE_ARRAY 7
+/* lengths a reader decodes per uncompressed byte of such a page, at 4 bytes each, both
+ * streams: its delta header announces them, 32768 in 5 bytes */
+#define DELTA_LENGTHS (8 * 6554)
 #define DICT_ENTRY 24
 
 typedef struct {
@@ -265,6 +270,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         for (int k = 0; k < 2 && !error; k++) {
             int field = kinds[k][0], encoding = kinds[k][1];
             Ints *sub = &f.sub[field];
+            int64_t coded = (sub->ints & (1u << encoding)) ? sub->value[encoding] : -1;
+            if ((f.structs & (1u << field)) &&
+                (coded == DELTA_LENGTH_BYTE_ARRAY || coded == DELTA_BYTE_ARRAY) &&
+                add(&delta, DELTA_LENGTHS * size) < 0)
+                error = "its pages' sizes overflow";
             if (!(f.structs & (1u << field)) || !(sub->ints & 2u) || sub->value[1] <= 0)
                 continue;
             if (add(&values, sub->value[1]) < 0) error = "its pages' sizes overflow";

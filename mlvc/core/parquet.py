@@ -47,6 +47,21 @@ def decoded_limit(size: int) -> int:
     return max(DECODED_FLOOR, DECODED_RATIO * size)
 
 
+# A reader decodes the footer (Thrift) into objects before anything else: a 3-byte column
+# chunk becomes ~720 bytes of its heap, an ordinary one (~50-100 bytes) about as much. A
+# footer is refused past limit / FOOTER_HEAP bytes: an ordinary file's footer up to 2/3 of
+# its size is read (files of thousands of tiny row groups have 60%), and a footer of bare
+# chunks stays within 2.5x the limit (was 3.7x)
+FOOTER_HEAP = 96
+
+
+def _check_footer(tail: bytes, limit: int) -> None:
+    """ParquetRefused if the footer that ``tail`` (a file's last 8 bytes) says it has could
+    decode past ``limit``."""
+    if len(tail) == 8 and FOOTER_HEAP * int.from_bytes(tail[:4], "little") > limit:
+        raise ParquetRefused(f"its footer could decode to over {limit} bytes")
+
+
 def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int | None = None):
     """The Parquet file ``data`` (bytes) as a ``pyarrow.Table`` (``columns``: only those).
     ``limit``: the most bytes the table may take decoded; ParquetRefused, before any page is
@@ -54,6 +69,8 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if limit is not None:
+        _check_footer(bytes(data[-8:]), limit)
     reader = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
     wanted = list(columns) if columns is not None else None
     if limit is None:
@@ -92,6 +109,9 @@ def read_head(path: str, rows: int, limit: int):
 
     # buffered: the reader inflates page by page as the rows need, from a 1 MiB window of
     # the chunk (unbuffered, it reads the whole chunk first)
+    with open(path, "rb") as f:
+        f.seek(max(f.seek(0, 2) - 8, 0))
+        _check_footer(f.read(8), limit)
     reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=HEAD_BUFFER)
     meta, groups, held = reader.metadata, [], 0
     while len(groups) < meta.num_row_groups and held < rows:
@@ -207,7 +227,8 @@ def check_pages(
     (offsets), 2 for each kind of level it has (definition, repetition: a reader keeps
     them as 16-bit numbers) and a byte of validity per 8 optional levels above it (a
     bitmap each); a string ``DELTA_BYTE_ARRAY`` page's values each at the page's whole
-    uncompressed size (each may share all of the previous value); at least the chunk's
+    uncompressed size (each may share all of the previous value), and any delta string page
+    at DELTA_LENGTHS per byte (the lengths its header may announce); at least the chunk's
     ``num_values`` values. Chunks whose bytes overlap are refused (a file that walks one
     page many times)."""
     import bisect
@@ -267,8 +288,7 @@ def check_pages(
             elif upto >= 0:  # it decodes the levels and values of the rows it reads
                 values = min(values, upto + SLACK)
             fixed += inflated + width * values
-            if strings:
-                fixed += delta
+            fixed += delta  # any column whose pages are delta strings
             if strings and dictionary:  # each value may be as long as the whole dictionary
                 if nested:
                     fixed += values * dictionary
@@ -325,6 +345,10 @@ def _walk(
 
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
 DELTA_BYTE_ARRAY = 7  # parquet.thrift Encoding
+DELTA_STRINGS = (6, DELTA_BYTE_ARRAY)  # DELTA_LENGTH_BYTE_ARRAY too
+# A reader of such a page decodes every length its delta header announces, 4 bytes each (two
+# streams for DELTA_BYTE_ARRAY), whatever the page header's count: 32768 of them fit in 5 bytes
+DELTA_LENGTHS = 8 * 6554
 
 
 def _walk_py(
@@ -367,6 +391,8 @@ def _walk_py(
         inflated += size
         for field, encoding_field in ((5, 2), (8, 4)):  # data page headers, v1 and v2
             sub = structs.get(field)
+            if sub is not None and sub[0].get(encoding_field) in DELTA_STRINGS:
+                delta += DELTA_LENGTHS * size  # the lengths its own delta header announces
             if sub is not None and sub[0].get(1) is not None and sub[0][1] > 0:
                 values += sub[0][1]
                 if sub[0].get(encoding_field) == DELTA_BYTE_ARRAY:
@@ -398,8 +424,8 @@ RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
 # What telling the rows of pages of lists may cost one read (then they are not told, and
 # the walk counts on to the chunk's end): pages, and runs of levels decoded in Python
 MAX_TOLD_PAGES = 10_000
-MAX_RUNS = 1 << 18
-MAX_BYTES = 32 << 20  # of bit-packed levels
+MAX_RUNS = 1 << 16
+MAX_BYTES = 8 << 20  # of bit-packed levels
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
            "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
 
@@ -480,7 +506,8 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
             break
         if header & 1:  # bit-packed: groups of 8 values in ``width`` bytes each
             groups = min(header >> 1, len(levels))
-            take = min(groups * 8, count - seen, (len(levels) - pos) * 8 // width)
+            take = min(groups * 8, count - seen, (len(levels) - pos) * 8 // width,
+                       (MAX_BYTES - spent[2]) * 8 // width)  # fmt: skip
             packed = levels[pos : pos + (take * width + 7) // 8]  # only what is counted
             pos += groups * width
             spent[2] += len(packed)

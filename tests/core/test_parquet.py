@@ -301,7 +301,9 @@ def test_thrift_edge_cases_walk_alike(soft):
     assert walked("data page values") == (8, 3, 0, 0, len(EDGES["data page values"]), 0)
     # a dictionary page of 3 values: its size twice, and 24 bytes an entry (F5 below)
     assert walked("dictionary page") == (9 + 9 + 72, 0, 9, 0, len(EDGES["dictionary page"]), 0)
-    assert walked("delta strings") == (1000, 50, 0, 50_000, len(EDGES["delta strings"]), 0)
+    # 50 values of up to 1000 bytes, and the lengths its own delta header may announce
+    delta = 50 * 1000 + 8 * 6554 * 1000
+    assert walked("delta strings") == (1000, 50, 0, delta, len(EDGES["delta strings"]), 0)
     assert walked("an i64 decoy keeps the i32 size")[0] == 7 << 20
     assert walked("a struct decoy keeps the dictionary page")[2] == 9
     assert walked("an i32 is its low 32 bits")[0] == 10
@@ -778,3 +780,55 @@ def test_a_long_bit_packed_run_is_read_as_far_as_its_values_are_counted():
     run = bytes([0xFF, 0xFF, 0x03]) + bytes(1 << 20)  # header: 2**17 - 1 groups of 8
     spent = [0, 0, 0]
     assert _zeros(run, 1, 1, spent) == (1, None) and spent[2] == 1
+
+
+# -- a fourth review's (2 GB from 194 bytes; 3.7x the limit from the footer alone) -----------
+
+
+@pytest.mark.parametrize("encoding", [6, 7], ids=["DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"])
+def test_delta_string_lengths_are_counted_as_their_own_header_announces(tmp_path, walk, encoding):
+    """A page of 10 values whose delta header announces 500M lengths, in blocks of bit
+    width 0 (5 bytes a block of 32768): a reader decodes every one, 4 bytes each, whatever
+    the page header says (194 bytes read back as 2.0 GB)."""
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    total, block = 500_000_000, 32768
+    header = varint(block) + varint(4) + varint(total) + varint(2)
+    body = header + (varint(0) + bytes(4)) * -(-(total - 1) // block)
+    data = parquet_file([[(v1_page(body, 10, encoding=encoding), 10)]], [10], [leaf("x", 6)])
+    assert len(data) < 1000
+    assert "could decode to over" in refused_without_inflating(data)
+    assert "could decode to over" in refused_head(crafted(tmp_path, data))
+
+
+def test_a_footer_that_decodes_past_the_limit_is_refused_before_it_is_read(tmp_path):
+    """300,000 column chunks of 3 bytes each (only an offset): a reader builds ~720 bytes
+    of objects for each, before any page is looked at (900 KB: 3.3x the limit in RSS)."""
+    import struct
+
+    from parquet_craft import thrift, varint
+
+    n = 300_000
+    chunks = b"\x19" + bytes([0xFC]) + varint(n) + b"\x26\x00\x00" * n
+    group = chunks + b"\x16\x00\x16\x02\x00"
+    schema = [
+        [(4, "bin", "schema"), (5, "i32", 1)],
+        [(1, "i32", 2), (3, "i32", 0), (4, "bin", "x")],
+    ]
+    footer = thrift([(1, "i32", 1), (2, "list", ("struct", schema)), (3, "i64", 1)])[:-1]
+    footer += b"\x19\x1c" + group + b"\x00"
+    data = b"PAR1" + footer + struct.pack("<I", len(footer)) + b"PAR1"
+    assert "footer could decode" in refused_without_inflating(data)
+    assert "footer could decode" in refused_head(crafted(tmp_path, data))
+    assert bounded(parquet(series(1000))).num_rows == 1000  # an ordinary footer: read
+
+
+def test_a_run_of_levels_is_read_no_further_than_the_bytes_a_read_has_left(monkeypatch):
+    """After 2**18 - 1 tiny runs, one bit-packed run of 60 MB was converted whole (2.3 s of
+    CPU and 4x the limit in RSS for a 2 KB file): a run now reads what MAX_BYTES leaves."""
+    from mlvc.core import parquet as module
+
+    monkeypatch.setattr(module, "MAX_BYTES", 1000)
+    run = bytes([0xFF, 0xFF, 0x03]) + b"\xff" * (1 << 20)  # 2**17 - 1 groups of 8 ones
+    spent = [0, 0, 990]
+    assert module._zeros(run, 1, 1 << 20, spent) == (0, None) and spent[2] == 1000
