@@ -92,6 +92,8 @@ static int varint(Reader *r, uint64_t *out) {
 
 static int64_t zigzag(uint64_t n) { return (int64_t)(n >> 1) ^ -(int64_t)(n & 1); }
 
+static int64_t wrap16(int64_t v) { return (int64_t)((v + 0x8000) & 0xFFFF) - 0x8000; }
+
 /* A struct's i32 fields 1..8 and, for its struct fields 1..8, their i32 fields 1..8. */
 typedef struct {
     int64_t value[9];
@@ -115,13 +117,14 @@ static int parse_struct(Reader *r, int depth, Fields *f, Ints *sub) {
         if (byte_at(r, &head) < 0) return -1;
         if (head == 0) return 0;
         unsigned kind = head & 0x0F;
+        /* a field id is 16 bits to Thrift's reader: a delta wraps, and a long id is read as
+         * a 32-bit varint cut to 16 bits (65538 is field 2) */
         if (head >> 4) {
-            if (last > INT64_MAX - 15) last = INT64_MAX - 15;  /* never a kept id again */
-            last += head >> 4;
+            last = wrap16(last + (head >> 4));
         } else {
             uint64_t n;
             if (varint(r, &n) < 0) return -1;
-            last = zigzag(n);
+            last = wrap16(zigzag(n & 0xFFFFFFFFu));
         }
         int kept = last >= 1 && last <= 8;
         if (kind == I32) {

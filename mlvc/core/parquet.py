@@ -27,6 +27,7 @@ read by its index with no one asking, so ``read_parquet(..., limit=)`` looks fir
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from .speedups import extension
@@ -62,6 +63,24 @@ def _check_footer(tail: bytes, limit: int) -> None:
         raise ParquetRefused(f"its footer could decode to over {limit} bytes")
 
 
+def _out_of_memory_refused(read):
+    """``read`` with a bound, whose MemoryError (pyarrow's ArrowMemoryError: a decoder that
+    reserved what a header asked, say) is ParquetRefused, as every other refusal."""
+
+    @functools.wraps(read)
+    def bounded(*args, **kwargs):
+        limit = kwargs.get("limit", args[2] if len(args) > 2 else None)
+        try:
+            return read(*args, **kwargs)
+        except MemoryError as e:
+            if limit is None:
+                raise
+            raise ParquetRefused(f"its reader ran out of memory ({e})") from None
+
+    return bounded
+
+
+@_out_of_memory_refused
 def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int | None = None):
     """The Parquet file ``data`` (bytes) as a ``pyarrow.Table`` (``columns``: only those).
     ``limit``: the most bytes the table may take decoded; ParquetRefused, before any page is
@@ -96,6 +115,7 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
 HEAD_BUFFER = 1 << 20
 
 
+@_out_of_memory_refused
 def read_head(path: str, rows: int, limit: int):
     """The first ``rows`` rows of the Parquet file at ``path`` (a preview), read from as
     few row groups as hold them, and of those from the pages that hold them (and one
@@ -114,6 +134,8 @@ def read_head(path: str, rows: int, limit: int):
         _check_footer(f.read(8), limit)
     reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=HEAD_BUFFER)
     meta, groups, held = reader.metadata, [], 0
+    if meta.num_columns == 0:  # rows of nothing: pyarrow would make every empty batch at once
+        return None, reader.schema_arrow, meta
     while len(groups) < meta.num_row_groups and held < rows:
         held += max(meta.row_group(len(groups)).num_rows, 0)
         groups.append(len(groups))
@@ -559,6 +581,10 @@ def _varint(b, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
+def _wrap16(v: int) -> int:
+    return ((v + 0x8000) & 0xFFFF) - 0x8000
+
+
 def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
     """The struct at ``pos`` of ``b``: its i32 fields ({id: value}, as Thrift reads an i32:
     the varint's low 32 bits), its struct fields ({id: (ints, structs)}), and the position
@@ -574,11 +600,14 @@ def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
         if head == 0:
             return ints, structs, pos
         kind = head & 0x0F
+        # a field id is 16 bits to Thrift's reader: a delta wraps, and a long id is read as
+        # a 32-bit varint cut to 16 bits (65538 is field 2)
         if head >> 4:
-            last += head >> 4
+            last = _wrap16(last + (head >> 4))
         else:
             n, pos = _varint(b, pos)
-            last = (n >> 1) ^ -(n & 1)
+            n &= 0xFFFFFFFF
+            last = _wrap16((n >> 1) ^ -(n & 1))
         if kind == _I32:
             n = b[pos]
             pos += 1

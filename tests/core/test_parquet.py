@@ -832,3 +832,68 @@ def test_a_run_of_levels_is_read_no_further_than_the_bytes_a_read_has_left(monke
     run = bytes([0xFF, 0xFF, 0x03]) + b"\xff" * (1 << 20)  # 2**17 - 1 groups of 8 ones
     spent = [0, 0, 990]
     assert module._zeros(run, 1, 1 << 20, spent) == (0, None) and spent[2] == 1000
+
+
+# -- a fifth review's (a 101-byte file aborted the preview's process; field ids past 16
+# bits hid a page's real size: 4-12x the limit) ---------------------------------------------
+
+
+def test_a_file_of_no_columns_and_many_rows_previews_as_nothing(tmp_path):
+    """pyarrow made every empty batch of 2**62 rows at once: std::bad_alloc, SIGABRT."""
+    import subprocess
+    import sys
+
+    from parquet_craft import parquet_file
+
+    path = crafted(tmp_path, parquet_file([[]], [1 << 62], []))
+    code = ("import sys; from mlvc.core.parquet import read_head, decoded_limit\n"
+            "t, s, m = read_head(sys.argv[1], 50, decoded_limit(1 << 20))\n"
+            "print(t, len(s), m.num_rows)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.split() == ["None", "0", str(1 << 62)], out.stderr
+
+
+@pytest.mark.parametrize("what", ["size", "values"])
+def test_a_field_id_past_16_bits_is_the_field_the_reader_takes(tmp_path, walk, what):
+    """Thrift's reader keeps 16 bits of a field id: 65538 is the page's uncompressed size
+    (65537 its values), after the 80 the walk read (8 KB → a 256 MiB page inflated)."""
+    from parquet_craft import leaf, parquet_file, thrift
+
+    big = 1 << 28
+    body = pa.compress(bytes(big), codec="zstd", asbytes=True)
+    extra_size = [(65538, "i32", big)] if what == "size" else []
+    extra_values = [(65537, "i32", big // 8)] if what == "values" else []
+    sub = [(1, "i32", 10), (2, "i32", 0), (3, "i32", 3), (4, "i32", 3), *extra_values]
+    size = 80 if what == "size" else big
+    header = [(1, "i32", 0), (2, "i32", size), (3, "i32", len(body)), *extra_size,
+              (5, "struct", sub)]  # fmt: skip
+    data = parquet_file([[(thrift(header) + body, 10)]], [10], [leaf("x", 2)])
+    assert "could decode to over" in refused_without_inflating(data)
+    c, py = both(data, 4, 4 + len(thrift(header)) + len(body), 1 << 24)
+    assert c == py and c[0] == big and c[1] == (big // 8 if what == "values" else 10)
+
+
+def test_a_decoder_out_of_memory_is_a_refusal(tmp_path):
+    """40 columns of a DELTA_BINARY_PACKED page each, whose header asks for 134M
+    mini-blocks: pyarrow reserves a byte each per column (5.4 GB), and under an address-space
+    limit its MemoryError was no refusal."""
+    import subprocess
+    import sys
+
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    body = varint(4294967168) + varint(134217724) + varint(1) + varint(14)
+    page = v1_page(body, 1, codec=None, encoding=5)
+    data = parquet_file([[(page, 1)] * 40], [1], [leaf(f"c{k}", 1) for k in range(40)],
+                        codec=None)  # fmt: skip
+    path = crafted(tmp_path, data)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+            "from mlvc.core.parquet import ParquetRefused, read_parquet, decoded_limit\n"
+            "data = open(sys.argv[1], 'rb').read()\n"
+            "try:\n    read_parquet(data, limit=decoded_limit(len(data)))\n"
+            "except ParquetRefused as e:\n    print('refused:', e)\n"
+            "except (ValueError, OSError) as e:\n    print('failed:', e)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.startswith(("refused:", "failed:")), out.stderr
