@@ -27,6 +27,7 @@ read by its index with no one asking, so ``read_parquet(..., limit=)`` looks fir
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Sequence
 
@@ -253,8 +254,6 @@ def check_pages(
     at DELTA_LENGTHS per byte (the lengths its header may announce); at least the chunk's
     ``num_values`` values. Chunks whose bytes overlap are refused (a file that walks one
     page many times)."""
-    import bisect
-
     meta, schema = reader.metadata, reader.schema
     # PARQUET-816 (see _walk): Arrow pads for an old parquet-mr, and does for " parquet-mr"
     # too; padding any name that says parquet-mr only counts more
@@ -274,27 +273,19 @@ def check_pages(
         # and validity bitmaps
         optional, repeated = leaf.max_definition_level, leaf.max_repetition_level
         width += 4 * repeated + 2 * ((optional > 0) + (repeated > 0)) + (optional + 7) // 8
-        nested = leaf.max_repetition_level > 0 or "." in path
-        leaves.append((i, path, width, kind == "BYTE_ARRAY", nested))
+        nested = repeated > 0 or "." in path
+        leaves.append((i, path, width, kind == "BYTE_ARRAY", nested, repeated))
     fixed, spread, left = 0, {}, -1 if rows is None else rows
     spent = [0, 0, 0]  # pages of lists told, runs and bytes of levels decoded: _RowStarts
     taken: list[tuple[int, int]] = []  # the byte ranges of the chunks walked, in order
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
-        for i, path, width, strings, nested in leaves:
+        for i, path, width, strings, nested, repeated in leaves:
             chunk = group.column(i)
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
             if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
                 start = dictionary_at
-            end = start + max(chunk.total_compressed_size, 0)
-            at = bisect.bisect_left(taken, (start, end))
-            if end > start and (
-                (at > 0 and taken[at - 1][1] > start) or (at < len(taken) and taken[at][0] < end)
-            ):
-                raise ParquetRefused(f"its column chunks overlap (column {path[:60]})")
-            if end > start:
-                taken.insert(at, (start, end))
-            repeated = schema.column(i).max_repetition_level
+            _take(taken, start, start + max(chunk.total_compressed_size, 0), path)
             walked = (data, start, chunk.total_compressed_size, padded)
             if left < 0 or not repeated:
                 inflated, values, dictionary, delta, whole, _ = _walk(*walked, left, True)
@@ -321,6 +312,17 @@ def check_pages(
                 column = path if len(path) <= 60 else path[:57] + "..."
                 raise ParquetRefused(f"it could decode to over {limit} bytes (column {column})")
     return fixed, spread
+
+
+def _take(taken: list[tuple[int, int]], start: int, end: int, path: str) -> None:
+    """Add the chunk ``[start, end)`` to ``taken`` (sorted ranges); ParquetRefused if it
+    overlaps one there (a file's chunks never do: such a file walks one page many times)."""
+    if end <= start:
+        return
+    at = bisect.bisect_left(taken, (start, end))
+    if (at > 0 and taken[at - 1][1] > start) or (at < len(taken) and taken[at][0] < end):
+        raise ParquetRefused(f"its column chunks overlap (column {path[:60]})")
+    taken.insert(at, (start, end))
 
 
 PADDING = 100  # bytes Arrow reads past an old parquet-mr chunk (PARQUET-816, IMPALA-694)
@@ -366,8 +368,8 @@ def _walk(
 
 
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
-DELTA_BYTE_ARRAY = 7  # parquet.thrift Encoding
-DELTA_STRINGS = (6, DELTA_BYTE_ARRAY)  # DELTA_LENGTH_BYTE_ARRAY too
+DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY = 6, 7  # parquet.thrift Encoding
+DELTA_STRINGS = (DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY)
 # A reader of such a page decodes every length its delta header announces, 4 bytes each (two
 # streams for DELTA_BYTE_ARRAY), whatever the page header's count: 32768 of them fit in 5 bytes
 DELTA_LENGTHS = 8 * 6554
@@ -476,8 +478,8 @@ class _RowStarts:
         if inflated > self.budget:
             raise ParquetRefused(f"it could decode to over {self.budget} bytes (a page of lists)")
         before, self.before = self.before, self.before + max(values, 0)
-        self.spent[0] += 1
         spent = self.spent
+        spent[0] += 1
         if (
             values <= 0
             or spent[0] > MAX_TOLD_PAGES
@@ -503,7 +505,7 @@ class _RowStarts:
                 raw = raw[4 : 4 + length]
             except (ValueError, OSError, IndexError):  # pyarrow's errors are both
                 return 0
-        zeros, upto = _zeros(raw, self.width, values, self.spent, self.need - self.seen)
+        zeros, upto = _zeros(raw, self.width, values, spent, self.need - self.seen)
         if upto is not None and self.levels is None:
             self.levels = before + upto
         self.seen += zeros
