@@ -720,6 +720,8 @@ def main() -> None:
     OLD_LABEL = f"code of {Path(OLD_SRC).name}" if OLD_SRC else ""
     only = {int(x) for x in args.only.split(",")}
     reps = 1 if args.quick else args.reps
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="mlvc-bench-storage-", dir=args.dir))
     global WORK_DIR, DAEMON
     WORK_DIR = tmp

@@ -2,8 +2,9 @@
  * mlvc/core/speedups.py; the pure-Python twin, with the same results, is
  * mlvc.core.parquet._walk_py).
  *
- * walk(data, start, end, max_header, soft[, rows, flat, starts])
+ * walk(data, start, end, max_header, soft[, rows, flat, starts, deltas])
  *     -> (inflated, values, dictionary, delta, pos, counted)
+ * delta(data, pos, decode) -> (total, mini_blocks, end, positive)
  *
  * data        a buffer (bytes, memoryview, mmap) holding a Parquet file;
  * start, end  the byte range to walk (0 <= start <= end <= len(data));
@@ -22,7 +23,13 @@
  *             ``data[at:at + stored]``, its uncompressed size, whether it is v2, its
  *             values, its repetition levels' encoding (v1, field 4) or byte length (v2,
  *             field 6), -1 when absent, and the inflated sum so far; it returns the rows
- *             that start in the page (a negative number counts as 0), or raises.
+ *             that start in the page (a negative number counts as 0), or raises;
+ * deltas      None, or called for each data page of delta-encoded strings whose header
+ *             is the one its type reads (DATA_PAGE with field 5, DATA_PAGE_V2 with 8), as
+ *             deltas(header_at, at, stored, size, inflated): where its header begins, then
+ *             as for starts; it returns the bytes a reader keeps to decode the page's
+ *             lengths (then counted in ``delta`` in place of the bound below), or a
+ *             negative number (the bound is counted), or raises.
  * Each page header (parquet.thrift PageHeader, Thrift compact protocol) gives its
  * uncompressed size (field 2) and stored size (field 3); a data page header (field 5, or 8
  * for v2) its number of values (its field 1) and encoding (field 2, or 4 for v2); a
@@ -41,6 +48,17 @@
  * of over 1000 items, a varint of over 64 bits, an unknown type) or whose fields 1-3 are
  * missing or negative, unless soft, and for sums over 63 bits. About 0.5 us a header,
  * where the Python walk takes ~9 us.
+ *
+ * delta() reads the DELTA_BINARY_PACKED stream of 32-bit values at data[pos:] as Arrow's
+ * decoder does (parquet-format Encodings.md): its header (values per block, mini-blocks
+ * per block, total values, first value: ULEB128 of at most 5 bytes each, the first
+ * zigzag) is checked as Arrow checks it (a block of a non-zero multiple of 128 values, a
+ * mini-block of a non-zero multiple of 32) and a total of 2**31 or more is refused. With
+ * ``decode`` every value is decoded (each mini-block that holds one read whole, its bit
+ * width at most 32): ``end`` is the position after the last such mini-block and
+ * ``positive`` the sum of the values above 0 (as int32, wrapping as Arrow adds them);
+ * without, ``end`` is the position after the header and ``positive`` 0. ValueError for a
+ * stream Arrow's decoder would not read (a bad header, a width over 32, bytes missing).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -225,17 +243,130 @@ static int64_t page_rows(PyObject *starts, int flat, int64_t at, int64_t stored,
     return rows > 0 ? rows : 0;
 }
 
+/* An unsigned LEB128 of at most 5 bytes that fits 32 bits (Arrow's GetVlqInt). */
+static int vlq32(Reader *r, uint32_t *out) {
+    uint64_t result = 0;
+    for (int i = 0; i < 5; i++) {
+        unsigned byte;
+        if (byte_at(r, &byte) < 0) return -1;
+        result |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (byte < 0x80) {
+            if (result >> 32) return fail(r, "a delta header's number is over 32 bits");
+            *out = (uint32_t)result;
+            return 0;
+        }
+    }
+    return fail(r, "a delta header's number is over 5 bytes");
+}
+
+static int32_t zigzag32(uint32_t n) { return (int32_t)((n >> 1) ^ (0u - (n & 1u))); }
+
+static PyObject *delta(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *data;
+    Py_ssize_t pos;
+    int decode;
+    if (!PyArg_ParseTuple(args, "Onp", &data, &pos, &decode)) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (pos < 0 || pos > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "a position outside the buffer");
+        return NULL;
+    }
+    Reader r = {view.buf, pos, view.len, NULL};
+    uint32_t per_block = 0, blocks = 0, total = 0, first = 0;
+    int64_t positive = 0;
+    if (vlq32(&r, &per_block) < 0 || vlq32(&r, &blocks) < 0 || vlq32(&r, &total) < 0 ||
+        vlq32(&r, &first) < 0)
+        goto done;
+    uint32_t per_mini = blocks ? per_block / blocks : 0;
+    if (per_block == 0 || per_block % 128 || blocks == 0 || per_mini == 0 || per_mini % 32) {
+        fail(&r, "a delta header Arrow refuses");
+        goto done;
+    }
+    if (total >> 31) {
+        fail(&r, "a delta header announces 2**31 values or more");
+        goto done;
+    }
+    if (!decode || total == 0) goto done;
+    uint32_t last = (uint32_t)zigzag32(first);
+    if ((int32_t)last > 0) positive += (int32_t)last;
+    uint64_t left = total - 1;
+    while (left > 0 && r.error == NULL) {
+        uint32_t raw;
+        if (vlq32(&r, &raw) < 0) break;
+        uint32_t min_delta = (uint32_t)zigzag32(raw);
+        if ((uint64_t)blocks > (uint64_t)(r.stop - r.pos)) {
+            fail(&r, "a delta block's bit widths are missing");
+            break;
+        }
+        const unsigned char *widths = r.b + r.pos;
+        r.pos += blocks;
+        for (uint32_t m = 0; m < blocks && left > 0; m++) {
+            unsigned w = widths[m];
+            if (w > 32) {
+                fail(&r, "a delta mini-block's bit width is over 32");
+                break;
+            }
+            uint64_t bytes = (uint64_t)per_mini * w / 8;
+            if (bytes > (uint64_t)(r.stop - r.pos)) {
+                fail(&r, "a delta mini-block's bytes are missing");
+                break;
+            }
+            const unsigned char *at = r.b + r.pos;
+            uint64_t take = left < per_mini ? left : per_mini;
+            for (uint64_t j = 0; j < take; j++) {
+                uint32_t packed = 0;
+                if (w) {
+                    uint64_t bit = j * w, window = 0;
+                    uint64_t byte = bit >> 3, end = (bit + w + 7) >> 3;
+                    for (uint64_t k = byte; k < end; k++) window |= (uint64_t)at[k] << (8 * (k - byte));
+                    packed = (uint32_t)((window >> (bit & 7)) & (w == 32 ? 0xFFFFFFFFull : ((1ull << w) - 1)));
+                }
+                last = last + min_delta + packed;
+                if ((int32_t)last > 0) positive += (int32_t)last;
+            }
+            r.pos += (Py_ssize_t)bytes;
+            left -= take;
+        }
+    }
+done:
+    PyBuffer_Release(&view);
+    if (r.error) {
+        PyErr_SetString(PyExc_ValueError, r.error);
+        return NULL;
+    }
+    return Py_BuildValue("(kkLL)", (unsigned long)total, (unsigned long)blocks, (long long)r.pos,
+                         (long long)positive);
+}
+
+/* What ``deltas`` says a page of delta strings keeps (see the module's comment): >= 0, -1
+ * to count the bound, -2 with an exception set. */
+static int64_t page_deltas(PyObject *deltas, int64_t header_at, int64_t at, int64_t stored,
+                           int64_t size, int64_t inflated) {
+    PyObject *got = PyObject_CallFunction(deltas, "LLLLL", (long long)header_at, (long long)at,
+                                          (long long)stored, (long long)size,
+                                          (long long)inflated);
+    if (got == NULL) return -2;
+    long long n = PyLong_AsLongLong(got);
+    Py_DECREF(got);
+    if (n == -1 && PyErr_Occurred()) return -2;
+    return n >= 0 ? n : -1;
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *data, *starts = Py_None;
+    PyObject *data, *starts = Py_None, *deltas = Py_None;
     Py_ssize_t start, end, max_header;
     Py_ssize_t rows = -1;
     int soft, flat = 0;
-    if (!PyArg_ParseTuple(args, "Onnnp|npO", &data, &start, &end, &max_header, &soft, &rows,
-                          &flat, &starts))
+    if (!PyArg_ParseTuple(args, "Onnnp|npOO", &data, &start, &end, &max_header, &soft, &rows,
+                          &flat, &starts, &deltas))
         return NULL;
-    if (starts != Py_None && !PyCallable_Check(starts)) {
-        PyErr_SetString(PyExc_TypeError, "starts must be callable or None");
+    if ((starts != Py_None && !PyCallable_Check(starts)) ||
+        (deltas != Py_None && !PyCallable_Check(deltas))) {
+        PyErr_SetString(PyExc_TypeError, "starts and deltas must be callable or None");
         return NULL;
     }
     Py_buffer view;
@@ -248,8 +379,9 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     int64_t inflated = 0, values = 0, dictionary = 0, delta = 0, pos = start, counted = 0;
     int reached = 0;  /* the rows were counted: the next data page is the last walked */
     const char *error = NULL;
-    int raised = 0;  /* starts raised: its exception is set */
+    int raised = 0;  /* starts or deltas raised: its exception is set */
     while (pos < end) {
+        int64_t header_at = pos;
         Py_ssize_t stop = end - pos < max_header ? end : pos + max_header;
         Reader r = {view.buf, (Py_ssize_t)pos, stop, NULL};
         Fields f;
@@ -269,19 +401,30 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             error = "its pages' sizes overflow";
             break;
         }
+        int64_t kind = f.own.value[1];
+        int v1 = kind == 0 && (f.structs & (1u << 5)), v2 = kind == 3 && (f.structs & (1u << 8));
         static const int kinds[2][2] = {{5, 2}, {8, 4}};  /* data page headers: v1, v2 */
         for (int k = 0; k < 2 && !error; k++) {
             int field = kinds[k][0], encoding = kinds[k][1];
             Ints *sub = &f.sub[field];
             int64_t coded = (sub->ints & (1u << encoding)) ? sub->value[encoding] : -1;
-            if ((f.structs & (1u << field)) &&
-                (coded == DELTA_LENGTH_BYTE_ARRAY || coded == DELTA_BYTE_ARRAY) &&
+            int strings = coded == DELTA_LENGTH_BYTE_ARRAY || coded == DELTA_BYTE_ARRAY;
+            int64_t told = -1;  /* what deltas says the page keeps */
+            if ((f.structs & (1u << field)) && strings && (k ? v2 : v1) && deltas != Py_None) {
+                told = page_deltas(deltas, header_at, pos, stored, size, inflated);
+                if (told == -2) {
+                    raised = 1;
+                    break;
+                }
+            }
+            if (told >= 0 && add(&delta, told) < 0) error = "its pages' sizes overflow";
+            if ((f.structs & (1u << field)) && strings && told < 0 &&
                 add(&delta, DELTA_LENGTHS * size) < 0)
                 error = "its pages' sizes overflow";
             if (!(f.structs & (1u << field)) || !(sub->ints & 2u) || sub->value[1] <= 0)
                 continue;
             if (add(&values, sub->value[1]) < 0) error = "its pages' sizes overflow";
-            if ((sub->ints & (1u << encoding)) && sub->value[encoding] == DELTA_BYTE_ARRAY) {
+            if (told < 0 && coded == DELTA_BYTE_ARRAY) {
                 if (size && sub->value[1] > INT64_MAX / size) error = "its pages' sizes overflow";
                 else if (add(&delta, sub->value[1] * size) < 0) error = "its pages' sizes overflow";
             }
@@ -292,11 +435,9 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             if (add(&inflated, size) < 0 || add(&inflated, DICT_ENTRY * entries) < 0)
                 error = "its pages' sizes overflow";
         }
-        if (error) break;
+        if (error || raised) break;
         int64_t at = pos;
         pos = stored > INT64_MAX - pos ? INT64_MAX : pos + stored;
-        int64_t kind = f.own.value[1];
-        int v1 = kind == 0 && (f.structs & (1u << 5)), v2 = kind == 3 && (f.structs & (1u << 8));
         if (rows < 0 || !(v1 || v2)) continue;
         if (reached) break;
         int64_t n = page_rows(starts, flat, at, stored, size, v2, &f.sub[v2 ? 8 : 5], inflated);
@@ -320,9 +461,12 @@ static PyObject *walk(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(data, start, end, max_header, soft[, rows, flat, starts]) -> "
+     "walk(data, start, end, max_header, soft[, rows, flat, starts, deltas]) -> "
      "(inflated, values, dictionary, delta, pos, counted): "
      "the page headers of a Parquet column chunk summed (see the module's comment)."},
+    {"delta", delta, METH_VARARGS,
+     "delta(data, pos, decode) -> (total, mini_blocks, end, positive): a DELTA_BINARY_PACKED "
+     "stream read as Arrow reads it (see the module's comment)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -96,7 +96,7 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     if limit is None:
         return reader.read(columns=wanted, use_threads=False)
     names = set(wanted) if wanted is not None else None
-    fixed, spread = check_pages(data, reader, names, limit)
+    fixed, spread, delta = check_pages(data, reader, names, limit)
     spreading = {name for name, n in spread.items() if n}
     spread = sum(spread.values())
     # dictionary columns (as the file's Arrow schema may say) come back plain: a caller's
@@ -106,7 +106,7 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
     if fixed + spread <= limit:  # even at its longest value, every string fits
         table = reader.read(columns=wanted, use_threads=False)
         return table if plain is arrow else _as(table, plain)
-    text = _counted_text(plain, names, spreading)
+    text = _counted_text(plain, names, spreading, delta)
     reader = pq.ParquetFile(  # strings as indices into the file's values, counted first
         pa.BufferReader(data), pre_buffer=False, metadata=reader.metadata, read_dictionary=text
     )
@@ -143,10 +143,10 @@ def read_head(path: str, rows: int, limit: int):
     if not groups:
         return None, reader.schema_arrow, meta
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        _, spread = check_pages(mapped, reader, None, limit, groups, rows)
+        _, spread, delta = check_pages(mapped, reader, None, limit, groups, rows)
     arrow = reader.schema_arrow
     plain = _plain_schema(arrow)
-    text = _counted_text(plain, None, {name for name, n in spread.items() if n})
+    text = _counted_text(plain, None, {name for name, n in spread.items() if n}, delta)
     reader = pq.ParquetFile(
         path, pre_buffer=False, buffer_size=HEAD_BUFFER, metadata=meta, read_dictionary=text
     )
@@ -162,10 +162,18 @@ def read_head(path: str, rows: int, limit: int):
     return _counted(table, text, plain, limit), arrow, meta
 
 
-def _counted_text(plain, names: set[str] | None, spreading: set[str]) -> list[str]:
+def _counted_text(
+    plain, names: set[str] | None, spreading: set[str], delta: set[str] = frozenset()
+) -> list[str]:
     """The top-level string columns to read as dictionaries (counted before they are copied
-    out); ParquetRefused if one of ``spreading`` (columns that could inflate) is not one."""
-    text = [f.name for f in plain if (names is None or f.name in names) and _is_text(f.type)]
+    out), but for those of ``delta`` (pages of delta strings: Arrow reads none as a
+    dictionary, and ``check_pages`` counted what they build) that are not ``spreading``;
+    ParquetRefused if one of ``spreading`` (columns that could inflate) is not one."""
+    text = [
+        f.name for f in plain
+        if (names is None or f.name in names) and _is_text(f.type)
+        and (f.name not in delta or f.name in spreading)
+    ]  # fmt: skip
     uncounted = sorted(spreading - set(text))
     if uncounted:  # an extension type over strings, say: read as it is, it would inflate
         raise ParquetRefused(f"its column {uncounted[0]!r} cannot be counted before it is read")
@@ -236,12 +244,13 @@ def check_pages(
     limit: int,
     groups: Sequence[int] | None = None,
     rows: int | None = None,
-) -> tuple[int, dict[str, int]]:
+) -> tuple[int, dict[str, int], set[str]]:
     """Walk the pages of each wanted column chunk (step 1 of the module's docstring) of the
     file ``reader`` reads from ``data`` (bytes, or a mapped file), in row groups ``groups``
     (None: all): (bytes the columns could take decoded, but for the top-level string values
     a dictionary page holds; bytes those could take more, each at the dictionary's whole
-    size). ParquetRefused if the first is over ``limit``. ``rows``: only the pages that a
+    size; the top-level columns with pages of delta strings). ParquetRefused if the first is
+    over ``limit``. ``rows``: only the pages that a
     read of up to ``rows`` rows from each of those groups inflates (a preview's: its first
     batch may end at a group's end, and the next asks for ``rows`` more).
 
@@ -249,9 +258,10 @@ def check_pages(
     decimal as 16 or 32 bytes, whatever its stored width), plus 4 bytes per level of lists
     (offsets), 2 for each kind of level it has (definition, repetition: a reader keeps
     them as 16-bit numbers) and a byte of validity per 8 optional levels above it (a
-    bitmap each); a string ``DELTA_BYTE_ARRAY`` page's values each at the page's whole
-    uncompressed size (each may share all of the previous value), and any delta string page
-    at DELTA_LENGTHS per byte (the lengths its header may announce); at least the chunk's
+    bitmap each); a page of delta-encoded strings at what its own delta headers make a
+    reader keep (``_DeltaPages``) or, where that cannot be told here, its values each at the
+    page's whole uncompressed size (``DELTA_BYTE_ARRAY``: each may share all of the previous
+    value) and DELTA_LENGTHS per byte (the lengths its header may announce); at least the chunk's
     ``num_values`` values. Chunks whose bytes overlap are refused (a file that walks one
     page many times)."""
     meta, schema = reader.metadata, reader.schema
@@ -274,26 +284,33 @@ def check_pages(
         optional, repeated = leaf.max_definition_level, leaf.max_repetition_level
         width += 4 * repeated + 2 * ((optional > 0) + (repeated > 0)) + (optional + 7) // 8
         nested = repeated > 0 or "." in path
-        leaves.append((i, path, width, kind == "BYTE_ARRAY", nested, repeated))
+        leaves.append((i, path, width, kind == "BYTE_ARRAY", nested, optional, repeated))
     fixed, spread, left = 0, {}, -1 if rows is None else rows
-    spent = [0, 0, 0]  # pages of lists told, runs and bytes of levels decoded: _RowStarts
+    # pages told, runs and bytes of levels decoded (_RowStarts), delta values (_DeltaPages)
+    spent = [0, 0, 0, 0]
+    delta_columns: set[str] = set()
     taken: list[tuple[int, int]] = []  # the byte ranges of the chunks walked, in order
     for g in range(meta.num_row_groups) if groups is None else groups:
         group = meta.row_group(g)
-        for i, path, width, strings, nested, repeated in leaves:
+        for i, path, width, strings, nested, optional, repeated in leaves:
             chunk = group.column(i)
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
             if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
                 start = dictionary_at
             _take(taken, start, start + max(chunk.total_compressed_size, 0), path)
             walked = (data, start, chunk.total_compressed_size, padded)
+            reads = start + max(chunk.total_compressed_size, 0) + (PADDING if padded else 0)
+            deltas = _DeltaPages(
+                data, reads, chunk.compression, (optional, repeated), limit - fixed, spent
+            )
             if left < 0 or not repeated:
-                inflated, values, dictionary, delta, whole, _ = _walk(*walked, left, True)
+                walk = _walk(*walked, left, True, None, deltas)
+                inflated, values, dictionary, delta, whole, _ = walk
                 upto = left  # a value is a row
             else:  # rows of lists: a page's rows are where its levels say one starts
                 starts = _RowStarts(data, chunk.compression, repeated, limit - fixed, spent, left)
                 # the page in which the row after the last one wanted starts ends them all
-                walk = _walk(*walked, left + 1, False, starts)
+                walk = _walk(*walked, left + 1, False, starts, deltas)
                 inflated, values, dictionary, delta, whole, _ = walk
                 upto = -1 if starts.levels is None else starts.levels
             if whole:  # what the reader reads pages up to
@@ -302,6 +319,8 @@ def check_pages(
                 values = min(values, upto + SLACK)
             fixed += inflated + width * values
             fixed += delta  # any column whose pages are delta strings
+            if deltas.pages:
+                delta_columns.add(path.split(".")[0])
             if strings and dictionary:  # each value may be as long as the whole dictionary
                 if nested:
                     fixed += values * dictionary
@@ -311,7 +330,7 @@ def check_pages(
             if fixed > limit:
                 column = path if len(path) <= 60 else path[:57] + "..."
                 raise ParquetRefused(f"it could decode to over {limit} bytes (column {column})")
-    return fixed, spread
+    return fixed, spread, delta_columns
 
 
 def _take(taken: list[tuple[int, int]], start: int, end: int, path: str) -> None:
@@ -336,13 +355,14 @@ def _walk(
     rows: int = -1,
     flat: bool = False,
     starts=None,
+    deltas=None,
 ) -> tuple[int, int, int, int, bool, int]:
     """(uncompressed bytes, values in data pages, the dictionary page's uncompressed size,
     bytes the DELTA_BYTE_ARRAY pages' values could take, whether the walk went to the end,
     the rows counted) of the pages in ``data[start:start + length]`` (bytes, a memoryview
     or a mapped file: never copied). In C (mlvc/_pqpages.c) when built, else ``_walk_py``.
     ``rows``, ``flat`` and ``starts``: only the pages a reader of the chunk's first
-    ``rows`` rows reads (see ``_walk_py``).
+    ``rows`` rows reads (see ``_walk_py``); ``deltas``: what a page of delta strings keeps.
 
     ``padded`` (a file parquet-mr wrote): Arrow reads up to PADDING bytes past the chunk
     too (old parquet-mr left the dictionary page header out of the chunk's size), so the
@@ -354,11 +374,11 @@ def _walk(
     c = extension("mlvc._pqpages")
     walk = _walk_py if c is None else c.walk
     try:
-        *sums, pos, counted = walk(data, start, end, MAX_HEADER, False, rows, flat, starts)
+        *sums, pos, counted = walk(data, start, end, MAX_HEADER, False, rows, flat, starts, deltas)
         whole = pos >= end
         tail = min(len(data), end + PADDING)
         if padded and whole and pos < tail:
-            *more, _, _ = walk(data, pos, tail, MAX_HEADER, True)
+            *more, _, _ = walk(data, pos, tail, MAX_HEADER, True, -1, False, None, deltas)
             sums = [sums[0] + more[0], sums[1] + more[1], max(sums[2], more[2]), sums[3] + more[3]]
     except ParquetRefused:
         raise
@@ -367,6 +387,7 @@ def _walk(
     return (*sums, whole, counted)
 
 
+BOOL = 1 << 20  # where _struct keeps a bool field: past any 16-bit field id
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
 DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY = 6, 7  # parquet.thrift Encoding
 DELTA_STRINGS = (DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY)
@@ -384,6 +405,7 @@ def _walk_py(
     rows: int = -1,
     flat: bool = False,
     starts=None,
+    deltas=None,
 ) -> tuple[int, ...]:
     """``_walk`` in Python, with the same results as the C walk (mlvc/_pqpages.c says them
     in full): (the sums, the position the walk ended at, the rows counted). ``soft``: a
@@ -391,7 +413,9 @@ def _walk_py(
     one data page after the first at which the rows counted reach it; a data page (of type
     DATA_PAGE with its v1 header, or DATA_PAGE_V2 with its v2 header) has as rows its values
     when ``flat``, else what ``starts(at, stored, size, v2, values, levels, inflated)``
-    says (``_RowStarts``).
+    says (``_RowStarts``). ``deltas``: None, or what a data page of delta strings keeps
+    (``deltas(header_at, at, stored, size, inflated)``, for the header its type reads;
+    ``_DeltaPages``), counted in place of the bound when not negative.
 
     A field is taken only when it has the type parquet.thrift gives it (i32 for the sizes
     and counts, a struct for the page kinds): Arrow's Thrift reader skips one of another
@@ -401,6 +425,7 @@ def _walk_py(
     inflated = values = dictionary = delta = counted = 0
     reached = False  # the rows were counted: the next data page is the last walked
     while pos < end:
+        header_at = pos
         try:  # a header ends within its chunk and MAX_HEADER (Arrow's own bound)
             ints, structs, pos = _struct(data, pos, 0, min(end, pos + max_header))
         except (IndexError, ValueError) as e:
@@ -413,13 +438,21 @@ def _walk_py(
                 break
             raise ValueError("a page header lacks its sizes")
         inflated += size
+        own = {DATA_PAGE: 5, DATA_PAGE_V2: 8}.get(ints[1])  # the header its type reads
         for field, encoding_field in ((5, 2), (8, 4)):  # data page headers, v1 and v2
             sub = structs.get(field)
-            if sub is not None and sub[0].get(encoding_field) in DELTA_STRINGS:
+            coded = None if sub is None else sub[0].get(encoding_field)
+            told = -1  # what deltas says the page keeps
+            if coded in DELTA_STRINGS and field == own and deltas is not None:
+                told = deltas(header_at, pos, stored, size, inflated)
+                told = told if told >= 0 else -1
+            if told >= 0:
+                delta += told
+            elif coded in DELTA_STRINGS:
                 delta += DELTA_LENGTHS * size  # the lengths its own delta header announces
             if sub is not None and sub[0].get(1) is not None and sub[0][1] > 0:
                 values += sub[0][1]
-                if sub[0].get(encoding_field) == DELTA_BYTE_ARRAY:
+                if told < 0 and coded == DELTA_BYTE_ARRAY:
                     delta += sub[0][1] * size
         if 7 in structs:  # a dictionary page header: a reader copies it, and indexes it
             dictionary = max(dictionary, size)
@@ -494,17 +527,10 @@ class _RowStarts:
         elif self.codec not in _CODECS or levels != RLE:
             return 0
         else:
-            raw = self.data[at : at + stored]
-            try:
-                if _CODECS[self.codec] is not None:
-                    import pyarrow as pa
-
-                    raw = pa.Codec(_CODECS[self.codec]).decompress(raw, decompressed_size=size)
-                raw = memoryview(raw).cast("B")  # a pyarrow Buffer's items are signed bytes
-                length = int.from_bytes(raw[:4], "little")
-                raw = raw[4 : 4 + length]
-            except (ValueError, OSError, IndexError):  # pyarrow's errors are both
+            raw = _inflate(self.data[at : at + stored], self.codec, size)
+            if raw is None:
                 return 0
+            raw = raw[4 : 4 + int.from_bytes(raw[:4], "little")]
         zeros, upto = _zeros(raw, self.width, values, spent, self.need - self.seen)
         if upto is not None and self.levels is None:
             self.levels = before + upto
@@ -557,6 +583,194 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
     return zeros, upto
 
 
+def _inflate(stored, codec: str, size: int) -> memoryview | None:
+    """A page's ``stored`` bytes inflated by ``codec`` (a column chunk's compression) to
+    ``size`` bytes, as bytes (a memoryview), or None for a codec not read here or bytes that
+    do not inflate."""
+    if codec not in _CODECS:
+        return None
+    try:
+        if _CODECS[codec] is not None:
+            import pyarrow as pa
+
+            stored = pa.Codec(_CODECS[codec]).decompress(stored, decompressed_size=size)
+        return memoryview(stored).cast("B")  # a pyarrow Buffer's items are signed bytes
+    except (ValueError, OSError, TypeError):  # pyarrow's errors are both
+        return None
+
+
+MAX_DELTA_VALUES = 1 << 20  # values of prefix lengths one read decodes (_DeltaPages)
+BIT_PACKED = 4  # parquet.thrift Encoding: the deprecated one of levels
+
+
+class _DeltaPages:
+    """For the walk's ``deltas``: what a reader (Arrow's) keeps to decode a data page of
+    delta-encoded strings, read from the page's own delta headers; ParquetRefused where that
+    cannot be told here (the most a page's header could announce is 2**31 lengths, from a
+    few bytes: no bound from its size). The page is inflated (a v2 page's values only) and
+    its levels skipped as Arrow skips them; a page whose bytes end past ``end`` (what the
+    reader reads of the chunk) keeps nothing (the reader stops at it).
+
+    A DELTA_LENGTH_BYTE_ARRAY page keeps 4 bytes for each length its header announces (the
+    reader decodes them all when it opens the page) and a byte per mini-block of a block
+    (its bit widths). A DELTA_BYTE_ARRAY page keeps that for its prefix lengths and its
+    suffixes' lengths, and, for the strings it builds (into its own buffer, then into the
+    column), twice the sum of its prefix lengths and its bytes (a string is its prefix then
+    its suffix): the prefix lengths are decoded here, up to MAX_DELTA_VALUES of them in a
+    read (in ``spent[3]``). Pages told count in ``spent[0]`` (MAX_TOLD_PAGES, shared with
+    ``_RowStarts``). ParquetRefused also before a page is inflated past ``budget`` bytes
+    (with those before it), or when what it keeps would take the sum there."""
+
+    def __init__(self, data, end: int, codec: str, levels: tuple, budget: int, spent: list):
+        self.data, self.end, self.codec, self.budget, self.spent = data, end, codec, budget, spent
+        self.defined, self.repeated = levels  # the column's highest levels
+        self.kept = self.pages = 0  # what the pages told so far keep; those pages
+
+    def __call__(self, header_at: int, at: int, stored: int, size: int, inflated: int) -> int:
+        self.pages += 1
+        if at + stored > self.end:
+            return 0
+        if inflated + self.kept > self.budget:
+            raise ParquetRefused(f"it could decode to over {self.budget} bytes (delta strings)")
+        self.spent[0] += 1
+        if self.spent[0] > MAX_TOLD_PAGES:
+            raise ParquetRefused(f"it has over {MAX_TOLD_PAGES} pages of delta strings to read")
+        try:
+            ints, structs, _ = _struct(self.data, header_at, 0, at)
+            v2 = ints.get(1) == DATA_PAGE_V2
+            page = structs[8 if v2 else 5][0]
+            values = self._values(page, v2, self.data[at : at + stored], size)
+            if values is None:
+                raise ValueError("its levels or codec are not read here")
+            total, blocks, end, _ = _delta(values, 0, False)
+            kept = self._keep(inflated, 4 * total + blocks)
+            if page.get(4 if v2 else 2) == DELTA_BYTE_ARRAY:
+                if self.spent[3] + total > MAX_DELTA_VALUES:
+                    raise ValueError(f"over {MAX_DELTA_VALUES} prefix lengths in a read")
+                self.spent[3] += total
+                _, _, end, positive = _delta(values, 0, True)
+                suffixes, blocks, _, _ = _delta(values, end, False)
+                kept += self._keep(inflated, 4 * suffixes + blocks + 2 * (positive + len(values)))
+        except ParquetRefused:
+            raise
+        except (ValueError, IndexError, KeyError) as e:
+            raise ParquetRefused(f"a page of delta strings cannot be bounded ({e})") from None
+        return kept
+
+    def _keep(self, inflated: int, n: int) -> int:
+        self.kept += n
+        if inflated + self.kept > self.budget:
+            raise ParquetRefused(f"it could decode to over {self.budget} bytes (delta strings)")
+        return n
+
+    def _values(self, page: dict, v2: bool, stored, size: int):
+        """The page's values section, inflated, as Arrow finds it; None where it would not."""
+        if v2:  # levels first, uncompressed: repetition, then definition
+            levels = page.get(6, 0) + page.get(5, 0)
+            if min(page.get(6, 0), page.get(5, 0)) < 0 or levels > min(len(stored), size):
+                return None
+            if not page.get(BOOL + 7, True):  # is_compressed: false
+                return memoryview(stored[levels:]).cast("B")
+            return _inflate(stored[levels:], self.codec, size - levels)
+        raw = _inflate(stored, self.codec, size)
+        if raw is None or len(raw) != size:
+            return None
+        pos, count = 0, max(page.get(1, 0), 0)
+        for top, encoding in ((self.repeated, page.get(4)), (self.defined, page.get(3))):
+            if top <= 0:
+                continue
+            if encoding == RLE:  # a 4-byte length, then the runs
+                if len(raw) - pos < 4:
+                    return None
+                n = int.from_bytes(raw[pos : pos + 4], "little", signed=True)
+                if not 0 <= n <= len(raw) - pos - 4:
+                    return None
+                pos += 4 + n
+            elif encoding == BIT_PACKED:
+                n = (count * top.bit_length() + 7) // 8
+                if n > len(raw) - pos:
+                    return None
+                pos += n
+            else:
+                return None
+        return raw[pos:]
+
+
+def _delta(data, pos: int, decode: bool) -> tuple[int, int, int, int]:
+    """(values announced, mini-blocks per block, end, sum of the values above 0) of the
+    DELTA_BINARY_PACKED stream of 32-bit values at ``data[pos:]``, read as Arrow reads it:
+    in C (mlvc/_pqpages.c ``delta``, which says it in full) when built, else in Python.
+    ValueError for a stream Arrow would not read."""
+    c = extension("mlvc._pqpages")
+    return _delta_py(data, pos, decode) if c is None else c.delta(data, pos, decode)
+
+
+def _delta_py(data, pos: int, decode: bool) -> tuple[int, int, int, int]:
+    """``_delta`` in Python, with the C one's results."""
+    try:
+        return _delta_read(data, pos, decode)
+    except IndexError:
+        raise ValueError("a delta header's bytes are missing") from None
+
+
+def _vlq32(b, pos: int) -> tuple[int, int]:
+    result = 0
+    for i in range(5):
+        byte = b[pos + i]
+        result |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            if result >> 32:
+                raise ValueError("a delta header's number is over 32 bits")
+            return result, pos + i + 1
+    raise ValueError("a delta header's number is over 5 bytes")
+
+
+def _int32(n: int) -> int:
+    n &= 0xFFFFFFFF
+    return n - (1 << 32) if n >> 31 else n
+
+
+def _delta_read(data, pos: int, decode: bool) -> tuple[int, int, int, int]:
+    per_block, pos = _vlq32(data, pos)
+    blocks, pos = _vlq32(data, pos)
+    total, pos = _vlq32(data, pos)
+    first, pos = _vlq32(data, pos)
+    per_mini = per_block // blocks if blocks else 0
+    if not per_block or per_block % 128 or not blocks or not per_mini or per_mini % 32:
+        raise ValueError("a delta header Arrow refuses")
+    if total >> 31:
+        raise ValueError("a delta header announces 2**31 values or more")
+    if not decode or not total:
+        return total, blocks, pos, 0
+    last = _int32((first >> 1) ^ -(first & 1))
+    positive, left = max(last, 0), total - 1
+    while left > 0:
+        raw, pos = _vlq32(data, pos)
+        step = _int32((raw >> 1) ^ -(raw & 1))
+        widths = bytes(data[pos : pos + blocks])
+        if len(widths) < blocks:
+            raise ValueError("a delta block's bit widths are missing")
+        pos += blocks
+        for width in widths:
+            if left <= 0:
+                break
+            if width > 32:
+                raise ValueError("a delta mini-block's bit width is over 32")
+            size = per_mini * width // 8
+            if size > len(data) - pos:
+                raise ValueError("a delta mini-block's bytes are missing")
+            take, mask = min(left, per_mini), (1 << width) - 1
+            for group in range(0, take, 32):  # 32 values in 4 * width bytes
+                at = pos + group * width // 8
+                bits = int.from_bytes(data[at : at + 4 * width], "little")
+                for j in range(min(32, take - group)):
+                    last = _int32(last + step + (bits >> (j * width) & mask))
+                    positive += max(last, 0)
+            pos += size
+            left -= take
+    return total, blocks, pos, positive
+
+
 SLACK = 8192  # values a reader may decode past the rows it was asked for (its level batches)
 
 
@@ -589,7 +803,7 @@ def _wrap16(v: int) -> int:
 
 def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
     """The struct at ``pos`` of ``b``: its i32 fields ({id: value}, as Thrift reads an i32:
-    the varint's low 32 bits), its struct fields ({id: (ints, structs)}), and the position
+    the varint's low 32 bits) and bool fields (at ``BOOL + id``), its struct fields ({id: (ints, structs)}), and the position
     after it; other fields are skipped. ValueError if it runs past ``stop``."""
     if depth > _MAX_DEPTH:
         raise ValueError("structs nested too deep")
@@ -621,7 +835,7 @@ def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
             sub_ints, sub_structs, pos = _struct(b, pos, depth + 1, stop)
             structs[last] = (sub_ints, sub_structs)
         elif kind == 1 or kind == 2:  # a bool field: its value is its type
-            continue
+            ints[BOOL + last] = kind == 1
         else:
             pos = _skip(b, pos, kind, depth, stop)
 

@@ -5,6 +5,7 @@ carries another's header, row groups whose row counts lie. A struct is a list of
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import numpy as np
@@ -137,3 +138,36 @@ def _top_level(elements):
         while pending:
             pending += {fid: v for fid, _k, v in elements[i]}.get(5, 0) - 1
             i += 1
+
+
+def _zigzag32(v: int) -> bytes:
+    return varint(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def delta_packed(values: list[int], per_block: int = 128, minis: int = 4) -> bytes:
+    """32-bit ``values`` as a DELTA_BINARY_PACKED stream (parquet-format Encodings.md):
+    each block's deltas less its smallest, bit-packed per mini-block at the fewest bits; a
+    last block's unneeded mini-blocks have width 0 and no bytes."""
+    out = varint(per_block) + varint(minis) + varint(len(values))
+    out += _zigzag32(values[0] if values else 0)
+    deltas = [_int32(b - a) for a, b in itertools.pairwise(values)]
+    per_mini = per_block // minis
+    for i in range(0, len(deltas), per_block):
+        block = deltas[i : i + per_block]
+        least = min(block)
+        rel = [(d - least) & 0xFFFFFFFF for d in block]
+        widths, packed = [], b""
+        for k in range(minis):
+            chunk = rel[k * per_mini : (k + 1) * per_mini]
+            width = max(chunk).bit_length() if chunk else 0
+            widths.append(width)
+            if chunk:
+                bits = sum(v << (j * width) for j, v in enumerate(chunk))
+                packed += bits.to_bytes(per_mini * width // 8, "little")
+        out += _zigzag32(least) + bytes(widths) + packed
+    return out

@@ -108,7 +108,7 @@ def test_a_series_of_many_keys_is_counted_exactly_not_refused(walk):
     at that bound), so the strings are counted as read: 2.4 MB."""
     table = series(150_000, keys=1500)
     data = parquet(table)
-    fixed, spread = check_pages(data, pq.ParquetFile(io.BytesIO(data)), None, 1 << 62)
+    fixed, spread, _ = check_pages(data, pq.ParquetFile(io.BytesIO(data)), None, 1 << 62)
     spread = sum(spread.values())
     assert fixed < decoded_limit(len(data)) < fixed + spread  # the exact count decides
     assert bounded(data).equals(table)
@@ -897,3 +897,114 @@ def test_a_decoder_out_of_memory_is_a_refusal(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0 and out.stdout.startswith(("refused:", "failed:")), out.stderr
+
+
+# -- pages of delta-encoded strings: read by what their own delta headers announce ----------
+
+
+@pytest.mark.parametrize("encoding", ["DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"])
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_delta_encoded_strings_are_read_and_previewed(tmp_path, walk, encoding, version):
+    """Spark's v2 writer stores strings so: they were refused unless tiny (each page counted
+    at the most lengths any header could announce), in a preview and in a series read."""
+    keys = [f"user/{i:08d}/event-{i % 97}" for i in range(20_000)]
+    tables = {
+        "k": pa.table({"k": keys}),
+        "k-nulls": pa.table({"k": [None if i % 5 == 0 else k for i, k in enumerate(keys)]}),
+        "k.list.element": pa.table({"k": [[k, k[::-1]] for k in keys[:5000]]}),
+    }
+    for leaf_path, table in tables.items():
+        data = parquet(table, use_dictionary=False, column_encoding={leaf_path.replace(
+            "-nulls", ""): encoding}, data_page_version=version, compression="zstd")  # fmt: skip
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        assert encoding in meta.row_group(0).column(0).encodings  # written as asked
+        assert bounded(data).equals(table)
+        shown, _meta, _rss = head(crafted(tmp_path, data), 25)
+        assert shown.slice(0, 25).equals(table.slice(0, 25))
+
+
+_delta_c = getattr(_pqpages, "delta", None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 40), max_size=700),
+    st.sampled_from([(128, 4), (128, 1), (256, 2), (512, 16)]),
+)
+def test_a_delta_stream_reads_back_its_values_in_c_and_python(values, shape):
+    """(values, mini-blocks a block, the stream's end, the sum of those above 0): what a
+    DELTA_BYTE_ARRAY page's prefix lengths make a reader build is counted from them."""
+    from parquet_craft import delta_packed
+
+    from mlvc.core.parquet import _delta_py
+
+    stream = delta_packed(values, *shape) + b"tail"
+    want = (len(values), shape[1], len(stream) - 4, sum(v for v in values if v > 0))
+    assert _delta_py(stream, 0, True) == want == _delta_c(stream, 0, True)
+    header = _delta_py(stream, 0, False)
+    assert header[:2] == want[:2] and header == _delta_c(stream, 0, False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+@example(bytes([0x80, 0x01, 0x04, 0x05, 0x02, 0x00, 0x21, 0x01, 0xFF]), True)  # width 33
+@example(bytes([0x80, 0x01, 0x04, 0x80, 0x80, 0x80, 0x80, 0x10, 0x02]), False)  # 2**32
+def test_c_and_python_read_any_delta_bytes_alike(data, decode):
+    from mlvc.core.parquet import _delta_py
+
+    outcomes = []
+    for read in (_delta_c, _delta_py):
+        try:
+            outcomes.append(read(data, 0, decode))
+        except ValueError:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("encoding", [6, 7], ids=["DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"])
+def test_delta_lengths_announced_in_one_block_are_counted(tmp_path, walk, encoding):
+    """500M lengths of width 0 in a single block of 500M values: a 178-byte file that
+    pyarrow read back as 2.0 GB past the bound (its count was the page's size times the
+    lengths a block of 32768 could hold)."""
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    total = 500_000_000
+    body = varint(total) + varint(1) + varint(total) + varint(2) + varint(0) + b"\x00"
+    data = parquet_file([[(v1_page(body, 10, encoding=encoding), 10)]], [10], [leaf("x", 6)])
+    assert len(data) < 200
+    assert "could decode to over" in refused_without_inflating(data)
+    assert "could decode to over" in refused_head(crafted(tmp_path, data))
+
+
+def test_a_delta_headers_mini_blocks_are_counted(walk):
+    """A header of 2**26 mini-blocks a block: the reader reserves a byte each for their bit
+    widths (64 MiB a page, from 16 bytes)."""
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    body = varint(1 << 31) + varint(1 << 26) + varint(1) + varint(2)
+    data = parquet_file([[(v1_page(body, 1, encoding=6) * 2, 2)]], [2], [leaf("x", 6)])
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_prefix_lengths_past_what_a_read_decodes_are_refused(walk, monkeypatch):
+    from mlvc.core import parquet as module
+
+    table = pa.table({"k": [f"key-{i:06d}" for i in range(5000)]})
+    data = parquet(table, use_dictionary=False, column_encoding={"k": "DELTA_BYTE_ARRAY"})
+    assert bounded(data).equals(table)
+    monkeypatch.setattr(module, "MAX_DELTA_VALUES", 4000)
+    assert "cannot be bounded" in refused_without_inflating(data)
+
+
+def test_parquet_mr_delta_chunks_are_read_past_their_padding(walk):
+    """parquet-mr files are read 100 bytes past each chunk: the next chunk's first page
+    begins there, its body past what is read (it keeps nothing; it was counted at the most
+    its header could announce, refusing any file of two such columns)."""
+    from parquet_craft import delta_packed, leaf, parquet_file, v1_page
+
+    strings = [f"value-{i}".encode() for i in range(20_000)]
+    raw = delta_packed([len(s) for s in strings]) + b"".join(strings)
+    page = (v1_page(raw, len(strings), encoding=6), len(strings))
+    data = parquet_file([[page, page]], [len(strings)], [leaf("x", 6), leaf("y", 6)],
+                        created_by="parquet-mr version 1.13.1")  # fmt: skip
+    assert bounded(data).column("y").to_pylist() == strings
