@@ -1,7 +1,7 @@
 """The web preview of a Parquet artifact (``mlvc.core.parquet.read_head``: its page walk
 first, then pyarrow) against pyarrow reading the same 50 rows with no bound, in the same
-run, medians of 7, on ordinary tables the preview refused before 2026-12-02 and one it
-always read. Files are generated in /tmp and removed.
+run, medians of 7, on ordinary tables the preview refused before 2026-12-02 (lists, zeros,
+and strings delta-encoded as Spark's v2 writer stores them) and one it always read. Files are generated in /tmp and removed.
 
 Usage: .venv/bin/python benchmarks/bench_preview.py
 """
@@ -49,6 +49,23 @@ tables = {
             }
         ),
         {},
+    ),
+    "events 1M, strings delta-encoded (v2, snappy)": (
+        pa.table(
+            {
+                "user": pa.array([f"u{i:07d}" for i in range(1_000_000)]),
+                "event": pa.array(
+                    np.array(["click", "view", "buy"])[rng.integers(0, 3, 1_000_000)]
+                ),
+                "amount": rng.random(1_000_000),
+            }
+        ),
+        {
+            "use_dictionary": False,
+            "column_encoding": {"user": "DELTA_BYTE_ARRAY", "event": "DELTA_LENGTH_BYTE_ARRAY"},
+            "data_page_version": "2.0",
+            "compression": "snappy",
+        },
     ),
 }
 print("| table | file | preview (walk + read) | pyarrow alone | ratio |")

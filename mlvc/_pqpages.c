@@ -154,12 +154,11 @@ static int parse_struct(Reader *r, int depth, Fields *f, Ints *sub) {
                 into->ints |= 1u << last;
             }
         } else if (kind == STRUCT) {
-            Ints fresh = {{0}, 0};
-            if (parse_struct(r, depth + 1, NULL, (f && kept) ? &fresh : NULL) < 0) return -1;
-            if (f && kept) {
-                f->sub[last] = fresh;
-                f->structs |= 1u << last;
-            }
+            /* a field given twice is read into the first (Thrift's reader): the fields the
+             * second does not give stay as they were */
+            Ints *into = (f && kept) ? &f->sub[last] : NULL;
+            if (parse_struct(r, depth + 1, NULL, into) < 0) return -1;
+            if (into) f->structs |= 1u << last;
         } else if (kind == 1 || kind == 2) {
             /* a bool field: its value is its type */
         } else if (skip(r, kind, depth) < 0) {

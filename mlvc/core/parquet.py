@@ -483,8 +483,9 @@ RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
 MAX_TOLD_PAGES = 10_000
 MAX_RUNS = 1 << 16
 MAX_BYTES = 8 << 20  # of bit-packed levels
+# (pyarrow names LZ4_RAW "LZ4", and the hadoop-framed LZ4 of parquet.thrift's 5 "UNKNOWN")
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
-           "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}  # fmt: skip
+           "ZSTD": "zstd", "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}  # fmt: skip
 
 
 class _RowStarts:
@@ -600,6 +601,7 @@ def _inflate(stored, codec: str, size: int) -> memoryview | None:
 
 
 MAX_DELTA_VALUES = 1 << 20  # values of prefix lengths one read decodes (_DeltaPages)
+MAX_DELTA_HEADER = 64 << 10  # bytes of a delta page's header it reads (Arrow's are < 1 KB)
 BIT_PACKED = 4  # parquet.thrift Encoding: the deprecated one of levels
 
 
@@ -612,8 +614,8 @@ class _DeltaPages:
     reader reads of the chunk) keeps nothing (the reader stops at it).
 
     A DELTA_LENGTH_BYTE_ARRAY page keeps 4 bytes for each length its header announces (the
-    reader decodes them all when it opens the page) and a byte per mini-block of a block
-    (its bit widths). A DELTA_BYTE_ARRAY page keeps that for its prefix lengths and its
+    reader decodes them all when it opens the page), a byte per mini-block of a block (its
+    bit widths), and 16 bytes per value (a pointer and a length, before the copy out). A DELTA_BYTE_ARRAY page keeps that for its prefix lengths and its
     suffixes' lengths, and, for the strings it builds (into its own buffer, then into the
     column), twice the sum of its prefix lengths and its bytes (a string is its prefix then
     its suffix): the prefix lengths are decoded here, up to MAX_DELTA_VALUES of them in a
@@ -635,6 +637,8 @@ class _DeltaPages:
         self.spent[0] += 1
         if self.spent[0] > MAX_TOLD_PAGES:
             raise ParquetRefused(f"it has over {MAX_TOLD_PAGES} pages of delta strings to read")
+        if at - header_at > MAX_DELTA_HEADER:  # read again here, in Python: ~0.3 s a MB
+            raise ParquetRefused(f"a page header of delta strings is over {MAX_DELTA_HEADER} bytes")
         try:
             ints, structs, _ = _struct(self.data, header_at, 0, at)
             v2 = ints.get(1) == DATA_PAGE_V2
@@ -643,7 +647,8 @@ class _DeltaPages:
             if values is None:
                 raise ValueError("its levels or codec are not read here")
             total, blocks, end, _ = _delta(values, 0, False)
-            kept = self._keep(inflated, 4 * total + blocks)
+            # and a pointer and length per value of the page, before they are copied out
+            kept = self._keep(inflated, 4 * total + blocks + 16 * max(page.get(1, 0), 0))
             if page.get(4 if v2 else 2) == DELTA_BYTE_ARRAY:
                 if self.spent[3] + total > MAX_DELTA_VALUES:
                     raise ValueError(f"over {MAX_DELTA_VALUES} prefix lengths in a read")
@@ -801,13 +806,17 @@ def _wrap16(v: int) -> int:
     return ((v + 0x8000) & 0xFFFF) - 0x8000
 
 
-def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
+def _struct(b, pos: int, depth: int, stop: int, into=None) -> tuple[dict, dict, int]:
     """The struct at ``pos`` of ``b``: its i32 fields ({id: value}, as Thrift reads an i32:
-    the varint's low 32 bits) and bool fields (at ``BOOL + id``), its struct fields ({id: (ints, structs)}), and the position
-    after it; other fields are skipped. ValueError if it runs past ``stop``."""
+    the varint's low 32 bits) and bool fields (at ``BOOL + id``), its struct fields ({id:
+    (ints, structs)}), and the position after it; other fields are skipped. ValueError if
+    it runs past ``stop``. ``into``: (ints, structs) of the same struct read before (a field
+    given twice: Thrift's reader reads the second into the first, whose fields the second
+    does not give stay as they were)."""
     if depth > _MAX_DEPTH:
         raise ValueError("structs nested too deep")
-    ints, structs, last = {}, {}, 0
+    ints, structs = ({}, {}) if into is None else into
+    last = 0
     while True:
         if pos >= stop:
             raise ValueError("it runs past its chunk or MAX_HEADER")
@@ -832,7 +841,7 @@ def _struct(b, pos: int, depth: int, stop: int) -> tuple[dict, dict, int]:
             n &= 0xFFFFFFFF
             ints[last] = (n >> 1) ^ -(n & 1)
         elif kind == _STRUCT:
-            sub_ints, sub_structs, pos = _struct(b, pos, depth + 1, stop)
+            sub_ints, sub_structs, pos = _struct(b, pos, depth + 1, stop, structs.get(last))
             structs[last] = (sub_ints, sub_structs)
         elif kind == 1 or kind == 2:  # a bool field: its value is its type
             ints[BOOL + last] = kind == 1

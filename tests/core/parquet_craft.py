@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-TYPES = {"i32": 5, "i64": 6, "bin": 8, "list": 9, "struct": 12}
+TYPES = {"true": 1, "false": 2, "i32": 5, "i64": 6, "bin": 8, "list": 9, "struct": 12}
 CODECS = {None: 0, "zstd": 6}
 
 
@@ -29,6 +29,8 @@ def _zigzag(v: int) -> bytes:
 
 
 def _value(kind: str, v) -> bytes:
+    if kind in ("true", "false"):  # a bool field: its value is its type
+        return b""
     if kind in ("i32", "i64"):
         return _zigzag(v)
     if kind == "bin":

@@ -904,7 +904,8 @@ def test_a_decoder_out_of_memory_is_a_refusal(tmp_path):
 
 @pytest.mark.parametrize("encoding", ["DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY"])
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
-def test_delta_encoded_strings_are_read_and_previewed(tmp_path, walk, encoding, version):
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])  # lz4: pyarrow names LZ4_RAW "LZ4"
+def test_delta_encoded_strings_are_read_and_previewed(tmp_path, walk, encoding, version, codec):
     """Spark's v2 writer stores strings so: they were refused unless tiny (each page counted
     at the most lengths any header could announce), in a preview and in a series read."""
     keys = [f"user/{i:08d}/event-{i % 97}" for i in range(20_000)]
@@ -915,7 +916,7 @@ def test_delta_encoded_strings_are_read_and_previewed(tmp_path, walk, encoding, 
     }
     for leaf_path, table in tables.items():
         data = parquet(table, use_dictionary=False, column_encoding={leaf_path.replace(
-            "-nulls", ""): encoding}, data_page_version=version, compression="zstd")  # fmt: skip
+            "-nulls", ""): encoding}, data_page_version=version, compression=codec)  # fmt: skip
         meta = pq.ParquetFile(io.BytesIO(data)).metadata
         assert encoding in meta.row_group(0).column(0).encodings  # written as asked
         assert bounded(data).equals(table)
@@ -1008,3 +1009,61 @@ def test_parquet_mr_delta_chunks_are_read_past_their_padding(walk):
     data = parquet_file([[page, page]], [len(strings)], [leaf("x", 6), leaf("y", 6)],
                         created_by="parquet-mr version 1.13.1")  # fmt: skip
     assert bounded(data).column("y").to_pylist() == strings
+
+
+# -- a fifth review's (review7: 57 KB read back as 1 GiB; 2x the count in values) -------------
+
+
+def test_a_struct_field_given_twice_is_read_into_the_first():
+    """Thrift's reader reads a struct field given twice into the first: the fields the
+    second leaves out stay (the walks kept the second alone: 0 values here, not 7)."""
+    from parquet_craft import thrift
+
+    header = thrift([(1, "i32", 0), (2, "i32", 10), (3, "i32", 10),
+                     (5, "struct", [(1, "i32", 7), (2, "i32", 0)]),
+                     (5, "struct", [(2, "i32", 6)])])  # fmt: skip
+    data = header + bytes(10)
+    c, py = both(data, 0, len(data), 1 << 24)
+    assert c == py and c[1] == 7 and c[3] > 0  # its values, and counted as delta strings
+
+
+def test_a_v2_page_said_uncompressed_then_not_is_read_as_stored(walk):
+    """The first v2 header of the page says is_compressed false, a second leaves it out:
+    Arrow reads the values as stored (here 2**26 lengths announced: 256 MiB), and the
+    page's walk inflated them instead (a snappy/delta polyglot got 1 GiB past the bound)."""
+    from parquet_craft import leaf, parquet_file, thrift, varint
+
+    total = 1 << 26
+    raw = varint(total) + varint(1) + varint(total) + varint(2) + varint(0) + b"\x00"
+    first = [(1, "i32", 1), (2, "i32", 0), (3, "i32", 1), (4, "i32", 6), (5, "i32", 0),
+             (6, "i32", 0), (7, "false", None)]  # fmt: skip
+    header = thrift([(1, "i32", 3), (2, "i32", len(raw)), (3, "i32", len(raw)),
+                     (8, "struct", first), (8, "struct", first[:6])])  # fmt: skip
+    data = parquet_file([[(header + raw, 1)]], [1], [leaf("x", 6)])
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_delta_string_values_are_counted_as_the_reader_keeps_them(walk):
+    """5.5M empty strings in one page of 10 bytes (one block of width 0): a reader keeps a
+    pointer and a length for each value of a delta page before it copies them out (132
+    MB, 2x what was counted)."""
+    from parquet_craft import leaf, parquet_file, v1_page, varint
+
+    n = 5_500_000
+    raw = varint(5_500_032) + varint(1) + varint(n) + varint(0) + varint(0) + b"\x00"
+    data = parquet_file([[(v1_page(raw, n, encoding=6), n)]], [n], [leaf("x", 6)])
+    assert len(data) < 1000
+    assert "could decode to over" in refused_without_inflating(data)
+
+
+def test_a_long_delta_page_header_is_refused_before_it_is_read_again(walk):
+    """A delta page's header is read again in Python (0.3 s a MB): past 64 KiB (an honest
+    one is under 1 KB) it is refused."""
+    from parquet_craft import delta_packed, leaf, parquet_file, v1_page
+
+    raw = delta_packed([1] * 10) + b"x" * 10
+    page = v1_page(raw, 10, encoding=6, extra=[(20, "bin", b"p" * 100_000)])
+    data = parquet_file([[(page, 10)]], [10], [leaf("x", 6)])
+    assert "page header of delta strings is over" in refused_without_inflating(data)
+    fine = parquet_file([[(v1_page(raw, 10, encoding=6), 10)]], [10], [leaf("x", 6)])
+    assert bounded(fine).num_rows == 10
