@@ -320,8 +320,10 @@ static PyObject *delta(PyObject *self, PyObject *args) {
                 if (w) {
                     uint64_t bit = j * w, window = 0;
                     uint64_t byte = bit >> 3, end = (bit + w + 7) >> 3;
-                    for (uint64_t k = byte; k < end; k++) window |= (uint64_t)at[k] << (8 * (k - byte));
-                    packed = (uint32_t)((window >> (bit & 7)) & (w == 32 ? 0xFFFFFFFFull : ((1ull << w) - 1)));
+                    for (uint64_t k = byte; k < end; k++)
+                        window |= (uint64_t)at[k] << (8 * (k - byte));
+                    uint64_t mask = w == 32 ? 0xFFFFFFFFull : (1ull << w) - 1;
+                    packed = (uint32_t)((window >> (bit & 7)) & mask);
                 }
                 last = last + min_delta + packed;
                 if ((int32_t)last > 0) positive += (int32_t)last;

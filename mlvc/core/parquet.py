@@ -615,13 +615,14 @@ class _DeltaPages:
 
     A DELTA_LENGTH_BYTE_ARRAY page keeps 4 bytes for each length its header announces (the
     reader decodes them all when it opens the page), a byte per mini-block of a block (its
-    bit widths), and 16 bytes per value (a pointer and a length, before the copy out). A DELTA_BYTE_ARRAY page keeps that for its prefix lengths and its
-    suffixes' lengths, and, for the strings it builds (into its own buffer, then into the
-    column), twice the sum of its prefix lengths and its bytes (a string is its prefix then
-    its suffix): the prefix lengths are decoded here, up to MAX_DELTA_VALUES of them in a
-    read (in ``spent[3]``). Pages told count in ``spent[0]`` (MAX_TOLD_PAGES, shared with
-    ``_RowStarts``). ParquetRefused also before a page is inflated past ``budget`` bytes
-    (with those before it), or when what it keeps would take the sum there."""
+    bit widths), and 16 bytes per value (a pointer and a length, before the copy out). A
+    DELTA_BYTE_ARRAY page keeps that for its prefix lengths and its suffixes' lengths, and,
+    for the strings it builds (into its own buffer, then into the column), twice the sum of
+    its prefix lengths and its bytes (a string is its prefix then its suffix): the prefix
+    lengths are decoded here, up to MAX_DELTA_VALUES of them in a read (in ``spent[3]``).
+    Pages told count in ``spent[0]`` (MAX_TOLD_PAGES, shared with ``_RowStarts``).
+    ParquetRefused also before a page is inflated past ``budget`` bytes (with those before
+    it), or when what it keeps would take the sum there."""
 
     def __init__(self, data, end: int, codec: str, levels: tuple, budget: int, spent: list):
         self.data, self.end, self.codec, self.budget, self.spent = data, end, codec, budget, spent
