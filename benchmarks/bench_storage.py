@@ -130,6 +130,7 @@ def run(cmd: str | list, cwd: Path, env: dict | None = None) -> tuple[float, int
 PEERS = True  # --no-peers: mlvc and the baselines only
 OLD_SRC, OLD_LABEL = "", ""  # --old-src DIR: also time the commit with that checkout's code
 INDEXES = 0  # --indexes N: also time the commit into a repository with N pack indexes
+ORDER = "baseline-first"  # --order: which of benchmark 1's commit and baseline runs first
 
 
 def have_dvc() -> bool:
@@ -202,34 +203,49 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
             rss.setdefault(name, []).append(peak)
 
     template = many_indexes(tmp / "template", INDEXES) if INDEXES else None
-    for rep in range(reps):
+
+    def baseline() -> tuple[float, float]:
         CPU.clear()
-        base, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
-        base_others = OTHERS[0] if OTHERS else 0.0
+        secs, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
+        others = OTHERS[0] if OTHERS else 0.0
         os.unlink(tmp / "copy.bin")
-        rows.setdefault("cp+sync s", []).append(base)
+        rows.setdefault("cp+sync s", []).append(secs)
         if CPU:
             cpu.setdefault("cp+sync", []).append(CPU[0])
+        return secs, others
+
+    for rep in range(reps):
+        # --order alternate: odd repetitions time the commit first, then the baseline (the
+        # command timed right after the other measured slower, whichever it was: 2026-12-02)
+        commit_first = ORDER == "alternate" and rep % 2 == 1
+        if not commit_first:
+            base, base_others = baseline()
         proj = tmp / f"m{rep}"
         mlvc_init(proj)
         os.link(src, proj / "big.bin")
         run("sync", tmp)
         stats.unlink(missing_ok=True)
+        CPU.clear()
         secs, peak = run([MLVC, "commit", "-q", "--data", "big.bin"], proj)
         commit_cpu, commit_others = list(CPU), list(OTHERS)
-        # The baseline is timed again right after the commit (after a `sync`), shown beside
-        # the first: in the quiet run of perf-bigfiles5's merge `cp; sync` alone moved
-        # 0.77-1.50 s between repetitions, as much as the commit did (1.02-1.47 s). The
-        # ratios stay to the first: loaded, a `cp` right after a commit measured slower than
-        # one right after another `cp` (perf-bigfiles6), so a mean would flatter the commit.
         run("sync", tmp)
-        after, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
-        os.unlink(tmp / "copy.bin")
+        if commit_first:
+            base, base_others = baseline()
+            after = base
+        else:
+            # The baseline is timed again right after the commit (after a `sync`), shown
+            # beside the first: in the quiet run of perf-bigfiles5's merge `cp; sync` alone
+            # moved 0.77-1.50 s between repetitions, as much as the commit did. The ratios
+            # stay to the first: loaded, a `cp` right after a commit measured slower than one
+            # right after another `cp` (perf-bigfiles6), so a mean would flatter the commit.
+            after, _ = run(f"cp {src} {tmp / 'copy.bin'}; sync", tmp)
+            os.unlink(tmp / "copy.bin")
         CPU[:], OTHERS[:] = commit_cpu, commit_others
         add("mlvc commit", secs, base, peak)
         others = f"{base_others:.2f} / {OTHERS[0]:.2f}" if OTHERS else ""
         line = describe_put(stats, secs, base, CPU[0] if CPU else 0.0)
-        reps_seen.append(f"{base:.2f} / {after:.2f} | {line} {others} |")
+        order = "commit first" if commit_first else f"{base:.2f} / {after:.2f}"
+        reps_seen.append(f"{order} | {line} {others} |")
         if OLD_SRC:  # the same command on another checkout's code, for a before/after
             drop(proj / ".mlvc")
             run([MLVC, "init", "."], proj)
@@ -302,7 +318,13 @@ def bench_big_file(tmp: Path, size: int, reps: int) -> list[str]:
         f"### 1. A new {size / GiB:g} GiB file (random bytes), {reps} repetitions",
         "",
         f"Baseline `cp FILE COPY; sync`: median {med(base_s):.2f} s "
-        f"(range {min(base_s):.2f}–{max(base_s):.2f}). Load average before: "
+        f"(range {min(base_s):.2f}–{max(base_s):.2f}). "
+        + (
+            "Odd repetitions timed the commit first, then the baseline (`--order alternate`). "
+            if ORDER == "alternate"
+            else ""
+        )
+        + "Load average before: "
         f"{', '.join(f'{x:.1f}' for x in loads[0])}; after: "
         f"{', '.join(f'{x:.1f}' for x in loads[1])}. CPU s is user + system time of "
         "the whole command (GNU time), median (range); it moves far less with the load than "
@@ -706,6 +728,13 @@ def main() -> None:
         "(mlvc daemon start, in a runtime folder of its own); wall time only.",
     )
     ap.add_argument(
+        "--order",
+        choices=("baseline-first", "alternate"),
+        default="baseline-first",
+        help="Benchmark 1: time the baseline before each commit, or alternate (odd "
+        "repetitions time the commit first).",
+    )
+    ap.add_argument(
         "--indexes",
         type=int,
         default=15,
@@ -713,8 +742,9 @@ def main() -> None:
         "(15: the next commit makes 16, MAX_INDEXES, and merges none; 0: not timed).",
     )
     args = ap.parse_args()
-    global PEERS, OLD_SRC, OLD_LABEL, INDEXES
+    global PEERS, OLD_SRC, OLD_LABEL, INDEXES, ORDER
     INDEXES = args.indexes
+    ORDER = args.order
     PEERS = not args.no_peers
     OLD_SRC = args.old_src
     OLD_LABEL = f"code of {Path(OLD_SRC).name}" if OLD_SRC else ""
