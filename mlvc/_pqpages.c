@@ -71,8 +71,9 @@
 #define STRUCT 12
 #define DELTA_LENGTH_BYTE_ARRAY 6
 #define DELTA_BYTE_ARRAY 7
-/* lengths a reader decodes per uncompressed byte of such a page, at 4 bytes each, both
- * streams: its delta header announces them, 32768 in 5 bytes */
+/* without deltas, a rough count of such a page's lengths per uncompressed byte (4 bytes
+ * each, both streams, blocks of 32768 in 5 bytes): no bound, as one block of width 0 may
+ * hold 2**32 values in 2 bytes; mlvc.core.parquet passes deltas */
 #define DELTA_LENGTHS (8 * 6554)
 #define DICT_ENTRY 24
 
@@ -411,7 +412,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             int64_t coded = (sub->ints & (1u << encoding)) ? sub->value[encoding] : -1;
             int strings = coded == DELTA_LENGTH_BYTE_ARRAY || coded == DELTA_BYTE_ARRAY;
             int64_t told = -1;  /* what deltas says the page keeps */
-            if ((f.structs & (1u << field)) && strings && (k ? v2 : v1) && deltas != Py_None) {
+            if (strings && (k ? v2 : v1) && deltas != Py_None) {  /* the header its type reads */
                 told = page_deltas(deltas, header_at, pos, stored, size, inflated);
                 if (told == -2) {
                     raised = 1;

@@ -259,9 +259,7 @@ def check_pages(
     (offsets), 2 for each kind of level it has (definition, repetition: a reader keeps
     them as 16-bit numbers) and a byte of validity per 8 optional levels above it (a
     bitmap each); a page of delta-encoded strings at what its own delta headers make a
-    reader keep (``_DeltaPages``) or, where that cannot be told here, its values each at the
-    page's whole uncompressed size (``DELTA_BYTE_ARRAY``: each may share all of the previous
-    value) and DELTA_LENGTHS per byte (the lengths its header may announce); at least the chunk's
+    reader keep (``_DeltaPages``: refused where that cannot be told); at least the chunk's
     ``num_values`` values. Chunks whose bytes overlap are refused (a file that walks one
     page many times)."""
     meta, schema = reader.metadata, reader.schema
@@ -391,8 +389,9 @@ BOOL = 1 << 20  # where _struct keeps a bool field: past any 16-bit field id
 _I32, _STRUCT = 5, 12  # compact types of the fields read (others of those ids are skipped)
 DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY = 6, 7  # parquet.thrift Encoding
 DELTA_STRINGS = (DELTA_LENGTH_BYTE_ARRAY, DELTA_BYTE_ARRAY)
-# A reader of such a page decodes every length its delta header announces, 4 bytes each (two
-# streams for DELTA_BYTE_ARRAY), whatever the page header's count: 32768 of them fit in 5 bytes
+# A walk without ``deltas`` counts such a page's lengths at this many bytes per uncompressed
+# byte (blocks of 32768 in 5 bytes): no bound (one block of width 0 may hold 2**32 values in
+# 2 bytes), which is why check_pages reads each page's own delta headers instead
 DELTA_LENGTHS = 8 * 6554
 
 
@@ -449,7 +448,7 @@ def _walk_py(
             if told >= 0:
                 delta += told
             elif coded in DELTA_STRINGS:
-                delta += DELTA_LENGTHS * size  # the lengths its own delta header announces
+                delta += DELTA_LENGTHS * size  # a rough count (see DELTA_LENGTHS)
             if sub is not None and sub[0].get(1) is not None and sub[0][1] > 0:
                 values += sub[0][1]
                 if told < 0 and coded == DELTA_BYTE_ARRAY:
@@ -736,6 +735,10 @@ def _int32(n: int) -> int:
     return n - (1 << 32) if n >> 31 else n
 
 
+def _zigzag32(n: int) -> int:
+    return _int32((n >> 1) ^ -(n & 1))
+
+
 def _delta_read(data, pos: int, decode: bool) -> tuple[int, int, int, int]:
     per_block, pos = _vlq32(data, pos)
     blocks, pos = _vlq32(data, pos)
@@ -748,11 +751,11 @@ def _delta_read(data, pos: int, decode: bool) -> tuple[int, int, int, int]:
         raise ValueError("a delta header announces 2**31 values or more")
     if not decode or not total:
         return total, blocks, pos, 0
-    last = _int32((first >> 1) ^ -(first & 1))
+    last = _zigzag32(first)
     positive, left = max(last, 0), total - 1
     while left > 0:
         raw, pos = _vlq32(data, pos)
-        step = _int32((raw >> 1) ^ -(raw & 1))
+        step = _zigzag32(raw)
         widths = bytes(data[pos : pos + blocks])
         if len(widths) < blocks:
             raise ValueError("a delta block's bit widths are missing")
