@@ -121,35 +121,46 @@ class Index:
 
     def _kept_cursor(self):
         """A cursor of the kept connection if the index is current, else None (the kept
-        connection closed when it is behind: the caller ingests, then a new one is kept)."""
+        connection closed when it is behind: the caller ingests, then a new one is kept).
+
+        The reader counts as a user of the connection in the same step that hands it over:
+        counted only once its cursor was made, the idle release (another thread) could close
+        the connection in between, and the read failed with DuckDB's "Connection already
+        closed" (CI: a server's runs/search)."""
         import duckdb
 
         key = str(self.path)
         with _KEPT_LOCK:
             kept = _KEPT.get(key)
+            if kept is not None:
+                kept.users += 1
+        cur, current = None, False
         try:
             if kept is None:
                 if not self.path.exists():
                     return None
                 con = connect_ro(self.path)
-                kept = _Kept(con, schema.read_meta(con))
+                try:
+                    fresh = _Kept(con, schema.read_meta(con))
+                except BaseException:
+                    con.close()
+                    raise
                 with _KEPT_LOCK:
-                    if key in _KEPT:  # another thread kept one meanwhile: use it
-                        con.close()
-                        kept = _KEPT[key]
-                    else:
-                        _KEPT[key] = kept
+                    kept = _KEPT.setdefault(key, fresh)  # another thread's, if it kept one
+                    kept.users += 1
+                if kept is not fresh:
+                    con.close()
             cur = kept.con.cursor()
             current = self._journal.current(cur, kept.meta)
         except duckdb.Error:
-            current, cur = False, None
-        if not current:
-            if cur is not None:
-                cur.close()
-            return None
-        with _KEPT_LOCK:
-            kept.users += 1
-        return cur
+            pass  # not current: the caller's writer path decides
+        finally:
+            if not current:  # whatever ended it, the reader is no user of it any more
+                if cur is not None:
+                    cur.close()
+                if kept is not None:
+                    self._kept_done()
+        return cur if current else None
 
     def _kept_done(self) -> None:
         with _KEPT_LOCK:
