@@ -16,7 +16,8 @@ from ._common import emit, json_option, open_reader, open_repo, wants_json
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
-def init(path: str) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing unless it fails.")
+def init(path: str, quiet: bool) -> None:
     """Create an empty repository (.mlvc/) in PATH.
 
     Example: mlvc init my-project
@@ -28,7 +29,8 @@ def init(path: str) -> None:
     from ..api.repo import Repo
 
     r = Repo.init(path)
-    echo(f"Initialized empty mlvc repository in {r.dir}")
+    if not quiet:
+        echo(f"Initialized empty mlvc repository in {r.dir}")
 
 
 @click.command()

@@ -22,6 +22,11 @@ def test_init_creates_repository_found_from_subfolders(tmp_path, monkeypatch):
     assert Repo(tmp_path / "p" / "a" / "b").root == (tmp_path / "p").resolve()
     again = CliRunner().invoke(main, ["init", str(tmp_path / "p")])
     assert again.exit_code == 3 and "already an mlvc repository" in again.output
+    quiet = CliRunner().invoke(main, ["init", "-q", str(tmp_path / "q")])
+    assert quiet.exit_code == 0 and quiet.output == ""  # as `git init -q`, for scripts
+    assert (tmp_path / "q" / ".mlvc" / "config").exists()
+    loud = CliRunner().invoke(main, ["init", "--quiet", str(tmp_path / "q")])
+    assert loud.exit_code == 3 and "already an mlvc repository" in loud.output  # errors still
 
 
 def test_outside_a_repository_says_to_init(tmp_path, monkeypatch):
