@@ -1297,6 +1297,7 @@ def main(argv=None) -> int:
     info = machine()
     started = time.monotonic()
     STARTUP[0] = startup_time()
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     base = Path(tempfile.mkdtemp(prefix="mlvc-faults-", dir=args.dir)).resolve()
     trials: list[Trial] = []
     timings: dict[str, dict] = {}

@@ -1028,6 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
         "tools": {k: bool(v) for k, v in versions.items()},
     }
     b = Bench(cold_ok)
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     work = Path(tempfile.mkdtemp(prefix="mlvc-bench-", dir=args.dir))
     run([MLVC, "--help"], work)  # writes mlvc's bytecode cache before anything is timed
 

@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(CHILDREN[args.child[0]](*args.child[1:])))
         return 0
     only = {int(x) for x in args.only.split(",")}
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     work = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.dir))
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     lines = []

@@ -525,6 +525,7 @@ def main() -> int:
     t_start = time.time()
     load0 = os.getloadavg()[0]
     dvc_version = "" if args.no_dvc else ensure_dvc()
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     work = Path(tempfile.mkdtemp(prefix="mlvc-bench-remotes-", dir=args.dir))
     moto = Moto(work)
     results = {}

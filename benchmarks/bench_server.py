@@ -1128,6 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
         if not version:
             log("MLflow not installed: its side is skipped")
             names.remove("mlflow")
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     work = Path(tempfile.mkdtemp(prefix="bench-server-", dir=args.dir))
     raw: dict = {"config": cfg, "mlflow": version, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     facts = [machine("before")]

@@ -391,6 +391,7 @@ def main() -> None:
         f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"median of {args.reps}; load average before: {before}; {compiled}"
     ]
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     tmp = tempfile.TemporaryDirectory(
         dir=args.dir, prefix="bench-startup-", ignore_cleanup_errors=True
     )

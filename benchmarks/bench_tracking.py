@@ -1574,6 +1574,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg["compare"] = args.compare
     mlflow = "" if args.no_mlflow else mlflow_version()
     cold = not args.no_cold and can_drop_caches()
+    os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new
     work = Path(tempfile.mkdtemp(prefix="mlvc-bench-tracking-", dir=args.dir))
 
     def on_term(signum, frame):
