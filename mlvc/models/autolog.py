@@ -8,10 +8,18 @@ for a call made outside any run, and ended after it), as MLflow's autolog does.
     XGBoost        ``xgboost.train`` (the sklearn wrappers too): params, a callback logging
                    each iteration's eval metrics, the booster as ``model/model.json``
     LightGBM       ``lightgbm.train``: the same, the booster as ``model/model.txt``
-    Lightning, Keras, Hugging Face Trainer   a callback logging each epoch's (step's)
-                   metrics, added to every trainer/fit while autolog is on
+    Lightning      ``Trainer.fit``: max epochs and steps, the module's ``hparams``, the
+                   optimizer's name and settings (lr, ...), each epoch's metrics
+                   (``callback_metrics``), the module as a ``torch`` model
+    Keras          ``Model.fit``: epochs, batch size and the other fit settings, the
+                   optimizer's name and config, each epoch's logs, ``model/model.keras``
+    Hugging Face   ``Trainer.train``: the TrainingArguments' scalar entries and the model's
+                   class, each logging step's logs (at ``global_step``), the saved model
+                   (``Trainer.save_model``) in ``model/``
 
-A framework that is not installed is skipped. ``autolog(disable=True)`` undoes it all.
+A framework that is not installed is skipped. ``autolog(disable=True)`` undoes it all. In a
+distributed training only the first process logs (``RANK``, ``LOCAL_RANK`` and
+``NODE_RANK`` 0 or unset), so that N processes training one model make one run.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import functools
 import logging
 import math
 import os
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -139,6 +148,8 @@ def _autologged(body: Callable) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
         @functools.wraps(original)
         def call(*args, **kwargs):
+            if not _rank_zero():
+                return original(*args, **kwargs)
             with _run() as run:
                 if run is None:
                     return original(*args, **kwargs)
@@ -147,6 +158,13 @@ def _autologged(body: Callable) -> Callable[[Callable], Callable]:
         return call
 
     return make
+
+
+def _rank_zero() -> bool:
+    """Whether this process is the first of a distributed training (or the only one): the
+    others (torchrun's RANK, Lightning's LOCAL_RANK and NODE_RANK) log nothing, so that N
+    processes training one model make one run, as MLflow's rank-zero rule does."""
+    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def _fit_body(run, original: Callable, self, *args, **kwargs):
@@ -270,25 +288,77 @@ def _log_booster(run, booster, name: str) -> None:
 
 
 # -- deep-learning trainers (guarded: each only when installed) -----------------------------
+#
+# Each trainer's entry point (Lightning's ``Trainer.fit``, Keras's ``Model.fit``, Hugging
+# Face's ``Trainer.train``) runs inside a run as scikit-learn's ``fit`` does: the active one,
+# or one started for the call and ended after it (failed if training raised). The call's
+# hyperparameters are logged as params before training, a callback logs each epoch's (each
+# logging step's) metrics, and the trained model is logged after it unless log_models=False.
 
 
-def _epoch_logger(run_of: Callable[[], Any]) -> Callable[[dict, int], None]:
-    def log_epoch(logs: dict, step: int) -> None:
-        points = {}
-        for k, v in (logs or {}).items():
-            with contextlib.suppress(TypeError, ValueError):
-                points[str(k)] = float(v.item() if hasattr(v, "item") else v)
-        run = run_of()
-        if run is not None and points:
-            _quietly("metrics", run.log_metrics, points, step)
-
-    return log_epoch
+def _points(logs: dict) -> dict[str, float]:
+    """The numbers of a trainer's logs (tensors and numpy scalars included)."""
+    points = {}
+    for k, v in (logs or {}).items():
+        with contextlib.suppress(TypeError, ValueError, RuntimeError, AttributeError):
+            points[str(k)] = float(v.item() if hasattr(v, "item") else v)
+    return points
 
 
-def _active():
-    from ..api import fluent
+def _log_epoch(run, logs: dict, step: int) -> None:
+    points = _points(logs)
+    if points:
+        _quietly("metrics", run.log_metrics, points, int(step))
 
-    return fluent.active_run_or_start()
+
+def _scalars(mapping: Any, prefix: str = "", nones: bool = True) -> dict[str, Any]:
+    """Params from a mapping's scalar entries (bools, numbers, strings, and None unless not
+    ``nones``); the rest, a tensor or a list of layers, is not a hyperparameter to compare
+    runs by. A float that is a float32 (Keras's settings) is its shortest float32 text:
+    ``learning_rate=0.001``, not 0.0010000000474974513, so that a query finds it."""
+    out = {}
+    for k, v in dict(mapping or {}).items():
+        if isinstance(v, float) and math.isfinite(v):
+            v = _float32_text(v)
+        if (v is None and nones) or isinstance(v, bool | int | float | str):
+            out[f"{prefix}{k}"] = _param_value(v)
+    return out
+
+
+def _float32_text(v: float) -> float:
+    """``v`` as the shortest decimal that reads back as the same float32, if ``v`` is one."""
+    as32 = struct.unpack("<f", struct.pack("<f", v))[0]
+    if as32 != v:
+        return v
+    for digits in range(1, 10):
+        short = float(f"{v:.{digits}g}")
+        if struct.unpack("<f", struct.pack("<f", short))[0] == as32:
+            return short
+    return v
+
+
+def _bound(original: Callable, args: tuple, kwargs: dict):
+    """The call's arguments by name (``self`` first), its defaults applied."""
+    import inspect
+
+    bound = inspect.signature(original).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound
+
+
+def _log_file_model(run, save: Callable[[str], None], name: str) -> None:
+    """``save(path)`` into a temporary file or folder of the repository, logged as ``name``."""
+    import shutil
+
+    tmp_dir = run.ctx.layout.tmp
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(dir=tmp_dir, prefix="autolog-")
+    try:
+        path = os.path.join(folder, os.path.basename(name))
+        save(path)
+        run.log_artifact(path, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _setup_lightning() -> bool:
@@ -296,68 +366,109 @@ def _setup_lightning() -> bool:
         import lightning.pytorch as pl
     except ImportError:
         import pytorch_lightning as pl
-    log_epoch = _epoch_logger(_active)
 
     class MlvcCallback(pl.Callback):
+        def __init__(self, run):
+            self.run = run
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            params = {}
+            for i, opt in enumerate(trainer.optimizers or []):
+                prefix = "optimizer" if i == 0 else f"optimizer_{i}"
+                params[f"{prefix}_name"] = type(opt).__name__
+                groups = getattr(opt, "param_groups", None) or [{}]
+                params.update(_scalars(groups[0], f"{prefix}_"))
+            _quietly("params", self.run.log_params, params)
+
         def on_train_epoch_end(self, trainer, pl_module) -> None:
-            log_epoch(dict(trainer.callback_metrics), trainer.current_epoch)
+            _log_epoch(self.run, dict(trainer.callback_metrics), trainer.current_epoch)
 
-    def add(trainer, args, kwargs) -> None:
-        if not any(isinstance(c, MlvcCallback) for c in trainer.callbacks):
-            trainer.callbacks.append(MlvcCallback())
+    def body(run, original: Callable, *args, **kwargs):
+        bound = _bound(original, args, kwargs)
+        trainer, module = args[0], bound.arguments.get("model")
+        params = {"epochs": trainer.max_epochs, "max_steps": trainer.max_steps}
+        params.update(_scalars(getattr(module, "hparams", None)))
+        _quietly("params", run.log_params, params)
+        callback = MlvcCallback(run)
+        trainer.callbacks.append(callback)
+        try:
+            out = original(*args, **kwargs)
+        finally:
+            trainer.callbacks.remove(callback)
+        if _settings["log_models"] and module is not None:
+            from .api import log_model
 
-    _patch(pl.Trainer, "fit", _before(add))
+            _quietly("the model", functools.partial(log_model, module, "model", run=run))
+        return out
+
+    _patch(pl.Trainer, "fit", _autologged(body))
     return True
-
-
-def _before(add: Callable[[Any, tuple, dict], None]) -> Callable[[Callable], Callable]:
-    """A patch that lets ``add(self, args, kwargs)`` put a callback in before the call."""
-
-    def make(original: Callable) -> Callable:
-        @functools.wraps(original)
-        def call(self, *args, **kwargs):
-            add(self, args, kwargs)
-            return original(self, *args, **kwargs)
-
-        return call
-
-    return make
 
 
 def _setup_keras() -> bool:
     import keras
 
-    log_epoch = _epoch_logger(_active)
-
     class MlvcCallback(keras.callbacks.Callback):
+        def __init__(self, run):
+            super().__init__()
+            self.run = run
+
         def on_epoch_end(self, epoch, logs=None) -> None:
-            log_epoch(logs or {}, epoch)
+            _log_epoch(self.run, logs or {}, epoch)
 
-    def add(model, args, kwargs) -> None:
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), MlvcCallback()]
+    fit_params = ("epochs", "batch_size", "initial_epoch", "steps_per_epoch",
+                  "validation_split", "validation_steps", "validation_freq", "shuffle")  # fmt: skip
 
-    _patch(keras.Model, "fit", _before(add))
+    def body(run, original: Callable, *args, **kwargs):
+        bound = _bound(original, args, kwargs)
+        model = args[0]
+        params = {k: _param_value(bound.arguments.get(k)) for k in fit_params}
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            params["optimizer_name"] = type(optimizer).__name__
+            with contextlib.suppress(Exception):  # a custom optimizer's config may not say
+                config = optimizer.get_config()
+                config.pop("name", None)
+                params.update(_scalars(config, "optimizer_"))
+        _quietly("params", run.log_params, params)
+        # the caller's callbacks, given by name or by position, then this run's
+        bound.arguments["callbacks"] = [*(bound.arguments.get("callbacks") or []),
+                                        MlvcCallback(run)]  # fmt: skip
+        out = original(*bound.args, **bound.kwargs)
+        if _settings["log_models"]:
+            _quietly("the model", _log_file_model, run, model.save, "model/model.keras")
+        return out
+
+    _patch(keras.Model, "fit", _autologged(body))
     return True
 
 
 def _setup_transformers() -> bool:
     import transformers
 
-    log_step = _epoch_logger(_active)
-
     class MlvcCallback(transformers.TrainerCallback):
+        def __init__(self, run):
+            self.run = run
+
         def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-            log_step(logs or {}, state.global_step)
+            _log_epoch(self.run, logs or {}, state.global_step)
 
-    def make(original):
-        @functools.wraps(original)
-        def init(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            self.add_callback(MlvcCallback())
+    def body(run, original: Callable, *args, **kwargs):
+        trainer = args[0]
+        params = _scalars(trainer.args.to_dict(), nones=False)  # ~60 of ~150 are None
+        params["model_class"] = type(trainer.model).__name__
+        _quietly("params", run.log_params, params)
+        callback = MlvcCallback(run)
+        trainer.add_callback(callback)
+        try:
+            out = original(*args, **kwargs)
+        finally:
+            trainer.remove_callback(callback)
+        if _settings["log_models"]:
+            _quietly("the model", _log_file_model, run, trainer.save_model, "model")
+        return out
 
-        return init
-
-    _patch(transformers.Trainer, "__init__", make)
+    _patch(transformers.Trainer, "train", _autologged(body))
     return True
 
 

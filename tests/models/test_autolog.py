@@ -109,3 +109,16 @@ def test_lightgbm_logs_each_iteration_and_the_booster(on, repo):
 def test_unknown_frameworks_are_refused(project):
     with pytest.raises(mlvc.MlvcError, match="autolog knows sklearn"):
         autolog(["caffe"])
+
+
+def test_only_the_first_process_of_a_distributed_job_logs(on, repo, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _data()
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):  # torchrun's, Lightning's
+        monkeypatch.setenv(name, "2")
+        LogisticRegression().fit(X, y)
+        monkeypatch.setenv(name, "0")
+    assert repo.log() == []
+    LogisticRegression().fit(X, y)
+    assert len(repo.log()) == 1

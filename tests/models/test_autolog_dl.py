@@ -1,0 +1,243 @@
+"""mlvc.autolog() for deep-learning trainers: Lightning, Keras and Hugging Face's Trainer
+train for real (a few epochs of a tiny model on CPU) and log their hyperparameters, each
+epoch's metrics and the trained model, in a run of their own or the active one.
+
+Heavy: torch, keras and transformers are gigabytes, no dependency of mlvc, so CI does not
+install them. ``bash benchmarks/deep_learning.sh`` makes a venv with them and runs this file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+import mlvc
+from mlvc.models.autolog import autolog
+
+pytestmark = pytest.mark.heavy
+if importlib.util.find_spec("jax") is not None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported
+
+
+@pytest.fixture
+def on(project):
+    yield
+    autolog(disable=True)
+
+
+def _only_run(repo) -> dict:
+    (row,) = repo.log()
+    return repo.show(row["id"]) | {"status": row["status"]}
+
+
+def _steps(repo, rid: str, key: str) -> list[int]:
+    table = repo.query(f"SELECT step FROM metrics WHERE run_id = '{rid}' AND key = '{key}' "
+                       "ORDER BY step")  # fmt: skip
+    return table.column("step").to_pylist()
+
+
+def _fetch(repo, rid: str, path: str, into) -> None:
+    into.parent.mkdir(parents=True, exist_ok=True)
+    into.write_bytes(b"".join(repo.cat(f"{rid}:artifacts/{path}")))
+
+
+# -- Lightning ---------------------------------------------------------------------------------
+
+
+def _lightning():
+    torch = pytest.importorskip("torch")
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        pl = pytest.importorskip("pytorch_lightning")
+    return torch, pl
+
+
+def _regressor(pl, torch):
+    class Regressor(pl.LightningModule):
+        def __init__(self, lr: float = 0.05, width: int = 4):
+            super().__init__()
+            self.save_hyperparameters()
+            self.layer = torch.nn.Linear(width, 1)
+
+        def forward(self, x):
+            return self.layer(x).squeeze(-1)
+
+        def training_step(self, batch, i):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self(x), y)
+            self.log("train_loss", loss, on_epoch=True, on_step=False)
+            return loss
+
+        def validation_step(self, batch, i):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.5)
+
+    return Regressor
+
+
+def _trainer(pl, epochs: int = 3):
+    return pl.Trainer(max_epochs=epochs, enable_progress_bar=False, logger=False,
+                      enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+
+
+def test_lightning_fit_logs_hparams_each_epoch_and_a_loadable_module(on, repo):
+    torch, pl = _lightning()
+    assert autolog(["lightning"]) == ["lightning"]
+    torch.manual_seed(0)
+    x = torch.rand(64, 4)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=16)
+    module = _regressor(pl, torch)(lr=0.05)
+    trainer = _trainer(pl)
+    trainer.fit(module, data, data)
+    assert mlvc.active_run() is None  # the run started for the fit ended with it
+    run = _only_run(repo)
+    assert run["status"] == "finished"
+    params = run["params"]
+    assert (params["epochs"], params["lr"], params["width"]) == (3, 0.05, 4)  # hparams
+    assert (params["optimizer_name"], params["optimizer_lr"]) == ("SGD", 0.05)
+    assert params["optimizer_momentum"] == 0.5
+    rid = run["id"]
+    assert _steps(repo, rid, "train_loss") == [0, 1, 2]
+    assert _steps(repo, rid, "val_loss") == [0, 1, 2]
+    assert run["metrics"]["val_loss"] == pytest.approx(float(trainer.callback_metrics["val_loss"]))
+    assert trainer.callbacks == [c for c in trainer.callbacks if "Mlvc" not in type(c).__name__]
+    loaded = mlvc.models.load(f"run:{rid}/models/model")
+    sample = np.random.RandomState(1).rand(5, 4).astype(np.float32)
+    module.eval()
+    with torch.no_grad():
+        expected = module(torch.from_numpy(sample)).numpy()
+    assert np.allclose(loaded.predict(sample), expected, atol=1e-6)
+
+
+def test_lightning_fit_inside_a_run_logs_into_it_and_leaves_it_open(on, repo):
+    torch, pl = _lightning()
+    autolog(["lightning"], log_models=False)
+    x = torch.rand(32, 4)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=8)
+    with mlvc.start_run(name="mine") as run:
+        run.log_param("dataset", "synthetic")
+        _trainer(pl, epochs=2).fit(_regressor(pl, torch)(), data)
+        assert mlvc.active_run() is run
+    shown = _only_run(repo)
+    assert shown["name"] == "mine" and shown["params"]["dataset"] == "synthetic"
+    assert shown["params"]["epochs"] == 2 and _steps(repo, shown["id"], "train_loss") == [0, 1]
+    assert not any(a.startswith("models/") for a in shown.get("artifacts", {}))
+
+
+def test_only_the_first_process_of_a_distributed_training_logs(on, repo, monkeypatch):
+    torch, pl = _lightning()
+    autolog(["lightning"], log_models=False)
+    x = torch.rand(16, 4)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=8)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as Lightning's DDP launcher sets it in process 2
+    _trainer(pl, epochs=1).fit(_regressor(pl, torch)(), data)
+    assert repo.log() == [] and mlvc.active_run() is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    _trainer(pl, epochs=1).fit(_regressor(pl, torch)(), data)
+    assert len(repo.log()) == 1
+
+
+# -- Keras -------------------------------------------------------------------------------------
+
+
+def _keras_model(keras):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001), loss="binary_crossentropy",
+                  metrics=["accuracy"])  # fmt: skip
+    return model
+
+
+def test_keras_fit_logs_its_settings_each_epoch_and_the_model(on, repo, tmp_path):
+    keras = pytest.importorskip("keras")
+    assert autolog(["keras"]) == ["keras"]
+    keras.utils.set_random_seed(0)
+    x = np.random.RandomState(0).rand(64, 4).astype("float32")
+    y = (x.sum(1) > 2).astype("float32")
+    model = _keras_model(keras)
+    seen = []
+    mine = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    # callbacks given by position (x, y, batch_size, epochs, verbose, callbacks): kept
+    history = model.fit(x, y, 16, 3, 0, [mine], validation_split=0.25)
+    assert seen == [0, 1, 2] and mlvc.active_run() is None
+    run = _only_run(repo)
+    assert run["status"] == "finished"
+    params = run["params"]
+    assert (params["epochs"], params["batch_size"], params["validation_split"]) == (3, 16, 0.25)
+    assert params["optimizer_name"] == "Adam"
+    assert params["optimizer_learning_rate"] == 0.001  # not float32's 0.0010000000474974513
+    found = repo.query("SELECT count(*) AS n FROM params WHERE key = 'optimizer_learning_rate' "
+                       "AND value = '0.001'")  # fmt: skip
+    assert found.column("n").to_pylist() == [1]
+    rid = run["id"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert _steps(repo, rid, key) == [0, 1, 2], key
+    assert run["metrics"]["val_loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    _fetch(repo, rid, "model/model.keras", tmp_path / "model.keras")
+    again = keras.models.load_model(tmp_path / "model.keras")
+    assert np.allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_failing_keras_fit_ends_its_run_failed_and_disable_stops_logging(on, repo):
+    keras = pytest.importorskip("keras")
+    autolog(["keras"], log_models=False)
+    model = _keras_model(keras)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the backend raises for 3 columns
+        model.fit(np.zeros((8, 3), "float32"), np.zeros(8, "float32"), epochs=1, verbose=0)
+    assert _only_run(repo)["status"] == "failed" and mlvc.active_run() is None
+    autolog(disable=True)
+    model.fit(np.zeros((8, 4), "float32"), np.zeros(8, "float32"), epochs=1, verbose=0)
+    assert len(repo.log()) == 1
+
+
+# -- Hugging Face Trainer ----------------------------------------------------------------------
+
+
+def test_transformers_train_logs_its_arguments_each_step_and_the_saved_model(on, repo, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # the Trainer needs it with torch
+    assert autolog(["transformers"]) == ["transformers"]
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=16,
+                                     max_position_embeddings=16)  # fmt: skip
+    model = transformers.BertForSequenceClassification(config)
+
+    class Tiny(torch.utils.data.Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return {"input_ids": torch.tensor([1 + i % 7, 2, 3, 4]), "labels": torch.tensor(i % 2)}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=8,
+        learning_rate=5e-4, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
+        disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Tiny())
+    trainer.train()
+    assert mlvc.active_run() is None
+    run = _only_run(repo)
+    assert run["status"] == "finished"
+    params = run["params"]
+    assert (params["learning_rate"], params["num_train_epochs"]) == (5e-4, 2)
+    assert params["per_device_train_batch_size"] == 8
+    assert params["model_class"] == "BertForSequenceClassification"
+    assert None not in params.values()  # the arguments left unset are not params
+    assert _steps(repo, run["id"], "loss") == list(range(1, 9))  # 2 epochs x 4 batches
+    for name in ("config.json", "model.safetensors"):
+        _fetch(repo, run["id"], f"model/{name}", tmp_path / "saved" / name)
+    again = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "saved")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
