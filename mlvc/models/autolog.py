@@ -18,14 +18,17 @@ for a call made outside any run, and ended after it), as MLflow's autolog does.
                    (``Trainer.save_model``) in ``model/``
 
 A framework that is not installed is skipped. ``autolog(disable=True)`` undoes it all. In a
-distributed training only the first process logs (``RANK``, ``LOCAL_RANK`` and
-``NODE_RANK`` 0 or unset), so that N processes training one model make one run.
+distributed training only the first process logs (the trainer's own rank, and ``RANK``,
+``LOCAL_RANK`` and ``NODE_RANK``), so that N processes training one model make one run.
+Nothing autolog does stops a training: what it cannot log (a refused name, a model that
+cannot be saved, no repository here) is a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import math
 import os
@@ -42,6 +45,8 @@ FRAMEWORKS = ("sklearn", "xgboost", "lightgbm", "lightning", "keras", "transform
 _inside: ContextVar[bool] = ContextVar("mlvc_autolog_inside", default=False)
 _patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original) to undo
 _settings = {"log_models": True}
+_warned: set[str] = set()
+PARAM_CHARS = 6000  # a string param longer is cut (MLflow's limit; mlvc refuses over 64 KiB)
 
 
 def autolog(frameworks: list[str] | None = None, log_models: bool = True,
@@ -49,6 +54,7 @@ def autolog(frameworks: list[str] | None = None, log_models: bool = True,
     """Turn autologging on for ``frameworks`` (default: every one installed); returns the
     frameworks it is on for."""
     _undo()
+    _warned.clear()
     if disable:
         return []
     _settings["log_models"] = log_models
@@ -64,59 +70,103 @@ def autolog(frameworks: list[str] | None = None, log_models: bool = True,
     return on
 
 
+_INHERITED = object()  # an attribute patched on a class that only inherited it
+
+
 def _undo() -> None:
     while _patched:
         owner, attr, original = _patched.pop()
-        setattr(owner, attr, original)
+        if original is _INHERITED:
+            delattr(owner, attr)  # inherited again, as before (not a copy shadowing it)
+        else:
+            setattr(owner, attr, original)
 
 
 def _patch(owner: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
-    original = owner.__dict__.get(attr) if isinstance(owner, type) else None
-    original = original or getattr(owner, attr)
-    _patched.append((owner, attr, original))
+    own = isinstance(owner, type) and attr in owner.__dict__
+    original = owner.__dict__[attr] if own else getattr(owner, attr)
+    _patched.append((owner, attr, original if own or not isinstance(owner, type) else _INHERITED))
     setattr(owner, attr, make(original))
+
+
+def _warn_once(key: str, message: str, *args) -> None:
+    """A warning said once a process (a refused metric name would say it every epoch)."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 
 @contextlib.contextmanager
 def _run() -> Iterator[Any]:
-    """The active run, or one started for this call and ended after it; None inside an
-    autologged call (an inner fit of a meta-estimator or a booster)."""
+    """The active run, or one started for this call and ended after it (failed, or killed by
+    Ctrl-C, with the error noted); None inside an autologged call (an inner fit of a
+    meta-estimator or a booster), or outside any repository (said once: training goes on)."""
     if _inside.get():
         yield None
         return
     from ..api import fluent
+    from ..errors import NotARepository
 
     token = _inside.set(True)
-    own = fluent.active_run() is None
-    run = fluent.start_run() if own else fluent.active_run()
     try:
-        yield run
-    except BaseException:
-        if own:
-            run.end("failed")
-        raise
-    else:
-        if own:
-            run.end("finished")
+        own = fluent.active_run() is None
+        try:
+            run = fluent.start_run() if own else fluent.active_run()
+        except NotARepository as e:
+            _warn_once("no repository", "autolog: %s; training is not logged", e)
+            run = None
+        if run is None:
+            yield None
+            return
+        try:
+            yield run
+        except BaseException as e:
+            if own:
+                run.end("killed" if isinstance(e, KeyboardInterrupt) else "failed", e)
+            raise
+        else:
+            if own:
+                run.end("finished")
     finally:
         _inside.reset(token)
 
 
 def _quietly(what: str, fn: Callable, *args) -> None:
-    """Logging must not break training: a refusal (a param logged with another value in
-    this run) is a warning."""
+    """Logging must not break training: whatever logging raises (a param logged with another
+    value in this run, a model that cannot be saved) is a warning."""
     try:
         fn(*args)
-    except (MlvcError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - training goes on; said as a warning
         log.warning("autolog could not log %s: %s", what, e)
 
 
 def _param_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, str):
+        return value[:PARAM_CHARS]  # as MLflow truncates; a longer one would be refused
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     return repr(value)[:500]
+
+
+def _log_params(run, params: dict[str, Any]) -> None:
+    """``params`` in one write, or, if one is refused (its name, or another value already
+    logged in this run), each alone: the others are kept, each refusal is a warning."""
+    try:
+        run.log_params(params)
+    except Exception:  # noqa: BLE001 - told below, param by param
+        for key, value in params.items():
+            _quietly(f"param {key!r}", run.log_params, {key: value})
+
+
+def _log_points(run, points: dict[str, float], step: int) -> None:
+    """Each metric alone, so that a name mlvc refuses costs only that metric (said once)."""
+    for key, value in points.items():
+        try:
+            run.log_metric(key, value, step)
+        except Exception as e:  # noqa: BLE001 - training goes on
+            _warn_once(f"metric {key}", "autolog could not log metric %r: %s", key, e)
 
 
 # -- scikit-learn ----------------------------------------------------------------------------
@@ -141,14 +191,18 @@ def _definer(cls: type, attr: str) -> tuple[type, ...]:
     return ()
 
 
-def _autologged(body: Callable) -> Callable[[Callable], Callable]:
+def _autologged(
+    body: Callable, rank: Callable[[tuple], int] | None = None
+) -> Callable[[Callable], Callable]:
     """A patch: ``body(run, original, *args, **kwargs)`` inside a run (see ``_run``), the
-    original call alone inside another autologged call."""
+    original call alone inside another autologged call, or in a process of a distributed
+    training that is not its first (``rank(args)``, the trainer's own word, else
+    ``_env_rank``)."""
 
     def make(original: Callable) -> Callable:
         @functools.wraps(original)
         def call(*args, **kwargs):
-            if not _rank_zero():
+            if not _rank_zero(rank(args) if rank is not None else _env_rank()):
                 return original(*args, **kwargs)
             with _run() as run:
                 if run is None:
@@ -160,18 +214,36 @@ def _autologged(body: Callable) -> Callable[[Callable], Callable]:
     return make
 
 
-def _rank_zero() -> bool:
-    """Whether this process is the first of a distributed training (or the only one): the
-    others (torchrun's RANK, Lightning's LOCAL_RANK and NODE_RANK) log nothing, so that N
-    processes training one model make one run, as MLflow's rank-zero rule does."""
-    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")  # torchrun's, accelerate's, Lightning's
+
+
+def _env_rank() -> int:
+    """This process's rank in a distributed training, as its launcher's variables say: the
+    highest of them (a node's second process has LOCAL_RANK 1 and RANK 1, the next node's
+    first NODE_RANK 1); 0 when none is set. A value that is not a number, or -1 (a common
+    "not distributed"), counts as 0: logging is never turned off by a stray variable."""
+    rank = 0
+    for name in RANK_VARIABLES:
+        with contextlib.suppress(ValueError):
+            rank = max(rank, int(os.environ.get(name, "0").strip() or 0))
+    return rank
+
+
+def _rank_zero(rank: int) -> bool:
+    """Whether this process logs: the first of a distributed training, or the only one; the
+    others log nothing (said once), so that N processes training one model make one run, as
+    MLflow's rank-zero rule does."""
+    if rank > 0:
+        _warn_once("rank", "autolog: process of rank %d in a distributed training: only "
+                   "rank 0 logs", rank)  # fmt: skip
+    return rank <= 0
 
 
 def _fit_body(run, original: Callable, self, *args, **kwargs):
     X = args[0] if args else kwargs.get("X")
     y = args[1] if len(args) > 1 else kwargs.get("y")
     params = {k: _param_value(v) for k, v in self.get_params(deep=False).items()}
-    _quietly("params", run.log_params, params)
+    _log_params(run, params)
     out = original(self, *args, **kwargs)
     if y is not None:
         _quietly("training metrics", run.log_metrics, _sklearn_metrics(self, X, y))
@@ -238,7 +310,7 @@ def _setup_lightgbm() -> bool:
 def _booster_train(kind: str) -> Callable[[Callable], Callable]:
     def body(run, original: Callable, params, *args, **kwargs):
         flat = {k: _param_value(v) for k, v in dict(params or {}).items()}
-        _quietly("params", run.log_params, flat)
+        _log_params(run, flat)
         callbacks = list(kwargs.get("callbacks") or [])
         callbacks.append(_xgb_callback(run) if kind == "xgboost" else _lgb_callback(run))
         kwargs["callbacks"] = callbacks
@@ -294,33 +366,28 @@ def _log_booster(run, booster, name: str) -> None:
 # or one started for the call and ended after it (failed if training raised). The call's
 # hyperparameters are logged as params before training, a callback logs each epoch's (each
 # logging step's) metrics, and the trained model is logged after it unless log_models=False.
+# Nothing autolog does may stop a training: what it cannot log is a warning.
 
 
 def _points(logs: dict) -> dict[str, float]:
     """The numbers of a trainer's logs (tensors and numpy scalars included)."""
     points = {}
     for k, v in (logs or {}).items():
-        with contextlib.suppress(TypeError, ValueError, RuntimeError, AttributeError):
+        with contextlib.suppress(Exception):  # not a number: not a metric
             points[str(k)] = float(v.item() if hasattr(v, "item") else v)
     return points
 
 
-def _log_epoch(run, logs: dict, step: int) -> None:
-    points = _points(logs)
-    if points:
-        _quietly("metrics", run.log_metrics, points, int(step))
-
-
-def _scalars(mapping: Any, prefix: str = "", nones: bool = True) -> dict[str, Any]:
-    """Params from a mapping's scalar entries (bools, numbers, strings, and None unless not
-    ``nones``); the rest, a tensor or a list of layers, is not a hyperparameter to compare
-    runs by. A float that is a float32 (Keras's settings) is its shortest float32 text:
-    ``learning_rate=0.001``, not 0.0010000000474974513, so that a query finds it."""
+def _scalars(mapping: Any, prefix: str = "", float32: bool = False) -> dict[str, Any]:
+    """Params from a mapping's scalar entries (bools, numbers, strings); the rest (None, a
+    tensor, a list of layers) is not a setting to compare runs by. ``float32``: a float that
+    is a float32 (Keras's settings) is its shortest float32 text: ``learning_rate=0.001``,
+    not 0.0010000000474974513, so that a query finds it."""
     out = {}
     for k, v in dict(mapping or {}).items():
-        if isinstance(v, float) and math.isfinite(v):
+        if float32 and isinstance(v, float) and math.isfinite(v):
             v = _float32_text(v)
-        if (v is None and nones) or isinstance(v, bool | int | float | str):
+        if isinstance(v, bool | int | float | str):
             out[f"{prefix}{k}"] = _param_value(v)
     return out
 
@@ -362,47 +429,107 @@ def _log_file_model(run, save: Callable[[str], None], name: str) -> None:
 
 
 def _setup_lightning() -> bool:
-    try:
-        import lightning.pytorch as pl
-    except ImportError:
-        import pytorch_lightning as pl
+    """Both packages' ``Trainer.fit`` where both are installed (``lightning.pytorch`` and
+    the older ``pytorch_lightning`` are two copies of the same code, classes apart)."""
+    patched = False
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            pl = importlib.import_module(name)
+        except ImportError:
+            continue
+        _patch(pl.Trainer, "fit", _autologged(_lightning_fit(pl), rank=_lightning_rank))
+        patched = True
+    if not patched:
+        raise ImportError("neither lightning nor pytorch_lightning is installed")
+    return True
 
+
+def _lightning_rank(args: tuple) -> int:
+    """The trainer's global rank (from the cluster's variables: SLURM's, torchrun's, ...) or
+    the launcher's variables, whichever says a later process (a process Lightning's own
+    launcher started may not know its rank until the fit sets it up)."""
+    rank = getattr(args[0], "global_rank", None) if args else None
+    return max(rank if isinstance(rank, int) else 0, _env_rank())
+
+
+def _lightning_fit(pl) -> Callable:
     class MlvcCallback(pl.Callback):
+        """Logs an epoch's ``callback_metrics`` once the epoch has ended, at the next hook:
+        Lightning calls a callback's ``on_train_epoch_end`` before the module's, so what the
+        module logs there (its epoch aggregates) is not in them yet. A metric whose value is
+        the one already logged (a validation that did not run this epoch) is not logged
+        again. In a copy of it in another process (``ddp_spawn`` pickles it; ``ddp_fork``
+        forks it) it does nothing: the launching process logs what the trainer brings back."""
+
         def __init__(self, run):
-            self.run = run
+            self.run, self.pid = run, os.getpid()
+            self.pending: int | None = None  # the epoch whose metrics are to be logged
+            self.seen: dict = {}  # metric -> the value object last logged
+            self.epochs = 0  # epochs logged
+
+        def __reduce__(self):
+            return (pl.Callback, ())  # not the run: a spawned process logs nothing
 
         def on_train_start(self, trainer, pl_module) -> None:
+            if os.getpid() != self.pid:
+                return
             params = {}
             for i, opt in enumerate(trainer.optimizers or []):
                 prefix = "optimizer" if i == 0 else f"optimizer_{i}"
                 params[f"{prefix}_name"] = type(opt).__name__
                 groups = getattr(opt, "param_groups", None) or [{}]
                 params.update(_scalars(groups[0], f"{prefix}_"))
-            _quietly("params", self.run.log_params, params)
+            _log_params(self.run, params)
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
-            _log_epoch(self.run, dict(trainer.callback_metrics), trainer.current_epoch)
+            self.pending = trainer.current_epoch
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.flush(trainer)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.flush(trainer)
+
+        def on_exception(self, trainer, pl_module, exception) -> None:
+            self.flush(trainer)
+
+        def flush(self, trainer, epoch: int | None = None) -> None:
+            epoch = self.pending if epoch is None else epoch
+            if epoch is None or os.getpid() != self.pid:
+                return
+            self.pending = None
+            metrics = dict(trainer.callback_metrics)
+            fresh = {k: v for k, v in metrics.items() if self.seen.get(k) is not v}
+            self.seen.update(metrics)
+            _log_points(self.run, _points(fresh), epoch)
+            self.epochs += 1
 
     def body(run, original: Callable, *args, **kwargs):
         bound = _bound(original, args, kwargs)
         trainer, module = args[0], bound.arguments.get("model")
-        params = {"epochs": trainer.max_epochs, "max_steps": trainer.max_steps}
-        params.update(_scalars(getattr(module, "hparams", None)))
-        _quietly("params", run.log_params, params)
+        params = _scalars(getattr(module, "hparams", None))
+        for key, value in {"epochs": trainer.max_epochs, "max_steps": trainer.max_steps}.items():
+            if params.get(key, value) != value:  # the trainer's setting is what was trained
+                log.warning("autolog: the module's hparam %s=%r is not logged: the trainer's "
+                            "is %r", key, params[key], value)  # fmt: skip
+            params[key] = value
+        _log_params(run, params)
         callback = MlvcCallback(run)
         trainer.callbacks.append(callback)
         try:
             out = original(*args, **kwargs)
         finally:
-            trainer.callbacks.remove(callback)
+            with contextlib.suppress(ValueError):
+                trainer.callbacks.remove(callback)
+        if not callback.epochs:  # trained in other processes: the last epoch's metrics
+            callback.flush(trainer, max(trainer.current_epoch - 1, 0))
         if _settings["log_models"] and module is not None:
             from .api import log_model
 
             _quietly("the model", functools.partial(log_model, module, "model", run=run))
         return out
 
-    _patch(pl.Trainer, "fit", _autologged(body))
-    return True
+    return body
 
 
 def _setup_keras() -> bool:
@@ -414,7 +541,7 @@ def _setup_keras() -> bool:
             self.run = run
 
         def on_epoch_end(self, epoch, logs=None) -> None:
-            _log_epoch(self.run, logs or {}, epoch)
+            _log_points(self.run, _points(logs), epoch)
 
     fit_params = ("epochs", "batch_size", "initial_epoch", "steps_per_epoch",
                   "validation_split", "validation_steps", "validation_freq", "shuffle")  # fmt: skip
@@ -422,19 +549,27 @@ def _setup_keras() -> bool:
     def body(run, original: Callable, *args, **kwargs):
         bound = _bound(original, args, kwargs)
         model = args[0]
-        params = {k: _param_value(bound.arguments.get(k)) for k in fit_params}
+        params = _scalars({k: bound.arguments.get(k) for k in fit_params})
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             params["optimizer_name"] = type(optimizer).__name__
             with contextlib.suppress(Exception):  # a custom optimizer's config may not say
                 config = optimizer.get_config()
                 config.pop("name", None)
-                params.update(_scalars(config, "optimizer_"))
-        _quietly("params", run.log_params, params)
-        # the caller's callbacks, given by name or by position, then this run's
-        bound.arguments["callbacks"] = [*(bound.arguments.get("callbacks") or []),
-                                        MlvcCallback(run)]  # fmt: skip
-        out = original(*bound.args, **bound.kwargs)
+                params.update(_scalars(config, "optimizer_", float32=True))
+        _log_params(run, params)
+        callback = MlvcCallback(run)
+        given = bound.arguments.get("callbacks")
+        if isinstance(given, keras.callbacks.CallbackList):  # the caller's own list object
+            given.callbacks.append(callback)
+        else:  # a list given by name or by position, or none
+            bound.arguments["callbacks"] = [*(given or []), callback]
+        try:
+            out = original(*bound.args, **bound.kwargs)
+        finally:
+            if isinstance(given, keras.callbacks.CallbackList):
+                with contextlib.suppress(ValueError):
+                    given.callbacks.remove(callback)
         if _settings["log_models"]:
             _quietly("the model", _log_file_model, run, model.save, "model/model.keras")
         return out
@@ -451,13 +586,21 @@ def _setup_transformers() -> bool:
             self.run = run
 
         def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-            _log_epoch(self.run, logs or {}, state.global_step)
+            _log_points(self.run, _points(logs), state.global_step)
+
+    def save(trainer, path: str) -> None:
+        # an internal call: no push to the Hub (push_to_hub=True pushes on the caller's own
+        # saves); and without training_args.bin, a pickle of the arguments that holds the
+        # Hub token in clear (the params hold the arguments, the token masked)
+        trainer.save_model(path, _internal_call=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, "training_args.bin"))
 
     def body(run, original: Callable, *args, **kwargs):
         trainer = args[0]
-        params = _scalars(trainer.args.to_dict(), nones=False)  # ~60 of ~150 are None
+        params = _scalars(trainer.args.to_dict())
         params["model_class"] = type(trainer.model).__name__
-        _quietly("params", run.log_params, params)
+        _log_params(run, params)
         callback = MlvcCallback(run)
         trainer.add_callback(callback)
         try:
@@ -465,10 +608,14 @@ def _setup_transformers() -> bool:
         finally:
             trainer.remove_callback(callback)
         if _settings["log_models"]:
-            _quietly("the model", _log_file_model, run, trainer.save_model, "model")
+            _quietly("the model", _log_file_model, run, functools.partial(save, trainer), "model")
         return out
 
-    _patch(transformers.Trainer, "train", _autologged(body))
+    def rank(args: tuple) -> int:
+        zero = getattr(args[0], "is_world_process_zero", None) if args else None
+        return max(0 if not callable(zero) or zero() else 1, _env_rank())
+
+    _patch(transformers.Trainer, "train", _autologged(body, rank=rank))
     return True
 
 

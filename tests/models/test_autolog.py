@@ -120,5 +120,21 @@ def test_only_the_first_process_of_a_distributed_job_logs(on, repo, monkeypatch)
         LogisticRegression().fit(X, y)
         monkeypatch.setenv(name, "0")
     assert repo.log() == []
-    LogisticRegression().fit(X, y)
-    assert len(repo.log()) == 1
+    # "not distributed" (-1), padded, or not a number: logged, never silently off
+    for n, value in enumerate(["-1", " 0", "00", "abc", ""], start=1):
+        monkeypatch.setenv("LOCAL_RANK", value)
+        LogisticRegression().fit(X, y)
+        assert len(repo.log()) == n, value
+
+
+def test_training_outside_a_repository_goes_on_unlogged(tmp_path, monkeypatch, caplog):
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.chdir(tmp_path)  # no .mlvc here or above (tmp_path is under /tmp)
+    autolog(["sklearn"])
+    try:
+        model = LogisticRegression().fit(*_data())
+    finally:
+        autolog(disable=True)
+    assert model.coef_.shape == (1, 3)
+    assert "not an mlvc repository" in caplog.text and "training is not logged" in caplog.text
