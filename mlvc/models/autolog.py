@@ -584,9 +584,15 @@ def _setup_transformers() -> bool:
     class MlvcCallback(transformers.TrainerCallback):
         def __init__(self, run):
             self.run = run
+            self.last: dict[str, tuple] = {}  # metric -> (step, value) last logged
 
         def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-            _log_points(self.run, _points(logs), state.global_step)
+            # the Trainer logs ``epoch`` with every log: once with the step's loss, again with
+            # an evaluation or the training's summary at the same step; a point once
+            step = state.global_step
+            points = {k: v for k, v in _points(logs).items() if self.last.get(k) != (step, v)}
+            self.last.update((k, (step, v)) for k, v in points.items())
+            _log_points(self.run, points, step)
 
     def save(trainer, path: str) -> None:
         # an internal call: no push to the Hub (push_to_hub=True pushes on the caller's own

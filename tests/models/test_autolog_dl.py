@@ -312,6 +312,7 @@ def test_transformers_train_logs_its_arguments_each_step_and_the_saved_model(on,
     assert params["model_class"] == "BertForSequenceClassification"
     assert None not in params.values()  # the arguments left unset are not params
     assert _steps(repo, run["id"], "loss") == list(range(1, 9))  # 2 epochs x 4 batches
+    assert _steps(repo, run["id"], "epoch") == list(range(1, 9))  # once at the last step too
     assert params["hub_token"] == "<HUB_TOKEN>"  # masked by the arguments themselves
     artifacts = sorted(e["path"] for e in run["artifacts"]["entries"])
     # no training_args.bin: a pickle of the arguments with the Hub token in clear
