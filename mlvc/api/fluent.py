@@ -135,6 +135,14 @@ def active_run() -> LiveRun | None:
     return stack[-1] if stack else None
 
 
+def set_aside(run: LiveRun) -> None:
+    """Take ``run`` off this context's stack without ending it (its end failed): later calls
+    neither see it as the active run nor log into it; the exit hook tries to record it."""
+    stack = _stack.get()
+    if stack and run in stack:
+        stack.remove(run)
+
+
 def active_run_or_start() -> LiveRun:
     """The active run; with none, a new one (as MLflow does), ended at exit."""
     return active_run() or start_run()

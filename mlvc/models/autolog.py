@@ -112,8 +112,9 @@ def _run() -> Iterator[Any]:
         own = fluent.active_run() is None
         try:
             run = fluent.start_run() if own else fluent.active_run()
-        except NotARepository as e:
-            _warn_once("no repository", "autolog: %s; training is not logged", e)
+        except Exception as e:  # noqa: BLE001 - no repository here, a tracking server down
+            what = "no repository" if isinstance(e, NotARepository) else type(e).__name__
+            _warn_once(what, "autolog: %s; training is not logged", e)
             run = None
         if run is None:
             yield None
@@ -122,13 +123,33 @@ def _run() -> Iterator[Any]:
             yield run
         except BaseException as e:
             if own:
-                run.end("killed" if isinstance(e, KeyboardInterrupt) else "failed", e)
+                _end(run, "killed" if _interrupted(e) else "failed", e)
             raise
         else:
             if own:
-                run.end("finished")
+                _end(run, "finished")
     finally:
         _inside.reset(token)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Ctrl-C, or Lightning's exit(1) after catching it."""
+    return isinstance(e, KeyboardInterrupt) or (
+        isinstance(e, SystemExit) and isinstance(e.__context__, KeyboardInterrupt)
+    )
+
+
+def _end(run, status: str, error: BaseException | None = None) -> None:
+    """End a run autolog started; if recording it fails (a full disk), a warning: the
+    training's result (or its own error) still reaches the caller, and the run is set aside
+    so that the next training does not log into it (the exit hook tries it again)."""
+    from ..api import fluent
+
+    try:
+        run.end(status, error)
+    except Exception as e:  # noqa: BLE001 - said; the caller gets the training's outcome
+        log.warning("autolog could not record run %s (tried again at exit): %s", run.id, e)
+        fluent.set_aside(run)
 
 
 def _quietly(what: str, fn: Callable, *args) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import mlvc
+from mlvc.api.remote import ENV_START_TIMEOUT
 from mlvc.models.autolog import autolog
 
 sklearn = pytest.importorskip("sklearn")
@@ -138,3 +139,40 @@ def test_training_outside_a_repository_goes_on_unlogged(tmp_path, monkeypatch, c
         autolog(disable=True)
     assert model.coef_.shape == (1, 3)
     assert "not an mlvc repository" in caplog.text and "training is not logged" in caplog.text
+
+
+def test_a_run_that_cannot_be_recorded_does_not_cost_the_training(on, repo, monkeypatch, caplog):
+    """A full disk at the end of a fit: the fit still returns its model, the run is set
+    aside (not left active for the next fit to log into), and recording it later works."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlvc.runs.live import LiveRun
+
+    conclude, failed = LiveRun._conclude, []
+
+    def full_disk_once(self, status):
+        if not failed:
+            failed.append(self)
+            raise OSError(28, "No space left on device")
+        return conclude(self, status)
+
+    monkeypatch.setattr(LiveRun, "_conclude", full_disk_once)
+    X, y = _data()
+    model = LogisticRegression().fit(X, y)
+    assert model.coef_.shape == (1, 3) and "No space left on device" in caplog.text
+    assert mlvc.active_run() is None and repo.log() == []
+    LogisticRegression(C=0.5).fit(X, y)  # a run of its own, not logged into the first
+    (second,) = repo.log()
+    assert repo.show(second["id"])["params"]["C"] == 0.5
+    failed[0].end("finished")  # the disk has room again: the first is recorded too
+    assert len(repo.log()) == 2
+
+
+def test_a_tracking_server_that_is_down_does_not_stop_training(on, project, monkeypatch, caplog):
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.setenv("MLVC_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv(ENV_START_TIMEOUT, "0.5")  # the client's own patience (30 s)
+    model = LogisticRegression().fit(*_data())
+    assert model.coef_.shape == (1, 3) and "training is not logged" in caplog.text
+    assert mlvc.active_run() is None

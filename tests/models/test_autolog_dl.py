@@ -372,3 +372,23 @@ def test_lightning_training_in_other_processes_makes_one_run(on, repo, project, 
     run = _only_run(repo)
     assert run["status"] == "finished" and run["params"]["epochs"] == 2
     assert "train_loss" in run["metrics"]
+
+
+def test_lightning_ctrl_c_ends_its_run_killed(on, repo):
+    """Lightning catches Ctrl-C, shuts down and calls exit(1): the run is killed, as a run
+    a Ctrl-C ends in ``with mlvc.start_run()``, not failed."""
+    torch, pl = _lightning()
+    autolog(["lightning"], log_models=False)
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    x = torch.rand(16, 4)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=8)
+    with pytest.raises(SystemExit):
+        _trainer(pl, epochs=3, callbacks=[CtrlC()]).fit(_regressor(pl, torch)(), data)
+    run = _only_run(repo)
+    assert run["status"] == "killed" and mlvc.active_run() is None
+    assert _steps(repo, run["id"], "train_loss") == [0]  # the epoch that ended
