@@ -83,9 +83,9 @@ def _undo() -> None:
 
 
 def _patch(owner: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
-    own = isinstance(owner, type) and attr in owner.__dict__
-    original = owner.__dict__[attr] if own else getattr(owner, attr)
-    _patched.append((owner, attr, original if own or not isinstance(owner, type) else _INHERITED))
+    own = attr in vars(owner)  # a module's, or a class's own (not one it inherits)
+    original = vars(owner)[attr] if own else getattr(owner, attr)
+    _patched.append((owner, attr, original if own else _INHERITED))
     setattr(owner, attr, make(original))
 
 
@@ -188,6 +188,21 @@ def _log_points(run, points: dict[str, float], step: int) -> None:
             run.log_metric(key, value, step)
         except Exception as e:  # noqa: BLE001 - training goes on
             _warn_once(f"metric {key}", "autolog could not log metric %r: %s", key, e)
+
+
+def _log_file_model(run, save: Callable[[str], None], name: str) -> None:
+    """``save(path)`` into a temporary file or folder of the repository, logged as ``name``."""
+    import shutil
+
+    tmp_dir = run.ctx.layout.tmp
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(dir=tmp_dir, prefix="autolog-")
+    try:
+        path = os.path.join(folder, os.path.basename(name))
+        save(path)
+        run.log_artifact(path, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- scikit-learn ----------------------------------------------------------------------------
@@ -338,7 +353,7 @@ def _booster_train(kind: str) -> Callable[[Callable], Callable]:
         booster = original(params, *args, **kwargs)
         if _settings["log_models"]:
             name = "model/model.json" if kind == "xgboost" else "model/model.txt"
-            _quietly("the model", _log_booster, run, booster, name)
+            _quietly("the model", _log_file_model, run, booster.save_model, name)
         return booster
 
     return _autologged(body)
@@ -366,18 +381,6 @@ def _lgb_callback(run):
 
     callback.order = 100  # after LightGBM's own (early stopping)
     return callback
-
-
-def _log_booster(run, booster, name: str) -> None:
-    tmp_dir = run.ctx.layout.tmp
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=os.path.splitext(name)[1])
-    os.close(fd)
-    try:
-        booster.save_model(tmp)
-        run.log_artifact(tmp, name)
-    finally:
-        os.unlink(tmp)
 
 
 # -- deep-learning trainers (guarded: each only when installed) -----------------------------
@@ -415,14 +418,17 @@ def _scalars(mapping: Any, prefix: str = "", float32: bool = False) -> dict[str,
 
 def _float32_text(v: float) -> float:
     """``v`` as the shortest decimal that reads back as the same float32, if ``v`` is one."""
-    as32 = struct.unpack("<f", struct.pack("<f", v))[0]
-    if as32 != v:
+    if _as_float32(v) != v:
         return v
     for digits in range(1, 10):
         short = float(f"{v:.{digits}g}")
-        if struct.unpack("<f", struct.pack("<f", short))[0] == as32:
+        if _as_float32(short) == v:
             return short
     return v
+
+
+def _as_float32(v: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
 def _bound(original: Callable, args: tuple, kwargs: dict):
@@ -432,21 +438,6 @@ def _bound(original: Callable, args: tuple, kwargs: dict):
     bound = inspect.signature(original).bind(*args, **kwargs)
     bound.apply_defaults()
     return bound
-
-
-def _log_file_model(run, save: Callable[[str], None], name: str) -> None:
-    """``save(path)`` into a temporary file or folder of the repository, logged as ``name``."""
-    import shutil
-
-    tmp_dir = run.ctx.layout.tmp
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(dir=tmp_dir, prefix="autolog-")
-    try:
-        path = os.path.join(folder, os.path.basename(name))
-        save(path)
-        run.log_artifact(path, name)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _setup_lightning() -> bool:
