@@ -24,7 +24,7 @@ from ..core.settings import Settings
 from ..errors import IndexDamaged
 from . import schema
 from .db import REBUILT, connect_ro, connect_rw, query_errors, writable
-from .journal import Journal
+from .journal import UNSETTLED, Journal
 from .lock import IndexLock
 from .user_sql import check_read_only, interruptible
 
@@ -444,9 +444,10 @@ class Index:
 
     def _surely_behind(self) -> bool:
         """Whether the index needs an ingest, as far as the file system tells without
-        opening DuckDB: a journalled run whose ref exists, or named refs changed too recently
-        for a stored fingerprint to match (during a stream of commits, nearly always)."""
-        if self._journal.refs_fingerprint().endswith("/unsettled"):
+        opening DuckDB: a journalled run whose ref exists, or the model registry changed too
+        recently for a stored fingerprint to match. (Names and tags changed as recently are
+        checked against the index's rows: ``Journal.refs_current``.)"""
+        if self._journal.refs_fingerprint().endswith(UNSETTLED):
             return True
         return self.runs_journalled()
 

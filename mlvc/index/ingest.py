@@ -22,7 +22,7 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import REFS_SETTLE_NS, Journal, settled
+from .journal import REF_KINDS, REFS_SETTLE_NS, Journal, settled
 from .series import write_levels as series_levels
 from .user_sql import first_line
 
@@ -145,8 +145,8 @@ class Writer:
         meta = schema.read_meta(con) if meta is None else meta
         if (
             not entries
-            and settled(meta.get("refs_fingerprint")) == fingerprint
             and meta.get("events_fingerprint") == self.journal.events_fingerprint()
+            and self.journal.refs_current(con, meta.get("refs_fingerprint"), fingerprint)
         ):
             return []
         actionable = self.journal.actionable(con, entries)
@@ -208,17 +208,16 @@ class Writer:
         schema.write_meta(con, {k: v for k, v in meta.items() if stored.get(k) != v})
 
     def _shared(self, con, fingerprint: str, stored: dict | None = None) -> dict:
-        """Refresh the refs and model tables (if the refs changed) and the events; returns
-        their entries for ``meta``."""
+        """Refresh the refs and model tables (if the refs changed, or may have: a fingerprint
+        stored too soon after a change equals a later one when a write in the same clock
+        tick left the folders looking unchanged) and the events; returns their entries for
+        ``meta``."""
         stored = schema.read_meta(con) if stored is None else stored
-        if stored.get("refs_fingerprint") != fingerprint:
+        if settled(stored.get("refs_fingerprint")) != fingerprint:
             refresh_refs(con, self.refs)
             models.refresh(con, self.refs, self.store)
         events_fp = events.refresh(con, self.journal.layout, stored.get("events_fingerprint"))
         return {"refs_fingerprint": fingerprint, "events_fingerprint": events_fp}
-
-
-REF_KINDS = (("name", "names"), ("tag", "tags"))
 
 
 def refresh_refs(con, refs, now_ns: int | None = None) -> None:

@@ -9,6 +9,9 @@ index drops it).
 
 Named refs (run names, tags, the model registry) are not journalled: the index keeps a
 fingerprint of their folders and refreshes its ``refs`` and model tables when it changes.
+A fingerprint taken within a clock tick of a change cannot be trusted alone (a later write
+in the same tick leaves the folder looking unchanged); for names and tags, a reader then
+checks the ``refs`` rows against the files themselves (``refs_match``) instead of ingesting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from .schema import indexed
 
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
+# A refs fingerprint taken too soon after a change: of the model registry's folders (never
+# matches), or of names and tags only (matches once ``refs_match`` finds the rows current).
+UNSETTLED, RECENT = "/unsettled", "/recent"
 
 
 class Entry(NamedTuple):
@@ -88,9 +94,29 @@ class Journal:
         """Whether an index with ``meta`` (read on ``con``) needs no ingest now."""
         return (
             schema.is_current(meta)
-            and settled(meta.get("refs_fingerprint")) == self.refs_fingerprint()
             and meta.get("events_fingerprint") == self.events_fingerprint()
+            and self.refs_current(con, meta.get("refs_fingerprint"))
             and not self.actionable(con, self.entries())
+        )
+
+    def refs_current(self, con, stored: str | None, now: str | None = None) -> bool:
+        """Whether the index on ``con``, whose refs fingerprint is ``stored``, holds the
+        named refs as they are (``now``: the fingerprint, if just taken).
+
+        A fingerprint stored within a tick of a change to names or tags (a run just named;
+        during a stream of named commits, nearly always) matches, while the change is still
+        that recent, once the ``refs`` rows are checked against the files: a few
+        milliseconds, where an ingest took the exclusive lock and ~50 ms, and a server's
+        every read took that path. Once it has settled, one ingest stores the fingerprint
+        that matches as it is (no check of every file on every read)."""
+        now = self.refs_fingerprint() if now is None else now
+        if settled(stored) == now:
+            return True
+        return (
+            stored is not None
+            and stored.endswith(RECENT)
+            and now == stored
+            and refs_match(con, self.refs)
         )
 
     def refs_fingerprint(self) -> str:
@@ -98,29 +124,81 @@ class Journal:
         ref written there changes it.
 
         A directory changed in the last couple of seconds may change again within the same
-        mtime tick, so such a fingerprint is marked unsettled and never matches.
+        mtime tick, so such a fingerprint is marked: RECENT when only names or tags changed
+        (``refs_current`` checks those rows), else UNSETTLED, and never matches as it is.
         """
-        parts, newest = [], 0
+        parts, newest = [], [0, 0]  # names and tags; the model registry
         folders = ["names", "tags", "models"]
         try:
             for name in sorted(os.listdir(self.refs_dir / "models")):
                 folders += [f"models/{name}/versions", f"models/{name}/aliases"]
         except (FileNotFoundError, NotADirectoryError):
             pass
-        for ns in folders:
+        for i, ns in enumerate(folders):
             try:
                 st = os.stat(self.refs_dir / ns)
             except FileNotFoundError:
                 parts.append("-")
                 continue
             parts.append(f"{st.st_ino}.{st.st_mtime_ns}")
-            newest = max(newest, st.st_mtime_ns)
+            group = 0 if i < 2 else 1
+            newest[group] = max(newest[group], st.st_mtime_ns)
         fp = "/".join(parts)
-        if time.time_ns() - newest < REFS_SETTLE_NS:
-            fp += "/unsettled"
+        recent = [time.time_ns() - t < REFS_SETTLE_NS for t in newest]
+        if recent[1]:
+            fp += UNSETTLED
+        elif recent[0]:
+            fp += RECENT
         return fp
 
 
 def settled(fingerprint: str | None) -> str | None:
     """A stored refs fingerprint, or None if it was taken too soon after a change to trust."""
-    return None if fingerprint is None or fingerprint.endswith("/unsettled") else fingerprint
+    if fingerprint is None or fingerprint.endswith((UNSETTLED, RECENT)):
+        return None
+    return fingerprint
+
+
+REF_KINDS = (("name", "names"), ("tag", "tags"))
+
+
+def refs_match(con, refs) -> bool:
+    """Whether the ``refs`` rows of the index on ``con`` are the name and tag refs on disk
+    now: a file noted in ``ref_files`` by its identity, any other read. Reads only; where
+    ``ingest.refresh_refs`` would change a row, it answers False."""
+    held = {(k, n): r for k, n, r in con.execute("SELECT kind, name, run_id FROM refs").fetchall()}
+    kept = {
+        (k, n): (ino, mtime, size)
+        for k, n, ino, mtime, size in con.execute(
+            "SELECT kind, name, ino, mtime_ns, size FROM ref_files"
+        ).fetchall()
+    }
+    on_disk = {(k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items()}
+    if not (held.keys() | kept.keys()) <= on_disk.keys():
+        return False  # a ref deleted since: its row is still there
+    folder = dict(REF_KINDS)
+    for (kind, name), st in on_disk.items():
+        if kept.get((kind, name)) == st or not _utf8(name):  # refresh_refs skips those too
+            continue
+        oid = _read_quietly(refs, f"refs/{folder[kind]}/{name}")
+        if (None if oid is None else oid.hex) != held.get((kind, name)):
+            return False
+    return True
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _read_quietly(refs, ref: str) -> ObjectId | None:
+    """The run a ref points at, or None if it is damaged (``refresh_refs`` warns of it)."""
+    from ..errors import MlvcError
+
+    try:
+        return refs.read_direct(ref)[0]
+    except (MlvcError, ValueError, OSError):  # UnicodeDecodeError is a ValueError
+        return None

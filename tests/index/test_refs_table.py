@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mlvc.core.ids import ObjectId
 from mlvc.errors import MlvcError
 from mlvc.index.ingest import refresh_refs
+from mlvc.index.journal import refs_match
 from mlvc.refs.resolve import named_runs
 
 LATER = 1 << 62  # a clock far ahead: every ref's mtime is settled
@@ -134,3 +135,40 @@ def test_the_index_shows_renamed_runs_through_the_incremental_refresh(repo):
     repo.refs.delete("refs/names/beta")
     rows = repo.query("SELECT name, run_id FROM refs WHERE kind = 'name'").to_pylist()
     assert rows == [{"name": "alpha", "run_id": second}]
+
+
+@pytest.mark.damages_repo  # refs damaged on purpose are left behind
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=ops)
+def test_refs_match_answers_whether_a_refresh_would_change_a_row(repo, steps):
+    """``refs_match`` (a reader's check while names are too recent for the fingerprint to be
+    trusted) says True exactly when the table is what a full read gives, whatever changed
+    since the last refresh: sets, deletes, symbolic refs whose target moved, damage."""
+    refs = repo.refs
+    for ns in ("names", "tags"):
+        for name in refs.names(ns):
+            os.unlink(refs.dir / "refs" / ns / name)
+    con = fresh_con()
+    for op, ns, name, run, refresh in steps:
+        path = refs.dir / "refs" / ns / name
+        try:
+            if op == "set":
+                refs.write(f"refs/{ns}/{name}", RUNS[run])
+            elif op == "delete":
+                refs.delete(f"refs/{ns}/{name}")
+            elif op == "symbolic":
+                other = NAMES[(NAMES.index(name) + 1) % len(NAMES)]
+                refs.write(f"refs/{ns}/{name}", None, symbolic=f"refs/{ns}/{other}")
+        except MlvcError:
+            path.unlink(missing_ok=True)
+        if op == "damage" and path.exists():
+            path.write_bytes(b"\xff\xfe not text")
+        elif op == "garbage":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("not a run id\n")
+        assert refs_match(con, refs) == (table(con) == full(refs)), (op, ns, name)
+        if refresh:  # with a settled clock: files noted in ref_files, matched by identity
+            refresh_refs(con, refs, now_ns=LATER)
+            assert refs_match(con, refs)
