@@ -15,6 +15,9 @@ Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
 3. Ingest of one run with a 1M-point metric series (its blob as a finished run writes it) vs
    reading the blob and DuckDB inserting the same Arrow table.
 4. ``log_metric`` vs a bare list-append loop in the same process.
+5. Reads just after a named commit (the index's refs fingerprint too recent to trust alone)
+   vs the same reads once the names have settled, in one process and through a server's
+   kept reader, with 1,000 named runs in the repository.
 
 Library steps run in child processes (this file with ``--child``). The storm of writers with a
 reader is ``bench_tracking.py --only 3``.
@@ -275,7 +278,47 @@ def child_logmetric(root: str, n: str, reps: str) -> dict:
     return out
 
 
+NAMED = 1000  # named runs in the repository while section 5 reads (a realistic refs/names)
+
+
+def child_recent(root: str, reps: str, kept: str) -> dict:
+    """``Repo.query`` just after a named commit (each rep: a run named, its ingest, then 5
+    reads), then the same reads once the names have settled. ``kept``: "1" reads through the
+    kept connection of a long-lived process (a server's)."""
+    from mlvc import Repo
+
+    from mlvc.core.ids import ObjectId
+
+    repo = Repo(root)
+    ids = repo.query(f"SELECT id FROM runs ORDER BY id LIMIT {NAMED}").column("id").to_pylist()
+    for i, rid in enumerate(ids):  # untimed: a repository whose runs have names
+        repo.refs.write(f"refs/names/bench-named-{i}", ObjectId.parse(rid))
+    time.sleep(2.2)  # journal.REFS_SETTLE_NS: they settle, as a repository's older names are
+    repo.query("SELECT 1")  # and are noted by an ingest
+    if kept == "1":
+        repo.index.keep_readers()
+    sql = "SELECT count(*) FROM runs"
+    out = {"recent": [], "settled": []}
+    for r in range(int(reps)):
+        oid = _commit(repo, {"lr": 0.1}, {"acc": 0.5}, i=r)
+        repo.refs.write(f"refs/names/bench-recent-{time.time_ns()}", oid)
+        repo.query(sql)  # its ingest
+        for _ in range(5):
+            t0 = time.perf_counter()
+            repo.query(sql)
+            out["recent"].append(time.perf_counter() - t0)
+    time.sleep(2.2)  # journal.REFS_SETTLE_NS: the names settle
+    repo.query(sql)  # the one ingest that stores the settled fingerprint
+    for _ in range(5 * int(reps)):
+        t0 = time.perf_counter()
+        repo.query(sql)
+        out["settled"].append(time.perf_counter() - t0)
+    repo.index.release_idle(0.0)
+    return out
+
+
 CHILDREN = {
+    "recent": child_recent,
     "rebuild": child_rebuild,
     "newkey": child_newkey,
     "bigrun": child_bigrun,
@@ -326,6 +369,28 @@ def newkey_section(args, root: Path) -> list[str]:
     return [*lines, "", f"runs_wide side tables afterwards: {mine[-1]['side_tables']}.", ""]
 
 
+def recent_section(args, root: Path) -> list[str]:
+    """Section 5: reads just after a named commit vs once settled, alternately by this
+    checkout and by ``--compare``'s, in a plain process and through a kept reader."""
+    lines = [
+        f"### 5. Reads just after a named commit, {args.runs:,}-run index, {NAMED:,} named runs "
+        f"(`Repo.query`, 5 reads after each of {args.reps} named commits; median, min-max)\n",
+        "| reader | checkout | just after a named commit, ms | settled (baseline), ms | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kept, label in (("0", "a process"), ("1", "a server's kept reader")):
+        log(f"[5] reads just after a named commit ({label})")
+        sides = [("this", PYTHON)] + ([("`--compare`", args.compare)] if args.compare else [])
+        for name, python in sides:
+            r = child("recent", root, args.reps, kept, python=python)
+            lines.append(
+                f"| {label} | {name} | {spread([x * 1e3 for x in r['recent']])} | "
+                f"{spread([x * 1e3 for x in r['settled']])} | "
+                f"{statistics.median(r['recent']) / statistics.median(r['settled']):.2f}x |"
+            )
+    return [*lines, ""]
+
+
 def init_project(root: Path) -> None:
     root.mkdir(parents=True)
     mlvc = str(Path(PYTHON).parent / "mlvc")
@@ -351,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", default=None, help="a project holding --runs synthetic runs")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--only", default="1,2,3,4")
+    ap.add_argument("--only", default="1,2,3,4,5")
     ap.add_argument(
         "--series", default="ipc,parquet",
         help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs before)",
@@ -376,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         formats = args.series.split(",")
         roots = {f: Path(args.reuse) if args.reuse else work / f"runs-{f}" for f in formats}
         root = roots[formats[0]]
-        for fmt in formats if not args.reuse and only & {1, 2} else ():
+        for fmt in formats if not args.reuse and only & {1, 2, 5} else ():
             log(f"making {args.runs:,} runs, series as {fmt}")
             make_runs(roots[fmt], args.runs, fmt)
             if 1 not in only:
@@ -477,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"first): local {r['end']:.2f} s, on the server {remote['end']:.2f} s.",
                 "",
             ]
+        if 5 in only:
+            lines += recent_section(args, root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
