@@ -115,6 +115,12 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         if not r.startswith(("refs/runs/", "refs/models/", "refs/mlflow/"))
     ]
     for ref in named:
+        if ref.startswith(("refs/names/", "refs/tags/")) and not _utf8(ref):
+            shown = os.fsencode(ref).decode(errors="backslashreplace")
+            out.append(
+                f"ref {shown} has a name that is not UTF-8: the index leaves it out (queries, "
+                "the server and the web UI do not show it); rename or delete the file"
+            )
         try:
             oid = refs.read(ref)
         except MlvcError as e:
@@ -127,6 +133,14 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         if oid is not None and not refs.has_run(oid):
             out.append(f"ref {ref} points at {oid.hex}, which is not a recorded run")
     return out
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+        return True
+    except UnicodeEncodeError:  # a file name's undecodable bytes, as surrogates
+        return False
 
 
 def _check_reflogs(refs: RefStore) -> list[str]:

@@ -370,6 +370,24 @@ def test_fsck_shows_a_name_that_is_not_utf8_as_escaped_bytes(cli, project):
 
 
 @pytest.mark.damages_repo
+def test_fsck_names_a_good_ref_whose_name_is_not_utf8(cli, project):
+    """The index leaves such a name out with a warning that says to run fsck, and fsck found
+    nothing wrong with it (the file holds a good run id)."""
+    run_id = cli("commit", "-q", "-m", "one", "-n", "alpha").stdout.strip()
+    (project / os.fsdecode(b".mlvc/refs/names/b\xffd")).write_text(run_id + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "mlvc", "fsck"],
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 9, r
+    assert b"ref refs/names/b\\xffd has a name that is not UTF-8" in r.stdout, r.stdout
+    assert b"\xff" not in r.stdout + r.stderr
+
+
+@pytest.mark.damages_repo
 def test_unknown_run_with_a_bad_ref_around_is_still_one_line(cli, project):
     cli("commit", "-q", "-t", "good")
     (project / ".mlvc/refs/tags/broken").write_bytes(b"\xff\n")
