@@ -4,12 +4,21 @@ The journal is the truth; this table is derived from it like every other (a rebu
 the whole journal again). The index stores the journal's fingerprint (file count and newest
 id) and brings the table up to date when it differs: events after the newest it had, with a
 look-back for ones renamed in late by a slower writer, are inserted unless held already.
+
+The fingerprint also notes the folder's identity (inode, mtime) when its last change was
+older than REFS_SETTLE_NS as it was listed: while the folder still has that identity, no
+event came or went, and a reader knows the table is current from one ``stat`` instead of
+listing every event file (~1.4 µs each: ~50 ms at 10,000 runs, ~0.5 s at 100,000, on every
+read). A folder changed more recently may change again within the same clock tick unseen,
+so then the listing decides, as before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 from ..core.events import LATE_WINDOW_US, event_ids, id_at, id_time_us, load
 from ..core.layout import Layout
@@ -18,26 +27,69 @@ from . import schema
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "type", "timestamp", "run_id", "name", "data")
+SETTLE_NS = 2_000_000_000  # as journal.REFS_SETTLE_NS: a folder's mtime is coarse
+UNSURE = "~"  # the folder's identity, when it had changed too recently to be trusted
+
+
+def current(layout: Layout, stored: str | None) -> bool:
+    """Whether an index whose events fingerprint is ``stored`` holds the journal as it is:
+    from the folder's identity alone when the stored one was settled, else by a listing
+    while the folder changes. Once it has settled under another identity, no: one ingest
+    notes it (and whatever event came), so reads stop listing."""
+    if stored is None:
+        return False
+    folder, settled = _folder(layout)
+    if _identity(stored) == folder:
+        return True
+    if settled:
+        return False
+    return _counted(stored) == _counted(fingerprint(layout))
 
 
 def fingerprint(layout: Layout) -> str:
-    """The journal as of now, as the index notes it: ``<file count>:<newest id>``."""
-    ids = event_ids(layout)
-    return _fingerprint(ids)
+    """The journal as of now, as the index notes it: ``<file count>:<newest id>@<folder>``,
+    the folder's inode and mtime (``UNSURE`` if it changed in the last SETTLE_NS), taken
+    before the listing: an event renamed in after it changes the folder again."""
+    folder, settled = _folder(layout)
+    return _fingerprint(event_ids(layout), folder if settled else UNSURE)
 
 
-def _fingerprint(ids: list[str]) -> str:
-    return f"{len(ids)}:{ids[-1] if ids else '-'}"
+def _folder(layout: Layout) -> tuple[str, bool]:
+    """(the events folder's identity, whether its last change is older than SETTLE_NS)."""
+    try:
+        st = os.stat(layout.events)
+    except FileNotFoundError:
+        return "-", True
+    return f"{st.st_ino}.{st.st_mtime_ns}", time.time_ns() - st.st_mtime_ns >= SETTLE_NS
+
+
+def _fingerprint(ids: list[str], folder: str) -> str:
+    return f"{len(ids)}:{ids[-1] if ids else '-'}@{folder}"
+
+
+def _counted(fp: str | None) -> str:
+    """``<count>:<newest>`` of a fingerprint (the whole of one stored before the folder's
+    identity was noted)."""
+    return (fp or "").partition("@")[0]
+
+
+def _identity(fp: str) -> str | None:
+    """The settled folder identity a fingerprint notes, else None."""
+    folder = fp.partition("@")[2]
+    return None if folder in ("", UNSURE) else folder
 
 
 def refresh(con, layout: Layout, stored: str | None) -> str:
     """Insert the journal's events the table lacks; returns the journal's fingerprint."""
+    folder, settled = _folder(layout)
+    if stored is not None and _identity(stored) == folder:
+        return stored  # settled when noted, and untouched since: nothing to list
     ids = event_ids(layout)
-    fp = _fingerprint(ids)
-    if stored == fp:
+    fp = _fingerprint(ids, folder if settled else UNSURE)
+    if _counted(stored) == _counted(fp):
         return fp
     candidates = ids
-    count, _, newest = (stored or "").partition(":")
+    count, _, newest = _counted(stored).partition(":")
     if count.isdigit() and int(count) <= len(ids) and newest.startswith("evt_"):
         look = id_at(max(0, id_time_us(newest) - LATE_WINDOW_US))
         candidates = [i for i in ids if i > look]

@@ -145,7 +145,7 @@ class Writer:
         meta = schema.read_meta(con) if meta is None else meta
         if (
             not entries
-            and meta.get("events_fingerprint") == self.journal.events_fingerprint()
+            and self.journal.events_current(meta.get("events_fingerprint"))
             and self.journal.refs_current(con, meta.get("refs_fingerprint"), fingerprint)
         ):
             return []

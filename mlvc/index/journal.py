@@ -83,18 +83,18 @@ class Journal:
             out += [e for e in unsure if e.oid.hex in held]
         return out
 
-    def events_fingerprint(self) -> str:
-        """The event journal as of now (``<count>:<newest id>``): the index's ``events``
-        table is current when it noted the same."""
-        from .events import fingerprint
+    def events_current(self, stored: str | None) -> bool:
+        """Whether an index whose events fingerprint is ``stored`` holds the event journal
+        as it is now (index/events.py)."""
+        from .events import current
 
-        return fingerprint(self.layout)
+        return current(self.layout, stored)
 
     def current(self, con, meta: dict[str, str]) -> bool:
         """Whether an index with ``meta`` (read on ``con``) needs no ingest now."""
         return (
             schema.is_current(meta)
-            and meta.get("events_fingerprint") == self.events_fingerprint()
+            and self.events_current(meta.get("events_fingerprint"))
             and self.refs_current(con, meta.get("refs_fingerprint"))
             and not self.actionable(con, self.entries())
         )
