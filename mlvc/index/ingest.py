@@ -22,7 +22,7 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import REF_KINDS, REFS_SETTLE_NS, Journal, settled
+from .journal import REF_KINDS, REFS_SETTLE_NS, Journal, ref_changes, settled
 from .series import write_levels as series_levels
 from .user_sql import first_line
 
@@ -233,17 +233,14 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
     from ..refs.resolve import read_named  # a damaged ref is skipped, with a warning
 
     now_ns = time.time_ns() if now_ns is None else now_ns
-    kept = {
-        (k, n): (ino, mtime, size)
-        for k, n, ino, mtime, size in con.execute(
-            "SELECT kind, name, ino, mtime_ns, size FROM ref_files"
-        ).fetchall()
+    on_disk = {
+        (k, n): st
+        for k, ns in REF_KINDS
+        for n, st in refs.name_stats(ns).items()
+        if _text_name(k, n)
     }
-    on_disk = {(k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items()}
-    held = {tuple(r) for r in con.execute("SELECT kind, name FROM refs").fetchall()}
-    stale = sorted(k for k in on_disk if kept.get(k) != on_disk[k] and _text_name(*k))
-    known = held | kept.keys()  # rows to delete: known ones gone, or to be read again
-    drop = sorted((known & set(stale)) | (known - on_disk.keys()))
+    stale, gone = ref_changes(con, on_disk)
+    drop = sorted({(k, n) for k, n, _ in stale} | set(gone))  # rows to read again, or gone
     if drop:
         kinds, names = zip(*drop, strict=True)
         con.register("_dropped_refs", pa.table({"kind": kinds, "name": names}))
@@ -255,7 +252,7 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
         con.unregister("_dropped_refs")
     rows, files = [], []
     prefix = {k: f"refs/{ns}/" for k, ns in REF_KINDS}
-    for kind, name in stale:
+    for kind, name, _ in stale:
         oid, direct = read_named(refs, prefix[kind] + name)
         if oid is not None:
             rows.append((kind, name, oid.hex))

@@ -166,24 +166,55 @@ def refs_match(con, refs) -> bool:
     """Whether the ``refs`` rows of the index on ``con`` are the name and tag refs on disk
     now: a file noted in ``ref_files`` by its identity, any other read. Reads only; where
     ``ingest.refresh_refs`` would change a row, it answers False."""
-    held = {(k, n): r for k, n, r in con.execute("SELECT kind, name, run_id FROM refs").fetchall()}
-    kept = {
-        (k, n): (ino, mtime, size)
-        for k, n, ino, mtime, size in con.execute(
-            "SELECT kind, name, ino, mtime_ns, size FROM ref_files"
-        ).fetchall()
-    }
-    on_disk = {(k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items()}
-    if not (held.keys() | kept.keys()) <= on_disk.keys():
+    on_disk = {
+        (k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items() if _utf8(n)
+    }  # a name that is not UTF-8 has no row: refresh_refs leaves it out, with a warning
+    stale, gone = ref_changes(con, on_disk)
+    if gone:
         return False  # a ref deleted since: its row is still there
     folder = dict(REF_KINDS)
-    for (kind, name), st in on_disk.items():
-        if kept.get((kind, name)) == st or not _utf8(name):  # refresh_refs skips those too
-            continue
+    for kind, name, held in stale:
         oid = _read_quietly(refs, f"refs/{folder[kind]}/{name}")
-        if (None if oid is None else oid.hex) != held.get((kind, name)):
+        if (None if oid is None else oid.hex) != held:
             return False
     return True
+
+
+def ref_changes(con, on_disk: dict) -> tuple[list[tuple], list[tuple]]:
+    """(stale, gone) for the name and tag ref files ``on_disk`` ((kind, name) -> (inode,
+    mtime_ns, size)) against the index on ``con``: stale, (kind, name, the run id its
+    ``refs`` row holds or None) of each file whose identity ``ref_files`` did not note as
+    it is, sorted; gone, (kind, name) of each row of ``refs`` or ``ref_files`` whose file is
+    no longer there. Compared in DuckDB: the two tables fetched into Python dicts cost ~6 µs
+    a row (~0.3 s at 50,000 names, on every refresh)."""
+    import pyarrow as pa
+
+    keys = list(on_disk)
+    stats = [on_disk[k] for k in keys]
+    disk = pa.table({
+        "kind": pa.array([k for k, _ in keys], pa.string()),
+        "name": pa.array([n for _, n in keys], pa.string()),
+        "ino": pa.array([s[0] for s in stats], pa.uint64()),
+        "mtime_ns": pa.array([s[1] for s in stats], pa.int64()),
+        "size": pa.array([s[2] for s in stats], pa.int64()),
+    })  # fmt: skip
+    con.register("_ref_disk", disk)
+    try:
+        stale = con.execute(
+            "SELECT d.kind, d.name, r.run_id FROM _ref_disk d "
+            "LEFT JOIN ref_files f ON f.kind = d.kind AND f.name = d.name "
+            "LEFT JOIN refs r ON r.kind = d.kind AND r.name = d.name "
+            "WHERE f.ino IS DISTINCT FROM d.ino OR f.mtime_ns IS DISTINCT FROM d.mtime_ns "
+            "OR f.size IS DISTINCT FROM d.size ORDER BY d.kind, d.name"
+        ).fetchall()
+        gone = con.execute(
+            "SELECT kind, name FROM (SELECT kind, name FROM refs UNION "
+            "SELECT kind, name FROM ref_files) k WHERE NOT EXISTS (SELECT 1 FROM _ref_disk d "
+            "WHERE d.kind = k.kind AND d.name = k.name) ORDER BY kind, name"
+        ).fetchall()
+    finally:
+        con.unregister("_ref_disk")
+    return [tuple(r) for r in stale], [tuple(r) for r in gone]
 
 
 def _utf8(name: str) -> bool:
