@@ -18,6 +18,8 @@ Prints a Markdown report (``--out FILE`` also writes it), progress on stderr.
 5. Reads just after a named commit (the index's refs fingerprint too recent to trust alone)
    vs the same reads once the names have settled, in one process and through a server's
    kept reader, with 1,000 named runs in the repository.
+6. Settled reads with EVENTS events in the journal (~3.6 a run is what runs logged through
+   the library make: 50,000 is ~14,000 runs' worth) vs the same reads with none.
 
 Library steps run in child processes (this file with ``--child``). The storm of writers with a
 reader is ``bench_tracking.py --only 3``.
@@ -286,7 +288,6 @@ def child_recent(root: str, reps: str, kept: str) -> dict:
     reads), then the same reads once the names have settled. ``kept``: "1" reads through the
     kept connection of a long-lived process (a server's)."""
     from mlvc import Repo
-
     from mlvc.core.ids import ObjectId
 
     repo = Repo(root)
@@ -317,7 +318,50 @@ def child_recent(root: str, reps: str, kept: str) -> dict:
     return out
 
 
+EVENTS = 50_000  # events in the journal while section 6 reads
+
+
+def child_events(root: str, reps: str, kept: str) -> dict:
+    """Settled ``Repo.query`` reads (each after the index caught up and its folders
+    settled): ``reps`` x 5 with an empty event journal, then as many with EVENTS events."""
+    from mlvc import Repo
+    from mlvc.core.events import Event, iso_utc, new_id
+    from mlvc.events import write_event
+
+    repo = Repo(root)
+    layout = repo.ctx.layout
+    if kept == "1":
+        repo.index.keep_readers()
+    n = 5 * int(reps)
+    out = {"none": _settled_reads(repo, n)}
+    start = time.time_ns() // 1000 - 10**9  # older than any event made now
+    made = []
+    for i in range(EVENTS):  # untimed: a journal as many runs leave it
+        event = Event(new_id(start + i), "alert.fired", iso_utc(start + i), {"name": f"e{i}"})
+        write_event(layout, event, sync=False)
+        made.append(event.id)
+    out["events"] = _settled_reads(repo, n)
+    repo.index.release_idle(0.0)
+    for eid in made:  # the fixture is reused: as it was
+        (layout.events / f"{eid}.json").unlink()
+    repo.query("SELECT 1")
+    return out
+
+
+def _settled_reads(repo, n: int) -> list[float]:
+    time.sleep(2.2)  # the folders settle (journal.REFS_SETTLE_NS, index.events.SETTLE_NS)
+    sql = "SELECT count(*) FROM runs"
+    repo.query(sql)  # an ingest that notes them
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        repo.query(sql)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 CHILDREN = {
+    "events": child_events,
     "recent": child_recent,
     "rebuild": child_rebuild,
     "newkey": child_newkey,
@@ -391,6 +435,28 @@ def recent_section(args, root: Path) -> list[str]:
     return [*lines, ""]
 
 
+def events_section(args, root: Path) -> list[str]:
+    """Section 6: settled reads with EVENTS events vs none, this checkout and
+    ``--compare``'s, in a plain process and through a kept reader."""
+    lines = [
+        f"### 6. Settled reads with {EVENTS:,} events in the journal, {args.runs:,}-run index "
+        f"(`Repo.query`, {5 * args.reps} reads; median, min-max)\n",
+        f"| reader | checkout | {EVENTS:,} events, ms | no event (baseline), ms | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kept, label in (("0", "a process"), ("1", "a server's kept reader")):
+        log(f"[6] settled reads with {EVENTS:,} events ({label})")
+        sides = [("this", PYTHON)] + ([("`--compare`", args.compare)] if args.compare else [])
+        for name, python in sides:
+            r = child("events", root, args.reps, kept, python=python)
+            lines.append(
+                f"| {label} | {name} | {spread([x * 1e3 for x in r['events']])} | "
+                f"{spread([x * 1e3 for x in r['none']])} | "
+                f"{statistics.median(r['events']) / statistics.median(r['none']):.2f}x |"
+            )
+    return [*lines, ""]
+
+
 def init_project(root: Path) -> None:
     root.mkdir(parents=True)
     mlvc = str(Path(PYTHON).parent / "mlvc")
@@ -416,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", default=None, help="a project holding --runs synthetic runs")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--only", default="1,2,3,4,5")
+    ap.add_argument("--only", default="1,2,3,4,5,6")
     ap.add_argument(
         "--series", default="ipc,parquet",
         help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs before)",
@@ -441,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         formats = args.series.split(",")
         roots = {f: Path(args.reuse) if args.reuse else work / f"runs-{f}" for f in formats}
         root = roots[formats[0]]
-        for fmt in formats if not args.reuse and only & {1, 2, 5} else ():
+        for fmt in formats if not args.reuse and only & {1, 2, 5, 6} else ():
             log(f"making {args.runs:,} runs, series as {fmt}")
             make_runs(roots[fmt], args.runs, fmt)
             if 1 not in only:
@@ -544,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if 5 in only:
             lines += recent_section(args, root)
+        if 6 in only:
+            lines += events_section(args, root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
