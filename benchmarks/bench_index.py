@@ -413,48 +413,47 @@ def newkey_section(args, root: Path) -> list[str]:
     return [*lines, "", f"runs_wide side tables afterwards: {mine[-1]['side_tables']}.", ""]
 
 
+def reader_rows(args, root: Path, section: int, what: str, keys: tuple[str, str]) -> list[str]:
+    """A row per reader (a process, a server's kept reader) and checkout (this one, and
+    ``--compare``'s, one after the other): child ``what``'s two samples ``keys`` (the
+    measured reads, then the baseline reads) in ms, and the ratio of their medians."""
+    rows = []
+    for kept, label in (("0", "a process"), ("1", "a server's kept reader")):
+        log(f"[{section}] {what} ({label})")
+        sides = [("this", PYTHON)] + ([("`--compare`", args.compare)] if args.compare else [])
+        for name, python in sides:
+            r = child(what, root, args.reps, kept, python=python)
+            got, base = r[keys[0]], r[keys[1]]
+            rows.append(
+                f"| {label} | {name} | {spread([x * 1e3 for x in got])} | "
+                f"{spread([x * 1e3 for x in base])} | "
+                f"{statistics.median(got) / statistics.median(base):.2f}x |"
+            )
+    return rows
+
+
 def recent_section(args, root: Path) -> list[str]:
-    """Section 5: reads just after a named commit vs once settled, alternately by this
-    checkout and by ``--compare``'s, in a plain process and through a kept reader."""
-    lines = [
+    """Section 5: reads just after a named commit vs once settled."""
+    return [
         f"### 5. Reads just after a named commit, {args.runs:,}-run index, {NAMED:,} named runs "
         f"(`Repo.query`, 5 reads after each of {args.reps} named commits; median, min-max)\n",
         "| reader | checkout | just after a named commit, ms | settled (baseline), ms | ratio |",
         "| --- | --- | --- | --- | --- |",
+        *reader_rows(args, root, 5, "recent", ("recent", "settled")),
+        "",
     ]
-    for kept, label in (("0", "a process"), ("1", "a server's kept reader")):
-        log(f"[5] reads just after a named commit ({label})")
-        sides = [("this", PYTHON)] + ([("`--compare`", args.compare)] if args.compare else [])
-        for name, python in sides:
-            r = child("recent", root, args.reps, kept, python=python)
-            lines.append(
-                f"| {label} | {name} | {spread([x * 1e3 for x in r['recent']])} | "
-                f"{spread([x * 1e3 for x in r['settled']])} | "
-                f"{statistics.median(r['recent']) / statistics.median(r['settled']):.2f}x |"
-            )
-    return [*lines, ""]
 
 
 def events_section(args, root: Path) -> list[str]:
-    """Section 6: settled reads with EVENTS events vs none, this checkout and
-    ``--compare``'s, in a plain process and through a kept reader."""
-    lines = [
+    """Section 6: settled reads with EVENTS events vs none."""
+    return [
         f"### 6. Settled reads with {EVENTS:,} events in the journal, {args.runs:,}-run index "
         f"(`Repo.query`, {5 * args.reps} reads; median, min-max)\n",
         f"| reader | checkout | {EVENTS:,} events, ms | no event (baseline), ms | ratio |",
         "| --- | --- | --- | --- | --- |",
+        *reader_rows(args, root, 6, "events", ("events", "none")),
+        "",
     ]
-    for kept, label in (("0", "a process"), ("1", "a server's kept reader")):
-        log(f"[6] settled reads with {EVENTS:,} events ({label})")
-        sides = [("this", PYTHON)] + ([("`--compare`", args.compare)] if args.compare else [])
-        for name, python in sides:
-            r = child("events", root, args.reps, kept, python=python)
-            lines.append(
-                f"| {label} | {name} | {spread([x * 1e3 for x in r['events']])} | "
-                f"{spread([x * 1e3 for x in r['none']])} | "
-                f"{statistics.median(r['events']) / statistics.median(r['none']):.2f}x |"
-            )
-    return [*lines, ""]
 
 
 def init_project(root: Path) -> None:

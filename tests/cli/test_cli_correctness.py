@@ -350,6 +350,17 @@ def test_clean_shows_undecodable_bytes_as_git_does():
     assert clean("a\ud800b") == "a\\ud800b"  # a surrogate no file name makes
 
 
+def fsck_proc(project) -> subprocess.CompletedProcess:
+    """``mlvc fsck`` in a process of its own (its output as bytes, as a terminal gets it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlvc", "fsck"],
+        cwd=project,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 @pytest.mark.damages_repo
 def test_fsck_shows_a_name_that_is_not_utf8_as_escaped_bytes(cli, project):
     """A ref whose file name is not UTF-8: fsck names it with the byte as \\xNN, like git,
@@ -357,13 +368,7 @@ def test_fsck_shows_a_name_that_is_not_utf8_as_escaped_bytes(cli, project):
     cli("commit", "-q", "-m", "one")
     (project / ".mlvc" / "refs" / "tags").mkdir(parents=True, exist_ok=True)
     (project / os.fsdecode(b".mlvc/refs/tags/t\xffg")).write_bytes(b"zz\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "mlvc", "fsck"],
-        cwd=project,
-        capture_output=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    r = fsck_proc(project)
     assert r.returncode == 9, r
     assert b"\xff" not in r.stdout + r.stderr
     assert b"refs/tags/t\\xffg holds 'zz', not a run id" in r.stdout, r.stdout
@@ -375,13 +380,7 @@ def test_fsck_names_a_good_ref_whose_name_is_not_utf8(cli, project):
     nothing wrong with it (the file holds a good run id)."""
     run_id = cli("commit", "-q", "-m", "one", "-n", "alpha").stdout.strip()
     (project / os.fsdecode(b".mlvc/refs/names/b\xffd")).write_text(run_id + "\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "mlvc", "fsck"],
-        cwd=project,
-        capture_output=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    r = fsck_proc(project)
     assert r.returncode == 9, r
     assert b"ref refs/names/b\\xffd has a name that is not UTF-8" in r.stdout, r.stdout
     assert b"\xff" not in r.stdout + r.stderr

@@ -56,34 +56,45 @@ ops = st.lists(
 )
 
 
+def cleared(repo):
+    """The repository's refs, with no name or tag."""
+    refs = repo.refs
+    for ns in ("names", "tags"):
+        for name in refs.names(ns):
+            os.unlink(refs.dir / "refs" / ns / name)
+    return refs
+
+
+def apply(refs, op: str, ns: str, name: str, run: int) -> None:
+    """One step of ``ops`` on the refs."""
+    path = refs.dir / "refs" / ns / name
+    try:
+        if op == "set":
+            refs.write(f"refs/{ns}/{name}", RUNS[run])
+        elif op == "delete":
+            refs.delete(f"refs/{ns}/{name}")
+        elif op == "symbolic":  # to another name, which may change alone later
+            other = NAMES[(NAMES.index(name) + 1) % len(NAMES)]
+            refs.write(f"refs/{ns}/{name}", None, symbolic=f"refs/{ns}/{other}")
+    except MlvcError:  # written through a damaged ref: it is replaced by hand instead
+        path.unlink(missing_ok=True)
+    if op == "damage" and path.exists():
+        path.write_bytes(b"\xff\xfe not text")
+    elif op == "garbage":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not a run id\n")
+
+
 @pytest.mark.damages_repo  # refs damaged on purpose are left behind
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=ops)
 def test_the_table_equals_a_full_read_after_any_changes(repo, steps):
-    refs = repo.refs
-    for ns in ("names", "tags"):
-        for name in refs.names(ns):
-            os.unlink(refs.dir / "refs" / ns / name)
+    refs = cleared(repo)
     con = fresh_con()
     for op, ns, name, run, settled in steps:
-        path = refs.dir / "refs" / ns / name
-        try:
-            if op == "set":
-                refs.write(f"refs/{ns}/{name}", RUNS[run])
-            elif op == "delete":
-                refs.delete(f"refs/{ns}/{name}")
-            elif op == "symbolic":  # to another name, which may change alone later
-                other = NAMES[(NAMES.index(name) + 1) % len(NAMES)]
-                refs.write(f"refs/{ns}/{name}", None, symbolic=f"refs/{ns}/{other}")
-        except MlvcError:  # written through a damaged ref: it is replaced by hand instead
-            path.unlink(missing_ok=True)
-        if op == "damage" and path.exists():
-            path.write_bytes(b"\xff\xfe not text")
-        elif op == "garbage":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("not a run id\n")
+        apply(refs, op, ns, name, run)
         refresh_refs(con, refs, now_ns=LATER if settled else None)
         assert table(con) == full(refs), (op, ns, name)
 
@@ -146,28 +157,10 @@ def test_refs_match_answers_whether_a_refresh_would_change_a_row(repo, steps):
     """``refs_match`` (a reader's check while names are too recent for the fingerprint to be
     trusted) says True exactly when the table is what a full read gives, whatever changed
     since the last refresh: sets, deletes, symbolic refs whose target moved, damage."""
-    refs = repo.refs
-    for ns in ("names", "tags"):
-        for name in refs.names(ns):
-            os.unlink(refs.dir / "refs" / ns / name)
+    refs = cleared(repo)
     con = fresh_con()
     for op, ns, name, run, refresh in steps:
-        path = refs.dir / "refs" / ns / name
-        try:
-            if op == "set":
-                refs.write(f"refs/{ns}/{name}", RUNS[run])
-            elif op == "delete":
-                refs.delete(f"refs/{ns}/{name}")
-            elif op == "symbolic":
-                other = NAMES[(NAMES.index(name) + 1) % len(NAMES)]
-                refs.write(f"refs/{ns}/{name}", None, symbolic=f"refs/{ns}/{other}")
-        except MlvcError:
-            path.unlink(missing_ok=True)
-        if op == "damage" and path.exists():
-            path.write_bytes(b"\xff\xfe not text")
-        elif op == "garbage":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("not a run id\n")
+        apply(refs, op, ns, name, run)
         assert refs_match(con, refs) == (table(con) == full(refs)), (op, ns, name)
         if refresh:  # with a settled clock: files noted in ref_files, matched by identity
             refresh_refs(con, refs, now_ns=LATER)
