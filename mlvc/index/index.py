@@ -465,6 +465,9 @@ class Index:
             current = self._journal.current(con, schema.read_meta(con))
         except duckdb.Error:
             current = False
+        except BaseException:  # Ctrl-C while it lists the refs: no connection left open
+            con.close()
+            raise
         if not current:
             con.close()
             return None

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+import mlvc.index.journal
 from mlvc.core.ids import ObjectId
 from mlvc.errors import IndexBusy
 
@@ -111,3 +112,29 @@ def test_once_settled_one_ingest_stores_a_fingerprint_that_matches_as_it_is(
     finally:
         os.close(fd)
     assert reads == []
+
+
+def test_ctrl_c_while_a_reader_checks_the_names_leaves_no_connection_open(
+    repo, recent, monkeypatch
+):
+    """The check lists every name (~60 ms at 10,000): a Ctrl-C there left the read-only
+    connection open, and the next query and ingest of the process failed with DuckDB's
+    "Can't open a connection to same database file with a different configuration"."""
+    named(repo, "alpha")
+    repo.query("SELECT 1")
+    real = mlvc.index.journal.refs_match
+    calls = []
+
+    def interrupted(con, refs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(con, refs)
+
+    monkeypatch.setattr(mlvc.index.journal, "refs_match", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:  # kept, as a REPL keeps the last one
+        repo.query("SELECT 1")
+    second = named(repo, "beta")  # its ingest opens the file read-write
+    rows = repo.query("SELECT name, run_id FROM refs WHERE name = 'beta'").to_pylist()
+    assert rows == [{"name": "beta", "run_id": second}]
+    assert caught.value is not None
