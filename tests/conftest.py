@@ -98,3 +98,16 @@ def merge_while_listed():
 
     yield arm
     pack_index.listdir = real  # before the project fixture's fsck
+
+
+@pytest.fixture
+def settle_window(monkeypatch):
+    """``settle_window(ns)``: how long a changed refs or events folder counts as recent
+    (``mlvc.index.journal.settle_ns``), whatever file system the test runs on."""
+    import mlvc.index.journal as journal
+
+    def set_window(ns: int) -> None:
+        monkeypatch.setattr(journal, "REFS_SETTLE_NS", ns)
+        monkeypatch.setattr(journal, "LOCAL_SETTLE_NS", ns)
+
+    return set_window

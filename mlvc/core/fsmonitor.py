@@ -53,6 +53,7 @@ import struct
 import threading
 import time
 
+from .localfs import LOCAL
 from .speedups import extension
 
 # inotify(7) event bits (the Linux ABI)
@@ -70,17 +71,6 @@ STRUCTURE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
 DIR_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 
-# statfs f_type of file systems whose every change goes through this kernel
-LOCAL = frozenset({
-    0xEF53,  # ext2/3/4
-    0x58465342,  # xfs
-    0x9123683E,  # btrfs
-    0x01021994,  # tmpfs
-    0xF2F52010,  # f2fs
-    0x2FC12FC1,  # zfs
-    0x794C7630,  # overlayfs (a container's own layer)
-    0xCA451A4E,  # bcachefs
-})  # fmt: skip
 MODE_ONE, MODE_SHARED = 1, 2  # mlvc._walk.walk modes
 BATCH = 65536  # mlvc._walk's default batch
 MAX_FOLDERS = 100_000  # watches one root may take (each costs the kernel ~1 KiB)

@@ -6,7 +6,7 @@ id) and brings the table up to date when it differs: events after the newest it 
 look-back for ones renamed in late by a slower writer, are inserted unless held already.
 
 The fingerprint also notes the folder's identity (inode, mtime) when its last change was
-older than REFS_SETTLE_NS as it was listed: while the folder still has that identity, no
+older than ``journal.settle_ns`` as it was listed: while the folder still has that identity, no
 event came or went, and a reader knows the table is current from one ``stat`` instead of
 listing every event file (~1.4 µs each: ~50 ms at 10,000 runs, ~0.5 s at 100,000, on every
 read). A folder changed more recently may change again within the same clock tick unseen,
@@ -23,11 +23,11 @@ import time
 from ..core.events import LATE_WINDOW_US, event_ids, id_at, id_time_us, load
 from ..core.layout import Layout
 from . import schema
+from .journal import settle_ns
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "type", "timestamp", "run_id", "name", "data")
-SETTLE_NS = 2_000_000_000  # as journal.REFS_SETTLE_NS: a folder's mtime is coarse
 UNSURE = "~"  # the folder's identity, when it had changed too recently to be trusted
 
 
@@ -48,19 +48,20 @@ def current(layout: Layout, stored: str | None) -> bool:
 
 def fingerprint(layout: Layout) -> str:
     """The journal as of now, as the index notes it: ``<file count>:<newest id>@<folder>``,
-    the folder's inode and mtime (``UNSURE`` if it changed in the last SETTLE_NS), taken
+    the folder's inode and mtime (``UNSURE`` if it changed within ``settle_ns``), taken
     before the listing: an event renamed in after it changes the folder again."""
     folder, settled = _folder(layout)
     return _fingerprint(event_ids(layout), folder if settled else UNSURE)
 
 
 def _folder(layout: Layout) -> tuple[str, bool]:
-    """(the events folder's identity, whether its last change is older than SETTLE_NS)."""
+    """(the events folder's identity, whether its last change is older than ``settle_ns``)."""
     try:
         st = os.stat(layout.events)
     except FileNotFoundError:
         return "-", True
-    return f"{st.st_ino}.{st.st_mtime_ns}", time.time_ns() - st.st_mtime_ns >= SETTLE_NS
+    window = settle_ns(layout.dir)
+    return f"{st.st_ino}.{st.st_mtime_ns}", time.time_ns() - st.st_mtime_ns >= window
 
 
 def _fingerprint(ids: list[str], folder: str) -> str:

@@ -22,7 +22,7 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import REF_KINDS, REFS_SETTLE_NS, Journal, ref_changes, settled
+from .journal import REF_KINDS, Journal, ref_changes, settle_ns, settled
 from .series import write_levels as series_levels
 from .user_sql import first_line
 
@@ -224,7 +224,7 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
     """Bring the ``refs`` table up to date with refs/names and refs/tags, reading only the
     ref files whose identity (inode, mtime, size; ``ref_files``) changed since the last
     refresh. A file is noted there only when its own content is the run id (not a symbolic
-    ref, whose target may change alone) and its mtime is older than REFS_SETTLE_NS at
+    ref, whose target may change alone) and its mtime is older than ``settle_ns`` at
     ``now_ns`` (a rewrite within one tick of a coarse clock could keep it): the others are
     read again every time. During a stream of named commits this reads the few refs that
     changed instead of every one (1,600 files: ~40 ms of a reader's ingest)."""
@@ -252,12 +252,13 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
         con.unregister("_dropped_refs")
     rows, files = [], []
     prefix = {k: f"refs/{ns}/" for k, ns in REF_KINDS}
+    window = settle_ns(refs.dir)
     for kind, name, _ in stale:
         oid, direct = read_named(refs, prefix[kind] + name)
         if oid is not None:
             rows.append((kind, name, oid.hex))
         st = on_disk[(kind, name)]
-        if direct and oid is not None and now_ns - st[1] >= REFS_SETTLE_NS:
+        if direct and oid is not None and now_ns - st[1] >= window:
             files.append((kind, name, *st))
     if rows:
         kinds, names, ids = zip(*rows, strict=True)

@@ -16,6 +16,7 @@ checks the ``refs`` rows against the files themselves (``refs_match``) instead o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -23,11 +24,16 @@ from typing import NamedTuple
 
 from ..core.ids import ObjectId
 from ..core.layout import Layout
+from ..core.localfs import is_local
 from . import schema
 from .schema import indexed
 
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
+# ... on a file system this kernel stamps (core/localfs.py), by its clock: one tick, 10 ms at
+# most; on any other (NFS, FUSE: times from elsewhere, whole seconds on some), REFS_SETTLE_NS
+LOCAL_SETTLE_NS = 50_000_000
+_LOCAL: dict[str, bool] = {}  # .mlvc folder -> on a local file system
 # A refs fingerprint taken too soon after a change: of the model registry's folders (never
 # matches), or of names and tags only (matches once ``refs_match`` finds the rows current).
 UNSETTLED, RECENT = "/unsettled", "/recent"
@@ -123,8 +129,8 @@ class Journal:
         """Identity of refs/names, refs/tags and the model registry's folders as of now: any
         ref written there changes it.
 
-        A directory changed in the last couple of seconds may change again within the same
-        mtime tick, so such a fingerprint is marked: RECENT when only names or tags changed
+        A directory changed within ``settle_ns`` may change again within the same mtime
+        tick, so such a fingerprint is marked: RECENT when only names or tags changed
         (``refs_current`` checks those rows), else UNSETTLED, and never matches as it is.
         """
         parts, newest = [], [0, 0]  # names and tags; the model registry
@@ -144,12 +150,25 @@ class Journal:
             group = 0 if i < 2 else 1
             newest[group] = max(newest[group], st.st_mtime_ns)
         fp = "/".join(parts)
-        recent = [time.time_ns() - t < REFS_SETTLE_NS for t in newest]
+        window = settle_ns(self.layout.dir)
+        recent = [time.time_ns() - t < window for t in newest]
         if recent[1]:
             fp += UNSETTLED
         elif recent[0]:
             fp += RECENT
         return fp
+
+
+def settle_ns(mlvc_dir) -> int:
+    """How long after a change to a folder of ``mlvc_dir`` (.mlvc) its mtime may still be
+    taken again by a later change: a fingerprint or file identity younger than this is not
+    trusted alone. Two seconds made every read in the two seconds after a named commit
+    check each name file; on a local file system it is 50 ms."""
+    key = os.fspath(mlvc_dir)
+    local = _LOCAL.get(key)
+    if local is None:
+        local = _LOCAL[key] = is_local(key)
+    return LOCAL_SETTLE_NS if local else REFS_SETTLE_NS
 
 
 def settled(fingerprint: str | None) -> str | None:
@@ -213,8 +232,18 @@ def ref_changes(con, on_disk: dict) -> tuple[list[tuple], list[tuple]]:
             "WHERE d.kind = k.kind AND d.name = k.name) ORDER BY kind, name"
         ).fetchall()
     finally:
-        con.unregister("_ref_disk")
+        _unregister(con, "_ref_disk")
     return [tuple(r) for r in stale], [tuple(r) for r in gone]
+
+
+def _unregister(con, name: str) -> None:
+    """Drop a registered table without hiding the error that ended the block: after a
+    damaged block was read, DuckDB refuses this too ("transaction is aborted"), and that
+    error would mask the one that says the index must be rebuilt."""
+    import duckdb
+
+    with contextlib.suppress(duckdb.Error):
+        con.unregister(name)
 
 
 def _utf8(name: str) -> bool:

@@ -193,14 +193,15 @@ def test_a_table_page_imports_neither_pandas_nor_pyarrow_compute(table_repo):
     import sys
     import time
 
-    from mlvc.index.journal import REFS_SETTLE_NS
+    from mlvc.index.journal import settle_ns
 
-    # the named refs settled first: a fingerprint taken within REFS_SETTLE_NS of the last
+    # the named refs settled first: a fingerprint taken within settle_ns of the last
     # commit is re-read once they settle, and the ingest doing that (between the two reads
     # below, when the boundary fell there: CI, loaded) may import anything
     refs = table_repo.root / ".mlvc" / "refs"
     newest = max(os.stat(refs / ns).st_mtime_ns for ns in ("names", "tags"))
-    time.sleep(max(0, newest + REFS_SETTLE_NS - time.time_ns()) / 1e9 + 0.1)
+    window = settle_ns(table_repo.root / ".mlvc")
+    time.sleep(max(0, newest + window - time.time_ns()) / 1e9 + 0.1)
     code = (  # the index brought up to date first (an ingest may import anything)
         "import sys, json; from mlvc import Repo\n"
         f"repo = Repo({str(table_repo.root)!r}); repo.query('SELECT 1')\n"

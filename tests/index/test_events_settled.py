@@ -33,8 +33,8 @@ def events(repo) -> list[str]:
 
 
 @pytest.mark.parametrize("kept", [False, True], ids=["process", "server's kept reader"])
-def test_reads_of_a_settled_journal_list_no_event_file(repo, monkeypatch, kept):
-    monkeypatch.setattr(mlvc.index.events, "SETTLE_NS", 0)  # every change settled at once
+def test_reads_of_a_settled_journal_list_no_event_file(repo, monkeypatch, settle_window, kept):
+    settle_window(0)  # every change settled at once
     for i in range(3):
         repo.commit(f"run {i}", capture_code=False, capture_env=False)
     emit(repo.ctx, "alert.fired", {"rule": "r", "name": "first"})
@@ -52,8 +52,8 @@ def test_reads_of_a_settled_journal_list_no_event_file(repo, monkeypatch, kept):
         repo.index.release_idle(0.0)
 
 
-def test_an_event_renamed_in_within_the_same_tick_is_still_seen(repo, monkeypatch):
-    monkeypatch.setattr(mlvc.index.events, "SETTLE_NS", HOUR_NS)  # every change recent
+def test_an_event_renamed_in_within_the_same_tick_is_still_seen(repo, settle_window):
+    settle_window(HOUR_NS)  # every change recent
     emit(repo.ctx, "alert.fired", {"rule": "r", "name": "first"})
     assert events(repo) == ["first"]
     folder = repo.dir / "events"
@@ -63,14 +63,16 @@ def test_an_event_renamed_in_within_the_same_tick_is_still_seen(repo, monkeypatc
     assert events(repo) == ["first", "second"]
 
 
-def test_once_settled_one_ingest_notes_the_folder_and_reads_stop_listing(repo, monkeypatch):
-    monkeypatch.setattr(mlvc.index.events, "SETTLE_NS", HOUR_NS)
+def test_once_settled_one_ingest_notes_the_folder_and_reads_stop_listing(
+    repo, monkeypatch, settle_window
+):
+    settle_window(HOUR_NS)
     emit(repo.ctx, "alert.fired", {"rule": "r", "name": "first"})
     assert events(repo) == ["first"]
     calls = listings(monkeypatch)
     events(repo)
     assert calls  # recent: listed
-    monkeypatch.setattr(mlvc.index.events, "SETTLE_NS", 0)  # now settled
+    settle_window(0)  # now settled
     events(repo)  # one ingest notes the folder
     calls.clear()
     assert events(repo) == ["first"]

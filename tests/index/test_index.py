@@ -118,7 +118,7 @@ def rows(index: Index, sql: str) -> list[dict]:
 def dump(index: Index) -> dict[str, tuple]:
     """Every table and view but meta, runs_wide's own tables (how its columns are laid out
     depends on the order keys arrived in) and ref_files (which ref files a refresh may skip
-    next time: only those older than REFS_SETTLE_NS when it ran, so it depends on the clock,
+    next time: only those older than ``journal.settle_ns`` when it ran, so it depends on the clock,
     not on the runs), rows sorted: what 'bit for bit' compares."""
     out = {}
     with index.connect_readonly() as con:
@@ -953,7 +953,9 @@ def _per_run(index: Index, table: str, cols: str) -> dict[str, list]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def test_a_series_stored_as_arrow_ipc_or_as_parquet_indexes_the_same(repo, monkeypatch):
+def test_a_series_stored_as_arrow_ipc_or_as_parquet_indexes_the_same(
+    repo, monkeypatch, settle_window
+):
     """The same points, one run's blob in each format: equal metrics, summaries and stored
     samples (a key long enough for series_levels, with NaN and infinities); and a rebuild
     in worker processes gives the index the incremental ingest made."""
@@ -977,7 +979,7 @@ def test_a_series_stored_as_arrow_ipc_or_as_parquet_indexes_the_same(repo, monke
     monkeypatch.setattr("mlvc.index.ingest.PARALLEL_MIN_RUNS", 1)
     # the rebuild as if it ran later than the commits' ingests (CI's load once made it so):
     # it notes the ref files as settled, which the ingests did not yet
-    monkeypatch.setattr("mlvc.index.ingest.REFS_SETTLE_NS", 0)
+    settle_window(0)
     assert Index(repo.dir, repo.store, repo.refs, workers=2, settings=repo.settings).rebuild() == 2
     assert dump(index) == incremental
 

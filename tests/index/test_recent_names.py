@@ -18,9 +18,9 @@ HOUR_NS = 3600 * 10**9
 
 
 @pytest.fixture
-def recent(monkeypatch):
+def recent(monkeypatch, settle_window):
     """Every change counts as recent (the window is an hour), whatever the machine's load."""
-    monkeypatch.setattr("mlvc.index.journal.REFS_SETTLE_NS", HOUR_NS)
+    settle_window(HOUR_NS)
     monkeypatch.setattr("mlvc.index.lock.LOCK_WAIT", 0.5)
 
 
@@ -91,7 +91,7 @@ def fingerprint(repo) -> str:
 
 
 def test_once_settled_one_ingest_stores_a_fingerprint_that_matches_as_it_is(
-    repo, recent, monkeypatch
+    repo, recent, monkeypatch, settle_window
 ):
     """No reading of ref files on every read once the change is old: one ingest."""
     named(repo, "alpha")
@@ -103,7 +103,7 @@ def test_once_settled_one_ingest_stores_a_fingerprint_that_matches_as_it_is(
     )
     fingerprint(repo)
     assert reads == ["refs/names/alpha"]  # recent: checked against the file
-    monkeypatch.setattr("mlvc.index.journal.REFS_SETTLE_NS", 0)  # settled from now on
+    settle_window(0)  # settled from now on
     assert not fingerprint(repo).endswith(("/recent", "/unsettled"))  # stored by an ingest
     reads.clear()
     fd = shared_lock(repo)
