@@ -126,6 +126,10 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         except MlvcError as e:
             out.append(str(e))
             continue
+        except OSError as e:  # a link that loops, a file that cannot be opened
+            shown = os.fsencode(ref).decode(errors="backslashreplace")
+            out.append(f"ref {shown} cannot be read ({e.strerror}); delete it or fix it")
+            continue
         if ref.startswith("refs/mlflow/"):  # the server's MLflow state: JSON blobs, not runs
             if oid is not None and not store.has(oid):
                 out.append(f"ref {ref} points at {oid.hex}, which is missing")

@@ -393,7 +393,7 @@ class RefStore:
         return [
             ent
             for ent in entries
-            if not ent.name.endswith(".lock") and not ent.name.startswith(".") and ent.is_file()
+            if not ent.name.endswith(".lock") and not ent.name.startswith(".") and _is_file(ent)
         ]
 
     # -- the set of runs ------------------------------------------------------------------
@@ -428,3 +428,12 @@ class RefStore:
 
     def has_run(self, oid: ObjectId) -> bool:
         return (self.dir / "refs" / "runs" / oid.hex).exists()
+
+
+def _is_file(ent: os.DirEntry) -> bool:
+    """Whether a listed entry is a file (a link to one included); a link that cannot be
+    followed (a loop: ELOOP) is not, and ``mlvc fsck`` names it. It made every query fail."""
+    try:
+        return ent.is_file()
+    except OSError:
+        return False

@@ -387,6 +387,20 @@ def test_fsck_names_a_good_ref_whose_name_is_not_utf8(cli, project):
 
 
 @pytest.mark.damages_repo
+def test_a_name_that_is_a_symlink_loop_is_named_by_fsck_and_queries_still_answer(cli, project):
+    """DirEntry.is_file() raises ELOOP for it: every query failed (the index lists the
+    names), and fsck ended in a traceback."""
+    run_id = cli("commit", "-q", "-m", "one", "-n", "alpha").stdout.strip()
+    os.symlink("loop", project / ".mlvc" / "refs" / "names" / "loop")
+    r = cli("query", "SELECT name, run_id FROM refs", "-f", "json")
+    assert json.loads(r.stdout) == [{"name": "alpha", "run_id": run_id}]
+    r = fsck_proc(project)
+    assert r.returncode == 9, r
+    assert b"Traceback" not in r.stderr
+    assert b"ref refs/names/loop cannot be read (Too many levels of symbolic links)" in r.stdout
+
+
+@pytest.mark.damages_repo
 def test_unknown_run_with_a_bad_ref_around_is_still_one_line(cli, project):
     cli("commit", "-q", "-t", "good")
     (project / ".mlvc/refs/tags/broken").write_bytes(b"\xff\n")
