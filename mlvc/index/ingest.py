@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.ids import ObjectId
+from ..refs.store import text_name
 from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
@@ -272,13 +273,11 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
 def _text_name(kind: str, name: str) -> bool:
     """Whether a ref's file name is text (UTF-8); one that is not cannot be a row, and is
     left out with a warning (``mlvc fsck`` names it)."""
-    try:
-        name.encode()
+    if text_name(name):
         return True
-    except UnicodeEncodeError:
-        shown = os.fsencode(name).decode(errors="backslashreplace")
-        log.warning("ignoring %s ref %s: its name is not UTF-8; run `mlvc fsck`", kind, shown)
-        return False
+    shown = os.fsencode(name).decode(errors="backslashreplace")
+    log.warning("ignoring %s ref %s: its name is not UTF-8; run `mlvc fsck`", kind, shown)
+    return False
 
 
 _USED_OBJECTS = """

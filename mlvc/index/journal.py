@@ -25,6 +25,7 @@ from typing import NamedTuple
 from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..core.localfs import is_local
+from ..refs.store import text_name
 from . import schema
 from .schema import indexed
 
@@ -186,14 +187,16 @@ def refs_match(con, refs) -> bool:
     now: a file noted in ``ref_files`` by its identity, any other read. Reads only; where
     ``ingest.refresh_refs`` would change a row, it answers False."""
     on_disk = {
-        (k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items() if _utf8(n)
+        (k, n): st for k, ns in REF_KINDS for n, st in refs.name_stats(ns).items() if text_name(n)
     }  # a name that is not UTF-8 has no row: refresh_refs leaves it out, with a warning
+    from ..refs.resolve import read_named
+
     stale, gone = ref_changes(con, on_disk)
     if gone:
         return False  # a ref deleted since: its row is still there
     folder = dict(REF_KINDS)
     for kind, name, held in stale:
-        oid = _read_quietly(refs, f"refs/{folder[kind]}/{name}")
+        oid = read_named(refs, f"refs/{folder[kind]}/{name}", quiet=True)[0]
         if (None if oid is None else oid.hex) != held:
             return False
     return True
@@ -244,21 +247,3 @@ def _unregister(con, name: str) -> None:
 
     with contextlib.suppress(duckdb.Error):
         con.unregister(name)
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode()
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _read_quietly(refs, ref: str) -> ObjectId | None:
-    """The run a ref points at, or None if it is damaged (``refresh_refs`` warns of it)."""
-    from ..errors import MlvcError
-
-    try:
-        return refs.read_direct(ref)[0]
-    except (MlvcError, ValueError, OSError):  # UnicodeDecodeError is a ValueError
-        return None

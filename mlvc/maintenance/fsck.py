@@ -20,7 +20,7 @@ from ..core.ids import ObjectId
 from ..core.layout import Layout
 from ..core.objects import DIR, Run
 from ..errors import CorruptObject, MissingObject, MlvcError
-from ..refs.store import RefStore
+from ..refs.store import RefStore, text_name
 from ..runs.staging import check as check_staged
 from ..store.odb import ObjectStore
 from ..store.pack import repair_for_fsck
@@ -115,10 +115,9 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         if not r.startswith(("refs/runs/", "refs/models/", "refs/mlflow/"))
     ]
     for ref in named:
-        if ref.startswith(("refs/names/", "refs/tags/")) and not _utf8(ref):
-            shown = os.fsencode(ref).decode(errors="backslashreplace")
+        if ref.startswith(("refs/names/", "refs/tags/")) and not text_name(ref):
             out.append(
-                f"ref {shown} has a name that is not UTF-8: the index leaves it out (queries, "
+                f"ref {ref} has a name that is not UTF-8: the index leaves it out (queries, "
                 "the server and the web UI do not show it); rename or delete the file"
             )
         try:
@@ -127,8 +126,7 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
             out.append(str(e))
             continue
         except OSError as e:  # a link that loops, a file that cannot be opened
-            shown = os.fsencode(ref).decode(errors="backslashreplace")
-            out.append(f"ref {shown} cannot be read ({e.strerror}); delete it or fix it")
+            out.append(f"ref {ref} cannot be read ({e.strerror}); delete it or fix it")
             continue
         if ref.startswith("refs/mlflow/"):  # the server's MLflow state: JSON blobs, not runs
             if oid is not None and not store.has(oid):
@@ -137,14 +135,6 @@ def _check_named_refs(store: ObjectStore, refs: RefStore) -> list[str]:
         if oid is not None and not refs.has_run(oid):
             out.append(f"ref {ref} points at {oid.hex}, which is not a recorded run")
     return out
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode()
-        return True
-    except UnicodeEncodeError:  # a file name's undecodable bytes, as surrogates
-        return False
 
 
 def _check_reflogs(refs: RefStore) -> list[str]:

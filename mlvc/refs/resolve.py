@@ -122,9 +122,9 @@ def _read_named(refs: RefStore, ref: str) -> ObjectId | None:
     return read_named(refs, ref)[0]
 
 
-def read_named(refs: RefStore, ref: str) -> tuple[ObjectId | None, bool]:
+def read_named(refs: RefStore, ref: str, quiet: bool = False) -> tuple[ObjectId | None, bool]:
     """(the run a name or tag ref points at, whether the ref's own file holds it: not a
-    symbolic ref); (None, False), with a warning, if the ref is damaged."""
+    symbolic ref); (None, False), with a warning unless ``quiet``, if the ref is damaged."""
     try:
         return refs.read_direct(ref)
     except UnicodeDecodeError:
@@ -133,5 +133,6 @@ def read_named(refs: RefStore, ref: str) -> tuple[ObjectId | None, bool]:
         why = "it does not hold a run id"
     except OSError as e:
         why = e.strerror or type(e).__name__
-    log.warning("ignoring ref %s: %s; run `mlvc fsck`", ref, why)
+    if not quiet:
+        log.warning("ignoring ref %s: %s; run `mlvc fsck`", ref, why)
     return None, False

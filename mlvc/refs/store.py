@@ -430,6 +430,16 @@ class RefStore:
         return (self.dir / "refs" / "runs" / oid.hex).exists()
 
 
+def text_name(name: str) -> bool:
+    """Whether a ref's file name is text (UTF-8): one that is not (its undecodable bytes
+    read as surrogates) cannot be an index row, and fsck names it."""
+    try:
+        name.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _is_file(ent: os.DirEntry) -> bool:
     """Whether a listed entry is a file (a link to one included); a link that cannot be
     followed (a loop: ELOOP) is not, and ``mlvc fsck`` names it. It made every query fail."""
