@@ -844,9 +844,12 @@ def storm(
     stop: Path,
     logs: Path,
     timeout: float,
+    reader_session: bool = False,
 ) -> dict:
     """Start writers (each prints 'ready', waits for a line, works, prints JSON), start the
-    reader, release the writers together, wait, stop the reader. Returns everything seen."""
+    reader (``reader_session``: in a session of its own, as a user's terminal or a server is;
+    else in the writers' session), release the writers together, wait, stop the reader.
+    Returns everything seen."""
     logs.mkdir(parents=True, exist_ok=True)
     procs, errs = [], []
     for k, cmd in enumerate(writers):
@@ -869,7 +872,13 @@ def storm(
     if reader:
         rerr = open(logs / "reader.err", "w+")  # noqa: SIM115 (closed below)
         rproc = subprocess.Popen(
-            reader, cwd=cwd, stdout=subprocess.PIPE, stderr=rerr, env=CHILD_ENV, text=True
+            reader,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=rerr,
+            env=CHILD_ENV,
+            text=True,
+            start_new_session=reader_session,
         )
         rproc.stdout.readline()
     t0 = time.time()
@@ -990,9 +999,21 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
             for k in range(w)
         ]
         reader = [PYTHON, SELF, "--child", "storm-reader", str(root), str(work / f"stop-{rep}")]
-        many = storm(
-            root, writers, reader, work / f"stop-{rep}", work / f"logs-{rep}", cfg["storm_timeout"]
-        )
+        if cfg["storm_daemon"]:
+            run([MLVC, "daemon", "start", "--idle", "900"], root)
+        try:
+            many = storm(
+                root,
+                writers,
+                reader,
+                work / f"stop-{rep}",
+                work / f"logs-{rep}",
+                cfg["storm_timeout"],
+                reader_session=cfg["storm_reader"] == "own",
+            )
+        finally:
+            if cfg["storm_daemon"]:
+                run([MLVC, "daemon", "stop"], root, check=False)
         t0 = time.perf_counter()
         many["verify"] = verify_mlvc(root, many["ids"], pts)
         many["verify_s"] = time.perf_counter() - t0
@@ -1125,6 +1146,7 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
                     work / f"ml-stop-{tag}" if nw == 1 else work / "ml-stop",
                     work / f"ml-logs-{tag}",
                     cfg["storm_timeout"],
+                    reader_session=cfg["storm_reader"] == "own",
                 )
                 count = mlflow_child(work, "storm-count", uri)
                 s["count"] = {k: count[k] for k in ("runs", "finished", "points")}
@@ -1185,7 +1207,19 @@ def bench_storm(work: Path, cfg: dict, mlflow: str, raw: dict) -> str:
         f"### 3. Concurrent writers into one repository (median of {reps})\n\n"
         f"Each writer process imports mlvc, then all are released at once; each records {r} "
         "runs of 3 params and 100 `log_metric` points (unique names). A reader process loops "
-        "`mlvc query`, `Repo.log`, `mlvc log -n 5` and `Repo.query` meanwhile. runs/s = runs "
+        "`mlvc query`, `Repo.log`, `mlvc log -n 5` and `Repo.query` meanwhile, "
+        + (
+            "in a session of its own (as a user's terminal or a server is: the kernel's "
+            "autogroup shares the CPU between sessions first)"
+            if cfg["storm_reader"] == "own"
+            else "in the writers' session (the worst case: it competes with every writer)"
+        )
+        + (
+            ", with `mlvc daemon` running (its commands run in the command server's session)"
+            if cfg["storm_daemon"]
+            else ""
+        )
+        + ". runs/s = runs "
         "done / (last writer's end - first writer's start). Lost = runs not in the index with "
         "all 100 points afterwards; errors = writer exceptions, any stderr output, reader "
         "failures. MLflow writers do the same with `start_run`, `log_params` and one "
@@ -1492,6 +1526,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="repetitions of the 32-writer storm (default 1: ~8 min each here)",
     )
+    ap.add_argument(
+        "--storm-reader",
+        choices=("same", "own"),
+        default="same",
+        help="the storm's reader in the writers' session (default) or in a session of its own",
+    )
+    ap.add_argument(
+        "--storm-daemon",
+        action="store_true",
+        help="run `mlvc daemon` during the storm (the reader's `mlvc query` goes through it)",
+    )
     ap.add_argument("--runs", default=None, help="run counts of benchmark 4 (default 10000)")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
     ap.add_argument(
@@ -1572,6 +1617,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.storm_reps:
         cfg["storm_reps"] = args.storm_reps
     cfg["compare"] = args.compare
+    cfg["storm_reader"], cfg["storm_daemon"] = args.storm_reader, args.storm_daemon
     mlflow = "" if args.no_mlflow else mlflow_version()
     cold = not args.no_cold and can_drop_caches()
     os.makedirs(args.dir or tempfile.gettempdir(), exist_ok=True)  # --dir made if new

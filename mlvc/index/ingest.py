@@ -47,9 +47,14 @@ class Writer:
         self.refs = refs
         self.workers = workers
         self.kept: _Kept | None = None  # the new runs' rows, while an ingest applies the journal
+        # the index file attached to this thread's writing database (db.connect_rw), not
+        # opened as a database of its own: not for a process of many threads (a server)
+        self.attach = True
 
     def _connect(self, path: Path | None = None):
-        return connect_rw(path or self.path, shown=self.path)
+        # a rebuild's file (``path``) in a database of its own: its settings stay there
+        fresh = path is not None or not self.attach
+        return connect_rw(path or self.path, shown=self.path, fresh=fresh)
 
     def ingest(self) -> bool:
         """Apply the journal; an index that is missing or of another schema version is

@@ -183,7 +183,8 @@ def refresh(con, old: str | None, new: list[str], dropped: bool, rows: dict | No
 def rewrite(con, state: dict | None = None) -> dict:
     """Write wide_base whole from params and metric_summary, dropping side tables."""
     for (name,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE regexp_matches(table_name, '^wide_[0-9]+$')"
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND regexp_matches(table_name, '^wide_[0-9]+$')"
     ).fetchall():
         con.execute(f"DROP TABLE {ident(name)}")
     columns = _columns(con)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -135,10 +136,16 @@ def test_runs_past_max_wide_keys_do_not_rewrite_wide_base(repo_dir):
     commit_runs(repo, [({"lr": 0.1}, keys)], 0)
 
     def base_oid():
-        rows = index_of(repo).query(
-            f"SELECT table_oid FROM duckdb_tables() WHERE table_name = '{wide.BASE}'"
-        )
-        return rows.column(0).to_pylist()
+        index = index_of(repo)
+        index.sync()
+        # a database of its own: a catalog's oids follow its loading, and the index's readers
+        # attach the file to a database that numbers every attachment of the process
+        con = duckdb.connect(str(index.path), read_only=True)
+        try:
+            sql = f"SELECT table_oid FROM duckdb_tables() WHERE table_name = '{wide.BASE}'"
+            return [r[0] for r in con.execute(sql).fetchall()]
+        finally:
+            con.close()
 
     first = base_oid()
     for n in (1, 2):
