@@ -105,18 +105,15 @@ def connect_rw(path: Path, shown: Path | None = None, fresh: bool = False):
             time.sleep(0.02)
 
 
-_hosts = threading.local()  # this thread's in-memory databases index files are attached to
-WRITER = "writer"  # the key of the one for writing; a reader's is the index path
-READERS_KEPT = 4  # reading databases a thread keeps (one an index file) beside the writing one
-_INHERITED: list = []  # databases a forked child found made by its parent: never closed
+WRITER = "writer"  # the key of the database for writing; a reader's is the index path
+READERS_KEPT = 4  # reading databases kept (one an index file) beside the writing one
 
 
 def attach_ro(path: Path):
     """A read-only connection for readers (user SQL included), like ``connect_ro``'s, made by
-    attaching the file to this thread's reading database for it (``_attach``): external
+    attaching the file to this process's reading database for it (``_attach``): external
     access off but for the file itself, its WAL and its spill folder, and the configuration
-    locked, as a database of its own would be. Not for a reader nested in another of this
-    thread (one file is attached once a database)."""
+    locked, as a database of its own would be."""
     key = str(path)
 
     def make():
@@ -145,39 +142,51 @@ def _writing_db():
 
 
 class _Host:
-    """An in-memory database of this thread, and how many files are attached to it now."""
+    """An in-memory database of this process that index files are attached to, one at a
+    time (``busy``)."""
 
     def __init__(self, con):
-        self.con, self.attached = con, 0
+        self.con, self.busy = con, False
+
+
+_HOSTS: dict[str, _Host] = {}  # by key, the least recently used first
+_HOSTS_LOCK = threading.Lock()  # held across a fork, so none is half made or in hand
+_HOSTS_PID = [os.getpid()]
 
 
 def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
-    """``path`` attached to this thread's in-memory database ``key`` (made by ``make`` if
+    """``path`` attached to this process's in-memory database ``key`` (made by ``make`` if
     missing), under its file name's stem as a database of its own would be named, as the
-    default database of a new cursor; None if that database is in use. One database a thread and purpose: a failed detach
-    drops the whole database, and would take other threads' files with it; made again in a
-    forked child (the parent's DuckDB threads are not there). The reading databases not in
-    use past READERS_KEPT are closed, least recently used first."""
-    if getattr(_hosts, "pid", None) != os.getpid():
-        # a forked child's copies: closing one would wait for the parent's DuckDB threads,
-        # which are not here, so they are kept, untouched, for the child's life
-        _INHERITED.append(getattr(_hosts, "dbs", None))
-        _hosts.pid, _hosts.dbs = os.getpid(), {}
-    dbs: dict[str, _Host] = _hosts.dbs
-    if key in dbs and dbs[key].attached:
-        return None  # in use by another connection of this thread (an asyncio task's)
-    host = dbs.pop(key, None) or _Host(make())
-    dbs[key] = host  # last: the most recently used
-    readers = [k for k in dbs if k != WRITER]
-    idle = [k for k in readers if k != key and not dbs[k].attached]
-    for k in idle[: len(readers) - READERS_KEPT]:
-        dbs.pop(k).con.close()
+    default database of a new cursor; None if that database is in use (by another thread,
+    or another connection of this one: the caller opens a database of its own). Reading
+    databases not in use past READERS_KEPT are closed, least recently used first."""
+    with _HOSTS_LOCK:
+        if _HOSTS_PID[0] != os.getpid():  # forked by a path that ran no fork hook
+            _inherited()
+        host = _HOSTS.get(key)
+        if host is not None and host.busy:
+            return None
+        if host is None:
+            host = _Host(make())
+        else:
+            del _HOSTS[key]
+        _HOSTS[key] = host  # last: the most recently used
+        host.busy = True
+        readers = [k for k in _HOSTS if k != WRITER]
+        idle = [k for k in readers if not _HOSTS[k].busy]
+        for k in idle[: len(readers) - READERS_KEPT]:
+            _HOSTS.pop(k).con.close()
     alias = ident(Path(path).stem)
-    cur = host.con.cursor()
+    try:
+        cur = host.con.cursor()
+    except BaseException:
+        host.busy = False
+        raise
     try:
         cur.execute(f"ATTACH {_quoted(str(path))} AS {alias} {options}")
     except BaseException:
         cur.close()
+        host.busy = False
         raise
     attached = _Attached(cur, alias, key, host)
     try:
@@ -188,27 +197,51 @@ def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
     return attached
 
 
-def drop_attached(key: str) -> None:
-    """Close this thread's in-memory database ``key``, detaching whatever is attached to it."""
-    dbs = getattr(_hosts, "dbs", None)
-    host = dbs.pop(key, None) if dbs is not None and _hosts.pid == os.getpid() else None
-    if host is not None:
+def _drop(host: _Host) -> None:
+    """Close ``host`` (a detach failed: nothing may stay attached to it)."""
+    import duckdb
+
+    with _HOSTS_LOCK:
+        for k, h in list(_HOSTS.items()):
+            if h is host:
+                del _HOSTS[k]
+    with contextlib.suppress(duckdb.Error):
         host.con.close()
 
 
 def _before_fork() -> None:
-    """Close this thread's databases not in use before a fork: the child's copy of one
-    would need the DuckDB threads that stay behind in the parent."""
-    dbs = getattr(_hosts, "dbs", None)
-    if dbs is None or _hosts.pid != os.getpid():
-        return
-    for key in [k for k, host in dbs.items() if not host.attached]:
+    """Close the databases not in use before a fork, and keep any from being taken or made
+    until it is done: a child that closed its copy of one (at its start, or its end) would
+    wait for DuckDB threads that stay behind in the parent (it died of SIGSEGV)."""
+    _HOSTS_LOCK.acquire()
+    for key in [k for k, host in _HOSTS.items() if not host.busy]:
         with contextlib.suppress(Exception):
-            dbs.pop(key).con.close()
+            _HOSTS.pop(key).con.close()
+
+
+def _after_fork_in_child() -> None:
+    _inherited()
+    _HOSTS_LOCK.release()
+
+
+def _inherited() -> None:
+    """In a forked child: the parent's databases still in use there are never closed (their
+    references are leaked on purpose) nor used; this process makes its own."""
+    if _HOSTS:
+        import ctypes
+
+        for host in _HOSTS.values():
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(host.con))
+        _HOSTS.clear()
+    _HOSTS_PID[0] = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_HOSTS_LOCK.release,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _quoted(text: str) -> str:
@@ -216,15 +249,14 @@ def _quoted(text: str) -> str:
 
 
 class _Attached:
-    """A cursor of a thread's in-memory database whose default database is one index file;
-    it is used as a connection of its own, and ``close`` detaches the file (checkpointing a
-    writer's, as closing a database of its own would). Should the detach fail, the
-    in-memory database is dropped, so the file is never left attached (DuckDB's lock on it
-    held)."""
+    """A cursor of one of this process's in-memory databases whose default database is one
+    index file; it is used as a connection of its own, and ``close`` detaches the file
+    (checkpointing a writer's, as closing a database of its own would). Should the detach
+    fail, the in-memory database is closed, so the file is never left attached (DuckDB's
+    lock on it held)."""
 
     def __init__(self, cur, alias: str, key: str, host: _Host):
         self._cur, self._alias, self._key, self._host = cur, alias, key, host
-        host.attached += 1
 
     def __getattr__(self, name: str):
         return getattr(self._cur, name)
@@ -235,7 +267,6 @@ class _Attached:
         cur, self._cur = self._cur, None
         if cur is None:
             return
-        self._host.attached -= 1
         try:
             with contextlib.suppress(duckdb.Error):  # no transaction open: nothing to end
                 cur.execute("ROLLBACK")  # an open one would keep the file attached
@@ -243,14 +274,14 @@ class _Attached:
             cur.execute(f"DETACH {self._alias}")
         except BaseException as e:
             cur.close()
-            with contextlib.suppress(duckdb.Error):
-                drop_attached(self._key)
+            _drop(self._host)
             if not isinstance(e, duckdb.Error):
                 raise
             # else a database DuckDB invalidated (its checkpoint met a damaged block): the
             # error that says so was raised already, and closing must not hide it
             return
         cur.close()
+        self._host.busy = False
 
 
 @contextmanager

@@ -53,7 +53,7 @@ def test_user_sql_reads_no_file_but_the_index(repo):
     assert count(index) == 1
 
 
-def test_a_thread_reading_many_indexes_keeps_few_databases(tmp_path):
+def test_a_process_reading_many_indexes_keeps_few_databases(tmp_path):
     repos = []
     for k in range(db.READERS_KEPT + 3):
         repo = Repo.init(tmp_path / f"p{k}")
@@ -63,7 +63,7 @@ def test_a_thread_reading_many_indexes_keeps_few_databases(tmp_path):
     for _ in range(2):
         for k, repo in enumerate(repos):
             assert count(index_of(repo)) == k % 3 + 1
-            readers = [key for key in db._hosts.dbs if key != db.WRITER]
+            readers = [key for key in db._HOSTS if key != db.WRITER]
             assert len(readers) <= db.READERS_KEPT
 
 
@@ -92,34 +92,56 @@ def test_two_readers_of_one_index_at_once_in_one_thread(repo):
 
 
 FORKED = """
-import os, sys
+import os, sys, threading
 sys.path[:0] = [{tests!r}]
 from test_index import commit, index_of, make_run
 from mlvc.api.repo import Repo
 
 repo = Repo({root!r})
-index = index_of(repo)
 def count():
-    return index.query("SELECT count(*) AS n FROM runs").column("n")[0].as_py()
-assert count() == 1  # this process has a reading and a writing database now
+    return index_of(repo).query("SELECT count(*) AS n FROM runs").column("n")[0].as_py()
+assert count() == 1  # this thread read: a reading and a writing database are open
+hold = {hold!r}  # another thread has read, and holds a reader (its database) while we fork
+read, forked = threading.Event(), threading.Event()
+def other():
+    if hold:
+        with index_of(repo).connect_readonly() as con:
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+            read.set()
+            forked.wait()
+    else:
+        assert count() == 1
+        read.set()
+        forked.wait()
+thread = threading.Thread(target=other)
+thread.start()
+read.wait()
 pid = os.fork()
 if pid == 0:  # the child ends as a program does (interpreter finalization included)
+    if {idle!r}:  # a child that never uses mlvc (a data loader's worker)
+        sys.exit(0)
+    if hold:  # it shares the held reader's lock (a flock crosses a fork): it only reads
+        sys.exit(0 if count() == 1 else 3)
     commit(repo, make_run(repo, 1))
     sys.exit(0 if count() == 2 else 3)
+forked.set()
+thread.join()
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
 commit(repo, make_run(repo, 2))
-assert count() == 3
+assert count() == (2 if hold or {idle!r} else 3)
 print("ok")
 """
 
 
-def test_a_process_that_read_can_fork_a_child_that_reads_and_writes(repo):
-    """A DuckDB database must not cross a fork (the child would close it waiting for the
-    parent's threads: it died of SIGSEGV): the parent's are closed before it forks, and a
-    child makes its own."""
+@pytest.mark.parametrize(("hold", "idle"), [(False, False), (False, True), (True, False)])
+def test_a_process_that_read_can_fork_a_child_that_reads_and_writes(repo, hold, idle):
+    """A DuckDB database must not cross a fork (a child that closed its copy, at its start
+    or its end, died of SIGSEGV): the ones not in use are closed before the fork, those a
+    thread holds are left alone in the child, which makes its own."""
     commit(repo, make_run(repo, 0))
-    script = FORKED.format(tests=str(Path(__file__).parent), root=str(repo.root))
+    tests = str(Path(__file__).parent)
+    script = FORKED.format(tests=tests, root=str(repo.root), hold=hold, idle=idle)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stdout.strip()) == (0, "ok"), p.stderr[-2000:]
 
@@ -133,7 +155,7 @@ def test_a_rebuild_forks_its_workers_after_reads_in_the_same_thread(repo, monkey
         commit(repo, make_run(repo, i))
     index = index_of(repo)
     before = index.query("SELECT id, name FROM runs ORDER BY id").to_pylist()
-    assert len(before) == 6 and db._hosts.dbs
+    assert len(before) == 6 and db._HOSTS
     forks = []
     real_fork = os.fork
 
