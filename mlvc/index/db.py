@@ -77,7 +77,7 @@ def connect_rw(path: Path, shown: Path | None = None, fresh: bool = False):
     """A read-write connection; only ever called under the exclusive index lock.
     ``shown``: the path to name if another program holds DuckDB's own lock on it.
 
-    The file is attached to this thread's writing database (``_attach``), not opened as a
+    The file is attached to this process's writing database (``_attach``), not opened as a
     database of its own: starting a DuckDB database costs ~18 ms of CPU, attaching a file to
     a running one ~1.5 ms, and an ingest a reader makes on its way to an answer opened one
     each time (a sixth of its CPU). ``fresh``: a database of its own all the same (a
@@ -188,7 +188,7 @@ def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
         cur.close()
         host.busy = False
         raise
-    attached = _Attached(cur, alias, key, host)
+    attached = _Attached(cur, alias, host)
     try:
         cur.execute(f"USE {alias}")
     except BaseException:
@@ -255,8 +255,8 @@ class _Attached:
     fail, the in-memory database is closed, so the file is never left attached (DuckDB's
     lock on it held)."""
 
-    def __init__(self, cur, alias: str, key: str, host: _Host):
-        self._cur, self._alias, self._key, self._host = cur, alias, key, host
+    def __init__(self, cur, alias: str, host: _Host):
+        self._cur, self._alias, self._host = cur, alias, host
 
     def __getattr__(self, name: str):
         return getattr(self._cur, name)

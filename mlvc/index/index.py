@@ -317,7 +317,7 @@ class Index:
             writer = BulkWriter(*args, known=known)
         else:
             writer = Writer(*args)
-        # a server's threads would each make a database to attach to (db.attach_ro)
+        # a server's threads would contend for the process's one writing database (db.py)
         writer.attach = not self._keep
         return writer
 
@@ -447,9 +447,9 @@ class Index:
             raise
 
     def _connect_ro(self):
-        """A read-only connection, the file attached to this thread's reading database
-        (db.attach_ro: no DuckDB start, ~2 ms instead of ~30), but in a process of many
-        threads that keeps its readers (a server: a database for each thread would be)."""
+        """A read-only connection, the file attached to the process's reading database for
+        it (db.attach_ro: no DuckDB start, ~2 ms instead of ~30), but in a process of many
+        threads that keeps a reader of its own (a server, ``keep_readers``)."""
         return connect_ro(self.path) if self._keep else attach_ro(self.path)
 
     def _surely_behind(self) -> bool:

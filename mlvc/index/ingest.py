@@ -47,8 +47,8 @@ class Writer:
         self.refs = refs
         self.workers = workers
         self.kept: _Kept | None = None  # the new runs' rows, while an ingest applies the journal
-        # the index file attached to this thread's writing database (db.connect_rw), not
-        # opened as a database of its own: not for a process of many threads (a server)
+        # the index file attached to the process's writing database (db.connect_rw), not
+        # opened as a database of its own; a server's (Index.keep_readers) opens its own
         self.attach = True
 
     def _connect(self, path: Path | None = None):
