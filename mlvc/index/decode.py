@@ -213,10 +213,11 @@ def _without_series(final: list[tuple], summary) -> list[tuple]:
 
 
 def decode_runs(
-    store, schemas: dict, run_ids: list[str], max_points: int = 0
+    store, schemas: dict, run_ids: list[str], max_points: int = 0, check=None
 ) -> Iterator[tuple[dict, list, list]]:
     """Arrow tables of the rows of these runs, and the trees and envs they use: one batch,
     or several when ``max_points`` (if > 0) bounds the metric points a batch may hold.
+    ``check``: called before each run (it may raise to stop: ``Writer.give_way``).
 
     Pure but for reading the store, so worker processes can run it in parallel. Memory
     stays bounded by the batch: runs with 1,500 metrics of 100 steps each make 150,000
@@ -226,6 +227,8 @@ def decode_runs(
     oids = [ObjectId.parse(rid) for rid in run_ids]
     with no_gc():
         for oid, (run, series) in zip(oids, _read_ahead(store, oids), strict=True):
+            if check is not None:
+                check()
             decoder.add(oid, run, series)
             if max_points and decoder.points >= max_points:
                 yield decoder.batch()

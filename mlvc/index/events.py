@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "type", "timestamp", "run_id", "name", "data")
 UNSURE = "~"  # the folder's identity, when it had changed too recently to be trusted
+CHECK_EVERY = 64  # event files ``refresh`` reads between two calls of its ``check``
 
 
 def current(layout: Layout, stored: str | None) -> bool:
@@ -80,8 +81,10 @@ def _identity(fp: str) -> str | None:
     return None if folder in ("", UNSURE) else folder
 
 
-def refresh(con, layout: Layout, stored: str | None) -> str:
-    """Insert the journal's events the table lacks; returns the journal's fingerprint."""
+def refresh(con, layout: Layout, stored: str | None, check=None) -> str:
+    """Insert the journal's events the table lacks; returns the journal's fingerprint.
+    ``check``: called before each CHECK_EVERY event files read (it may raise to stop:
+    ``Writer.give_way``; many may wait, when reads of runs only left them)."""
     folder, settled = _folder(layout)
     if stored is not None and _identity(stored) == folder:
         return stored  # settled when noted, and untouched since: nothing to list
@@ -104,6 +107,8 @@ def refresh(con, layout: Layout, stored: str | None) -> str:
     for eid in candidates:
         if eid in held:
             continue
+        if check is not None and len(rows) % CHECK_EVERY == 0:
+            check()
         try:
             event = load(layout, eid)
         except FileNotFoundError:

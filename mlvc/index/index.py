@@ -25,7 +25,7 @@ from ..errors import IndexDamaged
 from . import schema
 from .db import REBUILT, attach_ro, connect_ro, connect_rw, query_errors, writable
 from .journal import UNSETTLED, Journal
-from .lock import IndexLock
+from .lock import GaveWay, IndexLock
 from .user_sql import check_read_only, interruptible
 
 if TYPE_CHECKING:
@@ -119,9 +119,10 @@ class Index:
         if kept is not None:
             kept.con.close()
 
-    def _kept_cursor(self):
-        """A cursor of the kept connection if the index is current, else None (the kept
-        connection closed when it is behind: the caller ingests, then a new one is kept).
+    def _kept_cursor(self, sql: str | None):
+        """A cursor of the kept connection if the index is current (for the read ``sql``),
+        else None (the kept connection closed when it is behind: the caller ingests, then a
+        new one is kept).
 
         The reader counts as a user of the connection in the same step that hands it over:
         counted only once its cursor was made, the idle release (another thread) could close
@@ -151,7 +152,7 @@ class Index:
                 if kept is not fresh:
                     con.close()
             cur = kept.con.cursor()
-            current = self._journal.current(cur, kept.meta)
+            current = self._journal.current(cur, kept.meta, sql)
         except duckdb.Error:
             pass  # not current: the caller's writer path decides
         finally:
@@ -205,7 +206,9 @@ class Index:
         if self.settings.index_sync != "inline" and self._spawn_worker(fd):
             return True
         try:
-            self._writer(known).ingest()
+            self._writer(known, give_way=True).ingest()
+            return True
+        except GaveWay:  # a reader waits: it ingests the run
             return True
         except Exception as e:  # the run is committed either way: a reader will report this
             log.warning("could not update the index (the next query will retry): %s", e)
@@ -245,7 +248,9 @@ class Index:
             if fd is None:
                 return False
             try:
-                self._writer().ingest()
+                self._writer(give_way=True).ingest()
+            except GaveWay:  # a reader waits: it ingests what is journalled
+                return True
             finally:
                 os.close(fd)
             if time.monotonic() >= deadline or not self.runs_journalled():
@@ -284,30 +289,35 @@ class Index:
         finally:
             os.close(fd)
 
-    def _ingest_for_reading(self) -> int:
-        """Ingest what is pending, then keep the lock, shared: returns its fd. A reader that
-        let the lock go between its ingest and its read could wait there for a committer's
-        whole ingest (the worker it starts holds the lock from its start-up on)."""
+    def _ingest_for_reading(self, sql: str | None) -> int:
+        """Ingest what is pending (for the read ``sql``: ``connect_readonly``), then keep the
+        lock, shared: returns its fd. A reader that let the lock go between its ingest and
+        its read could wait there for a committer's whole ingest (the worker it starts holds
+        the lock from its start-up on)."""
         fd = self.lock.take_or_raise(exclusive=True)
         try:
             self._drop_kept()
-            self._write_locked(rebuild=False)
+            self._write_locked(rebuild=False, reading=sql)
             self.lock.downgrade(fd)
         except BaseException:
             os.close(fd)
             raise
         return fd
 
-    def _write_locked(self, rebuild: bool) -> None:
-        """Rebuild the index (if asked), then ingest the journal; the exclusive lock is held."""
+    def _write_locked(self, rebuild: bool, reading: str | None = None) -> None:
+        """Rebuild the index (if asked), then ingest the journal (for the read ``reading``,
+        if one waits: ``connect_readonly``); the exclusive lock is held."""
         with writable(self.dir):
             writer = self._writer()
+            writer.reading = reading
             if rebuild:
                 writer.rebuild()
             if writer.ingest():
                 self._rebuilt_damaged = True
 
-    def _writer(self, known=None) -> Writer:
+    def _writer(self, known=None, give_way: bool = False) -> Writer:
+        """The index's writer (``known``: BulkWriter's); ``give_way``: a committer's, which
+        stops for a reader waiting for the lock (``Writer.give_way``)."""
         from .ingest import Writer
 
         args = (self.path, self._journal, self.store, self.refs, self.workers)
@@ -319,6 +329,8 @@ class Index:
             writer = Writer(*args)
         # a server's threads would contend for the process's one writing database (db.py)
         writer.attach = not self._keep
+        if give_way:
+            writer.wanted = self.lock.wanted
         return writer
 
     def _repair(self) -> None:
@@ -345,7 +357,7 @@ class Index:
     def _query(self, sql: str):
         import pyarrow as pa
 
-        with self.connect_readonly() as con, interruptible(con), query_errors():
+        with self.connect_readonly(sql) as con, interruptible(con), query_errors():
             check_read_only(sql, con)
             rel = con.sql(sql)
             return pa.table({}) if rel is None else rel.to_arrow_table()
@@ -355,7 +367,7 @@ class Index:
         for attempt in (0, 1):
             started = False
             try:
-                with self.connect_readonly() as con, query_errors():
+                with self.connect_readonly(sql) as con, query_errors():
                     check_read_only(sql, con)
                     rel = con.sql(sql)
                     if rel is None:
@@ -396,14 +408,17 @@ class Index:
         return []
 
     @contextmanager
-    def connect_readonly(self):
+    def connect_readonly(self, sql: str | None = None):
         """A read-only DuckDB connection to an up-to-date index, under the shared lock.
 
         Pending runs are ingested first, unless this thread already holds a reader (then the
-        index is read as that reader sees it). Closing the ``with`` block closes the
+        index is read as that reader sees it). ``sql``: the read to be made, if that is all:
+        when it names only tables the run journal keeps current (not ``refs``, ``events``,
+        the model tables: ``journal.runs_only``), names, tags, models and events changed
+        since are left for a read that names them. Closing the ``with`` block closes the
         connection and releases the lock; keep it short, since writers wait for it.
         """
-        fd, con, kept = self._open_for_reading()
+        fd, con, kept = self._open_for_reading(sql)
         try:
             with self.lock.reader():
                 yield con
@@ -413,9 +428,9 @@ class Index:
                 self._kept_done()
             os.close(fd)
 
-    def _open_for_reading(self):
+    def _open_for_reading(self, sql: str | None):
         """(lock fd, read-only connection, whether it is a kept connection's cursor),
-        ingesting first when the index is behind."""
+        ingesting first when the index is behind (for the read ``sql``)."""
         nested = self.lock.held_here()
         # behind for sure (no DuckDB open to learn it): straight to the exclusive lock, so
         # as not to wait for it twice (first shared, then again for an ingest started between)
@@ -424,7 +439,7 @@ class Index:
             fd = self.lock.take_or_raise(exclusive=False)
             try:
                 if self._keep and not nested:
-                    con = self._kept_cursor()
+                    con = self._kept_cursor(sql)
                     if con is not None:
                         return fd, con, True
                 if nested:
@@ -432,14 +447,14 @@ class Index:
                 elif self._keep and self._surely_behind():  # not asked above
                     con = None
                 else:
-                    con = self._open_if_current()
+                    con = self._open_if_current(sql)
             except BaseException:
                 os.close(fd)
                 raise
             if con is not None:
                 return fd, con, False
             os.close(fd)
-        fd = self._ingest_for_reading()
+        fd = self._ingest_for_reading(sql)
         try:
             return fd, self._connect_ro(), False
         except BaseException:
@@ -461,8 +476,9 @@ class Index:
             return True
         return self.runs_journalled()
 
-    def _open_if_current(self):
-        """A read-only connection if the index needs no ingest, else None."""
+    def _open_if_current(self, sql: str | None):
+        """A read-only connection if the index needs no ingest (for the read ``sql``), else
+        None."""
         import duckdb
 
         if not self.path.exists():
@@ -472,7 +488,7 @@ class Index:
         except duckdb.Error:
             return None  # damaged or foreign-locked: the writer path decides
         try:
-            current = self._journal.current(con, schema.read_meta(con))
+            current = self._journal.current(con, schema.read_meta(con), sql)
         except duckdb.Error:
             current = False
         except BaseException:  # Ctrl-C while it lists the refs: no connection left open

@@ -23,7 +23,8 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import REF_KINDS, Journal, ref_changes, settle_ns, settled
+from .journal import REF_KINDS, Journal, ref_changes, runs_only, settle_ns, settled
+from .lock import GaveWay
 from .series import write_levels as series_levels
 from .user_sql import first_line
 
@@ -50,6 +51,20 @@ class Writer:
         # the index file attached to the process's writing database (db.connect_rw), not
         # opened as a database of its own; a server's (Index.keep_readers) opens its own
         self.attach = True
+        # the SQL of the read this ingest is on the way to (Index.connect_readonly): a read
+        # of runs only leaves the named refs and events to a later ingest (journal.runs_only)
+        self.reading: str | None = None
+        # whether a reader waits for the lock (IndexLock.wanted), for an ingest that gives
+        # way to one (a committer's: ``give_way``); None for a reader's own
+        self.wanted = None
+
+    def give_way(self) -> None:
+        """Between the steps of a committer's ingest (the index worker's, or an inline one):
+        stop if a reader waits for the lock. The reader would otherwise wait for the rest of
+        it, run at the committers' share of the CPU (in a storm of commits, ~1 s), then
+        ingest the runs journalled meanwhile itself; it ingests them all at once instead."""
+        if self.wanted is not None and self.wanted():
+            raise GaveWay
 
     def _connect(self, path: Path | None = None):
         # a rebuild's file (``path``) in a database of its own: its settings stay there
@@ -61,6 +76,7 @@ class Writer:
         rebuilt first, and so is a damaged one (with a warning; then True)."""
         import duckdb
 
+        self.give_way()  # a reader waited for the lock already
         con, was_damaged, meta = None, False, None
         if self.path.exists():
             try:
@@ -147,14 +163,16 @@ class Writer:
         """Ingest and drop what the journal says, in one transaction; returns entries done.
         ``meta``: the index's, if the caller has just read it."""
         entries = self.journal.entries()
-        fingerprint = self.journal.refs_fingerprint()
+        only_runs = runs_only(con, self.reading)
+        fingerprint = None if only_runs else self.journal.refs_fingerprint()
         meta = schema.read_meta(con) if meta is None else meta
-        if (
-            not entries
-            and self.journal.events_current(meta.get("events_fingerprint"))
+        if not entries and (
+            only_runs
+            or self.journal.events_current(meta.get("events_fingerprint"))
             and self.journal.refs_current(con, meta.get("refs_fingerprint"), fingerprint)
         ):
             return []
+        self.give_way()
         actionable = self.journal.actionable(con, entries)
         has_ref = {e.oid: self.refs.has_run(e.oid) for e in actionable}
         held = schema.indexed(con, [e.oid.hex for e in actionable])  # one probe for both
@@ -167,6 +185,7 @@ class Writer:
                 _delete_runs(con, dropped)
             self._insert_runs(con, new)
             self._finish(con, fingerprint, [oid.hex for oid in new], dropped, meta)
+            self.give_way()  # the last step it can stop at: past it, the commit checkpoints
             con.commit()
         except BaseException:
             con.rollback()
@@ -188,8 +207,11 @@ class Writer:
         with pool.Workers(n, fork=False) if n else contextlib.nullcontext(workers) as workers:
             if workers is not None:
                 decoded = workers.map(requests)
-            else:
-                decoded = itertools.chain.from_iterable(decode_runs(*r) for r in requests)
+            else:  # a committer's ingest gives way between runs (not a rebuild's)
+                check = self.give_way if self.kept is not None else None
+                decoded = itertools.chain.from_iterable(
+                    decode_runs(*r, check=check) for r in requests
+                )
             with no_gc(), _one_thread(con, workers is not None):
                 self._insert_decoded(con, schemas, decoded, _Seen(con, fresh))
 
@@ -197,17 +219,19 @@ class Writer:
         """Insert the batches ``decode_runs`` yields, with the trees and envs ``seen`` has not
         met yet, keeping each batch's tables for runs_wide when asked."""
         for tables, trees, envs in decoded:
-            if self.kept is not None:
+            if self.kept is not None:  # applying the journal (not a rebuild)
+                self.give_way()
                 self.kept.add(tables)
             _insert_tables(con, tables)
             new_trees = seen.new(trees, "tree_files", "tree_id")
             new_envs = seen.new(envs, "env_packages", "env_id")
             _insert_tables(con, shared_rows(self.store, schemas, new_trees, new_envs))
 
-    def _finish(self, con, fingerprint: str, new: list[str], dropped: list[str], stored: dict):
-        """Refresh what depends on the whole index: refs, model tables, runs_wide, and the
-        entries of ``meta`` (``stored``: as read at the start) that changed."""
-        meta = self._shared(con, fingerprint, stored)
+    def _finish(self, con, fingerprint, new: list[str], dropped: list[str], stored: dict):
+        """Refresh what depends on the whole index: refs, model tables and events (unless
+        ``fingerprint`` is None: a read of runs only), runs_wide, and the entries of ``meta``
+        (``stored``: as read at the start) that changed."""
+        meta = {} if fingerprint is None else self._shared(con, fingerprint, stored)
         if new or dropped:
             rows = self.kept.tables(con) if self.kept is not None else None
             meta["runs_wide"] = wide.refresh(con, stored.get("runs_wide"), new, bool(dropped), rows)
@@ -220,9 +244,14 @@ class Writer:
         ``meta``."""
         stored = schema.read_meta(con) if stored is None else stored
         if settled(stored.get("refs_fingerprint")) != fingerprint:
+            if self.kept is not None:
+                self.give_way()
             refresh_refs(con, self.refs)
             models.refresh(con, self.refs, self.store)
-        events_fp = events.refresh(con, self.journal.layout, stored.get("events_fingerprint"))
+        check = self.give_way if self.kept is not None else None
+        events_fp = events.refresh(
+            con, self.journal.layout, stored.get("events_fingerprint"), check
+        )
         return {"refs_fingerprint": fingerprint, "events_fingerprint": events_fp}
 
 

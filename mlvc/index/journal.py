@@ -28,6 +28,7 @@ from ..core.localfs import is_local
 from ..refs.store import text_name
 from . import schema
 from .schema import indexed
+from .user_sql import tables_read
 
 ABANDONED_AFTER = 600.0  # a journal entry without a ref this old is a commit that died
 REFS_SETTLE_NS = 2_000_000_000  # directory mtimes are coarse: recheck refs changed this recently
@@ -97,12 +98,16 @@ class Journal:
 
         return current(self.layout, stored)
 
-    def current(self, con, meta: dict[str, str]) -> bool:
-        """Whether an index with ``meta`` (read on ``con``) needs no ingest now."""
+    def current(self, con, meta: dict[str, str], sql: str | None = None) -> bool:
+        """Whether an index with ``meta`` (read on ``con``) needs no ingest now, for the read
+        ``sql`` (one of runs only needs none of the named refs or events: ``runs_only``)."""
         return (
             schema.is_current(meta)
-            and self.events_current(meta.get("events_fingerprint"))
-            and self.refs_current(con, meta.get("refs_fingerprint"))
+            and (
+                self.events_current(meta.get("events_fingerprint"))
+                and self.refs_current(con, meta.get("refs_fingerprint"))
+                or runs_only(con, sql)
+            )
             and not self.actionable(con, self.entries())
         )
 
@@ -158,6 +163,19 @@ class Journal:
         elif recent[0]:
             fp += RECENT
         return fp
+
+
+def runs_only(con, sql: str | None) -> bool:
+    """Whether the read ``sql`` (None: reads of every kind) reads only tables the run journal
+    keeps current, as DuckDB parses it on ``con``: then an ingest on its way applies the
+    journal and leaves names, tags, the model registry and the events to the next read that
+    names their tables (``schema.NOT_JOURNALLED``) or the index worker. During a stream of
+    named commits those refreshes were two fifths of a reader's ingest (a ``stat`` a name,
+    a listing of the event folder, three more tables to checkpoint)."""
+    if sql is None:
+        return False
+    names = tables_read(sql, con)
+    return names is not None and not names & schema.NOT_JOURNALLED
 
 
 def settle_ns(mlvc_dir) -> int:

@@ -38,6 +38,11 @@ WANTED = "index.wanted"  # the folder of markers of waiting readers, in .mlvc
 _readers: ContextVar[tuple[str, ...]] = ContextVar("mlvc_index_readers", default=())
 
 
+class GaveWay(Exception):
+    """A committer's ingest stopped for a reader waiting for the lock (``Writer.give_way``):
+    its transaction is rolled back and its journal entries stay, for that reader."""
+
+
 class IndexLock:
     """The flock of one index: ``path``, created in ``folder`` when missing."""
 

@@ -97,6 +97,13 @@ RUN_TABLES = (
 # Tables filled row by row (their DDL fixes each row's column order): per run, and shared.
 RUN_ROWS = ("runs", "params", "metrics", "tags", "ingest_errors", "live_keys")
 SHARED_ROWS = ("tree_files", "env_packages", "ingest_errors")
+# Tables (and the view over some) an ingest brings up to date from the named refs, the model
+# registry and the event journal rather than from the run journal: a read that names none of
+# them needs only the journalled runs ingested (``journal.runs_only``).
+NOT_JOURNALLED = frozenset({
+    "meta", "refs", "ref_files", "events", "provenance",
+    "model_versions", "model_aliases", "model_alias_log", "model_files",
+})  # fmt: skip
 # Tables whose Arrow schemas a decoder needs (decode.py): those above, and metric_summary.
 DECODED = (*RUN_ROWS, "metric_summary", *SHARED_ROWS)
 

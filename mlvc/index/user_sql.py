@@ -8,6 +8,7 @@ file) abort the whole process from inside DuckDB instead of raising an error.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from ..errors import QueryError
 from .schema import ident, lit  # quoting user values into SQL: re-exported for other layers
 
-__all__ = ["check_read_only", "first_line", "ident", "interruptible", "lit"]
+__all__ = ["check_read_only", "first_line", "ident", "interruptible", "lit", "tables_read"]
 
 # Statement types (DuckDB's parser) that only read. SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM
 # and WITH parse as SELECT; EXPLAIN is checked by what it explains.
@@ -78,6 +79,59 @@ def _check(parser, kind: str, text: str) -> None:
         return
     word = (text.split() or [kind])[0].upper()
     raise QueryError(f"{word} statements are refused: queries only read ({ALLOWED})")
+
+
+def tables_read(sql: str, con) -> frozenset[str] | None:
+    """The names of the tables and views ``sql`` reads (lowercase), from DuckDB's parse tree
+    (``json_serialize_sql``: parsed on ``con``, nothing bound, opened or run); None when
+    that does not tell: a statement other than a SELECT (PIVOT, EXPLAIN, PRAGMA), or a table
+    function (``query_table`` and ``query`` name their tables only when they run). A common
+    table expression counts as a table of its name. Remembered by the text for the process
+    (DuckDB's first ``json_serialize_sql`` on a connection costs ~5 ms; the read it decides
+    for is often the same one again, a dashboard's)."""
+    import duckdb
+
+    names = _TABLES_READ.get(sql, _UNKNOWN)
+    if names is not _UNKNOWN:
+        return names
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+    except (duckdb.Error, TypeError, ValueError):
+        return None  # not remembered: the next connection may parse it (an interrupt)
+    names = _names_read(tree)
+    if len(sql) > TABLES_READ_TEXT:
+        return names
+    with _TABLES_READ_LOCK:
+        if len(_TABLES_READ) >= TABLES_READ_KEPT:
+            _TABLES_READ.pop(next(iter(_TABLES_READ)))
+        _TABLES_READ[sql] = names
+    return names
+
+
+TABLES_READ_KEPT = 256  # reads whose tables ``tables_read`` remembers, the oldest forgotten
+TABLES_READ_TEXT = 20_000  # ... each of at most this many characters
+_UNKNOWN = object()
+_TABLES_READ: dict[str, frozenset[str] | None] = {}
+_TABLES_READ_LOCK = threading.Lock()
+
+
+def _names_read(tree) -> frozenset[str] | None:
+    """``tables_read`` of a parse tree as ``json_serialize_sql`` gives it."""
+    if not isinstance(tree, dict) or tree.get("error") is not False:
+        return None
+    names, nodes = set(), [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, list):
+            nodes.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "TABLE_FUNCTION":
+                return None
+            if kind == "BASE_TABLE":
+                names.add(str(node.get("table_name")).lower())
+            nodes.extend(node.values())
+    return frozenset(names)
 
 
 def first_line(e: BaseException) -> str:

@@ -3,10 +3,11 @@
 A committer that finds no worker alive takes ``.mlvc/index.worker.lock`` (non-blocking),
 hands the locked descriptor to this process and returns at once: the flock belongs to the
 open file description, so it stays held until the worker exits, and commits meanwhile
-start no other worker. The worker takes the index lock itself, once its imports are done
-(a process start costs more CPU than a small ingest, and readers used to wait for it),
-ingests, and again while runs are journalled, for a few seconds at most; it stops as soon
-as a reader waits for the index lock (that reader ingests). Failures are appended to
+start no other worker. The worker takes the index lock itself, once its imports are done and
+its DuckDB database is started (a process start costs more CPU than a small ingest, and
+readers used to wait for it), ingests, and again while runs are journalled, for a few
+seconds at most; it stops as soon as a reader waits for the index lock, between two steps
+of an ingest if need be (``Writer.give_way``: that reader ingests). Failures are appended to
 ``.mlvc/logs/index-worker.log``; the journal keeps the runs for the next reader.
 
 Usage (internal): ``python -m mlvc.index.worker PROJECT_ROOT WORKER_LOCK_FD``
@@ -38,10 +39,13 @@ def main(root: str, fd: int) -> int:
     from ..core.settings import Settings
     from ..refs.store import RefStore
     from ..store.pack.store import PackedStore
+    from .db import start_writing
     from .decode import arrow_without_pandas
     from .index import Index
+    from .ingest import Writer  # noqa: F401 (imported before the lock is taken, as below)
 
     arrow_without_pandas()
+    start_writing()  # a reader that waits for the lock waits for none of this
     layout = Layout.of(root)
     try:
         store = PackedStore(layout.objects, layout.tmp)
