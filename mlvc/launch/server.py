@@ -9,8 +9,11 @@ exit status before it ends.
 
 The server stays single-threaded (a fork copies only the forking thread; a lock another
 thread held would stay held in the child forever), so it preloads nothing that starts a
-thread: not pyarrow or numpy, which a command imports itself when it needs them (duckdb
-starts none before it opens a database).
+thread (duckdb starts none before it opens a database). numpy and pyarrow do start one at
+import (OpenBLAS's pool, jemalloc's purger): they are imported with those turned off by
+their environment variables (``load_modules``). Should one start a thread all the same (a
+build that ignores them), the server starts again without them, which its commands then
+import themselves.
 """
 
 from __future__ import annotations
@@ -44,9 +47,64 @@ PRELOAD = (
     *("mlvc.capture.env", "mlvc.capture.git", "mlvc.capture.files", "mlvc.store.typed"),
     *("mlvc.core.ipc", "mlvc.core.series_blob", "mlvc.core.spawn", "mlvc.store.locks"),
     *("mlvc.workspace.statcache", "mlvc.events.pre", "mlvc.index.worker", "shutil", "tomllib"),
+    # what a read's ingest on the way imports (mlvc query, after commits)
+    *("mlvc.index.ingest", "mlvc.index.events", "mlvc.index.models", "mlvc.index.wide"),
+    *("mlvc.index.series", "mlvc.index.summary", "mlvc.index.pool", "mlvc.refs.registry"),
     # starts no thread before a database is opened: a query's fork imported it (~0.1 s of CPU)
     "duckdb",
 )
+# Imported after PRELOAD with THREADLESS set (then the environment as it was): a query's fork
+# imported them itself, ~0.15 s of CPU quiet and ~0.3 s under load, more than its ingest.
+PRELOAD_THREADLESS = (
+    "numpy",
+    "numpy.ma",
+    "pyarrow",
+    "pyarrow.compute",
+    "pyarrow.ipc",
+    "pyarrow.csv",
+)
+THREADLESS = {
+    "OPENBLAS_NUM_THREADS": "1",  # numpy's OpenBLAS starts a thread a core at import
+    "OMP_NUM_THREADS": "1",  # ... as does a BLAS built on OpenMP
+    "MKL_NUM_THREADS": "1",
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",  # pyarrow's jemalloc's purger
+}
+CORE_ONLY = "MLVC_DAEMON_PRELOAD"  # "core": without PRELOAD_THREADLESS (set for a restart)
+
+
+class Threaded(RuntimeError):
+    """PRELOAD_THREADLESS started a thread all the same: the server starts again without."""
+
+
+def load_modules() -> None:
+    """Import what the server's commands use (PRELOAD, then PRELOAD_THREADLESS unless
+    CORE_ONLY says not), leaving this process one thread and its environment as it was."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    if _threads() > 1:  # a fork would copy one thread of several
+        raise RuntimeError("a preloaded module started a thread")
+    if os.environ.get(CORE_ONLY) == "core":
+        return
+    saved = {k: os.environ.get(k) for k in THREADLESS}
+    os.environ.update(THREADLESS)
+    try:
+        for name in PRELOAD_THREADLESS:
+            importlib.import_module(name)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if _threads() > 1:
+        raise Threaded(f"preloading {', '.join(PRELOAD_THREADLESS)} started a thread")
+    from ..index.index import command_process
+
+    command_process()  # pyarrow's probe for pandas made here once: no command hands it any
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
 
 
 class Request:
@@ -102,10 +160,7 @@ class Server:
         return True
 
     def preload(self) -> None:
-        for name in PRELOAD:
-            importlib.import_module(name)
-        if len(os.listdir("/proc/self/task")) > 1:  # a fork would copy one thread of several
-            raise RuntimeError("a preloaded module started a thread")
+        load_modules()
         paths = [
             sys.executable,
             *(getattr(m, "__file__", None) for m in list(sys.modules.values())),
@@ -561,6 +616,11 @@ def main(path: str, idle: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
     try:
         server.preload()
+    except Threaded as e:  # this process cannot fork safely: it starts again, without them
+        append_log_line(server.log, f"{e}; starting again without them")
+        server.close_listener()
+        os.environ[CORE_ONLY] = "core"
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     except Exception:
         append_log_line(server.log, None)  # the traceback
         server.close_listener()

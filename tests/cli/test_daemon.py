@@ -300,18 +300,69 @@ def test_run_requests_round_trip(argv, environ, path, ignored):
     assert 0 <= run.umask <= 0o777
 
 
-def test_the_server_preloads_every_command_module_and_no_thread():
+def test_the_server_preloads_every_command_module_numpy_and_pyarrow_and_no_thread():
+    """numpy and pyarrow too (a query's fork imported them: ~0.15 s of CPU), with the threads
+    they start at import turned off while they load, and the user's settings left as set."""
     code = (
-        "import importlib, os, sys\n"
-        "from mlvc.launch.server import PRELOAD\n"
-        "for m in PRELOAD: importlib.import_module(m)\n"
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "from mlvc.launch.server import PRELOAD, load_modules\n"
+        "load_modules()\n"
         "from mlvc.cli import COMMAND_MODULES\n"
         "print(sorted(set(COMMAND_MODULES.values()) - {m[9:] for m in PRELOAD if m.startswith('mlvc.cli.')}))\n"
         "print(sorted(m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules))\n"
         "print(len(os.listdir('/proc/self/task')))\n"
+        "print(dict(os.environ) == before)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:3] == ["[]", "[]", "1"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}  # a user's own: a pool of two threads
+    env.pop("JE_ARROW_MALLOC_CONF", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split("\n")[:4] == ["[]", "['numpy', 'pyarrow']", "1", "True"]
+
+
+THREAD_AT_IMPORT = """
+import threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+"""
+
+
+def test_a_server_whose_preload_starts_a_thread_starts_again_without_it(project, env, tmp_path):
+    """A build of numpy or pyarrow that starts a thread whatever its environment says: the
+    server cannot fork safely, so it starts again (the same command line) without them, and
+    serves."""
+    (tmp_path / "starts_a_thread.py").write_text(THREAD_AT_IMPORT)
+    path = cmdserver.address(env)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    code = (
+        "import sys\n"
+        "import mlvc.launch.server as server\n"
+        "server.PRELOAD_THREADLESS += ('starts_a_thread',)\n"
+        "sys.exit(server.main(sys.argv[1], '60'))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, path],
+        env={**env, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while mlvc_run(env, "daemon", "status").returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        before = served(env)
+        out = mlvc_run(env, "query", "--format", "csv", "SELECT 41 + 1 AS n")
+        assert (out.returncode, out.stdout, out.stderr) == (0, '"n"\n42\n', "")
+        assert served(env) == before + 1
+        log = Path(cmdserver.log_path(path)).read_text()
+        assert "started a thread; starting again without them" in log
+        assert mlvc_run(env, "daemon", "stop").returncode == 0
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_launcher_whose_server_dies_waits_for_its_command(project, env):
