@@ -90,7 +90,7 @@ class PackIndex:
             raise PackError(f"index {self.path} is damaged ({e})") from None
         if self.end + 32 != size or self.fanout[255] != self.count:
             raise PackError(f"index {self.path} is truncated or damaged")
-        self.usable = [self._pack_ok(i) for i in range(npacks)]
+        self.usable = _Usable(self)
 
     def _pack_ok(self, i: int) -> bool:
         try:
@@ -237,3 +237,26 @@ def write_all(fd: int, parts: list) -> None:
             i += 1
         if n:
             views[i] = views[i][n:]
+
+
+class _Usable:
+    """Whether each pack an index names (by number) is there and as long as indexed, asked of
+    the file system when first needed, then remembered. Asked of every pack when an index
+    opened, it cost a process one ``stat`` a pack before its first read: a pack a commit,
+    ~65 ms at 2,400 runs, where a reader reads a few."""
+
+    def __init__(self, index: PackIndex):
+        self._index = index
+        self._known: dict[int, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self._index.packs)
+
+    def __getitem__(self, i: int) -> bool:
+        known = self._known.get(i)
+        if known is None:
+            known = self._known[i] = self._index._pack_ok(i)
+        return known
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))

@@ -405,14 +405,21 @@ class PackedStore(LocalStore):
             # look then lists once more, no harm)
             _names, opened = open_listed(self.pack_dir, self._indexes)
             indexes = {n: i for n, i in opened.items() if isinstance(i, PackIndex)}
-            # biggest first; an index whose usable packs are all covered already adds nothing
-            covered: set[str] = set()
-            order = []
+            # biggest first; an index whose usable packs are all covered already adds nothing.
+            # Asked pack by pack, a pack an index in the order names first (PackIndex.usable
+            # asks the file system only then): an index of packs no other names is in after
+            # one ``stat``, not one a pack.
+            order: list[PackIndex] = []
+            named: dict[str, list[tuple[PackIndex, int]]] = {}  # by the indexes in order
+
+            def covered(pack: str) -> bool:
+                return any(j.usable[k] for j, k in named.get(pack, ()))
+
             for idx in sorted(indexes.values(), key=lambda i: -i.count):
-                usable = {p for i, p in enumerate(idx.packs) if idx.usable[i]}
-                if not usable <= covered:
+                if any(not covered(p) and idx.usable[i] for i, p in enumerate(idx.packs)):
                     order.append(idx)
-                    covered.update(usable)
+                    for i, p in enumerate(idx.packs):
+                        named.setdefault(p, []).append((idx, i))
             self._indexes, self._order, self._stamp = indexes, order, stamp
             self._loose = any(len(n) == 2 for n in _listdir(self.root))
 
