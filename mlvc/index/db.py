@@ -77,17 +77,19 @@ def connect_rw(path: Path, shown: Path | None = None, fresh: bool = False):
     """A read-write connection; only ever called under the exclusive index lock.
     ``shown``: the path to name if another program holds DuckDB's own lock on it.
 
-    The file is attached to this process's writing database (``_attach``), not opened as a
-    database of its own: starting a DuckDB database costs ~18 ms of CPU, attaching a file to
-    a running one ~1.5 ms, and an ingest a reader makes on its way to an answer opened one
-    each time (a sixth of its CPU). ``fresh``: a database of its own all the same (a
-    rebuild, whose settings must not outlive it and which forks before it opens DuckDB)."""
+    The file is attached to this process's database for it (``_attach``, ``_index_db``),
+    not opened as a database of its own: starting a DuckDB database costs ~18 ms of CPU
+    (~45 ms in a fork of the command server), attaching a file to a running one ~1.5 ms, and
+    an ingest a reader makes on its way to an answer opened one each time (a sixth of its
+    CPU). The reader's read after it attaches the file to the same database. ``fresh``: a
+    database of its own all the same (a rebuild, whose settings must not outlive it and
+    which forks before it opens DuckDB)."""
     import duckdb
 
     deadline = time.monotonic() + KEPT_WAIT
     while True:
         try:
-            con = None if fresh else _attach(WRITER, path, _writing_db)
+            con = None if fresh else _attach(str(path), path, lambda: _index_db(path))
             if con is None:
                 con = duckdb.connect(str(path))
                 con.execute("SET TimeZone = 'UTC'")
@@ -105,49 +107,45 @@ def connect_rw(path: Path, shown: Path | None = None, fresh: bool = False):
             time.sleep(0.02)
 
 
-WRITER = "writer"  # the key of the database for writing; a reader's is the index path
-READERS_KEPT = 4  # reading databases kept (one an index file) beside the writing one
+KEPT = 4  # databases this process keeps, one an index file, the least recently used closed
 
 
 def attach_ro(path: Path):
     """A read-only connection for readers (user SQL included), like ``connect_ro``'s, made by
-    attaching the file to this process's reading database for it (``_attach``): external
-    access off but for the file itself, its WAL and its spill folder, and the configuration
-    locked, as a database of its own would be."""
-    key = str(path)
-
-    def make():
-        import duckdb
-
-        con = duckdb.connect(":memory:")
-        spill = f"{path}.tmp"  # where DuckDB spills for a database of its own
-        _lock(
-            con,
-            f"SET allowed_paths = [{_quoted(key)}, {_quoted(key + '.wal')}]",
-            f"SET temp_directory = {_quoted(spill)}",
-            f"SET allowed_directories = [{_quoted(spill + os.sep)}]",
-            "SET enable_external_access = false",
-        )
-        return con
-
-    return _attach(key, path, make, "(READ_ONLY)") or connect_ro(path)
+    attaching the file to this process's database for it (``_attach``, ``_index_db``)."""
+    return _attach(str(path), path, lambda: _index_db(path), "(READ_ONLY)") or connect_ro(path)
 
 
-def start_writing() -> None:
-    """Start this process's writing database now, not on the first ``connect_rw`` (the index
-    worker, before it takes the lock: starting one costs ~18 ms of CPU, ~0.1 s of wall at a
-    committer's share of a loaded machine, which a reader would wait for)."""
-    with _HOSTS_LOCK:
-        if WRITER not in _HOSTS:
-            _HOSTS[WRITER] = _Host(_writing_db())
-
-
-def _writing_db():
+def _index_db(path: Path):
+    """An in-memory database for the index file ``path``, as locked as a reader's database of
+    its own: no file but the index, its WAL (and the WAL's checkpoint file, which a writer's
+    checkpoint makes) and its spill folder, and the configuration locked. Writers attach
+    the file to it read-write (their SQL is mlvc's own), readers read-only."""
     import duckdb
 
+    key = str(path)
     con = duckdb.connect(":memory:")
-    con.execute("SET GLOBAL TimeZone = 'UTC'")  # for its cursors too
+    spill = f"{path}.tmp"  # where DuckDB spills for a database of its own
+    files = ", ".join(_quoted(key + end) for end in ("", ".wal", ".wal.checkpoint"))
+    _lock(
+        con,
+        f"SET allowed_paths = [{files}]",
+        f"SET temp_directory = {_quoted(spill)}",
+        f"SET allowed_directories = [{_quoted(spill + os.sep)}]",
+        "SET enable_external_access = false",
+    )
     return con
+
+
+def start(path: Path) -> None:
+    """Start this process's database for the index file ``path`` now, not on the first
+    connection (the index worker, before it takes the lock: starting one costs ~18 ms of
+    CPU, ~0.1 s of wall at a committer's share of a loaded machine, which a reader would
+    wait for)."""
+    key = str(path)
+    with _HOSTS_LOCK:
+        if key not in _HOSTS:
+            _HOSTS[key] = _Host(_index_db(path))
 
 
 class _Host:
@@ -167,8 +165,8 @@ def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
     """``path`` attached to this process's in-memory database ``key`` (made by ``make`` if
     missing), under its file name's stem as a database of its own would be named, as the
     default database of a new cursor; None if that database is in use (by another thread,
-    or another connection of this one: the caller opens a database of its own). Reading
-    databases not in use past READERS_KEPT are closed, least recently used first."""
+    or another connection of this one: the caller opens a database of its own). Databases
+    not in use past KEPT are closed, least recently used first."""
     with _HOSTS_LOCK:
         if _HOSTS_PID[0] != os.getpid():  # forked by a path that ran no fork hook
             _inherited()
@@ -181,9 +179,8 @@ def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
             del _HOSTS[key]
         _HOSTS[key] = host  # last: the most recently used
         host.busy = True
-        readers = [k for k in _HOSTS if k != WRITER]
-        idle = [k for k in readers if not _HOSTS[k].busy]
-        for k in idle[: len(readers) - READERS_KEPT]:
+        idle = [k for k in _HOSTS if not _HOSTS[k].busy]
+        for k in idle[: len(_HOSTS) - KEPT]:
             _HOSTS.pop(k).con.close()
     alias = ident(Path(path).stem)
     try:

@@ -327,7 +327,7 @@ class Index:
             writer = BulkWriter(*args, known=known)
         else:
             writer = Writer(*args)
-        # a server's threads would contend for the process's one writing database (db.py)
+        # a server's threads would contend for the process's one database for the index
         writer.attach = not self._keep
         if give_way:
             writer.wanted = self.lock.wanted

@@ -48,7 +48,7 @@ class Writer:
         self.refs = refs
         self.workers = workers
         self.kept: _Kept | None = None  # the new runs' rows, while an ingest applies the journal
-        # the index file attached to the process's writing database (db.connect_rw), not
+        # the index file attached to the process's database for it (db.connect_rw), not
         # opened as a database of its own; a server's (Index.keep_readers) opens its own
         self.attach = True
         # the SQL of the read this ingest is on the way to (Index.connect_readonly): a read
@@ -348,8 +348,8 @@ def _one_thread(con, one: bool):
     database open (a server). A failing reset never hides the error that ended the block."""
     import duckdb
 
-    if not one:
-        yield
+    if not one or con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+        yield  # (the process's database for the index: db._index_db, locked as a reader's)
         return
     con.execute("SET threads = 1")
     try:

@@ -39,14 +39,14 @@ def main(root: str, fd: int) -> int:
     from ..core.settings import Settings
     from ..refs.store import RefStore
     from ..store.pack.store import PackedStore
-    from .db import start_writing
+    from .db import start
     from .decode import arrow_without_pandas
     from .index import Index
     from .ingest import Writer  # noqa: F401 (imported before the lock is taken, as below)
 
     arrow_without_pandas()
-    start_writing()  # a reader that waits for the lock waits for none of this
     layout = Layout.of(root)
+    start(layout.index_db)  # a reader that waits for the lock waits for none of this
     try:
         store = PackedStore(layout.objects, layout.tmp)
         index = Index(layout.dir, store, RefStore(layout.dir), settings=Settings.from_env())

@@ -1,6 +1,7 @@
-"""Readers and writers attach the index file to an in-memory DuckDB database of their thread
-(db.attach_ro, db.connect_rw) instead of starting a database each time: what a reader's SQL
-sees and may do is what it was with a database of its own."""
+"""Readers and writers attach the index file to an in-memory DuckDB database their process
+keeps for it (db.attach_ro, db.connect_rw; one for both, locked as a reader's) instead of
+starting a database each time: what a reader's SQL sees and may do is what it was with a
+database of its own, and a writer writes as it did."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_index import commit, index_of, make_run
 
+import mlvc.index.pool
 from mlvc.api.repo import Repo
 from mlvc.errors import QueryError
 from mlvc.index import db, ingest
@@ -55,7 +57,7 @@ def test_user_sql_reads_no_file_but_the_index(repo):
 
 def test_a_process_reading_many_indexes_keeps_few_databases(tmp_path):
     repos = []
-    for k in range(db.READERS_KEPT + 3):
+    for k in range(db.KEPT + 3):
         repo = Repo.init(tmp_path / f"p{k}")
         for i in range(k % 3 + 1):
             commit(repo, make_run(repo, i))
@@ -63,8 +65,7 @@ def test_a_process_reading_many_indexes_keeps_few_databases(tmp_path):
     for _ in range(2):
         for k, repo in enumerate(repos):
             assert count(index_of(repo)) == k % 3 + 1
-            readers = [key for key in db._HOSTS if key != db.WRITER]
-            assert len(readers) <= db.READERS_KEPT
+            assert len(db._HOSTS) <= db.KEPT
 
 
 def test_two_readers_of_one_index_at_once_in_one_thread(repo):
@@ -95,6 +96,7 @@ FORKED = """
 import os, sys, threading
 sys.path[:0] = [{tests!r}]
 from test_index import commit, index_of, make_run
+import mlvc.index.pool
 from mlvc.api.repo import Repo
 
 repo = Repo({root!r})
@@ -167,3 +169,29 @@ def test_a_rebuild_forks_its_workers_after_reads_in_the_same_thread(repo, monkey
     assert index.rebuild() == 6
     assert len(forks) == 2
     assert index.query("SELECT id, name FROM runs ORDER BY id").to_pylist() == before
+
+
+def test_a_reader_ingests_many_runs_with_worker_processes_into_the_same_database(
+    repo, monkeypatch
+):
+    """A big ingest decodes in worker processes and asks DuckDB for one thread meanwhile; the
+    database it attaches the file to is locked as a reader's (no SET): it ingests with
+    DuckDB's threads as they are, and the read after it goes through the same database."""
+    commit(repo, make_run(repo, 0))  # the index is there: the runs below are journalled
+    for i in range(1, 7):
+        commit(repo, make_run(repo, i), ingest=False)
+    monkeypatch.setattr(ingest, "BATCH_RUNS", 2)
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_RUNS", 1)
+    started = []
+    workers = mlvc.index.pool.Workers.__init__
+
+    def starting(self, n, *args, **kw):
+        started.append(n)
+        workers(self, n, *args, **kw)
+
+    monkeypatch.setattr(mlvc.index.pool.Workers, "__init__", starting)
+    index = index_of(repo)
+    index.workers = 2
+    assert count(index) == 7
+    assert started == [2]
+    assert list(db._HOSTS) == [str(index.path)]  # one database: written, then read
