@@ -171,9 +171,7 @@ def test_a_rebuild_forks_its_workers_after_reads_in_the_same_thread(repo, monkey
     assert index.query("SELECT id, name FROM runs ORDER BY id").to_pylist() == before
 
 
-def test_a_reader_ingests_many_runs_with_worker_processes_into_the_same_database(
-    repo, monkeypatch
-):
+def test_a_reader_ingests_many_runs_with_worker_processes_into_the_same_database(repo, monkeypatch):
     """A big ingest decodes in worker processes and asks DuckDB for one thread meanwhile; the
     database it attaches the file to is locked as a reader's (no SET): it ingests with
     DuckDB's threads as they are, and the read after it goes through the same database."""
