@@ -96,7 +96,7 @@ def tables_read(sql: str, con) -> frozenset[str] | None:
         return names
     try:
         tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
-    except (duckdb.Error, TypeError, ValueError):
+    except (duckdb.Error, TypeError, ValueError, RecursionError):  # (a tree nested too deep)
         return None  # not remembered: the next connection may parse it (an interrupt)
     names = _names_read(tree)
     if len(sql) > TABLES_READ_TEXT:

@@ -158,6 +158,10 @@ def test_after_reads_of_runs_only_the_index_is_what_a_rebuild_makes(repo):
         ("SELECT * FROM query('SELECT * FROM refs')", None),
         ("SELECT * FROM read_csv('/etc/passwd')", None),
         ("this is not SQL", None),
+        # nested deeper than Python's JSON decoder goes: it raised RecursionError
+        pytest.param(
+            "SELECT * FROM " + "(SELECT * FROM " * 900 + "runs" + ") t" * 900, None, id="nested-900"
+        ),
     ],
 )
 def test_tables_read_names_what_a_read_reads(sql, names):
