@@ -19,6 +19,17 @@ def named(repo, name: str) -> str:
     return repo.commit(name, name=name, capture_code=False, capture_env=False)
 
 
+def journalled(repo, name: str) -> str:
+    """A named commit that finds the index lock taken (another ingest): its run stays
+    journalled."""
+    fd = os.open(repo.dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        return named(repo, name)
+    finally:
+        os.close(fd)
+
+
 def indexed_runs(repo) -> list[str]:
     """The runs in the index file as it is, read without any ingest."""
     con = duckdb.connect(str(repo.dir / "index.duckdb"), read_only=True)
@@ -78,12 +89,7 @@ def test_an_inline_commit_stops_its_ingest_for_a_reader(repo, reader_arrives):
 def test_the_index_worker_gives_way_and_ends(repo, reader_arrives, monkeypatch):
     a = named(repo, "a")
     monkeypatch.setenv("MLVC_INDEX_SYNC", "background")
-    fd = os.open(repo.dir / "index.lock", os.O_RDWR)  # the commit finds the lock taken
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        b = named(repo, "b")
-    finally:
-        os.close(fd)
+    b = journalled(repo, "b")
     reader_arrives.clear()
     reader_arrives.armed = True
     assert repo.index.ingest_as_worker(budget=60.0) is True  # what the worker process runs
@@ -97,12 +103,7 @@ def test_the_index_worker_gives_way_and_ends(repo, reader_arrives, monkeypatch):
 def test_a_readers_own_ingest_never_gives_way(repo, reader_arrives):
     """Another reader waiting behind it must not stop it: it would never answer."""
     a = named(repo, "a")
-    fd = os.open(repo.dir / "index.lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        b = named(repo, "b")
-    finally:
-        os.close(fd)
+    b = journalled(repo, "b")
     reader_arrives.clear()
     reader_arrives.armed = True
     rows = repo.query("SELECT name, run_id FROM refs ORDER BY name").to_pylist()
@@ -115,12 +116,7 @@ def test_the_worker_gives_way_while_it_reads_many_events(repo, monkeypatch):
     """Reads of runs only leave the events to the worker: in a storm many wait, and reading
     them all before it looks again kept a reader waiting over a second."""
     a = named(repo, "a")
-    fd = os.open(repo.dir / "index.lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        later = [named(repo, f"r{i}") for i in range(30)]
-    finally:
-        os.close(fd)
+    later = [journalled(repo, f"r{i}") for i in range(30)]
     monkeypatch.setattr(mlvc.index.events, "CHECK_EVERY", 4)
     repo.query("SELECT count(*) FROM runs")  # ingests the runs, leaves their events
     loads = []
