@@ -180,7 +180,7 @@ def _attach(key: str, path: Path, make, options: str = "") -> _Attached | None:
         _HOSTS[key] = host  # last: the most recently used
         host.busy = True
         idle = [k for k in _HOSTS if not _HOSTS[k].busy]
-        for k in idle[: len(_HOSTS) - KEPT]:
+        for k in idle[: max(0, len(_HOSTS) - KEPT)]:  # (a negative end would close some)
             _HOSTS.pop(k).con.close()
     alias = ident(Path(path).stem)
     try:
