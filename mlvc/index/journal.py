@@ -103,10 +103,10 @@ class Journal:
         ``sql`` (one of runs only needs none of the named refs or events: ``runs_only``)."""
         return (
             schema.is_current(meta)
-            and (
-                self.events_current(meta.get("events_fingerprint"))
+            and (  # the parse first: the other two list the event folder or stat each name
+                runs_only(con, sql)  # while those change, and the read reads neither
+                or self.events_current(meta.get("events_fingerprint"))
                 and self.refs_current(con, meta.get("refs_fingerprint"))
-                or runs_only(con, sql)
             )
             and not self.actionable(con, self.entries())
         )

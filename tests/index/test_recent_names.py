@@ -122,7 +122,7 @@ def test_ctrl_c_while_a_reader_checks_the_names_leaves_no_connection_open(
     connection open, and the next query and ingest of the process failed with DuckDB's
     "Can't open a connection to same database file with a different configuration"."""
     named(repo, "alpha")
-    repo.query("SELECT 1")
+    repo.query("SELECT count(*) FROM refs")
     real = mlvc.index.journal.refs_match
     calls = []
 
@@ -134,7 +134,7 @@ def test_ctrl_c_while_a_reader_checks_the_names_leaves_no_connection_open(
 
     monkeypatch.setattr(mlvc.index.journal, "refs_match", interrupted)
     with pytest.raises(KeyboardInterrupt) as caught:  # kept, as a REPL keeps the last one
-        repo.query("SELECT 1")
+        repo.query("SELECT count(*) FROM refs")
     second = named(repo, "beta")  # its ingest opens the file read-write
     rows = repo.query("SELECT name, run_id FROM refs WHERE name = 'beta'").to_pylist()
     assert rows == [{"name": "beta", "run_id": second}]
