@@ -299,15 +299,19 @@ def test_two_threads_logging_while_the_flusher_takes_keep_whole_points(repo, pat
         assert len(shared) >= n
 
 
-def test_a_million_calls_leak_nothing(path):
-    """RSS is flat over 1M points taken every 50,000, and over 100k refused calls."""
-    b = new_buffer(pure=path == "pure")
+LEAK_PROBE = textwrap.dedent(
+    """
+    import os, sys
+    from mlvc.errors import UsageError
+    from mlvc.runs.metricbuf import new_buffer
 
-    def rss() -> int:
+    b = new_buffer(pure=sys.argv[1] == "pure")
+
+    def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    def burst(points: int) -> None:
+    def burst(points):
         for i in range(points):
             b.log_metric("loss", i * 0.5, step=i)
             if i % 10 == 0:
@@ -324,7 +328,22 @@ def test_a_million_calls_leak_nothing(path):
     burst(200_000)
     before = rss()
     burst(1_000_000)
-    assert rss() - before < 4 * 2**20
+    print(rss() - before)
+    """
+)
+
+
+def test_a_million_calls_leak_nothing(path):
+    """RSS is flat over 1M points taken every 50,000, and over 100k refused calls.
+
+    Measured in a fresh process: inside a test worker that has run hundreds of tests, the
+    allocator's fragmentation of a ~900 MB heap moved RSS by 5 MB with no leak at all. Here a
+    leak of one small object a call would grow it by more than 30 MB."""
+    out = subprocess.run(
+        [sys.executable, "-c", LEAK_PROBE, path], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) < 4 * 2**20
 
 
 # -- kill -9 --------------------------------------------------------------------------------
