@@ -12,6 +12,7 @@ the documentation generator list every command, so they load every module.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -117,6 +118,12 @@ class MlvcGroup(click.Group):
         except KeyboardInterrupt:
             echo("mlvc: interrupted", err=True)
             ctx.exit(130)
+        except OSError as e:  # a resource of the machine ran out: said, not a traceback
+            message = _exhausted(e)
+            if message is None:
+                raise
+            echo(f"mlvc: error: {clean(message)}", err=True)
+            ctx.exit(1)
         except Exception as e:  # DuckDB stopped on Ctrl-C and said so in its own way
             if "duckdb" not in sys.modules or not _interruption(e):
                 raise
@@ -125,6 +132,31 @@ class MlvcGroup(click.Group):
         finally:
             logging.getLogger("mlvc").removeHandler(handler)
             _ran.append(ctx.invoked_subcommand)
+
+
+def _exhausted(e: OSError) -> str | None:
+    """One line for an error that says the machine ran out of something (open files, disk
+    space), which the user fixes outside mlvc; None for any other error."""
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno == errno.EMFILE:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (
+            f"too many open files{where}: this process may open {soft}; raise the limit "
+            "(`ulimit -n 4096`) and run the command again"
+        )
+    if e.errno == errno.ENFILE:
+        return (
+            f"the system has too many open files{where}: close some programs and run the "
+            "command again"
+        )
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device{where}: free some space and run the command again "
+            "(`mlvc fsck` checks the repository)"
+        )
+    return None
 
 
 # the commands a process ends with _exit_now after (their paths audited: no file object

@@ -91,6 +91,9 @@ class PackIndex:
         if self.end + 32 != size or self.fanout[255] != self.count:
             raise PackError(f"index {self.path} is truncated or damaged")
         self.usable = _Usable(self)
+        self.number: dict[str, int] = {}  # a pack's number by name (the first, if twice)
+        for i, name in enumerate(self.packs):
+            self.number.setdefault(name, i)
 
     def _pack_ok(self, i: int) -> bool:
         try:

@@ -52,6 +52,7 @@ from ..odb import (
 )
 from .index import PackIndex, open_listed, write_all, write_index
 from .index import listdir as _listdir
+from .open_packs import OpenPacks, close_all
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
 HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
@@ -366,7 +367,7 @@ class PackedStore(LocalStore):
         self._indexes: dict[str, PackIndex] = {}
         self._order: list[PackIndex] = []
         self._stamp: tuple | None = None
-        self._fds: dict[str, int] = {}
+        self._packs = OpenPacks(self.pack_dir)  # read descriptors, a bounded number open
         self._fresh: set[str] = set()
         # the packs (and their indexes) that answered a dedup hit since the last sync: a
         # commit's objects may be there, and another process may have published them by a
@@ -376,7 +377,7 @@ class PackedStore(LocalStore):
         self._lock = threading.Lock()
         self._writer: PackWriter | None = None
         self._looked = 0.0  # when the pack folder was last checked for new indexes
-        weakref.finalize(self, _close_all, self._fds)
+        weakref.finalize(self, close_all, self._packs._fds)
 
     # -- finding objects ------------------------------------------------------------------
 
@@ -421,6 +422,8 @@ class PackedStore(LocalStore):
                     for i, p in enumerate(idx.packs):
                         named.setdefault(p, []).append((idx, i))
             self._indexes, self._order, self._stamp = indexes, order, stamp
+            if self._packs.open_count():  # packs merged away: their space is not held
+                self._packs.forget({p for i in indexes.values() for p in i.packs})
             self._loose = any(len(n) == 2 for n in _listdir(self.root))
 
     def _folder_stamp(self) -> tuple[int, int] | None:
@@ -518,7 +521,7 @@ class PackedStore(LocalStore):
             if found is not None:
                 idx, (p, off, n) = found
                 try:
-                    return os.pread(self._fd(idx.packs[p]), n, off)
+                    return self._packs.pread(idx.packs[p], n, off)
                 except FileNotFoundError:
                     continue  # removed by gc since we looked: find it again
             if self._loose:
@@ -526,15 +529,6 @@ class PackedStore(LocalStore):
                 if rec is not None:
                     return rec
         return None
-
-    def _fd(self, name: str) -> int:
-        fd = self._fds.get(name)
-        if fd is None:
-            with self._lock:  # readers may be threads (index ingestion)
-                fd = self._fds.get(name)
-                if fd is None:
-                    fd = self._fds[name] = os.open(self.pack_dir / name, os.O_RDONLY)
-        return fd
 
     def _where(self, oid):
         if oid in self.writer.pending:
@@ -568,7 +562,7 @@ class PackedStore(LocalStore):
             idx, (p, off, n) = found
             pack = idx.packs[p]
             if pack not in sizes:
-                sizes[pack] = os.fstat(self._fd(pack)).st_size
+                sizes[pack] = self._packs.size(pack)
             if n < 1 or off + n > sizes[pack]:
                 return None
             plan.append((cid, pack, off, n))
@@ -586,7 +580,7 @@ class PackedStore(LocalStore):
             if pack != pack_now or off < start or off + n > end:
                 start = off - off % mmap.ALLOCATIONGRANULARITY
                 end = min(max(start + MAP_WINDOW, off + n), sizes[pack])
-                m = mmap.mmap(self._fd(pack), end - start, prot=mmap.PROT_READ, offset=start)
+                m = self._packs.map(pack, end - start, start)
                 pack_now, window = pack, memoryview(m)
                 del m  # the views hold the map; the last one released unmaps it
             rec = window[off - start : off - start + n]
@@ -612,7 +606,7 @@ class PackedStore(LocalStore):
         yield from (ObjectId(o) for o in list(seen))
         for idx in self._order:
             for oid, pack, _off, _n in idx.entries():
-                if oid not in seen and idx.usable[idx.packs.index(pack)]:
+                if oid not in seen and idx.usable[idx.number[pack]]:
                     seen.add(oid)
                     yield ObjectId(oid)
         for oid in super().ids():
@@ -782,7 +776,7 @@ class PackedStore(LocalStore):
         if found is None:
             return super().size(oid)
         idx, (p, off, n) = found
-        head = os.pread(self._fd(idx.packs[p]), 9, off)
+        head = self._packs.pread(idx.packs[p], 9, off)
         if head[:1] == RAW:
             return n - 1
         if head[:1] == ZSTD and len(head) == 9:
@@ -803,9 +797,9 @@ class PackedStore(LocalStore):
         for idx in self.indexes():
             out.extend(idx.verify())
             for oid, pack, off, n in idx.entries():
-                if not idx.usable[idx.packs.index(pack)]:
+                if not idx.usable[idx.number[pack]]:
                     continue
-                head = os.pread(self._fd(pack), HEAD.size, off - HEAD.size)
+                head = self._packs.pread(pack, HEAD.size, off - HEAD.size)
                 if head != HEAD.pack(oid, n):
                     out.append(
                         f"pack {self.pack_dir / pack} entry at {off} is not object "
@@ -823,12 +817,3 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
-
-
-def _close_all(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()

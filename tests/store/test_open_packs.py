@@ -1,0 +1,168 @@
+"""Pack descriptors: a repository of more packs than the process may open files is read
+whole (rebuild, fsck, query), reads in threads never see a descriptor closed under them, and
+packs that gc merged away are closed, not held."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from mlvc import Repo
+from mlvc.store.pack.open_packs import OpenPacks
+
+BIN = Path(sys.executable).parent
+PACKS = 150
+
+
+def _pack_per_commit(repo: Repo, root: Path, n: int) -> list[str]:
+    """``n`` commits, each with a data file of its own: a pack each, as everyday use makes."""
+    ids = []
+    for i in range(n):
+        (root / "data" / f"part{i}.txt").write_text(f"sample {i}\n")
+        ids.append(repo.commit(message=f"c{i}", params={"i": i}, capture_env=False))
+    return ids
+
+
+def _packs(root: Path) -> list[Path]:
+    return sorted((root / ".mlvc" / "objects" / "pack").glob("*.pack"))
+
+
+def _limited(soft: int):
+    def apply() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
+def test_more_packs_than_the_open_file_limit_are_read_whole(repo, project):
+    """Every pack's descriptor was kept open: at a soft limit below the pack count, a
+    rebuild and fsck stopped with "Too many open files" (fsck with a traceback)."""
+    _pack_per_commit(repo, project, PACKS)
+    assert len(_packs(project)) >= PACKS
+    env = {**os.environ, "MLVC_DAEMON": "0"}
+
+    def mlvc(*args: str) -> str:
+        r = subprocess.run(
+            [str(BIN / "mlvc"), *args], cwd=project, env=env, capture_output=True, text=True,
+            preexec_fn=_limited(64), timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "no problems found" in mlvc("fsck")
+    assert f"index rebuilt: {PACKS} runs" in mlvc("index", "rebuild")
+    count = mlvc("query", "SELECT count(*) AS n, sum(value_num) AS s FROM params WHERE key='i'")
+    assert str(PACKS) in count and str(sum(range(PACKS))) in count
+
+
+def test_threads_reading_many_packs_through_two_descriptors(repo, project):
+    """Eight threads read objects of 40 packs at random while at most two descriptors stay
+    open: every read returns its own object's bytes (a descriptor closed under a read would
+    have its number reused by the next pack opened, and return that pack's bytes)."""
+    _pack_per_commit(repo, project, 40)
+    store = Repo(project).store
+    store._packs.limit = 2
+    objects = [oid for oid in store.ids()]
+    truth = {oid: store.read_bytes(oid) for oid in objects}
+    assert len({store.location(o)[0] for o in objects}) >= 40
+    wrong: list = []
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(1500):
+                oid = rng.choice(objects)
+                if store.read_bytes(oid) != truth[oid]:
+                    wrong.append(oid)
+        except Exception as e:  # noqa: BLE001 - a closed descriptor: EBADF, said below
+            wrong.append(e)
+
+    threads = [threading.Thread(target=read, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert store._packs.open_count() <= 2
+
+
+def test_the_least_recently_read_pack_is_closed_first(tmp_path):
+    for name in "abcd":
+        (tmp_path / name).write_bytes(name.encode() * 8)
+    packs = OpenPacks(tmp_path, limit=2)
+    assert packs.pread("a", 2, 0) == b"aa"
+    assert packs.pread("b", 1, 3) == b"b"
+    assert packs.pread("a", 1, 0) == b"a"  # a is now the most recent
+    assert packs.size("c") == 8  # b goes
+    assert list(packs._fds) == ["a", "c"]
+    (tmp_path / "a").unlink()
+    assert packs.pread("a", 1, 0) == b"a"  # still open: an unlinked pack reads as it was
+    packs.forget({"c", "d"})
+    assert list(packs._fds) == ["c"]
+    packs.close()
+    assert packs.open_count() == 0
+
+
+def _open_packs_of(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(".pack") or target.endswith(".pack (deleted)"):
+            out.append(target)
+    return out
+
+
+def test_a_pack_gc_merged_away_is_not_held_open(repo, project):
+    """A long-running reader (a server) kept every pack it had read open: after gc merged
+    the small packs into one, their disk space stayed held until it ended."""
+    ids = _pack_per_commit(repo, project, 12)
+    reader = Repo(project)
+    for rid in ids:
+        reader.show(rid)
+    held = _open_packs_of(os.getpid())
+    assert len(held) >= 10
+    report = repo.gc(grace=0)
+    assert report.packs_repacked >= 10
+    for rid in ids:  # the next reads look at the folder again and find the merged pack
+        reader.show(rid)
+    reader.store.reload(force=True)
+    assert [p for p in _open_packs_of(os.getpid()) if p.endswith("(deleted)")] == []
+
+
+def test_running_out_of_descriptors_is_a_one_line_error(repo, project):
+    """A command that meets the open-file limit says so in one line (the limit, and how to
+    raise it), exit code 1, instead of a traceback; the repository is left as it was."""
+    from click.testing import CliRunner
+
+    from mlvc.cli import main
+
+    before = repo.log()
+    (project / "data" / "new.txt").write_text("new\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 16
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    filler = []
+    try:
+        with contextlib.suppress(OSError):  # every free descriptor taken
+            while True:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+        result = CliRunner().invoke(main, ["commit", "-m", "starved"])
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("mlvc: error: too many open files"), result.output
+    assert f"may open {limit}" in result.output and "ulimit -n" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert repo.log() == before
