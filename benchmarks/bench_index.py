@@ -46,7 +46,11 @@ PYTHON = sys.executable
 SELF = str(Path(__file__).resolve())
 TRACKING = str(HERE / "bench_tracking.py")
 T0 = 1_800_000_000_000_000
-FORMATS = {"ipc": "Arrow IPC (new runs)", "parquet": "Parquet (runs recorded before)"}
+FORMATS = {
+    "ipc": "Arrow IPC (new runs)",
+    "parquet": "Parquet (runs recorded before)",
+    "ipc-commits": "Arrow IPC, a pack per run (as commits leave them)",
+}
 
 
 def log(msg: str) -> None:
@@ -484,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="1,2,3,4,5,6")
     ap.add_argument(
         "--series", default="ipc,parquet",
-        help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs before)",
+        help="series blob formats to rebuild: ipc (as new runs store it), parquet (runs "
+        "before); ipc-commits: ipc, each run in a pack of its own as commits leave them",
     )  # fmt: skip
     ap.add_argument("--dir", default=None)
     ap.add_argument(

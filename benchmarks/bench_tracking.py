@@ -465,7 +465,8 @@ def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str = "parque
     a metric series blob and a run object each, and the run's ref. The values come in
     bulk from ``synthetic`` (numpy, a batch of 1,000 runs at a time), so MLflow gets the same.
     ``fmt``: the series blob as runs recorded before Arrow IPC stored it (``parquet``, zstd),
-    or as new runs store it (``ipc``: ``series_blob``)."""
+    or as new runs store it (``ipc``: ``series_blob``); ``ipc-commits``: as ``ipc``, each run
+    in a pack of its own, as a commit leaves it (indexes merged every 16, as syncs do)."""
     import io
 
     import pyarrow as pa
@@ -478,6 +479,7 @@ def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str = "parque
 
     repo = Repo(root)
     n, part, parts = int(n), int(part), int(parts)
+    fmt, _, packs = fmt.partition("-")
     import numpy as np
 
     keys = pa.array([f"m{k}" for k in range(METRICS) for _ in range(STEPS)], pa.string())
@@ -515,6 +517,10 @@ def child_make_runs(root: str, n: str, part: str, parts: str, fmt: str = "parque
             )
             repo.refs.add_run(write_object(repo.store, run_obj))
             made += 1
+            if packs == "commits":
+                repo.store.flush()
+                if made % 16 == 0:
+                    repo.store.consolidate()
     repo.store.sync()
     return {"runs": made, "seconds": time.perf_counter() - t0}
 
