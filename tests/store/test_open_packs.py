@@ -166,3 +166,35 @@ def test_running_out_of_descriptors_is_a_one_line_error(repo, project):
     assert f"may open {limit}" in result.output and "ulimit -n" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert repo.log() == before
+
+
+def test_a_big_checkout_reads_on_when_gc_merges_its_packs_midway(repo, project, tmp_path):
+    """A big file's copy is planned pack by pack (``chunk_views``), then mapped window by
+    window. When gc merged those packs away in the middle (another process), the windows not
+    yet mapped named files that were gone: the rest of the chunks are read where they are
+    now, and the copy is whole."""
+    from mlvc.store.odb import CHUNK_THRESHOLD
+
+    first = os.urandom(3 * CHUNK_THRESHOLD)
+    (project / "data" / "big.bin").write_bytes(first)
+    repo.commit(message="first", capture_env=False)
+    whole = first + os.urandom(3 * CHUNK_THRESHOLD)  # its first half deduped: two packs
+    (project / "data" / "big.bin").write_bytes(whole)
+    second = repo.commit(message="second", capture_env=False)
+    (oid,) = (
+        repo.query(
+            f"SELECT object_id FROM files WHERE run_id = '{second}' AND path = 'data/big.bin'"
+        )
+        .column(0)
+        .to_pylist()
+    )
+    reader = Repo(project).store
+    from mlvc.core.ids import ObjectId
+
+    size, parts = reader.chunk_views(ObjectId.parse(oid))
+    assert size == len(whole)
+    got = [bytes(next(parts))]
+    assert repo.gc(grace=0).packs_repacked >= 2
+    reader.reload(force=True)
+    got += [bytes(p) for p in parts]
+    assert b"".join(got) == whole

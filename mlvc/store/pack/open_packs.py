@@ -98,14 +98,15 @@ class OpenPacks:
                 self._shrink()
 
     def _shrink(self) -> None:
-        """Close the least recently read packs no read is using, down to ``limit``."""
-        if len(self._fds) <= self.limit:
-            return
-        for name in list(self._fds):
-            if len(self._fds) <= self.limit:
-                return
-            if name not in self._pinned:
-                os.close(self._fds.pop(name))
+        """Close the least recently read packs no read is using, down to ``limit`` (the
+        first one unpinned is nearly always the first: no copy of the order is made)."""
+        while len(self._fds) > self.limit:
+            for name in self._fds:
+                if name not in self._pinned:
+                    break
+            else:
+                return  # every open pack is being read: over the bound for a moment
+            os.close(self._fds.pop(name))
 
 
 def close_all(fds: dict[str, int]) -> None:
