@@ -23,7 +23,7 @@ from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
 from .db import REBUILT, connect_rw, damaged, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
-from .journal import REF_KINDS, Journal, ref_changes, runs_only, settle_ns, settled
+from .journal import REF_KINDS, SYMBOLIC, Journal, ref_changes, runs_only, settle_ns, settled
 from .lock import GaveWay
 from .series import write_levels as series_levels
 from .user_sql import first_line
@@ -246,7 +246,8 @@ class Writer:
         if settled(stored.get("refs_fingerprint")) != fingerprint:
             if self.kept is not None:
                 self.give_way()
-            refresh_refs(con, self.refs)
+            if refresh_refs(con, self.refs):
+                fingerprint += SYMBOLIC
             models.refresh(con, self.refs, self.store)
         check = self.give_way if self.kept is not None else None
         events_fp = events.refresh(
@@ -255,14 +256,15 @@ class Writer:
         return {"refs_fingerprint": fingerprint, "events_fingerprint": events_fp}
 
 
-def refresh_refs(con, refs, now_ns: int | None = None) -> None:
+def refresh_refs(con, refs, now_ns: int | None = None) -> bool:
     """Bring the ``refs`` table up to date with refs/names and refs/tags, reading only the
     ref files whose identity (inode, mtime, size; ``ref_files``) changed since the last
     refresh. A file is noted there only when its own content is the run id (not a symbolic
     ref, whose target may change alone) and its mtime is older than ``settle_ns`` at
     ``now_ns`` (a rewrite within one tick of a coarse clock could keep it): the others are
     read again every time. During a stream of named commits this reads the few refs that
-    changed instead of every one (1,600 files: ~40 ms of a reader's ingest)."""
+    changed instead of every one (1,600 files: ~40 ms of a reader's ingest). Returns whether
+    a name or tag is a symbolic ref (then the stored fingerprint is marked SYMBOLIC)."""
     import pyarrow as pa
 
     from ..refs.resolve import read_named  # a damaged ref is skipped, with a warning
@@ -285,13 +287,14 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
                 "WHERE k.kind = t.kind AND k.name = t.name)"
             )
         con.unregister("_dropped_refs")
-    rows, files = [], []
+    rows, files, symbolic = [], [], False
     prefix = {k: f"refs/{ns}/" for k, ns in REF_KINDS}
     window = settle_ns(refs.dir)
-    for kind, name, _ in stale:
+    for kind, name, _ in stale:  # every symbolic ref among them: none is noted as read
         oid, direct = read_named(refs, prefix[kind] + name)
         if oid is not None:
             rows.append((kind, name, oid.hex))
+            symbolic = symbolic or not direct
         st = on_disk[(kind, name)]
         if direct and oid is not None and now_ns - st[1] >= window:
             files.append((kind, name, *st))
@@ -302,6 +305,7 @@ def refresh_refs(con, refs, now_ns: int | None = None) -> None:
         k, n, ino, mtime, size = zip(*files, strict=True)
         table = {"kind": k, "name": n, "ino": pa.array(ino, pa.uint64()), "mtime_ns": mtime}
         schema.insert(con, "ref_files", pa.table({**table, "size": size}))
+    return symbolic
 
 
 def _text_name(kind: str, name: str) -> bool:

@@ -39,6 +39,9 @@ _LOCAL: dict[str, bool] = {}  # .mlvc folder -> on a local file system
 # A refs fingerprint taken too soon after a change: of the model registry's folders (never
 # matches), or of names and tags only (matches once ``refs_match`` finds the rows current).
 UNSETTLED, RECENT = "/unsettled", "/recent"
+# marks a stored fingerprint taken while a name or tag was a symbolic ref: its target may be
+# a ref no folder of the fingerprint holds (refs/custom/x), so the rows are always checked
+SYMBOLIC = "/symbolic"
 
 
 class Entry(NamedTuple):
@@ -122,6 +125,8 @@ class Journal:
         every read took that path. Once it has settled, one ingest stores the fingerprint
         that matches as it is (no check of every file on every read)."""
         now = self.refs_fingerprint() if now is None else now
+        if stored is not None and stored.endswith(SYMBOLIC):
+            return stored[: -len(SYMBOLIC)] == now and refs_match(con, self.refs)
         if settled(stored) == now:
             return True
         return (
@@ -192,7 +197,7 @@ def settle_ns(mlvc_dir) -> int:
 
 def settled(fingerprint: str | None) -> str | None:
     """A stored refs fingerprint, or None if it was taken too soon after a change to trust."""
-    if fingerprint is None or fingerprint.endswith((UNSETTLED, RECENT)):
+    if fingerprint is None or fingerprint.endswith((UNSETTLED, RECENT, SYMBOLIC)):
         return None
     return fingerprint
 

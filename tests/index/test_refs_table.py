@@ -166,3 +166,23 @@ def test_refs_match_answers_whether_a_refresh_would_change_a_row(repo, steps):
         if refresh:  # with a settled clock: files noted in ref_files, matched by identity
             refresh_refs(con, refs, now_ns=LATER)
             assert refs_match(con, refs)
+
+
+def test_a_name_through_a_ref_outside_names_and_tags_follows_it(repo, settle_window):
+    """A name that is a symbolic ref to a ref no fingerprint covers (refs/custom/x: the API
+    allows any ref under refs/) showed its old run for good once the fingerprint settled:
+    moving the target changes nothing in refs/names or refs/tags."""
+    first = repo.commit("one")
+    second = repo.commit("two")
+    refs = repo.refs
+    refs.write("refs/custom/best", ObjectId.parse(first))
+    refs.write("refs/names/champion", None, symbolic="refs/custom/best")
+    settle_window(0)  # every fingerprint settles at once, as a quiet minute would make it
+    sql = "SELECT run_id FROM refs WHERE kind = 'name' AND name = 'champion'"
+    assert repo.query(sql).column(0).to_pylist() == [first]
+    assert repo.query(sql).column(0).to_pylist() == [first]  # settled and stored
+    refs.write("refs/custom/best", ObjectId.parse(second))
+    assert repo.query(sql).column(0).to_pylist() == [second]
+    assert repo.query(sql).column(0).to_pylist() == [second]
+    refs.write("refs/names/champion", ObjectId.parse(first))  # a plain name again
+    assert repo.query(sql).column(0).to_pylist() == [first]
