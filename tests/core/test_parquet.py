@@ -6,7 +6,6 @@ The walk of the pages happens before pyarrow inflates any of them."""
 from __future__ import annotations
 
 import io
-import resource
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from memory_peak import peak_growth
 
 from mlvc.core.parquet import ParquetRefused, check_pages, decoded_limit, read_parquet
 from mlvc.core.series_blob import read_series
@@ -83,12 +83,12 @@ def test_a_zstd_bomb_is_refused_before_it_inflates(walk):
     zeros = pa.table({c: np.zeros(n, dtype=np.int64) for c in ("step", "a", "b", "c")})
     bomb = parquet(zeros, compression="zstd", use_dictionary=False, compression_level=19)
     assert len(bomb) < 1 << 20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ParquetRefused, match="could decode to over"):
-        bounded(bomb)
-    with pytest.raises(ValueError):  # a series blob, as the index reads it
-        read_series(bomb)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10  # KiB
+    with peak_growth() as grown:
+        with pytest.raises(ParquetRefused, match="could decode to over"):
+            bounded(bomb)
+        with pytest.raises(ValueError):  # a series blob, as the index reads it
+            read_series(bomb)
+    assert grown[0] < 32 << 20
 
 
 def test_one_long_string_repeated_by_its_dictionary_is_refused(walk):
@@ -97,10 +97,10 @@ def test_one_long_string_repeated_by_its_dictionary_is_refused(walk):
     key = pa.DictionaryArray.from_arrays(pa.array([0] * 200_000, pa.int32()), ["x" * 1_000_000])
     bomb = parquet(pa.table({"key": key}), compression="zstd")
     assert len(bomb) < 10_000
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ParquetRefused, match="would decode to 200001600000 bytes"):
+    refused = pytest.raises(ParquetRefused, match="would decode to 200001600000 bytes")
+    with peak_growth() as grown, refused:
         bounded(bomb)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10
+    assert grown[0] < 32 << 20
 
 
 def test_a_series_of_many_keys_is_counted_exactly_not_refused(walk):
@@ -356,10 +356,9 @@ def test_the_c_walk_asks_starts_what_the_python_walk_asks(rows):
 
 
 def refused_without_inflating(data, read=None) -> str:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ParquetRefused) as e:
+    with peak_growth() as grown, pytest.raises(ParquetRefused) as e:
         (read or bounded)(data)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 48 << 10  # KiB
+    assert grown[0] < 48 << 20
     return str(e.value)
 
 
@@ -387,12 +386,13 @@ def test_string_view_and_decimal_columns_are_counted_as_read(walk):
 
 
 def head(path, rows: int):
-    """``read_head`` of ``rows`` rows at the default bound, and how much RSS it took (KiB)."""
+    """``read_head`` of ``rows`` rows at the default bound, and how far it raised the peak
+    resident size (KiB)."""
     from mlvc.core.parquet import read_head
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    table, _schema, meta = read_head(str(path), rows, decoded_limit(path.stat().st_size))
-    return table, meta, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    with peak_growth() as grown:
+        table, _schema, meta = read_head(str(path), rows, decoded_limit(path.stat().st_size))
+    return table, meta, grown[0] >> 10
 
 
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
