@@ -124,11 +124,18 @@ class MlvcGroup(click.Group):
                 raise
             echo(f"mlvc: error: {clean(message)}", err=True)
             ctx.exit(1)
-        except Exception as e:  # DuckDB stopped on Ctrl-C and said so in its own way
-            if "duckdb" not in sys.modules or not _interruption(e):
+        except Exception as e:  # DuckDB stopped on Ctrl-C, or ran out, and said so its own way
+            if "duckdb" not in sys.modules:
                 raise
-            echo("mlvc: interrupted", err=True)
-            ctx.exit(130)
+            if _interruption(e):
+                echo("mlvc: interrupted", err=True)
+                ctx.exit(130)
+            from ..index.user_sql import first_line, unavailable
+
+            if not unavailable(e):
+                raise
+            echo(f"mlvc: error: {clean(first_line(e))}", err=True)
+            ctx.exit(1)
         finally:
             logging.getLogger("mlvc").removeHandler(handler)
             _ran.append(ctx.invoked_subcommand)

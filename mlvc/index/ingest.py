@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.ids import ObjectId
+from ..errors import MlvcError
 from ..refs.store import text_name
 from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
@@ -26,7 +27,7 @@ from .decode import decode_runs, no_gc, shared_rows
 from .journal import REF_KINDS, SYMBOLIC, Journal, ref_changes, runs_only, settle_ns, settled
 from .lock import GaveWay
 from .series import write_levels as series_levels
-from .user_sql import first_line
+from .user_sql import first_line, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ class Writer:
                     con.close()
                     con = None
             except duckdb.Error as e:
-                log.info("the index is unreadable (%s); rebuilding it", first_line(e))
                 if con is not None:
                     con.close()
+                if unavailable(e):  # not damage: say so rather than rebuild
+                    raise MlvcError(f"cannot open the index: {first_line(e)}") from None
+                log.info("the index is unreadable (%s); rebuilding it", first_line(e))
                 con, was_damaged = None, True
         try:
             if con is None:

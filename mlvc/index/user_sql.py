@@ -204,3 +204,20 @@ def is_interruption(e: BaseException) -> bool:
     return isinstance(e, duckdb.InterruptException) or (
         type(e) is RuntimeError and str(e) == "Query interrupted"
     )
+
+
+# DuckDB's words for a machine that ran out of something or refused access: nothing is wrong
+# with the index file, and a rebuild would fail the same way (each read under a low open-file
+# limit took the index for unreadable and started one)
+UNAVAILABLE_SIGNS = (
+    "Too many open files",
+    "No space left on device",
+    "Disk quota exceeded",
+    "Permission denied",
+    "Read-only file system",
+)
+
+
+def unavailable(e: BaseException) -> bool:
+    """Whether a DuckDB error says the machine, not the file, kept it from its work."""
+    return any(sign in str(e) for sign in UNAVAILABLE_SIGNS)

@@ -5,6 +5,7 @@ packs that gc merged away are closed, not held."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import resource
@@ -161,11 +162,28 @@ def test_running_out_of_descriptors_is_a_one_line_error(repo, project):
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # where the first open fails decides the wording (reading the config says which file
+    # it could not read); either way one line, never a traceback
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("mlvc: error: too many open files"), result.output
-    assert f"may open {limit}" in result.output and "ulimit -n" in result.output
+    assert result.output.startswith("mlvc: error: "), result.output
+    assert "too many open files" in result.output.lower()
     assert len(result.output.strip().splitlines()) == 1
     assert repo.log() == before
+
+
+def test_resources_that_ran_out_are_named_with_what_to_do():
+    from mlvc.cli import _exhausted
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    files = _exhausted(OSError(errno.EMFILE, "Too many open files", "/repo/.mlvc/x"))
+    assert files.startswith("too many open files (/repo/.mlvc/x)")
+    assert f"may open {soft}" in files and "ulimit -n" in files
+    assert "close some programs" in _exhausted(OSError(errno.ENFILE, "File table overflow"))
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        full = _exhausted(OSError(code, "No space left on device", "/repo/data/x"))
+        assert full.startswith("no space left on the device (/repo/data/x)") and "fsck" in full
+    assert _exhausted(OSError(errno.ENOENT, "No such file or directory", "/x")) is None
+    assert _exhausted(OSError(errno.EACCES, "Permission denied", "/x")) is None
 
 
 def test_a_big_checkout_reads_on_when_gc_merges_its_packs_midway(repo, project, tmp_path):
@@ -198,3 +216,88 @@ def test_a_big_checkout_reads_on_when_gc_merges_its_packs_midway(repo, project, 
     reader.reload(force=True)
     got += [bytes(p) for p in parts]
     assert b"".join(got) == whole
+
+
+def test_sizes_are_read_after_gc_merged_their_packs_away(repo, project):
+    """``size`` reads a record's head through the pack the reader last looked at: merged
+    away by gc (and its descriptor closed), it raised FileNotFoundError."""
+    _pack_per_commit(repo, project, 6)
+    reader = Repo(project).store
+    objects = list(reader.ids())
+    sizes = {oid: len(reader.read_bytes(oid)) for oid in objects}
+    reader._packs.close()  # as the bound closes the least recent ones
+    assert repo.gc(grace=0).packs_repacked >= 6
+    assert {oid: reader.size(oid) for oid in objects} == sizes
+
+
+STARVED_READ = """
+import json, os, resource, sys
+import duckdb, pyarrow, pyarrow.compute
+import mlvc.index.index, mlvc.index.ingest, mlvc.index.user_sql
+from mlvc import Repo
+
+repo = Repo(sys.argv[1])  # modules imported; no database open yet: the read must open one
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+taken = []
+try:
+    while True:
+        taken.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+for fd in taken[len(taken) - int(sys.argv[2]):]:
+    os.close(fd)
+try:
+    n = repo.query("SELECT count(*) FROM runs").column(0)[0].as_py()
+    print(json.dumps({"runs": n}))
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__, "message": str(e).splitlines()[0]}))
+"""
+
+
+def test_a_read_out_of_descriptors_never_takes_the_index_for_damaged(repo, project):
+    """DuckDB failing to open the index for want of descriptors was taken for damage: the
+    read started a rebuild (which failed too, with a traceback). At every number of spare
+    descriptors a read either answers or says what ran out, and the index file is the one it
+    was."""
+    repo.commit(message="one", capture_env=False)
+    index = project / ".mlvc" / "index.duckdb"
+    inode = index.stat().st_ino
+    said = []
+    for spare in range(16):
+        out = subprocess.run(
+            [sys.executable, "-c", STARVED_READ, str(project), str(spare)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        said.append(out.stdout.strip())
+    assert index.stat().st_ino == inode, said
+    assert not list((project / ".mlvc").glob("index.duckdb.rebuild-*")), said
+    assert all('"runs": 1' in s or "open files" in s.lower() for s in said), said
+    assert any("cannot open the index" in s for s in said), said  # DuckDB's own failure met
+
+
+def test_the_command_says_in_one_line_at_any_open_file_limit(repo, project):
+    """`mlvc query` and `mlvc commit` under every low limit from where Python starts: each
+    answers or fails with one `mlvc: error:` line, never a traceback (DuckDB's "Cannot open
+    file ... Too many open files" escaped from the rebuild it wrongly started)."""
+    repo.commit(message="one", capture_env=False)
+    env = {**os.environ, "MLVC_DAEMON": "0"}
+    met = []
+    for soft in range(4, 20):
+        starts = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_limited(soft))
+        if starts.returncode:
+            continue  # the interpreter itself cannot start: nothing of mlvc ran
+        (project / "data" / "n.txt").write_text(str(soft))
+        for args in (["query", "SELECT count(*) FROM runs"], ["commit", "-m", f"at {soft}"]):
+            r = subprocess.run(
+                [str(BIN / "mlvc"), *args], cwd=project, env=env, capture_output=True,
+                text=True, preexec_fn=_limited(soft), timeout=120,
+            )  # fmt: skip
+            if r.returncode:
+                assert r.stderr.startswith("mlvc: error: ") and "Traceback" not in r.stderr, (
+                    soft, args, r.stderr[-800:],
+                )  # fmt: skip
+                assert len(r.stderr.strip().splitlines()) == 1, (soft, args, r.stderr)
+                met.append(soft)
+    assert met  # some limits were too low for the commands
+    assert not list((project / ".mlvc").glob("index.duckdb.rebuild-*"))
