@@ -18,24 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import IndexBusy, IndexDamaged, MlvcError, QueryError
-from .user_sql import first_line, ident, is_interruption
+from .user_sql import damaged, first_line, ident, is_interruption
 
 REBUILT = "index was damaged; rebuilt from objects and refs"
 KEPT_WAIT = 5.0  # seconds a writer waits for DuckDB's own lock (a server's kept reader)
 # What DuckDB says when the file, not the query, is at fault
-DAMAGE_SIGNS = (
-    "Corrupt database file",
-    "not a valid DuckDB database file",
-    "Could not read enough bytes",
-    "checksum",
-)
-
-
-def damaged(e: BaseException) -> bool:
-    """Whether a DuckDB error says the index file is damaged."""
-    return any(sign in str(e) for sign in DAMAGE_SIGNS)
-
-
 _CONFIGURING = threading.Lock()
 
 

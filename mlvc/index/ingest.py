@@ -22,12 +22,12 @@ from ..errors import MlvcError
 from ..refs.store import text_name
 from ..store.odb import LocalStore
 from . import events, models, pool, schema, wide
-from .db import REBUILT, connect_rw, damaged, fsync_dir
+from .db import REBUILT, connect_rw, fsync_dir
 from .decode import decode_runs, no_gc, shared_rows
 from .journal import REF_KINDS, SYMBOLIC, Journal, ref_changes, runs_only, settle_ns, settled
 from .lock import GaveWay
 from .series import write_levels as series_levels
-from .user_sql import first_line, unavailable
+from .user_sql import damaged, first_line, unavailable
 
 log = logging.getLogger(__name__)
 

@@ -206,9 +206,16 @@ def is_interruption(e: BaseException) -> bool:
     )
 
 
-# DuckDB's words for a machine that ran out of something or refused access: nothing is wrong
-# with the index file, and a rebuild would fail the same way (each read under a low open-file
-# limit took the index for unreadable and started one)
+# What DuckDB's error text says about the index file: damaged (then it is rebuilt from the
+# objects and refs), or kept from its work by the machine (descriptors, space, access:
+# nothing is wrong with the file, and a rebuild would fail the same way; each read under a
+# low open-file limit took the index for unreadable and started one)
+DAMAGE_SIGNS = (
+    "Corrupt database file",
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "checksum",
+)
 UNAVAILABLE_SIGNS = (
     "Too many open files",
     "No space left on device",
@@ -218,6 +225,16 @@ UNAVAILABLE_SIGNS = (
 )
 
 
+def damaged(e: BaseException) -> bool:
+    """Whether a DuckDB error says the index file is damaged."""
+    return _says(e, DAMAGE_SIGNS)
+
+
 def unavailable(e: BaseException) -> bool:
     """Whether a DuckDB error says the machine, not the file, kept it from its work."""
-    return any(sign in str(e) for sign in UNAVAILABLE_SIGNS)
+    return _says(e, UNAVAILABLE_SIGNS)
+
+
+def _says(e: BaseException, signs: tuple[str, ...]) -> bool:
+    text = str(e)
+    return any(sign in text for sign in signs)

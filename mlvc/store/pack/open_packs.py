@@ -17,6 +17,7 @@ space held.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import resource
@@ -74,7 +75,10 @@ class OpenPacks:
 
     def close(self) -> None:
         with self._lock:
-            close_all(self._fds)
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds.clear()
 
     def _with(self, name: str, use: Callable[[int], object]):
         """``use(fd)`` with ``name``'s descriptor pinned open (FileNotFoundError if the pack
@@ -107,12 +111,3 @@ class OpenPacks:
             else:
                 return  # every open pack is being read: over the bound for a moment
             os.close(self._fds.pop(name))
-
-
-def close_all(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()

@@ -52,7 +52,7 @@ from ..odb import (
 )
 from .index import PackIndex, open_listed, write_all, write_index
 from .index import listdir as _listdir
-from .open_packs import OpenPacks, close_all
+from .open_packs import OpenPacks
 
 PACK_MAGIC = b"MLVCPACK" + struct.pack("<I", 1)
 HEAD = struct.Struct("<32sQ")  # before each record in a pack: id, record length
@@ -377,7 +377,7 @@ class PackedStore(LocalStore):
         self._lock = threading.Lock()
         self._writer: PackWriter | None = None
         self._looked = 0.0  # when the pack folder was last checked for new indexes
-        weakref.finalize(self, close_all, self._packs._fds)
+        weakref.finalize(self, self._packs.close)  # (the bound method holds no store)
 
     # -- finding objects ------------------------------------------------------------------
 
