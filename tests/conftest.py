@@ -22,6 +22,8 @@ def _isolated_author(monkeypatch):
     # ingest in the committing process, so a test sees the index right after a commit;
     # tests of the default detached worker set "background" themselves
     monkeypatch.setenv("MLVC_INDEX_SYNC", "inline")
+    # no detached pack merger under tests that count packs; tests of it set MLVC_GC_AUTO
+    monkeypatch.setenv("MLVC_GC_AUTO", "0")
 
 
 @pytest.fixture

@@ -85,6 +85,7 @@ class Layout:
     alerts = property(lambda self: self.dir / "alerts")
     hooks = property(lambda self: self.dir / "hooks")
     worker_log = property(lambda self: self.dir / "logs" / "index-worker.log")
+    merge_log = property(lambda self: self.dir / "logs" / "pack-merge.log")
     webhooks = property(lambda self: self.dir / "webhooks")
     webhook_endpoints = property(lambda self: self.dir / "webhooks" / "endpoints.json")
     webhook_secrets = property(lambda self: self.dir / "webhooks" / "secrets")

@@ -28,12 +28,14 @@ INDEX_SYNC = ("background", "inline")
 
 @dataclass(frozen=True)
 class Settings:
-    """What a process may configure: who writes, how many hashing threads, and whether
-    commits ingest into the index in a detached worker (``background``) or inline."""
+    """What a process may configure: who writes, how many hashing threads, whether
+    commits ingest into the index in a detached worker (``background``) or inline, and how
+    many small packs make a commit merge them in the background (mlvc.store.pack.merge)."""
 
     author: str | None = None  # None: git's user.name <user.email>, else user@host
     threads: int = 1
     index_sync: str = "background"
+    gc_auto: int = 50  # small packs that make a commit merge them in the background (0: never)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -44,10 +46,15 @@ class Settings:
         except ValueError:
             threads = 1
         sync = env.get("MLVC_INDEX_SYNC", "background")
+        try:
+            gc_auto = max(0, int(env.get("MLVC_GC_AUTO", "50")))
+        except ValueError:
+            gc_auto = 50
         return cls(
             author=env.get("MLVC_AUTHOR") or None,
             threads=threads,
             index_sync=sync if sync in INDEX_SYNC else "background",
+            gc_auto=gc_auto,
             environ=dict(env),
         )
 

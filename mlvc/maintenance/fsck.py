@@ -24,6 +24,7 @@ from ..refs.store import RefStore, text_name
 from ..runs.staging import check as check_staged
 from ..store.odb import ObjectStore
 from ..store.pack import repair_for_fsck
+from ..store.pack.merge import no_merge
 from ..store.typed import read_env, read_run, read_tree
 
 TMP_GRACE_S = 3600
@@ -41,13 +42,14 @@ def fsck(
 
     problems: list[str] = []
     if hasattr(store, "check_packs"):
-        damage, tidied = repair_for_fsck(store, refs.dir, TMP_GRACE_S)
-        problems.extend(damage)
-        if notes is not None:
-            notes.extend(tidied)
-        problems.extend(store.check_packs())
-        for tmp in store.stale_temps(time.time() - TMP_GRACE_S):
-            tmp.unlink(missing_ok=True)  # an index temp file of a killed writer: no data
+        with no_merge(store.pack_dir):  # a pack merged away midway is not a missing one
+            damage, tidied = repair_for_fsck(store, refs.dir, TMP_GRACE_S)
+            problems.extend(damage)
+            if notes is not None:
+                notes.extend(tidied)
+            problems.extend(store.check_packs())
+            for tmp in store.stale_temps(time.time() - TMP_GRACE_S):
+                tmp.unlink(missing_ok=True)  # an index temp file of a killed writer: no data
     for oid in store.ids():
         problems.extend(store.check(oid))
     bad = {p.split()[2] for p in problems if p.startswith("corrupt object")}

@@ -165,16 +165,17 @@ def _sweep_packs(store, live: set[bytes], cutoff: float, report: GcReport) -> No
     if report.dry_run or not (drop or torn):
         return
     store.sync()  # repacked objects are durable and indexed before anything is removed
-    fresh = store.indexes()
-    new_index = store.rewrite_index([(i, None) for i in fresh], exclude=drop)
-    for idx in fresh:
-        if idx.path != new_index:
-            idx.path.unlink(missing_ok=True)
-    for pack in drop:
-        (store.pack_dir / pack).unlink(missing_ok=True)
-    for p in torn:
-        p.unlink(missing_ok=True)
-    store.reload(force=True)
+    with store.rewriting_indexes(wait=True):  # a writer's consolidation waits, or skips
+        fresh = store.indexes()
+        new_index = store.rewrite_index([(i, None) for i in fresh], exclude=drop)
+        for idx in fresh:
+            if idx.path != new_index:
+                idx.path.unlink(missing_ok=True)
+        for pack in drop:
+            (store.pack_dir / pack).unlink(missing_ok=True)
+        for p in torn:
+            p.unlink(missing_ok=True)
+        store.reload(force=True)
 
 
 def _unique(entries):

@@ -15,7 +15,6 @@ and indexes them, in that order, after ``fetch`` synced the store.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import blake3
 
 from ..core import progress
 from ..core.ahead import ordered
+from ..core.faults import crash_point
 from ..core.ids import ObjectId, is_hex_prefix
 from ..errors import CorruptObject, MlvcError, RemoteError, UsageError
 from ..store.odb import CHUNKED, TAGS, _parse_chunk_list
@@ -33,7 +33,6 @@ from . import format as fmt
 from .refsync import target
 from .state import RemoteState, Tracking, cache_file, save_tracking
 
-FAULT_ENV = "MLVC_FAULT"  # tests: SIGKILL this process at the named point of a fetch
 MAX_GAP = 64 << 10  # never read across a gap wider than this
 MAX_RANGE = 16 << 20  # one ranged read at most (memory stays bounded)
 WASTE = 0.03  # bytes read beside wanted records, at most this share of the wanted bytes
@@ -94,13 +93,6 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     report.requests, report.bytes_received = transport.requests, transport.bytes_in
     report.bytes_sent = transport.bytes_out
     return report, new
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(FAULT_ENV) == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _resolve(name: str, spec: str, state: RemoteState, remote_refs: dict) -> ObjectId:
@@ -164,7 +156,7 @@ class _Walk:
                     level.extend(self._read_pack(pack, items))
                     fetched.update(i[2] for i in items)
                     if self.report.object_bytes > 64 << 10:  # some of it reached the disk
-                        _crash_point("fetch-wrote-64k")
+                        crash_point("fetch-wrote-64k")
             for oid, rec, where in reversed(self.chunked):
                 self._finish_chunked(oid, rec, where)
         return fetched

@@ -20,6 +20,7 @@ from pathlib import Path
 import blake3
 
 from ..core import progress
+from ..core.faults import crash_point
 from ..core.ids import ObjectId
 from ..errors import MlvcError, RemoteRejected, StoreNeedsRepair, UsageError
 from ..store.pack.index import write_index
@@ -40,14 +41,6 @@ from .state import (
 )
 
 CAS_TRIES = 5
-FAULT_ENV = "MLVC_FAULT"  # tests: SIGKILL this process at the named point of a push
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(FAULT_ENV) == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -111,7 +104,7 @@ def push(
         if path not in state.files:
             transport.put(path, data)
         cache_file(state.cache / path, data)
-        _crash_point("push-runs-sent")
+        crash_point("push-runs-sent")
         report.runs = len(new_runs)
     if fmt.MARKER not in state.files:
         transport.put_if(fmt.MARKER, b'{"format": 1}\n', None)
@@ -218,7 +211,7 @@ class _Pack:
             report.packs_resumed += 1  # sent whole by a push that was interrupted later
         else:
             transport.put(remote_pack, self.path)
-            _crash_point("push-pack-sent")
+            crash_point("push-pack-sent")
         pack_file = remote_pack[len(fmt.PACKS) :]
         idx = write_index(
             self.tmp,
@@ -230,7 +223,7 @@ class _Pack:
         try:
             if fmt.idx_path(name) not in state.files:
                 transport.put(fmt.idx_path(name), idx)
-            _crash_point("push-idx-sent")
+            crash_point("push-idx-sent")
             os.replace(idx, state.cache / fmt.idx_path(name))  # so the next push lists only
         finally:
             idx.unlink(missing_ok=True)

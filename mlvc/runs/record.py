@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import fsmonitor, speedups
+from ..core.faults import crash_point
 from ..core.ids import ObjectId
 from ..core.names import safe_relpath
 from ..core.objects import Env, Run, TreeEntry, is_reserved_name
@@ -607,17 +608,6 @@ def _cwd_in_project(root: Path, cwd: Path | None) -> str:
     return "" if rel == "." else rel
 
 
-FAULT_ENV = "MLVC_FAULT"  # tests: kill this process with SIGKILL at the named point
-
-
-def crash_point(name: str) -> None:
-    """Die here, as ``kill -9`` would, when the fault-injection tests ask for this point."""
-    if os.environ.get(FAULT_ENV) == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def publish_run(ctx: RepoContext, oid: ObjectId, run: Run, move_head: bool = True) -> None:
     """Make a stored run visible: journal, run ref, HEAD, name and tags, then the index.
 
@@ -685,9 +675,11 @@ class _Intent:
 def _publish_staged(ctx: RepoContext, intent: _Intent, ingest: bool = True) -> None:
     """Every ref of a placed intent in one batch, then the intent goes, then the index."""
     from ..core.spawn import gathered
+    from ..store.pack.merge import maybe_start as maybe_merge
 
-    # one process start for the commit's background work (the index worker, and the webhook
-    # deliverer the events' consumers start), made last: two cost a commit far more
+    # one process start for the commit's background work (the index worker, the webhook
+    # deliverer the events' consumers start, a merger of small packs), made last: two cost
+    # a commit far more
     with gathered():
         with ctx.refs.batch():
             for oid, run, old in intent.entries:
@@ -696,6 +688,7 @@ def _publish_staged(ctx: RepoContext, intent: _Intent, ingest: bool = True) -> N
         remember(ctx.layout.runlist, [(oid, run) for oid, run, _old in intent.entries])
         if ingest:
             ctx.index.try_ingest()
+        maybe_merge(ctx.store, ctx.layout.root, ctx.settings.gc_auto)
 
 
 BATCH_PREFIX = "batch-"  # publishing/batch-<id>: [[run id, intent], ...] of a batch

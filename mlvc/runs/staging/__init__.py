@@ -33,7 +33,7 @@ Whatever a staged run holds, reading it never fails: a reaper must record every 
 happened, whatever state its process left it in.
 """
 
-from ..record import crash_point
+from ...core.faults import crash_point
 from .area import check, folders, kind_of, parse_claim, pin, roots
 from .run import StagedRun, is_key, last_values, new_key, pid_alive, proc_start
 

@@ -276,7 +276,8 @@ def index_torn_packs(store, dry_run: bool = False) -> list[str]:
 
     gc holds the lock exclusive, so a pack without an index is not being written: its writer
     died. Its records are indexed like any others (and swept by reachability like any
-    others), never deleted wholesale for lacking an index. Returns notes of what was done.
+    others), never deleted wholesale for lacking an index; one that holds no record (a
+    header at most) is removed. Returns notes of what was done.
     """
     state = survey(store.pack_dir)
     bad = [f"{n} ({why})" for n, why in {**state.damaged, **state.unreadable}.items()]
@@ -290,6 +291,11 @@ def index_torn_packs(store, dry_run: bool = False) -> list[str]:
     notes = []
     for name in state.uncovered:
         scan = scan_pack(store.pack_dir / name)
+        if not scan.holds_data and not scan.problems:  # a writer killed before its first
+            if not dry_run:  # record (a commit, a merger) left a header at most
+                (store.pack_dir / name).unlink(missing_ok=True)
+            notes.append(f"{'would remove' if dry_run else 'removed'} empty pack {name}")
+            continue
         if dry_run:
             notes.append(f"would index {len(scan.entries)} objects of pack {name}")
             continue

@@ -34,6 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.durable import fsync_dir
@@ -725,11 +726,8 @@ class PackedStore(LocalStore):
         Like an LSM tree, big indexes that dwarf the rest are left alone, so a merge costs
         about what was added since the last one, not the whole store (~1 us per entry).
         """
-        self.pack_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.pack_dir / "consolidate.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self.rewriting_indexes(wait=False) as mine:
+            if not mine:
                 return None
             self.reload(force=True)
             old = sorted(self._indexes.values(), key=lambda i: -i.count)
@@ -741,6 +739,30 @@ class PackedStore(LocalStore):
                     idx.path.unlink(missing_ok=True)
             self.reload(force=True)
             return path
+
+    @contextmanager
+    def rewriting_indexes(self, wait: bool) -> Iterator[bool]:
+        """Hold ``consolidate.lock``, which whoever replaces index files holds (a writer's
+        consolidation, gc, a pack merge), so that no two rewrites interleave: one could
+        write an index naming a pack the other has just removed. Yields False when it is
+        busy and ``wait`` is False."""
+        self.pack_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.pack_dir / "consolidate.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    def pack_sizes(self) -> dict[str, int]:
+        """Each pack the loaded indexes name, with the size its index records (no file
+        system call: whether it is still there is not asked)."""
+        out: dict[str, int] = {}
+        for idx in self._order:
+            for name, size in zip(idx.packs, idx.sizes, strict=True):
+                out.setdefault(name, size)
+        return out
 
     def rewrite_index(
         self, sources: list[tuple[PackIndex, set | None]], exclude: set[str] = frozenset()
