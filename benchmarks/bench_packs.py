@@ -160,7 +160,6 @@ def main() -> None:
         m = tmp / "merge"
         make(m, 50, auto=False)
         small = packs(m)
-        total = sum(p.stat().st_size for p in small)
         copy = tmp / "copy"
         copy.mkdir()
         t = time.perf_counter()
