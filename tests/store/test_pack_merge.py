@@ -162,13 +162,33 @@ def test_no_merger_below_the_threshold_or_when_turned_off(repo, project, monkeyp
     assert len(_packs(project)) >= 27
 
 
-def test_fsck_waits_for_a_merge_and_a_merge_skips_while_fsck_runs(project):
+def test_fsck_waits_for_a_merge_and_a_merge_skips_while_fsck_runs(repo, project):
+    """fsck looks at packs only while no merger runs (one in another process is waited
+    for: a pack it removed midway would be reported missing); a merger does not start
+    while fsck holds the lock."""
+    import threading
+
+    _commits(repo, project, 3)
     folder = project / ".mlvc" / "objects" / "pack"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, os; from pathlib import Path;"
+         "from mlvc.store.pack.merge import take_lock;"
+         f"fd = take_lock(Path({str(folder)!r}), wait=True); print('held', flush=True);"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert take_lock(folder, wait=False) is None  # a merger would not start
+    found: list = []
+    checker = threading.Thread(target=lambda: found.append(Repo(project).fsck()))
+    checker.start()
+    checker.join(1.5)
+    assert checker.is_alive() and not found  # waiting for the merger
+    holder.communicate("", timeout=30)
+    checker.join(120)
+    assert found == [[]]
     with no_merge(folder):
-        assert take_lock(folder, wait=False) is None  # a merger would not start
-    fd = take_lock(folder, wait=False)
-    assert fd is not None
-    os.close(fd)
+        assert take_lock(folder, wait=False) is None
 
 
 def test_small_packs_only(repo, project):
