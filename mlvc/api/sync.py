@@ -64,6 +64,9 @@ def push(repo: Repo, remote: str | None = None, runs: Sequence[str] = (),
 
 def fetch(repo: Repo, remote: str | None = None, runs: Sequence[str] = ()) -> FetchReport:
     """Bring the remote's runs this repository lacks (or ``runs``), verified, and index them."""
+    from ..core.spawn import gathered
+    from ..store.pack.merge import maybe_start as maybe_merge
+
     r, transport = _open(repo, remote)
     ctx = repo.ctx
     cache = ctx.layout.remote(r.name)
@@ -73,7 +76,9 @@ def fetch(repo: Repo, remote: str | None = None, runs: Sequence[str] = ()) -> Fe
                                     list(runs) or None, lazy)  # fmt: skip
         _publish(repo, new)
     if new:
-        ctx.index.try_ingest()
+        with gathered():  # the index worker and a merger of small packs: one start
+            ctx.index.try_ingest()
+            maybe_merge(ctx.store, ctx.layout.root, ctx.settings.gc_auto)
     report.requests, report.bytes_received = transport.requests, transport.bytes_in
     return report
 

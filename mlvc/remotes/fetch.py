@@ -25,7 +25,7 @@ from ..core import progress
 from ..core.ahead import ordered
 from ..core.faults import crash_point
 from ..core.ids import ObjectId, is_hex_prefix
-from ..errors import CorruptObject, MlvcError, RemoteError, UsageError
+from ..errors import CorruptObject, MissingOnRemote, MlvcError, RemoteError, UsageError
 from ..store.odb import CHUNKED, TAGS, _parse_chunk_list
 from ..store.pack.store import HEAD
 from ..store.reach import ANY, BLOB, links
@@ -82,7 +82,15 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     recovering = unfinished.exists()
     cache_file(unfinished, b"")
     walk = _Walk(store, state, transport, name, report, lazy_from, trust_local=not recovering)
-    fetched = walk.run(roots)
+    try:
+        fetched = walk.run(roots)
+    except MissingOnRemote:
+        # a pack listed is gone: merged into another since the listing (the remote's gc, or
+        # a server's merger of small packs): list again and walk again, not trusting what
+        # this walk stored to vouch for its references (it stopped half way)
+        state = RemoteState.load(transport, name, cache)
+        walk = _Walk(store, state, transport, name, report, lazy_from, trust_local=False)
+        fetched = walk.run(roots)
     store.sync()
     unfinished.unlink(missing_ok=True)
     new = sorted(

@@ -703,3 +703,54 @@ def _push_then_clone(server, tmp_path, subprocess, sys):
     assert big == (repo.root / "data" / "big.bin").read_bytes()
     again = mlvc(repo.root, "push", "origin", "--json")  # nothing new: listing + refs.json
     assert json.loads(again.stdout)["requests"] <= 3
+
+
+def test_a_fetch_reads_on_after_the_server_merged_packs(tmp_path, monkeypatch):
+    """A server merges its small packs in the background; a fetch whose listing came just
+    before a merge found a listed pack gone (MissingOnRemote, the fetch failed): it lists
+    again and walks again."""
+    import subprocess
+    import sys
+
+    from mlvc.api.sync import fetch
+    from mlvc.remotes import fetch as fetch_module
+
+    root = _server.new_repo(tmp_path / "srv")
+    server = _server.start_server(root)
+    try:
+        for i in range(5):  # a pack each on the server
+            (root / f"part{i}.txt").write_text(f"part {i}\n" * (i + 1))
+            server.mlvc("commit", "-m", f"c{i}", "--name", f"r{i}")
+        monkeypatch.setenv("MLVC_REMOTE_TOKEN_ORIGIN", server.tokens["read"])
+        local = tmp_path / "client"
+        local.mkdir()
+        Repo.init(local)
+        subprocess.run([sys.executable, "-m", "mlvc", "remote", "add", "origin", server.url],
+                       cwd=local, env=_server._env(), check=True, capture_output=True)  # fmt: skip
+        real, merges = fetch_module.RemoteState.load, []
+        merge = (
+            "from pathlib import Path; from mlvc.store.pack.merge import merge_small;"
+            "from mlvc.store.pack.store import PackedStore;"
+            f"r = merge_small(PackedStore(Path({str(root)!r}) / '.mlvc/objects'),"
+            f" Path({str(root)!r}) / '.mlvc'); assert r.merged >= 5, r"
+        )
+
+        def listed_then_merged(*args, **kwargs):
+            state = real(*args, **kwargs)
+            if not merges:  # the server merges right after the first listing
+                merges.append(subprocess.run([sys.executable, "-c", merge], env=_server._env(),
+                                             capture_output=True, text=True, timeout=120))  # fmt: skip
+            return state
+
+        monkeypatch.setattr(fetch_module.RemoteState, "load", listed_then_merged)
+        report = fetch(Repo(local), "origin")
+        assert merges and merges[0].returncode == 0, merges[0].stderr
+        assert len(report.runs) == 5
+        got = Repo(local)
+        for rid in report.runs:
+            text = b"".join(got.cat(f"{rid}:part0.txt"))
+            assert text == b"part 0\n"
+        assert got.fsck() == []
+    finally:
+        server.stop()
+    assert "Traceback" not in server.server_log()

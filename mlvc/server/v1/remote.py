@@ -385,6 +385,7 @@ def _waiting(state):
 
 def put_pack(state, name: str, spill):
     from ...remotes.receive import receive_pack, settle
+    from ...store.pack.merge import maybe_start as maybe_merge
 
     ctx = state.ctx
     try:
@@ -392,6 +393,7 @@ def put_pack(state, name: str, spill):
     except PackError as e:
         raise bad(e.message) from None
     settled, problems = settle(ctx.store, ctx.dir, _waiting(state))
+    maybe_merge(ctx.store, ctx.layout.root, ctx.settings.gc_auto)  # a pack a push, merged
     if problems:
         raise bad(f"{problems[0]} (this pack's own records verified and were stored)")
     return json_response(201, {"records": got.records, "stored": got.stored + settled,
