@@ -178,39 +178,32 @@ def _copy(store, picked: list[str], entries: dict, report: MergeReport):
 
 
 def _checked(store, name: str, entries: dict[bytes, tuple[int, int]]):
-    """(mtime, size, [(id, record)]) of a pack whose every indexed record checks, or why
-    it is left alone."""
-    from ...core.ids import ObjectId
-    from ...errors import CorruptObject
-    from ..odb import CHUNKED, RAW, ZSTD, _parse_chunk_list
+    """(mtime, size, [(id, record)]) of a pack whose every indexed record checks (the
+    scanner's check, ``scan._verify``), or why it is left alone."""
+    from .scan import _verify
     from .store import HEAD
 
     path = store.pack_dir / name
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return f"pack {path} is gone (merged by another process)"
     except OSError as e:
         return f"pack {path} cannot be read ({e.strerror}); left for `mlvc fsck`"
-    out = []
-    for oid, (off, n) in sorted(entries.items(), key=lambda e: e[1][0]):
-        where = f"{path}@{off}"
-        head_ok = HEAD.size <= off and off + n <= len(data)
-        if not head_ok or data[off - HEAD.size : off] != HEAD.pack(oid, n):
-            return f"pack {path}: entry at {off} is not object {oid.hex()} as indexed; left alone"
-        rec = data[off : off + n]
-        try:
-            if rec[:1] == CHUNKED:
-                _parse_chunk_list(rec[1:], ObjectId(oid), where)
-            elif rec[:1] in (RAW, ZSTD):
-                store._verified(ObjectId(oid), rec, copy=False)
-            else:
-                raise CorruptObject(oid.hex(), where, f"unknown record tag {rec[:1]!r}")
-        except CorruptObject as e:
-            return f"{e}; pack {path} left for `mlvc fsck`"
-        out.append((oid, rec))
+    try:
+        st = os.fstat(fd)
+        data = os.pread(fd, st.st_size, 0)
+        out = []
+        for oid, (off, n) in sorted(entries.items(), key=lambda e: e[1][0]):
+            head_ok = HEAD.size <= off and off + n <= len(data)
+            if not head_ok or data[off - HEAD.size : off] != HEAD.pack(oid, n):
+                return f"pack {path}: entry at {off} is not object {oid.hex()} as indexed"
+            why = _verify(fd, oid, off, n)
+            if why:
+                return f"pack {path}: object {oid.hex()} at {off}: {why}; left for `mlvc fsck`"
+            out.append((oid, data[off : off + n]))
+    finally:
+        os.close(fd)
     return st.st_mtime, len(data), out
 
 
