@@ -18,7 +18,10 @@ read by its index with no one asking, so ``read_parquet(..., limit=)`` looks fir
 1. Each column chunk's pages, walked from the offsets the footer gives (what pyarrow reads):
    each page header (Thrift compact protocol, parquet.thrift's ``PageHeader``) says its
    uncompressed size and its number of values. Their sum, at the values' decoded widths, must
-   fit the limit before any page is inflated.
+   fit the limit before any page is inflated. Each chunk's compression codec is read from
+   the footer here (``_codecs``), never from pyarrow's metadata: pyarrow 26 throws a C++
+   exception no Python code can catch for a number it does not know, and the process
+   aborts (a damaged preview would end a server).
 2. Top-level string and binary columns are read dictionary-encoded (indices into the values
    the file holds), their decoded size counted exactly, and only then cast back. A nested
    one with a dictionary is refused if its values could, at the dictionary's size, exceed
@@ -30,6 +33,7 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from .speedups import extension
 
@@ -64,9 +68,10 @@ def _check_footer(tail: bytes, limit: int) -> None:
         raise ParquetRefused(f"its footer could decode to over {limit} bytes")
 
 
-def _out_of_memory_refused(read):
+def _refusing(read):
     """``read`` with a bound, whose MemoryError (pyarrow's ArrowMemoryError: a decoder that
-    reserved what a header asked, say) is ParquetRefused, as every other refusal."""
+    reserved what a header asked, say) and NotImplementedError (ArrowNotImplementedError: a
+    schema of a 100-bit integer, say) are ParquetRefused, as every other refusal."""
 
     @functools.wraps(read)
     def bounded(*args, **kwargs):
@@ -77,11 +82,15 @@ def _out_of_memory_refused(read):
             if limit is None:
                 raise
             raise ParquetRefused(f"its reader ran out of memory ({e})") from None
+        except NotImplementedError as e:
+            if limit is None:
+                raise
+            raise ParquetRefused(f"it is not read here ({e})") from None
 
     return bounded
 
 
-@_out_of_memory_refused
+@_refusing
 def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int | None = None):
     """The Parquet file ``data`` (bytes) as a ``pyarrow.Table`` (``columns``: only those).
     ``limit``: the most bytes the table may take decoded; ParquetRefused, before any page is
@@ -116,7 +125,7 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None, limit: int |
 HEAD_BUFFER = 1 << 20
 
 
-@_out_of_memory_refused
+@_refusing
 def read_head(path: str, rows: int, limit: int):
     """The first ``rows`` rows of the Parquet file at ``path`` (a preview), read from as
     few row groups as hold them, and of those from the pages that hold them (and one
@@ -283,30 +292,30 @@ def check_pages(
         width += 4 * repeated + 2 * ((optional > 0) + (repeated > 0)) + (optional + 7) // 8
         nested = repeated > 0 or "." in path
         leaves.append((i, path, width, kind == "BYTE_ARRAY", nested, optional, repeated))
+    chunks = _chunks(data, meta.num_row_groups, meta.num_columns)
     fixed, spread, left = 0, {}, -1 if rows is None else rows
     # pages told, runs and bytes of levels decoded (_RowStarts), delta values (_DeltaPages)
     spent = [0, 0, 0, 0]
     delta_columns: set[str] = set()
     taken: list[tuple[int, int]] = []  # the byte ranges of the chunks walked, in order
     for g in range(meta.num_row_groups) if groups is None else groups:
-        group = meta.row_group(g)
         for i, path, width, strings, nested, optional, repeated in leaves:
-            chunk = group.column(i)
+            chunk = chunks[g][i]
             start, dictionary_at = chunk.data_page_offset, chunk.dictionary_page_offset
-            if chunk.has_dictionary_page and dictionary_at and 0 < dictionary_at < start:
+            if dictionary_at is not None and 0 < dictionary_at < start:
                 start = dictionary_at
             _take(taken, start, start + max(chunk.total_compressed_size, 0), path)
             walked = (data, start, chunk.total_compressed_size, padded)
             reads = start + max(chunk.total_compressed_size, 0) + (PADDING if padded else 0)
             deltas = _DeltaPages(
-                data, reads, chunk.compression, (optional, repeated), limit - fixed, spent
+                data, reads, chunk.codec, (optional, repeated), limit - fixed, spent
             )
             if left < 0 or not repeated:
                 walk = _walk(*walked, left, True, None, deltas)
                 inflated, values, dictionary, delta, whole, _ = walk
                 upto = left  # a value is a row
             else:  # rows of lists: a page's rows are where its levels say one starts
-                starts = _RowStarts(data, chunk.compression, repeated, limit - fixed, spent, left)
+                starts = _RowStarts(data, chunk.codec, repeated, limit - fixed, spent, left)
                 # the page in which the row after the last one wanted starts ends them all
                 walk = _walk(*walked, left + 1, False, starts, deltas)
                 inflated, values, dictionary, delta, whole, _ = walk
@@ -482,9 +491,10 @@ RLE = 3  # parquet.thrift Encoding: the RLE / bit-packed hybrid of levels
 MAX_TOLD_PAGES = 10_000
 MAX_RUNS = 1 << 16
 MAX_BYTES = 8 << 20  # of bit-packed levels
-# (pyarrow names LZ4_RAW "LZ4", and the hadoop-framed LZ4 of parquet.thrift's 5 "UNKNOWN")
-_CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli",
-           "ZSTD": "zstd", "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}  # fmt: skip
+# parquet.thrift's CompressionCodec: those read here, each as pa.Codec names it (3 is LZO,
+# 5 the hadoop-framed LZ4: known, not read here; any other number is refused, see _codecs)
+_CODECS = {0: None, 1: "snappy", 2: "gzip", 4: "brotli", 6: "zstd", 7: "lz4_raw"}
+_KNOWN_CODECS = range(8)
 
 
 class _RowStarts:
@@ -500,7 +510,7 @@ class _RowStarts:
     levels come before it (at most: to the end of the run of levels it starts in): what a
     reader of those rows decodes of the pages (it decodes a page's levels as it goes)."""
 
-    def __init__(self, data, codec: str, repeated: int, budget: int, spent: list[int], rows):
+    def __init__(self, data, codec: int, repeated: int, budget: int, spent: list[int], rows):
         self.data, self.codec, self.budget, self.spent = data, codec, budget, spent
         self.width = max(repeated.bit_length(), 1)
         self.need = rows + 1  # row starts to see: the one after the last row wanted ends it
@@ -583,10 +593,10 @@ def _zeros(levels, width: int, count: int, spent: list[int], stop: int = 0) -> t
     return zeros, upto
 
 
-def _inflate(stored, codec: str, size: int) -> memoryview | None:
-    """A page's ``stored`` bytes inflated by ``codec`` (a column chunk's compression) to
-    ``size`` bytes, as bytes (a memoryview), or None for a codec not read here or bytes that
-    do not inflate."""
+def _inflate(stored, codec: int, size: int) -> memoryview | None:
+    """A page's ``stored`` bytes inflated by ``codec`` (a column chunk's, parquet.thrift's
+    number) to ``size`` bytes, as bytes (a memoryview), or None for a codec not read here or
+    bytes that do not inflate."""
     if codec not in _CODECS:
         return None
     try:
@@ -623,7 +633,7 @@ class _DeltaPages:
     ParquetRefused also before a page is inflated past ``budget`` bytes (with those before
     it), or when what it keeps would take the sum there."""
 
-    def __init__(self, data, end: int, codec: str, levels: tuple, budget: int, spent: list):
+    def __init__(self, data, end: int, codec: int, levels: tuple, budget: int, spent: list):
         self.data, self.end, self.codec, self.budget, self.spent = data, end, codec, budget, spent
         self.defined, self.repeated = levels  # the column's highest levels
         self.kept = self.pages = 0  # what the pages told so far keep; those pages
@@ -810,33 +820,57 @@ def _wrap16(v: int) -> int:
     return ((v + 0x8000) & 0xFFFF) - 0x8000
 
 
-def _struct(b, pos: int, depth: int, stop: int, into=None) -> tuple[dict, dict, int]:
+def _field(b, pos: int, last: int, stop: int) -> tuple[int, int, int]:
+    """The field header at ``pos`` of a struct whose last field read was ``last``: (its id,
+    its compact type, the position after it); type 0 ends the struct. ValueError past
+    ``stop``."""
+    if pos >= stop:
+        raise ValueError("it runs past its chunk or MAX_HEADER")
+    head = b[pos]
+    pos += 1
+    if head == 0:
+        return last, 0, pos
+    if not head & 0x0F:  # Thrift's reader would end the struct; refused here
+        raise ValueError("a field of compact type 0")
+    # a field id is 16 bits to Thrift's reader: a delta wraps, and a long id is read as a
+    # 32-bit varint cut to 16 bits (65538 is field 2)
+    if head >> 4:
+        return _wrap16(last + (head >> 4)), head & 0x0F, pos
+    n, pos = _varint(b, pos)
+    n &= 0xFFFFFFFF
+    return _wrap16((n >> 1) ^ -(n & 1)), head & 0x0F, pos
+
+
+def _list_head(b, pos: int, items: int) -> tuple[int, int, int]:
+    """A list's or set's header at ``pos``: (its size, its items' compact type, the position
+    after it). ValueError past ``items`` items."""
+    head = b[pos]
+    pos += 1
+    count = head >> 4
+    if count == 15:
+        count, pos = _varint(b, pos)
+    if count > items:
+        raise ValueError(f"a container of {count} items")
+    return count, head & 0x0F, pos
+
+
+def _struct(
+    b, pos: int, depth: int, stop: int, into=None, items: int = _MAX_ITEMS
+) -> tuple[dict, dict, int]:
     """The struct at ``pos`` of ``b``: its i32 fields ({id: value}, as Thrift reads an i32:
     the varint's low 32 bits) and bool fields (at ``BOOL + id``), its struct fields ({id:
     (ints, structs)}), and the position after it; other fields are skipped. ValueError if
-    it runs past ``stop``. ``into``: (ints, structs) of the same struct read before (a field
-    given twice: Thrift's reader reads the second into the first, whose fields the second
-    does not give stay as they were)."""
+    it runs past ``stop`` or a container holds over ``items`` items. ``into``: (ints,
+    structs) of the same struct read before (a field given twice: Thrift's reader reads the
+    second into the first, whose fields the second does not give stay as they were)."""
     if depth > _MAX_DEPTH:
         raise ValueError("structs nested too deep")
     ints, structs = ({}, {}) if into is None else into
     last = 0
     while True:
-        if pos >= stop:
-            raise ValueError("it runs past its chunk or MAX_HEADER")
-        head = b[pos]
-        pos += 1
-        if head == 0:
+        last, kind, pos = _field(b, pos, last, stop)
+        if kind == 0:
             return ints, structs, pos
-        kind = head & 0x0F
-        # a field id is 16 bits to Thrift's reader: a delta wraps, and a long id is read as
-        # a 32-bit varint cut to 16 bits (65538 is field 2)
-        if head >> 4:
-            last = _wrap16(last + (head >> 4))
-        else:
-            n, pos = _varint(b, pos)
-            n &= 0xFFFFFFFF
-            last = _wrap16((n >> 1) ^ -(n & 1))
         if kind == _I32:
             n = b[pos]
             pos += 1
@@ -845,15 +879,16 @@ def _struct(b, pos: int, depth: int, stop: int, into=None) -> tuple[dict, dict, 
             n &= 0xFFFFFFFF
             ints[last] = (n >> 1) ^ -(n & 1)
         elif kind == _STRUCT:
-            sub_ints, sub_structs, pos = _struct(b, pos, depth + 1, stop, structs.get(last))
-            structs[last] = (sub_ints, sub_structs)
+            sub = _struct(b, pos, depth + 1, stop, structs.get(last), items)
+            structs[last] = sub[:2]
+            pos = sub[2]
         elif kind == 1 or kind == 2:  # a bool field: its value is its type
             ints[BOOL + last] = kind == 1
         else:
-            pos = _skip(b, pos, kind, depth, stop)
+            pos = _skip(b, pos, kind, depth, stop, items)
 
 
-def _skip(b, pos: int, kind: int, depth: int, stop: int) -> int:
+def _skip(b, pos: int, kind: int, depth: int, stop: int, items: int = _MAX_ITEMS) -> int:
     """The position after a value of compact type ``kind`` at ``pos`` (not kept)."""
     if kind in _FIXED:
         return pos + _FIXED[kind]
@@ -865,7 +900,7 @@ def _skip(b, pos: int, kind: int, depth: int, stop: int) -> int:
             raise ValueError("a binary runs past its chunk or MAX_HEADER")
         return pos + n
     if kind == 12:
-        return _struct(b, pos, depth + 1, stop)[2]
+        return _struct(b, pos, depth + 1, stop, None, items)[2]
     if kind in (9, 10, 11):  # list, set: (size << 4 | type); map: varint size, types
         if depth > _MAX_DEPTH:
             raise ValueError("containers nested too deep")
@@ -873,16 +908,139 @@ def _skip(b, pos: int, kind: int, depth: int, stop: int) -> int:
             count, pos = _varint(b, pos)
             types = (b[pos] >> 4, b[pos] & 0x0F) if count else ()
             pos += 1 if count else 0
+            if count > items:
+                raise ValueError(f"a container of {count} items")
         else:
-            head = b[pos]
-            pos += 1
-            count, types = head >> 4, (head & 0x0F,)
-            if count == 15:
-                count, pos = _varint(b, pos)
-        if count > _MAX_ITEMS:
-            raise ValueError(f"a container of {count} items in a page header")
+            count, item, pos = _list_head(b, pos, items)
+            types = (item,)
         for _ in range(count):
             for t in types:
-                pos = _skip(b, pos, t, depth + 1, stop)
+                pos = _skip(b, pos, t, depth + 1, stop, items)
         return pos
     raise ValueError(f"unknown compact type {kind}")
+
+
+_LIST, _I64 = 9, 6
+
+
+class _Chunk(NamedTuple):
+    """A column chunk as its footer gives it (parquet.thrift's ColumnMetaData, fields 4, 5,
+    7, 9, 11), named as pyarrow names them; ``dictionary_page_offset`` None when unset."""
+
+    codec: int
+    num_values: int
+    total_compressed_size: int
+    data_page_offset: int
+    dictionary_page_offset: int | None
+
+
+_CHUNK_FIELDS = {(4, _I32): "codec", (5, _I64): "num_values", (7, _I64): "total_compressed_size",
+                 (9, _I64): "data_page_offset", (11, _I64): "dictionary_page_offset"}  # fmt: skip
+
+
+def _chunks(data, groups: int, columns: int) -> list[list[_Chunk]]:
+    """Each of ``columns`` column chunks of each of ``groups`` row groups of the Parquet file
+    ``data``, read from its footer here, as pyarrow's reader reads it. Not from pyarrow's
+    metadata: a chunk's ``compression`` of a number pyarrow does not know, and its
+    ``row_group(g).column(i)`` of size statistics that do not match the schema (and any
+    check its constructor adds), throw C++ exceptions no Python code can catch, and the
+    process aborts (pyarrow 26). ParquetRefused if the footer does not parse here, or a
+    chunk lacks a field or is encrypted, or names an unknown codec."""
+    end = len(data) - 8
+    size = int.from_bytes(data[end : end + 4], "little")
+    try:
+        if not 0 < size <= end:
+            raise ValueError("its footer's length is not within it")
+        found = _footer_chunks(bytes(data[end - size : end]))
+    except (ValueError, IndexError) as e:  # IndexError: a varint at the footer's end
+        raise ParquetRefused(f"its footer does not parse ({e})") from None
+    if len(found) < groups:
+        raise ParquetRefused(f"its footer names {len(found)} row groups, not {groups}")
+    out = []
+    for g, chunks in enumerate(found[:groups]):
+        if len(chunks) < columns:
+            raise ParquetRefused(f"row group {g} has {len(chunks)} column chunks, not {columns}")
+        out.append([])
+        for i, fields in enumerate(chunks[:columns]):
+            where = f"row group {g}, column {i}"
+            if fields is None:
+                raise ParquetRefused(f"{where} is encrypted (not read here)")
+            missing = [n for n in _Chunk._fields[:4] if n not in fields]  # all but the last
+            if missing:
+                raise ParquetRefused(f"{where} lacks its {missing[0]}")
+            if fields["codec"] not in _KNOWN_CODECS:
+                raise ParquetRefused(f"{where} names an unknown compression codec "
+                                     f"({fields['codec']})")  # fmt: skip
+            out[-1].append(_Chunk(**{"dictionary_page_offset": None, **fields}))
+    return out
+
+
+def _footer_chunks(b: bytes) -> list[list[dict | None]]:
+    """parquet.thrift's FileMetaData ``b``: the fields ``_CHUNK_FIELDS`` names of each column
+    chunk (of its ColumnMetaData: field 3 of a ColumnChunk, each of field 1 of a RowGroup,
+    each of field 4 of the file), by name; None for a chunk with crypto metadata (field 8).
+    Read as Thrift's reader reads it: a field of another type is skipped, a list's items are
+    read as structs whatever type it says, a list given twice is the second, a struct given
+    twice is read into the first (the fields the second lacks stay)."""
+    groups: list[list[dict | None]] = []
+
+    def row_groups(pos: int) -> int:
+        groups.clear()
+        return _items(b, pos, group)
+
+    def group(pos: int) -> int:
+        groups.append([])
+        return _fields(b, pos, 1, {(1, _LIST): lambda at: _items(b, at, chunk)})
+
+    def chunk(pos: int) -> int:
+        fields: dict = {}
+        readers = {key: _kept(b, fields, name) for key, name in _CHUNK_FIELDS.items()}
+
+        def encrypted(at: int) -> int:
+            fields["encrypted"] = True
+            return _skip(b, at, _STRUCT, 3, len(b), len(b))
+
+        read = {(3, _STRUCT): lambda at: _fields(b, at, 3, readers), (8, _STRUCT): encrypted}
+        pos = _fields(b, pos, 2, read)
+        groups[-1].append(None if fields.pop("encrypted", False) else fields)
+        return pos
+
+    _fields(b, 0, 0, {(4, _LIST): row_groups})
+    return groups
+
+
+def _kept(b, into: dict, name: str):
+    """A reader of an i32 or i64 field (a zigzag varint, as Thrift reads it: an i32 from its
+    low 32 bits) that keeps its value in ``into[name]``."""
+
+    def read(pos: int) -> int:
+        n, pos = _varint(b, pos)
+        if name == "codec":
+            n &= 0xFFFFFFFF
+        into[name] = (n >> 1) ^ -(n & 1)
+        return pos
+
+    return read
+
+
+def _fields(b, pos: int, depth: int, read: dict) -> int:
+    """The position after the struct at ``pos`` of ``b``, whose fields ``read`` names by
+    (id, compact type) are read by the function it gives (the position after them); the
+    others are skipped (no container limit but the footer's bytes)."""
+    last = 0
+    while True:
+        last, kind, pos = _field(b, pos, last, len(b))
+        if kind == 0:
+            return pos
+        if (last, kind) in read:
+            pos = read[last, kind](pos)
+        elif kind not in (1, 2):  # a bool field's value is its type
+            pos = _skip(b, pos, kind, depth, len(b), len(b))
+
+
+def _items(b, pos: int, read) -> int:
+    """The position after the list at ``pos``, each of whose items ``read`` reads."""
+    count, _, pos = _list_head(b, pos, len(b) - pos)  # each item takes a byte at least
+    for _ in range(count):
+        pos = read(pos)
+    return pos

@@ -6,6 +6,8 @@ The walk of the pages happens before pyarrow inflates any of them."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -132,6 +134,123 @@ def test_damaged_files_read_or_fail_as_value_or_os_errors(flips, cut):
         bounded(data)
     except (ValueError, OSError):  # ParquetRefused, pyarrow's ArrowInvalid / ArrowIOError
         pass
+
+
+def with_codec(codec: int) -> bytes:
+    """A zstd Parquet file of one int64 column "x" whose chunk's footer names compression
+    codec ``codec`` (parquet.thrift's number): the ColumnMetaData's field 4 (i32 6: 0x15 0x0C)
+    follows its path_in_schema (a list of one 1-byte binary: 0x19 0x18 0x01 "x")."""
+    data = parquet(pa.table({"x": pa.array(range(50), pa.int64())}), compression="zstd",
+                   use_dictionary=False, write_statistics=False)  # fmt: skip
+    field = b"\x19\x18\x01x\x15\x0c"
+    assert data.count(field) == 1
+    return data.replace(field, field[:-1] + bytes([codec << 1]))  # zigzag of a small i32
+
+
+def read_in_a_subprocess(path) -> list[str]:
+    """What ``read_parquet`` (with its bound) and ``read_head`` of the file at ``path`` say,
+    each a line: "refused: <why>", "<exception type>: <why>" or "read", read in a process
+    of its own: an abort there fails the test, not the test run."""
+    script = (
+        "import sys\n"
+        "from mlvc.core.parquet import ParquetRefused, decoded_limit, read_head, read_parquet\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "for read in (lambda: read_parquet(data, limit=decoded_limit(len(data))),\n"
+        "             lambda: read_head(sys.argv[1], 10, decoded_limit(len(data)))):\n"
+        "    try:\n"
+        "        read()\n"
+        "        print('read')\n"
+        "    except ParquetRefused as e:\n"
+        "        print('refused:', e)\n"
+        "    except (ValueError, OSError) as e:\n"
+        "        print(f'{type(e).__name__}: {e}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("codec", [8, 38, 63])
+def test_a_chunk_of_an_unknown_codec_is_refused_not_an_abort(codec, tmp_path):
+    """pyarrow's ``compression`` of such a chunk throws a C++ exception nothing catches: the
+    process aborted ("Fatal Python error: Aborted", found by the damage test below). It is
+    refused from the footer, before pyarrow is asked."""
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(with_codec(codec))
+    said = f"refused: row group 0, column 0 names an unknown compression codec ({codec})"
+    assert read_in_a_subprocess(path) == [said, said]
+
+
+def test_size_statistics_off_the_schema_fail_not_abort(tmp_path):
+    """A column made required in the schema whose chunk's size statistics keep the
+    histogram of an optional one: pyarrow's ``row_group(g).column(i)`` throws a C++
+    exception nothing catches (the process aborted). The chunks are read from the footer
+    here; pyarrow's own read then fails as an OSError."""
+    data = parquet(pa.table({"x": pa.array([1, None, 3] * 20, pa.int64())}), compression="zstd")
+    optional = b"\x25\x02\x18\x01x"  # SchemaElement: repetition_type OPTIONAL, name "x"
+    assert data.count(optional) == 1
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(data.replace(optional, b"\x25\x00\x18\x01x"))  # REQUIRED
+    said = read_in_a_subprocess(path)
+    assert len(said) == 2 and all("histogram size mismatch" in line for line in said), said
+
+
+def test_what_pyarrow_does_not_implement_is_refused(tmp_path):
+    """A file whose Arrow schema (its ARROW:schema key, base64) pyarrow opens with
+    ArrowNotImplementedError (an integer of another width, found by flipping a letter of
+    it until pyarrow says so) is refused as ParquetRefused, a ValueError as every other
+    damage, not a NotImplementedError its callers do not expect."""
+    data = parquet(pa.table({"x": pa.array(range(50), pa.int64())}), compression="gzip")
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata.metadata[b"ARROW:schema"]
+    at = data.index(meta)
+    for i, flip in ((i, f) for i in range(at, at + len(meta)) for f in (8, 32, 64)):
+        bad = bytearray(data)
+        bad[i] ^= flip
+        try:
+            pq.ParquetFile(io.BytesIO(bytes(bad)))
+        except NotImplementedError:
+            break
+        except Exception:
+            continue
+    else:
+        pytest.skip("no flip of the Arrow schema makes this pyarrow say NotImplemented")
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(bytes(bad))
+    said = read_in_a_subprocess(path)
+    assert len(said) == 2 and all(line.startswith("refused: it is not read here") for line in said)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        *OPTIONS,
+        {"compression": "lz4", "row_group_size": 40},
+        {"compression": "none", "row_group_size": 7},
+    ],
+    ids=str,
+)
+def test_the_footers_chunks_are_pyarrows(options):
+    """What the footer walk reads of each chunk is what pyarrow reads, for every writer
+    option (many row groups, dictionaries, v2 pages, each codec...)."""
+    from mlvc.core import parquet as module
+
+    names = {0: "UNCOMPRESSED", 1: "SNAPPY", 2: "GZIP", 4: "BROTLI", 6: "ZSTD", 7: "LZ4"}
+    data = parquet(series(300), **options)
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    chunks = module._chunks(data, meta.num_row_groups, meta.num_columns)
+    assert meta.num_row_groups == 1 or len(chunks) == meta.num_row_groups > 1
+    for g, group in enumerate(chunks):
+        for i, chunk in enumerate(group):
+            theirs = meta.row_group(g).column(i)
+            assert names[chunk.codec] == theirs.compression
+            assert chunk._replace(codec=None) == (
+                None,
+                theirs.num_values,
+                theirs.total_compressed_size,
+                theirs.data_page_offset,
+                theirs.dictionary_page_offset,
+            )
 
 
 # -- the C page walk (mlvc/_pqpages.c) gives what the Python walk gives ------------------------
@@ -503,9 +622,10 @@ def test_a_v1_pages_rows_are_told_by_its_repetition_levels(lists, options, deep)
                    **{"data_page_size": 64, "write_batch_size": 7, **options})  # fmt: skip
     reader = pq.ParquetFile(io.BytesIO(data))
     repeated = reader.schema.column(0).max_repetition_level
+    chunks = module._chunks(data, reader.metadata.num_row_groups, 1)
     for g in range(reader.metadata.num_row_groups):
         chunk = reader.metadata.row_group(g).column(0)
-        told = module._RowStarts(data, chunk.compression, repeated, 1 << 40, [0, 0, 0], 1 << 40)
+        told = module._RowStarts(data, chunks[g][0].codec, repeated, 1 << 40, [0, 0, 0], 1 << 40)
         seen: list[int] = []
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else None
         start = start or chunk.data_page_offset
