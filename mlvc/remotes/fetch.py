@@ -82,15 +82,7 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     recovering = unfinished.exists()
     cache_file(unfinished, b"")
     walk = _Walk(store, state, transport, name, report, lazy_from, trust_local=not recovering)
-    try:
-        fetched = walk.run(roots)
-    except MissingOnRemote:
-        # a pack listed is gone: merged into another since the listing (the remote's gc, or
-        # a server's merger of small packs): list again and walk again, not trusting what
-        # this walk stored to vouch for its references (it stopped half way)
-        state = RemoteState.load(transport, name, cache)
-        walk = _Walk(store, state, transport, name, report, lazy_from, trust_local=False)
-        fetched = walk.run(roots)
+    state, fetched = walk_listed(walk, roots, cache)
     store.sync()
     unfinished.unlink(missing_ok=True)
     new = sorted(
@@ -101,6 +93,20 @@ def fetch(store, refs, cache: Path, transport, name: str, specs: list[str] | Non
     report.requests, report.bytes_received = transport.requests, transport.bytes_in
     report.bytes_sent = transport.bytes_out
     return report, new
+
+
+def walk_listed(walk: _Walk, roots, cache: Path) -> tuple[RemoteState, set[ObjectId]]:
+    """``walk.run(roots)``; if a pack its listing named is gone (merged into another since
+    the listing: the remote's gc, or a server's merger of small packs), the remote is
+    listed again and walked again, not trusting what the first walk stored to vouch for its
+    references (it stopped half way). Returns the listing walked and what was fetched."""
+    try:
+        return walk.state, walk.run(roots)
+    except MissingOnRemote:
+        state = RemoteState.load(walk.transport, walk.name, cache)
+        again = _Walk(walk.store, state, walk.transport, walk.name, walk.report,
+                      walk.lazy_from, trust_local=False)  # fmt: skip
+        return state, again.run(roots)
 
 
 def _resolve(name: str, spec: str, state: RemoteState, remote_refs: dict) -> ObjectId:

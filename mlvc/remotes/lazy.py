@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core.ids import ObjectId
 from ..store.locks import writing
-from .fetch import FetchReport, _Walk
+from .fetch import FetchReport, _Walk, walk_listed
 from .state import RemoteState
 
 LAZY_FROM = 1 << 20
@@ -72,6 +72,7 @@ class Promisor:
             transport = open_transport(config.get(self.layout, self.name))
             state = RemoteState.load(transport, self.name, self.cache)
             report = FetchReport(self.name, transport.url)
+            walk = _Walk(self.store, state, transport, self.name, report)
             with writing(self.layout.dir, self.store):
-                _Walk(self.store, state, transport, self.name, report).run({ObjectId(oid)})
+                walk_listed(walk, {ObjectId(oid)}, self.cache)
             return self.store._has_record(oid)

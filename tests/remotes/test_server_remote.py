@@ -705,6 +705,47 @@ def _push_then_clone(server, tmp_path, subprocess, sys):
     assert json.loads(again.stdout)["requests"] <= 3
 
 
+def _merge_after_first_listing(monkeypatch, root: Path) -> list:
+    """RemoteState.load patched: the server at ``root`` merges its small packs (in a process
+    of its own) right after the first listing made from now on. The merge's outcome is
+    appended to the returned list."""
+    import subprocess
+    import sys
+
+    from mlvc.remotes import fetch as fetch_module
+
+    real, merges = fetch_module.RemoteState.load, []
+    merge = (
+        "from pathlib import Path; from mlvc.store.pack.merge import merge_small;"
+        "from mlvc.store.pack.store import PackedStore;"
+        f"r = merge_small(PackedStore(Path({str(root)!r}) / '.mlvc/objects'),"
+        f" Path({str(root)!r}) / '.mlvc'); assert r.merged >= 5, r"
+    )
+
+    def listed_then_merged(*args, **kwargs):
+        state = real(*args, **kwargs)
+        if not merges:
+            merges.append(subprocess.run([sys.executable, "-c", merge], env=_server._env(),
+                                         capture_output=True, text=True, timeout=120))  # fmt: skip
+        return state
+
+    monkeypatch.setattr(fetch_module.RemoteState, "load", listed_then_merged)
+    return merges
+
+
+def _server_of_five_packs(tmp_path, big: int = 0):
+    """A running server whose repository has five commits (a pack each), the i-th with
+    ``part{i}.txt`` and, if ``big``, ``big{i}.bin`` of ``big`` bytes."""
+    root = _server.new_repo(tmp_path / "srv")
+    server = _server.start_server(root)
+    for i in range(5):
+        (root / f"part{i}.txt").write_text(f"part {i}\n" * (i + 1))
+        if big:
+            (root / f"big{i}.bin").write_bytes(bytes([i]) * big)
+        server.mlvc("commit", "-m", f"c{i}", "--name", f"r{i}")
+    return root, server
+
+
 def test_a_fetch_reads_on_after_the_server_merged_packs(tmp_path, monkeypatch):
     """A server merges its small packs in the background; a fetch whose listing came just
     before a merge found a listed pack gone (MissingOnRemote, the fetch failed): it lists
@@ -713,36 +754,16 @@ def test_a_fetch_reads_on_after_the_server_merged_packs(tmp_path, monkeypatch):
     import sys
 
     from mlvc.api.sync import fetch
-    from mlvc.remotes import fetch as fetch_module
 
-    root = _server.new_repo(tmp_path / "srv")
-    server = _server.start_server(root)
+    root, server = _server_of_five_packs(tmp_path)
     try:
-        for i in range(5):  # a pack each on the server
-            (root / f"part{i}.txt").write_text(f"part {i}\n" * (i + 1))
-            server.mlvc("commit", "-m", f"c{i}", "--name", f"r{i}")
         monkeypatch.setenv("MLVC_REMOTE_TOKEN_ORIGIN", server.tokens["read"])
         local = tmp_path / "client"
         local.mkdir()
         Repo.init(local)
         subprocess.run([sys.executable, "-m", "mlvc", "remote", "add", "origin", server.url],
                        cwd=local, env=_server._env(), check=True, capture_output=True)  # fmt: skip
-        real, merges = fetch_module.RemoteState.load, []
-        merge = (
-            "from pathlib import Path; from mlvc.store.pack.merge import merge_small;"
-            "from mlvc.store.pack.store import PackedStore;"
-            f"r = merge_small(PackedStore(Path({str(root)!r}) / '.mlvc/objects'),"
-            f" Path({str(root)!r}) / '.mlvc'); assert r.merged >= 5, r"
-        )
-
-        def listed_then_merged(*args, **kwargs):
-            state = real(*args, **kwargs)
-            if not merges:  # the server merges right after the first listing
-                merges.append(subprocess.run([sys.executable, "-c", merge], env=_server._env(),
-                                             capture_output=True, text=True, timeout=120))  # fmt: skip
-            return state
-
-        monkeypatch.setattr(fetch_module.RemoteState, "load", listed_then_merged)
+        merges = _merge_after_first_listing(monkeypatch, root)
         report = fetch(Repo(local), "origin")
         assert merges and merges[0].returncode == 0, merges[0].stderr
         assert len(report.runs) == 5
@@ -751,6 +772,26 @@ def test_a_fetch_reads_on_after_the_server_merged_packs(tmp_path, monkeypatch):
             text = b"".join(got.cat(f"{rid}:part0.txt"))
             assert text == b"part 0\n"
         assert got.fsck() == []
+    finally:
+        server.stop()
+    assert "Traceback" not in server.server_log()
+
+
+def test_a_lazy_read_reads_on_after_the_server_merged_packs(tmp_path, monkeypatch):
+    """A lazy clone's first read of a promised file lists the remote, then reads the pack
+    that holds it; a merge on the server between the two failed the read (MissingOnRemote):
+    it lists again and reads on, as a fetch does."""
+    from mlvc.api.sync import clone
+
+    root, server = _server_of_five_packs(tmp_path, big=(3 << 20) // 2)  # promised: >= 1 MiB
+    try:
+        monkeypatch.setenv("MLVC_REMOTE_TOKEN_ORIGIN", server.tokens["read"])
+        lazy, _ = clone(server.url, tmp_path / "lazy", lazy=True)
+        merges = _merge_after_first_listing(monkeypatch, root)
+        assert b"".join(lazy.cat("r3:big3.bin")) == bytes([3]) * ((3 << 20) // 2)
+        assert merges and merges[0].returncode == 0, merges[0].stderr
+        assert b"".join(Repo(tmp_path / "lazy").cat("r4:big4.bin"))[:1] == bytes([4])
+        assert Repo(tmp_path / "lazy").fsck() == []
     finally:
         server.stop()
     assert "Traceback" not in server.server_log()
