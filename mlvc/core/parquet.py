@@ -235,13 +235,17 @@ def _is_text(t) -> bool:
 
 def _text_size(column) -> int:
     """Bytes of a dictionary-encoded string column once cast to plain strings: its values'
-    lengths, index by index, and 8 bytes of offsets per row."""
+    lengths, index by index, and 8 bytes of offsets per row. ParquetRefused for an index
+    past its dictionary (the cast would read out of it)."""
     import pyarrow.compute as pc
 
     total = 8 * len(column)
     for chunk in column.chunks:
         if len(chunk):
-            lengths = pc.binary_length(chunk.dictionary).take(chunk.indices)
+            try:
+                lengths = pc.binary_length(chunk.dictionary).take(chunk.indices)
+            except IndexError as e:  # pyarrow read a damaged page's indices as they are
+                raise ParquetRefused(f"its dictionary indices are damaged ({e})") from None
             total += pc.sum(lengths).as_py() or 0
     return total
 
