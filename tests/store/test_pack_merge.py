@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from mlvc import Repo
-from mlvc.store.pack.merge import AUTO_SMALL, merge_small, no_merge, take_lock
+from mlvc.store.pack.merge import (
+    AUTO_SMALL,
+    maybe_start,
+    merge_small,
+    mergeable,
+    no_merge,
+    take_lock,
+)
 from mlvc.store.pack.store import PackedStore
 
 BIN = Path(sys.executable).parent
@@ -96,6 +103,37 @@ def test_a_damaged_record_is_never_copied(repo, project):
     assert len(report.left) == 1 and victim.hex in report.left[0]
     problems = Repo(project).fsck()
     assert any(victim.hex in p for p in problems)
+
+
+@pytest.mark.damages_repo
+def test_packs_a_merge_left_start_no_merger_again(repo, project):
+    """Small packs a merge had to leave (damaged) are not counted towards starting the next
+    merger: one started for them leaves them again, and every commit started one (until
+    fsck's repair). Packs a merge can take are counted again."""
+    _commits(repo, project, 4)
+    store = repo.store
+    samples = {f"sample {i}\n".encode() for i in (0, 1, 2)}
+    victims = [o for o in store.ids() if store.read_bytes(o)[:9] in samples]
+    assert len(victims) == 3
+    for victim in victims:  # a damaged record in each of three packs
+        path, off, n = store.location(victim)
+        with open(path, "r+b") as f:
+            f.seek(off + n - 2)
+            f.write(b"X")
+    report = merge_small(store, project / ".mlvc")
+    assert len(report.kept) == 3 and len(report.left) == 3
+    fresh = Repo(project).store
+    fresh.indexes()  # loaded, as a commit's store has them
+    assert mergeable(fresh) == len(_packs(project)) - 3  # the merged pack (or the one left)
+    assert not maybe_start(fresh, project, at_least=3)  # was started: 4 small packs
+    _commits(Repo(project), project, 2, start=4)
+    fresh = Repo(project).store
+    fresh.indexes()
+    assert mergeable(fresh) >= 3
+    assert maybe_start(fresh, project, at_least=3)
+    with no_merge(project / ".mlvc" / "objects" / "pack"):  # the merger is done
+        assert len(_packs(project)) == 4  # the three left, and one of the rest
+    assert len((project / ".mlvc" / "objects" / "pack" / "merge-left").read_text().split()) == 3
 
 
 @pytest.mark.parametrize("point", ["merge-copied", "merge-indexed"])

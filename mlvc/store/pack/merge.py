@@ -12,7 +12,9 @@ its grace period.
 A merge decides nothing about reachability: every record of the packs it takes moves,
 checked against its id on the way (a chunk list for its form: its content lies in chunks
 elsewhere). A pack with a record that does not check stays where it is, for ``mlvc fsck``
-to name; nothing damaged is copied. The order is gc's:
+to name; nothing damaged is copied. Such packs are named in ``merge-left`` (beside the
+packs), and a commit does not count them towards starting the next merger (``mergeable``),
+which would only leave them again. The order is gc's:
 
 1. the records are appended to new packs of the merger's own, which are fsynced and
    indexed (durably): killed here, the store holds copies, never less;
@@ -44,6 +46,7 @@ from ...core.faults import crash_point
 AUTO_SMALL = 4 << 20  # a pack smaller than this is small
 MERGE_MAX = 256 << 20  # bytes one merge copies at most (the smallest packs first)
 LOCK = "merge.lock"
+LEFT = "merge-left"  # the small packs the last merge left alone, a name a line
 
 
 @dataclass
@@ -55,6 +58,7 @@ class MergeReport:
     bytes: int = 0  # bytes of the packs merged away
     made: list[str] = field(default_factory=list)  # the new packs
     left: list[str] = field(default_factory=list)  # packs left alone, and why
+    kept: list[str] = field(default_factory=list)  # the names of those (still there)
 
 
 def small_packs(store) -> int:
@@ -62,11 +66,26 @@ def small_packs(store) -> int:
     return sum(1 for size in store.pack_sizes().values() if size < AUTO_SMALL)
 
 
+def mergeable(store) -> int:
+    """How many small packs a merge would take, but those the last one left alone (a record
+    that did not check: until ``mlvc fsck`` repairs them, a merger started for them would
+    leave them again, at every commit)."""
+    small = {name for name, size in store.pack_sizes().items() if size < AUTO_SMALL}
+    try:
+        kept = set((store.pack_dir / LEFT).read_text().split())
+    except (OSError, UnicodeDecodeError):
+        kept = set()
+    return len(small - kept)
+
+
 def maybe_start(store, root: Path, at_least: int) -> bool:
     """Start a merger (detached, or with the other starts of a ``gathered()`` block) when
-    ``store`` holds ``at_least`` small packs and no merger or fsck holds ``merge.lock``.
-    ``at_least`` 0 never starts one. True if one was started."""
+    ``store`` holds ``at_least`` small packs a merge would take (``mergeable``) and no merger
+    or fsck holds ``merge.lock``. ``at_least`` 0 never starts one. True if one was
+    started."""
     if at_least <= 0 or not hasattr(store, "pack_sizes") or small_packs(store) < at_least:
+        return False  # (counted first: the commit's path asks the file system nothing)
+    if mergeable(store) < at_least:
         return False
     fd = take_lock(store.pack_dir, wait=False)
     if fd is None:
@@ -138,7 +157,25 @@ def merge_small(store, mlvc_dir: Path, at_least: int = 2) -> MergeReport:
         if drop:
             _swap(store, drop)
             report.made = made
+        _remember_kept(store, report.kept)
     return report
+
+
+def _remember_kept(store, kept: list[str]) -> None:
+    """Write the packs this merge left alone to ``LEFT`` (``mergeable`` does not count them),
+    or remove it when there are none. Only a hint: not synced."""
+    from ...core.durable import replace_file
+
+    path = store.pack_dir / LEFT
+    try:
+        if kept:
+            store.tmp.mkdir(parents=True, exist_ok=True)
+            replace_file(path, "".join(f"{n}\n" for n in kept).encode(), tmp_dir=store.tmp,
+                         sync=False)  # fmt: skip
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the next commit may start a merger that leaves them again: bounded work
 
 
 def _copy(store, picked: list[str], entries: dict, report: MergeReport):
@@ -153,6 +190,8 @@ def _copy(store, picked: list[str], entries: dict, report: MergeReport):
         got = _checked(store, name, entries[name])
         if isinstance(got, str):
             report.left.append(got)
+            if (store.pack_dir / name).exists():
+                report.kept.append(name)
             continue
         mtime, size, records = got
         for oid, rec in records:
