@@ -54,6 +54,22 @@ def remember(path: Path, runs: Iterable[tuple[ObjectId, Run]]) -> None:
     _append(path, [summary(oid, run) for oid, run in runs])
 
 
+def remember_read(path: Path, store: ObjectStore, ids: Iterable[ObjectId]) -> None:
+    """Append the summaries of the runs ``ids``, read from ``store`` (runs a fetch brought:
+    a later ``log`` then need not read them); an unreadable one is left out."""
+    _append(path, _summaries(store, ids))
+
+
+def _summaries(store: ObjectStore, ids: Iterable[ObjectId]) -> list[list]:
+    rows = []
+    for oid in ids:
+        try:
+            rows.append(summary(oid, read_run(store, oid)))
+        except MlvcError:
+            continue  # unreadable: left out, as the index leaves it out (ingest_errors)
+    return rows
+
+
 def recent_runs(
     path: Path, refs: RefStore, store: ObjectStore, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -62,15 +78,8 @@ def recent_runs(
     ids = _run_ids(refs)
     cached, lines = _read(path)
     known = {rid: row for rid, row in cached.items() if rid in ids}
-    missing = sorted(ids - known.keys())
-    new = []
-    for rid in missing:
-        try:
-            row = summary(ObjectId.parse(rid), read_run(store, ObjectId.parse(rid)))
-        except MlvcError:
-            continue  # unreadable: left out, as the index leaves it out (ingest_errors)
-        known[rid] = row
-        new.append(row)
+    new = _summaries(store, (ObjectId.parse(rid) for rid in sorted(ids - known.keys())))
+    known.update((row[0], row) for row in new)
     if lines - len(known) > REWRITE_SLACK:
         _rewrite(path, list(known.values()))
     elif new:

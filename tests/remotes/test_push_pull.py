@@ -31,6 +31,9 @@ def test_push_then_clone_reproduces_the_runs(project, tmp_path, remote_url):
     clone = tmp_path / "clone"
     got = mlvc_json(tmp_path, "clone", remote_url, clone)
     assert sorted(got["fetch"]["runs"]) == sorted([a, b])
+    # the fetched runs are in the run list: the first `log` reads no run object
+    listed = (clone / ".mlvc" / "runlist").read_text().splitlines()
+    assert sorted(json.loads(line)[0] for line in listed) == sorted([a, b])
     assert got["updated"] == {"names/base": b, "tags/first": a}
     theirs = Repo(clone)
     assert [r["id"] for r in theirs.log()] == [r["id"] for r in Repo(project).log()]

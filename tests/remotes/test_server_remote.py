@@ -274,6 +274,8 @@ def test_a_pushed_run_appears_in_the_servers_log_query_show_and_api(srv, tmp_pat
     files = t.listing("packs/")
     assert files[f"packs/{name}"] == len(pack) and t.get(f"packs/{name[:-5]}.idx") == sent_idx
     t.put(f"packs/runs-{name[5:-5]}.runs", (run + "\n").encode())
+    listed = (srv.root / ".mlvc" / "runlist").read_text().splitlines()
+    assert run in [json.loads(line)[0] for line in listed]  # `log` needs not read the run
     log = json.loads(srv.mlvc("log", "--json").stdout)
     assert run in [r["id"] for r in log]
     q = srv.mlvc("query", "-f", "json", f"SELECT message FROM runs WHERE id = '{run}'").stdout

@@ -466,18 +466,20 @@ def _check_closure(store, roots, what: str) -> None:
 def put_runs(state, principal, name: str, data: bytes):
     """Record each run of a run-set file whose objects are all stored here, then index them;
     all of them or none."""
+    from ...refs.runlist import remember
     from ...store.typed import read_run
 
     ctx = state.ctx
     ids = _parse_runs(name, data)
     new = sorted({oid for oid in ids if not ctx.refs.has_run(oid)})
     ctx.store.reload(force=True)
+    runs = []
     for oid in new:
         if not ctx.store.has(oid):
             raise ApiError(409, "RESOURCE_DOES_NOT_EXIST", f"{name}: run {oid.hex} is not "
                            "stored here: PUT the pack holding it first")  # fmt: skip
         try:
-            read_run(ctx.store, oid)
+            runs.append((oid, read_run(ctx.store, oid)))
         except MlvcError:
             raise bad(f"{name}: object {oid.hex} is not a run") from None
     _check_closure(ctx.store, new, "run")
@@ -487,6 +489,7 @@ def put_runs(state, principal, name: str, data: bytes):
     with ctx.refs.batch():
         for oid in new:
             ctx.refs.add_run(oid)
+    remember(ctx.layout.runlist, runs)  # the server's own `log` and run lists read no run
     if new:
         ctx.index.try_ingest()
     return json_response(201, {"runs": len(ids), "added": [o.hex for o in new]})
