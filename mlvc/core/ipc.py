@@ -6,7 +6,9 @@ them as it reads, to whatever size they claim: 8.5 KB of zstd became 256 MiB of 
 so a body under the server's 64 MiB limit could ask for terabytes. A body is looked at first,
 message by message (a stream's in order; a file's through the blocks its footer lists, which
 is what its reader reads), and one with compressed buffers is refused before any is inflated.
-Uncompressed, a table is about as large as the body that holds it.
+Uncompressed, a table is about as large as the body that holds it. The table read is then
+validated whole (``validated``): pyarrow's reader checks layouts, not values, and damaged
+offsets or lengths crash a process that reads them later.
 
 The check reads the IPC message's flatbuffer by hand (pyarrow does not expose the field):
 ``Message.header`` (a ``RecordBatch``, or a ``DictionaryBatch`` whose ``data`` is one) and
@@ -37,7 +39,7 @@ def read_ipc(data: bytes) -> Any:
     try:
         if bytes(data[:6]) == _MAGIC:
             check_file(data)
-            return pa.ipc.open_file(buf).read_all()
+            return validated(pa.ipc.open_file(buf).read_all())
         reader = pa.ipc.MessageReader.open_stream(buf)
         while True:
             try:
@@ -45,11 +47,26 @@ def read_ipc(data: bytes) -> Any:
             except StopIteration:
                 break
             _refuse_compressed(message)
-        return pa.ipc.open_stream(buf).read_all()
+        return validated(pa.ipc.open_stream(buf).read_all())
     except (pa.ArrowException, OSError, ValueError, struct.error, IndexError) as e:
         if isinstance(e, IpcRefused):
             raise
         raise IpcRefused(f"it is not a readable Arrow IPC stream or file ({_first(e)})") from None
+
+
+def validated(table):
+    """``table`` (read from IPC bytes), once every array of it is checked whole (offsets,
+    lengths, null counts, dictionary indices, UTF-8): IpcRefused if one is damaged.
+    pyarrow's IPC reader checks a message's layout, not its values, and a table read from
+    damaged bytes crashed the process later (a segfault in ``to_pylist``, an abort on a
+    negative length: found by fuzzing a live batch's body)."""
+    import pyarrow as pa
+
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as e:
+        raise IpcRefused(f"its arrays are damaged ({_first(e)})") from None
+    return table
 
 
 def check_file(data) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .ipc import check_file
+from .ipc import check_file, validated
 
 IPC_MAGIC = b"ARROW1"
 PARQUET_MAGIC = b"PAR1"
@@ -43,7 +43,7 @@ def read_series(data: bytes, columns: Sequence[str] | None = None):
     head = bytes(data[:6])
     if head == IPC_MAGIC:
         check_file(data)  # a pushed blob's compressed batches could inflate without bound
-        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        table = validated(pa.ipc.open_file(pa.py_buffer(data)).read_all())
         if columns is None:
             return table
         missing = [c for c in columns if c not in table.column_names]

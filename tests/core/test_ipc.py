@@ -96,3 +96,44 @@ def test_a_series_blob_with_compressed_batches_is_refused():
     assert read_series(encode_series(series)).equals(series)
     with pytest.raises(ValueError, match="compressed"):
         read_series(encode(series, file=True, compression="zstd"))
+
+
+def i32(*values: int) -> bytes:
+    return np.array(values, dtype=np.int32).tobytes()
+
+
+def damaged_bodies(file: bool) -> dict[str, bytes]:
+    """Bodies whose layout is sound but whose values are not: a buffer of a valid body
+    changed in place (each pattern is found once), as damage in transit or a hostile
+    client would."""
+    words = encode(pa.table({"s": ["hello", "world", "again"]}), file, rows=3)
+    keys = encode(pa.table({"k": pa.array(["a", "b", "a"]).dictionary_encode()}), file, rows=3)
+    damage = {
+        "offsets going back": (words, i32(0, 5, 10, 15), i32(0, 12, 10, 15)),
+        "an offset past the data": (words, i32(0, 5, 10, 15), i32(0, 5, 99, 15)),
+        "bytes that are not UTF-8": (words, b"helloworld", b"\xff\xfelloworld"),
+        "an index past its dictionary": (keys, i32(0, 1, 0), i32(0, 7, 0)),
+    }
+    out = {}
+    for name, (body, was, now) in damage.items():
+        assert body.count(was) == 1, name
+        out[name] = body.replace(was, now)
+    return out
+
+
+@pytest.mark.parametrize("file", [False, True])
+@pytest.mark.parametrize("damage", list(damaged_bodies(False)))
+def test_a_body_of_damaged_arrays_is_refused(file, damage):
+    """pyarrow's IPC reader checks a message's layout, not its values: such a table came
+    back, and using it crashed the process (the fuzzer found a segfault in ``to_pylist``
+    and an abort on a negative length, for a live batch's or a scoring request's body)."""
+    with pytest.raises(IpcRefused, match="its arrays are damaged"):
+        read_ipc(damaged_bodies(file)[damage])
+
+
+def test_a_series_blob_of_damaged_arrays_is_refused():
+    """The index reads series blobs pushed by anyone a server lets in: the same check."""
+    from mlvc.core.series_blob import read_series
+
+    with pytest.raises(ValueError, match="its arrays are damaged"):
+        read_series(damaged_bodies(True)["offsets going back"])

@@ -300,6 +300,20 @@ def arrow_body(head, columns, meta_key=b"mlvc.batch", compression=None):
     return sink.getvalue().to_pybytes()
 
 
+def past_its_dictionary(now: int) -> bytes:
+    """A live batch whose dictionary-encoded keys hold an index past the dictionary (a
+    body of sound layout with one index changed in place)."""
+    import numpy as np
+    import pyarrow as pa
+
+    keys = pa.array(["loss", "acc", "loss"]).dictionary_encode()
+    body = arrow_body({"batch_id": "d"}, {"key": keys, "value": [1.0, 2.0, 3.0],
+                                          "step": [5, 6, 7], "timestamp_ns": [now] * 3})  # fmt: skip
+    was, now_ = (np.array(v, dtype=np.int32).tobytes() for v in ([0, 1, 0], [0, 9, 0]))
+    assert body.count(was) == 1
+    return body.replace(was, now_)
+
+
 def test_live_batches_as_arrow_apply_once_like_json(site):
     """The columnar form the mlvc client sends: the same run as the JSON form would make,
     applied once, with bad points refused one by one and bad bodies refused whole (400)."""
@@ -336,6 +350,7 @@ def test_live_batches_as_arrow_apply_once_like_json(site):
         arrow_body({"batch_id": "b"}, {"key": ["x"], "value": [1.0], "step": [0]}),
         arrow_body({"batch_id": "b"}, good)[:-40],  # cut short
         arrow_body({"batch_id": "b"}, good, compression="zstd"),  # could inflate unbounded
+        past_its_dictionary(now),  # values pyarrow's reader does not check: a crash later
     ):
         status, err = call(site, "POST", path, body, headers=ARROW)
         assert status == 400 and err["message"] and "\n" not in err["message"], (status, err)
