@@ -222,6 +222,21 @@ def test_what_pyarrow_does_not_implement_is_refused(tmp_path):
     assert len(said) == 2 and all(line.startswith("refused: it is not read here") for line in said)
 
 
+def test_strings_that_are_not_utf8_are_refused(tmp_path):
+    """pyarrow's Parquet reader copies a page's string bytes as they are: a damaged page
+    read back as a table of invalid UTF-8, which DuckDB (the index) or ``to_pylist`` then
+    failed on (found by the damage fuzzer). The table is checked whole, and refused."""
+    words = pa.table({"s": [f"hello{i:03d}" for i in range(50)]})
+    data = parquet(words, compression="none", use_dictionary=False, write_statistics=False)
+    assert data.count(b"hello007") == 1
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(data.replace(b"hello007", b"\xff\xfello007"))
+    said = read_in_a_subprocess(path, rows=50)
+    assert len(said) == 2 and all(
+        line.startswith("refused: its values are damaged") for line in said
+    ), said
+
+
 def test_dictionary_indices_past_the_dictionary_are_refused(tmp_path):
     """One bit flipped in the key column's indices (its chunk's second-to-last byte, found
     by the damage fuzzer): pyarrow reads the page's indices as they are, past the
