@@ -257,10 +257,16 @@ class RemoteRepo:
         return RunDiff(**d)
 
     def query(self, sql: str) -> pa.Table:
-        import pyarrow as pa
+        from ..core.ipc import IpcRefused, read_ipc
 
         data = self.client.call("POST", "/api/v1/query", {"sql": sql}, accept=ARROW)
-        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        try:  # checked whole: a damaged answer would crash this process when read
+            return read_ipc(data)
+        except IpcRefused as e:
+            raise ServerRefused(
+                f"{self.client.uri}: its answer to the query is not a readable Arrow stream: {e}",
+                502,
+            ) from None
 
 
 # -- writing: a run logged to the server ----------------------------------------------------

@@ -355,3 +355,49 @@ def test_bad_tracking_settings_are_one_usage_error_naming_them(monkeypatch, name
     with pytest.raises(UsageError, match=f"^{name}='{value}' is not a") as e:
         RemoteRun(Client(f"http://127.0.0.1:{free_port()}"), name="x")
     assert "\n" not in str(e.value)
+
+
+def test_a_damaged_query_answer_is_a_refusal_not_a_crash():
+    """The client reads a server's Arrow answer checked whole: a damaged one (offsets that
+    go back, sent by a real HTTP server here) is a one-line ServerRefused, not a table
+    that crashes the client's process when used."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import numpy as np
+    import pyarrow as pa
+
+    from mlvc.api.remote import Client, RemoteRepo
+    from mlvc.errors import ServerRefused
+
+    sink = pa.BufferOutputStream()
+    table = pa.table({"s": ["hello", "world", "again"]})
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    was, now = (np.array(v, dtype=np.int32).tobytes() for v in ([0, 5, 10, 15], [0, 12, 10, 15]))
+    body = sink.getvalue().to_pybytes()
+    assert body.count(was) == 1
+    body = body.replace(was, now)
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.apache.arrow.stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        remote = RemoteRepo(Client(f"http://127.0.0.1:{httpd.server_address[1]}"))
+        with pytest.raises(ServerRefused, match="not a readable Arrow stream") as e:
+            remote.query("SELECT 1")
+        assert "\n" not in str(e.value)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
