@@ -18,10 +18,11 @@ read by its index with no one asking, so ``read_parquet(..., limit=)`` looks fir
 1. Each column chunk's pages, walked from the offsets the footer gives (what pyarrow reads):
    each page header (Thrift compact protocol, parquet.thrift's ``PageHeader``) says its
    uncompressed size and its number of values. Their sum, at the values' decoded widths, must
-   fit the limit before any page is inflated. Each chunk's compression codec is read from
-   the footer here (``_codecs``), never from pyarrow's metadata: pyarrow 26 throws a C++
-   exception no Python code can catch for a number it does not know, and the process
-   aborts (a damaged preview would end a server).
+   fit the limit before any page is inflated. Each chunk's codec, offsets and sizes are read
+   from the footer here (``_chunks``), never through pyarrow's metadata: pyarrow 26 throws
+   C++ exceptions no Python code can catch for a codec number it does not know or size
+   statistics that contradict the schema, and the process aborts (a damaged preview ended
+   a server). The table read is then validated whole (``_validated``).
 2. Top-level string and binary columns are read dictionary-encoded (indices into the values
    the file holds), their decoded size counted exactly, and only then cast back. A nested
    one with a dictionary is refused if its values could, at the dictionary's size, exceed
@@ -509,7 +510,7 @@ MAX_TOLD_PAGES = 10_000
 MAX_RUNS = 1 << 16
 MAX_BYTES = 8 << 20  # of bit-packed levels
 # parquet.thrift's CompressionCodec: those read here, each as pa.Codec names it (3 is LZO,
-# 5 the hadoop-framed LZ4: known, not read here; any other number is refused, see _codecs)
+# 5 the hadoop-framed LZ4: known, not read here; any other number is refused, see _chunks)
 _CODECS = {0: None, 1: "snappy", 2: "gzip", 4: "brotli", 6: "zstd", 7: "lz4_raw"}
 _KNOWN_CODECS = range(8)
 
