@@ -10,6 +10,8 @@ items 1 and 2).
    server's file-system monitor trusts a folder from its second walk on).
    After each mlvc commit the benchmark waits for the detached index worker it started
    (the commit itself does not), so no timed command shares the CPUs with a DuckDB ingest.
+3. The first ``log -n 1`` of a fresh clone of 10k runs (and the clone, and the second log),
+   against ``python -c pass``; ``--compare`` times another mlvc's beside it.
 
 Each figure: the median of ``--reps`` repetitions (at least 5), its spread (min-max of the
 per-repetition ratios), and the load average before and after. Data is generated at run
@@ -27,7 +29,7 @@ dependencies from this venv), as users install it: an editable install (``pip in
 this venv's) loads an import hook and pathlib at every start, ~10-18 ms that users never pay.
 
 Usage: python benchmarks/bench_startup.py [--reps 7] [--files 20000] [--runs 10000]
-       [--only 1,2] [--quick] [--out report.md] [--compare /path/to/other/mlvc] [--pure]
+       [--only 1,2,3] [--quick] [--out report.md] [--compare /path/to/other/mlvc] [--pure]
        [--wheel] [--daemon]
 """
 
@@ -232,6 +234,43 @@ def bench_startup(work: Path, reps: int, n_runs: int, daemon: dict | None = None
     return "\n".join(lines)
 
 
+# -- 3. the first log of a fresh clone ---------------------------------------------------------
+
+
+def bench_clone_log(work: Path, reps: int, n_runs: int, compare: str | None = None) -> str:
+    """``mlvc clone`` of a folder remote holding ``n_runs`` runs, then its first and second
+    ``log -n 1``, each beside ``python -c pass``; with ``compare``, that mlvc's clone and logs
+    interleaved (a before/after under one load). The first log reads what the run list
+    lacks: every run, unless the clone wrote them there."""
+    src = many_runs(work, n_runs)
+    remote = work / "remote"
+    for argv in ([MLVC, "remote", "add", "origin", str(remote)], [MLVC, "push", "origin"]):
+        subprocess.run(argv, cwd=src, env=OWN, check=True, capture_output=True)
+    tools = {"this mlvc": MLVC, **({"compared mlvc": compare} if compare else {})}
+    steps = ("clone", "first `log -n 1`", "second `log -n 1`")
+    times = {(t, s): [] for t in tools for s in steps}
+    bases = {(t, s): [] for t in tools for s in steps}
+    for rep in range(reps):
+        print(f"[3] rep {rep + 1}/{reps}", file=sys.stderr)
+        for tool, exe in tools.items():
+            dest = work / f"clone-{rep}-{len(times[tool, 'clone'])}-{tool[:4]}"
+            argvs = ([exe, "clone", str(remote), str(dest)], [exe, "log", "-n", "1"],
+                     [exe, "log", "-n", "1"])  # fmt: skip
+            for step, argv in zip(steps, argvs, strict=True):
+                bases[tool, step].append(timed([PY, "-c", "pass"], work))
+                times[tool, step].append(timed(argv, dest if step != "clone" else work, OWN))
+                if step == "clone":
+                    settle(dest)
+            shutil.rmtree(dest, ignore_errors=True)
+    lines = ["| figure | median | `python -c pass` | ratio | spread |", "|---|---|---|---|---|"]
+    for (tool, step), values in times.items():
+        m = summary(values, bases[tool, step])
+        lines.append(f"| {tool}: {step} ({n_runs} runs) | {m['med'] * 1000:.0f} ms | "
+                     f"{m['base'] * 1000:.0f} ms | {m['ratio']:.1f}x | "
+                     f"{m['lo']:.1f}-{m['hi']:.1f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 # -- 2. small files ----------------------------------------------------------------------------
 
 
@@ -412,6 +451,12 @@ def main() -> None:
             + bench_small_files(
                 work, args.reps, args.files, compare=args.compare, pure=args.pure, daemon=daemon
             )
+        )
+        print(parts[-1], flush=True)
+    if "3" in only:
+        parts.append(
+            f"#### The first log of a fresh clone of {args.runs} runs\n\n"
+            + bench_clone_log(work, args.reps, args.runs, compare=args.compare)
         )
         print(parts[-1], flush=True)
     if daemon:

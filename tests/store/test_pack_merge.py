@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlvc import Repo
+from mlvc.core.ids import ObjectId
 from mlvc.store.pack.merge import (
     AUTO_SMALL,
     maybe_start,
@@ -282,3 +283,32 @@ def test_commits_and_a_reader_while_mergers_run(repo, project, monkeypatch, tmp_
     assert fresh.fsck() == []  # (fsck takes merge.lock itself)
     log = project / ".mlvc" / "logs" / "pack-merge.log"
     assert not log.exists(), log.read_text()  # no merger failed
+
+
+def test_a_read_during_a_merge_finds_what_the_merge_moved(repo, project, monkeypatch):
+    """A reader whose view predates a commit looks again (a forced look) and lists the pack
+    folder just before a merger in another process moves that commit's pack: it had opened
+    the old index, whose pack was gone by the time it asked, and did not list the merged
+    index. It said "missing from the store" (CI: an index ingest then dropped a committed
+    run, and the web UI's table of 450 runs showed 449). It looks again."""
+    from mlvc.store.pack import store as store_module
+
+    _commits(repo, project, 3)
+    reader = PackedStore(project / ".mlvc" / "objects")  # a store of its own
+    reader.indexes()  # its view: before the next commit
+    (run,) = _commits(repo, project, 1, start=3)  # a pack of its own
+    target = ObjectId.parse(str(run))
+    monkeypatch.setattr(store_module, "LOOK_EVERY", 3600.0)  # only a miss makes it look
+    real, merged = store_module.open_listed, []
+
+    def listed_then_merged(folder, known=None):
+        names, opened = real(folder, known)
+        if not merged and any(n.endswith(".idx") for n in names):
+            merged.append(_merge(project))  # the merger moves every small pack, this one too
+        return names, opened
+
+    monkeypatch.setattr(store_module, "open_listed", listed_then_merged)
+    data = reader.read_bytes(target)  # a miss in its view, then the forced look
+    assert merged and merged[0].returncode == 0, merged[0].stderr
+    assert len(_packs(project)) == 1  # the target's pack was merged away
+    assert data == Repo(project).store.read_bytes(target)

@@ -51,7 +51,7 @@ from ..odb import (
     note_stats,
     sync_filesystem,
 )
-from .index import PackIndex, open_listed, write_all, write_index
+from .index import RELIST_TRIES, PackIndex, open_listed, write_all, write_index
 from .index import listdir as _listdir
 from .open_packs import OpenPacks
 
@@ -452,8 +452,20 @@ class PackedStore(LocalStore):
     def present(self, oid: ObjectId) -> bool:
         if self._has_record(oid):
             return True
-        self.reload(force=True)
-        return self._has_record(oid)
+        for _ in range(RELIST_TRIES):
+            self.reload(force=True)
+            if self._has_record(oid):
+                return True
+            if self._settled():
+                return False
+        return False
+
+    def _settled(self) -> bool:
+        """Whether the pack folder is as the last forced look found it. A merger in another
+        process may have moved what that look listed (it opened an index whose packs were
+        gone once it asked, and did not list the merged index, written a moment before):
+        an object it did not find may be in the folder now, and is looked for again."""
+        return self._folder_stamp() == self._stamp
 
     def _exists(self, oid) -> bool:
         """On a dedup hit, freshen the pack (or loose file) so gc's grace period covers it."""
@@ -513,22 +525,24 @@ class PackedStore(LocalStore):
         return found
 
     def _get_record(self, oid):
-        for attempt in (0, 1):
+        for attempt in range(1 + RELIST_TRIES):  # a look in this view, then forced looks
             rec = self.writer.read(oid)
             if rec is not None:
                 return rec
-            self.reload(force=attempt == 1)
+            self.reload(force=attempt > 0)
             found = self._locate(oid)
             if found is not None:
                 idx, (p, off, n) = found
                 try:
                     return self._packs.pread(idx.packs[p], n, off)
                 except FileNotFoundError:
-                    continue  # removed by gc since we looked: find it again
+                    continue  # merged or collected since we looked: find it again
             if self._loose:
                 rec = super()._get_record(oid)
                 if rec is not None:
                     return rec
+            if attempt > 0 and self._settled():
+                return None  # a look at the folder as it still is did not find it
         return None
 
     def _where(self, oid):
