@@ -8,10 +8,11 @@ would sort them (``created DESC NULLS LAST, id``).
 
 Reading every run object on each ``log`` would cost a read per run, so the summaries are kept
 in ``.mlvc/runlist``, one JSON line per run, appended by each commit, each fetch (and a
-server's receiving a push) and by a ``log`` that had to read runs the file lacked. Run objects are immutable, so a line never goes stale:
-the file only lacks runs (read then) or holds runs no longer listed (ignored). A torn or
-foreign line is skipped (its run is read again), and a file that cannot be written (a
-read-only repository) only means the runs are read each time. ``refs/runs`` stays the truth.
+server's receiving a push) and by a ``log`` that had to read runs the file lacked. Run
+objects are immutable, so a line never goes stale: the file only lacks runs (read then) or
+holds runs no longer listed (ignored). A torn or foreign line is skipped (its run is read
+again), and a file that cannot be written (a read-only repository) only means the runs are
+read each time. ``refs/runs`` stays the truth.
 """
 
 from __future__ import annotations

@@ -150,8 +150,9 @@ DAMAGED = [parquet(series(300), **o) for o in OPTIONS[:4]]
        flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.sampled_from([1, 2, 4, 8, 16, 32,
                                                                           64, 128, 255])),
                       min_size=1, max_size=3))  # fmt: skip
-def test_a_damaged_footer_is_read_or_refused_and_what_is_read_is_valid(which, head, flips,
-                                                                        tmp_path_factory):  # fmt: skip
+def test_a_damaged_footer_is_read_or_refused_and_what_is_read_is_valid(
+    which, head, flips, tmp_path_factory
+):
     """Bits flipped in the footer (the Thrift metadata every accessor of pyarrow reads, where
     the fuzzer found two aborts and a NotImplementedError): a read with a bound, of the whole
     file or of its head, gives a table that is valid whole, or fails as ValueError or
@@ -195,7 +196,8 @@ def read_in_a_subprocess(path, rows: int = 10) -> list[str]:
         "from mlvc.core.parquet import ParquetRefused, decoded_limit, read_head, read_parquet\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "for read in (lambda: read_parquet(data, limit=decoded_limit(len(data))),\n"
-        "             lambda: read_head(sys.argv[1], int(sys.argv[2]), decoded_limit(len(data)))):\n"
+        "             lambda: read_head(sys.argv[1], int(sys.argv[2]),\n"
+        "                               decoded_limit(len(data)))):\n"
         "    try:\n"
         "        read()\n"
         "        print('read')\n"
